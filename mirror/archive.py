@@ -1,0 +1,300 @@
+"""The archive: where a file lives in the bag, atomic durable writes, versions, the bag files.
+
+Evidence is never overwritten. A file is renamed into data/ only after it is on disk, and
+its provenance line is appended (and fsynced) only after the rename is durable, so the
+manifest never names a file that might not be there. Writes are committed in small batches
+off the event loop. A run that was killed leaves at most a torn provenance tail and files
+that no line names yet; `open()` repairs the first and quarantines the second, never
+deleting a byte that was archived.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import shutil
+import time
+import unicodedata
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from . import __version__
+from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
+from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE,
+                       TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
+                       read_bag_info, read_provenance, repair_torn_tail)
+from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorLocked, NotAMirror, UsageError
+
+STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
+MAX_DIR_ENTRIES = 2900  # under GitHub's 3,000 entries per directory
+BATCH_FILES = 64  # commit after this many files...
+BATCH_SECONDS = 1.0  # ...or this long, whichever comes first
+TAG_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, FAILURES, CHANGES)
+
+_UNSAFE = re.compile(r"[^\w.,()+\- ]+", re.UNICODE)
+
+
+def safe_component(name: str, fallback: str = "_") -> str:
+    """One path component from server text: NFC, no separators or controls, no dot tricks."""
+    name = unicodedata.normalize("NFC", name).strip()
+    name = _UNSAFE.sub("_", name)
+    name = re.sub(r"\s+", "_", name).strip("._ ")
+    return name[:80] or fallback
+
+
+def _level(code: str, name: str) -> str:
+    code = safe_component(code, "")
+    name = safe_component(name, "")
+    return "_".join(part for part in (code.zfill(2) if code.isdigit() else code, name) if part) or "_"
+
+
+def acta_dir(acta_place) -> str:
+    p = acta_place
+    return "/".join(("data", _level(p.state_code, p.state), _level(p.municipality_code, p.municipality),
+                     _level(p.parish_code, p.parish), safe_component(p.center, "unknown-center")))
+
+
+def extension(content_type: str, sha_head: bytes | None = None) -> str:
+    return ".png" if "png" in content_type.lower() else ".jpg"
+
+
+def _io_error(exc: OSError, what: str) -> ArchiveWriteError:
+    if exc.errno == errno.ENOSPC:
+        return ArchiveWriteError(f"disk full while {what}; everything archived before is intact, re-run when there is space")
+    return ArchiveWriteError(f"cannot write while {what}: {exc.strerror or exc}")
+
+
+class Archive:
+    """A BagIt bag being filled. Use as a context manager: it holds the mirror's lock."""
+
+    def __init__(self, root: str | os.PathLike, *, wait_lock: bool = False):
+        self.root = Path(root)
+        self.state = self.root / STATE_DIR
+        self.tmp = self.state / "tmp"
+        self.wait_lock = wait_lock
+        self.entries: list[Entry] = []
+        self.by_key: dict[str, list[Entry]] = defaultdict(list)
+        self.by_url: dict[str, Entry] = {}
+        self.paths: set[str] = set()
+        self.dir_counts: dict[str, int] = defaultdict(int)
+        self._pending: list[tuple[str, str, Entry]] = []
+        self._last_commit = time.monotonic()
+        self._lock_fd: int | None = None
+        self.quarantined: list[str] = []
+
+    # -- opening and recovery -------------------------------------------------
+    def __enter__(self) -> "Archive":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"{self.root} exists and is not a directory")
+        if self.root.exists() and any(self.root.iterdir()) and not (self.root / "bagit.txt").exists() \
+                and not (self.root / PROVENANCE).exists():
+            raise UsageError(f"{self.root} is not empty and is not an acta-mirror bag; choose another --out")
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            (self.root / "data").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise _io_error(exc, f"creating {self.root}") from None
+        self._lock()
+        repair_torn_tail(self.root / PROVENANCE)
+        for entry in read_provenance(self.root / PROVENANCE):
+            self._index(entry)
+        for leftover in self.tmp.iterdir():
+            if leftover.is_file():
+                leftover.unlink()
+        self._quarantine_orphans()
+
+    def _lock(self) -> None:
+        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait_lock else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise MirrorLocked(f"{self.root} is being written by another run (lock {self.state / 'lock'})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _quarantine_orphans(self) -> None:
+        """Files in data/ that no provenance line names: a run died between rename and record."""
+        data = self.root / "data"
+        for dirpath, _dirs, files in os.walk(data):
+            for name in files:
+                full = Path(dirpath) / name
+                rel = full.relative_to(self.root).as_posix()
+                if rel in self.paths:
+                    continue
+                target = self.state / "quarantine" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(full, target)
+                self.quarantined.append(rel)
+
+    def _index(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        self.by_key[entry.key].append(entry)
+        self.by_url[entry.url] = entry
+        self.paths.add(entry.path)
+        self.dir_counts[entry.path.rsplit("/", 1)[0]] += 1
+
+    # -- adding files -----------------------------------------------------------
+    def conditional_headers(self, url: str) -> tuple[str, str]:
+        prev = self.by_url.get(url)
+        return (prev.etag, prev.last_modified) if prev else ("", "")
+
+    def knows(self, key: str, sha256: str) -> bool:
+        return any(e.sha256 == sha256 for e in self.by_key.get(key, ()))
+
+    def add(self, acta: Acta, fetched: Fetched, *, kind: str = "acta", name: str | None = None) -> Entry | None:
+        """Queue a fetched file as a new version; None (and the temp file removed) if not new."""
+        if fetched.status == 304:
+            return None
+        if self.knows(acta.key, fetched.sha256):
+            os.unlink(fetched.tmp_path)
+            return None
+        versions = self.by_key.get(acta.key, [])
+        version = len(versions) + 1
+        if kind == "index":
+            directory, stem, ext = "data/index", Path(name or acta.key).stem, Path(name or acta.key).suffix
+        else:
+            directory, stem, ext = acta_dir(acta.place), acta.key, extension(fetched.content_type)
+        directory = self._roomy(directory)
+        path = f"{directory}/{stem}{'' if version == 1 else f'.v{version}'}{ext}"
+        while path in self.paths:
+            version += 1
+            path = f"{directory}/{stem}.v{version}{ext}"
+        p = acta.place
+        entry = Entry(
+            key=acta.key, kind=kind, version=version, path=path, sha256=fetched.sha256,
+            size=fetched.size, cid=raw_cid(fetched.sha256) if fetched.size <= CHUNK_SIZE else "",
+            url=fetched.url, final_url=fetched.final_url, host=fetched.host,
+            fetched_at=fetched.fetched_at, status=fetched.status, etag=fetched.etag,
+            last_modified=fetched.last_modified, content_type=fetched.content_type,
+            site=acta.site, page=acta.page, state_code=p.state_code, state=p.state,
+            municipality_code=p.municipality_code, municipality=p.municipality,
+            parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table,
+            supersedes=versions[-1].sha256 if versions else None,
+        )
+        self._index(entry)
+        self._pending.append((fetched.tmp_path, path, entry))
+        return entry
+
+    def _roomy(self, directory: str) -> str:
+        """The directory, or an overflow sibling once it holds MAX_DIR_ENTRIES files."""
+        n = 1
+        candidate = directory
+        while self.dir_counts[candidate] >= MAX_DIR_ENTRIES:
+            n += 1
+            candidate = f"{directory}/more-{n}"
+        return candidate
+
+    def due(self) -> bool:
+        return len(self._pending) >= BATCH_FILES or (
+            bool(self._pending) and time.monotonic() - self._last_commit >= BATCH_SECONDS)
+
+    def take_batch(self) -> list[tuple[str, str, Entry]]:
+        batch, self._pending = self._pending, []
+        self._last_commit = time.monotonic()
+        return batch
+
+    def commit(self, batch: list[tuple[str, str, Entry]]) -> None:
+        """Make a batch durable: fsync, rename into data/, fsync dirs, then record provenance."""
+        if not batch:
+            return
+        try:
+            dirs = set()
+            for tmp, rel, _entry in batch:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                final = self.root / rel
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if final.exists():  # never overwrite evidence
+                    raise ArchiveWriteError(f"refusing to overwrite {rel}")
+                os.rename(tmp, final)
+                dirs.add(final.parent)
+            for d in dirs:
+                fsync_dir(d)
+            with open(self.root / PROVENANCE, "a", encoding="utf-8") as fh:
+                fh.write("".join(entry.to_json() + "\n" for _t, _r, entry in batch))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise _io_error(exc, "archiving a batch of files") from None
+
+    def commit_all(self) -> None:
+        self.commit(self.take_batch())
+
+    # -- the bag files ----------------------------------------------------------
+    def finish(self, *, failures: Iterable[dict] = (), info: dict[str, str] | None = None,
+               rewrite_bag: bool = True) -> None:
+        """Write failures, and when the payload changed, the manifest, bag-info and tag manifest.
+
+        A run that archived nothing new leaves the bag's files byte for byte as they were
+        (failures aside), so a scheduled job with nothing new commits nothing.
+        """
+        import json
+
+        self.commit_all()
+        try:
+            atomic_write(self.root / FAILURES, "".join(
+                json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n" for f in failures).encode())
+            if rewrite_bag:
+                write_bag_files(self.root, self.entries, info or {})
+            else:
+                write_tag_manifest(self.root)
+        except OSError as exc:
+            raise _io_error(exc, "writing the bag's manifests") from None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+
+def write_bag_files(root: Path, entries: list[Entry], extra_info: dict[str, str]) -> None:
+    """(Re)write bagit.txt, manifest-sha256.txt, bag-info.txt and tagmanifest-sha256.txt."""
+    atomic_write(root / "bagit.txt", BAGIT_TXT.encode())
+    atomic_write(root / PAYLOAD_MANIFEST, format_manifest((e.path, e.sha256) for e in entries))
+    old = read_bag_info(root / BAG_INFO)
+    info = {
+        "Bag-Software-Agent": f"acta-mirror {__version__}",
+        "Bagging-Date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "Payload-Oxum": f"{sum(e.size for e in entries)}.{len(entries)}",
+        "IPFS-Profile": IPFS_PROFILE,
+    }
+    for label, value in old.items():
+        info.setdefault(label, value)
+    info.update(extra_info)
+    atomic_write(root / BAG_INFO, format_bag_info(info))
+    write_tag_manifest(root)
+
+
+def write_tag_manifest(root: Path) -> None:
+    import hashlib
+
+    items = []
+    for name in TAG_FILES:
+        path = root / name
+        if path.exists():
+            items.append((name, hashlib.sha256(path.read_bytes()).hexdigest()))
+    atomic_write(root / TAG_MANIFEST, format_manifest(items))
+
+
+def load_entries(root: str | os.PathLike) -> list[Entry]:
+    root = Path(root)
+    if not (root / PROVENANCE).exists():
+        raise NotAMirror(f"{root}: no {PROVENANCE}; not an acta-mirror bag")
+    return read_provenance(root / PROVENANCE)

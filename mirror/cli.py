@@ -1,0 +1,201 @@
+"""The acta-mirror command: subcommands, progress, and the one place that prints for people.
+
+Exit codes (every command):
+    0    done, nothing wrong
+    1    finished, but something failed or a check found problems (each one is named)
+    2    bad usage or bad input: one line says what, nothing archived was touched
+    3    the disk refused a write (full, read-only): nothing archived before is damaged
+    130  interrupted
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+
+from . import __version__
+from .models import MirrorError, UsageError
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DISK, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+FAILURES_SHOWN = 100
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, never a usage dump
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="acta-mirror", description="Mirror published election tally sheets (actas) into verifiable bags.")
+    p.add_argument("--version", action="version", version=f"acta-mirror {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    c = sub.add_parser("crawl", help="crawl a results site into a BagIt mirror")
+    c.add_argument("site", help="site adapter name, e.g. resultados2024")
+    c.add_argument("--root", required=True, help="the site's root URL")
+    c.add_argument("--out", required=True, help="the mirror directory (a BagIt bag)")
+    c.add_argument("--discover", default="csv", choices=("csv", "html", "both"), help="how actas are found (default csv)")
+    c.add_argument("--index", help="an index file or URL to read instead of the site's default index")
+    c.add_argument("--concurrency", type=_positive_int, default=16, help="requests in flight (default 16)")
+    c.add_argument("--rate", type=_nonneg_float, default=0.0, help="requests per second per host, 0 for no pacing (default 0)")
+    c.add_argument("--proxy", help="http://, https://, socks5:// or socks5h:// proxy URL")
+    c.add_argument("--timeout", type=_nonneg_float, default=60.0, help="seconds for a whole request (default 60)")
+    c.add_argument("--max-bytes", type=_positive_int, default=25 * 1024 * 1024, help="size cap per file (default 25 MiB)")
+    c.add_argument("--shard", default="1/1", help="I/N: take only part I of N of the acta keys (default 1/1)")
+    c.add_argument("--wait-lock", action="store_true", help="wait for another run on the same --out instead of exiting")
+    c.add_argument("--quiet", action="store_true", help="no progress display")
+
+    v = sub.add_parser("verify", help="check a mirror offline")
+    v.add_argument("dir", help="the mirror directory")
+    v.add_argument("--fast", action="store_true", help="check Payload-Oxum and file counts only")
+    v.add_argument("--json", action="store_true", help="print the problems as JSON")
+
+    r = sub.add_parser("replay", help="serve the local replay of the 2024 results site")
+    r.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    r.add_argument("--port", type=int, default=8024, help="port (default 8024; 0 picks a free one)")
+    r.add_argument("--small", action="store_true", help="small synthesized images (a few KB) for fast runs")
+    r.add_argument("--faults", help="fault plan, e.g. 429=0.02,503=0.05:3,404=0.001 (see mirror/replay/faults.py)")
+    r.add_argument("--seed", type=int, default=0, help="seed for synthesized images and faults (default 0)")
+    r.add_argument("--limit", type=_positive_int, help="serve only the first N tables (plus the 20 real scans)")
+    r.add_argument("--cache", help="directory to keep rendered images in between runs")
+    r.add_argument("--warm", action="store_true", help="render every image into --cache before serving")
+    r.add_argument("--epoch", type=_positive_int, default=1, help="2 or more: images with the 'change' fault are re-scanned")
+    r.add_argument("--html-version", type=int, choices=(1, 2), default=1, help="which index version the HTML pages follow")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return EXIT_USAGE
+        return COMMANDS[args.command](args)
+    except MirrorError as exc:
+        print(f"acta-mirror: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+# -- crawl ------------------------------------------------------------------------
+def cmd_crawl(args) -> int:
+    from .crawl import Counters, CrawlOptions, crawl, parse_shard
+
+    opts = CrawlOptions(site=args.site, root=args.root, out=args.out, discover=args.discover,
+                        index=args.index, concurrency=args.concurrency, rate=args.rate,
+                        proxy=args.proxy, timeout=args.timeout, max_bytes=args.max_bytes,
+                        shard=parse_shard(args.shard), wait_lock=args.wait_lock)
+    counters = Counters()
+
+    async def run():
+        show = None if args.quiet else asyncio.create_task(_progress(counters))
+        try:
+            return await crawl(opts, counters)
+        finally:
+            if show:
+                show.cancel()
+
+    result = asyncio.run(run())
+    c = result.counters
+    for rel in result.quarantined:
+        print(f"quarantined {rel}: on disk but never recorded (a killed run); kept in .acta-mirror/quarantine",
+              file=sys.stderr)
+    for f in result.failures[:FAILURES_SHOWN]:
+        print(f"failed {f['key']} {f['url']}: {f['reason']}", file=sys.stderr)
+    if len(result.failures) > FAILURES_SHOWN:
+        print(f"... and {len(result.failures) - FAILURES_SHOWN} more in {os.path.join(args.out, 'failures.jsonl')}",
+              file=sys.stderr)
+    rate = c.done / result.seconds if result.seconds else 0.0
+    print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged, "
+          f"{c.failed} failed; {c.bytes / 1e6:.1f} MB in {result.seconds:.1f} s ({rate:.0f}/s); mirror {args.out}")
+    return EXIT_PROBLEMS if result.failures else EXIT_OK
+
+
+async def _progress(c) -> None:
+    """A rich bar on a terminal; otherwise a plain line every few seconds."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[detail]}"),
+                      TimeRemainingColumn(), transient=True) as bar:
+            task = bar.add_task("crawl", total=None, detail="")
+            while True:
+                rate = c.done / max(1e-6, time.monotonic() - c.started)
+                bar.update(task, completed=c.done, total=c.discovered if c.discovery_done else None,
+                           detail=f"found {c.discovered} new {c.archived} same {c.unchanged} "
+                                  f"failed {c.failed} {rate:.0f}/s")
+                await asyncio.sleep(0.2)
+    while True:
+        await asyncio.sleep(5)
+        elapsed = time.monotonic() - c.started
+        rate = c.done / max(1e-6, elapsed)
+        eta = (c.discovered - c.done) / rate if rate and c.discovery_done else float("nan")
+        print(f"[{elapsed:6.0f}s] discovered {c.discovered} archived {c.archived} unchanged {c.unchanged} "
+              f"failed {c.failed} {rate:.0f}/s eta {eta:.0f}s", file=sys.stderr, flush=True)
+
+
+# -- verify -------------------------------------------------------------------------
+def cmd_verify(args) -> int:
+    from .verify import verify
+
+    problems = verify(args.dir, fast=args.fast)
+    if args.json:
+        print(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1))
+    else:
+        for p in problems:
+            print(p)
+        if not problems:
+            print(f"OK: {args.dir} is intact{' (fast check: counts and sizes only)' if args.fast else ''}")
+        else:
+            print(f"{len(problems)} problem(s) in {args.dir}", file=sys.stderr)
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+# -- replay -------------------------------------------------------------------------
+def cmd_replay(args) -> int:
+    from .replay import FaultPlan, Replay, serve_forever
+
+    replay = Replay(seed=args.seed, small=args.small, faults=FaultPlan.parse(args.faults, args.seed),
+                    limit=args.limit, cache_dir=args.cache, html_version=args.html_version, epoch=args.epoch)
+    if args.warm:
+        if not args.cache:
+            raise UsageError("--warm needs --cache DIR")
+        t = time.monotonic()
+        n = replay.warm(os.cpu_count() or 1)
+        print(f"rendered {n} images into {args.cache} in {time.monotonic() - t:.1f} s", flush=True)
+    try:
+        serve_forever(replay, args.host, args.port,
+                      on_ready=lambda url: print(f"replay listening on {url}", flush=True))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+COMMANDS = {"crawl": cmd_crawl, "verify": cmd_verify, "replay": cmd_replay}

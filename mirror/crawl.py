@@ -1,0 +1,211 @@
+"""The crawl: discovery from a site adapter, feeding the fetcher, feeding the archive."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .archive import Archive
+from .fetch import DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, Fetcher
+from .models import Acta, FetchError, SourceUnreachable, UsageError
+from .sites import get_site
+
+
+@dataclass(frozen=True)
+class CrawlOptions:
+    site: str
+    root: str
+    out: str
+    discover: str = "csv"
+    index: str | None = None  # a local file or a URL; default: the site's own index
+    concurrency: int = DEFAULT_CONCURRENCY
+    rate: float = 0.0
+    proxy: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    max_bytes: int = DEFAULT_MAX_BYTES
+    shard: tuple[int, int] = (1, 1)  # (I, N): this run takes the keys of part I of N
+    wait_lock: bool = False
+    retry_attempts: int | None = None  # None: the fetcher's policy
+
+
+@dataclass
+class Counters:
+    """Live figures the CLI shows while a crawl runs."""
+
+    discovered: int = 0
+    archived: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    bytes: int = 0
+    discovery_done: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.archived + self.unchanged + self.failed
+
+
+@dataclass
+class CrawlResult:
+    counters: Counters
+    failures: list[dict]
+    quarantined: list[str]
+    seconds: float
+    requests: int
+    out: str
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard takes I/N, like 2/4, not {text!r}") from None
+    if not (n >= 1 and 1 <= i <= n):
+        raise UsageError(f"--shard {text}: I must be from 1 to N")
+    return i, n
+
+
+def in_shard(key: str, shard: tuple[int, int]) -> bool:
+    """A deterministic partition of acta keys: the same on every machine and every run."""
+    i, n = shard
+    if n == 1:
+        return True
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n == i - 1
+
+
+def _is_url(text: str) -> bool:
+    return urlsplit(text).scheme in ("http", "https")
+
+
+def check_options(opts: CrawlOptions) -> None:
+    if opts.discover not in ("csv", "html", "both"):
+        raise UsageError(f"--discover must be csv, html or both, not {opts.discover!r}")
+    if not _is_url(opts.root):
+        raise UsageError(f"--root must be an http(s) URL, not {opts.root!r}")
+    if opts.concurrency < 1 or opts.concurrency > 512:
+        raise UsageError("--concurrency must be from 1 to 512")
+    if opts.rate < 0:
+        raise UsageError("--rate must be 0 (no pacing) or more")
+    if opts.index and not _is_url(opts.index) and not Path(opts.index).is_file():
+        raise UsageError(f"--index {opts.index}: no such file")
+
+
+async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlResult:
+    check_options(opts)
+    site = get_site(opts.site)
+    counters = counters or Counters()
+    failures: list[dict] = []
+    started = time.monotonic()
+    with Archive(opts.out, wait_lock=opts.wait_lock) as archive:
+        kwargs = {} if opts.retry_attempts is None else {"retry_attempts": opts.retry_attempts}
+        async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy,
+                           timeout=opts.timeout, max_bytes=opts.max_bytes,
+                           tmp_dir=str(archive.tmp), **kwargs) as fetcher:
+            queue: asyncio.Queue = asyncio.Queue(maxsize=opts.concurrency * 4)
+            commit_lock = asyncio.Lock()
+            added_before = len(archive.entries)
+
+            def fail(key: str, url: str, reason: str) -> None:
+                failures.append({"key": key, "url": url, "reason": reason})
+                counters.failed += 1
+
+            async def commit(force: bool = False) -> None:
+                if force or archive.due():
+                    async with commit_lock:
+                        await asyncio.to_thread(archive.commit, archive.take_batch())
+
+            async def get_page(url: str) -> str:
+                try:
+                    return await fetcher.fetch_text(url)
+                except FetchError as exc:
+                    fail("page", url, exc.reason)
+                    raise
+
+            seen: set[tuple[str, str]] = set()
+
+            async def offer(acta: Acta) -> None:
+                if (acta.key, acta.url) in seen or not in_shard(acta.key, opts.shard):
+                    return
+                seen.add((acta.key, acta.url))
+                counters.discovered += 1
+                await queue.put(acta)
+
+            async def discover() -> None:
+                try:
+                    if opts.discover in ("csv", "both"):
+                        for acta in await _read_indexes(opts, site, fetcher, archive):
+                            await offer(acta)
+                    if opts.discover in ("html", "both"):
+                        async for acta in site.walk(opts.root, get_page, lambda u, r: fail("page", u, r)):
+                            await offer(acta)
+                finally:
+                    counters.discovery_done = True
+                    for _ in range(opts.concurrency):
+                        await queue.put(None)
+
+            async def worker() -> None:
+                while (acta := await queue.get()) is not None:
+                    etag, last_modified = archive.conditional_headers(acta.url)
+                    try:
+                        fetched = await fetcher.fetch(acta.url, etag=etag, last_modified=last_modified)
+                    except FetchError as exc:
+                        fail(acta.key, acta.url, exc.reason)
+                        continue
+                    if archive.add(acta, fetched) is None:
+                        counters.unchanged += 1
+                    else:
+                        counters.archived += 1
+                        counters.bytes += fetched.size
+                    await commit()
+
+            workers = [asyncio.create_task(worker()) for _ in range(opts.concurrency)]
+            discovery = asyncio.create_task(discover())
+            try:
+                await discovery
+                await asyncio.gather(*workers)
+            except BaseException:
+                discovery.cancel()
+                for w in workers:
+                    w.cancel()
+                raise
+            finally:
+                await commit(force=True)
+            changed = len(archive.entries) != added_before or not (Path(opts.out) / "bagit.txt").exists()
+            archive.finish(failures=failures, rewrite_bag=changed, info={
+                "Source-Organization": f"acta-mirror crawl of site {site.name}",
+                "External-Identifier": site.name,
+                "External-Description": getattr(site, "description", site.name),
+                "Acta-Mirror-Source": opts.root,
+            })
+            requests = fetcher.requests
+            quarantined = list(archive.quarantined)
+    return CrawlResult(counters, failures, quarantined, time.monotonic() - started, requests, opts.out)
+
+
+async def _read_indexes(opts: CrawlOptions, site, fetcher: Fetcher, archive: Archive) -> list[Acta]:
+    """Fetch (and archive) each index file, then read the actas it lists."""
+    sources = [opts.index] if opts.index else site.index_urls(opts.root)
+    actas: list[Acta] = []
+    for source in sources:
+        if not _is_url(source):
+            actas.extend(site.parse_index(source, Path(source).resolve().as_uri()))
+            continue
+        name = os.path.basename(urlsplit(source).path) or "index.csv"
+        key = f"index/{name}"
+        etag, last_modified = archive.conditional_headers(source)
+        try:
+            fetched = await fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
+        except FetchError as exc:
+            raise SourceUnreachable(f"cannot read the index {source}: {exc.reason}") from None
+        if fetched.status == 304:
+            path = str(archive.root / archive.by_url[source].path)
+        else:
+            path = fetched.tmp_path
+        listed = list(site.parse_index(path, source))  # read before the file is committed
+        archive.add(Acta(site=site.name, key=key, url=source, page=source), fetched, kind="index", name=name)
+        actas.extend(listed)
+    return actas

@@ -1,0 +1,163 @@
+"""Read and write the bag's text files: manifests, bag-info, provenance lines, atomically.
+
+Formats follow BagIt 1.0 (RFC 8493): `<hex>  <path>` manifest lines with CR, LF and % in
+paths percent-encoded, and `Label: value` lines in bag-info.txt.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from .models import Entry, NotAMirror
+
+BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+PAYLOAD_MANIFEST = "manifest-sha256.txt"
+TAG_MANIFEST = "tagmanifest-sha256.txt"
+BAG_INFO = "bag-info.txt"
+PROVENANCE = "provenance.jsonl"
+FAILURES = "failures.jsonl"
+CHANGES = "changes.jsonl"
+
+
+def encode_path(path: str) -> str:
+    return path.replace("%", "%25").replace("\n", "%0A").replace("\r", "%0D")
+
+
+def decode_path(path: str) -> str:
+    return path.replace("%0A", "\n").replace("%0a", "\n").replace("%0D", "\r").replace(
+        "%0d", "\r").replace("%25", "%")
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write a whole file so that a reader sees either the old or the new one, never half."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return  # unchanged: keep the file (and its mtime) as it is
+    except FileNotFoundError:
+        pass
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def format_manifest(items: Iterable[tuple[str, str]]) -> bytes:
+    """items: (relative path, hex digest); sorted by path for stable bytes."""
+    lines = [f"{digest}  {encode_path(path)}\n" for path, digest in sorted(items)]
+    return "".join(lines).encode("utf-8")
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, str]:
+    """Parse a sha256 manifest into {relative path: hex}; NotAMirror on a malformed line."""
+    result: dict[str, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotAMirror(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotAMirror(f"{path}: unreadable ({exc.__class__.__name__})") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, sep, rel = line.partition(" ")
+        rel = rel.lstrip(" *")
+        if not sep or len(digest) != 64 or not rel:
+            raise NotAMirror(f"{path}:{number}: not a '<sha256>  <path>' line")
+        try:
+            int(digest, 16)
+        except ValueError:
+            raise NotAMirror(f"{path}:{number}: not a hex digest") from None
+        result[decode_path(rel)] = digest.lower()
+    return result
+
+
+def read_bag_info(path: str | os.PathLike) -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return info
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotAMirror(f"{path}: unreadable ({exc.__class__.__name__})") from None
+    label = None
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and label:
+            info[label] += " " + line.strip()
+            continue
+        label, sep, value = line.partition(":")
+        if not sep:
+            label = None
+            continue
+        label = label.strip()
+        info[label] = value.strip()
+    return info
+
+
+def format_bag_info(info: dict[str, str]) -> bytes:
+    return "".join(f"{k}: {v}\n" for k, v in info.items()).encode("utf-8")
+
+
+def read_provenance(path: str | os.PathLike) -> list[Entry]:
+    """Every entry of a provenance file; NotAMirror naming the first bad line."""
+    entries = []
+    try:
+        fh = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        return entries
+    with fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(Entry.from_json(line))
+            except ValueError as exc:
+                raise NotAMirror(f"{path}:{number}: bad provenance line: {exc}") from None
+    return entries
+
+
+def repair_torn_tail(path: str | os.PathLike) -> int:
+    """Cut a last line left half-written by a killed run; returns the bytes removed.
+
+    Only the tail can be torn (lines are appended), so a bad line elsewhere is left for
+    read_provenance to report: that is damage, not a crash, and is never cut.
+    """
+    try:
+        with open(path, "rb+") as fh:
+            data = fh.read()
+            end = len(data)
+            if data.endswith(b"\n"):
+                last_start = data.rfind(b"\n", 0, end - 1) + 1
+                try:
+                    Entry.from_json(data[last_start:].decode("utf-8"))
+                    return 0
+                except (ValueError, UnicodeDecodeError):
+                    keep = last_start
+            else:
+                keep = data.rfind(b"\n") + 1
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+            return end - keep
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,204 @@
+"""Typed records that pass between the stages, and the exception tree.
+
+Records (frozen dataclasses; no dicts with hidden keys):
+
+    Acta      what a site adapter discovered: one table's image URL and its place
+    Fetched   what the fetcher brought: a temp file, its sha256 and the HTTP facts
+    Entry     one archived file: path, sha256, size, CID and provenance
+    Problem   one thing verify found wrong, naming the file
+
+Exceptions (every one the CLI turns into one line and an exit code):
+
+    MirrorError                  exit_code 1 unless a subclass says otherwise
+    ├── UsageError               2  bad flags or bad input from the user
+    │   ├── IndexFormatError     2  an index CSV or HTML page we cannot read
+    │   └── SourceUnreachable    2  the root cannot be reached at all
+    ├── NotAMirror               2  verify/prove on something that is not a bag
+    ├── MirrorLocked             2  another run holds the mirror's lock
+    ├── ArchiveWriteError        3  the disk refused a write (full, read-only)
+    └── FetchError               1  one URL failed for good (listed in failures.jsonl)
+        ├── NotAnImage           1  a 200 answer whose body is not a JPEG/PNG
+        ├── TooLarge             1  a body above the size cap
+        └── Truncated            1  a body shorter than announced or cut off
+
+Foreign errors (aiohttp, OSError, csv) are translated into these at one boundary
+each: the fetcher for network errors, the archive for disk errors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class MirrorError(Exception):
+    exit_code = 1
+
+
+class UsageError(MirrorError):
+    exit_code = 2
+
+
+class IndexFormatError(UsageError):
+    pass
+
+
+class SourceUnreachable(UsageError):
+    pass
+
+
+class NotAMirror(MirrorError):
+    exit_code = 2
+
+
+class MirrorLocked(MirrorError):
+    exit_code = 2
+
+
+class ArchiveWriteError(MirrorError):
+    exit_code = 3
+
+
+class FetchError(MirrorError):
+    """A URL that failed for good, after the fetcher's retries."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class NotAnImage(FetchError):
+    pass
+
+
+class TooLarge(FetchError):
+    pass
+
+
+class Truncated(FetchError):
+    pass
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a table sits: the site's codes and names, state down to table."""
+
+    state_code: str = ""
+    state: str = ""
+    municipality_code: str = ""
+    municipality: str = ""
+    parish_code: str = ""
+    parish: str = ""
+    center: str = ""  # 9-digit CNE center code
+    table: str = ""  # 2-digit table number
+
+
+@dataclass(frozen=True)
+class Acta:
+    site: str
+    key: str  # "<9-digit center>.<2-digit table>", the prefix of the QR text
+    url: str  # the image
+    page: str  # where it was found: the index CSV or the table's HTML page
+    place: Place = field(default_factory=Place)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str
+    final_url: str
+    status: int  # 200, or 304 when a conditional request found no change
+    tmp_path: str | None  # None for 304
+    sha256: str
+    size: int
+    etag: str
+    last_modified: str
+    content_type: str
+    fetched_at: str
+    host: str
+
+
+PROVENANCE_FIELDS = (
+    "key", "kind", "version", "path", "sha256", "size", "cid", "url", "final_url", "host",
+    "fetched_at", "status", "etag", "last_modified", "content_type", "site", "page",
+    "state_code", "state", "municipality_code", "municipality", "parish_code", "parish",
+    "center", "table", "supersedes",
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    kind: str  # "acta" or "index"
+    version: int
+    path: str  # relative to the bag, always under data/
+    sha256: str
+    size: int
+    cid: str
+    url: str
+    final_url: str
+    host: str
+    fetched_at: str
+    status: int
+    etag: str
+    last_modified: str
+    content_type: str
+    site: str
+    page: str
+    state_code: str = ""
+    state: str = ""
+    municipality_code: str = ""
+    municipality: str = ""
+    parish_code: str = ""
+    parish: str = ""
+    center: str = ""
+    table: str = ""
+    supersedes: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> "Entry":
+        """Parse one provenance line; any defect raises ValueError naming it."""
+        try:
+            obj: Any = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in obj:
+                if f.default is dataclasses.MISSING:
+                    raise ValueError(f"missing field {f.name!r}")
+                continue
+            value = obj[f.name]
+            want = (int,) if f.name in ("version", "size", "status") else (str,)
+            if f.name == "supersedes":
+                want = (str, type(None))
+            if not isinstance(value, want) or isinstance(value, bool):
+                raise ValueError(f"field {f.name!r} has the wrong type")
+            kwargs[f.name] = value
+        entry = cls(**kwargs)
+        if not entry.path.startswith("data/") or ".." in entry.path.split("/"):
+            raise ValueError(f"path {entry.path!r} is not inside data/")
+        if len(entry.sha256) != 64 or any(c not in "0123456789abcdef" for c in entry.sha256):
+            raise ValueError("sha256 is not 64 lowercase hex digits")
+        return entry
+
+    @property
+    def place(self) -> Place:
+        return Place(self.state_code, self.state, self.municipality_code, self.municipality,
+                     self.parish_code, self.parish, self.center, self.table)
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # missing, changed, unlisted, tag-missing, tag-changed, oxum, provenance, format
+    path: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.path}" + (f" ({self.detail})" if self.detail else "")

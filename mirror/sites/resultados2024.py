@@ -1,0 +1,167 @@
+"""Adapter for the 2024 results site: the index CSV (V1 or V2) and the HTML hierarchy."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+from typing import AsyncIterator, Iterator
+from urllib.parse import urljoin
+
+from bs4 import BeautifulSoup
+
+from ..models import Acta, FetchError, IndexFormatError, Place
+from . import GetPage, Report, register
+
+REQUIRED = ("COD_EDO", "EDO", "COD_MUN", "MUN", "COD_PAR", "PAR", "CENTRO", "MESA", "URL")
+LEVELS = ("estado", "municipio", "parroquia", "centro", "mesa")
+WALK_WORKERS = 8
+
+
+def acta_key(center: str, table: str) -> str:
+    """'<9-digit center>.<2-digit table>'; raises ValueError on non-digits."""
+    center, table = center.strip(), table.strip()
+    if not center.isdigit() or not table.isdigit() or len(center) > 9 or len(table) > 3:
+        raise ValueError(f"bad center/table {center!r}/{table!r}")
+    return f"{int(center):09d}.{int(table):02d}"
+
+
+def read_index_text(raw: bytes) -> str:
+    """V1 is UTF-8 with a BOM, V2 is latin-1: tell them apart by the bytes."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return raw[3:].decode("utf-8", errors="strict")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def parse_index_bytes(raw: bytes, url: str, site: str = "resultados2024") -> Iterator[Acta]:
+    try:
+        text = read_index_text(raw)
+    except UnicodeDecodeError as exc:
+        raise IndexFormatError(f"{url}: not UTF-8 after its BOM (byte {exc.start})") from None
+    if "\x00" in text:
+        raise IndexFormatError(f"{url}: binary data, not a CSV index")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise IndexFormatError(f"{url}: not a results index: missing column(s) {', '.join(missing)}")
+    try:
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(row.get(c) is None for c in REQUIRED):
+                raise IndexFormatError(f"{url}:{line}: wrong number of fields")
+            try:
+                key = acta_key(row["CENTRO"], row["MESA"])
+            except ValueError as exc:
+                raise IndexFormatError(f"{url}:{line}: {exc}") from None
+            image = row["URL"].strip()
+            if not re.match(r"^(https?://|/)?[^\s]+$", image) or not image:
+                raise IndexFormatError(f"{url}:{line}: bad URL {image!r}")
+            center = key[:9]
+            yield Acta(
+                site=site, key=key, url=urljoin(url, image), page=url,
+                place=Place(state_code=row["COD_EDO"].strip(), state=row["EDO"].strip(),
+                            municipality_code=row["COD_MUN"].strip(), municipality=row["MUN"].strip(),
+                            parish_code=row["COD_PAR"].strip(), parish=row["PAR"].strip(),
+                            center=center, table=key[10:]),
+            )
+    except csv.Error as exc:
+        raise IndexFormatError(f"{url}:{reader.line_num}: {exc}") from None
+
+
+def _listing(html: str, url: str) -> list[tuple[str, str]]:
+    soup = BeautifulSoup(html, "lxml")
+    body = soup.select_one("tbody#dependencyTableBody")
+    if body is None:
+        raise IndexFormatError(f"{url}: no listing (tbody#dependencyTableBody) on the page")
+    rows = []
+    for a in body.select("a[href]"):
+        rows.append((urljoin(url, a["href"]), a.get_text(" ", strip=True)))
+    return rows
+
+
+def _mesa(html: str, url: str) -> tuple[str, str, str]:
+    soup = BeautifulSoup(html, "lxml")
+    img = soup.select_one("#acta img")
+    center = soup.select_one("#codigo-centro")
+    table = soup.select_one("#numero-mesa")
+    if img is None or not img.get("src") or center is None or table is None:
+        raise IndexFormatError(f"{url}: not a table page (#acta img, #codigo-centro, #numero-mesa)")
+    return urljoin(url, img["src"]), center.get_text(strip=True), table.get_text(strip=True)
+
+
+@register
+class Resultados2024:
+    name = "resultados2024"
+    description = "Venezuela 2024 presidential election, the opposition's results site"
+    discover_modes = ("csv", "html", "both")
+    index_name = "RESULTADOS_2024_CSV_V1.csv"
+
+    def index_urls(self, root: str) -> list[str]:
+        return [urljoin(root.rstrip("/") + "/", self.index_name)]
+
+    def parse_index(self, path: str, url: str) -> Iterator[Acta]:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        return parse_index_bytes(raw, url, self.name)
+
+    async def walk(self, root: str, get_page: GetPage, report: Report) -> AsyncIterator[Acta]:
+        """Walk / -> estado -> municipio -> parroquia -> centro -> mesa, a few pages at a time."""
+        root_url = root.rstrip("/") + "/"
+        first = _listing(await get_page(root_url), root_url)  # a broken root is fatal
+        work: asyncio.LifoQueue = asyncio.LifoQueue()
+        for link, text in first:
+            work.put_nowait((link, 0, (text,)))
+        found: asyncio.Queue = asyncio.Queue(maxsize=256)
+        pending = len(first)
+        done = asyncio.Event()
+        if not pending:
+            return
+
+        async def worker():
+            nonlocal pending
+            while True:
+                link, depth, names = await work.get()
+                try:
+                    html = await get_page(link)
+                    if LEVELS[depth] == "mesa":
+                        image, center, table = _mesa(html, link)
+                        key = acta_key(center, table)
+                        state, mun, par = (names + ("", "", ""))[:3]
+                        await found.put(Acta(site=self.name, key=key, url=image, page=link, place=Place(
+                            state_code=str(int(key[0:2])), state=state,
+                            municipality_code=str(int(key[2:4])), municipality=mun,
+                            parish_code=str(int(key[4:6])), parish=par, center=key[:9], table=key[10:])))
+                    else:
+                        for child, text in _listing(html, link):
+                            pending += 1
+                            work.put_nowait((child, depth + 1, names + (text,)))
+                except FetchError:
+                    pass  # get_page has already recorded it
+                except (IndexFormatError, ValueError) as exc:
+                    report(link, str(exc))
+                finally:
+                    pending -= 1
+                    if pending == 0:
+                        done.set()
+
+        workers = [asyncio.create_task(worker()) for _ in range(WALK_WORKERS)]
+        waiter = asyncio.create_task(done.wait())
+        try:
+            while True:
+                getter = asyncio.create_task(found.get())
+                finished, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in finished:
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                while not found.empty():
+                    yield found.get_nowait()
+                return
+        finally:
+            for w in workers:
+                w.cancel()
+            waiter.cancel()
