@@ -51,10 +51,16 @@ def _level(code: str, name: str) -> str:
     return "_".join(part for part in (code.zfill(2) if code.isdigit() else code, name) if part) or "_"
 
 
-def acta_dir(acta_place) -> str:
-    p = acta_place
-    return "/".join(("data", _level(p.state_code, p.state), _level(p.municipality_code, p.municipality),
-                     _level(p.parish_code, p.parish), safe_component(p.center, "unknown-center")))
+def acta_dir(p) -> str:
+    """data/<state>/<municipality>/<parish>/<center>, each level '<CNE code>_<name>'.
+
+    The codes come from the 9-digit CNE center code (EEMMPPCCC) when there is one, so every
+    discovery mode files a table in the same place (the index's own COD_PAR is a site number).
+    """
+    center = p.center if len(p.center) == 9 and p.center.isdigit() else ""
+    codes = (center[0:2], center[2:4], center[4:6]) if center else (p.state_code, p.municipality_code, p.parish_code)
+    return "/".join(("data", _level(codes[0], p.state), _level(codes[1], p.municipality),
+                     _level(codes[2], p.parish), safe_component(p.center, "unknown-center")))
 
 
 def extension(content_type: str, sha_head: bytes | None = None) -> str:
@@ -96,8 +102,8 @@ class Archive:
     def open(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"{self.root} exists and is not a directory")
-        if self.root.exists() and any(self.root.iterdir()) and not (self.root / "bagit.txt").exists() \
-                and not (self.root / PROVENANCE).exists():
+        ours = any((self.root / name).exists() for name in ("bagit.txt", PROVENANCE, STATE_DIR))
+        if self.root.exists() and not ours and any(self.root.iterdir()):
             raise UsageError(f"{self.root} is not empty and is not an acta-mirror bag; choose another --out")
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--warm", action="store_true", help="render every image into --cache before serving")
     r.add_argument("--epoch", type=_positive_int, default=1, help="2 or more: images with the 'change' fault are re-scanned")
     r.add_argument("--html-version", type=int, choices=(1, 2), default=1, help="which index version the HTML pages follow")
+    d = sub.add_parser("demo", help="replay the 2024 site locally, mirror it and verify the mirror")
+    d.add_argument("--out", default="demo-out", help="where the demo writes (default ./demo-out)")
+    d.add_argument("--limit", type=_positive_int, default=1000, help="tables to replay (default 1000)")
+    d.add_argument("--full", action="store_true", help="replay all 25,073 tables (minutes)")
+    d.add_argument("--real-size", action="store_true", help="real-size synthesized images (~250 KB) instead of small ones")
     return p
 
 
@@ -198,4 +203,21 @@ def cmd_replay(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"crawl": cmd_crawl, "verify": cmd_verify, "replay": cmd_replay}
+# -- demo ---------------------------------------------------------------------------
+def cmd_demo(args) -> int:
+    from pathlib import Path
+
+    from .demo import run_demo
+
+    report = run_demo(Path(args.out), limit=None if args.full else args.limit, small=not args.real_size)
+    for i, step in enumerate(report.steps, 1):
+        print(f"{i}. {step}")
+    for p in report.problems:
+        print(f"   {p}")
+    print(f"Check it yourself: cd {report.mirror} && sha256sum -c manifest-sha256.txt")
+    print(f"            or: acta-mirror verify {report.mirror}")
+    ok = not report.problems and not report.crawl.failures
+    return EXIT_OK if ok else EXIT_PROBLEMS
+
+
+COMMANDS = {"demo": cmd_demo, "crawl": cmd_crawl, "verify": cmd_verify, "replay": cmd_replay}

@@ -1,0 +1,47 @@
+"""Shared fixtures: a replay on loopback, and running the real command line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mirror.replay import FaultPlan, Replay, ReplayThread
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def replay_factory():
+    started = []
+
+    def start(**kwargs) -> ReplayThread:
+        kwargs.setdefault("small", True)
+        kwargs.setdefault("limit", 40)
+        if isinstance(kwargs.get("faults"), str):
+            kwargs["faults"] = FaultPlan.parse(kwargs["faults"], kwargs.get("seed", 0))
+        thread = ReplayThread(Replay(**kwargs))
+        thread.start()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()
+
+
+@pytest.fixture
+def replay(replay_factory) -> ReplayThread:
+    return replay_factory()
+
+
+def run_cli(*args: str, timeout: float = 300, check_traceback: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m mirror ARGS` as a user would; a traceback is always a test failure."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "mirror", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=kwargs.get("cwd"), input=kwargs.get("input"))
+    if check_traceback:
+        assert "Traceback" not in proc.stderr, proc.stderr
+    return proc

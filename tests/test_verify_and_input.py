@@ -1,0 +1,195 @@
+"""verify names each damaged, missing or added file; bad input exits 2 with one clear line."""
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from mirror.archive import safe_component
+from mirror.crawl import CrawlOptions, crawl, in_shard, parse_shard
+from mirror.fetch import parse_retry_after
+from mirror.manifest import decode_path, encode_path, read_provenance
+from mirror.models import Entry, UsageError
+from mirror.verify import verify
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def mirror_dir(replay, tmp_path) -> Path:
+    out = tmp_path / "m"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay.url, out=str(out))))
+    return out
+
+
+def _some_acta(out: Path) -> Path:
+    entry = next(e for e in read_provenance(out / "provenance.jsonl") if e.kind == "acta")
+    return out / entry.path
+
+
+def test_verify_intact_exit_0(mirror_dir):
+    proc = run_cli("verify", str(mirror_dir))
+    assert proc.returncode == 0 and "intact" in proc.stdout
+
+
+def test_verify_names_a_flipped_byte(mirror_dir):
+    victim = _some_acta(mirror_dir)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    rel = victim.relative_to(mirror_dir).as_posix()
+    assert [(p.kind, p.path) for p in verify(mirror_dir)] == [("changed", rel)]
+    proc = run_cli("verify", str(mirror_dir), "--json")
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False and report["problems"][0]["path"] == rel
+
+
+def test_verify_names_a_deleted_and_an_added_file(mirror_dir):
+    victim = _some_acta(mirror_dir)
+    victim.unlink()
+    extra = mirror_dir / "data" / "planted.jpg"
+    extra.write_bytes(b"\xff\xd8\xff not evidence")
+    kinds = {(p.kind, p.path) for p in verify(mirror_dir)}
+    assert ("missing", victim.relative_to(mirror_dir).as_posix()) in kinds
+    assert ("unlisted", "data/planted.jpg") in kinds
+    assert any(k == "oxum" for k, _ in kinds)
+    proc = run_cli("verify", str(mirror_dir), "--fast")
+    assert proc.returncode == 1 and "data/planted.jpg" in proc.stdout and "missing" in proc.stdout
+
+
+def test_verify_catches_an_edited_manifest(mirror_dir):
+    manifest = mirror_dir / "manifest-sha256.txt"
+    text = manifest.read_text()
+    manifest.write_text(text.replace(text[0], "0" if text[0] != "0" else "1", 1))
+    kinds = {p.kind for p in verify(mirror_dir)}
+    assert "tag-changed" in kinds and "changed" in kinds
+
+
+def test_verify_on_something_that_is_not_a_mirror(tmp_path):
+    proc = run_cli("verify", str(tmp_path))
+    assert proc.returncode == 2 and "not a mirror" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_malformed_csv_exits_2_with_one_line(replay, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("this,is,not\n1,2,3\n")
+    proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(tmp_path / "m"), "--index", str(bad))
+    assert proc.returncode == 2
+    assert "missing column" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    row = bad.with_name("row.csv")
+    row.write_text("COD_EDO,EDO,COD_MUN,MUN,COD_PAR,PAR,CENTRO,MESA,URL\n1,A,1,B,1,C,notdigits,1,http://x/y.jpg\n")
+    proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(tmp_path / "m2"), "--index", str(row))
+    assert proc.returncode == 2 and "row.csv:2" in proc.stderr
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_malformed_html_root_exits_2(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html><body><p>nothing to list</p></body></html>")
+    handler = lambda *a, **k: _Quiet(*a, directory=str(site), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        proc = run_cli("crawl", "resultados2024", "--root", url, "--out", str(tmp_path / "m"), "--discover", "html")
+        assert proc.returncode == 2 and "dependencyTableBody" in proc.stderr
+    finally:
+        server.shutdown()
+
+
+def test_unreachable_root_exits_2(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    proc = run_cli("crawl", "resultados2024", "--root", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "m"))
+    assert proc.returncode == 2 and "cannot read the index" in proc.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["crawl", "resultados2024", "--root", "ftp://x", "--out", "o"], "--root"),
+    (["crawl", "nosuchsite", "--root", "http://127.0.0.1:9", "--out", "o"], "unknown site"),
+    (["crawl", "resultados2024", "--root", "http://127.0.0.1:9", "--out", "o", "--shard", "5/4"], "--shard"),
+    (["crawl", "resultados2024", "--root", "http://127.0.0.1:9", "--out", "o", "--concurrency", "0"], "1 or more"),
+    (["crawl", "resultados2024", "--root", "http://127.0.0.1:9", "--out", "o", "--proxy", "gopher://x"], "proxy"),
+    (["crawl", "--bogus"], "acta-mirror"),
+    (["replay", "--faults", "nonsense"], "--faults"),
+])
+def test_bad_usage_is_one_line_exit_2(tmp_path, args, needle):
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_out_dir_that_is_someone_elses_is_refused(replay, tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(tmp_path))
+    assert proc.returncode == 2 and (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_hostile_names_stay_inside_data(replay, tmp_path):
+    rows = ["COD_EDO,EDO,COD_MUN,MUN,COD_PAR,PAR,CENTRO,MESA,URL"]
+    names = ["../../../../tmp/evil", "..", "a/b\\c", ".hidden", "\u0065\u0301x\r\ny", "%2e%2e", "~root", "/abs"]
+    for i, name in enumerate(names):
+        rows.append(f'"{i}","{name}","1","{name}","1","{name}",{10101001 + i},1,{replay.url}/'
+                    f"{replay.replay.rows and sorted(replay.replay.rows)[i]}")
+    index = tmp_path / "hostile.csv"
+    index.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "m"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay.url, out=str(out), index=str(index))))
+    entries = read_provenance(out / "provenance.jsonl")
+    assert len(entries) == len(names)
+    for e in entries:
+        resolved = (out / e.path).resolve()
+        assert resolved.is_relative_to((out / "data").resolve()) and resolved.exists()
+        assert all(part not in ("", ".", "..") and not part.startswith(".") for part in e.path.split("/"))
+    assert not list(tmp_path.glob("evil*")) and not Path("/tmp/evil").exists()
+    assert verify(out) == []
+
+
+def test_safe_component_rules():
+    assert safe_component("../..") == "_"
+    assert "/" not in safe_component("a/b") and "\\" not in safe_component("a\\b")
+    assert safe_component("e\u0301") == "\u00e9"  # NFC
+    assert safe_component("x" * 500) == "x" * 80
+
+
+def test_manifest_path_encoding_round_trips():
+    for path in ["data/a%b", "data/line\nbreak", "data/cr\rx", "data/plain.jpg"]:
+        enc = encode_path(path)
+        assert "\n" not in enc and "\r" not in enc and decode_path(enc) == path
+
+
+def test_retry_after_forms():
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("garbage") is None and parse_retry_after(None) is None
+
+
+def test_shards_partition_the_keys():
+    keys = [f"{c:09d}.{t:02d}" for c in range(10101001, 10101201) for t in (1, 2, 3)]
+    parts = [[k for k in keys if in_shard(k, (i, 3))] for i in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == sorted(keys) and all(parts)
+    with pytest.raises(UsageError):
+        parse_shard("0/3")
+
+
+def test_provenance_line_parser_rejects_bad_lines():
+    good = Entry(key="k", kind="acta", version=1, path="data/x.jpg", sha256="a" * 64, size=1, cid="",
+                 url="u", final_url="u", host="h", fetched_at="t", status=200, etag="", last_modified="",
+                 content_type="image/jpeg", site="s", page="p").to_json()
+    assert Entry.from_json(good).path == "data/x.jpg"
+    for bad in ["", "[]", "{}", good.replace('"data/x.jpg"', '"../x.jpg"'), good.replace('"size": 1', '"size": "1"'),
+                good.replace("a" * 64, "z" * 64)]:
+        with pytest.raises(ValueError):
+            Entry.from_json(bad)
