@@ -84,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--warm", action="store_true", help="render every image into --cache before serving")
     r.add_argument("--epoch", type=_positive_int, default=1, help="2 or more: images with the 'change' fault are re-scanned")
     r.add_argument("--html-version", type=int, choices=(1, 2), default=1, help="which index version the HTML pages follow")
+    pub = sub.add_parser("publish", help="push a mirror to Git remotes (and IPFS)")
+    pub.add_argument("dir", help="the mirror directory")
+    pub.add_argument("--to", action="append", required=True, metavar="URL",
+                     help="target, repeatable: git+file://, git+https://, git+http://, git+ssh://, git://")
+    pub.add_argument("--max-repo-bytes", type=_positive_int, default=900_000_000,
+                     help="size budget of one shard repository (default 900 MB)")
+    pub.add_argument("--max-push-bytes", type=_positive_int, default=1_000_000_000,
+                     help="most new file bytes in one push (default 1 GB; GitHub refuses 2 GB)")
+    pub.add_argument("--shard-by", choices=("size", "state"), default="size",
+                     help="pack states into shards by size (default), or one shard per state")
+    pub.add_argument("--quiet", action="store_true", help="no progress display")
+
+    rs = sub.add_parser("restore", help="clone a mirror's shards and reassemble it, verified")
+    rs.add_argument("--from", dest="sources", action="append", required=True, metavar="URL",
+                    help="a target the mirror was published to, repeatable: each shard comes from the first that has it")
+    rs.add_argument("--out", required=True, help="a new directory for the restored mirror")
+
     d = sub.add_parser("demo", help="replay the 2024 site locally, mirror it and verify the mirror")
     d.add_argument("--out", default="demo-out", help="where the demo writes (default ./demo-out)")
     d.add_argument("--limit", type=_positive_int, default=1000, help="tables to replay (default 1000)")
@@ -203,6 +220,70 @@ def cmd_replay(args) -> int:
     return EXIT_OK
 
 
+# -- publish and restore ---------------------------------------------------------------
+class _Bars:
+    """One progress bar per target (rich on a terminal, nothing otherwise)."""
+
+    def __init__(self, quiet: bool):
+        self.bar = None
+        self.tasks: dict = {}
+        if not quiet and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True)
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+    def __call__(self, target: str, part: str, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        key = (target, part)
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(f"{target} [{part}]", total=total)
+        self.bar.update(self.tasks[key], completed=done, total=total)
+
+
+def cmd_publish(args) -> int:
+    from .publish import PublishError, publisher_for
+
+    options = dict(max_repo_bytes=args.max_repo_bytes, max_push_bytes=args.max_push_bytes, shard_by=args.shard_by)
+    publishers = [publisher_for(t, **options) for t in args.to]  # bad usage fails before any push
+    failed = []
+    with _Bars(args.quiet) as bars:
+        for pub in publishers:
+            pub.progress = bars
+            try:
+                receipt = pub.publish(args.dir)
+            except PublishError as exc:
+                failed.append(str(exc))
+                continue
+            for line in receipt.details:
+                print(line)
+            print(f"published {receipt.target} ({receipt.kind}): manifest root {receipt.root}"
+                  + (f" root CID {receipt.cid}" if receipt.cid else ""))
+            if receipt.cid:
+                print(receipt.cid)
+    for line in failed:
+        print(f"acta-mirror: failed: {line}", file=sys.stderr)
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def cmd_restore(args) -> int:
+    from .publish.git import restore
+
+    for line in restore(args.sources, args.out):
+        print(line)
+    print(f"restored and verified: {args.out}")
+    return EXIT_OK
+
+
 # -- demo ---------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from pathlib import Path
@@ -220,4 +301,4 @@ def cmd_demo(args) -> int:
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 
-COMMANDS = {"demo": cmd_demo, "crawl": cmd_crawl, "verify": cmd_verify, "replay": cmd_replay}
+COMMANDS = {"demo": cmd_demo, "crawl": cmd_crawl, "publish": cmd_publish, "restore": cmd_restore, "verify": cmd_verify, "replay": cmd_replay}

@@ -1,0 +1,88 @@
+"""RFC 9162 Merkle tree over the manifest: its root, inclusion proofs, and checking them.
+
+Leaves are the payload manifest's lines, `<sha256>  <path>\\n` in UTF-8 (paths percent-encoded
+as in the manifest), in the manifest's order (sorted by path). leaf = H(0x00 || line),
+node = H(0x01 || left || right), H = sha256. A proof lets anyone check one file against a
+published root with nothing else.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+from .manifest import encode_path
+
+
+def leaf_data(path: str, sha256_hex: str) -> bytes:
+    return f"{sha256_hex}  {encode_path(path)}\n".encode("utf-8")
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than n (n > 1)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def root_of_leaves(leaves: Sequence[bytes]) -> bytes:
+    """MTH over already-hashed leaves, bottom-up (the same result as the recursive definition)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    level = list(leaves)
+    while len(level) > 1:
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])  # an odd node is promoted, which matches RFC 9162's split
+        level = nxt
+    return level[0]
+
+
+def manifest_leaves(items: Sequence[tuple[str, str]]) -> list[bytes]:
+    """Hashed leaves of (path, sha256) items, in manifest order."""
+    return [leaf_hash(leaf_data(p, h)) for p, h in sorted(items)]
+
+
+def merkle_root(items: Sequence[tuple[str, str]]) -> str:
+    return root_of_leaves(manifest_leaves(items)).hex()
+
+
+def inclusion_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
+    """RFC 9162 PATH(m, D[n]): sibling hashes from the leaf up."""
+    n = len(leaves)
+    if n <= 1:
+        return []
+    k = _split(n)
+    if index < k:
+        return inclusion_path(leaves[:k], index) + [root_of_leaves(leaves[k:])]
+    return inclusion_path(leaves[k:], index - k) + [root_of_leaves(leaves[:k])]
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> bool:
+    """RFC 9162 section 2.1.3.2: does `path` prove the hashed `leaf` at `index` under `root`?"""
+    if index >= size or index < 0:
+        return False
+    fn, sn = index, size - 1
+    r = leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root

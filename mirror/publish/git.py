@@ -1,0 +1,452 @@
+"""Publish a mirror to Git remotes as shard repositories under host limits; restore from them.
+
+Sharding policy. Files are grouped by their top directory under data/ (a state, or the
+index). Groups are packed, in name order, into shards of at most --max-repo-bytes; a
+group is never split, and once a group is in a shard it stays there (the assignment is
+kept in shards.json in every shard, so later publishes extend it and never move files).
+`--shard-by state` gives each group a shard of its own instead.
+
+Shard URLs. Shard 01 lives at the target URL itself; shard k at the same URL with `-k`
+before `.git` (or a `{shard}` placeholder in the URL is replaced by 01, 02, ...).
+
+Each shard repository is a BagIt bag of its part (bagit.txt, bag-info.txt, manifest,
+provenance, tag manifest, data/...) and also carries full-manifest-sha256.txt,
+full-provenance.jsonl and shards.json, so one clone tells what every other should hold.
+
+Commits are built with git plumbing from the mirror's files (no working tree), only for
+new files, split so that no push carries more than --max-push-bytes. A push that is
+rejected as non-fast-forward is fetched, rebuilt on the new tip and pushed again, at most
+PUSH_ATTEMPTS times. Credentials come from the environment (ACTA_MIRROR_GIT_USERNAME,
+ACTA_MIRROR_GIT_PASSWORD) through a credential helper, or from git's own helpers; they are
+never written into a URL, a config file, a message or a commit.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import git
+from gitdb import IStream
+
+from .. import __version__
+from ..archive import STATE_DIR, load_entries, write_bag_files
+from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, format_bag_info,
+                        format_manifest, read_bag_info, read_provenance)
+from ..merkle import merkle_root
+from ..models import Entry, NotAMirror, UsageError
+from ..verify import verify
+from . import PublishError, Receipt, redact, register
+
+DEFAULT_MAX_REPO_BYTES = 900 * 1000 * 1000  # a repository should stay well under 1 GB
+DEFAULT_MAX_PUSH_BYTES = 1000 * 1000 * 1000  # GitHub refuses pushes over 2 GB
+PUSH_ATTEMPTS = 6  # one push + 5 rebuilds on a new remote tip after a non-fast-forward
+PUSH_BACKOFF = 0.5  # seconds, full jitter, doubling per attempt
+BRANCH = "main"
+FULL_MANIFEST = "full-manifest-sha256.txt"
+FULL_PROVENANCE = "full-provenance.jsonl"
+SHARDS_JSON = "shards.json"
+SHARD_TAG_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, FULL_MANIFEST, FULL_PROVENANCE, SHARDS_JSON)
+CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
+                     'test -n "$ACTA_MIRROR_GIT_PASSWORD" || exit 0; '
+                     'echo "username=${ACTA_MIRROR_GIT_USERNAME:-acta-mirror}"; '
+                     'echo "password=${ACTA_MIRROR_GIT_PASSWORD}"; }; f')
+AUTHOR = ("acta-mirror", "acta-mirror@localhost")
+
+
+def group_of(path: str) -> str:
+    parts = path.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else "data"
+
+
+def shard_url(target_url: str, shard: str) -> str:
+    if "{shard}" in target_url:
+        return target_url.replace("{shard}", shard)
+    if shard == "01":
+        return target_url
+    if target_url.endswith(".git"):
+        return f"{target_url[:-4]}-{shard}.git"
+    return f"{target_url.rstrip('/')}-{shard}"
+
+
+def assign_shards(groups: dict[str, int], previous: dict[str, str], policy: str, budget: int) -> dict[str, str]:
+    """group -> shard name; groups already placed keep their shard."""
+    assignment = dict(previous)
+    if policy == "state":
+        names = sorted(set(assignment.values()) | {"00"})
+        used = {int(n) for n in names}
+        for g in sorted(groups):
+            if g not in assignment:
+                nxt = max(used) + 1
+                used.add(nxt)
+                assignment[g] = f"{nxt:02d}"
+        return assignment
+    sizes: dict[str, int] = {}
+    for g, shard in assignment.items():
+        sizes[shard] = sizes.get(shard, 0) + groups.get(g, 0)
+    current = max(sizes, default="01")
+    sizes.setdefault(current, 0)
+    for g in sorted(groups):
+        if g in assignment:
+            continue
+        if sizes[current] and sizes[current] + groups[g] > budget:
+            current = f"{int(current) + 1:02d}"
+            sizes[current] = 0
+        assignment[g] = current
+        sizes[current] += groups[g]
+    return assignment
+
+
+@dataclass
+class _Remote:
+    url: str  # what git is given: no credentials in it
+    shown: str  # what people see
+
+
+@register
+class GitPublisher:
+    schemes = ("git+file", "git+https", "git+http", "git+ssh", "git")
+
+    def __init__(self, target: str, *, max_repo_bytes: int = DEFAULT_MAX_REPO_BYTES,
+                 max_push_bytes: int = DEFAULT_MAX_PUSH_BYTES, shard_by: str = "size", progress=None, **_):
+        if shard_by not in ("size", "state"):
+            raise UsageError(f"--shard-by must be size or state, not {shard_by!r}")
+        if max_repo_bytes < 1 or max_push_bytes < 1:
+            raise UsageError("--max-repo-bytes and --max-push-bytes must be positive")
+        self.target = target
+        self.max_repo_bytes = max_repo_bytes
+        self.max_push_bytes = max_push_bytes
+        self.shard_by = shard_by
+        self.progress = progress or (lambda *a: None)
+        self.url, self._secret = _git_url(target)
+        self.shown = redact(target, self._secret)
+
+    # -- publish -------------------------------------------------------------------
+    def publish(self, mirror: str | os.PathLike) -> Receipt:
+        mirror = Path(mirror)
+        problems = verify(mirror, fast=True)
+        if problems:
+            raise PublishError(f"{mirror} does not verify ({problems[0]}); not publishing it to {self.shown}")
+        entries = load_entries(mirror)
+        info = read_bag_info(mirror / BAG_INFO)
+        receipt = Receipt(target=self.shown, kind="git", root=merkle_root([(e.path, e.sha256) for e in entries]))
+        staging = mirror / STATE_DIR / "git" / hashlib.sha256(self.shown.encode()).hexdigest()[:12]
+        first = self._repo(staging, "01")
+        tip = self._fetch(first, self.url)
+        previous = json.loads(_read_blob(first, tip, SHARDS_JSON) or "{}").get("groups", {}) if tip else {}
+        groups: dict[str, int] = {}
+        for e in entries:
+            groups[group_of(e.path)] = groups.get(group_of(e.path), 0) + e.size
+        assignment = assign_shards(groups, previous, self.shard_by, self.max_repo_bytes)
+        shards = sorted(set(assignment.values()))
+        for shard in shards:
+            mine = [e for e in entries if assignment[group_of(e.path)] == shard]
+            line = self._publish_shard(mirror, staging, shard, mine, entries, info, assignment, shards)
+            receipt.details.append(line)
+            receipt.changed |= not line.endswith("unchanged")
+        return receipt
+
+    def _repo(self, staging: Path, shard: str) -> git.Repo:
+        path = staging / f"{shard}.git"
+        if path.exists():
+            repo = git.Repo(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            repo = git.Repo.init(path, bare=True, initial_branch=BRANCH)
+        with repo.config_writer() as cfg:
+            cfg.set_value("credential", "helper", CREDENTIAL_HELPER)
+            cfg.set_value("user", "name", AUTHOR[0])
+            cfg.set_value("user", "email", AUTHOR[1])
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
+        if self._secret:
+            env["ACTA_MIRROR_GIT_PASSWORD"] = self._secret
+            env["ACTA_MIRROR_GIT_USERNAME"] = urlsplit(self.target).username or "acta-mirror"
+        repo.git.update_environment(**env)
+        return repo
+
+    def _fail(self, what: str, exc: Exception) -> PublishError:
+        detail = str(getattr(exc, "stderr", "") or exc)
+        lines = [ln.strip().strip("'\"").strip() for ln in detail.splitlines()]
+        lines = [ln.removeprefix("stderr: ").strip("'\" ") for ln in lines if ln]
+        told = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote:", "ERROR"))]
+        reason = (told or [ln for ln in lines if ln] or [type(exc).__name__])[0]
+        return PublishError(redact(f"{self.shown}: {what}: {reason}", self._secret))
+
+    def _ensure_remote(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme == "file" and not Path(parts.path).exists():
+            Path(parts.path).parent.mkdir(parents=True, exist_ok=True)
+            git.Repo.init(parts.path, bare=True, initial_branch=BRANCH)
+
+    def _fetch(self, repo: git.Repo, url: str) -> str | None:
+        """The remote's tip of main, fetched into the staging repo; None when it has none yet."""
+        self._ensure_remote(url)
+        try:
+            heads = repo.git.ls_remote(url, f"refs/heads/{BRANCH}")
+        except git.GitCommandError as exc:
+            raise self._fail(f"cannot reach {redact(url, self._secret)}", exc) from None
+        if not heads.strip():
+            return None
+        try:
+            repo.git.fetch(url, f"+refs/heads/{BRANCH}:refs/remotes/target/{BRANCH}")
+        except git.GitCommandError as exc:
+            raise self._fail("fetch failed", exc) from None
+        return heads.split()[0]
+
+    def _publish_shard(self, mirror: Path, staging: Path, shard: str, mine: list[Entry], everything: list[Entry],
+                       info: dict, assignment: dict, shards: list[str]) -> str:
+        url = shard_url(self.url, shard)
+        shown = redact(shard_url(self.shown, shard), self._secret)
+        repo = self._repo(staging, shard)
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            tip = self._fetch(repo, url)
+            remote_part = _entries_in(repo, tip, PROVENANCE)
+            remote_full = _entries_in(repo, tip, FULL_PROVENANCE)
+            have = {e.path: e for e in remote_part}
+            for e in mine:
+                if e.path in have and have[e.path].sha256 != e.sha256:
+                    raise PublishError(f"{shown}: {e.path} there differs from this mirror's; refusing to overwrite evidence")
+            new = [e for e in mine if e.path not in have]
+            full = _union(remote_full, everything)
+            part = _union(remote_part, mine)
+            batches = _batches(new, self.max_push_bytes) or [[]]
+            parent = tip
+            pushed = 0
+            rejected = False
+            done: list[Entry] = [e for e in part if e.path in have]
+            for batch in batches:
+                done = done + batch
+                self.progress(self.shown, shard, len(done), len(part))
+                tree = self._tree(repo, mirror, parent, batch, done, full, info, assignment, shard, shards)
+                if parent and repo.commit(parent).tree.hexsha == tree:
+                    continue
+                message = (f"acta-mirror {__version__}: shard {shard}: +{len(batch)} files "
+                           f"({len(done)} in shard, {len(full)} in mirror)\n\n"
+                           f"Manifest root (RFC 9162, full mirror): {merkle_root([(e.path, e.sha256) for e in full])}\n"
+                           f"Shard manifest root: {merkle_root([(e.path, e.sha256) for e in done])}\n")
+                commit = repo.git.commit_tree(tree, *(["-p", parent] if parent else []), "-m", message)
+                if not self._push(repo, url, commit):
+                    rejected = True
+                    break
+                parent = commit
+                pushed += 1
+            if not rejected:
+                if not pushed:
+                    return f"{shown}: shard {shard} unchanged"
+                return f"{shown}: shard {shard}: +{len(new)} files in {pushed} push(es), head {parent[:12]}"
+            time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
+        raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
+
+    def _tree(self, repo, mirror, parent, batch, part, full, info, assignment, shard, shards) -> str:
+        """The shard's tree: the parent's, plus this batch's files and fresh tag files."""
+        lines = []
+        if batch:
+            with tempfile.NamedTemporaryFile("w", delete=False, suffix=".paths") as fh:
+                fh.write("".join(str(mirror / e.path) + "\n" for e in batch))
+                listing = fh.name
+            try:
+                with open(listing) as stdin:
+                    shas = repo.git.hash_object("-w", "--stdin-paths", istream=stdin).split()
+            finally:
+                os.unlink(listing)
+            lines += [f"100644 blob {sha}\t{e.path}" for sha, e in zip(shas, batch)]
+        part_info = {k: v for k, v in info.items() if k != "Payload-Oxum"}
+        part_info.update({
+            "Payload-Oxum": f"{sum(e.size for e in part)}.{len(part)}",
+            "Acta-Mirror-Shard": f"{shard} of {len(shards)}",
+            "Acta-Mirror-Full-Root": merkle_root([(e.path, e.sha256) for e in full]),
+        })
+        tags = {
+            "bagit.txt": BAGIT_TXT.encode(),
+            BAG_INFO: format_bag_info(part_info),
+            PAYLOAD_MANIFEST: format_manifest((e.path, e.sha256) for e in part),
+            PROVENANCE: "".join(e.to_json() + "\n" for e in part).encode(),
+            FULL_MANIFEST: format_manifest((e.path, e.sha256) for e in full),
+            FULL_PROVENANCE: "".join(e.to_json() + "\n" for e in full).encode(),
+            SHARDS_JSON: json.dumps({"policy": self.shard_by, "max_repo_bytes": self.max_repo_bytes,
+                                     "shards": shards, "groups": assignment}, indent=1, sort_keys=True).encode(),
+        }
+        tags[TAG_MANIFEST] = format_manifest((n, hashlib.sha256(tags[n]).hexdigest()) for n in SHARD_TAG_FILES)
+        for name, data in tags.items():
+            sha = repo.odb.store(IStream(b"blob", len(data), io.BytesIO(data))).hexsha
+            sha = sha.decode() if isinstance(sha, bytes) else sha
+            lines.append(f"100644 blob {sha}\t{name}")
+        index = Path(repo.git_dir) / "acta-mirror.index"
+        try:
+            with repo.git.custom_environment(GIT_INDEX_FILE=str(index)):
+                if parent:
+                    repo.git.read_tree(parent)
+                else:
+                    repo.git.read_tree("--empty")
+                with tempfile.TemporaryFile("w+") as stdin:
+                    stdin.write("\n".join(lines) + "\n")
+                    stdin.seek(0)
+                    repo.git.update_index("--index-info", istream=stdin)
+                return repo.git.write_tree()
+        finally:
+            if index.exists():
+                index.unlink()
+
+    def _push(self, repo: git.Repo, url: str, commit: str) -> bool:
+        """True when pushed; False when rejected as non-fast-forward; raises on anything else."""
+        try:
+            remote = repo.remote("target")
+            if remote.url != url:
+                remote.set_url(url)
+        except ValueError:
+            remote = repo.create_remote("target", url)
+        repo.git.update_ref(f"refs/heads/{BRANCH}", commit)  # GitPython reports on named refs only
+        try:
+            results = remote.push(f"refs/heads/{BRANCH}:refs/heads/{BRANCH}")
+        except git.GitCommandError as exc:
+            text = str(getattr(exc, "stderr", "") or exc)
+            if "non-fast-forward" in text or "fetch first" in text or "rejected" in text and "stale" in text:
+                return False
+            raise self._fail("push failed", exc) from None
+        for info in results:
+            if info.flags & git.PushInfo.REJECTED:
+                return False
+            if info.flags & (git.PushInfo.ERROR | git.PushInfo.REMOTE_REJECTED | git.PushInfo.REMOTE_FAILURE):
+                raise PublishError(redact(f"{self.shown}: push refused: {info.summary.strip()}", self._secret))
+        if not results:
+            raise PublishError(f"{self.shown}: push reported nothing; the remote may have refused it")
+        return True
+
+
+# -- restore -----------------------------------------------------------------------------
+def restore(targets: list[str], out: str | os.PathLike, progress=None) -> list[str]:
+    """Clone every shard (each from the first target that has it), reassemble, verify."""
+    progress = progress or (lambda *a: None)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} is not empty; restore needs a new directory")
+    work = out / STATE_DIR / "restore"
+    work.mkdir(parents=True, exist_ok=True)
+    publishers = [GitPublisher(t) for t in targets]
+    notes: list[str] = []
+
+    def clone(shard: str) -> Path:
+        errors = []
+        for pub in publishers:
+            url = shard_url(pub.url, shard)
+            dest = work / f"{shard}-{publishers.index(pub)}"
+            try:
+                env = {"GIT_TERMINAL_PROMPT": "0"}
+                if pub._secret:
+                    env.update(ACTA_MIRROR_GIT_PASSWORD=pub._secret)
+                git.Git().execute(["git", "-c", f"credential.helper={CREDENTIAL_HELPER}", "clone", "--quiet",
+                                   "--depth=1", f"--branch={BRANCH}", url, str(dest)], env={**os.environ, **env})
+                notes.append(f"shard {shard} from {redact(shard_url(pub.shown, shard), pub._secret)}")
+                return dest
+            except git.GitCommandError as exc:
+                shutil.rmtree(dest, ignore_errors=True)
+                errors.append(str(pub._fail(f"shard {shard}", exc)))
+        raise PublishError("; ".join(errors) or f"shard {shard}: no target given")
+
+    first = clone("01")
+    layout = json.loads((first / SHARDS_JSON).read_text())
+    shard_dirs = {"01": first}
+    for shard in layout["shards"]:
+        if shard not in shard_dirs:
+            shard_dirs[shard] = clone(shard)
+    full: dict[str, Entry] = {}
+    for shard, path in sorted(shard_dirs.items()):
+        problems = verify(path)
+        if problems:
+            raise PublishError(f"shard {shard} does not verify: {problems[0]}")
+        for e in read_provenance(path / FULL_PROVENANCE):
+            full.setdefault(e.path, e)
+    (out / "data").mkdir(exist_ok=True)
+    restored: list[Entry] = []
+    for shard, path in sorted(shard_dirs.items()):
+        for e in read_provenance(path / PROVENANCE):
+            target = out / e.path
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path / e.path, target)
+            restored.append(e)
+        progress("restore", shard, len(restored), len(full))
+    missing = sorted(set(full) - {e.path for e in restored})
+    if missing:
+        raise PublishError(f"the shards lack {len(missing)} file(s) the full manifest lists, e.g. {missing[0]}")
+    ordered = list(full.values())
+    with open(out / PROVENANCE, "w", encoding="utf-8") as fh:
+        fh.write("".join(e.to_json() + "\n" for e in ordered))
+    info = read_bag_info(first / BAG_INFO)
+    for key in ("Payload-Oxum", "Acta-Mirror-Shard", "Acta-Mirror-Full-Root"):
+        info.pop(key, None)
+    write_bag_files(out, ordered, info)
+    shutil.rmtree(work, ignore_errors=True)
+    problems = verify(out)
+    if problems:
+        raise PublishError(f"the restored mirror does not verify: {problems[0]}")
+    return notes
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _git_url(target: str) -> tuple[str, str]:
+    """The URL git is given (scheme without 'git+', no password) and the password, if any."""
+    parts = urlsplit(target)
+    scheme = parts.scheme.lower()
+    if scheme.startswith("git+"):
+        scheme = scheme[4:]
+    if not parts.netloc and scheme != "file":
+        raise UsageError(f"--to {redact(target)}: no host")
+    secret = parts.password or ""
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    if parts.username and scheme in ("ssh",):
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit((scheme, netloc, parts.path, parts.query, "")), secret
+
+
+def _read_blob(repo: git.Repo, commit: str | None, path: str) -> str | None:
+    if not commit:
+        return None
+    try:
+        return repo.git.show(f"{commit}:{path}")
+    except git.GitCommandError:
+        return None
+
+
+def _entries_in(repo: git.Repo, commit: str | None, path: str) -> list[Entry]:
+    text = _read_blob(repo, commit, path)
+    if not text:
+        return []
+    with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8") as fh:
+        fh.write(text + "\n")
+        name = fh.name
+    try:
+        return read_provenance(name)
+    except NotAMirror as exc:
+        raise PublishError(f"the remote's {path} is damaged: {exc}") from None
+    finally:
+        os.unlink(name)
+
+
+def _union(first: list[Entry], second: list[Entry]) -> list[Entry]:
+    seen = {e.path for e in first}
+    return list(first) + [e for e in second if e.path not in seen]
+
+
+def _batches(entries: list[Entry], limit: int) -> list[list[Entry]]:
+    batches, current, size = [], [], 0
+    for e in entries:
+        if current and size + e.size > limit:
+            batches.append(current)
+            current, size = [], 0
+        current.append(e)
+        size += e.size
+    if current:
+        batches.append(current)
+    return batches
