@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import logging
+
 import git
 from gitdb import IStream
 
@@ -60,6 +62,8 @@ CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
                      'echo "username=${ACTA_MIRROR_GIT_USERNAME:-acta-mirror}"; '
                      'echo "password=${ACTA_MIRROR_GIT_PASSWORD}"; }; f')
 AUTHOR = ("acta-mirror", "acta-mirror@localhost")
+logging.getLogger("git").addHandler(logging.NullHandler())
+logging.getLogger("git").propagate = False  # GitPython's own error lines would bypass redaction
 
 
 def group_of(path: str) -> str:
@@ -314,6 +318,9 @@ class GitPublisher:
         for info in results:
             if info.flags & git.PushInfo.REJECTED:
                 return False
+            if info.flags & git.PushInfo.REMOTE_REJECTED and ("failed to update ref" in info.summary
+                                                              or "lock" in info.summary):
+                return False  # another writer held the ref at that moment: fetch, rebuild, retry
             if info.flags & (git.PushInfo.ERROR | git.PushInfo.REMOTE_REJECTED | git.PushInfo.REMOTE_FAILURE):
                 raise PublishError(redact(f"{self.shown}: push refused: {info.summary.strip()}", self._secret))
         if not results:
@@ -328,6 +335,17 @@ def restore(targets: list[str], out: str | os.PathLike, progress=None) -> list[s
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty; restore needs a new directory")
+    created = not out.exists()
+    try:
+        return _restore(targets, out, progress)
+    except BaseException:
+        shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+        if created and out.exists() and not any(p.is_file() for p in out.rglob("*")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _restore(targets: list[str], out: Path, progress) -> list[str]:
     work = out / STATE_DIR / "restore"
     work.mkdir(parents=True, exist_ok=True)
     publishers = [GitPublisher(t) for t in targets]

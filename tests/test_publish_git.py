@@ -1,0 +1,186 @@
+"""Publishing to real Git servers on loopback: file://, git daemon, smart HTTP with basic auth."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import bagit
+import pytest
+
+from mirror.crawl import CrawlOptions, crawl
+from mirror.manifest import read_manifest
+from mirror.publish import redact
+from mirror.publish.git import assign_shards, shard_url
+from mirror.verify import verify
+from tests.conftest import ROOT, run_cli
+from tests.gitservers import GitDaemon, GitHttp, bare_repo
+
+
+def make_mirror(url: str, out: Path, **kw) -> Path:
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=url, out=str(out), **kw)))
+    return out
+
+
+@pytest.fixture
+def mirror(replay, tmp_path) -> Path:
+    return make_mirror(replay.url, tmp_path / "mirror")
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def commits(repo: Path) -> int:
+    return int(git("-C", str(repo), "rev-list", "--count", "main").strip())
+
+
+def test_shards_verify_alone_and_restore_is_identical(mirror, tmp_path):
+    target = f"git+file://{tmp_path}/remote/actas.git"
+    proc = run_cli("publish", str(mirror), "--to", target, "--max-repo-bytes", "1500000")
+    assert proc.returncode == 0, proc.stderr
+    repos = sorted((tmp_path / "remote").glob("*.git"))
+    assert len(repos) >= 2, "a small budget should make several shards"
+    full = read_manifest(mirror / "manifest-sha256.txt")
+    held = {}
+    for repo in repos:
+        clone = tmp_path / "clones" / repo.name
+        git("clone", "-q", str(repo), str(clone))
+        assert verify(clone) == []
+        bagit.Bag(str(clone)).validate()
+        assert subprocess.run(["sha256sum", "-c", "--quiet", "manifest-sha256.txt"], cwd=clone).returncode == 0
+        assert read_manifest(clone / "full-manifest-sha256.txt") == full  # each shard knows the whole
+        part = read_manifest(clone / "manifest-sha256.txt")
+        assert not set(part) & set(held)
+        held.update(part)
+        layout = json.loads((clone / "shards.json").read_text())
+        assert len(layout["shards"]) == len(repos) and set(layout["groups"].values()) == set(layout["shards"])
+    assert held == full
+    out = tmp_path / "restored"
+    proc = run_cli("restore", "--from", target, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "manifest-sha256.txt").read_bytes() == (mirror / "manifest-sha256.txt").read_bytes()
+    assert verify(out) == []
+
+
+def test_publish_again_makes_no_commit_and_new_versions_add_one(replay_factory, tmp_path):
+    r = replay_factory(faults="change=0.15")
+    mirror = make_mirror(r.url, tmp_path / "mirror")
+    remote = tmp_path / "remote" / "a.git"
+    target = f"git+file://{remote}"
+    assert run_cli("publish", str(mirror), "--to", target).returncode == 0
+    first = commits(remote)
+    head = git("-C", str(remote), "rev-parse", "main").strip()
+    proc = run_cli("publish", str(mirror), "--to", target)
+    assert proc.returncode == 0 and "unchanged" in proc.stdout
+    assert commits(remote) == first
+    r.replay.epoch = 2
+    make_mirror(r.url, mirror)
+    proc = run_cli("publish", str(mirror), "--to", target)
+    assert proc.returncode == 0, proc.stderr
+    assert commits(remote) == first + 1
+    message = git("-C", str(remote), "log", "-1", "--format=%B", "main")
+    assert "+" in message and "Manifest root (RFC 9162" in message
+    assert git("-C", str(remote), "merge-base", "--is-ancestor", head, "main") == ""  # history kept
+    tree = git("-C", str(remote), "ls-tree", "-r", "--name-only", "main").split("\n")
+    v2 = [p for p in tree if p.endswith(".v2.jpg")]
+    assert v2 and all(p.replace(".v2.jpg", ".jpg") in tree for p in v2)  # the old version stays
+
+
+def test_large_first_publish_is_split_into_several_pushes(mirror, tmp_path):
+    remote = tmp_path / "remote" / "a.git"
+    proc = run_cli("publish", str(mirror), "--to", f"git+file://{remote}", "--max-push-bytes", "700000")
+    assert proc.returncode == 0, proc.stderr
+    assert commits(remote) >= 3
+    first = git("-C", str(remote), "rev-list", "--reverse", "main").split()[0]
+    clone = tmp_path / "early"
+    git("clone", "-q", str(remote), str(clone))
+    git("-C", str(clone), "checkout", "-q", first)
+    assert verify(clone) == []  # even an intermediate commit is a valid bag of what it holds
+
+
+def test_git_daemon_push_clone_and_restore(mirror, tmp_path):
+    base = tmp_path / "srv"
+    base.mkdir()
+    for name in ("actas.git", "actas-02.git", "actas-03.git", "actas-04.git"):
+        bare_repo(base / name, daemon=True)
+    with GitDaemon(base) as daemon:
+        proc = run_cli("publish", str(mirror), "--to", daemon.url("actas.git"), "--max-repo-bytes", "2000000")
+        assert proc.returncode == 0, proc.stderr
+        out = tmp_path / "restored"
+        proc = run_cli("restore", "--from", daemon.url("actas.git"), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert read_manifest(out / "manifest-sha256.txt") == read_manifest(mirror / "manifest-sha256.txt")
+
+
+def test_smart_http_basic_auth_and_no_password_leaks(mirror, tmp_path):
+    root = tmp_path / "http"
+    root.mkdir()
+    bare_repo(root / "actas.git", http=True)
+    secret = "s3cret-Pa55-word"
+    with GitHttp(root, "archivist", secret) as server:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "ACTA_MIRROR_GIT_USERNAME": "archivist"}
+        cmd = [sys.executable, "-m", "mirror", "publish", str(mirror), "--to", "git+" + server.url("actas.git")]
+        wrong = subprocess.run(cmd, env={**env, "ACTA_MIRROR_GIT_PASSWORD": "not-it"}, capture_output=True, text=True)
+        assert wrong.returncode == 1
+        assert "Authentication failed" in wrong.stderr or "401" in wrong.stderr, wrong.stderr
+        assert "not-it" not in wrong.stdout + wrong.stderr and "Traceback" not in wrong.stderr
+        right = subprocess.run(cmd, env={**env, "ACTA_MIRROR_GIT_PASSWORD": secret}, capture_output=True, text=True)
+        assert right.returncode == 0, right.stderr
+        assert secret not in right.stdout + right.stderr
+        in_url = f"git+http://archivist:{secret}@127.0.0.1:{server.port}/actas.git"
+        again = subprocess.run([*cmd[:-1], in_url], env=env, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+        assert secret not in again.stdout + again.stderr and "***@" in again.stdout
+        wrong_url = subprocess.run([*cmd[:-1], in_url.replace(secret, "bad-guess")], env=env,
+                                   capture_output=True, text=True)
+        assert wrong_url.returncode == 1 and "bad-guess" not in wrong_url.stdout + wrong_url.stderr
+    leaked = [p for p in (mirror / ".acta-mirror").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
+    log = git("-C", str(root / "actas.git"), "log", "--format=%an %ae %cn %ce %B", "main")
+    assert secret not in log and "archivist" not in log
+
+
+def test_two_publishers_at_once_both_land(replay, tmp_path):
+    a = make_mirror(replay.url, tmp_path / "a", shard=(1, 2))
+    b = make_mirror(replay.url, tmp_path / "b", shard=(2, 2))
+    remote = tmp_path / "remote" / "shared.git"
+    bare_repo(remote)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-m", "mirror", "publish", str(m), "--to", f"git+file://{remote}"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for m in (a, b)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    tree = set(git("-C", str(remote), "ls-tree", "-r", "--name-only", "main").split())
+    for m in (a, b):
+        assert set(read_manifest(m / "manifest-sha256.txt")) <= tree
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(remote), str(clone))
+    assert verify(clone) == []
+    assert commits(remote) >= 2
+
+
+def test_shard_policy_is_stable_and_urls_are_derived():
+    groups = {"data/01_A": 500, "data/02_B": 400, "data/03_C": 300, "data/index": 10}
+    first = assign_shards(groups, {}, "size", 1000)
+    assert first == {"data/01_A": "01", "data/02_B": "01", "data/03_C": "02", "data/index": "02"}
+    grown = {**groups, "data/01_A": 5000, "data/00_NEW": 50}
+    again = assign_shards(grown, first, "size", 1000)
+    assert all(again[g] == first[g] for g in first)  # nothing already placed moves
+    by_state = assign_shards(groups, {}, "state", 1)
+    assert len(set(by_state.values())) == len(groups)
+    assert shard_url("file:///x/a.git", "01") == "file:///x/a.git"
+    assert shard_url("file:///x/a.git", "02") == "file:///x/a-02.git"
+    assert shard_url("https://h/o/a-{shard}.git", "03") == "https://h/o/a-03.git"
+    assert redact("https://u:pw@h/x and pw", "pw") == "https://***@h/x and ***"
+
+
+def test_bad_targets_exit_clearly(mirror, tmp_path):
+    proc = run_cli("publish", str(mirror), "--to", "ftp://example.invalid/x")
+    assert proc.returncode == 2 and "unknown scheme" in proc.stderr
+    proc = run_cli("publish", str(tmp_path / "nothing"), "--to", f"git+file://{tmp_path}/r.git")
+    assert proc.returncode == 2 and "not" in proc.stderr
