@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -19,15 +20,17 @@ import unicodedata
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
+from functools import lru_cache
 from typing import Iterable
 
 from . import __version__
 from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
-                       read_bag_info, read_provenance, repair_torn_tail)
+                       iter_provenance_core, read_bag_info, read_provenance, repair_torn_tail)
 from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorLocked, NotAMirror, UsageError
 
+CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
 MAX_DIR_ENTRIES = 2900  # under GitHub's 3,000 entries per directory
 BATCH_FILES = 64  # commit after this many files...
@@ -51,6 +54,7 @@ def _level(code: str, name: str) -> str:
     return "_".join(part for part in (code.zfill(2) if code.isdigit() else code, name) if part) or "_"
 
 
+@lru_cache(maxsize=8192)
 def acta_dir(p) -> str:
     """data/<state>/<municipality>/<parish>/<center>, each level '<CNE code>_<name>'.
 
@@ -74,16 +78,22 @@ def _io_error(exc: OSError, what: str) -> ArchiveWriteError:
 
 
 class Archive:
-    """A BagIt bag being filled. Use as a context manager: it holds the mirror's lock."""
+    """A BagIt bag being filled. Use as a context manager: it holds the mirror's lock.
+
+    In memory it keeps only what a run needs per file (sha256 per key, validators per URL,
+    paths), never whole provenance records, so memory stays small as the archive grows.
+    """
 
     def __init__(self, root: str | os.PathLike, *, wait_lock: bool = False):
         self.root = Path(root)
         self.state = self.root / STATE_DIR
         self.tmp = self.state / "tmp"
         self.wait_lock = wait_lock
-        self.entries: list[Entry] = []
-        self.by_key: dict[str, list[Entry]] = defaultdict(list)
-        self.by_url: dict[str, Entry] = {}
+        self.count = 0  # files archived, this run and before
+        self.added = 0  # files archived this run
+        self.versions: dict[str, list[str]] = defaultdict(list)  # key -> sha256 of each version
+        self.validators: dict[str, tuple[str, str, str]] = {}  # url -> (etag, last_modified, path)
+        self.checked: dict[str, float] = {}  # url -> when it was last fetched or found unchanged
         self.paths: set[str] = set()
         self.dir_counts: dict[str, int] = defaultdict(int)
         self._pending: list[tuple[str, str, Entry]] = []
@@ -114,6 +124,10 @@ class Archive:
         repair_torn_tail(self.root / PROVENANCE)
         for entry in read_provenance(self.root / PROVENANCE):
             self._index(entry)
+        try:
+            self.checked.update(json.loads((self.state / CHECKED).read_text()))
+        except (FileNotFoundError, ValueError):
+            pass
         for leftover in self.tmp.iterdir():
             if leftover.is_file():
                 leftover.unlink()
@@ -150,28 +164,35 @@ class Archive:
                 self.quarantined.append(rel)
 
     def _index(self, entry: Entry) -> None:
-        self.entries.append(entry)
-        self.by_key[entry.key].append(entry)
-        self.by_url[entry.url] = entry
+        self.count += 1
+        self.versions[entry.key].append(entry.sha256)
+        self.validators[entry.url] = (entry.etag, entry.last_modified, entry.path)
+        self.checked[entry.url] = max(self.checked.get(entry.url, 0.0), _epoch(entry.fetched_at))
         self.paths.add(entry.path)
         self.dir_counts[entry.path.rsplit("/", 1)[0]] += 1
 
     # -- adding files -----------------------------------------------------------
     def conditional_headers(self, url: str) -> tuple[str, str]:
-        prev = self.by_url.get(url)
-        return (prev.etag, prev.last_modified) if prev else ("", "")
+        prev = self.validators.get(url)
+        return (prev[0], prev[1]) if prev else ("", "")
 
-    def knows(self, key: str, sha256: str) -> bool:
-        return any(e.sha256 == sha256 for e in self.by_key.get(key, ()))
+    def path_of(self, url: str) -> str | None:
+        prev = self.validators.get(url)
+        return prev[2] if prev else None
+
+    def fresh(self, url: str, max_age: float) -> bool:
+        """Was url fetched or confirmed unchanged less than max_age seconds ago?"""
+        return max_age > 0 and url in self.validators and time.time() - self.checked.get(url, 0.0) < max_age
 
     def add(self, acta: Acta, fetched: Fetched, *, kind: str = "acta", name: str | None = None) -> Entry | None:
         """Queue a fetched file as a new version; None (and the temp file removed) if not new."""
+        self.checked[fetched.url] = time.time()
         if fetched.status == 304:
             return None
-        if self.knows(acta.key, fetched.sha256):
+        versions = self.versions.get(acta.key, [])
+        if fetched.sha256 in versions:
             os.unlink(fetched.tmp_path)
             return None
-        versions = self.by_key.get(acta.key, [])
         version = len(versions) + 1
         if kind == "index":
             directory, stem, ext = "data/index", Path(name or acta.key).stem, Path(name or acta.key).suffix
@@ -192,9 +213,10 @@ class Archive:
             site=acta.site, page=acta.page, state_code=p.state_code, state=p.state,
             municipality_code=p.municipality_code, municipality=p.municipality,
             parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table,
-            supersedes=versions[-1].sha256 if versions else None,
+            supersedes=versions[-1] if versions else None,
         )
         self._index(entry)
+        self.added += 1
         self._pending.append((fetched.tmp_path, path, entry))
         return entry
 
@@ -206,6 +228,10 @@ class Archive:
             n += 1
             candidate = f"{directory}/more-{n}"
         return candidate
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
 
     def due(self) -> bool:
         return len(self._pending) >= BATCH_FILES or (
@@ -229,7 +255,8 @@ class Archive:
                 finally:
                     os.close(fd)
                 final = self.root / rel
-                final.parent.mkdir(parents=True, exist_ok=True)
+                if final.parent not in dirs:
+                    final.parent.mkdir(parents=True, exist_ok=True)
                 if final.exists():  # never overwrite evidence
                     raise ArchiveWriteError(f"refusing to overwrite {rel}")
                 os.rename(tmp, final)
@@ -254,31 +281,42 @@ class Archive:
         A run that archived nothing new leaves the bag's files byte for byte as they were
         (failures aside), so a scheduled job with nothing new commits nothing.
         """
-        import json
-
         self.commit_all()
         try:
             atomic_write(self.root / FAILURES, "".join(
                 json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n" for f in failures).encode())
             if rewrite_bag:
-                write_bag_files(self.root, self.entries, info or {})
+                write_bag_files(self.root, info or {})
             else:
                 write_tag_manifest(self.root)
+            atomic_write(self.state / CHECKED, json.dumps(self.checked).encode())
         except OSError as exc:
             raise _io_error(exc, "writing the bag's manifests") from None
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
 
-def write_bag_files(root: Path, entries: list[Entry], extra_info: dict[str, str]) -> None:
-    """(Re)write bagit.txt, manifest-sha256.txt, bag-info.txt and tagmanifest-sha256.txt."""
+def _epoch(iso: str) -> float:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def write_bag_files(root: Path, extra_info: dict[str, str]) -> None:
+    """(Re)write bagit.txt, manifest-sha256.txt, bag-info.txt and tagmanifest-sha256.txt
+    from provenance.jsonl, read as a stream."""
+    items, total = [], 0
+    for path, sha, size in iter_provenance_core(root / PROVENANCE):
+        items.append((path, sha))
+        total += size
     atomic_write(root / "bagit.txt", BAGIT_TXT.encode())
-    atomic_write(root / PAYLOAD_MANIFEST, format_manifest((e.path, e.sha256) for e in entries))
+    atomic_write(root / PAYLOAD_MANIFEST, format_manifest(items))
     old = read_bag_info(root / BAG_INFO)
     info = {
         "Bag-Software-Agent": f"acta-mirror {__version__}",
         "Bagging-Date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "Payload-Oxum": f"{sum(e.size for e in entries)}.{len(entries)}",
+        "Payload-Oxum": f"{total}.{len(items)}",
         "IPFS-Profile": IPFS_PROFILE,
     }
     for label, value in old.items():

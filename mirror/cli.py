@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=_nonneg_float, default=60.0, help="seconds for a whole request (default 60)")
     c.add_argument("--max-bytes", type=_positive_int, default=25 * 1024 * 1024, help="size cap per file (default 25 MiB)")
     c.add_argument("--shard", default="1/1", help="I/N: take only part I of N of the acta keys (default 1/1)")
+    c.add_argument("--recheck-after", type=_nonneg_float, default=0.0,
+                   help="seconds: known URLs checked more recently are not asked again (default 0: ask all)")
     c.add_argument("--wait-lock", action="store_true", help="wait for another run on the same --out instead of exiting")
     c.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -132,7 +134,8 @@ def cmd_crawl(args) -> int:
     opts = CrawlOptions(site=args.site, root=args.root, out=args.out, discover=args.discover,
                         index=args.index, concurrency=args.concurrency, rate=args.rate,
                         proxy=args.proxy, timeout=args.timeout, max_bytes=args.max_bytes,
-                        shard=parse_shard(args.shard), wait_lock=args.wait_lock)
+                        shard=parse_shard(args.shard), wait_lock=args.wait_lock,
+                        recheck_after=args.recheck_after)
     counters = Counters()
 
     async def run():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,9 @@ from .archive import Archive
 from .fetch import DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, Fetcher
 from .models import Acta, FetchError, SourceUnreachable, UsageError
 from .sites import get_site
+
+
+BACKLOG_LIMIT = 1024  # files fetched but not yet committed before workers pause
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class CrawlOptions:
     shard: tuple[int, int] = (1, 1)  # (I, N): this run takes the keys of part I of N
     wait_lock: bool = False
     retry_attempts: int | None = None  # None: the fetcher's policy
+    recheck_after: float = 0.0  # seconds: skip URLs fetched or confirmed more recently (0: check all)
 
 
 @dataclass
@@ -88,6 +93,8 @@ def check_options(opts: CrawlOptions) -> None:
         raise UsageError(f"--root must be an http(s) URL, not {opts.root!r}")
     if opts.concurrency < 1 or opts.concurrency > 512:
         raise UsageError("--concurrency must be from 1 to 512")
+    if opts.recheck_after < 0:
+        raise UsageError("--recheck-after must be 0 or more seconds")
     if opts.rate < 0:
         raise UsageError("--rate must be 0 (no pacing) or more")
     if opts.index and not _is_url(opts.index) and not Path(opts.index).is_file():
@@ -106,17 +113,19 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
                            timeout=opts.timeout, max_bytes=opts.max_bytes,
                            tmp_dir=str(archive.tmp), **kwargs) as fetcher:
             queue: asyncio.Queue = asyncio.Queue(maxsize=opts.concurrency * 4)
-            commit_lock = asyncio.Lock()
-            added_before = len(archive.entries)
+            writing = True
 
             def fail(key: str, url: str, reason: str) -> None:
                 failures.append({"key": key, "url": url, "reason": reason})
                 counters.failed += 1
 
-            async def commit(force: bool = False) -> None:
-                if force or archive.due():
-                    async with commit_lock:
+            async def committer() -> None:
+                """The one writer of provenance: batches leave the event loop for a thread."""
+                while writing or archive.backlog:
+                    if archive.due() or (not writing and archive.backlog):
                         await asyncio.to_thread(archive.commit, archive.take_batch())
+                    else:
+                        await asyncio.sleep(0.05)
 
             async def get_page(url: str) -> str:
                 try:
@@ -137,8 +146,9 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
             async def discover() -> None:
                 try:
                     if opts.discover in ("csv", "both"):
-                        for acta in await _read_indexes(opts, site, fetcher, archive):
-                            await offer(acta)
+                        for actas in await _read_indexes(opts, site, fetcher, archive):
+                            for acta in actas:
+                                await offer(acta)
                     if opts.discover in ("html", "both"):
                         async for acta in site.walk(opts.root, get_page, lambda u, r: fail("page", u, r)):
                             await offer(acta)
@@ -149,6 +159,9 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
 
             async def worker() -> None:
                 while (acta := await queue.get()) is not None:
+                    if archive.fresh(acta.url, opts.recheck_after):
+                        counters.unchanged += 1
+                        continue
                     etag, last_modified = archive.conditional_headers(acta.url)
                     try:
                         fetched = await fetcher.fetch(acta.url, etag=etag, last_modified=last_modified)
@@ -160,8 +173,10 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
                     else:
                         counters.archived += 1
                         counters.bytes += fetched.size
-                    await commit()
+                    while archive.backlog > BACKLOG_LIMIT:  # the disk is behind: wait for it
+                        await asyncio.sleep(0.02)
 
+            writer = asyncio.create_task(committer())
             workers = [asyncio.create_task(worker()) for _ in range(opts.concurrency)]
             discovery = asyncio.create_task(discover())
             try:
@@ -173,9 +188,10 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
                     w.cancel()
                 raise
             finally:
-                await commit(force=True)
-            changed = len(archive.entries) != added_before or not (Path(opts.out) / "bagit.txt").exists()
-            archive.finish(failures=failures, rewrite_bag=changed, info={
+                writing = False
+                await writer
+            archive.finish(failures=failures, rewrite_bag=bool(archive.added) or not (Path(opts.out) / "bagit.txt").exists(),
+                           info={
                 "Source-Organization": f"acta-mirror crawl of site {site.name}",
                 "External-Identifier": site.name,
                 "External-Description": getattr(site, "description", site.name),
@@ -186,13 +202,13 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
     return CrawlResult(counters, failures, quarantined, time.monotonic() - started, requests, opts.out)
 
 
-async def _read_indexes(opts: CrawlOptions, site, fetcher: Fetcher, archive: Archive) -> list[Acta]:
-    """Fetch (and archive) each index file, then read the actas it lists."""
+async def _read_indexes(opts: CrawlOptions, site, fetcher: Fetcher, archive: Archive) -> list:
+    """Fetch (and archive) each index file; return, per index, an iterator of the actas it lists."""
     sources = [opts.index] if opts.index else site.index_urls(opts.root)
-    actas: list[Acta] = []
+    listings = []
     for source in sources:
         if not _is_url(source):
-            actas.extend(site.parse_index(source, Path(source).resolve().as_uri()))
+            listings.append(site.parse_index(source, Path(source).resolve().as_uri()))
             continue
         name = os.path.basename(urlsplit(source).path) or "index.csv"
         key = f"index/{name}"
@@ -201,11 +217,9 @@ async def _read_indexes(opts: CrawlOptions, site, fetcher: Fetcher, archive: Arc
             fetched = await fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
         except FetchError as exc:
             raise SourceUnreachable(f"cannot read the index {source}: {exc.reason}") from None
-        if fetched.status == 304:
-            path = str(archive.root / archive.by_url[source].path)
-        else:
-            path = fetched.tmp_path
-        listed = list(site.parse_index(path, source))  # read before the file is committed
+        path = str(archive.root / archive.path_of(source)) if fetched.status == 304 else fetched.tmp_path
+        listed = site.parse_index(path, source)  # reads the file now, before it is committed
+        first = next(listed, None)  # a malformed header fails here, before anything is archived
         archive.add(Acta(site=site.name, key=key, url=source, page=source), fetched, kind="index", name=name)
-        actas.extend(listed)
-    return actas
+        listings.append(itertools.chain([first] if first else [], listed))
+    return listings

@@ -65,11 +65,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _wait(retry_state) -> float:
-    exc = retry_state.outcome.exception() if retry_state.outcome else None
+def _delay(exc: BaseException | None, attempt: int) -> float:
+    """Seconds before the next try: the server's Retry-After, else full-jitter backoff."""
     if isinstance(exc, _Transient) and exc.retry_after is not None:
         return min(exc.retry_after, BACKOFF_MAX)
-    return random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (retry_state.attempt_number - 1)))
+    return random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1)))
+
+
+def _wait(retry_state) -> float:
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    return _delay(exc, retry_state.attempt_number + 1)  # the first try happened before tenacity
 
 
 def sniff_image(head: bytes) -> str | None:
@@ -101,7 +106,7 @@ class _HostPacer:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Fetcher:
@@ -123,6 +128,7 @@ class Fetcher:
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
         self.bytes = 0
+        self._serial = 0
 
     async def __aenter__(self) -> "Fetcher":
         connector, self._http_proxy = _connector(self.proxy, self.concurrency)
@@ -148,8 +154,14 @@ class Fetcher:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         try:
+            return await self._once(url, headers, expect_image)  # most requests need no policy
+        except _Transient as first:
+            if self.retry_attempts <= 1:
+                raise FetchError(url, first.reason) from None
+            await asyncio.sleep(_delay(first, 1))
+        try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.retry_attempts), wait=_wait,
+                stop=stop_after_attempt(self.retry_attempts - 1), wait=_wait,
                 retry=retry_if_exception_type(_Transient), reraise=True,
             ):
                 with attempt:
@@ -214,11 +226,12 @@ class Fetcher:
             raise TooLarge(url, f"Content-Length {declared} is over the cap of {self.max_bytes} bytes")
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_path = tempfile.mkstemp(prefix="fetch-", suffix=".part", dir=self.tmp_dir)
+        self._serial += 1
+        tmp_path = f"{self.tmp_dir or tempfile.gettempdir()}/{os.getpid()}-{self._serial}.part"
         ok = False
         try:
-            with os.fdopen(fd, "wb") as out:
-                head = b""
+            with open(tmp_path, "xb") as out:
+                head = tail = b""
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     if not head:
                         head = chunk[:16]
@@ -229,12 +242,13 @@ class Fetcher:
                         raise TooLarge(url, f"body passed the cap of {self.max_bytes} bytes; cut off")
                     digest.update(chunk)
                     out.write(chunk)
+                    tail = (tail + chunk)[-64:] if len(chunk) < 64 else chunk[-64:]
                 if declared is not None and size != declared:
                     raise _Transient(f"body of {size} bytes, Content-Length said {declared}")
                 if expect_image:
                     if size == 0:
                         raise NotAnImage(url, "empty body")
-                    if sniff_image(head) == "image/jpeg" and not _jpeg_ends(out, tmp_path):
+                    if sniff_image(head) == "image/jpeg" and b"\xff\xd9" not in tail:
                         raise _Transient("JPEG has no end marker (truncated)")
             ok = True
         finally:
@@ -242,14 +256,6 @@ class Fetcher:
                 _unlink(tmp_path)
         self.bytes += size
         return Fetched(status=200, tmp_path=tmp_path, sha256=digest.hexdigest(), size=size, **common)
-
-
-def _jpeg_ends(out, path: str) -> bool:
-    out.flush()
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, fh.tell() - 64))
-        return b"\xff\xd9" in fh.read()
 
 
 def _not_image_reason(content_type: str, head: bytes) -> str:

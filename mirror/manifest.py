@@ -5,10 +5,11 @@ paths percent-encoded, and `Label: value` lines in bag-info.txt.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, NamedTuple
 
 from .models import Entry, NotAMirror
 
@@ -70,13 +71,17 @@ def format_manifest(items: Iterable[tuple[str, str]]) -> bytes:
 
 def read_manifest(path: str | os.PathLike) -> dict[str, str]:
     """Parse a sha256 manifest into {relative path: hex}; NotAMirror on a malformed line."""
-    result: dict[str, str] = {}
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise NotAMirror(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise NotAMirror(f"{path}: unreadable ({exc.__class__.__name__})") from None
+    return parse_manifest_text(text, str(path))
+
+
+def parse_manifest_text(text: str, path: str = "manifest") -> dict[str, str]:
+    result: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -134,6 +139,38 @@ def read_provenance(path: str | os.PathLike) -> list[Entry]:
             except ValueError as exc:
                 raise NotAMirror(f"{path}:{number}: bad provenance line: {exc}") from None
     return entries
+
+
+class Line(NamedTuple):
+    """One provenance line as published: the fields a manifest needs, and the text itself."""
+
+    path: str
+    sha256: str
+    size: int
+    text: str  # the line exactly as archived, newline included
+
+
+def provenance_lines(path: str | os.PathLike) -> Iterator[Line]:
+    """Each provenance line with its path, sha256 and size; the text is kept byte for byte."""
+    try:
+        fh = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        return
+    with fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                yield Line(obj["path"], obj["sha256"], int(obj["size"]), line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError, TypeError):
+                raise NotAMirror(f"{path}:{number}: bad provenance line") from None
+
+
+def iter_provenance_core(path: str | os.PathLike):
+    """(path, sha256, size) of each provenance line, streamed, without building records."""
+    for line in provenance_lines(path):
+        yield line.path, line.sha256, line.size
 
 
 def repair_torn_tail(path: str | os.PathLike) -> int:

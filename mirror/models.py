@@ -81,7 +81,7 @@ class Truncated(FetchError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Place:
     """Where a table sits: the site's codes and names, state down to table."""
 
@@ -95,7 +95,7 @@ class Place:
     table: str = ""  # 2-digit table number
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Acta:
     site: str
     key: str  # "<9-digit center>.<2-digit table>", the prefix of the QR text
@@ -104,7 +104,7 @@ class Acta:
     place: Place = field(default_factory=Place)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fetched:
     url: str
     final_url: str
@@ -127,7 +127,7 @@ PROVENANCE_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     key: str
     kind: str  # "acta" or "index"
@@ -157,7 +157,7 @@ class Entry:
     supersedes: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
+        return json.dumps({name: getattr(self, name) for name in _ENTRY_FIELDS}, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, line: str) -> "Entry":
@@ -192,6 +192,9 @@ class Entry:
     def place(self) -> Place:
         return Place(self.state_code, self.state, self.municipality_code, self.municipality,
                      self.parish_code, self.parish, self.center, self.table)
+
+
+_ENTRY_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(Entry)))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Verify a mirror offline: collect every Problem (missing, changed, unlisted, tags), then report.
 
 It reads nothing but the mirror directory. Payload hashing runs in a pool of worker
-processes, one per core, each hashing a slice of the files.
+processes, one per core, while the main process checks the tag files and provenance.
 """
 from __future__ import annotations
 
@@ -10,54 +10,69 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from .manifest import (BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, read_bag_info,
-                       read_manifest, read_provenance)
+from .manifest import (BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, iter_provenance_core,
+                       read_bag_info, read_manifest)
 from .models import NotAMirror, Problem
-
-READ_SIZE = 1024 * 1024
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        buf = bytearray(READ_SIZE)
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _hash_slice(args: tuple[str, list[str]]) -> list[tuple[str, str | None]]:
+def _hash_slice(args: tuple[str, list[str]]) -> list[tuple[str, str | None, int]]:
+    """(relative path, sha256 or None if missing or 'error:…', size) for each file."""
     root, rels = args
     out = []
     for rel in rels:
         try:
-            out.append((rel, sha256_file(os.path.join(root, rel))))
+            with open(os.path.join(root, rel), "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                out.append((rel, digest, fh.tell()))
         except FileNotFoundError:
-            out.append((rel, None))
+            out.append((rel, None, 0))
         except OSError as exc:
-            out.append((rel, f"error:{exc.strerror}"))
+            out.append((rel, f"error:{exc.strerror}", 0))
     return out
 
 
-def hash_many(root: Path, rels: list[str], workers: int | None = None) -> dict[str, str | None]:
-    """sha256 of many files under root, spread over processes in a few large slices."""
+def hash_many(root: Path, rels: list[str], workers: int | None = None):
+    """Start hashing many files across processes; returns an iterator of _hash_slice results.
+
+    Slices are interleaved so every worker gets a similar mix; the caller can do other
+    work before it iterates.
+    """
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(rels) < 64:
-        return dict(_hash_slice((str(root), rels)))
-    slices = [rels[i::workers * 4] for i in range(workers * 4)]
-    result: dict[str, str | None] = {}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for part in pool.map(_hash_slice, [(str(root), s) for s in slices if s]):
-            result.update(part)
-    return result
+    if workers == 1 or len(rels) < 256:
+        return iter([_hash_slice((str(root), rels))])
+    n = workers * 4
+    pool = ProcessPoolExecutor(max_workers=workers)
+    futures = [pool.submit(_hash_slice, (str(root), rels[i::n])) for i in range(n)]
+
+    def results():
+        try:
+            for f in futures:
+                yield f.result()
+        finally:
+            pool.shutdown()
+    return results()
 
 
-def _payload_files(root: Path) -> set[str]:
-    found = set()
-    for dirpath, _dirs, files in os.walk(root / "data"):
-        for name in files:
-            found.add((Path(dirpath) / name).relative_to(root).as_posix())
+def _payload_files(root: Path) -> list[str]:
+    """Relative paths of every file under data/ (no stat calls)."""
+    found: list[str] = []
+    stack = [(str(root / "data"), "data")]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, f"{rel}/{entry.name}"))
+                    else:
+                        found.append(f"{rel}/{entry.name}")
+        except FileNotFoundError:
+            pass
     return found
 
 
@@ -70,7 +85,57 @@ def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None =
         raise NotAMirror(f"{root}: not a mirror (no bagit.txt or {PAYLOAD_MANIFEST})")
     problems: list[Problem] = []
     manifest = read_manifest(root / PAYLOAD_MANIFEST)
-    on_disk = _payload_files(root)
+    on_disk = set(_payload_files(root))
+    present = sorted(set(manifest) & on_disk)
+    pending = None if fast else hash_many(root, present, workers)
+
+    for rel in sorted(set(manifest) - on_disk):
+        problems.append(Problem("missing", rel, "listed in the manifest, not on disk"))
+    for rel in sorted(on_disk - set(manifest)):
+        problems.append(Problem("unlisted", rel, "on disk, not in the manifest"))
+
+    if not fast:
+        tags = read_manifest(root / TAG_MANIFEST) if (root / TAG_MANIFEST).exists() else None
+        if tags is None:
+            problems.append(Problem("tag-missing", TAG_MANIFEST, "no tag manifest"))
+        else:
+            for rel, want in sorted(tags.items()):
+                if not (root / rel).is_file():
+                    problems.append(Problem("tag-missing", rel, "listed in the tag manifest, not on disk"))
+                elif sha256_file(root / rel) != want:
+                    problems.append(Problem("tag-changed", rel, "sha256 differs from the tag manifest"))
+        try:
+            recorded = {p: h for p, h, _size in iter_provenance_core(root / PROVENANCE)}
+        except NotAMirror as exc:
+            problems.append(Problem("provenance", PROVENANCE, str(exc)))
+        else:
+            for rel, want in sorted(manifest.items()):
+                if rel not in recorded:
+                    problems.append(Problem("provenance", rel, "in the manifest, no provenance line"))
+                elif recorded[rel] != want:
+                    problems.append(Problem("provenance", rel, "provenance sha256 differs from the manifest"))
+            for rel in sorted(set(recorded) - set(manifest)):
+                problems.append(Problem("provenance", rel, "has a provenance line, not in the manifest"))
+
+    sizes: dict[str, int] = {}
+    if pending is not None:
+        found = []
+        for part in pending:
+            found.extend(part)
+        for rel, got, size in sorted(found):
+            sizes[rel] = size
+            if got is None:
+                problems.append(Problem("missing", rel, "vanished while checking"))
+            elif got.startswith("error:"):
+                problems.append(Problem("unreadable", rel, got[6:]))
+            elif got != manifest[rel]:
+                problems.append(Problem("changed", rel, f"sha256 {got} but the manifest says {manifest[rel]}"))
+    for rel in on_disk:
+        if rel not in sizes:
+            try:
+                sizes[rel] = os.stat(root / rel).st_size
+            except OSError:
+                sizes[rel] = 0
 
     info = read_bag_info(root / BAG_INFO)
     oxum = info.get("Payload-Oxum", "")
@@ -79,48 +144,8 @@ def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None =
     except ValueError:
         problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum {oxum!r} is not <bytes>.<count>"))
     else:
-        have_bytes = sum((root / rel).stat().st_size for rel in on_disk)
-        if (have_bytes, len(on_disk)) != (want_bytes, want_count):
-            problems.append(Problem("oxum", BAG_INFO,
-                                    f"Payload-Oxum says {want_bytes}.{want_count}, data/ holds {have_bytes}.{len(on_disk)}"))
-
-    for rel in sorted(set(manifest) - on_disk):
-        problems.append(Problem("missing", rel, "listed in the manifest, not on disk"))
-    for rel in sorted(on_disk - set(manifest)):
-        problems.append(Problem("unlisted", rel, "on disk, not in the manifest"))
-    if fast:
-        return problems
-
-    tags = read_manifest(root / TAG_MANIFEST) if (root / TAG_MANIFEST).exists() else None
-    if tags is None:
-        problems.append(Problem("tag-missing", TAG_MANIFEST, "no tag manifest"))
-    else:
-        for rel, want in sorted(tags.items()):
-            if not (root / rel).is_file():
-                problems.append(Problem("tag-missing", rel, "listed in the tag manifest, not on disk"))
-            elif sha256_file(root / rel) != want:
-                problems.append(Problem("tag-changed", rel, "sha256 differs from the tag manifest"))
-
-    present = sorted(set(manifest) & on_disk)
-    for rel, got in sorted(hash_many(root, present, workers).items()):
-        if got is None:
-            problems.append(Problem("missing", rel, "vanished while checking"))
-        elif got.startswith("error:"):
-            problems.append(Problem("unreadable", rel, got[6:]))
-        elif got != manifest[rel]:
-            problems.append(Problem("changed", rel, f"sha256 {got} but the manifest says {manifest[rel]}"))
-
-    try:
-        entries = read_provenance(root / PROVENANCE)
-    except NotAMirror as exc:
-        problems.append(Problem("provenance", PROVENANCE, str(exc)))
-    else:
-        recorded = {e.path: e.sha256 for e in entries}
-        for rel, want in sorted(manifest.items()):
-            if rel not in recorded:
-                problems.append(Problem("provenance", rel, "in the manifest, no provenance line"))
-            elif recorded[rel] != want:
-                problems.append(Problem("provenance", rel, "provenance sha256 differs from the manifest"))
-        for rel in sorted(set(recorded) - set(manifest)):
-            problems.append(Problem("provenance", rel, "has a provenance line, not in the manifest"))
+        have = (sum(sizes.values()), len(on_disk))
+        if have != (want_bytes, want_count):
+            problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum says {want_bytes}.{want_count}, "
+                                                      f"data/ holds {have[0]}.{have[1]}"))
     return problems

@@ -40,11 +40,11 @@ import git
 from gitdb import IStream
 
 from .. import __version__
-from ..archive import STATE_DIR, load_entries, write_bag_files
-from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, format_bag_info,
-                        format_manifest, read_bag_info, read_provenance)
+from ..archive import STATE_DIR, write_bag_files
+from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, Line, format_bag_info,
+                        format_manifest, parse_manifest_text, provenance_lines, read_bag_info)
 from ..merkle import merkle_root
-from ..models import Entry, NotAMirror, UsageError
+from ..models import NotAMirror, UsageError
 from ..verify import verify
 from . import PublishError, Receipt, redact, register
 
@@ -139,9 +139,9 @@ class GitPublisher:
         problems = verify(mirror, fast=True)
         if problems:
             raise PublishError(f"{mirror} does not verify ({problems[0]}); not publishing it to {self.shown}")
-        entries = load_entries(mirror)
+        entries = list(provenance_lines(mirror / PROVENANCE))
         info = read_bag_info(mirror / BAG_INFO)
-        receipt = Receipt(target=self.shown, kind="git", root=merkle_root([(e.path, e.sha256) for e in entries]))
+        receipt = Receipt(target=self.shown, kind="git", root=_root(entries))
         staging = mirror / STATE_DIR / "git" / hashlib.sha256(self.shown.encode()).hexdigest()[:12]
         first = self._repo(staging, "01")
         tip = self._fetch(first, self.url)
@@ -205,37 +205,42 @@ class GitPublisher:
             raise self._fail("fetch failed", exc) from None
         return heads.split()[0]
 
-    def _publish_shard(self, mirror: Path, staging: Path, shard: str, mine: list[Entry], everything: list[Entry],
+    def _publish_shard(self, mirror: Path, staging: Path, shard: str, mine: list[Line], everything: list[Line],
                        info: dict, assignment: dict, shards: list[str]) -> str:
         url = shard_url(self.url, shard)
         shown = redact(shard_url(self.shown, shard), self._secret)
         repo = self._repo(staging, shard)
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             tip = self._fetch(repo, url)
-            remote_part = _entries_in(repo, tip, PROVENANCE)
-            remote_full = _entries_in(repo, tip, FULL_PROVENANCE)
-            have = {e.path: e for e in remote_part}
+            have = parse_manifest_text(_read_blob(repo, tip, PAYLOAD_MANIFEST) or "")
             for e in mine:
-                if e.path in have and have[e.path].sha256 != e.sha256:
+                if e.path in have and have[e.path] != e.sha256:
                     raise PublishError(f"{shown}: {e.path} there differs from this mirror's; refusing to overwrite evidence")
+            mine_paths = {e.path for e in mine}
+            # Lines of files another writer put there; read only when there are any.
+            remote_part = _lines_in(repo, tip, PROVENANCE) if set(have) - mine_paths else []
+            every_path = {e.path for e in everything}
+            remote_full_paths = parse_manifest_text(_read_blob(repo, tip, FULL_MANIFEST) or "")
+            remote_full = _lines_in(repo, tip, FULL_PROVENANCE) if set(remote_full_paths) - every_path else []
             new = [e for e in mine if e.path not in have]
             full = _union(remote_full, everything)
+            full_root = _root(full)
             part = _union(remote_part, mine)
             batches = _batches(new, self.max_push_bytes) or [[]]
             parent = tip
             pushed = 0
             rejected = False
-            done: list[Entry] = [e for e in part if e.path in have]
+            done: list[Line] = [e for e in part if e.path in have]
             for batch in batches:
                 done = done + batch
                 self.progress(self.shown, shard, len(done), len(part))
-                tree = self._tree(repo, mirror, parent, batch, done, full, info, assignment, shard, shards)
+                tree = self._tree(repo, mirror, parent, batch, done, full, full_root, info, assignment, shard, shards)
                 if parent and repo.commit(parent).tree.hexsha == tree:
                     continue
                 message = (f"acta-mirror {__version__}: shard {shard}: +{len(batch)} files "
                            f"({len(done)} in shard, {len(full)} in mirror)\n\n"
-                           f"Manifest root (RFC 9162, full mirror): {merkle_root([(e.path, e.sha256) for e in full])}\n"
-                           f"Shard manifest root: {merkle_root([(e.path, e.sha256) for e in done])}\n")
+                           f"Manifest root (RFC 9162, full mirror): {full_root}\n"
+                           f"Shard manifest root: {_root(done)}\n")
                 commit = repo.git.commit_tree(tree, *(["-p", parent] if parent else []), "-m", message)
                 if not self._push(repo, url, commit):
                     rejected = True
@@ -249,7 +254,7 @@ class GitPublisher:
             time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
         raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
 
-    def _tree(self, repo, mirror, parent, batch, part, full, info, assignment, shard, shards) -> str:
+    def _tree(self, repo, mirror, parent, batch, part, full, full_root, info, assignment, shard, shards) -> str:
         """The shard's tree: the parent's, plus this batch's files and fresh tag files."""
         lines = []
         if batch:
@@ -266,15 +271,15 @@ class GitPublisher:
         part_info.update({
             "Payload-Oxum": f"{sum(e.size for e in part)}.{len(part)}",
             "Acta-Mirror-Shard": f"{shard} of {len(shards)}",
-            "Acta-Mirror-Full-Root": merkle_root([(e.path, e.sha256) for e in full]),
+            "Acta-Mirror-Full-Root": full_root,
         })
         tags = {
             "bagit.txt": BAGIT_TXT.encode(),
             BAG_INFO: format_bag_info(part_info),
             PAYLOAD_MANIFEST: format_manifest((e.path, e.sha256) for e in part),
-            PROVENANCE: "".join(e.to_json() + "\n" for e in part).encode(),
+            PROVENANCE: "".join(e.text for e in part).encode(),
             FULL_MANIFEST: format_manifest((e.path, e.sha256) for e in full),
-            FULL_PROVENANCE: "".join(e.to_json() + "\n" for e in full).encode(),
+            FULL_PROVENANCE: "".join(e.text for e in full).encode(),
             SHARDS_JSON: json.dumps({"policy": self.shard_by, "max_repo_bytes": self.max_repo_bytes,
                                      "shards": shards, "groups": assignment}, indent=1, sort_keys=True).encode(),
         }
@@ -375,17 +380,17 @@ def _restore(targets: list[str], out: Path, progress) -> list[str]:
     for shard in layout["shards"]:
         if shard not in shard_dirs:
             shard_dirs[shard] = clone(shard)
-    full: dict[str, Entry] = {}
+    full: dict[str, Line] = {}
     for shard, path in sorted(shard_dirs.items()):
         problems = verify(path)
         if problems:
             raise PublishError(f"shard {shard} does not verify: {problems[0]}")
-        for e in read_provenance(path / FULL_PROVENANCE):
+        for e in provenance_lines(path / FULL_PROVENANCE):
             full.setdefault(e.path, e)
     (out / "data").mkdir(exist_ok=True)
-    restored: list[Entry] = []
+    restored: list[Line] = []
     for shard, path in sorted(shard_dirs.items()):
-        for e in read_provenance(path / PROVENANCE):
+        for e in provenance_lines(path / PROVENANCE):
             target = out / e.path
             if target.exists():
                 continue
@@ -398,11 +403,11 @@ def _restore(targets: list[str], out: Path, progress) -> list[str]:
         raise PublishError(f"the shards lack {len(missing)} file(s) the full manifest lists, e.g. {missing[0]}")
     ordered = list(full.values())
     with open(out / PROVENANCE, "w", encoding="utf-8") as fh:
-        fh.write("".join(e.to_json() + "\n" for e in ordered))
+        fh.write("".join(e.text for e in ordered))
     info = read_bag_info(first / BAG_INFO)
     for key in ("Payload-Oxum", "Acta-Mirror-Shard", "Acta-Mirror-Full-Root"):
         info.pop(key, None)
-    write_bag_files(out, ordered, info)
+    write_bag_files(out, info)
     shutil.rmtree(work, ignore_errors=True)
     problems = verify(out)
     if problems:
@@ -437,7 +442,7 @@ def _read_blob(repo: git.Repo, commit: str | None, path: str) -> str | None:
         return None
 
 
-def _entries_in(repo: git.Repo, commit: str | None, path: str) -> list[Entry]:
+def _lines_in(repo: git.Repo, commit: str | None, path: str) -> list[Line]:
     text = _read_blob(repo, commit, path)
     if not text:
         return []
@@ -445,19 +450,23 @@ def _entries_in(repo: git.Repo, commit: str | None, path: str) -> list[Entry]:
         fh.write(text + "\n")
         name = fh.name
     try:
-        return read_provenance(name)
+        return list(provenance_lines(name))
     except NotAMirror as exc:
         raise PublishError(f"the remote's {path} is damaged: {exc}") from None
     finally:
         os.unlink(name)
 
 
-def _union(first: list[Entry], second: list[Entry]) -> list[Entry]:
+def _root(lines: list[Line]) -> str:
+    return merkle_root([(e.path, e.sha256) for e in lines])
+
+
+def _union(first: list[Line], second: list[Line]) -> list[Line]:
     seen = {e.path for e in first}
     return list(first) + [e for e in second if e.path not in seen]
 
 
-def _batches(entries: list[Entry], limit: int) -> list[list[Entry]]:
+def _batches(entries: list[Line], limit: int) -> list[list[Line]]:
     batches, current, size = [], [], 0
     for e in entries:
         if current and size + e.size > limit:

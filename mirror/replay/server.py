@@ -22,7 +22,7 @@ from .faults import SLOW_SECONDS, TRANSIENT, FaultPlan
 from .images import render
 
 PUBLISHED = datetime(2024, 7, 29, 12, 0, tzinfo=timezone.utc)
-MEMORY_CACHE = 512  # images kept in memory (small ones are a few KB)
+MEMORY_BUDGET = 384 * 1024 * 1024  # bytes of rendered images kept in memory
 
 
 @dataclass
@@ -65,6 +65,8 @@ class Replay:
         self.hits: Counter = Counter()
         self.stats: Counter = Counter()
         self._memory: dict[tuple[str, int], tuple[bytes, str]] = {}
+        self._memory_bytes = 0
+        self._etags: dict[tuple[str, int], str] = {}  # kept for every image ever rendered
         self._csv: dict[str, bytes] = {}
         self.base_url = ""
         self._runner: web.AppRunner | None = None
@@ -104,9 +106,12 @@ class Replay:
                 tmp.write_bytes(body)
                 tmp.replace(disk)
         result = (body, '"' + hashlib.md5(body).hexdigest() + '"')  # an S3-style ETag
-        if len(self._memory) >= MEMORY_CACHE:
-            self._memory.pop(next(iter(self._memory)))
+        self._etags[(name, variant)] = result[1]
+        while self._memory and self._memory_bytes + len(body) > MEMORY_BUDGET:
+            old = self._memory.pop(next(iter(self._memory)))
+            self._memory_bytes -= len(old[0])
         self._memory[(name, variant)] = result
+        self._memory_bytes += len(body)
         return result
 
     def _render(self, name: str, variant: int) -> bytes:
@@ -222,17 +227,22 @@ class Replay:
         self.epoch = int(request.match_info["n"])
         return web.json_response({"epoch": self.epoch})
 
-    def _conditional(self, request, body: bytes, etag: str, modified: datetime, ctype: str):
+    @staticmethod
+    def _fresh(request, etag: str, modified: datetime) -> bool:
+        """RFC 9110 conditional GET: If-None-Match wins; else If-Modified-Since."""
         inm = request.headers.get("If-None-Match")
         ims = request.headers.get("If-Modified-Since")
-        fresh = False
         if inm is not None:
-            fresh = etag in [t.strip() for t in inm.split(",")]
-        elif ims:
+            return etag in [t.strip() for t in inm.split(",")]
+        if ims:
             try:
-                fresh = parsedate_to_datetime(ims) >= modified.replace(microsecond=0)
+                return parsedate_to_datetime(ims) >= modified.replace(microsecond=0)
             except (TypeError, ValueError):
-                fresh = False
+                return False
+        return False
+
+    def _conditional(self, request, body: bytes, etag: str, modified: datetime, ctype: str):
+        fresh = self._fresh(request, etag, modified)
         headers = {"ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True)}
         if fresh:
             self.stats["not_modified"] += 1
@@ -263,7 +273,14 @@ class Replay:
                 return web.Response(status=429, text="slow down", headers={"Retry-After": retry})
             if kind == "503":
                 return web.Response(status=503, text="busy")
-        if self.small or (name, self.variant(name)) in self._memory:
+        variant = self.variant(name)
+        modified = PUBLISHED + timedelta(days=variant)
+        etag = self._etags.get((name, variant))
+        if etag and kind is None and self._fresh(request, etag, modified):
+            self.stats["not_modified"] += 1  # answered from the ETag alone, as a static host does
+            return web.Response(status=304, headers={"ETag": etag,
+                                                     "Last-Modified": format_datetime(modified, usegmt=True)})
+        if self.small or (name, variant) in self._memory:
             body, etag = self.image(name)
         else:
             body, etag = await asyncio.to_thread(self.image, name)
@@ -273,7 +290,6 @@ class Replay:
             await asyncio.sleep(SLOW_SECONDS)
         if kind in ("drip", "endless", "huge"):
             return await self._hostile(request, body, kind)
-        modified = PUBLISHED + timedelta(days=self.variant(name))
         return self._conditional(request, body, etag, modified, "image/jpeg")
 
     async def _broken(self, request, body: bytes, kind: str) -> web.StreamResponse:

@@ -14,6 +14,7 @@ from ..models import Acta, FetchError, IndexFormatError, Place
 from . import GetPage, Report, register
 
 REQUIRED = ("COD_EDO", "EDO", "COD_MUN", "MUN", "COD_PAR", "PAR", "CENTRO", "MESA", "URL")
+_URLISH = re.compile(r"^(https?://|/)?[^\s]+$")
 LEVELS = ("estado", "municipio", "parroquia", "centro", "mesa")
 WALK_WORKERS = 8
 
@@ -58,7 +59,7 @@ def parse_index_bytes(raw: bytes, url: str, site: str = "resultados2024") -> Ite
             except ValueError as exc:
                 raise IndexFormatError(f"{url}:{line}: {exc}") from None
             image = row["URL"].strip()
-            if not re.match(r"^(https?://|/)?[^\s]+$", image) or not image:
+            if not _URLISH.match(image):
                 raise IndexFormatError(f"{url}:{line}: bad URL {image!r}")
             center = key[:9]
             yield Acta(
@@ -104,6 +105,7 @@ class Resultados2024:
         return [urljoin(root.rstrip("/") + "/", self.index_name)]
 
     def parse_index(self, path: str, url: str) -> Iterator[Acta]:
+        """Reads the file at once (it may be renamed later); rows are parsed lazily."""
         with open(path, "rb") as fh:
             raw = fh.read()
         return parse_index_bytes(raw, url, self.name)
