@@ -25,7 +25,7 @@ from typing import Iterable
 
 from . import __version__
 from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
-from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE,
+from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
                        iter_provenance_core, read_bag_info, read_provenance, repair_torn_tail)
 from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorLocked, NotAMirror, UsageError
@@ -335,6 +335,18 @@ def write_tag_manifest(root: Path) -> None:
         if path.exists():
             items.append((name, hashlib.sha256(path.read_bytes()).hexdigest()))
     atomic_write(root / TAG_MANIFEST, format_manifest(items))
+
+
+def published_files(root: str | os.PathLike) -> list[tuple[str, int, str | None]]:
+    """What a published copy holds: the payload (path, size, sha256 from provenance) and the
+    tag files at the top of the bag (sha256 None: read when needed). Never the receipts
+    (written after publishing) nor acta-mirror's working state."""
+    root = Path(root)
+    files: list[tuple[str, int, str | None]] = [(p, n, h) for p, h, n in iter_provenance_core(root / PROVENANCE)]
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_file() and entry.name != RECEIPTS and not entry.name.startswith("."):
+            files.append((entry.name, entry.stat().st_size, None))
+    return files
 
 
 def load_entries(root: str | os.PathLike) -> list[Entry]:

@@ -1,11 +1,17 @@
 """Content identifiers (IPFS CIDv1) computed locally, with the unixfs-v1-2025 parameters.
 
 A file of at most one chunk (1 MiB) is a single raw block, so its CID is the raw-codec
-CIDv1 of the sha256 the fetcher already computed: no second read of the file.
+CIDv1 of the sha256 the fetcher already computed: no second read of the file. Larger files
+are balanced UnixFS DAGs over 1 MiB raw leaves; directories are plain dag-pb UnixFS
+directories (the archive's layout keeps them far below the size where Kubo would shard).
+The same code writes CARv1 files, so a CAR and a node agree on every CID.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
+from pathlib import Path
 
 IPFS_PROFILE = "unixfs-v1-2025"
 CHUNK_SIZE = 1024 * 1024
@@ -40,9 +46,190 @@ def raw_cid(sha256_hex: str) -> str:
     return cid_to_str(cid_bytes(RAW_CODEC, bytes.fromhex(sha256_hex)))
 
 
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def _b58decode(text: str) -> bytes:
+    n = 0
+    for ch in text:
+        n = n * 58 + _B58.index(ch)
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return b"\x00" * (len(text) - len(text.lstrip("1"))) + raw
+
+
 def str_to_cid(text: str) -> bytes:
-    """Decode a base32 ('b…') CIDv1 string to bytes, for comparing CIDs decoded."""
-    if not text.startswith("b"):
-        raise ValueError(f"not a base32 CIDv1: {text!r}")
-    body = text[1:].upper()
-    return base64.b32decode(body + "=" * (-len(body) % 8))
+    """Binary CIDv1 from its text: base32 ('b…'), base58btc ('z…'), or a CIDv0 ('Qm…').
+
+    Nodes print CIDs in different bases (js-ipfs echoes base58), so compare them decoded.
+    """
+    try:
+        if text.startswith("Qm") and len(text) == 46:
+            return varint(1) + varint(DAG_PB_CODEC) + _b58decode(text)
+        if text.startswith("z"):
+            return _b58decode(text[1:])
+        if text.startswith("b"):
+            body = text[1:].upper()
+            return base64.b32decode(body + "=" * (-len(body) % 8))
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"not a CID: {text[:60]!r}") from exc
+    raise ValueError(f"not a CID in a base this tool reads: {text[:60]!r}")
+
+
+# -- dag-pb and UnixFS encoding (the protobuf subset UnixFS v1 needs) -----------------------
+MAX_LINKS = 1024  # links per file node in the unixfs-v1-2025 balanced layout
+UNIXFS_DIRECTORY = b"\x08\x01"  # UnixFS Data {Type: Directory}
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def _uint(number: int, value: int) -> bytes:
+    return varint(number << 3) + varint(value)
+
+
+def pb_link(cid: bytes, name: str, tsize: int) -> bytes:
+    """PBLink {Hash = 1; Name = 2; Tsize = 3}."""
+    return _field(1, cid) + _field(2, name.encode("utf-8")) + _uint(3, tsize)
+
+
+def pb_node(links: list[bytes], data: bytes) -> bytes:
+    """PBNode in canonical dag-pb order: Links (field 2) first, then Data (field 1)."""
+    return b"".join(_field(2, link) for link in links) + _field(1, data)
+
+
+def unixfs_file(filesize: int, blocksizes: list[int]) -> bytes:
+    """UnixFS Data {Type: File, filesize, blocksizes} for a node over raw leaves."""
+    return _uint(1, 2) + _uint(3, filesize) + b"".join(_uint(4, b) for b in blocksizes)
+
+
+def dag_pb_cid(block: bytes) -> bytes:
+    return cid_bytes(DAG_PB_CODEC, hashlib.sha256(block).digest())
+
+
+def file_dag(chunks: list[tuple[bytes, int]]) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
+    """A balanced UnixFS file over raw leaves: (root CID, Tsize, [(cid, block)] of its dag-pb nodes).
+
+    chunks: (raw leaf CID, size) in order. One chunk is the file itself (a raw block).
+    """
+    if len(chunks) == 1:
+        return chunks[0][0], chunks[0][1], []
+    nodes: list[tuple[bytes, bytes]] = []
+    level = [(cid, size, size) for cid, size in chunks]  # (cid, filesize, tsize)
+    while len(level) > 1 or not nodes:
+        parents = []
+        for i in range(0, len(level), MAX_LINKS):
+            group = level[i:i + MAX_LINKS]
+            block = pb_node([pb_link(c, "", t) for c, _f, t in group],
+                            unixfs_file(sum(f for _c, f, _t in group), [f for _c, f, _t in group]))
+            cid = dag_pb_cid(block)
+            nodes.append((cid, block))
+            parents.append((cid, sum(f for _c, f, _t in group), len(block) + sum(t for _c, _f, t in group)))
+        level = parents
+    return level[0][0], level[0][2], nodes
+
+
+def file_chunks(path: str | os.PathLike) -> list[tuple[bytes, int]]:
+    """Raw leaf CIDs of a file cut in CHUNK_SIZE pieces (read once)."""
+    chunks = []
+    with open(path, "rb") as fh:
+        while True:
+            data = fh.read(CHUNK_SIZE)
+            if not data and chunks:
+                break
+            chunks.append((cid_bytes(RAW_CODEC, hashlib.sha256(data).digest()), len(data)))
+            if len(data) < CHUNK_SIZE:
+                break
+    return chunks
+
+
+def file_cid(path: str | os.PathLike, size: int, sha256_hex: str | None = None) -> str:
+    """The CID a node gives this file under the profile; no read when size <= one chunk."""
+    if size <= CHUNK_SIZE and sha256_hex:
+        return raw_cid(sha256_hex)
+    return cid_to_str(file_dag(file_chunks(path))[0])
+
+
+class Dag:
+    """The UnixFS DAG of a directory tree: files (raw leaves), dag-pb directories, one root."""
+
+    def __init__(self, root: str | os.PathLike, files: list[tuple[str, int, str | None]]):
+        """files: (relative path, size, sha256 hex or None) of every file to include."""
+        self.root_dir = Path(root)
+        self.files: dict[str, tuple[bytes, int]] = {}  # rel -> (cid, tsize)
+        self.nodes: dict[bytes, bytes] = {}  # dag-pb blocks: directories and multi-chunk file roots
+        tree: dict = {}
+        for rel, size, sha in files:
+            if size <= CHUNK_SIZE and sha:
+                cid, tsize = cid_bytes(RAW_CODEC, bytes.fromhex(sha)), size
+            else:
+                cid, tsize, nodes = file_dag(file_chunks(self.root_dir / rel))
+                self.nodes.update(nodes)
+            self.files[rel] = (cid, tsize)
+            parts = rel.split("/")
+            node = tree
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = (cid, tsize)
+        self.root, self.tsize = self._directory(tree)
+
+    def _directory(self, tree: dict) -> tuple[bytes, int]:
+        links, total = [], 0
+        for name in sorted(tree, key=lambda n: n.encode("utf-8")):
+            child = tree[name]
+            cid, tsize = self._directory(child) if isinstance(child, dict) else child
+            links.append(pb_link(cid, name, tsize))
+            total += tsize
+        block = pb_node(links, UNIXFS_DIRECTORY)
+        if len(block) > HAMT_THRESHOLD:
+            raise ValueError(f"a directory of {len(tree)} entries is over the {HAMT_THRESHOLD}-byte block limit")
+        cid = dag_pb_cid(block)
+        self.nodes[cid] = block
+        return cid, len(block) + total
+
+    @property
+    def root_cid(self) -> str:
+        return cid_to_str(self.root)
+
+    def leaf_blocks(self, rel: str):
+        """(cid, bytes) of the raw leaves of one file, read from disk and checked against its CID."""
+        want_cid, _ = self.files[rel]
+        with open(self.root_dir / rel, "rb") as fh:
+            chunks = []
+            while True:
+                data = fh.read(CHUNK_SIZE)
+                if not data and chunks:
+                    break
+                cid = cid_bytes(RAW_CODEC, hashlib.sha256(data).digest())
+                chunks.append((cid, len(data)))
+                yield cid, data
+                if len(data) < CHUNK_SIZE:
+                    break
+        if file_dag(chunks)[0] != want_cid:
+            raise ValueError(f"{rel} changed on disk: its bytes no longer match the manifest")
+
+
+HAMT_THRESHOLD = 256 * 1024  # Kubo shards a directory whose node would pass this size
+
+
+def car_header(roots: list[bytes]) -> bytes:
+    """A CARv1 header: dag-cbor {"roots": [CID…], "version": 1}, length-prefixed."""
+    body = bytearray(b"\xa2\x65roots")
+    body += _cbor_head(4, len(roots))
+    for cid in roots:
+        raw = b"\x00" + cid  # a CID in dag-cbor: tag 42 over bytes with a leading 0x00
+        body += b"\xd8\x2a" + _cbor_head(2, len(raw)) + raw
+    body += b"\x67version\x01"
+    return varint(len(body)) + bytes(body)
+
+
+def car_block(cid: bytes, data: bytes) -> bytes:
+    return varint(len(cid) + len(data)) + cid + data
+
+
+def _cbor_head(major: int, n: int) -> bytes:
+    if n < 24:
+        return bytes([major << 5 | n])
+    if n < 256:
+        return bytes([major << 5 | 24, n])
+    return bytes([major << 5 | 25]) + n.to_bytes(2, "big")

@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("dir", help="the mirror directory")
     v.add_argument("--fast", action="store_true", help="check Payload-Oxum and file counts only")
     v.add_argument("--json", action="store_true", help="print the problems as JSON")
+    v.add_argument("--cids", action="store_true", help="also check every file's IPFS CID in provenance.jsonl")
 
     r = sub.add_parser("replay", help="serve the local replay of the 2024 results site")
     r.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -96,7 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="most new file bytes in one push (default 1 GB; GitHub refuses 2 GB)")
     pub.add_argument("--shard-by", choices=("size", "state"), default="size",
                      help="pack states into shards by size (default), or one shard per state")
+    pub.add_argument("--ipns", metavar="KEY", help="also publish the IPFS root under this IPNS key (best effort)")
+    pub.add_argument("--pin-service", metavar="URL",
+                     help="ask this IPFS Pinning Services API endpoint to pin the root (token: ACTA_MIRROR_PIN_TOKEN)")
     pub.add_argument("--quiet", action="store_true", help="no progress display")
+
+    car = sub.add_parser("car", help="write the mirror as a CARv1 file (its IPFS DAG, no node needed)")
+    car.add_argument("dir", help="the mirror directory")
+    car.add_argument("-o", "--output", required=True, help="the CAR file to write")
 
     rs = sub.add_parser("restore", help="clone a mirror's shards and reassemble it, verified")
     rs.add_argument("--from", dest="sources", action="append", required=True, metavar="URL",
@@ -190,7 +198,7 @@ async def _progress(c) -> None:
 def cmd_verify(args) -> int:
     from .verify import verify
 
-    problems = verify(args.dir, fast=args.fast)
+    problems = verify(args.dir, fast=args.fast, cids=args.cids)
     if args.json:
         print(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1))
     else:
@@ -256,7 +264,8 @@ class _Bars:
 def cmd_publish(args) -> int:
     from .publish import PublishError, publisher_for
 
-    options = dict(max_repo_bytes=args.max_repo_bytes, max_push_bytes=args.max_push_bytes, shard_by=args.shard_by)
+    options = dict(max_repo_bytes=args.max_repo_bytes, max_push_bytes=args.max_push_bytes, shard_by=args.shard_by,
+                   ipns=args.ipns, pin_service=args.pin_service)
     publishers = [publisher_for(t, **options) for t in args.to]  # bad usage fails before any push
     failed = []
     with _Bars(args.quiet) as bars:
@@ -287,6 +296,17 @@ def cmd_restore(args) -> int:
     return EXIT_OK
 
 
+def cmd_car(args) -> int:
+    from .publish.ipfs import write_car
+
+    if not os.path.isdir(args.dir) or not os.path.exists(os.path.join(args.dir, "provenance.jsonl")):
+        raise UsageError(f"{args.dir}: not a mirror")
+    root = write_car(args.dir, args.output)
+    print(f"wrote {args.output}: the mirror's UnixFS DAG, root CID")
+    print(root)
+    return EXIT_OK
+
+
 # -- demo ---------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from pathlib import Path
@@ -304,4 +324,4 @@ def cmd_demo(args) -> int:
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 
-COMMANDS = {"demo": cmd_demo, "crawl": cmd_crawl, "publish": cmd_publish, "restore": cmd_restore, "verify": cmd_verify, "replay": cmd_replay}
+COMMANDS = {"demo": cmd_demo, "crawl": cmd_crawl, "publish": cmd_publish, "restore": cmd_restore, "car": cmd_car, "verify": cmd_verify, "replay": cmd_replay}

@@ -20,6 +20,7 @@ BAG_INFO = "bag-info.txt"
 PROVENANCE = "provenance.jsonl"
 FAILURES = "failures.jsonl"
 CHANGES = "changes.jsonl"
+RECEIPTS = "publish-receipts.jsonl"  # in the bag, outside the tag manifest and the published DAG
 
 
 def encode_path(path: str) -> str:
@@ -198,3 +199,11 @@ def repair_torn_tail(path: str | os.PathLike) -> int:
             return end - keep
     except FileNotFoundError:
         return 0
+
+
+def append_receipt(root: str | os.PathLike, receipt: dict) -> None:
+    """Record a publish in the bag. Not a tag-manifest file: publishing never changes what it published."""
+    with open(Path(root) / RECEIPTS, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(receipt, ensure_ascii=False, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())

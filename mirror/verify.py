@@ -76,7 +76,8 @@ def _payload_files(root: Path) -> list[str]:
     return found
 
 
-def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None) -> list[Problem]:
+def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
+           cids: bool = False) -> list[Problem]:
     """Every problem in the bag; an empty list means intact. NotAMirror if it is no bag at all."""
     root = Path(root)
     if not root.is_dir():
@@ -137,6 +138,9 @@ def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None =
             except OSError:
                 sizes[rel] = 0
 
+    if cids and not fast:
+        problems.extend(_check_cids(root, manifest))
+
     info = read_bag_info(root / BAG_INFO)
     oxum = info.get("Payload-Oxum", "")
     try:
@@ -148,4 +152,25 @@ def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None =
         if have != (want_bytes, want_count):
             problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum says {want_bytes}.{want_count}, "
                                                       f"data/ holds {have[0]}.{have[1]}"))
+    return problems
+
+
+def _check_cids(root: Path, manifest: dict[str, str]) -> list[Problem]:
+    """Every provenance CID must be the one the unixfs-v1-2025 profile gives the file's bytes."""
+    import json
+
+    from .cid import CHUNK_SIZE, file_cid, raw_cid
+
+    problems = []
+    with open(root / PROVENANCE, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            path, cid, size = obj.get("path"), obj.get("cid", ""), obj.get("size", 0)
+            if path not in manifest or not (root / path).is_file():
+                continue
+            want = raw_cid(manifest[path]) if size <= CHUNK_SIZE else file_cid(root / path, size)
+            if cid != want:
+                problems.append(Problem("cid", path, f"provenance says {cid or 'nothing'}, the bytes give {want}"))
     return problems

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(git wget2 aria2 minisign)
+# Node.js (20 here) runs the IPFS test node; take Debian's only when the machine has none.
+command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -15,6 +17,14 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The IPFS test node (js-ipfs, Kubo-compatible RPC), pinned by tools/ipfs/package-lock.json.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "setup: node and npm are needed for the IPFS test node" >&2; exit 1
+fi
+if [ ! -x tools/ipfs/node_modules/.bin/jsipfs ]; then
+  (cd tools/ipfs && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "Running pip as the 'root' user" || true

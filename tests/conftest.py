@@ -39,7 +39,7 @@ def replay(replay_factory) -> ReplayThread:
 
 def run_cli(*args: str, timeout: float = 300, check_traceback: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m mirror ARGS` as a user would; a traceback is always a test failure."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **kwargs.get("env", {})}
     proc = subprocess.run([sys.executable, "-m", "mirror", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=kwargs.get("cwd"), input=kwargs.get("input"))
     if check_traceback:

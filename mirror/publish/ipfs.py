@@ -1,0 +1,238 @@
+"""Publish a mirror to IPFS over the Kubo HTTP RPC, pin it, and write CAR files.
+
+It speaks the RPC directly over aiohttp (POST /api/v0/…): version, refs/local, add,
+dag/import, pin/add, name/publish. Files are added with the unixfs-v1-2025 parameters and
+every CID the node returns must equal the one computed locally. The directory tree is
+built locally (mirror/cid.py) and imported as a small CAR, so a node, a CAR export and a
+stranger's own computation all give the same root CID.
+
+Targets: ipfs://HOST:PORT and ipfs+http(s)://HOST:PORT. A token for the RPC, if the node
+wants one, comes from ACTA_MIRROR_IPFS_TOKEN; a pinning service's from ACTA_MIRROR_PIN_TOKEN.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from ..archive import published_files
+from ..cid import Dag, car_block, car_header, cid_to_str, str_to_cid
+from ..manifest import append_receipt
+from ..merkle import merkle_root
+from ..models import UsageError
+from ..verify import verify
+from . import PublishError, Receipt, redact, register
+
+ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576", "hash": "sha2-256",
+              "pin": "false", "cid-base": "base32", "progress": "false"}
+ADD_BATCH_FILES = 256  # files per add request
+ADD_BATCH_BYTES = 16 * 1024 * 1024  # parts are sent with their lengths: js-ipfs stalls on many streamed parts
+RPC_TIMEOUT = 600.0
+IPNS_TIMEOUT = 30.0  # best effort: a slow IPNS never fails the run
+PIN_POLL_SECONDS = 1.0
+PIN_POLL_TIMEOUT = 120.0
+
+
+class KuboRPC:
+    """A minimal Kubo RPC client: POST, multipart uploads, NDJSON answers, one clear error."""
+
+    def __init__(self, base: str, shown: str, token: str = ""):
+        self.base = base.rstrip("/")
+        self.shown = shown
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "KuboRPC":
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=RPC_TIMEOUT, connect=10),
+                                             headers=self.headers)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.session.close()
+
+    async def call(self, endpoint: str, params: dict | None = None, data=None, timeout: float | None = None) -> list:
+        url = f"{self.base}/api/v0/{endpoint}"
+        try:
+            kwargs = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
+            async with self.session.post(url, params=params or {}, data=data, **kwargs) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise PublishError(f"{self.shown}: {endpoint} answered HTTP {resp.status}: {_message(body)}")
+        except aiohttp.ClientConnectorError as exc:
+            raise PublishError(f"{self.shown}: the IPFS node is not reachable ({exc.os_error.strerror or exc})") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise PublishError(f"{self.shown}: {endpoint} failed ({type(exc).__name__}: {exc})") from None
+        out = []
+        for line in body.decode("utf-8", "replace").splitlines():
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    raise PublishError(f"{self.shown}: {endpoint} answered something that is not JSON") from None
+        return out
+
+
+def _message(body: bytes) -> str:
+    try:
+        return json.loads(body).get("Message", "")[:300] or body[:200].decode("utf-8", "replace")
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace").strip()
+
+
+@register
+class IpfsPublisher:
+    schemes = ("ipfs", "ipfs+http", "ipfs+https")
+
+    def __init__(self, target: str, *, ipns: str | None = None, pin_service: str | None = None,
+                 progress=None, **_):
+        parts = urlsplit(target)
+        if not parts.hostname or not parts.port:
+            raise UsageError(f"--to {redact(target)}: give the node's RPC address, like ipfs://127.0.0.1:5001")
+        scheme = "https" if parts.scheme == "ipfs+https" else "http"
+        self.base = f"{scheme}://{parts.hostname}:{parts.port}"
+        self.shown = redact(target)
+        self.ipns = ipns
+        self.pin_service = pin_service
+        self.progress = progress or (lambda *a: None)
+
+    def publish(self, mirror: str | os.PathLike) -> Receipt:
+        return asyncio.run(self._publish(Path(mirror)))
+
+    async def _publish(self, mirror: Path) -> Receipt:
+        problems = verify(mirror, fast=True)
+        if problems:
+            raise PublishError(f"{mirror} does not verify ({problems[0]}); not publishing it to {self.shown}")
+        files = published_files(mirror)
+        dag = Dag(mirror, files)
+        receipt = Receipt(target=self.shown, kind="ipfs", cid=dag.root_cid,
+                          root=merkle_root([(p, s) for p, _n, s in files if p.startswith("data/")]))
+        async with KuboRPC(self.base, self.shown, os.environ.get("ACTA_MIRROR_IPFS_TOKEN", "")) as rpc:
+            version = (await rpc.call("version"))[0]
+            receipt.details.append(f"{self.shown}: node {version.get('Version', '?')}"
+                                   f"{' (' + version['ipfs-core'] + ')' if 'ipfs-core' in version else ''}")
+            have = {str_to_cid(r["Ref"])[-32:] for r in await rpc.call("refs/local") if r.get("Ref")}
+            missing = [rel for rel, _size, _sha in files if dag.files[rel][0][-32:] not in have]
+            await self._add(rpc, mirror, dag, missing)
+            receipt.details.append(f"{self.shown}: added {len(missing)} of {len(files)} files")
+            receipt.changed = bool(missing)
+            car = io.BytesIO()
+            car.write(car_header([dag.root]))
+            for cid, block in dag.nodes.items():
+                car.write(car_block(cid, block))
+            form = aiohttp.FormData()
+            form.add_field("file", car.getvalue(), filename="dirs.car", content_type="application/vnd.ipld.car")
+            imported = await rpc.call("dag/import", {"pin-roots": "true"}, data=form)
+            roots = [r["Root"]["Cid"]["/"] for r in imported if "Root" in r]
+            if not roots or str_to_cid(roots[0]) != dag.root:
+                raise PublishError(f"{self.shown}: the node's root {roots[:1]} differs from the local root {dag.root_cid}")
+            await rpc.call("pin/add", {"arg": dag.root_cid, "recursive": "true"})
+            receipt.details.append(f"{self.shown}: pinned root {dag.root_cid}")
+            if self.ipns:
+                receipt.details.append(await self._ipns(rpc, dag.root_cid))
+        if self.pin_service:
+            receipt.details.append(await pin_remote(self.pin_service, dag.root_cid, name=f"acta-mirror {mirror.name}"))
+        append_receipt(mirror, {"kind": "ipfs", "target": self.shown, "root_cid": dag.root_cid,
+                                "manifest_root": receipt.root,
+                                "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                "files_added": len(missing), "details": receipt.details})
+        return receipt
+
+    async def _add(self, rpc: KuboRPC, mirror: Path, dag: Dag, rels: list[str]) -> None:
+        batch: list[str] = []
+        size = 0
+        done = 0
+        for rel in rels + [None]:
+            if rel is not None:
+                batch.append(rel)
+                size += (mirror / rel).stat().st_size
+            if batch and (rel is None or len(batch) >= ADD_BATCH_FILES or size >= ADD_BATCH_BYTES):
+                await self._add_batch(rpc, mirror, dag, batch)
+                done += len(batch)
+                self.progress(self.shown, "add", done, len(rels))
+                batch, size = [], 0
+
+    async def _add_batch(self, rpc: KuboRPC, mirror: Path, dag: Dag, rels: list[str]) -> None:
+        handles = []
+        try:
+            writer = aiohttp.MultipartWriter("form-data")
+            for i, rel in enumerate(rels):
+                if len(rels) == 1 and (mirror / rel).stat().st_size > ADD_BATCH_BYTES:
+                    body = open(mirror / rel, "rb")  # one large file alone: streamed from disk
+                    handles.append(body)
+                else:
+                    body = (mirror / rel).read_bytes()
+                part = writer.append(body, {"Content-Type": "application/octet-stream"})
+                part.set_content_disposition("form-data", name="file", filename=f"f{i}")
+            answers = [a for a in await rpc.call("add", ADD_PARAMS, data=writer) if "Hash" in a]
+        finally:
+            for fh in handles:
+                fh.close()
+        if len(answers) != len(rels):
+            raise PublishError(f"{self.shown}: add returned {len(answers)} CIDs for {len(rels)} files")
+        for rel, answer in zip(rels, answers):
+            if str_to_cid(answer["Hash"]) != dag.files[rel][0]:
+                raise PublishError(f"{self.shown}: {rel}: the node made CID {answer['Hash']}, "
+                                   f"the manifest's is {cid_to_str(dag.files[rel][0])}")
+
+    async def _ipns(self, rpc: KuboRPC, root: str) -> str:
+        try:
+            answer = await rpc.call("name/publish", {"arg": f"/ipfs/{root}", "key": self.ipns,
+                                                     "allow-offline": "true"}, timeout=IPNS_TIMEOUT)
+            return f"{self.shown}: IPNS /ipns/{answer[0].get('Name', '?')} -> {root}"
+        except PublishError as exc:
+            return f"{self.shown}: IPNS not published (best effort): {exc}"
+
+
+async def pin_remote(service: str, cid: str, name: str) -> str:
+    """Ask an IPFS Pinning Services API endpoint to pin cid; poll until pinned, failed or timeout."""
+    token = os.environ.get("ACTA_MIRROR_PIN_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    base = service.rstrip("/")
+    shown = redact(service, token)
+    try:
+        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.post(f"{base}/pins", json={"cid": cid, "name": name}) as resp:
+                if resp.status not in (200, 202):
+                    raise PublishError(f"pinning service {shown}: HTTP {resp.status}: {_message(await resp.read())}")
+                status = await resp.json()
+            deadline = time.monotonic() + PIN_POLL_TIMEOUT
+            while status.get("status") in ("queued", "pinning") and time.monotonic() < deadline:
+                await asyncio.sleep(PIN_POLL_SECONDS)
+                async with session.get(f"{base}/pins/{quote(status['requestid'])}") as resp:
+                    if resp.status != 200:
+                        raise PublishError(f"pinning service {shown}: HTTP {resp.status} while polling")
+                    status = await resp.json()
+    except aiohttp.ClientError as exc:
+        raise PublishError(f"pinning service {shown}: {type(exc).__name__}: {exc}") from None
+    except (KeyError, ValueError, TypeError):
+        raise PublishError(f"pinning service {shown}: an answer that is not the Pinning Services API") from None
+    if status.get("status") == "failed":
+        raise PublishError(f"pinning service {shown}: pinning {cid} failed")
+    return f"pinning service {shown}: {cid} {status.get('status')}"
+
+
+def write_car(mirror: str | os.PathLike, out: str | os.PathLike) -> str:
+    """Write the mirror's UnixFS DAG as a CARv1 file; returns the root CID."""
+    mirror = Path(mirror)
+    files = published_files(mirror)
+    dag = Dag(mirror, files)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".part")
+    with open(tmp, "wb") as fh:
+        fh.write(car_header([dag.root]))
+        for cid, block in dag.nodes.items():
+            fh.write(car_block(cid, block))
+        for rel, _size, _sha in files:
+            for cid, data in dag.leaf_blocks(rel):
+                fh.write(car_block(cid, data))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, out)
+    return dag.root_cid

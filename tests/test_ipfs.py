@@ -1,0 +1,179 @@
+"""IPFS: a real js-ipfs node on loopback (started by mirror/ipfsnode.py), CIDs, CAR, pinning."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from mirror.cid import file_cid, raw_cid, str_to_cid
+from mirror.crawl import CrawlOptions, crawl
+from mirror.ipfsnode import IpfsNode
+from mirror.manifest import read_provenance
+from mirror.publish.ipfs import ADD_PARAMS
+from tests.conftest import run_cli
+
+
+def rpc(api: str, endpoint: str, params: str = "", data: bytes | None = None, headers=None) -> bytes:
+    req = urllib.request.Request(f"{api}/api/v0/{endpoint}{'?' + params if params else ''}", data=data or b"",
+                                 method="POST", headers=headers or {})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return resp.read()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    with IpfsNode(tmp_path_factory.mktemp("ipfs") / "repo") as n:
+        yield n
+
+
+@pytest.fixture
+def mirror(replay, tmp_path) -> Path:
+    out = tmp_path / "mirror"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay.url, out=str(out))))
+    return out
+
+
+def test_publish_cat_back_and_republish_adds_nothing(node, mirror):
+    proc = run_cli("publish", str(mirror), "--to", node.target)
+    assert proc.returncode == 0, proc.stderr
+    root = proc.stdout.strip().splitlines()[-1]
+    assert root.startswith("bafy")
+    for entry in read_provenance(mirror / "provenance.jsonl"):
+        body = rpc(node.api, "cat", f"arg={entry.cid}")
+        assert hashlib.sha256(body).hexdigest() == entry.sha256
+        by_path = rpc(node.api, "cat", f"arg=/ipfs/{root}/{entry.path}")
+        assert by_path == body  # the tree holds each file at its bag path
+    assert rpc(node.api, "cat", f"arg=/ipfs/{root}/manifest-sha256.txt") == (mirror / "manifest-sha256.txt").read_bytes()
+    again = run_cli("publish", str(mirror), "--to", node.target)
+    assert again.returncode == 0 and "added 0 of" in again.stdout
+    assert again.stdout.strip().splitlines()[-1] == root
+    receipts = [json.loads(x) for x in (mirror / "publish-receipts.jsonl").read_text().splitlines()]
+    assert receipts[-1]["root_cid"] == root and receipts[-1]["files_added"] == 0
+    assert run_cli("verify", str(mirror), "--cids").returncode == 0  # receipts are outside the bag's manifests
+
+
+def test_local_cids_equal_the_nodes_for_small_and_large_files(node, tmp_path):
+    for size in (0, 1000, 1024 * 1024, 1024 * 1024 + 1, 3_500_000):
+        path = tmp_path / f"f{size}"
+        path.write_bytes(os.urandom(size))
+        boundary = "acta-mirror-test"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        params = "&".join(f"{k}={v}" for k, v in ADD_PARAMS.items())
+        answer = json.loads(rpc(node.api, "add", params, body,
+                                {"Content-Type": f"multipart/form-data; boundary={boundary}"}).splitlines()[-1])
+        local = file_cid(path, size, hashlib.sha256(path.read_bytes()).hexdigest())
+        assert str_to_cid(answer["Hash"]) == str_to_cid(local), size
+        if size <= 1024 * 1024:
+            assert local == raw_cid(hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def test_car_into_a_fresh_node_gives_the_same_root(node, mirror, tmp_path):
+    published = run_cli("publish", str(mirror), "--to", node.target)
+    assert published.returncode == 0, published.stderr
+    root = published.stdout.strip().splitlines()[-1]
+    car = tmp_path / "mirror.car"
+    made = run_cli("car", str(mirror), "-o", str(car))
+    assert made.returncode == 0 and made.stdout.strip().splitlines()[-1] == root
+    with IpfsNode(tmp_path / "fresh") as fresh:
+        boundary = "car-boundary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.car\"\r\n"
+                f"Content-Type: application/vnd.ipld.car\r\n\r\n").encode() + car.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        answer = rpc(fresh.api, "dag/import", "pin-roots=true", body,
+                     {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        roots = [json.loads(x)["Root"]["Cid"]["/"] for x in answer.splitlines() if b"Root" in x]
+        assert [str_to_cid(r) for r in roots] == [str_to_cid(root)]
+        for entry in read_provenance(mirror / "provenance.jsonl"):
+            assert rpc(fresh.api, "cat", f"arg=/ipfs/{root}/{entry.path}") == (mirror / entry.path).read_bytes()
+
+
+def test_ipns_is_best_effort(node, mirror):
+    proc = run_cli("publish", str(mirror), "--to", node.target, "--ipns", "self")
+    assert proc.returncode == 0, proc.stderr
+    assert "IPNS" in proc.stdout
+
+
+def test_node_down_or_broken_exits_1_clearly(mirror, tmp_path):
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = run_cli("publish", str(mirror), "--to", f"ipfs://127.0.0.1:{port}")
+    assert proc.returncode == 1 and "not reachable" in proc.stderr
+
+    async def broken(request):
+        return web.json_response({"Message": "datastore on fire", "Code": 0, "Type": "error"}, status=500)
+
+    with _Server({"/api/v0/{tail:.*}": broken}) as url:
+        proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
+        assert proc.returncode == 1 and "HTTP 500" in proc.stderr and "datastore on fire" in proc.stderr
+
+
+def test_pinning_service_client(node, mirror):
+    seen = {"auth": [], "polls": 0}
+
+    async def create(request):
+        seen["auth"].append(request.headers.get("Authorization"))
+        body = await request.json()
+        seen["cid"] = body["cid"]
+        return web.json_response({"requestid": "r-1", "status": "queued", "pin": body}, status=202)
+
+    async def status(request):
+        seen["polls"] += 1
+        state = "pinned" if seen["polls"] >= 2 else "pinning"
+        return web.json_response({"requestid": request.match_info["id"], "status": state, "pin": {"cid": seen["cid"]}})
+
+    with _Server({"/pins": create, "/pins/{id}": status}) as url:
+        env_token = {"ACTA_MIRROR_PIN_TOKEN": "pin-token-123"}
+        proc = run_cli("publish", str(mirror), "--to", node.target, "--pin-service", url, env=env_token)
+        assert proc.returncode == 0, proc.stderr
+        root = proc.stdout.strip().splitlines()[-1]
+        assert seen["cid"] == root and seen["auth"] == ["Bearer pin-token-123"] and seen["polls"] >= 2
+        assert "pinned" in proc.stdout and "pin-token-123" not in proc.stdout + proc.stderr
+
+
+def test_verify_cids_catches_a_wrong_cid(mirror):
+    prov = mirror / "provenance.jsonl"
+    lines = prov.read_text().splitlines()
+    obj = json.loads(lines[1])
+    obj["cid"] = raw_cid("0" * 64)
+    lines[1] = json.dumps(obj)
+    prov.write_text("\n".join(lines) + "\n")
+    proc = run_cli("verify", str(mirror), "--cids", "--json")
+    kinds = {(p["kind"], p["path"]) for p in json.loads(proc.stdout)["problems"]}
+    assert proc.returncode == 1 and ("cid", obj["path"]) in kinds
+
+
+class _Server:
+    """A tiny aiohttp server on 127.0.0.1 in a thread (for stand-ins of outside services)."""
+
+    def __init__(self, routes: dict):
+        self.routes = routes
+
+    def __enter__(self) -> str:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+        async def start():
+            app = web.Application()
+            for path, handler in self.routes.items():
+                app.router.add_route("*", path, handler)
+            self.runner = web.AppRunner(app)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            return site._server.sockets[0].getsockname()[1]
+
+        port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
