@@ -25,6 +25,7 @@ from typing import Iterable
 
 from . import __version__
 from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
+from .merkle import merkle_root
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
                        iter_provenance_core, read_bag_info, read_provenance, repair_torn_tail)
@@ -35,7 +36,8 @@ STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not p
 MAX_DIR_ENTRIES = 2900  # under GitHub's 3,000 entries per directory
 BATCH_FILES = 64  # commit after this many files...
 BATCH_SECONDS = 1.0  # ...or this long, whichever comes first
-TAG_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, FAILURES, CHANGES)
+TAG_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, FAILURES, CHANGES,
+             "signed-root.json", "signed-root.json.minisig")
 
 _UNSAFE = re.compile(r"[^\w.,()+\- ]+", re.UNICODE)
 
@@ -100,6 +102,9 @@ class Archive:
         self._last_commit = time.monotonic()
         self._lock_fd: int | None = None
         self.quarantined: list[str] = []
+        self.status: dict[str, str] = {}  # key -> its last change (added, changed, vanished, reappeared)
+        self.changes: list[dict] = []  # this run's, appended to changes.jsonl by finish()
+        self.run_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
     # -- opening and recovery -------------------------------------------------
     def __enter__(self) -> "Archive":
@@ -127,6 +132,16 @@ class Archive:
         try:
             self.checked.update(json.loads((self.state / CHECKED).read_text()))
         except (FileNotFoundError, ValueError):
+            pass
+        try:
+            with open(self.root / CHANGES, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        change = json.loads(line)
+                        self.status[change["key"]] = change["change"]
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a torn last line from a killed run: the entry is redone
+        except FileNotFoundError:
             pass
         for leftover in self.tmp.iterdir():
             if leftover.is_file():
@@ -218,7 +233,29 @@ class Archive:
         self._index(entry)
         self.added += 1
         self._pending.append((fetched.tmp_path, path, entry))
+        if kind == "acta":
+            change = {"change": "changed", "old_sha256": entry.supersedes} if entry.supersedes else {"change": "added"}
+            self.note(acta.key, **change, sha256=entry.sha256, url=entry.url)
         return entry
+
+    def note(self, key: str, change: str, **details) -> None:
+        self.status[key] = change
+        self.changes.append({"at": self.run_at, "key": key, "change": change, **details})
+
+    def seen_upstream(self, key: str, url: str) -> None:
+        """The site lists this acta in this run: one that had vanished has reappeared."""
+        if self.status.get(key) == "vanished":
+            self.note(key, "reappeared", url=url)
+
+    def mark_vanished(self, listed: set[str], in_scope) -> int:
+        """Actas archived before that the site no longer lists. They stay archived, marked."""
+        n = 0
+        for key in self.versions:
+            if key.startswith("index/") or key in listed or not in_scope(key) or self.status.get(key) == "vanished":
+                continue
+            self.note(key, "vanished")
+            n += 1
+        return n
 
     def _roomy(self, directory: str) -> str:
         """The directory, or an overflow sibling once it holds MAX_DIR_ENTRIES files."""
@@ -285,6 +322,12 @@ class Archive:
         try:
             atomic_write(self.root / FAILURES, "".join(
                 json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n" for f in failures).encode())
+            if self.changes:
+                with open(self.root / CHANGES, "a", encoding="utf-8") as fh:
+                    fh.write("".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in self.changes))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                self.changes = []
             if rewrite_bag:
                 write_bag_files(self.root, info or {})
             else:
@@ -318,10 +361,13 @@ def write_bag_files(root: Path, extra_info: dict[str, str]) -> None:
         "Bagging-Date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "Payload-Oxum": f"{total}.{len(items)}",
         "IPFS-Profile": IPFS_PROFILE,
+        "Acta-Mirror-Merkle-Root": merkle_root(items),
+        "Acta-Mirror-Merkle-Size": str(len(items)),
     }
     for label, value in old.items():
         info.setdefault(label, value)
     info.update(extra_info)
+    info["Acta-Mirror-Merkle-Root"] = merkle_root(items)
     atomic_write(root / BAG_INFO, format_bag_info(info))
     write_tag_manifest(root)
 

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shard", default="1/1", help="I/N: take only part I of N of the acta keys (default 1/1)")
     c.add_argument("--recheck-after", type=_nonneg_float, default=0.0,
                    help="seconds: known URLs checked more recently are not asked again (default 0: ask all)")
+    c.add_argument("--sign-key", metavar="BASE.key", help="sign the manifest's Merkle root with this key")
     c.add_argument("--wait-lock", action="store_true", help="wait for another run on the same --out instead of exiting")
     c.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -75,6 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--fast", action="store_true", help="check Payload-Oxum and file counts only")
     v.add_argument("--json", action="store_true", help="print the problems as JSON")
     v.add_argument("--cids", action="store_true", help="also check every file's IPFS CID in provenance.jsonl")
+    v.add_argument("--pubkey", metavar="BASE.pub", help="also check the signed Merkle root with this public key")
+
+    kg = sub.add_parser("keygen", help="write an Ed25519 key pair in minisign format")
+    kg.add_argument("--out", required=True, metavar="BASE", help="writes BASE.key and BASE.pub")
+    kg.add_argument("--force", action="store_true", help="overwrite existing key files")
+
+    sg = sub.add_parser("sign", help="sign a mirror's Merkle root")
+    sg.add_argument("dir", help="the mirror directory")
+    sg.add_argument("--key", required=True, metavar="BASE.key", help="the secret key")
+
+    pr = sub.add_parser("prove", help="print an inclusion proof for one file, as JSON")
+    pr.add_argument("dir", help="the mirror directory")
+    pr.add_argument("path", help="the file, as data/... or a path inside the mirror")
+
+    vf = sub.add_parser("verify-file", help="check one downloaded file against a proof and a root")
+    vf.add_argument("file", help="the downloaded file")
+    vf.add_argument("--proof", required=True, help="the proof JSON from 'acta-mirror prove'")
+    vf.add_argument("--root", required=True, help="the Merkle root you trust (hex), e.g. from a signed statement")
+
+    df = sub.add_parser("diff", help="compare two mirrors, manifests or index CSVs by acta key")
+    df.add_argument("a", help="the older mirror directory, manifest-sha256.txt or index CSV")
+    df.add_argument("b", help="the newer one")
+    df.add_argument("--json", action="store_true", help='print {"added": [...], "removed": [...], "changed": [...]}')
 
     r = sub.add_parser("replay", help="serve the local replay of the 2024 results site")
     r.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -143,7 +167,7 @@ def cmd_crawl(args) -> int:
                         index=args.index, concurrency=args.concurrency, rate=args.rate,
                         proxy=args.proxy, timeout=args.timeout, max_bytes=args.max_bytes,
                         shard=parse_shard(args.shard), wait_lock=args.wait_lock,
-                        recheck_after=args.recheck_after)
+                        recheck_after=args.recheck_after, sign_key=args.sign_key)
     counters = Counters()
 
     async def run():
@@ -199,6 +223,11 @@ def cmd_verify(args) -> int:
     from .verify import verify
 
     problems = verify(args.dir, fast=args.fast, cids=args.cids)
+    if not args.fast:
+        from pathlib import Path
+
+        from .evidence import check_root
+        problems += check_root(Path(args.dir), args.pubkey)
     if args.json:
         print(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1))
     else:
@@ -307,6 +336,75 @@ def cmd_car(args) -> int:
     return EXIT_OK
 
 
+# -- evidence ------------------------------------------------------------------------
+def cmd_keygen(args) -> int:
+    from .sign import generate
+
+    key, pub = f"{args.out}.key", f"{args.out}.pub"
+    for path in (key, pub):
+        if os.path.exists(path) and not args.force:
+            raise UsageError(f"{path} exists; refusing to overwrite a key (use --force)")
+    secret, public = generate()
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret.text())
+    with open(pub, "w") as fh:
+        fh.write(public.text())
+    print(f"wrote {key} (secret: keep it safe) and {pub} (publish it)")
+    return EXIT_OK
+
+
+def cmd_sign(args) -> int:
+    from .evidence import sign_bag
+
+    root = sign_bag(args.dir, args.key)
+    print(f"signed Merkle root {root} of {args.dir}")
+    return EXIT_OK
+
+
+def cmd_prove(args) -> int:
+    from .evidence import prove
+
+    print(json.dumps(prove(args.dir, args.path), separators=(",", ":")))
+    return EXIT_OK
+
+
+def cmd_verify_file(args) -> int:
+    from .evidence import check_proof
+    from .sign import SignatureError
+
+    try:
+        with open(args.proof, encoding="utf-8") as fh:
+            proof = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--proof {args.proof}: not readable JSON ({exc.__class__.__name__})") from None
+    if not isinstance(proof, dict):
+        raise UsageError(f"--proof {args.proof}: not a proof")
+    try:
+        check_proof(args.file, proof, args.root)
+    except SignatureError as exc:
+        print(f"NOT VERIFIED: {exc}")
+        return EXIT_PROBLEMS
+    print(f"VERIFIED: {args.file} is {proof['path']} under Merkle root {args.root}")
+    return EXIT_OK
+
+
+def cmd_diff(args) -> int:
+    from .evidence import diff
+
+    result = diff(args.a, args.b)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for kind in ("added", "removed", "changed"):
+            print(f"{kind}: {len(result[kind])}")
+            for key in result[kind][:20]:
+                print(f"  {key}")
+            if len(result[kind]) > 20:
+                print(f"  ... and {len(result[kind]) - 20} more (--json lists all)")
+    return EXIT_PROBLEMS if any(result.values()) else EXIT_OK
+
+
 # -- demo ---------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from pathlib import Path
@@ -324,4 +422,5 @@ def cmd_demo(args) -> int:
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 
-COMMANDS = {"demo": cmd_demo, "crawl": cmd_crawl, "publish": cmd_publish, "restore": cmd_restore, "car": cmd_car, "verify": cmd_verify, "replay": cmd_replay}
+COMMANDS = {"demo": cmd_demo, "crawl": cmd_crawl, "publish": cmd_publish, "restore": cmd_restore, "car": cmd_car, "keygen": cmd_keygen,
+            "sign": cmd_sign, "prove": cmd_prove, "verify-file": cmd_verify_file, "diff": cmd_diff, "verify": cmd_verify, "replay": cmd_replay}

@@ -34,6 +34,7 @@ class CrawlOptions:
     shard: tuple[int, int] = (1, 1)  # (I, N): this run takes the keys of part I of N
     wait_lock: bool = False
     retry_attempts: int | None = None  # None: the fetcher's policy
+    sign_key: str | None = None  # sign the root statement with this minisign secret key
     recheck_after: float = 0.0  # seconds: skip URLs fetched or confirmed more recently (0: check all)
 
 
@@ -45,6 +46,7 @@ class Counters:
     archived: int = 0
     unchanged: int = 0
     failed: int = 0
+    vanished: int = 0
     bytes: int = 0
     discovery_done: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -97,6 +99,8 @@ def check_options(opts: CrawlOptions) -> None:
         raise UsageError("--recheck-after must be 0 or more seconds")
     if opts.rate < 0:
         raise UsageError("--rate must be 0 (no pacing) or more")
+    if opts.sign_key and not Path(opts.sign_key).is_file():
+        raise UsageError(f"--sign-key {opts.sign_key}: no such file")
     if opts.index and not _is_url(opts.index) and not Path(opts.index).is_file():
         raise UsageError(f"--index {opts.index}: no such file")
 
@@ -135,11 +139,14 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
                     raise
 
             seen: set[tuple[str, str]] = set()
+            listed: set[str] = set()
 
             async def offer(acta: Acta) -> None:
                 if (acta.key, acta.url) in seen or not in_shard(acta.key, opts.shard):
                     return
                 seen.add((acta.key, acta.url))
+                listed.add(acta.key)
+                archive.seen_upstream(acta.key, acta.url)
                 counters.discovered += 1
                 await queue.put(acta)
 
@@ -190,6 +197,8 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
             finally:
                 writing = False
                 await writer
+            if not any(f["key"] == "page" for f in failures):  # only a complete listing can say what vanished
+                counters.vanished = archive.mark_vanished(listed, lambda k: in_shard(k, opts.shard))
             archive.finish(failures=failures, rewrite_bag=bool(archive.added) or not (Path(opts.out) / "bagit.txt").exists(),
                            info={
                 "Source-Organization": f"acta-mirror crawl of site {site.name}",
@@ -199,6 +208,10 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
             })
             requests = fetcher.requests
             quarantined = list(archive.quarantined)
+        if opts.sign_key:
+            from .evidence import sign_bag
+
+            sign_bag(opts.out, opts.sign_key, source=opts.root)
     return CrawlResult(counters, failures, quarantined, time.monotonic() - started, requests, opts.out)
 
 
