@@ -384,14 +384,19 @@ def write_tag_manifest(root: Path) -> None:
 
 
 def published_files(root: str | os.PathLike) -> list[tuple[str, int, str | None]]:
-    """What a published copy holds: the payload (path, size, sha256 from provenance) and the
-    tag files at the top of the bag (sha256 None: read when needed). Never the receipts
-    (written after publishing) nor acta-mirror's working state."""
+    """What a published copy holds: the payload (path, size, sha256 from provenance), the
+    tag files at the top of the bag and the site/ folder (sha256 None: read when needed).
+    Never the receipts (written after publishing) nor acta-mirror's working state."""
     root = Path(root)
     files: list[tuple[str, int, str | None]] = [(p, n, h) for p, h, n in iter_provenance_core(root / PROVENANCE)]
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_file() and entry.name != RECEIPTS and not entry.name.startswith("."):
             files.append((entry.name, entry.stat().st_size, None))
+    site = root / "site"  # the browsable index, when `acta-mirror site` made one
+    for dirpath, _dirs, names in os.walk(site):
+        for name in sorted(names):
+            full = Path(dirpath) / name
+            files.append((full.relative_to(root).as_posix(), full.stat().st_size, None))
     return files
 
 

@@ -147,6 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("shards", nargs="+", metavar="SHARD_DIR", help="shard mirrors")
     mg.add_argument("--sign-key", metavar="BASE.key", help="sign the merged mirror's root")
 
+    ta = sub.add_parser("tally", help="decode every acta's QR code and tally the votes")
+    ta.add_argument("dir", help="the mirror directory")
+    ta.add_argument("--format", choices=("csv", "json", "summary"), default="summary",
+                    help="csv: one row per table; json: tables and every level; summary (default)")
+    ta.add_argument("--out", help="write to this file instead of standard output")
+
+    cc = sub.add_parser("crosscheck", help="compare the QR tally with the published index and official results")
+    cc.add_argument("dir", help="the mirror directory")
+    cc.add_argument("--against", action="append", required=True, metavar="FILE",
+                    help="an index CSV or an official results file (level,code,EG,...), repeatable")
+    cc.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+    st = sub.add_parser("site", help="write a static, browsable 'find your table' site into the mirror")
+    st.add_argument("dir", help="the mirror directory")
+
     d = sub.add_parser("demo", help="replay the 2024 site locally, mirror it and verify the mirror")
     d.add_argument("--out", default="demo-out", help="where the demo writes (default ./demo-out)")
     d.add_argument("--limit", type=_positive_int, default=1000, help="tables to replay (default 1000)")
@@ -482,6 +497,59 @@ def cmd_merge(args) -> int:
     return EXIT_OK
 
 
+# -- audit ----------------------------------------------------------------------------
+def cmd_tally(args) -> int:
+    from .audit.tally import tally, to_csv, to_json
+
+    result = tally(args.dir)
+    if args.format == "csv":
+        text = to_csv(result)
+    elif args.format == "json":
+        text = json.dumps(to_json(result), ensure_ascii=False, indent=1) + "\n"
+    else:
+        nation = result.level("nation")
+        lines = []
+        for unit in nation:
+            lines.append(f"{unit.name}: {unit.decoded} of {unit.tables} tables decoded")
+            lines += [f"  {c:5s} {v:>12,}" for c, v in sorted(unit.votes.items(), key=lambda kv: -kv[1])]
+            lines.append(f"  nulos {unit.nulos:>12,}")
+            lines += [f"  unreadable {k}: {r}" for k, r in unit.unreadable[:FAILURES_SHOWN]]
+        text = "\n".join(lines) + "\n"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_crosscheck(args) -> int:
+    from .audit.crosscheck import crosscheck
+    from .audit.tally import tally
+
+    report = crosscheck(tally(args.dir), args.against)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+    else:
+        for d in report["disagreements"][:500]:
+            print(f"{d['source']}: {d['level']} {d['code']} {d['column']}: QR {d['qr']}, file {d['other']}")
+        for r in report["races"]:
+            flag = "COULD FLIP" if r["could_flip"] else "holds"
+            print(f"race {r['level']} {r['code']} {r['name']}: {r['leader']} leads {r['runner_up']} by "
+                  f"{r['margin']:,}; {r['votes_in_dispute']:,} votes in dispute: {flag}")
+        print(f"{len(report['tables_in_disagreement'])} table(s) disagree; "
+              f"{len(report['unverifiable'])} figure(s) could not be checked")
+    return EXIT_PROBLEMS if report["disagreements"] else EXIT_OK
+
+
+def cmd_site(args) -> int:
+    from .audit.site import build_site
+
+    index = build_site(args.dir)
+    print(f"wrote the site: open {index}")
+    return EXIT_OK
+
+
 # -- demo ---------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from pathlib import Path
@@ -502,5 +570,5 @@ def cmd_demo(args) -> int:
     return EXIT_OK if report.ok and not problems else EXIT_PROBLEMS
 
 
-COMMANDS = {"demo": cmd_demo, "run": cmd_run, "merge": cmd_merge, "crawl": cmd_crawl, "publish": cmd_publish, "restore": cmd_restore, "car": cmd_car, "keygen": cmd_keygen,
+COMMANDS = {"tally": cmd_tally, "crosscheck": cmd_crosscheck, "site": cmd_site, "demo": cmd_demo, "run": cmd_run, "merge": cmd_merge, "crawl": cmd_crawl, "publish": cmd_publish, "restore": cmd_restore, "car": cmd_car, "keygen": cmd_keygen,
             "sign": cmd_sign, "prove": cmd_prove, "verify-file": cmd_verify_file, "diff": cmd_diff, "verify": cmd_verify, "replay": cmd_replay}

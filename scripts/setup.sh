@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(git wget2 aria2 minisign)
+APT_PACKAGES=(git wget2 aria2 minisign chromium chromium-driver)
 # Node.js (20 here) runs the IPFS test node; take Debian's only when the machine has none.
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 
