@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("site", help="site adapter name, e.g. resultados2024")
     c.add_argument("--root", required=True, help="the site's root URL")
     c.add_argument("--out", required=True, help="the mirror directory (a BagIt bag)")
-    c.add_argument("--discover", default="csv", choices=("csv", "html", "both"), help="how actas are found (default csv)")
+    c.add_argument("--discover", choices=("csv", "html", "both"),
+                   help="how actas are found (default: the site's first way; csv for resultados2024)")
     c.add_argument("--index", help="an index file or URL to read instead of the site's default index")
     c.add_argument("--concurrency", type=_positive_int, default=16, help="requests in flight (default 16)")
     c.add_argument("--rate", type=_nonneg_float, default=0.0, help="requests per second per host, 0 for no pacing (default 0)")
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--json", action="store_true", help='print {"added": [...], "removed": [...], "changed": [...]}')
 
     r = sub.add_parser("replay", help="serve the local replay of the 2024 results site")
+    r.add_argument("--site", default="resultados2024", help="which site to replay (default resultados2024)")
     r.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     r.add_argument("--port", type=int, default=8024, help="port (default 8024; 0 picks a free one)")
     r.add_argument("--small", action="store_true", help="small synthesized images (a few KB) for fast runs")
@@ -273,10 +275,13 @@ def cmd_verify(args) -> int:
 
 # -- replay -------------------------------------------------------------------------
 def cmd_replay(args) -> int:
-    from .replay import FaultPlan, Replay, serve_forever
+    from .replay import FaultPlan, replay_for, serve_forever
 
-    replay = Replay(seed=args.seed, small=args.small, faults=FaultPlan.parse(args.faults, args.seed),
-                    limit=args.limit, cache_dir=args.cache, html_version=args.html_version, epoch=args.epoch)
+    options = dict(seed=args.seed, small=args.small, faults=FaultPlan.parse(args.faults, args.seed),
+                   limit=args.limit, cache_dir=args.cache, epoch=args.epoch)
+    if args.site == "resultados2024":
+        options["html_version"] = args.html_version
+    replay = replay_for(args.site, **options)
     if args.warm:
         if not args.cache:
             raise UsageError("--warm needs --cache DIR")

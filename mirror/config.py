@@ -27,7 +27,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "source": {
         "site": Key(str, None, "site adapter name, e.g. `resultados2024` (required)"),
         "root": Key(str, None, "the site's root URL (required)"),
-        "discover": Key(str, "csv", "`csv`, `html` or `both`"),
+        "discover": Key(str, "", "`csv`, `html` or `both`; empty: the site's own first way"),
         "index": Key(str, "", "an index file or URL to read instead of the site's default index"),
     },
     "output": {
@@ -112,7 +112,7 @@ def load_job(path: str | Path) -> Job:
                 raise ConfigError(f"{path}: {section}.{key}: must be a list of strings")
             values[section][key] = value
     checks = {
-        "source.discover": lambda v: v in ("csv", "html", "both"),
+        "source.discover": lambda v: v in ("", "csv", "html", "both"),
         "publish.shard_by": lambda v: v in ("size", "state"),
         "fetch.concurrency": lambda v: 1 <= v <= 512,
         "fetch.rate": lambda v: v >= 0,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -24,7 +25,7 @@ class CrawlOptions:
     site: str
     root: str
     out: str
-    discover: str = "csv"
+    discover: str | None = None  # None: the site's first discovery mode
     index: str | None = None  # a local file or a URL; default: the site's own index
     concurrency: int = DEFAULT_CONCURRENCY
     rate: float = 0.0
@@ -89,7 +90,7 @@ def _is_url(text: str) -> bool:
 
 
 def check_options(opts: CrawlOptions) -> None:
-    if opts.discover not in ("csv", "html", "both"):
+    if opts.discover is not None and opts.discover not in ("csv", "html", "both"):
         raise UsageError(f"--discover must be csv, html or both, not {opts.discover!r}")
     if not _is_url(opts.root):
         raise UsageError(f"--root must be an http(s) URL, not {opts.root!r}")
@@ -108,6 +109,10 @@ def check_options(opts: CrawlOptions) -> None:
 async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlResult:
     check_options(opts)
     site = get_site(opts.site)
+    if opts.discover is None:
+        opts = dataclasses.replace(opts, discover=site.discover_modes[0])
+    elif opts.discover not in site.discover_modes:
+        raise UsageError(f"site {site.name} discovers by {', '.join(site.discover_modes)}, not {opts.discover}")
     counters = counters or Counters()
     failures: list[dict] = []
     started = time.monotonic()

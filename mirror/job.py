@@ -58,7 +58,7 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     key = sign_key(job)
     if crawl_step:
         opts = CrawlOptions(
-            site=job["source.site"], root=job["source.root"], out=str(out), discover=job["source.discover"],
+            site=job["source.site"], root=job["source.root"], out=str(out), discover=job["source.discover"] or None,
             index=job.resolve(job["source.index"]) if job["source.index"] and "://" not in job["source.index"]
             else (job["source.index"] or None),
             concurrency=job["fetch.concurrency"], rate=float(job["fetch.rate"]), proxy=job["fetch.proxy"] or None,

@@ -21,6 +21,7 @@ from .data import INDEX_FILES, REAL_PREFIX, Row, index_file, real_images, subset
 from .faults import SLOW_SECONDS, TRANSIENT, FaultPlan
 from .images import render
 
+SITE = "resultados2024"
 PUBLISHED = datetime(2024, 7, 29, 12, 0, tzinfo=timezone.utc)
 MEMORY_BUDGET = 384 * 1024 * 1024  # bytes of rendered images kept in memory
 
@@ -323,6 +324,11 @@ class Replay:
             pass
         return resp
 
+    def expected(self) -> dict[str, str]:
+        """acta key -> image file name, for the index the HTML pages follow."""
+        return {r.key: r.filename for r in index_file(self.html_version).rows
+                if self.keys is None or r.key in self.keys}
+
     # -- running -----------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._runner = web.AppRunner(self.app(), access_log=None)
@@ -359,6 +365,10 @@ def _warm_chunk(args) -> int:
         replay.image(name)
         replay._memory.clear()
     return len(names)
+
+
+def make(**options) -> Replay:
+    return Replay(**options)
 
 
 class ReplayThread:

@@ -5,16 +5,18 @@ never retries and never writes files: it is handed a `get_page(url) -> str` coro
 that carries the fetcher's policy, and a `report(url, reason)` for pages it cannot use.
 
 To add a site: write `sites/<name>.py` with a class decorated by `@register`, giving
-`name`, `description`, `example_root` and the methods of `Site`; add its replay under
-`replay/` (the generic tests loop over every registered adapter).
+`name`, `description`, `discover_modes` and the methods of `Site`, and its replay as
+`replay/<name>.py` (with `SITE` and `make()`). The generic tests loop over every
+registered adapter and its replay; nothing else changes.
 """
 from __future__ import annotations
 
+import asyncio
 import importlib
 import pkgutil
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Protocol
 
-from ..models import Acta, UsageError
+from ..models import Acta, FetchError, IndexFormatError, UsageError
 
 GetPage = Callable[[str], Awaitable[str]]
 Report = Callable[[str, str], None]  # (url, reason): a page that could not be used
@@ -36,6 +38,65 @@ class Site(Protocol):
 
 
 SITES: dict[str, type] = {}
+WALK_WORKERS = 8  # pages fetched at once while walking a site (the fetcher caps all requests)
+
+# visit(url, html, context) -> (children as [(url, context)], actas found on the page)
+Visit = Callable[[str, str, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
+
+
+async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: GetPage,
+                     report: Report) -> AsyncIterator[Acta]:
+    """Walk a site's pages depth-first with a few workers, yielding actas as they are found.
+
+    A page that cannot be fetched (get_page has recorded it) or read (reported here) loses
+    its branch only.
+    """
+    work: asyncio.LifoQueue = asyncio.LifoQueue()
+    for item in first:
+        work.put_nowait(item)
+    pending = len(first)
+    if not pending:
+        return
+    found: asyncio.Queue = asyncio.Queue(maxsize=256)
+    done = asyncio.Event()
+
+    async def worker() -> None:
+        nonlocal pending
+        while True:
+            url, context = await work.get()
+            try:
+                children, actas = visit(url, await get_page(url), context)
+                for child in children:
+                    pending += 1
+                    work.put_nowait(child)
+                for acta in actas:
+                    await found.put(acta)
+            except FetchError:
+                pass
+            except (IndexFormatError, ValueError) as exc:
+                report(url, str(exc))
+            finally:
+                pending -= 1
+                if pending == 0:
+                    done.set()
+
+    workers = [asyncio.create_task(worker()) for _ in range(WALK_WORKERS)]
+    waiter = asyncio.create_task(done.wait())
+    try:
+        while True:
+            getter = asyncio.create_task(found.get())
+            finished, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in finished:
+                yield getter.result()
+                continue
+            getter.cancel()
+            while not found.empty():
+                yield found.get_nowait()
+            return
+    finally:
+        for w in workers:
+            w.cancel()
+        waiter.cancel()
 
 
 def register(cls: type) -> type:

@@ -1,7 +1,6 @@
 """Adapter for the 2024 results site: the index CSV (V1 or V2) and the HTML hierarchy."""
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import re
@@ -10,13 +9,12 @@ from urllib.parse import urljoin
 
 from bs4 import BeautifulSoup
 
-from ..models import Acta, FetchError, IndexFormatError, Place
-from . import GetPage, Report, register
+from ..models import Acta, IndexFormatError, Place
+from . import GetPage, Report, register, walk_pages
 
 REQUIRED = ("COD_EDO", "EDO", "COD_MUN", "MUN", "COD_PAR", "PAR", "CENTRO", "MESA", "URL")
 _URLISH = re.compile(r"^(https?://|/)?[^\s]+$")
 LEVELS = ("estado", "municipio", "parroquia", "centro", "mesa")
-WALK_WORKERS = 8
 
 
 def acta_key(center: str, table: str) -> str:
@@ -111,59 +109,20 @@ class Resultados2024:
         return parse_index_bytes(raw, url, self.name)
 
     async def walk(self, root: str, get_page: GetPage, report: Report) -> AsyncIterator[Acta]:
-        """Walk / -> estado -> municipio -> parroquia -> centro -> mesa, a few pages at a time."""
+        """Walk / -> estado -> municipio -> parroquia -> centro -> mesa."""
         root_url = root.rstrip("/") + "/"
         first = _listing(await get_page(root_url), root_url)  # a broken root is fatal
-        work: asyncio.LifoQueue = asyncio.LifoQueue()
-        for link, text in first:
-            work.put_nowait((link, 0, (text,)))
-        found: asyncio.Queue = asyncio.Queue(maxsize=256)
-        pending = len(first)
-        done = asyncio.Event()
-        if not pending:
-            return
 
-        async def worker():
-            nonlocal pending
-            while True:
-                link, depth, names = await work.get()
-                try:
-                    html = await get_page(link)
-                    if LEVELS[depth] == "mesa":
-                        image, center, table = _mesa(html, link)
-                        key = acta_key(center, table)
-                        state, mun, par = (names + ("", "", ""))[:3]
-                        await found.put(Acta(site=self.name, key=key, url=image, page=link, place=Place(
-                            state_code=str(int(key[0:2])), state=state,
-                            municipality_code=str(int(key[2:4])), municipality=mun,
-                            parish_code=str(int(key[4:6])), parish=par, center=key[:9], table=key[10:])))
-                    else:
-                        for child, text in _listing(html, link):
-                            pending += 1
-                            work.put_nowait((child, depth + 1, names + (text,)))
-                except FetchError:
-                    pass  # get_page has already recorded it
-                except (IndexFormatError, ValueError) as exc:
-                    report(link, str(exc))
-                finally:
-                    pending -= 1
-                    if pending == 0:
-                        done.set()
+        def visit(url: str, html: str, names: tuple) -> tuple[list, list[Acta]]:
+            depth = len(names) - 1
+            if LEVELS[depth] != "mesa":
+                return [(child, names + (text,)) for child, text in _listing(html, url)], []
+            image, center, table = _mesa(html, url)
+            key = acta_key(center, table)
+            state, mun, par = (names + ("", "", ""))[:3]
+            return [], [Acta(site=self.name, key=key, url=image, page=url, place=Place(
+                state_code=str(int(key[0:2])), state=state, municipality_code=str(int(key[2:4])),
+                municipality=mun, parish_code=str(int(key[4:6])), parish=par, center=key[:9], table=key[10:]))]
 
-        workers = [asyncio.create_task(worker()) for _ in range(WALK_WORKERS)]
-        waiter = asyncio.create_task(done.wait())
-        try:
-            while True:
-                getter = asyncio.create_task(found.get())
-                finished, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in finished:
-                    yield getter.result()
-                    continue
-                getter.cancel()
-                while not found.empty():
-                    yield found.get_nowait()
-                return
-        finally:
-            for w in workers:
-                w.cancel()
-            waiter.cancel()
+        async for acta in walk_pages([(link, (text,)) for link, text in first], visit, get_page, report):
+            yield acta
