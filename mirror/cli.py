@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--concurrency", type=_positive_int, default=16, help="requests in flight (default 16)")
     c.add_argument("--rate", type=_nonneg_float, default=0.0, help="requests per second per host, 0 for no pacing (default 0)")
     c.add_argument("--proxy", help="http://, https://, socks5:// or socks5h:// proxy URL")
+    c.add_argument("--alternate", action="append", default=[], metavar="URL",
+                   help="another host serving the same paths (a mirror, an S3 bucket), tried when the root's host fails; repeatable")
     c.add_argument("--timeout", type=_nonneg_float, default=60.0, help="seconds for a whole request (default 60)")
     c.add_argument("--max-bytes", type=_positive_int, default=25 * 1024 * 1024, help="size cap per file (default 25 MiB)")
     c.add_argument("--shard", default="1/1", help="I/N: take only part I of N of the acta keys (default 1/1)")
@@ -197,7 +199,8 @@ def cmd_crawl(args) -> int:
                         index=args.index, concurrency=args.concurrency, rate=args.rate,
                         proxy=args.proxy, timeout=args.timeout, max_bytes=args.max_bytes,
                         shard=parse_shard(args.shard), wait_lock=args.wait_lock,
-                        recheck_after=args.recheck_after, sign_key=args.sign_key)
+                        recheck_after=args.recheck_after, sign_key=args.sign_key,
+                        alternates=tuple(args.alternate))
     counters = Counters()
 
     async def run():

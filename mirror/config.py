@@ -29,6 +29,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "root": Key(str, None, "the site's root URL (required)"),
         "discover": Key(str, "", "`csv`, `html` or `both`; empty: the site's own first way"),
         "index": Key(str, "", "an index file or URL to read instead of the site's default index"),
+        "alternates": Key(list, [], "other hosts serving the same paths (mirrors, an S3 bucket), tried when the root's host fails"),
     },
     "output": {
         "dir": Key(str, "mirror", "the mirror directory, relative to the job file; shard I of N crawls into `<dir>.shard-I-of-N`"),

@@ -35,6 +35,7 @@ class CrawlOptions:
     shard: tuple[int, int] = (1, 1)  # (I, N): this run takes the keys of part I of N
     wait_lock: bool = False
     retry_attempts: int | None = None  # None: the fetcher's policy
+    alternates: tuple[str, ...] = ()  # other hosts serving the same paths
     sign_key: str | None = None  # sign the root statement with this minisign secret key
     recheck_after: float = 0.0  # seconds: skip URLs fetched or confirmed more recently (0: check all)
 
@@ -100,6 +101,9 @@ def check_options(opts: CrawlOptions) -> None:
         raise UsageError("--recheck-after must be 0 or more seconds")
     if opts.rate < 0:
         raise UsageError("--rate must be 0 (no pacing) or more")
+    for alternate in opts.alternates:
+        if not _is_url(alternate):
+            raise UsageError(f"--alternate must be an http(s) URL, not {alternate!r}")
     if opts.sign_key and not Path(opts.sign_key).is_file():
         raise UsageError(f"--sign-key {opts.sign_key}: no such file")
     if opts.index and not _is_url(opts.index) and not Path(opts.index).is_file():
@@ -120,7 +124,7 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
         kwargs = {} if opts.retry_attempts is None else {"retry_attempts": opts.retry_attempts}
         async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy,
                            timeout=opts.timeout, max_bytes=opts.max_bytes,
-                           tmp_dir=str(archive.tmp), **kwargs) as fetcher:
+                           tmp_dir=str(archive.tmp), alternates=opts.alternates, **kwargs) as fetcher:
             queue: asyncio.Queue = asyncio.Queue(maxsize=opts.concurrency * 4)
             writing = True
 

@@ -7,7 +7,9 @@ FetchError family here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
+import errno
 import hashlib
 import os
 import random
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from .models import Fetched, FetchError, NotAnImage, TooLarge, UsageError
+from .models import ArchiveWriteError, Fetched, FetchError, NotAnImage, TooLarge, UsageError
 
 # The retry policy, in one place.
 RETRY_ATTEMPTS = 6  # the first request + 5 retries
@@ -36,6 +38,11 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024  # real actas are ~250 KB
 DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024  # HTML pages and index files
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
+
+# A SOCKS proxy that fails raises aiohttp-socks' own errors, not aiohttp's.
+from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError  # noqa: E402
+
+_PROXY_ERRORS: tuple = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
 
 IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
 
@@ -115,7 +122,7 @@ class Fetcher:
     def __init__(self, *, concurrency: int = DEFAULT_CONCURRENCY, rate: float = 0.0,
                  proxy: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  max_bytes: int = DEFAULT_MAX_BYTES, tmp_dir: str | None = None,
-                 retry_attempts: int = RETRY_ATTEMPTS):
+                 retry_attempts: int = RETRY_ATTEMPTS, alternates: tuple[str, ...] = ()):
         self.concurrency = concurrency
         self.rate = rate
         self.proxy = proxy
@@ -123,6 +130,7 @@ class Fetcher:
         self.max_bytes = max_bytes
         self.tmp_dir = tmp_dir
         self.retry_attempts = retry_attempts
+        self.alternates = tuple(a.rstrip("/") for a in alternates)
         self._pacers: dict[str, _HostPacer] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
@@ -147,7 +155,29 @@ class Fetcher:
 
     async def fetch(self, url: str, *, etag: str = "", last_modified: str = "",
                     expect_image: bool = True) -> Fetched:
-        """GET url into a temp file, retried by policy; raise FetchError when it fails for good."""
+        """GET url into a temp file, retried by policy; when the host fails for good, the same
+        path from each alternate host in turn. The result keeps the URL asked for; its
+        final_url and host say who served the bytes."""
+        try:
+            return await self._fetch(url, etag, last_modified, expect_image)
+        except TooLarge:
+            raise
+        except FetchError as first:
+            if not self.alternates:
+                raise
+            reasons = [f"{urlsplit(url).netloc}: {first.reason}"]
+        parts = urlsplit(url)
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        for alternate in self.alternates:
+            try:
+                fetched = await self._fetch(alternate + tail, "", "", expect_image)
+            except FetchError as exc:
+                reasons.append(f"{urlsplit(alternate).netloc}: {exc.reason}")
+                continue
+            return dataclasses.replace(fetched, url=url)
+        raise FetchError(url, "; ".join(reasons))
+
+    async def _fetch(self, url: str, etag: str, last_modified: str, expect_image: bool) -> Fetched:
         headers = {"Accept-Encoding": "identity"}
         if etag:
             headers["If-None-Match"] = etag
@@ -206,7 +236,7 @@ class Fetcher:
                 raise FetchError(url, f"invalid URL ({exc})") from None
             except aiohttp.ClientPayloadError as exc:
                 raise _Transient(f"body cut off ({_short(exc)})") from None
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, *_PROXY_ERRORS) as exc:
                 raise _Transient(_short(exc) or type(exc).__name__) from None
 
     async def _read(self, url: str, resp: aiohttp.ClientResponse, expect_image: bool) -> Fetched:
@@ -251,6 +281,11 @@ class Fetcher:
                     if sniff_image(head) == "image/jpeg" and b"\xff\xd9" not in tail:
                         raise _Transient("JPEG has no end marker (truncated)")
             ok = True
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise ArchiveWriteError("disk full while downloading; everything archived before is intact, "
+                                        "re-run when there is space") from None
+            raise ArchiveWriteError(f"cannot write a download: {exc.strerror or exc}") from None
         finally:
             if not ok:
                 _unlink(tmp_path)

@@ -22,6 +22,7 @@ never written into a URL, a config file, a message or a commit.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -143,6 +144,21 @@ class GitPublisher:
         info = read_bag_info(mirror / BAG_INFO)
         receipt = Receipt(target=self.shown, kind="git", root=_root(entries))
         staging = mirror / STATE_DIR / "git" / hashlib.sha256(self.shown.encode()).hexdigest()[:12]
+        staging.mkdir(parents=True, exist_ok=True)
+        lock = os.open(staging / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one publisher per staging area; others wait
+            return self._publish_locked(mirror, staging, entries, info, receipt)
+        finally:
+            os.close(lock)
+
+    def _publish_locked(self, mirror: Path, staging: Path, entries: list[Line], info: dict,
+                        receipt: Receipt) -> Receipt:
+        for stale in staging.rglob("*.lock"):  # left by a publisher that was killed
+            if stale.name != "lock":
+                stale.unlink()
+        for stale in staging.rglob("acta-mirror.index*"):
+            stale.unlink()
         first = self._repo(staging, "01")
         tip = self._fetch(first, self.url)
         previous = json.loads(_read_blob(first, tip, SHARDS_JSON) or "{}").get("groups", {}) if tip else {}

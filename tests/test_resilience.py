@@ -1,0 +1,186 @@
+"""Resilience: every site adapter with its replay, proxies, alternate hosts, a full disk, kills."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import bagit
+import pytest
+
+from mirror.crawl import CrawlOptions, crawl
+from mirror.manifest import read_manifest, read_provenance
+from mirror.replay import Replay, ReplayThread, replay_for
+from mirror.sites import all_sites
+from mirror.verify import verify
+from tests.conftest import ROOT, run_cli
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("site", sorted(all_sites()))
+def test_every_adapter_crawls_its_replay(site, tmp_path):
+    with ReplayThread(replay_for(site, small=True, limit=30)) as r:
+        result = asyncio.run(crawl(CrawlOptions(site=site, root=r.url, out=str(tmp_path / "m"))))
+        expected = r.replay.expected()
+    assert result.failures == []
+    archived = {e.key for e in read_provenance(tmp_path / "m" / "provenance.jsonl") if e.kind == "acta"}
+    assert archived == set(expected) and len(archived) >= 30
+    bagit.Bag(str(tmp_path / "m")).validate()
+    tally = run_cli("tally", str(tmp_path / "m"))
+    assert f"{len(expected)} of {len(expected)} tables decoded" in tally.stdout
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    port = _port()
+    log = open(tmp_path / "proxy.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "pproxy", "-l", f"http+socks5://127.0.0.1:{port}", "-v"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield port, tmp_path / "proxy.log"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.parametrize("scheme", ["http", "socks5", "socks5h"])
+def test_crawl_through_a_real_local_proxy(replay, proxy, tmp_path, scheme):
+    port, log = proxy
+    out = tmp_path / "m"
+    proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(out), "--quiet",
+                   "--proxy", f"{scheme}://127.0.0.1:{port}")
+    assert proc.returncode == 0, proc.stderr
+    assert verify(out) == []
+    replay_port = replay.url.rsplit(":", 1)[1]
+    seen = log.read_text()
+    assert f":{replay_port}" in seen, seen[-2000:]  # the proxy carried the requests
+    down = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(tmp_path / "n"), "--quiet",
+                   "--proxy", f"{scheme}://127.0.0.1:{_port()}")
+    assert down.returncode == 2 and "cannot read the index" in down.stderr
+
+
+def test_alternate_host_serves_what_the_primary_does_not(tmp_path):
+    primary = ReplayThread(Replay(small=True, limit=30))
+    alternate = ReplayThread(Replay(small=True, limit=30))
+    with primary, alternate:
+        names = sorted(primary.replay.expected().values())[:4]
+        primary.replay.faults = primary.replay.faults.with_files(**{n: "404" for n in names[:2]},
+                                                                  **{names[2]: "denied"})
+        out = tmp_path / "m"
+        result = asyncio.run(crawl(CrawlOptions(site="resultados2024", root=primary.url, out=str(out),
+                                                alternates=(alternate.url,))))
+        assert result.failures == []
+        entries = {e.url.rsplit("/", 1)[1]: e for e in read_provenance(out / "provenance.jsonl")}
+        alt_host = alternate.url.split("//")[1]
+        for name in names[:3]:
+            assert entries[name].host == alt_host.split(":")[0] or alt_host in entries[name].final_url
+            assert entries[name].final_url.startswith(alternate.url) and entries[name].url.startswith(primary.url)
+        assert entries[names[3]].final_url.startswith(primary.url)
+    # the primary entirely down: the index too comes from the alternate
+    with ReplayThread(Replay(small=True, limit=30)) as alternate:
+        proc = run_cli("crawl", "resultados2024", "--root", f"http://127.0.0.1:{_port()}", "--out",
+                       str(tmp_path / "down"), "--alternate", alternate.url, "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        assert verify(tmp_path / "down") == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_is_a_clear_error_and_nothing_archived_is_damaged(small_disk, tmp_path):
+    out = small_disk / "m"
+    with ReplayThread(Replay(small=False, limit=60)) as r:
+        first = run_cli("crawl", "resultados2024", "--root", r.url, "--out", str(out), "--quiet",
+                        "--index", _first_rows(r, tmp_path, 4))
+        assert first.returncode == 0, first.stderr
+        before = read_manifest(out / "manifest-sha256.txt")
+        full = run_cli("crawl", "resultados2024", "--root", r.url, "--out", str(out), "--quiet")
+        assert full.returncode == 3, full.stdout + full.stderr
+        assert "disk full" in full.stderr and len(full.stderr.strip().splitlines()) == 1
+        for entry in read_provenance(out / "provenance.jsonl"):  # every recorded file is whole
+            assert hashlib.sha256((out / entry.path).read_bytes()).hexdigest() == entry.sha256
+        for rel, digest in before.items():
+            assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
+        rescued = tmp_path / "rescued"
+        subprocess.run(["cp", "-a", str(out), str(rescued)], check=True)
+        again = run_cli("crawl", "resultados2024", "--root", r.url, "--out", str(rescued), "--quiet")
+        assert again.returncode == 0, again.stderr
+        assert verify(rescued) == []
+
+
+def _first_rows(r, tmp_path: Path, n: int) -> str:
+    lines = r.replay.index_bytes(1).splitlines(keepends=True)
+    path = tmp_path / "first.csv"
+    path.write_bytes(b"".join(lines[: n + 1]))
+    return str(path)
+
+
+def _kill_loop(cmd: list[str], times: int, seed: int, low: float, high: float) -> int:
+    rng = random.Random(seed)
+    killed = 0
+    for _ in range(times):
+        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(low, high))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    return killed
+
+
+def test_kill_during_publish_then_publish_again(replay, tmp_path):
+    mirror = tmp_path / "m"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay.url, out=str(mirror))))
+    remote = tmp_path / "remote" / "a.git"
+    cmd = [sys.executable, "-m", "mirror", "publish", str(mirror), "--to", f"git+file://{remote}",
+           "--max-push-bytes", "150000", "--max-repo-bytes", "600000"]
+    _kill_loop(cmd, 5, seed=3, low=0.3, high=1.5)
+    final = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    restored = tmp_path / "restored"
+    assert run_cli("restore", "--from", f"git+file://{remote}", "--out", str(restored)).returncode == 0
+    assert read_manifest(restored / "manifest-sha256.txt") == read_manifest(mirror / "manifest-sha256.txt")
+
+
+def test_kill_during_merge_then_merge_again(replay, tmp_path):
+    shards = []
+    for i in (1, 2):
+        out = tmp_path / f"s{i}"
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay.url, out=str(out), shard=(i, 2))))
+        shards.append(str(out))
+    merged = tmp_path / "merged"
+    cmd = [sys.executable, "-m", "mirror", "merge", str(merged), *shards]
+    _kill_loop(cmd, 5, seed=5, low=0.2, high=0.9)
+    final = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    single = tmp_path / "single"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay.url, out=str(single))))
+    assert (merged / "manifest-sha256.txt").read_bytes() == (single / "manifest-sha256.txt").read_bytes()
+    keys = [e.path for e in read_provenance(merged / "provenance.jsonl")]
+    assert len(keys) == len(set(keys))  # nothing recorded twice
