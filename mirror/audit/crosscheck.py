@@ -56,6 +56,8 @@ def load_figures(path: str | Path) -> dict[tuple[str, str], dict[str, int]]:
     figures: dict[tuple[str, str], dict[str, int]] = {}
     try:
         for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                raise ValueError("wrong number of fields")
             if per_table:
                 level, code = "table", acta_key(row["CENTRO"], row["MESA"])
             else:
