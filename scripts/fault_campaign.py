@@ -51,6 +51,23 @@ def check_bag(path: Path, expected_keys: int | None = None) -> None:
         assert len(keys) == expected_keys, (len(keys), expected_keys)
 
 
+def campaign(cmd: list[str], reset, check, kills: int, rng: random.Random) -> int:
+    """Time one uninterrupted run, then kill inside that window (mostly from scratch), finish, check."""
+    reset()
+    t = time.monotonic()
+    subprocess.run(cmd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    window = time.monotonic() - t
+    check()
+    landed = 0
+    for _ in range(kills):
+        if rng.random() < 0.8:
+            reset()
+        landed += kill_then_finish(cmd, rng, 0.05 * window, 0.95 * window)
+        subprocess.run(cmd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        check()
+    return landed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
@@ -64,48 +81,41 @@ def main() -> None:
     figures = {}
     with ReplayThread(Replay(small=True, limit=300, faults=None)) as replay:
         tables = len(replay.replay.expected())
-        # crawl
         out = work / "crawl"
-        cmd = [sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", replay.url, "--out", str(out),
-               "--quiet", "--concurrency", "4", "--rate", "150"]
-        landed = 0
-        for _ in range(args.kills):
-            shutil.rmtree(out, ignore_errors=True) if rng.random() < 0.3 else None
-            landed += kill_then_finish(cmd, rng, 0.3, 2.5)
-            subprocess.run(cmd, env=ENV, check=True, stdout=subprocess.DEVNULL)
-            check_bag(out, tables)
-        figures["crawl kills"] = landed
-        # publish
-        remote = work / "remote" / "a.git"
-        pub = [sys.executable, "-m", "mirror", "publish", str(out), "--to", f"git+file://{remote}",
-               "--max-push-bytes", "300000", "--max-repo-bytes", "1000000", "--quiet"]
-        landed = 0
-        for _ in range(args.kills):
-            landed += kill_then_finish(pub, rng, 0.3, 3.0)
-            subprocess.run(pub, env=ENV, check=True, stdout=subprocess.DEVNULL)
-        restored = work / "restored"
-        shutil.rmtree(restored, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "mirror", "restore", "--from", f"git+file://{remote}", "--out",
-                        str(restored)], env=ENV, check=True, stdout=subprocess.DEVNULL)
-        assert read_manifest(restored / "manifest-sha256.txt") == read_manifest(out / "manifest-sha256.txt")
-        figures["publish kills"] = landed
-        # merge
+        crawl_cmd = [sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", replay.url, "--out",
+                     str(out), "--quiet", "--concurrency", "4", "--rate", "150"]
+        figures["crawl kills"] = campaign(crawl_cmd, lambda: shutil.rmtree(out, ignore_errors=True),
+                                          lambda: check_bag(out, tables), args.kills, rng)
+        remote = work / "remote"
+        publish_cmd = [sys.executable, "-m", "mirror", "publish", str(out), "--to", f"git+file://{remote}/a.git",
+                       "--max-push-bytes", "300000", "--max-repo-bytes", "1000000", "--quiet"]
+
+        def reset_remote():
+            shutil.rmtree(remote, ignore_errors=True)
+            shutil.rmtree(out / ".acta-mirror" / "git", ignore_errors=True)
+
+        def check_remote():
+            restored = work / "restored"
+            shutil.rmtree(restored, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "mirror", "restore", "--from", f"git+file://{remote}/a.git",
+                            "--out", str(restored)], env=ENV, check=True, stdout=subprocess.DEVNULL)
+            assert read_manifest(restored / "manifest-sha256.txt") == read_manifest(out / "manifest-sha256.txt")
+
+        figures["publish kills"] = campaign(publish_cmd, reset_remote, check_remote, args.kills, rng)
         shards = []
         for i in (1, 2, 3):
             s = work / f"shard{i}"
             asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay.url, out=str(s), shard=(i, 3))))
             shards.append(str(s))
         merged = work / "merged"
-        mcmd = [sys.executable, "-m", "mirror", "merge", str(merged), *shards]
-        landed = 0
-        for _ in range(args.kills):
-            if rng.random() < 0.3:
-                shutil.rmtree(merged, ignore_errors=True)
-            landed += kill_then_finish(mcmd, rng, 0.2, 1.2)
-            subprocess.run(mcmd, env=ENV, check=True, stdout=subprocess.DEVNULL)
+        merge_cmd = [sys.executable, "-m", "mirror", "merge", str(merged), *shards]
+
+        def check_merged():
             check_bag(merged, tables)
-        assert (merged / "manifest-sha256.txt").read_bytes() == (out / "manifest-sha256.txt").read_bytes()
-        figures["merge kills"] = landed
+            assert (merged / "manifest-sha256.txt").read_bytes() == (out / "manifest-sha256.txt").read_bytes()
+
+        figures["merge kills"] = campaign(merge_cmd, lambda: shutil.rmtree(merged, ignore_errors=True),
+                                          check_merged, args.kills, rng)
     t = time.monotonic()
     fuzz = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", str(ROOT / "tests" / "test_fuzz.py")],
                           env={**ENV, "ACTA_MIRROR_FUZZ_EXAMPLES": str(args.fuzz_examples)}, cwd=ROOT,
@@ -113,7 +123,7 @@ def main() -> None:
     figures["fuzz"] = f"{fuzz.stdout.strip().splitlines()[-1]} with {args.fuzz_examples} examples per target " \
                       f"in {time.monotonic() - t:.0f} s"
     for k, v in figures.items():
-        print(f"{k}: {v}")
+        print(f"{k}: {v}" + (f" of {args.kills} landed mid-run" if "kills" in k else ""))
     print(f"every re-run ended in a valid bag with all {tables} actas, none recorded twice")
 
 

@@ -7,8 +7,6 @@ import re
 from typing import AsyncIterator, Iterator
 from urllib.parse import urljoin
 
-from bs4 import BeautifulSoup
-
 from ..models import Acta, IndexFormatError, Place
 from . import GetPage, Report, register, walk_pages
 
@@ -36,14 +34,27 @@ def read_index_text(raw: bytes) -> str:
 
 
 def parse_index_bytes(raw: bytes, url: str, site: str = "resultados2024") -> Iterator[Acta]:
+    """Actas listed in an index; rows are decoded as they are read (no decoded copy of the file)."""
+    if b"\x00" in raw:
+        raise IndexFormatError(f"{url}: binary data, not a CSV index")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        encoding, start = "utf-8", 3
+    else:
+        try:
+            raw.decode("utf-8")
+            encoding, start = "utf-8", 0
+        except UnicodeDecodeError:
+            encoding, start = "latin-1", 0
+    stream = io.TextIOWrapper(io.BytesIO(memoryview(raw)[start:]), encoding=encoding, errors="strict", newline="")
+    reader = csv.DictReader(stream)
     try:
-        text = read_index_text(raw)
+        header = reader.fieldnames or []
     except UnicodeDecodeError as exc:
         raise IndexFormatError(f"{url}: not UTF-8 after its BOM (byte {exc.start})") from None
-    if "\x00" in text:
-        raise IndexFormatError(f"{url}: binary data, not a CSV index")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = reader.fieldnames or []
+    return _rows(reader, header, url, site)
+
+
+def _rows(reader, header, url: str, site: str) -> Iterator[Acta]:
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise IndexFormatError(f"{url}: not a results index: missing column(s) {', '.join(missing)}")
@@ -69,10 +80,18 @@ def parse_index_bytes(raw: bytes, url: str, site: str = "resultados2024") -> Ite
             )
     except csv.Error as exc:
         raise IndexFormatError(f"{url}:{reader.line_num}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise IndexFormatError(f"{url}:{reader.line_num}: not UTF-8 after its BOM (byte {exc.start})") from None
+
+
+def _soup(html: str):
+    from bs4 import BeautifulSoup  # only when pages are walked: the CSV path never pays for it
+
+    return BeautifulSoup(html, "lxml")
 
 
 def _listing(html: str, url: str) -> list[tuple[str, str]]:
-    soup = BeautifulSoup(html, "lxml")
+    soup = _soup(html)
     body = soup.select_one("tbody#dependencyTableBody")
     if body is None:
         raise IndexFormatError(f"{url}: no listing (tbody#dependencyTableBody) on the page")
@@ -83,7 +102,7 @@ def _listing(html: str, url: str) -> list[tuple[str, str]]:
 
 
 def _mesa(html: str, url: str) -> tuple[str, str, str]:
-    soup = BeautifulSoup(html, "lxml")
+    soup = _soup(html)
     img = soup.select_one("#acta img")
     center = soup.select_one("#codigo-centro")
     table = soup.select_one("#numero-mesa")
