@@ -12,17 +12,20 @@ Exceptions (every one the CLI turns into one line and an exit code):
     MirrorError                  exit_code 1 unless a subclass says otherwise
     ├── UsageError               2  bad flags or bad input from the user
     │   ├── IndexFormatError     2  an index CSV or HTML page we cannot read
-    │   └── SourceUnreachable    2  the root cannot be reached at all
+    │   ├── SourceUnreachable    2  the root cannot be reached at all
+    │   └── ConfigError          2  a job file that is wrong (config.py)
+    ├── PublishError             1  one publish target failed (publish/__init__.py)
     ├── NotAMirror               2  verify/prove on something that is not a bag
     ├── MirrorLocked             2  another run holds the mirror's lock
     ├── ArchiveWriteError        3  the disk refused a write (full, read-only)
     └── FetchError               1  one URL failed for good (listed in failures.jsonl)
         ├── NotAnImage           1  a 200 answer whose body is not a JPEG/PNG
-        ├── TooLarge             1  a body above the size cap
-        └── Truncated            1  a body shorter than announced or cut off
+        └── TooLarge             1  a body above the size cap
 
 Foreign errors (aiohttp, OSError, csv) are translated into these at one boundary
-each: the fetcher for network errors, the archive for disk errors.
+each: the fetcher for network errors, the archive for disk errors, the publishers for
+git and the IPFS RPC. Record parsers raise ValueError subclasses (QrFormatError,
+SignatureError) that their callers turn into findings.
 """
 from __future__ import annotations
 
@@ -74,10 +77,6 @@ class NotAnImage(FetchError):
 
 
 class TooLarge(FetchError):
-    pass
-
-
-class Truncated(FetchError):
     pass
 
 
