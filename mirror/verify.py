@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from .manifest import (BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, iter_provenance_core,
                        read_bag_info, read_manifest)
 from .models import NotAMirror, Problem
+from .workers import pool
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -46,15 +46,15 @@ def hash_many(root: Path, rels: list[str], workers: int | None = None):
     if workers == 1 or len(rels) < 256:
         return iter([_hash_slice((str(root), rels))])
     n = workers * 4
-    pool = ProcessPoolExecutor(max_workers=workers)
-    futures = [pool.submit(_hash_slice, (str(root), rels[i::n])) for i in range(n)]
+    executor = pool(workers)
+    futures = [executor.submit(_hash_slice, (str(root), rels[i::n])) for i in range(n)]
 
     def results():
         try:
             for f in futures:
                 yield f.result()
         finally:
-            pool.shutdown()
+            executor.shutdown()
     return results()
 
 

@@ -184,3 +184,27 @@ def test_kill_during_merge_then_merge_again(replay, tmp_path):
     assert (merged / "manifest-sha256.txt").read_bytes() == (single / "manifest-sha256.txt").read_bytes()
     keys = [e.path for e in read_provenance(merged / "provenance.jsonl")]
     assert len(keys) == len(set(keys))  # nothing recorded twice
+
+
+def test_pool_workers_end_with_a_killed_parent(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from mirror.workers import pool\n"
+        "ex = pool(2)\n"
+        "futures = [ex.submit(time.sleep, 60) for _ in range(2)]\n"
+        "time.sleep(1.5)\n"
+        "print(' '.join(str(p) for p in ex._processes), flush=True)\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in workers if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+        time.sleep(0.1)
+    assert alive == [], "pool workers outlived their killed parent"

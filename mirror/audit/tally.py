@@ -10,13 +10,13 @@ import csv
 import io
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..manifest import PROVENANCE, provenance_lines
 from ..models import NotAMirror
 from ..qrformat import CANDIDATES
+from ..workers import pool
 from .qr import Reading, read_acta
 
 LEVELS = ("nation", "state", "municipality", "parish", "center", "table")
@@ -92,8 +92,8 @@ def tally(bag: str | os.PathLike, workers: int | None = None) -> Tally:
     jobs = [(t.key, str(bag / t.path)) for t in tables.values()]
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) > 8:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            readings = list(pool.map(_read, jobs, chunksize=16))
+        with pool(workers) as executor:
+            readings = list(executor.map(_read, jobs, chunksize=16))
     else:
         readings = [_read(j) for j in jobs]
     for r in readings:

@@ -131,15 +131,15 @@ class Replay:
 
     def warm(self, workers: int = 2) -> int:
         """Render every image into the disk cache ahead of time (for benchmarks)."""
-        from concurrent.futures import ProcessPoolExecutor
+        from ..workers import pool
 
         if not self.cache_dir:
             raise ValueError("warm() needs a cache_dir")
         names = sorted(self.rows)
         chunks = [names[i::workers * 8] for i in range(workers * 8)]
         args = [(self.seed, self.small, str(self.cache_dir), self.keys and sorted(self.keys), c) for c in chunks]
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            return sum(pool.map(_warm_chunk, args))
+        with pool(workers) as executor:
+            return sum(executor.map(_warm_chunk, args))
 
     # -- the HTML hierarchy ----------------------------------------------------
     def _build_tree(self) -> _Node:
