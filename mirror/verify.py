@@ -162,13 +162,14 @@ def _check_cids(root: Path, manifest: dict[str, str]) -> list[Problem]:
     from .cid import CHUNK_SIZE, file_cid, raw_cid
 
     problems = []
-    with open(root / PROVENANCE, encoding="utf-8") as fh:
+    with open(root / PROVENANCE, encoding="utf-8", errors="replace") as fh:
         for line in fh:
-            if not line.strip():
-                continue
-            obj = json.loads(line)
-            path, cid, size = obj.get("path"), obj.get("cid", ""), obj.get("size", 0)
-            if path not in manifest or not (root / path).is_file():
+            try:
+                obj = json.loads(line)
+                path, cid, size = obj["path"], obj.get("cid", ""), int(obj["size"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # a damaged line: the provenance check has named it already
+            if not isinstance(path, str) or path not in manifest or not (root / path).is_file():
                 continue
             want = raw_cid(manifest[path]) if size <= CHUNK_SIZE else file_cid(root / path, size)
             if cid != want:

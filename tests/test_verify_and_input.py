@@ -70,6 +70,16 @@ def test_verify_catches_an_edited_manifest(mirror_dir):
     assert "tag-changed" in kinds and "changed" in kinds
 
 
+@pytest.mark.parametrize("damage", ['{"torn', "[1, 2]", '{"path": 7, "size": "x"}'])
+def test_verify_cids_names_a_damaged_provenance_line_without_a_traceback(mirror_dir, damage):
+    with open(mirror_dir / "provenance.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(damage + "\n")
+    proc = run_cli("verify", str(mirror_dir), "--cids", "--json")
+    assert proc.returncode == 1, proc.stderr
+    kinds = {(p["kind"], p["path"]) for p in json.loads(proc.stdout)["problems"]}
+    assert ("provenance", "provenance.jsonl") in kinds and ("tag-changed", "provenance.jsonl") in kinds
+
+
 def test_verify_on_something_that_is_not_a_mirror(tmp_path):
     proc = run_cli("verify", str(tmp_path))
     assert proc.returncode == 2 and "not a mirror" in proc.stderr
