@@ -25,10 +25,11 @@ from typing import Iterable
 
 from . import __version__
 from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
-from .merkle import merkle_root
+from .merkle import manifest_with_root
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
-                       iter_provenance_core, read_bag_info, read_provenance, repair_torn_tail)
+                       iter_provenance, iter_provenance_core, read_bag_info, read_provenance, repair_torn_tail,
+                       sync_filesystem)
 from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorLocked, NotAMirror, UsageError
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged
@@ -98,12 +99,13 @@ class Archive:
         self.checked: dict[str, float] = {}  # url -> when it was last fetched or found unchanged
         self.paths: set[str] = set()
         self.dir_counts: dict[str, int] = defaultdict(int)
-        self._pending: list[tuple[str, str, Entry]] = []
+        self._pending: list[tuple[str, str, Entry, dict | None]] = []  # (temp, path, entry, change)
+        self._made_dirs: set[Path] = set()  # directories this run has made or found
         self._last_commit = time.monotonic()
         self._lock_fd: int | None = None
         self.quarantined: list[str] = []
         self.status: dict[str, str] = {}  # key -> its last change (added, changed, vanished, reappeared)
-        self.changes: list[dict] = []  # this run's, appended to changes.jsonl by finish()
+        self.changes: list[dict] = []  # vanished and reappeared, appended to changes.jsonl by finish()
         self.run_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
     # -- opening and recovery -------------------------------------------------
@@ -127,26 +129,55 @@ class Archive:
             raise _io_error(exc, f"creating {self.root}") from None
         self._lock()
         repair_torn_tail(self.root / PROVENANCE)
-        for entry in read_provenance(self.root / PROVENANCE):
+        recorded = self._read_changes()
+        lost = []
+        for entry in iter_provenance(self.root / PROVENANCE):
             self._index(entry)
+            if entry.kind == "acta" and (entry.key, entry.sha256) not in recorded:
+                lost.append(entry)
+        del recorded
+        try:
+            # A run killed between recording a batch's files and its change records: write
+            # them now, the same way every time, so merged copies do not tell them twice.
+            self._append_changes([self._change(e.key, "changed" if e.supersedes else "added", at=e.fetched_at,
+                                               sha256=e.sha256, url=e.url, recovered=True,
+                                               **({"old_sha256": e.supersedes} if e.supersedes else {}))
+                                  for e in lost])
+        except OSError as exc:
+            raise _io_error(exc, "recording changes") from None
         try:
             self.checked.update(json.loads((self.state / CHECKED).read_text()))
         except (FileNotFoundError, ValueError):
-            pass
-        try:
-            with open(self.root / CHANGES, encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        change = json.loads(line)
-                        self.status[change["key"]] = change["change"]
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn last line from a killed run: the entry is redone
-        except FileNotFoundError:
             pass
         for leftover in self.tmp.iterdir():
             if leftover.is_file():
                 leftover.unlink()
         self._quarantine_orphans()
+
+    def _read_changes(self) -> set[tuple[str, str]]:
+        """Load each acta's last change; return the (key, sha256) pairs that have a record.
+        A torn last line (a run killed while appending) is cut so the next record starts clean."""
+        recorded: set[tuple[str, str]] = set()
+        path = self.root / CHANGES
+        try:
+            with open(path, "rb+") as fh:
+                data = fh.read()
+                if data and not data.endswith(b"\n"):
+                    fh.truncate(data.rfind(b"\n") + 1)
+                    data = data[:data.rfind(b"\n") + 1]
+        except FileNotFoundError:
+            return recorded
+        except OSError as exc:
+            raise _io_error(exc, f"reading {CHANGES}") from None
+        for line in data.decode("utf-8", "replace").splitlines():
+            try:
+                change = json.loads(line)
+                self.status[change["key"]] = change["change"]
+                if change.get("sha256"):
+                    recorded.add((change["key"], change["sha256"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # damage is reported by verify (changes.jsonl is a tag file)
+        return recorded
 
     def _lock(self) -> None:
         fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -232,22 +263,26 @@ class Archive:
         )
         self._index(entry)
         self.added += 1
-        self._pending.append((fetched.tmp_path, path, entry))
-        if kind == "acta":
-            change = {"change": "changed", "old_sha256": entry.supersedes} if entry.supersedes else {"change": "added"}
-            self.note(acta.key, **change, sha256=entry.sha256, url=entry.url)
+        change = None
+        if kind == "acta":  # recorded with its file, in the same commit
+            what = {"change": "changed", "old_sha256": entry.supersedes} if entry.supersedes else {"change": "added"}
+            change = self._change(acta.key, **what, sha256=entry.sha256, url=entry.url)
+        self._pending.append((fetched.tmp_path, path, entry, change))
         return entry
 
-    def note(self, key: str, change: str, **details) -> None:
+    def _change(self, key: str, change: str, at: str = "", **details) -> dict:
         self.status[key] = change
-        self.changes.append({"at": self.run_at, "key": key, "change": change, **details})
+        return {"at": at or self.run_at, "key": key, "change": change, **details}
+
+    def note(self, key: str, change: str, **details) -> None:
+        self.changes.append(self._change(key, change, **details))
 
     def seen_upstream(self, key: str, url: str) -> None:
         """The site lists this acta in this run: one that had vanished has reappeared."""
         if self.status.get(key) == "vanished":
             self.note(key, "reappeared", url=url)
 
-    def mark_vanished(self, listed: set[str], in_scope) -> int:
+    def mark_vanished(self, listed, in_scope) -> int:
         """Actas archived before that the site no longer lists. They stay archived, marked."""
         n = 0
         for key in self.versions:
@@ -274,41 +309,56 @@ class Archive:
         return len(self._pending) >= BATCH_FILES or (
             bool(self._pending) and time.monotonic() - self._last_commit >= BATCH_SECONDS)
 
-    def take_batch(self) -> list[tuple[str, str, Entry]]:
+    def take_batch(self) -> list[tuple[str, str, Entry, dict | None]]:
         batch, self._pending = self._pending, []
         self._last_commit = time.monotonic()
         return batch
 
-    def commit(self, batch: list[tuple[str, str, Entry]]) -> None:
-        """Make a batch durable: fsync, rename into data/, fsync dirs, then record provenance."""
+    def commit(self, batch: list[tuple[str, str, Entry, dict | None]]) -> None:
+        """Make a batch durable, rename it into data/, make the renames durable, then record
+        provenance, then the batch's change records: one syncfs for the files and one for
+        the renames (fsync per file and directory where there is no syncfs)."""
         if not batch:
             return
         try:
+            if not sync_filesystem(self.tmp):
+                for tmp, *_ in batch:
+                    fd = os.open(tmp, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
             dirs = set()
-            for tmp, rel, _entry in batch:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            for tmp, rel, *_ in batch:
                 final = self.root / rel
-                if final.parent not in dirs:
+                if final.parent not in self._made_dirs:
                     final.parent.mkdir(parents=True, exist_ok=True)
+                    self._made_dirs.add(final.parent)
                 if final.exists():  # never overwrite evidence
                     raise ArchiveWriteError(f"refusing to overwrite {rel}")
                 os.rename(tmp, final)
                 dirs.add(final.parent)
-            for d in dirs:
-                fsync_dir(d)
+            if not sync_filesystem(self.root):
+                for d in dirs:
+                    fsync_dir(d)
             with open(self.root / PROVENANCE, "a", encoding="utf-8") as fh:
-                fh.write("".join(entry.to_json() + "\n" for _t, _r, entry in batch))
+                fh.write("".join(entry.to_json() + "\n" for _t, _r, entry, _c in batch))
                 fh.flush()
                 os.fsync(fh.fileno())
+            self._append_changes([change for *_, change in batch if change])
         except OSError as exc:
             raise _io_error(exc, "archiving a batch of files") from None
 
     def commit_all(self) -> None:
         self.commit(self.take_batch())
+
+    def _append_changes(self, changes: list[dict]) -> None:
+        if not changes:
+            return
+        with open(self.root / CHANGES, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in changes))
+            fh.flush()
+            os.fsync(fh.fileno())
 
     # -- the bag files ----------------------------------------------------------
     def finish(self, *, failures: Iterable[dict] = (), info: dict[str, str] | None = None,
@@ -322,12 +372,8 @@ class Archive:
         try:
             atomic_write(self.root / FAILURES, "".join(
                 json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n" for f in failures).encode())
-            if self.changes:
-                with open(self.root / CHANGES, "a", encoding="utf-8") as fh:
-                    fh.write("".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in self.changes))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                self.changes = []
+            self._append_changes(self.changes)
+            self.changes = []
             if rewrite_bag:
                 write_bag_files(self.root, info or {})
             else:
@@ -353,21 +399,23 @@ def write_bag_files(root: Path, extra_info: dict[str, str]) -> None:
     for path, sha, size in iter_provenance_core(root / PROVENANCE):
         items.append((path, sha))
         total += size
+    manifest, root_hash = manifest_with_root(items)
     atomic_write(root / "bagit.txt", BAGIT_TXT.encode())
-    atomic_write(root / PAYLOAD_MANIFEST, format_manifest(items))
+    atomic_write(root / PAYLOAD_MANIFEST, manifest)
+    del manifest
     old = read_bag_info(root / BAG_INFO)
     info = {
         "Bag-Software-Agent": f"acta-mirror {__version__}",
         "Bagging-Date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "Payload-Oxum": f"{total}.{len(items)}",
         "IPFS-Profile": IPFS_PROFILE,
-        "Acta-Mirror-Merkle-Root": merkle_root(items),
+        "Acta-Mirror-Merkle-Root": root_hash,
         "Acta-Mirror-Merkle-Size": str(len(items)),
     }
     for label, value in old.items():
         info.setdefault(label, value)
     info.update(extra_info)
-    info["Acta-Mirror-Merkle-Root"] = merkle_root(items)
+    info["Acta-Mirror-Merkle-Root"] = root_hash
     atomic_write(root / BAG_INFO, format_bag_info(info))
     write_tag_manifest(root)
 
@@ -377,9 +425,11 @@ def write_tag_manifest(root: Path) -> None:
 
     items = []
     for name in TAG_FILES:
-        path = root / name
-        if path.exists():
-            items.append((name, hashlib.sha256(path.read_bytes()).hexdigest()))
+        try:
+            with open(root / name, "rb") as fh:  # provenance.jsonl grows with the archive: stream it
+                items.append((name, hashlib.file_digest(fh, "sha256").hexdigest()))
+        except FileNotFoundError:
+            continue
     atomic_write(root / TAG_MANIFEST, format_manifest(items))
 
 

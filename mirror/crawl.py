@@ -147,14 +147,19 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
                     fail("page", url, exc.reason)
                     raise
 
-            seen: set[tuple[str, str]] = set()
-            listed: set[str] = set()
+            listed: dict[str, str] = {}  # key -> the first URL it was listed with
+            more_urls: set[tuple[str, str]] = set()  # (key, url) for a key's further URLs (rare)
 
             async def offer(acta: Acta) -> None:
-                if (acta.key, acta.url) in seen or not in_shard(acta.key, opts.shard):
+                known = listed.get(acta.key)
+                if known == acta.url or not in_shard(acta.key, opts.shard):
                     return
-                seen.add((acta.key, acta.url))
-                listed.add(acta.key)
+                if known is None:
+                    listed[acta.key] = acta.url
+                elif (acta.key, acta.url) in more_urls:
+                    return
+                else:
+                    more_urls.add((acta.key, acta.url))
                 archive.seen_upstream(acta.key, acta.url)
                 counters.discovered += 1
                 await queue.put(acta)

@@ -5,6 +5,7 @@ paths percent-encoded, and `Label: value` lines in bag-info.txt.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import tempfile
@@ -30,6 +31,36 @@ def encode_path(path: str) -> str:
 def decode_path(path: str) -> str:
     return path.replace("%0A", "\n").replace("%0a", "\n").replace("%0D", "\r").replace(
         "%0d", "\r").replace("%25", "%")
+
+
+def _syncfs():
+    """libc's syncfs(2), or None where the C library has none (not Linux)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _syncfs()
+
+
+def sync_filesystem(path: str | os.PathLike) -> bool:
+    """Make every write so far on the file system holding path durable, with one call.
+
+    A batch of new files then costs one journal commit instead of one fsync (and commit)
+    per file, and the fetcher's own file creation no longer waits behind those commits.
+    Returns False where syncfs(2) does not exist: the caller fsyncs file by file instead.
+    """
+    if _SYNCFS is None:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+    return True
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -124,22 +155,25 @@ def format_bag_info(info: dict[str, str]) -> bytes:
     return "".join(f"{k}: {v}\n" for k, v in info.items()).encode("utf-8")
 
 
-def read_provenance(path: str | os.PathLike) -> list[Entry]:
-    """Every entry of a provenance file; NotAMirror naming the first bad line."""
-    entries = []
+def iter_provenance(path: str | os.PathLike) -> Iterator[Entry]:
+    """Each entry of a provenance file, streamed; NotAMirror naming the first bad line."""
     try:
         fh = open(path, encoding="utf-8")
     except FileNotFoundError:
-        return entries
+        return
     with fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                entries.append(Entry.from_json(line))
+                yield Entry.from_json(line)
             except ValueError as exc:
                 raise NotAMirror(f"{path}:{number}: bad provenance line: {exc}") from None
-    return entries
+
+
+def read_provenance(path: str | os.PathLike) -> list[Entry]:
+    """Every entry of a provenance file; NotAMirror naming the first bad line."""
+    return list(iter_provenance(path))
 
 
 class Line(NamedTuple):

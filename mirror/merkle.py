@@ -55,6 +55,15 @@ def merkle_root(items: Sequence[tuple[str, str]]) -> str:
     return root_of_leaves(manifest_leaves(items)).hex()
 
 
+def manifest_with_root(items: list[tuple[str, str]]) -> tuple[bytes, str]:
+    """The payload manifest's bytes and its Merkle root in one pass (sorts items in place):
+    each manifest line is a leaf's data."""
+    items.sort()
+    lines = [leaf_data(p, h) for p, h in items]
+    root = root_of_leaves([leaf_hash(line) for line in lines]).hex()
+    return b"".join(lines), root
+
+
 def inclusion_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
     """RFC 9162 PATH(m, D[n]): sibling hashes from the leaf up."""
     n = len(leaves)

@@ -171,6 +171,33 @@ def test_changes_record_changed_vanished_and_reappeared(replay_factory, tmp_path
     assert run_cli("verify", str(out)).returncode == 0
 
 
+def test_change_records_lost_by_a_killed_run_are_recovered_once(replay_factory, tmp_path):
+    r = replay_factory(faults="change=0.15")
+    out = tmp_path / "m"
+
+    def run():
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=r.url, out=str(out))))
+
+    run()
+    r.replay.epoch = 2
+    run()
+    path = out / "changes.jsonl"
+    whole = path.read_text().splitlines()
+    # A run killed after recording its last files but before their change records, in the
+    # middle of writing one: the last records are gone and one is torn.
+    path.write_text("\n".join(whole[:-4]) + "\n" + whole[-4][:30])
+    run()
+    run()  # once recovered, a record is never written again
+    log = [json.loads(x) for x in path.read_text().splitlines()]
+    acta_versions = {(e.key, e.sha256) for e in read_provenance(out / "provenance.jsonl") if e.kind == "acta"}
+    recorded = [(c["key"], c["sha256"]) for c in log if c["change"] in ("added", "changed")]
+    assert sorted(recorded) == sorted(acta_versions)  # every version exactly once
+    recovered = [c for c in log if c.get("recovered")]
+    assert len(recovered) == 4
+    assert all(c["change"] == ("changed" if "old_sha256" in c else "added") for c in recovered)
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_diff_of_the_two_real_index_versions():
     proc = run_cli("diff", str(DATA / "RESULTADOS_2024_CSV_V1.csv"), str(DATA / "RESULTADOS_2024_CSV_V2.csv"), "--json")
     result = json.loads(proc.stdout)
