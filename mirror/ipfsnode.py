@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -19,10 +20,21 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools" / "ipfs"
 START_TIMEOUT = 90.0
+OPEN_FILES = 1 << 18  # descriptors for the node process
 
 
 def installed() -> bool:
     return shutil.which("node") is not None and (TOOLS / "node_modules" / ".bin" / "jsipfs").exists()
+
+
+def _more_open_files() -> None:
+    """js-ipfs opens every block of a DAG at once when it pins it: a mirror of 25,000 files
+    needs more file descriptors than a usual default. Raised as far as this user may."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, OPEN_FILES), max(hard, OPEN_FILES)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _free_port() -> int:
@@ -79,7 +91,7 @@ class IpfsNode:
                 shutil.rmtree(path, ignore_errors=True)
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(self._cmd("daemon", "--offline"), env=env, stdout=log, stderr=log,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_more_open_files)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -4,7 +4,9 @@
     python3 scripts/bench_ipfs.py [--mirror bench-out/mirror-small-full-index]
 
 Local CIDs: every payload file's CID from the sha256 the crawl already has (what a crawl
-adds), against hashing the same files with sha256. Needs the mirror made by bench_crawl.py.
+adds), against hashing the same files with sha256. Needs the mirrors made by bench_crawl.py.
+A publish that fails is reported with the node's reason (js-ipfs cannot pin a DAG of more
+blocks than it may open files at once), and the other mirrors are still measured.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from mirror.manifest import provenance_lines  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mirror", default=str(ROOT / "bench-out" / "mirror-small-full-index"))
+    ap.add_argument("--also", nargs="*", default=[str(ROOT / "bench-out" / "mirror-real-size")],
+                    help="more mirrors to publish (default: the real-size one bench_crawl.py made)")
     args = ap.parse_args()
     mirror = Path(args.mirror)
     lines = list(provenance_lines(mirror / "provenance.jsonl"))
@@ -51,12 +55,18 @@ def main() -> None:
     if not installed():
         print("IPFS node not installed: run scripts/setup.sh")
         return
-    with IpfsNode(Path(tempfile.mkdtemp()) / "repo") as node:
-        for label in ("first publish", "publish again (nothing new)"):
-            t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "mirror", "publish", str(mirror), "--to", node.target, "--quiet"],
-                           check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-            print(f"{label}: {time.perf_counter() - t:.1f} s")
+    for target in [mirror] + [Path(m) for m in args.also]:
+        with IpfsNode(Path(tempfile.mkdtemp()) / "repo") as node:
+            print(f"publish {target.name} to a fresh js-ipfs node:")
+            for label in ("first publish", "publish again (nothing new)"):
+                t = time.perf_counter()
+                proc = subprocess.run([sys.executable, "-m", "mirror", "publish", str(target), "--to", node.target,
+                                       "--quiet"], capture_output=True, text=True, cwd=ROOT)
+                took = time.perf_counter() - t
+                if proc.returncode:
+                    print(f"  {label}: FAILED after {took:.1f} s: {proc.stderr.strip()[:300]}")
+                    break
+                print(f"  {label}: {took:.1f} s, root {proc.stdout.split()[-1]}")
 
 
 if __name__ == "__main__":

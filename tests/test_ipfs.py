@@ -115,6 +115,29 @@ def test_node_down_or_broken_exits_1_clearly(mirror, tmp_path):
         assert proc.returncode == 1 and "HTTP 500" in proc.stderr and "datastore on fire" in proc.stderr
 
 
+def test_a_root_the_node_could_not_pin_is_an_error(node, mirror):
+    """In front of the real node, a proxy that makes dag/import report a failed pin, as
+    js-ipfs does when it runs out of file descriptors on a large DAG."""
+    import aiohttp
+
+    async def forward(request):
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{node.api}{request.path_qs}", data=await request.read(),
+                                    headers={"Content-Type": request.headers.get("Content-Type", "")}) as resp:
+                body = await resp.read()
+        if request.path.endswith("/dag/import"):
+            answers = [json.loads(x) for x in body.splitlines() if x.strip()]
+            for a in answers:
+                a["Root"]["PinErrorMsg"] = "EMFILE: too many open files"
+            body = b"".join(json.dumps(a).encode() + b"\n" for a in answers)
+        return web.Response(body=body, status=resp.status, content_type="application/json")
+
+    with _Server({"/api/v0/{tail:.*}": forward}) as url:
+        proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "did not pin the root" in proc.stderr and "EMFILE" in proc.stderr
+
+
 def test_pinning_service_client(node, mirror):
     seen = {"auth": [], "polls": 0}
 

@@ -1,7 +1,7 @@
 """Publish a mirror to IPFS over the Kubo HTTP RPC, pin it, and write CAR files.
 
 It speaks the RPC directly over aiohttp (POST /api/v0/…): version, refs/local, add,
-dag/import, pin/add, name/publish. Files are added with the unixfs-v1-2025 parameters and
+dag/import (which pins the root), pin/add, name/publish. Files are added with the unixfs-v1-2025 parameters and
 every CID the node returns must equal the one computed locally. The directory tree is
 built locally (mirror/cid.py) and imported as a small CAR, so a node, a CAR export and a
 stranger's own computation all give the same root CID.
@@ -129,10 +129,14 @@ class IpfsPublisher:
             form = aiohttp.FormData()
             form.add_field("file", car.getvalue(), filename="dirs.car", content_type="application/vnd.ipld.car")
             imported = await rpc.call("dag/import", {"pin-roots": "true"}, data=form)
-            roots = [r["Root"]["Cid"]["/"] for r in imported if "Root" in r]
-            if not roots or str_to_cid(roots[0]) != dag.root:
-                raise PublishError(f"{self.shown}: the node's root {roots[:1]} differs from the local root {dag.root_cid}")
-            await rpc.call("pin/add", {"arg": dag.root_cid, "recursive": "true"})
+            roots = [r["Root"] for r in imported if "Root" in r]
+            cid = roots[0].get("Cid", {}).get("/", "") if roots else ""
+            if not cid or str_to_cid(cid) != dag.root:
+                raise PublishError(f"{self.shown}: the node's root {cid or 'none'} differs from the local root {dag.root_cid}")
+            if roots[0].get("PinErrorMsg"):  # the import pins the root recursively; a failure is reported here
+                raise PublishError(f"{self.shown}: the node did not pin the root {dag.root_cid}: {roots[0]['PinErrorMsg']}")
+            if "PinErrorMsg" not in roots[0]:  # a node that does not say whether it pinned: ask it to
+                await rpc.call("pin/add", {"arg": dag.root_cid, "recursive": "true"})
             receipt.details.append(f"{self.shown}: pinned root {dag.root_cid}")
             if self.ipns:
                 receipt.details.append(await self._ipns(rpc, dag.root_cid))
