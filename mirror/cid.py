@@ -158,6 +158,7 @@ class Dag:
         self.root_dir = Path(root)
         self.files: dict[str, tuple[bytes, int]] = {}  # rel -> (cid, tsize)
         self.nodes: dict[bytes, bytes] = {}  # dag-pb blocks: directories and multi-chunk file roots
+        self.children: dict[bytes, list[tuple[str, bytes]]] = {}  # directory -> (name, cid) of each entry
         tree: dict = {}
         for rel, size, sha in files:
             if size <= CHUNK_SIZE and sha:
@@ -174,17 +175,19 @@ class Dag:
         self.root, self.tsize = self._directory(tree)
 
     def _directory(self, tree: dict) -> tuple[bytes, int]:
-        links, total = [], 0
+        links, total, entries = [], 0, []
         for name in sorted(tree, key=lambda n: n.encode("utf-8")):
             child = tree[name]
             cid, tsize = self._directory(child) if isinstance(child, dict) else child
             links.append(pb_link(cid, name, tsize))
+            entries.append((name, cid))
             total += tsize
         block = pb_node(links, UNIXFS_DIRECTORY)
         if len(block) > HAMT_THRESHOLD:
             raise ValueError(f"a directory of {len(tree)} entries is over the {HAMT_THRESHOLD}-byte block limit")
         cid = dag_pb_cid(block)
         self.nodes[cid] = block
+        self.children[cid] = entries
         return cid, len(block) + total
 
     @property

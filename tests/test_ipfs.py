@@ -115,27 +115,61 @@ def test_node_down_or_broken_exits_1_clearly(mirror, tmp_path):
         assert proc.returncode == 1 and "HTTP 500" in proc.stderr and "datastore on fire" in proc.stderr
 
 
-def test_a_root_the_node_could_not_pin_is_an_error(node, mirror):
-    """In front of the real node, a proxy that makes dag/import report a failed pin, as
-    js-ipfs does when it runs out of file descriptors on a large DAG."""
+def _pin_failing_proxy(node, refuse):
+    """In front of the real node: dag/import reports a failed pin, as js-ipfs does when it runs
+    out of file descriptors on a large DAG, and a recursive pin/add of any CID refuse(cid)
+    picks fails the same way. Everything else reaches the node."""
     import aiohttp
 
+    emfile = "EMFILE: too many open files"
+
     async def forward(request):
+        if request.path.endswith("/pin/add") and request.query.get("recursive") == "true" \
+                and refuse(request.query["arg"]):
+            return web.json_response({"Message": f"Failed to add pin: {emfile}", "Code": 0, "Type": "error"},
+                                     status=500)
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{node.api}{request.path_qs}", data=await request.read(),
                                     headers={"Content-Type": request.headers.get("Content-Type", "")}) as resp:
-                body = await resp.read()
+                body, status = await resp.read(), resp.status
         if request.path.endswith("/dag/import"):
             answers = [json.loads(x) for x in body.splitlines() if x.strip()]
             for a in answers:
-                a["Root"]["PinErrorMsg"] = "EMFILE: too many open files"
+                a["Root"]["PinErrorMsg"] = emfile
+                rpc(node.api, "pin/rm", f"arg={a['Root']['Cid']['/']}")  # as if the pin had failed
             body = b"".join(json.dumps(a).encode() + b"\n" for a in answers)
-        return web.Response(body=body, status=resp.status, content_type="application/json")
+        return web.Response(body=body, status=status, content_type="application/json")
 
-    with _Server({"/api/v0/{tail:.*}": forward}) as url:
+    return _Server({"/api/v0/{tail:.*}": forward})
+
+
+def test_a_root_too_large_to_pin_whole_is_pinned_in_pieces(node, mirror):
+    from mirror.archive import published_files
+    from mirror.cid import Dag
+
+    dag = Dag(mirror, published_files(mirror))
+    data = dict(dag.children[dag.root])["data"]
+    too_large = {dag.root, data}
+    with _pin_failing_proxy(node, lambda arg: str_to_cid(arg) in too_large) as url:
+        proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    states = len(dag.children[data])
+    tags = len(dag.children[dag.root]) - 1
+    assert f"pinned in {states + tags} recursive pieces" in proc.stdout
+    listed = [json.loads(x) for x in rpc(node.api, "pin/ls", "type=direct").splitlines() if x.strip()]
+    direct = {str_to_cid(cid) for answer in listed for cid in answer.get("Keys", {})} | \
+             {str_to_cid(answer["Cid"]) for answer in listed if "Cid" in answer}
+    assert {dag.root, data} <= direct
+    rpc(node.api, "repo/gc")  # what the pins keep survives a garbage collection
+    for entry in read_provenance(mirror / "provenance.jsonl"):
+        assert hashlib.sha256(rpc(node.api, "cat", f"arg=/ipfs/{dag.root_cid}/{entry.path}")).hexdigest() == entry.sha256
+
+
+def test_a_root_the_node_cannot_pin_at_all_is_an_error(node, mirror):
+    with _pin_failing_proxy(node, lambda arg: True) as url:
         proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "did not pin the root" in proc.stderr and "EMFILE" in proc.stderr
+    assert "Failed to add pin" in proc.stderr and "EMFILE" in proc.stderr
 
 
 def test_pinning_service_client(node, mirror):
@@ -184,7 +218,7 @@ class _Server:
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
         async def start():
-            app = web.Application()
+            app = web.Application(client_max_size=1 << 30)  # IPFS adds are larger than aiohttp's default
             for path, handler in self.routes.items():
                 app.router.add_route("*", path, handler)
             self.runner = web.AppRunner(app)

@@ -1,7 +1,8 @@
 """Publish a mirror to IPFS over the Kubo HTTP RPC, pin it, and write CAR files.
 
 It speaks the RPC directly over aiohttp (POST /api/v0/…): version, refs/local, add,
-dag/import (which pins the root), pin/add, name/publish. Files are added with the unixfs-v1-2025 parameters and
+dag/import (which pins the root), pin/add (in pieces when a node cannot pin it whole),
+name/publish. Files are added with the unixfs-v1-2025 parameters and
 every CID the node returns must equal the one computed locally. The directory tree is
 built locally (mirror/cid.py) and imported as a small CAR, so a node, a CAR export and a
 stranger's own computation all give the same root CID.
@@ -133,10 +134,13 @@ class IpfsPublisher:
             cid = roots[0].get("Cid", {}).get("/", "") if roots else ""
             if not cid or str_to_cid(cid) != dag.root:
                 raise PublishError(f"{self.shown}: the node's root {cid or 'none'} differs from the local root {dag.root_cid}")
-            if roots[0].get("PinErrorMsg"):  # the import pins the root recursively; a failure is reported here
-                raise PublishError(f"{self.shown}: the node did not pin the root {dag.root_cid}: {roots[0]['PinErrorMsg']}")
-            if "PinErrorMsg" not in roots[0]:  # a node that does not say whether it pinned: ask it to
-                await rpc.call("pin/add", {"arg": dag.root_cid, "recursive": "true"})
+            # The import pins the root recursively and says so in PinErrorMsg ("" when pinned).
+            if roots[0].get("PinErrorMsg", "?"):
+                why = roots[0].get("PinErrorMsg") or "the node did not say whether it pinned"
+                pieces = await self._pin(rpc, dag, dag.root)
+                if pieces > 1:
+                    receipt.details.append(f"{self.shown}: the root could not be pinned whole ({why[:120]}); "
+                                           f"pinned in {pieces} recursive pieces under direct pins")
             receipt.details.append(f"{self.shown}: pinned root {dag.root_cid}")
             if self.ipns:
                 receipt.details.append(await self._ipns(rpc, dag.root_cid))
@@ -184,6 +188,27 @@ class IpfsPublisher:
             if str_to_cid(answer["Hash"]) != dag.files[rel][0]:
                 raise PublishError(f"{self.shown}: {rel}: the node made CID {answer['Hash']}, "
                                    f"the manifest's is {cid_to_str(dag.files[rel][0])}")
+
+    async def _pin(self, rpc: KuboRPC, dag: Dag, cid: bytes) -> int:
+        """Pin cid recursively. A node that cannot (js-ipfs opens every block of a DAG at once
+        and runs out of file descriptors on a large one) gets the directory pinned directly
+        and each entry pinned the same way, which keeps every block. Returns how many
+        recursive pins it took; raises when a piece that is not a directory cannot be pinned."""
+        try:
+            await rpc.call("pin/add", {"arg": cid_to_str(cid), "recursive": "true"})
+            return 1
+        except PublishError:
+            if cid not in dag.children:
+                raise
+        try:
+            await rpc.call("pin/add", {"arg": cid_to_str(cid), "recursive": "false"})
+        except PublishError as exc:
+            if "already pinned recursively" not in str(exc):  # js-ipfs refuses a second, weaker pin
+                raise
+        pieces = 0
+        for _name, child in dag.children[cid]:
+            pieces += await self._pin(rpc, dag, child)
+        return pieces
 
     async def _ipns(self, rpc: KuboRPC, root: str) -> str:
         try:
