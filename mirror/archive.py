@@ -25,7 +25,7 @@ from typing import Iterable
 
 from . import __version__
 from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
-from .merkle import manifest_with_root
+from .merkle import ManifestLines
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
                        iter_provenance, iter_provenance_core, read_bag_info, read_provenance, repair_torn_tail,
@@ -57,7 +57,7 @@ def _level(code: str, name: str) -> str:
     return "_".join(part for part in (code.zfill(2) if code.isdigit() else code, name) if part) or "_"
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=1024)  # index rows come center by center
 def acta_dir(p) -> str:
     """data/<state>/<municipality>/<parish>/<center>, each level '<CNE code>_<name>'.
 
@@ -399,9 +399,11 @@ def write_bag_files(root: Path, extra_info: dict[str, str]) -> None:
     for path, sha, size in iter_provenance_core(root / PROVENANCE):
         items.append((path, sha))
         total += size
-    manifest, root_hash = manifest_with_root(items)
+    items.sort()
+    manifest = ManifestLines(items)
     atomic_write(root / "bagit.txt", BAGIT_TXT.encode())
     atomic_write(root / PAYLOAD_MANIFEST, manifest)
+    root_hash = manifest.root
     del manifest
     old = read_bag_info(root / BAG_INFO)
     info = {

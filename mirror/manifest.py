@@ -6,6 +6,7 @@ paths percent-encoded, and `Label: value` lines in bag-info.txt.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import tempfile
@@ -71,18 +72,25 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write a whole file so that a reader sees either the old or the new one, never half."""
+def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:
+    """Write a whole file so that a reader sees either the old or the new one, never half.
+
+    data is the bytes, or an iterable of chunks written as they come (a large manifest is
+    never held whole). A file whose bytes would not change is left as it is, mtime too.
+    """
     path = Path(path)
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return  # unchanged: keep the file (and its mtime) as it is
-    except FileNotFoundError:
-        pass
+    chunks = [data] if isinstance(data, (bytes, bytearray)) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        digest, size = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            if _same_file(path, size, digest.digest()):
+                os.unlink(tmp)
+                return
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -93,6 +101,16 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             pass
         raise
     fsync_dir(path.parent)
+
+
+def _same_file(path: Path, size: int, sha256: bytes) -> bool:
+    try:
+        if path.stat().st_size != size:
+            return False
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").digest() == sha256
+    except FileNotFoundError:
+        return False
 
 
 def format_manifest(items: Iterable[tuple[str, str]]) -> bytes:

@@ -55,13 +55,24 @@ def merkle_root(items: Sequence[tuple[str, str]]) -> str:
     return root_of_leaves(manifest_leaves(items)).hex()
 
 
-def manifest_with_root(items: list[tuple[str, str]]) -> tuple[bytes, str]:
-    """The payload manifest's bytes and its Merkle root in one pass (sorts items in place):
-    each manifest line is a leaf's data."""
-    items.sort()
-    lines = [leaf_data(p, h) for p, h in items]
-    root = root_of_leaves([leaf_hash(line) for line in lines]).hex()
-    return b"".join(lines), root
+class ManifestLines:
+    """The payload manifest's lines for sorted (path, sha256) items, as an iterable of bytes
+    to write; after it is consumed, `root` is their Merkle root (each line is a leaf's data)."""
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self.items = items
+        self.leaves: list[bytes] = []
+
+    def __iter__(self):
+        self.leaves = []
+        for path, sha in self.items:
+            line = leaf_data(path, sha)
+            self.leaves.append(leaf_hash(line))
+            yield line
+
+    @property
+    def root(self) -> str:
+        return root_of_leaves(self.leaves).hex()
 
 
 def inclusion_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
