@@ -158,25 +158,24 @@ class Archive:
         """Load each acta's last change; return the (key, sha256) pairs that have a record.
         A torn last line (a run killed while appending) is cut so the next record starts clean."""
         recorded: set[tuple[str, str]] = set()
-        path = self.root / CHANGES
         try:
-            with open(path, "rb+") as fh:
-                data = fh.read()
-                if data and not data.endswith(b"\n"):
-                    fh.truncate(data.rfind(b"\n") + 1)
-                    data = data[:data.rfind(b"\n") + 1]
+            fh = open(self.root / CHANGES, "rb+")
         except FileNotFoundError:
             return recorded
-        except OSError as exc:
-            raise _io_error(exc, f"reading {CHANGES}") from None
-        for line in data.decode("utf-8", "replace").splitlines():
+        with fh:
             try:
-                change = json.loads(line)
-                self.status[change["key"]] = change["change"]
-                if change.get("sha256"):
-                    recorded.add((change["key"], change["sha256"]))
-            except (ValueError, KeyError, TypeError):
-                continue  # damage is reported by verify (changes.jsonl is a tag file)
+                _cut_torn_line(fh)
+            except OSError as exc:
+                raise _io_error(exc, f"repairing {CHANGES}") from None
+            fh.seek(0)
+            for line in fh:  # streamed: the record grows with the archive
+                try:
+                    change = json.loads(line)
+                    self.status[change["key"]] = change["change"]
+                    if change.get("sha256"):
+                        recorded.add((change["key"], change["sha256"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # damage is reported by verify (changes.jsonl is a tag file)
         return recorded
 
     def _lock(self) -> None:
@@ -383,6 +382,25 @@ class Archive:
             raise _io_error(exc, "writing the bag's manifests") from None
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+
+
+def _cut_torn_line(fh) -> None:
+    """Cut a last line without its newline, reading only the file's tail."""
+    end = fh.seek(0, os.SEEK_END)
+    pos = end
+    while pos > 0:
+        step = min(65536, pos)
+        fh.seek(pos - step)
+        block = fh.read(step)
+        if pos == end and block.endswith(b"\n"):
+            return
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            fh.truncate(pos - step + cut + 1)
+            return
+        pos -= step
+    if end:
+        fh.truncate(0)
 
 
 def _epoch(iso: str) -> float:
