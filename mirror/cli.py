@@ -575,5 +575,22 @@ def cmd_demo(args) -> int:
     return EXIT_OK if report.ok and not problems else EXIT_PROBLEMS
 
 
-COMMANDS = {"tally": cmd_tally, "crosscheck": cmd_crosscheck, "site": cmd_site, "demo": cmd_demo, "run": cmd_run, "merge": cmd_merge, "crawl": cmd_crawl, "publish": cmd_publish, "restore": cmd_restore, "car": cmd_car, "keygen": cmd_keygen,
-            "sign": cmd_sign, "prove": cmd_prove, "verify-file": cmd_verify_file, "diff": cmd_diff, "verify": cmd_verify, "replay": cmd_replay}
+COMMANDS = {
+    "tally": cmd_tally,
+    "crosscheck": cmd_crosscheck,
+    "site": cmd_site,
+    "demo": cmd_demo,
+    "run": cmd_run,
+    "merge": cmd_merge,
+    "crawl": cmd_crawl,
+    "publish": cmd_publish,
+    "restore": cmd_restore,
+    "car": cmd_car,
+    "keygen": cmd_keygen,
+    "sign": cmd_sign,
+    "prove": cmd_prove,
+    "verify-file": cmd_verify_file,
+    "diff": cmd_diff,
+    "verify": cmd_verify,
+    "replay": cmd_replay,
+}

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(git wget2 aria2 minisign chromium chromium-driver)
+# nginx: the benchmarks' static server; tesseract: OCR of the printed figures; libzbar0: a second QR reader.
+APT_PACKAGES=(git wget2 aria2 minisign chromium chromium-driver nginx tesseract-ocr tesseract-ocr-spa libzbar0 openssl)
 # Node.js (20 here) runs the IPFS test node; take Debian's only when the machine has none.
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 
