@@ -236,3 +236,25 @@ def test_completion_scripts_are_generated_from_the_parser(tmp_path):
     assert "__fish_seen_subcommand_from crawl' -l header -r -F" in fish.stdout
     assert "-l discover -x -a 'csv html both'" in fish.stdout
     assert run_cli("completion", "tcsh").returncode == 2
+
+
+def test_dry_run_to_an_ipfs_node_names_what_it_lacks_and_adds_nothing(replay, tmp_path):
+    from mirror.archive import published_files
+    from mirror.ipfsnode import IpfsNode
+
+    mirror = tmp_path / "m"
+    assert crawl(replay.url, mirror, "--quiet").returncode == 0
+    files = published_files(mirror)
+    with IpfsNode(tmp_path / "ipfs") as node:
+        before = tree_hash(mirror)
+        plan = run_cli("publish", str(mirror), "--to", node.target, "--dry-run")
+        assert plan.returncode == 0, plan.stderr
+        assert f"{len(files)} of {len(files)} files to add, {sum(n for _p, n, _s in files):,} bytes" in plan.stdout
+        assert tree_hash(mirror) == before
+        again = run_cli("publish", str(mirror), "--to", node.target, "--dry-run")
+        assert f"{len(files)} of {len(files)} files to add" in again.stdout  # the dry run added nothing
+        root = re.search(r"root CID would be (\S+)", plan.stdout).group(1)
+        published = run_cli("publish", str(mirror), "--to", node.target, "--quiet")
+        assert published.returncode == 0 and published.stdout.strip().splitlines()[-1] == root
+        after = run_cli("publish", str(mirror), "--to", node.target, "--dry-run")
+        assert f"0 of {len(files)} files to add" in after.stdout, after.stdout
