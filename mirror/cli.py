@@ -328,11 +328,32 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=level, stream=sys.stderr, format="acta-mirror: %(levelname)s: %(name)s: %(message)s")
         return COMMANDS[args.command](args)
     except MirrorError as exc:
-        print(f"acta-mirror: {exc}", file=sys.stderr)
+        step = next_step(exc)
+        print(f"acta-mirror: {exc}" + (f"; {step}" if step else ""), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def next_step(exc: MirrorError) -> str:
+    """What to do about an error that ends a command, said on its line (when it does not say so already)."""
+    from .config import ConfigError
+    from .models import ArchiveWriteError, MirrorLocked, NotAMirror, SourceUnreachable
+    from .progress import cause_of, hint_for
+
+    text = str(exc)
+    if isinstance(exc, SourceUnreachable):
+        return hint_for(cause_of({"reason": text})) or "check --root and the network, or try --proxy or --alternate"
+    if isinstance(exc, ConfigError):
+        return "fix that key (README.md lists every key), or remove it to take the default"
+    if isinstance(exc, MirrorLocked):
+        return "wait for that run to end, or pass --wait-lock (job file: output.wait_lock)"
+    if isinstance(exc, NotAMirror):
+        return "give the directory that holds bagit.txt and provenance.jsonl"
+    if isinstance(exc, ArchiveWriteError) and "re-run" not in text:
+        return "free space or fix permissions, then re-run: everything archived before is intact"
+    return ""
 
 
 # -- crawl ------------------------------------------------------------------------
@@ -376,7 +397,7 @@ def _print_crawl(result, args) -> int:
     for rel in result.quarantined:
         print(f"quarantined {rel}: on disk but never recorded (a killed run); kept in .acta-mirror/quarantine",
               file=sys.stderr)
-    summary = FailureSummary.of(result.failures)
+    summary = FailureSummary.of(f for f in result.failures if f.get("key") != "page")
     rate = c.done / result.seconds if result.seconds else 0.0
     if args.json:
         print(json.dumps({"mirror": result.out, "discovered": c.discovered, "archived": c.archived,
@@ -385,8 +406,7 @@ def _print_crawl(result, args) -> int:
                           "requests": result.requests, "seconds": round(result.seconds, 3),
                           "failures_by_cause": summary.as_json()["by_cause"], "failures": result.failures}, indent=1))
     else:
-        _print_failures(summary, result.failures, f"of {c.done} actas and pages" if c.pages_failed else
-                        f"of {c.done} actas", where, args)
+        _print_failures(result.failures, c.done, where, args)
         pages = f", {c.pages_failed} page(s) unreadable" if c.pages_failed else ""
         print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged, "
               f"{c.failed} failed{pages}; {c.retries} retries in {result.requests} requests; "
@@ -394,12 +414,18 @@ def _print_crawl(result, args) -> int:
     return EXIT_PROBLEMS if result.failures else EXIT_OK
 
 
-def _print_failures(summary, failures: list[dict], of_what: str, where: str, args) -> None:
-    """Failures grouped by cause with what to try; every one of them with -v."""
+def _print_failures(failures: list[dict], done: int, where: str, args) -> None:
+    """Failures grouped by cause with what to try (actas, then pages); every one of them with -v."""
+    from .progress import FailureSummary
+
     if getattr(args, "verbose", 0):
         for f in failures:
             print(f"failed {f.get('key', '')} {f.get('url', '')}: {f.get('reason', '')}", file=sys.stderr)
-    for line in summary.lines(of_what, where):
+    pages = [f for f in failures if f.get("key") == "page"]
+    actas = [f for f in failures if f.get("key") != "page"]
+    for line in FailureSummary.of(actas).lines(f"{done} actas", where):
+        print(line, file=sys.stderr)
+    for line in FailureSummary.of(pages).lines("the pages walked", where):
         print(line, file=sys.stderr)
 
 
@@ -631,13 +657,9 @@ def cmd_run(args) -> int:
 
 
 def _print_run(report, args=None) -> int:
-    from .progress import FailureSummary
-
     if report.crawl:
         c = report.crawl.counters
-        summary = FailureSummary.of(report.crawl.failures)
-        _print_failures(summary, report.crawl.failures, f"of {c.done} actas", str(report.mirror / "failures.jsonl"),
-                        args)
+        _print_failures(report.crawl.failures, c.done, str(report.mirror / "failures.jsonl"), args)
         print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
               f"{c.failed} failed, {c.vanished} vanished; {c.retries} retries ({report.crawl.seconds:.1f} s)")
     print("verify: " + ("intact" if not report.problems else f"{len(report.problems)} problem(s)"))

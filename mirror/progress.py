@@ -238,14 +238,15 @@ class FailureSummary:
         """"HTTP 404: 87; HTML instead of an image: 12; timeout: 6"."""
         return "; ".join(f"{cause}: {n}" for cause, n in self.ordered())
 
-    def lines(self, of_what: str, where: str) -> list[str]:
-        """For people: the grouped line, then per cause what to try and a few examples."""
+    def lines(self, of: str, where: str) -> list[str]:
+        """For people: the grouped line, then per cause what to try and a few examples.
+        `of` names the denominator, e.g. "400 actas": "HTTP 403: 40 of 400 actas: ...; try ..."."""
         if not self.total:
             return []
-        out = [f"failed: {self.total} {of_what}: {self.line()} (every one in {where})"]
+        out = [f"failed: {self.total} of {of}: {self.line()} (every one in {where})"]
         for cause, n in self.ordered():
             hint = hint_for(cause)
-            out.append(f"  {cause}: {n} of {self.total}" + (f": {hint}" if hint else ""))
+            out.append(f"  {cause}: {n} of {of}" + (f": {hint}" if hint else ""))
             for f in self.examples[cause]:
                 out.append(f"    failed {f.get('key', '')} {f.get('url', '')}: {f.get('reason', '')}")
         return out

@@ -258,3 +258,29 @@ def test_dry_run_to_an_ipfs_node_names_what_it_lacks_and_adds_nothing(replay, tm
         assert published.returncode == 0 and published.stdout.strip().splitlines()[-1] == root
         after = run_cli("publish", str(mirror), "--to", node.target, "--dry-run")
         assert f"0 of {len(files)} files to add" in after.stdout, after.stdout
+
+
+def test_an_error_line_says_what_to_do_next(tmp_path):
+    import http.server
+    import threading
+
+    class Forbidden(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # a site that blocks this client outright
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = crawl(f"http://127.0.0.1:{server.server_port}", tmp_path / "m")
+    finally:
+        server.shutdown()
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "HTTP 403" in proc.stderr and "try --user-agent" in proc.stderr and "--proxy" in proc.stderr, proc.stderr
+    missing = run_cli("verify", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "give the directory that holds bagit.txt" in missing.stderr
