@@ -357,10 +357,23 @@ def next_step(exc: MirrorError) -> str:
 
 
 # -- crawl ------------------------------------------------------------------------
-def _user_layer() -> dict:
-    from .config import load_user_config
+log = logging.getLogger("acta-mirror")
 
-    return load_user_config()
+
+def _user_layer() -> dict:
+    from .config import load_user_config, user_config_path
+
+    layer = load_user_config()
+    log.info("user config %s: %s", user_config_path(), "read" if layer else "none")
+    return layer
+
+
+def _log_fetch(fetch: dict) -> None:
+    """-v: the settings a run ends up with, after the config file, the job file and the flags."""
+    from .publish import redact
+
+    shown = {k: (redact(v) if k == "proxy" else v) for k, v in fetch.items() if k != "headers"}
+    log.info("fetch settings: %s; extra headers: %s", shown, ", ".join(fetch["headers"]) or "none")
 
 
 def cmd_crawl(args) -> int:
@@ -368,6 +381,7 @@ def cmd_crawl(args) -> int:
     from .crawl import Counters, CrawlOptions, crawl, fetch_options, parse_shard, plan_crawl
 
     values = settle(_user_layer(), {"source": {"site": args.site, "root": args.root}}, _fetch_layer(args))
+    _log_fetch(values["fetch"])
     opts = CrawlOptions(site=args.site, root=args.root, out=args.out, discover=args.discover,
                         index=args.index, shard=parse_shard(args.shard), wait_lock=args.wait_lock,
                         sign_key=args.sign_key, alternates=tuple(args.alternate), **fetch_options(values["fetch"]))
@@ -637,6 +651,7 @@ def cmd_run(args) -> int:
     from .job import plan_job, run_job
 
     job = load_job(args.job, user=_user_layer(), flags=_fetch_layer(args))
+    _log_fetch(job.values["fetch"])
     shard = parse_shard(args.shard)
     if args.no_publish and args.publish_only:
         raise UsageError("--no-publish and --publish-only exclude each other")

@@ -81,7 +81,8 @@ class Progress:
             from rich.console import Console
             from rich.progress import BarColumn, Progress as Bar, TextColumn
 
-            self._rich = Bar(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[line]}"),
+            self._rich = Bar(TextColumn("[bold]{task.description}"), BarColumn(bar_width=16),
+                             TextColumn("{task.fields[line]}"),
                              console=Console(file=self.stream), transient=True)
             self._task = self._rich.add_task(self.figures.label, total=None, line="")
             self._rich.start()
@@ -111,10 +112,17 @@ class Progress:
                 print(self.line(), file=self.stream, flush=True)
 
     def line(self, *, final: bool = False, bare: bool = False) -> str:
-        """The plain line: every figure is a number or words, never None or nan."""
+        """The plain line: every figure is a number or words, never None or nan. `bare` is the
+        short form beside a terminal bar (80 columns)."""
         f = self.figures
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = f.done / elapsed
+        if bare:
+            eta = (duration(max(f.total - f.done, 0) / rate) if f.total is not None and rate > 0
+                   else "?")
+            amount = f"{f.done}/{f.total}" if f.total is not None else f"{f.done}/?"
+            size = f" {human_bytes(f.bytes)}" if f.bytes else ""
+            return f"{amount}{size} {rate:.0f}/s eta {eta} retries {f.retries} failed {f.failed}"
         if f.total is None:
             amount = f"{f.done} {f.unit} done (total not known yet)"
         else:
@@ -133,8 +141,7 @@ class Progress:
             parts.append("eta unknown (nothing done yet)")
         parts.append(f"{f.retries} retr{'y' if f.retries == 1 else 'ies'}")
         parts.append(f"{f.failed} of {f.done} failed")
-        text = " · ".join(parts)
-        return text if bare else f"[{duration(elapsed):>6}] {f.label}: {text}"
+        return f"[{duration(elapsed):>6}] {f.label}: {' · '.join(parts)}"
 
 
 def _is_number(text: str) -> bool:

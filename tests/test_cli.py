@@ -204,6 +204,10 @@ def test_user_agent_and_headers_reach_the_server_from_flags_job_and_config(repla
     seen = len(r.replay.requests)
     assert run_cli("run", str(job), "--no-publish", "--quiet", env=env).returncode == 0
     assert {(h.get("User-Agent"), h.get("X-Team")) for h in sent(seen)} == {("FromJob/3", "job")}
+    seen = len(r.replay.requests)
+    proc = run_cli("run", str(job), "--no-publish", "-v", "--user-agent", "Flag/4", env=env)
+    assert proc.returncode == 0 and "'user_agent': 'Flag/4'" in proc.stderr, proc.stderr  # -v shows the settings
+    assert {(h.get("User-Agent"), h.get("X-Team")) for h in sent(seen)} == {("Flag/4", "job")}
 
 
 def test_a_broken_config_file_is_one_line_naming_file_and_key(replay, tmp_path):
