@@ -458,7 +458,8 @@ def _print_crawl_plan(plan, out: str, as_json: bool) -> int:
     print(f"  recent: {plan.skipped} of {plan.listed} were checked within --recheck-after and would not be asked")
     if plan.pages_failed:
         print(f"  {plan.pages_failed} page(s) could not be read: the listing above may be short", file=sys.stderr)
-    print(f"  the index itself is always asked again; mirror {out}")
+    print(f"  listing took {plan.listing_requests} request(s) (index files or pages), which a crawl makes again; "
+          f"mirror {out}")
     return EXIT_OK
 
 
@@ -518,7 +519,16 @@ def cmd_publish(args) -> int:
                    ipns=args.ipns, pin_service=args.pin_service)
     publishers = [publisher_for(t, **options) for t in args.to]  # bad usage fails before any push
     if args.dry_run:
-        return _print_plans(args.dir, [pub.plan(args.dir) for pub in publishers])
+        plans, failed = [], []
+        for pub in publishers:
+            try:
+                plans.append(pub.plan(args.dir))
+            except PublishError as exc:
+                failed.append(str(exc))
+        _print_plans(args.dir, plans)
+        for line in failed:
+            print(f"acta-mirror: cannot plan: {line}; check the URL and your credentials", file=sys.stderr)
+        return EXIT_PROBLEMS if failed else EXIT_OK
     failed = []
     with Progress("publish", quiet=args.quiet) as progress:
         for pub in publishers:
@@ -526,8 +536,7 @@ def cmd_publish(args) -> int:
             try:
                 receipt = pub.publish(args.dir)
             except PublishError as exc:
-                failed.append(str(exc))
-                progress.update(failed=len(failed))
+                failed.append(str(exc))  # said below, per target: the line counts files
                 continue
             for line in receipt.details:
                 print(line)

@@ -301,6 +301,7 @@ class CrawlPlan:
     skipped: int  # known URLs checked less than --recheck-after ago: not asked
     mean_size: int  # bytes of an archived acta on average (0: the mirror has none): estimates new bytes
     pages_failed: int  # pages that could not be read (the listing may be short)
+    listing_requests: int  # requests the listing took (index files or pages): a crawl makes them again
 
 
 async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
@@ -368,6 +369,7 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
             if discover in ("html", "both"):
                 async for acta in site.walk(opts.root, get_page, report):
                     take(acta)
+            listing_requests = fetcher.requests
     now = time.time()
     urls = {url for _key, url in listed}
     known = [u for u in urls if u in sizes]
@@ -375,4 +377,5 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
     recheck = set(known) - set(fresh)
     return CrawlPlan(listed=len(listed), new=len(urls) - len(known), recheck=len(recheck),
                      recheck_bytes=sum(sizes[u] for u in recheck), skipped=len(fresh),
-                     mean_size=sum(sizes.values()) // len(sizes) if sizes else 0, pages_failed=pages_failed)
+                     mean_size=sum(sizes.values()) // len(sizes) if sizes else 0, pages_failed=pages_failed,
+                     listing_requests=listing_requests)

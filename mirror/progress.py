@@ -43,6 +43,7 @@ class Progress:
 
     def __init__(self, label: str, *, quiet: bool = False, poll: Callable[[], Figures] | None = None,
                  unit: str = "files", stream=None, every: float | None = None):
+        self.name = label
         self.figures = Figures(label=label, unit=unit)
         self.poll = poll
         self.quiet = quiet
@@ -62,7 +63,8 @@ class Progress:
 
     def step(self, label: str, part: str, done: int, total: int) -> None:
         """The publishers' callback shape: (target, part, done, total)."""
-        self.update(label=f"{label} [{part}]", done=done, total=total)
+        who = self.name if label == self.name else f"{self.name} {label}"
+        self.update(label=f"{who} [{part}]", done=done, total=total)
 
     def count(self, done: int, total: int) -> None:
         """The plain callback shape: (done, total)."""

@@ -288,3 +288,25 @@ def test_an_error_line_says_what_to_do_next(tmp_path):
     assert "HTTP 403" in proc.stderr and "try --user-agent" in proc.stderr and "--proxy" in proc.stderr, proc.stderr
     missing = run_cli("verify", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "give the directory that holds bagit.txt" in missing.stderr
+
+
+def test_verify_tally_publish_and_restore_show_the_same_progress_line(replay, tmp_path):
+    mirror = tmp_path / "m"
+    assert crawl(replay.url, mirror, "--quiet").returncode == 0
+    files = len((mirror / "manifest-sha256.txt").read_text().splitlines())
+    actas = files - 1  # the index is archived too
+    target = f"git+file://{tmp_path}/actas.git"
+    runs = {"verify": run_cli("verify", str(mirror), env=PLAIN_EVERY),
+            "tally": run_cli("tally", str(mirror), env=PLAIN_EVERY),
+            "publish": run_cli("publish", str(mirror), "--to", target, env=PLAIN_EVERY),
+            "restore": run_cli("restore", "--from", target, "--out", str(tmp_path / "r"), env=PLAIN_EVERY)}
+    totals = {"verify": (files, "files"), "tally": (actas, "actas"), "publish": (files, "files"),
+              "restore": (files, "files")}
+    for name, proc in runs.items():
+        assert proc.returncode == 0, (name, proc.stderr)
+        n, unit = totals[name]
+        last = [ln for ln in proc.stderr.splitlines() if re.match(r"\[\s*\d", ln)][-1]
+        assert re.search(rf"\] {name}.*: {n} of {n} {unit} \(100%\) · .* · took \d+s · \d+ retr(y|ies) · 0 of {n} failed",
+                         last), (name, last)
+        assert not re.search(r"\bNone\b|\bnan\b", proc.stderr, re.I)
+    assert "] verify" not in run_cli("verify", str(mirror), "--quiet").stderr
