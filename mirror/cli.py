@@ -29,8 +29,15 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DISK, EXIT_INTERRUPTED = 0, 1, 2, 3, 13
 FAILURES_SHOWN = 100
 
 class _Parser(argparse.ArgumentParser):
+    describe = None  # a function giving the description when help is shown (imports only then)
+
     def error(self, message: str):  # one line, exit 2, never a usage dump
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def format_help(self) -> str:
+        if self.describe is not None:
+            self.description = self.describe()
+        return super().format_help()
 
 
 def _number(kind: type, minimum: float, what: str):
@@ -132,13 +139,17 @@ def _fetch_layer(args) -> dict:
 
 
 # -- the parsers, one function per subcommand -----------------------------------------
-def parse_crawl(sub) -> None:
-    from .sites import all_sites
+def _known_sites() -> str:
+    from .sites import all_sites  # imported only for help: the adapters pull in HTML parsers
 
     known = "\n".join(f"  {name:<16} {cls.description}" for name, cls in sorted(all_sites().items()))
+    return f"crawl a results site into a BagIt mirror\n\nknown sites:\n{known}"
+
+
+def parse_crawl(sub) -> None:
     c = _add(sub, "crawl", "crawl a results site into a BagIt mirror")
-    c.description = f"crawl a results site into a BagIt mirror\n\nknown sites:\n{known}"
-    c.add_argument("site", help="site adapter name (known: " + ", ".join(sorted(all_sites())) + ")")
+    c.describe = _known_sites
+    c.add_argument("site", help="site adapter name (the known sites are listed above)")
     c.add_argument("--root", required=True, help="the site's root URL")
     c.add_argument("--out", required=True, help="the mirror directory (a BagIt bag)")
     c.add_argument("--discover", choices=("csv", "html", "both"),
