@@ -27,6 +27,7 @@ from .models import MirrorError, UsageError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DISK, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FAILURES_SHOWN = 100
+log = logging.getLogger("acta-mirror")
 
 class _Parser(argparse.ArgumentParser):
     describe = None  # a function giving the description when help is shown (imports only then)
@@ -368,9 +369,6 @@ def next_step(exc: MirrorError) -> str:
 
 
 # -- crawl ------------------------------------------------------------------------
-log = logging.getLogger("acta-mirror")
-
-
 def _user_layer() -> dict:
     from .config import load_user_config, user_config_path
 
