@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -169,6 +170,13 @@ def test_dry_run_of_crawl_publish_and_run_changes_nothing_on_disk(replay_factory
     assert run_cli("publish", str(mirror), "--to", f"git+file://{target}", "--quiet").returncode == 0
     before = tree_hash(tmp_path)
     plan = run_cli("publish", str(mirror), "--to", f"git+file://{target}", "--dry-run")
+    assert plan.returncode == 0 and "0 files" in plan.stdout and "nothing to send" in plan.stdout, plan.stdout
+    assert tree_hash(tmp_path) == before
+    # A copy without the staging repositories reads the remote's tip into a temporary repository.
+    copy = tmp_path / "copy"
+    shutil.copytree(mirror, copy, ignore=shutil.ignore_patterns(".acta-mirror"))
+    before = tree_hash(tmp_path)
+    plan = run_cli("publish", str(copy), "--to", f"git+file://{target}", "--dry-run")
     assert plan.returncode == 0 and "0 files" in plan.stdout and "nothing to send" in plan.stdout, plan.stdout
     assert tree_hash(tmp_path) == before
 
