@@ -59,8 +59,10 @@ _nonneg_float = _number(float, 0, "a number")
 
 
 def _header(text: str) -> tuple[str, str]:
+    from .config import header_ok
+
     name, sep, value = text.partition(":")
-    if not sep or not name.strip() or any(c in name for c in " \t\r\n") or "\n" in value or "\r" in value:
+    if not sep or not header_ok(name.strip(), value.strip()):
         raise argparse.ArgumentTypeError(f"takes 'Name: value', like 'Referer: https://example.org/', not {text!r}")
     return name.strip(), value.strip()
 
@@ -358,7 +360,7 @@ def next_step(exc: MirrorError) -> str:
     if isinstance(exc, SourceUnreachable):
         return hint_for(cause_of({"reason": text})) or "check --root and the network, or try --proxy or --alternate"
     if isinstance(exc, ConfigError):
-        return "fix that key (README.md lists every key), or remove it to take the default"
+        return "fix the file (README.md lists every key and its type)"
     if isinstance(exc, MirrorLocked):
         return "wait for that run to end, or pass --wait-lock (job file: output.wait_lock)"
     if isinstance(exc, NotAMirror):

@@ -8,6 +8,7 @@ the later wins. A wrong file fails with one line naming the file, the key and wh
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +160,16 @@ def settle(*layers: Values, path: Path | str = "the flags") -> Values:
     return values
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+
+
+def header_ok(name: str, value: str) -> bool:
+    """A header a request can carry: a token for a name, no line breaks in the value."""
+    return bool(_HEADER_NAME.fullmatch(name)) and not any(c in value for c in "\r\n\0")
+
+
 _RANGES = {
+    "fetch.headers": lambda v: all(header_ok(k, x) for k, x in v.items()),
     "source.discover": lambda v: v in ("", "csv", "html", "both"),
     "publish.shard_by": lambda v: v in ("size", "state"),
     "fetch.concurrency": lambda v: 1 <= v <= 512,

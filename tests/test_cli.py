@@ -223,7 +223,8 @@ def test_a_broken_config_file_is_one_line_naming_file_and_key(replay, tmp_path):
     config.parent.mkdir(parents=True)
     for text, key in (('[fetch]\nconcurrency = "many"\n', "fetch.concurrency"),
                       ('[fetch]\nconcurency = 4\n', "fetch.concurency"),
-                      ('[fetch]\nconcurrency = 0\n', "fetch.concurrency")):
+                      ('[fetch]\nconcurrency = 0\n', "fetch.concurrency"),
+                      ('[fetch]\nheaders = { "X-A" = "1\\r\\nX-Injected: 1" }\n', "fetch.headers")):
         config.write_text(text)
         proc = crawl(replay.url, tmp_path / "m", env={"XDG_CONFIG_HOME": str(tmp_path)})
         assert proc.returncode == 2
