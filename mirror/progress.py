@@ -196,6 +196,7 @@ HINTS = {
     "proxy error": "check the --proxy URL and that the proxy is running",
     "too large": "a body passed the size cap; raise --max-bytes if that is expected",
     "body cut short": "transfers were cut; re-run to resume, or try --proxy",
+    "deferred: host breaker": "the host failed too often and was left alone; the next run asks again",
 }
 
 
