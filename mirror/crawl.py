@@ -38,6 +38,8 @@ class CrawlOptions:
     alternates: tuple[str, ...] = ()  # other hosts serving the same paths
     sign_key: str | None = None  # sign the root statement with this minisign secret key
     recheck_after: float = 0.0  # seconds: skip URLs fetched or confirmed more recently (0: check all)
+    user_agent: str = ""  # empty: the fetcher's own
+    headers: tuple[tuple[str, str], ...] = ()  # extra request headers, (name, value)
 
 
 @dataclass
@@ -47,15 +49,23 @@ class Counters:
     discovered: int = 0
     archived: int = 0
     unchanged: int = 0
-    failed: int = 0
+    failed: int = 0  # actas
+    pages_failed: int = 0  # index or HTML pages (their actas are not counted: they were never found)
     vanished: int = 0
     bytes: int = 0
+    retries: int = 0
+    expected: int | None = None  # actas the index lists for this shard, once it is read
     discovery_done: bool = False
     started: float = field(default_factory=time.monotonic)
 
     @property
     def done(self) -> int:
         return self.archived + self.unchanged + self.failed
+
+    @property
+    def total(self) -> int | None:
+        """Actas this run will handle, once known: from the index, or when discovery ends."""
+        return self.discovered if self.discovery_done else self.expected
 
 
 @dataclass
@@ -66,6 +76,15 @@ class CrawlResult:
     seconds: float
     requests: int
     out: str
+
+
+def fetch_options(fetch: dict) -> dict:
+    """CrawlOptions' network fields from the settled `fetch` section (config.settle)."""
+    headers = {k: v for k, v in fetch["headers"].items() if k.lower() != "user-agent"}
+    agent = fetch["user_agent"] or next((v for k, v in fetch["headers"].items() if k.lower() == "user-agent"), "")
+    return dict(concurrency=fetch["concurrency"], rate=float(fetch["rate"]), proxy=fetch["proxy"] or None,
+                timeout=float(fetch["timeout"]), max_bytes=fetch["max_bytes"],
+                recheck_after=float(fetch["recheck_after"]), user_agent=agent, headers=tuple(headers.items()))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -124,13 +143,17 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
         kwargs = {} if opts.retry_attempts is None else {"retry_attempts": opts.retry_attempts}
         async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy,
                            timeout=opts.timeout, max_bytes=opts.max_bytes,
-                           tmp_dir=str(archive.tmp), alternates=opts.alternates, **kwargs) as fetcher:
+                           tmp_dir=str(archive.tmp), alternates=opts.alternates, user_agent=opts.user_agent,
+                           headers=dict(opts.headers), **kwargs) as fetcher:
             queue: asyncio.Queue = asyncio.Queue(maxsize=opts.concurrency * 4)
             writing = True
 
             def fail(key: str, url: str, reason: str) -> None:
                 failures.append({"key": key, "url": url, "reason": reason})
-                counters.failed += 1
+                if key == "page":
+                    counters.pages_failed += 1
+                else:
+                    counters.failed += 1
 
             async def committer() -> None:
                 """The one writer of provenance: batches leave the event loop for a thread."""
@@ -167,7 +190,10 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
             async def discover() -> None:
                 try:
                     if opts.discover in ("csv", "both"):
-                        for actas in await _read_indexes(opts, site, fetcher, archive):
+                        listings, expected = await _read_indexes(opts, site, fetcher, archive)
+                        if opts.discover == "csv":
+                            counters.expected = expected
+                        for actas in listings:
                             for acta in actas:
                                 await offer(acta)
                     if opts.discover in ("html", "both"):
@@ -189,6 +215,8 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
                     except FetchError as exc:
                         fail(acta.key, acta.url, exc.reason)
                         continue
+                    finally:
+                        counters.retries = fetcher.retries
                     if archive.add(acta, fetched) is None:
                         counters.unchanged += 1
                     else:
@@ -229,13 +257,22 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
     return CrawlResult(counters, failures, quarantined, time.monotonic() - started, requests, opts.out)
 
 
-async def _read_indexes(opts: CrawlOptions, site, fetcher: Fetcher, archive: Archive) -> list:
-    """Fetch (and archive) each index file; return, per index, an iterator of the actas it lists."""
+def _pairs(site, path: str, url: str, shard: tuple[int, int]) -> set[int]:
+    """The distinct (key, URL) pairs an index lists for a shard, hashed: what the crawl will handle."""
+    return {hash((a.key, a.url)) for a in site.parse_index(path, url) if in_shard(a.key, shard)}
+
+
+async def _read_indexes(opts: CrawlOptions, site, fetcher: Fetcher, archive: Archive) -> tuple[list, int]:
+    """Fetch (and archive) each index file; return, per index, an iterator of the actas it
+    lists, and how many distinct actas they list for this shard (a second, cheap pass)."""
     sources = [opts.index] if opts.index else site.index_urls(opts.root)
     listings = []
+    pairs: set[int] = set()
     for source in sources:
         if not _is_url(source):
-            listings.append(site.parse_index(source, Path(source).resolve().as_uri()))
+            uri = Path(source).resolve().as_uri()
+            pairs |= _pairs(site, source, uri, opts.shard)
+            listings.append(site.parse_index(source, uri))
             continue
         name = os.path.basename(urlsplit(source).path) or "index.csv"
         key = f"index/{name}"
@@ -247,6 +284,98 @@ async def _read_indexes(opts: CrawlOptions, site, fetcher: Fetcher, archive: Arc
         path = str(archive.root / archive.path_of(source)) if fetched.status == 304 else fetched.tmp_path
         listed = site.parse_index(path, source)  # reads the file now, before it is committed
         first = next(listed, None)  # a malformed header fails here, before anything is archived
+        pairs |= _pairs(site, path, source, opts.shard)
         archive.add(Acta(site=site.name, key=key, url=source, page=source), fetched, kind="index", name=name)
         listings.append(itertools.chain([first] if first else [], listed))
-    return listings
+    return listings, len(pairs)
+
+
+@dataclass(frozen=True)
+class CrawlPlan:
+    """What a crawl would do, found by reading the index or pages and the mirror, writing nothing."""
+
+    listed: int  # distinct actas (key, URL) the site lists for this shard
+    new: int  # URLs the mirror has never fetched: each would be downloaded
+    recheck: int  # known URLs that would be asked again (a conditional request each)
+    recheck_bytes: int  # what those would cost if every one had changed (their archived sizes)
+    skipped: int  # known URLs checked less than --recheck-after ago: not asked
+    mean_size: int  # bytes of an archived acta on average (0: the mirror has none): estimates new bytes
+    pages_failed: int  # pages that could not be read (the listing may be short)
+    listing_requests: int  # requests the listing took (index files or pages): a crawl makes them again
+
+
+async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
+    """The dry run: list what the site offers and compare it with the mirror, read-only.
+
+    The index and pages are fetched into a temporary directory outside the mirror; the
+    mirror's provenance and check times are only read (no lock, no repair, no write).
+    """
+    import json
+    import tempfile
+
+    from .archive import CHECKED, STATE_DIR, _epoch
+    from .manifest import PROVENANCE, iter_provenance
+
+    check_options(opts)
+    site = get_site(opts.site)
+    discover = opts.discover or site.discover_modes[0]
+    if discover not in site.discover_modes:
+        raise UsageError(f"site {site.name} discovers by {', '.join(site.discover_modes)}, not {discover}")
+    out = Path(opts.out)
+    sizes: dict[str, int] = {}  # url -> size of its latest version
+    checked: dict[str, float] = {}
+    for entry in iter_provenance(out / PROVENANCE):
+        if entry.kind == "acta":
+            sizes[entry.url] = entry.size
+        checked[entry.url] = max(checked.get(entry.url, 0.0), _epoch(entry.fetched_at))
+    try:
+        for url, when in json.loads((out / STATE_DIR / CHECKED).read_text()).items():
+            checked[url] = max(checked.get(url, 0.0), when)
+    except (FileNotFoundError, ValueError):
+        pass
+    listed: set[tuple[str, str]] = set()
+    pages_failed = 0
+
+    def report(url: str, reason: str) -> None:
+        nonlocal pages_failed
+        pages_failed += 1
+
+    def take(acta: Acta) -> None:
+        if in_shard(acta.key, opts.shard):
+            listed.add((acta.key, acta.url))
+
+    with tempfile.TemporaryDirectory(prefix="acta-mirror-dry-run-") as tmp:
+        async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy, timeout=opts.timeout,
+                           max_bytes=opts.max_bytes, tmp_dir=tmp, alternates=opts.alternates,
+                           user_agent=opts.user_agent, headers=dict(opts.headers)) as fetcher:
+            if discover in ("csv", "both"):
+                for source in [opts.index] if opts.index else site.index_urls(opts.root):
+                    path, url = source, Path(source).resolve().as_uri() if not _is_url(source) else source
+                    if _is_url(source):
+                        try:
+                            path = (await fetcher.fetch(source, expect_image=False)).tmp_path
+                        except FetchError as exc:
+                            raise SourceUnreachable(f"cannot read the index {source}: {exc.reason}") from None
+                    for acta in site.parse_index(path, url):
+                        take(acta)
+
+            async def get_page(url: str) -> str:
+                try:
+                    return await fetcher.fetch_text(url)
+                except FetchError:
+                    report(url, "")
+                    raise
+
+            if discover in ("html", "both"):
+                async for acta in site.walk(opts.root, get_page, report):
+                    take(acta)
+            listing_requests = fetcher.requests
+    now = time.time()
+    urls = {url for _key, url in listed}
+    known = [u for u in urls if u in sizes]
+    fresh = [u for u in known if opts.recheck_after > 0 and now - checked.get(u, 0.0) < opts.recheck_after]
+    recheck = set(known) - set(fresh)
+    return CrawlPlan(listed=len(listed), new=len(urls) - len(known), recheck=len(recheck),
+                     recheck_bytes=sum(sizes[u] for u in recheck), skipped=len(fresh),
+                     mean_size=sum(sizes.values()) // len(sizes) if sizes else 0, pages_failed=pages_failed,
+                     listing_requests=listing_requests)

@@ -122,7 +122,8 @@ class Fetcher:
     def __init__(self, *, concurrency: int = DEFAULT_CONCURRENCY, rate: float = 0.0,
                  proxy: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  max_bytes: int = DEFAULT_MAX_BYTES, tmp_dir: str | None = None,
-                 retry_attempts: int = RETRY_ATTEMPTS, alternates: tuple[str, ...] = ()):
+                 retry_attempts: int = RETRY_ATTEMPTS, alternates: tuple[str, ...] = (),
+                 user_agent: str = "", headers: dict[str, str] | None = None):
         self.concurrency = concurrency
         self.rate = rate
         self.proxy = proxy
@@ -134,7 +135,10 @@ class Fetcher:
         self._pacers: dict[str, _HostPacer] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
+        self.user_agent = user_agent or USER_AGENT
+        self.headers = dict(headers or {})  # sent with every request (a site may want a Referer or a cookie)
         self.requests = 0
+        self.retries = 0  # requests that repeated one that failed (shown as a count)
         self.bytes = 0
         self._serial = 0
 
@@ -144,7 +148,7 @@ class Fetcher:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.timeout, connect=DEFAULT_CONNECT_TIMEOUT,
                                           sock_read=min(self.timeout, 30.0)),
-            headers={"User-Agent": USER_AGENT},
+            headers={**self.headers, "User-Agent": self.user_agent},
             auto_decompress=False,
         )
         return self
@@ -189,12 +193,15 @@ class Fetcher:
             if self.retry_attempts <= 1:
                 raise FetchError(url, first.reason) from None
             await asyncio.sleep(_delay(first, 1))
+        self.retries += 1
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.retry_attempts - 1), wait=_wait,
                 retry=retry_if_exception_type(_Transient), reraise=True,
             ):
                 with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.retries += 1
                     return await self._once(url, headers, expect_image)
         except _Transient as exc:
             raise FetchError(url, f"gave up after {self.retry_attempts} attempts: {exc.reason}") from None

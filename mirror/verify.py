@@ -91,8 +91,9 @@ def _payload_files(root: Path) -> list[str]:
 
 
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
-           cids: bool = False) -> list[Problem]:
-    """Every problem in the bag; an empty list means intact. NotAMirror if it is no bag at all."""
+           cids: bool = False, progress=None) -> list[Problem]:
+    """Every problem in the bag; an empty list means intact. NotAMirror if it is no bag at all.
+    progress(done, total), if given, is told as payload files are hashed."""
     root = Path(root)
     if not root.is_dir():
         raise NotAMirror(f"{root}: not a directory")
@@ -137,6 +138,8 @@ def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None =
         found = []
         for part in pending:
             found.extend(part)
+            if progress:
+                progress(len(found), len(present))
         for rel, got, size in sorted(found):
             sizes[rel] = size
             if got is None:

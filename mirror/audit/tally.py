@@ -82,7 +82,8 @@ def _read(args: tuple[str, str]) -> Reading:
     return read_acta(*args)
 
 
-def tally(bag: str | os.PathLike, workers: int | None = None) -> Tally:
+def tally(bag: str | os.PathLike, workers: int | None = None, progress=None) -> Tally:
+    """Every acta's QR votes and the totals; progress(done, total), if given, as actas are read."""
     bag = Path(bag)
     tables: dict[str, Table] = {}
     for key, e in sorted(latest_actas(bag).items()):
@@ -93,9 +94,17 @@ def tally(bag: str | os.PathLike, workers: int | None = None) -> Tally:
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) > 8:
         with pool(workers) as executor:
-            readings = list(executor.map(_read, jobs, chunksize=16))
+            readings = []
+            for reading in executor.map(_read, jobs, chunksize=16):
+                readings.append(reading)
+                if progress:
+                    progress(len(readings), len(jobs))
     else:
-        readings = [_read(j) for j in jobs]
+        readings = []
+        for job in jobs:
+            readings.append(_read(job))
+            if progress:
+                progress(len(readings), len(jobs))
     for r in readings:
         t = tables[r.key]
         t.status = r.status
