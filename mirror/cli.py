@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="csv: one row per table; json: tables and every level; summary (default)")
     ta.add_argument("--out", help="write to this file instead of standard output")
     ta.add_argument("--coverage", metavar="FILE", help="also write every listed table's status to this CSV")
+    ta.add_argument("--ocr", action="store_true",
+                    help="also read the printed figures (tesseract): check each QR, count tables whose QR is lost")
 
     cc = sub.add_parser("crosscheck", help="compare the QR tally with the published index and official results",
                         epilog="exit codes: 0 every table checked and all agree; 1 a disagreement was found; "
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--allow-incomplete", action="store_true",
                     help="exit 0, not 3, when some tables could not be checked and none disagree")
     cc.add_argument("--coverage", metavar="FILE", help="also write every listed table's status to this CSV")
+    cc.add_argument("--ocr", action="store_true",
+                    help="also read the printed figures (tesseract): a QR that differs from its print is a disagreement")
 
     st = sub.add_parser("site", help="write a static, browsable 'find your table' site into the mirror")
     st.add_argument("dir", help="the mirror directory")
@@ -517,16 +521,45 @@ def _write_coverage(result, path: str | None) -> None:
             fh.write(result.coverage.to_csv())
 
 
+def _ocr_wanted(args) -> bool:
+    """--ocr when tesseract is there; without it, say what is skipped and count without it."""
+    if not args.ocr:
+        return False
+    from .audit.ocr import available
+
+    if available():
+        return True
+    print("OCR skipped: tesseract with its Spanish data (tesseract-ocr, tesseract-ocr-spa) is not installed; "
+          "the printed figures are not read", file=sys.stderr)
+    return False
+
+
+def _print_checks(result) -> list[str]:
+    from .audit.tally import checks
+
+    counts = checks(result)
+    if not counts:
+        return []
+    lines = ["QR versus print: " + "; ".join(f"{n:,} {c}" for c, n in counts.items())
+             + f" (of {sum(counts.values()):,} archived tables)"]
+    for table in result.tables.values():
+        if table.check == "MISMATCH":
+            lines.append(f"  MISMATCH {table.key}: QR {table.votes if table.state.status == 'qr' else table.state.detail}; "
+                         f"print {table.printed}")
+    return lines
+
+
 def cmd_tally(args) -> int:
     from .audit.tally import tally, to_csv, to_json
 
-    result = tally(args.dir)
+    result = tally(args.dir, ocr=_ocr_wanted(args))
     if args.format == "csv":
         text = to_csv(result)
     elif args.format == "json":
         text = json.dumps(to_json(result), ensure_ascii=False, indent=1) + "\n"
     else:
         lines = [result.coverage.summary(), f"  (the list of tables: {result.coverage.source})"]
+        lines += _print_checks(result)
         for unit in result.level("nation"):
             lines.append(f"{unit.name}: {unit.coverage}")
             lines += [f"  {c:5s} {v:>12,}" for c, v in sorted(unit.votes.items(), key=lambda kv: -kv[1])]
@@ -548,7 +581,7 @@ def cmd_crosscheck(args) -> int:
     from .audit.crosscheck import crosscheck, exit_status
     from .audit.tally import tally
 
-    result = tally(args.dir)
+    result = tally(args.dir, ocr=_ocr_wanted(args))
     report = crosscheck(result, args.against)
     _write_coverage(result, args.coverage)
     if args.json:
@@ -556,7 +589,9 @@ def cmd_crosscheck(args) -> int:
         return exit_status(report, args.allow_incomplete)
     print(report["coverage"])
     print(f"checked {report['checked']:,} of {report['tables']:,} tables")
-    sources = [os.path.basename(a) for a in args.against]
+    for line in _print_checks(result):
+        print(line)
+    sources = report["sources"]
     if report["differences"]:
         print("disagreements (QR minus each file; '-' where the file has no such figure):")
         print("  " + "  ".join(["level", "code", "column", "QR"] + [f"QR-{s}" for s in sources]))

@@ -24,9 +24,10 @@ from pathlib import Path
 from ..models import UsageError
 from ..qrformat import CANDIDATES
 from ..sites.resultados2024 import acta_key, read_index_text
-from .tally import LEVELS, Tally, unit_code
+from .tally import LEVELS, Tally, checks, unit_code
 
 COUNTED = CANDIDATES + ("VOTOS_NULOS",)
+PRINTED = "printed figures"  # the source name of the QR-versus-print check
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,19 @@ def crosscheck(t: Tally, sources: list[str]) -> dict:
         races.append({"level": level, "code": code, "name": unit.name, "leader": ranked[0][0],
                       "runner_up": ranked[1][0], "margin": margin, "votes_in_dispute": votes_in_dispute,
                       "could_flip": votes_in_dispute >= margin, "coverage": unit.coverage})
+    mismatches = []
+    for key, table in t.tables.items():
+        if table.check != "MISMATCH":
+            continue
+        mismatches.append({"key": key, "detail": table.state.detail, "qr": table.votes if table.state.status == "qr"
+                           else None, "printed": table.printed})
+        if table.state.status == "qr" and table.printed:
+            ours = {**table.votes, "VOTOS_NULOS": table.nulos}
+            disagreements += [Disagreement(PRINTED, "table", key, c, ours[c], table.printed[c])
+                              for c in COUNTED if ours[c] != table.printed[c]]
+            compared.setdefault(("table", key), set()).add(PRINTED)
+    if mismatches:
+        names.append(PRINTED)
     aggregates = [(lv, c) for lv, c in compared if lv != "table"]
     unchecked: dict[str, list[str]] = {}
     checked = 0
@@ -155,14 +169,15 @@ def crosscheck(t: Tally, sources: list[str]) -> dict:
         kind["units"].add(d.code)
         kind["figures"] += 1
     return {
-        "coverage": t.coverage.summary(),
+        "coverage": t.coverage.summary(), "sources": names,
         "checked": checked, "tables": len(t.tables),
         "summary": {k: {"units": len(v["units"]), "figures": v["figures"]} for k, v in sorted(kinds.items())},
         "disagreements": [{**d.__dict__, "difference": d.qr - d.other} for d in disagreements],
         "differences": _differences(disagreements, names, compared),
         "tables_in_disagreement": sorted({d.code for d in disagreements if d.level == "table"}),
         "unchecked": {reason: sorted(keys) for reason, keys in sorted(unchecked.items())},
-        "races": races, "unverifiable": unverifiable,
+        "races": races, "unverifiable": unverifiable, "mismatches": mismatches,
+        "print_checks": checks(t),
     }
 
 
@@ -181,8 +196,9 @@ def _differences(disagreements: list[Disagreement], sources: list[str],
 
 
 def exit_status(report: dict, allow_incomplete: bool = False) -> int:
-    """0 every table checked and all agree; 1 a disagreement; 3 some unchecked, none disagree."""
-    if report["disagreements"]:
+    """0 every table checked and all agree; 1 a disagreement (or a QR-versus-print MISMATCH);
+    3 some tables unchecked, none disagree."""
+    if report["disagreements"] or report["mismatches"]:
         return 1
     if report["unchecked"] and not allow_incomplete:
         return 3

@@ -24,6 +24,7 @@ class Reading:
     votes: QrVotes | None
     status: str  # "ok", or why there is no trustworthy reading
     text: str = ""
+    named: str = ""  # the table a well-formed QR names when it is not this file's table
 
 
 def _attempts(img: Image.Image):
@@ -69,5 +70,5 @@ def read_acta(key: str, path: str) -> Reading:
     except QrFormatError as exc:
         return Reading(key, path, None, f"QR format: {exc}", text)
     if votes.key != key:
-        return Reading(key, path, None, f"QR is for table {votes.key}, not {key}", text)
+        return Reading(key, path, None, f"QR is for table {votes.key}, not {key}", text, votes.key)
     return Reading(key, path, votes, "ok", text)

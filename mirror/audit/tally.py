@@ -18,10 +18,11 @@ from ..models import Entry
 from ..qrformat import CANDIDATES
 from ..workers import pool
 from .coverage import ARCHIVED, LABELS, READ, STATUSES, Coverage, TableStatus, census, latest_actas
+from .ocr import CHECKED, PrintReading, cached_read_print
 from .qr import Reading, read_acta
 
 LEVELS = ("nation", "state", "municipality", "parish", "center", "table")
-CSV_HEADER = ("key",) + CANDIDATES + ("VOTOS_NULOS", "status", "detail")
+CSV_HEADER = ("key",) + CANDIDATES + ("VOTOS_NULOS", "status", "detail", "check")
 
 
 def unit_code(key: str, level: str) -> str:
@@ -36,6 +37,9 @@ class Table:
     entry: Entry | None  # the latest archived version, None when the mirror has no image
     votes: dict | None = None  # candidate column -> votes, as counted (QR, or checked print)
     nulos: int | None = None
+    check: str = ""  # QR versus print: consistent, MISMATCH, needs review, read from print; "" without OCR
+    printed: dict | None = None  # the checked print reading: candidate -> votes and VOTOS_NULOS
+    print_detail: str = ""  # why the print reading needs review
 
     @property
     def path(self) -> str:
@@ -83,32 +87,60 @@ class Tally:
         return sorted((u for (lv, _c), u in self.units.items() if lv == level), key=lambda u: u.code)
 
 
-def _read(args: tuple[str, str]) -> Reading:
-    return read_acta(*args)
+CHECKS = ("consistent", "MISMATCH", "needs review", "read from print")
 
 
-def read_all(jobs: list[tuple[str, str]], workers: int | None = None) -> list[Reading]:
+def _read(job: tuple[str, str, str, bool]) -> tuple[Reading, PrintReading | None]:
+    key, path, sha256, ocr = job
+    return read_acta(key, path), cached_read_print(path, sha256) if ocr else None
+
+
+def read_all(jobs: list[tuple[str, str, str, bool]], workers: int | None = None) -> list:
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) > 8:
         with pool(workers) as executor:
-            return list(executor.map(_read, jobs, chunksize=16))
+            return list(executor.map(_read, jobs, chunksize=1 if any(j[3] for j in jobs) else 16))
     return [_read(j) for j in jobs]
 
 
-def tally(bag: str | os.PathLike, workers: int | None = None) -> Tally:
+def _verdict(qr: Reading, printed: PrintReading | None) -> tuple[str, str, str]:
+    """(status, detail, check) of an archived table from its QR and print readings."""
+    if qr.named:  # a clean QR of another table: a swapped code, or a misfiled image
+        status = "print" if printed is not None and printed.status == CHECKED else "unreadable"
+        return status, qr.status, "MISMATCH" if printed is not None else ""
+    if printed is None:
+        return ("qr", "", "") if qr.votes else ("unreadable", qr.status, "")
+    if printed.status != CHECKED:
+        return ("qr", "", "needs review") if qr.votes else ("unreadable", f"{qr.status}; print: {printed.detail}", "")
+    if qr.votes is None:
+        return "print", f"QR: {qr.status}", "read from print"
+    same = printed.parties == qr.votes.parties and printed.nulos == qr.votes.nulos
+    return "qr", "", "consistent" if same else "MISMATCH"
+
+
+def tally(bag: str | os.PathLike, workers: int | None = None, ocr: bool = False) -> Tally:
+    """Read every archived table (the QR; with ocr, the printed figures too) and sum at every level."""
     bag = Path(bag)
     found = census(bag)
     entries = latest_actas(bag)
-    jobs = [(t.key, str(bag / t.path)) for t in found.of(ARCHIVED)]
-    readings = {r.key: r for r in read_all(jobs, workers)}
-    resolved = found.resolve({k: ("qr", "") if r.votes is not None else ("unreadable", r.status)
-                              for k, r in readings.items()})
+    jobs = [(t.key, str(bag / t.path), entries[t.key].sha256, ocr) for t in found.of(ARCHIVED)]
+    readings = {qr.key: (qr, printed) for qr, printed in read_all(jobs, workers)}
+    verdicts = {k: _verdict(*r) for k, r in readings.items()}
+    resolved = found.resolve({k: (v[0], v[1]) for k, v in verdicts.items()})
     tables: dict[str, Table] = {}
     for key, status in resolved.tables.items():
-        r = readings.get(key)
-        votes = r.votes if r is not None and status.status == "qr" else None
-        tables[key] = Table(key, status, entries.get(key), votes.by_candidate() if votes else None,
-                            votes.nulos if votes else None)
+        qr, printed = readings.get(key, (None, None))
+        check = verdicts[key][2] if key in verdicts else ""
+        checked = printed is not None and printed.status == CHECKED
+        figures = {**printed.by_candidate(), "VOTOS_NULOS": printed.nulos} if checked else None
+        if status.status == "qr":
+            votes, nulos = qr.votes.by_candidate(), qr.votes.nulos
+        elif status.status == "print":
+            votes, nulos = printed.by_candidate(), printed.nulos
+        else:
+            votes = nulos = None
+        tables[key] = Table(key, status, entries.get(key), votes, nulos, check, figures,
+                            printed.detail if printed is not None and not checked else "")
     return Tally(tables, _sum_units(tables), resolved)
 
 
@@ -133,6 +165,15 @@ def _sum_units(tables: dict[str, Table]) -> dict[tuple[str, str], Unit]:
     return units
 
 
+def checks(t: Tally) -> dict[str, int]:
+    """Tables per QR-versus-print verdict (empty without OCR)."""
+    counts: dict[str, int] = {}
+    for table in t.tables.values():
+        if table.check:
+            counts[table.check] = counts.get(table.check, 0) + 1
+    return {c: counts[c] for c in CHECKS if c in counts}
+
+
 def to_csv(t: Tally) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -140,9 +181,10 @@ def to_csv(t: Tally) -> str:
     for key, table in sorted(t.tables.items()):
         s = table.state
         if table.votes is None:
-            writer.writerow([key] + [""] * (len(CANDIDATES) + 1) + [s.status, s.detail])
+            writer.writerow([key] + [""] * (len(CANDIDATES) + 1) + [s.status, s.detail, table.check])
         else:
-            writer.writerow([key] + [table.votes[c] for c in CANDIDATES] + [table.nulos, s.status, s.detail])
+            writer.writerow([key] + [table.votes[c] for c in CANDIDATES] + [table.nulos, s.status, s.detail,
+                                                                            table.check])
     return out.getvalue()
 
 
@@ -152,7 +194,9 @@ def to_json(t: Tally) -> dict:
         "counts": t.coverage.counts(),
         "denominator": t.coverage.source,
         "tables": [{"key": k, "votes": x.votes, "VOTOS_NULOS": x.nulos, "status": x.state.status,
-                    "detail": x.state.detail, "at": x.state.at, "attempts": x.state.attempts, "path": x.path}
+                    "detail": x.state.detail, "at": x.state.at, "attempts": x.state.attempts, "path": x.path,
+                    "check": x.check, "printed": x.printed, "print_detail": x.print_detail}
                    for k, x in sorted(t.tables.items())],
+        "checks": checks(t),
         "levels": {level: [u.as_dict() for u in t.level(level)] for level in LEVELS if level != "table"},
     }
