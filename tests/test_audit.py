@@ -65,7 +65,7 @@ def test_tally_of_the_replay_equals_the_index(mirror):
     proc = run_cli("tally", str(mirror), "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "key,EG,NM,LM,JABE,JOBR,AE,CF,DC,EM,BERA,VOTOS_NULOS,status,detail"
+    assert lines[0] == "key,EG,NM,LM,JABE,JOBR,AE,CF,DC,EM,BERA,VOTOS_NULOS,status,detail,check"
     got = {r["key"]: r for r in csv.DictReader(io.StringIO(proc.stdout))}
     index = {r.key: r for r in index_file(1).rows}
     assert got and all(r["status"] == "qr" for r in got.values())
