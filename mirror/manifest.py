@@ -187,19 +187,9 @@ def format_bag_info(info: dict[str, str]) -> bytes:
 
 
 def iter_provenance(path: str | os.PathLike) -> Iterator[Entry]:
-    """Each entry of a provenance file, streamed; NotAMirror naming the first bad line."""
-    try:
-        fh = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        return
-    with fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield Entry.from_json(line)
-            except ValueError as exc:
-                raise NotAMirror(f"{path}:{number}: bad provenance line: {exc}") from None
+    """Each entry of a provenance file, streamed and validated (state.iter_records);
+    NotAMirror naming the first bad line."""
+    return (record.entry for record in provenance_lines(path))
 
 
 def read_provenance(path: str | os.PathLike) -> list[Entry]:
@@ -208,7 +198,8 @@ def read_provenance(path: str | os.PathLike) -> list[Entry]:
 
 
 class Line(NamedTuple):
-    """One provenance line as published: the fields a manifest needs, and the text itself."""
+    """What a provenance line gives a publisher: the fields a manifest needs, and the text itself.
+    (state.Record has the same attributes, and the typed entry.)"""
 
     path: str
     sha256: str
@@ -216,25 +207,16 @@ class Line(NamedTuple):
     text: str  # the line exactly as archived, newline included
 
 
-def provenance_lines(path: str | os.PathLike) -> Iterator[Line]:
-    """Each provenance line with its path, sha256 and size; the text is kept byte for byte."""
-    try:
-        fh = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        return
-    with fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                yield Line(obj["path"], obj["sha256"], int(obj["size"]), line if line.endswith("\n") else line + "\n")
-            except (ValueError, KeyError, TypeError):
-                raise NotAMirror(f"{path}:{number}: bad provenance line") from None
+def provenance_lines(path: str | os.PathLike):
+    """Each provenance line as a state.Record (path, sha256, size, the text byte for byte, the
+    typed entry), validated by the one reader; NotAMirror naming the first bad line."""
+    from .state import iter_records  # state.py reads the formats defined here
+
+    return iter_records(path)
 
 
 def iter_provenance_core(path: str | os.PathLike):
-    """(path, sha256, size) of each provenance line, streamed, without building records."""
+    """(path, sha256, size) of each provenance line, streamed."""
     for line in provenance_lines(path):
         yield line.path, line.sha256, line.size
 
