@@ -25,9 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..manifest import CHANGES, FAILURES, PROVENANCE, iter_provenance
-from ..models import Entry, IndexFormatError, NotAMirror, Place
+from ..manifest import CHANGES, FAILURES
+from ..models import Entry, IndexFormatError, Place
 from ..sites.resultados2024 import parse_index_bytes
+from ..state import MirrorState, read_state
 
 STATUSES = ("qr", "print", "unreadable", "failed", "absent", "vanished")
 ARCHIVED = "archived"  # provisional, before the archived image is read
@@ -144,27 +145,6 @@ class Failure:
     attempts: int | None = None
 
 
-def latest_actas(bag: str | os.PathLike) -> dict[str, Entry]:
-    """The latest archived version of each acta."""
-    bag = Path(bag)
-    if not (bag / PROVENANCE).exists():
-        raise NotAMirror(f"{bag}: not a mirror (no {PROVENANCE})")
-    latest: dict[str, Entry] = {}
-    for entry in iter_provenance(bag / PROVENANCE):
-        if entry.kind == "acta" and (entry.key not in latest or entry.version >= latest[entry.key].version):
-            latest[entry.key] = entry
-    return latest
-
-
-def latest_index(bag: str | os.PathLike) -> Entry | None:
-    """The index file archived last, or None when the mirror holds none."""
-    found = None
-    for entry in iter_provenance(Path(bag) / PROVENANCE):
-        if entry.kind == "index" and (found is None or entry.fetched_at >= found.fetched_at):
-            found = entry
-    return found
-
-
 def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
     """key -> its failure in the last run (page failures left out); a damaged line is skipped."""
     out: dict[str, Failure] = {}
@@ -204,8 +184,9 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
     return {k: at for k, (change, at) in last.items() if change == "vanished"}
 
 
-def _index_places(bag: Path, entry: Entry) -> dict[str, Place]:
-    raw = (bag / entry.path).read_bytes()
+def _index_places(state: MirrorState, entry: Entry) -> dict[str, Place]:
+    with state.open(entry.path) as fh:
+        raw = fh.read()
     places: dict[str, Place] = {}
     for acta in parse_index_bytes(raw, entry.path):
         places.setdefault(acta.key, acta.place)
@@ -217,21 +198,24 @@ def _place_from_key(key: str) -> Place:
                  parish_code=str(int(key[4:6])), center=key[:9], table=key[10:])
 
 
-def census(bag: str | os.PathLike) -> Coverage:
+def census(bag: str | os.PathLike, state: MirrorState | None = None) -> Coverage:
     """Every table of the site's list with its status, from the mirror's records only.
 
     Archived tables get the provisional status ARCHIVED; `resolve` gives them their reading.
+    state: the mirror as state.read_state validated it (read here when not given); a mirror
+    whose records do not check out is refused (NotAMirror naming the first problem).
     """
     bag = Path(bag)
-    actas = latest_actas(bag)
+    state = state or read_state(bag).require_clean()
+    actas = state.latest_actas()
     failures = read_failures(bag)
     vanished = read_vanished(bag)
-    index = latest_index(bag)
+    index = state.latest_index()
     places: dict[str, Place] | None = None
     source = "discovered (no index file)"
     if index is not None:
         try:
-            places = _index_places(bag, index)
+            places = _index_places(state, index)
             source = f"index {index.path}"
         except (OSError, IndexFormatError, UnicodeDecodeError) as exc:
             source = f"discovered (the index {index.path} could not be read: {exc.__class__.__name__})"

@@ -17,7 +17,8 @@ from pathlib import Path
 from ..models import Entry
 from ..qrformat import CANDIDATES
 from ..workers import pool
-from .coverage import ARCHIVED, LABELS, READ, STATUSES, Coverage, TableStatus, census, latest_actas
+from ..state import read_state
+from .coverage import ARCHIVED, LABELS, READ, STATUSES, Coverage, TableStatus, census
 from .ocr import CHECKED, PrintReading, cached_read_print
 from .qr import Reading, read_acta
 
@@ -121,8 +122,9 @@ def _verdict(qr: Reading, printed: PrintReading | None) -> tuple[str, str, str]:
 def tally(bag: str | os.PathLike, workers: int | None = None, ocr: bool = False) -> Tally:
     """Read every archived table (the QR; with ocr, the printed figures too) and sum at every level."""
     bag = Path(bag)
-    found = census(bag)
-    entries = latest_actas(bag)
+    state = read_state(bag).require_clean()
+    found = census(bag, state)
+    entries = state.latest_actas()
     jobs = [(t.key, str(bag / t.path), entries[t.key].sha256, ocr) for t in found.of(ARCHIVED)]
     readings = {qr.key: (qr, printed) for qr, printed in read_all(jobs, workers)}
     verdicts = {k: _verdict(*r) for k, r in readings.items()}
