@@ -148,7 +148,18 @@ def test_crosscheck_reports_exactly_the_11_altered_tables_and_the_flip(mirror, t
     assert {(d["code"], d["column"]) for d in report["disagreements"]} == {(k, "NM") for k in altered}
     races = {(r["level"], r["code"]): r for r in report["races"]}
     assert races[("state", state)]["votes_in_dispute"] == 22_000 and races[("state", state)]["could_flip"]
-    assert not races[("nation", "VE")]["could_flip"] or races[("nation", "VE")]["margin"] <= 22_000
+    totals = sorted((sum(int(r[c]) for r in rows) for c in CANDIDATES), reverse=True)
+    nation = races[("nation", "VE")]
+    assert nation["margin"] == totals[0] - totals[1] and nation["votes_in_dispute"] == 22_000
+    assert nation["could_flip"] == (22_000 >= nation["margin"])
+    assert report["summary"] == {"table vs official.csv": {"units": 11, "figures": 11}}
+    assert {d["code"]: d["minus"] for d in report["differences"]} == {
+        k: {"official.csv": -2_000, "RESULTADOS_2024_CSV_V1.csv": 0} for k in altered}
+    text = run_cli("crosscheck", str(mirror), "--against", str(official), "--against", str(index))
+    assert text.returncode == 1
+    assert text.stdout.splitlines()[0] == f"{len(rows)} of {len(rows)} tables read"
+    assert f"{altered[0]}  NM  " in text.stdout and "-2000  +0" in text.stdout
+    assert "11 table(s) disagree: 11 table vs official.csv (11 figures)" in text.stdout
     agree = run_cli("crosscheck", str(mirror), "--against", str(index))
     assert agree.returncode == 0 and "0 table(s) disagree" in agree.stdout
 
@@ -211,3 +222,95 @@ def test_site_in_headless_chromium(mirror, tmp_path):
         WebDriverWait(browser, 10).until(lambda b: "No table" in b.find_element(By.ID, "result").text)
     finally:
         browser.quit()
+
+
+# -- coverage: the index is the denominator ------------------------------------------------------
+FAILED, UNREADABLE, VANISHED = 4, 3, 2
+
+
+@pytest.fixture(scope="module")
+def holey(tmp_path_factory):
+    """A mirror whose index lists tables that failed to download (404), whose QR is unreadable
+    (the replay serves a blank page for them), and that the site stopped listing (a second crawl
+    with a smaller index)."""
+    from mirror.replay import FaultPlan, Replay, ReplayThread
+
+    base = tmp_path_factory.mktemp("holey")
+    replay = Replay(small=True, limit=60, cache_dir=str(base / "cache"))
+    synthesized = sorted(r.filename for r in index_file(1).rows[:60] if r.filename not in real_images())
+    failing, blank = synthesized[:FAILED], synthesized[FAILED:FAILED + UNREADABLE]
+    (base / "cache" / "s0-small-v0").mkdir(parents=True)
+    for name in blank:
+        Image.new("L", (150, 190), 245).save(base / "cache" / "s0-small-v0" / name, quality=60)
+    replay.faults = FaultPlan().with_files(**{n: "404" for n in failing})
+    out = base / "mirror"
+    with ReplayThread(replay) as thread:
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=thread.url, out=str(out), retry_attempts=1)))
+        index = out / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"
+        lines = index.read_bytes().splitlines(keepends=True)
+        gone_names = synthesized[FAILED + UNREADABLE:FAILED + UNREADABLE + VANISHED]
+        smaller = base / "smaller.csv"
+        smaller.write_bytes(b"".join(ln for ln in lines if not any(n.encode() in ln for n in gone_names)))
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=thread.url, out=str(out), retry_attempts=1,
+                                       index=str(smaller))))
+    text = index.read_text(encoding="utf-8-sig")
+    keys = {f"{int(r['CENTRO']):09d}.{int(r['MESA']):02d}": r["URL"].rsplit("/", 1)[1]
+            for r in csv.DictReader(io.StringIO(text))}
+    by_name = {v: k for k, v in keys.items()}
+    return {"mirror": out, "index": index, "keys": keys, "failed": sorted(by_name[n] for n in failing),
+            "unreadable": sorted(by_name[n] for n in blank), "vanished": sorted(by_name[n] for n in gone_names)}
+
+
+def test_every_table_of_the_index_has_one_status_in_tally(holey, tmp_path):
+    n = len(holey["keys"])
+    read = n - FAILED - UNREADABLE - VANISHED
+    summary = (f"{read} of {n} tables read; {FAILED} failed to download; {UNREADABLE} unreadable; "
+               f"{VANISHED} no longer served by the site")
+    proc = run_cli("tally", str(holey["mirror"]), "--coverage", str(tmp_path / "coverage.csv"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == summary
+    report = json.loads(run_cli("tally", str(holey["mirror"]), "--format", "json").stdout)
+    assert report["coverage"] == summary
+    assert report["counts"] == {"qr": read, "print": 0, "unreadable": UNREADABLE, "failed": FAILED, "absent": 0,
+                                "vanished": VANISHED}
+    statuses = {t["key"]: t for t in report["tables"]}
+    assert set(statuses) == set(holey["keys"])  # the index's tables, no more, no fewer
+    for status in ("failed", "unreadable", "vanished"):
+        assert sorted(k for k, t in statuses.items() if t["status"] == status) == holey[status], status
+    assert all(statuses[k]["detail"] == "HTTP 404" for k in holey["failed"])
+    assert all(statuses[k]["detail"] == "no QR code found" for k in holey["unreadable"])
+    nation = report["levels"]["nation"][0]
+    assert (nation["tables"], nation["read"]) == (n, read)
+    assert sum(s["tables"] for s in report["levels"]["state"]) == n
+    rows = list(csv.DictReader(open(tmp_path / "coverage.csv", encoding="utf-8")))
+    assert len(rows) == n and {r["key"] for r in rows} == set(holey["keys"])
+    assert sorted(r["key"] for r in rows if r["status"] == "failed") == holey["failed"]
+
+
+def test_crosscheck_exit_codes_and_the_unchecked_tables_by_reason(holey, tmp_path):
+    mirror, index = str(holey["mirror"]), str(holey["index"])
+    proc = run_cli("crosscheck", mirror, "--against", index)
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # some tables unchecked, none disagree
+    out = proc.stdout
+    assert out.splitlines()[0].startswith(f"{len(holey['keys']) - 9} of {len(holey['keys'])} tables read")
+    assert f"{FAILED + UNREADABLE + VANISHED} table(s) not checked:" in out
+    assert f"failed to download ({FAILED}): {' '.join(holey['failed'])}" in out
+    assert f"unreadable ({UNREADABLE}): {' '.join(holey['unreadable'])}" in out
+    assert f"no longer served by the site ({VANISHED}): {' '.join(holey['vanished'])}" in out
+    assert run_cli("crosscheck", mirror, "--against", index, "--allow-incomplete").returncode == 0
+    report = json.loads(run_cli("crosscheck", mirror, "--against", index, "--json").stdout)
+    assert report["unchecked"]["failed to download"] == holey["failed"]
+    assert report["checked"] == len(holey["keys"]) - 9
+    changed = tmp_path / "changed.csv"
+    text = holey["index"].read_text(encoding="utf-8-sig").splitlines()
+    rows = list(csv.DictReader(io.StringIO("\n".join(text))))
+    victim = next(r for r in rows if f"{int(r['CENTRO']):09d}.{int(r['MESA']):02d}" not in
+                  holey["failed"] + holey["unreadable"] + holey["vanished"])
+    victim["EG"] = str(int(victim["EG"]) + 5)
+    with open(changed, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    proc = run_cli("crosscheck", mirror, "--against", str(changed), "--allow-incomplete")
+    assert proc.returncode == 1 and "1 table(s) disagree: 1 table vs changed.csv (1 figures)" in proc.stdout
+    assert "--allow-incomplete" in run_cli("crosscheck", "--help").stdout
