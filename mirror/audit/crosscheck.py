@@ -96,10 +96,6 @@ def _why_not(t: Tally, level: str, code: str) -> str:
     return f"only {unit.coverage}"
 
 
-def _covers(level: str, code: str, key: str) -> bool:
-    return level == "nation" or (level != "table" and unit_code(key, level) == code) or code == key
-
-
 def crosscheck(t: Tally, sources: list[str]) -> dict:
     """Compare every figure of every source; say which tables were checked and why the rest were not."""
     disagreements: list[Disagreement] = []
@@ -151,13 +147,12 @@ def crosscheck(t: Tally, sources: list[str]) -> dict:
             compared.setdefault(("table", key), set()).add(PRINTED)
     if mismatches:
         names.append(PRINTED)
-    aggregates = [(lv, c) for lv, c in compared if lv != "table"]
     unchecked: dict[str, list[str]] = {}
     checked = 0
     for key, table in t.tables.items():
         if table.votes is None:
             reason = table.state.label
-        elif (("table", key) in compared or any(_covers(lv, c, key) for lv, c in aggregates)):
+        elif any((level, unit_code(key, level)) in compared for level in LEVELS):
             checked += 1
             continue
         else:
