@@ -28,7 +28,7 @@ from typing import Iterable, Mapping
 from ..manifest import CHANGES, FAILURES
 from ..models import Entry, IndexFormatError, Place
 from ..sites.resultados2024 import parse_index_bytes
-from ..state import MirrorState, read_state
+from ..state import MirrorState, is_acta_key, read_state
 
 STATUSES = ("qr", "print", "unreadable", "failed", "absent", "vanished")
 ARCHIVED = "archived"  # provisional, before the archived image is read
@@ -146,7 +146,8 @@ class Failure:
 
 
 def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
-    """key -> its failure in the last run (page failures left out); a damaged line is skipped."""
+    """key -> its failure in the last run (tables only); a damaged line is skipped. The fields
+    cause, at and attempts are read when the crawl wrote them."""
     out: dict[str, Failure] = {}
     try:
         fh = open(Path(bag) / FAILURES, encoding="utf-8", errors="replace")
@@ -158,8 +159,8 @@ def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
                 obj = json.loads(line)
             except ValueError:
                 continue  # verify reports damage to a tag file; the count must go on
-            if not isinstance(obj, dict) or not isinstance(obj.get("key"), str) or obj["key"] == "page":
-                continue
+            if not isinstance(obj, dict) or not is_acta_key(obj.get("key")):
+                continue  # pages and index rows that failed are not tables
             attempts = obj.get("attempts")
             out[obj["key"]] = Failure(obj["key"], str(obj.get("url", "")), str(obj.get("reason", "")),
                                       str(obj.get("cause", "") or ""), str(obj.get("at", "") or ""),
@@ -181,7 +182,7 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
                 last[obj["key"]] = (obj["change"], str(obj.get("at", "")))
             except (ValueError, KeyError, TypeError):
                 continue
-    return {k: at for k, (change, at) in last.items() if change == "vanished"}
+    return {k: at for k, (change, at) in last.items() if change == "vanished" and is_acta_key(k)}
 
 
 def _index_places(state: MirrorState, entry: Entry) -> dict[str, Place]:
