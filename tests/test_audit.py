@@ -380,3 +380,19 @@ def test_a_site_without_an_index_counts_what_was_discovered(tmp_path):
     assert report["denominator"] == "discovered (no index file)"
     assert report["coverage"] == f"{n - 2} of {n} tables read; 2 failed to download"
     assert {t["key"] for t in report["tables"]} == set(replay.expected())
+
+
+def test_tables_a_shard_never_fetched_are_absent(tmp_path):
+    """A shard's mirror holds the whole index but fetched only its part: the rest is absent."""
+    from mirror.crawl import in_shard
+    from mirror.replay import Replay, ReplayThread
+
+    out = tmp_path / "shard"
+    with ReplayThread(Replay(small=True, limit=16)) as thread:
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=thread.url, out=str(out), shard=(1, 2))))
+    report = json.loads(run_cli("tally", str(out), "--format", "json").stdout)
+    tables = {t["key"]: t["status"] for t in report["tables"]}
+    mine = {k for k in tables if in_shard(k, (1, 2))}
+    assert 0 < len(mine) < len(tables)
+    assert {k for k, s in tables.items() if s == "absent"} == set(tables) - mine
+    assert report["coverage"] == f"{len(mine)} of {len(tables)} tables read; {len(tables) - len(mine)} absent from the mirror"
