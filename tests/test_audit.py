@@ -132,9 +132,9 @@ def _patched(img: Image.Image, kind: str) -> Image.Image:
     return out
 
 
-@pytest.mark.parametrize("kind,floor", [("finder", 8), ("left column", 7), ("fold", 10)])
+@pytest.mark.parametrize("kind,floor", [("finder", 9), ("left column", 9), ("fold", 10)])
 def test_damaged_qr_codes_are_recovered_never_misread(tmp_path, kind, floor):
-    """Measured on all 20 (scripts/bench_tally.py): finder 18, left column 16, fold 20 recovered;
+    """Measured on all 20 (scripts/bench_tally.py): finder 19, left column 19, fold 20 recovered;
     zxing-cpp alone read none of the finder and left-column cases."""
     import zxingcpp
 

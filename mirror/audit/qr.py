@@ -16,6 +16,7 @@ Pillow's decompression-bomb guard caps the image size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import zxingcpp
@@ -191,16 +192,51 @@ def _boxes(crop: np.ndarray, box: tuple[int, int, int, int]):
             yield x0, (int(round(y1 - height)) if step < 0 else y0), w, int(round(height))
 
 
-def rebuilt_texts(gray: Image.Image, zone: tuple[int, int, int, int]) -> list[str]:
-    """Sample the symbol's module grid, redraw its fixed patterns, and decode the clean rendering."""
+def skew(crop: np.ndarray) -> float:
+    """The symbol's tilt in degrees (counterclockwise), from its four edges.
+
+    Each edge is traced in seven stretches (the outermost ink of each, since a module on the
+    edge is dark somewhere in every stretch); a robust slope (the median of the pairwise slopes)
+    is fitted per edge, and the median over the edges ignores an edge that a patch has cut.
+    """
+    dark = crop < (crop.min() + crop.max()) / 2
+    angles = []
+    for picture, sign in ((dark, -1.0), (dark.T, 1.0)):
+        height = picture.shape[0]
+        has = picture.any(axis=0)
+        xs = np.flatnonzero(has)
+        if len(xs) < 2 * SIZE:
+            continue
+        first = picture.argmax(axis=0)
+        last = height - 1 - picture[::-1].argmax(axis=0)
+        for edge, pick in ((first, np.argmin), (last, np.argmax)):
+            points = []
+            for stretch in np.array_split(xs, 7):
+                i = stretch[pick(edge[stretch])]
+                points.append((i, edge[i]))
+            slopes = [(y2 - y1) / (x2 - x1) for k, (x1, y1) in enumerate(points) for x2, y2 in points[k + 1:]]
+            angles.append(sign * float(np.degrees(np.arctan(np.median(slopes)))))
+    return float(np.median(angles)) if angles else 0.0
+
+
+def rebuilt_texts(gray: Image.Image, zone: tuple[int, int, int, int]) -> Iterator[str]:
+    """Sample the symbol's module grid, redraw its fixed patterns, and decode the clean rendering;
+    a tilted symbol is also tried turned upright. Texts come as found (the caller validates)."""
     global _FUNCTION
     if _FUNCTION is None:
         _FUNCTION, _TEMPLATES[:] = _function_modules(), _templates()
-    crop = np.asarray(ImageOps.autocontrast(gray.crop(zone)), dtype=np.float32)
+    view = ImageOps.autocontrast(gray.crop(zone))
+    yield from _grid_texts(np.asarray(view, dtype=np.float32))
+    angle = skew(np.asarray(view, dtype=np.float32))
+    if abs(angle) > 0.15:
+        upright = view.rotate(-angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
+        yield from _grid_texts(np.asarray(upright, dtype=np.float32))
+
+
+def _grid_texts(crop: np.ndarray) -> Iterator[str]:
     box = _outline(crop)
     if box is None:
-        return []
-    texts: list[str] = []
+        return
     for left, top, width, height in _boxes(crop, box):
         half = max(1, int(min(width, height) / SIZE * 0.25))
         grid = np.zeros((SIZE, SIZE))
@@ -214,10 +250,7 @@ def rebuilt_texts(gray: Image.Image, zone: tuple[int, int, int, int]) -> list[st
             clean = np.where(_FUNCTION, template, modules)
             picture = np.pad(~clean, 4, constant_values=True).astype(np.uint8) * 255
             view = Image.fromarray(picture).resize((picture.shape[1] * 6, picture.shape[0] * 6), Image.Resampling.NEAREST)
-            texts += _zxing(view)
-        if texts:
-            return texts
-    return texts
+            yield from _zxing(view)
 
 
 def candidate_texts(img: Image.Image):
