@@ -155,3 +155,17 @@ def test_without_tesseract_ocr_is_skipped_and_said(doctored):
     assert with_ocr.stdout == plain.stdout
     assert plain.stdout.splitlines()[0].endswith("2 unreadable")  # the blanked QR and the swapped one
     assert os.environ.get("PATH")  # the test's own environment is untouched
+
+
+@needs_tesseract
+def test_a_reading_is_kept_by_content_and_never_read_twice(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = str(real_images()[FORGED])
+    with open(path, "rb") as fh:
+        sha = hashlib.file_digest(fh, "sha256").hexdigest()
+    first = ocr.cached_read_print(path, sha)
+    assert list((tmp_path / "cache" / "acta-mirror" / "readings").rglob(f"{sha}.json"))
+    monkeypatch.setattr(ocr, "read_print", lambda p: pytest.fail("the same bytes were read twice"))
+    assert ocr.cached_read_print(path, sha) == first
+    other = ocr.cached_read_print(path, "0" * 64)  # bytes that are not the ones archived under that hash
+    assert other.status == ocr.REVIEW and "not the archived ones" in other.detail
