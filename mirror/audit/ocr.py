@@ -2,13 +2,15 @@
 
 Every party row prints its votes twice: in digits and in Spanish number words ("Cero, Dos,
 Dos, Tres" = 0223); the summary below gives the valid votes, the null votes and the total.
-tesseract reads the words more reliably than the digits, so a row's value is its words, and
-its digits, where legible, must say the same. The reading is "checked" only when all 38
-party rows and the three totals are found, no row's digits contradict its words, the
-parties add up to the valid votes and valid plus null votes make the total. When a pass
-fails these checks, further passes at other settings (scale, threshold, page segmentation,
-the whole page) are read and combined row by row; what still fails is "needs review",
-never a guess.
+tesseract reads the words more reliably than the digits, so a row's value is its words,
+confirmed by a reading of its digits. The reading is "checked" only when all 38 party rows
+are found and confirmed, the three totals are found (their digits sit in ruled cells that
+OCR reads poorly, so the arithmetic checks their words), the parties add up to the valid
+votes and valid plus null votes make the total. When a check fails, the failing part is read
+again at other settings: the digit column alone (digits only, twice the size), each
+unconfirmed row alone, the summary box with its rules removed, then the whole band at 1.5x
+with more contrast, and the whole page when the table was not found. Passes are combined row
+by row; what still fails is "needs review", never a guess.
 
 The layout is found from the text: the party rows are the lines ending in four number
 words between the column header (Cand. / Sigla / Código) and "Resumen de votos".
