@@ -97,13 +97,17 @@ HELP: dict[str, Help] = {
     "tally": Help((
         ("acta-mirror tally mirror/", "votes per candidate, coverage, unreadable actas"),
         ("acta-mirror tally mirror/ --format csv --out tally.csv", "one row per table"),
-        ("acta-mirror tally mirror/ --format json --out tally.json", "tables and every level"),
+        ("acta-mirror tally mirror/ --format json --out tally.json --coverage coverage.csv",
+         "tables and every level; every listed table's status in a CSV"),
+        ("acta-mirror tally mirror/ --ocr", "also read the printed figures and check each QR against them"),
     ), {0: "", 2: "not a mirror", 3: "", 130: ""}),
     "crosscheck": Help((
         ("acta-mirror crosscheck mirror/ --against mirror/data/index/RESULTADOS_2024_CSV_V1.csv",
          "the QR tally against the published index"),
-        ("acta-mirror crosscheck mirror/ --against official.csv --json", "against official results, as JSON"),
-    ), {0: "every figure agrees", 1: "some disagree (each is named)", 2: "", 130: ""}),
+        ("acta-mirror crosscheck mirror/ --against official.csv --allow-incomplete --json",
+         "against official results, as JSON; unchecked tables do not fail the run"),
+    ), {0: "every table was checked and all agree", 1: "a disagreement was found (each is named)", 2: "",
+        3: "some tables could not be checked and none disagree (0 with --allow-incomplete)", 130: ""}),
     "site": Help((
         ("acta-mirror site mirror/", "then open mirror/site/index.html"),
         ("acta-mirror site mirror/ && acta-mirror publish mirror/ --to ipfs://127.0.0.1:5001", "and publish it"),

@@ -41,7 +41,7 @@ def test_every_adapter_crawls_its_replay(site, tmp_path):
     assert archived == set(expected) and len(archived) >= 30
     bagit.Bag(str(tmp_path / "m")).validate()
     tally = run_cli("tally", str(tmp_path / "m"))
-    assert f"{len(expected)} of {len(expected)} tables decoded" in tally.stdout
+    assert f"{len(expected)} of {len(expected)} tables read" in tally.stdout
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..manifest import provenance_lines
+from ..state import open_payload, read_state
 from ..qrformat import CANDIDATES
 from ..sites.resultados2024 import acta_key, read_index_text
 from .tally import Table, tally
@@ -73,14 +73,12 @@ def _votes_table(rows: list[tuple[str, dict | None]], header: list[str]) -> str:
 
 def index_rows(bag: Path) -> dict[str, dict]:
     """The site's own published figures per table, from the latest archived index CSV."""
-    latest = None
-    for line in provenance_lines(bag / "provenance.jsonl"):
-        if line.path.startswith("data/index/"):
-            latest = line.path
+    latest = read_state(bag).require_clean().latest_index()
     rows: dict[str, dict] = {}
     if latest is None:
         return rows
-    text = read_index_text((bag / latest).read_bytes())
+    with open_payload(bag, latest.path) as fh:
+        text = read_index_text(fh.read())
     for row in csv.DictReader(io.StringIO(text, newline="")):
         try:
             rows[acta_key(row["CENTRO"], row["MESA"])] = {c: int(row[c]) for c in CANDIDATES + ("VOTOS_NULOS",)
@@ -102,6 +100,8 @@ def build_site(bag: str | os.PathLike) -> Path:
     centers: dict[str, str] = {}
     tables_of: dict[str, list[str]] = {}
     for key, table in result.tables.items():
+        if table.entry is None:
+            continue  # no image in the mirror: the coverage lists name it
         levels = table.path.split("/")[1:-1]  # state, municipality, parish, center directories
         node = tree
         for part in levels:
@@ -131,14 +131,14 @@ def build_site(bag: str | os.PathLike) -> Path:
                 sub_unit = unit_for(depth, any_key)
                 label = sub_unit.name or name
                 items.append(f"<li><a href=\"{html.escape(name)}/index.html\">{html.escape(label)}</a> "
-                             f"({sub_unit.decoded} de {sub_unit.tables} actas leídas)</li>")
+                             f"({sub_unit.read} de {sub_unit.tables} actas leídas)</li>")
                 write_dir(child, parts + [name], label, sub_unit)
-        body = (f"<p>{unit.decoded} de {unit.tables} actas leídas del código QR.</p>"
+        body = (f"<p>{unit.read} de {unit.tables} actas leídas del código QR.</p>"
                 + _votes_table([("QR", {**unit.votes, "VOTOS_NULOS": unit.nulos})], ["Suma de los QR"])
                 + "<ul>" + "".join(items) + "</ul>")
-        if unit.unreadable:
+        if unit.unread:
             body += "<h2>Sin leer</h2><ul>" + "".join(
-                f"<li>{html.escape(k)}: {html.escape(r)}</li>" for k, r in unit.unreadable[:500]) + "</ul>"
+                f"<li>{html.escape(k)}: {html.escape(d or s)}</li>" for k, s, d in unit.unread[:500]) + "</ul>"
         if depth == 0:
             body = _search_form() + body
         (folder / "index.html").write_text(_page(title, depth, body, search=depth == 0), encoding="utf-8")
@@ -150,11 +150,11 @@ def build_site(bag: str | os.PathLike) -> Path:
         qr = {**table.votes, "VOTOS_NULOS": table.nulos} if table.votes else None
         row = published.get(table.key)
         differs = qr and row and any(qr.get(c) != row.get(c) for c in row)
-        facts = [("Acta", table.key), ("Estado", e.get("state")), ("Municipio", e.get("municipality")),
-                 ("Parroquia", e.get("parish")), ("Centro", e.get("center")), ("sha256", e["sha256"]),
-                 ("CID (IPFS)", e.get("cid")), ("URL", e.get("url")), ("URL final", e.get("final_url")),
-                 ("Descargada", e.get("fetched_at")), ("ETag", e.get("etag")),
-                 ("Last-Modified", e.get("last_modified")), ("Versión", e.get("version")),
+        facts = [("Acta", table.key), ("Estado", e.state), ("Municipio", e.municipality),
+                 ("Parroquia", e.parish), ("Centro", e.center), ("sha256", e.sha256),
+                 ("CID (IPFS)", e.cid), ("URL", e.url), ("URL final", e.final_url),
+                 ("Descargada", e.fetched_at), ("ETag", e.etag),
+                 ("Last-Modified", e.last_modified), ("Versión", e.version),
                  ("Lectura del QR", table.status)]
         body = ("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td class=\"mono\">{html.escape(str(v or ''))}</td></tr>"
                                     for k, v in facts) + "</table>")
