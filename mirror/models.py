@@ -19,8 +19,9 @@ Exceptions (every one the CLI turns into one line and an exit code):
     ├── MirrorLocked             2  another run holds the mirror's lock
     ├── ArchiveWriteError        3  the disk refused a write (full, read-only)
     └── FetchError               1  one URL failed for good (listed in failures.jsonl)
-        ├── NotAnImage           1  a 200 answer whose body is not a JPEG/PNG
-        └── TooLarge             1  a body above the size cap
+        ├── NotAnImage           1  a 200 answer whose body is not a whole JPEG/PNG
+        ├── TooLarge             1  a body above the size cap
+        └── Deferred             1  not asked: the host's breaker tripped or the deadline passed
 
 Foreign errors (aiohttp, OSError, csv) are translated into these at one boundary
 each: the fetcher for network errors, the archive for disk errors, the publishers for
@@ -66,10 +67,12 @@ class ArchiveWriteError(MirrorError):
 class FetchError(MirrorError):
     """A URL that failed for good, after the fetcher's retries."""
 
-    def __init__(self, url: str, reason: str):
+    def __init__(self, url: str, reason: str, *, cause: str = "", attempts: int = 1):
         super().__init__(f"{url}: {reason}")
         self.url = url
         self.reason = reason
+        self.cause = cause or reason  # a short stable category, e.g. "HTTP 404", "timeout"
+        self.attempts = attempts
 
 
 class NotAnImage(FetchError):
@@ -78,6 +81,10 @@ class NotAnImage(FetchError):
 
 class TooLarge(FetchError):
     pass
+
+
+class Deferred(FetchError):
+    """Not asked (or no longer): the next run asks again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +123,8 @@ class Fetched:
     content_type: str
     fetched_at: str
     host: str
+    redirects: tuple[str, ...] = ()  # every URL answered with a redirect, in order
+    trailing_bytes: int = 0  # bytes after the image's end marker (kept, flagged)
 
 
 PROVENANCE_FIELDS = (
@@ -154,9 +163,12 @@ class Entry:
     center: str = ""
     table: str = ""
     supersedes: str | None = None
+    redirects: tuple[str, ...] = ()  # URLs that answered with a redirect, before final_url
+    trailing_bytes: int = 0  # bytes after the image's end marker: kept as served, flagged
 
     def to_json(self) -> str:
-        return json.dumps({name: getattr(self, name) for name in _ENTRY_FIELDS}, ensure_ascii=False)
+        return json.dumps({name: list(v) if isinstance(v := getattr(self, name), tuple) else v
+                           for name in _ENTRY_FIELDS}, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, line: str) -> "Entry":
@@ -174,10 +186,14 @@ class Entry:
                     raise ValueError(f"missing field {f.name!r}")
                 continue
             value = obj[f.name]
-            want = (int,) if f.name in ("version", "size", "status") else (str,)
+            want = (int,) if f.name in ("version", "size", "status", "trailing_bytes") else (str,)
             if f.name == "supersedes":
                 want = (str, type(None))
-            if not isinstance(value, want) or isinstance(value, bool):
+            if f.name == "redirects":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"field {f.name!r} has the wrong type")
+                value = tuple(value)
+            elif not isinstance(value, want) or isinstance(value, bool):
                 raise ValueError(f"field {f.name!r} has the wrong type")
             kwargs[f.name] = value
         entry = cls(**kwargs)
