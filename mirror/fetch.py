@@ -272,12 +272,10 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        tries = 0
+        sent = [0]  # attempts that reached the network (a deferred one may not)
 
         async def attempt() -> Fetched:
-            nonlocal tries
-            tries += 1
-            return await self._once(url, headers, expect_image)
+            return await self._once(url, headers, expect_image, sent)
 
         try:
             try:
@@ -293,10 +291,10 @@ class Fetcher:
                 with step:
                     return await attempt()
         except _Transient as exc:
-            reason = exc.reason if tries == 1 else f"gave up after {tries} attempts: {exc.reason}"
-            raise FetchError(url, reason, cause=exc.cause, attempts=tries) from None
+            reason = exc.reason if sent[0] == 1 else f"gave up after {sent[0]} attempts: {exc.reason}"
+            raise FetchError(url, reason, cause=exc.cause, attempts=sent[0]) from None
         except FetchError as exc:
-            exc.attempts = tries
+            exc.attempts = sent[0]
             raise
         raise AssertionError("unreachable")
 
@@ -348,7 +346,7 @@ class Fetcher:
             raise FetchError(original, f"{host} is a {address_class(host)} address", cause="blocked address")
         return host
 
-    async def _once(self, url: str, headers: dict, expect_image: bool) -> Fetched:
+    async def _once(self, url: str, headers: dict, expect_image: bool, sent: list[int]) -> Fetched:
         conditional = "If-None-Match" in headers or "If-Modified-Since" in headers
         current, hops = url, []
         async with self._slots:
@@ -362,6 +360,7 @@ class Fetcher:
                     raise Deferred(url, "the crawl's deadline passed before it was asked", cause="deadline")
                 await host.wait()
                 self.requests += 1
+                sent[0] += not hops
                 try:
                     async with self._session.get(current, headers=headers, proxy=self._http_proxy,
                                                  allow_redirects=False, timeout=self._timeout()) as resp:

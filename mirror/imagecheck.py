@@ -2,7 +2,7 @@
 
 Magic bytes prove nothing: a blocked site can put a PNG signature in front of an HTML page,
 or wrap random bytes in JPEG start and end markers. `ImageCheck` walks the structure as the
-chunks arrive, at the cost of one `bytes.find` per 0xFF in the compressed data:
+chunks arrive; the compressed data is skipped by one regular-expression search per scan:
 
 - JPEG: every segment from SOI up to the first scan (a frame header must come first), the
   entropy-coded data (stuffed 0xFF00 and restart markers), the segments between the scans of
@@ -30,6 +30,8 @@ _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn carry no len
 _HTML = re.compile(rb"<\s*(html|script|!doctype|body|iframe|svg|head|meta|object|embed)\b", re.IGNORECASE)
 _PIXELS_PER_SCAN_BYTE = 4096  # a scan smaller than 1 byte per this many pixels is suspicious
 _CHUNK_TYPE = re.compile(rb"[A-Za-z]{4}")
+# In a scan, 0xFF00 is a stuffed byte, 0xFFD0-D7 a restart and 0xFFFF fill: anything else is a marker.
+_MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 class NotImage(ValueError):
@@ -120,23 +122,14 @@ class ImageCheck:
         buf = self._buf
         while True:
             if self._state == "scan":
-                ff = buf.find(b"\xff", pos)
-                if ff < 0:
-                    self._scan_bytes += len(buf) - pos
-                    return len(buf)
-                self._scan_bytes += ff - pos
-                if ff + 1 >= len(buf):
-                    return ff
-                nxt = buf[ff + 1]
-                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
-                    self._scan_bytes += 2
-                    pos = ff + 2
-                    continue
-                if nxt == 0xFF:  # fill bytes before a marker
-                    pos = ff + 1
-                    continue
+                found = _MARKER_IN_SCAN.search(buf, pos)
+                if found is None:  # keep a last 0xFF: the byte after it decides
+                    end = len(buf) - 1 if buf.endswith(b"\xff") else len(buf)
+                    self._scan_bytes += end - pos
+                    return end
+                self._scan_bytes += found.start() - pos
                 self._state = "marker"
-                pos = ff
+                pos = found.start()
                 continue
             if self._state == "trailing":
                 self.trailing += len(buf) - pos

@@ -128,6 +128,7 @@ class Resultados2024:
     description = "Venezuela 2024 presidential election, the opposition's results site"
     discover_modes = ("csv", "html", "both")
     index_name = "RESULTADOS_2024_CSV_V1.csv"
+    hosts = ("static.resultadosconvzla.com",)  # the real site's images, when its pages are walked from elsewhere
 
     def index_urls(self, root: str) -> list[str]:
         return [join(root.rstrip("/") + "/", self.index_name)]
