@@ -128,10 +128,12 @@ def address_class(address: str) -> str:
 @dataclass(frozen=True)
 class HostPolicy:
     """Where requests may go: these host names (empty: any), and addresses of the public
-    internet plus the classes named in `also` (the root's own, e.g. loopback in tests)."""
+    internet plus the classes named in `also` (the root's own, e.g. loopback in tests). The
+    root's own name may resolve anywhere: the user chose it (an intranet site, say)."""
 
     hosts: frozenset[str] = frozenset()
     also: frozenset[str] = frozenset()
+    root: str = ""
 
     @classmethod
     def for_root(cls, root: str, alternates: tuple[str, ...] = (), extra_hosts: tuple[str, ...] = ()) -> "HostPolicy":
@@ -139,7 +141,7 @@ class HostPolicy:
         hosts |= {h.strip().lower().strip("[]") for h in extra_hosts if h.strip()}
         root_host = urlsplit(root).hostname or ""
         also = {address_class(root_host)} if root_host != "localhost" else {"loopback"}
-        return cls(frozenset(hosts - {""}), frozenset(also - {"public"}))
+        return cls(frozenset(hosts - {""}), frozenset(also - {"public"}), root_host.lower())
 
     def allows(self, address: str) -> bool:
         kind = address_class(address)
@@ -156,6 +158,8 @@ class _GuardedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
         found = await self._inner.resolve(host, port, family)
+        if host.lower().rstrip(".") == self._policy.root:
+            return found
         allowed = [r for r in found if self._policy.allows(r["host"])]
         if not allowed:
             raise _BlockedAddress(f"{host} resolves to {found[0]['host']} ({address_class(found[0]['host'])})")
@@ -220,11 +224,13 @@ class Fetcher:
         self._hosts: dict[str, _Host] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: _GuardedResolver | None = None
         self.requests = 0
         self._serial = 0
 
     async def __aenter__(self) -> "Fetcher":
-        connector, self._http_proxy = _connector(self.proxy, self.concurrency, _GuardedResolver(self.policy))
+        self._resolver = None if self.proxy else _GuardedResolver(self.policy)
+        connector, self._http_proxy = _connector(self.proxy, self.concurrency, self._resolver)
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": USER_AGENT},
@@ -235,6 +241,8 @@ class Fetcher:
     async def __aexit__(self, *exc) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._resolver is not None:  # a resolver handed to the connector is ours to close
+            await self._resolver.close()
 
     def tripped(self) -> dict[str, str]:
         """Hosts left alone this run, with the reason."""
@@ -379,6 +387,8 @@ class Fetcher:
                             raise FetchError(url, f"invalid redirect {location!r}", cause="invalid URL") from None
                 except (_Transient, FetchError, ArchiveWriteError):
                     raise
+                except aiohttp.InvalidURL as exc:  # includes legacy IPv4 forms such as 127.1
+                    raise FetchError(url, f"invalid URL ({_short(exc)})", cause="invalid URL") from None
                 except aiohttp.ClientConnectorDNSError as exc:
                     if isinstance(exc.os_error, _BlockedAddress):
                         raise FetchError(url, str(exc.os_error), cause="blocked address") from None
@@ -521,7 +531,7 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _connector(proxy: str | None, concurrency: int, resolver: AbstractResolver):
+def _connector(proxy: str | None, concurrency: int, resolver: AbstractResolver | None):
     """The connector and, for HTTP proxies, the proxy URL aiohttp takes per request. Through
     a proxy, names are resolved beyond our reach: only literal addresses are checked then."""
     limit = max(concurrency, 1)

@@ -22,8 +22,10 @@ import pytest
 
 from mirror import sites
 from mirror.crawl import CrawlOptions, crawl
+from mirror.fetch import Fetcher, HostPolicy
 from mirror.imagecheck import NotImage, check_bytes
 from mirror.manifest import read_provenance
+from mirror.models import FetchError
 from mirror.verify import verify
 from tests.conftest import ROOT, run_cli
 from tests.hostile_site import (HostileSite, body, changing, drip, index_row, jpeg, key_of, listing, mesa, png,
@@ -407,6 +409,23 @@ def test_a_declared_cdn_is_followed_with_every_hop_recorded_and_bad_addresses_re
     assert entry.redirects == (f"{site.url}/img/5.jpg", f"{site.url}/hop/5.jpg")
     assert entry.final_url == f"{other_host.url}/cdn/5.jpg" and entry.host == "127.0.0.2"
     assert_sound(out, [key_of(0), key_of(5)])
+
+
+def test_a_name_that_resolves_to_a_blocked_address_is_refused(site, tmp_path):
+    site.routes["/img/0.jpg"] = body(jpeg(0))
+    port = site.url.rsplit(":", 1)[1]
+
+    async def go():
+        # a public root (by name; nothing is asked of it) that declares "localhost" as a CDN
+        policy = HostPolicy.for_root("http://results.example/", extra_hosts=("localhost",))
+        async with Fetcher(policy=policy, tmp_dir=str(tmp_path)) as fetcher:
+            with pytest.raises(FetchError) as refused:
+                await fetcher.fetch(f"http://localhost:{port}/img/0.jpg")
+        return refused.value
+
+    refused = asyncio.run(asyncio.wait_for(go(), 30))
+    assert refused.cause == "blocked address" and "loopback" in refused.reason
+    assert refused.attempts == 1 and site.hits["/img/0.jpg"] == 0
 
 
 # -- 9: many URLs, one acta ---------------------------------------------------------------------
