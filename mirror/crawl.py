@@ -8,6 +8,7 @@ import itertools
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -176,7 +177,7 @@ class _Run:
         self.listed: dict[str, str] = {}  # key -> the first URL it was listed with
         self.extra: dict[str, list[str]] = {}  # key -> its further URLs, in listing order (rare)
         self.extra_actas: dict[str, Acta] = {}  # key -> how it was listed with a further URL
-        self.new_this_run: set[str] = set()  # keys that got a new version in this run
+        self.new_this_run: Counter = Counter()  # key -> new versions it got in this run
         self.complete = True  # the listing is whole: only then can actas be called vanished
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=opts.concurrency * 4)
 
@@ -302,24 +303,24 @@ class _Run:
         except Exception as exc:  # never lose the run to one URL
             self.fail(acta.key, url, f"unexpected {type(exc).__name__}: {exc}", "unexpected error", 1)
             return
-        if fetched is None or self.archive.add(acta, fetched) is None:
+        if self.archive.add(acta, fetched) is None:
             self.counters.unchanged += 1
         else:
-            self.new_this_run.add(acta.key)
+            self.new_this_run[acta.key] += 1
             self.counters.archived += 1
             self.counters.bytes += fetched.size
         while self.archive.backlog > BACKLOG_LIMIT:  # the disk is behind: wait for it
             await asyncio.sleep(0.02)
 
-    async def settle(self, acta: Acta, fetched: Fetched) -> Fetched | None:
-        """Bounds on versions: at most one new version of an acta per run, and a changed acta
-        is asked once more, so bytes that change on every request never become versions.
-        None: nothing to archive (not a failure)."""
+    async def settle(self, acta: Acta, fetched: Fetched) -> Fetched:
+        """Bounds on versions: at most MAX_NEW_VERSIONS_PER_RUN new versions of an acta per run,
+        and a changed acta is asked once more, so bytes that change on every request never
+        become versions. Raises FetchError (the temp file removed) for bytes not to archive."""
         known = self.archive.versions.get(acta.key)
         if fetched.status != 200 or not known or fetched.sha256 in known:
             return fetched
         try:
-            if acta.key in self.new_this_run:
+            if self.new_this_run[acta.key] >= MAX_NEW_VERSIONS_PER_RUN:
                 raise FetchError(acta.url, f"another URL of this acta already gave it a new version in this "
                                            f"run (at most {MAX_NEW_VERSIONS_PER_RUN}); these bytes were not archived",
                                  cause="too many versions")

@@ -10,11 +10,12 @@ chunks arrive; the compressed data is skipped by one regular-expression search p
   segment (a JPEG/HTML polyglot) is refused.
 - PNG: the signature, IHDR first, every chunk's length, type and CRC, IDAT before IEND.
 
-Bytes after the end marker are kept (what the server sent is evidence) and counted in
-`trailing`. When the structure is valid but unusual (arithmetic coding, no Huffman tables,
-a scan far too small for the frame, a height left to a DNL segment), `needs_decode` is set and
-`decode()` lets Pillow have the last word. Problems raise `NotImage` (a ValueError) with a
-short stable `cause` and a readable reason.
+A scan far too small for its frame cannot be whole (every 8x8 block costs at least two bits)
+and is refused. Bytes after the end marker are kept (what the server sent is evidence) and
+counted in `trailing`. When the structure is valid but unusual (no quantization or Huffman
+tables before the scan, arithmetic coding, a height left to a DNL segment), `needs_decode` is
+set and `decode()` lets Pillow have the last word; libjpeg forgives much, but not a missing
+table. Problems raise `NotImage` (a ValueError) with a short stable `cause` and a reason.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (not D
 _ARITHMETIC = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn carry no length
 _HTML = re.compile(rb"<\s*(html|script|!doctype|body|iframe|svg|head|meta|object|embed)\b", re.IGNORECASE)
-_PIXELS_PER_SCAN_BYTE = 4096  # a scan smaller than 1 byte per this many pixels is suspicious
+_PIXELS_PER_SCAN_BYTE = 2048  # a whole scan has at least 1 byte per 256 pixels: 8x margin
 _CHUNK_TYPE = re.compile(rb"[A-Za-z]{4}")
 # In a scan, 0xFF00 is a stuffed byte, 0xFFD0-D7 a restart and 0xFFFF fill: anything else is a marker.
 _MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -64,6 +65,7 @@ class ImageCheck:
         # JPEG
         self._frame: tuple[int, int] | None = None  # (width, height)
         self._huffman = False
+        self._quantization = False
         self._arithmetic = False
         self._scan_bytes = 0
         # PNG
@@ -93,7 +95,7 @@ class ImageCheck:
             if height == 0:
                 self._unusual = self._unusual or "height given after the scan (DNL)"
             elif self._scan_bytes * _PIXELS_PER_SCAN_BYTE < width * height:
-                self._unusual = self._unusual or f"{self._scan_bytes} bytes of scan for {width}x{height} pixels"
+                raise NotImage(f"JPEG scan of {self._scan_bytes} bytes cannot hold {width}x{height} pixels")
         return Verdict(self.kind, self.trailing, bool(self._unusual))
 
     @property
@@ -182,11 +184,15 @@ class ImageCheck:
                 self._unusual = "arithmetic coding"
         elif marker == 0xC4:
             self._huffman = True
+        elif marker == 0xDB:
+            self._quantization = True
         elif marker == 0xDA:
             if self._frame is None:
                 raise NotImage("JPEG scan before any frame header")
             if not body or len(body) != 4 + 2 * body[0] or not 1 <= body[0] <= 4:
                 raise NotImage("JPEG scan header is not valid")
+            if not self._quantization:
+                self._unusual = self._unusual or "no quantization tables before the scan"
             if not self._huffman and not self._arithmetic:
                 self._unusual = self._unusual or "no Huffman tables (default tables assumed)"
             self._state = "scan"

@@ -306,6 +306,36 @@ def test_the_check_reads_structure_not_magic_bytes():
     real = sorted((ROOT / "mirror/replay/data/resultados2024/actas").glob("*.jpg"))
     for path in real:
         assert check_bytes(path.read_bytes()).kind == "image/jpeg", path
+    small = bytearray(jpeg(3))  # a frame header claiming far more pixels than the scan holds
+    sof = small.find(b"\xff\xc0")
+    small[sof + 5:sof + 9] = (4000).to_bytes(2, "big") * 2
+    with pytest.raises(NotImage, match="cannot hold"):
+        check_bytes(bytes(small))
+
+
+def _without(data: bytes, marker: int) -> bytes:
+    """A JPEG with every segment of one kind removed (up to the first scan)."""
+    out, pos = bytearray(data[:2]), 2
+    while data[pos + 1] != 0xDA:
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if data[pos + 1] != marker:
+            out += data[pos:pos + 2 + length]
+        pos += 2 + length
+    return bytes(out + data[pos:])
+
+
+def test_an_unusual_structure_is_decoded_and_a_broken_one_refused(site, tmp_path):
+    rows = site.good_actas(2)
+    no_dht = _without(jpeg(5), 0xC4)  # Motion-JPEG style: decodes with the standard tables
+    no_dqt = _without(jpeg(6), 0xDB)  # no quantization table: structure fine, no decoder takes it
+    assert check_bytes(no_dht).needs_decode and check_bytes(no_dqt).needs_decode
+    site.routes["/img/5.jpg"], site.routes["/img/6.jpg"] = body(no_dht), body(no_dqt)
+    site.serve_index(rows + [index_row(5, f"{site.url}/img/5.jpg"), index_row(6, f"{site.url}/img/6.jpg")])
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url, out)
+    assert [(f["url"].rsplit("/", 1)[1], f["cause"]) for f in result.failures] == [("6.jpg", "not an image")]
+    assert "does not decode" in result.failures[0]["reason"]
+    assert_sound(out, [key_of(0), key_of(1), key_of(5)])
 
 
 # -- 7: a host that says stop is left alone ----------------------------------------------------
