@@ -98,10 +98,6 @@ class ImageCheck:
                 raise NotImage(f"JPEG scan of {self._scan_bytes} bytes cannot hold {width}x{height} pixels")
         return Verdict(self.kind, self.trailing, bool(self._unusual))
 
-    @property
-    def unusual(self) -> str:
-        return self._unusual
-
     # -- signature --------------------------------------------------------------
     def _signature(self) -> int:
         head = bytes(self._buf[:8])
