@@ -11,7 +11,7 @@ import asyncio
 import re
 from typing import AsyncIterator, Iterator
 
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, SoupStrainer
 
 from ..models import Acta, IndexFormatError, Place
 from . import GetPage, Report, join, register, walk_pages
@@ -21,7 +21,8 @@ _CODE = re.compile(r"reg_(\d+)\.html$")
 
 
 def _results(html: str, url: str):
-    soup = BeautifulSoup(html, "lxml")
+    # only the results table and the acta link become objects, however large the page
+    soup = BeautifulSoup(html, "lxml", parse_only=SoupStrainer(id=["tablaResultados", "acta"]))
     table = soup.select_one("#tablaResultados")
     if table is None:
         raise IndexFormatError(f"{url}: no results table (#tablaResultados) on the page")
