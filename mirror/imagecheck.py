@@ -29,6 +29,7 @@ _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (not D
 _ARITHMETIC = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn carry no length
 _HTML = re.compile(rb"<\s*(html|script|!doctype|body|iframe|svg|head|meta|object|embed)\b", re.IGNORECASE)
+_SNIFF = 64  # bytes looked at before calling a body that is no image HTML or junk
 _PIXELS_PER_SCAN_BYTE = 2048  # a whole scan has at least 1 byte per 256 pixels: 8x margin
 _CHUNK_TYPE = re.compile(rb"[A-Za-z]{4}")
 # In a scan, 0xFF00 is a stuffed byte, 0xFFD0-D7 a restart and 0xFFFF fill: anything else is a marker.
@@ -86,6 +87,7 @@ class ImageCheck:
         if self._state == "signature":
             if not self._buf:
                 raise NotImage("empty body", "not an image")
+            self._signature(final=True)
             raise NotImage(f"{len(self._buf)} bytes: too short for a JPEG or PNG", "not an image")
         if self._state != "trailing":
             what = "JPEG" if self.kind == "image/jpeg" else "PNG"
@@ -99,7 +101,7 @@ class ImageCheck:
         return Verdict(self.kind, self.trailing, bool(self._unusual))
 
     # -- signature --------------------------------------------------------------
-    def _signature(self) -> int:
+    def _signature(self, final: bool = False) -> int:
         head = bytes(self._buf[:8])
         for signature, kind in ((JPEG_SIGNATURE, "image/jpeg"), (PNG_SIGNATURE, "image/png")):
             if head.startswith(signature):
@@ -109,8 +111,10 @@ class ImageCheck:
                     return self._jpeg(2)
                 self._state = "chunk"
                 return self._png(8)
-            if signature.startswith(head):  # a prefix (a 2-byte first chunk, as over Tor): wait
+            if signature.startswith(head) and not final:  # a prefix (a 2-byte first chunk, as over Tor): wait
                 return 0
+        if len(self._buf) < _SNIFF and not final:  # enough to tell an HTML page from other junk
+            return 0
         if looks_like_html(bytes(self._buf[:1024])):
             raise NotImage("an HTML page where an image belongs", "HTML instead of an image")
         raise NotImage("not a JPEG or PNG (no image signature)", "not an image")

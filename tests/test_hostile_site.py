@@ -512,3 +512,36 @@ def test_broken_links_odd_charsets_and_odd_index_urls_give_no_traceback(site, tm
     assert proc.returncode == 0, proc.stderr
     assert (idx / "data/index/index.csv").is_file()
     assert_sound(idx, [key_of(0), key_of(1)])
+
+
+# -- fuzz: the image check is a parser of outside input ------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_EXAMPLES = int(os.environ.get("ACTA_MIRROR_FUZZ_EXAMPLES", "300"))
+_SEEDS = [jpeg(1), png(2), b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"]
+
+
+def _judge(data: bytes, cuts: list[int]):
+    from mirror.imagecheck import ImageCheck
+    check, last = ImageCheck(), 0
+    try:
+        for cut in sorted(c % (len(data) + 1) for c in cuts) + [len(data)]:
+            check.feed(data[last:cut])
+            last = cut
+        return check.finish()
+    except NotImage as exc:
+        return exc.cause
+
+
+@settings(max_examples=_EXAMPLES, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(_SEEDS), edits=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=6),
+       cut=st.integers(0, 4000), tail=st.binary(max_size=64), cuts=st.lists(st.integers(0, 5000), max_size=8))
+def test_the_image_check_never_crashes_and_ignores_how_bytes_arrive(seed, edits, cut, tail, cuts):
+    data = bytearray(seed)
+    for pos, value in edits:
+        if data:
+            data[pos % len(data)] = value
+    data = bytes(data[:cut] if cut < len(data) else data) + tail
+    whole = _judge(data, [])
+    assert whole == _judge(data, cuts)  # a Verdict or a NotImage cause, the same however chunked
