@@ -40,7 +40,8 @@ RETRY_HTTP_CODES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 
 BACKOFF_BASE = 0.5  # seconds; full jitter over base * 2**attempt
 BACKOFF_MAX = 30.0  # no single wait is longer, whatever Retry-After asks
 RETRY_AFTER_MAX = 300.0  # a host asking (Retry-After) to wait longer than this is left alone this run
-BREAKER_STRIKES = 20  # answers of 429/503 in a row from one host before it is left alone this run
+BREAKER_STRIKES = 20  # answers of 429/503 in a row from one host...
+BREAKER_SECONDS = 30.0  # ...over at least this long (a short burst under load is only retried): left alone
 BREAKER_CODES = frozenset({429, 503})
 MAX_REDIRECTS = 10  # hops followed for one URL, each one checked
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -177,6 +178,7 @@ class _Host:
     next_at: float = 0.0
     lock: asyncio.Lock | None = None
     strikes: int = 0  # 429/503 answers in a row
+    streak_since: float = 0.0  # when the first of them came
     tripped: str = ""  # why the host is left alone this run
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -413,12 +415,15 @@ class Fetcher:
             host.strikes = 0
             return
         host.strikes += 1
+        if host.strikes == 1:
+            host.streak_since = time.monotonic()
         wait = parse_retry_after(resp.headers.get("Retry-After"))
         left = None if self.deadline is None else self.deadline - time.monotonic()
         if wait is not None and (wait > RETRY_AFTER_MAX or (left is not None and wait > left)):
             host.trip(f"it asked to wait {wait:.0f} s (Retry-After, HTTP {resp.status})")
-        elif host.strikes >= BREAKER_STRIKES:
-            host.trip(f"{host.strikes} answers of HTTP 429/503 in a row")
+        elif host.strikes >= BREAKER_STRIKES and time.monotonic() - host.streak_since >= BREAKER_SECONDS:
+            host.trip(f"{host.strikes} answers of HTTP 429/503 in a row over "
+                      f"{time.monotonic() - host.streak_since:.0f} s")
         if host.tripped:
             raise Deferred(url, f"{name} is left alone this run: {host.tripped}",
                            cause="deferred: host breaker")

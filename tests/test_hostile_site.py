@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mirror import sites
+from mirror import fetch, sites
 from mirror.crawl import CrawlOptions, crawl
 from mirror.fetch import Fetcher, HostPolicy
 from mirror.imagecheck import NotImage, check_bytes
@@ -340,7 +340,8 @@ def test_an_unusual_structure_is_decoded_and_a_broken_one_refused(site, tmp_path
 
 # -- 7: a host that says stop is left alone ----------------------------------------------------
 @pytest.mark.parametrize("answer", [status(429, **{"Retry-After": "999999"}), status(503)], ids=["429-wait", "503"])
-def test_a_host_that_says_stop_trips_its_breaker(site, other_host, tmp_path, answer):
+def test_a_host_that_says_stop_trips_its_breaker(site, other_host, tmp_path, answer, monkeypatch):
+    monkeypatch.setattr(fetch, "BREAKER_SECONDS", 0.0)  # production waits 30 s of nothing but 429/503
     rows = []
     for i in range(40):
         site.routes[f"/img/{i}.jpg"] = answer

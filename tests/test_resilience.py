@@ -210,8 +210,11 @@ def test_pool_workers_end_with_a_killed_parent(tmp_path):
     assert alive == [], "pool workers outlived their killed parent"
 
 
-def test_a_primary_that_says_stop_is_left_alone_and_the_alternate_serves(tmp_path):
+def test_a_primary_that_says_stop_is_left_alone_and_the_alternate_serves(tmp_path, monkeypatch):
+    from mirror import fetch
     from tests.hostile_site import HostileSite, body, index_row, jpeg, key_of, status
+
+    monkeypatch.setattr(fetch, "BREAKER_SECONDS", 0.0)  # production waits 30 s of nothing but 503
 
     with HostileSite() as primary, HostileSite("127.0.0.2") as alternate:
         rows = []
