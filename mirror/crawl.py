@@ -95,7 +95,11 @@ def in_shard(key: str, shard: tuple[int, int]) -> bool:
 
 
 def _is_url(text: str) -> bool:
-    return urlsplit(text).scheme in ("http", "https")
+    try:
+        parts = urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # "http://[::1", a port that is not a number
+        return False
 
 
 def check_options(opts: CrawlOptions) -> None:

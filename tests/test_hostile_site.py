@@ -513,6 +513,9 @@ def test_broken_links_odd_charsets_and_odd_index_urls_give_no_traceback(site, tm
     assert proc.returncode == 0, proc.stderr
     assert (idx / "data/index/index.csv").is_file()
     assert_sound(idx, [key_of(0), key_of(1)])
+    for root in ("http://[::1", "http://h:x/", "http://"):
+        bad = run_cli("crawl", "resultados2024", "--root", root, "--out", str(tmp_path / "bad"), "--quiet")
+        assert bad.returncode == 2 and "--root must be" in bad.stderr
 
 
 # -- fuzz: the image check is a parser of outside input ------------------------------------------
