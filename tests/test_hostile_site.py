@@ -194,7 +194,9 @@ def test_a_listing_that_lists_itself_without_end_is_cut_by_depth_and_budget(site
     async def fan_out(request):
         nonlocal count
         count += 1
-        links = [(f"/loop?n={count}-{j}", "more") for j in range(3)]
+        n = count
+        await asyncio.sleep(1.0)  # slower than the good branch, which must not lose the race for the budget
+        links = [(f"/loop?n={n}-{j}", "more") for j in range(3)]
         return await body(listing(links), "text/html")(request)
 
     site.routes["/"] = body(listing([("/loop?n=0", "L"), ("/e/0", "E")]), "text/html")
@@ -209,6 +211,27 @@ def test_a_listing_that_lists_itself_without_end_is_cut_by_depth_and_budget(site
     result = crawl_bounded(site.url + "/", out, discover="html", bound=60)
     assert sum(n for p, n in site.hits.items() if p.startswith("/loop")) <= 40
     assert any(f["cause"] == "walk limit" for f in result.failures), result.failures
+    assert_sound(out, [key_of(0)])
+
+
+def _cne(links: list[str]) -> str:
+    rows = "".join(f'<tr><td><a href="{h}">x</a></td></tr>' for h in links)
+    return f'<html><body><table id="tablaResultados">{rows}</table></body></html>'
+
+
+def test_a_chain_of_new_pages_is_cut_at_the_depth_limit(site, tmp_path):
+    # cne pages say their level by their code's length: a code that never reaches a table's
+    # 11 digits makes every page a listing, one level deeper than the last
+    site.routes["/r/0/reg_000000.html"] = body(_cne(["/r/1/reg_100.html", "/r/5/reg_01010100001.html"]), "text/html")
+    for n in range(100, 130):
+        site.routes[f"/r/1/reg_{n}.html"] = body(_cne([f"/r/1/reg_{n + 1}.html"]), "text/html")
+    site.routes["/r/5/reg_01010100001.html"] = body('<table id="tablaResultados"></table><a id="acta" href="/img/0.jpg">acta</a>',
+                                                    "text/html")
+    site.routes["/img/0.jpg"] = body(jpeg(0))
+    out = tmp_path / "m"
+    result = asyncio.run(asyncio.wait_for(crawl(CrawlOptions(site="cne", root=site.url, out=str(out))), BOUND))
+    assert sum(n for p, n in site.hits.items() if p.startswith("/r/1/")) == sites.MAX_DEPTH
+    assert [f["cause"] for f in result.failures] == ["walk limit"]
     assert_sound(out, [key_of(0)])
 
 
