@@ -127,6 +127,9 @@ def _fetch_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=_nonneg_float, help="requests per second per host, 0 for no pacing (default 0)")
     p.add_argument("--proxy", help="http://, https://, socks5:// or socks5h:// proxy URL")
     p.add_argument("--timeout", type=_nonneg_float, help=f"seconds for a whole request (default {d['timeout']:g})")
+    p.add_argument("--deadline", type=_nonneg_float, metavar="SECONDS",
+                   help="stop the whole crawl cleanly after this long; what it did not reach is deferred "
+                        "to the next run (default 0: none)")
     p.add_argument("--max-bytes", type=_positive_int, help="size cap per file (default 25 MiB)")
     p.add_argument("--recheck-after", type=_nonneg_float,
                    help="seconds: known URLs checked more recently are not asked again (default 0: ask all)")
@@ -138,7 +141,8 @@ def _fetch_flags(p: argparse.ArgumentParser) -> None:
 def _fetch_layer(args) -> dict:
     """The fetch flags as a settings layer (None: not given)."""
     return {"fetch": {"concurrency": args.concurrency, "rate": args.rate, "proxy": args.proxy,
-                      "timeout": args.timeout, "max_bytes": args.max_bytes, "recheck_after": args.recheck_after,
+                      "timeout": args.timeout, "deadline": args.deadline, "max_bytes": args.max_bytes,
+                      "recheck_after": args.recheck_after,
                       "user_agent": args.user_agent, "headers": dict(args.header) if args.header else None}}
 
 
@@ -162,6 +166,8 @@ def parse_crawl(sub) -> None:
     _fetch_flags(c)
     c.add_argument("--alternate", action="append", default=[], metavar="URL",
                    help="another host serving the same paths (a mirror, an S3 bucket), tried when the root's host fails; repeatable")
+    c.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                   help="a host images may also come from (a CDN), besides the root's and the alternates'; repeatable")
     c.add_argument("--shard", default="1/1", help="I/N: take only part I of N of the acta keys (default 1/1)")
     c.add_argument("--sign-key", metavar="BASE.key", help="sign the manifest's Merkle root with this key")
     c.add_argument("--wait-lock", action="store_true", help="wait for another run on the same --out instead of exiting")
@@ -405,7 +411,8 @@ def cmd_crawl(args) -> int:
     _log_fetch(values["fetch"])
     opts = CrawlOptions(site=args.site, root=args.root, out=args.out, discover=args.discover,
                         index=args.index, shard=parse_shard(args.shard), wait_lock=args.wait_lock,
-                        sign_key=args.sign_key, alternates=tuple(args.alternate), **fetch_options(values["fetch"]))
+                        sign_key=args.sign_key, alternates=tuple(args.alternate), allow_hosts=tuple(args.allow_host),
+                        **fetch_options(values["fetch"]))
     if args.dry_run:
         return _print_crawl_plan(asyncio.run(plan_crawl(opts)), args.out, args.json)
     counters = Counters()

@@ -76,7 +76,8 @@ def crawl_options(job: Job, shard: tuple[int, int]) -> CrawlOptions:
         index=job.resolve(job["source.index"]) if job["source.index"] and "://" not in job["source.index"]
         else (job["source.index"] or None),
         shard=shard, wait_lock=job["output.wait_lock"], sign_key=sign_key(job),
-        alternates=tuple(job["source.alternates"]), **fetch_options(job.values["fetch"]))
+        alternates=tuple(job["source.alternates"]), allow_hosts=tuple(job["source.hosts"]),
+        **fetch_options(job.values["fetch"]))
 
 
 def publishers(job: Job) -> list:
