@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("site", help="write a static, browsable 'find your table' site into the mirror")
     st.add_argument("dir", help="the mirror directory")
+    st.add_argument("--pubkey", metavar="KEY.pub", help="the signer's public key, shown on every table's page and "
+                    "used by its in-browser check")
 
     d = sub.add_parser("demo", help="replay the 2024 site locally, mirror it and verify the mirror")
     d.add_argument("--out", default="demo-out", help="where the demo writes (default ./demo-out)")
@@ -550,9 +552,11 @@ def cmd_crosscheck(args) -> int:
 def cmd_site(args) -> int:
     from .audit.site import build_site
 
-    index = build_site(args.dir)
-    print(f"wrote the site: open {index}")
-    return EXIT_OK
+    result = build_site(args.dir, args.pubkey)
+    for warning in result.warnings:
+        print(f"acta-mirror: warning: {warning}", file=sys.stderr)
+    print(f"wrote the site ({result.coverage}): open {result.index}")
+    return EXIT_PROBLEMS if result.warnings else EXIT_OK
 
 
 # -- demo ---------------------------------------------------------------------------

@@ -92,6 +92,7 @@ class Place:
     parish: str = ""
     center: str = ""  # 9-digit CNE center code
     table: str = ""  # 2-digit table number
+    center_name: str = ""  # where the site names its centers (cne pages do)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class Entry:
     center: str = ""
     table: str = ""
     supersedes: str | None = None
+    center_name: str = ""
 
     def to_json(self) -> str:
         return json.dumps({name: getattr(self, name) for name in _ENTRY_FIELDS}, ensure_ascii=False)
@@ -190,7 +192,7 @@ class Entry:
     @property
     def place(self) -> Place:
         return Place(self.state_code, self.state, self.municipality_code, self.municipality,
-                     self.parish_code, self.parish, self.center, self.table)
+                     self.parish_code, self.parish, self.center, self.table, self.center_name)
 
 
 _ENTRY_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(Entry)))
