@@ -299,11 +299,10 @@ def _signed(bag: Path, root: str, size: int, pubkey) -> tuple[Signed, list[str]]
     return Signed(root, size, public, lines), warnings
 
 
-def _verify_section(t: TablePage, proof: dict | None, signed: Signed, up: str) -> str:
+def _verify_section(t: TablePage, proof: dict | None, signed: Signed, image: str) -> str:
     e = t.entry
     key_id = signed.public.key_id[::-1].hex().upper() if signed.public else ""
     pub_line = base64.b64encode(b"Ed" + signed.public.key_id + signed.public.key).decode() if signed.public else ""
-    image = _local(e.path)
     return (
         "<section id=\"check\" aria-labelledby=\"check-h\"><h2 id=\"check-h\">Compruebe esta acta</h2>"
         "<p>Su navegador calcula el sha256 de la imagen, sigue la prueba de inclusión hasta la raíz de Merkle "
@@ -325,7 +324,7 @@ def _verify_section(t: TablePage, proof: dict | None, signed: Signed, up: str) -
         f"acta-mirror prove . {_t(e.path)} &gt; prueba.json\n"
         f"acta-mirror verify-file {_t(e.path)} --proof prueba.json --root {_t(signed.root)}</pre>"
         "</section>"
-        f"<script type=\"application/json\" id=\"acta-proof\">{_js({**(proof or {}), 'image': up + image})}</script>")
+        f"<script type=\"application/json\" id=\"acta-proof\">{_js({**(proof or {}), 'image': image})}</script>")
 
 
 def _table_page(t: TablePage, names: dict[str, str], proof: dict | None, signed: Signed) -> str:
@@ -343,20 +342,20 @@ def _table_page(t: TablePage, names: dict[str, str], proof: dict | None, signed:
                     "(filas marcadas).</p>")
     e = t.entry
     if e is not None:
-        image = up + _local(e.path)
+        image = up + "../" + _local(e.path)  # the site sits in the mirror, next to data/
         facts = [("Acta", t.key), ("sha256", e.sha256), ("CID (IPFS)", e.cid or "—"), ("Versión", e.version),
                  ("Descargada", e.fetched_at), ("Archivo", e.path)]
         links = [("URL de origen", e.url), ("URL final", e.final_url), ("Página", e.page)]
+        body.append(f"<h2>Acta</h2><p><a href=\"{_t(image)}\">Abrir la imagen original</a> (para ampliarla) · "
+                    "<button type=\"button\" id=\"zoom\" aria-pressed=\"false\">Ampliar aquí</button></p>"
+                    f"<div class=\"acta\" id=\"acta-box\"><img id=\"acta\" src=\"{_t(image)}\" "
+                    f"alt=\"Acta de escrutinio de la mesa {number}, {_t(center)}\"></div>")
         body.append("<h2>Datos del archivo</h2><dl class=\"facts\">" + "".join(
             f"<dt>{_t(k)}</dt><dd><code>{_t(v)}</code></dd>" for k, v in facts) + "".join(
             f"<dt>{_t(k)}</dt><dd>" + (f"<a href=\"{_t(_https(v))}\" rel=\"noopener noreferrer\">{_t(v)}</a>"
                                        if _https(v) else f"<code>{_t(v)}</code>") + "</dd>"
             for k, v in links if v) + "</dl>")
-        body.append(_verify_section(t, proof, signed, up))
-        body.append(f"<h2>Acta</h2><p><a href=\"{_t(image)}\">Abrir la imagen original</a> (para ampliarla) · "
-                    "<button type=\"button\" id=\"zoom\" aria-pressed=\"false\">Ampliar aquí</button></p>"
-                    f"<div class=\"acta\" id=\"acta-box\"><img id=\"acta\" src=\"{_t(image)}\" "
-                    f"alt=\"Acta de escrutinio de la mesa {number}, {_t(center)}\"></div>")
+        body.append(_verify_section(t, proof, signed, image))
     crumbs = _crumbs(names, t.key[:9], depth, f"Mesa {number}")
     scripts = ("acta.js", "firma.js") if e is not None else ()
     return _page(f"Mesa {number} · {center}", depth, crumbs, "".join(body), scripts)
