@@ -4,7 +4,8 @@ Exit codes (every command):
     0    done, nothing wrong
     1    finished, but something failed or a check found problems (each one is named)
     2    bad usage or bad input: one line says what, nothing archived was touched
-    3    the disk refused a write (full, read-only): nothing archived before is damaged
+    3    the disk refused a write (full, read-only): nothing archived before is damaged;
+         for crosscheck: some tables could not be checked and none disagree
     130  interrupted
 """
 from __future__ import annotations
@@ -153,12 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--format", choices=("csv", "json", "summary"), default="summary",
                     help="csv: one row per table; json: tables and every level; summary (default)")
     ta.add_argument("--out", help="write to this file instead of standard output")
+    ta.add_argument("--coverage", metavar="FILE", help="also write every listed table's status to this CSV")
 
-    cc = sub.add_parser("crosscheck", help="compare the QR tally with the published index and official results")
+    cc = sub.add_parser("crosscheck", help="compare the QR tally with the published index and official results",
+                        epilog="exit codes: 0 every table checked and all agree; 1 a disagreement was found; "
+                               "2 bad usage or input; 3 some tables could not be checked and none disagree "
+                               "(0 with --allow-incomplete)")
     cc.add_argument("dir", help="the mirror directory")
     cc.add_argument("--against", action="append", required=True, metavar="FILE",
                     help="an index CSV or an official results file (level,code,EG,...), repeatable")
     cc.add_argument("--json", action="store_true", help="print the full report as JSON")
+    cc.add_argument("--allow-incomplete", action="store_true",
+                    help="exit 0, not 3, when some tables could not be checked and none disagree")
+    cc.add_argument("--coverage", metavar="FILE", help="also write every listed table's status to this CSV")
 
     st = sub.add_parser("site", help="write a static, browsable 'find your table' site into the mirror")
     st.add_argument("dir", help="the mirror directory")
@@ -505,6 +513,12 @@ def cmd_merge(args) -> int:
 
 
 # -- audit ----------------------------------------------------------------------------
+def _write_coverage(result, path: str | None) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            fh.write(result.coverage.to_csv())
+
+
 def cmd_tally(args) -> int:
     from .audit.tally import tally, to_csv, to_json
 
@@ -514,39 +528,60 @@ def cmd_tally(args) -> int:
     elif args.format == "json":
         text = json.dumps(to_json(result), ensure_ascii=False, indent=1) + "\n"
     else:
-        nation = result.level("nation")
-        lines = []
-        for unit in nation:
-            lines.append(f"{unit.name}: {unit.decoded} of {unit.tables} tables decoded")
+        lines = [result.coverage.summary(), f"  (the list of tables: {result.coverage.source})"]
+        for unit in result.level("nation"):
+            lines.append(f"{unit.name}: {unit.coverage}")
             lines += [f"  {c:5s} {v:>12,}" for c, v in sorted(unit.votes.items(), key=lambda kv: -kv[1])]
             lines.append(f"  nulos {unit.nulos:>12,}")
-            lines += [f"  unreadable {k}: {r}" for k, r in unit.unreadable[:FAILURES_SHOWN]]
+            lines += [f"  not read {k}: {d or s}" for k, s, d in unit.unread[:FAILURES_SHOWN]]
+            if len(unit.unread) > FAILURES_SHOWN:
+                lines.append(f"  ... and {len(unit.unread) - FAILURES_SHOWN} more (--format csv or --coverage FILE)")
         text = "\n".join(lines) + "\n"
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.write(text)
     else:
         sys.stdout.write(text)
+    _write_coverage(result, args.coverage)
     return EXIT_OK
 
 
 def cmd_crosscheck(args) -> int:
-    from .audit.crosscheck import crosscheck
+    from .audit.crosscheck import crosscheck, exit_status
     from .audit.tally import tally
 
-    report = crosscheck(tally(args.dir), args.against)
+    result = tally(args.dir)
+    report = crosscheck(result, args.against)
+    _write_coverage(result, args.coverage)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
-    else:
-        for d in report["disagreements"][:500]:
-            print(f"{d['source']}: {d['level']} {d['code']} {d['column']}: QR {d['qr']}, file {d['other']}")
-        for r in report["races"]:
-            flag = "COULD FLIP" if r["could_flip"] else "holds"
-            print(f"race {r['level']} {r['code']} {r['name']}: {r['leader']} leads {r['runner_up']} by "
-                  f"{r['margin']:,}; {r['votes_in_dispute']:,} votes in dispute: {flag}")
-        print(f"{len(report['tables_in_disagreement'])} table(s) disagree; "
-              f"{len(report['unverifiable'])} figure(s) could not be checked")
-    return EXIT_PROBLEMS if report["disagreements"] else EXIT_OK
+        return exit_status(report, args.allow_incomplete)
+    print(report["coverage"])
+    print(f"checked {report['checked']:,} of {report['tables']:,} tables")
+    sources = [os.path.basename(a) for a in args.against]
+    if report["differences"]:
+        print("disagreements (QR minus each file; '-' where the file has no such figure):")
+        print("  " + "  ".join(["level", "code", "column", "QR"] + [f"QR-{s}" for s in sources]))
+        for d in report["differences"]:
+            minus = ["-" if d["minus"][s] is None else f"{d['minus'][s]:+d}" for s in sources]
+            print("  " + "  ".join([d["level"], d["code"], d["column"], str(d["qr"])] + minus))
+    for r in report["races"]:
+        flag = "COULD FLIP" if r["could_flip"] else "holds"
+        print(f"race {r['level']} {r['code']} {r['name']}: {r['leader']} leads {r['runner_up']} by "
+              f"{r['margin']:,}; {r['votes_in_dispute']:,} votes in dispute: {flag}")
+    unchecked = report["unchecked"]
+    if unchecked:
+        print(f"{sum(len(k) for k in unchecked.values()):,} table(s) not checked:")
+        for reason, keys in unchecked.items():
+            print(f"  {reason} ({len(keys):,}): {' '.join(keys)}")
+    for f in report["unverifiable"][:FAILURES_SHOWN]:
+        print(f"figure not checked: {f['source']} {f['level']} {f['code']}: {f['reason']}")
+    if len(report["unverifiable"]) > FAILURES_SHOWN:
+        print(f"... and {len(report['unverifiable']) - FAILURES_SHOWN} more figures not checked (--json)")
+    kinds = "; ".join(f"{v['units']:,} {k} ({v['figures']:,} figures)" for k, v in report["summary"].items())
+    print(f"{len(report['tables_in_disagreement'])} table(s) disagree" + (f": {kinds}" if kinds else "")
+          + f"; {len(report['unverifiable'])} figure(s) could not be checked")
+    return exit_status(report, args.allow_incomplete)
 
 
 def cmd_site(args) -> int:

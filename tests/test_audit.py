@@ -64,16 +64,16 @@ def test_tally_of_the_replay_equals_the_index(mirror):
     proc = run_cli("tally", str(mirror), "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "key,EG,NM,LM,JABE,JOBR,AE,CF,DC,EM,BERA,VOTOS_NULOS,status"
+    assert lines[0] == "key,EG,NM,LM,JABE,JOBR,AE,CF,DC,EM,BERA,VOTOS_NULOS,status,detail"
     got = {r["key"]: r for r in csv.DictReader(io.StringIO(proc.stdout))}
     index = {r.key: r for r in index_file(1).rows}
-    assert got and all(r["status"] == "ok" for r in got.values())
+    assert got and all(r["status"] == "qr" for r in got.values())
     for key, r in got.items():
         assert {c: int(r[c]) for c in CANDIDATES} == dict(index[key].votes)
         assert int(r["VOTOS_NULOS"]) == index[key].nulos
     summary = json.loads(run_cli("tally", str(mirror), "--format", "json").stdout)
     nation = summary["levels"]["nation"][0]
-    assert nation["coverage"] == f"{len(got)} of {len(got)} tables decoded"
+    assert nation["coverage"] == f"{len(got)} of {len(got)} tables read"
     assert nation["votes"]["EG"] == sum(int(r["EG"]) for r in got.values())
     assert {lv for lv in summary["levels"]} == {"nation", "state", "municipality", "parish", "center"}
 
