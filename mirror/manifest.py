@@ -130,31 +130,44 @@ def read_manifest(path: str | os.PathLike) -> dict[str, str]:
     return parse_manifest_text(text, str(path))
 
 
+def split_manifest_line(line: str) -> tuple[str, str] | None:
+    """(lowercase hex digest, decoded path) of one `<sha256>  <path>` line, or None if it is not one."""
+    digest, sep, rel = line.partition(" ")
+    rel = rel.lstrip(" *")
+    if not sep or len(digest) != 64 or not rel or any(c not in "0123456789abcdefABCDEF" for c in digest):
+        return None
+    return digest.lower(), decode_path(rel)
+
+
 def parse_manifest_text(text: str, path: str = "manifest") -> dict[str, str]:
+    """{relative path: hex}; NotAMirror on a malformed or repeated line (sha256sum -c fails on both)."""
     result: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        digest, sep, rel = line.partition(" ")
-        rel = rel.lstrip(" *")
-        if not sep or len(digest) != 64 or not rel:
+        parsed = split_manifest_line(line)
+        if parsed is None:
             raise NotAMirror(f"{path}:{number}: not a '<sha256>  <path>' line")
-        try:
-            int(digest, 16)
-        except ValueError:
-            raise NotAMirror(f"{path}:{number}: not a hex digest") from None
-        result[decode_path(rel)] = digest.lower()
+        digest, rel = parsed
+        if rel in result:
+            raise NotAMirror(f"{path}:{number}: {rel} is listed twice")
+        result[rel] = digest
     return result
 
 
 def read_bag_info(path: str | os.PathLike) -> dict[str, str]:
-    info: dict[str, str] = {}
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        return info
+        return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise NotAMirror(f"{path}: unreadable ({exc.__class__.__name__})") from None
+    return parse_bag_info(text)
+
+
+def parse_bag_info(text: str) -> dict[str, str]:
+    """`Label: value` lines, continuation lines folded in; lines without a colon are skipped."""
+    info: dict[str, str] = {}
     label = None
     for line in text.splitlines():
         if line[:1] in (" ", "\t") and label:
