@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from ..evidence import SIGNATURE, STATEMENT
-from ..manifest import CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, iter_provenance, read_manifest
+from ..evidence import SIGNATURE, STATEMENT, check_seal
 from ..merkle import all_inclusion_paths, leaf_data, manifest_leaves, root_of_leaves
-from ..models import ArchiveWriteError, Entry, IndexFormatError, NotAMirror
+from ..models import ArchiveWriteError, Entry, NotAMirror, UnsafePath, UsageError
 from ..qrformat import CANDIDATES
-from ..sign import PublicKey, SignatureError, load_public, verify_file
-from ..sites.resultados2024 import acta_key, parse_index_bytes, read_index_text
-from .tally import tally
+from ..sign import PublicKey, load_public, parse_public
+from ..sites.resultados2024 import acta_key, read_index_text
+from ..state import MirrorState, read_state
+from .tally import Table, tally
 
 SITE = "site"
 KEY = re.compile(r"^\d{9}\.\d{2}$")
@@ -48,7 +48,7 @@ CODE_LENGTHS = (2, 4, 6, 9)  # state, municipality, parish, center: prefixes of 
 STATUS_LABELS = {
     "qr": "acta archivada, votos leídos del código QR",
     "print": "acta archivada, votos leídos de las cifras impresas",
-    "unreadable": "acta archivada, código QR ilegible",
+    "unreadable": "acta archivada, sin lectura comprobada (ni el código QR ni las cifras impresas)",
     "failed": "no archivada: la descarga falló",
     "absent": "no archivada: no está en este espejo",
     "vanished": "el sitio de origen ya no la publica",
@@ -57,7 +57,7 @@ STATUS_LABELS = {
 
 @dataclass(frozen=True)
 class Status:
-    kind: str  # a key of STATUS_LABELS
+    kind: str  # a key of STATUS_LABELS: one of coverage.STATUSES
     detail: str = ""  # why, in the source's words (a decoder's or a server's message)
 
 
@@ -84,82 +84,31 @@ class Area:
 
 
 # -- reading the mirror ------------------------------------------------------------------------
-def _latest_entries(bag: Path) -> tuple[dict[str, Entry], Entry | None]:
-    """The latest version of each acta, and the latest index file, through the typed reader."""
-    actas: dict[str, Entry] = {}
-    index = None
-    for number, entry in enumerate(iter_provenance(bag / PROVENANCE), 1):
-        if entry.kind == "index":
-            index = entry
-        elif entry.kind == "acta":
-            if not KEY.match(entry.key):
-                raise NotAMirror(f"{bag / PROVENANCE}: entry {number}: key {entry.key[:40]!r} is not a table key "
-                                 f"(9 digits, a dot, 2 digits)")
-            if actas.get(entry.key) is None or entry.version >= actas[entry.key].version:
-                actas[entry.key] = entry
-    return actas, index
-
-
-def _read_index(bag: Path, entry: Entry | None) -> dict[str, tuple[list[str], dict]]:
-    """key -> (place names, published votes) for every table the archived index lists."""
+def _published(state: MirrorState) -> dict[str, dict]:
+    """key -> the votes the site's own index CSV gives (the latest archived index)."""
+    entry = state.latest_index()
     if entry is None:
         return {}
     try:
-        raw = (bag / entry.path).read_bytes()
-    except OSError as exc:
-        raise NotAMirror(f"{entry.path}: unreadable ({exc.strerror})") from None
-    out: dict[str, tuple[list[str], dict]] = {}
-    try:
-        for acta in parse_index_bytes(raw, entry.path):
-            p = acta.place
-            out[acta.key] = ([p.state, p.municipality, p.parish, ""], {})
-    except IndexFormatError as exc:
-        raise NotAMirror(f"the archived index is not readable: {exc}") from None
-    for row in csv.DictReader(io.StringIO(read_index_text(raw), newline="")):
+        with state.open(entry.path) as fh:
+            text = read_index_text(fh.read())
+    except (OSError, UnsafePath) as exc:
+        raise NotAMirror(f"{entry.path}: unreadable ({exc})") from None
+    out: dict[str, dict] = {}
+    for row in csv.DictReader(io.StringIO(text, newline="")):
         try:
-            key = acta_key(row["CENTRO"], row["MESA"])
-            out[key][1].update({c: int(row[c]) for c in COLUMNS if (row.get(c) or "").strip()})
-        except (ValueError, KeyError):
-            continue
+            out[acta_key(row["CENTRO"], row["MESA"])] = {c: int(row[c]) for c in COLUMNS if (row.get(c) or "").strip()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # coverage.py reports what the index lists; a row without figures has none to show
     return out
 
 
-def _records(path: Path) -> list[dict]:
-    """The JSON objects of a record file (failures, changes); a damaged line is skipped."""
-    out = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(obj, dict) and isinstance(obj.get("key"), str) and KEY.match(obj["key"]):
-                    out.append(obj)
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    return out
-
-
-def table_statuses(bag: Path, keys: set[str], readings: dict) -> dict[str, Status]:
-    """One status per table: the one place where the audit's coverage (issue 16) plugs in.
-
-    readings: key -> the tally's Table for each archived acta.
-    """
-    failed = {f["key"]: str(f.get("reason", "")) for f in _records(bag / FAILURES)}
-    last_change = {c["key"]: c.get("change") for c in _records(bag / CHANGES)}
-    out = {}
-    for key in keys:
-        table = readings.get(key)
-        if last_change.get(key) == "vanished":
-            out[key] = Status("vanished", "archivada antes" if table else "")
-        elif table is not None:
-            out[key] = Status("qr") if table.votes is not None else Status("unreadable", table.status)
-        elif key in failed:
-            out[key] = Status("failed", failed[key])
-        else:
-            out[key] = Status("absent")
-    return out
+def _status(t: Table) -> Status:
+    s = t.state
+    when = [s.at] if s.at and s.status in ("failed", "vanished") else []
+    if s.attempts:
+        when.append(f"{s.attempts} intentos")
+    return Status(s.status, s.detail + (f" ({', '.join(when)})" if when else ""))
 
 
 # -- escaping by context -----------------------------------------------------------------------
@@ -279,23 +228,33 @@ class Signed:
         return f"ACTA.signed({_js(data)});\n"
 
 
-def _signed(bag: Path, root: str, size: int, pubkey) -> tuple[Signed, list[str]]:
-    warnings = []
-    public = load_public(pubkey) if pubkey else None
+def _small(state: MirrorState, name: str) -> bytes | None:
     try:
-        lines = (bag / SIGNATURE).read_text(encoding="utf-8").splitlines()
+        with state.open(name) as fh:
+            return fh.read(64 * 1024)
+    except (FileNotFoundError, UnsafePath, OSError):
+        return None
+
+
+def _signed(state: MirrorState, root: str, size: int, pubkey) -> tuple[Signed, list[str]]:
+    """The key the page shows: the one given (--pubkey), else the one the signed statement names.
+    Warnings: whatever check_seal finds, so the builder learns what a visitor's check will say."""
+    seal = check_seal(state.root, pubkey, state)
+    warnings = [str(p) for p in seal.problems]
+    public = load_public(pubkey) if pubkey else None
+    lines = None
+    raw = _small(state, SIGNATURE)
+    if raw is not None:
+        lines = raw.decode("utf-8", "replace").splitlines()
         if len(lines) < 4 or not lines[2].startswith("trusted comment: "):
-            raise ValueError
-    except (OSError, UnicodeDecodeError, ValueError):
-        lines = None
-        warnings.append(f"{SIGNATURE}: missing or not a minisign signature; the site's check will say so")
+            lines = None
+    if lines is None:
+        warnings.append(f"{SIGNATURE}: missing or not a minisign signature; every table's check will say so")
     if public is None:
-        warnings.append("no --pubkey: the site cannot show the signer's key, and its check will say so")
-    elif lines:
         try:
-            verify_file(bag / STATEMENT, bag / SIGNATURE, public)
-        except SignatureError as exc:
-            warnings.append(f"the root's signature does not check with {pubkey}: {exc}")
+            public = parse_public(json.loads(_small(state, STATEMENT) or b"{}").get("public_key", ""), STATEMENT)
+        except (ValueError, AttributeError, UsageError):
+            warnings.append("no --pubkey and no key in the signed statement: the site cannot check the signature")
     return Signed(root, size, public, lines), warnings
 
 
@@ -391,24 +350,22 @@ def _area_page(area: Area, names: dict[str, str], tables: list[TablePage]) -> st
 
 
 # -- the build ---------------------------------------------------------------------------------
-def collect(bag: Path) -> tuple[list[TablePage], dict[str, Entry]]:
-    """Every table of the index (or, with no index file, every table the mirror knows), one status each."""
-    actas, index_entry = _latest_entries(bag)
-    listed = _read_index(bag, index_entry)
-    readings = tally(bag).tables if actas else {}
-    failed = {f["key"] for f in _records(bag / FAILURES)}
-    keys = set(listed) | set(actas) | failed
-    statuses = table_statuses(bag, keys, readings)
-    pages = []
-    for key in sorted(keys):
-        e = actas.get(key)
-        names, published = listed.get(key, (["", "", "", ""], {}))
+def collect(state: MirrorState) -> tuple[list[TablePage], list[str]]:
+    """Every table of the index (with no index file, every table the mirror knows of), each with
+    its one status from the audit's coverage; and the keys left out (not a table key: no page)."""
+    published = _published(state)
+    pages, skipped = [], []
+    for key, t in tally(state.root).tables.items():
+        if not KEY.match(key):
+            skipped.append(key)
+            continue
+        p, e = t.state.place, t.entry
+        names = [p.state, p.municipality, p.parish, e.center_name if e else p.center_name]
         if e is not None:
-            names = [e.state or names[0], e.municipality or names[1], e.parish or names[2], e.center_name]
-        reading = readings.get(key)
-        qr = {**reading.votes, "VOTOS_NULOS": reading.nulos} if reading is not None and reading.votes else None
-        pages.append(TablePage(key, names, statuses[key], e, qr, published or None))
-    return pages, actas
+            names = [e.state or names[0], e.municipality or names[1], e.parish or names[2], names[3]]
+        qr = {**t.votes, "VOTOS_NULOS": t.nulos} if t.votes else None
+        pages.append(TablePage(key, names, _status(t), e, qr, published.get(key)))
+    return pages, skipped
 
 
 def _write(tmp: Path, rel: str, text: str) -> None:
@@ -433,15 +390,15 @@ def _clear(path: Path) -> None:
 def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None) -> "SiteResult":
     """Write site/ into the mirror, replacing the last one whole."""
     bag = Path(bag)
-    if not (bag / PROVENANCE).is_file():
-        raise NotAMirror(f"{bag}: not a mirror (no {PROVENANCE})")
-    pages, actas = collect(bag)
-    items = sorted(read_manifest(bag / PAYLOAD_MANIFEST).items()) if (bag / PAYLOAD_MANIFEST).exists() else []
+    state = read_state(bag).require_clean()  # a hostile record stops here, named, before anything is written
+    pages, skipped = collect(state)
+    items = sorted(state.manifest.items())
     leaves = manifest_leaves(items)
     root = root_of_leaves(leaves).hex()
     position = {path: i for i, (path, _h) in enumerate(items)}
     paths = all_inclusion_paths(leaves)
-    signed, warnings = _signed(bag, root, len(items), pubkey)
+    signed, warnings = _signed(state, root, len(items), pubkey)
+    warnings += [f"{key}: not a table key (9 digits, a dot, 2 digits): no page" for key in skipped]
 
     names: dict[str, str] = {}
     country = Area("VE", "Venezuela")
