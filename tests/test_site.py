@@ -341,3 +341,10 @@ def test_all_inclusion_paths_in_one_pass_equal_rfc_9162_paths():
         paths = all_inclusion_paths(leaves)
         assert [inclusion_path(leaves, i) for i in range(n)] == paths
         assert all(verify_inclusion(leaves[i], i, n, paths[i], root) for i in range(n))
+
+
+def test_the_site_names_every_status_the_audit_gives():
+    from mirror.audit.coverage import STATUSES
+    from mirror.audit.site import STATUS_LABELS
+
+    assert set(STATUS_LABELS) == set(STATUSES)

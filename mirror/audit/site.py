@@ -294,7 +294,8 @@ def _table_page(t: TablePage, names: dict[str, str], proof: dict | None, signed:
     label = STATUS_LABELS[t.status.kind]
     body = [f"<p class=\"status status-{t.status.kind}\" id=\"status\"><strong>{_t(label)}</strong>"
             + (f": {_t(t.status.detail)}" if t.status.detail else "") + "</p>"]
-    body.append(_votes_table([("QR del acta", t.qr), ("Índice publicado", t.published)],
+    read_from = "Cifras impresas del acta" if t.status.kind == "print" else "QR del acta"
+    body.append(_votes_table([(read_from, t.qr), ("Índice publicado", t.published)],
                              f"Votos de la mesa {number}"))
     if t.qr and t.published and any(t.qr.get(c) != t.published.get(c) for c in t.published):
         body.append("<p class=\"differ\" id=\"disagreement\">El QR del acta y el índice publicado no coinciden "
