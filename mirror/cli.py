@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("dir", help="the mirror directory")
     st.add_argument("--pubkey", metavar="KEY.pub", help="the signer's public key, shown on every table's page and "
                     "used by its in-browser check")
+    st.add_argument("--gateway", metavar="URL", help="an IPFS gateway (https://GATEWAY): each table's page links its "
+                    "image by CID there, and its check uses that copy when the mirror's is not beside the site")
 
     d = sub.add_parser("demo", help="replay the 2024 site locally, mirror it and verify the mirror")
     d.add_argument("--out", default="demo-out", help="where the demo writes (default ./demo-out)")
@@ -592,7 +594,7 @@ def cmd_crosscheck(args) -> int:
 def cmd_site(args) -> int:
     from .audit.site import build_site
 
-    result = build_site(args.dir, args.pubkey)
+    result = build_site(args.dir, args.pubkey, args.gateway)
     for warning in result.warnings:
         print(f"acta-mirror: warning: {warning}", file=sys.stderr)
     print(f"wrote the site ({result.coverage}): open {result.index}")

@@ -68,13 +68,21 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Gateway(_Quiet):
+    """A stand-in IPFS gateway: files by CID under /ipfs/, readable from any origin, as gateways are."""
+
+    def end_headers(self):
+        self.send_header("Access-Control-Allow-Origin", "*")
+        super().end_headers()
+
+
 @pytest.fixture(scope="module")
 def serve():
     """serve(directory) -> its http://127.0.0.1:PORT/ base URL (a real HTTP server on loopback)."""
     servers = []
 
-    def start(directory: Path) -> str:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(directory)))
+    def start(directory: Path, handler=_Quiet) -> str:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}/"
@@ -256,6 +264,24 @@ def test_the_site_works_from_a_file_url(mirror, browser):
     _by_id(browser, "verify-file").send_keys(str(mirror / proof["leaf"].split("  ", 1)[1].strip()))
     _wait(browser, lambda b: _by_id(b, "verify-result").get_attribute("data-status") in ("ok", "fail"))
     assert "verificada" in _by_id(browser, "verify-result").text
+
+
+def test_the_check_falls_back_to_an_ipfs_gateway_when_the_image_is_not_beside_the_site(mirror, keys, browser, serve,
+                                                                                      tmp_path):
+    """On GitHub Pages, shard 01 carries the site but other states' images live in other shards."""
+    copy = tmp_path / "shard-01"
+    shutil.copytree(mirror, copy, ignore=shutil.ignore_patterns("site"))
+    (tmp_path / "gateway" / "ipfs").mkdir(parents=True)
+    gateway = serve(tmp_path / "gateway", _Gateway)
+    proc = run_cli("site", str(copy), "--pubkey", f"{keys['signer']}.pub", "--gateway", gateway)
+    assert proc.returncode == 0, proc.stderr
+    key = _archived_keys(copy)[4]
+    entry = next(e for e in map(json.loads, (copy / "provenance.jsonl").read_text().splitlines()) if e["key"] == key)
+    (copy / entry["path"]).rename(tmp_path / "gateway" / "ipfs" / entry["cid"])  # held by another shard
+    status, text = _check(browser, _page_url(serve(copy), copy, key))
+    assert status == "ok" and "verificada" in text, text
+    _wait(browser, lambda b: b.execute_script("var i = document.getElementById('acta'); return i.complete && i.naturalWidth > 0"))
+    assert run_cli("site", str(copy), "--gateway", "javascript:alert(1)//").returncode == 2
 
 
 # -- hostile mirrors (issue 13, items 8 and 14) ----------------------------------------------------

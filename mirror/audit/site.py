@@ -36,6 +36,7 @@ from .tally import Table, tally
 
 SITE = "site"
 KEY = re.compile(r"^\d{9}\.\d{2}$")
+CID = re.compile(r"b[a-z2-7]{40,100}")  # a CIDv1 in base32, as the archive records it
 ASSETS = Path(__file__).parent / "site_static"
 COLUMNS = CANDIDATES + ("VOTOS_NULOS",)
 NAMES = {"EG": "Edmundo González", "NM": "Nicolás Maduro", "LM": "Luis Martínez", "JABE": "Javier Bertucci",
@@ -123,6 +124,17 @@ def _https(url: str) -> str | None:
         return None
     parts = urlsplit(url)
     return url if parts.scheme == "https" and parts.netloc else None
+
+
+def _gateway(url: str | None) -> str:
+    """An IPFS gateway's base URL: https, or http on loopback (a local node's gateway)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    loopback = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not (_https(url) or loopback) or parts.query or parts.fragment or any(c in url for c in "\"'<>` "):
+        raise UsageError(f"--gateway {url!r}: an https URL (or http on 127.0.0.1), like https://GATEWAY")
+    return url.rstrip("/")
 
 
 def _local(path: str) -> str:
@@ -286,7 +298,7 @@ def _verify_section(t: TablePage, proof: dict | None, signed: Signed, image: str
         f"<script type=\"application/json\" id=\"acta-proof\">{_js({**(proof or {}), 'image': image})}</script>")
 
 
-def _table_page(t: TablePage, names: dict[str, str], proof: dict | None, signed: Signed) -> str:
+def _table_page(t: TablePage, names: dict[str, str], proof: dict | None, signed: Signed, gateway: str) -> str:
     depth = 4
     up = "../" * depth
     number = int(t.key[10:])
@@ -306,14 +318,17 @@ def _table_page(t: TablePage, names: dict[str, str], proof: dict | None, signed:
         facts = [("Acta", t.key), ("sha256", e.sha256), ("CID (IPFS)", e.cid or "—"), ("Versión", e.version),
                  ("Descargada", e.fetched_at), ("Archivo", e.path)]
         links = [("URL de origen", e.url), ("URL final", e.final_url), ("Página", e.page)]
+        if gateway and CID.fullmatch(e.cid):
+            proof = {**(proof or {}), "gateway": f"{gateway}/ipfs/{e.cid}"}
+            links.insert(0, ("En IPFS", proof["gateway"]))
         body.append(f"<h2>Acta</h2><p><a href=\"{_t(image)}\">Abrir la imagen original</a> (para ampliarla) · "
                     "<button type=\"button\" id=\"zoom\" aria-pressed=\"false\">Ampliar aquí</button></p>"
                     f"<div class=\"acta\" id=\"acta-box\"><img id=\"acta\" src=\"{_t(image)}\" "
                     f"alt=\"Acta de escrutinio de la mesa {number}, {_t(center)}\"></div>")
         body.append("<h2>Datos del archivo</h2><dl class=\"facts\">" + "".join(
             f"<dt>{_t(k)}</dt><dd><code>{_t(v)}</code></dd>" for k, v in facts) + "".join(
-            f"<dt>{_t(k)}</dt><dd>" + (f"<a href=\"{_t(_https(v))}\" rel=\"noopener noreferrer\">{_t(v)}</a>"
-                                       if _https(v) else f"<code>{_t(v)}</code>") + "</dd>"
+            f"<dt>{_t(k)}</dt><dd>" + (f"<a href=\"{_t(v)}\" rel=\"noopener noreferrer\">{_t(v)}</a>"
+                                       if _https(v) or k == "En IPFS" else f"<code>{_t(v)}</code>") + "</dd>"
             for k, v in links if v) + "</dl>")
         body.append(_verify_section(t, proof, signed, image))
     crumbs = _crumbs(names, t.key[:9], depth, f"Mesa {number}")
@@ -388,8 +403,12 @@ def _clear(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None) -> "SiteResult":
-    """Write site/ into the mirror, replacing the last one whole."""
+def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
+               gateway: str | None = None) -> "SiteResult":
+    """Write site/ into the mirror, replacing the last one whole. With a gateway, every table's
+    page also links its image by CID there, and the check falls back to it when the mirror's
+    copy is not beside the site (a Git shard that holds other states)."""
+    gateway = _gateway(gateway)
     bag = Path(bag)
     state = read_state(bag).require_clean()  # a hostile record stops here, named, before anything is written
     pages, skipped = collect(state)
@@ -447,7 +466,7 @@ def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None) 
                 i = position[t.entry.path]
                 proof = {"leaf": leaf_data(*items[i]).decode("utf-8"), "sha256": items[i][1], "index": i,
                          "size": len(items), "path": [h.hex() for h in paths[i]]}
-            _write(tmp, "/".join(_folder(t.key[:9])) + f"/{t.key}.html", _table_page(t, names, proof, signed))
+            _write(tmp, "/".join(_folder(t.key[:9])) + f"/{t.key}.html", _table_page(t, names, proof, signed, gateway))
         _clear(site)
         os.replace(tmp, site)
     except OSError as exc:

@@ -168,15 +168,23 @@ var ACTA = (function () {
     var button = document.getElementById('verify');
     if (!button) return;
     var proof = JSON.parse(document.getElementById('acta-proof').textContent);
+    function get(url) {
+      return fetch(url).catch(function () { throw new Fail('no se pudo leer la imagen'); }).then(function (r) {
+        if (!r.ok) throw new Fail('no se pudo descargar la imagen (HTTP ' + r.status + ')');
+        return r.arrayBuffer();
+      });
+    }
     button.addEventListener('click', function () {
       run(function () {
-        return fetch(proof.image).then(function (r) {
-          if (!r.ok) throw new Fail('no se pudo descargar la imagen (HTTP ' + r.status + ')');
-          return r.arrayBuffer();
-        }, function () {
-          var e = new Error('El navegador no deja leer la imagen desde un archivo (file://): elíjala con el botón «Elegir archivo».');
-          e.needFile = true;
-          throw e;
+        // The mirror's copy first; then the IPFS gateway's (a Git shard may hold other states).
+        return get(proof.image).catch(function (first) {
+          if (proof.gateway) return get(proof.gateway);
+          throw first;
+        }).catch(function (e) {
+          if (location.protocol !== 'file:') throw e;
+          var ask = new Error('El navegador no deja leer la imagen desde un archivo (file://): elíjala con el botón «Elegir archivo».');
+          ask.needFile = true;
+          throw ask;
         });
       });
     });
@@ -184,6 +192,10 @@ var ACTA = (function () {
       var file = ev.target.files[0];
       if (file) run(function () { return file.arrayBuffer(); });
     });
+    var img = document.getElementById('acta');
+    function fallback() { if (proof.gateway && img.getAttribute('src') !== proof.gateway) img.src = proof.gateway; }
+    img.addEventListener('error', fallback);
+    if (img.complete && !img.naturalWidth) fallback();
     var zoom = document.getElementById('zoom');
     zoom.addEventListener('click', function () {
       var on = document.getElementById('acta-box').classList.toggle('zoomed');
