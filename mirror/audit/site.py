@@ -389,9 +389,10 @@ def _write(tmp: Path, rel: str, text: str) -> None:
     if not re.fullmatch(r"(\d{2}/){0,3}(\d{9}/)?(index\.html|\d{9}\.\d{2}\.html)|[a-z]+\.(js|css)|buscar/[a-z0-9]+\.js",
                         rel):
         raise ValueError(f"refusing to write {rel!r}")
-    target = tmp / rel
-    if os.path.commonpath([tmp.resolve(), target.parent.resolve()]) != str(tmp.resolve()):
+    target = os.path.normpath(os.path.join(tmp, rel))
+    if not target.startswith(os.path.join(tmp, "")):  # tmp is made fresh by this run: no link inside it
         raise ValueError(f"refusing to write outside the site: {rel!r}")
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
 
