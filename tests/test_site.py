@@ -317,6 +317,20 @@ def test_a_hostile_key_or_path_writes_nothing_outside_and_is_one_line(mirror, tm
     assert not Path("/tmp/escape").exists()
 
 
+def test_a_site_folder_that_is_a_link_is_replaced_not_followed(mirror, tmp_path):
+    copy = tmp_path / "mirror"
+    shutil.copytree(mirror, copy, ignore=shutil.ignore_patterns("site"))
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "keep").mkdir(parents=True)
+    (elsewhere / "keep" / "index.html").write_text("mine")
+    (copy / "site").symlink_to(elsewhere / "keep")
+    (copy / "site.part").symlink_to(elsewhere)
+    assert run_cli("site", str(copy)).returncode in (0, 1)
+    assert sorted(p.name for p in elsewhere.rglob("*")) == ["index.html", "keep"]
+    assert (elsewhere / "keep" / "index.html").read_text() == "mine"
+    assert not (copy / "site").is_symlink() and (copy / "site" / "index.html").is_file()
+
+
 class _Links(HTMLParser):
     def __init__(self):
         super().__init__()
