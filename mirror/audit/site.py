@@ -90,23 +90,30 @@ def _published(state: MirrorState) -> dict[str, dict]:
     entry = state.latest_index()
     if entry is None:
         return {}
+    out: dict[str, dict] = {}
     try:
         with state.open(entry.path) as fh:
             text = read_index_text(fh.read())
-    except (OSError, UnsafePath) as exc:
-        raise NotAMirror(f"{entry.path}: unreadable ({exc})") from None
-    out: dict[str, dict] = {}
-    for row in csv.DictReader(io.StringIO(text, newline="")):
-        try:
-            out[acta_key(row["CENTRO"], row["MESA"])] = {c: int(row[c]) for c in COLUMNS if (row.get(c) or "").strip()}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue  # coverage.py reports what the index lists; a row without figures has none to show
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            try:
+                out[acta_key(row["CENTRO"], row["MESA"])] = {c: int(row[c]) for c in COLUMNS
+                                                             if (row.get(c) or "").strip()}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # coverage.py reports what the index lists; a row without figures has none to show
+    except (OSError, UnsafePath, UnicodeDecodeError, csv.Error) as exc:
+        raise NotAMirror(f"{entry.path}: the archived index is unreadable ({exc})") from None
     return out
 
 
 def _status(t: Table) -> Status:
+    """The coverage status with its details in Spanish (a server's or decoder's own words kept)."""
     s = t.state
-    when = [s.at] if s.at and s.status in ("failed", "vanished") else []
+    if s.status == "absent":
+        return Status(s.status, "el índice la lista, pero este espejo no registra ninguna descarga")
+    if s.status == "vanished":
+        kept = "; se conserva la copia archivada" if t.entry else ""
+        return Status(s.status, (f"desde {s.at}" if s.at else "") + kept)
+    when = [s.at] if s.at and s.status == "failed" else []
     if s.attempts:
         when.append(f"{s.attempts} intentos")
     return Status(s.status, s.detail + (f" ({', '.join(when)})" if when else ""))
@@ -358,7 +365,7 @@ def _area_page(area: Area, names: dict[str, str], tables: list[TablePage]) -> st
             rows.append(f"<tr class=\"status-{t.status.kind}\"><th scope=\"row\"><a href=\"{t.key}.html\">"
                         f"Mesa {int(t.key[10:])}</a></th><td>{_t(STATUS_LABELS[t.status.kind] + detail)}</td></tr>")
         body.append("<div class=\"wide\"><table class=\"list\"><caption>Mesas</caption><thead><tr><th scope=\"col\">"
-                    f"Mesa</th><th scope=\"col\">Estado</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+                    f"Mesa</th><th scope=\"col\">Situación</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
     body.append(_votes_table([("Suma de los QR leídos", _sum(tables))], "Votos según los códigos QR leídos"))
     title = "Resultados por acta: Venezuela" if code == "VE" else (area.name or code)
     crumbs = [("Venezuela", None)] if code == "VE" else _crumbs(names, code, depth)
