@@ -163,6 +163,43 @@ def test_a_phone_360_px_wide_has_no_horizontal_overflow(mirror, browser, serve):
     assert browser.find_element("css selector", "img#acta").get_attribute("alt").startswith("Acta de escrutinio")
 
 
+CONTRAST = """
+function lum(c) {
+  var v = c.match(/[\\d.]+/g).slice(0, 3).map(function (x) { x = x / 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+  return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2];
+}
+function background(el) {
+  for (; el; el = el.parentElement) {
+    var c = getComputedStyle(el).backgroundColor;
+    if (c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent') return c;
+  }
+  return 'rgb(255, 255, 255)';
+}
+var bad = [];
+document.querySelectorAll('body *').forEach(function (el) {
+  var own = Array.prototype.some.call(el.childNodes, function (n) { return n.nodeType === 3 && n.textContent.trim(); });
+  if (!own || el.offsetParent === null) return;
+  var a = lum(getComputedStyle(el).color), b = lum(background(el));
+  var ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) bad.push(el.tagName + ' ' + el.textContent.trim().slice(0, 30) + ': ' + ratio.toFixed(2));
+});
+return bad;
+"""
+
+
+def test_text_contrast_passes_wcag_aa_and_controls_are_labelled(mirror, browser, serve):
+    base = serve(mirror)
+    for url in (base + "site/index.html", _page_url(base, mirror, _archived_keys(mirror)[0]),
+                _page_url(base, mirror, _missing_row().key)):
+        browser.get(url)
+        assert browser.execute_script(CONTRAST) == [], url
+        assert browser.execute_script(
+            "return Array.prototype.filter.call(document.querySelectorAll('input'), function (i) {"
+            " return !(i.labels && i.labels.length); }).length") == 0
+        assert browser.execute_script("return document.querySelectorAll('img:not([alt])').length") == 0
+        assert browser.execute_script("return document.querySelectorAll('table th[scope]').length") > 0
+
+
 def test_every_table_of_the_index_has_a_page_and_a_missing_one_says_why(mirror, browser, serve):
     missing = _missing_row()
     pages = _table_pages(mirror)
