@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--alternate", action="append", default=[], metavar="URL",
                    help="another host serving the same paths (a mirror, an S3 bucket), tried when the root's host fails; repeatable")
     c.add_argument("--timeout", type=_nonneg_float, default=60.0, help="seconds for a whole request (default 60)")
+    c.add_argument("--deadline", type=_nonneg_float, default=0.0, metavar="SECONDS",
+                   help="stop the whole crawl cleanly after this long; what it did not reach is deferred to the next run (default 0: none)")
+    c.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                   help="a host images may also come from (a CDN), besides the root's and the alternates'; repeatable")
     c.add_argument("--max-bytes", type=_positive_int, default=25 * 1024 * 1024, help="size cap per file (default 25 MiB)")
     c.add_argument("--shard", default="1/1", help="I/N: take only part I of N of the acta keys (default 1/1)")
     c.add_argument("--recheck-after", type=_nonneg_float, default=0.0,
@@ -209,7 +213,8 @@ def cmd_crawl(args) -> int:
                         proxy=args.proxy, timeout=args.timeout, max_bytes=args.max_bytes,
                         shard=parse_shard(args.shard), wait_lock=args.wait_lock,
                         recheck_after=args.recheck_after, sign_key=args.sign_key,
-                        alternates=tuple(args.alternate))
+                        alternates=tuple(args.alternate), deadline=args.deadline,
+                        allow_hosts=tuple(args.allow_host))
     counters = Counters()
 
     async def run():

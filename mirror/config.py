@@ -4,6 +4,7 @@ A wrong job file fails with one line naming the file, the key and what is wrong 
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "discover": Key(str, "", "`csv`, `html` or `both`; empty: the site's own first way"),
         "index": Key(str, "", "an index file or URL to read instead of the site's default index"),
         "alternates": Key(list, [], "other hosts serving the same paths (mirrors, an S3 bucket), tried when the root's host fails"),
+        "hosts": Key(list, [], "other hosts images may come from (a CDN), besides the root's and the alternates'"),
     },
     "output": {
         "dir": Key(str, "mirror", "the mirror directory, relative to the job file; shard I of N crawls into `<dir>.shard-I-of-N`"),
@@ -39,6 +41,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "concurrency": Key(int, 16, "requests in flight"),
         "rate": Key((int, float), 0.0, "requests per second per host; 0 for no pacing"),
         "timeout": Key((int, float), 60.0, "seconds for a whole request"),
+        "deadline": Key((int, float), 0.0, "seconds for the whole crawl; then it stops cleanly and the rest is deferred to the next run (0: none)"),
         "max_bytes": Key(int, 25 * 1024 * 1024, "size cap per file"),
         "proxy": Key(str, "", "`http://`, `https://`, `socks5://` or `socks5h://` proxy URL"),
         "recheck_after": Key((int, float), 0.0, "seconds: known URLs checked more recently are not asked again"),
@@ -117,7 +120,8 @@ def load_job(path: str | Path) -> Job:
         "publish.shard_by": lambda v: v in ("size", "state"),
         "fetch.concurrency": lambda v: 1 <= v <= 512,
         "fetch.rate": lambda v: v >= 0,
-        "fetch.timeout": lambda v: v > 0,
+        "fetch.timeout": lambda v: math.isfinite(v) and v > 0,
+        "fetch.deadline": lambda v: math.isfinite(v) and v >= 0,
         "fetch.max_bytes": lambda v: v > 0,
         "fetch.recheck_after": lambda v: v >= 0,
     }

@@ -64,7 +64,8 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
             concurrency=job["fetch.concurrency"], rate=float(job["fetch.rate"]), proxy=job["fetch.proxy"] or None,
             timeout=float(job["fetch.timeout"]), max_bytes=job["fetch.max_bytes"], shard=shard,
             wait_lock=job["output.wait_lock"], recheck_after=float(job["fetch.recheck_after"]),
-            sign_key=key, alternates=tuple(job["source.alternates"]))
+            sign_key=key, alternates=tuple(job["source.alternates"]), deadline=float(job["fetch.deadline"]),
+            allow_hosts=tuple(job["source.hosts"]))
         report.crawl = asyncio.run(crawl(opts, counters))
     report.problems = verify(out)
     if report.problems:

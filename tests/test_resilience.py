@@ -208,3 +208,27 @@ def test_pool_workers_end_with_a_killed_parent(tmp_path):
         alive = [p for p in workers if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
         time.sleep(0.1)
     assert alive == [], "pool workers outlived their killed parent"
+
+
+def test_a_primary_that_says_stop_is_left_alone_and_the_alternate_serves(tmp_path):
+    from tests.hostile_site import HostileSite, body, index_row, jpeg, key_of, status
+
+    with HostileSite() as primary, HostileSite("127.0.0.2") as alternate:
+        rows = []
+        for i in range(40):
+            primary.routes[f"/img/{i}.jpg"] = status(503)
+            alternate.routes[f"/img/{i}.jpg"] = body(jpeg(i))
+            rows.append(index_row(i, f"{primary.url}/img/{i}.jpg"))
+        primary.serve_index(rows)
+        out = tmp_path / "m"
+
+        async def go():
+            return await asyncio.wait_for(crawl(CrawlOptions(site="resultados2024", root=primary.url, out=str(out),
+                                                             alternates=(alternate.url,))), 90)
+        result = asyncio.run(go())
+        assert result.failures == []
+        assert sum(n for p, n in primary.hits.items() if p.startswith("/img/")) <= 40  # not 6 tries each
+        entries = {e.key: e for e in read_provenance(out / "provenance.jsonl") if e.kind == "acta"}
+        assert set(entries) == {key_of(i) for i in range(40)}
+        assert all(e.host == "127.0.0.2" and e.url.startswith(primary.url) for e in entries.values())
+        assert verify(out) == []
