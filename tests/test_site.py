@@ -208,6 +208,7 @@ def test_every_table_of_the_index_has_a_page_and_a_missing_one_says_why(mirror, 
     browser.get(_page_url(base, mirror, missing.key))
     status = _by_id(browser, "status").text
     assert "la descarga falló" in status and "404" in status, status
+    assert re.search(r"el \d{4}-\d\d-\d\d \d\d:\d\d UTC, tras \d+ intento", status), status  # when, how many tries
     browser.get(base + pages[missing.key].parent.relative_to(mirror).as_posix() + "/index.html")
     in_center = [k for k in pages if k.startswith(missing.center)]
     counts = browser.find_element("css selector", ".counts").text

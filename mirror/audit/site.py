@@ -112,11 +112,17 @@ def _status(t: Table) -> Status:
         return Status(s.status, "el índice la lista, pero este espejo no registra ninguna descarga")
     if s.status == "vanished":
         kept = "; se conserva la copia archivada" if t.entry else ""
-        return Status(s.status, (f"desde {s.at}" if s.at else "") + kept)
-    when = [s.at] if s.at and s.status == "failed" else []
+        return Status(s.status, (f"desde el {_when(s.at)}" if s.at else "") + kept)
+    when = [f"el {_when(s.at)}"] if s.at and s.status == "failed" else []
     if s.attempts:
-        when.append(f"{s.attempts} intentos")
+        when.append(f"tras {s.attempts} {'intento' if s.attempts == 1 else 'intentos'}")
     return Status(s.status, s.detail + (f" ({', '.join(when)})" if when else ""))
+
+
+def _when(iso: str) -> str:
+    """'2026-11-27T05:09:07.8Z' -> '2026-11-27 05:09 UTC' (what a voter reads; the ISO stays in the records)."""
+    m = re.match(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d)", iso)
+    return f"{m.group(1)} {m.group(2)} UTC" if m else iso
 
 
 # -- escaping by context -----------------------------------------------------------------------
