@@ -309,6 +309,10 @@ def parse_crosscheck(sub) -> None:
 def parse_site(sub) -> None:
     st = _add(sub, "site", "write a static, browsable 'find your table' site into the mirror")
     st.add_argument("dir", help="the mirror directory")
+    st.add_argument("--pubkey", metavar="KEY.pub", help="the signer's public key, shown on every table's page and "
+                    "used by its in-browser check")
+    st.add_argument("--gateway", metavar="URL", help="an IPFS gateway (https://GATEWAY): each table's page links its "
+                    "image by CID there, and its check uses that copy when the mirror's is not beside the site")
 
 
 def parse_demo(sub) -> None:
@@ -854,9 +858,11 @@ def cmd_crosscheck(args) -> int:
 def cmd_site(args) -> int:
     from .audit.site import build_site
 
-    index = build_site(args.dir)
-    print(f"wrote the site: open {index}")
-    return EXIT_OK
+    result = build_site(args.dir, args.pubkey, args.gateway)
+    for warning in result.warnings:
+        print(f"acta-mirror: warning: {warning}", file=sys.stderr)
+    print(f"wrote the site ({result.coverage}): open {result.index}")
+    return EXIT_PROBLEMS if result.warnings else EXIT_OK
 
 
 # -- demo ---------------------------------------------------------------------------

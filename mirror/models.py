@@ -105,6 +105,7 @@ class Place:
     parish: str = ""
     center: str = ""  # 9-digit CNE center code
     table: str = ""  # 2-digit table number
+    center_name: str = ""  # where the site names its centers (cne pages do)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,7 @@ class Entry:
     center: str = ""
     table: str = ""
     supersedes: str | None = None
+    center_name: str = ""
     redirects: tuple[str, ...] = ()  # URLs that answered with a redirect, before final_url
     trailing_bytes: int = 0  # bytes after the image's end marker: kept as served, flagged
 
@@ -221,7 +223,7 @@ class Entry:
     @property
     def place(self) -> Place:
         return Place(self.state_code, self.state, self.municipality_code, self.municipality,
-                     self.parish_code, self.parish, self.center, self.table)
+                     self.parish_code, self.parish, self.center, self.table, self.center_name)
 
 
 _ENTRY_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(Entry)))

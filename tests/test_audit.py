@@ -1,11 +1,10 @@
-"""Audit: QR decoding of real and damaged actas, tallies, cross-checks, and the site in Chromium."""
+"""Audit: QR decoding of real and damaged actas, tallies and cross-checks (the site: test_site.py)."""
 from __future__ import annotations
 
 import asyncio
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -233,44 +232,6 @@ def test_crosscheck_against_aggregated_state_totals(mirror, tmp_path):
     proc = run_cli("crosscheck", str(mirror), "--against", str(bad))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
-
-def test_site_in_headless_chromium(mirror, tmp_path):
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "scripts/setup.sh installs Debian's chromium and chromium-driver"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    assert run_cli("site", str(mirror)).returncode == 0
-    key = sorted(json.loads(json.dumps([r.key for r in index_file(1).rows if r.filename in real_images()])))[0]
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1000,1400", "--allow-file-access-from-files"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(driver), options=options)
-    try:
-        browser.get((mirror / "site" / "index.html").as_uri())
-        assert "Resultados" in browser.title
-        box = browser.find_element(By.ID, "q")
-        box.send_keys(f"{int(key[:9])} {int(key[10:])}")  # as printed in the index: no leading zero
-        browser.find_element(By.ID, "go").click()
-        WebDriverWait(browser, 20).until(lambda b: b.current_url.endswith(f"/{key}.html"))
-        WebDriverWait(browser, 20).until(lambda b: b.execute_script(
-            "var i = document.getElementById('acta'); return i && i.complete && i.naturalWidth > 0;"))
-        assert key in browser.page_source and "sha256" in browser.page_source
-        OUTPUT.mkdir(exist_ok=True)
-        shot = OUTPUT / f"site-{key}.png"
-        browser.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
-        browser.get((mirror / "site" / "index.html").as_uri())
-        browser.find_element(By.ID, "q").send_keys("999999999 1")
-        browser.find_element(By.ID, "go").click()
-        WebDriverWait(browser, 10).until(lambda b: "No table" in b.find_element(By.ID, "result").text)
-    finally:
-        browser.quit()
 
 
 # -- coverage: the index is the denominator ------------------------------------------------------

@@ -52,11 +52,11 @@ class Cne:
                 if link is None:
                     raise IndexFormatError(f"{url}: no acta link (a#acta) on a table's page")
                 key = acta_key(code.group(1)[:9], code.group(1)[9:])
-                state, mun, par = (names[1:] + ("", "", ""))[:3]
+                state, mun, par, center_name = (names[1:] + ("", "", "", ""))[:4]
                 return [], [Acta(site=self.name, key=key, url=join(url, link["href"]), page=url, place=Place(
                     state_code=str(int(key[0:2])), state=state, municipality_code=str(int(key[2:4])),
                     municipality=mun, parish_code=str(int(key[4:6])), parish=par, center=key[:9],
-                    table=key[10:]))]
+                    table=key[10:], center_name=center_name))]
             children = [(join(url, a["href"]), names + (a.get_text(" ", strip=True),))
                         for a in table.select("td:first-child a[href]")]
             return children, []
