@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print the problems as JSON")
     v.add_argument("--cids", action="store_true", help="also check every file's IPFS CID in provenance.jsonl")
     v.add_argument("--pubkey", metavar="BASE.pub", help="also check the signed Merkle root with this public key")
+    v.add_argument("--tsa-ca", metavar="FILE", help="also check signed-root.json.tsr, the trusted timestamp, against this CA (PEM)")
 
     kg = sub.add_parser("keygen", help="write an Ed25519 key pair in minisign format")
     kg.add_argument("--out", required=True, metavar="BASE", help="writes BASE.key and BASE.pub")
@@ -169,6 +170,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--full", action="store_true", help="replay all 25,073 tables (minutes)")
     d.add_argument("--real-size", action="store_true", help="real-size synthesized images (~250 KB) instead of small ones")
     d.add_argument("--no-ipfs", action="store_true", help="write a CAR file instead of starting the IPFS node")
+
+    ex = sub.add_parser("export", help="write a mirror as a WARC file or a WACZ package for web archives",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXPORT_EPILOG)
+    ex.add_argument("dir", help="the mirror directory")
+    what = ex.add_mutually_exclusive_group(required=True)
+    what.add_argument("--warc", metavar="OUT.warc.gz", help="write one gzipped WARC 1.1 file")
+    what.add_argument("--wacz", metavar="OUT.wacz", help="write a WACZ 1.1.1 package (WARC, index, pages, hashes)")
+
+    tsp = sub.add_parser("timestamp", help="get an RFC 3161 trusted timestamp for the signed root",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TIMESTAMP_EPILOG)
+    tsp.add_argument("dir", help="the mirror directory (with signed-root.json)")
+    tsp.add_argument("--tsa", required=True, metavar="URL", help="the time-stamping authority's URL")
+    tsp.add_argument("--tsa-ca", metavar="FILE", help="check the answer against this CA certificate (PEM) before keeping it")
+    tsp.add_argument("--timeout", type=_nonneg_float, default=30.0, help="seconds to wait for the authority (default 30)")
+
+    cp = sub.add_parser("compare", help="compare another copy (folder, sha256 list, mirror) with this mirror, acta by acta",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=COMPARE_EPILOG)
+    cp.add_argument("dir", help="the mirror directory")
+    cp.add_argument("other", help="a folder of images, a sha256sum file, a JSON {name: sha256} file, or another mirror")
+    cp.add_argument("--json", action="store_true", help="print counts and every acta's row as one JSON object")
     return p
 
 
@@ -261,6 +282,12 @@ def cmd_verify(args) -> int:
 
         from .evidence import check_root
         problems += check_root(Path(args.dir), args.pubkey)
+    from .timestamp import verify_timestamp
+
+    stamp_problems, stamp_line = verify_timestamp(args.dir, args.tsa_ca)
+    problems += stamp_problems
+    if stamp_line and not args.json:
+        print(stamp_line)
     if args.json:
         print(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1))
     else:
@@ -575,6 +602,78 @@ def cmd_demo(args) -> int:
     return EXIT_OK if report.ok and not problems else EXIT_PROBLEMS
 
 
+# -- evidence for archivists -------------------------------------------------------------
+EXPORT_EPILOG = """examples:
+  acta-mirror export mirror --warc mirror.warc.gz     then: warcio check mirror.warc.gz
+  acta-mirror export mirror --wacz mirror.wacz        then: wacz validate -f mirror.wacz
+  acta-mirror export restored-copy --wacz copy.wacz   a restored copy has no re-check times: no revisits
+
+exit codes: 0 written; 1 written, but some files were missing or changed (named, left out);
+2 not a mirror, bad provenance, or OUT exists; 3 the disk refused the write"""
+
+TIMESTAMP_EPILOG = """examples:
+  acta-mirror timestamp mirror --tsa https://freetsa.org/tsr
+  acta-mirror timestamp mirror --tsa http://timestamp.digicert.com --tsa-ca digicert-root.pem
+  acta-mirror verify mirror --tsa-ca cacert.pem       checks the token and prints the attested time
+
+exit codes: 0 token kept (or one already covers signed-root.json); 1 the authority failed or its
+answer did not verify (nothing written); 2 no signed-root.json, bad URL or CA file; 3 disk refused"""
+
+COMPARE_EPILOG = """examples:
+  acta-mirror compare mirror ~/Downloads/actas/               a folder of images, any layout
+  acta-mirror compare mirror SHA256SUMS                        a sha256sum list (or a JSON name->sha256 map)
+  acta-mirror compare mirror other-mirror --json | jq .counts  another acta-mirror
+
+labels: identical, same_picture (other bytes, same image), different_picture, other_version
+(one of our older or newer kept versions), only_here, only_there
+exit codes: 0 every acta in both is identical or the same picture; 1 some differ or are missing
+on one side; 2 OTHER unreadable or not a copy of actas"""
+
+
+def cmd_export(args) -> int:
+    from .export import export_wacz, export_warc
+
+    result = export_warc(args.dir, args.warc) if args.warc else export_wacz(args.dir, args.wacz)
+    for p in result.problems[:FAILURES_SHOWN]:
+        print(p, file=sys.stderr)
+    for note in result.notes:
+        print(note)
+    print(f"wrote {result.out}: {result.responses} responses ({result.bytes / 1e6:.1f} MB of payload), "
+          f"{result.revisits} revisits; {len(result.problems)} file(s) left out")
+    return EXIT_PROBLEMS if result.problems else EXIT_OK
+
+
+def cmd_timestamp(args) -> int:
+    from .timestamp import timestamp
+
+    attested, new = timestamp(args.dir, args.tsa, ca=args.tsa_ca, timeout=args.timeout)
+    when = f"{attested.time:%Y-%m-%d %H:%M:%S} UTC"
+    if new:
+        print(f"timestamped {args.dir}/signed-root.json: existed by {when}, attested by {attested.authority}; "
+              f"token signed-root.json.tsr" + ("" if args.tsa_ca else " (not checked against a CA: pass --tsa-ca)"))
+    else:
+        print(f"already timestamped: signed-root.json existed by {when} ({attested.authority}); nothing sent")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from .compare import LABELS, compare, to_json
+
+    report = compare(args.dir, args.other)
+    if args.json:
+        print(json.dumps(to_json(report), ensure_ascii=False))
+    else:
+        total = len(report.rows)
+        for label in LABELS:
+            print(f"{label:18s} {report.counts[label]:>7,} of {total:,} actas")
+        for note in report.notes:
+            print(note)
+        for row in report.rows:
+            if row.label != "identical":
+                print(f"  {row.label:18s} {row.key}  {row.detail}")
+    return EXIT_OK if report.agree else EXIT_PROBLEMS
+
+
 COMMANDS = {
     "tally": cmd_tally,
     "crosscheck": cmd_crosscheck,
@@ -593,4 +692,7 @@ COMMANDS = {
     "diff": cmd_diff,
     "verify": cmd_verify,
     "replay": cmd_replay,
+    "export": cmd_export,
+    "timestamp": cmd_timestamp,
+    "compare": cmd_compare,
 }
