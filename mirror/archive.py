@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 import unicodedata
 from collections import defaultdict
@@ -28,9 +29,9 @@ from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .merkle import ManifestLines
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
-                       iter_provenance, iter_provenance_core, read_bag_info, read_provenance, repair_torn_tail,
+                       iter_provenance, iter_provenance_core, read_bag_info, repair_torn_tail,
                        sync_filesystem)
-from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorLocked, NotAMirror, UsageError
+from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorLocked, UnsafePath, UsageError
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
@@ -456,22 +457,30 @@ def write_tag_manifest(root: Path) -> None:
 def published_files(root: str | os.PathLike) -> list[tuple[str, int, str | None]]:
     """What a published copy holds: the payload (path, size, sha256 from provenance), the
     tag files at the top of the bag and the site/ folder (sha256 None: read when needed).
-    Never the receipts (written after publishing) nor acta-mirror's working state."""
+    Never the receipts (written after publishing) nor acta-mirror's working state.
+    A mirror whose records do not check out, or with a link, FIFO or device where a file
+    should be, is refused (UnsafePath/NotAMirror naming it): nothing of the host is published."""
+    from .state import provenance_state
+
     root = Path(root)
-    files: list[tuple[str, int, str | None]] = [(p, n, h) for p, h, n in iter_provenance_core(root / PROVENANCE)]
+    state = provenance_state(root).require_clean()
+    files: list[tuple[str, int, str | None]] = [(e.path, e.size, e.sha256) for e in state.entries]
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_file() and entry.name != RECEIPTS and not entry.name.startswith("."):
-            files.append((entry.name, entry.stat().st_size, None))
+        if entry.name == RECEIPTS or entry.name.startswith(".") or entry.is_dir(follow_symlinks=False):
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            raise UnsafePath(f"{root / entry.name}: not a regular file; not publishing it")
+        files.append((entry.name, entry.stat(follow_symlinks=False).st_size, None))
     site = root / "site"  # the browsable index, when `acta-mirror site` made one
-    for dirpath, _dirs, names in os.walk(site):
-        for name in sorted(names):
+    if os.path.islink(site):
+        raise UnsafePath(f"{site}: a symbolic link; not publishing it")
+    for dirpath, dirs, names in os.walk(site):
+        for name in sorted(names) + sorted(dirs):
             full = Path(dirpath) / name
-            files.append((full.relative_to(root).as_posix(), full.stat().st_size, None))
+            mode = os.lstat(full).st_mode
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                raise UnsafePath(f"{full}: not a regular file; not publishing it")
+            files.append((full.relative_to(root).as_posix(), os.lstat(full).st_size, None))
     return files
-
-
-def load_entries(root: str | os.PathLike) -> list[Entry]:
-    root = Path(root)
-    if not (root / PROVENANCE).exists():
-        raise NotAMirror(f"{root}: no {PROVENANCE}; not an acta-mirror bag")
-    return read_provenance(root / PROVENANCE)
