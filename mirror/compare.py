@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .export import open_nofollow
-from .manifest import PROVENANCE, iter_provenance
-from .models import Entry, IndexFormatError, NotAMirror, UsageError
+from .export import _why
+from .manifest import PROVENANCE
+from .models import Entry, IndexFormatError, NotAMirror, Problem, UnsafePath, UsageError
+from .state import is_acta_key, iter_records, open_payload
 
 LABELS = ("identical", "same_picture", "different_picture", "other_version", "only_here", "only_there")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".tif", ".tiff", ".gif", ".bmp")
@@ -34,7 +35,7 @@ BLUR = 1.5  # Gaussian radius on that grid: absorbs the sub-pixel shifts of resc
 BLOCK = 8  # cell size: a changed three-digit count on a real acta covers about two cells
 # Largest cell difference (0-255 grey) still called the same picture. Measured on the 20 real
 # scans and on full-size synthesized actas (one shared template): recompression at JPEG quality
-# 20-95 scored at most 3.3, a three-digit overwrite at least 10.8; rescaling to 0.25-2x scored
+# 20-95 scored at most 3.9, a three-digit overwrite at least 10.8; rescaling to 0.25-2x scored
 # at most 21.4, a different acta at least 48.3 (118 between real scans).
 SAME_SIZE_LIMIT = 6.0
 RESCALED_LIMIT = 32.0
@@ -102,7 +103,8 @@ def _load_ours(mirror: Path, report: Report) -> _Ours:
         raise NotAMirror(f"{mirror}: no {PROVENANCE}; not an acta-mirror bag")
     ours = _Ours()
     indexes = []
-    for e in iter_provenance(mirror / PROVENANCE):
+    for record in iter_records(mirror / PROVENANCE):  # ours must be clean: a bad line is exit 2
+        e = record.entry
         if e.kind == "index":
             indexes.append(e)
             continue
@@ -114,11 +116,11 @@ def _load_ours(mirror: Path, report: Report) -> _Ours:
         from .sites.resultados2024 import parse_index_bytes
 
         try:
-            with open_nofollow(mirror, e.path) as fh:
+            with open_payload(mirror, e.path) as fh:
                 raw = fh.read()
             for acta in parse_index_bytes(raw, e.url):
                 ours.names.setdefault(_basename(acta.url), acta.key)
-        except (OSError, IndexFormatError) as exc:
+        except (OSError, IndexFormatError, UnsafePath) as exc:
             report.notes.append(f"our index {e.path} not used for names: {exc}")
     for entries in ours.versions.values():
         entries.sort(key=lambda x: x.version)
@@ -127,7 +129,7 @@ def _load_ours(mirror: Path, report: Report) -> _Ours:
 
 # -- their side -------------------------------------------------------------------------
 def _hash(root: str, rel: str) -> str:
-    with open_nofollow(root, rel) as fh:
+    with open_payload(root, rel) as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
@@ -157,10 +159,10 @@ def _load_theirs(other: Path, report: Report) -> list[Theirs]:
 
 
 def _their_mirror(other: Path, report: Report) -> list[Theirs]:
-    try:
-        entries = [e for e in iter_provenance(other / PROVENANCE) if e.kind == "acta"]
-    except NotAMirror as exc:
-        raise UsageError(f"the other mirror: {exc}") from None
+    bad: list[Problem] = []
+    entries = [r.entry for r in iter_records(other / PROVENANCE, bad) if is_acta_key(r.entry.key)]
+    if bad:
+        report.notes.append(f"{len(bad)} bad line(s) in their {PROVENANCE} skipped (first: {bad[0]})")
     by_key: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
         by_key[e.key].append(e)
@@ -170,8 +172,8 @@ def _their_mirror(other: Path, report: Report) -> list[Theirs]:
         latest = versions[-1]
         try:
             sha = _hash(str(other), latest.path)
-        except OSError as exc:
-            report.notes.append(f"their {latest.path}: {_oserror(exc)}; compared by its recorded sha256")
+        except (OSError, UnsafePath) as exc:
+            report.notes.append(f"their {latest.path}: {_why(exc)}; compared by its recorded sha256")
             sha = latest.sha256
             files.append(Theirs(latest.path, sha, None, key, tuple(v.sha256 for v in versions[:-1])))
             continue
@@ -181,11 +183,6 @@ def _their_mirror(other: Path, report: Report) -> list[Theirs]:
         report.notes.append(f"{lied} of their {len(files)} latest files differ from their own provenance "
                             "(compared by the bytes on disk)")
     return files
-
-
-def _oserror(exc: OSError) -> str:
-    from .export import _why
-    return _why(exc)
 
 
 def _their_folder(other: Path, report: Report) -> list[Theirs]:
@@ -203,8 +200,8 @@ def _their_folder(other: Path, report: Report) -> list[Theirs]:
                 continue
             try:
                 files.append(Theirs(rel, _hash(str(other), rel), rel))
-            except OSError as exc:
-                report.notes.append(f"their {rel}: {_oserror(exc)}; skipped")
+            except (OSError, UnsafePath) as exc:
+                report.notes.append(f"their {rel}: {_why(exc)}; skipped")
     if links:
         report.notes.append(f"{links} symbolic link(s) in {other} not followed")
     if skipped:
@@ -257,7 +254,7 @@ def _grid(root: str, rel: str, size: tuple[int, int]):
     import numpy as np
     from PIL import Image, ImageFilter
 
-    with open_nofollow(root, rel) as fh, Image.open(fh) as im:
+    with open_payload(root, rel) as fh, Image.open(fh) as im:
         im.draft("L", (size[0] * 2, size[1] * 2))  # JPEG: decode at a reduced scale, much faster
         grey = im.convert("L").resize(size, Image.BOX).filter(ImageFilter.GaussianBlur(BLUR))
         return np.asarray(grey, dtype=np.float32)
@@ -266,7 +263,7 @@ def _grid(root: str, rel: str, size: tuple[int, int]):
 def _dims(root: str, rel: str) -> tuple[int, int]:
     from PIL import Image
 
-    with open_nofollow(root, rel) as fh, Image.open(fh) as im:
+    with open_payload(root, rel) as fh, Image.open(fh) as im:
         return im.size
 
 
@@ -283,7 +280,7 @@ def picture_score(ours: tuple[str, str], theirs: tuple[str, str]) -> tuple[float
         width = min(COMPARE_WIDTH, w1, w2)
         size = (width, max(1, round(width * h1 / w1)))
         diff = np.abs(_grid(*ours, size) - _grid(*theirs, size))
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
+    except (OSError, UnsafePath, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
         return f"not a readable image ({exc.__class__.__name__})"
     h, w = (diff.shape[0] // BLOCK) * BLOCK, (diff.shape[1] // BLOCK) * BLOCK
     if h and w:

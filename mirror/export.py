@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import tempfile
 import zipfile
 import zlib
@@ -32,8 +31,9 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .archive import CHECKED, STATE_DIR
-from .manifest import BAG_INFO, CHANGES, PAYLOAD_MANIFEST, PROVENANCE, iter_provenance
-from .models import ArchiveWriteError, Entry, NotAMirror, Problem, UsageError
+from .manifest import BAG_INFO, CHANGES, PAYLOAD_MANIFEST, PROVENANCE
+from .models import ArchiveWriteError, Entry, NotAMirror, Problem, UnsafePath, UsageError
+from .state import iter_records, open_payload
 
 WARC_NAME = "data.warc.gz"  # its name inside the WACZ
 WACZ_VERSION = "1.1.1"
@@ -58,34 +58,10 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-# -- reading a mirror without following links ------------------------------------------
-def open_nofollow(root: str | os.PathLike, rel: str):
-    """Open root/rel for reading, refusing a symbolic link at any step (OSError ELOOP).
-
-    Each directory is opened with O_NOFOLLOW relative to the previous one, so a link planted
-    anywhere in the path cannot lead the reader outside the tree it was given.
-    """
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise OSError(errno.EINVAL, "not a path inside the mirror", rel)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for part in parts[:-1]:
-            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(os.fstat(leaf).st_mode):
-        os.close(leaf)
-        raise OSError(errno.EINVAL, "not a regular file", rel)
-    return os.fdopen(leaf, "rb")
-
-
 def _why(exc: OSError) -> str:
-    if exc.errno == errno.ELOOP:
-        return "a symbolic link (not followed)"
+    """A file that could not be read, in a few words (UnsafePath already says why)."""
+    if isinstance(exc, UnsafePath):
+        return str(exc).split(": ", 1)[-1]
     if exc.errno == errno.ENOENT:
         return "missing"
     return exc.strerror or str(exc)
@@ -210,9 +186,10 @@ class _Writer:
         """Write e's response and request records; False (and a problem) if its file is not as recorded."""
         http = self._response_headers(e)
         try:
-            fh = open_nofollow(mirror, e.path)
-        except OSError as exc:
-            self.result.problems.append(Problem("missing" if exc.errno == errno.ENOENT else "format", e.path, _why(exc)))
+            fh = open_payload(mirror, e.path)
+        except (OSError, UnsafePath) as exc:
+            kind = "unsafe" if isinstance(exc, UnsafePath) else "missing" if exc.errno == errno.ENOENT else "unreadable"
+            self.result.problems.append(Problem(kind, e.path, _why(exc)))
             return False
         with fh:
             payload, block = hashlib.sha256(), hashlib.sha256(http.headers_buff)
@@ -253,12 +230,12 @@ class _Writer:
 def _recheck_times(mirror: Path, result: ExportResult) -> dict[str, float]:
     """url -> the last time a run asked for it; {} (with a note) when the mirror keeps none."""
     try:
-        with open_nofollow(mirror, f"{STATE_DIR}/{CHECKED}") as fh:
+        with open_payload(mirror, f"{STATE_DIR}/{CHECKED}") as fh:
             data = json.loads(fh.read().decode("utf-8"))
     except FileNotFoundError:
         result.notes.append(f"no {STATE_DIR}/{CHECKED} (a restored or published copy): no revisit records")
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, UnsafePath) as exc:
         result.notes.append(f"{STATE_DIR}/{CHECKED} unreadable ({exc.__class__.__name__}): no revisit records")
         return {}
     if not isinstance(data, dict):
@@ -276,7 +253,8 @@ def _write_warc(mirror: Path, fh, result: ExportResult, pages=None) -> None:
     writer = _Writer(fh, result, pages)
     writer.warcinfo(mirror)
     latest: dict[str, tuple[float, Entry]] = {}  # url -> its last capture (for revisits)
-    for e in iter_provenance(mirror / PROVENANCE):
+    for record in iter_records(mirror / PROVENANCE):  # a bad line stops the export (exit 2)
+        e = record.entry
         _check_entry(e)
         if writer.response(mirror, e):
             when = datetime.fromisoformat(e.fetched_at.replace("Z", "+00:00")).timestamp()
@@ -359,13 +337,13 @@ def export_wacz(mirror: str | os.PathLike, out: str | os.PathLike) -> ExportResu
                      (work / "pages.jsonl", "pages/pages.jsonl", zipfile.ZIP_DEFLATED, None)]
             for name in EVIDENCE_FILES:
                 try:
-                    with open_nofollow(mirror, name) as src, open(work / name, "wb") as dst:
+                    with open_payload(mirror, name) as src, open(work / name, "wb") as dst:
                         while chunk := src.read(CHUNK):
                             dst.write(chunk)
                 except FileNotFoundError:
                     continue
-                except OSError as exc:
-                    result.problems.append(Problem("format", name, _why(exc)))
+                except (OSError, UnsafePath) as exc:
+                    result.problems.append(Problem("unsafe" if isinstance(exc, UnsafePath) else "unreadable", name, _why(exc)))
                     continue
                 files.append((work / name, f"evidence/{name}", zipfile.ZIP_DEFLATED, None))
             tmp = work / "out.wacz"

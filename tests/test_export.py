@@ -143,7 +143,7 @@ def test_damaged_files_are_left_out_and_named(history, tmp_path):
     proc = run_cli("export", str(copy), "--warc", str(out))
     assert proc.returncode == 1
     assert f"changed: {entries[0].path}" in proc.stderr
-    assert f"{entries[1].path} (a symbolic link (not followed))" in proc.stderr
+    assert f"unsafe: {entries[1].path} (a symbolic link, not a regular file)" in proc.stderr
     assert f"missing: {entries[2].path}" in proc.stderr
     bodies = [r["body"] for r in _records(out) if r["type"] == "response"]
     assert b"outside the mirror" not in bodies and b"not the archived bytes" not in bodies
