@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -111,9 +112,12 @@ def check_token(token: bytes, statement: bytes, roots: list, intermediates: list
         builder.build().verify(response, want)
     except VerificationError as exc:
         text = str(exc)
-        if "certificates" in text.lower():
-            raise TokenInvalid(f"the signature does not verify up to the trusted CA ({text}): "
-                               "an untrusted authority or a tampered token") from None
+        if "signature failure" in text or "digest failure" in text:
+            raise TokenInvalid("the token's signature does not match its content: the token was altered") from None
+        if "certificate verify error" in text:
+            why = re.search(r'Verify error: ([^"]+)"', text)
+            raise TokenInvalid("the TSA certificate does not verify up to the trusted CA"
+                               + (f" ({why.group(1)})" if why else "") + ": an untrusted authority") from None
         raise TokenInvalid(text) from None
     except Exception as exc:
         raise TokenInvalid(f"the token does not verify ({exc.__class__.__name__}: {exc})") from None

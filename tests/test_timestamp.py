@@ -164,7 +164,8 @@ def test_untrusted_authority_fails(tsa_factory, signed_mirror, tmp_path):
     other = make_pki(tmp_path / "other", "other")
     assert run_cli("timestamp", str(signed_mirror), "--tsa", tsa.url).returncode == 0
     proc = run_cli("verify", str(signed_mirror), "--tsa-ca", str(other["ca"]))
-    assert proc.returncode == 1 and "does not verify up to the trusted CA" in proc.stdout, proc.stdout
+    assert proc.returncode == 1 and "does not verify up to the trusted CA (unable to get local issuer certificate): " \
+        "an untrusted authority" in proc.stdout, proc.stdout
     # and asking with that CA refuses to keep the answer
     (signed_mirror / "signed-root.json.tsr").unlink()
     proc = run_cli("timestamp", str(signed_mirror), "--tsa", tsa.url, "--tsa-ca", str(other["ca"]))
@@ -190,7 +191,8 @@ def test_tampered_token_fails(tsa_factory, signed_mirror):
     token.write_bytes(bytes(data))
     proc = run_cli("verify", str(signed_mirror), "--tsa-ca", str(pki["ca"]))
     assert proc.returncode == 1, proc.stdout
-    assert "timestamp: signed-root.json.tsr" in proc.stdout and "Traceback" not in proc.stdout
+    assert "timestamp: signed-root.json.tsr (the token's signature does not match its content: the token was altered)" \
+        in proc.stdout, proc.stdout
     token.write_bytes(b"\x30\x03garbage")
     proc = run_cli("verify", str(signed_mirror), "--tsa-ca", str(pki["ca"]))
     assert proc.returncode == 1 and "not a timestamp response" in proc.stdout, proc.stdout
