@@ -675,7 +675,9 @@ def cmd_compare(args) -> int:
             print(note)
         for row in report.rows:
             if row.label != "identical":
-                print(f"  {row.label:18s} {row.key}  {row.detail}")
+                print(f"  {row.label:18s} {row.key}  {row.there or row.here}  {row.detail}")
+        if report.counts["identical"]:
+            print(f"({report.counts['identical']:,} identical actas not listed; --json lists every acta)")
     return EXIT_OK if report.agree else EXIT_PROBLEMS
 
 
