@@ -21,7 +21,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .manifest import atomic_write
-from .models import MirrorError, NotAMirror, Problem, UsageError
+from .models import MirrorError, NotAMirror, Problem, UnsafePath, UsageError
+from .state import open_payload
 
 STATEMENT = "signed-root.json"
 TOKEN = STATEMENT + ".tsr"
@@ -44,28 +45,37 @@ class Attested:
     serial: int
 
 
+def _read(mirror: Path, name: str) -> bytes:
+    """A file at the top of the mirror, never through a symbolic link (UnsafePath, OSError)."""
+    with open_payload(mirror, name) as fh:
+        return fh.read()
+
+
 def _statement(mirror: Path) -> bytes:
     try:
-        return (mirror / STATEMENT).read_bytes()
+        return _read(mirror, STATEMENT)
     except FileNotFoundError:
         raise NotAMirror(f"{mirror}: no {STATEMENT} to timestamp (sign the mirror first: acta-mirror sign)") from None
     except OSError as exc:
         raise NotAMirror(f"{mirror / STATEMENT}: unreadable ({exc.strerror or exc})") from None
 
 
-def load_certificates(path: str | os.PathLike, what: str = "--tsa-ca") -> list:
-    """Every certificate in a PEM file; UsageError naming the file when there is none."""
-    from cryptography import x509
-
+def load_certificates(path: str | os.PathLike) -> list:
+    """Every certificate in the PEM file given as --tsa-ca; UsageError naming it when there is none."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise UsageError(f"{what} {path}: unreadable ({exc.strerror or exc})") from None
+        raise UsageError(f"--tsa-ca {path}: unreadable ({exc.strerror or exc})") from None
     try:
-        certs = x509.load_pem_x509_certificates(data)
+        return _pem_certificates(data)
     except ValueError:
-        raise UsageError(f"{what} {path}: no PEM certificate in it") from None
-    return certs
+        raise UsageError(f"--tsa-ca {path}: no PEM certificate in it") from None
+
+
+def _pem_certificates(data: bytes) -> list:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificates(data)
 
 
 def check_token(token: bytes, statement: bytes, roots: list, intermediates: list = ()) -> Attested:
@@ -158,13 +168,13 @@ def timestamp(mirror: str | os.PathLike, tsa: str, *, ca: str | None = None, tim
     roots = load_certificates(ca) if ca else []
     if (mirror / TOKEN).exists():
         try:
-            old = (mirror / TOKEN).read_bytes()
+            old = _read(mirror, TOKEN)
             old_response = decode_timestamp_response(old)
             if old_response.tst_info.message_imprint.message == hashlib.sha256(statement).digest():
                 certs = [x509.load_der_x509_certificate(c) for c in old_response.signed_data.certificates]
                 return _attested(old, statement, roots, certs), False
-        except (OSError, ValueError, TokenInvalid):
-            pass  # damaged or for an older statement: replaced below
+        except (OSError, ValueError, TokenInvalid, UnsafePath):
+            pass  # damaged, unsafe or for an older statement: replaced below
         except Exception:  # the Rust parser's own error types
             pass
     request = (TimestampRequestBuilder().data(statement).hash_algorithm(HashAlgorithm.SHA256)
@@ -219,16 +229,21 @@ def verify_timestamp(mirror: str | os.PathLike, ca: str | None) -> tuple[list[Pr
     mirror = Path(mirror)
     roots = load_certificates(ca) if ca else []
     try:
-        token = (mirror / TOKEN).read_bytes()
+        token = _read(mirror, TOKEN)
     except FileNotFoundError:
         return ([Problem("timestamp", TOKEN, "missing (acta-mirror timestamp DIR --tsa URL)")] if ca else []), None
-    except OSError as exc:
-        return [Problem("timestamp", TOKEN, f"unreadable ({exc.strerror or exc})")], None
+    except (OSError, UnsafePath) as exc:
+        return [Problem("timestamp", TOKEN, f"unreadable ({exc})")], None
     try:
-        statement = (mirror / STATEMENT).read_bytes()
-    except OSError:
-        return [Problem("timestamp", STATEMENT, "missing: the token has nothing to cover")], None
-    chain = load_certificates(mirror / CHAIN, CHAIN) if (mirror / CHAIN).exists() else []
+        statement = _read(mirror, STATEMENT)
+    except (OSError, UnsafePath):
+        return [Problem("timestamp", STATEMENT, "missing or unreadable: the token has nothing to cover")], None
+    try:
+        chain = _pem_certificates(_read(mirror, CHAIN))
+    except FileNotFoundError:
+        chain = []
+    except (OSError, UnsafePath, ValueError) as exc:
+        return [Problem("timestamp", CHAIN, f"not a PEM certificate chain ({exc.__class__.__name__})")], None
     try:
         if roots:
             attested = check_token(token, statement, roots, chain)

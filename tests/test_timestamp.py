@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import os
 import shutil
 import subprocess
 import threading
@@ -222,3 +223,20 @@ def test_job_timestamps_every_run(tsa_factory, replay, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "timestamp:" in proc.stdout
     assert run_cli("verify", str(tmp_path / "m"), "--tsa-ca", str(pki["ca"])).returncode == 0
+
+
+def test_linked_token_and_damaged_chain_are_named(tsa_factory, signed_mirror, tmp_path):
+    tsa, pki = tsa_factory()
+    assert run_cli("timestamp", str(signed_mirror), "--tsa", tsa.url).returncode == 0
+    token = signed_mirror / "signed-root.json.tsr"
+    elsewhere = tmp_path / "elsewhere.tsr"
+    token.rename(elsewhere)
+    os.symlink(elsewhere, token)  # a valid token, but reached through a link: not read
+    proc = run_cli("verify", str(signed_mirror), "--tsa-ca", str(pki["ca"]))
+    assert proc.returncode == 1 and "timestamp: signed-root.json.tsr (unreadable" in proc.stdout
+    assert "symbolic link" in proc.stdout
+    token.unlink()
+    elsewhere.rename(token)
+    (signed_mirror / "signed-root.json.tsr.chain.pem").write_text("not a certificate")
+    proc = run_cli("verify", str(signed_mirror), "--tsa-ca", str(pki["ca"]))
+    assert proc.returncode == 1 and "signed-root.json.tsr.chain.pem (not a PEM certificate chain" in proc.stdout
