@@ -214,6 +214,8 @@ def _their_json(other: Path, text: str) -> list[Theirs]:
         data = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"{other}: not JSON ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"{other}: not a JSON object of name -> sha256 (nested too deep)") from None
     if not isinstance(data, dict):
         raise UsageError(f"{other}: expected a JSON object of name -> sha256")
     files = []

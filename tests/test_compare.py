@@ -203,7 +203,9 @@ def test_bad_input_is_one_line(mirrors, tmp_path):
         "jsonhash": (tmp_path / "badhash.json", "not a sha256"),
         "binary": (tmp_path / "bin", "not a readable sha256 list"),
         "empty": (tmp_path / "empty", "no sha256 lines"),
+        "deep": (tmp_path / "deep.json", "nested too deep"),
     }
+    (tmp_path / "deep.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
     (tmp_path / "bad.sums").write_text("hello world\n")
     (tmp_path / "bad.json").write_text('{"a": ')
     (tmp_path / "badhash.json").write_text(json.dumps({"a.jpg": "xyz"}))
@@ -216,3 +218,22 @@ def test_bad_input_is_one_line(mirrors, tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1
     proc = run_cli("compare", str(tmp_path), str(both))
     assert proc.returncode == 2 and "not an acta-mirror bag" in proc.stderr
+
+
+def test_a_damaged_other_mirror_is_still_compared(mirrors, tmp_path):
+    both = mirrors / "both"
+    theirs = tmp_path / "theirs"
+    shutil.copytree(both, theirs)
+    versions = actas(theirs)
+    keys = sorted(versions)
+    lines = (theirs / "provenance.jsonl").read_text().splitlines(keepends=True)
+    lines.insert(3, '{"path": "/etc/passwd", "key": "010101001.01"}\n')  # a hostile line
+    (theirs / "provenance.jsonl").write_text("".join(lines))
+    victim = theirs / versions[keys[0]][-1].path
+    victim.write_bytes(b"their bytes are not what their provenance says")
+    code, report = run_compare(both, theirs)
+    got = labels(report)
+    assert got[keys[0]] == "different_picture" and "not a readable image" in \
+        next(r["detail"] for r in report["actas"] if r["key"] == keys[0])
+    assert sum(1 for v in got.values() if v == "identical") == len(keys) - 1
+    assert any("bad line(s)" in n for n in report["notes"]) and any("their own provenance" in n for n in report["notes"])
