@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
