@@ -292,6 +292,8 @@ def cmd_verify(args) -> int:
         report = {"ok": not problems, "problems": [p.__dict__ for p in problems]}
         if seal:
             report["signature"] = {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}
+        if stamp_line:
+            report["timestamp"] = stamp_line
         print(json.dumps(report, indent=1))
     else:
         for p in problems:
