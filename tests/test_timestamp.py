@@ -239,3 +239,28 @@ def test_linked_token_and_damaged_chain_are_named(tsa_factory, signed_mirror, tm
     (signed_mirror / "signed-root.json.tsr.chain.pem").write_text("not a certificate")
     proc = run_cli("verify", str(signed_mirror), "--tsa-ca", str(pki["ca"]))
     assert proc.returncode == 1 and "signed-root.json.tsr.chain.pem (not a PEM certificate chain" in proc.stdout
+
+
+def test_an_answer_that_is_not_a_token_is_refused(signed_mirror):
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b"<html>maintenance</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        proc = run_cli("timestamp", str(signed_mirror), "--tsa", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 1 and "the answer is not a timestamp response" in proc.stderr
+    assert not (signed_mirror / "signed-root.json.tsr").exists()
