@@ -223,7 +223,7 @@ class _Writer:
         record = self.writer.create_revisit_record(
             e.final_url, _digest(bytes.fromhex(e.sha256)), e.final_url, original,
             http_headers=self._response_headers(e), warc_headers_dict={"WARC-Date": date})
-        self.writer.write_request_response_pair(self._request(e.url, date, conditional=e), record)
+        self.writer.write_request_response_pair(self._request(e.final_url, date, conditional=e), record)
         self.result.revisits += 1
 
 
@@ -235,14 +235,14 @@ def _recheck_times(mirror: Path, result: ExportResult) -> dict[str, float]:
     except FileNotFoundError:
         result.notes.append(f"no {STATE_DIR}/{CHECKED} (a restored or published copy): no revisit records")
         return {}
-    except (OSError, ValueError, UnsafePath) as exc:
+    except (OSError, ValueError, RecursionError, UnsafePath) as exc:
         result.notes.append(f"{STATE_DIR}/{CHECKED} unreadable ({exc.__class__.__name__}): no revisit records")
         return {}
     if not isinstance(data, dict):
         result.notes.append(f"{STATE_DIR}/{CHECKED} is not a mapping: no revisit records")
         return {}
-    return {u: float(t) for u, t in data.items()
-            if isinstance(u, str) and isinstance(t, (int, float)) and not isinstance(t, bool)}
+    return {u: float(t) for u, t in data.items()  # times as time.time() wrote them: 1970 to 5138
+            if isinstance(u, str) and isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1e11}
 
 
 def _write_warc(mirror: Path, fh, result: ExportResult, pages=None) -> None:

@@ -171,3 +171,19 @@ def test_bad_input_is_one_line(history, tmp_path):
     proc = run_cli("export", str(hostile), "--warc", str(tmp_path / "h.warc.gz"))
     assert proc.returncode == 2 and "control character" in proc.stderr
     assert not (tmp_path / "h.warc.gz").exists()
+
+
+def test_damaged_recheck_times_mean_no_revisits(history, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(history, copy)
+    checked = copy / ".acta-mirror" / "checked.json"
+    times = json.loads(checked.read_text())
+    first = next(iter(times))
+    checked.write_text(json.dumps({first: 1e300, "x": "not a time"}))
+    proc = run_cli("export", str(copy), "--warc", str(tmp_path / "a.warc.gz"))
+    assert proc.returncode == 0 and "0 revisits" in proc.stdout, proc.stdout + proc.stderr
+    checked.write_text("[" * 100_000)
+    proc = run_cli("export", str(copy), "--warc", str(tmp_path / "b.warc.gz"))
+    assert proc.returncode == 0 and "unreadable" in proc.stdout and "0 revisits" in proc.stdout
