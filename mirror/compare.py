@@ -344,8 +344,8 @@ def compare(mirror: str | os.PathLike, other: str | os.PathLike, *, workers: int
             rows[key].append(Row(key, "only_there", f"{len(files)} file(s), none of ours", "", files[0].name))
             continue
         latest = versions[-1]
+        older = {v.sha256: v.version for v in versions[:-1]}
         for f in files:
-            older = {v.sha256: v.version for v in versions[:-1]}
             if f.sha256 == latest.sha256:
                 rows[key].append(Row(key, "identical", "", latest.path, f.name))
             elif f.sha256 in older:
@@ -360,8 +360,7 @@ def compare(mirror: str | os.PathLike, other: str | os.PathLike, *, workers: int
             else:
                 pending.append((key, f, (str(mirror), [(v.path, v.version) for v in reversed(versions)],
                                          str(other), f.rel)))
-    for key, f, result in zip([p[0] for p in pending], [p[1] for p in pending], _run(pending, workers)):
-        label, detail, score = result
+    for (key, f, _task), (label, detail, score) in zip(pending, _run([p[2] for p in pending], workers)):
         rows[key].append(Row(key, label, detail, ours.versions[key][-1].path, f.name, score))
     for key, versions in ours.versions.items():
         if key not in rows:
@@ -375,8 +374,7 @@ def compare(mirror: str | os.PathLike, other: str | os.PathLike, *, workers: int
     return report
 
 
-def _run(pending: list, workers: int | None) -> list[tuple[str, str, float | None]]:
-    tasks = [p[2] for p in pending]
+def _run(tasks: list[tuple], workers: int | None) -> list[tuple[str, str, float | None]]:
     workers = workers or min(4, os.cpu_count() or 1)
     if len(tasks) < 16 or workers == 1:
         return [_judge(t) for t in tasks]
