@@ -1,7 +1,7 @@
 """Mutation score of the evidence core: mutmut on each file, with a fast targeted test command.
 
 mutmut changes files on disk, so it runs in throw-away copies of this checkout (never here:
-other test runs would see the mutants). Files are split over --jobs copies that run side by
+other test runs would see the mutants). Each file gets its own copy; --jobs copies run side by
 side. Each mutant is tested with tests/test_evidence_core.py only, narrowed to the tests of the
 mutated module where that is enough, and stopped at the first failure.
 
@@ -61,7 +61,9 @@ def start(files: list[str], work: Path) -> subprocess.Popen:
     # most of a run's cost, and the core tests need neither.
     runner = f"{sys.executable} -m pytest -x -q -p no:cacheprovider --noconftest {TESTS}"
     log = open(work / "mutmut.log", "w")
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    # No bytecode: a mutant of the same size written in the same second as the original would
+    # otherwise be run from the original's cached .pyc and pass for a survivor.
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     # A generous time base: on a shared machine a slow run must not pass for a killed mutant.
     return subprocess.Popen(["mutmut", "run", "--paths-to-mutate", ",".join(files), "--runner", runner,
                              "--tests-dir", "tests", "--no-progress", "--simple-output", "--test-time-base", "10"],
@@ -87,23 +89,28 @@ def main() -> int:
     args = ap.parse_args()
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="acta-mutation-"))
     base.mkdir(parents=True, exist_ok=True)
-    groups = [args.files[i::args.jobs] for i in range(args.jobs) if args.files[i::args.jobs]]
     started = time.monotonic()
-    runs = []
-    for i, files in enumerate(groups):
-        work = base / f"copy{i}"
-        shutil.rmtree(work, ignore_errors=True)
-        runs.append((work, start(files, work)))
+    runs, waiting = [], list(enumerate(args.files))
+    # One copy per file (a crashed mutmut loses one file, not several), --jobs of them at once.
     try:
-        for work, proc in runs:
-            proc.wait()
+        while waiting or any(proc.poll() is None for _w, proc in runs):
+            if waiting and sum(proc.poll() is None for _w, proc in runs) < args.jobs:
+                i, filename = waiting.pop(0)
+                work = base / f"copy{i}"
+                shutil.rmtree(work, ignore_errors=True)
+                runs.append((work, start([filename], work)))
+                continue
+            time.sleep(2)
     except KeyboardInterrupt:
         for _work, proc in runs:  # mutmut's own test workers are in its session
-            os.killpg(proc.pid, signal.SIGTERM)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
         raise
     total_killed = total = 0
     print(f"mutation score of the evidence core ({time.monotonic() - started:.0f} s; tests: {TESTS})")
-    for work, _proc in runs:
+    for work, proc in runs:
+        if proc.returncode & 1:
+            print(f"  mutmut failed in {work} (see mutmut.log there): its untested mutants were not run")
         for filename, counts in sorted(scores(work).items()):
             tested = sum(n for status, n in counts.items() if status not in ("untested", "skipped"))
             killed = sum(counts.get(s, 0) for s in KILLED)
