@@ -1004,3 +1004,43 @@ def test_a_hand_made_bag_passes_bagit_python(tmp_path):
 
     m = tiny(tmp_path / "m")
     bagit.Bag(str(m)).validate()
+
+
+def test_the_statement_format(tmp_path, keypair):
+    import re
+
+    base, secret, _public = keypair
+    m = tiny(tmp_path / "m")
+    info = (m / "bag-info.txt").read_text()
+    (m / "bag-info.txt").write_text(info + "Acta-Mirror-Source: http://127.0.0.1:9/from-bag-info\n")
+    root = evidence.sign_bag(m, f"{base}.key")
+    statement = json.loads((m / evidence.STATEMENT).read_text())
+    assert statement["source"] == "http://127.0.0.1:9/from-bag-info"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", statement["signed_at"])
+    assert statement["tool"].startswith("acta-mirror ") and statement["merkle_root"] == root
+    assert statement["leaves"] == ("manifest-sha256.txt lines, in order; leaf = sha256(0x00 || line), "
+                                   "node = sha256(0x01 || l || r)")
+    assert (m / evidence.STATEMENT).read_text() == json.dumps(statement, indent=1, sort_keys=True) + "\n"
+    sig = sign.parse_signature((m / evidence.SIGNATURE).read_text())
+    assert sig.trusted_comment == f"acta-mirror merkle root {root} size 6"
+    assert statement["tag_files"] == {name: hashlib.sha256((m / name).read_bytes()).hexdigest()
+                                      for name in state.SIGNED_TAG_FILES}
+    tags = (m / "tagmanifest-sha256.txt").read_text()
+    assert f"  {evidence.STATEMENT}\n" in tags and f"  {evidence.SIGNATURE}\n" in tags
+
+
+def test_latest_versions_and_index_by_line_order_on_ties(tmp_path):
+    one = _entry(1)
+    again = Entry(**{**_fields(one), "path": one.path.replace(".jpg", ".png")})  # a merge can give two v1 files
+    i1 = Entry(**{**_fields(one), "key": "index/a.csv", "kind": "index", "path": "data/index/a.csv"})
+    i2 = Entry(**{**_fields(one), "key": "index/b.csv", "kind": "index", "path": "data/index/b.csv"})
+    s = state.MirrorState(tmp_path, {}, None, {}, [one, i1, again, i2], [])
+    assert s.latest_actas() == {one.key: again} and s.latest_index() == i2
+    assert s.counts() == {"files": 0, "bytes": 4 * one.size, "actas": 1}
+
+
+def test_keyed_reads_an_index_csv(tmp_path):
+    csv = tmp_path / "i.csv"
+    csv.write_text("COD_EDO,EDO,COD_MUN,MUN,COD_PAR,PAR,CENTRO,MESA,URL\n"
+                   "1,A,1,B,1,C,10101001,1,http://127.0.0.1:9/x/aaa.jpg\n")
+    assert evidence.keyed(csv) == {"010101001.01": "aaa.jpg"}
