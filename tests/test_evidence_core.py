@@ -1044,3 +1044,29 @@ def test_keyed_reads_an_index_csv(tmp_path):
     csv.write_text("COD_EDO,EDO,COD_MUN,MUN,COD_PAR,PAR,CENTRO,MESA,URL\n"
                    "1,A,1,B,1,C,10101001,1,http://127.0.0.1:9/x/aaa.jpg\n")
     assert evidence.keyed(csv) == {"010101001.01": "aaa.jpg"}
+
+
+def test_evidence_messages_and_limits(tmp_path, keypair):
+    base, *_ = keypair
+    m = tiny(tmp_path / "m")
+    (m / "changes.jsonl").unlink()  # a missing tag file is skipped, the ones after it still signed
+    evidence.sign_bag(m, f"{base}.key")
+    signed_names = json.loads((m / evidence.STATEMENT).read_text())["tag_files"]
+    assert sorted(signed_names) == ["bag-info.txt", "failures.jsonl", "manifest-sha256.txt", "provenance.jsonl"]
+    with pytest.raises(NotAMirror) as exc:
+        evidence.manifest_items(tmp_path)
+    assert str(exc.value) == f"{tmp_path}: not a mirror (no manifest-sha256.txt)"
+    (tmp_path / "manifest-sha256.txt").write_text("junk\n")
+    with pytest.raises(NotAMirror) as exc:
+        evidence.manifest_items(tmp_path)
+    assert str(exc.value) == (f"{tmp_path / 'manifest-sha256.txt'}: format: manifest-sha256.txt "
+                              "(line 1: not a '<sha256>  <path>' line)")
+    with pytest.raises(UsageError) as exc:
+        evidence.prove(m, "data/none.jpg")
+    assert str(exc.value) == f"data/none.jpg is not in {m / 'manifest-sha256.txt'}"
+    statement = m / evidence.STATEMENT
+    statement.write_bytes(b" " * (1 << 20))  # a megabyte is still read (and is not a statement)
+    assert [p.detail for p in evidence.check_seal(m).problems] == ["not a root statement"]
+    statement.write_bytes(b" " * ((1 << 20) + 1))
+    assert [p.detail for p in evidence.check_seal(m).problems] == [
+        "signed-root.json: larger than 1048576 bytes"]
