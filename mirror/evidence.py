@@ -157,8 +157,6 @@ def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     try:
         statement = json.loads(statement_bytes)
         signed_root, signed_size = statement["merkle_root"], statement["tree_size"]
-        if not isinstance(statement, dict):
-            raise TypeError
     except (ValueError, KeyError, TypeError):
         problems.append(Problem("signature", STATEMENT, "not a root statement"))
         return seal

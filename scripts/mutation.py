@@ -8,6 +8,7 @@ mutated module where that is enough, and stopped at the first failure.
     python3 scripts/mutation.py                       # every evidence-core file, 2 copies at a time
     python3 scripts/mutation.py mirror/merkle.py      # one file
     python3 scripts/mutation.py --jobs 1 --keep DIR   # keep the copies (mutmut show ID inside one)
+    python3 scripts/mutation.py --keep DIR --again    # after adding tests: re-test what survived
 
 Prints, per file: killed (incl. timeouts and suspicious) of mutants tested, and the score.
 """
@@ -60,12 +61,20 @@ def copy_checkout(dest: Path) -> None:
     (dest / "mutmut_config.py").write_text(CONFIG.format(only=ONLY))
 
 
+RUNNER = """#!/bin/sh
+# mutmut 2 counts only exit code 1 as a kill; a mutant that does not even import (pytest exit 2) is one too
+{python} -m pytest -x -q -p no:cacheprovider --noconftest {tests} "$@" || exit 1
+"""
+
+
 def start(files: list[str], work: Path) -> subprocess.Popen:
     copy_checkout(work)
     # No plugins and no conftest (the replay fixtures import aiohttp and Pillow): start-up is
     # most of a run's cost, and the core tests need neither.
-    runner = f"{sys.executable} -m pytest -x -q -p no:cacheprovider --noconftest {TESTS}"
-    log = open(work / "mutmut.log", "w")
+    (work / "run-tests").write_text(RUNNER.format(python=sys.executable, tests=TESTS))
+    (work / "run-tests").chmod(0o755)
+    runner = "./run-tests"
+    log = open(work / "mutmut.log", "a")
     # No bytecode: a mutant of the same size written in the same second as the original would
     # otherwise be run from the original's cached .pyc and pass for a survivor.
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -91,6 +100,9 @@ def main() -> int:
     ap.add_argument("files", nargs="*", default=CORE)
     ap.add_argument("--jobs", type=int, default=2, help="copies run side by side (default 2)")
     ap.add_argument("--keep", help="make the copies under this folder and keep them")
+    ap.add_argument("--again", action="store_true",
+                    help="with --keep: refresh the kept copies from this checkout and run again; mutmut re-tests "
+                         "only what was not killed, and mutants of lines that changed")
     args = ap.parse_args()
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="acta-mutation-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -102,7 +114,8 @@ def main() -> int:
             if waiting and sum(proc.poll() is None for _w, proc in runs) < args.jobs:
                 i, filename = waiting.pop(0)
                 work = base / f"copy{i}"
-                shutil.rmtree(work, ignore_errors=True)
+                if not args.again:
+                    shutil.rmtree(work, ignore_errors=True)
                 runs.append((work, start([filename], work)))
                 continue
             time.sleep(2)
