@@ -115,7 +115,7 @@ def _small_file(bag: Path, name: str) -> bytes | None:
     except FileNotFoundError:
         return None
     if len(data) > MAX_STATEMENT_BYTES:
-        raise UnsafePath(f"{name}: larger than {MAX_STATEMENT_BYTES} bytes")
+        raise UnsafePath(name, f"larger than {MAX_STATEMENT_BYTES} bytes")
     return data
 
 

@@ -64,6 +64,11 @@ class MirrorLocked(MirrorError):
 class UnsafePath(NotAMirror):
     """A record or file that would read or write outside the mirror (absolute, '..', symlink, FIFO)."""
 
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
 
 class ArchiveWriteError(MirrorError):
     exit_code = 3

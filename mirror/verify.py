@@ -47,7 +47,7 @@ def _hash_slice(args: tuple[str, list[str]]) -> list[tuple[str, str | None, int]
             except FileNotFoundError:
                 out.append((rel, None, 0))
             except UnsafePath as exc:
-                out.append((rel, f"unsafe:{str(exc).split(': ', 1)[-1]}", 0))
+                out.append((rel, f"unsafe:{exc.reason}", 0))
             except OSError as exc:
                 out.append((rel, f"error:{exc.strerror}", 0))
     return out

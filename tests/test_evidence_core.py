@@ -1070,3 +1070,25 @@ def test_evidence_messages_and_limits(tmp_path, keypair):
     statement.write_bytes(b" " * ((1 << 20) + 1))
     assert [p.detail for p in evidence.check_seal(m).problems] == [
         "signed-root.json: larger than 1048576 bytes"]
+
+
+def test_what_kind_of_file_is_named(tmp_path):
+    import socket
+    import stat as st
+
+    assert state._kind_of(0) == "an unknown kind of file"
+    assert [state._kind_of(mode) for mode in (st.S_IFLNK, st.S_IFIFO, st.S_IFCHR, st.S_IFBLK, st.S_IFDIR,
+                                              st.S_IFSOCK, st.S_IFREG)] == [
+        "a symbolic link", "a FIFO", "a device", "a device", "a folder", "a socket", "a regular file"]
+    (tmp_path / "data").mkdir()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "data" / "sock"))
+        problems: list[Problem] = []
+        assert state._walk_payload(tmp_path, problems) == []
+        assert [(p.kind, p.path, p.detail) for p in problems] == [
+            ("unsafe", "data/sock", "a socket, not a regular file; not read")]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "data").write_text("a file where data/ should be")
+    problems = []
+    assert state._walk_payload(tmp_path / "m", problems) == []
+    assert [(p.path, p.detail) for p in problems] == [("data", "a regular file, not a folder; nothing in it was read")]
