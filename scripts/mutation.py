@@ -61,9 +61,14 @@ def copy_checkout(dest: Path) -> None:
     (dest / "mutmut_config.py").write_text(CONFIG.format(only=ONLY))
 
 
-RUNNER = """#!/bin/sh
-# mutmut 2 counts only exit code 1 as a kill; a mutant that does not even import (pytest exit 2) is one too
-{python} -m pytest -x -q -p no:cacheprovider --noconftest {tests} "$@" || exit 1
+RUNNER = """#!{python}
+# mutmut 2 counts only exit code 1 as a kill; a mutant that does not even import (pytest exit 2) is
+# one too. In process, so that mutmut's timeout kills the test run itself.
+import sys
+
+import pytest
+
+sys.exit(1 if pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--noconftest", "{tests}"] + sys.argv[1:]) else 0)
 """
 
 

@@ -701,7 +701,8 @@ def test_a_signed_mirror_checks_with_and_without_the_key(signed, keypair):
     assert verify.verify(signed) == []
     trusted = evidence.check_seal(signed, f"{base}.pub")
     assert trusted.problems == [] and trusted.trusted and trusted.signed and trusted.key_id == statement["key_id"]
-    assert "checked against the key you gave" in trusted.summary
+    assert trusted.summary == f"signed by key {statement['key_id']}, checked against the key you gave"
+    assert (plain := evidence.check_seal(signed)).trusted is False and plain.signed is True
     plain = evidence.check_seal(signed)
     assert plain.problems == [] and not plain.trusted and plain.key_id == statement["key_id"]
     assert plain.summary == (f"signed by key {statement['key_id']}; signature not checked against a key you trust "
@@ -715,7 +716,8 @@ def test_an_unsigned_mirror(tmp_path, keypair):
     base, *_ = keypair
     m = tiny(tmp_path / "m")
     seal = evidence.check_seal(m)
-    assert seal.problems == [] and not seal.signed and seal.summary == "not signed"
+    assert (seal.problems, seal.signed, seal.key_id, seal.trusted) == ([], False, "", False)
+    assert seal.summary == "not signed"
     assert kinds(evidence.check_seal(m, f"{base}.pub").problems) == {("signature", "signed-root.json.minisig")}
 
 
