@@ -654,7 +654,7 @@ def test_a_symlinked_data_folder_and_tag_files(tmp_path):
     s = state.read_state(m)
     assert ("unsafe", "data") in kinds(s.problems) and s.payload == []
     found = kinds(verify.verify(m))
-    assert ("unsafe", "data") in found and not any(k == "missing" for k, _ in found) is False
+    assert ("unsafe", "data") in found and ("missing", s.entries[0].path) in found  # nothing in it was read
     with pytest.raises(NotAMirror, match="unsafe: data"):
         s.require_clean()
     m2 = tiny(tmp_path / "m2")
@@ -1094,3 +1094,57 @@ def test_what_kind_of_file_is_named(tmp_path):
     problems = []
     assert state._walk_payload(tmp_path / "m", problems) == []
     assert [(p.path, p.detail) for p in problems] == [("data", "a regular file, not a folder; nothing in it was read")]
+
+
+def test_a_linked_payload_file_is_unsafe_not_missing(tmp_path):
+    m = tiny(tmp_path / "m")
+    rel = state.read_state(m).entries[0].path
+    os.rename(m / rel, tmp_path / "real.jpg")
+    os.symlink(tmp_path / "real.jpg", m / rel)
+    assert kinds(verify.verify(m)) == {("unsafe", rel), ("oxum", "bag-info.txt")}
+
+
+def test_the_opener_keeps_folders_apart(tmp_path):
+    for folder in ("a", "b", "a/c"):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "f").write_text(folder)
+    with state.Opener(tmp_path) as opener:
+        for folder in ("a", "b", "a", "a/c", "b", "b"):
+            with os.fdopen(opener.open_fd(f"{folder}/f")) as fh:
+                assert fh.read() == folder
+    with state.Opener(tmp_path) as opener:
+        with os.fdopen(opener.open_fd("a/f")) as fh:
+            assert fh.read() == "a"
+        opener.close()
+        opener.close()
+
+
+def test_manifest_module_details(tmp_path):
+    assert manifest.sync_filesystem(tmp_path) is True  # Linux has syncfs(2)
+    assert manifest.split_manifest_line("a" * 64 + "  Xdata") == ("a" * 64, "Xdata")
+    assert manifest.parse_bag_info("A: 1\n\tmore\n") == {"A": "1 more"}
+    with pytest.raises(NotAMirror) as exc:
+        manifest.parse_manifest_text("junk")
+    assert str(exc.value) == "manifest:1: not a '<sha256>  <path>' line"
+    with pytest.raises(NotAMirror) as exc:
+        manifest.parse_manifest_text("a" * 64 + "  x\n" + "a" * 64 + "  x\n", "m")
+    assert str(exc.value) == "m:2: x is listed twice"
+    with pytest.raises(NotAMirror) as exc:
+        manifest.read_manifest(tmp_path / "none")
+    assert str(exc.value) == f"{tmp_path / 'none'}: no such file"
+    (tmp_path / "bad").write_bytes(b"\xff")
+    for reader in (manifest.read_manifest, manifest.read_bag_info):
+        with pytest.raises(NotAMirror) as exc:
+            reader(tmp_path / "bad")
+        assert str(exc.value) == f"{tmp_path / 'bad'}: unreadable (UnicodeDecodeError)"
+    seen = []
+
+    def chunks():
+        seen.extend(p.name for p in tmp_path.iterdir() if p.name.startswith(".target."))
+        yield b"x"
+    manifest.atomic_write(tmp_path / "target", chunks())
+    assert len(seen) == 1 and (tmp_path / "target").read_bytes() == b"x"
+    good = _entry(1).to_json()
+    path = tmp_path / "p.jsonl"
+    path.write_text(good + "\n" + "x\n")  # a one-character torn last line
+    assert manifest.repair_torn_tail(path) == 2 and path.read_text() == good + "\n"
