@@ -470,11 +470,11 @@ def published_files(root: str | os.PathLike) -> list[tuple[str, int, str | None]
         if entry.name == RECEIPTS or entry.name.startswith(".") or entry.is_dir(follow_symlinks=False):
             continue
         if not entry.is_file(follow_symlinks=False):
-            raise UnsafePath(f"{root / entry.name}: not a regular file; not publishing it")
+            raise UnsafePath(str(root / entry.name), "not a regular file; not publishing it")
         files.append((entry.name, entry.stat(follow_symlinks=False).st_size, None))
     site = root / "site"  # the browsable index, when `acta-mirror site` made one
     if os.path.islink(site):
-        raise UnsafePath(f"{site}: a symbolic link; not publishing it")
+        raise UnsafePath(str(site), "a symbolic link; not publishing it")
     for dirpath, dirs, names in os.walk(site):
         for name in sorted(names) + sorted(dirs):
             full = Path(dirpath) / name
@@ -482,6 +482,6 @@ def published_files(root: str | os.PathLike) -> list[tuple[str, int, str | None]
             if stat.S_ISDIR(mode):
                 continue
             if not stat.S_ISREG(mode):
-                raise UnsafePath(f"{full}: not a regular file; not publishing it")
+                raise UnsafePath(str(full), "not a regular file; not publishing it")
             files.append((full.relative_to(root).as_posix(), os.lstat(full).st_size, None))
     return files

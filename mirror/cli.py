@@ -183,6 +183,7 @@ def parse_verify(sub) -> None:
     v.add_argument("--json", action="store_true", help="print the problems as JSON")
     v.add_argument("--cids", action="store_true", help="also check every file's IPFS CID in provenance.jsonl")
     v.add_argument("--pubkey", metavar="BASE.pub", help="also check the signed Merkle root with this public key")
+    v.add_argument("--tsa-ca", metavar="FILE", help="also check signed-root.json.tsr, the trusted timestamp, against this CA (PEM)")
 
 
 def parse_keygen(sub) -> None:
@@ -329,9 +330,34 @@ def parse_completion(sub) -> None:
     co.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
 
 
+
+def parse_export(sub) -> None:
+    ex = _add(sub, "export", "write a mirror as a WARC file or a WACZ package for web archives")
+    ex.add_argument("dir", help="the mirror directory")
+    what = ex.add_mutually_exclusive_group(required=True)
+    what.add_argument("--warc", metavar="OUT.warc.gz", help="write one gzipped WARC 1.1 file")
+    what.add_argument("--wacz", metavar="OUT.wacz", help="write a WACZ 1.1.1 package (WARC, index, pages, hashes)")
+
+
+def parse_timestamp(sub) -> None:
+    tsp = _add(sub, "timestamp", "get an RFC 3161 trusted timestamp for the signed root")
+    tsp.add_argument("dir", help="the mirror directory (with signed-root.json)")
+    tsp.add_argument("--tsa", required=True, metavar="URL", help="the time-stamping authority's URL")
+    tsp.add_argument("--tsa-ca", metavar="FILE", help="check the answer against this CA certificate (PEM) before keeping it")
+    tsp.add_argument("--timeout", type=_nonneg_float, default=30.0, help="seconds to wait for the authority (default 30)")
+
+
+def parse_compare(sub) -> None:
+    cp = _add(sub, "compare", "compare another copy (folder, sha256 list, mirror) with this mirror, acta by acta")
+    cp.add_argument("dir", help="the mirror directory")
+    cp.add_argument("other", help="a folder of images, a sha256sum file, a JSON {name: sha256} file, or another mirror")
+    cp.add_argument("--json", action="store_true", help="print counts and every acta's row as one JSON object")
+
+
 PARSERS = [parse_crawl, parse_verify, parse_publish, parse_restore, parse_car, parse_keygen, parse_sign,
            parse_prove, parse_verify_file, parse_diff, parse_run, parse_merge, parse_tally, parse_crosscheck,
-           parse_site, parse_replay, parse_demo, parse_completion]
+           parse_site, parse_replay, parse_demo, parse_completion, parse_export, parse_timestamp,
+           parse_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -498,19 +524,29 @@ def _print_crawl_plan(plan, out: str, as_json: bool) -> int:
 # -- verify -------------------------------------------------------------------------
 def cmd_verify(args) -> int:
     from .progress import Progress
+    from .state import read_state
     from .verify import verify
 
+    state = read_state(args.dir, records=not args.fast)
     with Progress("verify", quiet=args.quiet or args.json or args.fast) as progress:
-        problems = verify(args.dir, fast=args.fast, cids=args.cids, progress=progress.count)
+        problems = verify(args.dir, fast=args.fast, cids=args.cids, state=state, progress=progress.count)
     seal = None
     if not args.fast:
         from .evidence import check_seal
-        seal = check_seal(args.dir, args.pubkey)
+        seal = check_seal(args.dir, args.pubkey, state=state)
         problems += seal.problems
+    from .timestamp import verify_timestamp
+
+    stamp_problems, stamp_line = verify_timestamp(args.dir, args.tsa_ca)
+    problems += stamp_problems
+    if stamp_line and not args.json:
+        print(stamp_line)
     if args.json:
         report = {"ok": not problems, "problems": [p.__dict__ for p in problems]}
         if seal:
             report["signature"] = {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}
+        if stamp_line:
+            report["timestamp"] = stamp_line
         print(json.dumps(report, indent=1))
     else:
         for p in problems:
@@ -892,6 +928,52 @@ def cmd_completion(args) -> int:
     return EXIT_OK
 
 
+def cmd_export(args) -> int:
+    from .export import export_wacz, export_warc
+
+    result = export_warc(args.dir, args.warc) if args.warc else export_wacz(args.dir, args.wacz)
+    for p in result.problems[:FAILURES_SHOWN]:
+        print(p, file=sys.stderr)
+    for note in result.notes:
+        print(note)
+    print(f"wrote {result.out}: {result.responses} responses ({result.bytes / 1e6:.1f} MB of payload), "
+          f"{result.revisits} revisits; {len(result.problems)} file(s) left out")
+    return EXIT_PROBLEMS if result.problems else EXIT_OK
+
+
+def cmd_timestamp(args) -> int:
+    from .timestamp import timestamp
+
+    attested, new = timestamp(args.dir, args.tsa, ca=args.tsa_ca, timeout=args.timeout)
+    when = f"{attested.time:%Y-%m-%d %H:%M:%S} UTC"
+    if new:
+        print(f"timestamped {args.dir}/signed-root.json: existed by {when}, attested by {attested.authority}; "
+              f"token signed-root.json.tsr" + ("" if args.tsa_ca else " (not checked against a CA: pass --tsa-ca)"))
+    else:
+        print(f"already timestamped: signed-root.json existed by {when} ({attested.authority}); nothing sent")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from .compare import LABELS, compare, to_json
+
+    report = compare(args.dir, args.other)
+    if args.json:
+        print(json.dumps(to_json(report), ensure_ascii=False))
+    else:
+        total = len(report.rows)
+        for label in LABELS:
+            print(f"{label:18s} {report.counts[label]:>7,} of {total:,} actas")
+        for note in report.notes:
+            print(note)
+        for row in report.rows:
+            if row.label != "identical":
+                print(f"  {row.label:18s} {row.key}  {row.there or row.here}  {row.detail}")
+        if report.counts["identical"]:
+            print(f"({report.counts['identical']:,} identical actas not listed; --json lists every acta)")
+    return EXIT_OK if report.agree else EXIT_PROBLEMS
+
+
 COMMANDS = {
     "tally": cmd_tally,
     "crosscheck": cmd_crosscheck,
@@ -911,4 +993,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "replay": cmd_replay,
     "completion": cmd_completion,
+    "export": cmd_export,
+    "timestamp": cmd_timestamp,
+    "compare": cmd_compare,
 }

@@ -66,6 +66,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "sign": {
         "key": Key(str, "", "minisign secret key file (relative to the job file); empty: `ACTA_MIRROR_SIGN_KEY_FILE`"),
+        "tsa": Key(str, "", "RFC 3161 time-stamping authority URL: every run's signed root gets a trusted timestamp (`signed-root.json.tsr`)"),
+        "tsa_ca": Key(str, "", "CA certificate file (PEM, relative to the job file) the authority's answer must verify up to"),
     },
 }
 

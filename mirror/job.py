@@ -18,7 +18,8 @@ from .publish import PublishError, Receipt, publisher_for
 from .verify import verify
 
 SIGN_KEY_ENV = "ACTA_MIRROR_SIGN_KEY_FILE"
-MANIFEST_FILES = (PAYLOAD_MANIFEST, TAG_MANIFEST, BAG_INFO, CHANGES, "signed-root.json", "signed-root.json.minisig")
+MANIFEST_FILES = (PAYLOAD_MANIFEST, TAG_MANIFEST, BAG_INFO, CHANGES, "signed-root.json", "signed-root.json.minisig",
+                  "signed-root.json.tsr", "signed-root.json.tsr.chain.pem")
 
 
 @dataclass
@@ -64,6 +65,8 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     if shard != (1, 1):
         report.notes.append(f"shard {shard[0]} of {shard[1]}: publish after 'acta-mirror merge'")
         return report
+    if job["sign.tsa"]:
+        stamp(job, out, report)
     if publish_step:
         publish(job, out, report)
     return report
@@ -78,6 +81,19 @@ def crawl_options(job: Job, shard: tuple[int, int]) -> CrawlOptions:
         shard=shard, wait_lock=job["output.wait_lock"], sign_key=sign_key(job),
         alternates=tuple(job["source.alternates"]), allow_hosts=tuple(job["source.hosts"]),
         **fetch_options(job.values["fetch"]))
+
+
+def stamp(job: Job, out: Path, report: RunReport) -> None:
+    """A trusted timestamp of this run's signed root; a failed authority fails the run, not the mirror."""
+    from .models import MirrorError
+    from .timestamp import timestamp
+
+    try:
+        attested, _new = timestamp(out, job["sign.tsa"], ca=job.resolve(job["sign.tsa_ca"]) or None)
+        report.notes.append(f"timestamp: signed-root.json existed by {attested.time:%Y-%m-%d %H:%M:%S} UTC "
+                            f"({attested.authority})")
+    except MirrorError as exc:
+        report.publish_failures.append(f"timestamp: {exc}")
 
 
 def publishers(job: Job) -> list:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .manifest import BAG_INFO, PROVENANCE, TAG_MANIFEST
 from .models import Problem, UnsafePath
-from .state import Opener, read_state
+from .state import MirrorState, Opener, read_state
 from .workers import pool
 
 
@@ -47,7 +47,7 @@ def _hash_slice(args: tuple[str, list[str]]) -> list[tuple[str, str | None, int]
             except FileNotFoundError:
                 out.append((rel, None, 0))
             except UnsafePath as exc:
-                out.append((rel, f"unsafe:{str(exc).split(': ', 1)[-1]}", 0))
+                out.append((rel, f"unsafe:{exc.reason}", 0))
             except OSError as exc:
                 out.append((rel, f"error:{exc.strerror}", 0))
     return out
@@ -56,15 +56,16 @@ def _hash_slice(args: tuple[str, list[str]]) -> list[tuple[str, str | None, int]
 def hash_many(root: Path, rels: list[str], workers: int | None = None):
     """Start hashing many files across processes; returns an iterator of _hash_slice results.
 
-    Slices are interleaved so every worker gets a similar mix; the caller can do other
-    work before it iterates.
+    Each worker takes runs of neighbouring paths (four per worker, handed out as workers
+    free up), so a folder is opened once per run, not once per file; the caller can do
+    other work before it iterates.
     """
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(rels) < 256:
         return iter([_hash_slice((str(root), rels))])
-    n = workers * 4
+    size = -(-len(rels) // (workers * 4))
     executor = pool(workers)
-    futures = [executor.submit(_hash_slice, (str(root), rels[i::n])) for i in range(n)]
+    futures = [executor.submit(_hash_slice, (str(root), rels[i:i + size])) for i in range(0, len(rels), size)]
 
     def results():
         try:
@@ -76,11 +77,12 @@ def hash_many(root: Path, rels: list[str], workers: int | None = None):
 
 
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
-           cids: bool = False, progress=None) -> list[Problem]:
+           cids: bool = False, state: MirrorState | None = None, progress=None) -> list[Problem]:
     """Every problem in the bag; an empty list means intact. NotAMirror if it is no bag at all.
-    progress(done, total), if given, is told as payload files are hashed."""
+    `state`: the mirror as read_state already read it (saves reading it twice); progress(done,
+    total), if given, is told as payload files are hashed."""
     root = Path(root)
-    state = read_state(root, records=not fast)
+    state = state or read_state(root, records=not fast)
     problems: list[Problem] = list(state.problems)
     manifest = state.manifest
     on_disk = set(state.payload)

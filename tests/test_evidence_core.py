@@ -654,7 +654,7 @@ def test_a_symlinked_data_folder_and_tag_files(tmp_path):
     s = state.read_state(m)
     assert ("unsafe", "data") in kinds(s.problems) and s.payload == []
     found = kinds(verify.verify(m))
-    assert ("unsafe", "data") in found and not any(k == "missing" for k, _ in found) is False
+    assert ("unsafe", "data") in found and ("missing", s.entries[0].path) in found  # nothing in it was read
     with pytest.raises(NotAMirror, match="unsafe: data"):
         s.require_clean()
     m2 = tiny(tmp_path / "m2")
@@ -701,7 +701,8 @@ def test_a_signed_mirror_checks_with_and_without_the_key(signed, keypair):
     assert verify.verify(signed) == []
     trusted = evidence.check_seal(signed, f"{base}.pub")
     assert trusted.problems == [] and trusted.trusted and trusted.signed and trusted.key_id == statement["key_id"]
-    assert "checked against the key you gave" in trusted.summary
+    assert trusted.summary == f"signed by key {statement['key_id']}, checked against the key you gave"
+    assert (plain := evidence.check_seal(signed)).trusted is False and plain.signed is True
     plain = evidence.check_seal(signed)
     assert plain.problems == [] and not plain.trusted and plain.key_id == statement["key_id"]
     assert plain.summary == (f"signed by key {statement['key_id']}; signature not checked against a key you trust "
@@ -715,7 +716,8 @@ def test_an_unsigned_mirror(tmp_path, keypair):
     base, *_ = keypair
     m = tiny(tmp_path / "m")
     seal = evidence.check_seal(m)
-    assert seal.problems == [] and not seal.signed and seal.summary == "not signed"
+    assert (seal.problems, seal.signed, seal.key_id, seal.trusted) == ([], False, "", False)
+    assert seal.summary == "not signed"
     assert kinds(evidence.check_seal(m, f"{base}.pub").problems) == {("signature", "signed-root.json.minisig")}
 
 
@@ -878,3 +880,271 @@ def test_diff_takes_the_highest_version(tmp_path):
         fh.write(e1.to_json() + "\n")
     with pytest.raises(NotAMirror, match="listed twice"):
         evidence.keyed(b)
+
+
+def test_key_and_signature_messages_name_the_file_and_the_fault(tmp_path, keypair):
+    base, secret, public = keypair
+    pub_line = public.line()
+    cases = [  # (file text, loader, the exact message after the path)
+        ("untrusted comment: x\n" + pub_line[:10] + "!" + pub_line[10:] + "\n", sign.load_public,
+         "not a minisign public key"),
+        ("untrusted comment: x\n", sign.load_public, "not a minisign public key"),
+        ("untrusted comment: x\n" + base64.b64encode(b"Ed" + bytes(39)).decode() + "\n", sign.load_public,
+         "not a minisign Ed25519 public key"),
+        ("untrusted comment: x\n", sign.load_secret, "not a minisign secret key"),
+        ("untrusted comment: x\n" + pub_line + "\n", sign.load_secret, "not a minisign Ed25519 secret key"),
+    ]
+    for i, (text, loader, message) in enumerate(cases):
+        path = tmp_path / f"k{i}"
+        path.write_text(text)
+        with pytest.raises(UsageError) as exc:
+            loader(path)
+        assert str(exc.value) == f"{path}: {message}", i
+    (tmp_path / "bin").write_bytes(b"\xff\xfe")
+    with pytest.raises(UsageError) as exc:
+        sign.load_public(tmp_path / "bin")
+    assert str(exc.value) == f"{tmp_path / 'bin'}: cannot read the public key (UnicodeDecodeError)"
+    with pytest.raises(UsageError) as exc:
+        sign.load_secret(tmp_path / "absent")
+    assert str(exc.value) == f"{tmp_path / 'absent'}: cannot read the secret key (FileNotFoundError)"
+    with pytest.raises(UsageError) as exc:
+        sign.parse_public(pub_line[:10] + "!" + pub_line[10:])
+    assert str(exc.value) == "public key: not a minisign Ed25519 public key"
+    body = base64.b64decode(Path(f"{base}.key").read_text().splitlines()[1])
+    for name, raw, message in [
+            ("enc", body[:2] + b"Sc" + body[4:], "the key is password-protected; acta-mirror needs an unencrypted key "
+                                                  "(minisign -G -W, or acta-mirror keygen)"),
+            ("chk", body[:-1] + bytes([body[-1] ^ 1]), "the secret key's checksum is wrong (damaged key file)"),
+            ("half", body[:62] + bytes(32) + body[94:-32] + bytes(32),
+             "the secret key does not match its public half (damaged key file)"),
+            ("long", body + b"\x00", "not a minisign Ed25519 secret key")]:
+        (tmp_path / name).write_text("untrusted comment: c\n" + base64.b64encode(raw).decode() + "\n")
+        with pytest.raises(UsageError) as exc:
+            sign.load_secret(tmp_path / name)
+        assert str(exc.value) == f"{tmp_path / name}: {message}"
+    with pytest.raises(ValueError) as exc:
+        sign.sign_file(tmp_path / "k0", secret, "a\nb")
+    assert str(exc.value) == "a trusted comment is one line"
+    target, sig, lines = _signed(tmp_path, secret)
+    for bad, message in [(["x"], "not a minisign signature"),
+                         ([lines[0], lines[1][:8] + "!" + lines[1][8:], lines[2], lines[3]], "damaged (not base64)"),
+                         ([lines[0], lines[1], lines[2], lines[3][:8] + "!" + lines[3][8:]], "damaged (not base64)"),
+                         ([lines[0], base64.b64encode(b"ED" + bytes(71)).decode(), lines[2], lines[3]],
+                          "not an Ed25519 minisign signature")]:
+        with pytest.raises(sign.SignatureError) as exc:
+            sign.parse_signature("\n".join(bad), "the.minisig")
+        assert str(exc.value) == f"the.minisig: {message}"
+    with pytest.raises(sign.SignatureError) as exc:
+        sign.parse_signature("x")
+    assert str(exc.value) == "signature: not a minisign signature"
+    parsed = sign.parse_signature("\n".join(lines))
+    with pytest.raises(sign.SignatureError) as exc:
+        sign.verify_signature(b"other", parsed, public)
+    assert str(exc.value) == "the file: the signature does not match the file"
+    other = sign.PublicKey(bytes(8), public.key)
+    with pytest.raises(sign.SignatureError) as exc:
+        sign.verify_signature(b"evidence", parsed, other)
+    assert str(exc.value) == f"the signature: made by key {sign.key_id_text(public.key_id)}, not by 0000000000000000"
+    with pytest.raises(sign.SignatureError) as exc:
+        sign.verify_signature(b"evidence", sign.Signature(True, public.key_id, parsed.signature, "x",
+                                                          parsed.global_signature), public)
+    assert str(exc.value) == "the signature: the trusted comment was altered"
+    with pytest.raises(sign.SignatureError) as exc:
+        sign.verify_file(target, tmp_path / "none.minisig", public)
+    assert str(exc.value) == f"{tmp_path / 'none.minisig'}: missing or unreadable"
+    unsigned_legacy = sign.Signature(False, public.key_id, parsed.signature, "c", parsed.global_signature)
+    with pytest.raises(sign.SignatureError):  # a prehashed signature read as a legacy one fails
+        sign.verify_signature(b"evidence", unsigned_legacy, public)
+    import dataclasses
+    for record in (public, secret, parsed):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.key_id = b"x"
+
+
+def test_hash_many_splits_the_work_and_names_each_failure(tmp_path):
+    rows = [(_entry(i), f"acta {i}".encode()) for i in range(300)]
+    m = build(tmp_path / "m", rows)
+    rels = sorted(e.path for e, _b in rows)
+    assert len(list(verify.hash_many(m, rels[:255], 2))) == 1  # small jobs stay in this process
+    parts = list(verify.hash_many(m, rels[:256], 2))
+    assert len(parts) == 8 and [r for part in parts for r in part] == verify.hash_many(m, rels[:256], 1).__next__()
+    assert all(rels[:256][i * 32:(i + 1) * 32] == [r[0] for r in part] for i, part in enumerate(parts))  # runs
+    assert len(list(verify.hash_many(m, rels, 1))) == 1
+    assert len(list(verify.hash_many(m, rels))) == (os.cpu_count() or 1) * 4 if (os.cpu_count() or 1) > 1 else 1
+    os.symlink("/etc/passwd", m / "data" / "link")
+    long_name = "data/" + "x" * 300
+    got = next(verify.hash_many(m, ["data/link", long_name, "data/a.jpg/x", "data/none"], 1))
+    assert got == [("data/link", "unsafe:a symbolic link, not a regular file", 0),
+                   (long_name, "error:File name too long", 0), ("data/a.jpg/x", None, 0), ("data/none", None, 0)]
+
+
+def test_verify_names_unsafe_and_unreadable_tag_files(tmp_path):
+    m = tiny(tmp_path / "m")
+    os.rename(m / "failures.jsonl", tmp_path / "f")
+    os.symlink(tmp_path / "f", m / "failures.jsonl")
+    long_name = "x" * 300
+    with open(m / "tagmanifest-sha256.txt", "a") as fh:
+        fh.write(f"{'0' * 64}  {long_name}\n")
+    assert [(p.kind, p.path, p.detail) for p in verify.verify(m)] == [
+        ("unsafe", "failures.jsonl", "a symbolic link, not a regular file"),
+        ("unreadable", long_name, "File name too long")]
+
+
+def test_the_bag_constants_other_tools_read():
+    assert manifest.BAGIT_TXT == "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+    assert (manifest.PAYLOAD_MANIFEST, manifest.TAG_MANIFEST, manifest.BAG_INFO) == (
+        "manifest-sha256.txt", "tagmanifest-sha256.txt", "bag-info.txt")
+    assert (manifest.PROVENANCE, manifest.CHANGES, manifest.FAILURES, manifest.RECEIPTS) == (
+        "provenance.jsonl", "changes.jsonl", "failures.jsonl", "publish-receipts.jsonl")
+    assert state.SIGNED_TAG_FILES == ("manifest-sha256.txt", "bag-info.txt", "provenance.jsonl", "changes.jsonl",
+                                      "failures.jsonl")
+    assert (evidence.STATEMENT, evidence.SIGNATURE) == ("signed-root.json", "signed-root.json.minisig")
+
+
+def test_a_hand_made_bag_passes_bagit_python(tmp_path):
+    import bagit
+
+    m = tiny(tmp_path / "m")
+    bagit.Bag(str(m)).validate()
+
+
+def test_the_statement_format(tmp_path, keypair):
+    import re
+
+    base, secret, _public = keypair
+    m = tiny(tmp_path / "m")
+    info = (m / "bag-info.txt").read_text()
+    (m / "bag-info.txt").write_text(info + "Acta-Mirror-Source: http://127.0.0.1:9/from-bag-info\n")
+    root = evidence.sign_bag(m, f"{base}.key")
+    statement = json.loads((m / evidence.STATEMENT).read_text())
+    assert statement["source"] == "http://127.0.0.1:9/from-bag-info"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", statement["signed_at"])
+    assert statement["tool"].startswith("acta-mirror ") and statement["merkle_root"] == root
+    assert statement["leaves"] == ("manifest-sha256.txt lines, in order; leaf = sha256(0x00 || line), "
+                                   "node = sha256(0x01 || l || r)")
+    assert (m / evidence.STATEMENT).read_text() == json.dumps(statement, indent=1, sort_keys=True) + "\n"
+    sig = sign.parse_signature((m / evidence.SIGNATURE).read_text())
+    assert sig.trusted_comment == f"acta-mirror merkle root {root} size 6"
+    assert statement["tag_files"] == {name: hashlib.sha256((m / name).read_bytes()).hexdigest()
+                                      for name in state.SIGNED_TAG_FILES}
+    tags = (m / "tagmanifest-sha256.txt").read_text()
+    assert f"  {evidence.STATEMENT}\n" in tags and f"  {evidence.SIGNATURE}\n" in tags
+
+
+def test_latest_versions_and_index_by_line_order_on_ties(tmp_path):
+    one = _entry(1)
+    again = Entry(**{**_fields(one), "path": one.path.replace(".jpg", ".png")})  # a merge can give two v1 files
+    i1 = Entry(**{**_fields(one), "key": "index/a.csv", "kind": "index", "path": "data/index/a.csv"})
+    i2 = Entry(**{**_fields(one), "key": "index/b.csv", "kind": "index", "path": "data/index/b.csv"})
+    s = state.MirrorState(tmp_path, {}, None, {}, [one, i1, again, i2], [])
+    assert s.latest_actas() == {one.key: again} and s.latest_index() == i2
+    assert s.counts() == {"files": 0, "bytes": 4 * one.size, "actas": 1}
+
+
+def test_keyed_reads_an_index_csv(tmp_path):
+    csv = tmp_path / "i.csv"
+    csv.write_text("COD_EDO,EDO,COD_MUN,MUN,COD_PAR,PAR,CENTRO,MESA,URL\n"
+                   "1,A,1,B,1,C,10101001,1,http://127.0.0.1:9/x/aaa.jpg\n")
+    assert evidence.keyed(csv) == {"010101001.01": "aaa.jpg"}
+
+
+def test_evidence_messages_and_limits(tmp_path, keypair):
+    base, *_ = keypair
+    m = tiny(tmp_path / "m")
+    (m / "changes.jsonl").unlink()  # a missing tag file is skipped, the ones after it still signed
+    evidence.sign_bag(m, f"{base}.key")
+    signed_names = json.loads((m / evidence.STATEMENT).read_text())["tag_files"]
+    assert sorted(signed_names) == ["bag-info.txt", "failures.jsonl", "manifest-sha256.txt", "provenance.jsonl"]
+    with pytest.raises(NotAMirror) as exc:
+        evidence.manifest_items(tmp_path)
+    assert str(exc.value) == f"{tmp_path}: not a mirror (no manifest-sha256.txt)"
+    (tmp_path / "manifest-sha256.txt").write_text("junk\n")
+    with pytest.raises(NotAMirror) as exc:
+        evidence.manifest_items(tmp_path)
+    assert str(exc.value) == (f"{tmp_path / 'manifest-sha256.txt'}: format: manifest-sha256.txt "
+                              "(line 1: not a '<sha256>  <path>' line)")
+    with pytest.raises(UsageError) as exc:
+        evidence.prove(m, "data/none.jpg")
+    assert str(exc.value) == f"data/none.jpg is not in {m / 'manifest-sha256.txt'}"
+    statement = m / evidence.STATEMENT
+    statement.write_bytes(b" " * (1 << 20))  # a megabyte is still read (and is not a statement)
+    assert [p.detail for p in evidence.check_seal(m).problems] == ["not a root statement"]
+    statement.write_bytes(b" " * ((1 << 20) + 1))
+    assert [p.detail for p in evidence.check_seal(m).problems] == [
+        "signed-root.json: larger than 1048576 bytes"]
+
+
+def test_what_kind_of_file_is_named(tmp_path):
+    import socket
+    import stat as st
+
+    assert state._kind_of(0) == "an unknown kind of file"
+    assert [state._kind_of(mode) for mode in (st.S_IFLNK, st.S_IFIFO, st.S_IFCHR, st.S_IFBLK, st.S_IFDIR,
+                                              st.S_IFSOCK, st.S_IFREG)] == [
+        "a symbolic link", "a FIFO", "a device", "a device", "a folder", "a socket", "a regular file"]
+    (tmp_path / "data").mkdir()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "data" / "sock"))
+        problems: list[Problem] = []
+        assert state._walk_payload(tmp_path, problems) == []
+        assert [(p.kind, p.path, p.detail) for p in problems] == [
+            ("unsafe", "data/sock", "a socket, not a regular file; not read")]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "data").write_text("a file where data/ should be")
+    problems = []
+    assert state._walk_payload(tmp_path / "m", problems) == []
+    assert [(p.path, p.detail) for p in problems] == [("data", "a regular file, not a folder; nothing in it was read")]
+
+
+def test_a_linked_payload_file_is_unsafe_not_missing(tmp_path):
+    m = tiny(tmp_path / "m")
+    rel = state.read_state(m).entries[0].path
+    os.rename(m / rel, tmp_path / "real.jpg")
+    os.symlink(tmp_path / "real.jpg", m / rel)
+    assert kinds(verify.verify(m)) == {("unsafe", rel), ("oxum", "bag-info.txt")}
+
+
+def test_the_opener_keeps_folders_apart(tmp_path):
+    for folder in ("a", "b", "a/c"):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "f").write_text(folder)
+    with state.Opener(tmp_path) as opener:
+        for folder in ("a", "b", "a", "a/c", "b", "b"):
+            with os.fdopen(opener.open_fd(f"{folder}/f")) as fh:
+                assert fh.read() == folder
+    with state.Opener(tmp_path) as opener:
+        with os.fdopen(opener.open_fd("a/f")) as fh:
+            assert fh.read() == "a"
+        opener.close()
+        opener.close()
+
+
+def test_manifest_module_details(tmp_path):
+    assert manifest.sync_filesystem(tmp_path) is True  # Linux has syncfs(2)
+    assert manifest.split_manifest_line("a" * 64 + "  Xdata") == ("a" * 64, "Xdata")
+    assert manifest.parse_bag_info("A: 1\n\tmore\n") == {"A": "1 more"}
+    with pytest.raises(NotAMirror) as exc:
+        manifest.parse_manifest_text("junk")
+    assert str(exc.value) == "manifest:1: not a '<sha256>  <path>' line"
+    with pytest.raises(NotAMirror) as exc:
+        manifest.parse_manifest_text("a" * 64 + "  x\n" + "a" * 64 + "  x\n", "m")
+    assert str(exc.value) == "m:2: x is listed twice"
+    with pytest.raises(NotAMirror) as exc:
+        manifest.read_manifest(tmp_path / "none")
+    assert str(exc.value) == f"{tmp_path / 'none'}: no such file"
+    (tmp_path / "bad").write_bytes(b"\xff")
+    for reader in (manifest.read_manifest, manifest.read_bag_info):
+        with pytest.raises(NotAMirror) as exc:
+            reader(tmp_path / "bad")
+        assert str(exc.value) == f"{tmp_path / 'bad'}: unreadable (UnicodeDecodeError)"
+    seen = []
+
+    def chunks():
+        seen.extend(p.name for p in tmp_path.iterdir() if p.name.startswith(".target."))
+        yield b"x"
+    manifest.atomic_write(tmp_path / "target", chunks())
+    assert len(seen) == 1 and (tmp_path / "target").read_bytes() == b"x"
+    good = _entry(1).to_json()
+    path = tmp_path / "p.jsonl"
+    path.write_text(good + "\n" + "x\n")  # a one-character torn last line
+    assert manifest.repair_torn_tail(path) == 2 and path.read_text() == good + "\n"

@@ -203,3 +203,26 @@ def test_provenance_line_parser_rejects_bad_lines():
                 good.replace("a" * 64, "z" * 64)]:
         with pytest.raises(ValueError):
             Entry.from_json(bad)
+
+
+@pytest.mark.parametrize("damage", ["size-1e400", "path-number", "no-key", "not-utf8"])
+def test_damaged_provenance_is_one_line_for_every_reader(mirror_dir, damage):
+    lines = (mirror_dir / "provenance.jsonl").read_bytes().splitlines()
+    obj = json.loads(lines[1])
+    if damage == "size-1e400":
+        bad = json.dumps(obj).replace(f'"size": {obj["size"]}', '"size": 1e400').encode()
+    elif damage == "path-number":
+        bad = json.dumps({**obj, "path": 7}).encode()
+    elif damage == "no-key":
+        bad = json.dumps({k: v for k, v in obj.items() if k != "key"}).encode()
+    else:
+        bad = json.dumps(obj).encode().replace(b'"acta"', b'"act\xe1"')
+    (mirror_dir / "provenance.jsonl").write_bytes(b"\n".join([lines[0], bad] + lines[2:]) + b"\n")
+    verified = run_cli("verify", str(mirror_dir), "--json", "--cids")
+    assert verified.returncode == 1
+    details = [p["detail"] for p in json.loads(verified.stdout)["problems"] if p["path"] == "provenance.jsonl"]
+    assert details and details[0].startswith("line 2: ")
+    for args in (["tally", str(mirror_dir)], ["diff", str(mirror_dir), str(mirror_dir)]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and "provenance.jsonl" in proc.stderr, args
+        assert len(proc.stderr.strip().splitlines()) == 1
