@@ -208,9 +208,9 @@ class Entry:
             elif name == "supersedes":
                 if value is not None and not _is_sha256(value):
                     raise ValueError("field 'supersedes' is not null or a sha256")
-            elif f.name == "redirects":
+            elif name == "redirects":
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ValueError(f"field {f.name!r} is not a list of strings")
+                    raise ValueError(f"field {name!r} is not a list of strings")
                 value = tuple(value)
             elif not isinstance(value, str):
                 raise ValueError(f"field {name!r} is not a string")
