@@ -745,7 +745,7 @@ def _resign(m: Path, secret, change) -> None:
 
 
 def _details(m: Path, pubkey=None) -> list[str]:
-    return [p.detail for p in evidence.check_seal(m, pubkey).problems]
+    return [str(p) for p in evidence.check_seal(m, pubkey).problems]
 
 
 def test_the_signed_counts_and_tags_are_checked(signed, keypair):
@@ -754,24 +754,26 @@ def test_the_signed_counts_and_tags_are_checked(signed, keypair):
     _resign(signed, secret, lambda s: None)
     assert _details(signed, pub) == []
     _resign(signed, secret, lambda s: s["counts"].update(actas=4))
-    assert _details(signed, pub) == ["signed count of actas is 4, the mirror has 5"]
+    assert _details(signed, pub) == ["signed: signed-root.json (signed count of actas is 4, the mirror has 5)"]
     _resign(signed, secret, lambda s: s["counts"].update(files=7, bytes=0))
-    assert _details(signed) == ["signed count of files is 7, the mirror has 6",
-                                f"signed count of bytes is 0, the mirror has {state.read_state(signed).counts()['bytes']}"]
+    assert _details(signed) == ["signed: signed-root.json (signed count of files is 7, the mirror has 6)",
+                                "signed: signed-root.json (signed count of bytes is 0, the mirror has "
+                                f"{state.read_state(signed).counts()['bytes']})"]
     _resign(signed, secret, lambda s: s.pop("counts"))
-    assert _details(signed) == ["no counts"]
+    assert _details(signed) == ["signed: signed-root.json (no counts)"]
     _resign(signed, secret, lambda s: s["tag_files"].pop("changes.jsonl"))
-    assert _details(signed, pub) == ["present, but not there when the statement was signed"]
+    assert _details(signed, pub) == ["signed: changes.jsonl (present, but not there when the statement was signed)"]
     _resign(signed, secret, lambda s: s.update(tag_files=[]))
-    assert _details(signed) == ["tag_files is not a table of sha256 by file"]
+    assert _details(signed) == ["signature: signed-root.json (tag_files is not a table of sha256 by file)"]
     _resign(signed, secret, lambda s: s["tag_files"].update({"evil.txt": "0" * 64}))
-    assert _details(signed) == ["signs an unknown tag file 'evil.txt'"]
+    assert _details(signed) == ["signed: signed-root.json (signs an unknown tag file 'evil.txt')"]
     _resign(signed, secret, lambda s: s.pop("tag_files"))  # a statement from before tag files were signed
     assert _details(signed, pub) == []
     _resign(signed, secret, lambda s: s.update(merkle_root="0" * 64))
     assert ("root", "signed-root.json") in kinds(evidence.check_seal(signed, pub).problems)
     _resign(signed, secret, lambda s: s.update(tree_size=5))
-    assert _details(signed, pub)[0].startswith("signed root ") and "of 5 files" in _details(signed, pub)[0]
+    root = evidence.tree_root(evidence.manifest_items(signed))
+    assert _details(signed, pub) == [f"root: signed-root.json (signed root {json.loads((signed / 'original-statement').read_text())['merkle_root']} of 5 files, the manifest gives {root} of 6)"]
 
 
 def test_a_statement_that_is_not_one(signed, keypair):
@@ -1148,3 +1150,56 @@ def test_manifest_module_details(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text(good + "\n" + "x\n")  # a one-character torn last line
     assert manifest.repair_torn_tail(path) == 2 and path.read_text() == good + "\n"
+
+
+def test_seal_problems_are_named_exactly(signed, keypair, tmp_path):
+    base, secret, public = keypair
+    pub = f"{base}.pub"
+    original = (signed / "failures.jsonl").read_bytes()
+    want = hashlib.sha256(original).hexdigest()
+    with open(signed / "failures.jsonl", "a") as fh:
+        fh.write("{}\n")
+    got = hashlib.sha256((signed / "failures.jsonl").read_bytes()).hexdigest()
+    assert _details(signed, pub) == [f"signed: failures.jsonl (sha256 {got}, the signed statement says {want})"]
+    (signed / "failures.jsonl").unlink()
+    assert _details(signed) == ["signed: failures.jsonl (signed, but missing)"]
+    os.symlink(tmp_path / "x", signed / "failures.jsonl")
+    assert _details(signed) == [
+        "signed: signed-root.json (cannot hash the tag files: failures.jsonl: a symbolic link, not a regular file)"]
+    (signed / "failures.jsonl").unlink()
+    (signed / "failures.jsonl").write_bytes(original)
+    info = (signed / "bag-info.txt").read_text()
+    root = json.loads((signed / evidence.STATEMENT).read_text())["merkle_root"]
+    (signed / "bag-info.txt").write_text(info.replace(root, "0" * 64))
+    details = _details(signed, pub)
+    assert details[0] == f"root: bag-info.txt (records Merkle root {'0' * 64}, the manifest gives {root})"
+    (signed / "bag-info.txt").write_text(info)
+    sig_text = (signed / evidence.SIGNATURE).read_text()
+    lines = sig_text.splitlines()
+    (signed / evidence.SIGNATURE).write_bytes(b"\xff\xfe\n" + "\n".join(lines[1:]).encode())
+    assert _details(signed) == []  # the untrusted comment is not signed: any bytes there are no fault
+    (signed / evidence.SIGNATURE).write_text(sig_text)
+    other_secret, other_public = sign.generate()
+    _resign(signed, other_secret, lambda s: None)
+    assert _details(signed, pub)[0] == (f"signature: signed-root.json.minisig (signed-root.json.minisig: made by key "
+                                        f"{sign.key_id_text(other_public.key_id)}, not by "
+                                        f"{sign.key_id_text(public.key_id)})")
+    _resign(signed, secret, lambda s: s.update(public_key="junk"))
+    assert _details(signed) == ["signature: signed-root.json (signed-root.json: not a minisign Ed25519 public key)"]
+    _resign(signed, secret, lambda s: None)
+    (signed / evidence.STATEMENT).write_text((signed / evidence.STATEMENT).read_text() + " ")
+    assert _details(signed, pub) == ["signature: signed-root.json.minisig (signed-root.json: the signature does not "
+                                     "match the file)"]
+    (signed / evidence.STATEMENT).write_text("[]")
+    assert _details(signed) == ["signature: signed-root.json (not a root statement)"]
+
+
+def test_an_unsigned_mirror_with_a_key_is_named(tmp_path, keypair):
+    base, *_ = keypair
+    m = tiny(tmp_path / "m")
+    assert _details(m, f"{base}.pub") == [
+        "signature: signed-root.json.minisig (the mirror is not signed (no signed-root.json))"]
+    text = sign.sign_file(m / "bagit.txt", keypair[1], "acta-mirror merkle root 00 size 6")
+    (m / evidence.SIGNATURE).write_text(text)
+    (m / evidence.STATEMENT).write_bytes((m / "bagit.txt").read_bytes())
+    assert _details(m) == ["signature: signed-root.json (not a root statement)"]
