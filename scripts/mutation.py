@@ -112,13 +112,13 @@ def main() -> int:
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="acta-mutation-"))
     base.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    runs, waiting = [], list(enumerate(args.files))
+    runs, waiting = [], list(args.files)
     # One copy per file (a crashed mutmut loses one file, not several), --jobs of them at once.
     try:
         while waiting or any(proc.poll() is None for _w, proc in runs):
             if waiting and sum(proc.poll() is None for _w, proc in runs) < args.jobs:
-                i, filename = waiting.pop(0)
-                work = base / f"copy{i}"
+                filename = waiting.pop(0)
+                work = base / f"copy-{Path(filename).stem}"
                 if not args.again:
                     shutil.rmtree(work, ignore_errors=True)
                 runs.append((work, start([filename], work)))
