@@ -1203,3 +1203,74 @@ def test_an_unsigned_mirror_with_a_key_is_named(tmp_path, keypair):
     (m / evidence.SIGNATURE).write_text(text)
     (m / evidence.STATEMENT).write_bytes((m / "bagit.txt").read_bytes())
     assert _details(m) == ["signature: signed-root.json (not a root statement)"]
+
+
+def test_verify_names_each_problem_exactly(tmp_path):
+    m = tiny(tmp_path / "m")
+    entries = state.read_state(m).entries
+    a, b = entries[0].path, entries[1].path
+    (m / a).write_bytes(b"acta X")
+    (m / b).unlink()
+    (m / "data" / "planted.jpg").write_bytes(b"x")
+    with open(m / "changes.jsonl", "a") as fh:
+        fh.write("{}\n")
+    (m / "failures.jsonl").unlink()
+    bad = hashlib.sha256(b"acta X").hexdigest()
+    assert [str(p) for p in verify.verify(m)] == [
+        f"missing: {b} (listed in the manifest, not on disk)",
+        "unlisted: data/planted.jpg (on disk, not in the manifest)",
+        "tag-changed: changes.jsonl (sha256 differs from the tag manifest)",
+        "tag-missing: failures.jsonl (listed in the tag manifest, not on disk)",
+        f"changed: {a} (sha256 {bad} but the manifest says {entries[0].sha256})",
+        "oxum: bag-info.txt (Payload-Oxum says 42.6, data/ holds 37.6)"]
+    (m / "tagmanifest-sha256.txt").unlink()
+    assert "tag-missing: tagmanifest-sha256.txt (no tag manifest)" in [str(p) for p in verify.verify(m)]
+    info = (m / "bag-info.txt").read_text()
+    (m / "bag-info.txt").write_text(info.replace("Payload-Oxum: 42.6", "Payload-Oxum: x"))
+    assert "oxum: bag-info.txt (Payload-Oxum 'x' is not <bytes>.<count>)" in [str(p) for p in verify.verify(m)]
+
+
+def test_verify_with_unusable_provenance_names_it_once(tmp_path):
+    m = tiny(tmp_path / "m")
+    os.rename(m / "bag-info.txt", tmp_path / "bi")
+    os.symlink(tmp_path / "bi", m / "bag-info.txt")  # first in the tag manifest: named once, the rest still checked
+    with open(m / "changes.jsonl", "a") as fh:
+        fh.write("{}\n")
+    os.rename(m / "provenance.jsonl", tmp_path / "p")
+    os.symlink(tmp_path / "p", m / "provenance.jsonl")
+    assert [str(p) for p in verify.verify(m)] == [
+        "unsafe: bag-info.txt (a symbolic link, not a regular file)",
+        "unsafe: provenance.jsonl (a symbolic link, not a regular file)",
+        "tag-changed: changes.jsonl (sha256 differs from the tag manifest)",
+        "oxum: bag-info.txt (Payload-Oxum '' is not <bytes>.<count>)"]
+    m2 = tiny(tmp_path / "m2")
+    with open(m2 / "provenance.jsonl", "a") as fh:
+        fh.write("{}\n")
+    assert [str(p) for p in verify.verify(m2)] == [
+        "provenance: provenance.jsonl (line 7: missing field 'key')",
+        "tag-changed: provenance.jsonl (sha256 differs from the tag manifest)"]
+
+
+def test_opener_messages_records_and_descriptors(tmp_path):
+    import dataclasses
+
+    (tmp_path / "data" / "real").mkdir(parents=True)
+    (tmp_path / "data" / "real" / "f").write_text("x")
+    os.symlink(tmp_path / "data" / "real", tmp_path / "data" / "link")
+    os.mkfifo(tmp_path / "data" / "fifo")
+    for rel, message in [("data/link/f", "data/link/f: data/link is a symbolic link, not a folder"),
+                         ("data/fifo", "data/fifo: a FIFO, not a regular file"),
+                         ("data/link", "data/link: a symbolic link, not a regular file"),
+                         ("/x", "'/x': an absolute path")]:
+        with pytest.raises(UnsafePath) as exc:
+            state.open_payload(tmp_path, rel)
+        assert str(exc.value) == message and exc.value.reason == message.split(": ", 1)[1]
+    before = len(os.listdir("/proc/self/fd"))
+    with state.Opener(tmp_path) as opener:
+        for _ in range(20):
+            os.close(opener.open_fd("data/real/f"))
+        assert len(os.listdir("/proc/self/fd")) == before + 1  # the one folder kept open
+    assert len(os.listdir("/proc/self/fd")) == before
+    record = state.Record(_entry(1), "x\n", 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.text = "y"
