@@ -1274,3 +1274,11 @@ def test_opener_messages_records_and_descriptors(tmp_path):
     record = state.Record(_entry(1), "x\n", 1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         record.text = "y"
+
+
+def test_unsafe_path_with_and_without_a_path():
+    named = UnsafePath("data/x", "a FIFO")
+    assert (str(named), named.path, named.reason) == ("data/x: a FIFO", "data/x", "a FIFO")
+    bare = UnsafePath("site: a symbolic link")
+    assert (str(bare), bare.path, bare.reason) == ("site: a symbolic link", "", "site: a symbolic link")
+    assert isinstance(bare, NotAMirror) and bare.exit_code == 2
