@@ -258,8 +258,9 @@ class Archive:
             last_modified=fetched.last_modified, content_type=fetched.content_type,
             site=acta.site, page=acta.page, state_code=p.state_code, state=p.state,
             municipality_code=p.municipality_code, municipality=p.municipality,
-            parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table,
+            parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table, center_name=p.center_name,
             supersedes=versions[-1] if versions else None,
+            redirects=fetched.redirects, trailing_bytes=fetched.trailing_bytes,
         )
         self._index(entry)
         self.added += 1

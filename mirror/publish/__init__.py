@@ -2,7 +2,8 @@
 
 A publisher takes a finished mirror and returns a receipt. To add one: write
 `publish/<name>.py` with a class decorated by `@register` that lists its `schemes` and
-implements `publish(mirror) -> Receipt`.
+implements `publish(mirror) -> Receipt` and `plan(mirror) -> Plan` (what publish would
+send, read-only: the dry run).
 """
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ class Receipt:
     cid: str = ""  # IPFS root CID
     details: list[str] = field(default_factory=list)  # one line per shard / step
     changed: bool = False  # did this publish add anything?
+
+
+@dataclass
+class Plan:
+    """What a publish would send to one target (a dry run): counts and bytes, pushed nowhere."""
+
+    target: str  # redacted
+    files: int = 0  # payload files the target lacks
+    bytes: int = 0  # their size
+    details: list[str] = field(default_factory=list)  # one line per shard / step
 
 
 def register(cls: type) -> type:
