@@ -30,7 +30,7 @@ CORE = ["mirror/merkle.py", "mirror/sign.py", "mirror/manifest.py", "mirror/veri
         "mirror/state.py"]
 TESTS = "tests/test_evidence_core.py"
 # The tests that can notice a mutant of each module (pytest -k); -x stops at the first failure.
-MERKLE_TESTS = "known_answer or leaf_and_node or roots_and_every or single_leaf or manifest_lines"
+MERKLE_TESTS = "known_answer or leaf_and_node or roots_and_every or all_proofs or single_leaf or manifest_lines"
 SIGN_TESTS = "keys_round or minisign or altered_sign or bad_key or messages_name"
 ONLY = {
     "mirror/merkle.py": f"{MERKLE_TESTS} or prove",

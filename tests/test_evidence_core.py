@@ -128,6 +128,14 @@ def test_roots_and_every_proof_match_the_rfc(n):
     assert not merkle.verify_inclusion(leaves[0], -1, n, [], root)
 
 
+def test_all_proofs_at_once_match_the_rfc():
+    assert merkle.all_inclusion_paths([]) == []
+    for n in range(1, 21):
+        d = _data(n)
+        leaves = [merkle.leaf_hash(x) for x in d]
+        assert merkle.all_inclusion_paths(leaves) == [rfc_path(m, d) for m in range(n)]
+
+
 def test_single_leaf_proof_is_empty_and_checks():
     leaf = merkle.leaf_hash(b"only")
     assert merkle.inclusion_path([leaf], 0) == []
