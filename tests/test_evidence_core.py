@@ -1290,3 +1290,33 @@ def test_unsafe_path_with_and_without_a_path():
     bare = UnsafePath("site: a symbolic link")
     assert (str(bare), bare.path, bare.reason) == ("site: a symbolic link", "", "site: a symbolic link")
     assert isinstance(bare, NotAMirror) and bare.exit_code == 2
+
+
+def test_verify_names_provenance_and_cid_disagreements_exactly(tmp_path):
+    m = tiny(tmp_path / "m")
+    lines = (m / "provenance.jsonl").read_text().splitlines()
+    first, second, third = (json.loads(x) for x in lines[:3])
+    extra = json.loads(_entry(40).to_json())
+    first["sha256"] = "0" * 64
+    broken = [json.dumps(first), "{}", *lines[2:], json.dumps(extra)]  # line 2 unreadable, one line too many
+    (m / "provenance.jsonl").write_text("\n".join(broken) + "\n")
+    assert [str(p) for p in verify.verify(m) if p.kind == "provenance"] == [
+        "provenance: provenance.jsonl (line 2: missing field 'key')"]  # one bad line: no flood of derived ones
+    broken[1] = lines[1]
+    (m / "provenance.jsonl").write_text("\n".join(broken) + "\n")
+    assert [str(p) for p in verify.verify(m) if p.kind == "provenance"] == [
+        f"provenance: {first['path']} (provenance sha256 differs from the manifest)",
+        f"provenance: {extra['path']} (has a provenance line, not in the manifest)"]
+    (m / "provenance.jsonl").write_text("\n".join([lines[0]] + lines[2:]) + "\n")
+    assert [str(p) for p in verify.verify(m) if p.kind == "provenance"] == [
+        f"provenance: {second['path']} (in the manifest, no provenance line)"]
+    m2 = tiny(tmp_path / "m2")
+    lines = (m2 / "provenance.jsonl").read_text().splitlines()
+    objs = [json.loads(x) for x in lines]
+    objs[1]["cid"] = "bafkreiwrong"
+    objs[2]["cid"] = ""
+    (m2 / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
+    (m2 / objs[0]["path"]).unlink()  # a missing file is skipped, the files after it still checked
+    found = [str(p) for p in verify.verify(m2, cids=True) if p.kind == "cid"]
+    assert found == [f"cid: {objs[1]['path']} (provenance says bafkreiwrong, the bytes give {raw_cid(objs[1]['sha256'])})",
+                     f"cid: {objs[2]['path']} (provenance says nothing, the bytes give {raw_cid(objs[2]['sha256'])})"]
