@@ -1320,3 +1320,45 @@ def test_verify_names_provenance_and_cid_disagreements_exactly(tmp_path):
     found = [str(p) for p in verify.verify(m2, cids=True) if p.kind == "cid"]
     assert found == [f"cid: {objs[1]['path']} (provenance says bafkreiwrong, the bytes give {raw_cid(objs[1]['sha256'])})",
                      f"cid: {objs[2]['path']} (provenance says nothing, the bytes give {raw_cid(objs[2]['sha256'])})"]
+
+
+def test_proof_and_statement_messages_exactly(signed, keypair, tmp_path):
+    base, secret, _public = keypair
+    root = json.loads((signed / evidence.STATEMENT).read_text())["merkle_root"]
+    rel = evidence.manifest_items(signed)[0][0]
+    proof = evidence.prove(signed, rel)
+    other = evidence.manifest_items(signed)[1][0]
+    digest = hashlib.sha256((signed / other).read_bytes()).hexdigest()
+    cases = [
+        (tmp_path / "none", proof, root, UsageError, f"{tmp_path / 'none'}: No such file or directory"),
+        (signed / rel, {**proof, "leaf_index": "x"}, root, UsageError,
+         "the proof or the root is malformed (expected the JSON of 'acta-mirror prove')"),
+        (signed / other, proof, root, sign.SignatureError,
+         f"{signed / other}: sha256 {digest} is not the one the proof is for ({proof['sha256']})"),
+        (signed / rel, proof, "0" * 64, sign.SignatureError, f"{signed / rel}: the proof does not lead to root {'0' * 64}"),
+    ]
+    for file, p, r, error, message in cases:
+        with pytest.raises(error) as exc:
+            evidence.check_proof(file, p, r)
+        assert str(exc.value) == message
+    text = sign.sign_file(signed / evidence.STATEMENT, secret, "acta-mirror merkle root 00 size 6")
+    (signed / evidence.SIGNATURE).write_text(text)
+    assert _details(signed) == [f"root: signed-root.json.minisig (the trusted comment does not name the root {root})"]
+    m = tiny(tmp_path / "plain")
+    evidence.sign_bag(m, f"{base}.key")
+    assert json.loads((m / evidence.STATEMENT).read_text())["source"] == ""
+
+
+def test_keyed_manifest_versions_by_number(tmp_path):
+    key = "010101001.01"
+    text = "".join(f"{c * 64}  data/x/{name}\n" for c, name in
+                   (("a", f"{key}.v2.jpg"), ("b", f"{key}.x"), ("c", f"{key}.v10.jpg"), ("d", "data.csv")))
+    (tmp_path / "manifest-sha256.txt").write_text(text)
+    assert evidence.keyed(tmp_path / "manifest-sha256.txt") == {key: "c" * 64}
+    (tmp_path / "manifest-sha256.txt").write_text(f"{'a' * 64}  data/x/{key}.v2.jpg\n{'b' * 64}  data/x/{key}.x\n")
+    assert evidence.keyed(tmp_path / "manifest-sha256.txt") == {key: "a" * 64}  # KEY.x is version 1
+    (tmp_path / "manifest-sha256.txt").write_text(f"{'a' * 64}  data/index/{key}.csv\n")
+    assert evidence.keyed(tmp_path / "manifest-sha256.txt") == {}
+    with pytest.raises(UsageError) as exc:
+        evidence.keyed(tmp_path / "nothing")
+    assert str(exc.value) == f"{tmp_path / 'nothing'}: no such file or directory"
