@@ -1362,3 +1362,60 @@ def test_keyed_manifest_versions_by_number(tmp_path):
     with pytest.raises(UsageError) as exc:
         evidence.keyed(tmp_path / "nothing")
     assert str(exc.value) == f"{tmp_path / 'nothing'}: no such file or directory"
+
+
+def test_the_reader_names_each_record_fault_exactly(tmp_path):
+    e = _entry(1)
+
+    def entry(**kw):
+        return Entry(**{**_fields(e), **kw})
+    cases = [
+        (entry(kind="other"), "kind 'other' is neither 'acta' nor 'index'"),
+        (entry(kind="index"), f"kind 'index', but {e.key} is an acta key"),
+        (entry(path="data/x/010101001.02.jpg"), f"path data/x/010101001.02.jpg is not a file of acta {e.key}"),
+        (entry(path=f"data/x/{e.key}"), f"path data/x/{e.key} is not a file of acta {e.key}"),
+        (entry(key="index/a.csv", kind="acta", path="data/index/a.csv"), "kind 'acta', but index/a.csv is an index key"),
+        (entry(key="index/a.csv", kind="index", path="data/a.csv"), "index path data/a.csv is not under data/index/"),
+        (entry(key="x"), "key 'x' is neither an acta key (CCCCCCCCC.MM) nor index/<name>"),
+        (entry(), ""),
+        (entry(path=f"data/{e.key}.v2.jpg"), ""),
+    ]
+    for record, message in cases:
+        assert state.check_entry(record) == message
+    path = tmp_path / "provenance.jsonl"
+    path.write_bytes(e.to_json().encode() + b"\n" + b'{"key": "\xff"}\n')
+    problems: list[Problem] = []
+    assert len(list(state.iter_records(path, problems))) == 1
+    assert [str(p) for p in problems] == ["provenance: provenance.jsonl (line 2: not UTF-8)"]
+    with pytest.raises(NotAMirror) as exc:
+        list(state.iter_records(path))
+    assert str(exc.value) == f"{path}:2: bad provenance line: not UTF-8"
+    problems = []
+    state.parse_manifest(b"\xff", "t.txt", problems, payload=True)
+    h = "a" * 64
+    state.parse_manifest(f"{h}  data/x\n{h}  x\n{h}  data/x\n".encode(), "m.txt", problems, payload=True)
+    state.parse_manifest(f"{h}  data/x\n".encode(), "t.txt", problems, payload=False)
+    assert [str(p) for p in problems] == [
+        "format: t.txt (not UTF-8)", "unsafe: m.txt (line 2: 'x': outside data/)",
+        "duplicate: data/x (listed twice in m.txt (line 3 again))",
+        "unsafe: t.txt (line 1: 'data/x': a payload path in the tag manifest)"]
+
+
+def test_read_state_messages_and_a_linked_bagit_txt(tmp_path):
+    with pytest.raises(NotAMirror) as exc:
+        state.read_state(tmp_path / "none")
+    assert str(exc.value) == f"{tmp_path / 'none'}: not a directory"
+    with pytest.raises(NotAMirror) as exc:
+        state.read_state(tmp_path)
+    assert str(exc.value) == f"{tmp_path}: not a mirror (no bagit.txt or manifest-sha256.txt)"
+    with pytest.raises(NotAMirror) as exc:
+        state.provenance_state(tmp_path)
+    assert str(exc.value) == f"{tmp_path}: not a mirror (no provenance.jsonl)"
+    m = tiny(tmp_path / "m")
+    os.rename(m / "bagit.txt", tmp_path / "b")
+    os.symlink(tmp_path / "b", m / "bagit.txt")
+    (m / "bag-info.txt").write_bytes(b"\xff")
+    s = state.read_state(m)
+    assert [str(p) for p in s.problems] == ["unsafe: bagit.txt (a symbolic link, not a regular file)",
+                                            "format: bag-info.txt (not UTF-8)"]
+    assert state.provenance_state(m).problems == [] and len(state.provenance_state(m).entries) == 6
