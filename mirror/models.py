@@ -65,10 +65,11 @@ class MirrorLocked(MirrorError):
 class UnsafePath(NotAMirror):
     """A record or file that would read or write outside the mirror (absolute, '..', symlink, FIFO)."""
 
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
+    def __init__(self, path: str, reason: str = ""):
+        """UnsafePath(path, reason), or UnsafePath(message) where no path applies."""
+        super().__init__(f"{path}: {reason}" if reason else path)
+        self.path = path if reason else ""
+        self.reason = reason or path
 
 
 class ArchiveWriteError(MirrorError):

@@ -280,7 +280,6 @@ class MirrorState:
     entries: list[Entry]  # every valid provenance record, in file order (empty unless records=True)
     payload: list[str]  # regular files found under data/, never through a link
     problems: list[Problem] = field(default_factory=list)
-    records_read: bool = True
 
     def latest_actas(self) -> dict[str, Entry]:
         """Each acta's latest version (the highest version number). An acta is what has an
@@ -358,8 +357,7 @@ def read_state(root: str | os.PathLike, *, records: bool = True) -> MirrorState:
     if not all(os.path.lexists(root / name) for name in ("bagit.txt", PAYLOAD_MANIFEST)):
         raise NotAMirror(f"{root}: not a mirror (no bagit.txt or {PAYLOAD_MANIFEST})")
     problems: list[Problem] = []
-    for name in ("bagit.txt",):
-        _read_tag(root, name, problems)
+    _read_tag(root, "bagit.txt", problems)  # only that it is a regular file: its text is not evidence
     raw = _read_tag(root, PAYLOAD_MANIFEST, problems)
     manifest = parse_manifest(raw, PAYLOAD_MANIFEST, problems, payload=True) if raw is not None else {}
     raw_tags = _read_tag(root, TAG_MANIFEST, problems)
@@ -373,7 +371,7 @@ def read_state(root: str | os.PathLike, *, records: bool = True) -> MirrorState:
             problems.append(Problem("format", BAG_INFO, "not UTF-8"))
     entries = [r.entry for r in iter_records(root / PROVENANCE, problems)] if records else []
     payload = _walk_payload(root, problems)
-    return MirrorState(root, manifest, tags, info, entries, payload, problems, records)
+    return MirrorState(root, manifest, tags, info, entries, payload, problems)
 
 
 def provenance_state(root: str | os.PathLike) -> MirrorState:
@@ -384,4 +382,4 @@ def provenance_state(root: str | os.PathLike) -> MirrorState:
         raise NotAMirror(f"{root}: not a mirror (no {PROVENANCE})")
     problems: list[Problem] = []
     entries = [r.entry for r in iter_records(root / PROVENANCE, problems)]
-    return MirrorState(root, {}, None, {}, entries, [], problems, True)
+    return MirrorState(root, {}, None, {}, entries, [], problems)

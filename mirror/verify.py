@@ -79,8 +79,8 @@ def hash_many(root: Path, rels: list[str], workers: int | None = None):
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
            cids: bool = False, state: MirrorState | None = None, progress=None) -> list[Problem]:
     """Every problem in the bag; an empty list means intact. NotAMirror if it is no bag at all.
-    `state`: the mirror as read_state already read it (saves reading it twice); progress(done,
-    total), if given, is told as payload files are hashed."""
+    `state`: the mirror as read_state already read it (saves reading it twice).
+    progress(done, total), if given, is told as payload files are hashed."""
     root = Path(root)
     state = state or read_state(root, records=not fast)
     problems: list[Problem] = list(state.problems)

@@ -30,7 +30,7 @@ CORE = ["mirror/merkle.py", "mirror/sign.py", "mirror/manifest.py", "mirror/veri
         "mirror/state.py"]
 TESTS = "tests/test_evidence_core.py"
 # The tests that can notice a mutant of each module (pytest -k); -x stops at the first failure.
-MERKLE_TESTS = "known_answer or leaf_and_node or roots_and_every or single_leaf or manifest_lines"
+MERKLE_TESTS = "known_answer or leaf_and_node or roots_and_every or all_proofs or single_leaf or manifest_lines"
 SIGN_TESTS = "keys_round or minisign or altered_sign or bad_key or messages_name"
 ONLY = {
     "mirror/merkle.py": f"{MERKLE_TESTS} or prove",
@@ -112,13 +112,13 @@ def main() -> int:
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="acta-mutation-"))
     base.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    runs, waiting = [], list(enumerate(args.files))
+    runs, waiting = [], list(args.files)
     # One copy per file (a crashed mutmut loses one file, not several), --jobs of them at once.
     try:
         while waiting or any(proc.poll() is None for _w, proc in runs):
             if waiting and sum(proc.poll() is None for _w, proc in runs) < args.jobs:
-                i, filename = waiting.pop(0)
-                work = base / f"copy{i}"
+                filename = waiting.pop(0)
+                work = base / f"copy-{Path(filename).stem}"
                 if not args.again:
                     shutil.rmtree(work, ignore_errors=True)
                 runs.append((work, start([filename], work)))

@@ -128,6 +128,14 @@ def test_roots_and_every_proof_match_the_rfc(n):
     assert not merkle.verify_inclusion(leaves[0], -1, n, [], root)
 
 
+def test_all_proofs_at_once_match_the_rfc():
+    assert merkle.all_inclusion_paths([]) == []
+    for n in range(1, 21):
+        d = _data(n)
+        leaves = [merkle.leaf_hash(x) for x in d]
+        assert merkle.all_inclusion_paths(leaves) == [rfc_path(m, d) for m in range(n)]
+
+
 def test_single_leaf_proof_is_empty_and_checks():
     leaf = merkle.leaf_hash(b"only")
     assert merkle.inclusion_path([leaf], 0) == []
@@ -745,7 +753,7 @@ def _resign(m: Path, secret, change) -> None:
 
 
 def _details(m: Path, pubkey=None) -> list[str]:
-    return [p.detail for p in evidence.check_seal(m, pubkey).problems]
+    return [str(p) for p in evidence.check_seal(m, pubkey).problems]
 
 
 def test_the_signed_counts_and_tags_are_checked(signed, keypair):
@@ -754,24 +762,26 @@ def test_the_signed_counts_and_tags_are_checked(signed, keypair):
     _resign(signed, secret, lambda s: None)
     assert _details(signed, pub) == []
     _resign(signed, secret, lambda s: s["counts"].update(actas=4))
-    assert _details(signed, pub) == ["signed count of actas is 4, the mirror has 5"]
+    assert _details(signed, pub) == ["signed: signed-root.json (signed count of actas is 4, the mirror has 5)"]
     _resign(signed, secret, lambda s: s["counts"].update(files=7, bytes=0))
-    assert _details(signed) == ["signed count of files is 7, the mirror has 6",
-                                f"signed count of bytes is 0, the mirror has {state.read_state(signed).counts()['bytes']}"]
+    assert _details(signed) == ["signed: signed-root.json (signed count of files is 7, the mirror has 6)",
+                                "signed: signed-root.json (signed count of bytes is 0, the mirror has "
+                                f"{state.read_state(signed).counts()['bytes']})"]
     _resign(signed, secret, lambda s: s.pop("counts"))
-    assert _details(signed) == ["no counts"]
+    assert _details(signed) == ["signed: signed-root.json (no counts)"]
     _resign(signed, secret, lambda s: s["tag_files"].pop("changes.jsonl"))
-    assert _details(signed, pub) == ["present, but not there when the statement was signed"]
+    assert _details(signed, pub) == ["signed: changes.jsonl (present, but not there when the statement was signed)"]
     _resign(signed, secret, lambda s: s.update(tag_files=[]))
-    assert _details(signed) == ["tag_files is not a table of sha256 by file"]
+    assert _details(signed) == ["signature: signed-root.json (tag_files is not a table of sha256 by file)"]
     _resign(signed, secret, lambda s: s["tag_files"].update({"evil.txt": "0" * 64}))
-    assert _details(signed) == ["signs an unknown tag file 'evil.txt'"]
+    assert _details(signed) == ["signed: signed-root.json (signs an unknown tag file 'evil.txt')"]
     _resign(signed, secret, lambda s: s.pop("tag_files"))  # a statement from before tag files were signed
     assert _details(signed, pub) == []
     _resign(signed, secret, lambda s: s.update(merkle_root="0" * 64))
     assert ("root", "signed-root.json") in kinds(evidence.check_seal(signed, pub).problems)
     _resign(signed, secret, lambda s: s.update(tree_size=5))
-    assert _details(signed, pub)[0].startswith("signed root ") and "of 5 files" in _details(signed, pub)[0]
+    root = evidence.tree_root(evidence.manifest_items(signed))
+    assert _details(signed, pub) == [f"root: signed-root.json (signed root {json.loads((signed / 'original-statement').read_text())['merkle_root']} of 5 files, the manifest gives {root} of 6)"]
 
 
 def test_a_statement_that_is_not_one(signed, keypair):
@@ -1148,3 +1158,264 @@ def test_manifest_module_details(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text(good + "\n" + "x\n")  # a one-character torn last line
     assert manifest.repair_torn_tail(path) == 2 and path.read_text() == good + "\n"
+
+
+def test_seal_problems_are_named_exactly(signed, keypair, tmp_path):
+    base, secret, public = keypair
+    pub = f"{base}.pub"
+    original = (signed / "failures.jsonl").read_bytes()
+    want = hashlib.sha256(original).hexdigest()
+    with open(signed / "failures.jsonl", "a") as fh:
+        fh.write("{}\n")
+    got = hashlib.sha256((signed / "failures.jsonl").read_bytes()).hexdigest()
+    assert _details(signed, pub) == [f"signed: failures.jsonl (sha256 {got}, the signed statement says {want})"]
+    (signed / "failures.jsonl").unlink()
+    assert _details(signed) == ["signed: failures.jsonl (signed, but missing)"]
+    os.symlink(tmp_path / "x", signed / "failures.jsonl")
+    assert _details(signed) == [
+        "signed: signed-root.json (cannot hash the tag files: failures.jsonl: a symbolic link, not a regular file)"]
+    (signed / "failures.jsonl").unlink()
+    (signed / "failures.jsonl").write_bytes(original)
+    info = (signed / "bag-info.txt").read_text()
+    root = json.loads((signed / evidence.STATEMENT).read_text())["merkle_root"]
+    (signed / "bag-info.txt").write_text(info.replace(root, "0" * 64))
+    details = _details(signed, pub)
+    assert details[0] == f"root: bag-info.txt (records Merkle root {'0' * 64}, the manifest gives {root})"
+    (signed / "bag-info.txt").write_text(info)
+    sig_text = (signed / evidence.SIGNATURE).read_text()
+    lines = sig_text.splitlines()
+    (signed / evidence.SIGNATURE).write_bytes(b"\xff\xfe\n" + "\n".join(lines[1:]).encode())
+    assert _details(signed) == []  # the untrusted comment is not signed: any bytes there are no fault
+    (signed / evidence.SIGNATURE).write_text(sig_text)
+    other_secret, other_public = sign.generate()
+    _resign(signed, other_secret, lambda s: None)
+    assert _details(signed, pub)[0] == (f"signature: signed-root.json.minisig (signed-root.json.minisig: made by key "
+                                        f"{sign.key_id_text(other_public.key_id)}, not by "
+                                        f"{sign.key_id_text(public.key_id)})")
+    _resign(signed, secret, lambda s: s.update(public_key="junk"))
+    assert _details(signed) == ["signature: signed-root.json (signed-root.json: not a minisign Ed25519 public key)"]
+    _resign(signed, secret, lambda s: None)
+    (signed / evidence.STATEMENT).write_text((signed / evidence.STATEMENT).read_text() + " ")
+    assert _details(signed, pub) == ["signature: signed-root.json.minisig (signed-root.json: the signature does not "
+                                     "match the file)"]
+    (signed / evidence.STATEMENT).write_text("[]")
+    assert _details(signed) == ["signature: signed-root.json (not a root statement)"]
+
+
+def test_an_unsigned_mirror_with_a_key_is_named(tmp_path, keypair):
+    base, *_ = keypair
+    m = tiny(tmp_path / "m")
+    assert _details(m, f"{base}.pub") == [
+        "signature: signed-root.json.minisig (the mirror is not signed (no signed-root.json))"]
+    text = sign.sign_file(m / "bagit.txt", keypair[1], "acta-mirror merkle root 00 size 6")
+    (m / evidence.SIGNATURE).write_text(text)
+    (m / evidence.STATEMENT).write_bytes((m / "bagit.txt").read_bytes())
+    assert _details(m) == ["signature: signed-root.json (not a root statement)"]
+
+
+def test_verify_names_each_problem_exactly(tmp_path):
+    m = tiny(tmp_path / "m")
+    entries = state.read_state(m).entries
+    a, b = entries[0].path, entries[1].path
+    (m / a).write_bytes(b"acta X")
+    (m / b).unlink()
+    (m / "data" / "planted.jpg").write_bytes(b"x")
+    with open(m / "changes.jsonl", "a") as fh:
+        fh.write("{}\n")
+    (m / "failures.jsonl").unlink()
+    bad = hashlib.sha256(b"acta X").hexdigest()
+    assert [str(p) for p in verify.verify(m)] == [
+        f"missing: {b} (listed in the manifest, not on disk)",
+        "unlisted: data/planted.jpg (on disk, not in the manifest)",
+        "tag-changed: changes.jsonl (sha256 differs from the tag manifest)",
+        "tag-missing: failures.jsonl (listed in the tag manifest, not on disk)",
+        f"changed: {a} (sha256 {bad} but the manifest says {entries[0].sha256})",
+        "oxum: bag-info.txt (Payload-Oxum says 42.6, data/ holds 37.6)"]
+    (m / "tagmanifest-sha256.txt").unlink()
+    assert "tag-missing: tagmanifest-sha256.txt (no tag manifest)" in [str(p) for p in verify.verify(m)]
+    info = (m / "bag-info.txt").read_text()
+    (m / "bag-info.txt").write_text(info.replace("Payload-Oxum: 42.6", "Payload-Oxum: x"))
+    assert "oxum: bag-info.txt (Payload-Oxum 'x' is not <bytes>.<count>)" in [str(p) for p in verify.verify(m)]
+
+
+def test_verify_with_unusable_provenance_names_it_once(tmp_path):
+    m = tiny(tmp_path / "m")
+    os.rename(m / "bag-info.txt", tmp_path / "bi")
+    os.symlink(tmp_path / "bi", m / "bag-info.txt")  # first in the tag manifest: named once, the rest still checked
+    with open(m / "changes.jsonl", "a") as fh:
+        fh.write("{}\n")
+    os.rename(m / "provenance.jsonl", tmp_path / "p")
+    os.symlink(tmp_path / "p", m / "provenance.jsonl")
+    assert [str(p) for p in verify.verify(m)] == [
+        "unsafe: bag-info.txt (a symbolic link, not a regular file)",
+        "unsafe: provenance.jsonl (a symbolic link, not a regular file)",
+        "tag-changed: changes.jsonl (sha256 differs from the tag manifest)",
+        "oxum: bag-info.txt (Payload-Oxum '' is not <bytes>.<count>)"]
+    m2 = tiny(tmp_path / "m2")
+    with open(m2 / "provenance.jsonl", "a") as fh:
+        fh.write("{}\n")
+    assert [str(p) for p in verify.verify(m2)] == [
+        "provenance: provenance.jsonl (line 7: missing field 'key')",
+        "tag-changed: provenance.jsonl (sha256 differs from the tag manifest)"]
+
+
+def test_opener_messages_records_and_descriptors(tmp_path):
+    import dataclasses
+
+    (tmp_path / "data" / "real").mkdir(parents=True)
+    (tmp_path / "data" / "real" / "f").write_text("x")
+    os.symlink(tmp_path / "data" / "real", tmp_path / "data" / "link")
+    os.mkfifo(tmp_path / "data" / "fifo")
+    for rel, message in [("data/link/f", "data/link/f: data/link is a symbolic link, not a folder"),
+                         ("data/fifo", "data/fifo: a FIFO, not a regular file"),
+                         ("data/link", "data/link: a symbolic link, not a regular file"),
+                         ("/x", "'/x': an absolute path")]:
+        with pytest.raises(UnsafePath) as exc:
+            state.open_payload(tmp_path, rel)
+        assert str(exc.value) == message and exc.value.reason == message.split(": ", 1)[1]
+    before = len(os.listdir("/proc/self/fd"))
+    with state.Opener(tmp_path) as opener:
+        for _ in range(20):
+            os.close(opener.open_fd("data/real/f"))
+        assert len(os.listdir("/proc/self/fd")) == before + 1  # the one folder kept open
+    assert len(os.listdir("/proc/self/fd")) == before
+    record = state.Record(_entry(1), "x\n", 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.text = "y"
+
+
+def test_unsafe_path_with_and_without_a_path():
+    named = UnsafePath("data/x", "a FIFO")
+    assert (str(named), named.path, named.reason) == ("data/x: a FIFO", "data/x", "a FIFO")
+    bare = UnsafePath("site: a symbolic link")
+    assert (str(bare), bare.path, bare.reason) == ("site: a symbolic link", "", "site: a symbolic link")
+    assert isinstance(bare, NotAMirror) and bare.exit_code == 2
+
+
+def test_verify_names_provenance_and_cid_disagreements_exactly(tmp_path):
+    m = tiny(tmp_path / "m")
+    lines = (m / "provenance.jsonl").read_text().splitlines()
+    first, second, third = (json.loads(x) for x in lines[:3])
+    extra = json.loads(_entry(40).to_json())
+    first["sha256"] = "0" * 64
+    broken = [json.dumps(first), "{}", *lines[2:], json.dumps(extra)]  # line 2 unreadable, one line too many
+    (m / "provenance.jsonl").write_text("\n".join(broken) + "\n")
+    assert [str(p) for p in verify.verify(m) if p.kind == "provenance"] == [
+        "provenance: provenance.jsonl (line 2: missing field 'key')"]  # one bad line: no flood of derived ones
+    broken[1] = lines[1]
+    (m / "provenance.jsonl").write_text("\n".join(broken) + "\n")
+    assert [str(p) for p in verify.verify(m) if p.kind == "provenance"] == [
+        f"provenance: {first['path']} (provenance sha256 differs from the manifest)",
+        f"provenance: {extra['path']} (has a provenance line, not in the manifest)"]
+    (m / "provenance.jsonl").write_text("\n".join([lines[0]] + lines[2:]) + "\n")
+    assert [str(p) for p in verify.verify(m) if p.kind == "provenance"] == [
+        f"provenance: {second['path']} (in the manifest, no provenance line)"]
+    m2 = tiny(tmp_path / "m2")
+    lines = (m2 / "provenance.jsonl").read_text().splitlines()
+    objs = [json.loads(x) for x in lines]
+    objs[1]["cid"] = "bafkreiwrong"
+    objs[2]["cid"] = ""
+    (m2 / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
+    (m2 / objs[0]["path"]).unlink()  # a missing file is skipped, the files after it still checked
+    found = [str(p) for p in verify.verify(m2, cids=True) if p.kind == "cid"]
+    assert found == [f"cid: {objs[1]['path']} (provenance says bafkreiwrong, the bytes give {raw_cid(objs[1]['sha256'])})",
+                     f"cid: {objs[2]['path']} (provenance says nothing, the bytes give {raw_cid(objs[2]['sha256'])})"]
+
+
+def test_proof_and_statement_messages_exactly(signed, keypair, tmp_path):
+    base, secret, _public = keypair
+    root = json.loads((signed / evidence.STATEMENT).read_text())["merkle_root"]
+    rel = evidence.manifest_items(signed)[0][0]
+    proof = evidence.prove(signed, rel)
+    other = evidence.manifest_items(signed)[1][0]
+    digest = hashlib.sha256((signed / other).read_bytes()).hexdigest()
+    cases = [
+        (tmp_path / "none", proof, root, UsageError, f"{tmp_path / 'none'}: No such file or directory"),
+        (signed / rel, {**proof, "leaf_index": "x"}, root, UsageError,
+         "the proof or the root is malformed (expected the JSON of 'acta-mirror prove')"),
+        (signed / other, proof, root, sign.SignatureError,
+         f"{signed / other}: sha256 {digest} is not the one the proof is for ({proof['sha256']})"),
+        (signed / rel, proof, "0" * 64, sign.SignatureError, f"{signed / rel}: the proof does not lead to root {'0' * 64}"),
+    ]
+    for file, p, r, error, message in cases:
+        with pytest.raises(error) as exc:
+            evidence.check_proof(file, p, r)
+        assert str(exc.value) == message
+    text = sign.sign_file(signed / evidence.STATEMENT, secret, "acta-mirror merkle root 00 size 6")
+    (signed / evidence.SIGNATURE).write_text(text)
+    assert _details(signed) == [f"root: signed-root.json.minisig (the trusted comment does not name the root {root})"]
+    m = tiny(tmp_path / "plain")
+    evidence.sign_bag(m, f"{base}.key")
+    assert json.loads((m / evidence.STATEMENT).read_text())["source"] == ""
+
+
+def test_keyed_manifest_versions_by_number(tmp_path):
+    key = "010101001.01"
+    text = "".join(f"{c * 64}  data/x/{name}\n" for c, name in
+                   (("a", f"{key}.v2.jpg"), ("b", f"{key}.x"), ("c", f"{key}.v10.jpg"), ("d", "data.csv")))
+    (tmp_path / "manifest-sha256.txt").write_text(text)
+    assert evidence.keyed(tmp_path / "manifest-sha256.txt") == {key: "c" * 64}
+    (tmp_path / "manifest-sha256.txt").write_text(f"{'a' * 64}  data/x/{key}.v2.jpg\n{'b' * 64}  data/x/{key}.x\n")
+    assert evidence.keyed(tmp_path / "manifest-sha256.txt") == {key: "a" * 64}  # KEY.x is version 1
+    (tmp_path / "manifest-sha256.txt").write_text(f"{'a' * 64}  data/index/{key}.csv\n")
+    assert evidence.keyed(tmp_path / "manifest-sha256.txt") == {}
+    with pytest.raises(UsageError) as exc:
+        evidence.keyed(tmp_path / "nothing")
+    assert str(exc.value) == f"{tmp_path / 'nothing'}: no such file or directory"
+
+
+def test_the_reader_names_each_record_fault_exactly(tmp_path):
+    e = _entry(1)
+
+    def entry(**kw):
+        return Entry(**{**_fields(e), **kw})
+    cases = [
+        (entry(kind="other"), "kind 'other' is neither 'acta' nor 'index'"),
+        (entry(kind="index"), f"kind 'index', but {e.key} is an acta key"),
+        (entry(path="data/x/010101001.02.jpg"), f"path data/x/010101001.02.jpg is not a file of acta {e.key}"),
+        (entry(path=f"data/x/{e.key}"), f"path data/x/{e.key} is not a file of acta {e.key}"),
+        (entry(key="index/a.csv", kind="acta", path="data/index/a.csv"), "kind 'acta', but index/a.csv is an index key"),
+        (entry(key="index/a.csv", kind="index", path="data/a.csv"), "index path data/a.csv is not under data/index/"),
+        (entry(key="x"), "key 'x' is neither an acta key (CCCCCCCCC.MM) nor index/<name>"),
+        (entry(), ""),
+        (entry(path=f"data/{e.key}.v2.jpg"), ""),
+    ]
+    for record, message in cases:
+        assert state.check_entry(record) == message
+    path = tmp_path / "provenance.jsonl"
+    path.write_bytes(e.to_json().encode() + b"\n" + b'{"key": "\xff"}\n')
+    problems: list[Problem] = []
+    assert len(list(state.iter_records(path, problems))) == 1
+    assert [str(p) for p in problems] == ["provenance: provenance.jsonl (line 2: not UTF-8)"]
+    with pytest.raises(NotAMirror) as exc:
+        list(state.iter_records(path))
+    assert str(exc.value) == f"{path}:2: bad provenance line: not UTF-8"
+    problems = []
+    state.parse_manifest(b"\xff", "t.txt", problems, payload=True)
+    h = "a" * 64
+    state.parse_manifest(f"{h}  data/x\n{h}  x\n{h}  data/x\n".encode(), "m.txt", problems, payload=True)
+    state.parse_manifest(f"{h}  data/x\n".encode(), "t.txt", problems, payload=False)
+    assert [str(p) for p in problems] == [
+        "format: t.txt (not UTF-8)", "unsafe: m.txt (line 2: 'x': outside data/)",
+        "duplicate: data/x (listed twice in m.txt (line 3 again))",
+        "unsafe: t.txt (line 1: 'data/x': a payload path in the tag manifest)"]
+
+
+def test_read_state_messages_and_a_linked_bagit_txt(tmp_path):
+    with pytest.raises(NotAMirror) as exc:
+        state.read_state(tmp_path / "none")
+    assert str(exc.value) == f"{tmp_path / 'none'}: not a directory"
+    with pytest.raises(NotAMirror) as exc:
+        state.read_state(tmp_path)
+    assert str(exc.value) == f"{tmp_path}: not a mirror (no bagit.txt or manifest-sha256.txt)"
+    with pytest.raises(NotAMirror) as exc:
+        state.provenance_state(tmp_path)
+    assert str(exc.value) == f"{tmp_path}: not a mirror (no provenance.jsonl)"
+    m = tiny(tmp_path / "m")
+    os.rename(m / "bagit.txt", tmp_path / "b")
+    os.symlink(tmp_path / "b", m / "bagit.txt")
+    (m / "bag-info.txt").write_bytes(b"\xff")
+    s = state.read_state(m)
+    assert [str(p) for p in s.problems] == ["unsafe: bagit.txt (a symbolic link, not a regular file)",
+                                            "format: bag-info.txt (not UTF-8)"]
+    assert state.provenance_state(m).problems == [] and len(state.provenance_state(m).entries) == 6
