@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import time
 import unicodedata
 from collections import defaultdict
@@ -26,11 +28,13 @@ from typing import Iterable
 from . import __version__
 from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .merkle import ManifestLines
-from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
+from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
-                       iter_provenance, iter_provenance_core, read_bag_info, read_provenance, repair_torn_tail,
+                       iter_provenance, iter_provenance_core, parse_manifest_text, read_bag_info,
+                       repair_torn_tail,
                        sync_filesystem)
-from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorLocked, NotAMirror, UsageError
+from .publish import redact
+from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, UsageError
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
@@ -78,6 +82,17 @@ def _io_error(exc: OSError, what: str) -> ArchiveWriteError:
     if exc.errno == errno.ENOSPC:
         return ArchiveWriteError(f"disk full while {what}; everything archived before is intact, re-run when there is space")
     return ArchiveWriteError(f"cannot write while {what}: {exc.strerror or exc}")
+
+
+DISK_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+
+
+def disk_error(exc: OSError, what: str) -> MirrorError:
+    """The one translation of a failed write outside the archive (a CAR, a key, a report):
+    exit 3 when the disk refused it (full, read-only, no permission), else a usage error."""
+    if exc.errno in DISK_REFUSED:
+        return _io_error(exc, what)
+    return UsageError(f"cannot write while {what}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""))
 
 
 class Archive:
@@ -218,20 +233,21 @@ class Archive:
 
     # -- adding files -----------------------------------------------------------
     def conditional_headers(self, url: str) -> tuple[str, str]:
-        prev = self.validators.get(url)
+        prev = self.validators.get(redact(url))
         return (prev[0], prev[1]) if prev else ("", "")
 
     def path_of(self, url: str) -> str | None:
-        prev = self.validators.get(url)
+        prev = self.validators.get(redact(url))
         return prev[2] if prev else None
 
     def fresh(self, url: str, max_age: float) -> bool:
         """Was url fetched or confirmed unchanged less than max_age seconds ago?"""
+        url = redact(url)
         return max_age > 0 and url in self.validators and time.time() - self.checked.get(url, 0.0) < max_age
 
     def add(self, acta: Acta, fetched: Fetched, *, kind: str = "acta", name: str | None = None) -> Entry | None:
         """Queue a fetched file as a new version; None (and the temp file removed) if not new."""
-        self.checked[fetched.url] = time.time()
+        self.checked[redact(fetched.url)] = time.time()
         if fetched.status == 304:
             return None
         versions = self.versions.get(acta.key, [])
@@ -252,10 +268,10 @@ class Archive:
         entry = Entry(
             key=acta.key, kind=kind, version=version, path=path, sha256=fetched.sha256,
             size=fetched.size, cid=raw_cid(fetched.sha256) if fetched.size <= CHUNK_SIZE else "",
-            url=fetched.url, final_url=fetched.final_url, host=fetched.host,
+            url=redact(fetched.url), final_url=redact(fetched.final_url), host=fetched.host,
             fetched_at=fetched.fetched_at, status=fetched.status, etag=fetched.etag,
             last_modified=fetched.last_modified, content_type=fetched.content_type,
-            site=acta.site, page=acta.page, state_code=p.state_code, state=p.state,
+            site=acta.site, page=redact(acta.page), state_code=p.state_code, state=p.state,
             municipality_code=p.municipality_code, municipality=p.municipality,
             parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table,
             supersedes=versions[-1] if versions else None,
@@ -279,7 +295,7 @@ class Archive:
     def seen_upstream(self, key: str, url: str) -> None:
         """The site lists this acta in this run: one that had vanished has reappeared."""
         if self.status.get(key) == "vanished":
-            self.note(key, "reappeared", url=url)
+            self.note(key, "reappeared", url=redact(url))
 
     def mark_vanished(self, listed, in_scope) -> int:
         """Actas archived before that the site no longer lists. They stay archived, marked."""
@@ -441,8 +457,6 @@ def write_bag_files(root: Path, extra_info: dict[str, str]) -> None:
 
 
 def write_tag_manifest(root: Path) -> None:
-    import hashlib
-
     items = []
     for name in TAG_FILES:
         try:
@@ -453,25 +467,124 @@ def write_tag_manifest(root: Path) -> None:
     atomic_write(root / TAG_MANIFEST, format_manifest(items))
 
 
-def published_files(root: str | os.PathLike) -> list[tuple[str, int, str | None]]:
-    """What a published copy holds: the payload (path, size, sha256 from provenance), the
-    tag files at the top of the bag and the site/ folder (sha256 None: read when needed).
-    Never the receipts (written after publishing) nor acta-mirror's working state."""
+class NotRegular(ValueError):
+    """A path in a mirror that is not a plain regular file reached through real directories:
+    a symlink anywhere on the way, a FIFO, a device, an absolute path or '..'."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_inside(root: str | os.PathLike, rel: str) -> int:
+    """A read-only descriptor of the regular file rel under root, reached one component at a
+    time without following a symlink (openat with O_NOFOLLOW), so a hostile copy cannot make
+    us read a file elsewhere, block on a FIFO or read a device. NotRegular otherwise;
+    OSError (FileNotFoundError…) as the system says."""
+    parts = rel.split("/")
+    if rel.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise NotRegular(f"{rel!r} is not a plain relative path")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise NotRegular(f"{rel}: {part} is a symlink or not a directory") from None
+                raise
+            os.close(fd)
+            fd = inner
+        try:
+            handle = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                             dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise NotRegular(f"{rel} is a symlink") from None
+            raise
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(handle).st_mode):
+        os.close(handle)
+        raise NotRegular(f"{rel} is not a regular file")
+    return handle
+
+
+def read_inside(root: str | os.PathLike, rel: str, limit: int | None = None) -> bytes:
+    """The bytes of a regular file inside root (see open_inside); NotRegular when it holds
+    more than limit bytes."""
+    fd = open_inside(root, rel)
+    try:
+        if limit is not None and os.fstat(fd).st_size > limit:
+            raise NotRegular(f"{rel} is larger than expected")
+        chunks = []
+        while block := os.read(fd, 1 << 20):
+            chunks.append(block)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_checked(root: str | os.PathLike, rel: str, sha256_hex: str, size: int | None = None) -> bytes:
+    """The bytes of a file inside root, only when they hash to sha256_hex (and have size):
+    what publishers and merge send on. NotRegular or Corrupt otherwise."""
+    data = read_inside(root, rel, size)
+    if (size is not None and len(data) != size) or hashlib.sha256(data).hexdigest() != sha256_hex:
+        raise Corrupt(f"{rel}: its bytes do not match the manifest (sha256 {hashlib.sha256(data).hexdigest()}, "
+                      f"the manifest says {sha256_hex})")
+    return data
+
+
+class Corrupt(ValueError):
+    """A file whose bytes no longer hash to what the manifest records."""
+
+
+PUBLISHED_TAG_FILES = TAG_FILES + (TAG_MANIFEST,)  # the only top-level files a published copy holds
+SITE_DIR = "site"  # the browsable index `acta-mirror site` writes
+
+
+def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
+    """What a published copy holds, as (path, size, sha256): the payload where provenance and
+    the manifest agree, the tag files this tool writes (each checked against the tag
+    manifest, the tag manifest itself), and the site/ folder. Payload bytes are not read
+    here: a publisher checks each file it sends (read_checked). Never the receipts, the
+    working state or anything else at the top; never a symlink, FIFO or device.
+    NotRegular or Corrupt for a mirror that cannot be published as it is."""
     root = Path(root)
-    files: list[tuple[str, int, str | None]] = [(p, n, h) for p, h, n in iter_provenance_core(root / PROVENANCE)]
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_file() and entry.name != RECEIPTS and not entry.name.startswith("."):
-            files.append((entry.name, entry.stat().st_size, None))
-    site = root / "site"  # the browsable index, when `acta-mirror site` made one
-    for dirpath, _dirs, names in os.walk(site):
-        for name in sorted(names):
-            full = Path(dirpath) / name
-            files.append((full.relative_to(root).as_posix(), full.stat().st_size, None))
+    manifest = parse_manifest_text(read_inside(root, PAYLOAD_MANIFEST).decode("utf-8", "replace"), PAYLOAD_MANIFEST)
+    files: list[tuple[str, int, str]] = []
+    seen: set[str] = set()
+    for path, sha, size in iter_provenance_core(root / PROVENANCE):
+        if path in seen or manifest.get(path) != sha:
+            raise Corrupt(f"{path}: provenance and the manifest disagree (or it is listed twice)")
+        seen.add(path)
+        files.append((path, size, sha))
+    if len(seen) != len(manifest):
+        raise Corrupt(f"{len(manifest) - len(seen)} manifest line(s) have no provenance line")
+    tags = parse_manifest_text(read_inside(root, TAG_MANIFEST).decode("utf-8", "replace"), TAG_MANIFEST)
+    for name in PUBLISHED_TAG_FILES:
+        if name != TAG_MANIFEST and name not in tags:
+            continue  # a file the tag manifest does not vouch for is not published
+        data = read_inside(root, name)
+        digest = hashlib.sha256(data).hexdigest()
+        if name != TAG_MANIFEST and digest != tags[name]:
+            raise Corrupt(f"{name}: its bytes do not match the tag manifest")
+        files.append((name, len(data), digest))
+    site = root / SITE_DIR
+    try:
+        mode = os.lstat(site).st_mode
+    except FileNotFoundError:
+        return files
+    if not stat.S_ISDIR(mode):
+        raise NotRegular(f"{SITE_DIR} is a symlink or not a directory")
+    stack = [SITE_DIR]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(root / rel_dir) as it:
+            for entry in sorted(it, key=lambda e: e.name):
+                rel = f"{rel_dir}/{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                    continue
+                data = read_inside(root, rel)  # refuses symlinks and special files
+                files.append((rel, len(data), hashlib.sha256(data).hexdigest()))
     return files
-
-
-def load_entries(root: str | os.PathLike) -> list[Entry]:
-    root = Path(root)
-    if not (root / PROVENANCE).exists():
-        raise NotAMirror(f"{root}: no {PROVENANCE}; not an acta-mirror bag")
-    return read_provenance(root / PROVENANCE)

@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         return COMMANDS[args.command](args)
     except MirrorError as exc:
-        print(f"acta-mirror: {exc}", file=sys.stderr)
+        from .publish import redact
+
+        print(f"acta-mirror: {redact(str(exc))}", file=sys.stderr)  # no credential in any message
         return exc.exit_code
     except KeyboardInterrupt:
         print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)

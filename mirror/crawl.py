@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from .archive import Archive
 from .fetch import DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, Fetcher
+from .publish import redact
 from .models import Acta, FetchError, SourceUnreachable, UsageError
 from .sites import get_site
 
@@ -129,7 +130,7 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
             writing = True
 
             def fail(key: str, url: str, reason: str) -> None:
-                failures.append({"key": key, "url": url, "reason": reason})
+                failures.append({"key": key, "url": redact(url), "reason": redact(reason)})
                 counters.failed += 1
 
             async def committer() -> None:
@@ -218,14 +219,14 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
                 "Source-Organization": f"acta-mirror crawl of site {site.name}",
                 "External-Identifier": site.name,
                 "External-Description": getattr(site, "description", site.name),
-                "Acta-Mirror-Source": opts.root,
+                "Acta-Mirror-Source": redact(opts.root),
             })
             requests = fetcher.requests
             quarantined = list(archive.quarantined)
         if opts.sign_key:
             from .evidence import sign_bag
 
-            sign_bag(opts.out, opts.sign_key, source=opts.root)
+            sign_bag(opts.out, opts.sign_key, source=redact(opts.root))
     return CrawlResult(counters, failures, quarantined, time.monotonic() - started, requests, opts.out)
 
 
@@ -243,7 +244,7 @@ async def _read_indexes(opts: CrawlOptions, site, fetcher: Fetcher, archive: Arc
         try:
             fetched = await fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
         except FetchError as exc:
-            raise SourceUnreachable(f"cannot read the index {source}: {exc.reason}") from None
+            raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
         path = str(archive.root / archive.path_of(source)) if fetched.status == 304 else fetched.tmp_path
         listed = site.parse_index(path, source)  # reads the file now, before it is committed
         first = next(listed, None)  # a malformed header fails here, before anything is archived
