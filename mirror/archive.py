@@ -28,7 +28,7 @@ from typing import Iterable
 from . import __version__
 from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .merkle import ManifestLines
-from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE,
+from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
                        iter_provenance, iter_provenance_core, parse_manifest_text, read_bag_info,
                        repair_torn_tail,
@@ -119,6 +119,7 @@ class Archive:
         self._last_commit = time.monotonic()
         self._lock_fd: int | None = None
         self.quarantined: list[str] = []
+        self.foreign_state = ""  # the name a copy's working state was moved aside to, if any
         self.status: dict[str, str] = {}  # key -> its last change (added, changed, vanished, reappeared)
         self.changes: list[dict] = []  # vanished and reappeared, appended to changes.jsonl by finish()
         self.run_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -134,10 +135,13 @@ class Archive:
     def open(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"{self.root} exists and is not a directory")
-        ours = any((self.root / name).exists() for name in ("bagit.txt", PROVENANCE, STATE_DIR))
+        ours = any(os.path.lexists(self.root / name) for name in ("bagit.txt", PROVENANCE, STATE_DIR))
         if self.root.exists() and not ours and any(self.root.iterdir()):
             raise UsageError(f"{self.root} is not empty and is not an acta-mirror bag; choose another --out")
+        if self.root.exists():
+            self._check_layout()
         try:
+            self._own_state()
             self.tmp.mkdir(parents=True, exist_ok=True)
             (self.root / "data").mkdir(exist_ok=True)
         except OSError as exc:
@@ -161,9 +165,12 @@ class Archive:
         except OSError as exc:
             raise _io_error(exc, "recording changes") from None
         try:
-            self.checked.update(json.loads((self.state / CHECKED).read_text()))
-        except (FileNotFoundError, ValueError):
-            pass
+            with open(os.open(self.state / CHECKED, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as fh:
+                checked = json.load(fh)
+            self.checked.update({url: float(when) for url, when in checked.items()
+                                 if isinstance(url, str) and isinstance(when, (int, float))})
+        except (OSError, ValueError, AttributeError):
+            pass  # a lost or damaged record only means asking the site again
         for leftover in self.tmp.iterdir():
             if leftover.is_file():
                 leftover.unlink()
@@ -174,7 +181,7 @@ class Archive:
         A torn last line (a run killed while appending) is cut so the next record starts clean."""
         recorded: set[tuple[str, str]] = set()
         try:
-            fh = open(self.root / CHANGES, "rb+")
+            fh = open(os.open(self.root / CHANGES, os.O_RDWR | os.O_NOFOLLOW), "rb+")
         except FileNotFoundError:
             return recorded
         with fh:
@@ -193,8 +200,56 @@ class Archive:
                     continue  # damage is reported by verify (changes.jsonl is a tag file)
         return recorded
 
+    def _check_layout(self) -> None:
+        """Refuse a mirror whose bag files or data/ hold a symlink, a FIFO or a device: writing
+        into it (appending provenance, renaming into data/) would write elsewhere."""
+        for name in (*TAG_FILES, TAG_MANIFEST, RECEIPTS, "data"):
+            try:
+                mode = os.lstat(self.root / name).st_mode
+            except FileNotFoundError:
+                continue
+            if not (stat.S_ISDIR(mode) if name == "data" else stat.S_ISREG(mode)):
+                raise UsageError(f"{self.root / name} is a symlink or not a plain "
+                                 f"{'directory' if name == 'data' else 'file'}; not writing into this mirror")
+        stack = [self.root / "data"]
+        while stack:
+            try:
+                with os.scandir(stack.pop()) as it:
+                    for entry in it:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        elif not entry.is_file(follow_symlinks=False):
+                            raise UsageError(f"{entry.path} is a symlink or a special file; a mirror holds only "
+                                             "regular files and directories; not writing into this mirror")
+            except FileNotFoundError:
+                continue
+
+    def _own_state(self) -> None:
+        """The working state (.acta-mirror: lock, temp files, quarantine) is used only when it is
+        plain directories and files of this user's. Anything else, e.g. a copy made elsewhere
+        with a symlink where tmp/ or the lock belongs, is moved aside whole (a rename never
+        follows a link) and a fresh one made: a copy's state is never followed or deleted."""
+        try:
+            st = os.lstat(self.state)
+        except FileNotFoundError:
+            return
+        plain = stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+        for name, want in (("tmp", stat.S_ISDIR), ("quarantine", stat.S_ISDIR), ("lock", stat.S_ISREG),
+                           (CHECKED, stat.S_ISREG)):
+            if not plain:
+                break
+            try:
+                inner = os.lstat(self.state / name)
+                plain = want(inner.st_mode) and inner.st_uid == os.geteuid()
+            except FileNotFoundError:
+                pass
+        if not plain:
+            aside = self.root / f"{STATE_DIR}.foreign-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}"
+            os.rename(self.state, aside)
+            self.foreign_state = aside.name
+
     def _lock(self) -> None:
-        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait_lock else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -356,10 +411,7 @@ class Archive:
             if not sync_filesystem(self.root):
                 for d in dirs:
                     fsync_dir(d)
-            with open(self.root / PROVENANCE, "a", encoding="utf-8") as fh:
-                fh.write("".join(entry.to_json() + "\n" for _t, _r, entry, _c in batch))
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_durably(self.root / PROVENANCE, "".join(entry.to_json() + "\n" for _t, _r, entry, _c in batch))
             self._append_changes([change for *_, change in batch if change])
         except OSError as exc:
             raise _io_error(exc, "archiving a batch of files") from None
@@ -370,10 +422,8 @@ class Archive:
     def _append_changes(self, changes: list[dict]) -> None:
         if not changes:
             return
-        with open(self.root / CHANGES, "a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in changes))
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_durably(self.root / CHANGES,
+                       "".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in changes))
 
     # -- the bag files ----------------------------------------------------------
     def finish(self, *, failures: Iterable[dict] = (), info: dict[str, str] | None = None,
@@ -398,6 +448,15 @@ class Archive:
             raise _io_error(exc, "writing the bag's manifests") from None
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+
+
+def append_durably(path: Path, text: str) -> None:
+    """Append to a bag file and fsync; never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with open(fd, "a", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _cut_torn_line(fh) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -190,6 +191,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _writes(what: str):
+    """For a command that writes outside the archive (a report, a key, a CAR, the site): a write
+    the disk refuses (full, read-only) is one line and exit 3, never a traceback."""
+    def wrap(command):
+        @functools.wraps(command)
+        def run(args) -> int:
+            try:
+                return command(args)
+            except OSError as exc:
+                from .archive import disk_error
+
+                raise disk_error(exc, what) from None
+        return run
+    return wrap
+
+
 # -- crawl ------------------------------------------------------------------------
 def cmd_crawl(args) -> int:
     from .crawl import Counters, CrawlOptions, crawl, parse_shard
@@ -328,6 +345,7 @@ class _Bars:
         self.bar.update(self.tasks[key], completed=done, total=total)
 
 
+@_writes("publishing")
 def cmd_publish(args) -> int:
     from .publish import PublishError, publisher_for
 
@@ -354,6 +372,7 @@ def cmd_publish(args) -> int:
     return EXIT_PROBLEMS if failed else EXIT_OK
 
 
+@_writes("restoring")
 def cmd_restore(args) -> int:
     from .publish.git import restore
 
@@ -363,6 +382,7 @@ def cmd_restore(args) -> int:
     return EXIT_OK
 
 
+@_writes("writing the CAR file")
 def cmd_car(args) -> int:
     from .publish.ipfs import write_car
 
@@ -375,6 +395,7 @@ def cmd_car(args) -> int:
 
 
 # -- evidence ------------------------------------------------------------------------
+@_writes("writing the key files")
 def cmd_keygen(args) -> int:
     from .sign import generate
 
@@ -392,6 +413,7 @@ def cmd_keygen(args) -> int:
     return EXIT_OK
 
 
+@_writes("signing")
 def cmd_sign(args) -> int:
     from .evidence import sign_bag
 
@@ -505,6 +527,7 @@ def cmd_merge(args) -> int:
 
 
 # -- audit ----------------------------------------------------------------------------
+@_writes("writing the tally")
 def cmd_tally(args) -> int:
     from .audit.tally import tally, to_csv, to_json
 
@@ -549,6 +572,7 @@ def cmd_crosscheck(args) -> int:
     return EXIT_PROBLEMS if report["disagreements"] else EXIT_OK
 
 
+@_writes("writing the site")
 def cmd_site(args) -> int:
     from .audit.site import build_site
 

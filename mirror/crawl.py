@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import itertools
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,30 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
         opts = dataclasses.replace(opts, discover=site.discover_modes[0])
     elif opts.discover not in site.discover_modes:
         raise UsageError(f"site {site.name} discovers by {', '.join(site.discover_modes)}, not {opts.discover}")
-    counters = counters or Counters()
+    created = not os.path.lexists(opts.out)
+    try:
+        return await _crawl(opts, site, counters or Counters())
+    except BaseException:
+        if created:
+            _remove_if_empty(Path(opts.out))
+        raise
+
+
+def _remove_if_empty(out: Path) -> None:
+    """A folder this run created and archived nothing into (an unreachable root) is removed,
+    so no half-made bag is left behind."""
+    try:
+        if (out / "provenance.jsonl").stat().st_size:
+            return
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    if not any(files for _d, _s, files in os.walk(out / "data")):
+        shutil.rmtree(out, ignore_errors=True)
+
+
+async def _crawl(opts: CrawlOptions, site, counters: Counters) -> CrawlResult:
     failures: list[dict] = []
     started = time.monotonic()
     with Archive(opts.out, wait_lock=opts.wait_lock) as archive:
