@@ -30,11 +30,11 @@ from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .merkle import ManifestLines
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
-                       iter_provenance, iter_provenance_core, parse_manifest_text, read_bag_info,
-                       repair_torn_tail,
+                       iter_provenance, iter_provenance_core, read_bag_info, repair_torn_tail,
                        sync_filesystem)
 from .publish import redact
-from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, UsageError
+from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
+from .state import open_payload, read_state
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
@@ -526,75 +526,27 @@ def write_tag_manifest(root: Path) -> None:
     atomic_write(root / TAG_MANIFEST, format_manifest(items))
 
 
-class NotRegular(ValueError):
-    """A path in a mirror that is not a plain regular file reached through real directories:
-    a symlink anywhere on the way, a FIFO, a device, an absolute path or '..'."""
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def open_inside(root: str | os.PathLike, rel: str) -> int:
-    """A read-only descriptor of the regular file rel under root, reached one component at a
-    time without following a symlink (openat with O_NOFOLLOW), so a hostile copy cannot make
-    us read a file elsewhere, block on a FIFO or read a device. NotRegular otherwise;
-    OSError (FileNotFoundError…) as the system says."""
-    parts = rel.split("/")
-    if rel.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise NotRegular(f"{rel!r} is not a plain relative path")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts[:-1]:
-            try:
-                inner = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise NotRegular(f"{rel}: {part} is a symlink or not a directory") from None
-                raise
-            os.close(fd)
-            fd = inner
-        try:
-            handle = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
-                             dir_fd=fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise NotRegular(f"{rel} is a symlink") from None
-            raise
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(os.fstat(handle).st_mode):
-        os.close(handle)
-        raise NotRegular(f"{rel} is not a regular file")
-    return handle
-
-
 def read_inside(root: str | os.PathLike, rel: str, limit: int | None = None) -> bytes:
-    """The bytes of a regular file inside root (see open_inside); NotRegular when it holds
-    more than limit bytes."""
-    fd = open_inside(root, rel)
-    try:
-        if limit is not None and os.fstat(fd).st_size > limit:
-            raise NotRegular(f"{rel} is larger than expected")
-        chunks = []
-        while block := os.read(fd, 1 << 20):
-            chunks.append(block)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    """The bytes of a regular file inside root, reached without following a symlink
+    (state.open_payload); UnsafePath for anything else, or when it holds more than limit."""
+    with open_payload(root, rel) as fh:
+        if limit is not None and os.fstat(fh.fileno()).st_size > limit:
+            raise UnsafePath(f"{rel}: larger than its record says")
+        return fh.read()
+
+
+class Corrupt(NotAMirror):
+    """A file whose bytes no longer hash to what the manifest records."""
 
 
 def read_checked(root: str | os.PathLike, rel: str, sha256_hex: str, size: int | None = None) -> bytes:
     """The bytes of a file inside root, only when they hash to sha256_hex (and have size):
-    what publishers and merge send on. NotRegular or Corrupt otherwise."""
+    what publishers and merge send on. UnsafePath or Corrupt otherwise."""
     data = read_inside(root, rel, size)
-    if (size is not None and len(data) != size) or hashlib.sha256(data).hexdigest() != sha256_hex:
-        raise Corrupt(f"{rel}: its bytes do not match the manifest (sha256 {hashlib.sha256(data).hexdigest()}, "
-                      f"the manifest says {sha256_hex})")
+    got = hashlib.sha256(data).hexdigest()
+    if (size is not None and len(data) != size) or got != sha256_hex:
+        raise Corrupt(f"{rel}: its bytes do not match the manifest (sha256 {got}, the manifest says {sha256_hex})")
     return data
-
-
-class Corrupt(ValueError):
-    """A file whose bytes no longer hash to what the manifest records."""
 
 
 PUBLISHED_TAG_FILES = TAG_FILES + (TAG_MANIFEST,)  # the only top-level files a published copy holds
@@ -602,24 +554,18 @@ SITE_DIR = "site"  # the browsable index `acta-mirror site` writes
 
 
 def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
-    """What a published copy holds, as (path, size, sha256): the payload where provenance and
-    the manifest agree, the tag files this tool writes (each checked against the tag
-    manifest, the tag manifest itself), and the site/ folder. Payload bytes are not read
-    here: a publisher checks each file it sends (read_checked). Never the receipts, the
-    working state or anything else at the top; never a symlink, FIFO or device.
-    NotRegular or Corrupt for a mirror that cannot be published as it is."""
+    """What a published copy holds, as (path, size, sha256): the payload, as the validated
+    reader gives it and where provenance and the manifest agree; the tag files this tool
+    writes, each checked against the tag manifest (and the tag manifest itself); the site/
+    folder. Payload bytes are not read here: a publisher checks each file it sends
+    (read_checked). Never the receipts, the working state or anything else at the top; never
+    a symlink, FIFO or device. NotAMirror (UnsafePath, Corrupt) naming what is wrong."""
     root = Path(root)
-    manifest = parse_manifest_text(read_inside(root, PAYLOAD_MANIFEST).decode("utf-8", "replace"), PAYLOAD_MANIFEST)
-    files: list[tuple[str, int, str]] = []
-    seen: set[str] = set()
-    for path, sha, size in iter_provenance_core(root / PROVENANCE):
-        if path in seen or manifest.get(path) != sha:
-            raise Corrupt(f"{path}: provenance and the manifest disagree (or it is listed twice)")
-        seen.add(path)
-        files.append((path, size, sha))
-    if len(seen) != len(manifest):
-        raise Corrupt(f"{len(manifest) - len(seen)} manifest line(s) have no provenance line")
-    tags = parse_manifest_text(read_inside(root, TAG_MANIFEST).decode("utf-8", "replace"), TAG_MANIFEST)
+    state = read_state(root).require_clean()
+    files = [(e.path, e.size, e.sha256) for e in state.entries]
+    if {p: s for p, _n, s in files} != state.manifest:
+        raise Corrupt(f"{root}: provenance and the manifest list different files")
+    tags = state.tags or {}
     for name in PUBLISHED_TAG_FILES:
         if name != TAG_MANIFEST and name not in tags:
             continue  # a file the tag manifest does not vouch for is not published
@@ -628,13 +574,12 @@ def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
         if name != TAG_MANIFEST and digest != tags[name]:
             raise Corrupt(f"{name}: its bytes do not match the tag manifest")
         files.append((name, len(data), digest))
-    site = root / SITE_DIR
     try:
-        mode = os.lstat(site).st_mode
+        mode = os.lstat(root / SITE_DIR).st_mode
     except FileNotFoundError:
         return files
     if not stat.S_ISDIR(mode):
-        raise NotRegular(f"{SITE_DIR} is a symlink or not a directory")
+        raise UnsafePath(f"{SITE_DIR}: a symbolic link or not a folder; not publishing it")
     stack = [SITE_DIR]
     while stack:
         rel_dir = stack.pop()

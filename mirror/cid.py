@@ -161,7 +161,7 @@ class Dag:
     def __init__(self, root: str | os.PathLike, files: list[tuple[str, int, str]]):
         """files: (relative path, size, sha256 hex) of every file to include. A file of one chunk
         is not read (its CID is its sha256's); a larger one is read once, inside root without
-        following symlinks, and must hash to its sha256 (ValueError otherwise)."""
+        following symlinks, and must hash to its sha256 (archive.Corrupt otherwise)."""
         self.root_dir = Path(root)
         self.files: dict[str, tuple[bytes, int]] = {}  # rel -> (cid, tsize)
         self.sha256: dict[str, str] = {}  # rel -> the sha256 its bytes must have
@@ -205,20 +205,21 @@ class Dag:
 
     def leaf_blocks(self, rel: str, sha256_hex: str | None = None):
         """(cid, bytes) of the raw leaves of one file, read from disk inside the DAG's root
-        (no symlink followed); ValueError once the file is read when its bytes do not hash to
-        its sha256 or give another CID than the DAG's."""
-        from .archive import open_inside
+        (no symlink followed); archive.Corrupt once the file is read when its bytes do not hash
+        to its sha256 or give another CID than the DAG's; UnsafePath for a symlink, FIFO, device."""
+        from .archive import Corrupt
+        from .state import open_payload
 
         want_sha = sha256_hex or self.sha256[rel]
         digest, chunks = hashlib.sha256(), []
-        with os.fdopen(open_inside(self.root_dir, rel), "rb") as fh:
+        with open_payload(self.root_dir, rel) as fh:
             for data in _chunks(fh):
                 cid = cid_bytes(RAW_CODEC, hashlib.sha256(data).digest())
                 digest.update(data)
                 chunks.append((cid, len(data)))
                 yield cid, data
         if digest.hexdigest() != want_sha or (rel in self.files and file_dag(chunks)[0] != self.files[rel][0]):
-            raise ValueError(f"{rel}: its bytes do not match the manifest (changed on disk)")
+            raise Corrupt(f"{rel}: its bytes do not match the manifest (changed on disk)")
 
 
 HAMT_THRESHOLD = 256 * 1024  # Kubo shards a directory whose node would pass this size

@@ -275,16 +275,21 @@ def cmd_verify(args) -> int:
     from .verify import verify
 
     problems = verify(args.dir, fast=args.fast, cids=args.cids)
+    seal = None
     if not args.fast:
-        from pathlib import Path
-
-        from .evidence import check_root
-        problems += check_root(Path(args.dir), args.pubkey)
+        from .evidence import check_seal
+        seal = check_seal(args.dir, args.pubkey)
+        problems += seal.problems
     if args.json:
-        print(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1))
+        report = {"ok": not problems, "problems": [p.__dict__ for p in problems]}
+        if seal:
+            report["signature"] = {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}
+        print(json.dumps(report, indent=1))
     else:
         for p in problems:
             print(p)
+        if seal:
+            print(seal.summary)
         if not problems:
             print(f"OK: {args.dir} is intact{' (fast check: counts and sizes only)' if args.fast else ''}")
         else:

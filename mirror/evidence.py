@@ -6,84 +6,222 @@ a root. `diff` compares two mirrors, manifests or index CSVs by acta key.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
-from .manifest import (BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, atomic_write, provenance_lines, read_bag_info,
-                       read_manifest)
+from .manifest import BAG_INFO, PAYLOAD_MANIFEST, atomic_write
 from .merkle import inclusion_path, leaf_data, leaf_hash, manifest_leaves, root_of_leaves, verify_inclusion
-from .models import NotAMirror, Problem, UsageError
-from .sign import SignatureError, load_public, load_secret, sign_file, verify_file
+from .models import NotAMirror, Problem, UnsafePath, UsageError
+from .sign import (PublicKey, SignatureError, key_id_text, load_public, load_secret, parse_public, parse_signature,
+                   sign_file, verify_signature)
+from .state import SIGNED_TAG_FILES, MirrorState, open_payload, parse_manifest, provenance_state, read_state
 
 STATEMENT = "signed-root.json"
 SIGNATURE = STATEMENT + ".minisig"
+MAX_STATEMENT_BYTES = 1 << 20  # a statement is a few hundred bytes; never read a planted giant whole
 
 
-def manifest_root(bag: Path) -> tuple[str, int]:
-    items = list(read_manifest(bag / PAYLOAD_MANIFEST).items())
-    return root_of_leaves(manifest_leaves(items)).hex(), len(items)
+def manifest_items(bag: Path, name: str = PAYLOAD_MANIFEST) -> list[tuple[str, str]]:
+    """The payload manifest's (path, sha256) lines, sorted; NotAMirror naming the first bad line."""
+    problems: list[Problem] = []
+    try:
+        with open_payload(bag, name) as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise NotAMirror(f"{bag}: not a mirror (no {name})") from None
+    items = parse_manifest(data, name, problems, payload=True)
+    if problems:
+        raise NotAMirror(f"{bag / name}: {problems[0]}")
+    return sorted(items.items())
+
+
+def tree_root(items: list[tuple[str, str]]) -> str:
+    return root_of_leaves(manifest_leaves(items)).hex()
+
+
+def tag_file_hashes(bag: Path) -> dict[str, str]:
+    """sha256 of each SIGNED_TAG_FILES file present in the bag (read without following links)."""
+    hashes = {}
+    for name in SIGNED_TAG_FILES:
+        try:
+            with open_payload(bag, name) as fh:
+                hashes[name] = hashlib.file_digest(fh, "sha256").hexdigest()
+        except FileNotFoundError:
+            continue
+    return hashes
 
 
 def sign_bag(bag: str | os.PathLike, key_path: str | os.PathLike, source: str = "") -> str:
-    """Write and sign the root statement, then refresh the tag manifest; returns the root."""
+    """Write and sign the root statement, then refresh the tag manifest; returns the root.
+
+    The statement carries the manifest's Merkle root, the sha256 of every evidence tag file
+    (SIGNED_TAG_FILES) and the counts, so one signature covers payload and provenance alike.
+    A mirror whose records do not check out is never signed.
+    """
     from .archive import write_tag_manifest
 
     bag = Path(bag)
-    if not (bag / PAYLOAD_MANIFEST).exists():
-        raise NotAMirror(f"{bag}: not a mirror (no {PAYLOAD_MANIFEST})")
     key = load_secret(key_path)
-    root, size = manifest_root(bag)
-    info = read_bag_info(bag / BAG_INFO)
-    lines = list(provenance_lines(bag / PROVENANCE))
+    state = read_state(bag).require_clean()
+    items = sorted(state.manifest.items())
+    root = tree_root(items)
+    public = PublicKey(key.key_id, key.public)
     statement = {
-        "merkle_root": root, "tree_size": size,
+        "merkle_root": root, "tree_size": len(items),
         "leaves": "manifest-sha256.txt lines, in order; leaf = sha256(0x00 || line), node = sha256(0x01 || l || r)",
-        "source": source or info.get("Acta-Mirror-Source", ""),
+        "source": source or state.info.get("Acta-Mirror-Source", ""),
         "signed_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "tool": f"acta-mirror {__version__}",
-        "counts": {"files": size, "bytes": sum(x.size for x in lines),
-                   "actas": len({json.loads(x.text).get("key") for x in lines if '"kind": "acta"' in x.text})},
+        "counts": state.counts(),
+        "tag_files": tag_file_hashes(bag),
+        "key_id": key_id_text(key.key_id), "public_key": public.line(),
     }
     atomic_write(bag / STATEMENT, (json.dumps(statement, indent=1, sort_keys=True) + "\n").encode())
-    comment = f"acta-mirror merkle root {root} size {size}"
+    comment = f"acta-mirror merkle root {root} size {len(items)}"
     atomic_write(bag / SIGNATURE, sign_file(bag / STATEMENT, key, comment).encode())
     write_tag_manifest(bag)
     return root
 
 
-def check_root(bag: Path, pubkey: str | os.PathLike | None) -> list[Problem]:
-    """The Merkle root in bag-info (and, with a key, the signed statement) must match the manifest."""
-    problems = []
-    root, size = manifest_root(bag)
-    recorded = read_bag_info(bag / BAG_INFO).get("Acta-Mirror-Merkle-Root")
+@dataclass
+class Seal:
+    """What the signature says about a mirror: who signed, whether a trusted key checked it,
+    and every way the mirror differs from what was signed."""
+
+    signed: bool = False
+    key_id: str = ""
+    trusted: bool = False  # checked against the key the user gave (--pubkey)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        if not self.signed:
+            return "not signed"
+        if self.trusted:
+            return f"signed by key {self.key_id}, checked against the key you gave"
+        return f"signed by key {self.key_id}; signature not checked against a key you trust (use --pubkey)"
+
+
+def _small_file(bag: Path, name: str) -> bytes | None:
+    try:
+        with open_payload(bag, name) as fh:
+            data = fh.read(MAX_STATEMENT_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    if len(data) > MAX_STATEMENT_BYTES:
+        raise UnsafePath(f"{name}: larger than {MAX_STATEMENT_BYTES} bytes")
+    return data
+
+
+def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
+               state: MirrorState | None = None) -> Seal:
+    """Check the Merkle root in bag-info and, when the mirror is signed, the signed statement:
+    its signature (against --pubkey, else against the key it names), its root, the signed tag
+    files and the counts. Without a signature and without --pubkey there is nothing to check."""
+    bag = Path(bag)
+    state = state or read_state(bag)
+    seal = Seal()
+    problems = seal.problems
+    items = sorted(state.manifest.items())
+    root = tree_root(items)
+    recorded = state.info.get("Acta-Mirror-Merkle-Root")
     if recorded and recorded != root:
         problems.append(Problem("root", BAG_INFO, f"records Merkle root {recorded}, the manifest gives {root}"))
-    if pubkey is None:
-        return problems
-    public = load_public(pubkey)
+    public = load_public(pubkey) if pubkey is not None else None
     try:
-        trusted = verify_file(bag / STATEMENT, bag / SIGNATURE, public)
+        statement_bytes, sig_bytes = _small_file(bag, STATEMENT), _small_file(bag, SIGNATURE)
+    except (UnsafePath, OSError) as exc:
+        problems.append(Problem("signature", STATEMENT, str(exc)))
+        return seal
+    if statement_bytes is None and sig_bytes is None:
+        if public is not None:
+            problems.append(Problem("signature", SIGNATURE, "the mirror is not signed (no signed-root.json)"))
+        return seal
+    seal.signed = True
+    if statement_bytes is None or sig_bytes is None:
+        missing = STATEMENT if statement_bytes is None else SIGNATURE
+        problems.append(Problem("signature", missing, "missing: a signature needs both files"))
+        return seal
+    try:
+        sig = parse_signature(sig_bytes.decode("utf-8", "replace"), SIGNATURE)
     except SignatureError as exc:
-        return problems + [Problem("signature", SIGNATURE, str(exc))]
+        problems.append(Problem("signature", SIGNATURE, str(exc)))
+        return seal
+    seal.key_id = key_id_text(sig.key_id)
     try:
-        statement = json.loads((bag / STATEMENT).read_text(encoding="utf-8"))
-        signed_root = statement["merkle_root"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return problems + [Problem("signature", STATEMENT, "not a root statement")]
-    if signed_root != root or f"merkle root {root} " not in trusted + " ":
-        problems.append(Problem("root", STATEMENT, f"signed root {signed_root}, the manifest gives {root}"))
+        statement = json.loads(statement_bytes)
+        signed_root, signed_size = statement["merkle_root"], statement["tree_size"]
+        if not isinstance(statement, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        problems.append(Problem("signature", STATEMENT, "not a root statement"))
+        return seal
+    if public is None and isinstance(statement.get("public_key"), str):
+        try:
+            public = parse_public(statement["public_key"], STATEMENT)
+        except UsageError as exc:
+            problems.append(Problem("signature", STATEMENT, str(exc)))
+    if public is not None:
+        try:
+            trusted = verify_signature(statement_bytes, sig, public, STATEMENT, SIGNATURE)
+        except SignatureError as exc:
+            problems.append(Problem("signature", SIGNATURE, str(exc)))
+            return seal
+        seal.trusted = pubkey is not None
+        if f"merkle root {root} " not in trusted + " ":
+            problems.append(Problem("root", SIGNATURE, f"the trusted comment does not name the root {root}"))
+    if signed_root != root or signed_size != len(items):
+        problems.append(Problem("root", STATEMENT, f"signed root {signed_root} of {signed_size} files, "
+                                                   f"the manifest gives {root} of {len(items)}"))
+    problems.extend(_check_signed_tags(bag, statement.get("tag_files")))
+    problems.extend(_check_counts(state, statement.get("counts")))
+    return seal
+
+
+def _check_signed_tags(bag: Path, signed) -> list[Problem]:
+    if signed is None:
+        return []  # a statement from before tag files were signed: it covers the payload manifest only
+    if not isinstance(signed, dict):
+        return [Problem("signature", STATEMENT, "tag_files is not a table of sha256 by file")]
+    problems = []
+    try:
+        found = tag_file_hashes(bag)
+    except (UnsafePath, OSError) as exc:
+        return [Problem("signed", STATEMENT, f"cannot hash the tag files: {exc}")]
+    for name in SIGNED_TAG_FILES:
+        want, got = signed.get(name), found.get(name)
+        if want == got:
+            continue
+        if want is None:
+            problems.append(Problem("signed", name, "present, but not there when the statement was signed"))
+        elif got is None:
+            problems.append(Problem("signed", name, "signed, but missing"))
+        else:
+            problems.append(Problem("signed", name, f"sha256 {got}, the signed statement says {want}"))
+    for name in sorted(set(signed) - set(SIGNED_TAG_FILES), key=str):
+        problems.append(Problem("signed", STATEMENT, f"signs an unknown tag file {name!r}"))
     return problems
+
+
+def _check_counts(state: MirrorState, signed) -> list[Problem]:
+    if not isinstance(signed, dict):
+        return [Problem("signed", STATEMENT, "no counts")]
+    have = state.counts()
+    return [Problem("signed", STATEMENT, f"signed count of {what} is {signed.get(what)!r}, the mirror has {n}")
+            for what, n in have.items() if signed.get(what) != n]
 
 
 def prove(bag: str | os.PathLike, path: str) -> dict:
     """An inclusion proof for one payload file of the bag, as a small JSON-able dict."""
     bag = Path(bag)
     rel = _relative(bag, path)
-    items = sorted(read_manifest(bag / PAYLOAD_MANIFEST).items())
+    items = manifest_items(bag)
     index = next((i for i, (p, _h) in enumerate(items) if p == rel), None)
     if index is None:
         raise UsageError(f"{rel} is not in {bag / PAYLOAD_MANIFEST}")
@@ -125,29 +263,28 @@ def _relative(bag: Path, path: str) -> str:
 
 
 # -- diff ---------------------------------------------------------------------------------
+_ACTA_FILE = re.compile(r"(\d{9}\.\d{2,3})(?:\.v(\d+))?\.[A-Za-z0-9]+")  # KEY.jpg, KEY.v2.jpg
+
+
 def keyed(source: str | os.PathLike) -> dict[str, str]:
-    """Acta key -> what identifies its evidence: latest sha256 (mirror, manifest) or image URL (index)."""
+    """Acta key -> what identifies its evidence: latest sha256 (mirror, manifest) or image URL (index).
+    The latest version is the highest version number (v10 after v9), not the last in text order."""
     from .sites.resultados2024 import parse_index_bytes
 
     path = Path(source)
     if path.is_dir():
-        if not (path / PROVENANCE).exists():
-            raise NotAMirror(f"{path}: not a mirror (no {PROVENANCE})")
-        out: dict[str, str] = {}
-        for line in provenance_lines(path / PROVENANCE):
-            obj = json.loads(line.text)
-            if obj.get("kind") == "acta":
-                out[obj["key"]] = line.sha256  # later versions win
-        return out
+        return {k: e.sha256 for k, e in provenance_state(path).require_clean().latest_actas().items()}
     if not path.is_file():
         raise UsageError(f"{path}: no such file or directory")
     if path.name.startswith("manifest-") and path.suffix == ".txt":
-        out = {}
-        for rel, digest in sorted(read_manifest(path).items()):
-            if rel.startswith("data/") and not rel.startswith("data/index/"):
-                stem = Path(rel).name.rsplit(".", 1)[0]
-                out[re.sub(r"\.v\d+$", "", stem)] = digest  # KEY.jpg, KEY.v2.jpg: the latest wins
-        return out
+        best: dict[str, tuple[int, str]] = {}
+        for rel, digest in manifest_items(path.parent, path.name):
+            found = _ACTA_FILE.fullmatch(rel.rsplit("/", 1)[-1])
+            if found and not rel.startswith("data/index/"):
+                version = int(found.group(2) or 1)
+                if found.group(1) not in best or version >= best[found.group(1)][0]:
+                    best[found.group(1)] = (version, digest)
+        return {key: digest for key, (_v, digest) in best.items()}
     return {a.key: a.url.rsplit("/", 1)[-1] for a in parse_index_bytes(path.read_bytes(), str(path))}
 
 

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .archive import Archive, append_durably, disk_error, open_inside, read_inside, write_bag_files
+from .archive import Archive, append_durably, disk_error, read_inside, write_bag_files
 from .config import Job
 from .crawl import CrawlOptions, CrawlResult, crawl
-from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, Line, atomic_write,
-                       parse_bag_info, provenance_lines)
-from .models import Entry, UsageError
+from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write,
+                       parse_bag_info)
+from .models import NotAMirror, UsageError
+from .state import Record, iter_records, open_payload
 from .publish import PublishError, Receipt, publisher_for
 from .verify import verify
 
@@ -121,7 +122,7 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     sources = [(Path(shard), _shard_lines(Path(shard))) for shard in shards]
     stats = {"files": 0, "added": 0, "renamed": 0}
     with Archive(out) as archive:
-        known = {line.path: line.sha256 for line in provenance_lines(out / PROVENANCE)}
+        known = {line.path: line.sha256 for line in iter_records(out / PROVENANCE)}
         have_sha = set(known.values())
         staged: list[tuple[Path, str]] = []  # (temp file, final path)
         new_lines: list[str] = []
@@ -131,7 +132,7 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                     stats["files"] += 1
                     if known.get(line.path) == line.sha256:
                         continue
-                    obj = json.loads(line.text)
+                    entry, text = line.entry, line.text  # the shard's line, byte for byte
                     if line.path in known:  # same place, other bytes: keep both
                         if line.sha256 in have_sha:
                             continue
@@ -139,14 +140,15 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                         n = 2
                         while f"{stem}.v{n}{ext}" in known:
                             n += 1
-                        obj["path"], obj["version"] = f"{stem}.v{n}{ext}", n
+                        entry = dataclasses.replace(entry, path=f"{stem}.v{n}{ext}", version=n)
+                        text = entry.to_json() + "\n"
                         stats["renamed"] += 1
                     tmp = archive.tmp / f"merge-{len(staged)}"
                     _stage(shard, line, tmp)
-                    staged.append((tmp, obj["path"]))
-                    known[obj["path"]] = line.sha256
+                    staged.append((tmp, entry.path))
+                    known[entry.path] = line.sha256
                     have_sha.add(line.sha256)
-                    new_lines.append(json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n")
+                    new_lines.append(text)
                     stats["added"] += 1
             for tmp, rel in staged:
                 target = out / rel
@@ -178,24 +180,15 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     return stats
 
 
-def _shard_lines(shard: Path) -> list[Line]:
-    """A shard's provenance lines, each a sound record with a plain path inside data/;
-    UsageError naming the shard and the line otherwise."""
+def _shard_lines(shard: Path) -> list[Record]:
+    """A shard's provenance records through the validated reader (paths inside data/, keys of
+    the site's format, no path twice, no symlink); UsageError naming the shard otherwise."""
     if not shard.is_dir() or not os.path.lexists(shard / PROVENANCE):
         raise UsageError(f"{shard}: not a mirror (no {PROVENANCE})")
-    text = _shard_file(shard, PROVENANCE).decode("utf-8", "replace")
-    lines = []
-    for number, raw in enumerate(text.splitlines(keepends=True), 1):
-        if not raw.strip():
-            continue
-        try:
-            entry = Entry.from_json(raw)
-        except ValueError as exc:
-            raise UsageError(f"{shard}/{PROVENANCE}:{number}: {exc}; not merging it") from None
-        if any(part in ("", ".", "..") for part in entry.path.split("/")) or "\\" in entry.path:
-            raise UsageError(f"{shard}/{PROVENANCE}:{number}: path {entry.path!r} is not plain; not merging it")
-        lines.append(Line(entry.path, entry.sha256, entry.size, raw if raw.endswith("\n") else raw + "\n"))
-    return lines
+    try:
+        return list(iter_records(shard / PROVENANCE))
+    except NotAMirror as exc:
+        raise UsageError(f"{exc}; not merging {shard}") from None
 
 
 def _shard_file(shard: Path, name: str) -> bytes:
@@ -204,18 +197,19 @@ def _shard_file(shard: Path, name: str) -> bytes:
         return b""
     try:
         return read_inside(shard, name)
-    except (OSError, ValueError) as exc:
+    except (OSError, NotAMirror) as exc:
         raise UsageError(f"{shard}/{name}: {getattr(exc, 'strerror', None) or exc}; not merging it") from None
 
 
-def _stage(shard: Path, line: Line, tmp: Path) -> None:
+def _stage(shard: Path, line: Record, tmp: Path) -> None:
     """Put a shard's file at tmp (a hard link when the file system allows, else a copy) after
     checking it: a regular file reached without a symlink, whose bytes hash to its line."""
     try:
-        fd = open_inside(shard, line.path)
-    except (OSError, ValueError) as exc:
+        src = open_payload(shard, line.path)
+    except (OSError, NotAMirror) as exc:
         raise UsageError(f"{shard}: {line.path}: {getattr(exc, 'strerror', None) or exc}; not merging it") from None
-    with os.fdopen(fd, "rb") as src:
+    with src:
+        fd = src.fileno()
         digest = hashlib.file_digest(src, "sha256").hexdigest()
         if digest != line.sha256 or os.fstat(fd).st_size != line.size:
             raise UsageError(f"{shard}: {line.path} does not match its provenance line; not merging it")

@@ -130,35 +130,43 @@ def read_manifest(path: str | os.PathLike) -> dict[str, str]:
     return parse_manifest_text(text, str(path))
 
 
+def split_manifest_line(line: str) -> tuple[str, str] | None:
+    """(lowercase hex digest, decoded path) of one `<sha256>  <path>` line, or None if it is not one."""
+    digest, sep, rel = line.partition(" ")
+    rel = rel.lstrip(" *")
+    if not sep or len(digest) != 64 or not rel or any(c not in "0123456789abcdefABCDEF" for c in digest):
+        return None
+    return digest.lower(), decode_path(rel)
+
+
 def parse_manifest_text(text: str, path: str = "manifest") -> dict[str, str]:
+    """{relative path: hex}; NotAMirror on a malformed or repeated line (sha256sum -c fails on both)."""
     result: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        digest, sep, rel = line.partition(" ")
-        rel = rel.lstrip(" *")
-        if not sep or len(digest) != 64 or not rel:
+        parsed = split_manifest_line(line)
+        if parsed is None:
             raise NotAMirror(f"{path}:{number}: not a '<sha256>  <path>' line")
-        try:
-            int(digest, 16)
-        except ValueError:
-            raise NotAMirror(f"{path}:{number}: not a hex digest") from None
-        result[decode_path(rel)] = digest.lower()
+        digest, rel = parsed
+        if rel in result:
+            raise NotAMirror(f"{path}:{number}: {rel} is listed twice")
+        result[rel] = digest
     return result
 
 
 def read_bag_info(path: str | os.PathLike) -> dict[str, str]:
-    info: dict[str, str] = {}
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        return info
+        return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise NotAMirror(f"{path}: unreadable ({exc.__class__.__name__})") from None
     return parse_bag_info(text)
 
 
 def parse_bag_info(text: str) -> dict[str, str]:
+    """`Label: value` lines, continuation lines folded in; lines without a colon are skipped."""
     info: dict[str, str] = {}
     label = None
     for line in text.splitlines():
@@ -179,19 +187,9 @@ def format_bag_info(info: dict[str, str]) -> bytes:
 
 
 def iter_provenance(path: str | os.PathLike) -> Iterator[Entry]:
-    """Each entry of a provenance file, streamed; NotAMirror naming the first bad line."""
-    try:
-        fh = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        return
-    with fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield Entry.from_json(line)
-            except ValueError as exc:
-                raise NotAMirror(f"{path}:{number}: bad provenance line: {exc}") from None
+    """Each entry of a provenance file, streamed and validated (state.iter_records);
+    NotAMirror naming the first bad line."""
+    return (record.entry for record in provenance_lines(path))
 
 
 def read_provenance(path: str | os.PathLike) -> list[Entry]:
@@ -200,7 +198,8 @@ def read_provenance(path: str | os.PathLike) -> list[Entry]:
 
 
 class Line(NamedTuple):
-    """One provenance line as published: the fields a manifest needs, and the text itself."""
+    """What a provenance line gives a publisher: the fields a manifest needs, and the text itself.
+    (state.Record has the same attributes, and the typed entry.)"""
 
     path: str
     sha256: str
@@ -208,25 +207,16 @@ class Line(NamedTuple):
     text: str  # the line exactly as archived, newline included
 
 
-def provenance_lines(path: str | os.PathLike) -> Iterator[Line]:
-    """Each provenance line with its path, sha256 and size; the text is kept byte for byte."""
-    try:
-        fh = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        return
-    with fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                yield Line(obj["path"], obj["sha256"], int(obj["size"]), line if line.endswith("\n") else line + "\n")
-            except (ValueError, KeyError, TypeError):
-                raise NotAMirror(f"{path}:{number}: bad provenance line") from None
+def provenance_lines(path: str | os.PathLike):
+    """Each provenance line as a state.Record (path, sha256, size, the text byte for byte, the
+    typed entry), validated by the one reader; NotAMirror naming the first bad line."""
+    from .state import iter_records  # state.py reads the formats defined here
+
+    return iter_records(path)
 
 
 def iter_provenance_core(path: str | os.PathLike):
-    """(path, sha256, size) of each provenance line, streamed, without building records."""
+    """(path, sha256, size) of each provenance line, streamed."""
     for line in provenance_lines(path):
         yield line.path, line.sha256, line.size
 

@@ -16,6 +16,7 @@ Exceptions (every one the CLI turns into one line and an exit code):
     │   └── ConfigError          2  a job file that is wrong (config.py)
     ├── PublishError             1  one publish target failed (publish/__init__.py)
     ├── NotAMirror               2  verify/prove on something that is not a bag
+    │   └── UnsafePath           2  a path or file that leads outside the mirror (state.py)
     ├── MirrorLocked             2  another run holds the mirror's lock
     ├── ArchiveWriteError        3  the disk refused a write (full, read-only)
     └── FetchError               1  one URL failed for good (listed in failures.jsonl)
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +59,10 @@ class NotAMirror(MirrorError):
 
 class MirrorLocked(MirrorError):
     exit_code = 2
+
+
+class UnsafePath(NotAMirror):
+    """A record or file that would read or write outside the mirror (absolute, '..', symlink, FIFO)."""
 
 
 class ArchiveWriteError(MirrorError):
@@ -118,14 +124,6 @@ class Fetched:
     host: str
 
 
-PROVENANCE_FIELDS = (
-    "key", "kind", "version", "path", "sha256", "size", "cid", "url", "final_url", "host",
-    "fetched_at", "status", "etag", "last_modified", "content_type", "site", "page",
-    "state_code", "state", "municipality_code", "municipality", "parish_code", "parish",
-    "center", "table", "supersedes",
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Entry:
     key: str
@@ -160,11 +158,19 @@ class Entry:
 
     @classmethod
     def from_json(cls, line: str) -> "Entry":
-        """Parse one provenance line; any defect raises ValueError naming it."""
+        """Parse one provenance line; any defect raises ValueError naming it.
+
+        Checked here: JSON object, every field present with its type, whole numbers in range
+        (no floats, no booleans, no 1e400), sha256 as 64 lowercase hex digits, and a path that
+        stays inside data/. The reader (state.py) adds what needs the whole file: key formats,
+        kind against key, duplicate paths.
+        """
         try:
-            obj: Any = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not JSON ({exc.msg})") from None
+            obj: Any = json.loads(line, parse_float=_no_float, parse_constant=_no_float)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        except ValueError as exc:
+            raise ValueError(f"not JSON ({getattr(exc, 'msg', exc)})") from None
         if not isinstance(obj, dict):
             raise ValueError("not a JSON object")
         kwargs = {}
@@ -174,16 +180,25 @@ class Entry:
                     raise ValueError(f"missing field {f.name!r}")
                 continue
             value = obj[f.name]
-            want = (int,) if f.name in ("version", "size", "status") else (str,)
-            if f.name == "supersedes":
-                want = (str, type(None))
-            if not isinstance(value, want) or isinstance(value, bool):
-                raise ValueError(f"field {f.name!r} has the wrong type")
+            if f.name in _RANGES:
+                low, high = _RANGES[f.name]
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError(f"field {f.name!r} is not a whole number")
+                if not low <= value <= high:
+                    raise ValueError(f"field {f.name!r} is {value}, outside {low}..{high}")
+            elif f.name == "supersedes":
+                if value is not None and not _is_sha256(value):
+                    raise ValueError("field 'supersedes' is not null or a sha256")
+            elif not isinstance(value, str):
+                raise ValueError(f"field {f.name!r} is not a string")
+            elif f.name in _REPEATED:
+                value = sys.intern(value)  # thousands of records share these: keep one copy
             kwargs[f.name] = value
         entry = cls(**kwargs)
-        if not entry.path.startswith("data/") or ".." in entry.path.split("/"):
-            raise ValueError(f"path {entry.path!r} is not inside data/")
-        if len(entry.sha256) != 64 or any(c not in "0123456789abcdef" for c in entry.sha256):
+        reason = unsafe_path(entry.path)
+        if reason or not entry.path.startswith("data/"):
+            raise ValueError(f"path {entry.path!r} is not inside data/ ({reason or 'outside data/'})")
+        if not _is_sha256(entry.sha256):
             raise ValueError("sha256 is not 64 lowercase hex digits")
         return entry
 
@@ -194,6 +209,36 @@ class Entry:
 
 
 _ENTRY_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(Entry)))
+MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what breaks arithmetic
+MAX_VERSION = 1_000_000
+_RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (100, 599)}
+_REPEATED = frozenset(("kind", "site", "host", "content_type", "page", "state_code", "state", "municipality_code",
+                       "municipality", "parish_code", "parish", "center"))
+_HEX = frozenset("0123456789abcdef")
+
+
+def _no_float(text: str):
+    raise ValueError(f"{text} is not a whole number")
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and _HEX.issuperset(value)
+
+
+def unsafe_path(rel: Any) -> str:
+    """Why a relative path from a record could lead outside its folder; '' when it cannot."""
+    if not isinstance(rel, str) or not rel:
+        return "not a path"
+    if rel.startswith("/"):
+        return "an absolute path"
+    if "\x00" in rel:
+        return "a NUL byte"
+    parts = rel.split("/")
+    if ".." in parts:
+        return "'..' in the path"
+    if "" in parts or "." in parts:
+        return "an empty or '.' part"
+    return ""
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,11 @@ class PublicKey:
     key: bytes
 
     def text(self) -> str:
-        return (f"untrusted comment: minisign public key {self.key_id[::-1].hex().upper()}\n"
-                f"{base64.b64encode(b'Ed' + self.key_id + self.key).decode()}\n")
+        return f"untrusted comment: minisign public key {key_id_text(self.key_id)}\n{self.line()}\n"
+
+    def line(self) -> str:
+        """The key's base64 line, as in a .pub file."""
+        return base64.b64encode(b"Ed" + self.key_id + self.key).decode()
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,23 @@ def _payload(path: str | os.PathLike, what: str) -> bytes:
 
 
 def load_public(path: str | os.PathLike) -> PublicKey:
-    raw = _payload(path, "public key")
+    return parse_public(base64.b64encode(_payload(path, "public key")).decode(), str(path))
+
+
+def parse_public(line: str, name: str = "public key") -> PublicKey:
+    """A public key from its base64 line (the second line of a minisign .pub file)."""
+    try:
+        raw = base64.b64decode(line, validate=True)
+    except (ValueError, TypeError):
+        raw = b""
     if len(raw) != 42 or raw[:2] != b"Ed":
-        raise UsageError(f"{path}: not a minisign Ed25519 public key")
+        raise UsageError(f"{name}: not a minisign Ed25519 public key")
     return PublicKey(raw[2:10], raw[10:])
+
+
+def key_id_text(key_id: bytes) -> str:
+    """A key ID as minisign prints it (the little-endian number, upper-case hex)."""
+    return key_id[::-1].hex().upper()
 
 
 def load_secret(path: str | os.PathLike) -> SecretKey:
@@ -86,8 +102,12 @@ def load_secret(path: str | os.PathLike) -> SecretKey:
         raise UsageError(f"{path}: the key is password-protected; acta-mirror needs an unencrypted key "
                          f"(minisign -G -W, or acta-mirror keygen)")
     key_id, sk, checksum = raw[54:62], raw[62:126], raw[126:158]
-    if hashlib.blake2b(b"Ed" + key_id + sk, digest_size=32).digest() != checksum:
+    # minisign -G -W leaves the checksum zero; the seed must still give the stored public key
+    if checksum != bytes(32) and hashlib.blake2b(b"Ed" + key_id + sk, digest_size=32).digest() != checksum:
         raise UsageError(f"{path}: the secret key's checksum is wrong (damaged key file)")
+    derived = Ed25519PrivateKey.from_private_bytes(sk[:32]).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    if derived != sk[32:]:
+        raise UsageError(f"{path}: the secret key does not match its public half (damaged key file)")
     return SecretKey(key_id, sk[:32], sk[32:])
 
 
@@ -99,40 +119,60 @@ def sign_file(path: str | os.PathLike, key: SecretKey, trusted_comment: str) -> 
     digest = hashlib.blake2b(Path(path).read_bytes(), digest_size=64).digest()
     signature = private.sign(digest)
     global_sig = private.sign(signature + trusted_comment.encode("utf-8"))
-    return (f"untrusted comment: signature from acta-mirror secret key {key.key_id[::-1].hex().upper()}\n"
+    return (f"untrusted comment: signature from acta-mirror secret key {key_id_text(key.key_id)}\n"
             f"{base64.b64encode(b'ED' + key.key_id + signature).decode()}\n"
             f"trusted comment: {trusted_comment}\n"
             f"{base64.b64encode(global_sig).decode()}\n")
 
 
-def verify_file(path: str | os.PathLike, signature_path: str | os.PathLike, public: PublicKey) -> str:
-    """Check a file against its .minisig; returns the trusted comment, raises SignatureError."""
-    try:
-        lines = Path(signature_path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        raise SignatureError(f"{signature_path}: missing or unreadable") from None
+@dataclass(frozen=True)
+class Signature:
+    """A parsed .minisig: who signed (key ID), the signature, and the trusted comment."""
+
+    prehashed: bool  # "ED": the signature is over blake2b-512 of the file, as minisign signs by default
+    key_id: bytes
+    signature: bytes
+    trusted_comment: str
+    global_signature: bytes  # over signature || trusted comment
+
+
+def parse_signature(text: str, name: str = "signature") -> Signature:
+    lines = text.splitlines()
     if len(lines) < 4 or not lines[2].startswith("trusted comment: "):
-        raise SignatureError(f"{signature_path}: not a minisign signature")
+        raise SignatureError(f"{name}: not a minisign signature")
     try:
         raw = base64.b64decode(lines[1], validate=True)
         global_sig = base64.b64decode(lines[3], validate=True)
     except ValueError:
-        raise SignatureError(f"{signature_path}: damaged (not base64)") from None
-    if len(raw) != 74 or raw[:2] not in (b"ED", b"Ed"):
-        raise SignatureError(f"{signature_path}: not an Ed25519 minisign signature")
-    if raw[2:10] != public.key_id:
-        raise SignatureError(f"{signature_path}: made by key {raw[2:10][::-1].hex().upper()}, "
-                             f"not by {public.key_id[::-1].hex().upper()}")
-    data = Path(path).read_bytes()
-    message = hashlib.blake2b(data, digest_size=64).digest() if raw[:2] == b"ED" else data
-    trusted = lines[2][len("trusted comment: "):]
+        raise SignatureError(f"{name}: damaged (not base64)") from None
+    if len(raw) != 74 or raw[:2] not in (b"ED", b"Ed") or len(global_sig) != 64:
+        raise SignatureError(f"{name}: not an Ed25519 minisign signature")
+    return Signature(raw[:2] == b"ED", raw[2:10], raw[10:], lines[2][len("trusted comment: "):], global_sig)
+
+
+def verify_signature(data: bytes, sig: Signature, public: PublicKey, name: str = "the file",
+                     sig_name: str = "the signature") -> str:
+    """Check data against a parsed signature; returns the trusted comment, raises SignatureError."""
+    if sig.key_id != public.key_id:
+        raise SignatureError(f"{sig_name}: made by key {key_id_text(sig.key_id)}, not by {key_id_text(public.key_id)}")
+    message = hashlib.blake2b(data, digest_size=64).digest() if sig.prehashed else data
     key = Ed25519PublicKey.from_public_bytes(public.key)
     try:
-        key.verify(raw[10:], message)
+        key.verify(sig.signature, message)
     except InvalidSignature:
-        raise SignatureError(f"{path}: the signature does not match the file") from None
+        raise SignatureError(f"{name}: the signature does not match the file") from None
     try:
-        key.verify(global_sig, raw[10:] + trusted.encode("utf-8"))
+        key.verify(sig.global_signature, sig.signature + sig.trusted_comment.encode("utf-8"))
     except InvalidSignature:
-        raise SignatureError(f"{signature_path}: the trusted comment was altered") from None
-    return trusted
+        raise SignatureError(f"{sig_name}: the trusted comment was altered") from None
+    return sig.trusted_comment
+
+
+def verify_file(path: str | os.PathLike, signature_path: str | os.PathLike, public: PublicKey) -> str:
+    """Check a file against its .minisig; returns the trusted comment, raises SignatureError."""
+    try:
+        text = Path(signature_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise SignatureError(f"{signature_path}: missing or unreadable") from None
+    sig = parse_signature(text, str(signature_path))
+    return verify_signature(Path(path).read_bytes(), sig, public, str(path), str(signature_path))

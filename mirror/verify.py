@@ -9,19 +9,18 @@ import hashlib
 import os
 from pathlib import Path
 
-from .manifest import (BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, iter_provenance_core,
-                       read_bag_info, read_manifest)
-from .models import NotAMirror, Problem
+from .manifest import BAG_INFO, PROVENANCE, TAG_MANIFEST
+from .models import Problem, UnsafePath
+from .state import Opener, read_state
 from .workers import pool
 
 
 READ_SIZE = 1 << 20
 
 
-def _digest(path: str | os.PathLike) -> tuple[str, int]:
-    """sha256 and size of a file, read with plain os.read: for the many small files of a
+def _digest_fd(fd: int) -> tuple[str, int]:
+    """sha256 and size of an open file, read with plain os.read: for the many small files of a
     mirror the buffered-file machinery costs more than the hashing."""
-    fd = os.open(path, os.O_RDONLY)
     try:
         digest, size = hashlib.sha256(), 0
         while block := os.read(fd, READ_SIZE):
@@ -33,20 +32,24 @@ def _digest(path: str | os.PathLike) -> tuple[str, int]:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    return _digest(path)[0]
+    return _digest_fd(os.open(path, os.O_RDONLY))[0]
 
 
 def _hash_slice(args: tuple[str, list[str]]) -> list[tuple[str, str | None, int]]:
-    """(relative path, sha256 or None if missing or 'error:…', size) for each file."""
+    """(relative path, sha256 or None if missing or 'error:…' or 'unsafe:…', size) for each file, each
+    opened without following a link and only if it is a regular file."""
     root, rels = args
     out = []
-    for rel in rels:
-        try:
-            out.append((rel, *_digest(os.path.join(root, rel))))
-        except FileNotFoundError:
-            out.append((rel, None, 0))
-        except OSError as exc:
-            out.append((rel, f"error:{exc.strerror}", 0))
+    with Opener(root) as opener:
+        for rel in rels:
+            try:
+                out.append((rel, *_digest_fd(opener.open_fd(rel))))
+            except FileNotFoundError:
+                out.append((rel, None, 0))
+            except UnsafePath as exc:
+                out.append((rel, f"unsafe:{str(exc).split(': ', 1)[-1]}", 0))
+            except OSError as exc:
+                out.append((rel, f"error:{exc.strerror}", 0))
     return out
 
 
@@ -72,59 +75,41 @@ def hash_many(root: Path, rels: list[str], workers: int | None = None):
     return results()
 
 
-def _payload_files(root: Path) -> list[str]:
-    """Relative paths of every file under data/ (no stat calls)."""
-    found: list[str] = []
-    stack = [(str(root / "data"), "data")]
-    while stack:
-        path, rel = stack.pop()
-        try:
-            with os.scandir(path) as it:
-                for entry in it:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append((entry.path, f"{rel}/{entry.name}"))
-                    else:
-                        found.append(f"{rel}/{entry.name}")
-        except FileNotFoundError:
-            pass
-    return found
-
-
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
            cids: bool = False) -> list[Problem]:
     """Every problem in the bag; an empty list means intact. NotAMirror if it is no bag at all."""
     root = Path(root)
-    if not root.is_dir():
-        raise NotAMirror(f"{root}: not a directory")
-    if not (root / "bagit.txt").is_file() or not (root / PAYLOAD_MANIFEST).is_file():
-        raise NotAMirror(f"{root}: not a mirror (no bagit.txt or {PAYLOAD_MANIFEST})")
-    problems: list[Problem] = []
-    manifest = read_manifest(root / PAYLOAD_MANIFEST)
-    on_disk = set(_payload_files(root))
+    state = read_state(root, records=not fast)
+    problems: list[Problem] = list(state.problems)
+    manifest = state.manifest
+    on_disk = set(state.payload)
     present = sorted(set(manifest) & on_disk)
     pending = None if fast else hash_many(root, present, workers)
+    unsafe = {p.path for p in state.problems if p.kind == "unsafe"}
 
-    for rel in sorted(set(manifest) - on_disk):
+    for rel in sorted(set(manifest) - on_disk - unsafe):
         problems.append(Problem("missing", rel, "listed in the manifest, not on disk"))
     for rel in sorted(on_disk - set(manifest)):
         problems.append(Problem("unlisted", rel, "on disk, not in the manifest"))
 
     if not fast:
-        tags = read_manifest(root / TAG_MANIFEST) if (root / TAG_MANIFEST).exists() else None
-        if tags is None:
+        if state.tags is None:
             problems.append(Problem("tag-missing", TAG_MANIFEST, "no tag manifest"))
         else:
-            for rel, want in sorted(tags.items()):
-                if not (root / rel).is_file():
+            tag_hashes = hash_many(root, sorted(state.tags), 1)
+            for rel, got, _size in next(tag_hashes):
+                if got is None:
                     problems.append(Problem("tag-missing", rel, "listed in the tag manifest, not on disk"))
-                elif sha256_file(root / rel) != want:
+                elif rel in unsafe:
+                    continue  # named already
+                elif ":" in got:
+                    kind, _, why = got.partition(":")
+                    problems.append(Problem("unsafe" if kind == "unsafe" else "unreadable", rel, why))
+                elif got != state.tags[rel]:
                     problems.append(Problem("tag-changed", rel, "sha256 differs from the tag manifest"))
-        try:
-            recorded = {p: h for p, h, _size in iter_provenance_core(root / PROVENANCE)}
-        except NotAMirror as exc:
-            problems.append(Problem("provenance", PROVENANCE, str(exc)))
-        else:
-            for rel, want in sorted(manifest.items()):
+        recorded = {e.path: e.sha256 for e in state.entries}
+        if not any(p.path == PROVENANCE and p.kind in ("provenance", "unsafe") for p in state.problems):
+            for rel, want in manifest.items():
                 if rel not in recorded:
                     problems.append(Problem("provenance", rel, "in the manifest, no provenance line"))
                 elif recorded[rel] != want:
@@ -141,22 +126,22 @@ def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None =
             sizes[rel] = size
             if got is None:
                 problems.append(Problem("missing", rel, "vanished while checking"))
-            elif got.startswith("error:"):
-                problems.append(Problem("unreadable", rel, got[6:]))
+            elif ":" in got:
+                kind, _, why = got.partition(":")
+                problems.append(Problem("unsafe" if kind == "unsafe" else "unreadable", rel, why))
             elif got != manifest[rel]:
                 problems.append(Problem("changed", rel, f"sha256 {got} but the manifest says {manifest[rel]}"))
     for rel in on_disk:
         if rel not in sizes:
             try:
-                sizes[rel] = os.stat(root / rel).st_size
+                sizes[rel] = os.lstat(root / rel).st_size
             except OSError:
                 sizes[rel] = 0
 
     if cids and not fast:
-        problems.extend(_check_cids(root, manifest))
+        problems.extend(_check_cids(root, state))
 
-    info = read_bag_info(root / BAG_INFO)
-    oxum = info.get("Payload-Oxum", "")
+    oxum = state.info.get("Payload-Oxum", "")
     try:
         want_bytes, want_count = (int(x) for x in oxum.split("."))
     except ValueError:
@@ -169,23 +154,16 @@ def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None =
     return problems
 
 
-def _check_cids(root: Path, manifest: dict[str, str]) -> list[Problem]:
+def _check_cids(root: Path, state) -> list[Problem]:
     """Every provenance CID must be the one the unixfs-v1-2025 profile gives the file's bytes."""
-    import json
-
     from .cid import CHUNK_SIZE, file_cid, raw_cid
 
     problems = []
-    with open(root / PROVENANCE, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                obj = json.loads(line)
-                path, cid, size = obj["path"], obj.get("cid", ""), int(obj["size"])
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue  # a damaged line: the provenance check has named it already
-            if not isinstance(path, str) or path not in manifest or not (root / path).is_file():
-                continue
-            want = raw_cid(manifest[path]) if size <= CHUNK_SIZE else file_cid(root / path, size)
-            if cid != want:
-                problems.append(Problem("cid", path, f"provenance says {cid or 'nothing'}, the bytes give {want}"))
+    on_disk = set(state.payload)
+    for e in state.entries:
+        if e.path not in state.manifest or e.path not in on_disk:
+            continue  # missing or unlisted: named already
+        want = raw_cid(state.manifest[e.path]) if e.size <= CHUNK_SIZE else file_cid(root / e.path, e.size)
+        if e.cid != want:
+            problems.append(Problem("cid", e.path, f"provenance says {e.cid or 'nothing'}, the bytes give {want}"))
     return problems

@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..manifest import provenance_lines
+from ..state import open_payload, read_state
 from ..qrformat import CANDIDATES
 from ..sites.resultados2024 import acta_key, read_index_text
 from .tally import Table, tally
@@ -73,14 +73,12 @@ def _votes_table(rows: list[tuple[str, dict | None]], header: list[str]) -> str:
 
 def index_rows(bag: Path) -> dict[str, dict]:
     """The site's own published figures per table, from the latest archived index CSV."""
-    latest = None
-    for line in provenance_lines(bag / "provenance.jsonl"):
-        if line.path.startswith("data/index/"):
-            latest = line.path
+    latest = read_state(bag).require_clean().latest_index()
     rows: dict[str, dict] = {}
     if latest is None:
         return rows
-    text = read_index_text((bag / latest).read_bytes())
+    with open_payload(bag, latest.path) as fh:
+        text = read_index_text(fh.read())
     for row in csv.DictReader(io.StringIO(text, newline="")):
         try:
             rows[acta_key(row["CENTRO"], row["MESA"])] = {c: int(row[c]) for c in CANDIDATES + ("VOTOS_NULOS",)

@@ -7,14 +7,13 @@ unreadable one with the reason. Decoding runs across all cores.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..manifest import PROVENANCE, provenance_lines
-from ..models import NotAMirror
+from ..state import read_state
 from ..qrformat import CANDIDATES
 from ..workers import pool
 from .qr import Reading, read_acta
@@ -67,15 +66,11 @@ class Tally:
 
 
 def latest_actas(bag: Path) -> dict[str, dict]:
-    """The latest archived version of each acta, as its provenance record."""
-    if not (bag / PROVENANCE).exists():
-        raise NotAMirror(f"{bag}: not a mirror (no {PROVENANCE})")
-    latest: dict[str, dict] = {}
-    for line in provenance_lines(bag / PROVENANCE):
-        obj = json.loads(line.text)
-        if obj.get("kind") == "acta":
-            latest[obj["key"]] = obj
-    return latest
+    """The latest archived version of each acta, as its provenance record (validated by
+    state.py: an acta is what has an acta key, whatever `kind` says; a mirror whose records or
+    files do not check out, a symlink in data/ say, is refused, naming the first problem)."""
+    entries = read_state(bag).require_clean().latest_actas()
+    return {key: dataclasses.asdict(e) for key, e in entries.items()}
 
 
 def _read(args: tuple[str, str]) -> Reading:

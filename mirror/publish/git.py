@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
 import tempfile
 import time
@@ -51,9 +50,10 @@ from gitdb import IStream
 from .. import __version__
 from ..archive import (PUBLISHED_TAG_FILES, SITE_DIR, disk_error, published_files, read_checked,
                        write_bag_files)
-from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, Line, append_receipt,
-                        format_bag_info, format_manifest, parse_bag_info, parse_manifest_text, provenance_lines)
+from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, append_receipt,
+                        format_bag_info, format_manifest, parse_bag_info, parse_manifest_text)
 from ..merkle import merkle_root
+from ..state import Record, is_shard_name, iter_records
 from ..models import NotAMirror, UsageError
 from ..verify import verify
 from . import PublishError, Receipt, redact, register, working_dir
@@ -67,7 +67,6 @@ FULL_MANIFEST = "full-manifest-sha256.txt"
 FULL_PROVENANCE = "full-provenance.jsonl"
 SHARDS_JSON = "shards.json"
 FULL_BAG = "full-bag"  # in shard 01: the whole mirror's tag files, byte for byte
-SHARD_NAME = re.compile(r"\d{2}")  # 01 … 99: a shard name is never a path
 SHARD_TAG_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, FULL_MANIFEST, FULL_PROVENANCE, SHARDS_JSON)
 CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
                      'test -n "$ACTA_MIRROR_GIT_PASSWORD" || exit 0; '
@@ -124,7 +123,7 @@ def assign_shards(groups: dict[str, int], previous: dict[str, str], policy: str,
             sizes[current] = 0
         assignment[g] = current
         sizes[current] += groups[g]
-    if any(not SHARD_NAME.fullmatch(name) for name in assignment.values()):
+    if not all(is_shard_name(name) for name in assignment.values()):
         raise PublishError("more than 99 shards: raise --max-repo-bytes")
     return assignment
 
@@ -138,7 +137,7 @@ def read_layout(text: str | None, where: str) -> dict:
         layout = json.loads(text)
         shards, groups = layout.get("shards", []), layout.get("groups", {})
         ok = (isinstance(shards, list) and isinstance(groups, dict)
-              and all(isinstance(n, str) and SHARD_NAME.fullmatch(n) for n in [*shards, *groups.values()])
+              and all(is_shard_name(n) for n in [*shards, *groups.values()])
               and all(isinstance(g, str) for g in groups))
     except (ValueError, AttributeError, TypeError):
         ok = False
@@ -173,10 +172,10 @@ class GitPublisher:
             raise PublishError(f"{mirror} does not verify ({problems[0]}); not publishing it to {self.shown}")
         try:
             files = published_files(mirror)  # refuses symlinks, specials, tag files that do not match
-        except (OSError, ValueError) as exc:
+        except (OSError, NotAMirror) as exc:
             raise PublishError(f"{mirror}: {getattr(exc, 'strerror', None) or exc}; "
                                f"not publishing it to {self.shown}") from None
-        entries = list(provenance_lines(mirror / PROVENANCE))
+        entries = list(iter_records(mirror / PROVENANCE))  # clean: published_files said so
         extras = {rel: sha for rel, _n, sha in files if not rel.startswith("data/")}
         # bag-info only as the tag manifest vouches for it: never through a symlink
         self._info = parse_bag_info(self._checked(mirror, BAG_INFO, extras[BAG_INFO]).decode("utf-8", "replace")) \
@@ -197,7 +196,7 @@ class GitPublisher:
             raise disk_error(exc, f"recording the publish in {mirror}") from None
         return receipt
 
-    def _publish_locked(self, mirror: Path, staging: Path, entries: list[Line], extras: dict[str, str],
+    def _publish_locked(self, mirror: Path, staging: Path, entries: list[Record], extras: dict[str, str],
                         receipt: Receipt) -> Receipt:
         for stale in staging.rglob("*.lock"):  # left by a publisher that was killed
             if stale.name != "lock":
@@ -229,7 +228,7 @@ class GitPublisher:
     def _checked(self, mirror: Path, rel: str, sha256: str, size: int | None = None) -> bytes:
         try:
             return read_checked(mirror, rel, sha256, size)
-        except (OSError, ValueError) as exc:
+        except (OSError, NotAMirror) as exc:
             raise PublishError(f"{mirror}: {getattr(exc, 'strerror', None) or exc}; "
                                f"not publishing it to {self.shown}") from None
 
@@ -284,7 +283,7 @@ class GitPublisher:
             raise self._fail("fetch failed", exc) from None
         return heads.split()[0]
 
-    def _publish_shard(self, mirror: Path, staging: Path, shard: str, mine: list[Line], everything: list[Line],
+    def _publish_shard(self, mirror: Path, staging: Path, shard: str, mine: list[Record], everything: list[Record],
                        assignment: dict, shards: list[str], blobs: dict[str, str]) -> str:
         url = shard_url(self.url, shard)
         shown = redact(shard_url(self.shown, shard), self._secret)
@@ -309,7 +308,7 @@ class GitPublisher:
             parent = tip
             pushed = 0
             rejected = False
-            done: list[Line] = [e for e in part if e.path in have]
+            done: list[Record] = [e for e in part if e.path in have]
             for batch in batches:
                 done = done + batch
                 self.progress(self.shown, shard, len(done), len(part))
@@ -472,7 +471,7 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
     for shard in layout["shards"]:
         if shard not in shards:
             shards[shard] = clone(shard)
-    full: dict[str, Line] = {}
+    full: dict[str, Record] = {}
     for e in _checked_lines(first, first_tip, FULL_PROVENANCE, "shard 01"):
         full.setdefault(e.path, e)
     restored: set[str] = set()
@@ -509,14 +508,13 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
     return notes
 
 
-def _checked_lines(repo: git.Repo, tip: str, path: str, where: str) -> list[Line]:
-    """Provenance lines from a shard, each with a path inside data/ (no '..', no absolute path)."""
-    lines = _lines_in(repo, tip, path)
-    for e in lines:
-        parts = e.path.split("/")
-        if parts[0] != "data" or len(parts) < 2 or any(p in ("", ".", "..") for p in parts) or "\\" in e.path:
-            raise PublishError(f"{where}: {path} names {e.path!r}, not a path inside data/")
-    return lines
+def _checked_lines(repo: git.Repo, tip: str, path: str, where: str) -> list[Record]:
+    """Provenance lines from a shard, through the validated reader (paths inside data/, keys
+    of the site's format, no path twice); PublishError naming the shard otherwise."""
+    try:
+        return _lines_in(repo, tip, path)
+    except PublishError as exc:
+        raise PublishError(f"{where}: {exc}") from None
 
 
 def _tree_files(repo: git.Repo, tip: str) -> dict[str, tuple[str, str]]:
@@ -580,7 +578,7 @@ def _read_blob(repo: git.Repo, commit: str | None, path: str) -> str | None:
         return None
 
 
-def _lines_in(repo: git.Repo, commit: str | None, path: str) -> list[Line]:
+def _lines_in(repo: git.Repo, commit: str | None, path: str) -> list[Record]:
     text = _read_blob(repo, commit, path)
     if not text:
         return []
@@ -588,23 +586,23 @@ def _lines_in(repo: git.Repo, commit: str | None, path: str) -> list[Line]:
         fh.write(text + "\n")
         name = fh.name
     try:
-        return list(provenance_lines(name))
+        return list(iter_records(name))  # the one validated reader, as for a mirror on disk
     except NotAMirror as exc:
         raise PublishError(f"the remote's {path} is damaged: {exc}") from None
     finally:
         os.unlink(name)
 
 
-def _root(lines: list[Line]) -> str:
+def _root(lines: list[Record]) -> str:
     return merkle_root([(e.path, e.sha256) for e in lines])
 
 
-def _union(first: list[Line], second: list[Line]) -> list[Line]:
+def _union(first: list[Record], second: list[Record]) -> list[Record]:
     seen = {e.path for e in first}
     return list(first) + [e for e in second if e.path not in seen]
 
 
-def _batches(entries: list[Line], limit: int) -> list[list[Line]]:
+def _batches(entries: list[Record], limit: int) -> list[list[Record]]:
     batches, current, size = [], [], 0
     for e in entries:
         if current and size + e.size > limit:

@@ -27,7 +27,7 @@ from ..archive import DISK_REFUSED, disk_error, published_files, read_checked
 from ..cid import Dag, car_block, car_header, cid_to_str, str_to_cid
 from ..manifest import append_receipt
 from ..merkle import merkle_root
-from ..models import UsageError
+from ..models import NotAMirror, UsageError
 from ..verify import verify
 from . import PublishError, Receipt, redact, register
 
@@ -170,8 +170,9 @@ class IpfsPublisher:
         for i, rel in enumerate(rels):
             try:  # only bytes that hash to the manifest's sha256 leave this machine
                 body = read_checked(mirror, rel, dag.sha256[rel])
-            except (OSError, ValueError) as exc:
-                raise PublishError(f"{mirror}: {exc}; not publishing it to {self.shown}") from None
+            except (OSError, NotAMirror) as exc:
+                raise PublishError(f"{mirror}: {getattr(exc, 'strerror', None) or exc}; "
+                                   f"not publishing it to {self.shown}") from None
             part = writer.append(body, {"Content-Type": "application/octet-stream"})
             part.set_content_disposition("form-data", name="file", filename=f"f{i}")
         answers = [a for a in await rpc.call("add", ADD_PARAMS, data=writer) if "Hash" in a]
@@ -246,7 +247,7 @@ def checked_dag(mirror: Path, shown: str) -> tuple[Dag, list[tuple[str, int, str
     try:
         files = published_files(mirror)
         return Dag(mirror, files), files
-    except ValueError as exc:
+    except (NotAMirror, ValueError) as exc:  # ValueError: a directory too large for one block
         raise PublishError(f"{mirror}: {exc}; not publishing it to {shown}") from None
     except OSError as exc:
         raise PublishError(f"{mirror}: cannot read {exc.filename or 'a file'} ({exc.strerror}); "
@@ -270,7 +271,7 @@ def write_car(mirror: str | os.PathLike, out: str | os.PathLike) -> str:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out)
-    except ValueError as exc:
+    except NotAMirror as exc:
         raise PublishError(f"{mirror}: {exc}; not writing {out}") from None
     except OSError as exc:
         if exc.errno in DISK_REFUSED or exc.filename in (str(tmp), str(out)):

@@ -1,0 +1,388 @@
+"""The one validated reader of a mirror's records: provenance, manifests, bag-info, payload files.
+
+A mirror is hostile input: someone else made the copy. Everything that reads one (verify,
+evidence, tally, site, publish, merge, restore) gets its records here, and every defect is a
+named Problem, never a traceback or a hang:
+
+- paths: absolute, '..', empty or '.' parts, outside data/ (payload) or inside it (tags);
+- keys that are not the site's key format, and a `kind` that contradicts the key;
+- numbers out of range or not whole (models.Entry.from_json), a line that is not UTF-8;
+- the same path listed twice, in provenance or in a manifest (`sha256sum -c` fails on it);
+- files that are not regular files inside the mirror: symlinks (the file itself, data/ or any
+  folder on the way), FIFOs, devices. Files are opened one folder at a time with O_NOFOLLOW
+  and O_NONBLOCK and checked with fstat before a byte is read.
+
+API:
+    read_state(root, records=True) -> MirrorState   (NotAMirror if root is no bag at all)
+    iter_records(path, problems=None) -> Record...  (provenance lines with their exact text)
+    open_payload(root, rel) -> binary file          (UnsafePath, FileNotFoundError)
+    is_acta_key(key), is_index_key(key), is_shard_name(name)
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, parse_bag_info,
+                       split_manifest_line)
+from .models import Entry, NotAMirror, Problem, UnsafePath, unsafe_path
+
+SIGNED_TAG_FILES = (PAYLOAD_MANIFEST, BAG_INFO, PROVENANCE, CHANGES, FAILURES)
+"""The tag files whose sha256 the signed statement carries (those present when it was signed)."""
+
+ACTA_KEY = re.compile(r"\d{9}\.\d{2,3}")  # '<9-digit CNE center>.<table>', as sites.resultados2024.acta_key makes it
+INDEX_KEY = re.compile(r"index/[^/\x00-\x1f\x7f]+")
+SHARD_NAME = re.compile(r"\d{2}")
+KINDS = ("acta", "index")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block the open
+
+
+def is_acta_key(key: str) -> bool:
+    return isinstance(key, str) and ACTA_KEY.fullmatch(key) is not None
+
+
+def is_index_key(key: str) -> bool:
+    return isinstance(key, str) and INDEX_KEY.fullmatch(key) is not None and key not in ("index/.", "index/..")
+
+
+def is_shard_name(name: object) -> bool:
+    """A Git shard's name: exactly two digits ('01'), never a path."""
+    return isinstance(name, str) and SHARD_NAME.fullmatch(name) is not None
+
+
+# -- opening files safely -------------------------------------------------------------------
+def _kind_of(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+class Opener:
+    """Opens files under one root without following a symlink anywhere below the root.
+
+    Keeps the last folder open, so hashing many files of one folder costs one open each.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = os.fspath(root)
+        self._dir: tuple[str, int] | None = None
+
+    def close(self) -> None:
+        if self._dir:
+            os.close(self._dir[1])
+            self._dir = None
+
+    def __enter__(self) -> "Opener":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _folder(self, parts: list[str], rel: str) -> int:
+        key = "/".join(parts)
+        if self._dir and self._dir[0] == key:
+            return self._dir[1]
+        self.close()
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the root the user named may be a link
+        try:
+            for i, part in enumerate(parts):
+                try:
+                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                        what = _kind_of(os.lstat(part, dir_fd=fd).st_mode)
+                        raise UnsafePath(f"{rel}: {'/'.join(parts[:i + 1])} is {what}, not a folder") from None
+                    raise
+                os.close(fd)
+                fd = nxt
+        except BaseException:
+            os.close(fd)
+            raise
+        self._dir = (key, fd)
+        return fd
+
+    def open_fd(self, rel: str) -> int:
+        """A read-only descriptor of a regular file; UnsafePath for anything else."""
+        reason = unsafe_path(rel)
+        if reason:
+            raise UnsafePath(f"{rel!r}: {reason}")
+        *parts, name = rel.split("/")
+        folder = self._folder(parts, rel)
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafePath(f"{rel}: a symbolic link, not a regular file") from None
+            raise
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise UnsafePath(f"{rel}: {_kind_of(mode)}, not a regular file")
+        return fd
+
+
+def open_payload(root: str | os.PathLike, rel: str) -> BinaryIO:
+    """Open a file of the mirror for reading, only if it is a regular file reached through real
+    folders. Raises UnsafePath (symlink, FIFO, device, '..', absolute) or FileNotFoundError."""
+    with Opener(root) as opener:
+        return os.fdopen(opener.open_fd(rel), "rb")
+
+
+def _read_tag(root: Path, name: str, problems: list[Problem]) -> bytes | None:
+    """A whole tag file's bytes; None (and a problem if it is unsafe) when it cannot be read."""
+    try:
+        with open_payload(root, name) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except UnsafePath as exc:
+        problems.append(Problem("unsafe", name, str(exc).split(": ", 1)[-1]))
+    except OSError as exc:
+        problems.append(Problem("unreadable", name, exc.strerror or str(exc)))
+    return None
+
+
+# -- records ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One valid provenance line: the typed entry and the line exactly as archived."""
+
+    entry: Entry
+    text: str  # newline included; republished byte for byte
+    number: int  # the line number in its file
+
+    @property
+    def path(self) -> str:
+        return self.entry.path
+
+    @property
+    def sha256(self) -> str:
+        return self.entry.sha256
+
+    @property
+    def size(self) -> int:
+        return self.entry.size
+
+
+def check_entry(entry: Entry) -> str:
+    """What is wrong with an entry that parsed, in terms of the site's keys; '' if nothing."""
+    if entry.kind not in KINDS:
+        return f"kind {entry.kind!r} is neither 'acta' nor 'index'"
+    if is_acta_key(entry.key):
+        if entry.kind != "acta":
+            return f"kind {entry.kind!r}, but {entry.key} is an acta key"
+        if not entry.path.rsplit("/", 1)[-1].startswith(entry.key + "."):
+            return f"path {entry.path} is not a file of acta {entry.key}"
+        return ""
+    if is_index_key(entry.key):
+        if entry.kind != "index":
+            return f"kind {entry.kind!r}, but {entry.key} is an index key"
+        if not entry.path.startswith("data/index/"):
+            return f"index path {entry.path} is not under data/index/"
+        return ""
+    return f"key {entry.key!r} is neither an acta key (CCCCCCCCC.MM) nor index/<name>"
+
+
+def iter_records(path: str | os.PathLike, problems: list[Problem] | None = None) -> Iterator[Record]:
+    """Each valid line of a provenance file, streamed. A bad line (not UTF-8, not a valid
+    entry, a repeated path) is appended to `problems` and skipped; without a list, the first
+    one raises NotAMirror. A missing file has no records; a symlinked one is refused."""
+    path = Path(path)
+    try:
+        fh = open_payload(path.parent, path.name)
+    except FileNotFoundError:
+        return
+    except UnsafePath as exc:
+        if problems is None:
+            raise
+        problems.append(Problem("unsafe", path.name, str(exc).split(": ", 1)[-1]))
+        return
+    seen: dict[str, int] = {}
+    with fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            reason = ""
+            try:
+                text = raw.decode("utf-8")
+                entry = Entry.from_json(text)
+            except UnicodeDecodeError:
+                reason = "not UTF-8"
+            except ValueError as exc:
+                reason = str(exc)
+            else:
+                reason = check_entry(entry)
+                if not reason and entry.path in seen:
+                    reason = f"{entry.path} is listed twice (lines {seen[entry.path]} and {number})"
+            if reason:
+                if problems is None:
+                    raise NotAMirror(f"{path}:{number}: bad provenance line: {reason}")
+                problems.append(Problem("provenance", path.name, f"line {number}: {reason}"))
+                continue
+            seen[entry.path] = number
+            yield Record(entry, text if text.endswith("\n") else text + "\n", number)
+
+
+def parse_manifest(data: bytes, name: str, problems: list[Problem], *, payload: bool) -> dict[str, str]:
+    """{path: sha256} of a manifest; each malformed, unsafe or repeated line is a problem.
+
+    payload=True: every path must lie under data/. False (the tag manifest): none may.
+    """
+    result: dict[str, str] = {}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(Problem("format", name, "not UTF-8"))
+        return result
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parsed = split_manifest_line(line)
+        if parsed is None:
+            problems.append(Problem("format", name, f"line {number}: not a '<sha256>  <path>' line"))
+            continue
+        digest, rel = parsed
+        reason = unsafe_path(rel)
+        if not reason and payload != rel.startswith("data/"):
+            reason = "outside data/" if payload else "a payload path in the tag manifest"
+        if reason:
+            problems.append(Problem("unsafe", name, f"line {number}: {rel!r}: {reason}"))
+        elif rel in result:
+            problems.append(Problem("duplicate", rel, f"listed twice in {name} (line {number} again)"))
+        else:
+            result[rel] = digest
+    return result
+
+
+# -- the whole mirror ------------------------------------------------------------------------
+@dataclass
+class MirrorState:
+    """What a mirror says about itself, validated. `problems` names every defect found."""
+
+    root: Path
+    manifest: dict[str, str]  # payload manifest: path -> sha256, in file order
+    tags: dict[str, str] | None  # tag manifest, None when there is none
+    info: dict[str, str]  # bag-info.txt
+    entries: list[Entry]  # every valid provenance record, in file order (empty unless records=True)
+    payload: list[str]  # regular files found under data/, never through a link
+    problems: list[Problem] = field(default_factory=list)
+    records_read: bool = True
+
+    def latest_actas(self) -> dict[str, Entry]:
+        """Each acta's latest version (the highest version number). An acta is what has an
+        acta key; `kind` cannot hide one (a contradiction is already a problem)."""
+        latest: dict[str, Entry] = {}
+        for e in self.entries:
+            if is_acta_key(e.key) and (e.key not in latest or e.version >= latest[e.key].version):
+                latest[e.key] = e
+        return latest
+
+    def latest_index(self) -> Entry | None:
+        """The most recently archived index file (the last index record)."""
+        return next((e for e in reversed(self.entries) if is_index_key(e.key)), None)
+
+    def counts(self) -> dict[str, int]:
+        """What the signed statement counts: manifest lines, provenance bytes, distinct actas."""
+        return {"files": len(self.manifest), "bytes": sum(e.size for e in self.entries),
+                "actas": len({e.key for e in self.entries if is_acta_key(e.key)})}
+
+    def open(self, rel: str) -> BinaryIO:
+        return open_payload(self.root, rel)
+
+    def require_clean(self) -> "MirrorState":
+        """Raise NotAMirror naming the first problem: for commands that must not work on a
+        mirror whose records do not check out (tally, site, publish)."""
+        if self.problems:
+            first = self.problems[0]
+            more = f" (and {len(self.problems) - 1} more problem(s); run 'acta-mirror verify')" \
+                if len(self.problems) > 1 else ""
+            raise NotAMirror(f"{self.root}: {first}{more}")
+        return self
+
+
+def _walk_payload(root: Path, problems: list[Problem]) -> list[str]:
+    """Relative paths of the regular files under data/; anything else there is a problem.
+    Folders are entered only when they are real folders (d_type, no stat per file)."""
+    found: list[str] = []
+    try:
+        mode = os.lstat(root / "data").st_mode
+    except FileNotFoundError:
+        return found
+    if not stat.S_ISDIR(mode):
+        problems.append(Problem("unsafe", "data", f"{_kind_of(mode)}, not a folder; nothing in it was read"))
+        return found
+    stack = [(str(root / "data"), "data")]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                for item in it:
+                    name = f"{rel}/{item.name}"
+                    if item.is_dir(follow_symlinks=False):
+                        stack.append((item.path, name))
+                    elif item.is_file(follow_symlinks=False):
+                        found.append(name)
+                    else:
+                        what = _kind_of(item.stat(follow_symlinks=False).st_mode)
+                        problems.append(Problem("unsafe", name, f"{what}, not a regular file; not read"))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problems.append(Problem("unreadable", rel, exc.strerror or str(exc)))
+    return found
+
+
+def read_state(root: str | os.PathLike, *, records: bool = True) -> MirrorState:
+    """Read and validate a mirror. NotAMirror when root is not a bag at all (no bagit.txt or
+    no payload manifest); every other defect is a Problem in the result.
+
+    records=False skips provenance (a fast check: manifest, bag-info and files only).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotAMirror(f"{root}: not a directory")
+    if not all(os.path.lexists(root / name) for name in ("bagit.txt", PAYLOAD_MANIFEST)):
+        raise NotAMirror(f"{root}: not a mirror (no bagit.txt or {PAYLOAD_MANIFEST})")
+    problems: list[Problem] = []
+    for name in ("bagit.txt",):
+        _read_tag(root, name, problems)
+    raw = _read_tag(root, PAYLOAD_MANIFEST, problems)
+    manifest = parse_manifest(raw, PAYLOAD_MANIFEST, problems, payload=True) if raw is not None else {}
+    raw_tags = _read_tag(root, TAG_MANIFEST, problems)
+    tags = parse_manifest(raw_tags, TAG_MANIFEST, problems, payload=False) if raw_tags is not None else None
+    raw_info = _read_tag(root, BAG_INFO, problems)
+    info = {}
+    if raw_info is not None:
+        try:
+            info = parse_bag_info(raw_info.decode("utf-8"))
+        except UnicodeDecodeError:
+            problems.append(Problem("format", BAG_INFO, "not UTF-8"))
+    entries = [r.entry for r in iter_records(root / PROVENANCE, problems)] if records else []
+    payload = _walk_payload(root, problems)
+    return MirrorState(root, manifest, tags, info, entries, payload, problems, records)
+
+
+def provenance_state(root: str | os.PathLike) -> MirrorState:
+    """The records of a folder that holds provenance.jsonl (a mirror, a shard, a staging copy),
+    bag or not: for readers that need entries only. NotAMirror without provenance.jsonl."""
+    root = Path(root)
+    if not os.path.lexists(root / PROVENANCE):
+        raise NotAMirror(f"{root}: not a mirror (no {PROVENANCE})")
+    problems: list[Problem] = []
+    entries = [r.entry for r in iter_records(root / PROVENANCE, problems)]
+    return MirrorState(root, {}, None, {}, entries, [], problems, True)

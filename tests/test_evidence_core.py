@@ -1,0 +1,880 @@
+"""The evidence core, in process and fast (scripts/mutation.sh runs this file against every mutant).
+
+Merkle roots and proofs are checked against RFC 9162's recursive definitions written out here,
+and against the Certificate Transparency test vectors (roots of the first 1..8 leaves, derived
+once with those definitions and matching the published values). Signatures are checked against
+Debian's minisign in both directions. Mirrors are built by hand in a temporary folder.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mirror import evidence, manifest, merkle, sign, state, verify
+from mirror.archive import write_bag_files
+from mirror.cid import raw_cid
+from mirror.models import Entry, NotAMirror, Problem, UnsafePath, UsageError
+
+
+# -- RFC 9162, written plainly --------------------------------------------------------------
+def _h(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _k(n: int) -> int:
+    """The largest power of two smaller than n."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def mth(d: list[bytes]) -> bytes:
+    """MTH(D[n]) of RFC 9162 section 2.1.1."""
+    if not d:
+        return _h(b"")
+    if len(d) == 1:
+        return _h(b"\x00" + d[0])
+    k = _k(len(d))
+    return _h(b"\x01" + mth(d[:k]) + mth(d[k:]))
+
+
+def rfc_path(m: int, d: list[bytes]) -> list[bytes]:
+    """PATH(m, D[n]) of RFC 9162 section 2.1.3.1."""
+    if len(d) == 1:
+        return []
+    k = _k(len(d))
+    if m < k:
+        return rfc_path(m, d[:k]) + [mth(d[k:])]
+    return rfc_path(m - k, d[k:]) + [mth(d[:k])]
+
+
+def rfc_root_from_path(leaf: bytes, m: int, n: int, path: list[bytes]) -> bytes | None:
+    """The root a proof leads to, read back through PATH's recursion; None if it has the wrong length."""
+    if n == 1:
+        return None if path else leaf
+    if not path:
+        return None
+    k = _k(n)
+    if m < k:
+        below = rfc_root_from_path(leaf, m, k, path[:-1])
+        return below and _h(b"\x01" + below + path[-1])
+    below = rfc_root_from_path(leaf, m - k, n - k, path[:-1])
+    return below and _h(b"\x01" + path[-1] + below)
+
+
+CT_LEAVES = [b"", b"\x00", b"\x10", b"\x20\x21", b"\x30\x31", b"\x40\x41\x42\x43", bytes(range(0x50, 0x58)),
+             bytes(range(0x60, 0x70))]
+CT_ROOTS = [
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+]
+EMPTY_ROOT = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def _data(n: int) -> list[bytes]:
+    return [f"leaf {i}".encode() for i in range(n)]
+
+
+def test_known_answer_roots():
+    assert merkle.root_of_leaves([]).hex() == EMPTY_ROOT
+    for n, want in enumerate(CT_ROOTS, 1):
+        assert mth(CT_LEAVES[:n]).hex() == want  # the plain definition gives the published vectors
+        assert merkle.root_of_leaves([merkle.leaf_hash(d) for d in CT_LEAVES[:n]]).hex() == want
+
+
+def test_leaf_and_node_hashes_have_their_prefixes():
+    assert merkle.leaf_hash(b"x") == _h(b"\x00x")
+    assert merkle.node_hash(b"a" * 32, b"b" * 32) == _h(b"\x01" + b"a" * 32 + b"b" * 32)
+    assert merkle.leaf_data("data/a%b\nc", "ab" * 32) == ("ab" * 32 + "  data/a%25b%0Ac\n").encode()
+
+
+@pytest.mark.parametrize("n", range(1, 21))
+def test_roots_and_every_proof_match_the_rfc(n):
+    d = _data(n)
+    leaves = [merkle.leaf_hash(x) for x in d]
+    root = merkle.root_of_leaves(leaves)
+    assert root == mth(d)
+    for m in range(n):
+        path = merkle.inclusion_path(leaves, m)
+        assert path == rfc_path(m, d)
+        assert merkle.verify_inclusion(leaves[m], m, n, path, root)
+        assert not merkle.verify_inclusion(leaves[m], m, n, path + [leaves[0]], root)  # padded
+        assert not merkle.verify_inclusion(leaves[m], m, n, path, _h(root))
+        if path:
+            assert not merkle.verify_inclusion(leaves[m], m, n, path[:-1], root)  # cut short
+            bent = [bytes([path[0][0] ^ 1]) + path[0][1:]] + path[1:]
+            assert not merkle.verify_inclusion(leaves[m], m, n, bent, root)
+            assert not merkle.verify_inclusion(leaves[(m + 1) % n], m, n, path, root)
+        for other in (m - 1, m + 1):
+            if 0 <= other < n:
+                assert not merkle.verify_inclusion(leaves[m], other, n, path, root)
+        for size in range(1, 2 * n + 2):  # a size that changes the proof's shape fails; one that keeps it, not
+            want = m < size and rfc_root_from_path(leaves[m], m, size, path) == root
+            assert merkle.verify_inclusion(leaves[m], m, size, path, root) == want, size
+    assert not merkle.verify_inclusion(leaves[0], n, n, [], root)  # out of range
+    assert not merkle.verify_inclusion(leaves[0], -1, n, [], root)
+
+
+def test_single_leaf_proof_is_empty_and_checks():
+    leaf = merkle.leaf_hash(b"only")
+    assert merkle.inclusion_path([leaf], 0) == []
+    assert merkle.verify_inclusion(leaf, 0, 1, [], leaf)
+    assert not merkle.verify_inclusion(leaf, 0, 1, [leaf], leaf)
+    assert not merkle.verify_inclusion(leaf, 0, 0, [], leaf)
+
+
+def test_manifest_lines_stream_the_manifest_and_its_root():
+    items = sorted([("data/b.jpg", "b" * 64), ("data/a.jpg", "a" * 64), ("data/c\nd.jpg", "c" * 64)])
+    lines = merkle.ManifestLines(items)
+    assert b"".join(lines) == manifest.format_manifest(items)
+    assert lines.root == merkle.merkle_root(items) == mth([merkle.leaf_data(p, h) for p, h in items]).hex()
+    assert b"".join(lines) == manifest.format_manifest(items) and len(lines.leaves) == 3  # a second pass restarts
+    assert merkle.manifest_leaves(list(reversed(items))) == [merkle.leaf_hash(merkle.leaf_data(p, h)) for p, h in items]
+
+
+# -- signatures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def keypair(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("keys")
+    secret, public = sign.generate()
+    (folder / "k.key").write_text(secret.text())
+    (folder / "k.pub").write_text(public.text())
+    return folder / "k", secret, public
+
+
+def test_keys_round_trip_and_sign(tmp_path, keypair):
+    base, secret, public = keypair
+    assert sign.load_secret(f"{base}.key") == secret
+    assert sign.load_public(f"{base}.pub") == public
+    assert public.text().splitlines()[0].endswith(sign.key_id_text(public.key_id))
+    assert sign.key_id_text(bytes(range(8))) == "0706050403020100"
+    assert sign.parse_public(public.line()) == public
+    target = tmp_path / "f"
+    target.write_bytes(b"evidence")
+    text = sign.sign_file(target, secret, "a comment")
+    assert text.splitlines()[0].endswith(sign.key_id_text(secret.key_id))
+    (tmp_path / "f.minisig").write_text(text)
+    assert sign.verify_file(target, tmp_path / "f.minisig", public) == "a comment"
+    parsed = sign.parse_signature(text)
+    assert parsed.prehashed and parsed.key_id == public.key_id and parsed.trusted_comment == "a comment"
+    with pytest.raises(ValueError):
+        sign.sign_file(target, secret, "two\nlines")
+    with pytest.raises(ValueError):
+        sign.sign_file(target, secret, "two\rlines")
+
+
+def test_minisign_checks_ours_and_we_check_minisigns(tmp_path, keypair):
+    base, secret, public = keypair
+    target = tmp_path / "statement"
+    target.write_bytes(b"{}\n")
+    (tmp_path / "statement.minisig").write_text(sign.sign_file(target, secret, "ours"))
+    ok = subprocess.run(["minisign", "-Vm", str(target), "-p", f"{base}.pub"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "ours" in ok.stdout
+    theirs = subprocess.run(["minisign", "-G", "-W", "-p", str(tmp_path / "m.pub"), "-s", str(tmp_path / "m.key")],
+                            capture_output=True, text=True)
+    assert theirs.returncode == 0, theirs.stderr
+    signed = subprocess.run(["minisign", "-S", "-s", str(tmp_path / "m.key"), "-m", str(target), "-t", "theirs"],
+                            capture_output=True, text=True)
+    assert signed.returncode == 0, signed.stderr
+    theirs_pub = sign.load_public(tmp_path / "m.pub")
+    assert sign.verify_file(target, tmp_path / "statement.minisig", theirs_pub) == "theirs"
+    key = sign.load_secret(tmp_path / "m.key")  # minisign's own unencrypted key works for signing
+    assert key.public == theirs_pub.key and key.key_id == theirs_pub.key_id
+    legacy = subprocess.run(["minisign", "-S", "-l", "-s", str(tmp_path / "m.key"), "-m", str(target), "-t", "old"],
+                            capture_output=True, text=True)
+    assert legacy.returncode == 0
+    assert not sign.parse_signature((tmp_path / "statement.minisig").read_text()).prehashed
+    assert sign.verify_file(target, tmp_path / "statement.minisig", theirs_pub) == "old"
+    target.write_bytes(b"{}\n\n")
+    with pytest.raises(sign.SignatureError, match="does not match"):
+        sign.verify_file(target, tmp_path / "statement.minisig", theirs_pub)
+
+
+def _signed(tmp_path, secret, comment="c"):
+    target = tmp_path / "f"
+    target.write_bytes(b"evidence")
+    text = sign.sign_file(target, secret, comment)
+    (tmp_path / "f.minisig").write_text(text)
+    return target, tmp_path / "f.minisig", text.splitlines()
+
+
+def test_altered_signatures_and_wrong_keys_fail(tmp_path, keypair):
+    _base, secret, public = keypair
+    target, sig, lines = _signed(tmp_path, secret)
+    with pytest.raises(sign.SignatureError, match="trusted comment was altered"):
+        sig.write_text("\n".join(lines[:2] + ["trusted comment: d"] + lines[3:]) + "\n")
+        sign.verify_file(target, sig, public)
+    other_secret, other_public = sign.generate()
+    sig.write_text("\n".join(lines) + "\n")
+    with pytest.raises(sign.SignatureError, match=f"made by key {sign.key_id_text(secret.key_id)}, not by"):
+        sign.verify_file(target, sig, other_public)
+    same_id = sign.PublicKey(public.key_id, other_public.key)  # a forged key ID does not help
+    with pytest.raises(sign.SignatureError, match="does not match the file"):
+        sign.verify_file(target, sig, same_id)
+    target.write_bytes(b"evidencE")
+    with pytest.raises(sign.SignatureError, match="does not match the file"):
+        sign.verify_file(target, sig, public)
+    target.write_bytes(b"evidence")
+    raw = base64.b64decode(lines[3])
+    sig.write_text("\n".join(lines[:3] + [base64.b64encode(bytes([raw[0] ^ 1]) + raw[1:]).decode()]) + "\n")
+    with pytest.raises(sign.SignatureError, match="trusted comment was altered"):
+        sign.verify_file(target, sig, public)
+    for bad in (["x"], lines[:3], [lines[0], lines[1], "untrusted: x", lines[3]], [lines[0], "!!", lines[2], lines[3]],
+                [lines[0], base64.b64encode(b"ED" + bytes(60)).decode(), lines[2], lines[3]],
+                [lines[0], base64.b64encode(b"XX" + bytes(72)).decode(), lines[2], lines[3]],
+                [lines[0], lines[1], lines[2], base64.b64encode(bytes(63)).decode()]):
+        sig.write_text("\n".join(bad) + "\n")
+        with pytest.raises(sign.SignatureError):
+            sign.verify_file(target, sig, public)
+    with pytest.raises(sign.SignatureError, match="missing or unreadable"):
+        sign.verify_file(target, tmp_path / "nothing.minisig", public)
+
+
+def test_bad_key_files_are_one_clear_error(tmp_path, keypair):
+    base, secret, _public = keypair
+    body = base64.b64decode(Path(f"{base}.key").read_text().splitlines()[1])
+    cases = {
+        "junk": "untrusted comment: x\n!!!\n",
+        "empty": "",
+        "short": "untrusted comment: x\n" + base64.b64encode(body[:100]).decode() + "\n",
+        "encrypted": "untrusted comment: c\n" + base64.b64encode(body[:2] + b"Sc" + body[4:]).decode() + "\n",
+        "checksum": "untrusted comment: c\n" + base64.b64encode(body[:-1] + bytes([body[-1] ^ 1])).decode() + "\n",
+        "notb2": "untrusted comment: c\n" + base64.b64encode(body[:4] + b"XX" + body[6:]).decode() + "\n",
+        "notEd": "untrusted comment: c\n" + base64.b64encode(b"Xd" + body[2:]).decode() + "\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UsageError):
+            sign.load_secret(tmp_path / name)
+    with pytest.raises(UsageError, match="password"):
+        sign.load_secret(tmp_path / "encrypted")
+    with pytest.raises(UsageError, match="checksum"):
+        sign.load_secret(tmp_path / "checksum")
+    unchecked = body[:-32] + bytes(32)  # minisign -G -W writes no checksum: the key halves must agree instead
+    (tmp_path / "nochk").write_text("untrusted comment: c\n" + base64.b64encode(unchecked).decode() + "\n")
+    assert sign.load_secret(tmp_path / "nochk") == secret
+    mixed = unchecked[:62] + bytes(32) + unchecked[94:]  # another seed, the same public half
+    (tmp_path / "mixed").write_text("untrusted comment: c\n" + base64.b64encode(mixed).decode() + "\n")
+    with pytest.raises(UsageError, match="does not match its public half"):
+        sign.load_secret(tmp_path / "mixed")
+    with pytest.raises(UsageError):
+        sign.load_public(tmp_path / "junk")
+    with pytest.raises(UsageError):
+        sign.load_public(f"{base}.key")
+    with pytest.raises(UsageError):
+        sign.load_public(tmp_path / "absent.pub")
+    (tmp_path / "pub").write_text("untrusted comment: x\n" + base64.b64encode(b"Xd" + bytes(40)).decode() + "\n")
+    with pytest.raises(UsageError):
+        sign.load_public(tmp_path / "pub")
+    for bad in ("", "!!", base64.b64encode(b"Ed" + bytes(39)).decode()):
+        with pytest.raises(UsageError):
+            sign.parse_public(bad)
+    (tmp_path / "bare.pub").write_text(sign.PublicKey(secret.key_id, secret.public).line() + "\n")
+    assert sign.load_public(tmp_path / "bare.pub").key == secret.public  # a key without a comment line
+
+
+# -- the bag's text files --------------------------------------------------------------------
+def test_manifest_text_rules():
+    assert manifest.split_manifest_line("A" * 64 + "  data/x") == ("a" * 64, "data/x")
+    assert manifest.split_manifest_line("a" * 64 + " *data/x%0Ay") == ("a" * 64, "data/x\ny")
+    for bad in ("a" * 63 + "  data/x", "a" * 64, "a" * 64 + "  ", "g" * 64 + "  data/x", "a" * 64 + "data/x"):
+        assert manifest.split_manifest_line(bad) is None
+    assert manifest.parse_manifest_text("\n" + "a" * 64 + "  data/x\n\n") == {"data/x": "a" * 64}
+    with pytest.raises(NotAMirror, match=":2: data/x is listed twice"):
+        manifest.parse_manifest_text("a" * 64 + "  data/x\n" + "b" * 64 + "  data/x\n", "m")
+    with pytest.raises(NotAMirror, match="m:1"):
+        manifest.parse_manifest_text("nonsense\n", "m")
+    for path in ("a%b", "x\ny", "c\rd", "%0A", "100%"):
+        assert manifest.decode_path(manifest.encode_path(path)) == path
+    assert manifest.decode_path("a%0ab%0dc") == "a\nb\rc"
+    assert manifest.encode_path("a%\n\r") == "a%25%0A%0D"
+    assert manifest.format_manifest([("b", "2" * 64), ("a", "1" * 64)]) == f"{'1' * 64}  a\n{'2' * 64}  b\n".encode()
+
+
+def test_bag_info_rules(tmp_path):
+    text = "A: 1\nB:  two words \n  continued\nno colon\n\tstray\nC:x:y\n"
+    assert manifest.parse_bag_info(text) == {"A": "1", "B": "two words continued", "C": "x:y"}
+    assert manifest.format_bag_info({"A": "1", "B": "2"}) == b"A: 1\nB: 2\n"
+    assert manifest.read_bag_info(tmp_path / "none") == {}
+    (tmp_path / "bad").write_bytes(b"A: \xff\n")
+    with pytest.raises(NotAMirror, match="unreadable"):
+        manifest.read_bag_info(tmp_path / "bad")
+    (tmp_path / "ok").write_text(text)
+    assert manifest.read_bag_info(tmp_path / "ok")["C"] == "x:y"
+
+
+def test_read_manifest_errors(tmp_path):
+    with pytest.raises(NotAMirror, match="no such file"):
+        manifest.read_manifest(tmp_path / "none")
+    (tmp_path / "bad").write_bytes(b"\xff\n")
+    with pytest.raises(NotAMirror, match="unreadable"):
+        manifest.read_manifest(tmp_path / "bad")
+    (tmp_path / "ok").write_text("a" * 64 + "  data/x\n")
+    assert manifest.read_manifest(tmp_path / "ok") == {"data/x": "a" * 64}
+
+
+def test_atomic_write_keeps_an_unchanged_file_untouched(tmp_path):
+    target = tmp_path / "f"
+    manifest.atomic_write(target, b"one")
+    assert target.read_bytes() == b"one"
+    os.utime(target, (1000, 1000))
+    manifest.atomic_write(target, [b"o", b"ne"])
+    assert target.stat().st_mtime == 1000
+    manifest.atomic_write(target, [b"tw", b"o"])
+    assert target.read_bytes() == b"two" and target.stat().st_mtime != 1000
+    manifest.atomic_write(target, b"thr")  # same size, other bytes
+    assert target.read_bytes() == b"thr"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+    def broken():
+        yield b"x"
+        raise RuntimeError("disk")
+    with pytest.raises(RuntimeError):
+        manifest.atomic_write(target, broken())
+    assert target.read_bytes() == b"thr" and sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+    assert manifest.sync_filesystem(tmp_path) in (True, False)
+    manifest.fsync_dir(tmp_path)
+
+
+def test_torn_tail_and_receipts(tmp_path):
+    good = _entry(1).to_json()
+    path = tmp_path / "provenance.jsonl"
+    path.write_text(good + "\n" + good[:20])
+    assert manifest.repair_torn_tail(path) == 20 and path.read_text() == good + "\n"
+    assert manifest.repair_torn_tail(path) == 0
+    path.write_text(good + "\n" + "{broken}\n")
+    assert manifest.repair_torn_tail(path) == len("{broken}\n") and path.read_text() == good + "\n"
+    path.write_text("{broken}\n" + good + "\n")
+    assert manifest.repair_torn_tail(path) == 0  # damage in the middle is reported, never cut
+    assert manifest.repair_torn_tail(tmp_path / "none") == 0
+    manifest.append_receipt(tmp_path, {"b": 1, "a": "é"})
+    manifest.append_receipt(tmp_path, {"c": 2})
+    assert (tmp_path / manifest.RECEIPTS).read_text(encoding="utf-8") == '{"a": "é", "b": 1}\n{"c": 2}\n'
+
+
+# -- a hand-made mirror ----------------------------------------------------------------------
+def _entry(i: int, body: bytes = b"", version: int = 1, key: str | None = None, **kw) -> Entry:
+    key = key or f"{10101001 + i:09d}.01"
+    body = body or f"acta {i}".encode()
+    sha = hashlib.sha256(body).hexdigest()
+    name = f"{key}.jpg" if version == 1 else f"{key}.v{version}.jpg"
+    fields = dict(key=key, kind="acta", version=version, path=f"data/01_A/01_B/01_C/{key[:9]}/{name}", sha256=sha,
+                  size=len(body), cid=raw_cid(sha), url=f"http://127.0.0.1:9/{key}.jpg", final_url="", host="h",
+                  fetched_at="2024-07-29T00:00:00Z", status=200, etag="", last_modified="",
+                  content_type="image/jpeg", site="resultados2024", page="p", center=key[:9], table=key[10:])
+    fields.update(kw)
+    return Entry(**fields)
+
+
+def build(root: Path, entries: list[tuple[Entry, bytes]], extra: dict | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for e, body in entries:
+        (root / e.path).parent.mkdir(parents=True, exist_ok=True)
+        (root / e.path).write_bytes(body)
+    (root / "provenance.jsonl").write_text("".join(e.to_json() + "\n" for e, _b in entries), encoding="utf-8")
+    (root / "changes.jsonl").write_text("".join(json.dumps({"key": e.key, "change": "added"}) + "\n"
+                                                for e, _b in entries))
+    (root / "failures.jsonl").write_text("")
+    write_bag_files(root, extra or {})
+    return root
+
+
+def tiny(root: Path, n: int = 5) -> Path:
+    rows = []
+    for i in range(n):
+        body = f"acta {i}".encode()
+        rows.append((_entry(i, body), body))
+    index = b"CENTRO,MESA\n"
+    sha = hashlib.sha256(index).hexdigest()
+    rows.append((Entry(key="index/i.csv", kind="index", version=1, path="data/index/i.csv", sha256=sha,
+                       size=len(index), cid=raw_cid(sha), url="http://127.0.0.1:9/i.csv", final_url="", host="h",
+                       fetched_at="t", status=200, etag="", last_modified="", content_type="text/csv",
+                       site="resultados2024", page="p"), index))
+    return build(root, rows)
+
+
+def kinds(problems: list[Problem]) -> set[tuple[str, str]]:
+    return {(p.kind, p.path) for p in problems}
+
+
+def test_an_intact_mirror_reads_and_verifies(tmp_path):
+    m = tiny(tmp_path / "m")
+    s = state.read_state(m)
+    assert s.problems == [] and len(s.entries) == 6 and len(s.manifest) == 6 and s.tags is not None
+    assert sorted(s.payload) == sorted(s.manifest) and s.info["Payload-Oxum"].endswith(".6")
+    assert s.counts() == {"files": 6, "bytes": sum(e.size for e in s.entries), "actas": 5}
+    assert sorted(s.latest_actas()) == [f"{10101001 + i:09d}.01" for i in range(5)]
+    assert s.latest_index().key == "index/i.csv" and s.require_clean() is s
+    assert verify.verify(m) == [] and verify.verify(m, fast=True) == [] and verify.verify(m, cids=True) == []
+    with s.open(s.entries[0].path) as fh:
+        assert fh.read() == b"acta 0"
+    assert state.read_state(m, records=False).entries == []
+
+
+def test_verify_names_each_kind_of_damage(tmp_path):
+    m = tiny(tmp_path / "m")
+    s = state.read_state(m)
+    a, b, c = (s.entries[i].path for i in range(3))
+    (m / a).write_bytes(b"acta X")  # same size, other bytes
+    (m / b).unlink()
+    (m / "data" / "planted.jpg").write_bytes(b"x")
+    found = kinds(verify.verify(m))
+    assert ("changed", a) in found and ("missing", b) in found and ("unlisted", "data/planted.jpg") in found
+    assert ("oxum", "bag-info.txt") in found
+    fast = kinds(verify.verify(m, fast=True))
+    assert ("changed", a) not in fast and ("missing", b) in fast and ("unlisted", "data/planted.jpg") in fast
+    (m / "data" / "planted.jpg").unlink()
+    (m / b).write_bytes(b"acta 1")
+    (m / a).write_bytes(b"acta 0")
+    assert verify.verify(m) == []
+    (m / c).write_bytes(b"acta 22")  # another size: the Oxum and the hash both say so
+    assert kinds(verify.verify(m)) == {("changed", c), ("oxum", "bag-info.txt")}
+
+
+def test_verify_checks_the_tag_files_and_provenance(tmp_path):
+    m = tiny(tmp_path / "m")
+    with open(m / "changes.jsonl", "a") as fh:
+        fh.write("{}\n")
+    assert kinds(verify.verify(m)) == {("tag-changed", "changes.jsonl")}
+    assert verify.verify(m, fast=True) == []
+    (m / "changes.jsonl").unlink()
+    assert kinds(verify.verify(m)) == {("tag-missing", "changes.jsonl")}
+    (m / "tagmanifest-sha256.txt").unlink()
+    assert kinds(verify.verify(m)) == {("tag-missing", "tagmanifest-sha256.txt")}
+    m2 = tiny(tmp_path / "m2")
+    lines = (m2 / "provenance.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["sha256"] = "0" * 64
+    (m2 / "provenance.jsonl").write_text("\n".join([json.dumps(first)] + lines[2:]) + "\n")
+    found = kinds(verify.verify(m2))
+    second = json.loads(lines[1])["path"]
+    assert ("provenance", first["path"]) in found and ("provenance", second) in found
+    assert ("tag-changed", "provenance.jsonl") in found
+    extra = _entry(40)
+    with open(m2 / "provenance.jsonl", "a") as fh:
+        fh.write(extra.to_json() + "\n")
+    assert ("provenance", extra.path) in kinds(verify.verify(m2))
+
+
+def test_verify_checks_cids(tmp_path):
+    e = _entry(0)
+    m = build(tmp_path / "m", [(Entry(**{**_fields(e), "cid": "bafkreiwrong"}), b"acta 0")])
+    assert kinds(verify.verify(m, cids=True)) == {("cid", e.path)}
+    assert verify.verify(m) == []
+    big = b"\xff" * (1024 * 1024 + 1)
+    e2 = _entry(1, big)
+    m2 = build(tmp_path / "m2", [(e2, big)])
+    problems = verify.verify(m2, cids=True)
+    assert kinds(problems) == {("cid", e2.path)} and "the bytes give bafybei" in problems[0].detail
+
+
+def _fields(e: Entry) -> dict:
+    return {name: getattr(e, name) for name in Entry.__slots__}
+
+
+def test_verify_hashes_many_files_across_workers(tmp_path):
+    rows = [(_entry(i), f"acta {i}".encode()) for i in range(300)]
+    m = build(tmp_path / "m", rows)
+    assert verify.verify(m, workers=2) == []
+    victim = rows[123][0].path
+    (m / victim).write_bytes(b"acta 999")
+    problems = verify.verify(m, workers=2)
+    assert [(p.kind, p.path) for p in problems if p.kind != "oxum"] == [("changed", victim)]
+    assert verify.sha256_file(m / victim) == hashlib.sha256(b"acta 999").hexdigest()
+    one = list(verify.hash_many(m, [victim, "data/none"], 1))
+    assert one == [[(victim, hashlib.sha256(b"acta 999").hexdigest(), 8), ("data/none", None, 0)]]
+
+
+def test_verify_on_no_bag(tmp_path):
+    with pytest.raises(NotAMirror, match="not a directory"):
+        verify.verify(tmp_path / "none")
+    (tmp_path / "bagit.txt").write_text("x")
+    with pytest.raises(NotAMirror, match="not a mirror"):
+        verify.verify(tmp_path)
+    with pytest.raises(NotAMirror, match="no provenance.jsonl"):
+        state.provenance_state(tmp_path)
+
+
+# -- the reader's rules ----------------------------------------------------------------------
+def _lines(tmp_path: Path, *lines: str | bytes) -> tuple[list, list[Problem]]:
+    path = tmp_path / "provenance.jsonl"
+    path.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines))
+    problems: list[Problem] = []
+    return list(state.iter_records(path, problems)), problems
+
+
+def test_the_reader_rejects_each_bad_record(tmp_path):
+    good = _entry(1)
+    obj = json.loads(good.to_json())
+    bad = {
+        "absolute": {**obj, "path": "/etc/passwd"},
+        "dotdot": {**obj, "path": "data/../../etc/passwd"},
+        "outside": {**obj, "path": "bagit.txt"},
+        "empty part": {**obj, "path": "data//x.jpg"},
+        "dot part": {**obj, "path": "data/./x.jpg"},
+        "nul": {**obj, "path": "data/x\u0000.jpg"},
+        "number path": {**obj, "path": 7},
+        "no key": {k: v for k, v in obj.items() if k != "key"},
+        "bad key": {**obj, "key": "../1"},
+        "short key": {**obj, "key": "1.01"},
+        "kind": {**obj, "kind": "index"},
+        "unknown kind": {**obj, "kind": "other"},
+        "wrong file": {**obj, "key": "000000001.02"},
+        "index kind": {**obj, "key": "index/x.csv", "kind": "acta"},
+        "index path": {**obj, "key": "index/x.csv", "kind": "index"},
+        "index dot": {**obj, "key": "index/..", "kind": "index", "path": "data/index/x"},
+        "size float": {**obj, "size": 1.0},
+        "size bool": {**obj, "size": True},
+        "size negative": {**obj, "size": -1},
+        "size huge": {**obj, "size": 1 << 40},
+        "version 0": {**obj, "version": 0},
+        "status": {**obj, "status": 99},
+        "status high": {**obj, "status": 600},
+        "sha": {**obj, "sha256": "A" * 64},
+        "supersedes": {**obj, "supersedes": "x"},
+        "url": {**obj, "url": 5},
+    }
+    texts = [json.dumps(v) for v in bad.values()]
+    texts += ['{"size": 1e400}', obj and good.to_json().replace('"size": 6', '"size": 1e400'), "[1]", "{", "NaN",
+              good.to_json().replace('"size": 6', '"size": NaN'), "[" * 100000]
+    records, problems = _lines(tmp_path, *texts, b'{"key": "\xff"}', good.to_json())
+    assert [r.entry for r in records] == [good] and records[0].number == len(texts) + 2
+    assert len(problems) == len(texts) + 1
+    assert all(p.kind == "provenance" and p.path == "provenance.jsonl" for p in problems)
+    details = [p.detail for p in problems]
+    assert details[0].startswith("line 1: ") and "absolute" in details[0] and "'..'" in details[1]
+    assert "missing field 'key'" in details[7] and "is an acta key" in details[10]
+    assert "not a file of acta" in details[12] and "not UTF-8" in details[-1]
+    assert "outside 0..68719476736" in details[19] and "not a whole number" in details[16]
+    with pytest.raises(NotAMirror, match=r"provenance.jsonl:1: bad provenance line"):
+        list(state.iter_records(tmp_path / "provenance.jsonl"))
+
+
+def test_duplicate_paths_and_versions(tmp_path):
+    one, two = _entry(1), _entry(1, b"acta 1 again", version=2)
+    ten = _entry(1, b"acta 1 tenth", version=10)
+    records, problems = _lines(tmp_path, one.to_json(), ten.to_json(), two.to_json(), one.to_json())
+    assert [r.entry.version for r in records] == [1, 10, 2]
+    assert [p.detail for p in problems] == [f"line 4: {one.path} is listed twice (lines 1 and 4)"]
+    s = state.MirrorState(tmp_path, {}, None, {}, [r.entry for r in records], [])
+    assert s.latest_actas()[one.key].version == 10  # a number, not text: v10 after v2
+    assert s.counts()["actas"] == 1 and s.latest_index() is None
+    assert records[0].text == one.to_json() + "\n" and records[0].path == one.path
+    assert records[0].sha256 == one.sha256 and records[0].size == one.size
+
+
+def test_a_blank_line_and_a_last_line_without_newline(tmp_path):
+    path = tmp_path / "provenance.jsonl"
+    path.write_text("\n" + _entry(1).to_json() + "\n  \n" + _entry(2).to_json())
+    records = list(state.iter_records(path))
+    assert [r.number for r in records] == [2, 4] and records[1].text.endswith("}\n")
+    assert list(state.iter_records(tmp_path / "none")) == []
+
+
+def test_manifest_rules(tmp_path):
+    h = "a" * 64
+    problems: list[Problem] = []
+    text = (f"{h}  data/x\n{h}  data/x\n{h}  /etc/passwd\n{h}  ../x\nnonsense\n{h}  bagit.txt\n\n{h}  data/y\n")
+    got = state.parse_manifest(text.encode(), "manifest-sha256.txt", problems, payload=True)
+    assert got == {"data/x": h, "data/y": h}
+    assert [(p.kind, p.path) for p in problems] == [
+        ("duplicate", "data/x"), ("unsafe", "manifest-sha256.txt"), ("unsafe", "manifest-sha256.txt"),
+        ("format", "manifest-sha256.txt"), ("unsafe", "manifest-sha256.txt")]
+    assert "line 3" in problems[1].detail and "absolute" in problems[1].detail
+    assert "line 5" in problems[3].detail and "outside data/" in problems[4].detail
+    problems = []
+    tags = state.parse_manifest(f"{h}  bag-info.txt\n{h}  data/x\n{h}  /dev/zero\n".encode(), "t", problems,
+                                payload=False)
+    assert tags == {"bag-info.txt": h} and len(problems) == 2 and "payload path" in problems[0].detail
+    problems = []
+    assert state.parse_manifest(b"\xff", "t", problems, payload=False) == {} and problems[0].detail == "not UTF-8"
+
+
+def test_keys_and_shard_names():
+    assert state.is_acta_key("010101001.01") and state.is_acta_key("010101001.100")
+    for bad in ("10101001.01", "010101001.1", "010101001.01 ", "010101001_01", "a10101001.01", 5):
+        assert not state.is_acta_key(bad)
+    assert state.is_index_key("index/RESULTADOS_2024_CSV_V1.csv")
+    for bad in ("index/", "index/a/b", "index/.", "index/..", "index/a\nb", "x/a", 3):
+        assert not state.is_index_key(bad)
+    assert state.is_shard_name("01") and state.is_shard_name("99")
+    for bad in ("1", "001", "../01", "/01", "0a", "01\n", 1, None):
+        assert not state.is_shard_name(bad)
+
+
+def test_open_payload_refuses_links_fifos_and_escapes(tmp_path):
+    m = tmp_path / "m"
+    (m / "data" / "real").mkdir(parents=True)
+    (m / "data" / "real" / "f").write_bytes(b"ok")
+    outside = tmp_path / "secret"
+    outside.write_text("host file")
+    os.symlink(outside, m / "data" / "link")
+    os.symlink(m / "data" / "real", m / "data" / "dirlink")
+    os.symlink("/dev/zero", m / "data" / "zero")
+    os.mkfifo(m / "data" / "fifo")
+    with state.open_payload(m, "data/real/f") as fh:
+        assert fh.read() == b"ok"
+    for rel, why in [("data/link", "symbolic link"), ("data/dirlink/f", "data/dirlink is a symbolic link"),
+                     ("data/zero", "symbolic link"), ("data/fifo", "a FIFO"), ("data/real", "a folder"),
+                     ("/etc/passwd", "absolute"), ("data/../../secret", "'..'"), ("data//f", "empty")]:
+        with pytest.raises(UnsafePath, match=why):
+            state.open_payload(m, rel)
+    with pytest.raises(FileNotFoundError):
+        state.open_payload(m, "data/real/none")
+    with state.Opener(m) as opener:  # the open folder is reused, and a fresh walk follows no link
+        for _ in range(2):
+            os.close(opener.open_fd("data/real/f"))
+        with pytest.raises(UnsafePath):
+            opener.open_fd("data/dirlink/f")
+        os.close(opener.open_fd("data/real/f"))
+    problems: list[Problem] = []
+    assert state._walk_payload(m, problems) == ["data/real/f"]
+    assert sorted((p.path, p.detail.split(",")[0]) for p in problems) == [
+        ("data/dirlink", "a symbolic link"), ("data/fifo", "a FIFO"), ("data/link", "a symbolic link"),
+        ("data/zero", "a symbolic link")]
+
+
+def test_a_symlinked_data_folder_and_tag_files(tmp_path):
+    m = tiny(tmp_path / "m")
+    os.rename(m / "data", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", m / "data")
+    s = state.read_state(m)
+    assert ("unsafe", "data") in kinds(s.problems) and s.payload == []
+    found = kinds(verify.verify(m))
+    assert ("unsafe", "data") in found and not any(k == "missing" for k, _ in found) is False
+    with pytest.raises(NotAMirror, match="unsafe: data"):
+        s.require_clean()
+    m2 = tiny(tmp_path / "m2")
+    os.rename(m2 / "provenance.jsonl", tmp_path / "p.jsonl")
+    os.symlink(tmp_path / "p.jsonl", m2 / "provenance.jsonl")
+    s2 = state.read_state(m2)
+    assert ("unsafe", "provenance.jsonl") in kinds(s2.problems) and s2.entries == []
+    with pytest.raises(UnsafePath):
+        list(state.iter_records(m2 / "provenance.jsonl"))
+    os.rename(m2 / "bag-info.txt", tmp_path / "bi")
+    os.mkfifo(m2 / "bag-info.txt")
+    assert ("unsafe", "bag-info.txt") in kinds(state.read_state(m2).problems)
+    (m2 / "bag-info.txt").unlink()
+    (m2 / "bag-info.txt").write_bytes(b"Payload-Oxum: \xff\n")
+    assert ("format", "bag-info.txt") in kinds(state.read_state(m2).problems)
+
+
+def test_require_clean_names_the_first_problem_and_counts_the_rest(tmp_path):
+    s = state.MirrorState(tmp_path, {}, None, {}, [], [], [Problem("a", "x"), Problem("b", "y")])
+    with pytest.raises(NotAMirror, match=r": a: x \(and 1 more problem\(s\)"):
+        s.require_clean()
+    with pytest.raises(NotAMirror) as exc:
+        state.MirrorState(tmp_path, {}, None, {}, [], [], [Problem("a", "x")]).require_clean()
+    assert str(exc.value).endswith(": a: x")
+
+
+# -- the signed statement ----------------------------------------------------------------------
+@pytest.fixture
+def signed(tmp_path, keypair):
+    base, _secret, _public = keypair
+    m = tiny(tmp_path / "m")
+    root = evidence.sign_bag(m, f"{base}.key", source="http://127.0.0.1:9")
+    assert root == json.loads((m / evidence.STATEMENT).read_text())["merkle_root"]
+    return m
+
+
+def test_a_signed_mirror_checks_with_and_without_the_key(signed, keypair):
+    base, secret, public = keypair
+    statement = json.loads((signed / evidence.STATEMENT).read_text())
+    assert statement["tag_files"].keys() == set(state.SIGNED_TAG_FILES)
+    assert statement["counts"] == {"files": 6, "bytes": state.read_state(signed).counts()["bytes"], "actas": 5}
+    assert statement["key_id"] == sign.key_id_text(public.key_id) and statement["source"] == "http://127.0.0.1:9"
+    assert statement["public_key"] == public.line() and statement["tree_size"] == 6
+    assert verify.verify(signed) == []
+    trusted = evidence.check_seal(signed, f"{base}.pub")
+    assert trusted.problems == [] and trusted.trusted and trusted.signed and trusted.key_id == statement["key_id"]
+    assert "checked against the key you gave" in trusted.summary
+    plain = evidence.check_seal(signed)
+    assert plain.problems == [] and not plain.trusted and plain.key_id == statement["key_id"]
+    assert plain.summary == (f"signed by key {statement['key_id']}; signature not checked against a key you trust "
+                             "(use --pubkey)")
+    ok = subprocess.run(["minisign", "-Vm", str(signed / evidence.STATEMENT), "-p", f"{base}.pub"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and statement["merkle_root"] in ok.stdout
+
+
+def test_an_unsigned_mirror(tmp_path, keypair):
+    base, *_ = keypair
+    m = tiny(tmp_path / "m")
+    seal = evidence.check_seal(m)
+    assert seal.problems == [] and not seal.signed and seal.summary == "not signed"
+    assert kinds(evidence.check_seal(m, f"{base}.pub").problems) == {("signature", "signed-root.json.minisig")}
+
+
+def test_each_change_after_signing_is_named(signed, keypair):
+    base, *_ = keypair
+    with open(signed / "failures.jsonl", "a") as fh:
+        fh.write('{"key": "x"}\n')
+    seal = evidence.check_seal(signed, f"{base}.pub")
+    assert kinds(seal.problems) == {("signed", "failures.jsonl")} and "the signed statement says" in seal.problems[0].detail
+    (signed / "failures.jsonl").unlink()
+    assert [p.detail for p in evidence.check_seal(signed).problems] == ["signed, but missing"]
+
+
+def _resign(m: Path, secret, change) -> None:
+    """Edit the statement as signed first, and sign it again with the same key."""
+    original = m / "original-statement"
+    if not original.exists():
+        original.write_bytes((m / evidence.STATEMENT).read_bytes())
+    statement = json.loads(original.read_text())
+    change(statement)
+    (m / evidence.STATEMENT).write_text(json.dumps(statement))
+    root = statement.get("merkle_root")
+    (m / evidence.SIGNATURE).write_text(sign.sign_file(m / evidence.STATEMENT, secret,
+                                                       f"acta-mirror merkle root {root} size 6"))
+
+
+def _details(m: Path, pubkey=None) -> list[str]:
+    return [p.detail for p in evidence.check_seal(m, pubkey).problems]
+
+
+def test_the_signed_counts_and_tags_are_checked(signed, keypair):
+    base, secret, _public = keypair
+    pub = f"{base}.pub"
+    _resign(signed, secret, lambda s: None)
+    assert _details(signed, pub) == []
+    _resign(signed, secret, lambda s: s["counts"].update(actas=4))
+    assert _details(signed, pub) == ["signed count of actas is 4, the mirror has 5"]
+    _resign(signed, secret, lambda s: s["counts"].update(files=7, bytes=0))
+    assert _details(signed) == ["signed count of files is 7, the mirror has 6",
+                                f"signed count of bytes is 0, the mirror has {state.read_state(signed).counts()['bytes']}"]
+    _resign(signed, secret, lambda s: s.pop("counts"))
+    assert _details(signed) == ["no counts"]
+    _resign(signed, secret, lambda s: s["tag_files"].pop("changes.jsonl"))
+    assert _details(signed, pub) == ["present, but not there when the statement was signed"]
+    _resign(signed, secret, lambda s: s.update(tag_files=[]))
+    assert _details(signed) == ["tag_files is not a table of sha256 by file"]
+    _resign(signed, secret, lambda s: s["tag_files"].update({"evil.txt": "0" * 64}))
+    assert _details(signed) == ["signs an unknown tag file 'evil.txt'"]
+    _resign(signed, secret, lambda s: s.pop("tag_files"))  # a statement from before tag files were signed
+    assert _details(signed, pub) == []
+    _resign(signed, secret, lambda s: s.update(merkle_root="0" * 64))
+    assert ("root", "signed-root.json") in kinds(evidence.check_seal(signed, pub).problems)
+    _resign(signed, secret, lambda s: s.update(tree_size=5))
+    assert _details(signed, pub)[0].startswith("signed root ") and "of 5 files" in _details(signed, pub)[0]
+
+
+def test_a_statement_that_is_not_one(signed, keypair):
+    base, secret, _public = keypair
+    for text in ("[]", "{}", "not json", '{"merkle_root": "x"}'):
+        (signed / evidence.STATEMENT).write_text(text)
+        (signed / evidence.SIGNATURE).write_text(sign.sign_file(signed / evidence.STATEMENT, secret, "c"))
+        assert kinds(evidence.check_seal(signed).problems) == {("signature", "signed-root.json")}, text
+    (signed / evidence.SIGNATURE).write_text("junk")
+    assert kinds(evidence.check_seal(signed).problems) == {("signature", "signed-root.json.minisig")}
+    (signed / evidence.SIGNATURE).unlink()
+    problems = evidence.check_seal(signed).problems
+    assert [(p.kind, p.path, p.detail) for p in problems] == [
+        ("signature", "signed-root.json.minisig", "missing: a signature needs both files")]
+    (signed / evidence.SIGNATURE).write_text("x")
+    (signed / evidence.STATEMENT).unlink()
+    assert kinds(evidence.check_seal(signed).problems) == {("signature", "signed-root.json")}
+    (signed / evidence.STATEMENT).write_bytes(b" " * (evidence.MAX_STATEMENT_BYTES + 1))
+    assert "larger than" in evidence.check_seal(signed).problems[0].detail
+
+
+def test_the_embedded_key_and_the_trusted_comment(signed, keypair):
+    base, secret, public = keypair
+    other, other_public = sign.generate()
+    _resign(signed, secret, lambda s: s.update(public_key=other_public.line()))
+    assert any("made by key" in p.detail for p in evidence.check_seal(signed).problems)
+    assert evidence.check_seal(signed, f"{base}.pub").problems == []  # the key you trust decides
+    _resign(signed, secret, lambda s: s.update(public_key="junk"))
+    assert any("not a minisign Ed25519 public key" in p.detail for p in evidence.check_seal(signed).problems)
+    _resign(signed, secret, lambda s: s.update(public_key=public.line()))
+    text = sign.sign_file(signed / evidence.STATEMENT, secret, "acta-mirror merkle root 00 size 6")
+    (signed / evidence.SIGNATURE).write_text(text)
+    problems = evidence.check_seal(signed, f"{base}.pub").problems
+    assert kinds(problems) == {("root", "signed-root.json.minisig")}
+    lines = text.splitlines()
+    (signed / evidence.SIGNATURE).write_text("\n".join(lines[:2] + ["trusted comment: x"] + lines[3:]))
+    for key in (None, f"{base}.pub"):
+        assert [p.detail for p in evidence.check_seal(signed, key).problems] == [
+            "signed-root.json.minisig: the trusted comment was altered"]
+
+
+def test_bag_info_root_and_unsafe_statement(signed, tmp_path):
+    info = (signed / "bag-info.txt").read_text()
+    (signed / "bag-info.txt").write_text(info.replace("Acta-Mirror-Merkle-Root: ", "Acta-Mirror-Merkle-Root: 0"))
+    assert ("root", "bag-info.txt") in kinds(evidence.check_seal(signed).problems)
+    (signed / evidence.STATEMENT).unlink()
+    os.symlink("/dev/zero", signed / evidence.STATEMENT)
+    assert ("signature", "signed-root.json") in kinds(evidence.check_seal(signed).problems)
+
+
+def test_signing_refuses_a_mirror_that_does_not_check_out(tmp_path, keypair):
+    base, *_ = keypair
+    m = tiny(tmp_path / "m")
+    with open(m / "provenance.jsonl", "a") as fh:
+        fh.write('{"broken"\n')
+    with pytest.raises(NotAMirror, match="line 7"):
+        evidence.sign_bag(m, f"{base}.key")
+    assert not (m / evidence.STATEMENT).exists()
+
+
+# -- proofs and diff -------------------------------------------------------------------------
+def test_prove_and_check_every_file(signed, tmp_path):
+    root = json.loads((signed / evidence.STATEMENT).read_text())["merkle_root"]
+    items = evidence.manifest_items(signed)
+    for i, (rel, sha) in enumerate(items):
+        proof = evidence.prove(signed, rel)
+        assert proof["leaf_index"] == i and proof["sha256"] == sha and proof["root"] == root
+        assert proof["tree_size"] == len(items) and proof["path"] == rel and proof["version"] == 1
+        evidence.check_proof(signed / rel, proof, root)
+        with pytest.raises(sign.SignatureError):
+            evidence.check_proof(signed / rel, {**proof, "audit_path": proof["audit_path"] + [root]}, root)
+    rel = items[0][0]
+    proof = evidence.prove(signed, str(signed / rel))  # a path on disk inside the mirror
+    assert proof["path"] == rel and evidence.prove(signed, "./" + rel)["path"] == rel
+    with pytest.raises(UsageError, match="is not in"):
+        evidence.prove(signed, "data/none.jpg")
+    with pytest.raises(sign.SignatureError, match="does not lead to root"):
+        evidence.check_proof(signed / rel, proof, "0" * 64)
+    with pytest.raises(sign.SignatureError, match="is not the one the proof is for"):
+        evidence.check_proof(signed / items[1][0], proof, root)
+    with pytest.raises(UsageError, match="malformed"):
+        evidence.check_proof(signed / rel, {**proof, "audit_path": ["zz"]}, root)
+    with pytest.raises(UsageError):
+        evidence.check_proof(tmp_path / "none", proof, root)
+    (signed / "manifest-sha256.txt").write_text("junk\n")
+    with pytest.raises(NotAMirror, match="line 1"):
+        evidence.prove(signed, rel)
+    with pytest.raises(NotAMirror, match="no manifest"):
+        evidence.manifest_items(tmp_path)
+
+
+def test_diff_takes_the_highest_version(tmp_path):
+    e1, e2, e10 = _entry(1), _entry(1, b"two", version=2), _entry(1, b"ten", version=10)
+    a = build(tmp_path / "a", [(e1, b"acta 1")])
+    b = build(tmp_path / "b", [(e1, b"acta 1"), (e10, b"ten"), (e2, b"two")])
+    assert evidence.keyed(b) == {e1.key: e10.sha256}
+    assert evidence.keyed(b / "manifest-sha256.txt") == {e1.key: e10.sha256}
+    assert evidence.diff(a, b) == {"added": [], "removed": [], "changed": [e1.key]}
+    assert evidence.diff(b, b / "manifest-sha256.txt") == {"added": [], "removed": [], "changed": []}
+    c = tiny(tmp_path / "c", 3)
+    assert evidence.diff(c, b) == {"added": [], "removed": [f"{10101001 + i:09d}.01" for i in (0, 2)],
+                                   "changed": [e1.key]}
+    with pytest.raises(UsageError):
+        evidence.keyed(tmp_path / "none")
+    with open(b / "provenance.jsonl", "a") as fh:
+        fh.write(e1.to_json() + "\n")
+    with pytest.raises(NotAMirror, match="listed twice"):
+        evidence.keyed(b)
