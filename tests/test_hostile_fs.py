@@ -230,6 +230,24 @@ def test_restore_never_deletes_outside_out(mirror, tmp_path):
     assert not out.exists()
 
 
+def test_restore_refuses_a_symlink_from_a_shard(mirror, outside, tmp_path):
+    remote = tmp_path / "remote" / "a.git"
+    assert run_cli("publish", str(mirror), "--to", f"git+file://{remote}").returncode == 0
+    work = tmp_path / "edit"
+    git("clone", "-q", str(remote), str(work))
+    victim = actas(mirror)[5]
+    twin = outside / "twin.jpg"  # a file elsewhere with the very bytes the line names
+    shutil.copyfile(work / victim, twin)
+    (work / victim).unlink()
+    (work / victim).symlink_to(twin)
+    git("-C", str(work), "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qam", "hostile")
+    git("-C", str(work), "push", "-q", "origin", "main")
+    out = tmp_path / "restored"
+    proc = run_cli("restore", "--from", f"git+file://{remote}", "--out", str(out))
+    assert proc.returncode == 1 and victim in one_line(proc), proc.stdout + proc.stderr
+    assert not out.exists() and twin.read_bytes() == (mirror / victim).read_bytes()
+
+
 # -- 11: car and IPFS publish only checked files -------------------------------------------------
 def test_car_never_carries_a_host_file(mirror, outside, tmp_path):
     (mirror / "notes.txt").symlink_to(outside / "secret.txt")  # an extra top-level file
