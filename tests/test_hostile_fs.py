@@ -90,10 +90,10 @@ def one_line(proc) -> str:
 
 # -- 5: hash before publishing ------------------------------------------------------------
 def test_git_publish_refuses_a_flipped_byte(mirror, tmp_path):
-    bad = actas(mirror)[3]
+    bad = actas(mirror)[-1]  # in the last of several pushes: refused before the first
     flip_one_byte(mirror / bad)
     remote = tmp_path / "remote" / "a.git"
-    proc = run_cli("publish", str(mirror), "--to", f"git+file://{remote}")
+    proc = run_cli("publish", str(mirror), "--to", f"git+file://{remote}", "--max-push-bytes", "300000")
     assert proc.returncode == 1 and bad in one_line(proc), proc.stdout + proc.stderr
     pushed = subprocess.run(["git", "-C", str(remote), "rev-parse", "--verify", "-q", "main"], capture_output=True)
     assert pushed.returncode != 0, "a corrupted mirror was pushed"
