@@ -186,6 +186,15 @@ def test_merge_does_not_link_a_payload_symlink_into_out(mirror, outside, tmp_pat
         assert not path.is_symlink()
 
 
+def test_merge_never_copies_a_host_file_named_by_a_shards_tag_file(mirror, outside, tmp_path):
+    (mirror / "changes.jsonl").unlink()
+    (mirror / "changes.jsonl").symlink_to(outside / "secret.txt")
+    out = tmp_path / "merged"
+    proc = run_cli("merge", str(out), str(mirror))
+    assert not [p for p in out.rglob("*") if p.is_file() and SECRET in p.read_bytes()], "a host file was copied in"
+    assert proc.returncode == 2 and "changes.jsonl" in one_line(proc)
+
+
 def test_merge_does_not_write_through_a_symlinked_folder_in_out(base, mirror, outside, tmp_path):
     out = tmp_path / "merged"
     shards = []
