@@ -163,6 +163,7 @@ class GitPublisher:
         self.progress = progress or (lambda *a: None)
         self.url, self._secret = _git_url(target)
         self.shown = redact(target, self._secret)
+        self._info: dict[str, str] = {}  # the mirror's bag-info, read (checked) by publish()
 
     # -- publish -------------------------------------------------------------------
     def publish(self, mirror: str | os.PathLike) -> Receipt:
