@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .archive import Archive, append_durably, disk_error, read_inside, write_bag_files
 from .config import Job
-from .crawl import CrawlOptions, CrawlResult, crawl
+from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write,
                        parse_bag_info)
 from .models import NotAMirror, UsageError
@@ -20,7 +20,8 @@ from .publish import PublishError, Receipt, publisher_for
 from .verify import verify
 
 SIGN_KEY_ENV = "ACTA_MIRROR_SIGN_KEY_FILE"
-MANIFEST_FILES = (PAYLOAD_MANIFEST, TAG_MANIFEST, BAG_INFO, CHANGES, "signed-root.json", "signed-root.json.minisig")
+MANIFEST_FILES = (PAYLOAD_MANIFEST, TAG_MANIFEST, BAG_INFO, CHANGES, "signed-root.json", "signed-root.json.minisig",
+                  "signed-root.json.tsr", "signed-root.json.tsr.chain.pem")
 
 
 @dataclass
@@ -57,17 +58,8 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     """Crawl, then verify, then publish (a sharded run publishes nothing: merge first)."""
     out = mirror_dir(job, shard)
     report = RunReport(out)
-    key = sign_key(job)
     if crawl_step:
-        opts = CrawlOptions(
-            site=job["source.site"], root=job["source.root"], out=str(out), discover=job["source.discover"] or None,
-            index=job.resolve(job["source.index"]) if job["source.index"] and "://" not in job["source.index"]
-            else (job["source.index"] or None),
-            concurrency=job["fetch.concurrency"], rate=float(job["fetch.rate"]), proxy=job["fetch.proxy"] or None,
-            timeout=float(job["fetch.timeout"]), max_bytes=job["fetch.max_bytes"], shard=shard,
-            wait_lock=job["output.wait_lock"], recheck_after=float(job["fetch.recheck_after"]),
-            sign_key=key, alternates=tuple(job["source.alternates"]))
-        report.crawl = asyncio.run(crawl(opts, counters))
+        report.crawl = asyncio.run(crawl(crawl_options(job, shard), counters))
     report.problems = verify(out)
     if report.problems:
         report.notes.append("not publishing: the mirror does not verify")
@@ -75,18 +67,61 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     if shard != (1, 1):
         report.notes.append(f"shard {shard[0]} of {shard[1]}: publish after 'acta-mirror merge'")
         return report
+    if job["sign.tsa"]:
+        stamp(job, out, report)
     if publish_step:
         publish(job, out, report)
     return report
 
 
-def publish(job: Job, out: Path, report: RunReport) -> None:
+def crawl_options(job: Job, shard: tuple[int, int]) -> CrawlOptions:
+    return CrawlOptions(
+        site=job["source.site"], root=job["source.root"], out=str(mirror_dir(job, shard)),
+        discover=job["source.discover"] or None,
+        index=job.resolve(job["source.index"]) if job["source.index"] and "://" not in job["source.index"]
+        else (job["source.index"] or None),
+        shard=shard, wait_lock=job["output.wait_lock"], sign_key=sign_key(job),
+        alternates=tuple(job["source.alternates"]), allow_hosts=tuple(job["source.hosts"]),
+        **fetch_options(job.values["fetch"]))
+
+
+def stamp(job: Job, out: Path, report: RunReport) -> None:
+    """A trusted timestamp of this run's signed root; a failed authority fails the run, not the mirror."""
+    from .models import MirrorError
+    from .timestamp import timestamp
+
+    try:
+        attested, _new = timestamp(out, job["sign.tsa"], ca=job.resolve(job["sign.tsa_ca"]) or None)
+        report.notes.append(f"timestamp: signed-root.json existed by {attested.time:%Y-%m-%d %H:%M:%S} UTC "
+                            f"({attested.authority})")
+    except MirrorError as exc:
+        report.publish_failures.append(f"timestamp: {exc}")
+
+
+def publishers(job: Job) -> list:
     options = dict(max_repo_bytes=job["publish.max_repo_bytes"], max_push_bytes=job["publish.max_push_bytes"],
                    shard_by=job["publish.shard_by"], ipns=job["publish.ipns"] or None,
                    pin_service=job["publish.pin_service"] or None)
-    for target in job["publish.git"] + job["publish.ipfs"]:
+    return [publisher_for(target, **options) for target in job["publish.git"] + job["publish.ipfs"]]
+
+
+def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = True, publish_step: bool = True):
+    """The dry run of run_job: what the crawl would fetch, then what each target would receive
+    of the mirror as it is now (the crawl's new files come on top). Changes nothing."""
+    from .crawl import plan_crawl
+
+    crawl_plan = asyncio.run(plan_crawl(crawl_options(job, shard))) if crawl_step else None
+    out = mirror_dir(job, shard)
+    plans = []
+    if publish_step and shard == (1, 1) and (out / PROVENANCE).exists():
+        plans = [p.plan(out) for p in publishers(job)]
+    return crawl_plan, plans
+
+
+def publish(job: Job, out: Path, report: RunReport) -> None:
+    for publisher in publishers(job):
         try:
-            report.receipts.append(publisher_for(target, **options).publish(out))
+            report.receipts.append(publisher.publish(out))
         except PublishError as exc:
             report.publish_failures.append(str(exc))
     if job["publish.car"]:
