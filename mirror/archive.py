@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -31,7 +32,9 @@ from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
                        iter_provenance, iter_provenance_core, read_bag_info, repair_torn_tail,
                        sync_filesystem)
-from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorLocked, UnsafePath, UsageError
+from .publish import redact
+from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
+from .state import open_payload, read_state
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
@@ -81,6 +84,17 @@ def _io_error(exc: OSError, what: str) -> ArchiveWriteError:
     return ArchiveWriteError(f"cannot write while {what}: {exc.strerror or exc}")
 
 
+DISK_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+
+
+def disk_error(exc: OSError, what: str) -> MirrorError:
+    """The one translation of a failed write outside the archive (a CAR, a key, a report):
+    exit 3 when the disk refused it (full, read-only, no permission), else a usage error."""
+    if exc.errno in DISK_REFUSED:
+        return _io_error(exc, what)
+    return UsageError(f"cannot write while {what}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""))
+
+
 class Archive:
     """A BagIt bag being filled. Use as a context manager: it holds the mirror's lock.
 
@@ -105,6 +119,7 @@ class Archive:
         self._last_commit = time.monotonic()
         self._lock_fd: int | None = None
         self.quarantined: list[str] = []
+        self.foreign_state = ""  # the name a copy's working state was moved aside to, if any
         self.status: dict[str, str] = {}  # key -> its last change (added, changed, vanished, reappeared)
         self.changes: list[dict] = []  # vanished and reappeared, appended to changes.jsonl by finish()
         self.run_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -120,10 +135,13 @@ class Archive:
     def open(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"{self.root} exists and is not a directory")
-        ours = any((self.root / name).exists() for name in ("bagit.txt", PROVENANCE, STATE_DIR))
+        ours = any(os.path.lexists(self.root / name) for name in ("bagit.txt", PROVENANCE, STATE_DIR))
         if self.root.exists() and not ours and any(self.root.iterdir()):
             raise UsageError(f"{self.root} is not empty and is not an acta-mirror bag; choose another --out")
+        if self.root.exists():
+            self._check_layout()
         try:
+            self._own_state()
             self.tmp.mkdir(parents=True, exist_ok=True)
             (self.root / "data").mkdir(exist_ok=True)
         except OSError as exc:
@@ -147,9 +165,12 @@ class Archive:
         except OSError as exc:
             raise _io_error(exc, "recording changes") from None
         try:
-            self.checked.update(json.loads((self.state / CHECKED).read_text()))
-        except (FileNotFoundError, ValueError):
-            pass
+            with open(os.open(self.state / CHECKED, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as fh:
+                checked = json.load(fh)
+            self.checked.update({url: float(when) for url, when in checked.items()
+                                 if isinstance(url, str) and isinstance(when, (int, float))})
+        except (OSError, ValueError, AttributeError):
+            pass  # a lost or damaged record only means asking the site again
         for leftover in self.tmp.iterdir():
             if leftover.is_file():
                 leftover.unlink()
@@ -160,7 +181,7 @@ class Archive:
         A torn last line (a run killed while appending) is cut so the next record starts clean."""
         recorded: set[tuple[str, str]] = set()
         try:
-            fh = open(self.root / CHANGES, "rb+")
+            fh = open(os.open(self.root / CHANGES, os.O_RDWR | os.O_NOFOLLOW), "rb+")
         except FileNotFoundError:
             return recorded
         with fh:
@@ -179,8 +200,56 @@ class Archive:
                     continue  # damage is reported by verify (changes.jsonl is a tag file)
         return recorded
 
+    def _check_layout(self) -> None:
+        """Refuse a mirror whose bag files or data/ hold a symlink, a FIFO or a device: writing
+        into it (appending provenance, renaming into data/) would write elsewhere."""
+        for name in (*TAG_FILES, TAG_MANIFEST, RECEIPTS, "data"):
+            try:
+                mode = os.lstat(self.root / name).st_mode
+            except FileNotFoundError:
+                continue
+            if not (stat.S_ISDIR(mode) if name == "data" else stat.S_ISREG(mode)):
+                raise UsageError(f"{self.root / name} is a symlink or not a plain "
+                                 f"{'directory' if name == 'data' else 'file'}; not writing into this mirror")
+        stack = [self.root / "data"]
+        while stack:
+            try:
+                with os.scandir(stack.pop()) as it:
+                    for entry in it:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        elif not entry.is_file(follow_symlinks=False):
+                            raise UsageError(f"{entry.path} is a symlink or a special file; a mirror holds only "
+                                             "regular files and directories; not writing into this mirror")
+            except FileNotFoundError:
+                continue
+
+    def _own_state(self) -> None:
+        """The working state (.acta-mirror: lock, temp files, quarantine) is used only when it is
+        plain directories and files of this user's. Anything else, e.g. a copy made elsewhere
+        with a symlink where tmp/ or the lock belongs, is moved aside whole (a rename never
+        follows a link) and a fresh one made: a copy's state is never followed or deleted."""
+        try:
+            st = os.lstat(self.state)
+        except FileNotFoundError:
+            return
+        plain = stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+        for name, want in (("tmp", stat.S_ISDIR), ("quarantine", stat.S_ISDIR), ("lock", stat.S_ISREG),
+                           (CHECKED, stat.S_ISREG)):
+            if not plain:
+                break
+            try:
+                inner = os.lstat(self.state / name)
+                plain = want(inner.st_mode) and inner.st_uid == os.geteuid()
+            except FileNotFoundError:
+                pass
+        if not plain:
+            aside = self.root / f"{STATE_DIR}.foreign-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}"
+            os.rename(self.state, aside)
+            self.foreign_state = aside.name
+
     def _lock(self) -> None:
-        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait_lock else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -219,20 +288,21 @@ class Archive:
 
     # -- adding files -----------------------------------------------------------
     def conditional_headers(self, url: str) -> tuple[str, str]:
-        prev = self.validators.get(url)
+        prev = self.validators.get(redact(url))
         return (prev[0], prev[1]) if prev else ("", "")
 
     def path_of(self, url: str) -> str | None:
-        prev = self.validators.get(url)
+        prev = self.validators.get(redact(url))
         return prev[2] if prev else None
 
     def fresh(self, url: str, max_age: float) -> bool:
         """Was url fetched or confirmed unchanged less than max_age seconds ago?"""
+        url = redact(url)
         return max_age > 0 and url in self.validators and time.time() - self.checked.get(url, 0.0) < max_age
 
     def add(self, acta: Acta, fetched: Fetched, *, kind: str = "acta", name: str | None = None) -> Entry | None:
         """Queue a fetched file as a new version; None (and the temp file removed) if not new."""
-        self.checked[fetched.url] = time.time()
+        self.checked[redact(fetched.url)] = time.time()
         if fetched.status == 304:
             return None
         versions = self.versions.get(acta.key, [])
@@ -253,10 +323,10 @@ class Archive:
         entry = Entry(
             key=acta.key, kind=kind, version=version, path=path, sha256=fetched.sha256,
             size=fetched.size, cid=raw_cid(fetched.sha256) if fetched.size <= CHUNK_SIZE else "",
-            url=fetched.url, final_url=fetched.final_url, host=fetched.host,
+            url=redact(fetched.url), final_url=redact(fetched.final_url), host=fetched.host,
             fetched_at=fetched.fetched_at, status=fetched.status, etag=fetched.etag,
             last_modified=fetched.last_modified, content_type=fetched.content_type,
-            site=acta.site, page=acta.page, state_code=p.state_code, state=p.state,
+            site=acta.site, page=redact(acta.page), state_code=p.state_code, state=p.state,
             municipality_code=p.municipality_code, municipality=p.municipality,
             parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table, center_name=p.center_name,
             supersedes=versions[-1] if versions else None,
@@ -281,7 +351,7 @@ class Archive:
     def seen_upstream(self, key: str, url: str) -> None:
         """The site lists this acta in this run: one that had vanished has reappeared."""
         if self.status.get(key) == "vanished":
-            self.note(key, "reappeared", url=url)
+            self.note(key, "reappeared", url=redact(url))
 
     def mark_vanished(self, listed, in_scope) -> int:
         """Actas archived before that the site no longer lists. They stay archived, marked."""
@@ -342,10 +412,7 @@ class Archive:
             if not sync_filesystem(self.root):
                 for d in dirs:
                     fsync_dir(d)
-            with open(self.root / PROVENANCE, "a", encoding="utf-8") as fh:
-                fh.write("".join(entry.to_json() + "\n" for _t, _r, entry, _c in batch))
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_durably(self.root / PROVENANCE, "".join(entry.to_json() + "\n" for _t, _r, entry, _c in batch))
             self._append_changes([change for *_, change in batch if change])
         except OSError as exc:
             raise _io_error(exc, "archiving a batch of files") from None
@@ -356,10 +423,8 @@ class Archive:
     def _append_changes(self, changes: list[dict]) -> None:
         if not changes:
             return
-        with open(self.root / CHANGES, "a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in changes))
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_durably(self.root / CHANGES,
+                       "".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in changes))
 
     # -- the bag files ----------------------------------------------------------
     def finish(self, *, failures: Iterable[dict] = (), info: dict[str, str] | None = None,
@@ -384,6 +449,15 @@ class Archive:
             raise _io_error(exc, "writing the bag's manifests") from None
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+
+
+def append_durably(path: Path, text: str) -> None:
+    """Append to a bag file and fsync; never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with open(fd, "a", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _cut_torn_line(fh) -> None:
@@ -443,45 +517,85 @@ def write_bag_files(root: Path, extra_info: dict[str, str]) -> None:
 
 
 def write_tag_manifest(root: Path) -> None:
-    import hashlib
-
     items = []
     for name in TAG_FILES:
         try:
-            with open(root / name, "rb") as fh:  # provenance.jsonl grows with the archive: stream it
+            # never through a symlink (UnsafePath); provenance.jsonl grows with the archive: stream it
+            with open_payload(root, name) as fh:
                 items.append((name, hashlib.file_digest(fh, "sha256").hexdigest()))
         except FileNotFoundError:
             continue
     atomic_write(root / TAG_MANIFEST, format_manifest(items))
 
 
-def published_files(root: str | os.PathLike) -> list[tuple[str, int, str | None]]:
-    """What a published copy holds: the payload (path, size, sha256 from provenance), the
-    tag files at the top of the bag and the site/ folder (sha256 None: read when needed).
-    Never the receipts (written after publishing) nor acta-mirror's working state.
-    A mirror whose records do not check out, or with a link, FIFO or device where a file
-    should be, is refused (UnsafePath/NotAMirror naming it): nothing of the host is published."""
-    from .state import provenance_state
+def read_inside(root: str | os.PathLike, rel: str, limit: int | None = None) -> bytes:
+    """The bytes of a regular file inside root, reached without following a symlink
+    (state.open_payload); UnsafePath for anything else, or when it holds more than limit."""
+    with open_payload(root, rel) as fh:
+        if limit is not None and os.fstat(fh.fileno()).st_size > limit:
+            raise UnsafePath(rel, "larger than its record says")
+        return fh.read()
 
+
+class Corrupt(NotAMirror):
+    """A file whose bytes no longer hash to what the manifest records."""
+
+
+def read_checked(root: str | os.PathLike, rel: str, sha256_hex: str, size: int | None = None) -> bytes:
+    """The bytes of a file inside root, only when they hash to sha256_hex (and have size):
+    what publishers and merge send on. UnsafePath or Corrupt otherwise."""
+    data = read_inside(root, rel, size)
+    got = hashlib.sha256(data).hexdigest()
+    if (size is not None and len(data) != size) or got != sha256_hex:
+        raise Corrupt(f"{rel}: its bytes do not match the manifest (sha256 {got}, the manifest says {sha256_hex})")
+    return data
+
+
+# RFC 3161 token of signed-root.json and its certificate chain (mirror/timestamp.py): outside
+# the tag manifest, each checks itself against signed-root.json (`openssl ts -verify`).
+TIMESTAMP_FILES = ("signed-root.json.tsr", "signed-root.json.tsr.chain.pem")
+PUBLISHED_TAG_FILES = TAG_FILES + (TAG_MANIFEST,) + TIMESTAMP_FILES  # the only top-level files published
+SITE_DIR = "site"  # the browsable index `acta-mirror site` writes
+
+
+def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
+    """What a published copy holds, as (path, size, sha256): the payload, as the validated
+    reader gives it and where provenance and the manifest agree; the tag files this tool
+    writes, each checked against the tag manifest (and the tag manifest itself); the site/
+    folder. Payload bytes are not read here: a publisher checks each file it sends
+    (read_checked). Never the receipts, the working state or anything else at the top; never
+    a symlink, FIFO or device. NotAMirror (UnsafePath, Corrupt) naming what is wrong."""
     root = Path(root)
-    state = provenance_state(root).require_clean()
-    files: list[tuple[str, int, str | None]] = [(e.path, e.size, e.sha256) for e in state.entries]
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name == RECEIPTS or entry.name.startswith(".") or entry.is_dir(follow_symlinks=False):
+    state = read_state(root).require_clean()
+    files = [(e.path, e.size, e.sha256) for e in state.entries]
+    if {p: s for p, _n, s in files} != state.manifest:
+        raise Corrupt(f"{root}: provenance and the manifest list different files")
+    tags = state.tags or {}
+    for name in PUBLISHED_TAG_FILES:
+        if name in TIMESTAMP_FILES and not os.path.lexists(root / name):
             continue
-        if not entry.is_file(follow_symlinks=False):
-            raise UnsafePath(str(root / entry.name), "not a regular file; not publishing it")
-        files.append((entry.name, entry.stat(follow_symlinks=False).st_size, None))
-    site = root / "site"  # the browsable index, when `acta-mirror site` made one
-    if os.path.islink(site):
-        raise UnsafePath(str(site), "a symbolic link; not publishing it")
-    for dirpath, dirs, names in os.walk(site):
-        for name in sorted(names) + sorted(dirs):
-            full = Path(dirpath) / name
-            mode = os.lstat(full).st_mode
-            if stat.S_ISDIR(mode):
-                continue
-            if not stat.S_ISREG(mode):
-                raise UnsafePath(str(full), "not a regular file; not publishing it")
-            files.append((full.relative_to(root).as_posix(), os.lstat(full).st_size, None))
+        if name not in (TAG_MANIFEST, *TIMESTAMP_FILES) and name not in tags:
+            continue  # a file the tag manifest does not vouch for is not published
+        data = read_inside(root, name)
+        digest = hashlib.sha256(data).hexdigest()
+        if name in tags and digest != tags[name]:
+            raise Corrupt(f"{name}: its bytes do not match the tag manifest")
+        files.append((name, len(data), digest))
+    try:
+        mode = os.lstat(root / SITE_DIR).st_mode
+    except FileNotFoundError:
+        return files
+    if not stat.S_ISDIR(mode):
+        raise UnsafePath(SITE_DIR, "a symbolic link or not a folder; not publishing it")
+    stack = [SITE_DIR]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(root / rel_dir) as it:
+            for entry in sorted(it, key=lambda e: e.name):
+                rel = f"{rel_dir}/{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                    continue
+                data = read_inside(root, rel)  # refuses symlinks and special files
+                files.append((rel, len(data), hashlib.sha256(data).hexdigest()))
     return files

@@ -131,16 +131,21 @@ def file_dag(chunks: list[tuple[bytes, int]]) -> tuple[bytes, int, list[tuple[by
 
 def file_chunks(path: str | os.PathLike) -> list[tuple[bytes, int]]:
     """Raw leaf CIDs of a file cut in CHUNK_SIZE pieces (read once)."""
-    chunks = []
     with open(path, "rb") as fh:
-        while True:
-            data = fh.read(CHUNK_SIZE)
-            if not data and chunks:
-                break
-            chunks.append((cid_bytes(RAW_CODEC, hashlib.sha256(data).digest()), len(data)))
-            if len(data) < CHUNK_SIZE:
-                break
-    return chunks
+        return [(cid_bytes(RAW_CODEC, hashlib.sha256(data).digest()), len(data)) for data in _chunks(fh)]
+
+
+def _chunks(fh):
+    """The file's CHUNK_SIZE pieces; an empty file is one empty chunk."""
+    first = True
+    while True:
+        data = fh.read(CHUNK_SIZE)
+        if not data and not first:
+            return
+        first = False
+        yield data
+        if len(data) < CHUNK_SIZE:
+            return
 
 
 def file_cid(path: str | os.PathLike, size: int, sha256_hex: str | None = None) -> str:
@@ -153,20 +158,24 @@ def file_cid(path: str | os.PathLike, size: int, sha256_hex: str | None = None) 
 class Dag:
     """The UnixFS DAG of a directory tree: files (raw leaves), dag-pb directories, one root."""
 
-    def __init__(self, root: str | os.PathLike, files: list[tuple[str, int, str | None]]):
-        """files: (relative path, size, sha256 hex or None) of every file to include."""
+    def __init__(self, root: str | os.PathLike, files: list[tuple[str, int, str]]):
+        """files: (relative path, size, sha256 hex) of every file to include. A file of one chunk
+        is not read (its CID is its sha256's); a larger one is read once, inside root without
+        following symlinks, and must hash to its sha256 (archive.Corrupt otherwise)."""
         self.root_dir = Path(root)
         self.files: dict[str, tuple[bytes, int]] = {}  # rel -> (cid, tsize)
+        self.sha256: dict[str, str] = {}  # rel -> the sha256 its bytes must have
         self.nodes: dict[bytes, bytes] = {}  # dag-pb blocks: directories and multi-chunk file roots
         self.children: dict[bytes, list[tuple[str, bytes]]] = {}  # directory -> (name, cid) of each entry
         tree: dict = {}
         for rel, size, sha in files:
-            if size <= CHUNK_SIZE and sha:
+            if size <= CHUNK_SIZE:
                 cid, tsize = cid_bytes(RAW_CODEC, bytes.fromhex(sha)), size
             else:
-                cid, tsize, nodes = file_dag(file_chunks(self.root_dir / rel))
+                cid, tsize, nodes = file_dag([(c, len(d)) for c, d in self.leaf_blocks(rel, sha)])
                 self.nodes.update(nodes)
             self.files[rel] = (cid, tsize)
+            self.sha256[rel] = sha
             parts = rel.split("/")
             node = tree
             for part in parts[:-1]:
@@ -194,22 +203,23 @@ class Dag:
     def root_cid(self) -> str:
         return cid_to_str(self.root)
 
-    def leaf_blocks(self, rel: str):
-        """(cid, bytes) of the raw leaves of one file, read from disk and checked against its CID."""
-        want_cid, _ = self.files[rel]
-        with open(self.root_dir / rel, "rb") as fh:
-            chunks = []
-            while True:
-                data = fh.read(CHUNK_SIZE)
-                if not data and chunks:
-                    break
+    def leaf_blocks(self, rel: str, sha256_hex: str | None = None):
+        """(cid, bytes) of the raw leaves of one file, read from disk inside the DAG's root
+        (no symlink followed); archive.Corrupt once the file is read when its bytes do not hash
+        to its sha256 or give another CID than the DAG's; UnsafePath for a symlink, FIFO, device."""
+        from .archive import Corrupt
+        from .state import open_payload
+
+        want_sha = sha256_hex or self.sha256[rel]
+        digest, chunks = hashlib.sha256(), []
+        with open_payload(self.root_dir, rel) as fh:
+            for data in _chunks(fh):
                 cid = cid_bytes(RAW_CODEC, hashlib.sha256(data).digest())
+                digest.update(data)
                 chunks.append((cid, len(data)))
                 yield cid, data
-                if len(data) < CHUNK_SIZE:
-                    break
-        if file_dag(chunks)[0] != want_cid:
-            raise ValueError(f"{rel} changed on disk: its bytes no longer match the manifest")
+        if digest.hexdigest() != want_sha or (rel in self.files and file_dag(chunks)[0] != self.files[rel][0]):
+            raise Corrupt(f"{rel}: its bytes do not match the manifest (changed on disk)")
 
 
 HAMT_THRESHOLD = 256 * 1024  # Kubo shards a directory whose node would pass this size

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -388,8 +389,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=level, stream=sys.stderr, format="acta-mirror: %(levelname)s: %(name)s: %(message)s")
         return COMMANDS[args.command](args)
     except MirrorError as exc:
+        from .publish import redact
+
         step = next_step(exc)
-        print(f"acta-mirror: {exc}" + (f"; {step}" if step else ""), file=sys.stderr)
+        # no credential in any message
+        print(f"acta-mirror: {redact(str(exc))}" + (f"; {step}" if step else ""), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)
@@ -414,6 +418,22 @@ def next_step(exc: MirrorError) -> str:
     if isinstance(exc, ArchiveWriteError) and "re-run" not in text:
         return "free space or fix permissions, then re-run: everything archived before is intact"
     return ""
+
+
+def _writes(what: str):
+    """For a command that writes outside the archive (a report, a key, a CAR, the site): a write
+    the disk refuses (full, read-only) is one line and exit 3, never a traceback."""
+    def wrap(command):
+        @functools.wraps(command)
+        def run(args) -> int:
+            try:
+                return command(args)
+            except OSError as exc:
+                from .archive import disk_error
+
+                raise disk_error(exc, what) from None
+        return run
+    return wrap
 
 
 # -- crawl ------------------------------------------------------------------------
@@ -584,6 +604,7 @@ def cmd_replay(args) -> int:
 
 
 # -- publish and restore ---------------------------------------------------------------
+@_writes("publishing")
 def cmd_publish(args) -> int:
     from .progress import Progress
     from .publish import PublishError, publisher_for
@@ -634,6 +655,7 @@ def _print_plans(mirror: str, plans: list) -> int:
     return EXIT_OK
 
 
+@_writes("restoring")
 def cmd_restore(args) -> int:
     from .progress import Progress
     from .publish.git import restore
@@ -646,6 +668,7 @@ def cmd_restore(args) -> int:
     return EXIT_OK
 
 
+@_writes("writing the CAR file")
 def cmd_car(args) -> int:
     from .publish.ipfs import write_car
 
@@ -658,6 +681,7 @@ def cmd_car(args) -> int:
 
 
 # -- evidence ------------------------------------------------------------------------
+@_writes("writing the key files")
 def cmd_keygen(args) -> int:
     from .sign import generate
 
@@ -675,6 +699,7 @@ def cmd_keygen(args) -> int:
     return EXIT_OK
 
 
+@_writes("signing")
 def cmd_sign(args) -> int:
     from .evidence import sign_bag
 
@@ -820,6 +845,7 @@ def _print_checks(result) -> list[str]:
     return lines
 
 
+@_writes("writing the tally")
 def cmd_tally(args) -> int:
     from .audit.tally import tally, to_csv, to_json
     from .progress import Progress
@@ -891,6 +917,7 @@ def cmd_crosscheck(args) -> int:
     return exit_status(report, args.allow_incomplete)
 
 
+@_writes("writing the site")
 def cmd_site(args) -> int:
     from .audit.site import build_site
 

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import math
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from .archive import Archive, safe_component
 from .fetch import DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, Fetcher, HostPolicy, utc_now
 from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UsageError
+from .publish import redact
 from .sites import get_site
 
 
@@ -152,7 +154,30 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
         opts = dataclasses.replace(opts, discover=site.discover_modes[0])
     elif opts.discover not in site.discover_modes:
         raise UsageError(f"site {site.name} discovers by {', '.join(site.discover_modes)}, not {opts.discover}")
-    counters = counters or Counters()
+    created = not os.path.lexists(opts.out)
+    try:
+        return await _crawl(opts, site, counters or Counters())
+    except BaseException:
+        if created:
+            _remove_if_empty(Path(opts.out))
+        raise
+
+
+def _remove_if_empty(out: Path) -> None:
+    """A folder this run created and archived nothing into (an unreachable root) is removed,
+    so no half-made bag is left behind."""
+    try:
+        if (out / "provenance.jsonl").stat().st_size:
+            return
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    if not any(files for _d, _s, files in os.walk(out / "data")):
+        shutil.rmtree(out, ignore_errors=True)
+
+
+async def _crawl(opts: CrawlOptions, site, counters: Counters) -> CrawlResult:
     started = time.monotonic()
     run = _Run(opts, site, counters)
     with Archive(opts.out, wait_lock=opts.wait_lock) as archive:
@@ -179,7 +204,7 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
     if opts.sign_key:
         from .evidence import sign_bag
 
-        sign_bag(opts.out, opts.sign_key, source=opts.root)
+        sign_bag(opts.out, opts.sign_key, source=redact(opts.root))
     return CrawlResult(counters, run.failures, quarantined, time.monotonic() - started, requests, opts.out)
 
 
@@ -207,7 +232,7 @@ class _Run:
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=opts.concurrency * 4)
 
     def fail(self, key: str, url: str, reason: str, cause: str, attempts: int = 0) -> None:
-        self.failures.append({"key": key, "url": url, "reason": reason, "cause": cause,
+        self.failures.append({"key": key, "url": redact(url), "reason": redact(reason), "cause": cause,
                               "at": utc_now(), "attempts": attempts})
         if cause in DEFERRED_CAUSES:
             self.counters.deferred += 1
@@ -383,7 +408,7 @@ class _Run:
             try:
                 fetched = await self.fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
             except FetchError as exc:
-                raise SourceUnreachable(f"cannot read the index {source}: {exc.reason}") from None
+                raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
             path = str(archive.root / archive.path_of(source)) if fetched.status == 304 else fetched.tmp_path
             listed = site.parse_index(path, source, self.report)  # reads the file now, before it is committed
             first = next(listed, None)  # a malformed header fails here, before anything is archived
@@ -404,7 +429,7 @@ class _Run:
                            "Source-Organization": f"acta-mirror crawl of site {site.name}",
                            "External-Identifier": site.name,
                            "External-Description": getattr(site, "description", site.name),
-                           "Acta-Mirror-Source": opts.root,
+                           "Acta-Mirror-Source": redact(opts.root),
                        })
 
 
@@ -479,7 +504,7 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                         try:
                             path = (await fetcher.fetch(source, expect_image=False)).tmp_path
                         except FetchError as exc:
-                            raise SourceUnreachable(f"cannot read the index {source}: {exc.reason}") from None
+                            raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
                     for acta in site.parse_index(path, url, report):
                         take(acta)
 

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .archive import Archive, write_bag_files
+from .archive import Archive, append_durably, disk_error, read_inside, write_bag_files
 from .config import Job
 from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write,
-                       provenance_lines, read_bag_info)
-from .models import UsageError
+                       parse_bag_info)
+from .models import NotAMirror, UsageError
+from .state import Record, iter_records, open_payload
 from .publish import PublishError, Receipt, publisher_for
 from .verify import verify
 
@@ -126,7 +128,10 @@ def publish(job: Job, out: Path, report: RunReport) -> None:
         from .publish.ipfs import write_car
 
         car = job.resolve(job["publish.car"])
-        report.notes.append(f"CAR {car}: root {write_car(out, car)}")
+        try:
+            report.notes.append(f"CAR {car}: root {write_car(out, car)}")
+        except PublishError as exc:
+            report.publish_failures.append(str(exc))
     if job["publish.manifests"]:
         dest = Path(job.resolve(job["publish.manifests"]))
         copy_manifests(out, dest)
@@ -137,65 +142,72 @@ def copy_manifests(mirror: Path, dest: Path) -> None:
     """The small files that let anyone check a copy: manifests, bag-info, changes, signed root."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in MANIFEST_FILES:
-        if (mirror / name).exists():
-            atomic_write(dest / name, (mirror / name).read_bytes())
+        if os.path.lexists(mirror / name):
+            atomic_write(dest / name, read_inside(mirror, name))
 
 
 def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path: str | None = None) -> dict:
     """Combine shard mirrors into one bag at out (which may hold an earlier merge).
 
-    Files are linked (or copied) in; a path that two shards fill with different bytes keeps
-    both, the later under the next version name. Nothing in out is ever removed.
+    Every shard is read before out is touched: its records must be sound (paths inside
+    data/) and every file it adds must be a regular file reached without a symlink whose
+    bytes hash to its line. Files are linked (or copied) in through out's temp folder and
+    renamed into place before their lines are recorded; a path that two shards fill with
+    different bytes keeps both, the later under the next version name. Nothing in out is
+    ever removed, and a shard that fails a check leaves out as it was.
     """
     out = Path(out)
-    for shard in shards:
-        if not (Path(shard) / PROVENANCE).exists():
-            raise UsageError(f"{shard}: not a mirror (no {PROVENANCE})")
+    sources = [(Path(shard), _shard_lines(Path(shard))) for shard in shards]
     stats = {"files": 0, "added": 0, "renamed": 0}
     with Archive(out) as archive:
-        known = {line.path: line.sha256 for line in provenance_lines(out / PROVENANCE)}
+        known = {line.path: line.sha256 for line in iter_records(out / PROVENANCE)}
         have_sha = set(known.values())
+        staged: list[tuple[Path, str]] = []  # (temp file, final path)
         new_lines: list[str] = []
-        for shard in map(Path, shards):
-            for line in provenance_lines(shard / PROVENANCE):
-                stats["files"] += 1
-                if known.get(line.path) == line.sha256:
-                    continue
-                obj = json.loads(line.text)
-                if line.path in known:  # same place, other bytes: keep both
-                    if line.sha256 in have_sha:
+        try:
+            for shard, lines in sources:
+                for line in lines:
+                    stats["files"] += 1
+                    if known.get(line.path) == line.sha256:
                         continue
-                    stem, ext = os.path.splitext(line.path)
-                    n = 2
-                    while f"{stem}.v{n}{ext}" in known:
-                        n += 1
-                    obj["path"], obj["version"] = f"{stem}.v{n}{ext}", n
-                    stats["renamed"] += 1
-                target = out / obj["path"]
+                    entry, text = line.entry, line.text  # the shard's line, byte for byte
+                    if line.path in known:  # same place, other bytes: keep both
+                        if line.sha256 in have_sha:
+                            continue
+                        stem, ext = os.path.splitext(line.path)
+                        n = 2
+                        while f"{stem}.v{n}{ext}" in known:
+                            n += 1
+                        entry = dataclasses.replace(entry, path=f"{stem}.v{n}{ext}", version=n)
+                        text = entry.to_json() + "\n"
+                        stats["renamed"] += 1
+                    tmp = archive.tmp / f"merge-{len(staged)}"
+                    _stage(shard, line, tmp)
+                    staged.append((tmp, entry.path))
+                    known[entry.path] = line.sha256
+                    have_sha.add(line.sha256)
+                    new_lines.append(text)
+                    stats["added"] += 1
+            for tmp, rel in staged:
+                target = out / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                if not target.exists():
-                    try:
-                        os.link(shard / line.path, target)
-                    except OSError:
-                        shutil.copy2(shard / line.path, target)
-                known[obj["path"]] = line.sha256
-                have_sha.add(line.sha256)
-                new_lines.append(json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n")
-                stats["added"] += 1
-        if new_lines:
-            with open(out / PROVENANCE, "a", encoding="utf-8") as fh:
-                fh.write("".join(new_lines))
-                fh.flush()
-                os.fsync(fh.fileno())
-        for name in (CHANGES, FAILURES):
-            merged = _merge_lines([out / name] + [Path(s) / name for s in shards])
-            atomic_write(out / name, merged)
-        info = {}
-        for shard in shards:
-            for k, v in read_bag_info(Path(shard) / BAG_INFO).items():
-                if k not in ("Payload-Oxum", "Acta-Mirror-Merkle-Root", "Acta-Mirror-Merkle-Size", "Bagging-Date"):
-                    info.setdefault(k, v)
-        write_bag_files(out, info)
+                if os.path.lexists(target):  # never overwrite evidence
+                    raise UsageError(f"{out}: {rel} is on disk but not recorded; not merging over it")
+                os.rename(tmp, target)
+            if new_lines:
+                append_durably(out / PROVENANCE, "".join(new_lines))
+            for name in (CHANGES, FAILURES):
+                ours = read_inside(out, name) if os.path.lexists(out / name) else b""
+                atomic_write(out / name, _merge_lines([ours] + [_shard_file(s, name) for s, _ in sources]))
+            info = {}
+            for shard, _ in sources:
+                text = _shard_file(shard, BAG_INFO).decode("utf-8", "replace")
+                for k, v in parse_bag_info(text).items():
+                    if k not in ("Payload-Oxum", "Acta-Mirror-Merkle-Root", "Acta-Mirror-Merkle-Size", "Bagging-Date"):
+                        info.setdefault(k, v)
+            write_bag_files(out, info)
+        except OSError as exc:
+            raise disk_error(exc, f"merging into {out}") from None
     if sign_key_path:
         from .evidence import sign_bag
 
@@ -206,12 +218,59 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     return stats
 
 
-def _merge_lines(paths: list[Path]) -> bytes:
+def _shard_lines(shard: Path) -> list[Record]:
+    """A shard's provenance records through the validated reader (paths inside data/, keys of
+    the site's format, no path twice, no symlink); UsageError naming the shard otherwise."""
+    if not shard.is_dir() or not os.path.lexists(shard / PROVENANCE):
+        raise UsageError(f"{shard}: not a mirror (no {PROVENANCE})")
+    try:
+        return list(iter_records(shard / PROVENANCE))
+    except NotAMirror as exc:
+        raise UsageError(f"{exc}; not merging {shard}") from None
+
+
+def _shard_file(shard: Path, name: str) -> bytes:
+    """A shard's bag file, never through a symlink; empty when it has none."""
+    if not os.path.lexists(shard / name):
+        return b""
+    try:
+        return read_inside(shard, name)
+    except (OSError, NotAMirror) as exc:
+        raise UsageError(f"{shard}/{name}: {getattr(exc, 'strerror', None) or exc}; not merging it") from None
+
+
+def _stage(shard: Path, line: Record, tmp: Path) -> None:
+    """Put a shard's file at tmp (a hard link when the file system allows, else a copy) after
+    checking it: a regular file reached without a symlink, whose bytes hash to its line."""
+    try:
+        src = open_payload(shard, line.path)
+    except (OSError, NotAMirror) as exc:
+        raise UsageError(f"{shard}: {line.path}: {getattr(exc, 'strerror', None) or exc}; not merging it") from None
+    with src:
+        fd = src.fileno()
+        digest = hashlib.file_digest(src, "sha256").hexdigest()
+        if digest != line.sha256 or os.fstat(fd).st_size != line.size:
+            raise UsageError(f"{shard}: {line.path} does not match its provenance line; not merging it")
+        st = os.fstat(fd)
+        try:
+            os.link(shard / line.path, tmp, follow_symlinks=False)
+            linked = os.lstat(tmp)
+            if (linked.st_dev, linked.st_ino) == (st.st_dev, st.st_ino):
+                return  # the very file just checked
+            os.unlink(tmp)
+        except OSError:
+            pass
+        src.seek(0)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+
+
+def _merge_lines(texts: list[bytes]) -> bytes:
     seen, lines = set(), []
-    for path in paths:
-        if not path.exists():
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
+    for text in texts:
+        for line in text.decode("utf-8", "replace").splitlines():
             if line.strip() and line not in seen:
                 seen.add(line)
                 lines.append(line)

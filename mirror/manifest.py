@@ -254,7 +254,9 @@ def repair_torn_tail(path: str | os.PathLike) -> int:
 
 def append_receipt(root: str | os.PathLike, receipt: dict) -> None:
     """Record a publish in the bag. Not a tag-manifest file: publishing never changes what it published."""
-    with open(Path(root) / RECEIPTS, "a", encoding="utf-8") as fh:
+    # O_NOFOLLOW: a copy made elsewhere may carry a symlink here, pointing at a file of ours.
+    fd = os.open(Path(root) / RECEIPTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    with open(fd, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(receipt, ensure_ascii=False, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())

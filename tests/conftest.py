@@ -13,6 +13,12 @@ from mirror.replay import FaultPlan, Replay, ReplayThread
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Working state (Git staging repositories) goes to the user's cache: a fresh one per test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def replay_factory():
     started = []

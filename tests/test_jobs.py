@@ -83,7 +83,8 @@ def test_three_shards_merged_equal_one_crawl(replay, tmp_path):
 
 def test_two_runs_at_once_the_second_exits_clearly(replay_factory, tmp_path):
     r = replay_factory(faults="slow=1.0")
-    job = write_job(tmp_path, r.url)
+    # 52 slow answers, two at a time: the first run holds the lock for seconds, however loaded the machine
+    job = write_job(tmp_path, r.url, extra="[fetch]\nconcurrency = 2\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen([sys.executable, "-m", "mirror", "run", str(job), "--quiet", "--no-publish"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

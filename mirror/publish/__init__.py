@@ -7,11 +7,14 @@ send, read-only: the dry run).
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
 import pkgutil
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..models import MirrorError, UsageError
 
@@ -65,13 +68,48 @@ def publisher_for(target: str, **options):
     return cls(target, **options)
 
 
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _redact_url(match: re.Match) -> str:
+    url = match.group(0)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL after all (e.g. a bad IPv6 literal): hide everything before an @
+        return re.sub(r"(?<=://).*@", "***@", url)
+    if "@" not in parts.netloc:
+        return url
+    # The host follows the LAST @ of the authority, as urllib and git read it: a password
+    # holding an @ is hidden whole.
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def redact(text: str, *secrets: str) -> str:
-    """Remove user:password@ from URLs and any known secret value from a message."""
-    text = _USERINFO.sub("***@", str(text))
+    """The one redaction of credentials: user:password@ out of every URL in the text, and any
+    known secret value (as given and percent-decoded) out of the rest."""
+    text = _URL.sub(_redact_url, str(text))
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        for form in {secret, unquote(secret)} if secret else ():
+            if form:
+                text = text.replace(form, "***")
     return text
+
+
+def working_dir(kind: str, *keys: str, create: bool = True) -> Path:
+    """A directory for this user's working state (Git staging repositories), made with mode
+    0700 under $XDG_CACHE_HOME/acta-mirror (default ~/.cache/acta-mirror) and named by a hash
+    of keys (a mirror's real path and a target): never state that came inside a mirror.
+    create=False only names it (a dry run writes nothing)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "acta-mirror" / kind
+    path = base / hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
+    if not create:
+        return path
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        from ..archive import disk_error
+
+        raise disk_error(exc, f"making the working directory {path}") from None
+    if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.geteuid():
+        raise UsageError(f"{path}: the working directory is not a directory of yours; remove it")
+    return path

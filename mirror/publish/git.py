@@ -12,6 +12,14 @@ before `.git` (or a `{shard}` placeholder in the URL is replaced by 01, 02, ...)
 Each shard repository is a BagIt bag of its part (bagit.txt, bag-info.txt, manifest,
 provenance, tag manifest, data/...) and also carries full-manifest-sha256.txt,
 full-provenance.jsonl and shards.json, so one clone tells what every other should hold.
+Shard 01 also carries the whole mirror's tag files byte for byte under full-bag/ (bag-info,
+manifests, provenance, changes, failures, the signed root and its signature), so a restored
+mirror passes `verify --pubkey`, and the site/ folder when `acta-mirror site` made one.
+
+Nothing unchecked leaves: every payload file sent is read inside the mirror without following
+a symlink and must hash to its manifest line; tag files must match the tag manifest. The
+staging repositories live in the user's cache (publish.working_dir), never in the mirror, and
+git runs with a configuration given on its environment: no hooks, our identity, our helper.
 
 Commits are built with git plumbing from the mirror's files (no working tree), only for
 new files, split so that no push carries more than --max-push-bytes. A push that is
@@ -26,28 +34,29 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import random
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import logging
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 from gitdb import IStream
 
 from .. import __version__
-from ..archive import STATE_DIR, write_bag_files
-from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, Line, format_bag_info,
-                        format_manifest, parse_manifest_text, provenance_lines, read_bag_info)
+from ..archive import (PUBLISHED_TAG_FILES, SITE_DIR, disk_error, published_files, read_checked,
+                       write_bag_files)
+from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, append_receipt,
+                        format_bag_info, format_manifest, parse_bag_info, parse_manifest_text)
 from ..merkle import merkle_root
+from ..state import Record, is_shard_name, iter_records
 from ..models import NotAMirror, UsageError
 from ..verify import verify
-from . import Plan, PublishError, Receipt, redact, register
+from . import Plan, PublishError, Receipt, redact, register, working_dir
 
 DEFAULT_MAX_REPO_BYTES = 900 * 1000 * 1000  # a repository should stay well under 1 GB
 DEFAULT_MAX_PUSH_BYTES = 1000 * 1000 * 1000  # GitHub refuses pushes over 2 GB
@@ -57,12 +66,19 @@ BRANCH = "main"
 FULL_MANIFEST = "full-manifest-sha256.txt"
 FULL_PROVENANCE = "full-provenance.jsonl"
 SHARDS_JSON = "shards.json"
+FULL_BAG = "full-bag"  # in shard 01: the whole mirror's tag files, byte for byte
 SHARD_TAG_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, FULL_MANIFEST, FULL_PROVENANCE, SHARDS_JSON)
 CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
                      'test -n "$ACTA_MIRROR_GIT_PASSWORD" || exit 0; '
                      'echo "username=${ACTA_MIRROR_GIT_USERNAME:-acta-mirror}"; '
                      'echo "password=${ACTA_MIRROR_GIT_PASSWORD}"; }; f')
 AUTHOR = ("acta-mirror", "acta-mirror@localhost")
+# Every git command runs with these settings on its environment, above any repository's own
+# config: no hook runs (not even one in a repository that came from elsewhere), our identity,
+# our credential helper, no automatic gc (a background repack of a scratch repository after a
+# large publish took 40 s of CPU from the publishes that followed).
+GIT_SETTINGS = {"core.hooksPath": "/dev/null", "core.fsmonitor": "false", "user.name": AUTHOR[0],
+                "user.email": AUTHOR[1], "gc.auto": "0", "credential.helper": CREDENTIAL_HELPER}
 logging.getLogger("git").addHandler(logging.NullHandler())
 logging.getLogger("git").propagate = False  # GitPython's own error lines would bypass redaction
 
@@ -107,13 +123,27 @@ def assign_shards(groups: dict[str, int], previous: dict[str, str], policy: str,
             sizes[current] = 0
         assignment[g] = current
         sizes[current] += groups[g]
+    if not all(is_shard_name(name) for name in assignment.values()):
+        raise PublishError("more than 99 shards: raise --max-repo-bytes")
     return assignment
 
 
-@dataclass
-class _Remote:
-    url: str  # what git is given: no credentials in it
-    shown: str  # what people see
+def read_layout(text: str | None, where: str) -> dict:
+    """shards.json from a remote: {"shards": [...], "groups": {group: shard}}, shard names of two
+    digits; PublishError naming where it came from otherwise. Empty for a remote without one."""
+    if text is None:
+        return {"shards": [], "groups": {}}
+    try:
+        layout = json.loads(text)
+        shards, groups = layout.get("shards", []), layout.get("groups", {})
+        ok = (isinstance(shards, list) and isinstance(groups, dict)
+              and all(is_shard_name(n) for n in [*shards, *groups.values()])
+              and all(isinstance(g, str) for g in groups))
+    except (ValueError, AttributeError, TypeError):
+        ok = False
+    if not ok:
+        raise PublishError(f"{where}: {SHARDS_JSON} is damaged (shard names must be two digits)")
+    return {"shards": shards, "groups": groups}
 
 
 @register
@@ -133,44 +163,63 @@ class GitPublisher:
         self.progress = progress or (lambda *a: None)
         self.url, self._secret = _git_url(target)
         self.shown = redact(target, self._secret)
+        self._info: dict[str, str] = {}  # the mirror's bag-info, read (checked) by publish()
 
     # -- publish -------------------------------------------------------------------
     def publish(self, mirror: str | os.PathLike) -> Receipt:
-        mirror = Path(mirror)
+        mirror = Path(os.path.abspath(mirror))  # git and the cache key need no relative path
         problems = verify(mirror, fast=True)
         if problems:
             raise PublishError(f"{mirror} does not verify ({problems[0]}); not publishing it to {self.shown}")
-        entries = list(provenance_lines(mirror / PROVENANCE))
-        info = read_bag_info(mirror / BAG_INFO)
+        try:
+            files = published_files(mirror)  # refuses symlinks, specials, tag files that do not match
+        except (OSError, NotAMirror) as exc:
+            raise PublishError(f"{mirror}: {getattr(exc, 'strerror', None) or exc}; "
+                               f"not publishing it to {self.shown}") from None
+        entries = list(iter_records(mirror / PROVENANCE))  # clean: published_files said so
+        extras = {rel: sha for rel, _n, sha in files if not rel.startswith("data/")}
+        # bag-info only as the tag manifest vouches for it: never through a symlink
+        self._info = parse_bag_info(self._checked(mirror, BAG_INFO, extras[BAG_INFO]).decode("utf-8", "replace")) \
+            if BAG_INFO in extras else {}
         receipt = Receipt(target=self.shown, kind="git", root=_root(entries))
-        staging = mirror / STATE_DIR / "git" / hashlib.sha256(self.shown.encode()).hexdigest()[:12]
-        staging.mkdir(parents=True, exist_ok=True)
-        lock = os.open(staging / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        staging = working_dir("git", os.path.realpath(mirror), self.shown)
+        lock = os.open(staging / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one publisher per staging area; others wait
-            return self._publish_locked(mirror, staging, entries, info, receipt)
+            self._publish_locked(mirror, staging, entries, extras, receipt)
         finally:
             os.close(lock)
+        try:
+            append_receipt(mirror, {"kind": "git", "target": self.shown, "manifest_root": receipt.root,
+                                    "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                    "changed": receipt.changed, "details": receipt.details})
+        except OSError as exc:
+            raise disk_error(exc, f"recording the publish in {mirror}") from None
+        return receipt
 
     def plan(self, mirror: str | os.PathLike) -> Plan:
         """The dry run: per shard, the files and bytes the remote lacks. It reads the remote's
         tip (from the staging repository when it holds it, else into a temporary one, fetching
         no blob it can avoid) and writes nothing in the mirror or the remote."""
-        mirror = Path(mirror)
+        mirror = Path(os.path.abspath(mirror))
         plan = Plan(target=self.shown)
         problems = verify(mirror, fast=True)
         if problems:
             plan.details.append(f"{self.shown}: would refuse: {mirror} does not verify ({problems[0]})")
             return plan
-        entries = list(provenance_lines(mirror / PROVENANCE))
-        staging = mirror / STATE_DIR / "git" / hashlib.sha256(self.shown.encode()).hexdigest()[:12]
+        try:
+            entries = list(iter_records(mirror / PROVENANCE))
+        except NotAMirror as exc:
+            plan.details.append(f"{self.shown}: would refuse: {exc}")
+            return plan
+        staging = working_dir("git", os.path.realpath(mirror), self.shown, create=False)  # ours, never the mirror's
         with tempfile.TemporaryDirectory(prefix="acta-mirror-plan-") as scratch:
             def remote(shard: str) -> tuple[git.Repo | None, str | None]:
                 url = shard_url(self.url, shard)
                 parts = urlsplit(url)
                 if parts.scheme == "file" and not Path(parts.path).exists():
                     return None, None  # publish would create it
-                cached = git.Repo(staging / f"{shard}.git") if (staging / f"{shard}.git").exists() else None
+                cached = self._repo(staging, shard) if (staging / f"{shard}.git").exists() else None
                 fresh = self._repo(Path(scratch), shard)
                 try:
                     heads = fresh.git.ls_remote(url, f"refs/heads/{BRANCH}")
@@ -189,7 +238,7 @@ class GitPublisher:
                 return fresh, tip
 
             repo, tip = remote("01")
-            previous = json.loads(_read_blob(repo, tip, SHARDS_JSON) or "{}").get("groups", {}) if tip else {}
+            previous = read_layout(_read_blob(repo, tip, SHARDS_JSON), self.shown)["groups"] if tip else {}
             groups: dict[str, int] = {}
             for e in entries:
                 groups[group_of(e.path)] = groups.get(group_of(e.path), 0) + e.size
@@ -213,7 +262,7 @@ class GitPublisher:
                 plan.details.append(line)
         return plan
 
-    def _publish_locked(self, mirror: Path, staging: Path, entries: list[Line], info: dict,
+    def _publish_locked(self, mirror: Path, staging: Path, entries: list[Record], extras: dict[str, str],
                         receipt: Receipt) -> Receipt:
         for stale in staging.rglob("*.lock"):  # left by a publisher that was killed
             if stale.name != "lock":
@@ -222,39 +271,53 @@ class GitPublisher:
             stale.unlink()
         first = self._repo(staging, "01")
         tip = self._fetch(first, self.url)
-        previous = json.loads(_read_blob(first, tip, SHARDS_JSON) or "{}").get("groups", {}) if tip else {}
+        previous = read_layout(_read_blob(first, tip, SHARDS_JSON), self.shown)["groups"] if tip else {}
         groups: dict[str, int] = {}
         for e in entries:
             groups[group_of(e.path)] = groups.get(group_of(e.path), 0) + e.size
         assignment = assign_shards(groups, previous, self.shard_by, self.max_repo_bytes)
         shards = sorted(set(assignment.values()))
+        blobs = {}  # shard 01's extra files, stored once: the full bag's tag files and the site
         for shard in shards:
             mine = [e for e in entries if assignment[group_of(e.path)] == shard]
-            line = self._publish_shard(mirror, staging, shard, mine, entries, info, assignment, shards)
+            if shard == "01":
+                repo = self._repo(staging, shard)
+                for rel, sha in extras.items():
+                    name = rel if rel.startswith(SITE_DIR + "/") else f"{FULL_BAG}/{rel}"
+                    blobs[name] = _store(repo, self._checked(mirror, rel, sha))
+            line = self._publish_shard(mirror, staging, shard, mine, entries, assignment, shards,
+                                       blobs if shard == "01" else {})
             receipt.details.append(line)
             receipt.changed |= not line.endswith("unchanged")
         return receipt
 
-    def _repo(self, staging: Path, shard: str) -> git.Repo:
-        path = staging / f"{shard}.git"
-        if path.exists():
-            repo = git.Repo(path)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            repo = git.Repo.init(path, bare=True, initial_branch=BRANCH)
-        with repo.config_writer() as cfg:
-            cfg.set_value("credential", "helper", CREDENTIAL_HELPER)
-            cfg.set_value("user", "name", AUTHOR[0])
-            cfg.set_value("user", "email", AUTHOR[1])
-            # A scratch repository whose objects every push hands on: git's automatic gc would
-            # repack it in the background (40 s of CPU after a first publish of 25,000 files),
-            # slowing every publish that follows.
-            cfg.set_value("gc", "auto", "0")
-        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
+    def _checked(self, mirror: Path, rel: str, sha256: str, size: int | None = None) -> bytes:
+        try:
+            return read_checked(mirror, rel, sha256, size)
+        except (OSError, NotAMirror) as exc:
+            raise PublishError(f"{mirror}: {getattr(exc, 'strerror', None) or exc}; "
+                               f"not publishing it to {self.shown}") from None
+
+    def _env(self) -> dict[str, str]:
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true",
+               "GIT_CONFIG_COUNT": str(len(GIT_SETTINGS))}
+        for i, (key, value) in enumerate(GIT_SETTINGS.items()):
+            env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
         if self._secret:
             env["ACTA_MIRROR_GIT_PASSWORD"] = self._secret
-            env["ACTA_MIRROR_GIT_USERNAME"] = urlsplit(self.target).username or "acta-mirror"
-        repo.git.update_environment(**env)
+            env["ACTA_MIRROR_GIT_USERNAME"] = unquote(urlsplit(self.target).username or "") or "acta-mirror"
+        return env
+
+    def _repo(self, staging: Path, shard: str) -> git.Repo:
+        path = staging / f"{shard}.git"
+        try:
+            if path.exists():
+                repo = git.Repo(path)
+            else:
+                repo = git.Repo.init(path, bare=True, initial_branch=BRANCH)
+        except (git.GitError, OSError) as exc:
+            raise PublishError(f"{self.shown}: the staging repository {path} is unusable ({exc}); remove it") from None
+        repo.git.update_environment(**self._env())
         return repo
 
     def _fail(self, what: str, exc: Exception) -> PublishError:
@@ -286,11 +349,12 @@ class GitPublisher:
             raise self._fail("fetch failed", exc) from None
         return heads.split()[0]
 
-    def _publish_shard(self, mirror: Path, staging: Path, shard: str, mine: list[Line], everything: list[Line],
-                       info: dict, assignment: dict, shards: list[str]) -> str:
+    def _publish_shard(self, mirror: Path, staging: Path, shard: str, mine: list[Record], everything: list[Record],
+                       assignment: dict, shards: list[str], blobs: dict[str, str]) -> str:
         url = shard_url(self.url, shard)
         shown = redact(shard_url(self.shown, shard), self._secret)
         repo = self._repo(staging, shard)
+        checked: dict[str, str] = {}  # path -> blob of its checked bytes, kept across attempts
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             tip = self._fetch(repo, url)
             have = parse_manifest_text(_read_blob(repo, tip, PAYLOAD_MANIFEST) or "")
@@ -304,6 +368,9 @@ class GitPublisher:
             remote_full_paths = parse_manifest_text(_read_blob(repo, tip, FULL_MANIFEST) or "")
             remote_full = _lines_in(repo, tip, FULL_PROVENANCE) if set(remote_full_paths) - every_path else []
             new = [e for e in mine if e.path not in have]
+            for e in new:  # every new file is checked (and stored) before the first push
+                if e.path not in checked:
+                    checked[e.path] = _store(repo, self._checked(mirror, e.path, e.sha256, e.size))
             full = _union(remote_full, everything)
             full_root = _root(full)
             part = _union(remote_part, mine)
@@ -311,11 +378,11 @@ class GitPublisher:
             parent = tip
             pushed = 0
             rejected = False
-            done: list[Line] = [e for e in part if e.path in have]
+            done: list[Record] = [e for e in part if e.path in have]
             for batch in batches:
                 done = done + batch
                 self.progress(self.shown, shard, len(done), len(part))
-                tree = self._tree(repo, mirror, parent, batch, done, full, full_root, info, assignment, shard, shards)
+                tree = self._tree(repo, parent, batch, checked, done, full, full_root, blobs, assignment, shard, shards)
                 if parent and repo.commit(parent).tree.hexsha == tree:
                     continue
                 message = (f"acta-mirror {__version__}: shard {shard}: +{len(batch)} files "
@@ -335,20 +402,11 @@ class GitPublisher:
             time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
         raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
 
-    def _tree(self, repo, mirror, parent, batch, part, full, full_root, info, assignment, shard, shards) -> str:
-        """The shard's tree: the parent's, plus this batch's files and fresh tag files."""
-        lines = []
-        if batch:
-            with tempfile.NamedTemporaryFile("w", delete=False, suffix=".paths") as fh:
-                fh.write("".join(str(mirror / e.path) + "\n" for e in batch))
-                listing = fh.name
-            try:
-                with open(listing) as stdin:
-                    shas = repo.git.hash_object("-w", "--stdin-paths", istream=stdin).split()
-            finally:
-                os.unlink(listing)
-            lines += [f"100644 blob {sha}\t{e.path}" for sha, e in zip(shas, batch)]
-        part_info = {k: v for k, v in info.items() if k != "Payload-Oxum"}
+    def _tree(self, repo, parent, batch, checked, part, full, full_root, blobs, assignment, shard, shards) -> str:
+        """The shard's tree: the parent's, plus this batch's files (blobs of checked bytes),
+        fresh tag files and shard 01's extra files."""
+        lines = [f"100644 blob {checked[e.path]}\t{e.path}" for e in batch]
+        part_info = {k: v for k, v in self._info.items() if k != "Payload-Oxum"}
         part_info.update({
             "Payload-Oxum": f"{sum(e.size for e in part)}.{len(part)}",
             "Acta-Mirror-Shard": f"{shard} of {len(shards)}",
@@ -366,14 +424,16 @@ class GitPublisher:
         }
         tags[TAG_MANIFEST] = format_manifest((n, hashlib.sha256(tags[n]).hexdigest()) for n in SHARD_TAG_FILES)
         for name, data in tags.items():
-            sha = repo.odb.store(IStream(b"blob", len(data), io.BytesIO(data))).hexsha
-            sha = sha.decode() if isinstance(sha, bytes) else sha
-            lines.append(f"100644 blob {sha}\t{name}")
+            lines.append(f"100644 blob {_store(repo, data)}\t{name}")
+        lines += [f"100644 blob {sha}\t{name}" for name, sha in sorted(blobs.items())]
         index = Path(repo.git_dir) / "acta-mirror.index"
         try:
             with repo.git.custom_environment(GIT_INDEX_FILE=str(index)):
                 if parent:
                     repo.git.read_tree(parent)
+                    if blobs:  # the site and the full bag's tag files are replaced whole
+                        gone = repo.git.ls_tree("-r", "-z", "--name-only", parent, SITE_DIR, FULL_BAG).split("\0")
+                        lines = [f"0 {'0' * 40}\t{name}" for name in gone if name and name not in blobs] + lines
                 else:
                     repo.git.read_tree("--empty")
                 with tempfile.TemporaryFile("w+") as stdin:
@@ -416,84 +476,149 @@ class GitPublisher:
 
 # -- restore -----------------------------------------------------------------------------
 def restore(targets: list[str], out: str | os.PathLike, progress=None) -> list[str]:
-    """Clone every shard (each from the first target that has it), reassemble, verify."""
+    """Fetch every shard (each from the first target that has it), reassemble, verify.
+
+    Shards are cloned bare into a directory of our own inside out and read from git's
+    objects, never checked out: a shard's symlinks, paths and names never reach the disk
+    unchecked. On any failure restore removes what it made, and only that."""
     progress = progress or (lambda *a: None)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{out} is not empty; restore needs a new directory")
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        raise UsageError(f"{out} is not a new or empty directory; restore needs one")
+    publishers = [GitPublisher(t) for t in targets]
     created = not out.exists()
     try:
-        return _restore(targets, out, progress)
+        out.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".restore-", dir=out))
+    except OSError as exc:
+        raise disk_error(exc, f"making {out}") from None
+    try:
+        notes = _restore(publishers, out, work, progress)
     except BaseException:
-        shutil.rmtree(out / STATE_DIR, ignore_errors=True)
-        if created and out.exists() and not any(p.is_file() for p in out.rglob("*")):
-            shutil.rmtree(out, ignore_errors=True)
+        # out was new or empty: everything in it now is restore's own
+        shutil.rmtree(out, ignore_errors=True) if created else _empty(out)
         raise
-
-
-def _restore(targets: list[str], out: Path, progress) -> list[str]:
-    work = out / STATE_DIR / "restore"
-    work.mkdir(parents=True, exist_ok=True)
-    publishers = [GitPublisher(t) for t in targets]
-    notes: list[str] = []
-
-    def clone(shard: str) -> Path:
-        errors = []
-        for pub in publishers:
-            url = shard_url(pub.url, shard)
-            dest = work / f"{shard}-{publishers.index(pub)}"
-            try:
-                env = {"GIT_TERMINAL_PROMPT": "0"}
-                if pub._secret:
-                    env.update(ACTA_MIRROR_GIT_PASSWORD=pub._secret)
-                git.Git().execute(["git", "-c", f"credential.helper={CREDENTIAL_HELPER}", "clone", "--quiet",
-                                   "--depth=1", f"--branch={BRANCH}", url, str(dest)], env={**os.environ, **env})
-                notes.append(f"shard {shard} from {redact(shard_url(pub.shown, shard), pub._secret)}")
-                return dest
-            except git.GitCommandError as exc:
-                shutil.rmtree(dest, ignore_errors=True)
-                errors.append(str(pub._fail(f"shard {shard}", exc)))
-        raise PublishError("; ".join(errors) or f"shard {shard}: no target given")
-
-    first = clone("01")
-    layout = json.loads((first / SHARDS_JSON).read_text())
-    shard_dirs = {"01": first}
-    for shard in layout["shards"]:
-        if shard not in shard_dirs:
-            shard_dirs[shard] = clone(shard)
-    full: dict[str, Line] = {}
-    for shard, path in sorted(shard_dirs.items()):
-        problems = verify(path)
-        if problems:
-            raise PublishError(f"shard {shard} does not verify: {problems[0]}")
-        for e in provenance_lines(path / FULL_PROVENANCE):
-            full.setdefault(e.path, e)
-    (out / "data").mkdir(exist_ok=True)
-    restored: list[Line] = []
-    for shard, path in sorted(shard_dirs.items()):
-        for e in provenance_lines(path / PROVENANCE):
-            target = out / e.path
-            if target.exists():
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path / e.path, target)
-            restored.append(e)
-        progress("restore", shard, len(restored), len(full))
-    missing = sorted(set(full) - {e.path for e in restored})
-    if missing:
-        raise PublishError(f"the shards lack {len(missing)} file(s) the full manifest lists, e.g. {missing[0]}")
-    ordered = list(full.values())
-    with open(out / PROVENANCE, "w", encoding="utf-8") as fh:
-        fh.write("".join(e.text for e in ordered))
-    info = read_bag_info(first / BAG_INFO)
-    for key in ("Payload-Oxum", "Acta-Mirror-Shard", "Acta-Mirror-Full-Root"):
-        info.pop(key, None)
-    write_bag_files(out, info)
-    shutil.rmtree(work, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     problems = verify(out)
     if problems:
         raise PublishError(f"the restored mirror does not verify: {problems[0]}")
     return notes
+
+
+def _empty(directory: Path) -> None:
+    for entry in os.scandir(directory):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+
+
+def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) -> list[str]:
+    notes: list[str] = []
+
+    def clone(shard: str) -> tuple[git.Repo, str]:
+        errors = []
+        for i, pub in enumerate(publishers):
+            url = shard_url(pub.url, shard)
+            dest = work / f"{shard}-{i}.git"
+            try:
+                git.Git().execute(["git", "clone", "--quiet", "--bare", "--depth=1", f"--branch={BRANCH}", url,
+                                   str(dest)], env={**os.environ, **pub._env()})
+            except git.GitCommandError as exc:
+                shutil.rmtree(dest, ignore_errors=True)
+                errors.append(str(pub._fail(f"shard {shard}", exc)))
+                continue
+            notes.append(f"shard {shard} from {redact(shard_url(pub.shown, shard), pub._secret)}")
+            repo = git.Repo(dest)
+            repo.git.update_environment(**pub._env())
+            return repo, repo.head.commit.hexsha
+        raise PublishError("; ".join(errors) or f"shard {shard}: no target given")
+
+    first, first_tip = clone("01")
+    layout = read_layout(_read_blob(first, first_tip, SHARDS_JSON), f"shard 01 ({SHARDS_JSON})")
+    shards = {"01": (first, first_tip)}
+    for shard in layout["shards"]:
+        if shard not in shards:
+            shards[shard] = clone(shard)
+    full: dict[str, Record] = {}
+    for e in _checked_lines(first, first_tip, FULL_PROVENANCE, "shard 01"):
+        full.setdefault(e.path, e)
+    restored: set[str] = set()
+    for shard, (repo, tip) in sorted(shards.items()):
+        tree = _tree_files(repo, tip)
+        for e in _checked_lines(repo, tip, PROVENANCE, f"shard {shard}"):
+            if e.path in restored:
+                continue
+            entry = tree.get(e.path)
+            if entry is None or entry[0] not in ("100644", "100755"):
+                raise PublishError(f"shard {shard}: {e.path} is missing or not a regular file")
+            data = repo.odb.stream(bytes.fromhex(entry[1])).read()
+            if len(data) != e.size or hashlib.sha256(data).hexdigest() != e.sha256:
+                raise PublishError(f"shard {shard}: {e.path} does not match its provenance line")
+            _write_new(out, e.path, data)
+            restored.add(e.path)
+        progress("restore", shard, len(restored), len(full))
+    missing = sorted(set(full) - restored)
+    if missing:
+        raise PublishError(f"the shards lack {len(missing)} file(s) the full manifest lists, e.g. {missing[0]}")
+    tree = _tree_files(first, first_tip)
+    carried = {name: tree[f"{FULL_BAG}/{name}"] for name in PUBLISHED_TAG_FILES if f"{FULL_BAG}/{name}" in tree}
+    manifest = carried.get(PAYLOAD_MANIFEST)
+    if manifest and set(parse_manifest_text(_blob(first, manifest[1]).decode("utf-8", "replace"))) == restored:
+        for name, (_mode, sha) in carried.items():  # byte for byte: the signature covers them
+            _write_new(out, name, _blob(first, sha))
+    else:  # older shards, or files from several writers: a bag rebuilt from the full provenance
+        notes.append("the shards carry no signed tag files for this set of files; bag files rebuilt")
+        _write_new(out, PROVENANCE, "".join(e.text for e in full.values()).encode())
+        info = parse_bag_info(_blob(first, tree[BAG_INFO][1]).decode("utf-8", "replace")) if BAG_INFO in tree else {}
+        for key in ("Payload-Oxum", "Acta-Mirror-Shard", "Acta-Mirror-Full-Root"):
+            info.pop(key, None)
+        write_bag_files(out, info)
+    return notes
+
+
+def _checked_lines(repo: git.Repo, tip: str, path: str, where: str) -> list[Record]:
+    """Provenance lines from a shard, through the validated reader (paths inside data/, keys
+    of the site's format, no path twice); PublishError naming the shard otherwise."""
+    try:
+        return _lines_in(repo, tip, path)
+    except PublishError as exc:
+        raise PublishError(f"{where}: {exc}") from None
+
+
+def _tree_files(repo: git.Repo, tip: str) -> dict[str, tuple[str, str]]:
+    """path -> (mode, blob sha) of every entry of a commit's tree."""
+    listing = repo.git.ls_tree("-r", "-z", "--full-tree", tip)
+    files = {}
+    for item in listing.split("\0"):
+        if item:
+            meta, _, path = item.partition("\t")
+            mode, _kind, sha = meta.split()
+            files[path] = (mode, sha)
+    return files
+
+
+def _blob(repo: git.Repo, sha: str) -> bytes:
+    return repo.odb.stream(bytes.fromhex(sha)).read()
+
+
+def _write_new(root: Path, rel: str, data: bytes) -> None:
+    """A new file inside a directory restore made: O_EXCL and O_NOFOLLOW, never over anything."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with open(fd, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise disk_error(exc, f"restoring {rel}") from None
+
+
+def _store(repo: git.Repo, data: bytes) -> str:
+    """Store checked bytes as a blob in the staging repository; its sha."""
+    sha = repo.odb.store(IStream(b"blob", len(data), io.BytesIO(data))).hexsha
+    return sha.decode() if isinstance(sha, bytes) else sha
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -505,7 +630,7 @@ def _git_url(target: str) -> tuple[str, str]:
         scheme = scheme[4:]
     if not parts.netloc and scheme != "file":
         raise UsageError(f"--to {redact(target)}: no host")
-    secret = parts.password or ""
+    secret = unquote(parts.password or "")
     netloc = parts.hostname or ""
     if parts.port:
         netloc += f":{parts.port}"
@@ -531,7 +656,7 @@ def _has_commit(repo: git.Repo, sha: str) -> bool:
         return False
 
 
-def _lines_in(repo: git.Repo, commit: str | None, path: str) -> list[Line]:
+def _lines_in(repo: git.Repo, commit: str | None, path: str) -> list[Record]:
     text = _read_blob(repo, commit, path)
     if not text:
         return []
@@ -539,23 +664,23 @@ def _lines_in(repo: git.Repo, commit: str | None, path: str) -> list[Line]:
         fh.write(text + "\n")
         name = fh.name
     try:
-        return list(provenance_lines(name))
+        return list(iter_records(name))  # the one validated reader, as for a mirror on disk
     except NotAMirror as exc:
         raise PublishError(f"the remote's {path} is damaged: {exc}") from None
     finally:
         os.unlink(name)
 
 
-def _root(lines: list[Line]) -> str:
+def _root(lines: list[Record]) -> str:
     return merkle_root([(e.path, e.sha256) for e in lines])
 
 
-def _union(first: list[Line], second: list[Line]) -> list[Line]:
+def _union(first: list[Record], second: list[Record]) -> list[Record]:
     seen = {e.path for e in first}
     return list(first) + [e for e in second if e.path not in seen]
 
 
-def _batches(entries: list[Line], limit: int) -> list[list[Line]]:
+def _batches(entries: list[Record], limit: int) -> list[list[Record]]:
     batches, current, size = [], [], 0
     for e in entries:
         if current and size + e.size > limit:

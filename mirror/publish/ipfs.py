@@ -23,11 +23,11 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from ..archive import published_files
+from ..archive import DISK_REFUSED, disk_error, published_files, read_checked
 from ..cid import Dag, car_block, car_header, cid_to_str, str_to_cid
 from ..manifest import append_receipt
 from ..merkle import merkle_root
-from ..models import UsageError
+from ..models import NotAMirror, UsageError
 from ..verify import verify
 from . import Plan, PublishError, Receipt, redact, register
 
@@ -113,8 +113,7 @@ class IpfsPublisher:
         if problems:
             plan.details.append(f"{self.shown}: would refuse: {mirror} does not verify ({problems[0]})")
             return plan
-        files = published_files(mirror)
-        dag = Dag(mirror, files)
+        dag, files = checked_dag(mirror, self.shown)
         async with KuboRPC(self.base, self.shown, os.environ.get("ACTA_MIRROR_IPFS_TOKEN", "")) as rpc:
             have = {str_to_cid(r["Ref"])[-32:] for r in await rpc.call("refs/local") if r.get("Ref")}
         missing = [(rel, size) for rel, size, _sha in files if dag.files[rel][0][-32:] not in have]
@@ -130,8 +129,7 @@ class IpfsPublisher:
         problems = verify(mirror, fast=True)
         if problems:
             raise PublishError(f"{mirror} does not verify ({problems[0]}); not publishing it to {self.shown}")
-        files = published_files(mirror)
-        dag = Dag(mirror, files)
+        dag, files = checked_dag(mirror, self.shown)
         receipt = Receipt(target=self.shown, kind="ipfs", cid=dag.root_cid,
                           root=merkle_root([(p, s) for p, _n, s in files if p.startswith("data/")]))
         async with KuboRPC(self.base, self.shown, os.environ.get("ACTA_MIRROR_IPFS_TOKEN", "")) as rpc:
@@ -179,7 +177,7 @@ class IpfsPublisher:
         for rel in rels + [None]:
             if rel is not None:
                 batch.append(rel)
-                size += (mirror / rel).stat().st_size
+                size += dag.files[rel][1]
             if batch and (rel is None or len(batch) >= ADD_BATCH_FILES or size >= ADD_BATCH_BYTES):
                 await self._add_batch(rpc, mirror, dag, batch)
                 done += len(batch)
@@ -187,21 +185,16 @@ class IpfsPublisher:
                 batch, size = [], 0
 
     async def _add_batch(self, rpc: KuboRPC, mirror: Path, dag: Dag, rels: list[str]) -> None:
-        handles = []
-        try:
-            writer = aiohttp.MultipartWriter("form-data")
-            for i, rel in enumerate(rels):
-                if len(rels) == 1 and (mirror / rel).stat().st_size > ADD_BATCH_BYTES:
-                    body = open(mirror / rel, "rb")  # one large file alone: streamed from disk
-                    handles.append(body)
-                else:
-                    body = (mirror / rel).read_bytes()
-                part = writer.append(body, {"Content-Type": "application/octet-stream"})
-                part.set_content_disposition("form-data", name="file", filename=f"f{i}")
-            answers = [a for a in await rpc.call("add", ADD_PARAMS, data=writer) if "Hash" in a]
-        finally:
-            for fh in handles:
-                fh.close()
+        writer = aiohttp.MultipartWriter("form-data")
+        for i, rel in enumerate(rels):
+            try:  # only bytes that hash to the manifest's sha256 leave this machine
+                body = read_checked(mirror, rel, dag.sha256[rel])
+            except (OSError, NotAMirror) as exc:
+                raise PublishError(f"{mirror}: {getattr(exc, 'strerror', None) or exc}; "
+                                   f"not publishing it to {self.shown}") from None
+            part = writer.append(body, {"Content-Type": "application/octet-stream"})
+            part.set_content_disposition("form-data", name="file", filename=f"f{i}")
+        answers = [a for a in await rpc.call("add", ADD_PARAMS, data=writer) if "Hash" in a]
         if len(answers) != len(rels):
             raise PublishError(f"{self.shown}: add returned {len(answers)} CIDs for {len(rels)} files")
         for rel, answer in zip(rels, answers):
@@ -267,21 +260,42 @@ async def pin_remote(service: str, cid: str, name: str) -> str:
     return f"pinning service {shown}: {cid} {status.get('status')}"
 
 
+def checked_dag(mirror: Path, shown: str) -> tuple[Dag, list[tuple[str, int, str]]]:
+    """The DAG of what a published copy holds; PublishError naming the first file that is
+    not a regular file inside the mirror or does not match its manifest."""
+    try:
+        files = published_files(mirror)
+        return Dag(mirror, files), files
+    except (NotAMirror, ValueError) as exc:  # ValueError: a directory too large for one block
+        raise PublishError(f"{mirror}: {exc}; not publishing it to {shown}") from None
+    except OSError as exc:
+        raise PublishError(f"{mirror}: cannot read {exc.filename or 'a file'} ({exc.strerror}); "
+                           f"not publishing it to {shown}") from None
+
+
 def write_car(mirror: str | os.PathLike, out: str | os.PathLike) -> str:
-    """Write the mirror's UnixFS DAG as a CARv1 file; returns the root CID."""
-    mirror = Path(mirror)
-    files = published_files(mirror)
-    dag = Dag(mirror, files)
-    out = Path(out)
+    """Write the mirror's UnixFS DAG as a CARv1 file; returns the root CID. Every byte is
+    checked against the manifests as it is written; on any failure no file is left."""
+    mirror, out = Path(mirror), Path(out)
+    dag, files = checked_dag(mirror, str(out))
     tmp = out.with_name(out.name + ".part")
-    with open(tmp, "wb") as fh:
-        fh.write(car_header([dag.root]))
-        for cid, block in dag.nodes.items():
-            fh.write(car_block(cid, block))
-        for rel, _size, _sha in files:
-            for cid, data in dag.leaf_blocks(rel):
-                fh.write(car_block(cid, data))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(car_header([dag.root]))
+            for cid, block in dag.nodes.items():
+                fh.write(car_block(cid, block))
+            for rel, _size, _sha in files:
+                for cid, data in dag.leaf_blocks(rel):
+                    fh.write(car_block(cid, data))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except NotAMirror as exc:
+        raise PublishError(f"{mirror}: {exc}; not writing {out}") from None
+    except OSError as exc:
+        if exc.errno in DISK_REFUSED or exc.filename in (str(tmp), str(out)):
+            raise disk_error(exc, f"writing {out}") from None
+        raise PublishError(f"{mirror}: cannot read {exc.filename or 'a file'} ({exc.strerror}); not writing {out}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return dag.root_cid
