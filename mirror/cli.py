@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
 from .clihelp import EXIT_MEANINGS, epilog
@@ -703,8 +704,11 @@ def cmd_keygen(args) -> int:
 def cmd_sign(args) -> int:
     from .evidence import sign_bag
 
+    from .evidence import STATEMENT
+
     root = sign_bag(args.dir, args.key)
-    print(f"signed Merkle root {root} of {args.dir}")
+    statement = json.loads((Path(args.dir) / STATEMENT).read_text(encoding="utf-8"))
+    print(f"signed Merkle root {root} of {args.dir}; {statement['coverage']['summary']}")
     return EXIT_OK
 
 
@@ -930,8 +934,6 @@ def cmd_site(args) -> int:
 
 # -- demo ---------------------------------------------------------------------------
 def cmd_demo(args) -> int:
-    from pathlib import Path
-
     from .demo import run_demo
     from .verify import verify
 

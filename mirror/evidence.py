@@ -79,6 +79,7 @@ def sign_bag(bag: str | os.PathLike, key_path: str | os.PathLike, source: str = 
         "signed_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "tool": f"acta-mirror {__version__}",
         "counts": state.counts(),
+        "coverage": _coverage(bag, state),
         "tag_files": tag_file_hashes(bag),
         "key_id": key_id_text(key.key_id), "public_key": public.line(),
     }
@@ -87,6 +88,16 @@ def sign_bag(bag: str | os.PathLike, key_path: str | os.PathLike, source: str = 
     atomic_write(bag / SIGNATURE, sign_file(bag / STATEMENT, key, comment).encode())
     write_tag_manifest(bag)
     return root
+
+
+def _coverage(bag: Path, state) -> dict:
+    """What the signed mirror holds of the site's list of tables, the index being the
+    denominator: a count without what it did not cover is not evidence."""
+    from .audit.coverage import census
+
+    found = census(bag, state)
+    return {"summary": found.summary(), "tables": found.total, "source": found.source,
+            "counts": {k: v for k, v in found.counts().items() if v}}
 
 
 @dataclass

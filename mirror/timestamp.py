@@ -205,8 +205,6 @@ def _attested(token: bytes, statement: bytes, roots: list, certs: list) -> Attes
     """Fully checked with roots; without roots, only the hash and the signer's validity dates."""
     if roots:
         return check_token(token, statement, roots, certs)
-    from cryptography import x509
-
     from rfc3161_client import decode_timestamp_response
 
     response = decode_timestamp_response(token)

@@ -5,6 +5,7 @@ import asyncio
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,20 @@ def test_tables_a_shard_never_fetched_are_absent(tmp_path):
     assert 0 < len(mine) < len(tables)
     assert {k for k, s in tables.items() if s == "absent"} == set(tables) - mine
     assert report["coverage"] == f"{len(mine)} of {len(tables)} tables read; {len(tables) - len(mine)} absent from the mirror"
+
+
+def test_the_signed_statement_counts_the_index_tables(holey, tmp_path):
+    """The evidence names what it did not cover: its coverage is taken against the index."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(holey["mirror"], mirror, symlinks=True)
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+    proc = run_cli("sign", str(mirror), "--key", str(tmp_path / "k.key"))
+    assert proc.returncode == 0, proc.stderr
+    n = len(holey["keys"])
+    summary = (f"{n - FAILED - VANISHED} of {n} tables archived; {FAILED} failed to download; "
+               f"{VANISHED} no longer served by the site")
+    assert summary in proc.stdout
+    coverage = json.loads((mirror / "signed-root.json").read_text())["coverage"]
+    assert coverage["summary"] == summary and coverage["tables"] == n
+    assert coverage["counts"] == {"archived": n - FAILED - VANISHED, "failed": FAILED, "vanished": VANISHED}
+    assert run_cli("verify", str(mirror), "--pubkey", str(tmp_path / "k.pub")).returncode == 0
