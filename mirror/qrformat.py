@@ -34,11 +34,16 @@ class QrVotes:
     third: int
 
     def by_candidate(self) -> dict[str, int]:
-        totals, i = {}, 0
-        for cand, n in BALLOT:
-            totals[cand] = sum(self.parties[i:i + n])
-            i += n
-        return {c: totals[c] for c in CANDIDATES}
+        return by_candidate(self.parties)
+
+
+def by_candidate(parties: tuple[int, ...]) -> dict[str, int]:
+    """The 38 party fields, in ballot order, summed per candidate (the index's columns)."""
+    totals, i = {}, 0
+    for cand, n in BALLOT:
+        totals[cand] = sum(parties[i:i + n])
+        i += n
+    return {c: totals[c] for c in CANDIDATES}
 
 
 class QrFormatError(ValueError):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from ..qrformat import BALLOT, CANDIDATES, PARTY_FIELDS
+from ..qrformat import PARTY_FIELDS, by_candidate
 
 READER_VERSION = 1  # bump when the reading changes: older cached readings are then ignored
 BAND = (0.10, 0.68)  # the part of the page searched first (the party table sits at about 0.20-0.50)
@@ -55,11 +55,7 @@ class PrintReading:
     detail: str  # which checks failed, or which passes were combined
 
     def by_candidate(self) -> dict[str, int]:
-        totals, i = {}, 0
-        for cand, n in BALLOT:
-            totals[cand] = sum(self.parties[i:i + n])
-            i += n
-        return {c: totals[c] for c in CANDIDATES}
+        return by_candidate(self.parties)
 
 
 @dataclass(frozen=True)
