@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         from .publish import redact
 
         print(f"acta-mirror: {redact(str(exc))}", file=sys.stderr)  # no credential in any message
+        if os.environ.get("GITHUB_ACTIONS") == "true":  # shown on the run's summary page
+            print(f"::error::{redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)

@@ -264,7 +264,10 @@ async def _read_indexes(opts: CrawlOptions, site, fetcher: Fetcher, archive: Arc
             continue
         name = os.path.basename(urlsplit(source).path) or "index.csv"
         key = f"index/{name}"
-        etag, last_modified = archive.conditional_headers(source)
+        archived = archive.path_of(source)
+        # A job run from its manifests folder has no local copy to read on a 304: ask for the file.
+        etag, last_modified = archive.conditional_headers(source) \
+            if archived and os.path.lexists(archive.root / archived) else ("", "")
         try:
             fetched = await fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
         except FetchError as exc:
