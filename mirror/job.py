@@ -190,7 +190,10 @@ def publish(job: Job, out: Path, report: RunReport) -> None:
         from .publish.ipfs import write_car
 
         car = job.resolve(job["publish.car"])
-        report.notes.append(f"CAR {car}: root {write_car(out, car)}")
+        try:
+            report.notes.append(f"CAR {car}: root {write_car(out, car)}")
+        except PublishError as exc:
+            report.publish_failures.append(str(exc))
     if job["publish.manifests"]:
         from .jobstate import save_from_mirror
 

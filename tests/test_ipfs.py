@@ -94,6 +94,32 @@ def test_car_into_a_fresh_node_gives_the_same_root(node, mirror, tmp_path):
             assert rpc(fresh.api, "cat", f"arg=/ipfs/{root}/{entry.path}") == (mirror / entry.path).read_bytes()
 
 
+def test_only_checked_bytes_reach_the_node(node, mirror, tmp_path):
+    """A flipped byte (same size) is refused before anything is sent; a host file symlinked
+    into the mirror is never published."""
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"a host file, not evidence " + os.urandom(16).hex().encode())
+    (mirror / "notes.txt").symlink_to(secret)
+    bad = sorted(e.path for e in read_provenance(mirror / "provenance.jsonl") if e.kind == "acta")[4]
+    data = bytearray((mirror / bad).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (mirror / bad).write_bytes(bytes(data))
+    proc = run_cli("publish", str(mirror), "--to", node.target)
+    assert proc.returncode == 1 and bad in proc.stderr, proc.stdout + proc.stderr
+    local = {str_to_cid(json.loads(x)["Ref"]) for x in rpc(node.api, "refs/local").splitlines() if x.strip()}
+    for body in (bytes(data), secret.read_bytes()):
+        assert str_to_cid(raw_cid(hashlib.sha256(body).hexdigest())) not in local, "unchecked bytes reached the node"
+    data[len(data) // 2] ^= 0x01
+    (mirror / bad).write_bytes(bytes(data))
+    proc = run_cli("publish", str(mirror), "--to", node.target)
+    assert proc.returncode == 0, proc.stderr
+    root = proc.stdout.strip().splitlines()[-1]
+    listing = rpc(node.api, "ls", f"arg=/ipfs/{root}")
+    assert b"notes.txt" not in listing and b"provenance.jsonl" in listing
+    local = {str_to_cid(json.loads(x)["Ref"]) for x in rpc(node.api, "refs/local").splitlines() if x.strip()}
+    assert str_to_cid(raw_cid(hashlib.sha256(secret.read_bytes()).hexdigest())) not in local
+
+
 def test_ipns_is_best_effort(node, mirror):
     proc = run_cli("publish", str(mirror), "--to", node.target, "--ipns", "self")
     assert proc.returncode == 0, proc.stderr
