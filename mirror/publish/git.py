@@ -399,7 +399,9 @@ class GitPublisher:
                     stdin.write("\n".join(lines) + "\n")
                     stdin.seek(0)
                     repo.git.update_index("--index-info", istream=stdin)
-                return repo.git.write_tree()
+                # the parent's blobs may be absent (a blobless fetch): they are on the remote, and
+                # checking for them would fetch every one
+                return repo.git.write_tree("--missing-ok")
         finally:
             if index.exists():
                 index.unlink()
