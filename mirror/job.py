@@ -115,10 +115,11 @@ def run_from_manifests(job: Job, key: str | None, *, publish_step: bool = True, 
     folder is written only after every target took the delta, so a run killed or failed
     while publishing leaves it as it was and the next run does the same work again."""
     from .evidence import sign_bag
-    from .jobstate import read_job_state, save, seed, take_delta
+    from .jobstate import check_signed, read_job_state, save, seed, take_delta
 
     folder = Path(job.resolve(job["publish.manifests"]))
     before = read_job_state(folder)
+    check_signed(before, key)
     report = RunReport(folder)
     work = Path(tempfile.mkdtemp(prefix="acta-mirror-run-"))
     try:

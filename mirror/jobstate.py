@@ -97,6 +97,28 @@ def read_job_state(folder: str | os.PathLike) -> JobState:
     return JobState(folder, records, big, len(raw), hashlib.sha256(raw).hexdigest())
 
 
+def check_signed(state: JobState, key_path: str | None) -> None:
+    """A state that was signed must still match its signature, made by the job's own key when
+    the job has one: the folder is committed where others can write, and a run re-signs what
+    it builds on. UsageError naming the first mismatch."""
+    if state.empty or not os.path.lexists(state.folder / STATEMENT):
+        return
+    try:
+        seal = check_seal(state.folder, state=read_state(state.folder))
+    except NotAMirror as exc:
+        raise UsageError(f"{state.folder}: the job's state is unreadable: {exc}") from None
+    problems = [str(p) for p in seal.problems]
+    if key_path and not problems:
+        from .sign import key_id_text, load_secret
+
+        ours = key_id_text(load_secret(key_path).key_id)
+        if seal.key_id != ours:
+            problems.append(f"signed by key {seal.key_id}, not by this job's key {ours}")
+    if problems:
+        raise UsageError(f"{state.folder}: the job's state does not match its signature ({problems[0]}); "
+                         "not building on it")
+
+
 def seed(state: JobState, bag: Path) -> None:
     """Make bag a payload-less copy of the state: its tag files, byte for byte."""
     bag.mkdir(parents=True, exist_ok=True)

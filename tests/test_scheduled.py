@@ -1,6 +1,7 @@
 """Scheduled runs from the manifests folder: no local mirror, only the delta downloaded and published."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -142,3 +143,25 @@ def test_a_job_that_would_back_up_nowhere_or_unsigned_fails(replay, tmp_path, ta
     job.write_text(allowed)
     proc = run_cli("run", str(job), "--quiet", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_tampered_state_is_not_built_on(replay, tmp_path):
+    keygen(tmp_path)
+    remote = tmp_path / "remotes" / "actas.git"
+    job = write_job(tmp_path, replay.url, f'git = ["git+file://{remote}"]')
+    assert run_cli("run", str(job), "--quiet").returncode == 0
+    provenance = tmp_path / "manifests" / "provenance.jsonl"
+    text = provenance.read_text()
+    first, rest = text.split("\n", 1)
+    line = json.loads(first)
+    line["etag"] = '"forged"'  # a valid line, other validators
+    provenance.write_text(json.dumps(line, ensure_ascii=False) + "\n" + rest)
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 2 and "does not match its signature" in proc.stderr, proc.stdout + proc.stderr
+    provenance.write_text(text)
+    (tmp_path / "other").mkdir()
+    keygen(tmp_path / "other")
+    other = job.read_text().replace('key = "k.key"', 'key = "other/k.key"')
+    job.write_text(other)
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 2 and "not by this job's key" in proc.stderr, proc.stdout + proc.stderr
