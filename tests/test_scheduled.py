@@ -34,6 +34,17 @@ def keygen(tmp_path: Path) -> None:
     assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
 
 
+def counting_git(tmp_path: Path, log: Path) -> dict[str, str]:
+    """An environment whose git logs the bytes of every pack a (local) remote sends."""
+    hook = tmp_path / "count-pack.sh"
+    hook.write_text(f'#!/bin/sh\nout=$(mktemp)\n"$@" > "$out" || exit 1\n'
+                    f'echo "$(wc -c < "$out") $*" >> {log}\ncat "$out"\nrm -f "$out"\n')
+    hook.chmod(0o755)
+    config = tmp_path / "gitconfig"
+    config.write_text(f"[uploadpack]\n\tpackObjectsHook = {hook}\n")
+    return {"GIT_CONFIG_GLOBAL": str(config)}
+
+
 def commits(repo: Path) -> int:
     return int(subprocess.run(["git", "-C", str(repo), "rev-list", "--count", "main"], capture_output=True,
                               text=True, check=True).stdout)
@@ -69,8 +80,14 @@ def test_runs_from_the_manifests_folder_download_and_publish_only_the_delta(repl
     assert commits(remote) == pushed
 
     r.replay.epoch = 2
-    third = run_cli("run", str(job), "--quiet")
+    sent = tmp_path / "sent.log"
+    third = run_cli("run", str(job), "--quiet", env=counting_git(tmp_path, sent))
     assert third.returncode == 0, third.stdout + third.stderr
+    # What the remote sent this run: tree and commit objects and a few tag files, never the
+    # shard's payload (the archive holds more than 5 MB: the index alone).
+    sizes = [int(line.split()[0]) for line in sent.read_text().splitlines()]
+    archive = sum(rec.size for rec in records)
+    assert sizes and archive > 5_000_000 and sum(sizes) < archive / 10, (sizes, archive)
     changed = changing(r)
     assert changed and f"{len(changed)} archived" in third.stdout
     assert f"state: {len(changed)} new file(s)" in third.stdout
