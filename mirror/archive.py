@@ -519,7 +519,8 @@ def write_tag_manifest(root: Path) -> None:
     items = []
     for name in TAG_FILES:
         try:
-            with open(root / name, "rb") as fh:  # provenance.jsonl grows with the archive: stream it
+            # never through a symlink (UnsafePath); provenance.jsonl grows with the archive: stream it
+            with open_payload(root, name) as fh:
                 items.append((name, hashlib.file_digest(fh, "sha256").hexdigest()))
         except FileNotFoundError:
             continue

@@ -274,13 +274,15 @@ async def _progress(c, stop=None) -> None:
 
 # -- verify -------------------------------------------------------------------------
 def cmd_verify(args) -> int:
+    from .state import read_state
     from .verify import verify
 
-    problems = verify(args.dir, fast=args.fast, cids=args.cids)
+    state = read_state(args.dir, records=not args.fast)
+    problems = verify(args.dir, fast=args.fast, cids=args.cids, state=state)
     seal = None
     if not args.fast:
         from .evidence import check_seal
-        seal = check_seal(args.dir, args.pubkey)
+        seal = check_seal(args.dir, args.pubkey, state=state)
         problems += seal.problems
     if args.json:
         report = {"ok": not problems, "problems": [p.__dict__ for p in problems]}

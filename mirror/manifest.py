@@ -9,6 +9,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
@@ -130,11 +131,14 @@ def read_manifest(path: str | os.PathLike) -> dict[str, str]:
     return parse_manifest_text(text, str(path))
 
 
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+
 def split_manifest_line(line: str) -> tuple[str, str] | None:
     """(lowercase hex digest, decoded path) of one `<sha256>  <path>` line, or None if it is not one."""
     digest, sep, rel = line.partition(" ")
     rel = rel.lstrip(" *")
-    if not sep or len(digest) != 64 or not rel or any(c not in "0123456789abcdefABCDEF" for c in digest):
+    if not sep or not rel or not _HEX64.fullmatch(digest):
         return None
     return digest.lower(), decode_path(rel)
 

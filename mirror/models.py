@@ -174,26 +174,26 @@ class Entry:
         if not isinstance(obj, dict):
             raise ValueError("not a JSON object")
         kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in obj:
-                if f.default is dataclasses.MISSING:
-                    raise ValueError(f"missing field {f.name!r}")
+        for name, required in _FIELDS_REQUIRED:
+            if name not in obj:
+                if required:
+                    raise ValueError(f"missing field {name!r}")
                 continue
-            value = obj[f.name]
-            if f.name in _RANGES:
-                low, high = _RANGES[f.name]
+            value = obj[name]
+            if name in _RANGES:
+                low, high = _RANGES[name]
                 if not isinstance(value, int) or isinstance(value, bool):
-                    raise ValueError(f"field {f.name!r} is not a whole number")
+                    raise ValueError(f"field {name!r} is not a whole number")
                 if not low <= value <= high:
-                    raise ValueError(f"field {f.name!r} is {value}, outside {low}..{high}")
-            elif f.name == "supersedes":
+                    raise ValueError(f"field {name!r} is {value}, outside {low}..{high}")
+            elif name == "supersedes":
                 if value is not None and not _is_sha256(value):
                     raise ValueError("field 'supersedes' is not null or a sha256")
             elif not isinstance(value, str):
-                raise ValueError(f"field {f.name!r} is not a string")
-            elif f.name in _REPEATED:
+                raise ValueError(f"field {name!r} is not a string")
+            elif name in _REPEATED:
                 value = sys.intern(value)  # thousands of records share these: keep one copy
-            kwargs[f.name] = value
+            kwargs[name] = value
         entry = cls(**kwargs)
         reason = unsafe_path(entry.path)
         if reason or not entry.path.startswith("data/"):
@@ -209,6 +209,7 @@ class Entry:
 
 
 _ENTRY_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(Entry)))
+_FIELDS_REQUIRED = tuple((f.name, f.default is dataclasses.MISSING) for f in dataclasses.fields(Entry))
 MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what breaks arithmetic
 MAX_VERSION = 1_000_000
 _RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (100, 599)}
@@ -243,7 +244,9 @@ def unsafe_path(rel: Any) -> str:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # missing, changed, unlisted, tag-missing, tag-changed, oxum, provenance, format
+    # missing, changed, unlisted, unreadable, tag-missing, tag-changed, oxum, provenance, format,
+    # unsafe, duplicate, cid, root, signature, signed
+    kind: str
     path: str
     detail: str = ""
 

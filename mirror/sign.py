@@ -83,8 +83,8 @@ def parse_public(line: str, name: str = "public key") -> PublicKey:
     try:
         raw = base64.b64decode(line, validate=True)
     except (ValueError, TypeError):
-        raw = b""
-    if len(raw) != 42 or raw[:2] != b"Ed":
+        raw = None
+    if raw is None or len(raw) != 42 or raw[:2] != b"Ed":
         raise UsageError(f"{name}: not a minisign Ed25519 public key")
     return PublicKey(raw[2:10], raw[10:])
 
@@ -101,7 +101,7 @@ def load_secret(path: str | os.PathLike) -> SecretKey:
     if raw[2:4] != b"\x00\x00":
         raise UsageError(f"{path}: the key is password-protected; acta-mirror needs an unencrypted key "
                          f"(minisign -G -W, or acta-mirror keygen)")
-    key_id, sk, checksum = raw[54:62], raw[62:126], raw[126:158]
+    key_id, sk, checksum = raw[54:62], raw[62:126], raw[126:]
     # minisign -G -W leaves the checksum zero; the seed must still give the stored public key
     if checksum != bytes(32) and hashlib.blake2b(b"Ed" + key_id + sk, digest_size=32).digest() != checksum:
         raise UsageError(f"{path}: the secret key's checksum is wrong (damaged key file)")

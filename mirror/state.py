@@ -103,11 +103,10 @@ class Opener:
             for i, part in enumerate(parts):
                 try:
                     nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                        what = _kind_of(os.lstat(part, dir_fd=fd).st_mode)
-                        raise UnsafePath(f"{rel}: {'/'.join(parts[:i + 1])} is {what}, not a folder") from None
-                    raise
+                except NotADirectoryError:
+                    if stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode):
+                        raise UnsafePath(f"{rel}: {'/'.join(parts[:i + 1])} is a symbolic link, not a folder") from None
+                    raise FileNotFoundError(errno.ENOENT, "no such file", rel) from None
                 os.close(fd)
                 fd = nxt
         except BaseException:

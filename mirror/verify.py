@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .manifest import BAG_INFO, PROVENANCE, TAG_MANIFEST
 from .models import Problem, UnsafePath
-from .state import Opener, read_state
+from .state import MirrorState, Opener, read_state
 from .workers import pool
 
 
@@ -56,15 +56,16 @@ def _hash_slice(args: tuple[str, list[str]]) -> list[tuple[str, str | None, int]
 def hash_many(root: Path, rels: list[str], workers: int | None = None):
     """Start hashing many files across processes; returns an iterator of _hash_slice results.
 
-    Slices are interleaved so every worker gets a similar mix; the caller can do other
-    work before it iterates.
+    Each worker takes runs of neighbouring paths (four per worker, handed out as workers
+    free up), so a folder is opened once per run, not once per file; the caller can do
+    other work before it iterates.
     """
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(rels) < 256:
         return iter([_hash_slice((str(root), rels))])
-    n = workers * 4
+    size = -(-len(rels) // (workers * 4))
     executor = pool(workers)
-    futures = [executor.submit(_hash_slice, (str(root), rels[i::n])) for i in range(n)]
+    futures = [executor.submit(_hash_slice, (str(root), rels[i:i + size])) for i in range(0, len(rels), size)]
 
     def results():
         try:
@@ -76,10 +77,11 @@ def hash_many(root: Path, rels: list[str], workers: int | None = None):
 
 
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
-           cids: bool = False) -> list[Problem]:
-    """Every problem in the bag; an empty list means intact. NotAMirror if it is no bag at all."""
+           cids: bool = False, state: MirrorState | None = None) -> list[Problem]:
+    """Every problem in the bag; an empty list means intact. NotAMirror if it is no bag at all.
+    `state`: the mirror as read_state already read it (saves reading it twice)."""
     root = Path(root)
-    state = read_state(root, records=not fast)
+    state = state or read_state(root, records=not fast)
     problems: list[Problem] = list(state.problems)
     manifest = state.manifest
     on_disk = set(state.payload)

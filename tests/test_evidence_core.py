@@ -878,3 +878,129 @@ def test_diff_takes_the_highest_version(tmp_path):
         fh.write(e1.to_json() + "\n")
     with pytest.raises(NotAMirror, match="listed twice"):
         evidence.keyed(b)
+
+
+def test_key_and_signature_messages_name_the_file_and_the_fault(tmp_path, keypair):
+    base, secret, public = keypair
+    pub_line = public.line()
+    cases = [  # (file text, loader, the exact message after the path)
+        ("untrusted comment: x\n" + pub_line[:10] + "!" + pub_line[10:] + "\n", sign.load_public,
+         "not a minisign public key"),
+        ("untrusted comment: x\n", sign.load_public, "not a minisign public key"),
+        ("untrusted comment: x\n" + base64.b64encode(b"Ed" + bytes(39)).decode() + "\n", sign.load_public,
+         "not a minisign Ed25519 public key"),
+        ("untrusted comment: x\n", sign.load_secret, "not a minisign secret key"),
+        ("untrusted comment: x\n" + pub_line + "\n", sign.load_secret, "not a minisign Ed25519 secret key"),
+    ]
+    for i, (text, loader, message) in enumerate(cases):
+        path = tmp_path / f"k{i}"
+        path.write_text(text)
+        with pytest.raises(UsageError) as exc:
+            loader(path)
+        assert str(exc.value) == f"{path}: {message}", i
+    (tmp_path / "bin").write_bytes(b"\xff\xfe")
+    with pytest.raises(UsageError) as exc:
+        sign.load_public(tmp_path / "bin")
+    assert str(exc.value) == f"{tmp_path / 'bin'}: cannot read the public key (UnicodeDecodeError)"
+    with pytest.raises(UsageError) as exc:
+        sign.load_secret(tmp_path / "absent")
+    assert str(exc.value) == f"{tmp_path / 'absent'}: cannot read the secret key (FileNotFoundError)"
+    with pytest.raises(UsageError) as exc:
+        sign.parse_public(pub_line[:10] + "!" + pub_line[10:])
+    assert str(exc.value) == "public key: not a minisign Ed25519 public key"
+    body = base64.b64decode(Path(f"{base}.key").read_text().splitlines()[1])
+    for name, raw, message in [
+            ("enc", body[:2] + b"Sc" + body[4:], "the key is password-protected; acta-mirror needs an unencrypted key "
+                                                  "(minisign -G -W, or acta-mirror keygen)"),
+            ("chk", body[:-1] + bytes([body[-1] ^ 1]), "the secret key's checksum is wrong (damaged key file)"),
+            ("half", body[:62] + bytes(32) + body[94:-32] + bytes(32),
+             "the secret key does not match its public half (damaged key file)"),
+            ("long", body + b"\x00", "not a minisign Ed25519 secret key")]:
+        (tmp_path / name).write_text("untrusted comment: c\n" + base64.b64encode(raw).decode() + "\n")
+        with pytest.raises(UsageError) as exc:
+            sign.load_secret(tmp_path / name)
+        assert str(exc.value) == f"{tmp_path / name}: {message}"
+    with pytest.raises(ValueError) as exc:
+        sign.sign_file(tmp_path / "k0", secret, "a\nb")
+    assert str(exc.value) == "a trusted comment is one line"
+    target, sig, lines = _signed(tmp_path, secret)
+    for bad, message in [(["x"], "not a minisign signature"),
+                         ([lines[0], lines[1][:8] + "!" + lines[1][8:], lines[2], lines[3]], "damaged (not base64)"),
+                         ([lines[0], lines[1], lines[2], lines[3][:8] + "!" + lines[3][8:]], "damaged (not base64)"),
+                         ([lines[0], base64.b64encode(b"ED" + bytes(71)).decode(), lines[2], lines[3]],
+                          "not an Ed25519 minisign signature")]:
+        with pytest.raises(sign.SignatureError) as exc:
+            sign.parse_signature("\n".join(bad), "the.minisig")
+        assert str(exc.value) == f"the.minisig: {message}"
+    with pytest.raises(sign.SignatureError) as exc:
+        sign.parse_signature("x")
+    assert str(exc.value) == "signature: not a minisign signature"
+    parsed = sign.parse_signature("\n".join(lines))
+    with pytest.raises(sign.SignatureError) as exc:
+        sign.verify_signature(b"other", parsed, public)
+    assert str(exc.value) == "the file: the signature does not match the file"
+    other = sign.PublicKey(bytes(8), public.key)
+    with pytest.raises(sign.SignatureError) as exc:
+        sign.verify_signature(b"evidence", parsed, other)
+    assert str(exc.value) == f"the signature: made by key {sign.key_id_text(public.key_id)}, not by 0000000000000000"
+    with pytest.raises(sign.SignatureError) as exc:
+        sign.verify_signature(b"evidence", sign.Signature(True, public.key_id, parsed.signature, "x",
+                                                          parsed.global_signature), public)
+    assert str(exc.value) == "the signature: the trusted comment was altered"
+    with pytest.raises(sign.SignatureError) as exc:
+        sign.verify_file(target, tmp_path / "none.minisig", public)
+    assert str(exc.value) == f"{tmp_path / 'none.minisig'}: missing or unreadable"
+    unsigned_legacy = sign.Signature(False, public.key_id, parsed.signature, "c", parsed.global_signature)
+    with pytest.raises(sign.SignatureError):  # a prehashed signature read as a legacy one fails
+        sign.verify_signature(b"evidence", unsigned_legacy, public)
+    import dataclasses
+    for record in (public, secret, parsed):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.key_id = b"x"
+
+
+def test_hash_many_splits_the_work_and_names_each_failure(tmp_path):
+    rows = [(_entry(i), f"acta {i}".encode()) for i in range(300)]
+    m = build(tmp_path / "m", rows)
+    rels = sorted(e.path for e, _b in rows)
+    assert len(list(verify.hash_many(m, rels[:255], 2))) == 1  # small jobs stay in this process
+    parts = list(verify.hash_many(m, rels[:256], 2))
+    assert len(parts) == 8 and [r for part in parts for r in part] == verify.hash_many(m, rels[:256], 1).__next__()
+    assert all(rels[:256][i * 32:(i + 1) * 32] == [r[0] for r in part] for i, part in enumerate(parts))  # runs
+    assert len(list(verify.hash_many(m, rels, 1))) == 1
+    assert len(list(verify.hash_many(m, rels))) == (os.cpu_count() or 1) * 4 if (os.cpu_count() or 1) > 1 else 1
+    os.symlink("/etc/passwd", m / "data" / "link")
+    long_name = "data/" + "x" * 300
+    got = next(verify.hash_many(m, ["data/link", long_name, "data/a.jpg/x", "data/none"], 1))
+    assert got == [("data/link", "unsafe:a symbolic link, not a regular file", 0),
+                   (long_name, "error:File name too long", 0), ("data/a.jpg/x", None, 0), ("data/none", None, 0)]
+
+
+def test_verify_names_unsafe_and_unreadable_tag_files(tmp_path):
+    m = tiny(tmp_path / "m")
+    os.rename(m / "failures.jsonl", tmp_path / "f")
+    os.symlink(tmp_path / "f", m / "failures.jsonl")
+    long_name = "x" * 300
+    with open(m / "tagmanifest-sha256.txt", "a") as fh:
+        fh.write(f"{'0' * 64}  {long_name}\n")
+    assert [(p.kind, p.path, p.detail) for p in verify.verify(m)] == [
+        ("unsafe", "failures.jsonl", "a symbolic link, not a regular file"),
+        ("unreadable", long_name, "File name too long")]
+
+
+def test_the_bag_constants_other_tools_read():
+    assert manifest.BAGIT_TXT == "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+    assert (manifest.PAYLOAD_MANIFEST, manifest.TAG_MANIFEST, manifest.BAG_INFO) == (
+        "manifest-sha256.txt", "tagmanifest-sha256.txt", "bag-info.txt")
+    assert (manifest.PROVENANCE, manifest.CHANGES, manifest.FAILURES, manifest.RECEIPTS) == (
+        "provenance.jsonl", "changes.jsonl", "failures.jsonl", "publish-receipts.jsonl")
+    assert state.SIGNED_TAG_FILES == ("manifest-sha256.txt", "bag-info.txt", "provenance.jsonl", "changes.jsonl",
+                                      "failures.jsonl")
+    assert (evidence.STATEMENT, evidence.SIGNATURE) == ("signed-root.json", "signed-root.json.minisig")
+
+
+def test_a_hand_made_bag_passes_bagit_python(tmp_path):
+    import bagit
+
+    m = tiny(tmp_path / "m")
+    bagit.Bag(str(m)).validate()

@@ -169,3 +169,90 @@ def test_official_results_files(rows, header):
             load_figures(path)
         except MirrorError:
             pass
+
+
+# -- the mirror reader (state.py) and everything that reads through it --------------------------
+HOSTILE_PATHS = ["data/a.jpg", "data/x/010101001.01.jpg", "data/index/i.csv", "/etc/passwd", "/dev/zero", "../x",
+                 "data/../../x", "data//a.jpg", "data/./a.jpg", "bagit.txt", "data/fifo", "data/zero", "data/link",
+                 "data/linkdir/f", "", "data/\x00", "data/a%0Ab", "provenance.jsonl", "../outside.txt"]
+ENTRY = {"key": "010101001.01", "kind": "acta", "version": 1, "path": "data/x/010101001.01.jpg", "sha256": "0" * 64,
+         "size": 4, "cid": "", "url": "u", "final_url": "u", "host": "h", "fetched_at": "t", "status": 200,
+         "etag": "", "last_modified": "", "content_type": "image/jpeg", "site": "s", "page": "p"}
+odd_values = st.one_of(st.sampled_from(HOSTILE_PATHS), st.integers(-2, 3), st.integers(-10**40, 10**40), st.none(),
+                       st.booleans(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+                       st.sampled_from(["index/i.csv", "index/..", "index", "acta", "010101001.1", "0" * 64]),
+                       st.lists(st.integers(), max_size=2))
+entry_lines = st.builds(
+    lambda changes, drop: json.dumps({k: v for k, v in {**ENTRY, **changes}.items() if k not in drop}),
+    st.dictionaries(st.sampled_from(sorted(ENTRY) + ["supersedes", "extra"]), odd_values, max_size=4),
+    st.sets(st.sampled_from(sorted(ENTRY)), max_size=2))
+text_lines = st.one_of(entry_lines, st.text(max_size=80), st.just('{"size": 1e400}'), st.just("[" * 5000),
+                       st.binary(max_size=40).map(lambda b: b.decode("latin-1")))
+hexish = st.one_of(st.just("0" * 64), st.just("F" * 64), st.text("0123456789abcdefg", min_size=60, max_size=66))
+manifest_lines = st.lists(st.one_of(st.builds(lambda h, p, sep: f"{h}{sep}{p}", hexish, st.sampled_from(HOSTILE_PATHS),
+                                              st.sampled_from(["  ", " *", " ", ""])),
+                                    st.text(max_size=40)), max_size=6)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p): (p.lstat().st_mode, p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def _alarm(signum, frame):
+    raise TimeoutError("the reader hung")
+
+
+@FUZZ
+@given(st.lists(text_lines, max_size=6), manifest_lines, manifest_lines, st.text(max_size=120), st.binary(max_size=30),
+       st.sets(st.sampled_from(["fifo", "zero", "link", "linkdir", "data-link", "provenance-link", "no-tags"]),
+               max_size=3))
+def test_mirror_reader(provenance, manifest, tags, bag_info, raw_tail, layout):
+    import signal
+
+    from mirror.evidence import check_seal
+    from mirror.state import read_state
+    from mirror.verify import verify
+
+    with tempfile.TemporaryDirectory() as d:
+        top = Path(d)
+        (top / "outside.txt").write_text("the host's file\n")
+        root = top / "m"
+        (root / "data" / "x").mkdir(parents=True)
+        (root / "data" / "a.jpg").write_bytes(b"acta")
+        (root / "data" / "x" / "010101001.01.jpg").write_bytes(b"acta")
+        (root / "bagit.txt").write_text("BagIt-Version: 1.0\n")
+        (root / "manifest-sha256.txt").write_text("".join(x + "\n" for x in manifest), errors="replace")
+        if "no-tags" not in layout:
+            (root / "tagmanifest-sha256.txt").write_text("".join(x + "\n" for x in tags), errors="replace")
+        (root / "bag-info.txt").write_text(bag_info, errors="replace")
+        body = "".join(x + "\n" for x in provenance).encode("utf-8", "surrogatepass") + raw_tail
+        (top / "prov").write_bytes(body)
+        if "provenance-link" in layout:
+            os.symlink(top / "prov", root / "provenance.jsonl")
+        else:
+            (root / "provenance.jsonl").write_bytes(body)
+        if "fifo" in layout:
+            os.mkfifo(root / "data" / "fifo")
+        if "zero" in layout:
+            os.symlink("/dev/zero", root / "data" / "zero")
+        if "link" in layout:
+            os.symlink(top / "outside.txt", root / "data" / "link")
+        if "linkdir" in layout:
+            os.symlink(top, root / "data" / "linkdir")
+        if "data-link" in layout:
+            os.rename(root / "data", top / "data")
+            os.symlink(top / "data", root / "data")
+        before = _snapshot(top)
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, 20)
+        try:
+            for read in (lambda: read_state(root).latest_actas(), lambda: verify(root, cids=True),
+                         lambda: verify(root, fast=True), lambda: check_seal(root)):
+                try:
+                    read()
+                except MirrorError:
+                    pass
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        assert _snapshot(top) == before  # nothing written, inside the mirror or out

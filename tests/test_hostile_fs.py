@@ -90,10 +90,10 @@ def one_line(proc) -> str:
 
 # -- 5: hash before publishing ------------------------------------------------------------
 def test_git_publish_refuses_a_flipped_byte(mirror, tmp_path):
-    bad = actas(mirror)[3]
+    bad = actas(mirror)[-1]  # in the last of several pushes: refused before the first
     flip_one_byte(mirror / bad)
     remote = tmp_path / "remote" / "a.git"
-    proc = run_cli("publish", str(mirror), "--to", f"git+file://{remote}")
+    proc = run_cli("publish", str(mirror), "--to", f"git+file://{remote}", "--max-push-bytes", "300000")
     assert proc.returncode == 1 and bad in one_line(proc), proc.stdout + proc.stderr
     pushed = subprocess.run(["git", "-C", str(remote), "rev-parse", "--verify", "-q", "main"], capture_output=True)
     assert pushed.returncode != 0, "a corrupted mirror was pushed"
@@ -186,6 +186,15 @@ def test_merge_does_not_link_a_payload_symlink_into_out(mirror, outside, tmp_pat
         assert not path.is_symlink()
 
 
+def test_merge_never_copies_a_host_file_named_by_a_shards_tag_file(mirror, outside, tmp_path):
+    (mirror / "changes.jsonl").unlink()
+    (mirror / "changes.jsonl").symlink_to(outside / "secret.txt")
+    out = tmp_path / "merged"
+    proc = run_cli("merge", str(out), str(mirror))
+    assert not [p for p in out.rglob("*") if p.is_file() and SECRET in p.read_bytes()], "a host file was copied in"
+    assert proc.returncode == 2 and "changes.jsonl" in one_line(proc)
+
+
 def test_merge_does_not_write_through_a_symlinked_folder_in_out(base, mirror, outside, tmp_path):
     out = tmp_path / "merged"
     shards = []
@@ -228,6 +237,24 @@ def test_restore_never_deletes_outside_out(mirror, tmp_path):
         assert (v / "precious.txt").exists(), f"restore deleted {v}"
     assert proc.returncode in (1, 2) and "shards.json" in one_line(proc)
     assert not out.exists()
+
+
+def test_restore_refuses_a_symlink_from_a_shard(mirror, outside, tmp_path):
+    remote = tmp_path / "remote" / "a.git"
+    assert run_cli("publish", str(mirror), "--to", f"git+file://{remote}").returncode == 0
+    work = tmp_path / "edit"
+    git("clone", "-q", str(remote), str(work))
+    victim = actas(mirror)[5]
+    twin = outside / "twin.jpg"  # a file elsewhere with the very bytes the line names
+    shutil.copyfile(work / victim, twin)
+    (work / victim).unlink()
+    (work / victim).symlink_to(twin)
+    git("-C", str(work), "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qam", "hostile")
+    git("-C", str(work), "push", "-q", "origin", "main")
+    out = tmp_path / "restored"
+    proc = run_cli("restore", "--from", f"git+file://{remote}", "--out", str(out))
+    assert proc.returncode == 1 and victim in one_line(proc), proc.stdout + proc.stderr
+    assert not out.exists() and twin.read_bytes() == (mirror / victim).read_bytes()
 
 
 # -- 11: car and IPFS publish only checked files -------------------------------------------------

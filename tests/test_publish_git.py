@@ -138,7 +138,8 @@ def test_smart_http_basic_auth_and_no_password_leaks(mirror, tmp_path):
         wrong_url = subprocess.run([*cmd[:-1], in_url.replace(secret, "bad-guess")], env=env,
                                    capture_output=True, text=True)
         assert wrong_url.returncode == 1 and "bad-guess" not in wrong_url.stdout + wrong_url.stderr
-    leaked = [p for p in (mirror / ".acta-mirror").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    state = [mirror / ".acta-mirror", Path(os.environ["XDG_CACHE_HOME"])]  # the mirror's and the staging repos'
+    leaked = [p for d in state for p in d.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaked == []
     log = git("-C", str(root / "actas.git"), "log", "--format=%an %ae %cn %ce %B", "main")
     assert secret not in log and "archivist" not in log

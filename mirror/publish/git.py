@@ -163,6 +163,7 @@ class GitPublisher:
         self.progress = progress or (lambda *a: None)
         self.url, self._secret = _git_url(target)
         self.shown = redact(target, self._secret)
+        self._info: dict[str, str] = {}  # the mirror's bag-info, read (checked) by publish()
 
     # -- publish -------------------------------------------------------------------
     def publish(self, mirror: str | os.PathLike) -> Receipt:
@@ -317,6 +318,7 @@ class GitPublisher:
         url = shard_url(self.url, shard)
         shown = redact(shard_url(self.shown, shard), self._secret)
         repo = self._repo(staging, shard)
+        checked: dict[str, str] = {}  # path -> blob of its checked bytes, kept across attempts
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             tip = self._fetch(repo, url)
             have = parse_manifest_text(_read_blob(repo, tip, PAYLOAD_MANIFEST) or "")
@@ -330,6 +332,9 @@ class GitPublisher:
             remote_full_paths = parse_manifest_text(_read_blob(repo, tip, FULL_MANIFEST) or "")
             remote_full = _lines_in(repo, tip, FULL_PROVENANCE) if set(remote_full_paths) - every_path else []
             new = [e for e in mine if e.path not in have]
+            for e in new:  # every new file is checked (and stored) before the first push
+                if e.path not in checked:
+                    checked[e.path] = _store(repo, self._checked(mirror, e.path, e.sha256, e.size))
             full = _union(remote_full, everything)
             full_root = _root(full)
             part = _union(remote_part, mine)
@@ -341,7 +346,7 @@ class GitPublisher:
             for batch in batches:
                 done = done + batch
                 self.progress(self.shown, shard, len(done), len(part))
-                tree = self._tree(repo, mirror, parent, batch, done, full, full_root, blobs, assignment, shard, shards)
+                tree = self._tree(repo, parent, batch, checked, done, full, full_root, blobs, assignment, shard, shards)
                 if parent and repo.commit(parent).tree.hexsha == tree:
                     continue
                 message = (f"acta-mirror {__version__}: shard {shard}: +{len(batch)} files "
@@ -361,10 +366,10 @@ class GitPublisher:
             time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
         raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
 
-    def _tree(self, repo, mirror, parent, batch, part, full, full_root, blobs, assignment, shard, shards) -> str:
-        """The shard's tree: the parent's, plus this batch's files (each checked against its
-        manifest line as it is read), fresh tag files and shard 01's extra files."""
-        lines = [f"100644 blob {_store(repo, self._checked(mirror, e.path, e.sha256, e.size))}\t{e.path}" for e in batch]
+    def _tree(self, repo, parent, batch, checked, part, full, full_root, blobs, assignment, shard, shards) -> str:
+        """The shard's tree: the parent's, plus this batch's files (blobs of checked bytes),
+        fresh tag files and shard 01's extra files."""
+        lines = [f"100644 blob {checked[e.path]}\t{e.path}" for e in batch]
         part_info = {k: v for k, v in self._info.items() if k != "Payload-Oxum"}
         part_info.update({
             "Payload-Oxum": f"{sum(e.size for e in part)}.{len(part)}",
