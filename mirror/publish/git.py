@@ -164,6 +164,7 @@ class GitPublisher:
         self.url, self._secret = _git_url(target)
         self.shown = redact(target, self._secret)
         self._info: dict[str, str] = {}  # the mirror's bag-info, read (checked) by publish()
+        self._discard = False  # remove each shard's staging repository once pushed (publish_delta)
 
     # -- publish -------------------------------------------------------------------
     def publish(self, mirror: str | os.PathLike) -> Receipt:
@@ -185,6 +186,7 @@ class GitPublisher:
         and each new commit is built on the previous tree, so only the new files (all of
         them in delta.bag, checked by jobstate.take_delta) and the fresh tag files are sent."""
         bag = Path(os.path.abspath(delta.bag))
+        self._discard = True
         try:
             return self._publish(bag, list(delta.records), dict(delta.tags))
         finally:  # the staging repository holds this run's blobs only: nothing to keep
@@ -237,6 +239,8 @@ class GitPublisher:
                                        blobs if shard == "01" else {})
             receipt.details.append(line)
             receipt.changed |= not line.endswith("unchanged")
+            if self._discard and shard != "01":  # pushed: its blobs need no disk any more
+                shutil.rmtree(staging / f"{shard}.git", ignore_errors=True)
         return receipt
 
     def _checked(self, mirror: Path, rel: str, sha256: str, size: int | None = None) -> bytes:
