@@ -182,3 +182,30 @@ def test_a_tampered_state_is_not_built_on(replay, tmp_path):
     job.write_text(other)
     proc = run_cli("run", str(job), "--quiet")
     assert proc.returncode == 2 and "not by this job's key" in proc.stderr, proc.stdout + proc.stderr
+
+
+
+def test_the_workflow_step_and_a_node_that_lacks_the_earlier_files(replay_factory, tmp_path):
+    r = replay_factory(faults="change=0.1")
+    keygen(tmp_path)
+    remote = tmp_path / "remotes" / "actas.git"
+    job = write_job(tmp_path, r.url, f'git = ["git+file://{remote}"]', sign="")
+    script = [sys.executable, str(ROOT / "scripts" / "mirror_job.py"), "run", str(job)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_ACTIONS": "true", "ACTA_MIRROR_SIGN_KEY": ""}
+    env.pop("ACTA_MIRROR_SIGN_KEY_FILE", None)
+    refused = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "::error::" in refused.stderr and "no signing key" in refused.stderr
+    env["ACTA_MIRROR_SIGN_KEY"] = (tmp_path / "k.key").read_text()  # the secret's text, as in Actions
+    step = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert step.returncode == 0, step.stdout + step.stderr
+    assert (tmp_path / "manifests" / "signed-root.json.minisig").exists()
+    # A node that never received the earlier files cannot take a delta: one clear line, exit 1,
+    # and the folder stays as it was so the next run tries again.
+    saved = (tmp_path / "manifests" / "provenance.jsonl").read_bytes()
+    with IpfsNode(tmp_path / "fresh") as fresh:
+        job.write_text(job.read_text().replace("[publish]\n", f'[publish]\nipfs = ["{fresh.target}"]\n'))
+        r.replay.epoch = 2
+        lacking = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert lacking.returncode == 1 and "the node lacks" in lacking.stderr, lacking.stdout + lacking.stderr
+    assert "::error::" in lacking.stderr
+    assert (tmp_path / "manifests" / "provenance.jsonl").read_bytes() == saved

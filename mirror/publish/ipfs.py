@@ -136,6 +136,11 @@ class IpfsPublisher:
                                    f"{' (' + version['ipfs-core'] + ')' if 'ipfs-core' in version else ''}")
             have = {str_to_cid(r["Ref"])[-32:] for r in await rpc.call("refs/local") if r.get("Ref")}
             missing = [rel for rel in offer if dag.files[rel][0][-32:] not in have]
+            offered = set(offer)
+            absent = [rel for rel, _n, _s in files if rel not in offered and dag.files[rel][0][-32:] not in have]
+            if absent:  # a delta builds on blocks the node must hold already; it would wait for them forever
+                raise PublishError(f"{self.shown}: the node lacks {len(absent)} file(s) published before, e.g. "
+                                   f"{absent[0]}; publish a full mirror to it once (restore, then publish)")
             await self._add(rpc, mirror, dag, missing)
             receipt.details.append(f"{self.shown}: added {len(missing)} of {len(files)} files")
             receipt.changed = bool(missing)
