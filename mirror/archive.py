@@ -328,8 +328,9 @@ class Archive:
             last_modified=fetched.last_modified, content_type=fetched.content_type,
             site=acta.site, page=redact(acta.page), state_code=p.state_code, state=p.state,
             municipality_code=p.municipality_code, municipality=p.municipality,
-            parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table,
+            parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table, center_name=p.center_name,
             supersedes=versions[-1] if versions else None,
+            redirects=fetched.redirects, trailing_bytes=fetched.trailing_bytes,
         )
         self._index(entry)
         self.added += 1
@@ -532,7 +533,7 @@ def read_inside(root: str | os.PathLike, rel: str, limit: int | None = None) -> 
     (state.open_payload); UnsafePath for anything else, or when it holds more than limit."""
     with open_payload(root, rel) as fh:
         if limit is not None and os.fstat(fh.fileno()).st_size > limit:
-            raise UnsafePath(f"{rel}: larger than its record says")
+            raise UnsafePath(rel, "larger than its record says")
         return fh.read()
 
 
@@ -550,7 +551,10 @@ def read_checked(root: str | os.PathLike, rel: str, sha256_hex: str, size: int |
     return data
 
 
-PUBLISHED_TAG_FILES = TAG_FILES + (TAG_MANIFEST,)  # the only top-level files a published copy holds
+# RFC 3161 token of signed-root.json and its certificate chain (mirror/timestamp.py): outside
+# the tag manifest, each checks itself against signed-root.json (`openssl ts -verify`).
+TIMESTAMP_FILES = ("signed-root.json.tsr", "signed-root.json.tsr.chain.pem")
+PUBLISHED_TAG_FILES = TAG_FILES + (TAG_MANIFEST,) + TIMESTAMP_FILES  # the only top-level files published
 SITE_DIR = "site"  # the browsable index `acta-mirror site` writes
 
 
@@ -568,11 +572,13 @@ def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
         raise Corrupt(f"{root}: provenance and the manifest list different files")
     tags = state.tags or {}
     for name in PUBLISHED_TAG_FILES:
-        if name != TAG_MANIFEST and name not in tags:
+        if name in TIMESTAMP_FILES and not os.path.lexists(root / name):
+            continue
+        if name not in (TAG_MANIFEST, *TIMESTAMP_FILES) and name not in tags:
             continue  # a file the tag manifest does not vouch for is not published
         data = read_inside(root, name)
         digest = hashlib.sha256(data).hexdigest()
-        if name != TAG_MANIFEST and digest != tags[name]:
+        if name in tags and digest != tags[name]:
             raise Corrupt(f"{name}: its bytes do not match the tag manifest")
         files.append((name, len(data), digest))
     try:
@@ -580,7 +586,7 @@ def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
     except FileNotFoundError:
         return files
     if not stat.S_ISDIR(mode):
-        raise UnsafePath(f"{SITE_DIR}: a symbolic link or not a folder; not publishing it")
+        raise UnsafePath(SITE_DIR, "a symbolic link or not a folder; not publishing it")
     stack = [SITE_DIR]
     while stack:
         rel_dir = stack.pop()

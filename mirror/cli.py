@@ -1,11 +1,16 @@
 """The acta-mirror command: subcommands, progress, and the one place that prints for people.
 
-Exit codes (every command):
+Exit codes (every command; each subcommand's --help lists the ones it can return, from
+mirror/clihelp.py, and README.md's table repeats them):
     0    done, nothing wrong
     1    finished, but something failed or a check found problems (each one is named)
     2    bad usage or bad input: one line says what, nothing archived was touched
-    3    the disk refused a write (full, read-only): nothing archived before is damaged
+    3    the disk refused a write (full, read-only): nothing archived before is damaged;
+         for crosscheck: some tables could not be checked and none disagree
     130  interrupted
+
+Each subcommand's parser is built by its own function below (parse_<name>), listed in
+PARSERS; its handler is cmd_<name>, listed in COMMANDS.
 """
 from __future__ import annotations
 
@@ -13,20 +18,29 @@ import argparse
 import asyncio
 import functools
 import json
+import logging
 import os
 import sys
 import time
 
 from . import __version__
+from .clihelp import EXIT_MEANINGS, epilog
 from .models import MirrorError, UsageError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DISK, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FAILURES_SHOWN = 100
-
+log = logging.getLogger("acta-mirror")
 
 class _Parser(argparse.ArgumentParser):
+    describe = None  # a function giving the description when help is shown (imports only then)
+
     def error(self, message: str):  # one line, exit 2, never a usage dump
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def format_help(self) -> str:
+        if self.describe is not None:
+            self.description = self.describe()
+        return super().format_help()
 
 
 def _number(kind: type, minimum: float, what: str):
@@ -46,62 +60,167 @@ _positive_int = _number(int, 1, "a whole number")
 _nonneg_float = _number(float, 0, "a number")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="acta-mirror", description="Mirror published election tally sheets (actas) into verifiable bags.")
-    p.add_argument("--version", action="version", version=f"acta-mirror {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+def _header(text: str) -> tuple[str, str]:
+    from .config import header_ok
 
-    c = sub.add_parser("crawl", help="crawl a results site into a BagIt mirror")
-    c.add_argument("site", help="site adapter name, e.g. resultados2024")
+    name, sep, value = text.partition(":")
+    if not sep or not header_ok(name.strip(), value.strip()):
+        raise argparse.ArgumentTypeError(f"takes 'Name: value', like 'Referer: https://example.org/', not {text!r}")
+    return name.strip(), value.strip()
+
+
+class _Versions(argparse.Action):
+    """--version: ours, and the versions of the parts that matter when something goes wrong."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version of acta-mirror and of its parts, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(versions())
+        parser.exit()
+
+
+def versions() -> str:
+    import platform
+    import shutil
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    lines = [f"acta-mirror {__version__}", f"Python {platform.python_version()}"]
+    for package in ("aiohttp", "zxing-cpp"):
+        try:
+            lines.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            lines.append(f"{package} not installed")
+    for program, flag in (("tesseract", "--version"), ("git", "--version")):
+        path = shutil.which(program)
+        first = ""
+        if path:
+            try:
+                done = subprocess.run([path, flag], capture_output=True, text=True, timeout=10)
+                first = ((done.stdout or done.stderr).strip().splitlines() or [""])[0]
+            except (OSError, subprocess.SubprocessError):
+                first = ""
+        name = first.removeprefix(program).removeprefix(" version").strip()
+        lines.append(f"{program} {name}" if name else f"{program} not found")
+    return "\n".join(lines)
+
+
+def _add(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand's parser: its examples and exit codes end its --help; -v and --quiet everywhere."""
+    p = sub.add_parser(name, help=help, description=help, epilog=epilog(name),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    # SUPPRESS: given before the subcommand, they are not reset by the subcommand's defaults.
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                   help="say more: -v names every failure and logs steps, -vv logs debug detail")
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress display, only warnings and errors")
+    return p
+
+
+def _fetch_flags(p: argparse.ArgumentParser) -> None:
+    """The fetcher's knobs. Unset flags are None, so the user config and the job file show through."""
+    from .config import SCHEMA
+
+    d = {k: spec.default for k, spec in SCHEMA["fetch"].items()}
+    p.add_argument("--concurrency", type=_positive_int, help=f"requests in flight (default {d['concurrency']})")
+    p.add_argument("--rate", type=_nonneg_float, help="requests per second per host, 0 for no pacing (default 0)")
+    p.add_argument("--proxy", help="http://, https://, socks5:// or socks5h:// proxy URL")
+    p.add_argument("--timeout", type=_nonneg_float, help=f"seconds for a whole request (default {d['timeout']:g})")
+    p.add_argument("--deadline", type=_nonneg_float, metavar="SECONDS",
+                   help="stop the whole crawl cleanly after this long; what it did not reach is deferred "
+                        "to the next run (default 0: none)")
+    p.add_argument("--max-bytes", type=_positive_int, help="size cap per file (default 25 MiB)")
+    p.add_argument("--recheck-after", type=_nonneg_float,
+                   help="seconds: known URLs checked more recently are not asked again (default 0: ask all)")
+    p.add_argument("--user-agent", metavar="TEXT", help="the User-Agent header (default: acta-mirror's own)")
+    p.add_argument("--header", action="append", type=_header, metavar="'NAME: VALUE'",
+                   help="another request header, repeatable, e.g. 'Referer: https://example.org/'")
+
+
+def _fetch_layer(args) -> dict:
+    """The fetch flags as a settings layer (None: not given)."""
+    return {"fetch": {"concurrency": args.concurrency, "rate": args.rate, "proxy": args.proxy,
+                      "timeout": args.timeout, "deadline": args.deadline, "max_bytes": args.max_bytes,
+                      "recheck_after": args.recheck_after,
+                      "user_agent": args.user_agent, "headers": dict(args.header) if args.header else None}}
+
+
+# -- the parsers, one function per subcommand -----------------------------------------
+def _known_sites() -> str:
+    from .sites import all_sites  # imported only for help: the adapters pull in HTML parsers
+
+    known = "\n".join(f"  {name:<16} {cls.description}" for name, cls in sorted(all_sites().items()))
+    return f"crawl a results site into a BagIt mirror\n\nknown sites:\n{known}"
+
+
+def parse_crawl(sub) -> None:
+    c = _add(sub, "crawl", "crawl a results site into a BagIt mirror")
+    c.describe = _known_sites
+    c.add_argument("site", help="site adapter name (the known sites are listed above)")
     c.add_argument("--root", required=True, help="the site's root URL")
     c.add_argument("--out", required=True, help="the mirror directory (a BagIt bag)")
     c.add_argument("--discover", choices=("csv", "html", "both"),
                    help="how actas are found (default: the site's first way; csv for resultados2024)")
     c.add_argument("--index", help="an index file or URL to read instead of the site's default index")
-    c.add_argument("--concurrency", type=_positive_int, default=16, help="requests in flight (default 16)")
-    c.add_argument("--rate", type=_nonneg_float, default=0.0, help="requests per second per host, 0 for no pacing (default 0)")
-    c.add_argument("--proxy", help="http://, https://, socks5:// or socks5h:// proxy URL")
+    _fetch_flags(c)
     c.add_argument("--alternate", action="append", default=[], metavar="URL",
                    help="another host serving the same paths (a mirror, an S3 bucket), tried when the root's host fails; repeatable")
-    c.add_argument("--timeout", type=_nonneg_float, default=60.0, help="seconds for a whole request (default 60)")
-    c.add_argument("--max-bytes", type=_positive_int, default=25 * 1024 * 1024, help="size cap per file (default 25 MiB)")
+    c.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                   help="a host images may also come from (a CDN), besides the root's and the alternates'; repeatable")
     c.add_argument("--shard", default="1/1", help="I/N: take only part I of N of the acta keys (default 1/1)")
-    c.add_argument("--recheck-after", type=_nonneg_float, default=0.0,
-                   help="seconds: known URLs checked more recently are not asked again (default 0: ask all)")
     c.add_argument("--sign-key", metavar="BASE.key", help="sign the manifest's Merkle root with this key")
     c.add_argument("--wait-lock", action="store_true", help="wait for another run on the same --out instead of exiting")
-    c.add_argument("--quiet", action="store_true", help="no progress display")
+    c.add_argument("--dry-run", action="store_true",
+                   help="read the index (or pages) and the mirror; say what would be fetched, with counts and bytes; write nothing")
+    c.add_argument("--json", action="store_true", help="print the summary, with every failure, as JSON")
 
-    v = sub.add_parser("verify", help="check a mirror offline")
+
+def parse_verify(sub) -> None:
+    v = _add(sub, "verify", "check a mirror offline")
     v.add_argument("dir", help="the mirror directory")
     v.add_argument("--fast", action="store_true", help="check Payload-Oxum and file counts only")
     v.add_argument("--json", action="store_true", help="print the problems as JSON")
     v.add_argument("--cids", action="store_true", help="also check every file's IPFS CID in provenance.jsonl")
     v.add_argument("--pubkey", metavar="BASE.pub", help="also check the signed Merkle root with this public key")
+    v.add_argument("--tsa-ca", metavar="FILE", help="also check signed-root.json.tsr, the trusted timestamp, against this CA (PEM)")
 
-    kg = sub.add_parser("keygen", help="write an Ed25519 key pair in minisign format")
+
+def parse_keygen(sub) -> None:
+    kg = _add(sub, "keygen", "write an Ed25519 key pair in minisign format")
     kg.add_argument("--out", required=True, metavar="BASE", help="writes BASE.key and BASE.pub")
     kg.add_argument("--force", action="store_true", help="overwrite existing key files")
 
-    sg = sub.add_parser("sign", help="sign a mirror's Merkle root")
+
+def parse_sign(sub) -> None:
+    sg = _add(sub, "sign", "sign a mirror's Merkle root")
     sg.add_argument("dir", help="the mirror directory")
     sg.add_argument("--key", required=True, metavar="BASE.key", help="the secret key")
 
-    pr = sub.add_parser("prove", help="print an inclusion proof for one file, as JSON")
+
+def parse_prove(sub) -> None:
+    pr = _add(sub, "prove", "print an inclusion proof for one file, as JSON")
     pr.add_argument("dir", help="the mirror directory")
     pr.add_argument("path", help="the file, as data/... or a path inside the mirror")
 
-    vf = sub.add_parser("verify-file", help="check one downloaded file against a proof and a root")
+
+def parse_verify_file(sub) -> None:
+    vf = _add(sub, "verify-file", "check one downloaded file against a proof and a root")
     vf.add_argument("file", help="the downloaded file")
     vf.add_argument("--proof", required=True, help="the proof JSON from 'acta-mirror prove'")
     vf.add_argument("--root", required=True, help="the Merkle root you trust (hex), e.g. from a signed statement")
 
-    df = sub.add_parser("diff", help="compare two mirrors, manifests or index CSVs by acta key")
+
+def parse_diff(sub) -> None:
+    df = _add(sub, "diff", "compare two mirrors, manifests or index CSVs by acta key")
     df.add_argument("a", help="the older mirror directory, manifest-sha256.txt or index CSV")
     df.add_argument("b", help="the newer one")
     df.add_argument("--json", action="store_true", help='print {"added": [...], "removed": [...], "changed": [...]}')
 
-    r = sub.add_parser("replay", help="serve the local replay of the 2024 results site")
+
+def parse_replay(sub) -> None:
+    r = _add(sub, "replay", "serve the local replay of the 2024 results site")
     r.add_argument("--site", default="resultados2024", help="which site to replay (default resultados2024)")
     r.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     r.add_argument("--port", type=int, default=8024, help="port (default 8024; 0 picks a free one)")
@@ -113,10 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--warm", action="store_true", help="render every image into --cache before serving")
     r.add_argument("--epoch", type=_positive_int, default=1, help="2 or more: images with the 'change' fault are re-scanned")
     r.add_argument("--html-version", type=int, choices=(1, 2), default=1, help="which index version the HTML pages follow")
-    pub = sub.add_parser("publish", help="push a mirror to Git remotes (and IPFS)")
+
+
+def parse_publish(sub) -> None:
+    pub = _add(sub, "publish", "push a mirror to Git remotes (and IPFS)")
     pub.add_argument("dir", help="the mirror directory")
     pub.add_argument("--to", action="append", required=True, metavar="URL",
-                     help="target, repeatable: git+file://, git+https://, git+http://, git+ssh://, git://")
+                     help="target, repeatable: git+file://, git+https://, git+http://, git+ssh://, git://, ipfs://")
     pub.add_argument("--max-repo-bytes", type=_positive_int, default=900_000_000,
                      help="size budget of one shard repository (default 900 MB)")
     pub.add_argument("--max-push-bytes", type=_positive_int, default=1_000_000_000,
@@ -126,50 +248,133 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--ipns", metavar="KEY", help="also publish the IPFS root under this IPNS key (best effort)")
     pub.add_argument("--pin-service", metavar="URL",
                      help="ask this IPFS Pinning Services API endpoint to pin the root (token: ACTA_MIRROR_PIN_TOKEN)")
-    pub.add_argument("--quiet", action="store_true", help="no progress display")
+    pub.add_argument("--dry-run", action="store_true",
+                     help="say which files and bytes each target would receive; push nothing")
 
-    car = sub.add_parser("car", help="write the mirror as a CARv1 file (its IPFS DAG, no node needed)")
+
+def parse_car(sub) -> None:
+    car = _add(sub, "car", "write the mirror as a CARv1 file (its IPFS DAG, no node needed)")
     car.add_argument("dir", help="the mirror directory")
     car.add_argument("-o", "--output", required=True, help="the CAR file to write")
 
-    rs = sub.add_parser("restore", help="clone a mirror's shards and reassemble it, verified")
+
+def parse_restore(sub) -> None:
+    rs = _add(sub, "restore", "clone a mirror's shards and reassemble it, verified")
     rs.add_argument("--from", dest="sources", action="append", required=True, metavar="URL",
                     help="a target the mirror was published to, repeatable: each shard comes from the first that has it")
     rs.add_argument("--out", required=True, help="a new directory for the restored mirror")
 
-    rn = sub.add_parser("run", help="run a job file: crawl, verify, publish")
+
+def parse_run(sub) -> None:
+    rn = _add(sub, "run", "run a job file: crawl, verify, publish")
     rn.add_argument("job", help="the job file (mirror.toml)")
     rn.add_argument("--shard", default="1/1", help="I/N: crawl only part I of N (publish after merge)")
     rn.add_argument("--no-publish", action="store_true", help="crawl and verify only")
     rn.add_argument("--publish-only", action="store_true", help="verify and publish the mirror as it is")
-    rn.add_argument("--quiet", action="store_true", help="no progress display")
+    rn.add_argument("--dry-run", action="store_true",
+                    help="say what the crawl would fetch and each target would receive; change nothing")
+    _fetch_flags(rn)
 
-    mg = sub.add_parser("merge", help="combine shard mirrors into one valid bag")
+
+def parse_merge(sub) -> None:
+    mg = _add(sub, "merge", "combine shard mirrors into one valid bag")
     mg.add_argument("out", help="the merged mirror (may hold an earlier merge)")
     mg.add_argument("shards", nargs="+", metavar="SHARD_DIR", help="shard mirrors")
     mg.add_argument("--sign-key", metavar="BASE.key", help="sign the merged mirror's root")
 
-    ta = sub.add_parser("tally", help="decode every acta's QR code and tally the votes")
+
+def parse_tally(sub) -> None:
+    ta = _add(sub, "tally", "decode every acta's QR code and tally the votes")
     ta.add_argument("dir", help="the mirror directory")
     ta.add_argument("--format", choices=("csv", "json", "summary"), default="summary",
                     help="csv: one row per table; json: tables and every level; summary (default)")
     ta.add_argument("--out", help="write to this file instead of standard output")
+    ta.add_argument("--coverage", metavar="FILE", help="also write every listed table's status to this CSV")
+    ta.add_argument("--ocr", action="store_true",
+                    help="also read the printed figures (tesseract): check each QR, count tables whose QR is lost")
 
-    cc = sub.add_parser("crosscheck", help="compare the QR tally with the published index and official results")
+
+
+def parse_crosscheck(sub) -> None:
+    cc = _add(sub, "crosscheck", "compare the QR tally with the published index and official results")
     cc.add_argument("dir", help="the mirror directory")
     cc.add_argument("--against", action="append", required=True, metavar="FILE",
                     help="an index CSV or an official results file (level,code,EG,...), repeatable")
     cc.add_argument("--json", action="store_true", help="print the full report as JSON")
+    cc.add_argument("--allow-incomplete", action="store_true",
+                    help="exit 0, not 3, when some tables could not be checked and none disagree")
+    cc.add_argument("--coverage", metavar="FILE", help="also write every listed table's status to this CSV")
+    cc.add_argument("--ocr", action="store_true",
+                    help="also read the printed figures (tesseract): a QR that differs from its print is a disagreement")
 
-    st = sub.add_parser("site", help="write a static, browsable 'find your table' site into the mirror")
+
+def parse_site(sub) -> None:
+    st = _add(sub, "site", "write a static, browsable 'find your table' site into the mirror")
     st.add_argument("dir", help="the mirror directory")
+    st.add_argument("--pubkey", metavar="KEY.pub", help="the signer's public key, shown on every table's page and "
+                    "used by its in-browser check")
+    st.add_argument("--gateway", metavar="URL", help="an IPFS gateway (https://GATEWAY): each table's page links its "
+                    "image by CID there, and its check uses that copy when the mirror's is not beside the site")
 
-    d = sub.add_parser("demo", help="replay the 2024 site locally, mirror it and verify the mirror")
+
+def parse_demo(sub) -> None:
+    d = _add(sub, "demo", "replay the 2024 site locally, mirror it and verify the mirror")
     d.add_argument("--out", default="demo-out", help="where the demo writes (default ./demo-out)")
     d.add_argument("--limit", type=_positive_int, default=1000, help="tables to replay (default 1000)")
     d.add_argument("--full", action="store_true", help="replay all 25,073 tables (minutes)")
     d.add_argument("--real-size", action="store_true", help="real-size synthesized images (~250 KB) instead of small ones")
     d.add_argument("--no-ipfs", action="store_true", help="write a CAR file instead of starting the IPFS node")
+
+
+def parse_completion(sub) -> None:
+    co = _add(sub, "completion", "print a shell completion script for bash, zsh or fish")
+    co.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+
+
+
+def parse_export(sub) -> None:
+    ex = _add(sub, "export", "write a mirror as a WARC file or a WACZ package for web archives")
+    ex.add_argument("dir", help="the mirror directory")
+    what = ex.add_mutually_exclusive_group(required=True)
+    what.add_argument("--warc", metavar="OUT.warc.gz", help="write one gzipped WARC 1.1 file")
+    what.add_argument("--wacz", metavar="OUT.wacz", help="write a WACZ 1.1.1 package (WARC, index, pages, hashes)")
+
+
+def parse_timestamp(sub) -> None:
+    tsp = _add(sub, "timestamp", "get an RFC 3161 trusted timestamp for the signed root")
+    tsp.add_argument("dir", help="the mirror directory (with signed-root.json)")
+    tsp.add_argument("--tsa", required=True, metavar="URL", help="the time-stamping authority's URL")
+    tsp.add_argument("--tsa-ca", metavar="FILE", help="check the answer against this CA certificate (PEM) before keeping it")
+    tsp.add_argument("--timeout", type=_nonneg_float, default=30.0, help="seconds to wait for the authority (default 30)")
+
+
+def parse_compare(sub) -> None:
+    cp = _add(sub, "compare", "compare another copy (folder, sha256 list, mirror) with this mirror, acta by acta")
+    cp.add_argument("dir", help="the mirror directory")
+    cp.add_argument("other", help="a folder of images, a sha256sum file, a JSON {name: sha256} file, or another mirror")
+    cp.add_argument("--json", action="store_true", help="print counts and every acta's row as one JSON object")
+
+
+PARSERS = [parse_crawl, parse_verify, parse_publish, parse_restore, parse_car, parse_keygen, parse_sign,
+           parse_prove, parse_verify_file, parse_diff, parse_run, parse_merge, parse_tally, parse_crosscheck,
+           parse_site, parse_replay, parse_demo, parse_completion, parse_export, parse_timestamp,
+           parse_compare]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    general = "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_MEANINGS.items())
+    p = _Parser(prog="acta-mirror", description="Mirror published election tally sheets (actas) into verifiable bags.",
+                epilog="examples:\n  acta-mirror demo\n  acta-mirror crawl --help\n\n"
+                       f"exit codes (each command's --help lists its own):\n{general}\n\n"
+                       "user defaults: $XDG_CONFIG_HOME/acta-mirror/config.toml (see README.md)",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action=_Versions)
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="say more: -v names every failure and logs steps, -vv logs debug detail")
+    p.add_argument("--quiet", action="store_true", help="no progress display, only warnings and errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in PARSERS:
+        add(sub)
     return p
 
 
@@ -180,17 +385,41 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return EXIT_USAGE
+        level = logging.ERROR if args.quiet else max(logging.DEBUG, logging.WARNING - 10 * args.verbose)
+        logging.basicConfig(level=level, stream=sys.stderr, format="acta-mirror: %(levelname)s: %(name)s: %(message)s")
         return COMMANDS[args.command](args)
     except MirrorError as exc:
         from .publish import redact
 
-        print(f"acta-mirror: {redact(str(exc))}", file=sys.stderr)  # no credential in any message
+        step = next_step(exc)
+        # no credential in any message
+        print(f"acta-mirror: {redact(str(exc))}" + (f"; {step}" if step else ""), file=sys.stderr)
         if os.environ.get("GITHUB_ACTIONS") == "true":  # shown on the run's summary page
             print(f"::error::{redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def next_step(exc: MirrorError) -> str:
+    """What to do about an error that ends a command, said on its line (when it does not say so already)."""
+    from .config import ConfigError
+    from .models import ArchiveWriteError, MirrorLocked, NotAMirror, SourceUnreachable
+    from .progress import cause_of, hint_for
+
+    text = str(exc)
+    if isinstance(exc, SourceUnreachable):
+        return hint_for(cause_of({"reason": text})) or "check --root and the network, or try --proxy or --alternate"
+    if isinstance(exc, ConfigError):
+        return "fix the file (README.md lists every key and its type)"
+    if isinstance(exc, MirrorLocked):
+        return "wait for that run to end, or pass --wait-lock (job file: output.wait_lock)"
+    if isinstance(exc, NotAMirror):
+        return "give the directory that holds bagit.txt and provenance.jsonl"
+    if isinstance(exc, ArchiveWriteError) and "re-run" not in text:
+        return "free space or fix permissions, then re-run: everything archived before is intact"
+    return ""
 
 
 def _writes(what: str):
@@ -210,84 +439,136 @@ def _writes(what: str):
 
 
 # -- crawl ------------------------------------------------------------------------
+def _user_layer() -> dict:
+    from .config import load_user_config, user_config_path
+
+    layer = load_user_config()
+    log.info("user config %s: %s", user_config_path(), "read" if layer else "none")
+    return layer
+
+
+def _log_fetch(fetch: dict) -> None:
+    """-v: the settings a run ends up with, after the config file, the job file and the flags."""
+    from .publish import redact
+
+    shown = {k: (redact(v) if k == "proxy" else v) for k, v in fetch.items() if k != "headers"}
+    log.info("fetch settings: %s; extra headers: %s", shown, ", ".join(fetch["headers"]) or "none")
+
+
 def cmd_crawl(args) -> int:
-    from .crawl import Counters, CrawlOptions, crawl, parse_shard
+    from .config import settle
+    from .crawl import Counters, CrawlOptions, crawl, fetch_options, parse_shard, plan_crawl
 
+    values = settle(_user_layer(), {"source": {"site": args.site, "root": args.root}}, _fetch_layer(args))
+    _log_fetch(values["fetch"])
     opts = CrawlOptions(site=args.site, root=args.root, out=args.out, discover=args.discover,
-                        index=args.index, concurrency=args.concurrency, rate=args.rate,
-                        proxy=args.proxy, timeout=args.timeout, max_bytes=args.max_bytes,
-                        shard=parse_shard(args.shard), wait_lock=args.wait_lock,
-                        recheck_after=args.recheck_after, sign_key=args.sign_key,
-                        alternates=tuple(args.alternate))
+                        index=args.index, shard=parse_shard(args.shard), wait_lock=args.wait_lock,
+                        sign_key=args.sign_key, alternates=tuple(args.alternate), allow_hosts=tuple(args.allow_host),
+                        **fetch_options(values["fetch"]))
+    if args.dry_run:
+        return _print_crawl_plan(asyncio.run(plan_crawl(opts)), args.out, args.json)
     counters = Counters()
+    with _crawl_progress(counters, args):
+        result = asyncio.run(crawl(opts, counters))
+    return _print_crawl(result, args)
 
-    async def run():
-        show = None if args.quiet else asyncio.create_task(_progress(counters))
-        try:
-            return await crawl(opts, counters)
-        finally:
-            if show:
-                show.cancel()
 
-    result = asyncio.run(run())
+def _crawl_progress(counters, args):
+    """The crawl's figures as the shared display reads them."""
+    from .progress import Figures, Progress
+
+    def poll() -> Figures:
+        return Figures(done=counters.done, total=counters.total, bytes=counters.bytes, retries=counters.retries,
+                       failed=counters.failed)
+    return Progress("crawl", quiet=args.quiet or getattr(args, "json", False), poll=poll, unit="actas")
+
+
+def _print_crawl(result, args) -> int:
+    from .progress import FailureSummary
+
     c = result.counters
+    where = os.path.join(result.out, "failures.jsonl")
     for rel in result.quarantined:
         print(f"quarantined {rel}: on disk but never recorded (a killed run); kept in .acta-mirror/quarantine",
               file=sys.stderr)
-    for f in result.failures[:FAILURES_SHOWN]:
-        print(f"failed {f['key']} {f['url']}: {f['reason']}", file=sys.stderr)
-    if len(result.failures) > FAILURES_SHOWN:
-        print(f"... and {len(result.failures) - FAILURES_SHOWN} more in {os.path.join(args.out, 'failures.jsonl')}",
-              file=sys.stderr)
+    summary = FailureSummary.of(f for f in result.failures if f.get("key") != "page")
     rate = c.done / result.seconds if result.seconds else 0.0
-    print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged, "
-          f"{c.failed} failed; {c.bytes / 1e6:.1f} MB in {result.seconds:.1f} s ({rate:.0f}/s); mirror {args.out}")
+    if args.json:
+        print(json.dumps({"mirror": result.out, "discovered": c.discovered, "archived": c.archived,
+                          "unchanged": c.unchanged, "failed": c.failed, "pages_failed": c.pages_failed,
+                          "vanished": c.vanished, "bytes": c.bytes, "retries": c.retries,
+                          "requests": result.requests, "seconds": round(result.seconds, 3),
+                          "failures_by_cause": summary.as_json()["by_cause"], "failures": result.failures}, indent=1))
+    else:
+        _print_failures(result.failures, c.done, where, args)
+        pages = f", {c.pages_failed} page(s) unreadable" if c.pages_failed else ""
+        print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged, "
+              f"{c.failed} failed{pages}; {c.retries} retries in {result.requests} requests; "
+              f"{c.bytes / 1e6:.1f} MB in {result.seconds:.1f} s ({rate:.0f}/s); mirror {result.out}")
     return EXIT_PROBLEMS if result.failures else EXIT_OK
 
 
-async def _progress(c, stop=None) -> None:
-    """A rich bar on a terminal; otherwise a plain line every few seconds (until stop is set)."""
-    if sys.stderr.isatty():
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+def _print_failures(failures: list[dict], done: int, where: str, args) -> None:
+    """Failures grouped by cause with what to try (actas, then pages); every one of them with -v."""
+    from .progress import FailureSummary
 
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[detail]}"),
-                      TimeRemainingColumn(), transient=True) as bar:
-            task = bar.add_task("crawl", total=None, detail="")
-            while not (stop and stop.is_set()):
-                rate = c.done / max(1e-6, time.monotonic() - c.started)
-                bar.update(task, completed=c.done, total=c.discovered if c.discovery_done else None,
-                           detail=f"found {c.discovered} new {c.archived} same {c.unchanged} "
-                                  f"failed {c.failed} {rate:.0f}/s")
-                await asyncio.sleep(0.2)
-    while not (stop and stop.is_set()):
-        for _ in range(50):
-            await asyncio.sleep(0.1)
-            if stop and stop.is_set():
-                return
-        elapsed = time.monotonic() - c.started
-        rate = c.done / max(1e-6, elapsed)
-        eta = (c.discovered - c.done) / rate if rate and c.discovery_done else float("nan")
-        print(f"[{elapsed:6.0f}s] discovered {c.discovered} archived {c.archived} unchanged {c.unchanged} "
-              f"failed {c.failed} {rate:.0f}/s eta {eta:.0f}s", file=sys.stderr, flush=True)
+    if getattr(args, "verbose", 0):
+        for f in failures:
+            print(f"failed {f.get('key', '')} {f.get('url', '')}: {f.get('reason', '')}", file=sys.stderr)
+    pages = [f for f in failures if f.get("key") == "page"]
+    actas = [f for f in failures if f.get("key") != "page"]
+    for line in FailureSummary.of(actas).lines(f"{done} actas", where):
+        print(line, file=sys.stderr)
+    for line in FailureSummary.of(pages).lines("the pages walked", where):
+        print(line, file=sys.stderr)
+
+
+def _print_crawl_plan(plan, out: str, as_json: bool) -> int:
+    from .progress import human_bytes
+
+    if as_json:
+        print(json.dumps({"dry_run": True, **plan.__dict__}, indent=1))
+        return EXIT_OK
+    estimate = (f"about {human_bytes(plan.new * plan.mean_size)} at this mirror's mean of "
+                f"{human_bytes(plan.mean_size)} an acta" if plan.mean_size else "size unknown until fetched")
+    print(f"dry run: nothing written. The site lists {plan.listed} actas for this shard:")
+    print(f"  new: {plan.new} of {plan.listed} would be downloaded ({estimate})")
+    print(f"  known: {plan.recheck} of {plan.listed} would be asked again with a conditional request "
+          f"(at most {human_bytes(plan.recheck_bytes)} if every one had changed)")
+    print(f"  recent: {plan.skipped} of {plan.listed} were checked within --recheck-after and would not be asked")
+    if plan.pages_failed:
+        print(f"  {plan.pages_failed} page(s) could not be read: the listing above may be short", file=sys.stderr)
+    print(f"  listing took {plan.listing_requests} request(s) (index files or pages), which a crawl makes again; "
+          f"mirror {out}")
+    return EXIT_OK
 
 
 # -- verify -------------------------------------------------------------------------
 def cmd_verify(args) -> int:
+    from .progress import Progress
     from .state import read_state
     from .verify import verify
 
     state = read_state(args.dir, records=not args.fast)
-    problems = verify(args.dir, fast=args.fast, cids=args.cids, state=state)
+    with Progress("verify", quiet=args.quiet or args.json or args.fast) as progress:
+        problems = verify(args.dir, fast=args.fast, cids=args.cids, state=state, progress=progress.count)
     seal = None
     if not args.fast:
         from .evidence import check_seal
         seal = check_seal(args.dir, args.pubkey, state=state)
         problems += seal.problems
+    from .timestamp import verify_timestamp
+
+    stamp_problems, stamp_line = verify_timestamp(args.dir, args.tsa_ca)
+    problems += stamp_problems
+    if stamp_line and not args.json:
+        print(stamp_line)
     if args.json:
         report = {"ok": not problems, "problems": [p.__dict__ for p in problems]}
         if seal:
             report["signature"] = {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}
+        if stamp_line:
+            report["timestamp"] = stamp_line
         print(json.dumps(report, indent=1))
     else:
         for p in problems:
@@ -325,50 +606,33 @@ def cmd_replay(args) -> int:
 
 
 # -- publish and restore ---------------------------------------------------------------
-class _Bars:
-    """One progress bar per target (rich on a terminal, nothing otherwise)."""
-
-    def __init__(self, quiet: bool):
-        self.bar = None
-        self.tasks: dict = {}
-        if not quiet and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True)
-
-    def __enter__(self):
-        if self.bar:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.bar.stop()
-
-    def __call__(self, target: str, part: str, done: int, total: int) -> None:
-        if self.bar is None:
-            return
-        key = (target, part)
-        if key not in self.tasks:
-            self.tasks[key] = self.bar.add_task(f"{target} [{part}]", total=total)
-        self.bar.update(self.tasks[key], completed=done, total=total)
-
-
 @_writes("publishing")
 def cmd_publish(args) -> int:
+    from .progress import Progress
     from .publish import PublishError, publisher_for
 
     options = dict(max_repo_bytes=args.max_repo_bytes, max_push_bytes=args.max_push_bytes, shard_by=args.shard_by,
                    ipns=args.ipns, pin_service=args.pin_service)
     publishers = [publisher_for(t, **options) for t in args.to]  # bad usage fails before any push
-    failed = []
-    with _Bars(args.quiet) as bars:
+    if args.dry_run:
+        plans, failed = [], []
         for pub in publishers:
-            pub.progress = bars
+            try:
+                plans.append(pub.plan(args.dir))
+            except PublishError as exc:
+                failed.append(str(exc))
+        _print_plans(args.dir, plans)
+        for line in failed:
+            print(f"acta-mirror: cannot plan: {line}; check the URL and your credentials", file=sys.stderr)
+        return EXIT_PROBLEMS if failed else EXIT_OK
+    failed = []
+    with Progress("publish", quiet=args.quiet) as progress:
+        for pub in publishers:
+            pub.progress = progress.step
             try:
                 receipt = pub.publish(args.dir)
             except PublishError as exc:
-                failed.append(str(exc))
+                failed.append(str(exc))  # said below, per target: the line counts files
                 continue
             for line in receipt.details:
                 print(line)
@@ -377,15 +641,30 @@ def cmd_publish(args) -> int:
             if receipt.cid:
                 print(receipt.cid)
     for line in failed:
-        print(f"acta-mirror: failed: {line}", file=sys.stderr)
+        print(f"acta-mirror: failed: {line}; check the URL, your credentials (ACTA_MIRROR_GIT_USERNAME, "
+              "ACTA_MIRROR_GIT_PASSWORD) and that the target exists, then re-run: what was pushed stays", file=sys.stderr)
     return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def _print_plans(mirror: str, plans: list) -> int:
+    from .progress import human_bytes
+
+    print(f"dry run: nothing pushed. {mirror} would send:")
+    for plan in plans:
+        print(f"  {plan.target}: {plan.files} files, {human_bytes(plan.bytes)}")
+        for line in plan.details:
+            print(f"    {line}")
+    return EXIT_OK
 
 
 @_writes("restoring")
 def cmd_restore(args) -> int:
+    from .progress import Progress
     from .publish.git import restore
 
-    for line in restore(args.sources, args.out):
+    with Progress("restore", quiet=args.quiet) as progress:
+        lines = restore(args.sources, args.out, progress=progress.step)
+    for line in lines:
         print(line)
     print(f"restored and verified: {args.out}")
     return EXIT_OK
@@ -478,38 +757,35 @@ def cmd_diff(args) -> int:
 def cmd_run(args) -> int:
     from .config import load_job
     from .crawl import Counters, parse_shard
-    from .job import run_job
+    from .job import plan_job, run_job
 
-    job = load_job(args.job)
+    job = load_job(args.job, user=_user_layer(), flags=_fetch_layer(args))
+    _log_fetch(job.values["fetch"])
     shard = parse_shard(args.shard)
     if args.no_publish and args.publish_only:
         raise UsageError("--no-publish and --publish-only exclude each other")
-    counters = Counters()
-
+    if args.dry_run:
+        crawl_plan, plans = plan_job(job, shard=shard, crawl_step=not args.publish_only,
+                                     publish_step=not args.no_publish)
+        if crawl_plan:
+            _print_crawl_plan(crawl_plan, str(job.resolve(job["output.dir"])), False)
+        if plans:
+            _print_plans("the mirror as it is now (before this crawl)", plans)
+        return EXIT_OK
     if args.publish_only:
-        return _print_run(run_job(job, shard=shard, crawl_step=False))
-    import threading
-
-    stop = threading.Event()
-    shower = threading.Thread(target=lambda: asyncio.run(_progress(counters, stop)), daemon=True)
-    if not args.quiet:
-        shower.start()
-    try:
+        return _print_run(run_job(job, shard=shard, crawl_step=False), args)
+    counters = Counters()
+    with _crawl_progress(counters, args):
         report = run_job(job, shard=shard, publish_step=not args.no_publish, counters=counters)
-    finally:
-        stop.set()
-        if shower.is_alive():
-            shower.join(2)
-    return _print_run(report)
+    return _print_run(report, args)
 
 
-def _print_run(report) -> int:
+def _print_run(report, args=None) -> int:
     if report.crawl:
         c = report.crawl.counters
-        for f in report.crawl.failures[:FAILURES_SHOWN]:
-            print(f"failed {f['key']} {f['url']}: {f['reason']}", file=sys.stderr)
+        _print_failures(report.crawl.failures, c.done, str(report.mirror / "failures.jsonl"), args)
         print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
-              f"{c.failed} failed, {c.vanished} vanished ({report.crawl.seconds:.1f} s)")
+              f"{c.failed} failed, {c.vanished} vanished; {c.retries} retries ({report.crawl.seconds:.1f} s)")
     print("verify: " + ("intact" if not report.problems else f"{len(report.problems)} problem(s)"))
     for p in report.problems[:FAILURES_SHOWN]:
         print(f"  {p}")
@@ -519,7 +795,8 @@ def _print_run(report) -> int:
         print(f"publish: {r.target}: {'updated' if r.changed else 'nothing new'}"
               + (f", root CID {r.cid}" if r.cid else "") + f", Merkle root {r.root}")
     for line in report.publish_failures:
-        print(f"acta-mirror: failed: {line}", file=sys.stderr)
+        print(f"acta-mirror: failed: {line}; check the target and credentials, then re-run "
+              "'acta-mirror run --publish-only'", file=sys.stderr)
     for note in report.notes:
         print(note)
     print(f"mirror: {report.mirror}")
@@ -536,58 +813,121 @@ def cmd_merge(args) -> int:
 
 
 # -- audit ----------------------------------------------------------------------------
+def _write_coverage(result, path: str | None) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            fh.write(result.coverage.to_csv())
+
+
+def _ocr_wanted(args) -> bool:
+    """--ocr when tesseract is there; without it, say what is skipped and count without it."""
+    if not args.ocr:
+        return False
+    from .audit.ocr import available
+
+    if available():
+        return True
+    print("OCR skipped: tesseract with its Spanish data (tesseract-ocr, tesseract-ocr-spa) is not installed; "
+          "the printed figures are not read", file=sys.stderr)
+    return False
+
+
+def _print_checks(result) -> list[str]:
+    from .audit.tally import checks
+
+    counts = checks(result)
+    if not counts:
+        return []
+    lines = ["QR versus print: " + "; ".join(f"{n:,} {c}" for c, n in counts.items())
+             + f" (of {sum(counts.values()):,} archived tables)"]
+    for table in result.tables.values():
+        if table.check == "MISMATCH":
+            lines.append(f"  MISMATCH {table.key}: QR {table.votes if table.state.status == 'qr' else table.state.detail}; "
+                         f"print {table.printed}")
+    return lines
+
+
 @_writes("writing the tally")
 def cmd_tally(args) -> int:
     from .audit.tally import tally, to_csv, to_json
+    from .progress import Progress
 
-    result = tally(args.dir)
+    ocr = _ocr_wanted(args)
+    with Progress("tally", quiet=args.quiet, unit="actas") as progress:
+        result = tally(args.dir, ocr=ocr, progress=progress.count)
     if args.format == "csv":
         text = to_csv(result)
     elif args.format == "json":
         text = json.dumps(to_json(result), ensure_ascii=False, indent=1) + "\n"
     else:
-        nation = result.level("nation")
-        lines = []
-        for unit in nation:
-            lines.append(f"{unit.name}: {unit.decoded} of {unit.tables} tables decoded")
+        lines = [result.coverage.summary(), f"  (the list of tables: {result.coverage.source})"]
+        lines += _print_checks(result)
+        for unit in result.level("nation"):
+            lines.append(f"{unit.name}: {unit.coverage}")
             lines += [f"  {c:5s} {v:>12,}" for c, v in sorted(unit.votes.items(), key=lambda kv: -kv[1])]
             lines.append(f"  nulos {unit.nulos:>12,}")
-            lines += [f"  unreadable {k}: {r}" for k, r in unit.unreadable[:FAILURES_SHOWN]]
+            lines += [f"  not read {k}: {d or s}" for k, s, d in unit.unread[:FAILURES_SHOWN]]
+            if len(unit.unread) > FAILURES_SHOWN:
+                lines.append(f"  ... and {len(unit.unread) - FAILURES_SHOWN} more (--format csv or --coverage FILE)")
         text = "\n".join(lines) + "\n"
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.write(text)
     else:
         sys.stdout.write(text)
+    _write_coverage(result, args.coverage)
     return EXIT_OK
 
 
 def cmd_crosscheck(args) -> int:
-    from .audit.crosscheck import crosscheck
+    from .audit.crosscheck import crosscheck, exit_status
     from .audit.tally import tally
 
-    report = crosscheck(tally(args.dir), args.against)
+    result = tally(args.dir, ocr=_ocr_wanted(args))
+    report = crosscheck(result, args.against)
+    _write_coverage(result, args.coverage)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
-    else:
-        for d in report["disagreements"][:500]:
-            print(f"{d['source']}: {d['level']} {d['code']} {d['column']}: QR {d['qr']}, file {d['other']}")
-        for r in report["races"]:
-            flag = "COULD FLIP" if r["could_flip"] else "holds"
-            print(f"race {r['level']} {r['code']} {r['name']}: {r['leader']} leads {r['runner_up']} by "
-                  f"{r['margin']:,}; {r['votes_in_dispute']:,} votes in dispute: {flag}")
-        print(f"{len(report['tables_in_disagreement'])} table(s) disagree; "
-              f"{len(report['unverifiable'])} figure(s) could not be checked")
-    return EXIT_PROBLEMS if report["disagreements"] else EXIT_OK
+        return exit_status(report, args.allow_incomplete)
+    print(report["coverage"])
+    print(f"checked {report['checked']:,} of {report['tables']:,} tables")
+    for line in _print_checks(result):
+        print(line)
+    sources = report["sources"]
+    if report["differences"]:
+        print("disagreements (QR minus each file; '-' where the file has no such figure):")
+        print("  " + "  ".join(["level", "code", "column", "QR"] + [f"QR-{s}" for s in sources]))
+        for d in report["differences"]:
+            minus = ["-" if d["minus"][s] is None else f"{d['minus'][s]:+d}" for s in sources]
+            print("  " + "  ".join([d["level"], d["code"], d["column"], str(d["qr"])] + minus))
+    for r in report["races"]:
+        flag = "COULD FLIP" if r["could_flip"] else "holds"
+        print(f"race {r['level']} {r['code']} {r['name']}: {r['leader']} leads {r['runner_up']} by "
+              f"{r['margin']:,}; {r['votes_in_dispute']:,} votes in dispute: {flag}")
+    unchecked = report["unchecked"]
+    if unchecked:
+        print(f"{sum(len(k) for k in unchecked.values()):,} table(s) not checked:")
+        for reason, keys in unchecked.items():
+            print(f"  {reason} ({len(keys):,}): {' '.join(keys)}")
+    for f in report["unverifiable"][:FAILURES_SHOWN]:
+        print(f"figure not checked: {f['source']} {f['level']} {f['code']}: {f['reason']}")
+    if len(report["unverifiable"]) > FAILURES_SHOWN:
+        print(f"... and {len(report['unverifiable']) - FAILURES_SHOWN} more figures not checked (--json)")
+    kinds = "; ".join(f"{v['units']:,} {k} ({v['figures']:,} figures)" for k, v in report["summary"].items())
+    print(f"{len(report['tables_in_disagreement'])} table(s) disagree" + (f": {kinds}" if kinds else "")
+          + f"; {len(report['unverifiable'])} figure(s) could not be checked")
+    return exit_status(report, args.allow_incomplete)
 
 
 @_writes("writing the site")
 def cmd_site(args) -> int:
     from .audit.site import build_site
 
-    index = build_site(args.dir)
-    print(f"wrote the site: open {index}")
-    return EXIT_OK
+    result = build_site(args.dir, args.pubkey, args.gateway)
+    for warning in result.warnings:
+        print(f"acta-mirror: warning: {warning}", file=sys.stderr)
+    print(f"wrote the site ({result.coverage}): open {result.index}")
+    return EXIT_PROBLEMS if result.warnings else EXIT_OK
 
 
 # -- demo ---------------------------------------------------------------------------
@@ -610,6 +950,59 @@ def cmd_demo(args) -> int:
     return EXIT_OK if report.ok and not problems else EXIT_PROBLEMS
 
 
+def cmd_completion(args) -> int:
+    from .completion import script
+
+    sys.stdout.write(script(build_parser(), args.shell))
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from .export import export_wacz, export_warc
+
+    result = export_warc(args.dir, args.warc) if args.warc else export_wacz(args.dir, args.wacz)
+    for p in result.problems[:FAILURES_SHOWN]:
+        print(p, file=sys.stderr)
+    for note in result.notes:
+        print(note)
+    print(f"wrote {result.out}: {result.responses} responses ({result.bytes / 1e6:.1f} MB of payload), "
+          f"{result.revisits} revisits; {len(result.problems)} file(s) left out")
+    return EXIT_PROBLEMS if result.problems else EXIT_OK
+
+
+def cmd_timestamp(args) -> int:
+    from .timestamp import timestamp
+
+    attested, new = timestamp(args.dir, args.tsa, ca=args.tsa_ca, timeout=args.timeout)
+    when = f"{attested.time:%Y-%m-%d %H:%M:%S} UTC"
+    if new:
+        print(f"timestamped {args.dir}/signed-root.json: existed by {when}, attested by {attested.authority}; "
+              f"token signed-root.json.tsr" + ("" if args.tsa_ca else " (not checked against a CA: pass --tsa-ca)"))
+    else:
+        print(f"already timestamped: signed-root.json existed by {when} ({attested.authority}); nothing sent")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from .compare import LABELS, compare, to_json
+
+    report = compare(args.dir, args.other)
+    if args.json:
+        print(json.dumps(to_json(report), ensure_ascii=False))
+    else:
+        total = len(report.rows)
+        for label in LABELS:
+            print(f"{label:18s} {report.counts[label]:>7,} of {total:,} actas")
+        for note in report.notes:
+            print(note)
+        for row in report.rows:
+            if row.label != "identical":
+                print(f"  {row.label:18s} {row.key}  {row.there or row.here}  {row.detail}")
+        if report.counts["identical"]:
+            print(f"({report.counts['identical']:,} identical actas not listed; --json lists every acta)")
+    return EXIT_OK if report.agree else EXIT_PROBLEMS
+
+
 COMMANDS = {
     "tally": cmd_tally,
     "crosscheck": cmd_crosscheck,
@@ -628,4 +1021,8 @@ COMMANDS = {
     "diff": cmd_diff,
     "verify": cmd_verify,
     "replay": cmd_replay,
+    "completion": cmd_completion,
+    "export": cmd_export,
+    "timestamp": cmd_timestamp,
+    "compare": cmd_compare,
 }

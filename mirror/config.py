@@ -1,9 +1,15 @@
-"""The job file (TOML) read into settings; every key is declared here once, with its documentation.
+"""Settings: the user config file and the job file (TOML), every key declared here once, documented.
 
-A wrong job file fails with one line naming the file, the key and what is wrong (exit 2).
+Precedence, one rule for every setting (settle()): the defaults below, then the user config
+file ($XDG_CONFIG_HOME/acta-mirror/config.toml), then the job file, then the command's flags;
+the later wins. A wrong file fails with one line naming the file, the key and what is wrong
+(exit 2).
 """
 from __future__ import annotations
 
+import math
+import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +36,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "discover": Key(str, "", "`csv`, `html` or `both`; empty: the site's own first way"),
         "index": Key(str, "", "an index file or URL to read instead of the site's default index"),
         "alternates": Key(list, [], "other hosts serving the same paths (mirrors, an S3 bucket), tried when the root's host fails"),
+        "hosts": Key(list, [], "other hosts images may come from (a CDN), besides the root's and the alternates'"),
     },
     "output": {
         "dir": Key(str, "", "the mirror directory, relative to the job file; shard I of N crawls into `<dir>.shard-I-of-N`. "
@@ -41,9 +48,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "concurrency": Key(int, 16, "requests in flight"),
         "rate": Key((int, float), 0.0, "requests per second per host; 0 for no pacing"),
         "timeout": Key((int, float), 60.0, "seconds for a whole request"),
+        "deadline": Key((int, float), 0.0, "seconds for the whole crawl; then it stops cleanly and the rest is deferred to the next run (0: none)"),
         "max_bytes": Key(int, 25 * 1024 * 1024, "size cap per file"),
         "proxy": Key(str, "", "`http://`, `https://`, `socks5://` or `socks5h://` proxy URL"),
         "recheck_after": Key((int, float), 0.0, "seconds: known URLs checked more recently are not asked again"),
+        "user_agent": Key(str, "", "the User-Agent header; empty: acta-mirror's own"),
+        "headers": Key(dict, {}, "more request headers, e.g. `{ Referer = \"https://example.org/\" }`"),
     },
     "publish": {
         "git": Key(list, [], "Git targets (`git+file://`, `git+https://`, `git+ssh://`, `git://`)"),
@@ -61,6 +71,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "sign": {
         "key": Key(str, "", "minisign secret key file (relative to the job file); empty: `ACTA_MIRROR_SIGN_KEY_FILE`"),
         "required": Key(bool, True, "a run that would publish without a signing key fails (exit 2); false to allow it"),
+        "tsa": Key(str, "", "RFC 3161 time-stamping authority URL: every run's signed root gets a trusted timestamp (`signed-root.json.tsr`)"),
+        "tsa_ca": Key(str, "", "CA certificate file (PEM, relative to the job file) the authority's answer must verify up to"),
     },
 }
 
@@ -82,52 +94,113 @@ class Job:
         return str(p if p.is_absolute() else (self.path.parent / p))
 
 
-def load_job(path: str | Path) -> Job:
-    path = Path(path)
+# The sections a user config file may set: defaults for every crawl and run on this machine.
+USER_SECTIONS = ("fetch",)
+
+Values = dict[str, dict[str, Any]]
+
+
+def user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "acta-mirror" / "config.toml"
+
+
+def _read_toml(path: Path, what: str) -> dict:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such job file") from None
+        raise ConfigError(f"{path}: no such {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: unreadable ({exc.__class__.__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    values: dict[str, dict[str, Any]] = {}
+
+
+def _given(path: Path, raw: dict, sections) -> Values:
+    """The keys a file sets, each checked against SCHEMA; nothing filled in."""
+    values: Values = {}
     for section in raw:
-        if section not in SCHEMA:
-            raise ConfigError(f"{path}: [{section}]: unknown section (known: {', '.join(SCHEMA)})")
+        if section not in sections:
+            raise ConfigError(f"{path}: [{section}]: unknown section (known: {', '.join(sections)})")
         if not isinstance(raw[section], dict):
             raise ConfigError(f"{path}: {section}: must be a [section] table")
-    for section, keys in SCHEMA.items():
-        given = raw.get(section, {})
-        for key in given:
+        keys = SCHEMA[section]
+        values[section] = {}
+        for key, value in raw[section].items():
             if key not in keys:
                 raise ConfigError(f"{path}: {section}.{key}: unknown key (known: {', '.join(keys)})")
-        values[section] = {}
-        for key, spec in keys.items():
-            if key not in given:
-                if spec.default is None:
-                    raise ConfigError(f"{path}: {section}.{key}: required ({spec.doc})")
-                values[section][key] = spec.default
-                continue
-            value = given[key]
+            spec = keys[key]
             if not isinstance(value, spec.type) or (isinstance(value, bool) and spec.type is not bool):
                 want = spec.type.__name__ if isinstance(spec.type, type) else " or ".join(t.__name__ for t in spec.type)
                 raise ConfigError(f"{path}: {section}.{key}: must be {want}, not {type(value).__name__} {value!r}")
             if isinstance(value, list) and not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: {section}.{key}: must be a list of strings")
+            if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f"{path}: {section}.{key}: every value must be a string")
             values[section][key] = value
-    checks = {
-        "source.discover": lambda v: v in ("", "csv", "html", "both"),
-        "publish.shard_by": lambda v: v in ("size", "state"),
-        "fetch.concurrency": lambda v: 1 <= v <= 512,
-        "fetch.rate": lambda v: v >= 0,
-        "fetch.timeout": lambda v: v > 0,
-        "fetch.max_bytes": lambda v: v > 0,
-        "fetch.recheck_after": lambda v: v >= 0,
-    }
-    for dotted, ok in checks.items():
+    _check_ranges(path, values)
+    return values
+
+
+def load_user_config(path: str | Path | None = None) -> Values:
+    """The user's defaults (only the keys the file sets); no file is no defaults."""
+    path = Path(path) if path else user_config_path()
+    if not path.exists():
+        return {}
+    return _given(path, _read_toml(path, "config file"), USER_SECTIONS)
+
+
+def settle(*layers: Values, path: Path | str = "the flags") -> Values:
+    """The one precedence rule: SCHEMA's defaults, then each layer in order, the later winning
+    key by key (a table such as fetch.headers merges name by name). Missing required keys and
+    values out of range fail here, naming `path`."""
+    values: Values = {section: {key: spec.default for key, spec in keys.items()} for section, keys in SCHEMA.items()}
+    for layer in layers:
+        for section, given in layer.items():
+            for key, value in given.items():
+                if value is None:
+                    continue
+                old = values[section][key]
+                values[section][key] = {**old, **value} if isinstance(old, dict) else value
+    for section, keys in values.items():
+        for key, value in keys.items():
+            if value is None:
+                raise ConfigError(f"{path}: {section}.{key}: required ({SCHEMA[section][key].doc})")
+    _check_ranges(path, values)
+    return values
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+
+
+def header_ok(name: str, value: str) -> bool:
+    """A header a request can carry: a token for a name, no line breaks in the value."""
+    return bool(_HEADER_NAME.fullmatch(name)) and not any(c in value for c in "\r\n\0")
+
+
+_RANGES = {
+    "fetch.headers": lambda v: all(header_ok(k, x) for k, x in v.items()),
+    "source.discover": lambda v: v in ("", "csv", "html", "both"),
+    "publish.shard_by": lambda v: v in ("size", "state"),
+    "fetch.concurrency": lambda v: 1 <= v <= 512,
+    "fetch.rate": lambda v: v >= 0,
+    "fetch.timeout": lambda v: math.isfinite(v) and v > 0,
+    "fetch.deadline": lambda v: math.isfinite(v) and v >= 0,
+    "fetch.max_bytes": lambda v: v > 0,
+    "fetch.recheck_after": lambda v: v >= 0,
+}
+
+
+def _check_ranges(path, values: Values) -> None:
+    for dotted, ok in _RANGES.items():
         section, key = dotted.split(".")
-        if not ok(values[section][key]):
-            raise ConfigError(f"{path}: {dotted}: {values[section][key]!r} is out of range ({SCHEMA[section][key].doc})")
-    return Job(path, values)
+        value = values.get(section, {}).get(key)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{path}: {dotted}: {value!r} is out of range ({SCHEMA[section][key].doc})")
+
+
+def load_job(path: str | Path, user: Values | None = None, flags: Values | None = None) -> Job:
+    """A job file settled over the user's defaults and under the command's flags."""
+    path = Path(path)
+    given = _given(path, _read_toml(path, "job file"), SCHEMA)
+    return Job(path, settle(user or {}, given, flags or {}, path=path))

@@ -5,21 +5,26 @@ import asyncio
 import dataclasses
 import hashlib
 import itertools
+import math
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .archive import Archive
-from .fetch import DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, Fetcher
+from .archive import Archive, safe_component
+from .fetch import DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, Fetcher, HostPolicy, utc_now
+from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UsageError
 from .publish import redact
-from .models import Acta, FetchError, SourceUnreachable, UsageError
 from .sites import get_site
 
 
 BACKLOG_LIMIT = 1024  # files fetched but not yet committed before workers pause
+MAX_URLS_PER_ACTA = 4  # URLs fetched for one acta in one run; further ones are reported
+MAX_NEW_VERSIONS_PER_RUN = 1  # new versions of one acta in one run; further bytes are reported
+DEFERRED_CAUSES = frozenset({"deadline", "deferred: host breaker"})  # not failed: asked next run
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,10 @@ class CrawlOptions:
     alternates: tuple[str, ...] = ()  # other hosts serving the same paths
     sign_key: str | None = None  # sign the root statement with this minisign secret key
     recheck_after: float = 0.0  # seconds: skip URLs fetched or confirmed more recently (0: check all)
+    deadline: float = 0.0  # seconds for the whole crawl (0: none); then it stops cleanly, the rest deferred
+    allow_hosts: tuple[str, ...] = ()  # hosts images may also come from (a CDN), besides root and alternates
+    user_agent: str = ""  # empty: the fetcher's own
+    headers: tuple[tuple[str, str], ...] = ()  # extra request headers, (name, value)
 
 
 @dataclass
@@ -49,15 +58,24 @@ class Counters:
     discovered: int = 0
     archived: int = 0
     unchanged: int = 0
-    failed: int = 0
+    failed: int = 0  # actas
+    pages_failed: int = 0  # index or HTML pages (their actas are not counted: they were never found)
+    deferred: int = 0  # not asked this run (deadline, host breaker): the next run asks
     vanished: int = 0
     bytes: int = 0
+    retries: int = 0
+    expected: int | None = None  # actas the index lists for this shard, once it is read
     discovery_done: bool = False
     started: float = field(default_factory=time.monotonic)
 
     @property
     def done(self) -> int:
-        return self.archived + self.unchanged + self.failed
+        return self.archived + self.unchanged + self.failed + self.deferred
+
+    @property
+    def total(self) -> int | None:
+        """Actas this run will handle, once known: from the index, or when discovery ends."""
+        return self.discovered if self.discovery_done else self.expected
 
 
 @dataclass
@@ -68,6 +86,16 @@ class CrawlResult:
     seconds: float
     requests: int
     out: str
+
+
+def fetch_options(fetch: dict) -> dict:
+    """CrawlOptions' network fields from the settled `fetch` section (config.settle)."""
+    headers = {k: v for k, v in fetch["headers"].items() if k.lower() != "user-agent"}
+    agent = fetch["user_agent"] or next((v for k, v in fetch["headers"].items() if k.lower() == "user-agent"), "")
+    return dict(concurrency=fetch["concurrency"], rate=float(fetch["rate"]), proxy=fetch["proxy"] or None,
+                timeout=float(fetch["timeout"]), max_bytes=fetch["max_bytes"],
+                recheck_after=float(fetch["recheck_after"]), deadline=float(fetch["deadline"]),
+                user_agent=agent, headers=tuple(headers.items()))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -89,7 +117,11 @@ def in_shard(key: str, shard: tuple[int, int]) -> bool:
 
 
 def _is_url(text: str) -> bool:
-    return urlsplit(text).scheme in ("http", "https")
+    try:
+        parts = urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # "http://[::1", a port that is not a number
+        return False
 
 
 def check_options(opts: CrawlOptions) -> None:
@@ -97,6 +129,9 @@ def check_options(opts: CrawlOptions) -> None:
         raise UsageError(f"--discover must be csv, html or both, not {opts.discover!r}")
     if not _is_url(opts.root):
         raise UsageError(f"--root must be an http(s) URL, not {opts.root!r}")
+    for name, value in (("--timeout", opts.timeout), ("--deadline", opts.deadline)):
+        if not math.isfinite(value) or value < 0 or (name == "--timeout" and value == 0):
+            raise UsageError(f"{name} must be a finite number of seconds above 0, not {value!r}")
     if opts.concurrency < 1 or opts.concurrency > 512:
         raise UsageError("--concurrency must be from 1 to 512")
     if opts.recheck_after < 0:
@@ -143,138 +178,356 @@ def _remove_if_empty(out: Path) -> None:
 
 
 async def _crawl(opts: CrawlOptions, site, counters: Counters) -> CrawlResult:
-    failures: list[dict] = []
     started = time.monotonic()
+    run = _Run(opts, site, counters)
     with Archive(opts.out, wait_lock=opts.wait_lock) as archive:
-        kwargs = {} if opts.retry_attempts is None else {"retry_attempts": opts.retry_attempts}
-        async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy,
-                           timeout=opts.timeout, max_bytes=opts.max_bytes,
-                           tmp_dir=str(archive.tmp), alternates=opts.alternates, **kwargs) as fetcher:
-            queue: asyncio.Queue = asyncio.Queue(maxsize=opts.concurrency * 4)
-            writing = True
+        run.archive = archive
+        try:
+            kwargs = {} if opts.retry_attempts is None else {"retry_attempts": opts.retry_attempts}
+            async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy,
+                               timeout=opts.timeout, max_bytes=opts.max_bytes, tmp_dir=str(archive.tmp),
+                               alternates=opts.alternates, policy=_policy(opts, site),
+                               deadline=started + opts.deadline if opts.deadline else None,
+                               user_agent=opts.user_agent, headers=dict(opts.headers), **kwargs) as fetcher:
+                run.fetcher = fetcher
+                await run.go()
+        except ArchiveWriteError:
+            raise  # the disk refused: write nothing more
+        except BaseException:
+            # An aborted run (a fatal index, an interrupt) still leaves a valid bag behind.
+            if archive.added or (Path(opts.out) / "bagit.txt").exists():
+                run.finish()
+            raise
+        run.finish()
+        requests = run.fetcher.requests
+        quarantined = list(archive.quarantined)
+    if opts.sign_key:
+        from .evidence import sign_bag
 
-            def fail(key: str, url: str, reason: str) -> None:
-                failures.append({"key": key, "url": redact(url), "reason": redact(reason)})
-                counters.failed += 1
+        sign_bag(opts.out, opts.sign_key, source=redact(opts.root))
+    return CrawlResult(counters, run.failures, quarantined, time.monotonic() - started, requests, opts.out)
 
-            async def committer() -> None:
-                """The one writer of provenance: batches leave the event loop for a thread."""
-                while writing or archive.backlog:
-                    if archive.due() or (not writing and archive.backlog):
-                        await asyncio.to_thread(archive.commit, archive.take_batch())
-                    else:
-                        await asyncio.sleep(0.05)
+
+def _policy(opts: CrawlOptions, site) -> HostPolicy:
+    extra = (*getattr(site, "hosts", ()), *opts.allow_hosts)
+    if opts.index and _is_url(opts.index):
+        extra += (urlsplit(opts.index).hostname or "",)
+    return HostPolicy.for_root(opts.root, opts.alternates, extra)
+
+
+class _Run:
+    """One crawl's moving parts: discovery feeding workers feeding the archive, and the record
+    of everything that failed or was deferred."""
+
+    def __init__(self, opts: CrawlOptions, site, counters: Counters):
+        self.opts, self.site, self.counters = opts, site, counters
+        self.archive: Archive = None  # type: ignore[assignment]  (set once the archive is open)
+        self.fetcher: Fetcher = None  # type: ignore[assignment]
+        self.failures: list[dict] = []
+        self.listed: dict[str, str] = {}  # key -> the first URL it was listed with
+        self.extra: dict[str, list[str]] = {}  # key -> its further URLs, in listing order (rare)
+        self.extra_actas: dict[str, Acta] = {}  # key -> how it was listed with a further URL
+        self.new_this_run: Counter = Counter()  # key -> new versions it got in this run
+        self.complete = True  # the listing is whole: only then can actas be called vanished
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=opts.concurrency * 4)
+
+    def fail(self, key: str, url: str, reason: str, cause: str, attempts: int = 0) -> None:
+        self.failures.append({"key": key, "url": redact(url), "reason": redact(reason), "cause": cause,
+                              "at": utc_now(), "attempts": attempts})
+        if cause in DEFERRED_CAUSES:
+            self.counters.deferred += 1
+        elif key in ("page", "index"):
+            self.counters.pages_failed += 1
+        else:
+            self.counters.failed += 1
+
+    def failed(self, key: str, exc: FetchError) -> None:
+        self.fail(key, exc.url, exc.reason, exc.cause, exc.attempts)
+
+    def report(self, url: str, reason: str, cause: str = "unreadable page") -> None:
+        """A page or index row that could not be used: the listing is not whole."""
+        self.complete = False
+        self.fail("index" if cause == "bad index row" else "page", url, reason, cause)
+
+    async def go(self) -> None:
+        writing = True
+
+        async def committer() -> None:
+            """The one writer of provenance: batches leave the event loop for a thread."""
+            while writing or self.archive.backlog:
+                if self.archive.due() or (not writing and self.archive.backlog):
+                    await asyncio.to_thread(self.archive.commit, self.archive.take_batch())
+                else:
+                    await asyncio.sleep(0.05)
+
+        writer = asyncio.create_task(committer())
+        workers = [asyncio.create_task(self.worker()) for _ in range(self.opts.concurrency)]
+        discovery = asyncio.create_task(self.discover())
+        try:
+            await discovery
+            await asyncio.gather(*workers)
+            await self.extra_urls()
+        except BaseException:
+            discovery.cancel()
+            for w in workers:
+                w.cancel()
+            raise
+        finally:
+            writing = False
+            await writer
+
+    async def get_page(self, url: str) -> str:
+        try:
+            return await self.fetcher.fetch_text(url)
+        except FetchError as exc:
+            self.complete = False
+            self.failed("page", exc)
+            raise
+
+    async def offer(self, acta: Acta) -> None:
+        known = self.listed.get(acta.key)
+        if known == acta.url or not in_shard(acta.key, self.opts.shard):
+            return
+        if known is None:
+            self.listed[acta.key] = acta.url
+        else:
+            urls = self.extra.setdefault(acta.key, [])
+            if acta.url in urls:
+                return
+            if len(urls) + 1 >= MAX_URLS_PER_ACTA:
+                self.fail(acta.key, acta.url, f"more than {MAX_URLS_PER_ACTA} URLs list this acta; "
+                                              "this one was not fetched", "too many URLs")
+                return
+            urls.append(acta.url)
+        self.archive.seen_upstream(acta.key, acta.url)
+        self.counters.discovered += 1
+        if known is None:
+            await self.queue.put(acta)
+        else:
+            self.extra_actas[acta.key] = acta
+
+    async def discover(self) -> None:
+        opts = self.opts
+        try:
+            if opts.discover in ("csv", "both"):
+                for actas in await self.read_indexes():
+                    for acta in actas:
+                        await self.offer(acta)
+            if opts.discover in ("html", "both"):
+                async for acta in self.site.walk(opts.root, self.get_page, self.report):
+                    await self.offer(acta)
+        finally:
+            self.counters.discovery_done = True
+            for _ in range(opts.concurrency):
+                await self.queue.put(None)
+
+    async def worker(self) -> None:
+        while (acta := await self.queue.get()) is not None:
+            await self.one(acta, acta.url)
+
+    async def extra_urls(self) -> None:
+        """An acta's further URLs, after every first one, each acta's in listing order: so
+        which version counts as latest does not depend on download order."""
+        keys = iter(list(self.extra))
+
+        async def worker() -> None:
+            for key in keys:
+                for url in self.extra[key]:
+                    await self.one(self.extra_actas[key], url)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.opts.concurrency, len(self.extra)))))
+
+    async def one(self, acta: Acta, url: str) -> None:
+        """Fetch one URL of an acta and archive what is new; every failure becomes a record."""
+        acta = acta if acta.url == url else dataclasses.replace(acta, url=url)
+        if self.archive.fresh(url, self.opts.recheck_after):
+            self.counters.unchanged += 1
+            return
+        etag, last_modified = self.archive.conditional_headers(url)
+        try:
+            fetched = await self.fetcher.fetch(url, etag=etag, last_modified=last_modified)
+            fetched = await self.settle(acta, fetched)
+        except FetchError as exc:
+            self.failed(acta.key, exc)
+            return
+        except ArchiveWriteError:
+            raise
+        except Exception as exc:  # never lose the run to one URL
+            self.fail(acta.key, url, f"unexpected {type(exc).__name__}: {exc}", "unexpected error", 1)
+            return
+        finally:
+            self.counters.retries = self.fetcher.retries
+        if self.archive.add(acta, fetched) is None:
+            self.counters.unchanged += 1
+        else:
+            self.new_this_run[acta.key] += 1
+            self.counters.archived += 1
+            self.counters.bytes += fetched.size
+        while self.archive.backlog > BACKLOG_LIMIT:  # the disk is behind: wait for it
+            await asyncio.sleep(0.02)
+
+    async def settle(self, acta: Acta, fetched: Fetched) -> Fetched:
+        """Bounds on versions: at most MAX_NEW_VERSIONS_PER_RUN new versions of an acta per run,
+        and a changed acta is asked once more, so bytes that change on every request never
+        become versions. Raises FetchError (the temp file removed) for bytes not to archive."""
+        known = self.archive.versions.get(acta.key)
+        if fetched.status != 200 or not known or fetched.sha256 in known:
+            return fetched
+        try:
+            if self.new_this_run[acta.key] >= MAX_NEW_VERSIONS_PER_RUN:
+                raise FetchError(acta.url, f"another URL of this acta already gave it a new version in this "
+                                           f"run (at most {MAX_NEW_VERSIONS_PER_RUN}); these bytes were not archived",
+                                 cause="too many versions")
+            again = await self.fetcher.fetch(acta.url)
+            os.unlink(again.tmp_path)
+            if again.sha256 != fetched.sha256:
+                raise FetchError(acta.url, "the bytes change on every request (two answers differ); not archived",
+                                 cause="unstable bytes", attempts=2)
+        except BaseException:
+            os.unlink(fetched.tmp_path)
+            raise
+        return fetched
+
+    async def read_indexes(self) -> list:
+        """Fetch (and archive) each index file; return, per index, an iterator of the actas it
+        lists. The counters learn how many distinct actas they list for this shard (a second,
+        cheap pass), so progress has a total before the first download ends."""
+        opts, site, archive = self.opts, self.site, self.archive
+        sources = [opts.index] if opts.index else site.index_urls(opts.root)
+        listings = []
+        pairs: set[int] = set()
+        for source in sources:
+            if not _is_url(source):
+                uri = Path(source).resolve().as_uri()
+                pairs |= _pairs(site, source, uri, opts.shard)
+                listings.append(site.parse_index(source, uri, self.report))
+                continue
+            name = safe_component(os.path.basename(urlsplit(source).path), "index.csv")
+            key = f"index/{name}"
+            archived = archive.path_of(source)
+            # A job run from its manifests folder has no local copy to read on a 304: ask for the file.
+            etag, last_modified = archive.conditional_headers(source) \
+                if archived and os.path.lexists(archive.root / archived) else ("", "")
+            try:
+                fetched = await self.fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
+            except FetchError as exc:
+                raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
+            path = str(archive.root / archive.path_of(source)) if fetched.status == 304 else fetched.tmp_path
+            listed = site.parse_index(path, source, self.report)  # reads the file now, before it is committed
+            first = next(listed, None)  # a malformed header fails here, before anything is archived
+            pairs |= _pairs(site, path, source, opts.shard)
+            archive.add(Acta(site=site.name, key=key, url=source, page=source), fetched, kind="index", name=name)
+            listings.append(itertools.chain([first] if first else [], listed))
+        if opts.discover == "csv":
+            self.counters.expected = len(pairs)
+        return listings
+
+    def finish(self) -> None:
+        opts, site, archive = self.opts, self.site, self.archive
+        if self.complete and not any(f["cause"] in DEFERRED_CAUSES for f in self.failures):
+            # only a whole listing can say what vanished
+            self.counters.vanished = archive.mark_vanished(self.listed, lambda k: in_shard(k, opts.shard))
+        archive.finish(failures=self.failures,
+                       rewrite_bag=bool(archive.added) or not (Path(opts.out) / "bagit.txt").exists(), info={
+                           "Source-Organization": f"acta-mirror crawl of site {site.name}",
+                           "External-Identifier": site.name,
+                           "External-Description": getattr(site, "description", site.name),
+                           "Acta-Mirror-Source": redact(opts.root),
+                       })
+
+
+def _pairs(site, path: str, url: str, shard: tuple[int, int]) -> set[int]:
+    """The distinct (key, URL) pairs an index lists for a shard, hashed: what the crawl will handle."""
+    return {hash((a.key, a.url)) for a in site.parse_index(path, url, lambda *_: None) if in_shard(a.key, shard)}
+
+
+@dataclass(frozen=True)
+class CrawlPlan:
+    """What a crawl would do, found by reading the index or pages and the mirror, writing nothing."""
+
+    listed: int  # distinct actas (key, URL) the site lists for this shard
+    new: int  # URLs the mirror has never fetched: each would be downloaded
+    recheck: int  # known URLs that would be asked again (a conditional request each)
+    recheck_bytes: int  # what those would cost if every one had changed (their archived sizes)
+    skipped: int  # known URLs checked less than --recheck-after ago: not asked
+    mean_size: int  # bytes of an archived acta on average (0: the mirror has none): estimates new bytes
+    pages_failed: int  # pages that could not be read (the listing may be short)
+    listing_requests: int  # requests the listing took (index files or pages): a crawl makes them again
+
+
+async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
+    """The dry run: list what the site offers and compare it with the mirror, read-only.
+
+    The index and pages are fetched into a temporary directory outside the mirror; the
+    mirror's provenance and check times are only read (no lock, no repair, no write).
+    """
+    import json
+    import tempfile
+
+    from .archive import CHECKED, STATE_DIR, _epoch
+    from .manifest import PROVENANCE, iter_provenance
+
+    check_options(opts)
+    site = get_site(opts.site)
+    discover = opts.discover or site.discover_modes[0]
+    if discover not in site.discover_modes:
+        raise UsageError(f"site {site.name} discovers by {', '.join(site.discover_modes)}, not {discover}")
+    out = Path(opts.out)
+    sizes: dict[str, int] = {}  # url -> size of its latest version
+    checked: dict[str, float] = {}
+    for entry in iter_provenance(out / PROVENANCE):
+        if entry.kind == "acta":
+            sizes[entry.url] = entry.size
+        checked[entry.url] = max(checked.get(entry.url, 0.0), _epoch(entry.fetched_at))
+    try:
+        for url, when in json.loads((out / STATE_DIR / CHECKED).read_text()).items():
+            checked[url] = max(checked.get(url, 0.0), when)
+    except (FileNotFoundError, ValueError):
+        pass
+    listed: set[tuple[str, str]] = set()
+    pages_failed = 0
+
+    def report(url: str, reason: str, cause: str = "") -> None:
+        nonlocal pages_failed
+        pages_failed += 1
+
+    def take(acta: Acta) -> None:
+        if in_shard(acta.key, opts.shard):
+            listed.add((acta.key, acta.url))
+
+    with tempfile.TemporaryDirectory(prefix="acta-mirror-dry-run-") as tmp:
+        async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy, timeout=opts.timeout,
+                           max_bytes=opts.max_bytes, tmp_dir=tmp, alternates=opts.alternates,
+                           policy=_policy(opts, site), user_agent=opts.user_agent,
+                           headers=dict(opts.headers)) as fetcher:
+            if discover in ("csv", "both"):
+                for source in [opts.index] if opts.index else site.index_urls(opts.root):
+                    path, url = source, Path(source).resolve().as_uri() if not _is_url(source) else source
+                    if _is_url(source):
+                        try:
+                            path = (await fetcher.fetch(source, expect_image=False)).tmp_path
+                        except FetchError as exc:
+                            raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
+                    for acta in site.parse_index(path, url, report):
+                        take(acta)
 
             async def get_page(url: str) -> str:
                 try:
                     return await fetcher.fetch_text(url)
-                except FetchError as exc:
-                    fail("page", url, exc.reason)
+                except FetchError:
+                    report(url, "")
                     raise
 
-            listed: dict[str, str] = {}  # key -> the first URL it was listed with
-            more_urls: set[tuple[str, str]] = set()  # (key, url) for a key's further URLs (rare)
-
-            async def offer(acta: Acta) -> None:
-                known = listed.get(acta.key)
-                if known == acta.url or not in_shard(acta.key, opts.shard):
-                    return
-                if known is None:
-                    listed[acta.key] = acta.url
-                elif (acta.key, acta.url) in more_urls:
-                    return
-                else:
-                    more_urls.add((acta.key, acta.url))
-                archive.seen_upstream(acta.key, acta.url)
-                counters.discovered += 1
-                await queue.put(acta)
-
-            async def discover() -> None:
-                try:
-                    if opts.discover in ("csv", "both"):
-                        for actas in await _read_indexes(opts, site, fetcher, archive):
-                            for acta in actas:
-                                await offer(acta)
-                    if opts.discover in ("html", "both"):
-                        async for acta in site.walk(opts.root, get_page, lambda u, r: fail("page", u, r)):
-                            await offer(acta)
-                finally:
-                    counters.discovery_done = True
-                    for _ in range(opts.concurrency):
-                        await queue.put(None)
-
-            async def worker() -> None:
-                while (acta := await queue.get()) is not None:
-                    if archive.fresh(acta.url, opts.recheck_after):
-                        counters.unchanged += 1
-                        continue
-                    etag, last_modified = archive.conditional_headers(acta.url)
-                    try:
-                        fetched = await fetcher.fetch(acta.url, etag=etag, last_modified=last_modified)
-                    except FetchError as exc:
-                        fail(acta.key, acta.url, exc.reason)
-                        continue
-                    if archive.add(acta, fetched) is None:
-                        counters.unchanged += 1
-                    else:
-                        counters.archived += 1
-                        counters.bytes += fetched.size
-                    while archive.backlog > BACKLOG_LIMIT:  # the disk is behind: wait for it
-                        await asyncio.sleep(0.02)
-
-            writer = asyncio.create_task(committer())
-            workers = [asyncio.create_task(worker()) for _ in range(opts.concurrency)]
-            discovery = asyncio.create_task(discover())
-            try:
-                await discovery
-                await asyncio.gather(*workers)
-            except BaseException:
-                discovery.cancel()
-                for w in workers:
-                    w.cancel()
-                raise
-            finally:
-                writing = False
-                await writer
-            if not any(f["key"] == "page" for f in failures):  # only a complete listing can say what vanished
-                counters.vanished = archive.mark_vanished(listed, lambda k: in_shard(k, opts.shard))
-            archive.finish(failures=failures, rewrite_bag=bool(archive.added) or not (Path(opts.out) / "bagit.txt").exists(),
-                           info={
-                "Source-Organization": f"acta-mirror crawl of site {site.name}",
-                "External-Identifier": site.name,
-                "External-Description": getattr(site, "description", site.name),
-                "Acta-Mirror-Source": redact(opts.root),
-            })
-            requests = fetcher.requests
-            quarantined = list(archive.quarantined)
-        if opts.sign_key:
-            from .evidence import sign_bag
-
-            sign_bag(opts.out, opts.sign_key, source=redact(opts.root))
-    return CrawlResult(counters, failures, quarantined, time.monotonic() - started, requests, opts.out)
-
-
-async def _read_indexes(opts: CrawlOptions, site, fetcher: Fetcher, archive: Archive) -> list:
-    """Fetch (and archive) each index file; return, per index, an iterator of the actas it lists."""
-    sources = [opts.index] if opts.index else site.index_urls(opts.root)
-    listings = []
-    for source in sources:
-        if not _is_url(source):
-            listings.append(site.parse_index(source, Path(source).resolve().as_uri()))
-            continue
-        name = os.path.basename(urlsplit(source).path) or "index.csv"
-        key = f"index/{name}"
-        archived = archive.path_of(source)
-        # A job run from its manifests folder has no local copy to read on a 304: ask for the file.
-        etag, last_modified = archive.conditional_headers(source) \
-            if archived and os.path.lexists(archive.root / archived) else ("", "")
-        try:
-            fetched = await fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
-        except FetchError as exc:
-            raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
-        path = str(archive.root / archive.path_of(source)) if fetched.status == 304 else fetched.tmp_path
-        listed = site.parse_index(path, source)  # reads the file now, before it is committed
-        first = next(listed, None)  # a malformed header fails here, before anything is archived
-        archive.add(Acta(site=site.name, key=key, url=source, page=source), fetched, kind="index", name=name)
-        listings.append(itertools.chain([first] if first else [], listed))
-    return listings
+            if discover in ("html", "both"):
+                async for acta in site.walk(opts.root, get_page, report):
+                    take(acta)
+            listing_requests = fetcher.requests
+    now = time.time()
+    urls = {url for _key, url in listed}
+    known = [u for u in urls if u in sizes]
+    fresh = [u for u in known if opts.recheck_after > 0 and now - checked.get(u, 0.0) < opts.recheck_after]
+    recheck = set(known) - set(fresh)
+    return CrawlPlan(listed=len(listed), new=len(urls) - len(known), recheck=len(recheck),
+                     recheck_bytes=sum(sizes[u] for u in recheck), skipped=len(fresh),
+                     mean_size=sum(sizes.values()) // len(sizes) if sizes else 0, pages_failed=pages_failed,
+                     listing_requests=listing_requests)

@@ -115,7 +115,7 @@ def _small_file(bag: Path, name: str) -> bytes | None:
     except FileNotFoundError:
         return None
     if len(data) > MAX_STATEMENT_BYTES:
-        raise UnsafePath(f"{name}: larger than {MAX_STATEMENT_BYTES} bytes")
+        raise UnsafePath(name, f"larger than {MAX_STATEMENT_BYTES} bytes")
     return data
 
 
@@ -157,8 +157,6 @@ def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     try:
         statement = json.loads(statement_bytes)
         signed_root, signed_size = statement["merkle_root"], statement["tree_size"]
-        if not isinstance(statement, dict):
-            raise TypeError
     except (ValueError, KeyError, TypeError):
         problems.append(Problem("signature", STATEMENT, "not a root statement"))
         return seal

@@ -1,34 +1,50 @@
 """The fetcher: all network policy (concurrency, pacing, the one retry policy, proxies, checks).
 
-Nothing else in acta-mirror retries. Bodies stream to a temp file and are hashed as they
-arrive; they are never held whole in memory. aiohttp's errors are translated into the
-FetchError family here and nowhere else.
+Nothing else in acta-mirror retries. Bodies stream to a temp file, hashed and checked as
+images (imagecheck.py) as they arrive; they are never held whole in memory. aiohttp's
+errors are translated into the FetchError family here and nowhere else, each with a short
+stable `cause`. Where a request may go is checked hop by hop: http(s) only, hosts the run
+allows, no private, loopback or link-local address unless the root itself is one. A host
+that keeps answering 429/503, or asks to wait too long, trips its breaker: it is not asked
+again this run. Past the run's deadline nothing is asked.
 """
 from __future__ import annotations
 
 import asyncio
+import codecs
 import dataclasses
 import email.utils
 import errno
 import hashlib
+import ipaddress
 import os
 import random
+import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from .models import ArchiveWriteError, Fetched, FetchError, NotAnImage, TooLarge, UsageError
+from .imagecheck import ImageCheck, NotImage, decode
+from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, TooLarge, UsageError
 
 # The retry policy, in one place.
 RETRY_ATTEMPTS = 6  # the first request + 5 retries
 RETRY_HTTP_CODES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 BACKOFF_BASE = 0.5  # seconds; full jitter over base * 2**attempt
 BACKOFF_MAX = 30.0  # no single wait is longer, whatever Retry-After asks
+RETRY_AFTER_MAX = 300.0  # a host asking (Retry-After) to wait longer than this is left alone this run
+BREAKER_STRIKES = 20  # answers of 429/503 in a row from one host...
+BREAKER_SECONDS = 30.0  # ...over at least this long (a short burst under load is only retried): left alone
+BREAKER_CODES = frozenset({429, 503})
+MAX_REDIRECTS = 10  # hops followed for one URL, each one checked
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 CHUNK = 256 * 1024  # bytes read from the socket per step
 
 # Defaults a caller may override per run.
@@ -43,17 +59,24 @@ USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
 from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError  # noqa: E402
 
 _PROXY_ERRORS: tuple = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
-
-IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
+# Failures that another host cannot mend: the URL itself, or the run's own limits.
+_NO_ALTERNATE = frozenset({"unsupported scheme", "invalid URL", "off-site URL", "off-site redirect",
+                           "blocked address", "deadline", "too large"})
 
 
 class _Transient(Exception):
     """A failure worth another try; carries the server's Retry-After, if any."""
 
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, cause: str = ""):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.cause = cause or reason
+
+
+class _BlockedAddress(OSError):
+    """A name that resolves only to addresses this run may not reach (raised by the resolver;
+    aiohttp wraps it, as any resolver OSError, in ClientConnectorDNSError)."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -84,20 +107,80 @@ def _wait(retry_state) -> float:
     return _delay(exc, retry_state.attempt_number + 1)  # the first try happened before tenacity
 
 
-def sniff_image(head: bytes) -> str | None:
-    for signature, kind in IMAGE_SIGNATURES:
-        if head.startswith(signature):
-            return kind
-    return None
+def address_class(address: str) -> str:
+    """'public', or why an address is not: loopback, private, link-local, reserved."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return "public"  # a name: its addresses are checked when it is resolved
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return "reserved"
+    if ip.is_private or not ip.is_global:
+        return "private"
+    return "public"
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """Where requests may go: these host names (empty: any), and addresses of the public
+    internet plus the classes named in `also` (the root's own, e.g. loopback in tests). The
+    root's own name may resolve anywhere: the user chose it (an intranet site, say)."""
+
+    hosts: frozenset[str] = frozenset()
+    also: frozenset[str] = frozenset()
+    root: str = ""
+
+    @classmethod
+    def for_root(cls, root: str, alternates: tuple[str, ...] = (), extra_hosts: tuple[str, ...] = ()) -> "HostPolicy":
+        hosts = {(urlsplit(u).hostname or "").lower() for u in (root, *alternates)}
+        hosts |= {h.strip().lower().strip("[]") for h in extra_hosts if h.strip()}
+        root_host = urlsplit(root).hostname or ""
+        also = {address_class(root_host)} if root_host != "localhost" else {"loopback"}
+        return cls(frozenset(hosts - {""}), frozenset(also - {"public"}), root_host.lower())
+
+    def allows(self, address: str) -> bool:
+        kind = address_class(address)
+        return kind == "public" or kind in self.also
+
+
+class _GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, keeping only addresses the policy allows (so a name cannot
+    point the crawl at the host's own network)."""
+
+    def __init__(self, policy: HostPolicy):
+        self._inner = DefaultResolver()
+        self._policy = policy
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
+        found = await self._inner.resolve(host, port, family)
+        if host.lower().rstrip(".") == self._policy.root:
+            return found
+        allowed = [r for r in found if self._policy.allows(r["host"])]
+        if not allowed:
+            raise _BlockedAddress(f"{host} resolves to {found[0]['host']} ({address_class(found[0]['host'])})")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 @dataclass
-class _HostPacer:
-    """At most `rate` requests per second to one host (0 means no pacing)."""
+class _Host:
+    """Per-host state: pacing (at most `rate` requests per second; 0 means none) and the breaker."""
 
     rate: float
     next_at: float = 0.0
     lock: asyncio.Lock | None = None
+    strikes: int = 0  # 429/503 answers in a row
+    streak_since: float = 0.0  # when the first of them came
+    tripped: str = ""  # why the host is left alone this run
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def wait(self) -> None:
         if self.rate <= 0:
@@ -111,18 +194,26 @@ class _HostPacer:
                 now = self.next_at
             self.next_at = now + 1.0 / self.rate
 
+    def trip(self, reason: str) -> None:
+        if not self.tripped:
+            self.tripped = reason
+            self.stop.set()
+
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Fetcher:
-    """One aiohttp session with bounded concurrency, per-host pacing and the retry policy."""
+    """One aiohttp session with bounded concurrency, per-host pacing and breakers, the retry
+    policy, the host policy and the run's deadline (a time.monotonic() value, or None)."""
 
     def __init__(self, *, concurrency: int = DEFAULT_CONCURRENCY, rate: float = 0.0,
                  proxy: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  max_bytes: int = DEFAULT_MAX_BYTES, tmp_dir: str | None = None,
-                 retry_attempts: int = RETRY_ATTEMPTS, alternates: tuple[str, ...] = ()):
+                 retry_attempts: int = RETRY_ATTEMPTS, alternates: tuple[str, ...] = (),
+                 policy: HostPolicy = HostPolicy(), deadline: float | None = None,
+                 user_agent: str = "", headers: dict[str, str] | None = None):
         self.concurrency = concurrency
         self.rate = rate
         self.proxy = proxy
@@ -131,20 +222,24 @@ class Fetcher:
         self.tmp_dir = tmp_dir
         self.retry_attempts = retry_attempts
         self.alternates = tuple(a.rstrip("/") for a in alternates)
-        self._pacers: dict[str, _HostPacer] = {}
+        self.policy = policy
+        self.deadline = deadline
+        self._hosts: dict[str, _Host] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: _GuardedResolver | None = None
+        self.user_agent = user_agent or USER_AGENT
+        self.headers = dict(headers or {})  # sent with every request (a site may want a Referer or a cookie)
         self.requests = 0
-        self.bytes = 0
+        self.retries = 0  # requests that repeated one that failed (shown as a count)
         self._serial = 0
 
     async def __aenter__(self) -> "Fetcher":
-        connector, self._http_proxy = _connector(self.proxy, self.concurrency)
+        self._resolver = None if self.proxy else _GuardedResolver(self.policy)
+        connector, self._http_proxy = _connector(self.proxy, self.concurrency, self._resolver)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.timeout, connect=DEFAULT_CONNECT_TIMEOUT,
-                                          sock_read=min(self.timeout, 30.0)),
-            headers={"User-Agent": USER_AGENT},
+            headers={**self.headers, "User-Agent": self.user_agent},
             auto_decompress=False,
         )
         return self
@@ -152,6 +247,16 @@ class Fetcher:
     async def __aexit__(self, *exc) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._resolver is not None:  # a resolver handed to the connector is ours to close
+            await self._resolver.close()
+
+    def tripped(self) -> dict[str, str]:
+        """Hosts left alone this run, with the reason."""
+        return {name: h.tripped for name, h in self._hosts.items() if h.tripped}
+
+    def past_deadline(self) -> bool:
+        # with a little slack: a request cut at the deadline by its timeout may wake a hair early
+        return self.deadline is not None and time.monotonic() >= self.deadline - 0.05
 
     async def fetch(self, url: str, *, etag: str = "", last_modified: str = "",
                     expect_image: bool = True) -> Fetched:
@@ -160,12 +265,10 @@ class Fetcher:
         final_url and host say who served the bytes."""
         try:
             return await self._fetch(url, etag, last_modified, expect_image)
-        except TooLarge:
-            raise
         except FetchError as first:
-            if not self.alternates:
+            if not self.alternates or first.cause in _NO_ALTERNATE:
                 raise
-            reasons = [f"{urlsplit(url).netloc}: {first.reason}"]
+            failure, reasons = first, [f"{urlsplit(url).netloc}: {first.reason}"]
         parts = urlsplit(url)
         tail = parts.path + (f"?{parts.query}" if parts.query else "")
         for alternate in self.alternates:
@@ -175,7 +278,7 @@ class Fetcher:
                 reasons.append(f"{urlsplit(alternate).netloc}: {exc.reason}")
                 continue
             return dataclasses.replace(fetched, url=url)
-        raise FetchError(url, "; ".join(reasons))
+        raise type(failure)(url, "; ".join(reasons), cause=failure.cause, attempts=failure.attempts)
 
     async def _fetch(self, url: str, etag: str, last_modified: str, expect_image: bool) -> Fetched:
         headers = {"Accept-Encoding": "identity"}
@@ -183,121 +286,248 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        sent = [0]  # attempts that reached the network (a deferred one may not)
+
+        async def attempt() -> Fetched:
+            if sent[0]:
+                self.retries += 1
+            return await self._once(url, headers, expect_image, sent)
+
         try:
-            return await self._once(url, headers, expect_image)  # most requests need no policy
-        except _Transient as first:
-            if self.retry_attempts <= 1:
-                raise FetchError(url, first.reason) from None
-            await asyncio.sleep(_delay(first, 1))
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.retry_attempts - 1), wait=_wait,
+            try:
+                return await attempt()  # most requests need no policy
+            except _Transient as first:
+                if self.retry_attempts <= 1:
+                    raise
+                await self._pause(_delay(first, 1), url)
+            async for step in AsyncRetrying(
+                stop=stop_after_attempt(self.retry_attempts - 1), wait=_wait, sleep=lambda s: self._pause(s, url),
                 retry=retry_if_exception_type(_Transient), reraise=True,
             ):
-                with attempt:
-                    return await self._once(url, headers, expect_image)
+                with step:
+                    return await attempt()
         except _Transient as exc:
-            raise FetchError(url, f"gave up after {self.retry_attempts} attempts: {exc.reason}") from None
+            reason = exc.reason if sent[0] == 1 else f"gave up after {sent[0]} attempts: {exc.reason}"
+            raise FetchError(url, reason, cause=exc.cause, attempts=sent[0]) from None
+        except FetchError as exc:
+            exc.attempts = sent[0]
+            raise
         raise AssertionError("unreachable")
+
+    async def _pause(self, seconds: float, url: str) -> None:
+        """Wait before a retry, but no longer than the deadline, nor once the host's breaker trips."""
+        if self.deadline is not None:
+            seconds = min(seconds, max(0.0, self.deadline - time.monotonic()))
+        host = self._host(urlsplit(url).hostname or "")
+        try:
+            await asyncio.wait_for(host.stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _host(self, name: str) -> _Host:
+        host = self._hosts.get(name)
+        if host is None:
+            host = self._hosts[name] = _Host(self.rate)
+        return host
 
     async def fetch_text(self, url: str, max_bytes: int = DEFAULT_MAX_PAGE_BYTES) -> str:
         """GET a page (HTML, CSV) as text, with the same policy; decoded by its charset."""
         fetched = await self.fetch(url, expect_image=False)
         try:
             if fetched.size > max_bytes:
-                raise TooLarge(url, f"page over {max_bytes} bytes")
+                raise TooLarge(url, f"page over {max_bytes} bytes", cause="too large")
             with open(fetched.tmp_path, "rb") as fh:
                 raw = fh.read()
         finally:
             os.unlink(fetched.tmp_path)
-        charset = "utf-8"
-        if "charset=" in fetched.content_type:
-            charset = fetched.content_type.split("charset=", 1)[1].split(";")[0].strip() or "utf-8"
+        return decode_text(raw, fetched.content_type)
+
+    def _check_target(self, original: str, url: str, hop: int) -> str:
+        """The host name of url, if the run may ask it; otherwise FetchError, with no retry."""
         try:
-            return raw.decode(charset, errors="replace")
-        except LookupError:
-            return raw.decode("utf-8", errors="replace")
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
+        except ValueError as exc:
+            raise FetchError(original, f"invalid URL {url!r} ({exc})", cause="invalid URL") from None
+        if parts.scheme.lower() not in ("http", "https"):
+            raise FetchError(original, f"not an http(s) URL: {url!r}", cause="unsupported scheme")
+        if not host:
+            raise FetchError(original, f"invalid URL {url!r} (no host)", cause="invalid URL")
+        if self.policy.hosts and host not in self.policy.hosts:
+            what = "off-site redirect" if hop else "off-site URL"
+            raise FetchError(original, f"{what} to {host} (allowed: {', '.join(sorted(self.policy.hosts))}; "
+                                       f"declare a CDN with --allow-host)", cause=what)
+        if not self.policy.allows(host):
+            raise FetchError(original, f"{host} is a {address_class(host)} address", cause="blocked address")
+        return host
 
-    async def _once(self, url: str, headers: dict, expect_image: bool) -> Fetched:
-        host = urlsplit(url).netloc
-        pacer = self._pacers.setdefault(host, _HostPacer(self.rate))
+    async def _once(self, url: str, headers: dict, expect_image: bool, sent: list[int]) -> Fetched:
+        conditional = "If-None-Match" in headers or "If-Modified-Since" in headers
+        current, hops = url, []
         async with self._slots:
-            await pacer.wait()
-            self.requests += 1
-            try:
-                async with self._session.get(url, headers=headers, proxy=self._http_proxy,
-                                             allow_redirects=True, max_redirects=10) as resp:
-                    return await self._read(url, resp, expect_image)
-            except (_Transient, FetchError):
-                raise
-            except aiohttp.TooManyRedirects:
-                raise FetchError(url, "too many redirects") from None
-            except aiohttp.InvalidURL as exc:
-                raise FetchError(url, f"invalid URL ({exc})") from None
-            except aiohttp.ClientPayloadError as exc:
-                raise _Transient(f"body cut off ({_short(exc)})") from None
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, *_PROXY_ERRORS) as exc:
-                raise _Transient(_short(exc) or type(exc).__name__) from None
+            while True:
+                name = self._check_target(url, current, len(hops))
+                host = self._host(name)
+                if host.tripped:
+                    raise Deferred(url, f"{name} is left alone this run: {host.tripped}",
+                                   cause="deferred: host breaker")
+                if self.past_deadline():
+                    raise Deferred(url, "the crawl's deadline passed before it was asked", cause="deadline")
+                await host.wait()
+                self.requests += 1
+                sent[0] += not hops
+                try:
+                    async with self._session.get(current, headers=headers, proxy=self._http_proxy,
+                                                 allow_redirects=False, timeout=self._timeout()) as resp:
+                        self._strike(host, name, resp, url)
+                        if resp.status not in REDIRECT_CODES:
+                            return await self._read(url, current, tuple(hops), resp, expect_image, conditional)
+                        location = resp.headers.get("Location", "")
+                        if not location:
+                            raise FetchError(url, f"HTTP {resp.status} without a Location", cause=f"HTTP {resp.status}")
+                        if len(hops) >= MAX_REDIRECTS:
+                            raise FetchError(url, f"more than {MAX_REDIRECTS} redirects", cause="too many redirects")
+                        hops.append(current)
+                        try:
+                            current = urljoin(current, location)
+                        except ValueError:
+                            raise FetchError(url, f"invalid redirect {location!r}", cause="invalid URL") from None
+                except (_Transient, FetchError, ArchiveWriteError):
+                    raise
+                except aiohttp.InvalidURL as exc:  # includes legacy IPv4 forms such as 127.1
+                    raise FetchError(url, f"invalid URL ({_short(exc)})", cause="invalid URL") from None
+                except aiohttp.ClientConnectorDNSError as exc:
+                    if isinstance(exc.os_error, _BlockedAddress):
+                        raise FetchError(url, str(exc.os_error), cause="blocked address") from None
+                    raise _Transient(_short(exc), cause="name not resolved") from None
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, *_PROXY_ERRORS) as exc:
+                    if self.past_deadline():
+                        raise Deferred(url, "cut off by the crawl's deadline", cause="deadline") from None
+                    raise _Transient(_short(exc) or type(exc).__name__, cause=_network_cause(exc)) from None
+                except Exception as exc:  # a server can provoke errors no list foresees; never a crash
+                    raise FetchError(url, f"unexpected {_short(exc)}", cause="unexpected error") from None
 
-    async def _read(self, url: str, resp: aiohttp.ClientResponse, expect_image: bool) -> Fetched:
-        final_url = str(resp.url)
+    def _timeout(self) -> aiohttp.ClientTimeout:
+        total = self.timeout
+        if self.deadline is not None:
+            total = max(0.001, min(total, self.deadline - time.monotonic()))
+        return aiohttp.ClientTimeout(total=total, connect=min(total, DEFAULT_CONNECT_TIMEOUT),
+                                     sock_read=min(total, 30.0))
+
+    def _strike(self, host: _Host, name: str, resp: aiohttp.ClientResponse, url: str) -> None:
+        """Count 429/503 answers in a row; trip the breaker on too many or on a wait too long."""
+        if resp.status not in BREAKER_CODES:
+            host.strikes = 0
+            return
+        host.strikes += 1
+        if host.strikes == 1:
+            host.streak_since = time.monotonic()
+        wait = parse_retry_after(resp.headers.get("Retry-After"))
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        if wait is not None and (wait > RETRY_AFTER_MAX or (left is not None and wait > left)):
+            host.trip(f"it asked to wait {wait:.0f} s (Retry-After, HTTP {resp.status})")
+        elif host.strikes >= BREAKER_STRIKES and time.monotonic() - host.streak_since >= BREAKER_SECONDS:
+            host.trip(f"{host.strikes} answers of HTTP 429/503 in a row over "
+                      f"{time.monotonic() - host.streak_since:.0f} s")
+        if host.tripped:
+            raise Deferred(url, f"{name} is left alone this run: {host.tripped}",
+                           cause="deferred: host breaker")
+
+    async def _read(self, url: str, final_url: str, hops: tuple[str, ...], resp: aiohttp.ClientResponse,
+                    expect_image: bool, conditional: bool) -> Fetched:
         common = dict(url=url, final_url=final_url, etag=resp.headers.get("ETag", ""),
                       last_modified=resp.headers.get("Last-Modified", ""),
                       content_type=resp.headers.get("Content-Type", ""), fetched_at=utc_now(),
-                      host=resp.url.host or "")
+                      host=urlsplit(final_url).hostname or "", redirects=hops)
         if resp.status == 304:
+            if not conditional:
+                raise FetchError(url, "HTTP 304 Not Modified to a request that named no earlier copy",
+                                 cause="HTTP 304 unasked")
             return Fetched(status=304, tmp_path=None, sha256="", size=0, **common)
         if resp.status in RETRY_HTTP_CODES:
-            raise _Transient(f"HTTP {resp.status}", parse_retry_after(resp.headers.get("Retry-After")))
+            raise _Transient(f"HTTP {resp.status}", parse_retry_after(resp.headers.get("Retry-After")),
+                             cause=f"HTTP {resp.status}")
         if resp.status != 200:
-            raise FetchError(url, f"HTTP {resp.status}")
+            raise FetchError(url, f"HTTP {resp.status}", cause=f"HTTP {resp.status}")
         declared = resp.content_length
         if declared is not None and declared > self.max_bytes:
-            raise TooLarge(url, f"Content-Length {declared} is over the cap of {self.max_bytes} bytes")
+            raise TooLarge(url, f"Content-Length {declared} is over the cap of {self.max_bytes} bytes",
+                           cause="too large")
         digest = hashlib.sha256()
+        check = ImageCheck() if expect_image else None
         size = 0
         self._serial += 1
         tmp_path = f"{self.tmp_dir or tempfile.gettempdir()}/{os.getpid()}-{self._serial}.part"
         ok = False
+        out = _disk(open, tmp_path, "xb")
         try:
-            with open(tmp_path, "xb") as out:
-                head = tail = b""
+            with out:
                 async for chunk in resp.content.iter_chunked(CHUNK):
-                    if not head:
-                        head = chunk[:16]
-                        if expect_image and sniff_image(head) is None:
-                            raise NotAnImage(url, _not_image_reason(common["content_type"], head))
                     size += len(chunk)
                     if size > self.max_bytes:
-                        raise TooLarge(url, f"body passed the cap of {self.max_bytes} bytes; cut off")
+                        raise TooLarge(url, f"body passed the cap of {self.max_bytes} bytes; cut off", cause="too large")
+                    if check is not None:
+                        check.feed(chunk)
                     digest.update(chunk)
-                    out.write(chunk)
-                    tail = (tail + chunk)[-64:] if len(chunk) < 64 else chunk[-64:]
-                if declared is not None and size != declared:
-                    raise _Transient(f"body of {size} bytes, Content-Length said {declared}")
-                if expect_image:
-                    if size == 0:
-                        raise NotAnImage(url, "empty body")
-                    if sniff_image(head) == "image/jpeg" and b"\xff\xd9" not in tail:
-                        raise _Transient("JPEG has no end marker (truncated)")
+                    _disk(out.write, chunk)
+            if declared is not None and size != declared:
+                raise _Transient(f"body of {size} bytes, Content-Length said {declared}", cause="body cut off")
+            trailing = 0
+            if check is not None:
+                verdict = check.finish()
+                if verdict.needs_decode:
+                    await asyncio.to_thread(decode, tmp_path)
+                trailing = verdict.trailing
             ok = True
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise ArchiveWriteError("disk full while downloading; everything archived before is intact, "
-                                        "re-run when there is space") from None
-            raise ArchiveWriteError(f"cannot write a download: {exc.strerror or exc}") from None
+        except NotImage as exc:
+            if exc.cause == "truncated image":  # a cut connection looks the same: worth another try
+                raise _Transient(exc.reason, cause=exc.cause) from None
+            raise NotAnImage(url, exc.reason, cause=exc.cause) from None
         finally:
             if not ok:
                 _unlink(tmp_path)
-        self.bytes += size
-        return Fetched(status=200, tmp_path=tmp_path, sha256=digest.hexdigest(), size=size, **common)
+        return Fetched(status=200, tmp_path=tmp_path, sha256=digest.hexdigest(), size=size,
+                       trailing_bytes=trailing, **common)
 
 
-def _not_image_reason(content_type: str, head: bytes) -> str:
-    sample = head.lstrip()[:15].decode("ascii", "replace").lower()
-    if sample.startswith(("<!doctype", "<html", "<")):
-        return f"an HTML page where an image belongs (Content-Type {content_type or 'none'}); blocked or moved?"
-    return f"not a JPEG or PNG (Content-Type {content_type or 'none'})"
+def _disk(op, *args):
+    """A file operation on the download; its OSError is the disk's, never the network's."""
+    try:
+        return op(*args)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ArchiveWriteError("disk full while downloading; everything archived before is intact, "
+                                    "re-run when there is space") from None
+        raise ArchiveWriteError(f"cannot write a download: {exc.strerror or exc}") from None
+
+
+def decode_text(raw: bytes, content_type: str) -> str:
+    """Bytes as text by the declared charset; UTF-8 when it names no text codec (say, idna)."""
+    charset = "utf-8"
+    if "charset=" in content_type:
+        charset = content_type.split("charset=", 1)[1].split(";")[0].strip().strip('"') or "utf-8"
+    try:
+        if not codecs.lookup(charset)._is_text_encoding:
+            charset = "utf-8"
+        return raw.decode(charset, errors="replace")
+    except (LookupError, UnicodeError, ValueError):
+        return raw.decode("utf-8", errors="replace")
+
+
+def _network_cause(exc: BaseException) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "body cut off"
+    if isinstance(exc, _PROXY_ERRORS) or isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return "proxy error"
+    err = getattr(exc, "os_error", exc)
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, ConnectionResetError)):
+        return "connection reset"
+    return "connection error"
 
 
 def _short(exc: BaseException) -> str:
@@ -312,11 +542,12 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _connector(proxy: str | None, concurrency: int):
-    """The connector and, for HTTP proxies, the proxy URL aiohttp takes per request."""
+def _connector(proxy: str | None, concurrency: int, resolver: AbstractResolver | None):
+    """The connector and, for HTTP proxies, the proxy URL aiohttp takes per request. Through
+    a proxy, names are resolved beyond our reach: only literal addresses are checked then."""
     limit = max(concurrency, 1)
     if not proxy:
-        return aiohttp.TCPConnector(limit=limit, limit_per_host=limit), None
+        return aiohttp.TCPConnector(limit=limit, limit_per_host=limit, resolver=resolver), None
     scheme = urlsplit(proxy).scheme.lower()
     if scheme in ("http", "https"):
         return aiohttp.TCPConnector(limit=limit, limit_per_host=limit), proxy

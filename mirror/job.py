@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .archive import Archive, append_durably, disk_error, read_inside, write_bag_files
 from .config import Job
-from .crawl import CrawlOptions, CrawlResult, crawl
+from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
 from .models import NotAMirror, Problem, UsageError
 from .state import Record, iter_records, open_payload
@@ -55,6 +55,34 @@ def sign_key(job: Job) -> str | None:
     return key or None
 
 
+def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = True,
+            publish_step: bool = True, counters=None) -> RunReport:
+    """Crawl, then verify, then publish (a sharded run publishes nothing: merge first)."""
+    if publish_step and shard == (1, 1):
+        check_publishable(job, sign_key(job))
+    if from_manifests(job):
+        if shard != (1, 1) or not crawl_step:
+            raise UsageError(f"{job.path}: a job without output.dir works from its manifests folder in one "
+                             "run: no --shard, no --publish-only")
+        return run_from_manifests(job, publish_step=publish_step, counters=counters)
+    out = mirror_dir(job, shard)
+    report = RunReport(out)
+    if crawl_step:
+        report.crawl = asyncio.run(crawl(crawl_options(job, shard), counters))
+    report.problems = verify(out)
+    if report.problems:
+        report.notes.append("not publishing: the mirror does not verify")
+        return report
+    if shard != (1, 1):
+        report.notes.append(f"shard {shard[0]} of {shard[1]}: publish after 'acta-mirror merge'")
+        return report
+    if job["sign.tsa"]:
+        stamp(job, out, report)
+    if publish_step:
+        publish(job, out, report)
+    return report
+
+
 def from_manifests(job: Job) -> bool:
     """Does this job keep its state in the manifests folder instead of a local mirror?"""
     return not job["output.dir"] and bool(job["publish.manifests"])
@@ -70,45 +98,33 @@ def check_publishable(job: Job, key: str | None) -> None:
                          "add a key, or set sign.required = false")
 
 
-def _crawl_options(job: Job, out: Path, shard: tuple[int, int], key: str | None) -> CrawlOptions:
+def crawl_options(job: Job, shard: tuple[int, int], out: Path | None = None, sign: bool = True) -> CrawlOptions:
+    """The crawl of this job: into its mirror, or into out (a scheduled run's working bag,
+    signed afterwards only when something changed: sign=False)."""
     return CrawlOptions(
-        site=job["source.site"], root=job["source.root"], out=str(out), discover=job["source.discover"] or None,
+        site=job["source.site"], root=job["source.root"], out=str(out or mirror_dir(job, shard)),
+        discover=job["source.discover"] or None,
         index=job.resolve(job["source.index"]) if job["source.index"] and "://" not in job["source.index"]
         else (job["source.index"] or None),
-        concurrency=job["fetch.concurrency"], rate=float(job["fetch.rate"]), proxy=job["fetch.proxy"] or None,
-        timeout=float(job["fetch.timeout"]), max_bytes=job["fetch.max_bytes"], shard=shard,
-        wait_lock=job["output.wait_lock"], recheck_after=float(job["fetch.recheck_after"]),
-        sign_key=key, alternates=tuple(job["source.alternates"]))
+        shard=shard, wait_lock=job["output.wait_lock"], sign_key=sign_key(job) if sign else None,
+        alternates=tuple(job["source.alternates"]), allow_hosts=tuple(job["source.hosts"]),
+        **fetch_options(job.values["fetch"]))
 
 
-def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = True,
-            publish_step: bool = True, counters=None) -> RunReport:
-    """Crawl, then verify, then publish (a sharded run publishes nothing: merge first)."""
-    key = sign_key(job)
-    if publish_step and shard == (1, 1):
-        check_publishable(job, key)
-    if from_manifests(job):
-        if shard != (1, 1) or not crawl_step:
-            raise UsageError(f"{job.path}: a job without output.dir works from its manifests folder in one "
-                             "run: no --shard, no --publish-only")
-        return run_from_manifests(job, key, publish_step=publish_step, counters=counters)
-    out = mirror_dir(job, shard)
-    report = RunReport(out)
-    if crawl_step:
-        report.crawl = asyncio.run(crawl(_crawl_options(job, out, shard, key), counters))
-    report.problems = verify(out)
-    if report.problems:
-        report.notes.append("not publishing: the mirror does not verify")
-        return report
-    if shard != (1, 1):
-        report.notes.append(f"shard {shard[0]} of {shard[1]}: publish after 'acta-mirror merge'")
-        return report
-    if publish_step:
-        publish(job, out, report)
-    return report
+def stamp(job: Job, out: Path, report: RunReport) -> None:
+    """A trusted timestamp of this run's signed root; a failed authority fails the run, not the mirror."""
+    from .models import MirrorError
+    from .timestamp import timestamp
+
+    try:
+        attested, _new = timestamp(out, job["sign.tsa"], ca=job.resolve(job["sign.tsa_ca"]) or None)
+        report.notes.append(f"timestamp: signed-root.json existed by {attested.time:%Y-%m-%d %H:%M:%S} UTC "
+                            f"({attested.authority})")
+    except MirrorError as exc:
+        report.publish_failures.append(f"timestamp: {exc}")
 
 
-def run_from_manifests(job: Job, key: str | None, *, publish_step: bool = True, counters=None) -> RunReport:
+def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) -> RunReport:
     """One scheduled run with no local mirror: seed a working bag (in the temp folder) from the
     manifests folder, crawl into it (conditional requests from the recorded validators; only
     new and changed files are stored), check the delta, publish it, save the folder. The
@@ -117,6 +133,7 @@ def run_from_manifests(job: Job, key: str | None, *, publish_step: bool = True, 
     from .evidence import sign_bag
     from .jobstate import check_signed, read_job_state, save, seed, take_delta
 
+    key = sign_key(job)
     folder = Path(job.resolve(job["publish.manifests"]))
     before = read_job_state(folder)
     check_signed(before, key)
@@ -125,9 +142,11 @@ def run_from_manifests(job: Job, key: str | None, *, publish_step: bool = True, 
     try:
         bag = work / "bag"
         seed(before, bag)
-        report.crawl = asyncio.run(crawl(_crawl_options(job, bag, (1, 1), None), counters))
+        report.crawl = asyncio.run(crawl(crawl_options(job, (1, 1), out=bag, sign=False), counters))
         if key and _needs_signature(before.folder, bag):
             sign_bag(bag, key, source=redact(job["source.root"]))
+            if job["sign.tsa"]:
+                stamp(job, bag, report)
         try:
             delta = take_delta(before, bag)
         except UsageError as exc:
@@ -142,10 +161,9 @@ def run_from_manifests(job: Job, key: str | None, *, publish_step: bool = True, 
         if not publish_step:
             report.notes.append("not publishing (--no-publish): the manifests folder is left as it was")
             return report
-        options = _publish_options(job)
-        for target in job["publish.git"] + job["publish.ipfs"]:
+        for publisher in publishers(job):
             try:
-                report.receipts.append(publisher_for(target, **options).publish_delta(delta))
+                report.receipts.append(publisher.publish_delta(delta))
             except PublishError as exc:
                 report.publish_failures.append(str(exc))
         if job["publish.car"]:
@@ -174,17 +192,30 @@ def _needs_signature(folder: Path, bag: Path) -> bool:
     return False
 
 
-def _publish_options(job: Job) -> dict:
-    return dict(max_repo_bytes=job["publish.max_repo_bytes"], max_push_bytes=job["publish.max_push_bytes"],
-                shard_by=job["publish.shard_by"], ipns=job["publish.ipns"] or None,
-                pin_service=job["publish.pin_service"] or None)
+def publishers(job: Job) -> list:
+    options = dict(max_repo_bytes=job["publish.max_repo_bytes"], max_push_bytes=job["publish.max_push_bytes"],
+                   shard_by=job["publish.shard_by"], ipns=job["publish.ipns"] or None,
+                   pin_service=job["publish.pin_service"] or None)
+    return [publisher_for(target, **options) for target in job["publish.git"] + job["publish.ipfs"]]
+
+
+def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = True, publish_step: bool = True):
+    """The dry run of run_job: what the crawl would fetch, then what each target would receive
+    of the mirror as it is now (the crawl's new files come on top). Changes nothing."""
+    from .crawl import plan_crawl
+
+    crawl_plan = asyncio.run(plan_crawl(crawl_options(job, shard))) if crawl_step else None
+    out = mirror_dir(job, shard)
+    plans = []
+    if publish_step and shard == (1, 1) and (out / PROVENANCE).exists():
+        plans = [p.plan(out) for p in publishers(job)]
+    return crawl_plan, plans
 
 
 def publish(job: Job, out: Path, report: RunReport) -> None:
-    options = _publish_options(job)
-    for target in job["publish.git"] + job["publish.ipfs"]:
+    for publisher in publishers(job):
         try:
-            report.receipts.append(publisher_for(target, **options).publish(out))
+            report.receipts.append(publisher.publish(out))
         except PublishError as exc:
             report.publish_failures.append(str(exc))
     if job["publish.car"]:

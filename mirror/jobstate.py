@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .archive import PUBLISHED_TAG_FILES, read_checked, read_inside
+from .archive import PUBLISHED_TAG_FILES, TIMESTAMP_FILES, read_checked, read_inside
 from .cid import CHUNK_SIZE, RAW_CODEC, cid_bytes, cid_to_str, file_dag, str_to_cid
 from .evidence import SIGNATURE, STATEMENT, check_seal
 from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write
@@ -33,7 +33,7 @@ from .state import Record, iter_records, read_state
 
 CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; appended, never rewritten
 STATE_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, CHANGES, FAILURES, STATEMENT, SIGNATURE,
-               TAG_MANIFEST)
+               TAG_MANIFEST, *TIMESTAMP_FILES)
 
 
 @dataclass(frozen=True)
@@ -204,14 +204,15 @@ def save_from_mirror(mirror: Path, folder: Path) -> None:
 
 
 def _checked_tags(bag: Path, listed: dict[str, str] | None, problems: list) -> dict[str, str]:
-    """The publishable tag files the tag manifest vouches for, each hashed; and the tag manifest."""
+    """The publishable tag files the tag manifest vouches for, each hashed; the tag manifest and
+    the timestamp files (checked by their own signature, as archive.published_files has it)."""
     tags: dict[str, str] = {}
     for name in PUBLISHED_TAG_FILES:
         data = _bytes_or_none(bag, name)
         if data is None:
             continue
         digest = hashlib.sha256(data).hexdigest()
-        if name != TAG_MANIFEST:
+        if name not in (TAG_MANIFEST, *TIMESTAMP_FILES):
             if listed is None or name not in listed:
                 continue
             if listed[name] != digest:

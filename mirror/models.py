@@ -20,8 +20,9 @@ Exceptions (every one the CLI turns into one line and an exit code):
     ├── MirrorLocked             2  another run holds the mirror's lock
     ├── ArchiveWriteError        3  the disk refused a write (full, read-only)
     └── FetchError               1  one URL failed for good (listed in failures.jsonl)
-        ├── NotAnImage           1  a 200 answer whose body is not a JPEG/PNG
-        └── TooLarge             1  a body above the size cap
+        ├── NotAnImage           1  a 200 answer whose body is not a whole JPEG/PNG
+        ├── TooLarge             1  a body above the size cap
+        └── Deferred             1  not asked: the host's breaker tripped or the deadline passed
 
 Foreign errors (aiohttp, OSError, csv) are translated into these at one boundary
 each: the fetcher for network errors, the archive for disk errors, the publishers for
@@ -64,6 +65,11 @@ class MirrorLocked(MirrorError):
 class UnsafePath(NotAMirror):
     """A record or file that would read or write outside the mirror (absolute, '..', symlink, FIFO)."""
 
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
 
 class ArchiveWriteError(MirrorError):
     exit_code = 3
@@ -72,10 +78,12 @@ class ArchiveWriteError(MirrorError):
 class FetchError(MirrorError):
     """A URL that failed for good, after the fetcher's retries."""
 
-    def __init__(self, url: str, reason: str):
+    def __init__(self, url: str, reason: str, *, cause: str = "", attempts: int = 1):
         super().__init__(f"{url}: {reason}")
         self.url = url
         self.reason = reason
+        self.cause = cause or reason  # a short stable category, e.g. "HTTP 404", "timeout"
+        self.attempts = attempts
 
 
 class NotAnImage(FetchError):
@@ -84,6 +92,10 @@ class NotAnImage(FetchError):
 
 class TooLarge(FetchError):
     pass
+
+
+class Deferred(FetchError):
+    """Not asked (or no longer): the next run asks again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,7 @@ class Place:
     parish: str = ""
     center: str = ""  # 9-digit CNE center code
     table: str = ""  # 2-digit table number
+    center_name: str = ""  # where the site names its centers (cne pages do)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +135,8 @@ class Fetched:
     content_type: str
     fetched_at: str
     host: str
+    redirects: tuple[str, ...] = ()  # every URL answered with a redirect, in order
+    trailing_bytes: int = 0  # bytes after the image's end marker (kept, flagged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +167,13 @@ class Entry:
     center: str = ""
     table: str = ""
     supersedes: str | None = None
+    center_name: str = ""
+    redirects: tuple[str, ...] = ()  # URLs that answered with a redirect, before final_url
+    trailing_bytes: int = 0  # bytes after the image's end marker: kept as served, flagged
 
     def to_json(self) -> str:
-        return json.dumps({name: getattr(self, name) for name in _ENTRY_FIELDS}, ensure_ascii=False)
+        return json.dumps({name: list(v) if isinstance(v := getattr(self, name), tuple) else v
+                           for name in _ENTRY_FIELDS}, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, line: str) -> "Entry":
@@ -189,6 +208,10 @@ class Entry:
             elif name == "supersedes":
                 if value is not None and not _is_sha256(value):
                     raise ValueError("field 'supersedes' is not null or a sha256")
+            elif name == "redirects":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"field {name!r} is not a list of strings")
+                value = tuple(value)
             elif not isinstance(value, str):
                 raise ValueError(f"field {name!r} is not a string")
             elif name in _REPEATED:
@@ -205,14 +228,15 @@ class Entry:
     @property
     def place(self) -> Place:
         return Place(self.state_code, self.state, self.municipality_code, self.municipality,
-                     self.parish_code, self.parish, self.center, self.table)
+                     self.parish_code, self.parish, self.center, self.table, self.center_name)
 
 
 _ENTRY_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(Entry)))
 _FIELDS_REQUIRED = tuple((f.name, f.default is dataclasses.MISSING) for f in dataclasses.fields(Entry))
 MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what breaks arithmetic
 MAX_VERSION = 1_000_000
-_RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (100, 599)}
+_RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (100, 599),
+           "trailing_bytes": (0, MAX_FILE_BYTES)}
 _REPEATED = frozenset(("kind", "site", "host", "content_type", "page", "state_code", "state", "municipality_code",
                        "municipality", "parish_code", "parish", "center"))
 _HEX = frozenset("0123456789abcdef")

@@ -80,12 +80,13 @@ def load_public(path: str | os.PathLike) -> PublicKey:
 
 def parse_public(line: str, name: str = "public key") -> PublicKey:
     """A public key from its base64 line (the second line of a minisign .pub file)."""
+    bad = UsageError(f"{name}: not a minisign Ed25519 public key")
     try:
         raw = base64.b64decode(line, validate=True)
     except (ValueError, TypeError):
-        raw = None
-    if raw is None or len(raw) != 42 or raw[:2] != b"Ed":
-        raise UsageError(f"{name}: not a minisign Ed25519 public key")
+        raise bad from None
+    if len(raw) != 42 or raw[:2] != b"Ed":
+        raise bad
     return PublicKey(raw[2:10], raw[10:])
 
 

@@ -69,7 +69,7 @@ def _kind_of(mode: int) -> str:
         return "a folder"
     if stat.S_ISSOCK(mode):
         return "a socket"
-    return "not a regular file"
+    return "a regular file" if stat.S_ISREG(mode) else "an unknown kind of file"
 
 
 class Opener:
@@ -105,7 +105,7 @@ class Opener:
                     nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except NotADirectoryError:
                     if stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode):
-                        raise UnsafePath(f"{rel}: {'/'.join(parts[:i + 1])} is a symbolic link, not a folder") from None
+                        raise UnsafePath(rel, f"{'/'.join(parts[:i + 1])} is a symbolic link, not a folder") from None
                     raise FileNotFoundError(errno.ENOENT, "no such file", rel) from None
                 os.close(fd)
                 fd = nxt
@@ -119,19 +119,19 @@ class Opener:
         """A read-only descriptor of a regular file; UnsafePath for anything else."""
         reason = unsafe_path(rel)
         if reason:
-            raise UnsafePath(f"{rel!r}: {reason}")
+            raise UnsafePath(repr(rel), reason)
         *parts, name = rel.split("/")
         folder = self._folder(parts, rel)
         try:
             fd = os.open(name, _FILE_FLAGS, dir_fd=folder)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise UnsafePath(f"{rel}: a symbolic link, not a regular file") from None
+                raise UnsafePath(rel, "a symbolic link, not a regular file") from None
             raise
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             os.close(fd)
-            raise UnsafePath(f"{rel}: {_kind_of(mode)}, not a regular file")
+            raise UnsafePath(rel, f"{_kind_of(mode)}, not a regular file")
         return fd
 
 
@@ -150,7 +150,7 @@ def _read_tag(root: Path, name: str, problems: list[Problem]) -> bytes | None:
     except FileNotFoundError:
         return None
     except UnsafePath as exc:
-        problems.append(Problem("unsafe", name, str(exc).split(": ", 1)[-1]))
+        problems.append(Problem("unsafe", name, exc.reason))
     except OSError as exc:
         problems.append(Problem("unreadable", name, exc.strerror or str(exc)))
     return None
@@ -209,7 +209,7 @@ def iter_records(path: str | os.PathLike, problems: list[Problem] | None = None)
     except UnsafePath as exc:
         if problems is None:
             raise
-        problems.append(Problem("unsafe", path.name, str(exc).split(": ", 1)[-1]))
+        problems.append(Problem("unsafe", path.name, exc.reason))
         return
     seen: dict[str, int] = {}
     with fh:

@@ -47,7 +47,7 @@ def _hash_slice(args: tuple[str, list[str]]) -> list[tuple[str, str | None, int]
             except FileNotFoundError:
                 out.append((rel, None, 0))
             except UnsafePath as exc:
-                out.append((rel, f"unsafe:{str(exc).split(': ', 1)[-1]}", 0))
+                out.append((rel, f"unsafe:{exc.reason}", 0))
             except OSError as exc:
                 out.append((rel, f"error:{exc.strerror}", 0))
     return out
@@ -77,9 +77,10 @@ def hash_many(root: Path, rels: list[str], workers: int | None = None):
 
 
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
-           cids: bool = False, state: MirrorState | None = None) -> list[Problem]:
+           cids: bool = False, state: MirrorState | None = None, progress=None) -> list[Problem]:
     """Every problem in the bag; an empty list means intact. NotAMirror if it is no bag at all.
-    `state`: the mirror as read_state already read it (saves reading it twice)."""
+    `state`: the mirror as read_state already read it (saves reading it twice); progress(done,
+    total), if given, is told as payload files are hashed."""
     root = Path(root)
     state = state or read_state(root, records=not fast)
     problems: list[Problem] = list(state.problems)
@@ -124,6 +125,8 @@ def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None =
         found = []
         for part in pending:
             found.extend(part)
+            if progress:
+                progress(len(found), len(present))
         for rel, got, size in sorted(found):
             sizes[rel] = size
             if got is None:

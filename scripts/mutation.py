@@ -8,6 +8,7 @@ mutated module where that is enough, and stopped at the first failure.
     python3 scripts/mutation.py                       # every evidence-core file, 2 copies at a time
     python3 scripts/mutation.py mirror/merkle.py      # one file
     python3 scripts/mutation.py --jobs 1 --keep DIR   # keep the copies (mutmut show ID inside one)
+    python3 scripts/mutation.py --keep DIR --again    # after adding tests: re-test what survived
 
 Prints, per file: killed (incl. timeouts and suspicious) of mutants tested, and the score.
 """
@@ -28,10 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = ["mirror/merkle.py", "mirror/sign.py", "mirror/manifest.py", "mirror/verify.py", "mirror/evidence.py",
         "mirror/state.py"]
 TESTS = "tests/test_evidence_core.py"
-# The tests that exercise each module; modules not listed get the whole file.
+# The tests that can notice a mutant of each module (pytest -k); -x stops at the first failure.
+MERKLE_TESTS = "known_answer or leaf_and_node or roots_and_every or single_leaf or manifest_lines"
+SIGN_TESTS = "keys_round or minisign or altered_sign or bad_key or messages_name"
 ONLY = {
-    "mirror/merkle.py": "known_answer or leaf_and_node or roots_and_every or single_leaf or manifest_lines or prove",
-    "mirror/sign.py": "keys_round or minisign or altered_sign or bad_key or signed or seal or statement or embedded",
+    "mirror/merkle.py": f"{MERKLE_TESTS} or prove",
+    "mirror/sign.py": f"{SIGN_TESTS} or signed or seal or statement or embedded",
+    "mirror/state.py": f"not ({MERKLE_TESTS} or {SIGN_TESTS})",
+    "mirror/verify.py": f"not ({MERKLE_TESTS} or {SIGN_TESTS})",
+    "mirror/evidence.py": f"not ({MERKLE_TESTS} or {SIGN_TESTS})",
 }
 KILLED = ("ok_killed", "bad_timeout", "ok_suspicious")
 CONFIG = '''
@@ -55,12 +61,25 @@ def copy_checkout(dest: Path) -> None:
     (dest / "mutmut_config.py").write_text(CONFIG.format(only=ONLY))
 
 
+RUNNER = """#!{python}
+# mutmut 2 counts only exit code 1 as a kill; a mutant that does not even import (pytest exit 2) is
+# one too. In process, so that mutmut's timeout kills the test run itself.
+import sys
+
+import pytest
+
+sys.exit(1 if pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--noconftest", "{tests}"] + sys.argv[1:]) else 0)
+"""
+
+
 def start(files: list[str], work: Path) -> subprocess.Popen:
     copy_checkout(work)
     # No plugins and no conftest (the replay fixtures import aiohttp and Pillow): start-up is
     # most of a run's cost, and the core tests need neither.
-    runner = f"{sys.executable} -m pytest -x -q -p no:cacheprovider --noconftest {TESTS}"
-    log = open(work / "mutmut.log", "w")
+    (work / "run-tests").write_text(RUNNER.format(python=sys.executable, tests=TESTS))
+    (work / "run-tests").chmod(0o755)
+    runner = "./run-tests"
+    log = open(work / "mutmut.log", "a")
     # No bytecode: a mutant of the same size written in the same second as the original would
     # otherwise be run from the original's cached .pyc and pass for a survivor.
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -86,6 +105,9 @@ def main() -> int:
     ap.add_argument("files", nargs="*", default=CORE)
     ap.add_argument("--jobs", type=int, default=2, help="copies run side by side (default 2)")
     ap.add_argument("--keep", help="make the copies under this folder and keep them")
+    ap.add_argument("--again", action="store_true",
+                    help="with --keep: refresh the kept copies from this checkout and run again; mutmut re-tests "
+                         "only what was not killed, and mutants of lines that changed")
     args = ap.parse_args()
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="acta-mutation-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -97,7 +119,8 @@ def main() -> int:
             if waiting and sum(proc.poll() is None for _w, proc in runs) < args.jobs:
                 i, filename = waiting.pop(0)
                 work = base / f"copy{i}"
-                shutil.rmtree(work, ignore_errors=True)
+                if not args.again:
+                    shutil.rmtree(work, ignore_errors=True)
                 runs.append((work, start([filename], work)))
                 continue
             time.sleep(2)

@@ -129,9 +129,10 @@ def test_transient_faults_are_retried_to_success(replay_factory, tmp_path, kind)
     assert verify(out) == []
 
 
-@pytest.mark.parametrize("kind,reason", [("404", "HTTP 404"), ("denied", "HTML page"),
-                                         ("huge", "over the cap"), ("endless", "cap")])
-def test_permanent_faults_are_named_and_never_archived(replay_factory, tmp_path, kind, reason):
+@pytest.mark.parametrize("kind,reason,cause", [("404", "HTTP 404", "HTTP 404"),
+                                               ("denied", "HTML page", "HTML instead of an image"),
+                                               ("huge", "over the cap", "too large"), ("endless", "cap", "too large")])
+def test_permanent_faults_are_named_and_never_archived(replay_factory, tmp_path, kind, reason, cause):
     probe = replay_factory()
     names = image_names(probe, 2)
     r = replay_factory()
@@ -145,6 +146,7 @@ def test_permanent_faults_are_named_and_never_archived(replay_factory, tmp_path,
     assert not archived & set(names)
     lines = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
     assert {x["url"].rsplit("/", 1)[1] for x in lines} == set(names)
+    assert all(x["cause"] == cause and x["attempts"] == 1 and x["at"].endswith("Z") for x in lines), lines
     assert verify(out) == []
     bagit.Bag(str(out)).validate()
 
@@ -157,6 +159,7 @@ def test_slowloris_is_cut_off_at_the_timeout(replay_factory, tmp_path):
     started = time.monotonic()
     result = crawl_sync(r.url, tmp_path / "m", timeout=1.5, retry_attempts=2)
     assert [f["url"].rsplit("/", 1)[1] for f in result.failures] == [name]
+    assert result.failures[0]["cause"] == "timeout" and result.failures[0]["attempts"] == 2
     assert time.monotonic() - started < 60
 
 

@@ -41,3 +41,18 @@ def test_every_site_has_a_description_and_discovery_modes():
     assert "resultados2024" in sites
     for name, cls in sites.items():
         assert cls.name == name and cls.description and cls.discover_modes
+
+
+def test_readme_exit_codes_agree_with_every_command_help():
+    """README.md's table of exit codes per command is the one in mirror/clihelp.py, row for row."""
+    import re
+
+    from mirror.clihelp import HELP
+
+    readme = (ROOT / "README.md").read_text()
+    table = dict(re.findall(r"^\| `acta-mirror ([\w-]+)` \| ([\d, ]+) \|$", readme, re.M))
+    commands = _subparsers(build_parser())
+    assert set(table) == set(commands), f"README rows {sorted(table)} vs commands {sorted(commands)}"
+    for name in commands:
+        assert name in HELP, f"{name}: no examples and exit codes in mirror/clihelp.py"
+        assert [int(c) for c in table[name].split(",")] == sorted(HELP[name].exits), name

@@ -654,7 +654,7 @@ def test_a_symlinked_data_folder_and_tag_files(tmp_path):
     s = state.read_state(m)
     assert ("unsafe", "data") in kinds(s.problems) and s.payload == []
     found = kinds(verify.verify(m))
-    assert ("unsafe", "data") in found and not any(k == "missing" for k, _ in found) is False
+    assert ("unsafe", "data") in found and ("missing", s.entries[0].path) in found  # nothing in it was read
     with pytest.raises(NotAMirror, match="unsafe: data"):
         s.require_clean()
     m2 = tiny(tmp_path / "m2")
@@ -701,7 +701,8 @@ def test_a_signed_mirror_checks_with_and_without_the_key(signed, keypair):
     assert verify.verify(signed) == []
     trusted = evidence.check_seal(signed, f"{base}.pub")
     assert trusted.problems == [] and trusted.trusted and trusted.signed and trusted.key_id == statement["key_id"]
-    assert "checked against the key you gave" in trusted.summary
+    assert trusted.summary == f"signed by key {statement['key_id']}, checked against the key you gave"
+    assert (plain := evidence.check_seal(signed)).trusted is False and plain.signed is True
     plain = evidence.check_seal(signed)
     assert plain.problems == [] and not plain.trusted and plain.key_id == statement["key_id"]
     assert plain.summary == (f"signed by key {statement['key_id']}; signature not checked against a key you trust "
@@ -715,7 +716,8 @@ def test_an_unsigned_mirror(tmp_path, keypair):
     base, *_ = keypair
     m = tiny(tmp_path / "m")
     seal = evidence.check_seal(m)
-    assert seal.problems == [] and not seal.signed and seal.summary == "not signed"
+    assert (seal.problems, seal.signed, seal.key_id, seal.trusted) == ([], False, "", False)
+    assert seal.summary == "not signed"
     assert kinds(evidence.check_seal(m, f"{base}.pub").problems) == {("signature", "signed-root.json.minisig")}
 
 
@@ -1004,3 +1006,145 @@ def test_a_hand_made_bag_passes_bagit_python(tmp_path):
 
     m = tiny(tmp_path / "m")
     bagit.Bag(str(m)).validate()
+
+
+def test_the_statement_format(tmp_path, keypair):
+    import re
+
+    base, secret, _public = keypair
+    m = tiny(tmp_path / "m")
+    info = (m / "bag-info.txt").read_text()
+    (m / "bag-info.txt").write_text(info + "Acta-Mirror-Source: http://127.0.0.1:9/from-bag-info\n")
+    root = evidence.sign_bag(m, f"{base}.key")
+    statement = json.loads((m / evidence.STATEMENT).read_text())
+    assert statement["source"] == "http://127.0.0.1:9/from-bag-info"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", statement["signed_at"])
+    assert statement["tool"].startswith("acta-mirror ") and statement["merkle_root"] == root
+    assert statement["leaves"] == ("manifest-sha256.txt lines, in order; leaf = sha256(0x00 || line), "
+                                   "node = sha256(0x01 || l || r)")
+    assert (m / evidence.STATEMENT).read_text() == json.dumps(statement, indent=1, sort_keys=True) + "\n"
+    sig = sign.parse_signature((m / evidence.SIGNATURE).read_text())
+    assert sig.trusted_comment == f"acta-mirror merkle root {root} size 6"
+    assert statement["tag_files"] == {name: hashlib.sha256((m / name).read_bytes()).hexdigest()
+                                      for name in state.SIGNED_TAG_FILES}
+    tags = (m / "tagmanifest-sha256.txt").read_text()
+    assert f"  {evidence.STATEMENT}\n" in tags and f"  {evidence.SIGNATURE}\n" in tags
+
+
+def test_latest_versions_and_index_by_line_order_on_ties(tmp_path):
+    one = _entry(1)
+    again = Entry(**{**_fields(one), "path": one.path.replace(".jpg", ".png")})  # a merge can give two v1 files
+    i1 = Entry(**{**_fields(one), "key": "index/a.csv", "kind": "index", "path": "data/index/a.csv"})
+    i2 = Entry(**{**_fields(one), "key": "index/b.csv", "kind": "index", "path": "data/index/b.csv"})
+    s = state.MirrorState(tmp_path, {}, None, {}, [one, i1, again, i2], [])
+    assert s.latest_actas() == {one.key: again} and s.latest_index() == i2
+    assert s.counts() == {"files": 0, "bytes": 4 * one.size, "actas": 1}
+
+
+def test_keyed_reads_an_index_csv(tmp_path):
+    csv = tmp_path / "i.csv"
+    csv.write_text("COD_EDO,EDO,COD_MUN,MUN,COD_PAR,PAR,CENTRO,MESA,URL\n"
+                   "1,A,1,B,1,C,10101001,1,http://127.0.0.1:9/x/aaa.jpg\n")
+    assert evidence.keyed(csv) == {"010101001.01": "aaa.jpg"}
+
+
+def test_evidence_messages_and_limits(tmp_path, keypair):
+    base, *_ = keypair
+    m = tiny(tmp_path / "m")
+    (m / "changes.jsonl").unlink()  # a missing tag file is skipped, the ones after it still signed
+    evidence.sign_bag(m, f"{base}.key")
+    signed_names = json.loads((m / evidence.STATEMENT).read_text())["tag_files"]
+    assert sorted(signed_names) == ["bag-info.txt", "failures.jsonl", "manifest-sha256.txt", "provenance.jsonl"]
+    with pytest.raises(NotAMirror) as exc:
+        evidence.manifest_items(tmp_path)
+    assert str(exc.value) == f"{tmp_path}: not a mirror (no manifest-sha256.txt)"
+    (tmp_path / "manifest-sha256.txt").write_text("junk\n")
+    with pytest.raises(NotAMirror) as exc:
+        evidence.manifest_items(tmp_path)
+    assert str(exc.value) == (f"{tmp_path / 'manifest-sha256.txt'}: format: manifest-sha256.txt "
+                              "(line 1: not a '<sha256>  <path>' line)")
+    with pytest.raises(UsageError) as exc:
+        evidence.prove(m, "data/none.jpg")
+    assert str(exc.value) == f"data/none.jpg is not in {m / 'manifest-sha256.txt'}"
+    statement = m / evidence.STATEMENT
+    statement.write_bytes(b" " * (1 << 20))  # a megabyte is still read (and is not a statement)
+    assert [p.detail for p in evidence.check_seal(m).problems] == ["not a root statement"]
+    statement.write_bytes(b" " * ((1 << 20) + 1))
+    assert [p.detail for p in evidence.check_seal(m).problems] == [
+        "signed-root.json: larger than 1048576 bytes"]
+
+
+def test_what_kind_of_file_is_named(tmp_path):
+    import socket
+    import stat as st
+
+    assert state._kind_of(0) == "an unknown kind of file"
+    assert [state._kind_of(mode) for mode in (st.S_IFLNK, st.S_IFIFO, st.S_IFCHR, st.S_IFBLK, st.S_IFDIR,
+                                              st.S_IFSOCK, st.S_IFREG)] == [
+        "a symbolic link", "a FIFO", "a device", "a device", "a folder", "a socket", "a regular file"]
+    (tmp_path / "data").mkdir()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "data" / "sock"))
+        problems: list[Problem] = []
+        assert state._walk_payload(tmp_path, problems) == []
+        assert [(p.kind, p.path, p.detail) for p in problems] == [
+            ("unsafe", "data/sock", "a socket, not a regular file; not read")]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "data").write_text("a file where data/ should be")
+    problems = []
+    assert state._walk_payload(tmp_path / "m", problems) == []
+    assert [(p.path, p.detail) for p in problems] == [("data", "a regular file, not a folder; nothing in it was read")]
+
+
+def test_a_linked_payload_file_is_unsafe_not_missing(tmp_path):
+    m = tiny(tmp_path / "m")
+    rel = state.read_state(m).entries[0].path
+    os.rename(m / rel, tmp_path / "real.jpg")
+    os.symlink(tmp_path / "real.jpg", m / rel)
+    assert kinds(verify.verify(m)) == {("unsafe", rel), ("oxum", "bag-info.txt")}
+
+
+def test_the_opener_keeps_folders_apart(tmp_path):
+    for folder in ("a", "b", "a/c"):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "f").write_text(folder)
+    with state.Opener(tmp_path) as opener:
+        for folder in ("a", "b", "a", "a/c", "b", "b"):
+            with os.fdopen(opener.open_fd(f"{folder}/f")) as fh:
+                assert fh.read() == folder
+    with state.Opener(tmp_path) as opener:
+        with os.fdopen(opener.open_fd("a/f")) as fh:
+            assert fh.read() == "a"
+        opener.close()
+        opener.close()
+
+
+def test_manifest_module_details(tmp_path):
+    assert manifest.sync_filesystem(tmp_path) is True  # Linux has syncfs(2)
+    assert manifest.split_manifest_line("a" * 64 + "  Xdata") == ("a" * 64, "Xdata")
+    assert manifest.parse_bag_info("A: 1\n\tmore\n") == {"A": "1 more"}
+    with pytest.raises(NotAMirror) as exc:
+        manifest.parse_manifest_text("junk")
+    assert str(exc.value) == "manifest:1: not a '<sha256>  <path>' line"
+    with pytest.raises(NotAMirror) as exc:
+        manifest.parse_manifest_text("a" * 64 + "  x\n" + "a" * 64 + "  x\n", "m")
+    assert str(exc.value) == "m:2: x is listed twice"
+    with pytest.raises(NotAMirror) as exc:
+        manifest.read_manifest(tmp_path / "none")
+    assert str(exc.value) == f"{tmp_path / 'none'}: no such file"
+    (tmp_path / "bad").write_bytes(b"\xff")
+    for reader in (manifest.read_manifest, manifest.read_bag_info):
+        with pytest.raises(NotAMirror) as exc:
+            reader(tmp_path / "bad")
+        assert str(exc.value) == f"{tmp_path / 'bad'}: unreadable (UnicodeDecodeError)"
+    seen = []
+
+    def chunks():
+        seen.extend(p.name for p in tmp_path.iterdir() if p.name.startswith(".target."))
+        yield b"x"
+    manifest.atomic_write(tmp_path / "target", chunks())
+    assert len(seen) == 1 and (tmp_path / "target").read_bytes() == b"x"
+    good = _entry(1).to_json()
+    path = tmp_path / "p.jsonl"
+    path.write_text(good + "\n" + "x\n")  # a one-character torn last line
+    assert manifest.repair_torn_tail(path) == 2 and path.read_text() == good + "\n"

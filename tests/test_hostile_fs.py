@@ -83,8 +83,9 @@ def git(*args: str) -> str:
 
 
 def one_line(proc) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
+    """The one line that says what went wrong (progress lines aside), never a traceback."""
+    lines = [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("[")]
+    assert len(lines) == 1 and lines[0].startswith("acta-mirror:"), proc.stderr
     return lines[0]
 
 

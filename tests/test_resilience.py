@@ -41,7 +41,7 @@ def test_every_adapter_crawls_its_replay(site, tmp_path):
     assert archived == set(expected) and len(archived) >= 30
     bagit.Bag(str(tmp_path / "m")).validate()
     tally = run_cli("tally", str(tmp_path / "m"))
-    assert f"{len(expected)} of {len(expected)} tables decoded" in tally.stdout
+    assert f"{len(expected)} of {len(expected)} tables read" in tally.stdout
 
 
 @pytest.fixture
@@ -208,3 +208,30 @@ def test_pool_workers_end_with_a_killed_parent(tmp_path):
         alive = [p for p in workers if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
         time.sleep(0.1)
     assert alive == [], "pool workers outlived their killed parent"
+
+
+def test_a_primary_that_says_stop_is_left_alone_and_the_alternate_serves(tmp_path, monkeypatch):
+    from mirror import fetch
+    from tests.hostile_site import HostileSite, body, index_row, jpeg, key_of, status
+
+    monkeypatch.setattr(fetch, "BREAKER_SECONDS", 0.0)  # production waits 30 s of nothing but 503
+
+    with HostileSite() as primary, HostileSite("127.0.0.2") as alternate:
+        rows = []
+        for i in range(40):
+            primary.routes[f"/img/{i}.jpg"] = status(503)
+            alternate.routes[f"/img/{i}.jpg"] = body(jpeg(i))
+            rows.append(index_row(i, f"{primary.url}/img/{i}.jpg"))
+        primary.serve_index(rows)
+        out = tmp_path / "m"
+
+        async def go():
+            return await asyncio.wait_for(crawl(CrawlOptions(site="resultados2024", root=primary.url, out=str(out),
+                                                             alternates=(alternate.url,))), 90)
+        result = asyncio.run(go())
+        assert result.failures == []
+        assert sum(n for p, n in primary.hits.items() if p.startswith("/img/")) <= 40  # not 6 tries each
+        entries = {e.key: e for e in read_provenance(out / "provenance.jsonl") if e.kind == "acta"}
+        assert set(entries) == {key_of(i) for i in range(40)}
+        assert all(e.host == "127.0.0.2" and e.url.startswith(primary.url) for e in entries.values())
+        assert verify(out) == []

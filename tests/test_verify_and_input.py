@@ -95,7 +95,7 @@ def test_malformed_csv_exits_2_with_one_line(replay, tmp_path):
     row = bad.with_name("row.csv")
     row.write_text("COD_EDO,EDO,COD_MUN,MUN,COD_PAR,PAR,CENTRO,MESA,URL\n1,A,1,B,1,C,notdigits,1,http://x/y.jpg\n")
     proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(tmp_path / "m2"), "--index", str(row))
-    assert proc.returncode == 2 and "row.csv:2" in proc.stderr
+    assert proc.returncode == 1 and "row.csv:2" in proc.stderr  # a bad row is reported and skipped
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -203,3 +203,26 @@ def test_provenance_line_parser_rejects_bad_lines():
                 good.replace("a" * 64, "z" * 64)]:
         with pytest.raises(ValueError):
             Entry.from_json(bad)
+
+
+@pytest.mark.parametrize("damage", ["size-1e400", "path-number", "no-key", "not-utf8"])
+def test_damaged_provenance_is_one_line_for_every_reader(mirror_dir, damage):
+    lines = (mirror_dir / "provenance.jsonl").read_bytes().splitlines()
+    obj = json.loads(lines[1])
+    if damage == "size-1e400":
+        bad = json.dumps(obj).replace(f'"size": {obj["size"]}', '"size": 1e400').encode()
+    elif damage == "path-number":
+        bad = json.dumps({**obj, "path": 7}).encode()
+    elif damage == "no-key":
+        bad = json.dumps({k: v for k, v in obj.items() if k != "key"}).encode()
+    else:
+        bad = json.dumps(obj).encode().replace(b'"acta"', b'"act\xe1"')
+    (mirror_dir / "provenance.jsonl").write_bytes(b"\n".join([lines[0], bad] + lines[2:]) + b"\n")
+    verified = run_cli("verify", str(mirror_dir), "--json", "--cids")
+    assert verified.returncode == 1
+    details = [p["detail"] for p in json.loads(verified.stdout)["problems"] if p["path"] == "provenance.jsonl"]
+    assert details and details[0].startswith("line 2: ")
+    for args in (["tally", str(mirror_dir)], ["diff", str(mirror_dir), str(mirror_dir)]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and "provenance.jsonl" in proc.stderr, args
+        assert len(proc.stderr.strip().splitlines()) == 1

@@ -7,6 +7,9 @@ Accepted files (CSV, UTF-8 or latin-1):
   table, center, parish, municipality, state, nation; `code` is the acta key for a table, else
   the CNE code: center 9 digits, parish 6, municipality 4, state 2 (e.g. `01`), nation `VE`.
 
+A table is checked when it was read and some file gives its figures (per table, or in a
+total whose every table was read). The report names every unchecked table with the reason.
+
 For each race level (nation, every state, every municipality in the file's scope) it reports
 the margin between the first two candidates of the QR tally next to the votes in dispute, and
 flags where the disputed votes could flip the result.
@@ -21,9 +24,10 @@ from pathlib import Path
 from ..models import UsageError
 from ..qrformat import CANDIDATES
 from ..sites.resultados2024 import acta_key, read_index_text
-from .tally import LEVELS, Tally, unit_code
+from .tally import LEVELS, Tally, checks, unit_code
 
 COUNTED = CANDIDATES + ("VOTOS_NULOS",)
+PRINTED = "printed figures"  # the source name of the QR-versus-print check
 
 
 @dataclass(frozen=True)
@@ -77,34 +81,49 @@ def _qr_figures(t: Tally, level: str, code: str) -> dict[str, int] | None:
             return None
         return {**table.votes, "VOTOS_NULOS": table.nulos}
     unit = t.units.get((level, code))
-    if unit is None or unit.decoded != unit.tables:
-        return None  # a partly decoded unit cannot be compared to a total
+    if unit is None or unit.read != unit.tables:
+        return None  # a partly read unit cannot be compared to a total
     return {**unit.votes, "VOTOS_NULOS": unit.nulos}
 
 
+def _why_not(t: Tally, level: str, code: str) -> str:
+    if level == "table":
+        table = t.tables.get(code)
+        return "not on the mirror's list of tables" if table is None else table.status
+    unit = t.units.get((level, code))
+    if unit is None:
+        return "no table of it on the mirror's list"
+    return f"only {unit.coverage}"
+
+
 def crosscheck(t: Tally, sources: list[str]) -> dict:
+    """Compare every figure of every source; say which tables were checked and why the rest were not."""
     disagreements: list[Disagreement] = []
     unverifiable: list[dict] = []
     disputed: dict[tuple[str, str], int] = {}
+    compared: dict[tuple[str, str], set[str]] = {}  # (level, code) -> the sources that gave its figures
+    names = []
     for source in sources:
         name = Path(source).name
+        names.append(name)
         for (level, code), theirs in sorted(load_figures(source).items()):
             ours = _qr_figures(t, level, code)
             if ours is None:
-                unverifiable.append({"source": name, "level": level, "code": code,
-                                     "reason": "not decoded from the actas" if (level, code) in t.units or
-                                     code in t.tables else "not in the mirror"})
+                unverifiable.append({"source": name, "level": level, "code": code, "reason": _why_not(t, level, code)})
                 continue
+            compared.setdefault((level, code), set()).add(name)
             for column, value in theirs.items():
-                if value != ours[column]:
-                    disagreements.append(Disagreement(name, level, code, column, ours[column], value))
-                    if column in CANDIDATES:
-                        key = code if level == "table" else None
-                        for race in ("nation", "state", "municipality"):
-                            race_code = unit_code(key, race) if key else (
-                                code[:{"nation": 0, "state": 2, "municipality": 4}[race]] or "VE")
-                            if LEVELS.index(race) <= LEVELS.index(level):
-                                disputed[(race, race_code)] = disputed.get((race, race_code), 0) + abs(value - ours[column])
+                if value == ours[column]:
+                    continue
+                disagreements.append(Disagreement(name, level, code, column, ours[column], value))
+                if column not in CANDIDATES:
+                    continue
+                for race in ("nation", "state", "municipality"):
+                    if LEVELS.index(race) > LEVELS.index(level):
+                        continue
+                    race_code = unit_code(code, race) if level == "table" else (
+                        code[:{"nation": 0, "state": 2, "municipality": 4}[race]] or "VE")
+                    disputed[(race, race_code)] = disputed.get((race, race_code), 0) + abs(value - ours[column])
     races = []
     for (level, code), votes_in_dispute in sorted(disputed.items()):
         unit = t.units.get((level, code))
@@ -114,8 +133,68 @@ def crosscheck(t: Tally, sources: list[str]) -> dict:
         margin = ranked[0][1] - ranked[1][1]
         races.append({"level": level, "code": code, "name": unit.name, "leader": ranked[0][0],
                       "runner_up": ranked[1][0], "margin": margin, "votes_in_dispute": votes_in_dispute,
-                      "could_flip": votes_in_dispute >= margin,
-                      "coverage": f"{unit.decoded} of {unit.tables} tables decoded"})
-    tables = sorted({d.code for d in disagreements if d.level == "table"})
-    return {"disagreements": [d.__dict__ for d in disagreements], "tables_in_disagreement": tables,
-            "races": races, "unverifiable": unverifiable}
+                      "could_flip": votes_in_dispute >= margin, "coverage": unit.coverage})
+    mismatches = []
+    for key, table in t.tables.items():
+        if table.check != "MISMATCH":
+            continue
+        mismatches.append({"key": key, "detail": table.state.detail, "qr": table.votes if table.state.status == "qr"
+                           else None, "printed": table.printed})
+        if table.state.status == "qr" and table.printed:
+            ours = {**table.votes, "VOTOS_NULOS": table.nulos}
+            disagreements += [Disagreement(PRINTED, "table", key, c, ours[c], table.printed[c])
+                              for c in COUNTED if ours[c] != table.printed[c]]
+            compared.setdefault(("table", key), set()).add(PRINTED)
+    if mismatches:
+        names.append(PRINTED)
+    unchecked: dict[str, list[str]] = {}
+    checked = 0
+    for key, table in t.tables.items():
+        if table.votes is None:
+            reason = table.state.label
+        elif any((level, unit_code(key, level)) in compared for level in LEVELS):
+            checked += 1
+            continue
+        else:
+            reason = "read, but no file gives its figures"
+        unchecked.setdefault(reason, []).append(key)
+    kinds: dict[str, dict] = {}
+    for d in disagreements:
+        kind = kinds.setdefault(f"{d.level} vs {d.source}", {"units": set(), "figures": 0})
+        kind["units"].add(d.code)
+        kind["figures"] += 1
+    return {
+        "coverage": t.coverage.summary(), "sources": names,
+        "checked": checked, "tables": len(t.tables),
+        "summary": {k: {"units": len(v["units"]), "figures": v["figures"]} for k, v in sorted(kinds.items())},
+        "disagreements": [{**d.__dict__, "difference": d.qr - d.other} for d in disagreements],
+        "differences": _differences(disagreements, names, compared),
+        "tables_in_disagreement": sorted({d.code for d in disagreements if d.level == "table"}),
+        "unchecked": {reason: sorted(keys) for reason, keys in sorted(unchecked.items())},
+        "races": races, "unverifiable": unverifiable, "mismatches": mismatches,
+        "print_checks": checks(t),
+    }
+
+
+def _differences(disagreements: list[Disagreement], sources: list[str],
+                 compared: dict[tuple[str, str], set[str]]) -> list[dict]:
+    """One row per (level, code, column) in disagreement: the QR figure, then QR minus each source
+    (0 where that source agrees, None where it has no such figure)."""
+    rows: dict[tuple[str, str, str], dict] = {}
+    for d in disagreements:
+        gave = compared.get((d.level, d.code), set())
+        row = rows.setdefault((d.level, d.code, d.column), {
+            "level": d.level, "code": d.code, "column": d.column, "qr": d.qr,
+            "minus": {s: (0 if s in gave else None) for s in sources}})
+        row["minus"][d.source] = d.qr - d.other
+    return [rows[k] for k in sorted(rows)]
+
+
+def exit_status(report: dict, allow_incomplete: bool = False) -> int:
+    """0 every table checked and all agree; 1 a disagreement (or a QR-versus-print MISMATCH);
+    3 some tables unchecked, none disagree."""
+    if report["disagreements"] or report["mismatches"]:
+        return 1
+    if report["unchecked"] and not allow_incomplete:
+        return 3
+    return 0

@@ -1,25 +1,29 @@
-"""Tally the votes from the archived actas' QR codes, per table and summed at every level.
+"""Tally the votes of every table the index lists, per table and summed at every level.
 
 Levels: table, center, parish, municipality, state, nation, keyed by the CNE codes inside the
-9-digit center code. Every level says how many of its tables were decoded and names each
-unreadable one with the reason. Decoding runs across all cores.
+9-digit center code. The denominator is the site's list of tables (coverage.py): every level
+says how many of its tables were read and names each one that was not, with the reason.
+A table is read from its QR code; with OCR, its printed figures check the QR, and count
+alone when the QR cannot be recovered. Reading runs across all cores.
 """
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..state import read_state
+from ..models import Entry
 from ..qrformat import CANDIDATES
 from ..workers import pool
+from ..state import read_state
+from .coverage import ARCHIVED, LABELS, READ, STATUSES, Coverage, TableStatus, census
+from .ocr import CHECKED, PrintReading, cached_read_print
 from .qr import Reading, read_acta
 
 LEVELS = ("nation", "state", "municipality", "parish", "center", "table")
-CSV_HEADER = ("key",) + CANDIDATES + ("VOTOS_NULOS", "status")
+CSV_HEADER = ("key",) + CANDIDATES + ("VOTOS_NULOS", "status", "detail", "check")
 
 
 def unit_code(key: str, level: str) -> str:
@@ -27,15 +31,27 @@ def unit_code(key: str, level: str) -> str:
             "center": key[0:9], "table": key}[level]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Table:
     key: str
-    path: str
-    names: dict  # level -> name, from provenance
-    entry: dict  # the acta's latest provenance record
-    votes: dict | None = None  # candidate column -> votes, from the QR
+    state: TableStatus  # its one coverage status
+    entry: Entry | None  # the latest archived version, None when the mirror has no image
+    votes: dict | None = None  # candidate column -> votes, as counted (QR, or checked print)
     nulos: int | None = None
-    status: str = "not read"
+    check: str = ""  # QR versus print: consistent, MISMATCH, needs review, read from print; "" without OCR
+    printed: dict | None = None  # the checked print reading: candidate -> votes and VOTOS_NULOS
+    print_detail: str = ""  # why the print reading needs review
+
+    @property
+    def path(self) -> str:
+        return self.state.path
+
+    @property
+    def status(self) -> str:
+        """'ok' when read, else the reason in words."""
+        if self.state.status in READ:
+            return "ok"
+        return self.state.label + (f": {self.state.detail}" if self.state.detail else "")
 
 
 @dataclass
@@ -44,73 +60,132 @@ class Unit:
     code: str
     name: str
     tables: int = 0
-    decoded: int = 0
+    read: int = 0
     votes: dict = field(default_factory=lambda: {c: 0 for c in CANDIDATES})
     nulos: int = 0
-    unreadable: list = field(default_factory=list)  # (key, reason)
+    counts: dict = field(default_factory=lambda: {s: 0 for s in STATUSES})
+    unread: list = field(default_factory=list)  # (key, status, detail)
+
+    @property
+    def coverage(self) -> str:
+        extra = "".join(f"; {self.counts[s]:,} {LABELS[s]}" for s in STATUSES if s not in READ and self.counts[s])
+        return f"{self.read:,} of {self.tables:,} tables read{extra}"
 
     def as_dict(self) -> dict:
         return {"level": self.level, "code": self.code, "name": self.name, "tables": self.tables,
-                "decoded": self.decoded, "coverage": f"{self.decoded} of {self.tables} tables decoded",
+                "read": self.read, "coverage": self.coverage, "counts": dict(self.counts),
                 "votes": self.votes, "VOTOS_NULOS": self.nulos,
-                "unreadable": [{"key": k, "reason": r} for k, r in self.unreadable]}
+                "unread": [{"key": k, "status": s, "detail": d} for k, s, d in self.unread]}
 
 
 @dataclass
 class Tally:
     tables: dict[str, Table]
     units: dict[tuple[str, str], Unit]
+    coverage: Coverage
 
     def level(self, level: str) -> list[Unit]:
         return sorted((u for (lv, _c), u in self.units.items() if lv == level), key=lambda u: u.code)
 
 
-def latest_actas(bag: Path) -> dict[str, dict]:
-    """The latest archived version of each acta, as its provenance record (validated by
-    state.py: an acta is what has an acta key, whatever `kind` says; a mirror whose records or
-    files do not check out, a symlink in data/ say, is refused, naming the first problem)."""
-    entries = read_state(bag).require_clean().latest_actas()
-    return {key: dataclasses.asdict(e) for key, e in entries.items()}
+CHECKS = ("consistent", "MISMATCH", "needs review", "read from print")
 
 
-def _read(args: tuple[str, str]) -> Reading:
-    return read_acta(*args)
+def _read(job: tuple[str, str, str, bool]) -> tuple[Reading, PrintReading | None]:
+    key, path, sha256, ocr = job
+    return read_acta(key, path), cached_read_print(path, sha256) if ocr else None
 
 
-def tally(bag: str | os.PathLike, workers: int | None = None) -> Tally:
-    bag = Path(bag)
-    tables: dict[str, Table] = {}
-    for key, e in sorted(latest_actas(bag).items()):
-        names = {"nation": "VENEZUELA", "state": e.get("state", ""), "municipality": e.get("municipality", ""),
-                 "parish": e.get("parish", ""), "center": e.get("center", ""), "table": key}
-        tables[key] = Table(key, e["path"], names, e)
-    jobs = [(t.key, str(bag / t.path)) for t in tables.values()]
+def read_all(jobs: list[tuple[str, str, str, bool]], workers: int | None = None, progress=None) -> list:
+    """Every job's readings, across the cores; progress(done, total), if given, as they come."""
     workers = workers or os.cpu_count() or 1
+    out: list = []
     if workers > 1 and len(jobs) > 8:
         with pool(workers) as executor:
-            readings = list(executor.map(_read, jobs, chunksize=16))
-    else:
-        readings = [_read(j) for j in jobs]
-    for r in readings:
-        t = tables[r.key]
-        t.status = r.status
-        if r.votes is not None:
-            t.votes = r.votes.by_candidate()
-            t.nulos = r.votes.nulos
+            readings = executor.map(_read, jobs, chunksize=1 if any(j[3] for j in jobs) else 16)
+            for reading in readings:
+                out.append(reading)
+                if progress:
+                    progress(len(out), len(jobs))
+        return out
+    for job in jobs:
+        out.append(_read(job))
+        if progress:
+            progress(len(out), len(jobs))
+    return out
+
+
+def _verdict(qr: Reading, printed: PrintReading | None) -> tuple[str, str, str]:
+    """(status, detail, check) of an archived table from its QR and print readings."""
+    if qr.named:  # a clean QR of another table: a swapped code, or a misfiled image
+        status = "print" if printed is not None and printed.status == CHECKED else "unreadable"
+        return status, qr.status, "MISMATCH" if printed is not None else ""
+    if printed is None:
+        return ("qr", "", "") if qr.votes else ("unreadable", qr.status, "")
+    if printed.status != CHECKED:
+        return ("qr", "", "needs review") if qr.votes else ("unreadable", f"{qr.status}; print: {printed.detail}", "")
+    if qr.votes is None:
+        return "print", f"QR: {qr.status}", "read from print"
+    same = printed.parties == qr.votes.parties and printed.nulos == qr.votes.nulos
+    return "qr", "", "consistent" if same else "MISMATCH"
+
+
+def tally(bag: str | os.PathLike, workers: int | None = None, ocr: bool = False, progress=None) -> Tally:
+    """Read every archived table (the QR; with ocr, the printed figures too) and sum at every level;
+    progress(done, total), if given, as actas are read."""
+    bag = Path(bag)
+    state = read_state(bag).require_clean()
+    found = census(bag, state)
+    entries = state.latest_actas()
+    jobs = [(t.key, str(bag / t.path), entries[t.key].sha256, ocr) for t in found.of(ARCHIVED)]
+    readings = {qr.key: (qr, printed) for qr, printed in read_all(jobs, workers, progress)}
+    verdicts = {k: _verdict(*r) for k, r in readings.items()}
+    resolved = found.resolve({k: (v[0], v[1]) for k, v in verdicts.items()})
+    tables: dict[str, Table] = {}
+    for key, status in resolved.tables.items():
+        qr, printed = readings.get(key, (None, None))
+        check = verdicts[key][2] if key in verdicts else ""
+        checked = printed is not None and printed.status == CHECKED
+        figures = {**printed.by_candidate(), "VOTOS_NULOS": printed.nulos} if checked else None
+        if status.status == "qr":
+            votes, nulos = qr.votes.by_candidate(), qr.votes.nulos
+        elif status.status == "print":
+            votes, nulos = printed.by_candidate(), printed.nulos
+        else:
+            votes = nulos = None
+        tables[key] = Table(key, status, entries.get(key), votes, nulos, check, figures,
+                            printed.detail if printed is not None and not checked else "")
+    return Tally(tables, _sum_units(tables), resolved)
+
+
+def _sum_units(tables: dict[str, Table]) -> dict[tuple[str, str], Unit]:
     units: dict[tuple[str, str], Unit] = {}
     for t in tables.values():
+        p = t.state.place
+        names = {"nation": "VENEZUELA", "state": p.state, "municipality": p.municipality,
+                 "parish": p.parish, "center": p.center or t.key[:9], "table": t.key}
         for level in LEVELS:
             code = unit_code(t.key, level)
-            unit = units.setdefault((level, code), Unit(level, code, t.names[level]))
+            unit = units.setdefault((level, code), Unit(level, code, names[level]))
             unit.tables += 1
+            unit.counts[t.state.status] += 1
             if t.votes is None:
-                unit.unreadable.append((t.key, t.status))
+                unit.unread.append((t.key, t.state.status, t.state.detail))
                 continue
-            unit.decoded += 1
+            unit.read += 1
             unit.nulos += t.nulos or 0
             for c in CANDIDATES:
                 unit.votes[c] += t.votes[c]
-    return Tally(tables, units)
+    return units
+
+
+def checks(t: Tally) -> dict[str, int]:
+    """Tables per QR-versus-print verdict (empty without OCR)."""
+    counts: dict[str, int] = {}
+    for table in t.tables.values():
+        if table.check:
+            counts[table.check] = counts.get(table.check, 0) + 1
+    return {c: counts[c] for c in CHECKS if c in counts}
 
 
 def to_csv(t: Tally) -> str:
@@ -118,16 +193,24 @@ def to_csv(t: Tally) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for key, table in sorted(t.tables.items()):
+        s = table.state
         if table.votes is None:
-            writer.writerow([key] + [""] * (len(CANDIDATES) + 1) + [table.status])
+            writer.writerow([key] + [""] * (len(CANDIDATES) + 1) + [s.status, s.detail, table.check])
         else:
-            writer.writerow([key] + [table.votes[c] for c in CANDIDATES] + [table.nulos, "ok"])
+            writer.writerow([key] + [table.votes[c] for c in CANDIDATES] + [table.nulos, s.status, s.detail,
+                                                                            table.check])
     return out.getvalue()
 
 
 def to_json(t: Tally) -> dict:
     return {
-        "tables": [{"key": k, "votes": x.votes, "VOTOS_NULOS": x.nulos, "status": x.status}
+        "coverage": t.coverage.summary(),
+        "counts": t.coverage.counts(),
+        "denominator": t.coverage.source,
+        "tables": [{"key": k, "votes": x.votes, "VOTOS_NULOS": x.nulos, "status": x.state.status,
+                    "detail": x.state.detail, "at": x.state.at, "attempts": x.state.attempts, "path": x.path,
+                    "check": x.check, "printed": x.printed, "print_detail": x.print_detail}
                    for k, x in sorted(t.tables.items())],
+        "checks": checks(t),
         "levels": {level: [u.as_dict() for u in t.level(level)] for level in LEVELS if level != "table"},
     }

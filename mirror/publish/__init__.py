@@ -2,7 +2,8 @@
 
 A publisher takes a finished mirror and returns a receipt. To add one: write
 `publish/<name>.py` with a class decorated by `@register` that lists its `schemes` and
-implements `publish(mirror) -> Receipt`.
+implements `publish(mirror) -> Receipt` and `plan(mirror) -> Plan` (what publish would
+send, read-only: the dry run).
 """
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ class Receipt:
     cid: str = ""  # IPFS root CID
     details: list[str] = field(default_factory=list)  # one line per shard / step
     changed: bool = False  # did this publish add anything?
+
+
+@dataclass
+class Plan:
+    """What a publish would send to one target (a dry run): counts and bytes, pushed nowhere."""
+
+    target: str  # redacted
+    files: int = 0  # payload files the target lacks
+    bytes: int = 0  # their size
+    details: list[str] = field(default_factory=list)  # one line per shard / step
 
 
 def register(cls: type) -> type:
@@ -84,12 +95,15 @@ def redact(text: str, *secrets: str) -> str:
     return text
 
 
-def working_dir(kind: str, *keys: str) -> Path:
+def working_dir(kind: str, *keys: str, create: bool = True) -> Path:
     """A directory for this user's working state (Git staging repositories), made with mode
     0700 under $XDG_CACHE_HOME/acta-mirror (default ~/.cache/acta-mirror) and named by a hash
-    of keys (a mirror's real path and a target): never state that came inside a mirror."""
+    of keys (a mirror's real path and a target): never state that came inside a mirror.
+    create=False only names it (a dry run writes nothing)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "acta-mirror" / kind
     path = base / hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
+    if not create:
+        return path
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:

@@ -56,7 +56,7 @@ from ..merkle import merkle_root
 from ..state import Record, is_shard_name, iter_records
 from ..models import NotAMirror, UsageError
 from ..verify import verify
-from . import PublishError, Receipt, redact, register, working_dir
+from . import Plan, PublishError, Receipt, redact, register, working_dir
 
 DEFAULT_MAX_REPO_BYTES = 900 * 1000 * 1000  # a repository should stay well under 1 GB
 DEFAULT_MAX_PUSH_BYTES = 1000 * 1000 * 1000  # GitHub refuses pushes over 2 GB
@@ -211,6 +211,71 @@ class GitPublisher:
         except OSError as exc:
             raise disk_error(exc, f"recording the publish in {mirror}") from None
         return receipt
+
+    def plan(self, mirror: str | os.PathLike) -> Plan:
+        """The dry run: per shard, the files and bytes the remote lacks. It reads the remote's
+        tip (from the staging repository when it holds it, else into a temporary one, fetching
+        no blob it can avoid) and writes nothing in the mirror or the remote."""
+        mirror = Path(os.path.abspath(mirror))
+        plan = Plan(target=self.shown)
+        problems = verify(mirror, fast=True)
+        if problems:
+            plan.details.append(f"{self.shown}: would refuse: {mirror} does not verify ({problems[0]})")
+            return plan
+        try:
+            entries = list(iter_records(mirror / PROVENANCE))
+        except NotAMirror as exc:
+            plan.details.append(f"{self.shown}: would refuse: {exc}")
+            return plan
+        staging = working_dir("git", os.path.realpath(mirror), self.shown, create=False)  # ours, never the mirror's
+        with tempfile.TemporaryDirectory(prefix="acta-mirror-plan-") as scratch:
+            def remote(shard: str) -> tuple[git.Repo | None, str | None]:
+                url = shard_url(self.url, shard)
+                parts = urlsplit(url)
+                if parts.scheme == "file" and not Path(parts.path).exists():
+                    return None, None  # publish would create it
+                cached = self._repo(staging, shard) if (staging / f"{shard}.git").exists() else None
+                fresh = self._repo(Path(scratch), shard)
+                try:
+                    heads = fresh.git.ls_remote(url, f"refs/heads/{BRANCH}")
+                except git.GitCommandError as exc:
+                    raise self._fail(f"cannot reach {redact(url, self._secret)}", exc) from None
+                if not heads.strip():
+                    return None, None
+                tip = heads.split()[0]
+                if cached is not None and _has_commit(cached, tip):
+                    return cached, tip
+                try:
+                    fresh.git.remote("add", "target", url)
+                    fresh.git.fetch("--depth=1", "--filter=blob:none", "target", f"refs/heads/{BRANCH}")
+                except git.GitCommandError as exc:
+                    raise self._fail("fetch failed", exc) from None
+                return fresh, tip
+
+            repo, tip = remote("01")
+            previous = read_layout(_read_blob(repo, tip, SHARDS_JSON), self.shown)["groups"] if tip else {}
+            groups: dict[str, int] = {}
+            for e in entries:
+                groups[group_of(e.path)] = groups.get(group_of(e.path), 0) + e.size
+            assignment = assign_shards(groups, previous, self.shard_by, self.max_repo_bytes)
+            for shard in sorted(set(assignment.values())):
+                if shard != "01":
+                    repo, tip = remote(shard)
+                have = parse_manifest_text(_read_blob(repo, tip, PAYLOAD_MANIFEST) or "") if tip else {}
+                mine = [e for e in entries if assignment[group_of(e.path)] == shard]
+                clash = [e.path for e in mine if e.path in have and have[e.path] != e.sha256]
+                new = [e for e in mine if e.path not in have]
+                size = sum(e.size for e in new)
+                plan.files += len(new)
+                plan.bytes += size
+                shown = redact(shard_url(self.shown, shard), self._secret)
+                line = (f"{shown}: shard {shard}: {len(new)} of {len(mine)} files to send, {size:,} bytes, "
+                        f"in {len(_batches(new, self.max_push_bytes))} push(es)" if new else
+                        f"{shown}: shard {shard}: nothing to send ({len(mine)} files there already)")
+                if clash:
+                    line += f"; would refuse: {len(clash)} file(s) there differ from this mirror's, e.g. {clash[0]}"
+                plan.details.append(line)
+        return plan
 
     def _publish_locked(self, mirror: Path, staging: Path, entries: list[Record], extras: dict[str, str],
                         receipt: Receipt) -> Receipt:
@@ -611,6 +676,14 @@ def _read_blob(repo: git.Repo, commit: str | None, path: str) -> str | None:
         return repo.git.show(f"{commit}:{path}")
     except git.GitCommandError:
         return None
+
+
+def _has_commit(repo: git.Repo, sha: str) -> bool:
+    try:
+        repo.git.cat_file("-e", f"{sha}^{{commit}}")
+        return True
+    except git.GitCommandError:
+        return False
 
 
 def _lines_in(repo: git.Repo, commit: str | None, path: str) -> list[Record]:

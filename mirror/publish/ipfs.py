@@ -29,7 +29,7 @@ from ..manifest import append_receipt
 from ..merkle import merkle_root
 from ..models import NotAMirror, UsageError
 from ..verify import verify
-from . import PublishError, Receipt, redact, register
+from . import Plan, PublishError, Receipt, redact, register
 
 ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576", "hash": "sha2-256",
               "pin": "false", "cid-base": "base32", "progress": "false"}
@@ -102,6 +102,25 @@ class IpfsPublisher:
         self.ipns = ipns
         self.pin_service = pin_service
         self.progress = progress or (lambda *a: None)
+
+    def plan(self, mirror: str | os.PathLike) -> Plan:
+        """The dry run: the files (and bytes) the node lacks, asked with read-only RPC calls."""
+        return asyncio.run(self._plan(Path(mirror)))
+
+    async def _plan(self, mirror: Path) -> Plan:
+        plan = Plan(target=self.shown)
+        problems = verify(mirror, fast=True)
+        if problems:
+            plan.details.append(f"{self.shown}: would refuse: {mirror} does not verify ({problems[0]})")
+            return plan
+        dag, files = checked_dag(mirror, self.shown)
+        async with KuboRPC(self.base, self.shown, os.environ.get("ACTA_MIRROR_IPFS_TOKEN", "")) as rpc:
+            have = {str_to_cid(r["Ref"])[-32:] for r in await rpc.call("refs/local") if r.get("Ref")}
+        missing = [(rel, size) for rel, size, _sha in files if dag.files[rel][0][-32:] not in have]
+        plan.files, plan.bytes = len(missing), sum(size for _rel, size in missing)
+        plan.details.append(f"{self.shown}: {plan.files} of {len(files)} files to add, {plan.bytes:,} bytes; "
+                            f"root CID would be {dag.root_cid}")
+        return plan
 
     def publish(self, mirror: str | os.PathLike) -> Receipt:
         mirror = Path(mirror)

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import html
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from email.utils import format_datetime, parsedate_to_datetime
 from datetime import datetime, timedelta, timezone
@@ -24,6 +24,7 @@ from .images import render
 SITE = "resultados2024"
 PUBLISHED = datetime(2024, 7, 29, 12, 0, tzinfo=timezone.utc)
 MEMORY_BUDGET = 384 * 1024 * 1024  # bytes of rendered images kept in memory
+HEADERS_KEPT = 10_000  # requests whose headers are recorded (tests check what a client sent)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Replay:
                     self.rows.setdefault(row.filename, row)
         self.hits: Counter = Counter()
         self.stats: Counter = Counter()
+        self.requests: deque = deque(maxlen=HEADERS_KEPT)  # (path, {header: value}) of recent requests
         self._memory: dict[tuple[str, int], tuple[bytes, str]] = {}
         self._memory_bytes = 0
         self._etags: dict[tuple[str, int], str] = {}  # kept for every image ever rendered
@@ -168,7 +170,12 @@ class Replay:
 
     # -- HTTP ------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def record(request: web.Request, handler):
+            self.requests.append((request.path, dict(request.headers)))
+            return await handler(request)
+
+        app = web.Application(middlewares=[record])
         app.router.add_get("/", self.h_root)
         for version, name in INDEX_FILES.items():
             app.router.add_get(f"/{name}", self._csv_handler(version))

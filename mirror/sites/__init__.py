@@ -2,7 +2,10 @@
 
 An adapter only discovers. It turns an index file or HTML pages into Acta records. It
 never retries and never writes files: it is handed a `get_page(url) -> str` coroutine
-that carries the fetcher's policy, and a `report(url, reason)` for pages it cannot use.
+that carries the fetcher's policy, and a `report(url, reason, cause)` for pages and index
+rows it cannot use. A link it cannot even parse is passed on as it is: the fetcher refuses
+it with a named failure. An adapter may declare `hosts`: other hosts its images come from
+(a CDN), allowed besides the root's.
 
 To add a site: write `sites/<name>.py` with a class decorated by `@register`, giving
 `name`, `description`, `discover_modes` and the methods of `Site`, and its replay as
@@ -15,11 +18,12 @@ import asyncio
 import importlib
 import pkgutil
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Protocol
+from urllib.parse import urljoin
 
 from ..models import Acta, FetchError, IndexFormatError, UsageError
 
 GetPage = Callable[[str], Awaitable[str]]
-Report = Callable[[str, str], None]  # (url, reason): a page that could not be used
+Report = Callable[..., None]  # (url, reason, cause="unreadable page"): a page or row that could not be used
 
 
 class Site(Protocol):
@@ -30,8 +34,9 @@ class Site(Protocol):
     def index_urls(self, root: str) -> list[str]:
         """URLs of index files to archive and read (may be empty)."""
 
-    def parse_index(self, path: str, url: str) -> Iterator[Acta]:
-        """Actas listed in one downloaded index file."""
+    def parse_index(self, path: str, url: str, report: Report | None = None) -> Iterator[Acta]:
+        """Actas listed in one downloaded index file; a bad row is reported and skipped
+        (without `report`, it raises IndexFormatError)."""
 
     def walk(self, root: str, get_page: GetPage, report: Report) -> AsyncIterator[Acta]:
         """Actas found by walking the site's HTML pages; a broken root page raises."""
@@ -39,22 +44,62 @@ class Site(Protocol):
 
 SITES: dict[str, type] = {}
 WALK_WORKERS = 8  # pages fetched at once while walking a site (the fetcher caps all requests)
+MAX_PAGES = 250_000  # pages one walk may fetch (the 2024 site has about 47,000)
+MAX_DEPTH = 8  # levels below the first pages (both site families have 6 at most)
 
 # visit(url, html, context) -> (children as [(url, context)], actas found on the page)
 Visit = Callable[[str, str, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
 
 
+def join(base: str, href: str) -> str:
+    """urljoin that never raises: a link it cannot parse is kept as it is, for the fetcher
+    to refuse with a named failure."""
+    try:
+        return urljoin(base, href)
+    except ValueError:
+        return href
+
+
 async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: GetPage,
-                     report: Report) -> AsyncIterator[Acta]:
+                     report: Report, *, seen: tuple[str, ...] = ()) -> AsyncIterator[Acta]:
     """Walk a site's pages depth-first with a few workers, yielding actas as they are found.
 
-    A page that cannot be fetched (get_page has recorded it) or read (reported here) loses
+    Each URL is visited once (`seen`: pages the adapter already read), at most MAX_DEPTH
+    levels down and MAX_PAGES pages in all; what the limits leave out is reported. Pages are
+    parsed in a thread, so a huge page does not stall the downloads. A page that cannot be
+    fetched (get_page has recorded it) or read (reported here, whatever the exception) loses
     its branch only.
     """
+    max_pages, max_depth = MAX_PAGES, MAX_DEPTH
+    visited = {u.split("#", 1)[0] for u in seen}
     work: asyncio.LifoQueue = asyncio.LifoQueue()
-    for item in first:
-        work.put_nowait(item)
-    pending = len(first)
+    pending = queued = 0
+    budget_reported = False
+
+    def enqueue(parent: str, items: list[tuple[str, tuple]], depth: int) -> None:
+        nonlocal pending, queued, budget_reported
+        too_deep = 0
+        for url, context in items:
+            key = url.split("#", 1)[0]
+            if key in visited:
+                continue
+            if depth > max_depth:
+                too_deep += 1
+                continue
+            if queued >= max_pages:
+                if not budget_reported:
+                    budget_reported = True
+                    report(url, f"page budget of {max_pages} pages reached: this page and the rest of the walk "
+                                "were not visited", "walk limit")
+                return
+            visited.add(key)
+            pending += 1
+            queued += 1
+            work.put_nowait((url, context, depth))
+        if too_deep:
+            report(parent, f"{too_deep} links deeper than {max_depth} levels were not followed", "walk limit")
+
+    enqueue("", first, 1)
     if not pending:
         return
     found: asyncio.Queue = asyncio.Queue(maxsize=256)
@@ -63,18 +108,19 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
     async def worker() -> None:
         nonlocal pending
         while True:
-            url, context = await work.get()
+            url, context, depth = await work.get()
             try:
-                children, actas = visit(url, await get_page(url), context)
-                for child in children:
-                    pending += 1
-                    work.put_nowait(child)
+                html = await get_page(url)
+                children, actas = await asyncio.to_thread(visit, url, html, context)
+                enqueue(url, children, depth + 1)
                 for acta in actas:
                     await found.put(acta)
             except FetchError:
-                pass
+                pass  # get_page recorded it
             except (IndexFormatError, ValueError) as exc:
                 report(url, str(exc))
+            except Exception as exc:  # an adapter's bug or a page no one foresaw: that branch only
+                report(url, f"{type(exc).__name__}: {exc}")
             finally:
                 pending -= 1
                 if pending == 0:
@@ -97,6 +143,7 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
         for w in workers:
             w.cancel()
         waiter.cancel()
+
 
 
 def register(cls: type) -> type:

@@ -7,21 +7,22 @@ level down; a table's page links to its acta (a#acta). There is no index file.
 """
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import AsyncIterator, Iterator
-from urllib.parse import urljoin
 
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, SoupStrainer
 
 from ..models import Acta, IndexFormatError, Place
-from . import GetPage, Report, register, walk_pages
+from . import GetPage, Report, join, register, walk_pages
 from .resultados2024 import acta_key
 
 _CODE = re.compile(r"reg_(\d+)\.html$")
 
 
 def _results(html: str, url: str):
-    soup = BeautifulSoup(html, "lxml")
+    # only the results table and the acta link become objects, however large the page
+    soup = BeautifulSoup(html, "lxml", parse_only=SoupStrainer(id=["tablaResultados", "acta"]))
     table = soup.select_one("#tablaResultados")
     if table is None:
         raise IndexFormatError(f"{url}: no results table (#tablaResultados) on the page")
@@ -37,11 +38,11 @@ class Cne:
     def index_urls(self, root: str) -> list[str]:
         return []
 
-    def parse_index(self, path: str, url: str) -> Iterator[Acta]:
+    def parse_index(self, path: str, url: str, report: Report | None = None) -> Iterator[Acta]:
         raise IndexFormatError(f"{url}: the cne site has no index file; use --discover html")
 
     async def walk(self, root: str, get_page: GetPage, report: Report) -> AsyncIterator[Acta]:
-        start = urljoin(root.rstrip("/") + "/", "r/0/reg_000000.html")
+        start = join(root.rstrip("/") + "/", "r/0/reg_000000.html")
 
         def visit(url: str, html: str, names: tuple) -> tuple[list, list[Acta]]:
             soup, table = _results(html, url)
@@ -51,15 +52,15 @@ class Cne:
                 if link is None:
                     raise IndexFormatError(f"{url}: no acta link (a#acta) on a table's page")
                 key = acta_key(code.group(1)[:9], code.group(1)[9:])
-                state, mun, par = (names[1:] + ("", "", ""))[:3]
-                return [], [Acta(site=self.name, key=key, url=urljoin(url, link["href"]), page=url, place=Place(
+                state, mun, par, center_name = (names[1:] + ("", "", "", ""))[:4]
+                return [], [Acta(site=self.name, key=key, url=join(url, link["href"]), page=url, place=Place(
                     state_code=str(int(key[0:2])), state=state, municipality_code=str(int(key[2:4])),
                     municipality=mun, parish_code=str(int(key[4:6])), parish=par, center=key[:9],
-                    table=key[10:]))]
-            children = [(urljoin(url, a["href"]), names + (a.get_text(" ", strip=True),))
+                    table=key[10:], center_name=center_name))]
+            children = [(join(url, a["href"]), names + (a.get_text(" ", strip=True),))
                         for a in table.select("td:first-child a[href]")]
             return children, []
 
-        first, _ = visit(start, await get_page(start), ("VENEZUELA",))  # a broken nation page is fatal
-        async for acta in walk_pages(first, visit, get_page, report):
+        first, _ = await asyncio.to_thread(visit, start, await get_page(start), ("VENEZUELA",))  # a broken nation page is fatal
+        async for acta in walk_pages(first, visit, get_page, report, seen=(start,)):
             yield acta

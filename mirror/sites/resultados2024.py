@@ -4,11 +4,11 @@ from __future__ import annotations
 import csv
 import io
 import re
+import asyncio
 from typing import AsyncIterator, Iterator
-from urllib.parse import urljoin
 
 from ..models import Acta, IndexFormatError, Place
-from . import GetPage, Report, register, walk_pages
+from . import GetPage, Report, join, register, walk_pages
 
 REQUIRED = ("COD_EDO", "EDO", "COD_MUN", "MUN", "COD_PAR", "PAR", "CENTRO", "MESA", "URL")
 _URLISH = re.compile(r"^(https?://|/)?[^\s]+$")
@@ -33,8 +33,10 @@ def read_index_text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def parse_index_bytes(raw: bytes, url: str, site: str = "resultados2024") -> Iterator[Acta]:
-    """Actas listed in an index; rows are decoded as they are read (no decoded copy of the file)."""
+def parse_index_bytes(raw: bytes, url: str, site: str = "resultados2024",
+                      report: Report | None = None) -> Iterator[Acta]:
+    """Actas listed in an index; rows are decoded as they are read (no decoded copy of the file).
+    With `report`, a bad row is reported and skipped; without, it raises IndexFormatError."""
     if b"\x00" in raw:
         raise IndexFormatError(f"{url}: binary data, not a CSV index")
     if raw.startswith(b"\xef\xbb\xbf"):
@@ -51,64 +53,75 @@ def parse_index_bytes(raw: bytes, url: str, site: str = "resultados2024") -> Ite
         header = reader.fieldnames or []
     except UnicodeDecodeError as exc:
         raise IndexFormatError(f"{url}: not UTF-8 after its BOM (byte {exc.start})") from None
-    return _rows(reader, header, url, site)
+    return _rows(reader, header, url, site, report)
 
 
-def _rows(reader, header, url: str, site: str) -> Iterator[Acta]:
+def _rows(reader, header, url: str, site: str, report: Report | None) -> Iterator[Acta]:
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise IndexFormatError(f"{url}: not a results index: missing column(s) {', '.join(missing)}")
     try:
         for row in reader:
-            line = reader.line_num
-            if None in row or any(row.get(c) is None for c in REQUIRED):
-                raise IndexFormatError(f"{url}:{line}: wrong number of fields")
             try:
-                key = acta_key(row["CENTRO"], row["MESA"])
-            except ValueError as exc:
-                raise IndexFormatError(f"{url}:{line}: {exc}") from None
-            image = row["URL"].strip()
-            if not _URLISH.match(image):
-                raise IndexFormatError(f"{url}:{line}: bad URL {image!r}")
-            center = key[:9]
-            yield Acta(
-                site=site, key=key, url=urljoin(url, image), page=url,
-                place=Place(state_code=row["COD_EDO"].strip(), state=row["EDO"].strip(),
-                            municipality_code=row["COD_MUN"].strip(), municipality=row["MUN"].strip(),
-                            parish_code=row["COD_PAR"].strip(), parish=row["PAR"].strip(),
-                            center=center, table=key[10:]),
-            )
-    except csv.Error as exc:
-        raise IndexFormatError(f"{url}:{reader.line_num}: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise IndexFormatError(f"{url}:{reader.line_num}: not UTF-8 after its BOM (byte {exc.start})") from None
+                yield _acta(row, reader.line_num, url, site)
+            except IndexFormatError as exc:
+                if report is None:
+                    raise
+                report(url, str(exc), "bad index row")
+    except (csv.Error, UnicodeDecodeError) as exc:
+        what = f"not UTF-8 after its BOM (byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        if report is None:
+            raise IndexFormatError(f"{url}:{reader.line_num}: {what}") from None
+        report(url, f"{url}:{reader.line_num}: {what}; the rest of the index is unreadable", "bad index row")
 
 
-def _soup(html: str):
-    from bs4 import BeautifulSoup  # only when pages are walked: the CSV path never pays for it
+def _acta(row: dict, line: int, url: str, site: str) -> Acta:
+    if None in row or any(row.get(c) is None for c in REQUIRED):
+        raise IndexFormatError(f"{url}:{line}: wrong number of fields")
+    try:
+        key = acta_key(row["CENTRO"], row["MESA"])
+    except ValueError as exc:
+        raise IndexFormatError(f"{url}:{line}: {exc}") from None
+    image = row["URL"].strip()
+    if not _URLISH.match(image):
+        raise IndexFormatError(f"{url}:{line}: bad URL {image!r}")
+    center = key[:9]
+    return Acta(
+        site=site, key=key, url=join(url, image), page=url,
+        place=Place(state_code=row["COD_EDO"].strip(), state=row["EDO"].strip(),
+                    municipality_code=row["COD_MUN"].strip(), municipality=row["MUN"].strip(),
+                    parish_code=row["COD_PAR"].strip(), parish=row["PAR"].strip(),
+                    center=center, table=key[10:]),
+    )
 
-    return BeautifulSoup(html, "lxml")
+
+def _soup(html: str, *ids: str):
+    """Only the elements with these ids (and what they hold) become Python objects: a hostile
+    page of a million <div>s costs a parse, not gigabytes of tree."""
+    from bs4 import BeautifulSoup, SoupStrainer  # only when pages are walked: the CSV path never pays for it
+
+    return BeautifulSoup(html, "lxml", parse_only=SoupStrainer(id=list(ids)))
 
 
 def _listing(html: str, url: str) -> list[tuple[str, str]]:
-    soup = _soup(html)
+    soup = _soup(html, "dependencyTableBody")
     body = soup.select_one("tbody#dependencyTableBody")
     if body is None:
         raise IndexFormatError(f"{url}: no listing (tbody#dependencyTableBody) on the page")
     rows = []
     for a in body.select("a[href]"):
-        rows.append((urljoin(url, a["href"]), a.get_text(" ", strip=True)))
+        rows.append((join(url, a["href"]), a.get_text(" ", strip=True)))
     return rows
 
 
 def _mesa(html: str, url: str) -> tuple[str, str, str]:
-    soup = _soup(html)
+    soup = _soup(html, "acta", "codigo-centro", "numero-mesa")
     img = soup.select_one("#acta img")
     center = soup.select_one("#codigo-centro")
     table = soup.select_one("#numero-mesa")
     if img is None or not img.get("src") or center is None or table is None:
         raise IndexFormatError(f"{url}: not a table page (#acta img, #codigo-centro, #numero-mesa)")
-    return urljoin(url, img["src"]), center.get_text(strip=True), table.get_text(strip=True)
+    return join(url, img["src"]), center.get_text(strip=True), table.get_text(strip=True)
 
 
 @register
@@ -117,23 +130,26 @@ class Resultados2024:
     description = "Venezuela 2024 presidential election, the opposition's results site"
     discover_modes = ("csv", "html", "both")
     index_name = "RESULTADOS_2024_CSV_V1.csv"
+    hosts = ("static.resultadosconvzla.com",)  # the real site's images, when its pages are walked from elsewhere
 
     def index_urls(self, root: str) -> list[str]:
-        return [urljoin(root.rstrip("/") + "/", self.index_name)]
+        return [join(root.rstrip("/") + "/", self.index_name)]
 
-    def parse_index(self, path: str, url: str) -> Iterator[Acta]:
+    def parse_index(self, path: str, url: str, report: Report | None = None) -> Iterator[Acta]:
         """Reads the file at once (it may be renamed later); rows are parsed lazily."""
         with open(path, "rb") as fh:
             raw = fh.read()
-        return parse_index_bytes(raw, url, self.name)
+        return parse_index_bytes(raw, url, self.name, report)
 
     async def walk(self, root: str, get_page: GetPage, report: Report) -> AsyncIterator[Acta]:
         """Walk / -> estado -> municipio -> parroquia -> centro -> mesa."""
         root_url = root.rstrip("/") + "/"
-        first = _listing(await get_page(root_url), root_url)  # a broken root is fatal
+        first = await asyncio.to_thread(_listing, await get_page(root_url), root_url)  # a broken root is fatal
 
         def visit(url: str, html: str, names: tuple) -> tuple[list, list[Acta]]:
             depth = len(names) - 1
+            if depth >= len(LEVELS):
+                raise IndexFormatError(f"{url}: deeper than a table's page")
             if LEVELS[depth] != "mesa":
                 return [(child, names + (text,)) for child, text in _listing(html, url)], []
             image, center, table = _mesa(html, url)
@@ -143,5 +159,6 @@ class Resultados2024:
                 state_code=str(int(key[0:2])), state=state, municipality_code=str(int(key[2:4])),
                 municipality=mun, parish_code=str(int(key[4:6])), parish=par, center=key[:9], table=key[10:]))]
 
-        async for acta in walk_pages([(link, (text,)) for link, text in first], visit, get_page, report):
+        async for acta in walk_pages([(link, (text,)) for link, text in first], visit, get_page, report,
+                                     seen=(root_url,)):
             yield acta

@@ -1,0 +1,244 @@
+"""Which tables the index lists, and what became of each.
+
+The denominator of every count is the site's own list of tables: the latest index file
+archived in the mirror (data/index/...). A site with no index file (the cne adapter walks
+HTML) has for its list the union of what was discovered: archived actas, failed downloads
+and tables the site stopped listing. Every table on the list gets exactly one status:
+
+    qr          read from the QR code
+    print       read from the printed figures (the QR could not be recovered)
+    unreadable  archived, but neither the QR nor the print gave a checked reading
+    failed      the download failed (the last error, when, and after how many attempts)
+    absent      the index lists it and the mirror has no trace of it
+    vanished    archived or listed before, but the site no longer serves it
+
+`census(bag)` reads the mirror only (no decoding): archived tables then have the provisional
+status `archived`. `Coverage.resolve(readings)` gives each archived table its reading.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from ..manifest import CHANGES, FAILURES
+from ..models import Entry, IndexFormatError, Place
+from ..sites.resultados2024 import parse_index_bytes
+from ..state import MirrorState, is_acta_key, read_state
+
+STATUSES = ("qr", "print", "unreadable", "failed", "absent", "vanished")
+ARCHIVED = "archived"  # provisional, before the archived image is read
+READ = ("qr", "print")
+LABELS = {
+    "qr": "read from the QR",
+    "print": "read from the printed figures",
+    "unreadable": "unreadable",
+    "failed": "failed to download",
+    "absent": "absent from the mirror",
+    "vanished": "no longer served by the site",
+    ARCHIVED: "archived, not read",
+}
+CSV_HEADER = ("key", "status", "label", "detail", "at", "attempts", "path", "state", "municipality",
+              "parish", "center", "table")
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    key: str  # "<9-digit center>.<2-digit table>"
+    status: str  # one of STATUSES, or ARCHIVED before reading
+    detail: str = ""  # the reason: the last download error, why it is unreadable, ...
+    at: str = ""  # when: the failure, the vanishing, or the archived copy's download (ISO 8601)
+    attempts: int | None = None  # requests made for a failed download, when the mirror recorded it
+    path: str = ""  # the latest archived image, relative to the bag ("" when none)
+    place: Place = field(default_factory=Place)
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.status]
+
+    def as_dict(self) -> dict:
+        return {"key": self.key, "status": self.status, "label": self.label, "detail": self.detail,
+                "at": self.at, "attempts": self.attempts, "path": self.path,
+                "state": self.place.state, "municipality": self.place.municipality,
+                "parish": self.place.parish, "center": self.key[:9], "table": self.key[10:]}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    tables: Mapping[str, TableStatus]  # key -> status, sorted by key
+    source: str  # what the list of tables is: "index data/index/X.csv" or "discovered (no index file)"
+    unlisted: tuple[str, ...] = ()  # archived tables the list does not name (an older index had them)
+
+    @property
+    def total(self) -> int:
+        return len(self.tables)
+
+    def counts(self) -> dict[str, int]:
+        """Tables per status, every status present (0 when none), ARCHIVED only while unread."""
+        counts = {s: 0 for s in STATUSES}
+        for t in self.tables.values():
+            counts[t.status] = counts.get(t.status, 0) + 1
+        return counts
+
+    def of(self, *statuses: str) -> list[TableStatus]:
+        return [t for t in self.tables.values() if t.status in statuses]
+
+    @property
+    def read(self) -> int:
+        return sum(1 for t in self.tables.values() if t.status in READ)
+
+    def summary(self) -> str:
+        """One line: '24,427 of 24,532 tables read; 105 failed to download; 3 unreadable'."""
+        counts = self.counts()
+        if counts.get(ARCHIVED):
+            head = f"{counts[ARCHIVED] + self.read:,} of {self.total:,} tables archived"
+        else:
+            head = f"{self.read:,} of {self.total:,} tables read"
+            if counts["print"]:
+                head += f" ({counts['print']:,} from the printed figures only)"
+        parts = [head] + [f"{counts[s]:,} {LABELS[s]}" for s in ("failed", "unreadable", "absent", "vanished")
+                          if counts[s]]
+        return "; ".join(parts)
+
+    def resolve(self, readings: Mapping[str, tuple[str, str]]) -> "Coverage":
+        """Give each archived table its reading: key -> (status "qr", "print" or "unreadable", detail)."""
+        tables = {}
+        for key, t in self.tables.items():
+            if t.status == ARCHIVED:
+                status, detail = readings.get(key, ("unreadable", "not read"))
+                if status not in ("qr", "print", "unreadable"):
+                    raise ValueError(f"{key}: a reading is qr, print or unreadable, not {status!r}")
+                t = replace(t, status=status, detail=detail)
+            tables[key] = t
+        return Coverage(tables, self.source, self.unlisted)
+
+    def to_json(self) -> dict:
+        return {"summary": self.summary(), "source": self.source, "total": self.total,
+                "counts": self.counts(), "unlisted": list(self.unlisted), "tables": [t.as_dict() for t in self.tables.values()]}
+
+    def to_csv(self, statuses: Iterable[str] | None = None) -> str:
+        """One row per table (only those of the given statuses, when given)."""
+        wanted = set(statuses) if statuses is not None else None
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        for t in self.tables.values():
+            if wanted is None or t.status in wanted:
+                d = t.as_dict()
+                writer.writerow(["" if d[c] is None else d[c] for c in CSV_HEADER])
+        return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One line of failures.jsonl: a download that failed for good in the last run."""
+
+    key: str
+    url: str
+    reason: str
+    cause: str = ""
+    at: str = ""
+    attempts: int | None = None
+
+
+def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
+    """key -> its failure in the last run (tables only); a damaged line is skipped. The fields
+    cause, at and attempts are read when the crawl wrote them."""
+    out: dict[str, Failure] = {}
+    try:
+        fh = open(Path(bag) / FAILURES, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return out
+    with fh:
+        for line in fh:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue  # verify reports damage to a tag file; the count must go on
+            if not isinstance(obj, dict) or not is_acta_key(obj.get("key")):
+                continue  # pages and index rows that failed are not tables
+            attempts = obj.get("attempts")
+            out[obj["key"]] = Failure(obj["key"], str(obj.get("url", "")), str(obj.get("reason", "")),
+                                      str(obj.get("cause", "") or ""), str(obj.get("at", "") or ""),
+                                      attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None)
+    return out
+
+
+def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
+    """key -> when the site stopped listing it, for tables whose last change is 'vanished'."""
+    last: dict[str, tuple[str, str]] = {}
+    try:
+        fh = open(Path(bag) / CHANGES, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return {}
+    with fh:
+        for line in fh:
+            try:
+                obj = json.loads(line)
+                last[obj["key"]] = (obj["change"], str(obj.get("at", "")))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return {k: at for k, (change, at) in last.items() if change == "vanished" and is_acta_key(k)}
+
+
+def _index_places(state: MirrorState, entry: Entry) -> dict[str, Place]:
+    with state.open(entry.path) as fh:
+        raw = fh.read()
+    places: dict[str, Place] = {}
+    for acta in parse_index_bytes(raw, entry.path):
+        places.setdefault(acta.key, acta.place)
+    return places
+
+
+def _place_from_key(key: str) -> Place:
+    return Place(state_code=str(int(key[0:2])), municipality_code=str(int(key[2:4])),
+                 parish_code=str(int(key[4:6])), center=key[:9], table=key[10:])
+
+
+def census(bag: str | os.PathLike, state: MirrorState | None = None) -> Coverage:
+    """Every table of the site's list with its status, from the mirror's records only.
+
+    Archived tables get the provisional status ARCHIVED; `resolve` gives them their reading.
+    state: the mirror as state.read_state validated it (read here when not given); a mirror
+    whose records do not check out is refused (NotAMirror naming the first problem).
+    """
+    bag = Path(bag)
+    state = state or read_state(bag).require_clean()
+    actas = state.latest_actas()
+    failures = read_failures(bag)
+    vanished = read_vanished(bag)
+    index = state.latest_index()
+    places: dict[str, Place] | None = None
+    source = "discovered (no index file)"
+    if index is not None:
+        try:
+            places = _index_places(state, index)
+            source = f"index {index.path}"
+        except (OSError, IndexFormatError, UnicodeDecodeError) as exc:
+            source = f"discovered (the index {index.path} could not be read: {exc.__class__.__name__})"
+    if places is None:
+        places = {}
+        for key in sorted(set(actas) | set(failures) | set(vanished)):
+            places[key] = actas[key].place if key in actas else _place_from_key(key)
+    tables: dict[str, TableStatus] = {}
+    for key in sorted(places):
+        place, entry = places[key], actas.get(key)
+        path = entry.path if entry else ""
+        if key in vanished:
+            kept = f"; archived copy of {entry.fetched_at} kept" if entry else ""
+            tables[key] = TableStatus(key, "vanished", "the site no longer lists it" + kept, vanished[key],
+                                      None, path, place)
+        elif entry is not None:
+            tables[key] = TableStatus(key, ARCHIVED, "", entry.fetched_at, None, path, place)
+        elif key in failures:
+            f = failures[key]
+            detail = f.reason + (f" ({f.cause})" if f.cause and f.cause not in f.reason else "")
+            tables[key] = TableStatus(key, "failed", detail, f.at, f.attempts, "", place)
+        else:
+            tables[key] = TableStatus(key, "absent", "no download recorded", "", None, "", place)
+    return Coverage(tables, source, tuple(sorted(set(actas) - set(places))))
+

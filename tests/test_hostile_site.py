@@ -1,0 +1,574 @@
+"""A blocked, slow or hostile site never hangs the crawl, breaks the bag or slips a fake image in.
+
+Each test runs the crawl against tests/hostile_site.py on loopback (127.0.0.2 is "another
+host"), bounded by asyncio.wait_for or a subprocess timeout so that a hang fails the test
+instead of stalling the suite. After every hostile run the mirror verifies and every good
+acta is archived.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mirror import fetch, sites
+from mirror.crawl import CrawlOptions, crawl
+from mirror.fetch import Fetcher, HostPolicy
+from mirror.imagecheck import NotImage, check_bytes
+from mirror.manifest import read_provenance
+from mirror.models import FetchError
+from mirror.verify import verify
+from tests.conftest import ROOT, run_cli
+from tests.hostile_site import (HostileSite, body, changing, drip, index_row, jpeg, key_of, listing, mesa, png,
+                                redirect, split, status)
+
+BOUND = 90  # seconds any one hostile crawl may take before it counts as hung
+
+
+def crawl_bounded(root: str, out: Path, bound: float = BOUND, **kw):
+    async def go():
+        return await asyncio.wait_for(crawl(CrawlOptions(site="resultados2024", root=root, out=str(out), **kw)), bound)
+    return asyncio.run(go())
+
+
+def archived(out: Path) -> dict[str, list]:
+    entries: dict[str, list] = {}
+    for e in read_provenance(out / "provenance.jsonl"):
+        if e.kind == "acta":
+            entries.setdefault(e.key, []).append(e)
+    return entries
+
+
+def assert_sound(out: Path, good: list[str]) -> None:
+    """The mirror verifies, and every good acta is in it."""
+    assert verify(out) == []
+    missing = set(good) - set(archived(out))
+    assert not missing, f"good actas not archived: {sorted(missing)}"
+
+
+def failures(out: Path) -> dict[str, dict]:
+    lines = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    for f in lines:
+        assert {"key", "url", "reason", "cause", "at", "attempts"} <= set(f), f
+        assert f["at"].endswith("Z") and isinstance(f["attempts"], int)
+    return {f["url"]: f for f in lines}
+
+
+@pytest.fixture
+def site():
+    with HostileSite() as s:
+        yield s
+
+
+@pytest.fixture
+def other_host():
+    with HostileSite("127.0.0.2") as s:
+        yield s
+
+
+# -- 1 and 2: slow pages and slow images are network failures, never hangs or disk errors ---
+def test_slow_pages_in_a_walk_are_named_failures_and_the_walk_ends(site, tmp_path):
+    root_links = [(f"/e/{i}", f"E{i}") for i in range(3)]
+    site.routes["/"] = body(listing(root_links), "text/html")
+    good = []
+    for i in range(3):
+        if i == 1:  # a whole slow branch
+            site.routes[f"/e/{i}"] = drip(listing([("/never", "x")]).encode(), 1.0, "text/html")
+            continue
+        site.routes[f"/e/{i}"] = body(listing([(f"/m/{i}", "M")]), "text/html")
+        site.routes[f"/m/{i}"] = body(listing([(f"/p/{i}", "P")]), "text/html")
+        site.routes[f"/p/{i}"] = body(listing([(f"/c/{i}", "C")]), "text/html")
+        site.routes[f"/c/{i}"] = body(listing([(f"/t/{i}", "T")]), "text/html")
+        site.routes[f"/t/{i}"] = body(mesa(f"/img/{i}.jpg", i), "text/html")
+        site.routes[f"/img/{i}.jpg"] = body(jpeg(i))
+        good.append(key_of(i))
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url + "/", out, discover="html", timeout=1.0, retry_attempts=2)
+    slow = [f for f in result.failures if f["url"].endswith("/e/1")]
+    assert slow and slow[0]["cause"] == "timeout" and slow[0]["key"] == "page", result.failures
+    assert_sound(out, good)
+    again = crawl_bounded(site.url + "/", out, discover="html", timeout=1.0, retry_attempts=2)  # the lock was let go
+    assert len(again.failures) == 1
+
+
+def test_a_slow_image_is_a_network_failure_not_a_disk_error(site, tmp_path):
+    rows = site.good_actas(3)
+    site.routes["/img/slow.jpg"] = drip(jpeg(99), 1.0)
+    site.serve_index(rows + [index_row(99, f"{site.url}/img/slow.jpg")])
+    out = tmp_path / "m"
+    proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet", "--timeout", "1",
+                   timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot write" not in proc.stderr and "slow.jpg" in proc.stderr
+    assert failures(out)[f"{site.url}/img/slow.jpg"]["cause"] == "timeout"
+    assert failures(out)[f"{site.url}/img/slow.jpg"]["attempts"] == 6
+    assert_sound(out, [key_of(i) for i in range(3)])
+
+
+# -- 3: every path ends in a valid bag ---------------------------------------------------------
+def test_a_bad_index_row_after_good_ones_is_reported_and_skipped(site, tmp_path):
+    rows = site.good_actas(4)
+    bad = index_row(50, f"{site.url}/img/50.jpg").replace("010101050", "01010X050")
+    rows2 = site.good_actas(3, start=4)
+    site.serve_index(rows + [bad] + rows2)
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url, out)
+    assert [f["cause"] for f in result.failures] == ["bad index row"]
+    assert "01010X050" in result.failures[0]["reason"]
+    assert_sound(out, [key_of(i) for i in range(7)])
+
+
+def test_an_interrupted_crawl_leaves_a_valid_bag(site, tmp_path):
+    rows = site.good_actas(6)
+    for i in range(6, 10):
+        site.routes[f"/img/{i}.jpg"] = drip(jpeg(i), 1.0)
+        rows.append(index_row(i, f"{site.url}/img/{i}.jpg"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", site.url,
+                             "--out", str(out), "--quiet", "--timeout", "600"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the good ones are recorded, the slow ones in flight
+        prov = out / "provenance.jsonl"
+        if prov.exists() and prov.read_text().count('"kind": "acta"') >= 6:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert_sound(out, [key_of(i) for i in range(6)])
+
+
+# -- 4: a 304 nobody asked for ---------------------------------------------------------------
+def test_an_unasked_304_is_a_failure_not_unchanged(site, tmp_path):
+    rows = site.good_actas(3)
+    site.routes["/img/304.jpg"] = status(304)
+    site.serve_index(rows + [index_row(30, f"{site.url}/img/304.jpg")])
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url, out)
+    assert result.counters.unchanged == 0
+    assert [f["cause"] for f in result.failures] == ["HTTP 304 unasked"]
+    assert_sound(out, [key_of(i) for i in range(3)])
+
+
+def test_a_304_on_the_index_with_no_earlier_copy_is_one_clear_line(site, tmp_path):
+    site.routes["/RESULTADOS_2024_CSV_V1.csv"] = status(304)
+    proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "m"), "--quiet")
+    assert proc.returncode == 2
+    assert "cannot read the index" in proc.stderr and "304" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# -- 5: bounded walks ------------------------------------------------------------------------
+def test_a_page_linking_to_itself_is_fetched_once(site, tmp_path):
+    site.routes["/"] = body(listing([("/", "root"), ("/e/0", "E"), ("/e/0#x", "E again")]), "text/html")
+    site.routes["/e/0"] = body(listing([("/e/0", "self"), ("/", "up"), ("/m/0", "M")]), "text/html")
+    site.routes["/m/0"] = body(listing([("/m/0", "self"), ("/p/0", "P")]), "text/html")
+    site.routes["/p/0"] = body(listing([("/c/0", "C")]), "text/html")
+    site.routes["/c/0"] = body(listing([("/t/0", "T"), ("/c/0", "self")]), "text/html")
+    site.routes["/t/0"] = body(mesa("/img/0.jpg", 0), "text/html")
+    site.routes["/img/0.jpg"] = body(jpeg(0))
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url + "/", out, discover="html")
+    assert result.failures == []
+    assert all(n == 1 for n in site.hits.values()), site.hits
+    assert_sound(out, [key_of(0)])
+
+
+def test_a_listing_that_lists_itself_without_end_is_cut_by_depth_and_budget(site, tmp_path, monkeypatch):
+    monkeypatch.setattr(sites, "MAX_PAGES", 40)
+    count = 0
+
+    async def fan_out(request):
+        nonlocal count
+        count += 1
+        n = count
+        await asyncio.sleep(1.0)  # slower than the good branch, which must not lose the race for the budget
+        links = [(f"/loop?n={n}-{j}", "more") for j in range(3)]
+        return await body(listing(links), "text/html")(request)
+
+    site.routes["/"] = body(listing([("/loop?n=0", "L"), ("/e/0", "E")]), "text/html")
+    site.routes["/loop"] = fan_out
+    site.routes["/e/0"] = body(listing([("/m/0", "M")]), "text/html")
+    site.routes["/m/0"] = body(listing([("/p/0", "P")]), "text/html")
+    site.routes["/p/0"] = body(listing([("/c/0", "C")]), "text/html")
+    site.routes["/c/0"] = body(listing([("/t/0", "T")]), "text/html")
+    site.routes["/t/0"] = body(mesa("/img/0.jpg", 0), "text/html")
+    site.routes["/img/0.jpg"] = body(jpeg(0))
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url + "/", out, discover="html", bound=60)
+    assert sum(n for p, n in site.hits.items() if p.startswith("/loop")) <= 40
+    assert any(f["cause"] == "walk limit" for f in result.failures), result.failures
+    assert_sound(out, [key_of(0)])
+
+
+def _cne(links: list[str]) -> str:
+    rows = "".join(f'<tr><td><a href="{h}">x</a></td></tr>' for h in links)
+    return f'<html><body><table id="tablaResultados">{rows}</table></body></html>'
+
+
+def test_a_chain_of_new_pages_is_cut_at_the_depth_limit(site, tmp_path):
+    # cne pages say their level by their code's length: a code that never reaches a table's
+    # 11 digits makes every page a listing, one level deeper than the last
+    site.routes["/r/0/reg_000000.html"] = body(_cne(["/r/1/reg_100.html", "/r/5/reg_01010100001.html"]), "text/html")
+    for n in range(100, 130):
+        site.routes[f"/r/1/reg_{n}.html"] = body(_cne([f"/r/1/reg_{n + 1}.html"]), "text/html")
+    site.routes["/r/5/reg_01010100001.html"] = body('<table id="tablaResultados"></table><a id="acta" href="/img/0.jpg">acta</a>',
+                                                    "text/html")
+    site.routes["/img/0.jpg"] = body(jpeg(0))
+    out = tmp_path / "m"
+    result = asyncio.run(asyncio.wait_for(crawl(CrawlOptions(site="cne", root=site.url, out=str(out))), BOUND))
+    assert sum(n for p, n in site.hits.items() if p.startswith("/r/1/")) == sites.MAX_DEPTH
+    assert [f["cause"] for f in result.failures] == ["walk limit"]
+    assert_sound(out, [key_of(0)])
+
+
+def test_a_walk_survives_an_unexpected_exception_in_a_page_visit():
+    seen = []
+
+    def visit(url, html, context):
+        seen.append(url)
+        if url == "b":
+            raise KeyError("no such thing")
+        return ([("b", ()), ("c", ())], []) if url == "a" else ([], [])
+
+    async def get_page(url):
+        return "<html></html>"
+
+    reports = []
+
+    async def go():
+        return [a async for a in sites.walk_pages([("a", ())], visit, get_page, lambda *r: reports.append(r))]
+
+    assert asyncio.run(asyncio.wait_for(go(), 10)) == []
+    assert sorted(seen) == ["a", "b", "c"]
+    assert reports and reports[0][0] == "b" and "KeyError" in reports[0][1]
+
+
+def test_pages_are_parsed_off_the_event_loop():
+    threads = set()
+
+    def visit(url, html, context):
+        threads.add(threading.get_ident())
+        return [], []
+
+    async def get_page(url):
+        return "<html></html>"
+
+    async def go():
+        loop_thread = threading.get_ident()
+        [a async for a in sites.walk_pages([("a", ()), ("b", ())], visit, get_page, lambda *r: None)]
+        return loop_thread
+
+    loop_thread = asyncio.run(asyncio.wait_for(go(), 10))
+    assert threads and loop_thread not in threads
+
+
+# -- 6: an image is an image -----------------------------------------------------------------
+def _fakes() -> dict[str, bytes]:
+    real = jpeg(7)
+    whole_png = png(3)
+    return {
+        "png-html": b"\x89PNG\r\n\x1a\n<!DOCTYPE html><html><body><h1>Access denied</h1></body></html>",
+        "jpeg-random": b"\xff\xd8\xff" + bytes((i * 7919 + 13) % 256 for i in range(4000)) + b"\xff\xd9",
+        "polyglot": real[:2] + b"\xff\xfe\x00\x3f<html><script>location='http://x/'</script></html>"
+                    + b" " * 10 + real[2:],
+        "png-half": whole_png[:len(whole_png) // 2],
+    }
+
+
+def test_fake_images_are_refused_and_real_ones_kept(site, tmp_path):
+    rows = site.good_actas(3)
+    fakes = _fakes()
+    for n, (name, data) in enumerate(fakes.items()):
+        site.routes[f"/img/{name}.jpg"] = body(data, "image/png" if name.startswith("png") else "image/jpeg")
+        rows.append(index_row(40 + n, f"{site.url}/img/{name}.jpg"))
+    junk = jpeg(8) + bytes(10 * 1024 * 1024)
+    site.routes["/img/junk.jpg"] = body(junk)
+    rows.append(index_row(8, f"{site.url}/img/junk.jpg"))
+    site.routes["/img/tor.jpg"] = split(jpeg(9), 2)
+    rows.append(index_row(9, f"{site.url}/img/tor.jpg"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url, out, retry_attempts=2)
+    failed = failures(out)
+    assert {u.rsplit("/", 1)[1] for u in failed} == {f"{n}.jpg" for n in fakes}, failed
+    causes = {u.rsplit("/", 1)[1]: f["cause"] for u, f in failed.items()}
+    assert causes["png-html.jpg"] == "HTML instead of an image"
+    assert causes["polyglot.jpg"] == "polyglot"
+    assert causes["png-half.jpg"] == "truncated image"
+    assert causes["jpeg-random.jpg"] == "not an image"
+    assert result.counters.archived == 5
+    kept = archived(out)
+    assert kept[key_of(8)][0].trailing_bytes == 10 * 1024 * 1024  # kept, as served, and flagged
+    assert kept[key_of(9)][0].trailing_bytes == 0
+    assert_sound(out, [key_of(i) for i in (0, 1, 2, 8, 9)])
+
+
+def test_the_check_reads_structure_not_magic_bytes():
+    for data in _fakes().values():
+        with pytest.raises(NotImage):
+            check_bytes(data)
+    assert check_bytes(jpeg(1)).kind == "image/jpeg" and check_bytes(png(1)).kind == "image/png"
+    from PIL import Image
+    progressive = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(progressive, "JPEG", progressive=True)
+    assert check_bytes(progressive.getvalue()).trailing == 0
+    real = sorted((ROOT / "mirror/replay/data/resultados2024/actas").glob("*.jpg"))
+    for path in real:
+        assert check_bytes(path.read_bytes()).kind == "image/jpeg", path
+    small = bytearray(jpeg(3))  # a frame header claiming far more pixels than the scan holds
+    sof = small.find(b"\xff\xc0")
+    small[sof + 5:sof + 9] = (4000).to_bytes(2, "big") * 2
+    with pytest.raises(NotImage, match="cannot hold"):
+        check_bytes(bytes(small))
+
+
+def _without(data: bytes, marker: int) -> bytes:
+    """A JPEG with every segment of one kind removed (up to the first scan)."""
+    out, pos = bytearray(data[:2]), 2
+    while data[pos + 1] != 0xDA:
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if data[pos + 1] != marker:
+            out += data[pos:pos + 2 + length]
+        pos += 2 + length
+    return bytes(out + data[pos:])
+
+
+def test_an_unusual_structure_is_decoded_and_a_broken_one_refused(site, tmp_path):
+    rows = site.good_actas(2)
+    no_dht = _without(jpeg(5), 0xC4)  # Motion-JPEG style: decodes with the standard tables
+    no_dqt = _without(jpeg(6), 0xDB)  # no quantization table: structure fine, no decoder takes it
+    assert check_bytes(no_dht).needs_decode and check_bytes(no_dqt).needs_decode
+    site.routes["/img/5.jpg"], site.routes["/img/6.jpg"] = body(no_dht), body(no_dqt)
+    site.serve_index(rows + [index_row(5, f"{site.url}/img/5.jpg"), index_row(6, f"{site.url}/img/6.jpg")])
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url, out)
+    assert [(f["url"].rsplit("/", 1)[1], f["cause"]) for f in result.failures] == [("6.jpg", "not an image")]
+    assert "does not decode" in result.failures[0]["reason"]
+    assert_sound(out, [key_of(0), key_of(1), key_of(5)])
+
+
+# -- 7: a host that says stop is left alone ----------------------------------------------------
+@pytest.mark.parametrize("answer", [status(429, **{"Retry-After": "999999"}), status(503)], ids=["429-wait", "503"])
+def test_a_host_that_says_stop_trips_its_breaker(site, other_host, tmp_path, answer, monkeypatch):
+    monkeypatch.setattr(fetch, "BREAKER_SECONDS", 0.0)  # production waits 30 s of nothing but 429/503
+    rows = []
+    for i in range(40):
+        site.routes[f"/img/{i}.jpg"] = answer
+        rows.append(index_row(i, f"{site.url}/img/{i}.jpg"))
+    for i in range(40, 43):  # the same site's CDN is fine
+        other_host.routes[f"/img/{i}.jpg"] = body(jpeg(i))
+        rows.append(index_row(i, f"{other_host.url}/img/{i}.jpg"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url, out, bound=60, allow_hosts=("127.0.0.2",))
+    asked = sum(n for p, n in site.hits.items() if p.startswith("/img/"))
+    assert asked <= 40, f"{asked} requests for 40 images from a host that said stop"
+    deferred = [f for f in result.failures if f["cause"] == "deferred: host breaker"]
+    assert len(deferred) + sum(f["cause"].startswith("HTTP") for f in result.failures) == 40
+    assert len(deferred) >= 20 and "127.0.0.1" in deferred[0]["reason"]
+    assert any(f["attempts"] == 0 for f in deferred)  # the rest were not even asked
+    assert result.counters.deferred == len(deferred)
+    assert_sound(out, [key_of(i) for i in range(40, 43)])
+
+
+def test_the_deadline_stops_the_run_cleanly_and_the_next_run_resumes(site, tmp_path):
+    rows = site.good_actas(3)
+    for i in range(3, 8):
+        site.routes[f"/img/{i}.jpg"] = drip(jpeg(i), 1.0)
+        rows.append(index_row(i, f"{site.url}/img/{i}.jpg"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet",
+                   "--deadline", "3", "--concurrency", "4", timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    late = failures(out)
+    assert {u.rsplit("/", 1)[1] for u in late} == {f"{i}.jpg" for i in range(3, 8)}
+    assert {f["cause"] for f in late.values()} == {"deadline"}
+    assert_sound(out, [key_of(i) for i in range(3)])
+    for i in range(3, 8):
+        site.routes[f"/img/{i}.jpg"] = body(jpeg(i))
+    again = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet", "--deadline", "30")
+    assert again.returncode == 0, again.stderr
+    assert_sound(out, [key_of(i) for i in range(8)])
+
+
+def test_a_deadline_in_the_job_file_and_an_infinite_timeout(site, tmp_path):
+    site.serve_index(site.good_actas(2))
+    job = tmp_path / "job.toml"
+    job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[fetch]\ntimeout = inf\n')
+    bad = run_cli("run", str(job), "--no-publish")
+    assert bad.returncode == 2 and "fetch.timeout" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "x"),
+                   "--timeout", "inf").returncode == 2
+    job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[fetch]\ndeadline = 30\n')
+    ok = run_cli("run", str(job), "--no-publish")
+    assert ok.returncode == 0, ok.stderr
+    assert_sound(tmp_path / "mirror", [key_of(0), key_of(1)])
+
+
+# -- 8: where images may come from ---------------------------------------------------------------
+def test_redirects_and_rows_to_other_hosts_are_refused(site, other_host, tmp_path):
+    rows = site.good_actas(2)
+    other_host.routes["/evil.jpg"] = body(jpeg(66))
+    targets = {
+        "to-other": redirect(f"{other_host.url}/evil.jpg"),
+        "to-ipv6": redirect("http://[::1]:9/evil.jpg"),
+        "to-metadata": redirect("http://169.254.169.254/latest/meta-data/"),
+        "to-file": redirect("file:///etc/passwd"),
+    }
+    for n, (name, handler) in enumerate(targets.items()):
+        site.routes[f"/img/{name}.jpg"] = handler
+        rows.append(index_row(10 + n, f"{site.url}/img/{name}.jpg"))
+    rows.append(index_row(20, f"{other_host.url}/evil.jpg"))
+    rows.append(index_row(21, "ftp://127.0.0.1/x.jpg"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    crawl_bounded(site.url, out)
+    failed = failures(out)
+    causes = {u.rsplit("/", 1)[1]: f["cause"] for u, f in failed.items()}
+    assert causes == {"to-other.jpg": "off-site redirect", "to-ipv6.jpg": "off-site redirect",
+                      "to-metadata.jpg": "off-site redirect", "to-file.jpg": "unsupported scheme",
+                      "evil.jpg": "off-site URL", "x.jpg": "unsupported scheme"}, failed
+    assert failed["ftp://127.0.0.1/x.jpg"]["attempts"] == 0  # refused at once, never sent nor retried
+    assert sum(other_host.hits.values()) == 0
+    assert_sound(out, [key_of(0), key_of(1)])
+
+
+def test_a_declared_cdn_is_followed_with_every_hop_recorded_and_bad_addresses_refused(site, other_host, tmp_path):
+    rows = site.good_actas(1)
+    other_host.routes["/cdn/5.jpg"] = body(jpeg(5))
+    site.routes["/img/5.jpg"] = redirect("/hop/5.jpg")
+    site.routes["/hop/5.jpg"] = redirect(f"{other_host.url}/cdn/5.jpg", 301)
+    rows.append(index_row(5, f"{site.url}/img/5.jpg"))
+    rows.append(index_row(6, "http://169.254.169.254/latest/meta-data/"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url, out, allow_hosts=("127.0.0.2", "169.254.169.254"))
+    assert [f["cause"] for f in result.failures] == ["blocked address"]
+    entry = archived(out)[key_of(5)][0]
+    assert entry.redirects == (f"{site.url}/img/5.jpg", f"{site.url}/hop/5.jpg")
+    assert entry.final_url == f"{other_host.url}/cdn/5.jpg" and entry.host == "127.0.0.2"
+    assert_sound(out, [key_of(0), key_of(5)])
+
+
+def test_a_name_that_resolves_to_a_blocked_address_is_refused(site, tmp_path):
+    site.routes["/img/0.jpg"] = body(jpeg(0))
+    port = site.url.rsplit(":", 1)[1]
+
+    async def go():
+        # a public root (by name; nothing is asked of it) that declares "localhost" as a CDN
+        policy = HostPolicy.for_root("http://results.example/", extra_hosts=("localhost",))
+        async with Fetcher(policy=policy, tmp_dir=str(tmp_path)) as fetcher:
+            with pytest.raises(FetchError) as refused:
+                await fetcher.fetch(f"http://localhost:{port}/img/0.jpg")
+        return refused.value
+
+    refused = asyncio.run(asyncio.wait_for(go(), 30))
+    assert refused.cause == "blocked address" and "loopback" in refused.reason
+    assert refused.attempts == 1 and site.hits["/img/0.jpg"] == 0
+
+
+# -- 9: many URLs, one acta ---------------------------------------------------------------------
+def test_one_acta_under_many_urls_is_one_version(site, tmp_path):
+    rows = site.good_actas(2)
+    for j in range(200):
+        site.routes[f"/dup/{j}.jpg"] = body(jpeg(500 + j))
+        rows.append(index_row(77, f"{site.url}/dup/{j}.jpg"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url, out)
+    versions = archived(out)[key_of(77)]
+    assert len(versions) == 1 and versions[0].url == f"{site.url}/dup/0.jpg"  # the first listed, always
+    assert sum(n for p, n in site.hits.items() if p.startswith("/dup/")) <= 4
+    causes = [f["cause"] for f in result.failures]
+    assert causes.count("too many URLs") == 196 and causes.count("too many versions") == 3
+    assert_sound(out, [key_of(0), key_of(1), key_of(77)])
+
+
+def test_bytes_that_change_on_every_request_do_not_add_a_version_per_run(site, tmp_path):
+    rows = site.good_actas(1)
+    site.routes["/img/shifty.jpg"] = changing()
+    rows.append(index_row(88, f"{site.url}/img/shifty.jpg"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    for _ in range(3):
+        result = crawl_bounded(site.url, out)
+    assert len(archived(out)[key_of(88)]) == 1
+    assert [f["cause"] for f in result.failures] == ["unstable bytes"]
+    assert_sound(out, [key_of(0), key_of(88)])
+
+
+# -- 10 and issue 13: no tracebacks ---------------------------------------------------------------
+def test_broken_links_odd_charsets_and_odd_index_urls_give_no_traceback(site, tmp_path):
+    site.routes["/"] = body(listing([("http://[::1/x", "broken"), ("/e/0", "E")]), "text/html; charset=idna")
+    site.routes["/e/0"] = body(listing([("/m/0", "M")]), "text/html")
+    site.routes["/m/0"] = body(listing([("/p/0", "P")]), "text/html")
+    site.routes["/p/0"] = body(listing([("/c/0", "C")]), "text/html")
+    site.routes["/c/0"] = body(listing([("/t/0", "T")]), "text/html")
+    site.routes["/t/0"] = body(mesa("http://[::1/img.jpg", 0), "text/html")
+    out = tmp_path / "m"
+    proc = run_cli("crawl", "resultados2024", "--root", site.url + "/", "--out", str(out), "--quiet",
+                   "--discover", "html")
+    assert proc.returncode == 1, proc.stderr
+    causes = sorted(f["cause"] for f in failures(out).values())
+    assert causes == ["invalid URL", "invalid URL"], causes
+    assert verify(out) == []
+    # an index URL ending in "/.": archived under a safe name, a valid bag
+    rows = site.good_actas(2)
+    site.routes["/"] = site.routes["/."] = body("".join(["COD_EDO,EDO,COD_MUN,MUN,COD_PAR,PAR,CENTRO,MESA,URL\n", *rows]), "text/csv")
+    idx = tmp_path / "i"
+    proc = run_cli("crawl", "resultados2024", "--root", site.url, "--index", site.url + "/.", "--out", str(idx),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert (idx / "data/index/index.csv").is_file()
+    assert_sound(idx, [key_of(0), key_of(1)])
+    for root in ("http://[::1", "http://h:x/", "http://"):
+        bad = run_cli("crawl", "resultados2024", "--root", root, "--out", str(tmp_path / "bad"), "--quiet")
+        assert bad.returncode == 2 and "--root must be" in bad.stderr
+
+
+# -- fuzz: the image check is a parser of outside input ------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_EXAMPLES = int(os.environ.get("ACTA_MIRROR_FUZZ_EXAMPLES", "300"))
+_SEEDS = [jpeg(1), png(2), b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"]
+
+
+def _judge(data: bytes, cuts: list[int]):
+    from mirror.imagecheck import ImageCheck
+    check, last = ImageCheck(), 0
+    try:
+        for cut in sorted(c % (len(data) + 1) for c in cuts) + [len(data)]:
+            check.feed(data[last:cut])
+            last = cut
+        return check.finish()
+    except NotImage as exc:
+        return exc.cause
+
+
+@settings(max_examples=_EXAMPLES, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(_SEEDS), edits=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=6),
+       cut=st.integers(0, 4000), tail=st.binary(max_size=64), cuts=st.lists(st.integers(0, 5000), max_size=8))
+def test_the_image_check_never_crashes_and_ignores_how_bytes_arrive(seed, edits, cut, tail, cuts):
+    data = bytearray(seed)
+    for pos, value in edits:
+        if data:
+            data[pos % len(data)] = value
+    data = bytes(data[:cut] if cut < len(data) else data) + tail
+    whole = _judge(data, [])
+    assert whole == _judge(data, cuts)  # a Verdict or a NotImage cause, the same however chunked
