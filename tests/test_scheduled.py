@@ -81,8 +81,11 @@ def test_runs_from_the_manifests_folder_download_and_publish_only_the_delta(repl
 
     r.replay.epoch = 2
     sent = tmp_path / "sent.log"
+    before = r.replay.stats.copy()
     third = run_cli("run", str(job), "--quiet", env=counting_git(tmp_path, sent))
     assert third.returncode == 0, third.stdout + third.stderr
+    # each changed acta's bytes come once (its confirmation is a conditional request), plus the index
+    assert (r.replay.stats - before)["bodies"] == len(changing(r)) + 1
     # What the remote sent this run: tree and commit objects and a few tag files, never the
     # shard's payload (the archive holds more than 5 MB: the index alone).
     sizes = [int(line.split()[0]) for line in sent.read_text().splitlines()]
