@@ -158,10 +158,12 @@ def file_cid(path: str | os.PathLike, size: int, sha256_hex: str | None = None) 
 class Dag:
     """The UnixFS DAG of a directory tree: files (raw leaves), dag-pb directories, one root."""
 
-    def __init__(self, root: str | os.PathLike, files: list[tuple[str, int, str]]):
+    def __init__(self, root: str | os.PathLike, files: list[tuple[str, int, str]],
+                 known: dict[str, tuple[bytes, int]] | None = None):
         """files: (relative path, size, sha256 hex) of every file to include. A file of one chunk
         is not read (its CID is its sha256's); a larger one is read once, inside root without
-        following symlinks, and must hash to its sha256 (archive.Corrupt otherwise)."""
+        following symlinks, and must hash to its sha256 (archive.Corrupt otherwise), unless
+        known gives its (CID, DAG size): a file published before, whose bytes are not here."""
         self.root_dir = Path(root)
         self.files: dict[str, tuple[bytes, int]] = {}  # rel -> (cid, tsize)
         self.sha256: dict[str, str] = {}  # rel -> the sha256 its bytes must have
@@ -171,6 +173,8 @@ class Dag:
         for rel, size, sha in files:
             if size <= CHUNK_SIZE:
                 cid, tsize = cid_bytes(RAW_CODEC, bytes.fromhex(sha)), size
+            elif known and rel in known:
+                cid, tsize = known[rel]
             else:
                 cid, tsize, nodes = file_dag([(c, len(d)) for c, d in self.leaf_blocks(rel, sha)])
                 self.nodes.update(nodes)

@@ -395,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         step = next_step(exc)
         # no credential in any message
         print(f"acta-mirror: {redact(str(exc))}" + (f"; {step}" if step else ""), file=sys.stderr)
+        if os.environ.get("GITHUB_ACTIONS") == "true":  # shown on the run's summary page
+            print(f"::error::{redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)

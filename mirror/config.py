@@ -39,7 +39,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "hosts": Key(list, [], "other hosts images may come from (a CDN), besides the root's and the alternates'"),
     },
     "output": {
-        "dir": Key(str, "mirror", "the mirror directory, relative to the job file; shard I of N crawls into `<dir>.shard-I-of-N`"),
+        "dir": Key(str, "", "the mirror directory, relative to the job file; shard I of N crawls into `<dir>.shard-I-of-N`. "
+                   "Empty: with `publish.manifests` set, no local mirror (the run works from the manifests folder), "
+                   "else `mirror`"),
         "wait_lock": Key(bool, False, "wait for another run on the same directory instead of exiting with 2"),
     },
     "fetch": {
@@ -62,10 +64,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_repo_bytes": Key(int, 900_000_000, "size budget of one Git shard repository"),
         "max_push_bytes": Key(int, 1_000_000_000, "most new file bytes in one Git push"),
         "shard_by": Key(str, "size", "`size` or `state`: how Git shard repositories are cut"),
-        "manifests": Key(str, "", "copy the published manifests here (the `manifests/` folder of the tool's repo)"),
+        "manifests": Key(str, "", "the job's state between runs: the published manifests, provenance and CIDs are "
+                         "kept here (the `manifests/` folder of the tool's repo)"),
+        "allow_none": Key(bool, False, "let a run without any Git or IPFS target succeed (otherwise it fails, exit 2)"),
     },
     "sign": {
         "key": Key(str, "", "minisign secret key file (relative to the job file); empty: `ACTA_MIRROR_SIGN_KEY_FILE`"),
+        "required": Key(bool, True, "a run that would publish without a signing key fails (exit 2); false to allow it"),
         "tsa": Key(str, "", "RFC 3161 time-stamping authority URL: every run's signed root gets a trusted timestamp (`signed-root.json.tsr`)"),
         "tsa_ca": Key(str, "", "CA certificate file (PEM, relative to the job file) the authority's answer must verify up to"),
     },

@@ -378,7 +378,12 @@ class _Run:
                 raise FetchError(acta.url, f"another URL of this acta already gave it a new version in this "
                                            f"run (at most {MAX_NEW_VERSIONS_PER_RUN}); these bytes were not archived",
                                  cause="too many versions")
-            again = await self.fetcher.fetch(acta.url)
+            # With a strong ETag the second question is conditional: a server whose bytes stay
+            # put answers 304 without sending the file again (a changed acta costs one download).
+            strong = fetched.etag if fetched.etag and not fetched.etag.startswith("W/") else ""
+            again = await self.fetcher.fetch(acta.url, etag=strong)
+            if again.status == 304:
+                return fetched
             os.unlink(again.tmp_path)
             if again.sha256 != fetched.sha256:
                 raise FetchError(acta.url, "the bytes change on every request (two answers differ); not archived",
@@ -404,7 +409,10 @@ class _Run:
                 continue
             name = safe_component(os.path.basename(urlsplit(source).path), "index.csv")
             key = f"index/{name}"
-            etag, last_modified = archive.conditional_headers(source)
+            archived = archive.path_of(source)
+            # A job run from its manifests folder has no local copy to read on a 304: ask for the file.
+            etag, last_modified = archive.conditional_headers(source) \
+                if archived and os.path.lexists(archive.root / archived) else ("", "")
             try:
                 fetched = await self.fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
             except FetchError as exc:

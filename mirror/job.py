@@ -1,4 +1,8 @@
-"""Scheduled mirror jobs: run a job file (crawl, verify, publish), and merge shard mirrors."""
+"""Scheduled mirror jobs: run a job file (crawl, verify, publish), and merge shard mirrors.
+
+A job with `publish.manifests` and no `output.dir` keeps no local mirror: each run starts from
+the manifests folder (mirror/jobstate.py), downloads what changed and publishes only that.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,22 +10,20 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .archive import Archive, append_durably, disk_error, read_inside, write_bag_files
 from .config import Job
 from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
-from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write,
-                       parse_bag_info)
-from .models import NotAMirror, UsageError
+from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
+from .models import NotAMirror, Problem, UsageError
 from .state import Record, iter_records, open_payload
-from .publish import PublishError, Receipt, publisher_for
+from .publish import PublishError, Receipt, publisher_for, redact
 from .verify import verify
 
 SIGN_KEY_ENV = "ACTA_MIRROR_SIGN_KEY_FILE"
-MANIFEST_FILES = (PAYLOAD_MANIFEST, TAG_MANIFEST, BAG_INFO, CHANGES, "signed-root.json", "signed-root.json.minisig",
-                  "signed-root.json.tsr", "signed-root.json.tsr.chain.pem")
 
 
 @dataclass
@@ -40,7 +42,7 @@ class RunReport:
 
 def mirror_dir(job: Job, shard: tuple[int, int]) -> Path:
     """The job's mirror; shard I of N writes beside it, to `<dir>.shard-I-of-N`."""
-    text = job["output.dir"]
+    text = job["output.dir"] or "mirror"
     if shard != (1, 1):
         text = f"{text.rstrip('/')}.shard-{shard[0]}-of-{shard[1]}"
     return Path(job.resolve(text))
@@ -56,6 +58,13 @@ def sign_key(job: Job) -> str | None:
 def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = True,
             publish_step: bool = True, counters=None) -> RunReport:
     """Crawl, then verify, then publish (a sharded run publishes nothing: merge first)."""
+    if publish_step and shard == (1, 1):
+        check_publishable(job, sign_key(job))
+    if from_manifests(job):
+        if shard != (1, 1) or not crawl_step:
+            raise UsageError(f"{job.path}: a job without output.dir works from its manifests folder in one "
+                             "run: no --shard, no --publish-only")
+        return run_from_manifests(job, publish_step=publish_step, counters=counters)
     out = mirror_dir(job, shard)
     report = RunReport(out)
     if crawl_step:
@@ -74,13 +83,30 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     return report
 
 
-def crawl_options(job: Job, shard: tuple[int, int]) -> CrawlOptions:
+def from_manifests(job: Job) -> bool:
+    """Does this job keep its state in the manifests folder instead of a local mirror?"""
+    return not job["output.dir"] and bool(job["publish.manifests"])
+
+
+def check_publishable(job: Job, key: str | None) -> None:
+    """A run that would archive nowhere, or publish unsigned, fails unless the job file says so."""
+    if not (job["publish.git"] or job["publish.ipfs"]) and not job["publish.allow_none"]:
+        raise UsageError(f"{job.path}: no publish targets (publish.git, publish.ipfs): this run would back up "
+                         "nothing anywhere; add a target, or set publish.allow_none = true")
+    if not key and job["sign.required"]:
+        raise UsageError(f"{job.path}: no signing key (sign.key or {SIGN_KEY_ENV}): nobody could check the copy; "
+                         "add a key, or set sign.required = false")
+
+
+def crawl_options(job: Job, shard: tuple[int, int], out: Path | None = None, sign: bool = True) -> CrawlOptions:
+    """The crawl of this job: into its mirror, or into out (a scheduled run's working bag,
+    signed afterwards only when something changed: sign=False)."""
     return CrawlOptions(
-        site=job["source.site"], root=job["source.root"], out=str(mirror_dir(job, shard)),
+        site=job["source.site"], root=job["source.root"], out=str(out or mirror_dir(job, shard)),
         discover=job["source.discover"] or None,
         index=job.resolve(job["source.index"]) if job["source.index"] and "://" not in job["source.index"]
         else (job["source.index"] or None),
-        shard=shard, wait_lock=job["output.wait_lock"], sign_key=sign_key(job),
+        shard=shard, wait_lock=job["output.wait_lock"], sign_key=sign_key(job) if sign else None,
         alternates=tuple(job["source.alternates"]), allow_hosts=tuple(job["source.hosts"]),
         **fetch_options(job.values["fetch"]))
 
@@ -96,6 +122,74 @@ def stamp(job: Job, out: Path, report: RunReport) -> None:
                             f"({attested.authority})")
     except MirrorError as exc:
         report.publish_failures.append(f"timestamp: {exc}")
+
+
+def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) -> RunReport:
+    """One scheduled run with no local mirror: seed a working bag (in the temp folder) from the
+    manifests folder, crawl into it (conditional requests from the recorded validators; only
+    new and changed files are stored), check the delta, publish it, save the folder. The
+    folder is written only after every target took the delta, so a run killed or failed
+    while publishing leaves it as it was and the next run does the same work again."""
+    from .evidence import sign_bag
+    from .jobstate import check_signed, read_job_state, save, seed, take_delta
+
+    key = sign_key(job)
+    folder = Path(job.resolve(job["publish.manifests"]))
+    before = read_job_state(folder)
+    check_signed(before, key)
+    report = RunReport(folder)
+    work = Path(tempfile.mkdtemp(prefix="acta-mirror-run-"))
+    try:
+        bag = work / "bag"
+        seed(before, bag)
+        report.crawl = asyncio.run(crawl(crawl_options(job, (1, 1), out=bag, sign=False), counters))
+        if key and _needs_signature(before.folder, bag):
+            sign_bag(bag, key, source=redact(job["source.root"]))
+            if job["sign.tsa"]:
+                stamp(job, bag, report)
+        try:
+            delta = take_delta(before, bag)
+        except UsageError as exc:
+            report.problems.append(Problem("delta", str(folder), str(exc)))
+            report.notes.append("not publishing: what this run downloaded does not check out")
+            return report
+        report.notes.append(f"state: {len(delta.added)} new file(s) of {len(delta.records)} recorded "
+                            f"({sum(r.size for r in delta.added)} bytes downloaded and kept)")
+        if not delta.changed:
+            report.notes.append(f"nothing changed: {folder} left as it was")
+            return report
+        if not publish_step:
+            report.notes.append("not publishing (--no-publish): the manifests folder is left as it was")
+            return report
+        for publisher in publishers(job):
+            try:
+                report.receipts.append(publisher.publish_delta(delta))
+            except PublishError as exc:
+                report.publish_failures.append(str(exc))
+        if job["publish.car"]:
+            report.notes.append("publish.car needs a local mirror (output.dir); no CAR written")
+        if report.publish_failures:
+            report.notes.append(f"{folder} left as it was: the next run publishes this delta again")
+            return report
+        save(delta)
+        report.notes.append(f"manifests written to {folder}")
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _needs_signature(folder: Path, bag: Path) -> bool:
+    """Sign when a signed tag file changed, or the state was never signed: an unchanged run
+    keeps the old signature, so it changes nothing to commit."""
+    from .state import SIGNED_TAG_FILES
+
+    for name in (*SIGNED_TAG_FILES, "signed-root.json"):
+        old, new = folder / name, bag / name
+        if os.path.lexists(old) != os.path.lexists(new):
+            return True
+        if os.path.lexists(new) and read_inside(bag, name) != read_inside(folder, name):
+            return True
+    return False
 
 
 def publishers(job: Job) -> list:
@@ -133,17 +227,11 @@ def publish(job: Job, out: Path, report: RunReport) -> None:
         except PublishError as exc:
             report.publish_failures.append(str(exc))
     if job["publish.manifests"]:
+        from .jobstate import save_from_mirror
+
         dest = Path(job.resolve(job["publish.manifests"]))
-        copy_manifests(out, dest)
+        save_from_mirror(out, dest)
         report.notes.append(f"manifests copied to {dest}")
-
-
-def copy_manifests(mirror: Path, dest: Path) -> None:
-    """The small files that let anyone check a copy: manifests, bag-info, changes, signed root."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in MANIFEST_FILES:
-        if os.path.lexists(mirror / name):
-            atomic_write(dest / name, read_inside(mirror, name))
 
 
 def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path: str | None = None) -> dict:

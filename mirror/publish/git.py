@@ -164,6 +164,7 @@ class GitPublisher:
         self.url, self._secret = _git_url(target)
         self.shown = redact(target, self._secret)
         self._info: dict[str, str] = {}  # the mirror's bag-info, read (checked) by publish()
+        self._discard = False  # remove each shard's staging repository once pushed (publish_delta)
 
     # -- publish -------------------------------------------------------------------
     def publish(self, mirror: str | os.PathLike) -> Receipt:
@@ -178,6 +179,20 @@ class GitPublisher:
                                f"not publishing it to {self.shown}") from None
         entries = list(iter_records(mirror / PROVENANCE))  # clean: published_files said so
         extras = {rel: sha for rel, _n, sha in files if not rel.startswith("data/")}
+        return self._publish(mirror, entries, extras)
+
+    def publish_delta(self, delta) -> Receipt:
+        """Publish a scheduled run's jobstate.Delta: the shard trees are fetched without blobs
+        and each new commit is built on the previous tree, so only the new files (all of
+        them in delta.bag, checked by jobstate.take_delta) and the fresh tag files are sent."""
+        bag = Path(os.path.abspath(delta.bag))
+        self._discard = True
+        try:
+            return self._publish(bag, list(delta.records), dict(delta.tags))
+        finally:  # the staging repository holds this run's blobs only: nothing to keep
+            shutil.rmtree(working_dir("git", os.path.realpath(bag), self.shown), ignore_errors=True)
+
+    def _publish(self, mirror: Path, entries: list[Record], extras: dict[str, str]) -> Receipt:
         # bag-info only as the tag manifest vouches for it: never through a symlink
         self._info = parse_bag_info(self._checked(mirror, BAG_INFO, extras[BAG_INFO]).decode("utf-8", "replace")) \
             if BAG_INFO in extras else {}
@@ -289,6 +304,8 @@ class GitPublisher:
                                        blobs if shard == "01" else {})
             receipt.details.append(line)
             receipt.changed |= not line.endswith("unchanged")
+            if self._discard and shard != "01":  # pushed: its blobs need no disk any more
+                shutil.rmtree(staging / f"{shard}.git", ignore_errors=True)
         return receipt
 
     def _checked(self, mirror: Path, rel: str, sha256: str, size: int | None = None) -> bytes:
@@ -332,10 +349,15 @@ class GitPublisher:
         parts = urlsplit(url)
         if parts.scheme == "file" and not Path(parts.path).exists():
             Path(parts.path).parent.mkdir(parents=True, exist_ok=True)
-            git.Repo.init(parts.path, bare=True, initial_branch=BRANCH)
+            made = git.Repo.init(parts.path, bare=True, initial_branch=BRANCH)
+            with made.config_writer() as config:  # let the next publish fetch it without blobs
+                config.set_value("uploadpack", "allowFilter", "true")
 
     def _fetch(self, repo: git.Repo, url: str) -> str | None:
-        """The remote's tip of main, fetched into the staging repo; None when it has none yet."""
+        """The remote's tip of main, fetched into the staging repo without blobs; None when it
+        has none yet. The remote is a promisor: the few blobs read later (a shard's manifest,
+        shards.json) are fetched when read, the payload never. A server that refuses filters
+        sends everything, as before."""
         self._ensure_remote(url)
         try:
             heads = repo.git.ls_remote(url, f"refs/heads/{BRANCH}")
@@ -344,10 +366,21 @@ class GitPublisher:
         if not heads.strip():
             return None
         try:
-            repo.git.fetch(url, f"+refs/heads/{BRANCH}:refs/remotes/target/{BRANCH}")
+            self._remote(repo, url)
+            repo.git.fetch("--filter=blob:none", "target", f"+refs/heads/{BRANCH}:refs/remotes/target/{BRANCH}")
         except git.GitCommandError as exc:
             raise self._fail("fetch failed", exc) from None
         return heads.split()[0]
+
+    @staticmethod
+    def _remote(repo: git.Repo, url: str) -> git.Remote:
+        try:
+            remote = repo.remote("target")
+            if remote.url != url:
+                remote.set_url(url)
+        except ValueError:
+            remote = repo.create_remote("target", url)
+        return remote
 
     def _publish_shard(self, mirror: Path, staging: Path, shard: str, mine: list[Record], everything: list[Record],
                        assignment: dict, shards: list[str], blobs: dict[str, str]) -> str:
@@ -440,19 +473,16 @@ class GitPublisher:
                     stdin.write("\n".join(lines) + "\n")
                     stdin.seek(0)
                     repo.git.update_index("--index-info", istream=stdin)
-                return repo.git.write_tree()
+                # the parent's blobs may be absent (a blobless fetch): they are on the remote, and
+                # checking for them would fetch every one
+                return repo.git.write_tree("--missing-ok")
         finally:
             if index.exists():
                 index.unlink()
 
     def _push(self, repo: git.Repo, url: str, commit: str) -> bool:
         """True when pushed; False when rejected as non-fast-forward; raises on anything else."""
-        try:
-            remote = repo.remote("target")
-            if remote.url != url:
-                remote.set_url(url)
-        except ValueError:
-            remote = repo.create_remote("target", url)
+        remote = self._remote(repo, url)
         repo.git.update_ref(f"refs/heads/{BRANCH}", commit)  # GitPython reports on named refs only
         try:
             results = remote.push(f"refs/heads/{BRANCH}:refs/heads/{BRANCH}")

@@ -123,13 +123,30 @@ class IpfsPublisher:
         return plan
 
     def publish(self, mirror: str | os.PathLike) -> Receipt:
-        return asyncio.run(self._publish(Path(mirror)))
-
-    async def _publish(self, mirror: Path) -> Receipt:
+        mirror = Path(mirror)
         problems = verify(mirror, fast=True)
         if problems:
             raise PublishError(f"{mirror} does not verify ({problems[0]}); not publishing it to {self.shown}")
         dag, files = checked_dag(mirror, self.shown)
+        return asyncio.run(self._publish(mirror, dag, files, [rel for rel, _n, _s in files]))
+
+    def publish_delta(self, delta) -> Receipt:
+        """Publish a scheduled run's jobstate.Delta: the root directory is built from the
+        recorded CIDs of the files published before plus the new files, and only the new files
+        and the tag files are offered to the node (those it lacks are added)."""
+        files = [(f.path, f.size, f.sha256) for f in delta.files]
+        added = {r.path for r in delta.added}
+        known = {f.path: (f.cid, f.tsize) for f in delta.files if f.cid and f.path not in added}
+        try:
+            dag = Dag(delta.bag, files, known)
+        except (NotAMirror, ValueError, OSError) as exc:
+            raise PublishError(f"{delta.bag}: {exc}; not publishing it to {self.shown}") from None
+        here = [f.path for f in delta.files if f.path in added or not f.path.startswith("data/")]
+        return asyncio.run(self._publish(delta.bag, dag, files, here))
+
+    async def _publish(self, mirror: Path, dag: Dag, files: list[tuple[str, int, str]], offer: list[str]) -> Receipt:
+        """Add what the node lacks among `offer` (files whose bytes are here), import the
+        directory nodes, pin the root."""
         receipt = Receipt(target=self.shown, kind="ipfs", cid=dag.root_cid,
                           root=merkle_root([(p, s) for p, _n, s in files if p.startswith("data/")]))
         async with KuboRPC(self.base, self.shown, os.environ.get("ACTA_MIRROR_IPFS_TOKEN", "")) as rpc:
@@ -137,7 +154,12 @@ class IpfsPublisher:
             receipt.details.append(f"{self.shown}: node {version.get('Version', '?')}"
                                    f"{' (' + version['ipfs-core'] + ')' if 'ipfs-core' in version else ''}")
             have = {str_to_cid(r["Ref"])[-32:] for r in await rpc.call("refs/local") if r.get("Ref")}
-            missing = [rel for rel, _size, _sha in files if dag.files[rel][0][-32:] not in have]
+            missing = [rel for rel in offer if dag.files[rel][0][-32:] not in have]
+            offered = set(offer)
+            absent = [rel for rel, _n, _s in files if rel not in offered and dag.files[rel][0][-32:] not in have]
+            if absent:  # a delta builds on blocks the node must hold already; it would wait for them forever
+                raise PublishError(f"{self.shown}: the node lacks {len(absent)} file(s) published before, e.g. "
+                                   f"{absent[0]}; publish a full mirror to it once (restore, then publish)")
             await self._add(rpc, mirror, dag, missing)
             receipt.details.append(f"{self.shown}: added {len(missing)} of {len(files)} files")
             receipt.changed = bool(missing)

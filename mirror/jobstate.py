@@ -1,0 +1,248 @@
+"""The state a scheduled job carries between runs: the manifests folder.
+
+A hosted runner starts from a fresh checkout. What a run needs to continue is small and is
+committed to the repository already: the bag's tag files (manifest, provenance with each
+URL's ETag and Last-Modified, the change record, failures, bag-info, the signed root) plus
+cids.txt, the CID and DAG size of each file larger than one IPFS chunk (a smaller file's CID
+is its sha256's and sits on its provenance line). The images are not needed: they are in the
+published shards. So a run:
+
+1. reads the folder through the validated reader (`read_job_state`) and seeds a working bag
+   with its tag files and no payload (`seed`);
+2. crawls into that bag: the archive asks about every known URL with the recorded
+   validators and stores only new and changed files;
+3. checks what changed (`take_delta`): the old provenance is a prefix of the new one (lines
+   that did not change are never rewritten), every new file hashes to its line, the
+   manifest, tag manifest, bag-info and signed root agree;
+4. publishes the Delta, then writes the folder back (`save`). The folder changes only when
+   the bag's files changed, so a run that finds nothing new commits nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .archive import PUBLISHED_TAG_FILES, TIMESTAMP_FILES, read_checked, read_inside
+from .cid import CHUNK_SIZE, RAW_CODEC, cid_bytes, cid_to_str, file_dag, str_to_cid
+from .evidence import SIGNATURE, STATEMENT, check_seal
+from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write
+from .models import NotAMirror, UsageError
+from .state import Record, iter_records, read_state
+
+CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; appended, never rewritten
+STATE_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, CHANGES, FAILURES, STATEMENT, SIGNATURE,
+               TAG_MANIFEST, *TIMESTAMP_FILES)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One file of the published copy as the publishers need it, without its bytes."""
+
+    path: str
+    size: int
+    sha256: str
+    cid: bytes  # binary CID under the unixfs-v1-2025 profile
+    tsize: int  # the DAG's cumulative size (a directory link's Tsize)
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the manifests folder says, validated."""
+
+    folder: Path
+    records: tuple[Record, ...]
+    big_cids: dict[str, tuple[str, int]]  # path -> (CID text, DAG size), files over one chunk
+    provenance_size: int  # bytes of provenance.jsonl: the next run's must start with them
+    provenance_sha256: str
+
+    @property
+    def empty(self) -> bool:
+        return not self.records
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one run changed: the working bag holds the tag files and only the new files."""
+
+    bag: Path
+    before: JobState
+    added: tuple[Record, ...]  # new provenance lines; their files are in bag
+    records: tuple[Record, ...]  # every line, old and new
+    files: tuple[FileRef, ...]  # every payload file of the copy, then the tag files
+    tags: dict[str, str]  # tag file -> sha256, as the tag manifest vouches (the tag manifest too)
+    changed: bool  # did any state file change?
+    new_cids: dict[str, tuple[str, int]]  # path -> (CID text, DAG size) of new files over one chunk
+
+
+def read_job_state(folder: str | os.PathLike) -> JobState:
+    """The manifests folder's state; empty when the folder holds none yet. UsageError naming
+    the first defect (a bad provenance line, an unsafe file, a damaged cids.txt)."""
+    folder = Path(folder)
+    try:
+        records = tuple(iter_records(folder / PROVENANCE))
+        raw = read_inside(folder, PROVENANCE) if os.path.lexists(folder / PROVENANCE) else b""
+        cids_text = read_inside(folder, CIDS).decode("utf-8") if os.path.lexists(folder / CIDS) else ""
+    except (NotAMirror, OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{folder}: the job's state is unreadable: {getattr(exc, 'strerror', None) or exc}") from None
+    big: dict[str, tuple[str, int]] = {}
+    for number, line in enumerate(cids_text.splitlines(), 1):
+        try:
+            cid, tsize, path = line.split(" ", 2)
+            str_to_cid(cid)
+            big[path] = (cid, int(tsize))
+        except (ValueError, IndexError):
+            raise UsageError(f"{folder / CIDS}:{number}: not a '<cid> <size> <path>' line") from None
+    return JobState(folder, records, big, len(raw), hashlib.sha256(raw).hexdigest())
+
+
+def check_signed(state: JobState, key_path: str | None) -> None:
+    """A state that was signed must still match its signature, made by the job's own key when
+    the job has one: the folder is committed where others can write, and a run re-signs what
+    it builds on. UsageError naming the first mismatch."""
+    if state.empty or not os.path.lexists(state.folder / STATEMENT):
+        return
+    try:
+        seal = check_seal(state.folder, state=read_state(state.folder))
+    except NotAMirror as exc:
+        raise UsageError(f"{state.folder}: the job's state is unreadable: {exc}") from None
+    problems = [str(p) for p in seal.problems]
+    if key_path and not problems:
+        from .sign import key_id_text, load_secret
+
+        ours = key_id_text(load_secret(key_path).key_id)
+        if seal.key_id != ours:
+            problems.append(f"signed by key {seal.key_id}, not by this job's key {ours}")
+    if problems:
+        raise UsageError(f"{state.folder}: the job's state does not match its signature ({problems[0]}); "
+                         "not building on it")
+
+
+def seed(state: JobState, bag: Path) -> None:
+    """Make bag a payload-less copy of the state: its tag files, byte for byte."""
+    bag.mkdir(parents=True, exist_ok=True)
+    for name in STATE_FILES:
+        if os.path.lexists(state.folder / name):
+            atomic_write(bag / name, read_inside(state.folder, name))
+
+
+def take_delta(before: JobState, bag: Path) -> Delta:
+    """Check the working bag after a crawl and name what changed. UsageError when the bag's
+    records do not check out: nothing of it is then published or saved."""
+    mirror = read_state(bag)
+    problems = [str(p) for p in mirror.problems]
+    head = _head_sha256(bag / PROVENANCE, before.provenance_size)
+    if head != before.provenance_sha256:
+        problems.append(f"{PROVENANCE}: the lines of the last run were rewritten; it only grows")
+    records = tuple(iter_records(bag / PROVENANCE)) if not mirror.problems else ()
+    old = {r.path for r in before.records}
+    added = tuple(r for r in records if r.path not in old)
+    if {r.path: r.sha256 for r in records} != mirror.manifest:
+        problems.append(f"{PAYLOAD_MANIFEST} and {PROVENANCE} list different files")
+    for r in added:
+        try:
+            read_checked(bag, r.path, r.sha256, r.size)
+        except (OSError, NotAMirror) as exc:
+            problems.append(f"{r.path}: {getattr(exc, 'strerror', None) or exc}")
+    tags = _checked_tags(bag, mirror.tags, problems)
+    oxum = f"{sum(r.size for r in records)}.{len(records)}"
+    if mirror.info.get("Payload-Oxum") != oxum:
+        problems.append(f"{BAG_INFO}: Payload-Oxum {mirror.info.get('Payload-Oxum')!r}, the records give {oxum}")
+    problems.extend(str(p) for p in check_seal(bag, state=mirror).problems)
+    if problems:
+        raise UsageError(f"{bag}: what this run downloaded does not check out: {problems[0]}"
+                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    big = dict(before.big_cids)
+    files = []
+    for r in records:
+        if r.size <= CHUNK_SIZE:
+            cid, tsize = cid_bytes(RAW_CODEC, bytes.fromhex(r.sha256)), r.size
+        elif r.path in big:
+            cid, tsize = str_to_cid(big[r.path][0]), big[r.path][1]
+        elif r in added:
+            cid, tsize, _nodes = file_dag(_chunks_of(bag, r))
+            big[r.path] = (cid_to_str(cid), tsize)
+        else:
+            raise UsageError(f"{before.folder / CIDS}: no CID for {r.path}; the state is incomplete")
+        files.append(FileRef(r.path, r.size, r.sha256, cid, tsize))
+    for name, sha in sorted(tags.items()):
+        size = os.lstat(bag / name).st_size
+        files.append(FileRef(name, size, sha, b"", size))
+    changed = any(_bytes_or_none(bag, n) != _bytes_or_none(before.folder, n) for n in STATE_FILES)
+    return Delta(bag, before, added, records, tuple(files), tags, changed,
+                 {p: v for p, v in big.items() if p not in before.big_cids})
+
+
+def save(delta: Delta) -> None:
+    """Write the run's state into the manifests folder: changed tag files whole (atomically),
+    cids.txt by appending. Called after every publish succeeded."""
+    _write(delta.before.folder, delta.bag, delta.new_cids)
+
+
+def _write(folder: Path, bag: Path, new_cids: dict[str, tuple[str, int]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if new_cids:
+        with open(os.open(folder / CIDS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a") as fh:
+            fh.write("".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items())))
+    for name in STATE_FILES:
+        data = _bytes_or_none(bag, name)
+        if data is not None and data != _bytes_or_none(folder, name):
+            atomic_write(folder / name, data)
+
+
+def save_from_mirror(mirror: Path, folder: Path) -> None:
+    """Write a full local mirror's state into the manifests folder (a job with output.dir), so
+    the job can later run without the local mirror."""
+    before = read_job_state(folder)
+    new_cids = {}
+    for r in iter_records(mirror / PROVENANCE):
+        if r.size > CHUNK_SIZE and r.path not in before.big_cids:
+            cid, tsize, _nodes = file_dag(_chunks_of(mirror, r))
+            new_cids[r.path] = (cid_to_str(cid), tsize)
+    _write(folder, mirror, new_cids)
+
+
+def _checked_tags(bag: Path, listed: dict[str, str] | None, problems: list) -> dict[str, str]:
+    """The publishable tag files the tag manifest vouches for, each hashed; the tag manifest and
+    the timestamp files (checked by their own signature, as archive.published_files has it)."""
+    tags: dict[str, str] = {}
+    for name in PUBLISHED_TAG_FILES:
+        data = _bytes_or_none(bag, name)
+        if data is None:
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        if name not in (TAG_MANIFEST, *TIMESTAMP_FILES):
+            if listed is None or name not in listed:
+                continue
+            if listed[name] != digest:
+                problems.append(f"{name}: its bytes do not match the tag manifest")
+        tags[name] = digest
+    if listed is not None:
+        for name in listed:
+            if name not in tags and name in PUBLISHED_TAG_FILES:
+                problems.append(f"{name}: listed in the tag manifest, not in the bag")
+    return tags
+
+
+def _head_sha256(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    if size:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
+            digest.update(fh.read(size))
+    return digest.hexdigest()
+
+
+def _bytes_or_none(root: Path, name: str) -> bytes | None:
+    if not os.path.lexists(root / name):
+        return None
+    return read_inside(root, name)
+
+
+def _chunks_of(bag: Path, r: Record) -> list[tuple[bytes, int]]:
+    from .cid import _chunks
+    from .state import open_payload
+
+    with open_payload(bag, r.path) as fh:
+        return [(cid_bytes(RAW_CODEC, hashlib.sha256(d).digest()), len(d)) for d in _chunks(fh)]
+

@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Benchmark scheduled runs from the manifests folder at real size and print figures.
+
+    python3 scripts/bench_scheduled.py [--count 3000] [--work bench-out/scheduled] [--no-ipfs]
+
+nginx (Debian; `nginx -p DIR -c DIR/nginx.conf`, ETags on, an access log counting
+$body_bytes_sent) serves COUNT actas of about 290 KB under their real names from the V1
+index (valid JPEGs padded with random bytes inside a COM segment after SOI) and an index CSV
+of those rows. The job (no output.dir; a Git target of bare repositories on this machine and,
+unless --no-ipfs, the local js-ipfs node) runs three times, each from a fresh working
+directory holding only the job file and the manifests folder, with TMPDIR and the Git cache
+inside it, as a new hosted runner would:
+
+1. the first run (everything is new);
+2. nothing changed upstream;
+3. 1% of the images changed and 1% new actas added.
+
+For each run it prints: bytes downloaded (from nginx's log), peak disk of the working
+directory (sampled every 0.2 s), bytes the Git remotes and the IPFS node grew by (what was
+pushed), wall time; then the third run against its targets, a restore from the remotes
+checked with the signing key (both versions of every changed acta, the committed signed
+root), the manifests repository's growth, and a linear extrapolation to 25,000 actas.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mirror.replay.data import REAL_PREFIX, index_file  # noqa: E402
+from mirror.state import iter_records  # noqa: E402
+
+PY = sys.executable
+ACTA_BYTES = 290 * 1000
+REAL_ACTAS = 25_000
+INDEX_NAME = "RESULTADOS_2024_CSV_V1.csv"
+
+
+def jpeg(text: str, size: int, rng: random.Random) -> bytes:
+    """A valid JPEG of `size` bytes: a small picture, padded with random bytes in COM segments
+    right after SOI (a crawl rejects bytes after the end marker)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (160, 220), 255)
+    ImageDraw.Draw(img).text((8, 8), text, fill=0)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=70)
+    body = out.getvalue()
+    need = size - len(body)
+    segments = []
+    while need > 4:
+        n = min(65533, need - 4)
+        segments.append(b"\xff\xfe" + (n + 2).to_bytes(2, "big") + rng.randbytes(n))
+        need -= n + 4
+    return body[:2] + b"".join(segments) + body[2:]
+
+
+def du(path: Path) -> int:
+    total = 0
+    stack = [str(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        else:
+                            total += e.stat(follow_symlinks=False).st_blocks * 512
+                    except FileNotFoundError:
+                        continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return total
+
+
+class Site:
+    """The static site: nginx over a folder of images and the index."""
+
+    def __init__(self, work: Path, port: int):
+        self.dir = work / "site"
+        self.www = self.dir / "www"
+        self.log = self.dir / "access.log"
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.www.mkdir(parents=True, exist_ok=True)
+        for sub in ("tmp", "logs"):
+            (self.dir / sub).mkdir(exist_ok=True)
+        (self.dir / "nginx.conf").write_text(f"""
+daemon on;
+pid {self.dir}/nginx.pid;
+worker_processes 1;
+error_log {self.dir}/logs/error.log;
+events {{ worker_connections 256; }}
+http {{
+    log_format bench '$status $body_bytes_sent $request_uri';
+    access_log {self.log} bench;
+    client_body_temp_path {self.dir}/tmp;
+    proxy_temp_path {self.dir}/tmp;
+    fastcgi_temp_path {self.dir}/tmp;
+    uwsgi_temp_path {self.dir}/tmp;
+    scgi_temp_path {self.dir}/tmp;
+    sendfile on;
+    etag on;
+    types {{ image/jpeg jpg; text/csv csv; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {self.www};
+    }}
+}}
+""")
+
+    def start(self) -> None:
+        if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+            subprocess.run(["apt-get", "install", "-y", "nginx"], check=True)
+        subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.dir), "-c",
+                        str(self.dir / "nginx.conf")], check=True)
+
+    def stop(self) -> None:
+        subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.dir), "-c",
+                        str(self.dir / "nginx.conf"), "-s", "stop"], check=False)
+
+    def log_offset(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def downloaded(self, since: int) -> tuple[int, int, int]:
+        """(body bytes, requests, 304 answers) logged after offset since."""
+        with open(self.log, "rb") as fh:
+            fh.seek(since)
+            lines = fh.read().decode().splitlines()
+        parts = [ln.split(" ", 2) for ln in lines if ln.strip()]
+        return sum(int(p[1]) for p in parts), len(parts), sum(p[0] == "304" for p in parts)
+
+
+def write_index(site: Site, rows, lines, header: bytes) -> int:
+    prefix = site.url.encode() + b"/"
+    data = header + b"".join(line.replace(REAL_PREFIX, prefix, 1) for line in lines)
+    (site.www / INDEX_NAME).write_bytes(data)
+    return len(data)
+
+
+def run_job(job: Path, cwd: Path, env: dict) -> tuple[float, int, str]:
+    """Run the job; (seconds, peak disk of cwd, stdout)."""
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], du(cwd))
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = time.perf_counter()
+    proc = subprocess.run([PY, "-m", "mirror", "run", str(job), "--quiet"], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], du(cwd))
+    if proc.returncode != 0:
+        print(proc.stdout, proc.stderr, file=sys.stderr)
+        raise SystemExit(f"the run failed with exit {proc.returncode}")
+    return seconds, peak[0], proc.stdout
+
+
+def fresh_workdir(base: Path, name: str, job_text: str, manifests: Path | None) -> Path:
+    """A new runner: the job file and (after the first run) the manifests folder, nothing else."""
+    cwd = base / name
+    shutil.rmtree(cwd, ignore_errors=True)
+    (cwd / "jobs").mkdir(parents=True)
+    (cwd / "jobs" / "job.toml").write_text(job_text)
+    if manifests is not None:
+        shutil.copytree(manifests, cwd / "manifests")
+    for sub in ("tmp", "cache"):
+        (cwd / sub).mkdir()
+    return cwd
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=3000, help="actas served at first (real size)")
+    ap.add_argument("--work", default=str(ROOT / "bench-out" / "scheduled"))
+    ap.add_argument("--port", type=int, default=18040)
+    ap.add_argument("--no-ipfs", action="store_true", help="publish to Git only")
+    args = ap.parse_args()
+    work = Path(args.work).resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    rng = random.Random(2024)
+    v1 = index_file(1)
+    extra = max(1, args.count // 100)
+    total = min(args.count + extra, len(v1.rows))
+    rows, lines = v1.rows[:total], v1.lines[:total]
+
+    site = Site(work, args.port)
+    t = time.perf_counter()
+    for row in rows[:args.count]:
+        (site.www / row.filename).write_bytes(jpeg(row.filename, ACTA_BYTES, rng))
+    index_bytes = write_index(site, rows[:args.count], lines[:args.count], v1.header)
+    print(f"site: {args.count} actas of {ACTA_BYTES // 1000} KB and an index of {mb(index_bytes)} "
+          f"written in {time.perf_counter() - t:.0f} s")
+    site.start()
+    node = None
+    stack = []
+    try:
+        remotes = work / "remotes"
+        key = work / "signer"
+        subprocess.run([PY, "-m", "mirror", "keygen", "--out", str(key)], check=True, capture_output=True)
+        targets = f'git = ["git+file://{remotes}/actas.git"]\n'
+        if not args.no_ipfs:
+            from mirror.ipfsnode import IpfsNode
+
+            node = IpfsNode(work / "ipfs-repo")
+            node.start()
+            stack.append(node)
+            targets += f'ipfs = ["{node.target}"]\n'
+        archive_bytes = args.count * ACTA_BYTES
+        job_text = (f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\ndiscover = "csv"\n\n'
+                    f'[fetch]\nconcurrency = 16\n\n[publish]\n{targets}manifests = "../manifests"\n'
+                    f"max_repo_bytes = {max(archive_bytes // 4, 50_000_000)}\n")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "ACTA_MIRROR_SIGN_KEY_FILE": f"{key}.key"}
+        manifests_repo = work / "manifests-repo"
+        subprocess.run(["git", "init", "-q", "-b", "main", str(manifests_repo)], check=True)
+
+        def commit_manifests(folder: Path, message: str) -> int:
+            """Commit the folder into a repository as the workflow does; its packed size after."""
+            dest = manifests_repo / "manifests"
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(folder, dest)
+            git = ["git", "-C", str(manifests_repo), "-c", "user.name=b", "-c", "user.email=b@localhost"]
+            subprocess.run([*git, "add", "-A"], check=True)
+            subprocess.run([*git, "commit", "-qm", message, "--allow-empty"], check=True)
+            subprocess.run([*git, "gc", "-q", "--aggressive"], check=True)
+            return du(manifests_repo / ".git" / "objects")
+
+        results = []
+        manifests = None
+        changed_names: list[str] = []
+        for n, what in ((1, "first run"), (2, "nothing changed"), (3, "1% changed, 1% new")):
+            if n == 3:
+                changed_names = [r.filename for r in rng.sample(list(rows[:args.count]), extra)]
+                for name in changed_names:
+                    (site.www / name).write_bytes(jpeg(name + " v2", ACTA_BYTES, rng))
+                for row in rows[args.count:]:
+                    (site.www / row.filename).write_bytes(jpeg(row.filename, ACTA_BYTES, rng))
+                index_bytes = write_index(site, rows, lines, v1.header)
+            cwd = fresh_workdir(work, f"run{n}", job_text, manifests)
+            env_n = {**env, "TMPDIR": str(cwd / "tmp"), "XDG_CACHE_HOME": str(cwd / "cache")}
+            offset = site.log_offset()
+            git_before = du(remotes)
+            ipfs_before = du(work / "ipfs-repo") if node else 0
+            seconds, peak, out = run_job(cwd / "jobs" / "job.toml", cwd, env_n)
+            got, requests, not_modified = site.downloaded(offset)
+            pushed_git = du(remotes) - git_before
+            pushed_ipfs = (du(work / "ipfs-repo") - ipfs_before) if node else 0
+            manifests = cwd / "manifests"
+            repo_size = commit_manifests(manifests, f"run {n}")
+            results.append((n, what, got, requests, not_modified, peak, pushed_git, pushed_ipfs, seconds, repo_size,
+                            du(manifests)))
+            crawl_line = next((ln for ln in out.splitlines() if ln.startswith("crawl:")), "")
+            print(f"run {n} ({what}): {crawl_line}")
+
+        print()
+        print(f"{'run':<24}{'downloaded':>14}{'requests':>10}{'304':>7}{'peak disk':>12}{'git grew':>12}"
+              f"{'ipfs grew':>12}{'wall':>8}{'manifests':>12}{'state repo':>12}")
+        for n, what, got, req, nm, peak, pg, pi, sec, repo, folder in results:
+            print(f"{n} {what:<22}{mb(got):>14}{req:>10}{nm:>7}{mb(peak):>12}{mb(pg):>12}{mb(pi):>12}"
+                  f"{sec:>7.0f}s{mb(folder):>12}{mb(repo):>12}")
+
+        third = results[2]
+        delta_bytes = 2 * extra * ACTA_BYTES
+        limit = index_bytes + 1.2 * delta_bytes
+        print()
+        print(f"third run, downloaded: {mb(third[2])} of at most {mb(limit)} (index {mb(index_bytes)} + 1.2 x "
+              f"{2 * extra} changed and new actas of {mb(delta_bytes)}): {'OK' if third[2] <= limit else 'OVER'}")
+        print(f"third run, peak disk: {mb(third[5])} = {100 * third[5] / archive_bytes:.1f}% of the archive "
+              f"({mb(archive_bytes)}; target 5%): {'OK' if third[5] <= 0.05 * archive_bytes else 'OVER'}")
+        print(f"manifests repository (packed, after git gc): {third[9] / 1e3:,.0f} KB after three runs; the third "
+              f"run added {(third[9] - results[1][9]) / 1e3:,.0f} KB for {2 * extra} new provenance lines, the second "
+              f"{(results[1][9] - results[0][9]) / 1e3:,.0f} KB")
+
+        restored = work / "restored"
+        t = time.perf_counter()
+        proc = subprocess.run([PY, "-m", "mirror", "restore", "--from", f"git+file://{remotes}/actas.git",
+                               "--out", str(restored)], env=env, capture_output=True, text=True)
+        ok = proc.returncode == 0
+        check = subprocess.run([PY, "-m", "mirror", "verify", str(restored), "--pubkey", f"{key}.pub"], env=env,
+                               capture_output=True, text=True) if ok else None
+        ok = ok and check.returncode == 0
+        same_root = ok and (restored / "signed-root.json").read_bytes() == (manifests / "signed-root.json").read_bytes()
+        versions = {}
+        if ok:
+            for rec in iter_records(restored / "provenance.jsonl"):
+                versions.setdefault(rec.entry.url.rsplit("/", 1)[-1], set()).add(rec.entry.version)
+        both = sum(1 for name in changed_names if versions.get(name) == {1, 2})
+        print(f"restore from the remotes ({time.perf_counter() - t:.0f} s): "
+              f"{'verified with the key' if ok else 'FAILED: ' + (proc.stderr or check.stderr).strip()[-300:]}; "
+              f"both versions of {both} of {len(changed_names)} changed actas; "
+              f"signed root {'matches' if same_root else 'DIFFERS from'} the committed one")
+
+        scale = REAL_ACTAS / args.count
+        print()
+        print(f"extrapolated to {REAL_ACTAS:,} actas (x{scale:.2f}, linear in the count; the index scales with its rows):")
+        for n, what, got, _req, _nm, peak, pg, pi, sec, repo, folder in results:
+            print(f"  run {n} ({what}): downloaded {mb(got * scale)}, peak disk {mb(peak * scale)}, "
+                  f"pushed {mb((pg + pi) * scale)}, {sec * scale / 60:.1f} min, manifests folder {mb(folder * scale)}")
+    finally:
+        for item in reversed(stack):
+            item.stop()
+        site.stop()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    main()

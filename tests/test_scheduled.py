@@ -1,0 +1,214 @@
+"""Scheduled runs from the manifests folder: no local mirror, only the delta downloaded and published."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mirror.ipfsnode import IpfsNode
+from mirror.state import iter_records
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    with IpfsNode(tmp_path_factory.mktemp("ipfs") / "repo") as n:
+        yield n
+
+
+def write_job(tmp_path: Path, url: str, targets: str, sign: str = 'key = "k.key"') -> Path:
+    job = tmp_path / "mirror.toml"
+    job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{url}"\n\n'
+                   f'[publish]\n{targets}\nmanifests = "manifests"\n\n[sign]\n{sign}\n')
+    return job
+
+
+def keygen(tmp_path: Path) -> None:
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+
+
+def counting_git(tmp_path: Path, log: Path) -> dict[str, str]:
+    """An environment whose git logs the bytes of every pack a (local) remote sends."""
+    hook = tmp_path / "count-pack.sh"
+    hook.write_text(f'#!/bin/sh\nout=$(mktemp)\n"$@" > "$out" || exit 1\n'
+                    f'echo "$(wc -c < "$out") $*" >> {log}\ncat "$out"\nrm -f "$out"\n')
+    hook.chmod(0o755)
+    config = tmp_path / "gitconfig"
+    config.write_text(f"[uploadpack]\n\tpackObjectsHook = {hook}\n")
+    return {"GIT_CONFIG_GLOBAL": str(config)}
+
+
+def commits(repo: Path) -> int:
+    return int(subprocess.run(["git", "-C", str(repo), "rev-list", "--count", "main"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
+def changing(replay) -> list[str]:
+    return [n for n in replay.replay.rows if (k := replay.replay.faults.kind_for(n)) and k.kind == "change"]
+
+
+def test_runs_from_the_manifests_folder_download_and_publish_only_the_delta(replay_factory, node, tmp_path):
+    r = replay_factory(faults="change=0.1")
+    keygen(tmp_path)
+    remote = tmp_path / "remotes" / "actas.git"
+    job = write_job(tmp_path, r.url, f'git = ["git+file://{remote}"]\nipfs = ["{node.target}"]')
+    folder = tmp_path / "manifests"
+
+    first = run_cli("run", str(job), "--quiet")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert not (tmp_path / "mirror").exists()  # no local mirror: the folder is the state
+    records = list(iter_records(folder / "provenance.jsonl"))
+    assert len(records) > 40 and all(rec.entry.etag or rec.entry.last_modified for rec in records)
+    saved = {p.name: p.read_bytes() for p in folder.iterdir()}
+    pushed = commits(remote)
+
+    # A fresh runner: nothing but the job file and the folder. Nothing changed upstream.
+    before = r.replay.stats.copy()
+    second = run_cli("run", str(job), "--quiet")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "0 archived" in second.stdout and "nothing changed" in second.stdout
+    asked = r.replay.stats - before
+    assert asked["not_modified"] == len(records) - 1 and asked["bodies"] <= 1  # every image asked, the index read
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == saved  # nothing to commit
+    assert commits(remote) == pushed
+
+    r.replay.epoch = 2
+    sent = tmp_path / "sent.log"
+    before = r.replay.stats.copy()
+    third = run_cli("run", str(job), "--quiet", env=counting_git(tmp_path, sent))
+    assert third.returncode == 0, third.stdout + third.stderr
+    # each changed acta's bytes come once (its confirmation is a conditional request), plus the index
+    assert (r.replay.stats - before)["bodies"] == len(changing(r)) + 1
+    # What the remote sent this run: tree and commit objects and a few tag files, never the
+    # shard's payload (the archive holds more than 5 MB: the index alone).
+    sizes = [int(line.split()[0]) for line in sent.read_text().splitlines()]
+    archive = sum(rec.size for rec in records)
+    assert sizes and archive > 5_000_000 and sum(sizes) < archive / 10, (sizes, archive)
+    changed = changing(r)
+    assert changed and f"{len(changed)} archived" in third.stdout
+    assert f"state: {len(changed)} new file(s)" in third.stdout
+    # append-only: the lines of the first run are the new file's first bytes, unchanged
+    assert (folder / "provenance.jsonl").read_bytes().startswith(saved["provenance.jsonl"])
+    assert (folder / "changes.jsonl").read_bytes().startswith(saved["changes.jsonl"])
+    cid = re.search(r"root CID (\w+)", third.stdout).group(1)
+
+    out = tmp_path / "restored"
+    restore = run_cli("restore", "--from", f"git+file://{remote}", "--out", str(out))
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert run_cli("verify", str(out), "--pubkey", str(tmp_path / "k.pub")).returncode == 0
+    assert (out / "signed-root.json").read_bytes() == (folder / "signed-root.json").read_bytes()
+    keys = {rec.entry.key for rec in iter_records(out / "provenance.jsonl") if rec.entry.version == 2}
+    assert len(keys) == len(changed)
+    car = run_cli("car", str(out), "--out", str(tmp_path / "restored.car"))
+    assert car.returncode == 0 and cid in car.stdout, car.stdout + car.stderr  # the node holds the same copy
+
+
+def test_a_run_killed_while_publishing_is_done_again_by_the_next(replay_factory, tmp_path):
+    r = replay_factory(faults="change=0.1")
+    keygen(tmp_path)
+    remote = tmp_path / "remotes" / "actas.git"
+    job = write_job(tmp_path, r.url, f'git = ["git+file://{remote}"]')
+    assert run_cli("run", str(job), "--quiet").returncode == 0
+    folder = tmp_path / "manifests"
+    saved = {p.name: p.read_bytes() for p in folder.iterdir()}
+    # The remote holds the next push in a hook long enough to kill the run in the middle of it.
+    started = tmp_path / "push-started"
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ntouch {started}\nsleep 30\n")
+    hook.chmod(0o755)
+    r.replay.epoch = 2
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen([sys.executable, "-m", "mirror", "run", str(job), "--quiet"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not started.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "the run never pushed"
+    os.killpg(run.pid, signal.SIGKILL)
+    run.communicate()
+    hook.unlink()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == saved  # the folder is as it was
+
+    again = run_cli("run", str(job), "--quiet")
+    assert again.returncode == 0, again.stdout + again.stderr
+    out = tmp_path / "restored"
+    assert run_cli("restore", "--from", f"git+file://{remote}", "--out", str(out)).returncode == 0
+    assert run_cli("verify", str(out), "--pubkey", str(tmp_path / "k.pub")).returncode == 0
+    assert (out / "signed-root.json").read_bytes() == (folder / "signed-root.json").read_bytes()
+    assert len({rec.entry.key for rec in iter_records(out / "provenance.jsonl") if rec.entry.version == 2}) \
+        == len(changing(r))
+
+
+@pytest.mark.parametrize("targets,sign,needle", [
+    ("", 'key = "k.key"', "no publish targets"),
+    ('git = ["git+file://REMOTE"]', "", "no signing key"),
+])
+def test_a_job_that_would_back_up_nowhere_or_unsigned_fails(replay, tmp_path, targets, sign, needle):
+    keygen(tmp_path)
+    job = write_job(tmp_path, replay.url, targets.replace("REMOTE", str(tmp_path / "r.git")), sign)
+    env = {"GITHUB_ACTIONS": "true", "ACTA_MIRROR_SIGN_KEY_FILE": ""}
+    proc = run_cli("run", str(job), "--quiet", env=env)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stdout + proc.stderr
+    assert any(line.startswith("::error::") and needle in line for line in proc.stderr.splitlines())
+    assert not (tmp_path / "manifests").exists()
+    allowed = job.read_text().replace("[publish]\n", "[publish]\nallow_none = true\n") \
+        .replace("[sign]\n", "[sign]\nrequired = false\n")
+    job.write_text(allowed)
+    proc = run_cli("run", str(job), "--quiet", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_tampered_state_is_not_built_on(replay, tmp_path):
+    keygen(tmp_path)
+    remote = tmp_path / "remotes" / "actas.git"
+    job = write_job(tmp_path, replay.url, f'git = ["git+file://{remote}"]')
+    assert run_cli("run", str(job), "--quiet").returncode == 0
+    provenance = tmp_path / "manifests" / "provenance.jsonl"
+    text = provenance.read_text()
+    first, rest = text.split("\n", 1)
+    line = json.loads(first)
+    line["etag"] = '"forged"'  # a valid line, other validators
+    provenance.write_text(json.dumps(line, ensure_ascii=False) + "\n" + rest)
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 2 and "does not match its signature" in proc.stderr, proc.stdout + proc.stderr
+    provenance.write_text(text)
+    (tmp_path / "other").mkdir()
+    keygen(tmp_path / "other")
+    other = job.read_text().replace('key = "k.key"', 'key = "other/k.key"')
+    job.write_text(other)
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 2 and "not by this job's key" in proc.stderr, proc.stdout + proc.stderr
+
+
+
+def test_the_workflow_step_and_a_node_that_lacks_the_earlier_files(replay_factory, tmp_path):
+    r = replay_factory(faults="change=0.1")
+    keygen(tmp_path)
+    remote = tmp_path / "remotes" / "actas.git"
+    job = write_job(tmp_path, r.url, f'git = ["git+file://{remote}"]', sign="")
+    script = [sys.executable, str(ROOT / "scripts" / "mirror_job.py"), "run", str(job)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_ACTIONS": "true", "ACTA_MIRROR_SIGN_KEY": ""}
+    env.pop("ACTA_MIRROR_SIGN_KEY_FILE", None)
+    refused = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "::error::" in refused.stderr and "no signing key" in refused.stderr
+    env["ACTA_MIRROR_SIGN_KEY"] = (tmp_path / "k.key").read_text()  # the secret's text, as in Actions
+    step = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert step.returncode == 0, step.stdout + step.stderr
+    assert (tmp_path / "manifests" / "signed-root.json.minisig").exists()
+    # A node that never received the earlier files cannot take a delta: one clear line, exit 1,
+    # and the folder stays as it was so the next run tries again.
+    saved = (tmp_path / "manifests" / "provenance.jsonl").read_bytes()
+    with IpfsNode(tmp_path / "fresh") as fresh:
+        job.write_text(job.read_text().replace("[publish]\n", f'[publish]\nipfs = ["{fresh.target}"]\n'))
+        r.replay.epoch = 2
+        lacking = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert lacking.returncode == 1 and "the node lacks" in lacking.stderr, lacking.stdout + lacking.stderr
+    assert "::error::" in lacking.stderr
+    assert (tmp_path / "manifests" / "provenance.jsonl").read_bytes() == saved
