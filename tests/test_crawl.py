@@ -171,7 +171,7 @@ def test_cli_exit_codes_and_failure_listing(replay_factory, tmp_path):
     out = tmp_path / "m"
     proc = run_cli("crawl", "resultados2024", "--root", r.url, "--out", str(out), "--quiet")
     assert proc.returncode == 1
-    assert f"failed" in proc.stderr and name in proc.stderr and "HTTP 404" in proc.stderr
+    assert "failed" in proc.stderr and name in proc.stderr and "HTTP 404" in proc.stderr
     r.replay.faults = r.replay.faults.with_files()
     r.replay.faults.explicit.clear()
     proc = run_cli("crawl", "resultados2024", "--root", r.url, "--out", str(out), "--quiet")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-from pathlib import Path
 
 from mirror.cli import build_parser
 from mirror.sites import all_sites
