@@ -50,6 +50,8 @@ def test_shards_verify_alone_and_restore_is_identical(mirror, tmp_path):
         clone = tmp_path / "clones" / repo.name
         git("clone", "-q", str(repo), str(clone))
         assert verify(clone) == []
+        proc = run_cli("verify", str(clone))  # the whole check a stranger runs, Merkle root included
+        assert proc.returncode == 0, proc.stdout + proc.stderr
         bagit.Bag(str(clone)).validate()
         assert subprocess.run(["sha256sum", "-c", "--quiet", "manifest-sha256.txt"], cwd=clone).returncode == 0
         assert read_manifest(clone / "full-manifest-sha256.txt") == full  # each shard knows the whole
