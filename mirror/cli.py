@@ -726,10 +726,11 @@ def cmd_verify_file(args) -> int:
     from .sign import SignatureError
 
     try:
-        with open(args.proof, encoding="utf-8") as fh:
-            proof = json.load(fh)
+        from .manifest import read_small_file
+
+        proof = json.loads(read_small_file(args.proof, 16 * 1024 * 1024))  # a proof is a few KB
     except (OSError, ValueError) as exc:
-        raise UsageError(f"--proof {args.proof}: not readable JSON ({exc.__class__.__name__})") from None
+        raise UsageError(f"--proof {args.proof}: not readable JSON ({getattr(exc, 'strerror', None) or exc})") from None
     if not isinstance(proof, dict):
         raise UsageError(f"--proof {args.proof}: not a proof")
     try:

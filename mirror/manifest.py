@@ -9,6 +9,7 @@ import ctypes
 import hashlib
 import json
 import os
+import stat
 import re
 import tempfile
 from pathlib import Path
@@ -112,6 +113,22 @@ def _same_file(path: Path, size: int, sha256: bytes) -> bool:
             return hashlib.file_digest(fh, "sha256").digest() == sha256
     except FileNotFoundError:
         return False
+
+
+def read_small_file(path: str | os.PathLike, limit: int) -> bytes:
+    """A small file the user names (a key, a proof): a regular file of at most `limit` bytes.
+    /dev/zero, a FIFO or a huge file raise ValueError at once instead of eating memory or hanging."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"larger than {limit} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)
 
 
 def format_manifest(items: Iterable[tuple[str, str]]) -> bytes:

@@ -20,7 +20,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
 
+from .manifest import read_small_file
 from .models import UsageError
+
+MAX_KEY_FILE = 64 * 1024  # key and signature files are a few hundred bytes
 
 
 class SignatureError(ValueError):
@@ -64,9 +67,10 @@ def generate() -> tuple[SecretKey, PublicKey]:
 
 def _payload(path: str | os.PathLike, what: str) -> bytes:
     try:
-        lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the {what} ({exc.__class__.__name__})") from None
+        text = read_small_file(path, MAX_KEY_FILE).decode("utf-8")
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UsageError(f"{path}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
     body = [ln for ln in lines if not ln.startswith("untrusted comment:")]
     try:
         return base64.b64decode(body[0], validate=True)

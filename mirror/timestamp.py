@@ -11,6 +11,7 @@ than the attested time. rfc3161-client builds requests and checks tokens.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import urllib.error
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 from .manifest import atomic_write
 from .models import MirrorError, NotAMirror, Problem, UnsafePath, UsageError
+from .publish import redact
 from .state import open_payload
 
 STATEMENT = "signed-root.json"
@@ -143,6 +145,8 @@ def _post(url: str, body: bytes, timeout: float) -> bytes:
             data = resp.read(MAX_REPLY + 1)
     except urllib.error.HTTPError as exc:
         raise TimestampError(f"{url}: the authority answered HTTP {exc.code} {exc.reason}") from None
+    except (ValueError, http.client.InvalidURL) as exc:  # a port that is not a number, a broken IPv6 address
+        raise UsageError(f"--tsa {redact(url)}: not a URL ({exc})") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TimestampError(f"{url}: cannot reach the authority ({reason}); try again or choose another") from None

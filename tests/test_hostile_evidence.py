@@ -248,3 +248,45 @@ def test_the_tag_manifest_cannot_point_outside_the_mirror(signed, tmp_path, wher
     code, problems, report = _verify(signed)
     assert code == 1 and ("unsafe", "tagmanifest-sha256.txt") in problems
     assert any(name in p["detail"] for p in report["problems"])
+
+
+# -- found by an adversarial review of the merged tree ------------------------------------------
+@pytest.mark.parametrize("name", ["changes.jsonl", "failures.jsonl"])
+@pytest.mark.parametrize("command", [["tally"], ["site"]])
+def test_the_audit_never_reads_a_record_file_that_is_a_fifo_or_a_link(signed, tmp_path, name, command):
+    """A FIFO made site and tally hang for ever; a link fed them a file from outside the mirror."""
+    (signed / name).unlink(missing_ok=True)
+    os.mkfifo(signed / name)
+    proc = run_cli(*command, str(signed), timeout=120)
+    assert proc.returncode == 2 and "FIFO" in proc.stderr, proc.stdout + proc.stderr
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text('{"key": "010101002.03", "change": "vanished", "at": "LEAKED"}\n')
+    (signed / name).unlink()
+    (signed / name).symlink_to(outside)
+    proc = run_cli(*command, str(signed), timeout=120)
+    assert proc.returncode == 2 and "symbolic link" in proc.stderr, proc.stdout + proc.stderr
+    assert not (signed / "site").exists() or "LEAKED" not in "".join(
+        p.read_text(errors="replace") for p in (signed / "site").rglob("*.html"))
+
+
+def test_a_gateway_with_a_credential_is_refused_not_published(signed):
+    proc = run_cli("site", str(signed), "--gateway", "https://u:pSECRET@gw.example/")
+    assert proc.returncode == 2 and "SECRET" not in proc.stderr
+    assert not (signed / "site").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["publish", "{m}", "--to", "git+https://u:pSECRET@host:abc/x.git"],
+    ["publish", "{m}", "--to", "git+https://[::1/x.git"],
+    ["publish", "{m}", "--to", "ipfs+http://h:99999"],
+    ["restore", "--from", "git+https://h:abc/x.git", "--out", "{t}/restored"],
+    ["timestamp", "{m}", "--tsa", "https://h:abc/tsr"],
+    ["sign", "{m}", "--key", "/dev/zero"],
+    ["verify", "{m}", "--pubkey", "/dev/zero"],
+    ["verify-file", "{m}/bagit.txt", "--proof", "/dev/zero", "--root", "aa"],
+])
+def test_bad_urls_and_special_files_are_one_line_and_exit_2(signed, tmp_path, args):
+    proc = run_cli(*[a.format(m=signed, t=tmp_path) for a in args], timeout=120)  # a traceback fails run_cli
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("acta-mirror:")]
+    assert len(errors) == 1 and "SECRET" not in proc.stderr, proc.stderr

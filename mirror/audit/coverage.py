@@ -28,7 +28,7 @@ from typing import Iterable, Mapping
 from ..manifest import CHANGES, FAILURES
 from ..models import Entry, IndexFormatError, Place
 from ..sites.resultados2024 import parse_index_bytes
-from ..state import MirrorState, is_acta_key, read_state
+from ..state import MirrorState, is_acta_key, open_payload, read_state
 
 STATUSES = ("qr", "print", "unreadable", "failed", "absent", "vanished")
 ARCHIVED = "archived"  # provisional, before the archived image is read
@@ -150,7 +150,7 @@ def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
     cause, at and attempts are read when the crawl wrote them."""
     out: dict[str, Failure] = {}
     try:
-        fh = open(Path(bag) / FAILURES, encoding="utf-8", errors="replace")
+        fh = io.TextIOWrapper(open_payload(bag, FAILURES), encoding="utf-8", errors="replace")  # no link, no FIFO
     except FileNotFoundError:
         return out
     with fh:
@@ -172,7 +172,7 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
     """key -> when the site stopped listing it, for tables whose last change is 'vanished'."""
     last: dict[str, tuple[str, str]] = {}
     try:
-        fh = open(Path(bag) / CHANGES, encoding="utf-8", errors="replace")
+        fh = io.TextIOWrapper(open_payload(bag, CHANGES), encoding="utf-8", errors="replace")  # no link, no FIFO
     except FileNotFoundError:
         return {}
     with fh:

@@ -143,7 +143,13 @@ def _gateway(url: str | None) -> str:
     """An IPFS gateway's base URL: https, or http on loopback (a local node's gateway)."""
     if not url:
         return ""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port that is not a number raises here)
+    except ValueError:
+        raise UsageError("--gateway: not a URL, like https://GATEWAY") from None
+    if "@" in parts.netloc:  # the site is public: a credential in it would be published on every page
+        raise UsageError("--gateway: a URL without user or password, like https://GATEWAY")
     loopback = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
     if not (_https(url) or loopback) or parts.query or parts.fragment or any(c in url for c in "\"'<>` "):
         raise UsageError(f"--gateway {url!r}: an https URL (or http on 127.0.0.1), like https://GATEWAY")

@@ -60,7 +60,10 @@ def _load_all() -> None:
 
 def publisher_for(target: str, **options):
     _load_all()
-    scheme = urlsplit(target).scheme.lower()
+    try:
+        scheme = urlsplit(target).scheme.lower()
+    except ValueError as exc:  # "[::1" and the like
+        raise UsageError(f"--to {redact(target)}: not a URL ({exc})") from None
     cls = PUBLISHERS.get(scheme)
     if cls is None:
         raise UsageError(f"--to {redact(target)}: unknown scheme {scheme + '://' if scheme else '(none)'}; "

@@ -664,7 +664,11 @@ _LOOSE: dict[str, LooseObjectDB] = {}
 # -- helpers -------------------------------------------------------------------------------
 def _git_url(target: str) -> tuple[str, str]:
     """The URL git is given (scheme without 'git+', no password) and the password, if any."""
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+        parts.port  # noqa: B018  (a port that is not a number, or out of range, raises here)
+    except ValueError as exc:
+        raise UsageError(f"--to {redact(target)}: not a URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme.startswith("git+"):
         scheme = scheme[4:]

@@ -93,7 +93,11 @@ class IpfsPublisher:
 
     def __init__(self, target: str, *, ipns: str | None = None, pin_service: str | None = None,
                  progress=None, **_):
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+            parts.port  # noqa: B018  (a port that is not a number, or out of range, raises here)
+        except ValueError as exc:
+            raise UsageError(f"--to {redact(target)}: not a URL ({exc})") from None
         if not parts.hostname or not parts.port:
             raise UsageError(f"--to {redact(target)}: give the node's RPC address, like ipfs://127.0.0.1:5001")
         scheme = "https" if parts.scheme == "ipfs+https" else "http"
