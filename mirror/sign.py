@@ -70,7 +70,8 @@ def _payload(path: str | os.PathLike, what: str) -> bytes:
         text = read_small_file(path, MAX_KEY_FILE).decode("utf-8")
         lines = [ln for ln in text.splitlines() if ln.strip()]
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        raise UsageError(f"{path}: cannot read the {what} ({getattr(exc, 'strerror', None) or exc})") from None
+        why = exc.__class__.__name__ if isinstance(exc, (OSError, UnicodeDecodeError)) else exc
+        raise UsageError(f"{path}: cannot read the {what} ({why})") from None
     body = [ln for ln in lines if not ln.startswith("untrusted comment:")]
     try:
         return base64.b64decode(body[0], validate=True)
