@@ -82,6 +82,15 @@ class _Versions(argparse.Action):
         parser.exit()
 
 
+def _libcurl() -> str:
+    try:
+        import pycurl
+
+        return f" ({pycurl.version_info()[1] and 'libcurl ' + pycurl.version_info()[1]})"
+    except ImportError:
+        return ""
+
+
 def versions() -> str:
     import platform
     import shutil
@@ -89,9 +98,9 @@ def versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     lines = [f"acta-mirror {__version__}", f"Python {platform.python_version()}"]
-    for package in ("aiohttp", "zxing-cpp"):
+    for package in ("pycurl", "aiohttp", "zxing-cpp"):
         try:
-            lines.append(f"{package} {version(package)}")
+            lines.append(f"{package} {version(package)}" + (_libcurl() if package == "pycurl" else ""))
         except PackageNotFoundError:
             lines.append(f"{package} not installed")
     for program, flag in (("tesseract", "--version"), ("git", "--version")):

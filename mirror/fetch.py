@@ -1,9 +1,10 @@
 """The fetcher: all network policy (concurrency, pacing, the one retry policy, proxies, checks).
 
-Nothing else in acta-mirror retries. Bodies stream to a temp file, hashed and checked as
-images (imagecheck.py) as they arrive; they are never held whole in memory. aiohttp's
-errors are translated into the FetchError family here and nowhere else, each with a short
-stable `cause`. Where a request may go is checked hop by hop: http(s) only, hosts the run
+Nothing else in acta-mirror retries. Bodies are checked as images (imagecheck.py) as they
+arrive, then written to a temp file and hashed; only small ones (SPILL_BYTES, within a budget
+for the whole run) are held in memory until whole, larger ones stream to disk. The bytes move
+through libcurl (transfer.py); its errors are translated into the FetchError family here and
+nowhere else, each with a short stable `cause`. Where a request may go is checked hop by hop: http(s) only, hosts the run
 allows, no private, loopback or link-local address unless the root itself is one. A host
 that keeps answering 429/503, or asks to wait too long, trips its breaker: it is not asked
 again this run. Past the run's deadline nothing is asked.
@@ -19,19 +20,17 @@ import hashlib
 import ipaddress
 import os
 import random
-import socket
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from .imagecheck import ImageCheck, NotImage, decode
+from .transfer import Engine, Head, Refused, TransferError
 from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, TooLarge, UsageError
 
 # The retry policy, in one place.
@@ -45,7 +44,9 @@ BREAKER_SECONDS = 30.0  # ...over at least this long (a short burst under load i
 BREAKER_CODES = frozenset({429, 503})
 MAX_REDIRECTS = 10  # hops followed for one URL, each one checked
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
-CHUNK = 256 * 1024  # bytes read from the socket per step
+SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
+BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
+STORE_THREADS = 2  # threads that write whole bodies to disk and hash them
 
 # Defaults a caller may override per run.
 DEFAULT_CONCURRENCY = 16
@@ -55,10 +56,6 @@ DEFAULT_MAX_BYTES = 25 * 1024 * 1024  # real actas are ~250 KB
 DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024  # HTML pages and index files
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
 
-# A SOCKS proxy that fails raises aiohttp-socks' own errors, not aiohttp's.
-from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError  # noqa: E402
-
-_PROXY_ERRORS: tuple = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
 # Failures that another host cannot mend: the URL itself, or the run's own limits.
 _NO_ALTERNATE = frozenset({"unsupported scheme", "invalid URL", "off-site URL", "off-site redirect",
                            "blocked address", "deadline", "too large"})
@@ -72,11 +69,6 @@ class _Transient(Exception):
         self.reason = reason
         self.retry_after = retry_after
         self.cause = cause or reason
-
-
-class _BlockedAddress(OSError):
-    """A name that resolves only to addresses this run may not reach (raised by the resolver;
-    aiohttp wraps it, as any resolver OSError, in ClientConnectorDNSError)."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -149,27 +141,6 @@ class HostPolicy:
         return kind == "public" or kind in self.also
 
 
-class _GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, keeping only addresses the policy allows (so a name cannot
-    point the crawl at the host's own network)."""
-
-    def __init__(self, policy: HostPolicy):
-        self._inner = DefaultResolver()
-        self._policy = policy
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
-        found = await self._inner.resolve(host, port, family)
-        if host.lower().rstrip(".") == self._policy.root:
-            return found
-        allowed = [r for r in found if self._policy.allows(r["host"])]
-        if not allowed:
-            raise _BlockedAddress(f"{host} resolves to {found[0]['host']} ({address_class(found[0]['host'])})")
-        return allowed
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
 @dataclass
 class _Host:
     """Per-host state: pacing (at most `rate` requests per second; 0 means none) and the breaker."""
@@ -205,7 +176,7 @@ def utc_now() -> str:
 
 
 class Fetcher:
-    """One aiohttp session with bounded concurrency, per-host pacing and breakers, the retry
+    """One transfer engine with bounded concurrency, per-host pacing and breakers, the retry
     policy, the host policy and the run's deadline (a time.monotonic() value, or None)."""
 
     def __init__(self, *, concurrency: int = DEFAULT_CONCURRENCY, rate: float = 0.0,
@@ -226,8 +197,9 @@ class Fetcher:
         self.deadline = deadline
         self._hosts: dict[str, _Host] = {}
         self._slots = asyncio.Semaphore(concurrency)
-        self._session: aiohttp.ClientSession | None = None
-        self._resolver: _GuardedResolver | None = None
+        self._engine: Engine | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._buffered = 0  # bytes of bodies held in memory right now
         self.user_agent = user_agent or USER_AGENT
         self.headers = dict(headers or {})  # sent with every request (a site may want a Referer or a cookie)
         self.requests = 0
@@ -235,20 +207,20 @@ class Fetcher:
         self._serial = 0
 
     async def __aenter__(self) -> "Fetcher":
-        self._resolver = None if self.proxy else _GuardedResolver(self.policy)
-        connector, self._http_proxy = _connector(self.proxy, self.concurrency, self._resolver)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers={**self.headers, "User-Agent": self.user_agent},
-            auto_decompress=False,
-        )
+        self._engine = Engine(concurrency=self.concurrency, proxy=check_proxy(self.proxy),
+                              user_agent=self.user_agent, address_check=None if self.proxy else self._refuse)
+        await self._engine.__aenter__()
+        self._pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="acta-mirror-store")
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._session is not None:
-            await self._session.close()
-        if self._resolver is not None:  # a resolver handed to the connector is ours to close
-            await self._resolver.close()
+        if self._engine is not None:
+            self._engine.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    async def _store(self, path: str, data: bytearray) -> str:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _store, path, data)
 
     def tripped(self) -> dict[str, str]:
         """Hosts left alone this run, with the reason."""
@@ -377,56 +349,63 @@ class Fetcher:
                 await host.wait()
                 self.requests += 1
                 sent[0] += not hops
+                body = _Body(self, url, current, tuple(hops), expect_image, conditional, host, name)
+                total = self._total()
                 try:
-                    async with self._session.get(current, headers=headers, proxy=self._http_proxy,
-                                                 allow_redirects=False, timeout=self._timeout()) as resp:
-                        self._strike(host, name, resp, url)
-                        if resp.status not in REDIRECT_CODES:
-                            return await self._read(url, current, tuple(hops), resp, expect_image, conditional)
-                        location = resp.headers.get("Location", "")
-                        if not location:
-                            raise FetchError(url, f"HTTP {resp.status} without a Location", cause=f"HTTP {resp.status}")
-                        if len(hops) >= MAX_REDIRECTS:
-                            raise FetchError(url, f"more than {MAX_REDIRECTS} redirects", cause="too many redirects")
-                        hops.append(current)
-                        try:
-                            current = urljoin(current, location)
-                        except ValueError:
-                            raise FetchError(url, f"invalid redirect {location!r}", cause="invalid URL") from None
-                except (_Transient, FetchError, ArchiveWriteError):
-                    raise
-                except aiohttp.InvalidURL as exc:  # includes legacy IPv4 forms such as 127.1
-                    raise FetchError(url, f"invalid URL ({_short(exc)})", cause="invalid URL") from None
-                except aiohttp.ClientConnectorDNSError as exc:
-                    if isinstance(exc.os_error, _BlockedAddress):
-                        raise FetchError(url, str(exc.os_error), cause="blocked address") from None
-                    raise _Transient(_short(exc), cause="name not resolved") from None
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, *_PROXY_ERRORS) as exc:
+                    head = await self._engine.get(current, {**self.headers, **headers}, timeout=total,
+                                                  connect_timeout=DEFAULT_CONNECT_TIMEOUT, on_head=body.head,
+                                                  host=name)
+                    body.done = True
+                except Refused as exc:
+                    raise FetchError(url, exc.reason, cause="blocked address") from None
+                except TransferError as exc:
+                    if exc.cause in ("invalid URL", "unsupported scheme"):
+                        raise FetchError(url, exc.reason, cause=exc.cause) from None
+                    if exc.cause == "too large":
+                        raise TooLarge(url, f"body passed the cap of {self.max_bytes} bytes; cut off",
+                                       cause="too large") from None
                     if self.past_deadline():
                         raise Deferred(url, "cut off by the crawl's deadline", cause="deadline") from None
-                    raise _Transient(_short(exc) or type(exc).__name__, cause=_network_cause(exc)) from None
+                    raise _Transient(exc.reason, cause=exc.cause) from None
+                except NotImage as exc:
+                    raise NotAnImage(url, exc.reason, cause=exc.cause) from None
+                except (_Transient, FetchError, ArchiveWriteError):
+                    raise
                 except Exception as exc:  # a server can provoke errors no list foresees; never a crash
                     raise FetchError(url, f"unexpected {_short(exc)}", cause="unexpected error") from None
+                finally:
+                    body.close()  # removes the temp file unless the whole answer arrived
+                if head.status not in REDIRECT_CODES:
+                    return await body.result()
+                location = head.get("Location")
+                if not location:
+                    raise FetchError(url, f"HTTP {head.status} without a Location", cause=f"HTTP {head.status}")
+                if len(hops) >= MAX_REDIRECTS:
+                    raise FetchError(url, f"more than {MAX_REDIRECTS} redirects", cause="too many redirects")
+                hops.append(current)
+                try:
+                    current = urljoin(current, location)
+                except ValueError:
+                    raise FetchError(url, f"invalid redirect {location!r}", cause="invalid URL") from None
 
-    def _timeout(self) -> aiohttp.ClientTimeout:
+    def _total(self) -> float:
         total = self.timeout
         if self.deadline is not None:
             total = max(0.001, min(total, self.deadline - time.monotonic()))
-        return aiohttp.ClientTimeout(total=total, connect=min(total, DEFAULT_CONNECT_TIMEOUT),
-                                     sock_read=min(total, 30.0))
+        return total
 
-    def _strike(self, host: _Host, name: str, resp: aiohttp.ClientResponse, url: str) -> None:
+    def _strike(self, host: _Host, name: str, head: Head, url: str) -> None:
         """Count 429/503 answers in a row; trip the breaker on too many or on a wait too long."""
-        if resp.status not in BREAKER_CODES:
+        if head.status not in BREAKER_CODES:
             host.strikes = 0
             return
         host.strikes += 1
         if host.strikes == 1:
             host.streak_since = time.monotonic()
-        wait = parse_retry_after(resp.headers.get("Retry-After"))
+        wait = parse_retry_after(head.get("Retry-After"))
         left = None if self.deadline is None else self.deadline - time.monotonic()
         if wait is not None and (wait > RETRY_AFTER_MAX or (left is not None and wait > left)):
-            host.trip(f"it asked to wait {wait:.0f} s (Retry-After, HTTP {resp.status})")
+            host.trip(f"it asked to wait {wait:.0f} s (Retry-After, HTTP {head.status})")
         elif host.strikes >= BREAKER_STRIKES and time.monotonic() - host.streak_since >= BREAKER_SECONDS:
             host.trip(f"{host.strikes} answers of HTTP 429/503 in a row over "
                       f"{time.monotonic() - host.streak_since:.0f} s")
@@ -434,61 +413,150 @@ class Fetcher:
             raise Deferred(url, f"{name} is left alone this run: {host.tripped}",
                            cause="deferred: host breaker")
 
-    async def _read(self, url: str, final_url: str, hops: tuple[str, ...], resp: aiohttp.ClientResponse,
-                    expect_image: bool, conditional: bool) -> Fetched:
-        common = dict(url=url, final_url=final_url, etag=resp.headers.get("ETag", ""),
-                      last_modified=resp.headers.get("Last-Modified", ""),
-                      content_type=resp.headers.get("Content-Type", ""), fetched_at=utc_now(),
-                      host=urlsplit(final_url).hostname or "", redirects=hops)
-        if resp.status == 304:
-            if not conditional:
+    def _refuse(self, host: str, address: str) -> str | None:
+        """Why the run may not connect to this address of host (None: it may)."""
+        if host.lower().rstrip(".") == self.policy.root or self.policy.allows(address):
+            return None
+        return f"{host} resolves to {address} ({address_class(address)})"
+
+    def _temp_path(self) -> str:
+        self._serial += 1
+        return f"{self.tmp_dir or tempfile.gettempdir()}/{os.getpid()}-{self._serial}.part"
+
+
+class _Body:
+    """One answer as it arrives: judged on its head (status, length), checked as an image chunk
+    by chunk, and kept. A body of up to SPILL_BYTES is held in memory and, once whole, written
+    to its temp file and hashed on a worker thread (file creation is the slowest step of a
+    small download, and hashlib and os.write run there without the GIL: the second core). A
+    larger one, or any once the run holds BUFFER_BUDGET bytes, is streamed to disk as it
+    arrives. Whatever fails leaves no temp file behind."""
+
+    __slots__ = ("buf", "check", "conditional", "digest", "done", "expect_image", "fd", "fetcher", "final_url",
+                 "head_seen", "hops", "host", "name", "sha256", "size", "tmp_path", "url")
+
+    def __init__(self, fetcher: Fetcher, url: str, final_url: str, hops: tuple[str, ...], expect_image: bool,
+                 conditional: bool, host: _Host, name: str):
+        self.fetcher, self.url, self.final_url, self.hops = fetcher, url, final_url, hops
+        self.expect_image, self.conditional, self.host, self.name = expect_image, conditional, host, name
+        self.fd: int | None = None
+        self.buf: bytearray | None = None
+        self.tmp_path = ""
+        self.size = 0
+        self.digest = None
+        self.sha256 = ""
+        self.check: ImageCheck | None = None
+        self.head_seen: Head | None = None
+        self.done = False
+
+    def head(self, head: Head):
+        """Decide on the status and length before any body byte is read; where the body goes."""
+        fetcher, url = self.fetcher, self.url
+        self.head_seen = head
+        fetcher._strike(self.host, self.name, head, url)
+        if head.status in REDIRECT_CODES:
+            return None
+        if head.status == 304:
+            if not self.conditional:
                 raise FetchError(url, "HTTP 304 Not Modified to a request that named no earlier copy",
                                  cause="HTTP 304 unasked")
-            return Fetched(status=304, tmp_path=None, sha256="", size=0, **common)
-        if resp.status in RETRY_HTTP_CODES:
-            raise _Transient(f"HTTP {resp.status}", parse_retry_after(resp.headers.get("Retry-After")),
-                             cause=f"HTTP {resp.status}")
-        if resp.status != 200:
-            raise FetchError(url, f"HTTP {resp.status}", cause=f"HTTP {resp.status}")
-        declared = resp.content_length
-        if declared is not None and declared > self.max_bytes:
-            raise TooLarge(url, f"Content-Length {declared} is over the cap of {self.max_bytes} bytes",
+            return None
+        if head.status in RETRY_HTTP_CODES:
+            raise _Transient(f"HTTP {head.status}", parse_retry_after(head.get("Retry-After")),
+                             cause=f"HTTP {head.status}")
+        if head.status != 200:
+            raise FetchError(url, f"HTTP {head.status}", cause=f"HTTP {head.status}")
+        declared = head.content_length
+        if declared is not None and declared > fetcher.max_bytes:
+            raise TooLarge(url, f"Content-Length {declared} is over the cap of {fetcher.max_bytes} bytes",
                            cause="too large")
-        digest = hashlib.sha256()
-        check = ImageCheck() if expect_image else None
-        size = 0
-        self._serial += 1
-        tmp_path = f"{self.tmp_dir or tempfile.gettempdir()}/{os.getpid()}-{self._serial}.part"
-        ok = False
-        out = _disk(open, tmp_path, "xb")
+        self.check = ImageCheck() if self.expect_image else None
+        self.tmp_path = fetcher._temp_path()
+        self.buf = bytearray()
+        return self.write
+
+    def write(self, chunk: bytes) -> None:
+        fetcher = self.fetcher
+        self.size += len(chunk)
+        if self.size > fetcher.max_bytes:
+            raise TooLarge(self.url, f"body passed the cap of {fetcher.max_bytes} bytes; cut off", cause="too large")
+        if self.check is not None:
+            self.check.feed(chunk)
+        if self.buf is not None:
+            self.buf += chunk
+            fetcher._buffered += len(chunk)
+            if len(self.buf) <= SPILL_BYTES and fetcher._buffered <= BUFFER_BUDGET:
+                return
+            chunk, self.buf = bytes(self.buf), None
+            fetcher._buffered -= len(chunk)
+            self.digest = hashlib.sha256()
+            self.fd = _disk(os.open, self.tmp_path, _CREATE, 0o644)
+        self.digest.update(chunk)
+        _write_all(self.fd, chunk)
+
+    def close(self) -> None:
+        """Close the temp file; remove it unless the whole answer arrived (result() judges it)."""
+        if self.buf is not None and not self.done:
+            self.fetcher._buffered -= len(self.buf)
+            self.buf = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.tmp_path and not self.done:
+            _unlink(self.tmp_path)
+            self.tmp_path = ""
+
+    async def result(self) -> Fetched:
+        head = self.head_seen
+        common = dict(url=self.url, final_url=self.final_url, etag=head.get("ETag"),
+                      last_modified=head.get("Last-Modified"), content_type=head.get("Content-Type"),
+                      fetched_at=utc_now(), host=urlsplit(self.final_url).hostname or "", redirects=self.hops)
+        if head.status == 304:
+            return Fetched(status=304, tmp_path=None, sha256="", size=0, **common)
+        trailing = 0
+        buf, self.buf = self.buf, None
         try:
-            with out:
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise TooLarge(url, f"body passed the cap of {self.max_bytes} bytes; cut off", cause="too large")
-                    if check is not None:
-                        check.feed(chunk)
-                    digest.update(chunk)
-                    _disk(out.write, chunk)
-            if declared is not None and size != declared:
-                raise _Transient(f"body of {size} bytes, Content-Length said {declared}", cause="body cut off")
-            trailing = 0
-            if check is not None:
-                verdict = check.finish()
-                if verdict.needs_decode:
-                    await asyncio.to_thread(decode, tmp_path)
+            if self.check is not None:
+                verdict = self.check.finish()
                 trailing = verdict.trailing
-            ok = True
+            if buf is None:
+                sha256 = self.digest.hexdigest()
+            else:
+                sha256 = await self.fetcher._store(self.tmp_path, buf)
+            if self.check is not None and verdict.needs_decode:
+                await asyncio.to_thread(decode, self.tmp_path)
         except NotImage as exc:
+            _unlink(self.tmp_path)
             if exc.cause == "truncated image":  # a cut connection looks the same: worth another try
                 raise _Transient(exc.reason, cause=exc.cause) from None
-            raise NotAnImage(url, exc.reason, cause=exc.cause) from None
+            raise NotAnImage(self.url, exc.reason, cause=exc.cause) from None
+        except BaseException:
+            _unlink(self.tmp_path)
+            raise
         finally:
-            if not ok:
-                _unlink(tmp_path)
-        return Fetched(status=200, tmp_path=tmp_path, sha256=digest.hexdigest(), size=size,
+            if buf is not None:
+                self.fetcher._buffered -= len(buf)
+        return Fetched(status=200, tmp_path=self.tmp_path, sha256=sha256, size=self.size,
                        trailing_bytes=trailing, **common)
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[_disk(os.write, fd, view):]
+
+
+def _store(path: str, data: bytearray) -> str:
+    """Write a whole body to its new temp file; its sha256 (run on a worker thread)."""
+    fd = _disk(os.open, path, _CREATE, 0o644)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _disk(op, *args):
@@ -515,21 +583,6 @@ def decode_text(raw: bytes, content_type: str) -> str:
         return raw.decode("utf-8", errors="replace")
 
 
-def _network_cause(exc: BaseException) -> str:
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return "timeout"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "body cut off"
-    if isinstance(exc, _PROXY_ERRORS) or isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return "proxy error"
-    err = getattr(exc, "os_error", exc)
-    if isinstance(err, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, ConnectionResetError)):
-        return "connection reset"
-    return "connection error"
-
-
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -542,19 +595,12 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _connector(proxy: str | None, concurrency: int, resolver: AbstractResolver | None):
-    """The connector and, for HTTP proxies, the proxy URL aiohttp takes per request. Through
-    a proxy, names are resolved beyond our reach: only literal addresses are checked then."""
-    limit = max(concurrency, 1)
+def check_proxy(proxy: str | None) -> str | None:
+    """The proxy URL, if its scheme is one libcurl is asked to speak; UsageError otherwise.
+    Through a proxy, names are resolved beyond our reach: only literal addresses are checked."""
     if not proxy:
-        return aiohttp.TCPConnector(limit=limit, limit_per_host=limit, resolver=resolver), None
+        return None
     scheme = urlsplit(proxy).scheme.lower()
-    if scheme in ("http", "https"):
-        return aiohttp.TCPConnector(limit=limit, limit_per_host=limit), proxy
-    if scheme in ("socks5", "socks5h", "socks4", "socks4a"):
-        from aiohttp_socks import ProxyConnector
-
-        rdns = scheme in ("socks5h", "socks4a")
-        url = proxy.replace(scheme + "://", scheme.rstrip("ha") + "://", 1)
-        return ProxyConnector.from_url(url, rdns=rdns, limit=limit, limit_per_host=limit), None
-    raise UsageError(f"unsupported proxy scheme {scheme!r} (use http, https, socks5, socks5h, socks4)")
+    if scheme not in ("http", "https", "socks5", "socks5h", "socks4", "socks4a"):
+        raise UsageError(f"unsupported proxy scheme {scheme!r} (use http, https, socks5, socks5h, socks4)")
+    return proxy

@@ -1,0 +1,313 @@
+"""The transfer engine: single HTTP exchanges over libcurl's multi interface, on the event loop.
+
+libcurl (through pycurl) does the sockets, TLS, proxies (HTTP and SOCKS) and HTTP parsing in C;
+its sockets and timers are driven by asyncio (curl_multi_socket_action), so no thread is
+involved and the body arrives, chunk by chunk, in the caller's sink on the loop's thread.
+This module knows nothing of policy: one exchange, no redirects followed, no retries, no
+decoding. The fetcher (fetch.py) decides everything else. libcurl's failures become one
+TransferError with a short stable `cause`; a sink's own exception is raised as itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pycurl
+
+BUFFER_BYTES = 256 * 1024  # libcurl's receive buffer: the largest piece a sink is handed
+LOW_SPEED_SECONDS = 30  # a body that sends nothing for this long is cut off (a stalling server)
+
+# libcurl's error codes, as the causes the fetcher reports (anything else: "connection error")
+_CAUSES = {
+    pycurl.E_COULDNT_RESOLVE_HOST: "name not resolved",
+    pycurl.E_COULDNT_CONNECT: "connection refused",
+    pycurl.E_OPERATION_TIMEDOUT: "timeout",
+    pycurl.E_PARTIAL_FILE: "body cut off",
+    pycurl.E_GOT_NOTHING: "connection reset",
+    pycurl.E_RECV_ERROR: "connection reset",
+    pycurl.E_SEND_ERROR: "connection reset",
+    pycurl.E_COULDNT_RESOLVE_PROXY: "proxy error",
+    97: "proxy error",  # CURLE_PROXY (a SOCKS or CONNECT handshake failed), not named by pycurl
+    pycurl.E_URL_MALFORMAT: "invalid URL",
+    pycurl.E_UNSUPPORTED_PROTOCOL: "unsupported scheme",
+    8: "bad answer",  # CURLE_WEIRD_SERVER_REPLY: not HTTP at all
+    pycurl.E_FILESIZE_EXCEEDED: "too large",
+}
+
+
+class TransferError(Exception):
+    """One exchange failed in the network (or libcurl refused it); `cause` is short and stable."""
+
+    def __init__(self, reason: str, cause: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
+
+
+class Refused(TransferError):
+    """Every address the name resolved to was one this run may not reach (the address check)."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """A final (non-1xx) answer's status and headers (names lower-cased; a repeated one keeps
+    its last value)."""
+
+    status: int
+    headers: dict[str, str]
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("content-length", "").strip()
+        return int(value) if value.isdigit() else None
+
+
+Sink = Callable[[bytes], None]
+OnHead = Callable[[Head], "Sink | None"]  # return where the body goes (None: drop it); raise to abort
+AddressCheck = Callable[[str, str], "str | None"]  # (host, address) -> why it is refused, or None
+
+
+class _Exchange:
+    """One request in flight: what arrives, and the future the caller awaits."""
+
+    __slots__ = ("future", "on_head", "sink", "head_lines", "status", "head", "error", "refused", "host")
+
+    def __init__(self, future: asyncio.Future, on_head: OnHead, host: str):
+        self.future = future
+        self.on_head = on_head
+        self.sink: Sink | None = None
+        self.head_lines: list[str] = []
+        self.status = 0
+        self.head: Head | None = None
+        self.error: BaseException | None = None  # raised by the caller's on_head or sink
+        self.refused = ""  # why the address check refused a connection
+        self.host = host
+
+
+def _ca_file() -> str | None:
+    """The system's CA bundle (a libcurl built elsewhere may not know where it lives)."""
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.openssl_cafile or None
+
+
+class Engine:
+    """A libcurl multi handle driven by the running asyncio loop. Open it with `async with`."""
+
+    def __init__(self, *, concurrency: int, proxy: str | None = None, user_agent: str = "",
+                 address_check: AddressCheck | None = None):
+        self.concurrency = max(1, concurrency)
+        self.proxy = proxy
+        self.user_agent = user_agent
+        self.address_check = address_check
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._multi: pycurl.CurlMulti | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watched: dict[int, int] = {}  # fd -> the events libcurl waits for
+        self._idle: list[pycurl.Curl] = []
+        self._running = 0
+        self._cafile = _ca_file()
+
+    async def __aenter__(self) -> "Engine":
+        self._loop = asyncio.get_running_loop()
+        multi = pycurl.CurlMulti()
+        multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
+        multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
+        multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, self.concurrency)
+        multi.setopt(pycurl.M_MAXCONNECTS, self.concurrency * 2)
+        self._multi = multi
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for fd in list(self._watched):
+            self._unwatch(fd)
+        for handle in self._idle:
+            handle.close()
+        self._idle = []
+        if self._multi is not None:
+            self._multi.close()
+            self._multi = None
+
+    # -- one exchange ---------------------------------------------------------------
+    async def get(self, url: str, headers: dict[str, str], *, timeout: float, connect_timeout: float,
+                  on_head: OnHead, host: str = "") -> Head:
+        """GET url once; the body goes where on_head says. Returns the final answer's Head;
+        raises TransferError, or whatever on_head or the sink raised."""
+        if self._multi is None:
+            raise RuntimeError("the engine is not open")
+        future = self._loop.create_future()
+        exchange = _Exchange(future, on_head, host)
+        handle = self._idle.pop() if self._idle else pycurl.Curl()
+        self._prepare(handle, exchange, url, headers, timeout, connect_timeout)
+        handle.exchange = exchange
+        self._multi.add_handle(handle)
+        self._running += 1
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._finish(handle)
+            raise
+
+    def _prepare(self, handle: pycurl.Curl, exchange: _Exchange, url: str, headers: dict[str, str],
+                 timeout: float, connect_timeout: float) -> None:
+        handle.reset()
+        handle.setopt(pycurl.URL, url)
+        handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
+        if self.user_agent:
+            handle.setopt(pycurl.USERAGENT, self.user_agent)
+        handle.setopt(pycurl.FOLLOWLOCATION, 0)
+        handle.setopt(pycurl.NOSIGNAL, 1)
+        handle.setopt(pycurl.BUFFERSIZE, BUFFER_BYTES)
+        handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
+        handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(timeout, connect_timeout) * 1000)))
+        handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+        handle.setopt(pycurl.LOW_SPEED_TIME, LOW_SPEED_SECONDS)
+        handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        if self._cafile:
+            handle.setopt(pycurl.CAINFO, self._cafile)
+        if self.proxy:
+            handle.setopt(pycurl.PROXY, self.proxy)
+        else:
+            handle.setopt(pycurl.PROXY, "")  # never a proxy from the environment but the one asked for
+            if self.address_check is not None:
+                handle.setopt(pycurl.OPENSOCKETFUNCTION, lambda purpose, address: self._open(exchange, address))
+        handle.setopt(pycurl.HEADERFUNCTION, lambda line: self._on_header(handle, exchange, line))
+        handle.setopt(pycurl.WRITEFUNCTION, lambda chunk: self._on_body(handle, exchange, chunk))
+
+    def _open(self, exchange: _Exchange, address):
+        family, socktype, protocol, where = address
+        why = self.address_check(exchange.host, where[0])
+        if why:
+            exchange.refused = why
+            return pycurl.SOCKET_BAD
+        return socket.socket(family, socktype, protocol)
+
+    def _on_header(self, handle: pycurl.Curl, exchange: _Exchange, line: bytes):
+        text = line.decode("latin-1").rstrip("\r\n")
+        if text.startswith("HTTP/"):
+            exchange.head_lines = []
+            parts = text.split(None, 2)
+            exchange.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            return None
+        if text:
+            exchange.head_lines.append(text)
+            return None
+        if exchange.status < 200:  # the end of a 1xx answer: the real one follows
+            return None
+        fields: dict[str, str] = {}
+        for field in exchange.head_lines:
+            name, sep, value = field.partition(":")
+            if sep:
+                fields[name.strip().lower()] = value.strip()
+        exchange.head = Head(exchange.status, fields)
+        try:
+            exchange.sink = exchange.on_head(exchange.head)
+        except BaseException as exc:  # noqa: BLE001 (handed back to the caller, who raises it)
+            exchange.error = exc
+            return -1  # libcurl aborts the exchange
+        return None
+
+    def _on_body(self, handle: pycurl.Curl, exchange: _Exchange, chunk: bytes):
+        if exchange.sink is None:
+            return None
+        try:
+            exchange.sink(chunk)
+        except BaseException as exc:  # noqa: BLE001
+            exchange.error = exc
+            return -1
+        return None
+
+    # -- driving libcurl from the loop ------------------------------------------------
+    def _on_socket(self, what: int, fd: int, multi, data) -> None:
+        if what == pycurl.POLL_REMOVE:
+            self._unwatch(fd)
+            return
+        old = self._watched.get(fd, 0)
+        want = {pycurl.POLL_IN: 1, pycurl.POLL_OUT: 2, pycurl.POLL_INOUT: 3}.get(what, 0)
+        if old & 1 and not want & 1:
+            self._loop.remove_reader(fd)
+        if old & 2 and not want & 2:
+            self._loop.remove_writer(fd)
+        if want & 1 and not old & 1:
+            self._loop.add_reader(fd, self._act, fd, pycurl.CSELECT_IN)
+        if want & 2 and not old & 2:
+            self._loop.add_writer(fd, self._act, fd, pycurl.CSELECT_OUT)
+        self._watched[fd] = want
+
+    def _unwatch(self, fd: int) -> None:
+        old = self._watched.pop(fd, 0)
+        if old & 1:
+            self._loop.remove_reader(fd)
+        if old & 2:
+            self._loop.remove_writer(fd)
+
+    def _on_timer(self, ms: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if ms >= 0:
+            self._timer = self._loop.call_later(ms / 1000, self._act, pycurl.SOCKET_TIMEOUT, 0)
+
+    def _act(self, fd: int, event: int) -> None:
+        if self._multi is None:
+            return
+        if fd == pycurl.SOCKET_TIMEOUT:
+            self._timer = None
+        while True:
+            code, _running = self._multi.socket_action(fd, event)
+            if code != pycurl.E_CALL_MULTI_PERFORM:
+                break
+        self._collect()
+
+    def _collect(self) -> None:
+        while True:
+            _queued, done, failed = self._multi.info_read()
+            for handle in done:
+                exchange = self._finish(handle)
+                if exchange is not None and not exchange.future.done():
+                    if exchange.head is None:
+                        exchange.future.set_exception(TransferError("no answer", "bad answer"))
+                    else:
+                        exchange.future.set_result(exchange.head)
+            for handle, errno, message in failed:
+                exchange = self._finish(handle)
+                if exchange is not None and not exchange.future.done():
+                    exchange.future.set_exception(self._error(exchange, errno, message))
+            if not _queued:
+                return
+
+    def _finish(self, handle: pycurl.Curl) -> _Exchange | None:
+        exchange = getattr(handle, "exchange", None)
+        if exchange is None:
+            return None
+        handle.exchange = None
+        try:
+            self._multi.remove_handle(handle)
+        except pycurl.error:
+            pass
+        self._running -= 1
+        if len(self._idle) < self.concurrency * 2:
+            self._idle.append(handle)
+        else:
+            handle.close()
+        return exchange
+
+    @staticmethod
+    def _error(exchange: _Exchange, errno: int, message: str) -> BaseException:
+        if exchange.error is not None:
+            return exchange.error
+        if exchange.refused:
+            return Refused(exchange.refused, "blocked address")
+        cause = _CAUSES.get(errno, "connection error")
+        return TransferError(f"{message or 'libcurl error'} (curl {errno})", cause)
