@@ -86,7 +86,7 @@ def _libcurl() -> str:
     try:
         import pycurl
 
-        return f" ({pycurl.version_info()[1] and 'libcurl ' + pycurl.version_info()[1]})"
+        return f" (libcurl {pycurl.version_info()[1]})"
     except ImportError:
         return ""
 
@@ -135,6 +135,8 @@ def _fetch_flags(p: argparse.ArgumentParser) -> None:
 
     d = {k: spec.default for k, spec in SCHEMA["fetch"].items()}
     p.add_argument("--concurrency", type=_positive_int, help=f"requests in flight (default {d['concurrency']})")
+    p.add_argument("--processes", type=int, choices=(1, 2),
+                   help="processes downloading images: 2 uses a second core once a crawl passes 256 images (default 2)")
     p.add_argument("--rate", type=_nonneg_float, help="requests per second per host, 0 for no pacing (default 0)")
     p.add_argument("--proxy", help="http://, https://, socks5:// or socks5h:// proxy URL")
     p.add_argument("--timeout", type=_nonneg_float, help=f"seconds for a whole request (default {d['timeout']:g})")
@@ -151,7 +153,8 @@ def _fetch_flags(p: argparse.ArgumentParser) -> None:
 
 def _fetch_layer(args) -> dict:
     """The fetch flags as a settings layer (None: not given)."""
-    return {"fetch": {"concurrency": args.concurrency, "rate": args.rate, "proxy": args.proxy,
+    return {"fetch": {"concurrency": args.concurrency, "processes": args.processes, "rate": args.rate,
+                      "proxy": args.proxy,
                       "timeout": args.timeout, "deadline": args.deadline, "max_bytes": args.max_bytes,
                       "recheck_after": args.recheck_after,
                       "user_agent": args.user_agent, "headers": dict(args.header) if args.header else None}}

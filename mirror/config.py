@@ -46,6 +46,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "fetch": {
         "concurrency": Key(int, 16, "requests in flight"),
+        "processes": Key(int, 2, "processes downloading images: 2 uses a second core once a crawl passes 256 images; 1 keeps to one"),
         "rate": Key((int, float), 0.0, "requests per second per host; 0 for no pacing"),
         "timeout": Key((int, float), 60.0, "seconds for a whole request"),
         "deadline": Key((int, float), 0.0, "seconds for the whole crawl; then it stops cleanly and the rest is deferred to the next run (0: none)"),
@@ -183,6 +184,7 @@ _RANGES = {
     "source.discover": lambda v: v in ("", "csv", "html", "both"),
     "publish.shard_by": lambda v: v in ("size", "state"),
     "fetch.concurrency": lambda v: 1 <= v <= 512,
+    "fetch.processes": lambda v: v in (1, 2),
     "fetch.rate": lambda v: v >= 0,
     "fetch.timeout": lambda v: math.isfinite(v) and v > 0,
     "fetch.deadline": lambda v: math.isfinite(v) and v >= 0,

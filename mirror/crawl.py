@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .archive import Archive, safe_component
-from .fetch import DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, Fetcher, HostPolicy, utc_now
+from .fetch import DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher, HostPolicy, utc_now
 from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UsageError
 from .publish import redact
 from .sites import get_site
@@ -49,6 +49,7 @@ class CrawlOptions:
     allow_hosts: tuple[str, ...] = ()  # hosts images may also come from (a CDN), besides root and alternates
     user_agent: str = ""  # empty: the fetcher's own
     headers: tuple[tuple[str, str], ...] = ()  # extra request headers, (name, value)
+    processes: int = DEFAULT_PROCESSES  # processes downloading images (a second one on big crawls)
 
 
 @dataclass
@@ -95,7 +96,7 @@ def fetch_options(fetch: dict) -> dict:
     return dict(concurrency=fetch["concurrency"], rate=float(fetch["rate"]), proxy=fetch["proxy"] or None,
                 timeout=float(fetch["timeout"]), max_bytes=fetch["max_bytes"],
                 recheck_after=float(fetch["recheck_after"]), deadline=float(fetch["deadline"]),
-                user_agent=agent, headers=tuple(headers.items()))
+                user_agent=agent, headers=tuple(headers.items()), processes=fetch["processes"])
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -134,6 +135,8 @@ def check_options(opts: CrawlOptions) -> None:
             raise UsageError(f"{name} must be a finite number of seconds above 0, not {value!r}")
     if opts.concurrency < 1 or opts.concurrency > 512:
         raise UsageError("--concurrency must be from 1 to 512")
+    if opts.processes not in (1, 2):
+        raise UsageError("--processes must be 1 or 2")
     if opts.recheck_after < 0:
         raise UsageError("--recheck-after must be 0 or more seconds")
     if opts.rate < 0:
@@ -188,7 +191,8 @@ async def _crawl(opts: CrawlOptions, site, counters: Counters) -> CrawlResult:
                                timeout=opts.timeout, max_bytes=opts.max_bytes, tmp_dir=str(archive.tmp),
                                alternates=opts.alternates, policy=_policy(opts, site),
                                deadline=started + opts.deadline if opts.deadline else None,
-                               user_agent=opts.user_agent, headers=dict(opts.headers), **kwargs) as fetcher:
+                               user_agent=opts.user_agent, headers=dict(opts.headers), processes=opts.processes,
+                               **kwargs) as fetcher:
                 run.fetcher = fetcher
                 await run.go()
         except ArchiveWriteError:

@@ -30,6 +30,7 @@ from urllib.parse import urljoin, urlsplit
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from .imagecheck import ImageCheck, NotImage, decode
+from .fetchworker import Gone, Remote
 from .transfer import Engine, Head, Refused, TransferError
 from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, TooLarge, UsageError
 
@@ -46,7 +47,8 @@ MAX_REDIRECTS = 10  # hops followed for one URL, each one checked
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
-STORE_THREADS = 2  # threads that write whole bodies to disk and hash them
+STORE_THREADS = 2  # threads that write whole bodies to disk and hash them...
+INLINE_BYTES = 64 * 1024  # ...except bodies smaller than this, written on the loop's thread
 
 # Defaults a caller may override per run.
 DEFAULT_CONCURRENCY = 16
@@ -54,6 +56,8 @@ DEFAULT_TIMEOUT = 60.0  # whole request, so a slowloris server is cut off too
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024  # real actas are ~250 KB
 DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024  # HTML pages and index files
+DEFAULT_PROCESSES = 2  # processes downloading images (fetchworker.py), at most one per core
+SECOND_PROCESS_AFTER = 256  # image downloads asked for before the second process is started
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
 
 # Failures that another host cannot mend: the URL itself, or the run's own limits.
@@ -184,7 +188,7 @@ class Fetcher:
                  max_bytes: int = DEFAULT_MAX_BYTES, tmp_dir: str | None = None,
                  retry_attempts: int = RETRY_ATTEMPTS, alternates: tuple[str, ...] = (),
                  policy: HostPolicy = HostPolicy(), deadline: float | None = None,
-                 user_agent: str = "", headers: dict[str, str] | None = None):
+                 user_agent: str = "", headers: dict[str, str] | None = None, processes: int = 1):
         self.concurrency = concurrency
         self.rate = rate
         self.proxy = proxy
@@ -202,9 +206,16 @@ class Fetcher:
         self._buffered = 0  # bytes of bodies held in memory right now
         self.user_agent = user_agent or USER_AGENT
         self.headers = dict(headers or {})  # sent with every request (a site may want a Referer or a cookie)
-        self.requests = 0
-        self.retries = 0  # requests that repeated one that failed (shown as a count)
+        self._requests = 0
+        self._retries = 0  # requests that repeated one that failed (shown as a count)
         self._serial = 0
+        # A second process takes a share of the image downloads (fetchworker.py), once a crawl
+        # is big enough to pay for starting it; pacing needs one clock, so not with a rate.
+        self.processes = min(processes, os.cpu_count() or 1) if rate <= 0 else 1
+        self._remote: Remote | None = None
+        self._images = 0  # image downloads asked for so far
+        self._local = 0  # of them, in flight in this process
+        self._told: set[str] = set()  # hosts whose breaker the other process knows of
 
     async def __aenter__(self) -> "Fetcher":
         self._engine = Engine(concurrency=self.concurrency, proxy=check_proxy(self.proxy),
@@ -214,13 +225,52 @@ class Fetcher:
         return self
 
     async def __aexit__(self, *exc) -> None:
+        if self._remote is not None:
+            await self._remote.close()
         if self._engine is not None:
             self._engine.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
     async def _store(self, path: str, data: bytearray) -> str:
+        if len(data) < INLINE_BYTES:  # handing over costs more than it saves
+            return _store(path, data)
         return await asyncio.get_running_loop().run_in_executor(self._pool, _store, path, data)
+
+    @property
+    def requests(self) -> int:
+        """Requests sent, by both processes."""
+        return self._requests + (self._remote.requests if self._remote else 0)
+
+    @property
+    def retries(self) -> int:
+        """Requests that repeated one that failed, by both processes."""
+        return self._retries + (self._remote.retries if self._remote else 0)
+
+    def _second(self) -> Remote | None:
+        """The other process, started once enough images have been asked for."""
+        self._images += 1
+        if self._remote is None and self.processes > 1 and self._images > SECOND_PROCESS_AFTER:
+            self._remote = Remote(self._child_config(), self._trip_here)
+            asyncio.get_running_loop().create_task(self._remote.start())
+        return self._remote if self._remote is not None and self._remote.alive else None
+
+    def _child_config(self) -> dict:
+        return {"concurrency": self.concurrency, "proxy": self.proxy, "timeout": self.timeout,
+                "max_bytes": self.max_bytes, "tmp_dir": self.tmp_dir, "retry_attempts": self.retry_attempts,
+                "alternates": list(self.alternates), "deadline": self.deadline, "user_agent": self.user_agent,
+                "headers": self.headers, "policy": {"hosts": sorted(self.policy.hosts),
+                                                    "also": sorted(self.policy.also), "root": self.policy.root}}
+
+    def _trip_here(self, name: str, reason: str) -> None:
+        self._told.add(name)
+        self._host(name).trip(reason)
+
+    def _tell_trips(self) -> None:
+        for name, host in self._hosts.items():
+            if host.tripped and name not in self._told:
+                self._told.add(name)
+                self._remote.trip(name, host.tripped)
 
     def tripped(self) -> dict[str, str]:
         """Hosts left alone this run, with the reason."""
@@ -234,7 +284,23 @@ class Fetcher:
                     expect_image: bool = True) -> Fetched:
         """GET url into a temp file, retried by policy; when the host fails for good, the same
         path from each alternate host in turn. The result keeps the URL asked for; its
-        final_url and host say who served the bytes."""
+        final_url and host say who served the bytes. An image may be fetched by the second
+        process, when it has fewer in flight than this one."""
+        remote = self._second() if expect_image else None
+        if remote is not None and remote.in_flight <= self._local:
+            try:
+                return await remote.fetch(url, etag, last_modified, expect_image)
+            except Gone:
+                pass  # it died: ask here
+        self._local += 1
+        try:
+            return await self._fetch_here(url, etag, last_modified, expect_image)
+        finally:
+            self._local -= 1
+            if self._remote is not None and self._remote.alive:
+                self._tell_trips()
+
+    async def _fetch_here(self, url: str, etag: str, last_modified: str, expect_image: bool) -> Fetched:
         try:
             return await self._fetch(url, etag, last_modified, expect_image)
         except FetchError as first:
@@ -262,7 +328,7 @@ class Fetcher:
 
         async def attempt() -> Fetched:
             if sent[0]:
-                self.retries += 1
+                self._retries += 1
             return await self._once(url, headers, expect_image, sent)
 
         try:
@@ -347,7 +413,7 @@ class Fetcher:
                 if self.past_deadline():
                     raise Deferred(url, "the crawl's deadline passed before it was asked", cause="deadline")
                 await host.wait()
-                self.requests += 1
+                self._requests += 1
                 sent[0] += not hops
                 body = _Body(self, url, current, tuple(hops), expect_image, conditional, host, name)
                 total = self._total()
