@@ -110,7 +110,6 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._watched: dict[int, int] = {}  # fd -> the events libcurl waits for
         self._idle: list[pycurl.Curl] = []
-        self._running = 0
         self._cafile = _ca_file()
 
     async def __aenter__(self) -> "Engine":
@@ -148,29 +147,28 @@ class Engine:
             raise RuntimeError("the engine is not open")
         future = self._loop.create_future()
         exchange = _Exchange(future, on_head, host)
-        handle = self._idle.pop() if self._idle else pycurl.Curl()
-        self._prepare(handle, exchange, url, headers, timeout, connect_timeout)
+        handle = self._idle.pop() if self._idle else self._new_handle()
+        handle.setopt(pycurl.URL, url)
+        handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
+        handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
+        handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(timeout, connect_timeout) * 1000)))
         handle.exchange = exchange
         self._multi.add_handle(handle)
-        self._running += 1
         try:
             return await future
         except asyncio.CancelledError:
             self._finish(handle)
             raise
 
-    def _prepare(self, handle: pycurl.Curl, exchange: _Exchange, url: str, headers: dict[str, str],
-                 timeout: float, connect_timeout: float) -> None:
-        handle.reset()
-        handle.setopt(pycurl.URL, url)
-        handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
+    def _new_handle(self) -> pycurl.Curl:
+        """A handle with what every exchange shares; each sets its URL, headers and timeouts."""
+        handle = pycurl.Curl()
+        handle.exchange = None
         if self.user_agent:
             handle.setopt(pycurl.USERAGENT, self.user_agent)
         handle.setopt(pycurl.FOLLOWLOCATION, 0)
         handle.setopt(pycurl.NOSIGNAL, 1)
         handle.setopt(pycurl.BUFFERSIZE, BUFFER_BYTES)
-        handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
-        handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(timeout, connect_timeout) * 1000)))
         handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         handle.setopt(pycurl.LOW_SPEED_TIME, LOW_SPEED_SECONDS)
         handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
@@ -181,11 +179,13 @@ class Engine:
         else:
             handle.setopt(pycurl.PROXY, "")  # never a proxy from the environment but the one asked for
             if self.address_check is not None:
-                handle.setopt(pycurl.OPENSOCKETFUNCTION, lambda purpose, address: self._open(exchange, address))
-        handle.setopt(pycurl.HEADERFUNCTION, lambda line: self._on_header(handle, exchange, line))
-        handle.setopt(pycurl.WRITEFUNCTION, lambda chunk: self._on_body(handle, exchange, chunk))
+                handle.setopt(pycurl.OPENSOCKETFUNCTION, lambda purpose, address: self._open(handle, address))
+        handle.setopt(pycurl.HEADERFUNCTION, lambda line: self._on_header(handle.exchange, line))
+        handle.setopt(pycurl.WRITEFUNCTION, lambda chunk: self._on_body(handle.exchange, chunk))
+        return handle
 
-    def _open(self, exchange: _Exchange, address):
+    def _open(self, handle: pycurl.Curl, address):
+        exchange = handle.exchange
         family, socktype, protocol, where = address
         why = self.address_check(exchange.host, where[0])
         if why:
@@ -193,7 +193,7 @@ class Engine:
             return pycurl.SOCKET_BAD
         return socket.socket(family, socktype, protocol)
 
-    def _on_header(self, handle: pycurl.Curl, exchange: _Exchange, line: bytes):
+    def _on_header(self, exchange: _Exchange, line: bytes):
         text = line.decode("latin-1").rstrip("\r\n")
         if text.startswith("HTTP/"):
             exchange.head_lines = []
@@ -218,7 +218,7 @@ class Engine:
             return -1  # libcurl aborts the exchange
         return None
 
-    def _on_body(self, handle: pycurl.Curl, exchange: _Exchange, chunk: bytes):
+    def _on_body(self, exchange: _Exchange, chunk: bytes):
         if exchange.sink is None:
             return None
         try:
@@ -296,7 +296,6 @@ class Engine:
             self._multi.remove_handle(handle)
         except pycurl.error:
             pass
-        self._running -= 1
         if len(self._idle) < self.concurrency * 2:
             self._idle.append(handle)
         else:
