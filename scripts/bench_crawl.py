@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mirror.replay.data import REAL_PREFIX, index_file  # noqa: E402
-from scripts.benchsite import Site, jpeg, nginx_version  # noqa: E402
+from scripts.benchsite import JPEG_FORMAT, Site, jpeg, nginx_version  # noqa: E402
 
 PY = sys.executable
 REAL_BYTES = 265_000
@@ -188,14 +188,17 @@ class Bench:
     def site(self, name: str, rows, lines, size: int) -> Site:
         """A site of these V1 rows with `size`-byte images, written once and kept in WORK/site-NAME."""
         site = Site(self.work / f"site-{name}", log=False)
+        stamp = site.dir / "images-made-by"
+        fresh = stamp.exists() and stamp.read_text() == JPEG_FORMAT
         t = time.perf_counter()
         made = 0
         for row in rows:
             path = site.www / row.filename
-            if not (path.exists() and path.stat().st_size == size):
+            if not (fresh and path.exists() and path.stat().st_size == size):
                 path.write_bytes(jpeg(row.filename, size, random.Random(row.filename)))
                 made += 1
         site.write_index(lines, index_file(1).header)
+        stamp.write_text(JPEG_FORMAT)
         if made:
             print(f"  made {made} images of {size:,} bytes in {time.perf_counter() - t:.0f} s", flush=True)
         return site
@@ -203,9 +206,7 @@ class Bench:
     def synthetic_site(self) -> tuple[Site, int]:
         """SYNTHETIC_TABLES rows in V1's CSV format with synthetic keys, every image one file."""
         site = Site(self.work / "site-synthetic", log=False, fallback="one.jpg")
-        one = site.www / "one.jpg"
-        if not (one.exists() and one.stat().st_size == SMALL_BYTES):
-            one.write_bytes(jpeg("synthetic", SMALL_BYTES, random.Random(0)))
+        (site.www / "one.jpg").write_bytes(jpeg("synthetic", SMALL_BYTES, random.Random(0)))
         v1 = index_file(1)
         out = io.StringIO(newline="")
         writer = csv.writer(out, lineterminator="\r\n")
