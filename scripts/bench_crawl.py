@@ -246,7 +246,8 @@ class Bench:
             summary = json.loads(run.out)
         except ValueError:
             raise SystemExit(f"{label}: the crawl printed no JSON summary (exit {run.rc}); see {self.logs}")
-        if run.rc != 0 or summary["failed"] or summary["archived"] + summary["unchanged"] < expect and not extra:
+        short = not extra and summary["archived"] + summary["unchanged"] < expect  # a re-run may skip
+        if run.rc != 0 or summary["failed"] or short:
             raise SystemExit(f"{label}: the crawl exited {run.rc}, archived {summary['archived']} and failed "
                              f"{summary['failed']} of {expect} tables; see {self.logs}")
         return run
@@ -514,9 +515,10 @@ def main() -> None:
         bench.memory()
     bench.others()
     shutil.rmtree(bench.work / "scratch", ignore_errors=True)
+    info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     text = table(bench.rows)
     print(f"\nmachine: {info['cores']} cores, load average at start {info['load_average_at_start']}, "
-          f"nginx {info['nginx']}, {info['wget2']}; medians of {args.rounds} alternating rounds, "
+          f"at end {info['load_average_at_end']}, nginx {info['nginx']}, {info['wget2']}; medians of {args.rounds} alternating rounds, "
           f"concurrency {args.concurrency}, warm page cache\n")
     print(text)
     report = {"machine": info, "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
