@@ -480,7 +480,8 @@ def table(rows: list[Row]) -> str:
 def machine() -> dict:
     def version(cmd: list[str]) -> str:
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.splitlines()[0].split(' - ')[0]
+            first = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.splitlines()[0]
+            return first.split(" - ")[0]  # wget2's first line goes on with a description
         except (OSError, IndexError):
             return "missing"
 
@@ -502,11 +503,11 @@ def main() -> None:
         ap.add_argument(f"--skip-{part}", action="store_true", help=f"skip the {part} comparison")
     args = ap.parse_args()
     bench = Bench(args)
+    if not shutil.which("wget2"):
+        subprocess.run(["apt-get", "install", "-y", "wget2"], check=True)
     info = machine()
     print(f"machine: {info['cores']} cores, load average at start {info['load_average_at_start']}, "
           f"nginx {info['nginx']}, {info['wget2']}, Python {info['python']}, commit {info['commit']}", flush=True)
-    if not shutil.which("wget2"):
-        raise SystemExit("wget2 is missing: apt-get install wget2")
     if not args.skip_real:
         bench.real()
     if not args.skip_small:
@@ -518,8 +519,8 @@ def main() -> None:
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     text = table(bench.rows)
     print(f"\nmachine: {info['cores']} cores, load average at start {info['load_average_at_start']}, "
-          f"at end {info['load_average_at_end']}, nginx {info['nginx']}, {info['wget2']}; medians of {args.rounds} alternating rounds, "
-          f"concurrency {args.concurrency}, warm page cache\n")
+          f"at end {info['load_average_at_end']}, nginx {info['nginx']}, {info['wget2']}; "
+          f"medians of {args.rounds} alternating rounds, concurrency {args.concurrency}, warm page cache\n")
     print(text)
     report = {"machine": info, "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "rounds": args.rounds, "concurrency": args.concurrency, "rows": [asdict(r) for r in bench.rows],
