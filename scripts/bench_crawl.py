@@ -62,6 +62,7 @@ REAL_BYTES = 265_000
 SMALL_BYTES = 8_000
 SYNTHETIC_TABLES = 100_000
 RECHECK_AFTER = 86400  # jobs/resultados2024.toml's fetch.recheck_after
+MIRRORS = {"real": "mirror-real-size", "small": "mirror-small-full-index"}  # the names bench_ipfs.py looks for
 
 
 @dataclass(frozen=True)
@@ -301,14 +302,14 @@ class Bench:
 
     def rounds_of(self, name: str, site: Site, n: int, size: int, pipeline: bool) -> dict[str, list[Run]]:
         """Alternating rounds of wget2, the crawl (and the pipeline), each into a fresh folder.
-        The last crawl's mirror is kept in WORK/mirror-NAME."""
+        The last crawl's mirror is kept in WORK/MIRRORS[name]."""
         urls = self.work / f"urls-{name}.txt"
         urls.write_bytes(b"".join(line.rsplit(b",", 1)[1].strip() + b"\n"
                                   for line in site.www.joinpath("RESULTADOS_2024_CSV_V1.csv").read_bytes()
                                   .splitlines()[1:]))
         self.warm(site)
         runs: dict[str, list[Run]] = {"wget2": [], "crawl": [], "pipeline": []}
-        mirror = self.work / f"mirror-{name}"
+        mirror = self.work / MIRRORS[name]
         scratch = self.work / "scratch"
         for r in range(1, self.args.rounds + 1):
             shutil.rmtree(scratch, ignore_errors=True)
@@ -430,6 +431,8 @@ class Bench:
         """The rows a benchmark script printed as BENCH-JSON, or why there are none."""
         if not script.exists():
             return [], f"scripts/{script.name} is missing"
+        if "BENCH-JSON" not in script.read_text():
+            return [], f"scripts/{script.name} has no BENCH-JSON line to print (not yet on the shared contract)"
         helptext = subprocess.run([PY, str(script), "--help"], cwd=ROOT, capture_output=True, text=True,
                                   check=False).stdout
         cmd = [PY, str(script)]
