@@ -43,13 +43,13 @@ import platform
 import random
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -166,10 +166,6 @@ def files_in(folder: Path) -> tuple[int, int]:
             n += 1
             size += os.stat(os.path.join(dirpath, name)).st_size
     return n, size
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
 
 
 class Bench:
