@@ -35,7 +35,6 @@ figures are ratios measured side by side, in one run, and indicative.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import os
@@ -54,8 +53,8 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mirror.replay.data import REAL_PREFIX, index_file  # noqa: E402
-from scripts.benchsite import JPEG_FORMAT, Site, jpeg, nginx_version  # noqa: E402
+from mirror.replay.data import index_file  # noqa: E402
+from scripts.benchsite import JPEG_FORMAT, Site, jpeg, nginx_version, synthetic_lines  # noqa: E402
 
 PY = sys.executable
 REAL_BYTES = 265_000
@@ -205,17 +204,8 @@ class Bench:
         """SYNTHETIC_TABLES rows in V1's CSV format with synthetic keys, every image one file."""
         site = Site(self.work / "site-synthetic", log=False, fallback="one.jpg")
         (site.www / "one.jpg").write_bytes(jpeg("synthetic", SMALL_BYTES, random.Random(0)))
-        v1 = index_file(1)
-        out = io.StringIO(newline="")
-        writer = csv.writer(out, lineterminator="\r\n")
-        for i in range(SYNTHETIC_TABLES):
-            template = next(csv.reader([v1.lines[i % len(v1.lines)].decode("utf-8")]))
-            # centre 9 digits (EEMMPPCCC, above every real one), table 1-10: distinct keys
-            template[6], template[7] = str(900_000_000 + i // 10), str(i % 10 + 1)
-            template[-1] = f"{REAL_PREFIX.decode()}synthetic_{i:06d}_Acta.jpg"
-            writer.writerow(template)
-        lines = out.getvalue().encode().splitlines(keepends=True)
-        site.write_index(lines, v1.header)
+        lines = synthetic_lines(SYNTHETIC_TABLES)
+        site.write_index(lines, index_file(1).header)
         return site, len(lines)
 
     @staticmethod

@@ -6,6 +6,7 @@ benchmark measures the client, not a Python server that saturates a core.
 """
 from __future__ import annotations
 
+import csv
 import io
 import os
 import random
@@ -15,7 +16,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from mirror.replay.data import REAL_PREFIX
+from mirror.replay.data import REAL_PREFIX, index_file
 
 INDEX_NAME = "RESULTADOS_2024_CSV_V1.csv"
 JPEG_FORMAT = "jpeg 2: no '<' in the padding"  # what jpeg() makes; a cache of older images is remade
@@ -41,6 +42,20 @@ def jpeg(text: str, size: int, rng: random.Random) -> bytes:
         segments.append(b"\xff\xfe" + (n + 2).to_bytes(2, "big") + rng.randbytes(n).replace(b"<", b"="))
         need -= n + 4
     return body[:2] + b"".join(segments) + body[2:]
+
+
+def synthetic_lines(n: int) -> list[bytes]:
+    """n index lines in V1's CSV format (each a real row's names and votes) with synthetic keys:
+    centres from 900000000 up (above every real one), tables 1-10, one image URL each."""
+    v1 = index_file(1)
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    for i in range(n):
+        row = next(csv.reader([v1.lines[i % len(v1.lines)].decode("utf-8")]))
+        row[6], row[7] = str(900_000_000 + i // 10), str(i % 10 + 1)  # CENTRO, MESA
+        row[-1] = f"{REAL_PREFIX.decode()}synthetic_{i:06d}_Acta.jpg"
+        writer.writerow(row)
+    return out.getvalue().encode().splitlines(keepends=True)
 
 
 def nginx_binary() -> str:

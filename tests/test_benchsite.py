@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 
 from mirror.imagecheck import check_bytes
 from mirror.replay.data import index_file
-from scripts.benchsite import INDEX_NAME, Site, jpeg
+from mirror.sites.resultados2024 import parse_index_bytes
+from scripts.bench_crawl import measure
+from scripts.benchsite import INDEX_NAME, Site, jpeg, synthetic_lines
 
 
 @pytest.mark.parametrize("size", [8_000, 265_000])
@@ -50,3 +53,24 @@ def test_site_serves_images_index_and_fallback(tmp_path):
         assert requests == 3
     finally:
         site.stop()
+
+
+def test_synthetic_index_has_distinct_keys_the_site_reads():
+    lines = synthetic_lines(1_000)
+    raw = index_file(1).header + b"".join(lines)
+    actas = list(parse_index_bytes(raw, "synthetic.csv"))
+    assert len(actas) == 1_000
+    assert len({a.key for a in actas}) == 1_000
+    assert not {a.key for a in actas} & {r.key for r in index_file(1).rows}
+
+
+def test_measure_counts_the_command_not_the_bench(tmp_path):
+    # a child's ru_maxrss starts at its parent's size at fork: the bench (this test's process
+    # holds the whole V1 index) must not be counted as the command's memory
+    index_file(1)
+    small = measure(["true"], tmp_path / "true.err")
+    big = measure([sys.executable, "-c", "b = bytearray(80_000_000); b[::4096] = b'x' * len(b[::4096])"],
+                  tmp_path / "big.err")
+    assert small.rc == 0 and big.rc == 0
+    assert small.rss_mb < 20
+    assert big.rss_mb >= 80
