@@ -19,8 +19,9 @@ own config (scripts/benchsite.py). Workloads, each against the site's index at i
 - rerun: a second crawl into the full-index mirror with nothing changed, with --recheck-after
   86400 (as jobs/resultados2024.toml) and asking every URL again; each / the full crawl's time.
 - verify, git, ipfs: rows from scripts/bench_verify.py, bench_publish.py and bench_ipfs.py, run
-  as subprocesses (their last line is `BENCH-JSON {"rows": [...]}`) and given the mirrors made
-  here when their --help offers --mirror (full index), --small-mirror or --real-mirror.
+  as subprocesses (their last line is `BENCH-JSON {"rows": [...]}`), given what their --help
+  offers of --mirror and --small-mirror (the full-index mirror made here), --real and
+  --real-mirror (the real-size one), --work (WORK/NAME) and --rounds.
 
 The page cache is not dropped (that needs root): every file is read once before the rounds, so
 both clients read warm files from nginx. Peak RSS is the crawl's process tree: the larger of the
@@ -422,12 +423,15 @@ class Bench:
         helptext = subprocess.run([PY, str(script), "--help"], cwd=ROOT, capture_output=True, text=True,
                                   check=False).stdout
         cmd = [PY, str(script)]
-        offered = {"--mirror": "small", "--small-mirror": "small", "--real-mirror": "real"}
+        flags = helptext.split()
+        offered = {"--mirror": "small", "--small-mirror": "small", "--real": "real", "--real-mirror": "real"}
         for flag, which in offered.items():
-            if flag in helptext.split() and which in self.mirrors and self.mirrors[which].exists():
+            if flag in flags and which in self.mirrors and self.mirrors[which].exists():
                 cmd += [flag, str(self.mirrors[which])]
-        if "--work" in helptext.split():
+        if "--work" in flags:
             cmd += ["--work", str(self.work / name)]
+        if "--rounds" in flags:
+            cmd += ["--rounds", str(self.args.rounds)]
         print("  " + shlex.join(cmd), flush=True)
         log = self.logs / f"{name}.out"
         try:
