@@ -24,7 +24,6 @@ root), the manifests repository's growth, and a linear extrapolation to 25,000 a
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import shutil
@@ -38,32 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mirror.replay.data import REAL_PREFIX, index_file  # noqa: E402
+from mirror.replay.data import index_file  # noqa: E402
 from mirror.state import iter_records  # noqa: E402
+from scripts.benchsite import Site, jpeg  # noqa: E402
 
 PY = sys.executable
 ACTA_BYTES = 290 * 1000
 REAL_ACTAS = 25_000
-INDEX_NAME = "RESULTADOS_2024_CSV_V1.csv"
-
-
-def jpeg(text: str, size: int, rng: random.Random) -> bytes:
-    """A valid JPEG of `size` bytes: a small picture, padded with random bytes in COM segments
-    right after SOI (a crawl rejects bytes after the end marker)."""
-    from PIL import Image, ImageDraw
-
-    img = Image.new("L", (160, 220), 255)
-    ImageDraw.Draw(img).text((8, 8), text, fill=0)
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=70)
-    body = out.getvalue()
-    need = size - len(body)
-    segments = []
-    while need > 4:
-        n = min(65533, need - 4)
-        segments.append(b"\xff\xfe" + (n + 2).to_bytes(2, "big") + rng.randbytes(n))
-        need -= n + 4
-    return body[:2] + b"".join(segments) + body[2:]
 
 
 def du(path: Path) -> int:
@@ -83,71 +63,6 @@ def du(path: Path) -> int:
         except (FileNotFoundError, NotADirectoryError):
             continue
     return total
-
-
-class Site:
-    """The static site: nginx over a folder of images and the index."""
-
-    def __init__(self, work: Path, port: int):
-        self.dir = work / "site"
-        self.www = self.dir / "www"
-        self.log = self.dir / "access.log"
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.www.mkdir(parents=True, exist_ok=True)
-        for sub in ("tmp", "logs"):
-            (self.dir / sub).mkdir(exist_ok=True)
-        (self.dir / "nginx.conf").write_text(f"""
-daemon on;
-pid {self.dir}/nginx.pid;
-worker_processes 1;
-error_log {self.dir}/logs/error.log;
-events {{ worker_connections 256; }}
-http {{
-    log_format bench '$status $body_bytes_sent $request_uri';
-    access_log {self.log} bench;
-    client_body_temp_path {self.dir}/tmp;
-    proxy_temp_path {self.dir}/tmp;
-    fastcgi_temp_path {self.dir}/tmp;
-    uwsgi_temp_path {self.dir}/tmp;
-    scgi_temp_path {self.dir}/tmp;
-    sendfile on;
-    etag on;
-    types {{ image/jpeg jpg; text/csv csv; }}
-    server {{
-        listen 127.0.0.1:{port};
-        root {self.www};
-    }}
-}}
-""")
-
-    def start(self) -> None:
-        if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
-            subprocess.run(["apt-get", "install", "-y", "nginx"], check=True)
-        subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.dir), "-c",
-                        str(self.dir / "nginx.conf")], check=True)
-
-    def stop(self) -> None:
-        subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.dir), "-c",
-                        str(self.dir / "nginx.conf"), "-s", "stop"], check=False)
-
-    def log_offset(self) -> int:
-        return self.log.stat().st_size if self.log.exists() else 0
-
-    def downloaded(self, since: int) -> tuple[int, int, int]:
-        """(body bytes, requests, 304 answers) logged after offset since."""
-        with open(self.log, "rb") as fh:
-            fh.seek(since)
-            lines = fh.read().decode().splitlines()
-        parts = [ln.split(" ", 2) for ln in lines if ln.strip()]
-        return sum(int(p[1]) for p in parts), len(parts), sum(p[0] == "304" for p in parts)
-
-
-def write_index(site: Site, rows, lines, header: bytes) -> int:
-    prefix = site.url.encode() + b"/"
-    data = header + b"".join(line.replace(REAL_PREFIX, prefix, 1) for line in lines)
-    (site.www / INDEX_NAME).write_bytes(data)
-    return len(data)
 
 
 def run_job(job: Path, cwd: Path, env: dict) -> tuple[float, int, str]:
@@ -208,11 +123,11 @@ def main() -> None:
     total = min(args.count + extra, len(v1.rows))
     rows, lines = v1.rows[:total], v1.lines[:total]
 
-    site = Site(work, args.port)
+    site = Site(work / "site", args.port)
     t = time.perf_counter()
     for row in rows[:args.count]:
         (site.www / row.filename).write_bytes(jpeg(row.filename, ACTA_BYTES, rng))
-    index_bytes = write_index(site, rows[:args.count], lines[:args.count], v1.header)
+    index_bytes = site.write_index(lines[:args.count], v1.header)
     print(f"site: {args.count} actas of {ACTA_BYTES // 1000} KB and an index of {mb(index_bytes)} "
           f"written in {time.perf_counter() - t:.0f} s")
     site.start()
@@ -259,7 +174,7 @@ def main() -> None:
                     (site.www / name).write_bytes(jpeg(name + " v2", ACTA_BYTES, rng))
                 for row in rows[args.count:]:
                     (site.www / row.filename).write_bytes(jpeg(row.filename, ACTA_BYTES, rng))
-                index_bytes = write_index(site, rows, lines, v1.header)
+                index_bytes = site.write_index(lines, v1.header)
             cwd = fresh_workdir(work, f"run{n}", job_text, manifests)
             env_n = {**env, "TMPDIR": str(cwd / "tmp"), "XDG_CACHE_HOME": str(cwd / "cache")}
             offset = site.log_offset()
