@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import collections
 import dataclasses
 import email.utils
 import errno
 import hashlib
 import ipaddress
+import itertools
 import os
 import random
 import tempfile
@@ -47,7 +49,8 @@ MAX_REDIRECTS = 10  # hops followed for one URL, each one checked
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
-STORE_THREADS = 2  # threads that write whole bodies to disk and hash them...
+SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
+STORE_THREADS = 2  # threads that make temp files ahead, and write whole bodies to disk and hash them...
 INLINE_BYTES = 64 * 1024  # ...except bodies smaller than this, written on the loop's thread
 
 # Defaults a caller may override per run.
@@ -58,6 +61,7 @@ DEFAULT_MAX_BYTES = 25 * 1024 * 1024  # real actas are ~250 KB
 DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024  # HTML pages and index files
 DEFAULT_PROCESSES = 2  # processes downloading images (fetchworker.py), at most one per core
 SECOND_PROCESS_AFTER = 256  # image downloads asked for before the second process is started
+SECOND_PROCESS_SHARE = 2  # it takes up to this many downloads for each one here (this one also archives)
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
 
 # Failures that another host cannot mend: the URL itself, or the run's own limits.
@@ -208,7 +212,9 @@ class Fetcher:
         self.headers = dict(headers or {})  # sent with every request (a site may want a Referer or a cookie)
         self._requests = 0
         self._retries = 0  # requests that repeated one that failed (shown as a count)
-        self._serial = 0
+        self._names = itertools.count(1)  # temp file names (taken from two threads: next() is atomic)
+        self._spares: collections.deque[tuple[str, int]] = collections.deque()
+        self._refilling = False
         # A second process takes a share of the image downloads (fetchworker.py), once a crawl
         # is big enough to pay for starting it; pacing needs one clock, so not with a rate.
         self.processes = min(processes, os.cpu_count() or 1) if rate <= 0 else 1
@@ -231,11 +237,41 @@ class Fetcher:
             self._engine.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self._drop_spares()
 
-    async def _store(self, path: str, data: bytearray) -> str:
+    async def _store(self, fd: int, data: bytearray) -> str:
         if len(data) < INLINE_BYTES:  # handing over costs more than it saves
-            return _store(path, data)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, _store, path, data)
+            return _store(fd, data)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _store, fd, data)
+
+    def _temp_file(self) -> tuple[str, int]:
+        """A new, empty temp file, open for writing: made ahead by a worker thread (creating a
+        file is the slowest step of a small download), or here when none is ready."""
+        if len(self._spares) < SPARES_LOW and not self._refilling and self._pool is not None:
+            self._refilling = True
+            self._pool.submit(self._make_spares)
+        try:
+            return self._spares.popleft()
+        except IndexError:
+            path = self._temp_path()
+            return path, _disk(os.open, path, _CREATE, 0o644)
+
+    def _make_spares(self) -> None:
+        """On a worker thread; a failure here only means files are made when needed."""
+        try:
+            for _ in range(SPARES_BATCH):
+                path = self._temp_path()
+                self._spares.append((path, os.open(path, _CREATE, 0o644)))
+        except OSError:
+            pass
+        finally:
+            self._refilling = False
+
+    def _drop_spares(self) -> None:
+        while self._spares:
+            path, fd = self._spares.popleft()
+            os.close(fd)
+            _unlink(path)
 
     @property
     def requests(self) -> int:
@@ -287,7 +323,7 @@ class Fetcher:
         final_url and host say who served the bytes. An image may be fetched by the second
         process, when it has fewer in flight than this one."""
         remote = self._second() if expect_image else None
-        if remote is not None and remote.in_flight <= self._local:
+        if remote is not None and remote.in_flight <= SECOND_PROCESS_SHARE * self._local:
             try:
                 return await remote.fetch(url, etag, last_modified, expect_image)
             except Gone:
@@ -486,8 +522,7 @@ class Fetcher:
         return f"{host} resolves to {address} ({address_class(address)})"
 
     def _temp_path(self) -> str:
-        self._serial += 1
-        return f"{self.tmp_dir or tempfile.gettempdir()}/{os.getpid()}-{self._serial}.part"
+        return f"{self.tmp_dir or tempfile.gettempdir()}/{os.getpid()}-{next(self._names)}.part"
 
 
 class _Body:
@@ -537,7 +572,7 @@ class _Body:
             raise TooLarge(url, f"Content-Length {declared} is over the cap of {fetcher.max_bytes} bytes",
                            cause="too large")
         self.check = ImageCheck() if self.expect_image else None
-        self.tmp_path = fetcher._temp_path()
+        self.tmp_path, self.fd = fetcher._temp_file()
         self.buf = bytearray()
         return self.write
 
@@ -556,19 +591,24 @@ class _Body:
             chunk, self.buf = bytes(self.buf), None
             fetcher._buffered -= len(chunk)
             self.digest = hashlib.sha256()
-            self.fd = _disk(os.open, self.tmp_path, _CREATE, 0o644)
         self.digest.update(chunk)
         _write_all(self.fd, chunk)
 
     def close(self) -> None:
-        """Close the temp file; remove it unless the whole answer arrived (result() judges it)."""
-        if self.buf is not None and not self.done:
+        """After an exchange that failed: forget the body and remove its temp file. (A whole
+        answer is left to result(), which keeps or removes it.)"""
+        if self.done:
+            return
+        if self.buf is not None:
             self.fetcher._buffered -= len(self.buf)
             self.buf = None
+        self._discard()
+
+    def _discard(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        if self.tmp_path and not self.done:
+        if self.tmp_path:
             _unlink(self.tmp_path)
             self.tmp_path = ""
 
@@ -585,19 +625,21 @@ class _Body:
             if self.check is not None:
                 verdict = self.check.finish()
                 trailing = verdict.trailing
+            fd, self.fd = self.fd, None
             if buf is None:
+                os.close(fd)
                 sha256 = self.digest.hexdigest()
             else:
-                sha256 = await self.fetcher._store(self.tmp_path, buf)
+                sha256 = await self.fetcher._store(fd, buf)  # closes fd
             if self.check is not None and verdict.needs_decode:
                 await asyncio.to_thread(decode, self.tmp_path)
         except NotImage as exc:
-            _unlink(self.tmp_path)
+            self._discard()
             if exc.cause == "truncated image":  # a cut connection looks the same: worth another try
                 raise _Transient(exc.reason, cause=exc.cause) from None
             raise NotAnImage(self.url, exc.reason, cause=exc.cause) from None
         except BaseException:
-            _unlink(self.tmp_path)
+            self._discard()
             raise
         finally:
             if buf is not None:
@@ -615,9 +657,8 @@ def _write_all(fd: int, data) -> None:
         view = view[_disk(os.write, fd, view):]
 
 
-def _store(path: str, data: bytearray) -> str:
-    """Write a whole body to its new temp file; its sha256 (run on a worker thread)."""
-    fd = _disk(os.open, path, _CREATE, 0o644)
+def _store(fd: int, data: bytearray) -> str:
+    """Write a whole body into its temp file and close it; its sha256 (on a worker thread when large)."""
     try:
         _write_all(fd, data)
     finally:

@@ -37,6 +37,7 @@ class Remote:
         self._proc: asyncio.subprocess.Process | None = None
         self._pending: dict[int, asyncio.Future] = {}
         self._serial = 0
+        self._outbox: list[str] = []
         self._reader: asyncio.Task | None = None
         self.alive = False
 
@@ -53,8 +54,17 @@ class Remote:
         self._reader = asyncio.create_task(self._read())
 
     def _send(self, message: dict) -> None:
+        """Queue a line; the lines of one turn of the loop go in one write (a write wakes the child)."""
+        self._outbox.append(json.dumps(message))
+        if len(self._outbox) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        lines, self._outbox = self._outbox, []
+        if not lines or self._proc is None:
+            return
         try:
-            self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+            self._proc.stdin.write(("\n".join(lines) + "\n").encode())
         except (ConnectionError, RuntimeError):
             self._gone()
 
@@ -146,6 +156,7 @@ async def _serve() -> None:
     out = sys.stdout.buffer
     counted = [0, 0]  # requests and retries already reported
     told: set[str] = set()  # hosts whose trip the parent knows of
+    outbox: list[str] = []
 
     async with Fetcher(**config) as fetcher:
         def answer(message: dict) -> None:
@@ -155,8 +166,14 @@ async def _serve() -> None:
             if tripped:
                 told.update(tripped)
                 message["tripped"] = tripped
-            out.write(json.dumps(message).encode() + b"\n")
+            outbox.append(json.dumps(message))
+            if len(outbox) == 1:  # the answers of one turn of the loop go in one write
+                loop.call_soon(flush)
+
+        def flush() -> None:
+            out.write(("\n".join(outbox) + "\n").encode())
             out.flush()
+            outbox.clear()
 
         async def one(request: dict) -> None:
             try:
