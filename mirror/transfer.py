@@ -53,7 +53,7 @@ class Refused(TransferError):
 
 @dataclass(frozen=True)
 class Head:
-    """A final (non-1xx) answer's status and headers (names lower-cased; a repeated one keeps
+    """The final answer's status and headers (names lower-cased; a repeated one keeps
     its last value)."""
 
     status: int
@@ -76,18 +76,42 @@ AddressCheck = Callable[[str, str], "str | None"]  # (host, address) -> why it i
 class _Exchange:
     """One request in flight: what arrives, and the future the caller awaits."""
 
-    __slots__ = ("future", "on_head", "sink", "head_lines", "status", "head", "error", "refused", "host")
+    __slots__ = ("error", "future", "head", "head_lines", "host", "on_head", "opened", "refused", "sink")
 
     def __init__(self, future: asyncio.Future, on_head: OnHead, host: str):
         self.future = future
         self.on_head = on_head
         self.sink: Sink | None = None
-        self.head_lines: list[str] = []
-        self.status = 0
+        self.head_lines: list[bytes] = []  # libcurl appends every header line here (no Python frame per line)
         self.head: Head | None = None
+        self.opened = False  # on_head has been asked
         self.error: BaseException | None = None  # raised by the caller's on_head or sink
         self.refused = ""  # why the address check refused a connection
         self.host = host
+
+    def open(self) -> bool:
+        """Read the final answer's head (the last status line's block: 1xx answers and a proxy's
+        CONNECT answer come before it) and ask on_head where the body goes. False if it refused."""
+        self.opened = True
+        lines = self.head_lines
+        start = max((i for i, line in enumerate(lines) if line.startswith(b"HTTP/")), default=-1)
+        if start < 0:
+            self.error = TransferError("an answer without a status line", "bad answer")
+            return False
+        parts = lines[start].split(None, 2)
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        fields: dict[str, str] = {}
+        for line in lines[start + 1:]:
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep:
+                fields[name.strip().lower()] = value.strip()
+        self.head = Head(status, fields)
+        try:
+            self.sink = self.on_head(self.head)
+        except BaseException as exc:  # noqa: BLE001 (handed back to the caller, who raises it)
+            self.error = exc
+            return False
+        return True
 
 
 def _ca_file() -> str | None:
@@ -152,6 +176,7 @@ class Engine:
         handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(timeout, connect_timeout) * 1000)))
+        handle.setopt(pycurl.HEADERFUNCTION, exchange.head_lines.append)
         handle.exchange = exchange
         self._multi.add_handle(handle)
         try:
@@ -180,7 +205,6 @@ class Engine:
             handle.setopt(pycurl.PROXY, "")  # never a proxy from the environment but the one asked for
             if self.address_check is not None:
                 handle.setopt(pycurl.OPENSOCKETFUNCTION, lambda purpose, address: self._open(handle, address))
-        handle.setopt(pycurl.HEADERFUNCTION, lambda line: self._on_header(handle.exchange, line))
         handle.setopt(pycurl.WRITEFUNCTION, lambda chunk: self._on_body(handle.exchange, chunk))
         return handle
 
@@ -193,32 +217,9 @@ class Engine:
             return pycurl.SOCKET_BAD
         return socket.socket(family, socktype, protocol)
 
-    def _on_header(self, exchange: _Exchange, line: bytes):
-        text = line.decode("latin-1").rstrip("\r\n")
-        if text.startswith("HTTP/"):
-            exchange.head_lines = []
-            parts = text.split(None, 2)
-            exchange.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            return None
-        if text:
-            exchange.head_lines.append(text)
-            return None
-        if exchange.status < 200:  # the end of a 1xx answer: the real one follows
-            return None
-        fields: dict[str, str] = {}
-        for field in exchange.head_lines:
-            name, sep, value = field.partition(":")
-            if sep:
-                fields[name.strip().lower()] = value.strip()
-        exchange.head = Head(exchange.status, fields)
-        try:
-            exchange.sink = exchange.on_head(exchange.head)
-        except BaseException as exc:  # noqa: BLE001 (handed back to the caller, who raises it)
-            exchange.error = exc
-            return -1  # libcurl aborts the exchange
-        return None
-
     def _on_body(self, exchange: _Exchange, chunk: bytes):
+        if not exchange.opened and not exchange.open():
+            return -1  # libcurl aborts the exchange
         if exchange.sink is None:
             return None
         try:
@@ -276,10 +277,10 @@ class Engine:
             for handle in done:
                 exchange = self._finish(handle)
                 if exchange is not None and not exchange.future.done():
-                    if exchange.head is None:
-                        exchange.future.set_exception(TransferError("no answer", "bad answer"))
-                    else:
+                    if exchange.opened or exchange.open():  # an answer without a body opens here
                         exchange.future.set_result(exchange.head)
+                    else:
+                        exchange.future.set_exception(exchange.error)
             for handle, errno, message in failed:
                 exchange = self._finish(handle)
                 if exchange is not None and not exchange.future.done():
