@@ -50,8 +50,7 @@ REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
 SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
-STORE_THREADS = 2  # threads that make temp files ahead, and write whole bodies to disk and hash them...
-INLINE_BYTES = 64 * 1024  # ...except bodies smaller than this, written on the loop's thread
+STORE_THREADS = 2  # threads that make temp files ahead, and write whole bodies to disk and hash them
 
 # Defaults a caller may override per run.
 DEFAULT_CONCURRENCY = 16
@@ -240,8 +239,7 @@ class Fetcher:
         self._drop_spares()
 
     async def _store(self, fd: int, data: bytearray) -> str:
-        if len(data) < INLINE_BYTES:  # handing over costs more than it saves
-            return _store(fd, data)
+        # Even a small write can wait on the disk (while the archive syncs it): not on the loop.
         return await asyncio.get_running_loop().run_in_executor(self._pool, _store, fd, data)
 
     def _temp_file(self) -> tuple[str, int]:
