@@ -457,7 +457,7 @@ def test_verify_checks_the_tag_files_and_provenance(tmp_path):
     with open(m / "changes.jsonl", "a") as fh:
         fh.write("{}\n")
     assert kinds(verify.verify(m)) == {("tag-changed", "changes.jsonl")}
-    assert verify.verify(m, fast=True) == []
+    assert kinds(verify.verify(m, fast=True)) == {("tag-changed", "changes.jsonl")}  # --fast hashes tag files
     (m / "changes.jsonl").unlink()
     assert kinds(verify.verify(m)) == {("tag-missing", "changes.jsonl")}
     (m / "tagmanifest-sha256.txt").unlink()
@@ -471,10 +471,47 @@ def test_verify_checks_the_tag_files_and_provenance(tmp_path):
     second = json.loads(lines[1])["path"]
     assert ("provenance", first["path"]) in found and ("provenance", second) in found
     assert ("tag-changed", "provenance.jsonl") in found
+    assert kinds(verify.verify(m2, fast=True)) == found  # none of these needs a payload file hashed
     extra = _entry(40)
     with open(m2 / "provenance.jsonl", "a") as fh:
         fh.write(extra.to_json() + "\n")
     assert ("provenance", extra.path) in kinds(verify.verify(m2))
+
+
+def test_verify_fast_compares_sizes_and_says_it_did_not_hash(tmp_path):
+    m = tiny(tmp_path / "m")
+    s = state.read_state(m)
+    a, b = s.entries[0].path, s.entries[1].path
+    (m / a).write_bytes(b"acta X")  # same size, other bytes: only hashing sees it
+    (m / b).write_bytes(b"acta 11")  # one byte more
+    seen = []
+    fast = verify.check(m, fast=True, progress=lambda done, total: seen.append((done, total)))
+    assert fast.hashed is False and [str(p) for p in fast.problems] == [
+        f"changed: {b} (7 bytes, provenance.jsonl says 6 (sizes only: not hashed))",
+        "oxum: bag-info.txt (Payload-Oxum says 42.6, data/ holds 43.6)"]
+    assert seen[-1] == (6, 6) and seen == sorted(seen)
+    assert fast.state.payload == sorted(s.manifest) and fast.state.entries == s.entries
+    assert (fast.state.manifest, fast.state.tags, fast.state.info) == (s.manifest, s.tags, s.info)
+    full = verify.check(m)
+    assert full.hashed is True and [(p.kind, p.path) for p in full.problems] == [
+        ("changed", a), ("changed", b), ("oxum", "bag-info.txt")]
+    assert verify.verify(m, fast=True) == fast.problems
+    (m / b).unlink()
+    (m / "data" / "planted.jpg").write_bytes(b"x")
+    assert kinds(verify.verify(m, fast=True)) == {("missing", b), ("unlisted", "data/planted.jpg"),
+                                                  ("oxum", "bag-info.txt")}
+
+
+def test_verify_fast_with_a_record_missing_names_it_without_a_size(tmp_path):
+    m = tiny(tmp_path / "m")
+    lines = (m / "provenance.jsonl").read_text().splitlines(keepends=True)
+    gone = json.loads(lines[0])["path"]
+    (m / "provenance.jsonl").write_text("".join(lines[1:]))
+    (m / gone).write_bytes(b"a longer body")
+    assert [str(p) for p in verify.verify(m, fast=True)] == [
+        "tag-changed: provenance.jsonl (sha256 differs from the tag manifest)",
+        f"provenance: {gone} (in the manifest, no provenance line)",
+        "oxum: bag-info.txt (Payload-Oxum says 42.6, data/ holds 49.6)"]
 
 
 def test_verify_checks_cids(tmp_path):
@@ -501,9 +538,8 @@ def test_verify_hashes_many_files_across_workers(tmp_path):
     (m / victim).write_bytes(b"acta 999")
     problems = verify.verify(m, workers=2)
     assert [(p.kind, p.path) for p in problems if p.kind != "oxum"] == [("changed", victim)]
-    assert verify.sha256_file(m / victim) == hashlib.sha256(b"acta 999").hexdigest()
-    one = list(verify.hash_many(m, [victim, "data/none"], 1))
-    assert one == [[(victim, hashlib.sha256(b"acta 999").hexdigest(), 8), ("data/none", None, 0)]]
+    assert verify.hash_files(m, [victim, "data/none"]) == [(victim, hashlib.sha256(b"acta 999").hexdigest()),
+                                                           ("data/none", None)]
 
 
 def test_verify_on_no_bag(tmp_path):
@@ -971,21 +1007,41 @@ def test_key_and_signature_messages_name_the_file_and_the_fault(tmp_path, keypai
             record.key_id = b"x"
 
 
-def test_hash_many_splits_the_work_and_names_each_failure(tmp_path):
+def test_scan_splits_the_work_by_folder_and_names_each_failure(tmp_path):
     rows = [(_entry(i), f"acta {i}".encode()) for i in range(300)]
     m = build(tmp_path / "m", rows)
-    rels = sorted(e.path for e, _b in rows)
-    assert len(list(verify.hash_many(m, rels[:255], 2))) == 1  # small jobs stay in this process
-    parts = list(verify.hash_many(m, rels[:256], 2))
-    assert len(parts) == 8 and [r for part in parts for r in part] == verify.hash_many(m, rels[:256], 1).__next__()
-    assert all(rels[:256][i * 32:(i + 1) * 32] == [r[0] for r in part] for i, part in enumerate(parts))  # runs
-    assert len(list(verify.hash_many(m, rels, 1))) == 1
-    assert len(list(verify.hash_many(m, rels))) == (os.cpu_count() or 1) * 4 if (os.cpu_count() or 1) > 1 else 1
+    (m / "data" / "top.jpg").write_bytes(b"top")
+    want = {e.path: (len(b), hashlib.sha256(b).hexdigest()) for e, b in rows} | {
+        "data/top.jpg": (3, hashlib.sha256(b"top").hexdigest())}
+    folders = sorted({p.split("/")[1] for p in want if p.count("/") > 1})
+    for workers, expected in ((2, 255), (1, 300), (2, 300)):
+        parts = list(verify.scan_payload(m, state.HASH, workers, expected))
+        assert len(parts) == 1 + len(folders)  # data/ itself, then one part per folder of data/
+        assert parts[0].files == [("data/top.jpg", 3, want["data/top.jpg"][1])]
+        assert sorted(f.split("/")[1] for f in parts[0].folders) == folders
+        assert {rel: (size, sha) for part in parts for rel, size, sha in part.files} == want
+        assert all(part.problems == [] for part in parts)
+    sizes = {rel: size for part in verify.scan_payload(m, state.MEASURE, 2, 300) for rel, size, _sha in part.files}
+    assert sizes == {rel: size for rel, (size, _sha) in want.items()}
+    assert {sha for part in verify.scan_payload(m, state.MEASURE, 2, 300) for _r, _s, sha in part.files} == {None}
+    names = state.scan(m)
+    assert sorted(names.files) == sorted((rel, 0, None) for rel in want) and names.folders == []
     os.symlink("/etc/passwd", m / "data" / "link")
+    os.mkfifo(m / "data" / "fifo")
+    os.mkdir(m / "data" / "locked")
+    os.symlink(m / "data" / "locked", m / "data" / "dirlink")
+    got = state.scan(m, "data", state.HASH, recurse=False)
+    assert sorted((p.kind, p.path, p.detail) for p in got.problems) == [
+        ("unsafe", "data/dirlink", "a symbolic link, not a regular file; not read"),
+        ("unsafe", "data/fifo", "a FIFO, not a regular file; not read"),
+        ("unsafe", "data/link", "a symbolic link, not a regular file; not read")]
+    assert [(p.kind, p.path, p.detail) for p in state.scan(m, "data/dirlink").problems] == [
+        ("unsafe", "data/dirlink", "a symbolic link, not a folder; nothing in it was read")]
+    assert state.scan(m, "data/none") == state.Scan()
     long_name = "data/" + "x" * 300
-    got = next(verify.hash_many(m, ["data/link", long_name, "data/a.jpg/x", "data/none"], 1))
-    assert got == [("data/link", "unsafe:a symbolic link, not a regular file", 0),
-                   (long_name, "error:File name too long", 0), ("data/a.jpg/x", None, 0), ("data/none", None, 0)]
+    assert verify.hash_files(m, ["data/link", long_name, "data/top.jpg/x", "data/none", "data/fifo"]) == [
+        ("data/link", "unsafe:a symbolic link, not a regular file"), (long_name, "error:File name too long"),
+        ("data/top.jpg/x", None), ("data/none", None), ("data/fifo", "unsafe:a FIFO, not a regular file")]
 
 
 def test_verify_names_unsafe_and_unreadable_tag_files(tmp_path):
