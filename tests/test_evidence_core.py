@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -518,7 +519,7 @@ def test_verify_checks_cids(tmp_path):
     e = _entry(0)
     m = build(tmp_path / "m", [(Entry(**{**_fields(e), "cid": "bafkreiwrong"}), b"acta 0")])
     assert kinds(verify.verify(m, cids=True)) == {("cid", e.path)}
-    assert verify.verify(m) == []
+    assert verify.verify(m) == [] and verify.check(m).problems == []  # CIDs only when asked
     big = b"\xff" * (1024 * 1024 + 1)
     e2 = _entry(1, big)
     m2 = build(tmp_path / "m2", [(e2, big)])
@@ -1044,6 +1045,18 @@ def test_scan_splits_the_work_by_folder_and_names_each_failure(tmp_path):
         ("data/top.jpg/x", None), ("data/none", None), ("data/fifo", "unsafe:a FIFO, not a regular file")]
 
 
+def test_scan_payload_starts_workers_only_for_many_files(tmp_path, monkeypatch):
+    m = tiny(tmp_path / "m")
+    made = []
+    monkeypatch.setattr(verify, "pool", lambda n: made.append(n) or ProcessPoolExecutor(n))
+    for workers, expected in ((2, 255), (1, 300), (None, 10)):
+        assert len(list(verify.scan_payload(m, state.HASH, workers, expected))) == 3  # data/, 01_A, index
+    assert made == []
+    for workers, expected in ((2, 256), (3, 300), (None, 300)):
+        list(verify.scan_payload(m, state.HASH, workers, expected))
+    assert made == [2, 3] + ([os.cpu_count()] if (os.cpu_count() or 1) > 1 else [])
+
+
 def test_verify_names_unsafe_and_unreadable_tag_files(tmp_path):
     m = tiny(tmp_path / "m")
     os.rename(m / "failures.jsonl", tmp_path / "f")
@@ -1168,6 +1181,11 @@ def test_a_linked_payload_file_is_unsafe_not_missing(tmp_path):
     os.rename(m / rel, tmp_path / "real.jpg")
     os.symlink(tmp_path / "real.jpg", m / rel)
     assert kinds(verify.verify(m)) == {("unsafe", rel), ("oxum", "bag-info.txt")}
+    extra = _entry(40)  # an unsafe payload file does not stop the provenance check
+    with open(m / "provenance.jsonl", "a") as fh:
+        fh.write(extra.to_json() + "\n")
+    assert [(p.kind, p.path) for p in verify.verify(m)] == [  # each named once
+        ("unsafe", rel), ("tag-changed", "provenance.jsonl"), ("provenance", extra.path), ("oxum", "bag-info.txt")]
 
 
 def test_the_opener_keeps_folders_apart(tmp_path):
