@@ -2,7 +2,7 @@
 """Benchmark `acta-mirror verify` and `verify --fast` against `sha256sum -c` and print figures.
 
     python3 scripts/bench_verify.py [--mirror DIR] [--real DIR] [--rounds 3] [--work bench-out/verify]
-                                    [--skip-real]
+                                    [--skip-real] [--baseline CHECKOUT]
 
 Two bags: the full V1 index of small files (24,532 actas of about 8 KB) and 2,000 real-size actas
 (about 265 KB). Without --mirror / --real each is synthesized (scripts/bench_export.py's
@@ -38,19 +38,23 @@ SMALL_ACTAS = 24_532  # the V1 index: the full index of the 2024 site
 REAL_ACTAS = 2_000
 TARGET_RATIO = 1.6
 FAST_LIMIT_S = 1.0
+TIME = "/usr/bin/time"  # GNU time (Debian package time), for the peak RSS; without it RSS is not shown
 
 
-def run(cmd: list[str], cwd: Path) -> tuple[float, float, float, int]:
+def run(cmd: list[str], cwd: Path, tree: Path = ROOT) -> tuple[float, float, float | None, int]:
     """Wall seconds, CPU seconds (user + system, the process and the children it waited for),
-    peak RSS in MB, exit code."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    peak RSS in MB of the largest of them (None without GNU time), exit code. GNU time measures
+    RSS: a child forked from this (large) Python process would report this process's RSS."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    gnu_time = os.access(TIME, os.X_OK)
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([TIME, "-f", "%M", *cmd] if gnu_time else cmd, cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _pid, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    rss = int(proc.stderr.read().strip().splitlines()[-1]) / 1024 if gnu_time else None
     proc.stderr.close()
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode
+    return wall, usage.ru_utime + usage.ru_stime, rss, os.waitstatus_to_exitcode(status)
 
 
 def make_mirror(path: Path, actas: int, real_size: bool, work: Path) -> Path:
@@ -83,17 +87,19 @@ def warm(mirror: Path) -> tuple[int, int]:
     return files, size
 
 
-def bench(mirror: Path, rounds: int, fast: bool) -> dict[str, list[tuple[float, float, float]]]:
+def bench(mirror: Path, rounds: int, fast: bool, baseline: Path | None) -> dict[str, list[tuple[float, float, float | None]]]:
     py = [sys.executable, "-m", "mirror", "verify", str(mirror), "--quiet"]
     commands = {"sha256sum -c": (["sha256sum", "-c", "--quiet", "manifest-sha256.txt"], mirror),
                 "verify": (py, ROOT)}
     if fast:
         commands["verify --fast"] = (py + ["--fast"], ROOT)
-    for name, (cmd, cwd) in commands.items():  # untimed: the page cache and the interpreter's files
-        code = run(cmd, cwd)[3]
+    if baseline:
+        commands["verify (baseline)"] = (py, ROOT, baseline)
+    for name, command in commands.items():  # untimed: the page cache and the interpreter's files
+        code = run(*command)[3]
         if code != 0:
             raise SystemExit(f"bench_verify: {name} on {mirror} exited {code}: the mirror must verify")
-    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
+    times: dict[str, list[tuple[float, float, float | None]]] = {name: [] for name in commands}
     names = list(commands)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
@@ -104,8 +110,12 @@ def bench(mirror: Path, rounds: int, fast: bool) -> dict[str, list[tuple[float, 
     return times
 
 
-def median(samples: list[tuple[float, float, float]], i: int) -> float:
+def median(samples: list[tuple[float, float, float | None]], i: int) -> float:
     return statistics.median(s[i] for s in samples)
+
+
+def peak_rss(samples: list[tuple[float, float, float | None]]) -> int | None:
+    return None if samples[0][2] is None else round(max(s[2] for s in samples))
 
 
 def main() -> None:
@@ -115,6 +125,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default=str(ROOT / "bench-out" / "verify"), help="where synthesized mirrors go")
     ap.add_argument("--skip-real", action="store_true", help="only the small-file bag")
+    ap.add_argument("--baseline", metavar="CHECKOUT", help="also time plain verify from this checkout (before/after)")
     args = ap.parse_args()
     if shutil.which("sha256sum") is None:
         raise SystemExit("bench_verify: needs sha256sum (coreutils)")
@@ -131,25 +142,26 @@ def main() -> None:
         print(f"{label}: {mirror}: {files:,} files in data/, {size / 1e6:.1f} MB; page cache warm "
               f"(every file read once, each command run once untimed); {args.rounds} alternating rounds",
               flush=True)
-        times = bench(mirror, args.rounds, fast=not real_size)
+        times = bench(mirror, args.rounds, not real_size, Path(args.baseline) if args.baseline else None)
         peer = times["sha256sum -c"]
         for name, samples in times.items():
-            lines.append(f"{label:12} {name:14} {median(samples, 0):8.2f} s wall {median(samples, 1):8.2f} s CPU "
-                         f"{median(samples, 2):7.0f} MB   rounds: " + " ".join(f"{s[0]:.2f}" for s in samples))
+            lines.append(f"{label:12} {name:18} {median(samples, 0):8.2f} s wall {median(samples, 1):8.2f} s CPU "
+                         f"{peak_rss(samples) or '?':>7} MB   rounds: " + " ".join(f"{s[0]:.2f}" for s in samples))
         ours = times["verify"]
         ratio = median(peer, 0) / median(ours, 0)
         rows.append({"measure": f"verify, {label}", "peer": "sha256sum -c", "peer_s": round(median(peer, 0), 3),
                      "ours_s": round(median(ours, 0), 3), "ratio": round(ratio, 2),
                      "target": f">= {TARGET_RATIO} (peer/ours)", "met": ratio >= TARGET_RATIO,
-                     "rss_mb": round(median(ours, 2))})
+                     "rss_mb": peak_rss(ours)})
         if "verify --fast" in times:
             fast = times["verify --fast"]
             rows.append({"measure": "verify --fast", "peer": "sha256sum -c", "peer_s": round(median(peer, 0), 3),
                          "ours_s": round(median(fast, 0), 3), "ratio": round(median(peer, 0) / median(fast, 0), 2),
                          "target": f"< {FAST_LIMIT_S:g} s", "met": median(fast, 0) < FAST_LIMIT_S,
-                         "rss_mb": round(median(fast, 2))})
+                         "rss_mb": peak_rss(fast)})
 
-    print(f"\nmedians of {args.rounds} rounds (wall; CPU = user + system of the command and its workers; peak RSS)")
+    print(f"\nmedians of {args.rounds} rounds (wall; CPU = user + system of the command and its workers); "
+          "peak RSS of the largest process over the rounds")
     for line in lines:
         print(line)
     print(f"\n{'measure':22} {'peer s':>8} {'ours s':>8} {'ratio':>7}  target               met")
