@@ -65,7 +65,7 @@ def make_mirror(path: Path, actas: int, real_size: bool, work: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     t = time.perf_counter()
     payload = synthesize(path, actas, real_size)
-    key = work / "bench-signer"
+    key = work / f"{path.name}-signer"  # one key per bag: a second keygen would replace the first
     for cmd in (["keygen", "--out", str(key), "--force"], ["sign", str(path), "--key", f"{key}.key"]):
         subprocess.run([sys.executable, "-m", "mirror", *cmd], cwd=ROOT, check=True, capture_output=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
