@@ -379,12 +379,12 @@ def _open_folder(root: str | os.PathLike, rel: str, problems: list[Problem]) -> 
     for i, part in enumerate(parts):
         try:
             sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                problems.append(_folder_problem(fd, part, "/".join(parts[:i + 1]), exc))
+        except FileNotFoundError:
             os.close(fd)
-            if exc.errno == errno.ENOENT:
-                raise
+            raise
+        except OSError as exc:
+            problems.append(_folder_problem(fd, part, "/".join(parts[:i + 1]), exc))
+            os.close(fd)
             return None
         os.close(fd)
         fd = sub
