@@ -1341,12 +1341,16 @@ def test_opener_messages_records_and_descriptors(tmp_path):
     os.symlink(tmp_path / "data" / "real", tmp_path / "data" / "link")
     os.mkfifo(tmp_path / "data" / "fifo")
     for rel, message in [("data/link/f", "data/link/f: data/link is a symbolic link, not a folder"),
+                         ("data/link/sub/f", "data/link/sub/f: data/link is a symbolic link, not a folder"),
                          ("data/fifo", "data/fifo: a FIFO, not a regular file"),
                          ("data/link", "data/link: a symbolic link, not a regular file"),
                          ("/x", "'/x': an absolute path")]:
         with pytest.raises(UnsafePath) as exc:
             state.open_payload(tmp_path, rel)
         assert str(exc.value) == message and exc.value.reason == message.split(": ", 1)[1]
+    with pytest.raises(FileNotFoundError) as missing:
+        state.open_payload(tmp_path, "data/real/f/x")  # a file where a folder should be
+    assert (missing.value.strerror, missing.value.filename) == ("no such file", "data/real/f/x")
     before = len(os.listdir("/proc/self/fd"))
     with state.Opener(tmp_path) as opener:
         for _ in range(20):
