@@ -1057,6 +1057,30 @@ def test_scan_payload_starts_workers_only_for_many_files(tmp_path, monkeypatch):
     assert made == [2, 3] + ([os.cpu_count()] if (os.cpu_count() or 1) > 1 else [])
 
 
+def test_scan_names_a_linked_data_folder_and_a_folder_it_cannot_open(tmp_path):
+    import resource
+
+    m = tiny(tmp_path / "m")
+    os.rename(m / "data", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", m / "data")
+    for rel in ("data", "data/01_A"):  # each part of the way is opened on its own, without following it
+        got = state.scan(m, rel, state.HASH)
+        assert (got.files, [(p.kind, p.path, p.detail) for p in got.problems]) == (
+            [], [("unsafe", "data", "a symbolic link, not a folder; nothing in it was read")])
+    os.unlink(m / "data")
+    os.rename(tmp_path / "elsewhere", m / "data")
+    lowest_free = os.open("/", os.O_RDONLY)  # a new descriptor takes the lowest free number
+    os.close(lowest_free)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 1, hard))  # the root opens; data/ cannot
+    try:
+        got = state.scan(m)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (got.files, [(p.kind, p.path, p.detail) for p in got.problems]) == (
+        [], [("unreadable", "data", "Too many open files")])
+
+
 def test_verify_names_unsafe_and_unreadable_tag_files(tmp_path):
     m = tiny(tmp_path / "m")
     os.rename(m / "failures.jsonl", tmp_path / "f")
