@@ -193,7 +193,8 @@ def parse_crawl(sub) -> None:
 def parse_verify(sub) -> None:
     v = _add(sub, "verify", "check a mirror offline")
     v.add_argument("dir", help="the mirror directory")
-    v.add_argument("--fast", action="store_true", help="check Payload-Oxum and file counts only")
+    v.add_argument("--fast", action="store_true",
+                   help="hash no file in data/: names, sizes, tag files, provenance, Merkle root and signature only")
     v.add_argument("--json", action="store_true", help="print the problems as JSON")
     v.add_argument("--cids", action="store_true", help="also check every file's IPFS CID in provenance.jsonl")
     v.add_argument("--pubkey", metavar="BASE.pub", help="also check the signed Merkle root with this public key")
@@ -558,41 +559,46 @@ def _print_crawl_plan(plan, out: str, as_json: bool) -> int:
 
 # -- verify -------------------------------------------------------------------------
 def cmd_verify(args) -> int:
+    from .evidence import check_seal
     from .progress import Progress
-    from .state import read_state
-    from .verify import verify
-
-    state = read_state(args.dir, records=not args.fast)
-    with Progress("verify", quiet=args.quiet or args.json or args.fast) as progress:
-        problems = verify(args.dir, fast=args.fast, cids=args.cids, state=state, progress=progress.count)
-    seal = None
-    if not args.fast:
-        from .evidence import check_seal
-        seal = check_seal(args.dir, args.pubkey, state=state)
-        problems += seal.problems
     from .timestamp import verify_timestamp
+    from .verify import check
 
+    if args.fast and args.cids:
+        raise UsageError("--cids hashes files and --fast hashes none: use one or the other")
+    with Progress("verify", quiet=args.quiet or args.json or args.fast) as progress:
+        checked = check(args.dir, fast=args.fast, cids=args.cids, progress=progress.count)
+    problems = checked.problems
+    seal = check_seal(args.dir, args.pubkey, state=checked.state)
+    problems += seal.problems
     stamp_problems, stamp_line = verify_timestamp(args.dir, args.tsa_ca)
     problems += stamp_problems
     if stamp_line and not args.json:
         print(stamp_line)
     if args.json:
-        report = {"ok": not problems, "problems": [p.__dict__ for p in problems]}
-        if seal:
-            report["signature"] = {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}
+        report = {"ok": not problems, "hashed": checked.hashed, "problems": [p.__dict__ for p in problems],
+                  "signature": {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}}
+        if not checked.hashed:
+            report["not_checked"] = FAST_CAVEAT
         if stamp_line:
             report["timestamp"] = stamp_line
         print(json.dumps(report, indent=1))
     else:
         for p in problems:
             print(p)
-        if seal:
-            print(seal.summary)
+        print(seal.summary)
         if not problems:
-            print(f"OK: {args.dir} is intact{' (fast check: counts and sizes only)' if args.fast else ''}")
+            print(f"OK: {args.dir} is intact" if checked.hashed else
+                  f"OK as far as --fast checks (names, sizes, tag files, provenance, Merkle root): {args.dir}")
         else:
             print(f"{len(problems)} problem(s) in {args.dir}", file=sys.stderr)
+        if not checked.hashed:
+            print(f"NOT CHECKED: {FAST_CAVEAT}")
     return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+FAST_CAVEAT = ("--fast hashed no file in data/: a change that keeps a file's size is not detected "
+               "(run verify without --fast for that)")
 
 
 # -- replay -------------------------------------------------------------------------

@@ -38,9 +38,10 @@ HELP: dict[str, Help] = {
         "all in failures.jsonl)", 2: "", 3: "", 130: ""}),
     "verify": Help((
         ("acta-mirror verify mirror/", "every file's sha256, the tag manifest, provenance"),
-        ("acta-mirror verify mirror/ --fast", "Payload-Oxum, counts and names only"),
+        ("acta-mirror verify mirror/ --fast", "names, sizes, tag files, provenance, root: no file in data/ hashed"),
         ("acta-mirror verify mirror/ --pubkey signer.pub --json", "and the signed root; problems as JSON"),
-    ), {0: "the mirror is intact", 1: "problems found (each file named)", 2: "", 130: ""}),
+    ), {0: "the mirror is intact (--fast: nothing wrong in what it checks; it says what it did not)",
+        1: "problems found (each file named)", 2: "", 130: ""}),
     "keygen": Help((
         ("acta-mirror keygen --out signer", "writes signer.key (secret) and signer.pub"),
         ("acta-mirror keygen --out signer --force", "replace an existing pair"),

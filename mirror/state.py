@@ -14,6 +14,7 @@ named Problem, never a traceback or a hang:
 
 API:
     read_state(root, records=True) -> MirrorState   (NotAMirror if root is no bag at all)
+    scan(root, rel, level, recurse) -> Scan         (the files of data/, sized or hashed on the way)
     iter_records(path, problems=None) -> Record...  (provenance lines with their exact text)
     open_payload(root, rel) -> binary file          (UnsafePath, FileNotFoundError)
     is_acta_key(key), is_index_key(key), is_shard_name(name)
@@ -21,6 +22,7 @@ API:
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import stat
@@ -313,43 +315,173 @@ class MirrorState:
         return self
 
 
-def _walk_payload(root: Path, problems: list[Problem]) -> list[str]:
-    """Relative paths of the regular files under data/; anything else there is a problem.
-    Folders are entered only when they are real folders (d_type, no stat per file)."""
-    found: list[str] = []
+@dataclass
+class Scan:
+    """What a walk of data/ (or of one folder in it) found: each regular file as (path, size,
+    sha256), the size 0 and sha256 None when not asked for; the folders it was told not to
+    enter; and every defect."""
+
+    files: list[tuple[str, int, str | None]] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+READ_SIZE = 1 << 20
+MEASURE, HASH = 1, 2  # scan levels beyond names: lstat each file; open, read and hash it
+
+
+def scan(root: str | os.PathLike, rel: str = "data", level: int = 0, recurse: bool = True) -> Scan:
+    """Walk the folder rel of a mirror one folder at a time: each folder is opened once, with
+    O_NOFOLLOW relative to its parent, and its files relative to it, so no link is followed
+    anywhere. Names come from d_type (no stat per file) unless level asks for sizes or sha256.
+    Anything that is not a regular file or a real folder is a problem and is never opened.
+    recurse=False: the subfolders are listed in Scan.folders, not entered (to hand them out)."""
+    found = Scan()
     try:
-        mode = os.lstat(root / "data").st_mode
+        top = _open_folder(root, rel, found.problems)
     except FileNotFoundError:
         return found
-    if not stat.S_ISDIR(mode):
-        problems.append(Problem("unsafe", "data", f"{_kind_of(mode)}, not a folder; nothing in it was read"))
+    if top is None:
         return found
-    stack = [(str(root / "data"), "data")]
-    while stack:
-        path, rel = stack.pop()
-        try:
-            with os.scandir(path) as it:
-                for item in it:
-                    name = f"{rel}/{item.name}"
-                    if item.is_dir(follow_symlinks=False):
-                        stack.append((item.path, name))
-                    elif item.is_file(follow_symlinks=False):
-                        found.append(name)
-                    else:
-                        what = _kind_of(item.stat(follow_symlinks=False).st_mode)
-                        problems.append(Problem("unsafe", name, f"{what}, not a regular file; not read"))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            problems.append(Problem("unreadable", rel, exc.strerror or str(exc)))
+    stack = [(top, rel, iter(_scan_folder(top, rel, level, found)))]
+    try:
+        while stack:
+            fd, here, subfolders = stack[-1]
+            name = next(subfolders, None)
+            if name is None:
+                os.close(fd)
+                stack.pop()
+                continue
+            path = f"{here}/{name}"
+            if not recurse:
+                found.folders.append(path)
+                continue
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                continue  # removed while walking: not on disk
+            except OSError as exc:
+                found.problems.append(_folder_problem(fd, name, path, exc))
+                continue
+            stack.append((sub, path, iter(_scan_folder(sub, path, level, found))))
+    finally:
+        for fd, _here, _sub in stack:
+            os.close(fd)
     return found
 
 
-def read_state(root: str | os.PathLike, *, records: bool = True) -> MirrorState:
+def _open_folder(root: str | os.PathLike, rel: str, problems: list[Problem]) -> int | None:
+    """A descriptor of the folder rel below root, reached without following a link (root
+    itself may be one: the user named it); None, with the problem named, when it is not a
+    real folder. FileNotFoundError when it is not there."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        try:
+            sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            os.close(fd)
+            raise
+        except OSError as exc:
+            problems.append(_folder_problem(fd, part, "/".join(parts[:i + 1]), exc))
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = sub
+    return fd
+
+
+def _folder_problem(parent: int, name: str, path: str, exc: OSError) -> Problem:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        try:
+            what = _kind_of(os.lstat(name, dir_fd=parent).st_mode)
+        except OSError:
+            what = "not a folder"
+        return Problem("unsafe", path, f"{what}, not a folder; nothing in it was read")
+    return Problem("unreadable", path, exc.strerror or str(exc))
+
+
+def _scan_folder(fd: int, rel: str, level: int, found: Scan) -> list[str]:
+    """Record the files of one open folder in found; return its subfolders' names."""
+    subfolders = []
+    try:
+        with os.scandir(fd) as items:
+            for item in items:
+                name = item.name
+                if item.is_dir(follow_symlinks=False):
+                    subfolders.append(name)
+                elif item.is_file(follow_symlinks=False):
+                    _scan_file(fd, item, f"{rel}/{name}", level, found)
+                else:
+                    try:
+                        what = _kind_of(item.stat(follow_symlinks=False).st_mode)
+                    except FileNotFoundError:
+                        continue
+                    found.problems.append(Problem("unsafe", f"{rel}/{name}", f"{what}, not a regular file; not read"))
+    except OSError as exc:
+        found.problems.append(Problem("unreadable", rel, exc.strerror or str(exc)))
+    return subfolders
+
+
+def _scan_file(folder: int, item: os.DirEntry, rel: str, level: int, found: Scan) -> None:
+    if level < HASH:
+        try:
+            size = item.stat(follow_symlinks=False).st_size if level else 0
+        except FileNotFoundError:
+            return  # removed while walking: not on disk
+        found.files.append((rel, size, None))
+        return
+    try:
+        fd = os.open(item.name, _FILE_FLAGS, dir_fd=folder)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # became a link after the folder was listed
+            found.problems.append(Problem("unsafe", rel, "a symbolic link, not a regular file"))
+            return
+        found.problems.append(Problem("unreadable", rel, exc.strerror or str(exc)))
+        found.files.append((rel, 0, None))
+        return
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            found.problems.append(Problem("unsafe", rel, f"{_kind_of(info.st_mode)}, not a regular file"))
+            return
+        found.files.append((rel, *digest_fd(fd, info.st_size)))
+    except OSError as exc:
+        found.problems.append(Problem("unreadable", rel, exc.strerror or str(exc)))
+        found.files.append((rel, 0, None))
+    finally:
+        os.close(fd)
+
+
+def digest_fd(fd: int, size_now: int) -> tuple[int, str]:
+    """Size and sha256 of an open regular file, read with plain os.read: for the many small
+    files of a mirror the buffered-file machinery costs more than the hashing. One read
+    takes a small file whole; a short read of a regular file is its end."""
+    want = min(size_now + 1, READ_SIZE)
+    digest, size = hashlib.sha256(), 0
+    while block := os.read(fd, want):
+        digest.update(block)
+        size += len(block)
+        if len(block) < want:
+            break
+    return size, digest.hexdigest()
+
+
+def _walk_payload(root: Path, problems: list[Problem]) -> list[str]:
+    """Relative paths of the regular files under data/; anything else there is a problem."""
+    found = scan(root)
+    problems.extend(found.problems)
+    return [rel for rel, _size, _sha in found.files]
+
+
+def read_state(root: str | os.PathLike, *, records: bool = True, payload: bool = True) -> MirrorState:
     """Read and validate a mirror. NotAMirror when root is not a bag at all (no bagit.txt or
     no payload manifest); every other defect is a Problem in the result.
 
-    records=False skips provenance (a fast check: manifest, bag-info and files only).
+    records=False skips provenance; payload=False does not walk data/ (verify walks it
+    itself, hashing as it goes).
     """
     root = Path(root)
     if not root.is_dir():
@@ -370,8 +502,8 @@ def read_state(root: str | os.PathLike, *, records: bool = True) -> MirrorState:
         except UnicodeDecodeError:
             problems.append(Problem("format", BAG_INFO, "not UTF-8"))
     entries = [r.entry for r in iter_records(root / PROVENANCE, problems)] if records else []
-    payload = _walk_payload(root, problems)
-    return MirrorState(root, manifest, tags, info, entries, payload, problems)
+    files = _walk_payload(root, problems) if payload else []
+    return MirrorState(root, manifest, tags, info, entries, files, problems)
 
 
 def provenance_state(root: str | os.PathLike) -> MirrorState:

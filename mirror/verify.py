@@ -1,147 +1,138 @@
 """Verify a mirror offline: collect every Problem (missing, changed, unlisted, tags), then report.
 
-It reads nothing but the mirror directory. Payload hashing runs in a pool of worker
-processes, one per core, while the main process checks the tag files and provenance.
+It reads nothing but the mirror directory. Worker processes, one per core, walk the folders of
+data/ and hash each file as they find it, while the main process reads the provenance and
+checks the tag files. --fast (fast=True) hashes no payload file: it compares each file's size
+with its provenance record instead, so a change that keeps the size goes unseen.
 """
 from __future__ import annotations
 
-import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .manifest import BAG_INFO, PROVENANCE, TAG_MANIFEST
 from .models import Problem, UnsafePath
-from .state import MirrorState, Opener, read_state
+from .state import (
+    HASH,
+    MEASURE,
+    MirrorState,
+    Opener,
+    Scan,
+    digest_fd,
+    iter_records,
+    read_state,
+    scan,
+)
 from .workers import pool
 
-
-READ_SIZE = 1 << 20
-
-
-def _digest_fd(fd: int) -> tuple[str, int]:
-    """sha256 and size of an open file, read with plain os.read: for the many small files of a
-    mirror the buffered-file machinery costs more than the hashing."""
-    try:
-        digest, size = hashlib.sha256(), 0
-        while block := os.read(fd, READ_SIZE):
-            digest.update(block)
-            size += len(block)
-        return digest.hexdigest(), size
-    finally:
-        os.close(fd)
+PARALLEL_FROM = 256  # payload files; below this, starting workers costs more than it saves
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    return _digest_fd(os.open(path, os.O_RDONLY))[0]
+@dataclass
+class Checked:
+    """The mirror as verify read it (for the seal check) and every problem found."""
+
+    state: MirrorState
+    problems: list[Problem]
+    hashed: bool  # False for --fast: no payload file's bytes were read
 
 
-def _hash_slice(args: tuple[str, list[str]]) -> list[tuple[str, str | None, int]]:
-    """(relative path, sha256 or None if missing or 'error:…' or 'unsafe:…', size) for each file, each
-    opened without following a link and only if it is a regular file."""
-    root, rels = args
+def hash_files(root: Path, rels: list[str]) -> list[tuple[str, str | None]]:
+    """(relative path, sha256 or None if missing or 'error:…' or 'unsafe:…') for each file,
+    each opened without following a link and only if it is a regular file."""
     out = []
     with Opener(root) as opener:
         for rel in rels:
             try:
-                out.append((rel, *_digest_fd(opener.open_fd(rel))))
+                fd = opener.open_fd(rel)
             except FileNotFoundError:
-                out.append((rel, None, 0))
+                out.append((rel, None))
+                continue
             except UnsafePath as exc:
-                out.append((rel, f"unsafe:{exc.reason}", 0))
+                out.append((rel, f"unsafe:{exc.reason}"))
+                continue
             except OSError as exc:
-                out.append((rel, f"error:{exc.strerror}", 0))
+                out.append((rel, f"error:{exc.strerror}"))
+                continue
+            try:
+                out.append((rel, digest_fd(fd, os.fstat(fd).st_size)[1]))
+            except OSError as exc:
+                out.append((rel, f"error:{exc.strerror}"))
+            finally:
+                os.close(fd)
     return out
 
 
-def hash_many(root: Path, rels: list[str], workers: int | None = None):
-    """Start hashing many files across processes; returns an iterator of _hash_slice results.
+def _scan_folder(args: tuple[str, str, int]) -> Scan:
+    return scan(*args)
 
-    Each worker takes runs of neighbouring paths (four per worker, handed out as workers
-    free up), so a folder is opened once per run, not once per file; the caller can do
-    other work before it iterates.
-    """
+
+def scan_payload(root: Path, level: int, workers: int | None = None, expected: int = 0):
+    """Start walking data/ at `level` (state.MEASURE or state.HASH); returns an iterator of
+    Scan parts. The files directly in data/ are read here; each folder of data/ is one task
+    for a pool of worker processes, handed out as workers free up, so the caller can read
+    the provenance while they hash. `expected`: how many files (the manifest's count)."""
+    head = scan(root, "data", level, recurse=False)
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(rels) < 256:
-        return iter([_hash_slice((str(root), rels))])
-    size = -(-len(rels) // (workers * 4))
+    if workers == 1 or expected < PARALLEL_FROM:
+        return iter([head] + [scan(root, folder, level) for folder in head.folders])
     executor = pool(workers)
-    futures = [executor.submit(_hash_slice, (str(root), rels[i:i + size])) for i in range(0, len(rels), size)]
+    futures = [executor.submit(_scan_folder, (str(root), folder, level)) for folder in head.folders]
 
     def results():
         try:
+            yield head
             for f in futures:
                 yield f.result()
         finally:
-            executor.shutdown()
+            executor.shutdown(cancel_futures=True)
     return results()
 
 
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
-           cids: bool = False, state: MirrorState | None = None, progress=None) -> list[Problem]:
-    """Every problem in the bag; an empty list means intact. NotAMirror if it is no bag at all.
-    `state`: the mirror as read_state already read it (saves reading it twice).
-    progress(done, total), if given, is told as payload files are hashed."""
+           cids: bool = False, progress=None) -> list[Problem]:
+    """Every problem in the bag; an empty list means intact (with fast=True: intact as far as
+    names, sizes, tag files and provenance show). NotAMirror if it is no bag at all."""
+    return check(root, fast=fast, workers=workers, cids=cids, progress=progress).problems
+
+
+def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
+          cids: bool = False, progress=None) -> Checked:
+    """verify, with the mirror as read. progress(done, total), if given, is told as payload
+    files are read."""
     root = Path(root)
-    state = state or read_state(root, records=not fast)
-    problems: list[Problem] = list(state.problems)
-    manifest = state.manifest
-    on_disk = set(state.payload)
-    present = sorted(set(manifest) & on_disk)
-    pending = None if fast else hash_many(root, present, workers)
-    unsafe = {p.path for p in state.problems if p.kind == "unsafe"}
+    head = read_state(root, records=False, payload=False)
+    manifest = head.manifest
+    pending = scan_payload(root, MEASURE if fast else HASH, workers, len(manifest))
+    reading = list(head.problems)
+    entries = [r.entry for r in iter_records(root / PROVENANCE, reading)]
 
-    for rel in sorted(set(manifest) - on_disk - unsafe):
+    found: dict[str, tuple[int, str | None]] = {}
+    for part in pending:
+        found.update((rel, (size, sha)) for rel, size, sha in part.files)
+        reading.extend(part.problems)
+        if progress:
+            progress(len(found), len(manifest))
+    state = MirrorState(root, manifest, head.tags, head.info, entries, sorted(found), reading)
+    problems = list(reading)
+    unsafe = {p.path for p in reading if p.kind == "unsafe"}
+
+    for rel in sorted(set(manifest) - found.keys() - unsafe):
         problems.append(Problem("missing", rel, "listed in the manifest, not on disk"))
-    for rel in sorted(on_disk - set(manifest)):
+    for rel in sorted(found.keys() - set(manifest)):
         problems.append(Problem("unlisted", rel, "on disk, not in the manifest"))
+    problems.extend(_check_tags(root, state, unsafe))
+    problems.extend(_check_provenance(state))
 
-    if not fast:
-        if state.tags is None:
-            problems.append(Problem("tag-missing", TAG_MANIFEST, "no tag manifest"))
-        else:
-            tag_hashes = hash_many(root, sorted(state.tags), 1)
-            for rel, got, _size in next(tag_hashes):
-                if got is None:
-                    problems.append(Problem("tag-missing", rel, "listed in the tag manifest, not on disk"))
-                elif rel in unsafe:
-                    continue  # named already
-                elif ":" in got:
-                    kind, _, why = got.partition(":")
-                    problems.append(Problem("unsafe" if kind == "unsafe" else "unreadable", rel, why))
-                elif got != state.tags[rel]:
-                    problems.append(Problem("tag-changed", rel, "sha256 differs from the tag manifest"))
-        recorded = {e.path: e.sha256 for e in state.entries}
-        if not any(p.path == PROVENANCE and p.kind in ("provenance", "unsafe") for p in state.problems):
-            for rel, want in manifest.items():
-                if rel not in recorded:
-                    problems.append(Problem("provenance", rel, "in the manifest, no provenance line"))
-                elif recorded[rel] != want:
-                    problems.append(Problem("provenance", rel, "provenance sha256 differs from the manifest"))
-            for rel in sorted(set(recorded) - set(manifest)):
-                problems.append(Problem("provenance", rel, "has a provenance line, not in the manifest"))
-
-    sizes: dict[str, int] = {}
-    if pending is not None:
-        found = []
-        for part in pending:
-            found.extend(part)
-            if progress:
-                progress(len(found), len(present))
-        for rel, got, size in sorted(found):
-            sizes[rel] = size
-            if got is None:
-                problems.append(Problem("missing", rel, "vanished while checking"))
-            elif ":" in got:
-                kind, _, why = got.partition(":")
-                problems.append(Problem("unsafe" if kind == "unsafe" else "unreadable", rel, why))
-            elif got != manifest[rel]:
-                problems.append(Problem("changed", rel, f"sha256 {got} but the manifest says {manifest[rel]}"))
-    for rel in on_disk:
-        if rel not in sizes:
-            try:
-                sizes[rel] = os.lstat(root / rel).st_size
-            except OSError:
-                sizes[rel] = 0
+    recorded = {e.path: e.size for e in entries}
+    for rel in sorted(found.keys() & set(manifest)):
+        size, got = found[rel]
+        if got is not None and got != manifest[rel]:
+            problems.append(Problem("changed", rel, f"sha256 {got} but the manifest says {manifest[rel]}"))
+        elif fast and rel in recorded and size != recorded[rel]:
+            problems.append(Problem("changed", rel, f"{size} bytes, provenance.jsonl says {recorded[rel]} "
+                                                    "(sizes only: not hashed)"))
 
     if cids and not fast:
         problems.extend(_check_cids(root, state))
@@ -152,10 +143,45 @@ def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None =
     except ValueError:
         problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum {oxum!r} is not <bytes>.<count>"))
     else:
-        have = (sum(sizes.values()), len(on_disk))
+        have = (sum(size for size, _sha in found.values()), len(found))
         if have != (want_bytes, want_count):
             problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum says {want_bytes}.{want_count}, "
                                                       f"data/ holds {have[0]}.{have[1]}"))
+    return Checked(state, problems, hashed=not fast)
+
+
+def _check_tags(root: Path, state: MirrorState, unsafe: set[str]) -> list[Problem]:
+    """Each file of the tag manifest against its sha256 (the tag files are small: hashed even by --fast)."""
+    if state.tags is None:
+        return [Problem("tag-missing", TAG_MANIFEST, "no tag manifest")]
+    problems = []
+    for rel, got in hash_files(root, sorted(state.tags)):
+        if got is None:
+            problems.append(Problem("tag-missing", rel, "listed in the tag manifest, not on disk"))
+        elif rel in unsafe:
+            continue  # named already
+        elif ":" in got:
+            kind, _, why = got.partition(":")
+            problems.append(Problem("unsafe" if kind == "unsafe" else "unreadable", rel, why))
+        elif got != state.tags[rel]:
+            problems.append(Problem("tag-changed", rel, "sha256 differs from the tag manifest"))
+    return problems
+
+
+def _check_provenance(state: MirrorState) -> list[Problem]:
+    """Provenance and the manifest must name the same files with the same sha256."""
+    if any(p.path == PROVENANCE and p.kind in ("provenance", "unsafe") for p in state.problems):
+        return []  # unusable: named already
+    problems = []
+    manifest = state.manifest
+    recorded = {e.path: e.sha256 for e in state.entries}
+    for rel, want in manifest.items():
+        if rel not in recorded:
+            problems.append(Problem("provenance", rel, "in the manifest, no provenance line"))
+        elif recorded[rel] != want:
+            problems.append(Problem("provenance", rel, "provenance sha256 differs from the manifest"))
+    for rel in sorted(set(recorded) - set(manifest)):
+        problems.append(Problem("provenance", rel, "has a provenance line, not in the manifest"))
     return problems
 
 

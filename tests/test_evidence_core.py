@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -457,7 +458,7 @@ def test_verify_checks_the_tag_files_and_provenance(tmp_path):
     with open(m / "changes.jsonl", "a") as fh:
         fh.write("{}\n")
     assert kinds(verify.verify(m)) == {("tag-changed", "changes.jsonl")}
-    assert verify.verify(m, fast=True) == []
+    assert kinds(verify.verify(m, fast=True)) == {("tag-changed", "changes.jsonl")}  # --fast hashes tag files
     (m / "changes.jsonl").unlink()
     assert kinds(verify.verify(m)) == {("tag-missing", "changes.jsonl")}
     (m / "tagmanifest-sha256.txt").unlink()
@@ -471,17 +472,54 @@ def test_verify_checks_the_tag_files_and_provenance(tmp_path):
     second = json.loads(lines[1])["path"]
     assert ("provenance", first["path"]) in found and ("provenance", second) in found
     assert ("tag-changed", "provenance.jsonl") in found
+    assert kinds(verify.verify(m2, fast=True)) == found  # none of these needs a payload file hashed
     extra = _entry(40)
     with open(m2 / "provenance.jsonl", "a") as fh:
         fh.write(extra.to_json() + "\n")
     assert ("provenance", extra.path) in kinds(verify.verify(m2))
 
 
+def test_verify_fast_compares_sizes_and_says_it_did_not_hash(tmp_path):
+    m = tiny(tmp_path / "m")
+    s = state.read_state(m)
+    a, b = s.entries[0].path, s.entries[1].path
+    (m / a).write_bytes(b"acta X")  # same size, other bytes: only hashing sees it
+    (m / b).write_bytes(b"acta 11")  # one byte more
+    seen = []
+    fast = verify.check(m, fast=True, progress=lambda done, total: seen.append((done, total)))
+    assert fast.hashed is False and [str(p) for p in fast.problems] == [
+        f"changed: {b} (7 bytes, provenance.jsonl says 6 (sizes only: not hashed))",
+        "oxum: bag-info.txt (Payload-Oxum says 42.6, data/ holds 43.6)"]
+    assert seen[-1] == (6, 6) and seen == sorted(seen)
+    assert fast.state.payload == sorted(s.manifest) and fast.state.entries == s.entries
+    assert (fast.state.manifest, fast.state.tags, fast.state.info) == (s.manifest, s.tags, s.info)
+    full = verify.check(m)
+    assert full.hashed is True and [(p.kind, p.path) for p in full.problems] == [
+        ("changed", a), ("changed", b), ("oxum", "bag-info.txt")]
+    assert verify.verify(m, fast=True) == fast.problems
+    (m / b).unlink()
+    (m / "data" / "planted.jpg").write_bytes(b"x")
+    assert kinds(verify.verify(m, fast=True)) == {("missing", b), ("unlisted", "data/planted.jpg"),
+                                                  ("oxum", "bag-info.txt")}
+
+
+def test_verify_fast_with_a_record_missing_names_it_without_a_size(tmp_path):
+    m = tiny(tmp_path / "m")
+    lines = (m / "provenance.jsonl").read_text().splitlines(keepends=True)
+    gone = json.loads(lines[0])["path"]
+    (m / "provenance.jsonl").write_text("".join(lines[1:]))
+    (m / gone).write_bytes(b"a longer body")
+    assert [str(p) for p in verify.verify(m, fast=True)] == [
+        "tag-changed: provenance.jsonl (sha256 differs from the tag manifest)",
+        f"provenance: {gone} (in the manifest, no provenance line)",
+        "oxum: bag-info.txt (Payload-Oxum says 42.6, data/ holds 49.6)"]
+
+
 def test_verify_checks_cids(tmp_path):
     e = _entry(0)
     m = build(tmp_path / "m", [(Entry(**{**_fields(e), "cid": "bafkreiwrong"}), b"acta 0")])
     assert kinds(verify.verify(m, cids=True)) == {("cid", e.path)}
-    assert verify.verify(m) == []
+    assert verify.verify(m) == [] and verify.check(m).problems == []  # CIDs only when asked
     big = b"\xff" * (1024 * 1024 + 1)
     e2 = _entry(1, big)
     m2 = build(tmp_path / "m2", [(e2, big)])
@@ -501,9 +539,8 @@ def test_verify_hashes_many_files_across_workers(tmp_path):
     (m / victim).write_bytes(b"acta 999")
     problems = verify.verify(m, workers=2)
     assert [(p.kind, p.path) for p in problems if p.kind != "oxum"] == [("changed", victim)]
-    assert verify.sha256_file(m / victim) == hashlib.sha256(b"acta 999").hexdigest()
-    one = list(verify.hash_many(m, [victim, "data/none"], 1))
-    assert one == [[(victim, hashlib.sha256(b"acta 999").hexdigest(), 8), ("data/none", None, 0)]]
+    assert verify.hash_files(m, [victim, "data/none"]) == [(victim, hashlib.sha256(b"acta 999").hexdigest()),
+                                                           ("data/none", None)]
 
 
 def test_verify_on_no_bag(tmp_path):
@@ -971,21 +1008,77 @@ def test_key_and_signature_messages_name_the_file_and_the_fault(tmp_path, keypai
             record.key_id = b"x"
 
 
-def test_hash_many_splits_the_work_and_names_each_failure(tmp_path):
+def test_scan_splits_the_work_by_folder_and_names_each_failure(tmp_path):
     rows = [(_entry(i), f"acta {i}".encode()) for i in range(300)]
     m = build(tmp_path / "m", rows)
-    rels = sorted(e.path for e, _b in rows)
-    assert len(list(verify.hash_many(m, rels[:255], 2))) == 1  # small jobs stay in this process
-    parts = list(verify.hash_many(m, rels[:256], 2))
-    assert len(parts) == 8 and [r for part in parts for r in part] == verify.hash_many(m, rels[:256], 1).__next__()
-    assert all(rels[:256][i * 32:(i + 1) * 32] == [r[0] for r in part] for i, part in enumerate(parts))  # runs
-    assert len(list(verify.hash_many(m, rels, 1))) == 1
-    assert len(list(verify.hash_many(m, rels))) == (os.cpu_count() or 1) * 4 if (os.cpu_count() or 1) > 1 else 1
+    (m / "data" / "top.jpg").write_bytes(b"top")
+    want = {e.path: (len(b), hashlib.sha256(b).hexdigest()) for e, b in rows} | {
+        "data/top.jpg": (3, hashlib.sha256(b"top").hexdigest())}
+    folders = sorted({p.split("/")[1] for p in want if p.count("/") > 1})
+    for workers, expected in ((2, 255), (1, 300), (2, 300)):
+        parts = list(verify.scan_payload(m, state.HASH, workers, expected))
+        assert len(parts) == 1 + len(folders)  # data/ itself, then one part per folder of data/
+        assert parts[0].files == [("data/top.jpg", 3, want["data/top.jpg"][1])]
+        assert sorted(f.split("/")[1] for f in parts[0].folders) == folders
+        assert {rel: (size, sha) for part in parts for rel, size, sha in part.files} == want
+        assert all(part.problems == [] for part in parts)
+    sizes = {rel: size for part in verify.scan_payload(m, state.MEASURE, 2, 300) for rel, size, _sha in part.files}
+    assert sizes == {rel: size for rel, (size, _sha) in want.items()}
+    assert {sha for part in verify.scan_payload(m, state.MEASURE, 2, 300) for _r, _s, sha in part.files} == {None}
+    names = state.scan(m)
+    assert sorted(names.files) == sorted((rel, 0, None) for rel in want) and names.folders == []
     os.symlink("/etc/passwd", m / "data" / "link")
+    os.mkfifo(m / "data" / "fifo")
+    os.mkdir(m / "data" / "locked")
+    os.symlink(m / "data" / "locked", m / "data" / "dirlink")
+    got = state.scan(m, "data", state.HASH, recurse=False)
+    assert sorted((p.kind, p.path, p.detail) for p in got.problems) == [
+        ("unsafe", "data/dirlink", "a symbolic link, not a regular file; not read"),
+        ("unsafe", "data/fifo", "a FIFO, not a regular file; not read"),
+        ("unsafe", "data/link", "a symbolic link, not a regular file; not read")]
+    assert [(p.kind, p.path, p.detail) for p in state.scan(m, "data/dirlink").problems] == [
+        ("unsafe", "data/dirlink", "a symbolic link, not a folder; nothing in it was read")]
+    assert state.scan(m, "data/none") == state.Scan()
     long_name = "data/" + "x" * 300
-    got = next(verify.hash_many(m, ["data/link", long_name, "data/a.jpg/x", "data/none"], 1))
-    assert got == [("data/link", "unsafe:a symbolic link, not a regular file", 0),
-                   (long_name, "error:File name too long", 0), ("data/a.jpg/x", None, 0), ("data/none", None, 0)]
+    assert verify.hash_files(m, ["data/link", long_name, "data/top.jpg/x", "data/none", "data/fifo"]) == [
+        ("data/link", "unsafe:a symbolic link, not a regular file"), (long_name, "error:File name too long"),
+        ("data/top.jpg/x", None), ("data/none", None), ("data/fifo", "unsafe:a FIFO, not a regular file")]
+
+
+def test_scan_payload_starts_workers_only_for_many_files(tmp_path, monkeypatch):
+    m = tiny(tmp_path / "m")
+    made = []
+    monkeypatch.setattr(verify, "pool", lambda n: made.append(n) or ProcessPoolExecutor(n))
+    for workers, expected in ((2, 255), (1, 300), (None, 10)):
+        assert len(list(verify.scan_payload(m, state.HASH, workers, expected))) == 3  # data/, 01_A, index
+    assert made == []
+    for workers, expected in ((2, 256), (3, 300), (None, 300)):
+        list(verify.scan_payload(m, state.HASH, workers, expected))
+    assert made == [2, 3] + ([os.cpu_count()] if (os.cpu_count() or 1) > 1 else [])
+
+
+def test_scan_names_a_linked_data_folder_and_a_folder_it_cannot_open(tmp_path):
+    import resource
+
+    m = tiny(tmp_path / "m")
+    os.rename(m / "data", tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", m / "data")
+    for rel in ("data", "data/01_A"):  # each part of the way is opened on its own, without following it
+        got = state.scan(m, rel, state.HASH)
+        assert (got.files, [(p.kind, p.path, p.detail) for p in got.problems]) == (
+            [], [("unsafe", "data", "a symbolic link, not a folder; nothing in it was read")])
+    os.unlink(m / "data")
+    os.rename(tmp_path / "elsewhere", m / "data")
+    lowest_free = os.open("/", os.O_RDONLY)  # a new descriptor takes the lowest free number
+    os.close(lowest_free)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 1, hard))  # the root opens; data/ cannot
+    try:
+        got = state.scan(m)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (got.files, [(p.kind, p.path, p.detail) for p in got.problems]) == (
+        [], [("unreadable", "data", "Too many open files")])
 
 
 def test_verify_names_unsafe_and_unreadable_tag_files(tmp_path):
@@ -1112,6 +1205,11 @@ def test_a_linked_payload_file_is_unsafe_not_missing(tmp_path):
     os.rename(m / rel, tmp_path / "real.jpg")
     os.symlink(tmp_path / "real.jpg", m / rel)
     assert kinds(verify.verify(m)) == {("unsafe", rel), ("oxum", "bag-info.txt")}
+    extra = _entry(40)  # an unsafe payload file does not stop the provenance check
+    with open(m / "provenance.jsonl", "a") as fh:
+        fh.write(extra.to_json() + "\n")
+    assert [(p.kind, p.path) for p in verify.verify(m)] == [  # each named once
+        ("unsafe", rel), ("tag-changed", "provenance.jsonl"), ("provenance", extra.path), ("oxum", "bag-info.txt")]
 
 
 def test_the_opener_keeps_folders_apart(tmp_path):
@@ -1267,12 +1365,16 @@ def test_opener_messages_records_and_descriptors(tmp_path):
     os.symlink(tmp_path / "data" / "real", tmp_path / "data" / "link")
     os.mkfifo(tmp_path / "data" / "fifo")
     for rel, message in [("data/link/f", "data/link/f: data/link is a symbolic link, not a folder"),
+                         ("data/link/sub/f", "data/link/sub/f: data/link is a symbolic link, not a folder"),
                          ("data/fifo", "data/fifo: a FIFO, not a regular file"),
                          ("data/link", "data/link: a symbolic link, not a regular file"),
                          ("/x", "'/x': an absolute path")]:
         with pytest.raises(UnsafePath) as exc:
             state.open_payload(tmp_path, rel)
         assert str(exc.value) == message and exc.value.reason == message.split(": ", 1)[1]
+    with pytest.raises(FileNotFoundError) as missing:
+        state.open_payload(tmp_path, "data/real/f/x")  # a file where a folder should be
+    assert (missing.value.strerror, missing.value.filename) == ("no such file", "data/real/f/x")
     before = len(os.listdir("/proc/self/fd"))
     with state.Opener(tmp_path) as opener:
         for _ in range(20):

@@ -62,6 +62,45 @@ def test_verify_names_a_deleted_and_an_added_file(mirror_dir):
     assert proc.returncode == 1 and "data/planted.jpg" in proc.stdout and "missing" in proc.stdout
 
 
+def test_verify_fast_names_a_missing_file_a_size_change_and_a_changed_root(mirror_dir):
+    entries = [e for e in read_provenance(mirror_dir / "provenance.jsonl") if e.kind == "acta"]
+    gone, grown = entries[0], entries[1]
+    (mirror_dir / gone.path).unlink()
+    with open(mirror_dir / grown.path, "ab") as fh:
+        fh.write(b"\0")
+    manifest = mirror_dir / "manifest-sha256.txt"
+    lines = manifest.read_text().splitlines(keepends=True)
+    third = next(i for i, line in enumerate(lines) if line.rstrip("\n").endswith(entries[2].path))
+    lines[third] = "0" * 64 + lines[third][64:]  # the manifest now lists other bytes: another Merkle root
+    manifest.write_text("".join(lines))
+    proc = run_cli("verify", str(mirror_dir), "--fast", "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    found = {(p["kind"], p["path"]) for p in report["problems"]}
+    assert {("missing", gone.path), ("changed", grown.path), ("root", "bag-info.txt"),
+            ("tag-changed", "manifest-sha256.txt"), ("provenance", entries[2].path)} <= found
+    assert report["ok"] is False and report["hashed"] is False and "not detected" in report["not_checked"]
+    size_line = next(p for p in report["problems"] if p["path"] == grown.path)
+    assert size_line["detail"] == f"{grown.size + 1} bytes, provenance.jsonl says {grown.size} (sizes only: not hashed)"
+
+
+def test_verify_fast_says_it_did_not_hash_and_plain_verify_sees_the_same_size_flip(mirror_dir):
+    victim = _some_acta(mirror_dir)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    fast = run_cli("verify", str(mirror_dir), "--fast")
+    assert fast.returncode == 0, fast.stdout + fast.stderr
+    assert "NOT CHECKED: --fast hashed no file in data/: a change that keeps a file's size is not detected" \
+        in fast.stdout
+    assert "is intact" not in fast.stdout
+    plain = run_cli("verify", str(mirror_dir))
+    assert plain.returncode == 1 and f"changed: {victim.relative_to(mirror_dir).as_posix()}" in plain.stdout
+    assert "NOT CHECKED" not in plain.stdout
+    both = run_cli("verify", str(mirror_dir), "--fast", "--cids")
+    assert both.returncode == 2 and both.stdout == "" and len(both.stderr.strip().splitlines()) == 1
+
+
 def test_verify_catches_an_edited_manifest(mirror_dir):
     manifest = mirror_dir / "manifest-sha256.txt"
     text = manifest.read_text()
