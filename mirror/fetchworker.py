@@ -207,6 +207,10 @@ def main() -> int:
         asyncio.run(_serve())
     except (KeyboardInterrupt, BrokenPipeError):
         return 130
+    except Exception as exc:  # noqa: BLE001 (the parent asks again what this process held)
+        print(f"acta-mirror: the second download process stopped ({type(exc).__name__}: {exc}); "
+              "the crawl goes on in one process", file=sys.stderr)
+        return 1
     return 0
 
 
