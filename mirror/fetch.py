@@ -459,7 +459,7 @@ class Fetcher:
                 except Refused as exc:
                     raise FetchError(url, exc.reason, cause="blocked address") from None
                 except TransferError as exc:
-                    if exc.cause in ("invalid URL", "unsupported scheme"):
+                    if exc.cause == "invalid URL":
                         raise FetchError(url, exc.reason, cause=exc.cause) from None
                     if exc.cause == "too large":
                         raise TooLarge(url, f"body passed the cap of {self.max_bytes} bytes; cut off",

@@ -32,7 +32,7 @@ _CAUSES = {
     pycurl.E_COULDNT_RESOLVE_PROXY: "proxy error",
     97: "proxy error",  # CURLE_PROXY (a SOCKS or CONNECT handshake failed), not named by pycurl
     pycurl.E_URL_MALFORMAT: "invalid URL",
-    pycurl.E_UNSUPPORTED_PROTOCOL: "unsupported scheme",
+    pycurl.E_UNSUPPORTED_PROTOCOL: "bad answer",  # the scheme is checked before: this is HTTP/0.9 or no HTTP at all
     8: "bad answer",  # CURLE_WEIRD_SERVER_REPLY: not HTTP at all
     pycurl.E_FILESIZE_EXCEEDED: "too large",
 }
@@ -76,9 +76,10 @@ AddressCheck = Callable[[str, str], "str | None"]  # (host, address) -> why it i
 class _Exchange:
     """One request in flight: what arrives, and the future the caller awaits."""
 
-    __slots__ = ("error", "future", "head", "head_lines", "host", "on_head", "opened", "refused", "sink")
+    __slots__ = ("error", "future", "head", "head_lines", "host", "on_head", "opened", "refused", "sink",
+                 "tunnelled")
 
-    def __init__(self, future: asyncio.Future, on_head: OnHead, host: str):
+    def __init__(self, future: asyncio.Future, on_head: OnHead, host: str, tunnelled: bool):
         self.future = future
         self.on_head = on_head
         self.sink: Sink | None = None
@@ -88,20 +89,34 @@ class _Exchange:
         self.error: BaseException | None = None  # raised by the caller's on_head or sink
         self.refused = ""  # why the address check refused a connection
         self.host = host
+        self.tunnelled = tunnelled  # through an HTTP proxy's CONNECT, whose answer comes first
 
     def open(self) -> bool:
-        """Read the final answer's head (the last status line's block: 1xx answers and a proxy's
-        CONNECT answer come before it) and ask on_head where the body goes. False if it refused."""
+        """Read the final answer's head and ask on_head where the body goes; False if it
+        refused. The head is the first block of header lines with a final (non-1xx) status,
+        after a proxy's CONNECT answer when the request was tunnelled; lines after it (the
+        trailers of a chunked body) are never read as the head."""
         self.opened = True
-        lines = self.head_lines
-        start = max((i for i, line in enumerate(lines) if line.startswith(b"HTTP/")), default=-1)
-        if start < 0:
+        blocks: list[list[bytes]] = [[]]
+        for line in self.head_lines:
+            if line.strip():
+                blocks[-1].append(line)
+            elif blocks[-1]:
+                blocks.append([])
+        heads = [b for b in blocks if b and b[0].startswith(b"HTTP/")][1 if self.tunnelled else 0:]
+        final = None
+        for block in heads:
+            parts = block[0].split(None, 2)
+            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            if status >= 200 or status == 0:
+                final = block, status
+                break
+        if final is None:
             self.error = TransferError("an answer without a status line", "bad answer")
             return False
-        parts = lines[start].split(None, 2)
-        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        block, status = final
         fields: dict[str, str] = {}
-        for line in lines[start + 1:]:
+        for line in block[1:]:
             name, sep, value = line.decode("latin-1").partition(":")
             if sep:
                 fields[name.strip().lower()] = value.strip()
@@ -134,6 +149,8 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._watched: dict[int, int] = {}  # fd -> the events libcurl waits for
         self._idle: list[pycurl.Curl] = []
+        self._active: set[pycurl.Curl] = set()
+        self._tunnels = bool(proxy) and proxy.split(":", 1)[0].lower() in ("http", "https")
         self._cafile = _ca_file()
 
     async def __aenter__(self) -> "Engine":
@@ -150,6 +167,11 @@ class Engine:
         self.close()
 
     def close(self) -> None:
+        """Stop: exchanges still in flight are cancelled (their callers see CancelledError)."""
+        for handle in list(self._active):
+            exchange = self._finish(handle)
+            if exchange is not None and not exchange.future.done():
+                exchange.future.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -170,7 +192,7 @@ class Engine:
         if self._multi is None:
             raise RuntimeError("the engine is not open")
         future = self._loop.create_future()
-        exchange = _Exchange(future, on_head, host)
+        exchange = _Exchange(future, on_head, host, self._tunnels and url[:8].lower() == "https://")
         handle = self._idle.pop() if self._idle else self._new_handle()
         handle.setopt(pycurl.URL, url)
         handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
@@ -179,6 +201,7 @@ class Engine:
         handle.setopt(pycurl.HEADERFUNCTION, exchange.head_lines.append)
         handle.exchange = exchange
         self._multi.add_handle(handle)
+        self._active.add(handle)
         try:
             return await future
         except asyncio.CancelledError:
@@ -205,7 +228,7 @@ class Engine:
             handle.setopt(pycurl.PROXY, "")  # never a proxy from the environment but the one asked for
             if self.address_check is not None:
                 handle.setopt(pycurl.OPENSOCKETFUNCTION, lambda purpose, address: self._open(handle, address))
-        handle.setopt(pycurl.WRITEFUNCTION, lambda chunk: self._on_body(handle.exchange, chunk))
+        handle.setopt(pycurl.WRITEFUNCTION, lambda chunk: self._on_body(handle, chunk))
         return handle
 
     def _open(self, handle: pycurl.Curl, address):
@@ -217,7 +240,8 @@ class Engine:
             return pycurl.SOCKET_BAD
         return socket.socket(family, socktype, protocol)
 
-    def _on_body(self, exchange: _Exchange, chunk: bytes):
+    def _on_body(self, handle: pycurl.Curl, chunk: bytes):
+        exchange = handle.exchange
         if not exchange.opened and not exchange.open():
             return -1  # libcurl aborts the exchange
         if exchange.sink is None:
@@ -277,7 +301,7 @@ class Engine:
             for handle in done:
                 exchange = self._finish(handle)
                 if exchange is not None and not exchange.future.done():
-                    if exchange.opened or exchange.open():  # an answer without a body opens here
+                    if exchange.opened or exchange.open():  # an answer without a body
                         exchange.future.set_result(exchange.head)
                     else:
                         exchange.future.set_exception(exchange.error)
@@ -293,10 +317,12 @@ class Engine:
         if exchange is None:
             return None
         handle.exchange = None
-        try:
-            self._multi.remove_handle(handle)
-        except pycurl.error:
-            pass
+        self._active.discard(handle)
+        if self._multi is not None:
+            try:
+                self._multi.remove_handle(handle)
+            except pycurl.error:
+                pass
         if len(self._idle) < self.concurrency * 2:
             self._idle.append(handle)
         else:

@@ -94,3 +94,99 @@ def test_crawls_with_one_and_two_processes_archive_the_same_bag(replay_factory, 
 def test_processes_out_of_range_is_a_usage_error(replay, tmp_path):
     proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(tmp_path / "m"), "--processes", "3")
     assert proc.returncode == 2 and "--processes" in proc.stderr
+
+
+# -- answers libcurl reads differently: each found by attacking the engine --------------------
+def _jpeg() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (48, 64), 200).save(out, "JPEG")
+    return out.getvalue()
+
+
+class RawServer:
+    """A loopback server that answers every connection with fixed bytes (per path), then closes."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host, self.answers, self.asked = host, {}, []
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._serve, self.host, 0)
+        self.url = f"http://{self.host}:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader, writer):
+        request = await reader.readuntil(b"\r\n\r\n")
+        path = request.split(b" ")[1].decode()
+        self.asked.append(path)
+        writer.write(self.answers.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+        await writer.drain()
+        writer.close()
+
+
+def test_a_chunked_bodys_trailers_are_never_read_as_the_answer(tmp_path):
+    async def go():
+        async with RawServer() as site:
+            jpeg = _jpeg()
+            site.answers["/ok"] = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg
+            site.answers["/trailer"] = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+                                        b"HTTP/1.1 302 Found: x\r\nLocation: " + site.url.encode() + b"/ok\r\n\r\n")
+            (tmp_path / "tmp").mkdir()
+            async with Fetcher(tmp_dir=str(tmp_path / "tmp"), policy=HostPolicy.for_root(site.url),
+                               retry_attempts=1) as f:
+                with pytest.raises(FetchError) as caught:
+                    await f.fetch(site.url + "/trailer")
+            return caught.value, site.asked
+
+    exc, asked = asyncio.run(go())
+    assert exc.cause == "not an image" and asked == ["/trailer"], (exc.cause, exc.reason, asked)
+
+
+def test_an_answer_that_is_not_http_is_retried_and_then_the_alternate_serves(tmp_path):
+    async def go():
+        async with RawServer() as bad, RawServer("127.0.0.2") as good:
+            bad.answers["/a.jpg"] = b"garbage, not HTTP\r\n"
+            jpeg = _jpeg()
+            good.answers["/a.jpg"] = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg
+            (tmp_path / "tmp").mkdir()
+            async with Fetcher(tmp_dir=str(tmp_path / "tmp"), policy=HostPolicy.for_root(bad.url, (good.url,)),
+                               alternates=(good.url,), retry_attempts=2) as f:
+                got = await f.fetch(bad.url + "/a.jpg")
+            return got, bad.asked, good.asked
+
+    got, bad_asked, good_asked = asyncio.run(go())
+    assert got.status == 200 and got.host == "127.0.0.2"
+    assert len(bad_asked) == 2 and good_asked == ["/a.jpg"], "retried by policy, then the alternate"
+
+
+def test_closing_the_fetcher_cancels_what_is_in_flight_instead_of_failing_it(tmp_path):
+    async def go():
+        async with RawServer() as site:
+            async def hang(reader, writer):
+                await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(30)
+            site.server.close()
+            site.server = await asyncio.start_server(hang, "127.0.0.1", 0)
+            url = f"http://127.0.0.1:{site.server.sockets[0].getsockname()[1]}/a.jpg"
+            (tmp_path / "tmp").mkdir()
+            f = Fetcher(tmp_dir=str(tmp_path / "tmp"), policy=HostPolicy.for_root(url))
+            await f.__aenter__()
+            task = asyncio.create_task(f.fetch(url))
+            await asyncio.sleep(0.5)
+            await f.__aexit__(None, None, None)  # as an interrupted crawl leaves its fetcher
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                return "cancelled"
+            except BaseException as exc:  # noqa: BLE001
+                return f"{type(exc).__name__}: {exc}"
+            return "finished"
+
+    assert asyncio.run(go()) == "cancelled"
+    assert not list((tmp_path / "tmp").iterdir())
