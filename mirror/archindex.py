@@ -32,9 +32,7 @@ CREATE TABLE urls (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, path TEX
                    kind TEXT, checked REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE dirs (dir TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE status (key TEXT PRIMARY KEY, change TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE recorded (key TEXT, sha256 TEXT, PRIMARY KEY (key, sha256)) WITHOUT ROWID;
 CREATE TABLE listed (key TEXT PRIMARY KEY, url TEXT NOT NULL, run INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX listed_run ON listed (run);
 """
 
 
@@ -135,12 +133,14 @@ class ArchiveIndex:
         self.run = self.meta()["run"]
 
     def close(self, *, clean: bool = False) -> None:
-        if self.w is not None:
-            if clean:
+        try:
+            if clean and self.w is not None:
                 self.w.execute("UPDATE meta SET value = 1 WHERE name = 'clean'")
-            self.w.close()
-            self.r.close()
-        self.w = self.r = None
+        finally:
+            for db in (self.w, self.r):
+                if db is not None:
+                    db.close()
+            self.w = self.r = None
 
     # -- rebuilding from the records -------------------------------------------------------
     def rebuild(self, entries: Iterable, changes: Iterator[dict], checked: dict[str, float]) -> list:
@@ -148,6 +148,7 @@ class ArchiveIndex:
         mirrors made before the index, the old check times. Returns the acta entries that have
         no change record (a run killed between the two appends)."""
         w = self.w
+        w.execute("CREATE TEMP TABLE recorded (key TEXT, sha256 TEXT, PRIMARY KEY (key, sha256)) WITHOUT ROWID")
         w.execute("BEGIN")
         for change in changes:
             w.execute("INSERT OR REPLACE INTO status VALUES (?, ?)", (change["key"], change["change"]))
@@ -162,6 +163,7 @@ class ArchiveIndex:
         w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?",
                       ((when, url) for url, when in checked.items()))
         w.execute("COMMIT")
+        w.execute("DROP TABLE temp.recorded")
         return lost
 
     def _add_file(self, e, checked: float) -> None:
@@ -198,8 +200,6 @@ class ArchiveIndex:
         if commit:
             w.execute("BEGIN")
         w.executemany("INSERT OR REPLACE INTO status VALUES (?, ?)", ((c["key"], c["change"]) for c in changes))
-        w.executemany("INSERT OR IGNORE INTO recorded VALUES (?, ?)",
-                      ((c["key"], c["sha256"]) for c in changes if c.get("sha256")))
         if digests:
             self._identities(*digests)
         if commit:
@@ -223,20 +223,15 @@ class ArchiveIndex:
         """(path, sha256, seq) of each version of key, oldest first."""
         return self.r.execute("SELECT path, sha256, seq FROM files WHERE key = ? ORDER BY seq", (key,)).fetchall()
 
-    def has_path(self, path: str) -> bool:
-        return self.r.execute("SELECT 1 FROM files WHERE path = ?", (path,)).fetchone() is not None
+    def place(self, directory: str, path: str) -> tuple[int, int]:
+        """(files in directory, 1 if path is taken else 0)."""
+        return self.r.execute("SELECT coalesce((SELECT n FROM dirs WHERE dir = ?), 0), "
+                              "EXISTS (SELECT 1 FROM files WHERE path = ?)", (directory, path)).fetchone()
 
-    def dir_count(self, directory: str) -> int:
-        row = self.r.execute("SELECT n FROM dirs WHERE dir = ?", (directory,)).fetchone()
-        return row[0] if row else 0
-
-    def status(self, key: str) -> str | None:
-        row = self.r.execute("SELECT change FROM status WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def listed_url(self, key: str, run: int) -> str | None:
-        row = self.r.execute("SELECT url FROM listed WHERE key = ? AND run = ?", (key, run)).fetchone()
-        return row[0] if row else None
+    def listing_and_status(self, key: str, run: int) -> tuple[str | None, str | None]:
+        """(the URL key was listed with in that run, its last change)."""
+        return self.r.execute("SELECT (SELECT url FROM listed WHERE key = ?1 AND run = ?2), "
+                              "(SELECT change FROM status WHERE key = ?1)", (key, run)).fetchone()
 
     def count(self) -> int:
         return self.r.execute("SELECT count(*) FROM files").fetchone()[0]

@@ -44,6 +44,7 @@ STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not p
 MAX_DIR_ENTRIES = 2900  # under GitHub's 3,000 entries per directory
 BATCH_FILES = 64  # commit after this many files...
 BATCH_SECONDS = 1.0  # ...or this long, whichever comes first
+MEMO_ENTRIES = 4096  # answers remembered per kind of lookup (a few hundred kilobytes)
 MAX_CHECKED_DIRS = 4096  # folders remembered as checked; files come center by center
 BATCH_RECORDS = 1024  # ...or once this many checks and listed actas wait for the index
 TAG_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, FAILURES, CHANGES,
@@ -147,6 +148,10 @@ class Archive:
         self._seen = threading.Lock()  # a lookup sees a batch either in flight or in the index, never both
         self._digests: tuple[Digest, Digest] | None = None  # provenance.jsonl, changes.jsonl
         self._checks = 0  # URLs checked this run
+        self._memo_url: dict[str, tuple | None] = {}
+        self._memo_versions: dict[str, list[tuple[str, str, bool]]] = {}
+        self._memo_listed: dict[str, str | None] = {}
+        self._memo_status: dict[str, str | None] = {}
         self._made_dirs: set[str] = set()  # folders this run has made or checked (bounded: MAX_CHECKED_DIRS)
         self._last_commit = time.monotonic()
         self._lock_fd: int | None = None
@@ -331,20 +336,33 @@ class Archive:
             self._lock_fd = None
 
     # -- lookups: the pending batches first, then the index ------------------------
+    # An answer is remembered (MEMO_ENTRIES per kind) until this run changes it: the event loop
+    # asks about one acta several times (listing, freshness, validators, versions), and only
+    # this run adds to the index, so a remembered answer stays exact.
     def _batches(self) -> list[_Batch]:
         return [self._open_batch, *reversed(self._flying)]  # newest first
 
+    def _remember(self, memo: dict, key: str, value):
+        if len(memo) >= MEMO_ENTRIES:
+            memo.clear()
+        memo[key] = value
+        return value
+
     def _url(self, url: str) -> tuple[str, str, str, float] | None:
         """(etag, last_modified, path, when last checked) of a URL archived before, or None."""
+        if url in self._memo_url:
+            return self._memo_url[url]
         with self._seen:
             batches = self._batches()
             row = self.index.url(url)
         checked = max([b.checked[url] for b in batches if url in b.checked] + [row[3] if row else 0.0])
+        found = (row[0], row[1], row[2], checked) if row else None
         for b in batches:
             if url in b.by_url:
                 e = b.by_url[url]
-                return e.etag, e.last_modified, e.path, checked
-        return (row[0], row[1], row[2], checked) if row else None
+                found = (e.etag, e.last_modified, e.path, checked)
+                break
+        return self._remember(self._memo_url, url, found)
 
     def conditional_headers(self, url: str) -> tuple[str, str]:
         prev = self._url(redact(url))
@@ -370,39 +388,45 @@ class Archive:
         return sum(new for *_, new in self._versions(key))
 
     def _versions(self, key: str) -> list[tuple[str, str, bool]]:
+        if key in self._memo_versions:
+            return self._memo_versions[key]
         with self._seen:
             pending = [e for b in reversed(self._batches()) for e in b.by_key.get(key, ())]
             rows = self.index.versions(key)
-        return ([(path, sha, seq >= self._first_new) for path, sha, seq in rows]
-                + [(e.path, e.sha256, True) for e in pending])
+        return self._remember(self._memo_versions, key, [(path, sha, seq >= self._first_new) for path, sha, seq in rows]
+                              + [(e.path, e.sha256, True) for e in pending])
 
-    def _has_path(self, path: str) -> bool:
+    def _place(self, directory: str, path: str) -> tuple[int, bool]:
+        """(files in directory, whether path is taken), in one look."""
         with self._seen:
-            return any(path in b.by_path for b in self._batches()) or self.index.has_path(path)
-
-    def _dir_count(self, directory: str) -> int:
-        with self._seen:
-            return sum(b.dirs.get(directory, 0) for b in self._batches()) + self.index.dir_count(directory)
+            batches = self._batches()
+            n, taken = self.index.place(directory, path)
+        return (n + sum(b.dirs.get(directory, 0) for b in batches),
+                bool(taken) or any(path in b.by_path for b in batches))
 
     def status(self, key: str) -> str | None:
         """An acta's last change (added, changed, vanished, reappeared), None if it has none."""
-        with self._seen:
-            for b in self._batches():
-                if key in b.status:
-                    return b.status[key]
-            return self.index.status(key)
+        if key not in self._memo_status:
+            self.listed_url(key)
+        return self._memo_status[key]
 
     # -- the listing: which actas the site lists in this run ----------------------------
     def listed_url(self, key: str) -> str | None:
-        """The first URL key was listed with in this run, None if it was not listed yet."""
+        """The first URL key was listed with in this run, None if it was not listed yet.
+        (Its last change is looked up with it: the crawl asks for both.)"""
+        if key in self._memo_listed and key in self._memo_status:
+            return self._memo_listed[key]
         with self._seen:
-            for b in self._batches():
-                if key in b.listed:
-                    return b.listed[key]
-            return self.index.listed_url(key, self.listing_run)
+            batches = self._batches()
+            url, change = self.index.listing_and_status(key, self.listing_run)
+        url = next((b.listed[key] for b in batches if key in b.listed), url)
+        change = next((b.status[key] for b in batches if key in b.status), change)
+        self._remember(self._memo_status, key, change)
+        return self._remember(self._memo_listed, key, url)
 
     def list_acta(self, key: str, url: str) -> None:
         self._open_batch.listed[key] = url
+        self._memo_listed.pop(key, None)
 
     def reuse_listing(self, identity: str, max_age: float) -> int | None:
         """When an earlier run read the very same listing (identity: the index files' sha256,
@@ -427,6 +451,7 @@ class Archive:
     def add(self, acta: Acta, fetched: Fetched, *, kind: str = "acta", name: str | None = None) -> Entry | None:
         """Queue a fetched file as a new version; None (and the temp file removed) if not new."""
         self._open_batch.checked[redact(fetched.url)] = time.time()
+        self._memo_url.pop(redact(fetched.url), None)
         self._checks += 1
         if fetched.status == 304:
             return None
@@ -439,11 +464,16 @@ class Archive:
             directory, stem, ext = "data/index", Path(name or acta.key).stem, Path(name or acta.key).suffix
         else:
             directory, stem, ext = acta_dir(acta.place), acta.key, extension(fetched.content_type)
-        directory = self._roomy(directory)
         path = f"{directory}/{stem}{'' if version == 1 else f'.v{version}'}{ext}"
-        while self._has_path(path):
+        n, taken = self._place(directory, path)
+        if n >= MAX_DIR_ENTRIES:  # full: an overflow sibling
+            directory = self._roomy(directory)
+            path = f"{directory}/{stem}{'' if version == 1 else f'.v{version}'}{ext}"
+            taken = self._place(directory, path)[1]
+        while taken:
             version += 1
             path = f"{directory}/{stem}.v{version}{ext}"
+            taken = self._place(directory, path)[1]
         p = acta.place
         entry = Entry(
             key=acta.key, kind=kind, version=version, path=path, sha256=fetched.sha256,
@@ -468,11 +498,14 @@ class Archive:
         b.by_path[path] = entry
         b.by_key.setdefault(entry.key, []).append(entry)
         b.by_url[entry.url] = entry
+        self._memo_versions.pop(entry.key, None)
+        self._memo_url.pop(entry.url, None)
         b.dirs[directory] = b.dirs.get(directory, 0) + 1
         return entry
 
     def _change(self, key: str, change: str, at: str = "", **details) -> dict:
         self._open_batch.status[key] = change
+        self._memo_status.pop(key, None)
         return {"at": at or self.run_at, "key": key, "change": change, **details}
 
     def note(self, key: str, change: str, **details) -> None:
@@ -503,7 +536,7 @@ class Archive:
         """The directory, or an overflow sibling once it holds MAX_DIR_ENTRIES files."""
         n = 1
         candidate = directory
-        while self._dir_count(candidate) >= MAX_DIR_ENTRIES:
+        while self._place(candidate, "")[0] >= MAX_DIR_ENTRIES:
             n += 1
             candidate = f"{directory}/more-{n}"
         return candidate
