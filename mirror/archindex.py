@@ -143,7 +143,7 @@ class ArchiveIndex:
             self.w = self.r = None
 
     # -- rebuilding from the records -------------------------------------------------------
-    def rebuild(self, entries: Iterable, changes: Iterator[dict], checked: dict[str, float]) -> list:
+    def rebuild(self, entries: Iterable, changes: Iterator[dict], checked: Iterable[tuple[str, float]]) -> list:
         """Fill the empty index from provenance entries and change records (streamed) and, for
         mirrors made before the index, the old check times. Returns the acta entries that have
         no change record (a run killed between the two appends)."""
@@ -160,8 +160,7 @@ class ArchiveIndex:
             if e.kind == "acta" and not w.execute("SELECT 1 FROM recorded WHERE key = ? AND sha256 = ?",
                                                   (e.key, e.sha256)).fetchone():
                 lost.append(e)
-        w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?",
-                      ((when, url) for url, when in checked.items()))
+        w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?", ((when, url) for url, when in checked))
         w.execute("COMMIT")
         w.execute("DROP TABLE temp.recorded")
         return lost
@@ -233,6 +232,13 @@ class ArchiveIndex:
         return self.r.execute("SELECT (SELECT url FROM listed WHERE key = ?1 AND run = ?2), "
                               "(SELECT change FROM status WHERE key = ?1)", (key, run)).fetchone()
 
+    def names(self) -> Iterator[str]:
+        """Every key ('k'), URL ('u'), folder ('d') and path ('p') the index holds, streamed."""
+        for sql, tag in (("SELECT DISTINCT key FROM files", "k"), ("SELECT key FROM status", "k"),
+                         ("SELECT url FROM urls", "u"), ("SELECT dir FROM dirs", "d"), ("SELECT path FROM files", "p")):
+            for (name,) in self.r.execute(sql):
+                yield tag + name
+
     def count(self) -> int:
         return self.r.execute("SELECT count(*) FROM files").fetchone()[0]
 
@@ -265,9 +271,9 @@ class ArchiveIndex:
                               "WHERE f.kind = 'acta' AND l.key IS NULL ORDER BY f.key", (run,))
 
     def checked_times(self) -> Iterator[bytes]:
-        """{url: when last fetched or confirmed} as JSON, in chunks of CHUNK_ROWS URLs, each
-        made by SQLite (what `export` reads)."""
-        yield b"{"
+        """{url: when last fetched or confirmed} as JSON (what `export` reads), CHUNK_ROWS URLs
+        to a line, each line made by SQLite: read_checked_times reads it back a line at a time."""
+        yield b"{\n"
         after, sep = "", b""
         while True:
             row = self.r.execute("SELECT max(url), substr(json_group_object(url, checked), 2) FROM "
@@ -277,12 +283,35 @@ class ArchiveIndex:
                 break
             after = row[0]
             yield sep + row[1][:-1].encode("utf-8")
-            sep = b","
-        yield b"}"
+            sep = b",\n"
+        yield b"\n}\n"
 
     def manifest(self) -> Iterator[tuple[str, str, int]]:
         """(path, sha256, size) of every file, sorted by path (UTF-8 byte order is code point order)."""
         return self.r.execute("SELECT path, sha256, size FROM files ORDER BY path")
+
+
+def read_checked_times(path: Path) -> Iterator[tuple[str, float]]:
+    """(url, time) of a checked.json, a line at a time as checked_times writes it (one written
+    before the index is read whole). Nothing, or what came before the damage, when it is not
+    a mapping of URLs to times: a lost record only means asking the site again."""
+    try:
+        fh = open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), encoding="utf-8")
+    except OSError:
+        return
+    with fh:
+        try:
+            if fh.readline() == "{\n":
+                pieces = (json.loads("{" + line.rstrip().rstrip(",") + "}") for line in fh if line.strip() != "}")
+            else:
+                fh.seek(0)
+                pieces = iter([json.load(fh)])
+            for piece in pieces:
+                for url, when in piece.items():
+                    if isinstance(url, str) and isinstance(when, (int, float)) and not isinstance(when, bool):
+                        yield url, float(when)
+        except (OSError, ValueError, AttributeError, RecursionError):
+            return
 
 
 def _epoch(iso: str) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from . import __version__
-from .archindex import FILES as INDEX_FILES, ArchiveIndex, Digest
+from .archindex import FILES as INDEX_FILES, ArchiveIndex, Digest, read_checked_times
 from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .merkle import ManifestLines
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
@@ -120,6 +121,34 @@ class _Batch:
         return len(self.files) + len(self.checked) + len(self.listed) + len(self.status)
 
 
+class _Filter:
+    """A Bloom filter of the names the index holds (keys, URLs, folders, paths), of fixed size:
+    a lookup it rules out needs no query, so a crawl into a new or small mirror (every acta a
+    miss) costs the event loop no SQLite call per acta. It answers "maybe" wrongly for a few
+    names in a thousand per 100,000 archived files, which then cost a query."""
+
+    BITS = 1 << 24  # 2 MB
+
+    def __init__(self, names: Iterable[str]):
+        self.bits = bytearray(self.BITS >> 3)
+        for name in names:
+            self.add(name)
+
+    def _spots(self, name: str) -> tuple[int, int, int]:
+        h = hash(name) & 0xFFFFFFFFFFFFFFFF
+        m = self.BITS - 1
+        return h & m, (h >> 24) & m, ((h >> 40) ^ (h * 0x9E3779B1)) & m
+
+    def add(self, name: str) -> None:
+        for spot in self._spots(name):
+            self.bits[spot >> 3] |= 1 << (spot & 7)
+
+    def __contains__(self, name: str) -> bool:
+        a, b, c = self._spots(name)
+        bits = self.bits
+        return bool(bits[a >> 3] >> (a & 7) & bits[b >> 3] >> (b & 7) & bits[c >> 3] >> (c & 7) & 1)
+
+
 class Archive:
     """A BagIt bag being filled. Use as a context manager: it holds the mirror's lock.
 
@@ -152,6 +181,7 @@ class Archive:
         self._memo_versions: dict[str, list[tuple[str, str, bool]]] = {}
         self._memo_listed: dict[str, str | None] = {}
         self._memo_status: dict[str, str | None] = {}
+        self._known: _Filter | None = None  # made on the first lookup (a re-run that reuses its listing makes none)
         self._made_dirs: set[str] = set()  # folders this run has made or checked (bounded: MAX_CHECKED_DIRS)
         self._last_commit = time.monotonic()
         self._lock_fd: int | None = None
@@ -217,15 +247,9 @@ class Archive:
 
     def _rebuild(self) -> None:
         """Fill a fresh index from the records; write the change records a killed run lost."""
-        checked: dict[str, float] = {}
-        try:  # the check times of a mirror made before the index (and what `export` reads)
-            with open(os.open(self.state / CHECKED, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as fh:
-                checked = {url: float(when) for url, when in json.load(fh).items()
-                           if isinstance(url, str) and isinstance(when, (int, float))}
-        except (OSError, ValueError, AttributeError):
-            pass  # a lost or damaged record only means asking the site again
-        lost = self.index.rebuild(iter_provenance(self.root / PROVENANCE), self._read_changes(), checked)
-        del checked
+        # the check times `export` reads also keep what the site confirmed across a rebuild
+        lost = self.index.rebuild(iter_provenance(self.root / PROVENANCE), self._read_changes(),
+                                  read_checked_times(self.state / CHECKED))
         # A run killed between recording a batch's files and its change records: write
         # them now, the same way every time, so merged copies do not tell them twice.
         recovered = [self._change(e.key, "changed" if e.supersedes else "added", at=e.fetched_at,
@@ -342,6 +366,20 @@ class Archive:
     def _batches(self) -> list[_Batch]:
         return [self._open_batch, *reversed(self._flying)]  # newest first
 
+    def _maybe(self, name: str) -> bool:
+        """Might the index or a pending batch hold this name ('k' key, 'u' URL, 'd' folder, 'p' path)?"""
+        if self._known is None:
+            with self._seen:  # no batch moves from pending to the index meanwhile
+                pending = [(f"k{e.key}", f"u{e.url}", f"p{e.path}", f"d{e.path.rsplit('/', 1)[0]}")
+                           for b in self._batches() for _t, _r, e, _c in b.files]
+                keys = [f"k{key}" for b in self._batches() for key in (*b.listed, *b.status)]
+                self._known = _Filter(itertools.chain(self.index.names(), keys, *pending))
+        return name in self._known
+
+    def _knows(self, name: str) -> None:
+        if self._known is not None:
+            self._known.add(name)
+
     def _remember(self, memo: dict, key: str, value):
         if len(memo) >= MEMO_ENTRIES:
             memo.clear()
@@ -352,6 +390,8 @@ class Archive:
         """(etag, last_modified, path, when last checked) of a URL archived before, or None."""
         if url in self._memo_url:
             return self._memo_url[url]
+        if not self._maybe("u" + url):
+            return None
         with self._seen:
             batches = self._batches()
             row = self.index.url(url)
@@ -390,6 +430,8 @@ class Archive:
     def _versions(self, key: str) -> list[tuple[str, str, bool]]:
         if key in self._memo_versions:
             return self._memo_versions[key]
+        if not self._maybe("k" + key):
+            return []
         with self._seen:
             pending = [e for b in reversed(self._batches()) for e in b.by_key.get(key, ())]
             rows = self.index.versions(key)
@@ -398,6 +440,8 @@ class Archive:
 
     def _place(self, directory: str, path: str) -> tuple[int, bool]:
         """(files in directory, whether path is taken), in one look."""
+        if not self._maybe("d" + directory) and not self._maybe("p" + path):
+            return 0, False
         with self._seen:
             batches = self._batches()
             n, taken = self.index.place(directory, path)
@@ -416,6 +460,9 @@ class Archive:
         (Its last change is looked up with it: the crawl asks for both.)"""
         if key in self._memo_listed and key in self._memo_status:
             return self._memo_listed[key]
+        if not self._maybe("k" + key):
+            self._remember(self._memo_status, key, None)
+            return self._remember(self._memo_listed, key, None)
         with self._seen:
             batches = self._batches()
             url, change = self.index.listing_and_status(key, self.listing_run)
@@ -427,6 +474,7 @@ class Archive:
     def list_acta(self, key: str, url: str) -> None:
         self._open_batch.listed[key] = url
         self._memo_listed.pop(key, None)
+        self._knows("k" + key)
 
     def reuse_listing(self, identity: str, max_age: float) -> int | None:
         """When an earlier run read the very same listing (identity: the index files' sha256,
@@ -500,12 +548,15 @@ class Archive:
         b.by_url[entry.url] = entry
         self._memo_versions.pop(entry.key, None)
         self._memo_url.pop(entry.url, None)
+        for name in ("k" + entry.key, "u" + entry.url, "d" + directory, "p" + path):
+            self._knows(name)
         b.dirs[directory] = b.dirs.get(directory, 0) + 1
         return entry
 
     def _change(self, key: str, change: str, at: str = "", **details) -> dict:
         self._open_batch.status[key] = change
         self._memo_status.pop(key, None)
+        self._knows("k" + key)
         return {"at": at or self.run_at, "key": key, "change": change, **details}
 
     def note(self, key: str, change: str, **details) -> None:

@@ -506,13 +506,12 @@ class CrawlPlan:
 async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
     """The dry run: list what the site offers and compare it with the mirror, read-only.
 
-    The index and pages are fetched into a temporary directory outside the mirror; the
-    mirror's provenance and check times are only read (no lock, no repair, no write).
+    The index and pages are fetched into a temporary directory outside the mirror, where the
+    listing and the mirror's URLs are also counted (on disk: an index may list 100,000 actas);
+    the mirror's provenance and check times are only read (no lock, no repair, no write).
     """
-    import json
-    import tempfile
-
-    from .archive import CHECKED, STATE_DIR, _epoch
+    from .archive import CHECKED, STATE_DIR
+    from .archindex import _epoch, read_checked_times
     from .manifest import PROVENANCE, iter_provenance
 
     check_options(opts)
@@ -521,61 +520,65 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
     if discover not in site.discover_modes:
         raise UsageError(f"site {site.name} discovers by {', '.join(site.discover_modes)}, not {discover}")
     out = Path(opts.out)
-    sizes: dict[str, int] = {}  # url -> size of its latest version
-    checked: dict[str, float] = {}
-    for entry in iter_provenance(out / PROVENANCE):
-        if entry.kind == "acta":
-            sizes[entry.url] = entry.size
-        checked[entry.url] = max(checked.get(entry.url, 0.0), _epoch(entry.fetched_at))
-    try:
-        for url, when in json.loads((out / STATE_DIR / CHECKED).read_text()).items():
-            checked[url] = max(checked.get(url, 0.0), when)
-    except (FileNotFoundError, ValueError):
-        pass
-    listed: set[tuple[str, str]] = set()
     pages_failed = 0
 
     def report(url: str, reason: str, cause: str = "") -> None:
         nonlocal pages_failed
         pages_failed += 1
 
-    def take(acta: Acta) -> None:
-        if in_shard(acta.key, opts.shard):
-            listed.add((acta.key, acta.url))
-
     with tempfile.TemporaryDirectory(prefix="acta-mirror-dry-run-") as tmp:
-        async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy, timeout=opts.timeout,
-                           max_bytes=opts.max_bytes, tmp_dir=tmp, alternates=opts.alternates,
-                           policy=_policy(opts, site), user_agent=opts.user_agent,
-                           headers=dict(opts.headers)) as fetcher:
-            if discover in ("csv", "both"):
-                for source in [opts.index] if opts.index else site.index_urls(opts.root):
-                    path, url = source, Path(source).resolve().as_uri() if not _is_url(source) else source
-                    if _is_url(source):
-                        try:
-                            path = (await fetcher.fetch(source, expect_image=False)).tmp_path
-                        except FetchError as exc:
-                            raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
-                    for acta in site.parse_index(path, url, report):
-                        take(acta)
+        db = sqlite3.connect(os.path.join(tmp, "plan.sqlite"), isolation_level=None)
+        try:
+            db.executescript("""
+                CREATE TABLE known (url TEXT PRIMARY KEY, size INTEGER, checked REAL NOT NULL) WITHOUT ROWID;
+                CREATE TABLE listed (key TEXT, url TEXT, PRIMARY KEY (key, url)) WITHOUT ROWID;
+                BEGIN;""")
+            # size: of the URL's latest acta version (none for an index file); checked: its last fetch or check
+            db.executemany("INSERT INTO known VALUES (?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
+                           "size = coalesce(excluded.size, size), checked = max(checked, excluded.checked)",
+                           ((e.url, e.size if e.kind == "acta" else None, _epoch(e.fetched_at))
+                            for e in iter_provenance(out / PROVENANCE)))
+            db.executemany("UPDATE known SET checked = max(checked, ?) WHERE url = ?",
+                           ((when, url) for url, when in read_checked_times(out / STATE_DIR / CHECKED)))
 
-            async def get_page(url: str) -> str:
-                try:
-                    return await fetcher.fetch_text(url)
-                except FetchError:
-                    report(url, "")
-                    raise
+            def take(actas) -> None:
+                db.executemany("INSERT OR IGNORE INTO listed VALUES (?, ?)",
+                               ((a.key, a.url) for a in actas if in_shard(a.key, opts.shard)))
 
-            if discover in ("html", "both"):
-                async for acta in site.walk(opts.root, get_page, report):
-                    take(acta)
-            listing_requests = fetcher.requests
-    now = time.time()
-    urls = {url for _key, url in listed}
-    known = [u for u in urls if u in sizes]
-    fresh = [u for u in known if opts.recheck_after > 0 and now - checked.get(u, 0.0) < opts.recheck_after]
-    recheck = set(known) - set(fresh)
-    return CrawlPlan(listed=len(listed), new=len(urls) - len(known), recheck=len(recheck),
-                     recheck_bytes=sum(sizes[u] for u in recheck), skipped=len(fresh),
-                     mean_size=sum(sizes.values()) // len(sizes) if sizes else 0, pages_failed=pages_failed,
+            async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy, timeout=opts.timeout,
+                               max_bytes=opts.max_bytes, tmp_dir=tmp, alternates=opts.alternates,
+                               policy=_policy(opts, site), user_agent=opts.user_agent,
+                               headers=dict(opts.headers)) as fetcher:
+                if discover in ("csv", "both"):
+                    for source in [opts.index] if opts.index else site.index_urls(opts.root):
+                        path, url = source, Path(source).resolve().as_uri() if not _is_url(source) else source
+                        if _is_url(source):
+                            try:
+                                path = (await fetcher.fetch(source, expect_image=False)).tmp_path
+                            except FetchError as exc:
+                                raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
+                        take(site.parse_index(path, url, report))
+
+                async def get_page(url: str) -> str:
+                    try:
+                        return await fetcher.fetch_text(url)
+                    except FetchError:
+                        report(url, "")
+                        raise
+
+                if discover in ("html", "both"):
+                    async for acta in site.walk(opts.root, get_page, report):
+                        take([acta])
+                listing_requests = fetcher.requests
+            since = time.time() - opts.recheck_after if opts.recheck_after > 0 else math.inf
+            listed, urls, known, fresh, recheck_bytes = db.execute("""
+                SELECT (SELECT count(*) FROM listed), count(*), count(k.url),
+                       coalesce(sum(k.checked > ?), 0), coalesce(sum(CASE WHEN k.checked <= ? THEN k.size END), 0)
+                FROM (SELECT DISTINCT url FROM listed) l LEFT JOIN known k ON k.url = l.url AND k.size IS NOT NULL""",
+                                                                  (since, since)).fetchone()
+            sizes, mean = db.execute("SELECT count(size), coalesce(sum(size), 0) FROM known").fetchone()
+        finally:
+            db.close()
+    return CrawlPlan(listed=listed, new=urls - known, recheck=known - fresh, recheck_bytes=recheck_bytes,
+                     skipped=fresh, mean_size=mean // sizes if sizes else 0, pages_failed=pages_failed,
                      listing_requests=listing_requests)
