@@ -232,11 +232,13 @@ class ArchiveIndex:
         return self.r.execute("SELECT (SELECT url FROM listed WHERE key = ?1 AND run = ?2), "
                               "(SELECT change FROM status WHERE key = ?1)", (key, run)).fetchone()
 
-    def names(self) -> Iterator[str]:
-        """Every key ('k'), URL ('u'), folder ('d') and path ('p') the index holds, streamed."""
-        for sql, tag in (("SELECT DISTINCT key FROM files", "k"), ("SELECT key FROM status", "k"),
-                         ("SELECT url FROM urls", "u"), ("SELECT dir FROM dirs", "d"), ("SELECT path FROM files", "p")):
-            for (name,) in self.r.execute(sql):
+    def names(self, run: int) -> Iterator[str]:
+        """Every archived key ('k'), key with a change ('s'), key listed in that run ('l'), URL
+        ('u'), folder ('d') and path ('p') the index holds, streamed."""
+        for sql, tag in (("SELECT DISTINCT key FROM files", "k"), ("SELECT key FROM status", "s"),
+                         ("SELECT key FROM listed WHERE run = ?1", "l"), ("SELECT url FROM urls", "u"),
+                         ("SELECT dir FROM dirs", "d"), ("SELECT path FROM files", "p")):
+            for (name,) in self.r.execute(sql, (run,) if "?1" in sql else ()):
                 yield tag + name
 
     def count(self) -> int:

@@ -367,13 +367,15 @@ class Archive:
         return [self._open_batch, *reversed(self._flying)]  # newest first
 
     def _maybe(self, name: str) -> bool:
-        """Might the index or a pending batch hold this name ('k' key, 'u' URL, 'd' folder, 'p' path)?"""
+        """Might the index or a pending batch hold this name ('k' an archived key, 's' a key with a
+        change record, 'l' a key listed in this run, 'u' URL, 'd' folder, 'p' path)?"""
         if self._known is None:
             with self._seen:  # no batch moves from pending to the index meanwhile
                 pending = [(f"k{e.key}", f"u{e.url}", f"p{e.path}", f"d{e.path.rsplit('/', 1)[0]}")
                            for b in self._batches() for _t, _r, e, _c in b.files]
-                keys = [f"k{key}" for b in self._batches() for key in (*b.listed, *b.status)]
-                self._known = _Filter(itertools.chain(self.index.names(), keys, *pending))
+                keys = [f"{tag}{key}" for b in self._batches() for tag, keys in (("l", b.listed), ("s", b.status))
+                        for key in keys]
+                self._known = _Filter(itertools.chain(self.index.names(self.listing_run), keys, *pending))
         return name in self._known
 
     def _knows(self, name: str) -> None:
@@ -460,7 +462,7 @@ class Archive:
         (Its last change is looked up with it: the crawl asks for both.)"""
         if key in self._memo_listed and key in self._memo_status:
             return self._memo_listed[key]
-        if not self._maybe("k" + key):
+        if not self._maybe("l" + key) and not self._maybe("s" + key):
             self._remember(self._memo_status, key, None)
             return self._remember(self._memo_listed, key, None)
         with self._seen:
@@ -474,7 +476,7 @@ class Archive:
     def list_acta(self, key: str, url: str) -> None:
         self._open_batch.listed[key] = url
         self._memo_listed.pop(key, None)
-        self._knows("k" + key)
+        self._knows("l" + key)
 
     def reuse_listing(self, identity: str, max_age: float) -> int | None:
         """When an earlier run read the very same listing (identity: the index files' sha256,
@@ -556,7 +558,7 @@ class Archive:
     def _change(self, key: str, change: str, at: str = "", **details) -> dict:
         self._open_batch.status[key] = change
         self._memo_status.pop(key, None)
-        self._knows("k" + key)
+        self._knows("s" + key)
         return {"at": at or self.run_at, "key": key, "change": change, **details}
 
     def note(self, key: str, change: str, **details) -> None:
@@ -658,14 +660,15 @@ class Archive:
         rename into it must not land elsewhere."""
         if rel in self._made_dirs:
             return
-        path = str(self.root)
-        for part in rel.split("/"):
-            path = os.path.join(path, part)
-            try:
-                os.mkdir(path)
-            except FileExistsError:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    raise UsageError(f"{path} is a symlink or not a plain directory; not writing into this mirror")
+        parent = rel.rpartition("/")[0]
+        if parent:
+            self._real_folder(parent)
+        path = os.path.join(self.root, rel)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise UsageError(f"{path} is a symlink or not a plain directory; not writing into this mirror") from None
         if len(self._made_dirs) >= MAX_CHECKED_DIRS:
             self._made_dirs.clear()
         self._made_dirs.add(rel)
