@@ -179,19 +179,26 @@ class ArchiveIndex:
     # -- a batch ---------------------------------------------------------------------------
     def write(self, entries: list, changes: list[dict], checked: dict[str, float], listed: dict[str, str],
               digests: tuple[Digest, Digest]) -> None:
-        """One batch in one transaction, left open for the caller to commit: its files, their
+        """One batch in one transaction, left open for the caller to `commit`: its files, their
         change records, the URLs checked and the actas listed since the last batch, and the
         records' new identities."""
         w = self.w
         w.execute("BEGIN")
-        for e in entries:
-            self._add_file(e, _epoch(e.fetched_at))
-        self.write_changes(changes, commit=False)
-        w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?",
-                      ((when, url) for url, when in checked.items()))
-        w.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?, ?)",
-                      ((key, url, self.run) for key, url in listed.items()))
-        self._identities(*digests)  # the caller commits
+        try:
+            for e in entries:
+                self._add_file(e, _epoch(e.fetched_at))
+            self.write_changes(changes, commit=False)
+            w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?",
+                          ((when, url) for url, when in checked.items()))
+            w.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?, ?)",
+                          ((key, url, self.run) for key, url in listed.items()))
+            self._identities(*digests)
+        except BaseException:
+            w.execute("ROLLBACK")
+            raise
+
+    def commit(self) -> None:
+        self.w.execute("COMMIT")
 
     def write_changes(self, changes: list[dict], commit: bool = True,
                       digests: tuple[Digest, Digest] | None = None) -> None:

@@ -45,6 +45,7 @@ STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not p
 MAX_DIR_ENTRIES = 2900  # under GitHub's 3,000 entries per directory
 BATCH_FILES = 64  # commit after this many files...
 BATCH_SECONDS = 1.0  # ...or this long, whichever comes first
+FILTER_AFTER = 256  # lookups made before the filter is worth making
 MEMO_ENTRIES = 4096  # answers remembered per kind of lookup (a few hundred kilobytes)
 MAX_CHECKED_DIRS = 4096  # folders remembered as checked; files come center by center
 BATCH_RECORDS = 1024  # ...or once this many checks and listed actas wait for the index
@@ -169,19 +170,20 @@ class Archive:
         self.count = 0  # files archived, this run and before
         self.added = 0  # files archived this run
         self.index = ArchiveIndex(self.state)
-        self.rebuilt = False  # the index was rebuilt from the records on opening
         self.listing_run = 0  # the run whose listing this run's actas are in (an earlier one when reused)
         self._first_new = 0  # index seq of this run's first file
         self._open_batch = _Batch()
         self._flying: list[_Batch] = []  # taken, being committed
         self._seen = threading.Lock()  # a lookup sees a batch either in flight or in the index, never both
+        self._committing = threading.Lock()  # one batch at a time
         self._digests: tuple[Digest, Digest] | None = None  # provenance.jsonl, changes.jsonl
         self._checks = 0  # URLs checked this run
         self._memo_url: dict[str, tuple | None] = {}
         self._memo_versions: dict[str, list[tuple[str, str, bool]]] = {}
         self._memo_listed: dict[str, str | None] = {}
         self._memo_status: dict[str, str | None] = {}
-        self._known: _Filter | None = None  # made on the first lookup (a re-run that reuses its listing makes none)
+        self._known: _Filter | None = None  # made once lookups add up (a re-run that reuses its listing makes none)
+        self._unfiltered = 0  # lookups before the filter was made
         self._made_dirs: set[str] = set()  # folders this run has made or checked (bounded: MAX_CHECKED_DIRS)
         self._last_commit = time.monotonic()
         self._lock_fd: int | None = None
@@ -213,6 +215,14 @@ class Archive:
         except OSError as exc:
             raise _io_error(exc, f"creating {self.root}") from None
         self._lock()
+        try:
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    def _recover(self) -> None:
+        """Repair what a killed run left, open (or rebuild) the index, and look for orphans."""
         repair_torn_tail(self.root / PROVENANCE)
         try:
             self._cut_torn_changes()
@@ -226,7 +236,6 @@ class Archive:
             raise ArchiveWriteError(f"cannot write the index in {self.state}: {exc}") from None
         except OSError as exc:
             raise _io_error(exc, "opening the archive's index") from None
-        self.rebuilt = not trusted
         self.listing_run = self.index.run
         self.count = self.index.count()
         self._first_new = self.index.last_seq() + 1
@@ -370,6 +379,9 @@ class Archive:
         """Might the index or a pending batch hold this name ('k' an archived key, 's' a key with a
         change record, 'l' a key listed in this run, 'u' URL, 'd' folder, 'p' path)?"""
         if self._known is None:
+            self._unfiltered += 1
+            if self._unfiltered <= FILTER_AFTER:  # a run that looks up little (the index alone) asks SQLite
+                return True
             with self._seen:  # no batch moves from pending to the index meanwhile
                 pending = [(f"k{e.key}", f"u{e.url}", f"p{e.path}", f"d{e.path.rsplit('/', 1)[0]}")
                            for b in self._batches() for _t, _r, e, _c in b.files]
@@ -614,13 +626,14 @@ class Archive:
         provenance, then the batch's change records, then the index: one syncfs for the files
         and one for the renames (fsync per file and directory where there is no syncfs)."""
         try:
-            if batch.files:
-                self._commit_files(batch.files)
-            self.index.write([e for _t, _r, e, _c in batch.files], [c for *_, c in batch.files if c],
-                             batch.checked, batch.listed, self._digests)
-            with self._seen:
-                self.index.w.execute("COMMIT")
-                self._flying.remove(batch)
+            with self._committing:  # an aborted run's last batch may still be on its thread
+                if batch.files:
+                    self._commit_files(batch.files)
+                self.index.write([e for _t, _r, e, _c in batch.files], [c for *_, c in batch.files if c],
+                                 batch.checked, batch.listed, self._digests)
+                with self._seen:
+                    self.index.commit()
+                    self._flying.remove(batch)
         except sqlite3.Error as exc:
             raise ArchiveWriteError(f"cannot write the index in {self.state}: {exc}") from None
         finally:

@@ -430,7 +430,7 @@ class _Run:
         listings = []
         if reused is None:
             for url, path, _f in read:
-                listed = site.parse_index(path, url, self.report)  # reads the file now, before it is committed
+                listed = site.parse_index(path, url, self.report)  # opens the file now, before it is committed
                 first = next(listed, None)  # a malformed header fails here, before anything is archived
                 listings.append(itertools.chain([first] if first else [], listed))
             if opts.discover == "csv":
