@@ -116,7 +116,7 @@ def crawl(root: str, index: Path, out: Path, *extra: str) -> tuple[float, float,
                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, p.returncode, p.stdout + p.stderr]))")
     env = dict(os.environ, PYTHONPATH=os.environ.get("BENCH_PYTHONPATH", str(ROOT)))
     seconds, rss, rc, text = json.loads(subprocess.run([PY, "-c", wrapper, json.dumps(cmd)], env=env, check=True,
-                                                       capture_output=True, text=True).stdout)
+                                                       capture_output=True, text=True, cwd=out.parent).stdout)
     summary = next((line for line in text.splitlines() if "actas discovered" in line), text.strip()[-300:])
     if rc != 0:
         raise SystemExit(f"crawl exited {rc}: {summary}")
