@@ -681,7 +681,8 @@ class Archive:
             os.mkdir(path)
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(path).st_mode):
-                raise UsageError(f"{path} is a symlink or not a plain directory; not writing into this mirror") from None
+                raise UsageError(f"{path} is a symlink or not a plain directory; "
+                                 "not writing into this mirror") from None
         if len(self._made_dirs) >= MAX_CHECKED_DIRS:
             self._made_dirs.clear()
         self._made_dirs.add(rel)

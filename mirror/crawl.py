@@ -556,7 +556,8 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                             try:
                                 path = (await fetcher.fetch(source, expect_image=False)).tmp_path
                             except FetchError as exc:
-                                raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
+                                raise SourceUnreachable(
+                                    redact(f"cannot read the index {source}: {exc.reason}")) from None
                         take(site.parse_index(path, url, report))
 
                 async def get_page(url: str) -> str:
