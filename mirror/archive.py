@@ -12,20 +12,24 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
 import shutil
+import sqlite3
 import stat
+import threading
 import time
 import unicodedata
-from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from functools import lru_cache
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from . import __version__
+from .archindex import FILES as INDEX_FILES, ArchiveIndex, Digest, read_checked_times
 from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .merkle import ManifestLines
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
@@ -36,11 +40,15 @@ from .publish import redact
 from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
 from .state import open_payload, read_state
 
-CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged
+CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged (for `export`)
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
 MAX_DIR_ENTRIES = 2900  # under GitHub's 3,000 entries per directory
 BATCH_FILES = 64  # commit after this many files...
 BATCH_SECONDS = 1.0  # ...or this long, whichever comes first
+FILTER_AFTER = 256  # lookups made before the filter is worth making
+MEMO_ENTRIES = 4096  # answers remembered per kind of lookup (a few hundred kilobytes)
+MAX_CHECKED_DIRS = 4096  # folders remembered as checked; files come center by center
+BATCH_RECORDS = 1024  # ...or once this many checks and listed actas wait for the index
 TAG_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, FAILURES, CHANGES,
              "signed-root.json", "signed-root.json.minisig")
 
@@ -95,32 +103,92 @@ def disk_error(exc: OSError, what: str) -> MirrorError:
     return UsageError(f"cannot write while {what}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""))
 
 
+@dataclass
+class _Batch:
+    """What the archive took in since the last commit: files to make durable and record, and
+    what the index learns with them (URLs checked, actas listed, last changes). Lookups see
+    it until the index holds it."""
+
+    files: list[tuple[str, str, Entry, dict | None]] = field(default_factory=list)  # (temp, path, entry, change)
+    by_path: dict[str, Entry] = field(default_factory=dict)
+    by_key: dict[str, list[Entry]] = field(default_factory=dict)
+    by_url: dict[str, Entry] = field(default_factory=dict)
+    dirs: dict[str, int] = field(default_factory=dict)
+    checked: dict[str, float] = field(default_factory=dict)
+    listed: dict[str, str] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.files) + len(self.checked) + len(self.listed) + len(self.status)
+
+
+class _Filter:
+    """A Bloom filter of the names the index holds (keys, URLs, folders, paths), of fixed size:
+    a lookup it rules out needs no query, so a crawl into a new or small mirror (every acta a
+    miss) costs the event loop no SQLite call per acta. It answers "maybe" wrongly for a few
+    names in a thousand per 100,000 archived files, which then cost a query."""
+
+    BITS = 1 << 24  # 2 MB
+
+    def __init__(self, names: Iterable[str]):
+        self.bits = bytearray(self.BITS >> 3)
+        for name in names:
+            self.add(name)
+
+    def _spots(self, name: str) -> tuple[int, int, int]:
+        h = hash(name) & 0xFFFFFFFFFFFFFFFF
+        m = self.BITS - 1
+        return h & m, (h >> 24) & m, ((h >> 40) ^ (h * 0x9E3779B1)) & m
+
+    def add(self, name: str) -> None:
+        for spot in self._spots(name):
+            self.bits[spot >> 3] |= 1 << (spot & 7)
+
+    def __contains__(self, name: str) -> bool:
+        a, b, c = self._spots(name)
+        bits = self.bits
+        return bool(bits[a >> 3] >> (a & 7) & bits[b >> 3] >> (b & 7) & bits[c >> 3] >> (c & 7) & 1)
+
+
 class Archive:
     """A BagIt bag being filled. Use as a context manager: it holds the mirror's lock.
 
-    In memory it keeps only what a run needs per file (sha256 per key, validators per URL,
-    paths), never whole provenance records, so memory stays small as the archive grows.
+    What a run looks up per file, URL and acta lives in the on-disk index (archindex), not
+    in memory; in memory are only the files and checks taken in since the last commit, so
+    memory stays flat as the archive grows.
     """
 
-    def __init__(self, root: str | os.PathLike, *, wait_lock: bool = False):
+    def __init__(self, root: str | os.PathLike, *, wait_lock: bool = False, scan: bool = True):
+        """scan=False: do not walk data/ for symlinks when the last run closed cleanly; every
+        folder a file is renamed into is checked instead (the crawl). A caller that writes into
+        data/ by itself (merge) keeps the walk."""
         self.root = Path(root)
+        self.scan = scan
         self.state = self.root / STATE_DIR
         self.tmp = self.state / "tmp"
         self.wait_lock = wait_lock
         self.count = 0  # files archived, this run and before
         self.added = 0  # files archived this run
-        self.versions: dict[str, list[str]] = defaultdict(list)  # key -> sha256 of each version
-        self.validators: dict[str, tuple[str, str, str]] = {}  # url -> (etag, last_modified, path)
-        self.checked: dict[str, float] = {}  # url -> when it was last fetched or found unchanged
-        self.paths: set[str] = set()
-        self.dir_counts: dict[str, int] = defaultdict(int)
-        self._pending: list[tuple[str, str, Entry, dict | None]] = []  # (temp, path, entry, change)
-        self._made_dirs: set[Path] = set()  # directories this run has made or found
+        self.index = ArchiveIndex(self.state)
+        self.listing_run = 0  # the run whose listing this run's actas are in (an earlier one when reused)
+        self._first_new = 0  # index seq of this run's first file
+        self._open_batch = _Batch()
+        self._flying: list[_Batch] = []  # taken, being committed
+        self._seen = threading.Lock()  # a lookup sees a batch either in flight or in the index, never both
+        self._committing = threading.Lock()  # one batch at a time
+        self._digests: tuple[Digest, Digest] | None = None  # provenance.jsonl, changes.jsonl
+        self._checks = 0  # URLs checked this run
+        self._memo_url: dict[str, tuple | None] = {}
+        self._memo_versions: dict[str, list[tuple[str, str, bool]]] = {}
+        self._memo_listed: dict[str, str | None] = {}
+        self._memo_status: dict[str, str | None] = {}
+        self._known: _Filter | None = None  # made once lookups add up (a re-run that reuses its listing makes none)
+        self._unfiltered = 0  # lookups before the filter was made
+        self._made_dirs: set[str] = set()  # folders this run has made or checked (bounded: MAX_CHECKED_DIRS)
         self._last_commit = time.monotonic()
         self._lock_fd: int | None = None
         self.quarantined: list[str] = []
         self.foreign_state = ""  # the name a copy's working state was moved aside to, if any
-        self.status: dict[str, str] = {}  # key -> its last change (added, changed, vanished, reappeared)
         self.changes: list[dict] = []  # vanished and reappeared, appended to changes.jsonl by finish()
         self.run_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -129,8 +197,8 @@ class Archive:
         self.open()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(clean=exc_type is None)
 
     def open(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -147,61 +215,76 @@ class Archive:
         except OSError as exc:
             raise _io_error(exc, f"creating {self.root}") from None
         self._lock()
+        try:
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    def _recover(self) -> None:
+        """Repair what a killed run left, open (or rebuild) the index, and look for orphans."""
         repair_torn_tail(self.root / PROVENANCE)
-        recorded = self._read_changes()
-        lost = []
-        for entry in iter_provenance(self.root / PROVENANCE):
-            self._index(entry)
-            if entry.kind == "acta" and (entry.key, entry.sha256) not in recorded:
-                lost.append(entry)
-        del recorded
         try:
-            # A run killed between recording a batch's files and its change records: write
-            # them now, the same way every time, so merged copies do not tell them twice.
-            self._append_changes([self._change(e.key, "changed" if e.supersedes else "added", at=e.fetched_at,
-                                               sha256=e.sha256, url=e.url, recovered=True,
-                                               **({"old_sha256": e.supersedes} if e.supersedes else {}))
-                                  for e in lost])
+            self._cut_torn_changes()
+            self._digests = (Digest(self.root / PROVENANCE), Digest(self.root / CHANGES))
+            trusted = self.index.open(*self._digests)
+            if not trusted:
+                self._rebuild()
+            clean = trusted and self.index.meta().get("clean") == 1
+            self.index.begin_run()
+        except sqlite3.Error as exc:
+            raise ArchiveWriteError(f"cannot write the index in {self.state}: {exc}") from None
         except OSError as exc:
-            raise _io_error(exc, "recording changes") from None
-        try:
-            with open(os.open(self.state / CHECKED, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as fh:
-                checked = json.load(fh)
-            self.checked.update({url: float(when) for url, when in checked.items()
-                                 if isinstance(url, str) and isinstance(when, (int, float))})
-        except (OSError, ValueError, AttributeError):
-            pass  # a lost or damaged record only means asking the site again
+            raise _io_error(exc, "opening the archive's index") from None
+        self.listing_run = self.index.run
+        self.count = self.index.count()
+        self._first_new = self.index.last_seq() + 1
         for leftover in self.tmp.iterdir():
             if leftover.is_file():
                 leftover.unlink()
-        self._quarantine_orphans()
+        if self.scan or not clean:
+            self._scan_data(orphans=not clean)
 
-    def _read_changes(self) -> set[tuple[str, str]]:
-        """Load each acta's last change; return the (key, sha256) pairs that have a record.
-        A torn last line (a run killed while appending) is cut so the next record starts clean."""
-        recorded: set[tuple[str, str]] = set()
+    def _cut_torn_changes(self) -> None:
+        """A torn last change record (a run killed while appending) is cut so the next starts clean."""
         try:
             fh = open(os.open(self.root / CHANGES, os.O_RDWR | os.O_NOFOLLOW), "rb+")
         except FileNotFoundError:
-            return recorded
+            return
         with fh:
-            try:
-                _cut_torn_line(fh)
-            except OSError as exc:
-                raise _io_error(exc, f"repairing {CHANGES}") from None
-            fh.seek(0)
-            for line in fh:  # streamed: the record grows with the archive
+            _cut_torn_line(fh)
+
+    def _rebuild(self) -> None:
+        """Fill a fresh index from the records; write the change records a killed run lost."""
+        # the check times `export` reads also keep what the site confirmed across a rebuild
+        lost = self.index.rebuild(iter_provenance(self.root / PROVENANCE), self._read_changes(),
+                                  read_checked_times(self.state / CHECKED))
+        # A run killed between recording a batch's files and its change records: write
+        # them now, the same way every time, so merged copies do not tell them twice.
+        recovered = [self._change(e.key, "changed" if e.supersedes else "added", at=e.fetched_at,
+                                  sha256=e.sha256, url=e.url, recovered=True,
+                                  **({"old_sha256": e.supersedes} if e.supersedes else {}))
+                     for e in lost]
+        self._append_changes(recovered)
+        self.index.write_changes(recovered, digests=self._digests)
+
+    def _read_changes(self) -> Iterator[dict]:
+        """Each change record, streamed (the record grows with the archive)."""
+        try:
+            fh = open(os.open(self.root / CHANGES, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            for line in fh:
                 try:
                     change = json.loads(line)
-                    self.status[change["key"]] = change["change"]
-                    if change.get("sha256"):
-                        recorded.add((change["key"], change["sha256"]))
+                    if isinstance(change["key"], str) and isinstance(change["change"], str):
+                        yield change
                 except (ValueError, KeyError, TypeError):
                     continue  # damage is reported by verify (changes.jsonl is a tag file)
-        return recorded
 
     def _check_layout(self) -> None:
-        """Refuse a mirror whose bag files or data/ hold a symlink, a FIFO or a device: writing
+        """Refuse a mirror whose bag files or data/ are a symlink, a FIFO or a device: writing
         into it (appending provenance, renaming into data/) would write elsewhere."""
         for name in (*TAG_FILES, TAG_MANIFEST, RECEIPTS, "data"):
             try:
@@ -211,31 +294,46 @@ class Archive:
             if not (stat.S_ISDIR(mode) if name == "data" else stat.S_ISREG(mode)):
                 raise UsageError(f"{self.root / name} is a symlink or not a plain "
                                  f"{'directory' if name == 'data' else 'file'}; not writing into this mirror")
-        stack = [self.root / "data"]
+
+    def _scan_data(self, orphans: bool) -> None:
+        """One walk of data/: refuse a symlink or special file anywhere in it (a rename into it
+        would write elsewhere), and with `orphans`, quarantine the files no provenance line
+        names (a run died between rename and record). A run that closed cleanly leaves none,
+        so its paths are then not loaded."""
+        known = self.index.paths() if orphans else set()
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        root = str(self.root)
+        stack = [os.path.join(root, "data")]
         while stack:
             try:
                 with os.scandir(stack.pop()) as it:
                     for entry in it:
                         if entry.is_dir(follow_symlinks=False):
-                            stack.append(Path(entry.path))
+                            stack.append(entry.path)
                         elif not entry.is_file(follow_symlinks=False):
                             raise UsageError(f"{entry.path} is a symlink or a special file; a mirror holds only "
                                              "regular files and directories; not writing into this mirror")
+                        elif orphans and (rel := entry.path[len(root) + 1:]) not in known:
+                            target = self.state / "quarantine" / stamp / rel
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            os.replace(entry.path, target)
+                            self.quarantined.append(rel)
             except FileNotFoundError:
                 continue
 
     def _own_state(self) -> None:
-        """The working state (.acta-mirror: lock, temp files, quarantine) is used only when it is
-        plain directories and files of this user's. Anything else, e.g. a copy made elsewhere
-        with a symlink where tmp/ or the lock belongs, is moved aside whole (a rename never
-        follows a link) and a fresh one made: a copy's state is never followed or deleted."""
+        """The working state (.acta-mirror: lock, temp files, quarantine, index) is used only
+        when it is plain directories and files of this user's. Anything else, e.g. a copy made
+        elsewhere with a symlink where tmp/ or the lock belongs, is moved aside whole (a rename
+        never follows a link) and a fresh one made: a copy's state is never followed or deleted.
+        (An index that is a plain file but not this mirror's own is caught by ArchiveIndex.open.)"""
         try:
             st = os.lstat(self.state)
         except FileNotFoundError:
             return
         plain = stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
         for name, want in (("tmp", stat.S_ISDIR), ("quarantine", stat.S_ISDIR), ("lock", stat.S_ISREG),
-                           (CHECKED, stat.S_ISREG)):
+                           (CHECKED, stat.S_ISREG), *((name, stat.S_ISREG) for name in INDEX_FILES)):
             if not plain:
                 break
             try:
@@ -259,53 +357,167 @@ class Archive:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
-    def close(self) -> None:
+    def close(self, *, clean: bool = False) -> None:
+        """Release the lock. `clean`: the run ended without an error and recorded every file it
+        renamed into data/, so the next run need not look for orphans."""
+        try:
+            self.index.close(clean=clean and not self._open_batch.files and not self._flying)
+        except sqlite3.Error:
+            pass  # an unclean index only costs the next run a walk of data/
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _quarantine_orphans(self) -> None:
-        """Files in data/ that no provenance line names: a run died between rename and record."""
-        data = self.root / "data"
-        for dirpath, _dirs, files in os.walk(data):
-            for name in files:
-                full = Path(dirpath) / name
-                rel = full.relative_to(self.root).as_posix()
-                if rel in self.paths:
-                    continue
-                target = self.state / "quarantine" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(full, target)
-                self.quarantined.append(rel)
+    # -- lookups: the pending batches first, then the index ------------------------
+    # An answer is remembered (MEMO_ENTRIES per kind) until this run changes it: the event loop
+    # asks about one acta several times (listing, freshness, validators, versions), and only
+    # this run adds to the index, so a remembered answer stays exact.
+    def _batches(self) -> list[_Batch]:
+        return [self._open_batch, *reversed(self._flying)]  # newest first
 
-    def _index(self, entry: Entry) -> None:
-        self.count += 1
-        self.versions[entry.key].append(entry.sha256)
-        self.validators[entry.url] = (entry.etag, entry.last_modified, entry.path)
-        self.checked[entry.url] = max(self.checked.get(entry.url, 0.0), _epoch(entry.fetched_at))
-        self.paths.add(entry.path)
-        self.dir_counts[entry.path.rsplit("/", 1)[0]] += 1
+    def _maybe(self, name: str) -> bool:
+        """Might the index or a pending batch hold this name ('k' an archived key, 's' a key with a
+        change record, 'l' a key listed in this run, 'u' URL, 'd' folder, 'p' path)?"""
+        if self._known is None:
+            self._unfiltered += 1
+            if self._unfiltered <= FILTER_AFTER:  # a run that looks up little (the index alone) asks SQLite
+                return True
+            with self._seen:  # no batch moves from pending to the index meanwhile
+                pending = [(f"k{e.key}", f"u{e.url}", f"p{e.path}", f"d{e.path.rsplit('/', 1)[0]}")
+                           for b in self._batches() for _t, _r, e, _c in b.files]
+                keys = [f"{tag}{key}" for b in self._batches() for tag, keys in (("l", b.listed), ("s", b.status))
+                        for key in keys]
+                self._known = _Filter(itertools.chain(self.index.names(self.listing_run), keys, *pending))
+        return name in self._known
 
-    # -- adding files -----------------------------------------------------------
+    def _knows(self, name: str) -> None:
+        if self._known is not None:
+            self._known.add(name)
+
+    def _remember(self, memo: dict, key: str, value):
+        if len(memo) >= MEMO_ENTRIES:
+            memo.clear()
+        memo[key] = value
+        return value
+
+    def _url(self, url: str) -> tuple[str, str, str, float] | None:
+        """(etag, last_modified, path, when last checked) of a URL archived before, or None."""
+        if url in self._memo_url:
+            return self._memo_url[url]
+        if not self._maybe("u" + url):
+            return None
+        with self._seen:
+            batches = self._batches()
+            row = self.index.url(url)
+        checked = max([b.checked[url] for b in batches if url in b.checked] + [row[3] if row else 0.0])
+        found = (row[0], row[1], row[2], checked) if row else None
+        for b in batches:
+            if url in b.by_url:
+                e = b.by_url[url]
+                found = (e.etag, e.last_modified, e.path, checked)
+                break
+        return self._remember(self._memo_url, url, found)
+
     def conditional_headers(self, url: str) -> tuple[str, str]:
-        prev = self.validators.get(redact(url))
+        prev = self._url(redact(url))
         return (prev[0], prev[1]) if prev else ("", "")
 
     def path_of(self, url: str) -> str | None:
-        prev = self.validators.get(redact(url))
+        prev = self._url(redact(url))
         return prev[2] if prev else None
 
     def fresh(self, url: str, max_age: float) -> bool:
         """Was url fetched or confirmed unchanged less than max_age seconds ago?"""
-        url = redact(url)
-        return max_age > 0 and url in self.validators and time.time() - self.checked.get(url, 0.0) < max_age
+        if max_age <= 0:
+            return False
+        prev = self._url(redact(url))
+        return prev is not None and time.time() - prev[3] < max_age
 
+    def versions(self, key: str) -> list[str]:
+        """The sha256 of each version of an acta (or index file), oldest first."""
+        return [sha for _path, sha, _new in self._versions(key)]
+
+    def new_versions(self, key: str) -> int:
+        """Versions of key archived in this run."""
+        return sum(new for *_, new in self._versions(key))
+
+    def _versions(self, key: str) -> list[tuple[str, str, bool]]:
+        if key in self._memo_versions:
+            return self._memo_versions[key]
+        if not self._maybe("k" + key):
+            return []
+        with self._seen:
+            pending = [e for b in reversed(self._batches()) for e in b.by_key.get(key, ())]
+            rows = self.index.versions(key)
+        return self._remember(self._memo_versions, key, [(path, sha, seq >= self._first_new) for path, sha, seq in rows]
+                              + [(e.path, e.sha256, True) for e in pending])
+
+    def _place(self, directory: str, path: str) -> tuple[int, bool]:
+        """(files in directory, whether path is taken), in one look."""
+        if not self._maybe("d" + directory) and not self._maybe("p" + path):
+            return 0, False
+        with self._seen:
+            batches = self._batches()
+            n, taken = self.index.place(directory, path)
+        return (n + sum(b.dirs.get(directory, 0) for b in batches),
+                bool(taken) or any(path in b.by_path for b in batches))
+
+    def status(self, key: str) -> str | None:
+        """An acta's last change (added, changed, vanished, reappeared), None if it has none."""
+        if key not in self._memo_status:
+            self.listed_url(key)
+        return self._memo_status[key]
+
+    # -- the listing: which actas the site lists in this run ----------------------------
+    def listed_url(self, key: str) -> str | None:
+        """The first URL key was listed with in this run, None if it was not listed yet.
+        (Its last change is looked up with it: the crawl asks for both.)"""
+        if key in self._memo_listed and key in self._memo_status:
+            return self._memo_listed[key]
+        if not self._maybe("l" + key) and not self._maybe("s" + key):
+            self._remember(self._memo_status, key, None)
+            return self._remember(self._memo_listed, key, None)
+        with self._seen:
+            batches = self._batches()
+            url, change = self.index.listing_and_status(key, self.listing_run)
+        url = next((b.listed[key] for b in batches if key in b.listed), url)
+        change = next((b.status[key] for b in batches if key in b.status), change)
+        self._remember(self._memo_status, key, change)
+        return self._remember(self._memo_listed, key, url)
+
+    def list_acta(self, key: str, url: str) -> None:
+        self._open_batch.listed[key] = url
+        self._memo_listed.pop(key, None)
+        self._knows("l" + key)
+
+    def reuse_listing(self, identity: str, max_age: float) -> int | None:
+        """When an earlier run read the very same listing (identity: the index files' sha256,
+        site, shard) whole, and every URL in it was fetched or confirmed less than max_age
+        seconds ago, this run has nothing to ask: take that listing as this run's and return
+        how many actas it lists. None otherwise."""
+        previous, run = self.index.previous_listing
+        if max_age <= 0 or not identity or previous != identity or not isinstance(run, int):
+            return None
+        size = self.index.listing_size(run)
+        if self.index.listing_fresh(run, time.time() - max_age) != size:
+            return None
+        self.listing_run = run
+        return size
+
+    def record_listing(self, identity: str) -> None:
+        """Remember this run's listing as whole (identity) or not ('') for the next run."""
+        self.commit_all()
+        self.index.set_meta(listing=identity, listing_run=self.listing_run)
+
+    # -- adding files -----------------------------------------------------------
     def add(self, acta: Acta, fetched: Fetched, *, kind: str = "acta", name: str | None = None) -> Entry | None:
         """Queue a fetched file as a new version; None (and the temp file removed) if not new."""
-        self.checked[redact(fetched.url)] = time.time()
+        self._open_batch.checked[redact(fetched.url)] = time.time()
+        self._memo_url.pop(redact(fetched.url), None)
+        self._checks += 1
         if fetched.status == 304:
             return None
-        versions = self.versions.get(acta.key, [])
+        versions = self.versions(acta.key)
         if fetched.sha256 in versions:
             os.unlink(fetched.tmp_path)
             return None
@@ -314,11 +526,16 @@ class Archive:
             directory, stem, ext = "data/index", Path(name or acta.key).stem, Path(name or acta.key).suffix
         else:
             directory, stem, ext = acta_dir(acta.place), acta.key, extension(fetched.content_type)
-        directory = self._roomy(directory)
         path = f"{directory}/{stem}{'' if version == 1 else f'.v{version}'}{ext}"
-        while path in self.paths:
+        n, taken = self._place(directory, path)
+        if n >= MAX_DIR_ENTRIES:  # full: an overflow sibling
+            directory = self._roomy(directory)
+            path = f"{directory}/{stem}{'' if version == 1 else f'.v{version}'}{ext}"
+            taken = self._place(directory, path)[1]
+        while taken:
             version += 1
             path = f"{directory}/{stem}.v{version}{ext}"
+            taken = self._place(directory, path)[1]
         p = acta.place
         entry = Entry(
             key=acta.key, kind=kind, version=version, path=path, sha256=fetched.sha256,
@@ -332,17 +549,28 @@ class Archive:
             supersedes=versions[-1] if versions else None,
             redirects=fetched.redirects, trailing_bytes=fetched.trailing_bytes,
         )
-        self._index(entry)
+        self.count += 1
         self.added += 1
         change = None
         if kind == "acta":  # recorded with its file, in the same commit
             what = {"change": "changed", "old_sha256": entry.supersedes} if entry.supersedes else {"change": "added"}
             change = self._change(acta.key, **what, sha256=entry.sha256, url=entry.url)
-        self._pending.append((fetched.tmp_path, path, entry, change))
+        b = self._open_batch
+        b.files.append((fetched.tmp_path, path, entry, change))
+        b.by_path[path] = entry
+        b.by_key.setdefault(entry.key, []).append(entry)
+        b.by_url[entry.url] = entry
+        self._memo_versions.pop(entry.key, None)
+        self._memo_url.pop(entry.url, None)
+        for name in ("k" + entry.key, "u" + entry.url, "d" + directory, "p" + path):
+            self._knows(name)
+        b.dirs[directory] = b.dirs.get(directory, 0) + 1
         return entry
 
     def _change(self, key: str, change: str, at: str = "", **details) -> dict:
-        self.status[key] = change
+        self._open_batch.status[key] = change
+        self._memo_status.pop(key, None)
+        self._knows("s" + key)
         return {"at": at or self.run_at, "key": key, "change": change, **details}
 
     def note(self, key: str, change: str, **details) -> None:
@@ -350,61 +578,82 @@ class Archive:
 
     def seen_upstream(self, key: str, url: str) -> None:
         """The site lists this acta in this run: one that had vanished has reappeared."""
-        if self.status.get(key) == "vanished":
+        if self.status(key) == "vanished":
             self.note(key, "reappeared", url=redact(url))
 
-    def mark_vanished(self, listed, in_scope) -> int:
-        """Actas archived before that the site no longer lists. They stay archived, marked."""
+    def mark_vanished(self, in_scope) -> int:
+        """Actas archived before that this run's listing does not name. They stay archived, marked."""
+        self.commit_all()
         n = 0
-        for key in self.versions:
-            if key.startswith("index/") or key in listed or not in_scope(key) or self.status.get(key) == "vanished":
+        for key, change in self.index.unlisted(self.listing_run):
+            if key.startswith("index/") or not in_scope(key) or change == "vanished":
                 continue
             self.note(key, "vanished")
             n += 1
         return n
 
+    def reappeared(self) -> None:
+        """For a reused listing: its actas whose last change is 'vanished' have reappeared."""
+        for key, url in self.index.listed_vanished(self.listing_run):
+            self.note(key, "reappeared", url=redact(url))
+
     def _roomy(self, directory: str) -> str:
         """The directory, or an overflow sibling once it holds MAX_DIR_ENTRIES files."""
         n = 1
         candidate = directory
-        while self.dir_counts[candidate] >= MAX_DIR_ENTRIES:
+        while self._place(candidate, "")[0] >= MAX_DIR_ENTRIES:
             n += 1
             candidate = f"{directory}/more-{n}"
         return candidate
 
     @property
     def backlog(self) -> int:
-        return len(self._pending)
+        return len(self._open_batch.files)
 
     def due(self) -> bool:
-        return len(self._pending) >= BATCH_FILES or (
-            bool(self._pending) and time.monotonic() - self._last_commit >= BATCH_SECONDS)
+        b = self._open_batch
+        return len(b.files) >= BATCH_FILES or len(b) >= BATCH_RECORDS or (
+            len(b) > 0 and time.monotonic() - self._last_commit >= BATCH_SECONDS)
 
-    def take_batch(self) -> list[tuple[str, str, Entry, dict | None]]:
-        batch, self._pending = self._pending, []
+    def take_batch(self) -> _Batch:
+        batch, self._open_batch = self._open_batch, _Batch()
+        self._flying.append(batch)
         self._last_commit = time.monotonic()
         return batch
 
-    def commit(self, batch: list[tuple[str, str, Entry, dict | None]]) -> None:
+    def commit(self, batch: _Batch) -> None:
         """Make a batch durable, rename it into data/, make the renames durable, then record
-        provenance, then the batch's change records: one syncfs for the files and one for
-        the renames (fsync per file and directory where there is no syncfs)."""
-        if not batch:
-            return
+        provenance, then the batch's change records, then the index: one syncfs for the files
+        and one for the renames (fsync per file and directory where there is no syncfs)."""
+        try:
+            with self._committing:  # an aborted run's last batch may still be on its thread
+                if batch.files:
+                    self._commit_files(batch.files)
+                self.index.write([e for _t, _r, e, _c in batch.files], [c for *_, c in batch.files if c],
+                                 batch.checked, batch.listed, self._digests)
+                with self._seen:
+                    self.index.commit()
+                    self._flying.remove(batch)
+        except sqlite3.Error as exc:
+            raise ArchiveWriteError(f"cannot write the index in {self.state}: {exc}") from None
+        finally:
+            if batch in self._flying:  # the run stops; the next one rebuilds the index
+                with self._seen:
+                    self._flying.remove(batch)
+
+    def _commit_files(self, files: list[tuple[str, str, Entry, dict | None]]) -> None:
         try:
             if not sync_filesystem(self.tmp):
-                for tmp, *_ in batch:
+                for tmp, *_ in files:
                     fd = os.open(tmp, os.O_RDONLY)
                     try:
                         os.fsync(fd)
                     finally:
                         os.close(fd)
             dirs = set()
-            for tmp, rel, *_ in batch:
+            for tmp, rel, *_ in files:
                 final = self.root / rel
-                if final.parent not in self._made_dirs:
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    self._made_dirs.add(final.parent)
+                self._real_folder(rel.rsplit("/", 1)[0])
                 if final.exists():  # never overwrite evidence
                     raise ArchiveWriteError(f"refusing to overwrite {rel}")
                 os.rename(tmp, final)
@@ -412,19 +661,42 @@ class Archive:
             if not sync_filesystem(self.root):
                 for d in dirs:
                     fsync_dir(d)
-            append_durably(self.root / PROVENANCE, "".join(entry.to_json() + "\n" for _t, _r, entry, _c in batch))
-            self._append_changes([change for *_, change in batch if change])
+            text = "".join(entry.to_json() + "\n" for _t, _r, entry, _c in files).encode("utf-8")
+            append_durably(self.root / PROVENANCE, text)
+            self._digests[0].appended(text)
+            self._append_changes([change for *_, change in files if change])
         except OSError as exc:
             raise _io_error(exc, "archiving a batch of files") from None
 
+    def _real_folder(self, rel: str) -> None:
+        """Make (or find) a folder under data/, each part a real folder, never a symlink: a
+        rename into it must not land elsewhere."""
+        if rel in self._made_dirs:
+            return
+        parent = rel.rpartition("/")[0]
+        if parent:
+            self._real_folder(parent)
+        path = os.path.join(self.root, rel)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise UsageError(f"{path} is a symlink or not a plain directory; "
+                                 "not writing into this mirror") from None
+        if len(self._made_dirs) >= MAX_CHECKED_DIRS:
+            self._made_dirs.clear()
+        self._made_dirs.add(rel)
+
     def commit_all(self) -> None:
-        self.commit(self.take_batch())
+        if len(self._open_batch):
+            self.commit(self.take_batch())
 
     def _append_changes(self, changes: list[dict]) -> None:
         if not changes:
             return
-        append_durably(self.root / CHANGES,
-                       "".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in changes))
+        text = "".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in changes).encode("utf-8")
+        append_durably(self.root / CHANGES, text)
+        self._digests[1].appended(text)
 
     # -- the bag files ----------------------------------------------------------
     def finish(self, *, failures: Iterable[dict] = (), info: dict[str, str] | None = None,
@@ -439,23 +711,28 @@ class Archive:
             atomic_write(self.root / FAILURES, "".join(
                 json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n" for f in failures).encode())
             self._append_changes(self.changes)
+            self.index.write_changes(self.changes, digests=self._digests)
             self.changes = []
+            hashed = {d.path.name: d.hasher.hexdigest() for d in self._digests if d.node}
             if rewrite_bag:
-                write_bag_files(self.root, info or {})
+                write_bag_files(self.root, info or {}, items=self.index.manifest(), hashed=hashed)
             else:
-                write_tag_manifest(self.root)
-            atomic_write(self.state / CHECKED, json.dumps(self.checked).encode())
+                write_tag_manifest(self.root, hashed)
+            if self._checks:  # what `export` reads for its revisit records
+                atomic_write(self.state / CHECKED, self.index.checked_times())
+        except sqlite3.Error as exc:
+            raise ArchiveWriteError(f"cannot write the index in {self.state}: {exc}") from None
         except OSError as exc:
             raise _io_error(exc, "writing the bag's manifests") from None
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
 
-def append_durably(path: Path, text: str) -> None:
+def append_durably(path: Path, text: str | bytes) -> None:
     """Append to a bag file and fsync; never through a symlink."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    with open(fd, "a", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(fd, "ab") as fh:
+        fh.write(text.encode("utf-8") if isinstance(text, str) else text)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -479,22 +756,23 @@ def _cut_torn_line(fh) -> None:
         fh.truncate(0)
 
 
-def _epoch(iso: str) -> float:
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
+def write_bag_files(root: Path, extra_info: dict[str, str], items: Iterable[tuple[str, str, int]] | None = None,
+                    hashed: dict[str, str] | None = None) -> None:
+    """(Re)write bagit.txt, manifest-sha256.txt, bag-info.txt and tagmanifest-sha256.txt from
+    (path, sha256, size) of every file sorted by path (the archive's index gives them), or
+    from provenance.jsonl read as a stream, sorted here. hashed: the sha256 of tag files the
+    caller has hashed already (write_tag_manifest)."""
+    if items is None:
+        items = sorted(iter_provenance_core(root / PROVENANCE))
+    totals = [0, 0]
 
+    def counted():
+        for path, sha, size in items:
+            totals[0] += size
+            totals[1] += 1
+            yield path, sha
 
-def write_bag_files(root: Path, extra_info: dict[str, str]) -> None:
-    """(Re)write bagit.txt, manifest-sha256.txt, bag-info.txt and tagmanifest-sha256.txt
-    from provenance.jsonl, read as a stream."""
-    items, total = [], 0
-    for path, sha, size in iter_provenance_core(root / PROVENANCE):
-        items.append((path, sha))
-        total += size
-    items.sort()
-    manifest = ManifestLines(items)
+    manifest = ManifestLines(counted())
     atomic_write(root / "bagit.txt", BAGIT_TXT.encode())
     atomic_write(root / PAYLOAD_MANIFEST, manifest)
     root_hash = manifest.root
@@ -503,22 +781,26 @@ def write_bag_files(root: Path, extra_info: dict[str, str]) -> None:
     info = {
         "Bag-Software-Agent": f"acta-mirror {__version__}",
         "Bagging-Date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "Payload-Oxum": f"{total}.{len(items)}",
+        "Payload-Oxum": f"{totals[0]}.{totals[1]}",
         "IPFS-Profile": IPFS_PROFILE,
         "Acta-Mirror-Merkle-Root": root_hash,
-        "Acta-Mirror-Merkle-Size": str(len(items)),
+        "Acta-Mirror-Merkle-Size": str(totals[1]),
     }
     for label, value in old.items():
         info.setdefault(label, value)
     info.update(extra_info)
     info["Acta-Mirror-Merkle-Root"] = root_hash
     atomic_write(root / BAG_INFO, format_bag_info(info))
-    write_tag_manifest(root)
+    write_tag_manifest(root, hashed)
 
 
-def write_tag_manifest(root: Path) -> None:
+def write_tag_manifest(root: Path, known: dict[str, str] | None = None) -> None:
+    """known: the sha256 of tag files whose every byte the caller has hashed already."""
     items = []
     for name in TAG_FILES:
+        if known and name in known:
+            items.append((name, known[name]))
+            continue
         try:
             # never through a symlink (UnsafePath); provenance.jsonl grows with the archive: stream it
             with open_payload(root, name) as fh:

@@ -8,10 +8,12 @@ import itertools
 import math
 import os
 import shutil
+import sqlite3
+import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 from urllib.parse import urlsplit
 
 from .archive import Archive, safe_component
@@ -24,6 +26,7 @@ from .sites import get_site
 BACKLOG_LIMIT = 1024  # files fetched but not yet committed before workers pause
 MAX_URLS_PER_ACTA = 4  # URLs fetched for one acta in one run; further ones are reported
 MAX_NEW_VERSIONS_PER_RUN = 1  # new versions of one acta in one run; further bytes are reported
+LISTING_FORMAT = 1  # bump when what parse_index yields changes: an older listing is then read again
 DEFERRED_CAUSES = frozenset({"deadline", "deferred: host breaker"})  # not failed: asked next run
 
 
@@ -183,7 +186,7 @@ def _remove_if_empty(out: Path) -> None:
 async def _crawl(opts: CrawlOptions, site, counters: Counters) -> CrawlResult:
     started = time.monotonic()
     run = _Run(opts, site, counters)
-    with Archive(opts.out, wait_lock=opts.wait_lock) as archive:
+    with Archive(opts.out, wait_lock=opts.wait_lock, scan=False) as archive:
         run.archive = archive
         try:
             kwargs = {} if opts.retry_attempts is None else {"retry_attempts": opts.retry_attempts}
@@ -228,11 +231,12 @@ class _Run:
         self.archive: Archive = None  # type: ignore[assignment]  (set once the archive is open)
         self.fetcher: Fetcher = None  # type: ignore[assignment]
         self.failures: list[dict] = []
-        self.listed: dict[str, str] = {}  # key -> the first URL it was listed with
+        # Which actas this run lists (each with its first URL) is kept by the archive, on disk.
         self.extra: dict[str, list[str]] = {}  # key -> its further URLs, in listing order (rare)
         self.extra_actas: dict[str, Acta] = {}  # key -> how it was listed with a further URL
-        self.new_this_run: Counter = Counter()  # key -> new versions it got in this run
         self.complete = True  # the listing is whole: only then can actas be called vanished
+        self.listed_all = False  # discovery went through to its end
+        self.listing = ""  # what the listing was read from (csv discovery), for the next run to reuse
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=opts.concurrency * 4)
 
     def fail(self, key: str, url: str, reason: str, cause: str, attempts: int = 0) -> None:
@@ -289,11 +293,13 @@ class _Run:
             raise
 
     async def offer(self, acta: Acta) -> None:
-        known = self.listed.get(acta.key)
-        if known == acta.url or not in_shard(acta.key, self.opts.shard):
+        if not in_shard(acta.key, self.opts.shard):
+            return
+        known = self.archive.listed_url(acta.key)
+        if known == acta.url:
             return
         if known is None:
-            self.listed[acta.key] = acta.url
+            self.archive.list_acta(acta.key, acta.url)
         else:
             urls = self.extra.setdefault(acta.key, [])
             if acta.url in urls:
@@ -320,6 +326,7 @@ class _Run:
             if opts.discover in ("html", "both"):
                 async for acta in self.site.walk(opts.root, self.get_page, self.report):
                     await self.offer(acta)
+            self.listed_all = True
         finally:
             self.counters.discovery_done = True
             for _ in range(opts.concurrency):
@@ -364,7 +371,6 @@ class _Run:
         if self.archive.add(acta, fetched) is None:
             self.counters.unchanged += 1
         else:
-            self.new_this_run[acta.key] += 1
             self.counters.archived += 1
             self.counters.bytes += fetched.size
         while self.archive.backlog > BACKLOG_LIMIT:  # the disk is behind: wait for it
@@ -374,11 +380,11 @@ class _Run:
         """Bounds on versions: at most MAX_NEW_VERSIONS_PER_RUN new versions of an acta per run,
         and a changed acta is asked once more, so bytes that change on every request never
         become versions. Raises FetchError (the temp file removed) for bytes not to archive."""
-        known = self.archive.versions.get(acta.key)
+        known = self.archive.versions(acta.key)
         if fetched.status != 200 or not known or fetched.sha256 in known:
             return fetched
         try:
-            if self.new_this_run[acta.key] >= MAX_NEW_VERSIONS_PER_RUN:
+            if self.archive.new_versions(acta.key) >= MAX_NEW_VERSIONS_PER_RUN:
                 raise FetchError(acta.url, f"another URL of this acta already gave it a new version in this "
                                            f"run (at most {MAX_NEW_VERSIONS_PER_RUN}); these bytes were not archived",
                                  cause="too many versions")
@@ -400,19 +406,18 @@ class _Run:
     async def read_indexes(self) -> list:
         """Fetch (and archive) each index file; return, per index, an iterator of the actas it
         lists. The counters learn how many distinct actas they list for this shard (a second,
-        cheap pass), so progress has a total before the first download ends."""
+        cheap pass), so progress has a total before the first download ends.
+
+        When an earlier run read the very same index bytes whole and every URL they list was
+        fetched or confirmed within --recheck-after, nothing needs asking: the listing is
+        taken from that run (counted, not read again) and no iterator is returned."""
         opts, site, archive = self.opts, self.site, self.archive
         sources = [opts.index] if opts.index else site.index_urls(opts.root)
-        listings = []
-        pairs: set[int] = set()
+        read = []  # (source URL, file to read, how it was fetched or None for a local file)
         for source in sources:
             if not _is_url(source):
-                uri = Path(source).resolve().as_uri()
-                pairs |= _pairs(site, source, uri, opts.shard)
-                listings.append(site.parse_index(source, uri, self.report))
+                read.append((Path(source).resolve().as_uri(), source, None))
                 continue
-            name = safe_component(os.path.basename(urlsplit(source).path), "index.csv")
-            key = f"index/{name}"
             archived = archive.path_of(source)
             # A job run from its manifests folder has no local copy to read on a 304: ask for the file.
             etag, last_modified = archive.conditional_headers(source) \
@@ -422,20 +427,42 @@ class _Run:
             except FetchError as exc:
                 raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
             path = str(archive.root / archive.path_of(source)) if fetched.status == 304 else fetched.tmp_path
-            listed = site.parse_index(path, source, self.report)  # reads the file now, before it is committed
-            first = next(listed, None)  # a malformed header fails here, before anything is archived
-            pairs |= _pairs(site, path, source, opts.shard)
-            archive.add(Acta(site=site.name, key=key, url=source, page=source), fetched, kind="index", name=name)
-            listings.append(itertools.chain([first] if first else [], listed))
+            read.append((source, path, fetched))
         if opts.discover == "csv":
-            self.counters.expected = len(pairs)
+            self.listing = _listing_identity(site.name, opts.shard, [(url, path) for url, path, _f in read])
+        reused = archive.reuse_listing(self.listing, opts.recheck_after)
+        listings = []
+        if reused is None:
+            for url, path, _f in read:
+                listed = site.parse_index(path, url, self.report)  # opens the file now, before it is committed
+                first = next(listed, None)  # a malformed header fails here, before anything is archived
+                listings.append(itertools.chain([first] if first else [], listed))
+            if opts.discover == "csv":
+                self.counters.expected = _count_distinct(archive.tmp, (
+                    (a.key, a.url) for url, path, _f in read for a in site.parse_index(path, url, lambda *_: None)
+                    if in_shard(a.key, opts.shard)))
+        for url, _path, fetched in read:
+            if fetched is not None:
+                name = safe_component(os.path.basename(urlsplit(url).path), "index.csv")
+                archive.add(Acta(site=site.name, key=f"index/{name}", url=url, page=url), fetched,
+                            kind="index", name=name)
+        if reused is not None:
+            c = self.counters
+            c.expected = c.discovered = c.unchanged = reused
+            archive.reappeared()
         return listings
 
     def finish(self) -> None:
         opts, site, archive = self.opts, self.site, self.archive
-        if self.complete and not any(f["cause"] in DEFERRED_CAUSES for f in self.failures):
+        whole = self.complete and self.listed_all
+        if whole and not any(f["cause"] in DEFERRED_CAUSES for f in self.failures):
             # only a whole listing can say what vanished
-            self.counters.vanished = archive.mark_vanished(self.listed, lambda k: in_shard(k, opts.shard))
+            self.counters.vanished = archive.mark_vanished(lambda k: in_shard(k, opts.shard))
+        # Reusable next run only when nothing in it was refused (bad rows, too many URLs) or
+        # left for later rounds (further URLs of an acta).
+        reusable = whole and not self.extra and not any(f["key"] in ("index", "page") or f["cause"] == "too many URLs"
+                                                        for f in self.failures)
+        archive.record_listing(self.listing if reusable else "")
         archive.finish(failures=self.failures,
                        rewrite_bag=bool(archive.added) or not (Path(opts.out) / "bagit.txt").exists(), info={
                            "Source-Organization": f"acta-mirror crawl of site {site.name}",
@@ -445,9 +472,25 @@ class _Run:
                        })
 
 
-def _pairs(site, path: str, url: str, shard: tuple[int, int]) -> set[int]:
-    """The distinct (key, URL) pairs an index lists for a shard, hashed: what the crawl will handle."""
-    return {hash((a.key, a.url)) for a in site.parse_index(path, url, lambda *_: None) if in_shard(a.key, shard)}
+def _listing_identity(site: str, shard: tuple[int, int], read: list[tuple[str, str]]) -> str:
+    """What a csv listing is read from: the site, the shard and each index file's URL and sha256."""
+    digest = hashlib.sha256(f"{LISTING_FORMAT}\n{site}\n{shard[0]}/{shard[1]}\n".encode())
+    for url, path in read:
+        with open(path, "rb") as fh:
+            digest.update(f"{url}\n{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def _count_distinct(folder: Path, pairs: Iterable[tuple[str, str]]) -> int:
+    """How many distinct (key, URL) pairs, counted on disk (in folder): an index may list 100,000 actas."""
+    with tempfile.TemporaryDirectory(prefix="count-", dir=folder) as tmp:
+        db = sqlite3.connect(os.path.join(tmp, "pairs.sqlite"))
+        try:
+            db.execute("CREATE TABLE p (key TEXT, url TEXT, PRIMARY KEY (key, url)) WITHOUT ROWID")
+            db.executemany("INSERT OR IGNORE INTO p VALUES (?, ?)", pairs)
+            return db.execute("SELECT count(*) FROM p").fetchone()[0]
+        finally:
+            db.close()
 
 
 @dataclass(frozen=True)
@@ -467,13 +510,12 @@ class CrawlPlan:
 async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
     """The dry run: list what the site offers and compare it with the mirror, read-only.
 
-    The index and pages are fetched into a temporary directory outside the mirror; the
-    mirror's provenance and check times are only read (no lock, no repair, no write).
+    The index and pages are fetched into a temporary directory outside the mirror, where the
+    listing and the mirror's URLs are also counted (on disk: an index may list 100,000 actas);
+    the mirror's provenance and check times are only read (no lock, no repair, no write).
     """
-    import json
-    import tempfile
-
-    from .archive import CHECKED, STATE_DIR, _epoch
+    from .archive import CHECKED, STATE_DIR
+    from .archindex import _epoch, read_checked_times
     from .manifest import PROVENANCE, iter_provenance
 
     check_options(opts)
@@ -482,61 +524,66 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
     if discover not in site.discover_modes:
         raise UsageError(f"site {site.name} discovers by {', '.join(site.discover_modes)}, not {discover}")
     out = Path(opts.out)
-    sizes: dict[str, int] = {}  # url -> size of its latest version
-    checked: dict[str, float] = {}
-    for entry in iter_provenance(out / PROVENANCE):
-        if entry.kind == "acta":
-            sizes[entry.url] = entry.size
-        checked[entry.url] = max(checked.get(entry.url, 0.0), _epoch(entry.fetched_at))
-    try:
-        for url, when in json.loads((out / STATE_DIR / CHECKED).read_text()).items():
-            checked[url] = max(checked.get(url, 0.0), when)
-    except (FileNotFoundError, ValueError):
-        pass
-    listed: set[tuple[str, str]] = set()
     pages_failed = 0
 
     def report(url: str, reason: str, cause: str = "") -> None:
         nonlocal pages_failed
         pages_failed += 1
 
-    def take(acta: Acta) -> None:
-        if in_shard(acta.key, opts.shard):
-            listed.add((acta.key, acta.url))
-
     with tempfile.TemporaryDirectory(prefix="acta-mirror-dry-run-") as tmp:
-        async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy, timeout=opts.timeout,
-                           max_bytes=opts.max_bytes, tmp_dir=tmp, alternates=opts.alternates,
-                           policy=_policy(opts, site), user_agent=opts.user_agent,
-                           headers=dict(opts.headers)) as fetcher:
-            if discover in ("csv", "both"):
-                for source in [opts.index] if opts.index else site.index_urls(opts.root):
-                    path, url = source, Path(source).resolve().as_uri() if not _is_url(source) else source
-                    if _is_url(source):
-                        try:
-                            path = (await fetcher.fetch(source, expect_image=False)).tmp_path
-                        except FetchError as exc:
-                            raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
-                    for acta in site.parse_index(path, url, report):
-                        take(acta)
+        db = sqlite3.connect(os.path.join(tmp, "plan.sqlite"), isolation_level=None)
+        try:
+            db.executescript("""
+                CREATE TABLE known (url TEXT PRIMARY KEY, size INTEGER, checked REAL NOT NULL) WITHOUT ROWID;
+                CREATE TABLE listed (key TEXT, url TEXT, PRIMARY KEY (key, url)) WITHOUT ROWID;
+                BEGIN;""")
+            # size: of the URL's latest acta version (none for an index file); checked: its last fetch or check
+            db.executemany("INSERT INTO known VALUES (?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
+                           "size = coalesce(excluded.size, size), checked = max(checked, excluded.checked)",
+                           ((e.url, e.size if e.kind == "acta" else None, _epoch(e.fetched_at))
+                            for e in iter_provenance(out / PROVENANCE)))
+            db.executemany("UPDATE known SET checked = max(checked, ?) WHERE url = ?",
+                           ((when, url) for url, when in read_checked_times(out / STATE_DIR / CHECKED)))
 
-            async def get_page(url: str) -> str:
-                try:
-                    return await fetcher.fetch_text(url)
-                except FetchError:
-                    report(url, "")
-                    raise
+            def take(actas) -> None:
+                db.executemany("INSERT OR IGNORE INTO listed VALUES (?, ?)",
+                               ((a.key, a.url) for a in actas if in_shard(a.key, opts.shard)))
 
-            if discover in ("html", "both"):
-                async for acta in site.walk(opts.root, get_page, report):
-                    take(acta)
-            listing_requests = fetcher.requests
-    now = time.time()
-    urls = {url for _key, url in listed}
-    known = [u for u in urls if u in sizes]
-    fresh = [u for u in known if opts.recheck_after > 0 and now - checked.get(u, 0.0) < opts.recheck_after]
-    recheck = set(known) - set(fresh)
-    return CrawlPlan(listed=len(listed), new=len(urls) - len(known), recheck=len(recheck),
-                     recheck_bytes=sum(sizes[u] for u in recheck), skipped=len(fresh),
-                     mean_size=sum(sizes.values()) // len(sizes) if sizes else 0, pages_failed=pages_failed,
+            async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy, timeout=opts.timeout,
+                               max_bytes=opts.max_bytes, tmp_dir=tmp, alternates=opts.alternates,
+                               policy=_policy(opts, site), user_agent=opts.user_agent,
+                               headers=dict(opts.headers)) as fetcher:
+                if discover in ("csv", "both"):
+                    for source in [opts.index] if opts.index else site.index_urls(opts.root):
+                        path, url = source, Path(source).resolve().as_uri() if not _is_url(source) else source
+                        if _is_url(source):
+                            try:
+                                path = (await fetcher.fetch(source, expect_image=False)).tmp_path
+                            except FetchError as exc:
+                                raise SourceUnreachable(
+                                    redact(f"cannot read the index {source}: {exc.reason}")) from None
+                        take(site.parse_index(path, url, report))
+
+                async def get_page(url: str) -> str:
+                    try:
+                        return await fetcher.fetch_text(url)
+                    except FetchError:
+                        report(url, "")
+                        raise
+
+                if discover in ("html", "both"):
+                    async for acta in site.walk(opts.root, get_page, report):
+                        take([acta])
+                listing_requests = fetcher.requests
+            since = time.time() - opts.recheck_after if opts.recheck_after > 0 else math.inf
+            listed, urls, known, fresh, recheck_bytes = db.execute("""
+                SELECT (SELECT count(*) FROM listed), count(*), count(k.url),
+                       coalesce(sum(k.checked > ?), 0), coalesce(sum(CASE WHEN k.checked <= ? THEN k.size END), 0)
+                FROM (SELECT DISTINCT url FROM listed) l LEFT JOIN known k ON k.url = l.url AND k.size IS NOT NULL""",
+                                                                  (since, since)).fetchone()
+            sizes, mean = db.execute("SELECT count(size), coalesce(sum(size), 0) FROM known").fetchone()
+        finally:
+            db.close()
+    return CrawlPlan(listed=listed, new=urls - known, recheck=known - fresh, recheck_bytes=recheck_bytes,
+                     skipped=fresh, mean_size=mean // sizes if sizes else 0, pages_failed=pages_failed,
                      listing_requests=listing_requests)

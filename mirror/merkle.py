@@ -8,7 +8,7 @@ published root with nothing else.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from .manifest import encode_path
 
@@ -57,22 +57,36 @@ def merkle_root(items: Sequence[tuple[str, str]]) -> str:
 
 class ManifestLines:
     """The payload manifest's lines for sorted (path, sha256) items, as an iterable of bytes
-    to write; after it is consumed, `root` is their Merkle root (each line is a leaf's data)."""
+    to write; after it is consumed, `root` is their Merkle root (each line is a leaf's data).
+    The items may be a stream: only one subtree root per level is kept, not every leaf."""
 
-    def __init__(self, items: list[tuple[str, str]]):
+    def __init__(self, items: Iterable[tuple[str, str]]):
         self.items = items
-        self.leaves: list[bytes] = []
+        self._stack: list[tuple[int, bytes]] = []  # (leaves under it, root) of whole subtrees, largest first
 
     def __iter__(self):
-        self.leaves = []
+        self._stack = []
         for path, sha in self.items:
             line = leaf_data(path, sha)
-            self.leaves.append(leaf_hash(line))
+            self._push(leaf_hash(line))
             yield line
+
+    def _push(self, node: bytes) -> None:
+        size = 1
+        while self._stack and self._stack[-1][0] == size:  # two equal subtrees make the next one
+            size *= 2
+            node = node_hash(self._stack.pop()[1], node)
+        self._stack.append((size, node))
 
     @property
     def root(self) -> str:
-        return root_of_leaves(self.leaves).hex()
+        """RFC 9162 splits at the largest power of two: the whole subtrees, folded from the right."""
+        if not self._stack:
+            return hashlib.sha256(b"").hexdigest()
+        node = self._stack[-1][1]
+        for _size, left in reversed(self._stack[:-1]):
+            node = node_hash(left, node)
+        return node.hex()
 
 
 def inclusion_path(leaves: Sequence[bytes], index: int) -> list[bytes]:

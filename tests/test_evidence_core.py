@@ -150,7 +150,11 @@ def test_manifest_lines_stream_the_manifest_and_its_root():
     lines = merkle.ManifestLines(items)
     assert b"".join(lines) == manifest.format_manifest(items)
     assert lines.root == merkle.merkle_root(items) == mth([merkle.leaf_data(p, h) for p, h in items]).hex()
-    assert b"".join(lines) == manifest.format_manifest(items) and len(lines.leaves) == 3  # a second pass restarts
+    assert b"".join(lines) == manifest.format_manifest(items) and lines.root == merkle.merkle_root(items)  # a second pass restarts
+    for n in (0, 1, 2, 5, 8, 13, 64, 100):  # from a stream (the archive's index), keeping one root per level
+        many = [(f"data/{i:03d}.jpg", f"{i:064x}") for i in range(n)]
+        streamed = merkle.ManifestLines(iter(many))
+        assert b"".join(streamed) == manifest.format_manifest(many) and streamed.root == merkle.merkle_root(many)
     assert merkle.manifest_leaves(list(reversed(items))) == [merkle.leaf_hash(merkle.leaf_data(p, h)) for p, h in items]
 
 

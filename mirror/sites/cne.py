@@ -11,7 +11,6 @@ import asyncio
 import re
 from typing import AsyncIterator, Iterator
 
-from bs4 import BeautifulSoup, SoupStrainer
 
 from ..models import Acta, IndexFormatError, Place
 from . import GetPage, Report, join, register, walk_pages
@@ -22,6 +21,8 @@ _CODE = re.compile(r"reg_(\d+)\.html$")
 
 def _results(html: str, url: str):
     # only the results table and the acta link become objects, however large the page
+    from bs4 import BeautifulSoup, SoupStrainer  # only when pages are read: every crawl loads this module
+
     soup = BeautifulSoup(html, "lxml", parse_only=SoupStrainer(id=["tablaResultados", "acta"]))
     table = soup.select_one("#tablaResultados")
     if table is None:

@@ -1,11 +1,12 @@
 """Adapter for the 2024 results site: the index CSV (V1 or V2) and the HTML hierarchy."""
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
 import asyncio
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, BinaryIO, Iterator
 
 from ..models import Acta, IndexFormatError, Place
 from . import GetPage, Report, join, register, walk_pages
@@ -35,19 +36,35 @@ def read_index_text(raw: bytes) -> str:
 
 def parse_index_bytes(raw: bytes, url: str, site: str = "resultados2024",
                       report: Report | None = None) -> Iterator[Acta]:
-    """Actas listed in an index; rows are decoded as they are read (no decoded copy of the file).
-    With `report`, a bad row is reported and skipped; without, it raises IndexFormatError."""
-    if b"\x00" in raw:
-        raise IndexFormatError(f"{url}: binary data, not a CSV index")
-    if raw.startswith(b"\xef\xbb\xbf"):
-        encoding, start = "utf-8", 3
-    else:
+    """Actas listed in an index held in memory (parse_index_file)."""
+    return parse_index_file(io.BytesIO(raw), url, site, report)
+
+
+def parse_index_file(fh: BinaryIO, url: str, site: str = "resultados2024",
+                     report: Report | None = None) -> Iterator[Acta]:
+    """Actas listed in an index file, read in chunks and never held whole: once now to tell its
+    encoding (a BOM, else UTF-8 if it all decodes, else latin-1) and refuse binary data, then
+    row by row as they are asked for. With `report`, a bad row is reported and skipped;
+    without, it raises IndexFormatError."""
+    start = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
+    fh.seek(start)
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    while chunk := fh.read(1 << 20):
+        if b"\x00" in chunk:
+            raise IndexFormatError(f"{url}: binary data, not a CSV index")
+        if utf8 and not start:
+            try:
+                utf8.decode(chunk)
+            except UnicodeDecodeError:
+                utf8 = None
+    if utf8 and not start:
         try:
-            raw.decode("utf-8")
-            encoding, start = "utf-8", 0
+            utf8.decode(b"", final=True)
         except UnicodeDecodeError:
-            encoding, start = "latin-1", 0
-    stream = io.TextIOWrapper(io.BytesIO(memoryview(raw)[start:]), encoding=encoding, errors="strict", newline="")
+            utf8 = None
+    fh.seek(start)
+    encoding = "utf-8" if start or utf8 else "latin-1"
+    stream = io.TextIOWrapper(fh, encoding=encoding, errors="strict", newline="")
     reader = csv.DictReader(stream)
     try:
         header = reader.fieldnames or []
@@ -73,6 +90,11 @@ def _rows(reader, header, url: str, site: str, report: Report | None) -> Iterato
         if report is None:
             raise IndexFormatError(f"{url}:{reader.line_num}: {what}") from None
         report(url, f"{url}:{reader.line_num}: {what}; the rest of the index is unreadable", "bad index row")
+
+
+def _closing(rows: Iterator[Acta], fh) -> Iterator[Acta]:
+    with fh:
+        yield from rows
 
 
 def _acta(row: dict, line: int, url: str, site: str) -> Acta:
@@ -136,10 +158,15 @@ class Resultados2024:
         return [join(root.rstrip("/") + "/", self.index_name)]
 
     def parse_index(self, path: str, url: str, report: Report | None = None) -> Iterator[Acta]:
-        """Reads the file at once (it may be renamed later); rows are parsed lazily."""
-        with open(path, "rb") as fh:
-            raw = fh.read()
-        return parse_index_bytes(raw, url, self.name, report)
+        """Opens the file now (it may be renamed or removed later: the open file stays
+        readable); rows are read and parsed as they are asked for."""
+        fh = open(path, "rb")
+        try:
+            rows = parse_index_file(fh, url, self.name, report)
+        except BaseException:
+            fh.close()
+            raise
+        return _closing(rows, fh)
 
     async def walk(self, root: str, get_page: GetPage, report: Report) -> AsyncIterator[Acta]:
         """Walk / -> estado -> municipio -> parroquia -> centro -> mesa."""

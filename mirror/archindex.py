@@ -1,0 +1,332 @@
+"""The archive's on-disk index: what a crawl looks up per file, URL and acta, kept in SQLite.
+
+provenance.jsonl and changes.jsonl are the truth; this is a cache of them in the mirror's
+working state (.acta-mirror/, outside the bag), so a run's memory does not grow with the
+archive and a re-run does not read the whole provenance again. It is trusted only when it
+names its own file (a copy carried in from elsewhere has another inode) and both records
+still hash to what it says it covers; anything else, or any damage, and it is rebuilt from
+the records. Writes come in batches, one transaction each (WAL, synchronous=NORMAL: a lost
+transaction only means a rebuild). Lookups come from a second connection, so the event loop
+never waits for the writer.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Iterable, Iterator
+
+SCHEMA = 1
+NAME = "index.sqlite"
+FILES = (NAME, f"{NAME}-wal", f"{NAME}-shm")  # SQLite's own companions, in STATE_DIR
+CHUNK_ROWS = 4096  # rows turned into text at a time
+
+_TABLES = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE files (seq INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, key TEXT NOT NULL,
+                    sha256 TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL);
+CREATE INDEX files_key ON files (key, seq);
+CREATE TABLE urls (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, path TEXT, size INTEGER,
+                   kind TEXT, checked REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE dirs (dir TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE status (key TEXT PRIMARY KEY, change TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE listed (key TEXT PRIMARY KEY, url TEXT NOT NULL, run INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+class Digest:
+    """A file's identity as the index records it: device, inode, size and sha256 of its bytes,
+    kept up to date as the archive appends (so nothing is hashed twice in one run)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.node = ""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return
+        with open(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            self.node = f"{st.st_dev}:{st.st_ino}"
+            while chunk := fh.read(1 << 20):
+                self.hasher.update(chunk)
+                self.size += len(chunk)
+
+    def appended(self, data: bytes) -> None:
+        if not self.node:  # the append created the file
+            st = os.lstat(self.path)
+            self.node = f"{st.st_dev}:{st.st_ino}"
+        self.hasher.update(data)
+        self.size += len(data)
+
+    @property
+    def value(self) -> str:
+        return f"{self.node} {self.size} {self.hasher.hexdigest()}"
+
+
+class ArchiveIndex:
+    """The index of one mirror. `open` says whether an existing index could be trusted; if not,
+    the caller fills a fresh one (`rebuild`)."""
+
+    def __init__(self, state_dir: Path):
+        self.path = state_dir / NAME
+        self.w: sqlite3.Connection | None = None  # the writer: open, rebuild, batches, finish
+        self.r: sqlite3.Connection | None = None  # lookups from the event loop
+        self.run = 0  # this run's number: the listing rows it writes carry it
+        self.previous_listing: tuple[str, int | None] = ("", None)  # (identity, run) of the last whole listing
+
+    # -- opening ---------------------------------------------------------------------------
+    def open(self, provenance: Digest, changes: Digest) -> bool:
+        """Open the index; True when it is ours and matches both records exactly. Otherwise
+        (missing, damaged, foreign, stale) it is replaced by an empty one and False returned."""
+        try:
+            if os.path.lexists(self.path) and self._connect() and self._matches(provenance, changes):
+                return True
+        except sqlite3.DatabaseError:
+            pass
+        self.close()
+        for name in FILES:
+            try:
+                os.unlink(self.path.parent / name)
+            except FileNotFoundError:
+                pass
+        self._connect()
+        self.w.executescript(_TABLES)
+        self.w.execute("INSERT INTO meta VALUES ('schema', ?), ('self', ?), ('run', 0), ('clean', 0)",
+                       (SCHEMA, self._node()))
+        self.w.commit()
+        return False
+
+    def _connect(self) -> bool:
+        self.w = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.w.execute("PRAGMA journal_mode=WAL")
+        self.w.execute("PRAGMA synchronous=NORMAL")
+        self.r = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        return True
+
+    def _node(self) -> str:
+        st = os.lstat(self.path)
+        return f"{st.st_dev}:{st.st_ino}"
+
+    def _matches(self, provenance: Digest, changes: Digest) -> bool:
+        meta = self.meta()
+        return (meta.get("schema") == SCHEMA and meta.get("self") == self._node()
+                and meta.get("provenance") == provenance.value and meta.get("changes") == changes.value)
+
+    def meta(self) -> dict:
+        return dict(self.w.execute("SELECT name, value FROM meta"))
+
+    def begin_run(self) -> None:
+        """Number this run and mark the index in use: a run that never closes leaves it unclean,
+        and its listing rows may overwrite the last whole listing's, which no longer counts
+        until a run records it again (`previous_listing` keeps it for this run to reuse)."""
+        meta = self.meta()
+        self.previous_listing = (meta.get("listing", ""), meta.get("listing_run"))
+        with self.w:
+            self.w.execute("BEGIN")
+            self.w.execute("UPDATE meta SET value = value + 1 WHERE name = 'run'")
+            self.w.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", (("clean", 0), ("listing", "")))
+        self.run = self.meta()["run"]
+
+    def close(self, *, clean: bool = False) -> None:
+        try:
+            if clean and self.w is not None:
+                self.w.execute("UPDATE meta SET value = 1 WHERE name = 'clean'")
+        finally:
+            for db in (self.w, self.r):
+                if db is not None:
+                    db.close()
+            self.w = self.r = None
+
+    # -- rebuilding from the records -------------------------------------------------------
+    def rebuild(self, entries: Iterable, changes: Iterator[dict], checked: Iterable[tuple[str, float]]) -> list:
+        """Fill the empty index from provenance entries and change records (streamed) and, for
+        mirrors made before the index, the old check times. Returns the acta entries that have
+        no change record (a run killed between the two appends)."""
+        w = self.w
+        w.execute("CREATE TEMP TABLE recorded (key TEXT, sha256 TEXT, PRIMARY KEY (key, sha256)) WITHOUT ROWID")
+        w.execute("BEGIN")
+        for change in changes:
+            w.execute("INSERT OR REPLACE INTO status VALUES (?, ?)", (change["key"], change["change"]))
+            if change.get("sha256"):
+                w.execute("INSERT OR IGNORE INTO recorded VALUES (?, ?)", (change["key"], change["sha256"]))
+        lost = []
+        for e in entries:
+            self._add_file(e, _epoch(e.fetched_at))
+            if e.kind == "acta" and not w.execute("SELECT 1 FROM recorded WHERE key = ? AND sha256 = ?",
+                                                  (e.key, e.sha256)).fetchone():
+                lost.append(e)
+        w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?", ((when, url) for url, when in checked))
+        w.execute("COMMIT")
+        w.execute("DROP TABLE temp.recorded")
+        return lost
+
+    def _add_file(self, e, checked: float) -> None:
+        w = self.w
+        w.execute("INSERT INTO files (path, key, sha256, size, kind) VALUES (?, ?, ?, ?, ?)",
+                  (e.path, e.key, e.sha256, e.size, e.kind))
+        w.execute("INSERT INTO urls VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
+                  "etag = excluded.etag, last_modified = excluded.last_modified, path = excluded.path, "
+                  "size = excluded.size, kind = excluded.kind, checked = max(checked, excluded.checked)",
+                  (e.url, e.etag, e.last_modified, e.path, e.size, e.kind, checked))
+        w.execute("INSERT INTO dirs VALUES (?, 1) ON CONFLICT (dir) DO UPDATE SET n = n + 1",
+                  (e.path.rsplit("/", 1)[0],))
+
+    # -- a batch ---------------------------------------------------------------------------
+    def write(self, entries: list, changes: list[dict], checked: dict[str, float], listed: dict[str, str],
+              digests: tuple[Digest, Digest]) -> None:
+        """One batch in one transaction, left open for the caller to `commit`: its files, their
+        change records, the URLs checked and the actas listed since the last batch, and the
+        records' new identities."""
+        w = self.w
+        w.execute("BEGIN")
+        try:
+            for e in entries:
+                self._add_file(e, _epoch(e.fetched_at))
+            self.write_changes(changes, commit=False)
+            w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?",
+                          ((when, url) for url, when in checked.items()))
+            w.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?, ?)",
+                          ((key, url, self.run) for key, url in listed.items()))
+            self._identities(*digests)
+        except BaseException:
+            w.execute("ROLLBACK")
+            raise
+
+    def commit(self) -> None:
+        self.w.execute("COMMIT")
+
+    def write_changes(self, changes: list[dict], commit: bool = True,
+                      digests: tuple[Digest, Digest] | None = None) -> None:
+        w = self.w
+        if commit:
+            w.execute("BEGIN")
+        w.executemany("INSERT OR REPLACE INTO status VALUES (?, ?)", ((c["key"], c["change"]) for c in changes))
+        if digests:
+            self._identities(*digests)
+        if commit:
+            w.execute("COMMIT")
+
+    def _identities(self, provenance: Digest, changes: Digest) -> None:
+        self.w.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                           (("provenance", provenance.value), ("changes", changes.value)))
+
+    def set_meta(self, **values) -> None:
+        with self.w:
+            self.w.execute("BEGIN")
+            self.w.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+
+    # -- lookups (the event loop's connection) ------------------------------------------------
+    def url(self, url: str) -> tuple | None:
+        """(etag, last_modified, path, checked) of a URL archived before."""
+        return self.r.execute("SELECT etag, last_modified, path, checked FROM urls WHERE url = ?", (url,)).fetchone()
+
+    def versions(self, key: str) -> list[tuple[str, str, int]]:
+        """(path, sha256, seq) of each version of key, oldest first."""
+        return self.r.execute("SELECT path, sha256, seq FROM files WHERE key = ? ORDER BY seq", (key,)).fetchall()
+
+    def place(self, directory: str, path: str) -> tuple[int, int]:
+        """(files in directory, 1 if path is taken else 0)."""
+        return self.r.execute("SELECT coalesce((SELECT n FROM dirs WHERE dir = ?), 0), "
+                              "EXISTS (SELECT 1 FROM files WHERE path = ?)", (directory, path)).fetchone()
+
+    def listing_and_status(self, key: str, run: int) -> tuple[str | None, str | None]:
+        """(the URL key was listed with in that run, its last change)."""
+        return self.r.execute("SELECT (SELECT url FROM listed WHERE key = ?1 AND run = ?2), "
+                              "(SELECT change FROM status WHERE key = ?1)", (key, run)).fetchone()
+
+    def names(self, run: int) -> Iterator[str]:
+        """Every archived key ('k'), key with a change ('s'), key listed in that run ('l'), URL
+        ('u'), folder ('d') and path ('p') the index holds, streamed."""
+        for sql, tag in (("SELECT DISTINCT key FROM files", "k"), ("SELECT key FROM status", "s"),
+                         ("SELECT key FROM listed WHERE run = ?1", "l"), ("SELECT url FROM urls", "u"),
+                         ("SELECT dir FROM dirs", "d"), ("SELECT path FROM files", "p")):
+            for (name,) in self.r.execute(sql, (run,) if "?1" in sql else ()):
+                yield tag + name
+
+    def count(self) -> int:
+        return self.r.execute("SELECT count(*) FROM files").fetchone()[0]
+
+    def last_seq(self) -> int:
+        return self.r.execute("SELECT coalesce(max(seq), 0) FROM files").fetchone()[0]
+
+    def paths(self) -> set[str]:
+        """Every archived path: only to find orphans after a crash, where a set is unavoidable
+        for a walk of data/ (a run that closed cleanly leaves none)."""
+        return {p for (p,) in self.r.execute("SELECT path FROM files")}
+
+    # -- the listing ---------------------------------------------------------------------------
+    def listing_size(self, run: int) -> int:
+        return self.r.execute("SELECT count(*) FROM listed WHERE run = ?", (run,)).fetchone()[0]
+
+    def listing_fresh(self, run: int, since: float) -> int:
+        """How many of that run's listed URLs were fetched or confirmed after `since`."""
+        return self.r.execute("SELECT count(*) FROM listed l JOIN urls u ON u.url = l.url "
+                              "WHERE l.run = ? AND u.checked > ?", (run, since)).fetchone()[0]
+
+    def listed_vanished(self, run: int) -> list[tuple[str, str]]:
+        """(key, url) of the listed actas whose last change is 'vanished'."""
+        return self.r.execute("SELECT l.key, l.url FROM listed l JOIN status s ON s.key = l.key "
+                              "WHERE l.run = ? AND s.change = 'vanished' ORDER BY l.key", (run,)).fetchall()
+
+    def unlisted(self, run: int) -> Iterator[tuple[str, str | None]]:
+        """(key, last change) of each archived acta not listed in that run."""
+        return self.r.execute("SELECT DISTINCT f.key, s.change FROM files f LEFT JOIN listed l "
+                              "ON l.key = f.key AND l.run = ? LEFT JOIN status s ON s.key = f.key "
+                              "WHERE f.kind = 'acta' AND l.key IS NULL ORDER BY f.key", (run,))
+
+    def checked_times(self) -> Iterator[bytes]:
+        """{url: when last fetched or confirmed} as JSON (what `export` reads), CHUNK_ROWS URLs
+        to a line, each line made by SQLite: read_checked_times reads it back a line at a time."""
+        yield b"{\n"
+        after, sep = "", b""
+        while True:
+            row = self.r.execute("SELECT max(url), substr(json_group_object(url, checked), 2) FROM "
+                                 "(SELECT url, checked FROM urls WHERE url > ? ORDER BY url LIMIT ?)",
+                                 (after, CHUNK_ROWS)).fetchone()
+            if row[0] is None:
+                break
+            after = row[0]
+            yield sep + row[1][:-1].encode("utf-8")
+            sep = b",\n"
+        yield b"\n}\n"
+
+    def manifest(self) -> Iterator[tuple[str, str, int]]:
+        """(path, sha256, size) of every file, sorted by path (UTF-8 byte order is code point order)."""
+        return self.r.execute("SELECT path, sha256, size FROM files ORDER BY path")
+
+
+def read_checked_times(path: Path) -> Iterator[tuple[str, float]]:
+    """(url, time) of a checked.json, a line at a time as checked_times writes it (one written
+    before the index is read whole). Nothing, or what came before the damage, when it is not
+    a mapping of URLs to times: a lost record only means asking the site again."""
+    try:
+        fh = open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), encoding="utf-8")
+    except OSError:
+        return
+    with fh:
+        try:
+            if fh.readline() == "{\n":
+                pieces = (json.loads("{" + line.rstrip().rstrip(",") + "}") for line in fh if line.strip() != "}")
+            else:
+                fh.seek(0)
+                pieces = iter([json.load(fh)])
+            for piece in pieces:
+                for url, when in piece.items():
+                    if isinstance(url, str) and isinstance(when, (int, float)) and not isinstance(when, bool):
+                        yield url, float(when)
+        except (OSError, ValueError, AttributeError, RecursionError):
+            return
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0

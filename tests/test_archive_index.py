@@ -1,0 +1,154 @@
+"""The archive's on-disk index: agrees with provenance, is rebuilt when damaged, copied or
+stale, survives kill -9, and lets an unchanged re-run skip what it need not ask."""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mirror.archindex import NAME
+from mirror.crawl import CrawlOptions, crawl
+from mirror.manifest import read_provenance
+from mirror.sites.resultados2024 import Resultados2024
+from mirror.verify import verify
+from tests.conftest import ROOT
+
+
+def crawl_sync(url: str, out: Path, **kw):
+    return asyncio.run(crawl(CrawlOptions(site="resultados2024", root=url, out=str(out), **kw)))
+
+
+def index_of(out: Path) -> sqlite3.Connection:
+    return sqlite3.connect(out / ".acta-mirror" / NAME)
+
+
+def index_files(out: Path) -> set[tuple[str, str, str]]:
+    with index_of(out) as db:
+        return set(db.execute("SELECT path, key, sha256 FROM files"))
+
+
+def provenance_files(out: Path) -> set[tuple[str, str, str]]:
+    return {(e.path, e.key, e.sha256) for e in read_provenance(out / "provenance.jsonl")}
+
+
+def image_requests(replay) -> int:
+    return sum(path.endswith(".jpg") for path, _headers in replay.replay.requests)
+
+
+def test_the_index_holds_what_provenance_says(replay, tmp_path):
+    out = tmp_path / "m"
+    crawl_sync(replay.url, out)
+    assert index_files(out) == provenance_files(out) and len(provenance_files(out)) > 20
+    with index_of(out) as db:
+        urls = dict(db.execute("SELECT url, path FROM urls"))
+    assert urls == {e.url: e.path for e in read_provenance(out / "provenance.jsonl")}
+
+
+def test_a_copy_carrying_a_doctored_index_gets_it_rebuilt(replay, tmp_path):
+    out = tmp_path / "m"
+    crawl_sync(replay.url, out)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with index_of(copy) as db:  # a copy says it has nothing: trusted, every acta would be fetched again
+        db.execute("DELETE FROM files")
+        db.execute("DELETE FROM urls")
+    before = (copy / "provenance.jsonl").read_bytes()
+    again = crawl_sync(replay.url, copy)
+    assert again.counters.archived == 0 and again.counters.failed == 0
+    assert (copy / "provenance.jsonl").read_bytes() == before
+    assert index_files(copy) == provenance_files(copy)
+    assert verify(copy) == []
+
+
+def test_a_damaged_index_is_rebuilt(replay, tmp_path):
+    out = tmp_path / "m"
+    crawl_sync(replay.url, out)
+    with open(out / ".acta-mirror" / NAME, "r+b") as fh:  # same file, bytes gone bad
+        fh.seek(0)
+        fh.write(os.urandom(4096))
+    for name in (f"{NAME}-wal", f"{NAME}-shm"):
+        if (out / ".acta-mirror" / name).exists():
+            (out / ".acta-mirror" / name).unlink()
+    again = crawl_sync(replay.url, out)
+    assert again.counters.archived == 0 and again.counters.failed == 0
+    assert index_files(out) == provenance_files(out)
+
+
+def test_an_index_that_provenance_no_longer_matches_is_rebuilt(replay, tmp_path):
+    out = tmp_path / "m"
+    crawl_sync(replay.url, out)
+    lines = (out / "provenance.jsonl").read_text().splitlines(keepends=True)
+    last = read_provenance(out / "provenance.jsonl")[-1]
+    assert last.kind == "acta"
+    (out / "provenance.jsonl").write_text("".join(lines[:-1]))  # as a restored older copy would be
+    (out / last.path).unlink()
+    again = crawl_sync(replay.url, out)
+    assert again.counters.archived == 1  # a trusted stale index would call it known (a 304)
+    assert index_files(out) == provenance_files(out)
+    assert verify(out) == []
+
+
+def test_an_unchanged_rerun_asks_nothing_and_reads_no_rows(replay, tmp_path, monkeypatch):
+    out = tmp_path / "m"
+    first = crawl_sync(replay.url, out)
+    listed = first.counters.discovered
+    parsed = []
+    real = Resultados2024.parse_index
+    monkeypatch.setattr(Resultados2024, "parse_index", lambda self, *a, **k: parsed.append(1) or real(self, *a, **k))
+    images = image_requests(replay)
+    again = crawl_sync(replay.url, out, recheck_after=3600)
+    c = again.counters
+    assert (c.discovered, c.unchanged, c.expected, c.archived, c.failed) == (listed, listed, listed, 0, 0)
+    assert again.requests == 1 and image_requests(replay) == images  # the index only (a 304)
+    assert parsed == []  # the listing was taken from the last run, not read again
+    assert verify(out) == []
+
+    # One URL checked too long ago: the listing is read again and exactly that URL is asked.
+    stale = read_provenance(out / "provenance.jsonl")[-1].url
+    with index_of(out) as db:
+        db.execute("UPDATE urls SET checked = 0 WHERE url = ?", (stale,))
+    third = crawl_sync(replay.url, out, recheck_after=3600)
+    assert parsed and third.requests == 2 and image_requests(replay) == images + 1
+    assert (third.counters.discovered, third.counters.unchanged) == (listed, listed)
+
+
+def test_a_vanished_acta_that_is_listed_again_is_recorded_on_a_reused_listing(replay, tmp_path):
+    out = tmp_path / "m"
+    crawl_sync(replay.url, out)
+    key = read_provenance(out / "provenance.jsonl")[-1].key
+    crawl_sync(replay.url, out, recheck_after=3600)  # the listing is now reusable
+    with index_of(out) as db:  # as if an earlier run had found it gone
+        db.execute("UPDATE status SET change = 'vanished' WHERE key = ?", (key,))
+    crawl_sync(replay.url, out, recheck_after=3600)
+    changes = (out / "changes.jsonl").read_text().splitlines()
+    assert '"change": "reappeared"' in changes[-1] and key in changes[-1]
+
+
+def test_after_kill_9_the_index_agrees_with_provenance(replay_factory, tmp_path):
+    r = replay_factory(limit=120, faults="slow=1.0")
+    out = tmp_path / "m"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", r.url, "--out", str(out),
+           "--quiet", "--concurrency", "8"]
+    rng = random.Random(11)
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.6, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # the next run opens the index: whatever it trusts or rebuilds must be what provenance says
+        probe = subprocess.run([sys.executable, "-c", "import sys; from mirror.archive import Archive\n"
+                                "with Archive(sys.argv[1]): pass", str(out)], env=env, capture_output=True, text=True)
+        assert probe.returncode == 0, probe.stderr
+        assert index_files(out) == provenance_files(out)
+    final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert index_files(out) == provenance_files(out)
+    assert verify(out) == []
