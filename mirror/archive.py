@@ -729,12 +729,25 @@ class Archive:
 
 
 def append_durably(path: Path, text: str | bytes) -> None:
-    """Append to a bag file and fsync; never through a symlink."""
+    """Append to a bag file and fsync; never through a symlink. An append the disk refuses
+    part way (full) is cut back, so no torn line is left for anyone to read."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    with open(fd, "ab") as fh:
-        fh.write(text.encode("utf-8") if isinstance(text, str) else text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass  # the next open cuts a torn tail (repair_torn_tail)
+            raise
+    finally:
+        os.close(fd)
 
 
 def _cut_torn_line(fh) -> None:

@@ -481,7 +481,7 @@ def cmd_crawl(args) -> int:
                         **fetch_options(values["fetch"]))
     if args.dry_run:
         return _print_crawl_plan(asyncio.run(plan_crawl(opts)), args.out, args.json)
-    counters = Counters()
+    counters = Counters(count_expected=not (args.quiet or getattr(args, "json", False)))  # nobody would see the total
     with _crawl_progress(counters, args):
         result = asyncio.run(crawl(opts, counters))
     return _print_crawl(result, args)
@@ -797,7 +797,7 @@ def cmd_run(args) -> int:
         return EXIT_OK
     if args.publish_only:
         return _print_run(run_job(job, shard=shard, crawl_step=False), args)
-    counters = Counters()
+    counters = Counters(count_expected=not (args.quiet or getattr(args, "json", False)))  # nobody would see the total
     with _crawl_progress(counters, args):
         report = run_job(job, shard=shard, publish_step=not args.no_publish, counters=counters)
     return _print_run(report, args)

@@ -69,6 +69,7 @@ class Counters:
     bytes: int = 0
     retries: int = 0
     expected: int | None = None  # actas the index lists for this shard, once it is read
+    count_expected: bool = True  # count them ahead (a second pass over the index) for a display to show
     discovery_done: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -437,7 +438,7 @@ class _Run:
                 listed = site.parse_index(path, url, self.report)  # opens the file now, before it is committed
                 first = next(listed, None)  # a malformed header fails here, before anything is archived
                 listings.append(itertools.chain([first] if first else [], listed))
-            if opts.discover == "csv":
+            if opts.discover == "csv" and self.counters.count_expected:
                 self.counters.expected = _count_distinct(archive.tmp, (
                     (a.key, a.url) for url, path, _f in read for a in site.parse_index(path, url, lambda *_: None)
                     if in_shard(a.key, opts.shard)))
