@@ -36,7 +36,7 @@ from . import Plan, PublishError, Receipt, redact, register
 
 ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576", "hash": "sha2-256",
               "pin": "false", "cid-base": "base32", "progress": "false"}
-RPC_TIMEOUT = 600.0  # a whole call; an add streams for as long as it answers within this
+RPC_TIMEOUT = 600.0  # a whole call, or the silence an add may keep: a whole mirror's add streams for longer
 IPNS_TIMEOUT = 30.0  # best effort: a slow IPNS never fails the run
 PIN_POLL_SECONDS = 1.0
 PIN_POLL_TIMEOUT = 120.0
@@ -59,11 +59,13 @@ class KuboRPC:
     async def __aexit__(self, *exc) -> None:
         await self.session.close()
 
-    async def call(self, endpoint: str, params: dict | None = None, data=None, timeout: float | None = None,
-                   headers: dict | None = None) -> list:
+    async def call(self, endpoint: str, params: dict | None = None, data=None,
+                   timeout: float | aiohttp.ClientTimeout | None = None, headers: dict | None = None) -> list:
         url = f"{self.base}/api/v0/{endpoint}"
         try:
-            kwargs = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
+            if isinstance(timeout, (int, float)):
+                timeout = aiohttp.ClientTimeout(total=timeout)
+            kwargs = {"timeout": timeout} if timeout else {}
             async with self.session.post(url, params=params or {}, data=data, headers=headers, **kwargs) as resp:
                 body = await resp.read()
                 if resp.status != 200:
@@ -226,7 +228,8 @@ class IpfsPublisher:
         """One add request whose body is read from disk as it is sent; the answers that name a CID."""
         try:
             answers = await rpc.call("add", {**ADD_PARAMS, **params}, data=upload.body(self.progress, self.shown),
-                                     headers=upload.headers)
+                                     headers=upload.headers,
+                                     timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=RPC_TIMEOUT))
         except Exception:  # whatever the transport made of a stream this side ended, the refusal says why
             upload.raise_refusal(self.shown)
             raise
