@@ -173,7 +173,8 @@ def test_a_first_publish_is_one_add_of_the_whole_tree(node, replay_factory, tmp_
 
 def test_a_node_that_answers_another_root_is_refused(node, replay_factory, tmp_path):
     """The tree's root is the node's word that it holds the mirror as published: a node whose
-    answer names another root (here: its data folder's) fails the publish, writes no receipt."""
+    answer names another root (here: its data folder's), no root, or another CID for one
+    file fails the publish and writes no receipt."""
     r = replay_factory(seed=1818)
     mirror = tmp_path / "mirror"
     asyncio.run(crawl(CrawlOptions(site="resultados2024", root=r.url, out=str(mirror))))
@@ -201,6 +202,20 @@ def test_a_node_that_answers_another_root_is_refused(node, replay_factory, tmp_p
     with _recording_proxy(node, [], no_root) as url:
         proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
     assert proc.returncode == 1 and "without the tree's root CID" in proc.stderr, proc.stdout + proc.stderr
+    assert not (mirror / "publish-receipts.jsonl").exists()
+
+    def one_file_wrong(query, answers):
+        files = [a for a in answers if a.get("Name", "").endswith(".jpg")]
+        files[0]["Hash"] = files[1]["Hash"]
+        seen.append(files[0]["Name"])
+        return answers
+
+    seen: list = []
+    mirror = tmp_path / "mirror3"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay_factory(seed=1820).url, out=str(mirror))))
+    with _recording_proxy(node, [], one_file_wrong) as url:
+        proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
+    assert proc.returncode == 1 and f"{seen[0]}: the node made CID" in proc.stderr, proc.stdout + proc.stderr
     assert not (mirror / "publish-receipts.jsonl").exists()
 
 
