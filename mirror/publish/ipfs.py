@@ -320,8 +320,9 @@ class Upload:
     """The multipart body of one add request, read from disk as it is sent: each part a file
     (its bytes checked against the manifest before they are sent, as archive.read_checked
     does) or a directory. Its length is known from the manifest's sizes, so the node gets a
-    Content-Length and no chunked encoding. A file that does not check out ends the stream
-    before its part is complete, so the node never stores it; it is kept in `refused`."""
+    Content-Length and no chunked encoding (aiohttp's MultipartWriter knows it only for parts
+    held in memory). A file that does not check out ends the stream before its part begins,
+    so the node never sees its bytes; the reason is kept in `refused`."""
 
     def __init__(self, mirror: Path, dag: Dag, parts: list[tuple[str, str | None]]):
         """parts: (name the node sees, path in the mirror or None for a directory)."""
