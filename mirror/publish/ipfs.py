@@ -60,27 +60,32 @@ class KuboRPC:
         await self.session.close()
 
     async def call(self, endpoint: str, params: dict | None = None, data=None,
-                   timeout: float | aiohttp.ClientTimeout | None = None, headers: dict | None = None) -> list:
+                   timeout: float | aiohttp.ClientTimeout | None = None, headers: dict | None = None,
+                   each=None) -> list:
+        """The answers (NDJSON lines); with `each`, each answer is handed to it as it arrives
+        and none are kept (an add of a whole mirror answers one line per file and folder)."""
         url = f"{self.base}/api/v0/{endpoint}"
+        out: list = []
+        take = each or out.append
         try:
             if isinstance(timeout, (int, float)):
                 timeout = aiohttp.ClientTimeout(total=timeout)
             kwargs = {"timeout": timeout} if timeout else {}
             async with self.session.post(url, params=params or {}, data=data, headers=headers, **kwargs) as resp:
-                body = await resp.read()
                 if resp.status != 200:
-                    raise PublishError(f"{self.shown}: {endpoint} answered HTTP {resp.status}: {_message(body)}")
+                    raise PublishError(f"{self.shown}: {endpoint} answered HTTP {resp.status}: "
+                                       f"{_message(await resp.read())}")
+                async for line in resp.content:
+                    if line.strip():
+                        try:
+                            answer = json.loads(line)
+                        except ValueError:
+                            raise PublishError(f"{self.shown}: {endpoint} answered something that is not JSON") from None
+                        take(answer)
         except aiohttp.ClientConnectorError as exc:
             raise PublishError(f"{self.shown}: the IPFS node is not reachable ({exc.os_error.strerror or exc})") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:  # ValueError: a line over aiohttp's limit
             raise PublishError(f"{self.shown}: {endpoint} failed ({type(exc).__name__}: {exc})") from None
-        out = []
-        for line in body.decode("utf-8", "replace").splitlines():
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    raise PublishError(f"{self.shown}: {endpoint} answered something that is not JSON") from None
         return out
 
 
@@ -198,48 +203,69 @@ class IpfsPublisher:
         """Add every file under its path in one request wrapped in a directory; the root the node
         builds must be the local root (a node that builds another tree is an error)."""
         upload = Upload(mirror, dag, tree_parts([rel for rel, _n, _s in files]))
-        answers = await self._stream_add(rpc, upload, {"wrap-with-directory": "true"})
-        made = {a["Name"]: a["Hash"] for a in answers}
-        for rel, _n, _s in files:
-            if rel in made and str_to_cid(made[rel]) != dag.files[rel][0]:
-                raise PublishError(f"{self.shown}: {rel}: the node made CID {made[rel]}, "
-                                   f"the manifest's is {cid_to_str(dag.files[rel][0])}")
-        if "" not in made:  # the node reports a failure after its answers began in a trailer, unread here
+        roots: list[tuple[str, bytes]] = []
+
+        def check(name: str, text: str, cid: bytes) -> None:
+            if name == "":
+                roots.append((text, cid))
+            elif name in dag.files and cid != dag.files[name][0]:
+                self._wrong_cid(name, text, dag)
+
+        answers = await self._stream_add(rpc, upload, {"wrap-with-directory": "true"}, check)
+        if not roots:  # the node reports a failure after its answers began in a trailer, unread here
             raise PublishError(f"{self.shown}: the add ended without the tree's root CID "
-                               f"({len(made)} of {len(upload.parts) + 1} answers); the node's log may say why")
-        if str_to_cid(made[""]) != dag.root:
-            raise PublishError(f"{self.shown}: the node's root {made['']} differs from the local root {dag.root_cid}")
+                               f"({answers} of {len(upload.parts) + 1} answers); the node's log may say why")
+        if roots[0][1] != dag.root:
+            raise PublishError(f"{self.shown}: the node's root {roots[0][0]} differs from the local root {dag.root_cid}")
 
     async def _add_files(self, rpc: KuboRPC, mirror: Path, dag: Dag, rels: list[str]) -> None:
         """Add the files, without their paths, in one request; each CID must be the local one."""
         if not rels:
             return
         # js-ipfs names an answer by its CID when the file's name is all digits
-        upload = Upload(mirror, dag, [(f"f{i}", rel) for i, rel in enumerate(rels)])
-        made = {a["Name"]: a["Hash"] for a in await self._stream_add(rpc, upload, {})}
-        for i, rel in enumerate(rels):
-            if f"f{i}" not in made:
-                raise PublishError(f"{self.shown}: add returned {len(made)} CIDs for {len(rels)} files")
-            if str_to_cid(made[f"f{i}"]) != dag.files[rel][0]:
-                raise PublishError(f"{self.shown}: {rel}: the node made CID {made[f'f{i}']}, "
-                                   f"the manifest's is {cid_to_str(dag.files[rel][0])}")
+        names = {f"f{i}": rel for i, rel in enumerate(rels)}
+        upload = Upload(mirror, dag, list(names.items()))
+        seen: set[str] = set()
 
-    async def _stream_add(self, rpc: KuboRPC, upload: Upload, params: dict) -> list[dict]:
-        """One add request whose body is read from disk as it is sent; the answers that name a CID."""
+        def check(name: str, text: str, cid: bytes) -> None:
+            if name in names:
+                seen.add(name)
+                if cid != dag.files[names[name]][0]:
+                    self._wrong_cid(names[name], text, dag)
+
+        await self._stream_add(rpc, upload, {}, check)
+        if len(seen) != len(rels):
+            raise PublishError(f"{self.shown}: add returned {len(seen)} CIDs for {len(rels)} files")
+
+    def _wrong_cid(self, rel: str, text: str, dag: Dag) -> None:
+        raise PublishError(f"{self.shown}: {rel}: the node made CID {text}, "
+                           f"the manifest's is {cid_to_str(dag.files[rel][0])}")
+
+    async def _stream_add(self, rpc: KuboRPC, upload: Upload, params: dict, check) -> int:
+        """One add request whose body is read from disk as it is sent; check(name, CID text,
+        binary CID) sees each answer that names a CID as it arrives. Returns how many did."""
+        count = 0
+
+        def each(answer: dict) -> None:
+            nonlocal count
+            if not isinstance(answer, dict) or "Hash" not in answer or not isinstance(answer.get("Name"), str):
+                return
+            try:
+                cid = str_to_cid(answer["Hash"])
+            except (ValueError, TypeError, AttributeError):
+                raise PublishError(f"{self.shown}: add answered {str(answer['Hash'])[:60]!r}, not a CID") from None
+            count += 1
+            check(answer["Name"], answer["Hash"], cid)
+
         try:
-            answers = await rpc.call("add", {**ADD_PARAMS, **params}, data=upload.body(self.progress, self.shown),
-                                     headers=upload.headers,
-                                     timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=RPC_TIMEOUT))
+            await rpc.call("add", {**ADD_PARAMS, **params}, data=upload.body(self.progress, self.shown),
+                           headers=upload.headers, each=each,
+                           timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=RPC_TIMEOUT))
         except Exception:  # whatever the transport made of a stream this side ended, the refusal says why
             upload.raise_refusal(self.shown)
             raise
         upload.raise_refusal(self.shown)
-        for a in answers:
-            try:
-                str_to_cid(a["Hash"]) if "Hash" in a else None
-            except (ValueError, TypeError):
-                raise PublishError(f"{self.shown}: add answered {str(a['Hash'])[:60]!r}, not a CID") from None
-        return [a for a in answers if "Hash" in a and isinstance(a.get("Name"), str)]
+        return count
 
     async def _import_directories(self, rpc: KuboRPC, dag: Dag) -> bool:
         """Import the directory nodes built locally as a CAR; the node's root must be the local
