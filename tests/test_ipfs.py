@@ -219,6 +219,40 @@ def test_a_node_that_answers_another_root_is_refused(node, replay_factory, tmp_p
     assert not (mirror / "publish-receipts.jsonl").exists()
 
 
+def test_a_file_over_one_piece_is_sent_in_checked_pieces(node, replay_factory, tmp_path):
+    """A file larger than a piece (here under site/) is sent piece by piece and gives the node
+    the local CIDs; one that no longer hashes to its record is refused before its part begins."""
+    from mirror.archive import published_files
+    from mirror.cid import Dag
+    from mirror.publish.ipfs import PIECE, Upload, tree_parts
+
+    r = replay_factory(seed=1919)
+    mirror = tmp_path / "mirror"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=r.url, out=str(mirror))))
+    (mirror / "site").mkdir()
+    big = os.urandom(3 * PIECE + 12345)
+    (mirror / "site" / "big.bin").write_bytes(big)
+    proc = run_cli("publish", str(mirror), "--to", node.target)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    root = proc.stdout.strip().splitlines()[-1]
+    assert rpc(node.api, "cat", f"arg=/ipfs/{root}/site/big.bin") == big
+
+    files = published_files(mirror)
+    dag = Dag(mirror, files)
+    dag.sha256["site/big.bin"] = hashlib.sha256(b"other bytes").hexdigest()
+    upload = Upload(mirror, dag, tree_parts([rel for rel, _n, _s in files]))
+    sent = []
+
+    async def drain():
+        async for chunk in upload.body(lambda *a: None, "test"):
+            sent.append(chunk)
+
+    with pytest.raises(Exception):
+        asyncio.run(drain())
+    assert "site/big.bin" in str(upload.refused)
+    assert not any(b"big.bin" in chunk or big[:PIECE] in chunk for chunk in sent)
+
+
 def test_tree_parts_put_each_folder_before_its_entries():
     from mirror.publish.ipfs import tree_parts
 

@@ -15,6 +15,7 @@ wants one, comes from ACTA_MIRROR_IPFS_TOKEN; a pinning service's from ACTA_MIRR
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -26,16 +27,18 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from ..archive import DISK_REFUSED, disk_error, published_files, read_checked
+from ..archive import DISK_REFUSED, Corrupt, disk_error, published_files, read_checked
 from ..cid import Dag, car_block, car_header, cid_to_str, str_to_cid
 from ..manifest import append_receipt
 from ..merkle import merkle_root
 from ..models import NotAMirror, UsageError
+from ..state import open_payload
 from ..verify import verify
 from . import Plan, PublishError, Receipt, redact, register
 
 ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576", "hash": "sha2-256",
               "pin": "false", "cid-base": "base32", "progress": "false"}
+PIECE = 1024 * 1024  # a file larger than this is sent in pieces of it, each checked, never held whole
 RPC_TIMEOUT = 600.0  # a whole call, or the silence an add may keep: a whole mirror's add streams for longer
 IPNS_TIMEOUT = 30.0  # best effort: a slow IPNS never fails the run
 PIN_POLL_SECONDS = 1.0
@@ -348,7 +351,9 @@ class Upload:
     does) or a directory. Its length is known from the manifest's sizes, so the node gets a
     Content-Length and no chunked encoding (aiohttp's MultipartWriter knows it only for parts
     held in memory). A file that does not check out ends the stream before its part begins,
-    so the node never sees its bytes; the reason is kept in `refused`."""
+    so the node never sees its bytes; the reason is kept in `refused`. A file larger than
+    PIECE is hashed whole first, then sent piece by piece, each piece compared with that
+    first reading before it goes."""
 
     def __init__(self, mirror: Path, dag: Dag, parts: list[tuple[str, str | None]]):
         """parts: (name the node sees, path in the mirror or None for a directory)."""
@@ -376,15 +381,43 @@ class Upload:
                 yield self._head(name, True) + b"\r\n"
                 continue
             try:  # only bytes that hash to the manifest's sha256 leave this machine
-                data = read_checked(self.mirror, rel, self.dag.sha256[rel], self.dag.sizes[rel])
+                if self.dag.sizes[rel] <= PIECE:
+                    yield self._head(name, False) + read_checked(self.mirror, rel, self.dag.sha256[rel],
+                                                                 self.dag.sizes[rel]) + b"\r\n"
+                else:
+                    pieces = self._pieces(rel)
+                    first = next(pieces)  # the whole file checked before its part begins
+                    yield self._head(name, False)
+                    yield first
+                    for piece in pieces:
+                        yield piece
+                    yield b"\r\n"
             except (OSError, NotAMirror) as exc:
                 self.refused = exc
                 raise
-            yield self._head(name, False) + data + b"\r\n"
             done += 1
             if done % 256 == 0 or done == files:
                 progress(shown, "add", done, files)
         yield self._end()
+
+    def _pieces(self, rel: str):
+        """The PIECE-sized pieces of a large file, once the whole file hashed to the manifest;
+        each piece read again and compared with that reading (Corrupt if it changed)."""
+        with open_payload(self.mirror, rel) as fh:
+            whole, digests, size = hashlib.sha256(), [], 0
+            for piece in iter(lambda: fh.read(PIECE), b""):
+                whole.update(piece)
+                digests.append(hashlib.sha256(piece).digest())
+                size += len(piece)
+            if size != self.dag.sizes[rel] or whole.hexdigest() != self.dag.sha256[rel]:
+                raise Corrupt(f"{rel}: its bytes do not match the manifest (sha256 {whole.hexdigest()}, "
+                              f"the manifest says {self.dag.sha256[rel]})")
+            fh.seek(0)
+            for digest in digests:
+                piece = fh.read(PIECE)
+                if hashlib.sha256(piece).digest() != digest:
+                    raise Corrupt(f"{rel}: it changed on disk while it was being sent")
+                yield piece
 
     def raise_refusal(self, shown: str) -> None:
         if self.refused is not None:
