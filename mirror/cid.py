@@ -167,6 +167,7 @@ class Dag:
         self.root_dir = Path(root)
         self.files: dict[str, tuple[bytes, int]] = {}  # rel -> (cid, tsize)
         self.sha256: dict[str, str] = {}  # rel -> the sha256 its bytes must have
+        self.sizes: dict[str, int] = {}  # rel -> its size in bytes
         self.nodes: dict[bytes, bytes] = {}  # dag-pb blocks: directories and multi-chunk file roots
         self.children: dict[bytes, list[tuple[str, bytes]]] = {}  # directory -> (name, cid) of each entry
         tree: dict = {}
@@ -180,6 +181,7 @@ class Dag:
                 self.nodes.update(nodes)
             self.files[rel] = (cid, tsize)
             self.sha256[rel] = sha
+            self.sizes[rel] = size
             parts = rel.split("/")
             node = tree
             for part in parts[:-1]:

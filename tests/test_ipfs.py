@@ -125,6 +125,142 @@ def test_only_checked_bytes_reach_the_node(node, replay_factory, tmp_path):
     assert str_to_cid(raw_cid(hashlib.sha256(secret.read_bytes()).hexdigest())) not in local
 
 
+def _recording_proxy(node, calls: list, on_add=None):
+    """In front of the real node: records each call as (endpoint, query), and lets
+    on_add(query, answers) rewrite what an add answers."""
+    import aiohttp
+
+    async def forward(request):
+        endpoint = request.path.removeprefix("/api/v0/")
+        calls.append((endpoint, dict(request.query)))
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{node.api}{request.path_qs}", data=await request.read(),
+                                    headers={"Content-Type": request.headers.get("Content-Type", "")}) as resp:
+                body, status = await resp.read(), resp.status
+        if endpoint == "add" and on_add:
+            answers = on_add(request.query, [json.loads(x) for x in body.splitlines() if x.strip()])
+            body = b"".join(json.dumps(a).encode() + b"\n" for a in answers)
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    return _Server({"/api/v0/{tail:.*}": forward})
+
+
+def test_a_first_publish_is_one_add_of_the_whole_tree(node, replay_factory, tmp_path):
+    """A node that lacks the mirror gets it in one add wrapped in a directory, builds the
+    directories itself (no CAR import) and gives the local root; a re-publish adds nothing."""
+    r = replay_factory(seed=1717)  # images no other test has put on the node
+    mirror = tmp_path / "mirror"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=r.url, out=str(mirror))))
+    calls: list = []
+    with _recording_proxy(node, calls) as url:
+        proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    root = proc.stdout.strip().splitlines()[-1]
+    adds = [query for endpoint, query in calls if endpoint == "add"]
+    assert len(adds) == 1 and adds[0]["wrap-with-directory"] == "true"
+    assert adds[0]["chunker"] == "size-1048576" and adds[0]["raw-leaves"] == "true"
+    assert "dag/import" not in [endpoint for endpoint, _q in calls]
+    pins = [json.loads(x) for x in rpc(node.api, "pin/ls", f"arg={root}").splitlines() if x.strip()]
+    assert pins, "the root is not pinned"
+    for entry in read_provenance(mirror / "provenance.jsonl"):
+        assert hashlib.sha256(rpc(node.api, "cat", f"arg=/ipfs/{root}/{entry.path}")).hexdigest() == entry.sha256
+    calls.clear()
+    with _recording_proxy(node, calls) as url:
+        again = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
+    assert again.returncode == 0 and "added 0 of" in again.stdout and again.stdout.strip().endswith(root)
+    assert "add" not in [endpoint for endpoint, _q in calls]
+
+
+def test_a_node_that_answers_another_root_is_refused(node, replay_factory, tmp_path):
+    """The tree's root is the node's word that it holds the mirror as published: a node whose
+    answer names another root (here: its data folder's), no root, or another CID for one
+    file fails the publish and writes no receipt."""
+    r = replay_factory(seed=1818)
+    mirror = tmp_path / "mirror"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=r.url, out=str(mirror))))
+
+    def other_root(query, answers):
+        if query.get("wrap-with-directory") == "true":
+            data = next(a["Hash"] for a in answers if a.get("Name") == "data")
+            for a in answers:
+                if a.get("Name") == "":
+                    a["Hash"] = data
+        return answers
+
+    with _recording_proxy(node, [], other_root) as url:
+        proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "differs from the local root" in proc.stderr
+    assert not (mirror / "publish-receipts.jsonl").exists()
+
+    def no_root(query, answers):
+        return [a for a in answers if a.get("Name") != ""]
+
+    # a fresh mirror: the node now holds the first one's files, so it would take no tree add
+    mirror = tmp_path / "mirror2"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay_factory(seed=1819).url, out=str(mirror))))
+    with _recording_proxy(node, [], no_root) as url:
+        proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
+    assert proc.returncode == 1 and "without the tree's root CID" in proc.stderr, proc.stdout + proc.stderr
+    assert not (mirror / "publish-receipts.jsonl").exists()
+
+    def one_file_wrong(query, answers):
+        files = [a for a in answers if a.get("Name", "").endswith(".jpg")]
+        files[0]["Hash"] = files[1]["Hash"]
+        seen.append(files[0]["Name"])
+        return answers
+
+    seen: list = []
+    mirror = tmp_path / "mirror3"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay_factory(seed=1820).url, out=str(mirror))))
+    with _recording_proxy(node, [], one_file_wrong) as url:
+        proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
+    assert proc.returncode == 1 and f"{seen[0]}: the node made CID" in proc.stderr, proc.stdout + proc.stderr
+    assert not (mirror / "publish-receipts.jsonl").exists()
+
+
+def test_a_file_over_one_piece_is_sent_in_checked_pieces(node, replay_factory, tmp_path):
+    """A file larger than a piece (here under site/) is sent piece by piece and gives the node
+    the local CIDs; one that no longer hashes to its record is refused before its part begins."""
+    from mirror.archive import published_files
+    from mirror.cid import Dag
+    from mirror.publish.ipfs import PIECE, Upload, tree_parts
+
+    r = replay_factory(seed=1919)
+    mirror = tmp_path / "mirror"
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=r.url, out=str(mirror))))
+    (mirror / "site").mkdir()
+    big = os.urandom(3 * PIECE + 12345)
+    (mirror / "site" / "big.bin").write_bytes(big)
+    proc = run_cli("publish", str(mirror), "--to", node.target)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    root = proc.stdout.strip().splitlines()[-1]
+    assert rpc(node.api, "cat", f"arg=/ipfs/{root}/site/big.bin") == big
+
+    files = published_files(mirror)
+    dag = Dag(mirror, files)
+    dag.sha256["site/big.bin"] = hashlib.sha256(b"other bytes").hexdigest()
+    upload = Upload(mirror, dag, tree_parts([rel for rel, _n, _s in files]))
+    sent = []
+
+    async def drain():
+        async for chunk in upload.body(lambda *a: None, "test"):
+            sent.append(chunk)
+
+    with pytest.raises(Exception):
+        asyncio.run(drain())
+    assert "site/big.bin" in str(upload.refused)
+    assert not any(b"big.bin" in chunk or big[:PIECE] in chunk for chunk in sent)
+
+
+def test_tree_parts_put_each_folder_before_its_entries():
+    from mirror.publish.ipfs import tree_parts
+
+    parts = tree_parts(["b", "a-b", "a/d/e", "a/c", "a/d/f"])
+    assert parts == [("a", None), ("a/c", "a/c"), ("a/d", None), ("a/d/e", "a/d/e"), ("a/d/f", "a/d/f"),
+                     ("a-b", "a-b"), ("b", "b")]
+
+
 def test_ipns_is_best_effort(node, mirror):
     proc = run_cli("publish", str(mirror), "--to", node.target, "--ipns", "self")
     assert proc.returncode == 0, proc.stderr

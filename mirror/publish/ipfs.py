@@ -1,11 +1,13 @@
 """Publish a mirror to IPFS over the Kubo HTTP RPC, pin it, and write CAR files.
 
 It speaks the RPC directly over aiohttp (POST /api/v0/…): version, refs/local, add,
-dag/import (which pins the root), pin/add (in pieces when a node cannot pin it whole),
-name/publish. Files are added with the unixfs-v1-2025 parameters and
-every CID the node returns must equal the one computed locally. The directory tree is
-built locally (mirror/cid.py) and imported as a small CAR, so a node, a CAR export and a
-stranger's own computation all give the same root CID.
+dag/import, pin/add (in pieces when a node cannot pin it whole), name/publish. Files are
+added with the unixfs-v1-2025 parameters and every CID the node returns must equal the one
+computed locally (mirror/cid.py), so a node, a CAR export and a stranger's own computation
+all give the same root CID. A node that lacks most of the mirror gets the whole tree in one
+streamed add that wraps it in a directory, as `ipfs add -r` does, and the root it builds must
+be the local root. Otherwise only the files it lacks are added, in one streamed add, and
+the directory nodes built locally are imported as a small CAR.
 
 Targets: ipfs://HOST:PORT and ipfs+http(s)://HOST:PORT. A token for the RPC, if the node
 wants one, comes from ACTA_MIRROR_IPFS_TOKEN; a pinning service's from ACTA_MIRROR_PIN_TOKEN.
@@ -13,9 +15,11 @@ wants one, comes from ACTA_MIRROR_IPFS_TOKEN; a pinning service's from ACTA_MIRR
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
+import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,19 +27,19 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from ..archive import DISK_REFUSED, disk_error, published_files, read_checked
+from ..archive import DISK_REFUSED, Corrupt, disk_error, published_files, read_checked
 from ..cid import Dag, car_block, car_header, cid_to_str, str_to_cid
 from ..manifest import append_receipt
 from ..merkle import merkle_root
 from ..models import NotAMirror, UsageError
+from ..state import open_payload
 from ..verify import verify
 from . import Plan, PublishError, Receipt, redact, register
 
 ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576", "hash": "sha2-256",
               "pin": "false", "cid-base": "base32", "progress": "false"}
-ADD_BATCH_FILES = 256  # files per add request
-ADD_BATCH_BYTES = 16 * 1024 * 1024  # parts are sent with their lengths: js-ipfs stalls on many streamed parts
-RPC_TIMEOUT = 600.0
+PIECE = 1024 * 1024  # a file larger than this is sent in pieces of it, each checked, never held whole
+RPC_TIMEOUT = 600.0  # a whole call, or the silence an add may keep: a whole mirror's add streams for longer
 IPNS_TIMEOUT = 30.0  # best effort: a slow IPNS never fails the run
 PIN_POLL_SECONDS = 1.0
 PIN_POLL_TIMEOUT = 120.0
@@ -58,25 +62,33 @@ class KuboRPC:
     async def __aexit__(self, *exc) -> None:
         await self.session.close()
 
-    async def call(self, endpoint: str, params: dict | None = None, data=None, timeout: float | None = None) -> list:
+    async def call(self, endpoint: str, params: dict | None = None, data=None,
+                   timeout: float | aiohttp.ClientTimeout | None = None, headers: dict | None = None,
+                   each=None) -> list:
+        """The answers (NDJSON lines); with `each`, each answer is handed to it as it arrives
+        and none are kept (an add of a whole mirror answers one line per file and folder)."""
         url = f"{self.base}/api/v0/{endpoint}"
+        out: list = []
+        take = each or out.append
         try:
-            kwargs = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
-            async with self.session.post(url, params=params or {}, data=data, **kwargs) as resp:
-                body = await resp.read()
+            if isinstance(timeout, (int, float)):
+                timeout = aiohttp.ClientTimeout(total=timeout)
+            kwargs = {"timeout": timeout} if timeout else {}
+            async with self.session.post(url, params=params or {}, data=data, headers=headers, **kwargs) as resp:
                 if resp.status != 200:
-                    raise PublishError(f"{self.shown}: {endpoint} answered HTTP {resp.status}: {_message(body)}")
+                    raise PublishError(f"{self.shown}: {endpoint} answered HTTP {resp.status}: "
+                                       f"{_message(await resp.read())}")
+                async for line in resp.content:
+                    if line.strip():
+                        try:
+                            answer = json.loads(line)
+                        except ValueError:
+                            raise PublishError(f"{self.shown}: {endpoint} answered something that is not JSON") from None
+                        take(answer)
         except aiohttp.ClientConnectorError as exc:
             raise PublishError(f"{self.shown}: the IPFS node is not reachable ({exc.os_error.strerror or exc})") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:  # ValueError: a line over aiohttp's limit
             raise PublishError(f"{self.shown}: {endpoint} failed ({type(exc).__name__}: {exc})") from None
-        out = []
-        for line in body.decode("utf-8", "replace").splitlines():
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    raise PublishError(f"{self.shown}: {endpoint} answered something that is not JSON") from None
         return out
 
 
@@ -149,8 +161,8 @@ class IpfsPublisher:
         return asyncio.run(self._publish(delta.bag, dag, files, here))
 
     async def _publish(self, mirror: Path, dag: Dag, files: list[tuple[str, int, str]], offer: list[str]) -> Receipt:
-        """Add what the node lacks among `offer` (files whose bytes are here), import the
-        directory nodes, pin the root."""
+        """Add what the node lacks among `offer` (files whose bytes are here), make sure it holds
+        the directory nodes, pin the root."""
         receipt = Receipt(target=self.shown, kind="ipfs", cid=dag.root_cid,
                           root=merkle_root([(p, s) for p, _n, s in files if p.startswith("data/")]))
         async with KuboRPC(self.base, self.shown, os.environ.get("ACTA_MIRROR_IPFS_TOKEN", "")) as rpc:
@@ -164,26 +176,20 @@ class IpfsPublisher:
             if absent:  # a delta builds on blocks the node must hold already; it would wait for them forever
                 raise PublishError(f"{self.shown}: the node lacks {len(absent)} file(s) published before, e.g. "
                                    f"{absent[0]}; publish a full mirror to it once (restore, then publish)")
-            await self._add(rpc, mirror, dag, missing)
+            # Importing thousands of directory nodes costs a node about as much as building them
+            # while it adds the files, so a node that lacks most of the mirror gets all of it.
+            if len(offer) == len(files) and 2 * len(missing) > len(files):
+                await self._add_tree(rpc, mirror, dag, files)
+                pinned = False
+            else:
+                await self._add_files(rpc, mirror, dag, missing)
+                pinned = await self._import_directories(rpc, dag)
             receipt.details.append(f"{self.shown}: added {len(missing)} of {len(files)} files")
             receipt.changed = bool(missing)
-            car = io.BytesIO()
-            car.write(car_header([dag.root]))
-            for cid, block in dag.nodes.items():
-                car.write(car_block(cid, block))
-            form = aiohttp.FormData()
-            form.add_field("file", car.getvalue(), filename="dirs.car", content_type="application/vnd.ipld.car")
-            imported = await rpc.call("dag/import", {"pin-roots": "true"}, data=form)
-            roots = [r["Root"] for r in imported if "Root" in r]
-            cid = roots[0].get("Cid", {}).get("/", "") if roots else ""
-            if not cid or str_to_cid(cid) != dag.root:
-                raise PublishError(f"{self.shown}: the node's root {cid or 'none'} differs from the local root {dag.root_cid}")
-            # The import pins the root recursively and says so in PinErrorMsg ("" when pinned).
-            if roots[0].get("PinErrorMsg", "?"):
-                why = roots[0].get("PinErrorMsg") or "the node did not say whether it pinned"
+            if not pinned:
                 pieces = await self._pin(rpc, dag, dag.root)
                 if pieces > 1:
-                    receipt.details.append(f"{self.shown}: the root could not be pinned whole ({why[:120]}); "
+                    receipt.details.append(f"{self.shown}: the root could not be pinned whole; "
                                            f"pinned in {pieces} recursive pieces under direct pins")
             receipt.details.append(f"{self.shown}: pinned root {dag.root_cid}")
             if self.ipns:
@@ -196,37 +202,90 @@ class IpfsPublisher:
                                 "files_added": len(missing), "details": receipt.details})
         return receipt
 
-    async def _add(self, rpc: KuboRPC, mirror: Path, dag: Dag, rels: list[str]) -> None:
-        batch: list[str] = []
-        size = 0
-        done = 0
-        for rel in rels + [None]:
-            if rel is not None:
-                batch.append(rel)
-                size += dag.files[rel][1]
-            if batch and (rel is None or len(batch) >= ADD_BATCH_FILES or size >= ADD_BATCH_BYTES):
-                await self._add_batch(rpc, mirror, dag, batch)
-                done += len(batch)
-                self.progress(self.shown, "add", done, len(rels))
-                batch, size = [], 0
+    async def _add_tree(self, rpc: KuboRPC, mirror: Path, dag: Dag, files: list[tuple[str, int, str]]) -> None:
+        """Add every file under its path in one request wrapped in a directory; the root the node
+        builds must be the local root (a node that builds another tree is an error)."""
+        upload = Upload(mirror, dag, tree_parts([rel for rel, _n, _s in files]))
+        roots: list[tuple[str, bytes]] = []
 
-    async def _add_batch(self, rpc: KuboRPC, mirror: Path, dag: Dag, rels: list[str]) -> None:
-        writer = aiohttp.MultipartWriter("form-data")
-        for i, rel in enumerate(rels):
-            try:  # only bytes that hash to the manifest's sha256 leave this machine
-                body = read_checked(mirror, rel, dag.sha256[rel])
-            except (OSError, NotAMirror) as exc:
-                raise PublishError(f"{mirror}: {getattr(exc, 'strerror', None) or exc}; "
-                                   f"not publishing it to {self.shown}") from None
-            part = writer.append(body, {"Content-Type": "application/octet-stream"})
-            part.set_content_disposition("form-data", name="file", filename=f"f{i}")
-        answers = [a for a in await rpc.call("add", ADD_PARAMS, data=writer) if "Hash" in a]
-        if len(answers) != len(rels):
-            raise PublishError(f"{self.shown}: add returned {len(answers)} CIDs for {len(rels)} files")
-        for rel, answer in zip(rels, answers):
-            if str_to_cid(answer["Hash"]) != dag.files[rel][0]:
-                raise PublishError(f"{self.shown}: {rel}: the node made CID {answer['Hash']}, "
-                                   f"the manifest's is {cid_to_str(dag.files[rel][0])}")
+        def check(name: str, text: str, cid: bytes) -> None:
+            if name == "":
+                roots.append((text, cid))
+            elif name in dag.files and cid != dag.files[name][0]:
+                self._wrong_cid(name, text, dag)
+
+        answers = await self._stream_add(rpc, upload, {"wrap-with-directory": "true"}, check)
+        if not roots:  # the node reports a failure after its answers began in a trailer, unread here
+            raise PublishError(f"{self.shown}: the add ended without the tree's root CID "
+                               f"({answers} of {len(upload.parts) + 1} answers); the node's log may say why")
+        if roots[0][1] != dag.root:
+            raise PublishError(f"{self.shown}: the node's root {roots[0][0]} differs from the local root {dag.root_cid}")
+
+    async def _add_files(self, rpc: KuboRPC, mirror: Path, dag: Dag, rels: list[str]) -> None:
+        """Add the files, without their paths, in one request; each CID must be the local one."""
+        if not rels:
+            return
+        # js-ipfs names an answer by its CID when the file's name is all digits
+        names = {f"f{i}": rel for i, rel in enumerate(rels)}
+        upload = Upload(mirror, dag, list(names.items()))
+        seen: set[str] = set()
+
+        def check(name: str, text: str, cid: bytes) -> None:
+            if name in names:
+                seen.add(name)
+                if cid != dag.files[names[name]][0]:
+                    self._wrong_cid(names[name], text, dag)
+
+        await self._stream_add(rpc, upload, {}, check)
+        if len(seen) != len(rels):
+            raise PublishError(f"{self.shown}: add returned {len(seen)} CIDs for {len(rels)} files")
+
+    def _wrong_cid(self, rel: str, text: str, dag: Dag) -> None:
+        raise PublishError(f"{self.shown}: {rel}: the node made CID {text}, "
+                           f"the manifest's is {cid_to_str(dag.files[rel][0])}")
+
+    async def _stream_add(self, rpc: KuboRPC, upload: Upload, params: dict, check) -> int:
+        """One add request whose body is read from disk as it is sent; check(name, CID text,
+        binary CID) sees each answer that names a CID as it arrives. Returns how many did."""
+        count = 0
+
+        def each(answer: dict) -> None:
+            nonlocal count
+            if not isinstance(answer, dict) or "Hash" not in answer or not isinstance(answer.get("Name"), str):
+                return
+            try:
+                cid = str_to_cid(answer["Hash"])
+            except (ValueError, TypeError, AttributeError):
+                raise PublishError(f"{self.shown}: add answered {str(answer['Hash'])[:60]!r}, not a CID") from None
+            count += 1
+            check(answer["Name"], answer["Hash"], cid)
+
+        try:
+            await rpc.call("add", {**ADD_PARAMS, **params}, data=upload.body(self.progress, self.shown),
+                           headers=upload.headers, each=each,
+                           timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=RPC_TIMEOUT))
+        except Exception:  # whatever the transport made of a stream this side ended, the refusal says why
+            upload.raise_refusal(self.shown)
+            raise
+        upload.raise_refusal(self.shown)
+        return count
+
+    async def _import_directories(self, rpc: KuboRPC, dag: Dag) -> bool:
+        """Import the directory nodes built locally as a CAR; the node's root must be the local
+        root. Returns whether the import pinned it."""
+        car = io.BytesIO()
+        car.write(car_header([dag.root]))
+        for cid, block in dag.nodes.items():
+            car.write(car_block(cid, block))
+        form = aiohttp.FormData()
+        form.add_field("file", car.getvalue(), filename="dirs.car", content_type="application/vnd.ipld.car")
+        imported = await rpc.call("dag/import", {"pin-roots": "true"}, data=form)
+        roots = [r["Root"] for r in imported if "Root" in r]
+        cid = roots[0].get("Cid", {}).get("/", "") if roots else ""
+        if not cid or str_to_cid(cid) != dag.root:
+            raise PublishError(f"{self.shown}: the node's root {cid or 'none'} differs from the local root {dag.root_cid}")
+        # The import pins the root recursively and says so in PinErrorMsg ("" when pinned).
+        return roots[0].get("PinErrorMsg", "?") == ""
 
     async def _pin(self, rpc: KuboRPC, dag: Dag, cid: bytes) -> int:
         """Pin cid recursively. A node that cannot (js-ipfs opens every block of a DAG at once
@@ -284,6 +343,111 @@ async def pin_remote(service: str, cid: str, name: str) -> str:
     if status.get("status") == "failed":
         raise PublishError(f"pinning service {shown}: pinning {cid} failed")
     return f"pinning service {shown}: {cid} {status.get('status')}"
+
+
+class Upload:
+    """The multipart body of one add request, read from disk as it is sent: each part a file
+    (its bytes checked against the manifest before they are sent, as archive.read_checked
+    does) or a directory. Its length is known from the manifest's sizes, so the node gets a
+    Content-Length and no chunked encoding (aiohttp's MultipartWriter knows it only for parts
+    held in memory). A file that does not check out ends the stream before its part begins,
+    so the node never sees its bytes; the reason is kept in `refused`. A file larger than
+    PIECE is hashed whole first, then sent piece by piece, each piece compared with that
+    first reading before it goes."""
+
+    def __init__(self, mirror: Path, dag: Dag, parts: list[tuple[str, str | None]]):
+        """parts: (name the node sees, path in the mirror or None for a directory)."""
+        self.mirror, self.dag, self.parts = mirror, dag, parts
+        self.boundary = "acta-mirror-" + secrets.token_hex(12)
+        self.refused: Exception | None = None
+        end = len(self._end())
+        length = sum(len(self._head(name, rel is None)) + 2 + (dag.sizes[rel] if rel else 0) for name, rel in parts)
+        self.headers = {"Content-Type": f"multipart/form-data; boundary={self.boundary}",
+                        "Content-Length": str(length + end)}
+
+    def _head(self, name: str, directory: bool) -> bytes:
+        kind = "application/x-directory" if directory else "application/octet-stream"
+        return (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                f"filename=\"{quote(name, safe='')}\"\r\nContent-Type: {kind}\r\n\r\n").encode("ascii")
+
+    def _end(self) -> bytes:
+        return f"--{self.boundary}--\r\n".encode("ascii")
+
+    async def body(self, progress, shown: str):
+        files = sum(1 for _name, rel in self.parts if rel)
+        done = 0
+        for name, rel in self.parts:
+            if rel is None:
+                yield self._head(name, True) + b"\r\n"
+                continue
+            try:  # only bytes that hash to the manifest's sha256 leave this machine
+                if self.dag.sizes[rel] <= PIECE:
+                    yield self._head(name, False) + read_checked(self.mirror, rel, self.dag.sha256[rel],
+                                                                 self.dag.sizes[rel]) + b"\r\n"
+                else:
+                    pieces = self._pieces(rel)
+                    first = next(pieces)  # the whole file checked before its part begins
+                    yield self._head(name, False)
+                    yield first
+                    for piece in pieces:
+                        yield piece
+                    yield b"\r\n"
+            except (OSError, NotAMirror) as exc:
+                self.refused = exc
+                raise
+            done += 1
+            if done % 256 == 0 or done == files:
+                progress(shown, "add", done, files)
+        yield self._end()
+
+    def _pieces(self, rel: str):
+        """The PIECE-sized pieces of a large file, once the whole file hashed to the manifest;
+        each piece read again and compared with that reading (Corrupt if it changed)."""
+        with open_payload(self.mirror, rel) as fh:
+            whole, digests, size = hashlib.sha256(), [], 0
+            for piece in iter(lambda: fh.read(PIECE), b""):
+                whole.update(piece)
+                digests.append(hashlib.sha256(piece).digest())
+                size += len(piece)
+            if size != self.dag.sizes[rel] or whole.hexdigest() != self.dag.sha256[rel]:
+                raise Corrupt(f"{rel}: its bytes do not match the manifest (sha256 {whole.hexdigest()}, "
+                              f"the manifest says {self.dag.sha256[rel]})")
+            fh.seek(0)
+            for digest in digests:
+                piece = fh.read(PIECE)
+                if hashlib.sha256(piece).digest() != digest:
+                    raise Corrupt(f"{rel}: it changed on disk while it was being sent")
+                yield piece
+
+    def raise_refusal(self, shown: str) -> None:
+        if self.refused is not None:
+            exc = self.refused
+            raise PublishError(f"{self.mirror}: {getattr(exc, 'strerror', None) or exc}; "
+                               f"not publishing it to {shown}") from None
+
+
+def tree_parts(rels: list[str]) -> list[tuple[str, str | None]]:
+    """The parts of a directory upload in the order a Kubo node reads one: each folder before
+    its entries, and the entries of a folder together (a folder's own name then '/')."""
+    tree: dict = {}
+    for rel in rels:
+        *folders, name = rel.split("/")
+        node = tree
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[name] = rel
+    parts: list[tuple[str, str | None]] = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for name in sorted(node, key=lambda n: n.encode("utf-8")):
+            if isinstance(node[name], dict):
+                parts.append((prefix + name, None))
+                walk(node[name], f"{prefix}{name}/")
+            else:
+                parts.append((prefix + name, node[name]))
+
+    walk(tree, "")
+    return parts
 
 
 def checked_dag(mirror: Path, shown: str) -> tuple[Dag, list[tuple[str, int, str]]]:
