@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ import random
 import shutil
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,7 +47,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 from git.objects.fun import tree_entries_from_data
-from gitdb import IStream, LooseObjectDB
 
 from .. import __version__
 from ..archive import (PUBLISHED_TAG_FILES, SITE_DIR, disk_error, published_files, read_checked,
@@ -172,6 +171,8 @@ class GitPublisher:
         self._info: dict[str, str] = {}  # the mirror's bag-info, read (checked) by publish()
         self._discard = False  # remove each shard's staging repository once pushed (publish_delta)
         self._whole_made: tuple[list[Record], _Whole] | None = None  # see _whole
+        self._foreign_seen: dict[str, bool] = {}  # see _foreign
+        self._rooted: tuple[list[Record], str] = ([], "")  # the mirror's lines and their Merkle root
 
     # -- publish -------------------------------------------------------------------
     def publish(self, mirror: str | os.PathLike) -> Receipt:
@@ -204,6 +205,8 @@ class GitPublisher:
         self._info = parse_bag_info(self._checked(mirror, BAG_INFO, extras[BAG_INFO]).decode("utf-8", "replace")) \
             if BAG_INFO in extras else {}
         receipt = Receipt(target=self.shown, kind="git", root=_root(entries))
+        self._whole_made = None  # made again from this publish's lines (see _whole)
+        self._rooted = (entries, receipt.root)
         staging = working_dir("git", os.path.realpath(mirror), self.shown)
         lock = os.open(staging / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
@@ -306,7 +309,8 @@ class GitPublisher:
                 repo = self._repo(staging, shard)
                 for rel, sha in extras.items():
                     name = rel if rel.startswith(SITE_DIR + "/") else f"{FULL_BAG}/{rel}"
-                    blobs[name] = _store(repo, self._checked(mirror, rel, sha))
+                    data = self._checked(mirror, rel, sha)
+                    blobs[name] = _store(repo, data, sha=_git_id(data))
             line = self._publish_shard(mirror, staging, shard, mine, entries, assignment, shards,
                                        blobs if shard == "01" else {})
             receipt.details.append(line)
@@ -404,9 +408,7 @@ class GitPublisher:
             mine_paths = {e.path for e in mine}
             # Lines of files another writer put there; read only when there are any.
             remote_part = _lines_in(repo, tip, PROVENANCE) if set(have) - mine_paths else []
-            every_path = {e.path for e in everything}
-            remote_full_paths = parse_manifest_text(_read_blob(repo, tip, FULL_MANIFEST) or "")
-            remote_full = _full_lines(repo, tip) if set(remote_full_paths) - every_path else []
+            remote_full = _full_lines(repo, tip) if self._foreign(repo, tip, everything) else []
             new = [e for e in mine if e.path not in have]
             for e in new:  # every new file is checked (and stored) before the first push
                 if e.path not in checked:
@@ -443,14 +445,27 @@ class GitPublisher:
             time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
         raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
 
-    def _whole(self, full: list[Record]) -> "_Whole":
+    def _foreign(self, repo: git.Repo, tip: str | None, everything: list[Record]) -> bool:
+        """Does the remote's full manifest list files this mirror lacks (another writer's)?
+        Shards usually carry the same full manifest: each one is read once."""
+        blob = _read_blob(repo, tip, FULL_MANIFEST, ref=True) if tip else None
+        if blob is None:
+            return False
+        if blob not in self._foreign_seen:
+            paths = {e.path for e in everything}
+            self._foreign_seen[blob] = any(p not in paths for p in parse_manifest_text(_blob(repo, blob).decode(
+                "utf-8", "replace")))
+        return self._foreign_seen[blob]
+
+    def _whole(self, full: list[Record]) -> _Whole:
         """The whole mirror's files, made once per publish: every shard carries the same."""
         if self._whole_made is None or self._whole_made[0] is not full:
             files = {FULL_MANIFEST: format_manifest((e.path, e.sha256) for e in full)}
             for i in range(0, len(full), FULL_CHUNK_LINES):
                 name = f"{FULL_CHUNKS}/{i // FULL_CHUNK_LINES:06d}.jsonl"
                 files[name] = "".join(e.text for e in full[i:i + FULL_CHUNK_LINES]).encode()
-            self._whole_made = (full, _Whole(_root(full), len(full),
+            root = self._rooted[1] if self._rooted[0] is full else _root(full)
+            self._whole_made = (full, _Whole(root, len(full),
                                              {n: (_git_id(d), d) for n, d in files.items()},
                                              {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}))
         return self._whole_made[1]
@@ -659,16 +674,23 @@ def _write_new(root: Path, rel: str, data: bytes) -> None:
 
 
 def _store(repo: git.Repo, data: bytes, kind: bytes = b"blob", sha: str | None = None) -> str:
-    """Store checked bytes as a loose object in the staging repository; its sha. Written in
-    process (gitdb), not by a `git hash-object` per file: 25,000 subprocesses cost a minute.
-    With its sha known, an object the repository holds loose already is not written again."""
-    loose = _LOOSE.get(repo.git_dir)
-    if loose is None:
-        loose = _LOOSE[repo.git_dir] = LooseObjectDB(os.path.join(repo.git_dir, "objects"))
-    if sha is not None and loose.has_object(bytes.fromhex(sha)):
+    """Store checked bytes as a loose object in the staging repository; its id. Written in
+    process, not by a `git hash-object` per file (25,000 subprocesses cost a minute), and
+    directly: gitdb's LooseObjectDB.store took 1 ms an object, most of a first publish's time
+    in Python. An object the repository holds loose already is not written again."""
+    raw = b"%s %d\0%s" % (kind, len(data), data)
+    sha = sha or hashlib.sha1(raw).hexdigest()
+    folder = os.path.join(repo.git_dir, "objects", sha[:2])
+    path = os.path.join(folder, sha[2:])
+    if os.path.exists(path):
         return sha
-    made = loose.store(IStream(kind, len(data), io.BytesIO(data))).hexsha
-    return made.decode() if isinstance(made, bytes) else made
+    os.makedirs(folder, exist_ok=True)
+    temp = f"{path}.{os.getpid()}.tmp"
+    with open(temp, "wb") as fh:
+        fh.write(zlib.compress(raw, 1))
+    os.chmod(temp, 0o444)
+    os.replace(temp, path)  # a reader sees the whole object or none
+    return sha
 
 
 def _git_id(data: bytes, kind: bytes = b"blob") -> str:
@@ -735,9 +757,6 @@ class _Whole:
     sha256: dict[str, str]  # name -> sha256, for the shard's tag manifest
 
 
-_LOOSE: dict[str, LooseObjectDB] = {}
-
-
 # -- helpers -------------------------------------------------------------------------------
 def _git_url(target: str) -> tuple[str, str]:
     """The URL git is given (scheme without 'git+', no password) and the password, if any."""
@@ -760,11 +779,12 @@ def _git_url(target: str) -> tuple[str, str]:
     return urlunsplit((scheme, netloc, parts.path, parts.query, "")), secret
 
 
-def _read_blob(repo: git.Repo, commit: str | None, path: str) -> str | None:
+def _read_blob(repo: git.Repo, commit: str | None, path: str, ref: bool = False) -> str | None:
+    """The text of a file in a commit (its blob id with ref=True); None when it has none."""
     if not commit:
         return None
     try:
-        return repo.git.show(f"{commit}:{path}")
+        return repo.git.rev_parse("--verify", "-q", f"{commit}:{path}") if ref else repo.git.show(f"{commit}:{path}")
     except git.GitCommandError:
         return None
 
