@@ -10,8 +10,9 @@ Shard URLs. Shard 01 lives at the target URL itself; shard k at the same URL wit
 before `.git` (or a `{shard}` placeholder in the URL is replaced by 01, 02, ...).
 
 Each shard repository is a BagIt bag of its part (bagit.txt, bag-info.txt, manifest,
-provenance, tag manifest, data/...) and also carries full-manifest-sha256.txt,
-full-provenance.jsonl and shards.json, so one clone tells what every other should hold.
+provenance, tag manifest, data/...) and also carries full-manifest-sha256.txt, shards.json
+and the whole provenance in full-provenance/ (files of FULL_CHUNK_LINES lines), so one clone
+tells what every other should hold.
 Shard 01 also carries the whole mirror's tag files byte for byte under full-bag/ (bag-info,
 manifests, provenance, changes, failures, the signed root and its signature), so a restored
 mirror passes `verify --pubkey`, and the site/ folder when `acta-mirror site` made one.
@@ -21,8 +22,10 @@ a symlink and must hash to its manifest line; tag files must match the tag manif
 staging repositories live in the user's cache (publish.working_dir), never in the mirror, and
 git runs with a configuration given on its environment: no hooks, our identity, our helper.
 
-Commits are built with git plumbing from the mirror's files (no working tree), only for
-new files, split so that no push carries more than --max-push-bytes. A push that is
+Commits are built from the mirror's files (no working tree, no index), only for new files,
+split so that no push carries more than --max-push-bytes. Each tree is the previous commit's
+with only the changed paths replaced, and only objects the staging repository lacks are
+written, so a publish costs what changed, not the size of the mirror. A push that is
 rejected as non-fast-forward is fetched, rebuilt on the new tip and pushed again, at most
 PUSH_ATTEMPTS times. Credentials come from the environment (ACTA_MIRROR_GIT_USERNAME,
 ACTA_MIRROR_GIT_PASSWORD) through a credential helper, or from git's own helpers; they are
@@ -40,6 +43,7 @@ import shutil
 import tempfile
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +65,7 @@ from . import Plan, PublishError, Receipt, redact, register, working_dir
 
 DEFAULT_MAX_REPO_BYTES = 900 * 1000 * 1000  # a repository should stay well under 1 GB
 DEFAULT_MAX_PUSH_BYTES = 1000 * 1000 * 1000  # GitHub refuses pushes over 2 GB
+PARALLEL_SHARDS = 2  # shards published at once: one is built in Python while git pushes another
 PUSH_ATTEMPTS = 6  # one push + 5 rebuilds on a new remote tip after a non-fast-forward
 PUSH_BACKOFF = 0.5  # seconds, full jitter, doubling per attempt
 BRANCH = "main"
@@ -292,27 +297,30 @@ class GitPublisher:
         for stale in staging.rglob("*.lock"):  # left by a publisher that was killed
             if stale.name != "lock":
                 stale.unlink()
-        for stale in staging.rglob("acta-mirror.index*"):
-            stale.unlink()
         first = self._repo(staging, "01")
         tip = self._fetch(first, self.url)
         previous = read_layout(_read_blob(first, tip, SHARDS_JSON), self.shown)["groups"] if tip else {}
+        of = [group_of(e.path) for e in entries]
         groups: dict[str, int] = {}
-        for e in entries:
-            groups[group_of(e.path)] = groups.get(group_of(e.path), 0) + e.size
+        for e, group in zip(entries, of):
+            groups[group] = groups.get(group, 0) + e.size
         assignment = assign_shards(groups, previous, self.shard_by, self.max_repo_bytes)
         shards = sorted(set(assignment.values()))
+        mine: dict[str, list[Record]] = {shard: [] for shard in shards}
+        for e, group in zip(entries, of):
+            mine[assignment[group]].append(e)
         blobs = {}  # shard 01's extra files, stored once: the full bag's tag files and the site
-        for shard in shards:
-            mine = [e for e in entries if assignment[group_of(e.path)] == shard]
-            if shard == "01":
-                repo = self._repo(staging, shard)
-                for rel, sha in extras.items():
-                    name = rel if rel.startswith(SITE_DIR + "/") else f"{FULL_BAG}/{rel}"
-                    data = self._checked(mirror, rel, sha)
-                    blobs[name] = _store(repo, data, sha=_git_id(data))
-            line = self._publish_shard(mirror, staging, shard, mine, entries, assignment, shards,
-                                       blobs if shard == "01" else {})
+        for rel, sha in extras.items():
+            name = rel if rel.startswith(SITE_DIR + "/") else f"{FULL_BAG}/{rel}"
+            data = self._checked(mirror, rel, sha)
+            blobs[name] = _store(first, data, sha=_git_id(data))
+        self._whole(entries)  # what every shard carries, made before they share it
+        # Shards are separate repositories: while one waits on git (a push), another is built.
+        with ThreadPoolExecutor(max_workers=PARALLEL_SHARDS) as pool:
+            runs = [pool.submit(self._publish_shard, mirror, staging, shard, mine[shard], entries, assignment,
+                                shards, blobs if shard == "01" else {}) for shard in shards]
+        for shard, run in zip(shards, runs):
+            line = run.result()  # the first shard that failed, in shard order, raises here
             receipt.details.append(line)
             receipt.changed |= not line.endswith("unchanged")
             if self._discard and shard != "01":  # pushed: its blobs need no disk any more
@@ -459,16 +467,18 @@ class GitPublisher:
 
     def _whole(self, full: list[Record]) -> _Whole:
         """The whole mirror's files, made once per publish: every shard carries the same."""
-        if self._whole_made is None or self._whole_made[0] is not full:
-            files = {FULL_MANIFEST: format_manifest((e.path, e.sha256) for e in full)}
-            for i in range(0, len(full), FULL_CHUNK_LINES):
-                name = f"{FULL_CHUNKS}/{i // FULL_CHUNK_LINES:06d}.jsonl"
-                files[name] = "".join(e.text for e in full[i:i + FULL_CHUNK_LINES]).encode()
-            root = self._rooted[1] if self._rooted[0] is full else _root(full)
-            self._whole_made = (full, _Whole(root, len(full),
-                                             {n: (_git_id(d), d) for n, d in files.items()},
-                                             {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}))
-        return self._whole_made[1]
+        made = self._whole_made
+        if made is not None and made[0] is full:
+            return made[1]
+        files = {FULL_MANIFEST: format_manifest((e.path, e.sha256) for e in full)}
+        for i in range(0, len(full), FULL_CHUNK_LINES):
+            name = f"{FULL_CHUNKS}/{i // FULL_CHUNK_LINES:06d}.jsonl"
+            files[name] = "".join(e.text for e in full[i:i + FULL_CHUNK_LINES]).encode()
+        root = self._rooted[1] if self._rooted[0] is full else _root(full)
+        whole = _Whole(root, len(full), {n: (_git_id(d), d) for n, d in files.items()},
+                       {n: hashlib.sha256(d).hexdigest() for n, d in files.items()})
+        self._whole_made = (full, whole)
+        return whole
 
     def _tree(self, repo, base, batch, checked, part, part_root, whole, blobs, assignment, shard, shards) -> str:
         """The shard's tree: the parent's, plus this batch's files (blobs of checked bytes),
