@@ -229,3 +229,33 @@ def test_an_appended_provenance_rewrites_only_its_last_chunk(replay_factory, tmp
     out = tmp_path / "restored"
     assert run_cli("restore", "--from", target, "--out", str(out)).returncode == 0
     assert (out / "provenance.jsonl").read_bytes() == provenance
+
+
+def test_shards_that_carry_the_provenance_in_one_file_restore_and_are_converted(replay_factory, tmp_path):
+    """Shards written by earlier versions carry full-provenance.jsonl whole: restore reads it,
+    and the next publish replaces it by the chunks."""
+    r = replay_factory(faults="change=0.15")
+    mirror = make_mirror(r.url, tmp_path / "mirror")
+    remote = tmp_path / "remote" / "a.git"
+    target = f"git+file://{remote}"
+    assert run_cli("publish", str(mirror), "--to", target).returncode == 0
+    clone = tmp_path / "earlier"
+    git("clone", "-q", str(remote), str(clone))
+    chunks = sorted((clone / "full-provenance").iterdir())
+    (clone / "full-provenance.jsonl").write_bytes(b"".join(c.read_bytes() for c in chunks))
+    git("-C", str(clone), "rm", "-q", "-r", "full-provenance")
+    git("-C", str(clone), "add", "full-provenance.jsonl")
+    git("-C", str(clone), "-c", "user.name=earlier", "-c", "user.email=e@localhost", "commit", "-qm", "earlier layout")
+    git("-C", str(clone), "push", "-q", "origin", "main")
+    out = tmp_path / "restored"
+    assert run_cli("restore", "--from", target, "--out", str(out)).returncode == 0
+    assert (out / "provenance.jsonl").read_bytes() == (mirror / "provenance.jsonl").read_bytes()
+    r.replay.epoch = 2
+    make_mirror(r.url, mirror)
+    proc = run_cli("publish", str(mirror), "--to", target)
+    assert proc.returncode == 0, proc.stderr
+    tree = git("-C", str(remote), "ls-tree", "--name-only", "main").split()
+    assert "full-provenance.jsonl" not in tree and "full-provenance" in tree
+    again = tmp_path / "restored-again"
+    assert run_cli("restore", "--from", target, "--out", str(again)).returncode == 0
+    assert (again / "provenance.jsonl").read_bytes() == (mirror / "provenance.jsonl").read_bytes()

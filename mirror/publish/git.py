@@ -41,6 +41,7 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -695,7 +696,7 @@ def _store(repo: git.Repo, data: bytes, kind: bytes = b"blob", sha: str | None =
     if os.path.exists(path):
         return sha
     os.makedirs(folder, exist_ok=True)
-    temp = f"{path}.{os.getpid()}.tmp"
+    temp = os.path.join(folder, f"tmp_obj_{os.getpid()}_{threading.get_ident()}")  # git's gc prunes tmp_obj_*
     with open(temp, "wb") as fh:
         fh.write(zlib.compress(raw, 1))
     os.chmod(temp, 0o444)
