@@ -70,6 +70,9 @@ PARALLEL_SHARDS = 2  # shards published at once: one is built in Python while gi
 PUSH_ATTEMPTS = 6  # one push + 5 rebuilds on a new remote tip after a non-fast-forward
 PUSH_BACKOFF = 0.5  # seconds, full jitter, doubling per attempt
 BRANCH = "main"
+# Images never shrink as deltas of one another, and looking for one took half of a first
+# push's time (pack-objects, 8,800 small actas: 19 s, 9.4 s without; the pack 1.5% larger).
+NO_DELTA = "*.jpg -delta\n*.jpeg -delta\n*.png -delta\n"
 FULL_MANIFEST = "full-manifest-sha256.txt"
 FULL_PROVENANCE = "full-provenance.jsonl"  # the same, whole, in shards published by earlier versions
 # The whole mirror's provenance in files of FULL_CHUNK_LINES lines, in order (cat them to get it):
@@ -352,6 +355,10 @@ class GitPublisher:
                 repo = git.Repo(path)
             else:
                 repo = git.Repo.init(path, bare=True, initial_branch=BRANCH)
+            attributes = path / "info" / "attributes"
+            if not attributes.exists():
+                attributes.parent.mkdir(exist_ok=True)
+                attributes.write_text(NO_DELTA)
         except (git.GitError, OSError) as exc:
             raise PublishError(f"{self.shown}: the staging repository {path} is unusable ({exc}); remove it") from None
         repo.git.update_environment(**self._env())
