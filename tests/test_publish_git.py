@@ -187,3 +187,75 @@ def test_bad_targets_exit_clearly(mirror, tmp_path):
     assert proc.returncode == 2 and "unknown scheme" in proc.stderr
     proc = run_cli("publish", str(tmp_path / "nothing"), "--to", f"git+file://{tmp_path}/r.git")
     assert proc.returncode == 2 and "not" in proc.stderr
+
+
+def test_an_appended_provenance_rewrites_only_its_last_chunk(replay_factory, tmp_path, monkeypatch):
+    """A publish writes what changed: a shard that gets no new file gets new tag files and the
+    last chunk of the full provenance, never the whole provenance again; unchanged files keep
+    their blobs. The chunks, read in order, are the mirror's provenance byte for byte."""
+    from mirror.publish import git as gitpub
+
+    monkeypatch.setattr(gitpub, "FULL_CHUNK_LINES", 7)
+    r = replay_factory(faults="change=0.15")
+    mirror = make_mirror(r.url, tmp_path / "mirror")
+    target = f"git+file://{tmp_path}/remote/actas.git"
+    gitpub.GitPublisher(target, max_repo_bytes=1_500_000).publish(mirror)
+    repos = sorted((tmp_path / "remote").glob("*.git"))
+    assert len(repos) >= 2
+    before = {repo: git("-C", str(repo), "rev-parse", "main").strip() for repo in repos}
+    r.replay.epoch = 2
+    make_mirror(r.url, mirror)  # new versions: lines appended to the provenance
+    gitpub.GitPublisher(target, max_repo_bytes=1_500_000).publish(mirror)
+    provenance = (mirror / "provenance.jsonl").read_bytes()
+    lines = provenance.count(b"\n")
+    first = tmp_path / "remote" / "actas.git"
+    old_lines = len(git("-C", str(first), "show", f"{before[first]}:full-bag/provenance.jsonl").splitlines())
+    assert lines > old_lines
+    untouched = 0
+    for repo in repos:
+        changed = git("-C", str(repo), "diff-tree", "-r", "--name-only", before[repo], "main").split()
+        chunks = sorted(p for p in changed if p.startswith("full-provenance/"))
+        # only the chunk the old lines ended in, and the ones after it
+        assert chunks == [f"full-provenance/{i:06d}.jsonl" for i in range(old_lines // 7, (lines + 6) // 7)]
+        if not any(p.startswith("data/") for p in changed):
+            untouched += 1
+            assert set(changed) - set(chunks) <= {"bag-info.txt", "tagmanifest-sha256.txt",
+                                                  "full-manifest-sha256.txt"}, changed
+        names = git("-C", str(repo), "ls-tree", "--name-only", "main", "full-provenance/").split()
+        whole = b"".join(subprocess.run(["git", "-C", str(repo), "show", f"main:{name}"], check=True,
+                                        capture_output=True).stdout for name in sorted(names))
+        assert whole == provenance
+    assert untouched, "some shard should have had no new file"
+    out = tmp_path / "restored"
+    assert run_cli("restore", "--from", target, "--out", str(out)).returncode == 0
+    assert (out / "provenance.jsonl").read_bytes() == provenance
+
+
+def test_shards_that_carry_the_provenance_in_one_file_restore_and_are_converted(replay_factory, tmp_path):
+    """Shards written by earlier versions carry full-provenance.jsonl whole: restore reads it,
+    and the next publish replaces it by the chunks."""
+    r = replay_factory(faults="change=0.15")
+    mirror = make_mirror(r.url, tmp_path / "mirror")
+    remote = tmp_path / "remote" / "a.git"
+    target = f"git+file://{remote}"
+    assert run_cli("publish", str(mirror), "--to", target).returncode == 0
+    clone = tmp_path / "earlier"
+    git("clone", "-q", str(remote), str(clone))
+    chunks = sorted((clone / "full-provenance").iterdir())
+    (clone / "full-provenance.jsonl").write_bytes(b"".join(c.read_bytes() for c in chunks))
+    git("-C", str(clone), "rm", "-q", "-r", "full-provenance")
+    git("-C", str(clone), "add", "full-provenance.jsonl")
+    git("-C", str(clone), "-c", "user.name=earlier", "-c", "user.email=e@localhost", "commit", "-qm", "earlier layout")
+    git("-C", str(clone), "push", "-q", "origin", "main")
+    out = tmp_path / "restored"
+    assert run_cli("restore", "--from", target, "--out", str(out)).returncode == 0
+    assert (out / "provenance.jsonl").read_bytes() == (mirror / "provenance.jsonl").read_bytes()
+    r.replay.epoch = 2
+    make_mirror(r.url, mirror)
+    proc = run_cli("publish", str(mirror), "--to", target)
+    assert proc.returncode == 0, proc.stderr
+    tree = git("-C", str(remote), "ls-tree", "--name-only", "main").split()
+    assert "full-provenance.jsonl" not in tree and "full-provenance" in tree
+    again = tmp_path / "restored-again"
+    assert run_cli("restore", "--from", target, "--out", str(again)).returncode == 0
+    assert (again / "provenance.jsonl").read_bytes() == (mirror / "provenance.jsonl").read_bytes()
