@@ -197,7 +197,7 @@ class ImageCheck:
                 self._unusual = self._unusual or "no Huffman tables (default tables assumed)"
             self._state = "scan"
         elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
-            if _HTML.search(body):
+            if b"<" in body and _HTML.search(body):  # the find is memchr-fast; the pattern is not
                 raise NotImage("HTML markup inside the JPEG (a JPEG/HTML polyglot)", "polyglot")
 
     # -- PNG ------------------------------------------------------------------------
