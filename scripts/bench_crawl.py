@@ -65,6 +65,13 @@ RECHECK_AFTER = 86400  # jobs/resultados2024.toml's fetch.recheck_after
 MIRRORS = {"real": "mirror-real-size", "small": "mirror-small-full-index"}  # the names bench_ipfs.py looks for
 
 
+def quiesce() -> None:
+    """Before each timed command: write out what earlier rounds left dirty, so no client pays for
+    another's writeback (the crawl syncs its own files; wget2 never syncs) and each starts alike."""
+    os.sync()
+    time.sleep(0.5)
+
+
 @dataclass(frozen=True)
 class Run:
     seconds: float
@@ -300,11 +307,14 @@ class Bench:
         scratch = self.work / "scratch"
         for r in range(1, self.args.rounds + 1):
             shutil.rmtree(scratch, ignore_errors=True)
+            quiesce()
             runs["wget2"].append(self.run_wget2(urls, scratch, n, size, f"{name}-wget2-{r}"))
             shutil.rmtree(scratch, ignore_errors=True)
             shutil.rmtree(mirror, ignore_errors=True)
+            quiesce()
             runs["crawl"].append(self.run_crawl(site, mirror, n, f"{name}-crawl-{r}"))
             if pipeline:
+                quiesce()
                 runs["pipeline"].append(self.run_wget2(urls, scratch, n, size, f"{name}-pipeline-{r}",
                                                        then_hash=True))
                 shutil.rmtree(scratch, ignore_errors=True)
