@@ -218,6 +218,7 @@ class Fetcher:
         # is big enough to pay for starting it; pacing needs one clock, so not with a rate.
         self.processes = min(processes, os.cpu_count() or 1) if rate <= 0 else 1
         self._remote: Remote | None = None
+        self._starting: asyncio.Task | None = None  # the child's start, held so it is not collected
         self._images = 0  # image downloads asked for so far
         self._local = 0  # of them, in flight in this process
         self._told: set[str] = set()  # hosts whose breaker the other process knows of
@@ -230,6 +231,8 @@ class Fetcher:
         return self
 
     async def __aexit__(self, *exc) -> None:
+        if self._starting is not None:  # a child still being started is closed like one running
+            await asyncio.gather(self._starting, return_exceptions=True)
         if self._remote is not None:
             await self._remote.close()
         if self._engine is not None:
@@ -286,7 +289,7 @@ class Fetcher:
         self._images += 1
         if self._remote is None and self.processes > 1 and self._images > SECOND_PROCESS_AFTER:
             self._remote = Remote(self._child_config(), self._trip_here)
-            asyncio.get_running_loop().create_task(self._remote.start())
+            self._starting = asyncio.get_running_loop().create_task(self._remote.start())
         return self._remote if self._remote is not None and self._remote.alive else None
 
     def _child_config(self) -> dict:
