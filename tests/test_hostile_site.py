@@ -127,12 +127,17 @@ def test_a_bad_index_row_after_good_ones_is_reported_and_skipped(site, tmp_path)
     assert_sound(out, [key_of(i) for i in range(7)])
 
 
-def test_an_interrupted_crawl_leaves_a_valid_bag(site, tmp_path):
-    rows = site.good_actas(6)
-    for i in range(6, 10):
+def serve_with_slow_tail(site, good: int, total: int) -> None:
+    """An index of `good` quick actas, then slow ones (a byte a second) up to `total`."""
+    rows = site.good_actas(good)
+    for i in range(good, total):
         site.routes[f"/img/{i}.jpg"] = drip(jpeg(i), 1.0)
         rows.append(index_row(i, f"{site.url}/img/{i}.jpg"))
     site.serve_index(rows)
+
+
+def test_an_interrupted_crawl_leaves_a_valid_bag(site, tmp_path):
+    serve_with_slow_tail(site, 6, 10)
     out = tmp_path / "m"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", site.url,
@@ -386,11 +391,7 @@ def test_a_host_that_says_stop_trips_its_breaker(site, other_host, tmp_path, ans
 
 
 def test_the_deadline_stops_the_run_cleanly_and_the_next_run_resumes(site, tmp_path):
-    rows = site.good_actas(3)
-    for i in range(3, 8):
-        site.routes[f"/img/{i}.jpg"] = drip(jpeg(i), 1.0)
-        rows.append(index_row(i, f"{site.url}/img/{i}.jpg"))
-    site.serve_index(rows)
+    serve_with_slow_tail(site, 3, 8)
     out = tmp_path / "m"
     proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet",
                    "--deadline", "3", "--concurrency", "4", timeout=60)
