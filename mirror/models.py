@@ -24,7 +24,7 @@ Exceptions (every one the CLI turns into one line and an exit code):
         ├── TooLarge             1  a body above the size cap
         └── Deferred             1  not asked: the host's breaker tripped or the deadline passed
 
-Foreign errors (aiohttp, OSError, csv) are translated into these at one boundary
+Foreign errors (libcurl, aiohttp, OSError, csv) are translated into these at one boundary
 each: the fetcher for network errors, the archive for disk errors, the publishers for
 git and the IPFS RPC. Record parsers raise ValueError subclasses (QrFormatError,
 SignatureError) that their callers turn into findings.
