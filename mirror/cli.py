@@ -509,15 +509,17 @@ def _print_crawl(result, args) -> int:
     rate = c.done / result.seconds if result.seconds else 0.0
     if args.json:
         print(json.dumps({"mirror": result.out, "discovered": c.discovered, "archived": c.archived,
-                          "unchanged": c.unchanged, "failed": c.failed, "pages_failed": c.pages_failed,
+                          "unchanged": c.unchanged, "failed": c.failed, "deferred": c.deferred,
+                          "pages_failed": c.pages_failed,
                           "vanished": c.vanished, "bytes": c.bytes, "retries": c.retries,
                           "requests": result.requests, "seconds": round(result.seconds, 3),
                           "failures_by_cause": summary.as_json()["by_cause"], "failures": result.failures}, indent=1))
     else:
         _print_failures(result.failures, c.done, where, args)
         pages = f", {c.pages_failed} page(s) unreadable" if c.pages_failed else ""
+        deferred = f", {c.deferred} deferred to the next run" if c.deferred else ""
         print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged, "
-              f"{c.failed} failed{pages}; {c.retries} retries in {result.requests} requests; "
+              f"{c.failed} failed{deferred}{pages}; {c.retries} retries in {result.requests} requests; "
               f"{c.bytes / 1e6:.1f} MB in {result.seconds:.1f} s ({rate:.0f}/s); mirror {result.out}")
     return EXIT_PROBLEMS if result.failures else EXIT_OK
 
@@ -808,7 +810,8 @@ def _print_run(report, args=None) -> int:
         c = report.crawl.counters
         _print_failures(report.crawl.failures, c.done, str(report.mirror / "failures.jsonl"), args)
         print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
-              f"{c.failed} failed, {c.vanished} vanished; {c.retries} retries ({report.crawl.seconds:.1f} s)")
+              f"{c.failed} failed, {c.deferred} deferred, {c.vanished} vanished; {c.retries} retries in "
+              f"{report.crawl.requests} requests ({report.crawl.seconds:.1f} s)")
     print("verify: " + ("intact" if not report.problems else f"{len(report.problems)} problem(s)"))
     for p in report.problems[:FAILURES_SHOWN]:
         print(f"  {p}")

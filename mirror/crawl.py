@@ -17,7 +17,8 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from .archive import Archive, safe_component
-from .fetch import DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher, HostPolicy, utc_now
+from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
+                    HostPolicy, check_proxy, utc_now)
 from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UsageError
 from .publish import redact
 from .sites import get_site
@@ -137,6 +138,7 @@ def check_options(opts: CrawlOptions) -> None:
     for name, value in (("--timeout", opts.timeout), ("--deadline", opts.deadline)):
         if not math.isfinite(value) or value < 0 or (name == "--timeout" and value == 0):
             raise UsageError(f"{name} must be a finite number of seconds above 0, not {value!r}")
+    check_proxy(opts.proxy)
     if opts.concurrency < 1 or opts.concurrency > 512:
         raise UsageError("--concurrency must be from 1 to 512")
     if opts.processes not in (1, 2):
@@ -243,10 +245,10 @@ class _Run:
     def fail(self, key: str, url: str, reason: str, cause: str, attempts: int = 0) -> None:
         self.failures.append({"key": key, "url": redact(url), "reason": redact(reason), "cause": cause,
                               "at": utc_now(), "attempts": attempts})
-        if cause in DEFERRED_CAUSES:
-            self.counters.deferred += 1
-        elif key in ("page", "index"):
+        if key in ("page", "index"):  # not an acta: counted apart from the actas' total
             self.counters.pages_failed += 1
+        elif cause in DEFERRED_CAUSES:
+            self.counters.deferred += 1
         else:
             self.counters.failed += 1
 

@@ -708,7 +708,14 @@ def check_proxy(proxy: str | None) -> str | None:
     Through a proxy, names are resolved beyond our reach: only literal addresses are checked."""
     if not proxy:
         return None
-    scheme = urlsplit(proxy).scheme.lower()
+    try:
+        parts = urlsplit(proxy)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise UsageError(f"--proxy {proxy!r} is not a URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if not parts.hostname:
+        raise UsageError(f"--proxy {proxy!r} names no host")
     if scheme not in ("http", "https", "socks5", "socks5h", "socks4", "socks4a"):
         raise UsageError(f"unsupported proxy scheme {scheme!r} (use http, https, socks5, socks5h, socks4)")
     return proxy

@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pycurl
 
@@ -150,7 +151,7 @@ class Engine:
         self._watched: dict[int, int] = {}  # fd -> the events libcurl waits for
         self._idle: list[pycurl.Curl] = []
         self._active: set[pycurl.Curl] = set()
-        self._tunnels = bool(proxy) and proxy.split(":", 1)[0].lower() in ("http", "https")
+        self._tunnels = bool(proxy) and urlsplit(proxy).scheme.lower() in ("http", "https")
         self._cafile = _ca_file()
 
     async def __aenter__(self) -> "Engine":
@@ -192,7 +193,7 @@ class Engine:
         if self._multi is None:
             raise RuntimeError("the engine is not open")
         future = self._loop.create_future()
-        exchange = _Exchange(future, on_head, host, self._tunnels and url[:8].lower() == "https://")
+        exchange = _Exchange(future, on_head, host, self._tunnels and urlsplit(url).scheme.lower() == "https")
         handle = self._idle.pop() if self._idle else self._new_handle()
         handle.setopt(pycurl.URL, url)
         handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])

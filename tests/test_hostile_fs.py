@@ -153,6 +153,21 @@ def test_publish_never_runs_a_hook_shipped_in_the_mirror(mirror, tmp_path):
     assert not marker.exists(), "a hook shipped inside the mirror ran"
 
 
+def test_publish_never_runs_the_hooks_of_a_local_target_repository(mirror, tmp_path):
+    """A git+file:// target may be a repository someone handed over: its receive hooks never run."""
+    bare = tmp_path / "given" / "a.git"  # a one-shard mirror goes to the target itself
+    marker = tmp_path / "hook-ran"
+    git("init", "-q", "--bare", "-b", "main", str(bare))
+    for hook in ("pre-receive", "update", "post-receive", "post-update"):
+        path = bare / "hooks" / hook
+        path.write_text(f"#!/bin/sh\ntouch {marker}\n")
+        path.chmod(0o755)
+    proc = run_cli("publish", str(mirror), "--to", f"git+file://{tmp_path}/given/a.git")
+    assert proc.returncode == 0, proc.stderr
+    assert list(bare.glob("refs/heads/*")), "the push reached the given repository"
+    assert not marker.exists(), "a hook of the target repository ran"
+
+
 # -- 9: merge stays inside OUT -----------------------------------------------------------------
 def test_merge_never_writes_outside_out_through_dot_dot_and_out_stays_usable(base, mirror, tmp_path):
     out = tmp_path / "work" / "deep" / "merged"

@@ -190,3 +190,10 @@ def test_closing_the_fetcher_cancels_what_is_in_flight_instead_of_failing_it(tmp
 
     assert asyncio.run(go()) == "cancelled"
     assert not list((tmp_path / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("proxy", ["socks5://[::1", "ftp://127.0.0.1:21", "http://:8080"])
+def test_a_bad_proxy_is_one_line_and_exit_2(replay, tmp_path, proxy):
+    proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(tmp_path / "m"), "--proxy", proxy)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "proxy" in proc.stderr, proc.stderr
+    assert not (tmp_path / "m").exists()
