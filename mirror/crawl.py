@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 from .archive import Archive, safe_component
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
-from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UsageError
+from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UnsafePath, UsageError
 from .publish import redact
+from .state import open_payload
 from .sites import get_site
 
 
@@ -422,9 +423,10 @@ class _Run:
                 read.append((Path(source).resolve().as_uri(), source, None))
                 continue
             archived = archive.path_of(source)
-            # A job run from its manifests folder has no local copy to read on a 304: ask for the file.
+            # A job run from its manifests folder has no local copy to read on a 304, and a copy's
+            # may be a link or a FIFO (the validated opener says): then ask for the file itself.
             etag, last_modified = archive.conditional_headers(source) \
-                if archived and os.path.lexists(archive.root / archived) else ("", "")
+                if archived and _readable(archive.root, archived) else ("", "")
             try:
                 fetched = await self.fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
             except FetchError as exc:
@@ -473,6 +475,15 @@ class _Run:
                            "External-Description": getattr(site, "description", site.name),
                            "Acta-Mirror-Source": redact(opts.root),
                        })
+
+
+def _readable(root: Path, rel: str) -> bool:
+    """Is rel a regular file of the mirror, reached without a link (state.open_payload)?"""
+    try:
+        open_payload(root, rel).close()
+    except (OSError, UnsafePath):
+        return False
+    return True
 
 
 def _listing_identity(site: str, shard: tuple[int, int], read: list[tuple[str, str]]) -> str:

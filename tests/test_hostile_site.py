@@ -332,6 +332,7 @@ def test_the_check_reads_structure_not_magic_bytes():
     Image.new("RGB", (40, 30), (200, 10, 10)).save(progressive, "JPEG", progressive=True)
     assert check_bytes(progressive.getvalue()).trailing == 0
     real = sorted((ROOT / "mirror/replay/data/resultados2024/actas").glob("*.jpg"))
+    assert len(real) == 20, "the real actas the project carries"
     for path in real:
         assert check_bytes(path.read_bytes()).kind == "image/jpeg", path
     small = bytearray(jpeg(3))  # a frame header claiming far more pixels than the scan holds

@@ -197,3 +197,26 @@ def test_a_bad_proxy_is_one_line_and_exit_2(replay, tmp_path, proxy):
     proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(tmp_path / "m"), "--proxy", proxy)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "proxy" in proc.stderr, proc.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_an_index_header_past_the_csv_limit_is_one_line_and_exit_2(replay, tmp_path):
+    index = tmp_path / "index.csv"
+    index.write_text("A" * 200_000 + "\n")
+    proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--index", str(index), "--out", str(tmp_path / "m"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "header" in proc.stderr, proc.stderr
+
+
+def test_a_fifo_where_the_archived_index_was_is_never_read(replay, tmp_path):
+    import os
+
+    out = tmp_path / "m"
+    first = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(out), "--quiet")
+    assert first.returncode == 0, first.stderr
+    (archived,) = (out / "data" / "index").iterdir()
+    archived.unlink()
+    os.mkfifo(archived)  # a copy made by someone else; reading it on a 304 would block for ever
+    proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(out), "--quiet", timeout=60)
+    assert "the index" not in proc.stderr, proc.stderr
+    listed = first.stdout.split(" actas discovered")[0]
+    assert proc.returncode == 0 and f"{listed} actas discovered: 0 archived, {listed} unchanged" in proc.stdout, \
+        proc.stdout + proc.stderr  # the index was asked for whole, and read from the download

@@ -70,6 +70,8 @@ def parse_index_file(fh: BinaryIO, url: str, site: str = "resultados2024",
         header = reader.fieldnames or []
     except UnicodeDecodeError as exc:
         raise IndexFormatError(f"{url}: not UTF-8 after its BOM (byte {exc.start})") from None
+    except csv.Error as exc:  # a header field past csv's limit, a NUL byte
+        raise IndexFormatError(f"{url}: not a results index: its header is unreadable ({exc})") from None
     return _rows(reader, header, url, site, report)
 
 
