@@ -129,10 +129,13 @@ def file_dag(chunks: list[tuple[bytes, int]]) -> tuple[bytes, int, list[tuple[by
     return level[0][0], level[0][2], nodes
 
 
-def file_chunks(path: str | os.PathLike) -> list[tuple[bytes, int]]:
-    """Raw leaf CIDs of a file cut in CHUNK_SIZE pieces (read once)."""
-    with open(path, "rb") as fh:
-        return [(cid_bytes(RAW_CODEC, hashlib.sha256(data).digest()), len(data)) for data in _chunks(fh)]
+def file_chunks(source) -> list[tuple[bytes, int]]:
+    """Raw leaf CIDs of a file (a path, or a file already open for reading, as the validated
+    opener gives one) cut in CHUNK_SIZE pieces (read once)."""
+    if hasattr(source, "read"):
+        return [(cid_bytes(RAW_CODEC, hashlib.sha256(data).digest()), len(data)) for data in _chunks(source)]
+    with open(source, "rb") as fh:
+        return file_chunks(fh)
 
 
 def _chunks(fh):
@@ -148,8 +151,9 @@ def _chunks(fh):
             return
 
 
-def file_cid(path: str | os.PathLike, size: int, sha256_hex: str | None = None) -> str:
-    """The CID a node gives this file under the profile; no read when size <= one chunk."""
+def file_cid(path, size: int, sha256_hex: str | None = None) -> str:
+    """The CID a node gives this file (a path or an open file) under the profile; no read when
+    size <= one chunk."""
     if size <= CHUNK_SIZE and sha256_hex:
         return raw_cid(sha256_hex)
     return cid_to_str(file_dag(file_chunks(path))[0])

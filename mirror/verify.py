@@ -21,6 +21,7 @@ from .state import (
     Scan,
     digest_fd,
     iter_records,
+    open_payload,
     read_state,
     scan,
 )
@@ -194,7 +195,15 @@ def _check_cids(root: Path, state) -> list[Problem]:
     for e in state.entries:
         if e.path not in state.manifest or e.path not in on_disk:
             continue  # missing or unlisted: named already
-        want = raw_cid(state.manifest[e.path]) if e.size <= CHUNK_SIZE else file_cid(root / e.path, e.size)
+        if e.size <= CHUNK_SIZE:
+            want = raw_cid(state.manifest[e.path])
+        else:
+            try:
+                with open_payload(root, e.path) as fh:  # never through a link, never a FIFO
+                    want = file_cid(fh, e.size)
+            except (OSError, UnsafePath) as exc:
+                problems.append(Problem("cid", e.path, f"cannot be read to compute its CID ({exc})"))
+                continue
         if e.cid != want:
             problems.append(Problem("cid", e.path, f"provenance says {e.cid or 'nothing'}, the bytes give {want}"))
     return problems
