@@ -249,24 +249,32 @@ def repair_torn_tail(path: str | os.PathLike) -> int:
     read_provenance to report: that is damage, not a crash, and is never cut.
     """
     try:
-        with open(path, "rb+") as fh:
-            data = fh.read()
-            end = len(data)
-            if data.endswith(b"\n"):
-                last_start = data.rfind(b"\n", 0, end - 1) + 1
-                try:
-                    Entry.from_json(data[last_start:].decode("utf-8"))
-                    return 0
-                except (ValueError, UnicodeDecodeError):
-                    keep = last_start
-            else:
-                keep = data.rfind(b"\n") + 1
-            fh.truncate(keep)
-            fh.flush()
-            os.fsync(fh.fileno())
-            return end - keep
+        fh = open(os.open(path, os.O_RDWR | os.O_NOFOLLOW), "rb+")
     except FileNotFoundError:
         return 0
+    with fh:
+        end = fh.seek(0, os.SEEK_END)
+        tail, start = b"", end  # read backwards only as far as the last two line ends
+        while start > 0 and tail.count(b"\n") < 2:
+            step = min(1 << 20, start)
+            start -= step
+            fh.seek(start)
+            tail = fh.read(step) + tail
+        if tail.endswith(b"\n"):
+            last_start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
+            try:
+                Entry.from_json(tail[last_start:].decode("utf-8"))
+                return 0
+            except (ValueError, UnicodeDecodeError):
+                keep = start + last_start
+        else:
+            keep = start + tail.rfind(b"\n") + 1
+        if keep == end:
+            return 0
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return end - keep
 
 
 def append_receipt(root: str | os.PathLike, receipt: dict) -> None:
