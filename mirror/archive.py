@@ -871,11 +871,10 @@ def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
             continue
         if name not in (TAG_MANIFEST, *TIMESTAMP_FILES) and name not in tags:
             continue  # a file the tag manifest does not vouch for is not published
-        data = read_inside(root, name)
-        digest = hashlib.sha256(data).hexdigest()
+        size, digest = _measure(root, name)
         if name in tags and digest != tags[name]:
             raise Corrupt(f"{name}: its bytes do not match the tag manifest")
-        files.append((name, len(data), digest))
+        files.append((name, size, digest))
     try:
         mode = os.lstat(root / SITE_DIR).st_mode
     except FileNotFoundError:
@@ -891,6 +890,11 @@ def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(rel)
                     continue
-                data = read_inside(root, rel)  # refuses symlinks and special files
-                files.append((rel, len(data), hashlib.sha256(data).hexdigest()))
+                files.append((rel, *_measure(root, rel)))  # refuses symlinks and special files
     return files
+
+
+def _measure(root: Path, rel: str) -> tuple[int, str]:
+    """Size and sha256 of a file inside root, streamed through the validated opener."""
+    with open_payload(root, rel) as fh:
+        return os.fstat(fh.fileno()).st_size, hashlib.file_digest(fh, "sha256").hexdigest()
