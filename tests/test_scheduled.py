@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import re
 import signal
 import subprocess
@@ -118,13 +119,16 @@ def test_a_run_killed_while_publishing_is_done_again_by_the_next(replay_factory,
     assert run_cli("run", str(job), "--quiet").returncode == 0
     folder = tmp_path / "manifests"
     saved = {p.name: p.read_bytes() for p in folder.iterdir()}
-    # The remote holds the next push in a hook long enough to kill the run in the middle of it.
+    # The remote's receive-pack is held long enough to kill the run in the middle of the push (not
+    # by a hook of the remote's: a publish runs none).
     started = tmp_path / "push-started"
-    hook = remote / "hooks" / "pre-receive"
-    hook.write_text(f"#!/bin/sh\ntouch {started}\nsleep 30\n")
-    hook.chmod(0o755)
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" receive-pack "*) touch {started}; sleep 30;; esac\n'
+                       f'exec {shutil.which("git")} "$@"\n')
+    wrapper.chmod(0o755)
     r.replay.epoch = 2
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"}
     run = subprocess.Popen([sys.executable, "-m", "mirror", "run", str(job), "--quiet"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -133,7 +137,6 @@ def test_a_run_killed_while_publishing_is_done_again_by_the_next(replay_factory,
     assert started.exists(), "the run never pushed"
     os.killpg(run.pid, signal.SIGKILL)
     run.communicate()
-    hook.unlink()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == saved  # the folder is as it was
 
     again = run_cli("run", str(job), "--quiet")
