@@ -35,7 +35,9 @@ import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 
 class MirrorError(Exception):
@@ -184,7 +186,27 @@ class Entry:
         (no floats, no booleans, no 1e400), sha256 as 64 lowercase hex digits, and a path that
         stays inside data/. The reader (state.py) adds what needs the whole file: key formats,
         kind against key, duplicate paths.
+
+        A valid line is decoded in C (msgspec, into a struct that allows no unknown field, so a
+        float or NaN cannot hide in one); anything it refuses goes through the field-by-field
+        parser, which either names the defect or accepts what msgspec is stricter about (a lone
+        surrogate escape, an unknown field).
         """
+        try:
+            wire = _WIRE.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return cls._from_json_checked(line)  # the slow path names the defect, or accepts what msgspec refuses
+        values = list(msgspec.structs.astuple(wire))
+        for i in _REPEATED_AT:
+            values[i] = sys.intern(values[i])  # thousands of records share these: keep one copy
+        entry = cls(*values)
+        if entry.supersedes is not None and not _is_sha256(entry.supersedes) or _bad_path_or_sha(entry):
+            return cls._from_json_checked(line)
+        return entry
+
+    @classmethod
+    def _from_json_checked(cls, line: str) -> "Entry":
+        """from_json field by field in Python: slower, and says what is wrong."""
         try:
             obj: Any = json.loads(line, parse_float=_no_float, parse_constant=_no_float)
         except RecursionError:
@@ -219,11 +241,9 @@ class Entry:
                 value = sys.intern(value)  # thousands of records share these: keep one copy
             kwargs[name] = value
         entry = cls(**kwargs)
-        reason = unsafe_path(entry.path)
-        if reason or not entry.path.startswith("data/"):
-            raise ValueError(f"path {entry.path!r} is not inside data/ ({reason or 'outside data/'})")
-        if not _is_sha256(entry.sha256):
-            raise ValueError("sha256 is not 64 lowercase hex digits")
+        reason = _bad_path_or_sha(entry)
+        if reason:
+            raise ValueError(reason)
         return entry
 
     @property
@@ -241,6 +261,32 @@ _RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (
 _REPEATED = frozenset(("kind", "site", "host", "content_type", "page", "state_code", "state", "municipality_code",
                        "municipality", "parish_code", "parish", "center"))
 _HEX = frozenset("0123456789abcdef")
+_REPEATED_AT = tuple(i for i, f in enumerate(dataclasses.fields(Entry)) if f.name in _REPEATED)
+
+
+def _wire_field(f: dataclasses.Field) -> tuple:
+    """One field of Entry as msgspec checks it: exact JSON types (an int field takes no float
+    and no boolean), ranges as in _RANGES."""
+    if f.name in _RANGES:
+        low, high = _RANGES[f.name]
+        kind: Any = Annotated[int, msgspec.Meta(ge=low, le=high)]
+    else:
+        kind = {"supersedes": str | None, "redirects": tuple[str, ...]}.get(f.name, str)
+    return (f.name, kind) if f.default is dataclasses.MISSING else (f.name, kind, f.default)
+
+
+_WIRE = msgspec.json.Decoder(msgspec.defstruct("EntryLine", [_wire_field(f) for f in dataclasses.fields(Entry)],
+                                               forbid_unknown_fields=True, gc=False))
+
+
+def _bad_path_or_sha(entry: Entry) -> str:
+    """Why an entry's path or sha256 is unusable; '' when both are fine."""
+    reason = unsafe_path(entry.path)
+    if reason or not entry.path.startswith("data/"):
+        return f"path {entry.path!r} is not inside data/ ({reason or 'outside data/'})"
+    if not _is_sha256(entry.sha256):
+        return "sha256 is not 64 lowercase hex digits"
+    return ""
 
 
 def _no_float(text: str):
