@@ -187,22 +187,24 @@ class Entry:
         stays inside data/. The reader (state.py) adds what needs the whole file: key formats,
         kind against key, duplicate paths.
 
-        A valid line is decoded in C (msgspec, into a struct that allows no unknown field, so a
-        float or NaN cannot hide in one); anything it refuses goes through the field-by-field
-        parser, which either names the defect or accepts what msgspec is stricter about (a lone
-        surrogate escape, an unknown field).
+        A valid line is decoded and checked in C (msgspec, into a struct that allows no unknown
+        field, so no float or NaN can hide in one); whatever it refuses goes through the
+        field-by-field parser, which names the defect or accepts what msgspec is stricter about
+        (a lone surrogate escape, an unknown field, a path its pattern does not take).
         """
         try:
-            wire = _WIRE.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            return cls._from_json_checked(line)  # the slow path names the defect, or accepts what msgspec refuses
-        values = list(msgspec.structs.astuple(wire))
-        for i in _REPEATED_AT:
-            values[i] = sys.intern(values[i])  # thousands of records share these: keep one copy
-        entry = cls(*values)
-        if entry.supersedes is not None and not _is_sha256(entry.supersedes) or _bad_path_or_sha(entry):
+            return _decode(line)
+        except _REFUSED:
             return cls._from_json_checked(line)
-        return entry
+
+    @classmethod
+    def from_json_lines(cls, lines: list[str]) -> "list[Entry] | None":
+        """[from_json(line) for line in lines] for lines that are all valid; None as soon as
+        one needs the field-by-field parser (then call from_json line by line for the message)."""
+        try:
+            return [_decode(line) for line in lines]
+        except _REFUSED:
+            return None
 
     @classmethod
     def _from_json_checked(cls, line: str) -> "Entry":
@@ -264,19 +266,35 @@ _HEX = frozenset("0123456789abcdef")
 _REPEATED_AT = tuple(i for i, f in enumerate(dataclasses.fields(Entry)) if f.name in _REPEATED)
 
 
+SHA256_PATTERN = r"^[0-9a-f]{64}\Z"
+# A path inside data/ in the terms of unsafe_path: parts neither empty, '.' nor '..', no NUL.
+# It may refuse more than unsafe_path (the field-by-field parser then decides), never less.
+DATA_PATH_PATTERN = r"^data(?:/(?!\.\.?(?:/|\Z))[^/\x00]+)+\Z"
+
+
 def _wire_field(f: dataclasses.Field) -> tuple:
     """One field of Entry as msgspec checks it: exact JSON types (an int field takes no float
-    and no boolean), ranges as in _RANGES."""
+    and no boolean), the ranges of _RANGES, the forms of sha256, supersedes and path."""
+    sha256 = Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]
     if f.name in _RANGES:
         low, high = _RANGES[f.name]
         kind: Any = Annotated[int, msgspec.Meta(ge=low, le=high)]
     else:
-        kind = {"supersedes": str | None, "redirects": tuple[str, ...]}.get(f.name, str)
+        kind = {"sha256": sha256, "supersedes": sha256 | None, "redirects": tuple[str, ...],
+                "path": Annotated[str, msgspec.Meta(pattern=DATA_PATH_PATTERN)]}.get(f.name, str)
     return (f.name, kind) if f.default is dataclasses.MISSING else (f.name, kind, f.default)
 
 
 _WIRE = msgspec.json.Decoder(msgspec.defstruct("EntryLine", [_wire_field(f) for f in dataclasses.fields(Entry)],
                                                forbid_unknown_fields=True, gc=False))
+_REFUSED = (ValueError, RecursionError)  # msgspec's DecodeError and ValidationError are ValueErrors
+
+
+def _decode(line: str) -> Entry:
+    values = list(msgspec.structs.astuple(_WIRE.decode(line)))
+    for i in _REPEATED_AT:
+        values[i] = sys.intern(values[i])  # thousands of records share these: keep one copy
+    return Entry(*values)
 
 
 def _bad_path_or_sha(entry: Entry) -> str:

@@ -20,8 +20,8 @@ from .state import (
     Opener,
     Scan,
     digest_fd,
-    iter_records,
     open_payload,
+    read_entries,
     read_state,
     scan,
 )
@@ -107,7 +107,7 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
     manifest = head.manifest
     pending = scan_payload(root, MEASURE if fast else HASH, workers, len(manifest))
     reading = list(head.problems)
-    entries = [r.entry for r in iter_records(root / PROVENANCE, reading)]
+    entries = read_entries(root / PROVENANCE, reading)
 
     found: dict[str, tuple[int, str | None]] = {}
     for part in pending:

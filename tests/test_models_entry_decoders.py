@@ -112,3 +112,23 @@ JSON_VALUES = st.recursive(
 def test_both_decoders_agree_on_generated_lines(changes, dropped):
     obj = {k: v for k, v in json.loads(GOOD).items() if k not in dropped}
     both(json.dumps({**obj, **changes}))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["data", "/", ".", "..", "a", "\x00", "\n", " ", "ñ", "\\"]), max_size=8).map("".join))
+def test_both_decoders_agree_on_paths(path):
+    both(with_field("path", json.dumps(path)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="0123456789abcdefABCDEF\n ", min_size=60, max_size=66))
+def test_both_decoders_agree_on_digests(digest):
+    both(with_field("sha256", json.dumps(digest)))
+    both(with_field("supersedes", json.dumps(digest)))
+
+
+def test_a_file_of_valid_lines_is_decoded_at_once_and_a_bad_one_is_left_to_from_json():
+    lines = [GOOD, GOOD.replace('"size": 8000', '"size": 1')]
+    assert Entry.from_json_lines(lines) == [Entry.from_json(line) for line in lines]
+    assert Entry.from_json_lines([*lines, with_field("extra", "1")]) is None  # valid, but for from_json to say
+    assert Entry.from_json_lines([*lines, with_field("size", "1.5")]) is None
