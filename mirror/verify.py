@@ -109,31 +109,23 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
     reading = list(head.problems)
     entries = read_entries(root / PROVENANCE, reading)
 
-    found: dict[str, tuple[int, str | None]] = {}
+    hashes: dict[str, str | None] = {}  # each regular file under data/: its sha256 (None: not read)
+    sizes: dict[str, int] = {}
     for part in pending:
-        found.update((rel, (size, sha)) for rel, size, sha in part.files)
+        if part.files:
+            rels, part_sizes, part_hashes = zip(*part.files)
+            hashes.update(zip(rels, part_hashes))
+            sizes.update(zip(rels, part_sizes))
         reading.extend(part.problems)
         if progress:
-            progress(len(found), len(manifest))
-    state = MirrorState(root, manifest, head.tags, head.info, entries, sorted(found), reading)
+            progress(len(hashes), len(manifest))
+    state = MirrorState(root, manifest, head.tags, head.info, entries, list(hashes), reading)
     problems = list(reading)
-    unsafe = {p.path for p in reading if p.kind == "unsafe"}
-
-    for rel in sorted(set(manifest) - found.keys() - unsafe):
-        problems.append(Problem("missing", rel, "listed in the manifest, not on disk"))
-    for rel in sorted(found.keys() - set(manifest)):
-        problems.append(Problem("unlisted", rel, "on disk, not in the manifest"))
-    problems.extend(_check_tags(root, state, unsafe))
+    listing, changed = _compare_payload(manifest, hashes, sizes, entries, reading, fast)
+    problems.extend(listing)
+    problems.extend(_check_tags(root, state, {p.path for p in reading if p.kind == "unsafe"}))
     problems.extend(_check_provenance(state))
-
-    recorded = {e.path: e.size for e in entries}
-    for rel in sorted(found.keys() & set(manifest)):
-        size, got = found[rel]
-        if got is not None and got != manifest[rel]:
-            problems.append(Problem("changed", rel, f"sha256 {got} but the manifest says {manifest[rel]}"))
-        elif fast and rel in recorded and size != recorded[rel]:
-            problems.append(Problem("changed", rel, f"{size} bytes, provenance.jsonl says {recorded[rel]} "
-                                                    "(sizes only: not hashed)"))
+    problems.extend(changed)
 
     if cids and not fast:
         problems.extend(_check_cids(root, state))
@@ -144,11 +136,34 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
     except ValueError:
         problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum {oxum!r} is not <bytes>.<count>"))
     else:
-        have = (sum(size for size, _sha in found.values()), len(found))
+        have = (sum(sizes.values()), len(sizes))
         if have != (want_bytes, want_count):
             problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum says {want_bytes}.{want_count}, "
                                                       f"data/ holds {have[0]}.{have[1]}"))
     return Checked(state, problems, hashed=not fast)
+
+
+def _compare_payload(manifest: dict[str, str], hashes: dict[str, str | None], sizes: dict[str, int],
+                     entries: list, reading: list[Problem], fast: bool) -> tuple[list[Problem], list[Problem]]:
+    """data/ as read against the manifest: (missing and unlisted files, changed files); with
+    fast, a file is changed when its size differs from its provenance record."""
+    if not fast and hashes == manifest:
+        return [], []  # every listed file there and unchanged, nothing else: the usual case, checked at once
+    problems, changed = [], []
+    unsafe = {p.path for p in reading if p.kind == "unsafe"}
+    for rel in sorted(manifest.keys() - hashes.keys() - unsafe):
+        problems.append(Problem("missing", rel, "listed in the manifest, not on disk"))
+    for rel in sorted(hashes.keys() - manifest.keys()):
+        problems.append(Problem("unlisted", rel, "on disk, not in the manifest"))
+    recorded = {e.path: e.size for e in entries} if fast else {}
+    for rel in sorted(hashes.keys() & manifest.keys()):
+        got, size = hashes[rel], sizes[rel]
+        if got is not None and got != manifest[rel]:
+            changed.append(Problem("changed", rel, f"sha256 {got} but the manifest says {manifest[rel]}"))
+        elif fast and rel in recorded and size != recorded[rel]:
+            changed.append(Problem("changed", rel, f"{size} bytes, provenance.jsonl says {recorded[rel]} "
+                                                   "(sizes only: not hashed)"))
+    return problems, changed
 
 
 def _check_tags(root: Path, state: MirrorState, unsafe: set[str]) -> list[Problem]:
@@ -176,6 +191,8 @@ def _check_provenance(state: MirrorState) -> list[Problem]:
     problems = []
     manifest = state.manifest
     recorded = {e.path: e.sha256 for e in state.entries}
+    if recorded == manifest:
+        return []
     for rel, want in manifest.items():
         if rel not in recorded:
             problems.append(Problem("provenance", rel, "in the manifest, no provenance line"))
