@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -239,8 +238,6 @@ class Entry:
                 value = tuple(value)
             elif not isinstance(value, str):
                 raise ValueError(f"field {name!r} is not a string")
-            elif name in _REPEATED:
-                value = sys.intern(value)  # thousands of records share these: keep one copy
             kwargs[name] = value
         entry = cls(**kwargs)
         reason = _bad_path_or_sha(entry)
@@ -260,10 +257,7 @@ MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what 
 MAX_VERSION = 1_000_000
 _RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (100, 599),
            "trailing_bytes": (0, MAX_FILE_BYTES)}
-_REPEATED = frozenset(("kind", "site", "host", "content_type", "page", "state_code", "state", "municipality_code",
-                       "municipality", "parish_code", "parish", "center"))
 _HEX = frozenset("0123456789abcdef")
-_REPEATED_AT = tuple(i for i, f in enumerate(dataclasses.fields(Entry)) if f.name in _REPEATED)
 
 
 SHA256_PATTERN = r"^[0-9a-f]{64}\Z"
@@ -291,10 +285,7 @@ _REFUSED = (ValueError, RecursionError)  # msgspec's DecodeError and ValidationE
 
 
 def _decode(line: str) -> Entry:
-    values = list(msgspec.structs.astuple(_WIRE.decode(line)))
-    for i in _REPEATED_AT:
-        values[i] = sys.intern(values[i])  # thousands of records share these: keep one copy
-    return Entry(*values)
+    return msgspec.convert(_WIRE.decode(line), Entry, from_attributes=True)
 
 
 def _bad_path_or_sha(entry: Entry) -> str:
