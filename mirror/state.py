@@ -14,6 +14,7 @@ named Problem, never a traceback or a hang:
 
 API:
     read_state(root, records=True) -> MirrorState   (NotAMirror if root is no bag at all)
+    require_bag(root) -> Path                       (the same NotAMirror, nothing read)
     scan(root, rel, level, recurse) -> Scan         (the files of data/, sized or hashed on the way)
     iter_records(path, problems=None) -> Record...  (provenance lines with their exact text)
     read_entries(path, problems) -> [Entry]         (the same records' entries, faster)
@@ -521,6 +522,16 @@ def _walk_payload(root: Path, problems: list[Problem]) -> list[str]:
     return [rel for rel, _size, _sha in found.files]
 
 
+def require_bag(root: str | os.PathLike) -> Path:
+    """root as a Path; NotAMirror when it is no bag at all (no bagit.txt or no payload manifest)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotAMirror(f"{root}: not a directory")
+    if not all(os.path.lexists(root / name) for name in ("bagit.txt", PAYLOAD_MANIFEST)):
+        raise NotAMirror(f"{root}: not a mirror (no bagit.txt or {PAYLOAD_MANIFEST})")
+    return root
+
+
 def read_state(root: str | os.PathLike, *, records: bool = True, payload: bool = True) -> MirrorState:
     """Read and validate a mirror. NotAMirror when root is not a bag at all (no bagit.txt or
     no payload manifest); every other defect is a Problem in the result.
@@ -528,11 +539,7 @@ def read_state(root: str | os.PathLike, *, records: bool = True, payload: bool =
     records=False skips provenance; payload=False does not walk data/ (verify walks it
     itself, hashing as it goes).
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise NotAMirror(f"{root}: not a directory")
-    if not all(os.path.lexists(root / name) for name in ("bagit.txt", PAYLOAD_MANIFEST)):
-        raise NotAMirror(f"{root}: not a mirror (no bagit.txt or {PAYLOAD_MANIFEST})")
+    root = require_bag(root)
     problems: list[Problem] = []
     _read_tag(root, "bagit.txt", problems)  # only that it is a regular file: its text is not evidence
     raw = _read_tag(root, PAYLOAD_MANIFEST, problems)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .manifest import BAG_INFO, PROVENANCE, TAG_MANIFEST
+from .manifest import BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST
 from .models import Problem, UnsafePath
 from .state import (
     HASH,
@@ -23,6 +23,7 @@ from .state import (
     open_payload,
     read_entries,
     read_state,
+    require_bag,
     scan,
 )
 from .workers import pool
@@ -73,7 +74,8 @@ def scan_payload(root: Path, level: int, workers: int | None = None, expected: i
     """Start walking data/ at `level` (state.MEASURE or state.HASH); returns an iterator of
     Scan parts. The files directly in data/ are read here; each folder of data/ is one task
     for a pool of worker processes, handed out as workers free up, so the caller can read
-    the provenance while they hash. `expected`: how many files (the manifest's count)."""
+    the provenance while they hash. `expected`: about how many files there are (below
+    PARALLEL_FROM, no workers)."""
     head = scan(root, "data", level, recurse=False)
     workers = workers or os.cpu_count() or 1
     if workers == 1 or expected < PARALLEL_FROM:
@@ -91,6 +93,15 @@ def scan_payload(root: Path, level: int, workers: int | None = None, expected: i
     return results()
 
 
+def _manifest_lines_at_most(root: Path) -> int:
+    """How many lines the payload manifest can hold (each is at least 72 bytes), read before
+    the manifest is: it only decides whether starting workers pays."""
+    try:
+        return os.lstat(root / PAYLOAD_MANIFEST).st_size // 72
+    except OSError:
+        return 0
+
+
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
            cids: bool = False, progress=None) -> list[Problem]:
     """Every problem in the bag; an empty list means intact (with fast=True: intact as far as
@@ -102,10 +113,11 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
           cids: bool = False, progress=None) -> Checked:
     """verify, with the mirror as read. progress(done, total), if given, is told as payload
     files are read."""
-    root = Path(root)
+    root = require_bag(root)
+    # The workers start first, so they hash while this process reads the manifest and provenance.
+    pending = scan_payload(root, MEASURE if fast else HASH, workers, _manifest_lines_at_most(root))
     head = read_state(root, records=False, payload=False)
     manifest = head.manifest
-    pending = scan_payload(root, MEASURE if fast else HASH, workers, len(manifest))
     reading = list(head.problems)
     entries = read_entries(root / PROVENANCE, reading)
 
