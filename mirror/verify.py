@@ -131,7 +131,7 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
         reading.extend(part.problems)
         if progress:
             progress(len(hashes), len(manifest))
-    state = MirrorState(root, manifest, head.tags, head.info, entries, list(hashes), reading)
+    state = MirrorState(root, manifest, head.tags, head.info, entries, sorted(hashes), reading)
     problems = list(reading)
     listing, changed = _compare_payload(manifest, hashes, sizes, entries, reading, fast)
     problems.extend(listing)
@@ -159,7 +159,8 @@ def _compare_payload(manifest: dict[str, str], hashes: dict[str, str | None], si
                      entries: list, reading: list[Problem], fast: bool) -> tuple[list[Problem], list[Problem]]:
     """data/ as read against the manifest: (missing and unlisted files, changed files); with
     fast, a file is changed when its size differs from its provenance record."""
-    if not fast and hashes == manifest:
+    recorded = {e.path: e.size for e in entries} if fast else {}
+    if hashes.keys() == manifest.keys() and (sizes == recorded if fast else hashes == manifest):
         return [], []  # every listed file there and unchanged, nothing else: the usual case, checked at once
     problems, changed = [], []
     unsafe = {p.path for p in reading if p.kind == "unsafe"}
@@ -167,7 +168,6 @@ def _compare_payload(manifest: dict[str, str], hashes: dict[str, str | None], si
         problems.append(Problem("missing", rel, "listed in the manifest, not on disk"))
     for rel in sorted(hashes.keys() - manifest.keys()):
         problems.append(Problem("unlisted", rel, "on disk, not in the manifest"))
-    recorded = {e.path: e.size for e in entries} if fast else {}
     for rel in sorted(hashes.keys() & manifest.keys()):
         got, size = hashes[rel], sizes[rel]
         if got is not None and got != manifest[rel]:
