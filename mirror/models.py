@@ -32,11 +32,10 @@ SignatureError) that their callers turn into findings.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
-
-import msgspec
 
 
 class MirrorError(Exception):
@@ -192,7 +191,7 @@ class Entry:
         (a lone surrogate escape, an unknown field, a path its pattern does not take).
         """
         try:
-            return _decode(line)
+            return _decoder()(line)
         except _REFUSED:
             return cls._from_json_checked(line)
 
@@ -200,8 +199,9 @@ class Entry:
     def from_json_lines(cls, lines: list[str]) -> "list[Entry] | None":
         """[from_json(line) for line in lines] for lines that are all valid; None as soon as
         one needs the field-by-field parser (then call from_json line by line for the message)."""
+        decode = _decoder()
         try:
-            return [_decode(line) for line in lines]
+            return [decode(line) for line in lines]
         except _REFUSED:
             return None
 
@@ -266,7 +266,7 @@ SHA256_PATTERN = r"^[0-9a-f]{64}\Z"
 DATA_PATH_PATTERN = r"^data(?:/(?!\.\.?(?:/|\Z))[^/\x00]+)+\Z"
 
 
-def _wire_field(f: dataclasses.Field) -> tuple:
+def _wire_field(msgspec, f: dataclasses.Field) -> tuple:
     """One field of Entry as msgspec checks it: exact JSON types (an int field takes no float
     and no boolean), the ranges of _RANGES, the forms of sha256, supersedes and path."""
     sha256 = Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]
@@ -279,13 +279,18 @@ def _wire_field(f: dataclasses.Field) -> tuple:
     return (f.name, kind) if f.default is dataclasses.MISSING else (f.name, kind, f.default)
 
 
-_WIRE = msgspec.json.Decoder(msgspec.defstruct("EntryLine", [_wire_field(f) for f in dataclasses.fields(Entry)],
-                                               forbid_unknown_fields=True, gc=False))
+@functools.cache
+def _decoder():
+    """Decode a checked line into an Entry; built on first use, so that commands reading no
+    provenance do not import msgspec."""
+    import msgspec
+
+    line = msgspec.json.Decoder(msgspec.defstruct(
+        "EntryLine", [_wire_field(msgspec, f) for f in dataclasses.fields(Entry)], forbid_unknown_fields=True, gc=False))
+    return lambda text: msgspec.convert(line.decode(text), Entry, from_attributes=True)
+
+
 _REFUSED = (ValueError, RecursionError)  # msgspec's DecodeError and ValidationError are ValueErrors
-
-
-def _decode(line: str) -> Entry:
-    return msgspec.convert(_WIRE.decode(line), Entry, from_attributes=True)
 
 
 def _bad_path_or_sha(entry: Entry) -> str:
