@@ -1539,8 +1539,16 @@ def test_the_batch_readers_give_what_the_line_by_line_readers_give(tmp_path, mon
         fast, slow = [], []
         assert state.read_entries(path, fast) == [r.entry for r in state.iter_records(path, slow)]
         assert fast == slow and len(state.read_entries(path, [])) >= 5
+    path.write_text("".join(lines))
+    with monkeypatch.context() as patched:
+        patched.setattr(state, "iter_records", None)  # a clean file never needs the line-by-line reader
+        assert len(state.read_entries(path, [])) == 6
     sha = "ab" * 32
     plain = "".join(f"{sha}  data/d/{i}.jpg\n" for i in range(4))
+    with monkeypatch.context() as patched:
+        patched.setattr(state, "split_manifest_line", None)  # nor a plain manifest the loop
+        for text in (plain, plain.rstrip("\n")):
+            assert len(state.parse_manifest(text.encode(), "m", [], payload=True)) == 4
     cases = [plain, plain.rstrip("\n"), plain + "\n", plain + f"{sha}  data/d/0.jpg\n", plain + f"{sha}  data/../x\n",
              f"{sha} *data/d/9.jpg\n" + plain, plain + f"{sha}  data/a%0Ab\n", plain + f"{sha}  data/a\rb\n"]
     results = []
