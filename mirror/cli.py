@@ -15,7 +15,6 @@ PARSERS; its handler is cmd_<name>, listed in COMMANDS.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import json
 import logging
@@ -470,6 +469,8 @@ def _log_fetch(fetch: dict) -> None:
 
 
 def cmd_crawl(args) -> int:
+    import asyncio  # here, not at the top: verify and the other offline commands start faster without it
+
     from .config import settle
     from .crawl import Counters, CrawlOptions, crawl, fetch_options, parse_shard, plan_crawl
 

@@ -32,10 +32,10 @@ SignatureError) that their callers turn into findings.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 
 class MirrorError(Exception):
@@ -184,7 +184,30 @@ class Entry:
         (no floats, no booleans, no 1e400), sha256 as 64 lowercase hex digits, and a path that
         stays inside data/. The reader (state.py) adds what needs the whole file: key formats,
         kind against key, duplicate paths.
+
+        A valid line is decoded and checked in C (msgspec, into a struct that allows no unknown
+        field, so no float or NaN can hide in one); whatever it refuses goes through the
+        field-by-field parser, which names the defect or accepts what msgspec is stricter about
+        (a lone surrogate escape, an unknown field, a path its pattern does not take).
         """
+        try:
+            return _decoder()(line)
+        except _REFUSED:
+            return cls._from_json_checked(line)
+
+    @classmethod
+    def from_json_lines(cls, lines: list[str]) -> "list[Entry] | None":
+        """[from_json(line) for line in lines] for lines that are all valid; None as soon as
+        one needs the field-by-field parser (then call from_json line by line for the message)."""
+        decode = _decoder()
+        try:
+            return [decode(line) for line in lines]
+        except _REFUSED:
+            return None
+
+    @classmethod
+    def _from_json_checked(cls, line: str) -> "Entry":
+        """from_json field by field in Python: slower, and says what is wrong."""
         try:
             obj: Any = json.loads(line, parse_float=_no_float, parse_constant=_no_float)
         except RecursionError:
@@ -215,15 +238,11 @@ class Entry:
                 value = tuple(value)
             elif not isinstance(value, str):
                 raise ValueError(f"field {name!r} is not a string")
-            elif name in _REPEATED:
-                value = sys.intern(value)  # thousands of records share these: keep one copy
             kwargs[name] = value
         entry = cls(**kwargs)
-        reason = unsafe_path(entry.path)
-        if reason or not entry.path.startswith("data/"):
-            raise ValueError(f"path {entry.path!r} is not inside data/ ({reason or 'outside data/'})")
-        if not _is_sha256(entry.sha256):
-            raise ValueError("sha256 is not 64 lowercase hex digits")
+        reason = _bad_path_or_sha(entry)
+        if reason:
+            raise ValueError(reason)
         return entry
 
     @property
@@ -238,9 +257,50 @@ MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what 
 MAX_VERSION = 1_000_000
 _RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (100, 599),
            "trailing_bytes": (0, MAX_FILE_BYTES)}
-_REPEATED = frozenset(("kind", "site", "host", "content_type", "page", "state_code", "state", "municipality_code",
-                       "municipality", "parish_code", "parish", "center"))
 _HEX = frozenset("0123456789abcdef")
+
+
+SHA256_PATTERN = r"^[0-9a-f]{64}\Z"
+# A path inside data/ in the terms of unsafe_path: parts neither empty, '.' nor '..', no NUL.
+# It may refuse more than unsafe_path (the field-by-field parser then decides), never less.
+DATA_PATH_PATTERN = r"^data(?:/(?!\.\.?(?:/|\Z))[^/\x00]+)+\Z"
+
+
+def _wire_field(msgspec, f: dataclasses.Field) -> tuple:
+    """One field of Entry as msgspec checks it: exact JSON types (an int field takes no float
+    and no boolean), the ranges of _RANGES, the forms of sha256, supersedes and path."""
+    sha256 = Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]
+    if f.name in _RANGES:
+        low, high = _RANGES[f.name]
+        kind: Any = Annotated[int, msgspec.Meta(ge=low, le=high)]
+    else:
+        kind = {"sha256": sha256, "supersedes": sha256 | None, "redirects": tuple[str, ...],
+                "path": Annotated[str, msgspec.Meta(pattern=DATA_PATH_PATTERN)]}.get(f.name, str)
+    return (f.name, kind) if f.default is dataclasses.MISSING else (f.name, kind, f.default)
+
+
+@functools.cache
+def _decoder():
+    """Decode a checked line into an Entry; built on first use, so that commands reading no
+    provenance do not import msgspec."""
+    import msgspec
+
+    line = msgspec.json.Decoder(msgspec.defstruct(
+        "EntryLine", [_wire_field(msgspec, f) for f in dataclasses.fields(Entry)], forbid_unknown_fields=True, gc=False))
+    return lambda text: msgspec.convert(line.decode(text), Entry, from_attributes=True)
+
+
+_REFUSED = (ValueError, RecursionError)  # msgspec's DecodeError and ValidationError are ValueErrors
+
+
+def _bad_path_or_sha(entry: Entry) -> str:
+    """Why an entry's path or sha256 is unusable; '' when both are fine."""
+    reason = unsafe_path(entry.path)
+    if reason or not entry.path.startswith("data/"):
+        return f"path {entry.path!r} is not inside data/ ({reason or 'outside data/'})"
+    if not _is_sha256(entry.sha256):
+        return "sha256 is not 64 lowercase hex digits"
+    return ""
 
 
 def _no_float(text: str):

@@ -11,11 +11,8 @@ than the attested time. rfc3161-client builds requests and checks tokens.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +20,6 @@ from urllib.parse import urlsplit
 
 from .manifest import atomic_write
 from .models import MirrorError, NotAMirror, Problem, UnsafePath, UsageError
-from .publish import redact
 from .state import open_payload
 
 STATEMENT = "signed-root.json"
@@ -137,6 +133,12 @@ def check_token(token: bytes, statement: bytes, roots: list, intermediates: list
 
 
 def _post(url: str, body: bytes, timeout: float) -> bytes:
+    import http.client  # here: verify imports this module and needs no network
+    import urllib.error
+    import urllib.request
+
+    from .publish import redact
+
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/timestamp-query",
                                               "Accept": "application/timestamp-reply"})

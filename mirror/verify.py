@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .manifest import BAG_INFO, PROVENANCE, TAG_MANIFEST
+from .manifest import BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST
 from .models import Problem, UnsafePath
 from .state import (
     HASH,
@@ -20,9 +20,10 @@ from .state import (
     Opener,
     Scan,
     digest_fd,
-    iter_records,
     open_payload,
+    read_entries,
     read_state,
+    require_bag,
     scan,
 )
 from .workers import pool
@@ -73,7 +74,8 @@ def scan_payload(root: Path, level: int, workers: int | None = None, expected: i
     """Start walking data/ at `level` (state.MEASURE or state.HASH); returns an iterator of
     Scan parts. The files directly in data/ are read here; each folder of data/ is one task
     for a pool of worker processes, handed out as workers free up, so the caller can read
-    the provenance while they hash. `expected`: how many files (the manifest's count)."""
+    the provenance while they hash. `expected`: about how many files there are (below
+    PARALLEL_FROM, no workers)."""
     head = scan(root, "data", level, recurse=False)
     workers = workers or os.cpu_count() or 1
     if workers == 1 or expected < PARALLEL_FROM:
@@ -91,6 +93,15 @@ def scan_payload(root: Path, level: int, workers: int | None = None, expected: i
     return results()
 
 
+def _manifest_lines_at_most(root: Path) -> int:
+    """How many lines the payload manifest can hold (each is at least 72 bytes), read before
+    the manifest is: it only decides whether starting workers pays."""
+    try:
+        return os.lstat(root / PAYLOAD_MANIFEST).st_size // 72
+    except OSError:
+        return 0
+
+
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
            cids: bool = False, progress=None) -> list[Problem]:
     """Every problem in the bag; an empty list means intact (with fast=True: intact as far as
@@ -102,38 +113,31 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
           cids: bool = False, progress=None) -> Checked:
     """verify, with the mirror as read. progress(done, total), if given, is told as payload
     files are read."""
-    root = Path(root)
+    root = require_bag(root)
+    # The workers start first, so they hash while this process reads the manifest and provenance.
+    pending = scan_payload(root, MEASURE if fast else HASH, workers, _manifest_lines_at_most(root))
     head = read_state(root, records=False, payload=False)
     manifest = head.manifest
-    pending = scan_payload(root, MEASURE if fast else HASH, workers, len(manifest))
     reading = list(head.problems)
-    entries = [r.entry for r in iter_records(root / PROVENANCE, reading)]
+    entries = read_entries(root / PROVENANCE, reading)
 
-    found: dict[str, tuple[int, str | None]] = {}
+    hashes: dict[str, str | None] = {}  # each regular file under data/: its sha256 (None: not read)
+    sizes: dict[str, int] = {}
     for part in pending:
-        found.update((rel, (size, sha)) for rel, size, sha in part.files)
+        if part.files:
+            rels, part_sizes, part_hashes = zip(*part.files)
+            hashes.update(zip(rels, part_hashes))
+            sizes.update(zip(rels, part_sizes))
         reading.extend(part.problems)
         if progress:
-            progress(len(found), len(manifest))
-    state = MirrorState(root, manifest, head.tags, head.info, entries, sorted(found), reading)
+            progress(len(hashes), len(manifest))
+    state = MirrorState(root, manifest, head.tags, head.info, entries, sorted(hashes), reading)
     problems = list(reading)
-    unsafe = {p.path for p in reading if p.kind == "unsafe"}
-
-    for rel in sorted(set(manifest) - found.keys() - unsafe):
-        problems.append(Problem("missing", rel, "listed in the manifest, not on disk"))
-    for rel in sorted(found.keys() - set(manifest)):
-        problems.append(Problem("unlisted", rel, "on disk, not in the manifest"))
-    problems.extend(_check_tags(root, state, unsafe))
+    listing, changed = _compare_payload(manifest, hashes, sizes, entries, reading, fast)
+    problems.extend(listing)
+    problems.extend(_check_tags(root, state, {p.path for p in reading if p.kind == "unsafe"}))
     problems.extend(_check_provenance(state))
-
-    recorded = {e.path: e.size for e in entries}
-    for rel in sorted(found.keys() & set(manifest)):
-        size, got = found[rel]
-        if got is not None and got != manifest[rel]:
-            problems.append(Problem("changed", rel, f"sha256 {got} but the manifest says {manifest[rel]}"))
-        elif fast and rel in recorded and size != recorded[rel]:
-            problems.append(Problem("changed", rel, f"{size} bytes, provenance.jsonl says {recorded[rel]} "
-                                                    "(sizes only: not hashed)"))
+    problems.extend(changed)
 
     if cids and not fast:
         problems.extend(_check_cids(root, state))
@@ -144,11 +148,34 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
     except ValueError:
         problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum {oxum!r} is not <bytes>.<count>"))
     else:
-        have = (sum(size for size, _sha in found.values()), len(found))
+        have = (sum(sizes.values()), len(sizes))
         if have != (want_bytes, want_count):
             problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum says {want_bytes}.{want_count}, "
                                                       f"data/ holds {have[0]}.{have[1]}"))
     return Checked(state, problems, hashed=not fast)
+
+
+def _compare_payload(manifest: dict[str, str], hashes: dict[str, str | None], sizes: dict[str, int],
+                     entries: list, reading: list[Problem], fast: bool) -> tuple[list[Problem], list[Problem]]:
+    """data/ as read against the manifest: (missing and unlisted files, changed files); with
+    fast, a file is changed when its size differs from its provenance record."""
+    recorded = {e.path: e.size for e in entries} if fast else {}
+    if hashes.keys() == manifest.keys() and (sizes == recorded if fast else hashes == manifest):
+        return [], []  # every listed file there and unchanged, nothing else: the usual case, checked at once
+    problems, changed = [], []
+    unsafe = {p.path for p in reading if p.kind == "unsafe"}
+    for rel in sorted(manifest.keys() - hashes.keys() - unsafe):
+        problems.append(Problem("missing", rel, "listed in the manifest, not on disk"))
+    for rel in sorted(hashes.keys() - manifest.keys()):
+        problems.append(Problem("unlisted", rel, "on disk, not in the manifest"))
+    for rel in sorted(hashes.keys() & manifest.keys()):
+        got, size = hashes[rel], sizes[rel]
+        if got is not None and got != manifest[rel]:
+            changed.append(Problem("changed", rel, f"sha256 {got} but the manifest says {manifest[rel]}"))
+        elif fast and rel in recorded and size != recorded[rel]:
+            changed.append(Problem("changed", rel, f"{size} bytes, provenance.jsonl says {recorded[rel]} "
+                                                   "(sizes only: not hashed)"))
+    return problems, changed
 
 
 def _check_tags(root: Path, state: MirrorState, unsafe: set[str]) -> list[Problem]:
@@ -176,6 +203,8 @@ def _check_provenance(state: MirrorState) -> list[Problem]:
     problems = []
     manifest = state.manifest
     recorded = {e.path: e.sha256 for e in state.entries}
+    if recorded == manifest:
+        return []
     for rel, want in manifest.items():
         if rel not in recorded:
             problems.append(Problem("provenance", rel, "in the manifest, no provenance line"))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
@@ -12,7 +11,7 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def _die_with_parent(parent: int) -> None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # this process's own symbols: no ldconfig run per worker
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass  # not Linux: workers still end when their queue closes

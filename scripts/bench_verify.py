@@ -88,13 +88,13 @@ def warm(mirror: Path) -> tuple[int, int]:
 
 
 def bench(mirror: Path, rounds: int, fast: bool, baseline: Path | None) -> dict[str, list[tuple[float, float, float | None]]]:
-    py = [sys.executable, "-m", "mirror", "verify", str(mirror), "--quiet"]
+    py = [sys.executable, "-m", "mirror", "verify", str(mirror.resolve()), "--quiet"]
     commands = {"sha256sum -c": (["sha256sum", "-c", "--quiet", "manifest-sha256.txt"], mirror),
                 "verify": (py, ROOT)}
     if fast:
         commands["verify --fast"] = (py + ["--fast"], ROOT)
-    if baseline:
-        commands["verify (baseline)"] = (py, ROOT, baseline)
+    if baseline:  # run in the checkout: `python -m` puts the current folder before PYTHONPATH
+        commands["verify (baseline)"] = (py, baseline.resolve(), baseline.resolve())
     for name, command in commands.items():  # untimed: the page cache and the interpreter's files
         code = run(*command)[3]
         if code != 0:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -1525,3 +1526,40 @@ def test_read_state_messages_and_a_linked_bagit_txt(tmp_path):
     assert [str(p) for p in s.problems] == ["unsafe: bagit.txt (a symbolic link, not a regular file)",
                                             "format: bag-info.txt (not UTF-8)"]
     assert state.provenance_state(m).problems == [] and len(state.provenance_state(m).entries) == 6
+
+
+def test_the_batch_readers_give_what_the_line_by_line_readers_give(tmp_path, monkeypatch):
+    """read_entries and parse_manifest's whole-file pattern (the fast paths of a clean mirror)
+    against iter_records and the manifest loop, across batches and with one bad line."""
+    lines = [_entry(i).to_json() + "\n" for i in range(6)]
+    monkeypatch.setattr(state, "READ_SIZE", 1)  # one line per batch: what one batch holds must reach the next
+    path = tmp_path / "provenance.jsonl"
+    for text in ("".join(lines), "".join(lines + lines[2:3]), "".join(lines[:3] + ["{}\n"] + lines[3:])):
+        path.write_text(text)
+        fast, slow = [], []
+        assert state.read_entries(path, fast) == [r.entry for r in state.iter_records(path, slow)]
+        assert fast == slow and len(state.read_entries(path, [])) >= 5
+    path.write_text("".join(lines))
+    with monkeypatch.context() as patched:
+        patched.setattr(state, "iter_records", None)  # a clean file never needs the line-by-line reader
+        assert len(state.read_entries(path, [])) == 6
+    sha = "ab" * 32
+    plain = "".join(f"{sha}  data/d/{i}.jpg\n" for i in range(4))
+    with monkeypatch.context() as patched:
+        patched.setattr(state, "split_manifest_line", None)  # nor a plain manifest the loop
+        for text in (plain, plain.rstrip("\n")):
+            assert len(state.parse_manifest(text.encode(), "m", [], payload=True)) == 4
+    cases = [plain, plain.rstrip("\n"), plain + "\n", plain + f"{sha}  data/d/0.jpg\n", plain + f"{sha}  data/../x\n",
+             f"{sha} *data/d/9.jpg\n" + plain, plain + f"{sha}  data/a%0Ab\n", plain + f"{sha}  data/a\rb\n"]
+    results = []
+    for text in cases:
+        problems = []
+        items = state.parse_manifest(text.encode(), "m", problems, payload=True)
+        results.append((list(items.items()), [str(p) for p in problems]))
+    monkeypatch.setattr(state, "_PLAIN_PAYLOAD_LINE", re.compile(r"(\Zx)(y)"))  # the loop for every line
+    for text, got in zip(cases, results):
+        problems = []
+        items = state.parse_manifest(text.encode(), "m", problems, payload=True)
+        assert got == (list(items.items()), [str(p) for p in problems]), text
+    assert results[0] == ([(f"data/d/{i}.jpg", sha) for i in range(4)], []) and results[1] == results[0]
+    assert [len(r[0]) for r in results] == [4, 4, 4, 4, 4, 5, 5, 5] and all(r[1] for r in results[3:5])

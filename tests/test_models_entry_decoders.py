@@ -1,0 +1,129 @@
+"""Entry.from_json has two decoders: msgspec for valid lines, the field-by-field parser for the
+message. They must never disagree on what is valid, nor on the entry a valid line gives."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mirror import models
+from mirror.models import Entry
+
+GOOD = Entry(key="010101001.01", kind="acta", version=1, path="data/01/010101001.01.jpg", sha256="a" * 64,
+             size=8000, cid="", url="https://x/a.jpg", final_url="https://x/a.jpg", host="x",
+             fetched_at="2024-07-30T12:00:00Z", status=200, etag="", last_modified="", content_type="image/jpeg",
+             site="resultados2024", page="https://x/index.csv", redirects=("https://x/r",)).to_json()
+BODY = GOOD[:-1]  # the line without its closing brace, to append fields
+
+
+def outcome(decode, line: str):
+    try:
+        return "ok", decode(line)
+    except ValueError as exc:
+        return "error", str(exc)
+
+
+def both(line: str):
+    fast, slow = outcome(Entry.from_json, line), outcome(Entry._from_json_checked, line)
+    assert fast == slow, line[:200]
+    return fast
+
+
+def with_field(name: str, raw: str) -> str:
+    """GOOD with one field's JSON text replaced by raw (appended again: JSON's last one wins)."""
+    return f'{BODY}, "{name}": {raw}}}'
+
+
+HOSTILE = [
+    # numbers: no float anywhere, whole numbers in range, no booleans
+    with_field("size", "1.0"), with_field("size", "1e0"), with_field("size", "1e400"), with_field("size", "-0.0"),
+    with_field("size", "NaN"), with_field("size", "Infinity"), with_field("size", "-Infinity"),
+    with_field("size", "true"), with_field("size", '"8000"'), with_field("size", "null"),
+    with_field("size", str(10 ** 30)), with_field("size", "1" + "0" * 5000), with_field("size", "-1"),
+    with_field("size", str(models.MAX_FILE_BYTES)), with_field("size", str(models.MAX_FILE_BYTES + 1)),
+    with_field("version", "0"), with_field("version", "1000001"), with_field("status", "99"),
+    with_field("status", "600"), with_field("status", "599"), with_field("trailing_bytes", "-1"),
+    with_field("trailing_bytes", "false"), with_field("size", "-0"),
+    # fields the struct does not know: valid unless they hide what the rules forbid
+    with_field("extra", "1.5"), with_field("extra", "NaN"), with_field("extra", '{"a": [1e5]}'),
+    with_field("extra", "1"), with_field("extra", '"text"'), with_field("extra", "[" * 100_000 + "]" * 100_000),
+    with_field("extra", "1" + "0" * 5000),
+    # repeated keys: the last one counts, as in json
+    f'{BODY}, "size": 1.5, "size": 7}}', f'{BODY}, "size": 7, "size": 1.5}}', f'{BODY}, "path": "../x"}}',
+    '{"size": "x", ' + GOOD[1:],
+    # strings
+    with_field("etag", '"\\ud800"'), with_field("etag", '"\\ud83d\\ude00"'), with_field("etag", '"a\tb"'),
+    with_field("etag", '"\\u0000"'), with_field("etag", "7"), with_field("kind", "null"),
+    '{"si\\u007ae": 5, ' + GOOD[1:], "\ufeff" + GOOD, GOOD + " x", GOOD + "\r\n", " \t" + GOOD + "\n",
+    # sha256 and supersedes
+    GOOD.replace("a" * 64, "A" * 64), GOOD.replace("a" * 64, "a" * 63), GOOD.replace("a" * 64, "a" * 64 + "\n"),
+    with_field("supersedes", "5"), with_field("supersedes", '"x"'), with_field("supersedes", "null"),
+    with_field("supersedes", f'"{"b" * 64}"'), with_field("supersedes", f'"{"B" * 64}"'),
+    # redirects
+    with_field("redirects", '"https://x"'), with_field("redirects", "[1]"), with_field("redirects", "[]"),
+    with_field("redirects", "[[]]"), with_field("redirects", "[" * 100_000 + "]" * 100_000),
+    # paths
+    *(with_field("path", json.dumps(p)) for p in [
+        "../x", "/data/x", "data/", "data//x", "data/./x", "data/../x", "data/x\u0000", "x/data/y", "data/..",
+        "data", "data/.", "data/a b/c.jpg", "data/x/", "datax/y", "data\\x", "data/x\n", "data/ñ.jpg", ""]),
+    # not an entry at all
+    "", "[]", '"s"', "1", "null", "{}", "{", GOOD[:-1], '{"key": "k"}',
+    json.dumps({k: v for k, v in json.loads(GOOD).items() if k != "sha256"}),
+    json.dumps({k: v for k, v in json.loads(GOOD).items() if k not in ("redirects", "trailing_bytes")}),
+]
+
+
+@pytest.mark.parametrize("line", HOSTILE, ids=range(len(HOSTILE)))
+def test_both_decoders_agree_on_hostile_lines(line):
+    both(line)
+
+
+def test_the_hostile_lines_cover_both_answers():
+    answers = [both(line)[0] for line in HOSTILE]
+    assert answers.count("ok") >= 10 and answers.count("error") >= 40
+
+
+def test_a_valid_line_never_reaches_the_slow_parser(monkeypatch):
+    def slow(line):
+        raise AssertionError("the field-by-field parser was used for a valid line")
+    monkeypatch.setattr(Entry, "_from_json_checked", slow)
+    entry = Entry.from_json(GOOD)
+    assert entry.size == 8000 and entry.redirects == ("https://x/r",) and entry.supersedes is None
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-2 ** 70, max_value=2 ** 70),
+              st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=70),
+              st.sampled_from(["a" * 64, "data/x.jpg", "data/../x", "/x", "data/./y", "data//z", "acta"])),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([*models._ENTRY_FIELDS, "extra"]), JSON_VALUES, max_size=4),
+       st.sets(st.sampled_from(models._ENTRY_FIELDS), max_size=2))
+def test_both_decoders_agree_on_generated_lines(changes, dropped):
+    obj = {k: v for k, v in json.loads(GOOD).items() if k not in dropped}
+    both(json.dumps({**obj, **changes}))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["data", "/", ".", "..", "a", "\x00", "\n", " ", "ñ", "\\"]), max_size=8).map("".join))
+def test_both_decoders_agree_on_paths(path):
+    both(with_field("path", json.dumps(path)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="0123456789abcdefABCDEF\n ", min_size=60, max_size=66))
+def test_both_decoders_agree_on_digests(digest):
+    both(with_field("sha256", json.dumps(digest)))
+    both(with_field("supersedes", json.dumps(digest)))
+
+
+def test_a_file_of_valid_lines_is_decoded_at_once_and_a_bad_one_is_left_to_from_json():
+    lines = [GOOD, GOOD.replace('"size": 8000', '"size": 1')]
+    assert Entry.from_json_lines(lines) == [Entry.from_json(line) for line in lines]
+    assert Entry.from_json_lines([*lines, with_field("extra", "1")]) is None  # valid, but for from_json to say
+    assert Entry.from_json_lines([*lines, with_field("size", "1.5")]) is None

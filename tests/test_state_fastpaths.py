@@ -1,0 +1,123 @@
+"""The fast paths of the validated reader give exactly what the line-by-line paths give:
+parse_manifest's whole-file pattern, and read_entries against iter_records."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mirror import state
+from mirror.models import Entry
+
+SHA = "ab" * 32
+
+
+def slow_manifest(data: bytes, payload: bool = True):
+    problems = []
+    saved = state._PLAIN_PAYLOAD_LINE
+    state._PLAIN_PAYLOAD_LINE = re.compile(r"(\Zx)(y)")  # matches nothing: every file goes line by line
+    try:
+        result = state.parse_manifest(data, "manifest-sha256.txt", problems, payload=payload)
+    finally:
+        state._PLAIN_PAYLOAD_LINE = saved
+    return list(result.items()), problems
+
+
+def fast_manifest(data: bytes, payload: bool = True):
+    problems = []
+    result = state.parse_manifest(data, "manifest-sha256.txt", problems, payload=payload)
+    return list(result.items()), problems
+
+
+PLAIN = "".join(f"{SHA}  data/01/0101{i:05d}/0101{i:05d}.01.jpg\n" for i in range(5))
+MANIFESTS = [
+    PLAIN, PLAIN.rstrip("\n"), "", "\n", PLAIN + "\n", PLAIN + PLAIN.splitlines(True)[0], PLAIN.upper(),
+    PLAIN.replace("  data", " *data"), PLAIN.replace("  data", "   data"), PLAIN.replace("  data", " data"),
+    PLAIN + f"{SHA}  data/../x\n", PLAIN + f"{SHA}  data/./x\n", PLAIN + f"{SHA}  data//x\n",
+    PLAIN + f"{SHA}  /data/x\n", PLAIN + f"{SHA}  bag-info.txt\n", PLAIN + f"{SHA}  data/a%0Ab\n",
+    PLAIN + f"{SHA}  data/a%25b\n", PLAIN + f"{SHA}  data/a\rb\n", PLAIN + f"{SHA}  data/a\x85b\n",
+    PLAIN + f"{SHA}  data/a\u2028b\n", PLAIN + f"{SHA}  data/a\x0cb\n", PLAIN + f"{SHA}  data/x \n",
+    PLAIN + f"{SHA}  data/..\n", PLAIN + f"{SHA}  data/...\n", PLAIN + f"{SHA}  data\n", PLAIN + f"{SHA}  data/\n",
+    PLAIN + f"{SHA[:-1]}  data/x\n", PLAIN + f"{SHA}0  data/x\n", PLAIN + "   \n", PLAIN.replace("\n", "\r\n"),
+    PLAIN + f"{SHA}  data/a\x00b\n", PLAIN + f"{SHA}  data/ñ.jpg\n",
+]
+
+
+@pytest.mark.parametrize("text", MANIFESTS, ids=range(len(MANIFESTS)))
+def test_the_manifest_fast_path_gives_what_the_loop_gives(text):
+    assert fast_manifest(text.encode()) == slow_manifest(text.encode())
+
+
+def test_a_plain_manifest_takes_the_fast_path(monkeypatch):
+    monkeypatch.setattr(state, "split_manifest_line", None)  # the loop would fail on its first line
+    items, problems = fast_manifest(PLAIN.encode())
+    assert len(items) == 5 and not problems
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([SHA, SHA.upper(), SHA[:-2], "x" * 64]),
+                          st.sampled_from(["  ", " *", " ", "   "]),
+                          st.lists(st.sampled_from(["data", "/", ".", "..", "a", "%0A", "%", "\r", "\x85", " ", "\x00"]),
+                                   max_size=6).map("".join),
+                          st.sampled_from(["\n", "\r\n", "\n\n"])), max_size=5))
+def test_generated_manifests_agree(lines):
+    data = "".join(d + sep + p + end for d, sep, p, end in lines).encode()
+    assert fast_manifest(data) == slow_manifest(data)
+
+
+GOOD = json.loads(Entry(key="010101001.01", kind="acta", version=1, path="data/01/010101001.01.jpg", sha256=SHA,
+                        size=8000, cid="", url="u", final_url="u", host="h", fetched_at="t", status=200, etag="",
+                        last_modified="", content_type="image/jpeg", site="s", page="p").to_json())
+
+
+def line(**changes) -> bytes:
+    return (json.dumps({**GOOD, **changes}) + "\n").encode()
+
+
+def acta(n: int) -> bytes:
+    key = f"0101010{n:02d}.01"
+    return line(key=key, path=f"data/01/{key}.jpg")
+
+
+VALID = b"".join(acta(n) for n in range(20))
+PROVENANCE_FILES = {
+    "valid": VALID, "no final newline": VALID.rstrip(b"\n"), "empty": b"", "blank lines": b"\n\n" + VALID + b"  \n",
+    "crlf": VALID.replace(b"\n", b"\r\n"), "a path twice": VALID + acta(3), "a key twice, two paths":
+        VALID + line(key="010101003.01", path="data/02/010101003.01.jpg"),
+    "a float": VALID + line(size=1.5), "an unknown field": VALID + line(extra=1, key="010101099.01",
+                                                                          path="data/9/010101099.01.jpg"),
+    "an unknown float": VALID + line(extra=1.5), "kind against key": VALID + line(kind="index"),
+    "a bad key": VALID + line(key="x", path="data/x.jpg"), "not utf-8": VALID + b'{"key": "\xff"}\n',
+    "utf-8 surrogate": VALID + line(etag="x").replace(b'"x"', b'"\xed\xa0\x80"'), "not json": b"{\n" + VALID,
+    "a form feed line": VALID + b"\x0c\n",
+}
+
+
+@pytest.mark.parametrize("name", PROVENANCE_FILES)
+def test_read_entries_gives_what_iter_records_gives(tmp_path, name, monkeypatch):
+    path = tmp_path / "provenance.jsonl"
+    path.write_bytes(PROVENANCE_FILES[name])
+    monkeypatch.setattr(state, "READ_SIZE", 300)  # several batches: a path repeated across two is seen
+    slow_problems, fast_problems = [], []
+    slow = [r.entry for r in state.iter_records(path, slow_problems)]
+    assert state.read_entries(path, fast_problems) == slow and fast_problems == slow_problems
+
+
+def test_read_entries_of_no_file_and_of_a_link(tmp_path):
+    problems = []
+    assert state.read_entries(tmp_path / "provenance.jsonl", problems) == [] and problems == []
+    (tmp_path / "real.jsonl").write_bytes(VALID)
+    os.symlink(tmp_path / "real.jsonl", tmp_path / "provenance.jsonl")
+    assert state.read_entries(tmp_path / "provenance.jsonl", problems) == []
+    assert [p.kind for p in problems] == ["unsafe"]
+
+
+def test_a_valid_provenance_is_not_read_line_by_line(tmp_path, monkeypatch):
+    path = tmp_path / "provenance.jsonl"
+    path.write_bytes(VALID)
+    monkeypatch.setattr(state, "iter_records", None)
+    assert len(state.read_entries(path, [])) == 20
