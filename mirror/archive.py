@@ -63,6 +63,7 @@ def safe_component(name: str, fallback: str = "_") -> str:
     return name[:80] or fallback
 
 
+@lru_cache(maxsize=4096)  # a state, municipality or parish names many centers
 def _level(code: str, name: str) -> str:
     code = safe_component(code, "")
     name = safe_component(name, "")
@@ -651,16 +652,18 @@ class Archive:
                     finally:
                         os.close(fd)
             dirs = set()
+            root = os.fspath(self.root)
             for tmp, rel, *_ in files:
-                final = self.root / rel
-                self._real_folder(rel.rsplit("/", 1)[0])
-                if final.exists():  # never overwrite evidence
+                folder = rel.rpartition("/")[0]
+                self._real_folder(folder)
+                final = f"{root}/{rel}"
+                if os.path.lexists(final):  # never overwrite evidence
                     raise ArchiveWriteError(f"refusing to overwrite {rel}")
                 os.rename(tmp, final)
-                dirs.add(final.parent)
+                dirs.add(folder)
             if not sync_filesystem(self.root):
                 for d in dirs:
-                    fsync_dir(d)
+                    fsync_dir(self.root / d)
             text = "".join(entry.to_json() + "\n" for _t, _r, entry, _c in files).encode("utf-8")
             append_durably(self.root / PROVENANCE, text)
             self._digests[0].appended(text)

@@ -51,6 +51,8 @@ SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until 
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
 SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
 STORE_THREADS = 2  # threads that make temp files ahead, and write whole bodies to disk and hash them
+INLINE_BYTES = 64 * 1024  # a whole body up to this size is written and hashed on the loop: a hand-off
+                          # to a thread cost more than the write (the full index of 8 KB bodies)
 
 # Defaults a caller may override per run.
 DEFAULT_CONCURRENCY = 16
@@ -60,7 +62,7 @@ DEFAULT_MAX_BYTES = 25 * 1024 * 1024  # real actas are ~250 KB
 DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024  # HTML pages and index files
 DEFAULT_PROCESSES = 2  # processes downloading images (fetchworker.py), at most one per core
 SECOND_PROCESS_AFTER = 256  # image downloads asked for before the second process is started
-SECOND_PROCESS_SHARE = 2  # it takes up to this many downloads for each one here (this one also archives)
+SECOND_PROCESS_SHARE = 8  # it takes up to this many downloads for each one here (this one also archives)
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
 
 # Failures that another host cannot mend: the URL itself, or the run's own limits.
@@ -242,7 +244,9 @@ class Fetcher:
         self._drop_spares()
 
     async def _store(self, fd: int, data: bytearray) -> str:
-        # Even a small write can wait on the disk (while the archive syncs it): not on the loop.
+        if len(data) <= INLINE_BYTES:
+            return _store(fd, data)
+        # A large write can wait on the disk (while the archive syncs it): not on the loop.
         return await asyncio.get_running_loop().run_in_executor(self._pool, _store, fd, data)
 
     def _temp_file(self) -> tuple[str, int]:
