@@ -25,7 +25,7 @@ from .state import open_payload
 from .sites import get_site
 
 
-BACKLOG_LIMIT = 1024  # files fetched but not yet committed before workers pause
+BACKLOG_LIMIT = 2048  # files fetched but not yet committed before workers pause
 MAX_URLS_PER_ACTA = 4  # URLs fetched for one acta in one run; further ones are reported
 MAX_NEW_VERSIONS_PER_RUN = 1  # new versions of one acta in one run; further bytes are reported
 LISTING_FORMAT = 1  # bump when what parse_index yields changes: an older listing is then read again

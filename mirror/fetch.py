@@ -51,6 +51,8 @@ SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until 
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
 SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
 STORE_THREADS = 2  # threads that make temp files ahead, and write whole bodies to disk and hash them
+INLINE_BYTES = 64 * 1024  # in the second process, a whole body up to this size is written and hashed
+                          # on its loop: a hand-off to a thread cost more than an 8 KB write
 
 # Defaults a caller may override per run.
 DEFAULT_CONCURRENCY = 16
@@ -60,7 +62,6 @@ DEFAULT_MAX_BYTES = 25 * 1024 * 1024  # real actas are ~250 KB
 DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024  # HTML pages and index files
 DEFAULT_PROCESSES = 2  # processes downloading images (fetchworker.py), at most one per core
 SECOND_PROCESS_AFTER = 256  # image downloads asked for before the second process is started
-SECOND_PROCESS_SHARE = 2  # it takes up to this many downloads for each one here (this one also archives)
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
 
 # Failures that another host cannot mend: the URL itself, or the run's own limits.
@@ -191,7 +192,8 @@ class Fetcher:
                  max_bytes: int = DEFAULT_MAX_BYTES, tmp_dir: str | None = None,
                  retry_attempts: int = RETRY_ATTEMPTS, alternates: tuple[str, ...] = (),
                  policy: HostPolicy = HostPolicy(), deadline: float | None = None,
-                 user_agent: str = "", headers: dict[str, str] | None = None, processes: int = 1):
+                 user_agent: str = "", headers: dict[str, str] | None = None, processes: int = 1,
+                 inline_stores: bool = False):
         self.concurrency = concurrency
         self.rate = rate
         self.proxy = proxy
@@ -214,13 +216,16 @@ class Fetcher:
         self._names = itertools.count(1)  # temp file names (taken from two threads: next() is atomic)
         self._spares: collections.deque[tuple[str, int]] = collections.deque()
         self._refilling = False
-        # A second process takes a share of the image downloads (fetchworker.py), once a crawl
-        # is big enough to pay for starting it; pacing needs one clock, so not with a rate.
+        # Small bodies written on the loop: only where the loop does nothing else (the second
+        # process). In the archiving process a write can wait while the archive syncs the disk.
+        self.inline_stores = inline_stores
+        # A second process takes the image downloads (fetchworker.py), once a crawl is big
+        # enough to pay for starting it, and this one archives; pacing needs one clock, so not
+        # with a rate.
         self.processes = min(processes, os.cpu_count() or 1) if rate <= 0 else 1
         self._remote: Remote | None = None
         self._starting: asyncio.Task | None = None  # the child's start, held so it is not collected
         self._images = 0  # image downloads asked for so far
-        self._local = 0  # of them, in flight in this process
         self._told: set[str] = set()  # hosts whose breaker the other process knows of
 
     async def __aenter__(self) -> "Fetcher":
@@ -242,7 +247,9 @@ class Fetcher:
         self._drop_spares()
 
     async def _store(self, fd: int, data: bytearray) -> str:
-        # Even a small write can wait on the disk (while the archive syncs it): not on the loop.
+        if self.inline_stores and len(data) <= INLINE_BYTES:
+            return _store(fd, data)
+        # A write can wait on the disk (while the archive syncs it): not on the loop.
         return await asyncio.get_running_loop().run_in_executor(self._pool, _store, fd, data)
 
     def _temp_file(self) -> tuple[str, int]:
@@ -267,6 +274,9 @@ class Fetcher:
             pass
         finally:
             self._refilling = False
+        # Small bodies written on the loop: only where the loop does nothing else (the second
+        # process). In the archiving process a write can wait while the archive syncs the disk.
+        self.inline_stores = inline_stores
 
     def _drop_spares(self) -> None:
         while self._spares:
@@ -321,19 +331,18 @@ class Fetcher:
                     expect_image: bool = True) -> Fetched:
         """GET url into a temp file, retried by policy; when the host fails for good, the same
         path from each alternate host in turn. The result keeps the URL asked for; its
-        final_url and host say who served the bytes. An image may be fetched by the second
-        process, when it has fewer in flight than this one."""
+        final_url and host say who served the bytes. Once the second process runs, it fetches
+        every image: this one is busy archiving (measured: sharing the downloads left this
+        process the slower one)."""
         remote = self._second() if expect_image else None
-        if remote is not None and remote.in_flight <= SECOND_PROCESS_SHARE * self._local:
+        if remote is not None:
             try:
                 return await remote.fetch(url, etag, last_modified, expect_image)
             except Gone:
                 pass  # it died: ask here
-        self._local += 1
         try:
             return await self._fetch_here(url, etag, last_modified, expect_image)
         finally:
-            self._local -= 1
             if self._remote is not None and self._remote.alive:
                 self._tell_trips()
 

@@ -1,6 +1,6 @@
 """A second fetcher in a process of its own, so that a crawl's downloads use two cores.
 
-The crawl's Fetcher hands some image downloads to it (Fetcher.fetch decides which). The child
+The crawl's Fetcher hands it every image download once it runs (Fetcher.fetch). The child
 is a whole Fetcher, with the same policy, retries and checks, reading requests as JSON lines on
 its stdin and answering each on its stdout. Its temp files land in the same folder, where the
 archive takes them. Its requests and retries are counted into the parent's figures; a host whose
@@ -158,7 +158,7 @@ async def _serve() -> None:
     told: set[str] = set()  # hosts whose trip the parent knows of
     outbox: list[str] = []
 
-    async with Fetcher(**config) as fetcher:
+    async with Fetcher(**config, inline_stores=True) as fetcher:
         def answer(message: dict) -> None:
             message["requests"], message["retries"] = fetcher.requests - counted[0], fetcher.retries - counted[1]
             counted[:] = [fetcher.requests, fetcher.retries]

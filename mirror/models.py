@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import operator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -173,8 +174,9 @@ class Entry:
     trailing_bytes: int = 0  # bytes after the image's end marker: kept as served, flagged
 
     def to_json(self) -> str:
-        return json.dumps({name: list(v) if isinstance(v := getattr(self, name), tuple) else v
-                           for name in _ENTRY_FIELDS}, ensure_ascii=False)
+        obj = dict(zip(_ENTRY_FIELDS, _entry_values(self)))
+        obj["redirects"] = list(obj["redirects"])
+        return _ENCODER.encode(obj)
 
     @classmethod
     def from_json(cls, line: str) -> "Entry":
@@ -252,6 +254,8 @@ class Entry:
 
 
 _ENTRY_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(Entry)))
+_entry_values = operator.attrgetter(*_ENTRY_FIELDS)
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps with an option builds one per call
 _FIELDS_REQUIRED = tuple((f.name, f.default is dataclasses.MISSING) for f in dataclasses.fields(Entry))
 MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what breaks arithmetic
 MAX_VERSION = 1_000_000

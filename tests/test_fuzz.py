@@ -12,7 +12,7 @@ import string
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mirror.audit.crosscheck import load_figures
@@ -256,3 +256,30 @@ def test_mirror_reader(provenance, manifest, tags, bag_info, raw_tail, layout):
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old)
         assert _snapshot(top) == before  # nothing written, inside the mirror or out
+
+
+
+URL_PARTS = st.tuples(st.sampled_from(["http://", "https://", "HTTP://", "Http://", "", "//", "ftp://"]),
+                      st.sampled_from(["h", "h:8", "[::1]", "u:p@h", "", "h\t", "H"]),
+                      st.lists(st.sampled_from(["/", "a.jpg", "?", "#", "?q", ";p", "./", "../", "%2e", " ", "\t",
+                                                "\x00", "\\", "é", ":", "//", "\x7f", "\n"]), max_size=6))
+
+
+@FUZZ
+@given(st.sampled_from(["http://b/i.csv", "https://b/x/y/i.csv", "ftp://b/i", "", "http://b"]), URL_PARTS)
+@example("http://b/i.csv", ("http://", "h", ["/", "a.jpg", "?"]))  # urljoin drops an empty query...
+@example("http://b/i.csv", ("http://", "h", ["/", "a.jpg", "#"]))  # ...and an empty fragment
+@example("http://b/i.csv", ("HTTP://", "h", ["/", "a.jpg"]))  # ...and lowercases the scheme
+@example("http://b/i.csv", ("http://", "h", ["/", "\t", "a.jpg"]))  # ...and removes tabs
+def test_join_fast_path_gives_what_urljoin_gives(base, parts):
+    """join() hands back plain absolute URLs without parsing them: only where urljoin would."""
+    from urllib.parse import urljoin
+
+    from mirror.sites import join
+
+    href = parts[0] + parts[1] + "".join(parts[2])
+    try:
+        want = urljoin(base, href)
+    except ValueError:
+        want = href
+    assert join(base, href) == want

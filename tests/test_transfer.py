@@ -5,6 +5,7 @@ import asyncio
 import csv
 import hashlib
 import io
+import threading
 import urllib.request
 
 import pytest
@@ -36,7 +37,7 @@ def wide_replay(replay_factory):
     return replay_factory(limit=120)
 
 
-def test_a_second_process_takes_a_share_and_its_answers_are_whole(wide_replay, tmp_path, monkeypatch):
+def test_a_second_process_takes_the_images_and_its_answers_are_whole(wide_replay, tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "SECOND_PROCESS_AFTER", 10)
     urls = image_urls(wide_replay)
     missing = [f"{wide_replay.url}/no-such-acta-{i}.jpg" for i in range(30)]
@@ -220,3 +221,24 @@ def test_a_fifo_where_the_archived_index_was_is_never_read(replay, tmp_path):
     listed = first.stdout.split(" actas discovered")[0]
     assert proc.returncode == 0 and f"{listed} actas discovered: 0 archived, {listed} unchanged" in proc.stdout, \
         proc.stdout + proc.stderr  # the index was asked for whole, and read from the download
+
+
+def test_bodies_written_on_the_loop_are_whole(wide_replay, tmp_path, monkeypatch):
+    """The second process writes small bodies on its loop (inline_stores): same bytes, same sha256."""
+    monkeypatch.setattr(fetch, "INLINE_BYTES", 1 << 30)  # every body of the replay goes that way
+    urls = image_urls(wide_replay)[:12]
+    stored = []
+    real_store = fetch._store
+    monkeypatch.setattr(fetch, "_store", lambda fd, data: stored.append(threading.current_thread()) or real_store(fd, data))
+
+    async def go():
+        async with fetcher(tmp_path, wide_replay, concurrency=4, inline_stores=True) as f:
+            return await fetch_all(f, urls)
+
+    for url, got in zip(urls, asyncio.run(go())):
+        assert not isinstance(got, BaseException), got
+        body = urllib.request.urlopen(url).read()
+        with open(got.tmp_path, "rb") as fh:
+            assert fh.read() == body
+        assert got.sha256 == hashlib.sha256(body).hexdigest() and got.size == len(body)
+    assert stored == [threading.main_thread()] * len(urls), "each body was written on the loop's thread"

@@ -90,7 +90,9 @@ def _redact_url(match: re.Match) -> str:
 def redact(text: str, *secrets: str) -> str:
     """The one redaction of credentials: user:password@ out of every URL in the text, and any
     known secret value (as given and percent-decoded) out of the rest."""
-    text = _URL.sub(_redact_url, str(text))
+    text = str(text)
+    if "@" in text:  # a URL without one carries no credentials (most of them: the crawl asks per file)
+        text = _URL.sub(_redact_url, text)
     for secret in secrets:
         for form in {secret, unquote(secret)} if secret else ():
             if form:

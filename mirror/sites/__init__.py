@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import pkgutil
+import re
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Protocol
 from urllib.parse import urljoin
 
@@ -51,9 +52,16 @@ MAX_DEPTH = 8  # levels below the first pages (both site families have 6 at most
 Visit = Callable[[str, str, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
 
 
+# An absolute http(s) URL with nothing urljoin would normalize (no query, fragment, brackets,
+# controls or spaces): urljoin gives it back as it is. Every row of an index is one.
+_PLAIN_ABSOLUTE = re.compile(r"https?://[^/?#\[\]\\\x00-\x20\x7f]+(?:/[^?#\\\x00-\x20\x7f]*)?")
+
+
 def join(base: str, href: str) -> str:
     """urljoin that never raises: a link it cannot parse is kept as it is, for the fetcher
     to refuse with a named failure."""
+    if base and _PLAIN_ABSOLUTE.fullmatch(href):
+        return href
     try:
         return urljoin(base, href)
     except ValueError:
