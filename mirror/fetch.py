@@ -17,6 +17,7 @@ import collections
 import dataclasses
 import email.utils
 import errno
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -107,6 +108,7 @@ def _wait(retry_state) -> float:
     return _delay(exc, retry_state.attempt_number + 1)  # the first try happened before tenacity
 
 
+@functools.lru_cache(maxsize=1024)  # asked for every request and every connection, of a few hosts
 def address_class(address: str) -> str:
     """'public', or why an address is not: loopback, private, link-local, reserved."""
     try:
