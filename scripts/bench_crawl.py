@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the crawl against wget2 and nginx and print one table of ratios (never a pass/fail test).
 
-    python3 scripts/bench_crawl.py [--rounds 3] [--work bench-out] [--profile]
+    python3 scripts/bench_crawl.py [--rounds 3] [--work bench-out] [--profile] [--fresh-fs GB]
         [--skip-real] [--skip-small] [--skip-memory] [--skip-rerun]
         [--skip-verify] [--skip-git] [--skip-ipfs]
 
@@ -28,6 +28,14 @@ both clients read warm files from nginx. Peak RSS is the crawl's process tree: t
 summed resident sizes sampled every 0.1 s and the largest single process's peak (wait4). Timed
 rounds are never profiled; --profile adds one crawl per workload under py-spy (flame graph SVG)
 or, without py-spy, cProfile (top functions as text), and prints where the files are.
+
+--fresh-fs GB (root only): both clients write onto a new ext4 file system of that size, in an
+image file under WORK mounted through a loop device, as a hosted runner's fresh disk would be.
+On a long-used disk, making a file can cost far more than anything else: on this project's
+development machine, 20 microseconds in a folder at the top of the disk and 400-700 deeper down,
+where ext4 looks through full block groups for a free inode. Both clients make one file per
+table (the crawl also one folder per center), and where their folders landed decided the figures
+run to run (wget2 took 1.3-4.6 s on the full index).
 
 Generated sites are kept in WORK/site-*, so a second run starts at once. Prints a Markdown
 table and writes it with the machine's details to WORK/bench.json. The machine may be shared:
@@ -187,6 +195,28 @@ class Bench:
         self.profiles: list[str] = []
         self.mirrors: dict[str, Path] = {}
         self.full_crawl: tuple[float, float] | None = None  # (median seconds, peak RSS MB) of the full index
+        self.out = self.work  # where both clients write: WORK, or the fresh file system
+        self.mounted: Path | None = None
+
+    def fresh_fs(self, gigabytes: int) -> None:
+        """Mount a new ext4 file system of this size at WORK/fresh-fs, for both clients' output."""
+        if os.geteuid() != 0:
+            raise SystemExit("--fresh-fs needs root (it mounts a loop device)")
+        image, mount = self.work / "fresh-fs.img", self.work / "fresh-fs"
+        subprocess.run(["umount", str(mount)], capture_output=True, check=False)  # a run stopped midway
+        image.unlink(missing_ok=True)
+        with open(image, "wb") as fh:
+            fh.truncate(gigabytes << 30)  # sparse: only what is written takes room
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+        mount.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
+        self.out = self.mounted = mount
+        print(f"output on a fresh ext4 file system of {gigabytes} GB: {mount}", flush=True)
+
+    def unmount(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", str(self.mounted)], check=False)
+            (self.work / "fresh-fs.img").unlink(missing_ok=True)
 
     # --- sites -------------------------------------------------------------------------
 
@@ -266,7 +296,7 @@ class Bench:
         return run
 
     def profile(self, site: Site, name: str) -> None:
-        out = self.work / f"profile-{name}-mirror"
+        out = self.out / f"profile-{name}-mirror"
         shutil.rmtree(out, ignore_errors=True)
         crawl = self.crawl(site, out)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -303,8 +333,8 @@ class Bench:
                                   .splitlines()[1:]))
         self.warm(site)
         runs: dict[str, list[Run]] = {"wget2": [], "crawl": [], "pipeline": []}
-        mirror = self.work / MIRRORS[name]
-        scratch = self.work / "scratch"
+        mirror = self.out / MIRRORS[name]
+        scratch = self.out / "scratch"
         for r in range(1, self.args.rounds + 1):
             shutil.rmtree(scratch, ignore_errors=True)
             quiesce()
@@ -390,7 +420,7 @@ class Bench:
         site, n = self.synthetic_site()
         print(f"\n== memory: synthetic index of {n:,} tables, one {SMALL_BYTES:,}-byte image", flush=True)
         self.warm(site)
-        mirror = self.work / "mirror-synthetic"
+        mirror = self.out / "mirror-synthetic"
         site.start()
         try:
             run = self.run_crawl(site, mirror, n, "synthetic-crawl")
@@ -439,7 +469,7 @@ class Bench:
             if flag in flags and which in self.mirrors and self.mirrors[which].exists():
                 cmd += [flag, str(self.mirrors[which])]
         if "--work" in flags:
-            cmd += ["--work", str(self.work / name)]
+            cmd += ["--work", str(self.out / name)]
         if "--rounds" in flags:
             cmd += ["--rounds", str(self.args.rounds)]
         print("  " + shlex.join(cmd), flush=True)
@@ -502,6 +532,8 @@ def main() -> None:
     ap.add_argument("--real-count", type=int, default=2000, help="actas in the real-size workload (default 2000)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds allowed to each other benchmark script")
     ap.add_argument("--profile", action="store_true", help="one more crawl per workload under py-spy or cProfile")
+    ap.add_argument("--fresh-fs", type=int, metavar="GB", help="write onto a new ext4 file system of GB gigabytes "
+                                                                  "(root; see the module's text)")
     for part in ("real", "small", "memory", "rerun", "verify", "git", "ipfs"):
         ap.add_argument(f"--skip-{part}", action="store_true", help=f"skip the {part} comparison")
     args = ap.parse_args()
@@ -511,20 +543,26 @@ def main() -> None:
     info = machine()
     print(f"machine: {info['cores']} cores, load average at start {info['load_average_at_start']}, "
           f"nginx {info['nginx']}, {info['wget2']}, Python {info['python']}, commit {info['commit']}", flush=True)
-    if not args.skip_real:
-        bench.real()
-    if not args.skip_small:
-        bench.small()
-    if not args.skip_memory:
-        bench.memory()
-    bench.others()
-    shutil.rmtree(bench.work / "scratch", ignore_errors=True)
+    if args.fresh_fs:
+        bench.fresh_fs(args.fresh_fs)
+    try:
+        if not args.skip_real:
+            bench.real()
+        if not args.skip_small:
+            bench.small()
+        if not args.skip_memory:
+            bench.memory()
+        bench.others()
+        shutil.rmtree(bench.out / "scratch", ignore_errors=True)
+    finally:
+        bench.unmount()
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     text = table(bench.rows)
     print(f"\nmachine: {info['cores']} cores, load average at start {info['load_average_at_start']}, "
           f"at end {info['load_average_at_end']}, nginx {info['nginx']}, {info['wget2']}; "
           f"medians of {args.rounds} alternating rounds, concurrency {args.concurrency}, warm page cache\n")
     print(text)
+    info["output_fs"] = f"fresh ext4, {args.fresh_fs} GB" if args.fresh_fs else "WORK's own"
     report = {"machine": info, "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "rounds": args.rounds, "concurrency": args.concurrency, "rows": [asdict(r) for r in bench.rows],
               "round_seconds": bench.rounds, "profiles": bench.profiles}
