@@ -274,9 +274,6 @@ class Fetcher:
             pass
         finally:
             self._refilling = False
-        # Small bodies written on the loop: only where the loop does nothing else (the second
-        # process). In the archiving process a write can wait while the archive syncs the disk.
-        self.inline_stores = inline_stores
 
     def _drop_spares(self) -> None:
         while self._spares:
