@@ -333,6 +333,7 @@ class Fetcher:
         process the slower one)."""
         remote = self._second() if expect_image else None
         if remote is not None:
+            self._tell_trips()  # a trip made here while it started: no fetch here may follow to tell it
             try:
                 return await remote.fetch(url, etag, last_modified, expect_image)
             except Gone:

@@ -252,3 +252,24 @@ def test_making_spare_temp_files_ahead_raises_nothing(tmp_path):
     assert len(f._spares) == fetch.SPARES_BATCH and f.inline_stores and not f._refilling
     f._drop_spares()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_host_left_alone_before_the_second_process_ran_is_left_alone_by_it(wide_replay, tmp_path, monkeypatch):
+    """A breaker that tripped here while the child was starting must reach the child, though
+    every image now goes to it (no fetch here afterwards would tell it)."""
+    monkeypatch.setattr(fetch, "SECOND_PROCESS_AFTER", 5)
+    urls = image_urls(wide_replay)
+
+    async def go():
+        async with fetcher(tmp_path, wide_replay, concurrency=8) as f:
+            f._host("127.0.0.1").trip("it asked to wait 3600 s (Retry-After, HTTP 429)")
+            early = await fetch_all(f, urls[:10])  # asked here: the child starts after the fifth
+            await asyncio.sleep(1.0)
+            assert f._remote.alive
+            late = await fetch_all(f, urls[10:30])
+            return early, late, f._remote.requests
+
+    early, late, child_requests = asyncio.run(go())
+    for got in early + late:
+        assert isinstance(got, fetch.Deferred) and "left alone" in got.reason, got
+    assert child_requests == 0, "the second process asked a host that was left alone"
