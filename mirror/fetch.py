@@ -276,9 +276,6 @@ class Fetcher:
             pass
         finally:
             self._refilling = False
-        # Small bodies written on the loop: only where the loop does nothing else (the second
-        # process). In the archiving process a write can wait while the archive syncs the disk.
-        self.inline_stores = inline_stores
 
     def _drop_spares(self) -> None:
         while self._spares:
@@ -338,6 +335,7 @@ class Fetcher:
         process the slower one)."""
         remote = self._second() if expect_image else None
         if remote is not None:
+            self._tell_trips()  # a trip made here while it started: no fetch here may follow to tell it
             try:
                 return await remote.fetch(url, etag, last_modified, expect_image)
             except Gone:

@@ -261,7 +261,7 @@ def test_mirror_reader(provenance, manifest, tags, bag_info, raw_tail, layout):
 
 URL_PARTS = st.tuples(st.sampled_from(["http://", "https://", "HTTP://", "Http://", "", "//", "ftp://"]),
                       st.sampled_from(["h", "h:8", "[::1]", "u:p@h", "", "h\t", "H"]),
-                      st.lists(st.sampled_from(["/", "a.jpg", "?", "#", "?q", ";p", "./", "../", "%2e", " ", "\t",
+                      st.lists(st.sampled_from(["/", "a.jpg", "?", "#", "?q", ";p", ";", "./", "../", "%2e", " ", "\t",
                                                 "\x00", "\\", "é", ":", "//", "\x7f", "\n"]), max_size=6))
 
 
@@ -271,6 +271,7 @@ URL_PARTS = st.tuples(st.sampled_from(["http://", "https://", "HTTP://", "Http:/
 @example("http://b/i.csv", ("http://", "h", ["/", "a.jpg", "#"]))  # ...and an empty fragment
 @example("http://b/i.csv", ("HTTP://", "h", ["/", "a.jpg"]))  # ...and lowercases the scheme
 @example("http://b/i.csv", ("http://", "h", ["/", "\t", "a.jpg"]))  # ...and removes tabs
+@example("http://b/i.csv", ("http://", "h", ["/", "a.jpg", ";"]))  # ...and empty parameters after the last '/'
 def test_join_fast_path_gives_what_urljoin_gives(base, parts):
     """join() hands back plain absolute URLs without parsing them: only where urljoin would."""
     from urllib.parse import urljoin

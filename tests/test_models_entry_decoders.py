@@ -68,6 +68,12 @@ HOSTILE = [
     *(with_field("path", json.dumps(p)) for p in [
         "../x", "/data/x", "data/", "data//x", "data/./x", "data/../x", "data/x\u0000", "x/data/y", "data/..",
         "data", "data/.", "data/a b/c.jpg", "data/x/", "datax/y", "data\\x", "data/x\n", "data/ñ.jpg", ""]),
+    # lone and paired surrogate escapes msgspec refuses, whitespace JSON does not allow
+    with_field("etag", '"\\udc00"'), with_field("etag", '"\\ud800\\ud800"'), with_field("path", '"data/\\udc00"'),
+    *(ws + GOOD for ws in ("\x0c", "\x0b", "\xa0", "\u3000", "\x85", "\x00", "\r")),
+    *(GOOD + ws for ws in ("\x0c", "\xa0", "\x00", "\x1c")),
+    # a repeated key spelled with an escape: still the last one counts
+    f'{BODY}, "\\u0073ize": 9}}', f'{BODY}, "\\u0073ize": "9"}}', f'{BODY}, "p\\u0061th": "data/../x"}}',
     # not an entry at all
     "", "[]", '"s"', "1", "null", "{}", "{", GOOD[:-1], '{"key": "k"}',
     json.dumps({k: v for k, v in json.loads(GOOD).items() if k != "sha256"}),

@@ -44,6 +44,10 @@ MANIFESTS = [
     PLAIN + f"{SHA}  data/..\n", PLAIN + f"{SHA}  data/...\n", PLAIN + f"{SHA}  data\n", PLAIN + f"{SHA}  data/\n",
     PLAIN + f"{SHA[:-1]}  data/x\n", PLAIN + f"{SHA}0  data/x\n", PLAIN + "   \n", PLAIN.replace("\n", "\r\n"),
     PLAIN + f"{SHA}  data/a\x00b\n", PLAIN + f"{SHA}  data/ñ.jpg\n",
+    # every other character str.splitlines() breaks at, and ones it does not
+    *(PLAIN + f"{SHA}  data/a{c}b\n" for c in "\x0b\x1c\x1d\x1e\x1f\u2029\t\x7f\ufeff"),
+    "\ufeff" + PLAIN, PLAIN + f"{SHA}  data/x\x0c", PLAIN.replace("\n", "\r"), PLAIN + f"{SHA}  data/a/.\n",
+    PLAIN + f"{SHA}  data/%\n", f"{SHA}  data/x\n\n{SHA}  data/y\n",
 ]
 
 

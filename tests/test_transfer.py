@@ -242,3 +242,34 @@ def test_bodies_written_on_the_loop_are_whole(wide_replay, tmp_path, monkeypatch
             assert fh.read() == body
         assert got.sha256 == hashlib.sha256(body).hexdigest() and got.size == len(body)
     assert stored == [threading.main_thread()] * len(urls), "each body was written on the loop's thread"
+
+
+def test_making_spare_temp_files_ahead_raises_nothing(tmp_path):
+    """_make_spares runs on a worker thread whose future nobody reads: an exception there would
+    pass unseen (a stray line once set inline_stores from an undefined name after every batch)."""
+    f = Fetcher(tmp_dir=str(tmp_path), inline_stores=True)
+    f._make_spares()
+    assert len(f._spares) == fetch.SPARES_BATCH and f.inline_stores and not f._refilling
+    f._drop_spares()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_host_left_alone_before_the_second_process_ran_is_left_alone_by_it(wide_replay, tmp_path, monkeypatch):
+    """A breaker that tripped here while the child was starting must reach the child, though
+    every image now goes to it (no fetch here afterwards would tell it)."""
+    monkeypatch.setattr(fetch, "SECOND_PROCESS_AFTER", 5)
+    urls = image_urls(wide_replay)
+
+    async def go():
+        async with fetcher(tmp_path, wide_replay, concurrency=8) as f:
+            f._host("127.0.0.1").trip("it asked to wait 3600 s (Retry-After, HTTP 429)")
+            early = await fetch_all(f, urls[:10])  # asked here: the child starts after the fifth
+            await asyncio.sleep(1.0)
+            assert f._remote.alive
+            late = await fetch_all(f, urls[10:30])
+            return early, late, f._remote.requests
+
+    early, late, child_requests = asyncio.run(go())
+    for got in early + late:
+        assert isinstance(got, fetch.Deferred) and "left alone" in got.reason, got
+    assert child_requests == 0, "the second process asked a host that was left alone"

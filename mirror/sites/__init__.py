@@ -53,8 +53,9 @@ Visit = Callable[[str, str, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
 
 
 # An absolute http(s) URL with nothing urljoin would normalize (no query, fragment, brackets,
-# controls or spaces): urljoin gives it back as it is. Every row of an index is one.
-_PLAIN_ABSOLUTE = re.compile(r"https?://[^/?#\[\]\\\x00-\x20\x7f]+(?:/[^?#\\\x00-\x20\x7f]*)?")
+# controls or spaces, and no ';' in its path: urljoin drops empty parameters, "a.jpg;" -> "a.jpg"):
+# urljoin gives it back as it is. Every row of an index is one.
+_PLAIN_ABSOLUTE = re.compile(r"https?://[^/?#\[\]\\\x00-\x20\x7f]+(?:/[^?#;\\\x00-\x20\x7f]*)?")
 
 
 def join(base: str, href: str) -> str:
