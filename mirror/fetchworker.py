@@ -187,6 +187,9 @@ async def _serve() -> None:
                                                        exc.attempts]})
             except ArchiveWriteError as exc:
                 answer({"id": request["id"], "disk": str(exc)})
+            except Exception as exc:  # noqa: BLE001 (never leave the parent waiting: a named failure, as the crawl names it)
+                answer({"id": request["id"], "error": ["FetchError", request.get("url"),
+                                                       f"unexpected {type(exc).__name__}: {exc}", "unexpected error", 1]})
 
         tasks: set[asyncio.Task] = set()
         while line := await reader.readline():

@@ -273,3 +273,23 @@ def test_a_host_left_alone_before_the_second_process_ran_is_left_alone_by_it(wid
     for got in early + late:
         assert isinstance(got, fetch.Deferred) and "left alone" in got.reason, got
     assert child_requests == 0, "the second process asked a host that was left alone"
+
+
+def test_the_second_process_answers_even_what_it_did_not_expect(tmp_path):
+    """A request that fails in a way no FetchError names still gets an answer (a named
+    failure), so the archiving process never waits for it forever."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    f = Fetcher(tmp_dir=str(tmp_path), policy=HostPolicy.for_root("http://127.0.0.1:9"), processes=2)
+    lines = [{"config": f._child_config()},
+             {"id": 1, "url": 12345, "etag": "", "last_modified": "", "expect_image": True}]  # not a URL at all
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fetch.__file__)))
+    child = subprocess.run([sys.executable, "-m", "mirror.fetchworker"], input="".join(json.dumps(x) + "\n" for x in lines),
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": root})
+    answers = [json.loads(line) for line in child.stdout.splitlines()]
+    assert [a["id"] for a in answers] == [1], child.stderr
+    kind, _url, reason, cause, _attempts = answers[0]["error"]
+    assert (kind, cause) == ("FetchError", "unexpected error") and reason.startswith("unexpected ")
