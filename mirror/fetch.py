@@ -63,6 +63,12 @@ DEFAULT_MAX_BYTES = 25 * 1024 * 1024  # real actas are ~250 KB
 DEFAULT_MAX_PAGE_BYTES = 32 * 1024 * 1024  # HTML pages and index files
 DEFAULT_PROCESSES = 2  # processes downloading images (fetchworker.py), at most one per core
 SECOND_PROCESS_AFTER = 256  # image downloads asked for before the second process is started
+# Which process fetches: archiving costs the same per file, a download costs more the larger the
+# file. On small images (the full index at 8 KB) the archiving process has no time to spare: the
+# second takes them all. On images of this size and more on average (real actas are ~290 KB), the
+# first also fetches one in three, as both cores then have time for it.
+SHARE_FROM_BYTES = 64 * 1024
+SECOND_PROCESS_SHARE = 2  # then it takes up to this many downloads for each one here
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
 
 # Failures that another host cannot mend: the URL itself, or the run's own limits.
@@ -228,6 +234,8 @@ class Fetcher:
         self._remote: Remote | None = None
         self._starting: asyncio.Task | None = None  # the child's start, held so it is not collected
         self._images = 0  # image downloads asked for so far
+        self._local = 0  # of them, in flight in this process
+        self._image_bytes = [0, 0]  # bytes and count of the images fetched so far, by both processes
         self._told: set[str] = set()  # hosts whose breaker the other process knows of
 
     async def __aenter__(self) -> "Fetcher":
@@ -331,20 +339,33 @@ class Fetcher:
         """GET url into a temp file, retried by policy; when the host fails for good, the same
         path from each alternate host in turn. The result keeps the URL asked for; its
         final_url and host say who served the bytes. Once the second process runs, it fetches
-        every image: this one is busy archiving (measured: sharing the downloads left this
-        process the slower one)."""
+        the images: all of them while they are small, two in three once they are large
+        (SHARE_FROM_BYTES)."""
         remote = self._second() if expect_image else None
-        if remote is not None:
+        if remote is not None and (self._small_images() or remote.in_flight <= SECOND_PROCESS_SHARE * self._local):
             self._tell_trips()  # a trip made here while it started: no fetch here may follow to tell it
             try:
-                return await remote.fetch(url, etag, last_modified, expect_image)
+                return self._count(await remote.fetch(url, etag, last_modified, expect_image))
             except Gone:
                 pass  # it died: ask here
+        self._local += 1
         try:
-            return await self._fetch_here(url, etag, last_modified, expect_image)
+            fetched = await self._fetch_here(url, etag, last_modified, expect_image)
+            return self._count(fetched) if expect_image else fetched
         finally:
+            self._local -= 1
             if self._remote is not None and self._remote.alive:
                 self._tell_trips()
+
+    def _count(self, fetched: Fetched) -> Fetched:
+        if fetched.status == 200:
+            self._image_bytes[0] += fetched.size
+            self._image_bytes[1] += 1
+        return fetched
+
+    def _small_images(self) -> bool:
+        total, count = self._image_bytes
+        return total < SHARE_FROM_BYTES * max(count, 1)
 
     async def _fetch_here(self, url: str, etag: str, last_modified: str, expect_image: bool) -> Fetched:
         try:

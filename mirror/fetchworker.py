@@ -1,6 +1,6 @@
 """A second fetcher in a process of its own, so that a crawl's downloads use two cores.
 
-The crawl's Fetcher hands it every image download once it runs (Fetcher.fetch). The child
+The crawl's Fetcher hands it image downloads once it runs (Fetcher.fetch decides which). The child
 is a whole Fetcher, with the same policy, retries and checks, reading requests as JSON lines on
 its stdin and answering each on its stdout. Its temp files land in the same folder, where the
 archive takes them. Its requests and retries are counted into the parent's figures; a host whose

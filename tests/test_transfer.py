@@ -293,3 +293,30 @@ def test_the_second_process_answers_even_what_it_did_not_expect(tmp_path):
     assert [a["id"] for a in answers] == [1], child.stderr
     kind, _url, reason, cause, _attempts = answers[0]["error"]
     assert (kind, cause) == ("FetchError", "unexpected error") and reason.startswith("unexpected ")
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_once_the_second_process_runs_it_takes_small_images_all_and_large_ones_in_part(
+        wide_replay, tmp_path, monkeypatch, large):
+    """Small images all go to the second process (the first is busy archiving them); when
+    images are large on average, the first also fetches some."""
+    monkeypatch.setattr(fetch, "SECOND_PROCESS_AFTER", 10)
+    if large:  # the replay's images are small: make the threshold smaller still
+        monkeypatch.setattr(fetch, "SHARE_FROM_BYTES", 1)
+    urls = image_urls(wide_replay)
+
+    async def go():
+        async with fetcher(tmp_path, wide_replay, concurrency=8) as f:
+            await fetch_all(f, urls[:20])
+            for _ in range(100):  # the child starts in the background
+                if f._remote is not None and f._remote.alive:
+                    break
+                await asyncio.sleep(0.1)
+            here = f._requests
+            results = await fetch_all(f, urls[20:])
+            return results, f._requests - here, f._remote.requests
+
+    results, here, child = asyncio.run(go())
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert here + child >= len(urls) - 20 and child > 0
+    assert (here > 0) if large else (here == 0), (here, child)
