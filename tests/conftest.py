@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,20 @@ def run_cli(*args: str, timeout: float = 300, check_traceback: bool = True, **kw
     if check_traceback:
         assert "Traceback" not in proc.stderr, proc.stderr
     return proc
+
+
+def killed_crawls(root_url: str, out: Path, *, seed: int, times: int, earliest: float, after=None) -> list[str]:
+    """Start `acta-mirror crawl` into out and kill it with SIGKILL at a random moment, `times`
+    times; after() runs after each kill. Returns the command, for the run that finishes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", root_url, "--out", str(out),
+           "--quiet", "--concurrency", "8"]
+    rng = random.Random(seed)
+    for _ in range(times):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(earliest, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if after:
+            after()
+    return cmd

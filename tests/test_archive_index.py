@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from mirror.archindex import NAME
@@ -18,7 +15,7 @@ from mirror.crawl import CrawlOptions, crawl
 from mirror.manifest import read_provenance
 from mirror.sites.resultados2024 import Resultados2024
 from mirror.verify import verify
-from tests.conftest import ROOT
+from tests.conftest import ROOT, killed_crawls
 
 
 def crawl_sync(url: str, out: Path, **kw):
@@ -135,19 +132,15 @@ def test_after_kill_9_the_index_agrees_with_provenance(replay_factory, tmp_path)
     r = replay_factory(limit=120, faults="slow=1.0")
     out = tmp_path / "m"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", r.url, "--out", str(out),
-           "--quiet", "--concurrency", "8"]
-    rng = random.Random(11)
-    for _ in range(3):
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.6, 2.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+
+    def check():
         # the next run opens the index: whatever it trusts or rebuilds must be what provenance says
         probe = subprocess.run([sys.executable, "-c", "import sys; from mirror.archive import Archive\n"
                                 "with Archive(sys.argv[1]): pass", str(out)], env=env, capture_output=True, text=True)
         assert probe.returncode == 0, probe.stderr
         assert index_files(out) == provenance_files(out)
+
+    cmd = killed_crawls(r.url, out, seed=11, times=3, earliest=0.6, after=check)
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     assert index_files(out) == provenance_files(out)

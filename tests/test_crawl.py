@@ -5,11 +5,7 @@ import asyncio
 import hashlib
 import json
 import os
-import random
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import bagit
@@ -19,7 +15,7 @@ from mirror.crawl import CrawlOptions, crawl
 from mirror.manifest import read_manifest, read_provenance
 from mirror.replay.data import index_file
 from mirror.verify import verify
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, killed_crawls, run_cli
 
 
 def crawl_sync(url: str, out: Path, **kw):
@@ -204,14 +200,7 @@ def test_sigkill_then_rerun_gives_a_valid_complete_bag(replay_factory, tmp_path)
     r = replay_factory(limit=120, faults="slow=1.0")
     out = tmp_path / "m"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", r.url, "--out", str(out),
-           "--quiet", "--concurrency", "8"]
-    rng = random.Random(7)
-    for _ in range(4):
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.4, 2.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    cmd = killed_crawls(r.url, out, seed=7, times=4, earliest=0.4)
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     bagit.Bag(str(out)).validate()
