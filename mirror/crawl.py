@@ -415,6 +415,14 @@ class _Run:
         When an earlier run read the very same index bytes whole and every URL they list was
         fetched or confirmed within --recheck-after, nothing needs asking: the listing is
         taken from that run (counted, not read again) and no iterator is returned."""
+        held: list = []  # archived copies opened by the validated opener, read through their descriptors
+        try:
+            return await self._read_indexes(held)
+        finally:
+            for fh in held:
+                fh.close()
+
+    async def _read_indexes(self, held: list) -> list:
         opts, site, archive = self.opts, self.site, self.archive
         sources = [opts.index] if opts.index else site.index_urls(opts.root)
         read = []  # (source URL, file to read, how it was fetched or None for a local file)
@@ -425,13 +433,16 @@ class _Run:
             archived = archive.path_of(source)
             # A job run from its manifests folder has no local copy to read on a 304, and a copy's
             # may be a link or a FIFO (the validated opener says): then ask for the file itself.
-            etag, last_modified = archive.conditional_headers(source) \
-                if archived and _readable(archive.root, archived) else ("", "")
+            # The copy is read through the descriptor the opener checked, never by its name again.
+            copy = _open_archived(archive.root, archived) if archived else None
+            if copy is not None:
+                held.append(copy)
+            etag, last_modified = archive.conditional_headers(source) if copy is not None else ("", "")
             try:
                 fetched = await self.fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
             except FetchError as exc:
                 raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
-            path = str(archive.root / archive.path_of(source)) if fetched.status == 304 else fetched.tmp_path
+            path = f"/proc/self/fd/{copy.fileno()}" if fetched.status == 304 else fetched.tmp_path
             read.append((source, path, fetched))
         if opts.discover == "csv":
             self.listing = _listing_identity(site.name, opts.shard, [(url, path) for url, path, _f in read])
@@ -477,13 +488,13 @@ class _Run:
                        })
 
 
-def _readable(root: Path, rel: str) -> bool:
-    """Is rel a regular file of the mirror, reached without a link (state.open_payload)?"""
+def _open_archived(root: Path, rel: str):
+    """rel opened for reading if it is a regular file of the mirror reached without a link
+    (state.open_payload); None otherwise."""
     try:
-        open_payload(root, rel).close()
+        return open_payload(root, rel)
     except (OSError, UnsafePath):
-        return False
-    return True
+        return None
 
 
 def _listing_identity(site: str, shard: tuple[int, int], read: list[tuple[str, str]]) -> str:
