@@ -578,8 +578,10 @@ def cmd_verify(args) -> int:
     problems += stamp_problems
     if stamp_line and not args.json:
         print(stamp_line)
+    listed, found = len(checked.state.manifest), len(checked.state.payload)
     if args.json:
-        report = {"ok": not problems, "hashed": checked.hashed, "problems": [p.__dict__ for p in problems],
+        report = {"ok": not problems, "hashed": checked.hashed, "files_listed": listed, "files_found": found,
+                  "problems": [p.__dict__ for p in problems],
                   "signature": {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}}
         if not checked.hashed:
             report["not_checked"] = FAST_CAVEAT
@@ -591,10 +593,12 @@ def cmd_verify(args) -> int:
             print(p)
         print(seal.summary)
         if not problems:
-            print(f"OK: {args.dir} is intact" if checked.hashed else
-                  f"OK as far as --fast checks (names, sizes, tag files, provenance, Merkle root): {args.dir}")
+            print(f"OK: {args.dir} is intact: {listed:,} of {listed:,} listed files hashed and matched"
+                  if checked.hashed else f"OK as far as --fast checks (names, sizes, tag files, provenance, "
+                                         f"Merkle root) for {listed:,} of {listed:,} listed files: {args.dir}")
         else:
-            print(f"{len(problems)} problem(s) in {args.dir}", file=sys.stderr)
+            print(f"{len(problems)} problem(s) in {args.dir} ({listed:,} files listed in the manifest, "
+                  f"{found:,} found in data/)", file=sys.stderr)
         if not checked.hashed:
             print(f"NOT CHECKED: {FAST_CAVEAT}")
     return EXIT_PROBLEMS if problems else EXIT_OK

@@ -265,3 +265,16 @@ def test_damaged_provenance_is_one_line_for_every_reader(mirror_dir, damage):
         proc = run_cli(*args)
         assert proc.returncode == 2 and "provenance.jsonl" in proc.stderr, args
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_verify_names_how_many_files_it_checked(mirror_dir):
+    """Each verdict gives its denominator: the files the manifest lists and those found in data/."""
+    listed = len((mirror_dir / "manifest-sha256.txt").read_text().splitlines())
+    ok = run_cli("verify", str(mirror_dir))
+    assert ok.returncode == 0 and f"{listed:,} of {listed:,} listed files hashed and matched" in ok.stdout
+    _some_acta(mirror_dir).unlink()
+    bad = run_cli("verify", str(mirror_dir), "--json")
+    report = json.loads(bad.stdout)
+    assert bad.returncode == 1 and (report["files_listed"], report["files_found"]) == (listed, listed - 1)
+    text = run_cli("verify", str(mirror_dir))
+    assert f"({listed:,} files listed in the manifest, {listed - 1:,} found in data/)" in text.stderr
