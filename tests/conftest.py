@@ -63,11 +63,13 @@ def killed_crawls(root_url: str, out: Path, *, seed: int, times: int, earliest: 
     cmd = [sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", root_url, "--out", str(out),
            "--quiet", "--concurrency", "8"]
     rng = random.Random(seed)
+    codes = []
     for _ in range(times):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(earliest, 2.5))
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        codes.append(proc.wait())
         if after:
             after()
+    assert -signal.SIGKILL in codes, f"no kill found a crawl still running (exit codes {codes}): nothing was tested"
     return cmd

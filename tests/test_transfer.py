@@ -32,6 +32,15 @@ async def fetch_all(f: Fetcher, urls: list[str]) -> list:
     return await asyncio.gather(*(f.fetch(u) for u in urls), return_exceptions=True)
 
 
+async def child_running(f: Fetcher) -> None:
+    """Wait (10 s at most) for the second process, which starts in the background."""
+    for _ in range(100):
+        if f._remote is not None and f._remote.alive:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the second process did not start")
+
+
 @pytest.fixture
 def wide_replay(replay_factory):
     return replay_factory(limit=120)
@@ -45,7 +54,7 @@ def test_a_second_process_takes_the_images_and_its_answers_are_whole(wide_replay
     async def go():
         async with fetcher(tmp_path, wide_replay, concurrency=8) as f:
             first = await fetch_all(f, urls[:20])
-            await asyncio.sleep(1.0)  # the child starts in the background
+            await child_running(f)
             rest = await fetch_all(f, urls[20:] + missing)
             remote = f._remote
             return first + rest, remote.requests, f.requests, f._requests
@@ -71,7 +80,7 @@ def test_when_the_second_process_dies_the_rest_is_fetched_here(wide_replay, tmp_
     async def go():
         async with fetcher(tmp_path, wide_replay, concurrency=8) as f:
             await fetch_all(f, urls[:10])
-            await asyncio.sleep(1.0)
+            await child_running(f)
             assert f._remote.alive
             f._remote._proc.kill()
             return await fetch_all(f, urls[10:])
@@ -264,7 +273,7 @@ def test_a_host_left_alone_before_the_second_process_ran_is_left_alone_by_it(wid
         async with fetcher(tmp_path, wide_replay, concurrency=8) as f:
             f._host("127.0.0.1").trip("it asked to wait 3600 s (Retry-After, HTTP 429)")
             early = await fetch_all(f, urls[:10])  # asked here: the child starts after the fifth
-            await asyncio.sleep(1.0)
+            await child_running(f)
             assert f._remote.alive
             late = await fetch_all(f, urls[10:30])
             return early, late, f._remote.requests
@@ -308,10 +317,7 @@ def test_once_the_second_process_runs_it_takes_small_images_all_and_large_ones_i
     async def go():
         async with fetcher(tmp_path, wide_replay, concurrency=8) as f:
             await fetch_all(f, urls[:20])
-            for _ in range(100):  # the child starts in the background
-                if f._remote is not None and f._remote.alive:
-                    break
-                await asyncio.sleep(0.1)
+            await child_running(f)
             here = f._requests
             results = await fetch_all(f, urls[20:])
             return results, f._requests - here, f._remote.requests
