@@ -248,9 +248,6 @@ class ArchiveIndex:
             for (name,) in self.r.execute(sql, (run,) if "?1" in sql else ()):
                 yield tag + name
 
-    def count(self) -> int:
-        return self.r.execute("SELECT count(*) FROM files").fetchone()[0]
-
     def last_seq(self) -> int:
         return self.r.execute("SELECT coalesce(max(seq), 0) FROM files").fetchone()[0]
 

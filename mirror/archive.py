@@ -170,7 +170,6 @@ class Archive:
         self.state = self.root / STATE_DIR
         self.tmp = self.state / "tmp"
         self.wait_lock = wait_lock
-        self.count = 0  # files archived, this run and before
         self.added = 0  # files archived this run
         self.index = ArchiveIndex(self.state)
         self.listing_run = 0  # the run whose listing this run's actas are in (an earlier one when reused)
@@ -240,7 +239,6 @@ class Archive:
         except OSError as exc:
             raise _io_error(exc, "opening the archive's index") from None
         self.listing_run = self.index.run
-        self.count = self.index.count()
         self._first_new = self.index.last_seq() + 1
         for leftover in self.tmp.iterdir():
             if leftover.is_file():
@@ -552,7 +550,6 @@ class Archive:
             supersedes=versions[-1] if versions else None,
             redirects=fetched.redirects, trailing_bytes=fetched.trailing_bytes,
         )
-        self.count += 1
         self.added += 1
         change = None
         if kind == "acta":  # recorded with its file, in the same commit

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from mirror.cid import file_cid, raw_cid, str_to_cid
 from mirror.crawl import CrawlOptions, crawl
+from mirror.archive import Corrupt
 from mirror.ipfsnode import IpfsNode
 from mirror.manifest import read_provenance
 from mirror.publish.ipfs import ADD_PARAMS
@@ -247,7 +248,7 @@ def test_a_file_over_one_piece_is_sent_in_checked_pieces(node, replay_factory, t
         async for chunk in upload.body(lambda *a: None, "test"):
             sent.append(chunk)
 
-    with pytest.raises(Exception):
+    with pytest.raises(Corrupt, match="site/big.bin"):
         asyncio.run(drain())
     assert "site/big.bin" in str(upload.refused)
     assert not any(b"big.bin" in chunk or big[:PIECE] in chunk for chunk in sent)
