@@ -38,7 +38,7 @@ from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST,
                        sync_filesystem)
 from .publish import redact
 from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
-from .state import open_payload, read_state
+from .state import open_payload, read_state, scan
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged (for `export`)
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
@@ -301,26 +301,21 @@ class Archive:
         would write elsewhere), and with `orphans`, quarantine the files no provenance line
         names (a run died between rename and record). A run that closed cleanly leaves none,
         so its paths are then not loaded."""
-        known = self.index.paths() if orphans else set()
+        found = scan(self.root)  # the one walk of data/ that follows no link (state.scan)
+        if found.problems:
+            first = found.problems[0]
+            raise UsageError(f"{self.root / first.path}: {first.detail}; a mirror holds only regular files "
+                             "and folders it can read; not writing into this mirror")
+        if not orphans:
+            return
+        known = self.index.paths()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        root = str(self.root)
-        stack = [os.path.join(root, "data")]
-        while stack:
-            try:
-                with os.scandir(stack.pop()) as it:
-                    for entry in it:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                        elif not entry.is_file(follow_symlinks=False):
-                            raise UsageError(f"{entry.path} is a symlink or a special file; a mirror holds only "
-                                             "regular files and directories; not writing into this mirror")
-                        elif orphans and (rel := entry.path[len(root) + 1:]) not in known:
-                            target = self.state / "quarantine" / stamp / rel
-                            target.parent.mkdir(parents=True, exist_ok=True)
-                            os.replace(entry.path, target)
-                            self.quarantined.append(rel)
-            except FileNotFoundError:
-                continue
+        for rel, _size, _sha in found.files:
+            if rel not in known:
+                target = self.state / "quarantine" / stamp / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.root / rel, target)
+                self.quarantined.append(rel)
 
     def _own_state(self) -> None:
         """The working state (.acta-mirror: lock, temp files, quarantine, index) is used only

@@ -228,7 +228,7 @@ def test_merge_does_not_write_through_a_symlinked_folder_in_out(base, mirror, ou
     before = snapshot(outside)
     proc = run_cli("merge", str(out), str(shards[1]))
     assert snapshot(outside) == before, "merge wrote through a symlinked folder"
-    assert proc.returncode == 2 and "symlink" in one_line(proc)
+    assert proc.returncode == 2 and "a symbolic link" in one_line(proc)
 
 
 # -- 10: restore removes only what it made -----------------------------------------------------
