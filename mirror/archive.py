@@ -227,7 +227,7 @@ class Archive:
         """Repair what a killed run left, open (or rebuild) the index, and look for orphans."""
         repair_torn_tail(self.root / PROVENANCE)
         try:
-            self._cut_torn_changes()
+            repair_torn_tail(self.root / CHANGES, json.loads)  # a change record is one JSON object a line
             self._digests = (Digest(self.root / PROVENANCE), Digest(self.root / CHANGES))
             trusted = self.index.open(*self._digests)
             if not trusted:
@@ -245,15 +245,6 @@ class Archive:
                 leftover.unlink()
         if self.scan or not clean:
             self._scan_data(orphans=not clean)
-
-    def _cut_torn_changes(self) -> None:
-        """A torn last change record (a run killed while appending) is cut so the next starts clean."""
-        try:
-            fh = open(os.open(self.root / CHANGES, os.O_RDWR | os.O_NOFOLLOW), "rb+")
-        except FileNotFoundError:
-            return
-        with fh:
-            _cut_torn_line(fh)
 
     def _rebuild(self) -> None:
         """Fill a fresh index from the records; write the change records a killed run lost."""
@@ -745,25 +736,6 @@ def append_durably(path: Path, text: str | bytes) -> None:
             raise
     finally:
         os.close(fd)
-
-
-def _cut_torn_line(fh) -> None:
-    """Cut a last line without its newline, reading only the file's tail."""
-    end = fh.seek(0, os.SEEK_END)
-    pos = end
-    while pos > 0:
-        step = min(65536, pos)
-        fh.seek(pos - step)
-        block = fh.read(step)
-        if pos == end and block.endswith(b"\n"):
-            return
-        cut = block.rfind(b"\n")
-        if cut >= 0:
-            fh.truncate(pos - step + cut + 1)
-            return
-        pos -= step
-    if end:
-        fh.truncate(0)
 
 
 def write_bag_files(root: Path, extra_info: dict[str, str], items: Iterable[tuple[str, str, int]] | None = None,

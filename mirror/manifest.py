@@ -242,12 +242,14 @@ def iter_provenance_core(path: str | os.PathLike):
         yield line.path, line.sha256, line.size
 
 
-def repair_torn_tail(path: str | os.PathLike) -> int:
-    """Cut a last line left half-written by a killed run; returns the bytes removed.
+def repair_torn_tail(path: str | os.PathLike, parse=None) -> int:
+    """Cut a last line left half-written by a killed run; returns the bytes removed. A last
+    line is whole when it ends in a newline and `parse` (Entry.from_json: provenance) takes it.
 
     Only the tail can be torn (lines are appended), so a bad line elsewhere is left for
     read_provenance to report: that is damage, not a crash, and is never cut.
     """
+    parse = parse or Entry.from_json
     try:
         fh = open(os.open(path, os.O_RDWR | os.O_NOFOLLOW), "rb+")
     except FileNotFoundError:
@@ -263,9 +265,9 @@ def repair_torn_tail(path: str | os.PathLike) -> int:
         if tail.endswith(b"\n"):
             last_start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
             try:
-                Entry.from_json(tail[last_start:].decode("utf-8"))
+                parse(tail[last_start:].decode("utf-8"))
                 return 0
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 keep = start + last_start
         else:
             keep = start + tail.rfind(b"\n") + 1

@@ -374,6 +374,12 @@ def test_torn_tail_and_receipts(tmp_path):
     path.write_text("{broken}\n" + good + "\n")
     assert manifest.repair_torn_tail(path) == 0  # damage in the middle is reported, never cut
     assert manifest.repair_torn_tail(tmp_path / "none") == 0
+    changes = tmp_path / "changes.jsonl"  # another record file: its own parser decides what is whole
+    changes.write_text('{"change": "added"}\n{"chan')
+    assert manifest.repair_torn_tail(changes, json.loads) == len('{"chan') and changes.read_text() == '{"change": "added"}\n'
+    assert manifest.repair_torn_tail(changes, json.loads) == 0  # not a provenance line, but whole
+    changes.write_text('{"change": "added"}\n' + "[" * 100_000 + "\n")  # too deep to parse: cut, no traceback
+    assert manifest.repair_torn_tail(changes, json.loads) == 100_001 and changes.read_text() == '{"change": "added"}\n'
     manifest.append_receipt(tmp_path, {"b": 1, "a": "é"})
     manifest.append_receipt(tmp_path, {"c": 2})
     assert (tmp_path / manifest.RECEIPTS).read_text(encoding="utf-8") == '{"a": "é", "b": 1}\n{"c": 2}\n'
