@@ -103,9 +103,13 @@ class ArchiveIndex:
 
     def _connect(self) -> bool:
         self.w = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # A copy may carry an index made elsewhere: no function or view its schema names runs
+        # before _matches has said whether it is ours.
+        self.w.execute("PRAGMA trusted_schema=OFF")
         self.w.execute("PRAGMA journal_mode=WAL")
         self.w.execute("PRAGMA synchronous=NORMAL")
         self.r = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.r.execute("PRAGMA trusted_schema=OFF")
         return True
 
     def _node(self) -> str:
