@@ -273,7 +273,7 @@ class _Run:
                     await asyncio.sleep(0.05)
 
         writer = asyncio.create_task(committer())
-        workers = [asyncio.create_task(self.worker()) for _ in range(self.opts.concurrency)]
+        workers = [asyncio.create_task(self.worker()) for _ in range(self.fetcher.depth)]
         discovery = asyncio.create_task(self.discover())
         try:
             await discovery
@@ -333,7 +333,7 @@ class _Run:
             self.listed_all = True
         finally:
             self.counters.discovery_done = True
-            for _ in range(opts.concurrency):
+            for _ in range(self.fetcher.depth):  # one end for each worker
                 await self.queue.put(None)
 
     async def worker(self) -> None:

@@ -69,6 +69,11 @@ SECOND_PROCESS_AFTER = 256  # image downloads asked for before the second proces
 # first also fetches one in three, as both cores then have time for it.
 SHARE_FROM_BYTES = 64 * 1024
 SECOND_PROCESS_SHARE = 2  # then it takes up to this many downloads for each one here
+# While the second process takes every image, a caller may keep this many times `concurrency`
+# downloads asked for (Fetcher.depth): the second process still has at most `concurrency` requests
+# in flight, and the next one is waiting there when one ends, not in the archiving process's
+# queue behind a pipe. Wherever both processes fetch, `concurrency` bounds the two together.
+PIPELINE_DEPTH = 4
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
 
 # Failures that another host cannot mend: the URL itself, or the run's own limits.
@@ -237,6 +242,7 @@ class Fetcher:
         self._local = 0  # of them, in flight in this process
         self._image_bytes = [0, 0]  # bytes and count of the images fetched so far, by both processes
         self._told: set[str] = set()  # hosts whose breaker the other process knows of
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()  # fetches waiting for room
 
     async def __aenter__(self) -> "Fetcher":
         self._engine = Engine(concurrency=self.concurrency, proxy=check_proxy(self.proxy),
@@ -342,20 +348,55 @@ class Fetcher:
         the images: all of them while they are small, two in three once they are large
         (SHARE_FROM_BYTES)."""
         remote = self._second() if expect_image else None
+        if remote is not None:
+            await self._room(remote)
         if remote is not None and (self._small_images() or remote.in_flight <= SECOND_PROCESS_SHARE * self._local):
             self._tell_trips()  # a trip made here while it started: no fetch here may follow to tell it
             try:
                 return self._count(await remote.fetch(url, etag, last_modified, expect_image))
             except Gone:
                 pass  # it died: ask here
+            finally:
+                self._freed()
         self._local += 1
         try:
             fetched = await self._fetch_here(url, etag, last_modified, expect_image)
             return self._count(fetched) if expect_image else fetched
         finally:
             self._local -= 1
+            self._freed()
             if self._remote is not None and self._remote.alive:
                 self._tell_trips()
+
+    @property
+    def depth(self) -> int:
+        """How many fetches a caller may usefully keep asked for at once (PIPELINE_DEPTH)."""
+        return self.concurrency * (PIPELINE_DEPTH if self.processes > 1 else 1)
+
+    def _fits(self, remote: Remote) -> bool:
+        """Room for one more image download. Deep only while the second process takes them all
+        and none is in flight here: then it bounds its own requests in flight."""
+        deep = self._local == 0 and self._small_images() and remote.alive
+        return self._local + remote.in_flight < (self.depth if deep else self.concurrency)
+
+    async def _room(self, remote: Remote) -> None:
+        while not self._fits(remote):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter  # woken when a download ends: it looks again
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._freed()  # woken, then cancelled: the room it was given goes to the next
+                raise
+
+    def _freed(self) -> None:
+        """A download ended: the longest waiting fetch looks for room again."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _count(self, fetched: Fetched) -> Fetched:
         if fetched.status == 200:

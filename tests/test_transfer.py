@@ -90,11 +90,13 @@ def test_when_the_second_process_dies_the_rest_is_fetched_here(wide_replay, tmp_
 
 
 def test_crawls_with_one_and_two_processes_archive_the_same_bag(replay_factory, tmp_path):
-    replay = replay_factory(limit=300)  # over SECOND_PROCESS_AFTER images
+    replay = replay_factory(limit=300, latency=0.005)  # over SECOND_PROCESS_AFTER images
     for n in ("1", "2"):
+        replay.replay.stats.clear()
         proc = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(tmp_path / n),
-                       "--processes", n, "--quiet")
+                       "--processes", n, "--concurrency", "4", "--quiet")
         assert proc.returncode == 0, proc.stderr
+        assert replay.replay.stats["peak_in_flight"] <= 4, "--concurrency bounds both processes together"
     assert (tmp_path / "1" / "manifest-sha256.txt").read_text() == (tmp_path / "2" / "manifest-sha256.txt").read_text()
     assert not list((tmp_path / "2" / ".acta-mirror" / "tmp").iterdir()), "no temp file is left behind"
     verified = run_cli("verify", str(tmp_path / "2"))
@@ -326,3 +328,32 @@ def test_once_the_second_process_runs_it_takes_small_images_all_and_large_ones_i
     assert all(not isinstance(r, BaseException) for r in results), results
     assert here + child >= len(urls) - 20 and child > 0
     assert (here > 0) if large else (here == 0), (here, child)
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_callers_may_ask_deeper_than_concurrency_yet_the_server_never_sees_more_in_flight(
+        replay_factory, tmp_path, monkeypatch, large):
+    """The crawl keeps Fetcher.depth downloads asked for (more than --concurrency) so the second
+    process always has the next one waiting; the server still sees at most `concurrency` at
+    once, while the second process takes them all and while both processes fetch."""
+    monkeypatch.setattr(fetch, "SECOND_PROCESS_AFTER", 10)
+    if large:
+        monkeypatch.setattr(fetch, "SHARE_FROM_BYTES", 1)
+    replay = replay_factory(limit=200, latency=0.02)  # an answer takes long enough to overlap
+    urls = image_urls(replay)
+
+    async def go():
+        async with fetcher(tmp_path, replay, concurrency=4) as f:
+            assert f.depth > f.concurrency
+            # the first 60 are asked for before the second process runs, and are still in
+            # flight here when the rest go to it
+            first = asyncio.ensure_future(fetch_all(f, urls[:60]))
+            await child_running(f)
+            crossed = not first.done()
+            rest = await fetch_all(f, urls[60:])
+            return await first + rest, crossed, f._remote.requests, f._requests
+
+    results, crossed, child, here = asyncio.run(go())
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert crossed and child > 0 and (here > 60) == large, (crossed, child, here)
+    assert replay.replay.stats["peak_in_flight"] == 4, replay.replay.stats

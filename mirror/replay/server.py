@@ -51,8 +51,9 @@ class Replay:
 
     def __init__(self, *, seed: int = 0, small: bool = False, faults: FaultPlan | None = None,
                  limit: int | None = None, cache_dir: str | None = None, html_version: int = 1,
-                 epoch: int = 1):
+                 epoch: int = 1, latency: float = 0.0):
         self.seed = seed
+        self.latency = latency  # seconds each image answer waits, as a distant server's would
         self.small = small
         self.faults = faults or FaultPlan(seed=seed)
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -71,6 +72,7 @@ class Replay:
         self._memory_bytes = 0
         self._etags: dict[tuple[str, int], str] = {}  # kept for every image ever rendered
         self._csv: dict[str, bytes] = {}
+        self._in_flight = 0  # image requests being answered now; their peak is stats["peak_in_flight"]
         self.base_url = ""
         self._runner: web.AppRunner | None = None
         self._tree = self._build_tree()
@@ -259,6 +261,16 @@ class Replay:
         return web.Response(body=body, headers=headers, content_type=ctype)
 
     async def h_image(self, request: web.Request) -> web.StreamResponse:
+        self._in_flight += 1
+        self.stats["peak_in_flight"] = max(self.stats["peak_in_flight"], self._in_flight)
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            return await self._image(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _image(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         if name not in self.rows:
             raise web.HTTPNotFound()
