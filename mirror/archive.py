@@ -184,6 +184,7 @@ class Archive:
         self._memo_versions: dict[str, list[tuple[str, str, bool]]] = {}
         self._memo_listed: dict[str, str | None] = {}
         self._memo_status: dict[str, str | None] = {}
+        self._memo_dirs: dict[str, int] = {}  # files in a folder, the index's and the pending ones
         self._known: _Filter | None = None  # made once lookups add up (a re-run that reuses its listing makes none)
         self._unfiltered = 0  # lookups before the filter was made
         self._made_dirs: set[str] = set()  # folders this run has made or checked (bounded: MAX_CHECKED_DIRS)
@@ -440,8 +441,13 @@ class Archive:
                               + [(e.path, e.sha256, True) for e in pending])
 
     def _place(self, directory: str, path: str) -> tuple[int, bool]:
-        """(files in directory, whether path is taken), in one look."""
-        if not self._maybe("d" + directory) and not self._maybe("p" + path):
+        """(files in directory, whether path is taken), in one look. Index rows come center by
+        center: a folder's count is mostly remembered from its previous file."""
+        maybe_taken = self._maybe("p" + path)
+        known = self._memo_dirs.get(directory)
+        if known is not None and not maybe_taken:
+            return known, False
+        if known is None and not maybe_taken and not self._maybe("d" + directory):
             return 0, False
         with self._seen:
             batches = self._batches()
@@ -518,7 +524,7 @@ class Archive:
         if n >= MAX_DIR_ENTRIES:  # full: an overflow sibling
             directory = self._roomy(directory)
             path = f"{directory}/{stem}{'' if version == 1 else f'.v{version}'}{ext}"
-            taken = self._place(directory, path)[1]
+            n, taken = self._place(directory, path)
         while taken:
             version += 1
             path = f"{directory}/{stem}.v{version}{ext}"
@@ -551,6 +557,7 @@ class Archive:
         for name in ("k" + entry.key, "u" + entry.url, "d" + directory, "p" + path):
             self._knows(name)
         b.dirs[directory] = b.dirs.get(directory, 0) + 1
+        self._remember(self._memo_dirs, directory, n + 1)
         return entry
 
     def _change(self, key: str, change: str, at: str = "", **details) -> dict:

@@ -145,3 +145,41 @@ def test_after_kill_9_the_index_agrees_with_provenance(replay_factory, tmp_path)
     assert final.returncode == 0, final.stderr
     assert index_files(out) == provenance_files(out)
     assert verify(out) == []
+
+
+def test_a_full_folder_overflows_into_siblings_and_a_later_run_counts_on(tmp_path, monkeypatch):
+    """A center's folder holds at most MAX_DIR_ENTRIES files (GitHub lists no more); the count
+    comes from the index and this run's pending files, and is remembered from file to file."""
+    import hashlib
+
+    from mirror import archive as archive_mod
+    from mirror.archive import Archive
+    from mirror.models import Acta, Fetched, Place
+
+    monkeypatch.setattr(archive_mod, "MAX_DIR_ENTRIES", 3)
+    monkeypatch.setattr(archive_mod, "FILTER_AFTER", 0)  # as in a large crawl: lookups filtered first
+    place = Place(state_code="1", state="DTTO. CAPITAL", municipality_code="1", municipality="LIBERTADOR",
+                  parish_code="1", parish="ALTAGRACIA", center="010101001")
+    out = tmp_path / "m"
+
+    def run(tables: range) -> list[str]:
+        with Archive(out) as a:
+            paths = []
+            for t in tables:
+                body = b"\xff\xd8acta %d\xff\xd9" % t
+                tmp = a.tmp / f"t{t}.part"
+                tmp.write_bytes(body)
+                url = f"http://127.0.0.1:9/{t}.jpg"
+                fetched = Fetched(url=url, final_url=url, status=200, tmp_path=str(tmp),
+                                  sha256=hashlib.sha256(body).hexdigest(), size=len(body), etag="",
+                                  last_modified="", content_type="image/jpeg",
+                                  fetched_at="2024-07-29T00:00:00Z", host="127.0.0.1")
+                paths.append(a.add(Acta("resultados2024", f"010101001.{t:02d}", url, "", place), fetched).path)
+            a.finish()
+        return paths
+
+    first, second = run(range(1, 6)), run(range(6, 9))
+    folders = [p.rsplit("/", 1)[0] for p in first + second]
+    center = folders[0]
+    assert folders == [center] * 3 + [f"{center}/more-2"] * 3 + [f"{center}/more-3"] * 2, folders
+    assert verify(out) == []
