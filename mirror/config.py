@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +106,8 @@ def user_config_path() -> Path:
 
 
 def _read_toml(path: Path, what: str) -> dict:
+    import tomllib  # here, not at start-up: most runs read no TOML file
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

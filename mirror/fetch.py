@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urljoin, urlsplit
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-
 from .imagecheck import ImageCheck, NotImage, decode
 from .fetchworker import Gone, Remote
 from .transfer import Engine, Head, Refused, TransferError
@@ -446,6 +444,8 @@ class Fetcher:
                 if self.retry_attempts <= 1:
                     raise
                 await self._pause(_delay(first, 1), url)
+            from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt  # not at start-up
+
             async for step in AsyncRetrying(
                 stop=stop_after_attempt(self.retry_attempts - 1), wait=_wait, sleep=lambda s: self._pause(s, url),
                 retry=retry_if_exception_type(_Transient), reraise=True,
