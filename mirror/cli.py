@@ -65,7 +65,8 @@ def _header(text: str) -> tuple[str, str]:
 
     name, sep, value = text.partition(":")
     if not sep or not header_ok(name.strip(), value.strip()):
-        raise argparse.ArgumentTypeError(f"takes 'Name: value', like 'Referer: https://example.org/', not {text!r}")
+        # the text is not shown: a header is where a token goes
+        raise argparse.ArgumentTypeError("takes 'Name: value' on one line, like 'Referer: https://example.org/'")
     return name.strip(), value.strip()
 
 

@@ -216,3 +216,45 @@ def test_the_demo_runs(tmp_path):
     assert "root CID" in out or "CAR" in out
     mirror = tmp_path / "demo" / "mirror"
     assert run_cli("verify", str(mirror), "--pubkey", str(tmp_path / "demo" / "signer.pub")).returncode == 0
+
+
+# -- broken and hostile job files: one line, exit 2, no secret shown, no hang ----------------------
+_ROOT = "[source]\nsite = 'resultados2024'\nroot = 'http://127.0.0.1:9'\n"
+SECRET = "tok3n-S3CRET"
+
+
+@pytest.mark.parametrize("body,needle", [
+    (_ROOT + "[fetch]\nheaders = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("x = " + "{a=" * 3000 + "1" + "}" * 3000 + "\n", "nested too deeply"),
+    (_ROOT + f"[fetch]\nheaders = {{ Authorization = \"Bearer {SECRET}\\nX: y\" }}\n", "the value of Authorization"),
+    (_ROOT + f"[fetch]\nheaders = {{ \"Authorization: Bearer {SECRET}\" = \"x\" }}\n", "fetch.headers: a header name"),
+    (_ROOT + f"[fetch]\nheaders = \"Authorization: Bearer {SECRET}\"\n", "fetch.headers: must be dict, not str"),
+    (_ROOT + f"[fetch]\nproxy = \"archivist:{SECRET}@127.0.0.1:3128\"\n", "fetch.proxy"),
+    (_ROOT + "[fetch]\nuser_agent = \"\"\"x\nInjected: 1\"\"\"\n", "fetch.user_agent"),
+    (_ROOT + "[fetch]\ntimeout = 1e300\n", "fetch.timeout"),  # was an OverflowError blamed on the network
+    (_ROOT + "[fetch]\nrate = 1e-320\n", "fetch.rate"),  # was one request, then a wait for ever
+], ids=["deep-arrays", "deep-tables", "header-value", "header-name", "headers-str", "proxy-no-scheme",
+        "user-agent-newline", "timeout-huge", "rate-tiny"])
+def test_a_hostile_job_file_is_one_line_without_its_secrets(tmp_path, body, needle):
+    job = tmp_path / "bad.toml"
+    job.write_text(body)
+    proc = run_cli("run", str(job), "--no-publish", timeout=60)
+    assert proc.returncode == 2 and needle in proc.stderr and str(job) in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and SECRET not in proc.stdout + proc.stderr
+
+
+def test_flags_with_secrets_are_refused_without_showing_them(tmp_path):
+    for flag in (["--proxy", f"archivist:{SECRET}@127.0.0.1:3128"], ["--header", f"Authorization Bearer {SECRET}"]):
+        proc = run_cli("crawl", "resultados2024", "--root", "http://127.0.0.1:9", "--out", str(tmp_path / "m"),
+                       *flag, timeout=60)
+        assert proc.returncode == 2 and flag[0][2:] in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and SECRET not in proc.stderr
+
+
+def test_a_job_path_that_never_ends_is_refused_and_a_bom_is_no_error(tmp_path):
+    proc = run_cli("run", "/dev/zero", timeout=60)
+    assert proc.returncode == 2 and "not a job file" in proc.stderr, proc.stderr
+    job = tmp_path / "notepad.toml"
+    job.write_bytes(b"\xef\xbb\xbf" + _ROOT.encode() + b"[fetch]\nconcurrency = 3\n")
+    from mirror.config import load_job
+    assert load_job(job)["fetch.concurrency"] == 3
