@@ -59,14 +59,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "publish": {
         "git": Key(list, [], "Git targets (`git+file://`, `git+https://`, `git+ssh://`, `git://`)"),
         "ipfs": Key(list, [], "IPFS nodes (`ipfs://HOST:PORT`)"),
-        "car": Key(str, "", "also write the mirror as this CAR file (relative to the job file)"),
+        "car": Key(str, "", "also write the mirror as this CAR file (relative to the job file; outside the mirror)"),
         "pin_service": Key(str, "", "IPFS Pinning Services API endpoint; token from `ACTA_MIRROR_PIN_TOKEN`"),
         "ipns": Key(str, "", "IPNS key to publish the root under (best effort)"),
         "max_repo_bytes": Key(int, 900_000_000, "size budget of one Git shard repository"),
         "max_push_bytes": Key(int, 1_000_000_000, "most new file bytes in one Git push"),
         "shard_by": Key(str, "size", "`size` or `state`: how Git shard repositories are cut"),
         "manifests": Key(str, "", "the job's state between runs: the published manifests, provenance and CIDs are "
-                         "kept here (the `manifests/` folder of the tool's repo)"),
+                         "kept here (the `manifests/` folder of the tool's repo; outside the mirror)"),
         "allow_none": Key(bool, False, "let a run without any Git or IPFS target succeed (otherwise it fails, exit 2)"),
     },
     "sign": {

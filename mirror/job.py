@@ -20,7 +20,7 @@ from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
 from .models import NotAMirror, Problem, UsageError
 from .state import Record, iter_records, open_payload
-from .publish import PublishError, Receipt, publisher_for, redact
+from .publish import PublishError, Receipt, inside, publisher_for, redact
 from .verify import verify
 
 SIGN_KEY_ENV = "ACTA_MIRROR_SIGN_KEY_FILE"
@@ -60,6 +60,7 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     """Crawl, then verify, then publish (a sharded run publishes nothing: merge first)."""
     if publish_step and shard == (1, 1):
         check_publishable(job, sign_key(job))
+    check_places(job)
     if from_manifests(job):
         if shard != (1, 1) or not crawl_step:
             raise UsageError(f"{job.path}: a job without output.dir works from its manifests folder in one "
@@ -96,6 +97,18 @@ def check_publishable(job: Job, key: str | None) -> None:
     if not key and job["sign.required"]:
         raise UsageError(f"{job.path}: no signing key (sign.key or {SIGN_KEY_ENV}): nobody could check the copy; "
                          "add a key, or set sign.required = false")
+
+
+def check_places(job: Job) -> None:
+    """Nothing the job writes besides the crawl may land in its mirror: a CAR file or the
+    manifests folder there would overwrite archived files or break the bag."""
+    if from_manifests(job):
+        return
+    out = mirror_dir(job, (1, 1))
+    for key in ("publish.car", "publish.manifests"):
+        if job[key] and inside(job.resolve(job[key]), out):
+            raise UsageError(f"{job.path}: {key}: {job.resolve(job[key])} is inside the mirror {out}: it would "
+                             "overwrite or add to what is archived; give a path outside it")
 
 
 def crawl_options(job: Job, shard: tuple[int, int], out: Path | None = None, sign: bool = True) -> CrawlOptions:
@@ -204,6 +217,7 @@ def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tr
     of the mirror as it is now (the crawl's new files come on top). Changes nothing."""
     from .crawl import plan_crawl
 
+    check_places(job)
     crawl_plan = asyncio.run(plan_crawl(crawl_options(job, shard))) if crawl_step else None
     out = mirror_dir(job, shard)
     plans = []

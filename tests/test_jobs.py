@@ -258,3 +258,40 @@ def test_a_job_path_that_never_ends_is_refused_and_a_bom_is_no_error(tmp_path):
     job.write_bytes(b"\xef\xbb\xbf" + _ROOT.encode() + b"[fetch]\nconcurrency = 3\n")
     from mirror.config import load_job
     assert load_job(job)["fetch.concurrency"] == 3
+
+
+@pytest.mark.parametrize("extra", ['car = "mirror/data/index/RESULTADOS_2024_CSV_V1.csv"', 'car = "mirror/manifest-sha256.txt"',
+                                   'manifests = "mirror/data"', 'manifests = "./mirror"', 'car = "link/x.car"'],
+                         ids=["car-over-evidence", "car-over-manifest", "manifests-in-data", "manifests-is-mirror",
+                              "car-through-a-symlink"])
+def test_a_job_never_writes_its_car_or_manifests_into_its_mirror(tmp_path, extra):
+    from tests.hostile_site import HostileSite
+    from mirror.verify import verify
+
+    (tmp_path / "link").symlink_to("mirror/data")
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(2))
+        job = tmp_path / "job.toml"
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[output]\ndir = "mirror"\n'
+                       f'[publish]\nallow_none = true\n{extra}\n[sign]\nrequired = false\n')
+        assert run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "mirror"),
+                       "--quiet").returncode == 0
+        before = snapshot(tmp_path / "mirror")
+        for flags in ((), ("--no-publish",), ("--dry-run",)):  # refused before anything runs
+            proc = run_cli("run", str(job), *flags, timeout=60)
+            assert proc.returncode == 2 and "inside the mirror" in proc.stderr, proc.stdout + proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1
+        assert verify(tmp_path / "mirror") == [] and snapshot(tmp_path / "mirror") == before
+
+
+def test_the_car_command_never_writes_into_the_mirror(tmp_path):
+    from tests.hostile_site import HostileSite
+
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(1))
+        out = tmp_path / "m"
+        assert run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet").returncode == 0
+    before = snapshot(out)
+    proc = run_cli("car", str(out), "-o", str(out / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"))
+    assert proc.returncode == 2 and "inside the mirror" in proc.stderr, proc.stderr
+    assert snapshot(out) == before
