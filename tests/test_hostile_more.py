@@ -142,3 +142,13 @@ def test_unreadable_pages_are_counted_against_the_pages_walked(site, tmp_path):
                    "--discover", "html")
     assert proc.returncode == 1
     assert re.search(r"\b2 of 3 page\(s\) unreadable\b", proc.stdout), proc.stdout  # /e/0 unreadable, /e/1 404
+
+
+def test_a_bad_index_row_is_not_counted_as_a_failed_acta(site, tmp_path):
+    rows = site.good_actas(4)
+    bad = index_row(50, f"{site.url}/img/50.jpg").replace("010101050", "01010X050")
+    site.serve_index(rows + [bad, bad.replace("X", "Y")])
+    proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "m"))
+    assert proc.returncode == 1 and "0 failed" in proc.stdout
+    assert "failed: 2 of the index rows: bad index row: 2" in proc.stderr, proc.stderr
+    assert not re.search(r"(failed|bad index row): \d+ of \d+ actas", proc.stderr), proc.stderr  # all 4 were archived
