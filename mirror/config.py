@@ -201,6 +201,8 @@ _RANGES = {
     "fetch.proxy": lambda v: v == "" or bool(re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", v)),
     "source.discover": lambda v: v in ("", "csv", "html", "both"),
     "publish.shard_by": lambda v: v in ("size", "state"),
+    "publish.max_repo_bytes": lambda v: v > 0,
+    "publish.max_push_bytes": lambda v: v > 0,
     "fetch.concurrency": lambda v: 1 <= v <= 512,
     "fetch.processes": lambda v: v in (1, 2),
     "fetch.rate": lambda v: v == 0 or v >= MIN_RATE,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .archive import Archive, append_durably, disk_error, read_inside, write_bag_files
-from .config import Job
+from .config import ConfigError, Job
 from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
 from .models import NotAMirror, Problem, UsageError
@@ -97,6 +97,12 @@ def check_publishable(job: Job, key: str | None) -> None:
     if not key and job["sign.required"]:
         raise UsageError(f"{job.path}: no signing key (sign.key or {SIGN_KEY_ENV}): nobody could check the copy; "
                          "add a key, or set sign.required = false")
+    for name in ("publish.git", "publish.ipfs"):  # a target that cannot be read fails now, not after the crawl
+        for target in job[name]:
+            try:
+                publisher_for(target, **_publish_options(job))
+            except UsageError as exc:  # the publishers name a target as the publish command's --to does
+                raise ConfigError(f"{job.path}: {name}: {str(exc).removeprefix('--to ')}") from None
 
 
 def check_places(job: Job) -> None:
@@ -205,11 +211,14 @@ def _needs_signature(folder: Path, bag: Path) -> bool:
     return False
 
 
+def _publish_options(job: Job) -> dict:
+    return dict(max_repo_bytes=job["publish.max_repo_bytes"], max_push_bytes=job["publish.max_push_bytes"],
+                shard_by=job["publish.shard_by"], ipns=job["publish.ipns"] or None,
+                pin_service=job["publish.pin_service"] or None)
+
+
 def publishers(job: Job) -> list:
-    options = dict(max_repo_bytes=job["publish.max_repo_bytes"], max_push_bytes=job["publish.max_push_bytes"],
-                   shard_by=job["publish.shard_by"], ipns=job["publish.ipns"] or None,
-                   pin_service=job["publish.pin_service"] or None)
-    return [publisher_for(target, **options) for target in job["publish.git"] + job["publish.ipfs"]]
+    return [publisher_for(target, **_publish_options(job)) for target in job["publish.git"] + job["publish.ipfs"]]
 
 
 def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = True, publish_step: bool = True):

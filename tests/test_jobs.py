@@ -295,3 +295,22 @@ def test_the_car_command_never_writes_into_the_mirror(tmp_path):
     proc = run_cli("car", str(out), "-o", str(out / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"))
     assert proc.returncode == 2 and "inside the mirror" in proc.stderr, proc.stderr
     assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ('git = ["not a url"]', "publish.git: not a url: unknown scheme"),
+    (f'ipfs = ["ipfs://archivist:{SECRET}@[::1"]', "publish.ipfs: ipfs://***@[::1: not a URL"),
+    ('git = ["git+file:///nowhere/r.git"]\nmax_repo_bytes = 0', "publish.max_repo_bytes: 0 is out of range"),
+], ids=["git-not-a-url", "ipfs-bad-address", "no-repo-budget"])
+def test_a_publish_target_that_cannot_work_fails_before_the_crawl(tmp_path, extra, needle):
+    from tests.hostile_site import HostileSite
+
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(1))
+        job = tmp_path / "job.toml"
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[publish]\n{extra}\n'
+                       '[sign]\nrequired = false\n')
+        proc = run_cli("run", str(job), timeout=60)
+        assert proc.returncode == 2 and f"{job}: {needle}" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and SECRET not in proc.stderr
+        assert sum(site.hits.values()) == 0 and not (tmp_path / "mirror").exists()  # nothing crawled first
