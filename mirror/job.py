@@ -139,8 +139,8 @@ def stamp(job: Job, out: Path, report: RunReport) -> None:
         attested, _new = timestamp(out, job["sign.tsa"], ca=job.resolve(job["sign.tsa_ca"]) or None)
         report.notes.append(f"timestamp: signed-root.json existed by {attested.time:%Y-%m-%d %H:%M:%S} UTC "
                             f"({attested.authority})")
-    except MirrorError as exc:
-        report.publish_failures.append(f"timestamp: {exc}")
+    except MirrorError as exc:  # its message names the authority's URL, with any user:password@ in it
+        report.publish_failures.append(redact(f"timestamp: {exc}"))
 
 
 def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) -> RunReport:

@@ -314,3 +314,17 @@ def test_a_publish_target_that_cannot_work_fails_before_the_crawl(tmp_path, extr
         assert proc.returncode == 2 and f"{job}: {needle}" in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and SECRET not in proc.stderr
         assert sum(site.hits.values()) == 0 and not (tmp_path / "mirror").exists()  # nothing crawled first
+
+
+def test_a_failed_timestamp_never_shows_the_authoritys_password(tmp_path):
+    from tests.hostile_site import HostileSite
+
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(1))
+        job = tmp_path / "job.toml"
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[publish]\nallow_none = true\n'
+                       f'[sign]\nkey = "k.key"\ntsa = "http://archivist:{SECRET}@127.0.0.1:9/"\n')
+        proc = run_cli("run", str(job), timeout=120)
+    assert proc.returncode == 1 and "timestamp:" in proc.stderr, proc.stdout + proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
