@@ -87,8 +87,9 @@ def test_credentials_in_the_root_never_reach_the_mirrors_state(site, tmp_path):
 @pytest.mark.xfail(strict=True, reason=(
     "the Content-Type header is recorded and names the file: archive.extension(fetched.content_type) "
     "files JPEG bytes served as image/png under .png, and provenance says content_type image/png "
-    "(text/html for a JPEG served as HTML). The image check already knows the kind (imagecheck Verdict.kind): "
-    "fetch/fetchworker should set Fetched.content_type to it for actas, or archive.add name the file by it"))
+    "(text/html for a JPEG served as HTML). The image check already knows the kind: in fetch._Exchange.result "
+    "(and where fetchworker builds its Fetched), after verdict = self.check.finish(), record "
+    "content_type=verdict.kind for an image"))
 def test_the_record_says_what_the_bytes_are_not_what_the_server_claims(site, tmp_path):
     site.routes["/img/0.jpg"] = body(jpeg(0), "image/png")
     site.routes["/img/1.jpg"] = body(jpeg(1), "text/html")
@@ -102,9 +103,10 @@ def test_the_record_says_what_the_bytes_are_not_what_the_server_claims(site, tmp
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "fetch.py names libcurl's 'Too large response headers' (error 56) 'connection reset' and retries "
-    "it 6 times: the server said the same thing each time. Fix: in the translation of pycurl errors, "
-    "map that message to cause 'too large' (as a body over --max-bytes) and do not retry it"))
+    "transfer._CAUSES maps libcurl's 'Too large response headers' (CURLE_RECV_ERROR, 56) to 'connection "
+    "reset', which fetch.py retries 6 times: the server said the same thing each time. Fix: where transfer.py "
+    "builds its TransferError, a RECV_ERROR whose message starts 'Too large response headers' gets cause "
+    "'too large', and the fetcher does not retry that cause"))
 def test_a_header_bomb_is_named_and_asked_once(site, tmp_path):
     rows = site.good_actas(1)
     site.routes["/img/5.jpg"] = header_bomb()
