@@ -19,7 +19,7 @@ import importlib
 import pkgutil
 import re
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Protocol
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 from ..models import Acta, FetchError, IndexFormatError, UsageError
 
@@ -58,14 +58,20 @@ Visit = Callable[[str, str, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
 _PLAIN_ABSOLUTE = re.compile(r"https?://[^/?#\[\]\\\x00-\x20\x7f]+(?:/[^?#;\\\x00-\x20\x7f]*)?")
 
 
+# What no URL on the wire may hold: non-ASCII, spaces, controls (an escape sequence would also
+# reach the user's terminal in a failure line).
+_NOT_IN_A_URL = re.compile(r"[^\x21-\x7e]+")
+
+
 def join(base: str, href: str) -> str:
-    """urljoin that never raises: a link it cannot parse is kept as it is, for the fetcher
-    to refuse with a named failure."""
-    if base and _PLAIN_ABSOLUTE.fullmatch(href):
-        return href
+    """urljoin that never raises, giving a URL fit for the wire: what no URL may hold is
+    percent-encoded as UTF-8, as a browser does ('/img/año.jpg' is asked as
+    '/img/a%C3%B1o.jpg', 'a b' as 'a%20b'). A link it cannot parse is kept as it is, for the
+    fetcher to refuse with a named failure."""
     try:
-        return urljoin(base, href)
-    except ValueError:
+        url = href if base and _PLAIN_ABSOLUTE.fullmatch(href) else urljoin(base, href)
+        return _NOT_IN_A_URL.sub(lambda m: quote(m.group(), safe=""), url)
+    except ValueError:  # urljoin on "http://[::1" and the like; a lone surrogate
         return href
 
 
