@@ -52,6 +52,13 @@ def sign_key(job: Job) -> str | None:
     key = job.resolve(job["sign.key"]) or os.environ.get(SIGN_KEY_ENV, "")
     if key and not Path(key).is_file():
         raise UsageError(f"{job.path}: sign.key: {key}: no such file")
+    if key:
+        from .sign import load_secret
+
+        try:
+            load_secret(key)  # a key that cannot sign fails now, not after the crawl it was to sign
+        except UsageError as exc:
+            raise UsageError(f"{job.path}: sign.key: {exc}") from None
     return key or None
 
 
@@ -106,8 +113,16 @@ def check_publishable(job: Job, key: str | None) -> None:
 
 
 def check_places(job: Job) -> None:
-    """Nothing the job writes besides the crawl may land in its mirror: a CAR file or the
-    manifests folder there would overwrite archived files or break the bag."""
+    """The files the job names, before anything runs: nothing it writes besides the crawl may
+    land in its mirror (a CAR file or the manifests folder there would overwrite archived files
+    or break the bag), the CAR file's folder must exist, and the authority's CA file."""
+    if job["sign.tsa_ca"] and not Path(job.resolve(job["sign.tsa_ca"])).is_file():
+        raise UsageError(f"{job.path}: sign.tsa_ca: {job.resolve(job['sign.tsa_ca'])}: no such file")
+    car = Path(job.resolve(job["publish.car"])) if job["publish.car"] else None
+    if car and car.is_dir():
+        raise UsageError(f"{job.path}: publish.car: {car} is a folder; name the CAR file to write")
+    if car and not car.parent.is_dir():
+        raise UsageError(f"{job.path}: publish.car: {car.parent}: no such folder")
     if from_manifests(job):
         return
     out = mirror_dir(job, (1, 1))

@@ -328,3 +328,27 @@ def test_a_failed_timestamp_never_shows_the_authoritys_password(tmp_path):
         proc = run_cli("run", str(job), timeout=120)
     assert proc.returncode == 1 and "timestamp:" in proc.stderr, proc.stdout + proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ('[publish]\nallow_none = true\ncar = "nodir/x.car"\n[sign]\nrequired = false', "publish.car: "),
+    ('[publish]\nallow_none = true\ncar = "."\n[sign]\nrequired = false', "publish.car: "),
+    ('[publish]\nallow_none = true\n[sign]\nkey = "k.key"\ntsa = "http://127.0.0.1:9/"\ntsa_ca = "nope.pem"',
+     "sign.tsa_ca: "),
+    ('[publish]\nallow_none = true\n[sign]\nkey = "k.pub"', "sign.key: "),
+    ('[publish]\nallow_none = true\n[sign]\nkey = "garbage.key"', "sign.key: "),
+], ids=["car-in-no-folder", "car-is-a-folder", "tsa-ca-missing", "key-is-the-public-half", "key-is-garbage"])
+def test_a_file_the_job_names_is_checked_before_the_crawl(tmp_path, extra, needle):
+    from tests.hostile_site import HostileSite
+
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+    (tmp_path / "garbage.key").write_bytes(bytes(range(256)))
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(1))
+        job = tmp_path / "job.toml"
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n{extra}\n')
+        for flags in ((), ("--no-publish",)):
+            proc = run_cli("run", str(job), *flags, timeout=60)
+            assert proc.returncode == 2 and f"{job}: {needle}" in proc.stderr, proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1
+        assert sum(site.hits.values()) == 0  # nothing crawled first
