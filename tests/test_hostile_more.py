@@ -253,3 +253,21 @@ def test_names_that_differ_only_in_case_never_share_a_place_on_a_case_blind_disk
         assert crawl(site.url, out, "--index", f"{site.url}/{name}").returncode == 0
     paths = [e.path for e in read_provenance(out / "provenance.jsonl")]
     assert len(paths) == 3 and len({p.casefold() for p in paths}) == 3, paths
+
+
+def test_a_listing_too_long_to_be_a_page_is_refused_unread_and_the_walk_goes_on(site, tmp_path):
+    links = [(f"/x/{j}", "X") for j in range(60_000)]  # 3 MB: over sites.MAX_PAGE_CHARS
+    site.routes["/"] = body(listing([("/e/0", "E"), ("/e/1", "E")]), "text/html")
+    site.routes["/e/0"] = body(listing(links), "text/html")  # a tree of gigabytes if parsed, times the workers
+    for a, b in (("/e/1", "/m/1"), ("/m/1", "/p/1"), ("/p/1", "/c/1"), ("/c/1", "/t/1")):
+        site.routes[a] = body(listing([(b, "x")]), "text/html")
+    site.routes["/t/1"] = body(mesa("/img/1.jpg", 1), "text/html")
+    site.routes["/img/1.jpg"] = body(jpeg(1))
+    out = tmp_path / "m"
+    proc = crawl(site.url + "/", out, "--discover", "html", "--json", "--deadline", "30")
+    assert proc.returncode == 1, proc.stderr
+    failed = json.loads(proc.stdout)["failures"]
+    assert [(f["url"].rsplit("/", 2)[-2:], f["cause"]) for f in failed] == [(["e", "0"], "unreadable page")], failed
+    assert "characters, more than" in failed[0]["reason"]
+    assert not any(p.startswith("/x/") for p in site.hits)  # not one of its links followed
+    assert verify(out) == [] and set(actas(out)) == {key_of(1)}

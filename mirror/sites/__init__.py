@@ -18,6 +18,7 @@ import asyncio
 import importlib
 import pkgutil
 import re
+import threading
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Protocol
 from urllib.parse import quote, urljoin
 
@@ -47,9 +48,22 @@ SITES: dict[str, type] = {}
 WALK_WORKERS = 8  # pages fetched at once while walking a site (the fetcher caps all requests)
 MAX_PAGES = 250_000  # pages one walk may fetch (the 2024 site has about 47,000)
 MAX_DEPTH = 8  # levels below the first pages (both site families have 6 at most)
+MAX_PAGE_CHARS = 2_000_000  # a page of either site is a few KB; 25 MB of links made a tree of gigabytes
 
 # visit(url, html, context) -> (children as [(url, context)], actas found on the page)
 Visit = Callable[[str, str, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
+
+
+def parse_page(html: str, url: str, *ids: str):
+    """The page parsed, but only the elements with these ids (and what they hold) become
+    Python objects: a page of a million <div>s costs a parse, not gigabytes of tree. A page
+    over MAX_PAGE_CHARS is refused unread: a million links in the listing itself would."""
+    if len(html) > MAX_PAGE_CHARS:
+        raise IndexFormatError(f"{url}: {len(html)} characters, more than the {MAX_PAGE_CHARS} a page may have; "
+                               "not read")
+    from bs4 import BeautifulSoup, SoupStrainer  # only when pages are walked: the CSV path never pays for it
+
+    return BeautifulSoup(html, "lxml", parse_only=SoupStrainer(id=list(ids)))
 
 
 # An absolute http(s) URL with nothing urljoin would normalize (no query, fragment, brackets,
@@ -81,7 +95,8 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
 
     Each URL is visited once (`seen`: pages the adapter already read), at most MAX_DEPTH
     levels down and MAX_PAGES pages in all; what the limits leave out is reported. Pages are
-    parsed in a thread, so a huge page does not stall the downloads. A page that cannot be
+    parsed in a thread, so a huge page does not stall the downloads, one at a time, so that
+    the workers' pages are not all in memory as trees at once. A page that cannot be
     fetched (get_page has recorded it) or read (reported here, whatever the exception) loses
     its branch only.
     """
@@ -119,6 +134,11 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
         return
     found: asyncio.Queue = asyncio.Queue(maxsize=256)
     done = asyncio.Event()
+    parsing = threading.Lock()
+
+    def parse(url: str, html: str, context: tuple):
+        with parsing:
+            return visit(url, html, context)
 
     async def worker() -> None:
         nonlocal pending
@@ -126,7 +146,7 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
             url, context, depth = await work.get()
             try:
                 html = await get_page(url)
-                children, actas = await asyncio.to_thread(visit, url, html, context)
+                children, actas = await asyncio.to_thread(parse, url, html, context)
                 enqueue(url, children, depth + 1)
                 for acta in actas:
                     await found.put(acta)
