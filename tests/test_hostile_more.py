@@ -206,7 +206,8 @@ def test_escape_sequences_in_a_sites_links_never_reach_the_terminal(site, tmp_pa
     rows = site.good_actas(1)
     rows.append(index_row(5, f"{site.url}/img/\x1b]0;owned\x07\x1b[2J\x1b[1A.jpg"))  # retitle, clear, move up
     site.serve_index(rows)
-    site.routes["/"] = body(listing([("/e/\x1b[8mhidden\u202e", "E")]), "text/html")
+    site.routes["/"] = body(listing([("/e/\x1b[8mhidden\u202e", "E"), ("http://[::1/\x1b[2J", "unparsable")]),
+                            "text/html")
     for discover in ("csv", "html"):
         proc = run_cli("crawl", "resultados2024", "--root", site.url + "/", "--out", str(tmp_path / discover),
                        "--discover", discover, "-v", timeout=120)

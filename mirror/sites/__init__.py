@@ -81,12 +81,12 @@ def join(base: str, href: str) -> str:
     """urljoin that never raises, giving a URL fit for the wire: what no URL may hold is
     percent-encoded as UTF-8, as a browser does ('/img/año.jpg' is asked as
     '/img/a%C3%B1o.jpg', 'a b' as 'a%20b'). A link it cannot parse is kept as it is, for the
-    fetcher to refuse with a named failure."""
+    fetcher to refuse with a named failure (encoded the same way)."""
     try:
         url = href if base and _PLAIN_ABSOLUTE.fullmatch(href) else urljoin(base, href)
-        return _NOT_IN_A_URL.sub(lambda m: quote(m.group(), safe=""), url)
-    except ValueError:  # urljoin on "http://[::1" and the like; a lone surrogate
-        return href
+    except ValueError:  # "http://[::1" and the like
+        url = href
+    return _NOT_IN_A_URL.sub(lambda m: quote(m.group(), safe="", errors="surrogatepass"), url)
 
 
 async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: GetPage,
