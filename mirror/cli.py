@@ -65,7 +65,8 @@ def _header(text: str) -> tuple[str, str]:
 
     name, sep, value = text.partition(":")
     if not sep or not header_ok(name.strip(), value.strip()):
-        raise argparse.ArgumentTypeError(f"takes 'Name: value', like 'Referer: https://example.org/', not {text!r}")
+        # the text is not shown: a header is where a token goes
+        raise argparse.ArgumentTypeError("takes 'Name: value' on one line, like 'Referer: https://example.org/'")
     return name.strip(), value.strip()
 
 
@@ -533,8 +534,11 @@ def _print_failures(failures: list[dict], done: int, where: str, args) -> None:
         for f in failures:
             print(f"failed {f.get('key', '')} {f.get('url', '')}: {f.get('reason', '')}", file=sys.stderr)
     pages = [f for f in failures if f.get("key") == "page"]
-    actas = [f for f in failures if f.get("key") != "page"]
+    rows = [f for f in failures if f.get("key") == "index"]  # a bad row is none of the actas counted
+    actas = [f for f in failures if f.get("key") not in ("page", "index")]
     for line in FailureSummary.of(actas).lines(f"{done} actas", where):
+        print(line, file=sys.stderr)
+    for line in FailureSummary.of(rows).lines("the index rows", where):
         print(line, file=sys.stderr)
     for line in FailureSummary.of(pages).lines("the pages walked", where):
         print(line, file=sys.stderr)

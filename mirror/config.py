@@ -46,8 +46,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "fetch": {
         "concurrency": Key(int, 16, "requests in flight"),
         "processes": Key(int, 2, "processes downloading images: 2 uses a second core once a crawl passes 256 images; 1 keeps to one"),
-        "rate": Key((int, float), 0.0, "requests per second per host; 0 for no pacing"),
-        "timeout": Key((int, float), 60.0, "seconds for a whole request"),
+        "rate": Key((int, float), 0.0, "requests per second per host, at least 0.001; 0 for no pacing"),
+        "timeout": Key((int, float), 60.0, "seconds for a whole request, at most 86400"),
         "deadline": Key((int, float), 0.0, "seconds for the whole crawl; then it stops cleanly and the rest is deferred to the next run (0: none)"),
         "max_bytes": Key(int, 25 * 1024 * 1024, "size cap per file"),
         "proxy": Key(str, "", "`http://`, `https://`, `socks5://` or `socks5h://` proxy URL"),
@@ -58,14 +58,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "publish": {
         "git": Key(list, [], "Git targets (`git+file://`, `git+https://`, `git+ssh://`, `git://`)"),
         "ipfs": Key(list, [], "IPFS nodes (`ipfs://HOST:PORT`)"),
-        "car": Key(str, "", "also write the mirror as this CAR file (relative to the job file)"),
+        "car": Key(str, "", "also write the mirror as this CAR file (relative to the job file; outside the mirror)"),
         "pin_service": Key(str, "", "IPFS Pinning Services API endpoint; token from `ACTA_MIRROR_PIN_TOKEN`"),
         "ipns": Key(str, "", "IPNS key to publish the root under (best effort)"),
         "max_repo_bytes": Key(int, 900_000_000, "size budget of one Git shard repository"),
         "max_push_bytes": Key(int, 1_000_000_000, "most new file bytes in one Git push"),
         "shard_by": Key(str, "size", "`size` or `state`: how Git shard repositories are cut"),
         "manifests": Key(str, "", "the job's state between runs: the published manifests, provenance and CIDs are "
-                         "kept here (the `manifests/` folder of the tool's repo)"),
+                         "kept here (the `manifests/` folder of the tool's repo; outside the mirror)"),
         "allow_none": Key(bool, False, "let a run without any Git or IPFS target succeed (otherwise it fails, exit 2)"),
     },
     "sign": {
@@ -105,17 +105,26 @@ def user_config_path() -> Path:
     return Path(base) / "acta-mirror" / "config.toml"
 
 
+MAX_FILE_CHARS = 1 << 20  # a job file is a few hundred bytes: more is a wrong path (/dev/zero, a disk image)
+
+
 def _read_toml(path: Path, what: str) -> dict:
     import tomllib  # here, not at start-up: most runs read no TOML file
 
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8-sig") as fh:  # -sig: a BOM, as Windows editors write one, is no error
+            text = fh.read(MAX_FILE_CHARS + 1)
+        if len(text) > MAX_FILE_CHARS:
+            raise ConfigError(f"{path}: longer than {MAX_FILE_CHARS} characters: not a {what}")
+        return tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: unreadable ({exc.__class__.__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def _given(path: Path, raw: dict, sections) -> Values:
@@ -134,7 +143,8 @@ def _given(path: Path, raw: dict, sections) -> Values:
             spec = keys[key]
             if not isinstance(value, spec.type) or (isinstance(value, bool) and spec.type is not bool):
                 want = spec.type.__name__ if isinstance(spec.type, type) else " or ".join(t.__name__ for t in spec.type)
-                raise ConfigError(f"{path}: {section}.{key}: must be {want}, not {type(value).__name__} {value!r}")
+                shown = "" if f"{section}.{key}" in SECRET_KEYS else f" {value!r}"
+                raise ConfigError(f"{path}: {section}.{key}: must be {want}, not {type(value).__name__}{shown}")
             if isinstance(value, list) and not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: {section}.{key}: must be a list of strings")
             if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
@@ -180,14 +190,24 @@ def header_ok(name: str, value: str) -> bool:
     return bool(_HEADER_NAME.fullmatch(name)) and not any(c in value for c in "\r\n\0")
 
 
+# Keys whose values an error line never shows: they may hold a password or a token
+# (a proxy's user:password@ without a scheme is no URL the redaction recognizes).
+SECRET_KEYS = ("fetch.headers", "fetch.proxy")
+MAX_TIMEOUT = 86400  # seconds: a request longer than a day is a typo, and libcurl counts in a C long of ms
+MIN_RATE = 0.001  # requests per second: slower is no crawl (a tiny rate would pace one request per aeon)
+
 _RANGES = {
     "fetch.headers": lambda v: all(header_ok(k, x) for k, x in v.items()),
+    "fetch.user_agent": lambda v: header_ok("User-Agent", v),
+    "fetch.proxy": lambda v: v == "" or bool(re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", v)),
     "source.discover": lambda v: v in ("", "csv", "html", "both"),
     "publish.shard_by": lambda v: v in ("size", "state"),
+    "publish.max_repo_bytes": lambda v: v > 0,
+    "publish.max_push_bytes": lambda v: v > 0,
     "fetch.concurrency": lambda v: 1 <= v <= 512,
     "fetch.processes": lambda v: v in (1, 2),
-    "fetch.rate": lambda v: v >= 0,
-    "fetch.timeout": lambda v: math.isfinite(v) and v > 0,
+    "fetch.rate": lambda v: v == 0 or v >= MIN_RATE,
+    "fetch.timeout": lambda v: math.isfinite(v) and 0 < v <= MAX_TIMEOUT,
     "fetch.deadline": lambda v: math.isfinite(v) and v >= 0,
     "fetch.max_bytes": lambda v: v > 0,
     "fetch.recheck_after": lambda v: v >= 0,
@@ -199,7 +219,17 @@ def _check_ranges(path, values: Values) -> None:
         section, key = dotted.split(".")
         value = values.get(section, {}).get(key)
         if value is not None and not ok(value):
-            raise ConfigError(f"{path}: {dotted}: {value!r} is out of range ({SCHEMA[section][key].doc})")
+            shown = _bad_header(value) if dotted == "fetch.headers" else \
+                "the value (not shown)" if dotted in SECRET_KEYS else repr(value)
+            raise ConfigError(f"{path}: {dotted}: {shown} is out of range ({SCHEMA[section][key].doc})")
+
+
+def _bad_header(headers: dict[str, str]) -> str:
+    """Which header is wrong, never its value (or a name that may be one)."""
+    name = next(k for k, v in headers.items() if not header_ok(k, v))
+    if _HEADER_NAME.fullmatch(name):
+        return f"the value of {name} (not shown: a line break or NUL)"
+    return "a header name (not shown: not an HTTP token, e.g. holding a space or a colon)"
 
 
 def load_job(path: str | Path, user: Values | None = None, flags: Values | None = None) -> Job:

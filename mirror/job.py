@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .archive import Archive, append_durably, disk_error, read_inside, write_bag_files
-from .config import Job
+from .config import ConfigError, Job
 from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
 from .models import NotAMirror, Problem, UsageError
 from .state import Record, iter_records, open_payload
-from .publish import PublishError, Receipt, publisher_for, redact
+from .publish import PublishError, Receipt, inside, publisher_for, redact
 from .verify import verify
 
 SIGN_KEY_ENV = "ACTA_MIRROR_SIGN_KEY_FILE"
@@ -52,6 +52,13 @@ def sign_key(job: Job) -> str | None:
     key = job.resolve(job["sign.key"]) or os.environ.get(SIGN_KEY_ENV, "")
     if key and not Path(key).is_file():
         raise UsageError(f"{job.path}: sign.key: {key}: no such file")
+    if key:
+        from .sign import load_secret
+
+        try:
+            load_secret(key)  # a key that cannot sign fails now, not after the crawl it was to sign
+        except UsageError as exc:
+            raise UsageError(f"{job.path}: sign.key: {exc}") from None
     return key or None
 
 
@@ -60,6 +67,7 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     """Crawl, then verify, then publish (a sharded run publishes nothing: merge first)."""
     if publish_step and shard == (1, 1):
         check_publishable(job, sign_key(job))
+    check_places(job)
     if from_manifests(job):
         if shard != (1, 1) or not crawl_step:
             raise UsageError(f"{job.path}: a job without output.dir works from its manifests folder in one "
@@ -96,6 +104,32 @@ def check_publishable(job: Job, key: str | None) -> None:
     if not key and job["sign.required"]:
         raise UsageError(f"{job.path}: no signing key (sign.key or {SIGN_KEY_ENV}): nobody could check the copy; "
                          "add a key, or set sign.required = false")
+    for name in ("publish.git", "publish.ipfs"):  # a target that cannot be read fails now, not after the crawl
+        for target in job[name]:
+            try:
+                publisher_for(target, **_publish_options(job))
+            except UsageError as exc:  # the publishers name a target as the publish command's --to does
+                raise ConfigError(f"{job.path}: {name}: {str(exc).removeprefix('--to ')}") from None
+
+
+def check_places(job: Job) -> None:
+    """The files the job names, before anything runs: nothing it writes besides the crawl may
+    land in its mirror (a CAR file or the manifests folder there would overwrite archived files
+    or break the bag), the CAR file's folder must exist, and the authority's CA file."""
+    if job["sign.tsa_ca"] and not Path(job.resolve(job["sign.tsa_ca"])).is_file():
+        raise UsageError(f"{job.path}: sign.tsa_ca: {job.resolve(job['sign.tsa_ca'])}: no such file")
+    car = Path(job.resolve(job["publish.car"])) if job["publish.car"] else None
+    if car and car.is_dir():
+        raise UsageError(f"{job.path}: publish.car: {car} is a folder; name the CAR file to write")
+    if car and not car.parent.is_dir():
+        raise UsageError(f"{job.path}: publish.car: {car.parent}: no such folder")
+    if from_manifests(job):
+        return
+    out = mirror_dir(job, (1, 1))
+    for key in ("publish.car", "publish.manifests"):
+        if job[key] and inside(job.resolve(job[key]), out):
+            raise UsageError(f"{job.path}: {key}: {job.resolve(job[key])} is inside the mirror {out}: it would "
+                             "overwrite or add to what is archived; give a path outside it")
 
 
 def crawl_options(job: Job, shard: tuple[int, int], out: Path | None = None, sign: bool = True) -> CrawlOptions:
@@ -120,8 +154,8 @@ def stamp(job: Job, out: Path, report: RunReport) -> None:
         attested, _new = timestamp(out, job["sign.tsa"], ca=job.resolve(job["sign.tsa_ca"]) or None)
         report.notes.append(f"timestamp: signed-root.json existed by {attested.time:%Y-%m-%d %H:%M:%S} UTC "
                             f"({attested.authority})")
-    except MirrorError as exc:
-        report.publish_failures.append(f"timestamp: {exc}")
+    except MirrorError as exc:  # its message names the authority's URL, with any user:password@ in it
+        report.publish_failures.append(redact(f"timestamp: {exc}"))
 
 
 def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) -> RunReport:
@@ -192,11 +226,14 @@ def _needs_signature(folder: Path, bag: Path) -> bool:
     return False
 
 
+def _publish_options(job: Job) -> dict:
+    return dict(max_repo_bytes=job["publish.max_repo_bytes"], max_push_bytes=job["publish.max_push_bytes"],
+                shard_by=job["publish.shard_by"], ipns=job["publish.ipns"] or None,
+                pin_service=job["publish.pin_service"] or None)
+
+
 def publishers(job: Job) -> list:
-    options = dict(max_repo_bytes=job["publish.max_repo_bytes"], max_push_bytes=job["publish.max_push_bytes"],
-                   shard_by=job["publish.shard_by"], ipns=job["publish.ipns"] or None,
-                   pin_service=job["publish.pin_service"] or None)
-    return [publisher_for(target, **options) for target in job["publish.git"] + job["publish.ipfs"]]
+    return [publisher_for(target, **_publish_options(job)) for target in job["publish.git"] + job["publish.ipfs"]]
 
 
 def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = True, publish_step: bool = True):
@@ -204,6 +241,7 @@ def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tr
     of the mirror as it is now (the crawl's new files come on top). Changes nothing."""
     from .crawl import plan_crawl
 
+    check_places(job)
     crawl_plan = asyncio.run(plan_crawl(crawl_options(job, shard))) if crawl_step else None
     out = mirror_dir(job, shard)
     plans = []

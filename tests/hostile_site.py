@@ -3,12 +3,14 @@
 It speaks the shapes of the `resultados2024` adapter (an index CSV, listing pages, table
 pages) and serves small real JPEGs, so that every good acta can be checked as archived.
 Handlers for what blocked, slow or hostile sites do: trickled bodies, 304s nobody asked
-for, 429/503 forever, redirects anywhere, fake images. Linux routes all of 127.0.0.0/8 to
+for, 429/503 forever, redirects anywhere, fake images, bodies that never end, gzip bombs,
+header bombs, silence. Linux routes all of 127.0.0.0/8 to
 the loopback device, so a second instance on 127.0.0.2 is "another host".
 """
 from __future__ import annotations
 
 import asyncio
+import gzip
 import html
 import io
 import threading
@@ -99,6 +101,43 @@ def split(data: bytes, first: int, pause: float = 0.2) -> Handler:
         await asyncio.sleep(pause)
         await resp.write(data[first:])
         return resp
+    return handle
+
+
+def endless(start: bytes, chunk: bytes, content_type: str = "text/csv", length: int | None = None) -> Handler:
+    """`start`, then `chunk` for ever (a CSV index that never ends); `length`: a Content-Length to claim."""
+    async def handle(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Type": content_type, **({"Content-Length": str(length)} if length else {})}
+        resp = web.StreamResponse(headers=headers)
+        await resp.prepare(request)
+        try:
+            await resp.write(start)
+            while True:
+                await resp.write(chunk)
+        except ConnectionError:  # the client hung up: what it should do
+            return resp
+    return handle
+
+
+def gzip_bomb(size: int, content_type: str = "image/jpeg") -> Handler:
+    """`size` zero bytes, gzipped (a thousandth of that on the wire), sent as Content-Encoding: gzip."""
+    packed = gzip.compress(bytes(size), 9)
+    return body(packed, content_type, **{"Content-Encoding": "gzip"})
+
+
+def header_bomb(n: int = 5000) -> Handler:
+    """A good image behind n response headers of 100 bytes each."""
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=jpeg(5), headers={"Content-Type": "image/jpeg",
+                                                   **{f"X-H{i}": "a" * 100 for i in range(n)}})
+    return handle
+
+
+def silent() -> Handler:
+    """Takes the request and never answers."""
+    async def handle(request: web.Request) -> web.Response:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
     return handle
 
 

@@ -216,3 +216,139 @@ def test_the_demo_runs(tmp_path):
     assert "root CID" in out or "CAR" in out
     mirror = tmp_path / "demo" / "mirror"
     assert run_cli("verify", str(mirror), "--pubkey", str(tmp_path / "demo" / "signer.pub")).returncode == 0
+
+
+# -- broken and hostile job files: one line, exit 2, no secret shown, no hang ----------------------
+_ROOT = "[source]\nsite = 'resultados2024'\nroot = 'http://127.0.0.1:9'\n"
+SECRET = "tok3n-S3CRET"
+
+
+@pytest.mark.parametrize("body,needle", [
+    (_ROOT + "[fetch]\nheaders = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("x = " + "{a=" * 3000 + "1" + "}" * 3000 + "\n", "nested too deeply"),
+    (_ROOT + f"[fetch]\nheaders = {{ Authorization = \"Bearer {SECRET}\\nX: y\" }}\n", "the value of Authorization"),
+    (_ROOT + f"[fetch]\nheaders = {{ \"Authorization: Bearer {SECRET}\" = \"x\" }}\n", "fetch.headers: a header name"),
+    (_ROOT + f"[fetch]\nheaders = \"Authorization: Bearer {SECRET}\"\n", "fetch.headers: must be dict, not str"),
+    (_ROOT + f"[fetch]\nproxy = \"archivist:{SECRET}@127.0.0.1:3128\"\n", "fetch.proxy"),
+    (_ROOT + "[fetch]\nuser_agent = \"\"\"x\nInjected: 1\"\"\"\n", "fetch.user_agent"),
+    (_ROOT + "[fetch]\ntimeout = 1e300\n", "fetch.timeout"),  # was an OverflowError blamed on the network
+    (_ROOT + "[fetch]\nrate = 1e-320\n", "fetch.rate"),  # was one request, then a wait for ever
+], ids=["deep-arrays", "deep-tables", "header-value", "header-name", "headers-str", "proxy-no-scheme",
+        "user-agent-newline", "timeout-huge", "rate-tiny"])
+def test_a_hostile_job_file_is_one_line_without_its_secrets(tmp_path, body, needle):
+    job = tmp_path / "bad.toml"
+    job.write_text(body)
+    proc = run_cli("run", str(job), "--no-publish", timeout=60)
+    assert proc.returncode == 2 and needle in proc.stderr and str(job) in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and SECRET not in proc.stdout + proc.stderr
+
+
+def test_flags_with_secrets_are_refused_without_showing_them(tmp_path):
+    for flag in (["--proxy", f"archivist:{SECRET}@127.0.0.1:3128"], ["--header", f"Authorization Bearer {SECRET}"]):
+        proc = run_cli("crawl", "resultados2024", "--root", "http://127.0.0.1:9", "--out", str(tmp_path / "m"),
+                       *flag, timeout=60)
+        assert proc.returncode == 2 and flag[0][2:] in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and SECRET not in proc.stderr
+
+
+def test_a_job_path_that_never_ends_is_refused_and_a_bom_is_no_error(tmp_path):
+    proc = run_cli("run", "/dev/zero", timeout=60)
+    assert proc.returncode == 2 and "not a job file" in proc.stderr, proc.stderr
+    job = tmp_path / "notepad.toml"
+    job.write_bytes(b"\xef\xbb\xbf" + _ROOT.encode() + b"[fetch]\nconcurrency = 3\n")
+    from mirror.config import load_job
+    assert load_job(job)["fetch.concurrency"] == 3
+
+
+@pytest.mark.parametrize("extra", ['car = "mirror/data/index/RESULTADOS_2024_CSV_V1.csv"', 'car = "mirror/manifest-sha256.txt"',
+                                   'manifests = "mirror/data"', 'manifests = "./mirror"', 'car = "link/x.car"'],
+                         ids=["car-over-evidence", "car-over-manifest", "manifests-in-data", "manifests-is-mirror",
+                              "car-through-a-symlink"])
+def test_a_job_never_writes_its_car_or_manifests_into_its_mirror(tmp_path, extra):
+    from tests.hostile_site import HostileSite
+    from mirror.verify import verify
+
+    (tmp_path / "link").symlink_to("mirror/data")
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(2))
+        job = tmp_path / "job.toml"
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[output]\ndir = "mirror"\n'
+                       f'[publish]\nallow_none = true\n{extra}\n[sign]\nrequired = false\n')
+        assert run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "mirror"),
+                       "--quiet").returncode == 0
+        before = snapshot(tmp_path / "mirror")
+        for flags in ((), ("--no-publish",), ("--dry-run",)):  # refused before anything runs
+            proc = run_cli("run", str(job), *flags, timeout=60)
+            assert proc.returncode == 2 and "inside the mirror" in proc.stderr, proc.stdout + proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1
+        assert verify(tmp_path / "mirror") == [] and snapshot(tmp_path / "mirror") == before
+
+
+def test_the_car_command_never_writes_into_the_mirror(tmp_path):
+    from tests.hostile_site import HostileSite
+
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(1))
+        out = tmp_path / "m"
+        assert run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet").returncode == 0
+    before = snapshot(out)
+    proc = run_cli("car", str(out), "-o", str(out / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"))
+    assert proc.returncode == 2 and "inside the mirror" in proc.stderr, proc.stderr
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ('git = ["not a url"]', "publish.git: not a url: unknown scheme"),
+    (f'ipfs = ["ipfs://archivist:{SECRET}@[::1"]', "publish.ipfs: ipfs://***@[::1: not a URL"),
+    ('git = ["git+file:///nowhere/r.git"]\nmax_repo_bytes = 0', "publish.max_repo_bytes: 0 is out of range"),
+], ids=["git-not-a-url", "ipfs-bad-address", "no-repo-budget"])
+def test_a_publish_target_that_cannot_work_fails_before_the_crawl(tmp_path, extra, needle):
+    from tests.hostile_site import HostileSite
+
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(1))
+        job = tmp_path / "job.toml"
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[publish]\n{extra}\n'
+                       '[sign]\nrequired = false\n')
+        proc = run_cli("run", str(job), timeout=60)
+        assert proc.returncode == 2 and f"{job}: {needle}" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and SECRET not in proc.stderr
+        assert sum(site.hits.values()) == 0 and not (tmp_path / "mirror").exists()  # nothing crawled first
+
+
+def test_a_failed_timestamp_never_shows_the_authoritys_password(tmp_path):
+    from tests.hostile_site import HostileSite
+
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(1))
+        job = tmp_path / "job.toml"
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[publish]\nallow_none = true\n'
+                       f'[sign]\nkey = "k.key"\ntsa = "http://archivist:{SECRET}@127.0.0.1:9/"\n')
+        proc = run_cli("run", str(job), timeout=120)
+    assert proc.returncode == 1 and "timestamp:" in proc.stderr, proc.stdout + proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ('[publish]\nallow_none = true\ncar = "nodir/x.car"\n[sign]\nrequired = false', "publish.car: "),
+    ('[publish]\nallow_none = true\ncar = "."\n[sign]\nrequired = false', "publish.car: "),
+    ('[publish]\nallow_none = true\n[sign]\nkey = "k.key"\ntsa = "http://127.0.0.1:9/"\ntsa_ca = "nope.pem"',
+     "sign.tsa_ca: "),
+    ('[publish]\nallow_none = true\n[sign]\nkey = "k.pub"', "sign.key: "),
+    ('[publish]\nallow_none = true\n[sign]\nkey = "garbage.key"', "sign.key: "),
+], ids=["car-in-no-folder", "car-is-a-folder", "tsa-ca-missing", "key-is-the-public-half", "key-is-garbage"])
+def test_a_file_the_job_names_is_checked_before_the_crawl(tmp_path, extra, needle):
+    from tests.hostile_site import HostileSite
+
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+    (tmp_path / "garbage.key").write_bytes(bytes(range(256)))
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(1))
+        job = tmp_path / "job.toml"
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n{extra}\n')
+        for flags in ((), ("--no-publish",)):
+            proc = run_cli("run", str(job), *flags, timeout=60)
+            assert proc.returncode == 2 and f"{job}: {needle}" in proc.stderr, proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1
+        assert sum(site.hits.values()) == 0  # nothing crawled first

@@ -100,6 +100,11 @@ def redact(text: str, *secrets: str) -> str:
     return text
 
 
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Is path the folder or in it, once symlinks and '..' are resolved (neither need exist)?"""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
 def working_dir(kind: str, *keys: str, create: bool = True) -> Path:
     """A directory for this user's working state (Git staging repositories), made with mode
     0700 under $XDG_CACHE_HOME/acta-mirror (default ~/.cache/acta-mirror) and named by a hash

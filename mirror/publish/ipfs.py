@@ -34,7 +34,7 @@ from ..merkle import merkle_root
 from ..models import NotAMirror, UsageError
 from ..state import open_payload
 from ..verify import verify
-from . import Plan, PublishError, Receipt, redact, register
+from . import Plan, PublishError, Receipt, inside, redact, register
 
 ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576", "hash": "sha2-256",
               "pin": "false", "cid-base": "base32", "progress": "false"}
@@ -467,6 +467,9 @@ def write_car(mirror: str | os.PathLike, out: str | os.PathLike) -> str:
     """Write the mirror's UnixFS DAG as a CARv1 file; returns the root CID. Every byte is
     checked against the manifests as it is written; on any failure no file is left."""
     mirror, out = Path(mirror), Path(out)
+    if inside(out, mirror):
+        raise UsageError(f"{out}: inside the mirror {mirror}: the CAR file would overwrite what is archived; "
+                         "write it elsewhere")
     dag, files = checked_dag(mirror, str(out))
     tmp = out.with_name(out.name + ".part")
     try:

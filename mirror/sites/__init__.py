@@ -18,8 +18,9 @@ import asyncio
 import importlib
 import pkgutil
 import re
+import threading
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Protocol
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 from ..models import Acta, FetchError, IndexFormatError, UsageError
 
@@ -47,9 +48,22 @@ SITES: dict[str, type] = {}
 WALK_WORKERS = 8  # pages fetched at once while walking a site (the fetcher caps all requests)
 MAX_PAGES = 250_000  # pages one walk may fetch (the 2024 site has about 47,000)
 MAX_DEPTH = 8  # levels below the first pages (both site families have 6 at most)
+MAX_PAGE_CHARS = 2_000_000  # a page of either site is a few KB; 25 MB of links made a tree of gigabytes
 
 # visit(url, html, context) -> (children as [(url, context)], actas found on the page)
 Visit = Callable[[str, str, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
+
+
+def parse_page(html: str, url: str, *ids: str):
+    """The page parsed, but only the elements with these ids (and what they hold) become
+    Python objects: a page of a million <div>s costs a parse, not gigabytes of tree. A page
+    over MAX_PAGE_CHARS is refused unread: a million links in the listing itself would."""
+    if len(html) > MAX_PAGE_CHARS:
+        raise IndexFormatError(f"{url}: {len(html)} characters, more than the {MAX_PAGE_CHARS} a page may have; "
+                               "not read")
+    from bs4 import BeautifulSoup, SoupStrainer  # only when pages are walked: the CSV path never pays for it
+
+    return BeautifulSoup(html, "lxml", parse_only=SoupStrainer(id=list(ids)))
 
 
 # An absolute http(s) URL with nothing urljoin would normalize (no query, fragment, brackets,
@@ -58,15 +72,21 @@ Visit = Callable[[str, str, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
 _PLAIN_ABSOLUTE = re.compile(r"https?://[^/?#\[\]\\\x00-\x20\x7f]+(?:/[^?#;\\\x00-\x20\x7f]*)?")
 
 
+# What no URL on the wire may hold: non-ASCII, spaces, controls (an escape sequence would also
+# reach the user's terminal in a failure line).
+_NOT_IN_A_URL = re.compile(r"[^\x21-\x7e]+")
+
+
 def join(base: str, href: str) -> str:
-    """urljoin that never raises: a link it cannot parse is kept as it is, for the fetcher
-    to refuse with a named failure."""
-    if base and _PLAIN_ABSOLUTE.fullmatch(href):
-        return href
+    """urljoin that never raises, giving a URL fit for the wire: what no URL may hold is
+    percent-encoded as UTF-8, as a browser does ('/img/año.jpg' is asked as
+    '/img/a%C3%B1o.jpg', 'a b' as 'a%20b'). A link it cannot parse is kept as it is, for the
+    fetcher to refuse with a named failure (encoded the same way)."""
     try:
-        return urljoin(base, href)
-    except ValueError:
-        return href
+        url = href if base and _PLAIN_ABSOLUTE.fullmatch(href) else urljoin(base, href)
+    except ValueError:  # "http://[::1" and the like
+        url = href
+    return _NOT_IN_A_URL.sub(lambda m: quote(m.group(), safe="", errors="surrogatepass"), url)
 
 
 async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: GetPage,
@@ -75,7 +95,8 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
 
     Each URL is visited once (`seen`: pages the adapter already read), at most MAX_DEPTH
     levels down and MAX_PAGES pages in all; what the limits leave out is reported. Pages are
-    parsed in a thread, so a huge page does not stall the downloads. A page that cannot be
+    parsed in a thread, so a huge page does not stall the downloads, one at a time, so that
+    the workers' pages are not all in memory as trees at once. A page that cannot be
     fetched (get_page has recorded it) or read (reported here, whatever the exception) loses
     its branch only.
     """
@@ -113,6 +134,11 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
         return
     found: asyncio.Queue = asyncio.Queue(maxsize=256)
     done = asyncio.Event()
+    parsing = threading.Lock()
+
+    def parse(url: str, html: str, context: tuple):
+        with parsing:
+            return visit(url, html, context)
 
     async def worker() -> None:
         nonlocal pending
@@ -120,7 +146,7 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
             url, context, depth = await work.get()
             try:
                 html = await get_page(url)
-                children, actas = await asyncio.to_thread(visit, url, html, context)
+                children, actas = await asyncio.to_thread(parse, url, html, context)
                 enqueue(url, children, depth + 1)
                 for acta in actas:
                     await found.put(acta)

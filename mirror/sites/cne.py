@@ -13,7 +13,7 @@ from typing import AsyncIterator, Iterator
 
 
 from ..models import Acta, IndexFormatError, Place
-from . import GetPage, Report, join, register, walk_pages
+from . import GetPage, Report, join, parse_page, register, walk_pages
 from .resultados2024 import acta_key
 
 _CODE = re.compile(r"reg_(\d+)\.html$")
@@ -21,9 +21,7 @@ _CODE = re.compile(r"reg_(\d+)\.html$")
 
 def _results(html: str, url: str):
     # only the results table and the acta link become objects, however large the page
-    from bs4 import BeautifulSoup, SoupStrainer  # only when pages are read: every crawl loads this module
-
-    soup = BeautifulSoup(html, "lxml", parse_only=SoupStrainer(id=["tablaResultados", "acta"]))
+    soup = parse_page(html, url, "tablaResultados", "acta")
     table = soup.select_one("#tablaResultados")
     if table is None:
         raise IndexFormatError(f"{url}: no results table (#tablaResultados) on the page")

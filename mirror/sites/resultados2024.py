@@ -9,7 +9,7 @@ import asyncio
 from typing import AsyncIterator, BinaryIO, Iterator
 
 from ..models import Acta, IndexFormatError, Place
-from . import GetPage, Report, join, register, walk_pages
+from . import GetPage, Report, join, parse_page, register, walk_pages
 
 REQUIRED = ("COD_EDO", "EDO", "COD_MUN", "MUN", "COD_PAR", "PAR", "CENTRO", "MESA", "URL")
 _URLISH = re.compile(r"^(https?://|/)?[^\s]+$")
@@ -119,16 +119,8 @@ def _acta(row: dict, line: int, url: str, site: str) -> Acta:
     )
 
 
-def _soup(html: str, *ids: str):
-    """Only the elements with these ids (and what they hold) become Python objects: a hostile
-    page of a million <div>s costs a parse, not gigabytes of tree."""
-    from bs4 import BeautifulSoup, SoupStrainer  # only when pages are walked: the CSV path never pays for it
-
-    return BeautifulSoup(html, "lxml", parse_only=SoupStrainer(id=list(ids)))
-
-
 def _listing(html: str, url: str) -> list[tuple[str, str]]:
-    soup = _soup(html, "dependencyTableBody")
+    soup = parse_page(html, url, "dependencyTableBody")
     body = soup.select_one("tbody#dependencyTableBody")
     if body is None:
         raise IndexFormatError(f"{url}: no listing (tbody#dependencyTableBody) on the page")
@@ -139,7 +131,7 @@ def _listing(html: str, url: str) -> list[tuple[str, str]]:
 
 
 def _mesa(html: str, url: str) -> tuple[str, str, str]:
-    soup = _soup(html, "acta", "codigo-centro", "numero-mesa")
+    soup = parse_page(html, url, "acta", "codigo-centro", "numero-mesa")
     img = soup.select_one("#acta img")
     center = soup.select_one("#codigo-centro")
     table = soup.select_one("#numero-mesa")
