@@ -375,3 +375,104 @@ def test_the_signed_statement_counts_the_index_tables(holey, tmp_path):
     assert coverage["summary"] == summary and coverage["tables"] == n
     assert coverage["counts"] == {"archived": n - FAILED - VANISHED, "failed": FAILED, "vanished": VANISHED}
     assert run_cli("verify", str(mirror), "--pubkey", str(tmp_path / "k.pub")).returncode == 0
+
+
+# -- actas it has not seen: variants of the real scans made at test time -----------------------
+def _real(n: int = 0) -> tuple[str, str, Image.Image, str]:
+    """(file name, key, page in gray, QR text) of the n-th real acta."""
+    rows = {r.filename: r for r in index_file(1).rows}
+    truth = {e["filename"]: e["qr_text"] for e in json.loads(
+        (ROOT / "mirror/replay/data/resultados2024/actas/decoded_qr.json").read_text())}
+    name = sorted(real_images())[n]
+    return name, rows[name].key, Image.open(real_images()[name]).convert("L"), truth[name]
+
+
+def _with_qr(page: Image.Image, text: str, at: tuple[int, int] | None = None) -> Image.Image:
+    """The page with a clean QR code of text (version 8, level Q like the actas') over its own, or at `at`."""
+    import segno
+    import zxingcpp
+
+    pos = zxingcpp.read_barcodes(page)[0].position
+    pts = (pos.top_left, pos.top_right, pos.bottom_left, pos.bottom_right)
+    x0, y0 = min(p.x for p in pts), min(p.y for p in pts)
+    side = max(p.x for p in pts) - x0
+    buf = io.BytesIO()
+    segno.make(text, error="q", micro=False, boost_error=False).save(buf, kind="png", scale=4, border=0)
+    code = Image.open(io.BytesIO(buf.getvalue())).convert("L").resize((side, side), Image.Resampling.NEAREST)
+    out = page.copy()
+    out.paste(code, at or (x0, y0))
+    return out
+
+
+def _payload(text: str, first: str = "", key: str = "") -> str:
+    """The acta's QR text with its first party field (and its key) replaced."""
+    head, parties, nulos, third = text.split("!")
+    fields = parties.split(",")
+    return "!".join([key or head, ",".join([first or fields[0]] + fields[1:]), nulos, third])
+
+
+@pytest.mark.parametrize("first", ["\u00b2", "\u0663", "99999", "9000"])
+def test_a_qr_outside_the_format_is_a_named_cause_never_votes(tmp_path, first):
+    """Python's isdigit takes '²' (int() then raised: a traceback) and '٣' (read as 3 votes);
+    a field of 99999 or parties adding to more than 9,999 cannot be printed on an acta."""
+    _name, key, page, text = _real()
+    forged = _payload(text, first)
+    if first == "9000":  # two fields of 9,000: each fits, the table's total does not
+        head, parties, nulos, third = forged.split("!")
+        fields = parties.split(",")
+        fields[33] = "9000"
+        forged = "!".join([head, ",".join(fields), nulos, third])
+    path = tmp_path / "forged.jpg"
+    _with_qr(page, forged).save(path, quality=90)
+    reading = read_acta(key, str(path))
+    assert (reading.votes, reading.cause) == (None, "QR not in the acta format"), reading.status
+    assert reading.text == forged
+
+
+def test_a_second_acta_qr_on_the_page_is_not_a_reading(tmp_path):
+    """A pasted code of the same table with other votes: whichever the decoder met first used
+    to be counted. Two acta codes on one page are a finding, not a choice."""
+    _name, key, page, text = _real()
+    up = page.height - 1400  # above the real code, in the blank part of the sheet's foot
+    for other in (_payload(text, str(int(text.split("!")[1].split(",")[0]) + 50)),
+                  _payload(text, key=key[:10] + "99.1.0001")):
+        path = tmp_path / "two.jpg"
+        _with_qr(page, other, (40, up)).save(path, quality=90)
+        reading = read_acta(key, str(path))
+        assert (reading.votes, reading.cause) == (None, "several QR codes"), reading.status
+
+
+def test_every_kind_of_file_gets_one_named_cause_or_reads(tmp_path):
+    """Image formats and broken files a mirror can hold: each reads right or names its cause."""
+    import numpy as np
+
+    _name, key, page, text = _real(1)
+    truth = parse_qr(text)
+    ink = Image.new("LA", page.size, 0)
+    ink.putalpha(page.point(lambda v: 255 - v))  # ink opaque, paper transparent
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: "rotate 90 clockwise to display"
+    good = tmp_path / "good.jpg"
+    page.save(good, quality=90)
+    raw = good.read_bytes()
+    files = {
+        "png16.png": lambda p: Image.fromarray(np.asarray(page, dtype=np.uint16) * 257).save(p),
+        "alpha.png": lambda p: ink.save(p),
+        "exif.jpg": lambda p: page.transpose(Image.Transpose.ROTATE_90).save(p, quality=90, exif=exif.tobytes()),
+        "cmyk.jpg": lambda p: page.convert("CMYK").save(p, quality=90),
+        "progressive.jpg": lambda p: page.save(p, quality=85, progressive=True),
+        "truncated.jpg": lambda p: p.write_bytes(raw[:len(raw) // 2]),
+        "page.html.jpg": lambda p: p.write_bytes(b"<!DOCTYPE html><html><body>Just a moment...</body></html>"),
+        "empty.jpg": lambda p: p.write_bytes(b""),
+        "one-pixel.png": lambda p: Image.new("L", (1, 1)).save(p),
+        "60mpx.png": lambda p: Image.new("1", (6000, 10000), 1).save(p),
+    }
+    expected = {"truncated.jpg": "truncated image", "page.html.jpg": "HTML instead of an image",
+                "empty.jpg": "not an image", "one-pixel.png": "no QR code found", "60mpx.png": "image too large"}
+    got = {}
+    for name, make in files.items():
+        path = tmp_path / name
+        make(path)
+        reading = read_acta(key, str(path))
+        got[name] = "read" if reading.votes == truth else (reading.cause or reading.status)
+    assert got == {**{n: "read" for n in files if n not in expected}, **expected}
