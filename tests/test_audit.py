@@ -275,8 +275,8 @@ def holey(tmp_path_factory):
 def test_every_table_of_the_index_has_one_status_in_tally(holey, tmp_path):
     n = len(holey["keys"])
     read = n - FAILED - UNREADABLE - VANISHED
-    summary = (f"{read} of {n} tables read; {FAILED} failed to download; {UNREADABLE} unreadable; "
-               f"{VANISHED} no longer served by the site")
+    summary = (f"{read} of {n} tables read; {FAILED} failed to download; {UNREADABLE} unreadable "
+               f"({UNREADABLE} no QR code found); {VANISHED} no longer served by the site")
     proc = run_cli("tally", str(holey["mirror"]), "--coverage", str(tmp_path / "coverage.csv"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == summary
@@ -289,7 +289,8 @@ def test_every_table_of_the_index_has_one_status_in_tally(holey, tmp_path):
     for status in ("failed", "unreadable", "vanished"):
         assert sorted(k for k, t in statuses.items() if t["status"] == status) == holey[status], status
     assert all(statuses[k]["detail"].startswith("HTTP 404") for k in holey["failed"])
-    assert all(statuses[k]["detail"] == "no QR code found" for k in holey["unreadable"])
+    assert all(statuses[k]["detail"] == statuses[k]["cause"] == "no QR code found" for k in holey["unreadable"])
+    assert report["unreadable"] == {"no QR code found": UNREADABLE}
     nation = report["levels"]["nation"][0]
     assert (nation["tables"], nation["read"]) == (n, read)
     assert sum(s["tables"] for s in report["levels"]["state"]) == n

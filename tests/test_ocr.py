@@ -136,8 +136,18 @@ def test_doctored_print_and_swapped_qr_are_flagged_a_lost_qr_is_read_from_print(
     from_print = sum(t["status"] == "print" for t in tables.values())  # the blanked QR, the swapped one if its print checks
     unread = sum(t["status"] == "unreadable" for t in tables.values())
     assert from_print + unread == 2
+    causes = {t["cause"] for t in tables.values() if t["status"] == "unreadable"}
     assert summary[0] == f"{len(tables) - unread} of {len(tables)} tables read ({from_print} from the printed figures " \
-        "only)" + (f"; {unread} unreadable" if unread else "")
+        "only)" + (f"; {unread} unreadable (1 {causes.pop()})" if unread else "")
+    report = json.loads(proc.stdout)
+    nation = report["levels"]["nation"][0]  # print-only tables are summed apart, never into the QR's votes
+    by_status = {s: [t for t in tables.values() if t["status"] == s] for s in ("qr", "print")}
+    assert (nation["read"], nation["printed"]) == (len(by_status["qr"]), from_print)
+    for column, part in (("votes", "qr"), ("print_votes", "print")):
+        assert nation[column] == {c: sum(t["votes"][c] for t in by_status[part]) for c in CANDIDATES}, column
+    assert nation["coverage"].startswith(f"{len(by_status['qr'])} of {len(tables)} tables read from the QR; "
+                                         f"{from_print} read from the printed figures only (summed apart)")
+    assert {t["cause"] for t in by_status["print"]} <= {"no QR code found", "QR of another table"}
     assert summary[2].startswith(f"QR versus print: {len(consistent)} consistent; 2 MISMATCH")
     index = doctored["mirror"] / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"
     cc = run_cli("crosscheck", mirror, "--ocr", "--against", str(index), "--json", timeout=900)
@@ -153,7 +163,7 @@ def test_without_tesseract_ocr_is_skipped_and_said(doctored):
     plain = run_cli("tally", str(doctored["mirror"]))
     assert with_ocr.returncode == 0 and "OCR skipped: tesseract" in with_ocr.stderr
     assert with_ocr.stdout == plain.stdout
-    assert plain.stdout.splitlines()[0].endswith("2 unreadable")  # the blanked QR and the swapped one
+    assert plain.stdout.splitlines()[0].endswith("2 unreadable (1 QR of another table, 1 no QR code found)")
     assert os.environ.get("PATH")  # the test's own environment is untouched
 
 
