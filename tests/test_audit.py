@@ -477,3 +477,55 @@ def test_every_kind_of_file_gets_one_named_cause_or_reads(tmp_path):
         reading = read_acta(key, str(path))
         got[name] = "read" if reading.votes == truth else (reading.cause or reading.status)
     assert got == {**{n: "read" for n in files if n not in expected}, **expected}
+
+
+def test_a_mirror_of_altered_real_actas_is_tallied_without_a_lie(tmp_path):
+    """The real CLI on a mirror whose real actas are served altered: one QR with a '²' used to
+    stop the whole tally with a traceback, and a pasted second code of the same table was counted."""
+    from mirror.replay import Replay, ReplayThread
+
+    names = sorted(real_images())
+    truth = {e["filename"]: parse_qr(e["qr_text"]) for e in json.loads(
+        (ROOT / "mirror/replay/data/resultados2024/actas/decoded_qr.json").read_text())}
+    cache = tmp_path / "cache" / "s0-small-v0"
+    cache.mkdir(parents=True)
+    altered = {}
+    for n, (how, cause) in enumerate([("superscript", "QR not in the acta format"), ("second", "several QR codes"),
+                                      ("tilted", None), ("other", "QR of another table")]):
+        name, key, page, text = _real(n)
+        if how == "superscript":
+            page = _with_qr(page, _payload(text, "\u00b2"))
+        elif how == "second":
+            page = _with_qr(page, _payload(text, str(int(text.split("!")[1].split(",")[0]) + 7)),
+                            (40, page.height - 1400))
+        elif how == "tilted":
+            page = page.rotate(4, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC)
+        else:
+            page = _with_qr(page, _payload(text, key=_real(n + 1)[1] + ".1.0001"))
+        page.save(cache / name, quality=85)
+        altered[key] = (name, cause)
+    out = tmp_path / "mirror"
+    with ReplayThread(Replay(small=True, limit=1, cache_dir=str(tmp_path / "cache"))) as thread:
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=thread.url, out=str(out))))
+    proc = run_cli("tally", str(out), "--format", "json")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads(proc.stdout)
+    tables = {t["key"]: t for t in report["tables"]}
+    keys = {r.filename: r.key for r in index_file(1).rows if r.filename in names}
+    for key, (name, cause) in altered.items():
+        t = tables[key]
+        if cause is None:
+            assert (t["status"], t["votes"]) == ("qr", truth[name].by_candidate())
+        else:
+            assert (t["status"], t["cause"], t["votes"]) == ("unreadable", cause, None), t
+    read = [t for t in report["tables"] if t["status"] == "qr"]
+    for name in names:  # every table read is read right
+        t = tables[keys[name]]
+        assert t["status"] != "qr" or t["votes"] == truth[name].by_candidate(), name
+    assert report["coverage"] == f"{len(read)} of {len(tables)} tables read; 3 unreadable (1 QR not in the acta " \
+        "format, 1 QR of another table, 1 several QR codes)"
+    nation = report["levels"]["nation"][0]
+    assert nation["votes"] == {c: sum(t["votes"][c] for t in read) for c in CANDIDATES}
+    index = out / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"
+    cc = run_cli("crosscheck", str(out), "--against", str(index), "--json")
+    assert cc.returncode == 3 and json.loads(cc.stdout)["disagreements"] == [], cc.stderr
