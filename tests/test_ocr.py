@@ -179,3 +179,26 @@ def test_a_reading_is_kept_by_content_and_never_read_twice(tmp_path, monkeypatch
     assert ocr.cached_read_print(path, sha) == first
     other = ocr.cached_read_print(path, "0" * 64)  # bytes that are not the ones archived under that hash
     assert other.status == ocr.REVIEW and "not the archived ones" in other.detail
+
+
+@needs_tesseract
+def test_odd_files_are_needs_review_and_a_turned_page_is_read_upright(tmp_path):
+    """A 1x1 JPEG (a valid image, so a mirror can hold it) stopped `tally --ocr` with a traceback;
+    a page stored turned with its EXIF orientation tag was read sideways and never checked."""
+    page = Image.open(real_images()[FORGED]).convert("L")
+    raw = io.BytesIO()
+    page.save(raw, "JPEG", quality=90)
+    odd = {"pixel.jpg": lambda p: Image.new("L", (1, 1)).save(p), "cut.jpg": lambda p: p.write_bytes(raw.getvalue()[:9000]),
+           "page.jpg": lambda p: p.write_bytes(b"<html><body>blocked</body></html>")}
+    for name, make in odd.items():
+        make(tmp_path / name)
+        reading = ocr.read_print(tmp_path / name)
+        assert (reading.status, reading.parties) == (ocr.REVIEW, None) and reading.detail, name
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    turned = tmp_path / "turned.jpg"
+    page.transpose(Image.Transpose.ROTATE_90).save(turned, quality=90, exif=exif.tobytes())
+    reading = ocr.read_print(turned)
+    row = _csv_rows()[FORGED]
+    assert reading.status == ocr.CHECKED, reading.detail
+    assert reading.by_candidate() == {c: int(row[c]) for c in CANDIDATES}

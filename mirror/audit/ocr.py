@@ -33,7 +33,8 @@ from PIL import Image, ImageOps
 
 from ..qrformat import PARTY_FIELDS, by_candidate
 
-READER_VERSION = 1  # bump when the reading changes: older cached readings are then ignored
+READER_VERSION = 2  # bump when the reading changes: older cached readings are then ignored
+MIN_SIDE = 64  # px: a page smaller than this holds no legible table (and tesseract refuses empty crops)
 BAND = (0.10, 0.68)  # the part of the page searched first (the party table sits at about 0.20-0.50)
 NUMBER_WORDS = {"cero": 0, "uno": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6,
                 "siete": 7, "ocho": 8, "nueve": 9}
@@ -351,11 +352,26 @@ def _views(gray: Image.Image):
 
 
 def read_print(path: str | os.PathLike) -> PrintReading:
-    """OCR the printed figures of one acta image (no cache); tesseract must be installed."""
+    """OCR the printed figures of one acta image (no cache); tesseract must be installed.
+    A file that gives no page, or a page tesseract cannot read, is REVIEW with the reason."""
+    from pytesseract import TesseractError
+
+    from .qr import Unusable, load_page
+
     os.environ["OMP_THREAD_LIMIT"] = "1"  # tesseract's own threads fight the worker pool for the cores
-    with Image.open(path) as img:
-        img.load()
-        gray = img.convert("L")
+    try:
+        gray = load_page(str(path))  # the QR reader's loader: upright, 8-bit gray, bombs refused
+    except Unusable as why:
+        return PrintReading(REVIEW, None, None, None, None, why.detail)
+    if min(gray.size) < MIN_SIDE:
+        return PrintReading(REVIEW, None, None, None, None, f"page of {gray.width}x{gray.height} px: too small to read")
+    try:
+        return _read_views(gray)
+    except (TesseractError, ValueError) as exc:  # tesseract's refusal, or an empty crop of an odd page
+        return PrintReading(REVIEW, None, None, None, None, f"OCR failed ({exc.__class__.__name__}: {str(exc)[:80]})")
+
+
+def _read_views(gray: Image.Image) -> PrintReading:
     pages: list[Page] = []
     reading = None
     for view, config in _views(gray):
