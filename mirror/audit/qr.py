@@ -3,7 +3,7 @@
 Real scans are rotated, folded, smudged and recompressed, and some codes are damaged (white
 patches over a finder pattern or the left column, a folded corner). In order:
 1. zxing-cpp on the page, then on views that rescue hard scans (bottom crop, scales,
-   rotations, thresholds);
+   rotations, thresholds, sharpened);
 2. zbar (pyzbar, Debian libzbar0) on a crop of the symbol, found from the image;
 3. the module grid rebuilt: the symbol's outline is found, its 49x49 modules (version 8,
    the actas' codes) are sampled, the fixed patterns (finders, timing, alignment, version
@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 import zxingcpp
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps
 
 from ..imagecheck import NotImage, check_bytes, looks_like_html
 from ..qrformat import QrFormatError, QrVotes, parse_qr
@@ -60,7 +60,7 @@ class Unusable(Exception):
 
 
 def _attempts(img: Image.Image):
-    """The page, then views that rescue hard scans: bottom crop, scales, rotations, threshold."""
+    """The page, then views that rescue hard scans: bottom crop, scales, rotations, threshold, sharpened."""
     yield img
     w, h = img.size
     bottom = img.crop((0, int(h * 0.6), w, h)) if h > 2 * w else img
@@ -74,6 +74,9 @@ def _attempts(img: Image.Image):
     gray = ImageOps.autocontrast(bottom.convert("L"))
     for cut in (110, 150):
         yield gray.point(lambda v, c=cut: 255 if v > c else 0)
+    # a blurred scan (out of focus, smeared): sharpened at about a module's size (4 px at 200 dpi)
+    radius = max(2, round(w / 160))
+    yield ImageOps.autocontrast(bottom.convert("L").filter(ImageFilter.UnsharpMask(radius, 300, 0)))
 
 
 def _zxing(view: Image.Image) -> list[str]:
