@@ -96,8 +96,8 @@ def _exif_turned(img: Image.Image, orientation: int) -> bytes:
 def variants(name: str, g: Image.Image) -> dict[str, bytes]:
     text, (w, h), rng = TRUTH[name], g.size, np.random.default_rng(1)
     x0, y0, x1, y1 = _box(g)
-    turn = lambda a: g.rotate(a, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC)  # noqa: E731
-    noisy = lambda s: Image.fromarray(np.clip(np.asarray(g, dtype=np.float32) + rng.normal(0, s, (h, w)),  # noqa: E731
+    turn = lambda a: g.rotate(a, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC)
+    noisy = lambda s: Image.fromarray(np.clip(np.asarray(g, dtype=np.float32) + rng.normal(0, s, (h, w)),
                                               0, 255).astype(np.uint8))
     ink = Image.new("LA", g.size, 0)
     ink.putalpha(g.point(lambda x: 255 - x))  # ink opaque, paper transparent

@@ -369,12 +369,13 @@ def read_acta(key: str, path: str) -> Reading:
                     continue
                 acta_texts.add(text)
                 if votes.key != key:
-                    first = first if first and first.cause == OTHER_TABLE else Reading(key, path, None, f"QR is for table {votes.key}, not {key}", text,
-                                             votes.key, OTHER_TABLE)
+                    if first is None or first.cause != OTHER_TABLE:
+                        first = Reading(key, path, None, f"QR is for table {votes.key}, not {key}", text, votes.key,
+                                        OTHER_TABLE)
                 elif found is None:
                     found = Reading(key, path, votes, "ok", text)
             if found is not None:
-                if len(acta_texts) > 1:  # the page (the first pass) or this pass showed another acta code
+                if len(acta_texts) > 1:  # this pass or an earlier one (the first is the whole page) saw another
                     others = sorted(acta_texts - {found.text})
                     return Reading(key, path, None, f"{len(acta_texts)} different acta QR codes on the page "
                                    f"(another: {others[0][:40]}...)", found.text, cause=SEVERAL)

@@ -225,8 +225,8 @@ def to_json(t: Tally) -> dict:
         "denominator": t.coverage.source,
         "unreadable": t.coverage.causes(),
         "tables": [{"key": k, "votes": x.votes, "VOTOS_NULOS": x.nulos, "status": x.state.status,
-                    "detail": x.state.detail, "cause": x.state.cause, "at": x.state.at, "attempts": x.state.attempts, "path": x.path,
-                    "check": x.check, "printed": x.printed, "print_detail": x.print_detail}
+                    "detail": x.state.detail, "cause": x.state.cause, "at": x.state.at, "attempts": x.state.attempts,
+                    "path": x.path, "check": x.check, "printed": x.printed, "print_detail": x.print_detail}
                    for k, x in sorted(t.tables.items())],
         "checks": checks(t),
         "levels": {level: [u.as_dict() for u in t.level(level)] for level in LEVELS if level != "table"},
