@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -467,6 +468,7 @@ def test_every_kind_of_file_gets_one_named_cause_or_reads(tmp_path):
         "empty.jpg": lambda p: p.write_bytes(b""),
         "one-pixel.png": lambda p: Image.new("L", (1, 1)).save(p),
         "60mpx.png": lambda p: Image.new("1", (6000, 10000), 1).save(p),
+        "bad-exif.jpg": lambda p: page.save(p, quality=90, exif=b"Exif\x00\x00garbage" * 3),
     }
     expected = {"truncated.jpg": "truncated image", "page.html.jpg": "HTML instead of an image",
                 "empty.jpg": "not an image", "one-pixel.png": "no QR code found", "60mpx.png": "image too large"}
@@ -474,7 +476,10 @@ def test_every_kind_of_file_gets_one_named_cause_or_reads(tmp_path):
     for name, make in files.items():
         path = tmp_path / name
         make(path)
-        reading = read_acta(key, str(path))
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            reading = read_acta(key, str(path))
+        assert not said, (name, [str(w.message) for w in said])  # one clear line, not Pillow's warnings
         got[name] = "read" if reading.votes == truth else (reading.cause or reading.status)
     assert got == {**{n: "read" for n in files if n not in expected}, **expected}
 

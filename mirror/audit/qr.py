@@ -324,6 +324,7 @@ def load_page(path: str) -> Image.Image:
         raise Unusable(HTML, "an HTML page, not an image")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: the pixels still count
             # Pillow only warns between MAX_PIXELS and twice that: refuse those too, unread
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
