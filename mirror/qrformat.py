@@ -2,6 +2,10 @@
 
     010101002.03.1.0001!84,4,...,7!0!0
     <center 9>.<table 2>.1.0001 ! 38 votes per party, in ballot order ! nulos ! third count
+
+Parsing is strict: a text that is not exactly this shape is not a reading. Digits are ASCII
+only (Python's isdigit also takes "²" and "٣"); every count and the table's total fit the
+four figures the acta prints per row (its rows spell votes as four number words).
 """
 from __future__ import annotations
 
@@ -23,7 +27,9 @@ BALLOT = (
 )
 CANDIDATES = ("EG", "NM", "LM", "JABE", "JOBR", "AE", "CF", "DC", "EM", "BERA")  # the CSV's order
 PARTY_FIELDS = sum(n for _c, n in BALLOT)  # 38
-_KEY = re.compile(r"^(\d{9})\.(\d{2})\.1\.(\d{4})$")
+_KEY = re.compile(r"([0-9]{9})\.([0-9]{2})\.1\.0001")  # every one of 21,952 decoded codes ends .1.0001
+_COUNT = re.compile(r"[0-9]{1,4}")
+MAX_COUNT = 9999  # four printed figures
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,10 @@ class QrFormatError(ValueError):
 
 def parse_qr(text: str) -> QrVotes:
     """Parse and validate one QR text; QrFormatError says what is wrong."""
-    parts = text.strip().split("!")
+    parts = text.split("!")
     if len(parts) != 4:
         raise QrFormatError(f"expected 4 '!'-separated parts, found {len(parts)}")
-    m = _KEY.match(parts[0])
+    m = _KEY.fullmatch(parts[0])
     if not m:
         raise QrFormatError(f"bad acta code {parts[0][:40]!r}")
     fields = parts[1].split(",")
@@ -63,9 +69,12 @@ def parse_qr(text: str) -> QrVotes:
         raise QrFormatError(f"expected {PARTY_FIELDS} party fields, found {len(fields)}")
     numbers = []
     for f in fields + [parts[2], parts[3]]:
-        if not f.isdigit() or len(f) > 6:
-            raise QrFormatError(f"not a non-negative count: {f[:12]!r}")
+        if not _COUNT.fullmatch(f):
+            raise QrFormatError(f"not a count of 0-{MAX_COUNT} in ASCII digits: {f[:12]!r}")
         numbers.append(int(f))
+    if sum(numbers[:PARTY_FIELDS]) + numbers[-2] > MAX_COUNT:
+        raise QrFormatError(f"votes add up to {sum(numbers[:PARTY_FIELDS]) + numbers[-2]}, "
+                            f"more than the {MAX_COUNT} an acta can print")
     return QrVotes(f"{m.group(1)}.{m.group(2)}", tuple(numbers[:PARTY_FIELDS]), numbers[-2], numbers[-1])
 
 

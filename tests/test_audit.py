@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -275,8 +276,8 @@ def holey(tmp_path_factory):
 def test_every_table_of_the_index_has_one_status_in_tally(holey, tmp_path):
     n = len(holey["keys"])
     read = n - FAILED - UNREADABLE - VANISHED
-    summary = (f"{read} of {n} tables read; {FAILED} failed to download; {UNREADABLE} unreadable; "
-               f"{VANISHED} no longer served by the site")
+    summary = (f"{read} of {n} tables read; {FAILED} failed to download; {UNREADABLE} unreadable "
+               f"({UNREADABLE} no QR code found); {VANISHED} no longer served by the site")
     proc = run_cli("tally", str(holey["mirror"]), "--coverage", str(tmp_path / "coverage.csv"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == summary
@@ -289,7 +290,8 @@ def test_every_table_of_the_index_has_one_status_in_tally(holey, tmp_path):
     for status in ("failed", "unreadable", "vanished"):
         assert sorted(k for k, t in statuses.items() if t["status"] == status) == holey[status], status
     assert all(statuses[k]["detail"].startswith("HTTP 404") for k in holey["failed"])
-    assert all(statuses[k]["detail"] == "no QR code found" for k in holey["unreadable"])
+    assert all(statuses[k]["detail"] == statuses[k]["cause"] == "no QR code found" for k in holey["unreadable"])
+    assert report["unreadable"] == {"no QR code found": UNREADABLE}
     nation = report["levels"]["nation"][0]
     assert (nation["tables"], nation["read"]) == (n, read)
     assert sum(s["tables"] for s in report["levels"]["state"]) == n
@@ -375,3 +377,175 @@ def test_the_signed_statement_counts_the_index_tables(holey, tmp_path):
     assert coverage["summary"] == summary and coverage["tables"] == n
     assert coverage["counts"] == {"archived": n - FAILED - VANISHED, "failed": FAILED, "vanished": VANISHED}
     assert run_cli("verify", str(mirror), "--pubkey", str(tmp_path / "k.pub")).returncode == 0
+
+
+# -- actas it has not seen: variants of the real scans made at test time -----------------------
+def _real(n: int = 0) -> tuple[str, str, Image.Image, str]:
+    """(file name, key, page in gray, QR text) of the n-th real acta."""
+    rows = {r.filename: r for r in index_file(1).rows}
+    truth = {e["filename"]: e["qr_text"] for e in json.loads(
+        (ROOT / "mirror/replay/data/resultados2024/actas/decoded_qr.json").read_text())}
+    name = sorted(real_images())[n]
+    return name, rows[name].key, Image.open(real_images()[name]).convert("L"), truth[name]
+
+
+def _with_qr(page: Image.Image, text: str, at: tuple[int, int] | None = None) -> Image.Image:
+    """The page with a clean QR code of text (version 8, level Q like the actas') over its own, or at `at`."""
+    import segno
+    import zxingcpp
+
+    pos = zxingcpp.read_barcodes(page)[0].position
+    pts = (pos.top_left, pos.top_right, pos.bottom_left, pos.bottom_right)
+    x0, y0 = min(p.x for p in pts), min(p.y for p in pts)
+    side = max(p.x for p in pts) - x0
+    buf = io.BytesIO()
+    segno.make(text, error="q", micro=False, boost_error=False).save(buf, kind="png", scale=4, border=0)
+    code = Image.open(io.BytesIO(buf.getvalue())).convert("L").resize((side, side), Image.Resampling.NEAREST)
+    out = page.copy()
+    out.paste(code, at or (x0, y0))
+    return out
+
+
+def _payload(text: str, first: str = "", key: str = "") -> str:
+    """The acta's QR text with its first party field (and its key) replaced."""
+    head, parties, nulos, third = text.split("!")
+    fields = parties.split(",")
+    return "!".join([key or head, ",".join([first or fields[0]] + fields[1:]), nulos, third])
+
+
+@pytest.mark.parametrize("first", ["\u00b2", "\u0663", "99999", "9000"])
+def test_a_qr_outside_the_format_is_a_named_cause_never_votes(tmp_path, first):
+    """Python's isdigit takes '²' (int() then raised: a traceback) and '٣' (read as 3 votes);
+    a field of 99999 or parties adding to more than 9,999 cannot be printed on an acta."""
+    _name, key, page, text = _real()
+    forged = _payload(text, first)
+    if first == "9000":  # two fields of 9,000: each fits, the table's total does not
+        head, parties, nulos, third = forged.split("!")
+        fields = parties.split(",")
+        fields[33] = "9000"
+        forged = "!".join([head, ",".join(fields), nulos, third])
+    path = tmp_path / "forged.jpg"
+    _with_qr(page, forged).save(path, quality=90)
+    reading = read_acta(key, str(path))
+    assert (reading.votes, reading.cause) == (None, "QR not in the acta format"), reading.status
+    assert reading.text == forged
+
+
+def test_a_second_acta_qr_on_the_page_is_not_a_reading(tmp_path):
+    """A pasted code of the same table with other votes: whichever the decoder met first used
+    to be counted. Two acta codes on one page are a finding, not a choice."""
+    _name, key, page, text = _real()
+    up = page.height - 1400  # above the real code, in the blank part of the sheet's foot
+    for other in (_payload(text, str(int(text.split("!")[1].split(",")[0]) + 50)),
+                  _payload(text, key=key[:10] + "99.1.0001")):
+        path = tmp_path / "two.jpg"
+        _with_qr(page, other, (40, up)).save(path, quality=90)
+        reading = read_acta(key, str(path))
+        assert (reading.votes, reading.cause) == (None, "several QR codes"), reading.status
+
+
+def test_every_kind_of_file_gets_one_named_cause_or_reads(tmp_path):
+    """Image formats and broken files a mirror can hold: each reads right or names its cause."""
+    import numpy as np
+
+    _name, key, page, text = _real(1)
+    truth = parse_qr(text)
+    ink = Image.new("LA", page.size, 0)
+    ink.putalpha(page.point(lambda v: 255 - v))  # ink opaque, paper transparent
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: "rotate 90 clockwise to display"
+    good = tmp_path / "good.jpg"
+    page.save(good, quality=90)
+    raw = good.read_bytes()
+    files = {
+        "png16.png": lambda p: Image.fromarray(np.asarray(page, dtype=np.uint16) * 257).save(p),
+        "alpha.png": lambda p: ink.save(p),
+        "exif.jpg": lambda p: page.transpose(Image.Transpose.ROTATE_90).save(p, quality=90, exif=exif.tobytes()),
+        "cmyk.jpg": lambda p: page.convert("CMYK").save(p, quality=90),
+        "progressive.jpg": lambda p: page.save(p, quality=85, progressive=True),
+        "truncated.jpg": lambda p: p.write_bytes(raw[:len(raw) // 2]),
+        "page.html.jpg": lambda p: p.write_bytes(b"<!DOCTYPE html><html><body>Just a moment...</body></html>"),
+        "empty.jpg": lambda p: p.write_bytes(b""),
+        "one-pixel.png": lambda p: Image.new("L", (1, 1)).save(p),
+        "60mpx.png": lambda p: Image.new("1", (6000, 10000), 1).save(p),
+        "bad-exif.jpg": lambda p: page.save(p, quality=90, exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff\x12\x01"),
+    }
+    expected = {"truncated.jpg": "truncated image", "page.html.jpg": "HTML instead of an image",
+                "empty.jpg": "not an image", "one-pixel.png": "no QR code found", "60mpx.png": "image too large"}
+    got = {}
+    for name, make in files.items():
+        path = tmp_path / name
+        make(path)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            reading = read_acta(key, str(path))
+        assert not said, (name, [str(w.message) for w in said])  # one clear line, not Pillow's warnings
+        got[name] = "read" if reading.votes == truth else (reading.cause or reading.status)
+    assert got == {**{n: "read" for n in files if n not in expected}, **expected}
+
+
+def test_a_mirror_of_altered_real_actas_is_tallied_without_a_lie(tmp_path):
+    """The real CLI on a mirror whose real actas are served altered: one QR with a '²' used to
+    stop the whole tally with a traceback, and a pasted second code of the same table was counted."""
+    from mirror.replay import Replay, ReplayThread
+
+    names = sorted(real_images())
+    truth = {e["filename"]: parse_qr(e["qr_text"]) for e in json.loads(
+        (ROOT / "mirror/replay/data/resultados2024/actas/decoded_qr.json").read_text())}
+    cache = tmp_path / "cache" / "s0-small-v0"
+    cache.mkdir(parents=True)
+    altered = {}
+    for n, (how, cause) in enumerate([("superscript", "QR not in the acta format"), ("second", "several QR codes"),
+                                      ("tilted", None), ("other", "QR of another table")]):
+        name, key, page, text = _real(n)
+        if how == "superscript":
+            page = _with_qr(page, _payload(text, "\u00b2"))
+        elif how == "second":
+            page = _with_qr(page, _payload(text, str(int(text.split("!")[1].split(",")[0]) + 7)),
+                            (40, page.height - 1400))
+        elif how == "tilted":
+            page = page.rotate(4, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC)
+        else:
+            page = _with_qr(page, _payload(text, key=_real(n + 1)[1] + ".1.0001"))
+        page.save(cache / name, quality=85)
+        altered[key] = (name, cause)
+    out = tmp_path / "mirror"
+    with ReplayThread(Replay(small=True, limit=1, cache_dir=str(tmp_path / "cache"))) as thread:
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=thread.url, out=str(out))))
+    proc = run_cli("tally", str(out), "--format", "json")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads(proc.stdout)
+    tables = {t["key"]: t for t in report["tables"]}
+    keys = {r.filename: r.key for r in index_file(1).rows if r.filename in names}
+    for key, (name, cause) in altered.items():
+        t = tables[key]
+        if cause is None:
+            assert (t["status"], t["votes"]) == ("qr", truth[name].by_candidate())
+        else:
+            assert (t["status"], t["cause"], t["votes"]) == ("unreadable", cause, None), t
+    read = [t for t in report["tables"] if t["status"] == "qr"]
+    for name in names:  # every table read is read right
+        t = tables[keys[name]]
+        assert t["status"] != "qr" or t["votes"] == truth[name].by_candidate(), name
+    assert report["coverage"] == f"{len(read)} of {len(tables)} tables read; 3 unreadable (1 QR not in the acta " \
+        "format, 1 QR of another table, 1 several QR codes)"
+    nation = report["levels"]["nation"][0]
+    assert nation["votes"] == {c: sum(t["votes"][c] for t in read) for c in CANDIDATES}
+    index = out / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"
+    cc = run_cli("crosscheck", str(out), "--against", str(index), "--json")
+    assert cc.returncode == 3 and json.loads(cc.stdout)["disagreements"] == [], cc.stderr
+
+
+def test_an_out_of_focus_scan_is_read_sharpened(tmp_path):
+    """A Gaussian blur of 5 px (about a module) defeated every view; sharpened, the code reads."""
+    from PIL import ImageFilter
+
+    read = 0
+    for n in (0, 1, 2):
+        _name, key, page, text = _real(n)
+        path = tmp_path / f"blur{n}.jpg"
+        page.filter(ImageFilter.GaussianBlur(5)).save(path, quality=90)
+        reading = read_acta(key, str(path))
+        assert reading.votes in (None, parse_qr(text))  # never a wrong reading
+        read += reading.votes is not None
+    assert read >= 2, read

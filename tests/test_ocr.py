@@ -136,8 +136,18 @@ def test_doctored_print_and_swapped_qr_are_flagged_a_lost_qr_is_read_from_print(
     from_print = sum(t["status"] == "print" for t in tables.values())  # the blanked QR, the swapped one if its print checks
     unread = sum(t["status"] == "unreadable" for t in tables.values())
     assert from_print + unread == 2
+    causes = {t["cause"] for t in tables.values() if t["status"] == "unreadable"}
     assert summary[0] == f"{len(tables) - unread} of {len(tables)} tables read ({from_print} from the printed figures " \
-        "only)" + (f"; {unread} unreadable" if unread else "")
+        "only)" + (f"; {unread} unreadable (1 {causes.pop()})" if unread else "")
+    report = json.loads(proc.stdout)
+    nation = report["levels"]["nation"][0]  # print-only tables are summed apart, never into the QR's votes
+    by_status = {s: [t for t in tables.values() if t["status"] == s] for s in ("qr", "print")}
+    assert (nation["read"], nation["printed"]) == (len(by_status["qr"]), from_print)
+    for column, part in (("votes", "qr"), ("print_votes", "print")):
+        assert nation[column] == {c: sum(t["votes"][c] for t in by_status[part]) for c in CANDIDATES}, column
+    assert nation["coverage"].startswith(f"{len(by_status['qr'])} of {len(tables)} tables read from the QR; "
+                                         f"{from_print} read from the printed figures only (summed apart)")
+    assert {t["cause"] for t in by_status["print"]} <= {"no QR code found", "QR of another table"}
     assert summary[2].startswith(f"QR versus print: {len(consistent)} consistent; 2 MISMATCH")
     index = doctored["mirror"] / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"
     cc = run_cli("crosscheck", mirror, "--ocr", "--against", str(index), "--json", timeout=900)
@@ -153,7 +163,7 @@ def test_without_tesseract_ocr_is_skipped_and_said(doctored):
     plain = run_cli("tally", str(doctored["mirror"]))
     assert with_ocr.returncode == 0 and "OCR skipped: tesseract" in with_ocr.stderr
     assert with_ocr.stdout == plain.stdout
-    assert plain.stdout.splitlines()[0].endswith("2 unreadable")  # the blanked QR and the swapped one
+    assert plain.stdout.splitlines()[0].endswith("2 unreadable (1 QR of another table, 1 no QR code found)")
     assert os.environ.get("PATH")  # the test's own environment is untouched
 
 
@@ -169,3 +179,39 @@ def test_a_reading_is_kept_by_content_and_never_read_twice(tmp_path, monkeypatch
     assert ocr.cached_read_print(path, sha) == first
     other = ocr.cached_read_print(path, "0" * 64)  # bytes that are not the ones archived under that hash
     assert other.status == ocr.REVIEW and "not the archived ones" in other.detail
+
+
+@needs_tesseract
+def test_odd_files_are_needs_review_and_a_turned_page_is_read_upright(tmp_path):
+    """A 1x1 JPEG (a valid image, so a mirror can hold it) stopped `tally --ocr` with a traceback;
+    a page stored turned with its EXIF orientation tag was read sideways and never checked."""
+    page = Image.open(real_images()[FORGED]).convert("L")
+    raw = io.BytesIO()
+    page.save(raw, "JPEG", quality=90)
+    odd = {"pixel.jpg": lambda p: Image.new("L", (1, 1)).save(p), "cut.jpg": lambda p: p.write_bytes(raw.getvalue()[:9000]),
+           "page.jpg": lambda p: p.write_bytes(b"<html><body>blocked</body></html>")}
+    for name, make in odd.items():
+        make(tmp_path / name)
+        reading = ocr.read_print(tmp_path / name)
+        assert (reading.status, reading.parties) == (ocr.REVIEW, None) and reading.detail, name
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    turned = tmp_path / "turned.jpg"
+    page.transpose(Image.Transpose.ROTATE_90).save(turned, quality=90, exif=exif.tobytes())
+    reading = ocr.read_print(turned)
+    row = _csv_rows()[FORGED]
+    assert reading.status == ocr.CHECKED, reading.detail
+    assert reading.by_candidate() == {c: int(row[c]) for c in CANDIDATES}
+
+
+@needs_tesseract
+def test_a_page_scanned_askew_is_read_straightened(tmp_path):
+    """Scans come tilted by a few degrees; tesseract alone lost the summary rows of this one at 3."""
+    page = Image.open(real_images()[FORGED]).convert("L")
+    askew = page.rotate(-3, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC)
+    assert abs(ocr.tilt(askew) + 3) <= 0.25 and ocr.tilt(page) == 0
+    askew.save(tmp_path / "askew.jpg", quality=90)
+    reading = ocr.read_print(tmp_path / "askew.jpg")
+    row = _csv_rows()[FORGED]
+    assert reading.status == ocr.CHECKED, reading.detail
+    assert reading.by_candidate() == {c: int(row[c]) for c in CANDIDATES}

@@ -43,7 +43,7 @@ LABELS = {
     ARCHIVED: "archived, not read",
 }
 CSV_HEADER = ("key", "status", "label", "detail", "at", "attempts", "path", "state", "municipality",
-              "parish", "center", "table")
+              "parish", "center", "table", "cause")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class TableStatus:
     attempts: int | None = None  # requests made for a failed download, when the mirror recorded it
     path: str = ""  # the latest archived image, relative to the bag ("" when none)
     place: Place = field(default_factory=Place)
+    cause: str = ""  # why its QR was not read (qr.CAUSES), for unreadable and print-only tables
 
     @property
     def label(self) -> str:
@@ -64,7 +65,7 @@ class TableStatus:
         return {"key": self.key, "status": self.status, "label": self.label, "detail": self.detail,
                 "at": self.at, "attempts": self.attempts, "path": self.path,
                 "state": self.place.state, "municipality": self.place.municipality,
-                "parish": self.place.parish, "center": self.key[:9], "table": self.key[10:]}
+                "parish": self.place.parish, "center": self.key[:9], "table": self.key[10:], "cause": self.cause}
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,17 @@ class Coverage:
     def read(self) -> int:
         return sum(1 for t in self.tables.values() if t.status in READ)
 
+    def causes(self, status: str = "unreadable") -> dict[str, int]:
+        """Tables of a status per cause, most first."""
+        counts: dict[str, int] = {}
+        for t in self.tables.values():
+            if t.status == status:
+                counts[t.cause or "unknown"] = counts.get(t.cause or "unknown", 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
     def summary(self) -> str:
-        """One line: '24,427 of 24,532 tables read; 105 failed to download; 3 unreadable'."""
+        """One line: '24,427 of 24,532 tables read; 105 failed to download; 3 unreadable (2 no QR code
+        found, 1 several QR codes)'."""
         counts = self.counts()
         if counts.get(ARCHIVED):
             head = f"{counts[ARCHIVED] + self.read:,} of {self.total:,} tables archived"
@@ -102,17 +112,21 @@ class Coverage:
                 head += f" ({counts['print']:,} from the printed figures only)"
         parts = [head] + [f"{counts[s]:,} {LABELS[s]}" for s in ("failed", "unreadable", "absent", "vanished")
                           if counts[s]]
+        if counts["unreadable"]:
+            by_cause = ", ".join(f"{n:,} {cause}" for cause, n in self.causes().items())
+            parts = [f"{part} ({by_cause})" if part.endswith(LABELS["unreadable"]) else part for part in parts]
         return "; ".join(parts)
 
-    def resolve(self, readings: Mapping[str, tuple[str, str]]) -> "Coverage":
-        """Give each archived table its reading: key -> (status "qr", "print" or "unreadable", detail)."""
+    def resolve(self, readings: Mapping[str, tuple[str, str, str]]) -> "Coverage":
+        """Give each archived table its reading: key -> (status "qr", "print" or "unreadable", detail,
+        cause: why the QR was not read, "" when it was)."""
         tables = {}
         for key, t in self.tables.items():
             if t.status == ARCHIVED:
-                status, detail = readings.get(key, ("unreadable", "not read"))
+                status, detail, cause = readings.get(key, ("unreadable", "not read", "not read"))
                 if status not in ("qr", "print", "unreadable"):
                     raise ValueError(f"{key}: a reading is qr, print or unreadable, not {status!r}")
-                t = replace(t, status=status, detail=detail)
+                t = replace(t, status=status, detail=detail, cause=cause)
             tables[key] = t
         return Coverage(tables, self.source, self.unlisted)
 

@@ -8,7 +8,10 @@ Accepted files (CSV, UTF-8 or latin-1):
   the CNE code: center 9 digits, parish 6, municipality 4, state 2 (e.g. `01`), nation `VE`.
 
 A table is checked when it was read and some file gives its figures (per table, or in a
-total whose every table was read). The report names every unchecked table with the reason.
+total whose every table was read from its QR). The report names every unchecked table with
+the reason. A table read from its printed figures only (tally --ocr, QR lost) is compared per
+table, and each of its disagreements says so (basis "print", not "QR"); its votes are not in
+any total, so a total that holds it is not compared.
 
 For each race level (nation, every state, every municipality in the file's scope) it reports
 the margin between the first two candidates of the QR tally next to the votes in dispute, and
@@ -36,8 +39,9 @@ class Disagreement:
     level: str
     code: str
     column: str
-    qr: int
+    qr: int  # our figure: from the QR, or from the checked print when basis is "print"
     other: int
+    basis: str = "QR"
 
 
 def load_figures(path: str | Path) -> dict[tuple[str, str], dict[str, int]]:
@@ -74,16 +78,17 @@ def load_figures(path: str | Path) -> dict[tuple[str, str], dict[str, int]]:
     return figures
 
 
-def _qr_figures(t: Tally, level: str, code: str) -> dict[str, int] | None:
+def _qr_figures(t: Tally, level: str, code: str) -> tuple[dict[str, int], str] | None:
+    """Our figures for a table or a total, and what they were read from ("QR" or "print")."""
     if level == "table":
         table = t.tables.get(code)
         if table is None or table.votes is None:
             return None
-        return {**table.votes, "VOTOS_NULOS": table.nulos}
+        return {**table.votes, "VOTOS_NULOS": table.nulos}, "print" if table.state.status == "print" else "QR"
     unit = t.units.get((level, code))
     if unit is None or unit.read != unit.tables:
-        return None  # a partly read unit cannot be compared to a total
-    return {**unit.votes, "VOTOS_NULOS": unit.nulos}
+        return None  # a unit not wholly read from the QR cannot be compared to a total
+    return {**unit.votes, "VOTOS_NULOS": unit.nulos}, "QR"
 
 
 def _why_not(t: Tally, level: str, code: str) -> str:
@@ -107,15 +112,16 @@ def crosscheck(t: Tally, sources: list[str]) -> dict:
         name = Path(source).name
         names.append(name)
         for (level, code), theirs in sorted(load_figures(source).items()):
-            ours = _qr_figures(t, level, code)
-            if ours is None:
+            found = _qr_figures(t, level, code)
+            if found is None:
                 unverifiable.append({"source": name, "level": level, "code": code, "reason": _why_not(t, level, code)})
                 continue
+            ours, basis = found
             compared.setdefault((level, code), set()).add(name)
             for column, value in theirs.items():
                 if value == ours[column]:
                     continue
-                disagreements.append(Disagreement(name, level, code, column, ours[column], value))
+                disagreements.append(Disagreement(name, level, code, column, ours[column], value, basis))
                 if column not in CANDIDATES:
                     continue
                 for race in ("nation", "state", "municipality"):
@@ -184,7 +190,7 @@ def _differences(disagreements: list[Disagreement], sources: list[str],
     for d in disagreements:
         gave = compared.get((d.level, d.code), set())
         row = rows.setdefault((d.level, d.code, d.column), {
-            "level": d.level, "code": d.code, "column": d.column, "qr": d.qr,
+            "level": d.level, "code": d.code, "column": d.column, "qr": d.qr, "basis": d.basis,
             "minus": {s: (0 if s in gave else None) for s in sources}})
         row["minus"][d.source] = d.qr - d.other
     return [rows[k] for k in sorted(rows)]

@@ -3,29 +3,41 @@
 Real scans are rotated, folded, smudged and recompressed, and some codes are damaged (white
 patches over a finder pattern or the left column, a folded corner). In order:
 1. zxing-cpp on the page, then on views that rescue hard scans (bottom crop, scales,
-   rotations, thresholds);
+   rotations, thresholds, sharpened);
 2. zbar (pyzbar, Debian libzbar0) on a crop of the symbol, found from the image;
 3. the module grid rebuilt: the symbol's outline is found, its 49x49 modules (version 8,
    the actas' codes) are sampled, the fixed patterns (finders, timing, alignment, version
    and format information, for each of the 8 masks) are redrawn, and the clean rendering
    is decoded by zxing-cpp.
 A decode counts only when it passes the code's own error correction (the decoders do this),
-parses (qrformat.py), and names the file's own table: a wrong reading is worse than none.
-Pillow's decompression-bomb guard caps the image size.
+parses (qrformat.py, strictly), names the file's own table, and no other acta QR code is on
+the page (a second code of the same table with other votes would make either a guess): a
+wrong reading is worse than none. Every other outcome is one named cause (CAUSES).
+The page is taken upright by its EXIF orientation, flattened onto white when it has an alpha
+channel, and scaled to 8 bits when it has 16; images over MAX_PIXELS are refused unread.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import zxingcpp
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps
 
+from ..imagecheck import NotImage, check_bytes, looks_like_html
 from ..qrformat import QrFormatError, QrVotes, parse_qr
 
 MAX_PIXELS = 40_000_000  # real actas are ~4.4 Mpx; refuse anything near a decompression bomb
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+# Why a table has no QR reading: one of these, stable, to be counted ("3 unreadable: 2 no QR code found, ...")
+NOT_IMAGE, HTML, TRUNCATED, TOO_LARGE = "not an image", "HTML instead of an image", "truncated image", "image too large"
+NO_QR, BAD_FORMAT, OTHER_TABLE, SEVERAL = "no QR code found", "QR not in the acta format", "QR of another table", \
+    "several QR codes"
+DECODER = "decoder failed"
+CAUSES = (NO_QR, BAD_FORMAT, OTHER_TABLE, SEVERAL, TRUNCATED, NOT_IMAGE, HTML, TOO_LARGE, DECODER)
 
 
 @dataclass(frozen=True)
@@ -33,13 +45,22 @@ class Reading:
     key: str  # the acta key the archive gives the file
     path: str
     votes: QrVotes | None
-    status: str  # "ok", or why there is no trustworthy reading
+    status: str  # "ok", or why there is no trustworthy reading, in words
     text: str = ""
     named: str = ""  # the table a well-formed QR names when it is not this file's table
+    cause: str = ""  # "" when read, else one of CAUSES
+
+
+class Unusable(Exception):
+    """The file gives no page to look at: cause is one of CAUSES, detail says more."""
+
+    def __init__(self, cause: str, detail: str):
+        super().__init__(detail)
+        self.cause, self.detail = cause, detail
 
 
 def _attempts(img: Image.Image):
-    """The page, then views that rescue hard scans: bottom crop, scales, rotations, threshold."""
+    """The page, then views that rescue hard scans: bottom crop, scales, rotations, threshold, sharpened."""
     yield img
     w, h = img.size
     bottom = img.crop((0, int(h * 0.6), w, h)) if h > 2 * w else img
@@ -53,6 +74,9 @@ def _attempts(img: Image.Image):
     gray = ImageOps.autocontrast(bottom.convert("L"))
     for cut in (110, 150):
         yield gray.point(lambda v, c=cut: 255 if v > c else 0)
+    # a blurred scan (out of focus, smeared): sharpened at about a module's size (4 px at 200 dpi)
+    radius = max(2, round(w / 160))
+    yield ImageOps.autocontrast(bottom.convert("L").filter(ImageFilter.UnsharpMask(radius, 300, 0)))
 
 
 def _zxing(view: Image.Image) -> list[str]:
@@ -253,38 +277,110 @@ def _grid_texts(crop: np.ndarray) -> Iterator[str]:
             yield from _zxing(view)
 
 
-def candidate_texts(img: Image.Image):
-    """Every text a decoder finds, cheapest method first (zxing, zbar on the symbol, the rebuilt grid)."""
+def candidate_texts(img: Image.Image) -> Iterator[list[str]]:
+    """The texts each decoding pass finds, one list per pass, cheapest first: zxing on the page
+    and its views, zbar on the symbol, the rebuilt grid. The first pass is the whole page."""
     for view in _attempts(img):
-        yield from _zxing(view)
+        yield _zxing(view)
     zone = symbol_zone(img)
     if zone is None:
         return
     crop = img.crop(zone)
-    yield from _zbar(crop)
-    yield from _zbar(ImageOps.autocontrast(crop).point(lambda v: 255 if v > 128 else 0))
-    yield from rebuilt_texts(img, zone)
+    yield _zbar(crop)
+    yield _zbar(ImageOps.autocontrast(crop).point(lambda v: 255 if v > 128 else 0))
+    for text in rebuilt_texts(img, zone):
+        yield [text]
+
+
+def _to_gray(img: Image.Image) -> Image.Image:
+    """8-bit gray: 16-bit and float pages scaled (Pillow's convert clips them to white),
+    transparent ones laid on white paper (converting drops alpha, which can leave black)."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        a = np.asarray(img, dtype=np.float64)
+        a = a - min(0.0, float(a.min()))
+        top = float(a.max())
+        if top > 255:
+            a *= 255.0 / top
+        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), rgba).convert("L")
+    return img.convert("L")
+
+
+def load_page(path: str) -> Image.Image:
+    """The page, upright by its EXIF orientation, in 8-bit gray; Unusable names why there is none.
+
+    Pillow raises many types for bad data; they are translated here, and the cause is named
+    by the structural check the crawler uses (mirror/imagecheck.py)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise Unusable(NOT_IMAGE, f"cannot open the file ({exc.strerror})") from None
+    if not head:
+        raise Unusable(NOT_IMAGE, "empty file")
+    if looks_like_html(head):
+        raise Unusable(HTML, "an HTML page, not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: the pixels still count
+            # Pillow only warns between MAX_PIXELS and twice that: refuse those too, unread
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return _to_gray(ImageOps.exif_transpose(img))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise Unusable(TOO_LARGE, f"image over {MAX_PIXELS:,} pixels: refused") from None
+    except Exception as exc:  # noqa: BLE001 - any decoding failure of the file is the same finding
+        raise Unusable(*_why_broken(path, exc)) from None
+
+
+def _why_broken(path: str, exc: Exception) -> tuple[str, str]:
+    try:
+        with open(path, "rb") as fh:
+            check_bytes(fh.read(64 << 20))
+    except NotImage as found:
+        cause = found.cause if found.cause in CAUSES else NOT_IMAGE
+        return cause, f"unreadable image: {found.reason}"
+    except OSError:
+        pass
+    return NOT_IMAGE, f"unreadable image ({exc.__class__.__name__})"
 
 
 def read_acta(key: str, path: str) -> Reading:
-    """Decode, parse and validate one acta; never raises for bad images or bad codes."""
+    """Decode, parse and validate one acta; never raises for bad images or bad codes.
+
+    Its status is "ok" only for one acta QR text of this table on the page; otherwise it
+    names the first thing that went wrong (cause, one of CAUSES)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            gray = img.convert("L")
-    except Image.DecompressionBombError:
-        return Reading(key, path, None, f"image over {MAX_PIXELS} pixels: refused")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        return Reading(key, path, None, f"unreadable image ({exc.__class__.__name__})")
-    first: Reading | None = None  # the first decode that failed validation, to say why
-    for text in candidate_texts(gray):
-        try:
-            votes = parse_qr(text)
-        except QrFormatError as exc:
-            first = first or Reading(key, path, None, f"QR format: {exc}", text)
-            continue
-        if votes.key != key:
-            first = first or Reading(key, path, None, f"QR is for table {votes.key}, not {key}", text, votes.key)
-            continue
-        return Reading(key, path, votes, "ok", text)
-    return first or Reading(key, path, None, "no QR code found")
+        page = load_page(path)
+    except Unusable as why:
+        return Reading(key, path, None, why.detail, cause=why.cause)
+    first: Reading | None = None  # why no decode validated: the first other table's code, else the first misfit
+    acta_texts: set[str] = set()  # every distinct text in the acta format seen so far
+    try:
+        for texts in candidate_texts(page):
+            found = None
+            for text in dict.fromkeys(texts):
+                try:
+                    votes = parse_qr(text)
+                except QrFormatError as exc:
+                    first = first or Reading(key, path, None, f"QR format: {exc}", text, cause=BAD_FORMAT)
+                    continue
+                acta_texts.add(text)
+                if votes.key != key:
+                    if first is None or first.cause != OTHER_TABLE:
+                        first = Reading(key, path, None, f"QR is for table {votes.key}, not {key}", text, votes.key,
+                                        OTHER_TABLE)
+                elif found is None:
+                    found = Reading(key, path, votes, "ok", text)
+            if found is not None:
+                if len(acta_texts) > 1:  # this pass or an earlier one (the first is the whole page) saw another
+                    others = sorted(acta_texts - {found.text})
+                    return Reading(key, path, None, f"{len(acta_texts)} different acta QR codes on the page "
+                                   f"(another: {others[0][:40]}...)", found.text, cause=SEVERAL)
+                return found
+    except Exception as exc:  # noqa: BLE001 - a decoder's fault on one odd image must not stop a tally
+        return Reading(key, path, None, f"decoder failed ({exc.__class__.__name__})", cause=DECODER)
+    return first or Reading(key, path, None, NO_QR, cause=NO_QR)

@@ -3,8 +3,10 @@
 Levels: table, center, parish, municipality, state, nation, keyed by the CNE codes inside the
 9-digit center code. The denominator is the site's list of tables (coverage.py): every level
 says how many of its tables were read and names each one that was not, with the reason.
-A table is read from its QR code; with OCR, its printed figures check the QR, and count
-alone when the QR cannot be recovered. Reading runs across all cores.
+A table is read from its QR code; with OCR, its printed figures check the QR. When the QR
+cannot be recovered, a checked print reading gives the table's figures, but a level's votes
+are the QR's only: print-only tables are counted and summed apart (Unit.printed, print_votes),
+so OCR is never mixed into the QR tally as if it were as trustworthy. Reading runs across all cores.
 """
 from __future__ import annotations
 
@@ -65,16 +67,22 @@ class Unit:
     nulos: int = 0
     counts: dict = field(default_factory=lambda: {s: 0 for s in STATUSES})
     unread: list = field(default_factory=list)  # (key, status, detail)
+    printed: int = 0  # tables read from their printed figures only: not in read, votes or nulos
+    print_votes: dict = field(default_factory=lambda: {c: 0 for c in CANDIDATES})
+    print_nulos: int = 0
 
     @property
     def coverage(self) -> str:
+        """'19 of 21 tables read from the QR; 1 read from the printed figures only (summed apart); 1 unreadable'."""
+        apart = f"; {self.printed:,} read from the printed figures only (summed apart)" if self.printed else ""
         extra = "".join(f"; {self.counts[s]:,} {LABELS[s]}" for s in STATUSES if s not in READ and self.counts[s])
-        return f"{self.read:,} of {self.tables:,} tables read{extra}"
+        return f"{self.read:,} of {self.tables:,} tables read{' from the QR' if self.printed else ''}{apart}{extra}"
 
     def as_dict(self) -> dict:
         return {"level": self.level, "code": self.code, "name": self.name, "tables": self.tables,
                 "read": self.read, "coverage": self.coverage, "counts": dict(self.counts),
                 "votes": self.votes, "VOTOS_NULOS": self.nulos,
+                "printed": self.printed, "print_votes": self.print_votes, "print_VOTOS_NULOS": self.print_nulos,
                 "unread": [{"key": k, "status": s, "detail": d} for k, s, d in self.unread]}
 
 
@@ -115,19 +123,21 @@ def read_all(jobs: list[tuple[str, str, str, bool]], workers: int | None = None,
     return out
 
 
-def _verdict(qr: Reading, printed: PrintReading | None) -> tuple[str, str, str]:
-    """(status, detail, check) of an archived table from its QR and print readings."""
+def _verdict(qr: Reading, printed: PrintReading | None) -> tuple[str, str, str, str]:
+    """(status, detail, check, cause) of an archived table from its QR and print readings;
+    cause is why the QR was not read ("" when it was)."""
     if qr.named:  # a clean QR of another table: a swapped code, or a misfiled image
         status = "print" if printed is not None and printed.status == CHECKED else "unreadable"
-        return status, qr.status, "MISMATCH" if printed is not None else ""
+        return status, qr.status, "MISMATCH" if printed is not None else "", qr.cause
     if printed is None:
-        return ("qr", "", "") if qr.votes else ("unreadable", qr.status, "")
+        return ("qr", "", "", "") if qr.votes else ("unreadable", qr.status, "", qr.cause)
     if printed.status != CHECKED:
-        return ("qr", "", "needs review") if qr.votes else ("unreadable", f"{qr.status}; print: {printed.detail}", "")
+        return ("qr", "", "needs review", "") if qr.votes else \
+            ("unreadable", f"{qr.status}; print: {printed.detail}", "", qr.cause)
     if qr.votes is None:
-        return "print", f"QR: {qr.status}", "read from print"
+        return "print", f"QR: {qr.status}", "read from print", qr.cause
     same = printed.parties == qr.votes.parties and printed.nulos == qr.votes.nulos
-    return "qr", "", "consistent" if same else "MISMATCH"
+    return "qr", "", "consistent" if same else "MISMATCH", ""
 
 
 def tally(bag: str | os.PathLike, workers: int | None = None, ocr: bool = False, progress=None) -> Tally:
@@ -140,7 +150,7 @@ def tally(bag: str | os.PathLike, workers: int | None = None, ocr: bool = False,
     jobs = [(t.key, str(bag / t.path), entries[t.key].sha256, ocr) for t in found.of(ARCHIVED)]
     readings = {qr.key: (qr, printed) for qr, printed in read_all(jobs, workers, progress)}
     verdicts = {k: _verdict(*r) for k, r in readings.items()}
-    resolved = found.resolve({k: (v[0], v[1]) for k, v in verdicts.items()})
+    resolved = found.resolve({k: (v[0], v[1], v[3]) for k, v in verdicts.items()})
     tables: dict[str, Table] = {}
     for key, status in resolved.tables.items():
         qr, printed = readings.get(key, (None, None))
@@ -171,6 +181,12 @@ def _sum_units(tables: dict[str, Table]) -> dict[tuple[str, str], Unit]:
             unit.counts[t.state.status] += 1
             if t.votes is None:
                 unit.unread.append((t.key, t.state.status, t.state.detail))
+                continue
+            if t.state.status == "print":
+                unit.printed += 1
+                unit.print_nulos += t.nulos or 0
+                for c in CANDIDATES:
+                    unit.print_votes[c] += t.votes[c]
                 continue
             unit.read += 1
             unit.nulos += t.nulos or 0
@@ -207,9 +223,10 @@ def to_json(t: Tally) -> dict:
         "coverage": t.coverage.summary(),
         "counts": t.coverage.counts(),
         "denominator": t.coverage.source,
+        "unreadable": t.coverage.causes(),
         "tables": [{"key": k, "votes": x.votes, "VOTOS_NULOS": x.nulos, "status": x.state.status,
-                    "detail": x.state.detail, "at": x.state.at, "attempts": x.state.attempts, "path": x.path,
-                    "check": x.check, "printed": x.printed, "print_detail": x.print_detail}
+                    "detail": x.state.detail, "cause": x.state.cause, "at": x.state.at, "attempts": x.state.attempts,
+                    "path": x.path, "check": x.check, "printed": x.printed, "print_detail": x.print_detail}
                    for k, x in sorted(t.tables.items())],
         "checks": checks(t),
         "levels": {level: [u.as_dict() for u in t.level(level)] for level in LEVELS if level != "table"},

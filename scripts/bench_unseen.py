@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Read variants of the 20 real actas the reader has not seen: each read right, not read with a named cause, or WRONG.
+
+    python3 scripts/bench_unseen.py [--actas 20] [--classes rot90,payload_huge] [--ocr 0] [--keep DIR]
+
+Variants are made with Pillow at run time in a scratch folder: turned (90/180/270 and 2-7
+degrees), scaled, recompressed, blurred, noisy, low contrast, cropped through or past the QR
+code, flipped, other image modes and formats (PNG, CMYK, 16-bit, transparent, palette,
+progressive, EXIF-turned), a second acta QR code pasted on, a QR code whose payload is altered
+(a clean version 8 level Q code drawn with segno over the real one), broken files (truncated,
+HTML named .jpg, empty, 1 pixel) and oversized images. A read counts as right only when its
+votes equal the acta's own QR text (decoded_qr.json); an altered but well-formed payload read
+as printed is `read-altered` (crosscheck against the index catches it). Reads run on two
+processes; the seconds are per acta, medians. With --ocr N, the first N actas of each class
+are also read by OCR (read_print, no cache): checked right, needs review, or WRONG.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import segno  # noqa: E402
+import zxingcpp  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter, ImageOps  # noqa: E402
+
+from mirror.qrformat import parse_qr  # noqa: E402
+from mirror.replay.data import DATA, index_file, real_images  # noqa: E402
+
+TRUTH = {e["filename"]: e["qr_text"] for e in json.loads((DATA / "actas" / "decoded_qr.json").read_text())}
+PAYLOADS = ("votes", "37fields", "39fields", "arabic_digit", "superscript", "huge", "negative", "otherkey",
+            "badsuffix", "extra", "space", "empty", "total")
+
+
+def _save(img: Image.Image, fmt: str = "JPEG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _box(img: Image.Image) -> tuple[int, int, int, int]:
+    pos = zxingcpp.read_barcodes(img)[0].position
+    pts = (pos.top_left, pos.top_right, pos.bottom_left, pos.bottom_right)
+    return min(p.x for p in pts), min(p.y for p in pts), max(p.x for p in pts), max(p.y for p in pts)
+
+
+def _paste_qr(img: Image.Image, text: str, at: tuple[int, int] | None = None) -> Image.Image:
+    x0, y0, x1, y1 = _box(img)
+    buf = io.BytesIO()
+    segno.make(text, error="q", micro=False, boost_error=False).save(buf, kind="png", scale=4, border=0)
+    code = Image.open(io.BytesIO(buf.getvalue())).convert("L").resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST)
+    out = img.copy()
+    out.paste(code, at or (x0, y0))
+    return out
+
+
+def altered(text: str, how: str) -> str:
+    key, parties, nulos, third = text.split("!")
+    p = parties.split(",")
+    if how == "votes":  # well-formed, other votes: only a cross-check can tell
+        p[0] = str(int(p[0]) + 50)
+    elif how in ("37fields", "39fields"):
+        p = p[:-1] if how == "37fields" else p + ["0"]
+    elif how in ("arabic_digit", "superscript", "huge", "negative", "space", "empty"):
+        p[0] = {"arabic_digit": "\u0663", "superscript": "\u00b2", "huge": "99999", "negative": "-1",
+                "space": " " + p[0], "empty": ""}[how]
+    elif how == "otherkey":
+        key = key[:10] + "99.1.0001"
+    elif how == "badsuffix":
+        key = key[:12] + ".2.0001"
+    elif how == "extra":
+        return text + "!7"
+    elif how == "total":  # each field fits four figures, the table's total does not
+        p[0] = p[33] = "9000"
+    return "!".join([key, ",".join(p), nulos, third])
+
+
+def _exif_turned(img: Image.Image, orientation: int) -> bytes:
+    stored = img.transpose({6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270,
+                            3: Image.Transpose.ROTATE_180}[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _save(stored, quality=85, exif=exif.tobytes())
+
+
+def variants(name: str, g: Image.Image) -> dict[str, bytes]:
+    text, (w, h), rng = TRUTH[name], g.size, np.random.default_rng(1)
+    x0, y0, x1, y1 = _box(g)
+    turn = lambda a: g.rotate(a, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC)
+    noisy = lambda s: Image.fromarray(np.clip(np.asarray(g, dtype=np.float32) + rng.normal(0, s, (h, w)),
+                                              0, 255).astype(np.uint8))
+    ink = Image.new("LA", g.size, 0)
+    ink.putalpha(g.point(lambda x: 255 - x))  # ink opaque, paper transparent
+    stained = g.copy()
+    draw = ImageDraw.Draw(stained)
+    for _ in range(6):
+        cx, cy, r = x0 + rng.integers(0, x1 - x0), y0 + rng.integers(0, y1 - y0), int(rng.integers(8, 22))
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=int(rng.integers(60, 200)))
+    combo = turn(5)
+    combo = combo.resize((combo.width // 2, combo.height // 2), Image.Resampling.LANCZOS)
+    v = {"orig": _save(g, quality=90)}
+    v.update({f"rot{a}": _save(g.rotate(a, expand=True), quality=90) for a in (90, 180, 270)})
+    v.update({f"tilt{a}": _save(turn(a), quality=90) for a in (2, 4, 7, -3)})
+    v.update({f"scale{s}": _save(g.resize((w * s // 100, h * s // 100), Image.Resampling.LANCZOS), quality=90)
+              for s in (50, 33, 20)})
+    v.update({f"jpegq{q}": _save(g, quality=q) for q in (20, 30, 40)})
+    v.update({f"blur{r}": _save(g.filter(ImageFilter.GaussianBlur(r)), quality=90) for r in (1.5, 3, 5)})
+    v.update({"noise30": _save(noisy(30), quality=90), "noise70": _save(noisy(70), quality=90),
+              "lowcontrast": _save(g.point(lambda x: 110 + x * 0.3), quality=90),
+              "lowcontrast_dark": _save(g.point(lambda x: 40 + x * 0.25), quality=90),
+              "stains_on_qr": _save(stained, quality=90),
+              "combo_tilt5_half_blur_q25": _save(combo.filter(ImageFilter.GaussianBlur(1)).point(
+                  lambda x: 90 + x * 0.5), quality=25),
+              "crop_qr_edge": _save(g.crop((0, 0, w, y1 - (y1 - y0) // 10)), quality=90),
+              "crop_qr_half": _save(g.crop((0, 0, w, (y0 + y1) // 2)), quality=90),
+              "crop_qr_side": _save(g.crop((0, 0, (x0 + x1) // 2, h)), quality=90),
+              "crop_qr_gone": _save(g.crop((0, 0, w, y0 - 5)), quality=90),
+              "crop_qr_only": _save(g.crop((x0 - 40, y0 - 40, x1 + 40, y1 + 40)), quality=90),
+              "flip_lr": _save(ImageOps.mirror(g), quality=90), "flip_tb": _save(ImageOps.flip(g), quality=90),
+              "png_gray": _save(g, "PNG"), "cmyk_jpeg": _save(g.convert("CMYK"), quality=90),
+              "rgb_jpeg": _save(g.convert("RGB"), quality=90),
+              "png16": _save(Image.fromarray(np.asarray(g, dtype=np.uint16) * 257), "PNG"),
+              "bilevel_png": _save(g.convert("1"), "PNG"), "rgba_png": _save(g.convert("RGBA"), "PNG"),
+              "transparent_png": _save(ink, "PNG"), "palette_png": _save(g.convert("P"), "PNG"),
+              "progressive": _save(g, quality=85, progressive=True),
+              "exif6": _exif_turned(g, 6), "exif8": _exif_turned(g, 8), "exif3": _exif_turned(g, 3),
+              "second_qr_same_table": _save(_paste_qr(g, altered(text, "votes"), (x0, y0 - (y1 - y0) - 60)), quality=90),
+              "second_qr_other_table": _save(_paste_qr(g, altered(text, "otherkey"), (x0, y0 - (y1 - y0) - 60)),
+                                             quality=90)})
+    v.update({f"payload_{how}": _save(_paste_qr(g, altered(text, how)), quality=90) for how in PAYLOADS})
+    raw = v["orig"]
+    png = bytearray(v["png_gray"])
+    png[40] ^= 0xFF
+    v.update({"truncated_jpeg": raw[:len(raw) // 2], "truncated_tiny": raw[:600],
+              "html_as_jpg": b"<!DOCTYPE html><html><body>Just a moment...</body></html>", "empty_file": b"",
+              "one_pixel": _save(Image.new("L", (1, 1)), quality=90), "thin_strip": _save(Image.new("L", (5000, 2), 128)),
+              "png_bad_crc": bytes(png)})
+    return v
+
+
+def _read(job: tuple[str, str, str, str]) -> tuple[str, str, str, float]:
+    from mirror.audit.qr import read_acta
+
+    variant, name, key, path = job
+    t = time.perf_counter()
+    try:
+        r = read_acta(key, path)
+    except Exception as exc:  # noqa: BLE001 - a traceback is what this looks for
+        return variant, "TRACEBACK", type(exc).__name__, time.perf_counter() - t
+    dt = time.perf_counter() - t
+    if r.votes is None:
+        return variant, "not read", r.cause or r.status[:50], dt
+    if name in TRUTH and r.votes == parse_qr(TRUTH[name]):
+        return variant, "read", "", dt
+    if variant == "payload_votes" and r.votes == parse_qr(altered(TRUTH[name], "votes")):
+        return variant, "read-altered", "", dt
+    return variant, "WRONG", r.text[:40], dt
+
+
+def _ocr(job: tuple[str, str, str, str]) -> tuple[str, str, str, float]:
+    from mirror.audit.ocr import CHECKED, read_print
+
+    variant, name, _key, path = job
+    t = time.perf_counter()
+    try:
+        r = read_print(path)
+    except Exception as exc:  # noqa: BLE001
+        return variant, "TRACEBACK", type(exc).__name__, time.perf_counter() - t
+    dt = time.perf_counter() - t
+    if r.status != CHECKED:
+        return variant, "not read", "needs review", dt
+    truth = parse_qr(TRUTH[name])
+    return variant, "read" if (r.parties, r.nulos) == (truth.parties, truth.nulos) else "WRONG", "", dt
+
+
+def _table(results: list[tuple[str, str, str, float]], title: str) -> None:
+    rows: dict[str, dict] = {}
+    for variant, verdict, cause, dt in results:
+        row = rows.setdefault(variant, {"n": 0, "read": 0, "not read": 0, "WRONG": 0, "TRACEBACK": 0,
+                                        "read-altered": 0, "causes": {}, "t": []})
+        row["n"] += 1
+        row[verdict] += 1
+        row["t"].append(dt)
+        if cause:
+            row["causes"][cause] = row["causes"].get(cause, 0) + 1
+    print(f"\n{title}\n{'variant':28s} {'n':>3s} {'read':>5s} {'not':>4s} {'WRONG':>5s} {'trace':>5s} {'s/acta':>7s}  causes")
+    for variant, r in sorted(rows.items()):
+        causes = ", ".join(f"{n} {c}" for c, n in sorted(r["causes"].items(), key=lambda kv: -kv[1]))
+        print(f"{variant:28s} {r['n']:3d} {r['read'] + r['read-altered']:5d} {r['not read']:4d} {r['WRONG']:5d} "
+              f"{r['TRACEBACK']:5d} {statistics.median(r['t']):7.3f}  {causes}")
+    times = [r[3] for r in results]
+    lies = sum(r[1] in ("WRONG", "TRACEBACK") for r in results)
+    print(f"{len(results)} reads; {lies} WRONG or traceback; median {statistics.median(times):.3f} s per acta, "
+          f"mean {statistics.mean(times):.3f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--actas", type=int, default=20, help="how many of the 20 real actas (default 20)")
+    ap.add_argument("--classes", default="", help="comma-separated variant names (default all)")
+    ap.add_argument("--ocr", type=int, default=0, metavar="N", help="also OCR the first N actas of each class")
+    ap.add_argument("--keep", default="", help="write the variants here and keep them")
+    args = ap.parse_args()
+    wanted = set(filter(None, args.classes.split(",")))
+    keys = {r.filename: r.key for r in index_file(1).rows if r.filename in TRUTH}
+    with tempfile.TemporaryDirectory() as scratch:
+        base = Path(args.keep or scratch)
+        jobs = []
+        for name in sorted(TRUTH)[:args.actas]:
+            folder = base / name[:-4]
+            folder.mkdir(parents=True, exist_ok=True)
+            for variant, data in variants(name, Image.open(real_images()[name]).convert("L")).items():
+                if not wanted or variant in wanted:
+                    (folder / f"{variant}.jpg").write_bytes(data)
+                    jobs.append((variant, name, keys[name], str(folder / f"{variant}.jpg")))
+        for variant, size in (("over_40mpx", (6000, 10000)), ("bomb_20000px", (20000, 20000))):
+            if not wanted or variant in wanted:
+                Image.new("1", size, 1).save(base / f"{variant}.png")
+                jobs.append((variant, "", "010101001.01", str(base / f"{variant}.png")))
+        with ProcessPoolExecutor(2) as pool:
+            _table(list(pool.map(_read, jobs, chunksize=4)), "QR (read_acta)")
+            if args.ocr:
+                firsts = sorted(TRUTH)[:args.ocr]
+                _table(list(pool.map(_ocr, [j for j in jobs if j[1] in firsts])), "printed figures (read_print)")
+
+
+if __name__ == "__main__":
+    main()
