@@ -402,13 +402,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=level, stream=sys.stderr, format="acta-mirror: %(levelname)s: %(name)s: %(message)s")
         return COMMANDS[args.command](args)
     except MirrorError as exc:
+        from .models import printable
         from .publish import redact
 
         step = next_step(exc)
-        # no credential in any message
-        print(f"acta-mirror: {redact(str(exc))}" + (f"; {step}" if step else ""), file=sys.stderr)
+        # no credential in any message; one line, whatever names from a copy it quotes
+        message = printable(redact(str(exc)))
+        print(f"acta-mirror: {message}" + (f"; {step}" if step else ""), file=sys.stderr)
         if os.environ.get("GITHUB_ACTIONS") == "true":  # shown on the run's summary page
-            print(f"::error::{redact(str(exc))}", file=sys.stderr)
+            print(f"::error::{message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)
@@ -754,6 +756,8 @@ def cmd_verify_file(args) -> int:
         from .manifest import read_small_file
 
         proof = json.loads(read_small_file(args.proof, 16 * 1024 * 1024))  # a proof is a few KB
+    except RecursionError:
+        raise UsageError(f"--proof {args.proof}: not a proof (nested too deeply)") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"--proof {args.proof}: not readable JSON ({getattr(exc, 'strerror', None) or exc})") from None
     if not isinstance(proof, dict):

@@ -284,7 +284,7 @@ def _signed(state: MirrorState, root: str, size: int, pubkey) -> tuple[Signed, l
     if public is None:
         try:
             public = parse_public(json.loads(_small(state, STATEMENT) or b"{}").get("public_key", ""), STATEMENT)
-        except (ValueError, AttributeError, UsageError):
+        except (ValueError, AttributeError, RecursionError, UsageError):
             warnings.append("no --pubkey and no key in the signed statement: the site cannot check the signature")
     return Signed(root, size, public, lines), warnings
 

@@ -158,7 +158,7 @@ def read_layout(text: str | None, where: str) -> dict:
         ok = (isinstance(shards, list) and isinstance(groups, dict)
               and all(is_shard_name(n) for n in [*shards, *groups.values()])
               and all(isinstance(g, str) for g in groups))
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         ok = False
     if not ok:
         raise PublishError(f"{where}: {SHARDS_JSON} is damaged (shard names must be two digits)")

@@ -1,0 +1,140 @@
+"""More of a stranger's copy: found by an adversarial review of verify, verify-file, the audit and
+the commands that write, each run through the real command line on a real signed mirror edited
+the way an attacker would edit it. Every command runs under a timeout: a hang fails the test.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from mirror.evidence import tag_file_hashes, tree_root, manifest_items
+from tests.conftest import run_cli
+from tests.test_hostile_evidence import (LIMIT, _an_acta, _lines, _retag, _sha, _verify,  # noqa: F401
+                                         _write_lines, pristine, pub, signed)
+
+NESTED = "[" * 400_000 + "]" * 400_000  # deeper than Python's recursion limit: json.loads raises RecursionError
+
+
+def _one_line(proc) -> str:
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("acta-mirror:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+# -- verify: a statement that names no key ------------------------------------------------------
+@pytest.mark.parametrize("key", ["dropped", "not text"])
+def test_a_statement_without_its_key_cannot_vouch_for_an_altered_image(signed, key):
+    """The signature's key ID was shown as the signer's and verify said OK, while the signature
+    was never checked: a copy whose statement lost public_key could say anything."""
+    victim = _an_acta(signed)["path"]
+    data = bytearray((signed / victim).read_bytes())
+    data[len(data) // 2] ^= 1
+    (signed / victim).write_bytes(bytes(data))
+    objs = _lines(signed)
+    for o in objs:
+        if o["path"] == victim:
+            o["sha256"] = _sha(signed / victim)
+    _write_lines(signed, objs)
+    manifest = signed / "manifest-sha256.txt"
+    manifest.write_text("".join(f"{_sha(signed / victim)}  {victim}\n" if line.endswith("  " + victim) else line + "\n"
+                                for line in manifest.read_text().splitlines()))
+    root = tree_root(manifest_items(signed))
+    info = (signed / "bag-info.txt").read_text().splitlines()
+    (signed / "bag-info.txt").write_text("".join(
+        (f"Acta-Mirror-Merkle-Root: {root}" if x.startswith("Acta-Mirror-Merkle-Root:") else x) + "\n" for x in info))
+    statement = json.loads((signed / "signed-root.json").read_text())
+    key_id = statement["key_id"]
+    statement.update(merkle_root=root, tag_files=tag_file_hashes(signed))
+    if key == "dropped":
+        del statement["public_key"]
+    else:
+        statement["public_key"] = 5
+    (signed / "signed-root.json").write_text(json.dumps(statement, indent=1, sort_keys=True) + "\n")
+    _retag(signed)  # the old signature stays: it names the real signer's key ID
+    for extra in ((), ("--fast",)):
+        code, problems, report = _verify(signed, *extra)
+        assert code == 1 and ("signature", "signed-root.json") in problems, report
+        assert report["signature"]["key_id"] == key_id and not report["signature"]["trusted"]
+    plain = run_cli("verify", str(signed), timeout=LIMIT)
+    assert plain.returncode == 1 and "OK" not in plain.stdout and "--pubkey" in plain.stdout
+
+
+# -- JSON nested deeper than the parser goes ----------------------------------------------------
+@pytest.mark.parametrize("where,command,code", [
+    ("signed-root.json", "verify", 1),
+    ("signed-root.json", "site", 1),
+    ("failures.jsonl", "tally", 0),
+    ("failures.jsonl", "site", 1),
+    ("changes.jsonl", "tally", 0),
+    ("changes.jsonl", "crosscheck", 0),
+])
+def test_json_nested_too_deep_is_a_damaged_record_not_a_traceback(signed, where, command, code):
+    if where == "signed-root.json":
+        (signed / where).write_text(NESTED)
+    else:
+        with open(signed / where, "a") as fh:
+            fh.write(NESTED + "\n")
+    args = [command, str(signed)]
+    if command == "crosscheck":
+        args += ["--against", str(signed / "data/index/RESULTADOS_2024_CSV_V1.csv")]
+    proc = run_cli(*args, timeout=LIMIT)  # a traceback fails run_cli
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    if command == "verify":
+        assert "signature: signed-root.json (not a root statement)" in proc.stdout
+
+
+# -- verify-file: a hostile file or proof --------------------------------------------------------
+@pytest.fixture
+def proof(signed, tmp_path):
+    victim = _an_acta(signed)["path"]
+    made = run_cli("prove", str(signed), victim)
+    assert made.returncode == 0, made.stderr
+    return signed / victim, json.loads(made.stdout), tmp_path / "proof.json"
+
+
+def _verify_file(file, proof_obj, where, *, raw: str | None = None, root: str | None = None):
+    where.write_text(raw if raw is not None else json.dumps(proof_obj))
+    return run_cli("verify-file", str(file), "--proof", str(where), "--root", root or proof_obj["root"], timeout=LIMIT)
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_verify_file_never_reads_a_fifo_or_a_device(proof, tmp_path, special):
+    """verify-file opened the file it was given with a plain open: a FIFO blocked for ever,
+    /dev/zero was read for ever."""
+    file, good, where = proof
+    if special == "fifo":
+        target = tmp_path / "image.jpg"
+        os.mkfifo(target)
+    else:
+        target = special
+    proc = _verify_file(target, good, where)
+    assert proc.returncode == 2 and "not a regular file" in _one_line(proc)
+    assert _verify_file(file, good, where).returncode == 0  # the real file still verifies
+
+
+@pytest.mark.parametrize("change", [
+    {"path": 5}, {"path": ["data/x"]}, {"leaf_index": 3.5}, {"leaf_index": True}, {"tree_size": "45"},
+])
+def test_verify_file_refuses_a_malformed_proof_in_one_line(proof, change):
+    file, good, where = proof
+    proc = _verify_file(file, {**good, **change}, where)
+    assert proc.returncode == 2 and "malformed" in _one_line(proc), proc.stdout + proc.stderr
+    assert "VERIFIED" not in proc.stdout
+
+
+def test_verify_file_refuses_a_proof_nested_too_deep(proof):
+    file, good, where = proof
+    proc = _verify_file(file, good, where, raw=NESTED)
+    assert proc.returncode == 2 and "nested too deeply" in _one_line(proc)
+
+
+# -- what verify prints cannot draw its own lines ------------------------------------------------
+def test_a_name_with_control_characters_cannot_forge_an_ok_line(signed):
+    """A file named 'a<ESC>[2J<CR>OK: ...' cleared the terminal and drew an 'OK' line of its own."""
+    (signed / "data" / "a\x1b[2J\rOK: intact\u202e.jpg").write_bytes(b"planted")
+    proc = run_cli("verify", str(signed), timeout=LIMIT)
+    assert proc.returncode == 1
+    assert "\x1b" not in proc.stdout and "\r" not in proc.stdout and "\u202e" not in proc.stdout
+    assert "unlisted: data/a\\x1b[2J\\rOK: intact\\u202e.jpg" in proc.stdout
