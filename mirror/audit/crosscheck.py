@@ -192,9 +192,11 @@ def _differences(disagreements: list[Disagreement], sources: list[str],
 
 def exit_status(report: dict, allow_incomplete: bool = False) -> int:
     """0 every table checked and all agree; 1 a disagreement (or a QR-versus-print MISMATCH);
-    3 some tables unchecked, none disagree."""
+    3 some tables unchecked, or some figure of a file not checkable (a table the copy does not
+    list), none disagree: a copy that dropped the tables in dispute, and its index with them,
+    must not pass as agreeing."""
     if report["disagreements"] or report["mismatches"]:
         return 1
-    if report["unchecked"] and not allow_incomplete:
+    if (report["unchecked"] or report["unverifiable"]) and not allow_incomplete:
         return 3
     return 0
