@@ -172,16 +172,16 @@ def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     except (ValueError, KeyError, TypeError, RecursionError):
         problems.append(Problem("signature", STATEMENT, "not a root statement"))
         return seal
-    if public is None and isinstance(statement.get("public_key"), str):
+    if public is None and not isinstance(statement.get("public_key"), str):
+        # Unchecked, the signature's key ID would vouch for a statement anyone can rewrite.
+        problems.append(Problem("signature", STATEMENT, "names no public key, so the signature cannot be "
+                                                        "checked: pass the signer's key with --pubkey"))
+    elif public is None:
         try:
             public = parse_public(statement["public_key"], STATEMENT)
         except UsageError as exc:
             problems.append(Problem("signature", STATEMENT, str(exc)))
-    if public is None:
-        # Unchecked, the signature's key ID would vouch for a statement anyone can rewrite.
-        problems.append(Problem("signature", STATEMENT, "names no public key, so the signature cannot be "
-                                                        "checked: pass the signer's key with --pubkey"))
-    else:
+    if public is not None:
         try:
             trusted = verify_signature(statement_bytes, sig, public, STATEMENT, SIGNATURE)
         except SignatureError as exc:

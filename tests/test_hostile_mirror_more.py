@@ -175,3 +175,68 @@ def test_crosscheck_does_not_pass_a_copy_that_dropped_tables_and_its_index(signe
     assert "3 figure(s) could not be checked" in proc.stdout
     assert run_cli("crosscheck", str(signed), "--against", str(index), "--allow-incomplete",
                    timeout=LIMIT).returncode == 0
+
+
+# -- publish, restore and merge check the signature as verify does --------------------------------
+def _tamper_and_rehash(mirror) -> str:
+    """Flip a byte of an image and make every unsigned record agree; the signed statement stays."""
+    victim = _an_acta(mirror)["path"]
+    data = bytearray((mirror / victim).read_bytes())
+    data[len(data) // 2] ^= 1
+    (mirror / victim).write_bytes(bytes(data))
+    objs = _lines(mirror)
+    for o in objs:
+        if o["path"] == victim:
+            o["sha256"] = _sha(mirror / victim)
+    _write_lines(mirror, objs)
+    manifest = mirror / "manifest-sha256.txt"
+    manifest.write_text("".join(f"{_sha(mirror / victim)}  {victim}\n" if line.endswith("  " + victim) else line + "\n"
+                                for line in manifest.read_text().splitlines()))
+    info = [x for x in (mirror / "bag-info.txt").read_text().splitlines() if not x.startswith("Acta-Mirror-Merkle")]
+    (mirror / "bag-info.txt").write_text("".join(x + "\n" for x in info))
+    _retag(mirror)
+    return victim
+
+
+def test_publish_refuses_a_copy_whose_signature_no_longer_matches(signed, tmp_path):
+    """publish checked names, sizes and tag files, not the signed statement: a re-hashed
+    altered image went out as if intact."""
+    _tamper_and_rehash(signed)
+    assert _verify(signed)[0] == 1
+    proc = run_cli("publish", str(signed), "--to", f"git+file://{tmp_path / 'remote'}", timeout=LIMIT)
+    assert proc.returncode == 1 and "does not verify" in proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "remote").exists() or not any((tmp_path / "remote").rglob("*.jpg"))
+
+
+def test_restore_does_not_call_a_copy_verified_when_its_signature_fails(signed, tmp_path, monkeypatch):
+    """An attacker's remote, published by a tool that checks nothing: restore said 'restored
+    and verified' of a copy that 'acta-mirror verify' then failed."""
+    from mirror.publish import git as publish_git
+
+    _tamper_and_rehash(signed)
+    remote = tmp_path / "remote"
+    monkeypatch.setattr(publish_git, "verify", lambda *a, **k: [])  # the attacker's publisher
+    publish_git.GitPublisher(f"git+file://{remote}").publish(signed)
+    monkeypatch.undo()
+    proc = run_cli("restore", "--from", f"git+file://{remote}", "--out", str(tmp_path / "restored"), timeout=LIMIT)
+    assert proc.returncode == 1 and "does not verify" in proc.stderr, proc.stdout + proc.stderr
+    assert "restored and verified" not in proc.stdout
+
+
+def test_merge_into_a_signed_mirror_needs_the_key_and_touches_nothing_without_it(signed, tmp_path, pristine):
+    """merge said 'verified' and left out's old signature over a mirror it had changed."""
+    out = tmp_path / "out"
+    import shutil
+
+    shutil.copytree(signed, out, symlinks=True)
+    gone = _an_acta(out)["path"]
+    _drop(out, {gone})  # an earlier merge that lacked one file, then signed
+    key = f"{pristine[1]}.key"
+    assert run_cli("sign", str(out), "--key", key).returncode == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".acta-mirror" not in p.parts}
+    proc = run_cli("merge", str(out), str(signed), timeout=LIMIT)
+    assert proc.returncode == 2 and "--sign-key" in _one_line(proc)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".acta-mirror" not in p.parts} == before
+    proc = run_cli("merge", str(out), str(signed), "--sign-key", key, timeout=LIMIT)
+    assert proc.returncode == 0, proc.stderr
+    assert run_cli("verify", str(out), "--pubkey", f"{pristine[1]}.pub", timeout=LIMIT).returncode == 0
