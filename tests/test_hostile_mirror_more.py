@@ -240,3 +240,20 @@ def test_merge_into_a_signed_mirror_needs_the_key_and_touches_nothing_without_it
     proc = run_cli("merge", str(out), str(signed), "--sign-key", key, timeout=LIMIT)
     assert proc.returncode == 0, proc.stderr
     assert run_cli("verify", str(out), "--pubkey", f"{pristine[1]}.pub", timeout=LIMIT).returncode == 0
+
+
+# -- files the user names from a copy: never a hang ----------------------------------------------
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+@pytest.mark.parametrize("command", ["compare", "crosscheck"])
+def test_a_fifo_or_a_device_named_as_the_other_copy_or_figures_is_refused(signed, tmp_path, special, command):
+    """compare's sha256 list and crosscheck's --against were read with a plain read: a FIFO
+    (say, their copy's sha256sums.txt) blocked for ever, /dev/zero filled memory."""
+    if special == "fifo":
+        target = tmp_path / "sha256sums.txt"
+        os.mkfifo(target)
+    else:
+        target = special
+    args = ["compare", str(signed), str(target)] if command == "compare" else \
+        ["crosscheck", str(signed), "--against", str(target)]
+    proc = run_cli(*args, timeout=LIMIT)
+    assert proc.returncode == 2 and "not a regular file" in _one_line(proc), proc.stdout + proc.stderr
