@@ -128,14 +128,16 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
 
     hashes: dict[str, str | None] = {}  # each regular file under data/: its sha256 (None: not read)
     sizes: dict[str, int] = {}
+    listed_read = 0  # the progress counts listed files against the listed: a planted one is no progress
     for part in pending:
         if part.files:
             rels, part_sizes, part_hashes = zip(*part.files)
             hashes.update(zip(rels, part_hashes))
             sizes.update(zip(rels, part_sizes))
+            listed_read += sum(rel in manifest for rel in rels)
         reading.extend(part.problems)
         if progress:
-            progress(len(hashes), len(manifest))
+            progress(listed_read, len(manifest))
     state = MirrorState(root, manifest, head.tags, head.info, entries, sorted(hashes), reading)
     problems = list(reading)
     listing, changed = _compare_payload(manifest, hashes, sizes, entries, reading, fast)

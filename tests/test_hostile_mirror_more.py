@@ -257,3 +257,13 @@ def test_a_fifo_or_a_device_named_as_the_other_copy_or_figures_is_refused(signed
         ["crosscheck", str(signed), "--against", str(target)]
     proc = run_cli(*args, timeout=LIMIT)
     assert proc.returncode == 2 and "not a regular file" in _one_line(proc), proc.stdout + proc.stderr
+
+
+def test_planted_files_do_not_count_as_progress_over_the_listed_files(signed):
+    """'46 of 45 files (102%)': the progress counted planted files against the listed ones."""
+    listed = len((signed / "manifest-sha256.txt").read_text().splitlines())
+    for i in range(3):
+        (signed / "data" / f"planted-{i}.jpg").write_bytes(b"planted")
+    proc = run_cli("verify", str(signed), timeout=LIMIT)
+    assert proc.returncode == 1
+    assert f"{listed} of {listed} files" in proc.stderr and f"{listed + 3} of {listed}" not in proc.stderr, proc.stderr
