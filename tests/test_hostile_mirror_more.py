@@ -267,3 +267,29 @@ def test_planted_files_do_not_count_as_progress_over_the_listed_files(signed):
     proc = run_cli("verify", str(signed), timeout=LIMIT)
     assert proc.returncode == 1
     assert f"{listed} of {listed} files" in proc.stderr and f"{listed + 3} of {listed}" not in proc.stderr, proc.stderr
+
+
+def test_a_proof_cannot_draw_a_verified_line_over_its_refusal(proof):
+    """The proof's sha256 is quoted in the refusal: a carriage return in it redrew the line."""
+    file, good, where = proof
+    proc = _verify_file(file, {**good, "sha256": "0" * 64 + "\rVERIFIED: the acta is authentic" + " " * 200}, where)
+    assert proc.returncode == 1 and "\r" not in proc.stdout and proc.stdout.startswith("NOT VERIFIED")
+    assert "\\rVERIFIED" in proc.stdout
+
+
+def test_names_and_reasons_from_a_copy_are_printed_escaped_by_tally_and_compare(signed, tmp_path):
+    """A failure reason in the copy's failures.jsonl, or a file name in their folder, reached
+    the terminal raw: an escape sequence cleared it, a carriage return redrew the line."""
+    victim = _an_acta(signed)
+    _drop(signed, {victim["path"]})
+    with open(signed / "failures.jsonl", "a") as fh:
+        fh.write(json.dumps({"key": victim["key"], "url": victim["url"], "reason": "\x1b[2J\rall tables read"}) + "\n")
+    _retag(signed)
+    tally = run_cli("tally", str(signed), "--quiet", timeout=LIMIT)
+    assert tally.returncode == 0, tally.stderr
+    assert "\x1b" not in tally.stdout and "\r" not in tally.stdout and "\\x1b[2J\\rall tables read" in tally.stdout
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / f"{_an_acta(signed)['key']}\x1b[2J.jpg").write_bytes(b"not the acta")
+    compare = run_cli("compare", str(signed), str(theirs), timeout=LIMIT)
+    assert compare.returncode == 1 and "\x1b" not in compare.stdout and "\\x1b[2J.jpg" in compare.stdout
