@@ -293,3 +293,13 @@ def test_names_and_reasons_from_a_copy_are_printed_escaped_by_tally_and_compare(
     (theirs / f"{_an_acta(signed)['key']}\x1b[2J.jpg").write_bytes(b"not the acta")
     compare = run_cli("compare", str(signed), str(theirs), timeout=LIMIT)
     assert compare.returncode == 1 and "\x1b" not in compare.stdout and "\\x1b[2J.jpg" in compare.stdout
+
+
+@pytest.mark.parametrize("name", ["site", "site.part"])
+def test_site_replaces_a_fifo_planted_where_the_site_goes_without_hanging(signed, name):
+    """The last site is removed before the new one is moved in; a FIFO there was opened by
+    rmtree and blocked for ever."""
+    os.mkfifo(signed / name)
+    proc = run_cli("site", str(signed), timeout=LIMIT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (signed / "site" / "index.html").is_file() and not os.path.lexists(signed / "site.part")
