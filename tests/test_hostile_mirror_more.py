@@ -303,3 +303,14 @@ def test_site_replaces_a_fifo_planted_where_the_site_goes_without_hanging(signed
     proc = run_cli("site", str(signed), timeout=LIMIT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (signed / "site" / "index.html").is_file() and not os.path.lexists(signed / "site.part")
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_fifo_or_a_device_named_as_the_tsa_ca_is_refused(signed, tmp_path, special):
+    if special == "fifo":
+        target = tmp_path / "ca.pem"
+        os.mkfifo(target)
+    else:
+        target = special
+    proc = run_cli("verify", str(signed), "--quiet", "--tsa-ca", str(target), timeout=LIMIT)
+    assert proc.returncode == 2 and "not a regular file" in _one_line(proc), proc.stdout + proc.stderr
