@@ -606,7 +606,8 @@ def cmd_verify(args) -> int:
     return EXIT_PROBLEMS if problems else EXIT_OK
 
 
-FAST_CAVEAT = ("--fast hashed no file in data/: a change that keeps a file's size is not detected "
+FAST_CAVEAT = ("--fast hashed no file in data/: a change that keeps a file's size is not detected, nor, "
+               "in a copy that is not signed, one whose new size was written into provenance.jsonl too "
                "(run verify without --fast for that)")
 
 

@@ -314,3 +314,25 @@ def test_a_fifo_or_a_device_named_as_the_tsa_ca_is_refused(signed, tmp_path, spe
         target = special
     proc = run_cli("verify", str(signed), "--quiet", "--tsa-ca", str(target), timeout=LIMIT)
     assert proc.returncode == 2 and "not a regular file" in _one_line(proc), proc.stdout + proc.stderr
+
+
+def test_fast_says_it_misses_a_resized_change_in_an_unsigned_copy(signed):
+    """--fast said only 'a change that keeps a file's size is not detected' and exit 0 for an
+    unsigned copy whose image was replaced, its new size written into provenance.jsonl."""
+    victim = _an_acta(signed)
+    _drop(signed, set())  # unsigned
+    (signed / victim["path"]).write_bytes(b"another picture, another size")
+    objs = _lines(signed)
+    for o in objs:
+        if o["path"] == victim["path"]:
+            o["size"] = (signed / victim["path"]).stat().st_size
+    _write_lines(signed, objs)
+    info = (signed / "bag-info.txt").read_text().splitlines()
+    (signed / "bag-info.txt").write_text("".join(
+        (f"Payload-Oxum: {sum(o['size'] for o in objs)}.{len(objs)}" if x.startswith("Payload-Oxum:") else x) + "\n"
+        for x in info))
+    _retag(signed)
+    code, problems, report = _verify(signed, "--fast")
+    assert code == 0  # what --fast cannot see...
+    assert "not signed" in report["not_checked"] and "provenance.jsonl" in report["not_checked"]  # ...it says
+    assert _verify(signed)[0] == 1
