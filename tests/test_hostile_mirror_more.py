@@ -379,3 +379,23 @@ def test_crawl_into_a_copy_with_an_altered_image_does_not_exit_0(signed, replay_
     (signed / victim).write_bytes(bytes(data))
     proc = run_cli("crawl", "resultados2024", "--root", replay_url, "--out", str(signed), "--quiet", timeout=LIMIT)
     assert proc.returncode != 0 or run_cli("verify", str(signed), timeout=LIMIT).returncode == 0
+
+
+@pytest.mark.parametrize("planted", ["hard link", "fifo"])
+def test_the_publish_receipt_never_writes_through_a_hard_link_or_into_a_fifo(signed, tmp_path, planted):
+    """The receipt was appended through a hard link planted at publish-receipts.jsonl: the
+    file of ours it shared grew a line."""
+    host = tmp_path / "host-file.txt"
+    host.write_text("a file of the user's\n")
+    receipts = signed / "publish-receipts.jsonl"
+    if planted == "hard link":
+        os.link(host, receipts)
+    else:
+        os.mkfifo(receipts)
+    proc = run_cli("publish", str(signed), "--to", f"git+file://{tmp_path / 'remote'}", "--quiet", timeout=LIMIT)
+    assert host.read_text() == "a file of the user's\n"
+    if planted == "hard link":
+        assert proc.returncode == 0, proc.stderr
+        assert receipts.read_text().startswith("a file of the user's\n") and len(receipts.read_text().splitlines()) == 2
+    else:
+        assert proc.returncode == 2 and "not a regular file" in _one_line(proc)
