@@ -403,13 +403,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=level, stream=sys.stderr, format="acta-mirror: %(levelname)s: %(name)s: %(message)s")
         return COMMANDS[args.command](args)
     except MirrorError as exc:
+        from .models import printable
         from .publish import redact
 
         step = next_step(exc)
-        # no credential in any message
-        print(f"acta-mirror: {redact(str(exc))}" + (f"; {step}" if step else ""), file=sys.stderr)
+        # no credential in any message; one line, whatever names from a copy it quotes
+        message = printable(redact(str(exc)))
+        print(f"acta-mirror: {message}" + (f"; {step}" if step else ""), file=sys.stderr)
         if os.environ.get("GITHUB_ACTIONS") == "true":  # shown on the run's summary page
-            print(f"::error::{redact(str(exc))}", file=sys.stderr)
+            print(f"::error::{message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)
@@ -608,7 +610,8 @@ def cmd_verify(args) -> int:
     return EXIT_PROBLEMS if problems else EXIT_OK
 
 
-FAST_CAVEAT = ("--fast hashed no file in data/: a change that keeps a file's size is not detected "
+FAST_CAVEAT = ("--fast hashed no file in data/: a change that keeps a file's size is not detected, nor, "
+               "in a copy that is not signed, one whose new size was written into provenance.jsonl too "
                "(run verify without --fast for that)")
 
 
@@ -758,16 +761,20 @@ def cmd_verify_file(args) -> int:
         from .manifest import read_small_file
 
         proof = json.loads(read_small_file(args.proof, 16 * 1024 * 1024))  # a proof is a few KB
+    except RecursionError:
+        raise UsageError(f"--proof {args.proof}: not a proof (nested too deeply)") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"--proof {args.proof}: not readable JSON ({getattr(exc, 'strerror', None) or exc})") from None
     if not isinstance(proof, dict):
         raise UsageError(f"--proof {args.proof}: not a proof")
+    from .models import printable
+
     try:
         check_proof(args.file, proof, args.root)
     except SignatureError as exc:
-        print(f"NOT VERIFIED: {exc}")
+        print(printable(f"NOT VERIFIED: {exc}"))  # the proof's text could draw a 'VERIFIED' line
         return EXIT_PROBLEMS
-    print(f"VERIFIED: {args.file} is {proof['path']} under Merkle root {args.root}")
+    print(printable(f"VERIFIED: {args.file} is {proof['path']} under Merkle root {args.root}"))
     return EXIT_OK
 
 
@@ -885,6 +892,7 @@ def _print_checks(result) -> list[str]:
 @_writes("writing the tally")
 def cmd_tally(args) -> int:
     from .audit.tally import tally, to_csv, to_json
+    from .models import printable
     from .progress import Progress
 
     ocr = _ocr_wanted(args)
@@ -904,7 +912,7 @@ def cmd_tally(args) -> int:
             lines += [f"  not read {k}: {d or s}" for k, s, d in unit.unread[:FAILURES_SHOWN]]
             if len(unit.unread) > FAILURES_SHOWN:
                 lines.append(f"  ... and {len(unit.unread) - FAILURES_SHOWN} more (--format csv or --coverage FILE)")
-        text = "\n".join(lines) + "\n"
+        text = "\n".join(map(printable, lines)) + "\n"  # failure reasons come from the copy's failures.jsonl
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -1018,6 +1026,7 @@ def cmd_timestamp(args) -> int:
 
 def cmd_compare(args) -> int:
     from .compare import LABELS, compare, to_json
+    from .models import printable
 
     report = compare(args.dir, args.other)
     if args.json:
@@ -1029,8 +1038,8 @@ def cmd_compare(args) -> int:
         for note in report.notes:
             print(note)
         for row in report.rows:
-            if row.label != "identical":
-                print(f"  {row.label:18s} {row.key}  {row.there or row.here}  {row.detail}")
+            if row.label != "identical":  # their names are anyone's: shown with control characters escaped
+                print(printable(f"  {row.label:18s} {row.key}  {row.there or row.here}  {row.detail}"))
         if report.counts["identical"]:
             print(f"({report.counts['identical']:,} identical actas not listed; --json lists every acta)")
     return EXIT_OK if report.agree else EXIT_PROBLEMS

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .export import _why
-from .manifest import PROVENANCE
+from .manifest import PROVENANCE, read_small_file
 from .models import Entry, IndexFormatError, NotAMirror, Problem, UnsafePath, UsageError
 from .state import is_acta_key, iter_records, open_payload
 
@@ -147,9 +147,10 @@ def _load_theirs(other: Path, report: Report) -> list[Theirs]:
     if st.st_size > MAX_LIST_BYTES:
         raise UsageError(f"{other}: {st.st_size:,} bytes is too large for a sha256 list")
     try:
-        with open(other, "rb") as fh:
-            text = fh.read().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_small_file(other, MAX_LIST_BYTES).decode("utf-8-sig")  # a FIFO or a device would hang
+    except ValueError as exc:
+        raise UsageError(f"{other}: not a readable sha256 list ({exc})") from None
+    except OSError as exc:
         raise UsageError(f"{other}: not a readable sha256 list ({exc.__class__.__name__})") from None
     if text.lstrip().startswith("{"):
         report.kind = "json list"

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -168,10 +169,14 @@ def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     try:
         statement = json.loads(statement_bytes)
         signed_root, signed_size = statement["merkle_root"], statement["tree_size"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         problems.append(Problem("signature", STATEMENT, "not a root statement"))
         return seal
-    if public is None and isinstance(statement.get("public_key"), str):
+    if public is None and not isinstance(statement.get("public_key"), str):
+        # Unchecked, the signature's key ID would vouch for a statement anyone can rewrite.
+        problems.append(Problem("signature", STATEMENT, "names no public key, so the signature cannot be "
+                                                        "checked: pass the signer's key with --pubkey"))
+    elif public is None:
         try:
             public = parse_public(statement["public_key"], STATEMENT)
         except UsageError as exc:
@@ -242,19 +247,24 @@ def prove(bag: str | os.PathLike, path: str) -> dict:
 
 def check_proof(file: str | os.PathLike, proof: dict, root: str) -> None:
     """Raise SignatureError unless the file's bytes sit in the tree with this root."""
-    import hashlib
-
     try:
-        with open(file, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError as exc:
-        raise UsageError(f"{file}: {exc.strerror}") from None
-    try:
-        path, index, size = proof["path"], int(proof["leaf_index"]), int(proof["tree_size"])
+        path, index, size = proof["path"], proof["leaf_index"], proof["tree_size"]
+        if not isinstance(path, str) or not all(type(n) is int for n in (index, size)):
+            raise TypeError
         audit = [bytes.fromhex(h) for h in proof["audit_path"]]
         want_root = bytes.fromhex(root)
     except (KeyError, TypeError, ValueError):
         raise UsageError("the proof or the root is malformed (expected the JSON of 'acta-mirror prove')") from None
+    try:
+        # O_NONBLOCK and the check before reading: a FIFO or a device named as the file would hang
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as fh:
+            kind = os.fstat(fd).st_mode
+            if not stat.S_ISREG(kind):
+                raise UsageError(f"{file}: not a regular file")
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as exc:
+        raise UsageError(f"{file}: {exc.strerror}") from None
     if digest != proof.get("sha256"):
         raise SignatureError(f"{file}: sha256 {digest} is not the one the proof is for ({proof.get('sha256')})")
     if not verify_inclusion(leaf_hash(leaf_data(path, digest)), index, size, audit, want_root):

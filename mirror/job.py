@@ -280,9 +280,15 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     bytes hash to its line. Files are linked (or copied) in through out's temp folder and
     renamed into place before their lines are recorded; a path that two shards fill with
     different bytes keeps both, the later under the next version name. Nothing in out is
-    ever removed, and a shard that fails a check leaves out as it was.
+    ever removed, and a shard that fails a check leaves out as it was. A signed out is merged
+    into only with a key to sign it again: its old signature would no longer match.
     """
+    from .evidence import STATEMENT
+
     out = Path(out)
+    if not sign_key_path and os.path.lexists(out / STATEMENT):
+        raise UsageError(f"{out} is signed ({STATEMENT}): a merge changes what was signed; "
+                         "pass --sign-key to sign the merged mirror")
     sources = [(Path(shard), _shard_lines(Path(shard))) for shard in shards]
     stats = {"files": 0, "added": 0, "renamed": 0}
     with Archive(out) as archive:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from .models import Entry, NotAMirror
+from .models import Entry, NotAMirror, UnsafePath
 
 BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 PAYLOAD_MANIFEST = "manifest-sha256.txt"
@@ -281,9 +281,21 @@ def repair_torn_tail(path: str | os.PathLike, parse=None) -> int:
 
 def append_receipt(root: str | os.PathLike, receipt: dict) -> None:
     """Record a publish in the bag. Not a tag-manifest file: publishing never changes what it published."""
+    path = Path(root) / RECEIPTS
+    line = (json.dumps(receipt, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
     # O_NOFOLLOW: a copy made elsewhere may carry a symlink here, pointing at a file of ours.
-    fd = os.open(Path(root) / RECEIPTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-    with open(fd, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(receipt, ensure_ascii=False, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # a FIFO, or a device node a copy unpacked as root could carry
+        os.close(fd)
+        raise UnsafePath(RECEIPTS, "not a regular file; the receipt was not written")
+    with open(fd, "r+b") as fh:
+        if info.st_nlink == 1:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+            return
+        before = fh.read()
+    # Another name shares this file (a hard link: a backup's, or one planted to a file of
+    # ours): a new file takes this name, and the other keeps its bytes.
+    atomic_write(path, before + line)

@@ -340,4 +340,13 @@ class Problem:
     detail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.kind}: {self.path}" + (f" ({self.detail})" if self.detail else "")
+        return printable(f"{self.kind}: {self.path}" + (f" ({self.detail})" if self.detail else ""))
+
+
+def printable(text: str) -> str:
+    """text for a terminal: a name from a copy may hold a newline, a carriage return, an escape
+    sequence or a bidi override, which could draw a forged 'OK' line; each such character is
+    shown escaped, as repr shows it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

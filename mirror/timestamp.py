@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .manifest import atomic_write
+from .manifest import atomic_write, read_small_file
 from .models import MirrorError, NotAMirror, Problem, UnsafePath, UsageError
 from .state import open_payload
 
@@ -26,6 +26,7 @@ STATEMENT = "signed-root.json"
 TOKEN = STATEMENT + ".tsr"
 CHAIN = TOKEN + ".chain.pem"
 MAX_REPLY = 1 << 20  # a TimeStampResp is a few KB; anything far larger is not one
+MAX_CA_BYTES = 16 << 20  # a CA bundle is a few hundred KB
 
 
 class TimestampError(MirrorError):
@@ -61,9 +62,11 @@ def _statement(mirror: Path) -> bytes:
 def load_certificates(path: str | os.PathLike) -> list:
     """Every certificate in the PEM file given as --tsa-ca; UsageError naming it when there is none."""
     try:
-        data = Path(path).read_bytes()
+        data = read_small_file(path, MAX_CA_BYTES)  # a FIFO or a device would hang
     except OSError as exc:
         raise UsageError(f"--tsa-ca {path}: unreadable ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise UsageError(f"--tsa-ca {path}: unreadable ({exc})") from None
     try:
         return _pem_certificates(data)
     except ValueError:

@@ -104,9 +104,14 @@ def _manifest_lines_at_most(root: Path) -> int:
 
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
            cids: bool = False, progress=None) -> list[Problem]:
-    """Every problem in the bag; an empty list means intact (with fast=True: intact as far as
-    names, sizes, tag files and provenance show). NotAMirror if it is no bag at all."""
-    return check(root, fast=fast, workers=workers, cids=cids, progress=progress).problems
+    """Every problem in the bag, the signed statement's included (a statement that no longer
+    matches is one: what was published, restored or merged must pass 'acta-mirror verify');
+    an empty list means intact (with fast=True: intact as far as names, sizes, tag files and
+    provenance show). NotAMirror if it is no bag at all."""
+    from .evidence import check_seal
+
+    checked = check(root, fast=fast, workers=workers, cids=cids, progress=progress)
+    return checked.problems + check_seal(root, state=checked.state).problems
 
 
 def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
@@ -123,14 +128,16 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
 
     hashes: dict[str, str | None] = {}  # each regular file under data/: its sha256 (None: not read)
     sizes: dict[str, int] = {}
+    listed_read = 0  # the progress counts listed files against the listed: a planted one is no progress
     for part in pending:
         if part.files:
             rels, part_sizes, part_hashes = zip(*part.files)
             hashes.update(zip(rels, part_hashes))
             sizes.update(zip(rels, part_sizes))
+            listed_read += sum(rel in manifest for rel in rels)
         reading.extend(part.problems)
         if progress:
-            progress(len(hashes), len(manifest))
+            progress(listed_read, len(manifest))
     state = MirrorState(root, manifest, head.tags, head.info, entries, sorted(hashes), reading)
     problems = list(reading)
     listing, changed = _compare_payload(manifest, hashes, sizes, entries, reading, fast)

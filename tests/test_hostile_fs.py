@@ -119,7 +119,8 @@ def test_crawl_and_merge_do_not_follow_symlinks_in_the_state_folder(base, mirror
     (state / "lock").symlink_to(lock_target)
     before = snapshot(outside)
     with ReplayThread(Replay(small=True, limit=30)) as r:
-        proc = run_cli("crawl", "resultados2024", "--root", r.url, "--out", str(mirror), "--quiet")
+        proc = run_cli("crawl", "resultados2024", "--root", r.url, "--out", str(mirror), "--quiet",
+                       "--sign-key", str(base / "signer.key"))  # signed: what it signed changes
     assert proc.returncode == 0, proc.stderr
     assert snapshot(outside) == before
     assert verify(mirror) == [] and not (mirror / ".acta-mirror" / "tmp").is_symlink()
@@ -130,7 +131,7 @@ def test_crawl_and_merge_do_not_follow_symlinks_in_the_state_folder(base, mirror
     (out / ".acta-mirror" / "tmp").symlink_to(outside, target_is_directory=True)
     (out / ".acta-mirror" / "lock").unlink()
     (out / ".acta-mirror" / "lock").symlink_to(lock_target)
-    proc = run_cli("merge", str(out), str(mirror))
+    proc = run_cli("merge", str(out), str(mirror), "--sign-key", str(base / "signer.key"))
     assert proc.returncode == 0, proc.stderr
     assert snapshot(outside) == before
 

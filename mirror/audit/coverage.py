@@ -171,7 +171,7 @@ def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
         for line in fh:
             try:
                 obj = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue  # verify reports damage to a tag file; the count must go on
             if not isinstance(obj, dict) or not is_acta_key(obj.get("key")):
                 continue  # pages and index rows that failed are not tables
@@ -194,7 +194,7 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
             try:
                 obj = json.loads(line)
                 last[obj["key"]] = (obj["change"], str(obj.get("at", "")))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 continue
     return {k: at for k, (change, at) in last.items() if change == "vanished" and is_acta_key(k)}
 

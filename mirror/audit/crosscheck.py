@@ -24,12 +24,14 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..manifest import read_small_file
 from ..models import UsageError
 from ..qrformat import CANDIDATES
 from ..sites.resultados2024 import acta_key, read_index_text
 from .tally import LEVELS, Tally, checks, unit_code
 
 COUNTED = CANDIDATES + ("VOTOS_NULOS",)
+MAX_FIGURES_BYTES = 1 << 30  # the index of all 30,026 tables is a few MB
 PRINTED = "printed figures"  # the source name of the QR-versus-print check
 
 
@@ -48,11 +50,13 @@ def load_figures(path: str | Path) -> dict[tuple[str, str], dict[str, int]]:
     """(level, code) -> {column: votes} from an index CSV or an official results file."""
     path = Path(path)
     try:
-        text = read_index_text(path.read_bytes())
+        text = read_index_text(read_small_file(path, MAX_FIGURES_BYTES))  # a FIFO or a device would hang
     except OSError as exc:
         raise UsageError(f"--against {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise UsageError(f"--against {path}: not UTF-8 after its BOM") from None
+    except ValueError as exc:
+        raise UsageError(f"--against {path}: {exc}") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = reader.fieldnames or []
     columns = [c for c in COUNTED if c in header]
@@ -198,9 +202,11 @@ def _differences(disagreements: list[Disagreement], sources: list[str],
 
 def exit_status(report: dict, allow_incomplete: bool = False) -> int:
     """0 every table checked and all agree; 1 a disagreement (or a QR-versus-print MISMATCH);
-    3 some tables unchecked, none disagree."""
+    3 some tables unchecked, or some figure of a file not checkable (a table the copy does not
+    list), none disagree: a copy that dropped the tables in dispute, and its index with them,
+    must not pass as agreeing."""
     if report["disagreements"] or report["mismatches"]:
         return 1
-    if report["unchecked"] and not allow_incomplete:
+    if (report["unchecked"] or report["unverifiable"]) and not allow_incomplete:
         return 3
     return 0

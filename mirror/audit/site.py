@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -284,7 +285,7 @@ def _signed(state: MirrorState, root: str, size: int, pubkey) -> tuple[Signed, l
     if public is None:
         try:
             public = parse_public(json.loads(_small(state, STATEMENT) or b"{}").get("public_key", ""), STATEMENT)
-        except (ValueError, AttributeError, UsageError):
+        except (ValueError, AttributeError, RecursionError, UsageError):
             warnings.append("no --pubkey and no key in the signed statement: the site cannot check the signature")
     return Signed(root, size, public, lines), warnings
 
@@ -417,10 +418,16 @@ def _write(tmp: Path, rel: str, text: str) -> None:
 
 
 def _clear(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
+    """Remove the last site: a real folder whole, anything else (a link, a FIFO a copy put
+    there) as a name, never opened: rmtree opens what it is given, and a FIFO blocks."""
+    try:
+        is_folder = stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if is_folder:
         shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,

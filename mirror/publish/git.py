@@ -49,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable, Iterator
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
@@ -158,7 +159,7 @@ def read_layout(text: str | None, where: str) -> dict:
         ok = (isinstance(shards, list) and isinstance(groups, dict)
               and all(is_shard_name(n) for n in [*shards, *groups.values()])
               and all(isinstance(g, str) for g in groups))
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         ok = False
     if not ok:
         raise PublishError(f"{where}: {SHARDS_JSON} is damaged (shard names must be two digits)")
@@ -638,10 +639,15 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
             entry = tree.get(e.path)
             if entry is None or entry[0] not in ("100644", "100755"):
                 raise PublishError(f"shard {shard}: {e.path} is missing or not a regular file")
-            data = repo.odb.stream(bytes.fromhex(entry[1])).read()
-            if len(data) != e.size or hashlib.sha256(data).hexdigest() != e.sha256:
+            blob = repo.odb.stream(bytes.fromhex(entry[1]))
+            # The size first, then the bytes streamed to disk: a blob of zeros that git keeps
+            # in kilobytes would otherwise be inflated whole into memory.
+            if blob.size != e.size:
                 raise PublishError(f"shard {shard}: {e.path} does not match its provenance line")
-            _write_new(out, e.path, data)
+            digest = hashlib.sha256()
+            _write_new(out, e.path, _hashed_chunks(blob, digest))
+            if digest.hexdigest() != e.sha256:
+                raise PublishError(f"shard {shard}: {e.path} does not match its provenance line")
             restored.add(e.path)
         progress("restore", shard, len(restored), len(full))
     missing = sorted(set(full) - restored)
@@ -688,14 +694,21 @@ def _blob(repo: git.Repo, sha: str) -> bytes:
     return repo.odb.stream(bytes.fromhex(sha)).read()
 
 
-def _write_new(root: Path, rel: str, data: bytes) -> None:
+def _hashed_chunks(blob, digest) -> Iterator[bytes]:
+    """A git blob's bytes a MiB at a time, each added to digest on the way."""
+    while chunk := blob.read(1 << 20):
+        digest.update(chunk)
+        yield chunk
+
+
+def _write_new(root: Path, rel: str, data: bytes | Iterable[bytes]) -> None:
     """A new file inside a directory restore made: O_EXCL and O_NOFOLLOW, never over anything."""
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with open(fd, "wb") as fh:
-            fh.write(data)
+            fh.writelines([data] if isinstance(data, bytes) else data)
     except OSError as exc:
         raise disk_error(exc, f"restoring {rel}") from None
 
