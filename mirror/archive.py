@@ -43,6 +43,8 @@ from .state import open_payload, read_state, scan
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged (for `export`)
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
 MAX_DIR_ENTRIES = 2900  # under GitHub's 3,000 entries per directory
+MAX_COMPONENT_CHARS = 80  # a folder name a person can read in a listing...
+MAX_COMPONENT_BYTES = 200  # ...and one every file system takes (255 bytes), with room for ".v2.jpg"
 # A commit writes every index page its batch touched, and URLs fall on pages at random: at 64
 # files a batch, the full index wrote 150 MB to SQLite's log; at 512, about 85 MB.
 BATCH_FILES = 512  # commit after this many files...
@@ -62,7 +64,9 @@ def safe_component(name: str, fallback: str = "_") -> str:
     name = unicodedata.normalize("NFC", name).strip()
     name = _UNSAFE.sub("_", name)
     name = re.sub(r"\s+", "_", name).strip("._ ")
-    return name[:80] or fallback
+    # File systems count bytes: 80 four-byte letters would be 320. A cut never splits a letter.
+    name = name[:MAX_COMPONENT_CHARS].encode()[:MAX_COMPONENT_BYTES].decode("utf-8", "ignore")
+    return name or fallback
 
 
 @lru_cache(maxsize=4096)  # a state, municipality or parish names many centers
@@ -463,7 +467,7 @@ class Archive:
 
     # -- the listing: which actas the site lists in this run ----------------------------
     def listed_url(self, key: str) -> str | None:
-        """The first URL key was listed with in this run, None if it was not listed yet.
+        """The first URL key was listed with in this run (redacted), None if it was not listed yet.
         (Its last change is looked up with it: the crawl asks for both.)"""
         if key in self._memo_listed and key in self._memo_status:
             return self._memo_listed[key]
@@ -479,7 +483,8 @@ class Archive:
         return self._remember(self._memo_listed, key, url)
 
     def list_acta(self, key: str, url: str) -> None:
-        self._open_batch.listed[key] = url
+        """Note that this run lists key, first with url (kept redacted, as every URL the mirror keeps)."""
+        self._open_batch.listed[key] = redact(url)
         self._memo_listed.pop(key, None)
         self._knows("l" + key)
 

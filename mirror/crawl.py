@@ -300,7 +300,7 @@ class _Run:
         if not in_shard(acta.key, self.opts.shard):
             return
         known = self.archive.listed_url(acta.key)
-        if known == acta.url:
+        if known == redact(acta.url):  # the archive keeps URLs without credentials
             return
         if known is None:
             self.archive.list_acta(acta.key, acta.url)

@@ -42,11 +42,6 @@ def actas(out: Path) -> dict[str, list]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "archive.safe_component cuts a name to 80 characters, not bytes: 80 four-byte letters (\\w, "
-    "unchanged by NFC) make a 323-byte folder name, ENAMETOOLONG, and the whole crawl ends with exit 3 "
-    "'the disk refused a write'. Fix: also cut to a byte budget, e.g. "
-    "name.encode()[:200].decode('utf-8', 'ignore')"))
 def test_a_place_name_of_wide_letters_is_archived_under_a_name_the_disk_takes(site, tmp_path):
     rows = site.good_actas(2)
     site.routes["/img/9.jpg"] = body(jpeg(9))
@@ -61,12 +56,6 @@ def test_a_place_name_of_wide_letters_is_archived_under_a_name_the_disk_takes(si
     assert actas(out)[key_of(9)][0].state == wide  # the record keeps the name whole
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "archive.Archive.list_acta stores the listed URL as given: an index row or a page link relative to "
-    "a --root holding user:password@ is joined into a URL that keeps them, written to "
-    ".acta-mirror/index.sqlite (table listed). Fix: list_acta stores redact(url), and crawl.Crawl.offer "
-    "compares archive.listed_url(key) with redact(acta.url) (archindex.listing_fresh joins listed.url with "
-    "urls.url, which is already redacted: that join never matched with credentials)"))
 def test_credentials_in_the_root_never_reach_the_mirrors_state(site, tmp_path):
     rows = [row.replace(site.url, "") for row in site.good_actas(2)]  # relative URLs, as a site may list them
     site.serve_index(rows)
