@@ -697,6 +697,8 @@ class _Body:
             if self.check is not None:
                 verdict = self.check.finish()
                 trailing = verdict.trailing
+                # what the bytes are, not what the header claims: it names the file and the record
+                common["content_type"] = verdict.kind
             fd, self.fd = self.fd, None
             if buf is None:
                 os.close(fd)

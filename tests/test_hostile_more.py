@@ -73,12 +73,6 @@ def test_credentials_in_the_root_never_reach_the_mirrors_state(site, tmp_path):
         assert leaked == [], f"{discover}: the token is in {leaked}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the Content-Type header is recorded and names the file: archive.extension(fetched.content_type) "
-    "files JPEG bytes served as image/png under .png, and provenance says content_type image/png "
-    "(text/html for a JPEG served as HTML). The image check already knows the kind: in fetch._Exchange.result "
-    "(and where fetchworker builds its Fetched), after verdict = self.check.finish(), record "
-    "content_type=verdict.kind for an image"))
 def test_the_record_says_what_the_bytes_are_not_what_the_server_claims(site, tmp_path):
     site.routes["/img/0.jpg"] = body(jpeg(0), "image/png")
     site.routes["/img/1.jpg"] = body(jpeg(1), "text/html")
