@@ -535,9 +535,8 @@ class Fetcher:
                 except TransferError as exc:
                     if exc.cause == "invalid URL":
                         raise FetchError(url, exc.reason, cause=exc.cause) from None
-                    if exc.cause == "too large":
-                        raise TooLarge(url, f"body passed the cap of {self.max_bytes} bytes; cut off",
-                                       cause="too large") from None
+                    if exc.cause == "too large":  # libcurl's own caps (the body's is the sink's TooLarge)
+                        raise TooLarge(url, exc.reason, cause="too large") from None
                     if self.past_deadline():
                         raise Deferred(url, "cut off by the crawl's deadline", cause="deadline") from None
                     raise _Transient(exc.reason, cause=exc.cause) from None

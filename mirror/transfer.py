@@ -336,5 +336,8 @@ class Engine:
             return exchange.error
         if exchange.refused:
             return Refused(exchange.refused, "blocked address")
+        if errno == pycurl.E_RECV_ERROR and message.startswith("Too large response headers"):
+            # a server sends the same headers every time: not a reset worth another try
+            return TransferError(f"response headers over the cap ({message}; curl {errno})", "too large")
         cause = _CAUSES.get(errno, "connection error")
         return TransferError(f"{message or 'libcurl error'} (curl {errno})", cause)

@@ -85,11 +85,6 @@ def test_the_record_says_what_the_bytes_are_not_what_the_server_claims(site, tmp
         assert entry.path.endswith(".jpg") and entry.content_type == "image/jpeg", entry
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transfer._CAUSES maps libcurl's 'Too large response headers' (CURLE_RECV_ERROR, 56) to 'connection "
-    "reset', which fetch.py retries 6 times: the server said the same thing each time. Fix: where transfer.py "
-    "builds its TransferError, a RECV_ERROR whose message starts 'Too large response headers' gets cause "
-    "'too large', and the fetcher does not retry that cause"))
 def test_a_header_bomb_is_named_and_asked_once(site, tmp_path):
     rows = site.good_actas(1)
     site.routes["/img/5.jpg"] = header_bomb()
