@@ -28,9 +28,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from .imagecheck import ImageCheck, NotImage, decode
+from .sites import join
 from .fetchworker import Gone, Remote
 from .transfer import Engine, Head, Refused, TransferError
 from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, TooLarge, UsageError
@@ -556,10 +557,9 @@ class Fetcher:
                 if len(hops) >= MAX_REDIRECTS:
                     raise FetchError(url, f"more than {MAX_REDIRECTS} redirects", cause="too many redirects")
                 hops.append(current)
-                try:
-                    current = urljoin(current, location)
-                except ValueError:
-                    raise FetchError(url, f"invalid redirect {location!r}", cause="invalid URL") from None
+                # A browser reads a Location's bytes as UTF-8 and asks for them percent-encoded
+                # (join); one it cannot parse is refused by _check_target as an invalid URL.
+                current = join(current, _utf8(location))
 
     def _total(self) -> float:
         total = self.timeout
@@ -761,6 +761,14 @@ def decode_text(raw: bytes, content_type: str) -> str:
         return raw.decode(charset, errors="replace")
     except (LookupError, UnicodeError, ValueError):
         return raw.decode("utf-8", errors="replace")
+
+
+def _utf8(header: str) -> str:
+    """A header value (read as latin-1, one character per byte) as the UTF-8 it usually is."""
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return header
 
 
 def _short(exc: BaseException) -> str:
