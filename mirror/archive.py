@@ -548,7 +548,7 @@ class Archive:
             municipality_code=p.municipality_code, municipality=p.municipality,
             parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table, center_name=p.center_name,
             supersedes=versions[-1] if versions else None,
-            redirects=fetched.redirects, trailing_bytes=fetched.trailing_bytes,
+            redirects=tuple(map(redact, fetched.redirects)), trailing_bytes=fetched.trailing_bytes,
         )
         self.added += 1
         change = None

@@ -461,7 +461,7 @@ class _Run:
                 listings.append(itertools.chain([first] if first else [], listed))
             if opts.discover == "csv" and self.counters.count_expected:
                 self.counters.expected = _count_distinct(archive.tmp, (
-                    (a.key, a.url) for url, path, _f in read for a in site.parse_index(path, url, lambda *_: None)
+                    (a.key, redact(a.url)) for url, path, _f in read for a in site.parse_index(path, url, lambda *_: None)
                     if in_shard(a.key, opts.shard)))
         for url, _path, fetched in read:
             if fetched is not None:

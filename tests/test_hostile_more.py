@@ -74,6 +74,24 @@ def test_credentials_in_the_root_never_reach_the_mirrors_state(site, tmp_path):
         assert leaked == [], f"{discover}: the token is in {leaked}"
 
 
+def test_credentials_in_the_root_never_reach_the_record_of_a_redirect(site, tmp_path):
+    from aiohttp import web
+
+    async def to_image(request):
+        return web.Response(status=302, headers={"Location": "/img/0.jpg"})
+
+    site.routes["/img/r.jpg"] = to_image
+    site.routes["/img/0.jpg"] = body(jpeg(0))
+    site.serve_index([index_row(0, "/img/r.jpg")])  # relative: joined with the root's credentials
+    out = tmp_path / "m"
+    proc = crawl(site.url.replace("http://", f"http://archivist:{TOKEN}@") + "/", out)
+    assert proc.returncode == 0, proc.stderr
+    (entry,) = actas(out)[key_of(0)]
+    assert entry.redirects == (entry.url,) and entry.url.endswith("/img/r.jpg") and TOKEN not in entry.url
+    leaked = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert leaked == [], f"the token is in {leaked}"
+
+
 def test_the_record_says_what_the_bytes_are_not_what_the_server_claims(site, tmp_path):
     site.routes["/img/0.jpg"] = body(jpeg(0), "image/png")
     site.routes["/img/1.jpg"] = body(jpeg(1), "text/html")
