@@ -104,6 +104,28 @@ def test_the_record_says_what_the_bytes_are_not_what_the_server_claims(site, tmp
         assert entry.path.endswith(".jpg") and entry.content_type == "image/jpeg", entry
 
 
+def test_the_second_download_process_records_what_the_bytes_are_too(site, tmp_path):
+    import asyncio
+
+    from mirror.fetch import SECOND_PROCESS_AFTER, Fetcher, HostPolicy
+
+    n = SECOND_PROCESS_AFTER + 64
+    for i in range(n):
+        site.routes[f"/img/{i}.jpg"] = body(jpeg(i), "image/png")
+
+    async def fetch_all():
+        async with Fetcher(processes=2, tmp_dir=str(tmp_path), policy=HostPolicy.for_root(site.url)) as fetcher:
+            got = [await fetcher.fetch(f"{site.url}/img/{i}.jpg") for i in range(SECOND_PROCESS_AFTER + 1)]
+            await fetcher._starting  # the second process is started by the fetch past SECOND_PROCESS_AFTER
+            got += await asyncio.gather(*(fetcher.fetch(f"{site.url}/img/{i}.jpg")
+                                          for i in range(SECOND_PROCESS_AFTER + 1, n)))
+            return got, fetcher._remote.requests
+
+    got, remote = asyncio.run(fetch_all())
+    assert remote > 0  # the second process fetched some of them
+    assert {f.content_type for f in got} == {"image/jpeg"}
+
+
 def test_a_header_bomb_is_named_and_asked_once(site, tmp_path):
     rows = site.good_actas(1)
     site.routes["/img/5.jpg"] = header_bomb()
