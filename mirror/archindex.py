@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Iterator
 
-SCHEMA = 1
+SCHEMA = 2  # 2: files.folded
 NAME = "index.sqlite"
 FILES = (NAME, f"{NAME}-wal", f"{NAME}-shm")  # SQLite's own companions, in STATE_DIR
 CHUNK_ROWS = 4096  # rows turned into text at a time
@@ -26,14 +26,20 @@ CHUNK_ROWS = 4096  # rows turned into text at a time
 _TABLES = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE files (seq INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, key TEXT NOT NULL,
-                    sha256 TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL);
+                    sha256 TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL, folded TEXT NOT NULL);
 CREATE INDEX files_key ON files (key, seq);
+CREATE INDEX files_folded ON files (folded);
 CREATE TABLE urls (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, path TEXT, size INTEGER,
                    kind TEXT, checked REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE dirs (dir TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE status (key TEXT PRIMARY KEY, change TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE listed (key TEXT PRIMARY KEY, url TEXT NOT NULL, run INTEGER NOT NULL) WITHOUT ROWID;
 """
+
+
+def fold(path: str) -> str:
+    """A path as a case-blind disk (macOS, Windows) sees it: two paths that fold alike are one file there."""
+    return path.casefold()
 
 
 class Digest:
@@ -171,8 +177,8 @@ class ArchiveIndex:
 
     def _add_file(self, e, checked: float) -> None:
         w = self.w
-        w.execute("INSERT INTO files (path, key, sha256, size, kind) VALUES (?, ?, ?, ?, ?)",
-                  (e.path, e.key, e.sha256, e.size, e.kind))
+        w.execute("INSERT INTO files (path, key, sha256, size, kind, folded) VALUES (?, ?, ?, ?, ?, ?)",
+                  (e.path, e.key, e.sha256, e.size, e.kind, fold(e.path)))
         w.execute("INSERT INTO urls VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
                   "etag = excluded.etag, last_modified = excluded.last_modified, path = excluded.path, "
                   "size = excluded.size, kind = excluded.kind, checked = max(checked, excluded.checked)",
@@ -233,10 +239,10 @@ class ArchiveIndex:
         """(path, sha256, seq) of each version of key, oldest first."""
         return self.r.execute("SELECT path, sha256, seq FROM files WHERE key = ? ORDER BY seq", (key,)).fetchall()
 
-    def place(self, directory: str, path: str) -> tuple[int, int]:
-        """(files in directory, 1 if path is taken else 0)."""
+    def place(self, directory: str, folded: str) -> tuple[int, int]:
+        """(files in directory, 1 if a path that folds to `folded` is taken else 0)."""
         return self.r.execute("SELECT coalesce((SELECT n FROM dirs WHERE dir = ?), 0), "
-                              "EXISTS (SELECT 1 FROM files WHERE path = ?)", (directory, path)).fetchone()
+                              "EXISTS (SELECT 1 FROM files WHERE folded = ?)", (directory, folded)).fetchone()
 
     def listing_and_status(self, key: str, run: int) -> tuple[str | None, str | None]:
         """(the URL key was listed with in that run, its last change)."""
@@ -245,10 +251,10 @@ class ArchiveIndex:
 
     def names(self, run: int) -> Iterator[str]:
         """Every archived key ('k'), key with a change ('s'), key listed in that run ('l'), URL
-        ('u'), folder ('d') and path ('p') the index holds, streamed."""
+        ('u'), folder ('d') and path ('p', folded) the index holds, streamed."""
         for sql, tag in (("SELECT DISTINCT key FROM files", "k"), ("SELECT key FROM status", "s"),
                          ("SELECT key FROM listed WHERE run = ?1", "l"), ("SELECT url FROM urls", "u"),
-                         ("SELECT dir FROM dirs", "d"), ("SELECT path FROM files", "p")):
+                         ("SELECT dir FROM dirs", "d"), ("SELECT folded FROM files", "p")):
             for (name,) in self.r.execute(sql, (run,) if "?1" in sql else ()):
                 yield tag + name
 

@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from . import __version__
-from .archindex import FILES as INDEX_FILES, ArchiveIndex, Digest, read_checked_times
+from .archindex import FILES as INDEX_FILES, ArchiveIndex, Digest, fold, read_checked_times
 from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .merkle import ManifestLines
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
@@ -43,6 +43,8 @@ from .state import open_payload, read_state, scan
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged (for `export`)
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
 MAX_DIR_ENTRIES = 2900  # under GitHub's 3,000 entries per directory
+MAX_COMPONENT_CHARS = 80  # a folder name a person can read in a listing...
+MAX_COMPONENT_BYTES = 200  # ...and one every file system takes (255 bytes), with room for ".v2.jpg"
 # A commit writes every index page its batch touched, and URLs fall on pages at random: at 64
 # files a batch, the full index wrote 150 MB to SQLite's log; at 512, about 85 MB.
 BATCH_FILES = 512  # commit after this many files...
@@ -62,7 +64,9 @@ def safe_component(name: str, fallback: str = "_") -> str:
     name = unicodedata.normalize("NFC", name).strip()
     name = _UNSAFE.sub("_", name)
     name = re.sub(r"\s+", "_", name).strip("._ ")
-    return name[:80] or fallback
+    # File systems count bytes: 80 four-byte letters would be 320. A cut never splits a letter.
+    name = name[:MAX_COMPONENT_CHARS].encode()[:MAX_COMPONENT_BYTES].decode("utf-8", "ignore")
+    return name or fallback
 
 
 @lru_cache(maxsize=4096)  # a state, municipality or parish names many centers
@@ -113,7 +117,7 @@ class _Batch:
     it until the index holds it."""
 
     files: list[tuple[str, str, Entry, dict | None]] = field(default_factory=list)  # (temp, path, entry, change)
-    by_path: dict[str, Entry] = field(default_factory=dict)
+    by_path: dict[str, Entry] = field(default_factory=dict)  # by folded path (archindex.fold)
     by_key: dict[str, list[Entry]] = field(default_factory=dict)
     by_url: dict[str, Entry] = field(default_factory=dict)
     dirs: dict[str, int] = field(default_factory=dict)
@@ -365,13 +369,13 @@ class Archive:
 
     def _maybe(self, name: str) -> bool:
         """Might the index or a pending batch hold this name ('k' an archived key, 's' a key with a
-        change record, 'l' a key listed in this run, 'u' URL, 'd' folder, 'p' path)?"""
+        change record, 'l' a key listed in this run, 'u' URL, 'd' folder, 'p' folded path)?"""
         if self._known is None:
             self._unfiltered += 1
             if self._unfiltered <= FILTER_AFTER:  # a run that looks up little (the index alone) asks SQLite
                 return True
             with self._seen:  # no batch moves from pending to the index meanwhile
-                pending = [(f"k{e.key}", f"u{e.url}", f"p{e.path}", f"d{e.path.rsplit('/', 1)[0]}")
+                pending = [(f"k{e.key}", f"u{e.url}", f"p{fold(e.path)}", f"d{e.path.rsplit('/', 1)[0]}")
                            for b in self._batches() for _t, _r, e, _c in b.files]
                 keys = [f"{tag}{key}" for b in self._batches() for tag, keys in (("l", b.listed), ("s", b.status))
                         for key in keys]
@@ -442,8 +446,11 @@ class Archive:
 
     def _place(self, directory: str, path: str) -> tuple[int, bool]:
         """(files in directory, whether path is taken), in one look. Index rows come center by
-        center: a folder's count is mostly remembered from its previous file."""
-        maybe_taken = self._maybe("p" + path)
+        center: a folder's count is mostly remembered from its previous file. A path is taken
+        when one that differs only in case is (Index.csv, INDEX.CSV): on a case-blind disk,
+        where a copy may go, they are one file."""
+        folded = fold(path)
+        maybe_taken = self._maybe("p" + folded)
         known = self._memo_dirs.get(directory)
         if known is not None and not maybe_taken:
             return known, False
@@ -451,9 +458,9 @@ class Archive:
             return 0, False
         with self._seen:
             batches = self._batches()
-            n, taken = self.index.place(directory, path)
+            n, taken = self.index.place(directory, folded)
         return (n + sum(b.dirs.get(directory, 0) for b in batches),
-                bool(taken) or any(path in b.by_path for b in batches))
+                bool(taken) or any(folded in b.by_path for b in batches))
 
     def status(self, key: str) -> str | None:
         """An acta's last change (added, changed, vanished, reappeared), None if it has none."""
@@ -463,7 +470,7 @@ class Archive:
 
     # -- the listing: which actas the site lists in this run ----------------------------
     def listed_url(self, key: str) -> str | None:
-        """The first URL key was listed with in this run, None if it was not listed yet.
+        """The first URL key was listed with in this run (redacted), None if it was not listed yet.
         (Its last change is looked up with it: the crawl asks for both.)"""
         if key in self._memo_listed and key in self._memo_status:
             return self._memo_listed[key]
@@ -479,7 +486,8 @@ class Archive:
         return self._remember(self._memo_listed, key, url)
 
     def list_acta(self, key: str, url: str) -> None:
-        self._open_batch.listed[key] = url
+        """Note that this run lists key, first with url (kept redacted, as every URL the mirror keeps)."""
+        self._open_batch.listed[key] = redact(url)
         self._memo_listed.pop(key, None)
         self._knows("l" + key)
 
@@ -540,7 +548,7 @@ class Archive:
             municipality_code=p.municipality_code, municipality=p.municipality,
             parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table, center_name=p.center_name,
             supersedes=versions[-1] if versions else None,
-            redirects=fetched.redirects, trailing_bytes=fetched.trailing_bytes,
+            redirects=tuple(map(redact, fetched.redirects)), trailing_bytes=fetched.trailing_bytes,
         )
         self.added += 1
         change = None
@@ -549,12 +557,12 @@ class Archive:
             change = self._change(acta.key, **what, sha256=entry.sha256, url=entry.url)
         b = self._open_batch
         b.files.append((fetched.tmp_path, path, entry, change))
-        b.by_path[path] = entry
+        b.by_path[fold(path)] = entry
         b.by_key.setdefault(entry.key, []).append(entry)
         b.by_url[entry.url] = entry
         self._memo_versions.pop(entry.key, None)
         self._memo_url.pop(entry.url, None)
-        for name in ("k" + entry.key, "u" + entry.url, "d" + directory, "p" + path):
+        for name in ("k" + entry.key, "u" + entry.url, "d" + directory, "p" + fold(path)):
             self._knows(name)
         b.dirs[directory] = b.dirs.get(directory, 0) + 1
         self._remember(self._memo_dirs, directory, n + 1)

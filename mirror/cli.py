@@ -514,13 +514,13 @@ def _print_crawl(result, args) -> int:
     if args.json:
         print(json.dumps({"mirror": result.out, "discovered": c.discovered, "archived": c.archived,
                           "unchanged": c.unchanged, "failed": c.failed, "deferred": c.deferred,
-                          "pages_failed": c.pages_failed,
+                          "pages": c.pages, "pages_failed": c.pages_failed, "rows_failed": c.rows_failed,
                           "vanished": c.vanished, "bytes": c.bytes, "retries": c.retries,
                           "requests": result.requests, "seconds": round(result.seconds, 3),
                           "failures_by_cause": summary.as_json()["by_cause"], "failures": result.failures}, indent=1))
     else:
-        _print_failures(result.failures, c.done, where, args)
-        pages = f", {c.pages_failed} page(s) unreadable" if c.pages_failed else ""
+        _print_failures(result.failures, c, where, args)
+        pages = f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else ""
         deferred = f", {c.deferred} deferred to the next run" if c.deferred else ""
         print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged, "
               f"{c.failed} failed{deferred}{pages}; {c.retries} retries in {result.requests} requests; "
@@ -528,8 +528,9 @@ def _print_crawl(result, args) -> int:
     return EXIT_PROBLEMS if result.failures else EXIT_OK
 
 
-def _print_failures(failures: list[dict], done: int, where: str, args) -> None:
-    """Failures grouped by cause with what to try (actas, then pages); every one of them with -v."""
+def _print_failures(failures: list[dict], c, where: str, args) -> None:
+    """Failures grouped by cause with what to try (actas, then index rows, then pages), each against
+    the crawl's counters c; every one of them with -v."""
     from .progress import FailureSummary
 
     if getattr(args, "verbose", 0):
@@ -538,11 +539,11 @@ def _print_failures(failures: list[dict], done: int, where: str, args) -> None:
     pages = [f for f in failures if f.get("key") == "page"]
     rows = [f for f in failures if f.get("key") == "index"]  # a bad row is none of the actas counted
     actas = [f for f in failures if f.get("key") not in ("page", "index")]
-    for line in FailureSummary.of(actas).lines(f"{done} actas", where):
+    for line in FailureSummary.of(actas).lines(f"{c.done} actas", where):
         print(line, file=sys.stderr)
     for line in FailureSummary.of(rows).lines("the index rows", where):
         print(line, file=sys.stderr)
-    for line in FailureSummary.of(pages).lines("the pages walked", where):
+    for line in FailureSummary.of(pages).lines(f"{c.pages} pages walked", where):
         print(line, file=sys.stderr)
 
 
@@ -824,7 +825,7 @@ def cmd_run(args) -> int:
 def _print_run(report, args=None) -> int:
     if report.crawl:
         c = report.crawl.counters
-        _print_failures(report.crawl.failures, c.done, str(report.mirror / "failures.jsonl"), args)
+        _print_failures(report.crawl.failures, c, str(report.mirror / "failures.jsonl"), args)
         print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
               f"{c.failed} failed, {c.deferred} deferred, {c.vanished} vanished; {c.retries} retries in "
               f"{report.crawl.requests} requests ({report.crawl.seconds:.1f} s)")

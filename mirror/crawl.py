@@ -65,7 +65,9 @@ class Counters:
     archived: int = 0
     unchanged: int = 0
     failed: int = 0  # actas
-    pages_failed: int = 0  # index or HTML pages (their actas are not counted: they were never found)
+    pages: int = 0  # index files and HTML pages asked for: the denominator of pages_failed
+    pages_failed: int = 0  # of them, unreadable (their actas are not counted: they were never found)
+    rows_failed: int = 0  # index rows refused (bad index row): none of the actas counted
     deferred: int = 0  # not asked this run (deadline, host breaker): the next run asks
     vanished: int = 0
     bytes: int = 0
@@ -246,8 +248,10 @@ class _Run:
     def fail(self, key: str, url: str, reason: str, cause: str, attempts: int = 0) -> None:
         self.failures.append({"key": key, "url": redact(url), "reason": redact(reason), "cause": cause,
                               "at": utc_now(), "attempts": attempts})
-        if key in ("page", "index"):  # not an acta: counted apart from the actas' total
+        if key == "page":  # not an acta: counted apart from the actas' total
             self.counters.pages_failed += 1
+        elif key == "index":  # a bad row of an index that was read
+            self.counters.rows_failed += 1
         elif cause in DEFERRED_CAUSES:
             self.counters.deferred += 1
         else:
@@ -289,6 +293,7 @@ class _Run:
             await writer
 
     async def get_page(self, url: str) -> str:
+        self.counters.pages += 1
         try:
             return await self.fetcher.fetch_text(url)
         except FetchError as exc:
@@ -300,7 +305,7 @@ class _Run:
         if not in_shard(acta.key, self.opts.shard):
             return
         known = self.archive.listed_url(acta.key)
-        if known == acta.url:
+        if known == redact(acta.url):  # the archive keeps URLs without credentials
             return
         if known is None:
             self.archive.list_acta(acta.key, acta.url)
@@ -438,6 +443,7 @@ class _Run:
             if copy is not None:
                 held.append(copy)
             etag, last_modified = archive.conditional_headers(source) if copy is not None else ("", "")
+            self.counters.pages += 1
             try:
                 fetched = await self.fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
             except FetchError as exc:
@@ -455,7 +461,7 @@ class _Run:
                 listings.append(itertools.chain([first] if first else [], listed))
             if opts.discover == "csv" and self.counters.count_expected:
                 self.counters.expected = _count_distinct(archive.tmp, (
-                    (a.key, a.url) for url, path, _f in read for a in site.parse_index(path, url, lambda *_: None)
+                    (a.key, redact(a.url)) for url, path, _f in read for a in site.parse_index(path, url, lambda *_: None)
                     if in_shard(a.key, opts.shard)))
         for url, _path, fetched in read:
             if fetched is not None:

@@ -28,9 +28,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from .imagecheck import ImageCheck, NotImage, decode
+from .sites import join
 from .fetchworker import Gone, Remote
 from .transfer import Engine, Head, Refused, TransferError
 from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, TooLarge, UsageError
@@ -535,9 +536,8 @@ class Fetcher:
                 except TransferError as exc:
                     if exc.cause == "invalid URL":
                         raise FetchError(url, exc.reason, cause=exc.cause) from None
-                    if exc.cause == "too large":
-                        raise TooLarge(url, f"body passed the cap of {self.max_bytes} bytes; cut off",
-                                       cause="too large") from None
+                    if exc.cause == "too large":  # libcurl's own caps (the body's is the sink's TooLarge)
+                        raise TooLarge(url, exc.reason, cause="too large") from None
                     if self.past_deadline():
                         raise Deferred(url, "cut off by the crawl's deadline", cause="deadline") from None
                     raise _Transient(exc.reason, cause=exc.cause) from None
@@ -557,10 +557,9 @@ class Fetcher:
                 if len(hops) >= MAX_REDIRECTS:
                     raise FetchError(url, f"more than {MAX_REDIRECTS} redirects", cause="too many redirects")
                 hops.append(current)
-                try:
-                    current = urljoin(current, location)
-                except ValueError:
-                    raise FetchError(url, f"invalid redirect {location!r}", cause="invalid URL") from None
+                # A browser reads a Location's bytes as UTF-8 and asks for them percent-encoded
+                # (join); one it cannot parse is refused by _check_target as an invalid URL.
+                current = join(current, _utf8(location))
 
     def _total(self) -> float:
         total = self.timeout
@@ -697,6 +696,8 @@ class _Body:
             if self.check is not None:
                 verdict = self.check.finish()
                 trailing = verdict.trailing
+                # what the bytes are, not what the header claims: it names the file and the record
+                common["content_type"] = verdict.kind
             fd, self.fd = self.fd, None
             if buf is None:
                 os.close(fd)
@@ -760,6 +761,14 @@ def decode_text(raw: bytes, content_type: str) -> str:
         return raw.decode(charset, errors="replace")
     except (LookupError, UnicodeError, ValueError):
         return raw.decode("utf-8", errors="replace")
+
+
+def _utf8(header: str) -> str:
+    """A header value (read as latin-1, one character per byte) as the UTF-8 it usually is."""
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return header
 
 
 def _short(exc: BaseException) -> str:

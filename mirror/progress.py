@@ -194,7 +194,7 @@ HINTS = {
     "timeout": "the site is slow or unreachable; try a longer --timeout, a lower --concurrency or --proxy",
     "connection failed": "the host refused or dropped connections; try --proxy or --alternate",
     "proxy error": "check the --proxy URL and that the proxy is running",
-    "too large": "a body passed the size cap; raise --max-bytes if that is expected",
+    "too large": "a body passed the size cap (or its headers libcurl's); raise --max-bytes if such a body is expected",
     "body cut short": "transfers were cut; re-run to resume, or try --proxy",
     "deferred: host breaker": "the host failed too often and was left alone; the next run asks again",
 }

@@ -195,7 +195,11 @@ class Engine:
         future = self._loop.create_future()
         exchange = _Exchange(future, on_head, host, self._tunnels and urlsplit(url).scheme.lower() == "https")
         handle = self._idle.pop() if self._idle else self._new_handle()
-        handle.setopt(pycurl.URL, url)
+        try:
+            handle.setopt(pycurl.URL, url)
+        except UnicodeEncodeError:  # libcurl takes ASCII only; the fetcher percent-encodes what it follows
+            self._idle.append(handle)
+            raise TransferError(f"invalid URL {url!r} (not ASCII)", "invalid URL") from None
         handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(timeout, connect_timeout) * 1000)))
@@ -336,5 +340,8 @@ class Engine:
             return exchange.error
         if exchange.refused:
             return Refused(exchange.refused, "blocked address")
+        if errno == pycurl.E_RECV_ERROR and message.startswith("Too large response headers"):
+            # a server sends the same headers every time: not a reset worth another try
+            return TransferError(f"response headers over the cap ({message}; curl {errno})", "too large")
         cause = _CAUSES.get(errno, "connection error")
         return TransferError(f"{message or 'libcurl error'} (curl {errno})", cause)
