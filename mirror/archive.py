@@ -9,6 +9,7 @@ deleting a byte that was archived.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -19,6 +20,7 @@ import re
 import shutil
 import sqlite3
 import stat
+import tempfile
 import threading
 import time
 import unicodedata
@@ -223,6 +225,8 @@ class Archive:
             raise _io_error(exc, f"creating {self.root}") from None
         self._lock()
         try:
+            for name in (PROVENANCE, CHANGES):  # the files a run appends to, once it holds the lock
+                self._unshare(self.root / name)
             self._recover()
         except BaseException:
             self.close()
@@ -277,7 +281,7 @@ class Archive:
                     change = json.loads(line)
                     if isinstance(change["key"], str) and isinstance(change["change"], str):
                         yield change
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     continue  # damage is reported by verify (changes.jsonl is a tag file)
 
     def _check_layout(self) -> None:
@@ -291,6 +295,31 @@ class Archive:
             if not (stat.S_ISDIR(mode) if name == "data" else stat.S_ISREG(mode)):
                 raise UsageError(f"{self.root / name} is a symlink or not a plain "
                                  f"{'directory' if name == 'data' else 'file'}; not writing into this mirror")
+
+    @staticmethod
+    def _unshare(path: Path) -> None:
+        """A file with another name too (a hard-linked backup copy, or planted) gets a copy of
+        its own under this name before anything is appended: the other name keeps its bytes."""
+        try:
+            if os.lstat(path).st_nlink < 2:
+                return
+            fh = open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _io_error(exc, f"making {path.name} a file of its own") from None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with fh, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(fh, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise _io_error(exc, f"making {path.name} a file of its own") from None
+        fsync_dir(path.parent)
 
     def _scan_data(self, orphans: bool) -> None:
         """One walk of data/: refuse a symlink or special file anywhere in it (a rename into it

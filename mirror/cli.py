@@ -525,7 +525,25 @@ def _print_crawl(result, args) -> int:
         print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged, "
               f"{c.failed} failed{deferred}{pages}; {c.retries} retries in {result.requests} requests; "
               f"{c.bytes / 1e6:.1f} MB in {result.seconds:.1f} s ({rate:.0f}/s); mirror {result.out}")
+    if not args.sign_key and _signature_stale(result.out):
+        print(f"the signed root in {result.out} no longer matches what it holds: verify and publish refuse it "
+              "until it is signed again (acta-mirror sign, or crawl with --sign-key)", file=sys.stderr)
     return EXIT_PROBLEMS if result.failures else EXIT_OK
+
+
+def _signature_stale(out: str) -> bool:
+    """Does the mirror hold a signed statement whose tag files are no longer the mirror's?"""
+    from .evidence import STATEMENT, tag_file_hashes
+    from .state import open_payload
+
+    try:
+        with open_payload(out, STATEMENT) as fh:
+            signed = json.loads(fh.read(1 << 20)).get("tag_files")
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, RecursionError, AttributeError, MirrorError):
+        return True  # unreadable: it vouches for nothing either
+    return signed != tag_file_hashes(Path(out))
 
 
 def _print_failures(failures: list[dict], c, where: str, args) -> None:
