@@ -533,6 +533,8 @@ def _print_crawl(result, args) -> int:
 
 def _signature_stale(out: str) -> bool:
     """Does the mirror hold a signed statement whose tag files are no longer the mirror's?"""
+    if not os.path.lexists(os.path.join(out, "signed-root.json")):
+        return False  # unsigned: nothing to go stale (and no need to load the signing code)
     from .evidence import STATEMENT, tag_file_hashes
     from .state import open_payload
 

@@ -195,7 +195,7 @@ class Entry:
         try:
             return _decoder()(line)
         except _REFUSED:
-            return cls._from_json_checked(line)
+            return cls.from_json_checked(line)
 
     @classmethod
     def from_json_lines(cls, lines: list[str]) -> "list[Entry] | None":
@@ -208,7 +208,7 @@ class Entry:
             return None
 
     @classmethod
-    def _from_json_checked(cls, line: str) -> "Entry":
+    def from_json_checked(cls, line: str) -> "Entry":
         """from_json field by field in Python: slower, and says what is wrong."""
         try:
             obj: Any = json.loads(line, parse_float=_no_float, parse_constant=_no_float)

@@ -26,7 +26,7 @@ def outcome(decode, line: str):
 
 
 def both(line: str):
-    fast, slow = outcome(Entry.from_json, line), outcome(Entry._from_json_checked, line)
+    fast, slow = outcome(Entry.from_json, line), outcome(Entry.from_json_checked, line)
     assert fast == slow, line[:200]
     return fast
 
@@ -94,7 +94,7 @@ def test_the_hostile_lines_cover_both_answers():
 def test_a_valid_line_never_reaches_the_slow_parser(monkeypatch):
     def slow(line):
         raise AssertionError("the field-by-field parser was used for a valid line")
-    monkeypatch.setattr(Entry, "_from_json_checked", slow)
+    monkeypatch.setattr(Entry, "from_json_checked", slow)
     entry = Entry.from_json(GOOD)
     assert entry.size == 8000 and entry.redirects == ("https://x/r",) and entry.supersedes is None
 
