@@ -28,18 +28,7 @@ def _one_line(proc) -> str:
 def test_a_statement_without_its_key_cannot_vouch_for_an_altered_image(signed, key):
     """The signature's key ID was shown as the signer's and verify said OK, while the signature
     was never checked: a copy whose statement lost public_key could say anything."""
-    victim = _an_acta(signed)["path"]
-    data = bytearray((signed / victim).read_bytes())
-    data[len(data) // 2] ^= 1
-    (signed / victim).write_bytes(bytes(data))
-    objs = _lines(signed)
-    for o in objs:
-        if o["path"] == victim:
-            o["sha256"] = _sha(signed / victim)
-    _write_lines(signed, objs)
-    manifest = signed / "manifest-sha256.txt"
-    manifest.write_text("".join(f"{_sha(signed / victim)}  {victim}\n" if line.endswith("  " + victim) else line + "\n"
-                                for line in manifest.read_text().splitlines()))
+    _flip_and_rehash(signed)
     root = tree_root(manifest_items(signed))
     info = (signed / "bag-info.txt").read_text().splitlines()
     (signed / "bag-info.txt").write_text("".join(
@@ -178,8 +167,8 @@ def test_crosscheck_does_not_pass_a_copy_that_dropped_tables_and_its_index(signe
 
 
 # -- publish, restore and merge check the signature as verify does --------------------------------
-def _tamper_and_rehash(mirror) -> str:
-    """Flip a byte of an image and make every unsigned record agree; the signed statement stays."""
+def _flip_and_rehash(mirror) -> str:
+    """Flip a byte of an image and give provenance and the manifest its new sha256; its path."""
     victim = _an_acta(mirror)["path"]
     data = bytearray((mirror / victim).read_bytes())
     data[len(data) // 2] ^= 1
@@ -192,6 +181,12 @@ def _tamper_and_rehash(mirror) -> str:
     manifest = mirror / "manifest-sha256.txt"
     manifest.write_text("".join(f"{_sha(mirror / victim)}  {victim}\n" if line.endswith("  " + victim) else line + "\n"
                                 for line in manifest.read_text().splitlines()))
+    return victim
+
+
+def _tamper_and_rehash(mirror) -> str:
+    """Flip a byte of an image and make every unsigned record agree; the signed statement stays."""
+    victim = _flip_and_rehash(mirror)
     info = [x for x in (mirror / "bag-info.txt").read_text().splitlines() if not x.startswith("Acta-Mirror-Merkle")]
     (mirror / "bag-info.txt").write_text("".join(x + "\n" for x in info))
     _retag(mirror)
