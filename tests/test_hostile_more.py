@@ -18,6 +18,7 @@ import pytest
 from mirror.manifest import read_provenance
 from mirror.verify import verify
 from tests.conftest import run_cli
+from tests.test_hostile_site import archived as actas
 from tests.hostile_site import (HEADER, HostileSite, body, endless, gzip_bomb, header_bomb, index_row, jpeg,
                                 key_of, listing, mesa, silent)
 
@@ -35,12 +36,17 @@ def crawl(root: str, out: Path, *flags: str):
                    *flags, timeout=120)
 
 
-def actas(out: Path) -> dict[str, list]:
-    found: dict[str, list] = {}
-    for e in read_provenance(out / "provenance.jsonl"):
-        if e.kind == "acta":
-            found.setdefault(e.key, []).append(e)
-    return found
+def crawl_with_one_bad_image(site, tmp_path: Path, good: int, n: int, handler):
+    """Crawl an index of `good` actas and table n, whose image `handler` serves at /img/<n>.jpg:
+    the mirror, the finished crawl and its failures."""
+    rows = site.good_actas(good)
+    site.routes[f"/img/{n}.jpg"] = handler
+    rows.append(index_row(n, f"{site.url}/img/{n}.jpg"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    proc = crawl(site.url, out)
+    failures = out / "failures.jsonl"
+    return out, proc, [json.loads(x) for x in failures.read_text().splitlines()] if failures.exists() else []
 
 
 def test_a_place_name_of_wide_letters_is_archived_under_a_name_the_disk_takes(site, tmp_path):
@@ -127,14 +133,8 @@ def test_the_second_download_process_records_what_the_bytes_are_too(site, tmp_pa
 
 
 def test_a_header_bomb_is_named_and_asked_once(site, tmp_path):
-    rows = site.good_actas(1)
-    site.routes["/img/5.jpg"] = header_bomb()
-    rows.append(index_row(5, f"{site.url}/img/5.jpg"))
-    site.serve_index(rows)
-    out = tmp_path / "m"
-    proc = crawl(site.url, out)
+    out, proc, failed = crawl_with_one_bad_image(site, tmp_path, 1, 5, header_bomb())
     assert proc.returncode == 1, proc.stderr
-    failed = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
     assert [(f["cause"], f["attempts"]) for f in failed] == [("too large", 1)]
     assert site.hits["/img/5.jpg"] == 1 and verify(out) == []
 
@@ -184,14 +184,8 @@ def test_an_index_that_never_ends_or_explodes_is_one_line_and_exit_2(site, tmp_p
 
 
 def test_a_gzip_bomb_in_place_of_an_image_is_refused_unopened(site, tmp_path):
-    rows = site.good_actas(2)
-    site.routes["/img/bomb.jpg"] = gzip_bomb(64 * 1024 * 1024)
-    rows.append(index_row(7, f"{site.url}/img/bomb.jpg"))
-    site.serve_index(rows)
-    out = tmp_path / "m"
-    proc = crawl(site.url, out)
+    out, proc, failed = crawl_with_one_bad_image(site, tmp_path, 2, 7, gzip_bomb(64 * 1024 * 1024))
     assert proc.returncode == 1, proc.stderr
-    failed = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
     assert [(f["key"], f["cause"]) for f in failed] == [(key_of(7), "not an image")]
     assert verify(out) == [] and set(actas(out)) == {key_of(0), key_of(1)}
 
