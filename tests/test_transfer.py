@@ -32,6 +32,13 @@ async def fetch_all(f: Fetcher, urls: list[str]) -> list:
     return await asyncio.gather(*(f.fetch(u) for u in urls), return_exceptions=True)
 
 
+async def past_the_start(f: Fetcher, urls: list[str]) -> list:
+    """Fetch the first images here, then wait for the second process they start."""
+    results = await fetch_all(f, urls)
+    await child_running(f)
+    return results
+
+
 async def child_running(f: Fetcher) -> None:
     """Wait (10 s at most) for the second process, which starts in the background."""
     for _ in range(100):
@@ -53,8 +60,7 @@ def test_a_second_process_takes_the_images_and_its_answers_are_whole(wide_replay
 
     async def go():
         async with fetcher(tmp_path, wide_replay, concurrency=8) as f:
-            first = await fetch_all(f, urls[:20])
-            await child_running(f)
+            first = await past_the_start(f, urls[:20])
             rest = await fetch_all(f, urls[20:] + missing)
             remote = f._remote
             return first + rest, remote.requests, f.requests, f._requests
@@ -79,8 +85,7 @@ def test_when_the_second_process_dies_the_rest_is_fetched_here(wide_replay, tmp_
 
     async def go():
         async with fetcher(tmp_path, wide_replay, concurrency=8) as f:
-            await fetch_all(f, urls[:10])
-            await child_running(f)
+            await past_the_start(f, urls[:10])
             assert f._remote.alive
             f._remote._proc.kill()
             return await fetch_all(f, urls[10:])
@@ -318,8 +323,7 @@ def test_once_the_second_process_runs_it_takes_small_images_all_and_large_ones_i
 
     async def go():
         async with fetcher(tmp_path, wide_replay, concurrency=8) as f:
-            await fetch_all(f, urls[:20])
-            await child_running(f)
+            await past_the_start(f, urls[:20])
             here = f._requests
             results = await fetch_all(f, urls[20:])
             return results, f._requests - here, f._remote.requests
