@@ -532,20 +532,11 @@ def _print_crawl(result, args) -> int:
 
 
 def _signature_stale(out: str) -> bool:
-    """Does the mirror hold a signed statement whose tag files are no longer the mirror's?"""
     if not os.path.lexists(os.path.join(out, "signed-root.json")):
         return False  # unsigned: nothing to go stale (and no need to load the signing code)
-    from .evidence import STATEMENT, tag_file_hashes
-    from .state import open_payload
+    from .evidence import statement_stale
 
-    try:
-        with open_payload(out, STATEMENT) as fh:
-            signed = json.loads(fh.read(1 << 20)).get("tag_files")
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError, RecursionError, AttributeError, MirrorError):
-        return True  # unreadable: it vouches for nothing either
-    return signed != tag_file_hashes(Path(out))
+    return statement_stale(out)
 
 
 def _print_failures(failures: list[dict], c, where: str, args) -> None:

@@ -198,6 +198,20 @@ def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     return seal
 
 
+def statement_stale(bag: str | os.PathLike) -> bool:
+    """Does the mirror hold a signed statement whose signed tag files are no longer its own (a
+    run without the key changed it)? An unreadable statement vouches for nothing: stale too."""
+    bag = Path(bag)
+    try:
+        data = _small_file(bag, STATEMENT)
+        if data is None:
+            return False
+        signed = json.loads(data)
+    except (UnsafePath, OSError, ValueError, RecursionError):
+        return True
+    return not isinstance(signed, dict) or bool(_check_signed_tags(bag, signed.get("tag_files")))
+
+
 def _check_signed_tags(bag: Path, signed) -> list[Problem]:
     if signed is None:
         return []  # a statement from before tag files were signed: it covers the payload manifest only

@@ -1569,3 +1569,24 @@ def test_the_batch_readers_give_what_the_line_by_line_readers_give(tmp_path, mon
         assert got == (list(items.items()), [str(p) for p in problems]), text
     assert results[0] == ([(f"data/d/{i}.jpg", sha) for i in range(4)], []) and results[1] == results[0]
     assert [len(r[0]) for r in results] == [4, 4, 4, 4, 4, 5, 5, 5] and all(r[1] for r in results[3:5])
+
+
+def test_a_statement_goes_stale_when_a_signed_tag_file_changes(tmp_path, keypair):
+    base, _secret, _public = keypair
+    m = tiny(tmp_path / "m")
+    assert not evidence.statement_stale(m)  # unsigned: nothing to go stale
+    evidence.sign_bag(m, f"{base}.key")
+    assert not evidence.statement_stale(m)
+    failures = m / "failures.jsonl"
+    kept = failures.read_bytes() if failures.exists() else b""
+    failures.write_bytes(kept + b'{"key": "x"}\n')  # a run without the key wrote a failure
+    assert evidence.statement_stale(m)
+    failures.write_bytes(kept)
+    assert not evidence.statement_stale(m)
+    statement = m / evidence.STATEMENT
+    signed = statement.read_bytes()
+    for broken in (b"[1, 2]", b"{not json", b"[" * 100_000):
+        statement.write_bytes(broken)
+        assert evidence.statement_stale(m), broken  # an unreadable statement vouches for nothing
+    statement.write_bytes(signed)
+    assert not evidence.statement_stale(m)
