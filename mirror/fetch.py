@@ -6,8 +6,9 @@ for the whole run) are held in memory until whole, larger ones stream to disk. T
 through libcurl (transfer.py); its errors are translated into the FetchError family here and
 nowhere else, each with a short stable `cause`. Where a request may go is checked hop by hop: http(s) only, hosts the run
 allows, no private, loopback or link-local address unless the root itself is one. A host
-that keeps answering 429/503, or asks to wait too long, trips its breaker: it is not asked
-again this run. Past the run's deadline nothing is asked.
+that keeps answering 429/503, asks to wait too long, or cannot be reached at all (connection
+refused, name not resolved, no answer before the timeout, reset before any answer) request
+after request, trips its breaker: it is not asked again this run. Past the run's deadline nothing is asked.
 """
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ RETRY_AFTER_MAX = 300.0  # a host asking (Retry-After) to wait longer than this 
 BREAKER_STRIKES = 20  # answers of 429/503 in a row from one host...
 BREAKER_SECONDS = 30.0  # ...over at least this long (a short burst under load is only retried): left alone
 BREAKER_CODES = frozenset({429, 503})
+# Failures that mean no answer came from the host at all: BREAKER_STRIKES of them in a row over
+# BREAKER_SECONDS trip its breaker too (a site taken down would otherwise be asked six times per
+# acta, with backoff: hours of a scheduled job for nothing). Any answer, whatever its status,
+# shows the host is up and starts the count again.
+UNREACHED_CAUSES = frozenset({"connection refused", "name not resolved", "timeout", "connection reset"})
 MAX_REDIRECTS = 10  # hops followed for one URL, each one checked
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
@@ -170,6 +176,8 @@ class _Host:
     lock: asyncio.Lock | None = None
     strikes: int = 0  # 429/503 answers in a row
     streak_since: float = 0.0  # when the first of them came
+    unreached: int = 0  # requests in a row that got no answer at all (UNREACHED_CAUSES)
+    unreached_since: float = 0.0  # when the first of them failed
     tripped: str = ""  # why the host is left alone this run
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -540,6 +548,8 @@ class Fetcher:
                         raise TooLarge(url, exc.reason, cause="too large") from None
                     if self.past_deadline():
                         raise Deferred(url, "cut off by the crawl's deadline", cause="deadline") from None
+                    if exc.cause in UNREACHED_CAUSES and body.head_seen is None:
+                        self._unreached(host, name, exc, url)
                     raise _Transient(exc.reason, cause=exc.cause) from None
                 except NotImage as exc:
                     raise NotAnImage(url, exc.reason, cause=exc.cause) from None
@@ -567,8 +577,22 @@ class Fetcher:
             total = max(0.001, min(total, self.deadline - time.monotonic()))
         return total
 
+    def _unreached(self, host: _Host, name: str, exc: TransferError, url: str) -> None:
+        """Count requests in a row that got no answer; trip the breaker on too many."""
+        host.unreached += 1
+        if host.unreached == 1:
+            host.unreached_since = time.monotonic()
+        elapsed = time.monotonic() - host.unreached_since
+        if host.unreached >= BREAKER_STRIKES and elapsed >= BREAKER_SECONDS:
+            host.trip(f"{host.unreached} requests in a row got no answer over {elapsed:.0f} s "
+                      f"(the last: {exc.cause})")
+            raise Deferred(url, f"{name} is left alone this run: {host.tripped}",
+                           cause="deferred: host breaker") from None
+
     def _strike(self, host: _Host, name: str, head: Head, url: str) -> None:
-        """Count 429/503 answers in a row; trip the breaker on too many or on a wait too long."""
+        """Count 429/503 answers in a row; trip the breaker on too many or on a wait too long.
+        Any answer at all ends a run of requests that got none."""
+        host.unreached = 0
         if head.status not in BREAKER_CODES:
             host.strikes = 0
             return

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from mirror.crawl import CrawlOptions, crawl
 from mirror.fetch import Fetcher, HostPolicy
 from mirror.imagecheck import NotImage, check_bytes
 from mirror.manifest import read_provenance
-from mirror.models import FetchError
+from mirror.models import Deferred, FetchError
 from mirror.verify import verify
 from tests.conftest import ROOT, run_cli
 from tests.hostile_site import (HostileSite, body, changing, drip, index_row, jpeg, key_of, listing, mesa, png,
@@ -390,6 +391,55 @@ def test_a_host_that_says_stop_trips_its_breaker(site, other_host, tmp_path, ans
     assert result.counters.deferred == len(deferred)
     assert_sound(out, [key_of(i) for i in range(40, 43)])
 
+
+
+def test_a_host_that_cannot_be_reached_trips_its_breaker(site, other_host, tmp_path, monkeypatch):
+    """A site taken down (here: a port bound but never listening, so every connection is
+    refused) is asked about BREAKER_STRIKES times, not six times per acta with backoff."""
+    monkeypatch.setattr(fetch, "BREAKER_SECONDS", 0.0)  # production waits 30 s of nothing but refusals
+    dead = socket.socket()
+    dead.bind(("127.0.0.3", 0))  # held, never listened on: connect() is refused
+    try:
+        rows = [index_row(i, f"http://127.0.0.3:{dead.getsockname()[1]}/img/{i}.jpg") for i in range(60)]
+        for i in range(60, 63):  # the site's other host is fine, and stays asked
+            other_host.routes[f"/img/{i}.jpg"] = body(jpeg(i))
+            rows.append(index_row(i, f"{other_host.url}/img/{i}.jpg"))
+        site.serve_index(rows)
+        out = tmp_path / "m"
+        result = crawl_bounded(site.url, out, bound=60, allow_hosts=("127.0.0.2", "127.0.0.3"))
+    finally:
+        dead.close()
+    deferred = [f for f in result.failures if f["cause"] == "deferred: host breaker"]
+    refused = [f for f in result.failures if f["cause"] == "connection refused"]
+    assert len(deferred) + len(refused) == 60
+    assert deferred and all("127.0.0.3" in f["reason"] and "got no answer" in f["reason"] for f in deferred)
+    assert "connection refused" in deferred[0]["reason"]
+    asked = sum(f["attempts"] for f in result.failures)
+    assert asked <= fetch.BREAKER_STRIKES + 2 * 16, f"{asked} requests to a host that refused every one"
+    assert any(f["attempts"] == 0 for f in deferred)  # the rest were not even asked
+    assert_sound(out, [key_of(i) for i in range(60, 63)])
+
+
+def test_one_answer_starts_the_count_of_unreached_requests_again(monkeypatch):
+    """Refusals with answers between them never add up to a trip."""
+    monkeypatch.setattr(fetch, "BREAKER_SECONDS", 0.0)
+    from mirror.transfer import Head, TransferError
+
+    async def go():
+        async with fetch.Fetcher() as fetcher:
+            host = fetcher._host("example.org")
+            refused = TransferError("refused", "connection refused")
+            for _ in range(3):
+                for _ in range(fetch.BREAKER_STRIKES - 1):
+                    fetcher._unreached(host, "example.org", refused, "http://example.org/a")
+                fetcher._strike(host, "example.org", Head(200, {}), "http://example.org/a")
+            assert not host.tripped
+            for _ in range(fetch.BREAKER_STRIKES - 1):
+                fetcher._unreached(host, "example.org", refused, "http://example.org/a")
+            with pytest.raises(Deferred):
+                fetcher._unreached(host, "example.org", refused, "http://example.org/a")
+            assert host.tripped.startswith(f"{fetch.BREAKER_STRIKES} requests in a row got no answer")
+    asyncio.run(go())
 
 def test_the_deadline_stops_the_run_cleanly_and_the_next_run_resumes(site, tmp_path):
     serve_with_slow_tail(site, 3, 8)
