@@ -35,6 +35,13 @@ def node(tmp_path_factory):
 
 
 @pytest.fixture
+def own_node(tmp_path):
+    """A node for one test: a garbage collection that stalls stalls only that test."""
+    with IpfsNode(tmp_path / "repo") as n:
+        yield n
+
+
+@pytest.fixture
 def mirror(replay, tmp_path) -> Path:
     out = tmp_path / "mirror"
     asyncio.run(crawl(CrawlOptions(site="resultados2024", root=replay.url, out=str(out))))
@@ -311,26 +318,26 @@ def _pin_failing_proxy(node, refuse):
     return _Server({"/api/v0/{tail:.*}": forward})
 
 
-def test_a_root_too_large_to_pin_whole_is_pinned_in_pieces(node, mirror):
+def test_a_root_too_large_to_pin_whole_is_pinned_in_pieces(own_node, mirror):
     from mirror.archive import published_files
     from mirror.cid import Dag
 
     dag = Dag(mirror, published_files(mirror))
     data = dict(dag.children[dag.root])["data"]
     too_large = {dag.root, data}
-    with _pin_failing_proxy(node, lambda arg: str_to_cid(arg) in too_large) as url:
+    with _pin_failing_proxy(own_node, lambda arg: str_to_cid(arg) in too_large) as url:
         proc = run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     states = len(dag.children[data])
     tags = len(dag.children[dag.root]) - 1
     assert f"pinned in {states + tags} recursive pieces" in proc.stdout
-    listed = [json.loads(x) for x in rpc(node.api, "pin/ls", "type=direct").splitlines() if x.strip()]
+    listed = [json.loads(x) for x in rpc(own_node.api, "pin/ls", "type=direct").splitlines() if x.strip()]
     direct = {str_to_cid(cid) for answer in listed for cid in answer.get("Keys", {})} | \
              {str_to_cid(answer["Cid"]) for answer in listed if "Cid" in answer}
     assert {dag.root, data} <= direct
-    rpc(node.api, "repo/gc")  # what the pins keep survives a garbage collection
+    rpc(own_node.api, "repo/gc")  # what the pins keep survives a garbage collection
     for entry in read_provenance(mirror / "provenance.jsonl"):
-        assert hashlib.sha256(rpc(node.api, "cat", f"arg=/ipfs/{dag.root_cid}/{entry.path}")).hexdigest() == entry.sha256
+        assert hashlib.sha256(rpc(own_node.api, "cat", f"arg=/ipfs/{dag.root_cid}/{entry.path}")).hexdigest() == entry.sha256
 
 
 def test_a_root_the_node_cannot_pin_at_all_is_an_error(node, mirror):
