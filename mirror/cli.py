@@ -522,9 +522,14 @@ def _print_crawl(result, args) -> int:
         _print_failures(result.failures, c, where, args)
         pages = f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else ""
         deferred = f", {c.deferred} deferred to the next run" if c.deferred else ""
+        vanished = (f"; {c.vanished} archived before and no longer listed by the site (kept; "
+                    "changes.jsonl marks them vanished)") if c.vanished else ""
         print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged, "
-              f"{c.failed} failed{deferred}{pages}; {c.retries} retries in {result.requests} requests; "
+              f"{c.failed} failed{deferred}{pages}{vanished}; {c.retries} retries in {result.requests} requests; "
               f"{c.bytes / 1e6:.1f} MB in {result.seconds:.1f} s ({rate:.0f}/s); mirror {result.out}")
+    if c.vanished and os.environ.get("GITHUB_ACTIONS") == "true":  # shown on the run's summary page
+        print(f"::warning::{c.vanished} actas archived before are no longer listed by the site (kept)",
+              file=sys.stderr)
     if not args.sign_key and _signature_stale(result.out):
         print(f"the signed root in {result.out} no longer matches what it holds: verify and publish refuse it "
               "until it is signed again (acta-mirror sign, or crawl with --sign-key)", file=sys.stderr)

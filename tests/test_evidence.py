@@ -172,6 +172,22 @@ def test_changes_record_changed_vanished_and_reappeared(replay_factory, tmp_path
     assert run_cli("verify", str(out)).returncode == 0
 
 
+
+def test_the_crawl_says_how_many_archived_actas_the_site_no_longer_lists(replay, tmp_path):
+    out = tmp_path / "m"
+    args = ("crawl", "resultados2024", "--root", replay.url, "--out", str(out), "--concurrency", "4")
+    assert run_cli(*args).returncode == 0
+    lines = replay.replay.index_bytes(1).splitlines(keepends=True)
+    fewer = tmp_path / "fewer.csv"
+    fewer.write_bytes(b"".join(lines[:-7]))
+    proc = run_cli(*args, "--index", str(fewer), env={"GITHUB_ACTIONS": "true"})
+    assert proc.returncode == 0, proc.stderr
+    assert "; 7 archived before and no longer listed by the site (kept; changes.jsonl marks them vanished)" \
+        in proc.stdout
+    assert "::warning::7 actas archived before are no longer listed by the site (kept)" in proc.stderr
+    again = run_cli(*args, "--index", str(fewer))  # said once: the next run has nothing new to say
+    assert again.returncode == 0 and "no longer listed" not in again.stdout + again.stderr
+
 def test_change_records_lost_by_a_killed_run_are_recovered_once(replay_factory, tmp_path):
     r = replay_factory(faults="change=0.15")
     out = tmp_path / "m"
