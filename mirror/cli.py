@@ -975,7 +975,7 @@ def cmd_crosscheck(args) -> int:
         print(f"... and {len(report['unverifiable']) - FAILURES_SHOWN} more figures not checked (--json)")
     kinds = "; ".join(f"{v['units']:,} {k} ({v['figures']:,} figures)" for k, v in report["summary"].items())
     print(f"{len(report['tables_in_disagreement'])} table(s) disagree" + (f": {kinds}" if kinds else "")
-          + f"; {len(report['unverifiable'])} figure(s) could not be checked")
+          + f"; {len(report['unverifiable']):,} of {report['given']:,} units the files give could not be checked")
     return exit_status(report, args.allow_incomplete)
 
 

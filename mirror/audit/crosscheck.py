@@ -112,10 +112,12 @@ def crosscheck(t: Tally, sources: list[str]) -> dict:
     disputed: dict[tuple[str, str], int] = {}
     compared: dict[tuple[str, str], set[str]] = {}  # (level, code) -> the sources that gave its figures
     names = []
+    given = 0  # units (a table, a parish, a state...) whose figures the files give: the denominator
     for source in sources:
         name = Path(source).name
         names.append(name)
         for (level, code), theirs in sorted(load_figures(source).items()):
+            given += 1
             found = _qr_figures(t, level, code)
             if found is None:
                 unverifiable.append({"source": name, "level": level, "code": code, "reason": _why_not(t, level, code)})
@@ -181,7 +183,7 @@ def crosscheck(t: Tally, sources: list[str]) -> dict:
         "differences": _differences(disagreements, names, compared),
         "tables_in_disagreement": sorted({d.code for d in disagreements if d.level == "table"}),
         "unchecked": {reason: sorted(keys) for reason, keys in sorted(unchecked.items())},
-        "races": races, "unverifiable": unverifiable, "mismatches": mismatches,
+        "races": races, "given": given, "unverifiable": unverifiable, "mismatches": mismatches,
         "print_checks": checks(t),
     }
 
