@@ -577,7 +577,11 @@ def _print_crawl_plan(plan, out: str, as_json: bool) -> int:
           f"(at most {human_bytes(plan.recheck_bytes)} if every one had changed)")
     print(f"  recent: {plan.skipped} of {plan.listed} were checked within --recheck-after and would not be asked")
     if plan.pages_failed:
-        print(f"  {plan.pages_failed} page(s) could not be read: the listing above may be short", file=sys.stderr)
+        print(f"  {plan.pages_failed} of {plan.pages} page(s) could not be read: the listing above may be short",
+              file=sys.stderr)
+    if plan.rows_failed:
+        print(f"  {plan.rows_failed} index row(s) were refused (bad index row): their actas are not counted above",
+              file=sys.stderr)
     print(f"  listing took {plan.listing_requests} request(s) (index files or pages), which a crawl makes again; "
           f"mirror {out}")
     return EXIT_OK

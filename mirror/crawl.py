@@ -536,6 +536,8 @@ class CrawlPlan:
     mean_size: int  # bytes of an archived acta on average (0: the mirror has none): estimates new bytes
     pages_failed: int  # pages that could not be read (the listing may be short)
     listing_requests: int  # requests the listing took (index files or pages): a crawl makes them again
+    pages: int = 0  # index files and pages asked for: the denominator of pages_failed
+    rows_failed: int = 0  # index rows refused (bad index row): their actas are not in `listed`
 
 
 async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
@@ -555,11 +557,14 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
     if discover not in site.discover_modes:
         raise UsageError(f"site {site.name} discovers by {', '.join(site.discover_modes)}, not {discover}")
     out = Path(opts.out)
-    pages_failed = 0
+    pages_failed = rows_failed = pages = 0
 
-    def report(url: str, reason: str, cause: str = "") -> None:
-        nonlocal pages_failed
-        pages_failed += 1
+    def report(url: str, reason: str, cause: str = "unreadable page") -> None:
+        nonlocal pages_failed, rows_failed
+        if cause == "bad index row":
+            rows_failed += 1
+        else:
+            pages_failed += 1
 
     with tempfile.TemporaryDirectory(prefix="acta-mirror-dry-run-") as tmp:
         db = sqlite3.connect(os.path.join(tmp, "plan.sqlite"), isolation_level=None)
@@ -588,6 +593,7 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                     for source in [opts.index] if opts.index else site.index_urls(opts.root):
                         path, url = source, Path(source).resolve().as_uri() if not _is_url(source) else source
                         if _is_url(source):
+                            pages += 1
                             try:
                                 path = (await fetcher.fetch(source, expect_image=False)).tmp_path
                             except FetchError as exc:
@@ -596,6 +602,8 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                         take(site.parse_index(path, url, report))
 
                 async def get_page(url: str) -> str:
+                    nonlocal pages
+                    pages += 1
                     try:
                         return await fetcher.fetch_text(url)
                     except FetchError:
@@ -617,4 +625,4 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
             db.close()
     return CrawlPlan(listed=listed, new=urls - known, recheck=known - fresh, recheck_bytes=recheck_bytes,
                      skipped=fresh, mean_size=mean // sizes if sizes else 0, pages_failed=pages_failed,
-                     listing_requests=listing_requests)
+                     listing_requests=listing_requests, pages=pages, rows_failed=rows_failed)

@@ -154,6 +154,22 @@ def test_unreadable_pages_are_counted_against_the_pages_walked(site, tmp_path):
     assert re.search(r"\b2 of 3 page\(s\) unreadable\b", proc.stdout), proc.stdout  # /e/0 unreadable, /e/1 404
 
 
+
+def test_the_dry_run_counts_pages_against_pages_asked_and_bad_rows_apart(site, tmp_path):
+    rows = site.good_actas(2)
+    bad = index_row(50, f"{site.url}/img/50.jpg").replace("010101050", "01010X050")
+    site.serve_index(rows + [bad, bad.replace("X", "Y")])
+    proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "csv"), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 index row(s) were refused (bad index row)" in proc.stderr and "page(s) could not" not in proc.stderr
+    assert "lists 2 actas" in proc.stdout
+    site.routes["/"] = body(listing([("/e/0", "E"), ("/e/1", "E")]), "text/html")
+    site.routes["/e/0"] = body("<html>no listing</html>", "text/html")
+    proc = run_cli("crawl", "resultados2024", "--root", site.url + "/", "--out", str(tmp_path / "html"), "--dry-run",
+                   "--discover", "html", "--json")
+    plan = json.loads(proc.stdout)
+    assert (plan["pages_failed"], plan["pages"], plan["rows_failed"]) == (2, 3, 0), plan
+
 def test_a_bad_index_row_is_not_counted_as_a_failed_acta(site, tmp_path):
     rows = site.good_actas(4)
     bad = index_row(50, f"{site.url}/img/50.jpg").replace("010101050", "01010X050")
