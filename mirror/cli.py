@@ -846,8 +846,10 @@ def _print_run(report, args=None) -> int:
     if report.crawl:
         c = report.crawl.counters
         _print_failures(report.crawl.failures, c, str(report.mirror / "failures.jsonl"), args)
+        pages = f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else ""
+        rows = f", {c.rows_failed} index row(s) refused" if c.rows_failed else ""
         print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
-              f"{c.failed} failed, {c.deferred} deferred, {c.vanished} vanished; {c.retries} retries in "
+              f"{c.failed} failed, {c.deferred} deferred, {c.vanished} vanished{pages}{rows}; {c.retries} retries in "
               f"{report.crawl.requests} requests ({report.crawl.seconds:.1f} s)")
     print("verify: " + ("intact" if not report.problems else f"{len(report.problems)} problem(s)"))
     for p in report.problems[:FAILURES_SHOWN]:

@@ -170,6 +170,22 @@ def test_the_dry_run_counts_pages_against_pages_asked_and_bad_rows_apart(site, t
     plan = json.loads(proc.stdout)
     assert (plan["pages_failed"], plan["pages"], plan["rows_failed"]) == (2, 3, 0), plan
 
+
+def test_a_scheduled_run_says_what_its_listing_left_out(site, tmp_path):
+    rows = site.good_actas(2)
+    bad = index_row(50, f"{site.url}/img/50.jpg").replace("010101050", "01010X050")
+    site.serve_index(rows + [bad])
+    job = tmp_path / "job.toml"
+    job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[output]\ndir = "m"\n'
+                   '[sign]\nrequired = false\n')
+    proc = run_cli("run", str(job), "--quiet", "--no-publish")
+    assert re.search(r"crawl: 2 discovered, 2 archived, .*, 1 index row\(s\) refused;", proc.stdout), proc.stdout
+    site.routes["/"] = body(listing([("/e/0", "E"), ("/e/1", "E")]), "text/html")
+    site.routes["/e/0"] = body("<html>no listing</html>", "text/html")
+    job.write_text(job.read_text().replace(f'root = "{site.url}"', f'root = "{site.url}/"\ndiscover = "html"'))
+    proc = run_cli("run", str(job), "--quiet", "--no-publish")
+    assert re.search(r"crawl: 0 discovered, .*, 2 of 3 page\(s\) unreadable;", proc.stdout), proc.stdout
+
 def test_a_bad_index_row_is_not_counted_as_a_failed_acta(site, tmp_path):
     rows = site.good_actas(4)
     bad = index_row(50, f"{site.url}/img/50.jpg").replace("010101050", "01010X050")
