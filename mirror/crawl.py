@@ -20,7 +20,7 @@ from .archive import Archive, safe_component
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
 from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UnsafePath, UsageError
-from .publish import redact
+from .publish import redact, register_secrets
 from .state import open_payload
 from .sites import get_site
 
@@ -134,6 +134,7 @@ def _is_url(text: str) -> bool:
 
 
 def check_options(opts: CrawlOptions) -> None:
+    register_secrets(opts.root, opts.index, *opts.alternates)  # before any message quotes them
     if opts.discover is not None and opts.discover not in ("csv", "html", "both"):
         raise UsageError(f"--discover must be csv, html or both, not {opts.discover!r}")
     if not _is_url(opts.root):

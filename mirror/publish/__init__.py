@@ -14,7 +14,7 @@ import pkgutil
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from ..models import MirrorError, UsageError
 
@@ -87,12 +87,39 @@ def _redact_url(match: re.Match) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
+# Query parameters that carry a credential by their name (a signed or tokened link to an index
+# or a bucket). Only the values found in URLs the user gives (register_secrets) are hidden: a
+# parameter of a site's own links may be what tells two actas apart, and hiding it would merge them.
+SECRET_PARAMS = frozenset({
+    "token", "access_token", "auth", "key", "api_key", "apikey", "password", "passwd", "secret", "signature",
+    "sig", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature",
+    "x-goog-credential", "awsaccesskeyid"})
+_registered: set[str] = set()  # values from this process's own URLs, hidden wherever they appear
+
+
+def register_secrets(*urls: str | None) -> None:
+    """Hide from now on, in everything redact() handles, the values of credential-named query
+    parameters (SECRET_PARAMS) of these user-given URLs (--root, --index, --alternate)."""
+    for url in urls:
+        try:
+            query = urlsplit(url or "").query
+        except ValueError:
+            continue
+        for pair in query.split("&"):
+            name, _, raw = pair.partition("=")
+            decoded = parse_qsl(pair)[0][1] if parse_qsl(pair) else ""
+            if unquote(name).lower() in SECRET_PARAMS and len(decoded) >= 8:  # a short value would hide too much
+                _registered.update({raw, decoded})  # as the URL carries it, and as a message may quote it
+
+
 def redact(text: str, *secrets: str) -> str:
     """The one redaction of credentials: user:password@ out of every URL in the text, and any
-    known secret value (as given and percent-decoded) out of the rest."""
+    known secret value (as given and percent-decoded; and those of register_secrets) out of the rest."""
     text = str(text)
     if "@" in text:  # a URL without one carries no credentials (most of them: the crawl asks per file)
         text = _URL.sub(_redact_url, text)
+    if _registered:  # the longest first: one holding another is hidden whole
+        secrets = (*secrets, *sorted(_registered, key=len, reverse=True))
     for secret in secrets:
         for form in {secret, unquote(secret)} if secret else ():
             if form:
