@@ -392,8 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stop_as_interrupt() -> None:
+    """SIGTERM (a cancelled CI job, systemd, docker stop) ends a command as Ctrl-C does: the
+    crawl stops cleanly, says so and exits 130, instead of dying between two steps."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _stop_as_interrupt()
     try:
         args = parser.parse_args(argv)
         if not args.command:
