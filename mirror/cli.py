@@ -398,7 +398,10 @@ def _stop_as_interrupt() -> None:
     import signal
 
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+        try:
+            signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+        except ValueError:
+            pass  # called from a thread other than the main one: signals are the host program's
 
 
 def main(argv: list[str] | None = None) -> int:
