@@ -165,7 +165,7 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) ->
     folder is written only after every target took the delta, so a run killed or failed
     while publishing leaves it as it was and the next run does the same work again."""
     from .evidence import sign_bag
-    from .jobstate import check_signed, read_job_state, save, seed, take_delta
+    from .jobstate import CHECKS, check_signed, read_job_state, save, save_checks, seed, take_delta
 
     key = sign_key(job)
     folder = Path(job.resolve(job["publish.manifests"]))
@@ -190,7 +190,9 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) ->
         report.notes.append(f"state: {len(delta.added)} new file(s) of {len(delta.records)} recorded "
                             f"({sum(r.size for r in delta.added)} bytes downloaded and kept)")
         if not delta.changed:
-            report.notes.append(f"nothing changed: {folder} left as it was")
+            checks = save_checks(delta)  # what the site confirmed, so the next runs need not ask again
+            report.notes.append(f"nothing changed: {folder} left as it was"
+                                + (f" but for {CHECKS}, the check times" if checks else ""))
             return report
         if not publish_step:
             report.notes.append("not publishing (--no-publish): the manifests folder is left as it was")

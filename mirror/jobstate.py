@@ -16,22 +16,37 @@ published shards. So a run:
    manifest, tag manifest, bag-info and signed root agree;
 4. publishes the Delta, then writes the folder back (`save`). The folder changes only when
    the bag's files changed, so a run that finds nothing new commits nothing.
+
+checked.txt carries when each URL was last fetched or found unchanged, so that
+`fetch.recheck_after` counts from the last check, as it does with a local mirror, and not from
+the fetch: without it a job every six hours would ask the site about every acta on every run
+once the files are a day old. It is run-length coded against the provenance lines ('<unix
+seconds> <count>': the next <count> lines' URLs were checked at or after that time, rounded
+down to the hour), so a run that re-checks everything rewrites a line or two and a run that
+asks nothing leaves it as it was. It is the job's bookkeeping, not evidence: it is not in the
+bag and is never published; one that does not parse is ignored (the site is asked again).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .archive import PUBLISHED_TAG_FILES, TIMESTAMP_FILES, read_checked, read_inside
+from .archindex import _epoch, read_checked_times
+from .archive import CHECKED, PUBLISHED_TAG_FILES, STATE_DIR, TIMESTAMP_FILES, read_checked, read_inside
 from .cid import CHUNK_SIZE, RAW_CODEC, cid_bytes, cid_to_str, file_dag, str_to_cid
 from .evidence import SIGNATURE, STATEMENT, check_seal
 from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write
-from .models import NotAMirror, UsageError
+from .models import NotAMirror, UnsafePath, UsageError
 from .state import Record, iter_records, read_state
 
 CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; appended, never rewritten
+CHECKS = "checked.txt"  # when each provenance line's URL was last checked, run-length coded
+CHECK_GRAIN = 3600  # check times are rounded down to this many seconds: runs of equal times stay long
+MAX_CHECKS_BYTES = 1 << 24  # far above a line per provenance line of 100,000 actas
 STATE_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, CHANGES, FAILURES, STATEMENT, SIGNATURE,
                TAG_MANIFEST, *TIMESTAMP_FILES)
 
@@ -56,6 +71,7 @@ class JobState:
     big_cids: dict[str, tuple[str, int]]  # path -> (CID text, DAG size), files over one chunk
     provenance_size: int  # bytes of provenance.jsonl: the next run's must start with them
     provenance_sha256: str
+    checked: tuple[float, ...] = ()  # per provenance line (a prefix of them): its URL's last check
 
     @property
     def empty(self) -> bool:
@@ -94,7 +110,48 @@ def read_job_state(folder: str | os.PathLike) -> JobState:
             big[path] = (cid, int(tsize))
         except (ValueError, IndexError):
             raise UsageError(f"{folder / CIDS}:{number}: not a '<cid> <size> <path>' line") from None
-    return JobState(folder, records, big, len(raw), hashlib.sha256(raw).hexdigest())
+    return JobState(folder, records, big, len(raw), hashlib.sha256(raw).hexdigest(),
+                    _read_checks(folder, len(records)))
+
+
+def _read_checks(folder: Path, lines: int) -> tuple[float, ...]:
+    """The check time of each provenance line from checked.txt; () when there is none or it
+    does not parse (then every URL counts from its fetch). A time in the future counts as now:
+    a state that claims a check nobody made must not keep the site from being asked."""
+    try:
+        if not os.path.lexists(folder / CHECKS):
+            return ()
+        text = read_inside(folder, CHECKS, MAX_CHECKS_BYTES).decode("ascii")
+    except (OSError, NotAMirror, UnsafePath, UnicodeDecodeError):
+        return ()
+    now, times = time.time(), []
+    try:
+        for line in text.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            when, count = line.split(" ")
+            if not (when.isdigit() and count.isdigit()) or len(times) + int(count) > lines:
+                return ()
+            times += [min(float(when), now)] * int(count)
+    except ValueError:
+        return ()
+    return tuple(times)
+
+
+def _checks_text(records, before: tuple[float, ...], checked: dict[str, float]) -> str:
+    """checked.txt for these provenance lines: each line's latest of its fetch, its earlier
+    check (before) and this run's (checked: url -> time), rounded down to CHECK_GRAIN."""
+    runs: list[list[int]] = []
+    for i, r in enumerate(records):
+        when = max(_epoch(r.entry.fetched_at), before[i] if i < len(before) else 0.0, checked.get(r.entry.url, 0.0))
+        when = int(when) // CHECK_GRAIN * CHECK_GRAIN
+        if runs and runs[-1][0] == when:
+            runs[-1][1] += 1
+        else:
+            runs.append([when, 1])
+    return ("# acta-mirror: '<unix seconds> <count>': the URLs of the next <count> lines of provenance.jsonl "
+            "were last fetched or found unchanged at or after that time\n"
+            + "".join(f"{when} {count}\n" for when, count in runs))
 
 
 def check_signed(state: JobState, key_path: str | None) -> None:
@@ -120,11 +177,34 @@ def check_signed(state: JobState, key_path: str | None) -> None:
 
 
 def seed(state: JobState, bag: Path) -> None:
-    """Make bag a payload-less copy of the state: its tag files, byte for byte."""
+    """Make bag a payload-less copy of the state: its tag files, byte for byte, and the check
+    times the archive reads (its checked.json), so a URL checked recently is not asked again."""
     bag.mkdir(parents=True, exist_ok=True)
     for name in STATE_FILES:
         if os.path.lexists(state.folder / name):
             atomic_write(bag / name, read_inside(state.folder, name))
+    if state.checked:
+        when: dict[str, float] = {}
+        for r, t in zip(state.records, state.checked):
+            when[r.entry.url] = max(t, when.get(r.entry.url, 0.0))
+        (bag / STATE_DIR).mkdir(exist_ok=True)
+        atomic_write(bag / STATE_DIR / CHECKED, json.dumps(when).encode())
+
+
+def save_checks(delta: "Delta") -> bool:
+    """Write checked.txt into the manifests folder when this run checked anything; True if it
+    changed. Called with save(), and alone when a run found nothing new."""
+    text = _checks_text(delta.records, delta.before.checked,
+                        dict(read_checked_times(delta.bag / STATE_DIR / CHECKED)))
+    return _write_if_changed(delta.before.folder, CHECKS, text.encode())
+
+
+def _write_if_changed(folder: Path, name: str, data: bytes) -> bool:
+    if data == _bytes_or_none(folder, name):
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / name, data)
+    return True
 
 
 def take_delta(before: JobState, bag: Path) -> Delta:
@@ -176,8 +256,9 @@ def take_delta(before: JobState, bag: Path) -> Delta:
 
 def save(delta: Delta) -> None:
     """Write the run's state into the manifests folder: changed tag files whole (atomically),
-    cids.txt by appending. Called after every publish succeeded."""
+    cids.txt by appending, checked.txt. Called after every publish succeeded."""
     _write(delta.before.folder, delta.bag, delta.new_cids)
+    save_checks(delta)
 
 
 def _write(folder: Path, bag: Path, new_cids: dict[str, tuple[str, int]]) -> None:
@@ -196,11 +277,16 @@ def save_from_mirror(mirror: Path, folder: Path) -> None:
     the job can later run without the local mirror."""
     before = read_job_state(folder)
     new_cids = {}
-    for r in iter_records(mirror / PROVENANCE):
+    records = tuple(iter_records(mirror / PROVENANCE))
+    for r in records:
         if r.size > CHUNK_SIZE and r.path not in before.big_cids:
             cid, tsize, _nodes = file_dag(_chunks_of(mirror, r))
             new_cids[r.path] = (cid_to_str(cid), tsize)
     _write(folder, mirror, new_cids)
+    prefix = before.checked if _head_sha256(mirror / PROVENANCE, before.provenance_size) == before.provenance_sha256 \
+        else ()  # the folder held another mirror's lines: its times say nothing of these
+    _write_if_changed(folder, CHECKS, _checks_text(records, prefix, dict(
+        read_checked_times(mirror / STATE_DIR / CHECKED))).encode())
 
 
 def _checked_tags(bag: Path, listed: dict[str, str] | None, problems: list) -> dict[str, str]:

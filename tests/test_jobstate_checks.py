@@ -1,0 +1,106 @@
+"""A scheduled job without a local mirror keeps its check times (checked.txt in the manifests
+folder): fetch.recheck_after counts from the last check, not from the fetch."""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from mirror import fetch
+from mirror.config import load_job
+from mirror.job import run_job
+from mirror.jobstate import CHECKS
+from mirror.manifest import read_provenance
+from tests.conftest import run_cli
+
+LONG_AGO = "2020-01-01T00:00:00.000000Z"
+
+
+def _job(tmp_path: Path, url: str) -> Path:
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[source]
+site = "resultados2024"
+root = "{url}"
+
+[publish]
+manifests = "manifests"
+allow_none = true
+
+[fetch]
+recheck_after = 3600
+processes = 1
+
+[sign]
+required = false
+""")
+    return job
+
+
+def _requests(proc) -> int:
+    found = re.search(r"retries in (\d+) requests", proc.stdout)
+    assert found, proc.stdout + proc.stderr
+    return int(found.group(1))
+
+
+def _checks(folder: Path) -> list[tuple[int, int]]:
+    return [tuple(map(int, line.split())) for line in (folder / CHECKS).read_text().splitlines()
+            if not line.startswith("#")]
+
+
+def test_a_url_checked_recently_is_not_asked_again_though_fetched_long_ago(replay, tmp_path, monkeypatch):
+    job = _job(tmp_path, replay.url)
+    folder = tmp_path / "manifests"
+    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)  # the files were fetched years ago...
+    first = run_job(load_job(job))
+    assert first.ok, first.problems
+    monkeypatch.undo()
+    lines = len(read_provenance(folder / "provenance.jsonl"))
+    actas = lines - 1  # one line is the index
+    assert all(e.fetched_at == LONG_AGO for e in read_provenance(folder / "provenance.jsonl"))
+    checks = _checks(folder)  # ...and found unchanged (here: fetched) just now
+    assert sum(count for _when, count in checks) == lines
+    assert all(when > time.time() - 2 * 3600 for when, _count in checks)
+
+    second = run_cli("run", str(job), "--quiet")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert _requests(second) == 1, second.stdout  # the index only: every acta was checked within the hour
+
+    (folder / CHECKS).write_text("not a check time\n")  # unreadable: every URL counts from its fetch
+    third = run_cli("run", str(job), "--quiet")
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert _requests(third) == 1 + actas, third.stdout
+    assert "but for checked.txt, the check times" in third.stdout  # nothing new, the check times written
+    assert sum(count for _when, count in _checks(folder)) == lines
+
+
+def test_check_times_that_claim_too_much_are_not_believed(replay, tmp_path, monkeypatch):
+    job = _job(tmp_path, replay.url)
+    folder = tmp_path / "manifests"
+    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
+    assert run_job(load_job(job)).ok
+    monkeypatch.undo()
+    lines = len(read_provenance(folder / "provenance.jsonl"))
+    (folder / CHECKS).write_text(f"{int(time.time())} {lines + 1}\n")  # more lines than the provenance has
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _requests(proc) == lines, proc.stdout  # the index and every acta: the file was ignored
+    old = int(time.time()) - 3 * 3600
+    (folder / CHECKS).write_text(f"{old} {lines}\n")  # checked three hours ago: due again
+    proc = run_cli("run", str(job), "--quiet")
+    assert _requests(proc) == lines, proc.stdout
+    assert _checks(folder)[0][0] > old  # and now checked again
+
+
+def test_a_job_that_drops_its_local_mirror_keeps_its_check_times(replay, tmp_path, monkeypatch):
+    job = _job(tmp_path, replay.url)
+    job.write_text(job.read_text().replace("[publish]", '[output]\ndir = "mirror"\n\n[publish]'))
+    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
+    assert run_job(load_job(job)).ok  # a full local mirror, which also writes the manifests folder
+    monkeypatch.undo()
+    lines = len(read_provenance(tmp_path / "manifests" / "provenance.jsonl"))
+    assert sum(count for _when, count in _checks(tmp_path / "manifests")) == lines
+    job.write_text(job.read_text().replace('[output]\ndir = "mirror"\n\n', ""))
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _requests(proc) == 1, proc.stdout
