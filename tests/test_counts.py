@@ -1,0 +1,58 @@
+"""Honest counts: every figure a command prints names its denominator, and a partial result is
+never said with a success word (or exit 0). Real mirrors crawled from the replay, the real CLI."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from mirror.crawl import CrawlOptions, crawl
+from mirror.manifest import iter_provenance
+
+
+def _crawl(url: str, out: Path, shard: tuple[int, int] = (1, 1)) -> None:
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=url, out=str(out), shard=shard)))
+
+
+@pytest.fixture(scope="module")
+def mirrors(tmp_path_factory):
+    """`full`: one crawl of a replay where some images are gone (404); `shard-I`: its 3 shards."""
+    from mirror.replay import FaultPlan, Replay, ReplayThread
+
+    base = tmp_path_factory.mktemp("counts")
+    thread = ReplayThread(Replay(small=True, limit=30, faults=FaultPlan.parse("404=0.15", 0)))
+    thread.start()
+    try:
+        _crawl(thread.url, base / "full")
+        for i in (1, 2, 3):
+            _crawl(thread.url, base / f"shard-{i}", (i, 3))
+    finally:
+        thread.stop()
+    return base
+
+
+def acta_files(mirror: Path) -> list[str]:
+    return [e.path for e in iter_provenance(mirror / "provenance.jsonl") if e.kind == "acta"]
+
+
+def test_compare_does_not_call_a_mirror_identical_when_its_files_are_missing(mirrors, tmp_path):
+    full, theirs = mirrors / "full", tmp_path / "theirs"
+    shutil.copytree(full, theirs)
+    gone = acta_files(theirs)[:3]
+    for rel in gone:
+        (theirs / rel).unlink()
+    proc = run_cli("compare", str(full), str(theirs), "--json")
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1, "their copy lacks 3 files: not agreeing"
+    assert sorted(report["unread"]) == sorted(gone)
+    text = run_cli("compare", str(full), str(theirs))
+    assert text.returncode == 1
+    total = len(report["actas"])
+    assert f"3 of their {total} files could not be read" in text.stdout
+    for rel in gone:  # each one listed, though its recorded sha256 matches ours
+        assert any(rel in line and "not read" in line for line in text.stdout.splitlines() if line.startswith("  "))
+    assert f"({total - 3:,} identical actas not listed" in text.stdout
