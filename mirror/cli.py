@@ -1039,8 +1039,11 @@ def cmd_export(args) -> int:
         print(p, file=sys.stderr)
     for note in result.notes:
         print(note)
-    print(f"wrote {result.out}: {result.responses} responses ({result.bytes / 1e6:.1f} MB of payload), "
-          f"{result.revisits} revisits; {len(result.problems)} file(s) left out")
+    left_out = result.recorded - result.responses
+    evidence = len(result.problems) - left_out  # tag files the WACZ copies under evidence/
+    print(f"wrote {result.out}: {result.responses} of {result.recorded} recorded files as responses "
+          f"({result.bytes / 1e6:.1f} MB of payload), {result.revisits} revisits; {left_out} of {result.recorded} "
+          "left out" + (f"; {evidence} evidence file(s) left out" if evidence else ""))
     return EXIT_PROBLEMS if result.problems else EXIT_OK
 
 

@@ -56,3 +56,16 @@ def test_compare_does_not_call_a_mirror_identical_when_its_files_are_missing(mir
     for rel in gone:  # each one listed, though its recorded sha256 matches ours
         assert any(rel in line and "not read" in line for line in text.stdout.splitlines() if line.startswith("  "))
     assert f"({total - 3:,} identical actas not listed" in text.stdout
+
+
+def test_export_counts_its_responses_against_the_recorded_files(mirrors, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(mirrors / "full", copy)
+    recorded = sum(1 for _ in iter_provenance(copy / "provenance.jsonl"))
+    for rel in acta_files(copy)[:2]:
+        (copy / rel).unlink()
+    proc = run_cli("export", str(copy), "--warc", str(tmp_path / "out.warc.gz"))
+    assert proc.returncode == 1
+    last = proc.stdout.strip().splitlines()[-1]
+    assert f"{recorded - 2} of {recorded} recorded files as responses" in last, last
+    assert f"2 of {recorded} left out" in last, last
