@@ -881,9 +881,18 @@ def _print_run(report, args=None) -> int:
 def cmd_merge(args) -> int:
     from .job import merge
 
+    from .audit.coverage import census
+
     stats = merge(args.out, args.shards, args.sign_key)
-    print(f"merged {len(args.shards)} shard(s) into {args.out}: {stats['added']} files added, "
-          f"{stats['renamed']} kept as new versions; verified")
+    coverage = census(args.out)
+    print(f"merged {len(args.shards)} shard(s) into {args.out}: {stats['added']} files added of the "
+          f"{stats['files']} they hold ({stats['files'] - stats['added']} there already), {stats['renamed']} kept "
+          f"as new versions; verified; {coverage.summary()}")
+    absent = coverage.counts()["absent"]
+    if absent:  # a shard not given (its job failed?) is a hole, not a smaller election
+        print(f"acta-mirror: {absent:,} of {coverage.total:,} tables the index lists are not in the merged "
+              "mirror, nor recorded as failed: a shard not merged yet? merge it too", file=sys.stderr)
+        return EXIT_PROBLEMS
     return EXIT_OK
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from mirror.audit.coverage import census
 from mirror.crawl import CrawlOptions, crawl
 from mirror.manifest import iter_provenance
 
@@ -69,3 +70,20 @@ def test_export_counts_its_responses_against_the_recorded_files(mirrors, tmp_pat
     last = proc.stdout.strip().splitlines()[-1]
     assert f"{recorded - 2} of {recorded} recorded files as responses" in last, last
     assert f"2 of {recorded} left out" in last, last
+
+
+def test_merge_of_some_shards_says_what_the_merged_mirror_lacks(mirrors, tmp_path):
+    merged = tmp_path / "merged"
+    shards = [str(mirrors / f"shard-{i}") for i in (1, 2, 3)]
+    held = sum(len(acta_files(Path(s))) + 1 for s in shards[:2])  # each shard also holds the index
+    proc = run_cli("merge", str(merged), *shards[:2])
+    assert proc.returncode == 1, "a shard is missing: tables of the index are in no shard"
+    whole = census(mirrors / "full")  # what one crawl of the whole site holds
+    total, failed = whole.total, whole.counts()["failed"]
+    assert failed, "the replay's 404s give failed downloads"
+    assert f"of the {held} they hold" in proc.stdout
+    assert "tables archived" in proc.stdout and "absent from the mirror" in proc.stdout
+    assert f"of {total} tables the index lists are not in the merged mirror" in proc.stderr
+    again = run_cli("merge", str(merged), *shards)
+    assert again.returncode == 0, again.stderr
+    assert f"{total - failed} of {total} tables archived; {failed} failed to download" in again.stdout and "absent" not in again.stdout
