@@ -707,6 +707,9 @@ def cmd_publish(args) -> int:
     for line in failed:
         print(f"acta-mirror: failed: {line}; check the URL, your credentials (ACTA_MIRROR_GIT_USERNAME, "
               "ACTA_MIRROR_GIT_PASSWORD) and that the target exists, then re-run: what was pushed stays", file=sys.stderr)
+    if failed:
+        print(f"acta-mirror: published to {len(publishers) - len(failed)} of {len(publishers)} target(s); "
+              f"{len(failed)} failed (above)", file=sys.stderr)
     return EXIT_PROBLEMS if failed else EXIT_OK
 
 
@@ -861,7 +864,14 @@ def _print_run(report, args=None) -> int:
         print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
               f"{c.failed} failed, {c.deferred} deferred, {c.vanished} vanished{pages}{rows}; {c.retries} retries in "
               f"{report.crawl.requests} requests ({report.crawl.seconds:.1f} s)")
-    print("verify: " + ("intact" if not report.problems else f"{len(report.problems)} problem(s)"))
+    if report.problems:
+        print(f"verify: {len(report.problems)} problem(s)"
+              + (f" ({report.listed:,} files listed)" if report.listed else ""))
+    elif report.hashed == report.listed:
+        print(f"verify: intact: {report.listed:,} of {report.listed:,} listed files hashed and matched")
+    else:  # a run without a local mirror holds only what it downloaded
+        print(f"verify: {report.hashed:,} new file(s) hashed and matched, of {report.listed:,} recorded; the "
+              f"other {report.listed - report.hashed:,} are not held here (the targets hold them)")
     for p in report.problems[:FAILURES_SHOWN]:
         print(f"  {p}")
     for r in report.receipts:
@@ -872,6 +882,9 @@ def _print_run(report, args=None) -> int:
     for line in report.publish_failures:
         print(f"acta-mirror: failed: {line}; check the target and credentials, then re-run "
               "'acta-mirror run --publish-only'", file=sys.stderr)
+    if len(report.receipts) < report.targets:
+        print(f"publish: {len(report.receipts)} of {report.targets} target(s) took the mirror; "
+              f"{report.targets - len(report.receipts)} failed")
     for note in report.notes:
         print(note)
     print(f"mirror: {report.mirror}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,42 @@ def test_merge_of_some_shards_says_what_the_merged_mirror_lacks(mirrors, tmp_pat
     again = run_cli("merge", str(merged), *shards)
     assert again.returncode == 0, again.stderr
     assert f"{total - failed} of {total} tables archived; {failed} failed to download" in again.stdout and "absent" not in again.stdout
+
+
+UNREACHABLE = "git+http://127.0.0.1:1/nobody.git"  # loopback, nothing listens: refused at once
+
+
+def _job(tmp_path: Path, url: str, output: str, targets: list[str]) -> Path:
+    job = tmp_path / "mirror.toml"
+    job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{url}"\n\n[output]\ndir = "{output}"\n\n'
+                   f'[publish]\ngit = {json.dumps(targets)}\nmanifests = "manifests"\n\n[sign]\nrequired = false\n')
+    return job
+
+
+def test_publish_and_run_count_the_targets_that_took_the_mirror(replay, mirrors, tmp_path):
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    proc = run_cli("publish", str(mirrors / "full"), "--to", f"git+file://{remote}", "--to", UNREACHABLE)
+    assert proc.returncode == 1
+    assert "published to 1 of 2 target(s); 1 failed" in proc.stderr, proc.stderr
+    job = _job(tmp_path, replay.url, "mirror", [f"git+file://{tmp_path}/run.git", UNREACHABLE])
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "run.git")], check=True)
+    run = run_cli("run", str(job), "--quiet")
+    assert run.returncode == 1
+    listed = sum(1 for _ in open(tmp_path / "mirror" / "manifest-sha256.txt"))
+    assert f"verify: intact: {listed} of {listed} listed files hashed and matched" in run.stdout, run.stdout
+    assert "publish: 1 of 2 target(s) took the mirror; 1 failed" in run.stdout, run.stdout
+
+
+def test_a_run_without_a_local_mirror_does_not_call_unheld_files_intact(replay, tmp_path):
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "run.git")], check=True)
+    job = _job(tmp_path, replay.url, "", [f"git+file://{tmp_path}/run.git"])
+    first = run_cli("run", str(job), "--quiet")
+    assert first.returncode == 0, first.stderr
+    recorded = sum(1 for _ in open(tmp_path / "manifests" / "manifest-sha256.txt"))
+    assert f"verify: intact: {recorded} of {recorded} listed files hashed and matched" in first.stdout, first.stdout
+    second = run_cli("run", str(job), "--quiet")  # downloads nothing new: holds none of the files
+    assert second.returncode == 0, second.stderr
+    assert "intact" not in second.stdout, second.stdout
+    assert (f"verify: 0 new file(s) hashed and matched, of {recorded} recorded; the other {recorded} are not "
+            "held here") in second.stdout, second.stdout
