@@ -230,7 +230,7 @@ def parse_diff(sub) -> None:
     df = _add(sub, "diff", "compare two mirrors, manifests or index CSVs by acta key")
     df.add_argument("a", help="the older mirror directory, manifest-sha256.txt or index CSV")
     df.add_argument("b", help="the newer one")
-    df.add_argument("--json", action="store_true", help='print {"added": [...], "removed": [...], "changed": [...]}')
+    df.add_argument("--json", action="store_true", help='print {"added": [...], "removed": [...], "changed": [...], "counts": {"a", "b", "both", "unchanged"}}')
 
 
 def parse_replay(sub) -> None:
@@ -813,12 +813,17 @@ def cmd_verify_file(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from .evidence import diff
+    from .evidence import diff_keyed, keyed
 
-    result = diff(args.a, args.b)
+    left, right = keyed(args.a), keyed(args.b)
+    result = diff_keyed(left, right)
+    both = len(left) - len(result["removed"])
+    counts = {"a": len(left), "b": len(right), "both": both, "unchanged": both - len(result["changed"])}
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result, "counts": counts}))
     else:
+        print(f"{args.a}: {counts['a']:,} actas; {args.b}: {counts['b']:,} actas; {counts['unchanged']:,} of the "
+              f"{both:,} in both unchanged (by what each records, a sha256 or an image name; no file is read)")
         for kind in ("added", "removed", "changed"):
             print(f"{kind}: {len(result[kind])}")
             for key in result[kind][:20]:

@@ -127,3 +127,15 @@ def test_a_run_without_a_local_mirror_does_not_call_unheld_files_intact(replay, 
     assert "intact" not in second.stdout, second.stdout
     assert (f"verify: 0 new file(s) hashed and matched, of {recorded} recorded; the other {recorded} are not "
             "held here") in second.stdout, second.stdout
+
+
+def test_diff_gives_the_actas_of_each_side(mirrors):
+    full, part = mirrors / "full", mirrors / "shard-1"
+    a, b = len(acta_files(full)), len(acta_files(part))
+    proc = run_cli("diff", str(full), str(part))
+    assert proc.returncode == 1
+    first = proc.stdout.splitlines()[0]
+    assert f"{full}: {a} actas; {part}: {b} actas; {b} of the {b} in both unchanged" in first, first
+    result = json.loads(run_cli("diff", str(full), str(part), "--json").stdout)
+    assert result["counts"] == {"a": a, "b": b, "both": b, "unchanged": b}
+    assert len(result["removed"]) == a - b and not result["added"] and not result["changed"]
