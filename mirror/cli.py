@@ -531,6 +531,7 @@ def _print_crawl(result, args) -> int:
     else:
         _print_failures(result.failures, c, where, args)
         pages = f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else ""
+        pages += f", {c.rows_failed} index row(s) refused (their actas are not counted)" if c.rows_failed else ""
         deferred = f", {c.deferred} deferred to the next run" if c.deferred else ""
         vanished = (f"; {c.vanished} archived before and no longer listed by the site (kept; "
                     "changes.jsonl marks them vanished)") if c.vanished else ""

@@ -139,3 +139,16 @@ def test_diff_gives_the_actas_of_each_side(mirrors):
     result = json.loads(run_cli("diff", str(full), str(part), "--json").stdout)
     assert result["counts"] == {"a": a, "b": b, "both": b, "unchanged": b}
     assert len(result["removed"]) == a - b and not result["added"] and not result["changed"]
+
+
+def test_the_crawl_summary_line_counts_refused_index_rows(tmp_path):
+    from hostile_site import HostileSite
+
+    with HostileSite() as site:
+        rows = site.good_actas(5)
+        rows.insert(2, "not,a,results,row\n")
+        site.serve_index(rows)
+        proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "m"), "--quiet")
+    assert proc.returncode == 1
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert "5 actas discovered: 5 archived" in summary and "1 index row(s) refused" in summary, summary
