@@ -1037,18 +1037,20 @@ def cmd_site(args) -> int:
 # -- demo ---------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
-    from .verify import verify
+    from .job import verify_counted
 
     report = run_demo(Path(args.out), limit=None if args.full else args.limit, small=not args.real_size,
                       use_ipfs=not args.no_ipfs)
     for i, step in enumerate(report.steps, 1):
         print(f"{i}. {step}")
-    problems = verify(report.mirror)
-    print(f"{len(report.steps) + 1}. verified {report.mirror}: " + ("intact" if not problems else f"{len(problems)} problem(s)"))
+    problems, listed = verify_counted(report.mirror)
+    print(f"{len(report.steps) + 1}. verified {report.mirror}: "
+          + (f"intact: {listed:,} of {listed:,} listed files hashed and matched" if not problems
+             else f"{len(problems)} problem(s) ({listed:,} files listed)"))
     print("Check it yourself:")
     for line in report.checks:
         print(f"   {line}")
-    print("Stopped the replay and the IPFS node.")
+    print("Stopped the replay" + (" and the IPFS node." if report.ipfs else "."))
     return EXIT_OK if report.ok and not problems else EXIT_PROBLEMS
 
 

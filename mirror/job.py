@@ -80,11 +80,8 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     report = RunReport(out)
     if crawl_step:
         report.crawl = asyncio.run(crawl(crawl_options(job, shard), counters))
-    from .evidence import check_seal
-
-    checked = check(out)  # verify's own steps, keeping the count of files it hashed
-    report.problems = checked.problems + check_seal(out, state=checked.state).problems
-    report.hashed = report.listed = len(checked.state.manifest)
+    report.problems, report.listed = verify_counted(out)
+    report.hashed = report.listed
     if report.problems:
         report.notes.append("not publishing: the mirror does not verify")
         return report
@@ -96,6 +93,14 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     if publish_step:
         publish(job, out, report)
     return report
+
+
+def verify_counted(out: Path) -> tuple[list[Problem], int]:
+    """verify(out), with the number of files the manifest lists (every one of them hashed)."""
+    from .evidence import check_seal
+
+    checked = check(out)
+    return checked.problems + check_seal(out, state=checked.state).problems, len(checked.state.manifest)
 
 
 def from_manifests(job: Job) -> bool:

@@ -152,3 +152,17 @@ def test_the_crawl_summary_line_counts_refused_index_rows(tmp_path):
     assert proc.returncode == 1
     summary = proc.stdout.strip().splitlines()[-1]
     assert "5 actas discovered: 5 archived" in summary and "1 index row(s) refused" in summary, summary
+
+
+def test_the_demo_gives_each_step_its_denominator(tmp_path):
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--limit", "20", "--no-ipfs", "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    shards = [line for line in lines if "crawled:" in line]
+    assert len(shards) == 2 and all("actas discovered:" in line for line in shards), shards
+    merged = next(line for line in lines if "merged the 2 shards" in line)
+    assert "they hold" in merged and "tables archived" in merged, merged
+    verified = next(line for line in lines if "verified" in line)
+    listed = sum(1 for _ in open(tmp_path / "demo" / "mirror" / "manifest-sha256.txt"))
+    assert f"intact: {listed} of {listed} listed files hashed and matched" in verified, verified
+    assert lines[-1] == "Stopped the replay.", "no IPFS node was started (--no-ipfs)"
