@@ -617,10 +617,23 @@ def cmd_verify(args) -> int:
     if stamp_line and not args.json:
         print(stamp_line)
     listed, found = len(checked.state.manifest), len(checked.state.payload)
+    coverage = uncounted = None
+    if not problems:  # intact files are not a whole election: what the mirror records of the site's list
+        from .audit.coverage import census
+
+        try:
+            coverage = census(args.dir, checked.state)
+        except (OSError, MirrorError) as exc:  # an unsafe tag file: named, not a traceback
+            uncounted = f"not counted ({getattr(exc, 'strerror', None) or exc})"
     if args.json:
         report = {"ok": not problems, "hashed": checked.hashed, "files_listed": listed, "files_found": found,
                   "problems": [p.__dict__ for p in problems],
                   "signature": {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}}
+        if coverage:
+            report["coverage"] = {"summary": coverage.summary(), "tables": coverage.total, "source": coverage.source,
+                                  "counts": {k: v for k, v in coverage.counts().items() if v}}
+        elif uncounted:
+            report["coverage"] = {"summary": uncounted}
         if not checked.hashed:
             report["not_checked"] = FAST_CAVEAT
         if stamp_line:
@@ -634,6 +647,8 @@ def cmd_verify(args) -> int:
             print(f"OK: {args.dir} is intact: {listed:,} of {listed:,} listed files hashed and matched"
                   if checked.hashed else f"OK as far as --fast checks (names, sizes, tag files, provenance, "
                                          f"Merkle root) for {listed:,} of {listed:,} listed files: {args.dir}")
+            print(f"coverage: {coverage.summary()} (the list of tables: {coverage.source})" if coverage
+                  else f"coverage: {uncounted}")
         else:
             print(f"{len(problems)} problem(s) in {args.dir} ({listed:,} files listed in the manifest, "
                   f"{found:,} found in data/)", file=sys.stderr)

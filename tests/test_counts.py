@@ -166,3 +166,15 @@ def test_the_demo_gives_each_step_its_denominator(tmp_path):
     listed = sum(1 for _ in open(tmp_path / "demo" / "mirror" / "manifest-sha256.txt"))
     assert f"intact: {listed} of {listed} listed files hashed and matched" in verified, verified
     assert lines[-1] == "Stopped the replay.", "no IPFS node was started (--no-ipfs)"
+
+
+def test_verify_ok_says_what_the_intact_mirror_lacks(mirrors):
+    full = mirrors / "full"
+    whole = census(full)
+    failed = whole.counts()["failed"]
+    proc = run_cli("verify", str(full))
+    assert proc.returncode == 0
+    assert (f"coverage: {whole.total - failed} of {whole.total} tables archived; {failed} failed to download"
+            in proc.stdout), proc.stdout
+    report = json.loads(run_cli("verify", str(full), "--fast", "--json").stdout)
+    assert report["coverage"]["tables"] == whole.total and report["coverage"]["counts"]["failed"] == failed
