@@ -747,9 +747,15 @@ def cmd_restore(args) -> int:
 
     with Progress("restore", quiet=args.quiet) as progress:
         lines = restore(args.sources, args.out, progress=progress.step)
+    from .audit.coverage import census
+    from .state import read_state
+
     for line in lines:
         print(line)
-    print(f"restored and verified: {args.out}")
+    state = read_state(args.out)  # restore verified it whole: every listed file was hashed
+    listed = len(state.manifest)
+    print(f"restored and verified: {args.out}: {listed:,} of {listed:,} listed files hashed and matched; "
+          f"coverage: {census(args.out, state).summary()}")
     return EXIT_OK
 
 

@@ -178,3 +178,18 @@ def test_verify_ok_says_what_the_intact_mirror_lacks(mirrors):
             in proc.stdout), proc.stdout
     report = json.loads(run_cli("verify", str(full), "--fast", "--json").stdout)
     assert report["coverage"]["tables"] == whole.total and report["coverage"]["counts"]["failed"] == failed
+
+
+def test_restore_counts_its_files_and_says_what_the_mirror_lacks(mirrors, tmp_path):
+    full = mirrors / "full"
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    assert run_cli("publish", str(full), "--to", f"git+file://{remote}", "--quiet").returncode == 0
+    proc = run_cli("restore", "--from", f"git+file://{remote}", "--out", str(tmp_path / "restored"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    listed = sum(1 for _ in open(full / "manifest-sha256.txt"))
+    whole = census(full)
+    failed = whole.counts()["failed"]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert f"{listed} of {listed} listed files hashed and matched" in last, last
+    assert f"{whole.total - failed} of {whole.total} tables archived; {failed} failed to download" in last, last
