@@ -193,3 +193,20 @@ def test_restore_counts_its_files_and_says_what_the_mirror_lacks(mirrors, tmp_pa
     last = proc.stdout.strip().splitlines()[-1]
     assert f"{listed} of {listed} listed files hashed and matched" in last, last
     assert f"{whole.total - failed} of {whole.total} tables archived; {failed} failed to download" in last, last
+
+
+def test_coverage_names_archived_tables_the_index_no_longer_lists(tmp_path):
+    from hostile_site import HostileSite
+
+    out = tmp_path / "m"
+    with HostileSite() as site:
+        rows = site.good_actas(5)
+        site.serve_index(rows)
+        assert run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet").returncode == 0
+        site.serve_index(rows[:3])  # the site stops listing two tables it listed
+        assert run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet").returncode == 0
+    held = "2 more archived that the list no longer names (kept, not counted)"
+    tally = run_cli("tally", str(out), "--quiet")
+    assert tally.stdout.startswith("0 of 3 tables read") and held in tally.stdout.splitlines()[0], tally.stdout
+    verify = run_cli("verify", str(out), "--quiet")
+    assert f"coverage: 3 of 3 tables archived; {held}" in verify.stdout, verify.stdout
