@@ -210,3 +210,15 @@ def test_coverage_names_archived_tables_the_index_no_longer_lists(tmp_path):
     assert tally.stdout.startswith("0 of 3 tables read") and held in tally.stdout.splitlines()[0], tally.stdout
     verify = run_cli("verify", str(out), "--quiet")
     assert f"coverage: 3 of 3 tables archived; {held}" in verify.stdout, verify.stdout
+
+
+def test_progress_claims_no_failure_count_a_check_does_not_keep(mirrors, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(mirrors / "full", copy)
+    for rel in acta_files(copy)[:3]:
+        (copy / rel).unlink()
+    proc = run_cli("verify", str(copy), env={"ACTA_MIRROR_PROGRESS_EVERY": "0.05"})
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if "] verify: " in ln]
+    assert lines, proc.stderr
+    assert not any("failed" in ln for ln in lines), lines  # it was '0 of 39 failed' beside 4 problems
