@@ -956,14 +956,18 @@ def _ocr_wanted(args) -> bool:
     return False
 
 
-def _print_checks(result) -> list[str]:
+def _print_checks(result, ocr: bool) -> list[str]:
+    """With OCR: each archived table's QR-versus-print verdict, counted against the archived
+    tables; those with neither reading are counted too (they have no verdict)."""
     from .audit.tally import checks
 
-    counts = checks(result)
-    if not counts:
+    if not ocr:
         return []
-    lines = ["QR versus print: " + "; ".join(f"{n:,} {c}" for c, n in counts.items())
-             + f" (of {sum(counts.values()):,} archived tables)"]
+    counts = checks(result)
+    archived = sum(1 for t in result.tables.values() if t.state.status in ("qr", "print", "unreadable"))
+    neither = archived - sum(counts.values())
+    parts = [f"{n:,} {c}" for c, n in counts.items()] + ([f"{neither:,} not compared (neither read)"] if neither else [])
+    lines = ["QR versus print: " + "; ".join(parts) + f" (of {archived:,} archived tables)"]
     for table in result.tables.values():
         if table.check == "MISMATCH":
             lines.append(f"  MISMATCH {table.key}: QR {table.votes if table.state.status == 'qr' else table.state.detail}; "
@@ -986,7 +990,7 @@ def cmd_tally(args) -> int:
         text = json.dumps(to_json(result), ensure_ascii=False, indent=1) + "\n"
     else:
         lines = [result.coverage.summary(), f"  (the list of tables: {result.coverage.source})"]
-        lines += _print_checks(result)
+        lines += _print_checks(result, ocr)
         for unit in result.level("nation"):
             lines.append(f"{unit.name}: {unit.coverage}")
             lines += [f"  {c:5s} {v:>12,}" for c, v in sorted(unit.votes.items(), key=lambda kv: -kv[1])]
@@ -1008,7 +1012,8 @@ def cmd_crosscheck(args) -> int:
     from .audit.crosscheck import crosscheck, exit_status
     from .audit.tally import tally
 
-    result = tally(args.dir, ocr=_ocr_wanted(args))
+    ocr = _ocr_wanted(args)
+    result = tally(args.dir, ocr=ocr)
     report = crosscheck(result, args.against)
     _write_coverage(result, args.coverage)
     if args.json:
@@ -1016,7 +1021,7 @@ def cmd_crosscheck(args) -> int:
         return exit_status(report, args.allow_incomplete)
     print(report["coverage"])
     print(f"checked {report['checked']:,} of {report['tables']:,} tables")
-    for line in _print_checks(result):
+    for line in _print_checks(result, ocr):
         print(line)
     sources = report["sources"]
     if report["differences"]:

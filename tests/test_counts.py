@@ -222,3 +222,17 @@ def test_progress_claims_no_failure_count_a_check_does_not_keep(mirrors, tmp_pat
     lines = [ln for ln in proc.stderr.splitlines() if "] verify: " in ln]
     assert lines, proc.stderr
     assert not any("failed" in ln for ln in lines), lines  # it was '0 of 39 failed' beside 4 problems
+
+
+@pytest.mark.skipif(not __import__("mirror.audit.ocr", fromlist=["available"]).available(),
+                    reason="tesseract-ocr and tesseract-ocr-spa are not installed")
+def test_tally_ocr_counts_the_tables_it_could_not_compare(tmp_path):
+    from hostile_site import HostileSite
+
+    out = tmp_path / "m"
+    with HostileSite() as site:
+        site.serve_index(site.good_actas(3))  # images with no QR code and no printed figures
+        assert run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet").returncode == 0
+    proc = run_cli("tally", str(out), "--ocr", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "QR versus print: 3 not compared (neither read) (of 3 archived tables)" in proc.stdout, proc.stdout
