@@ -704,6 +704,9 @@ def cmd_publish(args) -> int:
         _print_plans(args.dir, plans)
         for line in failed:
             print(f"acta-mirror: cannot plan: {line}; check the URL and your credentials", file=sys.stderr)
+        if failed:
+            print(f"acta-mirror: planned {len(plans)} of {len(publishers)} target(s); {len(failed)} could not "
+                  "be planned (above)", file=sys.stderr)
         return EXIT_PROBLEMS if failed else EXIT_OK
     failed = []
     with Progress("publish", quiet=args.quiet) as progress:

@@ -236,3 +236,11 @@ def test_tally_ocr_counts_the_tables_it_could_not_compare(tmp_path):
     proc = run_cli("tally", str(out), "--ocr", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "QR versus print: 3 not compared (neither read) (of 3 archived tables)" in proc.stdout, proc.stdout
+
+
+def test_publish_dry_run_counts_the_targets_it_could_plan(mirrors, tmp_path):
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    proc = run_cli("publish", str(mirrors / "full"), "--dry-run", "--to", f"git+file://{remote}", "--to", UNREACHABLE)
+    assert proc.returncode == 1
+    assert "planned 1 of 2 target(s); 1 could not be planned" in proc.stderr, proc.stderr
