@@ -208,6 +208,8 @@ def test_coverage_names_archived_tables_the_index_no_longer_lists(tmp_path):
     held = "2 more archived that the list no longer names (kept, not counted)"
     tally = run_cli("tally", str(out), "--quiet")
     assert tally.stdout.startswith("0 of 3 tables read") and held in tally.stdout.splitlines()[0], tally.stdout
+    report = json.loads(run_cli("tally", str(out), "--format", "json", "--quiet").stdout)
+    assert held in report["coverage"] and len(report["unlisted"]) == 2
     verify = run_cli("verify", str(out), "--quiet")
     assert f"coverage: 3 of 3 tables archived; {held}" in verify.stdout, verify.stdout
 
