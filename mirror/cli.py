@@ -230,7 +230,8 @@ def parse_diff(sub) -> None:
     df = _add(sub, "diff", "compare two mirrors, manifests or index CSVs by acta key")
     df.add_argument("a", help="the older mirror directory, manifest-sha256.txt or index CSV")
     df.add_argument("b", help="the newer one")
-    df.add_argument("--json", action="store_true", help='print {"added": [...], "removed": [...], "changed": [...], "counts": {"a", "b", "both", "unchanged"}}')
+    df.add_argument("--json", action="store_true",
+                    help='print {"added": [...], "removed": [...], "changed": [...], "counts": {"a", "b", "both", "unchanged"}}')
 
 
 def parse_replay(sub) -> None:
@@ -745,14 +746,13 @@ def _print_plans(mirror: str, plans: list) -> int:
 
 @_writes("restoring")
 def cmd_restore(args) -> int:
+    from .audit.coverage import census
     from .progress import Progress
     from .publish.git import restore
+    from .state import read_state
 
     with Progress("restore", quiet=args.quiet) as progress:
         lines = restore(args.sources, args.out, progress=progress.step)
-    from .audit.coverage import census
-    from .state import read_state
-
     for line in lines:
         print(line)
     state = read_state(args.out)  # restore verified it whole: every listed file was hashed
@@ -922,9 +922,8 @@ def _print_run(report, args=None) -> int:
 
 
 def cmd_merge(args) -> int:
-    from .job import merge
-
     from .audit.coverage import census
+    from .job import merge
 
     stats = merge(args.out, args.shards, args.sign_key)
     coverage = census(args.out)
