@@ -149,9 +149,13 @@ def test_the_crawl_summary_line_counts_refused_index_rows(tmp_path):
         rows.insert(2, "not,a,results,row\n")
         site.serve_index(rows)
         proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "m"), "--quiet")
+        as_json = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "j"), "--json")
     assert proc.returncode == 1
     summary = proc.stdout.strip().splitlines()[-1]
     assert "5 actas discovered: 5 archived" in summary and "1 index row(s) refused" in summary, summary
+    report = json.loads(as_json.stdout)
+    assert report["rows_failed"] == 1 and report["failed"] == 0
+    assert sum(report["failures_by_cause"].values()) == report["failed"], report["failures_by_cause"]
 
 
 def test_the_demo_gives_each_step_its_denominator(tmp_path):
