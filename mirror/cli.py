@@ -230,7 +230,8 @@ def parse_diff(sub) -> None:
     df = _add(sub, "diff", "compare two mirrors, manifests or index CSVs by acta key")
     df.add_argument("a", help="the older mirror directory, manifest-sha256.txt or index CSV")
     df.add_argument("b", help="the newer one")
-    df.add_argument("--json", action="store_true", help='print {"added": [...], "removed": [...], "changed": [...]}')
+    df.add_argument("--json", action="store_true",
+                    help='print {"added": [...], "removed": [...], "changed": [...], "counts": {"a", "b", "both", "unchanged"}}')
 
 
 def parse_replay(sub) -> None:
@@ -522,7 +523,8 @@ def _print_crawl(result, args) -> int:
     for rel in result.quarantined:
         print(f"quarantined {rel}: on disk but never recorded (a killed run); kept in .acta-mirror/quarantine",
               file=sys.stderr)
-    summary = FailureSummary.of(f for f in result.failures if f.get("key") != "page")
+    # the actas' failures only, so they add up to `failed`: pages and index rows have their own counts
+    summary = FailureSummary.of(f for f in result.failures if f.get("key") not in ("page", "index"))
     rate = c.done / result.seconds if result.seconds else 0.0
     if args.json:
         print(json.dumps({"mirror": result.out, "discovered": c.discovered, "archived": c.archived,
@@ -534,6 +536,7 @@ def _print_crawl(result, args) -> int:
     else:
         _print_failures(result.failures, c, where, args)
         pages = f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else ""
+        pages += f", {c.rows_failed} index row(s) refused (their actas are not counted)" if c.rows_failed else ""
         deferred = f", {c.deferred} deferred to the next run" if c.deferred else ""
         vanished = (f"; {c.vanished} archived before and no longer listed by the site (kept; "
                     "changes.jsonl marks them vanished)") if c.vanished else ""
@@ -619,10 +622,23 @@ def cmd_verify(args) -> int:
     if stamp_line and not args.json:
         print(stamp_line)
     listed, found = len(checked.state.manifest), len(checked.state.payload)
+    coverage = uncounted = None
+    if not problems:  # intact files are not a whole election: what the mirror records of the site's list
+        from .audit.coverage import census
+
+        try:
+            coverage = census(args.dir, checked.state)
+        except (OSError, MirrorError) as exc:  # an unsafe tag file: named, not a traceback
+            uncounted = f"not counted ({getattr(exc, 'strerror', None) or exc})"
     if args.json:
         report = {"ok": not problems, "hashed": checked.hashed, "files_listed": listed, "files_found": found,
                   "problems": [p.__dict__ for p in problems],
                   "signature": {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}}
+        if coverage:
+            report["coverage"] = {"summary": coverage.summary(), "tables": coverage.total, "source": coverage.source,
+                                  "counts": {k: v for k, v in coverage.counts().items() if v}}
+        elif uncounted:
+            report["coverage"] = {"summary": uncounted}
         if not checked.hashed:
             report["not_checked"] = FAST_CAVEAT
         if stamp_line:
@@ -636,6 +652,8 @@ def cmd_verify(args) -> int:
             print(f"OK: {args.dir} is intact: {listed:,} of {listed:,} listed files hashed and matched"
                   if checked.hashed else f"OK as far as --fast checks (names, sizes, tag files, provenance, "
                                          f"Merkle root) for {listed:,} of {listed:,} listed files: {args.dir}")
+            print(f"coverage: {coverage.summary()} (the list of tables: {coverage.source})" if coverage
+                  else f"coverage: {uncounted}")
         else:
             print(f"{len(problems)} problem(s) in {args.dir} ({listed:,} files listed in the manifest, "
                   f"{found:,} found in data/)", file=sys.stderr)
@@ -691,6 +709,9 @@ def cmd_publish(args) -> int:
         _print_plans(args.dir, plans)
         for line in failed:
             print(f"acta-mirror: cannot plan: {line}; check the URL and your credentials", file=sys.stderr)
+        if failed:
+            print(f"acta-mirror: planned {len(plans)} of {len(publishers)} target(s); {len(failed)} could not "
+                  "be planned (above)", file=sys.stderr)
         return EXIT_PROBLEMS if failed else EXIT_OK
     failed = []
     with Progress("publish", quiet=args.quiet) as progress:
@@ -710,6 +731,9 @@ def cmd_publish(args) -> int:
     for line in failed:
         print(f"acta-mirror: failed: {line}; check the URL, your credentials (ACTA_MIRROR_GIT_USERNAME, "
               "ACTA_MIRROR_GIT_PASSWORD) and that the target exists, then re-run: what was pushed stays", file=sys.stderr)
+    if failed:
+        print(f"acta-mirror: published to {len(publishers) - len(failed)} of {len(publishers)} target(s); "
+              f"{len(failed)} failed (above)", file=sys.stderr)
     return EXIT_PROBLEMS if failed else EXIT_OK
 
 
@@ -726,14 +750,19 @@ def _print_plans(mirror: str, plans: list) -> int:
 
 @_writes("restoring")
 def cmd_restore(args) -> int:
+    from .audit.coverage import census
     from .progress import Progress
     from .publish.git import restore
+    from .state import read_state
 
     with Progress("restore", quiet=args.quiet) as progress:
         lines = restore(args.sources, args.out, progress=progress.step)
     for line in lines:
         print(line)
-    print(f"restored and verified: {args.out}")
+    state = read_state(args.out)  # restore verified it whole: every listed file was hashed
+    listed = len(state.manifest)
+    print(f"restored and verified: {args.out}: {listed:,} of {listed:,} listed files hashed and matched; "
+          f"coverage: {census(args.out, state).summary()}")
     return EXIT_OK
 
 
@@ -813,12 +842,17 @@ def cmd_verify_file(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from .evidence import diff
+    from .evidence import diff_keyed, keyed
 
-    result = diff(args.a, args.b)
+    left, right = keyed(args.a), keyed(args.b)
+    result = diff_keyed(left, right)
+    both = len(left) - len(result["removed"])
+    counts = {"a": len(left), "b": len(right), "both": both, "unchanged": both - len(result["changed"])}
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result, "counts": counts}))
     else:
+        print(f"{args.a}: {counts['a']:,} actas; {args.b}: {counts['b']:,} actas; {counts['unchanged']:,} of the "
+              f"{both:,} in both unchanged (by what each records, a sha256 or an image name; no file is read)")
         for kind in ("added", "removed", "changed"):
             print(f"{kind}: {len(result[kind])}")
             for key in result[kind][:20]:
@@ -864,7 +898,14 @@ def _print_run(report, args=None) -> int:
         print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
               f"{c.failed} failed, {c.deferred} deferred, {c.vanished} vanished{pages}{rows}; {c.retries} retries in "
               f"{report.crawl.requests} requests ({report.crawl.seconds:.1f} s)")
-    print("verify: " + ("intact" if not report.problems else f"{len(report.problems)} problem(s)"))
+    if report.problems:
+        print(f"verify: {len(report.problems)} problem(s)"
+              + (f" ({report.listed:,} files listed)" if report.listed else ""))
+    elif report.hashed == report.listed:
+        print(f"verify: intact: {report.listed:,} of {report.listed:,} listed files hashed and matched")
+    else:  # a run without a local mirror holds only what it downloaded
+        print(f"verify: {report.hashed:,} new file(s) hashed and matched, of {report.listed:,} recorded; the "
+              f"other {report.listed - report.hashed:,} are not held here (the targets hold them)")
     for p in report.problems[:FAILURES_SHOWN]:
         print(f"  {p}")
     for r in report.receipts:
@@ -875,6 +916,9 @@ def _print_run(report, args=None) -> int:
     for line in report.publish_failures:
         print(f"acta-mirror: failed: {line}; check the target and credentials, then re-run "
               "'acta-mirror run --publish-only'", file=sys.stderr)
+    if len(report.receipts) < report.targets:
+        print(f"publish: {len(report.receipts)} of {report.targets} target(s) took the mirror; "
+              f"{report.targets - len(report.receipts)} failed")
     for note in report.notes:
         print(note)
     print(f"mirror: {report.mirror}")
@@ -882,11 +926,19 @@ def _print_run(report, args=None) -> int:
 
 
 def cmd_merge(args) -> int:
+    from .audit.coverage import census
     from .job import merge
 
     stats = merge(args.out, args.shards, args.sign_key)
-    print(f"merged {len(args.shards)} shard(s) into {args.out}: {stats['added']} files added, "
-          f"{stats['renamed']} kept as new versions; verified")
+    coverage = census(args.out)
+    print(f"merged {len(args.shards)} shard(s) into {args.out}: {stats['added']} files added of the "
+          f"{stats['files']} they hold ({stats['files'] - stats['added']} there already), {stats['renamed']} kept "
+          f"as new versions; verified; {coverage.summary()}")
+    absent = coverage.counts()["absent"]
+    if absent:  # a shard not given (its job failed?) is a hole, not a smaller election
+        print(f"acta-mirror: {absent:,} of {coverage.total:,} tables the index lists are not in the merged "
+              "mirror, nor recorded as failed: a shard not merged yet? merge it too", file=sys.stderr)
+        return EXIT_PROBLEMS
     return EXIT_OK
 
 
@@ -910,14 +962,18 @@ def _ocr_wanted(args) -> bool:
     return False
 
 
-def _print_checks(result) -> list[str]:
+def _print_checks(result, ocr: bool) -> list[str]:
+    """With OCR: each archived table's QR-versus-print verdict, counted against the archived
+    tables; those with neither reading are counted too (they have no verdict)."""
     from .audit.tally import checks
 
-    counts = checks(result)
-    if not counts:
+    if not ocr:
         return []
-    lines = ["QR versus print: " + "; ".join(f"{n:,} {c}" for c, n in counts.items())
-             + f" (of {sum(counts.values()):,} archived tables)"]
+    counts = checks(result)
+    archived = sum(1 for t in result.tables.values() if t.state.status in ("qr", "print", "unreadable"))
+    neither = archived - sum(counts.values())
+    parts = [f"{n:,} {c}" for c, n in counts.items()] + ([f"{neither:,} not compared (neither read)"] if neither else [])
+    lines = ["QR versus print: " + "; ".join(parts) + f" (of {archived:,} archived tables)"]
     for table in result.tables.values():
         if table.check == "MISMATCH":
             lines.append(f"  MISMATCH {table.key}: QR {table.votes if table.state.status == 'qr' else table.state.detail}; "
@@ -940,7 +996,7 @@ def cmd_tally(args) -> int:
         text = json.dumps(to_json(result), ensure_ascii=False, indent=1) + "\n"
     else:
         lines = [result.coverage.summary(), f"  (the list of tables: {result.coverage.source})"]
-        lines += _print_checks(result)
+        lines += _print_checks(result, ocr)
         for unit in result.level("nation"):
             lines.append(f"{unit.name}: {unit.coverage}")
             lines += [f"  {c:5s} {v:>12,}" for c, v in sorted(unit.votes.items(), key=lambda kv: -kv[1])]
@@ -962,7 +1018,8 @@ def cmd_crosscheck(args) -> int:
     from .audit.crosscheck import crosscheck, exit_status
     from .audit.tally import tally
 
-    result = tally(args.dir, ocr=_ocr_wanted(args))
+    ocr = _ocr_wanted(args)
+    result = tally(args.dir, ocr=ocr)
     report = crosscheck(result, args.against)
     _write_coverage(result, args.coverage)
     if args.json:
@@ -970,7 +1027,7 @@ def cmd_crosscheck(args) -> int:
         return exit_status(report, args.allow_incomplete)
     print(report["coverage"])
     print(f"checked {report['checked']:,} of {report['tables']:,} tables")
-    for line in _print_checks(result):
+    for line in _print_checks(result, ocr):
         print(line)
     sources = report["sources"]
     if report["differences"]:
@@ -1012,18 +1069,20 @@ def cmd_site(args) -> int:
 # -- demo ---------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
-    from .verify import verify
+    from .job import verify_counted
 
     report = run_demo(Path(args.out), limit=None if args.full else args.limit, small=not args.real_size,
                       use_ipfs=not args.no_ipfs)
     for i, step in enumerate(report.steps, 1):
         print(f"{i}. {step}")
-    problems = verify(report.mirror)
-    print(f"{len(report.steps) + 1}. verified {report.mirror}: " + ("intact" if not problems else f"{len(problems)} problem(s)"))
+    problems, listed = verify_counted(report.mirror)
+    print(f"{len(report.steps) + 1}. verified {report.mirror}: "
+          + (f"intact: {listed:,} of {listed:,} listed files hashed and matched" if not problems
+             else f"{len(problems)} problem(s) ({listed:,} files listed)"))
     print("Check it yourself:")
     for line in report.checks:
         print(f"   {line}")
-    print("Stopped the replay and the IPFS node.")
+    print("Stopped the replay" + (" and the IPFS node." if report.ipfs else "."))
     return EXIT_OK if report.ok and not problems else EXIT_PROBLEMS
 
 
@@ -1042,8 +1101,11 @@ def cmd_export(args) -> int:
         print(p, file=sys.stderr)
     for note in result.notes:
         print(note)
-    print(f"wrote {result.out}: {result.responses} responses ({result.bytes / 1e6:.1f} MB of payload), "
-          f"{result.revisits} revisits; {len(result.problems)} file(s) left out")
+    left_out = result.recorded - result.responses
+    evidence = len(result.problems) - left_out  # tag files the WACZ copies under evidence/
+    print(f"wrote {result.out}: {result.responses} of {result.recorded} recorded files as responses "
+          f"({result.bytes / 1e6:.1f} MB of payload), {result.revisits} revisits; {left_out} of {result.recorded} "
+          "left out" + (f"; {evidence} evidence file(s) left out" if evidence else ""))
     return EXIT_PROBLEMS if result.problems else EXIT_OK
 
 
@@ -1073,11 +1135,13 @@ def cmd_compare(args) -> int:
             print(f"{label:18s} {report.counts[label]:>7,} of {total:,} actas")
         for note in report.notes:
             print(note)
+        unread = set(report.unread)
         for row in report.rows:
-            if row.label != "identical":  # their names are anyone's: shown with control characters escaped
+            if row.label != "identical" or row.there in unread:  # their names are anyone's: shown escaped
                 print(printable(f"  {row.label:18s} {row.key}  {row.there or row.here}  {row.detail}"))
-        if report.counts["identical"]:
-            print(f"({report.counts['identical']:,} identical actas not listed; --json lists every acta)")
+        shown = sum(1 for row in report.rows if row.label == "identical" and row.there not in unread)
+        if shown:
+            print(f"({shown:,} identical actas not listed; --json lists every acta)")
     return EXIT_OK if report.agree else EXIT_PROBLEMS
 
 

@@ -94,7 +94,8 @@ HELP: dict[str, Help] = {
     "merge": Help((
         ("acta-mirror merge mirror/ mirror.shard-*-of-4", "one bag again from the shards of a matrix"),
         ("acta-mirror merge mirror/ a/ b/ --sign-key signer.key", "and sign the merged root"),
-    ), {0: "merged and verified", 2: "a shard is not a mirror, or the merge does not verify", 3: "", 130: ""}),
+    ), {0: "merged and verified", 1: "merged and verified, but tables the index lists are in no shard given",
+        2: "a shard is not a mirror, or the merge does not verify", 3: "", 130: ""}),
     "tally": Help((
         ("acta-mirror tally mirror/", "votes per candidate, coverage, unreadable actas"),
         ("acta-mirror tally mirror/ --format csv --out tally.csv", "one row per table"),

@@ -62,6 +62,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # their files no acta key could be found for
+    unread: list[str] = field(default_factory=list)  # their files that could not be read from disk
 
     @property
     def counts(self) -> dict[str, int]:
@@ -72,7 +73,9 @@ class Report:
 
     @property
     def agree(self) -> bool:
-        return all(row.label in ("identical", "same_picture") for row in self.rows)
+        """Every acta the same, and every file of theirs read: a file that could not be read is
+        not known to match, whatever its recorded sha256 says."""
+        return not self.unread and all(row.label in ("identical", "same_picture") for row in self.rows)
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,8 @@ def _their_mirror(other: Path, report: Report) -> list[Theirs]:
         try:
             sha = _hash(str(other), latest.path)
         except (OSError, UnsafePath) as exc:
-            report.notes.append(f"their {latest.path}: {_why(exc)}; compared by its recorded sha256")
+            report.notes.append(f"their {latest.path}: {_why(exc)}; compared by its recorded sha256 only")
+            report.unread.append(latest.path)
             sha = latest.sha256
             files.append(Theirs(latest.path, sha, None, key, tuple(v.sha256 for v in versions[:-1])))
             continue
@@ -203,6 +207,7 @@ def _their_folder(other: Path, report: Report) -> list[Theirs]:
                 files.append(Theirs(rel, _hash(str(other), rel), rel))
             except (OSError, UnsafePath) as exc:
                 report.notes.append(f"their {rel}: {_why(exc)}; skipped")
+                report.unread.append(rel)
     if links:
         report.notes.append(f"{links} symbolic link(s) in {other} not followed")
     if skipped:
@@ -334,9 +339,15 @@ def compare(mirror: str | os.PathLike, other: str | os.PathLike, *, workers: int
             by_key[key].append(f)
         else:
             report.unmatched.append(f.name)
+    if report.unread:
+        # a mirror's unreadable file is among theirs (by its recorded sha256); a folder's is not
+        listed = len(theirs) + (len(report.unread) if report.kind == "folder" else 0)
+        report.notes.append(f"{len(report.unread)} of their {listed} files could not be read (named above): "
+                            "the copies are not known to agree")
     if report.unmatched:
         report.notes.append(f"{len(report.unmatched)} of their {len(theirs)} files match no acta key by name or "
                             f"sha256 (e.g. {report.unmatched[0]!r}); not counted")
+    unread = set(report.unread)
     rows: dict[str, list[Row]] = defaultdict(list)
     pending: list[tuple[str, Theirs, tuple]] = []
     for key, files in by_key.items():
@@ -348,7 +359,8 @@ def compare(mirror: str | os.PathLike, other: str | os.PathLike, *, workers: int
         older = {v.sha256: v.version for v in versions[:-1]}
         for f in files:
             if f.sha256 == latest.sha256:
-                rows[key].append(Row(key, "identical", "", latest.path, f.name))
+                rows[key].append(Row(key, "identical", "their file not read: by its recorded sha256 only"
+                                     if f.name in unread else "", latest.path, f.name))
             elif f.sha256 in older:
                 rows[key].append(Row(key, "other_version", f"older: our v{older[f.sha256]} of {latest.version}",
                                      latest.path, f.name))
@@ -389,4 +401,4 @@ def to_json(report: Report) -> dict:
     return {"kind": report.kind, "counts": report.counts, "total": len(report.rows),
             "actas": [{"key": r.key, "label": r.label, "detail": r.detail, "here": r.here, "there": r.there,
                        "score": r.score} for r in report.rows],
-            "unmatched": report.unmatched, "notes": report.notes}
+            "unmatched": report.unmatched, "unread": report.unread, "notes": report.notes}

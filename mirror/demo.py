@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ipfsnode
+from .audit.coverage import census
 from .config import load_job
 from .job import RunReport, merge, publish, run_job
 from .replay import Replay, ReplayThread
@@ -24,6 +25,7 @@ class DemoReport:
     steps: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     ok: bool = True
+    ipfs: bool = False  # whether an IPFS node was started
 
 
 def run_demo(out: Path, *, limit: int | None, small: bool = True, use_ipfs: bool = True) -> DemoReport:
@@ -39,6 +41,7 @@ def run_demo(out: Path, *, limit: int | None, small: bool = True, use_ipfs: bool
         if use_ipfs and ipfsnode.installed():
             node = stack.enter_context(ipfsnode.IpfsNode(out / "ipfs-repo"))
             report.steps.append(f"local IPFS node (js-ipfs, offline) on {node.api}")
+            report.ipfs = True
         key = out / "signer"
         if not (out / "signer.key").exists():
             secret, public = generate()
@@ -59,12 +62,17 @@ def run_demo(out: Path, *, limit: int | None, small: bool = True, use_ipfs: bool
         for i in (1, 2):
             shard_report = run_job(job, shard=(i, 2), publish_step=False)
             c = shard_report.crawl.counters
-            report.steps.append(f"shard {i}/2 crawled: {c.archived} new, {c.unchanged} unchanged, "
-                                f"{c.failed} failed -> {shard_report.mirror}")
+            report.steps.append(f"shard {i}/2 crawled: {c.discovered} actas discovered: {c.archived} new, "
+                                f"{c.unchanged} unchanged, {c.failed} failed"
+                                + (f", {c.deferred} deferred" if c.deferred else "")
+                                + (f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else "")
+                                + (f", {c.rows_failed} index row(s) refused" if c.rows_failed else "")
+                                + f" -> {shard_report.mirror}")
             report.ok &= shard_report.ok
             shards.append(shard_report.mirror)
         stats = merge(mirror, [str(s) for s in shards], sign_key_path=str(out / "signer.key"))
-        report.steps.append(f"merged the 2 shards into {mirror} ({stats['added']} files added) and signed its root")
+        report.steps.append(f"merged the 2 shards into {mirror} ({stats['added']} files added of the {stats['files']} "
+                            f"they hold) and signed its root; {census(mirror).summary()}")
         final = RunReport(mirror)
         publish(job, mirror, final)
         for r in final.receipts:

@@ -322,6 +322,9 @@ def keyed(source: str | os.PathLike) -> dict[str, str]:
 
 
 def diff(a: str | os.PathLike, b: str | os.PathLike) -> dict[str, list[str]]:
-    left, right = keyed(a), keyed(b)
+    return diff_keyed(keyed(a), keyed(b))
+
+
+def diff_keyed(left: dict[str, str], right: dict[str, str]) -> dict[str, list[str]]:
     return {"added": sorted(set(right) - set(left)), "removed": sorted(set(left) - set(right)),
             "changed": sorted(k for k in set(left) & set(right) if left[k] != right[k])}

@@ -51,6 +51,7 @@ _BAD_HEADER = re.compile(r"[\x00-\x1f\x7f]")
 @dataclass
 class ExportResult:
     out: Path
+    recorded: int = 0  # provenance records (every version of every file): the responses' denominator
     responses: int = 0
     revisits: int = 0
     bytes: int = 0  # payload bytes written
@@ -256,6 +257,7 @@ def _write_warc(mirror: Path, fh, result: ExportResult, pages=None) -> None:
     for record in iter_records(mirror / PROVENANCE):  # a bad line stops the export (exit 2)
         e = record.entry
         _check_entry(e)
+        result.recorded += 1
         if writer.response(mirror, e):
             when = datetime.fromisoformat(e.fetched_at.replace("Z", "+00:00")).timestamp()
             if e.url not in latest or when >= latest[e.url][0]:

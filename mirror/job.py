@@ -21,7 +21,7 @@ from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, par
 from .models import NotAMirror, Problem, UsageError
 from .state import Record, iter_records, open_payload
 from .publish import PublishError, Receipt, inside, publisher_for, redact
-from .verify import verify
+from .verify import check, verify
 
 SIGN_KEY_ENV = "ACTA_MIRROR_SIGN_KEY_FILE"
 
@@ -32,8 +32,11 @@ class RunReport:
     crawl: CrawlResult | None = None
     problems: list = field(default_factory=list)
     receipts: list[Receipt] = field(default_factory=list)
-    publish_failures: list[str] = field(default_factory=list)
+    publish_failures: list[str] = field(default_factory=list)  # targets, the CAR file, the timestamp
     notes: list[str] = field(default_factory=list)
+    targets: int = 0  # publish targets tried: the receipts' denominator
+    hashed: int = 0  # payload files whose bytes the verify step read and matched...
+    listed: int = 0  # ...of the files the mirror (or the manifests folder) lists
 
     @property
     def ok(self) -> bool:
@@ -77,7 +80,8 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     report = RunReport(out)
     if crawl_step:
         report.crawl = asyncio.run(crawl(crawl_options(job, shard), counters))
-    report.problems = verify(out)
+    report.problems, report.listed = verify_counted(out)
+    report.hashed = report.listed
     if report.problems:
         report.notes.append("not publishing: the mirror does not verify")
         return report
@@ -89,6 +93,14 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     if publish_step:
         publish(job, out, report)
     return report
+
+
+def verify_counted(out: Path) -> tuple[list[Problem], int]:
+    """verify(out), with the number of files the manifest lists (every one of them hashed)."""
+    from .evidence import check_seal
+
+    checked = check(out)
+    return checked.problems + check_seal(out, state=checked.state).problems, len(checked.state.manifest)
 
 
 def from_manifests(job: Job) -> bool:
@@ -187,6 +199,7 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) ->
             report.problems.append(Problem("delta", str(folder), str(exc)))
             report.notes.append("not publishing: what this run downloaded does not check out")
             return report
+        report.hashed, report.listed = len(delta.added), len(delta.records)
         report.notes.append(f"state: {len(delta.added)} new file(s) of {len(delta.records)} recorded "
                             f"({sum(r.size for r in delta.added)} bytes downloaded and kept)")
         if not delta.changed:
@@ -198,6 +211,7 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) ->
             report.notes.append("not publishing (--no-publish): the manifests folder is left as it was")
             return report
         for publisher in publishers(job):
+            report.targets += 1
             try:
                 report.receipts.append(publisher.publish_delta(delta))
             except PublishError as exc:
@@ -254,6 +268,7 @@ def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tr
 
 def publish(job: Job, out: Path, report: RunReport) -> None:
     for publisher in publishers(job):
+        report.targets += 1
         try:
             report.receipts.append(publisher.publish(out))
         except PublishError as exc:

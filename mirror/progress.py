@@ -2,7 +2,8 @@
 
 Every long command (crawl, run, publish, restore, verify, tally) shows the same figures the
 same way: done of total once the total is known, rate, bytes, ETA, retries and failures as
-counts. A figure that is not known yet is said in words, never printed as None or nan. At
+counts (only where the command counts them: no '0 failed' from a check that reports its
+problems elsewhere). A figure that is not known yet is said in words, never printed as None or nan. At
 the end, failures are grouped by cause, each cause with what to try next.
 """
 from __future__ import annotations
@@ -29,8 +30,8 @@ class Figures:
     done: int = 0
     total: int | None = None
     bytes: int = 0
-    retries: int = 0
-    failed: int = 0
+    retries: int | None = None  # None: this command does not count them (verify, tally, publish...),
+    failed: int | None = None  # so the line does not show a '0 failed' it never checked
     unit: str = "files"
 
 
@@ -124,7 +125,8 @@ class Progress:
                    else "?")
             amount = f"{f.done}/{f.total}" if f.total is not None else f"{f.done}/?"
             size = f" {human_bytes(f.bytes)}" if f.bytes else ""
-            return f"{amount}{size} {rate:.0f}/s eta {eta} retries {f.retries} failed {f.failed}"
+            counted = f" retries {f.retries} failed {f.failed}" if f.failed is not None else ""
+            return f"{amount}{size} {rate:.0f}/s eta {eta}{counted}"
         if f.total is None:
             amount = f"{f.done} {f.unit} done (total not known yet)"
         else:
@@ -141,8 +143,10 @@ class Progress:
             parts.append(f"eta {duration(max(f.total - f.done, 0) / rate)}")
         else:
             parts.append("eta unknown (nothing done yet)")
-        parts.append(f"{f.retries} retr{'y' if f.retries == 1 else 'ies'}")
-        parts.append(f"{f.failed} of {f.done} failed")
+        if f.retries is not None:
+            parts.append(f"{f.retries} retr{'y' if f.retries == 1 else 'ies'}")
+        if f.failed is not None:
+            parts.append(f"{f.failed} of {f.done} failed")
         return f"[{duration(elapsed):>6}] {f.label}: {' · '.join(parts)}"
 
 

@@ -115,6 +115,8 @@ class Coverage:
         if counts["unreadable"]:
             by_cause = ", ".join(f"{n:,} {cause}" for cause, n in self.causes().items())
             parts = [f"{part} ({by_cause})" if part.endswith(LABELS["unreadable"]) else part for part in parts]
+        if self.unlisted:  # outside the denominator, but held: said, so none goes unmentioned
+            parts.append(f"{len(self.unlisted):,} more archived that the list no longer names (kept, not counted)")
         return "; ".join(parts)
 
     def resolve(self, readings: Mapping[str, tuple[str, str, str]]) -> "Coverage":

@@ -223,6 +223,7 @@ def to_json(t: Tally) -> dict:
         "coverage": t.coverage.summary(),
         "counts": t.coverage.counts(),
         "denominator": t.coverage.source,
+        "unlisted": list(t.coverage.unlisted),  # archived, but not on the list: not counted
         "unreadable": t.coverage.causes(),
         "tables": [{"key": k, "votes": x.votes, "VOTOS_NULOS": x.nulos, "status": x.state.status,
                     "detail": x.state.detail, "cause": x.state.cause, "at": x.state.at, "attempts": x.state.attempts,
