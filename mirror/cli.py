@@ -199,6 +199,9 @@ def parse_verify(sub) -> None:
     v.add_argument("--cids", action="store_true", help="also check every file's IPFS CID in provenance.jsonl")
     v.add_argument("--pubkey", metavar="BASE.pub", help="also check the signed Merkle root with this public key")
     v.add_argument("--tsa-ca", metavar="FILE", help="also check signed-root.json.tsr, the trusted timestamp, against this CA (PEM)")
+    v.add_argument("--coverage", action="store_true",
+                   help="after OK, also count the site's tables the mirror holds against its own index "
+                        "(reads the index: about 0.2 s at 25,000 tables)")
 
 
 def parse_keygen(sub) -> None:
@@ -623,7 +626,7 @@ def cmd_verify(args) -> int:
         print(stamp_line)
     listed, found = len(checked.state.manifest), len(checked.state.payload)
     coverage = uncounted = None
-    if not problems:  # intact files are not a whole election: what the mirror records of the site's list
+    if not problems and args.coverage:  # intact files are not a whole election: what the mirror records of the site's list
         from .audit.coverage import census
 
         try:
@@ -653,7 +656,9 @@ def cmd_verify(args) -> int:
                   if checked.hashed else f"OK as far as --fast checks (names, sizes, tag files, provenance, "
                                          f"Merkle root) for {listed:,} of {listed:,} listed files: {args.dir}")
             print(f"coverage: {coverage.summary()} (the list of tables: {coverage.source})" if coverage
-                  else f"coverage: {uncounted}")
+                  else f"coverage: {uncounted}" if uncounted
+                  else "coverage: not counted (intact says nothing of the tables the mirror lacks: --coverage "
+                       "or 'acta-mirror tally' counts them against its index)")
         else:
             print(f"{len(problems)} problem(s) in {args.dir} ({listed:,} files listed in the manifest, "
                   f"{found:,} found in data/)", file=sys.stderr)

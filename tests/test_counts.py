@@ -178,9 +178,13 @@ def test_verify_ok_says_what_the_intact_mirror_lacks(mirrors):
     failed = whole.counts()["failed"]
     proc = run_cli("verify", str(full))
     assert proc.returncode == 0
+    assert "coverage: not counted (intact says nothing of the tables the mirror lacks" in proc.stdout, proc.stdout
+    proc = run_cli("verify", str(full), "--coverage")
+    assert proc.returncode == 0
     assert (f"coverage: {whole.total - failed} of {whole.total} tables archived; {failed} failed to download"
             in proc.stdout), proc.stdout
-    report = json.loads(run_cli("verify", str(full), "--fast", "--json").stdout)
+    assert "coverage" not in json.loads(run_cli("verify", str(full), "--json").stdout)
+    report = json.loads(run_cli("verify", str(full), "--fast", "--json", "--coverage").stdout)
     assert report["coverage"]["tables"] == whole.total and report["coverage"]["counts"]["failed"] == failed
 
 
@@ -214,7 +218,7 @@ def test_coverage_names_archived_tables_the_index_no_longer_lists(tmp_path):
     assert tally.stdout.startswith("0 of 3 tables read") and held in tally.stdout.splitlines()[0], tally.stdout
     report = json.loads(run_cli("tally", str(out), "--format", "json", "--quiet").stdout)
     assert held in report["coverage"] and len(report["unlisted"]) == 2
-    verify = run_cli("verify", str(out), "--quiet")
+    verify = run_cli("verify", str(out), "--quiet", "--coverage")
     assert f"coverage: 3 of 3 tables archived; {held}" in verify.stdout, verify.stdout
 
 
