@@ -531,7 +531,7 @@ def _print_crawl(result, args) -> int:
     rate = c.done / result.seconds if result.seconds else 0.0
     if args.json:
         print(json.dumps({"mirror": result.out, "discovered": c.discovered, "archived": c.archived,
-                          "unchanged": c.unchanged, "failed": c.failed, "deferred": c.deferred,
+                          "unchanged": c.unchanged, "not_asked": c.not_asked, "failed": c.failed, "deferred": c.deferred,
                           "pages": c.pages, "pages_failed": c.pages_failed, "rows_failed": c.rows_failed,
                           "vanished": c.vanished, "bytes": c.bytes, "retries": c.retries,
                           "requests": result.requests, "seconds": round(result.seconds, 3),
@@ -543,7 +543,8 @@ def _print_crawl(result, args) -> int:
         deferred = f", {c.deferred} deferred to the next run" if c.deferred else ""
         vanished = (f"; {c.vanished} archived before and no longer listed by the site (kept; "
                     "changes.jsonl marks them vanished)") if c.vanished else ""
-        print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged, "
+        not_asked = f", {c.not_asked} not asked (checked within --recheck-after)" if c.not_asked else ""
+        print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged{not_asked}, "
               f"{c.failed} failed{deferred}{pages}{vanished}; {c.retries} retries in {result.requests} requests; "
               f"{c.bytes / 1e6:.1f} MB in {result.seconds:.1f} s ({rate:.0f}/s); mirror {result.out}")
     if c.vanished and os.environ.get("GITHUB_ACTIONS") == "true":  # shown on the run's summary page
@@ -901,6 +902,7 @@ def _print_run(report, args=None) -> int:
         pages = f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else ""
         rows = f", {c.rows_failed} index row(s) refused" if c.rows_failed else ""
         print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
+              f"{c.not_asked} not asked (checked within recheck_after), "
               f"{c.failed} failed, {c.deferred} deferred, {c.vanished} vanished{pages}{rows}; {c.retries} retries in "
               f"{report.crawl.requests} requests ({report.crawl.seconds:.1f} s)")
     if report.problems:

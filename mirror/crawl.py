@@ -63,7 +63,8 @@ class Counters:
 
     discovered: int = 0
     archived: int = 0
-    unchanged: int = 0
+    unchanged: int = 0  # asked this run, and the site said (304) or sent the same bytes
+    not_asked: int = 0  # known URLs checked within --recheck-after, or a listing reused whole: not asked
     failed: int = 0  # actas
     pages: int = 0  # index files and HTML pages asked for: the denominator of pages_failed
     pages_failed: int = 0  # of them, unreadable (their actas are not counted: they were never found)
@@ -79,7 +80,7 @@ class Counters:
 
     @property
     def done(self) -> int:
-        return self.archived + self.unchanged + self.failed + self.deferred
+        return self.archived + self.unchanged + self.not_asked + self.failed + self.deferred
 
     @property
     def total(self) -> int | None:
@@ -362,7 +363,7 @@ class _Run:
         """Fetch one URL of an acta and archive what is new; every failure becomes a record."""
         acta = acta if acta.url == url else dataclasses.replace(acta, url=url)
         if self.archive.fresh(url, self.opts.recheck_after):
-            self.counters.unchanged += 1
+            self.counters.not_asked += 1
             return
         etag, last_modified = self.archive.conditional_headers(url)
         try:
@@ -471,7 +472,7 @@ class _Run:
                             kind="index", name=name)
         if reused is not None:
             c = self.counters
-            c.expected = c.discovered = c.unchanged = reused
+            c.expected = c.discovered = c.not_asked = reused
             archive.reappeared()
         return listings
 

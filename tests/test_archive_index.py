@@ -102,7 +102,7 @@ def test_an_unchanged_rerun_asks_nothing_and_reads_no_rows(replay, tmp_path, mon
     images = image_requests(replay)
     again = crawl_sync(replay.url, out, recheck_after=3600)
     c = again.counters
-    assert (c.discovered, c.unchanged, c.expected, c.archived, c.failed) == (listed, listed, listed, 0, 0)
+    assert (c.discovered, c.not_asked, c.expected, c.archived, c.failed, c.unchanged) == (listed, listed, listed, 0, 0, 0)
     assert again.requests == 1 and image_requests(replay) == images  # the index only (a 304)
     assert parsed == []  # the listing was taken from the last run, not read again
     assert verify(out) == []
@@ -113,7 +113,8 @@ def test_an_unchanged_rerun_asks_nothing_and_reads_no_rows(replay, tmp_path, mon
         db.execute("UPDATE urls SET checked = 0 WHERE url = ?", (stale,))
     third = crawl_sync(replay.url, out, recheck_after=3600)
     assert parsed and third.requests == 2 and image_requests(replay) == images + 1
-    assert (third.counters.discovered, third.counters.unchanged) == (listed, listed)
+    # asked and found unchanged (a 304) apart from what was not asked
+    assert (third.counters.discovered, third.counters.unchanged, third.counters.not_asked) == (listed, 1, listed - 1)
 
 
 def test_a_vanished_acta_that_is_listed_again_is_recorded_on_a_reused_listing(replay, tmp_path):

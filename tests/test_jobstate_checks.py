@@ -65,6 +65,7 @@ def test_a_url_checked_recently_is_not_asked_again_though_fetched_long_ago(repla
     second = run_cli("run", str(job), "--quiet")
     assert second.returncode == 0, second.stdout + second.stderr
     assert _requests(second) == 1, second.stdout  # the index only: every acta was checked within the hour
+    assert f"0 unchanged, {actas} not asked (checked within recheck_after)" in second.stdout  # none said unchanged
 
     (folder / CHECKS).write_text("not a check time\n")  # unreadable: every URL counts from its fetch
     third = run_cli("run", str(job), "--quiet")
