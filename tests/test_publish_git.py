@@ -77,12 +77,15 @@ def test_publish_again_makes_no_commit_and_new_versions_add_one(replay_factory, 
     first = commits(remote)
     head = git("-C", str(remote), "rev-parse", "main").strip()
     proc = run_cli("publish", str(mirror), "--to", target)
-    assert proc.returncode == 0 and "unchanged" in proc.stdout
+    files = len((mirror / "manifest-sha256.txt").read_text().splitlines())
+    assert proc.returncode == 0 and f"shard 01 unchanged ({files} files there)" in proc.stdout, proc.stdout
     assert commits(remote) == first
     r.replay.epoch = 2
     make_mirror(r.url, mirror)
     proc = run_cli("publish", str(mirror), "--to", target)
     assert proc.returncode == 0, proc.stderr
+    now = len((mirror / "manifest-sha256.txt").read_text().splitlines())
+    assert f"shard 01: +{now - files} files, {now} there now, in 1 push(es)" in proc.stdout, proc.stdout
     assert commits(remote) == first + 1
     message = git("-C", str(remote), "log", "-1", "--format=%B", "main")
     assert "+" in message and "Manifest root (RFC 9162" in message

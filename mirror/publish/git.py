@@ -462,8 +462,9 @@ class GitPublisher:
                 pushed += 1
             if not rejected:
                 if not pushed:
-                    return f"{shown}: shard {shard} unchanged"
-                return f"{shown}: shard {shard}: +{len(new)} files in {pushed} push(es), head {parent[:12]}"
+                    return f"{shown}: shard {shard} unchanged ({len(part)} files there)"
+                return (f"{shown}: shard {shard}: +{len(new)} files, {len(done)} there now, in {pushed} push(es), "
+                        f"head {parent[:12]}")
             time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
         raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
 
