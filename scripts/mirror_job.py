@@ -76,13 +76,19 @@ def crawl(args: list[str]) -> int:
 
 def merge_shards(args: list[str]) -> int:
     job = load_job(args[0])
-    shards = [s for s in args[1:] if Path(s, "provenance.jsonl").exists()]
+    given = args[1:]
+    shards = [s for s in given if Path(s, "provenance.jsonl").exists()]
+    missing = [s for s in given if s not in shards]
     if not shards:
-        print("mirror_job: no shard mirrors to merge", file=sys.stderr)
+        print(f"mirror_job: none of the {len(given)} shard folder(s) holds a mirror; nothing merged", file=sys.stderr)
         return EXIT_USAGE
     out = mirror_dir(job, (1, 1))
     stats = merge(out, shards, _key_file())
-    print(f"merged {len(shards)} shard(s) into {out}: {stats['added']} files added")
+    print(f"merged {len(shards)} of {len(given)} shard(s) into {out}: {stats['added']} files added")
+    if missing:  # a shard's job failed or its artifact is gone: what it held is not in this merge
+        print(f"mirror_job: {len(missing)} of {len(given)} shard folder(s) hold no mirror, not merged: "
+              f"{', '.join(missing)}", file=sys.stderr)
+        return EXIT_PROBLEMS
     return EXIT_OK
 
 

@@ -173,8 +173,12 @@ def test_workflow_script_steps_against_the_replay_and_local_remotes(replay, tmp_
         step = subprocess.run([*script, "crawl", str(job), "--shard", f"{i}/2"], env=env, capture_output=True, text=True)
         assert step.returncode == 0, step.stderr
     shards = [str(tmp_path / f"mirror.shard-{i}-of-2") for i in (1, 2)]
+    lost = str(tmp_path / "mirror.shard-3-of-3")  # a shard whose job failed: its folder never came
+    step = subprocess.run([*script, "merge", str(job), *shards, lost], env=env, capture_output=True, text=True)
+    assert step.returncode == 1 and "merged 2 of 3 shard(s)" in step.stdout, step.stdout + step.stderr
+    assert f"1 of 3 shard folder(s) hold no mirror, not merged: {lost}" in step.stderr
     step = subprocess.run([*script, "merge", str(job), *shards], env=env, capture_output=True, text=True)
-    assert step.returncode == 0, step.stderr
+    assert step.returncode == 0 and "merged 2 of 2 shard(s)" in step.stdout, step.stderr
     assert run_cli("verify", str(tmp_path / "mirror"), "--pubkey", str(tmp_path / "k.pub")).returncode == 0
     step = subprocess.run([*script, "publish", str(job)], env=env, capture_output=True, text=True)
     assert step.returncode == 0, step.stdout + step.stderr
