@@ -532,7 +532,7 @@ def _print_crawl(result, args) -> int:
     if args.json:
         print(json.dumps({"mirror": result.out, "discovered": c.discovered, "archived": c.archived,
                           "unchanged": c.unchanged, "not_asked": c.not_asked, "failed": c.failed, "deferred": c.deferred,
-                          "pages": c.pages, "pages_failed": c.pages_failed, "rows_failed": c.rows_failed,
+                          "pages": c.pages, "pages_failed": c.pages_failed, "rows": c.rows, "rows_failed": c.rows_failed,
                           "vanished": c.vanished, "bytes": c.bytes, "retries": c.retries,
                           "requests": result.requests, "seconds": round(result.seconds, 3),
                           "failures_by_cause": summary.as_json()["by_cause"], "failures": result.failures}, indent=1))
@@ -577,7 +577,7 @@ def _print_failures(failures: list[dict], c, where: str, args) -> None:
     actas = [f for f in failures if f.get("key") not in ("page", "index")]
     for line in FailureSummary.of(actas).lines(f"{c.done} actas", where):
         print(line, file=sys.stderr)
-    for line in FailureSummary.of(rows).lines("the index rows", where):
+    for line in FailureSummary.of(rows).lines(f"{c.rows} index rows read", where):
         print(line, file=sys.stderr)
     for line in FailureSummary.of(pages).lines(f"{c.pages} pages walked", where):
         print(line, file=sys.stderr)

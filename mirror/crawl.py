@@ -69,6 +69,7 @@ class Counters:
     pages: int = 0  # index files and HTML pages asked for: the denominator of pages_failed
     pages_failed: int = 0  # of them, unreadable (their actas are not counted: they were never found)
     rows_failed: int = 0  # index rows refused (bad index row): none of the actas counted
+    rows: int = 0  # index rows read, refused ones included: the denominator of rows_failed
     deferred: int = 0  # not asked this run (deadline, host breaker): the next run asks
     vanished: int = 0
     bytes: int = 0
@@ -333,7 +334,9 @@ class _Run:
             if opts.discover in ("csv", "both"):
                 for actas in await self.read_indexes():
                     for acta in actas:
+                        self.counters.rows += 1
                         await self.offer(acta)
+                self.counters.rows += self.counters.rows_failed
             if opts.discover in ("html", "both"):
                 async for acta in self.site.walk(opts.root, self.get_page, self.report):
                     await self.offer(acta)

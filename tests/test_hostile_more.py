@@ -211,7 +211,7 @@ def test_a_bad_index_row_is_not_counted_as_a_failed_acta(site, tmp_path):
     site.serve_index(rows + [bad, bad.replace("X", "Y")])
     proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "m"))
     assert proc.returncode == 1 and "0 failed" in proc.stdout
-    assert "failed: 2 of the index rows: bad index row: 2" in proc.stderr, proc.stderr
+    assert "failed: 2 of 6 index rows read: bad index row: 2" in proc.stderr, proc.stderr
     assert not re.search(r"(failed|bad index row): \d+ of \d+ actas", proc.stderr), proc.stderr  # all 4 were archived
 
 
