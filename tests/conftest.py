@@ -1,6 +1,8 @@
 """Shared fixtures: a replay on loopback, and running the real command line."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -20,6 +22,24 @@ ROOT = Path(__file__).resolve().parent.parent
 def own_cache(tmp_path, monkeypatch):
     """Working state (Git staging repositories) goes to the user's cache: a fresh one per test."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@contextlib.contextmanager
+def small_replay(faults: str, limit: int = 30):
+    """A small replay for a module-scoped fixture (replay_factory serves one test only)."""
+    thread = ReplayThread(Replay(small=True, limit=limit, faults=FaultPlan.parse(faults, 0)))
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+def crawl_into(url: str, out: Path, shard: tuple[int, int] = (1, 1)) -> None:
+    """One crawl of the resultados2024 replay at url into out, in this process."""
+    from mirror.crawl import CrawlOptions, crawl
+
+    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=url, out=str(out), shard=shard)))
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Comparing other people's copies with a mirror: copies made here from the replay, one label per acta."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -11,32 +10,21 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import run_cli
-from mirror.crawl import CrawlOptions, crawl
+from conftest import crawl_into, run_cli, small_replay
 from mirror.manifest import iter_provenance
 
 LABELS = ("identical", "same_picture", "different_picture", "other_version", "only_here", "only_there")
 
 
-def _crawl(url: str, out: Path) -> None:
-    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=url, out=str(out))))
-
-
 @pytest.fixture(scope="module")
 def mirrors(tmp_path_factory):
     """`old`: crawled before the replay changed some images (V1); `both`: before and after (V1 and V2)."""
-    from mirror.replay import FaultPlan, Replay, ReplayThread
-
     base = tmp_path_factory.mktemp("compare")
-    thread = ReplayThread(Replay(small=True, limit=30, faults=FaultPlan.parse("change=0.25", 0)))
-    thread.start()
-    try:
-        _crawl(thread.url, base / "old")
-        _crawl(thread.url, base / "both")
+    with small_replay("change=0.25") as thread:
+        crawl_into(thread.url, base / "old")
+        crawl_into(thread.url, base / "both")
         thread.replay.epoch = 2
-        _crawl(thread.url, base / "both")
-    finally:
-        thread.stop()
+        crawl_into(thread.url, base / "both")
     return base
 
 

@@ -2,7 +2,6 @@
 never said with a success word (or exit 0). Real mirrors crawled from the replay, the real CLI."""
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -10,30 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import crawl_into, run_cli, small_replay
 from mirror.audit.coverage import census
-from mirror.crawl import CrawlOptions, crawl
 from mirror.manifest import iter_provenance
-
-
-def _crawl(url: str, out: Path, shard: tuple[int, int] = (1, 1)) -> None:
-    asyncio.run(crawl(CrawlOptions(site="resultados2024", root=url, out=str(out), shard=shard)))
 
 
 @pytest.fixture(scope="module")
 def mirrors(tmp_path_factory):
     """`full`: one crawl of a replay where some images are gone (404); `shard-I`: its 3 shards."""
-    from mirror.replay import FaultPlan, Replay, ReplayThread
-
     base = tmp_path_factory.mktemp("counts")
-    thread = ReplayThread(Replay(small=True, limit=30, faults=FaultPlan.parse("404=0.15", 0)))
-    thread.start()
-    try:
-        _crawl(thread.url, base / "full")
+    with small_replay("404=0.15") as thread:
+        crawl_into(thread.url, base / "full")
         for i in (1, 2, 3):
-            _crawl(thread.url, base / f"shard-{i}", (i, 3))
-    finally:
-        thread.stop()
+            crawl_into(thread.url, base / f"shard-{i}", (i, 3))
     return base
 
 
