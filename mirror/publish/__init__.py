@@ -107,7 +107,7 @@ def register_secrets(*urls: str | None) -> None:
             continue
         for pair in query.split("&"):
             name, _, raw = pair.partition("=")
-            decoded = parse_qsl(pair)[0][1] if parse_qsl(pair) else ""
+            decoded = next((value for _name, value in parse_qsl(pair)), "")
             if unquote(name).lower() in SECRET_PARAMS and len(decoded) >= 8:  # a short value would hide too much
                 _registered.update({raw, decoded})  # as the URL carries it, and as a message may quote it
 
