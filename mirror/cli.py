@@ -715,7 +715,7 @@ def cmd_publish(args) -> int:
         _print_plans(args.dir, plans)
         for line in failed:
             print(f"acta-mirror: cannot plan: {line}; check the URL and your credentials", file=sys.stderr)
-        if failed:
+        if failed and len(publishers) > 1:  # with one target, its line above says it all
             print(f"acta-mirror: planned {len(plans)} of {len(publishers)} target(s); {len(failed)} could not "
                   "be planned (above)", file=sys.stderr)
         return EXIT_PROBLEMS if failed else EXIT_OK
@@ -737,7 +737,7 @@ def cmd_publish(args) -> int:
     for line in failed:
         print(f"acta-mirror: failed: {line}; check the URL, your credentials (ACTA_MIRROR_GIT_USERNAME, "
               "ACTA_MIRROR_GIT_PASSWORD) and that the target exists, then re-run: what was pushed stays", file=sys.stderr)
-    if failed:
+    if failed and len(publishers) > 1:  # with one target, its line above says it all
         print(f"acta-mirror: published to {len(publishers) - len(failed)} of {len(publishers)} target(s); "
               f"{len(failed)} failed (above)", file=sys.stderr)
     return EXIT_PROBLEMS if failed else EXIT_OK

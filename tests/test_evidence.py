@@ -230,11 +230,15 @@ def test_diff_of_two_mirrors(replay_factory, tmp_path):
     asyncio.run(crawl(CrawlOptions(site="resultados2024", root=r.url, out=str(b))))
     proc = run_cli("diff", str(a), str(b), "--json")
     result = json.loads(proc.stdout)
+    counts = result.pop("counts")
     expected = sorted({e.key for e in read_provenance(b / "provenance.jsonl")
                        if e.kind == "acta" and r.replay.variant(e.url.rsplit("/", 1)[1])})
     assert result == {"added": [], "removed": [], "changed": expected} and expected
-    same = run_cli("diff", str(a / "manifest-sha256.txt"), str(a), "--json")
-    assert json.loads(same.stdout) == {"added": [], "removed": [], "changed": []} and same.returncode == 0
+    actas = len({e.key for e in read_provenance(a / "provenance.jsonl") if e.kind == "acta"})
+    assert counts == {"a": actas, "b": actas, "both": actas, "unchanged": actas - len(expected)}
+    same = json.loads(run_cli("diff", str(a / "manifest-sha256.txt"), str(a), "--json").stdout)
+    assert same.pop("counts")["unchanged"] == actas
+    assert same == {"added": [], "removed": [], "changed": []}
 
 
 def test_keygen_never_overwrites(tmp_path):

@@ -330,9 +330,9 @@ class GitPublisher:
             runs = [pool.submit(self._publish_shard, mirror, staging, shard, mine[shard], entries, assignment,
                                 shards, blobs if shard == "01" else {}) for shard in shards]
         for shard, run in zip(shards, runs):
-            line = run.result()  # the first shard that failed, in shard order, raises here
+            line, pushed = run.result()  # the first shard that failed, in shard order, raises here
             receipt.details.append(line)
-            receipt.changed |= not line.endswith("unchanged")
+            receipt.changed |= pushed
             if self._discard and shard != "01":  # pushed: its blobs need no disk any more
                 shutil.rmtree(staging / f"{shard}.git", ignore_errors=True)
         return receipt
@@ -416,7 +416,8 @@ class GitPublisher:
         return remote
 
     def _publish_shard(self, mirror: Path, staging: Path, shard: str, mine: list[Record], everything: list[Record],
-                       assignment: dict, shards: list[str], blobs: dict[str, str]) -> str:
+                       assignment: dict, shards: list[str], blobs: dict[str, str]) -> tuple[str, bool]:
+        """(the shard's line, whether anything was pushed)."""
         url = shard_url(self.url, shard)
         shown = redact(shard_url(self.shown, shard), self._secret)
         repo = self._repo(staging, shard)
@@ -462,9 +463,9 @@ class GitPublisher:
                 pushed += 1
             if not rejected:
                 if not pushed:
-                    return f"{shown}: shard {shard} unchanged ({len(part)} files there)"
+                    return f"{shown}: shard {shard} unchanged ({len(part)} files there)", False
                 return (f"{shown}: shard {shard}: +{len(new)} files, {len(done)} there now, in {pushed} push(es), "
-                        f"head {parent[:12]}")
+                        f"head {parent[:12]}"), True
             time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
         raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
 
