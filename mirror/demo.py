@@ -64,6 +64,7 @@ def run_demo(out: Path, *, limit: int | None, small: bool = True, use_ipfs: bool
             c = shard_report.crawl.counters
             report.steps.append(f"shard {i}/2 crawled: {c.discovered} actas discovered: {c.archived} new, "
                                 f"{c.unchanged} unchanged, {c.failed} failed"
+                                + (f", {c.not_asked} not asked (checked recently)" if c.not_asked else "")
                                 + (f", {c.deferred} deferred" if c.deferred else "")
                                 + (f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else "")
                                 + (f", {c.rows_failed} index row(s) refused" if c.rows_failed else "")
