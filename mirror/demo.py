@@ -35,8 +35,10 @@ def run_demo(out: Path, *, limit: int | None, small: bool = True, use_ipfs: bool
     report = DemoReport(out, mirror)
     with ExitStack() as stack:
         replay = stack.enter_context(ReplayThread(Replay(small=small, limit=limit)))
+        keys = replay.replay.keys  # the first `limit` tables of the index and those of the 20 real scans
+        tables = f"{len(keys):,} tables" if keys is not None else "every table of the index"
         report.steps.append(f"replay of the 2024 results site on {replay.url} "
-                            f"({limit or 'all'} tables{', small images' if small else ''})")
+                            f"({tables}{', small images' if small else ''})")
         node = None
         if use_ipfs and ipfsnode.installed():
             node = stack.enter_context(ipfsnode.IpfsNode(out / "ipfs-repo"))

@@ -150,6 +150,9 @@ def test_the_demo_gives_each_step_its_denominator(tmp_path):
     proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--limit", "20", "--no-ipfs", "--quiet", timeout=600)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
+    from mirror.replay.data import subset_keys
+
+    assert f"({len(subset_keys(20))} tables, small images)" in lines[0], lines[0]  # the first 20 and the real scans'
     shards = [line for line in lines if "crawled:" in line]
     assert len(shards) == 2 and all("actas discovered:" in line for line in shards), shards
     merged = next(line for line in lines if "merged the 2 shards" in line)
