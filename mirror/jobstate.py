@@ -196,14 +196,21 @@ def save_checks(delta: "Delta") -> bool:
     changed. Called with save(), and alone when a run found nothing new."""
     text = _checks_text(delta.records, delta.before.checked,
                         dict(read_checked_times(delta.bag / STATE_DIR / CHECKED)))
-    return _write_if_changed(delta.before.folder, CHECKS, text.encode())
+    return _write_checks(delta.before.folder, text.encode())
 
 
-def _write_if_changed(folder: Path, name: str, data: bytes) -> bool:
-    if data == _bytes_or_none(folder, name):
-        return False
+def _write_checks(folder: Path, data: bytes) -> bool:
+    """Write checked.txt unless it holds data already. One that is not a regular file (a
+    symlink, a FIFO) was ignored when read and is replaced, never followed: it must not stop
+    every run. UsageError for a folder in its place, which cannot be replaced."""
+    try:
+        if data == _bytes_or_none(folder, CHECKS):
+            return False
+    except (OSError, NotAMirror):
+        if os.path.isdir(folder / CHECKS) and not os.path.islink(folder / CHECKS):
+            raise UsageError(f"{folder / CHECKS}: a folder where the job's check times belong; remove it") from None
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / name, data)
+    atomic_write(folder / CHECKS, data)
     return True
 
 
@@ -285,7 +292,7 @@ def save_from_mirror(mirror: Path, folder: Path) -> None:
     _write(folder, mirror, new_cids)
     prefix = before.checked if _head_sha256(mirror / PROVENANCE, before.provenance_size) == before.provenance_sha256 \
         else ()  # the folder held another mirror's lines: its times say nothing of these
-    _write_if_changed(folder, CHECKS, _checks_text(records, prefix, dict(
+    _write_checks(folder, _checks_text(records, prefix, dict(
         read_checked_times(mirror / STATE_DIR / CHECKED))).encode())
 
 
