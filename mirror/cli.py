@@ -401,9 +401,16 @@ def _stop_as_interrupt() -> None:
     crawl stops cleanly, says so and exits 130, instead of dying between two steps."""
     import signal
 
+    def stop(*_) -> None:
+        # A shell starts a background command with SIGINT ignored (`acta-mirror run job.toml &`,
+        # nohup): passed on as SIGINT, SIGTERM would be ignored too.
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
+
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         try:
-            signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+            signal.signal(signal.SIGTERM, stop)
         except ValueError:
             pass  # called from a thread other than the main one: signals are the host program's
 

@@ -44,3 +44,49 @@ def test_a_checked_txt_that_is_not_a_regular_file_is_ignored_and_replaced(replay
     assert outside.read_text() == f"{outside.read_text().split()[0]} {lines}\n"  # untouched
     assert (folder / CHECKS).is_file() and not (folder / CHECKS).is_symlink()
     assert sum(count for _when, count in _checks(folder)) == lines
+
+
+
+@pytest.fixture
+def site():
+    from tests.hostile_site import HostileSite
+
+    with HostileSite() as s:
+        yield s
+
+
+def test_sigterm_stops_a_crawl_started_with_ctrl_c_ignored(site, tmp_path):
+    """A command started in the background by a shell (`acta-mirror run job.toml &`, nohup, some
+    schedulers) inherits SIGINT ignored: SIGTERM, passed on as SIGINT, was ignored too, and the
+    crawl ran on until killed."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.hostile_site import key_of
+    from tests.test_hostile_site import assert_sound, serve_with_slow_tail
+
+    serve_with_slow_tail(site, 6, 10)
+    out = tmp_path / "m"
+    proc = subprocess.Popen([sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", site.url,
+                             "--out", str(out), "--quiet", "--timeout", "600"],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            prov = out / "provenance.jsonl"
+            if prov.exists() and prov.read_text().count('"kind": "acta"') >= 6:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)  # the slow tail takes minutes: it must not run on
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted; re-run to resume" in err
+    assert_sound(out, [key_of(i) for i in range(6)])
