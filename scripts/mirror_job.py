@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mirror.audit.coverage import census  # noqa: E402
 from mirror.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, _print_run  # noqa: E402
 from mirror.config import load_job  # noqa: E402
 from mirror.crawl import parse_shard  # noqa: E402
@@ -84,12 +85,17 @@ def merge_shards(args: list[str]) -> int:
         return EXIT_USAGE
     out = mirror_dir(job, (1, 1))
     stats = merge(out, shards, _key_file())
-    print(f"merged {len(shards)} of {len(given)} shard(s) into {out}: {stats['added']} files added")
+    coverage = census(out)
+    print(f"merged {len(shards)} of {len(given)} shard(s) into {out}: {stats['added']} files added; "
+          f"{coverage.summary()}")
     if missing:  # a shard's job failed or its artifact is gone: what it held is not in this merge
         print(f"mirror_job: {len(missing)} of {len(given)} shard folder(s) hold no mirror, not merged: "
               f"{', '.join(missing)}", file=sys.stderr)
-        return EXIT_PROBLEMS
-    return EXIT_OK
+    absent = coverage.counts()["absent"]
+    if absent:  # a shard whose folder was not even given (`merge JOB shards/*` without it) shows only here
+        print(f"mirror_job: {absent:,} of {coverage.total:,} tables the index lists are not in the merged mirror, "
+              "nor recorded as failed: a shard not merged?", file=sys.stderr)
+    return EXIT_PROBLEMS if missing or absent else EXIT_OK
 
 
 def publish(args: list[str]) -> int:

@@ -90,3 +90,25 @@ def test_sigterm_stops_a_crawl_started_with_ctrl_c_ignored(site, tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted; re-run to resume" in err
     assert_sound(out, [key_of(i) for i in range(6)])
+
+
+
+def test_the_workflow_merge_of_too_few_shards_is_not_a_success(replay, tmp_path):
+    """`merge JOB shards/*` when a shard's artifact never came: the glob does not name it, so
+    only the tables it would hold can tell (acta-mirror merge already exits 1 on them)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_jobs import write_job
+
+    job = write_job(tmp_path, replay.url)
+    script = [sys.executable, str(ROOT / "scripts" / "mirror_job.py")]
+    env = {k: v for k, v in os.environ.items() if k != "ACTA_MIRROR_SIGN_KEY"}
+    step = subprocess.run([*script, "crawl", str(job), "--shard", "1/2"], env=env, capture_output=True, text=True)
+    assert step.returncode == 0, step.stderr
+    step = subprocess.run([*script, "merge", str(job), str(tmp_path / "mirror.shard-1-of-2")], env=env,
+                          capture_output=True, text=True)
+    assert "Traceback" not in step.stderr, step.stderr
+    assert step.returncode == 1, step.stdout + step.stderr
+    assert "tables the index lists are not in the merged mirror" in step.stderr
