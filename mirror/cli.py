@@ -428,11 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except MirrorError as exc:
         from .models import printable
-        from .publish import redact
+        from .publish import redact_message
 
         step = next_step(exc)
         # no credential in any message; one line, whatever names from a copy it quotes
-        message = printable(redact(str(exc)))
+        message = printable(redact_message(str(exc)))
         print(f"acta-mirror: {message}" + (f"; {step}" if step else ""), file=sys.stderr)
         if os.environ.get("GITHUB_ACTIONS") == "true":  # shown on the run's summary page
             print(f"::error::{message}", file=sys.stderr)

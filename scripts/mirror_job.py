@@ -31,7 +31,7 @@ from mirror.config import load_job  # noqa: E402
 from mirror.crawl import parse_shard  # noqa: E402
 from mirror.job import SIGN_KEY_ENV, merge, mirror_dir, run_job  # noqa: E402
 from mirror.models import MirrorError  # noqa: E402
-from mirror.publish import redact  # noqa: E402
+from mirror.publish import redact_message  # noqa: E402
 
 PUSH_ATTEMPTS = 5  # push, and on rejection pull --rebase and push again
 
@@ -140,7 +140,7 @@ def main(argv: list[str]) -> int:
     try:
         return STEPS[argv[0]](argv[1:])
     except MirrorError as exc:
-        _error(redact(str(exc)))
+        _error(redact_message(str(exc)))
         return exc.exit_code
     except subprocess.CalledProcessError as exc:
         print(f"mirror_job: git {' '.join(exc.cmd[3:5])} failed: {exc.stderr.strip()[:300]}", file=sys.stderr)

@@ -112,3 +112,17 @@ def test_the_workflow_merge_of_too_few_shards_is_not_a_success(replay, tmp_path)
     assert "Traceback" not in step.stderr, step.stderr
     assert step.returncode == 1, step.stdout + step.stderr
     assert "tables the index lists are not in the merged mirror" in step.stderr
+
+
+def test_a_token_in_a_mistyped_job_file_url_is_not_printed(tmp_path):
+    """The job file is read before any URL of it is registered as holding a secret: its error
+    quoted the value whole (a string given where a list belongs, a common slip)."""
+    secret = "SeCrEt-SiGnAtUrE-123"
+    job = tmp_path / "job.toml"
+    job.write_text(f'[source]\nsite = "resultados2024"\nroot = "http://127.0.0.1:9/"\n'
+                   f'alternates = "http://127.0.0.1:9/b/?X-Amz-Signature={secret}&x=1"\n'
+                   '[publish]\nallow_none = true\n')
+    proc = run_cli("run", str(job), env={"GITHUB_ACTIONS": "true"})  # the ::error:: line quotes it too
+    assert proc.returncode == 2, proc.stderr
+    assert "source.alternates: must be list" in proc.stderr and "X-Amz-Signature=***&x=1" in proc.stderr
+    assert secret not in proc.stdout + proc.stderr
