@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .imagecheck import ImageCheck, NotImage, decode
 from .sites import join
@@ -422,11 +422,9 @@ class Fetcher:
             if not self.alternates or first.cause in _NO_ALTERNATE:
                 raise
             failure, reasons = first, [f"{urlsplit(url).netloc}: {first.reason}"]
-        parts = urlsplit(url)
-        tail = parts.path + (f"?{parts.query}" if parts.query else "")
         for alternate in self.alternates:
             try:
-                fetched = await self._fetch(alternate + tail, "", "", expect_image)
+                fetched = await self._fetch(_on_alternate(alternate, url), "", "", expect_image)
             except FetchError as exc:
                 reasons.append(f"{urlsplit(alternate).netloc}: {exc.reason}")
                 continue
@@ -746,6 +744,14 @@ class _Body:
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _on_alternate(alternate: str, url: str) -> str:
+    """url's path and query on an alternate host: after the alternate's own path, and before its
+    own query (a token for the whole bucket), which follows url's."""
+    alt, parts = urlsplit(alternate), urlsplit(url)
+    query = "&".join(q for q in (parts.query, alt.query) if q)
+    return urlunsplit((alt.scheme, alt.netloc, alt.path.rstrip("/") + parts.path, query, ""))
 
 
 def _write_all(fd: int, data) -> None:

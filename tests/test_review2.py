@@ -126,3 +126,30 @@ def test_a_token_in_a_mistyped_job_file_url_is_not_printed(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "source.alternates: must be list" in proc.stderr and "X-Amz-Signature=***&x=1" in proc.stderr
     assert secret not in proc.stdout + proc.stderr
+
+
+def test_an_alternate_with_a_token_gets_the_path_before_its_query(site, tmp_path):
+    """README: a signed link to a bucket (a container-wide token) as --alternate. The acta's path
+    was appended after the query ('/?token=...' + '/img/0.jpg'): every alternate request asked
+    for the bucket's root with a token that ended in the path."""
+    import json
+
+    from aiohttp import web
+
+    from tests.hostile_site import HostileSite, index_row, jpeg
+    from tests.test_hostile_more import crawl
+
+    secret = "BuCkEt-ToKeN-42"
+    site.serve_index([index_row(0, f"{site.url}/img/0.jpg")])  # the primary has lost the image: 404
+    with HostileSite() as bucket:
+        async def signed(request):
+            if request.query.get("token") != secret:
+                return web.Response(status=403)
+            return web.Response(body=jpeg(0), headers={"Content-Type": "image/jpeg"})
+
+        bucket.routes["/b/img/0.jpg"] = signed
+        out = tmp_path / "m"
+        proc = crawl(site.url, out, "--alternate", f"{bucket.url}/b/?token={secret}", "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert json.loads(proc.stdout)["archived"] == 1
+        assert secret not in proc.stdout + proc.stderr + (out / "provenance.jsonl").read_text()
