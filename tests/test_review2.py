@@ -153,3 +153,22 @@ def test_an_alternate_with_a_token_gets_the_path_before_its_query(site, tmp_path
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert json.loads(proc.stdout)["archived"] == 1
         assert secret not in proc.stdout + proc.stderr + (out / "provenance.jsonl").read_text()
+
+
+def test_urls_over_the_limit_of_one_acta_are_counted_among_the_discovered(site, tmp_path):
+    """Each URL listed ends as one of archived, unchanged, not asked, failed or deferred: a URL
+    refused as one too many for its acta was counted failed but never discovered."""
+    import json
+
+    from tests.hostile_site import body, index_row, jpeg
+    from tests.test_hostile_more import crawl
+
+    rows = site.good_actas(2)
+    for j in range(6):
+        site.routes[f"/dup/{j}.jpg"] = body(jpeg(500 + j))
+        rows.append(index_row(77, f"{site.url}/dup/{j}.jpg"))
+    site.serve_index(rows)
+    proc = crawl(site.url, tmp_path / "m", "--json")
+    c = json.loads(proc.stdout)
+    assert c["discovered"] == c["archived"] + c["unchanged"] + c["not_asked"] + c["failed"] + c["deferred"], c
+    assert c["discovered"] == 8 and c["rows"] == 8
