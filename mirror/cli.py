@@ -890,7 +890,7 @@ def cmd_run(args) -> int:
         crawl_plan, plans = plan_job(job, shard=shard, crawl_step=not args.publish_only,
                                      publish_step=not args.no_publish)
         if crawl_plan:
-            _print_crawl_plan(crawl_plan, str(job.resolve(job["output.dir"])), False)
+            _print_crawl_plan(crawl_plan, str(job.resolve(job["output.dir"] or job["publish.manifests"])), False)
         if plans:
             _print_plans("the mirror as it is now (before this crawl)", plans)
         return EXIT_OK

@@ -172,3 +172,20 @@ def test_urls_over_the_limit_of_one_acta_are_counted_among_the_discovered(site, 
     c = json.loads(proc.stdout)
     assert c["discovered"] == c["archived"] + c["unchanged"] + c["not_asked"] + c["failed"] + c["deferred"], c
     assert c["discovered"] == 8 and c["rows"] == 8
+
+
+def test_the_dry_run_of_a_job_without_a_local_mirror_plans_from_its_manifests(replay, tmp_path, monkeypatch):
+    """It planned against the local mirror the job does not keep: every acta 'new', though the
+    run itself downloads none and, with its check times, asks about none."""
+    job = _job(tmp_path, replay.url)
+    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
+    assert run_job(load_job(job)).ok
+    monkeypatch.undo()
+    actas = len(read_provenance(tmp_path / "manifests" / "provenance.jsonl")) - 1
+    proc = run_cli("run", str(job), "--dry-run")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"new: 0 of {actas} would be downloaded" in proc.stdout, proc.stdout
+    assert f"recent: {actas} of {actas} were checked within --recheck-after" in proc.stdout
+    assert not (tmp_path / "mirror").exists()
+    run = run_cli("run", str(job), "--quiet")
+    assert _requests(run) == 1, run.stdout  # what the plan said: the index only
