@@ -22,7 +22,8 @@ checked.txt carries when each URL was last fetched or found unchanged, so that
 the fetch: without it a job every six hours would ask the site about every acta on every run
 once the files are a day old. It is run-length coded against the provenance lines ('<unix
 seconds> <count>': the next <count> lines' URLs were checked at or after that time, rounded
-down to the hour), so a run that re-checks everything rewrites a line or two and a run that
+down to the hour) and holds the sha256 of the lines it covers (times written for other lines
+are not believed), so a run that re-checks everything rewrites a line or two and a run that
 asks nothing leaves it as it was. It is the job's bookkeeping, not evidence: it is not in the
 bag and is never published; one that does not parse is ignored (the site is asked again).
 """
@@ -111,31 +112,39 @@ def read_job_state(folder: str | os.PathLike) -> JobState:
         except (ValueError, IndexError):
             raise UsageError(f"{folder / CIDS}:{number}: not a '<cid> <size> <path>' line") from None
     return JobState(folder, records, big, len(raw), hashlib.sha256(raw).hexdigest(),
-                    _read_checks(folder, len(records)))
+                    _read_checks(folder, records))
 
 
-def _read_checks(folder: Path, lines: int) -> tuple[float, ...]:
-    """The check time of each provenance line from checked.txt; () when there is none or it
-    does not parse (then every URL counts from its fetch). A time in the future counts as now:
-    a state that claims a check nobody made must not keep the site from being asked."""
+def _read_checks(folder: Path, records: tuple[Record, ...]) -> tuple[float, ...]:
+    """The check time of each provenance line from checked.txt; () when there is none, it
+    does not parse or it was written for other lines (its sha256 of the lines it covers
+    differs: then every URL counts from its fetch). A time in the future counts as now: a
+    state that claims a check nobody made must not keep the site from being asked."""
     try:
         if not os.path.lexists(folder / CHECKS):
             return ()
         text = read_inside(folder, CHECKS, MAX_CHECKS_BYTES).decode("ascii")
     except (OSError, NotAMirror, UnsafePath, UnicodeDecodeError):
         return ()
-    now, times = time.time(), []
+    now, times, covered = time.time(), [], ""
     try:
         for line in text.splitlines():
             if line.startswith("#") or not line.strip():
                 continue
             when, count = line.split(" ")
-            if not (when.isdigit() and count.isdigit()) or len(times) + int(count) > lines:
+            if when == "sha256":
+                covered = count
+                continue
+            if not (when.isdigit() and count.isdigit()) or len(times) + int(count) > len(records):
                 return ()
             times += [min(float(when), now)] * int(count)
     except ValueError:
         return ()
-    return tuple(times)
+    return tuple(times) if covered == _lines_sha256(records[:len(times)]) else ()
+
+
+def _lines_sha256(records) -> str:
+    return hashlib.sha256("".join(r.text for r in records).encode()).hexdigest()
 
 
 def _checks_text(records, before: tuple[float, ...], checked: dict[str, float]) -> str:
@@ -150,8 +159,8 @@ def _checks_text(records, before: tuple[float, ...], checked: dict[str, float]) 
         else:
             runs.append([when, 1])
     return ("# acta-mirror: '<unix seconds> <count>': the URLs of the next <count> lines of provenance.jsonl "
-            "were last fetched or found unchanged at or after that time\n"
-            + "".join(f"{when} {count}\n" for when, count in runs))
+            "were last fetched or found unchanged at or after that time; 'sha256 <hex>': of those lines\n"
+            f"sha256 {_lines_sha256(records)}\n" + "".join(f"{when} {count}\n" for when, count in runs))
 
 
 def check_signed(state: JobState, key_path: str | None) -> None:

@@ -189,3 +189,39 @@ def test_the_dry_run_of_a_job_without_a_local_mirror_plans_from_its_manifests(re
     assert not (tmp_path / "mirror").exists()
     run = run_cli("run", str(job), "--quiet")
     assert _requests(run) == 1, run.stdout  # what the plan said: the index only
+
+
+def test_check_times_of_another_provenance_are_not_believed(replay, site, tmp_path, monkeypatch):
+    """checked.txt counts provenance lines, not URLs: one written for another folder's lines
+    (copied, or left when the records were replaced) named this folder's actas as checked."""
+    job = _job(tmp_path, replay.url)
+    folder = tmp_path / "manifests"
+    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
+    assert run_job(load_job(job)).ok
+    site.serve_index(site.good_actas(5))
+    other = tmp_path / "other"
+    other.mkdir()
+    assert run_job(load_job(_job(other, site.url))).ok
+    monkeypatch.undo()
+    lines = len(read_provenance(folder / "provenance.jsonl"))
+    assert sum(count for _when, count in _checks(other / "manifests")) == 6 < lines
+    (folder / CHECKS).write_bytes((other / "manifests" / CHECKS).read_bytes())  # checked just now, elsewhere
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _requests(proc) == lines, proc.stdout  # the index and every acta: none of them was checked
+
+
+def test_check_times_written_by_hand_for_these_lines_are_believed(replay, tmp_path, monkeypatch):
+    """The other side of the sha256: times for exactly these lines still spare their URLs."""
+    import hashlib
+
+    job = _job(tmp_path, replay.url)
+    folder = tmp_path / "manifests"
+    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
+    assert run_job(load_job(job)).ok
+    monkeypatch.undo()
+    lines = len(read_provenance(folder / "provenance.jsonl"))
+    covered = hashlib.sha256((folder / "provenance.jsonl").read_bytes()).hexdigest()
+    (folder / CHECKS).write_text(f"sha256 {covered}\r\n{int(time.time())} {lines}\r\n")  # CRLF too
+    proc = run_cli("run", str(job), "--quiet")
+    assert _requests(proc) == 1, proc.stdout
