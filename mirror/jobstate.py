@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .archindex import _epoch, read_checked_times
-from .archive import CHECKED, PUBLISHED_TAG_FILES, STATE_DIR, TIMESTAMP_FILES, read_checked, read_inside
+from .archive import CHECKED, PUBLISHED_TAG_FILES, STATE_DIR, TIMESTAMP_FILES, disk_error, read_checked, read_inside
 from .cid import CHUNK_SIZE, RAW_CODEC, cid_bytes, cid_to_str, file_dag, str_to_cid
 from .evidence import SIGNATURE, STATEMENT, check_seal
 from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write
@@ -218,8 +218,11 @@ def _write_checks(folder: Path, data: bytes) -> bool:
     except (OSError, NotAMirror):
         if os.path.isdir(folder / CHECKS) and not os.path.islink(folder / CHECKS):
             raise UsageError(f"{folder / CHECKS}: a folder where the job's check times belong; remove it") from None
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / CHECKS, data)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / CHECKS, data)
+    except OSError as exc:  # full, read-only: one line and exit 3
+        raise disk_error(exc, f"writing {CHECKS} into {folder}") from None
     return True
 
 
@@ -278,14 +281,17 @@ def save(delta: Delta) -> None:
 
 
 def _write(folder: Path, bag: Path, new_cids: dict[str, tuple[str, int]]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    if new_cids:
-        with open(os.open(folder / CIDS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a") as fh:
-            fh.write("".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items())))
-    for name in STATE_FILES:
-        data = _bytes_or_none(bag, name)
-        if data is not None and data != _bytes_or_none(folder, name):
-            atomic_write(folder / name, data)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if new_cids:
+            with open(os.open(folder / CIDS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a") as fh:
+                fh.write("".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items())))
+        for name in STATE_FILES:
+            data = _bytes_or_none(bag, name)
+            if data is not None and data != _bytes_or_none(folder, name):
+                atomic_write(folder / name, data)
+    except OSError as exc:  # full, read-only: one line and exit 3
+        raise disk_error(exc, f"writing the job's state into {folder}") from None
 
 
 def save_from_mirror(mirror: Path, folder: Path) -> None:

@@ -225,3 +225,26 @@ def test_check_times_written_by_hand_for_these_lines_are_believed(replay, tmp_pa
     (folder / CHECKS).write_text(f"sha256 {covered}\r\n{int(time.time())} {lines}\r\n")  # CRLF too
     proc = run_cli("run", str(job), "--quiet")
     assert _requests(proc) == 1, proc.stdout
+
+
+def test_a_manifests_folder_that_refuses_writes_is_one_line(replay, tmp_path, monkeypatch):
+    """The run must write the check times into a folder the disk refuses (chattr +i: refused
+    even to root): exit 3 with one line, not a traceback."""
+    import shutil
+    import subprocess
+
+    job = _job(tmp_path, replay.url)
+    folder = tmp_path / "manifests"
+    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
+    assert run_job(load_job(job)).ok
+    monkeypatch.undo()
+    (folder / CHECKS).unlink()  # this run has check times to write
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        proc = run_cli("run", str(job), "--quiet", check_traceback=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and f"writing {CHECKS} into {folder}" in proc.stderr, proc.stderr
