@@ -15,6 +15,7 @@ prints an `::error::` line, shown on the run's page.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import subprocess
@@ -41,10 +42,18 @@ def _key_file() -> str | None:
     if not text.strip():
         return os.environ.get(SIGN_KEY_ENV) or None
     fd, path = tempfile.mkstemp(prefix="acta-mirror-key-")
+    atexit.register(_remove, path)  # the secret key must not outlive the step (a self-hosted runner keeps /tmp)
     with os.fdopen(fd, "w") as fh:
         fh.write(text if text.endswith("\n") else text + "\n")
     os.environ[SIGN_KEY_ENV] = path
     return path
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def run(args: list[str]) -> int:

@@ -248,3 +248,26 @@ def test_a_manifests_folder_that_refuses_writes_is_one_line(replay, tmp_path, mo
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and f"writing {CHECKS} into {folder}" in proc.stderr, proc.stderr
+
+
+def test_the_workflow_script_leaves_no_copy_of_the_signing_key(replay, tmp_path):
+    """ACTA_MIRROR_SIGN_KEY (a CI secret) was written to a temp file that was never removed: on a
+    self-hosted runner or a laptop, every run left the secret key in the temp folder."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_jobs import write_job
+
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    job = write_job(tmp_path, replay.url)
+    env = {**os.environ, "ACTA_MIRROR_SIGN_KEY": (tmp_path / "k.key").read_text(), "TMPDIR": str(temp)}
+    env.pop("ACTA_MIRROR_SIGN_KEY_FILE", None)
+    step = subprocess.run([sys.executable, str(ROOT / "scripts" / "mirror_job.py"), "crawl", str(job), "--shard", "1/2"],
+                          env=env, capture_output=True, text=True)
+    assert step.returncode == 0, step.stdout + step.stderr
+    secret = (tmp_path / "k.key").read_bytes().strip()
+    left = [p.name for p in temp.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    assert left == []
