@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mirror.audit.coverage import census  # noqa: E402
-from mirror.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, _print_run  # noqa: E402
+from mirror.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, _print_run, _stop_as_interrupt  # noqa: E402
 from mirror.config import load_job  # noqa: E402
 from mirror.crawl import parse_shard  # noqa: E402
 from mirror.job import SIGN_KEY_ENV, merge, mirror_dir, run_job  # noqa: E402
@@ -146,8 +146,12 @@ def main(argv: list[str]) -> int:
         print("usage: mirror_job.py {run,crawl,merge,publish,commit-manifests} ... (see the script's header)",
               file=sys.stderr)
         return EXIT_USAGE
+    _stop_as_interrupt()  # a cancelled workflow sends SIGINT, then SIGTERM
     try:
         return STEPS[argv[0]](argv[1:])
+    except KeyboardInterrupt:
+        print("mirror_job: interrupted; re-run to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except MirrorError as exc:
         _error(redact_message(str(exc)))
         return exc.exit_code
