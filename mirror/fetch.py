@@ -421,12 +421,12 @@ class Fetcher:
         except FetchError as first:
             if not self.alternates or first.cause in _NO_ALTERNATE:
                 raise
-            failure, reasons = first, [f"{urlsplit(url).netloc}: {first.reason}"]
+            failure, reasons = first, [f"{_host_port(url)}: {first.reason}"]
         for alternate in self.alternates:
             try:
                 fetched = await self._fetch(_on_alternate(alternate, url), "", "", expect_image)
             except FetchError as exc:
-                reasons.append(f"{urlsplit(alternate).netloc}: {exc.reason}")
+                reasons.append(f"{_host_port(alternate)}: {exc.reason}")
                 continue
             return dataclasses.replace(fetched, url=url)
         raise type(failure)(url, "; ".join(reasons), cause=failure.cause, attempts=failure.attempts)
@@ -744,6 +744,12 @@ class _Body:
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _host_port(url: str) -> str:
+    """Who was asked, for a reason's text: the netloc without its user:password@ (a bare netloc
+    is no URL, so redact() would not see one there)."""
+    return urlsplit(url).netloc.rpartition("@")[2]
 
 
 def _on_alternate(alternate: str, url: str) -> str:

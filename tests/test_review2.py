@@ -309,3 +309,25 @@ def test_the_workflow_script_interrupted_exits_130_without_a_traceback(site, tmp
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted; re-run to resume" in err
     assert [p.name for p in temp.iterdir() if p.name.startswith("acta-mirror-key-")] == []
+
+
+def test_the_password_of_an_alternate_is_not_in_the_reason_it_failed(site, tmp_path):
+    """An acta that failed on the root and on an alternate is recorded with each host's reason,
+    the alternate named by its netloc: 'user:password@host' has no scheme, so the redaction of
+    URLs did not see it and failures.jsonl and the output kept the password."""
+    from tests.hostile_site import HostileSite, index_row
+    from tests.test_hostile_more import crawl
+
+    site.serve_index([index_row(0, f"{site.url}/img/0.jpg")])  # 404 on the root...
+    with HostileSite() as bucket:  # ...and on the alternate
+        out = tmp_path / "m"
+        host = bucket.url.split("://", 1)[1]
+        proc = crawl(site.url, out, "--alternate", f"http://reader:pa55w0rd-XYZ@{host}/", "-v")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "HTTP 404" in (out / "failures.jsonl").read_text()
+        assert _leaks(out, proc.stdout + proc.stderr, "pa55w0rd-XYZ") == []
+
+
+def _leaks(out: Path, text: str, needle: str) -> list[str]:
+    found = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+    return found + (["the output"] if needle in text else [])
