@@ -401,9 +401,16 @@ def _stop_as_interrupt() -> None:
     crawl stops cleanly, says so and exits 130, instead of dying between two steps."""
     import signal
 
+    def stop(*_) -> None:
+        # A shell starts a background command with SIGINT ignored (`acta-mirror run job.toml &`,
+        # nohup): passed on as SIGINT, SIGTERM would be ignored too.
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
+
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         try:
-            signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+            signal.signal(signal.SIGTERM, stop)
         except ValueError:
             pass  # called from a thread other than the main one: signals are the host program's
 
@@ -421,11 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except MirrorError as exc:
         from .models import printable
-        from .publish import redact
+        from .publish import redact_message
 
         step = next_step(exc)
         # no credential in any message; one line, whatever names from a copy it quotes
-        message = printable(redact(str(exc)))
+        message = printable(redact_message(str(exc)))
         print(f"acta-mirror: {message}" + (f"; {step}" if step else ""), file=sys.stderr)
         if os.environ.get("GITHUB_ACTIONS") == "true":  # shown on the run's summary page
             print(f"::error::{message}", file=sys.stderr)
@@ -883,7 +890,7 @@ def cmd_run(args) -> int:
         crawl_plan, plans = plan_job(job, shard=shard, crawl_step=not args.publish_only,
                                      publish_step=not args.no_publish)
         if crawl_plan:
-            _print_crawl_plan(crawl_plan, str(job.resolve(job["output.dir"])), False)
+            _print_crawl_plan(crawl_plan, str(job.resolve(job["output.dir"] or job["publish.manifests"])), False)
         if plans:
             _print_plans("the mirror as it is now (before this crawl)", plans)
         return EXIT_OK

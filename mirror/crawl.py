@@ -317,6 +317,7 @@ class _Run:
             if acta.url in urls:
                 return
             if len(urls) + 1 >= MAX_URLS_PER_ACTA:
+                self.counters.discovered += 1  # listed, and counted failed: the crawl's counts add up
                 self.fail(acta.key, acta.url, f"more than {MAX_URLS_PER_ACTA} URLs list this acta; "
                                               "this one was not fetched", "too many URLs")
                 return

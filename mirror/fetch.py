@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .imagecheck import ImageCheck, NotImage, decode
 from .sites import join
@@ -421,14 +421,12 @@ class Fetcher:
         except FetchError as first:
             if not self.alternates or first.cause in _NO_ALTERNATE:
                 raise
-            failure, reasons = first, [f"{urlsplit(url).netloc}: {first.reason}"]
-        parts = urlsplit(url)
-        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+            failure, reasons = first, [f"{_host_port(url)}: {first.reason}"]
         for alternate in self.alternates:
             try:
-                fetched = await self._fetch(alternate + tail, "", "", expect_image)
+                fetched = await self._fetch(_on_alternate(alternate, url), "", "", expect_image)
             except FetchError as exc:
-                reasons.append(f"{urlsplit(alternate).netloc}: {exc.reason}")
+                reasons.append(f"{_host_port(alternate)}: {exc.reason}")
                 continue
             return dataclasses.replace(fetched, url=url)
         raise type(failure)(url, "; ".join(reasons), cause=failure.cause, attempts=failure.attempts)
@@ -746,6 +744,20 @@ class _Body:
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _host_port(url: str) -> str:
+    """Who was asked, for a reason's text: the netloc without its user:password@ (a bare netloc
+    is no URL, so redact() would not see one there)."""
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
+def _on_alternate(alternate: str, url: str) -> str:
+    """url's path and query on an alternate host: after the alternate's own path, and before its
+    own query (a token for the whole bucket), which follows url's."""
+    alt, parts = urlsplit(alternate), urlsplit(url)
+    query = "&".join(q for q in (parts.query, alt.query) if q)
+    return urlunsplit((alt.scheme, alt.netloc, alt.path.rstrip("/") + parts.path, query, ""))
 
 
 def _write_all(fd: int, data) -> None:

@@ -258,7 +258,15 @@ def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tr
     from .crawl import plan_crawl
 
     check_places(job)
-    crawl_plan = asyncio.run(plan_crawl(crawl_options(job, shard))) if crawl_step else None
+    crawl_plan = None
+    if crawl_step and from_manifests(job):  # planned against what the run seeds: the folder's records and check times
+        from .jobstate import read_job_state, seed
+
+        with tempfile.TemporaryDirectory(prefix="acta-mirror-plan-") as tmp:
+            seed(read_job_state(job.resolve(job["publish.manifests"])), Path(tmp, "bag"))
+            crawl_plan = asyncio.run(plan_crawl(crawl_options(job, shard, out=Path(tmp, "bag"), sign=False)))
+    elif crawl_step:
+        crawl_plan = asyncio.run(plan_crawl(crawl_options(job, shard)))
     out = mirror_dir(job, shard)
     plans = []
     if publish_step and shard == (1, 1) and (out / PROVENANCE).exists():

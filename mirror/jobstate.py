@@ -22,7 +22,8 @@ checked.txt carries when each URL was last fetched or found unchanged, so that
 the fetch: without it a job every six hours would ask the site about every acta on every run
 once the files are a day old. It is run-length coded against the provenance lines ('<unix
 seconds> <count>': the next <count> lines' URLs were checked at or after that time, rounded
-down to the hour), so a run that re-checks everything rewrites a line or two and a run that
+down to the hour) and holds the sha256 of the lines it covers (times written for other lines
+are not believed), so a run that re-checks everything rewrites a line or two and a run that
 asks nothing leaves it as it was. It is the job's bookkeeping, not evidence: it is not in the
 bag and is never published; one that does not parse is ignored (the site is asked again).
 """
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .archindex import _epoch, read_checked_times
-from .archive import CHECKED, PUBLISHED_TAG_FILES, STATE_DIR, TIMESTAMP_FILES, read_checked, read_inside
+from .archive import CHECKED, PUBLISHED_TAG_FILES, STATE_DIR, TIMESTAMP_FILES, disk_error, read_checked, read_inside
 from .cid import CHUNK_SIZE, RAW_CODEC, cid_bytes, cid_to_str, file_dag, str_to_cid
 from .evidence import SIGNATURE, STATEMENT, check_seal
 from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write
@@ -111,31 +112,39 @@ def read_job_state(folder: str | os.PathLike) -> JobState:
         except (ValueError, IndexError):
             raise UsageError(f"{folder / CIDS}:{number}: not a '<cid> <size> <path>' line") from None
     return JobState(folder, records, big, len(raw), hashlib.sha256(raw).hexdigest(),
-                    _read_checks(folder, len(records)))
+                    _read_checks(folder, records))
 
 
-def _read_checks(folder: Path, lines: int) -> tuple[float, ...]:
-    """The check time of each provenance line from checked.txt; () when there is none or it
-    does not parse (then every URL counts from its fetch). A time in the future counts as now:
-    a state that claims a check nobody made must not keep the site from being asked."""
+def _read_checks(folder: Path, records: tuple[Record, ...]) -> tuple[float, ...]:
+    """The check time of each provenance line from checked.txt; () when there is none, it
+    does not parse or it was written for other lines (its sha256 of the lines it covers
+    differs: then every URL counts from its fetch). A time in the future counts as now: a
+    state that claims a check nobody made must not keep the site from being asked."""
     try:
         if not os.path.lexists(folder / CHECKS):
             return ()
         text = read_inside(folder, CHECKS, MAX_CHECKS_BYTES).decode("ascii")
     except (OSError, NotAMirror, UnsafePath, UnicodeDecodeError):
         return ()
-    now, times = time.time(), []
+    now, times, covered = time.time(), [], ""
     try:
         for line in text.splitlines():
             if line.startswith("#") or not line.strip():
                 continue
             when, count = line.split(" ")
-            if not (when.isdigit() and count.isdigit()) or len(times) + int(count) > lines:
+            if when == "sha256":
+                covered = count
+                continue
+            if not (when.isdigit() and count.isdigit()) or len(times) + int(count) > len(records):
                 return ()
             times += [min(float(when), now)] * int(count)
     except ValueError:
         return ()
-    return tuple(times)
+    return tuple(times) if covered == _lines_sha256(records[:len(times)]) else ()
+
+
+def _lines_sha256(records) -> str:
+    return hashlib.sha256("".join(r.text for r in records).encode()).hexdigest()
 
 
 def _checks_text(records, before: tuple[float, ...], checked: dict[str, float]) -> str:
@@ -150,8 +159,8 @@ def _checks_text(records, before: tuple[float, ...], checked: dict[str, float]) 
         else:
             runs.append([when, 1])
     return ("# acta-mirror: '<unix seconds> <count>': the URLs of the next <count> lines of provenance.jsonl "
-            "were last fetched or found unchanged at or after that time\n"
-            + "".join(f"{when} {count}\n" for when, count in runs))
+            "were last fetched or found unchanged at or after that time; 'sha256 <hex>': of those lines\n"
+            f"sha256 {_lines_sha256(records)}\n" + "".join(f"{when} {count}\n" for when, count in runs))
 
 
 def check_signed(state: JobState, key_path: str | None) -> None:
@@ -196,14 +205,24 @@ def save_checks(delta: "Delta") -> bool:
     changed. Called with save(), and alone when a run found nothing new."""
     text = _checks_text(delta.records, delta.before.checked,
                         dict(read_checked_times(delta.bag / STATE_DIR / CHECKED)))
-    return _write_if_changed(delta.before.folder, CHECKS, text.encode())
+    return _write_checks(delta.before.folder, text.encode())
 
 
-def _write_if_changed(folder: Path, name: str, data: bytes) -> bool:
-    if data == _bytes_or_none(folder, name):
-        return False
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / name, data)
+def _write_checks(folder: Path, data: bytes) -> bool:
+    """Write checked.txt unless it holds data already. One that is not a regular file (a
+    symlink, a FIFO) was ignored when read and is replaced, never followed: it must not stop
+    every run. UsageError for a folder in its place, which cannot be replaced."""
+    try:
+        if data == _bytes_or_none(folder, CHECKS):
+            return False
+    except (OSError, NotAMirror):
+        if os.path.isdir(folder / CHECKS) and not os.path.islink(folder / CHECKS):
+            raise UsageError(f"{folder / CHECKS}: a folder where the job's check times belong; remove it") from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / CHECKS, data)
+    except OSError as exc:  # full, read-only: one line and exit 3
+        raise disk_error(exc, f"writing {CHECKS} into {folder}") from None
     return True
 
 
@@ -262,14 +281,17 @@ def save(delta: Delta) -> None:
 
 
 def _write(folder: Path, bag: Path, new_cids: dict[str, tuple[str, int]]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    if new_cids:
-        with open(os.open(folder / CIDS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a") as fh:
-            fh.write("".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items())))
-    for name in STATE_FILES:
-        data = _bytes_or_none(bag, name)
-        if data is not None and data != _bytes_or_none(folder, name):
-            atomic_write(folder / name, data)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if new_cids:
+            with open(os.open(folder / CIDS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a") as fh:
+                fh.write("".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items())))
+        for name in STATE_FILES:
+            data = _bytes_or_none(bag, name)
+            if data is not None and data != _bytes_or_none(folder, name):
+                atomic_write(folder / name, data)
+    except OSError as exc:  # full, read-only: one line and exit 3
+        raise disk_error(exc, f"writing the job's state into {folder}") from None
 
 
 def save_from_mirror(mirror: Path, folder: Path) -> None:
@@ -285,7 +307,7 @@ def save_from_mirror(mirror: Path, folder: Path) -> None:
     _write(folder, mirror, new_cids)
     prefix = before.checked if _head_sha256(mirror / PROVENANCE, before.provenance_size) == before.provenance_sha256 \
         else ()  # the folder held another mirror's lines: its times say nothing of these
-    _write_if_changed(folder, CHECKS, _checks_text(records, prefix, dict(
+    _write_checks(folder, _checks_text(records, prefix, dict(
         read_checked_times(mirror / STATE_DIR / CHECKED))).encode())
 
 

@@ -15,6 +15,7 @@ prints an `::error::` line, shown on the run's page.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import subprocess
@@ -25,12 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mirror.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, _print_run  # noqa: E402
+from mirror.audit.coverage import census  # noqa: E402
+from mirror.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, _print_run, _stop_as_interrupt  # noqa: E402
 from mirror.config import load_job  # noqa: E402
 from mirror.crawl import parse_shard  # noqa: E402
 from mirror.job import SIGN_KEY_ENV, merge, mirror_dir, run_job  # noqa: E402
 from mirror.models import MirrorError  # noqa: E402
-from mirror.publish import redact  # noqa: E402
+from mirror.publish import redact_message  # noqa: E402
 
 PUSH_ATTEMPTS = 5  # push, and on rejection pull --rebase and push again
 
@@ -40,10 +42,18 @@ def _key_file() -> str | None:
     if not text.strip():
         return os.environ.get(SIGN_KEY_ENV) or None
     fd, path = tempfile.mkstemp(prefix="acta-mirror-key-")
+    atexit.register(_remove, path)  # the secret key must not outlive the step (a self-hosted runner keeps /tmp)
     with os.fdopen(fd, "w") as fh:
         fh.write(text if text.endswith("\n") else text + "\n")
     os.environ[SIGN_KEY_ENV] = path
     return path
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def run(args: list[str]) -> int:
@@ -84,12 +94,17 @@ def merge_shards(args: list[str]) -> int:
         return EXIT_USAGE
     out = mirror_dir(job, (1, 1))
     stats = merge(out, shards, _key_file())
-    print(f"merged {len(shards)} of {len(given)} shard(s) into {out}: {stats['added']} files added")
+    coverage = census(out)
+    print(f"merged {len(shards)} of {len(given)} shard(s) into {out}: {stats['added']} files added; "
+          f"{coverage.summary()}")
     if missing:  # a shard's job failed or its artifact is gone: what it held is not in this merge
         print(f"mirror_job: {len(missing)} of {len(given)} shard folder(s) hold no mirror, not merged: "
               f"{', '.join(missing)}", file=sys.stderr)
-        return EXIT_PROBLEMS
-    return EXIT_OK
+    absent = coverage.counts()["absent"]
+    if absent:  # a shard whose folder was not even given (`merge JOB shards/*` without it) shows only here
+        print(f"mirror_job: {absent:,} of {coverage.total:,} tables the index lists are not in the merged mirror, "
+              "nor recorded as failed: a shard not merged?", file=sys.stderr)
+    return EXIT_PROBLEMS if missing or absent else EXIT_OK
 
 
 def publish(args: list[str]) -> int:
@@ -131,10 +146,14 @@ def main(argv: list[str]) -> int:
         print("usage: mirror_job.py {run,crawl,merge,publish,commit-manifests} ... (see the script's header)",
               file=sys.stderr)
         return EXIT_USAGE
+    _stop_as_interrupt()  # a cancelled workflow sends SIGINT, then SIGTERM
     try:
         return STEPS[argv[0]](argv[1:])
+    except KeyboardInterrupt:
+        print("mirror_job: interrupted; re-run to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except MirrorError as exc:
-        _error(redact(str(exc)))
+        _error(redact_message(str(exc)))
         return exc.exit_code
     except subprocess.CalledProcessError as exc:
         print(f"mirror_job: git {' '.join(exc.cmd[3:5])} failed: {exc.stderr.strip()[:300]}", file=sys.stderr)

@@ -127,6 +127,20 @@ def redact(text: str, *secrets: str) -> str:
     return text
 
 
+_PARAM = re.compile(r"(?<=[?&;])([^=&;#]+)=([^&;#]*)")
+
+
+def redact_message(text: str) -> str:
+    """redact(), and the values of credential-named query parameters of every URL in the text:
+    for the one-line error of a command, which may quote a URL before register_secrets saw it
+    (a job file's mistyped key). Never for a URL kept as evidence or as a key (see SECRET_PARAMS)."""
+    def params(match: re.Match) -> str:
+        return _PARAM.sub(lambda m: f"{m.group(1)}=***" if unquote(m.group(1)).lower() in SECRET_PARAMS and m.group(2)
+                          else m.group(0), match.group(0))
+
+    return _URL.sub(params, redact(text))
+
+
 def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """Is path the folder or in it, once symlinks and '..' are resolved (neither need exist)?"""
     return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
