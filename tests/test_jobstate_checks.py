@@ -38,6 +38,16 @@ required = false
     return job
 
 
+def _run_long_ago(job: Path, monkeypatch) -> int:
+    """Run the job in this process as if its files were fetched years ago; the number of
+    provenance lines its manifests folder then holds."""
+    with monkeypatch.context() as m:
+        m.setattr(fetch, "utc_now", lambda: LONG_AGO)
+        report = run_job(load_job(job))
+    assert report.ok, report.problems
+    return len(read_provenance(job.parent / "manifests" / "provenance.jsonl"))
+
+
 def _requests(proc) -> int:
     found = re.search(r"retries in (\d+) requests", proc.stdout)
     assert found, proc.stdout + proc.stderr
@@ -52,11 +62,7 @@ def _checks(folder: Path) -> list[tuple[int, int]]:
 def test_a_url_checked_recently_is_not_asked_again_though_fetched_long_ago(replay, tmp_path, monkeypatch):
     job = _job(tmp_path, replay.url)
     folder = tmp_path / "manifests"
-    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)  # the files were fetched years ago...
-    first = run_job(load_job(job))
-    assert first.ok, first.problems
-    monkeypatch.undo()
-    lines = len(read_provenance(folder / "provenance.jsonl"))
+    lines = _run_long_ago(job, monkeypatch)  # the files were fetched years ago...
     actas = lines - 1  # one line is the index
     assert all(e.fetched_at == LONG_AGO for e in read_provenance(folder / "provenance.jsonl"))
     checks = _checks(folder)  # ...and found unchanged (here: fetched) just now
@@ -79,10 +85,7 @@ def test_a_url_checked_recently_is_not_asked_again_though_fetched_long_ago(repla
 def test_check_times_that_claim_too_much_are_not_believed(replay, tmp_path, monkeypatch):
     job = _job(tmp_path, replay.url)
     folder = tmp_path / "manifests"
-    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
-    assert run_job(load_job(job)).ok
-    monkeypatch.undo()
-    lines = len(read_provenance(folder / "provenance.jsonl"))
+    lines = _run_long_ago(job, monkeypatch)
     (folder / CHECKS).write_text(f"{int(time.time())} {lines + 1}\n")  # more lines than the provenance has
     proc = run_cli("run", str(job), "--quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -98,10 +101,7 @@ def test_check_times_that_claim_too_much_are_not_believed(replay, tmp_path, monk
 def test_a_job_that_drops_its_local_mirror_keeps_its_check_times(replay, tmp_path, monkeypatch):
     job = _job(tmp_path, replay.url)
     job.write_text(job.read_text().replace("[publish]", '[output]\ndir = "mirror"\n\n[publish]'))
-    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
-    assert run_job(load_job(job)).ok  # a full local mirror, which also writes the manifests folder
-    monkeypatch.undo()
-    lines = len(read_provenance(tmp_path / "manifests" / "provenance.jsonl"))
+    lines = _run_long_ago(job, monkeypatch)  # a full local mirror, which also writes the manifests folder
     assert sum(count for _when, count in _checks(tmp_path / "manifests")) == lines
     job.write_text(job.read_text().replace('[output]\ndir = "mirror"\n\n', ""))
     proc = run_cli("run", str(job), "--quiet")

@@ -13,17 +13,30 @@ from mirror.job import run_job
 from mirror.jobstate import CHECKS
 from mirror.manifest import read_provenance
 from tests.conftest import run_cli
-from tests.test_jobstate_checks import LONG_AGO, _checks, _job, _requests
+from tests.test_jobstate_checks import LONG_AGO, _checks, _job, _requests, _run_long_ago
 
+
+
+def _stop_after_six(proc, provenance: Path, sig) -> str:
+    """Send sig to proc once provenance records six actas (the slow ones are then in flight);
+    its stderr once it has stopped (killed if it has not within a minute)."""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                provenance.exists() and provenance.read_text().count('"kind": "acta"') >= 6):
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        return proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 @pytest.mark.parametrize("kind", ["directory", "symlink", "fifo"])
 def test_a_checked_txt_that_is_not_a_regular_file_is_ignored_and_replaced(replay, tmp_path, monkeypatch, kind):
     job = _job(tmp_path, replay.url)
     folder = tmp_path / "manifests"
-    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
-    assert run_job(load_job(job)).ok
-    monkeypatch.undo()
-    lines = len(read_provenance(folder / "provenance.jsonl"))
+    lines = _run_long_ago(job, monkeypatch)
     outside = tmp_path / "outside.txt"
     outside.write_text(f"{int(time.time())} {lines}\n")  # would spare every URL if it were read
     (folder / CHECKS).unlink()
@@ -74,19 +87,7 @@ def test_sigterm_stops_a_crawl_started_with_ctrl_c_ignored(site, tmp_path):
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            prov = out / "provenance.jsonl"
-            if prov.exists() and prov.read_text().count('"kind": "acta"') >= 6:
-                break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)  # the slow tail takes minutes: it must not run on
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err = _stop_after_six(proc, out / "provenance.jsonl", signal.SIGTERM)  # the slow tail takes minutes
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted; re-run to resume" in err
     assert_sound(out, [key_of(i) for i in range(6)])
@@ -178,10 +179,7 @@ def test_the_dry_run_of_a_job_without_a_local_mirror_plans_from_its_manifests(re
     """It planned against the local mirror the job does not keep: every acta 'new', though the
     run itself downloads none and, with its check times, asks about none."""
     job = _job(tmp_path, replay.url)
-    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
-    assert run_job(load_job(job)).ok
-    monkeypatch.undo()
-    actas = len(read_provenance(tmp_path / "manifests" / "provenance.jsonl")) - 1
+    actas = _run_long_ago(job, monkeypatch) - 1
     proc = run_cli("run", str(job), "--dry-run")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"new: 0 of {actas} would be downloaded" in proc.stdout, proc.stdout
@@ -217,10 +215,7 @@ def test_check_times_written_by_hand_for_these_lines_are_believed(replay, tmp_pa
 
     job = _job(tmp_path, replay.url)
     folder = tmp_path / "manifests"
-    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
-    assert run_job(load_job(job)).ok
-    monkeypatch.undo()
-    lines = len(read_provenance(folder / "provenance.jsonl"))
+    lines = _run_long_ago(job, monkeypatch)
     covered = hashlib.sha256((folder / "provenance.jsonl").read_bytes()).hexdigest()
     (folder / CHECKS).write_text(f"sha256 {covered}\r\n{int(time.time())} {lines}\r\n")  # CRLF too
     proc = run_cli("run", str(job), "--quiet")
@@ -235,9 +230,7 @@ def test_a_manifests_folder_that_refuses_writes_is_one_line(replay, tmp_path, mo
 
     job = _job(tmp_path, replay.url)
     folder = tmp_path / "manifests"
-    monkeypatch.setattr(fetch, "utc_now", lambda: LONG_AGO)
-    assert run_job(load_job(job)).ok
-    monkeypatch.undo()
+    _run_long_ago(job, monkeypatch)
     (folder / CHECKS).unlink()  # this run has check times to write
     if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
         pytest.skip("chattr +i is not available here")
@@ -295,17 +288,7 @@ def test_the_workflow_script_interrupted_exits_130_without_a_traceback(site, tmp
     env.pop("ACTA_MIRROR_SIGN_KEY_FILE", None)
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "mirror_job.py"), "crawl", str(job)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        prov = tmp_path / "mirror" / "provenance.jsonl"
-        while time.monotonic() < deadline and not (prov.exists() and prov.read_text().count('"kind": "acta"') >= 6):
-            time.sleep(0.1)
-        proc.send_signal(getattr(signal, sig))
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err = _stop_after_six(proc, tmp_path / "mirror" / "provenance.jsonl", getattr(signal, sig))
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted; re-run to resume" in err
     assert [p.name for p in temp.iterdir() if p.name.startswith("acta-mirror-key-")] == []
