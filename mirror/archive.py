@@ -9,7 +9,6 @@ deleting a byte that was archived.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import hashlib
@@ -20,7 +19,6 @@ import re
 import shutil
 import sqlite3
 import stat
-import tempfile
 import threading
 import time
 import unicodedata
@@ -36,7 +34,7 @@ from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .merkle import ManifestLines
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
-                       iter_provenance, iter_provenance_core, read_bag_info, repair_torn_tail,
+                       iter_provenance, iter_provenance_core, own_copy, read_bag_info, repair_torn_tail,
                        sync_filesystem)
 from .publish import redact
 from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
@@ -298,28 +296,11 @@ class Archive:
 
     @staticmethod
     def _unshare(path: Path) -> None:
-        """A file with another name too (a hard-linked backup copy, or planted) gets a copy of
-        its own under this name before anything is appended: the other name keeps its bytes."""
+        """A file with another name too gets a copy of its own before anything is appended."""
         try:
-            if os.lstat(path).st_nlink < 2:
-                return
-            fh = open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
-        except FileNotFoundError:
-            return
+            own_copy(path)
         except OSError as exc:
             raise _io_error(exc, f"making {path.name} a file of its own") from None
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with fh, os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(fh, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise _io_error(exc, f"making {path.name} a file of its own") from None
-        fsync_dir(path.parent)
 
     def _scan_data(self, orphans: bool) -> None:
         """One walk of data/: refuse a symlink or special file anywhere in it (a rename into it

@@ -5,12 +5,14 @@ paths percent-encoded, and `Label: value` lines in bag-info.txt.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
 import os
 import stat
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
@@ -102,6 +104,34 @@ def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None
         except FileNotFoundError:
             pass
         raise
+    fsync_dir(path.parent)
+
+
+def own_copy(path: str | os.PathLike) -> None:
+    """Give a regular file that has another name too (a hard link: a backup's copy, or one
+    planted to a file of ours) a copy of its own under this name, streamed, before anything is
+    appended to it: the other name keeps its bytes. Nothing to do for a file with one name,
+    for no file, or for one that is no regular file (the caller's reader refuses that)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    with open(fd, "rb") as src:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink < 2:
+            return
+        out_fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(out_fd, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     fsync_dir(path.parent)
 
 
@@ -284,19 +314,14 @@ def append_receipt(root: str | os.PathLike, receipt: dict) -> None:
     """Record a publish in the bag. Not a tag-manifest file: publishing never changes what it published."""
     path = Path(root) / RECEIPTS
     line = (json.dumps(receipt, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+    own_copy(path)  # a hard link's other name (a backup's copy, or a file of ours) keeps its bytes
     # O_NOFOLLOW: a copy made elsewhere may carry a symlink here, pointing at a file of ours.
+    # O_RDWR: a FIFO here opens without waiting for a reader, and is then refused.
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):  # a FIFO, or a device node a copy unpacked as root could carry
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, or a device node a copy unpacked as root could carry
         os.close(fd)
         raise UnsafePath(RECEIPTS, "not a regular file; the receipt was not written")
-    with open(fd, "r+b") as fh:
-        if info.st_nlink == 1:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
-            return
-        before = fh.read()
-    # Another name shares this file (a hard link: a backup's, or one planted to a file of
-    # ours): a new file takes this name, and the other keeps its bytes.
-    atomic_write(path, before + line)
+    with open(fd, "ab") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
