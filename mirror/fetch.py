@@ -523,8 +523,7 @@ class Fetcher:
                 name = self._check_target(url, current, len(hops))
                 host = self._host(name)
                 if host.tripped:
-                    raise Deferred(url, f"{name} is left alone this run: {host.tripped}",
-                                   cause="deferred: host breaker")
+                    raise _left_alone(url, name, host)
                 if self.past_deadline():
                     raise Deferred(url, "the crawl's deadline passed before it was asked", cause="deadline")
                 await host.wait()
@@ -584,8 +583,7 @@ class Fetcher:
         if host.unreached >= BREAKER_STRIKES and elapsed >= BREAKER_SECONDS:
             host.trip(f"{host.unreached} requests in a row got no answer over {elapsed:.0f} s "
                       f"(the last: {exc.cause})")
-            raise Deferred(url, f"{name} is left alone this run: {host.tripped}",
-                           cause="deferred: host breaker") from None
+            raise _left_alone(url, name, host) from None
 
     def _strike(self, host: _Host, name: str, head: Head, url: str) -> None:
         """Count 429/503 answers in a row; trip the breaker on too many or on a wait too long.
@@ -605,8 +603,7 @@ class Fetcher:
             host.trip(f"{host.strikes} answers of HTTP 429/503 in a row over "
                       f"{time.monotonic() - host.streak_since:.0f} s")
         if host.tripped:
-            raise Deferred(url, f"{name} is left alone this run: {host.tripped}",
-                           cause="deferred: host breaker")
+            raise _left_alone(url, name, host)
 
     def _refuse(self, host: str, address: str) -> str | None:
         """Why the run may not connect to this address of host (None: it may)."""
@@ -744,6 +741,11 @@ class _Body:
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _left_alone(url: str, name: str, host: _Host) -> Deferred:
+    """The failure of a request not made because the host's breaker tripped."""
+    return Deferred(url, f"{name} is left alone this run: {host.tripped}", cause="deferred: host breaker")
 
 
 def _host_port(url: str) -> str:
