@@ -42,7 +42,7 @@ from .cid import CHUNK_SIZE, RAW_CODEC, cid_bytes, cid_to_str, file_dag, str_to_
 from .evidence import SIGNATURE, STATEMENT, check_seal
 from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write
 from .models import NotAMirror, UnsafePath, UsageError
-from .state import Record, iter_records, read_state
+from .state import Record, iter_records, open_payload, read_state
 
 CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; appended, never rewritten
 CHECKS = "checked.txt"  # when each provenance line's URL was last checked, run-length coded
@@ -99,7 +99,8 @@ def read_job_state(folder: str | os.PathLike) -> JobState:
     folder = Path(folder)
     try:
         records = tuple(iter_records(folder / PROVENANCE))
-        raw = read_inside(folder, PROVENANCE) if os.path.lexists(folder / PROVENANCE) else b""
+        size, sha256 = _head_sha256(folder, PROVENANCE) if os.path.lexists(folder / PROVENANCE) else \
+            (0, hashlib.sha256().hexdigest())
         cids_text = read_inside(folder, CIDS).decode("utf-8") if os.path.lexists(folder / CIDS) else ""
     except (NotAMirror, OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{folder}: the job's state is unreadable: {getattr(exc, 'strerror', None) or exc}") from None
@@ -111,7 +112,7 @@ def read_job_state(folder: str | os.PathLike) -> JobState:
             big[path] = (cid, int(tsize))
         except (ValueError, IndexError):
             raise UsageError(f"{folder / CIDS}:{number}: not a '<cid> <size> <path>' line") from None
-    return JobState(folder, records, big, len(raw), hashlib.sha256(raw).hexdigest(),
+    return JobState(folder, records, big, size, sha256,
                     _read_checks(folder, records))
 
 
@@ -144,7 +145,10 @@ def _read_checks(folder: Path, records: tuple[Record, ...]) -> tuple[float, ...]
 
 
 def _lines_sha256(records) -> str:
-    return hashlib.sha256("".join(r.text for r in records).encode()).hexdigest()
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(r.text.encode())
+    return digest.hexdigest()
 
 
 def _checks_text(records, before: tuple[float, ...], checked: dict[str, float]) -> str:
@@ -231,7 +235,7 @@ def take_delta(before: JobState, bag: Path) -> Delta:
     records do not check out: nothing of it is then published or saved."""
     mirror = read_state(bag)
     problems = [str(p) for p in mirror.problems]
-    head = _head_sha256(bag / PROVENANCE, before.provenance_size)
+    head = _head_sha256(bag, PROVENANCE, before.provenance_size)[1]
     if head != before.provenance_sha256:
         problems.append(f"{PROVENANCE}: the lines of the last run were rewritten; it only grows")
     records = tuple(iter_records(bag / PROVENANCE)) if not mirror.problems else ()
@@ -305,7 +309,7 @@ def save_from_mirror(mirror: Path, folder: Path) -> None:
             cid, tsize, _nodes = file_dag(_chunks_of(mirror, r))
             new_cids[r.path] = (cid_to_str(cid), tsize)
     _write(folder, mirror, new_cids)
-    prefix = before.checked if _head_sha256(mirror / PROVENANCE, before.provenance_size) == before.provenance_sha256 \
+    prefix = before.checked if _head_sha256(mirror, PROVENANCE, before.provenance_size)[1] == before.provenance_sha256 \
         else ()  # the folder held another mirror's lines: its times say nothing of these
     _write_checks(folder, _checks_text(records, prefix, dict(
         read_checked_times(mirror / STATE_DIR / CHECKED))).encode())
@@ -333,12 +337,16 @@ def _checked_tags(bag: Path, listed: dict[str, str] | None, problems: list) -> d
     return tags
 
 
-def _head_sha256(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    if size:
-        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
-            digest.update(fh.read(size))
-    return digest.hexdigest()
+def _head_sha256(root: Path, name: str, size: int | None = None) -> tuple[int, str]:
+    """(bytes read, their sha256) of the first `size` bytes of a file inside root (all of it
+    without size), streamed, through the validated opener (no link, no FIFO)."""
+    digest, read = hashlib.sha256(), 0
+    if size != 0:
+        with open_payload(root, name) as fh:
+            while block := fh.read(min(1 << 20, size - read) if size is not None else 1 << 20):
+                digest.update(block)
+                read += len(block)
+    return read, digest.hexdigest()
 
 
 def _bytes_or_none(root: Path, name: str) -> bytes | None:
