@@ -110,11 +110,9 @@ class Coverage:
             head = f"{self.read:,} of {self.total:,} tables read"
             if counts["print"]:
                 head += f" ({counts['print']:,} from the printed figures only)"
-        parts = [head] + [f"{counts[s]:,} {LABELS[s]}" for s in ("failed", "unreadable", "absent", "vanished")
-                          if counts[s]]
-        if counts["unreadable"]:
-            by_cause = ", ".join(f"{n:,} {cause}" for cause, n in self.causes().items())
-            parts = [f"{part} ({by_cause})" if part.endswith(LABELS["unreadable"]) else part for part in parts]
+        by_cause = ", ".join(f"{n:,} {cause}" for cause, n in self.causes().items())
+        parts = [head] + [f"{counts[s]:,} {LABELS[s]}" + (f" ({by_cause})" if s == "unreadable" else "")
+                          for s in ("failed", "unreadable", "absent", "vanished") if counts[s]]
         if self.unlisted:  # outside the denominator, but held: said, so none goes unmentioned
             parts.append(f"{len(self.unlisted):,} more archived that the list no longer names (kept, not counted)")
         return "; ".join(parts)

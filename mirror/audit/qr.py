@@ -26,7 +26,7 @@ import numpy as np
 import zxingcpp
 from PIL import Image, ImageFilter, ImageOps
 
-from ..imagecheck import NotImage, check_bytes, looks_like_html
+from ..imagecheck import ImageCheck, NotImage, looks_like_html
 from ..qrformat import QrFormatError, QrVotes, parse_qr
 
 MAX_PIXELS = 40_000_000  # real actas are ~4.4 Mpx; refuse anything near a decompression bomb
@@ -314,32 +314,38 @@ def load_page(path: str) -> Image.Image:
     Pillow raises many types for bad data; they are translated here, and the cause is named
     by the structural check the crawler uses (mirror/imagecheck.py)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
+        fh = open(path, "rb")
     except OSError as exc:
         raise Unusable(NOT_IMAGE, f"cannot open the file ({exc.strerror})") from None
-    if not head:
-        raise Unusable(NOT_IMAGE, "empty file")
-    if looks_like_html(head):
-        raise Unusable(HTML, "an HTML page, not an image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: the pixels still count
-            # Pillow only warns between MAX_PIXELS and twice that: refuse those too, unread
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                return _to_gray(ImageOps.exif_transpose(img))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise Unusable(TOO_LARGE, f"image over {MAX_PIXELS:,} pixels: refused") from None
-    except Exception as exc:  # noqa: BLE001 - any decoding failure of the file is the same finding
-        raise Unusable(*_why_broken(path, exc)) from None
+    with fh:
+        head = fh.read(4096)
+        if not head:
+            raise Unusable(NOT_IMAGE, "empty file")
+        if looks_like_html(head):
+            raise Unusable(HTML, "an HTML page, not an image")
+        fh.seek(0)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: the pixels still count
+                # Pillow only warns between MAX_PIXELS and twice that: refuse those too, unread
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(fh) as img:
+                    img.load()
+                    return _to_gray(ImageOps.exif_transpose(img))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise Unusable(TOO_LARGE, f"image over {MAX_PIXELS:,} pixels: refused") from None
+        except Exception as exc:  # noqa: BLE001 - any decoding failure of the file is the same finding
+            raise Unusable(*_why_broken(fh, exc)) from None
 
 
-def _why_broken(path: str, exc: Exception) -> tuple[str, str]:
+def _why_broken(fh, exc: Exception) -> tuple[str, str]:
+    """The cause the crawler's structural check names, the file streamed through it (not held whole)."""
+    check = ImageCheck()
     try:
-        with open(path, "rb") as fh:
-            check_bytes(fh.read(64 << 20))
+        fh.seek(0)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            check.feed(chunk)
+        check.finish()
     except NotImage as found:
         cause = found.cause if found.cause in CAUSES else NOT_IMAGE
         return cause, f"unreadable image: {found.reason}"

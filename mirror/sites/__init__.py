@@ -18,7 +18,6 @@ import asyncio
 import importlib
 import pkgutil
 import re
-import threading
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Protocol
 from urllib.parse import quote, urljoin
 
@@ -134,11 +133,9 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
         return
     found: asyncio.Queue = asyncio.Queue(maxsize=256)
     done = asyncio.Event()
-    parsing = threading.Lock()
-
-    def parse(url: str, html: str, context: tuple):
-        with parsing:
-            return visit(url, html, context)
+    # one page parsed at a time, waited for on the loop: a thread lock would hold the
+    # default executor's few threads (the archive's commits and image decodes use them too)
+    parsing = asyncio.Lock()
 
     async def worker() -> None:
         nonlocal pending
@@ -146,7 +143,8 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
             url, context, depth = await work.get()
             try:
                 html = await get_page(url)
-                children, actas = await asyncio.to_thread(parse, url, html, context)
+                async with parsing:
+                    children, actas = await asyncio.to_thread(visit, url, html, context)
                 enqueue(url, children, depth + 1)
                 for acta in actas:
                     await found.put(acta)
