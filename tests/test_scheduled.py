@@ -191,6 +191,29 @@ def test_a_tampered_state_is_not_built_on(replay, tmp_path):
 
 
 
+def test_a_run_keeps_on_disk_only_the_shards_it_is_pushing(replay, tmp_path):
+    """A hosted runner has about twice the archive's size of disk: a scheduled run must not hold a
+    second copy of every file in the shards' staging repositories until the last shard is pushed."""
+    from mirror.publish.git import PARALLEL_SHARDS
+
+    keygen(tmp_path)
+    remote = tmp_path / "remotes" / "actas.git"
+    job = write_job(tmp_path, replay.url, f'git = ["git+file://{remote}"]\nmax_repo_bytes = 1')  # a shard a state
+    staging = Path(os.environ["XDG_CACHE_HOME"]) / "acta-mirror" / "git"
+    log = tmp_path / "staged.log"
+    wrapper = tmp_path / "bin" / "git"  # at each push, how many shard staging repositories exist
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" push "*) ls -d {staging}/*/*.git | wc -l >> {log};; esac\n'
+                       f'exec {shutil.which("git")} "$@"\n')
+    wrapper.chmod(0o755)
+    proc = run_cli("run", str(job), "--quiet", env={"PATH": f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shards = set(re.findall(r"shard (\d\d):", proc.stdout))
+    held = [int(n) for n in log.read_text().split()]
+    assert len(shards) > PARALLEL_SHARDS + 1 and len(held) >= len(shards), (shards, held)
+    assert max(held) <= PARALLEL_SHARDS + 1, held  # shard 01 (kept) and the ones in hand
+
+
 def test_the_workflow_step_and_a_node_that_lacks_the_earlier_files(replay_factory, tmp_path):
     r = replay_factory(faults="change=0.1")
     keygen(tmp_path)

@@ -325,16 +325,23 @@ class GitPublisher:
             data = self._checked(mirror, rel, sha)
             blobs[name] = _store(first, data, sha=_git_id(data))
         self._whole(entries)  # what every shard carries, made before they share it
+
+        def publish_shard(shard: str) -> tuple[str, bool]:
+            done = self._publish_shard(mirror, staging, shard, mine[shard], entries, assignment, shards,
+                                       blobs if shard == "01" else {})
+            # Pushed: its blobs need no disk any more. Removed here, before this thread builds the next
+            # shard, so a run holds its files and the shards in hand, not a second copy of everything.
+            if self._discard and shard != "01":
+                shutil.rmtree(staging / f"{shard}.git", ignore_errors=True)
+            return done
+
         # Shards are separate repositories: while one waits on git (a push), another is built.
         with ThreadPoolExecutor(max_workers=PARALLEL_SHARDS) as pool:
-            runs = [pool.submit(self._publish_shard, mirror, staging, shard, mine[shard], entries, assignment,
-                                shards, blobs if shard == "01" else {}) for shard in shards]
-        for shard, run in zip(shards, runs):
+            runs = [pool.submit(publish_shard, shard) for shard in shards]
+        for run in runs:
             line, pushed = run.result()  # the first shard that failed, in shard order, raises here
             receipt.details.append(line)
             receipt.changed |= pushed
-            if self._discard and shard != "01":  # pushed: its blobs need no disk any more
-                shutil.rmtree(staging / f"{shard}.git", ignore_errors=True)
         return receipt
 
     def _checked(self, mirror: Path, rel: str, sha256: str, size: int | None = None) -> bytes:
