@@ -894,11 +894,15 @@ def cmd_run(args) -> int:
         if plans:
             _print_plans("the mirror as it is now (before this crawl)", plans)
         return EXIT_OK
-    if args.publish_only:
-        return _print_run(run_job(job, shard=shard, crawl_step=False), args)
+    from .progress import Progress
+
     counters = Counters(count_expected=not (args.quiet or getattr(args, "json", False)))  # nobody would see the total
-    with _crawl_progress(counters, args):
-        report = run_job(job, shard=shard, publish_step=not args.no_publish, counters=counters)
+
+    def shown(step: str):  # each step's own display: the crawl's figures stop when the crawl does
+        return _crawl_progress(counters, args) if step == "crawl" else Progress(step, quiet=args.quiet)
+    if args.publish_only:
+        return _print_run(run_job(job, shard=shard, crawl_step=False, shown=shown), args)
+    report = run_job(job, shard=shard, publish_step=not args.no_publish, counters=counters, shown=shown)
     return _print_run(report, args)
 
 

@@ -6,6 +6,7 @@ the manifests folder (mirror/jobstate.py), downloads what changed and publishes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -65,9 +66,18 @@ def sign_key(job: Job) -> str | None:
     return key or None
 
 
+def unseen(step: str):
+    """No display for a step: run_job's default `shown`."""
+    return contextlib.nullcontext()
+
+
 def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = True,
-            publish_step: bool = True, counters=None) -> RunReport:
-    """Crawl, then verify, then publish (a sharded run publishes nothing: merge first)."""
+            publish_step: bool = True, counters=None, shown=unseen) -> RunReport:
+    """Crawl, then verify, then publish (a sharded run publishes nothing: merge first).
+
+    shown(step) is the display of the 'crawl' and the 'publish' step, a context manager around
+    each: a crawl's figures end with the crawl, and the publishers report through the publish
+    one's `step`, so an hour of pushing never shows as a crawl at 100%."""
     if publish_step and shard == (1, 1):
         check_publishable(job, sign_key(job))
     check_places(job)
@@ -75,11 +85,12 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
         if shard != (1, 1) or not crawl_step:
             raise UsageError(f"{job.path}: a job without output.dir works from its manifests folder in one "
                              "run: no --shard, no --publish-only")
-        return run_from_manifests(job, publish_step=publish_step, counters=counters)
+        return run_from_manifests(job, publish_step=publish_step, counters=counters, shown=shown)
     out = mirror_dir(job, shard)
     report = RunReport(out)
     if crawl_step:
-        report.crawl = asyncio.run(crawl(crawl_options(job, shard), counters))
+        with shown("crawl"):
+            report.crawl = asyncio.run(crawl(crawl_options(job, shard), counters))
     report.problems, report.listed = verify_counted(out)
     report.hashed = report.listed
     if report.problems:
@@ -91,7 +102,7 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     if job["sign.tsa"]:
         stamp(job, out, report)
     if publish_step:
-        publish(job, out, report)
+        publish(job, out, report, shown)
     return report
 
 
@@ -170,7 +181,7 @@ def stamp(job: Job, out: Path, report: RunReport) -> None:
         report.publish_failures.append(redact(f"timestamp: {exc}"))
 
 
-def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) -> RunReport:
+def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None, shown=unseen) -> RunReport:
     """One scheduled run with no local mirror: seed a working bag (in the temp folder) from the
     manifests folder, crawl into it (conditional requests from the recorded validators; only
     new and changed files are stored), check the delta, publish it, save the folder. The
@@ -188,7 +199,8 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) ->
     try:
         bag = work / "bag"
         seed(before, bag)
-        report.crawl = asyncio.run(crawl(crawl_options(job, (1, 1), out=bag, sign=False), counters))
+        with shown("crawl"):
+            report.crawl = asyncio.run(crawl(crawl_options(job, (1, 1), out=bag, sign=False), counters))
         if key and _needs_signature(before.folder, bag):
             sign_bag(bag, key, source=redact(job["source.root"]))
             if job["sign.tsa"]:
@@ -210,12 +222,13 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None) ->
         if not publish_step:
             report.notes.append("not publishing (--no-publish): the manifests folder is left as it was")
             return report
-        for publisher in publishers(job):
-            report.targets += 1
-            try:
-                report.receipts.append(publisher.publish_delta(delta))
-            except PublishError as exc:
-                report.publish_failures.append(str(exc))
+        with shown("publish") as display:
+            for publisher in publishers(job, display):
+                report.targets += 1
+                try:
+                    report.receipts.append(publisher.publish_delta(delta))
+                except PublishError as exc:
+                    report.publish_failures.append(str(exc))
         if job["publish.car"]:
             report.notes.append("publish.car needs a local mirror (output.dir); no CAR written")
         if report.publish_failures:
@@ -248,8 +261,10 @@ def _publish_options(job: Job) -> dict:
                 pin_service=job["publish.pin_service"] or None)
 
 
-def publishers(job: Job) -> list:
-    return [publisher_for(target, **_publish_options(job)) for target in job["publish.git"] + job["publish.ipfs"]]
+def publishers(job: Job, display=None) -> list:
+    """The job's publishers; with a display, each reports its progress through display.step."""
+    step = {"progress": display.step} if display is not None else {}
+    return [publisher_for(target, **_publish_options(job), **step) for target in job["publish.git"] + job["publish.ipfs"]]
 
 
 def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = True, publish_step: bool = True):
@@ -274,13 +289,14 @@ def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tr
     return crawl_plan, plans
 
 
-def publish(job: Job, out: Path, report: RunReport) -> None:
-    for publisher in publishers(job):
-        report.targets += 1
-        try:
-            report.receipts.append(publisher.publish(out))
-        except PublishError as exc:
-            report.publish_failures.append(str(exc))
+def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:
+    with shown("publish") as display:
+        for publisher in publishers(job, display):
+            report.targets += 1
+            try:
+                report.receipts.append(publisher.publish(out))
+            except PublishError as exc:
+                report.publish_failures.append(str(exc))
     if job["publish.car"]:
         from .publish.ipfs import write_car
 

@@ -214,6 +214,29 @@ def test_a_run_keeps_on_disk_only_the_shards_it_is_pushing(replay, tmp_path):
     assert max(held) <= PARALLEL_SHARDS + 1, held  # shard 01 (kept) and the ones in hand
 
 
+def test_a_runs_crawl_display_ends_with_the_crawl_and_the_publish_has_its_own(replay, tmp_path):
+    """On a runner's log the crawl's line used to repeat '100%, eta 0s' with a falling rate for
+    as long as the publish took (an hour at full size), and the publish said nothing."""
+    keygen(tmp_path)
+    remote = tmp_path / "remotes" / "actas.git"
+    job = write_job(tmp_path, replay.url, f'git = ["git+file://{remote}"]')
+    wrapper = tmp_path / "bin" / "git"  # a slow remote: each push takes a second
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" receive-pack "*) sleep 1;; esac\nexec {shutil.which("git")} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {"PATH": f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}", "ACTA_MIRROR_PROGRESS_EVERY": "0.1"}
+    proc = run_cli("run", str(job), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [ln.split("] ", 1)[-1] for ln in proc.stderr.splitlines() if ln.startswith("[")]
+    crawl = [i for i, ln in enumerate(lines) if ln.startswith("crawl:")]
+    publish = [i for i, ln in enumerate(lines) if ln.startswith("publish ")]
+    assert crawl and publish, proc.stderr
+    assert max(crawl) < min(publish), proc.stderr  # no crawl line while publishing
+    assert "took" in lines[max(crawl)], proc.stderr  # the crawl's own last line ends it
+    assert any(f"[{shard}]" in lines[i] for i in publish for shard in re.findall(r"shard (\d\d):", proc.stdout)), \
+        proc.stderr  # the publish names the shard it pushes
+
+
 def test_the_workflow_step_and_a_node_that_lacks_the_earlier_files(replay_factory, tmp_path):
     r = replay_factory(faults="change=0.1")
     keygen(tmp_path)
