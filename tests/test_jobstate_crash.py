@@ -89,11 +89,16 @@ def test_a_run_killed_at_any_point_of_its_save_is_completed_by_the_next(replay_f
             check_signed(read_job_state(scratch), key)
         except UsageError as exc:
             pytest.fail(f"killed before rename/removal {at}: {exc}")
-        assert set(_files(scratch)) <= {*STATE_FILES, CIDS, CHECKS}, (at, sorted(_files(scratch)))  # nothing staged is left
+        assert set(_files(scratch)) <= {*STATE_FILES, CIDS, CHECKS}, (at, sorted(_files(scratch)))  # nothing staged
         new = (scratch / "provenance.jsonl").read_bytes() == published
         assert new or _files(scratch) == old, f"killed before rename/removal {at}: the old state, half written"
         outcomes.append(new)
 
+        # The next run is killed too, at its first rename or removal there (while it completes
+        # or clears what the first left, or else at its own save): what is left is resolved alike.
+        twice = subprocess.run([sys.executable, "-m", "mirror", "run", str(job), "--quiet"], capture_output=True,
+                               text=True, env={**env, "KILL_AT": "1"})
+        assert twice.returncode == -signal.SIGKILL, twice.stdout + twice.stderr
         again = run_cli("run", str(job), "--quiet")
         assert again.returncode == 0, again.stdout + again.stderr
         # Nothing is lost or fetched twice: the old lines stay the first, each changed acta has
@@ -102,7 +107,7 @@ def test_a_run_killed_at_any_point_of_its_save_is_completed_by_the_next(replay_f
         assert final.startswith(old["provenance.jsonl"])
         assert (folder / "changes.jsonl").read_bytes().startswith(old["changes.jsonl"])
         versions = [rec.entry.key for rec in iter_records(folder / "provenance.jsonl") if rec.entry.version > 1]
-        assert sorted(versions) == sorted(key_of(r, name) for name in changed), versions
+        assert sorted(versions) == sorted(r.replay.rows[name].key for name in changed), versions
         added = (folder / "changes.jsonl").read_bytes()[len(old["changes.jsonl"]):].decode().splitlines()
         assert len([line for line in added if '"changed"' in line]) == len(changed), added
         assert final == _published(remote, "provenance.jsonl")  # the folder is what the target holds
@@ -120,10 +125,6 @@ def test_a_run_killed_at_any_point_of_its_save_is_completed_by_the_next(replay_f
     assert run_cli("verify", str(out), "--pubkey", str(tmp_path / "k.pub")).returncode == 0
     for name in ("provenance.jsonl", "changes.jsonl", "signed-root.json", "signed-root.json.minisig"):
         assert (out / name).read_bytes() == (folder / name).read_bytes(), name
-
-
-def key_of(r, name: str) -> str:
-    return r.replay.rows[name].key
 
 
 # -- a journal that was damaged or planted -------------------------------------------------------------
@@ -145,23 +146,30 @@ def folder(tmp_path) -> Path:
     return folder
 
 
-NEW, INFO = b"old\nnew\n", b"new info\n"
+NEW, INFO, CID_LINE = b"old\nnew\n", b"new info\n", b"bafy 2000000 data/big.jpg\n"
 
 
 def test_an_interrupted_save_is_completed_from_where_it_stopped(folder):
     (folder / (jobstate.STAGED + "provenance.jsonl")).write_bytes(NEW)
+    (folder / (jobstate.STAGED + CIDS)).write_bytes(CID_LINE)  # cids.txt goes with the provenance
     (folder / "bag-info.txt").write_bytes(INFO)  # renamed in before the kill
-    (folder / jobstate.JOURNAL).write_bytes(_journal(f"{_sha(INFO)} bag-info.txt", f"{_sha(NEW)} provenance.jsonl"))
+    (folder / jobstate.JOURNAL).write_bytes(_journal(f"{_sha(INFO)} bag-info.txt", f"{_sha(NEW)} provenance.jsonl",
+                                                     f"{_sha(CID_LINE)} {CIDS}"))
     jobstate.recover(folder)
-    assert _files(folder) == {"bag-info.txt": INFO, "provenance.jsonl": NEW}
+    assert _files(folder) == {"bag-info.txt": INFO, "provenance.jsonl": NEW, CIDS: CID_LINE}
+    jobstate.recover(folder)  # nothing left to do
+    assert _files(folder) == {"bag-info.txt": INFO, "provenance.jsonl": NEW, CIDS: CID_LINE}
 
 
-def test_what_a_save_staged_without_its_journal_is_removed(folder):
+def test_what_a_save_staged_without_its_journal_is_removed(folder, tmp_path):
     old = _files(folder)
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(NEW)
     (folder / (jobstate.STAGED + "provenance.jsonl")).write_bytes(NEW)
+    (folder / (jobstate.STAGED + "bag-info.txt")).symlink_to(outside)  # planted: the link goes, not its target
     (folder / (jobstate.JOURNAL + ".new")).write_bytes(b"acta-mirror save jou")  # killed while writing it
     jobstate.recover(folder)
-    assert _files(folder) == old
+    assert _files(folder) == old and outside.read_bytes() == NEW
 
 
 @pytest.mark.parametrize("case", ["symlink", "fifo", "outside", "absolute", "unknown", "twice", "garbage", "cut",
