@@ -56,7 +56,7 @@ from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE,
 from .models import NotAMirror, UnsafePath, UsageError
 from .state import Record, iter_records, open_payload, read_state
 
-CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; it only grows
+CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; it only grows; a path's last line counts
 CHECKS = "checked.txt"  # when each provenance line's URL was last checked, run-length coded
 CHECK_GRAIN = 3600  # check times are rounded down to this many seconds: runs of equal times stay long
 MAX_CHECKS_BYTES = 1 << 24  # far above a line per provenance line of 100,000 actas
@@ -108,7 +108,7 @@ class Delta:
     files: tuple[FileRef, ...]  # every payload file of the copy, then the tag files
     tags: dict[str, str]  # tag file -> sha256, as the tag manifest vouches (the tag manifest too)
     changed: bool  # did any state file change?
-    new_cids: dict[str, tuple[str, int]]  # path -> (CID text, DAG size) of new files over one chunk
+    new_cids: dict[str, tuple[str, int]]  # path -> (CID text, DAG size): new files over one chunk cids.txt lacks
 
 
 def read_job_state(folder: str | os.PathLike) -> JobState:
@@ -266,11 +266,11 @@ def take_delta(before: JobState, bag: Path) -> Delta:
     for r in records:
         if r.size <= CHUNK_SIZE:
             cid, tsize = cid_bytes(RAW_CODEC, bytes.fromhex(r.sha256)), r.size
-        elif r.path in big:
-            cid, tsize = str_to_cid(big[r.path][0]), big[r.path][1]
-        elif r in added:
+        elif r.path not in old:  # its bytes are here: a line for it (a killed old save's) is not believed
             cid, tsize, _nodes = file_dag(_chunks_of(bag, r))
             big[r.path] = (cid_to_str(cid), tsize)
+        elif r.path in big:
+            cid, tsize = str_to_cid(big[r.path][0]), big[r.path][1]
         else:
             raise UsageError(f"{before.folder / CIDS}: no CID for {r.path}; the state is incomplete")
         files.append(FileRef(r.path, r.size, r.sha256, cid, tsize))
@@ -279,7 +279,7 @@ def take_delta(before: JobState, bag: Path) -> Delta:
         files.append(FileRef(name, size, sha, b"", size))
     changed = any(_bytes_or_none(bag, n) != _bytes_or_none(before.folder, n) for n in STATE_FILES)
     return Delta(bag, before, added, records, tuple(files), tags, changed,
-                 {p: v for p, v in big.items() if p not in before.big_cids})
+                 {p: v for p, v in big.items() if before.big_cids.get(p) != v})
 
 
 def save(delta: Delta) -> None:

@@ -3,6 +3,7 @@ state or the whole new one, completes, and loses nothing; a damaged save journal
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import signal
@@ -11,8 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from mirror import jobstate
+from mirror.cid import CHUNK_SIZE, file_cid
 from mirror.jobstate import CHECKS, CIDS, STATE_FILES, check_signed, read_job_state
 from mirror.models import UsageError
 from mirror.state import iter_records
@@ -221,3 +224,46 @@ def test_a_run_on_a_folder_with_a_broken_journal_exits_2_with_one_line(replay, t
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "an interrupted save cannot be completed" in lines[0], proc.stderr
     assert "restore the folder from its last commit" in lines[0]
+
+
+# -- cids.txt lines a save of the old loop left -------------------------------------------------------
+
+def _big_jpeg() -> bytes:
+    """A real JPEG over one IPFS chunk (its CID is a DAG's, kept in cids.txt), other bytes each call."""
+    out = io.BytesIO()
+    Image.effect_noise((1200, 1200), 80).save(out, "JPEG", quality=95)
+    assert len(out.getvalue()) > CHUNK_SIZE
+    return out.getvalue()
+
+
+def test_a_cid_line_a_killed_save_left_for_a_file_never_recorded_is_not_believed(tmp_path):
+    """The old loop appended cids.txt before it renamed the provenance: a run killed between them
+    left a line for a version the provenance never got. When the next run archives that path with
+    other bytes (the site changed again), its CID must be computed, not taken from that line."""
+    from tests.hostile_site import HostileSite, body, index_row
+
+    job = tmp_path / "job.toml"
+    folder = tmp_path / "manifests"
+    with HostileSite() as site:
+        rows = site.good_actas(2)
+        site.routes["/img/big.jpg"] = body(_big_jpeg())
+        site.serve_index(rows + [index_row(50, f"{site.url}/img/big.jpg")])
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n\n'
+                       '[publish]\nmanifests = "manifests"\nallow_none = true\n\n[sign]\nrequired = false\n')
+        first = run_cli("run", str(job), "--quiet")
+        assert first.returncode == 0, first.stdout + first.stderr
+        (path, _), = read_job_state(folder).big_cids.items()
+        stem, ext = os.path.splitext(path)
+        killed = tmp_path / "killed.jpg"  # what the killed run downloaded
+        killed.write_bytes(_big_jpeg())
+        with open(folder / CIDS, "a") as fh:
+            fh.write(f"{file_cid(killed, killed.stat().st_size)} {killed.stat().st_size} {stem}.v2{ext}\n")
+        now = _big_jpeg()  # what the site serves by the next run
+        site.routes["/img/big.jpg"] = body(now)
+        second = run_cli("run", str(job), "--quiet")
+        assert second.returncode == 0, second.stdout + second.stderr
+    recorded = {rec.path: rec for rec in iter_records(folder / "provenance.jsonl")}[f"{stem}.v2{ext}"]
+    assert recorded.sha256 == hashlib.sha256(now).hexdigest()
+    served = tmp_path / "now.jpg"
+    served.write_bytes(now)
+    assert read_job_state(folder).big_cids[f"{stem}.v2{ext}"][0] == file_cid(served, len(now))  # the last line counts
