@@ -312,12 +312,13 @@ def _save(folder: Path, files, what: str = "the job's state") -> bool:
             for name, data in files:
                 if data != _current(folder, name):
                     staged[name] = _stage(folder, STAGED + name, data)
-        except BaseException:
+            if staged:
+                journal = "".join(f"{sha} {name}\n" for name, sha in staged.items())
+                _stage(folder, JOURNAL_NEW, f"{JOURNAL_HEAD}\n{journal}{JOURNAL_END}\n".encode())
+        except BaseException:  # nothing is in place yet: leave no staged file to be committed
             _remove_staged(folder)
             raise
         if staged:
-            journal = "".join(f"{sha} {name}\n" for name, sha in staged.items())
-            _stage(folder, JOURNAL_NEW, f"{JOURNAL_HEAD}\n{journal}{JOURNAL_END}\n".encode())
             os.replace(folder / JOURNAL_NEW, folder / JOURNAL)
             fsync_dir(folder)  # the journal is in: from here on the save is completed, never undone
             _complete(folder, staged)
