@@ -186,7 +186,9 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None, sh
     manifests folder, crawl into it (conditional requests from the recorded validators; only
     new and changed files are stored), check the delta, publish it, save the folder. The
     folder is written only after every target took the delta, so a run killed or failed
-    while publishing leaves it as it was and the next run does the same work again."""
+    while publishing leaves it as it was and the next run does the same work again; it is
+    written as one (jobstate.save), so a run killed while writing it leaves a save that the
+    next read of the folder completes or undoes whole."""
     from .evidence import sign_bag
     from .jobstate import CHECKS, check_signed, read_job_state, save, save_checks, seed, take_delta
 

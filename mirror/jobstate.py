@@ -26,30 +26,48 @@ down to the hour) and holds the sha256 of the lines it covers (times written for
 are not believed), so a run that re-checks everything rewrites a line or two and a run that
 asks nothing leaves it as it was. It is the job's bookkeeping, not evidence: it is not in the
 bag and is never published; one that does not parse is ignored (the site is asked again).
+
+A save writes the changed files as one: each is staged beside its place ('.save-<name>',
+fsynced), then the journal ('.save-journal': '<sha256> <name>' per staged file, fsynced) is
+renamed in, then the staged files are renamed over their places and the journal removed. When
+the folder is next read, a save a killed run left is resolved first: with its journal in, it is
+completed (the targets hold that state already: the folder is written after every publish), a
+file already renamed holding its sha256; without, the staged files are removed and the folder is
+the whole old state (the next run does the work again, as after a kill while publishing). The
+folder never mixes the new provenance with the old signature, and cids.txt never names a file
+the provenance lacks. The journal and staged files are bookkeeping, never published.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 from .archindex import _epoch, read_checked_times
 from .archive import CHECKED, PUBLISHED_TAG_FILES, STATE_DIR, TIMESTAMP_FILES, disk_error, read_checked, read_inside
 from .cid import CHUNK_SIZE, RAW_CODEC, cid_bytes, cid_to_str, file_dag, str_to_cid
 from .evidence import SIGNATURE, STATEMENT, check_seal
-from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write
+from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write, fsync_dir
 from .models import NotAMirror, UnsafePath, UsageError
 from .state import Record, iter_records, open_payload, read_state
 
-CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; appended, never rewritten
+CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; it only grows; a path's last line counts
 CHECKS = "checked.txt"  # when each provenance line's URL was last checked, run-length coded
 CHECK_GRAIN = 3600  # check times are rounded down to this many seconds: runs of equal times stay long
 MAX_CHECKS_BYTES = 1 << 24  # far above a line per provenance line of 100,000 actas
 STATE_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, CHANGES, FAILURES, STATEMENT, SIGNATURE,
                TAG_MANIFEST, *TIMESTAMP_FILES)
+SAVED_FILES = (*STATE_FILES, CIDS, CHECKS)  # what a save writes: the only names a journal may give
+JOURNAL = ".save-journal"  # a save under way; bookkeeping, never published
+JOURNAL_NEW = ".save-journal.new"  # the journal being written, renamed to JOURNAL when whole
+STAGED = ".save-"  # a staged file is STAGED + its name, beside its place
+JOURNAL_HEAD, JOURNAL_END = "acta-mirror save journal 1", "end"
+MAX_JOURNAL_BYTES = 1 << 16  # a line per saved file is far less
 
 
 @dataclass(frozen=True)
@@ -90,13 +108,15 @@ class Delta:
     files: tuple[FileRef, ...]  # every payload file of the copy, then the tag files
     tags: dict[str, str]  # tag file -> sha256, as the tag manifest vouches (the tag manifest too)
     changed: bool  # did any state file change?
-    new_cids: dict[str, tuple[str, int]]  # path -> (CID text, DAG size) of new files over one chunk
+    new_cids: dict[str, tuple[str, int]]  # path -> (CID text, DAG size): new files over one chunk cids.txt lacks
 
 
 def read_job_state(folder: str | os.PathLike) -> JobState:
     """The manifests folder's state; empty when the folder holds none yet. UsageError naming
-    the first defect (a bad provenance line, an unsafe file, a damaged cids.txt)."""
+    the first defect (a bad provenance line, an unsafe file, a damaged cids.txt, a save that
+    was interrupted and cannot be completed). An interrupted save is completed first."""
     folder = Path(folder)
+    recover(folder)
     try:
         records = tuple(iter_records(folder / PROVENANCE))
         size, sha256 = _head_sha256(folder, PROVENANCE) if os.path.lexists(folder / PROVENANCE) else \
@@ -206,28 +226,13 @@ def seed(state: JobState, bag: Path) -> None:
 
 def save_checks(delta: "Delta") -> bool:
     """Write checked.txt into the manifests folder when this run checked anything; True if it
-    changed. Called with save(), and alone when a run found nothing new."""
-    text = _checks_text(delta.records, delta.before.checked,
-                        dict(read_checked_times(delta.bag / STATE_DIR / CHECKED)))
-    return _write_checks(delta.before.folder, text.encode())
+    changed. Called alone when a run found nothing new (save() writes it with the rest)."""
+    return _save(delta.before.folder, [(CHECKS, _new_checks(delta))], CHECKS)
 
 
-def _write_checks(folder: Path, data: bytes) -> bool:
-    """Write checked.txt unless it holds data already. One that is not a regular file (a
-    symlink, a FIFO) was ignored when read and is replaced, never followed: it must not stop
-    every run. UsageError for a folder in its place, which cannot be replaced."""
-    try:
-        if data == _bytes_or_none(folder, CHECKS):
-            return False
-    except (OSError, NotAMirror):
-        if os.path.isdir(folder / CHECKS) and not os.path.islink(folder / CHECKS):
-            raise UsageError(f"{folder / CHECKS}: a folder where the job's check times belong; remove it") from None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / CHECKS, data)
-    except OSError as exc:  # full, read-only: one line and exit 3
-        raise disk_error(exc, f"writing {CHECKS} into {folder}") from None
-    return True
+def _new_checks(delta: "Delta") -> bytes:
+    return _checks_text(delta.records, delta.before.checked,
+                        dict(read_checked_times(delta.bag / STATE_DIR / CHECKED))).encode()
 
 
 def take_delta(before: JobState, bag: Path) -> Delta:
@@ -261,11 +266,11 @@ def take_delta(before: JobState, bag: Path) -> Delta:
     for r in records:
         if r.size <= CHUNK_SIZE:
             cid, tsize = cid_bytes(RAW_CODEC, bytes.fromhex(r.sha256)), r.size
-        elif r.path in big:
-            cid, tsize = str_to_cid(big[r.path][0]), big[r.path][1]
-        elif r in added:
+        elif r.path not in old:  # its bytes are here: a line for it (a killed old save's) is not believed
             cid, tsize, _nodes = file_dag(_chunks_of(bag, r))
             big[r.path] = (cid_to_str(cid), tsize)
+        elif r.path in big:
+            cid, tsize = str_to_cid(big[r.path][0]), big[r.path][1]
         else:
             raise UsageError(f"{before.folder / CIDS}: no CID for {r.path}; the state is incomplete")
         files.append(FileRef(r.path, r.size, r.sha256, cid, tsize))
@@ -274,28 +279,148 @@ def take_delta(before: JobState, bag: Path) -> Delta:
         files.append(FileRef(name, size, sha, b"", size))
     changed = any(_bytes_or_none(bag, n) != _bytes_or_none(before.folder, n) for n in STATE_FILES)
     return Delta(bag, before, added, records, tuple(files), tags, changed,
-                 {p: v for p, v in big.items() if p not in before.big_cids})
+                 {p: v for p, v in big.items() if before.big_cids.get(p) != v})
 
 
 def save(delta: Delta) -> None:
-    """Write the run's state into the manifests folder: changed tag files whole (atomically),
-    cids.txt by appending, checked.txt. Called after every publish succeeded."""
-    _write(delta.before.folder, delta.bag, delta.new_cids)
-    save_checks(delta)
+    """Write the run's state into the manifests folder, as one: the changed tag files,
+    cids.txt with the new files' lines appended, checked.txt. Called after every publish
+    succeeded."""
+    folder = delta.before.folder
+    _save(folder, chain(_state_files(folder, delta.bag, delta.new_cids), [(CHECKS, _new_checks(delta))]))
 
 
-def _write(folder: Path, bag: Path, new_cids: dict[str, tuple[str, int]]) -> None:
+def _state_files(folder: Path, bag: Path, new_cids: dict[str, tuple[str, int]]):
+    """(name, bytes) of the bag's state files, then cids.txt with these lines appended."""
+    for name in STATE_FILES:
+        data = _bytes_or_none(bag, name)
+        if data is not None:
+            yield name, data
+    if new_cids:
+        lines = "".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items()))
+        yield CIDS, (_bytes_or_none(folder, CIDS) or b"") + lines.encode()
+
+
+def _save(folder: Path, files, what: str = "the job's state") -> bool:
+    """Write (name, bytes) files into the folder, those that differ, as one (the module's
+    docstring says how); True if any did. Exit 3 when the disk refuses (full, read-only): the
+    folder is then the old state, or the new one once the journal was in."""
+    staged: dict[str, str] = {}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        if new_cids:
-            with open(os.open(folder / CIDS, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a") as fh:
-                fh.write("".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items())))
-        for name in STATE_FILES:
-            data = _bytes_or_none(bag, name)
-            if data is not None and data != _bytes_or_none(folder, name):
-                atomic_write(folder / name, data)
+        try:
+            for name, data in files:
+                if data != _current(folder, name):
+                    staged[name] = _stage(folder, STAGED + name, data)
+            if staged:
+                journal = "".join(f"{sha} {name}\n" for name, sha in staged.items())
+                _stage(folder, JOURNAL_NEW, f"{JOURNAL_HEAD}\n{journal}{JOURNAL_END}\n".encode())
+        except BaseException:  # nothing is in place yet: leave no staged file to be committed
+            _remove_staged(folder)
+            raise
+        if staged:
+            os.replace(folder / JOURNAL_NEW, folder / JOURNAL)
+            fsync_dir(folder)  # the journal is in: from here on the save is completed, never undone
+            _complete(folder, staged)
     except OSError as exc:  # full, read-only: one line and exit 3
-        raise disk_error(exc, f"writing the job's state into {folder}") from None
+        raise disk_error(exc, f"writing {what} into {folder}") from None
+    return bool(staged)
+
+
+def _current(folder: Path, name: str) -> bytes | None:
+    """A state file's bytes; None when absent, or not a regular file (a symlink, a FIFO: it is
+    replaced, never followed). UsageError for a folder in its place, which cannot be."""
+    try:
+        return _bytes_or_none(folder, name)
+    except (OSError, NotAMirror):
+        if os.path.isdir(folder / name) and not os.path.islink(folder / name):
+            what = "the job's check times belong" if name == CHECKS else "a file of the job's state belongs"
+            raise UsageError(f"{folder / name}: a folder where {what}; remove it") from None
+        return None
+
+
+def _stage(folder: Path, name: str, data: bytes) -> str:
+    """Write a new file at folder/name (what was there is removed, never followed) and fsync
+    it; its sha256."""
+    path = folder / name
+    if os.path.lexists(path):
+        os.unlink(path)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def _complete(folder: Path, staged: dict[str, str]) -> None:
+    """Rename each staged file over its place, then remove the journal. A file no longer staged
+    must be in place already (an earlier attempt renamed it) and hold its sha256; every file is
+    checked before the first rename, so a journal that cannot be completed changes nothing."""
+    for name, sha in staged.items():
+        if os.path.lexists(folder / (STAGED + name)):
+            if _sha256_or_none(folder, STAGED + name) != sha:
+                raise _stuck(folder, f"{STAGED + name} is not the file the journal names")
+        elif _sha256_or_none(folder, name) != sha:
+            raise _stuck(folder, f"{name} is neither staged nor the file the journal names")
+    for name in staged:
+        if os.path.lexists(folder / (STAGED + name)):
+            os.replace(folder / (STAGED + name), folder / name)
+    fsync_dir(folder)
+    os.unlink(folder / JOURNAL)
+    fsync_dir(folder)
+
+
+def recover(folder: Path) -> None:
+    """Complete a save a killed run left in the folder (its journal is in), or remove what it
+    staged (its journal is not: the folder is the old state). UsageError when a journal cannot
+    be followed: not a regular file, not what a save writes, or naming files that are not there."""
+    if not os.path.lexists(folder / JOURNAL):
+        try:
+            _remove_staged(folder)
+        except OSError as exc:
+            raise disk_error(exc, f"removing what an interrupted save left in {folder}") from None
+        return
+    try:
+        with open_payload(folder, JOURNAL) as fh:
+            data = fh.read(MAX_JOURNAL_BYTES + 1)
+    except UnsafePath as exc:
+        raise _stuck(folder, exc.reason) from None
+    except OSError as exc:
+        raise _stuck(folder, exc.strerror or str(exc)) from None
+    lines = data.decode("ascii", "replace").split("\n")
+    if len(data) > MAX_JOURNAL_BYTES or lines[:1] != [JOURNAL_HEAD] or lines[-2:] != [JOURNAL_END, ""]:
+        raise _stuck(folder, "not a journal this tool writes")
+    staged: dict[str, str] = {}
+    for number, line in enumerate(lines[1:-2], 2):
+        sha, _, name = line.partition(" ")
+        if not re.fullmatch("[0-9a-f]{64}", sha) or name not in SAVED_FILES or name in staged:
+            raise _stuck(folder, f"line {number} is not '<sha256> <name>' of a file of the job's state")
+        staged[name] = sha
+    try:
+        _complete(folder, staged)
+    except OSError as exc:
+        raise disk_error(exc, f"completing an interrupted save in {folder}") from None
+
+
+def _remove_staged(folder: Path) -> None:
+    """Remove what a save staged (never following a link). Only what is there: a read-only
+    folder with nothing staged is read, not refused."""
+    for name in (*(STAGED + n for n in SAVED_FILES), JOURNAL_NEW):
+        if os.path.lexists(folder / name):
+            os.unlink(folder / name)
+
+
+def _stuck(folder: Path, why: str) -> UsageError:
+    return UsageError(f"{folder / JOURNAL}: an interrupted save cannot be completed ({why}); "
+                      f"restore the folder from its last commit and remove {JOURNAL}")
+
+
+def _sha256_or_none(folder: Path, name: str) -> str | None:
+    """The sha256 of a regular file inside folder, streamed; None for anything else."""
+    try:
+        return _head_sha256(folder, name)[1]
+    except (OSError, NotAMirror):
+        return None
 
 
 def save_from_mirror(mirror: Path, folder: Path) -> None:
@@ -308,11 +433,10 @@ def save_from_mirror(mirror: Path, folder: Path) -> None:
         if r.size > CHUNK_SIZE and r.path not in before.big_cids:
             cid, tsize, _nodes = file_dag(_chunks_of(mirror, r))
             new_cids[r.path] = (cid_to_str(cid), tsize)
-    _write(folder, mirror, new_cids)
     prefix = before.checked if _head_sha256(mirror, PROVENANCE, before.provenance_size)[1] == before.provenance_sha256 \
         else ()  # the folder held another mirror's lines: its times say nothing of these
-    _write_checks(folder, _checks_text(records, prefix, dict(
-        read_checked_times(mirror / STATE_DIR / CHECKED))).encode())
+    checks = _checks_text(records, prefix, dict(read_checked_times(mirror / STATE_DIR / CHECKED))).encode()
+    _save(folder, chain(_state_files(folder, mirror, new_cids), [(CHECKS, checks)]))
 
 
 def _checked_tags(bag: Path, listed: dict[str, str] | None, problems: list) -> dict[str, str]:
