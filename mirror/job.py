@@ -280,7 +280,7 @@ def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tr
         from .jobstate import read_job_state, seed
 
         with tempfile.TemporaryDirectory(prefix="acta-mirror-plan-") as tmp:
-            seed(read_job_state(job.resolve(job["publish.manifests"])), Path(tmp, "bag"))
+            seed(read_job_state(job.resolve(job["publish.manifests"]), settle=False), Path(tmp, "bag"))
             crawl_plan = asyncio.run(plan_crawl(crawl_options(job, shard, out=Path(tmp, "bag"), sign=False)))
     elif crawl_step:
         crawl_plan = asyncio.run(plan_crawl(crawl_options(job, shard)))

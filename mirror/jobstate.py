@@ -111,12 +111,14 @@ class Delta:
     new_cids: dict[str, tuple[str, int]]  # path -> (CID text, DAG size): new files over one chunk cids.txt lacks
 
 
-def read_job_state(folder: str | os.PathLike) -> JobState:
+def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobState:
     """The manifests folder's state; empty when the folder holds none yet. UsageError naming
     the first defect (a bad provenance line, an unsafe file, a damaged cids.txt, a save that
-    was interrupted and cannot be completed). An interrupted save is completed first."""
+    was interrupted and cannot be completed). An interrupted save is completed first, unless
+    settle=False (a dry run, which writes nothing, reads the folder as it is)."""
     folder = Path(folder)
-    recover(folder)
+    if settle:
+        recover(folder)
     try:
         records = tuple(iter_records(folder / PROVENANCE))
         size, sha256 = _head_sha256(folder, PROVENANCE) if os.path.lexists(folder / PROVENANCE) else \

@@ -226,6 +226,23 @@ def test_a_run_on_a_folder_with_a_broken_journal_exits_2_with_one_line(replay, t
     assert "restore the folder from its last commit" in lines[0]
 
 
+def test_a_dry_run_leaves_an_interrupted_save_as_it_is_and_the_run_completes_it(replay, tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{replay.url}"\n\n'
+                   '[publish]\nmanifests = "manifests"\nallow_none = true\n\n[sign]\nrequired = false\n')
+    assert run_cli("run", str(job), "--quiet").returncode == 0
+    folder = tmp_path / "manifests"
+    info = (folder / "bag-info.txt").read_bytes() + b"Comment: the save a killed run left\n"
+    (folder / (jobstate.STAGED + "bag-info.txt")).write_bytes(info)
+    (folder / jobstate.JOURNAL).write_bytes(_journal(f"{_sha(info)} bag-info.txt"))
+    before = _files(folder)
+    proc = run_cli("run", str(job), "--dry-run")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _files(folder) == before  # a dry run writes nothing, not even the completion
+    assert run_cli("run", str(job), "--quiet").returncode == 0
+    after = _files(folder)
+    assert after["bag-info.txt"].startswith(info) and jobstate.JOURNAL not in after
+
 # -- cids.txt lines a save of the old loop left -------------------------------------------------------
 
 def _big_jpeg() -> bytes:
