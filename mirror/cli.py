@@ -623,6 +623,9 @@ def cmd_verify(args) -> int:
 
     if args.fast and args.cids:
         raise UsageError("--cids hashes files and --fast hashes none: use one or the other")
+    if args.pubkey and Path(os.path.realpath(args.pubkey)).is_relative_to(os.path.realpath(args.dir)):
+        raise UsageError(f"--pubkey {args.pubkey} is inside the copy to be checked: a key that comes with a copy "
+                         "proves nothing; use the key the signer publishes")
     with Progress("verify", quiet=args.quiet or args.json or args.fast) as progress:
         checked = check(args.dir, fast=args.fast, cids=args.cids, progress=progress.count)
     problems = checked.problems
