@@ -8,6 +8,7 @@ recipe at the step that is there to refuse it, and by `acta-mirror verify --pubk
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from mirror.merkle import merkle_root
 from tests.conftest import ROOT, crawl_into, run_cli, small_replay
 
 CHECK = ROOT / "scripts" / "check_signed.py"
+CHECK_WARC = ROOT / "scripts" / "check_warc.py"
 LIMIT = 60  # seconds for any one step; a hang (a FIFO read) fails the test instead of stopping it
 MANIFEST = "manifest-sha256.txt"
 
@@ -48,6 +50,7 @@ def recipe(heading: str) -> list[tuple[int, str]]:
 
 BAG = "# A mirror's folder or a restored copy."
 SHARD = "# A clone of a Git shard."
+WACZ = "# A WACZ, unzipped"
 
 
 def run_steps(heading: str, copy: Path, key: Path, full: str = "full-bag", only=None,
@@ -55,7 +58,7 @@ def run_steps(heading: str, copy: Path, key: Path, full: str = "full-bag", only=
     """Run the steps (those in only) in order in copy, as a stranger does, stopping at the first
     that fails unless every; {step that failed: its output}."""
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LC_ALL": "C.UTF-8",
-           "KEY": str(key), "CHECK": str(CHECK), "FULL": full}
+           "KEY": str(key), "CHECK": str(CHECK), "CHECK_WARC": str(CHECK_WARC), "FULL": full}
     failed = {}
     for number, command in recipe(heading):
         if only and number not in only:
@@ -101,9 +104,12 @@ def made(tmp_path_factory):
         proc = run_cli(*args, **env)
         assert proc.returncode == 0, (args, proc.stderr)
     git("clone", "-q", "-c", "core.autocrlf=false", str(base / "git" / "actas.git"), str(base / "clone"))
-    with zipfile.ZipFile(base / "m.wacz") as wacz:
-        wacz.extractall(base / "wacz")
+    unzip(base / "m.wacz", base / "wacz")
     return base
+
+
+def unzip(wacz: Path, out: Path) -> None:
+    subprocess.run(["unzip", "-q", str(wacz), "-d", str(out)], check=True, timeout=LIMIT)
 
 
 @pytest.fixture
@@ -325,7 +331,7 @@ def test_recipe_accepts_every_real_copy(made):
     assert run_steps(BAG, made / "m", key) == {}
     assert run_steps(BAG, made / "r", key) == {}
     assert run_steps(SHARD, made / "clone", key) == {}
-    assert run_steps(BAG, made / "wacz" / "evidence", key, only={2, 3}) == {}
+    assert run_steps(WACZ, made / "wacz", key) == {}
     proc = subprocess.run(["bagit.py", "--validate", "."], cwd=made / "r", capture_output=True, text=True,
                           timeout=LIMIT)
     assert proc.returncode == 0, proc.stderr
@@ -406,12 +412,110 @@ def test_hostile_shard_refused_by_recipe_and_restore(made, tmp_path, edit, step)
     assert proc.returncode == 1, proc.stdout + proc.stderr
 
 
-def test_tampered_wacz_evidence_refused(made, tmp_path):
-    evidence = tmp_path / "evidence"
-    shutil.copytree(made / "wacz" / "evidence", evidence)
-    with open(evidence / MANIFEST, "a") as fh:
+# --- hostile WACZs: what a replay tool would serve ----------------------------------------
+
+def warc_member(kind: str, url: str, block: bytes, **extra: str) -> bytes:
+    """One WARC record, gzipped on its own as in the export."""
+    headers = {"WARC-Type": kind, "WARC-Target-URI": url, "WARC-Date": "2030-01-01T00:00:00Z",
+               "WARC-Record-ID": "<urn:uuid:00000000-0000-0000-0000-000000000000>", **extra,
+               "Content-Length": str(len(block))}
+    head = "WARC/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    return gzip.compress(head.encode() + block + b"\r\n\r\n")
+
+
+def index_lines(wacz: Path) -> list[dict]:
+    return [json.loads(line.split(" ", 2)[2]) for line in (wacz / "indexes/index.cdx").read_text().splitlines()]
+
+
+def append_record(wacz: Path, member: bytes, url: str) -> None:
+    """Add a record at the WARC's end, and an index line for it so a replay finds it first."""
+    warc = wacz / "archive/data.warc.gz"
+    offset = warc.stat().st_size
+    with open(warc, "ab") as fh:
+        fh.write(member)
+    where = {"url": url, "mime": "image/jpeg", "status": "200", "offset": str(offset),
+             "length": str(len(member)), "filename": "data.warc.gz"}
+    with open(wacz / "indexes/index.cdx", "a") as fh:
+        fh.write(f"x 20300101000000 {json.dumps(where)}\n")
+
+
+def image_urls(wacz: Path) -> list[str]:
+    return [w["url"] for w in index_lines(wacz) if w["mime"] == "image/jpeg"]
+
+
+def forged_response(wacz: Path) -> None:
+    """A later capture of a table's URL with another acta's image."""
+    victim, donor = image_urls(wacz)[:2]
+    body = next(ln for ln in index_lines(wacz) if ln["url"] == donor)
+    with open(wacz / "archive/data.warc.gz", "rb") as fh:
+        fh.seek(int(body["offset"]))
+        record = gzip.decompress(fh.read(int(body["length"])))
+    http = record.split(b"\r\n\r\n", 1)[1]  # the donor's HTTP head and payload
+    http = http[:http.rindex(b"\r\n\r\n")]
+    append_record(wacz, warc_member("response", victim, http, **{"Content-Type": "application/http; msgtype=response"}),
+                  victim)
+
+
+def index_points_elsewhere(wacz: Path) -> None:
+    """The WARC untouched; the index sends one table's URL to another table's record."""
+    lines = (wacz / "indexes/index.cdx").read_text().splitlines()
+    a, b = (json.loads(line.split(" ", 2)[2]) for line in lines[:2])
+    head = lines[0].split(" ", 2)
+    lines[0] = f"{head[0]} {head[1]} {json.dumps({**a, 'offset': b['offset'], 'length': b['length']})}"
+    (wacz / "indexes/index.cdx").write_text("\n".join(lines) + "\n")
+
+
+def resource_record(wacz: Path) -> None:
+    url = image_urls(wacz)[0]
+    append_record(wacz, warc_member("resource", url, b"\xff\xd8 not the acta", **{"Content-Type": "image/jpeg"}), url)
+
+
+def revisit_elsewhere(wacz: Path) -> None:
+    """A revisit of one table's URL declaring another table's payload digest."""
+    victim, donor = image_urls(wacz)[:2]
+    digest = next(w["digest"] for w in index_lines(wacz) if w["url"] == donor)
+    append_record(wacz, warc_member("revisit", victim, b"", **{"WARC-Payload-Digest": digest}), victim)
+
+
+def evidence_manifest(wacz: Path) -> None:
+    with open(wacz / "evidence" / MANIFEST, "a") as fh:
         fh.write(f"{'0' * 64}  data/extra.jpg\n")
-    assert first_failure(BAG, evidence, made / "signer.pub", only={2, 3}) == 3
+
+
+def symlink_entry(wacz: Path) -> None:
+    """A zip entry that unzip makes a symbolic link: the statement read from outside the copy."""
+    (wacz.parent / "elsewhere.json").write_bytes((wacz / "evidence/signed-root.json").read_bytes())
+    (wacz / "evidence/signed-root.json").unlink()
+    (wacz / "evidence/signed-root.json").symlink_to(wacz.parent / "elsewhere.json")
+
+
+# name: (make it, the README step that refuses it, what that step says)
+HOSTILE_WACZ = {"forged-response": (forged_response, 4, "a response of a file the signed records do not list"),
+                "index-points-elsewhere": (index_points_elsewhere, 4, "points at another URL's record"),
+                "resource-record": (resource_record, 4, "a resource record"),
+                "revisit-elsewhere": (revisit_elsewhere, 4, "a revisit of a file the signed records do not list"),
+                "evidence-manifest": (evidence_manifest, 3, "manifest-sha256.txt: not the file the statement signs"),
+                "symlink": (symlink_entry, 1, "./evidence/signed-root.json")}
+
+
+@pytest.mark.parametrize("name", HOSTILE_WACZ)
+def test_hostile_wacz_refused_by_recipe(made, tmp_path, name):
+    """Each hostile WACZ is zipped again and unzipped with unzip, as a stranger receives it."""
+    edit, step, says = HOSTILE_WACZ[name]
+    work = tmp_path / "work"
+    shutil.copytree(made / "wacz", work)
+    edit(work)
+    with zipfile.ZipFile(tmp_path / "hostile.wacz", "w") as zf:
+        for path in sorted(work.rglob("*")):
+            if path.is_symlink():
+                entry = zipfile.ZipInfo(str(path.relative_to(work)))
+                entry.external_attr = 0o120777 << 16  # what zip -y writes for a link
+                zf.writestr(entry, os.readlink(path))
+            elif path.is_file():
+                zf.write(path, str(path.relative_to(work)))
+    unzip(tmp_path / "hostile.wacz", tmp_path / "copy")
+    failed = run_steps(WACZ, tmp_path / "copy", made / "signer.pub")
+    assert list(failed) == [step] and says in failed[step], failed
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 5, 7, 8, 13, 45])
