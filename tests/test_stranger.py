@@ -370,6 +370,19 @@ def test_bagit_validates_what_steps_4_and_5_do(made, copy, oxum):
     assert proc.returncode == 1 and " is invalid" in proc.stderr, proc.stderr
 
 
+def test_second_manifest_disagreeing(made, copy):
+    """A manifest-md5.txt that contradicts the files: bagit-python and verify refuse the bag. The
+    recipe passes it, rightly: every file is the signed one; the md5 lines are an unsigned claim."""
+    lines = [f"{'0' * 32}  {path}\n" for path in listed(copy)]
+    (copy / "manifest-md5.txt").write_text("".join(lines))
+    proc = subprocess.run(["bagit.py", "--validate", "."], cwd=copy, capture_output=True, text=True,
+                          timeout=LIMIT)
+    assert proc.returncode == 1 and "md5 validation failed" in proc.stderr, proc.stderr
+    code, out = verify(copy, made / "signer.pub")
+    assert code == 1 and "format: manifest-md5.txt" in out, out
+    assert first_failure(BAG, copy, made / "signer.pub") is None
+
+
 def test_verify_refuses_a_key_inside_the_copy(made, copy):
     key_in_copy(copy, made)
     proc = run_cli("verify", str(copy), "--pubkey", str(copy / "signer.pub"), timeout=LIMIT)
