@@ -104,15 +104,16 @@ def _manifest_lines_at_most(root: Path) -> int:
 
 
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
-           cids: bool = False, progress=None) -> list[Problem]:
+           cids: bool = False, progress=None, pubkey: str | os.PathLike | None = None) -> list[Problem]:
     """Every problem in the bag, the signed statement's included (a statement that no longer
     matches is one: what was published, restored or merged must pass 'acta-mirror verify');
     an empty list means intact (with fast=True: intact as far as names, sizes, tag files and
-    provenance show). NotAMirror if it is no bag at all."""
+    provenance show). With pubkey, a mirror not signed by that key is a problem too.
+    NotAMirror if it is no bag at all."""
     from .evidence import check_seal
 
     checked = check(root, fast=fast, workers=workers, cids=cids, progress=progress)
-    return checked.problems + check_seal(root, state=checked.state).problems
+    return checked.problems + check_seal(root, pubkey, state=checked.state).problems
 
 
 def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,

@@ -98,11 +98,13 @@ def made(tmp_path_factory):
         assert run_cli("keygen", "--out", str(base / who)).returncode == 0
     steps = [("sign", str(base / "m"), "--key", str(base / "signer.key")),
              ("publish", str(base / "m"), "--to", f"git+file://{base}/git/actas.git", "--quiet"),
-             ("restore", "--from", f"git+file://{base}/git/actas.git", "--out", str(base / "r"), "--quiet"),
+             ("restore", "--from", f"git+file://{base}/git/actas.git", "--out", str(base / "r"), "--quiet",
+              "--pubkey", str(base / "signer.pub")),
              ("export", str(base / "m"), "--wacz", str(base / "m.wacz"))]
     for args in steps:
         proc = run_cli(*args, **env)
         assert proc.returncode == 0, (args, proc.stderr)
+        assert args[0] != "restore" or "signed with the key you gave" in proc.stdout, proc.stdout
     git("clone", "-q", "-c", "core.autocrlf=false", str(base / "git" / "actas.git"), str(base / "clone"))
     unzip(base / "m.wacz", base / "wacz")
     return base
@@ -416,13 +418,35 @@ def shard_symlink(work: Path) -> None:
     victim.symlink_to("../" * 6 + "elsewhere.jpg")
 
 
-@pytest.mark.parametrize("edit,step", [(shard_forgery, 4), (shard_symlink, 1)], ids=["forgery", "symlink"])
+def shard_stripped(work: Path) -> None:
+    """A forgery with full-bag/ (the signed files) removed and every record the shard carries
+    rewritten to agree with it: restore rebuilds unsigned bag files around it."""
+    victim = actas(work)[0]
+    old, new = (hashlib.sha256(b).hexdigest() for b in ((work / victim).read_bytes(), forged(work)))
+    swap_image(work, victim, forged(work))
+    shutil.rmtree(work / "full-bag")
+    full = work / "full-manifest-sha256.txt"
+    full.write_text(full.read_text().replace(f"{old}  {victim}", f"{new}  {victim}"))
+    for chunk in (work / "full-provenance").glob("*.jsonl"):
+        records = [json.loads(line) for line in chunk.read_text().splitlines()]
+        for record in records:
+            if record["path"] == victim:
+                record.update(sha256=new, size=len(forged(work)), cid=raw_cid(new))
+        chunk.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+@pytest.mark.parametrize("edit,step", [(shard_forgery, 4), (shard_symlink, 1), (shard_stripped, 2)],
+                         ids=["forgery", "symlink", "stripped"])
 def test_hostile_shard_refused_by_recipe_and_restore(made, tmp_path, edit, step):
     clone = shard_clone(made, tmp_path, edit)
     assert first_failure(SHARD, clone, made / "signer.pub") == step
-    proc = run_cli("restore", "--from", f"git+file://{tmp_path}/hostile.git", "--out", str(tmp_path / "r"),
-                   "--quiet", timeout=LIMIT, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    restore = ["restore", "--from", f"git+file://{tmp_path}/hostile.git", "--quiet"]
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = run_cli(*restore, "--out", str(tmp_path / "r"), "--pubkey", str(made / "signer.pub"), timeout=LIMIT, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    if edit is shard_stripped:  # without the key, restore can only say the copy is unsigned
+        proc = run_cli(*restore, "--out", str(tmp_path / "r2"), timeout=LIMIT, env=env)
+        assert proc.returncode == 0 and "; not signed; coverage" in proc.stdout, proc.stdout + proc.stderr
 
 
 # --- hostile WACZs: what a replay tool would serve ----------------------------------------

@@ -559,8 +559,10 @@ class GitPublisher:
 
 
 # -- restore -----------------------------------------------------------------------------
-def restore(targets: list[str], out: str | os.PathLike, progress=None) -> list[str]:
-    """Fetch every shard (each from the first target that has it), reassemble, verify.
+def restore(targets: list[str], out: str | os.PathLike, progress=None,
+            pubkey: str | os.PathLike | None = None) -> list[str]:
+    """Fetch every shard (each from the first target that has it), reassemble, verify (with
+    pubkey: and check that the mirror is signed by that key).
 
     Shards are cloned bare into a directory of our own inside out and read from git's
     objects, never checked out: a shard's symlinks, paths and names never reach the disk
@@ -584,7 +586,7 @@ def restore(targets: list[str], out: str | os.PathLike, progress=None) -> list[s
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    problems = verify(out)
+    problems = verify(out, pubkey=pubkey)
     if problems:
         raise PublishError(f"the restored mirror does not verify: {problems[0]}")
     return notes
