@@ -643,11 +643,13 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
             entry = tree.get(e.path)
             if entry is None or entry[0] not in ("100644", "100755"):
                 raise PublishError(f"shard {shard}: {e.path} is missing or not a regular file")
-            blob = repo.odb.stream(bytes.fromhex(entry[1]))
-            # The size first, then the bytes streamed to disk: a blob of zeros that git keeps
-            # in kilobytes would otherwise be inflated whole into memory.
-            if blob.size != e.size:
+            # The size first (asked without opening the blob: a stream left unread is read whole
+            # when collected, or fails noisily once git's process is gone), then the bytes
+            # streamed to disk: a blob of zeros that git keeps in kilobytes would otherwise be
+            # inflated whole into memory.
+            if repo.odb.info(bytes.fromhex(entry[1])).size != e.size:
                 raise PublishError(f"shard {shard}: {e.path} does not match its provenance line")
+            blob = repo.odb.stream(bytes.fromhex(entry[1]))
             digest = hashlib.sha256()
             _write_new(out, e.path, _hashed_chunks(blob, digest))
             if digest.hexdigest() != e.sha256:
