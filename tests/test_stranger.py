@@ -506,17 +506,34 @@ def image_urls(wacz: Path) -> list[str]:
     return [w["url"] for w in index_lines(wacz) if w["mime"] == "image/jpeg"]
 
 
+def http_of(wacz: Path, url: str) -> bytes:
+    """The HTTP head and payload of url's response record, as the WARC holds it."""
+    where = next(w for w in index_lines(wacz) if w["url"] == url)
+    with open(wacz / "archive/data.warc.gz", "rb") as fh:
+        fh.seek(int(where["offset"]))
+        record = gzip.decompress(fh.read(int(where["length"])))
+    http = record.split(b"\r\n\r\n", 1)[1]
+    return http[:http.rindex(b"\r\n\r\n")]
+
+
+def add_response(wacz: Path, url: str, http: bytes) -> None:
+    append_record(wacz, warc_member("response", url, http, **{"Content-Type": "application/http; msgtype=response"}),
+                  url)
+
+
 def forged_response(wacz: Path) -> None:
     """A later capture of a table's URL with another acta's image."""
     victim, donor = image_urls(wacz)[:2]
-    body = next(ln for ln in index_lines(wacz) if ln["url"] == donor)
-    with open(wacz / "archive/data.warc.gz", "rb") as fh:
-        fh.seek(int(body["offset"]))
-        record = gzip.decompress(fh.read(int(body["length"])))
-    http = record.split(b"\r\n\r\n", 1)[1]  # the donor's HTTP head and payload
-    http = http[:http.rindex(b"\r\n\r\n")]
-    append_record(wacz, warc_member("response", victim, http, **{"Content-Type": "application/http; msgtype=response"}),
-                  victim)
+    add_response(wacz, victim, http_of(wacz, donor))
+
+
+def truncating_head(wacz: Path) -> None:
+    """A later capture of a table's own bytes whose Content-Length makes a replay serve the top
+    half of the acta only (the totals and signatures are at the bottom)."""
+    victim = image_urls(wacz)[0]
+    head, payload = http_of(wacz, victim).split(b"\r\n\r\n", 1)
+    head = re.sub(rb"Content-Length: \d+", f"Content-Length: {len(payload) // 2}".encode(), head)
+    add_response(wacz, victim, head + b"\r\n\r\n" + payload)
 
 
 def index_points_elsewhere(wacz: Path) -> None:
@@ -558,6 +575,7 @@ def symlink_entry(wacz: Path) -> None:
 
 # name: (make it, the README step that refuses it, what that step says)
 HOSTILE_WACZ = {"forged-response": (forged_response, 4, "a response of a file the signed records do not list"),
+                "truncating-head": (truncating_head, 4, "would make a replay serve other bytes"),
                 "index-points-elsewhere": (index_points_elsewhere, 4, "points at another URL's record"),
                 "resource-record": (resource_record, 4, "a resource record"),
                 "revisit-elsewhere": (revisit_elsewhere, 4, "a revisit of a file the signed records do not list"),
