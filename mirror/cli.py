@@ -281,6 +281,8 @@ def parse_restore(sub) -> None:
     rs.add_argument("--from", dest="sources", action="append", required=True, metavar="URL",
                     help="a target the mirror was published to, repeatable: each shard comes from the first that has it")
     rs.add_argument("--out", required=True, help="a new directory for the restored mirror")
+    rs.add_argument("--pubkey", metavar="BASE.pub", help="the signer's public key: the restored mirror must be "
+                                                         "signed with it")
 
 
 def parse_run(sub) -> None:
@@ -623,6 +625,9 @@ def cmd_verify(args) -> int:
 
     if args.fast and args.cids:
         raise UsageError("--cids hashes files and --fast hashes none: use one or the other")
+    if args.pubkey and Path(os.path.realpath(args.pubkey)).is_relative_to(os.path.realpath(args.dir)):
+        raise UsageError(f"--pubkey {args.pubkey} is inside the copy to be checked: a key that comes with a copy "
+                         "proves nothing; use the key the signer publishes")
     with Progress("verify", quiet=args.quiet or args.json or args.fast) as progress:
         checked = check(args.dir, fast=args.fast, cids=args.cids, progress=progress.count)
     problems = checked.problems
@@ -769,12 +774,18 @@ def cmd_restore(args) -> int:
     from .state import read_state
 
     with Progress("restore", quiet=args.quiet) as progress:
-        lines = restore(args.sources, args.out, progress=progress.step)
+        lines = restore(args.sources, args.out, progress=progress.step, pubkey=args.pubkey)
     for line in lines:
         print(line)
     state = read_state(args.out)  # restore verified it whole: every listed file was hashed
     listed = len(state.manifest)
-    print(f"restored and verified: {args.out}: {listed:,} of {listed:,} listed files hashed and matched; "
+    if args.pubkey:
+        signed = "signed with the key you gave"
+    elif os.path.exists(os.path.join(args.out, "signed-root.json")):
+        signed = "signature not checked against a key you trust (use --pubkey)"
+    else:
+        signed = "not signed"
+    print(f"restored and verified: {args.out}: {listed:,} of {listed:,} listed files hashed and matched; {signed}; "
           f"coverage: {census(args.out, state).summary()}")
     return EXIT_OK
 

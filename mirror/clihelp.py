@@ -81,9 +81,11 @@ HELP: dict[str, Help] = {
     ), {0: "", 2: "not a mirror", 3: ""}),
     "restore": Help((
         ("acta-mirror restore --from git+https://github.com/ORG/actas.git --out restored/", "clone every shard, verify"),
+        ("acta-mirror restore --from git+https://github.com/ORG/actas.git --out restored/ --pubkey signer.pub",
+         "and require the signer's signature"),
         ("acta-mirror restore --from git+https://github.com/ORG/actas.git --from git://mirror.example/actas.git "
          "--out restored/", "each shard from the first target that has it"),
-    ), {0: "restored and verified", 1: "a shard could not be fetched, or the copy does not verify", 2: "", 3: "",
+    ), {0: "restored and verified", 1: "a shard could not be fetched, or the copy does not verify (or is not signed with --pubkey)", 2: "", 3: "",
         130: ""}),
     "run": Help((
         ("acta-mirror run jobs/resultados2024.toml", "crawl, verify, publish; prints a summary"),

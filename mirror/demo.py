@@ -87,9 +87,8 @@ def run_demo(out: Path, *, limit: int | None, small: bool = True, use_ipfs: bool
         report.ok &= not final.publish_failures
     report.checks = [
         f"acta-mirror verify {mirror} --pubkey {key}.pub",
-        f"cd {mirror} && sha256sum -c manifest-sha256.txt",
-        f"minisign -Vm {mirror}/signed-root.json -p {key}.pub",
-        f"git clone {out}/remotes/actas.git /tmp/actas-clone && acta-mirror verify /tmp/actas-clone",
-        f"acta-mirror restore --from git+file://{out}/remotes/actas.git --out /tmp/actas-restored",
+        f"minisign -Vm {mirror}/signed-root.json -p {key}.pub   # the statement only; README: "
+        "'checking a copy without acta-mirror' ties the files to it",
+        f"acta-mirror restore --from git+file://{out}/remotes/actas.git --out /tmp/actas-restored --pubkey {key}.pub",
     ]
     return report

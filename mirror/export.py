@@ -31,14 +31,15 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .archive import CHECKED, STATE_DIR
-from .manifest import BAG_INFO, CHANGES, PAYLOAD_MANIFEST, PROVENANCE
+from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE
 from .models import ArchiveWriteError, Entry, NotAMirror, Problem, UnsafePath, UsageError
 from .state import iter_records, open_payload
 
 WARC_NAME = "data.warc.gz"  # its name inside the WACZ
 WACZ_VERSION = "1.1.1"
-# Tag files copied into the WACZ under evidence/ when the mirror has them.
-EVIDENCE_FILES = (PAYLOAD_MANIFEST, PROVENANCE, CHANGES, BAG_INFO, "signed-root.json",
+# Tag files copied into the WACZ under evidence/ when the mirror has them and they are not empty:
+# every file the signed statement names, so that scripts/check_signed.py can check them there.
+EVIDENCE_FILES = (PAYLOAD_MANIFEST, PROVENANCE, CHANGES, FAILURES, BAG_INFO, "signed-root.json",
                   "signed-root.json.minisig", "signed-root.json.tsr", "signed-root.json.tsr.chain.pem")
 # A URL's check time is set when its answer is recorded, a moment after the fetch finished
 # (fetched_at). A check this much later than the capture was a later run's re-check.
@@ -346,6 +347,8 @@ def export_wacz(mirror: str | os.PathLike, out: str | os.PathLike) -> ExportResu
                     continue
                 except (OSError, UnsafePath) as exc:
                     result.problems.append(Problem("unsafe" if isinstance(exc, UnsafePath) else "unreadable", name, _why(exc)))
+                    continue
+                if not (work / name).stat().st_size:  # `wacz validate` refuses an empty resource
                     continue
                 files.append((work / name, f"evidence/{name}", zipfile.ZIP_DEFLATED, None))
             tmp = work / "out.wacz"

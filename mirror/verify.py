@@ -8,6 +8,7 @@ with its provenance record instead, so a change that keeps the size goes unseen.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,15 +104,16 @@ def _manifest_lines_at_most(root: Path) -> int:
 
 
 def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
-           cids: bool = False, progress=None) -> list[Problem]:
+           cids: bool = False, progress=None, pubkey: str | os.PathLike | None = None) -> list[Problem]:
     """Every problem in the bag, the signed statement's included (a statement that no longer
     matches is one: what was published, restored or merged must pass 'acta-mirror verify');
     an empty list means intact (with fast=True: intact as far as names, sizes, tag files and
-    provenance show). NotAMirror if it is no bag at all."""
+    provenance show). With pubkey, a mirror not signed by that key is a problem too.
+    NotAMirror if it is no bag at all."""
     from .evidence import check_seal
 
     checked = check(root, fast=fast, workers=workers, cids=cids, progress=progress)
-    return checked.problems + check_seal(root, state=checked.state).problems
+    return checked.problems + check_seal(root, pubkey, state=checked.state).problems
 
 
 def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
@@ -185,11 +187,17 @@ def _compare_payload(manifest: dict[str, str], hashes: dict[str, str | None], si
     return problems, changed
 
 
+OTHER_MANIFEST = re.compile(r"(tag)?manifest-[^/]+\.txt")
+
+
 def _check_tags(root: Path, state: MirrorState, unsafe: set[str]) -> list[Problem]:
-    """Each file of the tag manifest against its sha256 (the tag files are small: hashed even by --fast)."""
+    """Each file of the tag manifest against its sha256 (the tag files are small: hashed even by --fast),
+    and no manifest of another algorithm: BagIt has every manifest checked, and this reads only sha256."""
+    problems = [Problem("format", name, "a manifest acta-mirror neither writes nor checks (bagit-python does)")
+                for name in sorted(os.listdir(root))
+                if OTHER_MANIFEST.fullmatch(name) and name not in (PAYLOAD_MANIFEST, TAG_MANIFEST)]
     if state.tags is None:
-        return [Problem("tag-missing", TAG_MANIFEST, "no tag manifest")]
-    problems = []
+        return problems + [Problem("tag-missing", TAG_MANIFEST, "no tag manifest")]
     for rel, got in hash_files(root, sorted(state.tags)):
         if got is None:
             problems.append(Problem("tag-missing", rel, "listed in the tag manifest, not on disk"))

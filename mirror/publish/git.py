@@ -566,8 +566,10 @@ class GitPublisher:
 
 
 # -- restore -----------------------------------------------------------------------------
-def restore(targets: list[str], out: str | os.PathLike, progress=None) -> list[str]:
-    """Fetch every shard (each from the first target that has it), reassemble, verify.
+def restore(targets: list[str], out: str | os.PathLike, progress=None,
+            pubkey: str | os.PathLike | None = None) -> list[str]:
+    """Fetch every shard (each from the first target that has it), reassemble, verify (with
+    pubkey: and check that the mirror is signed by that key).
 
     Shards are cloned bare into a directory of our own inside out and read from git's
     objects, never checked out: a shard's symlinks, paths and names never reach the disk
@@ -591,7 +593,7 @@ def restore(targets: list[str], out: str | os.PathLike, progress=None) -> list[s
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    problems = verify(out)
+    problems = verify(out, pubkey=pubkey)
     if problems:
         raise PublishError(f"the restored mirror does not verify: {problems[0]}")
     return notes
@@ -648,11 +650,13 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
             entry = tree.get(e.path)
             if entry is None or entry[0] not in ("100644", "100755"):
                 raise PublishError(f"shard {shard}: {e.path} is missing or not a regular file")
-            blob = repo.odb.stream(bytes.fromhex(entry[1]))
-            # The size first, then the bytes streamed to disk: a blob of zeros that git keeps
-            # in kilobytes would otherwise be inflated whole into memory.
-            if blob.size != e.size:
+            # The size first (asked without opening the blob: a stream left unread is read whole
+            # when collected, or fails noisily once git's process is gone), then the bytes
+            # streamed to disk: a blob of zeros that git keeps in kilobytes would otherwise be
+            # inflated whole into memory.
+            if repo.odb.info(bytes.fromhex(entry[1])).size != e.size:
                 raise PublishError(f"shard {shard}: {e.path} does not match its provenance line")
+            blob = repo.odb.stream(bytes.fromhex(entry[1]))
             digest = hashlib.sha256()
             _write_new(out, e.path, _hashed_chunks(blob, digest))
             if digest.hexdigest() != e.sha256:

@@ -1,0 +1,86 @@
+"""Does a WACZ serve only signed files? Python's standard library only, short on purpose.
+
+Run it in an unzipped WACZ made by `acta-mirror export --wacz`, after minisign and
+check_signed.py (in evidence/) said that evidence/ holds the signed manifest and provenance.
+It checks every record of archive/data.warc.gz, and the record that each line of
+indexes/index.cdx (what a replay tool looks a URL up in) points at:
+- a response's payload hashes (sha256) to a version that evidence/provenance.jsonl records for
+  the response's URL, under a path and sha256 that evidence/manifest-sha256.txt lists, and its
+  HTTP head gives the payload's length and no transfer or content encoding (a replay would
+  serve other bytes);
+- a revisit names its own URL and the digest of such a version;
+- an index line points at a record for its own URL;
+- there is no other kind of record but warcinfo and request (which a replay does not serve).
+Exit 0: every record checks out; 1: one does not, or the WACZ cannot be read (each reason printed).
+"""
+import base64
+import gzip
+import hashlib
+import io
+import json
+import re
+import sys
+import zlib
+
+WARC = "archive/data.warc.gz"
+
+
+def warc_records(stream):
+    """(headers with lower-case names, block) of each WARC record."""
+    while line := stream.readline():
+        if not line.strip():
+            continue  # the blank lines that end a record
+        if not line.startswith(b"WARC/"):
+            raise ValueError(f"not a WARC record: {line[:40]!r}")
+        headers = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("utf-8").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        yield headers, stream.read(int(headers["content-length"]))
+
+
+def problem(headers, block):
+    """Why this record is not a signed file, or None."""
+    kind, url = headers.get("warc-type"), headers.get("warc-target-uri", "")
+    if kind in ("warcinfo", "request"):
+        return None
+    if kind == "response":
+        head, payload = block.split(b"\r\n\r\n", 1)  # the HTTP status line and headers, then the payload
+        length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+        if re.search(rb"\r\n(transfer|content)-encoding:", head, re.I) or not length or int(length[1]) != len(payload):
+            return f"{url}: a response whose HTTP head would make a replay serve other bytes than its payload"
+        sha = hashlib.sha256(payload).hexdigest()
+    elif kind == "revisit" and headers.get("warc-refers-to-target-uri", url) == url:
+        sha = base64.b32decode(headers.get("warc-payload-digest", ":").split(":")[1]).hex()
+    else:
+        return f"{url}: a {kind} record, which acta-mirror never writes here"
+    return None if sha in signed.get(url, ()) else f"{url}: a {kind} of a file the signed records do not list for it"
+
+
+manifest = set(open("evidence/manifest-sha256.txt", encoding="utf-8").read().splitlines())
+signed = {}  # URL: {sha256 of each version the provenance records, if the manifest lists it too}
+for line in open("evidence/provenance.jsonl", encoding="utf-8"):
+    record = json.loads(line)
+    if f"{record['sha256']}  {record['path']}" in manifest:
+        signed.setdefault(record["final_url"], set()).add(record["sha256"])
+bad, records = [], 0
+try:
+    for headers, block in warc_records(gzip.open(WARC)):
+        records += 1
+        bad.append(problem(headers, block))
+    with open(WARC, "rb") as warc:
+        for line in open("indexes/index.cdx", encoding="utf-8"):
+            where = json.loads(line.split(" ", 2)[2])
+            warc.seek(int(where["offset"]))
+            member = gzip.decompress(warc.read(int(where["length"])))
+            for headers, block in warc_records(io.BytesIO(member)):
+                same = headers.get("warc-target-uri") == where["url"]
+                bad.append(problem(headers, block) if same else f"index.cdx: {where['url']} points at another URL's record")
+except (OSError, EOFError, ValueError, KeyError, IndexError, zlib.error) as exc:
+    bad.append(f"the WACZ cannot be read ({exc.__class__.__name__}: {exc})")
+bad = list(dict.fromkeys(reason for reason in bad if reason))  # a record the index points at is seen twice
+for reason in bad:
+    print("NOT SIGNED:", reason)
+print(f"{len(bad)} problem(s) in {records} WARC records and their index; the signed records list "
+      f"{sum(len(v) for v in signed.values())} file versions")
+sys.exit(1 if bad else 0)
