@@ -363,6 +363,61 @@ def test_atomic_write_keeps_an_unchanged_file_untouched(tmp_path):
     manifest.fsync_dir(tmp_path)
 
 
+def test_own_copy_gives_a_hard_linked_file_its_own_bytes_and_leaves_the_rest(tmp_path):
+    ours, other = tmp_path / "provenance.jsonl", tmp_path / "backup.jsonl"
+    ours.write_bytes(b"line 1\n")
+    os.link(ours, other)  # exactly two names
+    manifest.own_copy(ours)
+    assert ours.stat().st_ino != other.stat().st_ino and ours.stat().st_nlink == other.stat().st_nlink == 1
+    assert ours.read_bytes() == other.read_bytes() == b"line 1\n"
+    with open(ours, "ab") as fh:
+        fh.write(b"line 2\n")
+    assert other.read_bytes() == b"line 1\n"  # the other name kept its bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backup.jsonl", "provenance.jsonl"]  # no temp file left
+    alone = ours.stat().st_ino
+    manifest.own_copy(ours)  # one name: nothing to do
+    assert ours.stat().st_ino == alone
+    manifest.own_copy(tmp_path / "none")  # no file: nothing to do
+    os.mkfifo(tmp_path / "fifo")
+    manifest.own_copy(tmp_path / "fifo")  # returns at once: never waits for a writer
+    assert (tmp_path / "fifo").is_fifo()
+    (tmp_path / "link").symlink_to(other)
+    with pytest.raises(OSError):  # never followed
+        manifest.own_copy(tmp_path / "link")
+    assert other.read_bytes() == b"line 1\n" and other.stat().st_nlink == 1
+
+
+def test_read_small_file_takes_exactly_its_limit_and_refuses_the_rest(tmp_path):
+    path = tmp_path / "key"
+    path.write_bytes(b"k" * 100)
+    assert manifest.read_small_file(path, 100) == b"k" * 100
+    with pytest.raises(ValueError, match="larger than 99 bytes"):
+        manifest.read_small_file(path, 99)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(ValueError, match="not a regular file"):  # at once, never waiting for a writer
+        manifest.read_small_file(tmp_path / "fifo", 100)
+
+
+def test_a_receipt_is_written_0644_and_never_into_a_fifo(tmp_path):
+    old = os.umask(0o022)
+    try:
+        manifest.append_receipt(tmp_path, {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / manifest.RECEIPTS).stat().st_mode & 0o777 == 0o644
+    other = tmp_path / "other"
+    other.mkdir()
+    os.mkfifo(other / manifest.RECEIPTS)
+    with pytest.raises(UnsafePath, match="not a regular file; the receipt was not written"):
+        manifest.append_receipt(other, {"a": 1})
+
+
+def test_a_torn_tail_that_is_an_empty_line_is_cut_alone(tmp_path):
+    good = _entry(1).to_json() + "\n"
+    path = tmp_path / "provenance.jsonl"
+    path.write_text(good + good + "\n")
+    assert manifest.repair_torn_tail(path) == 1 and path.read_text() == good + good
+
 def test_torn_tail_and_receipts(tmp_path):
     good = _entry(1).to_json()
     path = tmp_path / "provenance.jsonl"
