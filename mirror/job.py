@@ -224,13 +224,7 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None, sh
         if not publish_step:
             report.notes.append("not publishing (--no-publish): the manifests folder is left as it was")
             return report
-        with shown("publish") as display:
-            for publisher in publishers(job, display):
-                report.targets += 1
-                try:
-                    report.receipts.append(publisher.publish_delta(delta))
-                except PublishError as exc:
-                    report.publish_failures.append(str(exc))
+        publish_each(job, report, shown, lambda publisher: publisher.publish_delta(delta))
         if job["publish.car"]:
             report.notes.append("publish.car needs a local mirror (output.dir); no CAR written")
         if report.publish_failures:
@@ -291,14 +285,20 @@ def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tr
     return crawl_plan, plans
 
 
-def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:
+def publish_each(job: Job, report: RunReport, shown, send) -> None:
+    """send(publisher) to every target of the job, under the publish step's display; each
+    receipt or failure into the report (one target failing never stops the others)."""
     with shown("publish") as display:
         for publisher in publishers(job, display):
             report.targets += 1
             try:
-                report.receipts.append(publisher.publish(out))
+                report.receipts.append(send(publisher))
             except PublishError as exc:
                 report.publish_failures.append(str(exc))
+
+
+def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:
+    publish_each(job, report, shown, lambda publisher: publisher.publish(out))
     if job["publish.car"]:
         from .publish.ipfs import write_car
 
