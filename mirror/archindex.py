@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Iterator
 
-SCHEMA = 2  # 2: files.folded
+SCHEMA = 3  # 2: files.folded; 3: files.fold_hash, sha256 as bytes, urls.file (an older index is rebuilt)
 NAME = "index.sqlite"
 FILES = (NAME, f"{NAME}-wal", f"{NAME}-shm")  # SQLite's own companions, in STATE_DIR
 CHUNK_ROWS = 4096  # rows turned into text at a time
@@ -26,11 +26,11 @@ CHUNK_ROWS = 4096  # rows turned into text at a time
 _TABLES = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE files (seq INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, key TEXT NOT NULL,
-                    sha256 TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL, folded TEXT NOT NULL);
+                    sha256 BLOB NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL, fold_hash INTEGER NOT NULL);
 CREATE INDEX files_key ON files (key, seq);
-CREATE INDEX files_folded ON files (folded);
-CREATE TABLE urls (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, path TEXT, size INTEGER,
-                   kind TEXT, checked REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX files_fold_hash ON files (fold_hash);
+CREATE TABLE urls (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, file INTEGER NOT NULL,
+                   checked REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE dirs (dir TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE status (key TEXT PRIMARY KEY, change TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE listed (key TEXT PRIMARY KEY, url TEXT NOT NULL, run INTEGER NOT NULL) WITHOUT ROWID;
@@ -40,6 +40,13 @@ CREATE TABLE listed (key TEXT PRIMARY KEY, url TEXT NOT NULL, run INTEGER NOT NU
 def fold(path: str) -> str:
     """A path as a case-blind disk (macOS, Windows) sees it: two paths that fold alike are one file there."""
     return path.casefold()
+
+
+def fold_hash(folded: str) -> int:
+    """64 bits of a folded path: the index keeps this instead of the folded text (a quarter of
+    its size went to that column and its index). Paths that share it are compared whole."""
+    return int.from_bytes(hashlib.blake2b(folded.encode(), digest_size=8).digest(),
+                          "big", signed=True)
 
 
 class Digest:
@@ -177,12 +184,12 @@ class ArchiveIndex:
 
     def _add_file(self, e, checked: float) -> None:
         w = self.w
-        w.execute("INSERT INTO files (path, key, sha256, size, kind, folded) VALUES (?, ?, ?, ?, ?, ?)",
-                  (e.path, e.key, e.sha256, e.size, e.kind, fold(e.path)))
-        w.execute("INSERT INTO urls VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
-                  "etag = excluded.etag, last_modified = excluded.last_modified, path = excluded.path, "
-                  "size = excluded.size, kind = excluded.kind, checked = max(checked, excluded.checked)",
-                  (e.url, e.etag, e.last_modified, e.path, e.size, e.kind, checked))
+        seq = w.execute("INSERT INTO files (path, key, sha256, size, kind, fold_hash) VALUES (?, ?, ?, ?, ?, ?)",
+                        (e.path, e.key, bytes.fromhex(e.sha256), e.size, e.kind, fold_hash(fold(e.path)))).lastrowid
+        w.execute("INSERT INTO urls VALUES (?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
+                  "etag = excluded.etag, last_modified = excluded.last_modified, file = excluded.file, "
+                  "checked = max(checked, excluded.checked)",
+                  (e.url, e.etag, e.last_modified, seq, checked))
         w.execute("INSERT INTO dirs VALUES (?, 1) ON CONFLICT (dir) DO UPDATE SET n = n + 1",
                   (e.path.rsplit("/", 1)[0],))
 
@@ -233,16 +240,19 @@ class ArchiveIndex:
     # -- lookups (the event loop's connection) ------------------------------------------------
     def url(self, url: str) -> tuple | None:
         """(etag, last_modified, path, checked) of a URL archived before."""
-        return self.r.execute("SELECT etag, last_modified, path, checked FROM urls WHERE url = ?", (url,)).fetchone()
+        return self.r.execute("SELECT u.etag, u.last_modified, f.path, u.checked FROM urls u JOIN files f "
+                              "ON f.seq = u.file WHERE u.url = ?", (url,)).fetchone()
 
     def versions(self, key: str) -> list[tuple[str, str, int]]:
         """(path, sha256, seq) of each version of key, oldest first."""
-        return self.r.execute("SELECT path, sha256, seq FROM files WHERE key = ? ORDER BY seq", (key,)).fetchall()
+        return [(path, sha.hex(), seq) for path, sha, seq in
+                self.r.execute("SELECT path, sha256, seq FROM files WHERE key = ? ORDER BY seq", (key,))]
 
     def place(self, directory: str, folded: str) -> tuple[int, int]:
         """(files in directory, 1 if a path that folds to `folded` is taken else 0)."""
-        return self.r.execute("SELECT coalesce((SELECT n FROM dirs WHERE dir = ?), 0), "
-                              "EXISTS (SELECT 1 FROM files WHERE folded = ?)", (directory, folded)).fetchone()
+        rows = self.r.execute("SELECT n, path FROM (SELECT coalesce((SELECT n FROM dirs WHERE dir = ?), 0) AS n) "
+                              "LEFT JOIN files ON fold_hash = ?", (directory, fold_hash(folded))).fetchall()
+        return rows[0][0], int(any(path is not None and fold(path) == folded for _n, path in rows))
 
     def listing_and_status(self, key: str, run: int) -> tuple[str | None, str | None]:
         """(the URL key was listed with in that run, its last change)."""
@@ -254,9 +264,9 @@ class ArchiveIndex:
         ('u'), folder ('d') and path ('p', folded) the index holds, streamed."""
         for sql, tag in (("SELECT DISTINCT key FROM files", "k"), ("SELECT key FROM status", "s"),
                          ("SELECT key FROM listed WHERE run = ?1", "l"), ("SELECT url FROM urls", "u"),
-                         ("SELECT dir FROM dirs", "d"), ("SELECT folded FROM files", "p")):
+                         ("SELECT dir FROM dirs", "d"), ("SELECT path FROM files", "p")):
             for (name,) in self.r.execute(sql, (run,) if "?1" in sql else ()):
-                yield tag + name
+                yield tag + (fold(name) if tag == "p" else name)
 
     def last_seq(self) -> int:
         return self.r.execute("SELECT coalesce(max(seq), 0) FROM files").fetchone()[0]
@@ -304,7 +314,7 @@ class ArchiveIndex:
 
     def manifest(self) -> Iterator[tuple[str, str, int]]:
         """(path, sha256, size) of every file, sorted by path (UTF-8 byte order is code point order)."""
-        return self.r.execute("SELECT path, sha256, size FROM files ORDER BY path")
+        return self.r.execute("SELECT path, lower(hex(sha256)), size FROM files ORDER BY path")
 
 
 def read_checked_times(path: Path) -> Iterator[tuple[str, float]]:
