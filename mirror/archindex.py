@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Iterator
 
-SCHEMA = 3  # 2: files.folded; 3: files.fold_hash, sha256 as bytes, urls.file (an older index is rebuilt)
+SCHEMA = 3  # 2: files.folded; 3: files.fold_hash, sha256 as bytes, urls.file, actas (an older index is rebuilt)
 NAME = "index.sqlite"
 FILES = (NAME, f"{NAME}-wal", f"{NAME}-shm")  # SQLite's own companions, in STATE_DIR
 CHUNK_ROWS = 4096  # rows turned into text at a time
@@ -32,9 +32,12 @@ CREATE INDEX files_fold_hash ON files (fold_hash);
 CREATE TABLE urls (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, file INTEGER NOT NULL,
                    checked REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE dirs (dir TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE status (key TEXT PRIMARY KEY, change TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE listed (key TEXT PRIMARY KEY, url TEXT NOT NULL, run INTEGER NOT NULL) WITHOUT ROWID;
+-- an acta's last change (NULL: none recorded) and the URL it was listed with in run (NULL: never listed)
+CREATE TABLE actas (key TEXT PRIMARY KEY, change TEXT, url TEXT, run INTEGER) WITHOUT ROWID;
 """
+
+
+_SET_CHANGE = "INSERT INTO actas (key, change) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET change = excluded.change"
 
 
 def fold(path: str) -> str:
@@ -168,7 +171,7 @@ class ArchiveIndex:
         w.execute("CREATE TEMP TABLE recorded (key TEXT, sha256 TEXT, PRIMARY KEY (key, sha256)) WITHOUT ROWID")
         w.execute("BEGIN")
         for change in changes:
-            w.execute("INSERT OR REPLACE INTO status VALUES (?, ?)", (change["key"], change["change"]))
+            w.execute(_SET_CHANGE, (change["key"], change["change"]))
             if change.get("sha256"):
                 w.execute("INSERT OR IGNORE INTO recorded VALUES (?, ?)", (change["key"], change["sha256"]))
         lost = []
@@ -207,7 +210,8 @@ class ArchiveIndex:
             self.write_changes(changes, commit=False)
             w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?",
                           ((when, url) for url, when in checked.items()))
-            w.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?, ?)",
+            w.executemany("INSERT INTO actas (key, url, run) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                          "SET url = excluded.url, run = excluded.run",
                           ((key, url, self.run) for key, url in listed.items()))
             self._identities(*digests)
         except BaseException:
@@ -222,7 +226,7 @@ class ArchiveIndex:
         w = self.w
         if commit:
             w.execute("BEGIN")
-        w.executemany("INSERT OR REPLACE INTO status VALUES (?, ?)", ((c["key"], c["change"]) for c in changes))
+        w.executemany(_SET_CHANGE, ((c["key"], c["change"]) for c in changes))
         if digests:
             self._identities(*digests)
         if commit:
@@ -256,14 +260,14 @@ class ArchiveIndex:
 
     def listing_and_status(self, key: str, run: int) -> tuple[str | None, str | None]:
         """(the URL key was listed with in that run, its last change)."""
-        return self.r.execute("SELECT (SELECT url FROM listed WHERE key = ?1 AND run = ?2), "
-                              "(SELECT change FROM status WHERE key = ?1)", (key, run)).fetchone()
+        return self.r.execute("SELECT (SELECT url FROM actas WHERE key = ?1 AND run = ?2), "
+                              "(SELECT change FROM actas WHERE key = ?1)", (key, run)).fetchone()
 
     def names(self, run: int) -> Iterator[str]:
         """Every archived key ('k'), key with a change ('s'), key listed in that run ('l'), URL
         ('u'), folder ('d') and path ('p', folded) the index holds, streamed."""
-        for sql, tag in (("SELECT DISTINCT key FROM files", "k"), ("SELECT key FROM status", "s"),
-                         ("SELECT key FROM listed WHERE run = ?1", "l"), ("SELECT url FROM urls", "u"),
+        for sql, tag in (("SELECT DISTINCT key FROM files", "k"), ("SELECT key FROM actas WHERE change IS NOT NULL", "s"),
+                         ("SELECT key FROM actas WHERE run = ?1", "l"), ("SELECT url FROM urls", "u"),
                          ("SELECT dir FROM dirs", "d"), ("SELECT path FROM files", "p")):
             for (name,) in self.r.execute(sql, (run,) if "?1" in sql else ()):
                 yield tag + (fold(name) if tag == "p" else name)
@@ -278,23 +282,22 @@ class ArchiveIndex:
 
     # -- the listing ---------------------------------------------------------------------------
     def listing_size(self, run: int) -> int:
-        return self.r.execute("SELECT count(*) FROM listed WHERE run = ?", (run,)).fetchone()[0]
+        return self.r.execute("SELECT count(*) FROM actas WHERE run = ?", (run,)).fetchone()[0]
 
     def listing_fresh(self, run: int, since: float) -> int:
         """How many of that run's listed URLs were fetched or confirmed after `since`."""
-        return self.r.execute("SELECT count(*) FROM listed l JOIN urls u ON u.url = l.url "
-                              "WHERE l.run = ? AND u.checked > ?", (run, since)).fetchone()[0]
+        return self.r.execute("SELECT count(*) FROM actas a JOIN urls u ON u.url = a.url "
+                              "WHERE a.run = ? AND u.checked > ?", (run, since)).fetchone()[0]
 
     def listed_vanished(self, run: int) -> list[tuple[str, str]]:
         """(key, url) of the listed actas whose last change is 'vanished'."""
-        return self.r.execute("SELECT l.key, l.url FROM listed l JOIN status s ON s.key = l.key "
-                              "WHERE l.run = ? AND s.change = 'vanished' ORDER BY l.key", (run,)).fetchall()
+        return self.r.execute("SELECT key, url FROM actas WHERE run = ? AND change = 'vanished' ORDER BY key",
+                              (run,)).fetchall()
 
     def unlisted(self, run: int) -> Iterator[tuple[str, str | None]]:
         """(key, last change) of each archived acta not listed in that run."""
-        return self.r.execute("SELECT DISTINCT f.key, s.change FROM files f LEFT JOIN listed l "
-                              "ON l.key = f.key AND l.run = ? LEFT JOIN status s ON s.key = f.key "
-                              "WHERE f.kind = 'acta' AND l.key IS NULL ORDER BY f.key", (run,))
+        return self.r.execute("SELECT DISTINCT f.key, a.change FROM files f LEFT JOIN actas a ON a.key = f.key "
+                              "WHERE f.kind = 'acta' AND a.run IS NOT ? ORDER BY f.key", (run,))
 
     def checked_times(self) -> Iterator[bytes]:
         """{url: when last fetched or confirmed} as JSON (what `export` reads), CHUNK_ROWS URLs

@@ -124,7 +124,7 @@ def test_a_vanished_acta_that_is_listed_again_is_recorded_on_a_reused_listing(re
     key = read_provenance(out / "provenance.jsonl")[-1].key
     crawl_sync(replay.url, out, recheck_after=3600)  # the listing is now reusable
     with index_of(out) as db:  # as if an earlier run had found it gone
-        db.execute("UPDATE status SET change = 'vanished' WHERE key = ?", (key,))
+        db.execute("UPDATE actas SET change = 'vanished' WHERE key = ?", (key,))
     crawl_sync(replay.url, out, recheck_after=3600)
     changes = (out / "changes.jsonl").read_text().splitlines()
     assert '"change": "reappeared"' in changes[-1] and key in changes[-1]
