@@ -21,7 +21,10 @@ from typing import Iterable, Iterator
 SCHEMA = 3  # 2: files.folded; 3: the layout below (an index of another schema is rebuilt, never read)
 NAME = "index.sqlite"
 FILES = (NAME, f"{NAME}-wal", f"{NAME}-shm")  # SQLite's own companions, in STATE_DIR
-CHUNK_ROWS = 4096  # rows turned into text at a time
+CHUNK_ROWS = 4096  # rows turned into text, or rebuilt, at a time
+# SQLite's log is copied into the index once it holds this many pages (its default: 1,000) and
+# then cut back to them: a log left at its largest stays on disk for the whole run.
+WAL_PAGES = 256
 
 # The index is per-acta working state on a scheduled run's disk, so each fact is kept once:
 # a path only in files (urls point at its seq), sha256 as its 32 bytes, and of the folded path
@@ -127,6 +130,8 @@ class ArchiveIndex:
         self.w.execute("PRAGMA trusted_schema=OFF")
         self.w.execute("PRAGMA journal_mode=WAL")
         self.w.execute("PRAGMA synchronous=NORMAL")
+        self.w.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        self.w.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
         self.r = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.r.execute("PRAGMA trusted_schema=OFF")
         return True
@@ -169,24 +174,34 @@ class ArchiveIndex:
     def rebuild(self, entries: Iterable, changes: Iterator[dict], checked: Iterable[tuple[str, float]]) -> list:
         """Fill the empty index from provenance entries and change records (streamed) and, for
         mirrors made before the index, the old check times. Returns the acta entries that have
-        no change record (a run killed between the two appends)."""
+        no change record (a run killed between the two appends).
+
+        It commits every CHUNK_ROWS rows, so SQLite's log never holds a second copy of the
+        whole index; a rebuild cut short is not trusted (the records' identities come last)."""
         w = self.w
         w.execute("CREATE TEMP TABLE recorded (key TEXT, sha256 TEXT, PRIMARY KEY (key, sha256)) WITHOUT ROWID")
         w.execute("BEGIN")
-        for change in changes:
+        for n, change in enumerate(changes, 1):
             w.execute(_SET_CHANGE, (change["key"], change["change"]))
             if change.get("sha256"):
                 w.execute("INSERT OR IGNORE INTO recorded VALUES (?, ?)", (change["key"], change["sha256"]))
+            self._chunk(n)
         lost = []
-        for e in entries:
+        for n, e in enumerate(entries, 1):
             self._add_file(e, _epoch(e.fetched_at))
             if e.kind == "acta" and not w.execute("SELECT 1 FROM recorded WHERE key = ? AND sha256 = ?",
                                                   (e.key, e.sha256)).fetchone():
                 lost.append(e)
+            self._chunk(n)
         w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?", ((when, url) for url, when in checked))
         w.execute("COMMIT")
         w.execute("DROP TABLE temp.recorded")
         return lost
+
+    def _chunk(self, rows: int) -> None:
+        if rows % CHUNK_ROWS == 0:
+            self.w.execute("COMMIT")
+            self.w.execute("BEGIN")
 
     def _add_file(self, e, checked: float) -> None:
         w = self.w

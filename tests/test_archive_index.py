@@ -270,3 +270,55 @@ def test_an_index_of_an_older_schema_is_rebuilt_not_read(replay, tmp_path):
 
 def first_listed(out: Path) -> int:
     return len({e.key for e in read_provenance(out / "provenance.jsonl") if e.kind == "acta"})
+
+
+def test_a_rebuild_leaves_no_second_copy_of_the_index_in_sqlites_log(replay, tmp_path, monkeypatch):
+    """A rebuild commits a chunk at a time and the log is cut back after each copy into the
+    index: the log a whole-index transaction leaves would stay on disk all run (a scheduled
+    run rebuilds every time)."""
+    from mirror.archive import Archive
+
+    out = tmp_path / "m"
+    crawl_sync(replay.url, out)
+    for name in archindex.FILES:
+        (out / ".acta-mirror" / name).unlink(missing_ok=True)
+    monkeypatch.setattr(archindex, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(archindex, "WAL_PAGES", 2)
+    with Archive(out) as a:
+        wal = (out / ".acta-mirror" / f"{NAME}-wal").stat().st_size
+        size = (out / ".acta-mirror" / NAME).stat().st_size
+        assert size > 8 * 4096 and wal <= 3 * (4096 + 24) + 32, (size, wal)  # 3 frames: the log's cap and the last meta write
+    assert index_files(out) == provenance_files(out)
+
+
+def test_a_rebuild_cut_short_is_not_trusted(replay, tmp_path, monkeypatch):
+    """Chunks of a rebuild are committed as it goes, but the records' identities only at its end:
+    an index whose rebuild was stopped is rebuilt again, never taken as whole."""
+    from mirror import archive as archive_mod
+    from mirror.archive import Archive
+
+    out = tmp_path / "m"
+    crawl_sync(replay.url, out)
+    for name in archindex.FILES:
+        (out / ".acta-mirror" / name).unlink(missing_ok=True)
+    monkeypatch.setattr(archindex, "CHUNK_ROWS", 4)
+    real = archive_mod.iter_provenance
+
+    def stopped(path):
+        for n, e in enumerate(real(path)):
+            if n == 10:
+                raise KeyboardInterrupt  # as a run stopped mid-rebuild
+            yield e
+
+    monkeypatch.setattr(archive_mod, "iter_provenance", stopped)
+    try:
+        Archive(out).open()
+    except KeyboardInterrupt:
+        pass
+    with index_of(out) as db:
+        assert db.execute("SELECT count(*) FROM files").fetchone()[0] == 8  # two chunks were committed
+    db.close()
+    monkeypatch.setattr(archive_mod, "iter_provenance", real)
+    again = crawl_sync(replay.url, out)
+    assert again.counters.archived == 0 and again.counters.failed == 0
+    assert index_files(out) == provenance_files(out)
