@@ -22,8 +22,8 @@ SCHEMA = 3  # 2: files.folded; 3: the layout below (an index of another schema i
 NAME = "index.sqlite"
 FILES = (NAME, f"{NAME}-wal", f"{NAME}-shm")  # SQLite's own companions, in STATE_DIR
 CHUNK_ROWS = 4096  # rows turned into text, or rebuilt, at a time
-# SQLite's log is copied into the index once it holds this many pages (its default: 1,000) and
-# then cut back to them: a log left at its largest stays on disk for the whole run.
+# SQLite's log is copied into the index once it holds this many pages of 4 KiB (its default:
+# 1,000) and then cut back to them: a log left at its largest stays on disk for the whole run.
 WAL_PAGES = 256
 
 # The index is per-acta working state on a scheduled run's disk, so each fact is kept once:
@@ -284,7 +284,8 @@ class ArchiveIndex:
     def names(self, run: int) -> Iterator[str]:
         """Every archived key ('k'), key with a change ('s'), key listed in that run ('l'), URL
         ('u'), folder ('d') and path ('p', folded) the index holds, streamed."""
-        for sql, tag in (("SELECT DISTINCT key FROM files", "k"), ("SELECT key FROM actas WHERE change IS NOT NULL", "s"),
+        for sql, tag in (("SELECT DISTINCT key FROM files", "k"),
+                         ("SELECT key FROM actas WHERE change IS NOT NULL", "s"),
                          ("SELECT key FROM actas WHERE run = ?1", "l"), ("SELECT url FROM urls", "u"),
                          ("SELECT dir FROM dirs", "d"), ("SELECT path FROM files", "p")):
             for (name,) in self.r.execute(sql, (run,) if "?1" in sql else ()):

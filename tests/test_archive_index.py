@@ -287,7 +287,8 @@ def test_a_rebuild_leaves_no_second_copy_of_the_index_in_sqlites_log(replay, tmp
     with Archive(out) as a:
         wal = (out / ".acta-mirror" / f"{NAME}-wal").stat().st_size
         size = (out / ".acta-mirror" / NAME).stat().st_size
-        assert size > 8 * 4096 and wal <= 3 * (4096 + 24) + 32, (size, wal)  # 3 frames: the log's cap and the last meta write
+        # at most 3 frames: the log's cap and the last meta write
+        assert size > 8 * 4096 and wal <= 3 * (4096 + 24) + 32, (size, wal)
     assert index_files(out) == provenance_files(out)
 
 
