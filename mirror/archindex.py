@@ -18,28 +18,44 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Iterator
 
-SCHEMA = 2  # 2: files.folded
+SCHEMA = 3  # 2: files.folded; 3: the layout below (an index of another schema is rebuilt, never read)
 NAME = "index.sqlite"
 FILES = (NAME, f"{NAME}-wal", f"{NAME}-shm")  # SQLite's own companions, in STATE_DIR
-CHUNK_ROWS = 4096  # rows turned into text at a time
+CHUNK_ROWS = 4096  # rows turned into text, or rebuilt, at a time
+# SQLite's log is copied into the index once it holds this many pages of 4 KiB (its default:
+# 1,000) and then cut back to them: a log left at its largest stays on disk for the whole run.
+WAL_PAGES = 256
 
+# The index is per-acta working state on a scheduled run's disk, so each fact is kept once:
+# a path only in files (urls point at its seq), sha256 as its 32 bytes, and of the folded path
+# (the case-blind check) only 64 bits. About 595 bytes an acta at the full 24,532-table index;
+# schema 2 took 934.
 _TABLES = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE files (seq INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, key TEXT NOT NULL,
-                    sha256 TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL, folded TEXT NOT NULL);
+                    sha256 BLOB NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL, fold_hash INTEGER NOT NULL);
 CREATE INDEX files_key ON files (key, seq);
-CREATE INDEX files_folded ON files (folded);
-CREATE TABLE urls (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, path TEXT, size INTEGER,
-                   kind TEXT, checked REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX files_fold_hash ON files (fold_hash);
+CREATE TABLE urls (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, file INTEGER NOT NULL,
+                   checked REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE dirs (dir TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE status (key TEXT PRIMARY KEY, change TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE listed (key TEXT PRIMARY KEY, url TEXT NOT NULL, run INTEGER NOT NULL) WITHOUT ROWID;
+-- an acta's last change (NULL: none recorded) and the URL it was listed with in run (NULL: never listed)
+CREATE TABLE actas (key TEXT PRIMARY KEY, change TEXT, url TEXT, run INTEGER) WITHOUT ROWID;
 """
+
+
+_SET_CHANGE = "INSERT INTO actas (key, change) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET change = excluded.change"
 
 
 def fold(path: str) -> str:
     """A path as a case-blind disk (macOS, Windows) sees it: two paths that fold alike are one file there."""
     return path.casefold()
+
+
+def fold_hash(folded: str) -> int:
+    """What the index keeps of a folded path (the text and its index were a fifth of the file).
+    Stable across processes, unlike hash(); paths that share it are told apart by their text."""
+    return int.from_bytes(hashlib.blake2b(folded.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 class Digest:
@@ -114,6 +130,8 @@ class ArchiveIndex:
         self.w.execute("PRAGMA trusted_schema=OFF")
         self.w.execute("PRAGMA journal_mode=WAL")
         self.w.execute("PRAGMA synchronous=NORMAL")
+        self.w.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        self.w.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
         self.r = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.r.execute("PRAGMA trusted_schema=OFF")
         return True
@@ -156,33 +174,43 @@ class ArchiveIndex:
     def rebuild(self, entries: Iterable, changes: Iterator[dict], checked: Iterable[tuple[str, float]]) -> list:
         """Fill the empty index from provenance entries and change records (streamed) and, for
         mirrors made before the index, the old check times. Returns the acta entries that have
-        no change record (a run killed between the two appends)."""
+        no change record (a run killed between the two appends).
+
+        It commits every CHUNK_ROWS rows, so SQLite's log never holds a second copy of the
+        whole index; a rebuild cut short is not trusted (the records' identities come last)."""
         w = self.w
         w.execute("CREATE TEMP TABLE recorded (key TEXT, sha256 TEXT, PRIMARY KEY (key, sha256)) WITHOUT ROWID")
         w.execute("BEGIN")
-        for change in changes:
-            w.execute("INSERT OR REPLACE INTO status VALUES (?, ?)", (change["key"], change["change"]))
+        for n, change in enumerate(changes, 1):
+            w.execute(_SET_CHANGE, (change["key"], change["change"]))
             if change.get("sha256"):
                 w.execute("INSERT OR IGNORE INTO recorded VALUES (?, ?)", (change["key"], change["sha256"]))
+            self._chunk(n)
         lost = []
-        for e in entries:
+        for n, e in enumerate(entries, 1):
             self._add_file(e, _epoch(e.fetched_at))
             if e.kind == "acta" and not w.execute("SELECT 1 FROM recorded WHERE key = ? AND sha256 = ?",
                                                   (e.key, e.sha256)).fetchone():
                 lost.append(e)
+            self._chunk(n)
         w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?", ((when, url) for url, when in checked))
         w.execute("COMMIT")
         w.execute("DROP TABLE temp.recorded")
         return lost
 
+    def _chunk(self, rows: int) -> None:
+        if rows % CHUNK_ROWS == 0:
+            self.w.execute("COMMIT")
+            self.w.execute("BEGIN")
+
     def _add_file(self, e, checked: float) -> None:
         w = self.w
-        w.execute("INSERT INTO files (path, key, sha256, size, kind, folded) VALUES (?, ?, ?, ?, ?, ?)",
-                  (e.path, e.key, e.sha256, e.size, e.kind, fold(e.path)))
-        w.execute("INSERT INTO urls VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
-                  "etag = excluded.etag, last_modified = excluded.last_modified, path = excluded.path, "
-                  "size = excluded.size, kind = excluded.kind, checked = max(checked, excluded.checked)",
-                  (e.url, e.etag, e.last_modified, e.path, e.size, e.kind, checked))
+        seq = w.execute("INSERT INTO files (path, key, sha256, size, kind, fold_hash) VALUES (?, ?, ?, ?, ?, ?)",
+                        (e.path, e.key, bytes.fromhex(e.sha256), e.size, e.kind, fold_hash(fold(e.path)))).lastrowid
+        w.execute("INSERT INTO urls VALUES (?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
+                  "etag = excluded.etag, last_modified = excluded.last_modified, file = excluded.file, "
+                  "checked = max(checked, excluded.checked)",
+                  (e.url, e.etag, e.last_modified, seq, checked))
         w.execute("INSERT INTO dirs VALUES (?, 1) ON CONFLICT (dir) DO UPDATE SET n = n + 1",
                   (e.path.rsplit("/", 1)[0],))
 
@@ -200,7 +228,8 @@ class ArchiveIndex:
             self.write_changes(changes, commit=False)
             w.executemany("UPDATE urls SET checked = max(checked, ?) WHERE url = ?",
                           ((when, url) for url, when in checked.items()))
-            w.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?, ?)",
+            w.executemany("INSERT INTO actas (key, url, run) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                          "SET url = excluded.url, run = excluded.run",
                           ((key, url, self.run) for key, url in listed.items()))
             self._identities(*digests)
         except BaseException:
@@ -215,7 +244,7 @@ class ArchiveIndex:
         w = self.w
         if commit:
             w.execute("BEGIN")
-        w.executemany("INSERT OR REPLACE INTO status VALUES (?, ?)", ((c["key"], c["change"]) for c in changes))
+        w.executemany(_SET_CHANGE, ((c["key"], c["change"]) for c in changes))
         if digests:
             self._identities(*digests)
         if commit:
@@ -233,30 +262,34 @@ class ArchiveIndex:
     # -- lookups (the event loop's connection) ------------------------------------------------
     def url(self, url: str) -> tuple | None:
         """(etag, last_modified, path, checked) of a URL archived before."""
-        return self.r.execute("SELECT etag, last_modified, path, checked FROM urls WHERE url = ?", (url,)).fetchone()
+        return self.r.execute("SELECT u.etag, u.last_modified, f.path, u.checked FROM urls u JOIN files f "
+                              "ON f.seq = u.file WHERE u.url = ?", (url,)).fetchone()
 
     def versions(self, key: str) -> list[tuple[str, str, int]]:
         """(path, sha256, seq) of each version of key, oldest first."""
-        return self.r.execute("SELECT path, sha256, seq FROM files WHERE key = ? ORDER BY seq", (key,)).fetchall()
+        return [(path, sha.hex(), seq) for path, sha, seq in
+                self.r.execute("SELECT path, sha256, seq FROM files WHERE key = ? ORDER BY seq", (key,))]
 
     def place(self, directory: str, folded: str) -> tuple[int, int]:
         """(files in directory, 1 if a path that folds to `folded` is taken else 0)."""
-        return self.r.execute("SELECT coalesce((SELECT n FROM dirs WHERE dir = ?), 0), "
-                              "EXISTS (SELECT 1 FROM files WHERE folded = ?)", (directory, folded)).fetchone()
+        rows = self.r.execute("SELECT n, path FROM (SELECT coalesce((SELECT n FROM dirs WHERE dir = ?), 0) AS n) "
+                              "LEFT JOIN files ON fold_hash = ?", (directory, fold_hash(folded))).fetchall()
+        return rows[0][0], int(any(path is not None and fold(path) == folded for _n, path in rows))
 
     def listing_and_status(self, key: str, run: int) -> tuple[str | None, str | None]:
         """(the URL key was listed with in that run, its last change)."""
-        return self.r.execute("SELECT (SELECT url FROM listed WHERE key = ?1 AND run = ?2), "
-                              "(SELECT change FROM status WHERE key = ?1)", (key, run)).fetchone()
+        return self.r.execute("SELECT (SELECT url FROM actas WHERE key = ?1 AND run = ?2), "
+                              "(SELECT change FROM actas WHERE key = ?1)", (key, run)).fetchone()
 
     def names(self, run: int) -> Iterator[str]:
         """Every archived key ('k'), key with a change ('s'), key listed in that run ('l'), URL
         ('u'), folder ('d') and path ('p', folded) the index holds, streamed."""
-        for sql, tag in (("SELECT DISTINCT key FROM files", "k"), ("SELECT key FROM status", "s"),
-                         ("SELECT key FROM listed WHERE run = ?1", "l"), ("SELECT url FROM urls", "u"),
-                         ("SELECT dir FROM dirs", "d"), ("SELECT folded FROM files", "p")):
+        for sql, tag in (("SELECT DISTINCT key FROM files", "k"),
+                         ("SELECT key FROM actas WHERE change IS NOT NULL", "s"),
+                         ("SELECT key FROM actas WHERE run = ?1", "l"), ("SELECT url FROM urls", "u"),
+                         ("SELECT dir FROM dirs", "d"), ("SELECT path FROM files", "p")):
             for (name,) in self.r.execute(sql, (run,) if "?1" in sql else ()):
-                yield tag + name
+                yield tag + (fold(name) if tag == "p" else name)
 
     def last_seq(self) -> int:
         return self.r.execute("SELECT coalesce(max(seq), 0) FROM files").fetchone()[0]
@@ -268,23 +301,22 @@ class ArchiveIndex:
 
     # -- the listing ---------------------------------------------------------------------------
     def listing_size(self, run: int) -> int:
-        return self.r.execute("SELECT count(*) FROM listed WHERE run = ?", (run,)).fetchone()[0]
+        return self.r.execute("SELECT count(*) FROM actas WHERE run = ?", (run,)).fetchone()[0]
 
     def listing_fresh(self, run: int, since: float) -> int:
         """How many of that run's listed URLs were fetched or confirmed after `since`."""
-        return self.r.execute("SELECT count(*) FROM listed l JOIN urls u ON u.url = l.url "
-                              "WHERE l.run = ? AND u.checked > ?", (run, since)).fetchone()[0]
+        return self.r.execute("SELECT count(*) FROM actas a JOIN urls u ON u.url = a.url "
+                              "WHERE a.run = ? AND u.checked > ?", (run, since)).fetchone()[0]
 
     def listed_vanished(self, run: int) -> list[tuple[str, str]]:
         """(key, url) of the listed actas whose last change is 'vanished'."""
-        return self.r.execute("SELECT l.key, l.url FROM listed l JOIN status s ON s.key = l.key "
-                              "WHERE l.run = ? AND s.change = 'vanished' ORDER BY l.key", (run,)).fetchall()
+        return self.r.execute("SELECT key, url FROM actas WHERE run = ? AND change = 'vanished' ORDER BY key",
+                              (run,)).fetchall()
 
     def unlisted(self, run: int) -> Iterator[tuple[str, str | None]]:
         """(key, last change) of each archived acta not listed in that run."""
-        return self.r.execute("SELECT DISTINCT f.key, s.change FROM files f LEFT JOIN listed l "
-                              "ON l.key = f.key AND l.run = ? LEFT JOIN status s ON s.key = f.key "
-                              "WHERE f.kind = 'acta' AND l.key IS NULL ORDER BY f.key", (run,))
+        return self.r.execute("SELECT DISTINCT f.key, a.change FROM files f LEFT JOIN actas a ON a.key = f.key "
+                              "WHERE f.kind = 'acta' AND a.run IS NOT ? ORDER BY f.key", (run,))
 
     def checked_times(self) -> Iterator[bytes]:
         """{url: when last fetched or confirmed} as JSON (what `export` reads), CHUNK_ROWS URLs
@@ -304,7 +336,7 @@ class ArchiveIndex:
 
     def manifest(self) -> Iterator[tuple[str, str, int]]:
         """(path, sha256, size) of every file, sorted by path (UTF-8 byte order is code point order)."""
-        return self.r.execute("SELECT path, sha256, size FROM files ORDER BY path")
+        return self.r.execute("SELECT path, lower(hex(sha256)), size FROM files ORDER BY path")
 
 
 def read_checked_times(path: Path) -> Iterator[tuple[str, float]]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mirror import archindex
 from mirror.archindex import NAME
 from mirror.crawl import CrawlOptions, crawl
 from mirror.manifest import read_provenance
@@ -28,7 +29,7 @@ def index_of(out: Path) -> sqlite3.Connection:
 
 def index_files(out: Path) -> set[tuple[str, str, str]]:
     with index_of(out) as db:
-        return set(db.execute("SELECT path, key, sha256 FROM files"))
+        return set(db.execute("SELECT path, key, lower(hex(sha256)) FROM files"))
 
 
 def provenance_files(out: Path) -> set[tuple[str, str, str]]:
@@ -44,7 +45,7 @@ def test_the_index_holds_what_provenance_says(replay, tmp_path):
     crawl_sync(replay.url, out)
     assert index_files(out) == provenance_files(out) and len(provenance_files(out)) > 20
     with index_of(out) as db:
-        urls = dict(db.execute("SELECT url, path FROM urls"))
+        urls = dict(db.execute("SELECT url, path FROM urls JOIN files ON seq = file"))
     assert urls == {e.url: e.path for e in read_provenance(out / "provenance.jsonl")}
 
 
@@ -123,7 +124,7 @@ def test_a_vanished_acta_that_is_listed_again_is_recorded_on_a_reused_listing(re
     key = read_provenance(out / "provenance.jsonl")[-1].key
     crawl_sync(replay.url, out, recheck_after=3600)  # the listing is now reusable
     with index_of(out) as db:  # as if an earlier run had found it gone
-        db.execute("UPDATE status SET change = 'vanished' WHERE key = ?", (key,))
+        db.execute("UPDATE actas SET change = 'vanished' WHERE key = ?", (key,))
     crawl_sync(replay.url, out, recheck_after=3600)
     changes = (out / "changes.jsonl").read_text().splitlines()
     assert '"change": "reappeared"' in changes[-1] and key in changes[-1]
@@ -184,3 +185,141 @@ def test_a_full_folder_overflows_into_siblings_and_a_later_run_counts_on(tmp_pat
     center = folders[0]
     assert folders == [center] * 3 + [f"{center}/more-2"] * 3 + [f"{center}/more-3"] * 2, folders
     assert verify(out) == []
+
+
+def add_index_file(a, name: str, body: bytes):
+    """Queue an index file under its own name, as the crawl archives one."""
+    import hashlib
+
+    from mirror.models import Acta, Fetched
+
+    tmp = a.tmp / f"{name}.part"
+    tmp.write_bytes(body)
+    url = f"http://127.0.0.1:9/{name}"
+    fetched = Fetched(url=url, final_url=url, status=200, tmp_path=str(tmp), sha256=hashlib.sha256(body).hexdigest(),
+                      size=len(body), etag="", last_modified="", content_type="text/csv",
+                      fetched_at="2024-07-29T00:00:00Z", host="127.0.0.1")
+    return a.add(Acta("resultados2024", f"index/{name}", url, url), fetched, kind="index", name=name).path
+
+
+def test_paths_whose_folded_forms_share_a_hash_are_told_apart_by_the_paths(tmp_path, monkeypatch):
+    """The index keeps 64 bits of each folded path, not the path folded: a path is taken only
+    when an archived path folds to the very same text, not when their bits merely agree."""
+    from mirror.archive import Archive
+
+    monkeypatch.setattr(archindex, "fold_hash", lambda folded: 7)  # every path collides with every other
+    out = tmp_path / "m"
+    with Archive(out) as a:
+        first = add_index_file(a, "Index.csv", b"a,b\n1,2\n")
+        a.finish()
+    with Archive(out) as a:  # the first file is in the index now, not in a pending batch
+        assert a.index.place("data/index", archindex.fold("data/index/Other.csv")) == (1, 0)
+        assert a.index.place("data/index", archindex.fold("data/index/INDEX.CSV")) == (1, 1)
+        other = add_index_file(a, "Other.csv", b"c,d\n3,4\n")
+        upper = add_index_file(a, "INDEX.CSV", b"e,f\n5,6\n")
+        a.finish()
+    assert (first, other, upper) == ("data/index/Index.csv", "data/index/Other.csv", "data/index/INDEX.v2.CSV")
+    assert verify(out) == []
+
+
+# The schema-2 tables (files.folded, hex sha256, urls.path), as a mirror made before schema 3 holds them.
+SCHEMA_2 = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE files (seq INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, key TEXT NOT NULL,
+                    sha256 TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL, folded TEXT NOT NULL);
+CREATE INDEX files_key ON files (key, seq);
+CREATE INDEX files_folded ON files (folded);
+CREATE TABLE urls (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, path TEXT, size INTEGER,
+                   kind TEXT, checked REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE dirs (dir TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE status (key TEXT PRIMARY KEY, change TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE listed (key TEXT PRIMARY KEY, url TEXT NOT NULL, run INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+def test_an_index_of_an_older_schema_is_rebuilt_not_read(replay, tmp_path):
+    """An index left by an older version, ours and covering the very same records, is of
+    another layout: it is rebuilt from the records, never read (here it would say that
+    nothing is archived, and every acta would be archived again)."""
+    out = tmp_path / "m"
+    crawl_sync(replay.url, out)
+    state = out / ".acta-mirror"
+    with index_of(out) as db:
+        meta = dict(db.execute("SELECT name, value FROM meta"))
+    db.close()
+    for name in archindex.FILES:
+        (state / name).unlink(missing_ok=True)
+    old = sqlite3.connect(state / NAME)
+    old.executescript(SCHEMA_2)
+    st = os.lstat(state / NAME)
+    old.executemany("INSERT INTO meta VALUES (?, ?)", [
+        ("schema", 2), ("self", f"{st.st_dev}:{st.st_ino}"), ("run", meta["run"]), ("clean", 1),
+        ("provenance", meta["provenance"]), ("changes", meta["changes"])])
+    old.commit()
+    old.close()
+    before = (out / "provenance.jsonl").read_bytes()
+    again = crawl_sync(replay.url, out)
+    assert again.counters.archived == 0 and again.counters.failed == 0
+    assert again.counters.unchanged == first_listed(out)
+    assert (out / "provenance.jsonl").read_bytes() == before
+    assert index_files(out) == provenance_files(out)
+    with index_of(out) as db:
+        assert db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone() == (archindex.SCHEMA,)
+    assert verify(out) == []
+
+
+def first_listed(out: Path) -> int:
+    return len({e.key for e in read_provenance(out / "provenance.jsonl") if e.kind == "acta"})
+
+
+def test_a_rebuild_leaves_no_second_copy_of_the_index_in_sqlites_log(replay, tmp_path, monkeypatch):
+    """A rebuild commits a chunk at a time and the log is cut back after each copy into the
+    index: the log a whole-index transaction leaves would stay on disk all run (a scheduled
+    run rebuilds every time)."""
+    from mirror.archive import Archive
+
+    out = tmp_path / "m"
+    crawl_sync(replay.url, out)
+    for name in archindex.FILES:
+        (out / ".acta-mirror" / name).unlink(missing_ok=True)
+    monkeypatch.setattr(archindex, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(archindex, "WAL_PAGES", 2)
+    with Archive(out) as a:
+        wal = (out / ".acta-mirror" / f"{NAME}-wal").stat().st_size
+        size = (out / ".acta-mirror" / NAME).stat().st_size
+        # at most 3 frames: the log's cap and the last meta write
+        assert size > 8 * 4096 and wal <= 3 * (4096 + 24) + 32, (size, wal)
+    assert index_files(out) == provenance_files(out)
+
+
+def test_a_rebuild_cut_short_is_not_trusted(replay, tmp_path, monkeypatch):
+    """Chunks of a rebuild are committed as it goes, but the records' identities only at its end:
+    an index whose rebuild was stopped is rebuilt again, never taken as whole."""
+    from mirror import archive as archive_mod
+    from mirror.archive import Archive
+
+    out = tmp_path / "m"
+    crawl_sync(replay.url, out)
+    for name in archindex.FILES:
+        (out / ".acta-mirror" / name).unlink(missing_ok=True)
+    monkeypatch.setattr(archindex, "CHUNK_ROWS", 4)
+    real = archive_mod.iter_provenance
+
+    def stopped(path):
+        for n, e in enumerate(real(path)):
+            if n == 10:
+                raise KeyboardInterrupt  # as a run stopped mid-rebuild
+            yield e
+
+    monkeypatch.setattr(archive_mod, "iter_provenance", stopped)
+    try:
+        Archive(out).open()
+    except KeyboardInterrupt:
+        pass
+    with index_of(out) as db:
+        assert db.execute("SELECT count(*) FROM files").fetchone()[0] == 8  # two chunks were committed
+    db.close()
+    monkeypatch.setattr(archive_mod, "iter_provenance", real)
+    again = crawl_sync(replay.url, out)
+    assert again.counters.archived == 0 and again.counters.failed == 0
+    assert index_files(out) == provenance_files(out)
