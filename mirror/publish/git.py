@@ -329,9 +329,10 @@ class GitPublisher:
         def publish_shard(shard: str) -> tuple[str, bool]:
             done = self._publish_shard(mirror, staging, shard, mine[shard], entries, assignment, shards,
                                        blobs if shard == "01" else {})
-            # Pushed: its blobs need no disk any more. Removed here, before this thread builds the next
-            # shard, so a run holds its files and the shards in hand, not a second copy of everything.
-            if self._discard and shard != "01":
+            # Pushed: its blobs need no disk any more (shard 01's extras too: only its own publish
+            # reads them). Removed here, before this thread builds the next shard, so a run holds
+            # its files and the shards in hand, not a second copy of everything.
+            if self._discard:
                 shutil.rmtree(staging / f"{shard}.git", ignore_errors=True)
             return done
 
