@@ -52,6 +52,7 @@ class Progress:
         env = os.environ.get("ACTA_MIRROR_PROGRESS_EVERY", "")
         self.every = every if every is not None else (float(env) if _is_number(env) else PLAIN_EVERY)
         self.started = time.monotonic()
+        self._moved = self.started  # when `done` last changed: the rate is counted up to then
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -60,6 +61,8 @@ class Progress:
     # -- feeding it ------------------------------------------------------------
     def update(self, **changes) -> None:
         with self._lock:
+            if changes.get("done", self.figures.done) != self.figures.done:
+                self._moved = time.monotonic()
             self.figures = replace(self.figures, **changes)
 
     def step(self, label: str, part: str, done: int, total: int) -> None:
@@ -119,14 +122,17 @@ class Progress:
         short form beside a terminal bar (80 columns)."""
         f = self.figures
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = f.done / elapsed
+        # All counted (a publish's files staged, then the push; a crawl's actas, then the bag's
+        # files): what is left is not counted, so the rate stops where the count did, not falls.
+        counted = bool(f.total) and f.done >= f.total
+        rate = f.done / max(self._moved - self.started, 1e-6) if counted else f.done / elapsed
         if bare:
-            eta = (duration(max(f.total - f.done, 0) / rate) if f.total is not None and rate > 0
-                   else "?")
+            eta = ("finishing" if counted else
+                   f"eta {duration(max(f.total - f.done, 0) / rate)}" if f.total is not None and rate > 0 else "eta ?")
             amount = f"{f.done}/{f.total}" if f.total is not None else f"{f.done}/?"
             size = f" {human_bytes(f.bytes)}" if f.bytes else ""
-            counted = f" retries {f.retries} failed {f.failed}" if f.failed is not None else ""
-            return f"{amount}{size} {rate:.0f}/s eta {eta}{counted}"
+            tried = f" retries {f.retries} failed {f.failed}" if f.failed is not None else ""
+            return f"{amount}{size} {rate:.0f}/s {eta}{tried}"
         if f.total is None:
             amount = f"{f.done} {f.unit} done (total not known yet)"
         else:
@@ -137,6 +143,8 @@ class Progress:
         parts.append(f"{rate:.1f}/s")
         if final:
             parts.append(f"took {duration(elapsed)}")
+        elif counted:
+            parts.append("all counted, finishing")
         elif f.total is None:
             parts.append("eta when the total is known")
         elif rate > 0:

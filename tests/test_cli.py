@@ -56,7 +56,9 @@ def test_plain_progress_line_has_a_total_and_an_eta_never_none_or_nan(replay_fac
     for line in running:
         found = re.search(r"(\d+) of (\d+) actas \(\d+%\)", line)
         assert found, line
-        if int(found.group(1)):  # with nothing done yet there is no rate, and the line says so in words
+        if found.group(1) == found.group(2):  # all counted: no eta, and the rate stops with the count
+            assert "all counted, finishing" in line and "eta" not in line, line
+        elif int(found.group(1)):  # with nothing done yet there is no rate, and the line says so in words
             assert re.search(r"eta \d+(s|m\d\ds)", line), line
         assert re.search(r"\d+ retr(y|ies)", line) and re.search(r"\d+ of \d+ failed", line), line
     totals = {re.search(r"of (\d+) actas", ln).group(1) for ln in lines}

@@ -235,6 +235,9 @@ def test_a_runs_crawl_display_ends_with_the_crawl_and_the_publish_has_its_own(re
     assert "took" in lines[max(crawl)], proc.stderr  # the crawl's own last line ends it
     assert any(f"[{shard}]" in lines[i] for i in publish for shard in re.findall(r"shard (\d\d):", proc.stdout)), \
         proc.stderr  # the publish names the shard it pushes
+    pushing = [lines[i] for i in publish if "100%" in lines[i] and "took" not in lines[i]]
+    assert pushing and all("all counted, finishing" in ln and "eta" not in ln for ln in pushing), proc.stderr
+    assert len({re.search(r"([\d.]+)/s", ln).group(1) for ln in pushing}) == 1, proc.stderr  # the rate stays put
 
 
 def test_the_workflow_step_and_a_node_that_lacks_the_earlier_files(replay_factory, tmp_path):
