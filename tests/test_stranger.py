@@ -341,7 +341,7 @@ def test_recipe_accepts_every_real_copy(made):
     assert run_steps(BAG, made / "r", key) == {}
     assert run_steps(SHARD, made / "clone", key) == {}
     assert run_steps(WACZ, made / "wacz", key) == {}
-    proc = subprocess.run(["bagit.py", "--validate", "."], cwd=made / "r", capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "bagit", "--validate", "."], cwd=made / "r", capture_output=True, text=True,
                           timeout=LIMIT)
     assert proc.returncode == 0, proc.stderr
 
@@ -374,7 +374,7 @@ def test_bagit_validates_what_steps_4_and_5_do(made, copy, oxum):
     extra_file(copy, made)
     if oxum:
         retag(copy)
-    proc = subprocess.run(["bagit.py", "--validate", "."], cwd=copy, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "bagit", "--validate", "."], cwd=copy, capture_output=True, text=True,
                           timeout=LIMIT)
     assert proc.returncode == 1 and " is invalid" in proc.stderr, proc.stderr
 
@@ -384,7 +384,7 @@ def test_second_manifest_disagreeing(made, copy):
     recipe passes it, rightly: every file is the signed one; the md5 lines are an unsigned claim."""
     lines = [f"{'0' * 32}  {path}\n" for path in listed(copy)]
     (copy / "manifest-md5.txt").write_text("".join(lines))
-    proc = subprocess.run(["bagit.py", "--validate", "."], cwd=copy, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "bagit", "--validate", "."], cwd=copy, capture_output=True, text=True,
                           timeout=LIMIT)
     assert proc.returncode == 1 and "md5 validation failed" in proc.stderr, proc.stderr
     code, out = verify(copy, made / "signer.pub")
