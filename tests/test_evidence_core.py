@@ -1174,7 +1174,10 @@ def test_a_hand_made_bag_passes_bagit_python(tmp_path):
     import bagit
 
     m = tiny(tmp_path / "m")
-    bagit.Bag(str(m)).validate()
+    assert bagit.Bag(str(m)).is_valid()
+    payload = next(p for p in (m / "data").rglob("*") if p.is_file())
+    payload.write_bytes(payload.read_bytes() + b"x")  # bagit-python must see what our verify sees
+    assert not bagit.Bag(str(m)).is_valid()
 
 
 def test_the_statement_format(tmp_path, keypair):

@@ -218,27 +218,26 @@ def symlinked_manifest(copy: Path, made: Path) -> None:
     (copy / MANIFEST).symlink_to(outside)
 
 
-def dotdot_line(copy: Path, made: Path) -> None:
-    """A manifest line that sends sha256sum -c out of the copy, to a forged file beside it."""
+def _outside_line(copy: Path, listed_as) -> None:
+    """The first acta's manifest line replaced by one naming a forged file beside the copy
+    (listed_as(path of the forged file) is how the line names it); the acta removed."""
     victim = actas(copy)[0]
     (copy.parent / "forged.jpg").write_bytes(forged(copy))
     sha = hashlib.sha256(forged(copy)).hexdigest()
-    lines = [f"{sha}  data/../../forged.jpg" if line.endswith(victim) else line
+    lines = [f"{sha}  {listed_as(copy.parent / 'forged.jpg')}" if line.endswith(victim) else line
              for line in (copy / MANIFEST).read_text().splitlines()]
     (copy / MANIFEST).write_text("\n".join(lines) + "\n")
     (copy / victim).unlink()
     retag(copy)
+
+
+def dotdot_line(copy: Path, made: Path) -> None:
+    """A manifest line that sends sha256sum -c out of the copy, to a forged file beside it."""
+    _outside_line(copy, lambda forged_file: "data/../../forged.jpg")
 
 
 def absolute_line(copy: Path, made: Path) -> None:
-    victim = actas(copy)[0]
-    (copy.parent / "forged.jpg").write_bytes(forged(copy))
-    sha = hashlib.sha256(forged(copy)).hexdigest()
-    lines = [f"{sha}  {copy.parent / 'forged.jpg'}" if line.endswith(victim) else line
-             for line in (copy / MANIFEST).read_text().splitlines()]
-    (copy / MANIFEST).write_text("\n".join(lines) + "\n")
-    (copy / victim).unlink()
-    retag(copy)
+    _outside_line(copy, str)
 
 
 def md5_manifest_extra(copy: Path, made: Path) -> None:
