@@ -26,8 +26,13 @@ def tree_hash(leaves):
     return sha256(b"\1" + tree_hash(leaves[:k]) + tree_hash(leaves[k:]))
 
 
-statement = json.load(open("signed-root.json", encoding="utf-8"))
-signed = statement["tag_files"]
+try:
+    statement = json.load(open("signed-root.json", encoding="utf-8"))
+    signed = dict(statement["tag_files"])
+    signed_root, signed_size = str(statement["merkle_root"]), int(statement["tree_size"])
+except (OSError, ValueError, KeyError, TypeError) as exc:
+    print(f"NOT SIGNED: signed-root.json cannot be read ({exc.__class__.__name__}: {exc})")
+    sys.exit(1)
 bad = []
 lines = []
 for name in sorted(set(signed) | {"manifest-sha256.txt"}):
@@ -46,9 +51,9 @@ for name in sorted(set(signed) | {"manifest-sha256.txt"}):
     if name == "manifest-sha256.txt":
         lines = data.splitlines(keepends=True)
 root = tree_hash(lines).hex()
-if (root, len(lines)) != (statement["merkle_root"], statement["tree_size"]):
+if (root, len(lines)) != (signed_root, signed_size):
     bad.append(f"manifest-sha256.txt: Merkle root {root} of {len(lines)} lines; "
-               f"the statement signs {statement['merkle_root']} of {statement['tree_size']}")
+               f"the statement signs {signed_root} of {signed_size}")
 for reason in bad:
     print("NOT SIGNED:", reason)
 if not bad:

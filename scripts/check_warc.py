@@ -57,14 +57,14 @@ def problem(headers, block):
     return None if sha in signed.get(url, ()) else f"{url}: a {kind} of a file the signed records do not list for it"
 
 
-manifest = set(open("evidence/manifest-sha256.txt", encoding="utf-8").read().splitlines())
 signed = {}  # URL: {sha256 of each version the provenance records, if the manifest lists it too}
-for line in open("evidence/provenance.jsonl", encoding="utf-8"):
-    record = json.loads(line)
-    if f"{record['sha256']}  {record['path']}" in manifest:
-        signed.setdefault(record["final_url"], set()).add(record["sha256"])
 bad, records = [], 0
 try:
+    manifest = set(open("evidence/manifest-sha256.txt", encoding="utf-8").read().splitlines())
+    for line in open("evidence/provenance.jsonl", encoding="utf-8"):
+        record = json.loads(line)
+        if f"{record['sha256']}  {record['path']}" in manifest:
+            signed.setdefault(record["final_url"], set()).add(record["sha256"])
     for headers, block in warc_records(gzip.open(WARC)):
         records += 1
         bad.append(problem(headers, block))
@@ -76,7 +76,7 @@ try:
             for headers, block in warc_records(io.BytesIO(member)):
                 same = headers.get("warc-target-uri") == where["url"]
                 bad.append(problem(headers, block) if same else f"index.cdx: {where['url']} points at another URL's record")
-except (OSError, EOFError, ValueError, KeyError, IndexError, zlib.error) as exc:
+except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zlib.error) as exc:
     bad.append(f"the WACZ cannot be read ({exc.__class__.__name__}: {exc})")
 bad = list(dict.fromkeys(reason for reason in bad if reason))  # a record the index points at is seen twice
 for reason in bad:

@@ -623,3 +623,17 @@ def test_check_signed_computes_rfc9162_roots(tmp_path, size):
     for other in (b"".join(lines[::-1]), b"".join(lines + lines[:1]), b"".join(lines[1:])):
         if other != manifest:
             assert check(other) == 1
+
+
+@pytest.mark.parametrize("statement", ["not json", "[]", '{"tag_files": []}', '{"tag_files": {}, "merkle_root": "x"}'])
+def test_the_checkers_say_one_line_about_a_statement_or_records_they_cannot_read(tmp_path, statement):
+    (tmp_path / "signed-root.json").write_text(statement)
+    proc = subprocess.run([sys.executable, str(CHECK)], cwd=tmp_path, capture_output=True, text=True, timeout=LIMIT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("NOT SIGNED: signed-root.json cannot be read"), proc.stdout
+    (tmp_path / "evidence").mkdir()
+    (tmp_path / "evidence" / "manifest-sha256.txt").write_text("")
+    (tmp_path / "evidence" / "provenance.jsonl").write_text(statement + "\n")
+    proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=LIMIT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "cannot be read" in proc.stdout, proc.stderr
