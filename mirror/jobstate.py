@@ -217,7 +217,7 @@ def seed(state: JobState, bag: Path) -> None:
     bag.mkdir(parents=True, exist_ok=True)
     for name in STATE_FILES:
         if os.path.lexists(state.folder / name):
-            atomic_write(bag / name, read_inside(state.folder, name))
+            atomic_write(bag / name, _blocks(state.folder, name))  # streamed: provenance is tens of MB
     if state.checked:
         when: dict[str, float] = {}
         for r, t in zip(state.records, state.checked):
@@ -279,7 +279,7 @@ def take_delta(before: JobState, bag: Path) -> Delta:
     for name, sha in sorted(tags.items()):
         size = os.lstat(bag / name).st_size
         files.append(FileRef(name, size, sha, b"", size))
-    changed = any(_bytes_or_none(bag, n) != _bytes_or_none(before.folder, n) for n in STATE_FILES)
+    changed = any(_file_sha256(bag, n) != _file_sha256(before.folder, n) for n in STATE_FILES)
     return Delta(bag, before, added, records, tuple(files), tags, changed,
                  {p: v for p, v in big.items() if before.big_cids.get(p) != v})
 
@@ -293,30 +293,34 @@ def save(delta: Delta) -> None:
 
 
 def _state_files(folder: Path, bag: Path, new_cids: dict[str, tuple[str, int]]):
-    """(name, bytes) of the bag's state files, then cids.txt with these lines appended."""
+    """(name, where) of the bag's state files (where: the bag, to stream the file from), then
+    cids.txt with these lines appended (where: its bytes)."""
     for name in STATE_FILES:
-        data = _bytes_or_none(bag, name)
-        if data is not None:
-            yield name, data
+        if os.path.lexists(bag / name):
+            yield name, bag
     if new_cids:
         lines = "".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items()))
         yield CIDS, (_bytes_or_none(folder, CIDS) or b"") + lines.encode()
 
 
 def _save(folder: Path, files, what: str = "the job's state") -> bool:
-    """Write (name, bytes) files into the folder, those that differ, as one (the module's
-    docstring says how); True if any did. Exit 3 when the disk refuses (full, read-only): the
-    folder is then the old state, or the new one once the journal was in."""
+    """Write (name, where) files into the folder, those that differ, as one (the module's
+    docstring says how): where is the file's bytes, or the folder to stream the file of that
+    name from (provenance is tens of MB at full size: never held whole). True if any was
+    written. Exit 3 when the disk refuses (full, read-only): the folder is then the old state,
+    or the new one once the journal was in."""
     staged: dict[str, str] = {}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            for name, data in files:
-                if data != _current(folder, name):
-                    staged[name] = _stage(folder, STAGED + name, data)
+            for name, where in files:
+                streamed = isinstance(where, Path)
+                new = _file_sha256(where, name) if streamed else hashlib.sha256(where).hexdigest()
+                if new != _current(folder, name):
+                    staged[name] = _stage(folder, STAGED + name, _blocks(where, name) if streamed else [where])
             if staged:
                 journal = "".join(f"{sha} {name}\n" for name, sha in staged.items())
-                _stage(folder, JOURNAL_NEW, f"{JOURNAL_HEAD}\n{journal}{JOURNAL_END}\n".encode())
+                _stage(folder, JOURNAL_NEW, [f"{JOURNAL_HEAD}\n{journal}{JOURNAL_END}\n".encode()])
         except BaseException:  # nothing is in place yet: leave no staged file to be committed
             _remove_staged(folder)
             raise
@@ -329,11 +333,11 @@ def _save(folder: Path, files, what: str = "the job's state") -> bool:
     return bool(staged)
 
 
-def _current(folder: Path, name: str) -> bytes | None:
-    """A state file's bytes; None when absent, or not a regular file (a symlink, a FIFO: it is
+def _current(folder: Path, name: str) -> str | None:
+    """A state file's sha256; None when absent, or not a regular file (a symlink, a FIFO: it is
     replaced, never followed). UsageError for a folder in its place, which cannot be."""
     try:
-        return _bytes_or_none(folder, name)
+        return _file_sha256(folder, name)
     except (OSError, NotAMirror):
         if os.path.isdir(folder / name) and not os.path.islink(folder / name):
             what = "the job's check times belong" if name == CHECKS else "a file of the job's state belongs"
@@ -341,17 +345,27 @@ def _current(folder: Path, name: str) -> bytes | None:
         return None
 
 
-def _stage(folder: Path, name: str, data: bytes) -> str:
-    """Write a new file at folder/name (what was there is removed, never followed) and fsync
-    it; its sha256."""
+def _stage(folder: Path, name: str, blocks) -> str:
+    """Write a new file at folder/name from blocks of bytes (what was there is removed, never
+    followed) and fsync it; the sha256 of what was written."""
     path = folder / name
     if os.path.lexists(path):
         os.unlink(path)
+    digest = hashlib.sha256()
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as fh:
-        fh.write(data)
+        for block in blocks:
+            digest.update(block)
+            fh.write(block)
         fh.flush()
         os.fsync(fh.fileno())
-    return hashlib.sha256(data).hexdigest()
+    return digest.hexdigest()
+
+
+def _blocks(root: Path, name: str):
+    """A file inside root a MiB at a time, through the validated opener (no link, no FIFO)."""
+    with open_payload(root, name) as fh:
+        while block := fh.read(1 << 20):
+            yield block
 
 
 def _complete(folder: Path, staged: dict[str, str]) -> None:
@@ -446,10 +460,9 @@ def _checked_tags(bag: Path, listed: dict[str, str] | None, problems: list) -> d
     the timestamp files (checked by their own signature, as archive.published_files has it)."""
     tags: dict[str, str] = {}
     for name in PUBLISHED_TAG_FILES:
-        data = _bytes_or_none(bag, name)
-        if data is None:
+        digest = _file_sha256(bag, name)
+        if digest is None:
             continue
-        digest = hashlib.sha256(data).hexdigest()
         if name not in (TAG_MANIFEST, *TIMESTAMP_FILES):
             if listed is None or name not in listed:
                 continue
@@ -479,6 +492,12 @@ def _bytes_or_none(root: Path, name: str) -> bytes | None:
     if not os.path.lexists(root / name):
         return None
     return read_inside(root, name)
+
+
+def _file_sha256(root: Path, name: str) -> str | None:
+    """The sha256 of a file inside root, streamed; None when there is none. UnsafePath, as
+    _bytes_or_none, for a link, a FIFO or a folder in its place."""
+    return _head_sha256(root, name)[1] if os.path.lexists(root / name) else None
 
 
 def _chunks_of(bag: Path, r: Record) -> list[tuple[bytes, int]]:
