@@ -14,7 +14,7 @@ import pkgutil
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from ..models import MirrorError, UsageError
 
@@ -94,6 +94,7 @@ SECRET_PARAMS = frozenset({
     "token", "access_token", "auth", "key", "api_key", "apikey", "password", "passwd", "secret", "signature",
     "sig", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature",
     "x-goog-credential", "awsaccesskeyid"})
+_PARAM = re.compile(r"(?<=[?&;])([^=&;#]+)=([^&;#]*)")  # name=value pairs of a query, split on & and ;
 _registered: set[str] = set()  # values from this process's own URLs, hidden wherever they appear
 
 
@@ -105,9 +106,8 @@ def register_secrets(*urls: str | None) -> None:
             query = urlsplit(url or "").query
         except ValueError:
             continue
-        for pair in query.split("&"):
-            name, _, raw = pair.partition("=")
-            decoded = next((value for _name, value in parse_qsl(pair)), "")
+        for name, raw in _PARAM.findall("?" + query):  # split as redact_message splits: on & and ;
+            decoded = unquote_plus(raw)
             if unquote(name).lower() in SECRET_PARAMS and len(decoded) >= 8:  # a short value would hide too much
                 _registered.update({raw, decoded})  # as the URL carries it, and as a message may quote it
 
@@ -125,9 +125,6 @@ def redact(text: str, *secrets: str) -> str:
             if form:
                 text = text.replace(form, "***")
     return text
-
-
-_PARAM = re.compile(r"(?<=[?&;])([^=&;#]+)=([^&;#]*)")
 
 
 def redact_message(text: str) -> str:
