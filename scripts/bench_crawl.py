@@ -37,6 +37,12 @@ where ext4 looks through full block groups for a free inode. Both clients make o
 table (the crawl also one folder per center), and where their folders landed decided the figures
 run to run (wget2 took 1.3-4.6 s on the full index).
 
+The last column is the CPU time the whole machine spent busy while each client ran (from
+/proc/stat: user, system, interrupts; nginx's and the kernel's share included), medians. Where it
+is near twice the wall time, both cores were busy: a client then gets faster only by needing less
+CPU, not by spreading its work. The rounds' lines also give each client's own CPU time (wait4's:
+its process tree).
+
 Generated sites are kept in WORK/site-*, so a second run starts at once. Prints a Markdown
 table and writes it with the machine's details to WORK/bench.json. The machine may be shared:
 figures are ratios measured side by side, in one run, and indicative.
@@ -86,6 +92,8 @@ class Run:
     rss_mb: float  # peak resident size of the process tree
     rc: int
     out: str  # stdout
+    cpu_s: float = 0.0  # CPU time (user + system) of the command and the processes it waited for
+    machine_cpu_s: float = 0.0  # CPU time the whole machine spent meanwhile: the server's and the kernel's too
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,8 @@ class Row:
     rss_mb: float | None
     note: str = ""  # instead of the figures: why the row was not measured
     unit: str = ""  # "MB": the ratio column is a difference in MB, not a ratio
+    peer_cpu_s: float | None = None  # medians of Run.machine_cpu_s
+    ours_cpu_s: float | None = None
 
 
 def _ppid(pid: str) -> int | None:
@@ -121,16 +131,29 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-# Runs the command and writes its peak RSS (wait4's, in KB) to argv[1]. A child's ru_maxrss starts
-# at its parent's size at fork, so the command is started from this small process, not the bench.
+# Runs the command and writes its peak RSS (wait4's, in KB) and its CPU seconds (user + system,
+# its own and those of the processes it waited for) to argv[1]. A child's ru_maxrss starts at its
+# parent's size at fork, so the command is started from this small process, not the bench.
 WRAPPER = """import os, sys
 pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
-open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+open(sys.argv[1], "w").write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (user, nice, system, irq, softirq, steal:
+    not idle, not waiting for the disk), from /proc/stat; 0 where there is none."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(cmd: list[str], log: Path) -> Run:
@@ -139,7 +162,7 @@ def measure(cmd: list[str], log: Path) -> Run:
     maxrss = log.with_suffix(".maxrss")
     out_file = io.BytesIO()
     with open(log, "wb") as stderr:
-        start = time.perf_counter()
+        start, machine_start = time.perf_counter(), machine_cpu_seconds()
         proc = subprocess.Popen([PY, "-S", "-c", WRAPPER, str(maxrss), *cmd], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=stderr)
         reader = threading.Thread(target=lambda: shutil.copyfileobj(proc.stdout, out_file), daemon=True)
@@ -164,13 +187,13 @@ def measure(cmd: list[str], log: Path) -> Run:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         rc = proc.wait()
-        seconds = time.perf_counter() - start
+        seconds, machine = time.perf_counter() - start, machine_cpu_seconds() - machine_start
         done.set()
         sampler.join()
         reader.join()
-    single = int(maxrss.read_text() or 0)
+    single, cpu = (maxrss.read_text() or "0 0").split()
     maxrss.unlink()
-    return Run(seconds, max(peak[0], single) / 1024, rc, out_file.getvalue().decode())
+    return Run(seconds, max(peak[0], int(single)) / 1024, rc, out_file.getvalue().decode(), float(cpu), machine)
 
 
 def files_in(folder: Path) -> tuple[int, int]:
@@ -192,6 +215,7 @@ class Bench:
         self.logs.mkdir(exist_ok=True)
         self.rows: list[Row] = []
         self.rounds: dict[str, dict[str, list[float]]] = {}
+        self.cpu: dict[str, dict[str, dict[str, list[float]]]] = {}  # workload -> client -> own/machine CPU s per round
         self.profiles: list[str] = []
         self.mirrors: dict[str, Path] = {}
         self.full_crawl: tuple[float, float] | None = None  # (median seconds, peak RSS MB) of the full index
@@ -349,8 +373,12 @@ class Bench:
                                                        then_hash=True))
                 shutil.rmtree(scratch, ignore_errors=True)
             print(f"  round {r}: " + ", ".join(f"{k} {v[-1].seconds:.2f} s" for k, v in runs.items() if v)
-                  + f"; crawl peak RSS {runs['crawl'][-1].rss_mb:.0f} MB", flush=True)
+                  + f"; crawl peak RSS {runs['crawl'][-1].rss_mb:.0f} MB; CPU seconds (its own / the machine's): "
+                  + ", ".join(f"{k} {v[-1].cpu_s:.2f} / {v[-1].machine_cpu_s:.2f}" for k, v in runs.items() if v),
+                  flush=True)
         self.rounds[name] = {k: [x.seconds for x in v] for k, v in runs.items() if v}
+        self.cpu[name] = {k: {"own": [round(x.cpu_s, 3) for x in v], "machine": [round(x.machine_cpu_s, 3) for x in v]}
+                          for k, v in runs.items() if v}
         self.mirrors[name] = mirror
         return runs
 
@@ -367,10 +395,13 @@ class Bench:
         finally:
             site.stop()
         w, c, p = (median([x.seconds for x in runs[k]]) for k in ("wget2", "crawl", "pipeline"))
+        wm, cm, pm = (machine_cpu(runs[k]) for k in ("wget2", "crawl", "pipeline"))
         rss = max(x.rss_mb for x in runs["crawl"])
         what = f"crawl, {n:,} actas of {REAL_BYTES // 1000} KB"
-        self.rows.append(Row(what, "wget2", w, c, w / c, ">= 0.7 (peer/ours)", w / c >= 0.7, rss))
-        self.rows.append(Row(what, "wget2 + sha256sum", p, c, p / c, ">= 1.0 (peer/ours)", p / c >= 1.0, rss))
+        self.rows.append(Row(what, "wget2", w, c, w / c, ">= 0.7 (peer/ours)", w / c >= 0.7, rss,
+                             peer_cpu_s=wm, ours_cpu_s=cm))
+        self.rows.append(Row(what, "wget2 + sha256sum", p, c, p / c, ">= 1.0 (peer/ours)", p / c >= 1.0, rss,
+                             peer_cpu_s=pm, ours_cpu_s=cm))
 
     def small(self) -> None:
         v1 = index_file(1)
@@ -386,7 +417,8 @@ class Bench:
             rss = max(x.rss_mb for x in runs["crawl"])
             self.full_crawl = (c, rss)
             self.rows.append(Row(f"crawl, full index ({n:,} tables of {SMALL_BYTES // 1000} KB)", "wget2", w, c,
-                                 w / c, ">= 0.5 (peer/ours)", w / c >= 0.5, rss))
+                                 w / c, ">= 0.5 (peer/ours)", w / c >= 0.5, rss,
+                                 peer_cpu_s=machine_cpu(runs["wget2"]), ours_cpu_s=machine_cpu(runs["crawl"])))
             if not self.args.skip_memory:
                 self.rows.append(Row(f"peak RSS, full index ({n:,} tables)", "-", None, c, None,
                                      "<= 100 MB", rss <= 100, rss))
@@ -492,21 +524,26 @@ class Bench:
             return [], f"BENCH-JSON line not as agreed ({e})"
 
 
+def machine_cpu(runs: list[Run]) -> float:
+    return median([x.machine_cpu_s for x in runs])
+
+
 def cell(x, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
 def table(rows: list[Row]) -> str:
-    out = ["| measure | peer | peer time | ours | ratio | target | met | peak RSS |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| measure | peer | peer time | ours | ratio | target | met | peak RSS | machine CPU s, peer / ours |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         met = "-" if r.met is None else ("yes" if r.met else "no")
         if r.note:
-            out.append(f"| {r.measure} | {r.note} | | | | | | |")
+            out.append(f"| {r.measure} | {r.note} | | | | | | | |")
             continue
         ratio = f"{r.ratio:+.0f} MB" if r.unit == "MB" and r.ratio is not None else cell(r.ratio, ".2f")
+        cpu = "-" if r.ours_cpu_s is None else f"{cell(r.peer_cpu_s, '.2f')} / {r.ours_cpu_s:.2f}"
         out.append(f"| {r.measure} | {r.peer} | {cell(r.peer_s, '.2f')} s | {cell(r.ours_s, '.2f')} s | "
-                   f"{ratio} | {r.target} | {met} | {cell(r.rss_mb, '.0f')} MB |")
+                   f"{ratio} | {r.target} | {met} | {cell(r.rss_mb, '.0f')} MB | {cpu} |")
     return "\n".join(out).replace("| - s |", "| - |").replace("| - MB |", "| - |")
 
 
@@ -569,7 +606,7 @@ def main() -> None:
     info["output_fs"] = f"fresh ext4, {args.fresh_fs} GB" if args.fresh_fs else "WORK's own"
     report = {"machine": info, "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "rounds": args.rounds, "concurrency": args.concurrency, "rows": [asdict(r) for r in bench.rows],
-              "round_seconds": bench.rounds, "profiles": bench.profiles}
+              "round_seconds": bench.rounds, "round_cpu_seconds": bench.cpu, "profiles": bench.profiles}
     (bench.work / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"\nwritten: {bench.work / 'bench.json'}")
     for p in bench.profiles:

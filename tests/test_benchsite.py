@@ -74,3 +74,6 @@ def test_measure_counts_the_command_not_the_bench(tmp_path):
     assert small.rc == 0 and big.rc == 0
     assert small.rss_mb < 20
     assert big.rss_mb >= 80
+    # the CPU it spent (touching 80 MB takes some) is counted, and the machine's includes it
+    assert 0 <= small.cpu_s < big.cpu_s
+    assert big.machine_cpu_s >= big.cpu_s - 0.05  # /proc/stat counts in ticks of 10 ms
