@@ -81,37 +81,26 @@ def test_credentials_in_the_root_never_reach_the_mirrors_state(site, tmp_path):
 
 
 
-def test_a_token_in_the_query_of_a_given_url_is_never_written(site, tmp_path):
+@pytest.mark.parametrize("sep", ["&", ";"])
+def test_a_token_in_the_query_of_a_given_url_is_never_written(site, tmp_path, sep):
     """A signed link to the index (a bucket's X-Amz-Signature, a token=) is the user's credential:
-    the index is fetched with it, and it is recorded and printed as ***."""
+    the index is fetched with it, and it is recorded and printed as ***. Some servers read ';' as
+    a query separator, as the one-line error's redaction does: a parameter after one counts too."""
     site.serve_index(site.good_actas(2))
-    index = f"{site.url}/RESULTADOS_2024_CSV_V1.csv?X-Amz-Signature={TOKEN}%2Fx&page=1"
+    index = f"{site.url}/RESULTADOS_2024_CSV_V1.csv?page=1{sep}X-Amz-Signature={TOKEN}%2Fx"
+    root = f"{site.url}/?page=1{sep}token={TOKEN}"
     out = tmp_path / "m"
-    proc = crawl(f"{site.url}/?token={TOKEN}", out, "--index", index, "--json")
+    proc = crawl(root, out, "--index", index, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["archived"] == 2
     assert TOKEN not in proc.stdout + proc.stderr
     leaked = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
     assert leaked == [], f"the token is in {leaked}"
     (entry,) = [e for e in read_provenance(out / "provenance.jsonl") if e.kind == "index"]
-    assert entry.url.endswith("/RESULTADOS_2024_CSV_V1.csv?X-Amz-Signature=***&page=1")
-    assert any(p.endswith(f"?X-Amz-Signature={TOKEN}%2Fx&page=1") for p in site.hits)  # asked with it
-    again = crawl(f"{site.url}/?token={TOKEN}", out, "--index", index, "--json")  # the same URL next run
+    assert entry.url.endswith(f"/RESULTADOS_2024_CSV_V1.csv?page=1{sep}X-Amz-Signature=***")
+    assert any(p.endswith(f"{sep}X-Amz-Signature={TOKEN}%2Fx") for p in site.hits)  # asked with it
+    again = crawl(root, out, "--index", index, "--json")  # the same URL next run
     assert again.returncode == 0 and json.loads(again.stdout)["unchanged"] == 2, again.stdout
-
-def test_a_token_after_a_semicolon_in_a_given_url_is_never_written(site, tmp_path):
-    """Some servers read ';' as a query separator, as the one-line error's redaction does: a
-    credential-named parameter after one is the user's credential too, everywhere it is written."""
-    site.serve_index(site.good_actas(2))
-    index = f"{site.url}/RESULTADOS_2024_CSV_V1.csv?page=1;X-Amz-Signature={TOKEN}"
-    out = tmp_path / "m"
-    proc = crawl(f"{site.url}/?page=1;token={TOKEN}", out, "--index", index, "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["archived"] == 2
-    assert TOKEN not in proc.stdout + proc.stderr
-    leaked = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
-    assert leaked == [], f"the token is in {leaked}"
-    assert any(p.endswith(f";X-Amz-Signature={TOKEN}") for p in site.hits)  # asked with it
 
 
 def test_credentials_in_the_root_never_reach_the_record_of_a_redirect(site, tmp_path):
