@@ -4,9 +4,10 @@ Levels: table, center, parish, municipality, state, nation, keyed by the CNE cod
 9-digit center code. The denominator is the site's list of tables (coverage.py): every level
 says how many of its tables were read and names each one that was not, with the reason.
 A table is read from its QR code; with OCR, its printed figures check the QR. When the QR
-cannot be recovered, a checked print reading gives the table's figures, but a level's votes
-are the QR's only: print-only tables are counted and summed apart (Unit.printed, print_votes),
-so OCR is never mixed into the QR tally as if it were as trustworthy. Reading runs across all cores.
+cannot be recovered (and names no other table: then the scan may be that table's, print and
+all), a checked print reading gives the table's figures, but a level's votes are the QR's
+only: print-only tables are counted and summed apart (Unit.printed, print_votes), so OCR is
+never mixed into the QR tally as if it were as trustworthy. Reading runs across all cores.
 """
 from __future__ import annotations
 
@@ -126,9 +127,9 @@ def read_all(jobs: list[tuple[str, str, str, bool]], workers: int | None = None,
 def _verdict(qr: Reading, printed: PrintReading | None) -> tuple[str, str, str, str]:
     """(status, detail, check, cause) of an archived table from its QR and print readings;
     cause is why the QR was not read ("" when it was)."""
-    if qr.named:  # a clean QR of another table: a swapped code, or a misfiled image
-        status = "print" if printed is not None and printed.status == CHECKED else "unreadable"
-        return status, qr.status, "MISMATCH" if printed is not None else "", qr.cause
+    if qr.named:  # a clean QR of another table: a swapped code, or that table's scan misfiled here,
+        # whose print is that table's too (the print names no table): neither reading is this table's
+        return "unreadable", qr.status, "MISMATCH" if printed is not None else "", qr.cause
     if printed is None:
         return ("qr", "", "", "") if qr.votes else ("unreadable", qr.status, "", qr.cause)
     if printed.status != CHECKED:

@@ -1,0 +1,37 @@
+"""Real actas the tools have not seen: variants of the 20 real scans, made at test time with Pillow.
+
+Every reading is right or names why there is none (scripts/bench_unseen.py measures the whole set).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mirror.audit import ocr
+from mirror.audit.qr import read_acta
+from mirror.audit.tally import _verdict
+from mirror.qrformat import parse_qr
+from mirror.replay.data import index_file, real_images
+from tests.conftest import ROOT
+
+needs_tesseract = pytest.mark.skipif(not ocr.available(), reason="tesseract-ocr and tesseract-ocr-spa are not installed")
+TRUTH = {e["filename"]: parse_qr(e["qr_text"]) for e in json.loads(
+    (ROOT / "mirror/replay/data/resultados2024/actas/decoded_qr.json").read_text())}
+KEYS = {r.filename: r.key for r in index_file(1).rows if r.filename in TRUTH}
+CHECKS_IN_PRINT = "408106_014130_0159Acta0159.jpg"  # its printed figures pass every OCR check
+
+
+@needs_tesseract
+def test_a_misfiled_acta_is_not_counted_from_its_print():
+    """Another table's scan filed under this table (a duplicate or a swapped upload): its QR names
+    the other table, and its print, which names no table the OCR checks, was counted as this
+    table's votes (status print)."""
+    path = str(real_images()[CHECKS_IN_PRINT])
+    here = next(k for n, k in KEYS.items() if n != CHECKS_IN_PRINT)
+    qr, printed = read_acta(here, path), ocr.read_print(path)
+    assert qr.named == KEYS[CHECKS_IN_PRINT] and printed.status == ocr.CHECKED
+    assert printed.parties == TRUTH[CHECKS_IN_PRINT].parties  # the print is the other table's
+    status, detail, check, cause = _verdict(qr, printed)
+    assert (status, cause, check) == ("unreadable", "QR of another table", "MISMATCH"), (status, detail)
+    assert KEYS[CHECKS_IN_PRINT] in detail
