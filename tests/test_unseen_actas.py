@@ -35,3 +35,15 @@ def test_a_misfiled_acta_is_not_counted_from_its_print():
     status, detail, check, cause = _verdict(qr, printed)
     assert (status, cause, check) == ("unreadable", "QR of another table", "MISMATCH"), (status, detail)
     assert KEYS[CHECKS_IN_PRINT] in detail
+
+
+def test_a_file_in_another_image_format_is_not_handed_to_its_renderer(tmp_path):
+    """A mirror holds only what the crawl accepts, JPEG and PNG; a copy made by someone else can
+    hold anything under an acta's name. Pillow identified PostScript and ran Ghostscript on it:
+    this page rendered (a blank page: 'no QR code found'), and one that says '{ } loop' never
+    returned, so one file stopped the whole tally."""
+    eps = tmp_path / "acta.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nnewpath 10 10 moveto 90 90 lineto stroke\n")
+    reading = read_acta("010101001.01", str(eps))
+    assert (reading.votes, reading.cause) == (None, "not an image"), reading.status
+    assert ocr.read_print(eps).detail == reading.status

@@ -14,7 +14,8 @@ parses (qrformat.py, strictly), names the file's own table, and no other acta QR
 the page (a second code of the same table with other votes would make either a guess): a
 wrong reading is worse than none. Every other outcome is one named cause (CAUSES).
 The page is taken upright by its EXIF orientation, flattened onto white when it has an alpha
-channel, and scaled to 8 bits when it has 16; images over MAX_PIXELS are refused unread.
+channel, and scaled to 8 bits when it has 16; images over MAX_PIXELS, and files that are not
+JPEG or PNG, are refused unread.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from ..qrformat import QrFormatError, QrVotes, parse_qr
 
 MAX_PIXELS = 40_000_000  # real actas are ~4.4 Mpx; refuse anything near a decompression bomb
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+FORMATS = ("JPEG", "PNG")  # what mirror/imagecheck.py lets the crawl archive
 
 # Why a table has no QR reading: one of these, stable, to be counted ("3 unreadable: 2 no QR code found, ...")
 NOT_IMAGE, HTML, TRUNCATED, TOO_LARGE = "not an image", "HTML instead of an image", "truncated image", "image too large"
@@ -329,7 +331,9 @@ def load_page(path: str) -> Image.Image:
                 warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: the pixels still count
                 # Pillow only warns between MAX_PIXELS and twice that: refuse those too, unread
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(fh) as img:
+                # only what the crawl archives: Pillow would hand PostScript to Ghostscript, which
+                # runs it (a loop never returns), and other formats to their own decoders
+                with Image.open(fh, formats=FORMATS) as img:
                     img.load()
                     return _to_gray(ImageOps.exif_transpose(img))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
