@@ -47,3 +47,18 @@ def test_a_file_in_another_image_format_is_not_handed_to_its_renderer(tmp_path):
     reading = read_acta("010101001.01", str(eps))
     assert (reading.votes, reading.cause) == (None, "not an image"), reading.status
     assert ocr.read_print(eps).detail == reading.status
+
+
+@needs_tesseract
+def test_a_scan_at_three_times_the_resolution_is_read_from_print(tmp_path):
+    """A sheet scanned at 600 dpi (1,932 px wide) was read as it was: a digit row went illegible
+    and the summary unread ('needs review'), after 14 s instead of 4."""
+    from PIL import Image
+
+    page = Image.open(real_images()[CHECKS_IN_PRINT]).convert("L")
+    path = tmp_path / "600dpi.jpg"
+    page.resize((page.width * 3, page.height * 3), Image.Resampling.LANCZOS).save(path, quality=85)
+    reading = ocr.read_print(path)
+    assert reading.status == ocr.CHECKED, reading.detail
+    truth = TRUTH[CHECKS_IN_PRINT]
+    assert (reading.parties, reading.nulos) == (truth.parties, truth.nulos)

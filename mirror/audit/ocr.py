@@ -33,7 +33,7 @@ from PIL import Image, ImageOps
 
 from ..qrformat import PARTY_FIELDS, by_candidate
 
-READER_VERSION = 2  # bump when the reading changes: older cached readings are then ignored
+READER_VERSION = 3  # bump when the reading changes: older cached readings are then ignored
 MIN_SIDE = 64  # px: a page smaller than this holds no legible table (and tesseract refuses empty crops)
 BAND = (0.10, 0.68)  # the part of the page searched first (the party table sits at about 0.20-0.50)
 NUMBER_WORDS = {"cero": 0, "uno": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6,
@@ -366,9 +366,11 @@ def tilt(gray: Image.Image) -> float:
 
 def normalized(gray: Image.Image) -> Image.Image:
     """The page at about the scan resolution tesseract was measured at, its tilt undone.
-    Reduced copies are scaled up; a tilt under a degree is left alone (tesseract copes with it,
-    and turning the page blurs its figures)."""
-    if gray.width < SCAN_WIDTH * 0.85:
+    Reduced copies are scaled up, and scans at two or three times that resolution down (read
+    as they are, their rows failed the checks, and a 40 Mpx page kept tesseract busy for
+    minutes); a tilt under a degree is left alone (tesseract copes with it, and turning the
+    page blurs its figures)."""
+    if not SCAN_WIDTH * 0.85 <= gray.width <= SCAN_WIDTH * 1.5:
         factor = SCAN_WIDTH / gray.width
         gray = gray.resize((SCAN_WIDTH, round(gray.height * factor)), Image.Resampling.LANCZOS)
     angle = tilt(gray)
