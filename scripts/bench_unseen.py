@@ -8,7 +8,11 @@ degrees), scaled, recompressed, blurred, noisy, low contrast, cropped through or
 code, flipped, other image modes and formats (PNG, CMYK, 16-bit, transparent, palette,
 progressive, EXIF-turned), a second acta QR code pasted on, a QR code whose payload is altered
 (a clean version 8 level Q code drawn with segno over the real one), broken files (truncated,
-HTML named .jpg, empty, 1 pixel) and oversized images. A read counts as right only when its
+HTML named .jpg, empty, 1 pixel) and oversized images; sheets photographed (perspective,
+uneven light, RGB), torn (the scanner lid dark through the tear), creased (the halves shifted),
+coffee-stained, bitonal or faxed at 100 dpi, CMYK with the ink in K, two actas on one page, a
+blank page, bytes after the JPEG's end (junk, or a whole other acta), a JPEG whose header
+claims 60000x60000 px, and a code of another format version (.1.0002). A read counts as right only when its
 votes equal the acta's own QR text (decoded_qr.json); an altered but well-formed payload read
 as printed is `read-altered` (crosscheck against the index catches it). Reads run on two
 processes; the seconds are per acta, medians. With --ocr N, the first N actas of each class
@@ -38,7 +42,7 @@ from mirror.qrformat import parse_qr  # noqa: E402
 from mirror.replay.data import DATA, index_file, real_images  # noqa: E402
 
 TRUTH = {e["filename"]: e["qr_text"] for e in json.loads((DATA / "actas" / "decoded_qr.json").read_text())}
-PAYLOADS = ("votes", "37fields", "39fields", "arabic_digit", "superscript", "huge", "negative", "otherkey",
+PAYLOADS = ("version2", "votes", "37fields", "39fields", "arabic_digit", "superscript", "huge", "negative", "otherkey",
             "badsuffix", "extra", "space", "empty", "total")
 
 
@@ -76,8 +80,10 @@ def altered(text: str, how: str) -> str:
                 "space": " " + p[0], "empty": ""}[how]
     elif how == "otherkey":
         key = key[:10] + "99.1.0001"
-    elif how == "badsuffix":
+    elif how == "badsuffix":  # another election's code
         key = key[:12] + ".2.0001"
+    elif how == "version2":  # another format version of the same table
+        key = key[:12] + ".1.0002"
     elif how == "extra":
         return text + "!7"
     elif how == "total":  # each field fits four figures, the table's total does not
@@ -91,6 +97,77 @@ def _exif_turned(img: Image.Image, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return _save(stored, quality=85, exif=exif.tobytes())
+
+
+def _perspective(img: Image.Image, lean: float) -> Image.Image:
+    """The page as a camera held off-square sees it: the top edge narrower than the bottom by lean."""
+    w, h = img.size
+    d = lean * w
+    src = ((d, 0), (w - d, 0), (w, h), (0, h))  # where the output's corners come from
+    dst = ((0, 0), (w, 0), (w, h), (0, h))
+    a = []
+    for (x, y), (u, v) in zip(dst, src):
+        a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    coeffs = np.linalg.solve(np.array(a, dtype=float), np.array([c for p in src for c in p], dtype=float))
+    return img.transform(img.size, Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC,
+                         fillcolor=255)
+
+
+def _photographed(name: str, g: Image.Image, box: tuple[int, int, int, int], rng) -> dict[str, bytes]:
+    """Damage of photographed, folded, torn and faxed sheets, and pages with two actas."""
+    x0, y0, x1, y1 = box
+    w, h = g.size
+    m = (x1 - x0) / 49
+    light = np.linspace(0.55, 1.0, w, dtype=np.float32)[None, :] * np.linspace(0.8, 1.0, h, dtype=np.float32)[:, None]
+    lit = Image.fromarray((np.asarray(g, dtype=np.float32) * light).astype(np.uint8))
+    warm = Image.merge("RGB", (lit, lit.point(lambda x: x * 0.9), lit.point(lambda x: x * 0.7)))
+    photo = _perspective(warm, 0.06).rotate(3, expand=True, fillcolor=(40, 40, 40),
+                                           resample=Image.Resampling.BICUBIC)
+    photo = photo.resize((photo.width * 3 // 4, photo.height * 3 // 4), Image.Resampling.LANCZOS)
+    torn = g.copy()
+    ImageDraw.Draw(torn).polygon([(x1 + 5, y0 + 20 * m), (x1 + 5, y1 + 5), (x1 - 15 * m, y1 + 5),
+                                  (x1 - 5 * m, y1 - 10 * m)], fill=20)  # the scanner lid shows through
+    crease = g.copy()
+    lower = g.crop((0, (y0 + y1) // 2, w, h))
+    crease.paste(lower, (3, (y0 + y1) // 2 + 2))  # the sheet's halves shifted at the fold
+    ImageDraw.Draw(crease).line([(0, (y0 + y1) // 2), (w, (y0 + y1) // 2 + 4)], fill=70, width=3)
+    stain = np.asarray(g, dtype=np.float32).copy()
+    yy, xx = np.ogrid[:h, :w]
+    blob = ((xx - (x0 + x1) / 2) ** 2 + (yy - (y0 + y1) / 2) ** 2) < ((x1 - x0) * 0.45) ** 2
+    stain[blob] *= 0.55  # coffee: darker paper and ink, the code still there
+    neighbour = next(n for n in sorted(TRUTH) if n != name)
+    other = Image.open(real_images()[neighbour]).convert("L")
+    side = Image.new("L", (w + other.width + 40, max(h, other.height)), 255)
+    side.paste(g, (0, 0))
+    side.paste(other, (w + 40, 0))
+    stacked = Image.new("L", (max(w, other.width), h + other.height), 255)
+    stacked.paste(other, (0, 0))
+    stacked.paste(g, (0, other.height))
+    half = g.resize((w // 2, h // 2), Image.Resampling.LANCZOS)
+    raw = _save(g, quality=90)
+    bomb = bytearray(raw)
+    sof = bomb.find(b"\xff\xc0")
+    bomb[sof + 5:sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")  # the header lies
+    return {
+        "photo_perspective": _save(photo, quality=70),
+        "perspective_gray": _save(_perspective(g, 0.04), quality=85),
+        "rot90_tilt3": _save(g.rotate(93, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC), quality=85),
+        "torn_corner_black": _save(torn, quality=90),
+        "crease_shifted": _save(crease, quality=90),
+        "coffee_stain": _save(Image.fromarray(stain.astype(np.uint8)), quality=90),
+        "bitonal_jpeg": _save(g.point(lambda x: 255 if x > 128 else 0), quality=60),
+        "fax_100dpi": _save(half.convert("1"), "PNG"),
+        "fax_100dpi_jpeg": _save(half.point(lambda x: 255 if x > 140 else 0), quality=40),
+        "gray_100dpi_q15": _save(half, quality=15),
+        "cmyk_k_ink": _save(Image.merge("CMYK", (*(Image.new("L", g.size, 0),) * 3, ImageOps.invert(g))), quality=90),
+        "two_actas_side": _save(side, quality=85),
+        "two_actas_stacked": _save(stacked, quality=85),
+        "blank_page": _save(Image.fromarray((245 + rng.normal(0, 4, (h, w))).clip(0, 255).astype(np.uint8)), quality=80),
+        "trailing_junk": raw + b"\x00" * 4096 + b"trailing bytes after the end marker",
+        "trailing_other_acta": raw + real_images()[neighbour].read_bytes(),
+        "jpeg_header_bomb": bytes(bomb),
+    }
 
 
 def variants(name: str, g: Image.Image) -> dict[str, bytes]:
@@ -138,6 +215,7 @@ def variants(name: str, g: Image.Image) -> dict[str, bytes]:
               "second_qr_other_table": _save(_paste_qr(g, altered(text, "otherkey"), (x0, y0 - (y1 - y0) - 60)),
                                              quality=90)})
     v.update({f"payload_{how}": _save(_paste_qr(g, altered(text, how)), quality=90) for how in PAYLOADS})
+    v.update(_photographed(name, g, (x0, y0, x1, y1), rng))
     raw = v["orig"]
     png = bytearray(v["png_gray"])
     png[40] ^= 0xFF
