@@ -2,6 +2,7 @@
 """Read variants of the 20 real actas the reader has not seen: each read right, not read with a named cause, or WRONG.
 
     python3 scripts/bench_unseen.py [--actas 20] [--classes rot90,payload_huge] [--ocr 0] [--keep DIR]
+    python3 scripts/bench_unseen.py --memory
 
 Variants are made with Pillow at run time in a scratch folder: turned (90/180/270 and 2-7
 degrees), scaled, recompressed, blurred, noisy, low contrast, cropped through or past the QR
@@ -38,6 +39,7 @@ import segno  # noqa: E402
 import zxingcpp  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter, ImageOps  # noqa: E402
 
+from mirror.audit.qr import MAX_PIXELS  # noqa: E402
 from mirror.qrformat import parse_qr  # noqa: E402
 from mirror.replay.data import DATA, index_file, real_images  # noqa: E402
 
@@ -282,13 +284,51 @@ def _table(results: list[tuple[str, str, str, float]], title: str) -> None:
           f"mean {statistics.mean(times):.3f} s")
 
 
+_PEAK = """
+import resource, sys, time
+sys.path.insert(0, {root!r})
+from mirror.audit.qr import read_acta
+t = time.perf_counter()
+r = read_acta("010101001.01", {path!r})
+print(r.cause or "read", round(time.perf_counter() - t, 2), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def memory(base: Path) -> None:
+    """Peak memory of one read, in a fresh process, of a real acta and of pages just under the
+    pixel limit in each mode a JPEG or PNG can carry (MB: the process's maximum resident size)."""
+    import subprocess
+
+    side = int((MAX_PIXELS - 1) ** 0.5)
+    pages = {"real_acta.jpg": None, "gray.jpg": ("L", 255), "cmyk.jpg": ("CMYK", (0, 0, 0, 0)),
+             "rgb.jpg": ("RGB", (255, 255, 255)), "gray16.png": ("I;16", 65535), "rgba.png": ("RGBA", (255, 255, 255, 0)),
+             "gray_alpha.png": ("LA", (255, 0)), "palette.png": ("P", 0), "bilevel.png": ("1", 1)}
+    print(f"\none read of a {side}x{side} page ({side * side / 1e6:.1f} Mpx) per mode, each in a fresh process\n"
+          f"{'page':16s} {'outcome':18s} {'s':>6s} {'peak MB':>8s}")
+    for name, how in pages.items():
+        path = base / name
+        if how is None:
+            path.write_bytes(real_images()[sorted(TRUTH)[0]].read_bytes())
+        else:
+            img = Image.new(how[0], (side, side), how[1])
+            img.save(path, **({"quality": 80} if name.endswith(".jpg") else {}))
+        out = subprocess.run([sys.executable, "-c", _PEAK.format(root=str(ROOT), path=str(path))],
+                             capture_output=True, text=True, check=True).stdout.split()
+        print(f"{name:16s} {' '.join(out[:-2]):18s} {out[-2]:>6s} {out[-1]:>8s}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--actas", type=int, default=20, help="how many of the 20 real actas (default 20)")
     ap.add_argument("--classes", default="", help="comma-separated variant names (default all)")
     ap.add_argument("--ocr", type=int, default=0, metavar="N", help="also OCR the first N actas of each class")
     ap.add_argument("--keep", default="", help="write the variants here and keep them")
+    ap.add_argument("--memory", action="store_true", help="only measure the peak memory of one read per image mode")
     args = ap.parse_args()
+    if args.memory:
+        with tempfile.TemporaryDirectory() as scratch:
+            memory(Path(args.keep or scratch))
+        return
     wanted = set(filter(None, args.classes.split(",")))
     keys = {r.filename: r.key for r in index_file(1).rows if r.filename in TRUTH}
     with tempfile.TemporaryDirectory() as scratch:

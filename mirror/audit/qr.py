@@ -297,16 +297,20 @@ def candidate_texts(img: Image.Image) -> Iterator[list[str]]:
 def _to_gray(img: Image.Image) -> Image.Image:
     """8-bit gray: 16-bit and float pages scaled (Pillow's convert clips them to white),
     transparent ones laid on white paper (converting drops alpha, which can leave black)."""
+    # float32 in place, and alpha laid on white in one gray channel: in float64 and RGBA a 40 Mpx
+    # page peaked at 0.8 GB a worker, twice a gray one's (scripts/bench_unseen.py --memory)
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        a = np.asarray(img, dtype=np.float64)
-        a = a - min(0.0, float(a.min()))
+        a = np.asarray(img).astype(np.float32)
+        a -= min(0.0, float(a.min()))
         top = float(a.max())
         if top > 255:
             a *= 255.0 / top
-        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+        return Image.fromarray(np.clip(a, 0, 255, out=a).astype(np.uint8))
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), rgba).convert("L")
+        if img.mode not in ("RGBA", "LA"):
+            img = img.convert("RGBA")  # palette, tRNS and premultiplied alpha made plain
+        gray, alpha = (img if img.mode == "LA" else img.convert("LA")).split()
+        return Image.composite(gray, Image.new("L", img.size, 255), alpha)
     return img.convert("L")
 
 
