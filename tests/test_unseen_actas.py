@@ -62,3 +62,23 @@ def test_a_scan_at_three_times_the_resolution_is_read_from_print(tmp_path):
     assert reading.status == ocr.CHECKED, reading.detail
     truth = TRUTH[CHECKS_IN_PRINT]
     assert (reading.parties, reading.nulos) == (truth.parties, truth.nulos)
+
+
+@needs_tesseract
+def test_a_print_reading_counts_only_for_the_table_its_acta_names(tmp_path):
+    """Another table's scan filed here with its QR code cut off (cropped, or torn away): the QR
+    gives nothing, the print checks, and its figures were counted as this table's (status
+    print). The code printed under the acta's title now has to be this table's."""
+    from PIL import Image
+
+    page = Image.open(real_images()[CHECKS_IN_PRINT]).convert("L")
+    path = tmp_path / "cut.jpg"
+    page.crop((0, 0, page.width, int(page.height * 0.88))).save(path, quality=90)
+    here = next(k for n, k in KEYS.items() if n != CHECKS_IN_PRINT)
+    qr, printed = read_acta(here, str(path)), ocr.read_print(path)
+    assert qr.cause == "no QR code found" and printed.status == ocr.CHECKED
+    status, detail, _check, cause = _verdict(qr, printed)
+    assert (status, cause) == ("unreadable", "no QR code found"), (status, detail)
+    assert printed.code == KEYS[CHECKS_IN_PRINT] and KEYS[CHECKS_IN_PRINT] in detail
+    own = read_acta(KEYS[CHECKS_IN_PRINT], str(path))  # filed under its own table, it is read from print
+    assert _verdict(own, printed)[:3] == ("print", "QR: no QR code found", "read from print")

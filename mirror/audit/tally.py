@@ -5,7 +5,8 @@ Levels: table, center, parish, municipality, state, nation, keyed by the CNE cod
 says how many of its tables were read and names each one that was not, with the reason.
 A table is read from its QR code; with OCR, its printed figures check the QR. When the QR
 cannot be recovered (and names no other table: then the scan may be that table's, print and
-all), a checked print reading gives the table's figures, but a level's votes are the QR's
+all), a checked print reading whose acta code, printed under the title, is this table's gives
+the table's figures (the figures themselves name no table), but a level's votes are the QR's
 only: print-only tables are counted and summed apart (Unit.printed, print_votes), so OCR is
 never mixed into the QR tally as if it were as trustworthy. Reading runs across all cores.
 """
@@ -136,6 +137,9 @@ def _verdict(qr: Reading, printed: PrintReading | None) -> tuple[str, str, str, 
         return ("qr", "", "needs review", "") if qr.votes else \
             ("unreadable", f"{qr.status}; print: {printed.detail}", "", qr.cause)
     if qr.votes is None:
+        if printed.code != qr.key:  # the figures name no table: the code printed above them must be this one
+            return "unreadable", f"{qr.status}; print: the acta's code reads {printed.code or 'illegible'}, " \
+                f"not {qr.key}", "", qr.cause
         return "print", f"QR: {qr.status}", "read from print", qr.cause
     same = printed.parties == qr.votes.parties and printed.nulos == qr.votes.nulos
     return "qr", "", "consistent" if same else "MISMATCH", ""
