@@ -82,3 +82,106 @@ def test_a_print_reading_counts_only_for_the_table_its_acta_names(tmp_path):
     assert printed.code == KEYS[CHECKS_IN_PRINT] and KEYS[CHECKS_IN_PRINT] in detail
     own = read_acta(KEYS[CHECKS_IN_PRINT], str(path))  # filed under its own table, it is read from print
     assert _verdict(own, printed)[:3] == ("print", "QR: no QR code found", "read from print")
+
+
+def _variants() -> dict[str, tuple[bytes, str | None]]:
+    """file name -> (bytes the site serves for it, the cause expected; None: read right)."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    def jpeg(img: Image.Image, **kw) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", **{"quality": 85, **kw})
+        return buf.getvalue()
+
+    def png(img: Image.Image) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        return buf.getvalue()
+
+    names = sorted(TRUTH)
+    pages = {n: Image.open(real_images()[n]).convert("L") for n in names}
+    w, h = pages[names[0]].size
+    photo = pages[names[0]].transform((w, h), Image.Transform.QUAD, (30, 0, -30, h, w + 30, h, w - 30, 0),
+                                      Image.Resampling.BICUBIC, fillcolor=255).rotate(2, expand=True, fillcolor=60)
+    torn = pages[names[1]].copy()
+    w, h = torn.size
+    ImageDraw.Draw(torn).polygon([(w, int(h * 0.93)), (w, h), (w - 250, h)], fill=20)  # the scanner lid in the tear
+    crease = pages[names[2]].copy()
+    w, h = crease.size
+    crease.paste(pages[names[2]].crop((0, int(h * 0.94), w, h)), (3, int(h * 0.94) + 2))
+    one, two = pages[names[5]], pages[names[6]]
+    side = Image.new("L", (one.width + two.width + 40, max(one.height, two.height)), 255)
+    side.paste(one, (0, 0))
+    side.paste(two, (one.width + 40, 0))
+    half, k_ink, cut = pages[names[3]], pages[names[4]], pages[names[8]]
+    return {
+        names[0]: (jpeg(Image.merge("RGB", (photo, photo, photo.point(lambda v: v * 0.8))), quality=70), None),
+        names[1]: (jpeg(torn), None),
+        names[2]: (jpeg(crease), None),
+        names[3]: (png(half.resize((half.width // 2, half.height // 2), Image.Resampling.LANCZOS).convert("1")), None),
+        names[4]: (jpeg(Image.merge("CMYK", (*(Image.new("L", k_ink.size, 0),) * 3, k_ink.point(lambda v: 255 - v)))),
+                   None),
+        names[5]: (jpeg(side), "several QR codes"),
+        names[6]: (real_images()[names[8]].read_bytes(), "QR of another table"),  # another table's scan
+        names[7]: (jpeg(Image.fromarray((245 + np.random.default_rng(7).normal(0, 4, (h, w))).clip(0, 255)
+                                        .astype(np.uint8))), "no QR code found"),
+        names[8]: (jpeg(cut.crop((0, 0, cut.width, int(cut.height * 0.88)))), "no QR code found"),
+        names[9]: (real_images()[names[9]].read_bytes() + real_images()[names[10]].read_bytes(), None),
+        names[10]: (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n{ } loop\n", "failed"),
+        names[11]: (jpeg(Image.new("L", (1, 1))), "no QR code found"),
+        names[12]: (jpeg(pages[names[12]].rotate(270, expand=True), progressive=True), None),
+    }
+
+
+def test_a_mirror_of_unseen_actas_reads_right_or_names_why_and_its_counts_add_up(tmp_path):
+    """The real CLI on a mirror whose 20 real actas are served as scans it has not seen."""
+    import asyncio
+
+    from mirror.crawl import CrawlOptions, crawl
+    from mirror.qrformat import CANDIDATES
+    from mirror.replay import Replay, ReplayThread
+    from tests.conftest import run_cli
+
+    cache = tmp_path / "cache" / "s0-small-v0"
+    cache.mkdir(parents=True)
+    served = _variants()
+    for name, (body, _cause) in served.items():
+        (cache / name).write_bytes(body)
+    out = tmp_path / "mirror"
+    with ReplayThread(Replay(small=True, limit=1, cache_dir=str(tmp_path / "cache"))) as thread:
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=thread.url, out=str(out), retry_attempts=1)))
+    proc = run_cli("tally", str(out), "--format", "json")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads(proc.stdout)
+    tables = {t["key"]: t for t in report["tables"]}
+    for name, key in KEYS.items():
+        t, expected = tables[key], served.get(name, (b"", None))[1]
+        if expected is None:
+            assert (t["status"], t["votes"]) == ("qr", TRUTH[name].by_candidate()), (name, t["detail"])
+        elif expected == "failed":
+            assert t["status"] == "failed", (name, t)
+        else:
+            assert (t["status"], t["cause"], t["votes"]) == ("unreadable", expected, None), (name, t)
+    index_votes = {r.key: dict(r.votes) for r in index_file(1).rows if r.key in tables}
+    for key, t in tables.items():  # the synthesized tables too: every table read is read right
+        assert t["status"] != "qr" or t["votes"] == index_votes[key], key
+    counts = report["counts"]
+    assert sum(counts.values()) == len(tables) and report["denominator"].startswith("index ")
+    assert sum(report["unreadable"].values()) == counts["unreadable"]
+    assert report["coverage"].startswith(f"{counts['qr']} of {len(tables)} tables read; 1 failed to download; "
+                                         f"{counts['unreadable']} unreadable (")
+    for units in report["levels"].values():
+        for u in units:
+            assert u["read"] + u["printed"] + len(u["unread"]) == u["tables"] == sum(u["counts"].values())
+    nation = report["levels"]["nation"][0]
+    read = [t for t in tables.values() if t["status"] == "qr"]
+    assert nation["votes"] == {c: sum(t["votes"][c] for t in read) for c in CANDIDATES}
+    index = out / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"
+    cc = run_cli("crosscheck", str(out), "--against", str(index), "--json")
+    assert cc.returncode == 3, cc.stderr  # some tables unchecked, and none disagrees with the index
+    cross = json.loads(cc.stdout)
+    assert cross["disagreements"] == [] and cross["checked"] == len(read)
+    assert sum(len(k) for k in cross["unchecked"].values()) == len(tables) - len(read)
