@@ -13,7 +13,8 @@ HTML named .jpg, empty, 1 pixel) and oversized images; sheets photographed (pers
 uneven light, RGB), torn (the scanner lid dark through the tear), creased (the halves shifted),
 coffee-stained, bitonal or faxed at 100 dpi, CMYK with the ink in K, two actas on one page, a
 blank page, bytes after the JPEG's end (junk, or a whole other acta), a JPEG whose header
-claims 60000x60000 px, and a code of another format version (.1.0002). A read counts as right only when its
+claims 60000x60000 px, a progressive JPEG of 1,000 scans, and a code of another format
+version (.1.0002). A read counts as right only when its
 votes equal the acta's own QR text (decoded_qr.json); an altered but well-formed payload read
 as printed is `read-altered` (crosscheck against the index catches it). Reads run on two
 processes; the seconds are per acta, medians. With --ocr N, the first N actas of each class
@@ -219,6 +220,8 @@ def variants(name: str, g: Image.Image) -> dict[str, bytes]:
     v.update({f"payload_{how}": _save(_paste_qr(g, altered(text, how)), quality=90) for how in PAYLOADS})
     v.update(_photographed(name, g, (x0, y0, x1, y1), rng))
     raw = v["orig"]
+    last = v["progressive"].rindex(b"\xff\xda")  # the last scan repeated: decoded again each time
+    v["progressive_1000_scans"] = v["progressive"][:-2] + v["progressive"][last:-2] * 1000 + b"\xff\xd9"
     png = bytearray(v["png_gray"])
     png[40] ^= 0xFF
     v.update({"truncated_jpeg": raw[:len(raw) // 2], "truncated_tiny": raw[:600],
