@@ -208,3 +208,46 @@ def test_a_jpeg_of_a_thousand_scans_is_refused_not_decoded(tmp_path):
     assert (reading.votes, reading.cause) == (None, "image too large"), reading.status
     assert "1,00" in reading.status and "scans" in reading.status
     assert ocr.read_print(path).detail == reading.status
+
+
+def test_an_acta_changed_after_it_was_archived_is_not_counted(tmp_path):
+    """A copy whose acta file no longer has the bytes its manifest records (here the real scan
+    with a QR code of 50 more votes for one party drawn over its own) was tallied with the
+    forged votes and '21 of 21 tables read'; the printed-figures reading already refused it."""
+    import asyncio
+    import io
+
+    import segno
+    import zxingcpp
+    from PIL import Image
+
+    from mirror.crawl import CrawlOptions, crawl
+    from mirror.replay import Replay, ReplayThread
+    from tests.conftest import run_cli
+
+    out = tmp_path / "mirror"
+    with ReplayThread(Replay(small=True, limit=1)) as thread:
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=thread.url, out=str(out))))
+    name = sorted(TRUTH)[0]
+    key, text = KEYS[name], next(e["qr_text"] for e in json.loads(
+        (ROOT / "mirror/replay/data/resultados2024/actas/decoded_qr.json").read_text()) if e["filename"] == name)
+    head, parties, nulos, third = text.split("!")
+    fields = parties.split(",")
+    forged = "!".join([head, ",".join([str(int(fields[0]) + 50)] + fields[1:]), nulos, third])
+    page = Image.open(real_images()[name]).convert("L")
+    pos = zxingcpp.read_barcodes(page)[0].position
+    x0, y0 = min(p.x for p in (pos.top_left, pos.bottom_left)), min(p.y for p in (pos.top_left, pos.top_right))
+    side = max(p.x for p in (pos.top_right, pos.bottom_right)) - x0
+    buf = io.BytesIO()
+    segno.make(forged, error="q", micro=False, boost_error=False).save(buf, kind="png", scale=4, border=0)
+    page.paste(Image.open(buf).convert("L").resize((side, side), Image.Resampling.NEAREST), (x0, y0))
+    target = next(out.rglob(f"{key}.jpg"))
+    target.chmod(0o644)
+    page.save(target, quality=90)
+    assert read_acta(key, str(target)).votes == parse_qr(forged)  # the forged code itself reads
+    proc = run_cli("tally", str(out), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    table = next(t for t in report["tables"] if t["key"] == key)
+    assert (table["status"], table["votes"], table["cause"]) == ("unreadable", None, "not the archived file"), table
+    assert report["coverage"].endswith("1 unreadable (1 not the archived file)")

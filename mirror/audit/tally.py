@@ -13,6 +13,7 @@ never mixed into the QR tally as if it were as trustworthy. Reading runs across 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from ..workers import pool
 from ..state import read_state
 from .coverage import ARCHIVED, LABELS, READ, STATUSES, Coverage, TableStatus, census
 from .ocr import CHECKED, PrintReading, cached_read_print
-from .qr import Reading, read_acta
+from .qr import CHANGED, Reading, read_acta
 
 LEVELS = ("nation", "state", "municipality", "parish", "center", "table")
 CSV_HEADER = ("key",) + CANDIDATES + ("VOTOS_NULOS", "status", "detail", "check")
@@ -103,7 +104,18 @@ CHECKS = ("consistent", "MISMATCH", "needs review", "read from print")
 
 def _read(job: tuple[str, str, str, bool]) -> tuple[Reading, PrintReading | None]:
     key, path, sha256, ocr = job
+    if _changed(path, sha256):  # a copy's file changed since it was archived: what it shows is no evidence
+        return Reading(key, path, None, "the file's sha256 is not the one its manifest records", cause=CHANGED), None
     return read_acta(key, path), cached_read_print(path, sha256) if ocr else None
+
+
+def _changed(path: str, sha256: str) -> bool:
+    """Does the file hold other bytes than those archived? (One that cannot be opened: read_acta says so.)"""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest() != sha256
+    except OSError:
+        return False
 
 
 def read_all(jobs: list[tuple[str, str, str, bool]], workers: int | None = None, progress=None) -> list:
