@@ -2,13 +2,19 @@
 """Read variants of the 20 real actas the reader has not seen: each read right, not read with a named cause, or WRONG.
 
     python3 scripts/bench_unseen.py [--actas 20] [--classes rot90,payload_huge] [--ocr 0] [--keep DIR]
+    python3 scripts/bench_unseen.py --memory
 
 Variants are made with Pillow at run time in a scratch folder: turned (90/180/270 and 2-7
 degrees), scaled, recompressed, blurred, noisy, low contrast, cropped through or past the QR
 code, flipped, other image modes and formats (PNG, CMYK, 16-bit, transparent, palette,
 progressive, EXIF-turned), a second acta QR code pasted on, a QR code whose payload is altered
 (a clean version 8 level Q code drawn with segno over the real one), broken files (truncated,
-HTML named .jpg, empty, 1 pixel) and oversized images. A read counts as right only when its
+HTML named .jpg, empty, 1 pixel) and oversized images; sheets photographed (perspective,
+uneven light, RGB), torn (the scanner lid dark through the tear), creased (the halves shifted),
+coffee-stained, bitonal or faxed at 100 dpi, CMYK with the ink in K, two actas on one page, a
+blank page, bytes after the JPEG's end (junk, or a whole other acta), a JPEG whose header
+claims 60000x60000 px, a progressive JPEG of 1,000 scans, and a code of another format
+version (.1.0002). A read counts as right only when its
 votes equal the acta's own QR text (decoded_qr.json); an altered but well-formed payload read
 as printed is `read-altered` (crosscheck against the index catches it). Reads run on two
 processes; the seconds are per acta, medians. With --ocr N, the first N actas of each class
@@ -34,11 +40,12 @@ import segno  # noqa: E402
 import zxingcpp  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter, ImageOps  # noqa: E402
 
+from mirror.audit.qr import MAX_PIXELS  # noqa: E402
 from mirror.qrformat import parse_qr  # noqa: E402
 from mirror.replay.data import DATA, index_file, real_images  # noqa: E402
 
 TRUTH = {e["filename"]: e["qr_text"] for e in json.loads((DATA / "actas" / "decoded_qr.json").read_text())}
-PAYLOADS = ("votes", "37fields", "39fields", "arabic_digit", "superscript", "huge", "negative", "otherkey",
+PAYLOADS = ("version2", "votes", "37fields", "39fields", "arabic_digit", "superscript", "huge", "negative", "otherkey",
             "badsuffix", "extra", "space", "empty", "total")
 
 
@@ -76,8 +83,10 @@ def altered(text: str, how: str) -> str:
                 "space": " " + p[0], "empty": ""}[how]
     elif how == "otherkey":
         key = key[:10] + "99.1.0001"
-    elif how == "badsuffix":
+    elif how == "badsuffix":  # another election's code
         key = key[:12] + ".2.0001"
+    elif how == "version2":  # another format version of the same table
+        key = key[:12] + ".1.0002"
     elif how == "extra":
         return text + "!7"
     elif how == "total":  # each field fits four figures, the table's total does not
@@ -91,6 +100,77 @@ def _exif_turned(img: Image.Image, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return _save(stored, quality=85, exif=exif.tobytes())
+
+
+def _perspective(img: Image.Image, lean: float) -> Image.Image:
+    """The page as a camera held off-square sees it: the top edge narrower than the bottom by lean."""
+    w, h = img.size
+    d = lean * w
+    src = ((d, 0), (w - d, 0), (w, h), (0, h))  # where the output's corners come from
+    dst = ((0, 0), (w, 0), (w, h), (0, h))
+    a = []
+    for (x, y), (u, v) in zip(dst, src):
+        a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    coeffs = np.linalg.solve(np.array(a, dtype=float), np.array([c for p in src for c in p], dtype=float))
+    return img.transform(img.size, Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC,
+                         fillcolor=255)
+
+
+def _photographed(name: str, g: Image.Image, box: tuple[int, int, int, int], rng) -> dict[str, bytes]:
+    """Damage of photographed, folded, torn and faxed sheets, and pages with two actas."""
+    x0, y0, x1, y1 = box
+    w, h = g.size
+    m = (x1 - x0) / 49
+    light = np.linspace(0.55, 1.0, w, dtype=np.float32)[None, :] * np.linspace(0.8, 1.0, h, dtype=np.float32)[:, None]
+    lit = Image.fromarray((np.asarray(g, dtype=np.float32) * light).astype(np.uint8))
+    warm = Image.merge("RGB", (lit, lit.point(lambda x: x * 0.9), lit.point(lambda x: x * 0.7)))
+    photo = _perspective(warm, 0.06).rotate(3, expand=True, fillcolor=(40, 40, 40),
+                                           resample=Image.Resampling.BICUBIC)
+    photo = photo.resize((photo.width * 3 // 4, photo.height * 3 // 4), Image.Resampling.LANCZOS)
+    torn = g.copy()
+    ImageDraw.Draw(torn).polygon([(x1 + 5, y0 + 20 * m), (x1 + 5, y1 + 5), (x1 - 15 * m, y1 + 5),
+                                  (x1 - 5 * m, y1 - 10 * m)], fill=20)  # the scanner lid shows through
+    crease = g.copy()
+    lower = g.crop((0, (y0 + y1) // 2, w, h))
+    crease.paste(lower, (3, (y0 + y1) // 2 + 2))  # the sheet's halves shifted at the fold
+    ImageDraw.Draw(crease).line([(0, (y0 + y1) // 2), (w, (y0 + y1) // 2 + 4)], fill=70, width=3)
+    stain = np.asarray(g, dtype=np.float32).copy()
+    yy, xx = np.ogrid[:h, :w]
+    blob = ((xx - (x0 + x1) / 2) ** 2 + (yy - (y0 + y1) / 2) ** 2) < ((x1 - x0) * 0.45) ** 2
+    stain[blob] *= 0.55  # coffee: darker paper and ink, the code still there
+    neighbour = next(n for n in sorted(TRUTH) if n != name)
+    other = Image.open(real_images()[neighbour]).convert("L")
+    side = Image.new("L", (w + other.width + 40, max(h, other.height)), 255)
+    side.paste(g, (0, 0))
+    side.paste(other, (w + 40, 0))
+    stacked = Image.new("L", (max(w, other.width), h + other.height), 255)
+    stacked.paste(other, (0, 0))
+    stacked.paste(g, (0, other.height))
+    half = g.resize((w // 2, h // 2), Image.Resampling.LANCZOS)
+    raw = _save(g, quality=90)
+    bomb = bytearray(raw)
+    sof = bomb.find(b"\xff\xc0")
+    bomb[sof + 5:sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")  # the header lies
+    return {
+        "photo_perspective": _save(photo, quality=70),
+        "perspective_gray": _save(_perspective(g, 0.04), quality=85),
+        "rot90_tilt3": _save(g.rotate(93, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC), quality=85),
+        "torn_corner_black": _save(torn, quality=90),
+        "crease_shifted": _save(crease, quality=90),
+        "coffee_stain": _save(Image.fromarray(stain.astype(np.uint8)), quality=90),
+        "bitonal_jpeg": _save(g.point(lambda x: 255 if x > 128 else 0), quality=60),
+        "fax_100dpi": _save(half.convert("1"), "PNG"),
+        "fax_100dpi_jpeg": _save(half.point(lambda x: 255 if x > 140 else 0), quality=40),
+        "gray_100dpi_q15": _save(half, quality=15),
+        "cmyk_k_ink": _save(Image.merge("CMYK", (*(Image.new("L", g.size, 0),) * 3, ImageOps.invert(g))), quality=90),
+        "two_actas_side": _save(side, quality=85),
+        "two_actas_stacked": _save(stacked, quality=85),
+        "blank_page": _save(Image.fromarray((245 + rng.normal(0, 4, (h, w))).clip(0, 255).astype(np.uint8)), quality=80),
+        "trailing_junk": raw + b"\x00" * 4096 + b"trailing bytes after the end marker",
+        "trailing_other_acta": raw + real_images()[neighbour].read_bytes(),
+        "jpeg_header_bomb": bytes(bomb),
+    }
 
 
 def variants(name: str, g: Image.Image) -> dict[str, bytes]:
@@ -138,7 +218,10 @@ def variants(name: str, g: Image.Image) -> dict[str, bytes]:
               "second_qr_other_table": _save(_paste_qr(g, altered(text, "otherkey"), (x0, y0 - (y1 - y0) - 60)),
                                              quality=90)})
     v.update({f"payload_{how}": _save(_paste_qr(g, altered(text, how)), quality=90) for how in PAYLOADS})
+    v.update(_photographed(name, g, (x0, y0, x1, y1), rng))
     raw = v["orig"]
+    last = v["progressive"].rindex(b"\xff\xda")  # the last scan repeated: decoded again each time
+    v["progressive_1000_scans"] = v["progressive"][:-2] + v["progressive"][last:-2] * 1000 + b"\xff\xd9"
     png = bytearray(v["png_gray"])
     png[40] ^= 0xFF
     v.update({"truncated_jpeg": raw[:len(raw) // 2], "truncated_tiny": raw[:600],
@@ -204,13 +287,51 @@ def _table(results: list[tuple[str, str, str, float]], title: str) -> None:
           f"mean {statistics.mean(times):.3f} s")
 
 
+_PEAK = """
+import resource, sys, time
+sys.path.insert(0, {root!r})
+from mirror.audit.qr import read_acta
+t = time.perf_counter()
+r = read_acta("010101001.01", {path!r})
+print(r.cause or "read", round(time.perf_counter() - t, 2), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def memory(base: Path) -> None:
+    """Peak memory of one read, in a fresh process, of a real acta and of pages just under the
+    pixel limit in each mode a JPEG or PNG can carry (MB: the process's maximum resident size)."""
+    import subprocess
+
+    side = int((MAX_PIXELS - 1) ** 0.5)
+    pages = {"real_acta.jpg": None, "gray.jpg": ("L", 255), "cmyk.jpg": ("CMYK", (0, 0, 0, 0)),
+             "rgb.jpg": ("RGB", (255, 255, 255)), "gray16.png": ("I;16", 65535), "rgba.png": ("RGBA", (255, 255, 255, 0)),
+             "gray_alpha.png": ("LA", (255, 0)), "palette.png": ("P", 0), "bilevel.png": ("1", 1)}
+    print(f"\none read of a {side}x{side} page ({side * side / 1e6:.1f} Mpx) per mode, each in a fresh process\n"
+          f"{'page':16s} {'outcome':18s} {'s':>6s} {'peak MB':>8s}")
+    for name, how in pages.items():
+        path = base / name
+        if how is None:
+            path.write_bytes(real_images()[sorted(TRUTH)[0]].read_bytes())
+        else:
+            img = Image.new(how[0], (side, side), how[1])
+            img.save(path, **({"quality": 80} if name.endswith(".jpg") else {}))
+        out = subprocess.run([sys.executable, "-c", _PEAK.format(root=str(ROOT), path=str(path))],
+                             capture_output=True, text=True, check=True).stdout.split()
+        print(f"{name:16s} {' '.join(out[:-2]):18s} {out[-2]:>6s} {out[-1]:>8s}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--actas", type=int, default=20, help="how many of the 20 real actas (default 20)")
     ap.add_argument("--classes", default="", help="comma-separated variant names (default all)")
     ap.add_argument("--ocr", type=int, default=0, metavar="N", help="also OCR the first N actas of each class")
     ap.add_argument("--keep", default="", help="write the variants here and keep them")
+    ap.add_argument("--memory", action="store_true", help="only measure the peak memory of one read per image mode")
     args = ap.parse_args()
+    if args.memory:
+        with tempfile.TemporaryDirectory() as scratch:
+            memory(Path(args.keep or scratch))
+        return
     wanted = set(filter(None, args.classes.split(",")))
     keys = {r.filename: r.key for r in index_file(1).rows if r.filename in TRUTH}
     with tempfile.TemporaryDirectory() as scratch:

@@ -10,7 +10,9 @@ votes and valid plus null votes make the total. When a check fails, the failing 
 again at other settings: the digit column alone (digits only, twice the size), each
 unconfirmed row alone, the summary box with its rules removed, then the whole band at 1.5x
 with more contrast, and the whole page when the table was not found. Passes are combined row
-by row; what still fails is "needs review", never a guess.
+by row; what still fails is "needs review", never a guess. A checked reading also gives the
+acta code printed under the title: the figures name no table, and a reading that stands in for
+a lost QR code must be of the table it is counted for.
 
 The layout is found from the text: the party rows are the lines ending in four number
 words between the column header (Cand. / Sigla / Código) and "Resumen de votos".
@@ -26,14 +28,14 @@ import os
 import re
 import shutil
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
 from ..qrformat import PARTY_FIELDS, by_candidate
 
-READER_VERSION = 2  # bump when the reading changes: older cached readings are then ignored
+READER_VERSION = 3  # bump when the reading changes: older cached readings are then ignored
 MIN_SIDE = 64  # px: a page smaller than this holds no legible table (and tesseract refuses empty crops)
 BAND = (0.10, 0.68)  # the part of the page searched first (the party table sits at about 0.20-0.50)
 NUMBER_WORDS = {"cero": 0, "uno": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6,
@@ -54,6 +56,7 @@ class PrintReading:
     nulos: int | None
     total: int | None
     detail: str  # which checks failed, or which passes were combined
+    code: str = ""  # the acta code printed under the title, "<center>.<table>", when checked and read
 
     def by_candidate(self) -> dict[str, int]:
         return by_candidate(self.parties)
@@ -366,9 +369,11 @@ def tilt(gray: Image.Image) -> float:
 
 def normalized(gray: Image.Image) -> Image.Image:
     """The page at about the scan resolution tesseract was measured at, its tilt undone.
-    Reduced copies are scaled up; a tilt under a degree is left alone (tesseract copes with it,
-    and turning the page blurs its figures)."""
-    if gray.width < SCAN_WIDTH * 0.85:
+    Reduced copies are scaled up, and scans at two or three times that resolution down (read
+    as they are, their rows failed the checks, and a 40 Mpx page kept tesseract busy for
+    minutes); a tilt under a degree is left alone (tesseract copes with it, and turning the
+    page blurs its figures)."""
+    if not SCAN_WIDTH * 0.85 <= gray.width <= SCAN_WIDTH * 1.5:
         factor = SCAN_WIDTH / gray.width
         gray = gray.resize((SCAN_WIDTH, round(gray.height * factor)), Image.Resampling.LANCZOS)
     angle = tilt(gray)
@@ -401,9 +406,24 @@ def read_print(path: str | os.PathLike) -> PrintReading:
     if min(gray.size) < MIN_SIDE:
         return PrintReading(REVIEW, None, None, None, None, f"page of {gray.width}x{gray.height} px: too small to read")
     try:
-        return _read_views(normalized(gray))
+        page = normalized(gray)
+        reading = _read_views(page)
+        return replace(reading, code=printed_code(page)) if reading.status == CHECKED else reading
     except (TesseractError, ValueError) as exc:  # tesseract's refusal, or an empty crop of an odd page
         return PrintReading(REVIEW, None, None, None, None, f"OCR failed ({exc.__class__.__name__}: {str(exc)[:80]})")
+
+
+HEADER = 0.12  # the top of the page, down to here, holds the title and the acta's code
+_CODE = re.compile(r"([0-9]{9})\.([0-9]{2})\.1\.0001")
+
+
+def printed_code(gray: Image.Image) -> str:
+    """The acta code printed under the title ("010101002.03.1.0001") as "<center>.<table>";
+    "" unless exactly one is read. The figures name no table: this code does."""
+    w, h = gray.size
+    found = {f"{m[1]}.{m[2]}" for words, _b in _ocr(gray.crop((0, 0, w, max(1, int(h * HEADER)))), "--psm 6")
+             for m in _CODE.finditer("".join(words))}
+    return found.pop() if len(found) == 1 else ""
 
 
 def _read_views(gray: Image.Image) -> PrintReading:
@@ -444,7 +464,7 @@ def cached_read_print(path: str | os.PathLike, sha256: str) -> PrintReading:
     try:
         obj = json.loads(target.read_text(encoding="utf-8"))
         return PrintReading(obj["status"], tuple(obj["parties"]) if obj["parties"] else None, obj["valid"],
-                            obj["nulos"], obj["total"], obj["detail"])
+                            obj["nulos"], obj["total"], obj["detail"], obj["code"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     reading = read_print(path)

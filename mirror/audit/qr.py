@@ -14,7 +14,8 @@ parses (qrformat.py, strictly), names the file's own table, and no other acta QR
 the page (a second code of the same table with other votes would make either a guess): a
 wrong reading is worse than none. Every other outcome is one named cause (CAUSES).
 The page is taken upright by its EXIF orientation, flattened onto white when it has an alpha
-channel, and scaled to 8 bits when it has 16; images over MAX_PIXELS are refused unread.
+channel, and scaled to 8 bits when it has 16; images over MAX_PIXELS, JPEGs of more than
+MAX_SCANS scans, and files that are not JPEG or PNG, are refused unread.
 """
 from __future__ import annotations
 
@@ -31,13 +32,15 @@ from ..qrformat import QrFormatError, QrVotes, parse_qr
 
 MAX_PIXELS = 40_000_000  # real actas are ~4.4 Mpx; refuse anything near a decompression bomb
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+FORMATS = ("JPEG", "PNG")  # what mirror/imagecheck.py lets the crawl archive
+MAX_SCANS = 100  # a progressive JPEG has about 10; libjpeg decodes every block again for each
 
 # Why a table has no QR reading: one of these, stable, to be counted ("3 unreadable: 2 no QR code found, ...")
 NOT_IMAGE, HTML, TRUNCATED, TOO_LARGE = "not an image", "HTML instead of an image", "truncated image", "image too large"
 NO_QR, BAD_FORMAT, OTHER_TABLE, SEVERAL = "no QR code found", "QR not in the acta format", "QR of another table", \
     "several QR codes"
-DECODER = "decoder failed"
-CAUSES = (NO_QR, BAD_FORMAT, OTHER_TABLE, SEVERAL, TRUNCATED, NOT_IMAGE, HTML, TOO_LARGE, DECODER)
+DECODER, CHANGED = "decoder failed", "not the archived file"
+CAUSES = (NO_QR, BAD_FORMAT, OTHER_TABLE, SEVERAL, TRUNCATED, NOT_IMAGE, HTML, TOO_LARGE, DECODER, CHANGED)
 
 
 @dataclass(frozen=True)
@@ -295,16 +298,20 @@ def candidate_texts(img: Image.Image) -> Iterator[list[str]]:
 def _to_gray(img: Image.Image) -> Image.Image:
     """8-bit gray: 16-bit and float pages scaled (Pillow's convert clips them to white),
     transparent ones laid on white paper (converting drops alpha, which can leave black)."""
+    # float32 in place, and alpha laid on white in one gray channel: in float64 and RGBA a 40 Mpx
+    # page peaked at 0.8 GB a worker, twice a gray one's (scripts/bench_unseen.py --memory)
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        a = np.asarray(img, dtype=np.float64)
-        a = a - min(0.0, float(a.min()))
+        a = np.asarray(img).astype(np.float32)
+        a -= min(0.0, float(a.min()))
         top = float(a.max())
         if top > 255:
             a *= 255.0 / top
-        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+        return Image.fromarray(np.clip(a, 0, 255, out=a).astype(np.uint8))
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), rgba).convert("L")
+        if img.mode not in ("RGBA", "LA"):
+            img = img.convert("RGBA")  # palette, tRNS and premultiplied alpha made plain
+        gray, alpha = (img if img.mode == "LA" else img.convert("LA")).split()
+        return Image.composite(gray, Image.new("L", img.size, 255), alpha)
     return img.convert("L")
 
 
@@ -323,19 +330,35 @@ def load_page(path: str) -> Image.Image:
             raise Unusable(NOT_IMAGE, "empty file")
         if looks_like_html(head):
             raise Unusable(HTML, "an HTML page, not an image")
+        if head.startswith(b"\xff\xd8") and (scans := _scans(fh)) > MAX_SCANS:
+            raise Unusable(TOO_LARGE, f"JPEG of {scans:,} scans (a progressive one has about 10): refused")
         fh.seek(0)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: the pixels still count
                 # Pillow only warns between MAX_PIXELS and twice that: refuse those too, unread
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(fh) as img:
+                # only what the crawl archives: Pillow would hand PostScript to Ghostscript, which
+                # runs it (a loop never returns), and other formats to their own decoders
+                with Image.open(fh, formats=FORMATS) as img:
                     img.load()
                     return _to_gray(ImageOps.exif_transpose(img))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise Unusable(TOO_LARGE, f"image over {MAX_PIXELS:,} pixels: refused") from None
         except Exception as exc:  # noqa: BLE001 - any decoding failure of the file is the same finding
             raise Unusable(*_why_broken(fh, exc)) from None
+
+
+def _scans(fh) -> int:
+    """The scans (SOS markers) in a JPEG file, read in chunks: in entropy-coded data a 0xFF byte
+    is followed by 0x00 or a restart marker, so 0xFFDA starts a scan (or an embedded thumbnail's)."""
+    fh.seek(0)
+    count, carry = 0, b""
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        data = carry + chunk
+        count += data.count(b"\xff\xda")
+        carry = data[-1:]
+    return count
 
 
 def _why_broken(fh, exc: Exception) -> tuple[str, str]:

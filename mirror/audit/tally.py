@@ -4,13 +4,16 @@ Levels: table, center, parish, municipality, state, nation, keyed by the CNE cod
 9-digit center code. The denominator is the site's list of tables (coverage.py): every level
 says how many of its tables were read and names each one that was not, with the reason.
 A table is read from its QR code; with OCR, its printed figures check the QR. When the QR
-cannot be recovered, a checked print reading gives the table's figures, but a level's votes
-are the QR's only: print-only tables are counted and summed apart (Unit.printed, print_votes),
-so OCR is never mixed into the QR tally as if it were as trustworthy. Reading runs across all cores.
+cannot be recovered (and names no other table: then the scan may be that table's, print and
+all), a checked print reading whose acta code, printed under the title, is this table's gives
+the table's figures (the figures themselves name no table), but a level's votes are the QR's
+only: print-only tables are counted and summed apart (Unit.printed, print_votes), so OCR is
+never mixed into the QR tally as if it were as trustworthy. Reading runs across all cores.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from ..workers import pool
 from ..state import read_state
 from .coverage import ARCHIVED, LABELS, READ, STATUSES, Coverage, TableStatus, census
 from .ocr import CHECKED, PrintReading, cached_read_print
-from .qr import Reading, read_acta
+from .qr import CHANGED, Reading, read_acta
 
 LEVELS = ("nation", "state", "municipality", "parish", "center", "table")
 CSV_HEADER = ("key",) + CANDIDATES + ("VOTOS_NULOS", "status", "detail", "check")
@@ -101,7 +104,18 @@ CHECKS = ("consistent", "MISMATCH", "needs review", "read from print")
 
 def _read(job: tuple[str, str, str, bool]) -> tuple[Reading, PrintReading | None]:
     key, path, sha256, ocr = job
+    if _changed(path, sha256):  # a copy's file changed since it was archived: what it shows is no evidence
+        return Reading(key, path, None, "the file's sha256 is not the one its manifest records", cause=CHANGED), None
     return read_acta(key, path), cached_read_print(path, sha256) if ocr else None
+
+
+def _changed(path: str, sha256: str) -> bool:
+    """Does the file hold other bytes than those archived? (One that cannot be opened: read_acta says so.)"""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest() != sha256
+    except OSError:
+        return False
 
 
 def read_all(jobs: list[tuple[str, str, str, bool]], workers: int | None = None, progress=None) -> list:
@@ -126,15 +140,18 @@ def read_all(jobs: list[tuple[str, str, str, bool]], workers: int | None = None,
 def _verdict(qr: Reading, printed: PrintReading | None) -> tuple[str, str, str, str]:
     """(status, detail, check, cause) of an archived table from its QR and print readings;
     cause is why the QR was not read ("" when it was)."""
-    if qr.named:  # a clean QR of another table: a swapped code, or a misfiled image
-        status = "print" if printed is not None and printed.status == CHECKED else "unreadable"
-        return status, qr.status, "MISMATCH" if printed is not None else "", qr.cause
+    if qr.named:  # a clean QR of another table: a swapped code, or that table's scan misfiled here,
+        # whose print is that table's too (the print names no table): neither reading is this table's
+        return "unreadable", qr.status, "MISMATCH" if printed is not None else "", qr.cause
     if printed is None:
         return ("qr", "", "", "") if qr.votes else ("unreadable", qr.status, "", qr.cause)
     if printed.status != CHECKED:
         return ("qr", "", "needs review", "") if qr.votes else \
             ("unreadable", f"{qr.status}; print: {printed.detail}", "", qr.cause)
     if qr.votes is None:
+        if printed.code != qr.key:  # the figures name no table: the code printed above them must be this one
+            return "unreadable", f"{qr.status}; print: the acta's code reads {printed.code or 'illegible'}, " \
+                f"not {qr.key}", "", qr.cause
         return "print", f"QR: {qr.status}", "read from print", qr.cause
     same = printed.parties == qr.votes.parties and printed.nulos == qr.votes.nulos
     return "qr", "", "consistent" if same else "MISMATCH", ""
