@@ -1040,7 +1040,21 @@ def cmd_tally(args) -> int:
     else:
         sys.stdout.write(text)
     _write_coverage(result, args.coverage)
-    return EXIT_OK
+    return _changed_actas(result)
+
+
+def _changed_actas(result) -> int:
+    """A copy whose acta bytes are not the archived ones is not the archive: its votes were left
+    out, and that is said with exit 1, never as a clean tally."""
+    from .audit.qr import CHANGED
+
+    changed = [key for key, t in result.tables.items() if t.state.cause == CHANGED]
+    if not changed:
+        return EXIT_OK
+    archived = sum(t.entry is not None for t in result.tables.values())
+    print(f"acta-mirror: {len(changed):,} of {archived:,} archived actas are not the bytes the archive recorded "
+          f"(first: {changed[0]}); their votes are not counted: run 'acta-mirror verify'", file=sys.stderr)
+    return EXIT_PROBLEMS
 
 
 def cmd_crosscheck(args) -> int:

@@ -104,7 +104,8 @@ HELP: dict[str, Help] = {
         ("acta-mirror tally mirror/ --format json --out tally.json --coverage coverage.csv",
          "tables and every level; every listed table's status in a CSV"),
         ("acta-mirror tally mirror/ --ocr", "also read the printed figures and check each QR against them"),
-    ), {0: "", 2: "not a mirror", 3: "", 130: ""}),
+    ), {0: "", 1: "some actas are not the archived bytes (a changed copy): their votes are left out",
+        2: "not a mirror", 3: "", 130: ""}),
     "crosscheck": Help((
         ("acta-mirror crosscheck mirror/ --against mirror/data/index/RESULTADOS_2024_CSV_V1.csv",
          "the QR tally against the published index"),

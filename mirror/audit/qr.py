@@ -37,7 +37,8 @@ NOT_IMAGE, HTML, TRUNCATED, TOO_LARGE = "not an image", "HTML instead of an imag
 NO_QR, BAD_FORMAT, OTHER_TABLE, SEVERAL = "no QR code found", "QR not in the acta format", "QR of another table", \
     "several QR codes"
 DECODER = "decoder failed"
-CAUSES = (NO_QR, BAD_FORMAT, OTHER_TABLE, SEVERAL, TRUNCATED, NOT_IMAGE, HTML, TOO_LARGE, DECODER)
+CHANGED = "not the archived bytes"  # the file's sha256 is not its provenance record's: a copy's edit
+CAUSES = (NO_QR, BAD_FORMAT, OTHER_TABLE, SEVERAL, TRUNCATED, NOT_IMAGE, HTML, TOO_LARGE, DECODER, CHANGED)
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,19 @@ so OCR is never mixed into the QR tally as if it were as trustworthy. Reading ru
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import Entry
+from ..models import Entry, UnsafePath
 from ..qrformat import CANDIDATES
 from ..workers import pool
-from ..state import read_state
+from ..state import open_payload, read_state
 from .coverage import ARCHIVED, LABELS, READ, STATUSES, Coverage, TableStatus, census
 from .ocr import CHECKED, PrintReading, cached_read_print
-from .qr import Reading, read_acta
+from .qr import CHANGED, Reading, read_acta
 
 LEVELS = ("nation", "state", "municipality", "parish", "center", "table")
 CSV_HEADER = ("key",) + CANDIDATES + ("VOTOS_NULOS", "status", "detail", "check")
@@ -99,18 +100,35 @@ class Tally:
 CHECKS = ("consistent", "MISMATCH", "needs review", "read from print")
 
 
-def _read(job: tuple[str, str, str, bool]) -> tuple[Reading, PrintReading | None]:
-    key, path, sha256, ocr = job
+def _read(job: tuple[str, str, str, str, bool]) -> tuple[Reading, PrintReading | None]:
+    key, bag, rel, sha256, ocr = job
+    path = os.path.join(bag, rel)
+    changed = _not_archived(bag, rel, sha256)
+    if changed:  # a copy's edited image: its votes are not the archive's, so they are never counted
+        return Reading(key, path, None, changed, cause=CHANGED), None
     return read_acta(key, path), cached_read_print(path, sha256) if ocr else None
 
 
-def read_all(jobs: list[tuple[str, str, str, bool]], workers: int | None = None, progress=None) -> list:
+def _not_archived(bag: str, rel: str, sha256: str) -> str:
+    """Why the file is not the bytes its provenance record names ('' when it is). Opened without
+    following a link and only if regular: read_state refused those, but the copy may change after."""
+    try:
+        with open_payload(bag, rel) as fh:
+            got = hashlib.file_digest(fh, "sha256").hexdigest()
+    except (OSError, UnsafePath) as exc:
+        return f"cannot be read to check its bytes ({getattr(exc, 'strerror', None) or exc})"
+    if got != sha256:
+        return f"sha256 {got}, but the archive recorded {sha256}: run 'acta-mirror verify'"
+    return ""
+
+
+def read_all(jobs: list[tuple[str, str, str, str, bool]], workers: int | None = None, progress=None) -> list:
     """Every job's readings, across the cores; progress(done, total), if given, as they come."""
     workers = workers or os.cpu_count() or 1
     out: list = []
     if workers > 1 and len(jobs) > 8:
         with pool(workers) as executor:
-            readings = executor.map(_read, jobs, chunksize=1 if any(j[3] for j in jobs) else 16)
+            readings = executor.map(_read, jobs, chunksize=1 if any(j[4] for j in jobs) else 16)
             for reading in readings:
                 out.append(reading)
                 if progress:
@@ -147,7 +165,7 @@ def tally(bag: str | os.PathLike, workers: int | None = None, ocr: bool = False,
     state = read_state(bag).require_clean()
     found = census(bag, state)
     entries = state.latest_actas()
-    jobs = [(t.key, str(bag / t.path), entries[t.key].sha256, ocr) for t in found.of(ARCHIVED)]
+    jobs = [(t.key, str(bag), t.path, entries[t.key].sha256, ocr) for t in found.of(ARCHIVED)]
     readings = {qr.key: (qr, printed) for qr, printed in read_all(jobs, workers, progress)}
     verdicts = {k: _verdict(*r) for k, r in readings.items()}
     resolved = found.resolve({k: (v[0], v[1], v[3]) for k, v in verdicts.items()})

@@ -1,0 +1,47 @@
+"""A stranger's copy, attacked again: found by an adversarial review of every command that reads a
+copy someone else made (verify, restore, merge, tally, crosscheck, site, export, the checkers).
+Each attack edits a real signed mirror the way an attacker would, then runs the real command line
+under a timeout; each test failed on the code before its fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from mirror.replay.data import index_file
+from mirror.replay.images import render
+from tests.conftest import run_cli
+from tests.test_hostile_evidence import LIMIT, _an_acta, pristine, pub, signed  # noqa: F401
+
+
+def _forge_votes(mirror, acta: dict, extra: int) -> None:
+    """The acta's image re-rendered with `extra` more votes for EG in its QR: a forgery whose QR
+    names the right table, written over the archived file (the records are left as they are)."""
+    row = next(r for r in index_file(1).rows if r.key == acta["key"])
+    votes = tuple((c, v + extra if c == "EG" else v) for c, v in row.votes)
+    (mirror / acta["path"]).write_bytes(render(dataclasses.replace(row, votes=votes), row.filename, small=True))
+
+
+def _nation_eg(proc) -> int:
+    return json.loads(proc.stdout)["levels"]["nation"][0]["votes"]["EG"]
+
+
+# -- tally: an edited image's votes -----------------------------------------------------------------
+def test_tally_never_counts_the_votes_of_an_image_that_is_not_the_archived_one(signed, pristine):
+    """tally read the QR of whatever bytes lay under an acta's name: a copy with one image redrawn
+    (500 more votes for one candidate, the right table in its QR) was tallied '52 of 52 tables
+    read', the 500 votes in the nation's total, exit 0."""
+    honest = run_cli("tally", str(pristine[0]), "--format", "json", "--quiet", timeout=LIMIT)
+    assert honest.returncode == 0, honest.stderr
+    acta = _an_acta(signed)
+    _forge_votes(signed, acta, 500)
+    proc = run_cli("tally", str(signed), "--format", "json", "--quiet", timeout=LIMIT)
+    report = json.loads(proc.stdout)
+    table = next(t for t in report["tables"] if t["key"] == acta["key"])
+    assert table["votes"] is None and table["cause"] == "not the archived bytes", table
+    assert _nation_eg(proc) == _nation_eg(honest) - dict(
+        (t["key"], t["votes"]) for t in json.loads(honest.stdout)["tables"])[acta["key"]]["EG"]
+    assert proc.returncode == 1
+    assert f"1 of {len(report['tables'])} archived actas are not the bytes" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
