@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
 
 from mirror.replay.data import index_file
 from mirror.replay.images import render
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 from tests.test_hostile_evidence import LIMIT, _an_acta, pristine, pub, signed  # noqa: F401
 
 
@@ -45,3 +51,25 @@ def test_tally_never_counts_the_votes_of_an_image_that_is_not_the_archived_one(s
     assert f"1 of {len(report['tables'])} archived actas are not the bytes" in proc.stderr
     assert "Traceback" not in proc.stderr
 
+
+# -- verify: a planted giant where the timestamp token goes ---------------------------------------
+def _cli_in_memory(limit: int, *args: str) -> subprocess.CompletedProcess:
+    """The command line with its address space capped: a file read whole fails fast, not the machine."""
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return subprocess.run([sys.executable, "-m", "mirror", *args], capture_output=True, text=True, timeout=LIMIT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=cap)
+
+
+@pytest.mark.parametrize("name", ["signed-root.json.tsr", "signed-root.json.tsr.chain.pem"])
+def test_verify_refuses_a_giant_timestamp_file_without_reading_it(signed, name):
+    """verify read the copy's timestamp token (and its chain) whole: a 4 GiB sparse file there
+    took all memory, and ended in a MemoryError traceback."""
+    if name.endswith(".pem"):
+        (signed / "signed-root.json.tsr").write_bytes(b"not a token")
+    with open(signed / name, "wb") as fh:
+        fh.truncate(4 << 30)
+    proc = _cli_in_memory(2 << 30, "verify", str(signed))
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 1
+    assert f"timestamp: {name}" in proc.stdout and "larger than" in proc.stdout, proc.stdout
