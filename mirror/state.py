@@ -146,17 +146,26 @@ def open_payload(root: str | os.PathLike, rel: str) -> BinaryIO:
         return os.fdopen(opener.open_fd(rel), "rb")
 
 
-def _read_tag(root: Path, name: str, problems: list[Problem]) -> bytes | None:
-    """A whole tag file's bytes; None (and a problem if it is unsafe) when it cannot be read."""
+MAX_TAG_BYTES = 1 << 20  # bagit.txt, bag-info.txt, the tag manifest: a few lines each
+MAX_MANIFEST_BYTES = 1 << 29  # ~3 million lines, a hundred times a national mirror's
+
+
+def _read_tag(root: Path, name: str, problems: list[Problem], limit: int = MAX_TAG_BYTES) -> bytes | None:
+    """A whole tag file's bytes; None (and a problem if it is unsafe, or larger than limit: a
+    copy's planted giant is never read into memory) when it cannot be read."""
     try:
         with open_payload(root, name) as fh:
-            return fh.read()
+            data = fh.read(limit + 1)
     except FileNotFoundError:
         return None
     except UnsafePath as exc:
         problems.append(Problem("unsafe", name, exc.reason))
     except OSError as exc:
         problems.append(Problem("unreadable", name, exc.strerror or str(exc)))
+    else:
+        if len(data) <= limit:
+            return data
+        problems.append(Problem("unsafe", name, f"larger than {limit:,} bytes; not read"))
     return None
 
 
@@ -542,7 +551,7 @@ def read_state(root: str | os.PathLike, *, records: bool = True, payload: bool =
     root = require_bag(root)
     problems: list[Problem] = []
     _read_tag(root, "bagit.txt", problems)  # only that it is a regular file: its text is not evidence
-    raw = _read_tag(root, PAYLOAD_MANIFEST, problems)
+    raw = _read_tag(root, PAYLOAD_MANIFEST, problems, MAX_MANIFEST_BYTES)
     manifest = parse_manifest(raw, PAYLOAD_MANIFEST, problems, payload=True) if raw is not None else {}
     raw_tags = _read_tag(root, TAG_MANIFEST, problems)
     tags = parse_manifest(raw_tags, TAG_MANIFEST, problems, payload=False) if raw_tags is not None else None

@@ -73,3 +73,17 @@ def test_verify_refuses_a_giant_timestamp_file_without_reading_it(signed, name):
     assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
     assert proc.returncode == 1
     assert f"timestamp: {name}" in proc.stdout and "larger than" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("name", ["bag-info.txt", "tagmanifest-sha256.txt", "bagit.txt"])
+def test_verify_refuses_a_giant_tag_file_without_reading_it(signed, name):
+    """The tag files were read whole: a 3 GiB sparse bag-info.txt (or tag manifest, or bagit.txt)
+    took all memory and ended in a MemoryError traceback."""
+    with open(signed / name, "r+b") as fh:
+        fh.truncate(3 << 30)
+    proc = _cli_in_memory(2 << 30, "verify", str(signed))
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 1
+    assert f"unsafe: {name} (larger than 1,048,576 bytes; not read)" in proc.stdout or name == "bag-info.txt", \
+        proc.stdout
+    assert f"signed: {name}" in proc.stdout or name != "bag-info.txt", proc.stdout
