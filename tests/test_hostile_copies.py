@@ -6,6 +6,7 @@ under a timeout; each test failed on the code before its fix.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import resource
@@ -87,3 +88,31 @@ def test_verify_refuses_a_giant_tag_file_without_reading_it(signed, name):
     assert f"unsafe: {name} (larger than 1,048,576 bytes; not read)" in proc.stdout or name == "bag-info.txt", \
         proc.stdout
     assert f"signed: {name}" in proc.stdout or name != "bag-info.txt", proc.stdout
+
+
+# -- verify: provenance that misstates a file's size ---------------------------------------------
+def _unsign_and_retag(mirror) -> None:
+    """An unsigned copy whose tag manifest agrees with its edited tag files (what anyone can make)."""
+    for name in ("signed-root.json", "signed-root.json.minisig"):
+        (mirror / name).unlink()
+    lines = []
+    for line in (mirror / "tagmanifest-sha256.txt").read_text().splitlines():
+        name = line.split("  ", 1)[1]
+        if (mirror / name).exists():
+            lines.append(f"{hashlib.sha256((mirror / name).read_bytes()).hexdigest()}  {name}\n")
+    (mirror / "tagmanifest-sha256.txt").write_text("".join(lines))
+
+
+def test_verify_names_provenance_sizes_that_are_not_the_files(signed):
+    """verify hashed every file but compared provenance's sizes with nothing: records giving one
+    acta 100 bytes more and another 100 less (Payload-Oxum unchanged) were 'intact', exit 0,
+    while --fast, which reads only sizes, named both."""
+    objs = [json.loads(x) for x in (signed / "provenance.jsonl").read_text().splitlines()]
+    objs[1]["size"] += 100
+    objs[2]["size"] -= 100
+    (signed / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
+    _unsign_and_retag(signed)
+    proc = run_cli("verify", str(signed), "--json", timeout=LIMIT)
+    found = {(p["kind"], p["path"]) for p in json.loads(proc.stdout)["problems"]}
+    assert found == {("provenance", objs[1]["path"]), ("provenance", objs[2]["path"])}, found
+    assert proc.returncode == 1
