@@ -23,6 +23,7 @@ import sys
 import zlib
 
 WARC = "archive/data.warc.gz"
+EXPORTED_HEADERS = {b"content-type", b"content-length", b"etag", b"last-modified"}
 
 
 def warc_records(stream):
@@ -46,8 +47,13 @@ def problem(headers, block):
         return None
     if kind == "response":
         head, payload = block.split(b"\r\n\r\n", 1)  # the HTTP status line and headers, then the payload
+        status, *fields = head.split(b"\r\n")
+        names = [f.partition(b":")[0].strip().lower() for f in fields]
         length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
-        if re.search(rb"\r\n(transfer|content)-encoding:", head, re.I) or not length or int(length[1]) != len(payload):
+        # only a 200 with the headers the export writes, each once: a redirect, a Refresh, a range
+        # or an encoding would make a replay serve something else than the signed payload
+        if not re.fullmatch(rb"HTTP/1\.[01] 200 [^\r\n]*", status) or len(set(names)) != len(names) \
+                or not set(names) <= EXPORTED_HEADERS or not length or int(length[1]) != len(payload):
             return f"{url}: a response whose HTTP head would make a replay serve other bytes than its payload"
         sha = hashlib.sha256(payload).hexdigest()
     elif kind == "revisit" and headers.get("warc-refers-to-target-uri", url) == url:

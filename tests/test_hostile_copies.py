@@ -10,8 +10,10 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,7 @@ from mirror.replay.data import index_file
 from mirror.replay.images import render
 from tests.conftest import ROOT, run_cli
 from tests.test_hostile_evidence import LIMIT, _an_acta, pristine, pub, signed  # noqa: F401
+from tests.test_stranger import CHECK_WARC, add_response, http_of, image_urls, made  # noqa: F401
 
 
 def _forge_votes(mirror, acta: dict, extra: int) -> None:
@@ -116,3 +119,31 @@ def test_verify_names_provenance_sizes_that_are_not_the_files(signed):
     found = {(p["kind"], p["path"]) for p in json.loads(proc.stdout)["problems"]}
     assert found == {("provenance", objs[1]["path"]), ("provenance", objs[2]["path"])}, found
     assert proc.returncode == 1
+
+
+# -- check_warc.py: a signed payload under a head that sends the replay elsewhere ----------------
+def _redirect(wacz: Path, urls: list[str]) -> None:
+    """A later capture of table A's URL: A's own signed bytes, under a 302 to table B's image."""
+    head, payload = http_of(wacz, urls[0]).split(b"\r\n\r\n", 1)
+    head = head.replace(b"HTTP/1.1 200 OK", b"HTTP/1.1 302 Found") + f"\r\nLocation: {urls[1]}".encode()
+    add_response(wacz, urls[0], head + b"\r\n\r\n" + payload)
+
+
+def _refresh(wacz: Path, urls: list[str]) -> None:
+    """The same, as a 200 whose Refresh header sends the visitor to table B's image."""
+    head, payload = http_of(wacz, urls[0]).split(b"\r\n\r\n", 1)
+    add_response(wacz, urls[0], head + f"\r\nRefresh: 0; url={urls[1]}".encode() + b"\r\n\r\n" + payload)
+
+
+@pytest.mark.parametrize("edit", [_redirect, _refresh])
+def test_check_warc_refuses_a_signed_payload_under_a_head_that_sends_the_replay_elsewhere(made, tmp_path, edit):
+    """check_warc.py checked a response's payload, Content-Length and encodings, not its status or
+    other headers: a record of table A's URL holding A's signed bytes under '302 Found, Location:
+    <table B's image>' (or a Refresh header) passed every step of the recipe, and a replay
+    following it shows B's acta for table A."""
+    work = tmp_path / "wacz"
+    shutil.copytree(made / "wacz", work)
+    edit(work, image_urls(work)[:2])
+    proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout
+    assert "a response whose HTTP head would make a replay serve other bytes" in proc.stdout, proc.stdout
