@@ -6,9 +6,10 @@ It checks every record of archive/data.warc.gz, and the record that each line of
 indexes/index.cdx (what a replay tool looks a URL up in) points at:
 - a response's payload hashes (sha256) to a version that evidence/provenance.jsonl records for
   the response's URL, under a path and sha256 that evidence/manifest-sha256.txt lists, and its
-  HTTP head gives the payload's length and no transfer or content encoding (a replay would
-  serve other bytes);
-- a revisit names its own URL and the digest of such a version;
+  HTTP head is a 200 with only the headers the export writes (Content-Type, Content-Length,
+  ETag, Last-Modified), each once, Content-Length the payload's: a redirect, a Refresh or an
+  encoding would make a replay serve other bytes;
+- a revisit names its own URL and the digest of such a version, and has such a head and no payload;
 - an index line points at a record for its own URL;
 - there is no other kind of record but warcinfo and request (which a replay does not serve).
 Exit 0: every record checks out; 1: one does not, or the WACZ cannot be read (each reason printed).
@@ -40,37 +41,45 @@ def warc_records(stream):
         yield headers, stream.read(int(headers["content-length"]))
 
 
+def head_ok(head, size):
+    """Is this HTTP head what the export writes: a 200 with only its headers, each once, on lines
+    ending in CRLF, and Content-Length the payload's size? A redirect, a Refresh, a range or an
+    encoding would make a replay serve something else than the signed payload."""
+    status, *fields = head.split(b"\r\n")
+    names = [f.partition(b":")[0].strip().lower() for f in fields]
+    lengths = [f.partition(b":")[2].strip() for f in fields if f.partition(b":")[0].strip().lower() == b"content-length"]
+    return (re.fullmatch(rb"HTTP/1\.[01] 200 [^\r\n]*", status) is not None and len(set(names)) == len(names)
+            and set(names) <= EXPORTED_HEADERS and not re.search(rb"[\r\n]", b"".join(fields))
+            and lengths == [str(size).encode()])
+
+
 def problem(headers, block):
     """Why this record is not a signed file, or None."""
     kind, url = headers.get("warc-type"), headers.get("warc-target-uri", "")
     if kind in ("warcinfo", "request"):
         return None
+    head, _, payload = block.partition(b"\r\n\r\n")  # the HTTP status line and headers, then the payload
     if kind == "response":
-        head, payload = block.split(b"\r\n\r\n", 1)  # the HTTP status line and headers, then the payload
-        status, *fields = head.split(b"\r\n")
-        names = [f.partition(b":")[0].strip().lower() for f in fields]
-        length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
-        # only a 200 with the headers the export writes, each once: a redirect, a Refresh, a range
-        # or an encoding would make a replay serve something else than the signed payload
-        if not re.fullmatch(rb"HTTP/1\.[01] 200 [^\r\n]*", status) or len(set(names)) != len(names) \
-                or not set(names) <= EXPORTED_HEADERS or not length or int(length[1]) != len(payload):
-            return f"{url}: a response whose HTTP head would make a replay serve other bytes than its payload"
         sha = hashlib.sha256(payload).hexdigest()
-    elif kind == "revisit" and headers.get("warc-refers-to-target-uri", url) == url:
+    elif kind == "revisit" and headers.get("warc-refers-to-target-uri", url) == url and not payload:
         sha = base64.b32decode(headers.get("warc-payload-digest", ":").split(":")[1]).hex()
     else:
         return f"{url}: a {kind} record, which acta-mirror never writes here"
-    return None if sha in signed.get(url, ()) else f"{url}: a {kind} of a file the signed records do not list for it"
+    if sha not in signed.get(url, {}):
+        return f"{url}: a {kind} of a file the signed records do not list for it"
+    if not head_ok(head, signed[url][sha]):
+        return f"{url}: a {kind} whose HTTP head would make a replay serve other bytes than its payload"
+    return None
 
 
-signed = {}  # URL: {sha256 of each version the provenance records, if the manifest lists it too}
+signed = {}  # URL: {sha256: size} of each version the provenance records, if the manifest lists it too
 bad, records = [], 0
 try:
     manifest = set(open("evidence/manifest-sha256.txt", encoding="utf-8").read().splitlines())
     for line in open("evidence/provenance.jsonl", encoding="utf-8"):
         record = json.loads(line)
         if f"{record['sha256']}  {record['path']}" in manifest:
-            signed.setdefault(record["final_url"], set()).add(record["sha256"])
+            signed.setdefault(record["final_url"], {})[record["sha256"]] = int(record["size"])
     for headers, block in warc_records(gzip.open(WARC)):
         records += 1
         bad.append(problem(headers, block))

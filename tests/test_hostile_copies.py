@@ -21,7 +21,8 @@ from mirror.replay.data import index_file
 from mirror.replay.images import render
 from tests.conftest import ROOT, run_cli
 from tests.test_hostile_evidence import LIMIT, _an_acta, pristine, pub, signed  # noqa: F401
-from tests.test_stranger import CHECK_WARC, add_response, http_of, image_urls, made  # noqa: F401
+from tests.test_stranger import (CHECK_WARC, add_response, append_record, http_of, image_urls,  # noqa: F401
+                                 index_lines, made, warc_member)
 
 
 def _forge_votes(mirror, acta: dict, extra: int) -> None:
@@ -135,15 +136,33 @@ def _refresh(wacz: Path, urls: list[str]) -> None:
     add_response(wacz, urls[0], head + f"\r\nRefresh: 0; url={urls[1]}".encode() + b"\r\n\r\n" + payload)
 
 
-@pytest.mark.parametrize("edit", [_redirect, _refresh])
+def _revisit_redirect(wacz: Path, urls: list[str]) -> None:
+    """A revisit of table A's URL, A's own digest, carrying a head that redirects to table B's image
+    (a replay serves a revisit with its own HTTP head)."""
+    digest = next(w["digest"] for w in index_lines(wacz) if w["url"] == urls[0])
+    head = f"HTTP/1.1 302 Found\r\nLocation: {urls[1]}\r\nContent-Length: 0\r\n\r\n".encode()
+    append_record(wacz, warc_member("revisit", urls[0], head, **{"WARC-Payload-Digest": digest,
+                                                                 "Content-Type": "application/http; msgtype=response"}),
+                  urls[0])
+
+
+def _bare_lf(wacz: Path, urls: list[str]) -> None:
+    """A Location hidden after a bare LF inside an allowed header (parsers that split on LF see it)."""
+    head, payload = http_of(wacz, urls[0]).split(b"\r\n\r\n", 1)
+    head = head.replace(b"\r\nContent-Type: image/jpeg", f"\r\nContent-Type: image/jpeg\nRefresh: 0; url={urls[1]}".encode())
+    add_response(wacz, urls[0], head + b"\r\n\r\n" + payload)
+
+
+@pytest.mark.parametrize("edit", [_redirect, _refresh, _revisit_redirect, _bare_lf])
 def test_check_warc_refuses_a_signed_payload_under_a_head_that_sends_the_replay_elsewhere(made, tmp_path, edit):
     """check_warc.py checked a response's payload, Content-Length and encodings, not its status or
-    other headers: a record of table A's URL holding A's signed bytes under '302 Found, Location:
-    <table B's image>' (or a Refresh header) passed every step of the recipe, and a replay
-    following it shows B's acta for table A."""
+    other headers, and a revisit's digest, not its head: a record of table A's URL holding A's
+    signed bytes under '302 Found, Location: <table B's image>' (or a Refresh header, or a
+    revisit carrying that head) passed every step of the recipe, and a replay following it
+    shows B's acta for table A."""
     work = tmp_path / "wacz"
     shutil.copytree(made / "wacz", work)
     edit(work, image_urls(work)[:2])
     proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
     assert proc.returncode == 1, proc.stdout
-    assert "a response whose HTTP head would make a replay serve other bytes" in proc.stdout, proc.stdout
+    assert "whose HTTP head would make a replay serve other bytes than its payload" in proc.stdout, proc.stdout
