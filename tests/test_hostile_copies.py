@@ -21,7 +21,7 @@ from mirror.replay.data import index_file
 from mirror.replay.images import render
 from tests.conftest import ROOT, run_cli
 from tests.test_hostile_evidence import LIMIT, _an_acta, pristine, pub, signed  # noqa: F401
-from tests.test_stranger import (CHECK_WARC, add_response, append_record, http_of, image_urls,  # noqa: F401
+from tests.test_stranger import (CHECK_WARC, add_response, append_record, git, http_of, image_urls,  # noqa: F401
                                  index_lines, made, warc_member)
 
 
@@ -166,3 +166,25 @@ def test_check_warc_refuses_a_signed_payload_under_a_head_that_sends_the_replay_
     proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
     assert proc.returncode == 1, proc.stdout
     assert "whose HTTP head would make a replay serve other bytes than its payload" in proc.stdout, proc.stdout
+
+
+# -- restore: a blob bomb in a shard ---------------------------------------------------------------
+@pytest.mark.parametrize("name", ["full-bag/bag-info.txt", "shards.json"])
+def test_restore_refuses_a_giant_blob_unread(made, tmp_path, name):
+    """restore read shard 01's records (full-bag/ files, shards.json) whole from git: a 600 MiB file
+    of zeros, which git keeps in kilobytes, was inflated into memory (a 3 GiB one ended restore in
+    a MemoryError traceback), and written out in full before verify refused it."""
+    work = tmp_path / "work"
+    git("clone", "-q", str(made / "git" / "actas.git"), str(work))
+    with open(work / name, "r+b") as fh:
+        fh.truncate(600 << 20)
+    git("-c", "core.compression=1", "add", "-A", cwd=work)
+    git("commit", "-q", "-m", "update", cwd=work)
+    git("init", "-q", "--bare", str(tmp_path / "hostile.git"))
+    git("-c", "core.compression=1", "push", "-q", str(tmp_path / "hostile.git"), "HEAD:main", cwd=work)
+    shutil.rmtree(work)
+    proc = run_cli("restore", "--from", f"git+file://{tmp_path}/hostile.git", "--out", str(tmp_path / "r"), "--quiet",
+                   timeout=LIMIT, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{name}: 629,145,600 bytes, larger than any record of a mirror; not read" in proc.stderr, proc.stderr
+    assert not (tmp_path / "r").exists()
