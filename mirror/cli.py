@@ -457,7 +457,7 @@ def next_step(exc: MirrorError) -> str:
         return "fix the file (README.md lists every key and its type)"
     if isinstance(exc, MirrorLocked):
         return "wait for that run to end, or pass --wait-lock (job file: output.wait_lock)"
-    if isinstance(exc, NotAMirror):
+    if isinstance(exc, NotAMirror) and "acta-mirror verify" not in text:
         return "give the directory that holds bagit.txt and provenance.jsonl"
     if isinstance(exc, ArchiveWriteError) and "re-run" not in text:
         return "free space or fix permissions, then re-run: everything archived before is intact"

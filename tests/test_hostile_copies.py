@@ -188,3 +188,20 @@ def test_restore_refuses_a_giant_blob_unread(made, tmp_path, name):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"{name}: 629,145,600 bytes, larger than any record of a mirror; not read" in proc.stderr, proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+# -- tally, crosscheck, site: an edited index ------------------------------------------------------
+@pytest.mark.parametrize("command", ["tally", "crosscheck", "site"])
+def test_an_index_that_is_not_the_archived_one_is_never_the_denominator(signed, command):
+    """The index was read without checking its bytes: a copy whose index lost four rows (the
+    tables, kept in data/, no longer listed) tallied '48 of 48 tables read', exit 0, and the site
+    showed the edited index's figures as the published ones."""
+    index = next((signed / "data" / "index").iterdir())
+    lines = index.read_bytes().splitlines(keepends=True)
+    index.write_bytes(b"".join(lines[:1] + lines[5:]))
+    extra = {"crosscheck": ["--against", str(index)], "site": [], "tally": ["--quiet"]}[command]
+    proc = run_cli(command, str(signed), *extra, timeout=LIMIT)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"data/index/{index.name} is not the archived index" in proc.stderr, proc.stderr
+    assert "give the directory" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (signed / "site").exists()

@@ -18,6 +18,7 @@ status `archived`. `Coverage.resolve(readings)` gives each archived table its re
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..manifest import CHANGES, FAILURES
-from ..models import Entry, IndexFormatError, Place
+from ..models import Entry, IndexFormatError, NotAMirror, Place
 from ..sites.resultados2024 import parse_index_bytes
 from ..state import MirrorState, is_acta_key, open_payload, read_state
 
@@ -199,9 +200,21 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
     return {k: at for k, (change, at) in last.items() if change == "vanished" and is_acta_key(k)}
 
 
-def _index_places(state: MirrorState, entry: Entry) -> dict[str, Place]:
+def archived_index(state: MirrorState, entry: Entry) -> bytes:
+    """The index file's bytes, only when they are the ones its provenance record names: a copy
+    with an edited index (tables dropped from the list, other published figures) is refused
+    with NotAMirror, never counted against."""
     with state.open(entry.path) as fh:
         raw = fh.read()
+    got = hashlib.sha256(raw).hexdigest()
+    if got != entry.sha256:
+        raise NotAMirror(f"{state.root}: {entry.path} is not the archived index (sha256 {got}, provenance.jsonl "
+                         f"says {entry.sha256}): run 'acta-mirror verify'")
+    return raw
+
+
+def _index_places(state: MirrorState, entry: Entry) -> dict[str, Place]:
+    raw = archived_index(state, entry)
     places: dict[str, Place] = {}
     for acta in parse_index_bytes(raw, entry.path):
         places.setdefault(acta.key, acta.place)

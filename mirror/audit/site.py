@@ -33,6 +33,7 @@ from ..qrformat import CANDIDATES
 from ..sign import PublicKey, load_public, parse_public
 from ..sites.resultados2024 import acta_key, read_index_text
 from ..state import MirrorState, read_state
+from .coverage import archived_index
 from .tally import Table, tally
 
 SITE = "site"
@@ -93,8 +94,7 @@ def _published(state: MirrorState) -> dict[str, dict]:
         return {}
     out: dict[str, dict] = {}
     try:
-        with state.open(entry.path) as fh:
-            text = read_index_text(fh.read())
+        text = read_index_text(archived_index(state, entry))
         for row in csv.DictReader(io.StringIO(text, newline="")):
             try:
                 out[acta_key(row["CENTRO"], row["MESA"])] = {c: int(row[c]) for c in COLUMNS
