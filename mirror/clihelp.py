@@ -116,7 +116,8 @@ HELP: dict[str, Help] = {
     "site": Help((
         ("acta-mirror site mirror/", "then open mirror/site/index.html"),
         ("acta-mirror site mirror/ && acta-mirror publish mirror/ --to ipfs://127.0.0.1:5001", "and publish it"),
-    ), {0: "", 2: "not a mirror", 3: ""}),
+    ), {0: "", 1: "written, but a visitor's check would fail (unsigned, no key, or not the key given): each reason "
+                  "printed", 2: "not a mirror", 3: ""}),
     "demo": Help((
         ("acta-mirror demo", "replay 1,000 tables, mirror, sign, verify, publish locally"),
         ("acta-mirror demo --full --real-size --out /tmp/demo", "all 25,073 tables at real size (minutes)"),

@@ -205,3 +205,14 @@ def test_an_index_that_is_not_the_archived_one_is_never_the_denominator(signed, 
     assert f"data/index/{index.name} is not the archived index" in proc.stderr, proc.stderr
     assert "give the directory" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (signed / "site").exists()
+
+
+# -- site: the exit code it returns is the one it documents ----------------------------------------
+def test_site_documents_the_exit_1_it_gives_an_unsigned_copy(signed):
+    """site exits 1 when a visitor's check would fail (an unsigned copy), but its --help and
+    README's table listed only 0, 2 and 3: a script reading 1 as 'not documented' could not tell."""
+    _unsign_and_retag(signed)
+    proc = run_cli("site", str(signed), timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    codes = run_cli("site", "--help").stdout.split("exit codes:", 1)[1]
+    assert any(line.split()[:1] == ["1"] for line in codes.splitlines()), codes
