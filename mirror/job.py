@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -336,7 +337,9 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     stats = {"files": 0, "added": 0, "renamed": 0}
     with Archive(out) as archive:
         known = {line.path: line.sha256 for line in iter_records(out / PROVENANCE)}
-        have_sha = set(known.values())
+        kept: dict[str, set[str]] = {}  # a path -> the sha256 of every version of it (its .vN names too)
+        for path, sha in known.items():
+            kept.setdefault(_first_version(path), set()).add(sha)
         staged: list[tuple[Path, str]] = []  # (temp file, final path)
         new_lines: list[str] = []
         try:
@@ -347,8 +350,8 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                         continue
                     entry, text = line.entry, line.text  # the shard's line, byte for byte
                     if line.path in known:  # same place, other bytes: keep both
-                        if line.sha256 in have_sha:
-                            continue
+                        if line.sha256 in kept[_first_version(line.path)]:
+                            continue  # kept already as another version of this path
                         stem, ext = os.path.splitext(line.path)
                         n = 2
                         while f"{stem}.v{n}{ext}" in known:
@@ -360,7 +363,7 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                     _stage(shard, line, tmp)
                     staged.append((tmp, entry.path))
                     known[entry.path] = line.sha256
-                    have_sha.add(line.sha256)
+                    kept.setdefault(_first_version(entry.path), set()).add(line.sha256)
                     new_lines.append(text)
                     stats["added"] += 1
             for tmp, rel in staged:
@@ -391,6 +394,13 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     if problems:
         raise UsageError(f"the merged mirror does not verify: {problems[0]}")
     return stats
+
+
+def _first_version(path: str) -> str:
+    """The path a version name (KEY.v2.jpg) is a version of (KEY.jpg); any other path itself."""
+    stem, ext = os.path.splitext(path)
+    found = re.fullmatch(r"(.+)\.v\d+", stem)
+    return (found[1] if found else stem) + ext
 
 
 def _shard_lines(shard: Path) -> list[Record]:

@@ -216,3 +216,24 @@ def test_site_documents_the_exit_1_it_gives_an_unsigned_copy(signed):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     codes = run_cli("site", "--help").stdout.split("exit codes:", 1)[1]
     assert any(line.split()[:1] == ["1"] for line in codes.splitlines()), codes
+
+
+# -- merge: an upstream swap whose bytes the mirror holds under another name ------------------------
+def test_merge_keeps_a_table_that_now_serves_another_tables_bytes(signed, pristine, tmp_path):
+    """merge skipped a shard's new bytes for a path whenever those bytes were anywhere in the
+    mirror: a later crawl that found table A's URL serving table B's image (the swap a forger
+    makes upstream) was dropped, its record lost, and counted as 'there already'."""
+    shard = tmp_path / "shard"
+    shutil.copytree(pristine[0], shard, symlinks=True)
+    objs = [json.loads(x) for x in (shard / "provenance.jsonl").read_text().splitlines()]
+    a, b = [o for o in objs if o["kind"] == "acta"][:2]
+    shutil.copyfile(shard / b["path"], shard / a["path"])
+    a.update(sha256=b["sha256"], size=b["size"], cid=b["cid"], fetched_at="2030-01-01T00:00:00Z")
+    (shard / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
+    proc = run_cli("merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key", timeout=LIMIT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 files added" in proc.stdout and "1 kept as new versions" in proc.stdout, proc.stdout
+    stem, ext = os.path.splitext(a["path"])
+    merged = {o["path"]: o for o in map(json.loads, (signed / "provenance.jsonl").read_text().splitlines())}
+    assert merged[f"{stem}.v2{ext}"]["sha256"] == b["sha256"] and merged[f"{stem}.v2{ext}"]["key"] == a["key"]
+    assert merged[a["path"]]["sha256"] != b["sha256"]  # the first version is kept as it was
