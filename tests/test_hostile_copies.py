@@ -237,3 +237,21 @@ def test_merge_keeps_a_table_that_now_serves_another_tables_bytes(signed, pristi
     merged = {o["path"]: o for o in map(json.loads, (signed / "provenance.jsonl").read_text().splitlines())}
     assert merged[f"{stem}.v2{ext}"]["sha256"] == b["sha256"] and merged[f"{stem}.v2{ext}"]["key"] == a["key"]
     assert merged[a["path"]]["sha256"] != b["sha256"]  # the first version is kept as it was
+
+
+# -- records: a line of gigabytes --------------------------------------------------------------------
+@pytest.mark.parametrize("name, command", [("provenance.jsonl", "verify"), ("changes.jsonl", "tally"),
+                                           ("failures.jsonl", "tally")])
+def test_a_giant_record_line_is_skipped_not_read_whole(signed, name, command):
+    """The records were read a line at a time, but a line was read whole: 3 GiB of zeros after
+    the last newline of provenance.jsonl (or changes.jsonl, failures.jsonl) took all memory and
+    ended verify or tally in a MemoryError traceback."""
+    with open(signed / name, "r+b") as fh:
+        fh.truncate(3 << 30)
+    proc = _cli_in_memory(2 << 30, command, str(signed))
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
+    if command == "verify":
+        assert proc.returncode == 1
+        assert f"provenance: {name} (line 54: longer than 16,777,216 bytes; not read)" in proc.stdout, proc.stdout
+    else:
+        assert proc.returncode == 0 and "52 of 52 tables read" in proc.stdout, proc.stdout + proc.stderr

@@ -29,7 +29,7 @@ from typing import Iterable, Mapping
 from ..manifest import CHANGES, FAILURES
 from ..models import Entry, IndexFormatError, NotAMirror, Place
 from ..sites.resultados2024 import parse_index_bytes
-from ..state import MirrorState, is_acta_key, open_payload, read_state
+from ..state import MirrorState, is_acta_key, iter_lines, open_payload, read_state
 
 STATUSES = ("qr", "print", "unreadable", "failed", "absent", "vanished")
 ARCHIVED = "archived"  # provisional, before the archived image is read
@@ -165,13 +165,15 @@ def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
     cause, at and attempts are read when the crawl wrote them."""
     out: dict[str, Failure] = {}
     try:
-        fh = io.TextIOWrapper(open_payload(bag, FAILURES), encoding="utf-8", errors="replace")  # no link, no FIFO
+        fh = open_payload(bag, FAILURES)  # no link, no FIFO
     except FileNotFoundError:
         return out
     with fh:
-        for line in fh:
+        for raw in iter_lines(fh):
+            if raw is None:
+                continue  # a planted line of gigabytes: skipped, not read whole (verify names it)
             try:
-                obj = json.loads(line)
+                obj = json.loads(raw.decode("utf-8", "replace"))
             except (ValueError, RecursionError):
                 continue  # verify reports damage to a tag file; the count must go on
             if not isinstance(obj, dict) or not is_acta_key(obj.get("key")):
@@ -187,13 +189,15 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
     """key -> when the site stopped listing it, for tables whose last change is 'vanished'."""
     last: dict[str, tuple[str, str]] = {}
     try:
-        fh = io.TextIOWrapper(open_payload(bag, CHANGES), encoding="utf-8", errors="replace")  # no link, no FIFO
+        fh = open_payload(bag, CHANGES)  # no link, no FIFO
     except FileNotFoundError:
         return {}
     with fh:
-        for line in fh:
+        for raw in iter_lines(fh):
+            if raw is None:
+                continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(raw.decode("utf-8", "replace"))
                 last[obj["key"]] = (obj["change"], str(obj.get("at", "")))
             except (ValueError, KeyError, TypeError, RecursionError):
                 continue
