@@ -255,3 +255,21 @@ def test_a_giant_record_line_is_skipped_not_read_whole(signed, name, command):
         assert f"provenance: {name} (line 54: longer than 16,777,216 bytes; not read)" in proc.stdout, proc.stdout
     else:
         assert proc.returncode == 0 and "52 of 52 tables read" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name, command", [(".acta-mirror/checked.json", "export"),
+                                           ("data/index/RESULTADOS_2024_CSV_V1.csv", "tally")])
+def test_a_giant_checked_json_or_index_is_not_read_whole(signed, tmp_path, name, command):
+    """export read the copy's .acta-mirror/checked.json whole, and tally the index whole before
+    comparing its sha256: 3 GiB of zeros there ended them in a MemoryError traceback."""
+    (signed / ".acta-mirror").mkdir(exist_ok=True)
+    with open(signed / name, "ab") as fh:
+        fh.truncate(3 << 30)
+    args = ["--wacz", str(tmp_path / "m.wacz")] if command == "export" else []
+    proc = _cli_in_memory(2 << 30, command, str(signed), *args)
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
+    if command == "export":
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "checked.json unreadable (larger than 268,435,456 bytes): no revisit records" in proc.stdout
+    else:
+        assert proc.returncode == 2 and "is not the archived index" in proc.stderr, proc.stderr
