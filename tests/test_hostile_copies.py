@@ -273,3 +273,14 @@ def test_a_giant_checked_json_or_index_is_not_read_whole(signed, tmp_path, name,
         assert "checked.json unreadable (larger than 268,435,456 bytes): no revisit records" in proc.stdout
     else:
         assert proc.returncode == 2 and "is not the archived index" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("name", ["manifest-sha256.txt", "index.csv"])
+def test_diff_never_reads_a_giant_manifest_or_index_whole(signed, tmp_path, name):
+    """diff read a manifest or an index CSV it was given whole: 3 GiB of zeros ended it in a
+    MemoryError traceback."""
+    with open(tmp_path / name, "wb") as fh:
+        fh.truncate(3 << 30)
+    proc = _cli_in_memory(2 << 30, "diff", str(tmp_path / name), str(signed))
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and "larger than" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
