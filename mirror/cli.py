@@ -649,7 +649,8 @@ def cmd_verify(args) -> int:
     if args.json:
         report = {"ok": not problems, "hashed": checked.hashed, "files_listed": listed, "files_found": found,
                   "problems": [p.__dict__ for p in problems],
-                  "signature": {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}}
+                  "signature": {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted,
+                                "records_signed": seal.signed and seal.records_signed}}
         if coverage:
             report["coverage"] = {"summary": coverage.summary(), "tables": coverage.total, "source": coverage.source,
                                   "counts": {k: v for k, v in coverage.counts().items() if v}}

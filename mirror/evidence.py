@@ -115,14 +115,20 @@ class Seal:
     key_id: str = ""
     trusted: bool = False  # checked against the key the user gave (--pubkey)
     problems: list[Problem] = field(default_factory=list)
+    records_signed: bool = True  # False: a statement from before tag files were signed (the payload manifest only)
 
     @property
     def summary(self) -> str:
         if not self.signed:
             return "not signed"
         if self.trusted:
-            return f"signed by key {self.key_id}, checked against the key you gave"
-        return f"signed by key {self.key_id}; signature not checked against a key you trust (use --pubkey)"
+            said = f"signed by key {self.key_id}, checked against the key you gave"
+        else:
+            said = f"signed by key {self.key_id}; signature not checked against a key you trust (use --pubkey)"
+        if not self.records_signed:
+            said += ("; the statement signs the payload manifest only, not " + ", ".join(SIGNED_TAG_FILES[1:])
+                     + " (it predates signed records)")
+        return said
 
 
 def _small_file(bag: Path, name: str) -> bytes | None:
@@ -198,6 +204,7 @@ def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     if signed_root != root or signed_size != len(items):
         problems.append(Problem("root", STATEMENT, f"signed root {signed_root} of {signed_size} files, "
                                                    f"the manifest gives {root} of {len(items)}"))
+    seal.records_signed = statement.get("tag_files") is not None
     problems.extend(_check_signed_tags(bag, statement.get("tag_files")))
     problems.extend(_check_counts(state, statement.get("counts")))
     return seal

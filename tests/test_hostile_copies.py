@@ -284,3 +284,40 @@ def test_diff_never_reads_a_giant_manifest_or_index_whole(signed, tmp_path, name
     proc = _cli_in_memory(2 << 30, "diff", str(tmp_path / name), str(signed))
     assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
     assert proc.returncode == 2 and "larger than" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+# -- verify --pubkey: a statement that signs the payload manifest only -------------------------------
+def test_verify_says_when_the_statement_does_not_sign_the_records(signed, pristine):
+    """A statement without tag_files (made before the records were signed) checked against the
+    signer's key was 'signed by key …, checked against the key you gave' and OK, while the
+    copy's provenance, changes and failures were covered by nothing: an attacker holding such a
+    statement could rewrite every URL and date in provenance.jsonl unnoticed."""
+    from mirror.sign import load_secret, sign_file
+
+    statement = json.loads((signed / "signed-root.json").read_text())
+    del statement["tag_files"]
+    (signed / "signed-root.json").write_text(json.dumps(statement, indent=1, sort_keys=True) + "\n")
+    comment = f"acta-mirror merkle root {statement['merkle_root']} size {statement['tree_size']}"
+    (signed / "signed-root.json.minisig").write_text(
+        sign_file(signed / "signed-root.json", load_secret(f"{pristine[1]}.key"), comment))
+    objs = [json.loads(x) for x in (signed / "provenance.jsonl").read_text().splitlines()]
+    objs[1]["fetched_at"] = "2020-01-01T00:00:00Z"  # a date the signature never covered
+    (signed / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
+    _unsigned_tags_retagged(signed)
+    proc = run_cli("verify", str(signed), "--pubkey", f"{pristine[1]}.pub", timeout=LIMIT)
+    assert "checked against the key you gave; the statement signs the payload manifest only, not bag-info.txt, " \
+           "provenance.jsonl, changes.jsonl, failures.jsonl" in proc.stdout, proc.stdout
+    report = json.loads(run_cli("verify", str(signed), "--pubkey", f"{pristine[1]}.pub", "--json").stdout)
+    assert report["signature"]["trusted"] and not report["signature"]["records_signed"], report
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_signed.py")], cwd=signed,
+                           capture_output=True, text=True, timeout=LIMIT)
+    assert check.returncode == 1 and "NOT SIGNED" in check.stdout
+
+
+def _unsigned_tags_retagged(mirror) -> None:
+    """The tag manifest rewritten for the edited tag files (anyone can), the signature left alone."""
+    lines = []
+    for line in (mirror / "tagmanifest-sha256.txt").read_text().splitlines():
+        name = line.split("  ", 1)[1]
+        lines.append(f"{hashlib.sha256((mirror / name).read_bytes()).hexdigest()}  {name}\n")
+    (mirror / "tagmanifest-sha256.txt").write_text("".join(lines))
