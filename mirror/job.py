@@ -366,12 +366,18 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                     kept.setdefault(_first_version(entry.path), set()).add(line.sha256)
                     new_lines.append(text)
                     stats["added"] += 1
-            for tmp, rel in staged:
-                target = out / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if os.path.lexists(target):  # never overwrite evidence
-                    raise UsageError(f"{out}: {rel} is on disk but not recorded; not merging over it")
-                os.rename(tmp, target)
+            _check_places(out, [rel for _tmp, rel in staged])
+            placed: list[Path] = []
+            try:
+                for tmp, rel in staged:
+                    target = out / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(tmp, target)
+                    placed.append(target)
+            except OSError:
+                for target in placed:  # new names only (checked above): out is left as it was
+                    os.unlink(target)
+                raise
             if new_lines:
                 append_durably(out / PROVENANCE, "".join(new_lines))
             for name in (CHANGES, FAILURES):
@@ -394,6 +400,26 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     if problems:
         raise UsageError(f"the merged mirror does not verify: {problems[0]}")
     return stats
+
+
+def _check_places(out: Path, rels: list[str]) -> None:
+    """UsageError, before anything is moved into out, when a file to merge has no place of its
+    own: its name is on disk already (evidence is never overwritten), a folder on its way is a
+    file there, or it is a folder on the way of another file merged (a shard's paths can say
+    anything): a merge refused half-way would leave files in out that no record lists."""
+    folders = {str(parent) for rel in rels for parent in Path(rel).parents}
+    seen: set[Path] = set()
+    for rel in rels:
+        if rel in folders:
+            raise UsageError(f"a shard lists {rel} both as a file and as a folder of other files; not merging")
+        if os.path.lexists(out / rel):
+            raise UsageError(f"{out}: {rel} is on disk but not recorded; not merging over it")
+        for parent in Path(rel).parents:
+            if parent in seen or str(parent) == ".":
+                break
+            seen.add(parent)
+            if (out / parent).is_symlink() or (os.path.lexists(out / parent) and not (out / parent).is_dir()):
+                raise UsageError(f"{out}: {parent} is not a folder, and {rel} goes inside it; not merging")
 
 
 def _first_version(path: str) -> str:

@@ -321,3 +321,28 @@ def _unsigned_tags_retagged(mirror) -> None:
         name = line.split("  ", 1)[1]
         lines.append(f"{hashlib.sha256((mirror / name).read_bytes()).hexdigest()}  {name}\n")
     (mirror / "tagmanifest-sha256.txt").write_text("".join(lines))
+
+
+# -- merge: a shard path that has no place in the mirror ----------------------------------------------
+def test_a_merge_refused_half_way_leaves_the_mirror_as_it_was(signed, pristine, tmp_path):
+    """merge moved the shard's files into the mirror one by one and found a conflict only when it
+    came to it: a shard listing a new acta, then one inside a folder that is an archived acta's
+    file in the mirror, was refused (exit 2) after the first had been moved in, unrecorded, so the
+    mirror no longer verified (an unlisted file, a wrong Payload-Oxum)."""
+    shard = tmp_path / "shard"
+    shutil.copytree(pristine[0], shard, symlinks=True)
+    objs = [json.loads(x) for x in (shard / "provenance.jsonl").read_text().splitlines()]
+    a, b = [o for o in objs if o["kind"] == "acta"][:2]
+    first = dict(b, key="999999999.01", path="data/zz/999999999.01.jpg")
+    inside = dict(b, key="999999999.02", path=a["path"] + "/999999999.02.jpg")  # a's file is a folder here
+    (shard / "data" / "zz").mkdir()
+    shutil.copyfile(shard / b["path"], shard / first["path"])
+    os.unlink(shard / a["path"])
+    (shard / a["path"]).mkdir()
+    shutil.copyfile(shard / b["path"], shard / inside["path"])
+    (shard / "provenance.jsonl").write_text(json.dumps(first) + "\n" + json.dumps(inside) + "\n")
+    proc = run_cli("merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key", timeout=LIMIT)
+    assert proc.returncode == 2 and "not a folder" in proc.stderr, proc.stdout + proc.stderr
+    assert not (signed / "data" / "zz").exists()
+    check = run_cli("verify", str(signed), "--pubkey", f"{pristine[1]}.pub", timeout=LIMIT)
+    assert check.returncode == 0, check.stdout
