@@ -346,3 +346,22 @@ def test_a_merge_refused_half_way_leaves_the_mirror_as_it_was(signed, pristine, 
     assert not (signed / "data" / "zz").exists()
     check = run_cli("verify", str(signed), "--pubkey", f"{pristine[1]}.pub", timeout=LIMIT)
     assert check.returncode == 0, check.stdout
+
+
+# -- restore: records that are not UTF-8 -------------------------------------------------------------
+@pytest.mark.parametrize("name", ["provenance.jsonl", "full-provenance/000000.jsonl"])
+def test_restore_names_a_shard_record_that_is_not_utf8(made, tmp_path, name):
+    """A shard whose provenance.jsonl held two bytes that are not UTF-8 ended restore in a
+    UnicodeEncodeError traceback; in full-provenance/ they were quietly replaced by U+FFFD."""
+    work = tmp_path / "work"
+    git("clone", "-q", str(made / "git" / "actas.git"), str(work))
+    raw = (work / name).read_bytes()
+    (work / name).write_bytes(raw.replace(b'"center_name": ""', b'"center_name": "\xff\xfe"', 1))
+    git("commit", "-q", "-am", "update", cwd=work)
+    git("init", "-q", "--bare", str(tmp_path / "hostile.git"))
+    git("push", "-q", str(tmp_path / "hostile.git"), "HEAD:main", cwd=work)
+    proc = run_cli("restore", "--from", f"git+file://{tmp_path}/hostile.git", "--out", str(tmp_path / "r"), "--quiet",
+                   timeout=LIMIT, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"is damaged: {name.split('/')[0]}" in proc.stderr and ":1: bad provenance line: not UTF-8" in proc.stderr, \
+        proc.stderr

@@ -879,20 +879,22 @@ def _full_lines(repo: git.Repo, commit: str) -> list[Record]:
             chunks.append((name, meta.split()[2]))
     if not chunks:
         return _lines_in(repo, commit, FULL_PROVENANCE)
-    text = "".join(_blob(repo, sha).decode("utf-8", "replace") for _name, sha in sorted(chunks))
+    text = "".join(_blob(repo, sha).decode("utf-8", "surrogateescape") for _name, sha in sorted(chunks))
     return _records(text, FULL_CHUNKS)
 
 
 def _records(text: str | None, path: str) -> list[Record]:
     if not text:
         return []
-    with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8") as fh:
+    # surrogateescape: the bytes as the remote holds them (GitPython decodes that way), so a
+    # line that is not UTF-8 is named by the reader, neither a traceback nor quietly repaired
+    with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8", errors="surrogateescape") as fh:
         fh.write(text + "\n")
         name = fh.name
     try:
         return list(iter_records(name))  # the one validated reader, as for a mirror on disk
     except NotAMirror as exc:
-        raise PublishError(f"the remote's {path} is damaged: {exc}") from None
+        raise PublishError(f"the remote's {path} is damaged: {str(exc).replace(name, path)}") from None
     finally:
         os.unlink(name)
 
