@@ -628,6 +628,9 @@ def cmd_verify(args) -> int:
     if args.pubkey and Path(os.path.realpath(args.pubkey)).is_relative_to(os.path.realpath(args.dir)):
         raise UsageError(f"--pubkey {args.pubkey} is inside the copy to be checked: a key that comes with a copy "
                          "proves nothing; use the key the signer publishes")
+    if args.tsa_ca and Path(os.path.realpath(args.tsa_ca)).is_relative_to(os.path.realpath(args.dir)):
+        raise UsageError(f"--tsa-ca {args.tsa_ca} is inside the copy to be checked: a CA that comes with a copy "
+                         "proves nothing; use the one the authority publishes")
     with Progress("verify", quiet=args.quiet or args.json or args.fast) as progress:
         checked = check(args.dir, fast=args.fast, cids=args.cids, progress=progress.count)
     problems = checked.problems

@@ -365,3 +365,30 @@ def test_restore_names_a_shard_record_that_is_not_utf8(made, tmp_path, name):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"is damaged: {name.split('/')[0]}" in proc.stderr and ":1: bad provenance line: not UTF-8" in proc.stderr, \
         proc.stderr
+
+
+# -- verify --tsa-ca: a CA that ships with the copy ---------------------------------------------------
+def _self_signed_ca(path: Path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Forger TSA root")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def test_verify_refuses_a_tsa_ca_inside_the_copy(signed):
+    """--pubkey inside the copy was refused, --tsa-ca was not: a copy shipping its own CA (and a
+    token made under it) had its 'existed by' time 'verified up to' that CA."""
+    _self_signed_ca(signed / "tsa-ca.pem")
+    proc = run_cli("verify", str(signed), "--tsa-ca", str(signed / "tsa-ca.pem"), timeout=LIMIT)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "is inside the copy to be checked" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
