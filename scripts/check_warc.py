@@ -10,7 +10,7 @@ indexes/index.cdx (what a replay tool looks a URL up in) points at:
   ETag, Last-Modified), each once, Content-Length the payload's: a redirect, a Refresh or an
   encoding would make a replay serve other bytes;
 - a revisit names its own URL and the digest of such a version, and has such a head and no payload;
-- an index line points at a record for its own URL;
+- an index line points at a record for its own URL, under its own URL's key (the path of its SURT);
 - there is no other kind of record but warcinfo and request (which a replay does not serve).
 Exit 0: every record checks out; 1: one does not, or the WACZ cannot be read (each reason printed).
 """
@@ -21,6 +21,7 @@ import io
 import json
 import re
 import sys
+import urllib.parse
 import zlib
 
 WARC = "archive/data.warc.gz"
@@ -85,7 +86,12 @@ try:
         bad.append(problem(headers, block))
     with open(WARC, "rb") as warc:
         for line in open("indexes/index.cdx", encoding="utf-8"):
-            where = json.loads(line.split(" ", 2)[2])
+            key, _, where = line.split(" ", 2)
+            where = json.loads(where)
+            # pywb looks a URL up by the line's key (SURT: host reversed, path lowercased): it must be the url's
+            path = urllib.parse.unquote(urllib.parse.urlsplit(where["url"]).path or "/").lower()
+            if urllib.parse.unquote(key.partition(")")[2].partition("?")[0]) != path:
+                bad.append(f"index.cdx: the key {key} is not the key of {where['url']}")
             warc.seek(int(where["offset"]))
             member = gzip.decompress(warc.read(int(where["length"])))
             for headers, block in warc_records(io.BytesIO(member)):

@@ -392,3 +392,26 @@ def test_verify_refuses_a_tsa_ca_inside_the_copy(signed):
     proc = run_cli("verify", str(signed), "--tsa-ca", str(signed / "tsa-ca.pem"), timeout=LIMIT)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "is inside the copy to be checked" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+# -- check_warc.py: an index line whose lookup key is another URL's ----------------------------------
+def test_check_warc_refuses_an_index_key_that_is_not_its_urls(made, tmp_path):
+    """check_warc.py checked that each index line's JSON url matched the record it points at, not
+    the line's key, which is what pywb looks a URL up by: table A's line rewritten to carry B's url
+    and B's record (A's key kept, B's own line dropped) passed, and a replay looking up A serves
+    B's acta."""
+    import surt
+
+    work = tmp_path / "wacz"
+    shutil.copytree(made / "wacz", work)
+    lines = (work / "indexes/index.cdx").read_text().splitlines()
+    parsed = [(line.split(" ", 2), json.loads(line.split(" ", 2)[2])) for line in lines]
+    (key_a, ts_a, _), a = next(p for p in parsed if p[1]["mime"] == "image/jpeg")
+    b = next(w for _, w in parsed if w["mime"] == "image/jpeg" and w["url"] != a["url"])
+    assert key_a == surt.surt(a["url"])  # the key is what a replay tool looks the URL up by
+    out = [line for line, (_, w) in zip(lines, parsed) if w["url"] not in (a["url"], b["url"])]
+    out.append(f"{key_a} {ts_a} {json.dumps(b)}")
+    (work / "indexes/index.cdx").write_text("\n".join(sorted(out)) + "\n")
+    proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout
+    assert f"index.cdx: the key {key_a} is not the key of {b['url']}" in proc.stdout, proc.stdout
