@@ -11,7 +11,8 @@ indexes/index.cdx (what a replay tool looks a URL up in) points at:
   encoding would make a replay serve other bytes;
 - a revisit names its own URL and the digest of such a version, and has such a head and no payload;
 - an index line points at a record for its own URL, under its own URL's key (the path of its SURT);
-- there is no other kind of record but warcinfo and request (which a replay does not serve).
+- there is no other kind of record but warcinfo and request (which a replay does not serve), no
+  other file in archive/, and no index line into one.
 Exit 0: every record checks out; 1: one does not, or the WACZ cannot be read (each reason printed).
 """
 import base64
@@ -19,6 +20,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import sys
 import urllib.parse
@@ -81,6 +83,8 @@ try:
         record = json.loads(line)
         if f"{record['sha256']}  {record['path']}" in manifest:
             signed.setdefault(record["final_url"], {})[record["sha256"]] = int(record["size"])
+    for name in sorted(set(os.listdir("archive")) - {os.path.basename(WARC)}):
+        bad.append(f"archive/{name}: a file besides {WARC}, which acta-mirror never writes (not checked)")
     for headers, block in warc_records(gzip.open(WARC)):
         records += 1
         bad.append(problem(headers, block))
@@ -92,6 +96,8 @@ try:
             path = urllib.parse.unquote(urllib.parse.urlsplit(where["url"]).path or "/").lower()
             if urllib.parse.unquote(key.partition(")")[2].partition("?")[0]) != path:
                 bad.append(f"index.cdx: the key {key} is not the key of {where['url']}")
+            if where["filename"] != os.path.basename(WARC):  # a file this script does not read
+                bad.append(f"index.cdx: {where['url']} points into {where['filename']!r}, which is not {WARC}")
             warc.seek(int(where["offset"]))
             member = gzip.decompress(warc.read(int(where["length"])))
             for headers, block in warc_records(io.BytesIO(member)):

@@ -415,3 +415,20 @@ def test_check_warc_refuses_an_index_key_that_is_not_its_urls(made, tmp_path):
     proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
     assert proc.returncode == 1, proc.stdout
     assert f"index.cdx: the key {key_a} is not the key of {b['url']}" in proc.stdout, proc.stdout
+
+
+def test_check_warc_refuses_an_index_line_into_another_warc(made, tmp_path):
+    """check_warc.py read every index line's record from archive/data.warc.gz whatever file the
+    line names: a line for table A naming archive/other.warc.gz (a WARC it never reads, where a
+    forger can put anything) at the offset of A's genuine record passed, and a replay reads the
+    other file."""
+    work = tmp_path / "wacz"
+    shutil.copytree(made / "wacz", work)
+    shutil.copyfile(work / "archive/data.warc.gz", work / "archive/other.warc.gz")
+    lines = (work / "indexes/index.cdx").read_text().splitlines()
+    key, ts, where = lines[0].split(" ", 2)
+    lines[0] = f"{key} {ts} {json.dumps({**json.loads(where), 'filename': 'other.warc.gz'})}"
+    (work / "indexes/index.cdx").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout
+    assert "other.warc.gz" in proc.stdout, proc.stdout
