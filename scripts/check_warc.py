@@ -11,8 +11,8 @@ indexes/index.cdx (what a replay tool looks a URL up in) points at:
   encoding would make a replay serve other bytes;
 - a revisit names its own URL and the digest of such a version, and has such a head and no payload;
 - an index line points at a record for its own URL, under its own URL's key (the path of its SURT);
-- there is no other kind of record but warcinfo and request (which a replay does not serve), no
-  other file in archive/, and no index line into one.
+- there is no other kind of record but warcinfo and request (which a replay does not serve), and
+  no other file in archive/ or indexes/ (a replay could read it; this script does not).
 Exit 0: every record checks out; 1: one does not, or the WACZ cannot be read (each reason printed).
 """
 import base64
@@ -27,6 +27,7 @@ import urllib.parse
 import zlib
 
 WARC = "archive/data.warc.gz"
+INDEX = "indexes/index.cdx"
 EXPORTED_HEADERS = {b"content-type", b"content-length", b"etag", b"last-modified"}
 
 
@@ -83,13 +84,14 @@ try:
         record = json.loads(line)
         if f"{record['sha256']}  {record['path']}" in manifest:
             signed.setdefault(record["final_url"], {})[record["sha256"]] = int(record["size"])
-    for name in sorted(set(os.listdir("archive")) - {os.path.basename(WARC)}):
-        bad.append(f"archive/{name}: a file besides {WARC}, which acta-mirror never writes (not checked)")
+    for folder, ours in (("archive", WARC), ("indexes", INDEX)):  # a replay may read any file there
+        for name in sorted(set(os.listdir(folder)) - {os.path.basename(ours)}):
+            bad.append(f"{folder}/{name}: a file besides {ours}, which acta-mirror never writes (not checked)")
     for headers, block in warc_records(gzip.open(WARC)):
         records += 1
         bad.append(problem(headers, block))
     with open(WARC, "rb") as warc:
-        for line in open("indexes/index.cdx", encoding="utf-8"):
+        for line in open(INDEX, encoding="utf-8"):
             key, _, where = line.split(" ", 2)
             where = json.loads(where)
             # pywb looks a URL up by the line's key (SURT: host reversed, path lowercased): it must be the url's

@@ -6,6 +6,7 @@ under a timeout; each test failed on the code before its fix.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import json
 import os
@@ -432,3 +433,14 @@ def test_check_warc_refuses_an_index_line_into_another_warc(made, tmp_path):
     proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
     assert proc.returncode == 1, proc.stdout
     assert "other.warc.gz" in proc.stdout, proc.stdout
+
+
+def test_check_warc_refuses_an_index_it_does_not_read(made, tmp_path):
+    """check_warc.py checked the lines of indexes/index.cdx only: another index beside it (a replay
+    tool may read index.cdx.gz or index.idx first), pointing anywhere, passed unread."""
+    work = tmp_path / "wacz"
+    shutil.copytree(made / "wacz", work)
+    with gzip.open(work / "indexes/index.cdx.gz", "wb") as fh:
+        fh.write((work / "indexes/index.cdx").read_bytes().replace(b'"offset": "', b'"offset": "1'))
+    proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
+    assert proc.returncode == 1 and "indexes/index.cdx.gz" in proc.stdout, proc.stdout
