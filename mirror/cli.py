@@ -1071,7 +1071,7 @@ def cmd_crosscheck(args) -> int:
     _write_coverage(result, args.coverage)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
-        return exit_status(report, args.allow_incomplete)
+        return _changed_actas(result) or exit_status(report, args.allow_incomplete)
     print(report["coverage"])
     print(f"checked {report['checked']:,} of {report['tables']:,} tables")
     for line in _print_checks(result, ocr):
@@ -1099,7 +1099,7 @@ def cmd_crosscheck(args) -> int:
     kinds = "; ".join(f"{v['units']:,} {k} ({v['figures']:,} figures)" for k, v in report["summary"].items())
     print(f"{len(report['tables_in_disagreement'])} table(s) disagree" + (f": {kinds}" if kinds else "")
           + f"; {len(report['unverifiable']):,} of {report['given']:,} units the files give could not be checked")
-    return exit_status(report, args.allow_incomplete)
+    return _changed_actas(result) or exit_status(report, args.allow_incomplete)
 
 
 @_writes("writing the site")

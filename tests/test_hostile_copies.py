@@ -444,3 +444,14 @@ def test_check_warc_refuses_an_index_it_does_not_read(made, tmp_path):
         fh.write((work / "indexes/index.cdx").read_bytes().replace(b'"offset": "', b'"offset": "1'))
     proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
     assert proc.returncode == 1 and "indexes/index.cdx.gz" in proc.stdout, proc.stdout
+
+
+def test_crosscheck_allow_incomplete_does_not_pass_a_changed_acta(signed):
+    """With --allow-incomplete, unchecked tables do not fail crosscheck: a copy with one acta
+    redrawn (its votes left out as not the archived bytes) was 'all agree', exit 0."""
+    acta = _an_acta(signed)
+    _forge_votes(signed, acta, 500)
+    index = next((signed / "data" / "index").iterdir())
+    proc = run_cli("crosscheck", str(signed), "--against", str(index), "--allow-incomplete", timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "are not the bytes the archive recorded" in proc.stderr, proc.stderr
