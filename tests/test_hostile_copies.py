@@ -455,3 +455,13 @@ def test_crosscheck_allow_incomplete_does_not_pass_a_changed_acta(signed):
     proc = run_cli("crosscheck", str(signed), "--against", str(index), "--allow-incomplete", timeout=LIMIT)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "are not the bytes the archive recorded" in proc.stderr, proc.stderr
+
+
+def test_site_warns_that_a_changed_actas_check_will_fail(signed):
+    """site built the pages of a copy with a redrawn acta and exited 0, though that table's
+    in-browser check must fail: its exit 1 is for exactly that."""
+    acta = _an_acta(signed)
+    _forge_votes(signed, acta, 500)
+    proc = run_cli("site", str(signed), timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"(first: {acta['key']}): their pages' check will fail" in proc.stderr, proc.stderr
