@@ -784,7 +784,10 @@ def cmd_restore(args) -> int:
     state = read_state(args.out)  # restore verified it whole: every listed file was hashed
     listed = len(state.manifest)
     if args.pubkey:
-        signed = "signed with the key you gave"
+        from .evidence import check_seal
+
+        signed = "signed with the key you gave" + ("" if check_seal(args.out, args.pubkey, state).records_signed else
+                                                   " (the payload manifest only: the statement predates signed records)")
     elif os.path.exists(os.path.join(args.out, "signed-root.json")):
         signed = "signature not checked against a key you trust (use --pubkey)"
     else:

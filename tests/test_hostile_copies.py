@@ -465,3 +465,24 @@ def test_site_warns_that_a_changed_actas_check_will_fail(signed):
     proc = run_cli("site", str(signed), timeout=LIMIT)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"(first: {acta['key']}): their pages' check will fail" in proc.stderr, proc.stderr
+
+
+def test_restore_says_when_the_statement_does_not_sign_the_records(signed, pristine, tmp_path):
+    """restore --pubkey ended 'signed with the key you gave' for a statement that signs the payload
+    manifest only, as verify did."""
+    from mirror.sign import load_secret, sign_file
+
+    statement = json.loads((signed / "signed-root.json").read_text())
+    del statement["tag_files"]
+    (signed / "signed-root.json").write_text(json.dumps(statement, indent=1, sort_keys=True) + "\n")
+    comment = f"acta-mirror merkle root {statement['merkle_root']} size {statement['tree_size']}"
+    (signed / "signed-root.json.minisig").write_text(
+        sign_file(signed / "signed-root.json", load_secret(f"{pristine[1]}.key"), comment))
+    _unsigned_tags_retagged(signed)
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    target = f"git+file://{tmp_path}/git/actas.git"
+    assert run_cli("publish", str(signed), "--to", target, "--quiet", timeout=LIMIT, env=env).returncode == 0
+    proc = run_cli("restore", "--from", target, "--out", str(tmp_path / "r"), "--quiet", "--pubkey",
+                   f"{pristine[1]}.pub", timeout=LIMIT, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "signed with the key you gave (the payload manifest only" in proc.stdout, proc.stdout
