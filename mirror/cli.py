@@ -457,7 +457,7 @@ def next_step(exc: MirrorError) -> str:
         return "fix the file (README.md lists every key and its type)"
     if isinstance(exc, MirrorLocked):
         return "wait for that run to end, or pass --wait-lock (job file: output.wait_lock)"
-    if isinstance(exc, NotAMirror):
+    if isinstance(exc, NotAMirror) and "acta-mirror verify" not in text:
         return "give the directory that holds bagit.txt and provenance.jsonl"
     if isinstance(exc, ArchiveWriteError) and "re-run" not in text:
         return "free space or fix permissions, then re-run: everything archived before is intact"
@@ -628,6 +628,9 @@ def cmd_verify(args) -> int:
     if args.pubkey and Path(os.path.realpath(args.pubkey)).is_relative_to(os.path.realpath(args.dir)):
         raise UsageError(f"--pubkey {args.pubkey} is inside the copy to be checked: a key that comes with a copy "
                          "proves nothing; use the key the signer publishes")
+    if args.tsa_ca and Path(os.path.realpath(args.tsa_ca)).is_relative_to(os.path.realpath(args.dir)):
+        raise UsageError(f"--tsa-ca {args.tsa_ca} is inside the copy to be checked: a CA that comes with a copy "
+                         "proves nothing; use the one the authority publishes")
     with Progress("verify", quiet=args.quiet or args.json or args.fast) as progress:
         checked = check(args.dir, fast=args.fast, cids=args.cids, progress=progress.count)
     problems = checked.problems
@@ -649,7 +652,8 @@ def cmd_verify(args) -> int:
     if args.json:
         report = {"ok": not problems, "hashed": checked.hashed, "files_listed": listed, "files_found": found,
                   "problems": [p.__dict__ for p in problems],
-                  "signature": {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted}}
+                  "signature": {"signed": seal.signed, "key_id": seal.key_id, "trusted": seal.trusted,
+                                "records_signed": seal.signed and seal.records_signed}}
         if coverage:
             report["coverage"] = {"summary": coverage.summary(), "tables": coverage.total, "source": coverage.source,
                                   "counts": {k: v for k, v in coverage.counts().items() if v}}
@@ -780,7 +784,10 @@ def cmd_restore(args) -> int:
     state = read_state(args.out)  # restore verified it whole: every listed file was hashed
     listed = len(state.manifest)
     if args.pubkey:
-        signed = "signed with the key you gave"
+        from .evidence import check_seal
+
+        signed = "signed with the key you gave" + ("" if check_seal(args.out, args.pubkey, state).records_signed else
+                                                   " (the payload manifest only: the statement predates signed records)")
     elif os.path.exists(os.path.join(args.out, "signed-root.json")):
         signed = "signature not checked against a key you trust (use --pubkey)"
     else:
@@ -1040,7 +1047,21 @@ def cmd_tally(args) -> int:
     else:
         sys.stdout.write(text)
     _write_coverage(result, args.coverage)
-    return EXIT_OK
+    return _changed_actas(result)
+
+
+def _changed_actas(result) -> int:
+    """A copy whose acta bytes are not the archived ones is not the archive: its votes were left
+    out, and that is said with exit 1, never as a clean tally."""
+    from .audit.qr import CHANGED
+
+    changed = [key for key, t in result.tables.items() if t.state.cause == CHANGED]
+    if not changed:
+        return EXIT_OK
+    archived = sum(t.entry is not None for t in result.tables.values())
+    print(f"acta-mirror: {len(changed):,} of {archived:,} archived actas are not the bytes the archive recorded "
+          f"(first: {changed[0]}); their votes are not counted: run 'acta-mirror verify'", file=sys.stderr)
+    return EXIT_PROBLEMS
 
 
 def cmd_crosscheck(args) -> int:
@@ -1053,7 +1074,7 @@ def cmd_crosscheck(args) -> int:
     _write_coverage(result, args.coverage)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
-        return exit_status(report, args.allow_incomplete)
+        return _changed_actas(result) or exit_status(report, args.allow_incomplete)
     print(report["coverage"])
     print(f"checked {report['checked']:,} of {report['tables']:,} tables")
     for line in _print_checks(result, ocr):
@@ -1081,7 +1102,7 @@ def cmd_crosscheck(args) -> int:
     kinds = "; ".join(f"{v['units']:,} {k} ({v['figures']:,} figures)" for k, v in report["summary"].items())
     print(f"{len(report['tables_in_disagreement'])} table(s) disagree" + (f": {kinds}" if kinds else "")
           + f"; {len(report['unverifiable']):,} of {report['given']:,} units the files give could not be checked")
-    return exit_status(report, args.allow_incomplete)
+    return _changed_actas(result) or exit_status(report, args.allow_incomplete)
 
 
 @_writes("writing the site")

@@ -104,18 +104,21 @@ HELP: dict[str, Help] = {
         ("acta-mirror tally mirror/ --format json --out tally.json --coverage coverage.csv",
          "tables and every level; every listed table's status in a CSV"),
         ("acta-mirror tally mirror/ --ocr", "also read the printed figures and check each QR against them"),
-    ), {0: "", 2: "not a mirror", 3: "", 130: ""}),
+    ), {0: "", 1: "some actas are not the archived bytes (a changed copy): their votes are left out",
+        2: "not a mirror", 3: "", 130: ""}),
     "crosscheck": Help((
         ("acta-mirror crosscheck mirror/ --against mirror/data/index/RESULTADOS_2024_CSV_V1.csv",
          "the QR tally against the published index"),
         ("acta-mirror crosscheck mirror/ --against official.csv --allow-incomplete --json",
          "against official results, as JSON; unchecked tables do not fail the run"),
-    ), {0: "every table was checked and all agree", 1: "a disagreement was found (each is named)", 2: "",
+    ), {0: "every table was checked and all agree", 1: "a disagreement was found (each is named), or some actas are "
+                                                          "not the archived bytes (a changed copy)", 2: "",
         3: "some tables could not be checked and none disagree (0 with --allow-incomplete)", 130: ""}),
     "site": Help((
         ("acta-mirror site mirror/", "then open mirror/site/index.html"),
         ("acta-mirror site mirror/ && acta-mirror publish mirror/ --to ipfs://127.0.0.1:5001", "and publish it"),
-    ), {0: "", 2: "not a mirror", 3: ""}),
+    ), {0: "", 1: "written, but a visitor's check would fail (unsigned, no key, or not the key given): each reason "
+                  "printed", 2: "not a mirror", 3: ""}),
     "demo": Help((
         ("acta-mirror demo", "replay 1,000 tables, mirror, sign, verify, publish locally"),
         ("acta-mirror demo --full --real-size --out /tmp/demo", "all 25,073 tables at real size (minutes)"),

@@ -16,12 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
-from .manifest import BAG_INFO, PAYLOAD_MANIFEST, atomic_write
+from .manifest import BAG_INFO, PAYLOAD_MANIFEST, atomic_write, read_small_file
 from .merkle import inclusion_path, leaf_data, leaf_hash, manifest_leaves, root_of_leaves, verify_inclusion
 from .models import NotAMirror, Problem, UnsafePath, UsageError
 from .sign import (PublicKey, SignatureError, key_id_text, load_public, load_secret, parse_public, parse_signature,
                    sign_file, verify_signature)
-from .state import SIGNED_TAG_FILES, MirrorState, open_payload, parse_manifest, provenance_state, read_state
+from .state import (MAX_MANIFEST_BYTES, SIGNED_TAG_FILES, MirrorState, open_payload, parse_manifest, provenance_state,
+                    read_state)
 
 STATEMENT = "signed-root.json"
 SIGNATURE = STATEMENT + ".minisig"
@@ -33,9 +34,13 @@ def manifest_items(bag: Path, name: str = PAYLOAD_MANIFEST) -> list[tuple[str, s
     problems: list[Problem] = []
     try:
         with open_payload(bag, name) as fh:
-            data = fh.read()
+            data = fh.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise NotAMirror(f"{bag}: not a mirror (no {name})") from None
+    except (OSError, UnsafePath) as exc:
+        raise NotAMirror(f"{bag / name}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise NotAMirror(f"{bag / name}: larger than {MAX_MANIFEST_BYTES:,} bytes; not read")
     items = parse_manifest(data, name, problems, payload=True)
     if problems:
         raise NotAMirror(f"{bag / name}: {problems[0]}")
@@ -110,14 +115,20 @@ class Seal:
     key_id: str = ""
     trusted: bool = False  # checked against the key the user gave (--pubkey)
     problems: list[Problem] = field(default_factory=list)
+    records_signed: bool = True  # False: a statement from before tag files were signed (the payload manifest only)
 
     @property
     def summary(self) -> str:
         if not self.signed:
             return "not signed"
         if self.trusted:
-            return f"signed by key {self.key_id}, checked against the key you gave"
-        return f"signed by key {self.key_id}; signature not checked against a key you trust (use --pubkey)"
+            said = f"signed by key {self.key_id}, checked against the key you gave"
+        else:
+            said = f"signed by key {self.key_id}; signature not checked against a key you trust (use --pubkey)"
+        if not self.records_signed:
+            said += ("; the statement signs the payload manifest only, not " + ", ".join(SIGNED_TAG_FILES[1:])
+                     + " (it predates signed records)")
+        return said
 
 
 def _small_file(bag: Path, name: str) -> bytes | None:
@@ -193,6 +204,7 @@ def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     if signed_root != root or signed_size != len(items):
         problems.append(Problem("root", STATEMENT, f"signed root {signed_root} of {signed_size} files, "
                                                    f"the manifest gives {root} of {len(items)}"))
+    seal.records_signed = statement.get("tag_files") is not None
     problems.extend(_check_signed_tags(bag, statement.get("tag_files")))
     problems.extend(_check_counts(state, statement.get("counts")))
     return seal
@@ -318,7 +330,11 @@ def keyed(source: str | os.PathLike) -> dict[str, str]:
                 if found.group(1) not in best or version >= best[found.group(1)][0]:
                     best[found.group(1)] = (version, digest)
         return {key: digest for key, (_v, digest) in best.items()}
-    return {a.key: a.url.rsplit("/", 1)[-1] for a in parse_index_bytes(path.read_bytes(), str(path))}
+    try:
+        raw = read_small_file(path, MAX_MANIFEST_BYTES)  # a regular file, never a planted giant read whole
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot be read as an index ({getattr(exc, 'strerror', None) or exc})") from None
+    return {a.key: a.url.rsplit("/", 1)[-1] for a in parse_index_bytes(raw, str(path))}
 
 
 def diff(a: str | os.PathLike, b: str | os.PathLike) -> dict[str, list[str]]:

@@ -45,6 +45,7 @@ EVIDENCE_FILES = (PAYLOAD_MANIFEST, PROVENANCE, CHANGES, FAILURES, BAG_INFO, "si
 # (fetched_at). A check this much later than the capture was a later run's re-check.
 RECHECK_SLACK = 2.0
 CHUNK = 1 << 20
+MAX_CHECKED_BYTES = 1 << 28  # checked.json: one time per URL, a few MB at a national mirror's size
 LEVEL = 0  # zlib level of each record's gzip member: 0 stores (JPEG bytes do not compress)
 _BAD_HEADER = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -233,12 +234,16 @@ def _recheck_times(mirror: Path, result: ExportResult) -> dict[str, float]:
     """url -> the last time a run asked for it; {} (with a note) when the mirror keeps none."""
     try:
         with open_payload(mirror, f"{STATE_DIR}/{CHECKED}") as fh:
-            data = json.loads(fh.read().decode("utf-8"))
+            raw = fh.read(MAX_CHECKED_BYTES + 1)  # one time per URL: a few MB; a planted giant is not read whole
+        if len(raw) > MAX_CHECKED_BYTES:
+            raise ValueError(f"larger than {MAX_CHECKED_BYTES:,} bytes")
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         result.notes.append(f"no {STATE_DIR}/{CHECKED} (a restored or published copy): no revisit records")
         return {}
     except (OSError, ValueError, RecursionError, UnsafePath) as exc:
-        result.notes.append(f"{STATE_DIR}/{CHECKED} unreadable ({exc.__class__.__name__}): no revisit records")
+        why = exc if isinstance(exc, ValueError) and "larger than" in str(exc) else exc.__class__.__name__
+        result.notes.append(f"{STATE_DIR}/{CHECKED} unreadable ({why}): no revisit records")
         return {}
     if not isinstance(data, dict):
         result.notes.append(f"{STATE_DIR}/{CHECKED} is not a mapping: no revisit records")

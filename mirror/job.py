@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -336,7 +337,9 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     stats = {"files": 0, "added": 0, "renamed": 0}
     with Archive(out) as archive:
         known = {line.path: line.sha256 for line in iter_records(out / PROVENANCE)}
-        have_sha = set(known.values())
+        kept: dict[str, set[str]] = {}  # a path -> the sha256 of every version of it (its .vN names too)
+        for path, sha in known.items():
+            kept.setdefault(_first_version(path), set()).add(sha)
         staged: list[tuple[Path, str]] = []  # (temp file, final path)
         new_lines: list[str] = []
         try:
@@ -347,8 +350,8 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                         continue
                     entry, text = line.entry, line.text  # the shard's line, byte for byte
                     if line.path in known:  # same place, other bytes: keep both
-                        if line.sha256 in have_sha:
-                            continue
+                        if line.sha256 in kept[_first_version(line.path)]:
+                            continue  # kept already as another version of this path
                         stem, ext = os.path.splitext(line.path)
                         n = 2
                         while f"{stem}.v{n}{ext}" in known:
@@ -360,15 +363,21 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                     _stage(shard, line, tmp)
                     staged.append((tmp, entry.path))
                     known[entry.path] = line.sha256
-                    have_sha.add(line.sha256)
+                    kept.setdefault(_first_version(entry.path), set()).add(line.sha256)
                     new_lines.append(text)
                     stats["added"] += 1
-            for tmp, rel in staged:
-                target = out / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if os.path.lexists(target):  # never overwrite evidence
-                    raise UsageError(f"{out}: {rel} is on disk but not recorded; not merging over it")
-                os.rename(tmp, target)
+            _check_places(out, [rel for _tmp, rel in staged])
+            placed: list[Path] = []
+            try:
+                for tmp, rel in staged:
+                    target = out / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(tmp, target)
+                    placed.append(target)
+            except OSError:
+                for target in placed:  # new names only (checked above): out is left as it was
+                    os.unlink(target)
+                raise
             if new_lines:
                 append_durably(out / PROVENANCE, "".join(new_lines))
             for name in (CHANGES, FAILURES):
@@ -391,6 +400,33 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     if problems:
         raise UsageError(f"the merged mirror does not verify: {problems[0]}")
     return stats
+
+
+def _check_places(out: Path, rels: list[str]) -> None:
+    """UsageError, before anything is moved into out, when a file to merge has no place of its
+    own: its name is on disk already (evidence is never overwritten), a folder on its way is a
+    file there, or it is a folder on the way of another file merged (a shard's paths can say
+    anything): a merge refused half-way would leave files in out that no record lists."""
+    folders = {str(parent) for rel in rels for parent in Path(rel).parents}
+    seen: set[Path] = set()
+    for rel in rels:
+        if rel in folders:
+            raise UsageError(f"a shard lists {rel} both as a file and as a folder of other files; not merging")
+        if os.path.lexists(out / rel):
+            raise UsageError(f"{out}: {rel} is on disk but not recorded; not merging over it")
+        for parent in Path(rel).parents:
+            if parent in seen or str(parent) == ".":
+                break
+            seen.add(parent)
+            if (out / parent).is_symlink() or (os.path.lexists(out / parent) and not (out / parent).is_dir()):
+                raise UsageError(f"{out}: {parent} is not a folder, and {rel} goes inside it; not merging")
+
+
+def _first_version(path: str) -> str:
+    """The path a version name (KEY.v2.jpg) is a version of (KEY.jpg); any other path itself."""
+    stem, ext = os.path.splitext(path)
+    found = re.fullmatch(r"(.+)\.v\d+", stem)
+    return (found[1] if found else stem) + ext
 
 
 def _shard_lines(shard: Path) -> list[Record]:

@@ -19,6 +19,7 @@ API:
     iter_records(path, problems=None) -> Record...  (provenance lines with their exact text)
     read_entries(path, problems) -> [Entry]         (the same records' entries, faster)
     open_payload(root, rel) -> binary file          (UnsafePath, FileNotFoundError)
+    iter_lines(binary file) -> bytes | None...      (None: a line too long to hold, skipped)
     is_acta_key(key), is_index_key(key), is_shard_name(name)
 """
 from __future__ import annotations
@@ -146,17 +147,26 @@ def open_payload(root: str | os.PathLike, rel: str) -> BinaryIO:
         return os.fdopen(opener.open_fd(rel), "rb")
 
 
-def _read_tag(root: Path, name: str, problems: list[Problem]) -> bytes | None:
-    """A whole tag file's bytes; None (and a problem if it is unsafe) when it cannot be read."""
+MAX_TAG_BYTES = 1 << 20  # bagit.txt, bag-info.txt, the tag manifest: a few lines each
+MAX_MANIFEST_BYTES = 1 << 29  # ~3 million lines, a hundred times a national mirror's
+
+
+def _read_tag(root: Path, name: str, problems: list[Problem], limit: int = MAX_TAG_BYTES) -> bytes | None:
+    """A whole tag file's bytes; None (and a problem if it is unsafe, or larger than limit: a
+    copy's planted giant is never read into memory) when it cannot be read."""
     try:
         with open_payload(root, name) as fh:
-            return fh.read()
+            data = fh.read(limit + 1)
     except FileNotFoundError:
         return None
     except UnsafePath as exc:
         problems.append(Problem("unsafe", name, exc.reason))
     except OSError as exc:
         problems.append(Problem("unreadable", name, exc.strerror or str(exc)))
+    else:
+        if len(data) <= limit:
+            return data
+        problems.append(Problem("unsafe", name, f"larger than {limit:,} bytes; not read"))
     return None
 
 
@@ -217,7 +227,13 @@ def iter_records(path: str | os.PathLike, problems: list[Problem] | None = None)
         return
     seen: dict[str, int] = {}
     with fh:
-        for number, raw in enumerate(fh, 1):
+        for number, raw in enumerate(iter_lines(fh), 1):
+            if raw is None:
+                reason = f"longer than {MAX_LINE_BYTES:,} bytes; not read"
+                if problems is None:
+                    raise NotAMirror(f"{path}:{number}: bad provenance line: {reason}")
+                problems.append(Problem("provenance", path.name, f"line {number}: {reason}"))
+                continue
             if not raw.strip():
                 continue
             reason = ""
@@ -250,7 +266,7 @@ def read_entries(path: str | os.PathLike, problems: list[Problem]) -> list[Entry
     paths: set[str] = set()
     try:
         with open_payload(path.parent, path.name) as fh:
-            while lines := fh.readlines(READ_SIZE):
+            while lines := _line_batch(fh):
                 batch = Entry.from_json_lines([line.decode("utf-8") for line in lines])
                 if batch is None or any(map(check_entry, batch)):
                     break
@@ -260,9 +276,37 @@ def read_entries(path: str | os.PathLike, problems: list[Problem]) -> list[Entry
                     break  # a path listed twice
             else:
                 return entries
-    except (OSError, UnsafePath, UnicodeDecodeError):
+    except (OSError, UnsafePath, ValueError):  # UnicodeDecodeError, a line too long
         pass  # iter_records says what, or finds no file
     return [r.entry for r in iter_records(path, problems)]
+
+
+MAX_LINE_BYTES = 1 << 24  # a provenance record is a few hundred bytes; a planted giant line is never held whole
+
+
+def iter_lines(fh: BinaryIO) -> Iterator[bytes | None]:
+    """Each line of a binary file, newline included; None for one longer than MAX_LINE_BYTES,
+    which is skipped a block at a time, never read whole."""
+    while raw := fh.readline(MAX_LINE_BYTES + 1):
+        if len(raw) <= MAX_LINE_BYTES or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while (rest := fh.readline(READ_SIZE)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
+def _line_batch(fh: BinaryIO) -> list[bytes]:
+    """The next whole lines, about READ_SIZE bytes of them; ValueError at a line over MAX_LINE_BYTES."""
+    lines, size = [], 0
+    for raw in iter_lines(fh):
+        if raw is None:
+            raise ValueError("a line too long")
+        lines.append(raw)
+        size += len(raw)
+        if size >= READ_SIZE:
+            break
+    return lines
 
 
 def parse_manifest(data: bytes, name: str, problems: list[Problem], *, payload: bool) -> dict[str, str]:
@@ -542,7 +586,7 @@ def read_state(root: str | os.PathLike, *, records: bool = True, payload: bool =
     root = require_bag(root)
     problems: list[Problem] = []
     _read_tag(root, "bagit.txt", problems)  # only that it is a regular file: its text is not evidence
-    raw = _read_tag(root, PAYLOAD_MANIFEST, problems)
+    raw = _read_tag(root, PAYLOAD_MANIFEST, problems, MAX_MANIFEST_BYTES)
     manifest = parse_manifest(raw, PAYLOAD_MANIFEST, problems, payload=True) if raw is not None else {}
     raw_tags = _read_tag(root, TAG_MANIFEST, problems)
     tags = parse_manifest(raw_tags, TAG_MANIFEST, problems, payload=False) if raw_tags is not None else None

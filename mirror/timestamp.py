@@ -44,10 +44,14 @@ class Attested:
     serial: int
 
 
-def _read(mirror: Path, name: str) -> bytes:
-    """A file at the top of the mirror, never through a symbolic link (UnsafePath, OSError)."""
+def _read(mirror: Path, name: str, limit: int = MAX_REPLY) -> bytes:
+    """A file at the top of the mirror, never through a symbolic link, of at most `limit` bytes
+    (UnsafePath, OSError): a copy's planted giant is refused, not read into memory."""
     with open_payload(mirror, name) as fh:
-        return fh.read()
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafePath(name, f"larger than {limit:,} bytes")
+    return data
 
 
 def _statement(mirror: Path) -> bytes:
@@ -249,7 +253,9 @@ def verify_timestamp(mirror: str | os.PathLike, ca: str | None) -> tuple[list[Pr
         chain = _pem_certificates(_read(mirror, CHAIN))
     except FileNotFoundError:
         chain = []
-    except (OSError, UnsafePath, ValueError) as exc:
+    except (OSError, UnsafePath) as exc:
+        return [Problem("timestamp", CHAIN, f"unreadable ({exc})")], None
+    except ValueError as exc:
         return [Problem("timestamp", CHAIN, f"not a PEM certificate chain ({exc.__class__.__name__})")], None
     try:
         if roots:

@@ -167,9 +167,10 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
 def _compare_payload(manifest: dict[str, str], hashes: dict[str, str | None], sizes: dict[str, int],
                      entries: list, reading: list[Problem], fast: bool) -> tuple[list[Problem], list[Problem]]:
     """data/ as read against the manifest: (missing and unlisted files, changed files); with
-    fast, a file is changed when its size differs from its provenance record."""
-    recorded = {e.path: e.size for e in entries} if fast else {}
-    if hashes.keys() == manifest.keys() and (sizes == recorded if fast else hashes == manifest):
+    fast, a file is changed when its size differs from its provenance record. Hashed, a file
+    that matches its manifest line must still have the size its provenance record gives."""
+    recorded = {e.path: e.size for e in entries}
+    if hashes.keys() == manifest.keys() and sizes == recorded and (fast or hashes == manifest):
         return [], []  # every listed file there and unchanged, nothing else: the usual case, checked at once
     problems, changed = [], []
     unsafe = {p.path for p in reading if p.kind == "unsafe"}
@@ -184,6 +185,9 @@ def _compare_payload(manifest: dict[str, str], hashes: dict[str, str | None], si
         elif fast and rel in recorded and size != recorded[rel]:
             changed.append(Problem("changed", rel, f"{size} bytes, provenance.jsonl says {recorded[rel]} "
                                                    "(sizes only: not hashed)"))
+        elif got is not None and rel in recorded and size != recorded[rel]:
+            changed.append(Problem("provenance", rel, f"{size} bytes, as the manifest's sha256 gives, but "
+                                                      f"provenance.jsonl records {recorded[rel]}"))
     return problems, changed
 
 

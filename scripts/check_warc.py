@@ -6,11 +6,13 @@ It checks every record of archive/data.warc.gz, and the record that each line of
 indexes/index.cdx (what a replay tool looks a URL up in) points at:
 - a response's payload hashes (sha256) to a version that evidence/provenance.jsonl records for
   the response's URL, under a path and sha256 that evidence/manifest-sha256.txt lists, and its
-  HTTP head gives the payload's length and no transfer or content encoding (a replay would
-  serve other bytes);
-- a revisit names its own URL and the digest of such a version;
-- an index line points at a record for its own URL;
-- there is no other kind of record but warcinfo and request (which a replay does not serve).
+  HTTP head is a 200 with only the headers the export writes (Content-Type, Content-Length,
+  ETag, Last-Modified), each once, Content-Length the payload's: a redirect, a Refresh or an
+  encoding would make a replay serve other bytes;
+- a revisit names its own URL and the digest of such a version, and has such a head and no payload;
+- an index line points at a record for its own URL, under its own URL's key (the path of its SURT);
+- there is no other kind of record but warcinfo and request (which a replay does not serve), and
+  no other file in archive/ or indexes/ (a replay could read it; this script does not).
 Exit 0: every record checks out; 1: one does not, or the WACZ cannot be read (each reason printed).
 """
 import base64
@@ -18,11 +20,15 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import sys
+import urllib.parse
 import zlib
 
 WARC = "archive/data.warc.gz"
+INDEX = "indexes/index.cdx"
+EXPORTED_HEADERS = {b"content-type", b"content-length", b"etag", b"last-modified"}
 
 
 def warc_records(stream):
@@ -39,38 +45,61 @@ def warc_records(stream):
         yield headers, stream.read(int(headers["content-length"]))
 
 
+def head_ok(head, size):
+    """Is this HTTP head what the export writes: a 200 with only its headers, each once, on lines
+    ending in CRLF, and Content-Length the payload's size? A redirect, a Refresh, a range or an
+    encoding would make a replay serve something else than the signed payload."""
+    status, *lines = head.split(b"\r\n")
+    fields = [(name.strip().lower(), value.strip()) for name, _, value in (f.partition(b":") for f in lines)]
+    names = [name for name, _ in fields]
+    return (re.fullmatch(rb"HTTP/1\.[01] 200 [^\r\n]*", status) is not None and b"\n" not in b"".join(lines)
+            and b"\r" not in b"".join(lines) and len(set(names)) == len(names) and set(names) <= EXPORTED_HEADERS
+            and dict(fields).get(b"content-length") == str(size).encode())
+
+
 def problem(headers, block):
     """Why this record is not a signed file, or None."""
     kind, url = headers.get("warc-type"), headers.get("warc-target-uri", "")
     if kind in ("warcinfo", "request"):
         return None
+    head, _, payload = block.partition(b"\r\n\r\n")  # the HTTP status line and headers, then the payload
     if kind == "response":
-        head, payload = block.split(b"\r\n\r\n", 1)  # the HTTP status line and headers, then the payload
-        length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
-        if re.search(rb"\r\n(transfer|content)-encoding:", head, re.I) or not length or int(length[1]) != len(payload):
-            return f"{url}: a response whose HTTP head would make a replay serve other bytes than its payload"
         sha = hashlib.sha256(payload).hexdigest()
-    elif kind == "revisit" and headers.get("warc-refers-to-target-uri", url) == url:
+    elif kind == "revisit" and headers.get("warc-refers-to-target-uri", url) == url and not payload:
         sha = base64.b32decode(headers.get("warc-payload-digest", ":").split(":")[1]).hex()
     else:
         return f"{url}: a {kind} record, which acta-mirror never writes here"
-    return None if sha in signed.get(url, ()) else f"{url}: a {kind} of a file the signed records do not list for it"
+    if sha not in signed.get(url, {}):
+        return f"{url}: a {kind} of a file the signed records do not list for it"
+    if not head_ok(head, signed[url][sha]):
+        return f"{url}: a {kind} whose HTTP head would make a replay serve other bytes than its payload"
+    return None
 
 
-signed = {}  # URL: {sha256 of each version the provenance records, if the manifest lists it too}
+signed = {}  # URL: {sha256: size} of each version the provenance records, if the manifest lists it too
 bad, records = [], 0
 try:
     manifest = set(open("evidence/manifest-sha256.txt", encoding="utf-8").read().splitlines())
     for line in open("evidence/provenance.jsonl", encoding="utf-8"):
         record = json.loads(line)
         if f"{record['sha256']}  {record['path']}" in manifest:
-            signed.setdefault(record["final_url"], set()).add(record["sha256"])
+            signed.setdefault(record["final_url"], {})[record["sha256"]] = int(record["size"])
+    for folder, ours in (("archive", WARC), ("indexes", INDEX)):  # a replay may read any file there
+        for name in sorted(set(os.listdir(folder)) - {os.path.basename(ours)}):
+            bad.append(f"{folder}/{name}: a file besides {ours}, which acta-mirror never writes (not checked)")
     for headers, block in warc_records(gzip.open(WARC)):
         records += 1
         bad.append(problem(headers, block))
     with open(WARC, "rb") as warc:
-        for line in open("indexes/index.cdx", encoding="utf-8"):
-            where = json.loads(line.split(" ", 2)[2])
+        for line in open(INDEX, encoding="utf-8"):
+            key, _, where = line.split(" ", 2)
+            where = json.loads(where)
+            # pywb looks a URL up by the line's key (SURT: host reversed, path lowercased): it must be the url's
+            path = urllib.parse.unquote(urllib.parse.urlsplit(where["url"]).path or "/").lower()
+            if urllib.parse.unquote(key.partition(")")[2].partition("?")[0]) != path:
+                bad.append(f"index.cdx: the key {key} is not the key of {where['url']}")
+            if where["filename"] != os.path.basename(WARC):  # a file this script does not read
+                bad.append(f"index.cdx: {where['url']} points into {where['filename']!r}, which is not {WARC}")
             warc.seek(int(where["offset"]))
             member = gzip.decompress(warc.read(int(where["length"])))
             for headers, block in warc_records(io.BytesIO(member)):

@@ -140,7 +140,7 @@ def test_plain_verify_names_the_key_and_fails_when_the_signed_root_does_not_matc
     assert plain.returncode == 1 and "signed root" in plain.stdout and key_id in plain.stdout
     code, problems, report = _verify(signed)
     assert ("root", "signed-root.json") in problems and ("signed", "manifest-sha256.txt") in problems
-    assert report["signature"] == {"signed": True, "key_id": key_id, "trusted": False}
+    assert report["signature"] == {"signed": True, "key_id": key_id, "trusted": False, "records_signed": True}
 
 
 def test_an_altered_statement_comment_or_key_each_fail_with_a_clear_message(signed, pub, tmp_path):

@@ -266,10 +266,14 @@ def test_the_browser_check_names_a_tampered_image(mirror, browser, serve):
     key = _archived_keys(mirror)[1]
     page = _table_pages(mirror)[key].read_text()
     image = mirror / json.loads(re.search(r'id="acta-proof">(.*?)</script>', page).group(1))["leaf"].split("  ", 1)[1].strip()
-    data = bytearray(image.read_bytes())
+    original = image.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 1
     image.write_bytes(bytes(data))
-    status, text = _check(browser, _page_url(serve(mirror), mirror, key))
+    try:
+        status, text = _check(browser, _page_url(serve(mirror), mirror, key))
+    finally:
+        image.write_bytes(original)  # the module's mirror stays intact for the tests after this one
     assert status == "fail" and "la imagen no es la archivada" in text, text
 
 

@@ -249,5 +249,5 @@ def test_an_acta_changed_after_it_was_archived_is_not_counted(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     table = next(t for t in report["tables"] if t["key"] == key)
-    assert (table["status"], table["votes"], table["cause"]) == ("unreadable", None, "not the archived file"), table
-    assert report["coverage"].endswith("1 unreadable (1 not the archived file)")
+    assert (table["status"], table["votes"], table["cause"]) == ("unreadable", None, "not the archived bytes"), table
+    assert report["coverage"].endswith("1 unreadable (1 not the archived bytes)")

@@ -18,6 +18,7 @@ status `archived`. `Coverage.resolve(readings)` gives each archived table its re
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..manifest import CHANGES, FAILURES
-from ..models import Entry, IndexFormatError, Place
+from ..models import Entry, IndexFormatError, NotAMirror, Place
 from ..sites.resultados2024 import parse_index_bytes
-from ..state import MirrorState, is_acta_key, open_payload, read_state
+from ..state import MirrorState, is_acta_key, iter_lines, open_payload, read_state
 
 STATUSES = ("qr", "print", "unreadable", "failed", "absent", "vanished")
 ARCHIVED = "archived"  # provisional, before the archived image is read
@@ -164,13 +165,15 @@ def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
     cause, at and attempts are read when the crawl wrote them."""
     out: dict[str, Failure] = {}
     try:
-        fh = io.TextIOWrapper(open_payload(bag, FAILURES), encoding="utf-8", errors="replace")  # no link, no FIFO
+        fh = open_payload(bag, FAILURES)  # no link, no FIFO
     except FileNotFoundError:
         return out
     with fh:
-        for line in fh:
+        for raw in iter_lines(fh):
+            if raw is None:
+                continue  # a planted line of gigabytes: skipped, not read whole (verify names it)
             try:
-                obj = json.loads(line)
+                obj = json.loads(raw.decode("utf-8", "replace"))
             except (ValueError, RecursionError):
                 continue  # verify reports damage to a tag file; the count must go on
             if not isinstance(obj, dict) or not is_acta_key(obj.get("key")):
@@ -186,22 +189,36 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
     """key -> when the site stopped listing it, for tables whose last change is 'vanished'."""
     last: dict[str, tuple[str, str]] = {}
     try:
-        fh = io.TextIOWrapper(open_payload(bag, CHANGES), encoding="utf-8", errors="replace")  # no link, no FIFO
+        fh = open_payload(bag, CHANGES)  # no link, no FIFO
     except FileNotFoundError:
         return {}
     with fh:
-        for line in fh:
+        for raw in iter_lines(fh):
+            if raw is None:
+                continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(raw.decode("utf-8", "replace"))
                 last[obj["key"]] = (obj["change"], str(obj.get("at", "")))
             except (ValueError, KeyError, TypeError, RecursionError):
                 continue
     return {k: at for k, (change, at) in last.items() if change == "vanished" and is_acta_key(k)}
 
 
-def _index_places(state: MirrorState, entry: Entry) -> dict[str, Place]:
+def archived_index(state: MirrorState, entry: Entry) -> bytes:
+    """The index file's bytes, only when they are the ones its provenance record names: a copy
+    with an edited index (tables dropped from the list, other published figures) is refused
+    with NotAMirror, never counted against."""
     with state.open(entry.path) as fh:
-        raw = fh.read()
+        raw = fh.read(entry.size + 1)  # more than the record says is other bytes already: never read whole
+    got = hashlib.sha256(raw).hexdigest()
+    if got != entry.sha256:
+        raise NotAMirror(f"{state.root}: {entry.path} is not the archived index (sha256 {got}, provenance.jsonl "
+                         f"says {entry.sha256}): run 'acta-mirror verify'")
+    return raw
+
+
+def _index_places(state: MirrorState, entry: Entry) -> dict[str, Place]:
+    raw = archived_index(state, entry)
     places: dict[str, Place] = {}
     for acta in parse_index_bytes(raw, entry.path):
         places.setdefault(acta.key, acta.place)

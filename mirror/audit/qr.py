@@ -39,7 +39,8 @@ MAX_SCANS = 100  # a progressive JPEG has about 10; libjpeg decodes every block 
 NOT_IMAGE, HTML, TRUNCATED, TOO_LARGE = "not an image", "HTML instead of an image", "truncated image", "image too large"
 NO_QR, BAD_FORMAT, OTHER_TABLE, SEVERAL = "no QR code found", "QR not in the acta format", "QR of another table", \
     "several QR codes"
-DECODER, CHANGED = "decoder failed", "not the archived file"
+DECODER = "decoder failed"
+CHANGED = "not the archived bytes"  # the file's sha256 is not its provenance record's: a copy's edit
 CAUSES = (NO_QR, BAD_FORMAT, OTHER_TABLE, SEVERAL, TRUNCATED, NOT_IMAGE, HTML, TOO_LARGE, DECODER, CHANGED)
 
 

@@ -33,6 +33,8 @@ from ..qrformat import CANDIDATES
 from ..sign import PublicKey, load_public, parse_public
 from ..sites.resultados2024 import acta_key, read_index_text
 from ..state import MirrorState, read_state
+from .coverage import archived_index
+from .qr import CHANGED
 from .tally import Table, tally
 
 SITE = "site"
@@ -93,8 +95,7 @@ def _published(state: MirrorState) -> dict[str, dict]:
         return {}
     out: dict[str, dict] = {}
     try:
-        with state.open(entry.path) as fh:
-            text = read_index_text(fh.read())
+        text = read_index_text(archived_index(state, entry))
         for row in csv.DictReader(io.StringIO(text, newline="")):
             try:
                 out[acta_key(row["CENTRO"], row["MESA"])] = {c: int(row[c]) for c in COLUMNS
@@ -386,22 +387,25 @@ def _area_page(area: Area, names: dict[str, str], tables: list[TablePage]) -> st
 
 
 # -- the build ---------------------------------------------------------------------------------
-def collect(state: MirrorState) -> tuple[list[TablePage], list[str]]:
+def collect(state: MirrorState) -> tuple[list[TablePage], list[str], list[str]]:
     """Every table of the index (with no index file, every table the mirror knows of), each with
-    its one status from the audit's coverage; and the keys left out (not a table key: no page)."""
+    its one status from the audit's coverage; the keys left out (not a table key: no page); and
+    the tables whose archived file is not the bytes recorded (a changed copy)."""
     published = _published(state)
-    pages, skipped = [], []
+    pages, skipped, changed = [], [], []
     for key, t in tally(state.root).tables.items():
         if not KEY.match(key):
             skipped.append(key)
             continue
+        if t.state.cause == CHANGED:
+            changed.append(key)
         p, e = t.state.place, t.entry
         names = [p.state, p.municipality, p.parish, e.center_name if e else p.center_name]
         if e is not None:
             names = [e.state or names[0], e.municipality or names[1], e.parish or names[2], names[3]]
         qr = {**t.votes, "VOTOS_NULOS": t.nulos} if t.votes else None
         pages.append(TablePage(key, names, _status(t), e, qr, published.get(key)))
-    return pages, skipped
+    return pages, skipped, changed
 
 
 def _write(tmp: Path, rel: str, text: str) -> None:
@@ -438,7 +442,7 @@ def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     gateway = _gateway(gateway)
     bag = Path(bag)
     state = read_state(bag).require_clean()  # a hostile record stops here, named, before anything is written
-    pages, skipped = collect(state)
+    pages, skipped, changed = collect(state)
     items = sorted(state.manifest.items())
     leaves = manifest_leaves(items)
     root = root_of_leaves(leaves).hex()
@@ -446,6 +450,10 @@ def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     paths = all_inclusion_paths(leaves)
     signed, warnings = _signed(state, root, len(items), pubkey)
     warnings += [f"{key}: not a table key (9 digits, a dot, 2 digits): no page" for key in skipped]
+    if changed:
+        archived = sum(t.archived for t in pages)
+        warnings.append(f"{len(changed):,} of {archived:,} archived actas are not the bytes the archive recorded "
+                        f"(first: {changed[0]}): their pages' check will fail; run 'acta-mirror verify'")
 
     names: dict[str, str] = {}
     country = Area("VE", "Venezuela")

@@ -19,10 +19,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import Entry
+from ..models import Entry, UnsafePath
 from ..qrformat import CANDIDATES
 from ..workers import pool
-from ..state import read_state
+from ..state import open_payload, read_state
 from .coverage import ARCHIVED, LABELS, READ, STATUSES, Coverage, TableStatus, census
 from .ocr import CHECKED, PrintReading, cached_read_print
 from .qr import CHANGED, Reading, read_acta
@@ -102,29 +102,35 @@ class Tally:
 CHECKS = ("consistent", "MISMATCH", "needs review", "read from print")
 
 
-def _read(job: tuple[str, str, str, bool]) -> tuple[Reading, PrintReading | None]:
-    key, path, sha256, ocr = job
-    if _changed(path, sha256):  # a copy's file changed since it was archived: what it shows is no evidence
-        return Reading(key, path, None, "the file's sha256 is not the one its manifest records", cause=CHANGED), None
+def _read(job: tuple[str, str, str, str, bool]) -> tuple[Reading, PrintReading | None]:
+    key, bag, rel, sha256, ocr = job
+    path = os.path.join(bag, rel)
+    changed = _not_archived(bag, rel, sha256)
+    if changed:  # a copy's edited image: its votes are not the archive's, so they are never counted
+        return Reading(key, path, None, changed, cause=CHANGED), None
     return read_acta(key, path), cached_read_print(path, sha256) if ocr else None
 
 
-def _changed(path: str, sha256: str) -> bool:
-    """Does the file hold other bytes than those archived? (One that cannot be opened: read_acta says so.)"""
+def _not_archived(bag: str, rel: str, sha256: str) -> str:
+    """Why the file is not the bytes its provenance record names ('' when it is). Opened without
+    following a link and only if regular: read_state refused those, but the copy may change after."""
     try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest() != sha256
-    except OSError:
-        return False
+        with open_payload(bag, rel) as fh:
+            got = hashlib.file_digest(fh, "sha256").hexdigest()
+    except (OSError, UnsafePath) as exc:
+        return f"cannot be read to check its bytes ({getattr(exc, 'strerror', None) or exc})"
+    if got != sha256:
+        return f"sha256 {got}, but the archive recorded {sha256}: run 'acta-mirror verify'"
+    return ""
 
 
-def read_all(jobs: list[tuple[str, str, str, bool]], workers: int | None = None, progress=None) -> list:
+def read_all(jobs: list[tuple[str, str, str, str, bool]], workers: int | None = None, progress=None) -> list:
     """Every job's readings, across the cores; progress(done, total), if given, as they come."""
     workers = workers or os.cpu_count() or 1
     out: list = []
     if workers > 1 and len(jobs) > 8:
         with pool(workers) as executor:
-            readings = executor.map(_read, jobs, chunksize=1 if any(j[3] for j in jobs) else 16)
+            readings = executor.map(_read, jobs, chunksize=1 if any(j[4] for j in jobs) else 16)
             for reading in readings:
                 out.append(reading)
                 if progress:
@@ -164,7 +170,7 @@ def tally(bag: str | os.PathLike, workers: int | None = None, ocr: bool = False,
     state = read_state(bag).require_clean()
     found = census(bag, state)
     entries = state.latest_actas()
-    jobs = [(t.key, str(bag / t.path), entries[t.key].sha256, ocr) for t in found.of(ARCHIVED)]
+    jobs = [(t.key, str(bag), t.path, entries[t.key].sha256, ocr) for t in found.of(ARCHIVED)]
     readings = {qr.key: (qr, printed) for qr, printed in read_all(jobs, workers, progress)}
     verdicts = {k: _verdict(*r) for k, r in readings.items()}
     resolved = found.resolve({k: (v[0], v[1], v[3]) for k, v in verdicts.items()})

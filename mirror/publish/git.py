@@ -81,6 +81,7 @@ FULL_PROVENANCE = "full-provenance.jsonl"  # the same, whole, in shards publishe
 # the provenance only grows, so a publish writes its last file and the new ones, never the rest.
 FULL_CHUNKS = "full-provenance"
 FULL_CHUNK_LINES = 1000
+MAX_RECORD_BLOB = 1 << 29  # a manifest or provenance file of ~3 million lines: a larger blob is a planted bomb
 SHARDS_JSON = "shards.json"
 FULL_BAG = "full-bag"  # in shard 01: the whole mirror's tag files, byte for byte
 CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
@@ -671,8 +672,10 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
     carried = {name: tree[f"{FULL_BAG}/{name}"] for name in PUBLISHED_TAG_FILES if f"{FULL_BAG}/{name}" in tree}
     manifest = carried.get(PAYLOAD_MANIFEST)
     if manifest and set(parse_manifest_text(_blob(first, manifest[1]).decode("utf-8", "replace"))) == restored:
-        for name, (_mode, sha) in carried.items():  # byte for byte: the signature covers them
-            _write_new(out, name, _blob(first, sha))
+        for name, (_mode, sha) in carried.items():
+            _fits(first.odb.info(bytes.fromhex(sha)).size, f"shard 01: {FULL_BAG}/{name}")
+        for name, (_mode, sha) in carried.items():  # byte for byte (the signature covers them), streamed
+            _write_new(out, name, _hashed_chunks(first.odb.stream(bytes.fromhex(sha)), hashlib.sha256()))
     else:  # older shards, or files from several writers: a bag rebuilt from the full provenance
         notes.append("the shards carry no signed tag files for this set of files; bag files rebuilt")
         _write_new(out, PROVENANCE, "".join(e.text for e in full.values()).encode())
@@ -705,7 +708,15 @@ def _tree_files(repo: git.Repo, tip: str) -> dict[str, tuple[str, str]]:
 
 
 def _blob(repo: git.Repo, sha: str) -> bytes:
+    """A record's blob, whole: one larger than any record is refused unread (a blob of zeros
+    that git keeps in kilobytes would otherwise be inflated whole into memory)."""
+    _fits(repo.odb.info(bytes.fromhex(sha)).size, sha)
     return repo.odb.stream(bytes.fromhex(sha)).read()
+
+
+def _fits(size: int, what: str) -> None:
+    if size > MAX_RECORD_BLOB:
+        raise PublishError(f"{what}: {size:,} bytes, larger than any record of a mirror; not read")
 
 
 def _hashed_chunks(blob, digest) -> Iterator[bytes]:
@@ -838,7 +849,10 @@ def _read_blob(repo: git.Repo, commit: str | None, path: str, ref: bool = False)
     if not commit:
         return None
     try:
-        return repo.git.rev_parse("--verify", "-q", f"{commit}:{path}") if ref else repo.git.show(f"{commit}:{path}")
+        if ref:
+            return repo.git.rev_parse("--verify", "-q", f"{commit}:{path}")
+        _fits(int(repo.git.cat_file("-s", f"{commit}:{path}")), path)
+        return repo.git.show(f"{commit}:{path}")
     except git.GitCommandError:
         return None
 
@@ -865,20 +879,22 @@ def _full_lines(repo: git.Repo, commit: str) -> list[Record]:
             chunks.append((name, meta.split()[2]))
     if not chunks:
         return _lines_in(repo, commit, FULL_PROVENANCE)
-    text = "".join(_blob(repo, sha).decode("utf-8", "replace") for _name, sha in sorted(chunks))
+    text = "".join(_blob(repo, sha).decode("utf-8", "surrogateescape") for _name, sha in sorted(chunks))
     return _records(text, FULL_CHUNKS)
 
 
 def _records(text: str | None, path: str) -> list[Record]:
     if not text:
         return []
-    with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8") as fh:
+    # surrogateescape: the bytes as the remote holds them (GitPython decodes that way), so a
+    # line that is not UTF-8 is named by the reader, neither a traceback nor quietly repaired
+    with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8", errors="surrogateescape") as fh:
         fh.write(text + "\n")
         name = fh.name
     try:
         return list(iter_records(name))  # the one validated reader, as for a mirror on disk
     except NotAMirror as exc:
-        raise PublishError(f"the remote's {path} is damaged: {exc}") from None
+        raise PublishError(f"the remote's {path} is damaged: {str(exc).replace(name, path)}") from None
     finally:
         os.unlink(name)
 
