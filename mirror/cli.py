@@ -66,7 +66,7 @@ def _header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not header_ok(name.strip(), value.strip()):
         # the text is not shown: a header is where a token goes
-        raise argparse.ArgumentTypeError("takes 'Name: value' on one line, like 'Referer: https://example.org/'")
+        raise argparse.ArgumentTypeError("takes 'Name: value' on one line, in ASCII, like 'Referer: https://example.org/'")
     return name.strip(), value.strip()
 
 

@@ -186,8 +186,9 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 
 
 
 def header_ok(name: str, value: str) -> bool:
-    """A header a request can carry: a token for a name, no line breaks in the value."""
-    return bool(_HEADER_NAME.fullmatch(name)) and not any(c in value for c in "\r\n\0")
+    """A header a request can carry: a token for a name; a value of ASCII without line breaks
+    (libcurl is handed ASCII; a letter such as 'ñ' goes percent-encoded, as in a URL)."""
+    return bool(_HEADER_NAME.fullmatch(name)) and value.isascii() and not any(c in value for c in "\r\n\0")
 
 
 # Keys whose values an error line never shows: they may hold a password or a token
@@ -228,7 +229,7 @@ def _bad_header(headers: dict[str, str]) -> str:
     """Which header is wrong, never its value (or a name that may be one)."""
     name = next(k for k, v in headers.items() if not header_ok(k, v))
     if _HEADER_NAME.fullmatch(name):
-        return f"the value of {name} (not shown: a line break or NUL)"
+        return f"the value of {name} (not shown: a line break, a NUL or a letter outside ASCII)"
     return "a header name (not shown: not an HTTP token, e.g. holding a space or a colon)"
 
 
