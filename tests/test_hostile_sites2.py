@@ -67,3 +67,29 @@ def test_a_header_outside_ascii_in_a_job_file_is_one_line_naming_the_key(site, t
     proc = run_cli("run", str(job), "--no-publish", timeout=120)
     assert proc.returncode == 2 and one_line(proc) and key in proc.stderr and str(job) in proc.stderr, proc.stderr
     assert SECRET not in proc.stdout + proc.stderr and not site.hits
+
+
+# -- validators with bytes outside ASCII ---------------------------------------------------------
+def image_answer(data: bytes, *headers: bytes) -> bytes:
+    head = b"".join(h + b"\r\n" for h in headers)
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(data)).encode() + b"\r\n"
+            + head + b"\r\n" + data)
+
+
+@pytest.mark.parametrize("validator", [b'ETag: "caf\xe9"', b"Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\xe9"],
+                         ids=["etag", "last-modified"])
+def test_a_validator_with_a_byte_outside_ascii_still_lets_a_changed_acta_in(site, tmp_path, validator):
+    """RFC 9110 lets an ETag hold bytes 0x80-0xFF (obs-text). Was: the next run could not send it
+    back (libcurl was handed a str of ASCII only), so that acta failed as 'unexpected error' on
+    every later run and a changed upstream file never became a new version."""
+    rows = site.good_actas(2)
+    site.routes["/img/0.jpg"] = sequence(raw(image_answer(jpeg(0), validator)), raw(image_answer(jpeg(500), validator)))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    first = crawl(site.url, out)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = crawl(site.url, out, "--json")
+    assert second.returncode == 0 and failures(out) == [], second.stdout + second.stderr
+    assert json.loads(second.stdout)["archived"] == 1
+    versions = archived(out)[key_of(0)]
+    assert len(versions) == 2 and len({v.sha256 for v in versions}) == 2 and verify(out) == []
