@@ -93,3 +93,18 @@ def test_a_validator_with_a_byte_outside_ascii_still_lets_a_changed_acta_in(site
     assert json.loads(second.stdout)["archived"] == 1
     versions = archived(out)[key_of(0)]
     assert len(versions) == 2 and len({v.sha256 for v in versions}) == 2 and verify(out) == []
+
+
+# -- Retry-After in digits that are not ASCII ---------------------------------------------------
+def test_a_retry_after_of_superscript_digits_is_a_retry_not_an_unexpected_error(site, tmp_path):
+    """'²' (0xB2, a latin-1 byte) passes str.isdigit() but not float(). Was: the 503 became
+    'unexpected error' and the acta was never asked again; now the header is ignored (as garbage)
+    and the retry policy asks again."""
+    rows = site.good_actas(2)
+    site.routes["/img/1.jpg"] = sequence(raw(b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n"),
+                                         body(jpeg(1)))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    proc = crawl(site.url, out)
+    assert proc.returncode == 0 and failures(out) == [], proc.stdout + proc.stderr
+    assert set(archived(out)) == {key_of(0), key_of(1)} and site.hits["/img/1.jpg"] == 2
