@@ -197,6 +197,18 @@ SECRET_KEYS = ("fetch.headers", "fetch.proxy")
 MAX_TIMEOUT = 86400  # seconds: a request longer than a day is a typo, and libcurl counts in a C long of ms
 MIN_RATE = 0.001  # requests per second: slower is no crawl (a tiny rate would pace one request per aeon)
 
+def _http_url(text: str) -> bool:
+    """An http(s) URL naming a host (a malformed one, '[::1', is none)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
 _RANGES = {
     "fetch.headers": lambda v: all(header_ok(k, x) for k, x in v.items()),
     "fetch.user_agent": lambda v: header_ok("User-Agent", v),
@@ -212,6 +224,7 @@ _RANGES = {
     "fetch.deadline": lambda v: math.isfinite(v) and v >= 0,
     "fetch.max_bytes": lambda v: v > 0,
     "fetch.recheck_after": lambda v: v >= 0,
+    "sign.tsa": lambda v: v == "" or _http_url(v),  # checked before the crawl, not at the end of it
 }
 
 

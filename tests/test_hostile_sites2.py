@@ -108,3 +108,21 @@ def test_a_retry_after_of_superscript_digits_is_a_retry_not_an_unexpected_error(
     proc = crawl(site.url, out)
     assert proc.returncode == 0 and failures(out) == [], proc.stdout + proc.stderr
     assert set(archived(out)) == {key_of(0), key_of(1)} and site.hits["/img/1.jpg"] == 2
+
+
+# -- job-file values no path or URL can hold -------------------------------------------------------
+NO_PUBLISH = "[publish]\nallow_none = true\n[sign]\nrequired = false\n"
+
+
+@pytest.mark.parametrize("extra,key", [
+    (f"[sign]\ntsa = 'http://archivist:{SECRET}@[::1'\nrequired = false\n[publish]\nallow_none = true\n", "sign.tsa"),
+    ("[sign]\ntsa = 'ftp://127.0.0.1/tsa'\nrequired = false\n[publish]\nallow_none = true\n", "sign.tsa"),
+], ids=["tsa-bad-ipv6", "tsa-not-http"])
+def test_a_time_stamping_authority_that_is_no_url_fails_before_the_crawl(site, tmp_path, extra, key):
+    """Was: the crawl ran, then the timestamp step raised ValueError (a traceback) or failed the
+    run after the work was done."""
+    site.serve_index(site.good_actas(1))
+    job = write_job(tmp_path, site.url, extra)
+    proc = run_cli("run", str(job), timeout=120)
+    assert proc.returncode == 2 and one_line(proc) and key in proc.stderr and str(job) in proc.stderr, proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr and not site.hits
