@@ -149,6 +149,9 @@ def _given(path: Path, raw: dict, sections) -> Values:
                 raise ConfigError(f"{path}: {section}.{key}: must be a list of strings")
             if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
                 raise ConfigError(f"{path}: {section}.{key}: every value must be a string")
+            strings = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+            if any("\0" in v for v in strings if isinstance(v, str)):  # no path, URL or name holds one
+                raise ConfigError(f"{path}: {section}.{key}: holds a NUL character (\\u0000)")
             values[section][key] = value
     _check_ranges(path, values)
     return values

@@ -126,3 +126,19 @@ def test_a_time_stamping_authority_that_is_no_url_fails_before_the_crawl(site, t
     proc = run_cli("run", str(job), timeout=120)
     assert proc.returncode == 2 and one_line(proc) and key in proc.stderr and str(job) in proc.stderr, proc.stderr
     assert SECRET not in proc.stdout + proc.stderr and not site.hits
+
+
+@pytest.mark.parametrize("extra,key", [
+    ('[output]\ndir = "mirror\\u0000x"\n' + NO_PUBLISH, "output.dir"),
+    ('[publish]\ncar = "x\\u0000.car"\nallow_none = true\n[sign]\nrequired = false\n', "publish.car"),
+    ('[publish]\nmanifests = "state\\u0000"\nallow_none = true\n[sign]\nrequired = false\n', "publish.manifests"),
+    ('hosts = ["cdn\\u0000.example"]\n' + NO_PUBLISH, "source.hosts"),
+], ids=["output-dir", "car", "manifests", "hosts"])
+def test_a_nul_in_a_job_files_string_is_one_line_naming_the_key(site, tmp_path, extra, key):
+    """No path, URL or name holds a NUL. Was: a traceback (ValueError: embedded null byte) from
+    whichever step first used the value, some of them after the crawl."""
+    site.serve_index(site.good_actas(1))
+    job = write_job(tmp_path, site.url, extra)
+    proc = run_cli("run", str(job), timeout=120)
+    assert proc.returncode == 2 and one_line(proc) and key in proc.stderr and str(job) in proc.stderr, proc.stderr
+    assert not site.hits
