@@ -80,6 +80,9 @@ SECOND_PROCESS_SHARE = 2  # then it takes up to this many downloads for each one
 # queue behind a pipe. Wherever both processes fetch, `concurrency` bounds the two together.
 PIPELINE_DEPTH = 4
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
+# The user's credentials for a site (--header): sent only to the origin a request was made to,
+# never on a redirect to another scheme, host or port (as curl and browsers do).
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 # Failures that another host cannot mend: the URL itself, or the run's own limits.
 _NO_ALTERNATE = frozenset({"unsupported scheme", "invalid URL", "off-site URL", "off-site redirect",
@@ -518,6 +521,7 @@ class Fetcher:
     async def _once(self, url: str, headers: dict, expect_image: bool, sent: list[int]) -> Fetched:
         conditional = "If-None-Match" in headers or "If-Modified-Since" in headers
         current, hops = url, []
+        sending = {**self.headers, **headers}
         async with self._slots:
             while True:
                 name = self._check_target(url, current, len(hops))
@@ -532,7 +536,7 @@ class Fetcher:
                 body = _Body(self, url, current, tuple(hops), expect_image, conditional, host, name)
                 total = self._total()
                 try:
-                    head = await self._engine.get(current, {**self.headers, **headers}, timeout=total,
+                    head = await self._engine.get(current, sending, timeout=total,
                                                   connect_timeout=DEFAULT_CONNECT_TIMEOUT, on_head=body.head,
                                                   host=name)
                     body.done = True
@@ -567,6 +571,8 @@ class Fetcher:
                 # A browser reads a Location's bytes as UTF-8 and asks for them percent-encoded
                 # (join); one it cannot parse is refused by _check_target as an invalid URL.
                 current = join(current, _utf8(location))
+                if _origin(current) != _origin(url):
+                    sending = {k: v for k, v in sending.items() if k.lower() not in CREDENTIAL_HEADERS}
 
     def _total(self) -> float:
         total = self.timeout
@@ -746,6 +752,16 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 def _left_alone(url: str, name: str, host: _Host) -> Deferred:
     """The failure of a request not made because the host's breaker tripped."""
     return Deferred(url, f"{name} is left alone this run: {host.tripped}", cause="deferred: host breaker")
+
+
+def _origin(url: str) -> tuple:
+    """(scheme, host, port) of a URL; one that cannot be parsed is no origin at all."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(
+            parts.scheme.lower())
+    except ValueError:
+        return ()
 
 
 def _host_port(url: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from mirror.verify import verify
 from tests.conftest import run_cli
-from tests.hostile_site import HostileSite, body, index_row, jpeg, key_of, raw, sequence
+from tests.hostile_site import HostileSite, body, index_row, jpeg, key_of, raw, redirect, sequence
 from tests.test_hostile_site import archived
 
 SECRET = "tok3n-S3CRET"
@@ -142,3 +142,38 @@ def test_a_nul_in_a_job_files_string_is_one_line_naming_the_key(site, tmp_path, 
     proc = run_cli("run", str(job), timeout=120)
     assert proc.returncode == 2 and one_line(proc) and key in proc.stderr and str(job) in proc.stderr, proc.stderr
     assert not site.hits
+
+
+# -- a redirect to another host -------------------------------------------------------------------
+@pytest.fixture
+def other_host():
+    with HostileSite("127.0.0.2") as s:
+        yield s
+
+
+def test_credentials_in_headers_never_follow_a_redirect_to_another_host(site, other_host, tmp_path):
+    """--header 'Authorization: ...' and 'Cookie: ...' are the user's credentials for the site.
+    Was: sent on every hop, so a redirect to another allowed host (a CDN, the adapter's own
+    image host) handed them over; now they go only to the origin (scheme, host, port) asked
+    for, as curl and browsers do, and the file is still fetched."""
+    from aiohttp import web
+
+    asked: dict[str, dict] = {}
+
+    def recording(name: str, n: int):
+        async def handle(request):
+            asked[name] = dict(request.headers)
+            return web.Response(body=jpeg(n), headers={"Content-Type": "image/jpeg"})
+        return handle
+
+    other_host.routes["/img/1.jpg"] = recording("other", 1)
+    site.routes["/img/1.jpg"] = redirect(f"{other_host.url}/img/1.jpg")
+    site.routes["/img/2.jpg"] = redirect("/same/2.jpg")
+    site.routes["/same/2.jpg"] = recording("same", 2)
+    site.serve_index([index_row(1, f"{site.url}/img/1.jpg"), index_row(2, f"{site.url}/img/2.jpg")])
+    out = tmp_path / "m"
+    proc = crawl(site.url, out, "--allow-host", "127.0.0.2", "--header", f"Authorization: Bearer {SECRET}",
+                 "--header", f"Cookie: sid={SECRET}", "--header", "Referer: https://example.org/")
+    assert proc.returncode == 0 and set(archived(out)) == {key_of(1), key_of(2)}, proc.stdout + proc.stderr
+    assert SECRET not in json.dumps(asked["other"]) and asked["other"]["Referer"] == "https://example.org/"
+    assert asked["same"]["Authorization"] == f"Bearer {SECRET}" and asked["same"]["Cookie"] == f"sid={SECRET}"
