@@ -53,6 +53,7 @@ BREAKER_CODES = frozenset({429, 503})
 UNREACHED_CAUSES = frozenset({"connection refused", "name not resolved", "timeout", "connection reset"})
 MAX_REDIRECTS = 10  # hops followed for one URL, each one checked
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+REDIRECT_BODY_BYTES = 1024 * 1024  # a redirect's body is dropped; one larger than this is no redirect: cut off
 SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
 SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
@@ -652,7 +653,7 @@ class _Body:
         self.head_seen = head
         fetcher._strike(self.host, self.name, head, url)
         if head.status in REDIRECT_CODES:
-            return None
+            return self.drop
         if head.status == 304:
             if not self.conditional:
                 raise FetchError(url, "HTTP 304 Not Modified to a request that named no earlier copy",
@@ -689,6 +690,13 @@ class _Body:
             self.digest = hashlib.sha256()
         self.digest.update(chunk)
         _write_all(self.fd, chunk)
+
+    def drop(self, chunk: bytes) -> None:
+        """A redirect's body: not kept, and not read past REDIRECT_BODY_BYTES (one streaming for
+        ever would otherwise be read at line speed until the timeout, on every retry)."""
+        self.size += len(chunk)
+        if self.size > REDIRECT_BODY_BYTES:
+            raise TooLarge(self.url, f"a redirect's body passed {REDIRECT_BODY_BYTES} bytes; cut off", cause="too large")
 
     def close(self) -> None:
         """After an exchange that failed: forget the body and remove its temp file. (A whole

@@ -177,3 +177,33 @@ def test_credentials_in_headers_never_follow_a_redirect_to_another_host(site, ot
     assert proc.returncode == 0 and set(archived(out)) == {key_of(1), key_of(2)}, proc.stdout + proc.stderr
     assert SECRET not in json.dumps(asked["other"]) and asked["other"]["Referer"] == "https://example.org/"
     assert asked["same"]["Authorization"] == f"Bearer {SECRET}" and asked["same"]["Cookie"] == f"sid={SECRET}"
+
+
+def test_a_redirect_with_a_body_that_never_ends_is_cut_off_at_a_small_cap(site, tmp_path):
+    """A redirect's body is dropped, but was read whole: a 302 streaming for ever made libcurl take
+    gigabytes per request, until the timeout, then again on each retry (max_bytes never applied).
+    Now a redirect's body past fetch.REDIRECT_BODY_BYTES (1 MiB) is a 'too large' failure, not retried."""
+    from aiohttp import web
+
+    sent = [0]
+
+    async def endless_redirect(request):
+        resp = web.StreamResponse(status=302, headers={"Location": "/img/0.jpg", "Content-Type": "text/html"})
+        await resp.prepare(request)
+        try:
+            while sent[0] < 1 << 30:  # a bound for the test itself; the client hangs up long before
+                await resp.write(b"x" * 65536)
+                sent[0] += 65536
+        except ConnectionError:
+            pass
+        return resp
+
+    rows = site.good_actas(1)
+    site.routes["/img/r.jpg"] = endless_redirect
+    site.serve_index(rows + [index_row(1, f"{site.url}/img/r.jpg")])
+    out = tmp_path / "m"
+    proc = crawl(site.url, out)
+    assert proc.returncode == 1 and key_of(0) in archived(out), proc.stdout + proc.stderr
+    (failure,) = failures(out)
+    assert failure["cause"] == "too large" and failure["attempts"] == 1 and site.hits["/img/r.jpg"] == 1, failure
+    assert sent[0] < 64 << 20  # what the socket buffers held when the client hung up
