@@ -36,6 +36,7 @@ _CAUSES = {
     pycurl.E_UNSUPPORTED_PROTOCOL: "bad answer",  # the scheme is checked before: this is HTTP/0.9 or no HTTP at all
     8: "bad answer",  # CURLE_WEIRD_SERVER_REPLY: not HTTP at all
     pycurl.E_FILESIZE_EXCEEDED: "too large",
+    100: "too large",  # CURLE_TOO_LARGE (libcurl 8.6+): more response headers than libcurl takes
 }
 
 

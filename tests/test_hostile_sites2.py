@@ -207,3 +207,20 @@ def test_a_redirect_with_a_body_that_never_ends_is_cut_off_at_a_small_cap(site, 
     (failure,) = failures(out)
     assert failure["cause"] == "too large" and failure["attempts"] == 1 and site.hits["/img/r.jpg"] == 1, failure
     assert sent[0] < 64 << 20  # what the socket buffers held when the client hung up
+
+
+def test_an_answer_of_too_many_short_headers_is_named_and_asked_once(site, tmp_path):
+    """6,000 headers of a few bytes each pass libcurl's cap on header bytes but not its cap on
+    their number (curl error 100). Was: 'connection error', asked six times, like a network
+    fault; now 'too large', as the header bomb of long headers already was."""
+    J = jpeg(1)
+    many = b"".join(b"X-%d: a\r\n" % i for i in range(6000))
+    rows = site.good_actas(1)
+    site.routes["/img/1.jpg"] = raw(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n%s\r\n%s"
+                                    % (len(J), many, J))
+    site.serve_index(rows + [index_row(1, f"{site.url}/img/1.jpg")])
+    out = tmp_path / "m"
+    proc = crawl(site.url, out)
+    assert proc.returncode == 1 and key_of(0) in archived(out), proc.stdout + proc.stderr
+    (failure,) = failures(out)
+    assert failure["cause"] == "too large" and site.hits["/img/1.jpg"] == 1, failure
