@@ -224,3 +224,18 @@ def test_an_answer_of_too_many_short_headers_is_named_and_asked_once(site, tmp_p
     assert proc.returncode == 1 and key_of(0) in archived(out), proc.stdout + proc.stderr
     (failure,) = failures(out)
     assert failure["cause"] == "too large" and site.hits["/img/1.jpg"] == 1, failure
+
+
+# -- the workflow script's own flags -------------------------------------------------------------
+def test_the_workflow_scripts_shard_flag_without_a_value_is_one_line_and_exit_2(tmp_path):
+    """Was: IndexError, a traceback, from `mirror_job.py crawl JOB --shard`."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    job = write_job(tmp_path, "http://127.0.0.1:9", NO_PUBLISH)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "mirror_job.py"), "crawl", str(job), "--shard"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and one_line(proc) and "--shard" in proc.stderr, proc.stderr
+    assert not (tmp_path / "mirror").exists()
