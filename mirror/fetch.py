@@ -109,7 +109,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year or a zone offset past any range
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)

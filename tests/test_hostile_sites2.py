@@ -239,3 +239,18 @@ def test_the_workflow_scripts_shard_flag_without_a_value_is_one_line_and_exit_2(
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and one_line(proc) and "--shard" in proc.stderr, proc.stderr
     assert not (tmp_path / "mirror").exists()
+
+
+@pytest.mark.parametrize("value", ["Mon, 01 Jan 2024 00:00:00 +9999999999999999",
+                                   "Mon, 01 Jan 99999999999 00:00:00 GMT"], ids=["offset", "year"])
+def test_a_retry_after_date_out_of_every_range_is_a_retry_not_an_unexpected_error(site, tmp_path, value):
+    """Was: OverflowError out of the date parser, so the 503 became 'unexpected error', never retried."""
+    from tests.hostile_site import status
+
+    rows = site.good_actas(2)
+    site.routes["/img/1.jpg"] = sequence(status(503, **{"Retry-After": value}), body(jpeg(1)))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    proc = crawl(site.url, out)
+    assert proc.returncode == 0 and failures(out) == [], proc.stdout + proc.stderr
+    assert set(archived(out)) == {key_of(0), key_of(1)} and site.hits["/img/1.jpg"] == 2
