@@ -228,6 +228,7 @@ _RANGES = {
     "fetch.max_bytes": lambda v: v > 0,
     "fetch.recheck_after": lambda v: v >= 0,
     "sign.tsa": lambda v: v == "" or _http_url(v),  # checked before the crawl, not at the end of it
+    "publish.pin_service": lambda v: v == "" or _http_url(v),
 }
 
 

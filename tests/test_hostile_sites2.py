@@ -254,3 +254,15 @@ def test_a_retry_after_date_out_of_every_range_is_a_retry_not_an_unexpected_erro
     proc = crawl(site.url, out)
     assert proc.returncode == 0 and failures(out) == [], proc.stdout + proc.stderr
     assert set(archived(out)) == {key_of(0), key_of(1)} and site.hits["/img/1.jpg"] == 2
+
+
+@pytest.mark.parametrize("service", [f"http://archivist:{SECRET}@[::1", "ftp://127.0.0.1/pins"], ids=["bad-ipv6", "ftp"])
+def test_a_pinning_service_that_is_no_url_fails_before_the_crawl(site, tmp_path, service):
+    """Was: the crawl and the upload ran, then the pin failed as 'an answer that is not the
+    Pinning Services API' (or an aiohttp error): the job file's typo found an hour late."""
+    site.serve_index(site.good_actas(1))
+    job = write_job(tmp_path, site.url, f"[publish]\nipfs = ['ipfs://127.0.0.1:9']\npin_service = '{service}'\n"
+                                        "[sign]\nrequired = false\n")
+    proc = run_cli("run", str(job), timeout=120)
+    assert proc.returncode == 2 and one_line(proc) and "publish.pin_service" in proc.stderr, proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr and not site.hits
