@@ -200,6 +200,19 @@ SECRET_KEYS = ("fetch.headers", "fetch.proxy")
 MAX_TIMEOUT = 86400  # seconds: a request longer than a day is a typo, and libcurl counts in a C long of ms
 MIN_RATE = 0.001  # requests per second: slower is no crawl (a tiny rate would pace one request per aeon)
 
+def host_ok(text: str) -> bool:
+    """A bare host name or IP address, as the host policy compares them: no scheme, port, path
+    or user (one such never matches a host, and the images from it all fail as off-site)."""
+    import ipaddress
+
+    host = text.strip().strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?", host))
+
+
 def _http_url(text: str) -> bool:
     """An http(s) URL naming a host (a malformed one, '[::1', is none)."""
     from urllib.parse import urlsplit
@@ -229,6 +242,7 @@ _RANGES = {
     "fetch.recheck_after": lambda v: v >= 0,
     "sign.tsa": lambda v: v == "" or _http_url(v),  # checked before the crawl, not at the end of it
     "publish.pin_service": lambda v: v == "" or _http_url(v),
+    "source.hosts": lambda v: all(host_ok(h) for h in v),
 }
 
 

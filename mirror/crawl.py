@@ -17,6 +17,7 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from .archive import Archive, safe_component
+from .config import host_ok
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
 from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UnsafePath, UsageError
@@ -153,6 +154,9 @@ def check_options(opts: CrawlOptions) -> None:
         raise UsageError("--recheck-after must be 0 or more seconds")
     if opts.rate < 0:
         raise UsageError("--rate must be 0 (no pacing) or more")
+    for host in opts.allow_hosts:
+        if not host_ok(host):
+            raise UsageError(f"--allow-host takes a host name or address, like cdn.example.org, not {host!r}")
     for alternate in opts.alternates:
         if not _is_url(alternate):
             raise UsageError(f"--alternate must be an http(s) URL, not {alternate!r}")

@@ -266,3 +266,17 @@ def test_a_pinning_service_that_is_no_url_fails_before_the_crawl(site, tmp_path,
     proc = run_cli("run", str(job), timeout=120)
     assert proc.returncode == 2 and one_line(proc) and "publish.pin_service" in proc.stderr, proc.stderr
     assert SECRET not in proc.stdout + proc.stderr and not site.hits
+
+
+@pytest.mark.parametrize("host", ["http://127.0.0.2", "127.0.0.2:80", ""], ids=["scheme", "port", "empty"])
+def test_an_allowed_host_that_is_no_host_name_is_one_line_before_any_request(site, tmp_path, host):
+    """The policy compares host names; 'https://cdn.example' or 'cdn.example:443' never matched
+    one, so every image from that CDN failed as an 'off-site URL' whose hint was to declare it
+    with --allow-host, which the user had done (and '' was dropped without a word)."""
+    site.serve_index(site.good_actas(1))
+    job = write_job(tmp_path, site.url, f"hosts = ['{host}']\n" + NO_PUBLISH)
+    proc = run_cli("run", str(job), timeout=120)
+    assert proc.returncode == 2 and one_line(proc) and "source.hosts" in proc.stderr, proc.stderr
+    flag = crawl(site.url, tmp_path / "m", "--allow-host", host)
+    assert flag.returncode == 2 and one_line(flag) and "--allow-host" in flag.stderr, flag.stderr
+    assert not site.hits
