@@ -188,6 +188,18 @@ def settle(*layers: Values, path: Path | str = "the flags") -> Values:
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 
 
+# Headers the fetcher sets itself or that change what a GET returns: a validator the archive did
+# not choose gets a 304 for a changed file (counted unchanged), Range a part, Accept-Encoding a
+# compressed body. No flag or job file may add them.
+RESERVED_HEADERS = frozenset({"accept-encoding", "te", "range", "if-range", "if-none-match", "if-modified-since",
+                              "if-match", "if-unmodified-since", "content-length", "transfer-encoding", "expect"})
+
+
+def reserved_header(headers) -> str:
+    """The first of these header names acta-mirror keeps to itself, or ''."""
+    return next((name for name in headers if name.lower() in RESERVED_HEADERS), "")
+
+
 def header_ok(name: str, value: str) -> bool:
     """A header a request can carry: a token for a name; a value of ASCII without line breaks
     (libcurl is handed ASCII; a letter such as 'ñ' goes percent-encoded, as in a URL)."""
@@ -226,7 +238,7 @@ def _http_url(text: str) -> bool:
 
 
 _RANGES = {
-    "fetch.headers": lambda v: all(header_ok(k, x) for k, x in v.items()),
+    "fetch.headers": lambda v: all(header_ok(k, x) for k, x in v.items()) and not reserved_header(v),
     "fetch.user_agent": lambda v: header_ok("User-Agent", v),
     "fetch.proxy": lambda v: v == "" or bool(re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", v)),
     "source.discover": lambda v: v in ("", "csv", "html", "both"),
@@ -258,6 +270,8 @@ def _check_ranges(path, values: Values) -> None:
 
 def _bad_header(headers: dict[str, str]) -> str:
     """Which header is wrong, never its value (or a name that may be one)."""
+    if reserved_header(headers):
+        return f"{reserved_header(headers)} (acta-mirror sets it itself, or it changes what a download returns)"
     name = next(k for k, v in headers.items() if not header_ok(k, v))
     if _HEADER_NAME.fullmatch(name):
         return f"the value of {name} (not shown: a line break, a NUL or a letter outside ASCII)"

@@ -280,3 +280,40 @@ def test_an_allowed_host_that_is_no_host_name_is_one_line_before_any_request(sit
     flag = crawl(site.url, tmp_path / "m", "--allow-host", host)
     assert flag.returncode == 2 and one_line(flag) and "--allow-host" in flag.stderr, flag.stderr
     assert not site.hits
+
+
+# -- request headers that change what a GET returns ------------------------------------------------
+def test_a_job_header_that_would_make_a_changed_acta_unchanged_is_refused(site, tmp_path):
+    """fetch.headers = { If-Modified-Since = <a future date> }: the fetcher sends If-None-Match
+    only when the archive knows an ETag and no Last-Modified, so the user's header went along;
+    a server that honours If-Modified-Since answered 304 and a changed acta was counted
+    unchanged. Now such headers (validators, Range, Accept-Encoding...) are refused when the
+    job file is read."""
+    from aiohttp import web
+
+    state = {"n": 0}
+
+    async def image(request):
+        if "If-Modified-Since" in request.headers:
+            return web.Response(status=304)
+        return web.Response(body=jpeg(state["n"]), headers={"Content-Type": "image/jpeg", "ETag": f'"{state["n"]}"'})
+
+    site.routes["/img/0.jpg"] = image
+    site.serve_index([index_row(0, f"{site.url}/img/0.jpg")])
+    job = write_job(tmp_path, site.url, NO_PUBLISH)
+    assert run_cli("run", str(job), timeout=120).returncode == 0
+    state["n"] = 7  # the acta changes upstream
+    job.write_text(job.read_text().replace(
+        "[publish]", "[fetch]\nheaders = { If-Modified-Since = 'Fri, 01 Jan 2100 00:00:00 GMT' }\n[publish]"))
+    hits = sum(site.hits.values())
+    proc = run_cli("run", str(job), timeout=120)
+    assert proc.returncode == 2 and one_line(proc) and "fetch.headers" in proc.stderr, proc.stdout + proc.stderr
+    assert "If-Modified-Since" in proc.stderr and sum(site.hits.values()) == hits
+
+
+@pytest.mark.parametrize("header", ["Range: bytes=0-99", "accept-encoding: gzip", "If-None-Match: *"])
+def test_a_header_flag_that_changes_what_a_get_returns_is_refused(site, tmp_path, header):
+    site.serve_index(site.good_actas(1))
+    proc = crawl(site.url, tmp_path / "m", "--header", header)
+    assert proc.returncode == 2 and one_line(proc) and "--header" in proc.stderr, proc.stderr
+    assert header.split(":")[0] in proc.stderr and not site.hits
