@@ -399,8 +399,8 @@ class _Run:
         """Bounds on versions: at most MAX_NEW_VERSIONS_PER_RUN new versions of an acta per run,
         and a changed acta is asked once more, so bytes that change on every request never
         become versions. Raises FetchError (the temp file removed) for bytes not to archive."""
-        known = self.archive.versions(acta.key)
-        if fetched.status != 200 or not known or fetched.sha256 in known:
+        if fetched.status != 200 or not self.archive.versions(acta.key) or \
+                self.archive.is_known(acta.key, acta.url, fetched.sha256):
             return fetched
         try:
             if self.archive.new_versions(acta.key) >= MAX_NEW_VERSIONS_PER_RUN:

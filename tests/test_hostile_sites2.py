@@ -317,3 +317,46 @@ def test_a_header_flag_that_changes_what_a_get_returns_is_refused(site, tmp_path
     proc = crawl(site.url, tmp_path / "m", "--header", header)
     assert proc.returncode == 2 and one_line(proc) and "--header" in proc.stderr, proc.stderr
     assert header.split(":")[0] in proc.stderr and not site.hits
+
+
+# -- an acta put back as it was ------------------------------------------------------------------
+def test_an_acta_put_back_as_it_was_is_a_change_not_unchanged(site, tmp_path):
+    """The site serves A, then B, then A again (a tampered acta quietly restored). Was: the third
+    run counted it unchanged, since A's bytes were among the acta's versions, and recorded
+    nothing: the mirror went on saying the site serves B. Now the return to A is a change
+    (a new version, a 'changed' record from B to A); asked again unchanged, it stays one."""
+    site.serve_index(site.good_actas(2))
+    out = tmp_path / "m"
+    shown = []
+    for n in (0, 500, 0, 0):
+        site.routes["/img/0.jpg"] = body(jpeg(n))
+        proc = crawl(site.url, out, "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        shown.append((json.loads(proc.stdout)["archived"], json.loads(proc.stdout)["unchanged"]))
+    assert shown == [(2, 0), (1, 1), (1, 1), (0, 2)], shown
+    a, b, again = [v.sha256 for v in archived(out)[key_of(0)]]
+    assert a == again != b and verify(out) == []
+    changes = [json.loads(x) for x in (out / "changes.jsonl").read_text().splitlines()]
+    assert [(c["change"], c.get("old_sha256"), c["sha256"]) for c in changes if c["key"] == key_of(0)] == [
+        ("added", None, a), ("changed", a, b), ("changed", b, a)]
+
+
+def test_bytes_flipping_between_two_known_versions_on_every_request_add_no_version(site, tmp_path):
+    """The guard of the test above: a return to older bytes is asked twice, as any change, so a
+    server alternating between two archived versions request by request adds none."""
+    site.serve_index(site.good_actas(2))
+    out = tmp_path / "m"
+    for n in (0, 500):
+        site.routes["/img/0.jpg"] = body(jpeg(n))
+        assert crawl(site.url, out).returncode == 0
+    flips = {"n": 0}
+
+    async def flipping(request):
+        flips["n"] += 1
+        return await body(jpeg(500 if flips["n"] % 2 == 0 else 0))(request)
+
+    site.routes["/img/0.jpg"] = flipping
+    for _ in range(3):
+        crawl(site.url, out)
+    assert len(archived(out)[key_of(0)]) == 2 and verify(out) == []
+    assert {f["cause"] for f in failures(out)} <= {"unstable bytes"}
