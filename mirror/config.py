@@ -7,12 +7,14 @@ the later wins. A wrong file fails with one line naming the file, the key and wh
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .models import UsageError
 
@@ -212,11 +214,10 @@ SECRET_KEYS = ("fetch.headers", "fetch.proxy")
 MAX_TIMEOUT = 86400  # seconds: a request longer than a day is a typo, and libcurl counts in a C long of ms
 MIN_RATE = 0.001  # requests per second: slower is no crawl (a tiny rate would pace one request per aeon)
 
+
 def host_ok(text: str) -> bool:
     """A bare host name or IP address, as the host policy compares them: no scheme, port, path
     or user (one such never matches a host, and the images from it all fail as off-site)."""
-    import ipaddress
-
     host = text.strip().strip("[]")
     try:
         ipaddress.ip_address(host)
@@ -227,8 +228,6 @@ def host_ok(text: str) -> bool:
 
 def _http_url(text: str) -> bool:
     """An http(s) URL naming a host (a malformed one, '[::1', is none)."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 (raises ValueError on a bad port)
