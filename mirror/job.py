@@ -153,6 +153,10 @@ def check_places(job: Job) -> None:
         if job[key] and inside(job.resolve(job[key]), out):
             raise UsageError(f"{job.path}: {key}: {job.resolve(job[key])} is inside the mirror {out}: it would "
                              "overwrite or add to what is archived; give a path outside it")
+    if job["publish.manifests"] and inside(out, job.resolve(job["publish.manifests"])):
+        raise UsageError(f"{job.path}: publish.manifests: {job.resolve(job['publish.manifests'])} holds the mirror "
+                         f"{out}: the folder committed between runs would carry every archived file; give "
+                         "folders apart")
 
 
 def crawl_options(job: Job, shard: tuple[int, int], out: Path | None = None, sign: bool = True) -> CrawlOptions:

@@ -360,3 +360,16 @@ def test_bytes_flipping_between_two_known_versions_on_every_request_add_no_versi
         crawl(site.url, out)
     assert len(archived(out)[key_of(0)]) == 2 and verify(out) == []
     assert {f["cause"] for f in failures(out)} <= {"unstable bytes"}
+
+
+def test_a_mirror_inside_the_manifests_folder_is_refused_before_the_crawl(site, tmp_path):
+    """output.dir = 'manifests/mirror' with publish.manifests = 'manifests': was accepted, so the
+    folder the workflow commits ('git add -- manifests') held every archived image and the
+    mirror's own state (.acta-mirror/index.sqlite, the lock). The reverse (the folder inside
+    the mirror) was already refused."""
+    site.serve_index(site.good_actas(1))
+    job = write_job(tmp_path, site.url, "[output]\ndir = 'manifests/mirror'\n[publish]\nmanifests = 'manifests'\n"
+                                        "allow_none = true\n[sign]\nrequired = false\n")
+    proc = run_cli("run", str(job), timeout=120)
+    assert proc.returncode == 2 and one_line(proc) and "publish.manifests" in proc.stderr, proc.stderr
+    assert not site.hits and not (tmp_path / "manifests").exists()
