@@ -362,14 +362,20 @@ def test_bytes_flipping_between_two_known_versions_on_every_request_add_no_versi
     assert {f["cause"] for f in failures(out)} <= {"unstable bytes"}
 
 
-def test_a_mirror_inside_the_manifests_folder_is_refused_before_the_crawl(site, tmp_path):
-    """output.dir = 'manifests/mirror' with publish.manifests = 'manifests': was accepted, so the
-    folder the workflow commits ('git add -- manifests') held every archived image and the
-    mirror's own state (.acta-mirror/index.sqlite, the lock). The reverse (the folder inside
-    the mirror) was already refused."""
+@pytest.mark.parametrize("extra,key", [
+    ("[output]\ndir = 'manifests/mirror'\n[publish]\nmanifests = 'manifests'\n", "publish.manifests"),
+    ("[output]\ndir = 'mirror'\n[publish]\nmanifests = 'manifests'\ncar = 'manifests/mirror.car'\n", "publish.car"),
+], ids=["mirror", "car"])
+def test_a_mirror_or_car_inside_the_manifests_folder_is_refused_before_the_crawl(site, tmp_path, extra, key):
+    """output.dir = 'manifests/mirror' (or publish.car = 'manifests/mirror.car') with
+    publish.manifests = 'manifests': was accepted, so the folder the workflow commits between
+    runs ('git add -- manifests') held every archived image and the mirror's own state
+    (.acta-mirror/index.sqlite, the lock), or the whole mirror as one CAR file. The reverse
+    (the folder inside the mirror) was already refused."""
     site.serve_index(site.good_actas(1))
-    job = write_job(tmp_path, site.url, "[output]\ndir = 'manifests/mirror'\n[publish]\nmanifests = 'manifests'\n"
-                                        "allow_none = true\n[sign]\nrequired = false\n")
+    (tmp_path / "manifests").mkdir()
+    job = write_job(tmp_path, site.url, extra.replace("[publish]\n", "[publish]\nallow_none = true\n")
+                    + "[sign]\nrequired = false\n")
     proc = run_cli("run", str(job), timeout=120)
-    assert proc.returncode == 2 and one_line(proc) and "publish.manifests" in proc.stderr, proc.stderr
-    assert not site.hits and not (tmp_path / "manifests").exists()
+    assert proc.returncode == 2 and one_line(proc) and key in proc.stderr, proc.stderr
+    assert not site.hits and list((tmp_path / "manifests").iterdir()) == []
