@@ -54,6 +54,10 @@ UNREACHED_CAUSES = frozenset({"connection refused", "name not resolved", "timeou
 MAX_REDIRECTS = 10  # hops followed for one URL, each one checked
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 REDIRECT_BODY_BYTES = 1024 * 1024  # a redirect's body is dropped; one larger than this is no redirect: cut off
+# Text a server chooses that the record keeps (provenance, published every run): a URL asked for
+# or followed (each hop is kept; real ones are ~100 characters) over this is refused...
+MAX_URL_CHARS = 8192
+MAX_VALIDATOR_CHARS = 1024  # ...and an ETag or Last-Modified over this is not kept (nor sent back)
 SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
 SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
@@ -501,6 +505,9 @@ class Fetcher:
 
     def _check_target(self, original: str, url: str, hop: int) -> str:
         """The host name of url, if the run may ask it; otherwise FetchError, with no retry."""
+        if len(url) > MAX_URL_CHARS:
+            raise FetchError(original, f"{'a redirect to ' if hop else ''}a URL of {len(url)} characters, over "
+                                       f"the cap of {MAX_URL_CHARS}", cause="invalid URL")
         try:
             parts = urlsplit(url)
             host = (parts.hostname or "").lower()
@@ -718,8 +725,8 @@ class _Body:
 
     async def result(self) -> Fetched:
         head = self.head_seen
-        common = dict(url=self.url, final_url=self.final_url, etag=head.get("ETag"),
-                      last_modified=head.get("Last-Modified"), content_type=head.get("Content-Type"),
+        common = dict(url=self.url, final_url=self.final_url, etag=_validator(head.get("ETag")),
+                      last_modified=_validator(head.get("Last-Modified")), content_type=head.get("Content-Type"),
                       fetched_at=utc_now(), host=urlsplit(self.final_url).hostname or "", redirects=self.hops)
         if head.status == 304:
             return Fetched(status=304, tmp_path=None, sha256="", size=0, **common)
@@ -760,6 +767,11 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 def _left_alone(url: str, name: str, host: _Host) -> Deferred:
     """The failure of a request not made because the host's breaker tripped."""
     return Deferred(url, f"{name} is left alone this run: {host.tripped}", cause="deferred: host breaker")
+
+
+def _validator(value: str) -> str:
+    """An ETag or Last-Modified as kept; '' for one too long to be real (MAX_VALIDATOR_CHARS)."""
+    return value if len(value) <= MAX_VALIDATOR_CHARS else ""
 
 
 def _origin(url: str) -> tuple:

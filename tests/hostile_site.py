@@ -196,7 +196,9 @@ class HostileSite:
     async def _start(self) -> str:
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
+        # request lines and headers as long as a client sends them: the limits under test are the client's
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5,
+                                     max_line_size=1 << 20, max_field_size=1 << 20)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()

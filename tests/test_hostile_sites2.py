@@ -379,3 +379,35 @@ def test_a_mirror_or_car_inside_the_manifests_folder_is_refused_before_the_crawl
     proc = run_cli("run", str(job), timeout=120)
     assert proc.returncode == 2 and one_line(proc) and key in proc.stderr, proc.stderr
     assert not site.hits and list((tmp_path / "manifests").iterdir()) == []
+
+
+# -- server-given text that the record keeps --------------------------------------------------------
+def test_long_redirect_urls_and_validators_never_bloat_the_record(site, tmp_path):
+    """Each hop's URL and the ETag and Last-Modified go into the acta's provenance line, which
+    is published and committed between runs. Was: a chain of 10 redirects to URLs of ~180 KB
+    (a 60 KB Location of 'ñ', percent-encoded), or an ETag of 90 KB, made a line of megabytes
+    or ~100 KB per acta (gigabytes over an index). Now a URL over fetch.MAX_URL_CHARS is refused
+    (cause 'invalid URL', never asked), and a validator over fetch.MAX_VALIDATOR_CHARS is not
+    kept (the next run asks without it)."""
+    from aiohttp import web
+
+    pad = "ñ" * 30000
+
+    async def hop(request):
+        n = int(request.query.get("n", "0"))
+        if n >= 9:
+            return await body(jpeg(1))(request)
+        return web.Response(status=302, headers={"Location": f"/hop?n={n + 1}&pad={pad}"})
+
+    site.routes["/hop"] = hop
+    site.routes["/img/2.jpg"] = body(jpeg(2), ETag='"' + "e" * 90_000 + '"', **{"Last-Modified": "x" * 90_000})
+    site.serve_index([index_row(1, f"{site.url}/hop"), index_row(2, f"{site.url}/img/2.jpg")])
+    out = tmp_path / "m"
+    proc = crawl(site.url, out)
+    assert proc.returncode == 1 and set(archived(out)) == {key_of(2)}, proc.stdout + proc.stderr
+    (failure,) = failures(out)
+    assert failure["cause"] == "invalid URL" and failure["key"] == key_of(1), failure
+    assert max(len(line) for line in (out / "provenance.jsonl").read_text().splitlines()) < 16_384
+    assert len((out / "failures.jsonl").read_text()) < 16_384 and verify(out) == []
+    again = crawl(site.url, out)  # the long validators were not kept: asked without them, same bytes
+    assert again.returncode == 1 and len(archived(out)[key_of(2)]) == 1, again.stdout + again.stderr
