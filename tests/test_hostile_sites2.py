@@ -411,3 +411,24 @@ def test_long_redirect_urls_and_validators_never_bloat_the_record(site, tmp_path
     assert len((out / "failures.jsonl").read_text()) < 16_384 and verify(out) == []
     again = crawl(site.url, out)  # the long validators were not kept: asked without them, same bytes
     assert again.returncode == 1 and len(archived(out)[key_of(2)]) == 1, again.stdout + again.stderr
+
+
+def test_a_huge_link_text_in_a_walk_never_bloats_every_record_below_it(site, tmp_path):
+    """A walk names each acta's state, municipality and parish after the link texts above it,
+    and every provenance line keeps them. Was: one link text of 1.5 MB on the root's listing
+    (pages may hold 2,000,000 characters) went whole into the line of every acta below it.
+    Now a name is cut at sites.MAX_NAME_CHARS."""
+    from tests.hostile_site import listing, mesa
+
+    site.routes["/"] = body(listing([("/e/0", "E" * 1_500_000)]), "text/html")
+    for a, b in (("/e/0", "/m/0"), ("/m/0", "/p/0"), ("/p/0", "/c/0")):
+        site.routes[a] = body(listing([(b, "x")]), "text/html")
+    site.routes["/c/0"] = body(listing([("/t/0", "1"), ("/t/1", "2")]), "text/html")
+    for i in (0, 1):
+        site.routes[f"/t/{i}"] = body(mesa(f"/img/{i}.jpg", i), "text/html")
+        site.routes[f"/img/{i}.jpg"] = body(jpeg(i))
+    out = tmp_path / "m"
+    proc = crawl(site.url + "/", out, "--discover", "html")
+    assert proc.returncode == 0 and set(archived(out)) == {key_of(0), key_of(1)}, proc.stdout + proc.stderr
+    assert max(len(line) for line in (out / "provenance.jsonl").read_text().splitlines()) < 16_384
+    assert verify(out) == []
