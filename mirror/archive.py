@@ -439,6 +439,15 @@ class Archive:
         """The sha256 of each version of an acta (or index file), oldest first."""
         return [sha for _path, sha, _new in self._versions(key)]
 
+    def is_known(self, key: str, url: str, sha256: str) -> bool:
+        """Are these bytes nothing new from url: one of key's versions, and not a return to an
+        older one after url gave another (A, B, then A again is a change, recorded)?"""
+        versions = self._versions(key)
+        if not any(sha == sha256 for _path, sha, _new in versions):
+            return False
+        last = self.path_of(url)
+        return last is None or next((sha for path, sha, _new in versions if path == last), sha256) == sha256
+
     def new_versions(self, key: str) -> int:
         """Versions of key archived in this run."""
         return sum(new for *_, new in self._versions(key))
@@ -528,10 +537,10 @@ class Archive:
         self._checks += 1
         if fetched.status == 304:
             return None
-        versions = self.versions(acta.key)
-        if fetched.sha256 in versions:
+        if self.is_known(acta.key, fetched.url, fetched.sha256):
             os.unlink(fetched.tmp_path)
             return None
+        versions = self.versions(acta.key)
         version = len(versions) + 1
         if kind == "index":
             directory, stem, ext = "data/index", Path(name or acta.key).stem, Path(name or acta.key).suffix

@@ -61,12 +61,14 @@ _nonneg_float = _number(float, 0, "a number")
 
 
 def _header(text: str) -> tuple[str, str]:
-    from .config import header_ok
+    from .config import header_ok, reserved_header
 
     name, sep, value = text.partition(":")
     if not sep or not header_ok(name.strip(), value.strip()):
         # the text is not shown: a header is where a token goes
-        raise argparse.ArgumentTypeError("takes 'Name: value' on one line, like 'Referer: https://example.org/'")
+        raise argparse.ArgumentTypeError("takes 'Name: value' on one line, in ASCII, like 'Referer: https://example.org/'")
+    if reserved_header([name.strip()]):
+        raise argparse.ArgumentTypeError(f"{name.strip()}: acta-mirror sets it itself, or it changes what a download returns")
     return name.strip(), value.strip()
 
 

@@ -7,12 +7,14 @@ the later wins. A wrong file fails with one line naming the file, the key and wh
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .models import UsageError
 
@@ -149,6 +151,9 @@ def _given(path: Path, raw: dict, sections) -> Values:
                 raise ConfigError(f"{path}: {section}.{key}: must be a list of strings")
             if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
                 raise ConfigError(f"{path}: {section}.{key}: every value must be a string")
+            strings = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+            if any("\0" in v for v in strings if isinstance(v, str)):  # no path, URL or name holds one
+                raise ConfigError(f"{path}: {section}.{key}: holds a NUL character (\\u0000)")
             values[section][key] = value
     _check_ranges(path, values)
     return values
@@ -185,9 +190,22 @@ def settle(*layers: Values, path: Path | str = "the flags") -> Values:
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 
 
+# Headers the fetcher sets itself or that change what a GET returns: a validator the archive did
+# not choose gets a 304 for a changed file (counted unchanged), Range a part, Accept-Encoding a
+# compressed body. No flag or job file may add them.
+RESERVED_HEADERS = frozenset({"accept-encoding", "te", "range", "if-range", "if-none-match", "if-modified-since",
+                              "if-match", "if-unmodified-since", "content-length", "transfer-encoding", "expect"})
+
+
+def reserved_header(headers) -> str:
+    """The first of these header names acta-mirror keeps to itself, or ''."""
+    return next((name for name in headers if name.lower() in RESERVED_HEADERS), "")
+
+
 def header_ok(name: str, value: str) -> bool:
-    """A header a request can carry: a token for a name, no line breaks in the value."""
-    return bool(_HEADER_NAME.fullmatch(name)) and not any(c in value for c in "\r\n\0")
+    """A header a request can carry: a token for a name; a value of ASCII without line breaks
+    (libcurl is handed ASCII; a letter such as 'ñ' goes percent-encoded, as in a URL)."""
+    return bool(_HEADER_NAME.fullmatch(name)) and value.isascii() and not any(c in value for c in "\r\n\0")
 
 
 # Keys whose values an error line never shows: they may hold a password or a token
@@ -196,8 +214,30 @@ SECRET_KEYS = ("fetch.headers", "fetch.proxy")
 MAX_TIMEOUT = 86400  # seconds: a request longer than a day is a typo, and libcurl counts in a C long of ms
 MIN_RATE = 0.001  # requests per second: slower is no crawl (a tiny rate would pace one request per aeon)
 
+
+def host_ok(text: str) -> bool:
+    """A bare host name or IP address, as the host policy compares them: no scheme, port, path
+    or user (one such never matches a host, and the images from it all fail as off-site)."""
+    host = text.strip().strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?", host))
+
+
+def _http_url(text: str) -> bool:
+    """An http(s) URL naming a host (a malformed one, '[::1', is none)."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
 _RANGES = {
-    "fetch.headers": lambda v: all(header_ok(k, x) for k, x in v.items()),
+    "fetch.headers": lambda v: all(header_ok(k, x) for k, x in v.items()) and not reserved_header(v),
     "fetch.user_agent": lambda v: header_ok("User-Agent", v),
     "fetch.proxy": lambda v: v == "" or bool(re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", v)),
     "source.discover": lambda v: v in ("", "csv", "html", "both"),
@@ -211,6 +251,9 @@ _RANGES = {
     "fetch.deadline": lambda v: math.isfinite(v) and v >= 0,
     "fetch.max_bytes": lambda v: v > 0,
     "fetch.recheck_after": lambda v: v >= 0,
+    "sign.tsa": lambda v: v == "" or _http_url(v),  # checked before the crawl, not at the end of it
+    "publish.pin_service": lambda v: v == "" or _http_url(v),
+    "source.hosts": lambda v: all(host_ok(h) for h in v),
 }
 
 
@@ -226,9 +269,11 @@ def _check_ranges(path, values: Values) -> None:
 
 def _bad_header(headers: dict[str, str]) -> str:
     """Which header is wrong, never its value (or a name that may be one)."""
+    if reserved_header(headers):
+        return f"{reserved_header(headers)} (acta-mirror sets it itself, or it changes what a download returns)"
     name = next(k for k, v in headers.items() if not header_ok(k, v))
     if _HEADER_NAME.fullmatch(name):
-        return f"the value of {name} (not shown: a line break or NUL)"
+        return f"the value of {name} (not shown: a line break, a NUL or a letter outside ASCII)"
     return "a header name (not shown: not an HTTP token, e.g. holding a space or a colon)"
 
 

@@ -17,6 +17,7 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from .archive import Archive, safe_component
+from .config import host_ok
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
 from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UnsafePath, UsageError
@@ -153,6 +154,9 @@ def check_options(opts: CrawlOptions) -> None:
         raise UsageError("--recheck-after must be 0 or more seconds")
     if opts.rate < 0:
         raise UsageError("--rate must be 0 (no pacing) or more")
+    for host in opts.allow_hosts:
+        if not host_ok(host):
+            raise UsageError(f"--allow-host takes a host name or address, like cdn.example.org, not {host!r}")
     for alternate in opts.alternates:
         if not _is_url(alternate):
             raise UsageError(f"--alternate must be an http(s) URL, not {alternate!r}")
@@ -395,8 +399,8 @@ class _Run:
         """Bounds on versions: at most MAX_NEW_VERSIONS_PER_RUN new versions of an acta per run,
         and a changed acta is asked once more, so bytes that change on every request never
         become versions. Raises FetchError (the temp file removed) for bytes not to archive."""
-        known = self.archive.versions(acta.key)
-        if fetched.status != 200 or not known or fetched.sha256 in known:
+        if fetched.status != 200 or not self.archive.versions(acta.key) or \
+                self.archive.is_known(acta.key, acta.url, fetched.sha256):
             return fetched
         try:
             if self.archive.new_versions(acta.key) >= MAX_NEW_VERSIONS_PER_RUN:

@@ -53,6 +53,11 @@ BREAKER_CODES = frozenset({429, 503})
 UNREACHED_CAUSES = frozenset({"connection refused", "name not resolved", "timeout", "connection reset"})
 MAX_REDIRECTS = 10  # hops followed for one URL, each one checked
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+REDIRECT_BODY_BYTES = 1024 * 1024  # a redirect's body is dropped; one larger than this is no redirect: cut off
+# Text a server chooses that the record keeps (provenance, published every run): a URL asked for
+# or followed (each hop is kept; real ones are ~100 characters) over this is refused...
+MAX_URL_CHARS = 8192
+MAX_VALIDATOR_CHARS = 1024  # ...and an ETag or Last-Modified over this is not kept (nor sent back)
 SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
 SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
@@ -80,6 +85,9 @@ SECOND_PROCESS_SHARE = 2  # then it takes up to this many downloads for each one
 # queue behind a pipe. Wherever both processes fetch, `concurrency` bounds the two together.
 PIPELINE_DEPTH = 4
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
+# The user's credentials for a site (--header): sent only to the origin a request was made to,
+# never on a redirect to another scheme, host or port (as curl and browsers do).
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 # Failures that another host cannot mend: the URL itself, or the run's own limits.
 _NO_ALTERNATE = frozenset({"unsupported scheme", "invalid URL", "off-site URL", "off-site redirect",
@@ -101,11 +109,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # '²' (latin-1 0xB2) is a digit to isdigit(), not to float()
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year or a zone offset past any range
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
@@ -497,6 +505,9 @@ class Fetcher:
 
     def _check_target(self, original: str, url: str, hop: int) -> str:
         """The host name of url, if the run may ask it; otherwise FetchError, with no retry."""
+        if len(url) > MAX_URL_CHARS:
+            raise FetchError(original, f"{'a redirect to ' if hop else ''}a URL of {len(url)} characters, over "
+                                       f"the cap of {MAX_URL_CHARS}", cause="invalid URL")
         try:
             parts = urlsplit(url)
             host = (parts.hostname or "").lower()
@@ -518,6 +529,7 @@ class Fetcher:
     async def _once(self, url: str, headers: dict, expect_image: bool, sent: list[int]) -> Fetched:
         conditional = "If-None-Match" in headers or "If-Modified-Since" in headers
         current, hops = url, []
+        sending = {**self.headers, **headers}
         async with self._slots:
             while True:
                 name = self._check_target(url, current, len(hops))
@@ -532,7 +544,7 @@ class Fetcher:
                 body = _Body(self, url, current, tuple(hops), expect_image, conditional, host, name)
                 total = self._total()
                 try:
-                    head = await self._engine.get(current, {**self.headers, **headers}, timeout=total,
+                    head = await self._engine.get(current, sending, timeout=total,
                                                   connect_timeout=DEFAULT_CONNECT_TIMEOUT, on_head=body.head,
                                                   host=name)
                     body.done = True
@@ -567,6 +579,8 @@ class Fetcher:
                 # A browser reads a Location's bytes as UTF-8 and asks for them percent-encoded
                 # (join); one it cannot parse is refused by _check_target as an invalid URL.
                 current = join(current, _utf8(location))
+                if _origin(current) != _origin(url):
+                    sending = {k: v for k, v in sending.items() if k.lower() not in CREDENTIAL_HEADERS}
 
     def _total(self) -> float:
         total = self.timeout
@@ -646,7 +660,7 @@ class _Body:
         self.head_seen = head
         fetcher._strike(self.host, self.name, head, url)
         if head.status in REDIRECT_CODES:
-            return None
+            return self.drop
         if head.status == 304:
             if not self.conditional:
                 raise FetchError(url, "HTTP 304 Not Modified to a request that named no earlier copy",
@@ -684,6 +698,13 @@ class _Body:
         self.digest.update(chunk)
         _write_all(self.fd, chunk)
 
+    def drop(self, chunk: bytes) -> None:
+        """A redirect's body: not kept, and not read past REDIRECT_BODY_BYTES (one streaming for
+        ever would otherwise be read at line speed until the timeout, on every retry)."""
+        self.size += len(chunk)
+        if self.size > REDIRECT_BODY_BYTES:
+            raise TooLarge(self.url, f"a redirect's body passed {REDIRECT_BODY_BYTES} bytes; cut off", cause="too large")
+
     def close(self) -> None:
         """After an exchange that failed: forget the body and remove its temp file. (A whole
         answer is left to result(), which keeps or removes it.)"""
@@ -704,8 +725,8 @@ class _Body:
 
     async def result(self) -> Fetched:
         head = self.head_seen
-        common = dict(url=self.url, final_url=self.final_url, etag=head.get("ETag"),
-                      last_modified=head.get("Last-Modified"), content_type=head.get("Content-Type"),
+        common = dict(url=self.url, final_url=self.final_url, etag=_validator(head.get("ETag")),
+                      last_modified=_validator(head.get("Last-Modified")), content_type=head.get("Content-Type"),
                       fetched_at=utc_now(), host=urlsplit(self.final_url).hostname or "", redirects=self.hops)
         if head.status == 304:
             return Fetched(status=304, tmp_path=None, sha256="", size=0, **common)
@@ -746,6 +767,21 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 def _left_alone(url: str, name: str, host: _Host) -> Deferred:
     """The failure of a request not made because the host's breaker tripped."""
     return Deferred(url, f"{name} is left alone this run: {host.tripped}", cause="deferred: host breaker")
+
+
+def _validator(value: str) -> str:
+    """An ETag or Last-Modified as kept; '' for one too long to be real (MAX_VALIDATOR_CHARS)."""
+    return value if len(value) <= MAX_VALIDATOR_CHARS else ""
+
+
+def _origin(url: str) -> tuple:
+    """(scheme, host, port) of a URL; one that cannot be parsed is no origin at all."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(
+            parts.scheme.lower())
+    except ValueError:
+        return ()
 
 
 def _host_port(url: str) -> str:

@@ -139,7 +139,8 @@ def check_publishable(job: Job, key: str | None) -> None:
 def check_places(job: Job) -> None:
     """The files the job names, before anything runs: nothing it writes besides the crawl may
     land in its mirror (a CAR file or the manifests folder there would overwrite archived files
-    or break the bag), the CAR file's folder must exist, and the authority's CA file."""
+    or break the bag), nor the mirror or the CAR file in the manifests folder (committed between
+    runs), the CAR file's folder must exist, and the authority's CA file."""
     if job["sign.tsa_ca"] and not Path(job.resolve(job["sign.tsa_ca"])).is_file():
         raise UsageError(f"{job.path}: sign.tsa_ca: {job.resolve(job['sign.tsa_ca'])}: no such file")
     car = Path(job.resolve(job["publish.car"])) if job["publish.car"] else None
@@ -154,6 +155,11 @@ def check_places(job: Job) -> None:
         if job[key] and inside(job.resolve(job[key]), out):
             raise UsageError(f"{job.path}: {key}: {job.resolve(job[key])} is inside the mirror {out}: it would "
                              "overwrite or add to what is archived; give a path outside it")
+    folder = job.resolve(job["publish.manifests"])
+    for key, path in (("publish.manifests", out), ("publish.car", car)):  # committed between runs: keep it small
+        if folder and path and inside(path, folder):
+            raise UsageError(f"{job.path}: {key}: {path} is inside the manifests folder {folder}: the folder "
+                             "committed between runs would carry every archived file; keep them apart")
 
 
 def crawl_options(job: Job, shard: tuple[int, int], out: Path | None = None, sign: bool = True) -> CrawlOptions:

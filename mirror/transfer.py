@@ -36,6 +36,7 @@ _CAUSES = {
     pycurl.E_UNSUPPORTED_PROTOCOL: "bad answer",  # the scheme is checked before: this is HTTP/0.9 or no HTTP at all
     8: "bad answer",  # CURLE_WEIRD_SERVER_REPLY: not HTTP at all
     pycurl.E_FILESIZE_EXCEEDED: "too large",
+    100: "too large",  # CURLE_TOO_LARGE (libcurl 8.6+): more response headers than libcurl takes
 }
 
 
@@ -200,7 +201,9 @@ class Engine:
         except UnicodeEncodeError:  # libcurl takes ASCII only; the fetcher percent-encodes what it follows
             self._idle.append(handle)
             raise TransferError(f"invalid URL {url!r} (not ASCII)", "invalid URL") from None
-        handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
+        # As bytes: a validator sent back (If-None-Match) holds the bytes its header came in, read
+        # as latin-1, and may hold 0x80-0xFF (RFC 9110's obs-text); libcurl takes a str as ASCII only
+        handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}".encode("latin-1") for k, v in headers.items()])
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(timeout, connect_timeout) * 1000)))
         handle.setopt(pycurl.HEADERFUNCTION, exchange.head_lines.append)

@@ -75,7 +75,7 @@ def _error(message: str) -> None:
 
 def crawl(args: list[str]) -> int:
     job = load_job(args[0])
-    shard = parse_shard(args[args.index("--shard") + 1]) if "--shard" in args else (1, 1)
+    shard = parse_shard((args[args.index("--shard") + 1:] or [""])[0]) if "--shard" in args else (1, 1)
     _key_file()
     report = run_job(job, shard=shard, publish_step=False)
     _print_run(report)

@@ -4,7 +4,7 @@ It speaks the shapes of the `resultados2024` adapter (an index CSV, listing page
 pages) and serves small real JPEGs, so that every good acta can be checked as archived.
 Handlers for what blocked, slow or hostile sites do: trickled bodies, 304s nobody asked
 for, 429/503 forever, redirects anywhere, fake images, bodies that never end, gzip bombs,
-header bombs, silence. Linux routes all of 127.0.0.0/8 to
+header bombs, silence, raw bytes no HTTP library would send (raw()). Linux routes all of 127.0.0.0/8 to
 the loopback device, so a second instance on 127.0.0.2 is "another host".
 """
 from __future__ import annotations
@@ -141,6 +141,27 @@ def silent() -> Handler:
     return handle
 
 
+def raw(data: bytes) -> Handler:
+    """These bytes on the socket, then the connection closed: an answer no server library
+    would write (a header byte outside ASCII, a malformed status line)."""
+    async def handle(request: web.Request) -> web.StreamResponse:
+        request.transport.write(data)
+        request.transport.close()
+        return web.Response()  # never sent: the connection is closed
+    return handle
+
+
+def sequence(*handlers: Handler) -> Handler:
+    """The first handler for the first request, the second for the second...; the last for the rest."""
+    count = 0
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        nonlocal count
+        count += 1
+        return await handlers[min(count, len(handlers)) - 1](request)
+    return handle
+
+
 def changing() -> Handler:
     """A different real JPEG on every request."""
     count = 0
@@ -175,7 +196,9 @@ class HostileSite:
     async def _start(self) -> str:
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
+        # request lines and headers as long as a client sends them: the limits under test are the client's
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5,
+                                     max_line_size=1 << 20, max_field_size=1 << 20)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()

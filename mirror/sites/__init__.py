@@ -48,6 +48,7 @@ WALK_WORKERS = 8  # pages fetched at once while walking a site (the fetcher caps
 MAX_PAGES = 250_000  # pages one walk may fetch (the 2024 site has about 47,000)
 MAX_DEPTH = 8  # levels below the first pages (both site families have 6 at most)
 MAX_PAGE_CHARS = 2_000_000  # a page of either site is a few KB; 25 MB of links made a tree of gigabytes
+MAX_NAME_CHARS = 1024  # a place name from a link's text (a few words): every acta below it keeps it in its record
 
 # visit(url, html, context) -> (children as [(url, context)], actas found on the page)
 Visit = Callable[[str, str, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
@@ -63,6 +64,11 @@ def parse_page(html: str, url: str, *ids: str):
     from bs4 import BeautifulSoup, SoupStrainer  # only when pages are walked: the CSV path never pays for it
 
     return BeautifulSoup(html, "lxml", parse_only=SoupStrainer(id=list(ids)))
+
+
+def link_text(link) -> str:
+    """A link's text as a place name, cut at MAX_NAME_CHARS."""
+    return link.get_text(" ", strip=True)[:MAX_NAME_CHARS]
 
 
 # An absolute http(s) URL with nothing urljoin would normalize (no query, fragment, brackets,

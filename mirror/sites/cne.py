@@ -13,7 +13,7 @@ from typing import AsyncIterator, Iterator
 
 
 from ..models import Acta, IndexFormatError, Place
-from . import GetPage, Report, join, parse_page, register, walk_pages
+from . import GetPage, Report, join, link_text, parse_page, register, walk_pages
 from .resultados2024 import acta_key
 
 _CODE = re.compile(r"reg_(\d+)\.html$")
@@ -56,7 +56,7 @@ class Cne:
                     state_code=str(int(key[0:2])), state=state, municipality_code=str(int(key[2:4])),
                     municipality=mun, parish_code=str(int(key[4:6])), parish=par, center=key[:9],
                     table=key[10:], center_name=center_name))]
-            children = [(join(url, a["href"]), names + (a.get_text(" ", strip=True),))
+            children = [(join(url, a["href"]), names + (link_text(a),))
                         for a in table.select("td:first-child a[href]")]
             return children, []
 

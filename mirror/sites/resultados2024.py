@@ -9,7 +9,7 @@ import asyncio
 from typing import AsyncIterator, BinaryIO, Iterator
 
 from ..models import Acta, IndexFormatError, Place
-from . import GetPage, Report, join, parse_page, register, walk_pages
+from . import GetPage, Report, join, link_text, parse_page, register, walk_pages
 
 REQUIRED = ("COD_EDO", "EDO", "COD_MUN", "MUN", "COD_PAR", "PAR", "CENTRO", "MESA", "URL")
 _URLISH = re.compile(r"^(https?://|/)?[^\s]+$")
@@ -126,7 +126,7 @@ def _listing(html: str, url: str) -> list[tuple[str, str]]:
         raise IndexFormatError(f"{url}: no listing (tbody#dependencyTableBody) on the page")
     rows = []
     for a in body.select("a[href]"):
-        rows.append((join(url, a["href"]), a.get_text(" ", strip=True)))
+        rows.append((join(url, a["href"]), link_text(a)))
     return rows
 
 
