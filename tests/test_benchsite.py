@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import random
-import time
 import shutil
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
