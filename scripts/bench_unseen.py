@@ -18,7 +18,8 @@ version (.1.0002). A read counts as right only when its
 votes equal the acta's own QR text (decoded_qr.json); an altered but well-formed payload read
 as printed is `read-altered` (crosscheck against the index catches it). Reads run on two
 processes; the seconds are per acta, medians. With --ocr N, the first N actas of each class
-are also read by OCR (read_print, no cache): checked right, needs review, or WRONG.
+are also read by OCR (read_print, no cache): checked right (and its printed acta code the
+table's, as tally requires of a print reading), needs review, or WRONG.
 """
 from __future__ import annotations
 
@@ -253,7 +254,7 @@ def _read(job: tuple[str, str, str, str]) -> tuple[str, str, str, float]:
 def _ocr(job: tuple[str, str, str, str]) -> tuple[str, str, str, float]:
     from mirror.audit.ocr import CHECKED, read_print
 
-    variant, name, _key, path = job
+    variant, name, key, path = job
     t = time.perf_counter()
     try:
         r = read_print(path)
@@ -262,6 +263,8 @@ def _ocr(job: tuple[str, str, str, str]) -> tuple[str, str, str, float]:
     dt = time.perf_counter() - t
     if r.status != CHECKED:
         return variant, "not read", "needs review", dt
+    if r.code != key:  # tally counts a print reading for a table only when its printed code is that table's
+        return variant, "not read", f"acta code read: {r.code or 'none'}", dt
     truth = parse_qr(TRUTH[name])
     return variant, "read" if (r.parties, r.nulos) == (truth.parties, truth.nulos) else "WRONG", "", dt
 
