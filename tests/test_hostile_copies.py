@@ -486,3 +486,24 @@ def test_restore_says_when_the_statement_does_not_sign_the_records(signed, prist
                    f"{pristine[1]}.pub", timeout=LIMIT, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "signed with the key you gave (the payload manifest only" in proc.stdout, proc.stdout
+
+
+# -- merge: the change and failure records, byte for byte ----------------------------------------------
+def test_merge_never_rewrites_a_record_line(signed, pristine, tmp_path):
+    """merge rebuilt changes.jsonl and failures.jsonl from text decoded with 'replace' and split
+    by str.splitlines: a line of the mirror's own changes.jsonl holding bytes that are not UTF-8
+    was rewritten with U+FFFD (evidence changed, then signed), and a shard's failure whose reason
+    held a U+2028 (json.dumps(ensure_ascii=False) writes it raw) was broken into two lines."""
+    ours = (signed / "changes.jsonl").read_bytes().splitlines(keepends=True)
+    odd = b'{"at": "x", "change": "note \xff\xfe", "key": "010113042.01"}\n'
+    (signed / "changes.jsonl").write_bytes(b"".join(ours[:3] + [odd] + ours[3:]))
+    before = (signed / "changes.jsonl").read_bytes()
+    shard = tmp_path / "shard"
+    shutil.copytree(pristine[0], shard, symlinks=True)
+    failure = json.dumps({"key": "999999999.01", "url": "http://x/", "reason": "refused\u2028by the server",
+                          "at": "2030-01-01T00:00:00Z"}, ensure_ascii=False) + "\n"
+    (shard / "failures.jsonl").write_text(failure, encoding="utf-8")
+    proc = run_cli("merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key", timeout=LIMIT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (signed / "changes.jsonl").read_bytes() == before
+    assert (signed / "failures.jsonl").read_text(encoding="utf-8").endswith(failure)
