@@ -507,3 +507,24 @@ def test_merge_never_rewrites_a_record_line(signed, pristine, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (signed / "changes.jsonl").read_bytes() == before
     assert (signed / "failures.jsonl").read_text(encoding="utf-8").endswith(failure)
+
+
+# -- tally, crosscheck: a report written into the copy -------------------------------------------------
+def test_reports_never_write_through_a_link_the_copy_planted(signed, tmp_path):
+    """tally --out and --coverage opened the name given for writing and followed a symbolic link
+    there: a copy shipping tally.txt -> a file of the user's, run as 'tally copy/ --out
+    copy/tally.txt', overwrote that file. crosscheck --coverage into a missing folder ended in a
+    FileNotFoundError traceback."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("the user's own file\n")
+    for name in ("tally.txt", "coverage.csv"):
+        (signed / name).symlink_to(precious)
+    proc = run_cli("tally", str(signed), "--quiet", "--out", str(signed / "tally.txt"),
+                   "--coverage", str(signed / "coverage.csv"), timeout=LIMIT)
+    assert proc.returncode == 0, proc.stderr
+    assert precious.read_text() == "the user's own file\n"
+    assert not (signed / "tally.txt").is_symlink() and "tables read" in (signed / "tally.txt").read_text()
+    index = next((signed / "data" / "index").iterdir())
+    proc = run_cli("crosscheck", str(signed), "--against", str(index), "--coverage", str(tmp_path / "no" / "c.csv"),
+                   timeout=LIMIT)
+    assert proc.returncode == 2 and f"({tmp_path / 'no' / 'c.csv'})" in proc.stderr, proc.stderr
