@@ -515,3 +515,16 @@ def test_reports_never_write_through_a_link_the_copy_planted(signed, tmp_path):
     proc = run_cli("crosscheck", str(signed), "--against", str(index), "--coverage", str(tmp_path / "no" / "c.csv"),
                    timeout=LIMIT)
     assert proc.returncode == 2 and f"({tmp_path / 'no' / 'c.csv'})" in proc.stderr, proc.stderr
+
+
+def test_check_warc_refuses_a_page_list_that_names_a_table_wrongly(made, tmp_path):
+    """check_warc.py never read pages/pages.jsonl, the list a replay tool shows to pick a page
+    from: two tables' titles swapped (a reader choosing table A opens B's acta) passed."""
+    work = tmp_path / "wacz"
+    shutil.copytree(made / "wacz", work)
+    lines = [json.loads(x) for x in (work / "pages/pages.jsonl").read_text().splitlines()]
+    a, b = [x for x in lines if x.get("url", "").endswith((".jpg", ".JPG"))][:2]
+    a["title"], b["title"] = b["title"], a["title"]
+    (work / "pages/pages.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
+    assert proc.returncode == 1 and f"pages.jsonl: {a['url']} is titled" in proc.stdout, proc.stdout
