@@ -981,10 +981,21 @@ def cmd_merge(args) -> int:
 
 
 # -- audit ----------------------------------------------------------------------------
+def _write_report(path: str, text: str) -> None:
+    """A report the user names, written beside it and renamed into place: a symbolic link a copy
+    planted under that name (tally copy/ --out copy/tally.txt) is replaced, never written through."""
+    from .manifest import atomic_write
+
+    try:
+        atomic_write(path, text.encode("utf-8"))
+    except OSError as exc:
+        exc.filename = path  # not the temporary name beside it
+        raise
+
+
 def _write_coverage(result, path: str | None) -> None:
     if path:
-        with open(path, "w", encoding="utf-8", newline="") as fh:
-            fh.write(result.coverage.to_csv())
+        _write_report(path, result.coverage.to_csv())
 
 
 def _ocr_wanted(args) -> bool:
@@ -1044,8 +1055,7 @@ def cmd_tally(args) -> int:
                 lines.append(f"  ... and {len(unit.unread) - FAILURES_SHOWN} more (--format csv or --coverage FILE)")
         text = "\n".join(map(printable, lines)) + "\n"  # failure reasons come from the copy's failures.jsonl
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        _write_report(args.out, text)
     else:
         sys.stdout.write(text)
     _write_coverage(result, args.coverage)
@@ -1066,6 +1076,7 @@ def _changed_actas(result) -> int:
     return EXIT_PROBLEMS
 
 
+@_writes("writing the coverage file")
 def cmd_crosscheck(args) -> int:
     from .audit.crosscheck import crosscheck, exit_status
     from .audit.tally import tally

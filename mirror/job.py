@@ -388,7 +388,7 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                 append_durably(out / PROVENANCE, "".join(new_lines))
             for name in (CHANGES, FAILURES):
                 ours = read_inside(out, name) if os.path.lexists(out / name) else b""
-                atomic_write(out / name, _merge_lines([ours] + [_shard_file(s, name) for s, _ in sources]))
+                atomic_write(out / name, _merge_lines(ours, [_shard_file(s, name) for s, _ in sources]))
             info = {}
             for shard, _ in sources:
                 text = _shard_file(shard, BAG_INFO).decode("utf-8", "replace")
@@ -484,11 +484,15 @@ def _stage(shard: Path, line: Record, tmp: Path) -> None:
             os.fsync(dst.fileno())
 
 
-def _merge_lines(texts: list[bytes]) -> bytes:
-    seen, lines = set(), []
-    for text in texts:
-        for line in text.decode("utf-8", "replace").splitlines():
+def _merge_lines(ours: bytes, theirs: list[bytes]) -> bytes:
+    """Our record byte for byte, then each shard line it does not hold yet. Lines are split at
+    newlines only, as bytes: a record is evidence, never re-encoded (bytes that are not UTF-8
+    stay as they are) nor broken at a U+2028 that json.dumps(ensure_ascii=False) writes raw."""
+    seen = set(ours.split(b"\n"))
+    lines = [ours + (b"\n" if ours and not ours.endswith(b"\n") else b"")]
+    for text in theirs:
+        for line in text.split(b"\n"):
             if line.strip() and line not in seen:
                 seen.add(line)
-                lines.append(line)
-    return "".join(line + "\n" for line in lines).encode()
+                lines.append(line + b"\n")
+    return b"".join(lines)

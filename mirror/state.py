@@ -8,6 +8,8 @@ named Problem, never a traceback or a hang:
 - keys that are not the site's key format, and a `kind` that contradicts the key;
 - numbers out of range or not whole (models.Entry.from_json), a line that is not UTF-8;
 - the same path listed twice, in provenance or in a manifest (`sha256sum -c` fails on it);
+- a tag file, or a record line, too large to be one (never read whole: a planted giant would
+  take all memory);
 - files that are not regular files inside the mirror: symlinks (the file itself, data/ or any
   folder on the way), FIFOs, devices. Files are opened one folder at a time with O_NOFOLLOW
   and O_NONBLOCK and checked with fstat before a byte is read.

@@ -11,8 +11,10 @@ indexes/index.cdx (what a replay tool looks a URL up in) points at:
   encoding would make a replay serve other bytes;
 - a revisit names its own URL and the digest of such a version, and has such a head and no payload;
 - an index line points at a record for its own URL, under its own URL's key (the path of its SURT);
+- each page of pages/pages.jsonl (the list a replay shows) has the title the export gives its URL's
+  signed version (key, version, place);
 - there is no other kind of record but warcinfo and request (which a replay does not serve), and
-  no other file in archive/ or indexes/ (a replay could read it; this script does not).
+  no other file in archive/, indexes/ or pages/ (a replay could read it; this script does not).
 Exit 0: every record checks out; 1: one does not, or the WACZ cannot be read (each reason printed).
 """
 import base64
@@ -28,6 +30,7 @@ import zlib
 
 WARC = "archive/data.warc.gz"
 INDEX = "indexes/index.cdx"
+PAGES = "pages/pages.jsonl"
 EXPORTED_HEADERS = {b"content-type", b"content-length", b"etag", b"last-modified"}
 
 
@@ -77,6 +80,7 @@ def problem(headers, block):
 
 
 signed = {}  # URL: {sha256: size} of each version the provenance records, if the manifest lists it too
+titles = {}  # URL: the page titles the export gives those versions (key, version, place)
 bad, records = [], 0
 try:
     manifest = set(open("evidence/manifest-sha256.txt", encoding="utf-8").read().splitlines())
@@ -84,9 +88,16 @@ try:
         record = json.loads(line)
         if f"{record['sha256']}  {record['path']}" in manifest:
             signed.setdefault(record["final_url"], {})[record["sha256"]] = int(record["size"])
-    for folder, ours in (("archive", WARC), ("indexes", INDEX)):  # a replay may read any file there
+            place = f" {record['state']} / {record['municipality']} / {record['parish']}" if record["state"] else ""
+            titles.setdefault(record["final_url"], set()).add(f"{record['key']} v{record['version']}{place}")
+    for folder, ours in (("archive", WARC), ("indexes", INDEX), ("pages", PAGES)):  # a replay may read any file there
         for name in sorted(set(os.listdir(folder)) - {os.path.basename(ours)}):
             bad.append(f"{folder}/{name}: a file besides {ours}, which acta-mirror never writes (not checked)")
+    for line in open(PAGES, encoding="utf-8"):  # the list a replay shows to pick a page from
+        page = json.loads(line)
+        if "format" not in page and page.get("title") not in titles.get(page.get("url"), ()):
+            bad.append(f"pages.jsonl: {page.get('url')} is titled {page.get('title')!r}, which the signed records "
+                       "do not give it")
     for headers, block in warc_records(gzip.open(WARC)):
         records += 1
         bad.append(problem(headers, block))

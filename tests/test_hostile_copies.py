@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import json
 import os
 import resource
@@ -21,7 +20,7 @@ import pytest
 from mirror.replay.data import index_file
 from mirror.replay.images import render
 from tests.conftest import ROOT, run_cli
-from tests.test_hostile_evidence import LIMIT, _an_acta, pristine, pub, signed  # noqa: F401
+from tests.test_hostile_evidence import LIMIT, _an_acta, _retag, pristine, signed  # noqa: F401
 from tests.test_stranger import (CHECK_WARC, add_response, append_record, git, http_of, image_urls,  # noqa: F401
                                  index_lines, made, warc_member)
 
@@ -32,6 +31,14 @@ def _forge_votes(mirror, acta: dict, extra: int) -> None:
     row = next(r for r in index_file(1).rows if r.key == acta["key"])
     votes = tuple((c, v + extra if c == "EG" else v) for c, v in row.votes)
     (mirror / acta["path"]).write_bytes(render(dataclasses.replace(row, votes=votes), row.filename, small=True))
+
+
+def _cli_in_memory(limit: int, *args: str) -> subprocess.CompletedProcess:
+    """The command line with its address space capped: a file read whole fails fast, not the machine."""
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return subprocess.run([sys.executable, "-m", "mirror", *args], capture_output=True, text=True, timeout=LIMIT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=cap)
 
 
 def _nation_eg(proc) -> int:
@@ -59,14 +66,6 @@ def test_tally_never_counts_the_votes_of_an_image_that_is_not_the_archived_one(s
 
 
 # -- verify: a planted giant where the timestamp token goes ---------------------------------------
-def _cli_in_memory(limit: int, *args: str) -> subprocess.CompletedProcess:
-    """The command line with its address space capped: a file read whole fails fast, not the machine."""
-    def cap():
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    return subprocess.run([sys.executable, "-m", "mirror", *args], capture_output=True, text=True, timeout=LIMIT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=cap)
-
-
 @pytest.mark.parametrize("name", ["signed-root.json.tsr", "signed-root.json.tsr.chain.pem"])
 def test_verify_refuses_a_giant_timestamp_file_without_reading_it(signed, name):
     """verify read the copy's timestamp token (and its chain) whole: a 4 GiB sparse file there
@@ -100,12 +99,9 @@ def _unsign_and_retag(mirror) -> None:
     """An unsigned copy whose tag manifest agrees with its edited tag files (what anyone can make)."""
     for name in ("signed-root.json", "signed-root.json.minisig"):
         (mirror / name).unlink()
-    lines = []
-    for line in (mirror / "tagmanifest-sha256.txt").read_text().splitlines():
-        name = line.split("  ", 1)[1]
-        if (mirror / name).exists():
-            lines.append(f"{hashlib.sha256((mirror / name).read_bytes()).hexdigest()}  {name}\n")
-    (mirror / "tagmanifest-sha256.txt").write_text("".join(lines))
+    lines = (mirror / "tagmanifest-sha256.txt").read_text().splitlines()
+    (mirror / "tagmanifest-sha256.txt").write_text("".join(x + "\n" for x in lines if "  signed-root.json" not in x))
+    _retag(mirror)
 
 
 def test_verify_names_provenance_sizes_that_are_not_the_files(signed):
@@ -304,7 +300,7 @@ def test_verify_says_when_the_statement_does_not_sign_the_records(signed, pristi
     objs = [json.loads(x) for x in (signed / "provenance.jsonl").read_text().splitlines()]
     objs[1]["fetched_at"] = "2020-01-01T00:00:00Z"  # a date the signature never covered
     (signed / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
-    _unsigned_tags_retagged(signed)
+    _retag(signed)
     proc = run_cli("verify", str(signed), "--pubkey", f"{pristine[1]}.pub", timeout=LIMIT)
     assert "checked against the key you gave; the statement signs the payload manifest only, not bag-info.txt, " \
            "provenance.jsonl, changes.jsonl, failures.jsonl" in proc.stdout, proc.stdout
@@ -313,15 +309,6 @@ def test_verify_says_when_the_statement_does_not_sign_the_records(signed, pristi
     check = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_signed.py")], cwd=signed,
                            capture_output=True, text=True, timeout=LIMIT)
     assert check.returncode == 1 and "NOT SIGNED" in check.stdout
-
-
-def _unsigned_tags_retagged(mirror) -> None:
-    """The tag manifest rewritten for the edited tag files (anyone can), the signature left alone."""
-    lines = []
-    for line in (mirror / "tagmanifest-sha256.txt").read_text().splitlines():
-        name = line.split("  ", 1)[1]
-        lines.append(f"{hashlib.sha256((mirror / name).read_bytes()).hexdigest()}  {name}\n")
-    (mirror / "tagmanifest-sha256.txt").write_text("".join(lines))
 
 
 # -- merge: a shard path that has no place in the mirror ----------------------------------------------
@@ -478,7 +465,7 @@ def test_restore_says_when_the_statement_does_not_sign_the_records(signed, prist
     comment = f"acta-mirror merkle root {statement['merkle_root']} size {statement['tree_size']}"
     (signed / "signed-root.json.minisig").write_text(
         sign_file(signed / "signed-root.json", load_secret(f"{pristine[1]}.key"), comment))
-    _unsigned_tags_retagged(signed)
+    _retag(signed)
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     target = f"git+file://{tmp_path}/git/actas.git"
     assert run_cli("publish", str(signed), "--to", target, "--quiet", timeout=LIMIT, env=env).returncode == 0
@@ -486,3 +473,58 @@ def test_restore_says_when_the_statement_does_not_sign_the_records(signed, prist
                    f"{pristine[1]}.pub", timeout=LIMIT, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "signed with the key you gave (the payload manifest only" in proc.stdout, proc.stdout
+
+
+# -- merge: the change and failure records, byte for byte ----------------------------------------------
+def test_merge_never_rewrites_a_record_line(signed, pristine, tmp_path):
+    """merge rebuilt changes.jsonl and failures.jsonl from text decoded with 'replace' and split
+    by str.splitlines: a line of the mirror's own changes.jsonl holding bytes that are not UTF-8
+    was rewritten with U+FFFD (evidence changed, then signed), and a shard's failure whose reason
+    held a U+2028 (json.dumps(ensure_ascii=False) writes it raw) was broken into two lines."""
+    ours = (signed / "changes.jsonl").read_bytes().splitlines(keepends=True)
+    odd = b'{"at": "x", "change": "note \xff\xfe", "key": "010113042.01"}\n'
+    (signed / "changes.jsonl").write_bytes(b"".join(ours[:3] + [odd] + ours[3:]))
+    before = (signed / "changes.jsonl").read_bytes()
+    shard = tmp_path / "shard"
+    shutil.copytree(pristine[0], shard, symlinks=True)
+    failure = json.dumps({"key": "999999999.01", "url": "http://x/", "reason": "refused\u2028by the server",
+                          "at": "2030-01-01T00:00:00Z"}, ensure_ascii=False) + "\n"
+    (shard / "failures.jsonl").write_text(failure, encoding="utf-8")
+    proc = run_cli("merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key", timeout=LIMIT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (signed / "changes.jsonl").read_bytes() == before
+    assert (signed / "failures.jsonl").read_text(encoding="utf-8").endswith(failure)
+
+
+# -- tally, crosscheck: a report written into the copy -------------------------------------------------
+def test_reports_never_write_through_a_link_the_copy_planted(signed, tmp_path):
+    """tally --out and --coverage opened the name given for writing and followed a symbolic link
+    there: a copy shipping tally.txt -> a file of the user's, run as 'tally copy/ --out
+    copy/tally.txt', overwrote that file. crosscheck --coverage into a missing folder ended in a
+    FileNotFoundError traceback."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("the user's own file\n")
+    for name in ("tally.txt", "coverage.csv"):
+        (signed / name).symlink_to(precious)
+    proc = run_cli("tally", str(signed), "--quiet", "--out", str(signed / "tally.txt"),
+                   "--coverage", str(signed / "coverage.csv"), timeout=LIMIT)
+    assert proc.returncode == 0, proc.stderr
+    assert precious.read_text() == "the user's own file\n"
+    assert not (signed / "tally.txt").is_symlink() and "tables read" in (signed / "tally.txt").read_text()
+    index = next((signed / "data" / "index").iterdir())
+    proc = run_cli("crosscheck", str(signed), "--against", str(index), "--coverage", str(tmp_path / "no" / "c.csv"),
+                   timeout=LIMIT)
+    assert proc.returncode == 2 and f"({tmp_path / 'no' / 'c.csv'})" in proc.stderr, proc.stderr
+
+
+def test_check_warc_refuses_a_page_list_that_names_a_table_wrongly(made, tmp_path):
+    """check_warc.py never read pages/pages.jsonl, the list a replay tool shows to pick a page
+    from: two tables' titles swapped (a reader choosing table A opens B's acta) passed."""
+    work = tmp_path / "wacz"
+    shutil.copytree(made / "wacz", work)
+    lines = [json.loads(x) for x in (work / "pages/pages.jsonl").read_text().splitlines()]
+    a, b = [x for x in lines if x.get("url", "").endswith((".jpg", ".JPG"))][:2]
+    a["title"], b["title"] = b["title"], a["title"]
+    (work / "pages/pages.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=work, capture_output=True, text=True, timeout=LIMIT)
+    assert proc.returncode == 1 and f"pages.jsonl: {a['url']} is titled" in proc.stdout, proc.stdout
