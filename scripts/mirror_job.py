@@ -38,13 +38,24 @@ PUSH_ATTEMPTS = 5  # push, and on rejection pull --rebase and push again
 
 
 def _key_file() -> str | None:
+    """The signing key given as text (ACTA_MIRROR_SIGN_KEY, a CI secret) as a path the job can
+    read. The secret key must not outlive the step (a self-hosted runner or a laptop keeps its
+    temp folder): where Linux offers it, the file lives in memory only (memfd), readable by this
+    process alone through /proc/self/fd and gone with it, even when it is killed with -9.
+    Elsewhere it is a temp file, removed at exit."""
     text = os.environ.get("ACTA_MIRROR_SIGN_KEY", "")
     if not text.strip():
         return os.environ.get(SIGN_KEY_ENV) or None
-    fd, path = tempfile.mkstemp(prefix="acta-mirror-key-")
-    atexit.register(_remove, path)  # the secret key must not outlive the step (a self-hosted runner keeps /tmp)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text if text.endswith("\n") else text + "\n")
+    data = (text if text.endswith("\n") else text + "\n").encode()
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("acta-mirror-key", os.MFD_CLOEXEC)  # left open: the path lives as long as it
+        os.write(fd, data)
+        path = f"/proc/self/fd/{fd}"
+    else:
+        fd, path = tempfile.mkstemp(prefix="acta-mirror-key-")
+        atexit.register(_remove, path)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
     os.environ[SIGN_KEY_ENV] = path
     return path
 
