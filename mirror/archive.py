@@ -195,6 +195,7 @@ class Archive:
         self._last_commit = time.monotonic()
         self._lock_fd: int | None = None
         self.quarantined: list[str] = []
+        self.cut_tails: list[tuple[str, int, str]] = []  # (record file, bytes cut, where they were kept)
         self.foreign_state = ""  # the name a copy's working state was moved aside to, if any
         self.changes: list[dict] = []  # vanished and reappeared, appended to changes.jsonl by finish()
         self.run_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -232,9 +233,16 @@ class Archive:
 
     def _recover(self) -> None:
         """Repair what a killed run left, open (or rebuild) the index, and look for orphans."""
-        repair_torn_tail(self.root / PROVENANCE)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        for name, parse in ((PROVENANCE, None), (CHANGES, json.loads)):  # a change record: one JSON object a line
+            kept = self.state / "quarantine" / stamp / f"{name}.tail"
+            try:
+                cut = repair_torn_tail(self.root / name, parse, keep=kept)
+            except OSError as exc:
+                raise _io_error(exc, f"setting aside the end of {name}") from None
+            if cut:
+                self.cut_tails.append((name, cut, kept.relative_to(self.root).as_posix()))
         try:
-            repair_torn_tail(self.root / CHANGES, json.loads)  # a change record is one JSON object a line
             self._digests = (Digest(self.root / PROVENANCE), Digest(self.root / CHANGES))
             trusted = self.index.open(*self._digests)
             if not trusted:

@@ -537,6 +537,9 @@ def _print_crawl(result, args) -> int:
     for rel in result.quarantined:
         print(f"quarantined {rel}: on disk but never recorded (a killed run); kept in .acta-mirror/quarantine",
               file=sys.stderr)
+    for name, cut, kept in result.cut_tails:
+        print(f"cut {cut:,} bytes from the end of {name}: not a whole record (a killed run, or damage); "
+              f"kept in {kept}", file=sys.stderr)
     # the actas' failures only, so they add up to `failed`: pages and index rows have their own counts
     summary = FailureSummary.of(f for f in result.failures if f.get("key") not in ("page", "index"))
     rate = c.done / result.seconds if result.seconds else 0.0

@@ -98,6 +98,7 @@ class CrawlResult:
     seconds: float
     requests: int
     out: str
+    cut_tails: list[tuple[str, int, str]] = field(default_factory=list)  # Archive.cut_tails
 
 
 def fetch_options(fetch: dict) -> dict:
@@ -220,12 +221,12 @@ async def _crawl(opts: CrawlOptions, site, counters: Counters) -> CrawlResult:
             raise
         run.finish()
         requests = run.fetcher.requests
-        quarantined = list(archive.quarantined)
+        quarantined, cut_tails = list(archive.quarantined), list(archive.cut_tails)
     if opts.sign_key:
         from .evidence import sign_bag
 
         sign_bag(opts.out, opts.sign_key, source=redact(opts.root))
-    return CrawlResult(counters, run.failures, quarantined, time.monotonic() - started, requests, opts.out)
+    return CrawlResult(counters, run.failures, quarantined, time.monotonic() - started, requests, opts.out, cut_tails)
 
 
 def _policy(opts: CrawlOptions, site) -> HostPolicy:

@@ -272,10 +272,17 @@ def iter_provenance_core(path: str | os.PathLike):
         yield line.path, line.sha256, line.size
 
 
-def repair_torn_tail(path: str | os.PathLike, parse=None) -> int:
+TORN_LINE_BYTES = 1 << 24  # a last line longer than this is no record: cut without being parsed
+_BLOCK = 1 << 20
+
+
+def repair_torn_tail(path: str | os.PathLike, parse=None, keep: str | os.PathLike | None = None) -> int:
     """Cut a last line left half-written by a killed run; returns the bytes removed. A last
     line is whole when it ends in a newline and `parse` (for provenance Entry.from_json_checked,
-    which for one line costs less than loading the fast decoder) takes it.
+    which for one line costs less than loading the fast decoder) takes it. With `keep`, the
+    bytes cut are first copied (durably) to that new file: a last line that is damage rather
+    than a torn write is then set aside, never lost. Nothing is held whole in memory: a tail
+    of gigabytes without a newline costs a block at a time.
 
     Only the tail can be torn (lines are appended), so a bad line elsewhere is left for
     read_provenance to report: that is damage, not a crash, and is never cut.
@@ -287,27 +294,56 @@ def repair_torn_tail(path: str | os.PathLike, parse=None) -> int:
         return 0
     with fh:
         end = fh.seek(0, os.SEEK_END)
-        tail, start = b"", end  # read backwards only as far as the last two line ends
-        while start > 0 and tail.count(b"\n") < 2:
-            step = min(1 << 20, start)
-            start -= step
-            fh.seek(start)
-            tail = fh.read(step) + tail
-        if tail.endswith(b"\n"):
-            last_start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
-            try:
-                parse(tail[last_start:].decode("utf-8"))
-                return 0
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                keep = start + last_start
-        else:
-            keep = start + tail.rfind(b"\n") + 1
-        if keep == end:
+        if end == 0:
             return 0
-        fh.truncate(keep)
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            keep_at = _after_last_newline(fh, end - 1)
+            if end - keep_at <= TORN_LINE_BYTES:
+                fh.seek(keep_at)
+                try:
+                    parse(fh.read(end - keep_at).decode("utf-8"))
+                    return 0
+                except (ValueError, UnicodeDecodeError, RecursionError):
+                    pass
+        else:
+            keep_at = _after_last_newline(fh, end)
+        if keep is not None:
+            _keep_range(fh, keep_at, end, keep)
+        fh.truncate(keep_at)
         fh.flush()
         os.fsync(fh.fileno())
-        return end - keep
+        return end - keep_at
+
+
+def _after_last_newline(fh, before: int) -> int:
+    """The offset just after the last newline in fh before offset `before` (0 if none)."""
+    while before > 0:
+        start = max(0, before - _BLOCK)
+        fh.seek(start)
+        found = fh.read(before - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        before = start
+    return 0
+
+
+def _keep_range(fh, start: int, end: int, path: str | os.PathLike) -> None:
+    """Copy fh's bytes start..end to a new file (never over one, never through a link), durably."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        fh.seek(start)
+        while start < end:
+            block = fh.read(min(_BLOCK, end - start))
+            if not block:
+                break
+            out.write(block)
+            start += len(block)
+        out.flush()
+        os.fsync(out.fileno())
+    fsync_dir(path.parent)
 
 
 def append_receipt(root: str | os.PathLike, receipt: dict) -> None:

@@ -188,6 +188,25 @@ def test_the_crawl_says_how_many_archived_actas_the_site_no_longer_lists(replay,
     again = run_cli(*args, "--index", str(fewer))  # said once: the next run has nothing new to say
     assert again.returncode == 0 and "no longer listed" not in again.stdout + again.stderr
 
+def test_a_last_record_line_that_is_damage_is_set_aside_and_named_not_dropped(replay, tmp_path):
+    """The crawl cuts a last line that is no record (a killed run's torn write). One that ends in
+    a newline may be damage instead: its bytes are kept in .acta-mirror/quarantine, and the run
+    says so, where they were dropped without a word."""
+    out = tmp_path / "m"
+    args = ("crawl", "resultados2024", "--root", replay.url, "--out", str(out), "--concurrency", "4")
+    assert run_cli(*args).returncode == 0
+    damage = b'{"change": "changed", "note": "\xff not UTF-8"}\n'
+    with open(out / "changes.jsonl", "ab") as fh:
+        fh.write(damage)
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    (kept,) = (out / ".acta-mirror" / "quarantine").rglob("changes.jsonl.tail")
+    assert kept.read_bytes() == damage and damage not in (out / "changes.jsonl").read_bytes()
+    assert f"cut {len(damage)} bytes from the end of changes.jsonl: not a whole record" in proc.stderr
+    assert kept.relative_to(out).as_posix() in proc.stderr
+    assert run_cli("verify", str(out)).returncode == 0
+
+
 def test_change_records_lost_by_a_killed_run_are_recovered_once(replay_factory, tmp_path):
     r = replay_factory(faults="change=0.15")
     out = tmp_path / "m"

@@ -418,6 +418,43 @@ def test_a_torn_tail_that_is_an_empty_line_is_cut_alone(tmp_path):
     path.write_text(good + good + "\n")
     assert manifest.repair_torn_tail(path) == 1 and path.read_text() == good + good
 
+@pytest.mark.parametrize("block", [4, 1 << 20])
+def test_a_cut_tail_is_kept_byte_for_byte_and_nothing_whole_is_cut(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(manifest, "_BLOCK", block)  # small blocks: every search crosses several
+    good = _entry(1).to_json() + "\n"
+    path, kept = tmp_path / "provenance.jsonl", tmp_path / "q" / "a" / "provenance.jsonl.tail"
+    damage = b'{"not": "a record", "bytes": "\xff\xfe"}\n'  # whole, but neither UTF-8 nor a record
+    path.write_bytes(good.encode() + damage)
+    assert manifest.repair_torn_tail(path, keep=kept) == len(damage)
+    assert path.read_bytes() == good.encode() and kept.read_bytes() == damage
+    assert manifest.repair_torn_tail(path, keep=tmp_path / "other") == 0 and not (tmp_path / "other").exists()
+    with pytest.raises(FileExistsError):  # never over a file kept before
+        path.write_bytes(good.encode() + b"x")
+        manifest.repair_torn_tail(path, keep=kept)
+    assert kept.read_bytes() == damage
+    torn = good.encode() + b"x" * 50  # no newline at all after the last record
+    path.write_bytes(torn)
+    assert manifest.repair_torn_tail(path, keep=tmp_path / "t") == 50
+    assert (tmp_path / "t").read_bytes() == b"x" * 50 and path.read_bytes() == good.encode()
+    path.write_bytes(b"y" * 30)  # not one newline in the file: all of it is the torn line
+    assert manifest.repair_torn_tail(path, keep=tmp_path / "u") == 30 and path.read_bytes() == b""
+    assert (tmp_path / "u").read_bytes() == b"y" * 30
+    assert manifest.repair_torn_tail(path) == 0  # an empty file is whole
+
+
+def test_a_last_line_too_long_for_a_record_is_cut_unparsed(tmp_path, monkeypatch):
+    monkeypatch.setattr(manifest, "TORN_LINE_BYTES", 40)
+    monkeypatch.setattr(manifest, "_BLOCK", 8)
+    seen = []
+    path = tmp_path / "changes.jsonl"
+    path.write_text('{"a": 1}\n' + '{"b": "' + "z" * 40 + '"}\n')
+    assert manifest.repair_torn_tail(path, lambda text: seen.append(text)) == 50
+    assert path.read_text() == '{"a": 1}\n' and seen == []
+    path.write_text('{"a": 1}\n' + '{"b": "' + "z" * 30 + '"}\n')  # 40 bytes with its newline: parsed
+    assert manifest.repair_torn_tail(path, lambda text: seen.append(text)) == 0 and len(seen) == 1
+    assert seen[0] == '{"b": "' + "z" * 30 + '"}\n'
+
+
 def test_torn_tail_and_receipts(tmp_path):
     good = _entry(1).to_json()
     path = tmp_path / "provenance.jsonl"
