@@ -432,3 +432,23 @@ def test_a_huge_link_text_in_a_walk_never_bloats_every_record_below_it(site, tmp
     assert proc.returncode == 0 and set(archived(out)) == {key_of(0), key_of(1)}, proc.stdout + proc.stderr
     assert max(len(line) for line in (out / "provenance.jsonl").read_text().splitlines()) < 16_384
     assert verify(out) == []
+
+
+def test_names_a_site_gives_never_reach_a_spreadsheet_as_formulas(site, tmp_path):
+    """The coverage and tally CSVs are opened in spreadsheets, which run a cell starting with =,
+    +, -, @ as a formula: a place name from a hostile index is written there as text."""
+    import csv
+
+    site.routes["/img/0.jpg"] = body(jpeg(0))
+    names = {"municipality": "=1+2", "parish": "@SUM(9)"}
+    site.serve_index([f"1,DTTO. CAPITAL,1,{names['municipality']},1,{names['parish']},{10101000:09d},1,"
+                      f"{site.url}/img/0.jpg\n"])
+    out = tmp_path / "m"
+    assert crawl(site.url, out).returncode == 0
+    proc = run_cli("tally", str(out), "--coverage", str(tmp_path / "coverage.csv"), "--format", "csv")
+    rows = list(csv.DictReader(open(tmp_path / "coverage.csv", encoding="utf-8")))
+    assert [(r["municipality"], r["parish"]) for r in rows] == [("'=1+2", "'@SUM(9)")]
+    cells = [c for r in rows for c in r.values()] + [c for r in csv.reader(proc.stdout.splitlines()) for c in r]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")]
+    report = json.loads(run_cli("tally", str(out), "--format", "json").stdout)  # the JSON keeps them as they are
+    assert {(u["name"]) for u in report["levels"]["municipality"]} == {"=1+2"}

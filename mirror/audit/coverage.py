@@ -45,6 +45,15 @@ LABELS = {
 }
 CSV_HEADER = ("key", "status", "label", "detail", "at", "attempts", "path", "state", "municipality",
               "parish", "center", "table", "cause")
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) can send
+# the sheet's data away). Names, reasons and paths come from the site: such a text cell gets a
+# leading apostrophe, which a spreadsheet shows as text and hides. The JSON output keeps them as they are.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """value for a CSV cell: a text that a spreadsheet would run as a formula, made text."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
 @dataclass(frozen=True)
@@ -144,7 +153,7 @@ class Coverage:
         for t in self.tables.values():
             if wanted is None or t.status in wanted:
                 d = t.as_dict()
-                writer.writerow(["" if d[c] is None else d[c] for c in CSV_HEADER])
+                writer.writerow(["" if d[c] is None else spreadsheet_safe(d[c]) for c in CSV_HEADER])
         return out.getvalue()
 
 

@@ -23,7 +23,7 @@ from ..models import Entry, UnsafePath
 from ..qrformat import CANDIDATES
 from ..workers import pool
 from ..state import open_payload, read_state
-from .coverage import ARCHIVED, LABELS, READ, STATUSES, Coverage, TableStatus, census
+from .coverage import ARCHIVED, LABELS, READ, STATUSES, Coverage, TableStatus, census, spreadsheet_safe
 from .ocr import CHECKED, PrintReading, cached_read_print
 from .qr import CHANGED, Reading, read_acta
 
@@ -233,11 +233,11 @@ def to_csv(t: Tally) -> str:
     writer.writerow(CSV_HEADER)
     for key, table in sorted(t.tables.items()):
         s = table.state
+        detail = spreadsheet_safe(s.detail)
         if table.votes is None:
-            writer.writerow([key] + [""] * (len(CANDIDATES) + 1) + [s.status, s.detail, table.check])
+            writer.writerow([key] + [""] * (len(CANDIDATES) + 1) + [s.status, detail, table.check])
         else:
-            writer.writerow([key] + [table.votes[c] for c in CANDIDATES] + [table.nulos, s.status, s.detail,
-                                                                            table.check])
+            writer.writerow([key] + [table.votes[c] for c in CANDIDATES] + [table.nulos, s.status, detail, table.check])
     return out.getvalue()
 
 
