@@ -622,6 +622,13 @@ def _print_crawl_plan(plan, out: str, as_json: bool) -> int:
 
 
 # -- verify -------------------------------------------------------------------------
+def _outside_the_copy(flag: str, path: str | None, copy: str, what: str, instead: str) -> None:
+    """A trust anchor (a public key, a CA) must come from elsewhere than the copy it vouches for."""
+    if path and Path(os.path.realpath(path)).is_relative_to(os.path.realpath(copy)):
+        raise UsageError(f"{flag} {path} is inside the copy to be checked: {what} that comes with a copy "
+                         f"proves nothing; use {instead}")
+
+
 def cmd_verify(args) -> int:
     from .evidence import check_seal
     from .progress import Progress
@@ -630,12 +637,8 @@ def cmd_verify(args) -> int:
 
     if args.fast and args.cids:
         raise UsageError("--cids hashes files and --fast hashes none: use one or the other")
-    if args.pubkey and Path(os.path.realpath(args.pubkey)).is_relative_to(os.path.realpath(args.dir)):
-        raise UsageError(f"--pubkey {args.pubkey} is inside the copy to be checked: a key that comes with a copy "
-                         "proves nothing; use the key the signer publishes")
-    if args.tsa_ca and Path(os.path.realpath(args.tsa_ca)).is_relative_to(os.path.realpath(args.dir)):
-        raise UsageError(f"--tsa-ca {args.tsa_ca} is inside the copy to be checked: a CA that comes with a copy "
-                         "proves nothing; use the one the authority publishes")
+    _outside_the_copy("--pubkey", args.pubkey, args.dir, "a key", "the key the signer publishes")
+    _outside_the_copy("--tsa-ca", args.tsa_ca, args.dir, "a CA", "the one the authority publishes")
     with Progress("verify", quiet=args.quiet or args.json or args.fast) as progress:
         checked = check(args.dir, fast=args.fast, cids=args.cids, progress=progress.count)
     problems = checked.problems
@@ -1125,6 +1128,7 @@ def cmd_crosscheck(args) -> int:
 def cmd_site(args) -> int:
     from .audit.site import build_site
 
+    _outside_the_copy("--pubkey", args.pubkey, args.dir, "a key", "the key the signer publishes")
     result = build_site(args.dir, args.pubkey, args.gateway)
     for warning in result.warnings:
         print(f"acta-mirror: warning: {warning}", file=sys.stderr)

@@ -382,6 +382,16 @@ def test_verify_refuses_a_tsa_ca_inside_the_copy(signed):
     assert "is inside the copy to be checked" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
 
 
+def test_site_refuses_a_pubkey_inside_the_copy(signed, tmp_path):
+    """verify refused a --pubkey inside the copy, site did not: the page it builds would show a
+    copy re-signed with a key the copy itself ships as 'signed with the key you gave'."""
+    assert run_cli("keygen", "--out", str(signed / "signer")).returncode == 0
+    proc = run_cli("site", str(signed), "--pubkey", str(signed / "signer.pub"), timeout=LIMIT)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "is inside the copy to be checked" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert not (signed / "site").exists()
+
+
 # -- check_warc.py: an index line whose lookup key is another URL's ----------------------------------
 def test_check_warc_refuses_an_index_key_that_is_not_its_urls(made, tmp_path):
     """check_warc.py checked that each index line's JSON url matched the record it points at, not
