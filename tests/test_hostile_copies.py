@@ -25,6 +25,19 @@ from tests.test_stranger import (CHECK_WARC, add_response, append_record, git, h
                                  index_lines, made, warc_member)
 
 
+def _resign_without_tag_files(signed: Path, pristine) -> None:
+    """Sign the copy's statement again with the real key, its tag_files dropped: a statement of
+    the payload manifest only, as versions before tag files were signed wrote."""
+    from mirror.sign import load_secret, sign_file
+
+    statement = json.loads((signed / "signed-root.json").read_text())
+    del statement["tag_files"]
+    (signed / "signed-root.json").write_text(json.dumps(statement, indent=1, sort_keys=True) + "\n")
+    comment = f"acta-mirror merkle root {statement['merkle_root']} size {statement['tree_size']}"
+    (signed / "signed-root.json.minisig").write_text(
+        sign_file(signed / "signed-root.json", load_secret(f"{pristine[1]}.key"), comment))
+
+
 def _forge_votes(mirror, acta: dict, extra: int) -> None:
     """The acta's image re-rendered with `extra` more votes for EG in its QR: a forgery whose QR
     names the right table, written over the archived file (the records are left as they are)."""
@@ -289,14 +302,7 @@ def test_verify_says_when_the_statement_does_not_sign_the_records(signed, pristi
     signer's key was 'signed by key …, checked against the key you gave' and OK, while the
     copy's provenance, changes and failures were covered by nothing: an attacker holding such a
     statement could rewrite every URL and date in provenance.jsonl unnoticed."""
-    from mirror.sign import load_secret, sign_file
-
-    statement = json.loads((signed / "signed-root.json").read_text())
-    del statement["tag_files"]
-    (signed / "signed-root.json").write_text(json.dumps(statement, indent=1, sort_keys=True) + "\n")
-    comment = f"acta-mirror merkle root {statement['merkle_root']} size {statement['tree_size']}"
-    (signed / "signed-root.json.minisig").write_text(
-        sign_file(signed / "signed-root.json", load_secret(f"{pristine[1]}.key"), comment))
+    _resign_without_tag_files(signed, pristine)
     objs = [json.loads(x) for x in (signed / "provenance.jsonl").read_text().splitlines()]
     objs[1]["fetched_at"] = "2020-01-01T00:00:00Z"  # a date the signature never covered
     (signed / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
@@ -467,14 +473,7 @@ def test_site_warns_that_a_changed_actas_check_will_fail(signed):
 def test_restore_says_when_the_statement_does_not_sign_the_records(signed, pristine, tmp_path):
     """restore --pubkey ended 'signed with the key you gave' for a statement that signs the payload
     manifest only, as verify did."""
-    from mirror.sign import load_secret, sign_file
-
-    statement = json.loads((signed / "signed-root.json").read_text())
-    del statement["tag_files"]
-    (signed / "signed-root.json").write_text(json.dumps(statement, indent=1, sort_keys=True) + "\n")
-    comment = f"acta-mirror merkle root {statement['merkle_root']} size {statement['tree_size']}"
-    (signed / "signed-root.json.minisig").write_text(
-        sign_file(signed / "signed-root.json", load_secret(f"{pristine[1]}.key"), comment))
+    _resign_without_tag_files(signed, pristine)
     _retag(signed)
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     target = f"git+file://{tmp_path}/git/actas.git"

@@ -14,20 +14,10 @@ import pytest
 from mirror.verify import verify
 from tests.conftest import run_cli
 from tests.hostile_site import HostileSite, body, index_row, jpeg, key_of, raw, redirect, sequence
+from tests.test_hostile_more import crawl, site  # noqa: F401 (a fixture)
 from tests.test_hostile_site import archived
 
 SECRET = "tok3n-S3CRET"
-
-
-@pytest.fixture
-def site():
-    with HostileSite() as s:
-        yield s
-
-
-def crawl(root: str, out: Path, *flags: str):
-    return run_cli("crawl", "resultados2024", "--root", root, "--out", str(out), "--quiet", "--timeout", "5",
-                   *flags, timeout=120)
 
 
 def failures(out: Path) -> list[dict]:
