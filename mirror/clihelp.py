@@ -118,7 +118,7 @@ HELP: dict[str, Help] = {
         ("acta-mirror site mirror/", "then open mirror/site/index.html"),
         ("acta-mirror site mirror/ && acta-mirror publish mirror/ --to ipfs://127.0.0.1:5001", "and publish it"),
     ), {0: "", 1: "written, but a visitor's check would fail (unsigned, no key, or not the key given): each reason "
-                  "printed", 2: "not a mirror", 3: ""}),
+                  "printed", 2: "not a mirror", 3: "", 130: ""}),
     "demo": Help((
         ("acta-mirror demo", "replay 1,000 tables, mirror, sign, verify, publish locally"),
         ("acta-mirror demo --full --real-size --out /tmp/demo", "all 25,073 tables at real size (minutes)"),
@@ -133,7 +133,7 @@ HELP: dict[str, Help] = {
         ("acta-mirror export mirror/ --wacz mirror.wacz", "then: wacz validate -f mirror.wacz"),
         ("acta-mirror export restored/ --wacz copy.wacz", "a restored copy has no re-check times: no revisits"),
     ), {0: "written", 1: "written, but some files were missing or changed (named, left out)",
-        2: "not a mirror, bad provenance, or OUT exists", 3: ""}),
+        2: "not a mirror, bad provenance, or OUT exists", 3: "", 130: ""}),
     "timestamp": Help((
         ("acta-mirror timestamp mirror/ --tsa https://freetsa.org/tsr", "an RFC 3161 token for signed-root.json"),
         ("acta-mirror timestamp mirror/ --tsa http://timestamp.digicert.com --tsa-ca digicert-root.pem",
@@ -141,13 +141,13 @@ HELP: dict[str, Help] = {
         ("acta-mirror verify mirror/ --tsa-ca cacert.pem", "checks the token and prints the attested time"),
     ), {0: "token kept (or one already covers signed-root.json)",
         1: "the authority failed or its answer did not verify (nothing written)",
-        2: "no signed-root.json, bad URL or CA file", 3: ""}),
+        2: "no signed-root.json, bad URL or CA file", 3: "", 130: ""}),
     "compare": Help((
         ("acta-mirror compare mirror/ ~/Downloads/actas/", "a folder of images, any layout"),
         ("acta-mirror compare mirror/ SHA256SUMS", "a sha256sum list (or a JSON name->sha256 map)"),
         ("acta-mirror compare mirror/ other-mirror/ --json", "another acta-mirror; counts and every acta as JSON"),
     ), {0: "every acta in both is identical or the same picture",
-        1: "some differ or are missing on one side (each is named)", 2: "OTHER unreadable or not a copy of actas"}),
+        1: "some differ or are missing on one side (each is named)", 2: "OTHER unreadable or not a copy of actas", 130: ""}),
 }
 
 
