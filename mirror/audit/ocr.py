@@ -22,6 +22,7 @@ made by someone else could carry forged readings): a re-run never reads the same
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -30,6 +31,7 @@ import shutil
 import unicodedata
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
@@ -391,7 +393,7 @@ def _views(gray: Image.Image):
     yield gray, "--psm 4"  # the whole page, in case the table is not where it usually is
 
 
-def read_print(path: str | os.PathLike) -> PrintReading:
+def read_print(source: str | os.PathLike | BinaryIO) -> PrintReading:
     """OCR the printed figures of one acta image (no cache); tesseract must be installed.
     A file that gives no page, or a page tesseract cannot read, is REVIEW with the reason."""
     from pytesseract import TesseractError
@@ -400,7 +402,7 @@ def read_print(path: str | os.PathLike) -> PrintReading:
 
     os.environ["OMP_THREAD_LIMIT"] = "1"  # tesseract's own threads fight the worker pool for the cores
     try:
-        gray = load_page(str(path))  # the QR reader's loader: upright, 8-bit gray, bombs refused
+        gray = load_page(source)  # the QR reader's loader: upright, 8-bit gray, bombs refused
     except Unusable as why:
         return PrintReading(REVIEW, None, None, None, None, why.detail)
     if min(gray.size) < MIN_SIDE:
@@ -452,14 +454,17 @@ def cache_dir() -> Path:
     return Path(base) / "acta-mirror" / "readings"
 
 
-def cached_read_print(path: str | os.PathLike, sha256: str) -> PrintReading:
-    """read_print, kept in the user's cache by the file's sha256 (the bytes are checked first)."""
+def cached_read_print(source: str | os.PathLike | BinaryIO, sha256: str, *, hashed: bool = False) -> PrintReading:
+    """read_print, kept in the user's cache by the file's sha256. The bytes are checked first,
+    unless the caller has just hashed the file it hands over (hashed=True)."""
     import hashlib
 
-    with open(path, "rb") as fh:
-        actual = hashlib.file_digest(fh, "sha256").hexdigest()
-    if actual != sha256:
-        return PrintReading(REVIEW, None, None, None, None, "the file's bytes are not the archived ones")
+    if not hashed:
+        with open(source, "rb") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source) as fh:
+            fh.seek(0)
+            actual = hashlib.file_digest(fh, "sha256").hexdigest()
+        if actual != sha256:
+            return PrintReading(REVIEW, None, None, None, None, "the file's bytes are not the archived ones")
     target = cache_dir() / f"ocr-v{READER_VERSION}" / sha256[:2] / f"{sha256}.json"
     try:
         obj = json.loads(target.read_text(encoding="utf-8"))
@@ -467,7 +472,7 @@ def cached_read_print(path: str | os.PathLike, sha256: str) -> PrintReading:
                             obj["nulos"], obj["total"], obj["detail"], obj["code"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    reading = read_print(path)
+    reading = read_print(source)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}")

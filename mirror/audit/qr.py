@@ -19,9 +19,11 @@ MAX_SCANS scans, and files that are not JPEG or PNG, are refused unread.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import zxingcpp
@@ -316,16 +318,22 @@ def _to_gray(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
-def load_page(path: str) -> Image.Image:
+def load_page(source: str | os.PathLike | BinaryIO) -> Image.Image:
     """The page, upright by its EXIF orientation, in 8-bit gray; Unusable names why there is none.
+    source: a path, or a file the caller opened (and checked: tally hashes it first), read from
+    its start and left open.
 
     Pillow raises many types for bad data; they are translated here, and the cause is named
     by the structural check the crawler uses (mirror/imagecheck.py)."""
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise Unusable(NOT_IMAGE, f"cannot open the file ({exc.strerror})") from None
-    with fh:
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            opened = open(source, "rb")
+        except OSError as exc:
+            raise Unusable(NOT_IMAGE, f"cannot open the file ({exc.strerror})") from None
+    else:
+        source.seek(0)
+        opened = contextlib.nullcontext(source)
+    with opened as fh:
         head = fh.read(4096)
         if not head:
             raise Unusable(NOT_IMAGE, "empty file")
@@ -378,13 +386,14 @@ def _why_broken(fh, exc: Exception) -> tuple[str, str]:
     return NOT_IMAGE, f"unreadable image ({exc.__class__.__name__})"
 
 
-def read_acta(key: str, path: str) -> Reading:
-    """Decode, parse and validate one acta; never raises for bad images or bad codes.
+def read_acta(key: str, path: str, fh: BinaryIO | None = None) -> Reading:
+    """Decode, parse and validate one acta (from fh when the caller opened it); never raises
+    for bad images or bad codes.
 
     Its status is "ok" only for one acta QR text of this table on the page; otherwise it
     names the first thing that went wrong (cause, one of CAUSES)."""
     try:
-        page = load_page(path)
+        page = load_page(path if fh is None else fh)
     except Unusable as why:
         return Reading(key, path, None, why.detail, cause=why.cause)
     first: Reading | None = None  # why no decode validated: the first other table's code, else the first misfit

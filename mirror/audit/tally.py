@@ -103,25 +103,21 @@ CHECKS = ("consistent", "MISMATCH", "needs review", "read from print")
 
 
 def _read(job: tuple[str, str, str, str, bool]) -> tuple[Reading, PrintReading | None]:
+    """One acta's readings, from one open of its file (never through a link, only if regular):
+    hashed, then decoded from the same file, so what is read is what was checked."""
     key, bag, rel, sha256, ocr = job
     path = os.path.join(bag, rel)
-    changed = _not_archived(bag, rel, sha256)
-    if changed:  # a copy's edited image: its votes are not the archive's, so they are never counted
-        return Reading(key, path, None, changed, cause=CHANGED), None
-    return read_acta(key, path), cached_read_print(path, sha256) if ocr else None
-
-
-def _not_archived(bag: str, rel: str, sha256: str) -> str:
-    """Why the file is not the bytes its provenance record names ('' when it is). Opened without
-    following a link and only if regular: read_state refused those, but the copy may change after."""
     try:
-        with open_payload(bag, rel) as fh:
-            got = hashlib.file_digest(fh, "sha256").hexdigest()
+        fh = open_payload(bag, rel)
     except (OSError, UnsafePath) as exc:
-        return f"cannot be read to check its bytes ({getattr(exc, 'strerror', None) or exc})"
-    if got != sha256:
-        return f"sha256 {got}, but the archive recorded {sha256}: run 'acta-mirror verify'"
-    return ""
+        why = f"cannot be read to check its bytes ({getattr(exc, 'strerror', None) or exc})"
+        return Reading(key, path, None, why, cause=CHANGED), None
+    with fh:
+        got = hashlib.file_digest(fh, "sha256").hexdigest()
+        if got != sha256:  # a copy's edited image: its votes are not the archive's, so they are never counted
+            why = f"sha256 {got}, but the archive recorded {sha256}: run 'acta-mirror verify'"
+            return Reading(key, path, None, why, cause=CHANGED), None
+        return read_acta(key, path, fh), cached_read_print(fh, sha256, hashed=True) if ocr else None
 
 
 def read_all(jobs: list[tuple[str, str, str, str, bool]], workers: int | None = None, progress=None) -> list:
