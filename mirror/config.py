@@ -226,14 +226,14 @@ def host_ok(text: str) -> bool:
         return bool(re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?", host))
 
 
-def _http_url(text: str) -> bool:
-    """An http(s) URL naming a host (a malformed one, '[::1', is none)."""
+def http_url(text: str) -> bool:
+    """An http(s) URL naming a host, the one test of a URL a user gives (a malformed one, '[::1'
+    or a port that is not a number, is none; nor is port 0)."""
     try:
         parts = urlsplit(text)
-        parts.port  # noqa: B018 (raises ValueError on a bad port)
+        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
     except ValueError:
         return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
 _RANGES = {
@@ -251,8 +251,8 @@ _RANGES = {
     "fetch.deadline": lambda v: math.isfinite(v) and v >= 0,
     "fetch.max_bytes": lambda v: v > 0,
     "fetch.recheck_after": lambda v: v >= 0,
-    "sign.tsa": lambda v: v == "" or _http_url(v),  # checked before the crawl, not at the end of it
-    "publish.pin_service": lambda v: v == "" or _http_url(v),
+    "sign.tsa": lambda v: v == "" or http_url(v),  # checked before the crawl, not at the end of it
+    "publish.pin_service": lambda v: v == "" or http_url(v),
     "source.hosts": lambda v: all(host_ok(h) for h in v),
 }
 

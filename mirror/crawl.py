@@ -17,7 +17,7 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from .archive import Archive, safe_component
-from .config import host_ok
+from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
 from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UnsafePath, UsageError
@@ -129,19 +129,11 @@ def in_shard(key: str, shard: tuple[int, int]) -> bool:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n == i - 1
 
 
-def _is_url(text: str) -> bool:
-    try:
-        parts = urlsplit(text)
-        return parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
-    except ValueError:  # "http://[::1", a port that is not a number
-        return False
-
-
 def check_options(opts: CrawlOptions) -> None:
     register_secrets(opts.root, opts.index, *opts.alternates)  # before any message quotes them
     if opts.discover is not None and opts.discover not in ("csv", "html", "both"):
         raise UsageError(f"--discover must be csv, html or both, not {opts.discover!r}")
-    if not _is_url(opts.root):
+    if not http_url(opts.root):
         raise UsageError(f"--root must be an http(s) URL, not {opts.root!r}")
     for name, value in (("--timeout", opts.timeout), ("--deadline", opts.deadline)):
         if not math.isfinite(value) or value < 0 or (name == "--timeout" and value == 0):
@@ -159,11 +151,11 @@ def check_options(opts: CrawlOptions) -> None:
         if not host_ok(host):
             raise UsageError(f"--allow-host takes a host name or address, like cdn.example.org, not {host!r}")
     for alternate in opts.alternates:
-        if not _is_url(alternate):
+        if not http_url(alternate):
             raise UsageError(f"--alternate must be an http(s) URL, not {alternate!r}")
     if opts.sign_key and not Path(opts.sign_key).is_file():
         raise UsageError(f"--sign-key {opts.sign_key}: no such file")
-    if opts.index and not _is_url(opts.index) and not Path(opts.index).is_file():
+    if opts.index and not http_url(opts.index) and not Path(opts.index).is_file():
         raise UsageError(f"--index {opts.index}: no such file")
 
 
@@ -231,7 +223,7 @@ async def _crawl(opts: CrawlOptions, site, counters: Counters) -> CrawlResult:
 
 def _policy(opts: CrawlOptions, site) -> HostPolicy:
     extra = (*getattr(site, "hosts", ()), *opts.allow_hosts)
-    if opts.index and _is_url(opts.index):
+    if opts.index and http_url(opts.index):
         extra += (urlsplit(opts.index).hostname or "",)
     return HostPolicy.for_root(opts.root, opts.alternates, extra)
 
@@ -443,7 +435,7 @@ class _Run:
         sources = [opts.index] if opts.index else site.index_urls(opts.root)
         read = []  # (source URL, file to read, how it was fetched or None for a local file)
         for source in sources:
-            if not _is_url(source):
+            if not http_url(source):
                 read.append((Path(source).resolve().as_uri(), source, None))
                 continue
             archived = archive.path_of(source)
@@ -602,8 +594,8 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                                headers=dict(opts.headers)) as fetcher:
                 if discover in ("csv", "both"):
                     for source in [opts.index] if opts.index else site.index_urls(opts.root):
-                        path, url = source, Path(source).resolve().as_uri() if not _is_url(source) else source
-                        if _is_url(source):
+                        path, url = source, Path(source).resolve().as_uri() if not http_url(source) else source
+                        if http_url(source):
                             pages += 1
                             try:
                                 path = (await fetcher.fetch(source, expect_image=False)).tmp_path

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from .config import http_url
 from .manifest import atomic_write, read_small_file
 from .models import MirrorError, NotAMirror, Problem, UnsafePath, UsageError
 from .state import open_payload
@@ -175,7 +175,7 @@ def timestamp(mirror: str | os.PathLike, tsa: str, *, ca: str | None = None, tim
     from cryptography.hazmat.primitives.serialization import Encoding
 
     mirror = Path(mirror)
-    if urlsplit(tsa).scheme not in ("http", "https") or not urlsplit(tsa).netloc:
+    if not http_url(tsa):
         raise UsageError(f"--tsa {tsa!r}: not an http(s) URL")
     statement = _statement(mirror)
     roots = load_certificates(ca) if ca else []
