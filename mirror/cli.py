@@ -5,7 +5,8 @@ mirror/clihelp.py, and README.md's table repeats them):
     0    done, nothing wrong
     1    finished, but something failed or a check found problems (each one is named)
     2    bad usage or bad input: one line says what, nothing archived was touched
-    3    the disk refused a write (full, read-only): nothing archived before is damaged;
+    3    a write was refused: the disk (full, read-only) or standard output (its reader gone,
+         as `| head` does, or a full device); nothing archived before is damaged;
          for crosscheck: some tables could not be checked and none disagree
     130  interrupted
 
@@ -419,9 +420,66 @@ def _stop_as_interrupt() -> None:
             pass  # called from a thread other than the main one: signals are the host program's
 
 
+class OutputRefused(MirrorError):
+    """Standard output refused a write: its reader went away (`| head`) or its device is full."""
+
+    exit_code = EXIT_DISK
+
+
+class _Output:
+    """sys.stdout or sys.stderr while a command runs. A write standard output refuses is an
+    OutputRefused (one line on stderr, exit 3), never a traceback. One standard error refuses
+    (a log pipe gone, a full device) is dropped, as are the ones after it: a crawl that can no
+    longer say how it goes still archives, and its records say everything."""
+
+    def __init__(self, stream, *, diagnostics: bool = False):
+        self._stream = stream
+        self._diagnostics = diagnostics
+        self._refused = False
+
+    def write(self, text: str) -> int:
+        return self._do(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._do(self._stream.flush)
+
+    def _do(self, op, *args):
+        if self._refused:
+            return 0
+        try:
+            return op(*args)
+        except OSError as exc:
+            if not self._diagnostics:
+                raise OutputRefused(f"cannot write to standard output ({exc.strerror or exc}); what it shows is "
+                                    "cut short") from None
+            self._refused = True
+            _silence_output(self._stream)
+            return 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _silence_output(stream) -> None:
+    """After a refused write, point descriptor 1 at /dev/null: Python flushes standard output
+    at exit, and that flush would fail a second time, with a message of its own."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing is flushed at exit
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _stop_as_interrupt()
+    stdout, stderr = sys.stdout, sys.stderr
+    if stdout is not None:
+        sys.stdout = _Output(stdout)
+    if stderr is not None:
+        sys.stderr = _Output(stderr, diagnostics=True)
     try:
         args = parser.parse_args(argv)
         if not args.command:
@@ -429,8 +487,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         level = logging.ERROR if args.quiet else max(logging.DEBUG, logging.WARNING - 10 * args.verbose)
         logging.basicConfig(level=level, stream=sys.stderr, format="acta-mirror: %(levelname)s: %(name)s: %(message)s")
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a refused write surfaces here, not at exit
+        return code
     except MirrorError as exc:
+        if isinstance(exc, OutputRefused):
+            _silence_output(stdout)
         from .models import printable
         from .publish import redact_message
 
@@ -444,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if isinstance(sys.stdout, _Output):
+            sys.stdout = stdout
+        if isinstance(sys.stderr, _Output):
+            sys.stderr = stderr
 
 
 def next_step(exc: MirrorError) -> str:

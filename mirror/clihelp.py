@@ -15,7 +15,8 @@ EXIT_MEANINGS = {
     0: "done, nothing wrong",
     1: "finished, but something failed or a check found problems (each one is named)",
     2: "bad usage or bad input: one line says what, nothing archived was touched",
-    3: "the disk refused a write (full, read-only): nothing archived before is damaged",
+    3: "a write was refused: the disk (full, read-only) or standard output (its reader gone, a full device); "
+       "nothing archived before is damaged",
     130: "interrupted: re-run to resume",
 }
 
@@ -41,7 +42,7 @@ HELP: dict[str, Help] = {
         ("acta-mirror verify mirror/ --fast", "names, sizes, tag files, provenance, root: no file in data/ hashed"),
         ("acta-mirror verify mirror/ --pubkey signer.pub --json", "and the signed root; problems as JSON"),
     ), {0: "the mirror is intact (--fast: nothing wrong in what it checks; it says what it did not)",
-        1: "problems found (each file named)", 2: "", 130: ""}),
+        1: "problems found (each file named)", 2: "", 3: "standard output refused a write (its reader gone, a full device)", 130: ""}),
     "keygen": Help((
         ("acta-mirror keygen --out signer", "writes signer.key (secret) and signer.pub"),
         ("acta-mirror keygen --out signer --force", "replace an existing pair"),
@@ -54,20 +55,20 @@ HELP: dict[str, Help] = {
         ("acta-mirror prove mirror/ data/01_DTTO._CAPITAL/.../010101002.03.jpg > proof.json",
          "an inclusion proof for one acta"),
         ("acta-mirror prove mirror/ mirror/data/01_DTTO._CAPITAL/.../010101002.03.jpg", "a path inside the mirror works too"),
-    ), {0: "", 2: "not a mirror, or no such file in it"}),
+    ), {0: "", 2: "not a mirror, or no such file in it", 3: "standard output refused a write (its reader gone, a full device)"}),
     "verify-file": Help((
         ("acta-mirror verify-file 010101002.03.jpg --proof proof.json --root ROOT_HEX",
          "check one downloaded acta against a root you trust"),
-    ), {0: "VERIFIED", 1: "NOT VERIFIED (the line says why)", 2: "unreadable proof or file"}),
+    ), {0: "VERIFIED", 1: "NOT VERIFIED (the line says why)", 2: "unreadable proof or file", 3: "standard output refused a write (its reader gone, a full device)"}),
     "diff": Help((
         ("acta-mirror diff RESULTADOS_2024_CSV_V1.csv RESULTADOS_2024_CSV_V2.csv", "what changed between two indexes"),
         ("acta-mirror diff old-mirror/ mirror/ --json", "between two mirrors, as JSON"),
-    ), {0: "the two agree", 1: "they differ (added, removed, changed are listed)", 2: ""}),
+    ), {0: "the two agree", 1: "they differ (added, removed, changed are listed)", 2: "", 3: "standard output refused a write (its reader gone, a full device)"}),
     "replay": Help((
         ("acta-mirror replay --port 8024 --small --limit 500", "a small local copy of the 2024 site"),
         ("acta-mirror replay --port 0 --faults 429=0.02,503=0.05:3,404=0.001", "with the faults of a site under load"),
         ("acta-mirror replay --site cne --port 8025", "the CNE-style pages"),
-    ), {0: "stopped with Ctrl-C", 2: "bad usage, or the port is taken"}),
+    ), {0: "stopped with Ctrl-C", 2: "bad usage, or the port is taken", 3: "standard output refused a write (its reader gone, a full device)"}),
     "publish": Help((
         ("acta-mirror publish mirror/ --to git+file:///srv/git/actas.git", "to a local bare repository (sharded)"),
         ("acta-mirror publish mirror/ --to git+https://github.com/ORG/actas.git --to ipfs://127.0.0.1:5001",
@@ -127,7 +128,7 @@ HELP: dict[str, Help] = {
         ("acta-mirror completion bash > ~/.local/share/bash-completion/completions/acta-mirror", "bash"),
         ("acta-mirror completion zsh > ~/.zfunc/_acta-mirror", "zsh (with ~/.zfunc in fpath)"),
         ("acta-mirror completion fish > ~/.config/fish/completions/acta-mirror.fish", "fish"),
-    ), {0: "", 2: "an unknown shell"}),
+    ), {0: "", 2: "an unknown shell", 3: "standard output refused a write (its reader gone, a full device)"}),
     "export": Help((
         ("acta-mirror export mirror/ --warc mirror.warc.gz", "then: warcio check mirror.warc.gz"),
         ("acta-mirror export mirror/ --wacz mirror.wacz", "then: wacz validate -f mirror.wacz"),
@@ -147,7 +148,7 @@ HELP: dict[str, Help] = {
         ("acta-mirror compare mirror/ SHA256SUMS", "a sha256sum list (or a JSON name->sha256 map)"),
         ("acta-mirror compare mirror/ other-mirror/ --json", "another acta-mirror; counts and every acta as JSON"),
     ), {0: "every acta in both is identical or the same picture",
-        1: "some differ or are missing on one side (each is named)", 2: "OTHER unreadable or not a copy of actas", 130: ""}),
+        1: "some differ or are missing on one side (each is named)", 2: "OTHER unreadable or not a copy of actas", 3: "standard output refused a write (its reader gone, a full device)", 130: ""}),
 }
 
 

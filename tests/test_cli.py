@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from mirror.cli import build_parser
@@ -321,3 +323,43 @@ def test_verify_tally_publish_and_restore_show_the_same_progress_line(replay, tm
         assert "failed" not in last and "retr" not in last, (name, last)  # not counted here: no '0 failed' claimed
         assert not re.search(r"\bNone\b|\bnan\b", proc.stderr, re.I)
     assert "] verify" not in run_cli("verify", str(mirror), "--quiet").stderr
+
+
+# -- standard output and standard error that refuse writes ---------------------------
+def _cli(args: list[str], **kwargs) -> subprocess.Popen:
+    kwargs.setdefault("env", {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    return subprocess.Popen([sys.executable, "-m", "mirror", *args], **kwargs)
+
+
+def test_a_full_standard_output_is_one_line_and_exit_3_not_a_traceback(replay, tmp_path):
+    crawl(replay.url, tmp_path / "m", "--quiet")
+    with open("/dev/full", "w") as full:
+        proc = _cli(["verify", str(tmp_path / "m")], stdout=full, stderr=subprocess.PIPE, text=True)
+        err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    refusals = [ln for ln in err.splitlines() if "cannot write to standard output" in ln]
+    assert len(refusals) == 1 and "No space left on device" in refusals[0], err
+
+
+def test_a_reader_that_goes_away_ends_the_output_with_exit_3_not_a_traceback():
+    # far more than a pipe holds, so the writer meets the closed end
+    proc = _cli(["completion", "bash"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 3, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert "cannot write to standard output (Broken pipe)" in err, err
+
+
+def test_a_crawl_whose_standard_error_refuses_writes_still_archives_and_says_so_on_stdout(replay, tmp_path):
+    out = tmp_path / "m"
+    with open("/dev/full", "w") as full:  # progress and -v's log lines go to standard error
+        proc = _cli(["crawl", "resultados2024", "--root", replay.url, "--out", str(out), "-v"],
+                    stdout=subprocess.PIPE, stderr=full, text=True, env={**os.environ, **PLAIN_EVERY,
+                                                                         "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        said = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, said
+    found = re.search(r"(\d+) actas discovered: (\d+) archived, 0 unchanged, 0 failed", said)
+    assert found and found.group(1) == found.group(2) != "0", said
+    assert run_cli("verify", str(out)).returncode == 0
