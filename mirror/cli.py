@@ -506,6 +506,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("acta-mirror: interrupted; re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # a refusal no command put in its own words (a name too long for the system, say)
+        from .archive import DISK_REFUSED
+        from .models import printable
+
+        name = printable(str(exc.filename)) if exc.filename is not None else ""
+        name = name if len(name) <= 120 else name[:60] + "…" + name[-40:]
+        print(f"acta-mirror: {exc.strerror or type(exc).__name__}" + (f": {name}" if name else ""), file=sys.stderr)
+        return EXIT_DISK if exc.errno in DISK_REFUSED else EXIT_USAGE
     finally:
         if isinstance(sys.stdout, _Output):
             sys.stdout = stdout

@@ -363,3 +363,14 @@ def test_a_crawl_whose_standard_error_refuses_writes_still_archives_and_says_so_
     found = re.search(r"(\d+) actas discovered: (\d+) archived, 0 unchanged, 0 failed", said)
     assert found and found.group(1) == found.group(2) != "0", said
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_path_too_long_for_the_system_is_one_short_line_and_exit_2(replay, tmp_path):
+    crawl(replay.url, tmp_path / "m", "--quiet")
+    long = str(tmp_path / ("x" * 5000))
+    for args in (["verify", long], ["diff", long, str(tmp_path / "m")], ["compare", long, str(tmp_path / "m")],
+                 ["crawl", "resultados2024", "--root", replay.url, "--out", long]):
+        proc = run_cli(*args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (args[0], proc.stderr[-500:])
+        assert "File name too long" in lines[0] and len(lines[0]) < 300, (args[0], lines)
