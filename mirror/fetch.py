@@ -184,7 +184,7 @@ class _Host:
     lock: asyncio.Lock | None = None
     strikes: int = 0  # 429/503 answers in a row
     streak_since: float = 0.0  # when the first of them came
-    unreached: int = 0  # requests in a row that got no answer at all (UNREACHED_CAUSES)
+    unreached: int = 0  # requests in a row that got no answer, or a head and a body stalled to the timeout
     unreached_since: float = 0.0  # when the first of them failed
     tripped: str = ""  # why the host is left alone this run
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -548,6 +548,7 @@ class Fetcher:
                                                   connect_timeout=DEFAULT_CONNECT_TIMEOUT, on_head=body.head,
                                                   host=name)
                     body.done = True
+                    self._answered(host)
                 except Refused as exc:
                     raise FetchError(url, exc.reason, cause="blocked address") from None
                 except TransferError as exc:
@@ -557,7 +558,9 @@ class Fetcher:
                         raise TooLarge(url, exc.reason, cause="too large") from None
                     if self.past_deadline():
                         raise Deferred(url, "cut off by the crawl's deadline", cause="deadline") from None
-                    if exc.cause in UNREACHED_CAUSES and body.head_seen is None:
+                    # No answer, or a head and then a body that stalled until the timeout (a tarpit
+                    # sends headers at once and then nothing): either way, nothing usable came.
+                    if exc.cause in UNREACHED_CAUSES and (body.head_seen is None or exc.cause == "timeout"):
                         self._unreached(host, name, exc, url)
                     raise _Transient(exc.reason, cause=exc.cause) from None
                 except NotImage as exc:
@@ -595,14 +598,19 @@ class Fetcher:
             host.unreached_since = time.monotonic()
         elapsed = time.monotonic() - host.unreached_since
         if host.unreached >= BREAKER_STRIKES and elapsed >= BREAKER_SECONDS:
-            host.trip(f"{host.unreached} requests in a row got no answer over {elapsed:.0f} s "
+            host.trip(f"{host.unreached} requests in a row got no answer, or none whole, over {elapsed:.0f} s "
                       f"(the last: {exc.cause})")
             raise _left_alone(url, name, host) from None
 
+    @staticmethod
+    def _answered(host: _Host) -> None:
+        """A whole answer (of any status) ends a run of requests that got none."""
+        host.unreached = 0
+
     def _strike(self, host: _Host, name: str, head: Head, url: str) -> None:
         """Count 429/503 answers in a row; trip the breaker on too many or on a wait too long.
-        Any answer at all ends a run of requests that got none."""
-        host.unreached = 0
+        A head alone does not end a run of requests that got no answer (_answered does): a
+        tarpit sends one at once, then a body that never ends."""
         if head.status not in BREAKER_CODES:
             host.strikes = 0
             return

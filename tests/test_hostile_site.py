@@ -421,10 +421,34 @@ def test_a_host_that_cannot_be_reached_trips_its_breaker(site, other_host, tmp_p
     assert_sound(out, [key_of(i) for i in range(60, 63)])
 
 
+def test_a_tarpit_that_sends_headers_then_nothing_trips_its_breaker(site, other_host, tmp_path, monkeypatch):
+    """A host that answers every request's headers at once and then stalls its body is no
+    better than one that does not answer: it is asked about BREAKER_STRIKES times and left
+    alone, not asked six times per acta, each until the timeout."""
+    monkeypatch.setattr(fetch, "BREAKER_SECONDS", 0.0)  # production waits 30 s of nothing whole
+    with HostileSite("127.0.0.3") as tarpit:
+        rows = []
+        for i in range(60):
+            tarpit.routes[f"/img/{i}.jpg"] = drip(jpeg(i), 3600.0)  # 16 bytes, then one an hour
+            rows.append(index_row(i, f"{tarpit.url}/img/{i}.jpg"))
+        for i in range(60, 63):  # the site's other host is fine, and stays asked
+            other_host.routes[f"/img/{i}.jpg"] = body(jpeg(i))
+            rows.append(index_row(i, f"{other_host.url}/img/{i}.jpg"))
+        site.serve_index(rows)
+        out = tmp_path / "m"
+        result = crawl_bounded(site.url, out, timeout=1.0, allow_hosts=("127.0.0.2", "127.0.0.3"))
+    deferred = [f for f in result.failures if f["cause"] == "deferred: host breaker"]
+    assert len(result.failures) == 60 and deferred, result.failures
+    assert all("127.0.0.3" in f["reason"] and "none whole" in f["reason"] for f in deferred), deferred[0]
+    asked = sum(f["attempts"] for f in result.failures)
+    assert asked <= fetch.BREAKER_STRIKES + 2 * 16, f"{asked} requests to a host that stalled every body"
+    assert_sound(out, [key_of(i) for i in range(60, 63)])
+
+
 def test_one_answer_starts_the_count_of_unreached_requests_again(monkeypatch):
     """Refusals with answers between them never add up to a trip."""
     monkeypatch.setattr(fetch, "BREAKER_SECONDS", 0.0)
-    from mirror.transfer import Head, TransferError
+    from mirror.transfer import TransferError
 
     async def go():
         async with fetch.Fetcher() as fetcher:
@@ -433,7 +457,7 @@ def test_one_answer_starts_the_count_of_unreached_requests_again(monkeypatch):
             for _ in range(3):
                 for _ in range(fetch.BREAKER_STRIKES - 1):
                     fetcher._unreached(host, "example.org", refused, "http://example.org/a")
-                fetcher._strike(host, "example.org", Head(200, {}), "http://example.org/a")
+                fetcher._answered(host)
             assert not host.tripped
             for _ in range(fetch.BREAKER_STRIKES - 1):
                 fetcher._unreached(host, "example.org", refused, "http://example.org/a")
