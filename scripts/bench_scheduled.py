@@ -2,6 +2,8 @@
 """Benchmark scheduled runs from the manifests folder at real size and print figures.
 
     python3 scripts/bench_scheduled.py [--count 3000] [--work bench-out/scheduled] [--no-ipfs]
+    python3 scripts/bench_scheduled.py --count 24532 --no-ipfs --first-run-only --shard-bytes 900000000
+        (the first run at full size with the shipped shards: about 23 GB of disk here)
 
 nginx (Debian; `nginx -p DIR -c DIR/nginx.conf`, ETags on, an access log counting
 $body_bytes_sent) serves COUNT actas of about 290 KB under their real names from the V1
@@ -81,7 +83,7 @@ def run_job(job: Path, cwd: Path, env: dict) -> tuple[float, int, str]:
     sampler.start()
     t = time.perf_counter()
     proc = subprocess.run([PY, "-m", "mirror", "run", str(job), "--quiet"], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
     seconds = time.perf_counter() - t
     done.set()
     sampler.join()
@@ -115,6 +117,10 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "bench-out" / "scheduled"))
     ap.add_argument("--port", type=int, default=18040)
     ap.add_argument("--no-ipfs", action="store_true", help="publish to Git only")
+    ap.add_argument("--first-run-only", action="store_true",
+                    help="only the first run: its peak disk measured, not extrapolated (no restore)")
+    ap.add_argument("--shard-bytes", type=int, default=0,
+                    help="publish.max_repo_bytes (default: a quarter of the archive)")
     args = ap.parse_args()
     work = Path(args.work).resolve()
     shutil.rmtree(work, ignore_errors=True)
@@ -150,7 +156,7 @@ def main() -> None:
         archive_bytes = args.count * ACTA_BYTES
         job_text = (f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\ndiscover = "csv"\n\n'
                     f'[fetch]\nconcurrency = 16\n\n[publish]\n{targets}manifests = "../manifests"\n'
-                    f"max_repo_bytes = {max(archive_bytes // 4, 50_000_000)}\n")
+                    f"max_repo_bytes = {args.shard_bytes or max(archive_bytes // 4, 50_000_000)}\n")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "ACTA_MIRROR_SIGN_KEY_FILE": f"{key}.key"}
         manifests_repo = work / "manifests-repo"
         subprocess.run(["git", "init", "-q", "-b", "main", str(manifests_repo)], check=True)
@@ -161,15 +167,16 @@ def main() -> None:
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(folder, dest)
             git = ["git", "-C", str(manifests_repo), "-c", "user.name=b", "-c", "user.email=b@localhost"]
-            subprocess.run([*git, "add", "-A"], check=True)
-            subprocess.run([*git, "commit", "-qm", message, "--allow-empty"], check=True)
-            subprocess.run([*git, "gc", "-q", "--aggressive"], check=True)
+            # stdin closed: git's pack-objects reads revisions from it when it is not
+            for step in (["add", "-A"], ["commit", "-qm", message, "--allow-empty"], ["gc", "-q", "--aggressive"]):
+                subprocess.run([*git, *step], check=True, stdin=subprocess.DEVNULL)
             return du(manifests_repo / ".git" / "objects")
 
         results = []
         manifests = None
         changed_names: list[str] = []
-        for n, what in ((1, "first run"), (2, "nothing changed"), (3, "nothing due"), (4, "1% changed, 1% new")):
+        runs = ((1, "first run"), (2, "nothing changed"), (3, "nothing due"), (4, "1% changed, 1% new"))
+        for n, what in runs[:1] if args.first_run_only else runs:
             if n == 4:
                 changed_names = [r.filename for r in rng.sample(list(rows[:args.count]), extra)]
                 for name in changed_names:
@@ -202,6 +209,12 @@ def main() -> None:
             print(f"{n} {what:<22}{mb(got):>14}{req:>10}{nm:>7}{mb(peak):>12}{mb(pg):>12}{mb(pi):>12}"
                   f"{sec:>7.1f}s{mb(folder):>12}{mb(repo):>12}")
 
+        if args.first_run_only:
+            n, what, got, _req, _nm, peak, pg, _pi, sec, _repo, _folder = results[0]
+            print(f"\nfirst run, measured: {args.count:,} actas, archive {mb(archive_bytes)}, peak disk of the working "
+                  f"directory {mb(peak)} ({peak / archive_bytes:.2f}x the archive), Git remotes grew {mb(pg)}, "
+                  f"{sec / 60:.1f} min")
+            return
         third, before = results[-1], results[-2]  # the run with changes, and the one before it
         delta_bytes = 2 * extra * ACTA_BYTES
         limit = index_bytes + 1.2 * delta_bytes
