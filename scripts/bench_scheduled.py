@@ -3,7 +3,7 @@
 
     python3 scripts/bench_scheduled.py [--count 3000] [--work bench-out/scheduled] [--no-ipfs]
     python3 scripts/bench_scheduled.py --count 24532 --no-ipfs --first-run-only --shard-bytes 900000000
-        (the first run at full size with the shipped shards: about 23 GB of disk here)
+        (the first run at full size with the shipped shards, then a restore: about 30 GB of disk)
 
 nginx (Debian; `nginx -p DIR -c DIR/nginx.conf`, ETags on, an access log counting
 $body_bytes_sent) serves COUNT actas of about 290 KB under their real names from the V1
@@ -107,6 +107,31 @@ def fresh_workdir(base: Path, name: str, job_text: str, manifests: Path | None) 
     return cwd
 
 
+def restore_check(work: Path, remotes: Path, key: Path, manifests: Path, env: dict, changed_names: list[str]) -> str:
+    """Restore the remotes into a new folder, verify it with the key; one line saying how it went."""
+    restored = work / "restored"
+    t = time.perf_counter()
+    proc = subprocess.run([PY, "-m", "mirror", "restore", "--from", f"git+file://{remotes}/actas.git",
+                           "--out", str(restored)], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    took = time.perf_counter() - t
+    ok = proc.returncode == 0
+    t = time.perf_counter()
+    check = subprocess.run([PY, "-m", "mirror", "verify", str(restored), "--pubkey", f"{key}.pub"], env=env,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL) if ok else None
+    checked = time.perf_counter() - t
+    ok = ok and check.returncode == 0
+    same_root = ok and (restored / "signed-root.json").read_bytes() == (manifests / "signed-root.json").read_bytes()
+    versions: dict[str, set] = {}
+    if ok:
+        for rec in iter_records(restored / "provenance.jsonl"):
+            versions.setdefault(rec.entry.url.rsplit("/", 1)[-1], set()).add(rec.entry.version)
+    both = sum(1 for name in changed_names if versions.get(name) == {1, 2})
+    return (f"restore from the remotes ({took:.0f} s, then verify {checked:.0f} s): "
+            f"{'verified with the key' if ok else 'FAILED: ' + (proc.stderr or check.stderr).strip()[-300:]}; "
+            f"{len(versions):,} files by name; both versions of {both} of {len(changed_names)} changed actas; "
+            f"signed root {'matches' if same_root else 'DIFFERS from'} the committed one")
+
+
 def mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
 
@@ -118,7 +143,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=18040)
     ap.add_argument("--no-ipfs", action="store_true", help="publish to Git only")
     ap.add_argument("--first-run-only", action="store_true",
-                    help="only the first run: its peak disk measured, not extrapolated (no restore)")
+                    help="only the first run: its peak disk measured, not extrapolated; then a restore, verified")
     ap.add_argument("--shard-bytes", type=int, default=0,
                     help="publish.max_repo_bytes (default: a quarter of the archive)")
     args = ap.parse_args()
@@ -214,6 +239,7 @@ def main() -> None:
             print(f"\nfirst run, measured: {args.count:,} actas, archive {mb(archive_bytes)}, peak disk of the working "
                   f"directory {mb(peak)} ({peak / archive_bytes:.2f}x the archive), Git remotes grew {mb(pg)}, "
                   f"{sec / 60:.1f} min")
+            print(restore_check(work, remotes, key, manifests, env, []))
             return
         third, before = results[-1], results[-2]  # the run with changes, and the one before it
         delta_bytes = 2 * extra * ACTA_BYTES
@@ -230,24 +256,7 @@ def main() -> None:
               f"added {(third[9] - before[9]) / 1e3:,.0f} KB for {2 * extra} new provenance lines, the second "
               f"{(results[1][9] - results[0][9]) / 1e3:,.0f} KB")
 
-        restored = work / "restored"
-        t = time.perf_counter()
-        proc = subprocess.run([PY, "-m", "mirror", "restore", "--from", f"git+file://{remotes}/actas.git",
-                               "--out", str(restored)], env=env, capture_output=True, text=True)
-        ok = proc.returncode == 0
-        check = subprocess.run([PY, "-m", "mirror", "verify", str(restored), "--pubkey", f"{key}.pub"], env=env,
-                               capture_output=True, text=True) if ok else None
-        ok = ok and check.returncode == 0
-        same_root = ok and (restored / "signed-root.json").read_bytes() == (manifests / "signed-root.json").read_bytes()
-        versions = {}
-        if ok:
-            for rec in iter_records(restored / "provenance.jsonl"):
-                versions.setdefault(rec.entry.url.rsplit("/", 1)[-1], set()).add(rec.entry.version)
-        both = sum(1 for name in changed_names if versions.get(name) == {1, 2})
-        print(f"restore from the remotes ({time.perf_counter() - t:.0f} s): "
-              f"{'verified with the key' if ok else 'FAILED: ' + (proc.stderr or check.stderr).strip()[-300:]}; "
-              f"both versions of {both} of {len(changed_names)} changed actas; "
-              f"signed root {'matches' if same_root else 'DIFFERS from'} the committed one")
+        print(restore_check(work, remotes, key, manifests, env, changed_names))
 
         scale = REAL_ACTAS / args.count
         print()
