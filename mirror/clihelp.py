@@ -78,7 +78,8 @@ HELP: dict[str, Help] = {
     "car": Help((
         ("acta-mirror car mirror/ -o mirror.car", "the mirror's IPFS DAG, no node needed"),
         ("ipfs dag import mirror.car", "then any node gives the same root CID"),
-    ), {0: "", 2: "not a mirror", 3: ""}),
+    ), {0: "", 1: "a file is not a regular file or does not match its manifest (no CAR file is left)",
+        2: "not a mirror", 3: ""}),
     "restore": Help((
         ("acta-mirror restore --from git+https://github.com/ORG/actas.git --out restored/", "clone every shard, verify"),
         ("acta-mirror restore --from git+https://github.com/ORG/actas.git --out restored/ --pubkey signer.pub",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_stranger import CHECK_WARC, LIMIT, add_response, append_record, http_of, image_urls, index_lines, made  # noqa: F401
+from tests.test_stranger import CHECK_WARC, LIMIT, add_response, append_record, http_of, image_urls, made  # noqa: F401
 
 
 def check_warc(folder: Path, wacz: Path, limit: int | None = None) -> subprocess.CompletedProcess:
@@ -140,3 +139,65 @@ def test_check_warc_checks_every_page_line(made, tmp_path):
     proc = check_warc(work, made / "m.wacz")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "the WACZ cannot be read (AttributeError" in proc.stdout, proc.stdout
+
+
+# -- car and IPFS: a mirror to publish --------------------------------------------
+@pytest.fixture(scope="module")
+def pristine_mirror(tmp_path_factory) -> Path:
+    import asyncio
+
+    from mirror.crawl import CrawlOptions, crawl
+    from mirror.replay import Replay, ReplayThread
+
+    thread = ReplayThread(Replay(small=True, limit=12))
+    thread.start()
+    out = tmp_path_factory.mktemp("ipfs") / "mirror"
+    try:
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=thread.url, out=str(out))))
+    finally:
+        thread.stop()
+    return out
+
+
+@pytest.fixture
+def mirror(pristine_mirror, tmp_path) -> Path:
+    shutil.copytree(pristine_mirror, tmp_path / "mirror", symlinks=True)
+    return tmp_path / "mirror"
+
+
+def _dag(mirror: Path):
+    from mirror.archive import published_files
+    from mirror.cid import Dag
+
+    return Dag(mirror, published_files(mirror))
+
+
+# -- car: the file it writes --------------------------------------------------------------------------
+def test_car_never_writes_through_a_link_at_its_temporary_name(mirror, tmp_path):
+    """car wrote into OUT.part, a fixed name, following a symbolic link there: OUT.part planted
+    as a link to the mirror's manifest made car write the CAR over the manifest (exit 0), and
+    the renamed link left OUT pointing into the mirror."""
+    from tests.conftest import run_cli
+
+    manifest = (mirror / "manifest-sha256.txt").read_bytes()
+    out = tmp_path / "out" / "m.car"
+    out.parent.mkdir()
+    (out.parent / "m.car.part").symlink_to(mirror / "manifest-sha256.txt")
+    proc = run_cli("car", str(mirror), "-o", str(out), timeout=LIMIT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (mirror / "manifest-sha256.txt").read_bytes() == manifest
+    assert out.is_file() and not out.is_symlink() and proc.stdout.strip().splitlines()[-1] == _dag(mirror).root_cid
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.car", "m.car.part"]  # the link left as it was
+
+
+def test_car_documents_the_exit_1_it_gives_a_changed_file(mirror, tmp_path):
+    """car exits 1 for a file that no longer matches its manifest (README says so), but its --help
+    and README's exit-code table listed only 0, 2 and 3."""
+    from tests.conftest import run_cli
+
+    acta = next(p for p in sorted((mirror / "data").rglob("*.jpg")))
+    acta.write_bytes(acta.read_bytes()[:-1] + b"\x00")
+    proc = run_cli("car", str(mirror), "-o", str(tmp_path / "m.car"), timeout=LIMIT)
+    assert proc.returncode == 1 and not (tmp_path / "m.car").exists(), proc.stdout + proc.stderr
+    codes = run_cli("car", "--help").stdout.split("exit codes:", 1)[1]
+    assert any(line.split()[:1] == ["1"] for line in codes.splitlines()), codes

@@ -471,9 +471,10 @@ def write_car(mirror: str | os.PathLike, out: str | os.PathLike) -> str:
         raise UsageError(f"{out}: inside the mirror {mirror}: the CAR file would overwrite what is archived; "
                          "write it elsewhere")
     dag, files = checked_dag(mirror, str(out))
-    tmp = out.with_name(out.name + ".part")
+    # a new file under a name no one could guess: a link planted at a known name was written through
+    tmp = str(out.with_name(f".{out.name}.{secrets.token_hex(8)}.part"))
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
             fh.write(car_header([dag.root]))
             for cid, block in dag.nodes.items():
                 fh.write(car_block(cid, block))
@@ -486,9 +487,9 @@ def write_car(mirror: str | os.PathLike, out: str | os.PathLike) -> str:
     except NotAMirror as exc:
         raise PublishError(f"{mirror}: {exc}; not writing {out}") from None
     except OSError as exc:
-        if exc.errno in DISK_REFUSED or exc.filename in (str(tmp), str(out)):
+        if exc.errno in DISK_REFUSED or exc.filename in (tmp, str(out)):
             raise disk_error(exc, f"writing {out}") from None
         raise PublishError(f"{mirror}: cannot read {exc.filename or 'a file'} ({exc.strerror}); not writing {out}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
     return dag.root_cid
