@@ -141,7 +141,11 @@ def test_check_warc_checks_every_page_line(made, tmp_path):
     assert "the WACZ cannot be read (AttributeError" in proc.stdout, proc.stdout
 
 
-# -- car and IPFS: a mirror to publish --------------------------------------------
+# -- IPFS: a hostile node and a hostile pinning service --------------------------------------------
+TOKEN = "rpc-token-7f3a9c2e51"
+PIN_TOKEN = "pin-token-0b8d4e6a17"
+
+
 @pytest.fixture(scope="module")
 def pristine_mirror(tmp_path_factory) -> Path:
     import asyncio
@@ -170,6 +174,194 @@ def _dag(mirror: Path):
     from mirror.cid import Dag
 
     return Dag(mirror, published_files(mirror))
+
+
+async def _endless(request, status: int = 200, line: bytes = b"{}\n"):
+    """An answer that never ends (until the client hangs up)."""
+    from aiohttp import web
+
+    await request.read()
+    resp = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    try:
+        while True:
+            await resp.write(line * 4096)
+    except (ConnectionError, RuntimeError):
+        pass
+    return resp
+
+
+def hostile_node(mirror: Path, **endpoints):
+    """A node speaking just enough of the Kubo RPC: each endpoint answers what `endpoints` gives
+    (NDJSON bytes, (status, bytes) or a handler), otherwise what an honest node holding nothing
+    would answer for this mirror."""
+    from aiohttp import web
+
+    from tests.test_ipfs import _Server
+
+    dag = _dag(mirror)
+    honest = {"version": b'{"Version": "0.0.1"}\n', "refs/local": b"",
+              "add": b'{"Name": "", "Hash": "%s"}\n' % dag.root_cid.encode(),
+              "dag/import": b'{"Root": {"Cid": {"/": "%s"}, "PinErrorMsg": ""}}\n' % dag.root_cid.encode(),
+              "name/publish": b'{"Name": "k51hostile", "Value": "/ipfs/%s"}\n' % dag.root_cid.encode()}
+    honest.update({k.replace("_", "/"): v for k, v in endpoints.items()})
+
+    async def answer(request):
+        endpoint = request.match_info["tail"]
+        await request.read()
+        given = honest.get(endpoint, b"")
+        if endpoint == "pin/add" and endpoint not in honest:
+            given = json.dumps({"Pins": [request.query["arg"]]}).encode()
+        if callable(given):
+            return await given(request)
+        status, body = given if isinstance(given, tuple) else (200, given)
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    return _Server({"/api/v0/{tail:.*}": answer})
+
+
+def publish(url: str, mirror: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    from tests.conftest import run_cli
+
+    return run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"), "--quiet", *args, timeout=LIMIT,
+                   env=env or {})
+
+
+def _one_line(proc) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def _all_held(mirror: Path) -> bytes:
+    from mirror.cid import cid_to_str
+
+    return "".join(json.dumps({"Ref": cid_to_str(cid)}) + "\n" for cid, _t in _dag(mirror).files.values()).encode()
+
+
+@pytest.mark.parametrize("endpoint, body, args", [
+    ("refs/local", b'{"Ref": "not a cid"}\n', ()),
+    ("refs/local", b'[1]\n{"Ref": 7}\n', ()),
+    ("refs/local", b'{"Ref": "not a cid"}\n', ("--dry-run",)),
+    ("dag/import", b'{"Root": {"Cid": {"/": "zzz!"}}}\n', ()),
+    ("dag/import", b'{"Root": "bafy"}\n', ()),
+])
+def test_a_node_answering_what_is_no_rpc_answer_is_one_line(mirror, endpoint, body, args):
+    """A node answering refs/local or dag/import with text that is no CID or no object: each
+    ended publish (or its dry run) in a ValueError or AttributeError traceback."""
+    answers = {endpoint.replace("/", "_"): body}
+    if endpoint == "dag/import":  # a node that says it holds every file gets the directories as a CAR
+        answers["refs_local"] = _all_held(mirror)
+    with hostile_node(mirror, **answers) as url:
+        proc = publish(url, mirror, *args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert _one_line(proc).startswith(("acta-mirror: failed: ", "acta-mirror: cannot plan: ")), proc.stderr
+    assert not (mirror / "publish-receipts.jsonl").exists()
+
+
+@pytest.mark.parametrize("body", [b"", b'"a string"\n', b'{"Version": "1\\n\\u001b[2Jbafyforged"}\n'])
+def test_a_node_version_that_is_no_answer_is_only_logged(mirror, body):
+    """The version is only logged: an empty answer ended publish in an IndexError traceback, one
+    that is no object in an AttributeError one, and a version holding a newline and an escape
+    sequence was printed raw (a forged last line, a cleared terminal)."""
+    with hostile_node(mirror, version=body) as url:
+        proc = publish(url, mirror)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "\x1b" not in proc.stdout and "node " in proc.stdout, proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == _dag(mirror).root_cid
+
+
+def test_ipns_that_answers_nothing_is_still_best_effort(mirror):
+    """An empty name/publish answer ended the run in an IndexError traceback; IPNS never fails it."""
+    with hostile_node(mirror, name_publish=b"") as url:
+        proc = publish(url, mirror, "--ipns", "self")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "IPNS not published (best effort)" in proc.stdout and "answered no name" in proc.stdout, proc.stdout
+
+
+def test_a_pin_the_node_never_confirms_is_not_reported_pinned(mirror):
+    """pin/add answering 200 with no pin named (a node, or a proxy before it, that did nothing)
+    was reported 'pinned root …', exit 0, and a receipt written."""
+    with hostile_node(mirror, pin_add=b"{}\n") as url:
+        proc = publish(url, mirror)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "pinned root" not in proc.stdout and "answered without naming it pinned" in _one_line(proc), proc.stderr
+    assert not (mirror / "publish-receipts.jsonl").exists()
+
+
+def test_a_token_echoed_back_is_never_shown(mirror):
+    """A node (or pinning service) whose error message quotes the request's Authorization header
+    had the token printed on stderr (and, on GitHub Actions, in the run's public summary)."""
+    from aiohttp import web
+
+    from tests.test_ipfs import _Server
+
+    async def echo(request):
+        return web.json_response({"Message": f"bad credentials: {request.headers.get('Authorization')}"}, status=403)
+
+    env = {"ACTA_MIRROR_IPFS_TOKEN": TOKEN, "ACTA_MIRROR_PIN_TOKEN": PIN_TOKEN, "GITHUB_ACTIONS": "true"}
+    with hostile_node(mirror, version=echo) as url:
+        proc = publish(url, mirror, env=env)
+    assert proc.returncode == 1 and "bad credentials: Bearer ***" in proc.stderr, proc.stderr
+    with hostile_node(mirror) as url, _Server({"/pins": echo}) as service:
+        proc = publish(url, mirror, "--pin-service", service, env=env)
+    assert proc.returncode == 1 and "pinning service" in proc.stderr, proc.stdout + proc.stderr
+    for text in (proc.stdout, proc.stderr, *(p.read_text() for p in mirror.glob("publish-receipts.jsonl"))):
+        assert TOKEN not in text and PIN_TOKEN not in text, text
+
+
+def test_an_error_answer_that_never_ends_is_cut(mirror):
+    """A node answering 500 with a body that never ends was read until the 600 s limit, growing
+    in memory all the while; its first bytes are enough for the message."""
+    import functools
+
+    with hostile_node(mirror, version=functools.partial(_endless, status=500, line=b"x")) as url:
+        proc = publish(url, mirror)
+    assert proc.returncode == 1 and "version answered HTTP 500: xxx" in _one_line(proc), proc.stderr
+
+
+def test_an_add_answer_that_never_ends_is_refused(mirror):
+    """An add answered with lines that never end (none naming a CID) kept publish reading forever:
+    its read timeout restarts with every line."""
+    with hostile_node(mirror, add=_endless) as url:
+        proc = publish(url, mirror)
+    assert proc.returncode == 1 and "add answered more than" in _one_line(proc), proc.stderr
+    assert not (mirror / "publish-receipts.jsonl").exists()
+
+
+async def _never(request):
+    """No answer for longer than the client's 30 s (and short enough for the server to stop)."""
+    import asyncio
+
+    await asyncio.sleep(35)
+
+
+@pytest.mark.parametrize("answer", ["another CID", "not a state", "a list", "no answer"])
+def test_a_pinning_service_is_believed_only_for_our_cid(mirror, answer):
+    """A pinning service answering 'pinned' for another CID was reported as having pinned ours
+    (exit 0); a status outside the API's ('ok') was printed as the service's word; a JSON list
+    ended publish in an AttributeError traceback, and a service that never answered in a
+    TimeoutError one."""
+    from aiohttp import web
+
+    from mirror.cid import raw_cid
+    from tests.test_ipfs import _Server
+
+    async def create(request):
+        if answer == "no answer":
+            return await _never(request)
+        pin = await request.json()
+        status = {"requestid": "r-1", "status": "pinned", "pin": pin}
+        if answer == "another CID":
+            status["pin"] = {"cid": raw_cid("00" * 32)}
+        elif answer == "not a state":
+            status["status"] = "ok"
+        return web.json_response([status] if answer == "a list" else status, status=202)
+
+    with hostile_node(mirror) as url, _Server({"/pins": create}) as service:
+        proc = publish(url, mirror, "--pin-service", service)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "pinning service" in _one_line(proc) and " pinned" not in proc.stdout, proc.stdout + proc.stderr
 
 
 # -- car: the file it writes --------------------------------------------------------------------------
