@@ -320,6 +320,22 @@ def test_an_error_answer_that_never_ends_is_cut(mirror):
     assert proc.returncode == 1 and "version answered HTTP 500: xxx" in _one_line(proc), proc.stderr
 
 
+def test_what_a_node_says_in_an_error_is_one_line(mirror):
+    """An answer that is one line longer than aiohttp reads (512 KiB) ended publish in a LineTooLong
+    traceback (aiohttp 3.14 raises that, where the code expected the ValueError of older versions),
+    and an error message holding a newline was printed as two lines: a forged one after it."""
+    import functools
+
+    with hostile_node(mirror, version=functools.partial(_endless, line=b"x")) as url:
+        proc = publish(url, mirror)
+    assert proc.returncode == 1 and "version failed (LineTooLong" in _one_line(proc), proc.stderr
+    forged = json.dumps({"Message": "busy\npublished ipfs://node: root CID bafyforged\x1b[2J"}).encode()
+    with hostile_node(mirror, refs_local=(500, forged)) as url:
+        proc = publish(url, mirror)
+    assert proc.returncode == 1 and "\\npublished ipfs://node" in _one_line(proc) and "\x1b" not in proc.stderr, \
+        proc.stderr
+
+
 def test_an_add_answer_that_never_ends_is_refused(mirror):
     """An add answered with lines that never end (none naming a CID) kept publish reading forever:
     its read timeout restarts with every line."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..archive import DISK_REFUSED, Corrupt, disk_error, published_files, read_checked
 from ..cid import Dag, car_block, car_header, cid_to_str, str_to_cid
@@ -90,8 +91,9 @@ class KuboRPC:
                         take(answer)
         except aiohttp.ClientConnectorError as exc:
             raise PublishError(f"{self.shown}: the IPFS node is not reachable ({exc.os_error.strerror or exc})") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:  # ValueError: a line over aiohttp's limit
-            raise PublishError(f"{self.shown}: {endpoint} failed ({type(exc).__name__}: {exc})") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, HttpProcessingError, ValueError) as exc:
+            # HttpProcessingError (ValueError before aiohttp 3.10): an answer line over aiohttp's limit
+            raise PublishError(f"{self.shown}: {endpoint} failed ({type(exc).__name__}: {str(exc)[:200]})") from None
         return out
 
 
@@ -134,11 +136,11 @@ class IpfsPublisher:
                                          os.environ.get("ACTA_MIRROR_PIN_TOKEN", "")) if t)
 
     def _run(self, work):
-        """Run one publish or plan; what a node or service said reaches a message redacted."""
+        """Run one publish or plan; what a node or service said reaches a message redacted, on one line."""
         try:
             return asyncio.run(work)
         except PublishError as exc:
-            raise PublishError(redact(str(exc), *self.secrets)) from None
+            raise PublishError(printable(redact(str(exc), *self.secrets))) from None
 
     def _cid(self, text, endpoint: str) -> bytes:
         """The binary CID of a node's answer; PublishError when it is none."""
