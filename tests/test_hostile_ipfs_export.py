@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -409,3 +410,20 @@ def test_car_documents_the_exit_1_it_gives_a_changed_file(mirror, tmp_path):
     assert proc.returncode == 1 and not (tmp_path / "m.car").exists(), proc.stdout + proc.stderr
     codes = run_cli("car", "--help").stdout.split("exit codes:", 1)[1]
     assert any(line.split()[:1] == ["1"] for line in codes.splitlines()), codes
+
+
+# -- export: where it writes -----------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["--warc", "--wacz"])
+def test_export_refuses_to_write_inside_the_mirror(mirror, tmp_path, form):
+    """export wrote OUT wherever it was told: inside the mirror's data/ (directly, or through a
+    folder linked there) it added a file the manifest does not list, exit 0, and the mirror no
+    longer verified."""
+    from tests.conftest import run_cli
+
+    (tmp_path / "link").symlink_to(mirror / "data")
+    for out in (mirror / "data" / "x.export", tmp_path / "link" / "y.export"):
+        proc = run_cli("export", str(mirror), form, str(out), timeout=LIMIT)
+        assert proc.returncode == 2 and "inside the mirror" in _one_line(proc), proc.stdout + proc.stderr
+        assert not os.path.lexists(out)
+    assert sorted(p.name for p in (mirror / "data").iterdir() if p.is_file()) == []  # no temporary file left either
+    assert run_cli("verify", str(mirror), timeout=LIMIT).returncode == 0
