@@ -346,6 +346,35 @@ def test_an_add_answer_that_never_ends_is_refused(mirror):
     assert not (mirror / "publish-receipts.jsonl").exists()
 
 
+def test_an_answer_that_never_ends_is_refused_whatever_the_call(mirror):
+    """version answered with lines that never end was kept line by line for up to 600 s, growing
+    in memory all the while."""
+    with hostile_node(mirror, version=_endless) as url:
+        proc = publish(url, mirror)
+    assert proc.returncode == 1 and "version answered more than 10,000 lines" in _one_line(proc), proc.stderr
+
+
+def test_a_token_in_the_pinning_services_url_is_never_shown(mirror):
+    """A pinning service URL carrying its key as ?token=… was printed whole on stdout and written
+    into publish-receipts.jsonl: the values of credential-named parameters of the user's URLs are
+    hidden everywhere else (register_secrets)."""
+    from aiohttp import web
+
+    from tests.test_ipfs import _Server
+
+    async def service(request):
+        if request.method == "POST":
+            pin = await request.json()
+            return web.json_response({"requestid": "r-1", "status": "queued", "pin": pin}, status=202)
+        return web.json_response({"requestid": "r-1", "status": "pinned", "pin": {"cid": _dag(mirror).root_cid}})
+
+    with hostile_node(mirror) as url, _Server({"/{tail:.*}": service}) as pins:
+        proc = publish(url, mirror, "--pin-service", f"{pins}/?token={PIN_TOKEN}")
+    assert proc.returncode == 0 and "pinned" in proc.stdout, proc.stdout + proc.stderr
+    for text in (proc.stdout, proc.stderr, (mirror / "publish-receipts.jsonl").read_text()):
+        assert PIN_TOKEN not in text, text
+
+
 async def _never(request):
     """No answer for longer than the client's 30 s (and short enough for the server to stop)."""
     import asyncio

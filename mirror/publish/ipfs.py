@@ -35,11 +35,12 @@ from ..merkle import merkle_root
 from ..models import NotAMirror, UsageError, printable
 from ..state import open_payload
 from ..verify import verify
-from . import Plan, PublishError, Receipt, inside, redact, register
+from . import Plan, PublishError, Receipt, inside, redact, register, register_secrets
 
 ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576", "hash": "sha2-256",
               "pin": "false", "cid-base": "base32", "progress": "false"}
 PIECE = 1024 * 1024  # a file larger than this is sent in pieces of it, each checked, never held whole
+MAX_ANSWERS = 10_000  # lines kept of an answer that is not streamed (version, pin/add, …: a few each)
 RPC_TIMEOUT = 600.0  # a whole call, or the silence an add may keep: a whole mirror's add streams for longer
 IPNS_TIMEOUT = 30.0  # best effort: a slow IPNS never fails the run
 PIN_POLL_SECONDS = 1.0
@@ -73,7 +74,14 @@ class KuboRPC:
         and none are kept (an add of a whole mirror answers one line per file and folder)."""
         url = f"{self.base}/api/v0/{endpoint}"
         out: list = []
-        take = each or out.append
+
+        def keep(answer) -> None:
+            if len(out) == MAX_ANSWERS:
+                raise PublishError(f"{self.shown}: {endpoint} answered more than {MAX_ANSWERS:,} lines; "
+                                   "a node whose answer never ends")
+            out.append(answer)
+
+        take = each or keep
         try:
             if isinstance(timeout, (int, float)):
                 timeout = aiohttp.ClientTimeout(total=timeout)
@@ -118,6 +126,7 @@ class IpfsPublisher:
 
     def __init__(self, target: str, *, ipns: str | None = None, pin_service: str | None = None,
                  progress=None, **_):
+        register_secrets(target, pin_service)  # a ?token=… of theirs is never printed nor in a receipt
         try:
             parts = urlsplit(target)
             parts.port  # noqa: B018  (a port that is not a number, or out of range, raises here)
