@@ -13,7 +13,8 @@ indexes/index.cdx (what a replay tool looks a URL up in) points at:
   ETag, Last-Modified), each once, Content-Length the payload's: a redirect, a Refresh or an
   encoding would make a replay serve other bytes;
 - a revisit names its own URL and the digest of such a version, and has such a head and no payload;
-- an index line points at a record for its own URL, under its own URL's key (the path of its SURT);
+- an index line points at a response or revisit for its own URL, under its own URL's key (the path
+  of its SURT);
 - each page of pages/pages.jsonl (the list a replay shows) has the title the export gives its URL's
   signed version (key, version, place);
 - there is no other kind of record but warcinfo and request (which a replay does not serve), and
@@ -158,8 +159,12 @@ try:
             warc.seek(int(where["offset"]))
             member = gzip.GzipFile(fileobj=io.BytesIO(warc.read(min(int(where["length"]), 2 * largest))))
             for headers, block in warc_records(member, largest):
-                same = headers.get("warc-target-uri") == where["url"]
-                bad.append(problem(headers, block) if same else f"index.cdx: {where['url']} points at another URL's record")
+                if headers.get("warc-target-uri") != where["url"]:
+                    bad.append(f"index.cdx: {where['url']} points at another URL's record")
+                elif headers.get("warc-type") not in ("response", "revisit"):  # a replay serves what a line names
+                    bad.append(f"index.cdx: {where['url']} points at a {headers.get('warc-type')} record, not a response")
+                else:
+                    bad.append(problem(headers, block))
 except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError, zlib.error) as exc:
     bad.append(f"the WACZ cannot be read ({exc.__class__.__name__}: {exc})")
 bad = list(dict.fromkeys(reason for reason in bad if reason))  # a record the index points at is seen twice

@@ -123,6 +123,29 @@ def test_check_warc_refuses_a_gzip_bomb_unread(made, tmp_path):
     assert proc.returncode == 1 and "larger than any signed file" in proc.stdout, proc.stdout
 
 
+@pytest.mark.parametrize("kind", ["request", "warcinfo"])
+def test_check_warc_refuses_an_index_line_at_a_record_a_replay_must_not_serve(made, tmp_path, kind):
+    """The checker passes request and warcinfo records unread (a replay does not serve them as
+    such), also where an index line points: a 'request' of table A's URL whose block is an HTTP
+    200 with table B's acta, named by A's index line, passed; a replay reading the record the
+    line names serves B's acta for A."""
+    work = tmp_path / "wacz"
+    shutil.copytree(made / "wacz", work)
+    victim, donor = image_urls(work)[:2]
+    head = (f"WARC/1.1\r\nWARC-Type: {kind}\r\nWARC-Target-URI: {victim}\r\nWARC-Date: 2030-01-01T00:00:00Z\r\n"
+            "Content-Type: application/http; msgtype=response\r\n"
+            f"Content-Length: {len(http_of(work, donor))}\r\n\r\n")
+    append_record(work, gzip.compress(head.encode() + http_of(work, donor) + b"\r\n\r\n"), victim)
+    lines = (work / "indexes/index.cdx").read_text().splitlines()
+    key = next(line.split(" ", 1)[0] for line in lines if json.loads(line.split(" ", 2)[2])["url"] == victim)
+    lines[-1] = f"{key} {lines[-1].split(' ', 1)[1]}"  # under A's own key, as a replay looks A up
+    (work / "indexes/index.cdx").write_text("\n".join(sorted(lines)) + "\n")
+    proc = check_warc(work, made / "m.wacz")
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stdout.startswith(f"NOT SIGNED: index.cdx: {victim} points at a {kind} record, not a response\n1 problem"), \
+        proc.stdout
+
+
 # -- check_warc.py: the page list -----------------------------------------------------------------
 def test_check_warc_checks_every_page_line(made, tmp_path):
     """A page line carrying a 'format' key was skipped as the list's header wherever it stood: a
