@@ -398,6 +398,41 @@ def test_a_token_in_the_pinning_services_url_is_never_shown(mirror):
         assert PIN_TOKEN not in text, text
 
 
+def test_a_node_on_an_ipv6_address(mirror):
+    """ipfs://[::1]:PORT lost its brackets (http://::1:PORT/…): every call failed with an
+    InvalidUrlClientError, so a node on an IPv6 address could not be used."""
+    from tests.test_ipfs import _Server
+
+    class OnIPv6(_Server):
+        """The same server, listening on ::1."""
+
+        def __enter__(self) -> str:
+            import asyncio
+            import threading
+
+            from aiohttp import web
+
+            self.loop = asyncio.new_event_loop()
+            threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+            async def start():
+                app = web.Application(client_max_size=1 << 30)
+                for path, handler in self.routes.items():
+                    app.router.add_route("*", path, handler)
+                self.runner = web.AppRunner(app)
+                await self.runner.setup()
+                site = web.TCPSite(self.runner, "::1", 0)
+                await site.start()
+                return site._server.sockets[0].getsockname()[1]
+
+            return f"http://[::1]:{asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)}"
+
+    with OnIPv6(hostile_node(mirror).routes) as url:  # an honest node's answers
+        proc = publish(url, mirror)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == _dag(mirror).root_cid
+
+
 async def _never(request):
     """No answer for longer than the client's 30 s (and short enough for the server to stop)."""
     import asyncio

@@ -135,7 +135,8 @@ class IpfsPublisher:
         if not parts.hostname or not parts.port:
             raise UsageError(f"--to {redact(target)}: give the node's RPC address, like ipfs://127.0.0.1:5001")
         scheme = "https" if parts.scheme == "ipfs+https" else "http"
-        self.base = f"{scheme}://{parts.hostname}:{parts.port}"
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 address keeps its brackets
+        self.base = f"{scheme}://{host}:{parts.port}"
         self.shown = redact(target)
         self.ipns = ipns
         self.pin_service = pin_service
