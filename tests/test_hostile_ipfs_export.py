@@ -1,11 +1,14 @@
-"""IPFS publishing against a broken or hostile node and pinning service, and the WACZ checker
-against hostile packages: found by an adversarial review. A hostile peer is a small aiohttp
-server speaking just enough of its protocol (it is the attacker, not a stand-in for a component
-we rely on); everything else is real (the js-ipfs node, the CLI, unzip). Each test failed on the
-code before its fix.
+"""IPFS publishing against a broken or hostile node and pinning service, car and export writing
+where they should not, and the WACZ checker against hostile packages: found by an adversarial
+review. A hostile peer is a small aiohttp server speaking just enough of its protocol (it is the
+attacker, not a stand-in for a component we rely on; tests/test_ipfs.py runs the real js-ipfs
+node); everything else is real (the command line, unzip, an exported and signed WACZ). Each test
+failed on the code before its fix.
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import gzip
 import io
 import json
@@ -14,12 +17,21 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 import zlib
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from warcio.archiveiterator import ArchiveIterator
 
+from mirror.archive import published_files
+from mirror.cid import Dag, cid_to_str, raw_cid
+from mirror.crawl import CrawlOptions, crawl
+from mirror.replay import Replay, ReplayThread
+from tests.conftest import run_cli
+from tests.test_ipfs import _Server
 from tests.test_stranger import CHECK_WARC, LIMIT, add_response, append_record, http_of, image_urls, made  # noqa: F401
 
 
@@ -87,8 +99,6 @@ def test_check_warc_refuses_a_record_that_repeats_its_type(made, tmp_path):
     """A record of table A's URL holding table B's acta, typed 'WARC-Type: response' and then
     'WARC-Type: request': a replay (warcio) reads the first and serves it as A's response, the
     checker kept the last, skipped it as a request, and passed."""
-    from warcio.archiveiterator import ArchiveIterator
-
     work = tmp_path / "wacz"
     shutil.copytree(made / "wacz", work)
     victim, donor = image_urls(work)[:2]
@@ -172,11 +182,6 @@ PIN_TOKEN = "pin-token-0b8d4e6a17"
 
 @pytest.fixture(scope="module")
 def pristine_mirror(tmp_path_factory) -> Path:
-    import asyncio
-
-    from mirror.crawl import CrawlOptions, crawl
-    from mirror.replay import Replay, ReplayThread
-
     thread = ReplayThread(Replay(small=True, limit=12))
     thread.start()
     out = tmp_path_factory.mktemp("ipfs") / "mirror"
@@ -194,16 +199,11 @@ def mirror(pristine_mirror, tmp_path) -> Path:
 
 
 def _dag(mirror: Path):
-    from mirror.archive import published_files
-    from mirror.cid import Dag
-
     return Dag(mirror, published_files(mirror))
 
 
 async def _endless(request, status: int = 200, line: bytes = b"{}\n"):
     """An answer that never ends (until the client hangs up)."""
-    from aiohttp import web
-
     await request.read()
     resp = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
     await resp.prepare(request)
@@ -219,10 +219,6 @@ def hostile_node(mirror: Path, **endpoints):
     """A node speaking just enough of the Kubo RPC: each endpoint answers what `endpoints` gives
     (NDJSON bytes, (status, bytes) or a handler), otherwise what an honest node holding nothing
     would answer for this mirror."""
-    from aiohttp import web
-
-    from tests.test_ipfs import _Server
-
     dag = _dag(mirror)
     honest = {"version": b'{"Version": "0.0.1"}\n', "refs/local": b"",
               "add": b'{"Name": "", "Hash": "%s"}\n' % dag.root_cid.encode(),
@@ -245,8 +241,6 @@ def hostile_node(mirror: Path, **endpoints):
 
 
 def publish(url: str, mirror: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    from tests.conftest import run_cli
-
     return run_cli("publish", str(mirror), "--to", url.replace("http://", "ipfs://"), "--quiet", *args, timeout=LIMIT,
                    env=env or {})
 
@@ -258,8 +252,6 @@ def _one_line(proc) -> str:
 
 
 def _all_held(mirror: Path) -> bytes:
-    from mirror.cid import cid_to_str
-
     return "".join(json.dumps({"Ref": cid_to_str(cid)}) + "\n" for cid, _t in _dag(mirror).files.values()).encode()
 
 
@@ -316,10 +308,6 @@ def test_a_pin_the_node_never_confirms_is_not_reported_pinned(mirror):
 def test_a_token_echoed_back_is_never_shown(mirror):
     """A node (or pinning service) whose error message quotes the request's Authorization header
     had the token printed on stderr (and, on GitHub Actions, in the run's public summary)."""
-    from aiohttp import web
-
-    from tests.test_ipfs import _Server
-
     async def echo(request):
         return web.json_response({"Message": f"bad credentials: {request.headers.get('Authorization')}"}, status=403)
 
@@ -337,8 +325,6 @@ def test_a_token_echoed_back_is_never_shown(mirror):
 def test_an_error_answer_that_never_ends_is_cut(mirror):
     """A node answering 500 with a body that never ends was read until the 600 s limit, growing
     in memory all the while; its first bytes are enough for the message."""
-    import functools
-
     with hostile_node(mirror, version=functools.partial(_endless, status=500, line=b"x")) as url:
         proc = publish(url, mirror)
     assert proc.returncode == 1 and "version answered HTTP 500: xxx" in _one_line(proc), proc.stderr
@@ -348,8 +334,6 @@ def test_what_a_node_says_in_an_error_is_one_line(mirror):
     """An answer that is one line longer than aiohttp reads (512 KiB) ended publish in a LineTooLong
     traceback (aiohttp 3.14 raises that, where the code expected the ValueError of older versions),
     and an error message holding a newline was printed as two lines: a forged one after it."""
-    import functools
-
     with hostile_node(mirror, version=functools.partial(_endless, line=b"x")) as url:
         proc = publish(url, mirror)
     assert proc.returncode == 1 and "version failed (LineTooLong" in _one_line(proc), proc.stderr
@@ -381,10 +365,6 @@ def test_a_token_in_the_pinning_services_url_is_never_shown(mirror):
     """A pinning service URL carrying its key as ?token=… was printed whole on stdout and written
     into publish-receipts.jsonl: the values of credential-named parameters of the user's URLs are
     hidden everywhere else (register_secrets)."""
-    from aiohttp import web
-
-    from tests.test_ipfs import _Server
-
     async def service(request):
         if request.method == "POST":
             pin = await request.json()
@@ -401,17 +381,10 @@ def test_a_token_in_the_pinning_services_url_is_never_shown(mirror):
 def test_a_node_on_an_ipv6_address(mirror):
     """ipfs://[::1]:PORT lost its brackets (http://::1:PORT/…): every call failed with an
     InvalidUrlClientError, so a node on an IPv6 address could not be used."""
-    from tests.test_ipfs import _Server
-
     class OnIPv6(_Server):
         """The same server, listening on ::1."""
 
         def __enter__(self) -> str:
-            import asyncio
-            import threading
-
-            from aiohttp import web
-
             self.loop = asyncio.new_event_loop()
             threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
@@ -435,8 +408,6 @@ def test_a_node_on_an_ipv6_address(mirror):
 
 async def _never(request):
     """No answer for longer than the client's 30 s (and short enough for the server to stop)."""
-    import asyncio
-
     await asyncio.sleep(35)
 
 
@@ -446,11 +417,6 @@ def test_a_pinning_service_is_believed_only_for_our_cid(mirror, answer):
     (exit 0); a status outside the API's ('ok') was printed as the service's word; a JSON list
     ended publish in an AttributeError traceback, and a service that never answered in a
     TimeoutError one."""
-    from aiohttp import web
-
-    from mirror.cid import raw_cid
-    from tests.test_ipfs import _Server
-
     async def create(request):
         if answer == "no answer":
             return await _never(request)
@@ -473,8 +439,6 @@ def test_car_never_writes_through_a_link_at_its_temporary_name(mirror, tmp_path)
     """car wrote into OUT.part, a fixed name, following a symbolic link there: OUT.part planted
     as a link to the mirror's manifest made car write the CAR over the manifest (exit 0), and
     the renamed link left OUT pointing into the mirror."""
-    from tests.conftest import run_cli
-
     manifest = (mirror / "manifest-sha256.txt").read_bytes()
     out = tmp_path / "out" / "m.car"
     out.parent.mkdir()
@@ -489,8 +453,6 @@ def test_car_never_writes_through_a_link_at_its_temporary_name(mirror, tmp_path)
 def test_car_documents_the_exit_1_it_gives_a_changed_file(mirror, tmp_path):
     """car exits 1 for a file that no longer matches its manifest (README says so), but its --help
     and README's exit-code table listed only 0, 2 and 3."""
-    from tests.conftest import run_cli
-
     acta = next(p for p in sorted((mirror / "data").rglob("*.jpg")))
     acta.write_bytes(acta.read_bytes()[:-1] + b"\x00")
     proc = run_cli("car", str(mirror), "-o", str(tmp_path / "m.car"), timeout=LIMIT)
@@ -505,8 +467,6 @@ def test_export_refuses_to_write_inside_the_mirror(mirror, tmp_path, form):
     """export wrote OUT wherever it was told: inside the mirror's data/ (directly, or through a
     folder linked there) it added a file the manifest does not list, exit 0, and the mirror no
     longer verified."""
-    from tests.conftest import run_cli
-
     (tmp_path / "link").symlink_to(mirror / "data")
     for out in (mirror / "data" / "x.export", tmp_path / "link" / "y.export"):
         proc = run_cli("export", str(mirror), form, str(out), timeout=LIMIT)
