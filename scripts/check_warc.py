@@ -12,6 +12,8 @@ indexes/index.cdx (what a replay tool looks a URL up in) points at:
   HTTP head is a 200 with only the headers the export writes (Content-Type, Content-Length,
   ETag, Last-Modified), each once, Content-Length the payload's: a redirect, a Refresh or an
   encoding would make a replay serve other bytes;
+- its WARC-Payload-Digest is its payload's, and an index line's digest its record's (a replay finds
+  the payload of a revisit by it);
 - a revisit names its own URL and the digest of such a version, and has such a head and no payload;
 - an index line points at a response or revisit for its own URL, under its own URL's key (the path
   of its SURT);
@@ -71,8 +73,10 @@ def warc_records(stream, largest):
         while (line := stream.readline(65536)) not in (b"\r\n", b""):
             name, _, value = line.decode("utf-8").partition(":")
             name = name.strip().lower()
-            if name in headers and name != "warc-concurrent-to" or not line.endswith(b"\n"):
-                raise ValueError(f"a WARC record with {name[:40]!r} twice or over 64 KiB (a replay reads the first)")
+            if not line.endswith(b"\n"):
+                raise ValueError(f"a WARC header line cut short or over 64 KiB: {line[:40]!r}")
+            if name in headers and name != "warc-concurrent-to":
+                raise ValueError(f"a WARC record with {name[:40]!r} twice (a replay reads the first)")
             headers[name] = value.strip()
         if not 0 <= int(headers["content-length"]) <= largest:
             raise ValueError(f"a WARC record of {int(headers['content-length']):,} bytes, larger than any signed file")
@@ -91,6 +95,12 @@ def head_ok(head, size):
             and dict(fields).get(b"content-length") == str(size).encode())
 
 
+def digest(value):
+    """The hex sha256 of a 'sha256:BASE32' digest (a WARC header's or an index line's)."""
+    algorithm, _, value = (value or ":").partition(":")
+    return base64.b32decode(value).hex() if algorithm == "sha256" else None
+
+
 def problem(headers, block):
     """Why this record is not a signed file, or None."""
     kind, url = headers.get("warc-type"), headers.get("warc-target-uri", "")
@@ -100,13 +110,15 @@ def problem(headers, block):
     if kind == "response":
         sha = hashlib.sha256(payload).hexdigest()
     elif kind == "revisit" and headers.get("warc-refers-to-target-uri", url) == url and not payload:
-        sha = base64.b32decode(headers.get("warc-payload-digest", ":").split(":")[1]).hex()
+        sha = digest(headers.get("warc-payload-digest"))
     else:
         return f"{url}: a {kind} record, which acta-mirror never writes here"
     if sha not in signed.get(url, {}):
         return f"{url}: a {kind} of a file the signed records do not list for it"
     if not head_ok(head, signed[url][sha]):
         return f"{url}: a {kind} whose HTTP head would make a replay serve other bytes than its payload"
+    if digest(headers.get("warc-payload-digest")) != sha:  # a replay finds a revisit's payload by it
+        return f"{url}: a {kind} whose WARC-Payload-Digest is not its payload's"
     return None
 
 
@@ -163,6 +175,8 @@ try:
                     bad.append(f"index.cdx: {where['url']} points at another URL's record")
                 elif headers.get("warc-type") not in ("response", "revisit"):  # a replay serves what a line names
                     bad.append(f"index.cdx: {where['url']} points at a {headers.get('warc-type')} record, not a response")
+                elif "digest" in where and digest(where["digest"]) != digest(headers.get("warc-payload-digest")):
+                    bad.append(f"index.cdx: {where['url']}'s digest is not its record's")
                 else:
                     bad.append(problem(headers, block))
 except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError, zlib.error) as exc:

@@ -32,7 +32,8 @@ from mirror.crawl import CrawlOptions, crawl
 from mirror.replay import Replay, ReplayThread
 from tests.conftest import run_cli
 from tests.test_ipfs import _Server
-from tests.test_stranger import CHECK_WARC, LIMIT, add_response, append_record, http_of, image_urls, made  # noqa: F401
+from tests.test_stranger import (CHECK_WARC, LIMIT, add_response, append_record, http_of, image_urls,  # noqa: F401
+                                 index_lines, made)
 
 
 def check_warc(folder: Path, wacz: Path, limit: int | None = None) -> subprocess.CompletedProcess:
@@ -133,6 +134,14 @@ def test_check_warc_refuses_a_gzip_bomb_unread(made, tmp_path):
     assert proc.returncode == 1 and "larger than any signed file" in proc.stdout, proc.stdout
 
 
+def _under_own_key(work: Path, url: str) -> None:
+    """The last index line (append_record's) moved under url's own key, where a replay looks url up."""
+    lines = (work / "indexes/index.cdx").read_text().splitlines()
+    key = next(line.split(" ", 1)[0] for line in lines if json.loads(line.split(" ", 2)[2])["url"] == url)
+    lines[-1] = f"{key} {lines[-1].split(' ', 1)[1]}"
+    (work / "indexes/index.cdx").write_text("\n".join(sorted(lines)) + "\n")
+
+
 @pytest.mark.parametrize("kind", ["request", "warcinfo"])
 def test_check_warc_refuses_an_index_line_at_a_record_a_replay_must_not_serve(made, tmp_path, kind):
     """The checker passes request and warcinfo records unread (a replay does not serve them as
@@ -146,14 +155,37 @@ def test_check_warc_refuses_an_index_line_at_a_record_a_replay_must_not_serve(ma
             "Content-Type: application/http; msgtype=response\r\n"
             f"Content-Length: {len(http_of(work, donor))}\r\n\r\n")
     append_record(work, gzip.compress(head.encode() + http_of(work, donor) + b"\r\n\r\n"), victim)
-    lines = (work / "indexes/index.cdx").read_text().splitlines()
-    key = next(line.split(" ", 1)[0] for line in lines if json.loads(line.split(" ", 2)[2])["url"] == victim)
-    lines[-1] = f"{key} {lines[-1].split(' ', 1)[1]}"  # under A's own key, as a replay looks A up
-    (work / "indexes/index.cdx").write_text("\n".join(sorted(lines)) + "\n")
+    _under_own_key(work, victim)
     proc = check_warc(work, made / "m.wacz")
     assert proc.returncode == 1, proc.stdout
     assert proc.stdout.startswith(f"NOT SIGNED: index.cdx: {victim} points at a {kind} record, not a response\n1 problem"), \
         proc.stdout
+
+
+@pytest.mark.parametrize("liar", ["record", "index line"])
+def test_check_warc_refuses_a_digest_that_is_not_the_payloads(made, tmp_path, liar):
+    """A response of table B's URL holding B's own signed bytes whose WARC-Payload-Digest (or whose
+    index line's digest) is table A's passed: the checker hashed the payload and never read the
+    digest, while a replay finds the payload of A's revisit by that digest and may serve B's acta."""
+    work = tmp_path / "wacz"
+    shutil.copytree(made / "wacz", work)
+    a, b = image_urls(work)[:2]
+    digests = {w["url"]: w["digest"] for w in index_lines(work)}
+    block = http_of(work, b)
+    head = (f"WARC/1.1\r\nWARC-Type: response\r\nWARC-Target-URI: {b}\r\nWARC-Date: 2030-01-01T00:00:00Z\r\n"
+            f"WARC-Payload-Digest: {digests[a] if liar == 'record' else digests[b]}\r\n"
+            f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(block)}\r\n\r\n")
+    append_record(work, gzip.compress(head.encode() + block + b"\r\n\r\n"), b)
+    lines = (work / "indexes/index.cdx").read_text().splitlines()
+    where = json.loads(lines[-1].split(" ", 2)[2])
+    lines[-1] = f"x 20300101000000 {json.dumps({**where, 'digest': digests[a]})}"
+    (work / "indexes/index.cdx").write_text("\n".join(lines) + "\n")
+    _under_own_key(work, b)
+    proc = check_warc(work, made / "m.wacz")
+    assert proc.returncode == 1, proc.stdout
+    says = f"{b}: a response whose WARC-Payload-Digest is not its payload's" if liar == "record" else \
+        f"index.cdx: {b}'s digest is not its record's"
+    assert says in proc.stdout, proc.stdout
 
 
 # -- check_warc.py: the page list -----------------------------------------------------------------
