@@ -79,7 +79,8 @@ HELP: dict[str, Help] = {
     "car": Help((
         ("acta-mirror car mirror/ -o mirror.car", "the mirror's IPFS DAG, no node needed"),
         ("ipfs dag import mirror.car", "then any node gives the same root CID"),
-    ), {0: "", 2: "not a mirror", 3: ""}),
+    ), {0: "", 1: "a file is not a regular file or does not match its manifest (no CAR file is left)",
+        2: "not a mirror", 3: ""}),
     "restore": Help((
         ("acta-mirror restore --from git+https://github.com/ORG/actas.git --out restored/", "clone every shard, verify"),
         ("acta-mirror restore --from git+https://github.com/ORG/actas.git --out restored/ --pubkey signer.pub",
@@ -134,7 +135,7 @@ HELP: dict[str, Help] = {
         ("acta-mirror export mirror/ --wacz mirror.wacz", "then: wacz validate -f mirror.wacz"),
         ("acta-mirror export restored/ --wacz copy.wacz", "a restored copy has no re-check times: no revisits"),
     ), {0: "written", 1: "written, but some files were missing or changed (named, left out)",
-        2: "not a mirror, bad provenance, or OUT exists", 3: "", 130: ""}),
+        2: "not a mirror, bad provenance, OUT exists or is inside the mirror", 3: "", 130: ""}),
     "timestamp": Help((
         ("acta-mirror timestamp mirror/ --tsa https://freetsa.org/tsr", "an RFC 3161 token for signed-root.json"),
         ("acta-mirror timestamp mirror/ --tsa http://timestamp.digicert.com --tsa-ca digicert-root.pem",

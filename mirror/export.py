@@ -254,8 +254,6 @@ def _recheck_times(mirror: Path, result: ExportResult) -> dict[str, float]:
 
 def _write_warc(mirror: Path, fh, result: ExportResult, pages=None) -> None:
     """Every response in provenance order, then the revisits of URLs re-checked since."""
-    if not (mirror / PROVENANCE).is_file():
-        raise NotAMirror(f"{mirror}: no {PROVENANCE}; not an acta-mirror bag")
     checked = _recheck_times(mirror, result)
     writer = _Writer(fh, result, pages)
     writer.warcinfo(mirror)
@@ -292,7 +290,14 @@ class _Counting:
         self.fh.flush()
 
 
-def _refuse_existing(out: Path) -> None:
+def _check_paths(mirror: Path, out: Path) -> None:
+    """A mirror to read, and an OUT that is new and outside it."""
+    from .publish import inside
+
+    if not (mirror / PROVENANCE).is_file():
+        raise NotAMirror(f"{mirror}: no {PROVENANCE}; not an acta-mirror bag")
+    if inside(out, mirror):  # a file in data/ the manifest does not list: the mirror would no longer verify
+        raise UsageError(f"{out}: inside the mirror {mirror}; write the export elsewhere")
     if out.exists() or out.is_symlink():
         raise UsageError(f"{out} exists; an export never overwrites a file (choose another name)")
     if not out.parent.is_dir():
@@ -308,7 +313,7 @@ def _disk(exc: OSError, what: str) -> ArchiveWriteError:
 def export_warc(mirror: str | os.PathLike, out: str | os.PathLike) -> ExportResult:
     """Write mirror as one gzipped WARC at out (written beside, then renamed into place)."""
     mirror, out = Path(mirror), Path(out)
-    _refuse_existing(out)
+    _check_paths(mirror, out)
     result = ExportResult(out)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
@@ -329,7 +334,7 @@ def export_wacz(mirror: str | os.PathLike, out: str | os.PathLike) -> ExportResu
     from cdxj_indexer.main import CDXJIndexer
 
     mirror, out = Path(mirror), Path(out)
-    _refuse_existing(out)
+    _check_paths(mirror, out)
     result = ExportResult(out)
     try:
         with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:

@@ -53,11 +53,12 @@ SHARD = "# A clone of a Git shard."
 WACZ = "# A WACZ, unzipped"
 
 
-def run_steps(heading: str, copy: Path, key: Path, every: bool = False) -> dict[int, str]:
+def run_steps(heading: str, copy: Path, key: Path, every: bool = False, wacz: Path | None = None) -> dict[int, str]:
     """Run the steps in order in copy, as a stranger does, stopping at the first that fails
-    unless every; {step that failed: its output}."""
+    unless every; {step that failed: its output}. wacz: the file copy was unzipped from."""
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LC_ALL": "C.UTF-8",
-           "KEY": str(key), "CHECK": str(CHECK), "CHECK_WARC": str(CHECK_WARC), "FULL": "full-bag"}
+           "KEY": str(key), "CHECK": str(CHECK), "CHECK_WARC": str(CHECK_WARC), "FULL": "full-bag",
+           "WACZ_FILE": str(wacz)}
     failed = {}
     for number, command in recipe(heading):
         proc = subprocess.run(["bash", "-c", command], cwd=copy, env=env, capture_output=True, text=True,
@@ -339,7 +340,7 @@ def test_recipe_accepts_every_real_copy(made):
     assert run_steps(BAG, made / "m", key) == {}
     assert run_steps(BAG, made / "r", key) == {}
     assert run_steps(SHARD, made / "clone", key) == {}
-    assert run_steps(WACZ, made / "wacz", key) == {}
+    assert run_steps(WACZ, made / "wacz", key, wacz=made / "m.wacz") == {}
     proc = subprocess.run([sys.executable, "-m", "bagit", "--validate", "."], cwd=made / "r", capture_output=True, text=True,
                           timeout=LIMIT)
     assert proc.returncode == 0, proc.stderr
@@ -599,7 +600,7 @@ def test_hostile_wacz_refused_by_recipe(made, tmp_path, name):
             elif path.is_file():
                 zf.write(path, str(path.relative_to(work)))
     unzip(tmp_path / "hostile.wacz", tmp_path / "copy")
-    failed = run_steps(WACZ, tmp_path / "copy", made / "signer.pub")
+    failed = run_steps(WACZ, tmp_path / "copy", made / "signer.pub", wacz=tmp_path / "hostile.wacz")
     assert list(failed) == [step] and says in failed[step], failed
 
 

@@ -26,23 +26,28 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..archive import DISK_REFUSED, Corrupt, disk_error, published_files, read_checked
 from ..cid import Dag, car_block, car_header, cid_to_str, str_to_cid
 from ..manifest import append_receipt
 from ..merkle import merkle_root
-from ..models import NotAMirror, UsageError
+from ..models import NotAMirror, UsageError, printable
 from ..state import open_payload
 from ..verify import verify
-from . import Plan, PublishError, Receipt, inside, redact, register
+from . import Plan, PublishError, Receipt, inside, redact, register, register_secrets
 
 ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576", "hash": "sha2-256",
               "pin": "false", "cid-base": "base32", "progress": "false"}
 PIECE = 1024 * 1024  # a file larger than this is sent in pieces of it, each checked, never held whole
+MAX_ANSWERS = 10_000  # lines kept of an answer that is not streamed (version, pin/add, …: a few each)
 RPC_TIMEOUT = 600.0  # a whole call, or the silence an add may keep: a whole mirror's add streams for longer
 IPNS_TIMEOUT = 30.0  # best effort: a slow IPNS never fails the run
 PIN_POLL_SECONDS = 1.0
 PIN_POLL_TIMEOUT = 120.0
+PIN_STATES = ("queued", "pinning", "pinned", "failed")  # the Pinning Services API's; anything else is no answer
+ERROR_BODY = 64 * 1024  # what is read of an error answer: its message is in the first few hundred bytes
+PIN_BODY = 1024 * 1024  # a pin status is a small JSON object; a body larger than this is not one
 
 
 class KuboRPC:
@@ -69,7 +74,14 @@ class KuboRPC:
         and none are kept (an add of a whole mirror answers one line per file and folder)."""
         url = f"{self.base}/api/v0/{endpoint}"
         out: list = []
-        take = each or out.append
+
+        def keep(answer) -> None:
+            if len(out) == MAX_ANSWERS:
+                raise PublishError(f"{self.shown}: {endpoint} answered more than {MAX_ANSWERS:,} lines; "
+                                   "a node whose answer never ends")
+            out.append(answer)
+
+        take = each or keep
         try:
             if isinstance(timeout, (int, float)):
                 timeout = aiohttp.ClientTimeout(total=timeout)
@@ -77,7 +89,7 @@ class KuboRPC:
             async with self.session.post(url, params=params or {}, data=data, headers=headers, **kwargs) as resp:
                 if resp.status != 200:
                     raise PublishError(f"{self.shown}: {endpoint} answered HTTP {resp.status}: "
-                                       f"{_message(await resp.read())}")
+                                       f"{_message(await _head(resp, ERROR_BODY))}")
                 async for line in resp.content:
                     if line.strip():
                         try:
@@ -87,9 +99,18 @@ class KuboRPC:
                         take(answer)
         except aiohttp.ClientConnectorError as exc:
             raise PublishError(f"{self.shown}: the IPFS node is not reachable ({exc.os_error.strerror or exc})") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:  # ValueError: a line over aiohttp's limit
-            raise PublishError(f"{self.shown}: {endpoint} failed ({type(exc).__name__}: {exc})") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, HttpProcessingError, ValueError) as exc:
+            # HttpProcessingError (ValueError before aiohttp 3.10): an answer line over aiohttp's limit
+            raise PublishError(f"{self.shown}: {endpoint} failed ({type(exc).__name__}: {str(exc)[:200]})") from None
         return out
+
+
+async def _head(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most limit bytes of an answer's body: a hostile peer's body may never end."""
+    body = b""
+    while len(body) < limit and (chunk := await resp.content.read(limit - len(body))):
+        body += chunk
+    return body
 
 
 def _message(body: bytes) -> str:
@@ -105,6 +126,7 @@ class IpfsPublisher:
 
     def __init__(self, target: str, *, ipns: str | None = None, pin_service: str | None = None,
                  progress=None, **_):
+        register_secrets(target, pin_service)  # a ?token=… of theirs is never printed nor in a receipt
         try:
             parts = urlsplit(target)
             parts.port  # noqa: B018  (a port that is not a number, or out of range, raises here)
@@ -113,15 +135,44 @@ class IpfsPublisher:
         if not parts.hostname or not parts.port:
             raise UsageError(f"--to {redact(target)}: give the node's RPC address, like ipfs://127.0.0.1:5001")
         scheme = "https" if parts.scheme == "ipfs+https" else "http"
-        self.base = f"{scheme}://{parts.hostname}:{parts.port}"
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 address keeps its brackets
+        self.base = f"{scheme}://{host}:{parts.port}"
         self.shown = redact(target)
         self.ipns = ipns
         self.pin_service = pin_service
         self.progress = progress or (lambda *a: None)
+        # a node or service may echo a token back in an error: no message or record shows one
+        self.secrets = tuple(t for t in (os.environ.get("ACTA_MIRROR_IPFS_TOKEN", ""),
+                                         os.environ.get("ACTA_MIRROR_PIN_TOKEN", "")) if t)
+
+    def _run(self, work):
+        """Run one publish or plan; what a node or service said reaches a message redacted, on one line."""
+        try:
+            return asyncio.run(work)
+        except PublishError as exc:
+            raise PublishError(printable(redact(str(exc), *self.secrets))) from None
+
+    def _cid(self, text, endpoint: str) -> bytes:
+        """The binary CID of a node's answer; PublishError when it is none."""
+        try:
+            return str_to_cid(text)
+        except (ValueError, TypeError, AttributeError):
+            raise PublishError(f"{self.shown}: {endpoint} answered {str(text)[:60]!r}, not a CID") from None
+
+    async def _held(self, rpc: KuboRPC) -> set[bytes]:
+        """The digests of the blocks the node says it holds (refs/local), kept as they arrive."""
+        held: set[bytes] = set()
+
+        def each(answer) -> None:
+            if isinstance(answer, dict) and answer.get("Ref"):
+                held.add(self._cid(answer["Ref"], "refs/local")[-32:])
+
+        await rpc.call("refs/local", each=each)
+        return held
 
     def plan(self, mirror: str | os.PathLike) -> Plan:
         """The dry run: the files (and bytes) the node lacks, asked with read-only RPC calls."""
-        return asyncio.run(self._plan(Path(mirror)))
+        return self._run(self._plan(Path(mirror)))
 
     async def _plan(self, mirror: Path) -> Plan:
         plan = Plan(target=self.shown)
@@ -131,7 +182,7 @@ class IpfsPublisher:
             return plan
         dag, files = checked_dag(mirror, self.shown)
         async with KuboRPC(self.base, self.shown, os.environ.get("ACTA_MIRROR_IPFS_TOKEN", "")) as rpc:
-            have = {str_to_cid(r["Ref"])[-32:] for r in await rpc.call("refs/local") if r.get("Ref")}
+            have = await self._held(rpc)
         missing = [(rel, size) for rel, size, _sha in files if dag.files[rel][0][-32:] not in have]
         plan.files, plan.bytes = len(missing), sum(size for _rel, size in missing)
         plan.details.append(f"{self.shown}: {plan.files} of {len(files)} files to add, {plan.bytes:,} bytes; "
@@ -144,7 +195,7 @@ class IpfsPublisher:
         if problems:
             raise PublishError(f"{mirror} does not verify ({problems[0]}); not publishing it to {self.shown}")
         dag, files = checked_dag(mirror, self.shown)
-        return asyncio.run(self._publish(mirror, dag, files, [rel for rel, _n, _s in files]))
+        return self._run(self._publish(mirror, dag, files, [rel for rel, _n, _s in files]))
 
     def publish_delta(self, delta) -> Receipt:
         """Publish a scheduled run's jobstate.Delta: the root directory is built from the
@@ -158,7 +209,7 @@ class IpfsPublisher:
         except (NotAMirror, ValueError, OSError) as exc:
             raise PublishError(f"{delta.bag}: {exc}; not publishing it to {self.shown}") from None
         here = [f.path for f in delta.files if f.path in added or not f.path.startswith("data/")]
-        return asyncio.run(self._publish(delta.bag, dag, files, here))
+        return self._run(self._publish(delta.bag, dag, files, here))
 
     async def _publish(self, mirror: Path, dag: Dag, files: list[tuple[str, int, str]], offer: list[str]) -> Receipt:
         """Add what the node lacks among `offer` (files whose bytes are here), make sure it holds
@@ -166,10 +217,10 @@ class IpfsPublisher:
         receipt = Receipt(target=self.shown, kind="ipfs", cid=dag.root_cid,
                           root=merkle_root([(p, s) for p, _n, s in files if p.startswith("data/")]))
         async with KuboRPC(self.base, self.shown, os.environ.get("ACTA_MIRROR_IPFS_TOKEN", "")) as rpc:
-            version = (await rpc.call("version"))[0]
-            receipt.details.append(f"{self.shown}: node {version.get('Version', '?')}"
-                                   f"{' (' + version['ipfs-core'] + ')' if 'ipfs-core' in version else ''}")
-            have = {str_to_cid(r["Ref"])[-32:] for r in await rpc.call("refs/local") if r.get("Ref")}
+            version = next((v for v in await rpc.call("version") if isinstance(v, dict)), {})
+            core = f" ({str(version['ipfs-core'])[:40]})" if "ipfs-core" in version else ""
+            receipt.details.append(printable(f"{self.shown}: node {str(version.get('Version', '?'))[:40]}{core}"))
+            have = await self._held(rpc)
             missing = [rel for rel in offer if dag.files[rel][0][-32:] not in have]
             offered = set(offer)
             absent = [rel for rel, _n, _s in files if rel not in offered and dag.files[rel][0][-32:] not in have]
@@ -196,6 +247,7 @@ class IpfsPublisher:
                 receipt.details.append(await self._ipns(rpc, dag.root_cid))
         if self.pin_service:
             receipt.details.append(await pin_remote(self.pin_service, dag.root_cid, name=f"acta-mirror {mirror.name}"))
+        receipt.details = [redact(line, *self.secrets) for line in receipt.details]
         append_receipt(mirror, {"kind": "ipfs", "target": self.shown, "root_cid": dag.root_cid,
                                 "manifest_root": receipt.root,
                                 "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -247,10 +299,15 @@ class IpfsPublisher:
     async def _stream_add(self, rpc: KuboRPC, upload: Upload, params: dict, check) -> int:
         """One add request whose body is read from disk as it is sent; check(name, CID text,
         binary CID) sees each answer that names a CID as it arrives. Returns how many did."""
-        count = 0
+        count = lines = 0
+        most = 2 * (len(upload.parts) + 1) + 64  # a node answers once per part and once for the root
 
         def each(answer: dict) -> None:
-            nonlocal count
+            nonlocal count, lines
+            lines += 1
+            if lines > most:
+                raise PublishError(f"{self.shown}: add answered more than {most:,} lines for {len(upload.parts):,} "
+                                   "parts; a node whose answer never ends")
             if not isinstance(answer, dict) or "Hash" not in answer or not isinstance(answer.get("Name"), str):
                 return
             try:
@@ -280,12 +337,13 @@ class IpfsPublisher:
         form = aiohttp.FormData()
         form.add_field("file", car.getvalue(), filename="dirs.car", content_type="application/vnd.ipld.car")
         imported = await rpc.call("dag/import", {"pin-roots": "true"}, data=form)
-        roots = [r["Root"] for r in imported if "Root" in r]
-        cid = roots[0].get("Cid", {}).get("/", "") if roots else ""
-        if not cid or str_to_cid(cid) != dag.root:
-            raise PublishError(f"{self.shown}: the node's root {cid or 'none'} differs from the local root {dag.root_cid}")
+        root = next((r["Root"] for r in imported if isinstance(r, dict) and isinstance(r.get("Root"), dict)), {})
+        cid = root["Cid"].get("/", "") if isinstance(root.get("Cid"), dict) else ""
+        if not cid or self._cid(cid, "dag/import") != dag.root:
+            raise PublishError(f"{self.shown}: the node's root {str(cid)[:60] or 'none'} differs from the local root "
+                               f"{dag.root_cid}")
         # The import pins the root recursively and says so in PinErrorMsg ("" when pinned).
-        return roots[0].get("PinErrorMsg", "?") == ""
+        return root.get("PinErrorMsg", "?") == ""
 
     async def _pin(self, rpc: KuboRPC, dag: Dag, cid: bytes) -> int:
         """Pin cid recursively. A node that cannot (js-ipfs opens every block of a DAG at once
@@ -293,13 +351,15 @@ class IpfsPublisher:
         and each entry pinned the same way, which keeps every block. Returns how many
         recursive pins it took; raises when a piece that is not a directory cannot be pinned."""
         try:
-            await rpc.call("pin/add", {"arg": cid_to_str(cid), "recursive": "true"})
-            return 1
+            answers = await rpc.call("pin/add", {"arg": cid_to_str(cid), "recursive": "true"})
         except PublishError:
             if cid not in dag.children:
                 raise
+        else:
+            self._pinned(answers, cid)
+            return 1
         try:
-            await rpc.call("pin/add", {"arg": cid_to_str(cid), "recursive": "false"})
+            self._pinned(await rpc.call("pin/add", {"arg": cid_to_str(cid), "recursive": "false"}), cid)
         except PublishError as exc:
             if "already pinned recursively" not in str(exc):  # js-ipfs refuses a second, weaker pin
                 raise
@@ -308,17 +368,33 @@ class IpfsPublisher:
             pieces += await self._pin(rpc, dag, child)
         return pieces
 
+    def _pinned(self, answers: list, cid: bytes) -> None:
+        """A pin/add answer names what it pinned ({"Pins": [CID]}); one that does not pinned nothing we know of."""
+        pins = [p for a in answers if isinstance(a, dict) and isinstance(a.get("Pins"), list) for p in a["Pins"]]
+        for pin in pins:
+            try:
+                if str_to_cid(pin) == cid:
+                    return
+            except (ValueError, TypeError, AttributeError):
+                continue
+        raise PublishError(f"{self.shown}: pin/add of {cid_to_str(cid)} answered without naming it pinned; "
+                           "it is not known to be pinned")
+
     async def _ipns(self, rpc: KuboRPC, root: str) -> str:
         try:
             answer = await rpc.call("name/publish", {"arg": f"/ipfs/{root}", "key": self.ipns,
                                                      "allow-offline": "true"}, timeout=IPNS_TIMEOUT)
-            return f"{self.shown}: IPNS /ipns/{answer[0].get('Name', '?')} -> {root}"
+            name = next((a["Name"] for a in answer if isinstance(a, dict) and isinstance(a.get("Name"), str)), "")
+            if not name:
+                raise PublishError(f"{self.shown}: name/publish answered no name")
+            return printable(f"{self.shown}: IPNS /ipns/{name[:100]} -> {root}")
         except PublishError as exc:
             return f"{self.shown}: IPNS not published (best effort): {exc}"
 
 
 async def pin_remote(service: str, cid: str, name: str) -> str:
-    """Ask an IPFS Pinning Services API endpoint to pin cid; poll until pinned, failed or timeout."""
+    """Ask an IPFS Pinning Services API endpoint to pin cid; poll until pinned, failed or timeout.
+    Only a status of the API's own for this very CID is taken as the service's word."""
     token = os.environ.get("ACTA_MIRROR_PIN_TOKEN", "")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = service.rstrip("/")
@@ -327,22 +403,38 @@ async def pin_remote(service: str, cid: str, name: str) -> str:
         async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=30)) as session:
             async with session.post(f"{base}/pins", json={"cid": cid, "name": name}) as resp:
                 if resp.status not in (200, 202):
-                    raise PublishError(f"pinning service {shown}: HTTP {resp.status}: {_message(await resp.read())}")
-                status = await resp.json()
+                    raise PublishError(f"pinning service {shown}: HTTP {resp.status}: "
+                                       f"{_message(await _head(resp, ERROR_BODY))}")
+                status = _pin_status(await _head(resp, PIN_BODY + 1), cid)
             deadline = time.monotonic() + PIN_POLL_TIMEOUT
-            while status.get("status") in ("queued", "pinning") and time.monotonic() < deadline:
+            while status["status"] in ("queued", "pinning") and time.monotonic() < deadline:
                 await asyncio.sleep(PIN_POLL_SECONDS)
-                async with session.get(f"{base}/pins/{quote(status['requestid'])}") as resp:
+                async with session.get(f"{base}/pins/{quote(status['requestid'], safe='')}") as resp:
                     if resp.status != 200:
                         raise PublishError(f"pinning service {shown}: HTTP {resp.status} while polling")
-                    status = await resp.json()
+                    status = _pin_status(await _head(resp, PIN_BODY + 1), cid)
     except aiohttp.ClientError as exc:
         raise PublishError(f"pinning service {shown}: {type(exc).__name__}: {exc}") from None
-    except (KeyError, ValueError, TypeError):
-        raise PublishError(f"pinning service {shown}: an answer that is not the Pinning Services API") from None
-    if status.get("status") == "failed":
+    except asyncio.TimeoutError:
+        raise PublishError(f"pinning service {shown}: no answer within 30 s") from None
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise PublishError(f"pinning service {shown}: an answer that is not the Pinning Services API's status of "
+                           f"{cid} ({type(exc).__name__}: {str(exc)[:100]})") from None
+    if status["status"] == "failed":
         raise PublishError(f"pinning service {shown}: pinning {cid} failed")
-    return f"pinning service {shown}: {cid} {status.get('status')}"
+    return f"pinning service {shown}: {cid} {status['status']}"
+
+
+def _pin_status(body: bytes, cid: str) -> dict:
+    """A PinStatus of the API for cid; ValueError (or KeyError, TypeError) for anything else."""
+    if len(body) > PIN_BODY:
+        raise ValueError(f"a status of over {PIN_BODY:,} bytes")
+    status = json.loads(body)
+    if status["status"] not in PIN_STATES or not isinstance(status["requestid"], str):
+        raise ValueError(f"no status of the API: {status['status']!r}")
+    if str_to_cid(status["pin"]["cid"]) != str_to_cid(cid):  # a status for another CID says nothing of ours
+        raise ValueError("a status for another CID")
+    return status
 
 
 class Upload:
@@ -471,9 +563,10 @@ def write_car(mirror: str | os.PathLike, out: str | os.PathLike) -> str:
         raise UsageError(f"{out}: inside the mirror {mirror}: the CAR file would overwrite what is archived; "
                          "write it elsewhere")
     dag, files = checked_dag(mirror, str(out))
-    tmp = out.with_name(out.name + ".part")
+    # a new file under a name no one could guess: a link planted at a known name was written through
+    tmp = str(out.with_name(f".{out.name}.{secrets.token_hex(8)}.part"))
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
             fh.write(car_header([dag.root]))
             for cid, block in dag.nodes.items():
                 fh.write(car_block(cid, block))
@@ -486,9 +579,9 @@ def write_car(mirror: str | os.PathLike, out: str | os.PathLike) -> str:
     except NotAMirror as exc:
         raise PublishError(f"{mirror}: {exc}; not writing {out}") from None
     except OSError as exc:
-        if exc.errno in DISK_REFUSED or exc.filename in (str(tmp), str(out)):
+        if exc.errno in DISK_REFUSED or exc.filename in (tmp, str(out)):
             raise disk_error(exc, f"writing {out}") from None
         raise PublishError(f"{mirror}: cannot read {exc.filename or 'a file'} ({exc.strerror}); not writing {out}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
     return dag.root_cid
