@@ -825,7 +825,7 @@ def cmd_publish(args) -> int:
             try:
                 receipt = pub.publish(args.dir)
             except PublishError as exc:
-                failed.append(str(exc))  # said below, per target: the line counts files
+                failed.append((str(exc), pub.credentials))  # said below, per target: the line counts files
                 continue
             for line in receipt.details:
                 print(line)
@@ -833,9 +833,9 @@ def cmd_publish(args) -> int:
                   + (f" root CID {receipt.cid}" if receipt.cid else ""))
             if receipt.cid:
                 print(receipt.cid)
-    for line in failed:
-        print(f"acta-mirror: failed: {line}; check the URL, your credentials (ACTA_MIRROR_GIT_USERNAME, "
-              "ACTA_MIRROR_GIT_PASSWORD) and that the target exists, then re-run: what was pushed stays", file=sys.stderr)
+    for line, credentials in failed:
+        print(f"acta-mirror: failed: {line}; check the URL, your credentials ({credentials}) and that the "
+              "target exists, then re-run: what was pushed stays", file=sys.stderr)
     if failed and len(publishers) > 1:  # with one target, its line above says it all
         print(f"acta-mirror: published to {len(publishers) - len(failed)} of {len(publishers)} target(s); "
               f"{len(failed)} failed (above)", file=sys.stderr)

@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -374,3 +375,16 @@ def test_a_path_too_long_for_the_system_is_one_short_line_and_exit_2(replay, tmp
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, (args[0], proc.stderr[-500:])
         assert "File name too long" in lines[0] and len(lines[0]) < 300, (args[0], lines)
+
+
+def test_a_failed_publish_names_the_credentials_of_its_own_kind_of_target(replay, tmp_path):
+    crawl(replay.url, tmp_path / "m", "--quiet")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: the node cannot be reached
+    try:
+        proc = run_cli("publish", str(tmp_path / "m"), "--to", f"ipfs://127.0.0.1:{closed.getsockname()[1]}")
+    finally:
+        closed.close()
+    failed = [ln for ln in proc.stderr.splitlines() if "failed:" in ln]
+    assert proc.returncode == 1 and len(failed) == 1, proc.stderr
+    assert "ACTA_MIRROR_IPFS_TOKEN" in failed[0] and "GIT" not in failed[0], failed

@@ -170,6 +170,7 @@ def read_layout(text: str | None, where: str) -> dict:
 @register
 class GitPublisher:
     schemes = ("git+file", "git+https", "git+http", "git+ssh", "git")
+    credentials = "ACTA_MIRROR_GIT_USERNAME, ACTA_MIRROR_GIT_PASSWORD"  # named when a publish fails
 
     def __init__(self, target: str, *, max_repo_bytes: int = DEFAULT_MAX_REPO_BYTES,
                  max_push_bytes: int = DEFAULT_MAX_PUSH_BYTES, shard_by: str = "size", progress=None, **_):

@@ -123,6 +123,7 @@ def _message(body: bytes) -> str:
 @register
 class IpfsPublisher:
     schemes = ("ipfs", "ipfs+http", "ipfs+https")
+    credentials = "ACTA_MIRROR_IPFS_TOKEN, ACTA_MIRROR_PIN_TOKEN"  # named when a publish fails
 
     def __init__(self, target: str, *, ipns: str | None = None, pin_service: str | None = None,
                  progress=None, **_):
