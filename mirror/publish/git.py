@@ -649,6 +649,9 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
         for e in _checked_lines(repo, tip, PROVENANCE, f"shard {shard}"):
             if e.path in restored:
                 continue
+            if any(_is_dot_git(part) for part in e.path.split("/")):
+                raise PublishError(f"shard {shard}: {e.path}: a '.git' folder in a path (git would run what "
+                                   "its config says in the restored copy); not restored")
             entry = tree.get(e.path)
             if entry is None or entry[0] not in ("100644", "100755"):
                 raise PublishError(f"shard {shard}: {e.path} is missing or not a regular file")
@@ -684,6 +687,17 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
             info.pop(key, None)
         write_bag_files(out, info)
     return notes
+
+
+# Characters HFS+ ignores in a name: '.g\u200cit' is '.git' on a Mac (git's own is_hfs_dotgit)
+_HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF])
+
+
+def _is_dot_git(name: str) -> bool:
+    """A name that a file system here or elsewhere opens as '.git' (any case; Windows drops trailing
+    dots and spaces and knows it as git~1): a folder by it is a repository whose config git obeys."""
+    name = name.translate(_HFS_IGNORED).casefold().rstrip(". ")
+    return name in (".git", "git~1")
 
 
 def _checked_lines(repo: git.Repo, tip: str, path: str, where: str) -> list[Record]:

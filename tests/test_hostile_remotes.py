@@ -1,0 +1,109 @@
+"""Hostile or broken Git remotes: what a stranger's or a compromised mirror host serves.
+
+Each test runs the real command line against real repositories (bare repositories on disk,
+`git http-backend` behind tests/gitservers.py, a silent socket) edited the way whoever controls
+the host would edit them, under a timeout; each failed on the code before its fix.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.gitservers import GitHttp, bare_repo
+from tests.test_hostile_evidence import LIMIT, pristine, signed  # noqa: F401
+from tests.test_hostile_fs import one_line
+from tests.test_stranger import retag
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", "-c", "user.name=x", "-c", "user.email=x@x", *args], cwd=cwd, check=True,
+                          capture_output=True, text=True, timeout=LIMIT).stdout
+
+
+def publish(mirror: Path, target: str, *more: str) -> subprocess.CompletedProcess:
+    return run_cli("publish", str(mirror), "--to", target, "--quiet", *more, timeout=LIMIT)
+
+
+def tree_paths(repo: Path) -> set[str]:
+    return set(git("-C", str(repo), "ls-tree", "-r", "--name-only", "main").splitlines())
+
+
+def listed(work: Path) -> list[str]:
+    return [line[66:] for line in (work / "manifest-sha256.txt").read_text().splitlines()]
+
+
+def drop(work: Path, path: str, *, from_manifest: bool) -> None:
+    """The file gone from a clone of a shard (and its manifest line, when from_manifest)."""
+    git("rm", "-q", path, cwd=work)
+    if from_manifest:
+        manifest = work / "manifest-sha256.txt"
+        manifest.write_text("".join(f"{line}\n" for line in manifest.read_text().splitlines()
+                                    if line[66:] != path))
+    git("commit", "-qam", "drop", cwd=work)
+
+
+# -- restore: a shard that plants a working Git repository in the restored copy ---------------------
+def test_restore_never_writes_a_git_folder_that_git_would_run(signed, tmp_path):
+    """An index file's path may be any path under data/index/: a copy listing data/index/.git/HEAD,
+    config, objects/k and refs/k (an unsigned, consistent bag) restored them as a working
+    repository whose config runs a command: `git status` (a shell prompt runs it) in
+    data/index/ ran it. Restore said 'restored and verified', exit 0."""
+    for name in ("signed-root.json", "signed-root.json.minisig"):
+        (signed / name).unlink()
+    tags = signed / "tagmanifest-sha256.txt"
+    tags.write_text("".join(f"{line}\n" for line in tags.read_text().splitlines() if "signed-root" not in line))
+    lines = [json.loads(line) for line in (signed / "provenance.jsonl").read_text().splitlines()]
+    index = next(o for o in lines if o["kind"] == "index")
+    proof = tmp_path / "ran"
+    planted = {"HEAD": b"ref: refs/heads/main\n", "config": f'[core]\n\tfsmonitor = "touch {proof}; false"\n'.encode(),
+               "objects/k": b"", "refs/k": b""}
+    for i, (name, data) in enumerate(planted.items()):
+        rel = f"data/index/.git/{name}"
+        (signed / rel).parent.mkdir(parents=True, exist_ok=True)
+        (signed / rel).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        lines.append({**index, "path": rel, "key": f"index/planted-{i}", "sha256": digest, "size": len(data)})
+        with open(signed / "manifest-sha256.txt", "a") as fh:
+            fh.write(f"{digest}  {rel}\n")
+    (signed / "provenance.jsonl").write_text("".join(json.dumps(o, sort_keys=True) + "\n" for o in lines))
+    retag(signed)
+    assert run_cli("verify", str(signed), timeout=LIMIT).returncode == 0  # a consistent, unsigned bag
+    target = f"git+file://{tmp_path}/remote/actas.git"
+    assert publish(signed, target).returncode == 0
+    out = tmp_path / "restored"
+    proc = run_cli("restore", "--from", target, "--out", str(out), "--quiet", timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "data/index/.git/" in one_line(proc) and "restored and verified" not in proc.stdout
+    assert not any(p.name == ".git" for p in out.rglob("*")) if out.exists() else True
+    if (out / "data" / "index").is_dir():
+        subprocess.run(["git", "status"], cwd=out / "data" / "index", capture_output=True, timeout=LIMIT)
+    assert not proof.exists(), "restore planted a repository whose config ran a command"
+
+
+# -- restore: the push token is not the stranger's ----------------------------------------------------
+def test_restore_never_hands_the_push_token_to_the_host_it_restores_from(signed, tmp_path):
+    """ACTA_MIRROR_GIT_PASSWORD (the token publish pushes with, exported in a shell or a CI job)
+    went to any host a --from URL named: a mirror host that answered 401 received it."""
+    remote = tmp_path / "remote" / "actas.git"
+    assert publish(signed, f"git+file://{remote}").returncode == 0
+    root = tmp_path / "http"
+    root.mkdir()
+    bare_repo(root / "actas.git", http=True)
+    git("-C", str(remote), "push", "-q", str(root / "actas.git"), "main:main")
+    token = "ghp-push-token-of-mine"
+    with GitHttp(root, "stranger", "theirs") as server:
+        proc = run_cli("restore", "--from", "git+" + server.url("actas.git"), "--out", str(tmp_path / "r"), "--quiet",
+                       timeout=LIMIT, env={"ACTA_MIRROR_GIT_PASSWORD": token, "ACTA_MIRROR_GIT_USERNAME": "me"})
+        seen = [base64.b64decode(a.split()[1]).decode() for a in server.handler.seen_auth if a]
+    assert not any(token in s for s in seen), f"the stranger's host received {seen}"
+    assert proc.returncode == 1 and token not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "r").exists()
