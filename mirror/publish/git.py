@@ -617,16 +617,19 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
         for i, pub in enumerate(publishers):
             url = shard_url(pub.url, shard)
             dest = work / f"{shard}-{i}.git"
+            # Only a password in this URL: the push token in the environment is for the user's own
+            # targets, and a mirror restored from may be anyone's (a 401 would have it handed over).
+            env = {"ACTA_MIRROR_GIT_PASSWORD": "", **pub._env()}
             try:
                 git.Git().execute(["git", "clone", "--quiet", "--bare", "--depth=1", f"--branch={BRANCH}", url,
-                                   str(dest)], env={**os.environ, **pub._env()})
+                                   str(dest)], env={**os.environ, **env})
             except git.GitCommandError as exc:
                 shutil.rmtree(dest, ignore_errors=True)
                 errors.append(str(pub._fail(f"shard {shard}", exc)))
                 continue
             notes.append(f"shard {shard} from {redact(shard_url(pub.shown, shard), pub._secret)}")
             repo = git.Repo(dest)
-            repo.git.update_environment(**pub._env())
+            repo.git.update_environment(**env)
             return repo, repo.head.commit.hexsha
         raise PublishError("; ".join(errors) or f"shard {shard}: no target given")
 
