@@ -749,8 +749,10 @@ def cmd_publish(args) -> int:
             pub.progress = progress.step
             try:
                 receipt = pub.publish(args.dir)
-            except PublishError as exc:
-                failed.append(str(exc))  # said below, per target: the line counts files
+            except PublishError as exc:  # said below, per target: the line counts files
+                failed.append(f"{exc}; " + (getattr(exc, "advice", "") or (
+                    "check the URL, your credentials (ACTA_MIRROR_GIT_USERNAME, ACTA_MIRROR_GIT_PASSWORD) and that "
+                    "the target exists, then re-run: what was pushed stays")))
                 continue
             for line in receipt.details:
                 print(line)
@@ -759,8 +761,7 @@ def cmd_publish(args) -> int:
             if receipt.cid:
                 print(receipt.cid)
     for line in failed:
-        print(f"acta-mirror: failed: {line}; check the URL, your credentials (ACTA_MIRROR_GIT_USERNAME, "
-              "ACTA_MIRROR_GIT_PASSWORD) and that the target exists, then re-run: what was pushed stays", file=sys.stderr)
+        print(f"acta-mirror: failed: {line}", file=sys.stderr)
     if failed and len(publishers) > 1:  # with one target, its line above says it all
         print(f"acta-mirror: published to {len(publishers) - len(failed)} of {len(publishers)} target(s); "
               f"{len(failed)} failed (above)", file=sys.stderr)
@@ -957,9 +958,12 @@ def _print_run(report, args=None) -> int:
             print(f"publish: {line}")
         print(f"publish: {r.target}: {'updated' if r.changed else 'nothing new'}"
               + (f", root CID {r.cid}" if r.cid else "") + f", Merkle root {r.root}")
+    from .publish.git import FilesGone  # its line says what to do: retrying would not help
+
     for line in report.publish_failures:
-        print(f"acta-mirror: failed: {line}; check the target and credentials, then re-run "
-              "'acta-mirror run --publish-only'", file=sys.stderr)
+        print(f"acta-mirror: failed: {line}" + ("" if line.endswith(FilesGone.advice) else
+                                                "; check the target and credentials, then re-run "
+                                                "'acta-mirror run --publish-only'"), file=sys.stderr)
     if len(report.receipts) < report.targets:
         print(f"publish: {len(report.receipts)} of {report.targets} target(s) took the mirror; "
               f"{report.targets - len(report.receipts)} failed")

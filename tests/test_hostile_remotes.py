@@ -107,3 +107,78 @@ def test_restore_never_hands_the_push_token_to_the_host_it_restores_from(signed,
     assert not any(token in s for s in seen), f"the stranger's host received {seen}"
     assert proc.returncode == 1 and token not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+# -- publish: evidence it pushed before, gone from the remote -------------------------------------------
+def squashed(remote: Path, work: Path, victim: str) -> None:
+    """History rewritten: one new root commit without the file, force-pushed."""
+    drop(work, victim, from_manifest=True)
+    git("checkout", "-q", "--orphan", "squashed", cwd=work)
+    git("commit", "-qm", "squashed", cwd=work)
+    git("push", "-qf", "origin", "squashed:main", cwd=work)
+
+
+def deleted_later(remote: Path, work: Path, victim: str) -> None:
+    """No rewrite: a later commit removes the file and leaves its manifest line."""
+    drop(work, victim, from_manifest=False)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+
+
+def branch_deleted(remote: Path, work: Path, victim: str) -> None:
+    git("-C", str(remote), "update-ref", "-d", "refs/heads/main")
+
+
+@pytest.mark.parametrize("edit", [squashed, deleted_later, branch_deleted])
+def test_publish_says_when_a_file_it_pushed_is_gone_from_the_remote(signed, tmp_path, edit):
+    """A remote that lost a file publish had pushed (history rewritten and force-pushed, a later
+    commit deleting it, the branch deleted): the next publish sent it again, or left it missing
+    ('unchanged', its manifest still listing it), and said 'published', exit 0."""
+    remote = tmp_path / "remote" / "actas.git"
+    target = f"git+file://{remote}"
+    assert publish(signed, target).returncode == 0
+    work = tmp_path / "work"
+    git("clone", "-q", str(remote), str(work))
+    victim = [p for p in listed(work) if not p.startswith("data/index/")][3]
+    edit(remote, work, victim)
+    proc = publish(signed, target)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = one_line(proc)
+    gone = len(listed(work)) if edit is branch_deleted else 1
+    assert f": {gone} file(s) it held are gone from it" in line and "sent again" in line, line
+    assert victim in line or gone > 1, line
+    assert ("rewritten" in line) == (edit is not deleted_later), line
+    assert victim in tree_paths(remote)  # this mirror holds it: it is back
+    again = publish(signed, target)  # said once; the remote now holds every file
+    assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_scheduled_run_says_when_a_file_it_published_is_gone_from_a_shard(replay_factory, tmp_path):
+    """A run from the manifests folder holds only its new files. A shard that lost one published
+    earlier (its manifest line kept) got a commit whose manifest listed it, '+0 files, 30 there
+    now', exit 0; one whose manifest line went too failed on 'No such file or directory' as if
+    the run's own copy were damaged."""
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+    remote = tmp_path / "remotes" / "actas.git"
+    job = tmp_path / "mirror.toml"
+
+    def run(limit: int) -> subprocess.CompletedProcess:
+        replay = replay_factory(limit=limit)
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{replay.url}"\n\n[publish]\n'
+                       f'git = ["git+file://{remote}"]\nmanifests = "manifests"\n\n[sign]\nkey = "k.key"\n')
+        return run_cli("run", str(job), "--quiet", timeout=LIMIT)
+
+    assert run(30).returncode == 0
+    work = tmp_path / "work"
+    git("clone", "-q", str(remote), str(work))
+    victim = [p for p in listed(work) if not p.startswith("data/index/")][3]
+    drop(work, victim, from_manifest=False)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    state = (tmp_path / "manifests" / "manifest-sha256.txt").read_bytes()
+    head = git("-C", str(remote), "rev-parse", "main")
+    proc = run(34)  # new tables upstream: this run has files to publish
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failure = [line for line in proc.stderr.splitlines() if line.startswith("acta-mirror: failed:")]
+    assert len(failure) == 1 and victim in failure[0] and "gone" in failure[0], proc.stderr
+    assert "from a full mirror" in failure[0] and "re-run 'acta-mirror run --publish-only'" not in failure[0]
+    assert git("-C", str(remote), "rev-parse", "main") == head  # nothing built on the damaged shard
+    assert (tmp_path / "manifests" / "manifest-sha256.txt").read_bytes() == state

@@ -99,6 +99,13 @@ logging.getLogger("git").addHandler(logging.NullHandler())
 logging.getLogger("git").propagate = False  # GitPython's own error lines would bypass redaction
 
 
+class FilesGone(PublishError):
+    """A remote no longer holds files it held (history rewritten, files deleted): evidence lost there."""
+
+    advice = ("find out who changed that repository (its host's audit log, its other clones), and keep "
+              "the copies that still hold those files")
+
+
 def group_of(path: str) -> str:
     parts = path.split("/")
     return "/".join(parts[:2]) if len(parts) > 2 else "data"
@@ -189,6 +196,8 @@ class GitPublisher:
         self._whole_made: tuple[list[Record], _Whole] | None = None  # see _whole
         self._foreign_seen: dict[str, bool] = {}  # see _foreign
         self._rooted: tuple[list[Record], str] = ([], "")  # the mirror's lines and their Merkle root
+        self._seen: dict[str, str | None] = {}  # url -> its tip when this staging repository last saw it
+        self._held: set[str] | None = None  # the payload files publish_delta has in hand (None: all of them)
 
     # -- publish -------------------------------------------------------------------
     def publish(self, mirror: str | os.PathLike) -> Receipt:
@@ -211,6 +220,7 @@ class GitPublisher:
         them in delta.bag, checked by jobstate.take_delta) and the fresh tag files are sent."""
         bag = Path(os.path.abspath(delta.bag))
         self._discard = True
+        self._held = {e.path for e in delta.added}
         try:
             return self._publish(bag, list(delta.records), dict(delta.tags))
         finally:  # the staging repository holds this run's blobs only: nothing to keep
@@ -222,6 +232,7 @@ class GitPublisher:
             if BAG_INFO in extras else {}
         receipt = Receipt(target=self.shown, kind="git", root=_root(entries))
         self._whole_made = None  # made again from this publish's lines (see _whole)
+        self._seen = {}
         self._rooted = (entries, receipt.root)
         staging = working_dir("git", os.path.realpath(mirror), self.shown)
         lock = os.open(staging / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -401,6 +412,8 @@ class GitPublisher:
         shards.json) are fetched when read, the payload never. A server that refuses filters
         sends everything, as before."""
         self._ensure_remote(url)
+        if url not in self._seen:  # before this publish fetches: where the remote was when last seen
+            self._seen[url] = _commit_of(repo, f"refs/remotes/target/{BRANCH}")
         try:
             heads = repo.git.ls_remote(url, f"refs/heads/{BRANCH}")
         except git.GitCommandError as exc:
@@ -434,6 +447,19 @@ class GitPublisher:
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             tip = self._fetch(repo, url)
             have = parse_manifest_text(_read_blob(repo, tip, PAYLOAD_MANIFEST) or "")
+            gone, why = self._gone(repo, url, tip, have, mine)
+            if gone:
+                have = {p: sha for p, sha in have.items() if p not in gone}  # sent again, as new files
+                lost = f"{why}: {len(gone)} file(s) it held are gone from it, e.g. {gone[0]}"
+                mirror_paths = {e.path for e in mine}
+                cannot = [p for p in gone if p not in mirror_paths or self._held is not None and p not in self._held]
+                if cannot:
+                    raise FilesGone(
+                        f"{shown}: shard {shard}: {lost}; not publishing onto it: this run cannot send "
+                        f"{len(cannot)} of them again, e.g. {cannot[0]} (a scheduled run holds only its new files): "
+                        "publish them from a full mirror (acta-mirror restore --from another target, then publish)")
+            elif why:
+                lost = f"{why}, every file it held still there"
             for e in mine:
                 if e.path in have and have[e.path] != e.sha256:
                     raise PublishError(f"{shown}: {e.path} there differs from this mirror's; refusing to overwrite evidence")
@@ -451,9 +477,10 @@ class GitPublisher:
             parent = tip
             pushed = 0
             rejected = False
-            done: list[Record] = [e for e in part if e.path in have]
+            done_paths = {e.path for e in part if e.path in have}
             for batch in batches:
-                done = done + batch
+                done_paths.update(e.path for e in batch)
+                done = [e for e in part if e.path in done_paths]  # in the mirror's order, whatever came first
                 self.progress(self.shown, shard, len(done), len(part))
                 base = _commit_tree(repo, parent) if parent else None
                 part_root = _root(done)
@@ -471,12 +498,38 @@ class GitPublisher:
                 parent = commit
                 pushed += 1
             if not rejected:
+                if why:  # said as a failure, once: the next publish builds on what is there now
+                    raise FilesGone(f"{shown}: shard {shard}: {lost}" + (
+                        f"; sent again, {len(done)} there now, head {parent[:12]}" if gone else ""))
                 if not pushed:
                     return f"{shown}: shard {shard} unchanged ({len(part)} files there)", False
                 return (f"{shown}: shard {shard}: +{len(new)} files, {len(done)} there now, in {pushed} push(es), "
                         f"head {parent[:12]}"), True
             time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
         raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
+
+    def _gone(self, repo: git.Repo, url: str, tip: str | None, have: dict[str, str],
+              mine: list[Record]) -> tuple[list[str], str]:
+        """Payload files the remote held and no longer holds as files (sorted), and why, when its
+        history was rewritten. It held what its own manifest lists, what its tip held when this
+        staging repository last saw it, and, in a scheduled run, what the job's state says was
+        published before this run. An empty why: no rewrite seen."""
+        present = {p for p, (mode, _sha) in (_tree_files(repo, tip) if tip else {}).items()
+                   if mode in ("100644", "100755")}
+        held = set(have)
+        if self._held is not None:
+            held |= {e.path for e in mine if e.path not in self._held}
+        seen, why = self._seen.get(url), ""
+        if seen and seen != tip:
+            held |= {p for p in _tree_files(repo, seen) if p.startswith("data/")}
+            try:
+                if not tip:
+                    raise git.GitCommandError("merge-base", 1)
+                repo.git.merge_base("--is-ancestor", seen, tip)
+            except git.GitCommandError:
+                why = (f"its history was rewritten since the last publish from here "
+                       f"({seen[:12]} is no longer in it{'' if tip else ', nor is its branch'})")
+        return sorted(held - present), why or ("its files were deleted" if held - present else "")
 
     def _foreign(self, repo: git.Repo, tip: str | None, everything: list[Record]) -> bool:
         """Does the remote's full manifest list files this mirror lacks (another writer's)?
@@ -870,6 +923,13 @@ def _read_blob(repo: git.Repo, commit: str | None, path: str, ref: bool = False)
             return repo.git.rev_parse("--verify", "-q", f"{commit}:{path}")
         _fits(int(repo.git.cat_file("-s", f"{commit}:{path}")), path)
         return repo.git.show(f"{commit}:{path}")
+    except git.GitCommandError:
+        return None
+
+
+def _commit_of(repo: git.Repo, ref: str) -> str | None:
+    try:
+        return repo.git.rev_parse("--verify", "-q", f"{ref}^{{commit}}")
     except git.GitCommandError:
         return None
 
