@@ -182,3 +182,39 @@ def test_a_scheduled_run_says_when_a_file_it_published_is_gone_from_a_shard(repl
     assert "from a full mirror" in failure[0] and "re-run 'acta-mirror run --publish-only'" not in failure[0]
     assert git("-C", str(remote), "rev-parse", "main") == head  # nothing built on the damaged shard
     assert (tmp_path / "manifests" / "manifest-sha256.txt").read_bytes() == state
+
+
+# -- a remote that never answers ---------------------------------------------------------------------
+@pytest.fixture
+def silent():
+    """A server that accepts every connection and never sends a byte (a host that hangs)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"git+http://127.0.0.1:{server.getsockname()[1]}/actas.git"
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.parametrize("command", ["publish", "restore"])
+def test_an_http_remote_that_never_answers_ends_the_command(signed, tmp_path, silent, command):
+    """Git over HTTP waits forever by default: publish and restore against a host that accepted
+    the connection and sent nothing never ended (a cron job's every later run then finds the
+    mirror locked). Git's own variable shortens the time without a byte here."""
+    args = ["publish", str(signed), "--to", silent] if command == "publish" else \
+        ["restore", "--from", silent, "--out", str(tmp_path / "r")]
+    proc = run_cli(*args, "--quiet", timeout=LIMIT, env={"GIT_HTTP_LOW_SPEED_TIME": "3"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "too slow" in one_line(proc) and "127.0.0.1" in one_line(proc)
+    assert not (tmp_path / "r").exists()

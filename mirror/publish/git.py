@@ -91,10 +91,15 @@ CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
 AUTHOR = ("acta-mirror", "acta-mirror@localhost")
 # Every git command runs with these settings on its environment, above any repository's own
 # config: no hook runs (not even one in a repository that came from elsewhere), our identity,
-# our credential helper, no automatic gc (a background repack of a scratch repository after a
-# large publish took 40 s of CPU from the publishes that followed).
+# our credential helper, a bound on silence over HTTP, no automatic gc (a background repack of
+# a scratch repository after a large publish took 40 s of CPU from the publishes that followed).
+# Over HTTP, git waits for a silent server forever: a transfer under 1 byte/s for NO_DATA_SECONDS
+# ends (git's own GIT_HTTP_LOW_SPEED_TIME overrides it). A server busy with a large push still
+# sends a keepalive every 5 s (git's receive.keepAlive and uploadpack.keepAlive), so it is not cut.
+NO_DATA_SECONDS = 300
 GIT_SETTINGS = {"core.hooksPath": "/dev/null", "core.fsmonitor": "false", "user.name": AUTHOR[0],
-                "user.email": AUTHOR[1], "gc.auto": "0", "credential.helper": CREDENTIAL_HELPER}
+                "user.email": AUTHOR[1], "gc.auto": "0", "credential.helper": CREDENTIAL_HELPER,
+                "http.lowSpeedLimit": "1", "http.lowSpeedTime": str(NO_DATA_SECONDS)}
 logging.getLogger("git").addHandler(logging.NullHandler())
 logging.getLogger("git").propagate = False  # GitPython's own error lines would bypass redaction
 
