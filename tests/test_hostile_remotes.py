@@ -218,3 +218,49 @@ def test_an_http_remote_that_never_answers_ends_the_command(signed, tmp_path, si
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "too slow" in one_line(proc) and "127.0.0.1" in one_line(proc)
     assert not (tmp_path / "r").exists()
+
+
+# -- a tree too deep for git ---------------------------------------------------------------------------
+def store(repo: Path, kind: bytes, data: bytes) -> str:
+    """A loose object written straight into a bare repository, as a hostile host may hold any."""
+    import zlib
+
+    raw = b"%s %d\0%s" % (kind, len(data), data)
+    sha = hashlib.sha1(raw).hexdigest()
+    path = repo / "objects" / sha[:2] / sha[2:]
+    path.parent.mkdir(exist_ok=True)
+    if not path.exists():
+        path.write_bytes(zlib.compress(raw, 1))
+    return sha
+
+
+def with_deep_folder(remote: Path, depth: int = 30000) -> None:
+    """A commit on the shard adding a folder `junk` nested `depth` deep: a clone takes it, and
+    `git ls-tree -r` dies on it of a stack overflow (signal 11, git 2.39)."""
+    tree = store(remote, b"tree", b"100644 f\0" + bytes.fromhex(store(remote, b"blob", b"x")))
+    for _ in range(depth):
+        tree = store(remote, b"tree", b"40000 d\0" + bytes.fromhex(tree))
+    listing = git("-C", str(remote), "ls-tree", "main") + f"040000 tree {tree}\tjunk\n"
+    top = subprocess.run(["git", "-C", str(remote), "mktree"], input=listing, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    commit = git("-C", str(remote), "commit-tree", top, "-p", "main", "-m", "deep").strip()
+    git("-C", str(remote), "update-ref", "refs/heads/main", commit)
+
+
+@pytest.mark.parametrize("command", ["publish", "restore"])
+def test_a_tree_that_crashes_git_is_one_line_not_a_traceback(signed, tmp_path, command):
+    """restore read a shard's tree with `git ls-tree -r`: a folder nested 30,000 deep made git die
+    of signal 11 and restore end in a GitCommandError traceback."""
+    remote = tmp_path / "remote" / "actas.git"
+    target = f"git+file://{remote}"
+    assert publish(signed, target).returncode == 0
+    with_deep_folder(remote)
+    clone = tmp_path / "clone.git"
+    git("clone", "-q", "--bare", "--depth=1", "--branch=main", f"file://{remote}", str(clone))  # git takes it
+    assert subprocess.run(["git", "-C", str(clone), "ls-tree", "-r", "main"], capture_output=True).returncode != 0
+    out = tmp_path / "r"
+    args = ["publish", str(signed), "--to", target] if command == "publish" else ["restore", "--from", target,
+                                                                                 "--out", str(out)]
+    proc = run_cli(*args, "--quiet", timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "git ls-tree" in one_line(proc) and not out.exists()

@@ -244,6 +244,8 @@ class GitPublisher:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one publisher per staging area; others wait
             self._publish_locked(mirror, staging, entries, extras, receipt)
+        except GIT_ERRORS as exc:  # a remote's objects that git itself fails on (a tree too deep for it)
+            raise PublishError(redact(f"{self.shown}: {_git_failure(exc)}", self._secret)) from None
         finally:
             os.close(lock)
         try:
@@ -647,9 +649,11 @@ def restore(targets: list[str], out: str | os.PathLike, progress=None,
         raise disk_error(exc, f"making {out}") from None
     try:
         notes = _restore(publishers, out, work, progress)
-    except BaseException:
+    except BaseException as exc:
         # out was new or empty: everything in it now is restore's own
         shutil.rmtree(out, ignore_errors=True) if created else _empty(out)
+        if isinstance(exc, GIT_ERRORS):  # a shard's objects that git itself fails on
+            raise PublishError(redact(_git_failure(exc, "a shard's repository"), *(p._secret for p in publishers))) from None
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -657,6 +661,22 @@ def restore(targets: list[str], out: str | os.PathLike, progress=None,
     if problems:
         raise PublishError(f"the restored mirror does not verify: {problems[0]}")
     return notes
+
+
+GIT_ERRORS = (git.GitCommandError, git.exc.ODBError)
+
+
+def _git_failure(exc: Exception, where: str = "the remote's repository") -> str:
+    """One line for a git command (or a read of git's objects) that failed on what a remote sent."""
+    if isinstance(exc, git.GitCommandError):
+        said = [ln.strip() for ln in str(exc.stderr or "").splitlines() if ln.strip(" '")]
+        how = f"killed by signal {-exc.status}" if isinstance(exc.status, int) and exc.status < 0 else \
+            f"exit code {exc.status}"
+        command = " ".join(str(part) for part in exc.command[:2]) if isinstance(exc.command, list) else "git"
+        return (f"{command} failed on {where} ({how}"
+                + (f": {said[0].removeprefix('stderr:').strip(chr(39) + ' ')})" if said else ")")
+                + ": damaged, or made to break git")
+    return f"{where} is damaged ({type(exc).__name__}: {exc})"
 
 
 def _empty(directory: Path) -> None:
