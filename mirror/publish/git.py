@@ -459,7 +459,8 @@ class GitPublisher:
                 have = {p: sha for p, sha in have.items() if p not in gone}  # sent again, as new files
                 lost = f"{why}: {len(gone)} file(s) it held are gone from it, e.g. {gone[0]}"
                 mirror_paths = {e.path for e in mine}
-                cannot = [p for p in gone if p not in mirror_paths or self._held is not None and p not in self._held]
+                cannot = [p for p in gone
+                          if p not in mirror_paths or self._held is not None and p not in self._held]
                 if cannot:
                     raise FilesGone(
                         f"{shown}: shard {shard}: {lost}; not publishing onto it: this run cannot send "
@@ -653,7 +654,8 @@ def restore(targets: list[str], out: str | os.PathLike, progress=None,
         # out was new or empty: everything in it now is restore's own
         shutil.rmtree(out, ignore_errors=True) if created else _empty(out)
         if isinstance(exc, GIT_ERRORS):  # a shard's objects that git itself fails on
-            raise PublishError(redact(_git_failure(exc, "a shard's repository"), *(p._secret for p in publishers))) from None
+            secrets = (p._secret for p in publishers)
+            raise PublishError(redact(_git_failure(exc, "a shard's repository"), *secrets)) from None
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
