@@ -264,3 +264,23 @@ def test_a_tree_that_crashes_git_is_one_line_not_a_traceback(signed, tmp_path, c
     proc = run_cli(*args, "--quiet", timeout=LIMIT)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "git ls-tree" in one_line(proc) and not out.exists()
+
+
+def test_publish_says_when_the_history_it_pushed_was_rewritten_though_no_file_is_gone(signed, tmp_path):
+    """Commits are evidence of when each file was published: a remote squashed into one
+    force-pushed commit, every file kept, was built on with 'unchanged', exit 0."""
+    remote = tmp_path / "remote" / "actas.git"
+    target = f"git+file://{remote}"
+    assert publish(signed, target).returncode == 0
+    work = tmp_path / "work"
+    git("clone", "-q", str(remote), str(work))
+    before = git("-C", str(remote), "rev-parse", "main").strip()
+    git("checkout", "-q", "--orphan", "squashed", cwd=work)
+    git("commit", "-qm", "squashed", cwd=work)
+    git("push", "-qf", "origin", "squashed:main", cwd=work)
+    proc = publish(signed, target)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = one_line(proc)
+    assert f"({before[:12]} is no longer in it)" in line and "every file it held is still there" in line, line
+    assert publish(signed, target).returncode == 0
+

@@ -451,27 +451,25 @@ class GitPublisher:
         shown = redact(shard_url(self.shown, shard), self._secret)
         repo = self._repo(staging, shard)
         checked: dict[str, str] = {}  # path -> blob of its checked bytes, kept across attempts
+        mine_paths = {e.path for e in mine}
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             tip = self._fetch(repo, url)
             have = parse_manifest_text(_read_blob(repo, tip, PAYLOAD_MANIFEST) or "")
-            gone, why = self._gone(repo, url, tip, have, mine)
+            gone, rewritten = self._gone(repo, url, tip, have, mine)
+            problem = f"{rewritten}; every file it held is still there" if rewritten else ""
             if gone:
                 have = {p: sha for p, sha in have.items() if p not in gone}  # sent again, as new files
-                lost = f"{why}: {len(gone)} file(s) it held are gone from it, e.g. {gone[0]}"
-                mirror_paths = {e.path for e in mine}
-                cannot = [p for p in gone
-                          if p not in mirror_paths or self._held is not None and p not in self._held]
+                problem = f"{len(gone)} file(s) it held are gone from it, e.g. {gone[0]}" + (
+                    f"; {rewritten}" if rewritten else "")
+                cannot = [p for p in gone if p not in mine_paths or self._held is not None and p not in self._held]
                 if cannot:
                     raise FilesGone(
-                        f"{shown}: shard {shard}: {lost}; not publishing onto it: this run cannot send "
+                        f"{shown}: shard {shard}: {problem}; not publishing onto it: this run cannot send "
                         f"{len(cannot)} of them again, e.g. {cannot[0]} (a scheduled run holds only its new files): "
                         "publish them from a full mirror (acta-mirror restore --from another target, then publish)")
-            elif why:
-                lost = f"{why}, every file it held still there"
             for e in mine:
                 if e.path in have and have[e.path] != e.sha256:
                     raise PublishError(f"{shown}: {e.path} there differs from this mirror's; refusing to overwrite evidence")
-            mine_paths = {e.path for e in mine}
             # Lines of files another writer put there; read only when there are any.
             remote_part = _lines_in(repo, tip, PROVENANCE) if set(have) - mine_paths else []
             remote_full = _full_lines(repo, tip) if self._foreign(repo, tip, everything) else []
@@ -506,8 +504,8 @@ class GitPublisher:
                 parent = commit
                 pushed += 1
             if not rejected:
-                if why:  # said as a failure, once: the next publish builds on what is there now
-                    raise FilesGone(f"{shown}: shard {shard}: {lost}" + (
+                if problem:  # said as a failure, once: the next publish builds on what is there now
+                    raise FilesGone(f"{shown}: shard {shard}: {problem}" + (
                         f"; sent again, {len(done)} there now, head {parent[:12]}" if gone else ""))
                 if not pushed:
                     return f"{shown}: shard {shard} unchanged ({len(part)} files there)", False
@@ -518,16 +516,16 @@ class GitPublisher:
 
     def _gone(self, repo: git.Repo, url: str, tip: str | None, have: dict[str, str],
               mine: list[Record]) -> tuple[list[str], str]:
-        """Payload files the remote held and no longer holds as files (sorted), and why, when its
-        history was rewritten. It held what its own manifest lists, what its tip held when this
-        staging repository last saw it, and, in a scheduled run, what the job's state says was
-        published before this run. An empty why: no rewrite seen."""
+        """Payload files the remote held and no longer holds as files (sorted), and what says that
+        its history was rewritten ('' when it was not, as far as this staging repository saw). It
+        held what its own manifest lists, what its tip held when this staging repository last saw
+        it, and, in a scheduled run, what the job's state says was published before this run."""
         present = {p for p, (mode, _sha) in (_tree_files(repo, tip) if tip else {}).items()
                    if mode in ("100644", "100755")}
         held = set(have)
         if self._held is not None:
             held |= {e.path for e in mine if e.path not in self._held}
-        seen, why = self._seen.get(url), ""
+        seen, rewritten = self._seen.get(url), ""
         if seen and seen != tip:
             held |= {p for p in _tree_files(repo, seen) if p.startswith("data/")}
             try:
@@ -535,9 +533,9 @@ class GitPublisher:
                     raise git.GitCommandError("merge-base", 1)
                 repo.git.merge_base("--is-ancestor", seen, tip)
             except git.GitCommandError:
-                why = (f"its history was rewritten since the last publish from here "
-                       f"({seen[:12]} is no longer in it{'' if tip else ', nor is its branch'})")
-        return sorted(held - present), why or ("its files were deleted" if held - present else "")
+                rewritten = (f"its history was rewritten since the last publish from here "
+                             f"({seen[:12]} is no longer in it{'' if tip else ', nor is its branch'})")
+        return sorted(held - present), rewritten
 
     def _foreign(self, repo: git.Repo, tip: str | None, everything: list[Record]) -> bool:
         """Does the remote's full manifest list files this mirror lacks (another writer's)?
