@@ -284,3 +284,21 @@ def test_publish_says_when_the_history_it_pushed_was_rewritten_though_no_file_is
     assert f"({before[:12]} is no longer in it)" in line and "every file it held is still there" in line, line
     assert publish(signed, target).returncode == 0
 
+
+# -- shard URLs with {shard} -----------------------------------------------------------------------
+def test_a_shard_placeholder_url_reads_the_layout_from_shard_01(signed, tmp_path):
+    """With `{shard}` in the URL, publish fetched the URL as written: a local target got a stray
+    repository named 'actas-{shard}.git' (a hosting service answers 'not found' and every publish
+    failed), and shards.json was never read, so a later publish moved states already published
+    in other shards into shard 01."""
+    target = f"git+file://{tmp_path}/remote/actas-{{shard}}.git"
+    assert publish(signed, target, "--max-repo-bytes", "300000").returncode == 0
+    repos = sorted(p.name for p in (tmp_path / "remote").iterdir())
+    assert repos[:2] == ["actas-01.git", "actas-02.git"] and "actas-{shard}.git" not in repos, repos
+    def payload() -> set[str]:
+        return {p for p in tree_paths(tmp_path / "remote" / "actas-01.git") if p.startswith("data/")}
+
+    first = payload()
+    proc = publish(signed, target)  # the default budget would fit everything in shard 01
+    assert proc.returncode == 0 and "shard 01: +0 files" in proc.stdout, proc.stdout + proc.stderr
+    assert payload() == first  # every state stays in the shard it was published to

@@ -327,7 +327,7 @@ class GitPublisher:
             if stale.name != "lock":
                 stale.unlink()
         first = self._repo(staging, "01")
-        tip = self._fetch(first, self.url)
+        tip = self._fetch(first, shard_url(self.url, "01"))
         previous = read_layout(_read_blob(first, tip, SHARDS_JSON), self.shown)["groups"] if tip else {}
         of = [group_of(e.path) for e in entries]
         groups: dict[str, int] = {}
