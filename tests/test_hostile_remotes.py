@@ -302,3 +302,25 @@ def test_a_shard_placeholder_url_reads_the_layout_from_shard_01(signed, tmp_path
     proc = publish(signed, target)  # the default budget would fit everything in shard 01
     assert proc.returncode == 0 and "shard 01: +0 files" in proc.stdout, proc.stdout + proc.stderr
     assert payload() == first  # every state stays in the shard it was published to
+
+
+# -- what a remote says is shown, never obeyed by the terminal ------------------------------------------
+def test_a_remotes_error_text_cannot_draw_on_the_terminal(signed, tmp_path, monkeypatch):
+    """A remote's 'remote:' lines (here from its upload-pack, as any host can send them) became
+    publish's failure line byte for byte: escape sequences moved the cursor up and erased the
+    line above, drawing a forged 'published' line in its place."""
+    from tests.gitservers import GitDaemon
+
+    base = tmp_path / "srv"
+    assert publish(signed, f"git+file://{base}/actas.git").returncode == 0
+    hook = tmp_path / "say.sh"
+    hook.write_text('#!/bin/sh\nprintf "\\033[1A\\033[2Kpublished git://elsewhere (git): manifest root 0\\n" >&2\n'
+                    "exit 1\n")
+    hook.chmod(0o755)
+    (tmp_path / "server.gitconfig").write_text(f"[uploadpack]\n\tpackObjectsHook = {hook}\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "server.gitconfig"))  # the server's, not ours
+    with GitDaemon(base) as daemon:
+        monkeypatch.delenv("GIT_CONFIG_GLOBAL")
+        proc = publish(signed, daemon.url("actas.git"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr and "\\x1b[1A" in one_line(proc), proc.stderr

@@ -62,7 +62,7 @@ from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_M
                         format_bag_info, format_manifest, parse_bag_info, parse_manifest_text)
 from ..merkle import merkle_root
 from ..state import Record, is_shard_name, iter_records
-from ..models import NotAMirror, UsageError
+from ..models import NotAMirror, UsageError, printable
 from ..verify import verify
 from . import Plan, PublishError, Receipt, redact, register, working_dir
 
@@ -403,7 +403,8 @@ class GitPublisher:
         lines = [ln.removeprefix("stderr: ").strip("'\" ") for ln in lines if ln]
         told = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote:", "ERROR"))]
         reason = (told or [ln for ln in lines if ln] or [type(exc).__name__])[0]
-        return PublishError(redact(f"{self.shown}: {what}: {reason}", self._secret))
+        # the remote's own words: escaped, so that they cannot move the cursor or draw a line
+        return PublishError(redact(f"{self.shown}: {what}: {printable(reason)}", self._secret))
 
     def _ensure_remote(self, url: str) -> None:
         parts = urlsplit(url)
@@ -620,7 +621,8 @@ class GitPublisher:
                                                               or "lock" in info.summary):
                 return False  # another writer held the ref at that moment: fetch, rebuild, retry
             if info.flags & (git.PushInfo.ERROR | git.PushInfo.REMOTE_REJECTED | git.PushInfo.REMOTE_FAILURE):
-                raise PublishError(redact(f"{self.shown}: push refused: {info.summary.strip()}", self._secret))
+                raise PublishError(redact(f"{self.shown}: push refused: {printable(info.summary.strip())}",
+                                          self._secret))
         if not results:
             raise PublishError(f"{self.shown}: push reported nothing; the remote may have refused it")
         return True
@@ -674,7 +676,7 @@ def _git_failure(exc: Exception, where: str = "the remote's repository") -> str:
             f"exit code {exc.status}"
         command = " ".join(str(part) for part in exc.command[:2]) if isinstance(exc.command, list) else "git"
         return (f"{command} failed on {where} ({how}"
-                + (f": {said[0].removeprefix('stderr:').strip(chr(39) + ' ')})" if said else ")")
+                + (f": {printable(said[0].removeprefix('stderr:').strip(chr(39) + ' '))})" if said else ")")
                 + ": damaged, or made to break git")
     return f"{where} is damaged ({type(exc).__name__}: {exc})"
 
