@@ -324,3 +324,35 @@ def test_a_remotes_error_text_cannot_draw_on_the_terminal(signed, tmp_path, monk
         proc = publish(signed, daemon.url("actas.git"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "\x1b" not in proc.stdout + proc.stderr and "\\x1b[1A" in one_line(proc), proc.stderr
+
+
+# -- a damaged manifest on a remote ------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["publish", "dry-run", "restore"])
+def test_a_damaged_manifest_on_a_remote_fails_that_target_only(signed, tmp_path, command):
+    """A remote's manifest with a line that is no '<sha256>  <path>' line raised NotAMirror from
+    the remote's text: publish stopped there, without publishing to the next target, exit 2,
+    naming neither the target nor the file ('manifest:54: ...; give the directory that holds
+    bagit.txt'); restore likewise on full-bag/'s manifest."""
+    damaged = tmp_path / "remote" / "a.git"
+    assert publish(signed, f"git+file://{damaged}").returncode == 0
+    work = tmp_path / "work"
+    git("clone", "-q", str(damaged), str(work))
+    name = "full-bag/manifest-sha256.txt" if command == "restore" else "manifest-sha256.txt"
+    with open(work / name, "a") as fh:
+        fh.write("not a manifest line\n")
+    git("commit", "-qam", "damage", cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    other = tmp_path / "remote" / "b.git"
+    targets = ["--to", f"git+file://{damaged}", "--to", f"git+file://{other}"]
+    if command == "restore":
+        proc = run_cli("restore", "--from", f"git+file://{damaged}", "--out", str(tmp_path / "r"), "--quiet",
+                       timeout=LIMIT)
+    else:
+        proc = run_cli("publish", str(signed), *targets, "--quiet", *(["--dry-run"] if command == "dry-run" else []),
+                       timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "not a '<sha256>  <path>' line" in line]
+    assert len(said) == 1 and name in said[0] and "give the directory" not in said[0], proc.stderr
+    assert command == "restore" or "a.git" in said[0]
+    if command == "publish":
+        assert len([p for p in tree_paths(other) if p.startswith("data/")]) == len(listed(work)) - 1

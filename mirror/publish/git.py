@@ -305,14 +305,14 @@ class GitPublisher:
             for shard in sorted(set(assignment.values())):
                 if shard != "01":
                     repo, tip = remote(shard)
-                have = parse_manifest_text(_read_blob(repo, tip, PAYLOAD_MANIFEST) or "") if tip else {}
+                shown = redact(shard_url(self.shown, shard), self._secret)
+                have = _manifest_in(_read_blob(repo, tip, PAYLOAD_MANIFEST), f"{shown}: {PAYLOAD_MANIFEST}")
                 mine = [e for e in entries if assignment[group_of(e.path)] == shard]
                 clash = [e.path for e in mine if e.path in have and have[e.path] != e.sha256]
                 new = [e for e in mine if e.path not in have]
                 size = sum(e.size for e in new)
                 plan.files += len(new)
                 plan.bytes += size
-                shown = redact(shard_url(self.shown, shard), self._secret)
                 line = (f"{shown}: shard {shard}: {len(new)} of {len(mine)} files to send, {size:,} bytes, "
                         f"in {len(_batches(new, self.max_push_bytes))} push(es)" if new else
                         f"{shown}: shard {shard}: nothing to send ({len(mine)} files there already)")
@@ -455,7 +455,7 @@ class GitPublisher:
         mine_paths = {e.path for e in mine}
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             tip = self._fetch(repo, url)
-            have = parse_manifest_text(_read_blob(repo, tip, PAYLOAD_MANIFEST) or "")
+            have = _manifest_in(_read_blob(repo, tip, PAYLOAD_MANIFEST), f"{shown}: {PAYLOAD_MANIFEST}")
             gone, rewritten = self._gone(repo, url, tip, have, mine)
             problem = f"{rewritten}; every file it held is still there" if rewritten else ""
             if gone:
@@ -546,8 +546,8 @@ class GitPublisher:
             return False
         if blob not in self._foreign_seen:
             paths = {e.path for e in everything}
-            self._foreign_seen[blob] = any(p not in paths for p in parse_manifest_text(_blob(repo, blob).decode(
-                "utf-8", "replace")))
+            listed = _manifest_in(_blob(repo, blob).decode("utf-8", "replace"), f"{self.shown}: {FULL_MANIFEST}")
+            self._foreign_seen[blob] = any(p not in paths for p in listed)
         return self._foreign_seen[blob]
 
     def _whole(self, full: list[Record]) -> _Whole:
@@ -757,7 +757,9 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
     tree = _tree_files(first, first_tip)
     carried = {name: tree[f"{FULL_BAG}/{name}"] for name in PUBLISHED_TAG_FILES if f"{FULL_BAG}/{name}" in tree}
     manifest = carried.get(PAYLOAD_MANIFEST)
-    if manifest and set(parse_manifest_text(_blob(first, manifest[1]).decode("utf-8", "replace"))) == restored:
+    listed = _manifest_in(_blob(first, manifest[1]).decode("utf-8", "replace"),
+                          f"shard 01: {FULL_BAG}/{PAYLOAD_MANIFEST}") if manifest else {}
+    if manifest and set(listed) == restored:
         for name, (_mode, sha) in carried.items():
             _fits(first.odb.info(bytes.fromhex(sha)).size, f"shard 01: {FULL_BAG}/{name}")
         for name, (_mode, sha) in carried.items():  # byte for byte (the signature covers them), streamed
@@ -939,6 +941,15 @@ def _git_url(target: str) -> tuple[str, str]:
     if parts.username and scheme in ("ssh",):
         netloc = f"{parts.username}@{netloc}"
     return urlunsplit((scheme, netloc, parts.path, parts.query, "")), secret
+
+
+def _manifest_in(text: str | None, where: str) -> dict[str, str]:
+    """A manifest a remote holds, parsed: {path: sha256}; PublishError naming where when a line is
+    damaged (that target fails, not the command)."""
+    try:
+        return parse_manifest_text(text or "", where)
+    except NotAMirror as exc:
+        raise PublishError(f"the remote's {exc}") from None
 
 
 def _read_blob(repo: git.Repo, commit: str | None, path: str, ref: bool = False) -> str | None:
