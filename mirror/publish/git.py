@@ -949,7 +949,7 @@ def _manifest_in(text: str | None, where: str) -> dict[str, str]:
     try:
         return parse_manifest_text(text or "", where)
     except NotAMirror as exc:
-        raise PublishError(f"the remote's {exc}") from None
+        raise PublishError(f"{exc} (the remote's file is damaged)") from None
 
 
 def _read_blob(repo: git.Repo, commit: str | None, path: str, ref: bool = False) -> str | None:
