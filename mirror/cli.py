@@ -950,7 +950,8 @@ def _print_run(report, args=None) -> int:
         print(f"verify: intact: {report.listed:,} of {report.listed:,} listed files hashed and matched")
     else:  # a run without a local mirror holds only what it downloaded
         print(f"verify: {report.hashed:,} new file(s) hashed and matched, of {report.listed:,} recorded; the "
-              f"other {report.listed - report.hashed:,} are not held here (the targets hold them)")
+              f"other {report.listed - report.hashed:,} are not held here (published before; only a run that "
+              "publishes checks that the targets still hold them)")
     for p in report.problems[:FAILURES_SHOWN]:
         print(f"  {p}")
     for r in report.receipts:
