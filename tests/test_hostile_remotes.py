@@ -359,3 +359,22 @@ def test_a_damaged_manifest_on_a_remote_fails_that_target_only(signed, tmp_path,
     assert command == "restore" or "a.git" in said[0]
     if command == "publish":
         assert len([p for p in tree_paths(other) if p.startswith("data/")]) == len(listed(work)) - 1
+
+
+# -- a branch that is no commit ----------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["tree", "blob"])
+@pytest.mark.parametrize("command", ["publish", "dry-run", "restore"])
+def test_a_branch_that_points_at_no_commit_is_one_line(signed, tmp_path, kind, command):
+    """A host's refs/heads/main may name a tree or a blob (git refuses to write that, a host's
+    files need not): restore ended in a TypeError traceback, publish in a ValueError one."""
+    remote = tmp_path / "remote" / "actas.git"
+    target = f"git+file://{remote}"
+    assert publish(signed, target).returncode == 0
+    where = "main^{tree}" if kind == "tree" else "main:bagit.txt"
+    (remote / "refs" / "heads" / "main").write_text(git("-C", str(remote), "rev-parse", where))
+    out = tmp_path / "r"
+    args = ["restore", "--from", target, "--out", str(out)] if command == "restore" else \
+        ["publish", str(signed), "--to", target, *(["--dry-run"] if command == "dry-run" else [])]
+    proc = run_cli(*args, "--quiet", timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "points at no commit" in one_line(proc) and not out.exists()

@@ -294,6 +294,8 @@ class GitPublisher:
                     fresh.git.fetch("--depth=1", "--filter=blob:none", "target", f"refs/heads/{BRANCH}")
                 except git.GitCommandError as exc:
                     raise self._fail("fetch failed", exc) from None
+                if not _has_commit(fresh, tip):
+                    raise self._no_commit(url, tip)
                 return fresh, tip
 
             repo, tip = remote("01")
@@ -433,7 +435,13 @@ class GitPublisher:
             repo.git.fetch("--filter=blob:none", "target", f"+refs/heads/{BRANCH}:refs/remotes/target/{BRANCH}")
         except git.GitCommandError as exc:
             raise self._fail("fetch failed", exc) from None
-        return heads.split()[0]
+        tip = heads.split()[0]
+        if not _has_commit(repo, tip):  # a host's ref files may name a tree or a blob
+            raise self._no_commit(url, tip)
+        return tip
+
+    def _no_commit(self, url: str, tip: str) -> PublishError:
+        return PublishError(f"{self.shown}: {BRANCH} of {redact(url, self._secret)} points at no commit ({tip[:12]})")
 
     @staticmethod
     def _remote(repo: git.Repo, url: str) -> git.Remote:
@@ -707,10 +715,15 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
                 shutil.rmtree(dest, ignore_errors=True)
                 errors.append(str(pub._fail(f"shard {shard}", exc)))
                 continue
-            notes.append(f"shard {shard} from {redact(shard_url(pub.shown, shard), pub._secret)}")
+            shown = redact(shard_url(pub.shown, shard), pub._secret)
             repo = git.Repo(dest)
             repo.git.update_environment(**env)
-            return repo, repo.head.commit.hexsha
+            tip = _commit_of(repo, "HEAD")
+            if tip is None:  # a host's ref files may name a tree or a blob
+                errors.append(f"{shown}: shard {shard}: its branch {BRANCH} points at no commit")
+                continue
+            notes.append(f"shard {shard} from {shown}")
+            return repo, tip
         raise PublishError("; ".join(errors) or f"shard {shard}: no target given")
 
     first, first_tip = clone("01")
