@@ -378,3 +378,29 @@ def test_a_branch_that_points_at_no_commit_is_one_line(signed, tmp_path, kind, c
     proc = run_cli(*args, "--quiet", timeout=LIMIT)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "points at no commit" in one_line(proc) and not out.exists()
+
+
+# -- files that change what a clone checks out ----------------------------------------------------------
+@pytest.mark.parametrize("where", [".gitattributes", "data/index/.gitattributes"])
+def test_publish_removes_a_planted_gitattributes_and_says_so(signed, tmp_path, where):
+    """A .gitattributes added to a shard by its host ('* text eol=crlf') makes every clone check
+    out other bytes than the ones published (line ends of the manifests and the records, and of
+    every image: `text` is forced): each stranger's check of a clone fails. Publish built on it
+    and said 'unchanged', exit 0, leaving it there."""
+    remote = tmp_path / "remote" / "actas.git"
+    target = f"git+file://{remote}"
+    assert publish(signed, target).returncode == 0
+    work = tmp_path / "work"
+    git("clone", "-q", str(remote), str(work))
+    (work / where).write_text("* text eol=crlf\n")
+    git("add", where, cwd=work)
+    git("commit", "-qm", "attributes", cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    proc = publish(signed, target)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert where in one_line(proc) and "removed" in one_line(proc)
+    assert where not in tree_paths(remote)
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(remote), str(clone))
+    assert run_cli("verify", str(clone), timeout=LIMIT).returncode == 0
+    assert publish(signed, target).returncode == 0  # said once

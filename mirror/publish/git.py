@@ -83,6 +83,9 @@ FULL_CHUNKS = "full-provenance"
 FULL_CHUNK_LINES = 1000
 MAX_RECORD_BLOB = 1 << 29  # a manifest or provenance file of ~3 million lines: a larger blob is a planted bomb
 SHARDS_JSON = "shards.json"
+# Files that make a clone check out other bytes than the ones committed (line ends, encodings,
+# filters; submodules): never in a shard, removed when a host planted one.
+CHECKOUT_FILES = (".gitattributes", ".gitmodules")
 FULL_BAG = "full-bag"  # in shard 01: the whole mirror's tag files, byte for byte
 CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
                      'test -n "$ACTA_MIRROR_GIT_PASSWORD" || exit 0; '
@@ -104,8 +107,9 @@ logging.getLogger("git").addHandler(logging.NullHandler())
 logging.getLogger("git").propagate = False  # GitPython's own error lines would bypass redaction
 
 
-class FilesGone(PublishError):
-    """A remote no longer holds files it held (history rewritten, files deleted): evidence lost there."""
+class RemoteChanged(PublishError):
+    """A remote changed behind publish's back: files it held are gone (deleted, history rewritten),
+    or files were planted in it that change what a clone checks out."""
 
     advice = ("find out who changed that repository (its host's audit log, its other clones), and keep "
               "the copies that still hold those files")
@@ -464,18 +468,23 @@ class GitPublisher:
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             tip = self._fetch(repo, url)
             have = _manifest_in(_read_blob(repo, tip, PAYLOAD_MANIFEST), f"{shown}: {PAYLOAD_MANIFEST}")
-            gone, rewritten = self._gone(repo, url, tip, have, mine)
+            listing = _tree_files(repo, tip) if tip else {}
+            gone, rewritten = self._gone(repo, url, tip, listing, have, mine)
             problem = f"{rewritten}; every file it held is still there" if rewritten else ""
+            planted = sorted(p for p in listing if p.rpartition("/")[2] in CHECKOUT_FILES)
             if gone:
                 have = {p: sha for p, sha in have.items() if p not in gone}  # sent again, as new files
                 problem = f"{len(gone)} file(s) it held are gone from it, e.g. {gone[0]}" + (
                     f"; {rewritten}" if rewritten else "")
                 cannot = [p for p in gone if p not in mine_paths or self._held is not None and p not in self._held]
                 if cannot:
-                    raise FilesGone(
+                    raise RemoteChanged(
                         f"{shown}: shard {shard}: {problem}; not publishing onto it: this run cannot send "
                         f"{len(cannot)} of them again, e.g. {cannot[0]} (a scheduled run holds only its new files): "
                         "publish them from a full mirror (acta-mirror restore --from another target, then publish)")
+            if planted:
+                problem = "; ".join([*([problem] if problem else []), f"it carried {len(planted)} file(s) that change "
+                                     f"what a clone checks out, e.g. {planted[0]}: removed"])
             for e in mine:
                 if e.path in have and have[e.path] != e.sha256:
                     raise PublishError(f"{shown}: {e.path} there differs from this mirror's; refusing to overwrite evidence")
@@ -499,7 +508,8 @@ class GitPublisher:
                 self.progress(self.shown, shard, len(done), len(part))
                 base = _commit_tree(repo, parent) if parent else None
                 part_root = _root(done)
-                tree = self._tree(repo, base, batch, checked, done, part_root, whole, blobs, assignment, shard, shards)
+                tree = self._tree(repo, base, batch, checked, done, part_root, whole, blobs, assignment, shard, shards,
+                                  planted)
                 if tree == base:
                     continue
                 message = (f"acta-mirror {__version__}: shard {shard}: +{len(batch)} files "
@@ -514,7 +524,7 @@ class GitPublisher:
                 pushed += 1
             if not rejected:
                 if problem:  # said as a failure, once: the next publish builds on what is there now
-                    raise FilesGone(f"{shown}: shard {shard}: {problem}" + (
+                    raise RemoteChanged(f"{shown}: shard {shard}: {problem}" + (
                         f"; sent again, {len(done)} there now, head {parent[:12]}" if gone else ""))
                 if not pushed:
                     return f"{shown}: shard {shard} unchanged ({len(part)} files there)", False
@@ -523,14 +533,13 @@ class GitPublisher:
             time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
         raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
 
-    def _gone(self, repo: git.Repo, url: str, tip: str | None, have: dict[str, str],
-              mine: list[Record]) -> tuple[list[str], str]:
+    def _gone(self, repo: git.Repo, url: str, tip: str | None, listing: dict[str, tuple[str, str]],
+              have: dict[str, str], mine: list[Record]) -> tuple[list[str], str]:
         """Payload files the remote held and no longer holds as files (sorted), and what says that
         its history was rewritten ('' when it was not, as far as this staging repository saw). It
         held what its own manifest lists, what its tip held when this staging repository last saw
         it, and, in a scheduled run, what the job's state says was published before this run."""
-        present = {p for p, (mode, _sha) in (_tree_files(repo, tip) if tip else {}).items()
-                   if mode in ("100644", "100755")}
+        present = {p for p, (mode, _sha) in listing.items() if mode in ("100644", "100755")}
         held = set(have)
         if self._held is not None:
             held |= {e.path for e in mine if e.path not in self._held}
@@ -573,9 +582,10 @@ class GitPublisher:
         self._whole_made = (full, whole)
         return whole
 
-    def _tree(self, repo, base, batch, checked, part, part_root, whole, blobs, assignment, shard, shards) -> str:
-        """The shard's tree: the parent's, plus this batch's files (blobs of checked bytes),
-        fresh tag files and shard 01's extra files. Only what changed is stored."""
+    def _tree(self, repo, base, batch, checked, part, part_root, whole, blobs, assignment, shard, shards,
+              planted) -> str:
+        """The shard's tree: the parent's, without the planted paths, plus this batch's files (blobs
+        of checked bytes), fresh tag files and shard 01's extra files. Only what changed is stored."""
         part_info = {k: v for k, v in self._info.items() if k != "Payload-Oxum"}
         part_info.update({
             "Payload-Oxum": f"{sum(e.size for e in part)}.{len(part)}",
@@ -598,6 +608,7 @@ class GitPublisher:
         files: dict[str, tuple[str, bytes | None] | None] = {n: (_git_id(d), d) for n, d in tags.items()}
         files.update(whole.files)
         files[FULL_PROVENANCE] = None  # earlier versions carried it whole; the chunks replace it
+        files.update((path, None) for path in planted)
         files.update((e.path, (checked[e.path], None)) for e in batch)
         files.update((name, (sha, None)) for name, sha in blobs.items())
         # the site and the full bag's tag files are replaced whole, as the chunks are
