@@ -404,3 +404,22 @@ def test_publish_removes_a_planted_gitattributes_and_says_so(signed, tmp_path, w
     git("clone", "-q", str(remote), str(clone))
     assert run_cli("verify", str(clone), timeout=LIMIT).returncode == 0
     assert publish(signed, target).returncode == 0  # said once
+
+
+# -- a host that says it took a push and did not keep it ----------------------------------------------
+def test_publish_checks_that_the_remote_kept_what_it_said_it_took(signed, tmp_path):
+    """A host whose post-receive hook puts the branch back (a compromised or broken host) answers
+    'ok' to the push: publish said 'published ..., head X', exit 0, while the remote held none of it."""
+    from tests.gitservers import GitDaemon
+
+    base = tmp_path / "srv"
+    base.mkdir()
+    repo = bare_repo(base / "actas.git", daemon=True)
+    hook = repo / "hooks" / "post-receive"
+    hook.write_text('#!/bin/sh\nread old new ref\nif [ "$old" = 0000000000000000000000000000000000000000 ]; then '
+                    'git update-ref -d "$ref"; else git update-ref "$ref" "$old"; fi\n')
+    hook.chmod(0o755)
+    with GitDaemon(base) as daemon:
+        proc = publish(signed, daemon.url("actas.git"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "did not keep it" in one_line(proc) and "published" not in proc.stdout

@@ -523,6 +523,8 @@ class GitPublisher:
                 parent = commit
                 pushed += 1
             if not rejected:
+                if pushed:
+                    self._kept(repo, url, parent, f"{shown}: shard {shard}")
                 if problem:  # said as a failure, once: the next publish builds on what is there now
                     raise RemoteChanged(f"{shown}: shard {shard}: {problem}" + (
                         f"; sent again, {len(done)} there now, head {parent[:12]}" if gone else ""))
@@ -532,6 +534,29 @@ class GitPublisher:
                         f"head {parent[:12]}"), True
             time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
         raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
+
+    def _kept(self, repo: git.Repo, url: str, commit: str, where: str) -> None:
+        """The remote's branch holds the commit just pushed (or a later one built on it): a host
+        may answer 'ok' to a push and not keep it."""
+        try:
+            heads = repo.git.ls_remote(url, f"refs/heads/{BRANCH}").split()
+        except git.GitCommandError as exc:
+            raise self._fail("checking the push", exc) from None
+        tip = heads[0] if heads else ""
+        if tip == commit:
+            return
+        if tip:  # another writer's, on ours? fetch it and see
+            try:
+                repo.git.fetch("--filter=blob:none", "target", f"+refs/heads/{BRANCH}:refs/remotes/target/{BRANCH}")
+            except git.GitCommandError as exc:
+                raise self._fail("checking the push", exc) from None
+            try:
+                repo.git.merge_base("--is-ancestor", commit, tip)
+                return
+            except git.GitCommandError:
+                pass  # not an ancestor
+        raise PublishError(f"{where}: the remote answered that it took {commit[:12]}, but its {BRANCH} is at "
+                           f"{tip[:12] or 'nothing'}: it did not keep it")
 
     def _gone(self, repo: git.Repo, url: str, tip: str | None, listing: dict[str, tuple[str, str]],
               have: dict[str, str], mine: list[Record]) -> tuple[list[str], str]:
