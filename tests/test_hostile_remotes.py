@@ -128,7 +128,14 @@ def branch_deleted(remote: Path, work: Path, victim: str) -> None:
     git("-C", str(remote), "update-ref", "-d", "refs/heads/main")
 
 
-@pytest.mark.parametrize("edit", [squashed, deleted_later, branch_deleted])
+def replaced(remote: Path, work: Path, victim: str) -> None:
+    """Other bytes at the file's path, its manifest line kept: a clone's check fails, nothing else."""
+    (work / victim).write_bytes((work / victim).read_bytes() + b"\0")
+    git("commit", "-qam", "replace", cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+
+
+@pytest.mark.parametrize("edit", [squashed, deleted_later, branch_deleted, replaced])
 def test_publish_says_when_a_file_it_pushed_is_gone_from_the_remote(signed, tmp_path, edit):
     """A remote that lost a file publish had pushed (history rewritten and force-pushed, a later
     commit deleting it, the branch deleted): the next publish sent it again, or left it missing
@@ -144,10 +151,11 @@ def test_publish_says_when_a_file_it_pushed_is_gone_from_the_remote(signed, tmp_
     assert proc.returncode == 1, proc.stdout + proc.stderr
     line = one_line(proc)
     gone = len(listed(work)) if edit is branch_deleted else 1
-    assert f": {gone} file(s) it held are gone from it" in line and "sent again" in line, line
+    assert f": {gone} file(s) it held are gone from it or hold other bytes" in line and "sent again" in line, line
     assert victim in line or gone > 1, line
-    assert ("rewritten" in line) == (edit is not deleted_later), line
-    assert victim in tree_paths(remote)  # this mirror holds it: it is back
+    assert ("rewritten" in line) == (edit in (squashed, branch_deleted)), line
+    back = git("-C", str(remote), "rev-parse", f"main:{victim}")
+    assert back == git("hash-object", str(signed / victim))  # this mirror holds it: its bytes are back
     again = publish(signed, target)  # said once; the remote now holds every file
     assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr
 

@@ -474,7 +474,7 @@ class GitPublisher:
             planted = sorted(p for p in listing if p.rpartition("/")[2] in CHECKOUT_FILES)
             if gone:
                 have = {p: sha for p, sha in have.items() if p not in gone}  # sent again, as new files
-                problem = f"{len(gone)} file(s) it held are gone from it, e.g. {gone[0]}" + (
+                problem = f"{len(gone)} file(s) it held are gone from it or hold other bytes, e.g. {gone[0]}" + (
                     f"; {rewritten}" if rewritten else "")
                 cannot = [p for p in gone if p not in mine_paths or self._held is not None and p not in self._held]
                 if cannot:
@@ -560,17 +560,21 @@ class GitPublisher:
 
     def _gone(self, repo: git.Repo, url: str, tip: str | None, listing: dict[str, tuple[str, str]],
               have: dict[str, str], mine: list[Record]) -> tuple[list[str], str]:
-        """Payload files the remote held and no longer holds as files (sorted), and what says that
-        its history was rewritten ('' when it was not, as far as this staging repository saw). It
-        held what its own manifest lists, what its tip held when this staging repository last saw
-        it, and, in a scheduled run, what the job's state says was published before this run."""
+        """Payload files the remote held and no longer holds as files, or holds with other bytes
+        than it held (sorted), and what says that its history was rewritten ('' when it was not,
+        as far as this staging repository saw). It held what its own manifest lists, what its
+        tip held when this staging repository last saw it, and, in a scheduled run, what the
+        job's state says was published before this run. A path's bytes never change (a new
+        version is a new path): other bytes there are not another writer's."""
         present = {p for p, (mode, _sha) in listing.items() if mode in ("100644", "100755")}
         held = set(have)
         if self._held is not None:
             held |= {e.path for e in mine if e.path not in self._held}
         seen, rewritten = self._seen.get(url), ""
         if seen and seen != tip:
-            held |= {p for p in _tree_files(repo, seen) if p.startswith("data/")}
+            before = {p: sha for p, (_mode, sha) in _tree_files(repo, seen).items() if p.startswith("data/")}
+            held |= set(before)
+            present -= {p for p in before if p in present and listing[p][1] != before[p]}
             try:
                 if not tip:
                     raise git.GitCommandError("merge-base", 1)
