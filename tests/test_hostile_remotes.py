@@ -431,3 +431,43 @@ def test_publish_checks_that_the_remote_kept_what_it_said_it_took(signed, tmp_pa
         proc = publish(signed, daemon.url("actas.git"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "did not keep it" in one_line(proc) and "published" not in proc.stdout
+
+
+# -- a local target repository's own config --------------------------------------------------------------
+def alternate_refs_command(repo: Path, marker: Path) -> None:
+    """receive-pack asks an alternate for its refs through a command the repository's config names."""
+    other = repo.parent / "other.git"
+    git("init", "-q", "--bare", "-b", "main", str(other))
+    (repo / "objects" / "info" / "alternates").write_text(f"{other}/objects\n")
+    git("-C", str(repo), "config", "core.alternateRefsCommand", f"touch {marker}; true")
+
+
+def checkout_filter(repo: Path, marker: Path) -> None:
+    """A repository with a work tree that checks out what is pushed to it, through a smudge filter."""
+    git("-C", str(repo), "config", "core.bare", "false")
+    git("-C", str(repo), "config", "receive.denyCurrentBranch", "updateInstead")
+    git("-C", str(repo), "config", "filter.given.smudge", f"touch {marker}; cat")
+    (repo / "info" / "attributes").write_text("* filter=given\n")
+
+
+@pytest.mark.parametrize("given", [alternate_refs_command, checkout_filter])
+def test_publish_never_runs_a_command_a_local_target_repositorys_config_names(signed, tmp_path, given):
+    """A git+file:// target may be a repository someone handed over (a shared drive, a USB stick):
+    its hooks were already off, but receive-pack still ran commands its config named."""
+    marker = tmp_path / "ran"
+    if given is checkout_filter:
+        work = tmp_path / "given" / "a"
+        git("init", "-q", "-b", "main", str(work))
+        git("commit", "-q", "--allow-empty", "-m", "start", cwd=work)
+        repo, target = work / ".git", f"git+file://{work}"
+    else:
+        repo = tmp_path / "given" / "a.git"
+        git("init", "-q", "--bare", "-b", "main", str(repo))
+        target = f"git+file://{repo}"
+    given(repo, marker)
+    proc = publish(signed, target)
+    assert not marker.exists(), "a command the target repository's config names ran"
+    if given is checkout_filter:  # git refuses to update the branch checked out there: one line
+        assert proc.returncode == 1 and "checked out" in one_line(proc), proc.stdout + proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stdout + proc.stderr

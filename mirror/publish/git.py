@@ -103,6 +103,12 @@ NO_DATA_SECONDS = 300
 GIT_SETTINGS = {"core.hooksPath": "/dev/null", "core.fsmonitor": "false", "user.name": AUTHOR[0],
                 "user.email": AUTHOR[1], "gc.auto": "0", "credential.helper": CREDENTIAL_HELPER,
                 "http.lowSpeedLimit": "1", "http.lowSpeedTime": str(NO_DATA_SECONDS)}
+# A local target's receive-pack runs here, and git hands it none of our config: tell it itself
+# that no command that repository's config names runs (it may have come from anyone): no hook,
+# no alternateRefsCommand (run to list an alternate's refs), and no checkout of a pushed branch
+# into a work tree (updateInstead runs the smudge filters its config and info/attributes name).
+LOCAL_RECEIVE_PACK = ("git -c core.hooksPath=/dev/null -c core.alternateRefsCommand=true "
+                      "-c receive.denyCurrentBranch=refuse receive-pack")
 logging.getLogger("git").addHandler(logging.NullHandler())
 logging.getLogger("git").propagate = False  # GitPython's own error lines would bypass redaction
 
@@ -652,9 +658,7 @@ class GitPublisher:
         remote = self._remote(repo, url)
         repo.git.update_ref(f"refs/heads/{BRANCH}", commit)  # GitPython reports on named refs only
         try:
-            # A local target's receive-pack runs here, and git hands it none of our config: tell it
-            # itself that no hook of that repository (which may have come from anyone) runs.
-            local = {"receive_pack": "git -c core.hooksPath=/dev/null receive-pack",
+            local = {"receive_pack": LOCAL_RECEIVE_PACK,
                      "allow_unsafe_options": True} if _is_local(url) else {}  # our own fixed command
             results = remote.push(f"refs/heads/{BRANCH}:refs/heads/{BRANCH}", **local)
         except git.GitCommandError as exc:
