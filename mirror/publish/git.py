@@ -556,11 +556,8 @@ class GitPublisher:
                 repo.git.fetch("--filter=blob:none", "target", f"+refs/heads/{BRANCH}:refs/remotes/target/{BRANCH}")
             except git.GitCommandError as exc:
                 raise self._fail("checking the push", exc) from None
-            try:
-                repo.git.merge_base("--is-ancestor", commit, tip)
+            if _is_ancestor(repo, commit, tip):
                 return
-            except git.GitCommandError:
-                pass  # not an ancestor
         raise PublishError(f"{where}: the remote answered that it took {commit[:12]}, but its {BRANCH} is at "
                            f"{tip[:12] or 'nothing'}: it did not keep it")
 
@@ -581,11 +578,7 @@ class GitPublisher:
             before = {p: sha for p, (_mode, sha) in _tree_files(repo, seen).items() if p.startswith("data/")}
             held |= set(before)
             present -= {p for p in before if p in present and listing[p][1] != before[p]}
-            try:
-                if not tip:
-                    raise git.GitCommandError("merge-base", 1)
-                repo.git.merge_base("--is-ancestor", seen, tip)
-            except git.GitCommandError:
+            if not tip or not _is_ancestor(repo, seen, tip):
                 rewritten = (f"its history was rewritten since the last publish from here "
                              f"({seen[:12]} is no longer in it{'' if tip else ', nor is its branch'})")
         return sorted(held - present), rewritten
@@ -1027,6 +1020,14 @@ def _commit_of(repo: git.Repo, ref: str) -> str | None:
         return repo.git.rev_parse("--verify", "-q", f"{ref}^{{commit}}")
     except git.GitCommandError:
         return None
+
+
+def _is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:
+    try:
+        repo.git.merge_base("--is-ancestor", older, newer)
+        return True
+    except git.GitCommandError:  # 1: it is not; 128: one of them is missing, so it is not either
+        return False
 
 
 def _has_commit(repo: git.Repo, sha: str) -> bool:
