@@ -227,6 +227,7 @@ class GitPublisher:
                                f"not publishing it to {self.shown}") from None
         entries = list(iter_records(mirror / PROVENANCE))  # clean: published_files said so
         extras = {rel: sha for rel, _n, sha in files if not rel.startswith("data/")}
+        self._held = None  # the whole mirror is in hand
         return self._publish(mirror, entries, extras)
 
     def publish_delta(self, delta) -> Receipt:
