@@ -471,3 +471,47 @@ def test_publish_never_runs_a_command_a_local_target_repositorys_config_names(si
         assert proc.returncode == 1 and "checked out" in one_line(proc), proc.stdout + proc.stderr
     else:
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- a redirect to another host ----------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["publish", "restore"])
+def test_a_password_never_follows_a_redirect_to_another_host(signed, tmp_path, command):
+    """Git follows a host's redirect of its first request; the credential helper answered whoever
+    asked next, so the password for 127.0.0.1 (in the URL, or ACTA_MIRROR_GIT_PASSWORD) went to
+    the host the redirect named (127.0.0.2 here)."""
+    import http.server
+
+    root = tmp_path / "http"
+    root.mkdir()
+    bare_repo(root / "actas.git", http=True)
+    with GitHttp(root, "elsewhere", "theirs") as other:
+        other.server.server_close()  # the same server, on another loopback address
+        other.server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), other.handler)
+        threading.Thread(target=other.server.serve_forever, daemon=True).start()
+        port = other.server.server_address[1]
+
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.2:{port}{self.path}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        first = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        threading.Thread(target=first.serve_forever, daemon=True).start()
+        secret = "s3cret-for-127.0.0.1"
+        url = f"127.0.0.1:{first.server_address[1]}/actas.git"
+        if command == "restore":
+            proc = run_cli("restore", "--from", f"git+http://me:{secret}@{url}", "--out", str(tmp_path / "r"),
+                           "--quiet", timeout=LIMIT)
+        else:
+            proc = run_cli("publish", str(signed), "--to", f"git+http://{url}", "--quiet", timeout=LIMIT,
+                           env={"ACTA_MIRROR_GIT_PASSWORD": secret})
+        first.shutdown()
+        first.server_close()
+        seen = [base64.b64decode(a.split()[1]).decode() for a in other.handler.seen_auth if a]
+    assert not any(secret in s for s in seen), f"127.0.0.2 received {seen}"
+    assert proc.returncode == 1 and secret not in proc.stdout + proc.stderr, proc.stdout + proc.stderr

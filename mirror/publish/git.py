@@ -87,8 +87,13 @@ SHARDS_JSON = "shards.json"
 # filters; submodules): never in a shard, removed when a host planted one.
 CHECKOUT_FILES = (".gitattributes", ".gitmodules")
 FULL_BAG = "full-bag"  # in shard 01: the whole mirror's tag files, byte for byte
+# Git asks it with the host it is talking to on stdin: a password goes to the target's own host
+# only, never to another one that host redirected git to.
 CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
                      'test -n "$ACTA_MIRROR_GIT_PASSWORD" || exit 0; '
+                     'while IFS= read -r line && test -n "$line"; do '
+                     'case "$line" in host=*) host=$(printf %s "${line#host=}" | tr A-Z a-z);; esac; done; '
+                     'test "$host" = "$ACTA_MIRROR_GIT_HOST" || exit 0; '
                      'echo "username=${ACTA_MIRROR_GIT_USERNAME:-acta-mirror}"; '
                      'echo "password=${ACTA_MIRROR_GIT_PASSWORD}"; }; f')
 AUTHOR = ("acta-mirror", "acta-mirror@localhost")
@@ -389,6 +394,7 @@ class GitPublisher:
                "GIT_CONFIG_COUNT": str(len(GIT_SETTINGS))}
         for i, (key, value) in enumerate(GIT_SETTINGS.items()):
             env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+        env["ACTA_MIRROR_GIT_HOST"] = urlsplit(self.url).netloc.rpartition("@")[2].lower()
         if self._secret:
             env["ACTA_MIRROR_GIT_PASSWORD"] = self._secret
             env["ACTA_MIRROR_GIT_USERNAME"] = unquote(urlsplit(self.target).username or "") or "acta-mirror"
