@@ -326,7 +326,7 @@ def test_a_remotes_error_text_cannot_draw_on_the_terminal(signed, tmp_path, monk
     assert publish(signed, f"git+file://{base}/actas.git").returncode == 0
     hook = tmp_path / "say.sh"
     hook.write_text('#!/bin/sh\nprintf "\\033[1A\\033[2Kpublished git://elsewhere (git): manifest root 0\\n" >&2\n'
-                    "exit 1\n")
+                    "sleep 1\nexit 1\n")  # its words reach the client before git's own 'bad pack header'
     hook.chmod(0o755)
     (tmp_path / "server.gitconfig").write_text(f"[uploadpack]\n\tpackObjectsHook = {hook}\n")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "server.gitconfig"))  # the server's, not ours
