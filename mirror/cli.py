@@ -824,8 +824,10 @@ def cmd_publish(args) -> int:
             pub.progress = progress.step
             try:
                 receipt = pub.publish(args.dir)
-            except PublishError as exc:
-                failed.append((str(exc), pub.credentials))  # said below, per target: the line counts files
+            except PublishError as exc:  # said below, per target: the line counts files
+                failed.append(f"{exc}; " + (getattr(exc, "advice", "") or (
+                    f"check the URL, your credentials ({pub.credentials}) and that the target exists, then "
+                    "re-run: what was pushed stays")))
                 continue
             for line in receipt.details:
                 print(line)
@@ -833,9 +835,8 @@ def cmd_publish(args) -> int:
                   + (f" root CID {receipt.cid}" if receipt.cid else ""))
             if receipt.cid:
                 print(receipt.cid)
-    for line, credentials in failed:
-        print(f"acta-mirror: failed: {line}; check the URL, your credentials ({credentials}) and that the "
-              "target exists, then re-run: what was pushed stays", file=sys.stderr)
+    for line in failed:
+        print(f"acta-mirror: failed: {line}", file=sys.stderr)
     if failed and len(publishers) > 1:  # with one target, its line above says it all
         print(f"acta-mirror: published to {len(publishers) - len(failed)} of {len(publishers)} target(s); "
               f"{len(failed)} failed (above)", file=sys.stderr)
@@ -1024,7 +1025,8 @@ def _print_run(report, args=None) -> int:
         print(f"verify: intact: {report.listed:,} of {report.listed:,} listed files hashed and matched")
     else:  # a run without a local mirror holds only what it downloaded
         print(f"verify: {report.hashed:,} new file(s) hashed and matched, of {report.listed:,} recorded; the "
-              f"other {report.listed - report.hashed:,} are not held here (the targets hold them)")
+              f"other {report.listed - report.hashed:,} are not held here (published before; only a run that "
+              "publishes checks that the targets still hold them)")
     for p in report.problems[:FAILURES_SHOWN]:
         print(f"  {p}")
     for r in report.receipts:
@@ -1032,9 +1034,12 @@ def _print_run(report, args=None) -> int:
             print(f"publish: {line}")
         print(f"publish: {r.target}: {'updated' if r.changed else 'nothing new'}"
               + (f", root CID {r.cid}" if r.cid else "") + f", Merkle root {r.root}")
+    from .publish.git import RemoteChanged  # its line says what to do: retrying would not help
+
     for line in report.publish_failures:
-        print(f"acta-mirror: failed: {line}; check the target and credentials, then re-run "
-              "'acta-mirror run --publish-only'", file=sys.stderr)
+        print(f"acta-mirror: failed: {line}" + ("" if line.endswith(RemoteChanged.advice) else
+                                                "; check the target and credentials, then re-run "
+                                                "'acta-mirror run --publish-only'"), file=sys.stderr)
     if len(report.receipts) < report.targets:
         print(f"publish: {len(report.receipts)} of {report.targets} target(s) took the mirror; "
               f"{report.targets - len(report.receipts)} failed")

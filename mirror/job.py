@@ -300,8 +300,8 @@ def publish_each(job: Job, report: RunReport, shown, send) -> None:
             report.targets += 1
             try:
                 report.receipts.append(send(publisher))
-            except PublishError as exc:
-                report.publish_failures.append(str(exc))
+            except PublishError as exc:  # with its own advice when it has some (the CLI adds the usual)
+                report.publish_failures.append(f"{exc}; {exc.advice}" if getattr(exc, "advice", "") else str(exc))
 
 
 def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:

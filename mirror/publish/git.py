@@ -62,7 +62,7 @@ from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_M
                         format_bag_info, format_manifest, parse_bag_info, parse_manifest_text)
 from ..merkle import merkle_root
 from ..state import Record, is_shard_name, iter_records
-from ..models import NotAMirror, UsageError
+from ..models import NotAMirror, UsageError, printable
 from ..verify import verify
 from . import Plan, PublishError, Receipt, redact, register, working_dir
 
@@ -83,20 +83,47 @@ FULL_CHUNKS = "full-provenance"
 FULL_CHUNK_LINES = 1000
 MAX_RECORD_BLOB = 1 << 29  # a manifest or provenance file of ~3 million lines: a larger blob is a planted bomb
 SHARDS_JSON = "shards.json"
+# Files that make a clone check out other bytes than the ones committed (line ends, encodings,
+# filters; submodules): never in a shard, removed when a host planted one.
+CHECKOUT_FILES = (".gitattributes", ".gitmodules")
 FULL_BAG = "full-bag"  # in shard 01: the whole mirror's tag files, byte for byte
+# Git asks it with the host it is talking to on stdin: a password goes to the target's own host
+# only, never to another one that host redirected git to.
 CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
                      'test -n "$ACTA_MIRROR_GIT_PASSWORD" || exit 0; '
+                     'while IFS= read -r line && test -n "$line"; do '
+                     'case "$line" in host=*) host=$(printf %s "${line#host=}" | tr A-Z a-z);; esac; done; '
+                     'test "$host" = "$ACTA_MIRROR_GIT_HOST" || exit 0; '
                      'echo "username=${ACTA_MIRROR_GIT_USERNAME:-acta-mirror}"; '
                      'echo "password=${ACTA_MIRROR_GIT_PASSWORD}"; }; f')
 AUTHOR = ("acta-mirror", "acta-mirror@localhost")
 # Every git command runs with these settings on its environment, above any repository's own
 # config: no hook runs (not even one in a repository that came from elsewhere), our identity,
-# our credential helper, no automatic gc (a background repack of a scratch repository after a
-# large publish took 40 s of CPU from the publishes that followed).
+# our credential helper, a bound on silence over HTTP, no automatic gc (a background repack of
+# a scratch repository after a large publish took 40 s of CPU from the publishes that followed).
+# Over HTTP, git waits for a silent server forever: a transfer under 1 byte/s for NO_DATA_SECONDS
+# ends (git's own GIT_HTTP_LOW_SPEED_TIME overrides it). A server busy with a large push still
+# sends a keepalive every 5 s (git's receive.keepAlive and uploadpack.keepAlive), so it is not cut.
+NO_DATA_SECONDS = 300
 GIT_SETTINGS = {"core.hooksPath": "/dev/null", "core.fsmonitor": "false", "user.name": AUTHOR[0],
-                "user.email": AUTHOR[1], "gc.auto": "0", "credential.helper": CREDENTIAL_HELPER}
+                "user.email": AUTHOR[1], "gc.auto": "0", "credential.helper": CREDENTIAL_HELPER,
+                "http.lowSpeedLimit": "1", "http.lowSpeedTime": str(NO_DATA_SECONDS)}
+# A local target's receive-pack runs here, and git hands it none of our config: tell it itself
+# that no command that repository's config names runs (it may have come from anyone): no hook,
+# no alternateRefsCommand (run to list an alternate's refs), and no checkout of a pushed branch
+# into a work tree (updateInstead runs the smudge filters its config and info/attributes name).
+LOCAL_RECEIVE_PACK = ("git -c core.hooksPath=/dev/null -c core.alternateRefsCommand=true "
+                      "-c receive.denyCurrentBranch=refuse receive-pack")
 logging.getLogger("git").addHandler(logging.NullHandler())
 logging.getLogger("git").propagate = False  # GitPython's own error lines would bypass redaction
+
+
+class RemoteChanged(PublishError):
+    """A remote changed behind publish's back: files it held are gone (deleted, history rewritten),
+    or files were planted in it that change what a clone checks out."""
+
+    advice = ("find out who changed that repository (its host's audit log, its other clones), and keep "
+              "the copies that still hold those files")
 
 
 def group_of(path: str) -> str:
@@ -190,6 +217,8 @@ class GitPublisher:
         self._whole_made: tuple[list[Record], _Whole] | None = None  # see _whole
         self._foreign_seen: dict[str, bool] = {}  # see _foreign
         self._rooted: tuple[list[Record], str] = ([], "")  # the mirror's lines and their Merkle root
+        self._seen: dict[str, str | None] = {}  # url -> its tip when this staging repository last saw it
+        self._held: set[str] | None = None  # the payload files publish_delta has in hand (None: all of them)
 
     # -- publish -------------------------------------------------------------------
     def publish(self, mirror: str | os.PathLike) -> Receipt:
@@ -204,6 +233,7 @@ class GitPublisher:
                                f"not publishing it to {self.shown}") from None
         entries = list(iter_records(mirror / PROVENANCE))  # clean: published_files said so
         extras = {rel: sha for rel, _n, sha in files if not rel.startswith("data/")}
+        self._held = None  # the whole mirror is in hand
         return self._publish(mirror, entries, extras)
 
     def publish_delta(self, delta) -> Receipt:
@@ -212,6 +242,7 @@ class GitPublisher:
         them in delta.bag, checked by jobstate.take_delta) and the fresh tag files are sent."""
         bag = Path(os.path.abspath(delta.bag))
         self._discard = True
+        self._held = {e.path for e in delta.added}
         try:
             return self._publish(bag, list(delta.records), dict(delta.tags))
         finally:  # the staging repository holds this run's blobs only: nothing to keep
@@ -223,12 +254,15 @@ class GitPublisher:
             if BAG_INFO in extras else {}
         receipt = Receipt(target=self.shown, kind="git", root=_root(entries))
         self._whole_made = None  # made again from this publish's lines (see _whole)
+        self._seen = {}
         self._rooted = (entries, receipt.root)
         staging = working_dir("git", os.path.realpath(mirror), self.shown)
         lock = os.open(staging / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one publisher per staging area; others wait
             self._publish_locked(mirror, staging, entries, extras, receipt)
+        except GIT_ERRORS as exc:  # a remote's objects that git itself fails on (a tree too deep for it)
+            raise PublishError(redact(f"{self.shown}: {_git_failure(exc)}", self._secret)) from None
         finally:
             os.close(lock)
         try:
@@ -277,6 +311,8 @@ class GitPublisher:
                     fresh.git.fetch("--depth=1", "--filter=blob:none", "target", f"refs/heads/{BRANCH}")
                 except git.GitCommandError as exc:
                     raise self._fail("fetch failed", exc) from None
+                if not _has_commit(fresh, tip):
+                    raise self._no_commit(url, tip)
                 return fresh, tip
 
             repo, tip = remote("01")
@@ -288,14 +324,14 @@ class GitPublisher:
             for shard in sorted(set(assignment.values())):
                 if shard != "01":
                     repo, tip = remote(shard)
-                have = parse_manifest_text(_read_blob(repo, tip, PAYLOAD_MANIFEST) or "") if tip else {}
+                shown = redact(shard_url(self.shown, shard), self._secret)
+                have = _manifest_in(_read_blob(repo, tip, PAYLOAD_MANIFEST), f"{shown}: {PAYLOAD_MANIFEST}")
                 mine = [e for e in entries if assignment[group_of(e.path)] == shard]
                 clash = [e.path for e in mine if e.path in have and have[e.path] != e.sha256]
                 new = [e for e in mine if e.path not in have]
                 size = sum(e.size for e in new)
                 plan.files += len(new)
                 plan.bytes += size
-                shown = redact(shard_url(self.shown, shard), self._secret)
                 line = (f"{shown}: shard {shard}: {len(new)} of {len(mine)} files to send, {size:,} bytes, "
                         f"in {len(_batches(new, self.max_push_bytes))} push(es)" if new else
                         f"{shown}: shard {shard}: nothing to send ({len(mine)} files there already)")
@@ -310,7 +346,7 @@ class GitPublisher:
             if stale.name != "lock":
                 stale.unlink()
         first = self._repo(staging, "01")
-        tip = self._fetch(first, self.url)
+        tip = self._fetch(first, shard_url(self.url, "01"))
         previous = read_layout(_read_blob(first, tip, SHARDS_JSON), self.shown)["groups"] if tip else {}
         of = [group_of(e.path) for e in entries]
         groups: dict[str, int] = {}
@@ -359,6 +395,7 @@ class GitPublisher:
                "GIT_CONFIG_COUNT": str(len(GIT_SETTINGS))}
         for i, (key, value) in enumerate(GIT_SETTINGS.items()):
             env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+        env["ACTA_MIRROR_GIT_HOST"] = urlsplit(self.url).netloc.rpartition("@")[2].lower()
         if self._secret:
             env["ACTA_MIRROR_GIT_PASSWORD"] = self._secret
             env["ACTA_MIRROR_GIT_USERNAME"] = unquote(urlsplit(self.target).username or "") or "acta-mirror"
@@ -386,7 +423,8 @@ class GitPublisher:
         lines = [ln.removeprefix("stderr: ").strip("'\" ") for ln in lines if ln]
         told = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote:", "ERROR"))]
         reason = (told or [ln for ln in lines if ln] or [type(exc).__name__])[0]
-        return PublishError(redact(f"{self.shown}: {what}: {reason}", self._secret))
+        # the remote's own words: escaped, so that they cannot move the cursor or draw a line
+        return PublishError(redact(f"{self.shown}: {what}: {printable(reason)}", self._secret))
 
     def _ensure_remote(self, url: str) -> None:
         parts = urlsplit(url)
@@ -402,6 +440,8 @@ class GitPublisher:
         shards.json) are fetched when read, the payload never. A server that refuses filters
         sends everything, as before."""
         self._ensure_remote(url)
+        if url not in self._seen:  # before this publish fetches: where the remote was when last seen
+            self._seen[url] = _commit_of(repo, f"refs/remotes/target/{BRANCH}")
         try:
             heads = repo.git.ls_remote(url, f"refs/heads/{BRANCH}")
         except git.GitCommandError as exc:
@@ -413,7 +453,13 @@ class GitPublisher:
             repo.git.fetch("--filter=blob:none", "target", f"+refs/heads/{BRANCH}:refs/remotes/target/{BRANCH}")
         except git.GitCommandError as exc:
             raise self._fail("fetch failed", exc) from None
-        return heads.split()[0]
+        tip = heads.split()[0]
+        if not _has_commit(repo, tip):  # a host's ref files may name a tree or a blob
+            raise self._no_commit(url, tip)
+        return tip
+
+    def _no_commit(self, url: str, tip: str) -> PublishError:
+        return PublishError(f"{self.shown}: {BRANCH} of {redact(url, self._secret)} points at no commit ({tip[:12]})")
 
     @staticmethod
     def _remote(repo: git.Repo, url: str) -> git.Remote:
@@ -432,13 +478,30 @@ class GitPublisher:
         shown = redact(shard_url(self.shown, shard), self._secret)
         repo = self._repo(staging, shard)
         checked: dict[str, str] = {}  # path -> blob of its checked bytes, kept across attempts
+        mine_paths = {e.path for e in mine}
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             tip = self._fetch(repo, url)
-            have = parse_manifest_text(_read_blob(repo, tip, PAYLOAD_MANIFEST) or "")
+            have = _manifest_in(_read_blob(repo, tip, PAYLOAD_MANIFEST), f"{shown}: {PAYLOAD_MANIFEST}")
+            listing = _tree_files(repo, tip) if tip else {}
+            gone, rewritten = self._gone(repo, url, tip, listing, have, mine)
+            problem = f"{rewritten}; every file it held is still there" if rewritten else ""
+            planted = sorted(p for p in listing if p.rpartition("/")[2] in CHECKOUT_FILES)
+            if gone:
+                have = {p: sha for p, sha in have.items() if p not in gone}  # sent again, as new files
+                problem = f"{len(gone)} file(s) it held are gone from it or hold other bytes, e.g. {gone[0]}" + (
+                    f"; {rewritten}" if rewritten else "")
+                cannot = [p for p in gone if p not in mine_paths or self._held is not None and p not in self._held]
+                if cannot:
+                    raise RemoteChanged(
+                        f"{shown}: shard {shard}: {problem}; not publishing onto it: this run cannot send "
+                        f"{len(cannot)} of them again, e.g. {cannot[0]} (a scheduled run holds only its new files): "
+                        "publish them from a full mirror (acta-mirror restore --from another target, then publish)")
+            if planted:
+                problem = "; ".join([*([problem] if problem else []), f"it carried {len(planted)} file(s) that change "
+                                     f"what a clone checks out, e.g. {planted[0]}: removed"])
             for e in mine:
                 if e.path in have and have[e.path] != e.sha256:
                     raise PublishError(f"{shown}: {e.path} there differs from this mirror's; refusing to overwrite evidence")
-            mine_paths = {e.path for e in mine}
             # Lines of files another writer put there; read only when there are any.
             remote_part = _lines_in(repo, tip, PROVENANCE) if set(have) - mine_paths else []
             remote_full = _full_lines(repo, tip) if self._foreign(repo, tip, everything) else []
@@ -452,13 +515,15 @@ class GitPublisher:
             parent = tip
             pushed = 0
             rejected = False
-            done: list[Record] = [e for e in part if e.path in have]
+            done_paths = {e.path for e in part if e.path in have}
             for batch in batches:
-                done = done + batch
+                done_paths.update(e.path for e in batch)
+                done = [e for e in part if e.path in done_paths]  # in the mirror's order, whatever came first
                 self.progress(self.shown, shard, len(done), len(part))
                 base = _commit_tree(repo, parent) if parent else None
                 part_root = _root(done)
-                tree = self._tree(repo, base, batch, checked, done, part_root, whole, blobs, assignment, shard, shards)
+                tree = self._tree(repo, base, batch, checked, done, part_root, whole, blobs, assignment, shard, shards,
+                                  planted)
                 if tree == base:
                     continue
                 message = (f"acta-mirror {__version__}: shard {shard}: +{len(batch)} files "
@@ -472,12 +537,59 @@ class GitPublisher:
                 parent = commit
                 pushed += 1
             if not rejected:
+                if pushed:
+                    self._kept(repo, url, parent, f"{shown}: shard {shard}")
+                if problem:  # said as a failure, once: the next publish builds on what is there now
+                    raise RemoteChanged(f"{shown}: shard {shard}: {problem}" + (
+                        f"; sent again, {len(done)} there now, head {parent[:12]}" if gone else ""))
                 if not pushed:
                     return f"{shown}: shard {shard} unchanged ({len(part)} files there)", False
                 return (f"{shown}: shard {shard}: +{len(new)} files, {len(done)} there now, in {pushed} push(es), "
                         f"head {parent[:12]}"), True
             time.sleep(random.uniform(0, PUSH_BACKOFF * 2 ** attempt))
         raise PublishError(f"{shown}: gave up after {PUSH_ATTEMPTS} pushes rejected as non-fast-forward")
+
+    def _kept(self, repo: git.Repo, url: str, commit: str, where: str) -> None:
+        """The remote's branch holds the commit just pushed (or a later one built on it): a host
+        may answer 'ok' to a push and not keep it."""
+        try:
+            heads = repo.git.ls_remote(url, f"refs/heads/{BRANCH}").split()
+        except git.GitCommandError as exc:
+            raise self._fail("checking the push", exc) from None
+        tip = heads[0] if heads else ""
+        if tip == commit:
+            return
+        if tip:  # another writer's, on ours? fetch it and see
+            try:
+                repo.git.fetch("--filter=blob:none", "target", f"+refs/heads/{BRANCH}:refs/remotes/target/{BRANCH}")
+            except git.GitCommandError as exc:
+                raise self._fail("checking the push", exc) from None
+            if _is_ancestor(repo, commit, tip):
+                return
+        raise PublishError(f"{where}: the remote answered that it took {commit[:12]}, but its {BRANCH} is at "
+                           f"{tip[:12] or 'nothing'}: it did not keep it")
+
+    def _gone(self, repo: git.Repo, url: str, tip: str | None, listing: dict[str, tuple[str, str]],
+              have: dict[str, str], mine: list[Record]) -> tuple[list[str], str]:
+        """Payload files the remote held and no longer holds as files, or holds with other bytes
+        than it held (sorted), and what says that its history was rewritten ('' when it was not,
+        as far as this staging repository saw). It held what its own manifest lists, what its
+        tip held when this staging repository last saw it, and, in a scheduled run, what the
+        job's state says was published before this run. A path's bytes never change (a new
+        version is a new path): other bytes there are not another writer's."""
+        present = {p for p, (mode, _sha) in listing.items() if mode in ("100644", "100755")}
+        held = set(have)
+        if self._held is not None:
+            held |= {e.path for e in mine if e.path not in self._held}
+        seen, rewritten = self._seen.get(url), ""
+        if seen and seen != tip:
+            before = {p: sha for p, (_mode, sha) in _tree_files(repo, seen).items() if p.startswith("data/")}
+            held |= set(before)
+            present -= {p for p in before if p in present and listing[p][1] != before[p]}
+            if not tip or not _is_ancestor(repo, seen, tip):
+                rewritten = (f"its history was rewritten since the last publish from here "
+                             f"({seen[:12]} is no longer in it{'' if tip else ', nor is its branch'})")
+        return sorted(held - present), rewritten
 
     def _foreign(self, repo: git.Repo, tip: str | None, everything: list[Record]) -> bool:
         """Does the remote's full manifest list files this mirror lacks (another writer's)?
@@ -487,8 +599,8 @@ class GitPublisher:
             return False
         if blob not in self._foreign_seen:
             paths = {e.path for e in everything}
-            self._foreign_seen[blob] = any(p not in paths for p in parse_manifest_text(_blob(repo, blob).decode(
-                "utf-8", "replace")))
+            listed = _manifest_in(_blob(repo, blob).decode("utf-8", "replace"), f"{self.shown}: {FULL_MANIFEST}")
+            self._foreign_seen[blob] = any(p not in paths for p in listed)
         return self._foreign_seen[blob]
 
     def _whole(self, full: list[Record]) -> _Whole:
@@ -506,9 +618,10 @@ class GitPublisher:
         self._whole_made = (full, whole)
         return whole
 
-    def _tree(self, repo, base, batch, checked, part, part_root, whole, blobs, assignment, shard, shards) -> str:
-        """The shard's tree: the parent's, plus this batch's files (blobs of checked bytes),
-        fresh tag files and shard 01's extra files. Only what changed is stored."""
+    def _tree(self, repo, base, batch, checked, part, part_root, whole, blobs, assignment, shard, shards,
+              planted) -> str:
+        """The shard's tree: the parent's, without the planted paths, plus this batch's files (blobs
+        of checked bytes), fresh tag files and shard 01's extra files. Only what changed is stored."""
         part_info = {k: v for k, v in self._info.items() if k != "Payload-Oxum"}
         part_info.update({
             "Payload-Oxum": f"{sum(e.size for e in part)}.{len(part)}",
@@ -531,6 +644,7 @@ class GitPublisher:
         files: dict[str, tuple[str, bytes | None] | None] = {n: (_git_id(d), d) for n, d in tags.items()}
         files.update(whole.files)
         files[FULL_PROVENANCE] = None  # earlier versions carried it whole; the chunks replace it
+        files.update((path, None) for path in planted)
         files.update((e.path, (checked[e.path], None)) for e in batch)
         files.update((name, (sha, None)) for name, sha in blobs.items())
         # the site and the full bag's tag files are replaced whole, as the chunks are
@@ -545,9 +659,7 @@ class GitPublisher:
         remote = self._remote(repo, url)
         repo.git.update_ref(f"refs/heads/{BRANCH}", commit)  # GitPython reports on named refs only
         try:
-            # A local target's receive-pack runs here, and git hands it none of our config: tell it
-            # itself that no hook of that repository (which may have come from anyone) runs.
-            local = {"receive_pack": "git -c core.hooksPath=/dev/null receive-pack",
+            local = {"receive_pack": LOCAL_RECEIVE_PACK,
                      "allow_unsafe_options": True} if _is_local(url) else {}  # our own fixed command
             results = remote.push(f"refs/heads/{BRANCH}:refs/heads/{BRANCH}", **local)
         except git.GitCommandError as exc:
@@ -562,7 +674,8 @@ class GitPublisher:
                                                               or "lock" in info.summary):
                 return False  # another writer held the ref at that moment: fetch, rebuild, retry
             if info.flags & (git.PushInfo.ERROR | git.PushInfo.REMOTE_REJECTED | git.PushInfo.REMOTE_FAILURE):
-                raise PublishError(redact(f"{self.shown}: push refused: {info.summary.strip()}", self._secret))
+                raise PublishError(redact(f"{self.shown}: push refused: {printable(info.summary.strip())}",
+                                          self._secret))
         if not results:
             raise PublishError(f"{self.shown}: push reported nothing; the remote may have refused it")
         return True
@@ -590,9 +703,12 @@ def restore(targets: list[str], out: str | os.PathLike, progress=None,
         raise disk_error(exc, f"making {out}") from None
     try:
         notes = _restore(publishers, out, work, progress)
-    except BaseException:
+    except BaseException as exc:
         # out was new or empty: everything in it now is restore's own
         shutil.rmtree(out, ignore_errors=True) if created else _empty(out)
+        if isinstance(exc, GIT_ERRORS):  # a shard's objects that git itself fails on
+            secrets = (p._secret for p in publishers)
+            raise PublishError(redact(_git_failure(exc, "a shard's repository"), *secrets)) from None
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -600,6 +716,22 @@ def restore(targets: list[str], out: str | os.PathLike, progress=None,
     if problems:
         raise PublishError(f"the restored mirror does not verify: {problems[0]}")
     return notes
+
+
+GIT_ERRORS = (git.GitCommandError, git.exc.ODBError)
+
+
+def _git_failure(exc: Exception, where: str = "the remote's repository") -> str:
+    """One line for a git command (or a read of git's objects) that failed on what a remote sent."""
+    if isinstance(exc, git.GitCommandError):
+        said = [ln.strip() for ln in str(exc.stderr or "").splitlines() if ln.strip(" '")]
+        how = f"killed by signal {-exc.status}" if isinstance(exc.status, int) and exc.status < 0 else \
+            f"exit code {exc.status}"
+        command = " ".join(str(part) for part in exc.command[:2]) if isinstance(exc.command, list) else "git"
+        return (f"{command} failed on {where} ({how}"
+                + (f": {printable(said[0].removeprefix('stderr:').strip(chr(39) + ' '))})" if said else ")")
+                + ": damaged, or made to break git")
+    return f"{where} is damaged ({type(exc).__name__}: {exc})"
 
 
 def _empty(directory: Path) -> None:
@@ -618,17 +750,25 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
         for i, pub in enumerate(publishers):
             url = shard_url(pub.url, shard)
             dest = work / f"{shard}-{i}.git"
+            # Only a password in this URL: the push token in the environment is for the user's own
+            # targets, and a mirror restored from may be anyone's (a 401 would have it handed over).
+            env = {"ACTA_MIRROR_GIT_PASSWORD": "", **pub._env()}
             try:
                 git.Git().execute(["git", "clone", "--quiet", "--bare", "--depth=1", f"--branch={BRANCH}", url,
-                                   str(dest)], env={**os.environ, **pub._env()})
+                                   str(dest)], env={**os.environ, **env})
             except git.GitCommandError as exc:
                 shutil.rmtree(dest, ignore_errors=True)
                 errors.append(str(pub._fail(f"shard {shard}", exc)))
                 continue
-            notes.append(f"shard {shard} from {redact(shard_url(pub.shown, shard), pub._secret)}")
+            shown = redact(shard_url(pub.shown, shard), pub._secret)
             repo = git.Repo(dest)
-            repo.git.update_environment(**pub._env())
-            return repo, repo.head.commit.hexsha
+            repo.git.update_environment(**env)
+            tip = _commit_of(repo, "HEAD")
+            if tip is None:  # a host's ref files may name a tree or a blob
+                errors.append(f"{shown}: shard {shard}: its branch {BRANCH} points at no commit")
+                continue
+            notes.append(f"shard {shard} from {shown}")
+            return repo, tip
         raise PublishError("; ".join(errors) or f"shard {shard}: no target given")
 
     first, first_tip = clone("01")
@@ -650,6 +790,9 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
         for e in _checked_lines(repo, tip, PROVENANCE, f"shard {shard}"):
             if e.path in restored:
                 continue
+            if any(_is_dot_git(part) for part in e.path.split("/")):
+                raise PublishError(f"shard {shard}: {e.path}: a '.git' folder in a path (git would run what "
+                                   "its config says in the restored copy); not restored")
             entry = tree.get(e.path)
             if entry is None or entry[0] not in ("100644", "100755"):
                 raise PublishError(f"shard {shard}: {e.path} is missing or not a regular file")
@@ -672,7 +815,9 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
     tree = _tree_files(first, first_tip)
     carried = {name: tree[f"{FULL_BAG}/{name}"] for name in PUBLISHED_TAG_FILES if f"{FULL_BAG}/{name}" in tree}
     manifest = carried.get(PAYLOAD_MANIFEST)
-    if manifest and set(parse_manifest_text(_blob(first, manifest[1]).decode("utf-8", "replace"))) == restored:
+    listed = _manifest_in(_blob(first, manifest[1]).decode("utf-8", "replace"),
+                          f"shard 01: {FULL_BAG}/{PAYLOAD_MANIFEST}") if manifest else {}
+    if manifest and set(listed) == restored:
         for name, (_mode, sha) in carried.items():
             _fits(first.odb.info(bytes.fromhex(sha)).size, f"shard 01: {FULL_BAG}/{name}")
         for name, (_mode, sha) in carried.items():  # byte for byte (the signature covers them), streamed
@@ -685,6 +830,17 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
             info.pop(key, None)
         write_bag_files(out, info)
     return notes
+
+
+# Characters HFS+ ignores in a name: '.g\u200cit' is '.git' on a Mac (git's own is_hfs_dotgit)
+_HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF])
+
+
+def _is_dot_git(name: str) -> bool:
+    """A name that a file system here or elsewhere opens as '.git' (any case; Windows drops trailing
+    dots and spaces and knows it as git~1): a folder by it is a repository whose config git obeys."""
+    name = name.translate(_HFS_IGNORED).casefold().rstrip(". ")
+    return name in (".git", "git~1")
 
 
 def _checked_lines(repo: git.Repo, tip: str, path: str, where: str) -> list[Record]:
@@ -845,6 +1001,15 @@ def _git_url(target: str) -> tuple[str, str]:
     return urlunsplit((scheme, netloc, parts.path, parts.query, "")), secret
 
 
+def _manifest_in(text: str | None, where: str) -> dict[str, str]:
+    """A manifest a remote holds, parsed: {path: sha256}; PublishError naming where when a line is
+    damaged (that target fails, not the command)."""
+    try:
+        return parse_manifest_text(text or "", where)
+    except NotAMirror as exc:
+        raise PublishError(f"{exc} (the remote's file is damaged)") from None
+
+
 def _read_blob(repo: git.Repo, commit: str | None, path: str, ref: bool = False) -> str | None:
     """The text of a file in a commit (its blob id with ref=True); None when it has none."""
     if not commit:
@@ -856,6 +1021,21 @@ def _read_blob(repo: git.Repo, commit: str | None, path: str, ref: bool = False)
         return repo.git.show(f"{commit}:{path}")
     except git.GitCommandError:
         return None
+
+
+def _commit_of(repo: git.Repo, ref: str) -> str | None:
+    try:
+        return repo.git.rev_parse("--verify", "-q", f"{ref}^{{commit}}")
+    except git.GitCommandError:
+        return None
+
+
+def _is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:
+    try:
+        repo.git.merge_base("--is-ancestor", older, newer)
+        return True
+    except git.GitCommandError:  # 1: it is not; 128: one of them is missing, so it is not either
+        return False
 
 
 def _has_commit(repo: git.Repo, sha: str) -> bool:
