@@ -357,14 +357,20 @@ class Archive:
             self.foreign_state = aside.name
 
     def _lock(self) -> None:
-        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise _io_error(exc, f"taking the lock {self.state / 'lock'}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait_lock else fcntl.LOCK_NB))
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         except BlockingIOError:
             os.close(fd)
             raise MirrorLocked(f"{self.root} is being written by another run (lock {self.state / 'lock'})") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            os.close(fd)
+            raise _io_error(exc, f"taking the lock {self.state / 'lock'}") from None
         self._lock_fd = fd
 
     def close(self, *, clean: bool = False) -> None:

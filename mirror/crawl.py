@@ -276,17 +276,25 @@ class _Run:
                 else:
                     await asyncio.sleep(0.05)
 
+        async def fetching() -> None:
+            await asyncio.gather(discovery, *workers)
+            await self.extra_urls()
+
         writer = asyncio.create_task(committer())
         workers = [asyncio.create_task(self.worker()) for _ in range(self.fetcher.depth)]
         discovery = asyncio.create_task(self.discover())
+        crawling = asyncio.create_task(fetching())
         try:
-            await discovery
-            await asyncio.gather(*workers)
-            await self.extra_urls()
+            # The first to fail ends the run: a worker the disk refused would leave discovery
+            # waiting on a full queue, and a writer that stopped would leave the workers
+            # waiting on the backlog, both for ever.
+            await asyncio.wait((crawling, writer), return_when=asyncio.FIRST_COMPLETED)
+            if writer.done():  # before the crawl ends only when the disk refused a batch
+                writer.result()
+            await crawling
         except BaseException:
-            discovery.cancel()
-            for w in workers:
-                w.cancel()
+            for task in (crawling, discovery, *workers):
+                task.cancel()
             raise
         finally:
             writing = False

