@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,38 @@ def _first_rows(site, tmp_path: Path, n: int) -> str:
     path = tmp_path / "first.csv"
     path.write_bytes(b"".join(lines[: n + 1]))
     return str(path)
+
+
+# -- the umask --------------------------------------------------------------------------------------------
+def _as_nobody(*cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_a_mirror_is_as_readable_as_the_umask_says(site, tmp_path):
+    """Under umask 022 another user (a web server's, anyone the folder is shared with) can check
+    the copy: the bag's manifests were written 0600 (mkstemp) while its images were 0644, so
+    they read the images and could not check them. Under 077 nothing shows to anyone else."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("reading as another user needs root and setpriv")
+    shared = Path(tempfile.mkdtemp(prefix="acta-shared-"))
+    shared.chmod(0o755)
+    try:
+        out = shared / "m"
+        proc = _cli_umask(0o022, "crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet",
+                          "--index", _first_rows(site, tmp_path, 4))
+        assert proc.returncode == 0, proc.stderr
+        for manifest in ("manifest-sha256.txt", "tagmanifest-sha256.txt"):
+            check = _as_nobody("sha256sum", "--strict", "-c", manifest, cwd=out)
+            assert check.returncode == 0, check.stderr
+        for path in out.rglob("*"):
+            if ".acta-mirror" not in path.parts:
+                assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
+        private = shared / "private"
+        proc = _cli_umask(0o077, "crawl", "resultados2024", "--root", site.url, "--out", str(private), "--quiet",
+                          "--index", _first_rows(site, tmp_path, 4))
+        assert proc.returncode == 0, proc.stderr
+        for path in [private, *private.rglob("*")]:
+            assert stat.S_IMODE(path.lstat().st_mode) & 0o077 == 0, path
+    finally:
+        shutil.rmtree(shared)
