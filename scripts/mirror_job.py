@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mirror.__main__ import utf8_names  # noqa: E402
 from mirror.audit.coverage import census  # noqa: E402
 from mirror.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, _print_run, _stop_as_interrupt  # noqa: E402
 from mirror.config import load_job  # noqa: E402
@@ -172,4 +173,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    utf8_names()  # a bag's paths are UTF-8 whatever the locale
     sys.exit(main(sys.argv[1:]))

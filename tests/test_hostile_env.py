@@ -163,3 +163,53 @@ def test_a_mirror_is_as_readable_as_the_umask_says(site, tmp_path):
             assert stat.S_IMODE(path.lstat().st_mode) & 0o077 == 0, path
     finally:
         shutil.rmtree(shared)
+
+
+# -- the locale -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def latin1(tmp_path_factory):
+    """The environment of a machine whose locale names files in ISO-8859-1 (built with localedef)."""
+    where = tmp_path_factory.mktemp("locale")
+    if not shutil.which("localedef") or not Path("/usr/share/i18n/locales/es_ES").exists():
+        pytest.skip("building an ISO-8859-1 locale needs localedef and the es_ES locale source (Debian: locales)")
+    subprocess.run(["localedef", "-i", "es_ES", "-f", "ISO-8859-1", str(where / "es_ES.ISO-8859-1")],
+                   check=True, capture_output=True)
+    return {"LOCPATH": str(where), "LC_ALL": "es_ES.ISO-8859-1", "LANG": "es_ES.ISO-8859-1"}
+
+
+def _accented_index(site, tmp_path: Path) -> str:
+    """The first rows of the index, their parish renamed with Spanish letters."""
+    text = site.replay.index_bytes(1).decode("utf-8-sig")
+    path = tmp_path / "acentos.csv"
+    path.write_text("".join(text.splitlines(keepends=True)[:5]).replace("PQ. EL RECREO", "PQ. MÉRIDA ÑAÑA"),
+                    encoding="utf-8")
+    return str(path)
+
+
+def _locale_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "mirror", *args], capture_output=True, timeout=HANG,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    assert b"Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def test_a_latin1_locale_writes_and_reads_a_bags_accented_paths_in_utf8(site, latin1, tmp_path):
+    """In an ISO-8859-1 locale a crawl wrote `MÉRIDA` as ISO-8859-1 bytes: sha256sum (and any
+    other machine) could not find the files the UTF-8 manifest lists; and verify called an
+    intact copy made elsewhere damaged (its accented files missing, and unlisted)."""
+    index = _accented_index(site, tmp_path)
+    made_here = tmp_path / "latin"
+    proc = _locale_cli(latin1, "crawl", "resultados2024", "--root", site.url, "--out", str(made_here),
+                       "--quiet", "--index", index)
+    assert proc.returncode == 0, proc.stderr
+    assert any("MÉRIDA" in p.name for p in (made_here / "data").rglob("*"))
+    check = subprocess.run(["sha256sum", "--strict", "-c", "manifest-sha256.txt"], cwd=made_here,
+                           capture_output=True, text=True, env={**os.environ, "LC_ALL": "C.UTF-8"})
+    assert check.returncode == 0, check.stdout + check.stderr
+    made_elsewhere = tmp_path / "utf8"
+    proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(made_elsewhere), "--quiet",
+                   "--index", index)
+    assert proc.returncode == 0, proc.stderr
+    for args in (["verify", str(made_elsewhere)], ["tally", str(made_elsewhere)]):
+        proc = _locale_cli(latin1, *args)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
