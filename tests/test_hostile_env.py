@@ -123,6 +123,19 @@ def test_a_crawl_whose_disk_fills_as_it_writes_a_batch_resumes_without_loss(site
             assert hashlib.sha256((out / path).read_bytes()).hexdigest() == sha
 
 
+def test_a_mirror_on_a_read_only_disk_is_read_and_a_crawl_into_it_is_exit_3(site, disk):
+    """The crawl ended in a traceback opening its lock file; reading commands write nothing."""
+    out = disk / "m"
+    assert _crawl(site, out).returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    _one_line_exit_3(_crawl(site, out))
+    _one_line_exit_3(_crawl(site, disk / "new"))
+    for args in (["verify", str(out)], ["tally", str(out)], ["crawl", "resultados2024", "--root", site.url,
+                                                             "--out", str(out), "--dry-run"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 0, (args, proc.stderr)
+
+
 def _first_rows(site, tmp_path: Path, n: int) -> str:
     lines = site.replay.index_bytes(1).splitlines(keepends=True)
     path = tmp_path / "first.csv"
