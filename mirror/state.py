@@ -227,6 +227,11 @@ def iter_records(path: str | os.PathLike, problems: list[Problem] | None = None)
             raise
         problems.append(Problem("unsafe", path.name, exc.reason))
         return
+    except OSError as exc:  # a copy whose files are not this user's to read (made under umask 077)
+        if problems is None:
+            raise NotAMirror(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        problems.append(Problem("unreadable", path.name, exc.strerror or str(exc)))
+        return
     seen: dict[str, int] = {}
     with fh:
         for number, raw in enumerate(iter_lines(fh), 1):

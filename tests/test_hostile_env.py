@@ -146,7 +146,7 @@ def _first_rows(site, tmp_path: Path, n: int) -> str:
 # -- the umask --------------------------------------------------------------------------------------------
 def _as_nobody(*cmd: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd],
-                          capture_output=True, text=True, cwd=cwd)
+                          capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def test_a_mirror_is_as_readable_as_the_umask_says(site, tmp_path):
@@ -174,6 +174,30 @@ def test_a_mirror_is_as_readable_as_the_umask_says(site, tmp_path):
         assert proc.returncode == 0, proc.stderr
         for path in [private, *private.rglob("*")]:
             assert stat.S_IMODE(path.lstat().st_mode) & 0o077 == 0, path
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_verify_of_a_copy_this_user_cannot_read_names_what_it_cannot_read(site, tmp_path):
+    """A copy made under umask 077 by another user (or unpacked keeping its modes): verify
+    ended in a PermissionError traceback on provenance.jsonl."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("reading as another user needs root and setpriv")
+    shared = Path(tempfile.mkdtemp(prefix="acta-shared-"))
+    shared.chmod(0o755)
+    try:
+        out = shared / "private"
+        proc = _cli_umask(0o077, "crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet",
+                          "--index", _first_rows(site, tmp_path, 4))
+        assert proc.returncode == 0, proc.stderr
+        out.chmod(0o755)  # the folder can be listed, its files cannot be read
+        if _as_nobody(sys.executable, "-c", "import mirror.verify", cwd=shared).returncode != 0:
+            pytest.skip("another user cannot run this checkout's Python")
+        for flags in ([], ["--fast"], ["--json"]):
+            proc = _as_nobody(sys.executable, "-m", "mirror", "verify", str(out), *flags, cwd=shared)
+            assert "Traceback" not in proc.stderr, proc.stderr
+            assert proc.returncode == 1, (flags, proc.stdout, proc.stderr)
+            assert "provenance.jsonl" in proc.stdout and "Permission denied" in proc.stdout, proc.stdout
     finally:
         shutil.rmtree(shared)
 
