@@ -443,11 +443,13 @@ class Archive:
         return prev[2] if prev else None
 
     def fresh(self, url: str, max_age: float) -> bool:
-        """Was url fetched or confirmed unchanged less than max_age seconds ago?"""
+        """Was url fetched or confirmed unchanged less than max_age seconds ago? A check time
+        later than now is not (the clock was set back since, a board without a real-time clock
+        that starts in 1970): it would spare the URL until the clock caught up."""
         if max_age <= 0:
             return False
         prev = self._url(redact(url))
-        return prev is not None and time.time() - prev[3] < max_age
+        return prev is not None and 0 <= time.time() - prev[3] < max_age
 
     def versions(self, key: str) -> list[str]:
         """The sha256 of each version of an acta (or index file), oldest first."""
@@ -533,7 +535,8 @@ class Archive:
         if max_age <= 0 or not identity or previous != identity or not isinstance(run, int):
             return None
         size = self.index.listing_size(run)
-        if self.index.listing_fresh(run, time.time() - max_age) != size:
+        now = time.time()
+        if self.index.listing_fresh(run, now - max_age, now) != size:
             return None
         self.listing_run = run
         return size

@@ -6,6 +6,7 @@ skip, saying so, elsewhere.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -13,14 +14,21 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from mirror import fetch
+from mirror.config import load_job
+from mirror.crawl import CrawlOptions, crawl
+from mirror.job import run_job
 from mirror.manifest import read_provenance
 from mirror.replay import Replay, ReplayThread
 from mirror.verify import verify
 from tests.conftest import ROOT, run_cli
+from tests.test_jobstate_checks import _job, _requests, _run_long_ago
 
 HANG = 240  # seconds: a crawl of 52 small actas that has not ended by then never will
 
@@ -250,3 +258,45 @@ def test_a_latin1_locale_writes_and_reads_a_bags_accented_paths_in_utf8(site, la
     for args in (["verify", str(made_elsewhere)], ["tally", str(made_elsewhere)]):
         proc = _locale_cli(latin1, *args)
         assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+
+
+# -- a clock set back ---------------------------------------------------------------------------------------
+YEAR = 365 * 86400
+
+
+def _a_year_ahead(monkeypatch):
+    """This process's clock a year ahead (what the records of a run look like to a machine whose
+    clock was set back since: a board without a real-time clock, a runner's bad NTP)."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + YEAR)
+    ahead = datetime.now(timezone.utc) + timedelta(seconds=YEAR)
+    monkeypatch.setattr(fetch, "utc_now", lambda: ahead.isoformat(timespec="microseconds").replace("+00:00", "Z"))
+
+
+def test_a_clock_set_back_does_not_spare_every_url_until_it_catches_up(site, tmp_path, monkeypatch):
+    """Check times later than now counted as recent: with --recheck-after a day, a mirror
+    whose clock went back a year asked the site nothing for a year."""
+    out = tmp_path / "m"
+    with monkeypatch.context() as m:
+        _a_year_ahead(m)
+        first = asyncio.run(crawl(CrawlOptions(site="resultados2024", root=site.url, out=str(out), recheck_after=86400)))
+    assert first.counters.archived == 52
+    again = asyncio.run(crawl(CrawlOptions(site="resultados2024", root=site.url, out=str(out), recheck_after=86400)))
+    assert again.counters.not_asked == 0 and again.counters.unchanged == 52, again.counters
+    assert again.requests == 53  # the index and every acta
+    assert verify(out) == []
+
+
+def test_a_job_whose_check_times_are_ahead_of_the_clock_asks_again(site, tmp_path, monkeypatch):
+    """The manifests folder's checked.txt: a check time in the future (a run whose clock was a
+    year ahead found every file unchanged) counted as now, so every run spared every URL
+    again until the clock caught up."""
+    job = _job(tmp_path, site.url)
+    _run_long_ago(job, monkeypatch)  # fetched years ago
+    with monkeypatch.context() as m:
+        _a_year_ahead(m)
+        assert run_job(load_job(job)).ok
+    lines = len(read_provenance(tmp_path / "manifests" / "provenance.jsonl"))
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _requests(proc) == lines, proc.stdout  # the index and every acta
