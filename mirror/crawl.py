@@ -20,7 +20,8 @@ from .archive import Archive, safe_component
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
-from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UnsafePath, UsageError
+from .models import (Acta, ArchiveWriteError, Fetched, FetchError, MirrorLocked, SourceUnreachable, UnsafePath,
+                     UsageError)
 from .publish import redact, register_secrets
 from .state import open_payload
 from .sites import get_site
@@ -169,6 +170,8 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
     created = not os.path.lexists(opts.out)
     try:
         return await _crawl(opts, site, counters or Counters())
+    except MirrorLocked:
+        raise  # another run, started at the same moment, made the folder too and writes into it
     except BaseException:
         if created:
             _remove_if_empty(Path(opts.out))

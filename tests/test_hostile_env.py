@@ -20,11 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from mirror import crawl as crawl_module
 from mirror import fetch
+from mirror.archive import Archive
 from mirror.config import load_job
 from mirror.crawl import CrawlOptions, crawl
 from mirror.job import run_job
 from mirror.manifest import read_provenance
+from mirror.models import MirrorLocked
 from mirror.replay import Replay, ReplayThread
 from mirror.verify import verify
 from tests.conftest import ROOT, run_cli
@@ -300,3 +303,29 @@ def test_a_job_whose_check_times_are_ahead_of_the_clock_asks_again(site, tmp_pat
     proc = run_cli("run", str(job), "--quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _requests(proc) == lines, proc.stdout  # the index and every acta
+
+
+# -- two runs at the same moment ----------------------------------------------------------------------------
+def test_a_crawl_that_loses_the_race_for_a_new_folder_leaves_it_to_the_winner(site, tmp_path, monkeypatch):
+    """Two crawls started at the same moment into a folder that does not exist: both see no
+    folder; the one that then finds the other's lock removed the folder the other was
+    writing into, lock and index too, because it had 'created' it and archived nothing."""
+    out = tmp_path / "m"
+    other = Archive(out)
+    started = crawl_module._crawl
+
+    async def after_the_other_took_it(opts, *args):
+        other.open()  # the other run, a moment ahead: it makes the folder and takes the lock
+        return await started(opts, *args)
+
+    monkeypatch.setattr(crawl_module, "_crawl", after_the_other_took_it)
+    try:
+        with pytest.raises(MirrorLocked):
+            asyncio.run(crawl(CrawlOptions(site="resultados2024", root=site.url, out=str(out))))
+        assert (out / ".acta-mirror" / "lock").exists()
+        assert (out / ".acta-mirror" / "tmp").is_dir()
+    finally:
+        other.close()
+    monkeypatch.setattr(crawl_module, "_crawl", started)
+    result = asyncio.run(crawl(CrawlOptions(site="resultados2024", root=site.url, out=str(out))))
+    assert result.counters.archived == 52 and verify(out) == []
