@@ -34,11 +34,11 @@ from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .merkle import ManifestLines
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
-                       iter_provenance, iter_provenance_core, own_copy, read_bag_info, repair_torn_tail,
-                       sync_filesystem)
+                       iter_provenance, iter_provenance_core, own_copy, parse_manifest_text, read_bag_info,
+                       repair_torn_tail, sync_filesystem)
 from .publish import redact
 from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
-from .state import open_payload, read_state, scan
+from .state import MAX_TAG_BYTES, open_payload, read_state, scan
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged (for `export`)
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
@@ -197,6 +197,7 @@ class Archive:
         self.quarantined: list[str] = []
         self.cut_tails: list[tuple[str, int, str]] = []  # (record file, bytes cut, where they were kept)
         self.foreign_state = ""  # the name a copy's working state was moved aside to, if any
+        self.stale_bag = False  # the last run stopped before its bag files caught up with its records
         self.changes: list[dict] = []  # vanished and reappeared, appended to changes.jsonl by finish()
         self.run_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -248,6 +249,7 @@ class Archive:
             if not trusted:
                 self._rebuild()
             clean = trusted and self.index.meta().get("clean") == 1
+            self.stale_bag = self._bag_lags()
             self.index.begin_run()
         except sqlite3.Error as exc:
             raise ArchiveWriteError(f"cannot write the index in {self.state}: {exc}") from None
@@ -260,6 +262,18 @@ class Archive:
                 leftover.unlink()
         if self.scan or not clean:
             self._scan_data(orphans=not clean)
+
+    def _bag_lags(self) -> bool:
+        """Does the tag manifest give provenance.jsonl or changes.jsonl another sha256 than
+        theirs? It is written last, so it does when a run was stopped (killed, the disk full)
+        after recording files and before its bag files were all rewritten."""
+        try:
+            tags = parse_manifest_text(read_inside(self.root, TAG_MANIFEST, MAX_TAG_BYTES).decode("utf-8"))
+        except FileNotFoundError:
+            tags = {}
+        except (OSError, UnicodeDecodeError, NotAMirror):  # UnsafePath, a damaged one: write it anew
+            return True
+        return any(d.node and tags.get(d.path.name) != d.hasher.hexdigest() for d in self._digests)
 
     def _rebuild(self) -> None:
         """Fill a fresh index from the records; write the change records a killed run lost."""
@@ -743,7 +757,10 @@ class Archive:
         """Write failures, and when the payload changed, the manifest, bag-info and tag manifest.
 
         A run that archived nothing new leaves the bag's files byte for byte as they were
-        (failures aside), so a scheduled job with nothing new commits nothing.
+        (failures aside), so a scheduled job with nothing new commits nothing; unless the last
+        run was killed (or the disk stopped it) after recording files and before its bag files
+        were all rewritten: then the manifest and bag-info lag provenance, and only a rewrite
+        makes the bag whole again.
         """
         self.commit_all()
         try:
@@ -753,7 +770,7 @@ class Archive:
             self.index.write_changes(self.changes, digests=self._digests)
             self.changes = []
             hashed = {d.path.name: d.hasher.hexdigest() for d in self._digests if d.node}
-            if rewrite_bag:
+            if rewrite_bag or self.stale_bag:
                 write_bag_files(self.root, info or {}, items=self.index.manifest(), hashed=hashed)
             else:
                 write_tag_manifest(self.root, hashed)

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -329,3 +330,53 @@ def test_a_crawl_that_loses_the_race_for_a_new_folder_leaves_it_to_the_winner(si
     monkeypatch.setattr(crawl_module, "_crawl", started)
     result = asyncio.run(crawl(CrawlOptions(site="resultados2024", root=site.url, out=str(out))))
     assert result.counters.archived == 52 and verify(out) == []
+
+
+# -- killed while the bag's files are rewritten ------------------------------------------------------------
+# Loaded by the killed crawl's interpreter (sitecustomize): SIGKILL itself just before the
+# KILL_AT-th rename into the mirror's top folder (failures, the manifest, bag-info, the tag manifest).
+KILLER = """
+import os, signal
+
+_folder, _at, _seen = os.path.realpath(os.environ["KILL_FOLDER"]), int(os.environ["KILL_AT"]), [0]
+
+
+def _replace(src, dst, *args, _real=os.replace, **kwargs):
+    if os.path.realpath(os.path.dirname(os.path.abspath(dst))) == _folder:
+        _seen[0] += 1
+        if _seen[0] == _at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return _real(src, dst, *args, **kwargs)
+
+
+os.replace = _replace
+"""
+
+
+def test_a_crawl_killed_while_it_rewrites_the_bag_is_made_whole_by_a_run_with_nothing_new(site, tmp_path):
+    """Killed after its files were recorded and before the manifest and bag-info were rewritten,
+    the next run had nothing new to archive, so it left them as they were: a bag that failed
+    verify (files unlisted, a wrong Payload-Oxum and Merkle root) for good, after exit 0."""
+    seed = tmp_path / "seed"
+    first = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(seed), "--quiet",
+                    "--index", _first_rows(site, tmp_path, 6))
+    assert first.returncode == 0, first.stderr
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILLER)
+    out = tmp_path / "m"
+    killed_at = []
+    for at in range(1, 10):
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(seed, out)
+        env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "KILL_FOLDER": str(out), "KILL_AT": str(at)}
+        proc = subprocess.run([sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", site.url,
+                               "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=HANG)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        killed_at.append(at)
+        again = _crawl(site, out)
+        assert again.returncode == 0 and "0 archived" in again.stdout, again.stdout + again.stderr
+        assert verify(out) == [], f"killed before rename {at}"
+    assert len(killed_at) >= 3, killed_at
