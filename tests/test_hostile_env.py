@@ -380,3 +380,31 @@ def test_a_crawl_killed_while_it_rewrites_the_bag_is_made_whole_by_a_run_with_no
         assert again.returncode == 0 and "0 archived" in again.stdout, again.stdout + again.stderr
         assert verify(out) == [], f"killed before rename {at}"
     assert len(killed_at) >= 3, killed_at
+
+
+# -- the scheduled job's temp folder ---------------------------------------------------------------------
+def test_a_job_whose_temp_folder_fills_stops_with_exit_3_and_the_next_run_completes(replay_factory, disk, tmp_path):
+    """A job without output.dir works in a bag in the temp folder, often a small disk of its
+    own: a full one ended in an OSError traceback while the state was copied there."""
+    r = replay_factory(faults="change=0.5")
+    job = _job(tmp_path, r.url)
+    job.write_text(job.read_text().replace("recheck_after = 3600", "recheck_after = 0"))
+    first = run_cli("run", str(job), "--quiet")
+    assert first.returncode == 0, first.stdout + first.stderr
+    folder = tmp_path / "manifests"
+    before = (folder / "provenance.jsonl").read_bytes()
+    r.replay.epoch = 2  # half the actas change: the next run downloads them into the temp folder
+    for free_kib in (64, 600, 1500):
+        filler = _leave_free(disk, free_kib)
+        for command in ([sys.executable, "-m", "mirror", "run", str(job), "--quiet"],
+                        [sys.executable, str(ROOT / "scripts" / "mirror_job.py"), "run", str(job)]):
+            proc = subprocess.run(command, capture_output=True, text=True,
+                                  timeout=HANG, env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(disk)})
+            assert "Traceback" not in proc.stderr, proc.stderr
+            _one_line_exit_3(proc)
+            assert (folder / "provenance.jsonl").read_bytes() == before  # the state is as it was
+        filler.unlink()
+    again = run_cli("run", str(job), "--quiet", env={"TMPDIR": str(disk)})
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (folder / "provenance.jsonl").read_bytes().startswith(before)
+    assert len((folder / "provenance.jsonl").read_bytes()) > len(before)
