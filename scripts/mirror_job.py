@@ -43,7 +43,7 @@ def _key_file() -> str | None:
     read. The secret key must not outlive the step (a self-hosted runner or a laptop keeps its
     temp folder): where Linux offers it, the file lives in memory only (memfd), readable by this
     process alone through /proc/self/fd and gone with it, even when it is killed with -9.
-    Elsewhere it is a temp file, removed at exit."""
+    Elsewhere, or without /proc, it is a temp file (0600), removed at exit."""
     text = os.environ.get("ACTA_MIRROR_SIGN_KEY", "")
     if not text.strip():
         return os.environ.get(SIGN_KEY_ENV) or None
@@ -52,11 +52,14 @@ def _key_file() -> str | None:
         fd = os.memfd_create("acta-mirror-key", os.MFD_CLOEXEC)  # left open: the path lives as long as it
         os.write(fd, data)
         path = f"/proc/self/fd/{fd}"
-    else:
-        fd, path = tempfile.mkstemp(prefix="acta-mirror-key-")
-        atexit.register(_remove, path)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        if os.path.exists(path):
+            os.environ[SIGN_KEY_ENV] = path
+            return path
+        os.close(fd)  # no /proc (a sandbox or chroot without it): the run refused the key it could not read
+    fd, path = tempfile.mkstemp(prefix="acta-mirror-key-")
+    atexit.register(_remove, path)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
     os.environ[SIGN_KEY_ENV] = path
     return path
 

@@ -33,6 +33,7 @@ from mirror.replay import Replay, ReplayThread
 from mirror.verify import verify
 from tests.conftest import ROOT, run_cli
 from tests.test_jobstate_checks import _job, _requests, _run_long_ago
+from tests.test_scheduled import keygen
 
 HANG = 240  # seconds: a crawl of 52 small actas that has not ended by then never will
 
@@ -408,3 +409,27 @@ def test_a_job_whose_temp_folder_fills_stops_with_exit_3_and_the_next_run_comple
     assert again.returncode == 0, again.stdout + again.stderr
     assert (folder / "provenance.jsonl").read_bytes().startswith(before)
     assert len((folder / "provenance.jsonl").read_bytes()) > len(before)
+
+
+# -- a sandbox without /proc ------------------------------------------------------------------------------
+def test_the_workflow_script_signs_where_proc_is_not_mounted(site, tmp_path):
+    """The key given as text lived in a memfd read through /proc/self/fd: in a sandbox or
+    chroot without /proc the run refused it ('sign.key: /proc/self/fd/3: no such file', exit 2)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("unmounting /proc in a mount namespace of its own needs root and unshare")
+    keygen(tmp_path)
+    job = _job(tmp_path, site.url)
+    job.write_text(job.read_text().replace("required = false", "required = true"))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    script = ROOT / "scripts" / "mirror_job.py"
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           f'umount -l /proc && exec "{sys.executable}" "{script}" run "{job}"'],
+                          capture_output=True, text=True, timeout=HANG,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temp),
+                               "ACTA_MIRROR_SIGN_KEY": (tmp_path / "k.key").read_text()})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    signed = subprocess.run(["minisign", "-Vm", "signed-root.json", "-p", str(tmp_path / "k.pub")],
+                            cwd=tmp_path / "manifests", capture_output=True, text=True)
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    assert list(temp.iterdir()) == []  # and no copy of the key is left
