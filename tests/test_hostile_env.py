@@ -334,19 +334,21 @@ def test_a_crawl_that_loses_the_race_for_a_new_folder_leaves_it_to_the_winner(si
 
 
 # -- killed while the bag's files are rewritten ------------------------------------------------------------
-# Loaded by the killed crawl's interpreter (sitecustomize): SIGKILL itself just before the
-# KILL_AT-th rename into the mirror's top folder (failures, the manifest, bag-info, the tag manifest).
+# Loaded by the crawl's interpreter (sitecustomize): send itself KILL_SIGNAL (SIGKILL unless
+# named) just before the KILL_AT-th rename into the mirror's top folder (failures, the manifest,
+# bag-info, the tag manifest).
 KILLER = """
 import os, signal
 
 _folder, _at, _seen = os.path.realpath(os.environ["KILL_FOLDER"]), int(os.environ["KILL_AT"]), [0]
+_signal = getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL"))
 
 
 def _replace(src, dst, *args, _real=os.replace, **kwargs):
     if os.path.realpath(os.path.dirname(os.path.abspath(dst))) == _folder:
         _seen[0] += 1
         if _seen[0] == _at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), _signal)
     return _real(src, dst, *args, **kwargs)
 
 
@@ -381,6 +383,35 @@ def test_a_crawl_killed_while_it_rewrites_the_bag_is_made_whole_by_a_run_with_no
         assert again.returncode == 0 and "0 archived" in again.stdout, again.stdout + again.stderr
         assert verify(out) == [], f"killed before rename {at}"
     assert len(killed_at) >= 3, killed_at
+
+
+def test_verify_of_a_mirror_a_crawl_is_writing_says_so_and_calls_nothing_damaged(site, tmp_path):
+    """Between a crawl's recording its files and rewriting its manifest the mirror is no whole
+    bag: verify, run meanwhile (a cron job, a user), called the intact copy damaged (its new
+    files unlisted; exit 1)."""
+    out = tmp_path / "m"
+    first = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet",
+                    "--index", _first_rows(site, tmp_path, 6))
+    assert first.returncode == 0, first.stderr
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILLER)
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "KILL_FOLDER": str(out), "KILL_AT": "1",
+           "KILL_SIGNAL": "SIGSTOP"}  # the crawl stops itself with its files recorded, its manifest not yet rewritten
+    proc = subprocess.Popen([sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", site.url,
+                             "--out", str(out), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        during = run_cli("verify", str(out))
+        assert during.returncode == 2, during.stdout + during.stderr
+        assert "being written by another run" in during.stderr and len(during.stderr.strip().splitlines()) == 1
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.communicate(timeout=HANG)
+    assert proc.returncode == 0
+    assert run_cli("verify", str(out)).returncode == 0
 
 
 # -- the scheduled job's temp folder ---------------------------------------------------------------------
