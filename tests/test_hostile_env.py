@@ -464,3 +464,35 @@ def test_the_workflow_script_signs_where_proc_is_not_mounted(site, tmp_path):
                             cwd=tmp_path / "manifests", capture_output=True, text=True)
     assert signed.returncode == 0, signed.stdout + signed.stderr
     assert list(temp.iterdir()) == []  # and no copy of the key is left
+
+
+# -- no home folder ------------------------------------------------------------------------------------------
+def test_a_user_without_a_home_crawls_and_is_told_what_publishing_needs(site, tmp_path):
+    """HOME unset and a user ID with no entry in the password database (a container run under
+    an arbitrary user ID): every crawl and run ended in a RuntimeError traceback, looking for a
+    user config file that could not exist."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a user ID without a password entry needs a user namespace (root, unshare)")
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    env["PYTHONPATH"] = str(ROOT)
+
+    def nobody_known(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["unshare", "--user", "--map-user=54321", sys.executable, "-m", "mirror", *args],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=HANG)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    probe = subprocess.run(["unshare", "--user", "--map-user=54321", sys.executable, "-c", "import pycurl"],
+                           capture_output=True, env=env)
+    if probe.returncode != 0:
+        pytest.skip("this machine allows no user namespace, or its Python cannot be read from one")
+    out = tmp_path / "m"
+    proc = nobody_known("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert verify(out) == []
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    proc = nobody_known("publish", str(out), "--to", f"git+file://{remote}")
+    assert proc.returncode == 2 and "XDG_CACHE_HOME" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "~").exists() and not (tmp_path / ".cache").exists()
