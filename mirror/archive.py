@@ -341,8 +341,11 @@ class Archive:
         for rel, _size, _sha in found.files:
             if rel not in known:
                 target = self.state / "quarantine" / stamp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.root / rel, target)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(self.root / rel, target)
+                except OSError as exc:
+                    raise _io_error(exc, f"setting aside {rel}, a file no record names") from None
                 self.quarantined.append(rel)
 
     def _own_state(self) -> None:

@@ -496,3 +496,31 @@ def test_a_user_without_a_home_crawls_and_is_told_what_publishing_needs(site, tm
     assert proc.returncode == 2 and "XDG_CACHE_HOME" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "~").exists() and not (tmp_path / ".cache").exists()
+
+
+def test_a_quarantine_the_disk_refuses_is_exit_3_and_the_orphan_stays_where_it_was(site, tmp_path):
+    """A file a killed run renamed into data/ and never recorded is set aside in
+    .acta-mirror/quarantine by the next run; a quarantine folder the disk refused (read-only,
+    full) ended that run in a traceback."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    out = tmp_path / "m"
+    assert _crawl(site, out, "--index", _first_rows(site, tmp_path, 6)).returncode == 0
+    (out / ".acta-mirror" / "index.sqlite").unlink()  # as a killed run leaves it: rebuilt, data/ walked
+    folder = next(p for p in (out / "data").rglob("*") if p.is_file() and "index" not in p.parts).parent
+    orphan = folder / "999999999.01.jpg"
+    orphan.write_bytes(b"renamed into data/ by a run killed before it was recorded")
+    quarantine = out / ".acta-mirror" / "quarantine"
+    quarantine.mkdir()
+    subprocess.run(["mount", "--bind", str(quarantine), str(quarantine)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(quarantine)], check=True)
+        refused = _crawl(site, out)
+        _one_line_exit_3(refused)
+        assert "Read-only file system" in refused.stderr and orphan.exists()
+    finally:
+        subprocess.run(["umount", "-l", str(quarantine)], check=False)
+    again = _crawl(site, out)
+    assert again.returncode == 0, again.stderr
+    assert not orphan.exists() and "quarantined" in again.stderr
+    assert verify(out) == []
