@@ -284,7 +284,8 @@ def test_a_clock_set_back_does_not_spare_every_url_until_it_catches_up(site, tmp
     out = tmp_path / "m"
     with monkeypatch.context() as m:
         _a_year_ahead(m)
-        first = asyncio.run(crawl(CrawlOptions(site="resultados2024", root=site.url, out=str(out), recheck_after=86400)))
+        first = asyncio.run(crawl(CrawlOptions(site="resultados2024", root=site.url, out=str(out),
+                                               recheck_after=86400)))
     assert first.counters.archived == 52
     again = asyncio.run(crawl(CrawlOptions(site="resultados2024", root=site.url, out=str(out), recheck_after=86400)))
     assert again.counters.not_asked == 0 and again.counters.unchanged == 52, again.counters
