@@ -217,13 +217,15 @@ class Archive:
             raise UsageError(f"{self.root} is not empty and is not an acta-mirror bag; choose another --out")
         if self.root.exists():
             self._check_layout()
-        try:
-            self._own_state()
-            self.tmp.mkdir(parents=True, exist_ok=True)
-            (self.root / "data").mkdir(exist_ok=True)
-        except OSError as exc:
-            raise _io_error(exc, f"creating {self.root}") from None
-        self._lock()
+        while True:
+            try:
+                self._own_state()
+                self.tmp.mkdir(parents=True, exist_ok=True)
+                (self.root / "data").mkdir(exist_ok=True)
+            except OSError as exc:
+                raise _io_error(exc, f"creating {self.root}") from None
+            if self._lock():
+                break
         try:
             for name in (PROVENANCE, CHANGES):  # the files a run appends to, once it holds the lock
                 self._unshare(self.root / name)
@@ -373,7 +375,10 @@ class Archive:
             os.rename(self.state, aside)
             self.foreign_state = aside.name
 
-    def _lock(self) -> None:
+    def _lock(self) -> bool:
+        """Take the mirror's lock; False when the lock file was removed while this run waited for
+        it (the run that held it removed the folder it had made and archived nothing into): the
+        caller makes the folder again."""
         try:
             fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
@@ -388,7 +393,11 @@ class Archive:
         except OSError as exc:
             os.close(fd)
             raise _io_error(exc, f"taking the lock {self.state / 'lock'}") from None
+        if os.fstat(fd).st_nlink == 0:
+            os.close(fd)
+            return False
         self._lock_fd = fd
+        return True
 
     def close(self, *, clean: bool = False) -> None:
         """Release the lock. `clean`: the run ended without an error and recorded every file it

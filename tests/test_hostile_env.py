@@ -525,3 +525,24 @@ def test_a_quarantine_the_disk_refuses_is_exit_3_and_the_orphan_stays_where_it_w
     assert again.returncode == 0, again.stderr
     assert not orphan.exists() and "quarantined" in again.stderr
     assert verify(out) == []
+
+
+def test_a_run_that_waited_for_the_lock_keeps_the_folder_the_first_run_made_and_gave_up(site, tmp_path):
+    """A first crawl into a new folder finds its root unreachable; a second, started meanwhile
+    with --wait-lock, gets the lock when the first ends, and the first then removed the folder
+    it had made, lock and index included, under the second: exit 3 ('cannot write the index')."""
+    out = tmp_path / "m"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen([sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root",
+                              "http://127.0.0.1:9", "--out", str(out), "--quiet"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not (out / ".acta-mirror" / "lock").exists():
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.01)
+        second = _crawl(site, out, "--wait-lock")  # waits for the first, which retries for seconds
+    finally:
+        first.communicate(timeout=HANG)
+    assert first.returncode == 2  # the root is unreachable
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert _records(out) and verify(out) == []
