@@ -303,10 +303,10 @@ class ArchiveIndex:
     def listing_size(self, run: int) -> int:
         return self.r.execute("SELECT count(*) FROM actas WHERE run = ?", (run,)).fetchone()[0]
 
-    def listing_fresh(self, run: int, since: float) -> int:
-        """How many of that run's listed URLs were fetched or confirmed after `since`."""
+    def listing_fresh(self, run: int, since: float, until: float) -> int:
+        """How many of that run's listed URLs were fetched or confirmed after `since` and not after `until`."""
         return self.r.execute("SELECT count(*) FROM actas a JOIN urls u ON u.url = a.url "
-                              "WHERE a.run = ? AND u.checked > ?", (run, since)).fetchone()[0]
+                              "WHERE a.run = ? AND u.checked > ? AND u.checked <= ?", (run, since, until)).fetchone()[0]
 
     def listed_vanished(self, run: int) -> list[tuple[str, str]]:
         """(key, url) of the listed actas whose last change is 'vanished'."""

@@ -34,11 +34,11 @@ from .cid import CHUNK_SIZE, IPFS_PROFILE, raw_cid
 from .merkle import ManifestLines
 from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, RECEIPTS,
                        TAG_MANIFEST, atomic_write, format_bag_info, format_manifest, fsync_dir,
-                       iter_provenance, iter_provenance_core, own_copy, read_bag_info, repair_torn_tail,
-                       sync_filesystem)
+                       iter_provenance, iter_provenance_core, own_copy, parse_manifest_text, read_bag_info,
+                       repair_torn_tail, sync_filesystem)
 from .publish import redact
 from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
-from .state import open_payload, read_state, scan
+from .state import MAX_TAG_BYTES, open_payload, read_state, scan
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged (for `export`)
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
@@ -197,6 +197,7 @@ class Archive:
         self.quarantined: list[str] = []
         self.cut_tails: list[tuple[str, int, str]] = []  # (record file, bytes cut, where they were kept)
         self.foreign_state = ""  # the name a copy's working state was moved aside to, if any
+        self.stale_bag = False  # the last run stopped before its bag files caught up with its records
         self.changes: list[dict] = []  # vanished and reappeared, appended to changes.jsonl by finish()
         self.run_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -216,13 +217,15 @@ class Archive:
             raise UsageError(f"{self.root} is not empty and is not an acta-mirror bag; choose another --out")
         if self.root.exists():
             self._check_layout()
-        try:
-            self._own_state()
-            self.tmp.mkdir(parents=True, exist_ok=True)
-            (self.root / "data").mkdir(exist_ok=True)
-        except OSError as exc:
-            raise _io_error(exc, f"creating {self.root}") from None
-        self._lock()
+        while True:
+            try:
+                self._own_state()
+                self.tmp.mkdir(parents=True, exist_ok=True)
+                (self.root / "data").mkdir(exist_ok=True)
+            except OSError as exc:
+                raise _io_error(exc, f"creating {self.root}") from None
+            if self._lock():
+                break
         try:
             for name in (PROVENANCE, CHANGES):  # the files a run appends to, once it holds the lock
                 self._unshare(self.root / name)
@@ -248,6 +251,7 @@ class Archive:
             if not trusted:
                 self._rebuild()
             clean = trusted and self.index.meta().get("clean") == 1
+            self.stale_bag = self._bag_lags()
             self.index.begin_run()
         except sqlite3.Error as exc:
             raise ArchiveWriteError(f"cannot write the index in {self.state}: {exc}") from None
@@ -260,6 +264,18 @@ class Archive:
                 leftover.unlink()
         if self.scan or not clean:
             self._scan_data(orphans=not clean)
+
+    def _bag_lags(self) -> bool:
+        """Does the tag manifest give provenance.jsonl or changes.jsonl another sha256 than
+        theirs? It is written last, so it does when a run was stopped (killed, the disk full)
+        after recording files and before its bag files were all rewritten."""
+        try:
+            tags = parse_manifest_text(read_inside(self.root, TAG_MANIFEST, MAX_TAG_BYTES).decode("utf-8"))
+        except FileNotFoundError:
+            tags = {}
+        except (OSError, UnicodeDecodeError, NotAMirror):  # UnsafePath, a damaged one: write it anew
+            return True
+        return any(d.node and tags.get(d.path.name) != d.hasher.hexdigest() for d in self._digests)
 
     def _rebuild(self) -> None:
         """Fill a fresh index from the records; write the change records a killed run lost."""
@@ -327,8 +343,11 @@ class Archive:
         for rel, _size, _sha in found.files:
             if rel not in known:
                 target = self.state / "quarantine" / stamp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.root / rel, target)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(self.root / rel, target)
+                except OSError as exc:
+                    raise _io_error(exc, f"setting aside {rel}, a file no record names") from None
                 self.quarantined.append(rel)
 
     def _own_state(self) -> None:
@@ -356,16 +375,29 @@ class Archive:
             os.rename(self.state, aside)
             self.foreign_state = aside.name
 
-    def _lock(self) -> None:
-        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    def _lock(self) -> bool:
+        """Take the mirror's lock; False when the lock file was removed while this run waited for
+        it (the run that held it removed the folder it had made and archived nothing into): the
+        caller makes the folder again."""
+        try:
+            fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise _io_error(exc, f"taking the lock {self.state / 'lock'}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait_lock else fcntl.LOCK_NB))
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         except BlockingIOError:
             os.close(fd)
             raise MirrorLocked(f"{self.root} is being written by another run (lock {self.state / 'lock'})") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            os.close(fd)
+            raise _io_error(exc, f"taking the lock {self.state / 'lock'}") from None
+        if os.fstat(fd).st_nlink == 0:
+            os.close(fd)
+            return False
         self._lock_fd = fd
+        return True
 
     def close(self, *, clean: bool = False) -> None:
         """Release the lock. `clean`: the run ended without an error and recorded every file it
@@ -437,11 +469,13 @@ class Archive:
         return prev[2] if prev else None
 
     def fresh(self, url: str, max_age: float) -> bool:
-        """Was url fetched or confirmed unchanged less than max_age seconds ago?"""
+        """Was url fetched or confirmed unchanged less than max_age seconds ago? A check time
+        later than now is not (the clock was set back since, a board without a real-time clock
+        that starts in 1970): it would spare the URL until the clock caught up."""
         if max_age <= 0:
             return False
         prev = self._url(redact(url))
-        return prev is not None and time.time() - prev[3] < max_age
+        return prev is not None and 0 <= time.time() - prev[3] < max_age
 
     def versions(self, key: str) -> list[str]:
         """The sha256 of each version of an acta (or index file), oldest first."""
@@ -527,7 +561,8 @@ class Archive:
         if max_age <= 0 or not identity or previous != identity or not isinstance(run, int):
             return None
         size = self.index.listing_size(run)
-        if self.index.listing_fresh(run, time.time() - max_age) != size:
+        now = time.time()
+        if self.index.listing_fresh(run, now - max_age, now) != size:
             return None
         self.listing_run = run
         return size
@@ -734,7 +769,10 @@ class Archive:
         """Write failures, and when the payload changed, the manifest, bag-info and tag manifest.
 
         A run that archived nothing new leaves the bag's files byte for byte as they were
-        (failures aside), so a scheduled job with nothing new commits nothing.
+        (failures aside), so a scheduled job with nothing new commits nothing; unless the last
+        run was killed (or the disk stopped it) after recording files and before its bag files
+        were all rewritten: then the manifest and bag-info lag provenance, and only a rewrite
+        makes the bag whole again.
         """
         self.commit_all()
         try:
@@ -744,7 +782,7 @@ class Archive:
             self.index.write_changes(self.changes, digests=self._digests)
             self.changes = []
             hashed = {d.path.name: d.hasher.hexdigest() for d in self._digests if d.node}
-            if rewrite_bag:
+            if rewrite_bag or self.stale_bag:
                 write_bag_files(self.root, info or {}, items=self.index.manifest(), hashed=hashed)
             else:
                 write_tag_manifest(self.root, hashed)

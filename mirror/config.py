@@ -102,9 +102,21 @@ USER_SECTIONS = ("fetch",)
 Values = dict[str, dict[str, Any]]
 
 
-def user_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "acta-mirror" / "config.toml"
+def home() -> Path | None:
+    """The user's home folder; None where there is none to find: HOME unset and no entry for
+    this user ID in the password database (a container run under an arbitrary user ID)."""
+    try:
+        return Path.home()
+    except RuntimeError:
+        return None
+
+
+def user_config_path() -> Path | None:
+    """None when neither XDG_CONFIG_HOME nor a home folder says where it would be: no user config."""
+    if os.environ.get("XDG_CONFIG_HOME"):
+        return Path(os.environ["XDG_CONFIG_HOME"]) / "acta-mirror" / "config.toml"
+    base = home()
+    return base / ".config" / "acta-mirror" / "config.toml" if base else None
 
 
 MAX_FILE_CHARS = 1 << 20  # a job file is a few hundred bytes: more is a wrong path (/dev/zero, a disk image)
@@ -162,7 +174,7 @@ def _given(path: Path, raw: dict, sections) -> Values:
 def load_user_config(path: str | Path | None = None) -> Values:
     """The user's defaults (only the keys the file sets); no file is no defaults."""
     path = Path(path) if path else user_config_path()
-    if not path.exists():
+    if path is None or not path.exists():
         return {}
     return _given(path, _read_toml(path, "config file"), USER_SECTIONS)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import hashlib
 import itertools
 import math
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlsplit
 
-from .archive import Archive, safe_component
+from .archive import STATE_DIR, Archive, safe_component
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
-from .models import Acta, ArchiveWriteError, Fetched, FetchError, SourceUnreachable, UnsafePath, UsageError
+from .models import (Acta, ArchiveWriteError, Fetched, FetchError, MirrorLocked, SourceUnreachable, UnsafePath,
+                     UsageError)
 from .publish import redact, register_secrets
 from .state import open_payload
 from .sites import get_site
@@ -169,6 +171,8 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
     created = not os.path.lexists(opts.out)
     try:
         return await _crawl(opts, site, counters or Counters())
+    except MirrorLocked:
+        raise  # another run, started at the same moment, made the folder too and writes into it
     except BaseException:
         if created:
             _remove_if_empty(Path(opts.out))
@@ -177,16 +181,33 @@ async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlRe
 
 def _remove_if_empty(out: Path) -> None:
     """A folder this run created and archived nothing into (an unreachable root) is removed,
-    so no half-made bag is left behind."""
+    so no half-made bag is left behind: under its lock, taken again, and never while another
+    run holds it (one that waited with --wait-lock for this run to end, and now writes into it)."""
+    try:
+        lock = os.open(out / STATE_DIR / "lock", os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        lock = None  # never locked: no run wrote into it
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _archived_into(out):
+            shutil.rmtree(out, ignore_errors=True)
+    except OSError:  # BlockingIOError: another run holds it now
+        pass
+    finally:
+        if lock is not None:
+            os.close(lock)  # after the removal: a run that waited for the lock finds its file gone
+
+
+def _archived_into(out: Path) -> bool:
     try:
         if (out / "provenance.jsonl").stat().st_size:
-            return
+            return True
     except FileNotFoundError:
         pass
     except OSError:
-        return
-    if not any(files for _d, _s, files in os.walk(out / "data")):
-        shutil.rmtree(out, ignore_errors=True)
+        return True
+    return any(files for _d, _s, files in os.walk(out / "data"))
 
 
 async def _crawl(opts: CrawlOptions, site, counters: Counters) -> CrawlResult:
@@ -276,17 +297,25 @@ class _Run:
                 else:
                     await asyncio.sleep(0.05)
 
+        async def fetching() -> None:
+            await asyncio.gather(discovery, *workers)
+            await self.extra_urls()
+
         writer = asyncio.create_task(committer())
         workers = [asyncio.create_task(self.worker()) for _ in range(self.fetcher.depth)]
         discovery = asyncio.create_task(self.discover())
+        crawling = asyncio.create_task(fetching())
         try:
-            await discovery
-            await asyncio.gather(*workers)
-            await self.extra_urls()
+            # The first to fail ends the run: a worker the disk refused would leave discovery
+            # waiting on a full queue, and a writer that stopped would leave the workers
+            # waiting on the backlog, both for ever.
+            await asyncio.wait((crawling, writer), return_when=asyncio.FIRST_COMPLETED)
+            if writer.done():  # before the crawl ends only when the disk refused a batch
+                writer.result()
+            await crawling
         except BaseException:
-            discovery.cancel()
-            for w in workers:
-                w.cancel()
+            for task in (crawling, discovery, *workers):
+                task.cancel()
             raise
         finally:
             writing = False

@@ -204,10 +204,16 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None, sh
     before = read_job_state(folder)
     check_signed(before, key)
     report = RunReport(folder)
-    work = Path(tempfile.mkdtemp(prefix="acta-mirror-run-"))
+    try:
+        work = Path(tempfile.mkdtemp(prefix="acta-mirror-run-"))
+    except OSError as exc:
+        raise disk_error(exc, f"making the run's working folder in {tempfile.gettempdir()} (TMPDIR)") from None
     try:
         bag = work / "bag"
-        seed(before, bag)
+        try:
+            seed(before, bag)
+        except OSError as exc:  # the temp folder may be a small disk of its own (a runner's /tmp)
+            raise disk_error(exc, f"copying the manifests folder's state into {bag} (TMPDIR)") from None
         with shown("crawl"):
             report.crawl = asyncio.run(crawl(crawl_options(job, (1, 1), out=bag, sign=False), counters))
         if key and _needs_signature(before.folder, bag):

@@ -141,8 +141,9 @@ def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobStat
 def _read_checks(folder: Path, records: tuple[Record, ...]) -> tuple[float, ...]:
     """The check time of each provenance line from checked.txt; () when there is none, it
     does not parse or it was written for other lines (its sha256 of the lines it covers
-    differs: then every URL counts from its fetch). A time in the future counts as now: a
-    state that claims a check nobody made must not keep the site from being asked."""
+    differs: then every URL counts from its fetch). A time in the future counts as no check: a
+    state that claims a check nobody made, or a clock set back since, must not keep the site
+    from being asked (as now, it spared every URL again at each run until the clock caught up)."""
     try:
         if not os.path.lexists(folder / CHECKS):
             return ()
@@ -160,7 +161,7 @@ def _read_checks(folder: Path, records: tuple[Record, ...]) -> tuple[float, ...]
                 continue
             if not (when.isdigit() and count.isdigit()) or len(times) + int(count) > len(records):
                 return ()
-            times += [min(float(when), now)] * int(count)
+            times += [float(when) if float(when) <= now else 0.0] * int(count)
     except ValueError:
         return ()
     return tuple(times) if covered == _lines_sha256(records[:len(times)]) else ()

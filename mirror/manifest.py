@@ -12,8 +12,8 @@ import json
 import os
 import stat
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
@@ -76,6 +76,14 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def create_beside(path: Path) -> tuple[int, str]:
+    """A new file to be renamed over path, made as any file of the user's is (0644 less the
+    umask): mkstemp's 0600 left the bag's manifests unreadable to those the user shares the
+    mirror with (a group, a web server's user) while its images were readable."""
+    tmp = f"{path.parent}/.{path.name}.{secrets.token_hex(8)}"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), tmp
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:
     """Write a whole file so that a reader sees either the old or the new one, never half.
 
@@ -84,7 +92,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None
     """
     path = Path(path)
     chunks = [data] if isinstance(data, (bytes, bytearray)) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = create_beside(path)
     try:
         digest, size = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as fh:
@@ -121,7 +129,7 @@ def own_copy(path: str | os.PathLike) -> None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink < 2:
             return
-        out_fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        out_fd, tmp = create_beside(path)
         try:
             with os.fdopen(out_fd, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)

@@ -27,6 +27,7 @@ API:
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import re
@@ -226,6 +227,11 @@ def iter_records(path: str | os.PathLike, problems: list[Problem] | None = None)
         if problems is None:
             raise
         problems.append(Problem("unsafe", path.name, exc.reason))
+        return
+    except OSError as exc:  # a copy whose files are not this user's to read (made under umask 077)
+        if problems is None:
+            raise NotAMirror(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        problems.append(Problem("unreadable", path.name, exc.strerror or str(exc)))
         return
     seen: dict[str, int] = {}
     with fh:
@@ -566,6 +572,31 @@ def _walk_payload(root: Path, problems: list[Problem]) -> list[str]:
     found = scan(root)
     problems.extend(found.problems)
     return [rel for rel, _size, _sha in found.files]
+
+
+WRITER_LOCK = ".acta-mirror/lock"  # held (flock) by a run writing into the mirror (archive.Archive)
+
+
+def being_written(root: Path) -> str | None:
+    """The lock file of a run writing into root right now, or None. Between its first new
+    file and its bag files such a mirror is no whole bag, and checking it would call an intact
+    copy damaged. Nothing is written: the lock is tried shared and let go at once; one that is
+    not a regular file (a copy's) is not a run's."""
+    path = root / WRITER_LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return str(path)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return None
 
 
 def require_bag(root: str | os.PathLike) -> Path:

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .manifest import BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST
-from .models import Problem, UnsafePath
+from .models import Problem, UnsafePath, UsageError
 from .state import (
     HASH,
     MEASURE,
     MirrorState,
     Opener,
     Scan,
+    being_written,
     digest_fd,
     open_payload,
     read_entries,
@@ -121,6 +122,10 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
     """verify, with the mirror as read. progress(done, total), if given, is told as payload
     files are read."""
     root = require_bag(root)
+    lock = being_written(root)
+    if lock:
+        raise UsageError(f"{root} is being written by another run (lock {lock}); it is a whole bag again "
+                         "when that run ends: verify it then")
     # The workers start first, so they hash while this process reads the manifest and provenance.
     pending = scan_payload(root, MEASURE if fast else HASH, workers, _manifest_lines_at_most(root))
     head = read_state(root, records=False, payload=False)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mirror.__main__ import utf8_names  # noqa: E402
 from mirror.audit.coverage import census  # noqa: E402
 from mirror.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, _print_run, _stop_as_interrupt  # noqa: E402
 from mirror.config import load_job  # noqa: E402
@@ -42,7 +43,7 @@ def _key_file() -> str | None:
     read. The secret key must not outlive the step (a self-hosted runner or a laptop keeps its
     temp folder): where Linux offers it, the file lives in memory only (memfd), readable by this
     process alone through /proc/self/fd and gone with it, even when it is killed with -9.
-    Elsewhere it is a temp file, removed at exit."""
+    Elsewhere, or without /proc, it is a temp file (0600), removed at exit."""
     text = os.environ.get("ACTA_MIRROR_SIGN_KEY", "")
     if not text.strip():
         return os.environ.get(SIGN_KEY_ENV) or None
@@ -51,11 +52,14 @@ def _key_file() -> str | None:
         fd = os.memfd_create("acta-mirror-key", os.MFD_CLOEXEC)  # left open: the path lives as long as it
         os.write(fd, data)
         path = f"/proc/self/fd/{fd}"
-    else:
-        fd, path = tempfile.mkstemp(prefix="acta-mirror-key-")
-        atexit.register(_remove, path)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        if os.path.exists(path):
+            os.environ[SIGN_KEY_ENV] = path
+            return path
+        os.close(fd)  # no /proc (a sandbox or chroot without it): the run refused the key it could not read
+    fd, path = tempfile.mkstemp(prefix="acta-mirror-key-")
+    atexit.register(_remove, path)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
     os.environ[SIGN_KEY_ENV] = path
     return path
 
@@ -172,4 +176,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    utf8_names()  # a bag's paths are UTF-8 whatever the locale
     sys.exit(main(sys.argv[1:]))

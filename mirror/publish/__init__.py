@@ -148,7 +148,15 @@ def working_dir(kind: str, *keys: str, create: bool = True) -> Path:
     0700 under $XDG_CACHE_HOME/acta-mirror (default ~/.cache/acta-mirror) and named by a hash
     of keys (a mirror's real path and a target): never state that came inside a mirror.
     create=False only names it (a dry run writes nothing)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "acta-mirror" / kind
+    from ..config import home
+
+    cache = os.environ.get("XDG_CACHE_HOME")
+    if not cache:
+        found = home()
+        if found is None:  # HOME unset, and a user ID without a home
+            raise UsageError("no folder for working state: set XDG_CACHE_HOME (or HOME) to one")
+        cache = found / ".cache"
+    base = Path(cache) / "acta-mirror" / kind
     path = base / hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
     if not create:
         return path
