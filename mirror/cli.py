@@ -16,6 +16,7 @@ PARSERS; its handler is cmd_<name>, listed in COMMANDS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -900,16 +901,30 @@ def cmd_keygen(args) -> int:
 
     key, pub = f"{args.out}.key", f"{args.out}.pub"
     for path in (key, pub):
-        if os.path.exists(path) and not args.force:
+        if os.path.lexists(path) and not args.force:  # a link too, even one to nowhere
             raise UsageError(f"{path} exists; refusing to overwrite a key (use --force)")
     secret, public = generate()
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret.text())
-    with open(pub, "w") as fh:
-        fh.write(public.text())
+    _replace_with(key, secret.text(), 0o600)
+    _replace_with(pub, public.text(), 0o644)
     print(f"wrote {key} (secret: keep it safe) and {pub} (publish it)")
     return EXIT_OK
+
+
+def _replace_with(path: str, text: str, mode: int) -> None:
+    """Write text to a new file beside path (mode less the umask) and rename it over path: an
+    existing file keeps no say over the new one's permissions (a 0644 key file stayed 0644 with
+    the secret in it), and a link there is replaced, never followed."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.urandom(8).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @_writes("signing")

@@ -267,3 +267,23 @@ def test_keygen_never_overwrites(tmp_path):
     again = run_cli("keygen", "--out", str(base))
     assert again.returncode == 2 and (tmp_path / "k.key").read_bytes() == before
     assert oct((tmp_path / "k.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_keygen_force_never_leaves_the_secret_readable_nor_writes_through_a_link(tmp_path):
+    base = tmp_path / "k"
+    (tmp_path / "k.key").write_text("an old key, shared by mistake")
+    (tmp_path / "k.key").chmod(0o644)
+    assert run_cli("keygen", "--out", str(base), "--force").returncode == 0
+    assert oct((tmp_path / "k.key").stat().st_mode & 0o777) == "0o600"
+    assert (tmp_path / "k.key").read_text().startswith("untrusted comment:")
+    # a link there, even one to nowhere, is refused without --force and replaced (never followed) with it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other = tmp_path / "o"
+    (tmp_path / "o.key").symlink_to(elsewhere / "stolen.key")
+    refused = run_cli("keygen", "--out", str(other))
+    assert refused.returncode == 2 and not (elsewhere / "stolen.key").exists()
+    assert run_cli("keygen", "--out", str(other), "--force").returncode == 0
+    assert not (elsewhere / "stolen.key").exists() and not (tmp_path / "o.key").is_symlink()
+    assert oct((tmp_path / "o.key").stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "k.key", "k.pub", "o.key", "o.pub"]
