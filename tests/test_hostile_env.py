@@ -496,6 +496,8 @@ def test_a_user_without_a_home_crawls_and_is_told_what_publishing_needs(site, tm
     proc = nobody_known("publish", str(out), "--to", f"git+file://{remote}")
     assert proc.returncode == 2 and "XDG_CACHE_HOME" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = nobody_known("tally", str(out), "--ocr")  # readings of the prints: kept nowhere, not in ./~
+    assert proc.returncode in (0, 1) and "tables" in proc.stdout, proc.stdout + proc.stderr
     assert not (tmp_path / "~").exists() and not (tmp_path / ".cache").exists()
 
 

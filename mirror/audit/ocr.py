@@ -449,9 +449,15 @@ def _read_views(gray: Image.Image) -> PrintReading:
     return reading
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "acta-mirror" / "readings"
+def cache_dir() -> Path | None:
+    """Where readings are kept; None where the user has no cache folder (no XDG_CACHE_HOME and
+    no home): then none is kept (expanduser gave a folder named '~' in the current one)."""
+    from ..config import home
+
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "acta-mirror" / "readings"
+    found = home()
+    return found / ".cache" / "acta-mirror" / "readings" if found else None
 
 
 def cached_read_print(source: str | os.PathLike | BinaryIO, sha256: str, *, hashed: bool = False) -> PrintReading:
@@ -465,7 +471,10 @@ def cached_read_print(source: str | os.PathLike | BinaryIO, sha256: str, *, hash
             actual = hashlib.file_digest(fh, "sha256").hexdigest()
         if actual != sha256:
             return PrintReading(REVIEW, None, None, None, None, "the file's bytes are not the archived ones")
-    target = cache_dir() / f"ocr-v{READER_VERSION}" / sha256[:2] / f"{sha256}.json"
+    folder = cache_dir()
+    if folder is None:
+        return read_print(source)
+    target = folder / f"ocr-v{READER_VERSION}" / sha256[:2] / f"{sha256}.json"
     try:
         obj = json.loads(target.read_text(encoding="utf-8"))
         return PrintReading(obj["status"], tuple(obj["parties"]) if obj["parties"] else None, obj["valid"],
