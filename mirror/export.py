@@ -15,6 +15,7 @@ key is Ed25519. It carries the mirror's own signed root statement under evidence
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import json
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .archive import CHECKED, STATE_DIR
-from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE
+from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, create_beside
 from .models import ArchiveWriteError, Entry, NotAMirror, Problem, UnsafePath, UsageError
 from .state import iter_records, open_payload
 
@@ -257,16 +258,17 @@ def _write_warc(mirror: Path, fh, result: ExportResult, pages=None) -> None:
     checked = _recheck_times(mirror, result)
     writer = _Writer(fh, result, pages)
     writer.warcinfo(mirror)
-    latest: dict[str, tuple[float, Entry]] = {}  # url -> its last capture (for revisits)
+    # url -> its last capture (for revisits): the last recorded, as provenance is appended in the
+    # order captures are made; the latest fetched_at would name an older one after a clock went back
+    latest: dict[str, Entry] = {}
     for record in iter_records(mirror / PROVENANCE):  # a bad line stops the export (exit 2)
         e = record.entry
         _check_entry(e)
         result.recorded += 1
         if writer.response(mirror, e):
-            when = datetime.fromisoformat(e.fetched_at.replace("Z", "+00:00")).timestamp()
-            if e.url not in latest or when >= latest[e.url][0]:
-                latest[e.url] = (when, e)
-    for url, (when, e) in latest.items():
+            latest[e.url] = e
+    for url, e in latest.items():
+        when = datetime.fromisoformat(e.fetched_at.replace("Z", "+00:00")).timestamp()
         again = checked.get(url, 0.0)
         if again > when + RECHECK_SLACK:
             writer.revisit(e, again)
@@ -315,18 +317,34 @@ def export_warc(mirror: str | os.PathLike, out: str | os.PathLike) -> ExportResu
     mirror, out = Path(mirror), Path(out)
     _check_paths(mirror, out)
     result = ExportResult(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            _write_warc(mirror, fh, result)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(tmp, out)  # fails rather than replace a file made meanwhile
+        fd, tmp = create_beside(out)  # 0644 less the umask, as any file of the user's: mkstemp's 0600
+        try:                          # kept the export from those it was made for (a web server's user)
+            with os.fdopen(fd, "wb") as fh:
+                _write_warc(mirror, fh, result)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _place(tmp, out)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     except OSError as exc:
         raise _disk(exc, str(out)) from None
-    finally:
-        os.unlink(tmp)
     return result
+
+
+def _place(tmp: str | os.PathLike, out: Path) -> None:
+    """Give the finished file its name, failing rather than replacing a file made meanwhile (a
+    hard link); on a file system without hard links (FAT or exFAT on a USB stick), a rename
+    once nothing is there."""
+    try:
+        os.link(tmp, out)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(out):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(out)) from None
+        os.rename(tmp, out)
 
 
 def export_wacz(mirror: str | os.PathLike, out: str | os.PathLike) -> ExportResult:
@@ -384,7 +402,7 @@ def export_wacz(mirror: str | os.PathLike, out: str | os.PathLike) -> ExportResu
                             compress_type=zipfile.ZIP_DEFLATED)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-            os.link(tmp, out)
+            _place(tmp, out)
     except OSError as exc:
         raise _disk(exc, str(out)) from None
     return result

@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 import zipfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,67 @@ def test_damaged_recheck_times_mean_no_revisits(history, tmp_path):
     checked.write_text("[" * 100_000)
     proc = run_cli("export", str(copy), "--warc", str(tmp_path / "b.warc.gz"))
     assert proc.returncode == 0 and "unreadable" in proc.stdout and "0 revisits" in proc.stdout
+
+
+def test_a_revisit_names_the_last_version_recorded_even_after_the_clock_went_back(tmp_path, monkeypatch):
+    """The first run on a clock a year ahead, then a changed image captured at the right time:
+    the revisit of a later re-check belongs to the new version, the last one provenance records.
+    Chosen by the latest fetched_at, it named the old one, or (the re-check being 'before' it)
+    none. The export itself is readable by those the user shares it with (0644 less the umask)."""
+    from mirror import fetch
+    from mirror.replay import FaultPlan, Replay, ReplayThread
+
+    real = time.time
+    thread = ReplayThread(Replay(small=True, limit=10, faults=FaultPlan.parse("change=0.3", 0)))
+    thread.start()
+    out = tmp_path / "m"
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(time, "time", lambda: real() + 365 * 86400)
+            ahead = datetime.now(timezone.utc) + timedelta(days=365)
+            m.setattr(fetch, "utc_now", lambda: ahead.isoformat(timespec="microseconds").replace("+00:00", "Z"))
+            _crawl(thread.url, out)
+        thread.replay.epoch = 2
+        _crawl(thread.url, out)
+        with monkeypatch.context() as m:  # a re-check an hour on: nothing changed
+            m.setattr(time, "time", lambda: real() + 3600)
+            _crawl(thread.url, out)
+    finally:
+        thread.stop()
+    warc = tmp_path / "m.warc.gz"
+    assert run_cli("export", str(out), "--warc", str(warc)).returncode == 0
+    assert warc.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    entries = list(iter_provenance(out / "provenance.jsonl"))
+    changed = {e.final_url: e for e in entries if e.supersedes}
+    assert changed, "the replay's change fault should have made second versions"
+    revisits = {r["uri"]: r for r in _records(warc) if r["type"] == "revisit"}
+    for url, e in changed.items():
+        assert url in revisits, url
+        assert sha256_of_digest(revisits[url]["digest"]) == e.sha256
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_an_export_onto_a_file_system_without_hard_links_is_renamed_into_place(history, tmp_path, monkeypatch):
+    """FAT and exFAT (a USB stick) refuse hard links (EPERM): the finished file is renamed
+    instead. No such file system can be mounted on the test machines (no vfat module), so the
+    refusal is the kernel's answer put in os.link's place."""
+    import errno
+
+    import mirror.export as export
+
+    def no_links(src, dst, **_):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM), src, None, dst)
+
+    monkeypatch.setattr(export.os, "link", no_links)
+    for name, write in (("m.warc.gz", export.export_warc), ("m.wacz", export.export_wacz)):
+        out = tmp_path / name
+        write(history, out)
+        assert out.stat().st_size > 0
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp left
+    with zipfile.ZipFile(tmp_path / "m.wacz") as zf:
+        assert "archive/data.warc.gz" in zf.namelist()
