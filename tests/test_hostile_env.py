@@ -548,3 +548,18 @@ def test_a_run_that_waited_for_the_lock_keeps_the_folder_the_first_run_made_and_
     assert first.returncode == 2  # the root is unreachable
     assert second.returncode == 0, second.stdout + second.stderr
     assert _records(out) and verify(out) == []
+
+
+def test_a_full_disk_under_publish_staging_is_exit_3_and_one_line(site, disk, tmp_path):
+    """Git's staging copy lives in the user's cache folder; a full disk there was a four-line
+    git message, exit 1 and advice about the URL and credentials, as if the remote were at fault."""
+    out = tmp_path / "m"
+    assert _crawl(site, out).returncode == 0
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    _leave_free(disk, 64)
+    proc = run_cli("publish", str(out), "--to", f"git+file://{remote}", env={"XDG_CACHE_HOME": str(disk)})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 3 and len(lines) == 1, proc.stderr
+    assert "No space left on device" in lines[0] and "credentials" not in lines[0], lines
+    assert verify(out) == []

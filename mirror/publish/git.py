@@ -56,13 +56,13 @@ import git
 from git.objects.fun import tree_entries_from_data
 
 from .. import __version__
-from ..archive import (PUBLISHED_TAG_FILES, SITE_DIR, disk_error, published_files, read_checked,
+from ..archive import (DISK_REFUSED, PUBLISHED_TAG_FILES, SITE_DIR, disk_error, published_files, read_checked,
                        write_bag_files)
 from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, append_receipt,
                         format_bag_info, format_manifest, parse_bag_info, parse_manifest_text)
 from ..merkle import merkle_root
 from ..state import Record, is_shard_name, iter_records
-from ..models import NotAMirror, UsageError, printable
+from ..models import ArchiveWriteError, NotAMirror, UsageError, printable
 from ..verify import verify
 from . import Plan, PublishError, Receipt, redact, register, working_dir
 
@@ -262,7 +262,15 @@ class GitPublisher:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one publisher per staging area; others wait
             self._publish_locked(mirror, staging, entries, extras, receipt)
         except GIT_ERRORS as exc:  # a remote's objects that git itself fails on (a tree too deep for it)
+            if refused := _disk_refusal(exc):  # or this machine's disk: no fault of the remote's
+                raise ArchiveWriteError(f"the disk refused git's write in {staging} ({refused}) while publishing to "
+                                        f"{self.shown}; free space there (or set XDG_CACHE_HOME), then re-run: what "
+                                        "was pushed stays") from None
             raise PublishError(redact(f"{self.shown}: {_git_failure(exc)}", self._secret)) from None
+        except OSError as exc:
+            if exc.errno in DISK_REFUSED:
+                raise disk_error(exc, f"staging the publish to {self.shown} in {staging}") from None
+            raise
         finally:
             os.close(lock)
         try:
@@ -413,6 +421,8 @@ class GitPublisher:
                 attributes.parent.mkdir(exist_ok=True)
                 attributes.write_text(NO_DELTA)
         except (git.GitError, OSError) as exc:
+            if _disk_refusal(exc) or getattr(exc, "errno", None) in DISK_REFUSED:
+                raise  # this machine's disk: said as such by _publish
             raise PublishError(f"{self.shown}: the staging repository {path} is unusable ({exc}); remove it") from None
         repo.git.update_environment(**self._env())
         return repo
@@ -732,6 +742,17 @@ def _git_failure(exc: Exception, where: str = "the remote's repository") -> str:
                 + (f": {printable(said[0].removeprefix('stderr:').strip(chr(39) + ' '))})" if said else ")")
                 + ": damaged, or made to break git")
     return f"{where} is damaged ({type(exc).__name__}: {exc})"
+
+
+DISK_SAYS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "File too large")
+
+
+def _disk_refusal(exc: Exception) -> str:
+    """What git said when the failure was this machine's disk refusing a write; '' otherwise
+    (a remote's own full disk comes in lines that start 'remote:')."""
+    said = [ln for ln in str(getattr(exc, "stderr", "") or exc).splitlines()
+            if not ln.strip(" '").startswith("remote:")]
+    return next((words for words in DISK_SAYS if any(words in ln for ln in said)), "")
 
 
 def _empty(directory: Path) -> None:
