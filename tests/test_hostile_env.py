@@ -162,57 +162,54 @@ def _as_nobody(*cmd: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def test_a_mirror_is_as_readable_as_the_umask_says(site, tmp_path):
+@pytest.fixture
+def shared():
+    """A folder other users may enter (tmp_path's parents are not), removed after the test."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("reading as another user needs root and setpriv")
+    folder = Path(tempfile.mkdtemp(prefix="acta-shared-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def _crawl_under(umask: int, site, out: Path, tmp_path: Path) -> None:
+    proc = _cli_umask(umask, "crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet",
+                      "--index", _first_rows(site, tmp_path, 4))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_mirror_is_as_readable_as_the_umask_says(site, shared, tmp_path):
     """Under umask 022 another user (a web server's, anyone the folder is shared with) can check
     the copy: the bag's manifests were written 0600 (mkstemp) while its images were 0644, so
     they read the images and could not check them. Under 077 nothing shows to anyone else."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("reading as another user needs root and setpriv")
-    shared = Path(tempfile.mkdtemp(prefix="acta-shared-"))
-    shared.chmod(0o755)
-    try:
-        out = shared / "m"
-        proc = _cli_umask(0o022, "crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet",
-                          "--index", _first_rows(site, tmp_path, 4))
-        assert proc.returncode == 0, proc.stderr
-        for manifest in ("manifest-sha256.txt", "tagmanifest-sha256.txt"):
-            check = _as_nobody("sha256sum", "--strict", "-c", manifest, cwd=out)
-            assert check.returncode == 0, check.stderr
-        for path in out.rglob("*"):
-            if ".acta-mirror" not in path.parts:
-                assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
-        private = shared / "private"
-        proc = _cli_umask(0o077, "crawl", "resultados2024", "--root", site.url, "--out", str(private), "--quiet",
-                          "--index", _first_rows(site, tmp_path, 4))
-        assert proc.returncode == 0, proc.stderr
-        for path in [private, *private.rglob("*")]:
-            assert stat.S_IMODE(path.lstat().st_mode) & 0o077 == 0, path
-    finally:
-        shutil.rmtree(shared)
+    out = shared / "m"
+    _crawl_under(0o022, site, out, tmp_path)
+    for manifest in ("manifest-sha256.txt", "tagmanifest-sha256.txt"):
+        check = _as_nobody("sha256sum", "--strict", "-c", manifest, cwd=out)
+        assert check.returncode == 0, check.stderr
+    for path in out.rglob("*"):
+        if ".acta-mirror" not in path.parts:
+            assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
+    private = shared / "private"
+    _crawl_under(0o077, site, private, tmp_path)
+    for path in [private, *private.rglob("*")]:
+        assert stat.S_IMODE(path.lstat().st_mode) & 0o077 == 0, path
 
 
-def test_verify_of_a_copy_this_user_cannot_read_names_what_it_cannot_read(site, tmp_path):
+def test_verify_of_a_copy_this_user_cannot_read_names_what_it_cannot_read(site, shared, tmp_path):
     """A copy made under umask 077 by another user (or unpacked keeping its modes): verify
     ended in a PermissionError traceback on provenance.jsonl."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("reading as another user needs root and setpriv")
-    shared = Path(tempfile.mkdtemp(prefix="acta-shared-"))
-    shared.chmod(0o755)
-    try:
-        out = shared / "private"
-        proc = _cli_umask(0o077, "crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet",
-                          "--index", _first_rows(site, tmp_path, 4))
-        assert proc.returncode == 0, proc.stderr
-        out.chmod(0o755)  # the folder can be listed, its files cannot be read
-        if _as_nobody(sys.executable, "-c", "import mirror.verify", cwd=shared).returncode != 0:
-            pytest.skip("another user cannot run this checkout's Python")
-        for flags in ([], ["--fast"], ["--json"]):
-            proc = _as_nobody(sys.executable, "-m", "mirror", "verify", str(out), *flags, cwd=shared)
-            assert "Traceback" not in proc.stderr, proc.stderr
-            assert proc.returncode == 1, (flags, proc.stdout, proc.stderr)
-            assert "provenance.jsonl" in proc.stdout and "Permission denied" in proc.stdout, proc.stdout
-    finally:
-        shutil.rmtree(shared)
+    out = shared / "private"
+    _crawl_under(0o077, site, out, tmp_path)
+    out.chmod(0o755)  # the folder can be listed, its files cannot be read
+    if _as_nobody(sys.executable, "-c", "import mirror.verify", cwd=shared).returncode != 0:
+        pytest.skip("another user cannot run this checkout's Python")
+    for flags in ([], ["--fast"], ["--json"]):
+        proc = _as_nobody(sys.executable, "-m", "mirror", "verify", str(out), *flags, cwd=shared)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.returncode == 1, (flags, proc.stdout, proc.stderr)
+        assert "provenance.jsonl" in proc.stdout and "Permission denied" in proc.stdout, proc.stdout
 
 
 # -- the locale -------------------------------------------------------------------------------------------
