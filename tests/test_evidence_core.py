@@ -1685,3 +1685,60 @@ def test_a_statement_goes_stale_when_a_signed_tag_file_changes(tmp_path, keypair
         assert evidence.statement_stale(m), broken  # an unreadable statement vouches for nothing
     statement.write_bytes(signed)
     assert not evidence.statement_stale(m)
+
+
+# -- a mirror another run is writing; records this user cannot read ------------------------------
+def _hold(path: Path, how: int) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    import fcntl
+
+    fcntl.flock(fd, how | fcntl.LOCK_NB)
+    return fd
+
+
+def test_being_written_is_a_run_holding_the_archive_lock_and_nothing_else(tmp_path):
+    import fcntl
+
+    from mirror.archive import Archive
+
+    m = tiny(tmp_path / "m")
+    assert state.being_written(m) is None  # no lock file at all
+    with Archive(m):  # a crawl's own lock, where a crawl takes it
+        assert state.being_written(m) == str(m / ".acta-mirror" / "lock") == str(m / state.WRITER_LOCK)
+        with pytest.raises(UsageError, match="being written by another run"):
+            verify.verify(m)
+    assert state.being_written(m) is None  # the run ended: its lock file stays, unheld
+    lock = m / state.WRITER_LOCK
+    reader = _hold(lock, fcntl.LOCK_SH)  # another reader (a verify) is no writer
+    try:
+        assert state.being_written(m) is None
+    finally:
+        os.close(reader)
+    assert state.being_written(m) is None
+    writer = _hold(lock, fcntl.LOCK_EX)  # being_written let its own shared lock go: this one was free
+    os.close(writer)
+    target = tmp_path / "elsewhere"
+    held = _hold(target, fcntl.LOCK_EX)
+    try:
+        lock.unlink()
+        lock.symlink_to(target)  # a copy's link is no run's lock, even to a held one
+        assert state.being_written(m) is None
+        lock.unlink()
+        os.mkfifo(lock)  # nor a FIFO (opened without blocking)
+        assert state.being_written(m) is None
+    finally:
+        os.close(held)
+
+
+def test_records_this_user_cannot_read_are_named_unreadable(tmp_path, monkeypatch):
+    m = tiny(tmp_path / "m")
+
+    def refused(root, rel, *a, **k):
+        raise PermissionError(13, "Permission denied", str(Path(root) / rel))
+
+    monkeypatch.setattr(state, "open_payload", refused)  # root reads everything: the refusal another user meets
+    problems: list[Problem] = []
+    assert list(state.iter_records(m / "provenance.jsonl", problems)) == []
+    assert problems == [Problem("unreadable", "provenance.jsonl", "Permission denied")]
+    with pytest.raises(NotAMirror, match=r"provenance\.jsonl: cannot be read \(Permission denied\)"):
+        list(state.iter_records(m / "provenance.jsonl"))
