@@ -462,8 +462,8 @@ class _Output:
 
 
 def _silence_output(stream) -> None:
-    """After a refused write, point descriptor 1 at /dev/null: Python flushes standard output
-    at exit, and that flush would fail a second time, with a message of its own."""
+    """After a refused write, point the stream's descriptor at /dev/null: Python flushes its
+    standard streams at exit, and that flush would fail a second time, with a message of its own."""
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):
