@@ -93,3 +93,17 @@ def killed_crawls(root_url: str, out: Path, *, seed: int, times: int, earliest: 
             after()
     assert -signal.SIGKILL in codes, f"no kill found a crawl still running (exit codes {codes}): nothing was tested"
     return cmd
+
+
+@contextlib.contextmanager
+def tmpfs(tmp_path: Path, size: str):
+    """A tmpfs of this test's own, of `size` (mount's syntax: 4m), at tmp_path/disk; unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    where = tmp_path / "disk"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

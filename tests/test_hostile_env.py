@@ -31,7 +31,7 @@ from mirror.manifest import read_provenance
 from mirror.models import MirrorLocked
 from mirror.replay import Replay, ReplayThread
 from mirror.verify import verify
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, tmpfs
 from tests.test_jobstate_checks import _job, _requests, _run_long_ago
 from tests.test_scheduled import keygen
 
@@ -47,13 +47,8 @@ def site():
 @pytest.fixture
 def disk(tmp_path):
     """A 12 MiB tmpfs of this test's own: filled, remounted read-only, and gone after it."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    where = tmp_path / "disk"
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(where)], check=True)
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
+    with tmpfs(tmp_path, "12m") as where:
+        yield where
 
 
 def _leave_free(disk: Path, kib: int) -> Path:

@@ -20,7 +20,7 @@ from mirror.manifest import read_manifest, read_provenance
 from mirror.replay import Replay, ReplayThread, replay_for
 from mirror.sites import all_sites
 from mirror.verify import verify
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, tmpfs
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -104,13 +104,8 @@ def test_alternate_host_serves_what_the_primary_does_not(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path, "4m") as mount:
+        yield mount
 
 
 def test_full_disk_is_a_clear_error_and_nothing_archived_is_damaged(small_disk, tmp_path):
