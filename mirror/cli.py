@@ -914,9 +914,9 @@ def _replace_with(path: str, text: str, mode: int) -> None:
     """Write text to a new file beside path (mode less the umask) and rename it over path: an
     existing file keeps no say over the new one's permissions (a 0644 key file stayed 0644 with
     the secret in it), and a link there is replaced, never followed."""
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.{os.urandom(8).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    from .manifest import create_beside
+
+    fd, tmp = create_beside(Path(os.path.abspath(path)), mode)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)

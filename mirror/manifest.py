@@ -76,12 +76,12 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def create_beside(path: Path) -> tuple[int, str]:
+def create_beside(path: Path, mode: int = 0o644) -> tuple[int, str]:
     """A new file to be renamed over path, made as any file of the user's is (0644 less the
-    umask): mkstemp's 0600 left the bag's manifests unreadable to those the user shares the
-    mirror with (a group, a web server's user) while its images were readable."""
+    umask; a secret asks 0600): mkstemp's 0600 left the bag's manifests unreadable to those the
+    user shares the mirror with (a group, a web server's user) while its images were readable."""
     tmp = f"{path.parent}/.{path.name}.{secrets.token_hex(8)}"
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), tmp
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode), tmp
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:
