@@ -800,11 +800,11 @@ def cmd_replay(args) -> int:
 @_writes("publishing")
 def cmd_publish(args) -> int:
     from .progress import Progress
-    from .publish import PublishError, publisher_for
+    from .publish import PublishError, publishers_for
 
     options = dict(max_repo_bytes=args.max_repo_bytes, max_push_bytes=args.max_push_bytes, shard_by=args.shard_by,
                    ipns=args.ipns, pin_service=args.pin_service)
-    publishers = [publisher_for(t, **options) for t in args.to]  # bad usage fails before any push
+    publishers = publishers_for(args.to, **options)  # bad usage fails before any push
     if args.dry_run:
         plans, failed = [], []
         for pub in publishers:

@@ -22,7 +22,7 @@ from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
 from .models import NotAMirror, Problem, UsageError
 from .state import Record, iter_records, open_payload
-from .publish import PublishError, Receipt, inside, publisher_for, redact
+from .publish import PublishError, Receipt, inside, publisher_for, publishers_for, redact
 from .verify import check, verify
 
 SIGN_KEY_ENV = "ACTA_MIRROR_SIGN_KEY_FILE"
@@ -134,6 +134,10 @@ def check_publishable(job: Job, key: str | None) -> None:
                 publisher_for(target, **_publish_options(job))
             except UsageError as exc:  # the publishers name a target as the publish command's --to does
                 raise ConfigError(f"{job.path}: {name}: {str(exc).removeprefix('--to ')}") from None
+    try:  # and a token that would go to two hosts, before anything is fetched
+        publishers(job)
+    except UsageError as exc:
+        raise ConfigError(f"{job.path}: publish: {exc}") from None
 
 
 def check_places(job: Job) -> None:
@@ -273,7 +277,7 @@ def _publish_options(job: Job) -> dict:
 def publishers(job: Job, display=None) -> list:
     """The job's publishers; with a display, each reports its progress through display.step."""
     step = {"progress": display.step} if display is not None else {}
-    return [publisher_for(target, **_publish_options(job), **step) for target in job["publish.git"] + job["publish.ipfs"]]
+    return publishers_for(job["publish.git"] + job["publish.ipfs"], **_publish_options(job), **step)
 
 
 def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = True, publish_step: bool = True):

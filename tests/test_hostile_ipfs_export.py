@@ -506,3 +506,41 @@ def test_export_refuses_to_write_inside_the_mirror(mirror, tmp_path, form):
         assert not os.path.lexists(out)
     assert sorted(p.name for p in (mirror / "data").iterdir() if p.is_file()) == []  # no temporary file left either
     assert run_cli("verify", str(mirror), timeout=LIMIT).returncode == 0
+
+
+# -- IPFS: a token is for one host ------------------------------------------------------------------
+def test_an_rpc_token_for_two_hosts_refuses_before_any_call(mirror):
+    """ACTA_MIRROR_IPFS_TOKEN went to every node --to named: a second node on another host (a
+    stranger's, a typo) was handed the token of the first. Now: one line, exit 2, nothing sent."""
+    asked = []
+
+    async def version(request):
+        asked.append(request.headers.get("Authorization"))
+        return web.json_response({"Version": "0.66.1"})
+
+    with hostile_node(mirror, version=version) as url:
+        url = url.replace("http://", "ipfs://")
+        proc = run_cli("publish", str(mirror), "--to", url, "--to", url.replace("127.0.0.1", "localhost"),
+                       "--quiet", timeout=LIMIT, env={"ACTA_MIRROR_IPFS_TOKEN": TOKEN})
+    assert proc.returncode == 2 and "ACTA_MIRROR_IPFS_TOKEN_FOR" in _one_line(proc), proc.stdout + proc.stderr
+    assert "127.0.0.1, localhost" in proc.stderr and not asked, (proc.stderr, asked)
+
+
+def test_a_pin_token_goes_only_to_the_host_it_is_for(mirror):
+    """With ACTA_MIRROR_PIN_TOKEN_FOR naming another host, the pinning service here is asked
+    without the token (and may refuse); with it naming this host, with it."""
+    seen = []
+
+    async def service(request):
+        seen.append(request.headers.get("Authorization"))
+        if request.method == "POST":
+            pin = await request.json()
+            return web.json_response({"requestid": "r-1", "status": "pinned", "pin": pin}, status=202)
+        return web.json_response({"requestid": "r-1", "status": "pinned", "pin": {"cid": _dag(mirror).root_cid}})
+
+    for scope, want in (("pins.example.org", None), ("127.0.0.1", f"Bearer {PIN_TOKEN}")):
+        seen.clear()
+        with hostile_node(mirror) as url, _Server({"/{tail:.*}": service}) as pins:
+            proc = publish(url, mirror, "--pin-service", pins,
+                           env={"ACTA_MIRROR_PIN_TOKEN": PIN_TOKEN, "ACTA_MIRROR_PIN_TOKEN_FOR": scope})
+        assert proc.returncode == 0 and seen and set(seen) == {want}, (scope, seen, proc.stderr)

@@ -515,3 +515,61 @@ def test_a_password_never_follows_a_redirect_to_another_host(signed, tmp_path, c
         seen = [base64.b64decode(a.split()[1]).decode() for a in other.handler.seen_auth if a]
     assert not any(secret in s for s in seen), f"127.0.0.2 received {seen}"
     assert proc.returncode == 1 and secret not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+# -- one push token, targets on two hosts ------------------------------------------------------------
+def _second_host(server: GitHttp, address: str = "127.0.0.2") -> str:
+    """Move a GitHttp server to another loopback address; its URL's host part."""
+    import http.server
+
+    server.server.server_close()
+    server.server = http.server.ThreadingHTTPServer((address, 0), server.handler)
+    threading.Thread(target=server.server.serve_forever, daemon=True).start()
+    return f"{address}:{server.server.server_address[1]}"
+
+
+@pytest.mark.parametrize("scope", [None, "127.0.0.1", "127.0.0.1,example.org"])
+def test_the_push_token_never_goes_to_a_second_host(signed, tmp_path, scope):
+    """ACTA_MIRROR_GIT_PASSWORD went to every target's host: a job publishing to two hosts (or one
+    whose target list a stranger extended) handed the token for one to the other. Without
+    ACTA_MIRROR_GIT_PASSWORD_FOR the command now refuses before sending anything; with it, only
+    the hosts it names get the token."""
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    for root in (mine, theirs):
+        root.mkdir()
+        bare_repo(root / "actas.git", http=True)
+    token = "ghp-token-for-127.0.0.1-only"
+    env = {"ACTA_MIRROR_GIT_PASSWORD": token, "ACTA_MIRROR_GIT_USERNAME": "me"}
+    if scope is not None:
+        env["ACTA_MIRROR_GIT_PASSWORD_FOR"] = scope
+    with GitHttp(mine, "me", token) as own, GitHttp(theirs, "stranger", "theirs") as other:
+        elsewhere = _second_host(other)
+        proc = run_cli("publish", str(signed), "--to", "git+" + own.url("actas.git"),
+                       "--to", f"git+http://{elsewhere}/actas.git", "--quiet", timeout=LIMIT, env=env)
+        seen = [base64.b64decode(a.split()[1]).decode() for a in other.handler.seen_auth if a]
+        asked_own = list(own.handler.seen_auth)
+    assert not any(token in s for s in seen), f"the second host received {seen}"
+    assert token not in proc.stdout + proc.stderr
+    published = git("-C", str(mine / "actas.git"), "branch", "--list", "main").strip()
+    if scope is None:
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        line = one_line(proc)
+        assert "ACTA_MIRROR_GIT_PASSWORD_FOR" in line and "127.0.0.1, 127.0.0.2" in line, line
+        assert not asked_own and not published, "it refused after sending"
+    else:
+        assert proc.returncode == 1, proc.stdout + proc.stderr  # the second host wants its own credentials
+        assert published, proc.stdout + proc.stderr  # the first got its token and the mirror
+
+
+def test_a_job_whose_token_would_go_to_two_hosts_fails_before_the_crawl(tmp_path):
+    """The same refusal for a job file, at its start: nothing is fetched, exit 2, one line."""
+    job = tmp_path / "job.toml"
+    job.write_text('[source]\nsite = "resultados2024"\nroot = "http://127.0.0.1:9/"\n'
+                   f'[output]\ndir = "{tmp_path / "out"}"\n[publish]\n'
+                   'git = ["git+https://github.com/me/actas.git", "git+https://codeberg.org/me/actas.git"]\n'
+                   '[sign]\nrequired = false\n')
+    proc = run_cli("run", str(job), "--quiet", timeout=LIMIT, env={"ACTA_MIRROR_GIT_PASSWORD": "tok-of-mine"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = one_line(proc)
+    assert "codeberg.org, github.com" in line and "ACTA_MIRROR_GIT_PASSWORD_FOR" in line, line
+    assert not (tmp_path / "out").exists()

@@ -3,7 +3,8 @@
 A publisher takes a finished mirror and returns a receipt. To add one: write
 `publish/<name>.py` with a class decorated by `@register` that lists its `schemes` and
 implements `publish(mirror) -> Receipt` and `plan(mirror) -> Plan` (what publish would
-send, read-only: the dry run).
+send, read-only: the dry run). A publisher that sends a token from the environment lists where
+in `secret_uses()`: (variable, host) pairs, which publishers_for checks (one host per token).
 """
 from __future__ import annotations
 
@@ -69,6 +70,41 @@ def publisher_for(target: str, **options):
         raise UsageError(f"--to {redact(target)}: unknown scheme {scheme + '://' if scheme else '(none)'}; "
                          f"known: {', '.join(s + '://' for s in sorted(PUBLISHERS))}")
     return cls(target, **options)
+
+
+def publishers_for(targets, **options) -> list:
+    """A publisher for each target (bad usage fails before any is used), once it is sure that no
+    token from the environment would go to more than one host (check_secret_scope)."""
+    publishers = [publisher_for(t, **options) for t in targets]
+    check_secret_scope(publishers)
+    return publishers
+
+
+def env_secret(name: str, host: str, port: int | None = None) -> str:
+    """The token in environment variable `name`, for a target on host (and port): '' when
+    NAME_FOR is set and names neither the host nor host:port (a comma-separated list)."""
+    token = os.environ.get(name, "")
+    scope = os.environ.get(f"{name}_FOR")
+    if not token or scope is None:
+        return token
+    allowed = {h.strip().lower() for h in scope.split(",") if h.strip()}
+    host = host.lower().strip("[]")
+    return token if host in allowed or f"{host}:{port}" in allowed or f"[{host}]:{port}" in allowed else ""
+
+
+def check_secret_scope(publishers) -> None:
+    """UsageError when a token from the environment would go to targets on two or more hosts: a
+    token is for one host, and a second target (a typo, a stranger's edit of a job file) would
+    be handed it. NAME_FOR names the hosts it may go to; then the others get none."""
+    hosts: dict[str, set[str]] = {}
+    for pub in publishers:
+        for name, host in getattr(pub, "secret_uses", lambda: ())():
+            hosts.setdefault(name, set()).add(host.lower().strip("[]"))
+    for name, where in sorted(hosts.items()):
+        if len(where) > 1 and os.environ.get(name) and f"{name}_FOR" not in os.environ:
+            raise UsageError(f"{name} would go to {len(where)} hosts ({', '.join(sorted(where))}); a token is "
+                             f"for one: set {name}_FOR to the host it is for (the others then get none), "
+                             "or give each target its own credentials")
 
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")

@@ -64,7 +64,7 @@ from ..merkle import merkle_root
 from ..state import Record, is_shard_name, iter_records
 from ..models import ArchiveWriteError, NotAMirror, UsageError, printable
 from ..verify import verify
-from . import Plan, PublishError, Receipt, redact, register, working_dir
+from . import Plan, PublishError, Receipt, env_secret, redact, register, working_dir
 
 DEFAULT_MAX_REPO_BYTES = 900 * 1000 * 1000  # a repository should stay well under 1 GB
 DEFAULT_MAX_PUSH_BYTES = 1000 * 1000 * 1000  # GitHub refuses pushes over 2 GB
@@ -407,7 +407,18 @@ class GitPublisher:
         if self._secret:
             env["ACTA_MIRROR_GIT_PASSWORD"] = self._secret
             env["ACTA_MIRROR_GIT_USERNAME"] = unquote(urlsplit(self.target).username or "") or "acta-mirror"
+        else:  # the environment's token, if it is for this host (ACTA_MIRROR_GIT_PASSWORD_FOR)
+            parts = urlsplit(self.url)
+            env["ACTA_MIRROR_GIT_PASSWORD"] = env_secret("ACTA_MIRROR_GIT_PASSWORD", parts.hostname or "", parts.port)
         return env
+
+    def secret_uses(self) -> list[tuple[str, str]]:
+        """Where the environment's token would go: this target's host, over HTTP(S) without a
+        password of its own (publishers_for checks that it is one host)."""
+        parts = urlsplit(self.url)
+        if self._secret or parts.scheme not in ("http", "https"):
+            return []
+        return [("ACTA_MIRROR_GIT_PASSWORD", parts.hostname or "")]
 
     def _repo(self, staging: Path, shard: str) -> git.Repo:
         path = staging / f"{shard}.git"
@@ -773,7 +784,7 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
             dest = work / f"{shard}-{i}.git"
             # Only a password in this URL: the push token in the environment is for the user's own
             # targets, and a mirror restored from may be anyone's (a 401 would have it handed over).
-            env = {"ACTA_MIRROR_GIT_PASSWORD": "", **pub._env()}
+            env = {**pub._env(), "ACTA_MIRROR_GIT_PASSWORD": pub._secret}
             try:
                 git.Git().execute(["git", "clone", "--quiet", "--bare", "--depth=1", f"--branch={BRANCH}", url,
                                    str(dest)], env={**os.environ, **env})

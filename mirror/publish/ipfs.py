@@ -35,7 +35,7 @@ from ..merkle import merkle_root
 from ..models import NotAMirror, UsageError, printable
 from ..state import open_payload
 from ..verify import verify
-from . import Plan, PublishError, Receipt, inside, redact, register, register_secrets
+from . import Plan, PublishError, Receipt, env_secret, inside, redact, register, register_secrets
 
 ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576", "hash": "sha2-256",
               "pin": "false", "cid-base": "base32", "progress": "false"}
@@ -138,6 +138,7 @@ class IpfsPublisher:
         scheme = "https" if parts.scheme == "ipfs+https" else "http"
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 address keeps its brackets
         self.base = f"{scheme}://{host}:{parts.port}"
+        self.host, self.port = parts.hostname, parts.port
         self.shown = redact(target)
         self.ipns = ipns
         self.pin_service = pin_service
@@ -145,6 +146,20 @@ class IpfsPublisher:
         # a node or service may echo a token back in an error: no message or record shows one
         self.secrets = tuple(t for t in (os.environ.get("ACTA_MIRROR_IPFS_TOKEN", ""),
                                          os.environ.get("ACTA_MIRROR_PIN_TOKEN", "")) if t)
+
+    def secret_uses(self) -> list[tuple[str, str]]:
+        """Where the environment's tokens would go: the node's host, and the pinning service's."""
+        uses = [("ACTA_MIRROR_IPFS_TOKEN", self.host)]
+        if self.pin_service:
+            try:
+                uses.append(("ACTA_MIRROR_PIN_TOKEN", urlsplit(self.pin_service).hostname or ""))
+            except ValueError:
+                pass  # not a URL: no token goes to it (pin_remote says what)
+        return uses
+
+    def _token(self) -> str:
+        """The node's RPC token from the environment, if it is for this node's host."""
+        return env_secret("ACTA_MIRROR_IPFS_TOKEN", self.host, self.port)
 
     def _run(self, work):
         """Run one publish or plan; what a node or service said reaches a message redacted, on one line."""
@@ -182,7 +197,7 @@ class IpfsPublisher:
             plan.details.append(f"{self.shown}: would refuse: {mirror} does not verify ({problems[0]})")
             return plan
         dag, files = checked_dag(mirror, self.shown)
-        async with KuboRPC(self.base, self.shown, os.environ.get("ACTA_MIRROR_IPFS_TOKEN", "")) as rpc:
+        async with KuboRPC(self.base, self.shown, self._token()) as rpc:
             have = await self._held(rpc)
         missing = [(rel, size) for rel, size, _sha in files if dag.files[rel][0][-32:] not in have]
         plan.files, plan.bytes = len(missing), sum(size for _rel, size in missing)
@@ -217,7 +232,7 @@ class IpfsPublisher:
         the directory nodes, pin the root."""
         receipt = Receipt(target=self.shown, kind="ipfs", cid=dag.root_cid,
                           root=merkle_root([(p, s) for p, _n, s in files if p.startswith("data/")]))
-        async with KuboRPC(self.base, self.shown, os.environ.get("ACTA_MIRROR_IPFS_TOKEN", "")) as rpc:
+        async with KuboRPC(self.base, self.shown, self._token()) as rpc:
             version = next((v for v in await rpc.call("version") if isinstance(v, dict)), {})
             core = f" ({str(version['ipfs-core'])[:40]})" if "ipfs-core" in version else ""
             receipt.details.append(printable(f"{self.shown}: node {str(version.get('Version', '?'))[:40]}{core}"))
@@ -396,7 +411,11 @@ class IpfsPublisher:
 async def pin_remote(service: str, cid: str, name: str) -> str:
     """Ask an IPFS Pinning Services API endpoint to pin cid; poll until pinned, failed or timeout.
     Only a status of the API's own for this very CID is taken as the service's word."""
-    token = os.environ.get("ACTA_MIRROR_PIN_TOKEN", "")
+    try:
+        parts = urlsplit(service)
+        token = env_secret("ACTA_MIRROR_PIN_TOKEN", parts.hostname or "", parts.port)
+    except ValueError:
+        token = ""  # not a URL: aiohttp names it below
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = service.rstrip("/")
     shown = redact(service, token)
