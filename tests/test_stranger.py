@@ -53,10 +53,13 @@ SHARD = "# A clone of a Git shard."
 WACZ = "# A WACZ, unzipped"
 
 
-def run_steps(heading: str, copy: Path, key: Path, every: bool = False, wacz: Path | None = None) -> dict[int, str]:
+def run_steps(heading: str, copy: Path, key: Path, every: bool = False, wacz: Path | None = None,
+              tools: Path | None = None) -> dict[int, str]:
     """Run the steps in order in copy, as a stranger does, stopping at the first that fails
-    unless every; {step that failed: its output}. wacz: the file copy was unzipped from."""
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LC_ALL": "C.UTF-8",
+    unless every; {step that failed: its output}. wacz: the file copy was unzipped from.
+    tools: a folder searched first for commands (another machine's tools)."""
+    path = os.environ["PATH"] if tools is None else f"{tools}:{os.environ['PATH']}"
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/tmp"), "LC_ALL": "C.UTF-8",
            "KEY": str(key), "CHECK": str(CHECK), "CHECK_WARC": str(CHECK_WARC), "FULL": "full-bag",
            "WACZ_FILE": str(wacz)}
     failed = {}
@@ -638,3 +641,35 @@ def test_the_checkers_say_one_line_about_a_statement_or_records_they_cannot_read
     proc = subprocess.run([sys.executable, str(CHECK_WARC)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=LIMIT)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "cannot be read" in proc.stdout, proc.stderr
+
+
+# --- a Mac: shasum -a 256 where the recipe says sha256sum ---------------------------------------
+@pytest.fixture(scope="module")
+def mac_tools(tmp_path_factory) -> Path:
+    """A folder whose `sha256sum` is `shasum -a 256` (Perl's, which macOS ships), as the README
+    tells a Mac user to type instead; GNU's is never reached."""
+    shasum = shutil.which("shasum")
+    if shasum is None:
+        pytest.fail("shasum (Perl's Digest::SHA, in Debian's perl package) is missing")
+    tools = tmp_path_factory.mktemp("mac-tools")
+    shim = tools / "sha256sum"
+    shim.write_text(f'#!/bin/sh\nexec {shasum} -a 256 "$@"\n')
+    shim.chmod(0o755)
+    return tools
+
+
+def test_the_mac_recipe_accepts_real_copies(made, mac_tools):
+    """shasum -a 256 -c --strict --quiet reads acta-mirror's manifests as sha256sum does."""
+    key = made / "signer.pub"
+    assert run_steps(BAG, made / "m", key, tools=mac_tools) == {}
+    assert run_steps(SHARD, made / "clone", key, tools=mac_tools) == {}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`shasum -a 256`" in readme  # what a Mac user is told to type
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_the_mac_recipe_refuses_what_the_recipe_refuses(made, copy, mac_tools, name):
+    build, step, _kind = HOSTILE[name]
+    build(copy, made)
+    failed = run_steps(BAG, copy, made / "signer.pub", tools=mac_tools)
+    assert min(failed, default=None) == step, (failed, f"expected the recipe to stop at step {step}")
