@@ -60,7 +60,9 @@ from ..archive import (DISK_REFUSED, PUBLISHED_TAG_FILES, SITE_DIR, disk_error, 
                        write_bag_files)
 from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, append_receipt,
                         format_bag_info, format_manifest, parse_bag_info, parse_manifest_text)
+from ..evidence import SIGNATURE, STATEMENT, tree_root
 from ..merkle import merkle_root
+from ..sign import PublicKey, SignatureError, load_public, parse_signature, verify_signature
 from ..state import Record, is_shard_name, iter_records
 from ..models import ArchiveWriteError, NotAMirror, UsageError, printable
 from ..verify import verify
@@ -713,6 +715,7 @@ def restore(targets: list[str], out: str | os.PathLike, progress=None,
     unchecked. On any failure restore removes what it made, and only that."""
     progress = progress or (lambda *a: None)
     out = Path(out)
+    public = load_public(pubkey) if pubkey is not None else None  # a wrong key path: before any clone
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise UsageError(f"{out} is not a new or empty directory; restore needs one")
     publishers = [GitPublisher(t) for t in targets]
@@ -723,7 +726,7 @@ def restore(targets: list[str], out: str | os.PathLike, progress=None,
     except OSError as exc:
         raise disk_error(exc, f"making {out}") from None
     try:
-        notes = _restore(publishers, out, work, progress)
+        notes = _restore(publishers, out, work, progress, public)
     except BaseException as exc:
         # out was new or empty: everything in it now is restore's own
         shutil.rmtree(out, ignore_errors=True) if created else _empty(out)
@@ -774,7 +777,8 @@ def _empty(directory: Path) -> None:
             os.unlink(entry.path)
 
 
-def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) -> list[str]:
+def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress,
+             public: PublicKey | None = None) -> list[str]:
     notes: list[str] = []
 
     def clone(shard: str) -> tuple[git.Repo, str]:
@@ -805,6 +809,8 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
 
     first, first_tip = clone("01")
     layout = read_layout(_read_blob(first, first_tip, SHARDS_JSON), f"shard 01 ({SHARDS_JSON})")
+    if public is not None:
+        _signed_with(first, first_tip, public)
     shards = {"01": (first, first_tip)}
     for shard in layout["shards"]:
         if shard not in shards:
@@ -862,6 +868,31 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress) 
             info.pop(key, None)
         write_bag_files(out, info)
     return notes
+
+
+def _signed_with(repo: git.Repo, tip: str, public: PublicKey) -> None:
+    """With --pubkey, before any other shard is fetched: shard 01's full-bag/ statement must be
+    signed with that key and name the root of the full-bag/ manifest. A copy that nobody or
+    somebody else signed is refused before its bulk is downloaded (the whole copy is still
+    verified against the key at the end)."""
+    tree = _tree_files(repo, tip)
+    paths = [f"{FULL_BAG}/{name}" for name in (STATEMENT, SIGNATURE, PAYLOAD_MANIFEST)]
+    missing = next((p for p in paths if p not in tree), None)
+    if missing:
+        raise PublishError(f"shard 01 has no {missing}: the published mirror carries no signed statement, so it "
+                           "is not signed with the key you gave; nothing restored")
+    statement, signature, manifest = (_blob(repo, tree[p][1]) for p in paths)
+    try:
+        trusted = verify_signature(statement, parse_signature(signature.decode("utf-8", "replace"), paths[1]),
+                                   public, paths[0], paths[1])
+        root = json.loads(statement)["merkle_root"]
+    except SignatureError as exc:
+        raise PublishError(f"shard 01: {exc}; nothing restored") from None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise PublishError(f"shard 01: {paths[0]} is not a root statement; nothing restored") from None
+    listed = tree_root(sorted(_manifest_in(manifest.decode("utf-8", "replace"), f"shard 01: {paths[2]}").items()))
+    if root != listed or f"merkle root {listed} " not in trusted + " ":
+        raise PublishError(f"shard 01: the signed root is not the root of {paths[2]} ({listed}); nothing restored")
 
 
 # Characters HFS+ ignores in a name: '.g\u200cit' is '.git' on a Mac (git's own is_hfs_dotgit)
