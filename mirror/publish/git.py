@@ -337,6 +337,12 @@ class GitPublisher:
                 shown = redact(shard_url(self.shown, shard), self._secret)
                 have = _manifest_in(_read_blob(repo, tip, PAYLOAD_MANIFEST), f"{shown}: {PAYLOAD_MANIFEST}")
                 mine = [e for e in entries if assignment[group_of(e.path)] == shard]
+                # Files its manifest lists that its tree no longer holds: publish sends them again
+                # (and refuses when this mirror lacks them). Names only: no blob is fetched here.
+                gone = self._gone(repo, shard_url(self.url, shard), tip, _tree_files(repo, tip) if tip else {},
+                                  have, mine)[0]
+                have = {p: sha for p, sha in have.items() if p not in gone}
+                lacked = sorted(set(gone) - {e.path for e in mine})
                 clash = [e.path for e in mine if e.path in have and have[e.path] != e.sha256]
                 new = [e for e in mine if e.path not in have]
                 size = sum(e.size for e in new)
@@ -345,6 +351,10 @@ class GitPublisher:
                 line = (f"{shown}: shard {shard}: {len(new)} of {len(mine)} files to send, {size:,} bytes, "
                         f"in {len(_batches(new, self.max_push_bytes))} push(es)" if new else
                         f"{shown}: shard {shard}: nothing to send ({len(mine)} files there already)")
+                if gone:
+                    line += (f"; {len(gone)} file(s) it held are gone from it, e.g. {gone[0]}: " +
+                             (f"would refuse: this mirror lacks {len(lacked)} of them, e.g. {lacked[0]}" if lacked
+                              else "counted above, to be sent again"))
                 if clash:
                     line += f"; would refuse: {len(clash)} file(s) there differ from this mirror's, e.g. {clash[0]}"
                 plan.details.append(line)
