@@ -58,6 +58,46 @@ class GitDaemon:
         self.proc.wait(10)
 
 
+class SilentHost:
+    """A host on 127.0.0.1 that accepts every connection, sends `greeting` (nothing by default)
+    and then never another byte, holding the connection open: a hung server, a stalled daemon."""
+
+    def __init__(self, greeting: bytes = b""):
+        self.greeting = greeting
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.held: list[socket.socket] = []
+
+    def __enter__(self) -> "SilentHost":
+        self.server.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn = self.server.accept()[0]
+            except OSError:
+                return
+            self.held.append(conn)
+            try:
+                conn.sendall(self.greeting)
+            except OSError:
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+def pkt_line(text: str) -> bytes:
+    """One line of git's wire protocol: its length, in four hex digits, then the line."""
+    data = text.encode()
+    return b"%04x%s" % (len(data) + 4, data)
+
+
 class _Backend(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     root: Path

@@ -10,15 +10,18 @@ import base64
 import hashlib
 import json
 import os
+import shlex
+import shutil
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli
-from tests.gitservers import GitHttp, bare_repo
+from tests.gitservers import GitDaemon, GitHttp, SilentHost, bare_repo, free_port, pkt_line
 from tests.test_hostile_evidence import LIMIT, pristine, signed  # noqa: F401
 from tests.test_hostile_fs import one_line
 from tests.test_stranger import retag
@@ -199,36 +202,201 @@ def test_a_scheduled_run_says_when_a_file_it_published_is_gone_from_a_shard(repl
 @pytest.fixture
 def silent():
     """A server that accepts every connection and never sends a byte (a host that hangs)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"git+http://127.0.0.1:{server.getsockname()[1]}/actas.git"
-    server.close()
-    for conn in held:
-        conn.close()
+    with SilentHost() as host:
+        yield f"git+http://127.0.0.1:{host.port}/actas.git"
 
 
+# git's own variable wins over ours (set long here: the run still ends in 3 s)
+BOUNDS = {"gits-own": {"GIT_HTTP_LOW_SPEED_TIME": "3", "ACTA_MIRROR_GIT_SILENCE_SECONDS": "100000"},
+          "ours": {"ACTA_MIRROR_GIT_SILENCE_SECONDS": "3"}}
+
+
+@pytest.mark.parametrize("bound", sorted(BOUNDS))
 @pytest.mark.parametrize("command", ["publish", "restore"])
-def test_an_http_remote_that_never_answers_ends_the_command(signed, tmp_path, silent, command):
+def test_an_http_remote_that_never_answers_ends_the_command(signed, tmp_path, silent, command, bound):
     """Git over HTTP waits forever by default: publish and restore against a host that accepted
     the connection and sent nothing never ended (a cron job's every later run then finds the
-    mirror locked). Git's own variable shortens the time without a byte here."""
+    mirror locked). ACTA_MIRROR_GIT_SILENCE_SECONDS, or git's own GIT_HTTP_LOW_SPEED_TIME, sets
+    the seconds without a byte (ours was not read before: the run held for 300 s)."""
     args = ["publish", str(signed), "--to", silent] if command == "publish" else \
         ["restore", "--from", silent, "--out", str(tmp_path / "r")]
-    proc = run_cli(*args, "--quiet", timeout=LIMIT, env={"GIT_HTTP_LOW_SPEED_TIME": "3"})
+    proc = run_cli(*args, "--quiet", timeout=HANG, env=BOUNDS[bound])
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "too slow" in one_line(proc) and "127.0.0.1" in one_line(proc)
     assert not (tmp_path / "r").exists()
+
+
+# The first line of a real git daemon's answer to a push (receive-pack) or a fetch (upload-pack):
+# git takes it and waits for the next one.
+ADVERTISEMENT = pkt_line("e83c5163316f89bfbde7d9ab23ca2e25604af290 refs/heads/main\0report-status delete-refs "
+                         "side-band-64k quiet atomic ofs-delta symref=HEAD:refs/heads/main agent=git/2.39.5\n")
+SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1\r\n"  # an SSH server's first line: then ssh waits for its key exchange
+SILENCE = {"ACTA_MIRROR_GIT_SILENCE_SECONDS": "2"}
+HANG = 60  # seconds: a guard against a run that hangs (it ends in seconds), not a measure of it
+
+
+def silent_host_run(signed: Path, out: Path, url: str, command: str, env: dict | None = None):
+    args = ["publish", str(signed), "--to", url] if command == "publish" else \
+        ["restore", "--from", url, "--out", str(out)]
+    return run_cli(*args, "--quiet", timeout=HANG, env={**SILENCE, **(env or {})})
+
+
+@pytest.mark.parametrize("greeting", [b"", ADVERTISEMENT], ids=["says-nothing", "one-line-then-nothing"])
+@pytest.mark.parametrize("command", ["publish", "restore"])
+def test_a_git_daemon_that_goes_silent_ends_the_command(signed, tmp_path, greeting, command):
+    """Over git:// git has no bound on silence: publish and restore against a host that accepted the
+    connection and said nothing (or began its answer and stopped) never ended, and a scheduled
+    job's every later run found the mirror locked. Now git's traffic goes through a relay that
+    gives up after ACTA_MIRROR_GIT_SILENCE_SECONDS without a byte: one line, exit 1."""
+    out = tmp_path / "r"
+    with SilentHost(greeting) as host:
+        proc = silent_host_run(signed, out, f"git://127.0.0.1:{host.port}/actas.git", command)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = one_line(proc)
+    assert f"no data to or from 127.0.0.1:{host.port} for 2 s" in line, line
+    assert "ACTA_MIRROR_GIT_SILENCE_SECONDS" in line and not out.exists()
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs an ssh client")
+@pytest.mark.parametrize("greeting", [b"", SSH_BANNER], ids=["says-nothing", "banner-then-nothing"])
+@pytest.mark.parametrize("command", ["publish", "restore"])
+def test_an_ssh_host_that_goes_silent_ends_the_command(signed, tmp_path, greeting, command):
+    """Over SSH git runs ssh, which waits forever for a host that accepted the connection and sent
+    no banner (or a banner, and then nothing): publish and restore never ended. Now ssh gets a
+    connect timeout and keepalives from ACTA_MIRROR_GIT_SILENCE_SECONDS; the line says what ssh
+    said, not git's 'Could not read from remote repository'. (A real ssh client; no SSH server is
+    needed for a host that stays silent.)"""
+    out = tmp_path / "r"
+    with SilentHost(greeting) as host:
+        proc = silent_host_run(signed, out, f"git+ssh://127.0.0.1:{host.port}/actas.git", command)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = one_line(proc)
+    assert "ssh: " in line and "timed out" in line and "no answer for 2 s" in line, line
+    assert "ACTA_MIRROR_GIT_SILENCE_SECONDS" in line and not out.exists()
+
+
+def test_the_relay_carries_a_real_git_daemon_publish_and_restore(signed, tmp_path):
+    """The bound on silence must not cost git:// its use: a publish of several shards to a real git
+    daemon and a restore from it go through the relay (git's trace names it) and give the mirror
+    back byte for byte."""
+    base = tmp_path / "srv"
+    base.mkdir()
+    for name in ("actas.git", "actas-02.git", "actas-03.git"):
+        bare_repo(base / name, daemon=True)
+    trace = tmp_path / "trace"
+    env = {"GIT_TRACE": str(trace), "ACTA_MIRROR_GIT_SILENCE_SECONDS": "60"}
+    out = tmp_path / "restored"
+    with GitDaemon(base) as daemon:
+        proc = run_cli("publish", str(signed), "--to", daemon.url("actas.git"), "--max-repo-bytes", "300000",
+                       "--quiet", timeout=LIMIT, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        shards = sorted(p.name for p in base.iterdir() if tree_paths_or_none(p))
+        assert len(shards) >= 2, shards
+        proc = run_cli("restore", "--from", daemon.url("actas.git"), "--out", str(out), "--quiet", timeout=LIMIT,
+                       env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    relayed = [ln for ln in trace.read_text().splitlines() if "run_command:" in ln and "git-proxy" in ln]
+    assert relayed and all(f"127.0.0.1 {daemon.port}" in ln for ln in relayed), trace.read_text()[-2000:]
+    for name in ("manifest-sha256.txt", "tagmanifest-sha256.txt", "bag-info.txt", "provenance.jsonl"):
+        assert (out / name).read_bytes() == (signed / name).read_bytes(), name
+
+
+def test_the_relay_carries_both_ways_and_ends_when_both_sides_have(tmp_path):
+    """mirror/gitrelay.py alone, between a pipe and a real socket: 3 MB from its input reach a
+    host that answers only once it read them all (to the end git marks by closing its side),
+    and the host's 3 MB answer comes back whole; the relay then ends, exit 0."""
+    sent = os.urandom(3 << 20)
+    answer = hashlib.sha256(sent).digest() * (3 << 15)  # 3 MiB, made of what the host read
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def host() -> None:
+        conn = server.accept()[0]
+        got = bytearray()
+        while chunk := conn.recv(1 << 16):  # until the relay shuts its sending side
+            got += chunk
+        conn.sendall(hashlib.sha256(bytes(got)).digest() * (3 << 15))
+        conn.close()
+
+    threading.Thread(target=host, daemon=True).start()
+    relay = Path(__file__).resolve().parent.parent / "mirror" / "gitrelay.py"
+    proc = subprocess.run([sys.executable, "-I", str(relay), "127.0.0.1", str(server.getsockname()[1])], input=sent,
+                          capture_output=True, timeout=LIMIT, cwd=tmp_path, env={**os.environ, **SILENCE})
+    server.close()
+    assert proc.returncode == 0 and proc.stderr == b"", proc.stderr
+    assert proc.stdout == answer
+
+
+def tree_paths_or_none(repo: Path) -> set[str]:
+    proc = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", "main"], capture_output=True,
+                          text=True)
+    return set(proc.stdout.splitlines()) if proc.returncode == 0 else set()
+
+
+def recorder(path: Path, log: Path) -> Path:
+    """A program that writes its arguments to log, a line a run, and fails: a user's own proxy or ssh."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(log))}\nexit 1\n')
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("own", ["GIT_PROXY_COMMAND", "core.gitProxy", "GIT_SSH_COMMAND", "GIT_SSH", "core.sshCommand",
+                                 "GIT_SSH_VARIANT"])
+def test_a_proxy_or_ssh_command_of_the_users_own_is_left_alone(tmp_path, own):
+    """Without a proxy or an ssh command of the user's own, git:// goes through the relay and ssh
+    gets the timeouts (the ssh first on PATH records its arguments); with one (git's variable, or
+    git's config), git runs the user's, unchanged: the bound on silence is then theirs to set. A
+    variant of ssh named (GIT_SSH_VARIANT) may take other options than OpenSSH's: none is added."""
+    port = free_port()  # nothing listens there: every run ends at once
+    proxy = "proxy" in own.lower()
+    url = f"git://127.0.0.1:{port}/actas.git" if proxy else f"git+ssh://127.0.0.1:{port}/actas.git"
+    path_ssh = tmp_path / "bin" / "ssh"
+    recorder(path_ssh, tmp_path / "path-ssh.log")
+    trace = tmp_path / "trace"
+    env = {**SILENCE, "PATH": f"{path_ssh.parent}{os.pathsep}{os.environ['PATH']}", "GIT_TRACE": str(trace)}
+
+    def run(out: str, more: dict) -> str:
+        trace.unlink(missing_ok=True)
+        proc = run_cli("restore", "--from", url, "--out", str(tmp_path / out), "--quiet", timeout=LIMIT,
+                       env={**env, **more})
+        assert proc.returncode == 1 and not (tmp_path / out).exists(), proc.stdout + proc.stderr
+        one_line(proc)
+        return trace.read_text()
+
+    traced = run("r1", {})
+    if proxy:
+        assert any("run_command:" in ln and "git-proxy" in ln for ln in traced.splitlines()), traced
+    else:
+        said = (tmp_path / "path-ssh.log").read_text()
+        assert "-o ConnectTimeout=2 -o ServerAliveInterval=1 -o ServerAliveCountMax=2" in said, said
+        (tmp_path / "path-ssh.log").unlink()
+    log = tmp_path / "own.log"
+    mine = recorder(tmp_path / "own" / ("proxy" if proxy else "ssh"), log)
+    if own == "GIT_SSH_VARIANT":  # no command of theirs: the ssh on PATH runs, given nothing of ours
+        more, log = {own: "ssh"}, tmp_path / "path-ssh.log"
+    elif own.startswith("core."):
+        config = tmp_path / "gitconfig"
+        config.write_text(f"[core]\n\t{own[5:]} = {mine}\n")
+        more = {"GIT_CONFIG_GLOBAL": str(config)}
+    else:
+        more = {own: str(mine)}
+    traced = run("r2", more)
+    said = log.read_text()
+    assert "127.0.0.1" in said and "ServerAlive" not in said and "ConnectTimeout" not in said, said
+    assert "git-proxy" not in traced, traced
+    assert own == "GIT_SSH_VARIANT" or not (tmp_path / "path-ssh.log").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "ten", "1.5", "99999999"])
+def test_a_bad_silence_bound_is_a_usage_error(tmp_path, value):
+    """ACTA_MIRROR_GIT_SILENCE_SECONDS is a whole number of seconds: anything else is one line, exit 2,
+    before git runs (it was not read before: any value went unnoticed)."""
+    proc = run_cli("restore", "--from", f"git://127.0.0.1:{free_port()}/actas.git", "--out", str(tmp_path / "r"),
+                   timeout=LIMIT, env={"ACTA_MIRROR_GIT_SILENCE_SECONDS": value})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "ACTA_MIRROR_GIT_SILENCE_SECONDS" in one_line(proc) and not (tmp_path / "r").exists()
 
 
 # -- a tree too deep for git ---------------------------------------------------------------------------

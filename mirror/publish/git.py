@@ -20,7 +20,8 @@ mirror passes `verify --pubkey`, and the site/ folder when `acta-mirror site` ma
 Nothing unchecked leaves: every payload file sent is read inside the mirror without following
 a symlink and must hash to its manifest line; tag files must match the tag manifest. The
 staging repositories live in the user's cache (publish.working_dir), never in the mirror, and
-git runs with a configuration given on its environment: no hooks, our identity, our helper.
+git runs with a configuration given on its environment: no hooks, our identity, our helper,
+a bound on a host's silence (ACTA_MIRROR_GIT_SILENCE_SECONDS; git:// through mirror/gitrelay.py).
 
 Commits are built from the mirror's files (no working tree, no index), only for new files,
 split so that no push carries more than --max-push-bytes. Each tree is the previous commit's
@@ -40,7 +41,10 @@ import logging
 import os
 import re
 import random
+import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -55,7 +59,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import git
 from git.objects.fun import tree_entries_from_data
 
-from .. import __version__
+from .. import __version__, gitrelay
 from ..archive import (DISK_REFUSED, PUBLISHED_TAG_FILES, SITE_DIR, disk_error, published_files, read_checked,
                        write_bag_files)
 from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, append_receipt,
@@ -101,12 +105,19 @@ CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
 AUTHOR = ("acta-mirror", "acta-mirror@localhost")
 # Every git command runs with these settings on its environment, above any repository's own
 # config: no hook runs (not even one in a repository that came from elsewhere), our identity,
-# our credential helper, a bound on silence over HTTP, no automatic gc (a background repack of
-# a scratch repository after a large publish took 40 s of CPU from the publishes that followed).
-# Over HTTP, git waits for a silent server forever: a transfer under 1 byte/s for NO_DATA_SECONDS
-# ends (git's own GIT_HTTP_LOW_SPEED_TIME overrides it). A server busy with a large push still
-# sends a keepalive every 5 s (git's receive.keepAlive and uploadpack.keepAlive), so it is not cut.
+# our credential helper, a bound on silence (http.lowSpeedTime, and see GitPublisher._bounds),
+# no automatic gc (a background repack of a scratch repository after a large publish took 40 s
+# of CPU from the publishes that followed).
+# Git waits for a silent server forever, over every transport. GitPublisher._bounds bounds it at
+# ACTA_MIRROR_GIT_SILENCE_SECONDS (default NO_DATA_SECONDS): over HTTP a transfer under 1 byte/s
+# for that long ends (git's own GIT_HTTP_LOW_SPEED_TIME overrides it); over git:// the traffic
+# goes through mirror/gitrelay.py, which gives up when no byte moved either way for that long;
+# over SSH, ssh gives up on a server that answers neither the connection nor its keepalives. A
+# server busy with a large push still sends a keepalive every 5 s (git's receive.keepAlive and
+# uploadpack.keepAlive), so it is not cut. A proxy or ssh command of the user's own is left alone.
 NO_DATA_SECONDS = 300
+SILENCE_VARIABLE = gitrelay.VARIABLE  # ACTA_MIRROR_GIT_SILENCE_SECONDS
+MAX_SILENCE_SECONDS = 1_000_000
 GIT_SETTINGS = {"core.hooksPath": "/dev/null", "core.fsmonitor": "false", "user.name": AUTHOR[0],
                 "user.email": AUTHOR[1], "gc.auto": "0", "credential.helper": CREDENTIAL_HELPER,
                 "http.lowSpeedLimit": "1", "http.lowSpeedTime": str(NO_DATA_SECONDS)}
@@ -214,6 +225,8 @@ class GitPublisher:
         self.progress = progress or (lambda *a: None)
         self.url, self._secret = _git_url(target)
         self.shown = redact(target, self._secret)
+        self.silence = silence_seconds()  # a bad value is refused before anything is sent
+        self._transport: tuple[dict[str, str], dict[str, str]] | None = None  # see _bounds
         self._info: dict[str, str] = {}  # the mirror's bag-info, read (checked) by publish()
         self._discard = False  # remove each shard's staging repository once pushed (publish_delta)
         self._whole_made: tuple[list[Record], _Whole] | None = None  # see _whole
@@ -411,9 +424,11 @@ class GitPublisher:
                                f"not publishing it to {self.shown}") from None
 
     def _env(self) -> dict[str, str]:
+        settings, env = self._bounds()
+        settings = {**GIT_SETTINGS, **settings}
         env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true",
-               "GIT_CONFIG_COUNT": str(len(GIT_SETTINGS))}
-        for i, (key, value) in enumerate(GIT_SETTINGS.items()):
+               "GIT_CONFIG_COUNT": str(len(settings)), **env}
+        for i, (key, value) in enumerate(settings.items()):
             env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
         env["ACTA_MIRROR_GIT_HOST"] = urlsplit(self.url).netloc.rpartition("@")[2].lower()
         if self._secret:
@@ -423,6 +438,25 @@ class GitPublisher:
             parts = urlsplit(self.url)
             env["ACTA_MIRROR_GIT_PASSWORD"] = env_secret("ACTA_MIRROR_GIT_PASSWORD", parts.hostname or "", parts.port)
         return env
+
+    def _bounds(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The git settings and environment that end a transfer from a silent host after
+        self.silence seconds: over HTTP(S) http.lowSpeedTime; over git:// our relay as git's
+        proxy; over SSH ssh's own timeouts. Made once (the relay's script is written then), and
+        never over the user's own proxy (GIT_PROXY_COMMAND, core.gitProxy) or ssh command
+        (GIT_SSH_COMMAND, GIT_SSH, core.sshCommand; or a variant of ssh named: GIT_SSH_VARIANT,
+        ssh.variant, which may take other options than OpenSSH's)."""
+        if self._transport is None:
+            settings = {"http.lowSpeedTime": str(self.silence)}
+            env = {SILENCE_VARIABLE: str(self.silence)}
+            scheme = urlsplit(self.url).scheme
+            if scheme == "git" and "GIT_PROXY_COMMAND" not in os.environ and "core.gitproxy" not in _users_git_config():
+                settings["core.gitProxy"] = _relay_command()
+            elif scheme == "ssh" and not {"GIT_SSH_COMMAND", "GIT_SSH", "GIT_SSH_VARIANT"} & set(os.environ) \
+                    and not {"core.sshcommand", "ssh.variant"} & _users_git_config():
+                env["GIT_SSH_COMMAND"] = ssh_command(self.silence)
+            self._transport = settings, env
+        return self._transport
 
     def secret_uses(self) -> list[tuple[str, str]]:
         """Where the environment's token would go: this target's host, over HTTP(S) without a
@@ -456,6 +490,14 @@ class GitPublisher:
         lines = [ln.removeprefix("stderr: ").strip("'\" ") for ln in lines if ln]
         told = [ln for ln in lines if ln.startswith(("fatal:", "error:", "remote:", "ERROR"))]
         reason = (told or [ln for ln in lines if ln] or [type(exc).__name__])[0]
+        if reason.startswith("fatal: Could not read from remote repository") and urlsplit(self.url).scheme == "ssh":
+            # ssh said why, before git's line
+            ssh = [ln for ln in lines[:lines.index(reason)] if not ln.lower().startswith(("fatal:", "warning:"))]
+            if ssh:
+                reason = f"ssh: {ssh[0]}"
+                if self._transport and "GIT_SSH_COMMAND" in self._transport[1] and \
+                        re.search(r"timed out|not responding", reason):
+                    reason += f" (no answer for {self.silence} s; {SILENCE_VARIABLE} sets the seconds)"
         # the remote's own words: escaped, so that they cannot move the cursor or draw a line
         return PublishError(redact(f"{self.shown}: {what}: {printable(reason)}", self._secret))
 
@@ -1053,6 +1095,74 @@ class _Whole:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def silence_seconds() -> int:
+    """ACTA_MIRROR_GIT_SILENCE_SECONDS, the seconds without a byte from a host after which a
+    transfer ends (NO_DATA_SECONDS when unset or empty); UsageError for anything but a whole
+    number from 1 to MAX_SILENCE_SECONDS."""
+    given = os.environ.get(SILENCE_VARIABLE, "").strip()
+    if not given:
+        return NO_DATA_SECONDS
+    if not re.fullmatch(r"[0-9]{1,7}", given) or not 1 <= int(given) <= MAX_SILENCE_SECONDS:
+        raise UsageError(f"{SILENCE_VARIABLE}={printable(given[:40])}: not a whole number of seconds from 1 to "
+                         f"{MAX_SILENCE_SECONDS:,}")
+    return int(given)
+
+
+def ssh_command(seconds: int) -> str:
+    """ssh with a bound on a silent server: no banner within `seconds` ends the connection, so
+    does a key exchange that stalls for two keepalive periods, and so, once connected, do three
+    keepalive periods (about `seconds`) without a packet from the server. A server that is alive
+    answers the keepalives, however long its git takes."""
+    every = max(1, -(-seconds // 3))
+    return f"ssh -o ConnectTimeout={seconds} -o ServerAliveInterval={every} -o ServerAliveCountMax=2"
+
+
+def _users_git_config() -> set[str]:
+    """Which of core.gitProxy, core.sshCommand and ssh.variant (lower case) the user's git config
+    sets: the system's, the user's and the environment's (git -c, GIT_CONFIG_COUNT), not a
+    repository's."""
+    try:
+        found = subprocess.run(["git", "config", "--get-regexp", r"^(core\.(gitproxy|sshcommand)|ssh\.variant)$"],
+                               env={**os.environ, "GIT_DIR": os.devnull}, capture_output=True, text=True,
+                               errors="replace", timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return {line.split(" ", 1)[0].lower() for line in found.stdout.splitlines()}
+
+
+_RELAY_LOCK = threading.Lock()
+
+
+def _relay_command() -> str:
+    """The program git runs as its proxy for git:// (core.gitProxy): mirror/gitrelay.py run by
+    this Python, isolated (-I), so that neither the folder git runs it in nor PYTHONPATH matters.
+    Git runs a proxy without a shell, with the host and the port as its only arguments: the
+    command is a two-line script, written in the user's cache once for this Python and this copy
+    of acta-mirror."""
+    python = sys.executable or "python3"
+    relay = os.path.abspath(gitrelay.__file__)
+    text = (f"#!/bin/sh\n# acta-mirror's relay for git:// (git's core.gitProxy), see mirror/gitrelay.py\n"
+            f"exec {shlex.quote(python)} -I {shlex.quote(relay)} \"$@\"\n")
+    folder = working_dir("relay", python, relay)
+    path = folder / "git-proxy"
+    with _RELAY_LOCK:
+        try:
+            if path.read_text() == text and os.access(path, os.X_OK):
+                return str(path)
+        except (OSError, ValueError):
+            pass
+        temp = folder / f".git-proxy-{os.getpid()}-{threading.get_ident()}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o700)
+            with open(fd, "w") as fh:
+                fh.write(text)
+            os.chmod(temp, 0o700)
+            os.replace(temp, path)  # another acta-mirror running sees the old script or this one
+        except OSError as exc:
+            raise disk_error(exc, f"writing git's relay for git:// in {folder}") from None
+    return str(path)
+
+
 def _git_url(target: str) -> tuple[str, str]:
     """The URL git is given (scheme without 'git+', no password) and the password, if any."""
     try:
