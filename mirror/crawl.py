@@ -392,10 +392,10 @@ class _Run:
     async def one(self, acta: Acta, url: str) -> None:
         """Fetch one URL of an acta and archive what is new; every failure becomes a record."""
         acta = acta if acta.url == url else dataclasses.replace(acta, url=url)
-        if self.archive.fresh(url, self.opts.recheck_after):
+        if self.archive.fresh(url, self.opts.recheck_after, acta.key):
             self.counters.not_asked += 1
             return
-        etag, last_modified = self.archive.conditional_headers(url)
+        etag, last_modified = self.archive.conditional_headers(url, acta.key)
         try:
             fetched = await self.fetcher.fetch(url, etag=etag, last_modified=last_modified)
             fetched = await self.settle(acta, fetched)
