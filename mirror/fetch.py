@@ -24,6 +24,7 @@ import ipaddress
 import itertools
 import os
 import random
+import re
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +58,9 @@ REDIRECT_BODY_BYTES = 1024 * 1024  # a redirect's body is dropped; one larger th
 # Text a server chooses that the record keeps (provenance, published every run): a URL asked for
 # or followed (each hop is kept; real ones are ~100 characters) over this is refused...
 MAX_URL_CHARS = 8192
-MAX_VALIDATOR_CHARS = 1024  # ...and an ETag or Last-Modified over this is not kept (nor sent back)
+MAX_VALIDATOR_CHARS = 1024  # ...and an ETag, Last-Modified or Content-Type over this (or holding a
+                            # control character, which no header written from the record may hold) is
+                            # not kept (nor sent back)
 SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
 SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
@@ -734,7 +737,8 @@ class _Body:
     async def result(self) -> Fetched:
         head = self.head_seen
         common = dict(url=self.url, final_url=self.final_url, etag=_validator(head.get("ETag")),
-                      last_modified=_validator(head.get("Last-Modified")), content_type=head.get("Content-Type"),
+                      last_modified=_validator(head.get("Last-Modified")),
+                      content_type=_validator(head.get("Content-Type").replace("\t", " ")),
                       fetched_at=utc_now(), host=urlsplit(self.final_url).hostname or "", redirects=self.hops)
         if head.status == 304:
             return Fetched(status=304, tmp_path=None, sha256="", size=0, **common)
@@ -777,9 +781,14 @@ def _left_alone(url: str, name: str, host: _Host) -> Deferred:
     return Deferred(url, f"{name} is left alone this run: {host.tripped}", cause="deferred: host breaker")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _validator(value: str) -> str:
-    """An ETag or Last-Modified as kept; '' for one too long to be real (MAX_VALIDATOR_CHARS)."""
-    return value if len(value) <= MAX_VALIDATOR_CHARS else ""
+    """An ETag, Last-Modified or Content-Type as kept; '' for one too long to be real
+    (MAX_VALIDATOR_CHARS) or holding a control character (an escape, a tab: no valid ETag or
+    date has one, and a WARC written from the record could not carry it)."""
+    return value if len(value) <= MAX_VALIDATOR_CHARS and not _CONTROL.search(value) else ""
 
 
 def _origin(url: str) -> tuple:

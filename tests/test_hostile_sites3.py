@@ -13,7 +13,7 @@ from aiohttp import web
 
 from mirror.manifest import read_provenance
 from tests.conftest import run_cli
-from tests.hostile_site import index_row, jpeg, key_of
+from tests.hostile_site import HEADER, index_row, jpeg, key_of, raw
 from tests.test_hostile_more import crawl, site  # noqa: F401 (a fixture)
 
 
@@ -50,3 +50,30 @@ def test_one_image_url_listed_under_two_tables_archives_both(site, tmp_path, fla
         assert proc.returncode == 0, proc.stderr
         assert keys_archived(out) == [key_of(0), key_of(1)], (run, proc.stdout)
         assert f"{2 - 2 * run} archived" in proc.stdout, proc.stdout
+
+
+# -- control characters in the headers the record keeps ------------------------------------------
+def raw_answer(data: bytes, content_type: bytes, *headers: bytes) -> bytes:
+    head = b"".join(h + b"\r\n" for h in headers)
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\nContent-Length: "
+            + str(len(data)).encode() + b"\r\n" + head + b"\r\n" + data)
+
+
+def test_control_characters_in_validators_never_reach_the_record_or_break_the_export(site, tmp_path):
+    """An ETag with an escape sequence, a Last-Modified with a bell, an index's Content-Type with
+    a vertical tab: libcurl passes them, and the record kept them. Was: `export` refused the
+    whole mirror from then on ('etag holds a control character'; exit 2), for bytes a server
+    chose. Now such a value is not kept (as one too long), and the next run asks without it."""
+    rows = site.good_actas(1)
+    site.routes["/img/5.jpg"] = raw(raw_answer(jpeg(5), b"image/jpeg", b'ETag: "\x1b[31mred\x1b[0m"',
+                                               b"Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\x07"))
+    rows.append(index_row(5, f"{site.url}/img/5.jpg"))
+    csv = (HEADER + "".join(rows)).encode()
+    site.routes["/RESULTADOS_2024_CSV_V1.csv"] = raw(raw_answer(csv, b"text/csv;\x0bcharset=utf-8", b'ETag: "i\x01"'))
+    out = tmp_path / "m"
+    proc = crawl(site.url, out)
+    assert proc.returncode == 0, proc.stderr
+    text = (out / "provenance.jsonl").read_text()
+    assert "\\u00" not in text and len(keys_archived(out)) == 2, text
+    warc = run_cli("export", str(out), "--warc", str(tmp_path / "m.warc.gz"), "--quiet")
+    assert warc.returncode == 0, warc.stderr
