@@ -435,14 +435,17 @@ class Fetcher:
             failure, reasons = first, [f"{_host_port(url)}: {first.reason}"]
         for alternate in self.alternates:
             try:
-                fetched = await self._fetch(_on_alternate(alternate, url), "", "", expect_image)
+                # the user's credentials are for url's origin: an alternate is another host
+                fetched = await self._fetch(_on_alternate(alternate, url), "", "", expect_image, owner=url)
             except FetchError as exc:
                 reasons.append(f"{_host_port(alternate)}: {exc.reason}")
                 continue
             return dataclasses.replace(fetched, url=url)
         raise type(failure)(url, "; ".join(reasons), cause=failure.cause, attempts=failure.attempts)
 
-    async def _fetch(self, url: str, etag: str, last_modified: str, expect_image: bool) -> Fetched:
+    async def _fetch(self, url: str, etag: str, last_modified: str, expect_image: bool,
+                     owner: str = "") -> Fetched:
+        """url, by the retry policy; the credential headers go only to the origin of owner (url)."""
         headers = {"Accept-Encoding": "identity"}
         if etag:
             headers["If-None-Match"] = etag
@@ -453,7 +456,7 @@ class Fetcher:
         async def attempt() -> Fetched:
             if sent[0]:
                 self._retries += 1
-            return await self._once(url, headers, expect_image, sent)
+            return await self._once(url, headers, expect_image, sent, owner or url)
 
         try:
             try:
@@ -529,13 +532,15 @@ class Fetcher:
             raise FetchError(original, f"{host} is a {address_class(host)} address", cause="blocked address")
         return host
 
-    async def _once(self, url: str, headers: dict, expect_image: bool, sent: list[int]) -> Fetched:
+    async def _once(self, url: str, headers: dict, expect_image: bool, sent: list[int], owner: str) -> Fetched:
         conditional = "If-None-Match" in headers or "If-Modified-Since" in headers
         current, hops = url, []
         sending = {**self.headers, **headers}
         async with self._slots:
             while True:
                 name = self._check_target(url, current, len(hops))
+                if _origin(current) != _origin(owner):  # another scheme, host or port: not the user's credentials
+                    sending = {k: v for k, v in sending.items() if k.lower() not in CREDENTIAL_HEADERS}
                 host = self._host(name)
                 if host.tripped:
                     raise _left_alone(url, name, host)
@@ -585,8 +590,6 @@ class Fetcher:
                 # A browser reads a Location's bytes as UTF-8 and asks for them percent-encoded
                 # (join); one it cannot parse is refused by _check_target as an invalid URL.
                 current = join(current, _utf8(location))
-                if _origin(current) != _origin(url):
-                    sending = {k: v for k, v in sending.items() if k.lower() not in CREDENTIAL_HEADERS}
 
     def _total(self) -> float:
         total = self.timeout

@@ -13,8 +13,10 @@ from aiohttp import web
 
 from mirror.manifest import read_provenance
 from tests.conftest import run_cli
-from tests.hostile_site import HEADER, index_row, jpeg, key_of, raw
+from tests.hostile_site import HEADER, HostileSite, index_row, jpeg, key_of, raw
 from tests.test_hostile_more import crawl, site  # noqa: F401 (a fixture)
+
+SECRET = "tok3n-S3CRET"
 
 
 def failures(out: Path) -> list[dict]:
@@ -50,6 +52,34 @@ def test_one_image_url_listed_under_two_tables_archives_both(site, tmp_path, fla
         assert proc.returncode == 0, proc.stderr
         assert keys_archived(out) == [key_of(0), key_of(1)], (run, proc.stdout)
         assert f"{2 - 2 * run} archived" in proc.stdout, proc.stdout
+
+
+# -- the user's credentials and an alternate host ------------------------------------------------
+@pytest.fixture
+def other_host():
+    with HostileSite("127.0.0.2") as s:
+        yield s
+
+
+def test_credentials_in_headers_never_go_to_an_alternate_host(site, other_host, tmp_path):
+    """--header 'Authorization: ...' and 'Cookie: ...' are the user's credentials for the site:
+    they never follow a redirect to another host. Was: an image the root could not give was asked
+    of each --alternate (a mirror, a bucket: another party) with them; now an alternate on
+    another origin is asked without them (its own query token still goes), and the file is
+    still fetched."""
+    asked: list[dict] = []
+
+    async def recording(request: web.Request) -> web.Response:
+        asked.append(dict(request.headers))
+        return web.Response(body=jpeg(1), headers={"Content-Type": "image/jpeg"})
+
+    other_host.routes["/alt/img/1.jpg"] = recording
+    site.serve_index([index_row(1, f"{site.url}/img/1.jpg")])  # the root answers 404
+    out = tmp_path / "m"
+    proc = crawl(site.url, out, "--alternate", f"{other_host.url}/alt", "--header", f"Authorization: Bearer {SECRET}",
+                 "--header", f"Cookie: sid={SECRET}", "--header", "Referer: https://example.org/")
+    assert proc.returncode == 0 and keys_archived(out) == [key_of(1)], proc.stdout + proc.stderr
+    assert len(asked) == 1 and SECRET not in json.dumps(asked[0]) and asked[0]["Referer"] == "https://example.org/"
 
 
 # -- control characters in the headers the record keeps ------------------------------------------
