@@ -136,7 +136,7 @@ def check_options(opts: CrawlOptions) -> None:
     if opts.discover is not None and opts.discover not in ("csv", "html", "both"):
         raise UsageError(f"--discover must be csv, html or both, not {opts.discover!r}")
     if not http_url(opts.root):
-        raise UsageError(f"--root must be an http(s) URL, not {opts.root!r}")
+        raise UsageError(f"--root must be an http(s) URL, not {_quoted(opts.root)}")
     for name, value in (("--timeout", opts.timeout), ("--deadline", opts.deadline)):
         if not math.isfinite(value) or value < 0 or (name == "--timeout" and value == 0):
             raise UsageError(f"{name} must be a finite number of seconds above 0, not {value!r}")
@@ -154,11 +154,20 @@ def check_options(opts: CrawlOptions) -> None:
             raise UsageError(f"--allow-host takes a host name or address, like cdn.example.org, not {host!r}")
     for alternate in opts.alternates:
         if not http_url(alternate):
-            raise UsageError(f"--alternate must be an http(s) URL, not {alternate!r}")
+            raise UsageError(f"--alternate must be an http(s) URL, not {_quoted(alternate)}")
     if opts.sign_key and not Path(opts.sign_key).is_file():
         raise UsageError(f"--sign-key {opts.sign_key}: no such file")
     if opts.index and not http_url(opts.index) and not Path(opts.index).is_file():
-        raise UsageError(f"--index {opts.index}: no such file")
+        raise UsageError(f"--index {_quoted(opts.index)[1:-1]}: no such file")
+
+
+def _quoted(text: str) -> str:
+    """A value given for a URL that is none, as a one-line error shows it: without what comes
+    before its last @ when it lacks its '://' ('user:password@host', 'https:/user:password@host'),
+    where redact() sees no URL, so no password is shown."""
+    if "@" in text and "://" not in text:
+        text = "***@" + text.rpartition("@")[2]
+    return repr(text)
 
 
 async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlResult:

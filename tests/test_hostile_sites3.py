@@ -107,3 +107,23 @@ def test_control_characters_in_validators_never_reach_the_record_or_break_the_ex
     assert "\\u00" not in text and len(keys_archived(out)) == 2, text
     warc = run_cli("export", str(out), "--warc", str(tmp_path / "m.warc.gz"), "--quiet")
     assert warc.returncode == 0, warc.stderr
+
+
+# -- a URL given without its scheme, with a password in it ----------------------------------------
+@pytest.mark.parametrize("value", [f"archivist:{SECRET}@example.org", f"https:/archivist:{SECRET}@example.org/"],
+                         ids=["no-scheme", "one-slash"])
+@pytest.mark.parametrize("flag", ["--root", "--alternate", "--index", "source.root"])
+def test_a_url_without_its_scheme_is_refused_without_showing_its_password(tmp_path, flag, value):
+    """'user:password@host' (the https:// forgotten) is no URL, so redact() saw none in it. Was:
+    the one-line error quoted it whole, password included (a CI log is often public)."""
+    if flag == "source.root":
+        job = tmp_path / "job.toml"
+        job.write_text(f"[source]\nsite = 'resultados2024'\nroot = '{value}'\n[publish]\nallow_none = true\n"
+                       "[sign]\nrequired = false\n")
+        proc = run_cli("run", str(job), "--no-publish", timeout=60)
+    else:
+        root = value if flag == "--root" else "http://127.0.0.1:9/"
+        extra = [] if flag == "--root" else [flag, value]
+        proc = run_cli("crawl", "resultados2024", "--root", root, "--out", str(tmp_path / "m"), *extra, timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr and "***@example.org" in proc.stderr, proc.stderr
