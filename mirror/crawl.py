@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlsplit
 
-from .archive import STATE_DIR, Archive, safe_component
+from .archive import STATE_DIR, Archive, disk_error, safe_component
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
@@ -489,7 +489,7 @@ class _Run:
                 fetched = await self.fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
             except FetchError as exc:
                 raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
-            path = f"/proc/self/fd/{copy.fileno()}" if fetched.status == 304 else fetched.tmp_path
+            path = _copy_of(copy, archive.tmp) if fetched.status == 304 else fetched.tmp_path
             read.append((source, path, fetched))
         if opts.discover == "csv":
             self.listing = _listing_identity(site.name, opts.shard, [(url, path) for url, path, _f in read])
@@ -542,6 +542,19 @@ def _open_archived(root: Path, rel: str):
         return open_payload(root, rel)
     except (OSError, UnsafePath):
         return None
+
+
+def _copy_of(fh, folder: Path) -> str:
+    """A copy of an open file in folder, by its path: the parser opens the archived index by name,
+    and the name it was checked under may since be a link (no /proc/self/fd in a sandbox)."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="index-", suffix=".csv", dir=folder)
+        with open(fd, "wb") as out:
+            fh.seek(0)
+            shutil.copyfileobj(fh, out)
+    except OSError as exc:
+        raise disk_error(exc, f"copying the archived index into {folder}") from None
+    return path
 
 
 def _listing_identity(site: str, shard: tuple[int, int], read: list[tuple[str, str]]) -> str:

@@ -6,6 +6,10 @@ tests/hostile_site.py on loopback; a traceback always fails it (run_cli).
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,12 +32,12 @@ def keys_archived(out: Path) -> list[str]:
     return sorted(e.key for e in read_provenance(out / "provenance.jsonl") if e.kind == "acta")
 
 
-def etagged(data: bytes, tag: str = '"v1"'):
-    """An image that answers 304 to If-None-Match: its ETag, as a static file server does."""
+def etagged(data: bytes, tag: str = '"v1"', content_type: str = "image/jpeg"):
+    """A file that answers 304 to If-None-Match: its ETag, as a static file server does."""
     async def handle(request: web.Request) -> web.Response:
         if request.headers.get("If-None-Match") == tag:
             return web.Response(status=304, headers={"ETag": tag})
-        return web.Response(body=data, headers={"Content-Type": "image/jpeg", "ETag": tag})
+        return web.Response(body=data, headers={"Content-Type": content_type, "ETag": tag})
     return handle
 
 
@@ -127,3 +131,23 @@ def test_a_url_without_its_scheme_is_refused_without_showing_its_password(tmp_pa
         proc = run_cli("crawl", "resultados2024", "--root", root, "--out", str(tmp_path / "m"), *extra, timeout=60)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert SECRET not in proc.stdout + proc.stderr and "***@example.org" in proc.stderr, proc.stderr
+
+
+# -- a sandbox without /proc ---------------------------------------------------------------------
+def test_a_rerun_whose_index_is_unchanged_works_where_proc_is_not_mounted(site, tmp_path):
+    """On a 304 for the index, the archived copy was read through /proc/self/fd/N: in a sandbox
+    or chroot without /proc every re-run of an unchanged site failed ('No such file or directory:
+    /proc/self/fd/15', exit 2). Now the parser reads a copy made through the checked descriptor."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("unmounting /proc in a mount namespace of its own needs root and unshare")
+    rows = site.good_actas(2)
+    site.routes["/RESULTADOS_2024_CSV_V1.csv"] = etagged((HEADER + "".join(rows)).encode(), content_type="text/csv")
+    out = tmp_path / "m"
+    root = Path(__file__).resolve().parent.parent
+    for run in range(2):
+        proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               f'umount -l /proc && exec "{sys.executable}" -m mirror crawl resultados2024 '
+                               f'--root {site.url} --out "{out}" --quiet'],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (run, proc.stdout + proc.stderr)
+    assert "0 archived, 2 unchanged" in proc.stdout and site.hits["/RESULTADOS_2024_CSV_V1.csv"] == 2, proc.stdout
