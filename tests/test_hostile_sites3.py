@@ -151,3 +151,47 @@ def test_a_rerun_whose_index_is_unchanged_works_where_proc_is_not_mounted(site, 
                               capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (run, proc.stdout + proc.stderr)
     assert "0 archived, 2 unchanged" in proc.stdout and site.hits["/RESULTADOS_2024_CSV_V1.csv"] == 2, proc.stdout
+
+
+# -- two runs of a job without output.dir at once -------------------------------------------------
+def test_two_runs_of_a_job_on_one_manifests_folder_never_lose_a_version(site, tmp_path):
+    """A job without output.dir reads its manifests folder at the start and writes it back at
+    the end. Was: two runs at once (a timer and a manual run) read the same state, each
+    archived the version of the acta it was served, both said 'manifests written' with exit 0,
+    and the second save put back a folder without the first one's version. Now the folder is
+    locked from its read to its save: the second run exits with 2 and one line, or waits with
+    output.wait_lock and then archives its version beside the first."""
+    import asyncio
+    import subprocess as sp
+
+    async def by_agent(request: web.Request) -> web.Response:  # each run is served its own version
+        n = {"A": 2, "B": 3}.get(request.headers.get("User-Agent", ""), 1)
+        return web.Response(body=jpeg(100 + n), headers={"Content-Type": "image/jpeg"})
+
+    text = (HEADER + index_row(0, f"{site.url}/img/0.jpg")).encode()
+
+    async def slow_index(request: web.Request) -> web.Response:  # both runs have read the folder before either saves
+        if request.headers.get("User-Agent") in ("A", "B"):
+            await asyncio.sleep(2)
+        return web.Response(body=text, headers={"Content-Type": "text/csv"})
+
+    site.routes["/img/0.jpg"] = by_agent
+    site.routes["/RESULTADOS_2024_CSV_V1.csv"] = slow_index
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    for wait in (False, True):
+        job = tmp_path / f"job-{wait}.toml"
+        job.write_text(f"[source]\nsite = 'resultados2024'\nroot = '{site.url}'\n[output]\nwait_lock = {str(wait).lower()}\n"
+                       f"[publish]\nmanifests = 'manifests-{wait}'\nallow_none = true\n[sign]\nrequired = false\n")
+        assert run_cli("run", str(job), "--quiet").returncode == 0
+        runs = [sp.Popen([sys.executable, "-m", "mirror", "run", str(job), "--quiet", "--user-agent", agent],
+                         stdout=sp.PIPE, stderr=sp.PIPE, text=True, env=env) for agent in ("A", "B")]
+        ends = [(r.wait(timeout=120), r.stdout.read(), r.stderr.read()) for r in runs]
+        versions = [e.sha256 for e in read_provenance(tmp_path / f"manifests-{wait}" / "provenance.jsonl")
+                    if e.kind == "acta"]
+        if wait:
+            assert [code for code, *_ in ends] == [0, 0] and len(versions) == 3, ends
+        else:
+            assert sorted(code for code, *_ in ends) == [0, 2] and len(versions) == 2, ends
+            refused = next(err for code, _out, err in ends if code == 2)
+            assert "another run" in refused and len(refused.strip().splitlines()) == 1, refused
