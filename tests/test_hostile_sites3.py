@@ -195,3 +195,17 @@ def test_two_runs_of_a_job_on_one_manifests_folder_never_lose_a_version(site, tm
             assert sorted(code for code, *_ in ends) == [0, 2] and len(versions) == 2, ends
             refused = next(err for code, _out, err in ends if code == 2)
             assert "another run" in refused and len(refused.strip().splitlines()) == 1, refused
+
+
+# -- figures and their denominators ----------------------------------------------------------------
+def test_the_run_summary_counts_refused_index_rows_against_the_rows_read(site, tmp_path):
+    """`crawl` and `run` said '1 index row(s) refused' with no denominator on the summary line
+    (pages had theirs: '2 of 40 page(s) unreadable'). Now: '1 of 4 index row(s) refused'."""
+    rows = site.good_actas(3)
+    rows.insert(1, "not,a,results,row\n")
+    site.serve_index(rows)
+    job = tmp_path / "job.toml"
+    job.write_text(f"[source]\nsite = 'resultados2024'\nroot = '{site.url}'\n[output]\ndir = 'm'\n"
+                   "[publish]\nallow_none = true\n[sign]\nrequired = false\n")
+    proc = run_cli("run", str(job), "--no-publish", "--quiet", timeout=120)
+    assert proc.returncode == 1 and "1 of 4 index row(s) refused" in proc.stdout, proc.stdout + proc.stderr
