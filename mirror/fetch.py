@@ -242,6 +242,9 @@ class Fetcher:
         self._buffered = 0  # bytes of bodies held in memory right now
         self.user_agent = user_agent or USER_AGENT
         self.headers = dict(headers or {})  # sent with every request (a site may want a Referer or a cookie)
+        # ...but a Proxy-Authorization header, which is for the proxy: sent to it alone (through
+        # a CONNECT tunnel libcurl would hand it to the site), and without a proxy to nobody
+        self._proxy_headers = {k: v for k, v in self.headers.items() if k.lower() == "proxy-authorization"}
         self._requests = 0
         self._retries = 0  # requests that repeated one that failed (shown as a count)
         self._names = itertools.count(1)  # temp file names (taken from two threads: next() is atomic)
@@ -535,7 +538,8 @@ class Fetcher:
     async def _once(self, url: str, headers: dict, expect_image: bool, sent: list[int], owner: str) -> Fetched:
         conditional = "If-None-Match" in headers or "If-Modified-Since" in headers
         current, hops = url, []
-        sending = {**self.headers, **headers}
+        sending = {**{k: v for k, v in self.headers.items() if k not in self._proxy_headers}, **headers}
+        to_proxy = self._proxy_headers if self.proxy else {}
         async with self._slots:
             while True:
                 name = self._check_target(url, current, len(hops))
@@ -552,7 +556,7 @@ class Fetcher:
                 body = _Body(self, url, current, tuple(hops), expect_image, conditional, host, name)
                 total = self._total()
                 try:
-                    head = await self._engine.get(current, sending, timeout=total,
+                    head = await self._engine.get(current, sending, proxy_headers=to_proxy, timeout=total,
                                                   connect_timeout=DEFAULT_CONNECT_TIMEOUT, on_head=body.head,
                                                   host=name)
                     body.done = True

@@ -209,3 +209,100 @@ def test_the_run_summary_counts_refused_index_rows_against_the_rows_read(site, t
                    "[publish]\nallow_none = true\n[sign]\nrequired = false\n")
     proc = run_cli("run", str(job), "--no-publish", "--quiet", timeout=120)
     assert proc.returncode == 1 and "1 of 4 index row(s) refused" in proc.stdout, proc.stdout + proc.stderr
+
+
+# -- an HTTPS site through an HTTP proxy (CONNECT tunnels) ---------------------------------------
+@pytest.fixture
+def tls_site(tmp_path):
+    """A results site over HTTPS on loopback (a self-signed certificate the crawl is told to
+    trust through SSL_CERT_FILE), recording each request's headers."""
+    import asyncio
+    import ssl
+    import threading
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    seen: list[dict] = []
+    state = {}
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        if request.path.endswith(".csv"):
+            rows = "".join(index_row(i, f"{state['url']}/img/{i}.jpg") for i in range(4))
+            return web.Response(body=(HEADER + rows).encode(), headers={"Content-Type": "text/csv"})
+        return web.Response(body=jpeg(int(request.path.split("/")[-1].split(".")[0])), headers={"Content-Type": "image/jpeg"})
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start():
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+        return runner, runner.addresses[0][1]
+
+    runner, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    state["url"] = f"https://127.0.0.1:{port}"
+    yield state["url"], seen, {"SSL_CERT_FILE": str(cert)}
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+@pytest.fixture
+def auth_proxy():
+    """A real HTTP proxy on loopback (pproxy) that wants Basic proxy:pr0xy-S3CRET."""
+    import base64
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pproxy", "-l", f"http://127.0.0.1:{port}#proxy:pr0xy-S3CRET"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", "Basic " + base64.b64encode(b"proxy:pr0xy-S3CRET").decode()
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_a_proxy_authorization_header_goes_to_the_proxy_never_to_the_site(tls_site, auth_proxy, tmp_path):
+    """--header 'Proxy-Authorization: ...' is the proxy's password. Was: libcurl sent the
+    --header lines to the site inside the CONNECT tunnel, so an HTTPS site got the proxy's
+    password and the proxy, never given it, refused the tunnel (407: the crawl failed). Now it
+    goes to the proxy alone (libcurl's PROXYHEADER); without --proxy it goes nowhere."""
+    url, seen, env = tls_site
+    proxy, credential = auth_proxy
+    proc = run_cli("crawl", "resultados2024", "--root", url, "--out", str(tmp_path / "m"), "--quiet", "--proxy", proxy,
+                   "--header", f"Proxy-Authorization: {credential}", "--header", "Authorization: Bearer site-token",
+                   env=env, timeout=120)
+    assert proc.returncode == 0 and len(keys_archived(tmp_path / "m")) == 4, proc.stdout + proc.stderr
+    assert seen and all("Proxy-Authorization" not in h and h["Authorization"] == "Bearer site-token" for h in seen)
+
+
+def test_requests_through_a_kept_open_https_tunnel_are_read_as_answered(tls_site, auth_proxy, tmp_path):
+    """Through an HTTP proxy, the first block of header lines of an HTTPS request was skipped
+    as the proxy's answer to CONNECT. Only a request that opens a tunnel has one: on a tunnel
+    kept open the site's own answer was skipped ('an answer without a status line'), so every
+    second request through the proxy failed and was asked again. Now libcurl keeps CONNECT
+    answers from the header lines (SUPPRESS_CONNECT_HEADERS): no retry, one request a file."""
+    url, seen, env = tls_site
+    proxy, credential = auth_proxy
+    proc = run_cli("crawl", "resultados2024", "--root", url, "--out", str(tmp_path / "m"), "--json", "--proxy", proxy,
+                   "--header", f"Proxy-Authorization: {credential}", "--concurrency", "1", "--processes", "1",
+                   env=env, timeout=120)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["archived"] == 4, proc.stdout + proc.stderr
+    assert report["retries"] == 0 and report["requests"] == 5 and len(seen) == 5, report
