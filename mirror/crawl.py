@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -374,8 +375,9 @@ class _Run:
                         await self.offer(acta)
                 self.counters.rows += self.counters.rows_failed
             if opts.discover in ("html", "both"):
-                async for acta in self.site.walk(opts.root, self.get_page, self.report):
-                    await self.offer(acta)
+                async with _first_page():
+                    async for acta in self.site.walk(opts.root, self.get_page, self.report):
+                        await self.offer(acta)
             self.listed_all = True
         finally:
             self.counters.discovery_done = True
@@ -535,6 +537,17 @@ class _Run:
                        })
 
 
+@contextlib.asynccontextmanager
+async def _first_page():
+    """A walk's first page that cannot be fetched is an unreachable root (exit 2), as an index
+    that cannot be is: the only FetchError a walk lets out is its first page's (every other
+    page's loses its branch only)."""
+    try:
+        yield
+    except FetchError as exc:
+        raise SourceUnreachable(redact(f"cannot read the site's first page {exc.url}: {exc.reason}")) from None
+
+
 def _open_archived(root: Path, rel: str):
     """rel opened for reading if it is a regular file of the mirror reached without a link
     (state.open_payload); None otherwise."""
@@ -665,8 +678,9 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                         raise
 
                 if discover in ("html", "both"):
-                    async for acta in site.walk(opts.root, get_page, report):
-                        take([acta])
+                    async with _first_page():
+                        async for acta in site.walk(opts.root, get_page, report):
+                            take([acta])
                 listing_requests = fetcher.requests
             since = time.time() - opts.recheck_after if opts.recheck_after > 0 else math.inf
             listed, urls, known, fresh, recheck_bytes = db.execute("""

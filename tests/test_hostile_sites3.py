@@ -306,3 +306,19 @@ def test_requests_through_a_kept_open_https_tunnel_are_read_as_answered(tls_site
     report = json.loads(proc.stdout)
     assert proc.returncode == 0 and report["archived"] == 4, proc.stdout + proc.stderr
     assert report["retries"] == 0 and report["requests"] == 5 and len(seen) == 5, report
+
+
+# -- a walk whose first page cannot be read ------------------------------------------------------
+@pytest.mark.parametrize("flags", [["resultados2024", "--discover", "html"], ["cne"],
+                                   ["resultados2024", "--discover", "html", "--dry-run"]],
+                         ids=["resultados2024", "cne", "dry-run"])
+def test_a_walk_whose_first_page_cannot_be_read_is_an_unreachable_root(site, tmp_path, flags):
+    """An index that cannot be read is an unreachable root: exit 2, one line ('cannot read the
+    index ...'), as the README's table of exit codes says. Was: a walk's first page that answered
+    404 or 500 ended the run with exit 1, the code of a crawl that finished with some actas
+    failed, though it never started."""
+    out = tmp_path / "m"
+    proc = run_cli("crawl", *flags, "--root", site.url, "--out", str(out), "--quiet", "--timeout", "5", timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
+    assert "cannot read the site's first page" in proc.stderr and "HTTP 404" in proc.stderr, proc.stderr
+    assert not out.exists()
