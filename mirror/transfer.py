@@ -350,5 +350,9 @@ class Engine:
         if errno == pycurl.E_RECV_ERROR and message.startswith("Too large response headers"):
             # a server sends the same headers every time: not a reset worth another try
             return TransferError(f"response headers over the cap ({message}; curl {errno})", "too large")
+        if errno == pycurl.E_RECV_ERROR and "chunk" in message.lower():
+            # a chunked body libcurl cannot parse ('chunk hex-length char not a hex digit'): the
+            # server's answer is broken, the connection was not reset
+            return TransferError(f"{message} (curl {errno})", "bad answer")
         cause = _CAUSES.get(errno, "connection error")
         return TransferError(f"{message or 'libcurl error'} (curl {errno})", cause)

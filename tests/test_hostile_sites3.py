@@ -322,3 +322,23 @@ def test_a_walk_whose_first_page_cannot_be_read_is_an_unreachable_root(site, tmp
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
     assert "cannot read the site's first page" in proc.stderr and "HTTP 404" in proc.stderr, proc.stderr
     assert not out.exists()
+
+
+# -- a chunked body libcurl cannot parse ---------------------------------------------------------
+@pytest.mark.parametrize("size", [b"FFFFFFFFFFFFFFFFFFFFFFFF", b"-5", b"zz"], ids=["huge", "negative", "not-hex"])
+def test_a_chunked_body_with_a_bad_chunk_size_is_a_bad_answer_not_a_reset(site, tmp_path, size):
+    """libcurl refuses a chunk size it cannot read (curl 56, as it reports a reset). Was: the
+    failure's cause said 'connection reset', blaming the network for the server's broken answer.
+    Now its cause is 'bad answer'; it is never archived."""
+    data = jpeg(5)
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + size + b"\r\n" + data + b"\r\n0\r\n\r\n")
+    rows = site.good_actas(1)
+    site.routes["/img/5.jpg"] = raw(answer)
+    rows.append(index_row(5, f"{site.url}/img/5.jpg"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    proc = crawl(site.url, out)
+    assert proc.returncode == 1 and keys_archived(out) == [key_of(0)], proc.stdout + proc.stderr
+    (failure,) = failures(out)
+    assert failure["cause"] == "bad answer" and "chunk" in failure["reason"], failure
