@@ -325,7 +325,7 @@ def test_a_walk_whose_first_page_cannot_be_read_is_an_unreachable_root(site, tmp
 
 
 # -- a chunked body libcurl cannot parse ---------------------------------------------------------
-@pytest.mark.parametrize("size", [b"FFFFFFFFFFFFFFFFFFFFFFFF", b"-5", b"zz"], ids=["huge", "negative", "not-hex"])
+@pytest.mark.parametrize("size", [b"FFFFFFFFFFFFFFFFFFFFFFFF", b"zz"], ids=["huge", "not-hex"])
 def test_a_chunked_body_with_a_bad_chunk_size_is_a_bad_answer_not_a_reset(site, tmp_path, size):
     """libcurl refuses a chunk size it cannot read (curl 56, as it reports a reset). Was: the
     failure's cause said 'connection reset', blaming the network for the server's broken answer.
