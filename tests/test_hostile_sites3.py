@@ -130,7 +130,21 @@ def test_a_url_without_its_scheme_is_refused_without_showing_its_password(tmp_pa
         extra = [] if flag == "--root" else [flag, value]
         proc = run_cli("crawl", "resultados2024", "--root", root, "--out", str(tmp_path / "m"), *extra, timeout=60)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert SECRET not in proc.stdout + proc.stderr and "***@example.org" in proc.stderr, proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr, proc.stderr
+    assert (f"{job}: source.root: the value (not shown" if flag == "source.root" else "***@example.org") in proc.stderr
+
+
+@pytest.mark.parametrize("key,text", [("root", "'ftp://example.org/'"), ("alternates", "['example.org']")])
+def test_a_job_file_source_that_is_no_url_is_named_by_its_file_and_key(tmp_path, key, text):
+    """A wrong job file fails with one line naming the file and the key (config.py). Was:
+    'source.root' or 'source.alternates' that is no http(s) URL came out as the crawl's flag
+    ('--root must be an http(s) URL, not ...'), naming neither."""
+    job = tmp_path / "job.toml"
+    body = {"root": f"root = {text}\n", "alternates": f"root = 'http://127.0.0.1:9/'\nalternates = {text}\n"}[key]
+    job.write_text(f"[source]\nsite = 'resultados2024'\n{body}[publish]\nallow_none = true\n[sign]\nrequired = false\n")
+    proc = run_cli("run", str(job), "--no-publish", timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"{job}: source.{key}: " in proc.stderr and "not an http(s) URL" in proc.stderr, proc.stderr
 
 
 # -- a sandbox without /proc ---------------------------------------------------------------------
