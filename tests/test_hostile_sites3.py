@@ -58,6 +58,23 @@ def test_one_image_url_listed_under_two_tables_archives_both(site, tmp_path, fla
         assert f"{2 - 2 * run} archived" in proc.stdout, proc.stdout
 
 
+def test_two_tables_whose_image_urls_are_swapped_are_recorded_as_changed(site, tmp_path):
+    """The index swaps two tables' image URLs (a tampered listing: each table now shows the
+    other's tally sheet). Was: each table was asked with the validators of the file its new URL
+    gave the other table, the site answered 304, and both were counted 'unchanged'. Now both are
+    downloaded again and recorded as changed, each with the other's bytes as a new version."""
+    site.routes["/img/a.jpg"] = etagged(jpeg(1), '"a"')
+    site.routes["/img/b.jpg"] = etagged(jpeg(2), '"b"')
+    site.serve_index([index_row(0, f"{site.url}/img/a.jpg"), index_row(1, f"{site.url}/img/b.jpg")])
+    out = tmp_path / "m"
+    assert crawl(site.url, out).returncode == 0
+    site.serve_index([index_row(0, f"{site.url}/img/b.jpg"), index_row(1, f"{site.url}/img/a.jpg")])
+    proc = crawl(site.url, out)
+    assert proc.returncode == 0 and "2 archived, 0 unchanged" in proc.stdout, proc.stdout
+    changes = [json.loads(x) for x in (out / "changes.jsonl").read_text().splitlines()]
+    assert sorted(c["key"] for c in changes if c["change"] == "changed") == [key_of(0), key_of(1)], changes
+
+
 # -- the user's credentials and an alternate host ------------------------------------------------
 @pytest.fixture
 def other_host():
