@@ -40,6 +40,7 @@ the provenance lacks. The journal and staged files are bookkeeping, never publis
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -131,6 +132,10 @@ def held(folder: str | os.PathLike, *, wait: bool = False):
         except BlockingIOError:
             raise MirrorLocked(f"{folder} is being used by another run of this job (the manifests folder is "
                                "read at a run's start and written at its end)") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise disk_error(exc, f"locking the manifests folder {folder}") from None
+            # a file system without locks (some network and FUSE ones): the run goes on unlocked
         yield folder
     finally:
         os.close(fd)
