@@ -304,8 +304,10 @@ class ArchiveIndex:
         return self.r.execute("SELECT count(*) FROM actas WHERE run = ?", (run,)).fetchone()[0]
 
     def listing_fresh(self, run: int, since: float, until: float) -> int:
-        """How many of that run's listed URLs were fetched or confirmed after `since` and not after `until`."""
-        return self.r.execute("SELECT count(*) FROM actas a JOIN urls u ON u.url = a.url "
+        """How many of that run's listed URLs were fetched or confirmed after `since` and not after `until`
+        (each for its own acta: a URL whose last file is another acta's says nothing of this one)."""
+        return self.r.execute("SELECT count(*) FROM actas a JOIN urls u ON u.url = a.url JOIN files f "
+                              "ON f.seq = u.file AND f.key = a.key "
                               "WHERE a.run = ? AND u.checked > ? AND u.checked <= ?", (run, since, until)).fetchone()[0]
 
     def listed_vanished(self, run: int) -> list[tuple[str, str]]:

@@ -460,21 +460,31 @@ class Archive:
                 break
         return self._remember(self._memo_url, url, found)
 
-    def conditional_headers(self, url: str) -> tuple[str, str]:
+    def _url_of(self, url: str, key: str | None) -> tuple[str, str, str, float] | None:
+        """_url, but with `key` only when the URL's last file is one of key's versions: a URL
+        the site lists under two tables was archived for the other, whose validators and check
+        time say nothing of this one (a 304 to them would count it unchanged, never archived)."""
         prev = self._url(redact(url))
+        if prev is None or key is None or any(path == prev[2] for path, _sha, _new in self._versions(key)):
+            return prev
+        return None
+
+    def conditional_headers(self, url: str, key: str | None = None) -> tuple[str, str]:
+        """The validators to send for url (for key's copy of it, when given)."""
+        prev = self._url_of(url, key)
         return (prev[0], prev[1]) if prev else ("", "")
 
     def path_of(self, url: str) -> str | None:
         prev = self._url(redact(url))
         return prev[2] if prev else None
 
-    def fresh(self, url: str, max_age: float) -> bool:
-        """Was url fetched or confirmed unchanged less than max_age seconds ago? A check time
-        later than now is not (the clock was set back since, a board without a real-time clock
-        that starts in 1970): it would spare the URL until the clock caught up."""
+    def fresh(self, url: str, max_age: float, key: str | None = None) -> bool:
+        """Was url fetched or confirmed unchanged (for key, when given) less than max_age seconds
+        ago? A check time later than now is not (the clock was set back since, a board without
+        a real-time clock that starts in 1970): it would spare the URL until the clock caught up."""
         if max_age <= 0:
             return False
-        prev = self._url(redact(url))
+        prev = self._url_of(url, key)
         return prev is not None and 0 <= time.time() - prev[3] < max_age
 
     def versions(self, key: str) -> list[str]:

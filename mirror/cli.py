@@ -629,7 +629,7 @@ def _print_crawl(result, args) -> int:
     else:
         _print_failures(result.failures, c, where, args)
         pages = f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else ""
-        pages += f", {c.rows_failed} index row(s) refused (their actas are not counted)" if c.rows_failed else ""
+        pages += f", {c.rows_failed} of {c.rows} index row(s) refused (their actas are not counted)" if c.rows_failed else ""
         deferred = f", {c.deferred} deferred to the next run" if c.deferred else ""
         vanished = (f"; {c.vanished} archived before and no longer listed by the site (kept; "
                     "changes.jsonl marks them vanished)") if c.vanished else ""
@@ -1028,7 +1028,7 @@ def _print_run(report, args=None) -> int:
         c = report.crawl.counters
         _print_failures(report.crawl.failures, c, str(report.mirror / "failures.jsonl"), args)
         pages = f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else ""
-        rows = f", {c.rows_failed} index row(s) refused" if c.rows_failed else ""
+        rows = f", {c.rows_failed} of {c.rows} index row(s) refused" if c.rows_failed else ""
         print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
               f"{c.not_asked} not asked (checked within recheck_after), "
               f"{c.failed} failed, {c.deferred} deferred, {c.vanished} vanished{pages}{rows}; {c.retries} retries in "

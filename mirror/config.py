@@ -293,4 +293,10 @@ def load_job(path: str | Path, user: Values | None = None, flags: Values | None 
     """A job file settled over the user's defaults and under the command's flags."""
     path = Path(path)
     given = _given(path, _read_toml(path, "job file"), SCHEMA)
-    return Job(path, settle(user or {}, given, flags or {}, path=path))
+    job = Job(path, settle(user or {}, given, flags or {}, path=path))
+    for key, urls in (("source.root", [job["source.root"]]), ("source.alternates", job["source.alternates"])):
+        for url in urls:
+            if not http_url(url):  # named here, not as the crawl's --root or --alternate
+                shown = "the value (not shown: it holds an @, perhaps a password)" if "@" in url else repr(url)
+                raise ConfigError(f"{path}: {key}: {shown} is not an http(s) URL naming a host")
+    return job

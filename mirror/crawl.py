@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlsplit
 
-from .archive import STATE_DIR, Archive, safe_component
+from .archive import STATE_DIR, Archive, disk_error, safe_component
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
@@ -136,7 +137,7 @@ def check_options(opts: CrawlOptions) -> None:
     if opts.discover is not None and opts.discover not in ("csv", "html", "both"):
         raise UsageError(f"--discover must be csv, html or both, not {opts.discover!r}")
     if not http_url(opts.root):
-        raise UsageError(f"--root must be an http(s) URL, not {opts.root!r}")
+        raise UsageError(f"--root must be an http(s) URL, not {_quoted(opts.root)}")
     for name, value in (("--timeout", opts.timeout), ("--deadline", opts.deadline)):
         if not math.isfinite(value) or value < 0 or (name == "--timeout" and value == 0):
             raise UsageError(f"{name} must be a finite number of seconds above 0, not {value!r}")
@@ -154,11 +155,20 @@ def check_options(opts: CrawlOptions) -> None:
             raise UsageError(f"--allow-host takes a host name or address, like cdn.example.org, not {host!r}")
     for alternate in opts.alternates:
         if not http_url(alternate):
-            raise UsageError(f"--alternate must be an http(s) URL, not {alternate!r}")
+            raise UsageError(f"--alternate must be an http(s) URL, not {_quoted(alternate)}")
     if opts.sign_key and not Path(opts.sign_key).is_file():
         raise UsageError(f"--sign-key {opts.sign_key}: no such file")
     if opts.index and not http_url(opts.index) and not Path(opts.index).is_file():
-        raise UsageError(f"--index {opts.index}: no such file")
+        raise UsageError(f"--index {_quoted(opts.index)[1:-1]}: no such file")
+
+
+def _quoted(text: str) -> str:
+    """A value given for a URL that is none, as a one-line error shows it: without what comes
+    before its last @ when it lacks its '://' ('user:password@host', 'https:/user:password@host'),
+    where redact() sees no URL, so no password is shown."""
+    if "@" in text and "://" not in text:
+        text = "***@" + text.rpartition("@")[2]
+    return repr(text)
 
 
 async def crawl(opts: CrawlOptions, counters: Counters | None = None) -> CrawlResult:
@@ -365,8 +375,9 @@ class _Run:
                         await self.offer(acta)
                 self.counters.rows += self.counters.rows_failed
             if opts.discover in ("html", "both"):
-                async for acta in self.site.walk(opts.root, self.get_page, self.report):
-                    await self.offer(acta)
+                async with _first_page():
+                    async for acta in self.site.walk(opts.root, self.get_page, self.report):
+                        await self.offer(acta)
             self.listed_all = True
         finally:
             self.counters.discovery_done = True
@@ -392,10 +403,10 @@ class _Run:
     async def one(self, acta: Acta, url: str) -> None:
         """Fetch one URL of an acta and archive what is new; every failure becomes a record."""
         acta = acta if acta.url == url else dataclasses.replace(acta, url=url)
-        if self.archive.fresh(url, self.opts.recheck_after):
+        if self.archive.fresh(url, self.opts.recheck_after, acta.key):
             self.counters.not_asked += 1
             return
-        etag, last_modified = self.archive.conditional_headers(url)
+        etag, last_modified = self.archive.conditional_headers(url, acta.key)
         try:
             fetched = await self.fetcher.fetch(url, etag=etag, last_modified=last_modified)
             fetched = await self.settle(acta, fetched)
@@ -480,7 +491,7 @@ class _Run:
                 fetched = await self.fetcher.fetch(source, etag=etag, last_modified=last_modified, expect_image=False)
             except FetchError as exc:
                 raise SourceUnreachable(redact(f"cannot read the index {source}: {exc.reason}")) from None
-            path = f"/proc/self/fd/{copy.fileno()}" if fetched.status == 304 else fetched.tmp_path
+            path = _copy_of(copy, archive.tmp) if fetched.status == 304 else fetched.tmp_path
             read.append((source, path, fetched))
         if opts.discover == "csv":
             self.listing = _listing_identity(site.name, opts.shard, [(url, path) for url, path, _f in read])
@@ -526,6 +537,17 @@ class _Run:
                        })
 
 
+@contextlib.asynccontextmanager
+async def _first_page():
+    """A walk's first page that cannot be fetched is an unreachable root (exit 2), as an index
+    that cannot be is: the only FetchError a walk lets out is its first page's (every other
+    page's loses its branch only)."""
+    try:
+        yield
+    except FetchError as exc:
+        raise SourceUnreachable(redact(f"cannot read the site's first page {exc.url}: {exc.reason}")) from None
+
+
 def _open_archived(root: Path, rel: str):
     """rel opened for reading if it is a regular file of the mirror reached without a link
     (state.open_payload); None otherwise."""
@@ -533,6 +555,19 @@ def _open_archived(root: Path, rel: str):
         return open_payload(root, rel)
     except (OSError, UnsafePath):
         return None
+
+
+def _copy_of(fh, folder: Path) -> str:
+    """A copy of an open file in folder, by its path: the parser opens the archived index by name,
+    and the name it was checked under may since be a link (no /proc/self/fd in a sandbox)."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="index-", suffix=".csv", dir=folder)
+        with open(fd, "wb") as out:
+            fh.seek(0)
+            shutil.copyfileobj(fh, out)
+    except OSError as exc:
+        raise disk_error(exc, f"copying the archived index into {folder}") from None
+    return path
 
 
 def _listing_identity(site: str, shard: tuple[int, int], read: list[tuple[str, str]]) -> str:
@@ -643,8 +678,9 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                         raise
 
                 if discover in ("html", "both"):
-                    async for acta in site.walk(opts.root, get_page, report):
-                        take([acta])
+                    async with _first_page():
+                        async for acta in site.walk(opts.root, get_page, report):
+                            take([acta])
                 listing_requests = fetcher.requests
             since = time.time() - opts.recheck_after if opts.recheck_after > 0 else math.inf
             listed, urls, known, fresh, recheck_bytes = db.execute("""

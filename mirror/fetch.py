@@ -24,6 +24,7 @@ import ipaddress
 import itertools
 import os
 import random
+import re
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +58,9 @@ REDIRECT_BODY_BYTES = 1024 * 1024  # a redirect's body is dropped; one larger th
 # Text a server chooses that the record keeps (provenance, published every run): a URL asked for
 # or followed (each hop is kept; real ones are ~100 characters) over this is refused...
 MAX_URL_CHARS = 8192
-MAX_VALIDATOR_CHARS = 1024  # ...and an ETag or Last-Modified over this is not kept (nor sent back)
+MAX_VALIDATOR_CHARS = 1024  # ...and an ETag, Last-Modified or Content-Type over this (or holding a
+                            # control character, which no header written from the record may hold) is
+                            # not kept (nor sent back)
 SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
 SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
@@ -239,6 +242,9 @@ class Fetcher:
         self._buffered = 0  # bytes of bodies held in memory right now
         self.user_agent = user_agent or USER_AGENT
         self.headers = dict(headers or {})  # sent with every request (a site may want a Referer or a cookie)
+        # ...but a Proxy-Authorization header, which is for the proxy: sent to it alone (through
+        # a CONNECT tunnel libcurl would hand it to the site), and without a proxy to nobody
+        self._proxy_headers = {k: v for k, v in self.headers.items() if k.lower() == "proxy-authorization"}
         self._requests = 0
         self._retries = 0  # requests that repeated one that failed (shown as a count)
         self._names = itertools.count(1)  # temp file names (taken from two threads: next() is atomic)
@@ -432,14 +438,17 @@ class Fetcher:
             failure, reasons = first, [f"{_host_port(url)}: {first.reason}"]
         for alternate in self.alternates:
             try:
-                fetched = await self._fetch(_on_alternate(alternate, url), "", "", expect_image)
+                # the user's credentials are for url's origin: an alternate is another host
+                fetched = await self._fetch(_on_alternate(alternate, url), "", "", expect_image, owner=url)
             except FetchError as exc:
                 reasons.append(f"{_host_port(alternate)}: {exc.reason}")
                 continue
             return dataclasses.replace(fetched, url=url)
         raise type(failure)(url, "; ".join(reasons), cause=failure.cause, attempts=failure.attempts)
 
-    async def _fetch(self, url: str, etag: str, last_modified: str, expect_image: bool) -> Fetched:
+    async def _fetch(self, url: str, etag: str, last_modified: str, expect_image: bool,
+                     owner: str = "") -> Fetched:
+        """url, by the retry policy; the credential headers go only to the origin of owner (url)."""
         headers = {"Accept-Encoding": "identity"}
         if etag:
             headers["If-None-Match"] = etag
@@ -450,7 +459,7 @@ class Fetcher:
         async def attempt() -> Fetched:
             if sent[0]:
                 self._retries += 1
-            return await self._once(url, headers, expect_image, sent)
+            return await self._once(url, headers, expect_image, sent, owner or url)
 
         try:
             try:
@@ -526,13 +535,16 @@ class Fetcher:
             raise FetchError(original, f"{host} is a {address_class(host)} address", cause="blocked address")
         return host
 
-    async def _once(self, url: str, headers: dict, expect_image: bool, sent: list[int]) -> Fetched:
+    async def _once(self, url: str, headers: dict, expect_image: bool, sent: list[int], owner: str) -> Fetched:
         conditional = "If-None-Match" in headers or "If-Modified-Since" in headers
         current, hops = url, []
-        sending = {**self.headers, **headers}
+        sending = {**{k: v for k, v in self.headers.items() if k not in self._proxy_headers}, **headers}
+        to_proxy = self._proxy_headers if self.proxy else {}
         async with self._slots:
             while True:
                 name = self._check_target(url, current, len(hops))
+                if _origin(current) != _origin(owner):  # another scheme, host or port: not the user's credentials
+                    sending = {k: v for k, v in sending.items() if k.lower() not in CREDENTIAL_HEADERS}
                 host = self._host(name)
                 if host.tripped:
                     raise _left_alone(url, name, host)
@@ -544,7 +556,7 @@ class Fetcher:
                 body = _Body(self, url, current, tuple(hops), expect_image, conditional, host, name)
                 total = self._total()
                 try:
-                    head = await self._engine.get(current, sending, timeout=total,
+                    head = await self._engine.get(current, sending, proxy_headers=to_proxy, timeout=total,
                                                   connect_timeout=DEFAULT_CONNECT_TIMEOUT, on_head=body.head,
                                                   host=name)
                     body.done = True
@@ -582,8 +594,6 @@ class Fetcher:
                 # A browser reads a Location's bytes as UTF-8 and asks for them percent-encoded
                 # (join); one it cannot parse is refused by _check_target as an invalid URL.
                 current = join(current, _utf8(location))
-                if _origin(current) != _origin(url):
-                    sending = {k: v for k, v in sending.items() if k.lower() not in CREDENTIAL_HEADERS}
 
     def _total(self) -> float:
         total = self.timeout
@@ -734,7 +744,8 @@ class _Body:
     async def result(self) -> Fetched:
         head = self.head_seen
         common = dict(url=self.url, final_url=self.final_url, etag=_validator(head.get("ETag")),
-                      last_modified=_validator(head.get("Last-Modified")), content_type=head.get("Content-Type"),
+                      last_modified=_validator(head.get("Last-Modified")),
+                      content_type=_validator(head.get("Content-Type").replace("\t", " ")),
                       fetched_at=utc_now(), host=urlsplit(self.final_url).hostname or "", redirects=self.hops)
         if head.status == 304:
             return Fetched(status=304, tmp_path=None, sha256="", size=0, **common)
@@ -777,9 +788,14 @@ def _left_alone(url: str, name: str, host: _Host) -> Deferred:
     return Deferred(url, f"{name} is left alone this run: {host.tripped}", cause="deferred: host breaker")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _validator(value: str) -> str:
-    """An ETag or Last-Modified as kept; '' for one too long to be real (MAX_VALIDATOR_CHARS)."""
-    return value if len(value) <= MAX_VALIDATOR_CHARS else ""
+    """An ETag, Last-Modified or Content-Type as kept; '' for one too long to be real
+    (MAX_VALIDATOR_CHARS) or holding a control character (an escape, a tab: no valid ETag or
+    date has one, and a WARC written from the record could not carry it)."""
+    return value if len(value) <= MAX_VALIDATOR_CHARS and not _CONTROL.search(value) else ""
 
 
 def _origin(url: str) -> tuple:

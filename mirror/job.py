@@ -199,12 +199,19 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None, sh
     folder is written only after every target took the delta, so a run killed or failed
     while publishing leaves it as it was and the next run does the same work again; it is
     written as one (jobstate.save), so a run killed while writing it leaves a save that the
-    next read of the folder completes or undoes whole."""
+    next read of the folder completes or undoes whole. The folder is locked from its read to
+    its save (jobstate.held): a second run at once exits with 2, or waits with output.wait_lock."""
+    from .jobstate import held
+
+    key = sign_key(job)
+    with held(job.resolve(job["publish.manifests"]), wait=job["output.wait_lock"]) as folder:
+        return _run_from_manifests(job, key, folder, publish_step=publish_step, counters=counters, shown=shown)
+
+
+def _run_from_manifests(job: Job, key: str | None, folder: Path, *, publish_step: bool, counters, shown) -> RunReport:
     from .evidence import sign_bag
     from .jobstate import CHECKS, check_signed, read_job_state, save, save_checks, seed, take_delta
 
-    key = sign_key(job)
-    folder = Path(job.resolve(job["publish.manifests"]))
     before = read_job_state(folder)
     check_signed(before, key)
     report = RunReport(folder)

@@ -39,6 +39,9 @@ the provenance lacks. The journal and staged files are bookkeeping, never publis
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -53,7 +56,7 @@ from .archive import CHECKED, PUBLISHED_TAG_FILES, STATE_DIR, TIMESTAMP_FILES, d
 from .cid import CHUNK_SIZE, RAW_CODEC, cid_bytes, cid_to_str, file_dag, str_to_cid
 from .evidence import SIGNATURE, STATEMENT, check_seal
 from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write, fsync_dir
-from .models import NotAMirror, UnsafePath, UsageError
+from .models import MirrorLocked, NotAMirror, UnsafePath, UsageError
 from .state import Record, iter_records, open_payload, read_state
 
 CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; it only grows; a path's last line counts
@@ -109,6 +112,33 @@ class Delta:
     tags: dict[str, str]  # tag file -> sha256, as the tag manifest vouches (the tag manifest too)
     changed: bool  # did any state file change?
     new_cids: dict[str, tuple[str, int]]  # path -> (CID text, DAG size): new files over one chunk cids.txt lacks
+
+
+@contextlib.contextmanager
+def held(folder: str | os.PathLike, *, wait: bool = False):
+    """The manifests folder, locked for one run from its read to its save: a second run would
+    read the same state, and its save would put back the folder without the first one's new
+    versions. The lock is on the folder itself (flock of its descriptor), so no lock file is
+    left to be committed with it. MirrorLocked (exit 2) when another run holds it, unless wait."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise disk_error(exc, f"opening the manifests folder {folder}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise MirrorLocked(f"{folder} is being used by another run of this job (the manifests folder is "
+                               "read at a run's start and written at its end)") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise disk_error(exc, f"locking the manifests folder {folder}") from None
+            # a file system without locks (some network and FUSE ones): the run goes on unlocked
+        yield folder
+    finally:
+        os.close(fd)
 
 
 def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobState:

@@ -14,10 +14,10 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import pycurl
 
+SUPPRESS_CONNECT_HEADERS = 265  # CURLOPT_SUPPRESS_CONNECT_HEADERS (libcurl 7.54), which pycurl does not name
 BUFFER_BYTES = 256 * 1024  # libcurl's receive buffer: the largest piece a sink is handed
 LOW_SPEED_SECONDS = 30  # a body that sends nothing for this long is cut off (a stalling server)
 
@@ -78,10 +78,9 @@ AddressCheck = Callable[[str, str], "str | None"]  # (host, address) -> why it i
 class _Exchange:
     """One request in flight: what arrives, and the future the caller awaits."""
 
-    __slots__ = ("error", "future", "head", "head_lines", "host", "on_head", "opened", "refused", "sink",
-                 "tunnelled")
+    __slots__ = ("error", "future", "head", "head_lines", "host", "on_head", "opened", "refused", "sink")
 
-    def __init__(self, future: asyncio.Future, on_head: OnHead, host: str, tunnelled: bool):
+    def __init__(self, future: asyncio.Future, on_head: OnHead, host: str):
         self.future = future
         self.on_head = on_head
         self.sink: Sink | None = None
@@ -91,13 +90,12 @@ class _Exchange:
         self.error: BaseException | None = None  # raised by the caller's on_head or sink
         self.refused = ""  # why the address check refused a connection
         self.host = host
-        self.tunnelled = tunnelled  # through an HTTP proxy's CONNECT, whose answer comes first
 
     def open(self) -> bool:
         """Read the final answer's head and ask on_head where the body goes; False if it
-        refused. The head is the first block of header lines with a final (non-1xx) status,
-        after a proxy's CONNECT answer when the request was tunnelled; lines after it (the
-        trailers of a chunked body) are never read as the head."""
+        refused. The head is the first block of header lines with a final (non-1xx) status (a
+        proxy's CONNECT answer never reaches them: SUPPRESS_CONNECT_HEADERS); lines after it
+        (the trailers of a chunked body) are never read as the head."""
         self.opened = True
         blocks: list[list[bytes]] = [[]]
         for line in self.head_lines:
@@ -105,7 +103,7 @@ class _Exchange:
                 blocks[-1].append(line)
             elif blocks[-1]:
                 blocks.append([])
-        heads = [b for b in blocks if b and b[0].startswith(b"HTTP/")][1 if self.tunnelled else 0:]
+        heads = [b for b in blocks if b and b[0].startswith(b"HTTP/")]
         final = None
         for block in heads:
             parts = block[0].split(None, 2)
@@ -152,7 +150,6 @@ class Engine:
         self._watched: dict[int, int] = {}  # fd -> the events libcurl waits for
         self._idle: list[pycurl.Curl] = []
         self._active: set[pycurl.Curl] = set()
-        self._tunnels = bool(proxy) and urlsplit(proxy).scheme.lower() in ("http", "https")
         self._cafile = _ca_file()
 
     async def __aenter__(self) -> "Engine":
@@ -188,13 +185,14 @@ class Engine:
 
     # -- one exchange ---------------------------------------------------------------
     async def get(self, url: str, headers: dict[str, str], *, timeout: float, connect_timeout: float,
-                  on_head: OnHead, host: str = "") -> Head:
-        """GET url once; the body goes where on_head says. Returns the final answer's Head;
-        raises TransferError, or whatever on_head or the sink raised."""
+                  on_head: OnHead, host: str = "", proxy_headers: dict[str, str] | None = None) -> Head:
+        """GET url once; the body goes where on_head says, `headers` to the site and
+        `proxy_headers` to the proxy alone. Returns the final answer's Head; raises
+        TransferError, or whatever on_head or the sink raised."""
         if self._multi is None:
             raise RuntimeError("the engine is not open")
         future = self._loop.create_future()
-        exchange = _Exchange(future, on_head, host, self._tunnels and urlsplit(url).scheme.lower() == "https")
+        exchange = _Exchange(future, on_head, host)
         handle = self._idle.pop() if self._idle else self._new_handle()
         try:
             handle.setopt(pycurl.URL, url)
@@ -204,6 +202,7 @@ class Engine:
         # As bytes: a validator sent back (If-None-Match) holds the bytes its header came in, read
         # as latin-1, and may hold 0x80-0xFF (RFC 9110's obs-text); libcurl takes a str as ASCII only
         handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}".encode("latin-1") for k, v in headers.items()])
+        handle.setopt(pycurl.PROXYHEADER, [f"{k}: {v}".encode("latin-1") for k, v in (proxy_headers or {}).items()])
         handle.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(timeout, connect_timeout) * 1000)))
         handle.setopt(pycurl.HEADERFUNCTION, exchange.head_lines.append)
@@ -223,6 +222,7 @@ class Engine:
         if self.user_agent:
             handle.setopt(pycurl.USERAGENT, self.user_agent)
         handle.setopt(pycurl.FOLLOWLOCATION, 0)
+        handle.setopt(pycurl.HEADEROPT, pycurl.HEADER_SEPARATE)  # HTTPHEADER to the site, PROXYHEADER to the proxy
         handle.setopt(pycurl.NOSIGNAL, 1)
         handle.setopt(pycurl.BUFFERSIZE, BUFFER_BYTES)
         handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
@@ -232,6 +232,10 @@ class Engine:
             handle.setopt(pycurl.CAINFO, self._cafile)
         if self.proxy:
             handle.setopt(pycurl.PROXY, self.proxy)
+            # An HTTP proxy's answer to CONNECT is not the site's: kept from the header lines. (Only a
+            # request that opens a tunnel has one; one on a tunnel kept open has not, so skipping the
+            # first answer of every request through the proxy failed every second one.)
+            handle.setopt(SUPPRESS_CONNECT_HEADERS, 1)
         else:
             handle.setopt(pycurl.PROXY, "")  # never a proxy from the environment but the one asked for
             if self.address_check is not None:
@@ -346,5 +350,9 @@ class Engine:
         if errno == pycurl.E_RECV_ERROR and message.startswith("Too large response headers"):
             # a server sends the same headers every time: not a reset worth another try
             return TransferError(f"response headers over the cap ({message}; curl {errno})", "too large")
+        if errno == pycurl.E_RECV_ERROR and "chunk" in message.lower():
+            # a chunked body libcurl cannot parse ('chunk hex-length char not a hex digit'): the
+            # server's answer is broken, the connection was not reset
+            return TransferError(f"{message} (curl {errno})", "bad answer")
         cause = _CAUSES.get(errno, "connection error")
         return TransferError(f"{message or 'libcurl error'} (curl {errno})", cause)

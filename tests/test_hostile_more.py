@@ -202,7 +202,7 @@ def test_a_scheduled_run_says_what_its_listing_left_out(site, tmp_path):
     job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[output]\ndir = "m"\n'
                    '[sign]\nrequired = false\n')
     proc = run_cli("run", str(job), "--quiet", "--no-publish")
-    assert re.search(r"crawl: 2 discovered, 2 archived, .*, 1 index row\(s\) refused;", proc.stdout), proc.stdout
+    assert re.search(r"crawl: 2 discovered, 2 archived, .*, 1 of 3 index row\(s\) refused;", proc.stdout), proc.stdout
     site.routes["/"] = body(listing([("/e/0", "E"), ("/e/1", "E")]), "text/html")
     site.routes["/e/0"] = body("<html>no listing</html>", "text/html")
     job.write_text(job.read_text().replace(f'root = "{site.url}"', f'root = "{site.url}/"\ndiscover = "html"'))
