@@ -190,10 +190,29 @@ def _their_mirror(other: Path, report: Report) -> list[Theirs]:
     return files
 
 
+def _walk(top: Path, report: Report):
+    """(folder, its file names) of every folder under top, never entering a linked folder; a
+    loop, not recursion (os.walk recurses here: a copy nested a thousand folders deep would stop
+    it); a folder that cannot be listed is named in report.unread."""
+    stack = [str(top)]
+    while stack:
+        dirpath = stack.pop()
+        try:
+            with os.scandir(dirpath) as items:
+                listed = list(items)
+        except OSError as exc:
+            rel = os.path.relpath(dirpath, top).replace(os.sep, "/")
+            report.notes.append(f"their folder {rel}: {exc.strerror or exc}; nothing in it read")
+            report.unread.append(rel + "/")
+            continue
+        folders = sorted((i.name for i in listed if i.is_dir(follow_symlinks=False)), reverse=True)
+        stack.extend(os.path.join(dirpath, d) for d in folders)
+        yield dirpath, [i.name for i in listed if not i.is_dir(follow_symlinks=False)]
+
+
 def _their_folder(other: Path, report: Report) -> list[Theirs]:
     files, links, skipped = [], 0, 0
-    for dirpath, dirnames, filenames in os.walk(other):  # os.walk does not enter linked folders
-        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
+    for dirpath, filenames in _walk(other, report):
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, other).replace(os.sep, "/")
@@ -379,10 +398,15 @@ def compare(mirror: str | os.PathLike, other: str | os.PathLike, *, workers: int
         if key not in rows:
             rows[key].append(Row(key, "only_here", f"{len(versions)} version(s) here", versions[-1].path, ""))
     for key in sorted(rows):
+        # Several of their files for one acta: the best one names it, unless one is another picture:
+        # a forgery beside the genuine file is still in their copy under this acta's name.
         best = min(rows[key], key=lambda r: _RANK.get(r.label, 9))
+        other = next((r for r in rows[key] if r.label == "different_picture"), best)
         if len(rows[key]) > 1:
-            best = Row(best.key, best.label, (best.detail + "; " if best.detail else "")
-                       + f"{len(rows[key])} of their files are this acta", best.here, best.there, best.score)
+            best = Row(other.key, other.label, (other.detail + "; " if other.detail else "")
+                       + f"{len(rows[key])} of their files are this acta"
+                       + (f" (also {best.label}: {best.there})" if other is not best else ""),
+                       other.here, other.there, other.score)
         report.rows.append(best)
     return report
 

@@ -1,0 +1,84 @@
+"""A stranger's copy, a third time: found by an adversarial review of verify, compare, tally and
+site on copies and folders someone else made. Each attack edits a real signed mirror (or builds
+their folder from its images) the way an attacker would, and runs the real command line under a
+timeout: a hang fails the test, and so does a traceback (run_cli). Each test failed before its fix.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from tests.conftest import run_cli
+from tests.test_hostile_evidence import LIMIT, _an_acta, _lines, _verify, pristine, signed  # noqa: F401
+
+TERABYTE = 1 << 40  # a sparse file: no block on disk, an hour of hashing
+DEEP = 1100  # folders: deeper than Python's recursion limit (1000), well within PATH_MAX
+
+
+def _images(mirror: Path, folder: Path) -> dict[str, Path]:
+    """Every acta's latest file copied flat into folder, as a volunteer's copy holds them: key -> file."""
+    folder.mkdir()
+    out = {}
+    for o in _lines(mirror):
+        if o["kind"] == "acta":
+            out[o["key"]] = folder / f"{o['key']}.jpg"
+            shutil.copyfile(mirror / o["path"], out[o["key"]])
+    return out
+
+
+def _nest(top: Path, depth: int) -> int:
+    """A chain of `depth` folders named 'a' under top; returns a descriptor of the deepest
+    (made relative to each parent: the whole path is never given to one call)."""
+    top.mkdir(exist_ok=True)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("a", dir_fd=fd)
+        deeper = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    return fd
+
+
+def _sparse(path: Path, size: int) -> None:
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+
+
+# -- compare: a forgery beside the genuine file --------------------------------------------------
+def test_compare_names_a_forged_picture_kept_beside_the_genuine_one(signed, tmp_path):
+    """Their folder held every genuine acta and, in a subfolder, another table's image under one
+    acta's name: the best of their files named the acta, so compare said every acta identical,
+    exit 0, and listed nothing: the copies 'agree' while theirs carries a forgery."""
+    theirs = tmp_path / "theirs"
+    files = _images(signed, theirs)
+    victim, donor = sorted(files)[:2]
+    (theirs / "dup").mkdir()
+    shutil.copyfile(files[donor], theirs / "dup" / files[victim].name)
+    proc = run_cli("compare", str(signed), str(theirs), "--json", timeout=LIMIT)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stdout
+    row = next(a for a in report["actas"] if a["key"] == victim)
+    assert row["label"] == "different_picture" and row["there"] == f"dup/{victim}.jpg", row
+    assert f"also identical: {victim}.jpg" in row["detail"]
+    assert report["counts"]["different_picture"] == 1 and report["counts"]["identical"] == len(files) - 1
+
+
+def test_compare_reads_a_folder_nested_deeper_than_the_recursion_limit(signed, tmp_path):
+    """os.walk recurses once per folder: their folder with a file 1100 folders down stopped
+    compare with a RecursionError traceback."""
+    theirs = tmp_path / "theirs"
+    files = _images(signed, theirs)
+    victim, donor = sorted(files)[:2]
+    fd = _nest(theirs / "deep", DEEP)
+    try:
+        with open(f"{victim}.jpg", "wb", opener=lambda name, flags: os.open(name, flags, 0o644, dir_fd=fd)) as fh:
+            fh.write(files[donor].read_bytes())
+    finally:
+        os.close(fd)
+    proc = run_cli("compare", str(signed), str(theirs), "--json", timeout=LIMIT)
+    assert proc.returncode == 1, proc.stderr
+    row = next(a for a in json.loads(proc.stdout)["actas"] if a["key"] == victim)
+    assert row["label"] == "different_picture" and row["there"].endswith("/a/" + f"{victim}.jpg"), row
