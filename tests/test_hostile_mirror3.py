@@ -82,3 +82,15 @@ def test_compare_reads_a_folder_nested_deeper_than_the_recursion_limit(signed, t
     assert proc.returncode == 1, proc.stderr
     row = next(a for a in json.loads(proc.stdout)["actas"] if a["key"] == victim)
     assert row["label"] == "different_picture" and row["there"].endswith("/a/" + f"{victim}.jpg"), row
+
+
+# -- site: a planted site/ too deep to remove --------------------------------------------------
+def test_site_refuses_in_one_line_a_planted_site_folder_too_deep_to_remove(signed):
+    """The last site is removed with shutil.rmtree, which recurses per folder: a copy shipping
+    a site/ nested 1100 folders deep stopped the command with a RecursionError traceback."""
+    os.close(_nest(signed / "site", DEEP))
+    proc = run_cli("site", str(signed), timeout=LIMIT)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("acta-mirror:")]
+    assert len(lines) == 1 and "nested too deep" in lines[0] and "rm -rf" in lines[0], proc.stderr
+    assert (signed / "site").is_dir()  # left for the user to remove: nothing half-removed said to be done
