@@ -410,15 +410,17 @@ class MirrorState:
 class Scan:
     """What a walk of data/ (or of one folder in it) found: each regular file as (path, size,
     sha256), the size 0 and sha256 None when not asked for; the folders it was told not to
-    enter; and every defect."""
+    enter; every defect; and the files too large to hash unasked (sha256 None, size known)."""
 
     files: list[tuple[str, int, str | None]] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
 
 
 READ_SIZE = 1 << 20
 MEASURE, HASH = 1, 2  # scan levels beyond names: lstat each file; open, read and hash it
+HASH_UNASKED = 64 << 20  # HASH reads a larger file only when the caller asks (a copy's sparse terabyte: an hour)
 
 
 def scan(root: str | os.PathLike, rel: str = "data", level: int = 0, recurse: bool = True) -> Scan:
@@ -541,6 +543,10 @@ def _hash_file(folder: int, name: str, rel: str, found: Scan) -> None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             found.problems.append(Problem("unsafe", rel, f"{_kind_of(info.st_mode)}, not a regular file"))
+            return
+        if info.st_size > HASH_UNASKED:  # the caller hashes it if its records say it is that large
+            found.files.append((rel, info.st_size, None))
+            found.deferred.append(rel)
             return
         found.files.append((rel, *digest_fd(fd, info.st_size)))
     except OSError as exc:

@@ -94,3 +94,47 @@ def test_site_refuses_in_one_line_a_planted_site_folder_too_deep_to_remove(signe
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("acta-mirror:")]
     assert len(lines) == 1 and "nested too deep" in lines[0] and "rm -rf" in lines[0], proc.stderr
     assert (signed / "site").is_dir()  # left for the user to remove: nothing half-removed said to be done
+
+
+# -- a sparse terabyte in place of a file --------------------------------------------------------
+def test_verify_never_hashes_a_sparse_terabyte_planted_in_data(signed):
+    """verify hashed every regular file as it walked data/, listed or not: a sparse terabyte
+    (no disk space, made in a moment) held it for about an hour, whether planted as an unlisted
+    file or in place of a listed acta. Neither can be an archived file: each is named unread."""
+    victim = _an_acta(signed)
+    _sparse(signed / victim["path"], TERABYTE)
+    _sparse(signed / "data" / "planted.bin", TERABYTE)
+    code, problems, report = _verify(signed)
+    assert code == 1
+    assert {("changed", victim["path"]), ("unlisted", "data/planted.bin")} <= problems, problems
+    detail = next(p["detail"] for p in report["problems"] if p["path"] == victim["path"])
+    assert "not hashed" in detail and f"{TERABYTE:,} bytes" in detail
+
+
+def test_verify_still_hashes_a_large_file_whose_record_gives_its_size(signed):
+    """The other side of the rule above: a file over the size hashed unasked is still hashed
+    when its provenance record says it is that large, and a change in it is still found."""
+    victim = _an_acta(signed)
+    big = 70 << 20
+    (signed / victim["path"]).write_bytes(b"\0" * big)
+    objs = _lines(signed)
+    for o in objs:
+        if o["path"] == victim["path"]:
+            o["size"] = big
+    (signed / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
+    code, problems, report = _verify(signed)
+    assert code == 1 and ("changed", victim["path"]) in problems, problems
+    detail = next(p["detail"] for p in report["problems"] if p["kind"] == "changed")
+    assert detail.startswith("sha256 ") and victim["sha256"] in detail
+
+
+def test_tally_never_hashes_a_sparse_terabyte_in_place_of_an_acta(signed):
+    """tally hashed each acta whole before comparing it with the recorded sha256: a sparse
+    terabyte under an acta's name held it for about an hour. A file whose size is not the
+    recorded one is not the archived bytes and is not read; its table is not counted."""
+    victim = _an_acta(signed)
+    _sparse(signed / victim["path"], TERABYTE)
+    proc = run_cli("tally", str(signed), "--quiet", timeout=LIMIT)
+    assert proc.returncode == 1, proc.stderr
+    assert "1 unreadable (1 not the archived bytes)" in proc.stdout, proc.stdout
+    assert f"(first: {victim['key']})" in proc.stderr and "not counted" in proc.stderr
