@@ -138,3 +138,15 @@ def test_tally_never_hashes_a_sparse_terabyte_in_place_of_an_acta(signed):
     assert proc.returncode == 1, proc.stderr
     assert "1 unreadable (1 not the archived bytes)" in proc.stdout, proc.stdout
     assert f"(first: {victim['key']})" in proc.stderr and "not counted" in proc.stderr
+
+
+def test_verify_never_hashes_a_sparse_terabyte_a_tag_manifest_line_names(signed):
+    """The tag manifest is not signed: anyone may add a line naming a file beside the records,
+    and verify hashed every file it names, whole. A planted line for a sparse terabyte held it
+    for about an hour; a tag file other than the records over 1 MiB is now named, unread."""
+    _sparse(signed / "notes.txt", TERABYTE)
+    with open(signed / "tagmanifest-sha256.txt", "a") as fh:
+        fh.write(f"{'0' * 64}  notes.txt\n")
+    code, problems, report = _verify(signed)
+    assert code == 1 and ("unsafe", "notes.txt") in problems, problems
+    assert not report["ok"]
