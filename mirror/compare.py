@@ -41,6 +41,7 @@ SAME_SIZE_LIMIT = 6.0
 RESCALED_LIMIT = 32.0
 ASPECT_TOLERANCE = 0.02  # width/height may differ this much (rounding when rescaled)
 MAX_LIST_BYTES = 256 << 20  # a sha256 list for every acta ever published is a few MB
+MAX_FILE_BYTES = 256 << 20  # an acta scan is a few MB: a larger file of theirs is not hashed (a sparse TB: an hour)
 _KEY_IN_NAME = re.compile(r"(?<!\d)(\d{9})\.(\d{2})(?!\d)")
 _SHA_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -132,7 +133,11 @@ def _load_ours(mirror: Path, report: Report) -> _Ours:
 
 # -- their side -------------------------------------------------------------------------
 def _hash(root: str, rel: str) -> str:
+    """sha256 of one file of theirs; UnsafePath, unread, when it is larger than any acta."""
     with open_payload(root, rel) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise UnsafePath(rel, f"{size:,} bytes, larger than any acta ({MAX_FILE_BYTES:,}); not read")
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 

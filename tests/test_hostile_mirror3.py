@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import run_cli
 from tests.test_hostile_evidence import LIMIT, _an_acta, _lines, _verify, pristine, signed  # noqa: F401
@@ -41,6 +44,19 @@ def _nest(top: Path, depth: int) -> int:
     return fd
 
 
+@pytest.fixture
+def nested():
+    """_nest, with each chain removed after the test by rm -rf (pytest's own cleanup recurses too)."""
+    made: list[Path] = []
+
+    def nest(top: Path, depth: int) -> int:
+        made.append(top)
+        return _nest(top, depth)
+    yield nest
+    for top in made:
+        subprocess.run(["rm", "-rf", "--", str(top)], check=False)
+
+
 def _sparse(path: Path, size: int) -> None:
     path.unlink(missing_ok=True)
     with open(path, "wb") as fh:
@@ -66,13 +82,13 @@ def test_compare_names_a_forged_picture_kept_beside_the_genuine_one(signed, tmp_
     assert report["counts"]["different_picture"] == 1 and report["counts"]["identical"] == len(files) - 1
 
 
-def test_compare_reads_a_folder_nested_deeper_than_the_recursion_limit(signed, tmp_path):
+def test_compare_reads_a_folder_nested_deeper_than_the_recursion_limit(signed, tmp_path, nested):
     """os.walk recurses once per folder: their folder with a file 1100 folders down stopped
     compare with a RecursionError traceback."""
     theirs = tmp_path / "theirs"
     files = _images(signed, theirs)
     victim, donor = sorted(files)[:2]
-    fd = _nest(theirs / "deep", DEEP)
+    fd = nested(theirs / "deep", DEEP)
     try:
         with open(f"{victim}.jpg", "wb", opener=lambda name, flags: os.open(name, flags, 0o644, dir_fd=fd)) as fh:
             fh.write(files[donor].read_bytes())
@@ -84,11 +100,26 @@ def test_compare_reads_a_folder_nested_deeper_than_the_recursion_limit(signed, t
     assert row["label"] == "different_picture" and row["there"].endswith("/a/" + f"{victim}.jpg"), row
 
 
+
+def test_compare_never_hashes_a_sparse_terabyte_in_their_folder(signed, tmp_path):
+    """compare hashed each of their files whole: a sparse terabyte under an acta's name held it
+    for about an hour. A file larger than any acta is now named unread, and the copies are not
+    said to agree."""
+    theirs = tmp_path / "theirs"
+    files = _images(signed, theirs)
+    victim = sorted(files)[0]
+    _sparse(files[victim], TERABYTE)
+    proc = run_cli("compare", str(signed), str(theirs), "--json", timeout=LIMIT)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stderr
+    assert report["unread"] == [f"{victim}.jpg"] and report["counts"]["identical"] == len(files) - 1
+    assert any("not read" in note and f"{TERABYTE:,} bytes" in note for note in report["notes"]), report["notes"]
+
 # -- site: a planted site/ too deep to remove --------------------------------------------------
-def test_site_refuses_in_one_line_a_planted_site_folder_too_deep_to_remove(signed):
+def test_site_refuses_in_one_line_a_planted_site_folder_too_deep_to_remove(signed, nested):
     """The last site is removed with shutil.rmtree, which recurses per folder: a copy shipping
     a site/ nested 1100 folders deep stopped the command with a RecursionError traceback."""
-    os.close(_nest(signed / "site", DEEP))
+    os.close(nested(signed / "site", DEEP))
     proc = run_cli("site", str(signed), timeout=LIMIT)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("acta-mirror:")]
