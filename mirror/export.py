@@ -196,6 +196,11 @@ class _Writer:
             self.result.problems.append(Problem(kind, e.path, _why(exc)))
             return False
         with fh:
+            have = os.fstat(fh.fileno()).st_size
+            if have != e.size:  # not the recorded bytes, and not read (a copy's sparse terabyte: an hour)
+                self.result.problems.append(Problem("changed", e.path, f"{have:,} bytes, its record says {e.size:,}; "
+                                                                       "not exported"))
+                return False
             payload, block = hashlib.sha256(), hashlib.sha256(http.headers_buff)
             size = 0
             while chunk := fh.read(CHUNK):

@@ -181,3 +181,16 @@ def test_verify_never_hashes_a_sparse_terabyte_a_tag_manifest_line_names(signed)
     code, problems, report = _verify(signed)
     assert code == 1 and ("unsafe", "notes.txt") in problems, problems
     assert not report["ok"]
+
+
+def test_export_never_hashes_a_sparse_terabyte_in_place_of_an_acta(signed, tmp_path):
+    """export hashed each file whole before comparing its size with its record: a sparse
+    terabyte under an acta's name held it for over an hour. It is now left out, unread."""
+    victim = _an_acta(signed)
+    _sparse(signed / victim["path"], TERABYTE)
+    out = tmp_path / "m.warc.gz"
+    proc = run_cli("export", str(signed), "--warc", str(out), timeout=LIMIT)
+    assert proc.returncode == 1, proc.stderr
+    total = len(_lines(signed))
+    assert f"{total - 1} of {total} recorded files as responses" in proc.stdout + proc.stderr
+    assert f"{TERABYTE:,} bytes, its record says {victim['size']:,}; not exported" in proc.stdout + proc.stderr
