@@ -194,3 +194,54 @@ def test_export_never_hashes_a_sparse_terabyte_in_place_of_an_acta(signed, tmp_p
     total = len(_lines(signed))
     assert f"{total - 1} of {total} recorded files as responses" in proc.stdout + proc.stderr
     assert f"{TERABYTE:,} bytes, its record says {victim['size']:,}; not exported" in proc.stdout + proc.stderr
+
+
+# -- merge: a shard's record files ----------------------------------------------------------------
+def _shard_adding_one_acta(pristine, tmp_path) -> Path:
+    """A copy of the mirror as a shard, with one new acta (another's bytes under a new key)."""
+    shard = tmp_path / "shard"
+    shutil.copytree(pristine[0], shard, symlinks=True)
+    donor = _an_acta(shard, 1)
+    new = dict(donor, key="999999999.01", path="data/zz/999999999.01.jpg")
+    (shard / "data" / "zz").mkdir()
+    shutil.copyfile(shard / donor["path"], shard / new["path"])
+    with open(shard / "provenance.jsonl", "a") as fh:
+        fh.write(json.dumps(new) + "\n")
+    return shard
+
+
+@pytest.mark.parametrize("name", ["changes.jsonl", "failures.jsonl", "bag-info.txt"])
+def test_a_merge_refused_for_a_shards_record_file_leaves_the_mirror_as_it_was(signed, pristine, tmp_path, name):
+    """A shard's changes, failures and bag-info were read only after its files had been moved
+    into the mirror and its provenance lines appended: one that is a symbolic link was refused
+    (exit 2, 'not merging it') with the mirror half-merged, no longer verifying."""
+    shard = _shard_adding_one_acta(pristine, tmp_path)
+    (shard / name).unlink(missing_ok=True)
+    (shard / name).symlink_to(signed / name)
+    proc = run_cli("merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key", timeout=LIMIT)
+    assert proc.returncode == 2 and f"{name}: a symbolic link" in proc.stderr, proc.stdout + proc.stderr
+    assert not (signed / "data" / "zz").exists()
+    check = run_cli("verify", str(signed), "--pubkey", f"{pristine[1]}.pub", timeout=LIMIT)
+    assert check.returncode == 0, check.stdout
+
+
+def test_merge_never_reads_a_shards_giant_record_file_into_memory(signed, pristine, tmp_path):
+    """A shard's changes.jsonl was read whole into memory: a sparse terabyte stopped merge with
+    a MemoryError traceback (or the machine, without a limit). It is refused in one line."""
+    from tests.test_hostile_copies import _cli_in_memory
+
+    shard = _shard_adding_one_acta(pristine, tmp_path)
+    _sparse(shard / "changes.jsonl", TERABYTE)
+    proc = _cli_in_memory(2 << 30, "merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "changes.jsonl: larger than" in proc.stderr and not (signed / "data" / "zz").exists()
+
+
+def test_merge_never_hashes_a_sparse_terabyte_in_a_shard(signed, pristine, tmp_path):
+    """merge hashed each shard file whole before comparing its size with its line: a sparse
+    terabyte in place of the acta a shard adds held it for about an hour."""
+    shard = _shard_adding_one_acta(pristine, tmp_path)
+    _sparse(shard / "data" / "zz" / "999999999.01.jpg", TERABYTE)
+    proc = run_cli("merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key", timeout=LIMIT)
+    assert proc.returncode == 2 and "does not match its provenance line" in proc.stderr, proc.stderr
+    assert not (signed / "data" / "zz").exists()
