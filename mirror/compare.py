@@ -121,7 +121,9 @@ def _load_ours(mirror: Path, report: Report) -> _Ours:
 
         try:
             with open_payload(mirror, e.path) as fh:
-                raw = fh.read()
+                raw = fh.read(MAX_LIST_BYTES + 1)  # an index is a few MB: a copy's giant is never held whole
+            if len(raw) > MAX_LIST_BYTES:
+                raise UnsafePath(e.path, f"larger than {MAX_LIST_BYTES:,} bytes; not read")
             for acta in parse_index_bytes(raw, e.url):
                 ours.names.setdefault(_basename(acta.url), acta.key)
         except (OSError, IndexFormatError, UnsafePath) as exc:

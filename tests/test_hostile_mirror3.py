@@ -245,3 +245,47 @@ def test_merge_never_hashes_a_sparse_terabyte_in_a_shard(signed, pristine, tmp_p
     proc = run_cli("merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key", timeout=LIMIT)
     assert proc.returncode == 2 and "does not match its provenance line" in proc.stderr, proc.stderr
     assert not (signed / "data" / "zz").exists()
+
+
+# -- the audit: an index its record says is huge -----------------------------------------------------
+def _giant_index(mirror: Path, size: int = 3 << 30) -> int:
+    """The latest index replaced by `size` bytes of zeros (sparse), its record and manifest line
+    rewritten to match, as anyone can: a mirror whose records agree, and whose index is huge."""
+    import hashlib
+
+    objs = _lines(mirror)
+    index = [o for o in objs if o["kind"] == "index"][-1]
+    _sparse(mirror / index["path"], size)
+    digest, zeros = hashlib.sha256(), bytes(1 << 20)
+    for _ in range(size >> 20):
+        digest.update(zeros)
+    manifest = (mirror / "manifest-sha256.txt").read_text().replace(index["sha256"], digest.hexdigest())
+    index.update(sha256=digest.hexdigest(), size=size)
+    (mirror / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
+    (mirror / "manifest-sha256.txt").write_text(manifest)
+    return size
+
+
+@pytest.mark.parametrize("command", ["tally", "site"])
+def test_an_index_recorded_as_gigabytes_is_refused_not_read_into_memory(signed, command):
+    """The archived index was read into memory up to the size its record gives: a copy whose
+    index is gigabytes of zeros, recorded (sha256 and size) as such, stopped tally and site with
+    a MemoryError traceback, or the machine without a limit. An index over 256 MiB is refused."""
+    from tests.test_hostile_copies import _cli_in_memory
+
+    size = _giant_index(signed)
+    proc = _cli_in_memory(2 << 30, command, str(signed))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"gives the index {size:,} bytes, larger than any index" in proc.stderr
+
+
+def test_compare_never_reads_a_giant_index_of_the_mirror_into_memory(signed, tmp_path):
+    """compare read each archived index of DIR whole for its file names (DIR may be a copy too)."""
+    from tests.test_hostile_copies import _cli_in_memory
+
+    theirs = tmp_path / "theirs"
+    files = _images(signed, theirs)
+    _giant_index(signed)
+    proc = _cli_in_memory(2 << 30, "compare", str(signed), str(theirs))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{len(files)} of {len(files)} actas" in proc.stdout and "not used for names" in proc.stdout

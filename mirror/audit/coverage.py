@@ -43,6 +43,7 @@ LABELS = {
     "vanished": "no longer served by the site",
     ARCHIVED: "archived, not read",
 }
+MAX_INDEX_BYTES = 256 << 20  # the index of all 30,026 tables of 2024 is a few MB
 CSV_HEADER = ("key", "status", "label", "detail", "at", "attempts", "path", "state", "municipality",
               "parish", "center", "table", "cause")
 # A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) can send
@@ -216,7 +217,11 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
 def archived_index(state: MirrorState, entry: Entry) -> bytes:
     """The index file's bytes, only when they are the ones its provenance record names: a copy
     with an edited index (tables dropped from the list, other published figures) is refused
-    with NotAMirror, never counted against."""
+    with NotAMirror, never counted against; so is one larger than any index (MAX_INDEX_BYTES),
+    unread: its record may say so, but a copy's 60 GB index would be read into memory."""
+    if entry.size > MAX_INDEX_BYTES:
+        raise NotAMirror(f"{state.root}: {entry.path}: provenance.jsonl gives the index {entry.size:,} bytes, "
+                         f"larger than any index ({MAX_INDEX_BYTES:,}); not read")
     with state.open(entry.path) as fh:
         raw = fh.read(entry.size + 1)  # more than the record says is other bytes already: never read whole
     got = hashlib.sha256(raw).hexdigest()
