@@ -143,15 +143,21 @@ class Opener:
         return fd
 
 
-def open_payload(root: str | os.PathLike, rel: str) -> BinaryIO:
+def open_payload(root: str | os.PathLike, rel: str, limit: int | None = None) -> BinaryIO:
     """Open a file of the mirror for reading, only if it is a regular file reached through real
-    folders. Raises UnsafePath (symlink, FIFO, device, '..', absolute) or FileNotFoundError."""
+    folders (and, with limit, of at most limit bytes). Raises UnsafePath (symlink, FIFO, device,
+    '..', absolute, too large) or FileNotFoundError."""
     with Opener(root) as opener:
-        return os.fdopen(opener.open_fd(rel), "rb")
+        fd = opener.open_fd(rel)
+    if limit is not None and (size := os.fstat(fd).st_size) > limit:
+        os.close(fd)
+        raise UnsafePath(rel, f"{size:,} bytes, larger than {limit:,}; not read")
+    return os.fdopen(fd, "rb")
 
 
 MAX_TAG_BYTES = 1 << 20  # bagit.txt, bag-info.txt, the tag manifest: a few lines each
 MAX_MANIFEST_BYTES = 1 << 29  # ~3 million lines, a hundred times a national mirror's
+MAX_RECORDS_BYTES = 1 << 32  # provenance, changes, failures: as many lines, each about 1 KB (a sparse TB: hours)
 
 
 def _read_tag(root: Path, name: str, problems: list[Problem], limit: int = MAX_TAG_BYTES) -> bytes | None:
@@ -220,7 +226,7 @@ def iter_records(path: str | os.PathLike, problems: list[Problem] | None = None)
     one raises NotAMirror. A missing file has no records; a symlinked one is refused."""
     path = Path(path)
     try:
-        fh = open_payload(path.parent, path.name)
+        fh = open_payload(path.parent, path.name, MAX_RECORDS_BYTES)
     except FileNotFoundError:
         return
     except UnsafePath as exc:
@@ -273,7 +279,7 @@ def read_entries(path: str | os.PathLike, problems: list[Problem]) -> list[Entry
     entries: list[Entry] = []
     paths: set[str] = set()
     try:
-        with open_payload(path.parent, path.name) as fh:
+        with open_payload(path.parent, path.name, MAX_RECORDS_BYTES) as fh:
             while lines := _line_batch(fh):
                 batch = Entry.from_json_lines([line.decode("utf-8") for line in lines])
                 if batch is None or any(map(check_entry, batch)):

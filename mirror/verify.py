@@ -16,6 +16,7 @@ from .manifest import BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST
 from .models import Problem, UnsafePath, UsageError
 from .state import (
     HASH,
+    MAX_RECORDS_BYTES,
     MAX_TAG_BYTES,
     MEASURE,
     SIGNED_TAG_FILES,
@@ -246,7 +247,7 @@ def _check_tags(root: Path, state: MirrorState, unsafe: set[str]) -> list[Proble
     # The records may be large; any other tag file is a few lines (a line naming a planted sparse
     # terabyte would hold verify for an hour): over MAX_TAG_BYTES it is not read.
     records = sorted(set(state.tags) & set(SIGNED_TAG_FILES))
-    hashed = hash_files(root, records) + hash_files(root, sorted(set(state.tags) - set(records)), MAX_TAG_BYTES)
+    hashed = hash_files(root, records, MAX_RECORDS_BYTES) + hash_files(root, sorted(set(state.tags) - set(records)), MAX_TAG_BYTES)
     for rel, got in sorted(hashed):
         if got is None:
             problems.append(Problem("tag-missing", rel, "listed in the tag manifest, not on disk"))

@@ -289,3 +289,16 @@ def test_compare_never_reads_a_giant_index_of_the_mirror_into_memory(signed, tmp
     proc = _cli_in_memory(2 << 30, "compare", str(signed), str(theirs))
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{len(files)} of {len(files)} actas" in proc.stdout and "not used for names" in proc.stdout
+
+
+# -- the records: a sparse terabyte in place of one ------------------------------------------------
+@pytest.mark.parametrize("name", ["provenance.jsonl", "changes.jsonl", "failures.jsonl"])
+def test_a_record_file_that_is_a_sparse_terabyte_is_named_not_read(signed, name):
+    """The records were read line by line, a giant line skipped by reading through it, then hashed
+    for the tag manifest and again for the signed statement: a sparse terabyte in place of one held
+    verify for hours. A record file over 4 GiB is now named unsafe, unread, by every reader."""
+    _sparse(signed / name, TERABYTE)
+    code, problems, _report = _verify(signed)
+    assert code == 1 and ("unsafe", name) in problems, problems
+    proc = run_cli("tally", str(signed), timeout=LIMIT)
+    assert proc.returncode == 2 and f"{TERABYTE:,} bytes, larger than" in proc.stderr, proc.stderr

@@ -29,7 +29,7 @@ from typing import Iterable, Mapping
 from ..manifest import CHANGES, FAILURES
 from ..models import Entry, IndexFormatError, NotAMirror, Place
 from ..sites.resultados2024 import parse_index_bytes
-from ..state import MirrorState, is_acta_key, iter_lines, open_payload, read_state
+from ..state import MAX_RECORDS_BYTES, MirrorState, is_acta_key, iter_lines, open_payload, read_state
 
 STATUSES = ("qr", "print", "unreadable", "failed", "absent", "vanished")
 ARCHIVED = "archived"  # provisional, before the archived image is read
@@ -175,7 +175,7 @@ def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
     cause, at and attempts are read when the crawl wrote them."""
     out: dict[str, Failure] = {}
     try:
-        fh = open_payload(bag, FAILURES)  # no link, no FIFO
+        fh = open_payload(bag, FAILURES, MAX_RECORDS_BYTES)  # no link, no FIFO, no sparse terabyte
     except FileNotFoundError:
         return out
     with fh:
@@ -199,7 +199,7 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
     """key -> when the site stopped listing it, for tables whose last change is 'vanished'."""
     last: dict[str, tuple[str, str]] = {}
     try:
-        fh = open_payload(bag, CHANGES)  # no link, no FIFO
+        fh = open_payload(bag, CHANGES, MAX_RECORDS_BYTES)  # no link, no FIFO, no sparse terabyte
     except FileNotFoundError:
         return {}
     with fh:
