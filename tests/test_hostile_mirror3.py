@@ -302,3 +302,17 @@ def test_a_record_file_that_is_a_sparse_terabyte_is_named_not_read(signed, name)
     assert code == 1 and ("unsafe", name) in problems, problems
     proc = run_cli("tally", str(signed), timeout=LIMIT)
     assert proc.returncode == 2 and f"{TERABYTE:,} bytes, larger than" in proc.stderr, proc.stderr
+
+
+# -- car: what a copy left in site/ ------------------------------------------------------------------
+def test_car_never_carries_a_sparse_terabyte_planted_in_site(signed, tmp_path):
+    """car (and every publisher) carries site/ beside data/: a sparse terabyte planted there as
+    site/acta.js was hashed and then written into the CAR file (a 2 GB one took 22 s and made a
+    2 GB CAR). A site file over 64 MiB is refused, unread, and no CAR file is left."""
+    (signed / "site").mkdir()
+    _sparse(signed / "site" / "acta.js", TERABYTE)
+    out = tmp_path / "m.car"
+    proc = run_cli("car", str(signed), "--out", str(out), timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"site/acta.js: {TERABYTE:,} bytes, larger than" in proc.stderr and not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".m.car")] == []
