@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.test_hostile_evidence import LIMIT, _an_acta, _lines, _verify, pristine, signed  # noqa: F401
+from tests.test_stranger import copy, made  # noqa: F401
 
 TERABYTE = 1 << 40  # a sparse file: no block on disk, an hour of hashing
 DEEP = 1100  # folders: deeper than Python's recursion limit (1000), well within PATH_MAX
@@ -316,3 +317,21 @@ def test_car_never_carries_a_sparse_terabyte_planted_in_site(signed, tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"site/acta.js: {TERABYTE:,} bytes, larger than" in proc.stderr and not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".m.car")] == []
+
+
+# -- the offline recipe: a sparse terabyte in place of an acta -----------------------------------------
+def test_the_recipe_stops_at_step_1_on_a_sparse_terabyte(made, copy, tmp_path):  # noqa: F811
+    """Step 4 (sha256sum -c) hashed a listed acta replaced by a sparse terabyte: the stranger's
+    check ran for about an hour. Step 1 now refuses any file over 1 GiB, before anything is read;
+    in a shard's clone too; and acta-mirror's verify names the file at once."""
+    from tests.test_stranger import BAG, SHARD, actas, first_failure, verify
+
+    key = made / "signer.pub"
+    _sparse(copy / actas(copy)[0], TERABYTE)
+    assert first_failure(BAG, copy, key) == 1
+    code, out = verify(copy, key)
+    assert code == 1 and f"changed: {actas(copy)[0]}" in out, out
+    clone = tmp_path / "clone"
+    shutil.copytree(made / "clone", clone, symlinks=True)
+    _sparse(clone / actas(clone)[0], TERABYTE)
+    assert first_failure(SHARD, clone, key) == 1
