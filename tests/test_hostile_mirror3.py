@@ -335,3 +335,17 @@ def test_the_recipe_stops_at_step_1_on_a_sparse_terabyte(made, copy, tmp_path): 
     shutil.copytree(made / "clone", clone, symlinks=True)
     _sparse(clone / actas(clone)[0], TERABYTE)
     assert first_failure(SHARD, clone, key) == 1
+
+
+def test_export_never_copies_a_giant_evidence_file_into_the_wacz(signed, tmp_path):
+    """The WACZ's evidence/ files were copied whole into the work folder, then zipped: a copy's
+    signed-root.json.tsr as a sparse file was written out as zeros (a terabyte would fill the
+    disk, after hours). Each evidence file is now read only within what such a file can be
+    (a timestamp token: 1 MiB), else left out and named."""
+    _sparse(signed / "signed-root.json.tsr", 2 << 30)
+    out = tmp_path / "m.wacz"
+    proc = run_cli("export", str(signed), "--wacz", str(out), timeout=LIMIT)
+    assert proc.returncode == 1, proc.stderr
+    said = proc.stdout + proc.stderr
+    assert f"unsafe: signed-root.json.tsr ({2 << 30:,} bytes, larger than 1,048,576; not read)" in said, said
+    assert "1 evidence file(s) left out" in said and out.stat().st_size < 64 << 20
