@@ -43,7 +43,7 @@ from .models import Entry, NotAMirror, Problem, UnsafePath, unsafe_path
 SIGNED_TAG_FILES = (PAYLOAD_MANIFEST, BAG_INFO, PROVENANCE, CHANGES, FAILURES)
 """The tag files whose sha256 the signed statement carries (those present when it was signed)."""
 
-ACTA_KEY = re.compile(r"\d{9}\.\d{2,3}")  # '<9-digit CNE center>.<table>', as sites.resultados2024.acta_key makes it
+ACTA_KEY = re.compile(r"[0-9]{9}\.[0-9]{2,3}")  # ASCII, as sites.resultados2024.acta_key makes it (\d takes ０ and ٠)
 INDEX_KEY = re.compile(r"index/[^/\x00-\x1f\x7f]+")
 SHARD_NAME = re.compile(r"\d{2}")
 KINDS = ("acta", "index")

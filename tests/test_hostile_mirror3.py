@@ -349,3 +349,22 @@ def test_export_never_copies_a_giant_evidence_file_into_the_wacz(signed, tmp_pat
     said = proc.stdout + proc.stderr
     assert f"unsafe: signed-root.json.tsr ({2 << 30:,} bytes, larger than 1,048,576; not read)" in said, said
     assert "1 evidence file(s) left out" in said and out.stat().st_size < 64 << 20
+
+
+# -- keys: digits that are not ASCII ---------------------------------------------------------------
+def test_a_key_of_fullwidth_digits_is_a_bad_record_not_another_table(signed):
+    """A record's key was checked with \\d, which takes any Unicode digit: a copy could add a
+    record under ０１０１１３０４２.０１ (fullwidth digits), a look-alike of a real table, its file
+    named to match, and verify took it as a record of another table (an unsigned copy: intact).
+    Keys are ASCII digits, as the crawl makes them."""
+    objs = _lines(signed)
+    real = _an_acta(signed)
+    twin = dict(real, key=real["key"].translate(str.maketrans("0123456789", "０１２３４５６７８９")))
+    twin["path"] = real["path"].rsplit("/", 1)[0] + f"/{twin['key']}.jpg"
+    shutil.copyfile(signed / real["path"], signed / twin["path"])
+    (signed / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs + [twin]))
+    with open(signed / "manifest-sha256.txt", "a") as fh:
+        fh.write(f"{real['sha256']}  {twin['path']}\n")
+    code, problems, report = _verify(signed)
+    assert code == 1 and ("provenance", "provenance.jsonl") in problems, problems
+    assert any(twin["key"] in p["detail"] and "neither an acta key" in p["detail"] for p in report["problems"])
