@@ -910,6 +910,7 @@ def read_checked(root: str | os.PathLike, rel: str, sha256_hex: str, size: int |
 TIMESTAMP_FILES = ("signed-root.json.tsr", "signed-root.json.tsr.chain.pem")
 PUBLISHED_TAG_FILES = TAG_FILES + (TAG_MANIFEST,) + TIMESTAMP_FILES  # the only top-level files published
 SITE_DIR = "site"  # the browsable index `acta-mirror site` writes
+MAX_SITE_FILE_BYTES = 64 << 20  # its largest file, a state's list of centres, is well under 1 MB
 
 
 def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
@@ -949,11 +950,12 @@ def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(rel)
                     continue
-                files.append((rel, *_measure(root, rel)))  # refuses symlinks and special files
+                files.append((rel, *_measure(root, rel, MAX_SITE_FILE_BYTES)))  # refuses links, special files, giants
     return files
 
 
-def _measure(root: Path, rel: str) -> tuple[int, str]:
-    """Size and sha256 of a file inside root, streamed through the validated opener."""
-    with open_payload(root, rel) as fh:
+def _measure(root: Path, rel: str, limit: int | None = None) -> tuple[int, str]:
+    """Size and sha256 of a file inside root, streamed through the validated opener (UnsafePath,
+    unread, when it is larger than limit)."""
+    with open_payload(root, rel, limit) as fh:
         return os.fstat(fh.fileno()).st_size, hashlib.file_digest(fh, "sha256").hexdigest()

@@ -41,6 +41,7 @@ SAME_SIZE_LIMIT = 6.0
 RESCALED_LIMIT = 32.0
 ASPECT_TOLERANCE = 0.02  # width/height may differ this much (rounding when rescaled)
 MAX_LIST_BYTES = 256 << 20  # a sha256 list for every acta ever published is a few MB
+MAX_FILE_BYTES = 256 << 20  # an acta scan is a few MB: a larger file of theirs is not hashed (a sparse TB: an hour)
 _KEY_IN_NAME = re.compile(r"(?<!\d)(\d{9})\.(\d{2})(?!\d)")
 _SHA_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -120,7 +121,9 @@ def _load_ours(mirror: Path, report: Report) -> _Ours:
 
         try:
             with open_payload(mirror, e.path) as fh:
-                raw = fh.read()
+                raw = fh.read(MAX_LIST_BYTES + 1)  # an index is a few MB: a copy's giant is never held whole
+            if len(raw) > MAX_LIST_BYTES:
+                raise UnsafePath(e.path, f"larger than {MAX_LIST_BYTES:,} bytes; not read")
             for acta in parse_index_bytes(raw, e.url):
                 ours.names.setdefault(_basename(acta.url), acta.key)
         except (OSError, IndexFormatError, UnsafePath) as exc:
@@ -132,7 +135,11 @@ def _load_ours(mirror: Path, report: Report) -> _Ours:
 
 # -- their side -------------------------------------------------------------------------
 def _hash(root: str, rel: str) -> str:
+    """sha256 of one file of theirs; UnsafePath, unread, when it is larger than any acta."""
     with open_payload(root, rel) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise UnsafePath(rel, f"{size:,} bytes, larger than any acta ({MAX_FILE_BYTES:,}); not read")
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
@@ -190,10 +197,29 @@ def _their_mirror(other: Path, report: Report) -> list[Theirs]:
     return files
 
 
+def _walk(top: Path, report: Report):
+    """(folder, its file names) of every folder under top, never entering a linked folder; a
+    loop, not recursion (os.walk recurses here: a copy nested a thousand folders deep would stop
+    it); a folder that cannot be listed is named in report.unread."""
+    stack = [str(top)]
+    while stack:
+        dirpath = stack.pop()
+        try:
+            with os.scandir(dirpath) as items:
+                listed = list(items)
+        except OSError as exc:
+            rel = os.path.relpath(dirpath, top).replace(os.sep, "/")
+            report.notes.append(f"their folder {rel}: {exc.strerror or exc}; nothing in it read")
+            report.unread.append(rel + "/")
+            continue
+        folders = sorted((i.name for i in listed if i.is_dir(follow_symlinks=False)), reverse=True)
+        stack.extend(os.path.join(dirpath, d) for d in folders)
+        yield dirpath, [i.name for i in listed if not i.is_dir(follow_symlinks=False)]
+
+
 def _their_folder(other: Path, report: Report) -> list[Theirs]:
     files, links, skipped = [], 0, 0
-    for dirpath, dirnames, filenames in os.walk(other):  # os.walk does not enter linked folders
-        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
+    for dirpath, filenames in _walk(other, report):
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, other).replace(os.sep, "/")
@@ -379,10 +405,15 @@ def compare(mirror: str | os.PathLike, other: str | os.PathLike, *, workers: int
         if key not in rows:
             rows[key].append(Row(key, "only_here", f"{len(versions)} version(s) here", versions[-1].path, ""))
     for key in sorted(rows):
+        # Several of their files for one acta: the best one names it, unless one is another picture:
+        # a forgery beside the genuine file is still in their copy under this acta's name.
         best = min(rows[key], key=lambda r: _RANK.get(r.label, 9))
+        other = next((r for r in rows[key] if r.label == "different_picture"), best)
         if len(rows[key]) > 1:
-            best = Row(best.key, best.label, (best.detail + "; " if best.detail else "")
-                       + f"{len(rows[key])} of their files are this acta", best.here, best.there, best.score)
+            best = Row(other.key, other.label, (other.detail + "; " if other.detail else "")
+                       + f"{len(rows[key])} of their files are this acta"
+                       + (f" (also {best.label}: {best.there})" if other is not best else ""),
+                       other.here, other.there, other.score)
         report.rows.append(best)
     return report
 

@@ -21,7 +21,7 @@ from .merkle import inclusion_path, leaf_data, leaf_hash, manifest_leaves, root_
 from .models import NotAMirror, Problem, UnsafePath, UsageError
 from .sign import (PublicKey, SignatureError, key_id_text, load_public, load_secret, parse_public, parse_signature,
                    sign_file, verify_signature)
-from .state import (MAX_MANIFEST_BYTES, SIGNED_TAG_FILES, MirrorState, open_payload, parse_manifest, provenance_state,
+from .state import (MAX_MANIFEST_BYTES, MAX_RECORDS_BYTES, SIGNED_TAG_FILES, MirrorState, open_payload, parse_manifest, provenance_state,
                     read_state)
 
 STATEMENT = "signed-root.json"
@@ -56,7 +56,7 @@ def tag_file_hashes(bag: Path) -> dict[str, str]:
     hashes = {}
     for name in SIGNED_TAG_FILES:
         try:
-            with open_payload(bag, name) as fh:
+            with open_payload(bag, name, MAX_RECORDS_BYTES) as fh:
                 hashes[name] = hashlib.file_digest(fh, "sha256").hexdigest()
         except FileNotFoundError:
             continue

@@ -34,7 +34,7 @@ from . import __version__
 from .archive import CHECKED, STATE_DIR
 from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, create_beside
 from .models import ArchiveWriteError, Entry, NotAMirror, Problem, UnsafePath, UsageError
-from .state import iter_records, open_payload
+from .state import MAX_MANIFEST_BYTES, MAX_RECORDS_BYTES, MAX_TAG_BYTES, iter_records, open_payload
 
 WARC_NAME = "data.warc.gz"  # its name inside the WACZ
 WACZ_VERSION = "1.1.1"
@@ -42,6 +42,9 @@ WACZ_VERSION = "1.1.1"
 # every file the signed statement names, so that scripts/check_signed.py can check them there.
 EVIDENCE_FILES = (PAYLOAD_MANIFEST, PROVENANCE, CHANGES, FAILURES, BAG_INFO, "signed-root.json",
                   "signed-root.json.minisig", "signed-root.json.tsr", "signed-root.json.tsr.chain.pem")
+EVIDENCE_LIMITS = {PAYLOAD_MANIFEST: MAX_MANIFEST_BYTES, PROVENANCE: MAX_RECORDS_BYTES, CHANGES: MAX_RECORDS_BYTES,
+                   FAILURES: MAX_RECORDS_BYTES}  # the others (bag-info, the statement, its signature and
+# timestamp) are a few lines or KB each: MAX_TAG_BYTES
 # A URL's check time is set when its answer is recorded, a moment after the fetch finished
 # (fetched_at). A check this much later than the capture was a later run's re-check.
 RECHECK_SLACK = 2.0
@@ -196,6 +199,11 @@ class _Writer:
             self.result.problems.append(Problem(kind, e.path, _why(exc)))
             return False
         with fh:
+            have = os.fstat(fh.fileno()).st_size
+            if have != e.size:  # not the recorded bytes, and not read (a copy's sparse terabyte: an hour)
+                self.result.problems.append(Problem("changed", e.path, f"{have:,} bytes, its record says {e.size:,}; "
+                                                                       "not exported"))
+                return False
             payload, block = hashlib.sha256(), hashlib.sha256(http.headers_buff)
             size = 0
             while chunk := fh.read(CHUNK):
@@ -367,8 +375,9 @@ def export_wacz(mirror: str | os.PathLike, out: str | os.PathLike) -> ExportResu
                      (work / "index.cdx", "indexes/index.cdx", zipfile.ZIP_DEFLATED, None),
                      (work / "pages.jsonl", "pages/pages.jsonl", zipfile.ZIP_DEFLATED, None)]
             for name in EVIDENCE_FILES:
-                try:
-                    with open_payload(mirror, name) as src, open(work / name, "wb") as dst:
+                try:  # each within what such a file can be: a copy's sparse terabyte is not copied
+                    with open_payload(mirror, name, EVIDENCE_LIMITS.get(name, MAX_TAG_BYTES)) as src, \
+                            open(work / name, "wb") as dst:
                         while chunk := src.read(CHUNK):
                             dst.write(chunk)
                 except FileNotFoundError:

@@ -21,7 +21,7 @@ from .config import ConfigError, Job
 from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
 from .models import NotAMirror, Problem, UsageError
-from .state import Record, iter_records, open_payload
+from .state import MAX_MANIFEST_BYTES, MAX_TAG_BYTES, Record, iter_records, open_payload
 from .publish import PublishError, Receipt, inside, publisher_for, publishers_for, redact
 from .verify import check, verify
 
@@ -356,7 +356,8 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     if not sign_key_path and os.path.lexists(out / STATEMENT):
         raise UsageError(f"{out} is signed ({STATEMENT}): a merge changes what was signed; "
                          "pass --sign-key to sign the merged mirror")
-    sources = [(Path(shard), _shard_lines(Path(shard))) for shard in shards]
+    # every shard file read here, before out is touched: a refusal later would leave out half-merged
+    sources = [(Path(shard), _shard_lines(Path(shard)), _shard_files(Path(shard))) for shard in shards]
     stats = {"files": 0, "added": 0, "renamed": 0}
     with Archive(out) as archive:
         known = {line.path: line.sha256 for line in iter_records(out / PROVENANCE)}
@@ -366,7 +367,7 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
         staged: list[tuple[Path, str]] = []  # (temp file, final path)
         new_lines: list[str] = []
         try:
-            for shard, lines in sources:
+            for shard, lines, _files in sources:
                 for line in lines:
                     stats["files"] += 1
                     if known.get(line.path) == line.sha256:
@@ -405,10 +406,10 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                 append_durably(out / PROVENANCE, "".join(new_lines))
             for name in (CHANGES, FAILURES):
                 ours = read_inside(out, name) if os.path.lexists(out / name) else b""
-                atomic_write(out / name, _merge_lines(ours, [_shard_file(s, name) for s, _ in sources]))
+                atomic_write(out / name, _merge_lines(ours, [files[name] for _s, _l, files in sources]))
             info = {}
-            for shard, _ in sources:
-                text = _shard_file(shard, BAG_INFO).decode("utf-8", "replace")
+            for _shard, _lines, files in sources:
+                text = files[BAG_INFO].decode("utf-8", "replace")
                 for k, v in parse_bag_info(text).items():
                     if k not in ("Payload-Oxum", "Acta-Mirror-Merkle-Root", "Acta-Mirror-Merkle-Size", "Bagging-Date"):
                         info.setdefault(k, v)
@@ -463,14 +464,26 @@ def _shard_lines(shard: Path) -> list[Record]:
         raise UsageError(f"{exc}; not merging {shard}") from None
 
 
-def _shard_file(shard: Path, name: str) -> bytes:
-    """A shard's bag file, never through a symlink; empty when it has none."""
-    if not os.path.lexists(shard / name):
-        return b""
-    try:
-        return read_inside(shard, name)
-    except (OSError, NotAMirror) as exc:
-        raise UsageError(f"{shard}/{name}: {getattr(exc, 'strerror', None) or exc}; not merging it") from None
+SHARD_FILE_LIMITS = {CHANGES: MAX_MANIFEST_BYTES, FAILURES: MAX_MANIFEST_BYTES, BAG_INFO: MAX_TAG_BYTES}
+
+
+def _shard_files(shard: Path) -> dict[str, bytes]:
+    """A shard's bag files merged into out (SHARD_FILE_LIMITS), each never through a symlink
+    and never read past its limit (a sparse terabyte is refused, not held in memory); empty
+    when it has none. UsageError naming the shard otherwise."""
+    files = {}
+    for name, limit in SHARD_FILE_LIMITS.items():
+        if not os.path.lexists(shard / name):
+            files[name] = b""
+            continue
+        try:
+            with open_payload(shard, name) as fh:
+                files[name] = fh.read(limit + 1)
+        except (OSError, NotAMirror) as exc:
+            raise UsageError(f"{shard}/{name}: {getattr(exc, 'strerror', None) or exc}; not merging {shard}") from None
+        if len(files[name]) > limit:
+            raise UsageError(f"{shard}/{name}: larger than {limit:,} bytes; not merging {shard}")
+    return files
 
 
 def _stage(shard: Path, line: Record, tmp: Path) -> None:
@@ -482,7 +495,8 @@ def _stage(shard: Path, line: Record, tmp: Path) -> None:
         raise UsageError(f"{shard}: {line.path}: {getattr(exc, 'strerror', None) or exc}; not merging it") from None
     with src:
         fd = src.fileno()
-        digest = hashlib.file_digest(src, "sha256").hexdigest()
+        # the size first: a file of another size is not the recorded bytes (a sparse terabyte: an hour)
+        digest = hashlib.file_digest(src, "sha256").hexdigest() if os.fstat(fd).st_size == line.size else ""
         if digest != line.sha256 or os.fstat(fd).st_size != line.size:
             raise UsageError(f"{shard}: {line.path} does not match its provenance line; not merging it")
         st = os.fstat(fd)

@@ -43,7 +43,7 @@ from .models import Entry, NotAMirror, Problem, UnsafePath, unsafe_path
 SIGNED_TAG_FILES = (PAYLOAD_MANIFEST, BAG_INFO, PROVENANCE, CHANGES, FAILURES)
 """The tag files whose sha256 the signed statement carries (those present when it was signed)."""
 
-ACTA_KEY = re.compile(r"\d{9}\.\d{2,3}")  # '<9-digit CNE center>.<table>', as sites.resultados2024.acta_key makes it
+ACTA_KEY = re.compile(r"[0-9]{9}\.[0-9]{2,3}")  # ASCII, as sites.resultados2024.acta_key makes it (\d takes ０ and ٠)
 INDEX_KEY = re.compile(r"index/[^/\x00-\x1f\x7f]+")
 SHARD_NAME = re.compile(r"\d{2}")
 KINDS = ("acta", "index")
@@ -143,15 +143,21 @@ class Opener:
         return fd
 
 
-def open_payload(root: str | os.PathLike, rel: str) -> BinaryIO:
+def open_payload(root: str | os.PathLike, rel: str, limit: int | None = None) -> BinaryIO:
     """Open a file of the mirror for reading, only if it is a regular file reached through real
-    folders. Raises UnsafePath (symlink, FIFO, device, '..', absolute) or FileNotFoundError."""
+    folders (and, with limit, of at most limit bytes). Raises UnsafePath (symlink, FIFO, device,
+    '..', absolute, too large) or FileNotFoundError."""
     with Opener(root) as opener:
-        return os.fdopen(opener.open_fd(rel), "rb")
+        fd = opener.open_fd(rel)
+    if limit is not None and (size := os.fstat(fd).st_size) > limit:
+        os.close(fd)
+        raise UnsafePath(rel, f"{size:,} bytes, larger than {limit:,}; not read")
+    return os.fdopen(fd, "rb")
 
 
 MAX_TAG_BYTES = 1 << 20  # bagit.txt, bag-info.txt, the tag manifest: a few lines each
 MAX_MANIFEST_BYTES = 1 << 29  # ~3 million lines, a hundred times a national mirror's
+MAX_RECORDS_BYTES = 1 << 32  # provenance, changes, failures: as many lines, each about 1 KB (a sparse TB: hours)
 
 
 def _read_tag(root: Path, name: str, problems: list[Problem], limit: int = MAX_TAG_BYTES) -> bytes | None:
@@ -220,7 +226,7 @@ def iter_records(path: str | os.PathLike, problems: list[Problem] | None = None)
     one raises NotAMirror. A missing file has no records; a symlinked one is refused."""
     path = Path(path)
     try:
-        fh = open_payload(path.parent, path.name)
+        fh = open_payload(path.parent, path.name, MAX_RECORDS_BYTES)
     except FileNotFoundError:
         return
     except UnsafePath as exc:
@@ -273,7 +279,7 @@ def read_entries(path: str | os.PathLike, problems: list[Problem]) -> list[Entry
     entries: list[Entry] = []
     paths: set[str] = set()
     try:
-        with open_payload(path.parent, path.name) as fh:
+        with open_payload(path.parent, path.name, MAX_RECORDS_BYTES) as fh:
             while lines := _line_batch(fh):
                 batch = Entry.from_json_lines([line.decode("utf-8") for line in lines])
                 if batch is None or any(map(check_entry, batch)):
@@ -410,15 +416,17 @@ class MirrorState:
 class Scan:
     """What a walk of data/ (or of one folder in it) found: each regular file as (path, size,
     sha256), the size 0 and sha256 None when not asked for; the folders it was told not to
-    enter; and every defect."""
+    enter; every defect; and the files too large to hash unasked (sha256 None, size known)."""
 
     files: list[tuple[str, int, str | None]] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
 
 
 READ_SIZE = 1 << 20
 MEASURE, HASH = 1, 2  # scan levels beyond names: lstat each file; open, read and hash it
+HASH_UNASKED = 64 << 20  # HASH reads a larger file only when the caller asks (a copy's sparse terabyte: an hour)
 
 
 def scan(root: str | os.PathLike, rel: str = "data", level: int = 0, recurse: bool = True) -> Scan:
@@ -541,6 +549,10 @@ def _hash_file(folder: int, name: str, rel: str, found: Scan) -> None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             found.problems.append(Problem("unsafe", rel, f"{_kind_of(info.st_mode)}, not a regular file"))
+            return
+        if info.st_size > HASH_UNASKED:  # the caller hashes it if its records say it is that large
+            found.files.append((rel, info.st_size, None))
+            found.deferred.append(rel)
             return
         found.files.append((rel, *digest_fd(fd, info.st_size)))
     except OSError as exc:

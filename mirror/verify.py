@@ -16,7 +16,10 @@ from .manifest import BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST
 from .models import Problem, UnsafePath, UsageError
 from .state import (
     HASH,
+    MAX_RECORDS_BYTES,
+    MAX_TAG_BYTES,
     MEASURE,
+    SIGNED_TAG_FILES,
     MirrorState,
     Opener,
     Scan,
@@ -42,9 +45,10 @@ class Checked:
     hashed: bool  # False for --fast: no payload file's bytes were read
 
 
-def hash_files(root: Path, rels: list[str]) -> list[tuple[str, str | None]]:
+def hash_files(root: Path, rels: list[str], limit: int | None = None) -> list[tuple[str, str | None]]:
     """(relative path, sha256 or None if missing or 'error:…' or 'unsafe:…') for each file,
-    each opened without following a link and only if it is a regular file."""
+    each opened without following a link and only if it is a regular file (with limit: of at
+    most limit bytes, else unread)."""
     out = []
     with Opener(root) as opener:
         for rel in rels:
@@ -60,7 +64,11 @@ def hash_files(root: Path, rels: list[str]) -> list[tuple[str, str | None]]:
                 out.append((rel, f"error:{exc.strerror}"))
                 continue
             try:
-                out.append((rel, digest_fd(fd, os.fstat(fd).st_size)[1]))
+                size = os.fstat(fd).st_size
+                if limit is not None and size > limit:
+                    out.append((rel, f"unsafe:{size:,} bytes, larger than {limit:,}; not read"))
+                    continue
+                out.append((rel, digest_fd(fd, size)[1]))
             except OSError as exc:
                 out.append((rel, f"error:{exc.strerror}"))
             finally:
@@ -135,6 +143,7 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
 
     hashes: dict[str, str | None] = {}  # each regular file under data/: its sha256 (None: not read)
     sizes: dict[str, int] = {}
+    deferred: list[str] = []  # too large to hash before the records were read
     listed_read = 0  # the progress counts listed files against the listed: a planted one is no progress
     for part in pending:
         if part.files:
@@ -143,8 +152,10 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
             sizes.update(zip(rels, part_sizes))
             listed_read += sum(rel in manifest for rel in rels)
         reading.extend(part.problems)
+        deferred.extend(part.deferred)
         if progress:
             progress(listed_read, len(manifest))
+    reading.extend(_hash_large(root, deferred, manifest, entries, hashes, sizes))
     state = MirrorState(root, manifest, head.tags, head.info, entries, sorted(hashes), reading)
     problems = list(reading)
     listing, changed = _compare_payload(manifest, hashes, sizes, entries, reading, fast)
@@ -167,6 +178,32 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
             problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum says {want_bytes}.{want_count}, "
                                                       f"data/ holds {have[0]}.{have[1]}"))
     return Checked(state, problems, hashed=not fast)
+
+
+def _hash_large(root: Path, rels: list[str], manifest: dict[str, str], entries: list,
+                hashes: dict[str, str | None], sizes: dict[str, int]) -> list[Problem]:
+    """The files the walk left unhashed for their size (state.HASH_UNASKED): each listed one whose
+    provenance record gives that size is hashed now; any other is not read, as no archived file
+    could be those bytes (an unlisted one needs no hash to be named, and a sparse terabyte planted
+    in a copy would hold verify for an hour)."""
+    recorded = {e.path: e.size for e in entries}
+    problems = []
+    for rel in sorted(rels):
+        if rel not in manifest:
+            continue  # named unlisted
+        if recorded.get(rel) == sizes[rel]:
+            for _rel, got in hash_files(root, [rel]):
+                if got is not None and ":" in got:
+                    problems.append(Problem("unreadable", rel, got.partition(":")[2]))
+                    got = None
+                hashes[rel] = got
+        elif rel in recorded:
+            problems.append(Problem("changed", rel, f"{sizes[rel]:,} bytes, provenance.jsonl says {recorded[rel]:,} "
+                                                    "(too large to be the archived file: not hashed)"))
+        else:
+            problems.append(Problem("unreadable", rel, f"{sizes[rel]:,} bytes and no provenance record gives "
+                                                       "its size: not hashed"))
+    return problems
 
 
 def _compare_payload(manifest: dict[str, str], hashes: dict[str, str | None], sizes: dict[str, int],
@@ -207,7 +244,11 @@ def _check_tags(root: Path, state: MirrorState, unsafe: set[str]) -> list[Proble
                 if OTHER_MANIFEST.fullmatch(name) and name not in (PAYLOAD_MANIFEST, TAG_MANIFEST)]
     if state.tags is None:
         return problems + [Problem("tag-missing", TAG_MANIFEST, "no tag manifest")]
-    for rel, got in hash_files(root, sorted(state.tags)):
+    # The records may be large; any other tag file is a few lines (a line naming a planted sparse
+    # terabyte would hold verify for an hour): over MAX_TAG_BYTES it is not read.
+    records = sorted(set(state.tags) & set(SIGNED_TAG_FILES))
+    hashed = hash_files(root, records, MAX_RECORDS_BYTES) + hash_files(root, sorted(set(state.tags) - set(records)), MAX_TAG_BYTES)
+    for rel, got in sorted(hashed):
         if got is None:
             problems.append(Problem("tag-missing", rel, "listed in the tag manifest, not on disk"))
         elif rel in unsafe:

@@ -29,7 +29,7 @@ from typing import Iterable, Mapping
 from ..manifest import CHANGES, FAILURES
 from ..models import Entry, IndexFormatError, NotAMirror, Place
 from ..sites.resultados2024 import parse_index_bytes
-from ..state import MirrorState, is_acta_key, iter_lines, open_payload, read_state
+from ..state import MAX_RECORDS_BYTES, MirrorState, is_acta_key, iter_lines, open_payload, read_state
 
 STATUSES = ("qr", "print", "unreadable", "failed", "absent", "vanished")
 ARCHIVED = "archived"  # provisional, before the archived image is read
@@ -43,6 +43,7 @@ LABELS = {
     "vanished": "no longer served by the site",
     ARCHIVED: "archived, not read",
 }
+MAX_INDEX_BYTES = 256 << 20  # the index of all 30,026 tables of 2024 is a few MB
 CSV_HEADER = ("key", "status", "label", "detail", "at", "attempts", "path", "state", "municipality",
               "parish", "center", "table", "cause")
 # A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) can send
@@ -174,7 +175,7 @@ def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
     cause, at and attempts are read when the crawl wrote them."""
     out: dict[str, Failure] = {}
     try:
-        fh = open_payload(bag, FAILURES)  # no link, no FIFO
+        fh = open_payload(bag, FAILURES, MAX_RECORDS_BYTES)  # no link, no FIFO, no sparse terabyte
     except FileNotFoundError:
         return out
     with fh:
@@ -198,7 +199,7 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
     """key -> when the site stopped listing it, for tables whose last change is 'vanished'."""
     last: dict[str, tuple[str, str]] = {}
     try:
-        fh = open_payload(bag, CHANGES)  # no link, no FIFO
+        fh = open_payload(bag, CHANGES, MAX_RECORDS_BYTES)  # no link, no FIFO, no sparse terabyte
     except FileNotFoundError:
         return {}
     with fh:
@@ -216,7 +217,11 @@ def read_vanished(bag: str | os.PathLike) -> dict[str, str]:
 def archived_index(state: MirrorState, entry: Entry) -> bytes:
     """The index file's bytes, only when they are the ones its provenance record names: a copy
     with an edited index (tables dropped from the list, other published figures) is refused
-    with NotAMirror, never counted against."""
+    with NotAMirror, never counted against; so is one larger than any index (MAX_INDEX_BYTES),
+    unread: its record may say so, but a copy's 60 GB index would be read into memory."""
+    if entry.size > MAX_INDEX_BYTES:
+        raise NotAMirror(f"{state.root}: {entry.path}: provenance.jsonl gives the index {entry.size:,} bytes, "
+                         f"larger than any index ({MAX_INDEX_BYTES:,}); not read")
     with state.open(entry.path) as fh:
         raw = fh.read(entry.size + 1)  # more than the record says is other bytes already: never read whole
     got = hashlib.sha256(raw).hexdigest()

@@ -429,7 +429,11 @@ def _clear(path: Path) -> None:
     except FileNotFoundError:
         return
     if is_folder:
-        shutil.rmtree(path)
+        try:
+            shutil.rmtree(path)
+        except RecursionError:  # rmtree recurses per folder: a copy's site/ nested a thousand deep stops it
+            raise UsageError(f"{path}: its folders are nested too deep to remove; remove it yourself "
+                             "(rm -rf), then run 'site' again") from None
     else:
         path.unlink()
 

@@ -102,10 +102,12 @@ class Tally:
 CHECKS = ("consistent", "MISMATCH", "needs review", "read from print")
 
 
-def _read(job: tuple[str, str, str, str, bool]) -> tuple[Reading, PrintReading | None]:
+def _read(job: tuple[str, str, str, str, int, bool]) -> tuple[Reading, PrintReading | None]:
     """One acta's readings, from one open of its file (never through a link, only if regular):
-    hashed, then decoded from the same file, so what is read is what was checked."""
-    key, bag, rel, sha256, ocr = job
+    hashed, then decoded from the same file, so what is read is what was checked. A file whose
+    size is not the recorded one is not those bytes, and is not read (a copy's sparse terabyte
+    would take an hour to hash)."""
+    key, bag, rel, sha256, size, ocr = job
     path = os.path.join(bag, rel)
     try:
         fh = open_payload(bag, rel)
@@ -113,6 +115,10 @@ def _read(job: tuple[str, str, str, str, bool]) -> tuple[Reading, PrintReading |
         why = f"cannot be read to check its bytes ({getattr(exc, 'strerror', None) or exc})"
         return Reading(key, path, None, why, cause=CHANGED), None
     with fh:
+        have = os.fstat(fh.fileno()).st_size
+        if have != size:
+            why = f"{have:,} bytes, but the archive recorded {size:,}: run 'acta-mirror verify'"
+            return Reading(key, path, None, why, cause=CHANGED), None
         got = hashlib.file_digest(fh, "sha256").hexdigest()
         if got != sha256:  # a copy's edited image: its votes are not the archive's, so they are never counted
             why = f"sha256 {got}, but the archive recorded {sha256}: run 'acta-mirror verify'"
@@ -120,13 +126,13 @@ def _read(job: tuple[str, str, str, str, bool]) -> tuple[Reading, PrintReading |
         return read_acta(key, path, fh), cached_read_print(fh, sha256, hashed=True) if ocr else None
 
 
-def read_all(jobs: list[tuple[str, str, str, str, bool]], workers: int | None = None, progress=None) -> list:
+def read_all(jobs: list[tuple[str, str, str, str, int, bool]], workers: int | None = None, progress=None) -> list:
     """Every job's readings, across the cores; progress(done, total), if given, as they come."""
     workers = workers or os.cpu_count() or 1
     out: list = []
     if workers > 1 and len(jobs) > 8:
         with pool(workers) as executor:
-            readings = executor.map(_read, jobs, chunksize=1 if any(j[4] for j in jobs) else 16)
+            readings = executor.map(_read, jobs, chunksize=1 if any(j[5] for j in jobs) else 16)
             for reading in readings:
                 out.append(reading)
                 if progress:
@@ -166,7 +172,7 @@ def tally(bag: str | os.PathLike, workers: int | None = None, ocr: bool = False,
     state = read_state(bag).require_clean()
     found = census(bag, state)
     entries = state.latest_actas()
-    jobs = [(t.key, str(bag), t.path, entries[t.key].sha256, ocr) for t in found.of(ARCHIVED)]
+    jobs = [(t.key, str(bag), t.path, entries[t.key].sha256, entries[t.key].size, ocr) for t in found.of(ARCHIVED)]
     readings = {qr.key: (qr, printed) for qr, printed in read_all(jobs, workers, progress)}
     verdicts = {k: _verdict(*r) for k, r in readings.items()}
     resolved = found.resolve({k: (v[0], v[1], v[3]) for k, v in verdicts.items()})

@@ -1,0 +1,370 @@
+"""A stranger's copy, a third time: found by an adversarial review of verify, compare, tally and
+site on copies and folders someone else made. Each attack edits a real signed mirror (or builds
+their folder from its images) the way an attacker would, and runs the real command line under a
+timeout: a hang fails the test, and so does a traceback (run_cli). Each test failed before its fix.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_hostile_evidence import LIMIT, _an_acta, _lines, _verify, pristine, signed  # noqa: F401
+from tests.test_stranger import copy, made  # noqa: F401
+
+TERABYTE = 1 << 40  # a sparse file: no block on disk, an hour of hashing
+DEEP = 1100  # folders: deeper than Python's recursion limit (1000), well within PATH_MAX
+
+
+def _images(mirror: Path, folder: Path) -> dict[str, Path]:
+    """Every acta's latest file copied flat into folder, as a volunteer's copy holds them: key -> file."""
+    folder.mkdir()
+    out = {}
+    for o in _lines(mirror):
+        if o["kind"] == "acta":
+            out[o["key"]] = folder / f"{o['key']}.jpg"
+            shutil.copyfile(mirror / o["path"], out[o["key"]])
+    return out
+
+
+def _nest(top: Path, depth: int) -> int:
+    """A chain of `depth` folders named 'a' under top; returns a descriptor of the deepest
+    (made relative to each parent: the whole path is never given to one call)."""
+    top.mkdir(exist_ok=True)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("a", dir_fd=fd)
+        deeper = os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    return fd
+
+
+@pytest.fixture
+def nested():
+    """_nest, with each chain removed after the test by rm -rf (pytest's own cleanup recurses too)."""
+    made: list[Path] = []
+
+    def nest(top: Path, depth: int) -> int:
+        made.append(top)
+        return _nest(top, depth)
+    yield nest
+    for top in made:
+        subprocess.run(["rm", "-rf", "--", str(top)], check=False)
+
+
+def _sparse(path: Path, size: int) -> None:
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+
+
+# -- compare: a forgery beside the genuine file --------------------------------------------------
+def test_compare_names_a_forged_picture_kept_beside_the_genuine_one(signed, tmp_path):
+    """Their folder held every genuine acta and, in a subfolder, another table's image under one
+    acta's name: the best of their files named the acta, so compare said every acta identical,
+    exit 0, and listed nothing: the copies 'agree' while theirs carries a forgery."""
+    theirs = tmp_path / "theirs"
+    files = _images(signed, theirs)
+    victim, donor = sorted(files)[:2]
+    (theirs / "dup").mkdir()
+    shutil.copyfile(files[donor], theirs / "dup" / files[victim].name)
+    proc = run_cli("compare", str(signed), str(theirs), "--json", timeout=LIMIT)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stdout
+    row = next(a for a in report["actas"] if a["key"] == victim)
+    assert row["label"] == "different_picture" and row["there"] == f"dup/{victim}.jpg", row
+    assert f"also identical: {victim}.jpg" in row["detail"]
+    assert report["counts"]["different_picture"] == 1 and report["counts"]["identical"] == len(files) - 1
+
+
+def test_compare_reads_a_folder_nested_deeper_than_the_recursion_limit(signed, tmp_path, nested):
+    """os.walk recurses once per folder: their folder with a file 1100 folders down stopped
+    compare with a RecursionError traceback."""
+    theirs = tmp_path / "theirs"
+    files = _images(signed, theirs)
+    victim, donor = sorted(files)[:2]
+    fd = nested(theirs / "deep", DEEP)
+    try:
+        with open(f"{victim}.jpg", "wb", opener=lambda name, flags: os.open(name, flags, 0o644, dir_fd=fd)) as fh:
+            fh.write(files[donor].read_bytes())
+    finally:
+        os.close(fd)
+    proc = run_cli("compare", str(signed), str(theirs), "--json", timeout=LIMIT)
+    assert proc.returncode == 1, proc.stderr
+    row = next(a for a in json.loads(proc.stdout)["actas"] if a["key"] == victim)
+    assert row["label"] == "different_picture" and row["there"].endswith("/a/" + f"{victim}.jpg"), row
+
+
+
+def test_compare_never_hashes_a_sparse_terabyte_in_their_folder(signed, tmp_path):
+    """compare hashed each of their files whole: a sparse terabyte under an acta's name held it
+    for about an hour. A file larger than any acta is now named unread, and the copies are not
+    said to agree."""
+    theirs = tmp_path / "theirs"
+    files = _images(signed, theirs)
+    victim = sorted(files)[0]
+    _sparse(files[victim], TERABYTE)
+    proc = run_cli("compare", str(signed), str(theirs), "--json", timeout=LIMIT)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stderr
+    assert report["unread"] == [f"{victim}.jpg"] and report["counts"]["identical"] == len(files) - 1
+    assert any("not read" in note and f"{TERABYTE:,} bytes" in note for note in report["notes"]), report["notes"]
+
+# -- site: a planted site/ too deep to remove --------------------------------------------------
+def test_site_refuses_in_one_line_a_planted_site_folder_too_deep_to_remove(signed, nested):
+    """The last site is removed with shutil.rmtree, which recurses per folder: a copy shipping
+    a site/ nested 1100 folders deep stopped the command with a RecursionError traceback."""
+    os.close(nested(signed / "site", DEEP))
+    proc = run_cli("site", str(signed), timeout=LIMIT)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("acta-mirror:")]
+    assert len(lines) == 1 and "nested too deep" in lines[0] and "rm -rf" in lines[0], proc.stderr
+    assert (signed / "site").is_dir()  # left for the user to remove: nothing half-removed said to be done
+
+
+# -- a sparse terabyte in place of a file --------------------------------------------------------
+def test_verify_never_hashes_a_sparse_terabyte_planted_in_data(signed):
+    """verify hashed every regular file as it walked data/, listed or not: a sparse terabyte
+    (no disk space, made in a moment) held it for about an hour, whether planted as an unlisted
+    file or in place of a listed acta. Neither can be an archived file: each is named unread."""
+    victim = _an_acta(signed)
+    _sparse(signed / victim["path"], TERABYTE)
+    _sparse(signed / "data" / "planted.bin", TERABYTE)
+    code, problems, report = _verify(signed)
+    assert code == 1
+    assert {("changed", victim["path"]), ("unlisted", "data/planted.bin")} <= problems, problems
+    detail = next(p["detail"] for p in report["problems"] if p["path"] == victim["path"])
+    assert "not hashed" in detail and f"{TERABYTE:,} bytes" in detail
+
+
+def test_verify_still_hashes_a_large_file_whose_record_gives_its_size(signed):
+    """The other side of the rule above: a file over the size hashed unasked is still hashed
+    when its provenance record says it is that large, and a change in it is still found."""
+    victim = _an_acta(signed)
+    big = 70 << 20
+    (signed / victim["path"]).write_bytes(b"\0" * big)
+    objs = _lines(signed)
+    for o in objs:
+        if o["path"] == victim["path"]:
+            o["size"] = big
+    (signed / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
+    code, problems, report = _verify(signed)
+    assert code == 1 and ("changed", victim["path"]) in problems, problems
+    detail = next(p["detail"] for p in report["problems"] if p["kind"] == "changed")
+    assert detail.startswith("sha256 ") and victim["sha256"] in detail
+
+
+def test_tally_never_hashes_a_sparse_terabyte_in_place_of_an_acta(signed):
+    """tally hashed each acta whole before comparing it with the recorded sha256: a sparse
+    terabyte under an acta's name held it for about an hour. A file whose size is not the
+    recorded one is not the archived bytes and is not read; its table is not counted."""
+    victim = _an_acta(signed)
+    _sparse(signed / victim["path"], TERABYTE)
+    proc = run_cli("tally", str(signed), "--quiet", timeout=LIMIT)
+    assert proc.returncode == 1, proc.stderr
+    assert "1 unreadable (1 not the archived bytes)" in proc.stdout, proc.stdout
+    assert f"(first: {victim['key']})" in proc.stderr and "not counted" in proc.stderr
+
+
+def test_verify_never_hashes_a_sparse_terabyte_a_tag_manifest_line_names(signed):
+    """The tag manifest is not signed: anyone may add a line naming a file beside the records,
+    and verify hashed every file it names, whole. A planted line for a sparse terabyte held it
+    for about an hour; a tag file other than the records over 1 MiB is now named, unread."""
+    _sparse(signed / "notes.txt", TERABYTE)
+    with open(signed / "tagmanifest-sha256.txt", "a") as fh:
+        fh.write(f"{'0' * 64}  notes.txt\n")
+    code, problems, report = _verify(signed)
+    assert code == 1 and ("unsafe", "notes.txt") in problems, problems
+    assert not report["ok"]
+
+
+def test_export_never_hashes_a_sparse_terabyte_in_place_of_an_acta(signed, tmp_path):
+    """export hashed each file whole before comparing its size with its record: a sparse
+    terabyte under an acta's name held it for over an hour. It is now left out, unread."""
+    victim = _an_acta(signed)
+    _sparse(signed / victim["path"], TERABYTE)
+    out = tmp_path / "m.warc.gz"
+    proc = run_cli("export", str(signed), "--warc", str(out), timeout=LIMIT)
+    assert proc.returncode == 1, proc.stderr
+    total = len(_lines(signed))
+    assert f"{total - 1} of {total} recorded files as responses" in proc.stdout + proc.stderr
+    assert f"{TERABYTE:,} bytes, its record says {victim['size']:,}; not exported" in proc.stdout + proc.stderr
+
+
+# -- merge: a shard's record files ----------------------------------------------------------------
+def _shard_adding_one_acta(pristine, tmp_path) -> Path:
+    """A copy of the mirror as a shard, with one new acta (another's bytes under a new key)."""
+    shard = tmp_path / "shard"
+    shutil.copytree(pristine[0], shard, symlinks=True)
+    donor = _an_acta(shard, 1)
+    new = dict(donor, key="999999999.01", path="data/zz/999999999.01.jpg")
+    (shard / "data" / "zz").mkdir()
+    shutil.copyfile(shard / donor["path"], shard / new["path"])
+    with open(shard / "provenance.jsonl", "a") as fh:
+        fh.write(json.dumps(new) + "\n")
+    return shard
+
+
+@pytest.mark.parametrize("name", ["changes.jsonl", "failures.jsonl", "bag-info.txt"])
+def test_a_merge_refused_for_a_shards_record_file_leaves_the_mirror_as_it_was(signed, pristine, tmp_path, name):
+    """A shard's changes, failures and bag-info were read only after its files had been moved
+    into the mirror and its provenance lines appended: one that is a symbolic link was refused
+    (exit 2, 'not merging it') with the mirror half-merged, no longer verifying."""
+    shard = _shard_adding_one_acta(pristine, tmp_path)
+    (shard / name).unlink(missing_ok=True)
+    (shard / name).symlink_to(signed / name)
+    proc = run_cli("merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key", timeout=LIMIT)
+    assert proc.returncode == 2 and f"{name}: a symbolic link" in proc.stderr, proc.stdout + proc.stderr
+    assert not (signed / "data" / "zz").exists()
+    check = run_cli("verify", str(signed), "--pubkey", f"{pristine[1]}.pub", timeout=LIMIT)
+    assert check.returncode == 0, check.stdout
+
+
+def test_merge_never_reads_a_shards_giant_record_file_into_memory(signed, pristine, tmp_path):
+    """A shard's changes.jsonl was read whole into memory: a sparse terabyte stopped merge with
+    a MemoryError traceback (or the machine, without a limit). It is refused in one line."""
+    from tests.test_hostile_copies import _cli_in_memory
+
+    shard = _shard_adding_one_acta(pristine, tmp_path)
+    _sparse(shard / "changes.jsonl", TERABYTE)
+    proc = _cli_in_memory(2 << 30, "merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "changes.jsonl: larger than" in proc.stderr and not (signed / "data" / "zz").exists()
+
+
+def test_merge_never_hashes_a_sparse_terabyte_in_a_shard(signed, pristine, tmp_path):
+    """merge hashed each shard file whole before comparing its size with its line: a sparse
+    terabyte in place of the acta a shard adds held it for about an hour."""
+    shard = _shard_adding_one_acta(pristine, tmp_path)
+    _sparse(shard / "data" / "zz" / "999999999.01.jpg", TERABYTE)
+    proc = run_cli("merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key", timeout=LIMIT)
+    assert proc.returncode == 2 and "does not match its provenance line" in proc.stderr, proc.stderr
+    assert not (signed / "data" / "zz").exists()
+
+
+# -- the audit: an index its record says is huge -----------------------------------------------------
+def _giant_index(mirror: Path, size: int = 3 << 30) -> int:
+    """The latest index replaced by `size` bytes of zeros (sparse), its record and manifest line
+    rewritten to match, as anyone can: a mirror whose records agree, and whose index is huge."""
+    import hashlib
+
+    objs = _lines(mirror)
+    index = [o for o in objs if o["kind"] == "index"][-1]
+    _sparse(mirror / index["path"], size)
+    digest, zeros = hashlib.sha256(), bytes(1 << 20)
+    for _ in range(size >> 20):
+        digest.update(zeros)
+    manifest = (mirror / "manifest-sha256.txt").read_text().replace(index["sha256"], digest.hexdigest())
+    index.update(sha256=digest.hexdigest(), size=size)
+    (mirror / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
+    (mirror / "manifest-sha256.txt").write_text(manifest)
+    return size
+
+
+@pytest.mark.parametrize("command", ["tally", "site"])
+def test_an_index_recorded_as_gigabytes_is_refused_not_read_into_memory(signed, command):
+    """The archived index was read into memory up to the size its record gives: a copy whose
+    index is gigabytes of zeros, recorded (sha256 and size) as such, stopped tally and site with
+    a MemoryError traceback, or the machine without a limit. An index over 256 MiB is refused."""
+    from tests.test_hostile_copies import _cli_in_memory
+
+    size = _giant_index(signed)
+    proc = _cli_in_memory(2 << 30, command, str(signed))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"gives the index {size:,} bytes, larger than any index" in proc.stderr
+
+
+def test_compare_never_reads_a_giant_index_of_the_mirror_into_memory(signed, tmp_path):
+    """compare read each archived index of DIR whole for its file names (DIR may be a copy too)."""
+    from tests.test_hostile_copies import _cli_in_memory
+
+    theirs = tmp_path / "theirs"
+    files = _images(signed, theirs)
+    _giant_index(signed)
+    proc = _cli_in_memory(2 << 30, "compare", str(signed), str(theirs))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{len(files)} of {len(files)} actas" in proc.stdout and "not used for names" in proc.stdout
+
+
+# -- the records: a sparse terabyte in place of one ------------------------------------------------
+@pytest.mark.parametrize("name", ["provenance.jsonl", "changes.jsonl", "failures.jsonl"])
+def test_a_record_file_that_is_a_sparse_terabyte_is_named_not_read(signed, name):
+    """The records were read line by line, a giant line skipped by reading through it, then hashed
+    for the tag manifest and again for the signed statement: a sparse terabyte in place of one held
+    verify for hours. A record file over 4 GiB is now named unsafe, unread, by every reader."""
+    _sparse(signed / name, TERABYTE)
+    code, problems, _report = _verify(signed)
+    assert code == 1 and ("unsafe", name) in problems, problems
+    proc = run_cli("tally", str(signed), timeout=LIMIT)
+    assert proc.returncode == 2 and f"{TERABYTE:,} bytes, larger than" in proc.stderr, proc.stderr
+
+
+# -- car: what a copy left in site/ ------------------------------------------------------------------
+def test_car_never_carries_a_sparse_terabyte_planted_in_site(signed, tmp_path):
+    """car (and every publisher) carries site/ beside data/: a sparse terabyte planted there as
+    site/acta.js was hashed and then written into the CAR file (a 2 GB one took 22 s and made a
+    2 GB CAR). A site file over 64 MiB is refused, unread, and no CAR file is left."""
+    (signed / "site").mkdir()
+    _sparse(signed / "site" / "acta.js", TERABYTE)
+    out = tmp_path / "m.car"
+    proc = run_cli("car", str(signed), "--out", str(out), timeout=LIMIT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"site/acta.js: {TERABYTE:,} bytes, larger than" in proc.stderr and not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".m.car")] == []
+
+
+# -- the offline recipe: a sparse terabyte in place of an acta -----------------------------------------
+def test_the_recipe_stops_at_step_1_on_a_sparse_terabyte(made, copy, tmp_path):  # noqa: F811
+    """Step 4 (sha256sum -c) hashed a listed acta replaced by a sparse terabyte: the stranger's
+    check ran for about an hour. Step 1 now refuses any file over 1 GiB, before anything is read;
+    in a shard's clone too; and acta-mirror's verify names the file at once."""
+    from tests.test_stranger import BAG, SHARD, actas, first_failure, verify
+
+    key = made / "signer.pub"
+    _sparse(copy / actas(copy)[0], TERABYTE)
+    assert first_failure(BAG, copy, key) == 1
+    code, out = verify(copy, key)
+    assert code == 1 and f"changed: {actas(copy)[0]}" in out, out
+    clone = tmp_path / "clone"
+    shutil.copytree(made / "clone", clone, symlinks=True)
+    _sparse(clone / actas(clone)[0], TERABYTE)
+    assert first_failure(SHARD, clone, key) == 1
+
+
+def test_export_never_copies_a_giant_evidence_file_into_the_wacz(signed, tmp_path):
+    """The WACZ's evidence/ files were copied whole into the work folder, then zipped: a copy's
+    signed-root.json.tsr as a sparse file was written out as zeros (a terabyte would fill the
+    disk, after hours). Each evidence file is now read only within what such a file can be
+    (a timestamp token: 1 MiB), else left out and named."""
+    _sparse(signed / "signed-root.json.tsr", 2 << 30)
+    out = tmp_path / "m.wacz"
+    proc = run_cli("export", str(signed), "--wacz", str(out), timeout=LIMIT)
+    assert proc.returncode == 1, proc.stderr
+    said = proc.stdout + proc.stderr
+    assert f"unsafe: signed-root.json.tsr ({2 << 30:,} bytes, larger than 1,048,576; not read)" in said, said
+    assert "1 evidence file(s) left out" in said and out.stat().st_size < 64 << 20
+
+
+# -- keys: digits that are not ASCII ---------------------------------------------------------------
+def test_a_key_of_fullwidth_digits_is_a_bad_record_not_another_table(signed):
+    """A record's key was checked with \\d, which takes any Unicode digit: a copy could add a
+    record under ０１０１１３０４２.０１ (fullwidth digits), a look-alike of a real table, its file
+    named to match, and verify took it as a record of another table (an unsigned copy: intact).
+    Keys are ASCII digits, as the crawl makes them."""
+    objs = _lines(signed)
+    real = _an_acta(signed)
+    twin = dict(real, key=real["key"].translate(str.maketrans("0123456789", "０１２３４５６７８９")))
+    twin["path"] = real["path"].rsplit("/", 1)[0] + f"/{twin['key']}.jpg"
+    shutil.copyfile(signed / real["path"], signed / twin["path"])
+    (signed / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs + [twin]))
+    with open(signed / "manifest-sha256.txt", "a") as fh:
+        fh.write(f"{real['sha256']}  {twin['path']}\n")
+    code, problems, report = _verify(signed)
+    assert code == 1 and ("provenance", "provenance.jsonl") in problems, problems
+    assert any(twin["key"] in p["detail"] and "neither an acta key" in p["detail"] for p in report["problems"])
