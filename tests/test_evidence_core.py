@@ -1742,3 +1742,86 @@ def test_records_this_user_cannot_read_are_named_unreadable(tmp_path, monkeypatc
     assert problems == [Problem("unreadable", "provenance.jsonl", "Permission denied")]
     with pytest.raises(NotAMirror, match=r"provenance\.jsonl: cannot be read \(Permission denied\)"):
         list(state.iter_records(m / "provenance.jsonl"))
+
+
+# -- a copy's large files: hashed only when its records say they are that large ------------------
+BIG = state.HASH_UNASKED + 1
+
+
+def _zeros_sha(n: int) -> str:
+    digest, block = hashlib.sha256(), bytes(1 << 20)
+    while n:
+        digest.update(block[:min(n, len(block))])
+        n -= min(n, len(block))
+    return digest.hexdigest()
+
+
+def _sparse(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    os.truncate(path, size)
+    return path
+
+
+def big_mirror(root: Path) -> tuple[Path, str]:
+    """Two small actas and one of BIG zero bytes, all listed and recorded."""
+    zeros = _zeros_sha(BIG)
+    rows = [(_entry(i), f"acta {i}".encode()) for i in range(2)]
+    large = _entry(2, sha256=zeros, size=BIG, cid=raw_cid(zeros))
+    rows.append((large, b""))
+    build(root, rows)
+    _sparse(root / large.path, BIG)
+    write_bag_files(root, {})  # the Oxum and the tag manifest, of the files as they are now
+    return root, large.path
+
+
+def test_scan_leaves_only_files_over_the_bound_unhashed(tmp_path):
+    _sparse(tmp_path / "data" / "at.bin", state.HASH_UNASKED)
+    _sparse(tmp_path / "data" / "over.bin", BIG)
+    found = state.scan(tmp_path, "data", state.HASH)
+    assert found.problems == [] and found.deferred == ["data/over.bin"]
+    assert sorted(found.files) == [("data/at.bin", state.HASH_UNASKED, _zeros_sha(state.HASH_UNASKED)),
+                                   ("data/over.bin", BIG, None)]
+    assert state.scan(tmp_path, "data", state.MEASURE).deferred == []
+
+
+def test_verify_hashes_a_large_file_its_record_gives_that_size(tmp_path):
+    m, path = big_mirror(tmp_path / "m")
+    assert verify.verify(m) == []
+    with open(m / path, "r+b") as fh:  # same size, other bytes: hashed, and changed
+        fh.seek(BIG - 1)
+        fh.write(b"\x01")
+    other = hashlib.sha256(bytes(BIG - 1) + b"\x01").hexdigest()
+    assert [str(p) for p in verify.verify(m)] == [f"changed: {path} (sha256 {other} but the manifest says "
+                                                   f"{_zeros_sha(BIG)})"]
+
+
+def test_verify_names_a_large_file_unread_when_no_record_gives_its_size(tmp_path):
+    m, path = big_mirror(tmp_path / "m")
+    os.truncate(m / path, BIG + 5)
+    said = [str(p) for p in verify.verify(m)]
+    assert f"changed: {path} ({BIG + 5:,} bytes, provenance.jsonl says {BIG:,} (too large to be the archived " \
+           "file: not hashed))" in said, said
+    lines = (m / "provenance.jsonl").read_text().splitlines(keepends=True)
+    (m / "provenance.jsonl").write_text("".join(x for x in lines if path not in x))
+    said = [str(p) for p in verify.verify(m)]
+    assert f"unreadable: {path} ({BIG + 5:,} bytes and no provenance record gives its size: not hashed)" in said, said
+    assert f"provenance: {path} (in the manifest, no provenance line)" in said, said
+
+
+def test_verify_names_a_large_planted_file_unlisted_only(tmp_path):
+    m, _path = big_mirror(tmp_path / "m")
+    _sparse(m / "data" / "planted.bin", BIG)
+    assert [str(p) for p in verify.verify(m)] == [
+        "unlisted: data/planted.bin (on disk, not in the manifest)",
+        f"oxum: bag-info.txt (Payload-Oxum says {BIG + 12}.3, data/ holds {2 * BIG + 12}.4)"]
+
+
+def test_verify_reads_no_tag_file_over_its_bound(tmp_path):
+    m = tiny(tmp_path / "m")
+    at, over = _sparse(m / "at.txt", state.MAX_TAG_BYTES), _sparse(m / "over.txt", state.MAX_TAG_BYTES + 1)
+    with open(m / "tagmanifest-sha256.txt", "a") as fh:
+        fh.write(f"{_zeros_sha(state.MAX_TAG_BYTES)}  at.txt\n{_zeros_sha(state.MAX_TAG_BYTES + 1)}  over.txt\n")
+    assert at.exists() and over.exists()
+    assert [str(p) for p in verify.verify(m)] == [
+        f"unsafe: over.txt ({state.MAX_TAG_BYTES + 1:,} bytes, larger than {state.MAX_TAG_BYTES:,}; not read)"]
