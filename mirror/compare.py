@@ -42,7 +42,7 @@ RESCALED_LIMIT = 32.0
 ASPECT_TOLERANCE = 0.02  # width/height may differ this much (rounding when rescaled)
 MAX_LIST_BYTES = 256 << 20  # a sha256 list for every acta ever published is a few MB
 MAX_FILE_BYTES = 256 << 20  # an acta scan is a few MB: a larger file of theirs is not hashed (a sparse TB: an hour)
-_KEY_IN_NAME = re.compile(r"(?<!\d)(\d{9})\.(\d{2})(?!\d)")
+_KEY_IN_NAME = re.compile(r"(?<![0-9])([0-9]{9})\.([0-9]{2})(?![0-9])")
 _SHA_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 

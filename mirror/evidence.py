@@ -308,7 +308,7 @@ def _relative(bag: Path, path: str) -> str:
 
 
 # -- diff ---------------------------------------------------------------------------------
-_ACTA_FILE = re.compile(r"(\d{9}\.\d{2,3})(?:\.v(\d+))?\.[A-Za-z0-9]+")  # KEY.jpg, KEY.v2.jpg
+_ACTA_FILE = re.compile(r"([0-9]{9}\.[0-9]{2,3})(?:\.v([0-9]+))?\.[A-Za-z0-9]+")  # KEY.jpg, KEY.v2.jpg
 
 
 def keyed(source: str | os.PathLike) -> dict[str, str]:

@@ -45,7 +45,7 @@ SIGNED_TAG_FILES = (PAYLOAD_MANIFEST, BAG_INFO, PROVENANCE, CHANGES, FAILURES)
 
 ACTA_KEY = re.compile(r"[0-9]{9}\.[0-9]{2,3}")  # ASCII, as sites.resultados2024.acta_key makes it (\d takes ０ and ٠)
 INDEX_KEY = re.compile(r"index/[^/\x00-\x1f\x7f]+")
-SHARD_NAME = re.compile(r"\d{2}")
+SHARD_NAME = re.compile(r"[0-9]{2}")  # ASCII: \d takes look-alikes
 KINDS = ("acta", "index")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

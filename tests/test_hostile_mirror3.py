@@ -368,3 +368,16 @@ def test_a_key_of_fullwidth_digits_is_a_bad_record_not_another_table(signed):
     code, problems, report = _verify(signed)
     assert code == 1 and ("provenance", "provenance.jsonl") in problems, problems
     assert any(twin["key"] in p["detail"] and "neither an acta key" in p["detail"] for p in report["problems"])
+
+
+@pytest.mark.parametrize("name", ["０１０１０１００１.01", "٠١٠١٠١٠٠١.01"])
+def test_no_reader_takes_look_alike_digits_for_a_key_or_a_shard(name):
+    """The records' ACTA_KEY was made ASCII (5e8b9762); the site's page names, compare's and
+    evidence's file names and the shard names still took any Unicode digit."""
+    from mirror import compare, evidence, state
+    from mirror.audit import site
+
+    assert site.KEY.fullmatch(name) is None
+    assert compare._KEY_IN_NAME.search(name) is None
+    assert evidence._ACTA_FILE.fullmatch(name + ".jpg") is None
+    assert not state.is_shard_name(name[:2])

@@ -38,7 +38,7 @@ from .qr import CHANGED
 from .tally import Table, tally
 
 SITE = "site"
-KEY = re.compile(r"^\d{9}\.\d{2}$")
+KEY = re.compile(r"[0-9]{9}\.[0-9]{2}")  # fullmatch, ASCII: \d and $ take look-alikes and a newline
 CID = re.compile(r"b[a-z2-7]{40,100}")  # a CIDv1 in base32, as the archive records it
 ASSETS = Path(__file__).parent / "site_static"
 COLUMNS = CANDIDATES + ("VOTOS_NULOS",)
@@ -394,7 +394,7 @@ def collect(state: MirrorState) -> tuple[list[TablePage], list[str], list[str]]:
     published = _published(state)
     pages, skipped, changed = [], [], []
     for key, t in tally(state.root).tables.items():
-        if not KEY.match(key):
+        if not KEY.fullmatch(key):
             skipped.append(key)
             continue
         if t.state.cause == CHANGED:
@@ -410,7 +410,7 @@ def collect(state: MirrorState) -> tuple[list[TablePage], list[str], list[str]]:
 
 def _write(tmp: Path, rel: str, text: str) -> None:
     """Write one file of the site; rel comes from checked codes only, and must stay in tmp."""
-    if not re.fullmatch(r"(\d{2}/){0,3}(\d{9}/)?(index\.html|\d{9}\.\d{2}\.html)|[a-z]+\.(js|css)|buscar/[a-z0-9]+\.js",
+    if not re.fullmatch(r"([0-9]{2}/){0,3}([0-9]{9}/)?(index\.html|[0-9]{9}\.[0-9]{2}\.html)|[a-z]+\.(js|css)|buscar/[a-z0-9]+\.js",
                         rel):
         raise ValueError(f"refusing to write {rel!r}")
     target = os.path.normpath(os.path.join(tmp, rel))

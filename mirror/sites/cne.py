@@ -16,7 +16,7 @@ from ..models import Acta, IndexFormatError, Place
 from . import GetPage, Report, join, link_text, parse_page, register, walk_pages
 from .resultados2024 import acta_key
 
-_CODE = re.compile(r"reg_(\d+)\.html$")
+_CODE = re.compile(r"reg_([0-9]+)\.html$")
 
 
 def _results(html: str, url: str):
