@@ -33,13 +33,13 @@ def manifest_items(bag: Path, name: str = PAYLOAD_MANIFEST) -> list[tuple[str, s
     """The payload manifest's (path, sha256) lines, sorted; NotAMirror naming the first bad line."""
     problems: list[Problem] = []
     try:
-        with open_payload(bag, name) as fh:
-            data = fh.read(MAX_MANIFEST_BYTES + 1)
+        with open_payload(bag, name) as fh:  # sized first: a sparse giant is not read even up to the limit
+            data = fh.read(MAX_MANIFEST_BYTES + 1) if os.fstat(fh.fileno()).st_size <= MAX_MANIFEST_BYTES else None
     except FileNotFoundError:
         raise NotAMirror(f"{bag}: not a mirror (no {name})") from None
     except (OSError, UnsafePath) as exc:
         raise NotAMirror(f"{bag / name}: {getattr(exc, 'strerror', None) or exc}") from None
-    if len(data) > MAX_MANIFEST_BYTES:
+    if data is None or len(data) > MAX_MANIFEST_BYTES:
         raise NotAMirror(f"{bag / name}: larger than {MAX_MANIFEST_BYTES:,} bytes; not read")
     items = parse_manifest(data, name, problems, payload=True)
     if problems:

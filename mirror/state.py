@@ -164,8 +164,8 @@ def _read_tag(root: Path, name: str, problems: list[Problem], limit: int = MAX_T
     """A whole tag file's bytes; None (and a problem if it is unsafe, or larger than limit: a
     copy's planted giant is never read into memory) when it cannot be read."""
     try:
-        with open_payload(root, name) as fh:
-            data = fh.read(limit + 1)
+        with open_payload(root, name) as fh:  # sized first: a sparse giant is not read even up to limit
+            data = fh.read(limit + 1) if os.fstat(fh.fileno()).st_size <= limit else None
     except FileNotFoundError:
         return None
     except UnsafePath as exc:
@@ -173,7 +173,7 @@ def _read_tag(root: Path, name: str, problems: list[Problem], limit: int = MAX_T
     except OSError as exc:
         problems.append(Problem("unreadable", name, exc.strerror or str(exc)))
     else:
-        if len(data) <= limit:
+        if data is not None and len(data) <= limit:
             return data
         problems.append(Problem("unsafe", name, f"larger than {limit:,} bytes; not read"))
     return None

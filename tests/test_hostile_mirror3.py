@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -381,3 +382,19 @@ def test_no_reader_takes_look_alike_digits_for_a_key_or_a_shard(name):
     assert compare._KEY_IN_NAME.search(name) is None
     assert evidence._ACTA_FILE.fullmatch(name + ".jpg") is None
     assert not state.is_shard_name(name[:2])
+
+
+def test_a_sparse_giant_manifest_is_refused_unread_not_read_up_to_its_limit(signed, tmp_path):
+    """A payload manifest larger than any mirror's was refused only after 512 MiB of it had been
+    read into memory: a verify on a small runner, or under a memory limit, died instead."""
+    from mirror.state import MAX_MANIFEST_BYTES
+
+    manifest = signed / "manifest-sha256.txt"
+    os.truncate(manifest, MAX_MANIFEST_BYTES + 1)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run(["prlimit", f"--as={400 << 20}", sys.executable, "-m", "mirror", "verify", str(signed)],
+                          capture_output=True, text=True, timeout=LIMIT, env=env)
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"unsafe: manifest-sha256.txt (larger than {MAX_MANIFEST_BYTES:,} bytes; not read)" in proc.stdout, \
+        proc.stdout + proc.stderr
