@@ -1825,3 +1825,18 @@ def test_verify_reads_no_tag_file_over_its_bound(tmp_path):
     assert at.exists() and over.exists()
     assert [str(p) for p in verify.verify(m)] == [
         f"unsafe: over.txt ({state.MAX_TAG_BYTES + 1:,} bytes, larger than {state.MAX_TAG_BYTES:,}; not read)"]
+
+
+def test_verify_names_a_file_whose_record_gives_another_size(tmp_path):
+    """The bytes match the manifest, the provenance record's size does not: hashed, the record is
+    wrong; --fast (sizes only) cannot tell which, so the file is named changed."""
+    m = tiny(tmp_path / "m")
+    lines = [json.loads(x) for x in (m / "provenance.jsonl").read_text().splitlines()]
+    rel, size = lines[0]["path"], lines[0]["size"]
+    lines[0]["size"] = size + 1
+    (m / "provenance.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert [str(p) for p in verify.verify(m)] == [
+        "tag-changed: provenance.jsonl (sha256 differs from the tag manifest)",
+        f"provenance: {rel} ({size} bytes, as the manifest's sha256 gives, but provenance.jsonl records {size + 1})"]
+    assert f"changed: {rel} ({size} bytes, provenance.jsonl says {size + 1} (sizes only: not hashed))" in \
+        [str(p) for p in verify.verify(m, fast=True)]
