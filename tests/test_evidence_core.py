@@ -1840,3 +1840,16 @@ def test_verify_names_a_file_whose_record_gives_another_size(tmp_path):
         f"provenance: {rel} ({size} bytes, as the manifest's sha256 gives, but provenance.jsonl records {size + 1})"]
     assert f"changed: {rel} ({size} bytes, provenance.jsonl says {size + 1} (sizes only: not hashed))" in \
         [str(p) for p in verify.verify(m, fast=True)]
+
+
+def test_a_tag_file_over_its_bound_is_refused_by_its_size_unread(tmp_path):
+    (tmp_path / "at.txt").write_bytes(b"x" * 10)
+    (tmp_path / "over.txt").write_bytes(b"x" * 11)
+    problems: list[Problem] = []
+    assert state._read_tag(tmp_path, "at.txt", problems, 10) == b"x" * 10 and problems == []
+    assert state._read_tag(tmp_path, "over.txt", problems, 10) is None
+    assert [str(p) for p in problems] == ["unsafe: over.txt (larger than 10 bytes; not read)"]
+    assert state._read_tag(tmp_path, "absent.txt", problems, 10) is None and len(problems) == 1
+    _sparse(tmp_path / "manifest-sha256.txt", state.MAX_MANIFEST_BYTES + 1)
+    with pytest.raises(NotAMirror, match=f"larger than {state.MAX_MANIFEST_BYTES:,} bytes; not read"):
+        evidence.manifest_items(tmp_path)
