@@ -19,13 +19,7 @@ from mirror.manifest import read_provenance
 from tests.conftest import run_cli
 from tests.hostile_site import HEADER, HostileSite, index_row, jpeg, key_of, raw
 from tests.test_hostile_more import crawl, site  # noqa: F401 (a fixture)
-
-SECRET = "tok3n-S3CRET"
-
-
-def failures(out: Path) -> list[dict]:
-    path = out / "failures.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+from tests.test_hostile_sites2 import SECRET, failures
 
 
 def keys_archived(out: Path) -> list[str]:
