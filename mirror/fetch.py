@@ -543,7 +543,8 @@ class Fetcher:
         async with self._slots:
             while True:
                 name = self._check_target(url, current, len(hops))
-                if _origin(current) != _origin(owner):  # another scheme, host or port: not the user's credentials
+                # another scheme, host or port than the user's (a redirect, an alternate): no credentials
+                if current != owner and _origin(current) != _origin(owner):
                     sending = {k: v for k, v in sending.items() if k.lower() not in CREDENTIAL_HEADERS}
                 host = self._host(name)
                 if host.tripped:
