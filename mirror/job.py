@@ -20,7 +20,7 @@ from .archive import Archive, append_durably, disk_error, read_inside, write_bag
 from .config import ConfigError, Job
 from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
-from .models import NotAMirror, Problem, UsageError
+from .models import NotAMirror, Problem, UnsafePath, UsageError
 from .state import MAX_MANIFEST_BYTES, MAX_TAG_BYTES, Record, iter_records, open_payload
 from .publish import PublishError, Receipt, inside, publisher_for, publishers_for, redact
 from .verify import check, verify
@@ -477,11 +477,12 @@ def _shard_files(shard: Path) -> dict[str, bytes]:
             files[name] = b""
             continue
         try:
-            with open_payload(shard, name) as fh:
+            with open_payload(shard, name, limit) as fh:  # sized first: a giant is refused unread
                 files[name] = fh.read(limit + 1)
         except (OSError, NotAMirror) as exc:
-            raise UsageError(f"{shard}/{name}: {getattr(exc, 'strerror', None) or exc}; not merging {shard}") from None
-        if len(files[name]) > limit:
+            why = exc.reason if isinstance(exc, UnsafePath) else getattr(exc, "strerror", None) or exc
+            raise UsageError(f"{shard}/{name}: {why}; not merging {shard}") from None
+        if len(files[name]) > limit:  # grown since it was sized
             raise UsageError(f"{shard}/{name}: larger than {limit:,} bytes; not merging {shard}")
     return files
 
