@@ -120,9 +120,10 @@ def _load_ours(mirror: Path, report: Report) -> _Ours:
         from .sites.resultados2024 import parse_index_bytes
 
         try:
-            with open_payload(mirror, e.path) as fh:
-                raw = fh.read(MAX_LIST_BYTES + 1)  # an index is a few MB: a copy's giant is never held whole
-            if len(raw) > MAX_LIST_BYTES:
+            # an index is a few MB: a copy's giant is refused by its size, never read
+            with open_payload(mirror, e.path, MAX_LIST_BYTES) as fh:
+                raw = fh.read(MAX_LIST_BYTES + 1)
+            if len(raw) > MAX_LIST_BYTES:  # grown since it was sized
                 raise UnsafePath(e.path, f"larger than {MAX_LIST_BYTES:,} bytes; not read")
             for acta in parse_index_bytes(raw, e.url):
                 ours.names.setdefault(_basename(acta.url), acta.key)
