@@ -1853,3 +1853,20 @@ def test_a_tag_file_over_its_bound_is_refused_by_its_size_unread(tmp_path):
     _sparse(tmp_path / "manifest-sha256.txt", state.MAX_MANIFEST_BYTES + 1)
     with pytest.raises(NotAMirror, match=f"larger than {state.MAX_MANIFEST_BYTES:,} bytes; not read"):
         evidence.manifest_items(tmp_path)
+
+
+def test_open_payload_refuses_a_file_over_its_limit_by_its_size(tmp_path):
+    (tmp_path / "ten.bin").write_bytes(b"0123456789")
+    with state.open_payload(tmp_path, "ten.bin", 10) as fh:
+        assert fh.read() == b"0123456789"
+    with pytest.raises(UnsafePath) as refused:
+        state.open_payload(tmp_path, "ten.bin", 9)
+    assert refused.value.reason == "10 bytes, larger than 9; not read"
+
+
+def test_a_hashing_scan_names_a_fifo_unsafe_and_never_opens_it(tmp_path):
+    (tmp_path / "data").mkdir()
+    os.mkfifo(tmp_path / "data" / "pipe")
+    found = state.scan(tmp_path, "data", state.HASH)
+    assert found.files == [] and [(p.kind, p.path) for p in found.problems] == [("unsafe", "data/pipe")]
+    assert found.problems[0].detail == "a FIFO, not a regular file; not read"
