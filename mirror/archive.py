@@ -38,7 +38,7 @@ from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST,
                        repair_torn_tail, sync_filesystem)
 from .publish import redact
 from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
-from .state import MAX_TAG_BYTES, open_payload, read_state, scan
+from .state import MAX_TAG_BYTES, open_payload, read_inside, read_state, scan  # read_inside: also for importers here
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged (for `export`)
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
@@ -880,15 +880,6 @@ def write_tag_manifest(root: Path, known: dict[str, str] | None = None) -> None:
         except FileNotFoundError:
             continue
     atomic_write(root / TAG_MANIFEST, format_manifest(items))
-
-
-def read_inside(root: str | os.PathLike, rel: str, limit: int | None = None) -> bytes:
-    """The bytes of a regular file inside root, reached without following a symlink
-    (state.open_payload); UnsafePath for anything else, or when it holds more than limit."""
-    with open_payload(root, rel) as fh:
-        if limit is not None and os.fstat(fh.fileno()).st_size > limit:
-            raise UnsafePath(rel, "larger than its record says")
-        return fh.read()
 
 
 class Corrupt(NotAMirror):

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 from .export import _why
 from .manifest import PROVENANCE, read_small_file
 from .models import Entry, IndexFormatError, NotAMirror, Problem, UnsafePath, UsageError
-from .state import is_acta_key, iter_records, open_payload
+from .state import is_acta_key, iter_records, open_payload, read_inside
 
 LABELS = ("identical", "same_picture", "different_picture", "other_version", "only_here", "only_there")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".tif", ".tiff", ".gif", ".bmp")
@@ -120,11 +120,7 @@ def _load_ours(mirror: Path, report: Report) -> _Ours:
         from .sites.resultados2024 import parse_index_bytes
 
         try:
-            # an index is a few MB: a copy's giant is refused by its size, never read
-            with open_payload(mirror, e.path, MAX_LIST_BYTES) as fh:
-                raw = fh.read(MAX_LIST_BYTES + 1)
-            if len(raw) > MAX_LIST_BYTES:  # grown since it was sized
-                raise UnsafePath(e.path, f"larger than {MAX_LIST_BYTES:,} bytes; not read")
+            raw = read_inside(mirror, e.path, MAX_LIST_BYTES)  # an index is a few MB: a copy's giant is refused unread
             for acta in parse_index_bytes(raw, e.url):
                 ours.names.setdefault(_basename(acta.url), acta.key)
         except (OSError, IndexFormatError, UnsafePath) as exc:

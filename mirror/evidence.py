@@ -22,7 +22,7 @@ from .models import NotAMirror, Problem, UnsafePath, UsageError
 from .sign import (PublicKey, SignatureError, key_id_text, load_public, load_secret, parse_public, parse_signature,
                    sign_file, verify_signature)
 from .state import (MAX_MANIFEST_BYTES, MAX_RECORDS_BYTES, SIGNED_TAG_FILES, MirrorState, open_payload, parse_manifest, provenance_state,
-                    read_state)
+                    read_inside, read_state)
 
 STATEMENT = "signed-root.json"
 SIGNATURE = STATEMENT + ".minisig"
@@ -33,14 +33,13 @@ def manifest_items(bag: Path, name: str = PAYLOAD_MANIFEST) -> list[tuple[str, s
     """The payload manifest's (path, sha256) lines, sorted; NotAMirror naming the first bad line."""
     problems: list[Problem] = []
     try:
-        with open_payload(bag, name) as fh:  # sized first: a sparse giant is not read even up to the limit
-            data = fh.read(MAX_MANIFEST_BYTES + 1) if os.fstat(fh.fileno()).st_size <= MAX_MANIFEST_BYTES else None
+        data = read_inside(bag, name, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise NotAMirror(f"{bag}: not a mirror (no {name})") from None
-    except (OSError, UnsafePath) as exc:
-        raise NotAMirror(f"{bag / name}: {getattr(exc, 'strerror', None) or exc}") from None
-    if data is None or len(data) > MAX_MANIFEST_BYTES:
-        raise NotAMirror(f"{bag / name}: larger than {MAX_MANIFEST_BYTES:,} bytes; not read")
+    except UnsafePath as exc:
+        raise NotAMirror(f"{bag / name}: {exc.reason}") from None
+    except OSError as exc:
+        raise NotAMirror(f"{bag / name}: {exc.strerror or exc}") from None
     items = parse_manifest(data, name, problems, payload=True)
     if problems:
         raise NotAMirror(f"{bag / name}: {problems[0]}")

@@ -477,13 +477,10 @@ def _shard_files(shard: Path) -> dict[str, bytes]:
             files[name] = b""
             continue
         try:
-            with open_payload(shard, name, limit) as fh:  # sized first: a giant is refused unread
-                files[name] = fh.read(limit + 1)
+            files[name] = read_inside(shard, name, limit)  # a giant is refused by its size, unread
         except (OSError, NotAMirror) as exc:
             why = exc.reason if isinstance(exc, UnsafePath) else getattr(exc, "strerror", None) or exc
             raise UsageError(f"{shard}/{name}: {why}; not merging {shard}") from None
-        if len(files[name]) > limit:  # grown since it was sized
-            raise UsageError(f"{shard}/{name}: larger than {limit:,} bytes; not merging {shard}")
     return files
 
 

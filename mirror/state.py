@@ -151,8 +151,23 @@ def open_payload(root: str | os.PathLike, rel: str, limit: int | None = None) ->
         fd = opener.open_fd(rel)
     if limit is not None and (size := os.fstat(fd).st_size) > limit:
         os.close(fd)
-        raise UnsafePath(rel, f"{size:,} bytes, larger than {limit:,}; not read")
+        raise UnsafePath(rel, _too_large(size, limit))
     return os.fdopen(fd, "rb")
+
+
+def read_inside(root: str | os.PathLike, rel: str, limit: int | None = None) -> bytes:
+    """The bytes of a regular file inside root, reached without following a link (open_payload):
+    the one bounded read of a mirror's file. With limit, a larger file is refused by its size,
+    unread (UnsafePath), and one that grows while read is refused too."""
+    with open_payload(root, rel, limit) as fh:
+        data = fh.read() if limit is None else fh.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise UnsafePath(rel, _too_large(len(data), limit))
+    return data
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"{size:,} bytes, larger than {limit:,}; not read"
 
 
 MAX_TAG_BYTES = 1 << 20  # bagit.txt, bag-info.txt, the tag manifest: a few lines each
@@ -164,18 +179,13 @@ def _read_tag(root: Path, name: str, problems: list[Problem], limit: int = MAX_T
     """A whole tag file's bytes; None (and a problem if it is unsafe, or larger than limit: a
     copy's planted giant is never read into memory) when it cannot be read."""
     try:
-        with open_payload(root, name) as fh:  # sized first: a sparse giant is not read even up to limit
-            data = fh.read(limit + 1) if os.fstat(fh.fileno()).st_size <= limit else None
+        return read_inside(root, name, limit)
     except FileNotFoundError:
         return None
     except UnsafePath as exc:
         problems.append(Problem("unsafe", name, exc.reason))
     except OSError as exc:
         problems.append(Problem("unreadable", name, exc.strerror or str(exc)))
-    else:
-        if data is not None and len(data) <= limit:
-            return data
-        problems.append(Problem("unsafe", name, f"larger than {limit:,} bytes; not read"))
     return None
 
 

@@ -1848,10 +1848,10 @@ def test_a_tag_file_over_its_bound_is_refused_by_its_size_unread(tmp_path):
     problems: list[Problem] = []
     assert state._read_tag(tmp_path, "at.txt", problems, 10) == b"x" * 10 and problems == []
     assert state._read_tag(tmp_path, "over.txt", problems, 10) is None
-    assert [str(p) for p in problems] == ["unsafe: over.txt (larger than 10 bytes; not read)"]
+    assert [str(p) for p in problems] == ["unsafe: over.txt (11 bytes, larger than 10; not read)"]
     assert state._read_tag(tmp_path, "absent.txt", problems, 10) is None and len(problems) == 1
     _sparse(tmp_path / "manifest-sha256.txt", state.MAX_MANIFEST_BYTES + 1)
-    with pytest.raises(NotAMirror, match=f"larger than {state.MAX_MANIFEST_BYTES:,} bytes; not read"):
+    with pytest.raises(NotAMirror, match=f"{state.MAX_MANIFEST_BYTES + 1:,} bytes, larger than {state.MAX_MANIFEST_BYTES:,}; not read"):
         evidence.manifest_items(tmp_path)
 
 
@@ -1870,3 +1870,13 @@ def test_a_hashing_scan_names_a_fifo_unsafe_and_never_opens_it(tmp_path):
     found = state.scan(tmp_path, "data", state.HASH)
     assert found.files == [] and [(p.kind, p.path) for p in found.problems] == [("unsafe", "data/pipe")]
     assert found.problems[0].detail == "a FIFO, not a regular file; not read"
+
+
+def test_read_inside_reads_a_file_at_its_bound_and_refuses_one_over_it_unread(tmp_path):
+    (tmp_path / "ten.bin").write_bytes(b"0123456789")
+    assert state.read_inside(tmp_path, "ten.bin", 10) == b"0123456789" == state.read_inside(tmp_path, "ten.bin")
+    with pytest.raises(UnsafePath, match="10 bytes, larger than 9; not read"):
+        state.read_inside(tmp_path, "ten.bin", 9)
+    os.symlink("ten.bin", tmp_path / "link.bin")
+    with pytest.raises(UnsafePath):
+        state.read_inside(tmp_path, "link.bin")

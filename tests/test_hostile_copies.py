@@ -102,7 +102,7 @@ def test_verify_refuses_a_giant_tag_file_without_reading_it(signed, name):
     proc = _cli_in_memory(2 << 30, "verify", str(signed))
     assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
     assert proc.returncode == 1
-    assert f"unsafe: {name} (larger than 1,048,576 bytes; not read)" in proc.stdout or name == "bag-info.txt", \
+    assert f"unsafe: {name} ({3 << 30:,} bytes, larger than 1,048,576; not read)" in proc.stdout or name == "bag-info.txt", \
         proc.stdout
     assert f"signed: {name}" in proc.stdout or name != "bag-info.txt", proc.stdout
 

@@ -397,5 +397,5 @@ def test_a_sparse_giant_manifest_is_refused_unread_not_read_up_to_its_limit(sign
                           capture_output=True, text=True, timeout=LIMIT, env=env)
     assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"unsafe: manifest-sha256.txt (larger than {MAX_MANIFEST_BYTES:,} bytes; not read)" in proc.stdout, \
+    assert f"unsafe: manifest-sha256.txt ({MAX_MANIFEST_BYTES + 1:,} bytes, larger than {MAX_MANIFEST_BYTES:,}; not read)" in proc.stdout, \
         proc.stdout + proc.stderr
