@@ -25,16 +25,22 @@ import time
 
 VARIABLE = "ACTA_MIRROR_GIT_SILENCE_SECONDS"
 DEFAULT_SECONDS = 300
+MAX_SECONDS = 1_000_000
 CHUNK = 1 << 16
 HELD = 1 << 20  # bytes kept for a side that is slow to take them, before its source is read again
 AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
 
-def seconds_from(text: str | None) -> int:
-    """The bound in whole seconds; the default for a missing or bad value (acta-mirror checks
-    the variable before git starts, and hands this one a number)."""
+def seconds_from(text: str | None) -> int | None:
+    """The variable's bound in whole seconds: DEFAULT_SECONDS when it is unset or empty, None
+    when it is no whole number from 1 to MAX_SECONDS (the one reading of the variable: acta-mirror
+    refuses None before git starts, so the relay is handed a good value)."""
     text = (text or "").strip()
-    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else DEFAULT_SECONDS
+    if not text:
+        return DEFAULT_SECONDS
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_SECONDS))):
+        return None
+    return int(text) if 1 <= int(text) <= MAX_SECONDS else None
 
 
 def _say(line: str) -> None:
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         _say("usage: gitrelay.py HOST PORT (git runs it as its proxy for git://)")
         return 2
     try:
-        return relay(args[0], int(args[1]), seconds_from(os.environ.get(VARIABLE)))
+        return relay(args[0], int(args[1]), seconds_from(os.environ.get(VARIABLE)) or DEFAULT_SECONDS)
     except KeyboardInterrupt:  # Ctrl-C reaches git and this alike: git says what stopped
         return 130
 

@@ -115,9 +115,9 @@ AUTHOR = ("acta-mirror", "acta-mirror@localhost")
 # over SSH, ssh gives up on a server that answers neither the connection nor its keepalives. A
 # server busy with a large push still sends a keepalive every 5 s (git's receive.keepAlive and
 # uploadpack.keepAlive), so it is not cut. A proxy or ssh command of the user's own is left alone.
-NO_DATA_SECONDS = 300
+NO_DATA_SECONDS = gitrelay.DEFAULT_SECONDS
 SILENCE_VARIABLE = gitrelay.VARIABLE  # ACTA_MIRROR_GIT_SILENCE_SECONDS
-MAX_SILENCE_SECONDS = 1_000_000
+MAX_SILENCE_SECONDS = gitrelay.MAX_SECONDS
 GIT_SETTINGS = {"core.hooksPath": "/dev/null", "core.fsmonitor": "false", "user.name": AUTHOR[0],
                 "user.email": AUTHOR[1], "gc.auto": "0", "credential.helper": CREDENTIAL_HELPER,
                 "http.lowSpeedLimit": "1", "http.lowSpeedTime": str(NO_DATA_SECONDS)}
@@ -1099,13 +1099,12 @@ def silence_seconds() -> int:
     """ACTA_MIRROR_GIT_SILENCE_SECONDS, the seconds without a byte from a host after which a
     transfer ends (NO_DATA_SECONDS when unset or empty); UsageError for anything but a whole
     number from 1 to MAX_SILENCE_SECONDS."""
-    given = os.environ.get(SILENCE_VARIABLE, "").strip()
-    if not given:
-        return NO_DATA_SECONDS
-    if not re.fullmatch(r"[0-9]{1,7}", given) or not 1 <= int(given) <= MAX_SILENCE_SECONDS:
-        raise UsageError(f"{SILENCE_VARIABLE}={printable(given[:40])}: not a whole number of seconds from 1 to "
-                         f"{MAX_SILENCE_SECONDS:,}")
-    return int(given)
+    given = os.environ.get(SILENCE_VARIABLE, "")
+    seconds = gitrelay.seconds_from(given)
+    if seconds is None:
+        raise UsageError(f"{SILENCE_VARIABLE}={printable(given.strip()[:40])}: not a whole number of seconds from 1 "
+                         f"to {MAX_SILENCE_SECONDS:,}")
+    return seconds
 
 
 def ssh_command(seconds: int) -> str:
