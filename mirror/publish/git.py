@@ -861,8 +861,12 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress,
 
     first, first_tip = clone("01")
     layout = read_layout(_read_blob(first, first_tip, SHARDS_JSON), f"shard 01 ({SHARDS_JSON})")
+    first_tree = _tree_files(first, first_tip)  # read once: the key check, the shard's files, the bag files
+    manifest = first_tree.get(f"{FULL_BAG}/{PAYLOAD_MANIFEST}")
+    listed = _manifest_in(_blob(first, manifest[1]).decode("utf-8", "replace"),
+                          f"shard 01: {FULL_BAG}/{PAYLOAD_MANIFEST}") if manifest else {}
     if public is not None:
-        _signed_with(first, first_tip, public)
+        _signed_with(first, first_tree, listed, public)
     shards = {"01": (first, first_tip)}
     for shard in layout["shards"]:
         if shard not in shards:
@@ -876,7 +880,7 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress,
         full.setdefault(e.path, e)
     restored: set[str] = set()
     for shard, (repo, tip) in sorted(shards.items()):
-        tree = _tree_files(repo, tip)
+        tree = first_tree if shard == "01" else _tree_files(repo, tip)
         for e in _checked_lines(repo, tip, PROVENANCE, f"shard {shard}"):
             if e.path in restored:
                 continue
@@ -902,11 +906,8 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress,
     missing = sorted(set(full) - restored)
     if missing:
         raise PublishError(f"the shards lack {len(missing)} file(s) the full manifest lists, e.g. {missing[0]}")
-    tree = _tree_files(first, first_tip)
+    tree = first_tree
     carried = {name: tree[f"{FULL_BAG}/{name}"] for name in PUBLISHED_TAG_FILES if f"{FULL_BAG}/{name}" in tree}
-    manifest = carried.get(PAYLOAD_MANIFEST)
-    listed = _manifest_in(_blob(first, manifest[1]).decode("utf-8", "replace"),
-                          f"shard 01: {FULL_BAG}/{PAYLOAD_MANIFEST}") if manifest else {}
     if manifest and set(listed) == restored:
         for name, (_mode, sha) in carried.items():
             _fits(first.odb.info(bytes.fromhex(sha)).size, f"shard 01: {FULL_BAG}/{name}")
@@ -922,18 +923,17 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress,
     return notes
 
 
-def _signed_with(repo: git.Repo, tip: str, public: PublicKey) -> None:
-    """With --pubkey, before any other shard is fetched: shard 01's full-bag/ statement must be
-    signed with that key and name the root of the full-bag/ manifest. A copy that nobody or
-    somebody else signed is refused before its bulk is downloaded (the whole copy is still
-    verified against the key at the end)."""
-    tree = _tree_files(repo, tip)
+def _signed_with(repo: git.Repo, tree: dict[str, tuple[str, str]], listed: dict[str, str], public: PublicKey) -> None:
+    """With --pubkey, before any other shard is fetched: shard 01's full-bag/ statement (in its
+    tree) must be signed with that key and name the root of the full-bag/ manifest (listed, as
+    read). A copy that nobody or somebody else signed is refused before its bulk is downloaded
+    (the whole copy is still verified against the key at the end)."""
     paths = [f"{FULL_BAG}/{name}" for name in (STATEMENT, SIGNATURE, PAYLOAD_MANIFEST)]
     missing = next((p for p in paths if p not in tree), None)
     if missing:
         raise PublishError(f"shard 01 has no {missing}: the published mirror carries no signed statement, so it "
                            "is not signed with the key you gave; nothing restored")
-    statement, signature, manifest = (_blob(repo, tree[p][1]) for p in paths)
+    statement, signature = (_blob(repo, tree[p][1]) for p in paths[:2])
     try:
         trusted = verify_signature(statement, parse_signature(signature.decode("utf-8", "replace"), paths[1]),
                                    public, paths[0], paths[1])
@@ -942,9 +942,9 @@ def _signed_with(repo: git.Repo, tip: str, public: PublicKey) -> None:
         raise PublishError(f"shard 01: {exc}; nothing restored") from None
     except (ValueError, KeyError, TypeError, RecursionError):
         raise PublishError(f"shard 01: {paths[0]} is not a root statement; nothing restored") from None
-    listed = tree_root(sorted(_manifest_in(manifest.decode("utf-8", "replace"), f"shard 01: {paths[2]}").items()))
-    if root != listed or f"merkle root {listed} " not in trusted + " ":
-        raise PublishError(f"shard 01: the signed root is not the root of {paths[2]} ({listed}); nothing restored")
+    computed = tree_root(sorted(listed.items()))
+    if root != computed or f"merkle root {computed} " not in trusted + " ":
+        raise PublishError(f"shard 01: the signed root is not the root of {paths[2]} ({computed}); nothing restored")
 
 
 # Characters HFS+ ignores in a name: '.g\u200cit' is '.git' on a Mac (git's own is_hfs_dotgit)
