@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # nginx: the benchmarks' static server; tesseract: OCR of the printed figures; libzbar0: a second QR reader.
 # e2fsprogs: chattr, with which a test makes a folder refuse writes even to root.
 # unzip: a test unzips a WACZ as the README tells a stranger to.
+# openssh-client: ssh, which a test runs against a silent SSH host (a fresh image may lack it).
 APT_PACKAGES=(git wget2 aria2 minisign chromium chromium-driver nginx tesseract-ocr tesseract-ocr-spa libzbar0 openssl
-              e2fsprogs unzip locales libcurl4-openssl-dev libssl-dev)  # the last two build pycurl where no wheel fits
+              e2fsprogs unzip openssh-client locales libcurl4-openssl-dev libssl-dev)  # the last two build pycurl where no wheel fits
 # Node.js (20 here) runs the IPFS test node; take Debian's only when the machine has none.
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 
