@@ -690,7 +690,8 @@ def _print_crawl_plan(plan, out: str, as_json: bool) -> int:
         print(f"  {plan.pages_failed} of {plan.pages} page(s) could not be read: the listing above may be short",
               file=sys.stderr)
     if plan.rows_failed:
-        print(f"  {plan.rows_failed} index row(s) were refused (bad index row): their actas are not counted above",
+        print(f"  {plan.rows_failed} of {plan.rows} index row(s) were refused (bad index row): their actas are not "
+              "counted above",
               file=sys.stderr)
     print(f"  listing took {plan.listing_requests} request(s) (index files or pages), which a crawl makes again; "
           f"mirror {out}")

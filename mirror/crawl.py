@@ -605,6 +605,7 @@ class CrawlPlan:
     listing_requests: int  # requests the listing took (index files or pages): a crawl makes them again
     pages: int = 0  # index files and pages asked for: the denominator of pages_failed
     rows_failed: int = 0  # index rows refused (bad index row): their actas are not in `listed`
+    rows: int = 0  # index rows read, refused ones included: the denominator of rows_failed
 
 
 async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
@@ -624,7 +625,7 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
     if discover not in site.discover_modes:
         raise UsageError(f"site {site.name} discovers by {', '.join(site.discover_modes)}, not {discover}")
     out = Path(opts.out)
-    pages_failed = rows_failed = pages = 0
+    pages_failed = rows_failed = pages = rows = 0
 
     def report(url: str, reason: str, cause: str = "unreadable page") -> None:
         nonlocal pages_failed, rows_failed
@@ -652,6 +653,12 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                 db.executemany("INSERT OR IGNORE INTO listed VALUES (?, ?)",
                                ((a.key, a.url) for a in actas if in_shard(a.key, opts.shard)))
 
+            def counted(actas):
+                nonlocal rows
+                for acta in actas:
+                    rows += 1
+                    yield acta
+
             async with Fetcher(concurrency=opts.concurrency, rate=opts.rate, proxy=opts.proxy, timeout=opts.timeout,
                                max_bytes=opts.max_bytes, tmp_dir=tmp, alternates=opts.alternates,
                                policy=_policy(opts, site), user_agent=opts.user_agent,
@@ -666,7 +673,7 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                             except FetchError as exc:
                                 raise SourceUnreachable(
                                     redact(f"cannot read the index {source}: {exc.reason}")) from None
-                        take(site.parse_index(path, url, report))
+                        take(counted(site.parse_index(path, url, report)))
 
                 async def get_page(url: str) -> str:
                     nonlocal pages
@@ -693,4 +700,5 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
             db.close()
     return CrawlPlan(listed=listed, new=urls - known, recheck=known - fresh, recheck_bytes=recheck_bytes,
                      skipped=fresh, mean_size=mean // sizes if sizes else 0, pages_failed=pages_failed,
-                     listing_requests=listing_requests, pages=pages, rows_failed=rows_failed)
+                     listing_requests=listing_requests, pages=pages, rows_failed=rows_failed,
+                     rows=rows + rows_failed)

@@ -184,7 +184,7 @@ def test_the_dry_run_counts_pages_against_pages_asked_and_bad_rows_apart(site, t
     site.serve_index(rows + [bad, bad.replace("X", "Y")])
     proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "csv"), "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert "2 index row(s) were refused (bad index row)" in proc.stderr and "page(s) could not" not in proc.stderr
+    assert "2 of 4 index row(s) were refused (bad index row)" in proc.stderr and "page(s) could not" not in proc.stderr
     assert "lists 2 actas" in proc.stdout
     site.routes["/"] = body(listing([("/e/0", "E"), ("/e/1", "E")]), "text/html")
     site.routes["/e/0"] = body("<html>no listing</html>", "text/html")
