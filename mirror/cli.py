@@ -628,8 +628,7 @@ def _print_crawl(result, args) -> int:
                           "failures_by_cause": summary.as_json()["by_cause"], "failures": result.failures}, indent=1))
     else:
         _print_failures(result.failures, c, where, args)
-        pages = f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else ""
-        pages += f", {c.rows_failed} of {c.rows} index row(s) refused (their actas are not counted)" if c.rows_failed else ""
+        pages = c.listing_gaps() + (" (their actas are not counted)" if c.rows_failed else "")
         deferred = f", {c.deferred} deferred to the next run" if c.deferred else ""
         vanished = (f"; {c.vanished} archived before and no longer listed by the site (kept; "
                     "changes.jsonl marks them vanished)") if c.vanished else ""
@@ -1028,11 +1027,10 @@ def _print_run(report, args=None) -> int:
     if report.crawl:
         c = report.crawl.counters
         _print_failures(report.crawl.failures, c, str(report.mirror / "failures.jsonl"), args)
-        pages = f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else ""
-        rows = f", {c.rows_failed} of {c.rows} index row(s) refused" if c.rows_failed else ""
+        gaps = c.listing_gaps()
         print(f"crawl: {c.discovered} discovered, {c.archived} archived, {c.unchanged} unchanged, "
               f"{c.not_asked} not asked (checked within recheck_after), "
-              f"{c.failed} failed, {c.deferred} deferred, {c.vanished} vanished{pages}{rows}; {c.retries} retries in "
+              f"{c.failed} failed, {c.deferred} deferred, {c.vanished} vanished{gaps}; {c.retries} retries in "
               f"{report.crawl.requests} requests ({report.crawl.seconds:.1f} s)")
     if report.problems:
         print(f"verify: {len(report.problems)} problem(s)"

@@ -92,6 +92,12 @@ class Counters:
         """Actas this run will handle, once known: from the index, or when discovery ends."""
         return self.discovered if self.discovery_done else self.expected
 
+    def listing_gaps(self) -> str:
+        """What the listing missed, each against its denominator, for a summary line: ', 1 of 9
+        page(s) unreadable, 2 of 40 index row(s) refused'; '' when it missed nothing."""
+        return ((f", {self.pages_failed} of {self.pages} page(s) unreadable" if self.pages_failed else "")
+                + (f", {self.rows_failed} of {self.rows} index row(s) refused" if self.rows_failed else ""))
+
 
 @dataclass
 class CrawlResult:

@@ -68,8 +68,7 @@ def run_demo(out: Path, *, limit: int | None, small: bool = True, use_ipfs: bool
                                 f"{c.unchanged} unchanged, {c.failed} failed"
                                 + (f", {c.not_asked} not asked (checked recently)" if c.not_asked else "")
                                 + (f", {c.deferred} deferred" if c.deferred else "")
-                                + (f", {c.pages_failed} of {c.pages} page(s) unreadable" if c.pages_failed else "")
-                                + (f", {c.rows_failed} of {c.rows} index row(s) refused" if c.rows_failed else "")
+                                + c.listing_gaps()
                                 + f" -> {shard_report.mirror}")
             report.ok &= shard_report.ok
             shards.append(shard_report.mirror)
