@@ -88,6 +88,7 @@ def acta(n: int) -> bytes:
 
 
 VALID = b"".join(acta(n) for n in range(20))
+LONG = 2000  # state.MAX_LINE_BYTES in the tests below: a line of LONG bytes and its newline is read
 PROVENANCE_FILES = {
     "valid": VALID, "no final newline": VALID.rstrip(b"\n"), "empty": b"", "blank lines": b"\n\n" + VALID + b"  \n",
     "crlf": VALID.replace(b"\n", b"\r\n"), "a path twice": VALID + acta(3), "a key twice, two paths":
@@ -98,6 +99,19 @@ PROVENANCE_FILES = {
     "a bad key": VALID + line(key="x", path="data/x.jpg"), "not utf-8": VALID + b'{"key": "\xff"}\n',
     "utf-8 surrogate": VALID + line(etag="x").replace(b'"x"', b'"\xed\xa0\x80"'), "not json": b"{\n" + VALID,
     "a form feed line": VALID + b"\x0c\n",
+    # where JSON values and lines part ways: two records on one line, and, with a blank line
+    # or a record across two lines beside it, as many records as lines
+    "two on a line": VALID + acta(30).rstrip(b"\n") + acta(31),
+    "two on a line, one blank": VALID + acta(30).rstrip(b"\n") + b" " + acta(31) + b"\n",
+    "one across two lines, two on one": VALID + acta(30).replace(b'"cid": ""', b'"cid":\n{}')
+        + acta(31).rstrip(b"\n") + acta(32),
+    "indented": VALID + json.dumps({**GOOD, "key": "010101040.01", "path": "data/01/010101040.01.jpg"},
+                                   indent=1).encode() + b"\n",
+    "a line at the bound": VALID + line(etag="e" * (LONG - len(line(etag="")) + 1), key="010101041.01",
+                                        path="data/01/010101041.01.jpg"),
+    "a line over the bound": VALID + line(etag="e" * (LONG - len(line(etag="")) + 2)) + acta(42),
+    "the last line over the bound": VALID + line(etag="e" * (LONG - len(line(etag="")) + 2)).rstrip(b"\n"),
+    "a record in a line over the bound": VALID + acta(43).rstrip(b"\n") + b" " * LONG + b"\n",
 }
 
 
@@ -106,6 +120,7 @@ def test_read_entries_gives_what_iter_records_gives(tmp_path, name, monkeypatch)
     path = tmp_path / "provenance.jsonl"
     path.write_bytes(PROVENANCE_FILES[name])
     monkeypatch.setattr(state, "READ_SIZE", 300)  # several batches: a path repeated across two is seen
+    monkeypatch.setattr(state, "MAX_LINE_BYTES", LONG)
     slow_problems, fast_problems = [], []
     slow = [r.entry for r in state.iter_records(path, slow_problems)]
     assert state.read_entries(path, fast_problems) == slow and fast_problems == slow_problems
