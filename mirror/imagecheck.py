@@ -79,6 +79,17 @@ class ImageCheck:
         if self._state == "trailing":
             self.trailing += len(chunk)
             return
+        if self._state == "scan" and not self._buf:
+            # most of a scanned page: compressed data, searched where it lies rather than copied
+            found = _MARKER_IN_SCAN.search(chunk)
+            if found is None:
+                end = len(chunk) - (chunk[-1:] == b"\xff")  # keep a last 0xFF: the byte after it decides
+                self._scan_bytes += end
+                self._buf += chunk[end:]
+                return
+            self._scan_bytes += found.start()
+            self._state = "marker"
+            chunk = chunk[found.start():]
         self._buf += chunk
         pos = self._jpeg(0) if self.kind == "image/jpeg" else self._png(0) if self.kind else self._signature()
         del self._buf[:pos]

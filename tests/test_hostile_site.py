@@ -638,6 +638,23 @@ def _judge(data: bytes, cuts: list[int]):
         return exc.cause
 
 
+def test_a_real_acta_is_judged_the_same_however_its_scan_arrives():
+    """The check searches the compressed data where it lies while nothing is held back: cut
+    after a 0xFF (whose next byte decides), inside the end marker, one byte at a time around
+    it, or in a large piece, the verdict is the whole file's."""
+    for path in sorted((ROOT / "mirror/replay/data/resultados2024/actas").glob("*.jpg"))[:4]:
+        data = path.read_bytes()
+        whole = _judge(data, [])
+        assert whole == check_bytes(data) and whole.kind == "image/jpeg"
+        end = data.rindex(b"\xff\xd9")
+        ffs = [i + 1 for i in range(len(data) // 2, end) if data[i] == 0xFF][:3]
+        assert ffs, path  # stuffed bytes in the scan: a piece can end on one
+        for cuts in ([16384], [16384, 16384 + 262144], ffs, [end + 1], [end, end + 1, end + 2],
+                     list(range(end - 3, end + 3)), [16384, *ffs, end + 1]):
+            assert _judge(data, cuts) == whole, (path.name, cuts)
+        assert _judge(data[:end + 1], [16384, end]) == "truncated image"  # a cut inside the end marker
+
+
 @settings(max_examples=_EXAMPLES, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.sampled_from(_SEEDS), edits=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=6),
        cut=st.integers(0, 4000), tail=st.binary(max_size=64), cuts=st.lists(st.integers(0, 5000), max_size=8))
