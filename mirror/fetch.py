@@ -61,6 +61,7 @@ MAX_URL_CHARS = 8192
 MAX_VALIDATOR_CHARS = 1024  # ...and an ETag, Last-Modified or Content-Type over this (or holding a
                             # control character, which no header written from the record may hold) is
                             # not kept (nor sent back)
+CHECK_BYTES = 256 * 1024  # a body held in memory is checked as an image in pieces of this much
 SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
 BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
 SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
@@ -656,8 +657,8 @@ class _Body:
     larger one, or any once the run holds BUFFER_BUDGET bytes, is streamed to disk as it
     arrives. Whatever fails leaves no temp file behind."""
 
-    __slots__ = ("buf", "check", "conditional", "digest", "done", "expect_image", "fd", "fetcher", "final_url",
-                 "head_seen", "hops", "host", "name", "sha256", "size", "tmp_path", "url")
+    __slots__ = ("buf", "check", "checked", "conditional", "digest", "done", "expect_image", "fd", "fetcher",
+                 "final_url", "head_seen", "hops", "host", "name", "sha256", "size", "tmp_path", "url")
 
     def __init__(self, fetcher: Fetcher, url: str, final_url: str, hops: tuple[str, ...], expect_image: bool,
                  conditional: bool, host: _Host, name: str):
@@ -670,6 +671,7 @@ class _Body:
         self.digest = None
         self.sha256 = ""
         self.check: ImageCheck | None = None
+        self.checked = 0  # bytes of buf the check has been fed
         self.head_seen: Head | None = None
         self.done = False
 
@@ -700,22 +702,35 @@ class _Body:
         return self.write
 
     def write(self, chunk: bytes) -> None:
+        """A piece of the body (libcurl hands over at most 16 KB at a time). One held in memory is
+        checked as an image each time CHECK_BYTES more have come, and piece by piece until its
+        signature is read (an HTML page is refused before the rest of it is read); one streamed
+        to disk, piece by piece."""
         fetcher = self.fetcher
         self.size += len(chunk)
         if self.size > fetcher.max_bytes:
             raise TooLarge(self.url, f"body passed the cap of {fetcher.max_bytes} bytes; cut off", cause="too large")
-        if self.check is not None:
-            self.check.feed(chunk)
         if self.buf is not None:
             self.buf += chunk
             fetcher._buffered += len(chunk)
+            if self.check is not None and (not self.check.kind or len(self.buf) - self.checked >= CHECK_BYTES):
+                self._check_held(self.buf)
             if len(self.buf) <= SPILL_BYTES and fetcher._buffered <= BUFFER_BUDGET:
                 return
+            self._check_held(self.buf)
             chunk, self.buf = bytes(self.buf), None
             fetcher._buffered -= len(chunk)
             self.digest = hashlib.sha256()
+        elif self.check is not None:
+            self.check.feed(chunk)
         self.digest.update(chunk)
         _write_all(self.fd, chunk)
+
+    def _check_held(self, buf: bytearray | None) -> None:
+        """Feed the image check what it has not seen of the body held in memory (buf)."""
+        if self.check is not None and buf is not None and self.checked < len(buf):
+            self.check.feed(buf[self.checked:])
+            self.checked = len(buf)
 
     def drop(self, chunk: bytes) -> None:
         """A redirect's body: not kept, and not read past REDIRECT_BODY_BYTES (one streaming for
@@ -754,6 +769,7 @@ class _Body:
         buf, self.buf = self.buf, None
         try:
             if self.check is not None:
+                self._check_held(buf)
                 verdict = self.check.finish()
                 trailing = verdict.trailing
                 # what the bytes are, not what the header claims: it names the file and the record
