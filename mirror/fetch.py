@@ -650,8 +650,8 @@ class Fetcher:
 
 
 class _Body:
-    """One answer as it arrives: judged on its head (status, length), checked as an image chunk
-    by chunk, and kept. A body of up to SPILL_BYTES is held in memory and, once whole, written
+    """One answer as it arrives: judged on its head (status, length), checked as an image as it
+    comes (where it is held, every CHECK_BYTES), and kept. A body of up to SPILL_BYTES is held in memory and, once whole, written
     to its temp file and hashed on a worker thread (file creation is the slowest step of a
     small download, and hashlib and os.write run there without the GIL: the second core). A
     larger one, or any once the run holds BUFFER_BUDGET bytes, is streamed to disk as it
@@ -729,7 +729,7 @@ class _Body:
     def _check_held(self, buf: bytearray | None) -> None:
         """Feed the image check what it has not seen of the body held in memory (buf)."""
         if self.check is not None and buf is not None and self.checked < len(buf):
-            self.check.feed(buf[self.checked:])
+            self.check.feed(buf, self.checked)
             self.checked = len(buf)
 
     def drop(self, chunk: bytes) -> None:

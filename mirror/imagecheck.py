@@ -75,22 +75,23 @@ class ImageCheck:
         self._crc = 0
         self._seen_idat = False
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | bytearray, start: int = 0) -> None:
+        """The next bytes of the file: chunk[start:] (a caller holding the body reads it in place)."""
         if self._state == "trailing":
-            self.trailing += len(chunk)
+            self.trailing += len(chunk) - start
             return
         if self._state == "scan" and not self._buf:
             # most of a scanned page: compressed data, searched where it lies rather than copied
-            found = _MARKER_IN_SCAN.search(chunk)
+            found = _MARKER_IN_SCAN.search(chunk, start)
             if found is None:
-                end = len(chunk) - (chunk[-1:] == b"\xff")  # keep a last 0xFF: the byte after it decides
-                self._scan_bytes += end
+                end = len(chunk) - (len(chunk) > start and chunk[-1] == 0xFF)  # a last 0xFF: the next byte decides
+                self._scan_bytes += end - start
                 self._buf += chunk[end:]
                 return
-            self._scan_bytes += found.start()
+            self._scan_bytes += found.start() - start
             self._state = "marker"
-            chunk = chunk[found.start():]
-        self._buf += chunk
+            start = found.start()
+        self._buf += chunk[start:] if start else chunk
         pos = self._jpeg(0) if self.kind == "image/jpeg" else self._png(0) if self.kind else self._signature()
         del self._buf[:pos]
 

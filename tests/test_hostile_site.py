@@ -653,6 +653,21 @@ def test_a_real_acta_is_judged_the_same_however_its_scan_arrives():
                      list(range(end - 3, end + 3)), [16384, *ffs, end + 1]):
             assert _judge(data, cuts) == whole, (path.name, cuts)
         assert _judge(data[:end + 1], [16384, end]) == "truncated image"  # a cut inside the end marker
+        for cuts in ([16384, 16384 + 262144], [*ffs, end + 1], [end, end + 1, end + 2], [end + 1]):
+            assert _judge_in_place(data, cuts) == whole, (path.name, cuts)  # as the fetcher feeds what it holds
+
+
+def _judge_in_place(data: bytes, cuts: list[int]):
+    """_judge, each piece given as the whole body so far and where the new bytes start."""
+    from mirror.imagecheck import ImageCheck
+    check, last = ImageCheck(), 0
+    try:
+        for cut in [*sorted(min(c, len(data)) for c in cuts), len(data)]:
+            check.feed(data[:cut], last)
+            last = cut
+        return check.finish()
+    except NotImage as exc:
+        return exc.cause
 
 
 @settings(max_examples=_EXAMPLES, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
