@@ -681,3 +681,89 @@ def test_the_image_check_never_crashes_and_ignores_how_bytes_arrive(seed, edits,
     data = bytes(data[:cut] if cut < len(data) else data) + tail
     whole = _judge(data, [])
     assert whole == _judge(data, cuts)  # a Verdict or a NotImage cause, the same however chunked
+
+
+_ACTAS = sorted((ROOT / "mirror/replay/data/resultados2024/actas").glob("*.jpg"))[:6]
+_POLYGLOT = b"\xff\xfe\x00\x1a<html><script>x</script>zz"  # a comment segment holding markup
+
+
+@settings(max_examples=min(_EXAMPLES, 60), deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.integers(0, 5),
+       edit=st.sampled_from(["none", "ff", "rst", "fill", "eoi", "cut", "tail", "polyglot", "marker"]),
+       where=st.floats(0.05, 0.999), tail=st.binary(max_size=40),
+       cuts=st.lists(st.integers(0, 300_000), max_size=10), near=st.lists(st.integers(-3, 3), max_size=4))
+def test_a_real_acta_is_judged_the_same_fed_in_place_at_any_offsets(which, edit, where, tail, cuts, near):
+    """Hostile edits of a real acta's scan (a 0xFF at a piece's end, restart markers, 0xFF fill, an
+    end marker early or cut, junk after it, markup in a segment straddling the pieces, a stray
+    marker mid-scan), cut anywhere and fed as the fetcher feeds what it holds (the whole body so
+    far and where the new bytes start) or piece by piece: the verdict is the whole file's."""
+    data = _ACTAS[which].read_bytes()
+    end = data.rindex(b"\xff\xd9")
+    scan = data.index(b"\xff\xda")
+    at = scan + 20 + int((end - scan - 20) * where)
+    inserted = {"none": b"", "ff": b"\xff", "rst": b"\xff\xd3", "fill": b"\xff\xff\xff", "eoi": b"\xff\xd9",
+                "polyglot": _POLYGLOT, "marker": b"\xff\xc4\x00\x02", "cut": b"", "tail": b""}[edit]
+    if edit == "cut":
+        data = data[:at]
+    elif edit == "tail":
+        data = data + tail
+    else:
+        data = data[:at] + inserted + data[at:]
+    ff = data.find(b"\xff", at)  # a piece ending on a 0xFF in the scan: the next byte decides
+    cuts = [*cuts, *(at + d for d in near), *(end + d for d in near), *([ff + 1] if ff > 0 else [])]
+    whole = _judge(data, [])
+    assert _judge(data, cuts) == whole, (edit, cuts)
+    assert _judge_in_place(data, cuts) == whole, (edit, cuts)
+    if edit == "polyglot":
+        assert whole == "polyglot"
+    if edit in ("cut", "eoi"):
+        assert whole in ("truncated image", "not an image") or whole.trailing > 0
+
+
+@pytest.mark.parametrize("spill", [1 << 30, 64 * 1024])
+def test_bodies_checked_every_check_bytes_keep_their_verdict_and_release_the_buffer(site, tmp_path, monkeypatch, spill):
+    """A body held in memory is checked every CHECK_BYTES (here 40 KB, so that the last piece and
+    the piece before a spill are left to result() and to the spill) or, once spilled to disk
+    midway (spill), piece by piece: a real acta with junk after its end keeps its size and
+    trailing count, markup past the first pieces (and straddling a piece boundary) is still
+    refused as a polyglot, an early end marker left alone, a cut one refused; each time the
+    fetcher holds nothing after, and no temp file is left but the kept one."""
+    monkeypatch.setattr(fetch, "CHECK_BYTES", 40_000)
+    monkeypatch.setattr(fetch, "SPILL_BYTES", spill)
+    monkeypatch.setattr(fetch, "BACKOFF_BASE", 0.0)  # a cut file is retried: at once
+    data = _ACTAS[0].read_bytes()
+    scan = data.index(b"\xff\xda") + 20
+    at = 81_920 - 16  # libcurl's pieces are 16 KB: checked at 16 and 64 KB, spilled at 80 (the markup straddles it)
+    cases = {"/ok.jpg": data + b"junk" * 3000, "/poly.jpg": data[:at] + _POLYGLOT + data[at:],
+             "/cut.jpg": data[:-1], "/small.jpg": data[:scan + 2000] + b"\xff\xd9",
+             "/early.jpg": data[:at] + _POLYGLOT + data[at:] * 12}  # refused before it is read whole
+    for path, raw in cases.items():
+        site.routes[path] = body(raw)
+    read: dict[str, int] = {}
+    write = fetch._Body.write
+
+    def counted(self, chunk):
+        read[self.url.rsplit("/", 1)[1]] = self.size + len(chunk)
+        write(self, chunk)
+    monkeypatch.setattr(fetch._Body, "write", counted)
+
+    async def go():
+        got = {}
+        async with Fetcher(policy=HostPolicy.for_root(site.url), tmp_dir=str(tmp_path)) as fetcher:
+            for path in cases:
+                try:
+                    got[path] = await fetcher.fetch(site.url + path)
+                except FetchError as exc:
+                    got[path] = exc.cause
+                assert fetcher._buffered == 0, path
+        return got
+
+    got = asyncio.run(asyncio.wait_for(go(), 60))
+    ok = got["/ok.jpg"]
+    assert ok.size == len(cases["/ok.jpg"]) and ok.trailing_bytes == 12000 == check_bytes(cases["/ok.jpg"]).trailing
+    assert Path(ok.tmp_path).read_bytes() == cases["/ok.jpg"]
+    assert got["/poly.jpg"] == "polyglot" == _judge(cases["/poly.jpg"], [])
+    assert got["/cut.jpg"] == "truncated image"
+    assert got["/small.jpg"] == _judge(cases["/small.jpg"], []) == "not an image"  # the scan too small
+    assert got["/early.jpg"] == "polyglot" and read["early.jpg"] <= at + 40_000 + 2 * 16384, read
+    assert sorted(tmp_path.iterdir()) == [Path(ok.tmp_path)]
