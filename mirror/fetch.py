@@ -651,11 +651,11 @@ class Fetcher:
 
 class _Body:
     """One answer as it arrives: judged on its head (status, length), checked as an image as it
-    comes (where it is held, every CHECK_BYTES), and kept. A body of up to SPILL_BYTES is held in memory and, once whole, written
-    to its temp file and hashed on a worker thread (file creation is the slowest step of a
-    small download, and hashlib and os.write run there without the GIL: the second core). A
-    larger one, or any once the run holds BUFFER_BUDGET bytes, is streamed to disk as it
-    arrives. Whatever fails leaves no temp file behind."""
+    comes (where it is held in memory, every CHECK_BYTES), and kept. A body of up to SPILL_BYTES
+    is held in memory and, once whole, written to its temp file and hashed on a worker thread
+    (file creation is the slowest step of a small download, and hashlib and os.write run there
+    without the GIL: the second core). A larger one, or any once the run holds BUFFER_BUDGET
+    bytes, is streamed to disk as it arrives. Whatever fails leaves no temp file behind."""
 
     __slots__ = ("buf", "check", "checked", "conditional", "digest", "done", "expect_image", "fd", "fetcher",
                  "final_url", "head_seen", "hops", "host", "name", "sha256", "size", "tmp_path", "url")

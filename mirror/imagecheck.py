@@ -77,6 +77,8 @@ class ImageCheck:
 
     def feed(self, chunk: bytes | bytearray, start: int = 0) -> None:
         """The next bytes of the file: chunk[start:] (a caller holding the body reads it in place)."""
+        if start >= len(chunk):
+            return  # nothing new
         if self._state == "trailing":
             self.trailing += len(chunk) - start
             return
@@ -84,7 +86,7 @@ class ImageCheck:
             # most of a scanned page: compressed data, searched where it lies rather than copied
             found = _MARKER_IN_SCAN.search(chunk, start)
             if found is None:
-                end = len(chunk) - (len(chunk) > start and chunk[-1] == 0xFF)  # a last 0xFF: the next byte decides
+                end = len(chunk) - (chunk[-1] == 0xFF)  # keep a last 0xFF: the next byte decides
                 self._scan_bytes += end - start
                 self._buf += chunk[end:]
                 return

@@ -69,7 +69,7 @@ def main() -> None:
     n = len(files) * args.rounds
     print(f"{len(files)} real scans, {sum(map(len, files)) / len(files) / 1e3:.0f} KB each on average, "
           f"{args.rounds} rounds")
-    ways = [("held, checked every 256 KB", lambda c: held(files, args.rounds, c)),
+    ways = [(f"held, checked every {CHECK_BYTES // 1024} KB", lambda c: held(files, args.rounds, c)),
             ("1,460-byte pieces, each fed", lambda c: run(files, 1460, args.rounds, c))]
     for label, way in ways:
         check, sha = way(True), way(False)

@@ -655,6 +655,12 @@ def test_a_real_acta_is_judged_the_same_however_its_scan_arrives():
         assert _judge(data[:end + 1], [16384, end]) == "truncated image"  # a cut inside the end marker
         for cuts in ([16384, 16384 + 262144], [*ffs, end + 1], [end, end + 1, end + 2], [end + 1]):
             assert _judge_in_place(data, cuts) == whole, (path.name, cuts)  # as the fetcher feeds what it holds
+        from mirror.imagecheck import ImageCheck
+        again = ImageCheck()
+        again.feed(data + b"junk")
+        for start in (len(data) + 4, len(data) + 9):  # nothing new: no byte counted twice, none negative
+            again.feed(data + b"junk", start)
+        assert again.finish().trailing == check_bytes(data + b"junk").trailing == whole.trailing + 4
 
 
 def _judge_in_place(data: bytes, cuts: list[int]):
