@@ -15,7 +15,7 @@ SETUP = (ROOT / "scripts" / "setup.sh").read_text()
 # each Debian package of setup.sh, by a command or file it ships that the tests use
 SHIPS = {"git": "git", "wget2": "wget2", "aria2": "aria2c", "minisign": "minisign", "chromium": "chromium",
          "chromium-driver": "chromedriver", "nginx": "nginx", "tesseract-ocr": "tesseract", "openssl": "openssl",
-         "e2fsprogs": "chattr", "unzip": "unzip", "openssh-client": "ssh", "tesseract-ocr-spa": None, "libzbar0": None, "libcurl4-openssl-dev": None,
+         "e2fsprogs": "chattr", "unzip": "unzip", "openssh-client": "ssh", "perl": "shasum", "tesseract-ocr-spa": None, "libzbar0": None, "libcurl4-openssl-dev": None,
          "libssl-dev": None, "locales": None}  # locales: the sources localedef builds a test locale from
 
 
