@@ -706,7 +706,6 @@ def _outside_the_copy(flag: str, path: str | None, copy: str, what: str, instead
 
 
 def cmd_verify(args) -> int:
-    from .evidence import check_seal
     from .progress import Progress
     from .timestamp import verify_timestamp
     from .verify import check
@@ -716,10 +715,9 @@ def cmd_verify(args) -> int:
     _outside_the_copy("--pubkey", args.pubkey, args.dir, "a key", "the key the signer publishes")
     _outside_the_copy("--tsa-ca", args.tsa_ca, args.dir, "a CA", "the one the authority publishes")
     with Progress("verify", quiet=args.quiet or args.json or args.fast) as progress:
-        checked = check(args.dir, fast=args.fast, cids=args.cids, progress=progress.count)
-    problems = checked.problems
-    seal = check_seal(args.dir, args.pubkey, state=checked.state)
-    problems += seal.problems
+        checked = check(args.dir, fast=args.fast, cids=args.cids, progress=progress.count, pubkey=args.pubkey)
+    seal = checked.seal
+    problems = checked.problems + seal.problems
     stamp_problems, stamp_line = verify_timestamp(args.dir, args.tsa_ca)
     problems += stamp_problems
     if stamp_line and not args.json:

@@ -142,10 +142,11 @@ def _small_file(bag: Path, name: str) -> bytes | None:
 
 
 def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
-               state: MirrorState | None = None) -> Seal:
+               state: MirrorState | None = None, tag_hashes: dict[str, str] | None = None) -> Seal:
     """Check the Merkle root in bag-info and, when the mirror is signed, the signed statement:
     its signature (against --pubkey, else against the key it names), its root, the signed tag
-    files and the counts. Without a signature and without --pubkey there is nothing to check."""
+    files and the counts. Without a signature and without --pubkey there is nothing to check.
+    tag_hashes: tag_file_hashes(bag), when the caller has it already (else it is read here)."""
     bag = Path(bag)
     state = state or read_state(bag)
     seal = Seal()
@@ -204,7 +205,7 @@ def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
         problems.append(Problem("root", STATEMENT, f"signed root {signed_root} of {signed_size} files, "
                                                    f"the manifest gives {root} of {len(items)}"))
     seal.records_signed = statement.get("tag_files") is not None
-    problems.extend(_check_signed_tags(bag, statement.get("tag_files")))
+    problems.extend(_check_signed_tags(bag, statement.get("tag_files"), tag_hashes))
     problems.extend(_check_counts(state, statement.get("counts")))
     return seal
 
@@ -223,14 +224,14 @@ def statement_stale(bag: str | os.PathLike) -> bool:
     return not isinstance(signed, dict) or bool(_check_signed_tags(bag, signed.get("tag_files")))
 
 
-def _check_signed_tags(bag: Path, signed) -> list[Problem]:
+def _check_signed_tags(bag: Path, signed, found: dict[str, str] | None = None) -> list[Problem]:
     if signed is None:
         return []  # a statement from before tag files were signed: it covers the payload manifest only
     if not isinstance(signed, dict):
         return [Problem("signature", STATEMENT, "tag_files is not a table of sha256 by file")]
     problems = []
     try:
-        found = tag_file_hashes(bag)
+        found = tag_file_hashes(bag) if found is None else found
     except (UnsafePath, OSError) as exc:
         return [Problem("signed", STATEMENT, f"cannot hash the tag files: {exc}")]
     for name in SIGNED_TAG_FILES:

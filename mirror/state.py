@@ -283,15 +283,15 @@ def iter_records(path: str | os.PathLike, problems: list[Problem] | None = None)
 
 def read_entries(path: str | os.PathLike, problems: list[Problem]) -> list[Entry]:
     """[r.entry for r in iter_records(path, problems)], faster: a file whose every line is
-    valid is decoded a batch of lines at a time (Entry.from_json_lines); any other is read
+    valid is decoded a block of lines at a time (Entry.from_json_block); any other is read
     again through iter_records, which names each bad line."""
     path = Path(path)
     entries: list[Entry] = []
     paths: set[str] = set()
     try:
         with open_payload(path.parent, path.name, MAX_RECORDS_BYTES) as fh:
-            while lines := _line_batch(fh):
-                batch = Entry.from_json_lines([line.decode("utf-8") for line in lines])
+            while block := _line_block(fh):
+                batch = Entry.from_json_block(block)
                 if batch is None or any(map(check_entry, batch)):
                     break
                 paths.update(e.path for e in batch)
@@ -300,7 +300,7 @@ def read_entries(path: str | os.PathLike, problems: list[Problem]) -> list[Entry
                     break  # a path listed twice
             else:
                 return entries
-    except (OSError, UnsafePath, ValueError):  # UnicodeDecodeError, a line too long
+    except (OSError, UnsafePath, ValueError):  # a line too long
         pass  # iter_records says what, or finds no file
     return [r.entry for r in iter_records(path, problems)]
 
@@ -320,17 +320,16 @@ def iter_lines(fh: BinaryIO) -> Iterator[bytes | None]:
         yield None
 
 
-def _line_batch(fh: BinaryIO) -> list[bytes]:
-    """The next whole lines, about READ_SIZE bytes of them; ValueError at a line over MAX_LINE_BYTES."""
-    lines, size = [], 0
-    for raw in iter_lines(fh):
-        if raw is None:
+def _line_block(fh: BinaryIO) -> bytes:
+    """The next whole lines, about READ_SIZE bytes of them (b'' at the end); ValueError when the
+    last of them may be longer than iter_lines reads (then iter_records says what it is)."""
+    block = fh.read(READ_SIZE)
+    if block and not block.endswith(b"\n"):
+        start = block.rfind(b"\n") + 1
+        block += fh.readline(MAX_LINE_BYTES + 1)
+        if len(block) - start > MAX_LINE_BYTES:
             raise ValueError("a line too long")
-        lines.append(raw)
-        size += len(raw)
-        if size >= READ_SIZE:
-            break
-    return lines
+    return block
 
 
 def parse_manifest(data: bytes, name: str, problems: list[Problem], *, payload: bool) -> dict[str, str]:

@@ -7,10 +7,12 @@ with its provenance record instead, so a change that keeps the size goes unseen.
 """
 from __future__ import annotations
 
+import gc
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .manifest import BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST
 from .models import Problem, UnsafePath, UsageError
@@ -33,6 +35,9 @@ from .state import (
 )
 from .workers import pool
 
+if TYPE_CHECKING:
+    from .evidence import Seal
+
 PARALLEL_FROM = 256  # payload files; below this, starting workers costs more than it saves
 
 
@@ -43,6 +48,7 @@ class Checked:
     state: MirrorState
     problems: list[Problem]
     hashed: bool  # False for --fast: no payload file's bytes were read
+    seal: Seal  # what the signature says (evidence.check_seal); its problems are not in `problems`
 
 
 def hash_files(root: Path, rels: list[str], limit: int | None = None) -> list[tuple[str, str | None]]:
@@ -80,8 +86,29 @@ def _scan_folder(args: tuple[str, str, int]) -> Scan:
     return scan(*args)
 
 
-def scan_payload(root: Path, level: int, workers: int | None = None, expected: int = 0):
-    """Start walking data/ at `level` (state.MEASURE or state.HASH); returns an iterator of
+class Walk:
+    """The parts of a walk of data/ as they come (iterate once), and close() to stop the
+    workers early: a caller that fails before reading every part must not leave them
+    hashing until the interpreter exits."""
+
+    def __init__(self, head: Scan, rest: list, executor=None):
+        self._head, self._rest, self._executor = head, rest, executor
+
+    def __iter__(self):
+        try:
+            yield self._head
+            for part in self._rest:
+                yield part if isinstance(part, Scan) else part.result()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+
+
+def scan_payload(root: Path, level: int, workers: int | None = None, expected: int = 0) -> Walk:
+    """Start walking data/ at `level` (state.MEASURE or state.HASH); returns the Walk of its
     Scan parts. The files directly in data/ are read here; each folder of data/ is one task
     for a pool of worker processes, handed out as workers free up, so the caller can read
     the provenance while they hash. `expected`: about how many files there are (below
@@ -89,18 +116,9 @@ def scan_payload(root: Path, level: int, workers: int | None = None, expected: i
     head = scan(root, "data", level, recurse=False)
     workers = workers or os.cpu_count() or 1
     if workers == 1 or expected < PARALLEL_FROM:
-        return iter([head] + [scan(root, folder, level) for folder in head.folders])
+        return Walk(head, [scan(root, folder, level) for folder in head.folders])
     executor = pool(workers)
-    futures = [executor.submit(_scan_folder, (str(root), folder, level)) for folder in head.folders]
-
-    def results():
-        try:
-            yield head
-            for f in futures:
-                yield f.result()
-        finally:
-            executor.shutdown(cancel_futures=True)
-    return results()
+    return Walk(head, [executor.submit(_scan_folder, (str(root), folder, level)) for folder in head.folders], executor)
 
 
 def _manifest_lines_at_most(root: Path) -> int:
@@ -119,27 +137,48 @@ def verify(root: str | os.PathLike, *, fast: bool = False, workers: int | None =
     an empty list means intact (with fast=True: intact as far as names, sizes, tag files and
     provenance show). With pubkey, a mirror not signed by that key is a problem too.
     NotAMirror if it is no bag at all."""
-    from .evidence import check_seal
-
-    checked = check(root, fast=fast, workers=workers, cids=cids, progress=progress)
-    return checked.problems + check_seal(root, pubkey, state=checked.state).problems
+    checked = check(root, fast=fast, workers=workers, cids=cids, progress=progress, pubkey=pubkey)
+    return checked.problems + checked.seal.problems
 
 
 def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = None,
-          cids: bool = False, progress=None) -> Checked:
-    """verify, with the mirror as read. progress(done, total), if given, is told as payload
-    files are read."""
+          cids: bool = False, progress=None, pubkey: str | os.PathLike | None = None) -> Checked:
+    """verify, with the mirror as read and its seal (evidence.check_seal, against pubkey if
+    given). progress(done, total), if given, is told as payload files are read."""
+    collecting = gc.isenabled()
+    gc.disable()  # tens of thousands of records and hashes, kept to the end, in no cycle: collecting only costs
+    try:
+        return _check(root, fast, workers, cids, progress, pubkey)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool, progress,
+           pubkey: str | os.PathLike | None) -> Checked:
+    from .evidence import check_seal, tag_file_hashes
+
     root = require_bag(root)
     lock = being_written(root)
     if lock:
         raise UsageError(f"{root} is being written by another run (lock {lock}); it is a whole bag again "
                          "when that run ends: verify it then")
-    # The workers start first, so they hash while this process reads the manifest and provenance.
+    # The workers start first, so they hash while this process reads the records and checks the seal.
     pending = scan_payload(root, MEASURE if fast else HASH, workers, _manifest_lines_at_most(root))
-    head = read_state(root, records=False, payload=False)
-    manifest = head.manifest
-    reading = list(head.problems)
-    entries = read_entries(root / PROVENANCE, reading)
+    try:
+        head = read_state(root, records=False, payload=False)
+        manifest = head.manifest
+        reading = list(head.problems)
+        entries = read_entries(root / PROVENANCE, reading)
+        state = MirrorState(root, manifest, head.tags, head.info, entries, [], reading)
+        try:  # hashed once, for the tag manifest and for the signed statement
+            signed_tags = tag_file_hashes(root)
+        except (UnsafePath, OSError):
+            signed_tags = None  # each check reads them again and names what is wrong
+        seal = check_seal(root, pubkey, state, signed_tags)  # needs no payload file: done while the workers hash
+    except BaseException:
+        pending.close()
+        raise
 
     hashes: dict[str, str | None] = {}  # each regular file under data/: its sha256 (None: not read)
     sizes: dict[str, int] = {}
@@ -156,11 +195,11 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
         if progress:
             progress(listed_read, len(manifest))
     reading.extend(_hash_large(root, deferred, manifest, entries, hashes, sizes))
-    state = MirrorState(root, manifest, head.tags, head.info, entries, sorted(hashes), reading)
+    state.payload = sorted(hashes)
     problems = list(reading)
     listing, changed = _compare_payload(manifest, hashes, sizes, entries, reading, fast)
     problems.extend(listing)
-    problems.extend(_check_tags(root, state, {p.path for p in reading if p.kind == "unsafe"}))
+    problems.extend(_check_tags(root, state, {p.path for p in reading if p.kind == "unsafe"}, signed_tags))
     problems.extend(_check_provenance(state))
     problems.extend(changed)
 
@@ -177,7 +216,7 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
         if have != (want_bytes, want_count):
             problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum says {want_bytes}.{want_count}, "
                                                       f"data/ holds {have[0]}.{have[1]}"))
-    return Checked(state, problems, hashed=not fast)
+    return Checked(state, problems, hashed=not fast, seal=seal)
 
 
 def _hash_large(root: Path, rels: list[str], manifest: dict[str, str], entries: list,
@@ -236,9 +275,10 @@ def _compare_payload(manifest: dict[str, str], hashes: dict[str, str | None], si
 OTHER_MANIFEST = re.compile(r"(tag)?manifest-[^/]+\.txt")
 
 
-def _check_tags(root: Path, state: MirrorState, unsafe: set[str]) -> list[Problem]:
+def _check_tags(root: Path, state: MirrorState, unsafe: set[str], known: dict[str, str] | None = None) -> list[Problem]:
     """Each file of the tag manifest against its sha256 (the tag files are small: hashed even by --fast),
-    and no manifest of another algorithm: BagIt has every manifest checked, and this reads only sha256."""
+    and no manifest of another algorithm: BagIt has every manifest checked, and this reads only sha256.
+    known: sha256 by tag file, read already (evidence.tag_file_hashes); the others are read here."""
     problems = [Problem("format", name, "a manifest acta-mirror neither writes nor checks (bagit-python does)")
                 for name in sorted(os.listdir(root))
                 if OTHER_MANIFEST.fullmatch(name) and name not in (PAYLOAD_MANIFEST, TAG_MANIFEST)]
@@ -246,8 +286,10 @@ def _check_tags(root: Path, state: MirrorState, unsafe: set[str]) -> list[Proble
         return problems + [Problem("tag-missing", TAG_MANIFEST, "no tag manifest")]
     # The records may be large; any other tag file is a few lines (a line naming a planted sparse
     # terabyte would hold verify for an hour): over MAX_TAG_BYTES it is not read.
-    records = sorted(set(state.tags) & set(SIGNED_TAG_FILES))
-    hashed = hash_files(root, records, MAX_RECORDS_BYTES) + hash_files(root, sorted(set(state.tags) - set(records)), MAX_TAG_BYTES)
+    known = {rel: sha for rel, sha in (known or {}).items() if rel in state.tags}
+    records = sorted((set(state.tags) & set(SIGNED_TAG_FILES)) - set(known))
+    hashed = list(known.items()) + hash_files(root, records, MAX_RECORDS_BYTES) + \
+        hash_files(root, sorted(set(state.tags) - set(SIGNED_TAG_FILES)), MAX_TAG_BYTES)
     for rel, got in sorted(hashed):
         if got is None:
             problems.append(Problem("tag-missing", rel, "listed in the tag manifest, not on disk"))

@@ -95,6 +95,8 @@ def bench(mirror: Path, rounds: int, fast: bool, baseline: Path | None) -> dict[
         commands["verify --fast"] = (py + ["--fast"], ROOT)
     if baseline:  # run in the checkout: `python -m` puts the current folder before PYTHONPATH
         commands["verify (baseline)"] = (py, baseline.resolve(), baseline.resolve())
+    for tree in (ROOT, baseline) if baseline else (ROOT,):  # bytecode as an install has it (see bench_crawl)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "mirror")], check=True)
     for name, command in commands.items():  # untimed: the page cache and the interpreter's files
         code = run(*command)[3]
         if code != 0:

@@ -879,6 +879,45 @@ def test_each_change_after_signing_is_named(signed, keypair):
     assert [p.detail for p in evidence.check_seal(signed).problems] == ["signed, but missing"]
 
 
+def test_verify_hashes_each_signed_tag_file_once_and_both_checks_still_name_a_change(signed, keypair, monkeypatch):
+    base, *_ = keypair
+    read = []
+    hash_files = verify.hash_files
+    monkeypatch.setattr(verify, "hash_files", lambda root, rels, limit=None: read.extend(rels) or hash_files(root, rels, limit))
+    checked = verify.check(signed, pubkey=f"{base}.pub")
+    assert checked.problems == [] and checked.seal.problems == [] and checked.seal.trusted
+    assert read and not set(read) & set(state.SIGNED_TAG_FILES)  # evidence.tag_file_hashes read those, once
+    with open(signed / "provenance.jsonl", "a") as fh:
+        fh.write("\n")  # a blank line: the records are the same, the file is not
+    checked = verify.check(signed)
+    assert kinds(checked.problems) == {("tag-changed", "provenance.jsonl")}
+    assert kinds(checked.seal.problems) == {("signed", "provenance.jsonl")}
+    (signed / "provenance.jsonl").rename(signed / "records")
+    os.symlink("records", signed / "provenance.jsonl")  # unreadable for the statement: each check names it
+    checked = verify.check(signed)
+    assert ("unsafe", "provenance.jsonl") in kinds(checked.problems)
+    assert [p.detail for p in checked.seal.problems if p.kind == "signed" and p.path == evidence.STATEMENT][0].startswith(
+        "cannot hash the tag files: provenance.jsonl")
+
+
+def test_a_check_that_fails_before_it_reads_the_walk_stops_the_workers(tmp_path, monkeypatch):
+    m = tiny(tmp_path / "m")
+    stopped = []
+
+    class Pool(ProcessPoolExecutor):
+        def shutdown(self, wait=True, *, cancel_futures=False):
+            stopped.append(cancel_futures)
+            super().shutdown(wait, cancel_futures=cancel_futures)
+
+    monkeypatch.setattr(verify, "pool", Pool)
+    monkeypatch.setattr(verify, "PARALLEL_FROM", 1)
+    assert verify.check(m, workers=2).problems == [] and stopped == [True]
+    monkeypatch.setattr(verify, "read_entries", lambda *a: (_ for _ in ()).throw(NotAMirror("records gone")))
+    with pytest.raises(NotAMirror):
+        verify.check(m, workers=2)
+    assert stopped == [True, True]
+
+
 def _resign(m: Path, secret, change) -> None:
     """Edit the statement as signed first, and sign it again with the same key."""
     original = m / "original-statement"
