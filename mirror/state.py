@@ -322,8 +322,9 @@ def iter_lines(fh: BinaryIO) -> Iterator[bytes | None]:
 
 def _line_block(fh: BinaryIO) -> bytes:
     """The next whole lines, about READ_SIZE bytes of them (b'' at the end); ValueError when the
-    last of them may be longer than iter_lines reads (then iter_records says what it is)."""
-    block = fh.read(READ_SIZE)
+    last of them may be longer than iter_lines reads (then iter_records says what it is). At most
+    MAX_LINE_BYTES are read at first, so that no whole line before the last is longer either."""
+    block = fh.read(min(READ_SIZE, MAX_LINE_BYTES))
     if block and not block.endswith(b"\n"):
         start = block.rfind(b"\n") + 1
         block += fh.readline(MAX_LINE_BYTES + 1)

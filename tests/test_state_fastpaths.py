@@ -140,3 +140,42 @@ def test_a_valid_provenance_is_not_read_line_by_line(tmp_path, monkeypatch):
     path.write_bytes(VALID)
     monkeypatch.setattr(state, "iter_records", None)
     assert len(state.read_entries(path, [])) == 20
+
+
+def test_read_entries_refuses_a_long_line_inside_a_block_as_iter_records_does(tmp_path, monkeypatch):
+    # A whole line before the block's last one was never measured: with READ_SIZE above
+    # MAX_LINE_BYTES, a line iter_records refuses as too long was taken as a record.
+    path = tmp_path / "provenance.jsonl"
+    path.write_bytes(VALID)
+    monkeypatch.setattr(state, "READ_SIZE", len(VALID) + 1)
+    monkeypatch.setattr(state, "MAX_LINE_BYTES", len(acta(0)) - 2)
+    slow_problems, fast_problems = [], []
+    slow = [r.entry for r in state.iter_records(path, slow_problems)]
+    assert slow == [] and len(slow_problems) == 20
+    assert state.read_entries(path, fast_problems) == slow and fast_problems == slow_problems
+
+
+# Pieces of lines where JSON and line splitting part ways, bytes that are not UTF-8, records
+# near the line bound, and lines the block decoder leaves to from_json.
+PIECES = [acta(n) for n in range(6)] + [
+    acta(1).rstrip(b"\n"), b"\n", b"\r\n", b" \t\n", b"\x0b\n", b"\x0c\n", b"\x1c\n", b"\x85", "\u2028".encode(),
+    "\ufeff".encode(), b"\x00", b"\xff", b"\r", b" " * 200, acta(9).replace(b"\n", b"\r\n"),
+    line(etag="e" * 300, key="010101051.01", path="data/01/010101051.01.jpg"),
+    b'{"path": "../x", ' + acta(12)[1:], line(key="010101013.01", path="data/01/010101013.01.jpg", supersedes="A" * 64),
+    acta(15).replace(b'"etag": ""', b'"etag": "\\ud800"'), acta(16).replace(b'"etag": ""', b'"etag": "\xed\xa0\x80"'),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=10), st.integers(1, 700), st.integers(1, 700))
+def test_read_entries_agrees_with_iter_records_at_any_block_and_line_bound(tmp_path_factory, pieces, read_size, max_line):
+    path = tmp_path_factory.mktemp("p") / "provenance.jsonl"
+    path.write_bytes(b"".join(pieces))
+    bounds = state.READ_SIZE, state.MAX_LINE_BYTES
+    state.READ_SIZE, state.MAX_LINE_BYTES = read_size, max_line
+    try:
+        slow_problems, fast_problems = [], []
+        slow = [r.entry for r in state.iter_records(path, slow_problems)]
+        assert state.read_entries(path, fast_problems) == slow and fast_problems == slow_problems
+    finally:
+        state.READ_SIZE, state.MAX_LINE_BYTES = bounds
