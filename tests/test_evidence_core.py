@@ -1919,3 +1919,77 @@ def test_read_inside_reads_a_file_at_its_bound_and_refuses_one_over_it_unread(tm
     os.symlink("ten.bin", tmp_path / "link.bin")
     with pytest.raises(UnsafePath):
         state.read_inside(tmp_path, "link.bin")
+
+
+def _fifo(m: Path, name: str) -> None:
+    (m / name).unlink()
+    os.mkfifo(m / name)
+
+
+def _link(m: Path, name: str) -> None:
+    (m / name).rename(m / f"{name}.real")
+    os.symlink(f"{name}.real", m / name)
+
+
+def _folder(m: Path, name: str) -> None:
+    (m / name).unlink()
+    (m / name).mkdir()
+
+
+def _unlisted(m: Path, name: str) -> None:
+    text = (m / "tagmanifest-sha256.txt").read_text()
+    (m / "tagmanifest-sha256.txt").write_text("".join(t for t in text.splitlines(True) if not t.endswith(f" {name}\n")))
+
+
+SIGNED_TAG_TAMPERING = {
+    "intact": lambda m: None, "a fifo": lambda m: _fifo(m, "changes.jsonl"), "a link": lambda m: _link(m, "failures.jsonl"),
+    "a folder": lambda m: _folder(m, "failures.jsonl"), "gone": lambda m: (m / "changes.jsonl").unlink(),
+    "grown": lambda m: (m / "provenance.jsonl").open("a").write("\n"), "unlisted, changed": lambda m: _unlisted(m, "changes.jsonl") or (m / "changes.jsonl").open("a").write("\n"),
+    "bag-info edited": lambda m: (m / "bag-info.txt").open("a").write("X-Note: y\n"),
+    "all over the bound": "bound",
+}
+
+
+@pytest.mark.parametrize("case", SIGNED_TAG_TAMPERING)
+def test_hashing_the_signed_tag_files_once_finds_what_hashing_them_for_each_check_finds(signed, keypair, monkeypatch, case):
+    change = SIGNED_TAG_TAMPERING[case]
+    if change == "bound":
+        for module in (state, evidence, verify):
+            monkeypatch.setattr(module, "MAX_RECORDS_BYTES", 100)  # every records file is over it
+    else:
+        change(signed)
+    base, *_ = keypair
+    once = verify.check(signed, pubkey=f"{base}.pub")
+    real, calls = evidence.tag_file_hashes, []
+
+    def not_at_first(bag):  # the check's own hashing fails: each check hashes the files itself, as before
+        calls.append(bag)
+        if len(calls) == 1:
+            raise OSError("not now")
+        return real(bag)
+    monkeypatch.setattr(evidence, "tag_file_hashes", not_at_first)
+    each = verify.check(signed, pubkey=f"{base}.pub")
+    assert len(calls) == 2
+    assert (once.problems, once.seal.problems) == (each.problems, each.seal.problems)
+    assert (once.problems or once.seal.problems) or case == "intact"
+
+
+def _hashing_children() -> list[int]:
+    """This process's worker processes (the resource tracker it may also have is not one)."""
+    me = os.getpid()
+    kids = [int(pid) for tid in os.listdir(f"/proc/{me}/task")
+            for pid in Path(f"/proc/{me}/task/{tid}/children").read_text().split()]
+    return [pid for pid in kids if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_a_missing_public_key_stops_the_check_and_its_workers(tmp_path, monkeypatch):
+    m = build(tmp_path / "m", [(_entry(i, bytes(200_000) + bytes([i])), bytes(200_000) + bytes([i])) for i in range(40)])
+    monkeypatch.setattr(verify, "PARALLEL_FROM", 1)
+    before = set(_hashing_children())
+    with pytest.raises(UsageError, match="cannot read the public key"):
+        verify.check(m, workers=2, pubkey=tmp_path / "none.pub")
+    assert set(_hashing_children()) <= before
+    for flags in (["--fast"], ["--cids"], []):
+        run = subprocess.run(["python3", "-m", "mirror", "verify", *flags, "--pubkey", str(tmp_path / "none.pub"), str(m)],
+                             capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+        assert run.returncode == 2 and run.stdout == "" and len(run.stderr.strip().splitlines()) == 1, run.stderr
