@@ -157,12 +157,15 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
 def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool, progress,
            pubkey: str | os.PathLike | None) -> Checked:
     from .evidence import check_seal, tag_file_hashes
+    from .sign import load_public
 
     root = require_bag(root)
     lock = being_written(root)
     if lock:
         raise UsageError(f"{root} is being written by another run (lock {lock}); it is a whole bag again "
                          "when that run ends: verify it then")
+    if pubkey is not None:
+        load_public(pubkey)  # a key that cannot be read: a UsageError before any worker hashes (check_seal reads it again)
     # The workers start first, so they hash while this process reads the records and checks the seal.
     pending = scan_payload(root, MEASURE if fast else HASH, workers, _manifest_lines_at_most(root))
     try:

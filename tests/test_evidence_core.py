@@ -1993,3 +1993,16 @@ def test_a_missing_public_key_stops_the_check_and_its_workers(tmp_path, monkeypa
         run = subprocess.run(["python3", "-m", "mirror", "verify", *flags, "--pubkey", str(tmp_path / "none.pub"), str(m)],
                              capture_output=True, text=True, cwd=Path(__file__).parent.parent)
         assert run.returncode == 2 and run.stdout == "" and len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+@pytest.mark.parametrize("key", ["none.pub", "bad.pub"])
+def test_a_public_key_that_cannot_be_read_is_an_error_before_any_payload_file_is_hashed(tmp_path, monkeypatch, key):
+    # The workers used to start first: Walk.close then waited for each folder they had begun
+    # (a whole state of a real mirror) before the one-line error.
+    m = tiny(tmp_path / "m")
+    (tmp_path / "bad.pub").write_text("untrusted comment: x\nnot base64\n")
+    started = []
+    monkeypatch.setattr(verify, "scan_payload", lambda *a, **k: started.append(a) or pytest.fail("hashing started"))
+    with pytest.raises(UsageError, match="bad.pub: not a minisign|none.pub: cannot read the public key"):
+        verify.check(m, pubkey=tmp_path / key)
+    assert started == []
