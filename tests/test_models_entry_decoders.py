@@ -35,7 +35,8 @@ def both(line: str):
 def block_agrees(text: str) -> None:
     """Entry.from_json_block decodes a block holding the text's lines exactly when msgspec's
     line decoder takes each of them (blank ones aside), and gives the entries from_json gives;
-    else it leaves the block to from_json (None)."""
+    else it leaves the block to from_json (None). (Not for a key repeated with a bad form first:
+    see test_a_repeated_key_whose_first_value_has_a_bad_form_gives_what_from_json_gives.)"""
     got = Entry.from_json_block(f"{GOOD}\n{text}\n".encode("utf-8", "surrogatepass"))
     lines = [line for line in text.split("\n") if line.encode("utf-8", "surrogatepass").strip()]  # blank: skipped
     strict = [outcome(models._decoder(), line) for line in lines]
