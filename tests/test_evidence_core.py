@@ -900,6 +900,22 @@ def test_verify_hashes_each_signed_tag_file_once_and_both_checks_still_name_a_ch
         "cannot hash the tag files: provenance.jsonl")
 
 
+def test_check_collects_no_garbage_while_it_reads_and_leaves_the_collector_as_it_found_it(tmp_path, monkeypatch):
+    import gc
+
+    m = tiny(tmp_path / "m")
+    during = []
+    read_entries = verify.read_entries
+    monkeypatch.setattr(verify, "read_entries", lambda *a: during.append(gc.isenabled()) or read_entries(*a))
+    assert gc.isenabled()
+    assert verify.check(m).problems == [] and gc.isenabled() and during == [False]
+    gc.disable()
+    try:
+        assert verify.check(m).problems == [] and not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_a_check_that_fails_before_it_reads_the_walk_stops_the_workers(tmp_path, monkeypatch):
     m = tiny(tmp_path / "m")
     stopped = []
