@@ -202,9 +202,9 @@ class Entry:
     def from_json_block(cls, block: bytes) -> "list[Entry] | None":
         """[from_json(line) for each line of block] (whole lines; blank ones skipped) when every
         line is valid; None as soon as one may not be (then call from_json line by line for the
-        message). The forms of path and sha256 are checked for the whole block at once, which
-        costs less than a pattern per field. (msgspec's decode_lines is not used: it takes two
-        records on one line.)"""
+        message). The forms of path and sha256 are checked after the block is decoded
+        (_is_sha256, DATA_PATH_PATTERN), which costs less than msgspec's pattern per field.
+        (msgspec's decode_lines is not used: it takes two records on one line.)"""
         decode, convert = _block_decoder()
         try:
             block.decode("utf-8")  # strictly, as from_json's callers decode a line (no surrogate)
@@ -212,7 +212,7 @@ class Entry:
         except _REFUSED:
             return None
         shas = [row.sha256 for row in rows] + [row.supersedes for row in rows if row.supersedes is not None]
-        if not (_all_sha256(shas) and all(map(_DATA_PATH.match, [row.path for row in rows]))):
+        if not (all(map(_is_sha256, shas)) and all(map(_DATA_PATH.match, [row.path for row in rows]))):
             return None
         return convert(rows)
 
@@ -320,12 +320,6 @@ def _block_decoder():
 
 
 _DATA_PATH = re.compile(DATA_PATH_PATTERN)
-_HEX_RUN = re.compile(r"[0-9a-f]*")
-
-
-def _all_sha256(values: list[str]) -> bool:
-    """Is each value 64 lowercase hex digits? (SHA256_PATTERN, for many values in one match)"""
-    return all(len(v) == 64 for v in values) and _HEX_RUN.fullmatch("".join(values)) is not None
 
 
 _REFUSED = (ValueError, RecursionError)  # msgspec's DecodeError and ValidationError are ValueErrors
