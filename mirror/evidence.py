@@ -141,12 +141,13 @@ def _small_file(bag: Path, name: str) -> bytes | None:
     return data
 
 
-def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
+def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | PublicKey | None = None,
                state: MirrorState | None = None, tag_hashes: dict[str, str] | None = None) -> Seal:
     """Check the Merkle root in bag-info and, when the mirror is signed, the signed statement:
     its signature (against --pubkey, else against the key it names), its root, the signed tag
     files and the counts. Without a signature and without --pubkey there is nothing to check.
-    tag_hashes: tag_file_hashes(bag), when the caller has it already (else it is read here)."""
+    pubkey: the key's file, or the key read from it already; tag_hashes: tag_file_hashes(bag),
+    when the caller has it already (else it is read here)."""
     bag = Path(bag)
     state = state or read_state(bag)
     seal = Seal()
@@ -156,7 +157,7 @@ def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     recorded = state.info.get("Acta-Mirror-Merkle-Root")
     if recorded and recorded != root:
         problems.append(Problem("root", BAG_INFO, f"records Merkle root {recorded}, the manifest gives {root}"))
-    public = load_public(pubkey) if pubkey is not None else None
+    public = pubkey if isinstance(pubkey, PublicKey) or pubkey is None else load_public(pubkey)
     try:
         statement_bytes, sig_bytes = _small_file(bag, STATEMENT), _small_file(bag, SIGNATURE)
     except (UnsafePath, OSError) as exc:

@@ -164,8 +164,7 @@ def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool,
     if lock:
         raise UsageError(f"{root} is being written by another run (lock {lock}); it is a whole bag again "
                          "when that run ends: verify it then")
-    if pubkey is not None:
-        load_public(pubkey)  # a key that cannot be read: a UsageError before any worker hashes (check_seal reads it again)
+    public = load_public(pubkey) if pubkey is not None else None  # unreadable: a UsageError before any worker hashes
     # The workers start first, so they hash while this process reads the records and checks the seal.
     pending = scan_payload(root, MEASURE if fast else HASH, workers, _manifest_lines_at_most(root))
     try:
@@ -178,7 +177,7 @@ def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool,
             signed_tags = tag_file_hashes(root)
         except (UnsafePath, OSError):
             signed_tags = None  # each check reads them again and names what is wrong
-        seal = check_seal(root, pubkey, state, signed_tags)  # needs no payload file: done while the workers hash
+        seal = check_seal(root, public, state, signed_tags)  # needs no payload file: done while the workers hash
     except BaseException:
         pending.close()
         raise

@@ -849,6 +849,7 @@ def test_a_signed_mirror_checks_with_and_without_the_key(signed, keypair):
     assert verify.verify(signed) == []
     trusted = evidence.check_seal(signed, f"{base}.pub")
     assert trusted.problems == [] and trusted.trusted and trusted.signed and trusted.key_id == statement["key_id"]
+    assert evidence.check_seal(signed, sign.load_public(f"{base}.pub")) == trusted  # the key read already
     assert trusted.summary == f"signed by key {statement['key_id']}, checked against the key you gave"
     assert (plain := evidence.check_seal(signed)).trusted is False and plain.signed is True
     plain = evidence.check_seal(signed)
