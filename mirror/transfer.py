@@ -3,6 +3,9 @@
 libcurl (through pycurl) does the sockets, TLS, proxies (HTTP and SOCKS) and HTTP parsing in C;
 its sockets and timers are driven by asyncio (curl_multi_socket_action), so no thread is
 involved and the body arrives, chunk by chunk, in the caller's sink on the loop's thread.
+libcurl's sockets are watched by an epoll set of the engine's own, which the loop watches as
+one reader: a socket that comes and goes with each exchange costs an epoll_ctl, not a loop
+registration, and one wake-up serves every socket that is ready.
 This module knows nothing of policy: one exchange, no redirects followed, no retries, no
 decoding. The fetcher (fetch.py) decides everything else. libcurl's failures become one
 TransferError with a short stable `cause`; a sink's own exception is raised as itself.
@@ -10,6 +13,7 @@ TransferError with a short stable `cause`; a sink's own exception is raised as i
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -38,6 +42,9 @@ _CAUSES = {
     pycurl.E_FILESIZE_EXCEEDED: "too large",
     100: "too large",  # CURLE_TOO_LARGE (libcurl 8.6+): more response headers than libcurl takes
 }
+# what libcurl waits for on a socket, as epoll events (POLL_NONE or anything else: nothing)
+_EPOLL_WANTS = {pycurl.POLL_IN: select.EPOLLIN, pycurl.POLL_OUT: select.EPOLLOUT,
+                pycurl.POLL_INOUT: select.EPOLLIN | select.EPOLLOUT}
 
 
 class TransferError(Exception):
@@ -147,13 +154,17 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._multi: pycurl.CurlMulti | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._watched: dict[int, int] = {}  # fd -> the events libcurl waits for
+        self._due: float | None = None  # the loop time libcurl last asked to be called back at
+        self._epoll: select.epoll | None = None  # libcurl's sockets; the loop watches this one fd
+        self._watched: dict[int, int] = {}  # fd -> the epoll events libcurl waits for
         self._idle: list[pycurl.Curl] = []
         self._active: set[pycurl.Curl] = set()
         self._cafile = _ca_file()
 
     async def __aenter__(self) -> "Engine":
         self._loop = asyncio.get_running_loop()
+        self._epoll = select.epoll()
+        self._loop.add_reader(self._epoll.fileno(), self._pump)
         multi = pycurl.CurlMulti()
         multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
@@ -174,8 +185,11 @@ class Engine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for fd in list(self._watched):
-            self._unwatch(fd)
+        self._watched.clear()
+        if self._epoll is not None:
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
         for handle in self._idle:
             handle.close()
         self._idle = []
@@ -267,45 +281,80 @@ class Engine:
 
     # -- driving libcurl from the loop ------------------------------------------------
     def _on_socket(self, what: int, fd: int, multi, data) -> None:
-        if what == pycurl.POLL_REMOVE:
-            self._unwatch(fd)
+        """libcurl says what it waits for on a socket: kept in the engine's epoll set."""
+        epoll = self._epoll
+        if epoll is None:
             return
-        old = self._watched.get(fd, 0)
-        want = {pycurl.POLL_IN: 1, pycurl.POLL_OUT: 2, pycurl.POLL_INOUT: 3}.get(what, 0)
-        if old & 1 and not want & 1:
-            self._loop.remove_reader(fd)
-        if old & 2 and not want & 2:
-            self._loop.remove_writer(fd)
-        if want & 1 and not old & 1:
-            self._loop.add_reader(fd, self._act, fd, pycurl.CSELECT_IN)
-        if want & 2 and not old & 2:
-            self._loop.add_writer(fd, self._act, fd, pycurl.CSELECT_OUT)
-        self._watched[fd] = want
-
-    def _unwatch(self, fd: int) -> None:
+        want = _EPOLL_WANTS.get(what, 0)
         old = self._watched.pop(fd, 0)
-        if old & 1:
-            self._loop.remove_reader(fd)
-        if old & 2:
-            self._loop.remove_writer(fd)
+        if old:
+            try:
+                if want:
+                    epoll.modify(fd, want)
+                else:
+                    epoll.unregister(fd)
+            except OSError:  # closed meanwhile, so the kernel dropped it: register it afresh
+                old = 0
+        if want:
+            if not old:
+                try:
+                    epoll.register(fd, want)
+                except FileExistsError:  # a number reused before libcurl said the old one was gone
+                    epoll.modify(fd, want)
+            self._watched[fd] = want
+
+    def _pump(self) -> None:
+        """The epoll set is ready: tell libcurl about each ready socket, then collect what
+        finished. An error or hang-up counts as ready both ways, as the loop's own selector has it."""
+        if self._multi is None or self._epoll is None:
+            return
+        for fd, events in self._epoll.poll(0):
+            want = self._watched.get(fd, 0)
+            flags = 0
+            if want & select.EPOLLIN and events & ~select.EPOLLOUT:
+                flags |= pycurl.CSELECT_IN
+            if want & select.EPOLLOUT and events & ~select.EPOLLIN:
+                flags |= pycurl.CSELECT_OUT
+            if flags:
+                self._socket_action(fd, flags)
+        self._collect()
 
     def _on_timer(self, ms: int) -> None:
+        """libcurl's one timer: act at `ms` from now (-1: no timer). A timer already set for an
+        earlier moment stays; when it fires it sets itself again for libcurl's latest wish, so
+        the two wishes of each exchange rarely cost a new loop timer."""
+        if ms < 0:
+            self._due = None
+            return
+        self._due = self._loop.time() + ms / 1000
         if self._timer is not None:
+            if self._timer.when() <= self._due:
+                return
             self._timer.cancel()
-            self._timer = None
-        if ms >= 0:
-            self._timer = self._loop.call_later(ms / 1000, self._act, pycurl.SOCKET_TIMEOUT, 0)
+        self._timer = self._loop.call_at(self._due, self._on_due)
+
+    def _on_due(self) -> None:
+        self._timer = None
+        due = self._due
+        if due is None:
+            return  # libcurl took its timer back
+        if due > self._loop.time():  # set for an earlier wish that libcurl replaced
+            self._timer = self._loop.call_at(due, self._on_due)
+            return
+        self._due = None
+        self._act(pycurl.SOCKET_TIMEOUT, 0)
 
     def _act(self, fd: int, event: int) -> None:
         if self._multi is None:
             return
-        if fd == pycurl.SOCKET_TIMEOUT:
-            self._timer = None
+        self._socket_action(fd, event)
+        self._collect()
+
+    def _socket_action(self, fd: int, event: int) -> None:
         while True:
             code, _running = self._multi.socket_action(fd, event)
             if code != pycurl.E_CALL_MULTI_PERFORM:
                 break
-        self._collect()
 
     def _collect(self) -> None:
         while True:
