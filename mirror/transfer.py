@@ -5,7 +5,8 @@ its sockets and timers are driven by asyncio (curl_multi_socket_action), so no t
 involved and the body arrives, chunk by chunk, in the caller's sink on the loop's thread.
 libcurl's sockets are watched by an epoll set of the engine's own, which the loop watches as
 one reader: a socket that comes and goes with each exchange costs an epoll_ctl, not a loop
-registration, and one wake-up serves every socket that is ready.
+registration, and one wake-up serves every socket that is ready. Where select has no epoll (not
+Linux), the loop watches each socket itself.
 This module knows nothing of policy: one exchange, no redirects followed, no retries, no
 decoding. The fetcher (fetch.py) decides everything else. libcurl's failures become one
 TransferError with a short stable `cause`; a sink's own exception is raised as itself.
@@ -42,9 +43,12 @@ _CAUSES = {
     pycurl.E_FILESIZE_EXCEEDED: "too large",
     100: "too large",  # CURLE_TOO_LARGE (libcurl 8.6+): more response headers than libcurl takes
 }
+_EPOLL = hasattr(select, "epoll")  # Linux; elsewhere (macOS, the BSDs) the loop watches each socket
 # what libcurl waits for on a socket, as epoll events (POLL_NONE or anything else: nothing)
 _EPOLL_WANTS = {pycurl.POLL_IN: select.EPOLLIN, pycurl.POLL_OUT: select.EPOLLOUT,
-                pycurl.POLL_INOUT: select.EPOLLIN | select.EPOLLOUT}
+                pycurl.POLL_INOUT: select.EPOLLIN | select.EPOLLOUT} if _EPOLL else {}
+# the same, as the loop's reader (1) and writer (2), where there is no epoll
+_LOOP_WANTS = {pycurl.POLL_IN: 1, pycurl.POLL_OUT: 2, pycurl.POLL_INOUT: 3}
 
 
 class TransferError(Exception):
@@ -156,15 +160,16 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._due: float | None = None  # the loop time libcurl last asked to be called back at
         self._epoll: select.epoll | None = None  # libcurl's sockets; the loop watches this one fd
-        self._watched: dict[int, int] = {}  # fd -> the epoll events libcurl waits for
+        self._watched: dict[int, int] = {}  # fd -> the epoll events (without epoll: _LOOP_WANTS) libcurl waits for
         self._idle: list[pycurl.Curl] = []
         self._active: set[pycurl.Curl] = set()
         self._cafile = _ca_file()
 
     async def __aenter__(self) -> "Engine":
         self._loop = asyncio.get_running_loop()
-        self._epoll = select.epoll()
-        self._loop.add_reader(self._epoll.fileno(), self._pump)
+        if _EPOLL:
+            self._epoll = select.epoll()
+            self._loop.add_reader(self._epoll.fileno(), self._pump)
         multi = pycurl.CurlMulti()
         multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
@@ -185,6 +190,9 @@ class Engine:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if not _EPOLL:
+            for fd in list(self._watched):
+                self._unwatch(fd)
         self._watched.clear()
         if self._epoll is not None:
             self._loop.remove_reader(self._epoll.fileno())
@@ -284,6 +292,8 @@ class Engine:
         """libcurl says what it waits for on a socket: kept in the engine's epoll set."""
         epoll = self._epoll
         if epoll is None:
+            if not _EPOLL:
+                self._watch_on_loop(what, fd)
             return
         want = _EPOLL_WANTS.get(what, 0)
         old = self._watched.pop(fd, 0)
@@ -302,6 +312,26 @@ class Engine:
                 except FileExistsError:  # a number reused before libcurl said the old one was gone
                     epoll.modify(fd, want)
             self._watched[fd] = want
+
+    def _watch_on_loop(self, what: int, fd: int) -> None:
+        """Without epoll: the loop itself watches the socket, a reader and a writer for each."""
+        old = self._watched.get(fd, 0)
+        want = 0 if what == pycurl.POLL_REMOVE else _LOOP_WANTS.get(what, 0)
+        if old & 1 and not want & 1:
+            self._loop.remove_reader(fd)
+        if old & 2 and not want & 2:
+            self._loop.remove_writer(fd)
+        if want & 1 and not old & 1:
+            self._loop.add_reader(fd, self._act, fd, pycurl.CSELECT_IN)
+        if want & 2 and not old & 2:
+            self._loop.add_writer(fd, self._act, fd, pycurl.CSELECT_OUT)
+        if want:
+            self._watched[fd] = want
+        else:
+            self._watched.pop(fd, None)
+
+    def _unwatch(self, fd: int) -> None:
+        self._watch_on_loop(pycurl.POLL_REMOVE, fd)
 
     def _pump(self) -> None:
         """The epoll set is ready: tell libcurl about each ready socket, then collect what

@@ -708,3 +708,57 @@ def test_through_a_proxy_every_exchange_is_answered_and_a_silent_site_times_out(
         assert got.head.status == 200 and got.body == body_of(url.split(server.url)[1].encode())
     assert exc.cause == "timeout", exc.reason
 
+
+# -- where select has no epoll (macOS, the BSDs) -------------------------------------------------
+WITHOUT_EPOLL = r'''
+import select, sys
+for name in [n for n in dir(select) if n.lower().startswith("epoll")]:
+    delattr(select, name)  # before asyncio picks its selector: as on a system without epoll
+import asyncio, json
+from mirror.transfer import Engine, TransferError
+
+async def serve(reader, writer):
+    head = await reader.readuntil(b"\r\n\r\n")
+    if b"/silent" in head:
+        while await reader.read(65536):
+            pass
+    else:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+        await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+    out = []
+    async with Engine(concurrency=2) as engine:
+        for i in range(5):
+            chunks = []
+            head = await engine.get(url + "/a%d" % i, {}, timeout=5, connect_timeout=5, on_head=lambda h: chunks.append)
+            out.append([head.status, b"".join(chunks).decode()])
+        try:
+            await engine.get(url + "/silent", {}, timeout=0.5, connect_timeout=5, on_head=lambda h: None)
+        except TransferError as exc:
+            out.append(exc.cause)
+        pending = asyncio.ensure_future(engine.get(url + "/silent", {}, timeout=5, connect_timeout=5,
+                                                   on_head=lambda h: None))
+        await asyncio.sleep(0.2)
+    out.append(type((await asyncio.gather(pending, return_exceptions=True))[0]).__name__)
+    server.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+'''
+
+
+def test_where_select_has_no_epoll_the_engine_still_works():
+    """The project runs where Linux's calls are missing (workers.py, manifest.py's syncfs): the
+    engine must not need select.epoll to be imported, opened or driven."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_EPOLL], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout) == [[200, "hello"]] * 5 + ["timeout", "CancelledError"], proc.stdout
