@@ -96,6 +96,33 @@ def killed_crawls(root_url: str, out: Path, *, seed: int, times: int, earliest: 
 
 
 @contextlib.contextmanager
+def local_proxy(listen: str, log=subprocess.DEVNULL):
+    """A real proxy (pproxy) on a free loopback port; listen is its -l argument with {port} in it
+    (http+socks5://127.0.0.1:{port}). Yields the port once the proxy accepts connections."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    verbose = ["-v"] if log is not subprocess.DEVNULL else []
+    proc = subprocess.Popen([sys.executable, "-m", "pproxy", "-l", listen.format(port=port), *verbose],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(f"the proxy ({listen}) did not start")
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
 def tmpfs(tmp_path: Path, size: str):
     """A tmpfs of this test's own, of `size` (mount's syntax: 4m), at tmp_path/disk; unmounted after."""
     if os.geteuid() != 0:

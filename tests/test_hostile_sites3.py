@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from mirror.manifest import read_provenance
-from tests.conftest import run_cli
+from tests.conftest import local_proxy, run_cli
 from tests.hostile_site import HEADER, HostileSite, index_row, jpeg, key_of, raw
 from tests.test_hostile_more import crawl, site  # noqa: F401 (a fixture)
 from tests.test_hostile_sites2 import SECRET, failures
@@ -285,22 +285,9 @@ def tls_site(tmp_path):
 def auth_proxy():
     """A real HTTP proxy on loopback (pproxy) that wants Basic proxy:pr0xy-S3CRET."""
     import base64
-    import socket
-    import time
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "pproxy", "-l", f"http://127.0.0.1:{port}#proxy:pr0xy-S3CRET"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(150):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", "Basic " + base64.b64encode(b"proxy:pr0xy-S3CRET").decode()
-    proc.terminate()
-    proc.wait(10)
+    with local_proxy("http://127.0.0.1:{port}#proxy:pr0xy-S3CRET") as port:
+        yield f"http://127.0.0.1:{port}", "Basic " + base64.b64encode(b"proxy:pr0xy-S3CRET").decode()
 
 
 def test_a_proxy_authorization_header_goes_to_the_proxy_never_to_the_site(tls_site, auth_proxy, tmp_path):

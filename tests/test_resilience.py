@@ -20,7 +20,7 @@ from mirror.manifest import read_manifest, read_provenance
 from mirror.replay import Replay, ReplayThread, replay_for
 from mirror.sites import all_sites
 from mirror.verify import verify
-from tests.conftest import ROOT, run_cli, tmpfs
+from tests.conftest import ROOT, local_proxy, run_cli, tmpfs
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -46,19 +46,8 @@ def test_every_adapter_crawls_its_replay(site, tmp_path):
 
 @pytest.fixture
 def proxy(tmp_path):
-    port = _port()
-    log = open(tmp_path / "proxy.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "pproxy", "-l", f"http+socks5://127.0.0.1:{port}", "-v"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    yield port, tmp_path / "proxy.log"
-    proc.terminate()
-    proc.wait(10)
+    with open(tmp_path / "proxy.log", "w") as log, local_proxy("http+socks5://127.0.0.1:{port}", log) as port:
+        yield port, tmp_path / "proxy.log"
 
 
 @pytest.mark.parametrize("scheme", ["http", "socks5", "socks5h"])

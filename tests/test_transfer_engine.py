@@ -24,6 +24,7 @@ import pytest
 
 from mirror import transfer
 from mirror.transfer import Engine, Head, TransferError
+from tests.conftest import local_proxy
 
 BOUND = 20  # seconds any one exchange may take before the test counts it as hung
 
@@ -653,23 +654,8 @@ def test_redirects_are_answers_the_engine_hands_back_unfollowed():
 # -- proxies: a real one (pproxy) on loopback, HTTP, CONNECT tunnels and SOCKS5 -------------------------
 @pytest.fixture(scope="module")
 def proxy_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "pproxy", "-l", f"http+socks5://127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(150):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the proxy did not start")
+    with local_proxy("http+socks5://127.0.0.1:{port}") as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
