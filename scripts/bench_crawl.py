@@ -505,7 +505,7 @@ class Bench:
         if "--rounds" in flags:
             cmd += ["--rounds", str(self.args.rounds)]
         print("  " + shlex.join(cmd), flush=True)
-        os.sync()  # the crawls' writes reach the disk first: no write-back competes with the script's rounds
+        quiesce()  # the crawls' writes reach the disk first: no write-back competes with the script's rounds
         log = self.logs / f"{name}.out"
         try:
             with open(log, "w") as fh:

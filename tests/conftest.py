@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -99,8 +100,6 @@ def killed_crawls(root_url: str, out: Path, *, seed: int, times: int, earliest: 
 def local_proxy(listen: str, log=subprocess.DEVNULL):
     """A real proxy (pproxy) on a free loopback port; listen is its -l argument with {port} in it
     (http+socks5://127.0.0.1:{port}). Yields the port once the proxy accepts connections."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
