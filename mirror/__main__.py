@@ -20,7 +20,7 @@ def run() -> None:
     utf8_names()
     from .cli import main
 
-    sys.exit(main())
+    sys.exit(main(leave=True))
 
 
 if __name__ == "__main__":

@@ -473,7 +473,16 @@ def _silence_output(stream) -> None:
     os.close(null)
 
 
-def main(argv: list[str] | None = None) -> int:
+# Commands that keep large records to their end and leave nothing to clean up. Run as the
+# acta-mirror command (main(leave=True)), the process ends as soon as such a command has
+# returned and its output is flushed, without freeing every record one by one (for verify of
+# 25,000 files, about 0.04 s of 0.6 s).
+ENDS_AT_ONCE = frozenset({"verify"})
+
+
+def main(argv: list[str] | None = None, *, leave: bool = False) -> int:
+    """Run one command; its exit code. leave=True (the acta-mirror command, not a caller in
+    the same process): a command of ENDS_AT_ONCE ends the process when it returns."""
     parser = build_parser()
     _stop_as_interrupt()
     stdout, stderr = sys.stdout, sys.stderr
@@ -490,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=level, stream=sys.stderr, format="acta-mirror: %(levelname)s: %(name)s: %(message)s")
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a refused write surfaces here, not at exit
+        if leave and args.command in ENDS_AT_ONCE:
+            sys.stderr.flush()
+            os._exit(code)
         return code
     except MirrorError as exc:
         if isinstance(exc, OutputRefused):

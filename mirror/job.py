@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import os
 import re
@@ -15,6 +14,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from .archive import Archive, append_durably, disk_error, read_inside, write_bag_files
 from .config import ConfigError, Job
@@ -378,7 +379,7 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                         n = 2
                         while f"{stem}.v{n}{ext}" in known:
                             n += 1
-                        entry = dataclasses.replace(entry, path=f"{stem}.v{n}{ext}", version=n)
+                        entry = msgspec.structs.replace(entry, path=f"{stem}.v{n}{ext}", version=n)
                         text = entry.to_json() + "\n"
                         stats["renamed"] += 1
                     tmp = archive.tmp / f"merge-{len(staged)}"

@@ -1,6 +1,6 @@
 """Typed records that pass between the stages, and the exception tree.
 
-Records (frozen dataclasses; no dicts with hidden keys):
+Records (frozen dataclasses, and for Entry a frozen msgspec Struct; no dicts with hidden keys):
 
     Acta      what a site adapter discovered: one table's image URL and its place
     Fetched   what the fetcher brought: a temp file, its sha256 and the HTTP facts
@@ -31,13 +31,14 @@ SignatureError) that their callers turn into findings.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import operator
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+
+import msgspec
 
 
 class MirrorError(Exception):
@@ -142,20 +143,36 @@ class Fetched:
     trailing_bytes: int = 0  # bytes after the image's end marker (kept, flagged)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what breaks arithmetic
+MAX_VERSION = 1_000_000
+_RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (100, 599),
+           "trailing_bytes": (0, MAX_FILE_BYTES)}
+# The whole numbers of a provenance line as msgspec checks them (exact JSON types: no float, no boolean)
+_Bytes = Annotated[int, msgspec.Meta(ge=_RANGES["size"][0], le=_RANGES["size"][1])]
+_Version = Annotated[int, msgspec.Meta(ge=_RANGES["version"][0], le=_RANGES["version"][1])]
+_Status = Annotated[int, msgspec.Meta(ge=_RANGES["status"][0], le=_RANGES["status"][1])]
+
+
+class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """One archived file and its provenance: one line of provenance.jsonl.
+
+    A msgspec Struct, not a dataclass: a line decodes straight into it, every field's JSON type
+    and range checked in C, no unknown field allowed (so no float or NaN can hide in one). Made
+    in Python, as the archive makes it, nothing is checked. Its fields hold no container that
+    could form a cycle, so the collector does not track it (gc=False)."""
+
     key: str
     kind: str  # "acta" or "index"
-    version: int
+    version: _Version
     path: str  # relative to the bag, always under data/
     sha256: str
-    size: int
+    size: _Bytes
     cid: str
     url: str
     final_url: str
     host: str
     fetched_at: str
-    status: int
+    status: _Status
     etag: str
     last_modified: str
     content_type: str
@@ -172,7 +189,7 @@ class Entry:
     supersedes: str | None = None
     center_name: str = ""
     redirects: tuple[str, ...] = ()  # URLs that answered with a redirect, before final_url
-    trailing_bytes: int = 0  # bytes after the image's end marker: kept as served, flagged
+    trailing_bytes: _Bytes = 0  # bytes after the image's end marker: kept as served, flagged
 
     def to_json(self) -> str:
         obj = dict(zip(_ENTRY_FIELDS, _entry_values(self)))
@@ -188,10 +205,10 @@ class Entry:
         stays inside data/. The reader (state.py) adds what needs the whole file: key formats,
         kind against key, duplicate paths.
 
-        A valid line is decoded and checked in C (msgspec, into a struct that allows no unknown
-        field, so no float or NaN can hide in one); whatever it refuses goes through the
+        A valid line is decoded and checked in C (msgspec, straight into an Entry), and then the
+        forms of path, sha256 and supersedes; whatever that refuses goes through the
         field-by-field parser, which names the defect or accepts what msgspec is stricter about
-        (a lone surrogate escape, an unknown field, a path its pattern does not take).
+        (a lone surrogate escape, an unknown field, a path the pattern does not take).
         """
         try:
             return _decoder()(line)
@@ -205,16 +222,13 @@ class Entry:
         message). The forms of path and sha256 are checked after the block is decoded
         (_is_sha256, DATA_PATH_PATTERN), which costs less than msgspec's pattern per field.
         (msgspec's decode_lines is not used: it takes two records on one line.)"""
-        decode, convert = _block_decoder()
+        decode = _line_decoder().decode
         try:
             block.decode("utf-8")  # strictly, as from_json's callers decode a line (no surrogate)
             rows = list(map(decode, [line for line in block.split(b"\n") if line.strip()]))  # blank: as iter_records
         except _REFUSED:
             return None
-        shas = [row.sha256 for row in rows] + [row.supersedes for row in rows if row.supersedes is not None]
-        if not (all(map(_is_sha256, shas)) and all(map(_DATA_PATH.match, [row.path for row in rows]))):
-            return None
-        return convert(rows)
+        return rows if _forms_valid(rows) else None
 
     @classmethod
     def from_json_checked(cls, line: str) -> "Entry":
@@ -262,61 +276,44 @@ class Entry:
                      self.parish_code, self.parish, self.center, self.table, self.center_name)
 
 
-_ENTRY_FIELDS = tuple(sorted(f.name for f in dataclasses.fields(Entry)))
+_ENTRY_FIELDS = tuple(sorted(Entry.__struct_fields__))
 _entry_values = operator.attrgetter(*_ENTRY_FIELDS)
 _ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps with an option builds one per call
-_FIELDS_REQUIRED = tuple((f.name, f.default is dataclasses.MISSING) for f in dataclasses.fields(Entry))
-MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what breaks arithmetic
-MAX_VERSION = 1_000_000
-_RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (100, 599),
-           "trailing_bytes": (0, MAX_FILE_BYTES)}
+_FIELDS_REQUIRED = tuple((f.name, f.required) for f in msgspec.structs.fields(Entry))
 _HEX = frozenset("0123456789abcdef")
 
 
-SHA256_PATTERN = r"^[0-9a-f]{64}\Z"
 # A path inside data/ in the terms of unsafe_path: parts neither empty, '.' nor '..', no NUL.
 # It may refuse more than unsafe_path (the field-by-field parser then decides), never less.
 DATA_PATH_PATTERN = r"^data(?:/(?!\.\.?(?:/|\Z))[^/\x00]+)+\Z"
 
 
-def _wire_field(msgspec, f: dataclasses.Field) -> tuple:
-    """One field of Entry as msgspec checks it: exact JSON types (an int field takes no float
-    and no boolean), the ranges of _RANGES, the forms of sha256, supersedes and path."""
-    sha256 = Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]
-    if f.name in _RANGES:
-        low, high = _RANGES[f.name]
-        kind: Any = Annotated[int, msgspec.Meta(ge=low, le=high)]
-    else:
-        kind = {"sha256": sha256, "supersedes": sha256 | None, "redirects": tuple[str, ...],
-                "path": Annotated[str, msgspec.Meta(pattern=DATA_PATH_PATTERN)]}.get(f.name, str)
-    return (f.name, kind) if f.default is dataclasses.MISSING else (f.name, kind, f.default)
+@functools.cache
+def _line_decoder() -> msgspec.json.Decoder:
+    """Decodes one line into an Entry, checking the JSON types and ranges but not the forms of
+    path, sha256 and supersedes (_forms_valid does). Built on first use: the annotations are
+    read then."""
+    return msgspec.json.Decoder(Entry)
+
+
+def _forms_valid(entries: list[Entry]) -> bool:
+    """Every sha256 and supersedes 64 lowercase hex digits, every path DATA_PATH_PATTERN's."""
+    shas = [e.sha256 for e in entries] + [e.supersedes for e in entries if e.supersedes is not None]
+    return all(map(_is_sha256, shas)) and all(map(_DATA_PATH.match, [e.path for e in entries]))
 
 
 @functools.cache
 def _decoder():
-    """Decode a checked line into an Entry; built on first use, so that commands reading no
-    provenance do not import msgspec."""
-    import msgspec
+    """Decode a checked line into an Entry: the types and ranges in C, then the forms (a ValueError
+    for any defect, which from_json leaves to the field-by-field parser to name)."""
+    decode = _line_decoder().decode
 
-    line = msgspec.json.Decoder(msgspec.defstruct(
-        "EntryLine", [_wire_field(msgspec, f) for f in dataclasses.fields(Entry)], forbid_unknown_fields=True, gc=False))
-    return lambda text: msgspec.convert(line.decode(text), Entry, from_attributes=True)
-
-
-@functools.cache
-def _block_decoder():
-    """(a decoder of lines into structs checked as _wire_field does but for the patterns of
-    path, sha256 and supersedes, a function making Entry objects of them): for from_json_block."""
-    import msgspec
-
-    def loose(f: dataclasses.Field) -> tuple:
-        wire = _wire_field(msgspec, f)
-        plain = {"path": str, "sha256": str, "supersedes": str | None}.get(f.name)
-        return wire if plain is None else (f.name, plain, *wire[2:])
-
-    rows = msgspec.json.Decoder(msgspec.defstruct(
-        "EntryRow", [loose(f) for f in dataclasses.fields(Entry)], forbid_unknown_fields=True, gc=False))
-    return rows.decode, functools.partial(msgspec.convert, type=list[Entry], from_attributes=True)
+    def line(text: str | bytes) -> Entry:
+        entry = decode(text)
+        if not _forms_valid([entry]):
+            raise ValueError("a path, sha256 or supersedes of another form")
+        return entry
+    return line
 
 
 _DATA_PATH = re.compile(DATA_PATH_PATTERN)

@@ -178,6 +178,9 @@ def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool,
         except (UnsafePath, OSError):
             signed_tags = None  # each check reads them again and names what is wrong
         seal = check_seal(root, public, state, signed_tags)  # needs no payload file: done while the workers hash
+        # So is what reads only the records: the records against the manifest, and their sizes.
+        record_problems = _check_provenance(state)
+        recorded = {e.path: e.size for e in entries}
     except BaseException:
         pending.close()
         raise
@@ -191,18 +194,18 @@ def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool,
             rels, part_sizes, part_hashes = zip(*part.files)
             hashes.update(zip(rels, part_hashes))
             sizes.update(zip(rels, part_sizes))
-            listed_read += sum(rel in manifest for rel in rels)
+            listed_read += sum(map(manifest.__contains__, rels))
         reading.extend(part.problems)
         deferred.extend(part.deferred)
         if progress:
             progress(listed_read, len(manifest))
-    reading.extend(_hash_large(root, deferred, manifest, entries, hashes, sizes))
+    reading.extend(_hash_large(root, deferred, manifest, recorded, hashes, sizes))
     state.payload = sorted(hashes)
     problems = list(reading)
-    listing, changed = _compare_payload(manifest, hashes, sizes, entries, reading, fast)
+    listing, changed = _compare_payload(manifest, hashes, sizes, recorded, reading, fast)
     problems.extend(listing)
     problems.extend(_check_tags(root, state, {p.path for p in reading if p.kind == "unsafe"}, signed_tags))
-    problems.extend(_check_provenance(state))
+    problems.extend(record_problems)
     problems.extend(changed)
 
     if cids and not fast:
@@ -221,13 +224,12 @@ def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool,
     return Checked(state, problems, hashed=not fast, seal=seal)
 
 
-def _hash_large(root: Path, rels: list[str], manifest: dict[str, str], entries: list,
+def _hash_large(root: Path, rels: list[str], manifest: dict[str, str], recorded: dict[str, int],
                 hashes: dict[str, str | None], sizes: dict[str, int]) -> list[Problem]:
     """The files the walk left unhashed for their size (state.HASH_UNASKED): each listed one whose
     provenance record gives that size is hashed now; any other is not read, as no archived file
     could be those bytes (an unlisted one needs no hash to be named, and a sparse terabyte planted
-    in a copy would hold verify for an hour)."""
-    recorded = {e.path: e.size for e in entries}
+    in a copy would hold verify for an hour). recorded: each provenance record's size by path."""
     problems = []
     for rel in sorted(rels):
         if rel not in manifest:
@@ -248,11 +250,11 @@ def _hash_large(root: Path, rels: list[str], manifest: dict[str, str], entries: 
 
 
 def _compare_payload(manifest: dict[str, str], hashes: dict[str, str | None], sizes: dict[str, int],
-                     entries: list, reading: list[Problem], fast: bool) -> tuple[list[Problem], list[Problem]]:
+                     recorded: dict[str, int], reading: list[Problem], fast: bool) -> tuple[list[Problem], list[Problem]]:
     """data/ as read against the manifest: (missing and unlisted files, changed files); with
-    fast, a file is changed when its size differs from its provenance record. Hashed, a file
-    that matches its manifest line must still have the size its provenance record gives."""
-    recorded = {e.path: e.size for e in entries}
+    fast, a file is changed when its size differs from its provenance record (recorded: each
+    record's size by path). Hashed, a file that matches its manifest line must still have the
+    size its provenance record gives."""
     if hashes.keys() == manifest.keys() and sizes == recorded and (fast or hashes == manifest):
         return [], []  # every listed file there and unchanged, nothing else: the usual case, checked at once
     problems, changed = [], []

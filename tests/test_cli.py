@@ -343,6 +343,29 @@ def test_a_full_standard_output_is_one_line_and_exit_3_not_a_traceback(replay, t
     assert len(refusals) == 1 and "No space left on device" in refusals[0], err
 
 
+def test_verify_as_the_command_ends_at_once_with_its_output_whole_and_its_exit_code(replay, tmp_path):
+    # verify ends its process without freeing its records (cli.ENDS_AT_ONCE): what it printed
+    # into a file (block-buffered) must all be there, and the exit code must be the command's
+    crawl(replay.url, tmp_path / "m", "--quiet")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as for most users
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    for damaged, code in ((False, 0), (True, 1)):
+        if damaged:
+            victim = next((tmp_path / "m" / "data").rglob("*.jpg"))
+            victim.write_bytes(victim.read_bytes()[:-1] + b"X")
+        with open(tmp_path / "out.txt", "w") as out:
+            proc = _cli(["verify", str(tmp_path / "m")], stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+            err = proc.communicate(timeout=120)[1]
+        lines = (tmp_path / "out.txt").read_text().splitlines()
+        assert proc.returncode == code, err
+        if damaged:
+            assert any(line.startswith("changed") for line in lines), lines
+            assert lines[-1].startswith("signed by") or lines[-1].startswith("not signed"), lines
+            assert "1 problem(s)" in err, err
+        else:
+            assert lines[-1].startswith("coverage: ") and any(line.startswith("OK: ") for line in lines), lines
+
+
 def test_a_reader_that_goes_away_ends_the_output_with_exit_3_not_a_traceback():
     # far more than a pipe holds, so the writer meets the closed end
     proc = _cli(["completion", "bash"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
