@@ -156,18 +156,21 @@ def check(root: str | os.PathLike, *, fast: bool = False, workers: int | None = 
 
 def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool, progress,
            pubkey: str | os.PathLike | None) -> Checked:
-    from .evidence import check_seal, tag_file_hashes
-    from .sign import load_public
-
     root = require_bag(root)
     lock = being_written(root)
     if lock:
         raise UsageError(f"{root} is being written by another run (lock {lock}); it is a whole bag again "
                          "when that run ends: verify it then")
-    public = load_public(pubkey) if pubkey is not None else None  # unreadable: a UsageError before any worker hashes
+    public = None
+    if pubkey is not None:  # unreadable: a UsageError before any worker hashes
+        from .sign import load_public
+
+        public = load_public(pubkey)
     # The workers start first, so they hash while this process reads the records and checks the seal.
     pending = scan_payload(root, MEASURE if fast else HASH, workers, _manifest_lines_at_most(root))
     try:
+        from .evidence import check_seal, tag_file_hashes  # imported while the workers hash (they need none of it)
+
         head = read_state(root, records=False, payload=False)
         manifest = head.manifest
         reading = list(head.problems)
