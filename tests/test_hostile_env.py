@@ -153,8 +153,17 @@ def _first_rows(site, tmp_path: Path, n: int) -> str:
 
 # -- the umask --------------------------------------------------------------------------------------------
 def _as_nobody(*cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+    """cmd as user nobody, in cwd (a folder nobody may read). Where this Python's own packages
+    are not nobody's to read (a prefix under /root), its interpreter runs with the system's
+    packages, which lack msgspec (mirror.models is built on it): a copy of it is put beside
+    the checkout on nobody's path, as an install for that user would provide it."""
+    import msgspec
+
+    deps = cwd / "deps-for-nobody"
+    if not deps.exists():
+        shutil.copytree(Path(msgspec.__file__).parent, deps / "msgspec")
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd],
-                          capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": f"{ROOT}:{deps}"})
 
 
 @pytest.fixture
