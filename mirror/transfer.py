@@ -192,7 +192,7 @@ class Engine:
             self._timer = None
         if not _EPOLL:
             for fd in list(self._watched):
-                self._unwatch(fd)
+                self._watch_on_loop(pycurl.POLL_REMOVE, fd)
         self._watched.clear()
         if self._epoll is not None:
             self._loop.remove_reader(self._epoll.fileno())
@@ -329,9 +329,6 @@ class Engine:
             self._watched[fd] = want
         else:
             self._watched.pop(fd, None)
-
-    def _unwatch(self, fd: int) -> None:
-        self._watch_on_loop(pycurl.POLL_REMOVE, fd)
 
     def _pump(self) -> None:
         """The epoll set is ready: tell libcurl about each ready socket, then collect what

@@ -156,9 +156,10 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(cmd: list[str], log: Path) -> Run:
-    """Run cmd (its stderr into log); its wall time and its process tree's peak RSS (see the module's docstring)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def measure(cmd: list[str], log: Path, tree: Path = ROOT) -> Run:
+    """Run cmd (its stderr into log); its wall time and its process tree's peak RSS (see the
+    module's docstring). tree: the checkout whose mirror/ it imports (another, for a baseline)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     maxrss = log.with_suffix(".maxrss")
     out_file = io.BytesIO()
     with open(log, "wb") as stderr:

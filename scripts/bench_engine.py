@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from statistics import median
 
@@ -149,16 +147,6 @@ def client_main(argv: list[str]) -> None:
 
 
 # -- the comparison -------------------------------------------------------------------------
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the process and its children)."""
-    before = os.times()
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    after = os.times()
-    return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         client_main(sys.argv[2:])  # the package from PYTHONPATH: this checkout's, or the baseline's
@@ -175,7 +163,7 @@ def main() -> None:
     if args.baseline and not (Path(args.baseline) / "mirror" / "transfer.py").is_file():
         raise SystemExit(f"--baseline {args.baseline}: no mirror/transfer.py there")
     from mirror.replay.data import index_file
-    from scripts.bench_crawl import SMALL_BYTES, Bench, quiesce
+    from scripts.bench_crawl import SMALL_BYTES, Bench, measure, quiesce
 
     bench = Bench(argparse.Namespace(work=args.work, concurrency=args.concurrency, rounds=args.rounds))
     v1 = index_file(1)
@@ -194,24 +182,26 @@ def main() -> None:
         url_file.write_text("".join(u + "\n" for u in urls))
         bench.warm(site)
         me = str(Path(__file__).resolve())
-        clients = {
-            "wget2": (bench.wget2(url_file, work / "out"), None),
+        clients = {  # name: (command, the checkout whose mirror/ it imports)
+            "wget2": (bench.wget2(url_file, work / "out"), ROOT),
             "bare libcurl loop": ([PY, me, "--client", "curl", str(url_file), str(work / "out"),
-                                   str(args.concurrency)], {**os.environ, "PYTHONPATH": str(ROOT)}),
-            "engine": ([PY, me, "--client", "engine", str(url_file), str(work / "out"), str(args.concurrency)],
-                       {**os.environ, "PYTHONPATH": str(ROOT)}),
+                                   str(args.concurrency)], ROOT),
+            "engine": ([PY, me, "--client", "engine", str(url_file), str(work / "out"), str(args.concurrency)], ROOT),
         }
         if args.baseline:
-            clients["engine, baseline"] = (clients["engine"][0], {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())})
+            clients["engine, baseline"] = (clients["engine"][0], Path(args.baseline).resolve())
         print(f"{len(urls):,} URLs of {SMALL_BYTES:,} bytes from nginx at {site.url}, {args.concurrency} at a time, "
               f"{args.rounds} alternating rounds", flush=True)
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
         for r in range(1, args.rounds + 1):
-            for name, (cmd, env) in clients.items():
+            for name, (cmd, tree) in clients.items():
                 shutil.rmtree(work / "out", ignore_errors=True)
                 (work / "out").mkdir()
                 quiesce()
-                times[name].append(timed(cmd, env))
+                run = measure(cmd, work / "client.err", tree)
+                if run.rc != 0:
+                    raise SystemExit(f"{name} failed (exit {run.rc}): {(work / 'client.err').read_text()[-500:]}")
+                times[name].append((run.seconds, run.cpu_s))
             print(f"  round {r}: " + ", ".join(f"{n} {t[-1][0]:.2f} s ({t[-1][1]:.2f} CPU)" for n, t in times.items()),
                   flush=True)
     finally:

@@ -359,6 +359,8 @@ def test_verify_as_the_command_ends_at_once_with_its_output_whole_and_its_exit_c
         lines = (tmp_path / "out.txt").read_text().splitlines()
         assert proc.returncode == code, err
         if damaged:
+            assert [line for line in lines if line.startswith("changed")] == \
+                [line for line in lines if line.startswith("changed") and victim.name in line], lines
             assert any(line.startswith("changed") for line in lines), lines
             assert lines[-1].startswith("signed by") or lines[-1].startswith("not signed"), lines
             assert "1 problem(s)" in err, err
