@@ -383,9 +383,25 @@ PARSERS = [parse_crawl, parse_verify, parse_publish, parse_restore, parse_car, p
            parse_prove, parse_verify_file, parse_diff, parse_run, parse_merge, parse_tally, parse_crosscheck,
            parse_site, parse_replay, parse_demo, parse_completion, parse_export, parse_timestamp,
            parse_compare]
+_PARSER_OF = {add.__name__.removeprefix("parse_").replace("_", "-"): add for add in PARSERS}  # by command name
 
 
-def build_parser() -> argparse.ArgumentParser:
+GLOBAL_FLAGS = frozenset({"-v", "--verbose", "--quiet"})  # the options before a command; none takes a value
+
+
+def named_command(argv: list[str]) -> str | None:
+    """The command argv runs, when its words before it are only GLOBAL_FLAGS (or -vv...); None
+    for anything else (--help, --version, a word that names no command: the whole parser says)."""
+    for word in argv:
+        if word in GLOBAL_FLAGS or (len(word) > 2 and word.strip("v") == "-"):
+            continue
+        return word if word in _PARSER_OF else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with command, one that knows that command alone (it parses that
+    command's arguments as the whole parser does, and costs a twentieth to build)."""
     general = "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_MEANINGS.items())
     p = _Parser(prog="acta-mirror", description="Mirror published election tally sheets (actas) into verifiable bags.",
                 epilog="examples:\n  acta-mirror demo\n  acta-mirror crawl --help\n\n"
@@ -397,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="say more: -v names every failure and logs steps, -vv logs debug detail")
     p.add_argument("--quiet", action="store_true", help="no progress display, only warnings and errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add in PARSERS:
+    for add in PARSERS if command is None else [_PARSER_OF[command]]:
         add(sub)
     return p
 
@@ -484,7 +500,7 @@ ENDS_AT_ONCE = frozenset({"verify"})
 def main(argv: list[str] | None = None, *, leave: bool = False) -> int:
     """Run one command; its exit code. leave=True (the acta-mirror command, not a caller in
     the same process): a command of ENDS_AT_ONCE ends the process when it returns."""
-    parser = build_parser()
+    parser = build_parser(named_command(sys.argv[1:] if argv is None else argv))
     _stop_as_interrupt()
     stdout, stderr = sys.stdout, sys.stderr
     if stdout is not None:

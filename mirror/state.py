@@ -437,6 +437,7 @@ class Scan:
 READ_SIZE = 1 << 20
 MEASURE, HASH = 1, 2  # scan levels beyond names: lstat each file; open, read and hash it
 HASH_UNASKED = 64 << 20  # HASH reads a larger file only when the caller asks (a copy's sparse terabyte: an hour)
+HEAD_BYTES = 64 << 10  # HASH reads this much of each file first: a smaller one needs no fstat
 
 
 def scan(root: str | os.PathLike, rel: str = "data", level: int = 0, recurse: bool = True) -> Scan:
@@ -556,6 +557,10 @@ def _hash_file(folder: int, name: str, rel: str, found: Scan) -> None:
         found.files.append((rel, 0, None))
         return
     try:
+        head = os.read(fd, HEAD_BYTES)
+        if len(head) < HEAD_BYTES:  # a small file, whole: the folder listed a regular file, whose short read is its end
+            found.files.append((rel, len(head), hashlib.sha256(head).hexdigest()))
+            return
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             found.problems.append(Problem("unsafe", rel, f"{_kind_of(info.st_mode)}, not a regular file"))
@@ -564,7 +569,7 @@ def _hash_file(folder: int, name: str, rel: str, found: Scan) -> None:
             found.files.append((rel, info.st_size, None))
             found.deferred.append(rel)
             return
-        found.files.append((rel, *digest_fd(fd, info.st_size)))
+        found.files.append((rel, *digest_fd(fd, info.st_size, head)))
     except OSError as exc:
         found.problems.append(Problem("unreadable", rel, exc.strerror or str(exc)))
         found.files.append((rel, 0, None))
@@ -572,15 +577,21 @@ def _hash_file(folder: int, name: str, rel: str, found: Scan) -> None:
         os.close(fd)
 
 
-def digest_fd(fd: int, size_now: int) -> tuple[int, str]:
+def digest_fd(fd: int, size_now: int, head: bytes = b"") -> tuple[int, str]:
     """Size and sha256 of an open regular file, read with plain os.read: for the many small
     files of a mirror the buffered-file machinery costs more than the hashing. One read
-    takes a small file whole; a short read of a regular file is its end."""
-    want = size_now + 1 if size_now < READ_SIZE else READ_SIZE
+    takes a small file whole; a short read of a regular file is its end. head: what was read
+    of it already, from its start."""
+    remaining = max(size_now - len(head), 0)
+    want = remaining + 1 if remaining < READ_SIZE else READ_SIZE
     block = os.read(fd, want)
-    if len(block) < want:
+    if len(block) < want and not head:
         return len(block), hashlib.sha256(block).hexdigest()
-    digest, size = hashlib.sha256(block), len(block)
+    digest, size = hashlib.sha256(head), len(head)
+    digest.update(block)
+    size += len(block)
+    if len(block) < want:
+        return size, digest.hexdigest()
     while block := os.read(fd, READ_SIZE):
         digest.update(block)
         size += len(block)

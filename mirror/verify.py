@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .manifest import BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST
 from .models import Problem, UnsafePath, UsageError
@@ -82,8 +82,24 @@ def hash_files(root: Path, rels: list[str], limit: int | None = None) -> list[tu
     return out
 
 
-def _scan_folder(args: tuple[str, str, int]) -> Scan:
-    return scan(*args)
+class Part(NamedTuple):
+    """One Scan as verify reads it: its files as three columns (a worker sends three tuples,
+    not a tuple for each file, and the columns are what the caller needs)."""
+
+    rels: tuple[str, ...]
+    sizes: tuple[int, ...]
+    hashes: tuple[str | None, ...]
+    problems: list[Problem]
+    deferred: list[str]
+
+
+def _part(found: Scan) -> Part:
+    rels, sizes, hashes = zip(*found.files) if found.files else ((), (), ())
+    return Part(rels, sizes, hashes, found.problems, found.deferred)
+
+
+def _scan_folder(args: tuple[str, str, int]) -> Part:
+    return _part(scan(*args))
 
 
 class Walk:
@@ -96,9 +112,9 @@ class Walk:
 
     def __iter__(self):
         try:
-            yield self._head
+            yield _part(self._head)
             for part in self._rest:
-                yield part if isinstance(part, Scan) else part.result()
+                yield _part(part) if isinstance(part, Scan) else part.result()
         finally:
             self.close()
 
@@ -109,7 +125,7 @@ class Walk:
 
 def scan_payload(root: Path, level: int, workers: int | None = None, expected: int = 0) -> Walk:
     """Start walking data/ at `level` (state.MEASURE or state.HASH); returns the Walk of its
-    Scan parts. The files directly in data/ are read here; each folder of data/ is one task
+    parts. The files directly in data/ are read here; each folder of data/ is one task
     for a pool of worker processes, handed out as workers free up, so the caller can read
     the provenance while they hash. `expected`: about how many files there are (below
     PARALLEL_FROM, no workers)."""
@@ -193,11 +209,10 @@ def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool,
     deferred: list[str] = []  # too large to hash before the records were read
     listed_read = 0  # the progress counts listed files against the listed: a planted one is no progress
     for part in pending:
-        if part.files:
-            rels, part_sizes, part_hashes = zip(*part.files)
-            hashes.update(zip(rels, part_hashes))
-            sizes.update(zip(rels, part_sizes))
-            listed_read += sum(map(manifest.__contains__, rels))
+        if part.rels:
+            hashes.update(zip(part.rels, part.hashes))
+            sizes.update(zip(part.rels, part.sizes))
+            listed_read += sum(map(manifest.__contains__, part.rels))
         reading.extend(part.problems)
         deferred.extend(part.deferred)
         if progress:

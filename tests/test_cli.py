@@ -125,6 +125,30 @@ def test_every_help_ends_with_real_examples_and_its_exit_codes():
                     parser.parse_args(words[1:])
 
 
+def test_the_parser_of_one_command_parses_as_the_whole_parser_does():
+    # main() builds only the parser of the command argv names (named_command): each command's
+    # help and every example of it must come out the same as from the whole parser.
+    from mirror.cli import named_command
+
+    whole, parsed = build_parser(), 0
+    for name, sub in subparsers().items():
+        alone = build_parser(name)
+        assert alone.format_help() != whole.format_help()  # it really is another parser
+        assert [a.choices for a in alone._actions if isinstance(a, argparse._SubParsersAction)][0].keys() == {name}
+        assert alone._subparsers._group_actions[0].choices[name].format_help() == sub.format_help(), name
+        for example in re.findall(r"^  acta-mirror (.+)$", sub.format_help(), re.M):
+            for command in re.split(r"\s*(?:&&|>)\s*", example):
+                words = shlex.split(command.removeprefix("acta-mirror "))
+                if words and words[0] == name:
+                    assert named_command(words) == name
+                    assert alone.parse_args(words) == whole.parse_args(words), (name, words)
+                    assert alone.parse_args(["-vv", "--quiet", *words]) == whole.parse_args(["-vv", "--quiet", *words])
+                    parsed += 1
+    assert parsed >= 2 * len(subparsers()) - 1  # every command's examples (verify-file has one)
+    for argv in (["--help"], ["--version"], ["-h", "verify"], ["--verb", "verify"], ["verify_file"], ["nothing"], []):
+        assert named_command(argv) is None, argv  # the whole parser answers these
+
+
 def test_help_through_the_command_and_crawl_lists_the_sites():
     proc = run_cli("crawl", "--help")
     assert proc.returncode == 0 and "examples:" in proc.stdout and "exit codes:" in proc.stdout

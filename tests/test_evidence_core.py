@@ -1168,6 +1168,25 @@ def test_key_and_signature_messages_name_the_file_and_the_fault(tmp_path, keypai
             record.key_id = b"x"
 
 
+@pytest.mark.parametrize("size", [0, 1, 8000, state.HEAD_BYTES - 1, state.HEAD_BYTES, state.HEAD_BYTES + 1,
+                                  state.READ_SIZE - 1, state.READ_SIZE, state.HEAD_BYTES + state.READ_SIZE,
+                                  2 * state.READ_SIZE + 7])
+def test_a_walk_hashes_every_size_whole_whichever_reads_it_takes(tmp_path, size):
+    # A file is read HEAD_BYTES first; what is left, if anything, by digest_fd: at every
+    # boundary, the size and sha256 must be the whole file's.
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    (tmp_path / "data" / "f").mkdir(parents=True)
+    (tmp_path / "data" / "f" / "x.bin").write_bytes(body)
+    found = state.scan(tmp_path, "data", state.HASH)
+    assert found.files == [("data/f/x.bin", size, hashlib.sha256(body).hexdigest())] and not found.problems
+    fd = os.open(tmp_path / "data" / "f" / "x.bin", os.O_RDONLY)
+    try:
+        head = os.read(fd, 10)
+        assert state.digest_fd(fd, size, head) == (size, hashlib.sha256(body).hexdigest())
+    finally:
+        os.close(fd)
+
+
 def test_scan_splits_the_work_by_folder_and_names_each_failure(tmp_path):
     rows = [(_entry(i), f"acta {i}".encode()) for i in range(300)]
     m = build(tmp_path / "m", rows)
@@ -1178,13 +1197,14 @@ def test_scan_splits_the_work_by_folder_and_names_each_failure(tmp_path):
     for workers, expected in ((2, 255), (1, 300), (2, 300)):
         parts = list(verify.scan_payload(m, state.HASH, workers, expected))
         assert len(parts) == 1 + len(folders)  # data/ itself, then one part per folder of data/
-        assert parts[0].files == [("data/top.jpg", 3, want["data/top.jpg"][1])]
-        assert sorted(f.split("/")[1] for f in parts[0].folders) == folders
-        assert {rel: (size, sha) for part in parts for rel, size, sha in part.files} == want
-        assert all(part.problems == [] for part in parts)
-    sizes = {rel: size for part in verify.scan_payload(m, state.MEASURE, 2, 300) for rel, size, _sha in part.files}
+        assert parts[0][:3] == (("data/top.jpg",), (3,), (want["data/top.jpg"][1],))
+        assert sorted(part.rels[0].split("/")[1] for part in parts[1:]) == folders
+        assert {rel: (size, sha) for part in parts for rel, size, sha in zip(*part[:3])} == want
+        assert sum(len(part.rels) for part in parts) == len(want)
+        assert all(part.problems == [] and part.deferred == [] for part in parts)
+    sizes = {rel: size for part in verify.scan_payload(m, state.MEASURE, 2, 300) for rel, size in zip(part.rels, part.sizes)}
     assert sizes == {rel: size for rel, (size, _sha) in want.items()}
-    assert {sha for part in verify.scan_payload(m, state.MEASURE, 2, 300) for _r, _s, sha in part.files} == {None}
+    assert {sha for part in verify.scan_payload(m, state.MEASURE, 2, 300) for sha in part.hashes} == {None}
     names = state.scan(m)
     assert sorted(names.files) == sorted((rel, 0, None) for rel in want) and names.folders == []
     os.symlink("/etc/passwd", m / "data" / "link")

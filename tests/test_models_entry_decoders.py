@@ -3,7 +3,9 @@ message. They must never disagree on what is valid, nor on the entry a valid lin
 from __future__ import annotations
 
 import json
+import re
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -176,3 +178,37 @@ def test_a_repeated_key_whose_first_value_has_a_bad_form_gives_what_from_json_gi
     assert Entry.from_json_block(f"{GOOD}\n{later}\n".encode()) is None
     with pytest.raises(ValueError):
         Entry.from_json(later)
+
+
+PATH_PIECES = ["data", "/", ".", "..", "a", "\x00", "\n", "ñ", "data/", "/.", "./", "x"]
+
+
+def forms_one_by_one(entries: list[Entry]) -> bool:
+    """What _forms_valid must answer, one value at a time: DATA_PATH_PATTERN and _is_sha256."""
+    pattern = re.compile(models.DATA_PATH_PATTERN)
+    return all(pattern.match(e.path) and models._is_sha256(e.sha256)
+               and (e.supersedes is None or models._is_sha256(e.supersedes)) for e in entries)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from(PATH_PIECES), max_size=7).map("".join),
+                          st.sampled_from(["a" * 64, "A" * 64, "a" * 63, "a" * 65, "é" * 64, "0" * 32 + "f" * 32, ""]),
+                          st.sampled_from([None, "b" * 64, "b" * 63, "g" * 64])), max_size=5))
+def test_the_forms_of_a_whole_block_are_those_of_each_record(rows):
+    # _forms_valid checks a block's paths and digests at once, in joined strings: it must answer
+    # what checking each record alone answers, whatever a record holds (NUL, '.', '..', '//').
+    good = Entry.from_json(GOOD)
+    entries = [msgspec.structs.replace(good, path=p, sha256=s, supersedes=sup) for p, s, sup in rows]
+    assert models._forms_valid(entries) == forms_one_by_one(entries)
+    assert models._forms_valid([good, *entries]) == forms_one_by_one(entries)
+
+
+@pytest.mark.parametrize("path", ["data/a\x00data/b", "data/a/\x00data/b", "data/.\x00data/b", "data/x\x00",
+                                  "\x00data/x", "data/a/..", "data/a/.", "data/a//b", "data/a/", "data/...",
+                                  "data/a..", "data/.a", "data/a/b\n", "data/..a/b", "data/./x", "data/a/../b",
+                                  "data/a\x00/b", "data", "datax/y", "data/x/./"])
+def test_a_path_that_joined_would_look_like_two_is_judged_alone(path):
+    good = Entry.from_json(GOOD)
+    for entries in ([msgspec.structs.replace(good, path=path)],
+                    [good, msgspec.structs.replace(good, path=path), good]):
+        assert models._forms_valid(entries) == forms_one_by_one(entries), path
