@@ -38,8 +38,9 @@ def root_of_leaves(leaves: Sequence[bytes]) -> bytes:
     if not leaves:
         return hashlib.sha256(b"").digest()
     level = list(leaves)
+    sha256 = hashlib.sha256
     while len(level) > 1:
-        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        nxt = [sha256(b"\x01" + left + right).digest() for left, right in zip(level[::2], level[1::2])]  # node_hash
         if len(level) % 2:
             nxt.append(level[-1])  # an odd node is promoted, which matches RFC 9162's split
         level = nxt
@@ -47,8 +48,14 @@ def root_of_leaves(leaves: Sequence[bytes]) -> bytes:
 
 
 def manifest_leaves(items: Sequence[tuple[str, str]]) -> list[bytes]:
-    """Hashed leaves of (path, sha256) items, in manifest order."""
-    return [leaf_hash(leaf_data(p, h)) for p, h in sorted(items)]
+    """Hashed leaves of (path, sha256) items, in manifest order. When no path has a character
+    encode_path changes, each leaf is made in one step (as leaf_hash(leaf_data(...)) makes it)."""
+    items = sorted(items)
+    paths = "".join([p for p, _h in items])
+    if "%" in paths or "\n" in paths or "\r" in paths:
+        return [leaf_hash(leaf_data(p, h)) for p, h in items]
+    sha256 = hashlib.sha256
+    return [sha256(f"\x00{h}  {p}\n".encode("utf-8")).digest() for p, h in items]
 
 
 def merkle_root(items: Sequence[tuple[str, str]]) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -282,7 +283,7 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps with an option bui
 _FIELDS_REQUIRED = tuple((f.name, f.required) for f in msgspec.structs.fields(Entry))
 _HEX = frozenset("0123456789abcdef")
 _HEX_DIGITS = b"0123456789abcdef"
-_BAD_PARTS = ("//", "/\x00", "/./", "/.\x00", "/../", "/..\x00")  # in paths joined and ended by NUL
+_BAD_PART = re.compile(r"/(?:/|\x00|\.\.?(?:/|\x00))")  # an empty, '.' or '..' part, in paths joined and ended by NUL
 
 
 # A path inside data/ in the terms of unsafe_path: parts neither empty, '.' nor '..', no NUL.
@@ -299,21 +300,29 @@ def _line_decoder() -> msgspec.json.Decoder:
 
 
 def _forms_valid(entries: list[Entry]) -> bool:
-    """Every sha256 and supersedes 64 lowercase hex digits, every path DATA_PATH_PATTERN's.
-    Checked over the whole block at once (a few searches in C of the joined strings, not a call
-    for each record); the decoder has made every one a str."""
+    """Every sha256 and supersedes 64 lowercase hex digits, every path DATA_PATH_PATTERN's,
+    checked over the whole block at once; the decoder has made every one a str."""
     if not entries:
         return True
     shas = [e.sha256 for e in entries] + [e.supersedes for e in entries if e.supersedes is not None]
-    digits = "".join(shas)
-    if set(map(len, shas)) != {64} or not digits.isascii() or digits.encode().translate(None, _HEX_DIGITS):
-        return False
-    # Joined by NUL, which no path may hold: then each NUL found is a boundary, and each part is
-    # checked by searching the whole: 'data/' first, no empty part, no '.' or '..' part.
-    paths = "\x00".join([e.path for e in entries])
-    ends = paths + "\x00"
-    return (paths.count("\x00") == len(entries) - 1 and ("\x00" + paths).count("\x00data/") == len(entries)
-            and not any(bad in ends for bad in _BAD_PARTS))
+    return all_sha256(shas) and all_data_paths([e.path for e in entries])
+
+
+def all_sha256(values: list[str]) -> bool:
+    """Every one of these strings (at least one) is 64 lowercase hex digits: a few calls in C for
+    them all, not one for each."""
+    digits = "".join(values)
+    return set(map(len, values)) == {64} and digits.isascii() and not digits.encode().translate(None, _HEX_DIGITS)
+
+
+def all_data_paths(paths: list[str]) -> bool:
+    """Every one of these strings (at least one) is a path DATA_PATH_PATTERN takes, checked at
+    once: joined by NUL, which no such path holds, each NUL found is a boundary, and each part is
+    checked by searching the whole: 'data/' first, no empty part, no '.' or '..' part."""
+    joined = "\x00".join(paths)
+    ends = joined + "\x00"
+    return (joined.count("\x00") == len(paths) - 1 and ("\x00" + joined).count("\x00data/") == len(paths)
+            and _BAD_PART.search(ends) is None)
 
 
 @functools.cache

@@ -38,7 +38,7 @@ from typing import BinaryIO, Iterator
 
 from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, parse_bag_info,
                        split_manifest_line)
-from .models import Entry, NotAMirror, Problem, UnsafePath, unsafe_path
+from .models import Entry, NotAMirror, Problem, UnsafePath, all_data_paths, all_sha256, unsafe_path
 
 SIGNED_TAG_FILES = (PAYLOAD_MANIFEST, BAG_INFO, PROVENANCE, CHANGES, FAILURES)
 """The tag files whose sha256 the signed statement carries (those present when it was signed)."""
@@ -230,6 +230,22 @@ def check_entry(entry: Entry) -> str:
     return f"key {entry.key!r} is neither an acta key (CCCCCCCCC.MM) nor index/<name>"
 
 
+_ACTA_KEYS = re.compile(r"[0-9]{9}\.[0-9]{2,3}(?:\x00[0-9]{9}\.[0-9]{2,3})*")  # ACTA_KEY's, joined by NUL
+
+
+def entries_fit(entries: list[Entry]) -> bool:
+    """not any(map(check_entry, entries)), with the acta records (nearly all) checked in bulk:
+    their keys matched at once, joined by NUL (which no key holds), and each file name's start."""
+    actas = [e for e in entries if e.kind == "acta"]
+    if len(actas) < len(entries) and any(map(check_entry, [e for e in entries if e.kind != "acta"])):
+        return False
+    if not actas:
+        return True
+    keys = "\x00".join([e.key for e in actas])
+    return (keys.count("\x00") == len(actas) - 1 and _ACTA_KEYS.fullmatch(keys) is not None
+            and all([e.path[e.path.rfind("/") + 1:].startswith(e.key + ".") for e in actas]))
+
+
 def iter_records(path: str | os.PathLike, problems: list[Problem] | None = None) -> Iterator[Record]:
     """Each valid line of a provenance file, streamed. A bad line (not UTF-8, not a valid
     entry, a repeated path) is appended to `problems` and skipped; without a list, the first
@@ -292,9 +308,9 @@ def read_entries(path: str | os.PathLike, problems: list[Problem]) -> list[Entry
         with open_payload(path.parent, path.name, MAX_RECORDS_BYTES) as fh:
             while block := _line_block(fh):
                 batch = Entry.from_json_block(block)
-                if batch is None or any(map(check_entry, batch)):
+                if batch is None or not entries_fit(batch):
                     break
-                paths.update(e.path for e in batch)
+                paths.update([e.path for e in batch])
                 entries += batch
                 if len(paths) != len(entries):
                     break  # a path listed twice
@@ -344,12 +360,8 @@ def parse_manifest(data: bytes, name: str, problems: list[Problem], *, payload: 
     except UnicodeDecodeError:
         problems.append(Problem("format", name, "not UTF-8"))
         return result
-    if payload:
-        lines = _PLAIN_PAYLOAD_LINE.findall(text)
-        if len(lines) == text.count("\n") + (not text.endswith("\n")) and \
-                len(result := {rel: digest for digest, rel in lines}) == len(lines):
-            return result  # every line plain and valid, none repeated: what the loop below would find
-        result = {}
+    if payload and (plain := _plain_payload(text)) is not None:
+        return plain  # every line plain and valid, none repeated: what the loop below would find
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -370,11 +382,29 @@ def parse_manifest(data: bytes, name: str, problems: list[Problem], *, payload: 
     return result
 
 
-# A payload manifest line as this tool writes it: lowercase sha256, two spaces, a path under data/
-# whose parts are neither empty, '.' nor '..', with nothing to decode (%) and no character that
-# str.splitlines() breaks at. (path, sha256) pairs; a file of such lines needs no line-by-line check.
-_PLAIN_PAYLOAD_LINE = re.compile(
-    r"^([0-9a-f]{64})  (data(?:/(?!\.\.?(?:/|$))[^/\x00%\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+)+)$", re.M)
+# Characters no line of a plain payload manifest holds: NUL, '%' (a path with nothing to decode)
+# and every one but '\n' that str.splitlines() breaks at.
+_NOT_PLAIN = ("\x00", "%", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+def _plain_payload(text: str) -> dict[str, str] | None:
+    """{path: sha256} of a payload manifest whose every line is as this tool writes it
+    (lowercase sha256, two spaces, a path under data/ whose parts are neither empty, '.' nor
+    '..', with nothing to decode and no character that str.splitlines() breaks at), none
+    repeated; None for any other, which parse_manifest's loop reads line by line. Checked over
+    the whole text at once: a few searches and joins in C, not a pattern matched per line."""
+    if any(c in text for c in _NOT_PLAIN):
+        return None
+    rows = text.split("\n")
+    if rows[-1] == "":
+        rows.pop()  # the text ends with a newline
+    if not rows or "".join([row[64:66] for row in rows]) != "  " * len(rows):
+        return None
+    digests, paths = [row[:64] for row in rows], [row[66:] for row in rows]
+    if not (all_sha256(digests) and all_data_paths(paths)):
+        return None
+    result = dict(zip(paths, digests))
+    return result if len(result) == len(rows) else None
 
 
 # -- the whole mirror ------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,12 +18,12 @@ SHA = "ab" * 32
 
 def slow_manifest(data: bytes, payload: bool = True):
     problems = []
-    saved = state._PLAIN_PAYLOAD_LINE
-    state._PLAIN_PAYLOAD_LINE = re.compile(r"(\Zx)(y)")  # matches nothing: every file goes line by line
+    saved = state._plain_payload
+    state._plain_payload = lambda text: None  # every file goes line by line
     try:
         result = state.parse_manifest(data, "manifest-sha256.txt", problems, payload=payload)
     finally:
-        state._PLAIN_PAYLOAD_LINE = saved
+        state._plain_payload = saved
     return list(result.items()), problems
 
 
@@ -179,3 +179,33 @@ def test_read_entries_agrees_with_iter_records_at_any_block_and_line_bound(tmp_p
         assert state.read_entries(path, fast_problems) == slow and fast_problems == slow_problems
     finally:
         state.READ_SIZE, state.MAX_LINE_BYTES = bounds
+
+
+KEY_PIECES = ["010101001", ".", "01", "001", "1", "\x00", "index/", "x", "０"]
+PATH_ENDS = ["010101001.01.jpg", "010101001.011.jpg", "010101001.01", "x.jpg", "", "010101001.001.jpg"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["acta", "index", "other"]),
+                          st.lists(st.sampled_from(KEY_PIECES), min_size=1, max_size=4).map("".join),
+                          st.sampled_from(["data/01/", "data/index/", "data/", ""]), st.sampled_from(PATH_ENDS)),
+                max_size=6))
+def test_entries_fit_answers_what_check_entry_answers_for_each(rows):
+    # read_entries checks a block's records at once (entries_fit): it must refuse a block exactly
+    # when check_entry finds something wrong with one of its records.
+    good = Entry.from_json(json.dumps(GOOD))
+    entries = [msgspec.structs.replace(good, kind=kind, key=key, path=folder + name) for kind, key, folder, name in rows]
+    for block in (entries, [good, *entries], [good, good]):
+        assert state.entries_fit(block) == (not any(map(state.check_entry, block))), block
+
+
+@pytest.mark.parametrize("key, name", [("010101001.01", "010101001.01.jpg"), ("010101001.01", "010101001.011.jpg"),
+                                       ("010101001.011", "010101001.01.jpg"), ("010101001.01\x00010101001.01", "x"),
+                                       ("010101001.0", "010101001.0.jpg"), ("010101001.0111", "010101001.0111.jpg"),
+                                       ("0101010011.01", "0101010011.01.jpg"), ("010101001.01", "a010101001.01.jpg"),
+                                       ("010101001.01\x00010101001.01", "010101001.01\x00010101001.01.jpg")])
+def test_entries_fit_on_acta_keys_and_file_names(key, name):
+    good = Entry.from_json(json.dumps(GOOD))
+    odd = msgspec.structs.replace(good, key=key, path=f"data/01/{name}")
+    for entries in ([odd], [odd, good], [good, odd, good], [good, odd]):  # first, alone, between, last
+        assert state.entries_fit(entries) == (not any(map(state.check_entry, entries))), (key, name)
