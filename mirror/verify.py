@@ -208,11 +208,19 @@ def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool,
     sizes: dict[str, int] = {}
     deferred: list[str] = []  # too large to hash before the records were read
     listed_read = 0  # the progress counts listed files against the listed: a planted one is no progress
+    # Whether each part read so far is as listed and recorded (its sha256s the manifest's, its
+    # sizes the records'): compared part by part while the workers hash the rest, so an intact
+    # mirror needs only counts when the last part comes.
+    matching = True
     for part in pending:
         if part.rels:
-            hashes.update(zip(part.rels, part.hashes))
-            sizes.update(zip(part.rels, part.sizes))
-            listed_read += sum(map(manifest.__contains__, part.rels))
+            part_hashes, part_sizes = dict(zip(part.rels, part.hashes)), dict(zip(part.rels, part.sizes))
+            listed = part_hashes.keys() <= manifest.keys()
+            matching = matching and listed and part_sizes.items() <= recorded.items() and \
+                (fast or part_hashes.items() <= manifest.items())
+            hashes.update(part_hashes)
+            sizes.update(part_sizes)
+            listed_read += len(part_hashes) if listed else sum(map(manifest.__contains__, part_hashes))
         reading.extend(part.problems)
         deferred.extend(part.deferred)
         if progress:
@@ -220,7 +228,10 @@ def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool,
     reading.extend(_hash_large(root, deferred, manifest, recorded, hashes, sizes))
     state.payload = sorted(hashes)
     problems = list(reading)
-    listing, changed = _compare_payload(manifest, hashes, sizes, recorded, reading, fast)
+    # Every file read is listed (and, hashed, as listed) and recorded with its size, and as many
+    # were read as are listed: none missing, unlisted or changed.
+    matched = matching and len(hashes) == len(manifest)
+    listing, changed = ([], []) if matched else _compare_payload(manifest, hashes, sizes, recorded, reading, fast)
     problems.extend(listing)
     problems.extend(_check_tags(root, state, {p.path for p in reading if p.kind == "unsafe"}, signed_tags))
     problems.extend(record_problems)
