@@ -570,6 +570,24 @@ def test_verify_names_each_kind_of_damage(tmp_path):
     assert kinds(verify.verify(m)) == {("changed", c), ("oxum", "bag-info.txt")}
 
 
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("count, workers", [(6, 1), (300, 2)])
+def test_a_file_the_manifest_names_otherwise_is_unlisted_and_its_listed_name_missing(tmp_path, fast, count, workers):
+    # As many files as listed, each with its recorded size, but one listed under a name no file
+    # has: verify compares each part as it comes, then counts, and must not take this as intact,
+    # whether it walks in one process or in workers.
+    bodies = [f"acta {i:03d}".encode() for i in range(count)]
+    m = build(tmp_path / "m", [(_entry(i, body), body) for i, body in enumerate(bodies)])
+    victim = _entry(3, b"acta 003").path
+    renamed = victim.replace(".jpg", "-x.jpg")
+    manifest_file = m / "manifest-sha256.txt"
+    manifest_file.write_text(manifest_file.read_text().replace(f"  {victim}\n", f"  {renamed}\n"))
+    found = kinds(verify.verify(m, fast=fast, workers=workers))
+    assert {("missing", renamed), ("unlisted", victim)} <= found, found
+    manifest_file.write_text(manifest_file.read_text().replace(f"  {renamed}\n", f"  {victim}\n"))
+    assert kinds(verify.verify(m, fast=fast, workers=workers)) - {("tag-changed", "manifest-sha256.txt")} == set()
+
+
 def test_verify_checks_the_tag_files_and_provenance(tmp_path):
     m = tiny(tmp_path / "m")
     with open(m / "changes.jsonl", "a") as fh:
