@@ -612,8 +612,7 @@ def digest_fd(fd: int, size_now: int, head: bytes = b"") -> tuple[int, str]:
     files of a mirror the buffered-file machinery costs more than the hashing. One read
     takes a small file whole; a short read of a regular file is its end. head: what was read
     of it already, from its start."""
-    remaining = max(size_now - len(head), 0)
-    want = remaining + 1 if remaining < READ_SIZE else READ_SIZE
+    want = size_now + 1 if size_now < READ_SIZE else READ_SIZE  # after a head, more than is left: still one read
     block = os.read(fd, want)
     if len(block) < want and not head:
         return len(block), hashlib.sha256(block).hexdigest()

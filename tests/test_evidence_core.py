@@ -17,6 +17,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from mirror import evidence, manifest, merkle, sign, state, verify
@@ -1770,6 +1771,30 @@ def test_the_batch_readers_give_what_the_line_by_line_readers_give(tmp_path, mon
         assert got == (list(items.items()), [str(p) for p in problems]), text
     assert results[0] == ([(f"data/d/{i}.jpg", sha) for i in range(4)], []) and results[1] == results[0]
     assert [len(r[0]) for r in results] == [4, 4, 4, 4, 4, 5, 5, 5] and all(r[1] for r in results[3:5])
+
+
+def test_the_whole_file_checks_give_what_the_per_line_rules_give():
+    # state's mutants are scored with this file alone: the whole-manifest check (_plain_payload)
+    # and the whole-block record check (entries_fit) on the cases of tests/test_state_fastpaths.py.
+    from tests.test_state_fastpaths import GOOD, MANIFESTS, fast_manifest, slow_manifest
+
+    for text in MANIFESTS:
+        assert fast_manifest(text.encode()) == slow_manifest(text.encode()), text
+    taken = [text for text in MANIFESTS if state._plain_payload(text) is not None]
+    assert len(taken) >= 3 and all(slow_manifest(text.encode())[1] == [] for text in taken)
+    good = Entry.from_json(json.dumps(GOOD))
+    odd = [("010101001.01", "kind", "acta"), ("010101001.01", "kind", "index"), ("index/i.csv", "kind", "index"),
+           ("index/i.csv", "kind", "acta"), ("010101001.011", "path", "data/01/010101001.01.jpg"),
+           ("010101001.01", "path", "data/01/010101001.011.jpg"), ("010101001.01", "path", "data/index/x.jpg"),
+           ("010101001.01\x00010101001.01", "path", "data/01/010101001.01\x00010101001.01.jpg"),
+           ("010101001.0111", "path", "data/01/010101001.0111.jpg"), ("x", "kind", "other")]
+    for key, field, value in odd:
+        record = msgspec.structs.replace(good, key=key, **{field: value})
+        if field == "kind" and key.startswith("index/"):
+            record = msgspec.structs.replace(record, path="data/index/i.csv")
+        for block in ([record], [record, good], [good, record, good], [good, record]):
+            assert state.entries_fit(block) == (not any(map(state.check_entry, block))), (key, field, value)
+    assert state.entries_fit([good, good]) and state.entries_fit([])
 
 
 def test_a_statement_goes_stale_when_a_signed_tag_file_changes(tmp_path, keypair):
