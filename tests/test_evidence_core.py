@@ -589,6 +589,22 @@ def test_a_file_the_manifest_names_otherwise_is_unlisted_and_its_listed_name_mis
     assert kinds(verify.verify(m, fast=fast, workers=workers)) - {("tag-changed", "manifest-sha256.txt")} == set()
 
 
+@pytest.mark.parametrize("count, workers", [(6, 1), (300, 2)])
+def test_an_intact_mirror_is_judged_part_by_part_without_the_file_by_file_comparison(tmp_path, monkeypatch,
+                                                                                    count, workers):
+    # The parts matched as they came and counted: an intact mirror never needs _compare_payload,
+    # whether its files lie in one folder of data/ (one part: the whole) or in several.
+    def compared(*args):
+        raise AssertionError("an intact mirror was compared file by file")
+    one = build(tmp_path / "one", [(_entry(i), f"acta {i}".encode()) for i in range(count)])
+    several = build(tmp_path / "several", [(msgspec.structs.replace(_entry(i), path=f"data/{i % 3}/{_entry(i).key}.jpg"),
+                                            f"acta {i}".encode()) for i in range(count)])
+    monkeypatch.setattr(verify, "_compare_payload", compared)
+    for m in (one, several):
+        for fast in (False, True):
+            assert verify.verify(m, fast=fast, workers=workers) == [], (m, fast)
+
+
 def test_verify_checks_the_tag_files_and_provenance(tmp_path):
     m = tiny(tmp_path / "m")
     with open(m / "changes.jsonl", "a") as fh:

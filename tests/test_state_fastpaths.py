@@ -37,6 +37,8 @@ PLAIN = "".join(f"{SHA}  data/01/0101{i:05d}/0101{i:05d}.01.jpg\n" for i in rang
 MANIFESTS = [
     PLAIN, PLAIN.rstrip("\n"), "", "\n", PLAIN + "\n", PLAIN + PLAIN.splitlines(True)[0], PLAIN.upper(),
     PLAIN.replace("  data", " *data"), PLAIN.replace("  data", "   data"), PLAIN.replace("  data", " data"),
+    PLAIN.replace("  data", "xxdata"), PLAIN.replace("  data", "\t data"), PLAIN + f"{SHA}\x00 data/x\n",
+    PLAIN + f"{SHA}  data/x\x00\n",
     PLAIN + f"{SHA}  data/../x\n", PLAIN + f"{SHA}  data/./x\n", PLAIN + f"{SHA}  data//x\n",
     PLAIN + f"{SHA}  /data/x\n", PLAIN + f"{SHA}  bag-info.txt\n", PLAIN + f"{SHA}  data/a%0Ab\n",
     PLAIN + f"{SHA}  data/a%25b\n", PLAIN + f"{SHA}  data/a\rb\n", PLAIN + f"{SHA}  data/a\x85b\n",
