@@ -51,11 +51,11 @@ def manifest_leaves(items: Sequence[tuple[str, str]]) -> list[bytes]:
     """Hashed leaves of (path, sha256) items, in manifest order. When no path has a character
     encode_path changes, each leaf is made in one step (as leaf_hash(leaf_data(...)) makes it)."""
     items = sorted(items)
-    paths = "".join([p for p, _h in items])
-    if "%" in paths or "\n" in paths or "\r" in paths:
+    paths = "\x00".join([p for p, _h in items])
+    if encode_path(paths) != paths:
         return [leaf_hash(leaf_data(p, h)) for p, h in items]
     sha256 = hashlib.sha256
-    return [sha256(f"\x00{h}  {p}\n".encode("utf-8")).digest() for p, h in items]
+    return [sha256(f"\x00{h}  {p}\n".encode("utf-8")).digest() for p, h in items]  # 0x00 || leaf_data(p, h)
 
 
 def merkle_root(items: Sequence[tuple[str, str]]) -> str:

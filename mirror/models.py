@@ -281,14 +281,10 @@ _ENTRY_FIELDS = tuple(sorted(Entry.__struct_fields__))
 _entry_values = operator.attrgetter(*_ENTRY_FIELDS)
 _ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps with an option builds one per call
 _FIELDS_REQUIRED = tuple((f.name, f.required) for f in msgspec.structs.fields(Entry))
-_HEX = frozenset("0123456789abcdef")
 _HEX_DIGITS = b"0123456789abcdef"
 _BAD_PART = re.compile(r"/(?:/|\x00|\.\.?(?:/|\x00))")  # an empty, '.' or '..' part, in paths joined and ended by NUL
 
 
-# A path inside data/ in the terms of unsafe_path: parts neither empty, '.' nor '..', no NUL.
-# It may refuse more than unsafe_path (the field-by-field parser then decides), never less.
-DATA_PATH_PATTERN = r"^data(?:/(?!\.\.?(?:/|\Z))[^/\x00]+)+\Z"
 
 
 @functools.cache
@@ -300,7 +296,7 @@ def _line_decoder() -> msgspec.json.Decoder:
 
 
 def _forms_valid(entries: list[Entry]) -> bool:
-    """Every sha256 and supersedes 64 lowercase hex digits, every path DATA_PATH_PATTERN's,
+    """Every sha256 and supersedes 64 lowercase hex digits, every path all_data_paths takes,
     checked over the whole block at once; the decoder has made every one a str."""
     if not entries:
         return True
@@ -316,9 +312,10 @@ def all_sha256(values: list[str]) -> bool:
 
 
 def all_data_paths(paths: list[str]) -> bool:
-    """Every one of these strings (at least one) is a path DATA_PATH_PATTERN takes, checked at
-    once: joined by NUL, which no such path holds, each NUL found is a boundary, and each part is
-    checked by searching the whole: 'data/' first, no empty part, no '.' or '..' part."""
+    """Every one of these strings (at least one) is a path inside data/ in the terms of
+    unsafe_path: 'data/' first, no part empty, '.' or '..', no NUL (it may refuse more than
+    unsafe_path, which the field-by-field parser then asks, never less). Checked at once: joined
+    by NUL, which no such path holds, each NUL found is a boundary, and the whole is searched."""
     joined = "\x00".join(paths)
     ends = joined + "\x00"
     return (joined.count("\x00") == len(paths) - 1 and ("\x00" + joined).count("\x00data/") == len(paths)
@@ -357,7 +354,7 @@ def _no_float(text: str):
 
 
 def _is_sha256(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 64 and _HEX.issuperset(value)
+    return isinstance(value, str) and all_sha256([value])
 
 
 def unsafe_path(rel: Any) -> str:

@@ -230,7 +230,7 @@ def check_entry(entry: Entry) -> str:
     return f"key {entry.key!r} is neither an acta key (CCCCCCCCC.MM) nor index/<name>"
 
 
-_ACTA_KEYS = re.compile(r"[0-9]{9}\.[0-9]{2,3}(?:\x00[0-9]{9}\.[0-9]{2,3})*")  # ACTA_KEY's, joined by NUL
+_ACTA_KEYS = re.compile(f"{ACTA_KEY.pattern}(?:\x00{ACTA_KEY.pattern})*")  # ACTA_KEY's, joined by NUL
 
 
 def entries_fit(entries: list[Entry]) -> bool:

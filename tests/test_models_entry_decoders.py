@@ -183,11 +183,17 @@ def test_a_repeated_key_whose_first_value_has_a_bad_form_gives_what_from_json_gi
 PATH_PIECES = ["data", "/", ".", "..", "a", "\x00", "\n", "ñ", "data/", "/.", "./", "x"]
 
 
+# The rules _forms_valid checks over a whole block, one value at a time: a path inside data/ in
+# the terms of unsafe_path (parts neither empty, '.' nor '..', no NUL), and a sha256 of 64
+# lowercase hex digits.
+DATA_PATH = re.compile(r"^data(?:/(?!\.\.?(?:/|\Z))[^/\x00]+)+\Z")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def forms_one_by_one(entries: list[Entry]) -> bool:
-    """What _forms_valid must answer, one value at a time: DATA_PATH_PATTERN and _is_sha256."""
-    pattern = re.compile(models.DATA_PATH_PATTERN)
-    return all(pattern.match(e.path) and models._is_sha256(e.sha256)
-               and (e.supersedes is None or models._is_sha256(e.supersedes)) for e in entries)
+    """What _forms_valid must answer, one value at a time."""
+    return all(DATA_PATH.match(e.path) and SHA256.fullmatch(e.sha256)
+               and (e.supersedes is None or SHA256.fullmatch(e.supersedes)) for e in entries)
 
 
 @settings(max_examples=600, deadline=None)
