@@ -37,7 +37,7 @@ from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST,
                        iter_provenance, iter_provenance_core, own_copy, parse_manifest_text, read_bag_info,
                        repair_torn_tail, sync_filesystem)
 from .publish import redact
-from .models import Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
+from .models import JSON_LINE, Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
 from .state import MAX_TAG_BYTES, open_payload, read_inside, read_state, scan  # read_inside: also for importers here
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged (for `export`)
@@ -736,7 +736,7 @@ class Archive:
             if not sync_filesystem(self.root):
                 for d in dirs:
                     fsync_dir(self.root / d)
-            text = "".join(entry.to_json() + "\n" for _t, _r, entry, _c in files).encode("utf-8")
+            text = b"".join([JSON_LINE(entry) + b"\n" for _t, _r, entry, _c in files])
             append_durably(self.root / PROVENANCE, text)
             self._digests[0].appended(text)
             self._append_changes([change for *_, change in files if change])
@@ -769,7 +769,7 @@ class Archive:
     def _append_changes(self, changes: list[dict]) -> None:
         if not changes:
             return
-        text = "".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in changes).encode("utf-8")
+        text = b"".join([JSON_LINE(c) + b"\n" for c in changes])
         append_durably(self.root / CHANGES, text)
         self._digests[1].appended(text)
 
@@ -786,8 +786,7 @@ class Archive:
         """
         self.commit_all()
         try:
-            atomic_write(self.root / FAILURES, "".join(
-                json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n" for f in failures).encode())
+            atomic_write(self.root / FAILURES, b"".join([JSON_LINE(f) + b"\n" for f in failures]))
             self._append_changes(self.changes)
             self.index.write_changes(self.changes, digests=self._digests)
             self.changes = []

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import sys
+
+import msgspec
 
 from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, TooLarge
 
 _ERRORS = {cls.__name__: cls for cls in (FetchError, NotAnImage, TooLarge, Deferred)}
 FETCHED_FIELDS = tuple(f.name for f in dataclasses.fields(Fetched))  # flat: asdict's deep copy cost more
+# The lines between the processes: JSON, encoded and decoded in C (a DecodeError is a ValueError)
+_encode, _decode = msgspec.json.encode, msgspec.json.decode
 CLOSE_SECONDS = 10.0  # how long a child may take to finish once told to stop, before it is killed
 
 
@@ -38,7 +41,7 @@ class Remote:
         self._proc: asyncio.subprocess.Process | None = None
         self._pending: dict[int, asyncio.Future] = {}
         self._serial = 0
-        self._outbox: list[str] = []
+        self._outbox: list[bytes] = []
         self._reader: asyncio.Task | None = None
         self.alive = False
 
@@ -56,7 +59,7 @@ class Remote:
 
     def _send(self, message: dict) -> None:
         """Queue a line; the lines of one turn of the loop go in one write (a write wakes the child)."""
-        self._outbox.append(json.dumps(message))
+        self._outbox.append(_encode(message))
         if len(self._outbox) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -65,7 +68,7 @@ class Remote:
         if not lines or self._proc is None:
             return
         try:
-            self._proc.stdin.write(("\n".join(lines) + "\n").encode())
+            self._proc.stdin.write(b"\n".join(lines) + b"\n")
         except (ConnectionError, RuntimeError):
             self._gone()
 
@@ -92,7 +95,7 @@ class Remote:
     async def _read(self) -> None:
         try:
             while line := await self._proc.stdout.readline():
-                answer = json.loads(line)
+                answer = _decode(line)
                 self.requests += answer.get("requests", 0)
                 self.retries += answer.get("retries", 0)
                 for host, reason in answer.get("tripped", {}).items():
@@ -150,14 +153,14 @@ async def _serve() -> None:
     first = await reader.readline()
     if not first:
         return
-    config = json.loads(first)["config"]
+    config = _decode(first)["config"]
     config["policy"] = HostPolicy(frozenset(config["policy"]["hosts"]), frozenset(config["policy"]["also"]),
                                   config["policy"]["root"])
     config["alternates"] = tuple(config["alternates"])
     out = sys.stdout.buffer
     counted = [0, 0]  # requests and retries already reported
     told: set[str] = set()  # hosts whose trip the parent knows of
-    outbox: list[str] = []
+    outbox: list[bytes] = []
 
     async with Fetcher(**config, inline_stores=True) as fetcher:
         def answer(message: dict) -> None:
@@ -167,12 +170,12 @@ async def _serve() -> None:
             if tripped:
                 told.update(tripped)
                 message["tripped"] = tripped
-            outbox.append(json.dumps(message))
+            outbox.append(_encode(message))
             if len(outbox) == 1:  # the answers of one turn of the loop go in one write
                 loop.call_soon(flush)
 
         def flush() -> None:
-            out.write(("\n".join(outbox) + "\n").encode())
+            out.write(b"\n".join(outbox) + b"\n")
             out.flush()
             outbox.clear()
 
@@ -193,7 +196,7 @@ async def _serve() -> None:
 
         tasks: set[asyncio.Task] = set()
         while line := await reader.readline():
-            request = json.loads(line)
+            request = _decode(line)
             if "trip" in request:
                 told.add(request["trip"])
                 fetcher._host(request["trip"]).trip(request["reason"])

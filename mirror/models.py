@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -192,9 +191,9 @@ class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     trailing_bytes: _Bytes = 0  # bytes after the image's end marker: kept as served, flagged
 
     def to_json(self) -> str:
-        obj = dict(zip(_ENTRY_FIELDS, _entry_values(self)))
-        obj["redirects"] = list(obj["redirects"])
-        return _ENCODER.encode(obj)
+        """The record as one provenance line (no newline): its fields sorted by name, compact,
+        UTF-8 unescaped, encoded in C."""
+        return JSON_LINE(self).decode()
 
     @classmethod
     def from_json(cls, line: str) -> "Entry":
@@ -278,8 +277,8 @@ class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
 
 
 _ENTRY_FIELDS = tuple(sorted(Entry.__struct_fields__))
-_entry_values = operator.attrgetter(*_ENTRY_FIELDS)
-_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps with an option builds one per call
+# One JSON line of a record (an Entry, a change, a failure): keys sorted, compact, UTF-8 unescaped, as bytes
+JSON_LINE = msgspec.json.Encoder(order="sorted").encode
 _FIELDS_REQUIRED = tuple((f.name, f.required) for f in msgspec.structs.fields(Entry))
 _HEX_DIGITS = b"0123456789abcdef"
 _BAD_PART = re.compile(r"/(?:/|\x00|\.\.?(?:/|\x00))")  # an empty, '.' or '..' part, in paths joined and ended by NUL

@@ -3,6 +3,7 @@ stale, survives kill -9, and lets an unchanged re-run skip what it need not ask.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sqlite3
@@ -127,7 +128,7 @@ def test_a_vanished_acta_that_is_listed_again_is_recorded_on_a_reused_listing(re
         db.execute("UPDATE actas SET change = 'vanished' WHERE key = ?", (key,))
     crawl_sync(replay.url, out, recheck_after=3600)
     changes = (out / "changes.jsonl").read_text().splitlines()
-    assert '"change": "reappeared"' in changes[-1] and key in changes[-1]
+    assert json.loads(changes[-1])["change"] == "reappeared" and json.loads(changes[-1])["key"] == key
 
 
 def test_after_kill_9_the_index_agrees_with_provenance(replay_factory, tmp_path):

@@ -745,8 +745,10 @@ def test_the_reader_rejects_each_bad_record(tmp_path):
         "url": {**obj, "url": 5},
     }
     texts = [json.dumps(v) for v in bad.values()]
-    texts += ['{"size": 1e400}', obj and good.to_json().replace('"size": 6', '"size": 1e400'), "[1]", "{", "NaN",
-              good.to_json().replace('"size": 6', '"size": NaN'), "[" * 100000]
+    spaced = json.dumps(obj)  # the good record with a bad size: json writes no 1e400 or NaN itself
+    assert '"size": 6,' in spaced
+    texts += ['{"size": 1e400}', spaced.replace('"size": 6,', '"size": 1e400,'), "[1]", "{", "NaN",
+              spaced.replace('"size": 6,', '"size": NaN,'), "[" * 100000]
     records, problems = _lines(tmp_path, *texts, b'{"key": "\xff"}', good.to_json())
     assert [r.entry for r in records] == [good] and records[0].number == len(texts) + 2
     assert len(problems) == len(texts) + 1

@@ -9,6 +9,7 @@ import dataclasses
 import gzip
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -350,7 +351,9 @@ def test_restore_names_a_shard_record_that_is_not_utf8(made, tmp_path, name):
     work = tmp_path / "work"
     git("clone", "-q", str(made / "git" / "actas.git"), str(work))
     raw = (work / name).read_bytes()
-    (work / name).write_bytes(raw.replace(b'"center_name": ""', b'"center_name": "\xff\xfe"', 1))
+    broken = re.sub(rb'"center_name": ?""', b'"center_name":"\xff\xfe"', raw, count=1)
+    assert broken != raw
+    (work / name).write_bytes(broken)
     git("commit", "-q", "-am", "update", cwd=work)
     git("init", "-q", "--bare", str(tmp_path / "hostile.git"))
     git("push", "-q", str(tmp_path / "hostile.git"), "HEAD:main", cwd=work)
