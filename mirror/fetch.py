@@ -806,6 +806,7 @@ def _left_alone(url: str, name: str, host: _Host) -> Deferred:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _validator(value: str) -> str:
@@ -866,16 +867,21 @@ def _disk(op, *args):
 
 
 def decode_text(raw: bytes, content_type: str) -> str:
-    """Bytes as text by the declared charset; UTF-8 when it names no text codec (say, idna)."""
+    """Bytes as text by the declared charset; UTF-8 when it names no text codec (say, idna),
+    or one that made a lone surrogate of some bytes (UTF-7 and the escape codecs do, even
+    told to replace): no parser and no UTF-8 file takes one."""
     charset = "utf-8"
     if "charset=" in content_type:
         charset = content_type.split("charset=", 1)[1].split(";")[0].strip().strip('"') or "utf-8"
     try:
         if not codecs.lookup(charset)._is_text_encoding:
             charset = "utf-8"
-        return raw.decode(charset, errors="replace")
+        text = raw.decode(charset, errors="replace")
+        if not _SURROGATE.search(text):
+            return text
     except (LookupError, UnicodeError, ValueError):
-        return raw.decode("utf-8", errors="replace")
+        pass
+    return raw.decode("utf-8", errors="replace")
 
 
 def _utf8(header: str) -> str:

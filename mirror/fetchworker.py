@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import sys
 
@@ -20,8 +21,27 @@ from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage
 
 _ERRORS = {cls.__name__: cls for cls in (FetchError, NotAnImage, TooLarge, Deferred)}
 FETCHED_FIELDS = tuple(f.name for f in dataclasses.fields(Fetched))  # flat: asdict's deep copy cost more
-# The lines between the processes: JSON, encoded and decoded in C (a DecodeError is a ValueError)
-_encode, _decode = msgspec.json.encode, msgspec.json.decode
+
+
+def _encode(message: dict) -> bytes:
+    """One message as a JSON line, written in C; one holding a lone surrogate (a folder name
+    of bytes that are not UTF-8, as os.fsdecode gives it), which msgspec refuses to write, as
+    json escapes it."""
+    try:
+        return msgspec.json.encode(message)
+    except UnicodeEncodeError:
+        return json.dumps(message).encode()
+
+
+def _decode(line: bytes):
+    """A message _encode wrote (msgspec refuses the escaped lone surrogate: json reads it).
+    Neither JSON: a ValueError."""
+    try:
+        return msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return json.loads(line)
+
+
 CLOSE_SECONDS = 10.0  # how long a child may take to finish once told to stop, before it is killed
 
 

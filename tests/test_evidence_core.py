@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -1964,6 +1965,155 @@ def test_verify_names_a_large_planted_file_unlisted_only(tmp_path):
     assert [str(p) for p in verify.verify(m)] == [
         "unlisted: data/planted.bin (on disk, not in the manifest)",
         f"oxum: bag-info.txt (Payload-Oxum says {BIG + 12}.3, data/ holds {2 * BIG + 12}.4)"]
+
+
+def test_the_bounds_on_what_is_read_are_the_ones_the_readme_gives():
+    """What a copy may hold before a file or line is refused unread is promised in the README
+    (the problems verify names): the bounds in the code are those, so one changes with the other."""
+    text = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    units = {"MiB": 1 << 20, "GiB": 1 << 30}
+
+    def stated(pattern: str) -> int:
+        found = re.search(pattern, text)
+        assert found, pattern
+        return int(found.group(1)) * units[found.group(2)]
+
+    assert state.MAX_TAG_BYTES == stated(r"A tag file over (\d+) (MiB)") == 1 << 20
+    assert state.MAX_MANIFEST_BYTES == stated(r"the payload manifest: (\d+) (MiB)") == 1 << 29
+    assert state.MAX_RECORDS_BYTES == stated(r"`failures\.jsonl`: (\d+) (GiB)") == 1 << 32
+    assert state.MAX_LINE_BYTES == stated(r"a line over (\d+) (MiB)") == 1 << 24
+    assert state.HASH_UNASKED == stated(r"A file in `data/` over (\d+) (MiB) is hashed only when") == 64 << 20
+
+
+def _line_of(i: int, n: int) -> str:
+    """A valid provenance line of record i, n bytes long without its newline."""
+    short = _entry(i).to_json()
+    line = _entry(i, etag="e" * (n - len(short))).to_json()
+    assert len(line) == n
+    return line
+
+
+def test_a_provenance_line_over_the_bound_is_named_and_skipped_unread(tmp_path, monkeypatch):
+    """A line of exactly MAX_LINE_BYTES is read; one byte more and it is named and skipped, in
+    pieces (never held whole), whether it ends the file or not, and the records after it are
+    read. read_entries, which decodes blocks of lines, gives the same at any block size."""
+    bound = 800
+    monkeypatch.setattr(state, "MAX_LINE_BYTES", bound)
+    lines = [_line_of(0, bound), _line_of(1, bound + 1), " " * (3 * bound) + _entry(2).to_json(),
+             _line_of(3, bound - 1), _line_of(4, bound + 10)]
+    path = tmp_path / "provenance.jsonl"
+    path.write_bytes(("\n".join(lines)).encode())  # the last line has no newline
+    want = [Entry.from_json(lines[0]), Entry.from_json(lines[3])]
+    said = [f"provenance: provenance.jsonl (line {n}: longer than 800 bytes; not read)" for n in (2, 3, 5)]
+    for read_size in (64, 256, 799, 800, 801, 1 << 16):
+        monkeypatch.setattr(state, "READ_SIZE", read_size)
+        problems: list[Problem] = []
+        assert [r.entry for r in state.iter_records(path, problems)] == want
+        assert [str(p) for p in problems] == said
+        problems = []
+        assert state.read_entries(path, problems) == want and [str(p) for p in problems] == said, read_size
+    with pytest.raises(NotAMirror, match=r"provenance\.jsonl:2: bad provenance line: longer than 800 bytes; not read"):
+        list(state.iter_records(path))
+    # the same lines in other orders: the long one amid whole lines, a last line of exactly the bound
+    for order, said_at in (([0, 1, 3], [2]), ([1, 3, 0], [1])):
+        text = "\n".join(lines[i] for i in order)
+        for ending in ("\n", ""):
+            path.write_bytes((text + ending).encode())
+            for read_size in (64, 799, 1 << 16):
+                monkeypatch.setattr(state, "READ_SIZE", read_size)
+                problems = []
+                assert state.read_entries(path, problems) == [Entry.from_json(lines[i]) for i in order if i != 1]
+                assert [str(p) for p in problems] == [said[0].replace("line 2", f"line {n}") for n in said_at]
+
+
+def test_lines_just_under_the_bound_are_read_a_block_at_a_time(tmp_path, monkeypatch):
+    """Valid lines of MAX_LINE_BYTES (newline included), across every block boundary: the block
+    decoder takes them all, never the line-by-line reader."""
+    bound = 750
+    monkeypatch.setattr(state, "MAX_LINE_BYTES", bound)
+    lines = [_line_of(i, bound - 1) for i in range(7)]
+    path = tmp_path / "provenance.jsonl"
+    path.write_bytes("".join(line + "\n" for line in lines).encode())
+    monkeypatch.setattr(state, "iter_records", None)  # a fall back to it fails
+    for read_size in range(bound - 40, 2 * bound + 40, 13):
+        monkeypatch.setattr(state, "READ_SIZE", read_size)
+        assert state.read_entries(path, []) == [Entry.from_json(line) for line in lines], read_size
+
+
+def test_the_walk_names_each_file_it_cannot_read_and_reads_the_rest(tmp_path, monkeypatch):
+    """What a copy can do to the walk that root cannot make on disk here (root reads a file
+    of mode 000): a file unreadable or failing mid-read is listed with no hash and named
+    unreadable; one that became a link, or a large one that is no regular file once open, is
+    named unsafe and not listed; a folder that cannot be listed is named; the rest is hashed."""
+    body = {"ok.jpg": b"fine", "denied.jpg": b"x", "link.jpg": b"y", "io.jpg": b"z" * 10,
+            "fifo.bin": bytes(state.HEAD_BYTES + 5), "huge.bin": bytes(state.HEAD_BYTES + 7)}
+    for name, data in body.items():
+        (tmp_path / "data" / "a").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "a" / name).write_bytes(data)
+    (tmp_path / "data" / "b").mkdir()
+    (tmp_path / "data" / "b" / "hidden.jpg").write_bytes(b"w")
+    real_open, real_read, real_fstat, real_scandir = os.open, os.read, os.fstat, os.scandir
+    names: dict[int, str] = {}
+
+    def fake_open(path, flags, mode=0o777, *, dir_fd=None):
+        if path == "denied.jpg":
+            raise PermissionError(13, "Permission denied")
+        if path == "link.jpg":
+            raise OSError(40, "Too many levels of symbolic links")
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        names[fd] = os.fsdecode(path)
+        return fd
+
+    def fake_read(fd, n):
+        if names.get(fd) == "io.jpg":
+            raise OSError(5, "Input/output error")
+        return real_read(fd, n)
+
+    def fake_fstat(fd):
+        info = real_fstat(fd)
+        if names.get(fd) == "fifo.bin":
+            return os.stat_result((stat.S_IFIFO | 0o644, *tuple(info)[1:]))
+        if names.get(fd) == "huge.bin":
+            return os.stat_result((info.st_mode, *tuple(info)[1:6], state.HASH_UNASKED + 1, *tuple(info)[7:]))
+        return info
+
+    def fake_scandir(fd):
+        if names.get(fd) == "b":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(fd)
+
+    for name, fake in (("open", fake_open), ("read", fake_read), ("fstat", fake_fstat), ("scandir", fake_scandir)):
+        monkeypatch.setattr(state.os, name, fake)
+    found = state.scan(tmp_path, "data", state.HASH)
+    monkeypatch.undo()
+    assert sorted(found.files) == [
+        ("data/a/denied.jpg", 0, None), ("data/a/huge.bin", state.HASH_UNASKED + 1, None), ("data/a/io.jpg", 0, None),
+        ("data/a/ok.jpg", 4, hashlib.sha256(b"fine").hexdigest())]
+    assert found.deferred == ["data/a/huge.bin"]
+    assert sorted(map(str, found.problems)) == [
+        "unreadable: data/a/denied.jpg (Permission denied)", "unreadable: data/a/io.jpg (Input/output error)",
+        "unreadable: data/b (Permission denied)", "unsafe: data/a/fifo.bin (a FIFO, not a regular file)",
+        "unsafe: data/a/link.jpg (a symbolic link, not a regular file)"]
+
+
+def test_one_opener_reads_each_file_from_its_own_folder(tmp_path):
+    """The Opener keeps the last folder open for the next file of the same folder: a file of
+    another folder, or any file after close(), is read from where its path says."""
+    for folder in ("a", "b", "a/c"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for name in ("x", "y"):
+            (tmp_path / folder / name).write_bytes(f"{folder}/{name}".encode())
+    order = ["a/x", "a/y", "b/x", "a/x", "a/c/y", "x"]
+    (tmp_path / "x").write_bytes(b"x")
+    with state.Opener(tmp_path) as opener:
+        got = []
+        for rel in order:
+            fd = opener.open_fd(rel)
+            got.append(os.read(fd, 100).decode())
+            os.close(fd)
+            if rel == "b/x":
+                opener.close()
+        assert got == order
 
 
 def test_verify_reads_no_tag_file_over_its_bound(tmp_path):

@@ -29,7 +29,7 @@ from mirror.manifest import read_provenance
 from mirror.models import Deferred, FetchError
 from mirror.verify import verify
 from tests.conftest import ROOT, run_cli
-from tests.hostile_site import (HostileSite, body, changing, drip, index_row, jpeg, key_of, listing, mesa, png,
+from tests.hostile_site import (HEADER, HostileSite, body, changing, drip, index_row, jpeg, key_of, listing, mesa, png,
                                 redirect, split, status)
 
 BOUND = 90  # seconds any one hostile crawl may take before it counts as hung
@@ -616,6 +616,39 @@ def test_broken_links_odd_charsets_and_odd_index_urls_give_no_traceback(site, tm
     for root in ("http://[::1", "http://h:x/", "http://"):
         bad = run_cli("crawl", "resultados2024", "--root", root, "--out", str(tmp_path / "bad"), "--quiet")
         assert bad.returncode == 2 and "--root must be" in bad.stderr
+
+
+@pytest.mark.parametrize("charset", ["utf-7", "unicode-escape"])
+def test_pages_in_a_charset_that_decodes_to_lone_surrogates_are_read_as_utf8(site, tmp_path, charset):
+    """UTF-7 (which no browser reads) and the escape codecs make a lone surrogate of some
+    bytes even when told to replace what they cannot read, and no parser or UTF-8 file takes
+    one: a listing in one ended the crawl in a traceback from the HTML parser. Such a page is
+    read as UTF-8 (as one whose charset names no text codec is): every acta is archived, the
+    mirror verifies, and the odd bytes are kept as they were sent."""
+    odd = "+2AA-" if charset == "utf-7" else "\\ud800"  # a lone U+D800 in that charset
+    site.routes["/img/0.jpg"] = body(jpeg(0))
+    site.routes["/"] = body(listing([("/e/0", f"E {odd}X")]), f"text/html; charset={charset}")
+    site.routes["/e/0"] = body(listing([("/m/0", f"M {odd}")]), f"text/html; charset={charset}")
+    site.routes["/m/0"] = body(listing([("/p/0", "P")]), "text/html")
+    site.routes["/p/0"] = body(listing([("/c/0", "C")]), "text/html")
+    site.routes["/c/0"] = body(listing([("/t/0", "T")]), "text/html")
+    site.routes["/t/0"] = body(mesa("/img/0.jpg", 0), f"text/html; charset={charset}")
+    out = tmp_path / "m"
+    proc = run_cli("crawl", "resultados2024", "--root", site.url + "/", "--out", str(out), "--quiet",
+                   "--discover", "html")
+    assert proc.returncode == 0, proc.stderr
+    assert_sound(out, [key_of(0)])
+    (entry,) = archived(out)[key_of(0)]
+    assert (entry.state, entry.municipality) == (f"E {odd}X", f"M {odd}")
+    # the CSV index is read as UTF-8 whatever it declares: the same bytes there are plain text
+    rows = site.good_actas(2)
+    rows[1] = rows[1].replace("PQ. ALTAGRACIA", f"PQ. {odd}ALTAGRACIA")
+    site.routes["/RESULTADOS_2024_CSV_V1.csv"] = body(HEADER + "".join(rows), f"text/csv; charset={charset}")
+    out = tmp_path / "csv"
+    proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert_sound(out, [key_of(0), key_of(1)])
+    assert archived(out)[key_of(1)][0].parish == f"PQ. {odd}ALTAGRACIA"
 
 
 # -- fuzz: the image check is a parser of outside input ------------------------------------------

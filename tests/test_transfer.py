@@ -311,6 +311,29 @@ def test_the_second_process_answers_even_what_it_did_not_expect(tmp_path):
     assert (kind, cause) == ("FetchError", "unexpected error") and reason.startswith("unexpected ")
 
 
+def test_the_second_process_carries_a_folder_name_of_bytes_that_are_not_utf8(wide_replay, tmp_path, monkeypatch):
+    """A mirror in a folder whose name is not UTF-8 (os.fsdecode makes a lone surrogate of
+    each such byte) is told to the second process and back: its temp files land in that
+    folder, and no request waits for ever on a message that could not be written."""
+    import os
+
+    monkeypatch.setattr(fetch, "SECOND_PROCESS_AFTER", 10)
+    urls = image_urls(wide_replay)
+    odd = tmp_path / os.fsdecode(b"mirror-\xff\xfe")
+    odd.mkdir()
+
+    async def go():
+        async with fetcher(odd, wide_replay, concurrency=8) as f:
+            await past_the_start(f, urls[:20])
+            results = await asyncio.wait_for(fetch_all(f, urls[20:60]), 60)
+            return results, f._remote.requests
+
+    results, child = asyncio.run(go())
+    assert all(isinstance(r, fetch.Fetched) for r in results), results
+    assert child > 0 and all(os.path.dirname(r.tmp_path) == str(odd / "tmp") for r in results)
+    assert all(os.path.getsize(r.tmp_path) == r.size > 0 for r in results)
+
+
 @pytest.mark.parametrize("large", [False, True])
 def test_once_the_second_process_runs_it_takes_small_images_all_and_large_ones_in_part(
         wide_replay, tmp_path, monkeypatch, large):
