@@ -17,18 +17,18 @@ import sys
 
 import msgspec
 
-from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, TooLarge
+from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, TooLarge, plain
 
 _ERRORS = {cls.__name__: cls for cls in (FetchError, NotAnImage, TooLarge, Deferred)}
 FETCHED_FIELDS = tuple(f.name for f in dataclasses.fields(Fetched))  # flat: asdict's deep copy cost more
 
 
 def _encode(message: dict) -> bytes:
-    """One message as a JSON line, written in C; one holding a lone surrogate (a folder name
-    of bytes that are not UTF-8, as os.fsdecode gives it), which msgspec refuses to write, as
-    json escapes it."""
+    """One message as a JSON line, written in C (a subclass of str or int as its plain value, as
+    json writes it); one holding a lone surrogate (a folder name of bytes that are not UTF-8, as
+    os.fsdecode gives it), which msgspec refuses to write, as json escapes it."""
     try:
-        return msgspec.json.encode(message)
+        return msgspec.json.encode(message, enc_hook=plain)
     except UnicodeEncodeError:
         return json.dumps(message).encode()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ from .archive import Archive, append_durably, disk_error, read_inside, write_bag
 from .config import ConfigError, Job
 from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
-from .models import NotAMirror, Problem, UnsafePath, UsageError
+from .models import JSON_LINE, NotAMirror, Problem, UnsafePath, UsageError
 from .state import MAX_MANIFEST_BYTES, MAX_TAG_BYTES, Record, iter_records, open_payload
 from .publish import PublishError, Receipt, inside, publisher_for, publishers_for, redact
 from .verify import check, verify
@@ -515,12 +516,24 @@ def _stage(shard: Path, line: Record, tmp: Path) -> None:
 def _merge_lines(ours: bytes, theirs: list[bytes]) -> bytes:
     """Our record byte for byte, then each shard line it does not hold yet. Lines are split at
     newlines only, as bytes: a record is evidence, never re-encoded (bytes that are not UTF-8
-    stay as they are) nor broken at a U+2028 that json.dumps(ensure_ascii=False) writes raw."""
-    seen = set(ours.split(b"\n"))
+    stay as they are) nor broken at a U+2028 that JSON writes raw. A line holds a record we
+    hold when they are the same JSON (_same_record): a change recovered after a killed run is
+    written the same way by every copy, spaced by versions before a5addb86, compact since."""
+    seen = set(map(_same_record, ours.split(b"\n")))
     lines = [ours + (b"\n" if ours and not ours.endswith(b"\n") else b"")]
     for text in theirs:
         for line in text.split(b"\n"):
-            if line.strip() and line not in seen:
-                seen.add(line)
+            if line.strip() and (same := _same_record(line)) not in seen:
+                seen.add(same)
                 lines.append(line + b"\n")
     return b"".join(lines)
+
+
+def _same_record(line: bytes) -> bytes:
+    """What two lines holding one record share: the record as JSON_LINE writes it (keys sorted,
+    compact); the bytes themselves for a line that is no JSON object."""
+    try:
+        record = json.loads(line.decode("utf-8"))  # as the readers take a line: UTF-8 or nothing
+        return JSON_LINE(record) if isinstance(record, dict) else line
+    except (ValueError, TypeError, RecursionError):  # a UnicodeError is a ValueError
+        return line

@@ -277,8 +277,22 @@ class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
 
 
 _ENTRY_FIELDS = tuple(sorted(Entry.__struct_fields__))
+
+
+def plain(value: Any) -> Any:
+    """A value of a subclass of str, int or float as the plain value json writes for it (msgspec
+    asks this of every type it does not write itself); TypeError for any other."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 # One JSON line of a record (an Entry, a change, a failure): keys sorted, compact, UTF-8 unescaped, as bytes
-JSON_LINE = msgspec.json.Encoder(order="sorted").encode
+JSON_LINE = msgspec.json.Encoder(order="sorted", enc_hook=plain).encode
 _FIELDS_REQUIRED = tuple((f.name, f.required) for f in msgspec.structs.fields(Entry))
 _HEX_DIGITS = b"0123456789abcdef"
 _BAD_PART = re.compile(r"/(?:/|\x00|\.\.?(?:/|\x00))")  # an empty, '.' or '..' part, in paths joined and ended by NUL

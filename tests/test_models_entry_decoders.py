@@ -218,3 +218,44 @@ def test_a_path_that_joined_would_look_like_two_is_judged_alone(path):
     for entries in ([msgspec.structs.replace(good, path=path)],
                     [good, msgspec.structs.replace(good, path=path), good]):
         assert models._forms_valid(entries) == forms_one_by_one(entries), path
+
+
+# -- writing records: JSON_LINE writes what json wrote, compact --------------------------------------
+def test_a_record_line_is_what_json_writes_with_its_keys_sorted_and_no_spaces():
+    import enum
+
+    from mirror.fetchworker import _decode, _encode
+
+    class Text(str):
+        def __str__(self):
+            return "not this"
+
+    class Number(int):
+        pass
+
+    class Kind(str, enum.Enum):
+        ACTA = "acta"
+
+    record = {"url": Text("https://x/a b"), "attempts": Number(3), "kind": Kind.ACTA, "at": "2024-07-29T00:00:00Z",
+              "reason": 'HTTP 404 "\\\t\n\x00\x7f\u2028ñ😀', "none": None, "list": [1, "x"], "ok": True, "ratio": 0.5}
+    want = json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    assert models.JSON_LINE(record) == want
+    assert _decode(_encode(record)) == json.loads(want)
+    with pytest.raises(TypeError):
+        models.JSON_LINE({"x": object()})
+    entry = Entry.from_json(GOOD)
+    assert entry.to_json().encode() == models.JSON_LINE(entry) and Entry.from_json(entry.to_json()) == entry
+    assert json.loads(entry.to_json()) == json.loads(GOOD) and ": " not in entry.to_json()
+
+
+def test_a_merge_keeps_one_line_for_a_record_written_spaced_and_compact():
+    """A change record recovered after a killed run is written the same way by every copy, so a
+    merge keeps it once: also when one copy wrote it spaced (before a5addb86) and one compact."""
+    from mirror.job import _merge_lines
+
+    change = {"at": "t", "change": "added", "key": "010101001.01", "recovered": True, "sha256": "a" * 64, "url": "u"}
+    spaced = json.dumps(change, ensure_ascii=False, sort_keys=True).encode()
+    compact, other = models.JSON_LINE(change), models.JSON_LINE({**change, "key": "010101002.01"})
+    ours = spaced + b"\n" + b"not json \xff\n"
+    merged = _merge_lines(ours, [compact + b"\n" + other + b"\n", b"not json \xff\n[1]\n[1]\n" + spaced])
+    assert merged == ours + other + b"\n" + b"[1]\n"
