@@ -276,9 +276,6 @@ class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
                      self.parish_code, self.parish, self.center, self.table, self.center_name)
 
 
-_ENTRY_FIELDS = tuple(sorted(Entry.__struct_fields__))
-
-
 def plain(value: Any) -> Any:
     """A value of a subclass of str, int or float as the plain value json writes for it (msgspec
     asks this of every type it does not write itself); TypeError for any other."""
