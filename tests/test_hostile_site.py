@@ -137,6 +137,36 @@ def serve_with_slow_tail(site, good: int, total: int) -> None:
     site.serve_index(rows)
 
 
+def actas_recorded(provenance: Path) -> int:
+    """How many acta records provenance.jsonl holds now (a line still being written is not one).
+    Records are parsed, never matched as text: the writer's spacing is not part of the format."""
+    count = 0
+    if provenance.exists():
+        for line in provenance.read_bytes().splitlines():
+            try:
+                count += json.loads(line).get("kind") == "acta"
+            except ValueError:
+                pass
+    return count
+
+
+def stop_after_six(proc, provenance: Path, sig) -> str:
+    """Send sig to proc once provenance records six actas (the slow ones are then in flight);
+    its stderr once it has stopped (killed if it has not within a minute). The six must come
+    within a minute: a signal sent on a timeout instead would test nothing in flight."""
+    try:
+        deadline = time.monotonic() + 60
+        while actas_recorded(provenance) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert actas_recorded(provenance) >= 6, f"six actas not recorded within a minute: {provenance}"
+        proc.send_signal(sig)
+        return proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_crawl_leaves_a_valid_bag(site, tmp_path, sig):
     serve_with_slow_tail(site, 6, 10)
@@ -145,14 +175,7 @@ def test_an_interrupted_crawl_leaves_a_valid_bag(site, tmp_path, sig):
     proc = subprocess.Popen([sys.executable, "-m", "mirror", "crawl", "resultados2024", "--root", site.url,
                              "--out", str(out), "--quiet", "--timeout", "600"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until the good ones are recorded, the slow ones in flight
-        prov = out / "provenance.jsonl"
-        if prov.exists() and prov.read_text().count('"kind": "acta"') >= 6:
-            break
-        time.sleep(0.1)
-    proc.send_signal(sig)
-    _out, err = proc.communicate(timeout=60)
+    err = stop_after_six(proc, out / "provenance.jsonl", sig)  # the good ones recorded, the slow ones in flight
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted; re-run to resume" in err
     assert_sound(out, [key_of(i) for i in range(6)])

@@ -17,21 +17,6 @@ from tests.test_jobstate_checks import LONG_AGO, _checks, _job, _requests, _run_
 
 
 
-def _stop_after_six(proc, provenance: Path, sig) -> str:
-    """Send sig to proc once provenance records six actas (the slow ones are then in flight);
-    its stderr once it has stopped (killed if it has not within a minute)."""
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (
-                provenance.exists() and provenance.read_text().count('"kind": "acta"') >= 6):
-            time.sleep(0.1)
-        proc.send_signal(sig)
-        return proc.communicate(timeout=60)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
 @pytest.mark.parametrize("kind", ["directory", "symlink", "fifo"])
 def test_a_checked_txt_that_is_not_a_regular_file_is_ignored_and_replaced(replay, tmp_path, monkeypatch, kind):
     job = _job(tmp_path, replay.url)
@@ -78,7 +63,7 @@ def test_sigterm_stops_a_crawl_started_with_ctrl_c_ignored(site, tmp_path):
 
     from tests.conftest import ROOT
     from tests.hostile_site import key_of
-    from tests.test_hostile_site import assert_sound, serve_with_slow_tail
+    from tests.test_hostile_site import assert_sound, serve_with_slow_tail, stop_after_six
 
     serve_with_slow_tail(site, 6, 10)
     out = tmp_path / "m"
@@ -87,7 +72,7 @@ def test_sigterm_stops_a_crawl_started_with_ctrl_c_ignored(site, tmp_path):
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    err = _stop_after_six(proc, out / "provenance.jsonl", signal.SIGTERM)  # the slow tail takes minutes
+    err = stop_after_six(proc, out / "provenance.jsonl", signal.SIGTERM)  # the slow tail takes minutes
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted; re-run to resume" in err
     assert_sound(out, [key_of(i) for i in range(6)])
@@ -277,7 +262,7 @@ def test_the_workflow_script_stopped_leaves_no_key_and_no_traceback(site, tmp_pa
     import sys
 
     from tests.conftest import ROOT
-    from tests.test_hostile_site import serve_with_slow_tail
+    from tests.test_hostile_site import serve_with_slow_tail, stop_after_six
     from tests.test_jobs import write_job
 
     serve_with_slow_tail(site, 6, 10)
@@ -290,7 +275,7 @@ def test_the_workflow_script_stopped_leaves_no_key_and_no_traceback(site, tmp_pa
     env.pop("ACTA_MIRROR_SIGN_KEY_FILE", None)
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "mirror_job.py"), "crawl", str(job)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    err = _stop_after_six(proc, tmp_path / "mirror" / "provenance.jsonl", getattr(signal, sig))
+    err = stop_after_six(proc, tmp_path / "mirror" / "provenance.jsonl", getattr(signal, sig))
     if sig == "SIGKILL":
         assert proc.returncode == -signal.SIGKILL
     else:
