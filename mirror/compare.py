@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .export import _why
-from .manifest import PROVENANCE, read_small_file
+from .manifest import PROVENANCE, read_small_file, text_lines
 from .models import Entry, IndexFormatError, NotAMirror, Problem, UnsafePath, UsageError
 from .state import is_acta_key, iter_records, open_payload, read_inside
 
@@ -257,7 +257,7 @@ def _their_json(other: Path, text: str) -> list[Theirs]:
 
 def _their_sums(other: Path, text: str) -> list[Theirs]:
     files = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text_lines(text), 1):
         if not line.strip() or line.startswith("#"):
             continue
         m = _SHA_LINE.match(line.rstrip("\r"))

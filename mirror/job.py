@@ -485,8 +485,11 @@ def _shard_files(shard: Path) -> dict[str, bytes]:
 
 
 def _stage(shard: Path, line: Record, tmp: Path) -> None:
-    """Put a shard's file at tmp (a hard link when the file system allows, else a copy) after
-    checking it: a regular file reached without a symlink, whose bytes hash to its line."""
+    """Put a shard's file at tmp after checking it: a regular file reached without a symlink,
+    whose bytes hash to its line. A hard link when the file is ours and nobody else may write
+    it (and the file system allows), else a copy: a linked file is one file with two names,
+    and a shard from a tarball or another user's folder (mode 0666, or their own file) could be
+    rewritten through its other name after the merge, changing the evidence in out."""
     try:
         src = open_payload(shard, line.path)
     except (OSError, NotAMirror) as exc:
@@ -498,14 +501,15 @@ def _stage(shard: Path, line: Record, tmp: Path) -> None:
         if digest != line.sha256 or os.fstat(fd).st_size != line.size:
             raise UsageError(f"{shard}: {line.path} does not match its provenance line; not merging it")
         st = os.fstat(fd)
-        try:
-            os.link(shard / line.path, tmp, follow_symlinks=False)
-            linked = os.lstat(tmp)
-            if (linked.st_dev, linked.st_ino) == (st.st_dev, st.st_ino):
-                return  # the very file just checked
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if st.st_uid == os.geteuid() and not st.st_mode & 0o022:  # nobody else may rewrite it
+            try:
+                os.link(shard / line.path, tmp, follow_symlinks=False)
+                linked = os.lstat(tmp)
+                if (linked.st_dev, linked.st_ino) == (st.st_dev, st.st_ino):
+                    return  # the very file just checked
+                os.unlink(tmp)
+            except OSError:
+                pass
         src.seek(0)
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as dst:
             shutil.copyfileobj(src, dst)

@@ -55,7 +55,8 @@ from .archindex import _epoch, read_checked_times
 from .archive import CHECKED, PUBLISHED_TAG_FILES, STATE_DIR, TIMESTAMP_FILES, disk_error, read_checked, read_inside
 from .cid import CHUNK_SIZE, RAW_CODEC, cid_bytes, cid_to_str, file_dag, str_to_cid
 from .evidence import SIGNATURE, STATEMENT, check_seal
-from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write, fsync_dir
+from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write, fsync_dir,
+                       text_lines)
 from .models import MirrorLocked, NotAMirror, UnsafePath, UsageError
 from .state import Record, iter_records, open_payload, read_state
 
@@ -157,7 +158,7 @@ def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobStat
     except (NotAMirror, OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{folder}: the job's state is unreadable: {getattr(exc, 'strerror', None) or exc}") from None
     big: dict[str, tuple[str, int]] = {}
-    for number, line in enumerate(cids_text.splitlines(), 1):
+    for number, line in enumerate(text_lines(cids_text), 1):
         try:
             cid, tsize, path = line.split(" ", 2)
             str_to_cid(cid)

@@ -29,6 +29,20 @@ CHANGES = "changes.jsonl"
 RECEIPTS = "publish-receipts.jsonl"  # in the bag, outside the tag manifest and the published DAG
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of a bag's text file (a manifest, bag-info.txt, a signature): BagIt ends a line
+    with LF, CR or CRLF and with nothing else, as sha256sum, minisign and bagit-python read
+    them. str.splitlines() also breaks at U+2028, U+0085, VT, FF and FS to RS, which a file name
+    or a value may hold: a copy could show one line to cat and grep and another to the reader."""
+    lines = _LINE_END.split(text)
+    if lines[-1] == "":
+        lines.pop()  # the text ends with a line end (or is empty)
+    return lines
+
+
 def encode_path(path: str) -> str:
     return path.replace("%", "%25").replace("\n", "%0A").replace("\r", "%0D")
 
@@ -201,7 +215,7 @@ def split_manifest_line(line: str) -> tuple[str, str] | None:
 def parse_manifest_text(text: str, path: str = "manifest") -> dict[str, str]:
     """{relative path: hex}; NotAMirror on a malformed or repeated line (sha256sum -c fails on both)."""
     result: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text_lines(text), 1):
         if not line.strip():
             continue
         parsed = split_manifest_line(line)
@@ -225,20 +239,26 @@ def read_bag_info(path: str | os.PathLike) -> dict[str, str]:
 
 
 def parse_bag_info(text: str) -> dict[str, str]:
-    """`Label: value` lines, continuation lines folded in; lines without a colon are skipped."""
-    info: dict[str, str] = {}
+    """bag-info.txt's labels and values (bag_info_pairs); a label given twice keeps its last value."""
+    return dict(bag_info_pairs(text))
+
+
+def bag_info_pairs(text: str) -> list[tuple[str, str]]:
+    """Each `Label: value` line in order, continuation lines folded in; lines without a colon
+    are skipped. A label may come more than once (BagIt lets most repeat)."""
+    pairs: list[tuple[str, str]] = []
     label = None
-    for line in text.splitlines():
+    for line in text_lines(text):
         if line[:1] in (" ", "\t") and label:
-            info[label] += " " + line.strip()
+            pairs[-1] = (label, pairs[-1][1] + " " + line.strip())
             continue
         label, sep, value = line.partition(":")
         if not sep:
             label = None
             continue
         label = label.strip()
-        info[label] = value.strip()
-    return info
+        pairs.append((label, value.strip()))
+    return pairs
 
 
 def format_bag_info(info: dict[str, str]) -> bytes:

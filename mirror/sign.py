@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
 
-from .manifest import read_small_file
+from .manifest import read_small_file, text_lines
 from .models import UsageError
 
 MAX_KEY_FILE = 64 * 1024  # key and signature files are a few hundred bytes
@@ -68,7 +68,7 @@ def generate() -> tuple[SecretKey, PublicKey]:
 def _payload(path: str | os.PathLike, what: str) -> bytes:
     try:
         text = read_small_file(path, MAX_KEY_FILE).decode("utf-8")
-        lines = [ln for ln in text.splitlines() if ln.strip()]
+        lines = [ln for ln in text_lines(text) if ln.strip()]
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         why = exc.__class__.__name__ if isinstance(exc, (OSError, UnicodeDecodeError)) else exc
         raise UsageError(f"{path}: cannot read the {what} ({why})") from None
@@ -143,7 +143,7 @@ class Signature:
 
 
 def parse_signature(text: str, name: str = "signature") -> Signature:
-    lines = text.splitlines()
+    lines = text_lines(text)
     if len(lines) < 4 or not lines[2].startswith("trusted comment: "):
         raise SignatureError(f"{name}: not a minisign signature")
     try:

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, parse_bag_info,
-                       split_manifest_line)
+from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, bag_info_pairs,
+                       split_manifest_line, text_lines)
 from .models import Entry, NotAMirror, Problem, UnsafePath, all_data_paths, all_sha256, unsafe_path
 
 SIGNED_TAG_FILES = (PAYLOAD_MANIFEST, BAG_INFO, PROVENANCE, CHANGES, FAILURES)
@@ -362,7 +362,7 @@ def parse_manifest(data: bytes, name: str, problems: list[Problem], *, payload: 
         return result
     if payload and (plain := _plain_payload(text)) is not None:
         return plain  # every line plain and valid, none repeated: what the loop below would find
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text_lines(text), 1):
         if not line.strip():
             continue
         parsed = split_manifest_line(line)
@@ -383,14 +383,14 @@ def parse_manifest(data: bytes, name: str, problems: list[Problem], *, payload: 
 
 
 # Characters no line of a plain payload manifest holds: '%' (a path with nothing to decode) and
-# every one but '\n' that str.splitlines() breaks at (a NUL all_data_paths refuses).
-_NOT_PLAIN = ("%", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+# '\r', the one line end but '\n' that text_lines breaks at (a NUL all_data_paths refuses).
+_NOT_PLAIN = ("%", "\r")
 
 
 def _plain_payload(text: str) -> dict[str, str] | None:
     """{path: sha256} of a payload manifest whose every line is as this tool writes it
     (lowercase sha256, two spaces, a path under data/ whose parts are neither empty, '.' nor
-    '..', with nothing to decode and no character that str.splitlines() breaks at), none
+    '..', with nothing to decode and no '\r'), none
     repeated; None for any other, which parse_manifest's loop reads line by line. Checked over
     the whole text at once: a few searches and joins in C, not a pattern matched per line."""
     if any(c in text for c in _NOT_PLAIN):
@@ -689,9 +689,15 @@ def read_state(root: str | os.PathLike, *, records: bool = True, payload: bool =
     info = {}
     if raw_info is not None:
         try:
-            info = parse_bag_info(raw_info.decode("utf-8"))
+            pairs = bag_info_pairs(raw_info.decode("utf-8"))
         except UnicodeDecodeError:
             problems.append(Problem("format", BAG_INFO, "not UTF-8"))
+        else:
+            info = dict(pairs)
+            sizes = [value for label, value in pairs if label == "Payload-Oxum"]
+            if len(sizes) > 1:  # which one counts would be a reader's guess (bagit-python takes the first)
+                problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum given {len(sizes)} times: "
+                                                          + ", ".join(map(repr, sizes))))
     entries = read_entries(root / PROVENANCE, problems) if records else []
     files = _walk_payload(root, problems) if payload else []
     return MirrorState(root, manifest, tags, info, entries, files, problems)

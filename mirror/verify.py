@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .evidence import Seal
 
 PARALLEL_FROM = 256  # payload files; below this, starting workers costs more than it saves
+_OXUM = re.compile(r"[0-9]+\.[0-9]+")  # Payload-Oxum: <bytes>.<count>
 
 
 @dataclass
@@ -241,11 +242,10 @@ def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool,
         problems.extend(_check_cids(root, state))
 
     oxum = state.info.get("Payload-Oxum", "")
-    try:
-        want_bytes, want_count = (int(x) for x in oxum.split("."))
-    except ValueError:
+    if not _OXUM.fullmatch(oxum):  # ASCII digits only: int() would also take '+', '_' and other scripts' digits
         problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum {oxum!r} is not <bytes>.<count>"))
     else:
+        want_bytes, want_count = (int(x) for x in oxum.split("."))
         have = (sum(sizes.values()), len(sizes))
         if have != (want_bytes, want_count):
             problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum says {want_bytes}.{want_count}, "

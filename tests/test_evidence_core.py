@@ -233,6 +233,21 @@ def test_minisign_checks_ours_and_we_check_minisigns(tmp_path, keypair):
         sign.verify_file(target, tmp_path / "statement.minisig", theirs_pub)
 
 
+@pytest.mark.parametrize("odd", ["\u2028", "\x85", "\x0c"])
+def test_a_trusted_comment_holding_a_break_only_python_sees_is_one_line(tmp_path, keypair, odd):
+    """A trusted comment may hold U+2028, U+0085 or a form feed (minisign ends a line at LF
+    only): our reader split the signature there and refused our own signature as 'not a
+    minisign signature', and would have refused minisign's."""
+    base, secret, public = keypair
+    target = tmp_path / "statement"
+    target.write_bytes(b"{}\n")
+    comment = f"mirror{odd}of 2024"
+    (tmp_path / "statement.minisig").write_text(sign.sign_file(target, secret, comment))
+    assert sign.verify_file(target, tmp_path / "statement.minisig", public) == comment
+    ok = subprocess.run(["minisign", "-Vm", str(target), "-p", f"{base}.pub"], capture_output=True)
+    assert ok.returncode == 0 and comment.encode() in ok.stdout, ok.stderr
+
+
 def _signed(tmp_path, secret, comment="c"):
     target = tmp_path / "f"
     target.write_bytes(b"evidence")
@@ -344,6 +359,37 @@ def test_bag_info_rules(tmp_path):
         manifest.read_bag_info(tmp_path / "bad")
     (tmp_path / "ok").write_text(text)
     assert manifest.read_bag_info(tmp_path / "ok")["C"] == "x:y"
+
+
+# Every character str.splitlines() breaks at that BagIt, sha256sum and minisign do not.
+NOT_LINE_ENDS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+def test_text_lines_end_at_lf_cr_and_crlf_only():
+    assert manifest.text_lines("") == [] and manifest.text_lines("\n") == [""]
+    assert manifest.text_lines("a") == ["a"] and manifest.text_lines("a\n\n") == ["a", ""]
+    assert manifest.text_lines("a\r\nb\rc\nd") == ["a", "b", "c", "d"]
+    assert manifest.text_lines("a\n\rb\r\r\n") == ["a", "", "b", ""]
+    for odd in NOT_LINE_ENDS:
+        assert len(f"a{odd}b".splitlines()) == 2  # what the old reader did
+        assert manifest.text_lines(f"a{odd}b\nc\n") == [f"a{odd}b", "c"]
+
+
+@pytest.mark.parametrize("odd", NOT_LINE_ENDS)
+def test_a_line_end_only_python_sees_joins_no_manifest_or_bag_info_lines(odd):
+    """Two manifest lines joined by U+2028 (or another break only str.splitlines() knew) were
+    read as two, so verify passed a manifest that sha256sum -c reads as one line naming no
+    file; a Payload-Oxum after one on an innocent line of bag-info.txt, which cat and grep show
+    as part of that line, was believed. A file name may hold any of these: it is one path."""
+    h, g = "a" * 64, "b" * 64
+    text = f"{h}  data/x{odd}{g}  data/y\n"
+    for payload in (True, False):
+        problems: list[Problem] = []
+        got = state.parse_manifest(text.encode(), "m", problems, payload=payload)
+        assert (got, problems == []) == (({f"data/x{odd}{g}  data/y": h}, True) if payload else ({}, False))
+    assert manifest.parse_manifest_text(text) == {f"data/x{odd}{g}  data/y": h}
+    assert manifest.parse_bag_info(f"X-Note: ok{odd}Payload-Oxum: 5.1\n") == {"X-Note": f"ok{odd}Payload-Oxum: 5.1"}
+    assert manifest.bag_info_pairs(f"A: 1{odd}2\nB: 2\r\n  more\rA: 3\n") == [("A", f"1{odd}2"), ("B", "2 more"), ("A", "3")]
 
 
 def test_read_manifest_errors(tmp_path):
@@ -1566,6 +1612,57 @@ def test_verify_names_each_problem_exactly(tmp_path):
     info = (m / "bag-info.txt").read_text()
     (m / "bag-info.txt").write_text(info.replace("Payload-Oxum: 42.6", "Payload-Oxum: x"))
     assert "oxum: bag-info.txt (Payload-Oxum 'x' is not <bytes>.<count>)" in [str(p) for p in verify.verify(m)]
+
+
+def _retag(m: Path, name: str) -> None:
+    """The tag manifest's line for name, made to match the file as it is now."""
+    text = (m / "tagmanifest-sha256.txt").read_text()
+    digest = hashlib.sha256((m / name).read_bytes()).hexdigest()
+    lines = [f"{digest}  {name}" if line.endswith(f"  {name}") else line for line in text.splitlines()]
+    (m / "tagmanifest-sha256.txt").write_text("".join(f"{line}\n" for line in lines))
+
+
+SAYS = "oxum: bag-info.txt (Payload-Oxum says 1.1, data/ holds {oxum})"
+TWICE = "oxum: bag-info.txt (Payload-Oxum given 2 times: {twice})"
+NOT_ONE = "oxum: bag-info.txt (Payload-Oxum {value!r} is not <bytes>.<count>)"
+
+
+@pytest.mark.parametrize("value, extra, want", [
+    ("{oxum}", "Payload-Oxum: 1.1\n", [TWICE, SAYS]),  # the last one is believed, and named
+    ("1.1", "Payload-Oxum: {oxum}\n", [TWICE]),  # the last right: bagit-python takes the first
+    ("1.1", "X-Note: ok\u2028Payload-Oxum: {oxum}\n", [SAYS]),  # one line to cat and grep, and to verify now
+    ("{fullwidth}", "", [NOT_ONE]), ("+{oxum}", "", [NOT_ONE]), ("{underscored}", "", [NOT_ONE]),
+    ("{oxum}.0", "", [NOT_ONE]), ("-{oxum}", "", [NOT_ONE]), ("{oxum}\u00a0x", "", [NOT_ONE])])
+def test_only_one_payload_oxum_of_ascii_digits_is_believed(tmp_path, value, extra, want):
+    """verify said a mirror was intact when bag-info.txt gave Payload-Oxum twice and the last
+    was right, when the right one hid after a U+2028 that str.splitlines() broke at, or when
+    the value held what int() forgives ('+', '_', fullwidth digits) and bagit-python refuses."""
+    m = tiny(tmp_path / "m")
+    info = (m / "bag-info.txt").read_text()
+    oxum = re.search(r"Payload-Oxum: (\S+)", info).group(1)
+    fullwidth = oxum.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    underscored = oxum[:1] + "_" + oxum[1:]
+    value, extra = (t.format(oxum=oxum, fullwidth=fullwidth, underscored=underscored) for t in (value, extra))
+    (m / "bag-info.txt").write_text(info.replace(f"Payload-Oxum: {oxum}\n", f"Payload-Oxum: {value}\n" + extra))
+    _retag(m, "bag-info.txt")
+    twice = ", ".join(map(repr, [value] + re.findall(r"^Payload-Oxum: (\S+)$", extra, re.M)))
+    assert [str(p) for p in verify.verify(m)] == [w.format(oxum=oxum, twice=twice, value=value) for w in want]
+    (m / "bag-info.txt").write_text(info)  # as written: intact again
+    _retag(m, "bag-info.txt")
+    assert verify.verify(m) == []
+
+
+def test_two_manifest_lines_joined_by_a_u2028_are_one_line_naming_no_file(tmp_path):
+    """sha256sum -c reads such a manifest as one line naming a file that does not exist; verify
+    read two lines and said the mirror was intact."""
+    m = tiny(tmp_path / "m")
+    text = (m / "manifest-sha256.txt").read_text()
+    first, second, rest = text.split("\n", 2)
+    (m / "manifest-sha256.txt").write_text(f"{first}\u2028{second}\n{rest}")
+    _retag(m, "manifest-sha256.txt")
+    joined = f"{first[66:]}\u2028{second}"
+    found = kinds(verify.verify(m))
+    assert ("missing", joined) in found and ("unlisted", first[66:]) in found and ("unlisted", second[66:]) in found
 
 
 def test_verify_with_unusable_provenance_names_it_once(tmp_path):

@@ -251,6 +251,33 @@ def test_merge_never_hashes_a_sparse_terabyte_in_a_shard(signed, pristine, tmp_p
 
 
 # -- the audit: an index its record says is huge -----------------------------------------------------
+@pytest.mark.parametrize("whose", ["ours, 0644", "ours, 0666", "ours, 0664", "another user's, 0644"])
+def test_merge_links_a_shards_file_only_when_nobody_else_may_rewrite_it(signed, pristine, tmp_path, whose):
+    """merge hard-linked every shard file into the mirror: one file under two names, so a shard
+    from a tarball or a USB stick (mode 0666) or another user's folder could be rewritten through
+    its own name after the merge, changing the mirror's evidence. Such a file is copied now; a
+    file of ours that only we may write is still linked (no second copy of gigabytes)."""
+    shard = _shard_adding_one_acta(pristine, tmp_path)
+    new = shard / "data" / "zz" / "999999999.01.jpg"
+    os.chmod(new, int(whose[-4:], 8))
+    if whose.startswith("another"):
+        if os.geteuid() != 0:
+            pytest.skip("a file of another user's needs root to make")
+        os.chown(new, 54321, 54321)
+    proc = run_cli("merge", str(signed), str(shard), "--sign-key", f"{pristine[1]}.key", timeout=LIMIT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    merged = signed / "data" / "zz" / "999999999.01.jpg"
+    assert merged.read_bytes() == new.read_bytes()
+    assert os.path.samefile(merged, new) == (whose == "ours, 0644")
+    if whose != "ours, 0644":
+        assert merged.stat().st_nlink == 1 and merged.stat().st_uid == os.geteuid()
+        assert merged.stat().st_mode & 0o022 == 0
+        with open(new, "r+b") as fh:  # the shard's maker rewrites their file in place
+            fh.write(b"\x00")
+    check = run_cli("verify", str(signed), "--pubkey", f"{pristine[1]}.pub", timeout=LIMIT)
+    assert check.returncode == 0, check.stdout
+
+
 def _giant_index(mirror: Path, size: int = 3 << 30) -> int:
     """The latest index replaced by `size` bytes of zeros (sparse), its record and manifest line
     rewritten to match, as anyone can: a mirror whose records agree, and whose index is huge."""
