@@ -649,7 +649,7 @@ def _print_crawl(result, args) -> int:
     summary = FailureSummary.of(f for f in result.failures if f.get("key") not in ("page", "index"))
     rate = c.done / result.seconds if result.seconds else 0.0
     if args.json:
-        print(json.dumps({"mirror": result.out, "discovered": c.discovered, "archived": c.archived,
+        print(json.dumps({"mirror": result.out, "discovered": c.discovered, "tables": c.tables, "archived": c.archived,
                           "unchanged": c.unchanged, "not_asked": c.not_asked, "failed": c.failed, "deferred": c.deferred,
                           "pages": c.pages, "pages_failed": c.pages_failed, "rows": c.rows, "rows_failed": c.rows_failed,
                           "vanished": c.vanished, "bytes": c.bytes, "retries": c.retries,
@@ -662,7 +662,8 @@ def _print_crawl(result, args) -> int:
         vanished = (f"; {c.vanished} archived before and no longer listed by the site (kept; "
                     "changes.jsonl marks them vanished)") if c.vanished else ""
         not_asked = f", {c.not_asked} not asked (checked within --recheck-after)" if c.not_asked else ""
-        print(f"{c.discovered} actas discovered: {c.archived} archived, {c.unchanged} unchanged{not_asked}, "
+        tables = f" for {c.tables} tables" if c.actas() != "actas" else ""
+        print(f"{c.discovered} {c.actas()} discovered{tables}: {c.archived} archived, {c.unchanged} unchanged{not_asked}, "
               f"{c.failed} failed{deferred}{pages}{vanished}; {c.retries} retries in {result.requests} requests; "
               f"{c.bytes / 1e6:.1f} MB in {result.seconds:.1f} s ({rate:.0f}/s); mirror {result.out}")
     if c.vanished and os.environ.get("GITHUB_ACTIONS") == "true":  # shown on the run's summary page
@@ -693,7 +694,7 @@ def _print_failures(failures: list[dict], c, where: str, args) -> None:
     pages = [f for f in failures if f.get("key") == "page"]
     rows = [f for f in failures if f.get("key") == "index"]  # a bad row is none of the actas counted
     actas = [f for f in failures if f.get("key") not in ("page", "index")]
-    for line in FailureSummary.of(actas).lines(f"{c.done} actas", where):
+    for line in FailureSummary.of(actas).lines(f"{c.done} {c.actas()}", where):
         print(line, file=sys.stderr)
     for line in FailureSummary.of(rows).lines(f"{c.rows} index rows read", where):
         print(line, file=sys.stderr)

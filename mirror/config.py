@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,11 @@ def _read_toml(path: Path, what: str) -> dict:
     import tomllib  # here, not at start-up: most runs read no TOML file
 
     try:
-        with open(path, encoding="utf-8-sig") as fh:  # -sig: a BOM, as Windows editors write one, is no error
+        # opened without waiting (a FIFO would block the run until a writer came) and read only if regular
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, encoding="utf-8-sig") as fh:  # -sig: a BOM, as Windows editors write one, is no error
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{path}: not a regular file: not a {what}")
             text = fh.read(MAX_FILE_CHARS + 1)
         if len(text) > MAX_FILE_CHARS:
             raise ConfigError(f"{path}: longer than {MAX_FILE_CHARS} characters: not a {what}")

@@ -22,8 +22,8 @@ from .archive import STATE_DIR, Archive, disk_error, safe_component
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
-from .models import (Acta, ArchiveWriteError, Fetched, FetchError, MirrorLocked, SourceUnreachable, UnsafePath,
-                     UsageError)
+from .models import (Acta, ArchiveWriteError, Fetched, FetchError, IndexFormatError, MirrorLocked, SourceUnreachable,
+                     UnsafePath, UsageError)
 from .publish import redact, register_secrets
 from .state import open_payload
 from .sites import get_site
@@ -32,7 +32,8 @@ from .sites import get_site
 BACKLOG_LIMIT = 2048  # files fetched but not yet committed before workers pause
 MAX_URLS_PER_ACTA = 4  # URLs fetched for one acta in one run; further ones are reported
 MAX_NEW_VERSIONS_PER_RUN = 1  # new versions of one acta in one run; further bytes are reported
-LISTING_FORMAT = 1  # bump when what parse_index yields changes: an older listing is then read again
+LISTING_FORMAT = 2  # bump when what parse_index yields changes: an older listing is then read again
+# (2: an index's relative URLs are resolved against the URL it came from after redirects)
 DEFERRED_CAUSES = frozenset({"deadline", "deferred: host breaker"})  # not failed: asked next run
 
 
@@ -65,7 +66,8 @@ class CrawlOptions:
 class Counters:
     """Live figures the CLI shows while a crawl runs."""
 
-    discovered: int = 0
+    discovered: int = 0  # acta URLs: an index may list one table under several
+    tables: int = 0  # the tables (acta keys) they are for
     archived: int = 0
     unchanged: int = 0  # asked this run, and the site said (304) or sent the same bytes
     not_asked: int = 0  # known URLs checked within --recheck-after, or a listing reused whole: not asked
@@ -91,6 +93,11 @@ class Counters:
     def total(self) -> int | None:
         """Actas this run will handle, once known: from the index, or when discovery ends."""
         return self.discovered if self.discovery_done else self.expected
+
+    def actas(self) -> str:
+        """What the acta counts count, for a summary: 'actas', or 'acta URLs' when some table was
+        listed under several (each URL is fetched, archived or failed, on its own)."""
+        return "actas" if self.tables == self.discovered else "acta URLs"
 
     def listing_gaps(self) -> str:
         """What the listing missed, each against its denominator, for a summary line: ', 1 of 9
@@ -138,10 +145,25 @@ def in_shard(key: str, shard: tuple[int, int]) -> bool:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n == i - 1
 
 
+def _out_can_be_made(out: str) -> None:
+    """UsageError (exit 2) when the mirror's folder can never be made where it is named: a
+    link that leads nowhere, or a path through a file. Not a disk refusing a write (exit 3)."""
+    if os.path.islink(out) and not os.path.exists(out):
+        raise UsageError(f"--out {out}: a symbolic link to nothing ({os.readlink(out)}); name a folder")
+    here = Path(os.path.abspath(out)).parent
+    while not os.path.lexists(here) and here != here.parent:
+        here = here.parent
+    if os.path.lexists(here) and not os.path.isdir(here):
+        raise UsageError(f"--out {out}: {here} is a file, not a folder; name a folder")
+
+
 def check_options(opts: CrawlOptions) -> None:
     register_secrets(opts.root, opts.index, *opts.alternates)  # before any message quotes them
     if opts.discover is not None and opts.discover not in ("csv", "html", "both"):
         raise UsageError(f"--discover must be csv, html or both, not {opts.discover!r}")
+    if not opts.out:  # Path("") is the current folder: a bag would be made of whatever is there
+        raise UsageError("--out is empty: name the mirror's folder")
+    _out_can_be_made(opts.out)
     if not http_url(opts.root):
         raise UsageError(f"--root must be an http(s) URL, not {_quoted(opts.root)}")
     for name, value in (("--timeout", opts.timeout), ("--deadline", opts.deadline)):
@@ -162,10 +184,10 @@ def check_options(opts: CrawlOptions) -> None:
     for alternate in opts.alternates:
         if not http_url(alternate):
             raise UsageError(f"--alternate must be an http(s) URL, not {_quoted(alternate)}")
-    if opts.sign_key and not Path(opts.sign_key).is_file():
-        raise UsageError(f"--sign-key {opts.sign_key}: no such file")
-    if opts.index and not http_url(opts.index) and not Path(opts.index).is_file():
-        raise UsageError(f"--index {_quoted(opts.index)[1:-1]}: no such file")
+    for flag, path in (("--sign-key", opts.sign_key), ("--index", "" if http_url(opts.index or "") else opts.index)):
+        if path and not Path(path).is_file():
+            what = "not a regular file" if os.path.exists(path) else "no such file"
+            raise UsageError(f"{flag} {_quoted(path)[1:-1]}: {what}")
 
 
 def _quoted(text: str) -> str:
@@ -354,6 +376,7 @@ class _Run:
             return
         if known is None:
             self.archive.list_acta(acta.key, acta.url)
+            self.counters.tables += 1
         else:
             urls = self.extra.setdefault(acta.key, [])
             if acta.url in urls:
@@ -500,17 +523,18 @@ class _Run:
             path = _copy_of(copy, archive.tmp) if fetched.status == 304 else fetched.tmp_path
             read.append((source, path, fetched))
         if opts.discover == "csv":
-            self.listing = _listing_identity(site.name, opts.shard, [(url, path) for url, path, _f in read])
+            self.listing = _listing_identity(site.name, opts.shard, [(_base(url, f), path) for url, path, f in read])
         reused = archive.reuse_listing(self.listing, opts.recheck_after)
         listings = []
         if reused is None:
-            for url, path, _f in read:
-                listed = site.parse_index(path, url, self.report)  # opens the file now, before it is committed
+            for url, path, fetched in read:
+                listed = site.parse_index(path, _base(url, fetched), self.report)  # opens the file now, before it is committed
                 first = next(listed, None)  # a malformed header fails here, before anything is archived
                 listings.append(itertools.chain([first] if first else [], listed))
             if opts.discover == "csv" and self.counters.count_expected:
                 self.counters.expected = _count_distinct(archive.tmp, (
-                    (a.key, redact(a.url)) for url, path, _f in read for a in site.parse_index(path, url, lambda *_: None)
+                    (a.key, redact(a.url)) for url, path, f in read
+                    for a in site.parse_index(path, _base(url, f), lambda *_: None)
                     if in_shard(a.key, opts.shard)))
         for url, _path, fetched in read:
             if fetched is not None:
@@ -519,7 +543,7 @@ class _Run:
                             kind="index", name=name)
         if reused is not None:
             c = self.counters
-            c.expected = c.discovered = c.not_asked = reused
+            c.expected = c.discovered = c.tables = c.not_asked = reused  # a listing reused lists one URL a table
             archive.reappeared()
         return listings
 
@@ -576,12 +600,21 @@ def _copy_of(fh, folder: Path) -> str:
     return path
 
 
+def _base(url: str, fetched: Fetched | None) -> str:
+    """The URL an index's relative URLs are resolved against: the one its bytes came from after
+    any redirects (RFC 3986 5.1.3, as browsers, curl and wget do), not the one asked for."""
+    return fetched.final_url if fetched is not None and fetched.final_url else url
+
+
 def _listing_identity(site: str, shard: tuple[int, int], read: list[tuple[str, str]]) -> str:
     """What a csv listing is read from: the site, the shard and each index file's URL and sha256."""
     digest = hashlib.sha256(f"{LISTING_FORMAT}\n{site}\n{shard[0]}/{shard[1]}\n".encode())
     for url, path in read:
-        with open(path, "rb") as fh:
-            digest.update(f"{url}\n{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
+        try:
+            with open(path, "rb") as fh:
+                digest.update(f"{url}\n{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
+        except OSError as exc:  # a local index that will not be read (procfs, a failing disk)
+            raise IndexFormatError(f"{url}: cannot be read ({exc.strerror or exc})") from None
     return digest.hexdigest()
 
 
@@ -675,7 +708,8 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                         if http_url(source):
                             pages += 1
                             try:
-                                path = (await fetcher.fetch(source, expect_image=False)).tmp_path
+                                fetched = await fetcher.fetch(source, expect_image=False)
+                                path, url = fetched.tmp_path, _base(source, fetched)
                             except FetchError as exc:
                                 raise SourceUnreachable(
                                     redact(f"cannot read the index {source}: {exc.reason}")) from None

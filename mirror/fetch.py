@@ -160,11 +160,13 @@ def address_class(address: str) -> str:
 class HostPolicy:
     """Where requests may go: these host names (empty: any), and addresses of the public
     internet plus the classes named in `also` (the root's own, e.g. loopback in tests). The
-    root's own name may resolve anywhere: the user chose it (an intranet site, say)."""
+    root's own name may resolve anywhere: the user chose it (an intranet site, say). The user's
+    credentials go to the site's origin alone (its scheme, host and port)."""
 
     hosts: frozenset[str] = frozenset()
     also: frozenset[str] = frozenset()
     root: str = ""
+    site: str = ""  # the root URL: the user's credential headers go to its scheme, host and port alone
 
     @classmethod
     def for_root(cls, root: str, alternates: tuple[str, ...] = (), extra_hosts: tuple[str, ...] = ()) -> "HostPolicy":
@@ -172,7 +174,7 @@ class HostPolicy:
         hosts |= {h.strip().lower().strip("[]") for h in extra_hosts if h.strip()}
         root_host = urlsplit(root).hostname or ""
         also = {address_class(root_host)} if root_host != "localhost" else {"loopback"}
-        return cls(frozenset(hosts - {""}), frozenset(also - {"public"}), root_host.lower())
+        return cls(frozenset(hosts - {""}), frozenset(also - {"public"}), root_host.lower(), root)
 
     def allows(self, address: str) -> bool:
         kind = address_class(address)
@@ -342,7 +344,8 @@ class Fetcher:
                 "max_bytes": self.max_bytes, "tmp_dir": self.tmp_dir, "retry_attempts": self.retry_attempts,
                 "alternates": list(self.alternates), "deadline": self.deadline, "user_agent": self.user_agent,
                 "headers": self.headers, "policy": {"hosts": sorted(self.policy.hosts),
-                                                    "also": sorted(self.policy.also), "root": self.policy.root}}
+                                                    "also": sorted(self.policy.also), "root": self.policy.root,
+                                                    "site": self.policy.site}}
 
     def _trip_here(self, name: str, reason: str) -> None:
         self._told.add(name)
@@ -449,7 +452,8 @@ class Fetcher:
 
     async def _fetch(self, url: str, etag: str, last_modified: str, expect_image: bool,
                      owner: str = "") -> Fetched:
-        """url, by the retry policy; the credential headers go only to the origin of owner (url)."""
+        """url, by the retry policy; the credential headers go only to the site's origin (the
+        policy's root URL), or to owner's (url's) when the policy names no site."""
         headers = {"Accept-Encoding": "identity"}
         if etag:
             headers["If-None-Match"] = etag
@@ -544,8 +548,9 @@ class Fetcher:
         async with self._slots:
             while True:
                 name = self._check_target(url, current, len(hops))
-                # another scheme, host or port than the user's (a redirect, an alternate): no credentials
-                if current != owner and _origin(current) != _origin(owner):
+                # another scheme, host or port than the site's (any URL the site names, a redirect,
+                # an alternate): no credentials. Without a site, owner's (url's) origin is the user's.
+                if _origin(current) != (_origin(self.policy.site) if self.policy.site else _origin(owner)):
                     sending = {k: v for k, v in sending.items() if k.lower() not in CREDENTIAL_HEADERS}
                 host = self._host(name)
                 if host.tripped:

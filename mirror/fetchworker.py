@@ -175,7 +175,7 @@ async def _serve() -> None:
         return
     config = _decode(first)["config"]
     config["policy"] = HostPolicy(frozenset(config["policy"]["hosts"]), frozenset(config["policy"]["also"]),
-                                  config["policy"]["root"])
+                                  config["policy"]["root"], config["policy"]["site"])
     config["alternates"] = tuple(config["alternates"])
     out = sys.stdout.buffer
     counted = [0, 0]  # requests and retries already reported

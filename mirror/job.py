@@ -152,6 +152,8 @@ def check_places(job: Job) -> None:
         raise UsageError(f"{job.path}: publish.car: {car} is a folder; name the CAR file to write")
     if car and not car.parent.is_dir():
         raise UsageError(f"{job.path}: publish.car: {car.parent}: no such folder")
+    if car:
+        _car_is_no_input(job, car)
     if from_manifests(job):
         return
     out = mirror_dir(job, (1, 1))
@@ -164,6 +166,27 @@ def check_places(job: Job) -> None:
         if folder and path and inside(path, folder):
             raise UsageError(f"{job.path}: {key}: {path} is inside the manifests folder {folder}: the folder "
                              "committed between runs would carry every archived file; keep them apart")
+
+
+def _car_is_no_input(job: Job, car: Path) -> None:
+    """UsageError when the CAR file would be written over a file the job reads: the job file,
+    its secret key, the authority's CA or a local index (the index is evidence no bag holds,
+    the key cannot be made again). By name, and by the file itself (a link to it)."""
+    index = job["source.index"] if "://" not in job["source.index"] else ""
+    reads = (("the job file", str(job.path)), ("the secret key (sign.key)", job.resolve(job["sign.key"])),
+             ("the key in ACTA_MIRROR_SIGN_KEY_FILE", "" if job["sign.key"] else os.environ.get(SIGN_KEY_ENV, "")),
+             ("the authority's CA (sign.tsa_ca)", job.resolve(job["sign.tsa_ca"])),
+             ("the index (source.index)", job.resolve(index)))
+    for what, path in reads:
+        if not path:
+            continue
+        try:
+            same = os.path.abspath(path) == os.path.abspath(car) or os.path.samefile(path, car)
+        except OSError:  # one of them does not exist (yet): not the same file
+            same = False
+        if same:
+            raise UsageError(f"{job.path}: publish.car: {car} is {what}: writing the CAR there would destroy it; "
+                             "name another file")
 
 
 def crawl_options(job: Job, shard: tuple[int, int], out: Path | None = None, sign: bool = True) -> CrawlOptions:

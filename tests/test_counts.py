@@ -146,6 +146,28 @@ def test_the_crawl_summary_line_counts_refused_index_rows(tmp_path):
     assert sum(report["failures_by_cause"].values()) == report["failed"], report["failures_by_cause"]
 
 
+def test_a_table_listed_under_several_urls_is_counted_as_urls_for_its_tables(tmp_path):
+    """An index listing a table under several URLs: the summary said '8 actas discovered ...
+    6 failed' for 4 tables, one of them archived from its third URL. Each URL is fetched and
+    counted on its own, so the counts now say what they count: acta URLs, for how many tables."""
+    from hostile_site import HostileSite, body, index_row, jpeg, key_of
+
+    with HostileSite() as site:
+        site.routes["/ok/1.jpg"], site.routes["/ok/5.jpg"] = body(jpeg(1)), body(jpeg(5))
+        urls = {1: ["/bad/1a.jpg", "/bad/1b.jpg", "/ok/1.jpg"], 2: ["/bad/2a.jpg", "/bad/2b.jpg"], 3: ["/bad/3.jpg"],
+                5: ["/ok/5.jpg", "/ok/5.jpg"]}  # the same URL twice is one URL
+        site.serve_index([index_row(i, f"{site.url}{u}") for i, listed in urls.items() for u in listed])
+        proc = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "m"))
+        as_json = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "j"), "--json")
+    assert proc.returncode == 1
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert summary.startswith("7 acta URLs discovered for 4 tables: 2 archived, 0 unchanged, 5 failed;"), summary
+    assert "failed: 5 of 7 acta URLs: HTTP 404: 5" in proc.stderr, proc.stderr
+    report = json.loads(as_json.stdout)
+    assert (report["discovered"], report["tables"], report["archived"], report["failed"]) == (7, 4, 2, 5), report
+    assert {f["key"] for f in report["failures"]} == {key_of(1), key_of(2), key_of(3)}
+
+
 def test_the_demo_gives_each_step_its_denominator(tmp_path):
     proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--limit", "20", "--no-ipfs", "--quiet", timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -169,6 +169,60 @@ def test_credentials_in_headers_never_follow_a_redirect_to_another_host(site, ot
     assert asked["same"]["Authorization"] == f"Bearer {SECRET}" and asked["same"]["Cookie"] == f"sid={SECRET}"
 
 
+def test_credentials_in_headers_go_to_the_roots_origin_alone_whatever_the_index_names(site, other_host, tmp_path):
+    """The rule above held for redirects only: an index row naming an allowed CDN, or the root's
+    own host on another port (plain HTTP beside an HTTPS root, say), was the origin asked for,
+    so the user's Authorization and Cookie went there. Now they go to the root's scheme, host
+    and port alone, however the site names a URL, and every file is still fetched."""
+    from aiohttp import web
+
+    asked: dict[str, dict] = {}
+
+    def recording(name: str, n: int):
+        async def handle(request):
+            asked[name] = dict(request.headers)
+            return web.Response(body=jpeg(n), headers={"Content-Type": "image/jpeg"})
+        return handle
+
+    with HostileSite("127.0.0.1") as port:  # the root's host, another port
+        other_host.routes["/img/1.jpg"] = recording("other host", 1)
+        port.routes["/img/2.jpg"] = recording("other port", 2)
+        site.routes["/img/3.jpg"] = recording("root", 3)
+        site.serve_index([index_row(1, f"{other_host.url}/img/1.jpg"), index_row(2, f"{port.url}/img/2.jpg"),
+                          index_row(3, "img/3.jpg")])
+        out = tmp_path / "m"
+        proc = crawl(site.url, out, "--allow-host", "127.0.0.2", "--header", f"Authorization: Bearer {SECRET}",
+                     "--header", f"Cookie: sid={SECRET}", "--header", "Referer: https://example.org/")
+    assert proc.returncode == 0 and set(archived(out)) == {key_of(1), key_of(2), key_of(3)}, proc.stdout + proc.stderr
+    for name in ("other host", "other port"):
+        assert SECRET not in json.dumps(asked[name]) and asked[name]["Referer"] == "https://example.org/", name
+    assert asked["root"]["Authorization"] == f"Bearer {SECRET}" and asked["root"]["Cookie"] == f"sid={SECRET}"
+
+
+def test_an_index_moved_by_a_redirect_resolves_its_relative_urls_where_it_now_is(site, tmp_path):
+    """The index 301s to /v2/, whose rows name images relative to it ('img/1.jpg'). They were
+    resolved against the URL asked for, so the crawl archived /img/1.jpg, other and older
+    images, as those tables' actas, and exited 0. Browsers, curl and wget resolve against
+    where the bytes came from (RFC 3986 5.1.3): /v2/img/1.jpg. So does the crawl now (and a
+    dry run reads the moved index too)."""
+    import hashlib
+
+    for i in range(1, 4):
+        site.routes[f"/v2/img/{i}.jpg"] = body(jpeg(i))
+        site.routes[f"/img/{i}.jpg"] = body(jpeg(40 + i))  # what the asked-for URL would have led to
+    site.serve_index([index_row(i, f"img/{i}.jpg") for i in range(1, 4)], "/v2/RESULTADOS_2024_CSV_V1.csv")
+    site.routes["/RESULTADOS_2024_CSV_V1.csv"] = redirect("/v2/RESULTADOS_2024_CSV_V1.csv", 301)
+    out = tmp_path / "m"
+    proc = crawl(site.url, out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = {key: entries[-1] for key, entries in archived(out).items()}
+    assert {key: (e.url, e.sha256) for key, e in got.items()} == {
+        key_of(i): (f"{site.url}/v2/img/{i}.jpg", hashlib.sha256(jpeg(i)).hexdigest()) for i in range(1, 4)}
+    assert {e.page for e in got.values()} == {f"{site.url}/v2/RESULTADOS_2024_CSV_V1.csv"}
+    plan = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "dry"), "--dry-run")
+    assert plan.returncode == 0 and "new: 3 of 3 would be downloaded" in plan.stdout, plan.stdout + plan.stderr
+
+
 def test_a_redirect_with_a_body_that_never_ends_is_cut_off_at_a_small_cap(site, tmp_path):
     """A redirect's body is dropped, but was read whole: a 302 streaming for ever made libcurl take
     gigabytes per request, until the timeout, then again on each retry (max_bytes never applied).

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -355,4 +356,33 @@ def test_a_file_the_job_names_is_checked_before_the_crawl(tmp_path, extra, needl
             proc = run_cli("run", str(job), *flags, timeout=60)
             assert proc.returncode == 2 and f"{job}: {needle}" in proc.stderr, proc.stderr
             assert len(proc.stderr.strip().splitlines()) == 1
+        assert sum(site.hits.values()) == 0  # nothing crawled first
+
+
+@pytest.mark.parametrize("car, what", [
+    ("job.toml", "the job file"), ("k.key", "the secret key (sign.key)"), ("index.csv", "the index (source.index)"),
+    ("ca.pem", "the authority's CA (sign.tsa_ca)"), ("alias.car", "the secret key (sign.key)"),
+    ("env.key", "the key in ACTA_MIRROR_SIGN_KEY_FILE")])
+def test_the_car_file_is_never_written_over_a_file_the_job_reads(tmp_path, car, what):
+    """publish.car = "k.key" (or the job file, its local index, the authority's CA, or a link
+    to one of them) ran, wrote the CAR over that file and exited 0: the secret key or the only
+    copy of the index was gone, and the next run failed. Refused before anything runs."""
+    from tests.hostile_site import HEADER, HostileSite
+
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+    shutil.copyfile(tmp_path / "k.key", tmp_path / "env.key")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "alias.car").symlink_to(tmp_path / "k.key")
+    with HostileSite() as site:
+        (tmp_path / "index.csv").write_text(HEADER + "".join(site.good_actas(1)))
+        key = 'key = "k.key"' if car != "env.key" else ""
+        job = tmp_path / "job.toml"
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\nindex = "index.csv"\n'
+                       f'[publish]\nallow_none = true\ncar = "{car}"\n'
+                       f'[sign]\n{key}\ntsa = "http://127.0.0.1:9/"\ntsa_ca = "ca.pem"\n')
+        before = {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.is_file()}
+        proc = run_cli("run", str(job), timeout=60, env={"ACTA_MIRROR_SIGN_KEY_FILE": str(tmp_path / "env.key")})
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
+        assert f"{job}: publish.car: " in proc.stderr and f"is {what}: writing the CAR there" in proc.stderr, proc.stderr
+        assert {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.is_file()} == before
         assert sum(site.hits.values()) == 0  # nothing crawled first

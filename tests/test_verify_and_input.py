@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -163,6 +164,41 @@ def test_unreachable_root_exits_2(tmp_path):
         port = s.getsockname()[1]  # closed again: nothing listens there
     proc = run_cli("crawl", "resultados2024", "--root", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "m"))
     assert proc.returncode == 2 and "cannot read the index" in proc.stderr
+
+
+@pytest.mark.parametrize("out, index, needle", [
+    ("", "", "--out is empty: name the mirror's folder"),  # was exit 0, the bag made in the current folder
+    ("afile/m", "", "afile is a file, not a folder"),  # was exit 3, 'free space or fix permissions'
+    ("afile/m/deeper", "", "afile is a file, not a folder"),
+    ("nowhere", "", "--out nowhere: a symbolic link to nothing"),
+    ("m", "fifo", "--index fifo: not a regular file"),  # was 'no such file'
+    ("m", "/dev/null", "--index /dev/null: not a regular file"),
+    ("m", "/proc/self/mem", "/mem: cannot be read (Input/output error)"),  # was 'Input/output error', naming nothing
+], ids=["empty", "under-a-file", "deep-under-a-file", "dangling-link", "index-fifo", "index-device", "index-unreadable"])
+def test_an_out_or_index_that_can_never_work_is_one_line_and_exit_2(tmp_path, out, index, needle):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "nowhere").symlink_to(tmp_path / "gone" / "m")
+    os.mkfifo(tmp_path / "fifo")
+    args = ["--index", index] if index else []
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = run_cli("crawl", "resultados2024", "--root", "http://127.0.0.1:9", "--out", out, *args, cwd=tmp_path,
+                   timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
+    assert needle in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("what", ["fifo", "device"])
+def test_a_job_file_that_is_a_fifo_or_a_device_is_refused_unread(tmp_path, what):
+    """`acta-mirror run FIFO` waited for ever for a writer; /dev/zero was read up to the size limit."""
+    job = tmp_path / "job.toml"
+    if what == "fifo":
+        os.mkfifo(job)
+    else:
+        job = Path("/dev/zero")
+    proc = run_cli("run", str(job), timeout=30)
+    assert proc.returncode == 2 and f"{job}: not a regular file: not a job file" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -87,8 +87,9 @@ def _rows(reader, header, url: str, site: str, report: Report | None) -> Iterato
                 if report is None:
                     raise
                 report(url, str(exc), "bad index row")
-    except (csv.Error, UnicodeDecodeError) as exc:
-        what = f"not UTF-8 after its BOM (byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else str(exc)
+    except (csv.Error, UnicodeDecodeError, OSError) as exc:
+        what = (f"not UTF-8 after its BOM (byte {exc.start})" if isinstance(exc, UnicodeDecodeError)
+                else f"cannot be read ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc))
         if report is None:
             raise IndexFormatError(f"{url}:{reader.line_num}: {what}") from None
         report(url, f"{url}:{reader.line_num}: {what}; the rest of the index is unreadable", "bad index row")
@@ -157,6 +158,9 @@ class Resultados2024:
         fh = open(path, "rb")
         try:
             rows = parse_index_file(fh, url, self.name, report)
+        except OSError as exc:  # a file that will not be read (procfs, a failing disk)
+            fh.close()
+            raise IndexFormatError(f"{url}: cannot be read ({exc.strerror or exc})") from None
         except BaseException:
             fh.close()
             raise
