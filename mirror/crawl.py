@@ -22,8 +22,8 @@ from .archive import STATE_DIR, Archive, disk_error, safe_component
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
-from .models import (Acta, ArchiveWriteError, Fetched, FetchError, IndexFormatError, MirrorLocked, SourceUnreachable,
-                     UnsafePath, UsageError)
+from .models import (Acta, ArchiveWriteError, Fetched, FetchError, IndexFormatError, MirrorLocked, Page,
+                     SourceUnreachable, UnsafePath, UsageError)
 from .publish import redact, register_secrets
 from .state import open_payload
 from .sites import get_site
@@ -359,7 +359,7 @@ class _Run:
             writing = False
             await writer
 
-    async def get_page(self, url: str) -> str:
+    async def get_page(self, url: str) -> Page:
         self.counters.pages += 1
         try:
             return await self.fetcher.fetch_text(url)
@@ -715,7 +715,7 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                                     redact(f"cannot read the index {source}: {exc.reason}")) from None
                         take(counted(site.parse_index(path, url, report)))
 
-                async def get_page(url: str) -> str:
+                async def get_page(url: str) -> Page:
                     nonlocal pages
                     pages += 1
                     try:

@@ -36,7 +36,7 @@ from .imagecheck import ImageCheck, NotImage, decode
 from .sites import join
 from .fetchworker import Gone, Remote
 from .transfer import Engine, Head, Refused, TransferError
-from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, TooLarge, UsageError
+from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, Page, TooLarge, UsageError
 
 # The retry policy, in one place.
 RETRY_ATTEMPTS = 6  # the first request + 5 retries
@@ -505,8 +505,9 @@ class Fetcher:
             host = self._hosts[name] = _Host(self.rate)
         return host
 
-    async def fetch_text(self, url: str, max_bytes: int = DEFAULT_MAX_PAGE_BYTES) -> str:
-        """GET a page (HTML, CSV) as text, with the same policy; decoded by its charset."""
+    async def fetch_text(self, url: str, max_bytes: int = DEFAULT_MAX_PAGE_BYTES) -> Page:
+        """GET a page (HTML, CSV) as text, with the same policy; decoded by its charset, with the
+        URL it came from after redirects."""
         fetched = await self.fetch(url, expect_image=False)
         try:
             if fetched.size > max_bytes:
@@ -515,7 +516,7 @@ class Fetcher:
                 raw = fh.read()
         finally:
             os.unlink(fetched.tmp_path)
-        return decode_text(raw, fetched.content_type)
+        return Page(decode_text(raw, fetched.content_type), fetched.final_url or url)
 
     def _check_target(self, original: str, url: str, hop: int) -> str:
         """The host name of url, if the run may ask it; otherwise FetchError, with no retry."""

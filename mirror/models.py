@@ -3,6 +3,7 @@
 Records (frozen dataclasses, and for Entry a frozen msgspec Struct; no dicts with hidden keys):
 
     Acta      what a site adapter discovered: one table's image URL and its place
+    Page      a page the fetcher brought to an adapter: its text and where it came from
     Fetched   what the fetcher brought: a temp file, its sha256 and the HTTP facts
     Entry     one archived file: path, sha256, size, CID and provenance
     Problem   one thing verify found wrong, naming the file
@@ -123,6 +124,12 @@ class Acta:
     url: str  # the image
     page: str  # where it was found: the index CSV or the table's HTML page
     place: Place = field(default_factory=Place)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    text: str  # an HTML page (or CSV) as text, decoded by its charset
+    url: str  # where the text came from, after any redirects: its relative links resolve against it
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mirror.models import Page  # noqa: E402
 from mirror.sites import get_site  # noqa: E402
 
 
@@ -42,8 +43,8 @@ async def main(divs: int) -> None:
             gaps.append(now - last)
             last = now
 
-    async def get_page(url: str) -> str:
-        return pages.get(url, "<html></html>")
+    async def get_page(url: str) -> Page:
+        return Page(pages.get(url, "<html></html>"), url)
 
     tick = asyncio.create_task(ticker())
     started = time.perf_counter()

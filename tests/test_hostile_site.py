@@ -26,7 +26,7 @@ from mirror.crawl import CrawlOptions, crawl
 from mirror.fetch import Fetcher, HostPolicy
 from mirror.imagecheck import NotImage, check_bytes
 from mirror.manifest import read_provenance
-from mirror.models import Deferred, FetchError
+from mirror.models import Deferred, FetchError, Page
 from mirror.verify import verify
 from tests.conftest import ROOT, run_cli
 from tests.hostile_site import (HEADER, HostileSite, body, changing, drip, index_row, jpeg, key_of, listing, mesa, png,
@@ -217,6 +217,39 @@ def test_a_page_linking_to_itself_is_fetched_once(site, tmp_path):
     assert_sound(out, [key_of(0)])
 
 
+@pytest.mark.parametrize("how", ["redirect", "base href", "both"])
+def test_a_walks_relative_links_resolve_where_the_page_came_from_and_against_its_base(site, tmp_path, how):
+    """A table page redirected to /v2/mesa/0/, or one with <base href="/v2/">, names its image
+    as 'acta.jpg': the walk resolved it against the URL it asked for, so it archived /t/acta.jpg,
+    another image, as that table's acta, and exited 0. Browsers resolve against where the page
+    came from, then its <base href>; so does the walk now, and records that page."""
+    import hashlib
+
+    site.routes["/"] = body(listing([("/e/0", "E")]), "text/html")
+    site.routes["/e/0"] = body(listing([("/m/0", "M")]), "text/html")
+    site.routes["/m/0"] = body(listing([("/p/0", "P")]), "text/html")
+    site.routes["/p/0"] = body(listing([("/c/0", "C")]), "text/html")
+    site.routes["/c/0"] = body(listing([("/t/0/", "T")]), "text/html")
+    page = mesa("acta.jpg", 0)
+    if how != "redirect":  # 'both': a relative base, itself resolved against where the page came from
+        page = page.replace("<body>", '<head><BASE href="/v2/mesa/0/"></head><body>' if how == "base href"
+                            else '<head><base href="mesa/0/"></head><body>')
+    if how == "base href":
+        site.routes["/t/0/"] = body(page, "text/html")
+    else:
+        site.routes["/t/0/"] = redirect("/v2/mesa/0/" if how == "redirect" else "/v2/")
+        site.routes["/v2/mesa/0/" if how == "redirect" else "/v2/"] = body(page, "text/html")
+    site.routes["/v2/mesa/0/acta.jpg"] = body(jpeg(0))
+    site.routes["/t/0/acta.jpg"] = body(jpeg(7))  # what the asked-for URL would have led to
+    out = tmp_path / "m"
+    result = crawl_bounded(site.url + "/", out, discover="html")
+    assert result.failures == []
+    entry = archived(out)[key_of(0)][-1]
+    assert (entry.url, entry.sha256) == (f"{site.url}/v2/mesa/0/acta.jpg", hashlib.sha256(jpeg(0)).hexdigest())
+    assert entry.page == site.url + ("/t/0/" if how == "base href" else "/v2/mesa/0/" if how == "redirect" else "/v2/")
+    assert_sound(out, [key_of(0)])
+
+
 def test_a_listing_that_lists_itself_without_end_is_cut_by_depth_and_budget(site, tmp_path, monkeypatch):
     monkeypatch.setattr(sites, "MAX_PAGES", 40)
     count = 0
@@ -275,7 +308,7 @@ def test_a_walk_survives_an_unexpected_exception_in_a_page_visit():
         return ([("b", ()), ("c", ())], []) if url == "a" else ([], [])
 
     async def get_page(url):
-        return "<html></html>"
+        return Page("<html></html>", url)
 
     reports = []
 
@@ -295,7 +328,7 @@ def test_pages_are_parsed_off_the_event_loop():
         return [], []
 
     async def get_page(url):
-        return "<html></html>"
+        return Page("<html></html>", url)
 
     async def go():
         loop_thread = threading.get_ident()

@@ -1,8 +1,9 @@
 """The registry of results-site adapters: one file per site, registered by name.
 
 An adapter only discovers. It turns an index file or HTML pages into Acta records. It
-never retries and never writes files: it is handed a `get_page(url) -> str` coroutine
-that carries the fetcher's policy, and a `report(url, reason, cause)` for pages and index
+never retries and never writes files: it is handed a `get_page(url) -> Page` coroutine
+that carries the fetcher's policy (a Page is the text and the URL it came from after
+redirects: a page's relative links resolve against that, or against its <base href>), and a `report(url, reason, cause)` for pages and index
 rows it cannot use. A link it cannot even parse is passed on as it is: the fetcher refuses
 it with a named failure. An adapter may declare `hosts`: other hosts its images come from
 (a CDN), allowed besides the root's.
@@ -21,9 +22,9 @@ import re
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Protocol
 from urllib.parse import quote, urljoin
 
-from ..models import Acta, FetchError, IndexFormatError, UsageError
+from ..models import Acta, FetchError, IndexFormatError, Page, UsageError
 
-GetPage = Callable[[str], Awaitable[str]]
+GetPage = Callable[[str], Awaitable[Page]]
 Report = Callable[..., None]  # (url, reason, cause="unreadable page"): a page or row that could not be used
 
 
@@ -50,8 +51,21 @@ MAX_DEPTH = 8  # levels below the first pages (both site families have 6 at most
 MAX_PAGE_CHARS = 2_000_000  # a page of either site is a few KB; 25 MB of links made a tree of gigabytes
 MAX_NAME_CHARS = 1024  # a place name from a link's text (a few words): every acta below it keeps it in its record
 
-# visit(url, html, context) -> (children as [(url, context)], actas found on the page)
-Visit = Callable[[str, str, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
+# visit(url, page, context) -> (children as [(url, context)], actas found on the page); url is the
+# one asked for (what the page is), page.url where it came from (what its links resolve against)
+Visit = Callable[[str, Page, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
+_BASE = re.compile(r"<base[\s/>]", re.IGNORECASE)
+
+
+def page_base(page: Page) -> str:
+    """The URL a page's relative links resolve against (HTML's rule): its first <base href>,
+    itself resolved against where the page came from; else where it came from."""
+    if not _BASE.search(page.text):  # most pages have none: no second parse
+        return page.url
+    from bs4 import BeautifulSoup, SoupStrainer
+
+    base = BeautifulSoup(page.text, "lxml", parse_only=SoupStrainer("base")).find("base", href=True)
+    return join(page.url, base["href"].strip()) if base is not None else page.url
 
 
 def parse_page(html: str, url: str, *ids: str):
@@ -148,9 +162,9 @@ async def walk_pages(first: list[tuple[str, tuple]], visit: Visit, get_page: Get
         while True:
             url, context, depth = await work.get()
             try:
-                html = await get_page(url)
+                page = await get_page(url)
                 async with parsing:
-                    children, actas = await asyncio.to_thread(visit, url, html, context)
+                    children, actas = await asyncio.to_thread(visit, url, page, context)
                 enqueue(url, children, depth + 1)
                 for acta in actas:
                     await found.put(acta)

@@ -13,7 +13,7 @@ from typing import AsyncIterator, Iterator
 
 
 from ..models import Acta, IndexFormatError, Place
-from . import GetPage, Report, join, link_text, parse_page, register, walk_pages
+from . import GetPage, Page, Report, join, link_text, page_base, parse_page, register, walk_pages
 from .resultados2024 import acta_key
 
 _CODE = re.compile(r"reg_([0-9]+)\.html$")
@@ -43,8 +43,9 @@ class Cne:
     async def walk(self, root: str, get_page: GetPage, report: Report) -> AsyncIterator[Acta]:
         start = join(root.rstrip("/") + "/", "r/0/reg_000000.html")
 
-        def visit(url: str, html: str, names: tuple) -> tuple[list, list[Acta]]:
-            soup, table = _results(html, url)
+        def visit(url: str, page: Page, names: tuple) -> tuple[list, list[Acta]]:
+            base = page_base(page)  # what its links resolve against; url (asked for) says what the page is
+            soup, table = _results(page.text, base)
             code = _CODE.search(url)
             if code and len(code.group(1)) == 11:  # a table's page
                 link = soup.select_one("a#acta[href]")
@@ -52,11 +53,11 @@ class Cne:
                     raise IndexFormatError(f"{url}: no acta link (a#acta) on a table's page")
                 key = acta_key(code.group(1)[:9], code.group(1)[9:])
                 state, mun, par, center_name = (names[1:] + ("", "", "", ""))[:4]
-                return [], [Acta(site=self.name, key=key, url=join(url, link["href"]), page=url, place=Place(
+                return [], [Acta(site=self.name, key=key, url=join(base, link["href"]), page=page.url, place=Place(
                     state_code=str(int(key[0:2])), state=state, municipality_code=str(int(key[2:4])),
                     municipality=mun, parish_code=str(int(key[4:6])), parish=par, center=key[:9],
                     table=key[10:], center_name=center_name))]
-            children = [(join(url, a["href"]), names + (link_text(a),))
+            children = [(join(base, a["href"]), names + (link_text(a),))
                         for a in table.select("td:first-child a[href]")]
             return children, []
 

@@ -9,7 +9,7 @@ import asyncio
 from typing import AsyncIterator, BinaryIO, Iterator
 
 from ..models import Acta, IndexFormatError, Place
-from . import GetPage, Report, join, link_text, parse_page, register, walk_pages
+from . import GetPage, Page, Report, join, link_text, page_base, parse_page, register, walk_pages
 
 REQUIRED = ("COD_EDO", "EDO", "COD_MUN", "MUN", "COD_PAR", "PAR", "CENTRO", "MESA", "URL")
 _URLISH = re.compile(r"^(https?://|/)?[^\s]+$")
@@ -169,18 +169,19 @@ class Resultados2024:
     async def walk(self, root: str, get_page: GetPage, report: Report) -> AsyncIterator[Acta]:
         """Walk / -> estado -> municipio -> parroquia -> centro -> mesa."""
         root_url = root.rstrip("/") + "/"
-        first = await asyncio.to_thread(_listing, await get_page(root_url), root_url)  # a broken root is fatal
+        top = await get_page(root_url)
+        first = await asyncio.to_thread(lambda: _listing(top.text, page_base(top)))  # a broken root is fatal
 
-        def visit(url: str, html: str, names: tuple) -> tuple[list, list[Acta]]:
+        def visit(url: str, page: Page, names: tuple) -> tuple[list, list[Acta]]:
             depth = len(names) - 1
             if depth >= len(LEVELS):
                 raise IndexFormatError(f"{url}: deeper than a table's page")
             if LEVELS[depth] != "mesa":
-                return [(child, names + (text,)) for child, text in _listing(html, url)], []
-            image, center, table = _mesa(html, url)
+                return [(child, names + (text,)) for child, text in _listing(page.text, page_base(page))], []
+            image, center, table = _mesa(page.text, page_base(page))
             key = acta_key(center, table)
             state, mun, par = (names + ("", "", ""))[:3]
-            return [], [Acta(site=self.name, key=key, url=image, page=url, place=Place(
+            return [], [Acta(site=self.name, key=key, url=image, page=page.url, place=Place(
                 state_code=str(int(key[0:2])), state=state, municipality_code=str(int(key[2:4])),
                 municipality=mun, parish_code=str(int(key[4:6])), parish=par, center=key[:9], table=key[10:]))]
 
