@@ -141,20 +141,25 @@ def other_host():
         yield s
 
 
-def test_credentials_in_headers_never_follow_a_redirect_to_another_host(site, other_host, tmp_path):
-    """--header 'Authorization: ...' and 'Cookie: ...' are the user's credentials for the site.
-    Was: sent on every hop, so a redirect to another allowed host (a CDN, the adapter's own
-    image host) handed them over; now they go only to the origin (scheme, host, port) asked
-    for, as curl and browsers do, and the file is still fetched."""
+def _recording(asked: dict[str, dict]):
+    """recording(name, n): a handler serving acta n's image that keeps the headers it was sent in asked[name]."""
     from aiohttp import web
-
-    asked: dict[str, dict] = {}
 
     def recording(name: str, n: int):
         async def handle(request):
             asked[name] = dict(request.headers)
             return web.Response(body=jpeg(n), headers={"Content-Type": "image/jpeg"})
         return handle
+    return recording
+
+
+def test_credentials_in_headers_never_follow_a_redirect_to_another_host(site, other_host, tmp_path):
+    """--header 'Authorization: ...' and 'Cookie: ...' are the user's credentials for the site.
+    Was: sent on every hop, so a redirect to another allowed host (a CDN, the adapter's own
+    image host) handed them over; now they go only to the origin (scheme, host, port) asked
+    for, as curl and browsers do, and the file is still fetched."""
+    asked: dict[str, dict] = {}
+    recording = _recording(asked)
 
     other_host.routes["/img/1.jpg"] = recording("other", 1)
     site.routes["/img/1.jpg"] = redirect(f"{other_host.url}/img/1.jpg")
@@ -174,15 +179,8 @@ def test_credentials_in_headers_go_to_the_roots_origin_alone_whatever_the_index_
     own host on another port (plain HTTP beside an HTTPS root, say), was the origin asked for,
     so the user's Authorization and Cookie went there. Now they go to the root's scheme, host
     and port alone, however the site names a URL, and every file is still fetched."""
-    from aiohttp import web
-
     asked: dict[str, dict] = {}
-
-    def recording(name: str, n: int):
-        async def handle(request):
-            asked[name] = dict(request.headers)
-            return web.Response(body=jpeg(n), headers={"Content-Type": "image/jpeg"})
-        return handle
+    recording = _recording(asked)
 
     with HostileSite("127.0.0.1") as port:  # the root's host, another port
         other_host.routes["/img/1.jpg"] = recording("other host", 1)
