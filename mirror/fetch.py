@@ -237,6 +237,7 @@ class Fetcher:
         self.retry_attempts = retry_attempts
         self.alternates = tuple(a.rstrip("/") for a in alternates)
         self.policy = policy
+        self._site_origin = _origin(policy.site) if policy.site else ()  # where credentials go (once, not per request)
         self.deadline = deadline
         self._hosts: dict[str, _Host] = {}
         self._slots = asyncio.Semaphore(concurrency)
@@ -551,7 +552,7 @@ class Fetcher:
                 name = self._check_target(url, current, len(hops))
                 # another scheme, host or port than the site's (any URL the site names, a redirect,
                 # an alternate): no credentials. Without a site, owner's (url's) origin is the user's.
-                if _origin(current) != (_origin(self.policy.site) if self.policy.site else _origin(owner)):
+                if _origin(current) != (self._site_origin or _origin(owner)):
                     sending = {k: v for k, v in sending.items() if k.lower() not in CREDENTIAL_HEADERS}
                 host = self._host(name)
                 if host.tripped:
