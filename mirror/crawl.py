@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .archive import STATE_DIR, Archive, disk_error, safe_component
 from .config import host_ok, http_url
@@ -505,7 +505,7 @@ class _Run:
         read = []  # (source URL, file to read, how it was fetched or None for a local file)
         for source in sources:
             if not http_url(source):
-                read.append((Path(source).resolve().as_uri(), source, None))
+                read.append((_local_url(source), source, None))
                 continue
             archived = archive.path_of(source)
             # A job run from its manifests folder has no local copy to read on a 304, and a copy's
@@ -598,6 +598,12 @@ def _copy_of(fh, folder: Path) -> str:
     except OSError as exc:
         raise disk_error(exc, f"copying the archived index into {folder}") from None
     return path
+
+
+def _local_url(path: str) -> str:
+    """How the records name a local index file: 'file:' and its name, never the folders above
+    it (a published record would carry the user's home folder, and with it their name)."""
+    return "file:" + quote(os.path.basename(os.path.abspath(path)))
 
 
 def _base(url: str, fetched: Fetched | None) -> str:
@@ -704,7 +710,7 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                                headers=dict(opts.headers)) as fetcher:
                 if discover in ("csv", "both"):
                     for source in [opts.index] if opts.index else site.index_urls(opts.root):
-                        path, url = source, Path(source).resolve().as_uri() if not http_url(source) else source
+                        path, url = source, _local_url(source) if not http_url(source) else source
                         if http_url(source):
                             pages += 1
                             try:

@@ -306,6 +306,22 @@ def test_redact_hides_a_password_holding_an_at_sign():
     assert redact("https://h/x@y and https://u@h/") == "https://h/x@y and https://***@h/"
 
 
+def test_a_local_index_is_named_by_its_file_alone_never_by_the_users_folders(tmp_path):
+    """crawl --index /home/<user>/.../index.csv recorded 'file:///home/<user>/...' as every
+    acta's page: published with the mirror, it named the user. The records name the file alone."""
+    folder = tmp_path / "home" / "maria-perez" / "actas"
+    folder.mkdir(parents=True)
+    with ReplayThread(Replay(small=True, limit=5)) as r:
+        (folder / "mi índice.csv").write_bytes(r.replay.index_bytes(1))
+        out = tmp_path / "m"
+        proc = run_cli("crawl", "resultados2024", "--root", r.url, "--out", str(out), "--quiet",
+                       "--index", str(folder / "mi índice.csv"))
+    assert proc.returncode == 0, proc.stderr
+    pages = {json.loads(line)["page"] for line in (out / "provenance.jsonl").read_text().splitlines()}
+    assert pages == {"file:mi%20%C3%ADndice.csv"}, pages
+    assert [p for p in out.rglob("*") if p.is_file() and b"maria-perez" in p.read_bytes()] == []
+
+
 def test_credentials_in_urls_are_never_written(tmp_path, base):
     token = "tok3n-s3cret"
     with ReplayThread(Replay(small=True, limit=10)) as r:
