@@ -1632,7 +1632,8 @@ NOT_ONE = "oxum: bag-info.txt (Payload-Oxum {value!r} is not <bytes>.<count>)"
     ("1.1", "Payload-Oxum: {oxum}\n", [TWICE]),  # the last right: bagit-python takes the first
     ("1.1", "X-Note: ok\u2028Payload-Oxum: {oxum}\n", [SAYS]),  # one line to cat and grep, and to verify now
     ("{fullwidth}", "", [NOT_ONE]), ("+{oxum}", "", [NOT_ONE]), ("{underscored}", "", [NOT_ONE]),
-    ("{oxum}.0", "", [NOT_ONE]), ("-{oxum}", "", [NOT_ONE]), ("{oxum}\u00a0x", "", [NOT_ONE])])
+    ("{oxum}.0", "", [NOT_ONE]), ("-{oxum}", "", [NOT_ONE]), ("{oxum}\u00a0x", "", [NOT_ONE]), ("{size}.", "", [NOT_ONE]),
+    (".{count}", "", [NOT_ONE])])
 def test_only_one_payload_oxum_of_ascii_digits_is_believed(tmp_path, value, extra, want):
     """verify said a mirror was intact when bag-info.txt gave Payload-Oxum twice and the last
     was right, when the right one hid after a U+2028 that str.splitlines() broke at, or when
@@ -1642,7 +1643,9 @@ def test_only_one_payload_oxum_of_ascii_digits_is_believed(tmp_path, value, extr
     oxum = re.search(r"Payload-Oxum: (\S+)", info).group(1)
     fullwidth = oxum.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
     underscored = oxum[:1] + "_" + oxum[1:]
-    value, extra = (t.format(oxum=oxum, fullwidth=fullwidth, underscored=underscored) for t in (value, extra))
+    size, count = oxum.split(".")
+    value, extra = (t.format(oxum=oxum, fullwidth=fullwidth, underscored=underscored, size=size, count=count)
+                    for t in (value, extra))
     (m / "bag-info.txt").write_text(info.replace(f"Payload-Oxum: {oxum}\n", f"Payload-Oxum: {value}\n" + extra))
     _retag(m, "bag-info.txt")
     twice = ", ".join(map(repr, [value] + re.findall(r"^Payload-Oxum: (\S+)$", extra, re.M)))
