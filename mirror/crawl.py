@@ -150,11 +150,12 @@ def _out_can_be_made(out: str) -> None:
     link that leads nowhere, or a path through a file. Not a disk refusing a write (exit 3)."""
     if os.path.islink(out) and not os.path.exists(out):
         raise UsageError(f"--out {out}: a symbolic link to nothing ({os.readlink(out)}); name a folder")
-    here = Path(os.path.abspath(out)).parent
+    here = (Path.cwd() / out).parent  # '..' left in: the system resolves 'afile/..' through afile, and fails
     while not os.path.lexists(here) and here != here.parent:
         here = here.parent
     if os.path.lexists(here) and not os.path.isdir(here):
-        raise UsageError(f"--out {out}: {here} is a file, not a folder; name a folder")
+        what = "a symbolic link to nothing" if os.path.islink(here) else "not a folder"
+        raise UsageError(f"--out {out}: {here} is {what}; name a folder")
 
 
 def check_options(opts: CrawlOptions) -> None:
@@ -523,18 +524,20 @@ class _Run:
             path = _copy_of(copy, archive.tmp) if fetched.status == 304 else fetched.tmp_path
             read.append((source, path, fetched))
         if opts.discover == "csv":
-            self.listing = _listing_identity(site.name, opts.shard, [(_base(url, f), path) for url, path, f in read])
+            self.listing = _listing_identity(site.name, opts.shard,
+                                             [(_base(self.fetcher, url, f), path) for url, path, f in read])
         reused = archive.reuse_listing(self.listing, opts.recheck_after)
         listings = []
         if reused is None:
             for url, path, fetched in read:
-                listed = site.parse_index(path, _base(url, fetched), self.report)  # opens the file now, before it is committed
+                # opens the file now, before it is committed
+                listed = site.parse_index(path, _base(self.fetcher, url, fetched), self.report)
                 first = next(listed, None)  # a malformed header fails here, before anything is archived
                 listings.append(itertools.chain([first] if first else [], listed))
             if opts.discover == "csv" and self.counters.count_expected:
                 self.counters.expected = _count_distinct(archive.tmp, (
                     (a.key, redact(a.url)) for url, path, f in read
-                    for a in site.parse_index(path, _base(url, f), lambda *_: None)
+                    for a in site.parse_index(path, _base(self.fetcher, url, f), lambda *_: None)
                     if in_shard(a.key, opts.shard)))
         for url, _path, fetched in read:
             if fetched is not None:
@@ -606,10 +609,11 @@ def _local_url(path: str) -> str:
     return "file:" + quote(os.path.basename(os.path.abspath(path)))
 
 
-def _base(url: str, fetched: Fetched | None) -> str:
+def _base(fetcher: Fetcher, url: str, fetched: Fetched | None) -> str:
     """The URL an index's relative URLs are resolved against: the one its bytes came from after
-    any redirects (RFC 3986 5.1.3, as browsers, curl and wget do), not the one asked for."""
-    return fetched.final_url if fetched is not None and fetched.final_url else url
+    any redirects (RFC 3986 5.1.3, as browsers, curl and wget do), not the one asked for; on
+    the site's own host when an alternate served them (Fetcher.base_of)."""
+    return fetcher.base_of(url, fetched) if fetched is not None else url
 
 
 def _listing_identity(site: str, shard: tuple[int, int], read: list[tuple[str, str]]) -> str:
@@ -715,7 +719,7 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                             pages += 1
                             try:
                                 fetched = await fetcher.fetch(source, expect_image=False)
-                                path, url = fetched.tmp_path, _base(source, fetched)
+                                path, url = fetched.tmp_path, _base(fetcher, source, fetched)
                             except FetchError as exc:
                                 raise SourceUnreachable(
                                     redact(f"cannot read the index {source}: {exc.reason}")) from None

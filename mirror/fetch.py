@@ -517,7 +517,23 @@ class Fetcher:
                 raw = fh.read()
         finally:
             os.unlink(fetched.tmp_path)
-        return Page(decode_text(raw, fetched.content_type), fetched.final_url or url)
+        return Page(decode_text(raw, fetched.content_type), self.base_of(url, fetched))
+
+    def base_of(self, url: str, fetched: Fetched) -> str:
+        """What the relative URLs in fetched's bytes (asked as url) resolve against: where they came
+        from after redirects; for bytes an --alternate served, the same place on url's own host
+        (an alternate copies the site: a link on it names the site's path, which the fetcher then
+        asks the site for first, and the alternate after, as every URL)."""
+        final = fetched.final_url or url
+        here = urlsplit(final)
+        for alternate in self.alternates:
+            alt = urlsplit(alternate)
+            prefix = alt.path.rstrip("/")
+            if (here.scheme, here.netloc) == (alt.scheme, alt.netloc) and \
+                    (here.path == prefix or here.path.startswith(prefix + "/")):
+                own = urlsplit(url)
+                return urlunsplit((own.scheme, own.netloc, here.path[len(prefix):] or "/", own.query, ""))
+        return final
 
     def _check_target(self, original: str, url: str, hop: int) -> str:
         """The host name of url, if the run may ask it; otherwise FetchError, with no retry."""

@@ -250,6 +250,34 @@ def test_a_walks_relative_links_resolve_where_the_page_came_from_and_against_its
     assert_sound(out, [key_of(0)])
 
 
+@pytest.mark.parametrize("html, base", [
+    ('<head><base href="/v2/"></head>', "http://site.test/v2/"),
+    ('<BASE HREF=" mesa/ ">', "http://site.test/t/0/mesa/"),  # HTML's own spaces stripped
+    ('<body><base href="/in-body/">', "http://site.test/in-body/"),
+    ('<base><base href="/second/">', "http://site.test/second/"),  # the first that has an href
+    ('<template><base href="/other/"></template>', None),  # not the document's: a browser ignores these
+    ('<svg><base href="/other/"/></svg>', None),
+    ('<math><base href="/other/"/></math>', None),
+    ('<noscript><base href="/other/"></noscript>', None),
+    ('<!-- <base href="/other/"> --><script>"<base href=/other/>"</script>', None),
+    ('<base href="javascript:alert(1)">', None), ('<base href="data:text/html,x">', None),
+    ('<base href="\u00a0/other/">', "http://site.test/t/0/%C2%A0/other/"),  # NBSP is no HTML space: a relative path
+])
+def test_a_pages_base_is_the_one_a_browser_takes(html, base):
+    """A <base> in a <template>, <svg>, <math> or <noscript>, or one naming javascript: or data:,
+    was taken as the page's base: a browser ignores them."""
+    url = "http://site.test/t/0/"
+    assert sites.page_base(Page(f"<html>{html}<p>x</p></html>", url)) == (base or url)
+
+
+def test_a_page_too_long_to_read_is_not_parsed_for_its_base(monkeypatch):
+    """page_base parsed a 30 MB page (9 s of CPU) before parse_page refused it for its length."""
+    monkeypatch.setattr(sites, "MAX_PAGE_CHARS", 100)
+    big = Page('<base href="/v2/">' + "x" * 200, "http://site.test/t/0/")
+    assert sites.page_base(big) == big.url
+    assert sites.page_base(Page(big.text[:100], big.url)) == "http://site.test/v2/"
+
+
 def test_a_listing_that_lists_itself_without_end_is_cut_by_depth_and_budget(site, tmp_path, monkeypatch):
     monkeypatch.setattr(sites, "MAX_PAGES", 40)
     count = 0

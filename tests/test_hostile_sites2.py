@@ -13,9 +13,9 @@ import pytest
 
 from mirror.verify import verify
 from tests.conftest import run_cli
-from tests.hostile_site import HostileSite, body, index_row, jpeg, key_of, raw, redirect, sequence
+from tests.hostile_site import HostileSite, body, index_row, jpeg, key_of, listing, mesa, raw, redirect, sequence
 from tests.test_hostile_more import crawl, site  # noqa: F401 (a fixture)
-from tests.test_hostile_site import archived
+from tests.test_hostile_site import archived, crawl_bounded
 
 SECRET = "tok3n-S3CRET"
 
@@ -219,6 +219,33 @@ def test_an_index_moved_by_a_redirect_resolves_its_relative_urls_where_it_now_is
     assert {e.page for e in got.values()} == {f"{site.url}/v2/RESULTADOS_2024_CSV_V1.csv"}
     plan = run_cli("crawl", "resultados2024", "--root", site.url, "--out", str(tmp_path / "dry"), "--dry-run")
     assert plan.returncode == 0 and "new: 3 of 3 would be downloaded" in plan.stdout, plan.stdout + plan.stderr
+
+
+@pytest.mark.parametrize("discover", ["csv", "html"])
+def test_relative_urls_in_what_an_alternate_served_resolve_on_the_site(site, tmp_path, discover):
+    """With the root down, the index or pages come from an --alternate that copies the site
+    under /mirror/. Their relative URLs were resolved against the alternate's URL, so each image
+    (and each page) was asked at the alternate's top level first (a 404 each), and the records
+    named URLs that exist nowhere. They resolve on the site's own host now, as the code before
+    the redirect rule did: the fetcher asks the site, then the alternate under its path."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        root = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again: nothing listens there
+    site.routes["/mirror/img/1.jpg"] = body(jpeg(1))
+    site.serve_index([index_row(1, "img/1.jpg")], "/mirror/RESULTADOS_2024_CSV_V1.csv")
+    site.routes["/mirror/"] = body(listing([("e/0", "E")]), "text/html")
+    for page, child in (("e/0", "m/0"), ("m/0", "p/0"), ("p/0", "c/0"), ("c/0", "t/0")):
+        site.routes[f"/mirror/{page}"] = body(listing([(f"/{child}", child)]), "text/html")  # root-relative, as a copy keeps them
+    site.routes["/mirror/t/0"] = body(mesa("/img/1.jpg", 1), "text/html")
+    out = tmp_path / "m"
+    result = crawl_bounded(root + "/", out, alternates=(f"{site.url}/mirror",), discover=discover, retry_attempts=1)
+    assert result.failures == [], result.failures
+    entry = archived(out)[key_of(1)][-1]
+    assert (entry.url, entry.final_url) == (f"{root}/img/1.jpg", f"{site.url}/mirror/img/1.jpg")
+    assert entry.page.startswith(root + "/")  # the site's page, which the alternate copies
+    assert all(path.startswith("/mirror/") for path in site.hits), site.hits  # nothing asked outside the copy
 
 
 def test_a_redirect_with_a_body_that_never_ends_is_cut_off_at_a_small_cap(site, tmp_path):

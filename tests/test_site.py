@@ -422,6 +422,32 @@ def test_no_javascript_url_and_no_script_breakout_in_the_site(mirror, tmp_path, 
     assert browser.title != "owned"
 
 
+def test_a_trusted_comment_holding_a_u2028_reaches_the_page_whole(mirror, keys, tmp_path):
+    """The site read the signature with str.splitlines(): a trusted comment holding U+2028
+    (minisign and verify --pubkey accept it) was cut there, and the cut-off rest taken as the
+    global signature (in firma.js, which every table's page loads), so every check in the browser
+    would fail. Read as minisign reads it."""
+    from mirror import sign
+
+    copy = tmp_path / "copy"
+    shutil.copytree(mirror, copy, symlinks=True, ignore=shutil.ignore_patterns("site"))
+    old = sign.parse_signature((copy / "signed-root.json.minisig").read_text())
+    comment = old.trusted_comment + "\u2028signed by the observers"
+    text = sign.sign_file(copy / "signed-root.json", sign.load_secret(f"{keys['signer']}.key"), comment)
+    (copy / "signed-root.json.minisig").write_text(text)
+    from tests.test_evidence_core import _retag
+
+    _retag(copy, "signed-root.json.minisig")
+    check = run_cli("verify", str(copy), "--pubkey", f"{keys['signer']}.pub")
+    assert check.returncode == 0, check.stdout
+    proc = run_cli("site", str(copy), "--pubkey", f"{keys['signer']}.pub")
+    assert proc.returncode == 0 and "minisign" not in proc.stderr, proc.stderr
+    glob = text.splitlines()[-1] if not text.endswith("\n") else text.rstrip("\n").rsplit("\n", 1)[1]
+    script = ("\"trusted\":" + json.dumps(comment, ensure_ascii=False).replace("\u2028", "\\u2028")
+              + ",\"glob\":\"" + glob + "\"")
+    assert script in (copy / "site" / "firma.js").read_text(), "firma.js lacks the whole trusted comment"
+
+
 def test_all_inclusion_paths_in_one_pass_equal_rfc_9162_paths():
     for n in (1, 2, 3, 5, 8, 13, 31, 64, 100):
         leaves = [leaf_hash(str(i).encode()) for i in range(n)]

@@ -168,13 +168,16 @@ def test_unreachable_root_exits_2(tmp_path):
 
 @pytest.mark.parametrize("out, index, needle", [
     ("", "", "--out is empty: name the mirror's folder"),  # was exit 0, the bag made in the current folder
-    ("afile/m", "", "afile is a file, not a folder"),  # was exit 3, 'free space or fix permissions'
-    ("afile/m/deeper", "", "afile is a file, not a folder"),
+    ("afile/m", "", "afile is not a folder"),  # was exit 3, 'free space or fix permissions'
+    ("afile/m/deeper", "", "afile is not a folder"),
+    ("afile/../m", "", "afile is not a folder"),  # the system goes through afile to find '..'
     ("nowhere", "", "--out nowhere: a symbolic link to nothing"),
+    ("nowhere/m", "", "nowhere is a symbolic link to nothing"),
     ("m", "fifo", "--index fifo: not a regular file"),  # was 'no such file'
     ("m", "/dev/null", "--index /dev/null: not a regular file"),
-    ("m", "/proc/self/mem", "/mem: cannot be read (Input/output error)"),  # was 'Input/output error', naming nothing
-], ids=["empty", "under-a-file", "deep-under-a-file", "dangling-link", "index-fifo", "index-device", "index-unreadable"])
+    ("m", "/proc/self/mem", "file:mem: cannot be read (Input/output error)"),  # was 'Input/output error', naming nothing
+], ids=["empty", "under-a-file", "deep-under-a-file", "dotdot-through-a-file", "dangling-link", "under-a-dangling-link",
+        "index-fifo", "index-device", "index-unreadable"])
 def test_an_out_or_index_that_can_never_work_is_one_line_and_exit_2(tmp_path, out, index, needle):
     (tmp_path / "afile").write_text("x")
     (tmp_path / "nowhere").symlink_to(tmp_path / "gone" / "m")
@@ -186,6 +189,30 @@ def test_an_out_or_index_that_can_never_work_is_one_line_and_exit_2(tmp_path, ou
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
     assert needle in proc.stderr, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("flags", [["--discover", "csv"], ["--discover", "both"], ["--dry-run"]])
+def test_an_index_the_user_may_not_read_is_one_line_and_exit_2(tmp_path, flags):
+    """Was exit 3 and 'Permission denied: idx.csv' (the disk-error path) with --discover both and
+    --dry-run. Root reads a file of mode 000, so the run drops the capabilities that let it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to run without the capability to read any file")
+    (tmp_path / "idx.csv").write_text("x")
+    (tmp_path / "idx.csv").chmod(0)
+    proc = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "mirror",
+                           "crawl", "resultados2024", "--root", "http://127.0.0.1:9/", "--out", "m", "--index", "idx.csv",
+                           *flags], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if os.geteuid() == 0 and "Operation not permitted" in proc.stderr:
+        pytest.skip("this machine lets no process drop capabilities")
+    assert proc.returncode == 2 and proc.stderr == "acta-mirror: file:idx.csv: cannot be read (Permission denied)\n", \
+        proc.stderr
 
 
 @pytest.mark.parametrize("what", ["fifo", "device"])

@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit
 
 from ..evidence import SIGNATURE, STATEMENT, check_seal
 from ..merkle import all_inclusion_paths, leaf_data, manifest_leaves, root_of_leaves
+from ..manifest import text_lines
 from ..models import ArchiveWriteError, Entry, NotAMirror, UnsafePath, UsageError
 from ..qrformat import CANDIDATES
 from ..sign import PublicKey, load_public, parse_public
@@ -278,7 +279,7 @@ def _signed(state: MirrorState, root: str, size: int, pubkey) -> tuple[Signed, l
     lines = None
     raw = _small(state, SIGNATURE)
     if raw is not None:
-        lines = raw.decode("utf-8", "replace").splitlines()
+        lines = text_lines(raw.decode("utf-8", "replace"))  # as minisign and sign.parse_signature split it
         if len(lines) < 4 or not lines[2].startswith("trusted comment: "):
             lines = None
     if lines is None:

@@ -3,8 +3,8 @@
 An adapter only discovers. It turns an index file or HTML pages into Acta records. It
 never retries and never writes files: it is handed a `get_page(url) -> Page` coroutine
 that carries the fetcher's policy (a Page is the text and the URL it came from after
-redirects: a page's relative links resolve against that, or against its <base href>), and a `report(url, reason, cause)` for pages and index
-rows it cannot use. A link it cannot even parse is passed on as it is: the fetcher refuses
+redirects: its relative links resolve against page_base(page)), and a `report(url, reason,
+cause)` for pages and index rows it cannot use. A link it cannot even parse is passed on as it is: the fetcher refuses
 it with a named failure. An adapter may declare `hosts`: other hosts its images come from
 (a CDN), allowed besides the root's.
 
@@ -55,17 +55,25 @@ MAX_NAME_CHARS = 1024  # a place name from a link's text (a few words): every ac
 # one asked for (what the page is), page.url where it came from (what its links resolve against)
 Visit = Callable[[str, Page, tuple], tuple[list[tuple[str, tuple]], list[Acta]]]
 _BASE = re.compile(r"<base[\s/>]", re.IGNORECASE)
+_NOT_THE_DOCUMENTS = ["template", "svg", "math", "noscript"]  # a <base> inside one is no base of the page
+_HTML_SPACE = " \t\n\f\r"  # what HTML strips from a URL attribute (not U+00A0, which str.strip() would)
 
 
 def page_base(page: Page) -> str:
-    """The URL a page's relative links resolve against (HTML's rule): its first <base href>,
-    itself resolved against where the page came from; else where it came from."""
-    if not _BASE.search(page.text):  # most pages have none: no second parse
+    """The URL a page's relative links resolve against, as a browser finds it: the first <base
+    href> of the document (not one in a <template>, <svg>, <math> or <noscript>, which a
+    browser does not see as the page's), resolved against where the page came from, if it is
+    an http(s) URL; else where the page came from. A page over MAX_PAGE_CHARS is not parsed
+    (parse_page refuses it)."""
+    if len(page.text) > MAX_PAGE_CHARS or not _BASE.search(page.text):  # most pages have none: no second parse
         return page.url
-    from bs4 import BeautifulSoup, SoupStrainer
+    from bs4 import BeautifulSoup
 
-    base = BeautifulSoup(page.text, "lxml", parse_only=SoupStrainer("base")).find("base", href=True)
-    return join(page.url, base["href"].strip()) if base is not None else page.url
+    for base in BeautifulSoup(page.text, "lxml").find_all("base", href=True):
+        if base.find_parent(_NOT_THE_DOCUMENTS) is None:
+            found = join(page.url, base["href"].strip(_HTML_SPACE))
+            return found if found.split(":", 1)[0].lower() in ("http", "https") else page.url
+    return page.url
 
 
 def parse_page(html: str, url: str, *ids: str):

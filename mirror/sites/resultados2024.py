@@ -155,7 +155,10 @@ class Resultados2024:
     def parse_index(self, path: str, url: str, report: Report | None = None) -> Iterator[Acta]:
         """Opens the file now (it may be renamed or removed later: the open file stays
         readable); rows are read and parsed as they are asked for."""
-        fh = open(path, "rb")
+        try:
+            fh = open(path, "rb")
+        except OSError as exc:  # a file the user may not read
+            raise IndexFormatError(f"{url}: cannot be read ({exc.strerror or exc})") from None
         try:
             rows = parse_index_file(fh, url, self.name, report)
         except OSError as exc:  # a file that will not be read (procfs, a failing disk)
