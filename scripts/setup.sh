@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 # openssh-client: ssh, which a test runs against a silent SSH host (a fresh image may lack it).
 # perl: shasum, with which a test checks a copy as the README tells a Mac user to (git pulls perl
 # in today; named here so that no change of git's dependencies drops it).
+# util-linux: setpriv and unshare, with which tests drop root's capabilities and map an unknown user
+# (Essential on Debian; named so that tests/test_setup.py checks what a test would skip without).
 APT_PACKAGES=(git wget2 aria2 minisign chromium chromium-driver nginx tesseract-ocr tesseract-ocr-spa libzbar0 openssl
-              e2fsprogs unzip openssh-client perl locales libcurl4-openssl-dev libssl-dev)  # the last two build pycurl where no wheel fits
+              e2fsprogs unzip openssh-client perl locales util-linux
+              libcurl4-openssl-dev libssl-dev)  # the last two build pycurl where no wheel fits
 # Node.js (20 here) runs the IPFS test node; take Debian's only when the machine has none.
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 

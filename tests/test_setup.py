@@ -15,7 +15,7 @@ SETUP = (ROOT / "scripts" / "setup.sh").read_text()
 # each Debian package of setup.sh, by a command or file it ships that the tests use
 SHIPS = {"git": "git", "wget2": "wget2", "aria2": "aria2c", "minisign": "minisign", "chromium": "chromium",
          "chromium-driver": "chromedriver", "nginx": "nginx", "tesseract-ocr": "tesseract", "openssl": "openssl",
-         "e2fsprogs": "chattr", "unzip": "unzip", "openssh-client": "ssh", "perl": "shasum", "tesseract-ocr-spa": None, "libzbar0": None, "libcurl4-openssl-dev": None,
+         "e2fsprogs": "chattr", "unzip": "unzip", "openssh-client": "ssh", "perl": "shasum", "util-linux": "setpriv", "tesseract-ocr-spa": None, "libzbar0": None, "libcurl4-openssl-dev": None,
          "libssl-dev": None, "locales": None}  # locales: the sources localedef builds a test locale from
 
 
@@ -30,7 +30,8 @@ def test_every_debian_package_setup_installs_is_installed():
     assert set(packages) == set(SHIPS), "a package was added to setup.sh: say here what it ships"
     missing = [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
     assert missing == [], f"setup.sh installs {missing}, which are not installed"
-    commands = [c for c in SHIPS.values() if c and not (shutil.which(c) or shutil.which(c, path="/usr/sbin"))]
+    commands = [c for c in (*SHIPS.values(), "unshare")  # unshare: util-linux's other one the tests run
+                if c and not (shutil.which(c) or shutil.which(c, path="/usr/sbin"))]
     assert commands == [], f"not on the PATH: {commands}"
     languages = subprocess.run(["tesseract", "--list-langs"], capture_output=True, text=True).stdout.split()
     assert "spa" in languages, "tesseract-ocr-spa: tesseract has no Spanish data"
