@@ -260,7 +260,7 @@ def _their_sums(other: Path, text: str) -> list[Theirs]:
     for number, line in enumerate(text_lines(text), 1):
         if not line.strip() or line.startswith("#"):
             continue
-        m = _SHA_LINE.match(line.rstrip("\r"))
+        m = _SHA_LINE.match(line)
         if not m:
             raise UsageError(f"{other}:{number}: not a '<sha256>  <name>' line (sha256sum format)")
         files.append(Theirs(m.group(2), m.group(1).lower()))

@@ -22,11 +22,11 @@ from .archive import STATE_DIR, Archive, disk_error, safe_component
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
-from .models import (Acta, ArchiveWriteError, Fetched, FetchError, IndexFormatError, MirrorLocked, Page,
-                     SourceUnreachable, UnsafePath, UsageError)
+from .models import (Acta, ArchiveWriteError, Fetched, FetchError, MirrorLocked, Page, SourceUnreachable,
+                     UnsafePath, UsageError)
 from .publish import redact, register_secrets
 from .state import open_payload
-from .sites import get_site
+from .sites import get_site, unreadable
 
 
 BACKLOG_LIMIT = 2048  # files fetched but not yet committed before workers pause
@@ -624,7 +624,7 @@ def _listing_identity(site: str, shard: tuple[int, int], read: list[tuple[str, s
             with open(path, "rb") as fh:
                 digest.update(f"{url}\n{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
         except OSError as exc:  # a local index that will not be read (procfs, a failing disk)
-            raise IndexFormatError(f"{url}: cannot be read ({exc.strerror or exc})") from None
+            raise unreadable(url, exc) from None
     return digest.hexdigest()
 
 

@@ -55,8 +55,21 @@ def mirror_dir(job: Job, shard: tuple[int, int]) -> Path:
     return Path(job.resolve(text))
 
 
+def key_file(job: Job) -> str:
+    """The secret key file the job signs with: sign.key (relative to the job file), else the
+    file ACTA_MIRROR_SIGN_KEY_FILE names; '' when neither names one. Not checked."""
+    return job.resolve(job["sign.key"]) or os.environ.get(SIGN_KEY_ENV, "")
+
+
+def index_file(job: Job) -> str:
+    """The local index file the job reads instead of the site's (source.index, relative to the
+    job file); '' when it reads the site's or an index URL."""
+    index = job["source.index"]
+    return job.resolve(index) if index and "://" not in index else ""
+
+
 def sign_key(job: Job) -> str | None:
-    key = job.resolve(job["sign.key"]) or os.environ.get(SIGN_KEY_ENV, "")
+    key = key_file(job)
     if key and not Path(key).is_file():
         raise UsageError(f"{job.path}: sign.key: {key}: no such file")
     if key:
@@ -172,11 +185,9 @@ def _car_is_no_input(job: Job, car: Path) -> None:
     """UsageError when the CAR file would be written over a file the job reads: the job file,
     its secret key, the authority's CA or a local index (the index is evidence no bag holds,
     the key cannot be made again). By name, and by the file itself (a link to it)."""
-    index = job["source.index"] if "://" not in job["source.index"] else ""
-    reads = (("the job file", str(job.path)), ("the secret key (sign.key)", job.resolve(job["sign.key"])),
-             ("the key in ACTA_MIRROR_SIGN_KEY_FILE", "" if job["sign.key"] else os.environ.get(SIGN_KEY_ENV, "")),
+    reads = (("the job file", str(job.path)), (f"the secret key (sign.key or {SIGN_KEY_ENV})", key_file(job)),
              ("the authority's CA (sign.tsa_ca)", job.resolve(job["sign.tsa_ca"])),
-             ("the index (source.index)", job.resolve(index)))
+             ("the index (source.index)", index_file(job)))
     for what, path in reads:
         if not path:
             continue
@@ -195,8 +206,7 @@ def crawl_options(job: Job, shard: tuple[int, int], out: Path | None = None, sig
     return CrawlOptions(
         site=job["source.site"], root=job["source.root"], out=str(out or mirror_dir(job, shard)),
         discover=job["source.discover"] or None,
-        index=job.resolve(job["source.index"]) if job["source.index"] and "://" not in job["source.index"]
-        else (job["source.index"] or None),
+        index=index_file(job) or job["source.index"] or None,
         shard=shard, wait_lock=job["output.wait_lock"], sign_key=sign_key(job) if sign else None,
         alternates=tuple(job["source.alternates"]), allow_hosts=tuple(job["source.hosts"]),
         **fetch_options(job.values["fetch"]))

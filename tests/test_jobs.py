@@ -360,9 +360,10 @@ def test_a_file_the_job_names_is_checked_before_the_crawl(tmp_path, extra, needl
 
 
 @pytest.mark.parametrize("car, what", [
-    ("job.toml", "the job file"), ("k.key", "the secret key (sign.key)"), ("index.csv", "the index (source.index)"),
-    ("ca.pem", "the authority's CA (sign.tsa_ca)"), ("alias.car", "the secret key (sign.key)"),
-    ("env.key", "the key in ACTA_MIRROR_SIGN_KEY_FILE")])
+    ("job.toml", "the job file"), ("k.key", "the secret key (sign.key or ACTA_MIRROR_SIGN_KEY_FILE)"),
+    ("index.csv", "the index (source.index)"), ("ca.pem", "the authority's CA (sign.tsa_ca)"),
+    ("alias.car", "the secret key (sign.key or ACTA_MIRROR_SIGN_KEY_FILE)"),
+    ("env.key", "the secret key (sign.key or ACTA_MIRROR_SIGN_KEY_FILE)")])
 def test_the_car_file_is_never_written_over_a_file_the_job_reads(tmp_path, car, what):
     """publish.car = "k.key" (or the job file, its local index, the authority's CA, or a link
     to one of them) ran, wrote the CAR over that file and exited 0: the secret key or the only

@@ -76,6 +76,12 @@ def page_base(page: Page) -> str:
     return page.url
 
 
+def unreadable(url: str, exc: OSError) -> IndexFormatError:
+    """The error for an index file the system will not read (no permission, procfs, a failing
+    disk): a user's input (exit 2), named, never taken for the disk refusing a write (exit 3)."""
+    return IndexFormatError(f"{url}: cannot be read ({exc.strerror or exc})")
+
+
 def parse_page(html: str, url: str, *ids: str):
     """The page parsed, but only the elements with these ids (and what they hold) become
     Python objects: a page of a million <div>s costs a parse, not gigabytes of tree. A page

@@ -9,7 +9,7 @@ import asyncio
 from typing import AsyncIterator, BinaryIO, Iterator
 
 from ..models import Acta, IndexFormatError, Place
-from . import GetPage, Page, Report, join, link_text, page_base, parse_page, register, walk_pages
+from . import GetPage, Page, Report, join, link_text, page_base, parse_page, register, unreadable, walk_pages
 
 REQUIRED = ("COD_EDO", "EDO", "COD_MUN", "MUN", "COD_PAR", "PAR", "CENTRO", "MESA", "URL")
 _URLISH = re.compile(r"^(https?://|/)?[^\s]+$")
@@ -87,12 +87,14 @@ def _rows(reader, header, url: str, site: str, report: Report | None) -> Iterato
                 if report is None:
                     raise
                 report(url, str(exc), "bad index row")
-    except (csv.Error, UnicodeDecodeError, OSError) as exc:
-        what = (f"not UTF-8 after its BOM (byte {exc.start})" if isinstance(exc, UnicodeDecodeError)
-                else f"cannot be read ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc))
+    except (csv.Error, UnicodeDecodeError, OSError) as exc:  # the rows before it are listed
+        where = f"{url}:{reader.line_num}"
+        error = unreadable(where, exc) if isinstance(exc, OSError) else IndexFormatError(
+            f"{where}: not UTF-8 after its BOM (byte {exc.start})" if isinstance(exc, UnicodeDecodeError)
+            else f"{where}: {exc}")
         if report is None:
-            raise IndexFormatError(f"{url}:{reader.line_num}: {what}") from None
-        report(url, f"{url}:{reader.line_num}: {what}; the rest of the index is unreadable", "bad index row")
+            raise error from None
+        report(url, f"{error}; the rest of the index is unreadable", "bad index row")
 
 
 def _closing(rows: Iterator[Acta], fh) -> Iterator[Acta]:
@@ -157,15 +159,14 @@ class Resultados2024:
         readable); rows are read and parsed as they are asked for."""
         try:
             fh = open(path, "rb")
-        except OSError as exc:  # a file the user may not read
-            raise IndexFormatError(f"{url}: cannot be read ({exc.strerror or exc})") from None
+        except OSError as exc:
+            raise unreadable(url, exc) from None
         try:
             rows = parse_index_file(fh, url, self.name, report)
-        except OSError as exc:  # a file that will not be read (procfs, a failing disk)
+        except BaseException as exc:
             fh.close()
-            raise IndexFormatError(f"{url}: cannot be read ({exc.strerror or exc})") from None
-        except BaseException:
-            fh.close()
+            if isinstance(exc, OSError):
+                raise unreadable(url, exc) from None
             raise
         return _closing(rows, fh)
 
