@@ -860,7 +860,9 @@ def write_bag_files(root: Path, extra_info: dict[str, str], items: Iterable[tupl
     for label, value in old.items():
         info.setdefault(label, value)
     info.update(extra_info)
-    info["Acta-Mirror-Merkle-Root"] = root_hash
+    # what the manifest just written says, whatever an older bag-info or the caller carried
+    info.update({"Payload-Oxum": f"{totals[0]}.{totals[1]}", "Acta-Mirror-Merkle-Root": root_hash,
+                 "Acta-Mirror-Merkle-Size": str(totals[1])})
     atomic_write(root / BAG_INFO, format_bag_info(info))
     write_tag_manifest(root, hashed)
 

@@ -157,6 +157,10 @@ def check_seal(bag: str | os.PathLike, pubkey: str | os.PathLike | PublicKey | N
     recorded = state.info.get("Acta-Mirror-Merkle-Root")
     if recorded and recorded != root:
         problems.append(Problem("root", BAG_INFO, f"records Merkle root {recorded}, the manifest gives {root}"))
+    size = state.info.get("Acta-Mirror-Merkle-Size")
+    if size is not None and size != str(len(items)):
+        problems.append(Problem("root", BAG_INFO, f"records a Merkle tree of {size} leaves, "
+                                                  f"the manifest lists {len(items)} files"))
     public = pubkey if isinstance(pubkey, PublicKey) or pubkey is None else load_public(pubkey)
     try:
         statement_bytes, sig_bytes = _small_file(bag, STATEMENT), _small_file(bag, SIGNATURE)

@@ -81,8 +81,14 @@ def _check_entry(e: Entry) -> None:
         if _BAD_HEADER.search(getattr(e, name)):
             raise NotAMirror(f"{PROVENANCE}: {e.path}: {name} holds a control character")
     for name in ("url", "final_url"):
-        parts = urlsplit(getattr(e, name))
-        if parts.scheme not in ("http", "https") or not parts.netloc or " " in getattr(e, name):
+        url = getattr(e, name)
+        if not url.isascii():  # the crawl records URLs as asked, percent-encoded: a URI is ASCII
+            raise NotAMirror(f"{PROVENANCE}: {e.path}: {name} holds a character no URL may (not ASCII)")
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # "http://[::1/x" and the like
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or " " in url:
             raise NotAMirror(f"{PROVENANCE}: {e.path}: {name} is not an http(s) URL")
     _warc_date(e.fetched_at, e.path)
     if not 100 <= e.status <= 599:
@@ -96,7 +102,10 @@ def _warc_date(iso: str, path: str) -> str:
         raise NotAMirror(f"{PROVENANCE}: {path}: fetched_at {iso!r} is not a date") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC instant a date can hold
+        raise NotAMirror(f"{PROVENANCE}: {path}: fetched_at {iso!r} is out of range") from None
 
 
 def _reason(status: int) -> str:

@@ -236,6 +236,32 @@ def test_crosscheck_against_aggregated_state_totals(mirror, tmp_path):
 
 
 
+@pytest.mark.parametrize("rows, error", [
+    (["nation,VE,1", "nation,VE,9305"], ":3: nation VE is given again with other figures (first on line 2)"),
+    (["state,01,5", "nation,VE,7", "state,01,5"], None),  # the same row again: one unit, counted once
+    ([f"state,01,{'9' * 200_000}"], "field larger than field limit"),
+])
+def test_a_results_file_that_gives_a_unit_twice_or_a_huge_field_is_refused(tmp_path, rows, error):
+    """A unit given twice with other figures would be compared by its last row only (the
+    first could hide a disagreement): refused, naming both lines. csv's own errors are a
+    usage error too, never a traceback."""
+    from mirror.audit.crosscheck import load_figures
+    from mirror.models import UsageError
+
+    official = tmp_path / "official.csv"
+    official.write_text("level,code,EG\n" + "".join(r + "\n" for r in rows))
+    if error is None:
+        assert load_figures(official) == {("state", "01"): {"EG": 5}, ("nation", "VE"): {"EG": 7}}
+        return
+    with pytest.raises(UsageError) as caught:
+        load_figures(official)
+    assert error in str(caught.value) and str(caught.value).startswith(f"--against {official}")
+    table = tmp_path / "index.csv"  # the site's index: one table under two spellings of its code
+    table.write_text("CENTRO,MESA,EG\n10113042,1,9999\n010113042,01,232\n")
+    with pytest.raises(UsageError, match="table 010113042.01 is given again"):
+        load_figures(table)
+
+
 # -- coverage: the index is the denominator ------------------------------------------------------
 FAILED, UNREADABLE, VANISHED = 4, 3, 2
 

@@ -91,6 +91,21 @@ def test_a_regenerated_manifest_does_not_fool_the_signature(signed, keys):
     assert code == 1 and ("root", "signed-root.json") in problems
 
 
+def test_rebuilt_bag_files_count_what_their_manifest_lists_whatever_they_are_given(signed):
+    """A bag rebuilt from provenance (restore from older shards, a job's copy) with another
+    bag's labels (a shard's own Payload-Oxum and Merkle size) states its own."""
+    from mirror.archive import write_bag_files
+    from mirror.manifest import parse_bag_info
+
+    entries = list(read_provenance(signed / "provenance.jsonl"))
+    oxum = f"{sum(e.size for e in entries)}.{len(entries)}"
+    write_bag_files(signed, {"Payload-Oxum": "13.1", "Acta-Mirror-Merkle-Size": "13",
+                             "Acta-Mirror-Merkle-Root": "0" * 64, "Source-Organization": "kept"})
+    info = parse_bag_info((signed / "bag-info.txt").read_text())
+    assert (info["Payload-Oxum"], info["Acta-Mirror-Merkle-Size"]) == (oxum, str(len(entries)))
+    assert info["Acta-Mirror-Merkle-Root"] != "0" * 64 and info["Source-Organization"] == "kept"
+
+
 def test_one_flipped_byte_in_the_signature_is_caught(signed, keys):
     sig = signed / "signed-root.json.minisig"
     lines = sig.read_text().splitlines()

@@ -1557,6 +1557,12 @@ def test_seal_problems_are_named_exactly(signed, keypair, tmp_path):
     (signed / "bag-info.txt").write_text(info.replace(root, "0" * 64))
     details = _details(signed, pub)
     assert details[0] == f"root: bag-info.txt (records Merkle root {'0' * 64}, the manifest gives {root})"
+    size = json.loads((signed / evidence.STATEMENT).read_text())["tree_size"]
+    for wrong in (str(size - 1), str(size + 1), f"0{size}", "", "six"):  # compared as text, as written
+        (signed / "bag-info.txt").write_text(info.replace(f"Acta-Mirror-Merkle-Size: {size}\n",
+                                                          f"Acta-Mirror-Merkle-Size: {wrong}\n"))
+        assert _details(signed, pub)[0] == (f"root: bag-info.txt (records a Merkle tree of {wrong.strip()} leaves, "
+                                            f"the manifest lists {size} files)"), wrong
     (signed / "bag-info.txt").write_text(info)
     sig_text = (signed / evidence.SIGNATURE).read_text()
     lines = sig_text.splitlines()

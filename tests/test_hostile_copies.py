@@ -201,6 +201,51 @@ def test_restore_refuses_a_giant_blob_unread(made, tmp_path, name):
     assert not (tmp_path / "r").exists()
 
 
+def _hostile_remote(made: Path, tmp_path: Path, edit) -> str:
+    """The published shard, edited in a clone and pushed to a bare repository of its own."""
+    work = tmp_path / "work"
+    git("clone", "-q", str(made / "git" / "actas.git"), str(work))
+    edit(work)
+    git("-c", "user.name=x", "-c", "user.email=x@y", "commit", "-q", "-m", "update", cwd=work)
+    git("init", "-q", "--bare", str(tmp_path / "hostile.git"))
+    git("push", "-q", str(tmp_path / "hostile.git"), "HEAD:main", cwd=work)
+    return f"git+file://{tmp_path}/hostile.git"
+
+
+@pytest.mark.parametrize("name", ["full-bag/changes.jsonl", "full-bag/manifest-sha256.txt"])
+def test_restore_names_a_submodule_where_a_bag_file_belongs(made, tmp_path, name):
+    """A gitlink (a submodule's commit) in place of one of shard 01's full-bag/ files: git's
+    object reader raised a bare ValueError, and restore ended in a traceback."""
+    def edit(work):
+        git("rm", "-q", "--cached", name, cwd=work)
+        git("update-index", "--add", "--cacheinfo", f"160000,{'1' * 40},{name}", cwd=work)
+
+    url = _hostile_remote(made, tmp_path, edit)
+    proc = run_cli("restore", "--from", url, "--out", str(tmp_path / "r"), "--quiet", timeout=LIMIT,
+                   env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == f"acta-mirror: shard 01: {name} is not a regular file (git mode 160000)"
+    assert not (tmp_path / "r").exists()
+
+
+def test_restore_names_a_repository_of_sha256_object_names(made, tmp_path):
+    """The shard's files committed into a SHA-256 repository (git init --object-format=sha256):
+    git's object reader failed to parse its objects, and restore ended in a traceback."""
+    work, tree = tmp_path / "work", tmp_path / "tree.tar"
+    with open(tree, "wb") as fh:
+        subprocess.run(["git", "-C", str(made / "git" / "actas.git"), "archive", "main"], stdout=fh, check=True)
+    git("init", "-q", "--object-format=sha256", "-b", "main", str(work))
+    subprocess.run(["tar", "-xf", str(tree), "-C", str(work)], check=True)
+    git("add", "-A", cwd=work)
+    git("-c", "user.name=x", "-c", "user.email=x@y", "commit", "-q", "-m", "sha256", cwd=work)
+    git("init", "-q", "--bare", "--object-format=sha256", str(tmp_path / "hostile.git"))
+    git("push", "-q", str(tmp_path / "hostile.git"), "main", cwd=work)
+    proc = run_cli("restore", "--from", f"git+file://{tmp_path}/hostile.git", "--out", str(tmp_path / "r"), "--quiet",
+                   timeout=LIMIT, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "shard 01: a repository of sha256 object names; restore reads SHA-1 ones" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
 # -- tally, crosscheck, site: an edited index ------------------------------------------------------
 @pytest.mark.parametrize("command", ["tally", "crosscheck", "site"])
 def test_an_index_that_is_not_the_archived_one_is_never_the_denominator(signed, command):

@@ -508,6 +508,30 @@ def test_export_refuses_to_write_inside_the_mirror(mirror, tmp_path, form):
     assert run_cli("verify", str(mirror), timeout=LIMIT).returncode == 0
 
 
+@pytest.mark.parametrize("field, value, said", [
+    ("fetched_at", "0001-01-01T00:00:00+01:00", "fetched_at '0001-01-01T00:00:00+01:00' is out of range"),
+    ("fetched_at", "9999-12-31T23:59:59-01:00", "fetched_at '9999-12-31T23:59:59-01:00' is out of range"),
+    ("final_url", "http://[::1/x.jpg", "final_url is not an http(s) URL"),
+    ("final_url", "http://example.com/\u00e9", "final_url holds a character no URL may (not ASCII)"),
+    ("url", "http://example.com/\u2028x.jpg", "url holds a character no URL may (not ASCII)"),
+])
+@pytest.mark.parametrize("form", ["--warc", "--wacz"])
+def test_export_names_a_record_it_cannot_write_in_one_line(mirror, tmp_path, form, field, value, said):
+    """A provenance record whose date falls outside what a date can hold in UTC, whose URL does
+    not parse, or holds what no URI may (the crawl records URLs percent-encoded): export ended
+    in a traceback (OverflowError, ValueError, warcio's UnicodeEncodeError)."""
+    lines = (mirror / "provenance.jsonl").read_text().splitlines()
+    record = json.loads(lines[1])
+    record[field] = value
+    lines[1] = json.dumps(record, ensure_ascii=False)
+    (mirror / "provenance.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "m.export"
+    proc = run_cli("export", str(mirror), form, str(out), timeout=LIMIT)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"provenance.jsonl: {record['path']}: {said}" in _one_line(proc)
+    assert not out.exists()
+
+
 # -- IPFS: a token is for one host ------------------------------------------------------------------
 def test_an_rpc_token_for_two_hosts_refuses_before_any_call(mirror):
     """ACTA_MIRROR_IPFS_TOKEN went to every node --to named: a second node on another host (a

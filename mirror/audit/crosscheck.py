@@ -66,6 +66,7 @@ def load_figures(path: str | Path) -> dict[tuple[str, str], dict[str, int]]:
     if not per_table and not ("level" in header and "code" in header):
         raise UsageError(f"--against {path}: needs CENTRO and MESA columns, or level and code columns")
     figures: dict[tuple[str, str], dict[str, int]] = {}
+    first_line: dict[tuple[str, str], int] = {}
     try:
         for row in reader:
             if None in row or any(v is None for v in row.values()):
@@ -76,8 +77,13 @@ def load_figures(path: str | Path) -> dict[tuple[str, str], dict[str, int]]:
                 level, code = row["level"].strip(), row["code"].strip()
                 if level not in LEVELS:
                     raise ValueError(f"level {level!r} is not one of {', '.join(LEVELS)}")
-            figures[(level, code)] = {c: int(row[c]) for c in columns if (row.get(c) or "").strip() != ""}
-    except (ValueError, TypeError, KeyError) as exc:
+            given = {c: int(row[c]) for c in columns if (row.get(c) or "").strip() != ""}
+            if (level, code) in figures and figures[(level, code)] != given:  # which would be the figure?
+                raise ValueError(f"{level} {code} is given again with other figures "
+                                 f"(first on line {first_line[(level, code)]})")
+            figures[(level, code)] = given
+            first_line.setdefault((level, code), reader.line_num)
+    except (ValueError, TypeError, KeyError, csv.Error) as exc:
         raise UsageError(f"--against {path}:{reader.line_num}: {exc}") from None
     return figures
 

@@ -851,6 +851,11 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress,
             shown = redact(shard_url(pub.shown, shard), pub._secret)
             repo = git.Repo(dest)
             repo.git.update_environment(**env)
+            names = repo.git.rev_parse("--show-object-format")
+            if names != "sha1":  # what the shards are published as, and what git's object reader takes
+                errors.append(f"{shown}: shard {shard}: a repository of {printable(names)} object names; "
+                              "restore reads SHA-1 ones, as publish writes them")
+                continue
             tip = _commit_of(repo, "HEAD")
             if tip is None:  # a host's ref files may name a tree or a blob
                 errors.append(f"{shown}: shard {shard}: its branch {BRANCH} points at no commit")
@@ -862,7 +867,7 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress,
     first, first_tip = clone("01")
     layout = read_layout(_read_blob(first, first_tip, SHARDS_JSON), f"shard 01 ({SHARDS_JSON})")
     first_tree = _tree_files(first, first_tip)  # read once: the key check, the shard's files, the bag files
-    manifest = first_tree.get(f"{FULL_BAG}/{PAYLOAD_MANIFEST}")
+    manifest = _regular(first_tree, f"{FULL_BAG}/{PAYLOAD_MANIFEST}")
     listed = _manifest_in(_blob(first, manifest[1]).decode("utf-8", "replace"),
                           f"shard 01: {FULL_BAG}/{PAYLOAD_MANIFEST}") if manifest else {}
     if public is not None:
@@ -894,9 +899,9 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress,
             # when collected, or fails noisily once git's process is gone), then the bytes
             # streamed to disk: a blob of zeros that git keeps in kilobytes would otherwise be
             # inflated whole into memory.
-            if repo.odb.info(bytes.fromhex(entry[1])).size != e.size:
+            if _info(repo, entry[1]).size != e.size:
                 raise PublishError(f"shard {shard}: {e.path} does not match its provenance line")
-            blob = repo.odb.stream(bytes.fromhex(entry[1]))
+            blob = _stream(repo, entry[1])
             digest = hashlib.sha256()
             _write_new(out, e.path, _hashed_chunks(blob, digest))
             if digest.hexdigest() != e.sha256:
@@ -907,16 +912,18 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress,
     if missing:
         raise PublishError(f"the shards lack {len(missing)} file(s) the full manifest lists, e.g. {missing[0]}")
     tree = first_tree
-    carried = {name: tree[f"{FULL_BAG}/{name}"] for name in PUBLISHED_TAG_FILES if f"{FULL_BAG}/{name}" in tree}
+    carried = {name: _regular(tree, f"{FULL_BAG}/{name}") for name in PUBLISHED_TAG_FILES
+               if f"{FULL_BAG}/{name}" in tree}
     if manifest and set(listed) == restored:
         for name, (_mode, sha) in carried.items():
-            _fits(first.odb.info(bytes.fromhex(sha)).size, f"shard 01: {FULL_BAG}/{name}")
+            _fits(_info(first, sha).size, f"shard 01: {FULL_BAG}/{name}")
         for name, (_mode, sha) in carried.items():  # byte for byte (the signature covers them), streamed
-            _write_new(out, name, _hashed_chunks(first.odb.stream(bytes.fromhex(sha)), hashlib.sha256()))
+            _write_new(out, name, _hashed_chunks(_stream(first, sha), hashlib.sha256()))
     else:  # older shards, or files from several writers: a bag rebuilt from the full provenance
         notes.append("the shards carry no signed tag files for this set of files; bag files rebuilt")
         _write_new(out, PROVENANCE, "".join(e.text for e in full.values()).encode())
-        info = parse_bag_info(_blob(first, tree[BAG_INFO][1]).decode("utf-8", "replace")) if BAG_INFO in tree else {}
+        info = parse_bag_info(_blob(first, _regular(tree, BAG_INFO)[1]).decode("utf-8", "replace")) \
+            if BAG_INFO in tree else {}
         for key in ("Payload-Oxum", "Acta-Mirror-Shard", "Acta-Mirror-Full-Root"):
             info.pop(key, None)
         write_bag_files(out, info)
@@ -933,7 +940,7 @@ def _signed_with(repo: git.Repo, tree: dict[str, tuple[str, str]], listed: dict[
     if missing:
         raise PublishError(f"shard 01 has no {missing}: the published mirror carries no signed statement, so it "
                            "is not signed with the key you gave; nothing restored")
-    statement, signature = (_blob(repo, tree[p][1]) for p in paths[:2])
+    statement, signature = (_blob(repo, _regular(tree, p)[1]) for p in paths[:2])
     try:
         trusted = verify_signature(statement, parse_signature(signature.decode("utf-8", "replace"), paths[1]),
                                    public, paths[0], paths[1])
@@ -979,11 +986,37 @@ def _tree_files(repo: git.Repo, tip: str) -> dict[str, tuple[str, str]]:
     return files
 
 
+def _regular(tree: dict[str, tuple[str, str]], path: str) -> tuple[str, str] | None:
+    """Shard 01's entry for one of its bag files (None if it has none); a link, a folder or a
+    submodule there is a damaged shard."""
+    entry = tree.get(path)
+    if entry is not None and entry[0] not in ("100644", "100755"):
+        raise PublishError(f"shard 01: {path} is not a regular file (git mode {entry[0]})")
+    return entry
+
+
 def _blob(repo: git.Repo, sha: str) -> bytes:
     """A record's blob, whole: one larger than any record is refused unread (a blob of zeros
     that git keeps in kilobytes would otherwise be inflated whole into memory)."""
-    _fits(repo.odb.info(bytes.fromhex(sha)).size, sha)
-    return repo.odb.stream(bytes.fromhex(sha)).read()
+    _fits(_info(repo, sha).size, sha)
+    return _stream(repo, sha).read()
+
+
+def _info(repo: git.Repo, sha: str):
+    """An object's header from git's database. gitdb raises a bare ValueError on what it cannot
+    parse (an object id of another hash, a damaged header): as any object git fails on."""
+    try:
+        return repo.odb.info(bytes.fromhex(sha))
+    except ValueError as exc:
+        raise git.exc.ODBError(f"object {sha}: {exc}") from None
+
+
+def _stream(repo: git.Repo, sha: str):
+    """An object's bytes as a stream (see _info)."""
+    try:
+        return repo.odb.stream(bytes.fromhex(sha))
+    except ValueError as exc:
+        raise git.exc.ODBError(f"object {sha}: {exc}") from None
 
 
 def _fits(size: int, what: str) -> None:
@@ -1047,7 +1080,7 @@ def _write_tree(repo: git.Repo, base: str | None, changes: dict, fresh: set[str]
     the remote."""
     old: dict[str, tuple[int, str]] = {}
     if base:
-        for binsha, mode, name in tree_entries_from_data(repo.odb.stream(bytes.fromhex(base)).read()):
+        for binsha, mode, name in tree_entries_from_data(_stream(repo, base).read()):
             old[name] = (mode, binsha.hex())
     entries = {} if whole else dict(old)
     nested: dict[str, dict] = {}
