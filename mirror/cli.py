@@ -1001,9 +1001,9 @@ def cmd_verify_file(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from .evidence import diff_keyed, keyed
+    from .evidence import diff_keyed, diff_sources
 
-    left, right = keyed(args.a), keyed(args.b)
+    left, right = diff_sources(args.a, args.b)
     result = diff_keyed(left, right)
     both = len(left) - len(result["removed"])
     counts = {"a": len(left), "b": len(right), "both": both, "unchanged": both - len(result["changed"])}

@@ -282,6 +282,7 @@ def check_proof(file: str | os.PathLike, proof: dict, root: str) -> None:
         path, index, size = proof["path"], proof["leaf_index"], proof["tree_size"]
         if not isinstance(path, str) or not all(type(n) is int for n in (index, size)):
             raise TypeError
+        path.encode("utf-8")  # a lone surrogate (JSON's "\ud800") names no file: UnicodeEncodeError
         audit = [bytes.fromhex(h) for h in proof["audit_path"]]
         want_root = bytes.fromhex(root)
     except (KeyError, TypeError, ValueError):
@@ -339,11 +340,33 @@ def keyed(source: str | os.PathLike) -> dict[str, str]:
         raw = read_small_file(path, MAX_MANIFEST_BYTES)  # a regular file, never a planted giant read whole
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path}: cannot be read as an index ({getattr(exc, 'strerror', None) or exc})") from None
-    return {a.key: a.url.rsplit("/", 1)[-1] for a in parse_index_bytes(raw, str(path))}
+    names: dict[str, str] = {}
+    for acta in parse_index_bytes(raw, str(path)):
+        name = acta.url.rsplit("/", 1)[-1]
+        if names.setdefault(acta.key, name) != name:  # the last row alone would hide the first's image
+            raise UsageError(f"{path}: table {acta.key} is listed twice with other images ({names[acta.key]}, "
+                             f"{name}): which is the site's cannot be told")
+    return names
+
+
+def kind_of(source: str | os.PathLike) -> str:
+    """What keyed() gives for a source: 'images' (an index's image names) or 'hashes'."""
+    path = Path(source)
+    return "hashes" if path.is_dir() or (path.name.startswith("manifest-") and path.suffix == ".txt") else "images"
+
+
+def diff_sources(a: str | os.PathLike, b: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
+    """keyed() of both; UsageError for an index against a mirror or manifest (image names are
+    no hashes: every table would be 'changed')."""
+    left, right = keyed(a), keyed(b)  # each read first: a path that names nothing is said as such
+    if kind_of(a) != kind_of(b):
+        raise UsageError(f"{a} and {b} are not of a kind: an index gives image names, a mirror or manifest "
+                         "sha256 hashes; compare two indexes, or two mirrors or manifests")
+    return left, right
 
 
 def diff(a: str | os.PathLike, b: str | os.PathLike) -> dict[str, list[str]]:
-    return diff_keyed(keyed(a), keyed(b))
+    return diff_keyed(*diff_sources(a, b))
 
 
 def diff_keyed(left: dict[str, str], right: dict[str, str]) -> dict[str, list[str]]:

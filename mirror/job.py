@@ -23,7 +23,7 @@ from .config import ConfigError, Job
 from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
 from .models import JSON_LINE, NotAMirror, Problem, UnsafePath, UsageError
-from .state import MAX_MANIFEST_BYTES, MAX_TAG_BYTES, Record, iter_records, open_payload
+from .state import MAX_MANIFEST_BYTES, MAX_TAG_BYTES, Record, is_acta_key, iter_records, open_payload
 from .publish import PublishError, Receipt, inside, publisher_for, publishers_for, redact
 from .verify import check, verify
 
@@ -167,14 +167,28 @@ def check_places(job: Job) -> None:
         raise UsageError(f"{job.path}: publish.car: {car.parent}: no such folder")
     if car:
         _car_is_no_input(job, car)
+    folder = job.resolve(job["publish.manifests"])
+    secrets = ((f"the secret key (sign.key or {SIGN_KEY_ENV})", key_file(job)),
+               ("the job file (it may hold fetch.headers' credentials)", str(job.path)))
+    places = [("the manifests folder", folder)] if folder else []
+    if not from_manifests(job):
+        places.append(("the mirror", str(mirror_dir(job, (1, 1)))))
+    for what, path in secrets:  # what lies in them is published (site/ with the mirror) or committed
+        for where, place in places:
+            if path and inside(path, place):
+                raise UsageError(f"{job.path}: {what} {path} is inside {where} {place}, which is published or "
+                                 "committed with it; keep it outside")
     if from_manifests(job):
         return
     out = mirror_dir(job, (1, 1))
+    if folder:  # before the crawl: the state saved at the end must not replace another mirror's
+        from .jobstate import not_behind
+
+        not_behind(out, Path(folder))
     for key in ("publish.car", "publish.manifests"):
         if job[key] and inside(job.resolve(job[key]), out):
             raise UsageError(f"{job.path}: {key}: {job.resolve(job[key])} is inside the mirror {out}: it would "
                              "overwrite or add to what is archived; give a path outside it")
-    folder = job.resolve(job["publish.manifests"])
     for key, path in (("publish.manifests", out), ("publish.car", car)):  # committed between runs: keep it small
         if folder and path and inside(path, folder):
             raise UsageError(f"{job.path}: {key}: {path} is inside the manifests folder {folder}: the folder "
@@ -287,11 +301,18 @@ def _run_from_manifests(job: Job, key: str | None, folder: Path, *, publish_step
         if report.publish_failures:
             report.notes.append(f"{folder} left as it was: the next run publishes this delta again")
             return report
-        save(delta)
+        save(delta, _secret(key))
         report.notes.append(f"manifests written to {folder}")
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _secret(key: str | None):
+    """The job's secret key, read, to sign what it saves (cids.txt); None without one."""
+    from .sign import load_secret
+
+    return load_secret(key) if key else None
 
 
 def _needs_signature(folder: Path, bag: Path) -> bool:
@@ -368,7 +389,7 @@ def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:
         from .jobstate import save_from_mirror
 
         dest = Path(job.resolve(job["publish.manifests"]))
-        save_from_mirror(out, dest)
+        save_from_mirror(out, dest, _secret(key_file(job)))
         report.notes.append(f"manifests copied to {dest}")
 
 
@@ -393,36 +414,50 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     sources = [(Path(shard), _shard_lines(Path(shard)), _shard_files(Path(shard))) for shard in shards]
     stats = {"files": 0, "added": 0, "renamed": 0}
     with Archive(out) as archive:
-        known = {line.path: line.sha256 for line in iter_records(out / PROVENANCE)}
+        known: dict[str, str] = {}
         kept: dict[str, set[str]] = {}  # a path -> the sha256 of every version of it (its .vN names too)
-        for path, sha in known.items():
-            kept.setdefault(_first_version(path), set()).add(sha)
+        tables: dict[str, str] = {}  # an acta key -> the path of its first version here
+        for line in iter_records(out / PROVENANCE):
+            known[line.path] = line.sha256
+            kept.setdefault(_first_version(line.path), set()).add(line.sha256)
+            if is_acta_key(line.entry.key):
+                tables.setdefault(line.entry.key, _first_version(line.path))
+        # Oldest fetch first, whichever shard holds it: of two copies of one file (an index the
+        # site updated between two shards' runs), the later fetched is the later version, as in
+        # one crawl, never the shard named last. A shard's own lines keep their order.
+        incoming = sorted(((shard, line) for shard, lines, _files in sources for line in lines),
+                          key=lambda item: str(item[1].entry.fetched_at))
         staged: list[tuple[Path, str]] = []  # (temp file, final path)
         new_lines: list[str] = []
         try:
-            for shard, lines, _files in sources:
-                for line in lines:
-                    stats["files"] += 1
-                    if known.get(line.path) == line.sha256:
-                        continue
-                    entry, text = line.entry, line.text  # the shard's line, byte for byte
-                    if line.path in known:  # same place, other bytes: keep both
-                        if line.sha256 in kept[_first_version(line.path)]:
-                            continue  # kept already as another version of this path
-                        stem, ext = os.path.splitext(line.path)
-                        n = 2
-                        while f"{stem}.v{n}{ext}" in known:
-                            n += 1
-                        entry = msgspec.structs.replace(entry, path=f"{stem}.v{n}{ext}", version=n)
-                        text = entry.to_json() + "\n"
-                        stats["renamed"] += 1
-                    tmp = archive.tmp / f"merge-{len(staged)}"
-                    _stage(shard, line, tmp)
-                    staged.append((tmp, entry.path))
-                    known[entry.path] = line.sha256
-                    kept.setdefault(_first_version(entry.path), set()).add(line.sha256)
-                    new_lines.append(text)
-                    stats["added"] += 1
+            for shard, line in incoming:
+                stats["files"] += 1
+                if known.get(line.path) == line.sha256:
+                    continue
+                entry, text = line.entry, line.text  # the shard's line, byte for byte
+                # One table is one file and its versions: another shard's copy of it under another
+                # folder or spelling (a case, a Unicode form) is a version of the file kept here.
+                first = tables.get(entry.key) if is_acta_key(entry.key) else None
+                first = first or _first_version(line.path)
+                if line.path in known or first != _first_version(line.path):  # other bytes: keep both
+                    if line.sha256 in kept.get(first, ()):
+                        continue  # kept already as a version of this file
+                    stem, ext = os.path.splitext(first)
+                    n = 2
+                    while f"{stem}.v{n}{ext}" in known:
+                        n += 1
+                    entry = msgspec.structs.replace(entry, path=f"{stem}.v{n}{ext}", version=n)
+                    text = entry.to_json() + "\n"
+                    stats["renamed"] += 1
+                tmp = archive.tmp / f"merge-{len(staged)}"
+                _stage(shard, line, tmp)
+                staged.append((tmp, entry.path))
+                known[entry.path] = line.sha256
+                kept.setdefault(_first_version(entry.path), set()).add(line.sha256)
+                if is_acta_key(entry.key):
+                    tables.setdefault(entry.key, _first_version(entry.path))
+                new_lines.append(text)
+                stats["added"] += 1
             _check_places(out, [rel for _tmp, rel in staged])
             placed: list[Path] = []
             try:
@@ -544,10 +579,17 @@ def _stage(shard: Path, line: Record, tmp: Path) -> None:
             except OSError:
                 pass
         src.seek(0)
+        copied = hashlib.sha256()  # the bytes copied are hashed again: the file may change after its check
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as dst:
-            shutil.copyfileobj(src, dst)
+            while chunk := src.read(1 << 20):
+                copied.update(chunk)
+                dst.write(chunk)
             dst.flush()
             os.fsync(dst.fileno())
+        if copied.hexdigest() != line.sha256:
+            os.unlink(tmp)
+            raise UsageError(f"{shard}: {line.path} changed while it was copied (someone is writing it); "
+                             "not merging it")
 
 
 def _merge_lines(ours: bytes, theirs: list[bytes]) -> bytes:

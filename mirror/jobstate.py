@@ -61,12 +61,14 @@ from .models import MirrorLocked, NotAMirror, UnsafePath, UsageError
 from .state import Record, iter_records, open_payload, read_state
 
 CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; it only grows; a path's last line counts
+CIDS_SIGNATURE = "cids.txt.minisig"  # cids.txt signed with the job's key, for the provenance it goes with
+CIDS_COMMENT = "acta-mirror cids.txt for provenance.jsonl sha256"  # the trusted comment, before that sha256
 CHECKS = "checked.txt"  # when each provenance line's URL was last checked, run-length coded
 CHECK_GRAIN = 3600  # check times are rounded down to this many seconds: runs of equal times stay long
 MAX_CHECKS_BYTES = 1 << 24  # far above a line per provenance line of 100,000 actas
 STATE_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, CHANGES, FAILURES, STATEMENT, SIGNATURE,
                TAG_MANIFEST, *TIMESTAMP_FILES)
-SAVED_FILES = (*STATE_FILES, CIDS, CHECKS)  # what a save writes: the only names a journal may give
+SAVED_FILES = (*STATE_FILES, CIDS, CIDS_SIGNATURE, CHECKS)  # what a save writes: the only names a journal may give
 JOURNAL = ".save-journal"  # a save under way; bookkeeping, never published
 JOURNAL_NEW = ".save-journal.new"  # the journal being written, renamed to JOURNAL when whole
 STAGED = ".save-"  # a staged file is STAGED + its name, beside its place
@@ -238,9 +240,37 @@ def check_signed(state: JobState, key_path: str | None) -> None:
         ours = key_id_text(load_secret(key_path).key_id)
         if seal.key_id != ours:
             problems.append(f"signed by key {seal.key_id}, not by this job's key {ours}")
+    if not problems and (why := cids_unsigned(state)):
+        problems.append(why)
     if problems:
         raise UsageError(f"{state.folder}: the job's state does not match its signature ({problems[0]}); "
                          "not building on it")
+
+
+def cids_unsigned(state: JobState) -> str | None:
+    """Why the CIDs of a signed state's cids.txt cannot be believed (None: they can, or the state
+    is not signed). A run builds the published tree from them, for files whose bytes it does
+    not hold: a CID written there by anyone else (the folder is committed where others can
+    write) would publish other bytes under a file's name. So cids.txt is signed with the job's
+    key, for the provenance it goes with (the trusted comment names that provenance's sha256)."""
+    folder = state.folder
+    if not state.big_cids or not os.path.lexists(folder / STATEMENT):
+        return None
+    if not os.path.lexists(folder / CIDS_SIGNATURE):
+        return f"{CIDS} is not signed ({CIDS_SIGNATURE} is missing): its CIDs could name other bytes"
+    from .sign import SignatureError, parse_public, parse_signature, verify_signature
+
+    try:
+        public = parse_public(json.loads(read_inside(folder, STATEMENT))["public_key"], STATEMENT)
+        sig = parse_signature(read_inside(folder, CIDS_SIGNATURE).decode("utf-8"), CIDS_SIGNATURE)
+        comment = verify_signature(read_inside(folder, CIDS), sig, public, CIDS, CIDS_SIGNATURE)
+    except (SignatureError, UsageError) as exc:  # each names its file
+        return str(exc)
+    except (NotAMirror, OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{CIDS}: its signature cannot be checked ({getattr(exc, 'strerror', None) or exc!r})"
+    if comment != f"{CIDS_COMMENT} {state.provenance_sha256}":
+        return f"{CIDS} is signed for another provenance.jsonl than the folder's"
+    return None
 
 
 def seed(state: JobState, bag: Path) -> None:
@@ -316,23 +346,31 @@ def take_delta(before: JobState, bag: Path) -> Delta:
                  {p: v for p, v in big.items() if before.big_cids.get(p) != v})
 
 
-def save(delta: Delta) -> None:
+def save(delta: Delta, key=None) -> None:
     """Write the run's state into the manifests folder, as one: the changed tag files,
     cids.txt with the new files' lines appended, checked.txt. Called after every publish
     succeeded."""
     folder = delta.before.folder
-    _save(folder, chain(_state_files(folder, delta.bag, delta.new_cids), [(CHECKS, _new_checks(delta))]))
+    _save(folder, chain(_state_files(folder, delta.bag, delta.new_cids, key),
+                        [(CHECKS, _new_checks(delta))]))
 
 
-def _state_files(folder: Path, bag: Path, new_cids: dict[str, tuple[str, int]]):
+def _state_files(folder: Path, bag: Path, new_cids: dict[str, tuple[str, int]], key=None, old_cids: bytes | None = None):
     """(name, where) of the bag's state files (where: the bag, to stream the file from), then
-    cids.txt with these lines appended (where: its bytes)."""
+    cids.txt with these lines appended (where: its bytes; after old_cids, else the folder's),
+    signed with key (a sign.SecretKey) for the bag's provenance."""
     for name in STATE_FILES:
         if os.path.lexists(bag / name):
             yield name, bag
-    if new_cids:
+    cids = (_bytes_or_none(folder, CIDS) or b"") if old_cids is None else old_cids
+    if new_cids or old_cids is not None:
         lines = "".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items()))
-        yield CIDS, (_bytes_or_none(folder, CIDS) or b"") + lines.encode()
+        cids += lines.encode()
+        yield CIDS, cids
+    if key is not None and cids:
+        from .sign import sign_bytes
+
+        yield CIDS_SIGNATURE, sign_bytes(cids, key, f"{CIDS_COMMENT} {_head_sha256(bag, PROVENANCE)[1]}").encode()
 
 
 def _save(folder: Path, files, what: str = "the job's state") -> bool:
@@ -471,20 +509,41 @@ def _sha256_or_none(folder: Path, name: str) -> str | None:
         return None
 
 
-def save_from_mirror(mirror: Path, folder: Path) -> None:
+def not_behind(mirror: Path, folder: Path, before: JobState | None = None) -> None:
+    """UsageError unless the manifests folder may take the mirror's state: its provenance must
+    be where the mirror's begins (it only grows). A folder another mirror's runs filled (a
+    scheduled job's, a local one pointed at the same folder) would lose its records."""
+    before = before or read_job_state(folder, settle=False)
+    if not before.provenance_size:
+        return
+    try:
+        head = _head_sha256(mirror, PROVENANCE, before.provenance_size)
+    except (OSError, NotAMirror):
+        head = (0, "")
+    if head != (before.provenance_size, before.provenance_sha256):
+        raise UsageError(f"{folder / PROVENANCE}: its {len(before.records)} records are not where "
+                         f"{mirror / PROVENANCE} begins: the folder holds another mirror's state, which this "
+                         "run would replace; give an empty folder, or the mirror it was saved from")
+
+
+def save_from_mirror(mirror: Path, folder: Path, key=None) -> None:
     """Write a full local mirror's state into the manifests folder (a job with output.dir), so
-    the job can later run without the local mirror."""
+    the job can later run without the local mirror; never over another mirror's (not_behind).
+    The CIDs of a signed folder whose cids.txt is not signed for its provenance are computed
+    again from the mirror's bytes (cids_unsigned), and cids.txt is signed with key."""
     before = read_job_state(folder)
+    not_behind(mirror, folder, before)
+    believed = before.big_cids if cids_unsigned(before) is None else {}
     new_cids = {}
     records = tuple(iter_records(mirror / PROVENANCE))
     for r in records:
-        if r.size > CHUNK_SIZE and r.path not in before.big_cids:
+        if r.size > CHUNK_SIZE and r.path not in believed:
             cid, tsize, _nodes = file_dag(_chunks_of(mirror, r))
             new_cids[r.path] = (cid_to_str(cid), tsize)
-    prefix = before.checked if _head_sha256(mirror, PROVENANCE, before.provenance_size)[1] == before.provenance_sha256 \
-        else ()  # the folder held another mirror's lines: its times say nothing of these
+    prefix = before.checked
     checks = _checks_text(records, prefix, dict(read_checked_times(mirror / STATE_DIR / CHECKED))).encode()
-    _save(folder, chain(_state_files(folder, mirror, new_cids), [(CHECKS, checks)]))
+    old = None if believed is before.big_cids else b""  # not believed: cids.txt written anew
+    _save(folder, chain(_state_files(folder, mirror, new_cids, key, old), [(CHECKS, checks)]))
 
 
 def _checked_tags(bag: Path, listed: dict[str, str] | None, problems: list) -> dict[str, str]:

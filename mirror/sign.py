@@ -119,10 +119,15 @@ def load_secret(path: str | os.PathLike) -> SecretKey:
 
 def sign_file(path: str | os.PathLike, key: SecretKey, trusted_comment: str) -> str:
     """The .minisig text for a file (prehashed Ed25519, as minisign signs by default)."""
+    return sign_bytes(Path(path).read_bytes(), key, trusted_comment)
+
+
+def sign_bytes(data: bytes, key: SecretKey, trusted_comment: str) -> str:
+    """The .minisig text for a file holding data (before it is written)."""
     if "\n" in trusted_comment or "\r" in trusted_comment:
         raise ValueError("a trusted comment is one line")
     private = Ed25519PrivateKey.from_private_bytes(key.seed)
-    digest = hashlib.blake2b(Path(path).read_bytes(), digest_size=64).digest()
+    digest = hashlib.blake2b(data, digest_size=64).digest()
     signature = private.sign(digest)
     global_sig = private.sign(signature + trusted_comment.encode("utf-8"))
     return (f"untrusted comment: signature from acta-mirror secret key {key_id_text(key.key_id)}\n"

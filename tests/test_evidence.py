@@ -256,6 +256,27 @@ def test_diff_of_the_two_real_index_versions():
     assert proc.returncode == 1  # like diff(1): they differ
 
 
+def test_diff_refuses_a_table_listed_twice_with_other_images_and_sources_of_two_kinds(tmp_path):
+    """An index listing a table twice was read by its last row: with the changed image first
+    and the original last, 'diff' said every table unchanged, exit 0. And an index against a
+    manifest compared image names with hashes: every table 'changed'."""
+    lines = (DATA / "RESULTADOS_2024_CSV_V1.csv").read_bytes().splitlines(keepends=True)[:31]
+    a, twice, same = tmp_path / "a.csv", tmp_path / "twice.csv", tmp_path / "same.csv"
+    a.write_bytes(b"".join(lines))
+    changed = lines[1].replace(b".jpg", b"x.jpg")
+    assert changed != lines[1]
+    twice.write_bytes(b"".join([lines[0], changed] + lines[1:]))
+    same.write_bytes(b"".join(lines + [lines[1]]))  # the very same row again: one table
+    proc = run_cli("diff", str(a), str(twice))
+    assert proc.returncode == 2 and "is listed twice with other images" in proc.stderr, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert run_cli("diff", str(a), str(same)).returncode == 0
+    manifest = tmp_path / "manifest-sha256.txt"
+    manifest.write_text(f"{'0' * 64}  data/x/010113042.01.jpg\n")
+    proc = run_cli("diff", str(a), str(manifest))
+    assert proc.returncode == 2 and "not of a kind" in proc.stderr, proc.stdout + proc.stderr
+
+
 def test_diff_of_two_mirrors(replay_factory, tmp_path):
     r = replay_factory(faults="change=0.15")
     a, b = tmp_path / "a", tmp_path / "b"

@@ -1773,6 +1773,8 @@ def test_proof_and_statement_messages_exactly(signed, keypair, tmp_path):
         (tmp_path / "none", proof, root, UsageError, f"{tmp_path / 'none'}: No such file or directory"),
         (signed / rel, {**proof, "leaf_index": "x"}, root, UsageError,
          "the proof or the root is malformed (expected the JSON of 'acta-mirror prove')"),
+        (signed / rel, {**proof, "path": rel + "\ud800"}, root, UsageError,  # a lone surrogate: was a traceback
+         "the proof or the root is malformed (expected the JSON of 'acta-mirror prove')"),
         (signed / other, proof, root, sign.SignatureError,
          f"{signed / other}: sha256 {digest} is not the one the proof is for ({proof['sha256']})"),
         (signed / rel, proof, "0" * 64, sign.SignatureError, f"{signed / rel}: the proof does not lead to root {'0' * 64}"),

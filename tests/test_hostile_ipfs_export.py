@@ -293,10 +293,18 @@ def _all_held(mirror: Path) -> bytes:
     ("refs/local", b'{"Ref": "not a cid"}\n', ("--dry-run",)),
     ("dag/import", b'{"Root": {"Cid": {"/": "zzz!"}}}\n', ()),
     ("dag/import", b'{"Root": "bafy"}\n', ()),
-])
+    ("refs/local", b"[" * 100_000 + b"\n", ()),
+    ("version", (500, b"[" * 100_000), ()),
+    ("add", lambda request: _endless(request, line=b"\n"), ()),
+    ("add", lambda request: _endless(request, line=b" \r\n"), ()),
+], ids=["no-cid", "no-object", "no-cid-dry-run", "import-no-cid", "import-no-object", "deep-json", "deep-error",
+        "empty-lines", "blank-lines"])
 def test_a_node_answering_what_is_no_rpc_answer_is_one_line(mirror, endpoint, body, args):
     """A node answering refs/local or dag/import with text that is no CID or no object: each
-    ended publish (or its dry run) in a ValueError or AttributeError traceback."""
+    ended publish (or its dry run) in a ValueError or AttributeError traceback. JSON nested past
+    Python's stack (as an answer or an error's message) ended it in a RecursionError traceback,
+    and an add answered with empty lines for ever (each one restarting the read timeout, none
+    counted as an answer) never ended."""
     answers = {endpoint.replace("/", "_"): body}
     if endpoint == "dag/import":  # a node that says it holds every file gets the directories as a CAR
         answers["refs_local"] = _all_held(mirror)

@@ -278,6 +278,84 @@ def test_merge_links_a_shards_file_only_when_nobody_else_may_rewrite_it(signed, 
     assert check.returncode == 0, check.stdout
 
 
+def test_merge_refuses_a_shard_file_rewritten_between_its_check_and_its_copy(signed, pristine, tmp_path,
+                                                                            monkeypatch):
+    """A shard file others may write is copied, not linked: it was hashed, then read again for
+    the copy, so bytes written between the two landed in the mirror (caught only by the final
+    verify, after the records were appended). The bytes copied are hashed as they are copied."""
+    import hashlib
+
+    from mirror import job
+    from mirror.models import UsageError
+
+    shard = _shard_adding_one_acta(pristine, tmp_path)
+    new = shard / "data" / "zz" / "999999999.01.jpg"
+    os.chmod(new, 0o666)
+    checked = hashlib.file_digest
+
+    def then_rewritten(fh, name):  # another user's write, just after the check
+        digest = checked(fh, name)
+        if os.path.samefile(f"/proc/self/fd/{fh.fileno()}", new):
+            with open(new, "r+b") as w:
+                w.write(b"\x00")
+        return digest
+
+    monkeypatch.setattr(hashlib, "file_digest", then_rewritten)
+    before = {p: p.read_bytes() for p in signed.iterdir() if p.is_file()}
+    with pytest.raises(UsageError, match="changed while it was copied"):
+        job.merge(str(signed), [str(shard)], sign_key_path=f"{pristine[1]}.key")
+    assert {p: p.read_bytes() for p in signed.iterdir() if p.is_file()} == before
+    assert not (signed / "data" / "zz").exists() or not any((signed / "data" / "zz").iterdir())
+
+
+def _retimed(pristine, folder: Path, key: str, when: str, *, bytes_of: str | None = None, spelling: bool = False) -> Path:
+    """A copy of the mirror as a shard whose acta `key` was fetched at `when`: with another
+    acta's bytes (bytes_of), under a folder spelt in another case (spelling)."""
+    shutil.copytree(pristine[0], folder, symlinks=True)
+    objs = _lines(folder)
+    for o in objs:
+        if o["key"] != key:
+            continue
+        o["fetched_at"] = when
+        if bytes_of:
+            donor = next(d for d in objs if d["key"] == bytes_of)
+            shutil.copyfile(folder / donor["path"], folder / o["path"])
+            o["sha256"], o["size"], o["cid"] = donor["sha256"], donor["size"], donor["cid"]
+        if spelling:
+            old = folder / o["path"]
+            o["path"] = o["path"].replace("data/", "data/x", 1)  # another folder for the same table
+            (folder / o["path"]).parent.mkdir(parents=True)
+            old.rename(folder / o["path"])
+    (folder / "provenance.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objs))
+    return folder
+
+
+@pytest.mark.parametrize("spelling", [False, True])
+def test_merge_orders_two_copies_of_a_table_by_when_they_were_fetched_not_by_the_shards_order(pristine, tmp_path,
+                                                                                              spelling):
+    """Two shards holding one table (or the index) with other bytes: the copy of the shard named
+    last became the latest version, so 'merge OUT A B' and 'merge OUT B A' tallied different
+    votes, exit 0; and under another folder the table got two version-1 records. Now the later
+    fetch is the later version, under the table's one file name, whatever the order."""
+    from mirror import job
+    from mirror.state import read_state
+
+    key, donor = _an_acta(pristine[0], 0)["key"], _an_acta(pristine[0], 1)["key"]
+    early = _retimed(pristine, tmp_path / "early", key, "2024-07-29T01:00:00.000000Z")
+    late = _retimed(pristine, tmp_path / "late", key, "2024-07-30T01:00:00.000000Z", bytes_of=donor, spelling=spelling)
+    merged = {}
+    for name, order in (("ab", [early, late]), ("ba", [late, early])):
+        job.merge(str(tmp_path / name), [str(shard) for shard in order])
+        state = read_state(tmp_path / name)
+        versions = sorted((e.version, e.path, e.sha256, e.fetched_at) for e in state.entries if e.key == key)
+        merged[name] = versions
+        assert [(v, at) for v, _p, _s, at in versions] == [(1, "2024-07-29T01:00:00.000000Z"),
+                                                             (2, "2024-07-30T01:00:00.000000Z")]
+        assert versions[1][1] == versions[0][1].replace(".jpg", ".v2.jpg")  # one file name, two versions
+        assert state.latest_actas()[key].sha256 == _an_acta(pristine[0], 1)["sha256"]
+    assert merged["ab"] == merged["ba"]
+
+
 def _giant_index(mirror: Path, size: int = 3 << 30) -> int:
     """The latest index replaced by `size` bytes of zeros (sparse), its record and manifest line
     rewritten to match, as anyone can: a mirror whose records agree, and whose index is huge."""

@@ -359,6 +359,33 @@ def test_a_file_the_job_names_is_checked_before_the_crawl(tmp_path, extra, needl
         assert sum(site.hits.values()) == 0  # nothing crawled first
 
 
+@pytest.mark.parametrize("where, key_at, what", [
+    ("mirror", "mirror/site/k.key", "the secret key (sign.key or ACTA_MIRROR_SIGN_KEY_FILE)"),
+    ("mirror", "mirror/k.key", "the secret key (sign.key or ACTA_MIRROR_SIGN_KEY_FILE)"),
+    ("the manifests folder", "manifests/k.key", "the secret key (sign.key or ACTA_MIRROR_SIGN_KEY_FILE)"),
+    ("mirror", "job", "the job file (it may hold fetch.headers' credentials)"),
+])
+def test_the_key_and_the_job_file_are_never_inside_what_is_published(tmp_path, where, key_at, what):
+    """sign.key inside the mirror's site/ folder: run published the secret key with the mirror
+    (git shard 01, IPFS), exit 0. Inside the mirror or the manifests folder (committed between
+    runs), the key, or the job file (which may carry credentials), is refused before anything runs."""
+    from tests.hostile_site import HostileSite
+
+    (tmp_path / "mirror" / "site").mkdir(parents=True)
+    (tmp_path / "manifests").mkdir()
+    key = tmp_path / ("k" if key_at == "job" else key_at.removesuffix(".key"))
+    assert run_cli("keygen", "--out", str(key)).returncode == 0
+    with HostileSite() as site:
+        text = (f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n[output]\ndir = "mirror"\n'
+                f'[publish]\nallow_none = true\nmanifests = "manifests"\n[sign]\nkey = "{key}.key"\n')
+        job = tmp_path / ("mirror/job.toml" if key_at == "job" else "job.toml")
+        job.write_text(text.replace('"mirror"', '"."') if key_at == "job" else text)
+        proc = run_cli("run", str(job), timeout=60)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
+        assert f"{job}: {what} " in proc.stderr and "which is published or committed with it" in proc.stderr
+        assert sum(site.hits.values()) == 0  # nothing crawled first
+
+
 @pytest.mark.parametrize("car, what", [
     ("job.toml", "the job file"), ("k.key", "the secret key (sign.key or ACTA_MIRROR_SIGN_KEY_FILE)"),
     ("index.csv", "the index (source.index)"), ("ca.pem", "the authority's CA (sign.tsa_ca)"),

@@ -107,3 +107,27 @@ def test_a_job_that_drops_its_local_mirror_keeps_its_check_times(replay, tmp_pat
     proc = run_cli("run", str(job), "--quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _requests(proc) == 1, proc.stdout
+
+
+def test_a_local_job_never_replaces_the_state_another_mirror_saved(replay_factory, tmp_path):
+    """A job with output.dir copies its mirror's state into the manifests folder at the end:
+    pointed at a folder a scheduled job had filled (another site, or another mirror), it
+    replaced that folder's records with its own, exit 0, where the scheduled job itself refuses
+    a provenance that does not grow. Refused now, before anything is crawled, and the folder
+    keeps every record."""
+    scheduled, other = replay_factory(limit=6), replay_factory(limit=3)
+    assert run_cli("run", str(_job(tmp_path, scheduled.url)), "--quiet").returncode == 0
+    folder = tmp_path / "manifests"
+    saved = (folder / "provenance.jsonl").read_bytes()
+    local = tmp_path / "local.toml"
+    local.write_text(_job(tmp_path, other.url).read_text().replace("[publish]", '[output]\ndir = "mirror"\n\n[publish]'))
+    proc = run_cli("run", str(local), "--quiet")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stdout + proc.stderr
+    records = len(saved.splitlines())
+    assert f"{folder / 'provenance.jsonl'}: its {records} records are not where" in proc.stderr
+    assert (folder / "provenance.jsonl").read_bytes() == saved and not (tmp_path / "mirror").exists()
+    fresh = tmp_path / "fresh.toml"  # a folder of its own: the local job saves into it, and again on a re-run
+    fresh.write_text(local.read_text().replace('manifests = "manifests"', 'manifests = "own"'))
+    for _ in range(2):
+        assert run_cli("run", str(fresh), "--quiet").returncode == 0
+    assert (tmp_path / "own" / "provenance.jsonl").read_bytes() == (tmp_path / "mirror" / "provenance.jsonl").read_bytes()

@@ -16,7 +16,7 @@ from PIL import Image
 
 from mirror import jobstate
 from mirror.cid import CHUNK_SIZE, file_cid
-from mirror.jobstate import CHECKS, CIDS, STATE_FILES, check_signed, read_job_state
+from mirror.jobstate import CHECKS, CIDS, SAVED_FILES, STATE_FILES, check_signed, read_job_state
 from mirror.models import UsageError
 from mirror.state import iter_records
 from tests.conftest import ROOT, run_cli
@@ -92,7 +92,7 @@ def test_a_run_killed_at_any_point_of_its_save_is_completed_by_the_next(replay_f
             check_signed(read_job_state(scratch), key)
         except UsageError as exc:
             pytest.fail(f"killed before rename/removal {at}: {exc}")
-        assert set(_files(scratch)) <= {*STATE_FILES, CIDS, CHECKS}, (at, sorted(_files(scratch)))  # nothing staged
+        assert set(_files(scratch)) <= set(SAVED_FILES), (at, sorted(_files(scratch)))  # nothing staged
         new = (scratch / "provenance.jsonl").read_bytes() == published
         assert new or _files(scratch) == old, f"killed before rename/removal {at}: the old state, half written"
         outcomes.append(new)
@@ -284,3 +284,51 @@ def test_a_cid_line_a_killed_save_left_for_a_file_never_recorded_is_not_believed
     served = tmp_path / "now.jpg"
     served.write_bytes(now)
     assert read_job_state(folder).big_cids[f"{stem}.v2{ext}"][0] == file_cid(served, len(now))  # the last line counts
+
+
+def test_a_cid_written_into_a_signed_state_by_anyone_else_is_refused(tmp_path):
+    """cids.txt (the CIDs of files over one chunk, which a run without a local mirror builds the
+    published tree from) was not signed: a CID replaced there by anyone who can write the
+    folder (it is committed where others can) went into the tree the next run pinned, exit 0,
+    and the root served other bytes under that file's name. It is signed with the job's key
+    for the provenance it goes with; a cids.txt edited, unsigned or signed for another
+    provenance is refused before anything is asked."""
+    from mirror.cid import raw_cid
+    from mirror.jobstate import CIDS_SIGNATURE
+    from tests.hostile_site import HostileSite, body, index_row
+
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+    job, folder = tmp_path / "job.toml", tmp_path / "manifests"
+    with HostileSite() as site:
+        rows = site.good_actas(2)
+        site.routes["/img/big.jpg"] = body(_big_jpeg())
+        site.serve_index(rows + [index_row(50, f"{site.url}/img/big.jpg")])
+        job.write_text(f'[source]\nsite = "resultados2024"\nroot = "{site.url}"\n\n'
+                       f'[publish]\nmanifests = "manifests"\nallow_none = true\n\n[sign]\nkey = "{tmp_path / "k.key"}"\n')
+        first = run_cli("run", str(job), "--quiet")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert (folder / CIDS_SIGNATURE).is_file()
+        good, sig = (folder / CIDS).read_bytes(), (folder / CIDS_SIGNATURE).read_bytes()
+        other = next(r for r in iter_records(folder / "provenance.jsonl") if r.path.endswith(".jpg") and r.size < CHUNK_SIZE)
+        path = good.decode().split(" ", 2)[2]
+        forged = f"{raw_cid(other.sha256)} {other.size} {path}".encode()
+        for name, edit, said in [
+                (CIDS, lambda: (folder / CIDS).write_bytes(forged), f"{CIDS}: the signature does not match the file"),
+                (CIDS_SIGNATURE, lambda: (folder / CIDS_SIGNATURE).unlink(), f"{CIDS} is not signed"),
+                (CIDS_SIGNATURE, lambda: (folder / CIDS_SIGNATURE).write_bytes(sig.replace(b"sha256 ", b"sha256 0")),
+                 "the trusted comment was altered")]:
+            edit()
+            hits = sum(site.hits.values())
+            proc = run_cli("run", str(job), "--quiet")
+            assert proc.returncode == 2 and said in proc.stderr, (name, proc.stdout + proc.stderr)
+            assert "does not match its signature" in proc.stderr and sum(site.hits.values()) == hits
+            (folder / CIDS).write_bytes(good)
+            (folder / CIDS_SIGNATURE).write_bytes(sig)
+        site.routes["/img/big.jpg"] = body(_big_jpeg())  # the site changes: the state grows, signed again
+        again = run_cli("run", str(job), "--quiet")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert (folder / CIDS_SIGNATURE).read_bytes() != sig and len((folder / CIDS).read_bytes()) > len(good)
+        (folder / CIDS).write_bytes(good)  # the first run's cids.txt and signature, under the grown provenance
+        (folder / CIDS_SIGNATURE).write_bytes(sig)
+        proc = run_cli("run", str(job), "--quiet")
+        assert proc.returncode == 2 and "signed for another provenance.jsonl" in proc.stderr, proc.stdout + proc.stderr

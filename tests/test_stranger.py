@@ -133,13 +133,14 @@ def actas(copy: Path) -> list[str]:
 
 
 def retag(copy: Path) -> None:
-    """Rewrite bag-info.txt's Payload-Oxum and Merkle root, then tagmanifest-sha256.txt, for
-    the files as they now are: every unsigned hash and count in the copy agrees with them."""
+    """Rewrite bag-info.txt's Payload-Oxum and Merkle root and size, then tagmanifest-sha256.txt,
+    for the files as they now are: every unsigned hash and count in the copy agrees with them."""
     files = [Path(folder, name) for folder, _, names in os.walk(copy / "data") for name in names]
     items = [(line[66:], line[:64]) for line in (copy / MANIFEST).read_text().splitlines()]
     info = (copy / "bag-info.txt").read_text()
     info = re.sub(r"Payload-Oxum: .*", f"Payload-Oxum: {sum(f.stat().st_size for f in files)}.{len(files)}", info)
     info = re.sub(r"Acta-Mirror-Merkle-Root: .*", f"Acta-Mirror-Merkle-Root: {merkle_root(items)}", info)
+    info = re.sub(r"Acta-Mirror-Merkle-Size: .*", f"Acta-Mirror-Merkle-Size: {len(items)}", info)
     (copy / "bag-info.txt").write_text(info)
     lines = []
     for line in (copy / "tagmanifest-sha256.txt").read_text().splitlines():

@@ -41,6 +41,7 @@ ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576
               "pin": "false", "cid-base": "base32", "progress": "false"}
 PIECE = 1024 * 1024  # a file larger than this is sent in pieces of it, each checked, never held whole
 MAX_ANSWERS = 10_000  # lines kept of an answer that is not streamed (version, pin/add, …: a few each)
+MAX_BLANK_LINES = 16  # empty lines in one answer (NDJSON has none): more is a node keeping a call alive
 RPC_TIMEOUT = 600.0  # a whole call, or the silence an add may keep: a whole mirror's add streams for longer
 IPNS_TIMEOUT = 30.0  # best effort: a slow IPNS never fails the run
 PIN_POLL_SECONDS = 1.0
@@ -82,6 +83,7 @@ class KuboRPC:
             out.append(answer)
 
         take = each or keep
+        blank = 0
         try:
             if isinstance(timeout, (int, float)):
                 timeout = aiohttp.ClientTimeout(total=timeout)
@@ -91,12 +93,17 @@ class KuboRPC:
                     raise PublishError(f"{self.shown}: {endpoint} answered HTTP {resp.status}: "
                                        f"{_message(await _head(resp, ERROR_BODY))}")
                 async for line in resp.content:
-                    if line.strip():
-                        try:
-                            answer = json.loads(line)
-                        except ValueError:
-                            raise PublishError(f"{self.shown}: {endpoint} answered something that is not JSON") from None
-                        take(answer)
+                    if not line.strip():  # each resets the read timeout: an answer of them would never end
+                        blank += 1
+                        if blank > MAX_BLANK_LINES:
+                            raise PublishError(f"{self.shown}: {endpoint} answered more than {MAX_BLANK_LINES} "
+                                               "empty lines; a node whose answer never ends")
+                        continue
+                    try:
+                        answer = json.loads(line)
+                    except (ValueError, RecursionError):  # RecursionError: JSON nested past Python's stack
+                        raise PublishError(f"{self.shown}: {endpoint} answered something that is not JSON") from None
+                    take(answer)
         except aiohttp.ClientConnectorError as exc:
             raise PublishError(f"{self.shown}: the IPFS node is not reachable ({exc.os_error.strerror or exc})") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, HttpProcessingError, ValueError) as exc:
@@ -116,7 +123,7 @@ async def _head(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 def _message(body: bytes) -> str:
     try:
         return json.loads(body).get("Message", "")[:300] or body[:200].decode("utf-8", "replace")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return body[:200].decode("utf-8", "replace").strip()
 
 
@@ -437,7 +444,7 @@ async def pin_remote(service: str, cid: str, name: str) -> str:
         raise PublishError(f"pinning service {shown}: {type(exc).__name__}: {exc}") from None
     except asyncio.TimeoutError:
         raise PublishError(f"pinning service {shown}: no answer within 30 s") from None
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise PublishError(f"pinning service {shown}: an answer that is not the Pinning Services API's status of "
                            f"{cid} ({type(exc).__name__}: {str(exc)[:100]})") from None
     if status["status"] == "failed":
