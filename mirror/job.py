@@ -103,6 +103,10 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
                              "run: no --shard, no --publish-only")
         return run_from_manifests(job, publish_step=publish_step, counters=counters, shown=shown)
     out = mirror_dir(job, shard)
+    if publish_step and shard == (1, 1) and job["publish.manifests"]:
+        from .jobstate import not_behind  # before the crawl: the state saved at the end replaces no other
+
+        not_behind(out, Path(job.resolve(job["publish.manifests"])))
     report = RunReport(out)
     if crawl_step:
         with shown("crawl"):
@@ -181,10 +185,6 @@ def check_places(job: Job) -> None:
     if from_manifests(job):
         return
     out = mirror_dir(job, (1, 1))
-    if folder:  # before the crawl: the state saved at the end must not replace another mirror's
-        from .jobstate import not_behind
-
-        not_behind(out, Path(folder))
     for key in ("publish.car", "publish.manifests"):
         if job[key] and inside(job.resolve(job[key]), out):
             raise UsageError(f"{job.path}: {key}: {job.resolve(job[key])} is inside the mirror {out}: it would "
@@ -424,7 +424,7 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
                 tables.setdefault(line.entry.key, _first_version(line.path))
         # Oldest fetch first, whichever shard holds it: of two copies of one file (an index the
         # site updated between two shards' runs), the later fetched is the later version, as in
-        # one crawl, never the shard named last. A shard's own lines keep their order.
+        # one crawl, never the shard named last. Lines of the same time keep their order.
         incoming = sorted(((shard, line) for shard, lines, _files in sources for line in lines),
                           key=lambda item: str(item[1].entry.fetched_at))
         staged: list[tuple[Path, str]] = []  # (temp file, final path)
