@@ -327,7 +327,7 @@ def keyed(source: str | os.PathLike) -> dict[str, str]:
         return {k: e.sha256 for k, e in provenance_state(path).require_clean().latest_actas().items()}
     if not path.is_file():
         raise UsageError(f"{path}: no such file or directory")
-    if path.name.startswith("manifest-") and path.suffix == ".txt":
+    if kind_of(path) == "hashes":  # a manifest (a folder was read above)
         best: dict[str, tuple[int, str]] = {}
         for rel, digest in manifest_items(path.parent, path.name):
             found = _ACTA_FILE.fullmatch(rel.rsplit("/", 1)[-1])

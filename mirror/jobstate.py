@@ -97,6 +97,7 @@ class JobState:
     provenance_size: int  # bytes of provenance.jsonl: the next run's must start with them
     provenance_sha256: str
     checked: tuple[float, ...] = ()  # per provenance line (a prefix of them): its URL's last check
+    cids: bytes = b""  # cids.txt as read (its signature is checked against these very bytes)
 
     @property
     def empty(self) -> bool:
@@ -156,7 +157,8 @@ def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobStat
         records = tuple(iter_records(folder / PROVENANCE))
         size, sha256 = _head_sha256(folder, PROVENANCE) if os.path.lexists(folder / PROVENANCE) else \
             (0, hashlib.sha256().hexdigest())
-        cids_text = read_inside(folder, CIDS).decode("utf-8") if os.path.lexists(folder / CIDS) else ""
+        cids_raw = read_inside(folder, CIDS) if os.path.lexists(folder / CIDS) else b""
+        cids_text = cids_raw.decode("utf-8")
     except (NotAMirror, OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{folder}: the job's state is unreadable: {getattr(exc, 'strerror', None) or exc}") from None
     big: dict[str, tuple[str, int]] = {}
@@ -168,7 +170,7 @@ def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobStat
         except (ValueError, IndexError):
             raise UsageError(f"{folder / CIDS}:{number}: not a '<cid> <size> <path>' line") from None
     return JobState(folder, records, big, size, sha256,
-                    _read_checks(folder, records))
+                    _read_checks(folder, records), cids_raw)
 
 
 def _read_checks(folder: Path, records: tuple[Record, ...]) -> tuple[float, ...]:
@@ -263,7 +265,7 @@ def cids_unsigned(state: JobState) -> str | None:
     try:
         public = parse_public(json.loads(read_inside(folder, STATEMENT))["public_key"], STATEMENT)
         sig = parse_signature(read_inside(folder, CIDS_SIGNATURE).decode("utf-8"), CIDS_SIGNATURE)
-        comment = verify_signature(read_inside(folder, CIDS), sig, public, CIDS, CIDS_SIGNATURE)
+        comment = verify_signature(state.cids, sig, public, CIDS, CIDS_SIGNATURE)
     except (SignatureError, UsageError) as exc:  # each names its file
         return str(exc)
     except (NotAMirror, OSError, ValueError, KeyError, TypeError) as exc:
@@ -351,21 +353,22 @@ def save(delta: Delta, key=None) -> None:
     cids.txt with the new files' lines appended, checked.txt. Called after every publish
     succeeded."""
     folder = delta.before.folder
-    _save(folder, chain(_state_files(folder, delta.bag, delta.new_cids, key),
+    _save(folder, chain(_state_files(delta.bag, delta.before.cids, delta.new_cids, key),
                         [(CHECKS, _new_checks(delta))]))
 
 
-def _state_files(folder: Path, bag: Path, new_cids: dict[str, tuple[str, int]], key=None, old_cids: bytes | None = None):
+def _state_files(bag: Path, old_cids: bytes, new_cids: dict[str, tuple[str, int]], key=None,
+                 rewrite: bool = False):
     """(name, where) of the bag's state files (where: the bag, to stream the file from), then
-    cids.txt with these lines appended (where: its bytes; after old_cids, else the folder's),
-    signed with key (a sign.SecretKey) for the bag's provenance."""
+    cids.txt (where: its bytes): old_cids (the folder's, as read) with the new lines appended,
+    written when there are new lines or rewrite says so; signed with key (a sign.SecretKey)
+    for the bag's provenance."""
     for name in STATE_FILES:
         if os.path.lexists(bag / name):
             yield name, bag
-    cids = (_bytes_or_none(folder, CIDS) or b"") if old_cids is None else old_cids
-    if new_cids or old_cids is not None:
-        lines = "".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items()))
-        cids += lines.encode()
+    lines = "".join(f"{cid} {tsize} {path}\n" for path, (cid, tsize) in sorted(new_cids.items()))
+    cids = old_cids + lines.encode()
+    if new_cids or rewrite:
         yield CIDS, cids
     if key is not None and cids:
         from .sign import sign_bytes
@@ -533,7 +536,8 @@ def save_from_mirror(mirror: Path, folder: Path, key=None) -> None:
     again from the mirror's bytes (cids_unsigned), and cids.txt is signed with key."""
     before = read_job_state(folder)
     not_behind(mirror, folder, before)
-    believed = before.big_cids if cids_unsigned(before) is None else {}
+    trusted = cids_unsigned(before) is None  # else cids.txt is written anew, every CID computed here
+    believed = before.big_cids if trusted else {}
     new_cids = {}
     records = tuple(iter_records(mirror / PROVENANCE))
     for r in records:
@@ -542,8 +546,8 @@ def save_from_mirror(mirror: Path, folder: Path, key=None) -> None:
             new_cids[r.path] = (cid_to_str(cid), tsize)
     prefix = before.checked
     checks = _checks_text(records, prefix, dict(read_checked_times(mirror / STATE_DIR / CHECKED))).encode()
-    old = None if believed is before.big_cids else b""  # not believed: cids.txt written anew
-    _save(folder, chain(_state_files(folder, mirror, new_cids, key, old), [(CHECKS, checks)]))
+    _save(folder, chain(_state_files(mirror, before.cids if trusted else b"", new_cids, key, rewrite=not trusted),
+                        [(CHECKS, checks)]))
 
 
 def _checked_tags(bag: Path, listed: dict[str, str] | None, problems: list) -> dict[str, str]:
@@ -579,15 +583,9 @@ def _head_sha256(root: Path, name: str, size: int | None = None) -> tuple[int, s
     return read, digest.hexdigest()
 
 
-def _bytes_or_none(root: Path, name: str) -> bytes | None:
-    if not os.path.lexists(root / name):
-        return None
-    return read_inside(root, name)
-
-
 def _file_sha256(root: Path, name: str) -> str | None:
     """The sha256 of a file inside root, streamed; None when there is none. UnsafePath, as
-    _bytes_or_none, for a link, a FIFO or a folder in its place."""
+    read_inside gives, for a link, a FIFO or a folder in its place."""
     return _head_sha256(root, name)[1] if os.path.lexists(root / name) else None
 
 
