@@ -68,7 +68,7 @@ import sys
 
 import pytest
 
-sys.exit(1 if pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--noconftest", "{tests}"] + sys.argv[1:]) else 0)
+sys.exit(1 if pytest.main(["-x", "-q", "-n", "0", "-p", "no:cacheprovider", "--noconftest", "{tests}"] + sys.argv[1:]) else 0)
 """
 
 

@@ -413,9 +413,22 @@ def store(repo: Path, kind: bytes, data: bytes) -> str:
     return sha
 
 
-def with_deep_folder(remote: Path, depth: int = 30000) -> None:
+# git's stack for the tests below. `git ls-tree -r` recurses once per folder level: on 1 MiB it dies
+# of a stack overflow (signal 11, git 2.39) past about 3,650 levels, where a clone, which recurses
+# less deeply, still takes 4,600. On git's usual 8 MiB the first needs about 30,000 levels, and a
+# clone of those takes git 20 s.
+SMALL_STACK = 1024 * 1024
+
+
+def small_stack() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_STACK, (SMALL_STACK, resource.getrlimit(resource.RLIMIT_STACK)[1]))
+
+
+def with_deep_folder(remote: Path, depth: int = 4100) -> None:
     """A commit on the shard adding a folder `junk` nested `depth` deep: a clone takes it, and
-    `git ls-tree -r` dies on it of a stack overflow (signal 11, git 2.39)."""
+    `git ls-tree -r` on a SMALL_STACK dies on it of a stack overflow."""
     tree = store(remote, b"tree", b"100644 f\0" + bytes.fromhex(store(remote, b"blob", b"x")))
     for _ in range(depth):
         tree = store(remote, b"tree", b"40000 d\0" + bytes.fromhex(tree))
@@ -435,12 +448,17 @@ def test_a_tree_that_crashes_git_is_one_line_not_a_traceback(signed, tmp_path, c
     assert publish(signed, target).returncode == 0
     with_deep_folder(remote)
     clone = tmp_path / "clone.git"
-    git("clone", "-q", "--bare", "--depth=1", "--branch=main", f"file://{remote}", str(clone))  # git takes it
-    assert subprocess.run(["git", "-C", str(clone), "ls-tree", "-r", "main"], capture_output=True).returncode != 0
+    subprocess.run(["git", "clone", "-q", "--bare", "--depth=1", "--branch=main", f"file://{remote}", str(clone)],
+                   check=True, preexec_fn=small_stack)  # git takes it
+    assert subprocess.run(["git", "-C", str(clone), "ls-tree", "-r", "main"], capture_output=True,
+                          preexec_fn=small_stack).returncode == -11
     out = tmp_path / "r"
     args = ["publish", str(signed), "--to", target] if command == "publish" else ["restore", "--from", target,
                                                                                  "--out", str(out)]
-    proc = run_cli(*args, "--quiet", timeout=LIMIT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, "-m", "mirror", *args, "--quiet"], capture_output=True, text=True,
+                          timeout=LIMIT, env=env, preexec_fn=small_stack)  # git, its child, inherits the stack
+    assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "git ls-tree" in one_line(proc) and not out.exists()
 

@@ -35,8 +35,21 @@ def _read(path: str) -> ocr.PrintReading:
         return ocr.cached_read_print(path, hashlib.file_digest(fh, "sha256").hexdigest())
 
 
+@pytest.fixture(scope="module")
+def readings(tmp_path_factory):
+    """One reading cache for the tests that read the 20 real actas: a reading is kept by the
+    file's sha256, so each real acta is read by OCR once in this module, not once a test
+    (about 2.5 s an acta here)."""
+    return tmp_path_factory.mktemp("readings")
+
+
+@pytest.fixture
+def shared_readings(readings, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(readings))
+
+
 @needs_tesseract
-def test_the_20_real_actas_read_from_print_equal_the_csv_when_checked():
+def test_the_20_real_actas_read_from_print_equal_the_csv_when_checked(shared_readings):
     rows = _csv_rows()
     names = sorted(real_images())
     with pool(2) as executor:
@@ -111,7 +124,7 @@ def doctored(tmp_path_factory):
 
 
 @needs_tesseract
-def test_doctored_print_and_swapped_qr_are_flagged_a_lost_qr_is_read_from_print(doctored):
+def test_doctored_print_and_swapped_qr_are_flagged_a_lost_qr_is_read_from_print(doctored, shared_readings):
     mirror, keys = str(doctored["mirror"]), doctored["keys"]
     proc = run_cli("tally", mirror, "--ocr", "--format", "json", timeout=900)
     assert proc.returncode == 0, proc.stderr

@@ -47,7 +47,8 @@ def test_the_npm_tools_and_the_python_extras_are_installed():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = project["dependencies"] + project["optional-dependencies"]["test"]
     modules = {"beautifulsoup4": "bs4", "Pillow": "PIL", "GitPython": "git", "zxing-cpp": "zxingcpp",
-               "rfc3161-client": "rfc3161_client", "cdxj-indexer": "cdxj_indexer", "pytest": "pytest"}
+               "rfc3161-client": "rfc3161_client", "cdxj-indexer": "cdxj_indexer", "pytest": "pytest",
+               "pytest-xdist": "xdist"}
     for spec in names:
         name = re.split(r"[<>=!~ ]", spec, maxsplit=1)[0]
         importlib.import_module(modules.get(name, name.lower().replace("-", "_")))
