@@ -113,8 +113,9 @@ HELP: dict[str, Help] = {
          "the QR tally against the published index"),
         ("acta-mirror crosscheck mirror/ --against official.csv --allow-incomplete --json",
          "against official results, as JSON; unchecked tables do not fail the run"),
-    ), {0: "every table was checked and all agree", 1: "a disagreement was found (each is named), or some actas are "
-                                                          "not the archived bytes (a changed copy)", 2: "",
+    ), {0: "every table was checked and all agree", 1: "a disagreement was found (each is named), a table counts "
+                                                          "more votes than its registered electors, or some actas "
+                                                          "are not the archived bytes (a changed copy)", 2: "",
         3: "some tables could not be checked and none disagree (0 with --allow-incomplete)", 130: ""}),
     "site": Help((
         ("acta-mirror site mirror/", "then open mirror/site/index.html"),

@@ -22,8 +22,8 @@ from .archive import STATE_DIR, Archive, disk_error, safe_component
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
-from .models import (Acta, ArchiveWriteError, Fetched, FetchError, MirrorLocked, Page, SourceUnreachable,
-                     UnsafePath, UsageError)
+from .models import (MAX_INDEX_BYTES, Acta, ArchiveWriteError, Fetched, FetchError, IndexFormatError, MirrorLocked,
+                     Page, SourceUnreachable, UnsafePath, UsageError)
 from .publish import redact, register_secrets
 from .state import open_payload
 from .sites import get_site, unreadable
@@ -617,14 +617,23 @@ def _base(fetcher: Fetcher, url: str, fetched: Fetched | None) -> str:
 
 
 def _listing_identity(site: str, shard: tuple[int, int], read: list[tuple[str, str]]) -> str:
-    """What a csv listing is read from: the site, the shard and each index file's URL and sha256."""
+    """What a csv listing is read from: the site, the shard and each index file's URL and sha256.
+    A file over MAX_INDEX_BYTES is no index, and is not read on (a local --index may be a procfs
+    file that says 0 bytes and reads for ever: /proc/self/pagemap gives 256 GB)."""
     digest = hashlib.sha256(f"{LISTING_FORMAT}\n{site}\n{shard[0]}/{shard[1]}\n".encode())
     for url, path in read:
+        one, size = hashlib.sha256(), 0
         try:
             with open(path, "rb") as fh:
-                digest.update(f"{url}\n{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
+                while chunk := fh.read(1 << 20):
+                    size += len(chunk)
+                    if size > MAX_INDEX_BYTES:
+                        raise IndexFormatError(f"{url}: over {MAX_INDEX_BYTES:,} bytes, larger than any index; "
+                                               "not read on")
+                    one.update(chunk)
         except OSError as exc:  # a local index that will not be read (procfs, a failing disk)
             raise unreadable(url, exc) from None
+        digest.update(f"{url}\n{one.hexdigest()}\n".encode())
     return digest.hexdigest()
 
 

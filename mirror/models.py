@@ -124,6 +124,7 @@ class Acta:
     url: str  # the image
     page: str  # where it was found: the index CSV or the table's HTML page
     place: Place = field(default_factory=Place)
+    electors: int | None = None  # the table's registered electors, where its index lists them
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ class Fetched:
     trailing_bytes: int = 0  # bytes after the image's end marker (kept, flagged)
 
 
+MAX_INDEX_BYTES = 256 << 20  # the index of all 30,026 tables of 2024 is a few MB: a larger file is not one
 MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what breaks arithmetic
 MAX_VERSION = 1_000_000
 _RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (100, 599),

@@ -575,3 +575,48 @@ def test_an_out_of_focus_scan_is_read_sharpened(tmp_path):
         assert reading.votes in (None, parse_qr(text))  # never a wrong reading
         read += reading.votes is not None
     assert read >= 2, read
+
+
+def test_a_qr_counting_more_votes_than_the_table_has_electors_is_named_with_its_denominator(tmp_path):
+    """tally counted a QR of 9,000 votes at a table of 666 registered electors as any other, exit 0,
+    and said nothing: an acta cannot hold more votes than its table's electors (the index's RE)."""
+    import dataclasses
+
+    from mirror.replay import Replay, ReplayThread
+    from mirror.replay.images import render
+
+    rows = index_file(1).rows
+    over, full = rows[0], rows[1]  # one table one vote over its electors, one exactly at them
+    cache = tmp_path / "cache" / "s0-small-v0"
+    cache.mkdir(parents=True)
+    for row, total in ((over, over.electors + 1), (full, full.electors)):
+        votes = tuple((c, total - row.nulos if c == "EG" else 0) for c, _v in row.votes)
+        (cache / row.filename).write_bytes(render(dataclasses.replace(row, votes=votes), row.filename, small=True))
+    out = tmp_path / "mirror"
+    with ReplayThread(Replay(small=True, limit=3, cache_dir=str(tmp_path / "cache"))) as thread:
+        asyncio.run(crawl(CrawlOptions(site="resultados2024", root=thread.url, out=str(out))))
+    report = json.loads(run_cli("tally", str(out), "--format", "json").stdout)
+    tables = {t["key"]: t for t in report["tables"]}
+    read = [t for t in report["tables"] if t["status"] == "qr"]
+    assert tables[over.key]["votes"]["EG"] == over.electors + 1 - over.nulos  # counted as read, never changed
+    assert tables[over.key]["electors"] == over.electors and tables[full.key]["electors"] == full.electors
+    assert report["electors"] == {"checked": len(read), "read": len(read), "over": [
+        {"key": over.key, "votes": over.electors + 1, "electors": over.electors, "status": "qr"}]}
+    text = run_cli("tally", str(out))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    at = lines.index(f"votes over the registered electors: 1 of {len(read)} read tables (the index lists "
+                     f"electors for {len(read)} of the {len(read)} read)")
+    assert lines[at + 1] == f"  OVER {over.key}: {over.electors + 1:,} votes (valid and nulos, from the QR), " \
+        f"{over.electors:,} registered electors"
+    assert not lines[at + 2].startswith("  OVER")
+    index = (out / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv").read_bytes().splitlines(keepends=True)
+    others = tmp_path / "others.csv"  # the index without the two altered tables: every figure it gives agrees
+    others.write_bytes(b"".join(line for line in index if f"/{over.filename}".encode() not in line
+                                and f"/{full.filename}".encode() not in line))
+    cc = run_cli("crosscheck", str(out), "--against", str(others), "--allow-incomplete", "--json")
+    report = json.loads(cc.stdout)
+    assert report["disagreements"] == [] and [x["key"] for x in report["electors"]["over"]] == [over.key]
+    assert cc.returncode == 1, cc.stdout  # no figure disagrees, but one table cannot be right
+    cc = run_cli("crosscheck", str(out), "--against", str(others), "--allow-incomplete")
+    assert cc.returncode == 1 and f"  OVER {over.key}: " in cc.stdout, cc.stdout

@@ -176,8 +176,10 @@ def test_unreachable_root_exits_2(tmp_path):
     ("m", "fifo", "--index fifo: not a regular file"),  # was 'no such file'
     ("m", "/dev/null", "--index /dev/null: not a regular file"),
     ("m", "/proc/self/mem", "file:mem: cannot be read (Input/output error)"),  # was 'Input/output error', naming nothing
+    # a regular file of 0 bytes that reads 256 GB: the run hashed it until killed (and ignored SIGTERM for minutes)
+    ("m", "/proc/self/pagemap", "file:pagemap: over 268,435,456 bytes, larger than any index; not read on"),
 ], ids=["empty", "under-a-file", "deep-under-a-file", "dotdot-through-a-file", "dangling-link", "under-a-dangling-link",
-        "index-fifo", "index-device", "index-unreadable"])
+        "index-fifo", "index-device", "index-unreadable", "index-endless"])
 def test_an_out_or_index_that_can_never_work_is_one_line_and_exit_2(tmp_path, out, index, needle):
     (tmp_path / "afile").write_text("x")
     (tmp_path / "nowhere").symlink_to(tmp_path / "gone" / "m")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..manifest import CHANGES, FAILURES
-from ..models import Entry, IndexFormatError, NotAMirror, Place
+from ..models import MAX_INDEX_BYTES, Entry, IndexFormatError, NotAMirror, Place
 from ..sites.resultados2024 import parse_index_bytes
 from ..state import MAX_RECORDS_BYTES, MirrorState, is_acta_key, iter_lines, open_payload, read_state
 
@@ -43,7 +43,6 @@ LABELS = {
     "vanished": "no longer served by the site",
     ARCHIVED: "archived, not read",
 }
-MAX_INDEX_BYTES = 256 << 20  # the index of all 30,026 tables of 2024 is a few MB
 CSV_HEADER = ("key", "status", "label", "detail", "at", "attempts", "path", "state", "municipality",
               "parish", "center", "table", "cause")
 # A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) can send
@@ -67,6 +66,7 @@ class TableStatus:
     path: str = ""  # the latest archived image, relative to the bag ("" when none)
     place: Place = field(default_factory=Place)
     cause: str = ""  # why its QR was not read (qr.CAUSES), for unreadable and print-only tables
+    electors: int | None = None  # registered electors, where the archived index lists them (RE)
 
     @property
     def label(self) -> str:
@@ -231,12 +231,13 @@ def archived_index(state: MirrorState, entry: Entry) -> bytes:
     return raw
 
 
-def _index_places(state: MirrorState, entry: Entry) -> dict[str, Place]:
+def _index_tables(state: MirrorState, entry: Entry) -> dict[str, tuple[Place, int | None]]:
+    """Each table the archived index lists: where it sits and its registered electors (its first row)."""
     raw = archived_index(state, entry)
-    places: dict[str, Place] = {}
+    tables: dict[str, tuple[Place, int | None]] = {}
     for acta in parse_index_bytes(raw, entry.path):
-        places.setdefault(acta.key, acta.place)
-    return places
+        tables.setdefault(acta.key, (acta.place, acta.electors))
+    return tables
 
 
 def _place_from_key(key: str) -> Place:
@@ -257,33 +258,33 @@ def census(bag: str | os.PathLike, state: MirrorState | None = None) -> Coverage
     failures = read_failures(bag)
     vanished = read_vanished(bag)
     index = state.latest_index()
-    places: dict[str, Place] | None = None
+    places: dict[str, tuple[Place, int | None]] | None = None
     source = "discovered (no index file)"
     if index is not None:
         try:
-            places = _index_places(state, index)
+            places = _index_tables(state, index)
             source = f"index {index.path}"
         except (OSError, IndexFormatError, UnicodeDecodeError) as exc:
             source = f"discovered (the index {index.path} could not be read: {exc.__class__.__name__})"
     if places is None:
         places = {}
         for key in sorted(set(actas) | set(failures) | set(vanished)):
-            places[key] = actas[key].place if key in actas else _place_from_key(key)
+            places[key] = (actas[key].place if key in actas else _place_from_key(key)), None
     tables: dict[str, TableStatus] = {}
     for key in sorted(places):
-        place, entry = places[key], actas.get(key)
+        (place, electors), entry = places[key], actas.get(key)
         path = entry.path if entry else ""
         if key in vanished:
             kept = f"; archived copy of {entry.fetched_at} kept" if entry else ""
             tables[key] = TableStatus(key, "vanished", "the site no longer lists it" + kept, vanished[key],
-                                      None, path, place)
+                                      None, path, place, electors=electors)
         elif entry is not None:
-            tables[key] = TableStatus(key, ARCHIVED, "", entry.fetched_at, None, path, place)
+            tables[key] = TableStatus(key, ARCHIVED, "", entry.fetched_at, None, path, place, electors=electors)
         elif key in failures:
             f = failures[key]
             detail = f.reason + (f" ({f.cause})" if f.cause and f.cause not in f.reason else "")
-            tables[key] = TableStatus(key, "failed", detail, f.at, f.attempts, "", place)
+            tables[key] = TableStatus(key, "failed", detail, f.at, f.attempts, "", place, electors=electors)
         else:
-            tables[key] = TableStatus(key, "absent", "no download recorded", "", None, "", place)
+            tables[key] = TableStatus(key, "absent", "no download recorded", "", None, "", place, electors=electors)
     return Coverage(tables, source, tuple(sorted(set(actas) - set(places))))
 

@@ -28,7 +28,7 @@ from ..manifest import read_small_file
 from ..models import UsageError
 from ..qrformat import CANDIDATES
 from ..sites.resultados2024 import acta_key, read_index_text
-from .tally import LEVELS, Tally, checks, unit_code
+from .tally import LEVELS, Tally, checks, electors_report, unit_code
 
 COUNTED = CANDIDATES + ("VOTOS_NULOS",)
 MAX_FIGURES_BYTES = 1 << 30  # the index of all 30,026 tables is a few MB
@@ -190,7 +190,7 @@ def crosscheck(t: Tally, sources: list[str]) -> dict:
         "tables_in_disagreement": sorted({d.code for d in disagreements if d.level == "table"}),
         "unchecked": {reason: sorted(keys) for reason, keys in sorted(unchecked.items())},
         "races": races, "given": given, "unverifiable": unverifiable, "mismatches": mismatches,
-        "print_checks": checks(t),
+        "print_checks": checks(t), "electors": electors_report(t),
     }
 
 
@@ -209,11 +209,12 @@ def _differences(disagreements: list[Disagreement], sources: list[str],
 
 
 def exit_status(report: dict, allow_incomplete: bool = False) -> int:
-    """0 every table checked and all agree; 1 a disagreement (or a QR-versus-print MISMATCH);
+    """0 every table checked and all agree; 1 a disagreement (or a QR-versus-print MISMATCH, or a
+    table counting more votes than the index's registered electors);
     3 some tables unchecked, or some figure of a file not checkable (a table the copy does not
     list), none disagree: a copy that dropped the tables in dispute, and its index with them,
     must not pass as agreeing."""
-    if report["disagreements"] or report["mismatches"]:
+    if report["disagreements"] or report["mismatches"] or report["electors"]["over"]:
         return 1
     if (report["unchecked"] or report["unverifiable"]) and not allow_incomplete:
         return 3

@@ -229,6 +229,40 @@ def checks(t: Tally) -> dict[str, int]:
     return {c: counts[c] for c in CHECKS if c in counts}
 
 
+def electors_report(t: Tally) -> dict:
+    """The read tables (QR or print) that count more votes, valid and null, than the electors the
+    archived index registers for them (`over`), of the read tables it registers electors for
+    (`checked`), of all read (`read`). An acta cannot hold more votes than its table has
+    electors: each is a forged or misprinted acta, or a wrong index row. Its votes are counted
+    as read all the same: this says so, and never changes a figure."""
+    over, checked = [], 0
+    for key, table in sorted(t.tables.items()):
+        if table.votes is None or table.state.electors is None:
+            continue
+        checked += 1
+        votes = sum(table.votes.values()) + (table.nulos or 0)
+        if votes > table.state.electors:
+            over.append({"key": key, "votes": votes, "electors": table.state.electors, "status": table.state.status})
+    return {"checked": checked, "read": t.coverage.read, "over": over}
+
+
+def electors_lines(t: Tally, shown: int) -> list[str]:
+    """'votes over the registered electors: 0 of 21 read tables (the index lists electors for 21
+    of the 21 read)'; then each table over, up to `shown`. Nothing when no table was read."""
+    report = electors_report(t)
+    if not report["read"]:
+        return []
+    over = report["over"]
+    lines = [f"votes over the registered electors: {len(over):,} of {report['checked']:,} read tables "
+             f"(the index lists electors for {report['checked']:,} of the {report['read']:,} read)"]
+    lines += [f"  OVER {x['key']}: {x['votes']:,} votes (valid and nulos, from the "
+              f"{'QR' if x['status'] == 'qr' else 'printed figures'}), {x['electors']:,} registered electors"
+              for x in over[:shown]]
+    if len(over) > shown:
+        lines.append(f"  ... and {len(over) - shown:,} more (--format json)")
+    return lines
+
+
 def to_csv(t: Tally) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -252,8 +286,10 @@ def to_json(t: Tally) -> dict:
         "unreadable": t.coverage.causes(),
         "tables": [{"key": k, "votes": x.votes, "VOTOS_NULOS": x.nulos, "status": x.state.status,
                     "detail": x.state.detail, "cause": x.state.cause, "at": x.state.at, "attempts": x.state.attempts,
-                    "path": x.path, "check": x.check, "printed": x.printed, "print_detail": x.print_detail}
+                    "path": x.path, "check": x.check, "printed": x.printed, "print_detail": x.print_detail,
+                    "electors": x.state.electors}
                    for k, x in sorted(t.tables.items())],
         "checks": checks(t),
+        "electors": electors_report(t),
         "levels": {level: [u.as_dict() for u in t.level(level)] for level in LEVELS if level != "table"},
     }

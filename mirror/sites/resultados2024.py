@@ -119,7 +119,15 @@ def _acta(row: dict, line: int, url: str, site: str) -> Acta:
                     municipality_code=row["COD_MUN"].strip(), municipality=row["MUN"].strip(),
                     parish_code=row["COD_PAR"].strip(), parish=row["PAR"].strip(),
                     center=center, table=key[10:]),
+        electors=_electors(row.get("RE")),
     )
+
+
+def _electors(value: str | None) -> int | None:
+    """The RE column (registered electors), where the index has one and it is a number (the second
+    version of 2024's index has none); a column that is not one leaves the table's list as it is."""
+    value = (value or "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None
 
 
 def _listing(html: str, url: str) -> list[tuple[str, str]]:
