@@ -620,3 +620,10 @@ def test_a_qr_counting_more_votes_than_the_table_has_electors_is_named_with_its_
     assert cc.returncode == 1, cc.stdout  # no figure disagrees, but one table cannot be right
     cc = run_cli("crosscheck", str(out), "--against", str(others), "--allow-incomplete")
     assert cc.returncode == 1 and f"  OVER {over.key}: " in cc.stdout, cc.stdout
+    site = run_cli("site", str(out))  # the voter's page of each table says so too
+    assert site.returncode == 1, site.stderr  # written; unsigned, so a visitor's check would fail
+    page = next((out / "site").rglob(f"{over.key}.html")).read_text()
+    assert f'<p id="electors">Electores inscritos en la mesa, según el índice: {over.electors:,}</p>' in page
+    assert f'id="over-electors">El acta cuenta {over.electors + 1:,} votos, más que los {over.electors:,} ' in page
+    page = next((out / "site").rglob(f"{full.key}.html")).read_text()
+    assert f"según el índice: {full.electors:,}</p>" in page and "over-electors" not in page

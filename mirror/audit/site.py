@@ -74,6 +74,7 @@ class TablePage:
     entry: Entry | None = None  # the latest archived version
     qr: dict | None = None  # column -> votes, from the QR
     published: dict | None = None  # column -> votes, from the index CSV
+    electors: int | None = None  # the table's registered electors, where the archived index lists them
 
     @property
     def archived(self) -> bool:
@@ -334,6 +335,13 @@ def _table_page(t: TablePage, names: dict[str, str], proof: dict | None, signed:
     if t.qr and t.published and any(t.qr.get(c) != t.published.get(c) for c in t.published):
         body.append("<p class=\"differ\" id=\"disagreement\">El QR del acta y el índice publicado no coinciden "
                     "(filas marcadas).</p>")
+    if t.electors is not None:
+        votes = sum(t.qr.values()) if t.qr else None  # the candidates' votes and VOTOS_NULOS
+        body.append(f"<p id=\"electors\">Electores inscritos en la mesa, según el índice: {t.electors:,}</p>")
+        if votes is not None and votes > t.electors:
+            body.append(f"<p class=\"differ\" id=\"over-electors\">El acta cuenta {votes:,} votos, más que los "
+                        f"{t.electors:,} electores inscritos en la mesa: un acta alterada o mal impresa, o un "
+                        "error del índice.</p>")
     e = t.entry
     if e is not None:
         image = up + "../" + _local(e.path)  # the site sits in the mirror, next to data/
@@ -405,7 +413,7 @@ def collect(state: MirrorState) -> tuple[list[TablePage], list[str], list[str]]:
         if e is not None:
             names = [e.state or names[0], e.municipality or names[1], e.parish or names[2], names[3]]
         qr = {**t.votes, "VOTOS_NULOS": t.nulos} if t.votes else None
-        pages.append(TablePage(key, names, _status(t), e, qr, published.get(key)))
+        pages.append(TablePage(key, names, _status(t), e, qr, published.get(key), t.state.electors))
     return pages, skipped, changed
 
 
