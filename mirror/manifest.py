@@ -169,7 +169,8 @@ def _same_file(path: Path, size: int, sha256: bytes) -> bool:
 
 def read_small_file(path: str | os.PathLike, limit: int) -> bytes:
     """A small file the user names (a key, a proof): a regular file of at most `limit` bytes.
-    /dev/zero, a FIFO or a huge file raise ValueError at once instead of eating memory or hanging."""
+    /dev/zero, a FIFO or a huge file raise ValueError at once instead of eating memory or hanging;
+    so does one that reads more than it said (a procfs file says 0 bytes), never cut short."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)
@@ -178,7 +179,10 @@ def read_small_file(path: str | os.PathLike, limit: int) -> bytes:
         if info.st_size > limit:
             raise ValueError(f"larger than {limit} bytes")
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit + 1)[:limit]
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError(f"larger than {limit} bytes")
+        return data
     finally:
         os.close(fd)
 

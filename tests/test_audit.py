@@ -627,3 +627,23 @@ def test_a_qr_counting_more_votes_than_the_table_has_electors_is_named_with_its_
     assert f'id="over-electors">El acta cuenta {over.electors + 1:,} votos, más que los {over.electors:,} ' in page
     page = next((out / "site").rglob(f"{full.key}.html")).read_text()
     assert f"según el índice: {full.electors:,}</p>" in page and "over-electors" not in page
+
+
+def test_electors_are_read_only_where_the_index_gives_one_number_for_the_table():
+    """A hostile index listing a table twice, with 5,000 electors then 100, had its first row
+    believed: a QR of 900 votes passed as under its electors ('0 of 23'), exit 0."""
+    from mirror.audit.coverage import index_tables
+
+    header = b"COD_EDO,EDO,COD_MUN,MUN,COD_PAR,PAR,CENTRO,MESA,RE,VOTOS_VALIDOS,VOTOS_NULOS," \
+             b"EG,NM,LM,JABE,JOBR,AE,CF,DC,EM,BERA,URL\n"
+
+    def row(table: int, re_: str) -> bytes:
+        return f"1,D,1,M,1,P,10113042,{table},{re_},0,0,0,0,0,0,0,0,0,0,0,0,https://x.test/a{table}.jpg\n".encode()
+
+    raw = header + b"".join([row(1, "5000"), row(1, "100"), row(2, "300"), row(2, "300"), row(3, " 12 "),
+                             row(4, "000000000000050"), row(5, "1e3"), row(6, "-1"), row(7, "\u0663"),
+                             row(8, ""), row(9, "1000000000"), row(10, "0")])
+    got = {key: electors for key, (_place, electors) in index_tables(raw, "idx.csv").items()}
+    assert got == {"010113042.01": None, "010113042.02": 300, "010113042.03": 12, "010113042.04": 50,
+                   "010113042.05": None, "010113042.06": None, "010113042.07": None, "010113042.08": None,
+                   "010113042.09": None, "010113042.10": 0}

@@ -458,6 +458,9 @@ def test_read_small_file_takes_exactly_its_limit_and_refuses_the_rest(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(ValueError, match="not a regular file"):  # at once, never waiting for a writer
         manifest.read_small_file(tmp_path / "fifo", 100)
+    # a regular file of 0 bytes that reads more: its first 100 bytes were taken as the whole file
+    with pytest.raises(ValueError, match="larger than 100 bytes"):
+        manifest.read_small_file("/proc/self/pagemap", 100)
 
 
 def test_a_receipt_is_written_0644_and_never_into_a_fifo(tmp_path):

@@ -343,3 +343,31 @@ def test_verify_names_how_many_files_it_checked(mirror_dir):
     assert bad.returncode == 1 and (report["files_listed"], report["files_found"]) == (listed, listed - 1)
     text = run_cli("verify", str(mirror_dir))
     assert f"({listed:,} files listed in the manifest, {listed - 1:,} found in data/)" in text.stderr
+
+
+@pytest.fixture(scope="module")
+def giant_index(tmp_path_factory):
+    """A text index one byte over MAX_INDEX_BYTES: a header, then one line with no end."""
+    from mirror.models import MAX_INDEX_BYTES
+
+    path = tmp_path_factory.mktemp("giant") / "giant.csv"
+    header = b"COD_EDO,EDO,COD_MUN,MUN,COD_PAR,PAR,CENTRO,MESA,RE,VOTOS_VALIDOS,VOTOS_NULOS,EG,NM,LM,JABE,JOBR," \
+             b"AE,CF,DC,EM,BERA,URL\n"
+    with open(path, "wb") as fh:
+        fh.write(header)
+        left = MAX_INDEX_BYTES + 1 - len(header)
+        while left:
+            fh.write(b"a" * min(left, 1 << 24))
+            left -= min(left, 1 << 24)
+    return path
+
+
+@pytest.mark.parametrize("flags", [[], ["--dry-run"], ["--discover", "both"], ["--discover", "both", "--dry-run"]])
+def test_an_index_larger_than_any_is_refused_on_every_path(tmp_path, giant_index, flags):
+    """Only the crawl of --discover csv refused an index over 256 MiB: --dry-run read a 1 GiB one
+    whole (2 GB of memory) and planned a crawl from it, exit 0; --discover both read it too."""
+    proc = run_cli("crawl", "resultados2024", "--root", "http://127.0.0.1:9/", "--out", str(tmp_path / "m"),
+                   "--index", str(giant_index), *flags, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == "acta-mirror: file:giant.csv: over 268,435,456 bytes, " \
+        "larger than any index; not read on\n", proc.stdout + proc.stderr
+    assert not (tmp_path / "m").exists()

@@ -231,12 +231,15 @@ def archived_index(state: MirrorState, entry: Entry) -> bytes:
     return raw
 
 
-def _index_tables(state: MirrorState, entry: Entry) -> dict[str, tuple[Place, int | None]]:
-    """Each table the archived index lists: where it sits and its registered electors (its first row)."""
-    raw = archived_index(state, entry)
+def index_tables(raw: bytes, name: str) -> dict[str, tuple[Place, int | None]]:
+    """Each table an index lists: where it sits (its first row) and its registered electors;
+    None where the index gives none, or gives the table twice with other electors (an index
+    that contradicts itself says nothing of them, and is not checked against)."""
     tables: dict[str, tuple[Place, int | None]] = {}
-    for acta in parse_index_bytes(raw, entry.path):
-        tables.setdefault(acta.key, (acta.place, acta.electors))
+    for acta in parse_index_bytes(raw, name):
+        place, electors = tables.setdefault(acta.key, (acta.place, acta.electors))
+        if electors != acta.electors:
+            tables[acta.key] = place, None
     return tables
 
 
@@ -262,7 +265,7 @@ def census(bag: str | os.PathLike, state: MirrorState | None = None) -> Coverage
     source = "discovered (no index file)"
     if index is not None:
         try:
-            places = _index_tables(state, index)
+            places = index_tables(archived_index(state, index), index.path)
             source = f"index {index.path}"
         except (OSError, IndexFormatError, UnicodeDecodeError) as exc:
             source = f"discovered (the index {index.path} could not be read: {exc.__class__.__name__})"

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..manifest import read_small_file
-from ..models import UsageError
+from ..models import MAX_INDEX_BYTES, UsageError
 from ..qrformat import CANDIDATES
 from ..sites.resultados2024 import acta_key, read_index_text
 from .tally import LEVELS, Tally, checks, electors_report, unit_code
 
 COUNTED = CANDIDATES + ("VOTOS_NULOS",)
-MAX_FIGURES_BYTES = 1 << 30  # the index of all 30,026 tables is a few MB
+MAX_FIGURES_BYTES = MAX_INDEX_BYTES  # the index of all 30,026 tables is a few MB; results files are smaller
 PRINTED = "printed figures"  # the source name of the QR-versus-print check
 
 

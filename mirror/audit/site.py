@@ -36,7 +36,7 @@ from ..sites.resultados2024 import acta_key, read_index_text
 from ..state import MirrorState, read_state
 from .coverage import archived_index
 from .qr import CHANGED
-from .tally import Table, tally
+from .tally import Table, electors_report, tally
 
 SITE = "site"
 KEY = re.compile(r"[0-9]{9}\.[0-9]{2}")  # fullmatch, ASCII: \d and $ take look-alikes and a newline
@@ -75,6 +75,7 @@ class TablePage:
     qr: dict | None = None  # column -> votes, from the QR
     published: dict | None = None  # column -> votes, from the index CSV
     electors: int | None = None  # the table's registered electors, where the archived index lists them
+    over: int | None = None  # the votes its acta counts, when more than its electors (tally.electors_report)
 
     @property
     def archived(self) -> bool:
@@ -336,10 +337,9 @@ def _table_page(t: TablePage, names: dict[str, str], proof: dict | None, signed:
         body.append("<p class=\"differ\" id=\"disagreement\">El QR del acta y el índice publicado no coinciden "
                     "(filas marcadas).</p>")
     if t.electors is not None:
-        votes = sum(t.qr.values()) if t.qr else None  # the candidates' votes and VOTOS_NULOS
         body.append(f"<p id=\"electors\">Electores inscritos en la mesa, según el índice: {t.electors:,}</p>")
-        if votes is not None and votes > t.electors:
-            body.append(f"<p class=\"differ\" id=\"over-electors\">El acta cuenta {votes:,} votos, más que los "
+        if t.over is not None:
+            body.append(f"<p class=\"differ\" id=\"over-electors\">El acta cuenta {t.over:,} votos, más que los "
                         f"{t.electors:,} electores inscritos en la mesa: un acta alterada o mal impresa, o un "
                         "error del índice.</p>")
     e = t.entry
@@ -402,7 +402,9 @@ def collect(state: MirrorState) -> tuple[list[TablePage], list[str], list[str]]:
     the tables whose archived file is not the bytes recorded (a changed copy)."""
     published = _published(state)
     pages, skipped, changed = [], [], []
-    for key, t in tally(state.root).tables.items():
+    result = tally(state.root)
+    over = {x["key"]: x["votes"] for x in electors_report(result)["over"]}
+    for key, t in result.tables.items():
         if not KEY.fullmatch(key):
             skipped.append(key)
             continue
@@ -413,7 +415,7 @@ def collect(state: MirrorState) -> tuple[list[TablePage], list[str], list[str]]:
         if e is not None:
             names = [e.state or names[0], e.municipality or names[1], e.parish or names[2], names[3]]
         qr = {**t.votes, "VOTOS_NULOS": t.nulos} if t.votes else None
-        pages.append(TablePage(key, names, _status(t), e, qr, published.get(key), t.state.electors))
+        pages.append(TablePage(key, names, _status(t), e, qr, published.get(key), t.state.electors, over.get(key)))
     return pages, skipped, changed
 
 

@@ -8,7 +8,7 @@ import re
 import asyncio
 from typing import AsyncIterator, BinaryIO, Iterator
 
-from ..models import Acta, IndexFormatError, Place
+from ..models import MAX_INDEX_BYTES, Acta, IndexFormatError, Place
 from . import GetPage, Page, Report, join, link_text, page_base, parse_page, register, unreadable, walk_pages
 
 REQUIRED = ("COD_EDO", "EDO", "COD_MUN", "MUN", "COD_PAR", "PAR", "CENTRO", "MESA", "URL")
@@ -45,11 +45,15 @@ def parse_index_file(fh: BinaryIO, url: str, site: str = "resultados2024",
     """Actas listed in an index file, read in chunks and never held whole: once now to tell its
     encoding (a BOM, else UTF-8 if it all decodes, else latin-1) and refuse binary data, then
     row by row as they are asked for. With `report`, a bad row is reported and skipped;
-    without, it raises IndexFormatError."""
+    without, it raises IndexFormatError. A file over MAX_INDEX_BYTES is none, and is not read on."""
     start = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
     fh.seek(start)
     utf8 = codecs.getincrementaldecoder("utf-8")()
+    size = start
     while chunk := fh.read(1 << 20):
+        size += len(chunk)
+        if size > MAX_INDEX_BYTES:
+            raise IndexFormatError(f"{url}: over {MAX_INDEX_BYTES:,} bytes, larger than any index; not read on")
         if b"\x00" in chunk:
             raise IndexFormatError(f"{url}: binary data, not a CSV index")
         if utf8 and not start:
@@ -124,10 +128,11 @@ def _acta(row: dict, line: int, url: str, site: str) -> Acta:
 
 
 def _electors(value: str | None) -> int | None:
-    """The RE column (registered electors), where the index has one and it is a number (the second
-    version of 2024's index has none); a column that is not one leaves the table's list as it is."""
+    """The RE column (registered electors), where the index has one and it is a number of ASCII
+    digits under a billion (the second version of 2024's index has none); a column that is not
+    one leaves the table's list as it is."""
     value = (value or "").strip()
-    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value.lstrip("0")) <= 9 else None
 
 
 def _listing(html: str, url: str) -> list[tuple[str, str]]:
