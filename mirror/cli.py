@@ -1161,7 +1161,7 @@ def _print_checks(result, ocr: bool) -> list[str]:
 
 @_writes("writing the tally")
 def cmd_tally(args) -> int:
-    from .audit.tally import electors_lines, tally, to_csv, to_json
+    from .audit.tally import electors_lines, electors_report, tally, to_csv, to_json
     from .models import printable
     from .progress import Progress
 
@@ -1175,7 +1175,7 @@ def cmd_tally(args) -> int:
     else:
         lines = [result.coverage.summary(), f"  (the list of tables: {result.coverage.source})"]
         lines += _print_checks(result, ocr)
-        lines += electors_lines(result, FAILURES_SHOWN)
+        lines += electors_lines(electors_report(result), FAILURES_SHOWN)
         for unit in result.level("nation"):
             lines.append(f"{unit.name}: {unit.coverage}")
             lines += [f"  {c:5s} {v:>12,}" for c, v in sorted(unit.votes.items(), key=lambda kv: -kv[1])]
@@ -1220,7 +1220,7 @@ def cmd_crosscheck(args) -> int:
         return _changed_actas(result) or exit_status(report, args.allow_incomplete)
     print(report["coverage"])
     print(f"checked {report['checked']:,} of {report['tables']:,} tables")
-    for line in _print_checks(result, ocr) + electors_lines(result, FAILURES_SHOWN):
+    for line in _print_checks(result, ocr) + electors_lines(report["electors"], FAILURES_SHOWN):
         print(line)
     sources = report["sources"]
     if report["differences"]:

@@ -22,11 +22,11 @@ from .archive import STATE_DIR, Archive, disk_error, safe_component
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
-from .models import (MAX_INDEX_BYTES, Acta, ArchiveWriteError, Fetched, FetchError, IndexFormatError, MirrorLocked,
-                     Page, SourceUnreachable, UnsafePath, UsageError)
+from .models import (Acta, ArchiveWriteError, Fetched, FetchError, MirrorLocked, Page, SourceUnreachable,
+                     UnsafePath, UsageError)
 from .publish import redact, register_secrets
 from .state import open_payload
-from .sites import get_site, unreadable
+from .sites import get_site, index_chunks, unreadable
 
 
 BACKLOG_LIMIT = 2048  # files fetched but not yet committed before workers pause
@@ -617,19 +617,14 @@ def _base(fetcher: Fetcher, url: str, fetched: Fetched | None) -> str:
 
 
 def _listing_identity(site: str, shard: tuple[int, int], read: list[tuple[str, str]]) -> str:
-    """What a csv listing is read from: the site, the shard and each index file's URL and sha256.
-    A file over MAX_INDEX_BYTES is no index, and is not read on (a local --index may be a procfs
-    file that says 0 bytes and reads for ever: /proc/self/pagemap gives 256 GB)."""
+    """What a csv listing is read from: the site, the shard and each index file's URL and sha256
+    (a file larger than any index is refused by index_chunks, not read on)."""
     digest = hashlib.sha256(f"{LISTING_FORMAT}\n{site}\n{shard[0]}/{shard[1]}\n".encode())
     for url, path in read:
-        one, size = hashlib.sha256(), 0
+        one = hashlib.sha256()
         try:
             with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    size += len(chunk)
-                    if size > MAX_INDEX_BYTES:
-                        raise IndexFormatError(f"{url}: over {MAX_INDEX_BYTES:,} bytes, larger than any index; "
-                                               "not read on")
+                for chunk in index_chunks(fh, url):
                     one.update(chunk)
         except OSError as exc:  # a local index that will not be read (procfs, a failing disk)
             raise unreadable(url, exc) from None

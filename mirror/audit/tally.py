@@ -246,10 +246,10 @@ def electors_report(t: Tally) -> dict:
     return {"checked": checked, "read": t.coverage.read, "over": over}
 
 
-def electors_lines(t: Tally, shown: int) -> list[str]:
-    """'votes over the registered electors: 0 of 21 read tables (the index lists electors for 21
-    of the 21 read)'; then each table over, up to `shown`. Nothing when no table was read."""
-    report = electors_report(t)
+def electors_lines(report: dict, shown: int) -> list[str]:
+    """An electors_report in words: 'votes over the registered electors: 0 of 21 read tables (the
+    index lists electors for 21 of the 21 read)'; then each table over, up to `shown`. Nothing
+    when no table was read."""
     if not report["read"]:
         return []
     over = report["over"]

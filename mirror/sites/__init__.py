@@ -22,7 +22,7 @@ import re
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Protocol
 from urllib.parse import quote, urljoin
 
-from ..models import Acta, FetchError, IndexFormatError, Page, UsageError
+from ..models import MAX_INDEX_BYTES, Acta, FetchError, IndexFormatError, Page, UsageError
 
 GetPage = Callable[[str], Awaitable[Page]]
 Report = Callable[..., None]  # (url, reason, cause="unreadable page"): a page or row that could not be used
@@ -80,6 +80,17 @@ def unreadable(url: str, exc: OSError) -> IndexFormatError:
     """The error for an index file the system will not read (no permission, procfs, a failing
     disk): a user's input (exit 2), named, never taken for the disk refusing a write (exit 3)."""
     return IndexFormatError(f"{url}: cannot be read ({exc.strerror or exc})")
+
+
+def index_chunks(fh, url: str, read: int = 0) -> Iterator[bytes]:
+    """An index file's bytes from where fh stands, 1 MiB at a time (`read`: bytes before that);
+    IndexFormatError once it passes MAX_INDEX_BYTES: a file that large is no index, and is not
+    read on (a procfs file says 0 bytes and may read for ever: /proc/self/pagemap gives 256 GB)."""
+    while chunk := fh.read(1 << 20):
+        read += len(chunk)
+        if read > MAX_INDEX_BYTES:
+            raise IndexFormatError(f"{url}: over {MAX_INDEX_BYTES:,} bytes, larger than any index; not read on")
+        yield chunk
 
 
 def parse_page(html: str, url: str, *ids: str):

@@ -8,8 +8,9 @@ import re
 import asyncio
 from typing import AsyncIterator, BinaryIO, Iterator
 
-from ..models import MAX_INDEX_BYTES, Acta, IndexFormatError, Place
-from . import GetPage, Page, Report, join, link_text, page_base, parse_page, register, unreadable, walk_pages
+from ..models import Acta, IndexFormatError, Place
+from . import (GetPage, Page, Report, index_chunks, join, link_text, page_base, parse_page, register, unreadable,
+               walk_pages)
 
 REQUIRED = ("COD_EDO", "EDO", "COD_MUN", "MUN", "COD_PAR", "PAR", "CENTRO", "MESA", "URL")
 _URLISH = re.compile(r"^(https?://|/)?[^\s]+$")
@@ -45,15 +46,11 @@ def parse_index_file(fh: BinaryIO, url: str, site: str = "resultados2024",
     """Actas listed in an index file, read in chunks and never held whole: once now to tell its
     encoding (a BOM, else UTF-8 if it all decodes, else latin-1) and refuse binary data, then
     row by row as they are asked for. With `report`, a bad row is reported and skipped;
-    without, it raises IndexFormatError. A file over MAX_INDEX_BYTES is none, and is not read on."""
+    without, it raises IndexFormatError, as it does for a file larger than any index."""
     start = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
     fh.seek(start)
     utf8 = codecs.getincrementaldecoder("utf-8")()
-    size = start
-    while chunk := fh.read(1 << 20):
-        size += len(chunk)
-        if size > MAX_INDEX_BYTES:
-            raise IndexFormatError(f"{url}: over {MAX_INDEX_BYTES:,} bytes, larger than any index; not read on")
+    for chunk in index_chunks(fh, url, start):
         if b"\x00" in chunk:
             raise IndexFormatError(f"{url}: binary data, not a CSV index")
         if utf8 and not start:
