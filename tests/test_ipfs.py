@@ -83,6 +83,19 @@ def test_local_cids_equal_the_nodes_for_small_and_large_files(node, tmp_path):
             assert local == raw_cid(hashlib.sha256(path.read_bytes()).hexdigest())
 
 
+def test_a_raw_cid_is_the_multibase_base32_of_its_binary_cid_for_every_bit_of_the_digest():
+    """raw_cid writes the base32 itself (one integer, not base64's encoder): the empty file's
+    well-known CID, and for a digest with each one bit set, and all bits, the same text as the
+    general path (cid_bytes, then base64's base32)."""
+    from mirror.cid import RAW_CODEC, cid_bytes, cid_to_str
+
+    assert raw_cid(hashlib.sha256(b"").hexdigest()) == "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    digests = [bytes(32), b"\xff" * 32] + [(1 << bit).to_bytes(32, "big") for bit in range(256)]
+    for digest in digests:
+        assert raw_cid(digest.hex()) == cid_to_str(cid_bytes(RAW_CODEC, digest)), digest.hex()
+        assert str_to_cid(raw_cid(digest.hex())) == cid_bytes(RAW_CODEC, digest)
+
+
 def test_car_into_a_fresh_node_gives_the_same_root(node, mirror, tmp_path):
     published = run_cli("publish", str(mirror), "--to", node.target)
     assert published.returncode == 0, published.stderr
