@@ -422,3 +422,17 @@ class _Server:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
 
+
+
+def test_choosing_a_publisher_does_not_load_the_ipfs_http_client():
+    """Every publish loads every publisher module to find the one for its URL; the IPFS one
+    imports aiohttp only where it speaks HTTP, so a Git publish never pays for it (0.24 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mirror.publish import publisher_for; "
+            "p = publisher_for('git+file:///nowhere/actas.git'); "
+            "print(type(p).__name__, 'aiohttp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0 and out.stdout.split() == ["GitPublisher", "False"], (out.stdout, out.stderr)

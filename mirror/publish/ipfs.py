@@ -23,10 +23,8 @@ import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
-
-import aiohttp
-from aiohttp.http_exceptions import HttpProcessingError
 
 from ..archive import DISK_REFUSED, Corrupt, disk_error, published_files, read_checked
 from ..cid import Dag, car_block, car_header, cid_to_str, str_to_cid
@@ -36,6 +34,9 @@ from ..models import NotAMirror, UsageError, printable
 from ..state import open_payload
 from ..verify import verify
 from . import Plan, PublishError, Receipt, env_secret, inside, redact, register, register_secrets
+
+if TYPE_CHECKING:  # the annotations' names only
+    import aiohttp
 
 ADD_PARAMS = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-1048576", "hash": "sha2-256",
               "pin": "false", "cid-base": "base32", "progress": "false"}
@@ -61,6 +62,8 @@ class KuboRPC:
         self.session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "KuboRPC":
+        import aiohttp  # here, as in every function that speaks HTTP: a Git publish never loads it (0.24 s)
+
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=RPC_TIMEOUT, connect=10),
                                              headers=self.headers)
         return self
@@ -73,6 +76,9 @@ class KuboRPC:
                    each=None) -> list:
         """The answers (NDJSON lines); with `each`, each answer is handed to it as it arrives
         and none are kept (an add of a whole mirror answers one line per file and folder)."""
+        import aiohttp
+        from aiohttp.http_exceptions import HttpProcessingError
+
         url = f"{self.base}/api/v0/{endpoint}"
         out: list = []
 
@@ -322,6 +328,8 @@ class IpfsPublisher:
     async def _stream_add(self, rpc: KuboRPC, upload: Upload, params: dict, check) -> int:
         """One add request whose body is read from disk as it is sent; check(name, CID text,
         binary CID) sees each answer that names a CID as it arrives. Returns how many did."""
+        import aiohttp
+
         count = lines = 0
         most = 2 * (len(upload.parts) + 1) + 64  # a node answers once per part and once for the root
 
@@ -353,6 +361,8 @@ class IpfsPublisher:
     async def _import_directories(self, rpc: KuboRPC, dag: Dag) -> bool:
         """Import the directory nodes built locally as a CAR; the node's root must be the local
         root. Returns whether the import pinned it."""
+        import aiohttp
+
         car = io.BytesIO()
         car.write(car_header([dag.root]))
         for cid, block in dag.nodes.items():
@@ -418,6 +428,8 @@ class IpfsPublisher:
 async def pin_remote(service: str, cid: str, name: str) -> str:
     """Ask an IPFS Pinning Services API endpoint to pin cid; poll until pinned, failed or timeout.
     Only a status of the API's own for this very CID is taken as the service's word."""
+    import aiohttp
+
     try:
         parts = urlsplit(service)
         token = env_secret("ACTA_MIRROR_PIN_TOKEN", parts.hostname or "", parts.port)
