@@ -44,7 +44,7 @@ def cid_to_str(binary: bytes) -> str:
 
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 _BASE32_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)  # 10 bits to two letters
-_RAW_PREFIX = int.from_bytes(cid_bytes(RAW_CODEC, b"")[:-1] + varint(32), "big")  # version, codec, sha2-256, 32
+_RAW_PREFIX = int.from_bytes(varint(1) + varint(RAW_CODEC) + varint(SHA2_256) + varint(32), "big")  # cid_bytes's head
 _RAW_SHIFTS = tuple(range(280, -1, -10))  # 36 bytes and 2 bits of padding: 290 bits, 29 pairs
 
 
