@@ -233,7 +233,8 @@ class ArchiveIndex:
                           ((key, url, self.run) for key, url in listed.items()))
             self._identities(*digests)
         except BaseException:
-            w.execute("ROLLBACK")
+            if w.in_transaction:  # SQLite ends it itself on some errors (a full disk): its ROLLBACK
+                w.execute("ROLLBACK")  # would then fail, and that error would hide the one that counts
             raise
 
     def commit(self) -> None:

@@ -324,3 +324,33 @@ def test_a_rebuild_cut_short_is_not_trusted(replay, tmp_path, monkeypatch):
     again = crawl_sync(replay.url, out)
     assert again.counters.archived == 0 and again.counters.failed == 0
     assert index_files(out) == provenance_files(out)
+
+
+def test_an_index_the_disk_has_no_room_for_is_a_full_disk_and_the_next_run_completes(replay, tmp_path, monkeypatch):
+    """SQLite's own "database or disk is full" (made here for real: the index may not grow a
+    page past the size it has when the run starts) is the full disk every other write names,
+    not a failed ROLLBACK of a transaction SQLite had already ended; what the run recorded
+    stays, and the next run, with room, completes a mirror that verifies."""
+    from mirror.models import ArchiveWriteError
+
+    out = tmp_path / "m"
+    begin_run = archindex.ArchiveIndex.begin_run
+
+    def no_room(self):
+        begin_run(self)
+        pages = self.w.execute("PRAGMA page_count").fetchone()[0]
+        self.w.execute(f"PRAGMA max_page_count = {pages}")
+
+    monkeypatch.setattr(archindex.ArchiveIndex, "begin_run", no_room)
+    try:
+        crawl_sync(replay.url, out)
+    except ArchiveWriteError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("the crawl ended although its index could not grow")
+    assert message.startswith("disk full while writing the index in ") and "\n" not in message, message
+    assert message.endswith("everything archived before is intact, re-run when there is space"), message
+    recorded = provenance_files(out)
+    monkeypatch.setattr(archindex.ArchiveIndex, "begin_run", begin_run)
+    crawl_sync(replay.url, out)
+    assert recorded <= provenance_files(out) == index_files(out) and verify(out) == []
