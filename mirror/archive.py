@@ -589,7 +589,10 @@ class Archive:
     def record_listing(self, identity: str) -> None:
         """Remember this run's listing as whole (identity) or not ('') for the next run."""
         self.commit_all()
-        self.index.set_meta(listing=identity, listing_run=self.listing_run)
+        try:
+            self.index.set_meta(listing=identity, listing_run=self.listing_run)
+        except sqlite3.Error as exc:
+            raise _index_error(exc, self.state) from None
 
     # -- adding files -----------------------------------------------------------
     def add(self, acta: Acta, fetched: Fetched, *, kind: str = "acta", name: str | None = None) -> Entry | None:

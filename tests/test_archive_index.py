@@ -354,3 +354,28 @@ def test_an_index_the_disk_has_no_room_for_is_a_full_disk_and_the_next_run_compl
     monkeypatch.setattr(archindex.ArchiveIndex, "begin_run", begin_run)
     crawl_sync(replay.url, out)
     assert recorded <= provenance_files(out) == index_files(out) and verify(out) == []
+
+
+def test_an_index_that_refuses_the_runs_last_write_is_one_error_not_a_traceback(replay, tmp_path, monkeypatch):
+    """The last write of a run (its listing, for the next run to reuse) refused by SQLite (here
+    for real: the connection made read-only) ends the run with the archive's one-line error,
+    as every other write of the index does; the next run completes a mirror that verifies."""
+    from mirror.models import ArchiveWriteError
+
+    out = tmp_path / "m"
+    set_meta = archindex.ArchiveIndex.set_meta
+
+    def refused(self, **values):
+        self.w.execute("PRAGMA query_only = 1")
+        return set_meta(self, **values)
+
+    monkeypatch.setattr(archindex.ArchiveIndex, "set_meta", refused)
+    try:
+        crawl_sync(replay.url, out)
+    except ArchiveWriteError as exc:
+        assert str(exc).startswith("cannot write the index in ") and "readonly" in str(exc), str(exc)
+    else:
+        raise AssertionError("the crawl ended although its index refused a write")
+    monkeypatch.setattr(archindex.ArchiveIndex, "set_meta", set_meta)
+    crawl_sync(replay.url, out)
+    assert provenance_files(out) == index_files(out) and verify(out) == []
