@@ -99,13 +99,13 @@ def _io_error(exc: OSError, what: str) -> ArchiveWriteError:
     return ArchiveWriteError(f"cannot write while {what}: {exc.strerror or exc}")
 
 
-def _index_error(exc: sqlite3.Error, state: Path) -> ArchiveWriteError:
-    """A write of the on-disk index that SQLite refused. Its "database or disk is full"
-    (SQLITE_FULL) is the full disk every other write names: which write meets it first is
-    chance."""
+def sqlite_refusal(exc: sqlite3.Error, what: str) -> ArchiveWriteError:
+    """A write of `what` (the on-disk index, a count, a plan) that SQLite refused. Its "database
+    or disk is full" (SQLITE_FULL) is the full disk every other write names: which write meets
+    it first is chance."""
     if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        return _io_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), f"writing the index in {state}")
-    return ArchiveWriteError(f"cannot write the index in {state}: {exc}")
+        return _io_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), f"writing {what}")
+    return ArchiveWriteError(f"cannot write {what}: {exc}")
 
 
 DISK_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
@@ -263,7 +263,7 @@ class Archive:
             self.stale_bag = self._bag_lags()
             self.index.begin_run()
         except sqlite3.Error as exc:
-            raise _index_error(exc, self.state) from None
+            raise sqlite_refusal(exc, f"the index in {self.state}") from None
         except OSError as exc:
             raise _io_error(exc, "opening the archive's index") from None
         self.listing_run = self.index.run
@@ -592,7 +592,7 @@ class Archive:
         try:
             self.index.set_meta(listing=identity, listing_run=self.listing_run)
         except sqlite3.Error as exc:
-            raise _index_error(exc, self.state) from None
+            raise sqlite_refusal(exc, f"the index in {self.state}") from None
 
     # -- adding files -----------------------------------------------------------
     def add(self, acta: Acta, fetched: Fetched, *, kind: str = "acta", name: str | None = None) -> Entry | None:
@@ -720,7 +720,7 @@ class Archive:
                     self.index.commit()
                     self._flying.remove(batch)
         except sqlite3.Error as exc:
-            raise _index_error(exc, self.state) from None
+            raise sqlite_refusal(exc, f"the index in {self.state}") from None
         finally:
             if batch in self._flying:  # the run stops; the next one rebuilds the index
                 with self._seen:
@@ -810,7 +810,7 @@ class Archive:
             if self._checks:  # what `export` reads for its revisit records
                 atomic_write(self.state / CHECKED, self.index.checked_times())
         except sqlite3.Error as exc:
-            raise _index_error(exc, self.state) from None
+            raise sqlite_refusal(exc, f"the index in {self.state}") from None
         except OSError as exc:
             raise _io_error(exc, "writing the bag's manifests") from None
         shutil.rmtree(self.tmp, ignore_errors=True)

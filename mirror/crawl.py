@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import quote, urlsplit
 
-from .archive import STATE_DIR, Archive, disk_error, safe_component
+from .archive import STATE_DIR, Archive, disk_error, safe_component, sqlite_refusal
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
@@ -640,6 +640,8 @@ def _count_distinct(folder: Path, pairs: Iterable[tuple[str, str]]) -> int:
             db.execute("CREATE TABLE p (key TEXT, url TEXT, PRIMARY KEY (key, url)) WITHOUT ROWID")
             db.executemany("INSERT OR IGNORE INTO p VALUES (?, ?)", pairs)
             return db.execute("SELECT count(*) FROM p").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise sqlite_refusal(exc, f"the count of the listed actas in {folder}") from None
         finally:
             db.close()
 
@@ -750,6 +752,8 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                 FROM (SELECT DISTINCT url FROM listed) l LEFT JOIN known k ON k.url = l.url AND k.size IS NOT NULL""",
                                                                   (since, since)).fetchone()
             sizes, mean = db.execute("SELECT count(size), coalesce(sum(size), 0) FROM known").fetchone()
+        except sqlite3.Error as exc:
+            raise sqlite_refusal(exc, f"the dry run's plan in {tmp}") from None
         finally:
             db.close()
     return CrawlPlan(listed=listed, new=urls - known, recheck=known - fresh, recheck_bytes=recheck_bytes,

@@ -118,6 +118,28 @@ def test_full_disk_is_a_clear_error_and_nothing_archived_is_damaged(small_disk, 
         assert verify(rescued) == []
 
 
+def test_a_full_disk_under_the_crawls_own_counts_is_one_line_and_exit_3(tmp_path):
+    """The crawl's scratch SQLite files (the count of listed actas a progress display shows, a dry
+    run's plan) meeting a full disk: the same one line and exit 3 as any other write, not
+    SQLite's traceback."""
+    index = tmp_path / "index.csv"
+    for name in ("counting", "planning"):
+        (tmp_path / name).mkdir()
+    with ReplayThread(Replay(small=True)) as r:
+        index.write_bytes(r.replay.index_bytes(1))  # the whole index: 24,532 pairs, some MB to count
+        with tmpfs(tmp_path / "counting", "320k") as disk:
+            counting = run_cli("crawl", "resultados2024", "--root", r.url, "--out", str(disk / "m"),
+                               "--index", str(index))  # not --quiet: the display counts the actas first
+        with tmpfs(tmp_path / "planning", "320k") as disk:
+            planning = run_cli("crawl", "resultados2024", "--root", r.url, "--out", str(tmp_path / "plan"),
+                               "--index", str(index), "--dry-run", env={"TMPDIR": str(disk)})
+    for proc, what in ((counting, "the count of the listed actas in "), (planning, "the dry run's plan in ")):
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"acta-mirror: disk full while writing {what}"), proc.stderr
+        assert line.endswith("everything archived before is intact, re-run when there is space"), proc.stderr
+
+
 def _first_rows(r, tmp_path: Path, n: int) -> str:
     lines = r.replay.index_bytes(1).splitlines(keepends=True)
     path = tmp_path / "first.csv"
