@@ -623,10 +623,11 @@ def test_a_qr_counting_more_votes_than_the_table_has_electors_is_named_with_its_
     site = run_cli("site", str(out))  # the voter's page of each table says so too
     assert site.returncode == 1, site.stderr  # written; unsigned, so a visitor's check would fail
     page = next((out / "site").rglob(f"{over.key}.html")).read_text()
-    assert f'<p id="electors">Electores inscritos en la mesa, según el índice: {over.electors:,}</p>' in page
-    assert f'id="over-electors">El acta cuenta {over.electors + 1:,} votos, más que los {over.electors:,} ' in page
+    es = lambda n: f"{n:,}".replace(",", ".")  # noqa: E731 (as Venezuela writes a count: 1.234)
+    assert f'<p id="electors">Electores inscritos en la mesa, según el índice: {es(over.electors)}</p>' in page
+    assert f'id="over-electors">El acta cuenta {es(over.electors + 1)} votos, más que los {es(over.electors)} ' in page
     page = next((out / "site").rglob(f"{full.key}.html")).read_text()
-    assert f"según el índice: {full.electors:,}</p>" in page and "over-electors" not in page
+    assert f"según el índice: {es(full.electors)}</p>" in page and "over-electors" not in page
 
 
 def test_electors_are_read_only_where_the_index_gives_one_number_for_the_table():
@@ -647,3 +648,10 @@ def test_electors_are_read_only_where_the_index_gives_one_number_for_the_table()
     assert got == {"010113042.01": None, "010113042.02": 300, "010113042.03": 12, "010113042.04": 50,
                    "010113042.05": None, "010113042.06": None, "010113042.07": None, "010113042.08": None,
                    "010113042.09": None, "010113042.10": 0}
+
+
+def test_the_voters_site_writes_a_count_as_venezuela_does():
+    """1,234 reads as one and a fraction to a Venezuelan voter: every count on the site is 1.234."""
+    from mirror.audit.site import _cifra
+
+    assert [_cifra(n) for n in (0, 999, 1000, 1234567)] == ["0", "999", "1.000", "1.234.567"]

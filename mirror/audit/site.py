@@ -217,12 +217,17 @@ SEARCH_FORM = ("<form id=\"search\" role=\"search\" class=\"search\"><label for=
                "<p id=\"search-status\" aria-live=\"polite\"></p><ul id=\"results\"></ul></form>")
 
 
+def _cifra(n: int) -> str:
+    """A count as Venezuela writes it (1.234.567): "1,234" would read as one and a fraction."""
+    return f"{n:,}".replace(",", ".")
+
+
 def _counts(tables: list[TablePage]) -> str:
     total = len(tables)
     archived = sum(t.archived for t in tables)
     read = sum(t.qr is not None for t in tables)
-    return (f"<p class=\"counts\"><strong>{archived:,} de {total:,} mesas archivadas</strong>; "
-            f"{read:,} de {total:,} actas leídas del código QR.</p>").replace(",", ".")
+    return (f"<p class=\"counts\"><strong>{_cifra(archived)} de {_cifra(total)} mesas archivadas</strong>; "
+            f"{_cifra(read)} de {_cifra(total)} actas leídas del código QR.</p>")
 
 
 def _votes_table(columns: list[tuple[str, dict | None]], caption: str) -> str:
@@ -231,7 +236,7 @@ def _votes_table(columns: list[tuple[str, dict | None]], caption: str) -> str:
     for col in COLUMNS:
         values = [v.get(col) if v else None for _n, v in columns]
         differ = len({v for v in values if v is not None}) > 1
-        cells = "".join(f"<td>{'—' if v is None else f'{v:,}'.replace(',', '.')}</td>" for v in values)
+        cells = "".join(f"<td>{'—' if v is None else _cifra(v)}</td>" for v in values)
         mark, flag = (' class="differ"', ' <span class="flag">(no coinciden)</span>') if differ else ("", "")
         rows.append(f"<tr{mark}><th scope=\"row\">{_t(NAMES[col])}{flag}</th>{cells}</tr>")
     return (f"<div class=\"wide\"><table class=\"votes\"><caption>{_t(caption)}</caption><thead><tr><th scope=\"col\">"
@@ -306,7 +311,7 @@ def _verify_section(t: TablePage, proof: dict | None, signed: Signed, image: str
         f"<dt>Clave pública del firmante</dt><dd><code id=\"pubkey\">{_t(pub_line) or 'no publicada con este sitio'}</code></dd>"
         f"<dt>Huella (key ID)</dt><dd><code id=\"key-id\">{_t(key_id) or '—'}</code> "
         "Compárela con la que anuncia quien publica este espejo.</dd>"
-        f"<dt>Raíz de Merkle</dt><dd><code id=\"root\">{_t(signed.root)}</code> ({signed.size:,} archivos)</dd></dl>"
+        f"<dt>Raíz de Merkle</dt><dd><code id=\"root\">{_t(signed.root)}</code> ({_cifra(signed.size)} archivos)</dd></dl>"
         "<p><button id=\"verify\" type=\"button\">Comprobar en este navegador</button></p>"
         "<p class=\"picker\"><label for=\"verify-file\">Si abrió el sitio como archivo (file://), el navegador no deja "
         f"leer la imagen: elíjala aquí (es <code>{_t(e.path)}</code> en el espejo)</label> "
@@ -337,10 +342,10 @@ def _table_page(t: TablePage, names: dict[str, str], proof: dict | None, signed:
         body.append("<p class=\"differ\" id=\"disagreement\">El QR del acta y el índice publicado no coinciden "
                     "(filas marcadas).</p>")
     if t.electors is not None:
-        body.append(f"<p id=\"electors\">Electores inscritos en la mesa, según el índice: {t.electors:,}</p>")
+        body.append(f"<p id=\"electors\">Electores inscritos en la mesa, según el índice: {_cifra(t.electors)}</p>")
         if t.over is not None:
-            body.append(f"<p class=\"differ\" id=\"over-electors\">El acta cuenta {t.over:,} votos, más que los "
-                        f"{t.electors:,} electores inscritos en la mesa: un acta alterada o mal impresa, o un "
+            body.append(f"<p class=\"differ\" id=\"over-electors\">El acta cuenta {_cifra(t.over)} votos, más que los "
+                        f"{_cifra(t.electors)} electores inscritos en la mesa: un acta alterada o mal impresa, o un "
                         "error del índice.</p>")
     e = t.entry
     if e is not None:
@@ -377,7 +382,7 @@ def _area_page(area: Area, names: dict[str, str], tables: list[TablePage]) -> st
             archived = sum(t.archived for t in child.tables)
             href = "/".join(_folder(child.code)[depth:]) + "/index.html"
             rows.append(f"<tr><th scope=\"row\"><a href=\"{_t(href)}\">{_t(child.name or child.code)}</a></th>"
-                        f"<td>{archived:,} de {len(child.tables):,}</td></tr>".replace(",", "."))
+                        f"<td>{_cifra(archived)} de {_cifra(len(child.tables))}</td></tr>")
         body.append(f"<div class=\"wide\"><table class=\"list\"><caption>{level}s</caption><thead><tr>"
                     f"<th scope=\"col\">{level}</th><th scope=\"col\">Mesas archivadas</th></tr></thead>"
                     f"<tbody>{''.join(rows)}</tbody></table></div>")
