@@ -38,7 +38,7 @@ from .manifest import (BAG_INFO, BAGIT_TXT, CHANGES, FAILURES, PAYLOAD_MANIFEST,
                        repair_torn_tail, sync_filesystem)
 from .publish import redact
 from .models import JSON_LINE, Acta, ArchiveWriteError, Entry, Fetched, MirrorError, MirrorLocked, NotAMirror, UnsafePath, UsageError
-from .state import MAX_TAG_BYTES, open_payload, read_inside, read_state, scan  # read_inside: also for importers here
+from .state import MAX_TAG_BYTES, MirrorState, open_payload, read_inside, read_state, scan  # read_inside: also for importers here
 
 CHECKED = "checked.json"  # in STATE_DIR: url -> when last fetched or found unchanged (for `export`)
 STATE_DIR = ".acta-mirror"  # lock, temp files, quarantine; outside data/, not part of the bag
@@ -917,15 +917,17 @@ SITE_DIR = "site"  # the browsable index `acta-mirror site` writes
 MAX_SITE_FILE_BYTES = 64 << 20  # its largest file, a state's list of centres, is well under 1 MB
 
 
-def published_files(root: str | os.PathLike) -> list[tuple[str, int, str]]:
+def published_files(root: str | os.PathLike, state: MirrorState | None = None) -> list[tuple[str, int, str]]:
     """What a published copy holds, as (path, size, sha256): the payload, as the validated
     reader gives it and where provenance and the manifest agree; the tag files this tool
     writes, each checked against the tag manifest (and the tag manifest itself); the site/
     folder. Payload bytes are not read here: a publisher checks each file it sends
     (read_checked). Never the receipts, the working state or anything else at the top; never
-    a symlink, FIFO or device. NotAMirror (UnsafePath, Corrupt) naming what is wrong."""
+    a symlink, FIFO or device. NotAMirror (UnsafePath, Corrupt) naming what is wrong.
+    state: the mirror as verify.check read it, when that check found no problem (a publisher
+    verifies first): its records and manifests are then not read a second time."""
     root = Path(root)
-    state = read_state(root).require_clean()
+    state = (state or read_state(root)).require_clean()
     files = [(e.path, e.size, e.sha256) for e in state.entries]
     if {p: s for p, _n, s in files} != state.manifest:
         raise Corrupt(f"{root}: provenance and the manifest list different files")

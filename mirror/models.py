@@ -232,9 +232,13 @@ class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
         Bytes that are not UTF-8 (a raw surrogate included) msgspec refuses itself, as strictly
         as from_json's callers decode a line. (msgspec's decode_lines is not used: it takes two
         records on one line.)"""
-        decode = _line_decoder().decode
+        return cls.from_json_lines([line for line in block.split(b"\n") if line.strip()])  # blank: as iter_records
+
+    @classmethod
+    def from_json_lines(cls, lines: "list[bytes]") -> "list[Entry] | None":
+        """from_json_block of lines already split (none blank): one Entry for each, or None."""
         try:
-            rows = list(map(decode, [line for line in block.split(b"\n") if line.strip()]))  # blank: as iter_records
+            rows = list(map(_line_decoder().decode, lines))
         except _REFUSED:
             return None
         return rows if _forms_valid(rows) else None

@@ -19,6 +19,7 @@ API:
     require_bag(root) -> Path                       (the same NotAMirror, nothing read)
     scan(root, rel, level, recurse) -> Scan         (the files of data/, sized or hashed on the way)
     iter_records(path, problems=None) -> Record...  (provenance lines with their exact text)
+    read_records(path, problems=None) -> [Record]   (the same, as a list, faster)
     read_entries(path, problems) -> [Entry]         (the same records' entries, faster)
     open_payload(root, rel) -> binary file          (UnsafePath, FileNotFoundError)
     iter_lines(binary file) -> bytes | None...      (None: a line too long to hold, skipped)
@@ -319,6 +320,36 @@ def read_entries(path: str | os.PathLike, problems: list[Problem]) -> list[Entry
     except (OSError, UnsafePath, ValueError):  # a line too long
         pass  # iter_records says what, or finds no file
     return [r.entry for r in iter_records(path, problems)]
+
+
+def read_records(path: str | os.PathLike, problems: list[Problem] | None = None) -> list[Record]:
+    """list(iter_records(path, problems)), faster: a file whose every line is valid is decoded
+    a block of lines at a time, as read_entries does, each record keeping its line and its
+    number; any other is read again through iter_records, which names each bad line."""
+    path = Path(path)
+    records: list[Record] = []
+    paths: set[str] = set()
+    number = 0  # lines before this block, blank ones included (iter_records counts them)
+    try:
+        with open_payload(path.parent, path.name, MAX_RECORDS_BYTES) as fh:
+            while block := _line_block(fh):
+                lines = block.split(b"\n")
+                if not lines[-1]:
+                    lines.pop()  # the block's last newline: no line after it
+                kept = [(n, raw) for n, raw in enumerate(lines, number + 1) if raw.strip()]  # blank: as iter_records
+                number += len(lines)
+                batch = Entry.from_json_lines([raw for _n, raw in kept])
+                if batch is None or not entries_fit(batch):
+                    break
+                paths.update([e.path for e in batch])
+                records += [Record(e, raw.decode() + "\n", n) for e, (n, raw) in zip(batch, kept)]
+                if len(paths) != len(records):
+                    break  # a path listed twice
+            else:
+                return records
+    except (OSError, UnsafePath, ValueError):  # a line too long
+        pass  # iter_records says what, or finds no file
+    return list(iter_records(path, problems))
 
 
 MAX_LINE_BYTES = 1 << 24  # a provenance record is a few hundred bytes; a planted giant line is never held whole

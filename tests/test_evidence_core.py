@@ -2104,6 +2104,42 @@ def _line_of(i: int, n: int) -> str:
     return line
 
 
+def test_read_records_gives_iter_records_records_line_for_line(tmp_path, monkeypatch):
+    """read_records (the publisher's reader: each record with its exact line and number) against
+    iter_records: blank and whitespace lines (counted, skipped), CRLF endings, no last newline, a
+    repeated path, a bad line and bytes that are not UTF-8, at block sizes that split the file
+    everywhere; with a list the same problems, without one the same NotAMirror."""
+    lines = [(_entry(i).to_json() + "\n").encode() for i in range(5)]
+    cases = {"clean": b"".join(lines), "blank": lines[0] + b"\n" + lines[1] + b" \t\r\n" + b"".join(lines[2:]),
+             "crlf": b"".join(line.replace(b"\n", b"\r\n") for line in lines), "no last newline": b"".join(lines)[:-1],
+             "repeated": b"".join(lines + lines[1:2]), "bad": b"".join(lines[:2]) + b"{}\n" + b"".join(lines[2:]),
+             "not utf-8": b"".join(lines[:3]) + lines[3].replace(b'"kind"', b'"\xffkind"') + lines[4]}
+    path = tmp_path / "provenance.jsonl"
+    for name, data in cases.items():
+        path.write_bytes(data)
+        for read_size in (1, 64, 1 << 16):
+            monkeypatch.setattr(state, "READ_SIZE", read_size)
+            fast, slow = [], []
+            got = state.read_records(path, fast)
+            assert got == list(state.iter_records(path, slow)) and fast == slow, (name, read_size)
+            assert len(got) >= 4 and (got[-1].number == data.count(b"\n") + (not data.endswith(b"\n"))) == \
+                (name != "repeated"), name
+            assert "".join(r.text for r in got).encode() == data or name not in ("clean", "crlf"), name
+            try:
+                slow_error = list(state.iter_records(path))
+            except NotAMirror as exc:
+                slow_error = str(exc)
+            try:
+                fast_error = state.read_records(path)
+            except NotAMirror as exc:
+                fast_error = str(exc)
+            assert fast_error == slow_error, name
+    path.write_bytes(cases["blank"])
+    monkeypatch.setattr(state, "READ_SIZE", 1 << 16)
+    monkeypatch.setattr(state, "iter_records", None)  # a clean file, blank lines and all, needs no line-by-line read
+    assert [r.number for r in state.read_records(path)] == [1, 3, 5, 6, 7]
+
+
 def test_a_provenance_line_over_the_bound_is_named_and_skipped_unread(tmp_path, monkeypatch):
     """A line of exactly MAX_LINE_BYTES is read; one byte more and it is named and skipped, in
     pieces (never held whole), whether it ends the file or not, and the records after it are

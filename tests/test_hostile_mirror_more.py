@@ -211,7 +211,7 @@ def test_restore_does_not_call_a_copy_verified_when_its_signature_fails(signed, 
 
     _tamper_and_rehash(signed)
     remote = tmp_path / "remote"
-    monkeypatch.setattr(publish_git, "verify", lambda *a, **k: [])  # the attacker's publisher
+    monkeypatch.setattr(publish_git, "verified", lambda *a, **k: (None, None))  # the attacker's publisher
     publish_git.GitPublisher(f"git+file://{remote}").publish(signed)
     monkeypatch.undo()
     proc = run_cli("restore", "--from", f"git+file://{remote}", "--out", str(tmp_path / "restored"), timeout=LIMIT)

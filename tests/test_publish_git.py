@@ -170,6 +170,28 @@ def test_two_publishers_at_once_both_land(replay, tmp_path):
     assert commits(remote) >= 2
 
 
+def test_a_second_writers_records_go_whole_into_full_bag_when_the_chunks_hold_both(replay, tmp_path):
+    """After another writer's files, the chunks every shard carries hold both writers' records,
+    so they are not this mirror's provenance.jsonl: shard 01's full-bag/ then carries that file
+    whole, as its tag manifest lists it (a stranger's check of full-bag/ passes), while each
+    writer alone carries it only as the chunks."""
+    a = make_mirror(replay.url, tmp_path / "a", shard=(1, 2))
+    b = make_mirror(replay.url, tmp_path / "b", shard=(2, 2))
+    remote = tmp_path / "remote" / "shared.git"
+    for m in (a, b):
+        proc = run_cli("publish", str(m), "--to", f"git+file://{remote}")
+        assert proc.returncode == 0, proc.stderr
+        carried = git("-C", str(remote), "ls-tree", "-r", "--name-only", "main", "full-bag/").split()
+        assert ("full-bag/provenance.jsonl" in carried) == (m is b)
+    records = (b / "provenance.jsonl").read_bytes()
+    shown = subprocess.run(["git", "-C", str(remote), "show", "main:full-bag/provenance.jsonl"], check=True,
+                           capture_output=True).stdout
+    assert shown == records
+    joined = chunks_of(remote, "main")
+    paths = [{json.loads(line)["path"] for line in text.splitlines()} for text in (records, joined)]
+    assert paths[0] < paths[1]  # both writers' files, the index once
+
+
 def test_shard_policy_is_stable_and_urls_are_derived():
     groups = {"data/01_A": 500, "data/02_B": 400, "data/03_C": 300, "data/index": 10}
     first = assign_shards(groups, {}, "size", 1000)
@@ -192,6 +214,13 @@ def test_bad_targets_exit_clearly(mirror, tmp_path):
     assert proc.returncode == 2 and "not" in proc.stderr
 
 
+def chunks_of(repo: Path, commit: str) -> bytes:
+    """A shard's full-provenance/ chunks at commit, one after the other, as `cat` joins them."""
+    names = git("-C", str(repo), "ls-tree", "--name-only", commit, "full-provenance/").split()
+    return b"".join(subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{name}"], check=True,
+                                   capture_output=True).stdout for name in sorted(names))
+
+
 def test_an_appended_provenance_rewrites_only_its_last_chunk(replay_factory, tmp_path, monkeypatch):
     """A publish writes what changed: a shard that gets no new file gets new tag files and the
     last chunk of the full provenance, never the whole provenance again; unchanged files keep
@@ -212,7 +241,7 @@ def test_an_appended_provenance_rewrites_only_its_last_chunk(replay_factory, tmp
     provenance = (mirror / "provenance.jsonl").read_bytes()
     lines = provenance.count(b"\n")
     first = tmp_path / "remote" / "actas.git"
-    old_lines = len(git("-C", str(first), "show", f"{before[first]}:full-bag/provenance.jsonl").splitlines())
+    old_lines = chunks_of(first, before[first]).count(b"\n")
     assert lines > old_lines
     untouched = 0
     for repo in repos:
@@ -224,19 +253,51 @@ def test_an_appended_provenance_rewrites_only_its_last_chunk(replay_factory, tmp
             untouched += 1
             assert set(changed) - set(chunks) <= {"bag-info.txt", "tagmanifest-sha256.txt",
                                                   "full-manifest-sha256.txt"}, changed
-        names = git("-C", str(repo), "ls-tree", "--name-only", "main", "full-provenance/").split()
-        whole = b"".join(subprocess.run(["git", "-C", str(repo), "show", f"main:{name}"], check=True,
-                                        capture_output=True).stdout for name in sorted(names))
-        assert whole == provenance
+        assert chunks_of(repo, "main") == provenance
     assert untouched, "some shard should have had no new file"
+    # the chunks are the records: shard 01 does not carry them a second time in full-bag/
+    assert "full-bag/provenance.jsonl" not in git("-C", str(first), "ls-tree", "-r", "--name-only", "main").split()
     out = tmp_path / "restored"
     assert run_cli("restore", "--from", target, "--out", str(out)).returncode == 0
     assert (out / "provenance.jsonl").read_bytes() == provenance
 
 
+def test_records_the_chunks_are_not_byte_for_byte_are_carried_whole_and_restored_as_they_were(mirror, tmp_path):
+    """A provenance file with a blank line (valid: the reader skips it) is not its chunks joined:
+    shard 01 then carries it in full-bag/ too, and restore gives back those bytes, not the
+    chunks'. Without the blank line the next publish leaves it out again."""
+    from mirror.archive import write_tag_manifest
+
+    records = mirror / "provenance.jsonl"
+    lines = records.read_bytes().splitlines(keepends=True)
+    odd = b"".join(lines[:2]) + b"\n" + b"".join(lines[2:])
+    records.write_bytes(odd)
+    write_tag_manifest(mirror)
+    remote = tmp_path / "remote" / "actas.git"
+    target = f"git+file://{remote}"
+    proc = run_cli("publish", str(mirror), "--to", target)
+    assert proc.returncode == 0, proc.stderr
+    assert git("-C", str(remote), "show", "main:full-bag/provenance.jsonl").encode() == odd
+    assert chunks_of(remote, "main") == odd.replace(b"\n\n", b"\n", 1)
+    out = tmp_path / "restored"
+    proc = run_cli("restore", "--from", target, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "provenance.jsonl").read_bytes() == odd
+    records.write_bytes(b"".join(lines))
+    write_tag_manifest(mirror)
+    proc = run_cli("publish", str(mirror), "--to", target)
+    assert proc.returncode == 0, proc.stderr
+    assert "full-bag/provenance.jsonl" not in git("-C", str(remote), "ls-tree", "-r", "--name-only", "main").split()
+    again = tmp_path / "restored-again"
+    proc = run_cli("restore", "--from", target, "--out", str(again))
+    assert proc.returncode == 0, proc.stderr
+    assert (again / "provenance.jsonl").read_bytes() == b"".join(lines)
+
+
 def test_shards_that_carry_the_provenance_in_one_file_restore_and_are_converted(replay_factory, tmp_path):
-    """Shards written by earlier versions carry full-provenance.jsonl whole: restore reads it,
-    and the next publish replaces it by the chunks."""
+    """Shards written by earlier versions carry full-provenance.jsonl whole, and the records in
+    full-bag/ too: restore reads them, and the next publish replaces the file by the chunks and
+    leaves the records in full-bag/ out."""
     r = replay_factory(faults="change=0.15")
     mirror = make_mirror(r.url, tmp_path / "mirror")
     remote = tmp_path / "remote" / "a.git"
@@ -246,8 +307,9 @@ def test_shards_that_carry_the_provenance_in_one_file_restore_and_are_converted(
     git("clone", "-q", str(remote), str(clone))
     chunks = sorted((clone / "full-provenance").iterdir())
     (clone / "full-provenance.jsonl").write_bytes(b"".join(c.read_bytes() for c in chunks))
+    (clone / "full-bag" / "provenance.jsonl").write_bytes((mirror / "provenance.jsonl").read_bytes())
     git("-C", str(clone), "rm", "-q", "-r", "full-provenance")
-    git("-C", str(clone), "add", "full-provenance.jsonl")
+    git("-C", str(clone), "add", "full-provenance.jsonl", "full-bag/provenance.jsonl")
     git("-C", str(clone), "-c", "user.name=earlier", "-c", "user.email=e@localhost", "commit", "-qm", "earlier layout")
     git("-C", str(clone), "push", "-q", "origin", "main")
     out = tmp_path / "restored"
@@ -259,6 +321,7 @@ def test_shards_that_carry_the_provenance_in_one_file_restore_and_are_converted(
     assert proc.returncode == 0, proc.stderr
     tree = git("-C", str(remote), "ls-tree", "--name-only", "main").split()
     assert "full-provenance.jsonl" not in tree and "full-provenance" in tree
+    assert "full-bag/provenance.jsonl" not in git("-C", str(remote), "ls-tree", "--name-only", "main", "full-bag/").split()
     again = tmp_path / "restored-again"
     assert run_cli("restore", "--from", target, "--out", str(again)).returncode == 0
     assert (again / "provenance.jsonl").read_bytes() == (mirror / "provenance.jsonl").read_bytes()

@@ -447,8 +447,18 @@ def shard_stripped(work: Path) -> None:
 
 
 def shard_signed_files(work: Path) -> None:
-    with open(work / "full-bag" / "provenance.jsonl", "a") as fh:
-        fh.write((work / "full-bag" / "provenance.jsonl").read_text().splitlines()[0] + "\n")
+    """A record added to the signed records, which the shards carry as full-provenance/."""
+    last = sorted((work / "full-provenance").glob("*.jsonl"))[-1]
+    with open(last, "a") as fh:
+        fh.write(last.read_text().splitlines()[0] + "\n")
+
+
+def shard_signed_records(work: Path) -> None:
+    """The chunks left alone and other records planted in full-bag/, where a shard carries them
+    only when the chunks are not its records: what is there is what is checked."""
+    chunks = sorted((work / "full-provenance").glob("*.jsonl"))
+    joined = b"".join(c.read_bytes() for c in chunks)
+    (work / "full-bag" / "provenance.jsonl").write_bytes(joined + joined.splitlines(keepends=True)[0])
 
 
 def shard_changed(work: Path) -> None:
@@ -461,7 +471,8 @@ def shard_extra(work: Path) -> None:
 
 # edit, the step that refuses it, what restore --pubkey does with it (it reads listed files only)
 HOSTILE_SHARD = {"symlink": (shard_symlink, 1, 1), "stripped": (shard_stripped, 2, 1),
-                 "signed-files": (shard_signed_files, 3, 1), "forgery": (shard_forgery, 4, 1),
+                 "signed-files": (shard_signed_files, 3, 1), "signed-records": (shard_signed_records, 3, 1),
+                 "forgery": (shard_forgery, 4, 1),
                  "changed": (shard_changed, 5, 1), "extra": (shard_extra, 6, 0)}
 
 

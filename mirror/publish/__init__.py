@@ -15,9 +15,13 @@ import pkgutil
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from ..models import MirrorError, UsageError
+
+if TYPE_CHECKING:
+    from ..state import MirrorState
 
 PUBLISHERS: dict[str, type] = {}
 
@@ -46,6 +50,17 @@ class Plan:
     files: int = 0  # payload files the target lacks
     bytes: int = 0  # their size
     details: list[str] = field(default_factory=list)  # one line per shard / step
+
+
+def verified(mirror: Path) -> tuple[str | None, "MirrorState"]:
+    """What `verify --fast` says of a mirror before it is published: its first problem (None
+    when it has none), and the mirror as that check read it, for archive.published_files to
+    take as read instead of reading the records and manifests again."""
+    from ..verify import check
+
+    checked = check(mirror, fast=True)
+    problems = checked.problems + checked.seal.problems
+    return (str(problems[0]) if problems else None), checked.state
 
 
 def register(cls: type) -> type:

@@ -14,8 +14,10 @@ provenance, tag manifest, data/...) and also carries full-manifest-sha256.txt, s
 and the whole provenance in full-provenance/ (files of FULL_CHUNK_LINES lines), so one clone
 tells what every other should hold.
 Shard 01 also carries the whole mirror's tag files byte for byte under full-bag/ (bag-info,
-manifests, provenance, changes, failures, the signed root and its signature), so a restored
-mirror passes `verify --pubkey`, and the site/ folder when `acta-mirror site` made one.
+manifests, changes, failures, the signed root and its signature), so a restored mirror passes
+`verify --pubkey`, and the site/ folder when `acta-mirror site` made one. The provenance is
+not carried there a second time when the chunks of full-provenance/, one after the other, are
+its bytes (restore joins them); only when they are not (blank lines, another writer's lines).
 
 Nothing unchecked leaves: every payload file sent is read inside the mirror without following
 a symlink and must hash to its manifest line; tag files must match the tag manifest. The
@@ -67,10 +69,10 @@ from ..manifest import (BAG_INFO, BAGIT_TXT, PAYLOAD_MANIFEST, PROVENANCE, TAG_M
 from ..evidence import SIGNATURE, STATEMENT, tree_root
 from ..merkle import merkle_root
 from ..sign import PublicKey, SignatureError, load_public, parse_signature, verify_signature
-from ..state import Record, is_shard_name, iter_records
+from ..state import Record, is_shard_name, read_records
 from ..models import ArchiveWriteError, NotAMirror, UsageError, printable
 from ..verify import verify
-from . import Plan, PublishError, Receipt, env_secret, redact, register, working_dir
+from . import Plan, PublishError, Receipt, env_secret, redact, register, verified, working_dir
 
 DEFAULT_MAX_REPO_BYTES = 900 * 1000 * 1000  # a repository should stay well under 1 GB
 DEFAULT_MAX_PUSH_BYTES = 1000 * 1000 * 1000  # GitHub refuses pushes over 2 GB
@@ -92,7 +94,7 @@ SHARDS_JSON = "shards.json"
 # Files that make a clone check out other bytes than the ones committed (line ends, encodings,
 # filters; submodules): never in a shard, removed when a host planted one.
 CHECKOUT_FILES = (".gitattributes", ".gitmodules")
-FULL_BAG = "full-bag"  # in shard 01: the whole mirror's tag files, byte for byte
+FULL_BAG = "full-bag"  # in shard 01: the whole mirror's tag files, byte for byte (provenance: see above)
 # Git asks it with the host it is talking to on stdin: a password goes to the target's own host
 # only, never to another one that host redirected git to.
 CREDENTIAL_HELPER = ('!f() { test "$1" = get || exit 0; '
@@ -234,19 +236,21 @@ class GitPublisher:
         self._rooted: tuple[list[Record], str] = ([], "")  # the mirror's lines and their Merkle root
         self._seen: dict[str, str | None] = {}  # url -> its tip when this staging repository last saw it
         self._held: set[str] | None = None  # the payload files publish_delta has in hand (None: all of them)
+        self._extras: dict[str, str] = {}  # the mirror's files besides the payload, sha256 by name (_publish)
 
     # -- publish -------------------------------------------------------------------
     def publish(self, mirror: str | os.PathLike) -> Receipt:
         mirror = Path(os.path.abspath(mirror))  # git and the cache key need no relative path
-        problems = verify(mirror, fast=True)
-        if problems:
-            raise PublishError(f"{mirror} does not verify ({problems[0]}); not publishing it to {self.shown}")
+        problem, state = verified(mirror)
+        if problem:
+            raise PublishError(f"{mirror} does not verify ({problem}); not publishing it to {self.shown}")
         try:
-            files = published_files(mirror)  # refuses symlinks, specials, tag files that do not match
+            files = published_files(mirror, state)  # refuses symlinks, specials, tag files that do not match
+            del state  # its records (tens of MB) are not held through the publish
+            entries = read_records(mirror / PROVENANCE)  # the lines themselves, as the chunks carry them
         except (OSError, NotAMirror) as exc:
             raise PublishError(f"{mirror}: {getattr(exc, 'strerror', None) or exc}; "
                                f"not publishing it to {self.shown}") from None
-        entries = list(iter_records(mirror / PROVENANCE))  # clean: published_files said so
         extras = {rel: sha for rel, _n, sha in files if not rel.startswith("data/")}
         self._held = None  # the whole mirror is in hand
         return self._publish(mirror, entries, extras)
@@ -268,6 +272,7 @@ class GitPublisher:
         self._info = parse_bag_info(self._checked(mirror, BAG_INFO, extras[BAG_INFO]).decode("utf-8", "replace")) \
             if BAG_INFO in extras else {}
         receipt = Receipt(target=self.shown, kind="git", root=_root(entries))
+        self._extras = extras
         self._whole_made = None  # made again from this publish's lines (see _whole)
         self._seen = {}
         self._rooted = (entries, receipt.root)
@@ -302,12 +307,12 @@ class GitPublisher:
         no blob it can avoid) and writes nothing in the mirror or the remote."""
         mirror = Path(os.path.abspath(mirror))
         plan = Plan(target=self.shown)
-        problems = verify(mirror, fast=True)
-        if problems:
-            plan.details.append(f"{self.shown}: would refuse: {mirror} does not verify ({problems[0]})")
+        problem, _state = verified(mirror)
+        if problem:
+            plan.details.append(f"{self.shown}: would refuse: {mirror} does not verify ({problem})")
             return plan
         try:
-            entries = list(iter_records(mirror / PROVENANCE))
+            entries = read_records(mirror / PROVENANCE)
         except NotAMirror as exc:
             plan.details.append(f"{self.shown}: would refuse: {exc}")
             return plan
@@ -390,12 +395,14 @@ class GitPublisher:
         mine: dict[str, list[Record]] = {shard: [] for shard in shards}
         for e, group in zip(entries, of):
             mine[assignment[group]].append(e)
+        whole = self._whole(entries)  # what every shard carries, made before they share it
         blobs = {}  # shard 01's extra files, stored once: the full bag's tag files and the site
         for rel, sha in extras.items():
+            if rel == PROVENANCE and whole.joined == sha:
+                continue  # full-provenance/ holds these very bytes: not carried twice (see FULL_BAG)
             name = rel if rel.startswith(SITE_DIR + "/") else f"{FULL_BAG}/{rel}"
             data = self._checked(mirror, rel, sha)
             blobs[name] = _store(first, data, sha=_git_id(data))
-        self._whole(entries)  # what every shard carries, made before they share it
 
         def publish_shard(shard: str) -> tuple[str, bool]:
             done = self._publish_shard(mirror, staging, shard, mine[shard], entries, assignment, shards,
@@ -585,6 +592,11 @@ class GitPublisher:
                 if e.path not in checked:
                     checked[e.path] = _store(repo, self._checked(mirror, e.path, e.sha256, e.size))
             whole = self._whole(_union(remote_full, everything))
+            records = self._extras.get(PROVENANCE)
+            if blobs and records and whole.joined != records and f"{FULL_BAG}/{PROVENANCE}" not in blobs:
+                # another writer's lines in the chunks: they are not this mirror's file, which goes whole
+                data = self._checked(mirror, PROVENANCE, records)
+                blobs = {**blobs, f"{FULL_BAG}/{PROVENANCE}": _store(repo, data, sha=_git_id(data))}
             part = _union(remote_part, mine)
             batches = _batches(new, self.max_push_bytes) or [[]]
             parent = tip
@@ -688,8 +700,12 @@ class GitPublisher:
             name = f"{FULL_CHUNKS}/{i // FULL_CHUNK_LINES:06d}.jsonl"
             files[name] = "".join(e.text for e in full[i:i + FULL_CHUNK_LINES]).encode()
         root = self._rooted[1] if self._rooted[0] is full else _root(full)
+        joined = hashlib.sha256()
+        for name, data in files.items():
+            if name != FULL_MANIFEST:
+                joined.update(data)  # in name order: made so
         whole = _Whole(root, len(full), {n: (_git_id(d), d) for n, d in files.items()},
-                       {n: hashlib.sha256(d).hexdigest() for n, d in files.items()})
+                       {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}, joined.hexdigest())
         self._whole_made = (full, whole)
         return whole
 
@@ -919,6 +935,11 @@ def _restore(publishers: list["GitPublisher"], out: Path, work: Path, progress,
             _fits(_info(first, sha).size, f"shard 01: {FULL_BAG}/{name}")
         for name, (_mode, sha) in carried.items():  # byte for byte (the signature covers them), streamed
             _write_new(out, name, _hashed_chunks(_stream(first, sha), hashlib.sha256()))
+        if PROVENANCE not in carried:  # carried once, as full-provenance/: its chunks one after the other
+            chunks = _chunk_blobs(first, first_tip)
+            if not chunks and FULL_PROVENANCE in tree:  # as _full_lines read them: an earlier version's one file
+                chunks = [_regular(tree, FULL_PROVENANCE)[1]]
+            _write_new(out, PROVENANCE, (_blob(first, sha) for sha in chunks))
     else:  # older shards, or files from several writers: a bag rebuilt from the full provenance
         notes.append("the shards carry no signed tag files for this set of files; bag files rebuilt")
         _write_new(out, PROVENANCE, "".join(e.text for e in full.values()).encode())
@@ -1125,6 +1146,7 @@ class _Whole:
     count: int  # files in the mirror
     files: dict[str, tuple[str, bytes]]  # name -> (blob id, bytes): the full manifest, the provenance chunks
     sha256: dict[str, str]  # name -> sha256, for the shard's tag manifest
+    joined: str  # sha256 of the chunks one after the other: the provenance file they are
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -1265,17 +1287,23 @@ def _lines_in(repo: git.Repo, commit: str | None, path: str) -> list[Record]:
     return _records(_read_blob(repo, commit, path), path)
 
 
-def _full_lines(repo: git.Repo, commit: str) -> list[Record]:
-    """The whole mirror's provenance a shard carries: its chunks in name order, or the one
-    file that shards of earlier versions carry."""
+def _chunk_blobs(repo: git.Repo, commit: str) -> list[str]:
+    """The blobs of the commit's full-provenance/ chunks, in name order."""
     chunks = []
     for item in repo.git.ls_tree("-z", commit, "--", f"{FULL_CHUNKS}/").split("\0"):
         meta, _, name = item.partition("\t")
         if item and meta.split()[1] == "blob":
             chunks.append((name, meta.split()[2]))
+    return [sha for _name, sha in sorted(chunks)]
+
+
+def _full_lines(repo: git.Repo, commit: str) -> list[Record]:
+    """The whole mirror's provenance a shard carries: its chunks in name order, or the one
+    file that shards of earlier versions carry."""
+    chunks = _chunk_blobs(repo, commit)
     if not chunks:
         return _lines_in(repo, commit, FULL_PROVENANCE)
-    text = "".join(_blob(repo, sha).decode("utf-8", "surrogateescape") for _name, sha in sorted(chunks))
+    text = "".join(_blob(repo, sha).decode("utf-8", "surrogateescape") for sha in chunks)
     return _records(text, FULL_CHUNKS)
 
 
@@ -1288,7 +1316,7 @@ def _records(text: str | None, path: str) -> list[Record]:
         fh.write(text + "\n")
         name = fh.name
     try:
-        return list(iter_records(name))  # the one validated reader, as for a mirror on disk
+        return read_records(name)  # the one validated reader, as for a mirror on disk
     except NotAMirror as exc:
         raise PublishError(f"the remote's {path} is damaged: {str(exc).replace(name, path)}") from None
     finally:

@@ -31,9 +31,8 @@ from ..cid import Dag, car_block, car_header, cid_to_str, str_to_cid
 from ..manifest import append_receipt
 from ..merkle import merkle_root
 from ..models import NotAMirror, UsageError, printable
-from ..state import open_payload
-from ..verify import verify
-from . import Plan, PublishError, Receipt, env_secret, inside, redact, register, register_secrets
+from ..state import MirrorState, open_payload
+from . import Plan, PublishError, Receipt, env_secret, inside, redact, register, register_secrets, verified
 
 if TYPE_CHECKING:  # the annotations' names only
     import aiohttp
@@ -205,11 +204,12 @@ class IpfsPublisher:
 
     async def _plan(self, mirror: Path) -> Plan:
         plan = Plan(target=self.shown)
-        problems = verify(mirror, fast=True)
-        if problems:
-            plan.details.append(f"{self.shown}: would refuse: {mirror} does not verify ({problems[0]})")
+        problem, state = verified(mirror)
+        if problem:
+            plan.details.append(f"{self.shown}: would refuse: {mirror} does not verify ({problem})")
             return plan
-        dag, files = checked_dag(mirror, self.shown)
+        dag, files = checked_dag(mirror, self.shown, state)
+        del state  # its records are not held through the calls
         async with KuboRPC(self.base, self.shown, self._token()) as rpc:
             have = await self._held(rpc)
         missing = [(rel, size) for rel, size, _sha in files if dag.files[rel][0][-32:] not in have]
@@ -220,10 +220,11 @@ class IpfsPublisher:
 
     def publish(self, mirror: str | os.PathLike) -> Receipt:
         mirror = Path(mirror)
-        problems = verify(mirror, fast=True)
-        if problems:
-            raise PublishError(f"{mirror} does not verify ({problems[0]}); not publishing it to {self.shown}")
-        dag, files = checked_dag(mirror, self.shown)
+        problem, state = verified(mirror)
+        if problem:
+            raise PublishError(f"{mirror} does not verify ({problem}); not publishing it to {self.shown}")
+        dag, files = checked_dag(mirror, self.shown, state)
+        del state  # its records are not held through the publish
         return self._run(self._publish(mirror, dag, files, [rel for rel, _n, _s in files]))
 
     def publish_delta(self, delta) -> Receipt:
@@ -581,11 +582,12 @@ def tree_parts(rels: list[str]) -> list[tuple[str, str | None]]:
     return parts
 
 
-def checked_dag(mirror: Path, shown: str) -> tuple[Dag, list[tuple[str, int, str]]]:
+def checked_dag(mirror: Path, shown: str, state: MirrorState | None = None) -> tuple[Dag, list[tuple[str, int, str]]]:
     """The DAG of what a published copy holds; PublishError naming the first file that is
-    not a regular file inside the mirror or does not match its manifest."""
+    not a regular file inside the mirror or does not match its manifest. state: as
+    archive.published_files takes it."""
     try:
-        files = published_files(mirror)
+        files = published_files(mirror, state)
         return Dag(mirror, files), files
     except (NotAMirror, ValueError) as exc:  # ValueError: a directory too large for one block
         raise PublishError(f"{mirror}: {exc}; not publishing it to {shown}") from None
