@@ -302,54 +302,47 @@ def read_entries(path: str | os.PathLike, problems: list[Problem]) -> list[Entry
     """[r.entry for r in iter_records(path, problems)], faster: a file whose every line is
     valid is decoded a block of lines at a time (Entry.from_json_block); any other is read
     again through iter_records, which names each bad line."""
-    path = Path(path)
-    entries: list[Entry] = []
-    paths: set[str] = set()
-    try:
-        with open_payload(path.parent, path.name, MAX_RECORDS_BYTES) as fh:
-            while block := _line_block(fh):
-                batch = Entry.from_json_block(block)
-                if batch is None or not entries_fit(batch):
-                    break
-                paths.update([e.path for e in batch])
-                entries += batch
-                if len(paths) != len(entries):
-                    break  # a path listed twice
-            else:
-                return entries
-    except (OSError, UnsafePath, ValueError):  # a line too long
-        pass  # iter_records says what, or finds no file
-    return [r.entry for r in iter_records(path, problems)]
+    entries = _read_valid(Path(path), lines=False)
+    return entries if entries is not None else [r.entry for r in iter_records(path, problems)]
 
 
 def read_records(path: str | os.PathLike, problems: list[Problem] | None = None) -> list[Record]:
     """list(iter_records(path, problems)), faster: a file whose every line is valid is decoded
     a block of lines at a time, as read_entries does, each record keeping its line and its
     number; any other is read again through iter_records, which names each bad line."""
-    path = Path(path)
-    records: list[Record] = []
+    records = _read_valid(Path(path), lines=True)
+    return records if records is not None else list(iter_records(path, problems))
+
+
+def _read_valid(path: Path, lines: bool) -> list | None:
+    """Every record of a provenance file whose every line is valid, decoded a block of lines at
+    a time: Entries, or with lines, Records (each with its line and its number, blank lines
+    counted and skipped as iter_records does). None when a line may not be valid, a path is
+    listed twice or the file cannot be opened: iter_records then says which, or finds no file."""
+    items: list = []
     paths: set[str] = set()
-    number = 0  # lines before this block, blank ones included (iter_records counts them)
+    number = 0  # lines before this block, blank ones included
     try:
         with open_payload(path.parent, path.name, MAX_RECORDS_BYTES) as fh:
             while block := _line_block(fh):
-                lines = block.split(b"\n")
-                if not lines[-1]:
-                    lines.pop()  # the block's last newline: no line after it
-                kept = [(n, raw) for n, raw in enumerate(lines, number + 1) if raw.strip()]  # blank: as iter_records
-                number += len(lines)
-                batch = Entry.from_json_lines([raw for _n, raw in kept])
+                if lines:
+                    split = block.split(b"\n")
+                    if not split[-1]:
+                        split.pop()  # the block's last newline: no line after it
+                    kept = [(n, raw) for n, raw in enumerate(split, number + 1) if raw.strip()]
+                    number += len(split)
+                    batch = Entry.from_json_lines([raw for _n, raw in kept])
+                else:
+                    batch = Entry.from_json_block(block)
                 if batch is None or not entries_fit(batch):
-                    break
+                    return None
                 paths.update([e.path for e in batch])
-                records += [Record(e, raw.decode() + "\n", n) for e, (n, raw) in zip(batch, kept)]
-                if len(paths) != len(records):
-                    break  # a path listed twice
-            else:
-                return records
+                items += [Record(e, raw.decode() + "\n", n) for e, (n, raw) in zip(batch, kept)] if lines else batch
+                if len(paths) != len(items):
+                    return None  # a path listed twice
     except (OSError, UnsafePath, ValueError):  # a line too long
-        pass  # iter_records says what, or finds no file
-    return list(iter_records(path, problems))
+        return None
+    return items
 
 
 MAX_LINE_BYTES = 1 << 24  # a provenance record is a few hundred bytes; a planted giant line is never held whole
