@@ -927,7 +927,7 @@ def published_files(root: str | os.PathLike, state: MirrorState | None = None) -
     state: the mirror as verify.check read it, when that check found no problem (a publisher
     verifies first): its records and manifests are then not read a second time."""
     root = Path(root)
-    state = (state or read_state(root)).require_clean()
+    state = (read_state(root) if state is None else state).require_clean()
     files = [(e.path, e.size, e.sha256) for e in state.entries]
     if {p: s for p, _n, s in files} != state.manifest:
         raise Corrupt(f"{root}: provenance and the manifest list different files")

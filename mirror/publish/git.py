@@ -592,10 +592,10 @@ class GitPublisher:
                 if e.path not in checked:
                     checked[e.path] = _store(repo, self._checked(mirror, e.path, e.sha256, e.size))
             whole = self._whole(_union(remote_full, everything))
-            records = self._extras.get(PROVENANCE)
-            if blobs and records and whole.joined != records and f"{FULL_BAG}/{PROVENANCE}" not in blobs:
+            own = self._extras.get(PROVENANCE)  # the sha256 of this mirror's provenance.jsonl
+            if blobs and own and whole.joined != own and f"{FULL_BAG}/{PROVENANCE}" not in blobs:
                 # another writer's lines in the chunks: they are not this mirror's file, which goes whole
-                data = self._checked(mirror, PROVENANCE, records)
+                data = self._checked(mirror, PROVENANCE, own)
                 blobs = {**blobs, f"{FULL_BAG}/{PROVENANCE}": _store(repo, data, sha=_git_id(data))}
             part = _union(remote_part, mine)
             batches = _batches(new, self.max_push_bytes) or [[]]
