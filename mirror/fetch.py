@@ -537,15 +537,16 @@ class Fetcher:
                 return urlunsplit((own.scheme, own.netloc, here.path[len(prefix):] or "/", own.query, ""))
         return final
 
-    def _check_target(self, original: str, url: str, hop: int) -> str:
-        """The host name of url, if the run may ask it; otherwise FetchError, with no retry."""
+    def _check_target(self, original: str, url: str, hop: int) -> tuple[str, tuple]:
+        """The host name and origin (as _origin gives it) of url, if the run may ask it;
+        otherwise FetchError, with no retry."""
         if len(url) > MAX_URL_CHARS:
             raise FetchError(original, f"{'a redirect to ' if hop else ''}a URL of {len(url)} characters, over "
                                        f"the cap of {MAX_URL_CHARS}", cause="invalid URL")
         try:
             parts = urlsplit(url)
-            host = (parts.hostname or "").lower()
-            parts.port  # noqa: B018 (raises ValueError on a bad port)
+            host = (parts.hostname or "").lower()  # an IPv6 zone too, as _origin has it
+            port = parts.port  # raises ValueError on a bad port
         except ValueError as exc:
             raise FetchError(original, f"invalid URL {url!r} ({exc})", cause="invalid URL") from None
         if parts.scheme.lower() not in ("http", "https"):
@@ -558,7 +559,8 @@ class Fetcher:
                                        f"declare a CDN with --allow-host)", cause=what)
         if not self.policy.allows(host):
             raise FetchError(original, f"{host} is a {address_class(host)} address", cause="blocked address")
-        return host
+        scheme = parts.scheme.lower()
+        return host, (scheme, host, port or {"http": 80, "https": 443}[scheme])
 
     async def _once(self, url: str, headers: dict, expect_image: bool, sent: list[int], owner: str) -> Fetched:
         conditional = "If-None-Match" in headers or "If-Modified-Since" in headers
@@ -567,10 +569,10 @@ class Fetcher:
         to_proxy = self._proxy_headers if self.proxy else {}
         async with self._slots:
             while True:
-                name = self._check_target(url, current, len(hops))
+                name, origin = self._check_target(url, current, len(hops))
                 # another scheme, host or port than the site's (any URL the site names, a redirect,
                 # an alternate): no credentials. Without a site, owner's (url's) origin is the user's.
-                if _origin(current) != (self._site_origin or _origin(owner)):
+                if origin != (self._site_origin or _origin(owner)):
                     sending = {k: v for k, v in sending.items() if k.lower() not in CREDENTIAL_HEADERS}
                 host = self._host(name)
                 if host.tripped:
@@ -787,7 +789,7 @@ class _Body:
         common = dict(url=self.url, final_url=self.final_url, etag=_validator(head.get("ETag")),
                       last_modified=_validator(head.get("Last-Modified")),
                       content_type=_validator(head.get("Content-Type").replace("\t", " ")),
-                      fetched_at=utc_now(), host=urlsplit(self.final_url).hostname or "", redirects=self.hops)
+                      fetched_at=utc_now(), host=self.name, redirects=self.hops)
         if head.status == 304:
             return Fetched(status=304, tmp_path=None, sha256="", size=0, **common)
         trailing = 0

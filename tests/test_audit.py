@@ -66,13 +66,14 @@ def test_tally_of_the_replay_equals_the_index(mirror):
     proc = run_cli("tally", str(mirror), "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "key,EG,NM,LM,JABE,JOBR,AE,CF,DC,EM,BERA,VOTOS_NULOS,status,detail,check"
+    assert lines[0] == "key,EG,NM,LM,JABE,JOBR,AE,CF,DC,EM,BERA,VOTOS_NULOS,status,detail,check,electors"
     got = {r["key"]: r for r in csv.DictReader(io.StringIO(proc.stdout))}
     index = {r.key: r for r in index_file(1).rows}
     assert got and all(r["status"] == "qr" for r in got.values())
     for key, r in got.items():
         assert {c: int(r[c]) for c in CANDIDATES} == dict(index[key].votes)
         assert int(r["VOTOS_NULOS"]) == index[key].nulos
+        assert int(r["electors"]) == index[key].electors > 0  # V1 lists every table's
     summary = json.loads(run_cli("tally", str(mirror), "--format", "json").stdout)
     nation = summary["levels"]["nation"][0]
     assert nation["coverage"] == f"{len(got)} of {len(got)} tables read"
@@ -324,6 +325,8 @@ def test_every_table_of_the_index_has_one_status_in_tally(holey, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "coverage.csv", encoding="utf-8")))
     assert len(rows) == n and {r["key"] for r in rows} == set(holey["keys"])
     assert sorted(r["key"] for r in rows if r["status"] == "failed") == holey["failed"]
+    electors = {r.key: r.electors for r in index_file(1).rows}  # the denominator, failed tables' too
+    assert all(int(r["electors"]) == electors[r["key"]] > 0 for r in rows)
 
 
 def test_crosscheck_exit_codes_and_the_unchecked_tables_by_reason(holey, tmp_path):
@@ -600,6 +603,13 @@ def test_a_qr_counting_more_votes_than_the_table_has_electors_is_named_with_its_
     read = [t for t in report["tables"] if t["status"] == "qr"]
     assert tables[over.key]["votes"]["EG"] == over.electors + 1 - over.nulos  # counted as read, never changed
     assert tables[over.key]["electors"] == over.electors and tables[full.key]["electors"] == full.electors
+    from mirror.audit.tally import tally, to_csv
+
+    counted = tally(out)  # the CSV gives each table's denominator, and an empty cell where the index gives none
+    unlisted = counted.tables[full.key]
+    counted.tables[full.key] = dataclasses.replace(unlisted, state=dataclasses.replace(unlisted.state, electors=None))
+    in_csv = {r["key"]: r["electors"] for r in csv.DictReader(io.StringIO(to_csv(counted)))}
+    assert in_csv[over.key] == str(over.electors) and in_csv[full.key] == ""
     assert report["electors"] == {"checked": len(read), "read": len(read), "over": [
         {"key": over.key, "votes": over.electors + 1, "electors": over.electors, "status": "qr"}]}
     text = run_cli("tally", str(out))

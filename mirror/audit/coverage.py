@@ -44,7 +44,7 @@ LABELS = {
     ARCHIVED: "archived, not read",
 }
 CSV_HEADER = ("key", "status", "label", "detail", "at", "attempts", "path", "state", "municipality",
-              "parish", "center", "table", "cause")
+              "parish", "center", "table", "cause", "electors")
 # A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) can send
 # the sheet's data away). Names, reasons and paths come from the site: such a text cell gets a
 # leading apostrophe, which a spreadsheet shows as text and hides. The JSON output keeps them as they are.
@@ -76,7 +76,8 @@ class TableStatus:
         return {"key": self.key, "status": self.status, "label": self.label, "detail": self.detail,
                 "at": self.at, "attempts": self.attempts, "path": self.path,
                 "state": self.place.state, "municipality": self.place.municipality,
-                "parish": self.place.parish, "center": self.key[:9], "table": self.key[10:], "cause": self.cause}
+                "parish": self.place.parish, "center": self.key[:9], "table": self.key[10:], "cause": self.cause,
+                "electors": self.electors}
 
 
 @dataclass(frozen=True)

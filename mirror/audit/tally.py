@@ -28,7 +28,7 @@ from .ocr import CHECKED, PrintReading, cached_read_print
 from .qr import CHANGED, Reading, read_acta
 
 LEVELS = ("nation", "state", "municipality", "parish", "center", "table")
-CSV_HEADER = ("key",) + CANDIDATES + ("VOTOS_NULOS", "status", "detail", "check")
+CSV_HEADER = ("key",) + CANDIDATES + ("VOTOS_NULOS", "status", "detail", "check", "electors")
 
 
 def unit_code(key: str, level: str) -> str:
@@ -270,10 +270,12 @@ def to_csv(t: Tally) -> str:
     for key, table in sorted(t.tables.items()):
         s = table.state
         detail = spreadsheet_safe(s.detail)
+        electors = "" if s.electors is None else s.electors  # the denominator: empty where the index gives none
         if table.votes is None:
-            writer.writerow([key] + [""] * (len(CANDIDATES) + 1) + [s.status, detail, table.check])
+            writer.writerow([key] + [""] * (len(CANDIDATES) + 1) + [s.status, detail, table.check, electors])
         else:
-            writer.writerow([key] + [table.votes[c] for c in CANDIDATES] + [table.nulos, s.status, detail, table.check])
+            writer.writerow([key] + [table.votes[c] for c in CANDIDATES] + [table.nulos, s.status, detail, table.check,
+                                                                           electors])
     return out.getvalue()
 
 
