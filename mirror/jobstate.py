@@ -58,7 +58,7 @@ from .evidence import SIGNATURE, STATEMENT, check_seal
 from .manifest import (BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, TAG_MANIFEST, atomic_write, fsync_dir,
                        text_lines)
 from .models import MirrorLocked, NotAMirror, UnsafePath, UsageError
-from .state import Record, iter_records, open_payload, read_state
+from .state import Record, open_payload, read_records, read_state
 
 CIDS = "cids.txt"  # '<cid> <dag size> <path>' per payload file over one chunk; it only grows; a path's last line counts
 CIDS_SIGNATURE = "cids.txt.minisig"  # cids.txt signed with the job's key, for the provenance it goes with
@@ -154,7 +154,7 @@ def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobStat
     if settle:
         recover(folder)
     try:
-        records = tuple(iter_records(folder / PROVENANCE))
+        records = tuple(read_records(folder / PROVENANCE))
         size, sha256 = _head_sha256(folder, PROVENANCE) if os.path.lexists(folder / PROVENANCE) else \
             (0, hashlib.sha256().hexdigest())
         cids_raw = read_inside(folder, CIDS) if os.path.lexists(folder / CIDS) else b""
@@ -309,7 +309,7 @@ def take_delta(before: JobState, bag: Path) -> Delta:
     head = _head_sha256(bag, PROVENANCE, before.provenance_size)[1]
     if head != before.provenance_sha256:
         problems.append(f"{PROVENANCE}: the lines of the last run were rewritten; it only grows")
-    records = tuple(iter_records(bag / PROVENANCE)) if not mirror.problems else ()
+    records = tuple(read_records(bag / PROVENANCE)) if not mirror.problems else ()
     old = {r.path for r in before.records}
     added = tuple(r for r in records if r.path not in old)
     if {r.path: r.sha256 for r in records} != mirror.manifest:
@@ -539,7 +539,7 @@ def save_from_mirror(mirror: Path, folder: Path, key=None) -> None:
     trusted = cids_unsigned(before) is None  # else cids.txt is written anew, every CID computed here
     believed = before.big_cids if trusted else {}
     new_cids = {}
-    records = tuple(iter_records(mirror / PROVENANCE))
+    records = tuple(read_records(mirror / PROVENANCE))
     for r in records:
         if r.size > CHUNK_SIZE and r.path not in believed:
             cid, tsize, _nodes = file_dag(_chunks_of(mirror, r))

@@ -285,7 +285,7 @@ def test_a_rebuild_leaves_no_second_copy_of_the_index_in_sqlites_log(replay, tmp
         (out / ".acta-mirror" / name).unlink(missing_ok=True)
     monkeypatch.setattr(archindex, "CHUNK_ROWS", 4)
     monkeypatch.setattr(archindex, "WAL_PAGES", 2)
-    with Archive(out) as a:
+    with Archive(out):
         wal = (out / ".acta-mirror" / f"{NAME}-wal").stat().st_size
         size = (out / ".acta-mirror" / NAME).stat().st_size
         # at most 3 frames: the log's cap and the last meta write

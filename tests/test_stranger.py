@@ -54,13 +54,14 @@ WACZ = "# A WACZ, unzipped"
 
 
 def run_steps(heading: str, copy: Path, key: Path, every: bool = False, wacz: Path | None = None,
-              tools: Path | None = None) -> dict[int, str]:
+              tools: Path | None = None, full: str = "full-bag") -> dict[int, str]:
     """Run the steps in order in copy, as a stranger does, stopping at the first that fails
     unless every; {step that failed: its output}. wacz: the file copy was unzipped from.
-    tools: a folder searched first for commands (another machine's tools)."""
+    tools: a folder searched first for commands (another machine's tools). full: FULL, the
+    signed files of a shard clone (another shard's: shard 01's full-bag/)."""
     path = os.environ["PATH"] if tools is None else f"{tools}:{os.environ['PATH']}"
     env = {"PATH": path, "HOME": os.environ.get("HOME", "/tmp"), "LC_ALL": "C.UTF-8",
-           "KEY": str(key), "CHECK": str(CHECK), "CHECK_WARC": str(CHECK_WARC), "FULL": "full-bag",
+           "KEY": str(key), "CHECK": str(CHECK), "CHECK_WARC": str(CHECK_WARC), "FULL": full,
            "WACZ_FILE": str(wacz)}
     failed = {}
     for number, command in recipe(heading):
@@ -488,6 +489,34 @@ def test_hostile_shard_refused_by_recipe_and_restore(made, tmp_path, name):
     if edit is shard_stripped:  # without the key, restore can only say the copy is unsigned
         proc = run_cli(*restore, "--out", str(tmp_path / "r2"), timeout=LIMIT, env=env)
         assert proc.returncode == 0 and "; not signed; coverage" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_recipe_on_another_shard_checks_it_against_shard_01s_signed_files(made, tmp_path):
+    """The README tells a stranger checking a shard other than 01 to clone shard 01 too and set
+    FULL to its full-bag/. Only shard 01's form was run: a second shard, as published, passes
+    with FULL so set, and is refused at the step there for it when one of its files or one of
+    its manifest's lines is not what the signer signed."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = run_cli("publish", str(made / "m"), "--to", f"git+file://{tmp_path}/git/actas.git", "--shard-by", "state",
+                   "--quiet", timeout=LIMIT, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "git" / "actas-02.git").is_dir(), sorted(p.name for p in (tmp_path / "git").iterdir())
+    for name, repo in (("one", "actas.git"), ("two", "actas-02.git")):
+        git("clone", "-q", "-c", "core.autocrlf=false", str(tmp_path / "git" / repo), str(tmp_path / name))
+    key, full = made / "signer.pub", str(tmp_path / "one" / "full-bag")
+    two = tmp_path / "two"
+    assert not (two / "full-bag").exists()  # the signed files live in shard 01 alone
+    assert run_steps(SHARD, two, key, full=full) == {}
+    assert first_failure(SHARD, two, key) == 2  # without shard 01's: nothing signed to check against
+    victim = two / listed(two)[0]
+    original = victim.read_bytes()
+    victim.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    assert first_failure(SHARD, two, key, full=full) == 5
+    victim.write_bytes(original)
+    manifest = two / MANIFEST
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join([("0" * 64) + lines[0][64:]] + lines[1:]))  # a sha256 the signer never signed
+    assert first_failure(SHARD, two, key, full=full) == 4
 
 
 # --- hostile WACZs: what a replay tool would serve ----------------------------------------
