@@ -626,8 +626,8 @@ class Archive:
             key=acta.key, kind=kind, version=version, path=path, sha256=fetched.sha256,
             size=fetched.size, cid=raw_cid(fetched.sha256) if fetched.size <= CHUNK_SIZE else "",
             url=redact(fetched.url), final_url=redact(fetched.final_url), host=fetched.host,
-            fetched_at=fetched.fetched_at, status=fetched.status, etag=fetched.etag,
-            last_modified=fetched.last_modified, content_type=fetched.content_type,
+            fetched_at=fetched.fetched_at, status=fetched.status, etag=redact(fetched.etag),  # a site may echo a credential
+            last_modified=redact(fetched.last_modified), content_type=fetched.content_type,
             site=acta.site, page=redact(acta.page), state_code=p.state_code, state=p.state,
             municipality_code=p.municipality_code, municipality=p.municipality,
             parish_code=p.parish_code, parish=p.parish, center=p.center, table=p.table, center_name=p.center_name,

@@ -179,8 +179,10 @@ def _given(path: Path, raw: dict, sections) -> Values:
 def load_user_config(path: str | Path | None = None) -> Values:
     """The user's defaults (only the keys the file sets); no file is no defaults."""
     path = Path(path) if path else user_config_path()
-    if path is None or not path.exists():
+    if path is None or not os.path.lexists(path):
         return {}
+    if not path.exists():  # a link to nothing, or a loop: a config meant to send the crawl through Tor
+        raise ConfigError(f"{path}: config file: a symbolic link that leads to no file; remove it or make it a file")
     return _given(path, _read_toml(path, "config file"), USER_SECTIONS)
 
 

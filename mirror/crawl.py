@@ -159,7 +159,8 @@ def _out_can_be_made(out: str) -> None:
 
 
 def check_options(opts: CrawlOptions) -> None:
-    register_secrets(opts.root, opts.index, *opts.alternates)  # before any message quotes them
+    # before any message quotes them
+    register_secrets(opts.root, opts.index, *opts.alternates, opts.proxy, headers=dict(opts.headers))
     if opts.discover is not None and opts.discover not in ("csv", "html", "both"):
         raise UsageError(f"--discover must be csv, html or both, not {opts.discover!r}")
     if not opts.out:  # Path("") is the current folder: a bag would be made of whatever is there
@@ -705,8 +706,8 @@ async def plan_crawl(opts: CrawlOptions) -> CrawlPlan:
                            ((when, url) for url, when in read_checked_times(out / STATE_DIR / CHECKED)))
 
             def take(actas) -> None:
-                db.executemany("INSERT OR IGNORE INTO listed VALUES (?, ?)",
-                               ((a.key, a.url) for a in actas if in_shard(a.key, opts.shard)))
+                db.executemany("INSERT OR IGNORE INTO listed VALUES (?, ?)",  # as the archive keeps URLs: redacted
+                               ((a.key, redact(a.url)) for a in actas if in_shard(a.key, opts.shard)))
 
             def counted(actas):
                 nonlocal rows

@@ -36,7 +36,8 @@ from .imagecheck import ImageCheck, NotImage, decode
 from .sites import join
 from .fetchworker import Gone, Remote
 from .transfer import Engine, Head, Refused, TransferError
-from .models import ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, Page, TooLarge, UsageError
+from .models import (CREDENTIAL_HEADERS, ArchiveWriteError, Deferred, Fetched, FetchError, NotAnImage, Page, TooLarge,
+                     UsageError)
 
 # The retry policy, in one place.
 RETRY_ATTEMPTS = 6  # the first request + 5 retries
@@ -91,9 +92,6 @@ SECOND_PROCESS_SHARE = 4  # then it keeps up to this many downloads in flight fo
 # queue behind a pipe. Wherever both processes fetch, `concurrency` bounds the two together.
 PIPELINE_DEPTH = 4
 USER_AGENT = "acta-mirror (+evidence preservation; respects Retry-After)"
-# The user's credentials for a site (--header): sent only to the origin a request was made to,
-# never on a redirect to another scheme, host or port (as curl and browsers do).
-CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 # Failures that another host cannot mend: the URL itself, or the run's own limits.
 _NO_ALTERNATE = frozenset({"unsupported scheme", "invalid URL", "off-site URL", "off-site redirect",

@@ -407,6 +407,10 @@ def merge(out: str | os.PathLike, shards: list[str | os.PathLike], sign_key_path
     from .evidence import STATEMENT
 
     out = Path(out)
+    for shard in shards:  # the same folder is harmless; one inside the other makes files neither lists
+        if os.path.realpath(shard) != os.path.realpath(out) and (inside(out, shard) or inside(shard, out)):
+            inner, outer = (out, shard) if inside(out, shard) else (shard, out)
+            raise UsageError(f"{inner} is inside {outer}: a merged mirror and its shards are separate folders")
     if not sign_key_path and os.path.lexists(out / STATEMENT):
         raise UsageError(f"{out} is signed ({STATEMENT}): a merge changes what was signed; "
                          "pass --sign-key to sign the merged mirror")

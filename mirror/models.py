@@ -150,6 +150,10 @@ class Fetched:
     trailing_bytes: int = 0  # bytes after the image's end marker (kept, flagged)
 
 
+# The user's credentials for a site (--header): sent only to the origin a request was made to,
+# never on a redirect to another scheme, host or port (as curl and browsers do); their values
+# are hidden wherever text is redacted (publish.register_secrets).
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 MAX_INDEX_BYTES = 256 << 20  # the index of all 30,026 tables of 2024 is a few MB: a larger file is not one
 MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what breaks arithmetic
 MAX_VERSION = 1_000_000
@@ -216,7 +220,9 @@ class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
         A valid line is decoded and checked in C (msgspec, straight into an Entry), and then the
         forms of path, sha256 and supersedes; whatever that refuses goes through the
         field-by-field parser, which names the defect or accepts what msgspec is stricter about
-        (a lone surrogate escape, an unknown field, a path the pattern does not take).
+        (an unknown field, a path the pattern does not take). A lone surrogate escape ("\\ud800")
+        is refused by both: it is no character, no writer of records makes one, and a command
+        that wrote it out (export, site, a path opened) failed with a traceback.
         """
         try:
             return _decoder()(line)
@@ -276,6 +282,13 @@ class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
                 value = tuple(value)
             elif not isinstance(value, str):
                 raise ValueError(f"field {name!r} is not a string")
+            for text in value if isinstance(value, tuple) else (value,):
+                if isinstance(text, str) and not text.isascii():
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:  # JSON's "\ud800": no writer of records makes one
+                        raise ValueError(f"field {name!r} holds a lone surrogate (no character: "
+                                         "not UTF-8 text)") from None
             kwargs[name] = value
         entry = cls(**kwargs)
         reason = _bad_path_or_sha(entry)

@@ -159,8 +159,10 @@ class Progress:
 
 
 def _is_number(text: str) -> bool:
+    """A number of seconds a display may wait between lines: from 0.1 s (a line every 1e-9 s
+    floods a log) to a day (an infinite wait is refused by the clock, with a traceback)."""
     try:
-        return float(text) > 0
+        return 0.1 <= float(text) <= 86400
     except ValueError:
         return False
 

@@ -718,10 +718,13 @@ def read_state(root: str | os.PathLike, *, records: bool = True, payload: bool =
             problems.append(Problem("format", BAG_INFO, "not UTF-8"))
         else:
             info = dict(pairs)
-            sizes = [value for label, value in pairs if label == "Payload-Oxum"]
-            if len(sizes) > 1:  # which one counts would be a reader's guess (bagit-python takes the first)
-                problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum given {len(sizes)} times: "
-                                                          + ", ".join(map(repr, sizes))))
+            # which one counts would be a reader's guess (bagit-python takes the first, dict the last)
+            for name, kind in (("Payload-Oxum", "oxum"), ("Acta-Mirror-Merkle-Root", "root"),
+                               ("Acta-Mirror-Merkle-Size", "root")):
+                given = [value for label, value in pairs if label == name]
+                if len(given) > 1:
+                    problems.append(Problem(kind, BAG_INFO, f"{name} given {len(given)} times: "
+                                                            + ", ".join(map(repr, given))))
     entries = read_entries(root / PROVENANCE, problems) if records else []
     files = _walk_payload(root, problems) if payload else []
     return MirrorState(root, manifest, tags, info, entries, files, problems)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .evidence import Seal
 
 PARALLEL_FROM = 256  # payload files; below this, starting workers costs more than it saves
-_OXUM = re.compile(r"[0-9]+\.[0-9]+")  # Payload-Oxum: <bytes>.<count>
+_OXUM = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")  # Payload-Oxum: <bytes>.<count>; int() refuses 4,300 digits
 
 
 @dataclass
@@ -243,7 +243,8 @@ def _check(root: str | os.PathLike, fast: bool, workers: int | None, cids: bool,
 
     oxum = state.info.get("Payload-Oxum", "")
     if not _OXUM.fullmatch(oxum):  # ASCII digits only: int() would also take '+', '_' and other scripts' digits
-        problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum {oxum!r} is not <bytes>.<count>"))
+        shown = oxum if len(oxum) <= 60 else f"{oxum[:60]}… ({len(oxum):,} characters)"
+        problems.append(Problem("oxum", BAG_INFO, f"Payload-Oxum {shown!r} is not <bytes>.<count>"))
     else:
         want_bytes, want_count = (int(x) for x in oxum.split("."))
         have = (sum(sizes.values()), len(sizes))

@@ -354,3 +354,62 @@ def test_a_chunked_body_with_a_bad_chunk_size_is_a_bad_answer_not_a_reset(site, 
     assert proc.returncode == 1 and keys_archived(out) == [key_of(0)], proc.stdout + proc.stderr
     (failure,) = failures(out)
     assert failure["cause"] == "bad answer" and "chunk" in failure["reason"], failure
+
+
+# -- a password with a quote, a credential the site sends back, a dry run's counts ---------------
+def leaks(out: Path, secret: str) -> list[str]:
+    """The files of a mirror (its working state included) holding secret."""
+    return [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("password", ["s3cr'etPW", 's3cr"et<PW>'], ids=["quote", "double-quote-and-angle"])
+def test_a_password_holding_a_quote_is_never_written_nor_shown(site, tmp_path, password):
+    """Text is searched for URLs up to a quote or an angle bracket (a message quotes a URL), so
+    'http://alice:s3cr'etPW@host' was no URL with a password to redact() and went whole into
+    bag-info.txt, the records, the on-disk index and the one-line error of an unreachable root.
+    Was: also a dry run counted every acta of such a root as new (it compared the listing's
+    URLs, password and all, with the archive's, which hides it)."""
+    site.serve_index(site.good_actas(3))
+    root = site.url.replace("http://", f"http://alice:{password}@")
+    out = tmp_path / "m"
+    proc = crawl(root, out)
+    assert proc.returncode == 0 and len(keys_archived(out)) == 3, proc.stdout + proc.stderr
+    assert password not in proc.stdout + proc.stderr and leaks(out, password) == [] and leaks(out, "etPW") == []
+    plan = crawl(root, out, "--dry-run")
+    assert plan.returncode == 0 and "known: 3 of 3" in plan.stdout and "new: 0 of 3" in plan.stdout, plan.stdout
+    assert "etPW" not in plan.stdout + plan.stderr
+    down = crawl(f"http://alice:{password}@127.0.0.1:9/", tmp_path / "down")  # nothing listens on port 9
+    assert down.returncode == 2 and "etPW" not in down.stdout + down.stderr, down.stderr
+    proxy = crawl(site.url, tmp_path / "p", "--proxy", f"http://u:{password}@127.0.0.1:9", "-v")
+    assert "etPW" not in proxy.stdout + proxy.stderr, proxy.stderr
+
+
+def test_a_credential_the_site_sends_back_never_reaches_the_records(site, tmp_path):
+    """--header 'Authorization: Bearer …' and 'Cookie: sid=…' are the user's. A site that put the
+    token into a redirect's Location and an ETag had it written into the records (final_url,
+    etag), which are published with the mirror. Now the values of those headers are hidden as
+    the passwords of the user's URLs are."""
+    async def echo(request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").rpartition(" ")[2]
+        cookie = request.headers.get("Cookie", "").partition("=")[2]
+        return web.Response(status=302, headers={"Location": f"/img/{request.match_info['tail'][5:]}?auth={token}"
+                                                             f"&sid={cookie}"})
+
+    async def image(request: web.Request) -> web.Response:
+        n = int(request.path.rsplit("/", 1)[1].split(".")[0])
+        return web.Response(body=jpeg(n), headers={"Content-Type": "image/jpeg", "ETag": f'"{request.query["auth"]}"'})
+
+    rows = []
+    for i in range(3):
+        site.routes[f"/echo/{i}.jpg"] = echo
+        site.routes[f"/img/{i}.jpg"] = image
+        rows.append(index_row(i, f"{site.url}/echo/{i}.jpg"))
+    site.serve_index(rows)
+    out = tmp_path / "m"
+    cookie = "c00kie-s3cret"
+    proc = crawl(site.url, out, "--header", f"Authorization: Bearer {SECRET}", "--header", f"Cookie: sid={cookie}")
+    assert proc.returncode == 0 and len(keys_archived(out)) == 3, proc.stdout + proc.stderr
+    assert leaks(out, SECRET) == [] and leaks(out, cookie) == [], (leaks(out, SECRET), leaks(out, cookie))
+    records = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
+    assert all(r["etag"] == '"***"' and r["final_url"].endswith("?auth=***&sid=***") for r in records
+               if r["kind"] == "acta"), records

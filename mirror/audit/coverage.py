@@ -249,12 +249,14 @@ def _place_from_key(key: str) -> Place:
                  parish_code=str(int(key[4:6])), center=key[:9], table=key[10:])
 
 
-def census(bag: str | os.PathLike, state: MirrorState | None = None) -> Coverage:
+def census(bag: str | os.PathLike, state: MirrorState | None = None, *, index_held: bool = True) -> Coverage:
     """Every table of the site's list with its status, from the mirror's records only.
 
     Archived tables get the provisional status ARCHIVED; `resolve` gives them their reading.
     state: the mirror as state.read_state validated it (read here when not given); a mirror
-    whose records do not check out is refused (NotAMirror naming the first problem).
+    whose records do not check out is refused (NotAMirror naming the first problem), and so is
+    one without the index its records name. index_held=False: a scheduled run's working bag,
+    which holds only the files of this run, counts against what was discovered instead.
     """
     bag = Path(bag)
     state = state or read_state(bag).require_clean()
@@ -268,7 +270,12 @@ def census(bag: str | os.PathLike, state: MirrorState | None = None) -> Coverage
         try:
             places = index_tables(archived_index(state, index), index.path)
             source = f"index {index.path}"
-        except (OSError, IndexFormatError, UnicodeDecodeError) as exc:
+        except OSError as exc:  # the records name an index the copy does not hold: no list to count against
+            if index_held:
+                raise NotAMirror(f"{bag}: {index.path}: the archived index cannot be read "
+                                 f"({exc.strerror or exc}): run 'acta-mirror verify'") from None
+            source = f"discovered (the index {index.path} could not be read: {exc.__class__.__name__})"
+        except (IndexFormatError, UnicodeDecodeError) as exc:
             source = f"discovered (the index {index.path} could not be read: {exc.__class__.__name__})"
     if places is None:
         places = {}

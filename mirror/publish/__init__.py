@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
-from ..models import MirrorError, UsageError
+from ..models import CREDENTIAL_HEADERS, MirrorError, UsageError
 
 if TYPE_CHECKING:
     from ..state import MirrorState
@@ -97,8 +97,11 @@ def publishers_for(targets, **options) -> list:
 
 def env_secret(name: str, host: str, port: int | None = None) -> str:
     """The token in environment variable `name`, for a target on host (and port): '' when
-    NAME_FOR is set and names neither the host nor host:port (a comma-separated list)."""
+    NAME_FOR is set and names neither the host nor host:port (a comma-separated list). The token
+    is hidden from then on wherever text is redacted (a server may quote it in an error)."""
     token = os.environ.get(name, "")
+    if token:
+        _register(token, short=True)
     scope = os.environ.get(f"{name}_FOR")
     if not token or scope is None:
         return token
@@ -122,7 +125,9 @@ def check_secret_scope(publishers) -> None:
                              "or give each target its own credentials")
 
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# A URL in text ends at a quote, < or > (a message quotes one), except in its user:password@,
+# where those are a password's characters: the match reaches its @, and the password is hidden.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/?#@]*@)?[^\s'\"<>]+")
 
 
 def _redact_url(match: re.Match) -> str:
@@ -149,18 +154,38 @@ _PARAM = re.compile(r"(?<=[?&;])([^=&;#]+)=([^&;#]*)")  # name=value pairs of a 
 _registered: set[str] = set()  # values from this process's own URLs, hidden wherever they appear
 
 
-def register_secrets(*urls: str | None) -> None:
+def register_secrets(*urls: str | None, headers: dict[str, str] | None = None) -> None:
     """Hide from now on, in everything redact() handles, the values of credential-named query
-    parameters (SECRET_PARAMS) of these user-given URLs (--root, --index, --alternate)."""
+    parameters (SECRET_PARAMS) and the user:password of these user-given URLs (--root, --index,
+    --alternate, --proxy), and the credentials of these request headers (--header
+    Authorization, Cookie): a site that sends one back, in a redirect or an ETag, never gets it
+    into the records. A password holding a space or a quote ends the URL where text is searched
+    for URLs, so it is hidden as a value too."""
     for url in urls:
         try:
-            query = urlsplit(url or "").query
+            parts = urlsplit(url or "")
         except ValueError:
             continue
-        for name, raw in _PARAM.findall("?" + query):  # split as redact_message splits: on & and ;
-            decoded = unquote_plus(raw)
-            if unquote(name).lower() in SECRET_PARAMS and len(decoded) >= 8:  # a short value would hide too much
-                _registered.update({raw, decoded})  # as the URL carries it, and as a message may quote it
+        for name, raw in _PARAM.findall("?" + parts.query):  # split as redact_message splits: on & and ;
+            if unquote(name).lower() in SECRET_PARAMS:
+                _register(raw)
+        userinfo = parts.netloc.rpartition("@")[0]
+        if userinfo:
+            _register(userinfo, short=":" in userinfo)  # user:password whole, however short
+            _register(userinfo.partition(":")[2])
+    for name, value in (headers or {}).items():
+        if name.lower() in CREDENTIAL_HEADERS:
+            scheme, _, credential = value.strip().partition(" ")
+            for part in re.split(r"\s*;\s*", credential if credential and name.lower() != "cookie" else value):
+                _register(part.partition("=")[2] if name.lower() == "cookie" else part)
+
+
+def _register(value: str, short: bool = False) -> None:
+    """A secret value to hide, as given and percent-decoded; one under 8 characters only when
+    short is asked for (a short value would hide too much of other text)."""
+    decoded = unquote_plus(value)
+    if len(decoded) >= 8 or (short and len(decoded) >= 3):
+        _registered.update({value, decoded})  # as the URL carries it, and as a message may quote it
 
 
 def redact(text: str, *secrets: str) -> str:

@@ -72,7 +72,8 @@ from ..sign import PublicKey, SignatureError, load_public, parse_signature, veri
 from ..state import Record, is_shard_name, read_records
 from ..models import ArchiveWriteError, NotAMirror, UsageError, printable
 from ..verify import verify
-from . import Plan, PublishError, Receipt, env_secret, redact, register, verified, working_dir
+from . import (Plan, PublishError, Receipt, env_secret, inside, redact, register, register_secrets, verified,
+               working_dir)
 
 DEFAULT_MAX_REPO_BYTES = 900 * 1000 * 1000  # a repository should stay well under 1 GB
 DEFAULT_MAX_PUSH_BYTES = 1000 * 1000 * 1000  # GitHub refuses pushes over 2 GB
@@ -226,6 +227,7 @@ class GitPublisher:
         self.shard_by = shard_by
         self.progress = progress or (lambda *a: None)
         self.url, self._secret = _git_url(target)
+        register_secrets(target)  # a ?access_token=… of its URL is never printed
         self.shown = redact(target, self._secret)
         self.silence = silence_seconds()  # a bad value is refused before anything is sent
         self._transport: tuple[dict[str, str], dict[str, str]] | None = None  # see _bounds
@@ -265,7 +267,17 @@ class GitPublisher:
         try:
             return self._publish(bag, list(delta.records), dict(delta.tags))
         finally:  # the staging repository holds this run's blobs only: nothing to keep
-            shutil.rmtree(working_dir("git", os.path.realpath(bag), self.shown), ignore_errors=True)
+            shutil.rmtree(self._staging(bag), ignore_errors=True)
+
+    def _staging(self, mirror: Path, create: bool = True) -> Path:
+        """This mirror's staging repositories for this target, in the user's working state: never
+        inside the mirror (XDG_CACHE_HOME set to a folder in it put them in data/, and the next
+        verify found a thousand files no manifest lists)."""
+        path = working_dir("git", os.path.realpath(mirror), self.shown, create=False)
+        if inside(path, mirror):
+            raise UsageError(f"{path}: the working state (XDG_CACHE_HOME) is inside the mirror {mirror}; "
+                             "set XDG_CACHE_HOME to a folder outside it")
+        return working_dir("git", os.path.realpath(mirror), self.shown, create=create)
 
     def _publish(self, mirror: Path, entries: list[Record], extras: dict[str, str]) -> Receipt:
         # bag-info only as the tag manifest vouches for it: never through a symlink
@@ -276,7 +288,7 @@ class GitPublisher:
         self._whole_made = None  # made again from this publish's lines (see _whole)
         self._seen = {}
         self._rooted = (entries, receipt.root)
-        staging = working_dir("git", os.path.realpath(mirror), self.shown)
+        staging = self._staging(mirror)
         lock = os.open(staging / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one publisher per staging area; others wait
@@ -316,7 +328,7 @@ class GitPublisher:
         except NotAMirror as exc:
             plan.details.append(f"{self.shown}: would refuse: {exc}")
             return plan
-        staging = working_dir("git", os.path.realpath(mirror), self.shown, create=False)  # ours, never the mirror's
+        staging = self._staging(mirror, create=False)  # ours, never the mirror's
         with tempfile.TemporaryDirectory(prefix="acta-mirror-plan-") as scratch:
             def remote(shard: str) -> tuple[git.Repo | None, str | None]:
                 url = shard_url(self.url, shard)
@@ -1229,6 +1241,10 @@ def _git_url(target: str) -> tuple[str, str]:
         scheme = scheme[4:]
     if not parts.netloc and scheme != "file":
         raise UsageError(f"--to {redact(target)}: no host")
+    if scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
+        # git+file:backup.git or git+file://tmp/x.git were made at /backup.git and /x.git
+        raise UsageError(f"--to {redact(target)}: a file URL names a folder by its whole path, "
+                         "as git+file:///home/me/backup.git")
     secret = unquote(parts.password or "")
     netloc = parts.hostname or ""
     if parts.port:
