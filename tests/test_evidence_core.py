@@ -1664,6 +1664,44 @@ def test_only_one_payload_oxum_of_ascii_digits_is_believed(tmp_path, value, extr
     assert verify.verify(m) == []
 
 
+@pytest.mark.parametrize("label, false", [("Acta-Mirror-Merkle-Root", "0" * 64), ("Acta-Mirror-Merkle-Size", "7")])
+def test_a_merkle_label_given_twice_is_named_and_the_one_value_is_believed(tmp_path, label, false):
+    """Which of two values counts would be a reader's guess (bagit-python the first, a dict the
+    last): verify names the repeat, whichever is false, and the false one alone is a mismatch."""
+    m = tiny(tmp_path / "m")
+    info = (m / "bag-info.txt").read_text()
+    true = re.search(rf"^{label}: (\S+)$", info, re.M).group(1)
+    for first, last in ((false, true), (true, false)):
+        (m / "bag-info.txt").write_text(info.replace(f"{label}: {true}\n", f"{label}: {first}\n{label}: {last}\n"))
+        _retag(m, "bag-info.txt")
+        got = [str(p) for p in verify.verify(m)]
+        assert f"root: bag-info.txt ({label} given 2 times: {first!r}, {last!r})" in got, got
+    (m / "bag-info.txt").write_text(info.replace(f"{label}: {true}\n", f"{label}: {false}\n"))
+    _retag(m, "bag-info.txt")
+    assert [p.kind for p in verify.verify(m)] == ["root"]
+    (m / "bag-info.txt").write_text(info)
+    _retag(m, "bag-info.txt")
+    assert verify.verify(m) == []
+
+
+@pytest.mark.parametrize("digits", [20, 21, 5000])
+def test_a_payload_oxum_of_more_than_twenty_digits_is_not_one(tmp_path, digits):
+    """int() refuses over 4,300 digits (a traceback); no payload has a size of 21 digits."""
+    m = tiny(tmp_path / "m")
+    info = (m / "bag-info.txt").read_text()
+    oxum = re.search(r"Payload-Oxum: (\S+)", info).group(1)
+    value = "1" * digits + "." + oxum.split(".")[1]
+    (m / "bag-info.txt").write_text(info.replace(f"Payload-Oxum: {oxum}\n", f"Payload-Oxum: {value}\n"))
+    _retag(m, "bag-info.txt")
+    got = [str(p) for p in verify.verify(m)]
+    if digits == 20:
+        assert got == [f"oxum: bag-info.txt (Payload-Oxum says {value}, data/ holds {oxum})"]
+    elif digits == 21:
+        assert got == [NOT_ONE.format(value=value)]
+    else:
+        assert got == [NOT_ONE.format(value=f"{value[:60]}… ({len(value):,} characters)")]
+
+
 def test_two_manifest_lines_joined_by_a_u2028_are_one_line_naming_no_file(tmp_path):
     """sha256sum -c reads such a manifest as one line naming a file that does not exist; verify
     read two lines and said the mirror was intact."""
