@@ -389,6 +389,9 @@ def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:
         from .jobstate import save_from_mirror
 
         dest = Path(job.resolve(job["publish.manifests"]))
+        if report.publish_failures:  # as a run from the folder does: it says what every target holds
+            report.notes.append(f"{dest} left as it was: a target did not take the mirror")
+            return
         save_from_mirror(out, dest, _secret(key_file(job)))
         report.notes.append(f"manifests copied to {dest}")
 

@@ -89,3 +89,22 @@ def test_publish_never_keeps_its_working_state_inside_the_mirror(mirror, tmp_pat
     assert proc.returncode == 2 and "is inside the mirror" in proc.stderr, proc.stderr
     assert not (mirror / "data" / "acta-mirror").exists()
     assert run_cli("verify", str(mirror)).returncode == 0
+
+
+def test_a_failed_publish_leaves_the_manifests_folder_as_it_was(replay, tmp_path):
+    """A job with output.dir and publish.manifests copied the manifests after a target refused
+    the mirror: the folder then said the target held it, and a run from the folder alone found
+    nothing to publish (exit 0) while the target held nothing. A run from the folder already
+    wrote it only once every target took the mirror; a run with a local mirror now does too."""
+    from tests.test_jobs import write_job
+
+    job = write_job(tmp_path, replay.url)
+    (tmp_path / "remotes").mkdir()
+    (tmp_path / "remotes" / "actas.git").write_text("not a repository")
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "left as it was: a target did not take the mirror" in proc.stdout, proc.stdout
+    assert not (tmp_path / "manifests").exists()
+    (tmp_path / "remotes" / "actas.git").unlink()  # the target mended: the next run publishes and saves
+    again = run_cli("run", str(job), "--quiet")
+    assert again.returncode == 0 and (tmp_path / "manifests" / "manifest-sha256.txt").exists(), again.stdout + again.stderr
