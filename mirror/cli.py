@@ -598,8 +598,9 @@ def _user_layer() -> dict:
 
 def _log_fetch(fetch: dict) -> None:
     """-v: the settings a run ends up with, after the config file, the job file and the flags."""
-    from .publish import redact
+    from .publish import redact, register_secrets
 
+    register_secrets(fetch.get("proxy"))  # a password redact() cannot find in a URL (a quote in it)
     shown = {k: (redact(v) if k == "proxy" else v) for k, v in fetch.items() if k != "headers"}
     log.info("fetch settings: %s; extra headers: %s", shown, ", ".join(fetch["headers"]) or "none")
 

@@ -376,7 +376,9 @@ def publish_each(job: Job, report: RunReport, shown, send) -> None:
 
 
 def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:
+    failed = len(report.publish_failures)
     publish_each(job, report, shown, lambda publisher: publisher.publish(out))
+    refused = len(report.publish_failures) > failed  # a target's (a CAR file or a timestamp is none)
     if job["publish.car"]:
         from .publish.ipfs import write_car
 
@@ -389,7 +391,7 @@ def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:
         from .jobstate import save_from_mirror
 
         dest = Path(job.resolve(job["publish.manifests"]))
-        if report.publish_failures:  # as a run from the folder does: it says what every target holds
+        if refused:  # as a run from the folder does: it says what every target holds
             report.notes.append(f"{dest} left as it was: a target did not take the mirror")
             return
         save_from_mirror(out, dest, _secret(key_file(job)))

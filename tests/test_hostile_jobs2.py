@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mirror import progress
-from mirror.config import ConfigError, load_user_config
+from mirror.config import ConfigError, load_job, load_user_config
 from mirror.publish import env_secret, redact
 from tests.conftest import run_cli
 from tests.test_publish_git import make_mirror
@@ -108,3 +108,50 @@ def test_a_failed_publish_leaves_the_manifests_folder_as_it_was(replay, tmp_path
     (tmp_path / "remotes" / "actas.git").unlink()  # the target mended: the next run publishes and saves
     again = run_cli("run", str(job), "--quiet")
     assert again.returncode == 0 and (tmp_path / "manifests" / "manifest-sha256.txt").exists(), again.stdout + again.stderr
+
+
+def test_only_credentials_are_hidden_never_the_evidence_around_them():
+    """Found reviewing the fixes above: registering every user:password of 3 characters or more
+    hid Tor's stream-isolation proxy '1:1' inside dates (Last-Modified '1***1:00 GMT') and
+    paths, a user name (an ssh target's 'electoral') inside the site's URLs, and a search for
+    URLs ran past a quote into an e-mail address ("'http://a.com','b@c.com'" became
+    "'http://***@c.com'"). Only what redact() cannot find in a URL is registered: a password
+    holding a quote, < > or a space, a token from a header or the environment."""
+    from mirror.publish import publisher_for, register_secrets
+
+    register_secrets("https://site.example/actas/", None, "socks5h://1:1@127.0.0.1:9050",
+                     "https://user:actas2024@site.example/actas2024/", headers={"Cookie": "consent=accepted"})
+    publisher_for("git+ssh://electoral@backup.example.org/srv/actas.git")
+    shown = publisher_for("git+https://jdoe1984@github.com/jdoe1984/actas.git").shown
+    assert shown == "git+https://***@github.com/jdoe1984/actas.git"
+    for text in ("Wed, 21 Oct 2015 11:11:00 GMT", "https://site.example/actas2024/electoral/0101011:1.jpg",
+                 "'http://a.com','b@c.com'", '["http://a.com","x@y.org"]', '<a href="http://host">me@x.org</a>',
+                 'W/"accepted-1234"', "http://h/a@2x.jpg", "http://h/x?mail=a@b.c"):
+        assert redact(text) == text
+    assert redact("https://user:actas2024@site.example/actas2024/") == "https://***@site.example/actas2024/"
+
+
+@pytest.mark.parametrize("host", ["", "localhost"])
+def test_a_file_url_with_a_whole_path_is_taken_with_or_without_localhost(mirror, tmp_path, host):
+    """git accepts file://localhost/path as file:///path: refusing it was a regression."""
+    proc = run_cli("publish", str(mirror), "--to", f"git+file://{host}{tmp_path}/git/actas.git", "--quiet",
+                   env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 0 and (tmp_path / "git" / "actas.git").is_dir(), proc.stderr
+
+
+def test_a_car_file_that_fails_does_not_hold_back_the_manifests_folder(tmp_path, monkeypatch):
+    """Found reviewing the fix above: the manifests folder was kept back on any failure of the
+    publish step, a CAR file's or a timestamp's too, and the note blamed a target."""
+    from mirror import job as jobs
+    from mirror.job import RunReport
+    from mirror.publish import PublishError
+    from tests.test_jobs import write_job
+
+    saved = []
+    monkeypatch.setattr(jobs, "publish_each", lambda job, report, shown, send: report.receipts.append("took it"))
+    monkeypatch.setattr("mirror.publish.ipfs.write_car", lambda out, car: (_ for _ in ()).throw(PublishError("disk full")))
+    monkeypatch.setattr("mirror.jobstate.save_from_mirror", lambda out, dest, key: saved.append(dest))
+    job = load_job(str(write_job(tmp_path, "http://127.0.0.1:9")))
+    report = RunReport(tmp_path / "mirror")
+    jobs.publish(job, tmp_path / "mirror", report)
+    assert report.publish_failures == ["disk full"] and saved == [tmp_path / "manifests"], report.notes

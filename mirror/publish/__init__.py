@@ -101,7 +101,7 @@ def env_secret(name: str, host: str, port: int | None = None) -> str:
     is hidden from then on wherever text is redacted (a server may quote it in an error)."""
     token = os.environ.get(name, "")
     if token:
-        _register(token, short=True)
+        _register(token, least=3)
     scope = os.environ.get(f"{name}_FOR")
     if not token or scope is None:
         return token
@@ -125,9 +125,10 @@ def check_secret_scope(publishers) -> None:
                              "or give each target its own credentials")
 
 
-# A URL in text ends at a quote, < or > (a message quotes one), except in its user:password@,
-# where those are a password's characters: the match reaches its @, and the password is hidden.
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/?#@]*@)?[^\s'\"<>]+")
+# A URL in text ends at a quote, < or > (a message quotes one): a password holding one is hidden
+# as a value instead (register_secrets).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_ENDS_URL = re.compile(r"[\s'\"<>]")  # where _URL stops
 
 
 def _redact_url(match: re.Match) -> str:
@@ -156,11 +157,13 @@ _registered: set[str] = set()  # values from this process's own URLs, hidden whe
 
 def register_secrets(*urls: str | None, headers: dict[str, str] | None = None) -> None:
     """Hide from now on, in everything redact() handles, the values of credential-named query
-    parameters (SECRET_PARAMS) and the user:password of these user-given URLs (--root, --index,
-    --alternate, --proxy), and the credentials of these request headers (--header
-    Authorization, Cookie): a site that sends one back, in a redirect or an ETag, never gets it
-    into the records. A password holding a space or a quote ends the URL where text is searched
-    for URLs, so it is hidden as a value too."""
+    parameters (SECRET_PARAMS) of these user-given URLs (--root, --index, --alternate, --proxy),
+    a password of theirs that holds a quote, < >, or a space (text searched for URLs ends a URL
+    there, before its @: redact() would not see it), and the credentials of these request
+    headers (an Authorization's, and a Cookie's values of 16 characters or more: a session, not
+    'consent=yes'): a site that sends one back, in a redirect or an ETag, never gets it into the
+    records. Other passwords and user names are not registered: a short one ('1:1', Tor's
+    stream isolation) would be hidden inside dates and paths, which are evidence."""
     for url in urls:
         try:
             parts = urlsplit(url or "")
@@ -170,21 +173,22 @@ def register_secrets(*urls: str | None, headers: dict[str, str] | None = None) -
             if unquote(name).lower() in SECRET_PARAMS:
                 _register(raw)
         userinfo = parts.netloc.rpartition("@")[0]
-        if userinfo:
-            _register(userinfo, short=":" in userinfo)  # user:password whole, however short
-            _register(userinfo.partition(":")[2])
+        if _ENDS_URL.search(userinfo):  # distinctive enough to hide wherever it appears, however short
+            _register(userinfo, least=3)
+            _register(userinfo.partition(":")[2], least=4)
     for name, value in (headers or {}).items():
-        if name.lower() in CREDENTIAL_HEADERS:
-            scheme, _, credential = value.strip().partition(" ")
-            for part in re.split(r"\s*;\s*", credential if credential and name.lower() != "cookie" else value):
-                _register(part.partition("=")[2] if name.lower() == "cookie" else part)
+        if name.lower() == "cookie":
+            for pair in value.split(";"):
+                _register(pair.partition("=")[2].strip(), least=16)
+        elif name.lower() in CREDENTIAL_HEADERS:
+            _register(value.strip().rpartition(" ")[2])  # the token after its scheme (Bearer, Basic)
 
 
-def _register(value: str, short: bool = False) -> None:
-    """A secret value to hide, as given and percent-decoded; one under 8 characters only when
-    short is asked for (a short value would hide too much of other text)."""
+def _register(value: str, least: int = 8) -> None:
+    """A secret value to hide, as given and percent-decoded, when it has at least `least`
+    characters (a short value would hide too much of other text)."""
     decoded = unquote_plus(value)
-    if len(decoded) >= 8 or (short and len(decoded) >= 3):
+    if len(decoded) >= least:
         _registered.update({value, decoded})  # as the URL carries it, and as a message may quote it
 
 

@@ -1241,7 +1241,7 @@ def _git_url(target: str) -> tuple[str, str]:
         scheme = scheme[4:]
     if not parts.netloc and scheme != "file":
         raise UsageError(f"--to {redact(target)}: no host")
-    if scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
+    if scheme == "file" and (parts.netloc.lower() not in ("", "localhost") or not parts.path.startswith("/")):
         # git+file:backup.git or git+file://tmp/x.git were made at /backup.git and /x.git
         raise UsageError(f"--to {redact(target)}: a file URL names a folder by its whole path, "
                          "as git+file:///home/me/backup.git")
