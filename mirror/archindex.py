@@ -372,9 +372,12 @@ def read_checked_times(path: Path) -> Iterator[tuple[str, float]]:
 
 
 def _epoch(iso: str) -> float:
-    from datetime import datetime
+    """A record's fetched_at in seconds since 1970 (one without a zone read as UTC, as export's
+    WARC dates read it: in the local zone, year 1 was no instant); 0.0 for no date."""
+    from datetime import datetime, timezone
 
     try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
         return 0.0
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()  # never fails once zoned

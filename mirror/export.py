@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import __version__
+from .archindex import _epoch
 from .archive import CHECKED, STATE_DIR
 from .manifest import BAG_INFO, CHANGES, FAILURES, PAYLOAD_MANIFEST, PROVENANCE, create_beside
 from .models import ArchiveWriteError, Entry, NotAMirror, Problem, UnsafePath, UsageError
@@ -95,9 +96,7 @@ def _check_entry(e: Entry) -> None:
         raise NotAMirror(f"{PROVENANCE}: {e.path}: status {e.status} is not an HTTP status")
 
 
-def _utc(iso: str, path: str) -> datetime:
-    """A record's fetched_at as a UTC instant (one without a zone is read as UTC); NotAMirror
-    naming it when it is no date or no instant a date can hold."""
+def _warc_date(iso: str, path: str) -> str:
     try:
         when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
@@ -105,21 +104,8 @@ def _utc(iso: str, path: str) -> datetime:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     try:
-        return when.astimezone(timezone.utc)
+        return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC instant a date can hold
-        raise NotAMirror(f"{PROVENANCE}: {path}: fetched_at {iso!r} is out of range") from None
-
-
-def _warc_date(iso: str, path: str) -> str:
-    return _utc(iso, path).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _instant(iso: str, path: str) -> float:
-    """fetched_at in seconds since 1970, as a time the checks are compared with. (A naive date
-    was read in the local zone: year 1 failed there with a traceback.)"""
-    try:
-        return _utc(iso, path).timestamp()
-    except (OverflowError, ValueError, OSError):
         raise NotAMirror(f"{PROVENANCE}: {path}: fetched_at {iso!r} is out of range") from None
 
 
@@ -300,7 +286,7 @@ def _write_warc(mirror: Path, fh, result: ExportResult, pages=None) -> None:
         if writer.response(mirror, e):
             latest[e.url] = e
     for url, e in latest.items():
-        when = _instant(e.fetched_at, e.path)
+        when = _epoch(e.fetched_at)  # a date _check_entry took: no zone is UTC, as in _warc_date
         again = checked.get(url, 0.0)
         if again > when + RECHECK_SLACK:
             writer.revisit(e, again)

@@ -378,7 +378,7 @@ def publish_each(job: Job, report: RunReport, shown, send) -> None:
 def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:
     failed = len(report.publish_failures)
     publish_each(job, report, shown, lambda publisher: publisher.publish(out))
-    refused = len(report.publish_failures) > failed  # a target's (a CAR file or a timestamp is none)
+    refused = len(report.publish_failures) - failed  # the targets' own: not a timestamp's, nor the CAR file's
     if job["publish.car"]:
         from .publish.ipfs import write_car
 
@@ -392,7 +392,8 @@ def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:
 
         dest = Path(job.resolve(job["publish.manifests"]))
         if refused:  # as a run from the folder does: it says what every target holds
-            report.notes.append(f"{dest} left as it was: a target did not take the mirror")
+            report.notes.append(f"{dest} left as it was: {refused} of {report.targets} target(s) did not take "
+                                "the mirror")
             return
         save_from_mirror(out, dest, _secret(key_file(job)))
         report.notes.append(f"manifests copied to {dest}")

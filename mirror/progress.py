@@ -50,7 +50,7 @@ class Progress:
         self.quiet = quiet
         self.stream = stream or sys.stderr
         env = os.environ.get("ACTA_MIRROR_PROGRESS_EVERY", "")
-        self.every = every if every is not None else (float(env) if _is_number(env) else PLAIN_EVERY)
+        self.every = every if every is not None else (float(env) if _an_interval(env) else PLAIN_EVERY)
         self.started = time.monotonic()
         self._moved = self.started  # when `done` last changed: the rate is counted up to then
         self._stop = threading.Event()
@@ -158,7 +158,7 @@ class Progress:
         return f"[{duration(elapsed):>6}] {f.label}: {' · '.join(parts)}"
 
 
-def _is_number(text: str) -> bool:
+def _an_interval(text: str) -> bool:
     """A number of seconds a display may wait between lines: from 0.1 s (a line every 1e-9 s
     floods a log) to a day (an infinite wait is refused by the clock, with a traceback)."""
     try:

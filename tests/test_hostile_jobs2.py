@@ -103,7 +103,7 @@ def test_a_failed_publish_leaves_the_manifests_folder_as_it_was(replay, tmp_path
     (tmp_path / "remotes" / "actas.git").write_text("not a repository")
     proc = run_cli("run", str(job), "--quiet")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "left as it was: a target did not take the mirror" in proc.stdout, proc.stdout
+    assert "left as it was: 1 of 1 target(s) did not take the mirror" in proc.stdout, proc.stdout
     assert not (tmp_path / "manifests").exists()
     (tmp_path / "remotes" / "actas.git").unlink()  # the target mended: the next run publishes and saves
     again = run_cli("run", str(job), "--quiet")

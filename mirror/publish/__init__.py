@@ -127,8 +127,9 @@ def check_secret_scope(publishers) -> None:
 
 # A URL in text ends at a quote, < or > (a message quotes one): a password holding one is hidden
 # as a value instead (register_secrets).
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
-_ENDS_URL = re.compile(r"[\s'\"<>]")  # where _URL stops
+_URL_ENDS = r"\s'\"<>"
+_URL = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]*://[^{_URL_ENDS}]+")
+_ENDS_URL = re.compile(f"[{_URL_ENDS}]")  # where _URL stops
 
 
 def _redact_url(match: re.Match) -> str:
