@@ -1330,11 +1330,11 @@ def cmd_compare(args) -> int:
             print(f"{label:18s} {report.counts[label]:>7,} of {total:,} actas")
         for note in report.notes:
             print(note)
-        unread = set(report.unread)
+        doubtful = set(report.unread) | set(report.contradicted)
         for row in report.rows:
-            if row.label != "identical" or row.there in unread:  # their names are anyone's: shown escaped
+            if row.label != "identical" or row.there in doubtful:  # their names are anyone's: shown escaped
                 print(printable(f"  {row.label:18s} {row.key}  {row.there or row.here}  {row.detail}"))
-        shown = sum(1 for row in report.rows if row.label == "identical" and row.there not in unread)
+        shown = sum(1 for row in report.rows if row.label == "identical" and row.there not in doubtful)
         if shown:
             print(f"({shown:,} identical actas not listed; --json lists every acta)")
     return EXIT_OK if report.agree else EXIT_PROBLEMS

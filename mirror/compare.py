@@ -64,6 +64,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # their files no acta key could be found for
     unread: list[str] = field(default_factory=list)  # their files that could not be read from disk
+    # another acta-mirror's latest files whose bytes are not the sha256 its own provenance records
+    contradicted: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -74,9 +76,11 @@ class Report:
 
     @property
     def agree(self) -> bool:
-        """Every acta the same, and every file of theirs read: a file that could not be read is
-        not known to match, whatever its recorded sha256 says."""
-        return not self.unread and all(row.label in ("identical", "same_picture") for row in self.rows)
+        """Every acta the same, every file of theirs read, and (another acta-mirror) every one
+        the bytes its own provenance records: a file that could not be read is not known to
+        match, whatever its recorded sha256 says, and a copy whose files are not what its own
+        records say is not a sound copy, even where its bytes happen to be ours."""
+        return not self.unread and not self.contradicted and all(row.label in ("identical", "same_picture") for row in self.rows)
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,7 @@ def _their_mirror(other: Path, report: Report) -> list[Theirs]:
     by_key: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
         by_key[e.key].append(e)
-    files, lied = [], 0
+    files = []
     for key, versions in by_key.items():
         versions.sort(key=lambda x: x.version)
         latest = versions[-1]
@@ -186,11 +190,13 @@ def _their_mirror(other: Path, report: Report) -> list[Theirs]:
             sha = latest.sha256
             files.append(Theirs(latest.path, sha, None, key, tuple(v.sha256 for v in versions[:-1])))
             continue
-        lied += sha != latest.sha256
+        if sha != latest.sha256:
+            report.contradicted.append(latest.path)
         files.append(Theirs(latest.path, sha, latest.path, key, tuple(v.sha256 for v in versions[:-1])))
-    if lied:
-        report.notes.append(f"{lied} of their {len(files)} latest files differ from their own provenance "
-                            "(compared by the bytes on disk)")
+    if report.contradicted:
+        report.notes.append(f"{len(report.contradicted)} of their {len(files)} latest files differ from their own "
+                            "provenance (compared by the bytes on disk; listed in contradicted): their copy "
+                            "does not hold what it records")
     return files
 
 
@@ -370,7 +376,7 @@ def compare(mirror: str | os.PathLike, other: str | os.PathLike, *, workers: int
     if report.unmatched:
         report.notes.append(f"{len(report.unmatched)} of their {len(theirs)} files match no acta key by name or "
                             f"sha256 (e.g. {report.unmatched[0]!r}); not counted")
-    unread = set(report.unread)
+    unread, contradicted = set(report.unread), set(report.contradicted)
     rows: dict[str, list[Row]] = defaultdict(list)
     pending: list[tuple[str, Theirs, tuple]] = []
     for key, files in by_key.items():
@@ -382,8 +388,9 @@ def compare(mirror: str | os.PathLike, other: str | os.PathLike, *, workers: int
         older = {v.sha256: v.version for v in versions[:-1]}
         for f in files:
             if f.sha256 == latest.sha256:
-                rows[key].append(Row(key, "identical", "their file not read: by its recorded sha256 only"
-                                     if f.name in unread else "", latest.path, f.name))
+                detail = ("their file not read: by its recorded sha256 only" if f.name in unread else
+                          "their own provenance records other bytes for it" if f.name in contradicted else "")
+                rows[key].append(Row(key, "identical", detail, latest.path, f.name))
             elif f.sha256 in older:
                 rows[key].append(Row(key, "other_version", f"older: our v{older[f.sha256]} of {latest.version}",
                                      latest.path, f.name))
@@ -429,4 +436,5 @@ def to_json(report: Report) -> dict:
     return {"kind": report.kind, "counts": report.counts, "total": len(report.rows),
             "actas": [{"key": r.key, "label": r.label, "detail": r.detail, "here": r.here, "there": r.there,
                        "score": r.score} for r in report.rows],
-            "unmatched": report.unmatched, "unread": report.unread, "notes": report.notes}
+            "unmatched": report.unmatched, "unread": report.unread, "contradicted": report.contradicted,
+            "notes": report.notes}

@@ -111,3 +111,33 @@ def test_export_reads_a_date_without_a_zone_as_utc_not_as_a_traceback(signed, tm
     # the one reading of a record's time, the on-disk index's included
     assert _epoch("0001-01-01T00:00:00") == _epoch("0001-01-01T00:00:00Z") == -62135596800.0
     assert _epoch("2024-07-29T01:00:00+01:00") == _epoch("2024-07-29T00:00:00Z") and _epoch("not a date") == 0.0
+
+
+def test_compare_does_not_call_a_copy_that_contradicts_its_own_records_in_agreement(signed, tmp_path):
+    """Another acta-mirror whose latest file is not the bytes its own provenance records is not
+    a sound copy, even where its bytes happen to be ours: compare said every acta identical,
+    exit 0, with only a note. It is now named (text and JSON `contradicted`) and exit 1; the
+    same copy with its records mended agrees again."""
+    import shutil
+
+    theirs = tmp_path / "theirs"
+    shutil.copytree(signed, theirs, symlinks=True)
+    objs = _lines(theirs)
+    victim = next(o for o in objs if o["kind"] == "acta")
+    genuine = victim["sha256"]
+    victim["sha256"] = "0" * 64
+    _write_lines(theirs, objs)
+    _retag(theirs)
+    proc = run_cli("compare", str(signed), str(theirs), "--json", timeout=LIMIT)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert report["contradicted"] == [victim["path"]], report
+    assert report["counts"]["identical"] == report["total"]  # the bytes are ours: the label stays
+    assert any("1 of their" in n and "differ from their own provenance" in n for n in report["notes"]), report
+    text = run_cli("compare", str(signed), str(theirs), timeout=LIMIT)
+    assert text.returncode == 1, text.stdout
+    assert f"{victim['key']}  {victim['path']}  their own provenance records other bytes" in text.stdout, text.stdout
+    victim["sha256"] = genuine
+    _write_lines(theirs, objs)
+    mended = run_cli("compare", str(signed), str(theirs), "--json", timeout=LIMIT)
+    assert mended.returncode == 0 and json.loads(mended.stdout)["contradicted"] == [], mended.stdout
