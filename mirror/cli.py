@@ -1078,10 +1078,11 @@ def _print_run(report, args=None) -> int:
             print(f"publish: {line}")
         print(f"publish: {r.target}: {'updated' if r.changed else 'nothing new'}"
               + (f", root CID {r.cid}" if r.cid else "") + f", Merkle root {r.root}")
-    from .publish.git import RemoteChanged  # its line says what to do: retrying would not help
+    from .publish import NeedsFullMirror
+    from .publish.git import RemoteChanged  # their lines say what to do: retrying would not help
 
     for line in report.publish_failures:
-        print(f"acta-mirror: failed: {line}" + ("" if line.endswith(RemoteChanged.advice) else
+        print(f"acta-mirror: failed: {line}" + ("" if line.endswith((RemoteChanged.advice, NeedsFullMirror.advice)) else
                                                 "; check the target and credentials, then re-run "
                                                 "'acta-mirror run --publish-only'"), file=sys.stderr)
     if len(report.receipts) < report.targets:

@@ -257,7 +257,7 @@ def run_from_manifests(job: Job, *, publish_step: bool = True, counters=None, sh
 
 def _run_from_manifests(job: Job, key: str | None, folder: Path, *, publish_step: bool, counters, shown) -> RunReport:
     from .evidence import sign_bag
-    from .jobstate import CHECKS, check_signed, read_job_state, save, save_checks, seed, take_delta
+    from .jobstate import CHECKS, TARGETS, check_signed, read_job_state, save, save_checks, seed, take_delta
 
     before = read_job_state(folder)
     check_signed(before, key)
@@ -287,10 +287,24 @@ def _run_from_manifests(job: Job, key: str | None, folder: Path, *, publish_step
         report.hashed, report.listed = len(delta.added), len(delta.records)
         report.notes.append(f"state: {len(delta.added)} new file(s) of {len(delta.records)} recorded "
                             f"({sum(r.size for r in delta.added)} bytes downloaded and kept)")
+        targets = target_names(job)
         if not delta.changed:
-            checks = save_checks(delta)  # what the site confirmed, so the next runs need not ask again
+            # A target the folder does not name as holding this state (new to the job, or a folder
+            # saved before targets.txt) is sent it unchanged: one that lacks the mirror refuses.
+            unheard = [] if before.empty else [t for t in targets if before.targets is None or t not in before.targets]
+            if unheard and publish_step:
+                report.notes.append(f"{len(unheard)} of {len(targets)} target(s) not named in {folder / TARGETS} "
+                                    "as holding this state: sending it to them")
+                publish_each(job, report, shown, lambda publisher: publisher.publish_delta(delta), only=unheard)
+            elif unheard:
+                report.notes.append(f"not publishing (--no-publish): {len(unheard)} target(s) not named in "
+                                    f"{folder / TARGETS} were not checked")
+            held = targets if unheard and publish_step and not report.publish_failures else None
+            # what the site confirmed, so the next runs need not ask again; and who holds the state
+            written = save_checks(delta, held)
             report.notes.append(f"nothing changed: {folder} left as it was"
-                                + (f" but for {CHECKS}, the check times" if checks else ""))
+                                + (f" but for {CHECKS} and {TARGETS}" if written and held else
+                                   f" but for {CHECKS}, the check times" if written else ""))
             return report
         if not publish_step:
             report.notes.append("not publishing (--no-publish): the manifests folder is left as it was")
@@ -301,7 +315,7 @@ def _run_from_manifests(job: Job, key: str | None, folder: Path, *, publish_step
         if report.publish_failures:
             report.notes.append(f"{folder} left as it was: the next run publishes this delta again")
             return report
-        save(delta, _secret(key))
+        save(delta, _secret(key), targets)
         report.notes.append(f"manifests written to {folder}")
         return report
     finally:
@@ -363,11 +377,20 @@ def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tr
     return crawl_plan, plans
 
 
-def publish_each(job: Job, report: RunReport, shown, send) -> None:
-    """send(publisher) to every target of the job, under the publish step's display; each
-    receipt or failure into the report (one target failing never stops the others)."""
+def target_names(job: Job) -> list[str]:
+    """The job's publish targets as the publishers show them (credentials hidden): what
+    targets.txt in the manifests folder records."""
+    return [publisher.shown for publisher in publishers(job)]
+
+
+def publish_each(job: Job, report: RunReport, shown, send, only=None) -> None:
+    """send(publisher) to every target of the job (or those `only` names, as shown), under the
+    publish step's display; each receipt or failure into the report (one target failing never
+    stops the others)."""
     with shown("publish") as display:
         for publisher in publishers(job, display):
+            if only is not None and publisher.shown not in only:
+                continue
             report.targets += 1
             try:
                 report.receipts.append(send(publisher))
@@ -395,7 +418,7 @@ def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:
             report.notes.append(f"{dest} left as it was: {refused} of {report.targets} target(s) did not take "
                                 "the mirror")
             return
-        save_from_mirror(out, dest, _secret(key_file(job)))
+        save_from_mirror(out, dest, _secret(key_file(job)), target_names(job))
         report.notes.append(f"manifests copied to {dest}")
 
 

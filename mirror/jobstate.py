@@ -27,6 +27,14 @@ are not believed), so a run that re-checks everything rewrites a line or two and
 asks nothing leaves it as it was. It is the job's bookkeeping, not evidence: it is not in the
 bag and is never published; one that does not parse is ignored (the site is asked again).
 
+targets.txt names the publish targets (one per line, as the run shows them, credentials hidden)
+that took the state the folder records: a save after a publish writes the job's targets, every
+one of which took it. A run that finds nothing new publishes nothing, except to a target of the
+job that the file does not name (added to the job since, or a folder saved before the file
+existed): that target is sent the unchanged state, which it takes as nothing new when it holds
+the mirror and refuses, naming what it lacks, when it does not. So a new or empty target is never
+passed over with exit 0. It is bookkeeping, not evidence: never published.
+
 A save writes the changed files as one: each is staged beside its place ('.save-<name>',
 fsynced), then the journal ('.save-journal': '<sha256> <name>' per staged file, fsynced) is
 renamed in, then the staged files are renamed over their places and the journal removed. When
@@ -66,9 +74,11 @@ CIDS_COMMENT = "acta-mirror cids.txt for provenance.jsonl sha256"  # the trusted
 CHECKS = "checked.txt"  # when each provenance line's URL was last checked, run-length coded
 CHECK_GRAIN = 3600  # check times are rounded down to this many seconds: runs of equal times stay long
 MAX_CHECKS_BYTES = 1 << 24  # far above a line per provenance line of 100,000 actas
+TARGETS = "targets.txt"  # the publish targets (as shown) that took the state the folder records, one per line
+MAX_TARGETS_BYTES = 1 << 16  # a line per target: a job has a handful
 STATE_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, CHANGES, FAILURES, STATEMENT, SIGNATURE,
                TAG_MANIFEST, *TIMESTAMP_FILES)
-SAVED_FILES = (*STATE_FILES, CIDS, CIDS_SIGNATURE, CHECKS)  # what a save writes: the only names a journal may give
+SAVED_FILES = (*STATE_FILES, CIDS, CIDS_SIGNATURE, CHECKS, TARGETS)  # what a save writes: the only names a journal may give
 JOURNAL = ".save-journal"  # a save under way; bookkeeping, never published
 JOURNAL_NEW = ".save-journal.new"  # the journal being written, renamed to JOURNAL when whole
 STAGED = ".save-"  # a staged file is STAGED + its name, beside its place
@@ -98,6 +108,7 @@ class JobState:
     provenance_sha256: str
     checked: tuple[float, ...] = ()  # per provenance line (a prefix of them): its URL's last check
     cids: bytes = b""  # cids.txt as read (its signature is checked against these very bytes)
+    targets: frozenset[str] | None = None  # targets.txt: who took this state; None when the folder does not say
 
     @property
     def empty(self) -> bool:
@@ -159,6 +170,9 @@ def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobStat
             (0, hashlib.sha256().hexdigest())
         cids_raw = read_inside(folder, CIDS) if os.path.lexists(folder / CIDS) else b""
         cids_text = cids_raw.decode("utf-8")
+        targets = frozenset(line.strip() for line in text_lines(read_inside(folder, TARGETS, MAX_TARGETS_BYTES)
+                                                                  .decode("utf-8")) if line.strip()) \
+            if os.path.lexists(folder / TARGETS) else None
     except (NotAMirror, OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{folder}: the job's state is unreadable: {getattr(exc, 'strerror', None) or exc}") from None
     big: dict[str, tuple[str, int]] = {}
@@ -170,7 +184,7 @@ def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobStat
         except (ValueError, IndexError):
             raise UsageError(f"{folder / CIDS}:{number}: not a '<cid> <size> <path>' line") from None
     return JobState(folder, records, big, size, sha256,
-                    _read_checks(folder, records), cids_raw)
+                    _read_checks(folder, records), cids_raw, targets)
 
 
 def _read_checks(folder: Path, records: tuple[Record, ...]) -> tuple[float, ...]:
@@ -290,10 +304,16 @@ def seed(state: JobState, bag: Path) -> None:
         atomic_write(bag / STATE_DIR / CHECKED, json.dumps(when).encode())
 
 
-def save_checks(delta: "Delta") -> bool:
-    """Write checked.txt into the manifests folder when this run checked anything; True if it
-    changed. Called alone when a run found nothing new (save() writes it with the rest)."""
-    return _save(delta.before.folder, [(CHECKS, _new_checks(delta))], CHECKS)
+def save_checks(delta: "Delta", targets=None) -> bool:
+    """Write checked.txt into the manifests folder when this run checked anything, and
+    targets.txt when targets (every target that holds the state) is given and differs; True if
+    either changed. Called when a run found nothing new (save() writes them with the rest)."""
+    return _save(delta.before.folder, [(CHECKS, _new_checks(delta)), *_targets_file(targets)], CHECKS)
+
+
+def _targets_file(targets) -> list[tuple[str, bytes]]:
+    """targets.txt as (name, bytes) for _save, sorted, one target a line; none for None."""
+    return [] if targets is None else [(TARGETS, "".join(f"{t}\n" for t in sorted(set(targets))).encode())]
 
 
 def _new_checks(delta: "Delta") -> bytes:
@@ -348,13 +368,13 @@ def take_delta(before: JobState, bag: Path) -> Delta:
                  {p: v for p, v in big.items() if before.big_cids.get(p) != v})
 
 
-def save(delta: Delta, key=None) -> None:
+def save(delta: Delta, key=None, targets=None) -> None:
     """Write the run's state into the manifests folder, as one: the changed tag files,
-    cids.txt with the new files' lines appended, checked.txt. Called after every publish
-    succeeded."""
+    cids.txt with the new files' lines appended, checked.txt, and targets.txt (the targets,
+    every one of which took it). Called after every publish succeeded."""
     folder = delta.before.folder
     _save(folder, chain(_state_files(delta.bag, delta.before.cids, delta.new_cids, key),
-                        [(CHECKS, _new_checks(delta))]))
+                        [(CHECKS, _new_checks(delta)), *_targets_file(targets)]))
 
 
 def _state_files(bag: Path, old_cids: bytes, new_cids: dict[str, tuple[str, int]], key=None,
@@ -529,11 +549,12 @@ def not_behind(mirror: Path, folder: Path, before: JobState | None = None) -> No
                          "run would replace; give an empty folder, or the mirror it was saved from")
 
 
-def save_from_mirror(mirror: Path, folder: Path, key=None) -> None:
+def save_from_mirror(mirror: Path, folder: Path, key=None, targets=None) -> None:
     """Write a full local mirror's state into the manifests folder (a job with output.dir), so
     the job can later run without the local mirror; never over another mirror's (not_behind).
     The CIDs of a signed folder whose cids.txt is not signed for its provenance are computed
-    again from the mirror's bytes (cids_unsigned), and cids.txt is signed with key."""
+    again from the mirror's bytes (cids_unsigned), and cids.txt is signed with key. targets:
+    the job's targets, every one of which took the mirror (targets.txt), or None."""
     before = read_job_state(folder)
     not_behind(mirror, folder, before)
     trusted = cids_unsigned(before) is None  # else cids.txt is written anew, every CID computed here
@@ -547,7 +568,7 @@ def save_from_mirror(mirror: Path, folder: Path, key=None) -> None:
     prefix = before.checked
     checks = _checks_text(records, prefix, dict(read_checked_times(mirror / STATE_DIR / CHECKED))).encode()
     _save(folder, chain(_state_files(mirror, before.cids if trusted else b"", new_cids, key, rewrite=not trusted),
-                        [(CHECKS, checks)]))
+                        [(CHECKS, checks), *_targets_file(targets)]))
 
 
 def _checked_tags(bag: Path, listed: dict[str, str] | None, problems: list) -> dict[str, str]:

@@ -150,7 +150,7 @@ def test_a_car_file_that_fails_does_not_hold_back_the_manifests_folder(tmp_path,
     saved = []
     monkeypatch.setattr(jobs, "publish_each", lambda job, report, shown, send: report.receipts.append("took it"))
     monkeypatch.setattr("mirror.publish.ipfs.write_car", lambda out, car: (_ for _ in ()).throw(PublishError("disk full")))
-    monkeypatch.setattr("mirror.jobstate.save_from_mirror", lambda out, dest, key: saved.append(dest))
+    monkeypatch.setattr("mirror.jobstate.save_from_mirror", lambda out, dest, key, targets: saved.append(dest))
     job = load_job(str(write_job(tmp_path, "http://127.0.0.1:9")))
     report = RunReport(tmp_path / "mirror")
     jobs.publish(job, tmp_path / "mirror", report)

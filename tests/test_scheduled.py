@@ -264,3 +264,51 @@ def test_the_workflow_step_and_a_node_that_lacks_the_earlier_files(replay_factor
     assert lacking.returncode == 1 and "the node lacks" in lacking.stderr, lacking.stdout + lacking.stderr
     assert "::error::" in lacking.stderr
     assert (tmp_path / "manifests" / "provenance.jsonl").read_bytes() == saved
+
+
+def test_a_target_new_to_the_job_is_sent_the_state_even_when_nothing_changed(replay_factory, tmp_path):
+    """A run from the manifests folder that found nothing new published nothing and exited 0,
+    so a target added to the job (an empty repository) was passed over for ever. The folder now
+    names who took its state (targets.txt); a target it does not name is sent the unchanged
+    state: the empty one refuses (exit 1, with the way out), and once it holds the mirror the
+    run records it and exits 0. A folder without targets.txt (saved before it) checks every
+    target once."""
+    r = replay_factory()
+    keygen(tmp_path)
+    first_remote, second_remote = tmp_path / "remotes" / "a.git", tmp_path / "remotes" / "b.git"
+    job = write_job(tmp_path, r.url, f'git = ["git+file://{first_remote}"]')
+    folder = tmp_path / "manifests"
+    first = run_cli("run", str(job), "--quiet")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (folder / "targets.txt").read_text() == f"git+file://{first_remote}\n"
+    pushed = commits(first_remote)
+
+    job = write_job(tmp_path, r.url, f'git = ["git+file://{first_remote}", "git+file://{second_remote}"]')
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(second_remote)], check=True)
+    saved = {p.name: p.read_bytes() for p in folder.iterdir()}
+    refused = run_cli("run", str(job), "--quiet")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "1 of 2 target(s) not named" in refused.stdout and "0 of 1 target(s) took the mirror" in refused.stdout
+    line = refused.stderr.strip()
+    assert line.startswith(f"acta-mirror: failed: git+file://{second_remote}: shard 01: it holds none of the") and \
+        line.endswith("(acta-mirror restore --from a target that holds it, then acta-mirror publish --to it)"), line
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == saved  # the record still names the first alone
+    assert commits(first_remote) == pushed  # a target that holds the state is not asked again
+
+    restored = tmp_path / "restored"
+    assert run_cli("restore", "--from", f"git+file://{first_remote}", "--out", str(restored)).returncode == 0
+    put = run_cli("publish", str(restored), "--to", f"git+file://{second_remote}")
+    assert put.returncode == 0, put.stdout + put.stderr
+    taken = run_cli("run", str(job), "--quiet")
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    assert "nothing changed" in taken.stdout
+    assert (folder / "targets.txt").read_text().splitlines() == sorted(
+        [f"git+file://{first_remote}", f"git+file://{second_remote}"])
+    again = run_cli("run", str(job), "--quiet")
+    assert again.returncode == 0 and "not named" not in again.stdout, again.stdout
+
+    (folder / "targets.txt").unlink()  # a folder saved before the record: each target checked once
+    legacy = run_cli("run", str(job), "--quiet")
+    assert legacy.returncode == 0 and "2 of 2 target(s) not named" in legacy.stdout, legacy.stdout + legacy.stderr
+    assert len((folder / "targets.txt").read_text().splitlines()) == 2
+    assert commits(first_remote) == pushed and commits(second_remote) >= 1

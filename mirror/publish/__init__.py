@@ -32,6 +32,14 @@ class PublishError(MirrorError):
     exit_code = 1
 
 
+class NeedsFullMirror(PublishError):
+    """A scheduled run's delta builds on files the target lacks (a new or emptied target): only a
+    full mirror can fill it."""
+
+    advice = ("a scheduled run holds only the files it downloads: publish a full mirror to it once "
+              "(acta-mirror restore --from a target that holds it, then acta-mirror publish --to it)")
+
+
 @dataclass
 class Receipt:
     target: str  # redacted: never holds a credential

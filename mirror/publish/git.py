@@ -72,7 +72,7 @@ from ..sign import PublicKey, SignatureError, load_public, parse_signature, veri
 from ..state import Record, is_shard_name, read_records
 from ..models import ArchiveWriteError, NotAMirror, UsageError, printable
 from ..verify import verify
-from . import (Plan, PublishError, Receipt, env_secret, inside, redact, register, register_secrets, verified,
+from . import (NeedsFullMirror, Plan, PublishError, Receipt, env_secret, inside, redact, register, register_secrets, verified,
                working_dir)
 
 DEFAULT_MAX_REPO_BYTES = 900 * 1000 * 1000  # a repository should stay well under 1 GB
@@ -585,6 +585,9 @@ class GitPublisher:
                 problem = f"{len(gone)} file(s) it held are gone from it or hold other bytes, e.g. {gone[0]}" + (
                     f"; {rewritten}" if rewritten else "")
                 cannot = [p for p in gone if p not in mine_paths or self._held is not None and p not in self._held]
+                if cannot and not tip:  # no branch at all: a new (or emptied) repository, not a changed one
+                    raise NeedsFullMirror(f"{shown}: shard {shard}: it holds none of the {len(cannot)} file(s) this "
+                                          f"run builds on (a new or emptied repository), e.g. {cannot[0]}")
                 if cannot:
                     raise RemoteChanged(
                         f"{shown}: shard {shard}: {problem}; not publishing onto it: this run cannot send "

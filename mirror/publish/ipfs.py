@@ -32,7 +32,7 @@ from ..manifest import append_receipt
 from ..merkle import merkle_root
 from ..models import NotAMirror, UsageError, printable
 from ..state import MirrorState, open_payload
-from . import Plan, PublishError, Receipt, env_secret, inside, redact, register, register_secrets, verified
+from . import NeedsFullMirror, Plan, PublishError, Receipt, env_secret, inside, redact, register, register_secrets, verified
 
 if TYPE_CHECKING:  # the annotations' names only
     import aiohttp
@@ -255,8 +255,8 @@ class IpfsPublisher:
             offered = set(offer)
             absent = [rel for rel, _n, _s in files if rel not in offered and dag.files[rel][0][-32:] not in have]
             if absent:  # a delta builds on blocks the node must hold already; it would wait for them forever
-                raise PublishError(f"{self.shown}: the node lacks {len(absent)} file(s) published before, e.g. "
-                                   f"{absent[0]}; publish a full mirror to it once (restore, then publish)")
+                raise NeedsFullMirror(f"{self.shown}: the node lacks {len(absent)} file(s) published before, e.g. "
+                                      f"{absent[0]}")
             # Importing thousands of directory nodes costs a node about as much as building them
             # while it adds the files, so a node that lacks most of the mirror gets all of it.
             if len(offer) == len(files) and 2 * len(missing) > len(files):
