@@ -19,17 +19,25 @@ import json
 import os
 import re
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .export import _why
+from .imagecheck import MAX_SCANS, jpeg_scans
 from .manifest import PROVENANCE, read_small_file, text_lines
 from .models import Entry, IndexFormatError, NotAMirror, Problem, UnsafePath, UsageError
 from .state import is_acta_key, iter_records, open_payload, read_inside
 
 LABELS = ("identical", "same_picture", "different_picture", "other_version", "only_here", "only_there")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".tif", ".tiff", ".gif", ".bmp")
+# What their pictures are decoded as, whatever their names say: Pillow would read a PostScript
+# file named .jpg with Ghostscript, which runs it (a loop never returns), and others with their own decoders.
+PICTURE_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "GIF", "BMP")
+# A real acta scan is about 4.4 Mpx; a copy rescaled 3x is 40. Larger pictures are not decoded:
+# a 0.5 MB PNG of 13,000 x 13,000 took 2 s and 850 MB to read, and a copy may hold thousands.
+MAX_PICTURE_PIXELS = 40_000_000
 COMPARE_WIDTH = 256  # the grid pictures are compared on (narrower images: their own width)
 BLUR = 1.5  # Gaussian radius on that grid: absorbs the sub-pixel shifts of rescaling
 BLOCK = 8  # cell size: a changed three-digit count on a real acta covers about two cells
@@ -286,21 +294,49 @@ def _key_of(f: Theirs, ours: _Ours) -> str:
 
 
 # -- pictures ---------------------------------------------------------------------------
+class _NotDecoded(ValueError):
+    """A picture refused unread: its reason is the row's detail."""
+
+
+@contextmanager
+def _picture(root: str, rel: str):
+    """rel opened by Pillow (not yet decoded), refused unread (_NotDecoded) when its format is
+    not one of PICTURE_FORMATS, it has more than MAX_PICTURE_PIXELS, or it is a JPEG of more
+    than MAX_SCANS scans."""
+    import warnings
+
+    from PIL import Image
+
+    with open_payload(root, rel) as fh:
+        if fh.read(2) == b"\xff\xd8" and (scans := jpeg_scans(fh)) > MAX_SCANS:
+            raise _NotDecoded(f"not decoded: a JPEG of {scans:,} scans (a progressive one has about 10)")
+        fh.seek(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is ours, below
+            try:
+                im = Image.open(fh, formats=PICTURE_FORMATS)
+            except Image.DecompressionBombError:
+                raise _NotDecoded(f"not decoded: more than {MAX_PICTURE_PIXELS:,} pixels") from None
+        with im:
+            width, height = im.size
+            if width * height > MAX_PICTURE_PIXELS:
+                raise _NotDecoded(f"not decoded: {width}x{height} is more than {MAX_PICTURE_PIXELS:,} pixels")
+            yield im
+
+
 def _grid(root: str, rel: str, size: tuple[int, int]):
     """rel decoded to grey on a size grid, blurred; numpy float32."""
     import numpy as np
     from PIL import Image, ImageFilter
 
-    with open_payload(root, rel) as fh, Image.open(fh) as im:
+    with _picture(root, rel) as im:
         im.draft("L", (size[0] * 2, size[1] * 2))  # JPEG: decode at a reduced scale, much faster
         grey = im.convert("L").resize(size, Image.BOX).filter(ImageFilter.GaussianBlur(BLUR))
         return np.asarray(grey, dtype=np.float32)
 
 
 def _dims(root: str, rel: str) -> tuple[int, int]:
-    from PIL import Image
-
-    with open_payload(root, rel) as fh, Image.open(fh) as im:
+    with _picture(root, rel) as im:
         return im.size
 
 
@@ -317,6 +353,8 @@ def picture_score(ours: tuple[str, str], theirs: tuple[str, str]) -> tuple[float
         width = min(COMPARE_WIDTH, w1, w2)
         size = (width, max(1, round(width * h1 / w1)))
         diff = np.abs(_grid(*ours, size) - _grid(*theirs, size))
+    except _NotDecoded as exc:
+        return str(exc)
     except (OSError, UnsafePath, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
         return f"not a readable image ({exc.__class__.__name__})"
     h, w = (diff.shape[0] // BLOCK) * BLOCK, (diff.shape[1] // BLOCK) * BLOCK

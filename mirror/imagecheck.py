@@ -34,6 +34,7 @@ _PIXELS_PER_SCAN_BYTE = 2048  # a whole scan has at least 1 byte per 256 pixels:
 _CHUNK_TYPE = re.compile(rb"[A-Za-z]{4}")
 # In a scan, 0xFF00 is a stuffed byte, 0xFFD0-D7 a restart and 0xFFFF fill: anything else is a marker.
 _MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+MAX_SCANS = 100  # a progressive JPEG has about 10; libjpeg decodes every block again for each, so more is refused unread
 
 
 class NotImage(ValueError):
@@ -284,3 +285,16 @@ def check_bytes(data: bytes) -> Verdict:
     check = ImageCheck()
     check.feed(data)
     return check.finish()
+
+
+def jpeg_scans(fh) -> int:
+    """The scans (SOS markers) in a JPEG file, read in chunks from its start: in entropy-coded
+    data a 0xFF byte is followed by 0x00 or a restart marker, so 0xFFDA starts a scan (or an
+    embedded thumbnail's). Readers that decode refuse a file of more than MAX_SCANS."""
+    fh.seek(0)
+    count, carry = 0, b""
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        data = carry + chunk
+        count += data.count(b"\xff\xda")
+        carry = data[-1:]
+    return count

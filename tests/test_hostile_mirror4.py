@@ -141,3 +141,72 @@ def test_compare_does_not_call_a_copy_that_contradicts_its_own_records_in_agreem
     _write_lines(theirs, objs)
     mended = run_cli("compare", str(signed), str(theirs), "--json", timeout=LIMIT)
     assert mended.returncode == 0 and json.loads(mended.stdout)["contradicted"] == [], mended.stdout
+
+
+def _their_folder(mirror: Path, folder: Path) -> dict[str, Path]:
+    """Every acta's latest file copied flat into folder, as a volunteer's copy holds them."""
+    import shutil
+
+    folder.mkdir()
+    out = {}
+    for o in _lines(mirror):
+        if o["kind"] == "acta":
+            out[o["key"]] = folder / f"{o['key']}.jpg"
+            shutil.copyfile(mirror / o["path"], out[o["key"]])
+    return out
+
+
+def _big_png(path: Path, size: tuple[int, int]) -> None:
+    """A PNG of the acta's proportions and over 40 Mpx: a few hundred KB of zeros."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # this test's own picture
+    scale = 3.2  # a real acta (4.4 Mpx) so enlarged has 45 Mpx
+    Image.new("L", (round(size[0] * scale), round(size[1] * scale))).save(path, "PNG")
+
+
+def _scans_jpeg(path: Path, size: tuple[int, int]) -> None:
+    """A progressive JPEG of the acta's size whose last scan is repeated a thousand times."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", size, 255).save(buf, "JPEG", quality=50, progressive=True)
+    data = buf.getvalue()
+    last = data.rindex(b"\xff\xda")
+    path.write_bytes(data[:-2] + data[last:-2] * 1_000 + b"\xff\xd9")
+
+
+def _postscript(path: Path, size: tuple[int, int]) -> None:
+    """PostScript of the acta's proportions, named .jpg, that loops for ever when run."""
+    path.write_bytes(b"%%!PS-Adobe-3.0 EPSF-3.0\n%%%%BoundingBox: 0 0 %d %d\n{} loop\n" % size)
+
+
+@pytest.mark.parametrize("plant, detail", [
+    (_big_png, "not decoded: "),
+    (_scans_jpeg, "not decoded: a JPEG of 1,00"),
+    (_postscript, "not a readable image (UnidentifiedImageError)"),
+])
+def test_compare_never_decodes_a_picture_built_to_hold_it(signed, tmp_path, plant, detail):
+    """compare decoded any picture of theirs that Pillow would open and that had the acta's
+    proportions: a 0.5 MB PNG of 13,000 x 13,000 took 2 s and 850 MB (a copy may hold
+    thousands), a JPEG of 1,000 scans is decoded a thousand times over, and a PostScript file
+    named .jpg went to Pillow's PostScript reader, which ended compare in a TypeError traceback
+    (given a path, it hands the file to Ghostscript, which runs it). Each is now refused unread,
+    a different picture with the reason."""
+    from PIL import Image
+
+    files = _their_folder(signed, tmp_path / "theirs")
+    victim = sorted(files)[0]
+    with Image.open(files[victim]) as im:
+        size = im.size
+    plant(files[victim], size)
+    proc = run_cli("compare", str(signed), str(tmp_path / "theirs"), "--json", timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    row = next(a for a in report["actas"] if a["key"] == victim)
+    assert row["label"] == "different_picture" and row["detail"].startswith(detail), row
+    if plant is _big_png:
+        assert "is more than 40,000,000 pixels" in row["detail"], row
+    assert report["counts"]["identical"] == len(files) - 1

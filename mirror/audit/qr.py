@@ -29,13 +29,12 @@ import numpy as np
 import zxingcpp
 from PIL import Image, ImageFilter, ImageOps
 
-from ..imagecheck import ImageCheck, NotImage, looks_like_html
+from ..imagecheck import MAX_SCANS, ImageCheck, NotImage, jpeg_scans, looks_like_html
 from ..qrformat import QrFormatError, QrVotes, parse_qr
 
 MAX_PIXELS = 40_000_000  # real actas are ~4.4 Mpx; refuse anything near a decompression bomb
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 FORMATS = ("JPEG", "PNG")  # what mirror/imagecheck.py lets the crawl archive
-MAX_SCANS = 100  # a progressive JPEG has about 10; libjpeg decodes every block again for each
 
 # Why a table has no QR reading: one of these, stable, to be counted ("3 unreadable: 2 no QR code found, ...")
 NOT_IMAGE, HTML, TRUNCATED, TOO_LARGE = "not an image", "HTML instead of an image", "truncated image", "image too large"
@@ -339,7 +338,7 @@ def load_page(source: str | os.PathLike | BinaryIO) -> Image.Image:
             raise Unusable(NOT_IMAGE, "empty file")
         if looks_like_html(head):
             raise Unusable(HTML, "an HTML page, not an image")
-        if head.startswith(b"\xff\xd8") and (scans := _scans(fh)) > MAX_SCANS:
+        if head.startswith(b"\xff\xd8") and (scans := jpeg_scans(fh)) > MAX_SCANS:
             raise Unusable(TOO_LARGE, f"JPEG of {scans:,} scans (a progressive one has about 10): refused")
         fh.seek(0)
         try:
@@ -356,18 +355,6 @@ def load_page(source: str | os.PathLike | BinaryIO) -> Image.Image:
             raise Unusable(TOO_LARGE, f"image over {MAX_PIXELS:,} pixels: refused") from None
         except Exception as exc:  # noqa: BLE001 - any decoding failure of the file is the same finding
             raise Unusable(*_why_broken(fh, exc)) from None
-
-
-def _scans(fh) -> int:
-    """The scans (SOS markers) in a JPEG file, read in chunks: in entropy-coded data a 0xFF byte
-    is followed by 0x00 or a restart marker, so 0xFFDA starts a scan (or an embedded thumbnail's)."""
-    fh.seek(0)
-    count, carry = 0, b""
-    for chunk in iter(lambda: fh.read(1 << 20), b""):
-        data = carry + chunk
-        count += data.count(b"\xff\xda")
-        carry = data[-1:]
-    return count
 
 
 def _why_broken(fh, exc: Exception) -> tuple[str, str]:
