@@ -63,12 +63,14 @@ def copy_checkout(dest: Path) -> None:
 
 RUNNER = """#!{python}
 # mutmut 2 counts only exit code 1 as a kill; a mutant that does not even import (pytest exit 2) is
-# one too. In process, so that mutmut's timeout kills the test run itself.
+# one too. In process, so that mutmut's timeout kills the test run itself. No plugin is loaded, so
+# the project's addopts (xdist's -n) are set aside.
 import sys
 
 import pytest
 
-sys.exit(1 if pytest.main(["-x", "-q", "-n", "0", "-p", "no:cacheprovider", "--noconftest", "{tests}"] + sys.argv[1:]) else 0)
+sys.exit(1 if pytest.main(["-o", "addopts=", "-x", "-q", "-p", "no:cacheprovider", "--noconftest", "{tests}"]
+                          + sys.argv[1:]) else 0)
 """
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from mirror.archindex import _epoch
 from tests.conftest import run_cli
+from tests.test_hostile_mirror3 import _images
 from tests.test_hostile_evidence import LIMIT, _lines, _retag, _verify, _write_lines, pristine, signed  # noqa: F401
 
 INDEX = "data/index/RESULTADOS_2024_CSV_V1.csv"
@@ -143,19 +144,6 @@ def test_compare_does_not_call_a_copy_that_contradicts_its_own_records_in_agreem
     assert mended.returncode == 0 and json.loads(mended.stdout)["contradicted"] == [], mended.stdout
 
 
-def _their_folder(mirror: Path, folder: Path) -> dict[str, Path]:
-    """Every acta's latest file copied flat into folder, as a volunteer's copy holds them."""
-    import shutil
-
-    folder.mkdir()
-    out = {}
-    for o in _lines(mirror):
-        if o["kind"] == "acta":
-            out[o["key"]] = folder / f"{o['key']}.jpg"
-            shutil.copyfile(mirror / o["path"], out[o["key"]])
-    return out
-
-
 def _big_png(path: Path, size: tuple[int, int]) -> None:
     """A PNG of the acta's proportions and over 40 Mpx: a few hundred KB of zeros."""
     from PIL import Image
@@ -197,7 +185,7 @@ def test_compare_never_decodes_a_picture_built_to_hold_it(signed, tmp_path, plan
     a different picture with the reason."""
     from PIL import Image
 
-    files = _their_folder(signed, tmp_path / "theirs")
+    files = _images(signed, tmp_path / "theirs")
     victim = sorted(files)[0]
     with Image.open(files[victim]) as im:
         size = im.size
