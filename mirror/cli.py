@@ -1083,8 +1083,8 @@ def _print_run(report, args=None) -> int:
 
     for line in report.publish_failures:
         print(f"acta-mirror: failed: {line}" + ("" if line.endswith((RemoteChanged.advice, NeedsFullMirror.advice)) else
-                                                "; check the target and credentials, then re-run "
-                                                "'acta-mirror run --publish-only'"), file=sys.stderr)
+                                                f"; check the target and credentials, then re-run '{report.again}'"),
+              file=sys.stderr)
     if len(report.receipts) < report.targets:
         print(f"publish: {len(report.receipts)} of {report.targets} target(s) took the mirror; "
               f"{report.targets - len(report.receipts)} failed")

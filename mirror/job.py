@@ -41,6 +41,7 @@ class RunReport:
     targets: int = 0  # publish targets tried: the receipts' denominator
     hashed: int = 0  # payload files whose bytes the verify step read and matched...
     listed: int = 0  # ...of the files the mirror (or the manifests folder) lists
+    again: str = "acta-mirror run --publish-only"  # what publishes again after a target failed
 
     @property
     def ok(self) -> bool:
@@ -261,7 +262,7 @@ def _run_from_manifests(job: Job, key: str | None, folder: Path, *, publish_step
 
     before = read_job_state(folder)
     check_signed(before, key)
-    report = RunReport(folder)
+    report = RunReport(folder, again="acta-mirror run (the next run from the folder sends it again)")
     try:
         work = Path(tempfile.mkdtemp(prefix="acta-mirror-run-"))
     except OSError as exc:
@@ -291,20 +292,25 @@ def _run_from_manifests(job: Job, key: str | None, folder: Path, *, publish_step
         if not delta.changed:
             # A target the folder does not name as holding this state (new to the job, or a folder
             # saved before targets.txt) is sent it unchanged: one that lacks the mirror refuses.
-            unheard = [] if before.empty else [t for t in targets if before.targets is None or t not in before.targets]
+            named = before.targets or frozenset()
+            unheard = [] if before.empty else [t for t in targets if t not in named]
+            held = None
             if unheard and publish_step:
                 report.notes.append(f"{len(unheard)} of {len(targets)} target(s) not named in {folder / TARGETS} "
                                     "as holding this state: sending it to them")
-                publish_each(job, report, shown, lambda publisher: publisher.publish_delta(delta), only=unheard)
+                took = publish_each(job, report, shown, lambda publisher: publisher.publish_delta(delta),
+                                    only=unheard)
+                if took:  # recorded: each that took it, and no other
+                    held = [t for t in targets if t in named or t in took]
             elif unheard:
                 report.notes.append(f"not publishing (--no-publish): {len(unheard)} target(s) not named in "
                                     f"{folder / TARGETS} were not checked")
-            held = targets if unheard and publish_step and not report.publish_failures else None
             # what the site confirmed, so the next runs need not ask again; and who holds the state
             written = save_checks(delta, held)
+            what_for = {CHECKS: "the check times", TARGETS: "who holds the state"}
             report.notes.append(f"nothing changed: {folder} left as it was"
-                                + (f" but for {CHECKS} and {TARGETS}" if written and held else
-                                   f" but for {CHECKS}, the check times" if written else ""))
+                                + (" but for " + " and ".join(f"{name}, {what_for[name]}" for name in written)
+                                   if written else ""))
             return report
         if not publish_step:
             report.notes.append("not publishing (--no-publish): the manifests folder is left as it was")
@@ -377,25 +383,35 @@ def plan_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tr
     return crawl_plan, plans
 
 
+def held_as(publisher) -> str:
+    """How targets.txt names a target: as the run shows it (credentials hidden), and a node with
+    the IPNS key and pinning service it is published with, so that one added to the job later
+    makes a target the folder does not name (sent the state by the next run)."""
+    extra = [f"{name}={redact(value)}" for name in ("ipns", "pin_service") if (value := getattr(publisher, name, None))]
+    return " ".join([publisher.shown, *extra])
+
+
 def target_names(job: Job) -> list[str]:
-    """The job's publish targets as the publishers show them (credentials hidden): what
-    targets.txt in the manifests folder records."""
-    return [publisher.shown for publisher in publishers(job)]
+    """The job's publish targets as targets.txt in the manifests folder records them."""
+    return [held_as(publisher) for publisher in publishers(job)]
 
 
-def publish_each(job: Job, report: RunReport, shown, send, only=None) -> None:
-    """send(publisher) to every target of the job (or those `only` names, as shown), under the
-    publish step's display; each receipt or failure into the report (one target failing never
-    stops the others)."""
+def publish_each(job: Job, report: RunReport, shown, send, only=None) -> list[str]:
+    """send(publisher) to every target of the job (or those `only` names, as held_as gives
+    them), under the publish step's display; each receipt or failure into the report (one
+    target failing never stops the others). Returns the targets that took it (held_as)."""
+    took = []
     with shown("publish") as display:
         for publisher in publishers(job, display):
-            if only is not None and publisher.shown not in only:
+            if only is not None and held_as(publisher) not in only:
                 continue
             report.targets += 1
             try:
                 report.receipts.append(send(publisher))
+                took.append(held_as(publisher))
             except PublishError as exc:  # with its own advice when it has some (the CLI adds the usual)
                 report.publish_failures.append(f"{exc}; {exc.advice}" if getattr(exc, "advice", "") else str(exc))
+    return took
 
 
 def publish(job: Job, out: Path, report: RunReport, shown=unseen) -> None:

@@ -170,9 +170,6 @@ def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobStat
             (0, hashlib.sha256().hexdigest())
         cids_raw = read_inside(folder, CIDS) if os.path.lexists(folder / CIDS) else b""
         cids_text = cids_raw.decode("utf-8")
-        targets = frozenset(line.strip() for line in text_lines(read_inside(folder, TARGETS, MAX_TARGETS_BYTES)
-                                                                  .decode("utf-8")) if line.strip()) \
-            if os.path.lexists(folder / TARGETS) else None
     except (NotAMirror, OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{folder}: the job's state is unreadable: {getattr(exc, 'strerror', None) or exc}") from None
     big: dict[str, tuple[str, int]] = {}
@@ -184,7 +181,18 @@ def read_job_state(folder: str | os.PathLike, *, settle: bool = True) -> JobStat
         except (ValueError, IndexError):
             raise UsageError(f"{folder / CIDS}:{number}: not a '<cid> <size> <path>' line") from None
     return JobState(folder, records, big, size, sha256,
-                    _read_checks(folder, records), cids_raw, targets)
+                    _read_checks(folder, records), cids_raw, _read_targets(folder))
+
+
+def _read_targets(folder: Path) -> frozenset[str] | None:
+    """targets.txt's targets; None when there is none, or one that cannot be read (not a regular
+    file, too large, not UTF-8): then every target is sent the state once, the safe way, and
+    the save replaces the file (never following a link)."""
+    try:
+        raw = read_inside(folder, TARGETS, MAX_TARGETS_BYTES)
+        return frozenset(line.strip() for line in text_lines(raw.decode("utf-8")) if line.strip())
+    except (NotAMirror, OSError, UnicodeDecodeError):
+        return None
 
 
 def _read_checks(folder: Path, records: tuple[Record, ...]) -> tuple[float, ...]:
@@ -304,11 +312,12 @@ def seed(state: JobState, bag: Path) -> None:
         atomic_write(bag / STATE_DIR / CHECKED, json.dumps(when).encode())
 
 
-def save_checks(delta: "Delta", targets=None) -> bool:
+def save_checks(delta: "Delta", targets=None) -> list[str]:
     """Write checked.txt into the manifests folder when this run checked anything, and
-    targets.txt when targets (every target that holds the state) is given and differs; True if
-    either changed. Called when a run found nothing new (save() writes them with the rest)."""
-    return _save(delta.before.folder, [(CHECKS, _new_checks(delta)), *_targets_file(targets)], CHECKS)
+    targets.txt when targets (every target that holds the state) is given and differs; the
+    names written. Called when a run found nothing new (save() writes them with the rest)."""
+    return _save(delta.before.folder, [(CHECKS, _new_checks(delta)), *_targets_file(targets)],
+                 f"{CHECKS} or {TARGETS}" if targets is not None else CHECKS)
 
 
 def _targets_file(targets) -> list[tuple[str, bytes]]:
@@ -396,11 +405,10 @@ def _state_files(bag: Path, old_cids: bytes, new_cids: dict[str, tuple[str, int]
         yield CIDS_SIGNATURE, sign_bytes(cids, key, f"{CIDS_COMMENT} {_head_sha256(bag, PROVENANCE)[1]}").encode()
 
 
-def _save(folder: Path, files, what: str = "the job's state") -> bool:
+def _save(folder: Path, files, what: str = "the job's state") -> list[str]:
     """Write (name, where) files into the folder, those that differ, as one (the module's
     docstring says how): where is the file's bytes, or the folder to stream the file of that
-    name from (provenance is tens of MB at full size: never held whole). True if any was
-    written. Exit 3 when the disk refuses (full, read-only): the folder is then the old state,
+    name from (provenance is tens of MB at full size: never held whole). The names written. Exit 3 when the disk refuses (full, read-only): the folder is then the old state,
     or the new one once the journal was in."""
     staged: dict[str, str] = {}
     try:
@@ -423,7 +431,7 @@ def _save(folder: Path, files, what: str = "the job's state") -> bool:
             _complete(folder, staged)
     except OSError as exc:  # full, read-only: one line and exit 3
         raise disk_error(exc, f"writing {what} into {folder}") from None
-    return bool(staged)
+    return list(staged)
 
 
 def _current(folder: Path, name: str) -> str | None:

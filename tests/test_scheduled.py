@@ -312,3 +312,52 @@ def test_a_target_new_to_the_job_is_sent_the_state_even_when_nothing_changed(rep
     assert legacy.returncode == 0 and "2 of 2 target(s) not named" in legacy.stdout, legacy.stdout + legacy.stderr
     assert len((folder / "targets.txt").read_text().splitlines()) == 2
     assert commits(first_remote) == pushed and commits(second_remote) >= 1
+
+
+def test_a_pinning_service_added_to_the_job_is_tried_even_when_nothing_changed(replay_factory, node, tmp_path):
+    """targets.txt named a node by its address alone, so a pinning service added to the job
+    later was never contacted while nothing changed (exit 0). A node is named with its pinning
+    service and IPNS key: the next run sends it the state, and a service that cannot be
+    reached is a failure (exit 1) that leaves the record as it was."""
+    r = replay_factory()
+    keygen(tmp_path)
+    job = write_job(tmp_path, r.url, f'ipfs = ["{node.target}"]')
+    first = run_cli("run", str(job), "--quiet")
+    assert first.returncode == 0, first.stdout + first.stderr
+    folder = tmp_path / "manifests"
+    assert (folder / "targets.txt").read_text() == f"{node.target}\n"
+    job = write_job(tmp_path, r.url, f'ipfs = ["{node.target}"]\npin_service = "http://127.0.0.1:9/api"')
+    second = run_cli("run", str(job), "--quiet")
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "1 of 1 target(s) not named" in second.stdout and "pinning service" in second.stderr, second.stderr
+    assert "re-run 'acta-mirror run (the next run from the folder sends it again)'" in second.stderr
+    assert (folder / "targets.txt").read_text() == f"{node.target}\n"
+
+
+@pytest.mark.parametrize("damage", ["not utf-8", "fifo", "link", "huge"])
+def test_a_damaged_targets_file_sends_the_state_once_not_stops_the_job(replay_factory, tmp_path, damage):
+    """targets.txt is bookkeeping: one that cannot be read stopped the whole scheduled job
+    (exit 2, 'the job's state is unreadable'), new actas included. It now counts as no record:
+    every target is sent the state once, and the file is written again (never followed)."""
+    r = replay_factory()
+    keygen(tmp_path)
+    remote = tmp_path / "remotes" / "a.git"
+    job = write_job(tmp_path, r.url, f'git = ["git+file://{remote}"]')
+    assert run_cli("run", str(job), "--quiet").returncode == 0
+    targets = tmp_path / "manifests" / "targets.txt"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("elsewhere\n")
+    targets.unlink()
+    if damage == "not utf-8":
+        targets.write_bytes(b"\xff\xfe\n")
+    elif damage == "fifo":
+        os.mkfifo(targets)
+    elif damage == "link":
+        targets.symlink_to(outside)
+    else:
+        targets.write_text("x" * 70_000 + "\n")
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 of 1 target(s) not named" in proc.stdout and "targets.txt, who holds the state" in proc.stdout
+    assert not targets.is_symlink() and targets.read_text() == f"git+file://{remote}\n"
+    assert outside.read_text() == "elsewhere\n"
