@@ -331,8 +331,24 @@ def _grid(root: str, rel: str, size: tuple[int, int]):
 
     with _picture(root, rel) as im:
         im.draft("L", (size[0] * 2, size[1] * 2))  # JPEG: decode at a reduced scale, much faster
-        grey = im.convert("L").resize(size, Image.BOX).filter(ImageFilter.GaussianBlur(BLUR))
+        grey = _grey(im).resize(size, Image.BOX).filter(ImageFilter.GaussianBlur(BLUR))
         return np.asarray(grey, dtype=np.float32)
+
+
+def _grey(im):
+    """8-bit grey of im. Pillow's convert("L") clips 16-bit and 32-bit values at 255 and takes
+    floats as they are, so a 16-bit PNG or a float TIFF of an acta came out white or black (a
+    "different picture"): those are scaled to 0-255 by their range (0-1 for floats that stay
+    within it, else 8 or 16 bits, else their largest value)."""
+    import numpy as np
+    from PIL import Image
+
+    if not im.mode.startswith(("I", "F")):
+        return im.convert("L")
+    values = np.asarray(im, dtype=np.float32)
+    top = float(values.max()) if values.size else 0.0
+    full = 1.0 if im.mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
+    return Image.fromarray(np.clip(values * (255.0 / full), 0, 255).astype(np.uint8), "L")
 
 
 def _dims(root: str, rel: str) -> tuple[int, int]:

@@ -224,3 +224,30 @@ def test_a_damaged_other_mirror_is_still_compared(mirrors, tmp_path):
         next(r["detail"] for r in report["actas"] if r["key"] == keys[0])
     assert sum(1 for v in got.values() if v == "identical") == len(keys) - 1
     assert any("bad line(s)" in n for n in report["notes"]) and any("their own provenance" in n for n in report["notes"])
+
+
+def test_a_copy_kept_at_16_bits_or_as_floats_is_the_same_picture(mirrors, tmp_path):
+    """Pillow's convert("L") clips 16-bit values at 255 and takes floats as they are: a
+    volunteer's 16-bit PNG of an acta scored 254, a float TIFF (0-1) near that, and each was
+    called a different picture. They are now scaled by their range first."""
+    import numpy as np
+
+    both = mirrors / "both"
+    versions = actas(both)
+    real = [k for k in sorted(versions) if Image.open(both / versions[k][-1].path).width >= 600][:3]
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for k, how in zip(real, ("16-bit png", "float tiff", "swapped 16-bit")):
+        grey = np.asarray(Image.open(both / versions[k][-1].path).convert("L"), dtype=np.float32)
+        if how == "16-bit png":
+            Image.fromarray((grey * 257).astype(np.uint16)).save(copy / f"{k}.png")
+        elif how == "float tiff":
+            Image.fromarray(grey / 255.0).save(copy / f"{k}.tif")
+        else:  # another table's scan at 16 bits: still a different picture
+            other = np.asarray(Image.open(both / versions[real[0]][-1].path).convert("L"), dtype=np.float32)
+            Image.fromarray((other * 257).astype(np.uint16)).save(copy / f"{k}.png")
+    code, report = run_compare(both, copy)
+    got = {row["key"]: (row["label"], row["score"]) for row in report["actas"] if row["key"] in real}
+    assert got[real[0]][0] == "same_picture" and got[real[0]][1] <= 1.0, got
+    assert got[real[1]][0] == "same_picture" and got[real[1]][1] <= 1.0, got
+    assert got[real[2]][0] == "different_picture", got
