@@ -1026,7 +1026,7 @@ def cmd_diff(args) -> int:
 def cmd_run(args) -> int:
     from .config import load_job
     from .crawl import Counters, parse_shard
-    from .job import plan_job, run_job
+    from .job import from_manifests, plan_job, run_job, unnamed_targets
 
     job = load_job(args.job, user=_user_layer(), flags=_fetch_layer(args))
     _log_fetch(job.values["fetch"])
@@ -1040,6 +1040,11 @@ def cmd_run(args) -> int:
             _print_crawl_plan(crawl_plan, str(job.resolve(job["output.dir"] or job["publish.manifests"])), False)
         if plans:
             _print_plans("the mirror as it is now (before this crawl)", plans)
+        if from_manifests(job) and not args.no_publish and not args.publish_only:
+            unheard, record = unnamed_targets(job)
+            if unheard:
+                print(f"publish: {len(unheard)} target(s) not named in {record} as holding the state, sent it even "
+                      f"if nothing changed: {', '.join(unheard)}")
         return EXIT_OK
     from .progress import Progress
 

@@ -293,7 +293,7 @@ def _run_from_manifests(job: Job, key: str | None, folder: Path, *, publish_step
             # A target the folder does not name as holding this state (new to the job, or a folder
             # saved before targets.txt) is sent it unchanged: one that lacks the mirror refuses.
             named = before.targets or frozenset()
-            unheard = [] if before.empty else [t for t in targets if t not in named]
+            unheard = unnamed(targets, before)
             held = None
             if unheard and publish_step:
                 report.notes.append(f"{len(unheard)} of {len(targets)} target(s) not named in {folder / TARGETS} "
@@ -389,6 +389,20 @@ def held_as(publisher) -> str:
     makes a target the folder does not name (sent the state by the next run)."""
     extra = [f"{name}={redact(value)}" for name in ("ipns", "pin_service") if (value := getattr(publisher, name, None))]
     return " ".join([publisher.shown, *extra])
+
+
+def unnamed(targets: list[str], state) -> list[str]:
+    """The targets a manifests folder's state (jobstate.JobState) does not name as holding it
+    (targets.txt); none while the state is empty."""
+    return [] if state.empty else [t for t in targets if t not in (state.targets or ())]
+
+
+def unnamed_targets(job: Job) -> tuple[list[str], Path]:
+    """For a dry run: the job's targets its manifests folder does not name, and the file."""
+    from .jobstate import TARGETS, read_job_state
+
+    folder = Path(job.resolve(job["publish.manifests"]))
+    return unnamed(target_names(job), read_job_state(folder, settle=False)), folder / TARGETS
 
 
 def target_names(job: Job) -> list[str]:

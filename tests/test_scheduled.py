@@ -286,6 +286,10 @@ def test_a_target_new_to_the_job_is_sent_the_state_even_when_nothing_changed(rep
     job = write_job(tmp_path, r.url, f'git = ["git+file://{first_remote}", "git+file://{second_remote}"]')
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(second_remote)], check=True)
     saved = {p.name: p.read_bytes() for p in folder.iterdir()}
+    plan = run_cli("run", str(job), "--dry-run")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert f"publish: 1 target(s) not named in {folder / 'targets.txt'} as holding the state, sent it even if " \
+           f"nothing changed: git+file://{second_remote}" in plan.stdout, plan.stdout
     refused = run_cli("run", str(job), "--quiet")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "1 of 2 target(s) not named" in refused.stdout and "0 of 1 target(s) took the mirror" in refused.stdout
