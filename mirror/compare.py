@@ -88,7 +88,8 @@ class Report:
         the bytes its own provenance records: a file that could not be read is not known to
         match, whatever its recorded sha256 says, and a copy whose files are not what its own
         records say is not a sound copy, even where its bytes happen to be ours."""
-        return not self.unread and not self.contradicted and all(row.label in ("identical", "same_picture") for row in self.rows)
+        return not self.unread and not self.contradicted and \
+            all(row.label in ("identical", "same_picture") for row in self.rows)
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,15 @@ are not believed), so a run that re-checks everything rewrites a line or two and
 asks nothing leaves it as it was. It is the job's bookkeeping, not evidence: it is not in the
 bag and is never published; one that does not parse is ignored (the site is asked again).
 
-targets.txt names the publish targets (one per line, as the run shows them, credentials hidden)
-that took the state the folder records: a save after a publish writes the job's targets, every
-one of which took it. A run that finds nothing new publishes nothing, except to a target of the
-job that the file does not name (added to the job since, or a folder saved before the file
-existed): that target is sent the unchanged state, which it takes as nothing new when it holds
-the mirror and refuses, naming what it lacks, when it does not. So a new or empty target is never
-passed over with exit 0. It is bookkeeping, not evidence: never published.
+targets.txt names the publish targets (one per line, as the run shows them, credentials hidden;
+a node with its IPNS key and pinning service) that took the state the folder records: a save
+after a publish writes the job's targets, every one of which took it. A run that finds nothing
+new publishes nothing, except to a target of the job that the file does not name (added to the
+job since, or a folder saved before the file existed): that target is sent the unchanged state,
+which it takes as nothing new when it holds the mirror and refuses, naming what it lacks, when
+it does not. So a new or empty target is never passed over with exit 0. It is bookkeeping, not
+evidence: never published; one that cannot be read counts as none (every target is sent the
+state once).
 
 A save writes the changed files as one: each is staged beside its place ('.save-<name>',
 fsynced), then the journal ('.save-journal': '<sha256> <name>' per staged file, fsynced) is
@@ -78,7 +80,8 @@ TARGETS = "targets.txt"  # the publish targets (as shown) that took the state th
 MAX_TARGETS_BYTES = 1 << 16  # a line per target: a job has a handful
 STATE_FILES = ("bagit.txt", BAG_INFO, PAYLOAD_MANIFEST, PROVENANCE, CHANGES, FAILURES, STATEMENT, SIGNATURE,
                TAG_MANIFEST, *TIMESTAMP_FILES)
-SAVED_FILES = (*STATE_FILES, CIDS, CIDS_SIGNATURE, CHECKS, TARGETS)  # what a save writes: the only names a journal may give
+# what a save writes: the only names a journal may give
+SAVED_FILES = (*STATE_FILES, CIDS, CIDS_SIGNATURE, CHECKS, TARGETS)
 JOURNAL = ".save-journal"  # a save under way; bookkeeping, never published
 JOURNAL_NEW = ".save-journal.new"  # the journal being written, renamed to JOURNAL when whole
 STAGED = ".save-"  # a staged file is STAGED + its name, beside its place
@@ -408,8 +411,9 @@ def _state_files(bag: Path, old_cids: bytes, new_cids: dict[str, tuple[str, int]
 def _save(folder: Path, files, what: str = "the job's state") -> list[str]:
     """Write (name, where) files into the folder, those that differ, as one (the module's
     docstring says how): where is the file's bytes, or the folder to stream the file of that
-    name from (provenance is tens of MB at full size: never held whole). The names written. Exit 3 when the disk refuses (full, read-only): the folder is then the old state,
-    or the new one once the journal was in."""
+    name from (provenance is tens of MB at full size: never held whole). The names written.
+    Exit 3 when the disk refuses (full, read-only): the folder is then the old state, or the
+    new one once the journal was in."""
     staged: dict[str, str] = {}
     try:
         folder.mkdir(parents=True, exist_ok=True)
