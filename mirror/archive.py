@@ -603,7 +603,8 @@ class Archive:
         if fetched.status == 304:
             return None
         if self.is_known(acta.key, fetched.url, fetched.sha256):
-            os.unlink(fetched.tmp_path)
+            if kind != "index" or not self._put_back(acta.key, fetched):
+                os.unlink(fetched.tmp_path)
             return None
         versions = self.versions(acta.key)
         version = len(versions) + 1
@@ -651,6 +652,20 @@ class Archive:
         b.dirs[directory] = b.dirs.get(directory, 0) + 1
         self._remember(self._memo_dirs, directory, n + 1)
         return entry
+
+    def _put_back(self, key: str, fetched: Fetched) -> bool:
+        """An index file the bag records but does not hold (a scheduled run's working bag holds
+        only the run's new files) is put back at its recorded path from the bytes just fetched,
+        which are the recorded ones (the same sha256): so the run's coverage counts against the
+        index. Nothing new is recorded. True if it was put back."""
+        last = self.path_of(fetched.url)
+        paths = [path for path, sha, _new in self._versions(key) if sha == fetched.sha256]
+        path = last if last in paths else paths[-1] if paths else None
+        if path is None or os.path.lexists(self.root / path):
+            return False
+        self._real_folder(path.rpartition("/")[0])
+        os.rename(fetched.tmp_path, self.root / path)
+        return True
 
     def _change(self, key: str, change: str, at: str = "", **details) -> dict:
         self._open_batch.status[key] = change

@@ -99,6 +99,11 @@ def test_runs_from_the_manifests_folder_download_and_publish_only_the_delta(repl
     assert (folder / "provenance.jsonl").read_bytes().startswith(saved["provenance.jsonl"])
     assert (folder / "changes.jsonl").read_bytes().startswith(saved["changes.jsonl"])
     cid = re.search(r"root CID (\w+)", third.stdout).group(1)
+    # The signed coverage counts against the index, which the working bag did not hold (it
+    # came unchanged): it said 'discovered (the index ... could not be read: FileNotFoundError)'.
+    coverage = json.loads((folder / "signed-root.json").read_text())["coverage"]
+    assert coverage["source"] == "index data/index/RESULTADOS_2024_CSV_V1.csv", coverage
+    assert coverage["tables"] == len({rec.entry.key for rec in records if rec.entry.kind == "acta"}), coverage
 
     out = tmp_path / "restored"
     restore = run_cli("restore", "--from", f"git+file://{remote}", "--out", str(out))
@@ -365,3 +370,20 @@ def test_a_damaged_targets_file_sends_the_state_once_not_stops_the_job(replay_fa
     assert "1 of 1 target(s) not named" in proc.stdout and "targets.txt, who holds the state" in proc.stdout
     assert not targets.is_symlink() and targets.read_text() == f"git+file://{remote}\n"
     assert outside.read_text() == "elsewhere\n"
+
+
+def test_a_crawl_puts_back_an_index_file_its_mirror_lost_from_the_same_bytes(replay, tmp_path):
+    """An index the records name but the mirror no longer holds is put back from the very
+    bytes the site sends (the same sha256), and nothing new is recorded; other bytes would be
+    a new version, never written over the old path."""
+    out = tmp_path / "m"
+    assert run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(out), "--quiet").returncode == 0
+    index = out / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"
+    kept, records = index.read_bytes(), (out / "provenance.jsonl").read_bytes()
+    index.unlink()
+    assert run_cli("verify", str(out)).returncode == 1
+    again = run_cli("crawl", "resultados2024", "--root", replay.url, "--out", str(out), "--quiet",
+                    "--recheck-after", "0")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert index.read_bytes() == kept and (out / "provenance.jsonl").read_bytes() == records
+    assert run_cli("verify", str(out)).returncode == 0
