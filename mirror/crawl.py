@@ -22,8 +22,8 @@ from .archive import STATE_DIR, Archive, disk_error, safe_component, sqlite_refu
 from .config import host_ok, http_url
 from .fetch import (DEFAULT_CONCURRENCY, DEFAULT_MAX_BYTES, DEFAULT_PROCESSES, DEFAULT_TIMEOUT, Fetcher,
                     HostPolicy, check_proxy, utc_now)
-from .models import (Acta, ArchiveWriteError, Fetched, FetchError, MirrorLocked, Page, SourceUnreachable,
-                     UnsafePath, UsageError)
+from .models import (DEFERRED_CAUSES, Acta, ArchiveWriteError, Fetched, FetchError, MirrorLocked, Page,
+                     SourceUnreachable, UnsafePath, UsageError)
 from .publish import redact, register_secrets
 from .state import open_payload
 from .sites import get_site, index_chunks, unreadable
@@ -34,7 +34,6 @@ MAX_URLS_PER_ACTA = 4  # URLs fetched for one acta in one run; further ones are 
 MAX_NEW_VERSIONS_PER_RUN = 1  # new versions of one acta in one run; further bytes are reported
 LISTING_FORMAT = 2  # bump when what parse_index yields changes: an older listing is then read again
 # (2: an index's relative URLs are resolved against the URL it came from after redirects)
-DEFERRED_CAUSES = frozenset({"deadline", "deferred: host breaker"})  # not failed: asked next run
 
 
 @dataclass(frozen=True)

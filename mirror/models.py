@@ -155,6 +155,9 @@ class Fetched:
 # are hidden wherever text is redacted (publish.register_secrets).
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 MAX_INDEX_BYTES = 256 << 20  # the index of all 30,026 tables of 2024 is a few MB: a larger file is not one
+# Failure causes of a download that was not tried to the end but left for the next run (a deadline,
+# a host's breaker): such a table is "deferred", not "failed".
+DEFERRED_CAUSES = frozenset({"deadline", "deferred: host breaker"})
 MAX_FILE_BYTES = 1 << 36  # 64 GiB: far above any acta or index, far below what breaks arithmetic
 MAX_VERSION = 1_000_000
 _RANGES = {"size": (0, MAX_FILE_BYTES), "version": (1, MAX_VERSION), "status": (100, 599),

@@ -267,3 +267,29 @@ def test_publish_dry_run_counts_the_targets_it_could_plan(mirrors, tmp_path):
     proc = run_cli("publish", str(mirrors / "full"), "--dry-run", "--to", f"git+file://{remote}", "--to", UNREACHABLE)
     assert proc.returncode == 1
     assert "planned 1 of 2 target(s); 1 could not be planned" in proc.stderr, proc.stderr
+
+
+def test_a_table_the_deadline_left_is_not_downloaded_yet_not_failed(mirrors, tmp_path):
+    """The crawl says '1 failed, 23 deferred to the next run', but tally, verify --coverage,
+    crosscheck and the site then counted every table a deadline left as 'failed to download'.
+    Such a table (cause deadline, or a host's breaker) is now 'not downloaded yet'."""
+    from tests.test_hostile_evidence import _retag
+
+    copy = tmp_path / "m"
+    shutil.copytree(mirrors / "full", copy)
+    lines = [json.loads(x) for x in (copy / "failures.jsonl").read_text().splitlines()]
+    tables = [o for o in lines if o["key"] not in ("page", "index")]
+    assert len(tables) >= 2
+    tables[0].update(cause="deadline", reason="the crawl's deadline passed before it was asked")
+    (copy / "failures.jsonl").write_text("".join(json.dumps(o) + "\n" for o in lines))
+    _retag(copy)
+    whole = census(copy)
+    failed = len(tables) - 1
+    assert whole.counts()["deferred"] == 1 and whole.counts()["failed"] == failed
+    expect = (f"{whole.total - failed - 1} of {whole.total} tables archived; {failed} failed to download; "
+              "1 not downloaded yet (left for the next run)")
+    proc = run_cli("verify", str(copy), "--coverage")
+    assert expect in proc.stdout, proc.stdout
+    tally = run_cli("tally", str(copy), "--format", "csv")
+    rows = [r.split(",") for r in tally.stdout.splitlines()]
+    assert sum(1 for r in rows if tables[0]["key"] in r[0] and "deferred" in r) == 1, tally.stdout

@@ -9,6 +9,7 @@ and tables the site stopped listing. Every table on the list gets exactly one st
     print       read from the printed figures (the QR could not be recovered)
     unreadable  archived, but neither the QR nor the print gave a checked reading
     failed      the download failed (the last error, when, and after how many attempts)
+    deferred    not downloaded yet: the last run left it for the next (a deadline, a host's breaker)
     absent      the index lists it and the mirror has no trace of it
     vanished    archived or listed before, but the site no longer serves it
 
@@ -27,11 +28,11 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..manifest import CHANGES, FAILURES
-from ..models import MAX_INDEX_BYTES, Entry, IndexFormatError, NotAMirror, Place
+from ..models import DEFERRED_CAUSES, MAX_INDEX_BYTES, Entry, IndexFormatError, NotAMirror, Place
 from ..sites.resultados2024 import parse_index_bytes
 from ..state import MAX_RECORDS_BYTES, MirrorState, is_acta_key, iter_lines, open_payload, read_state
 
-STATUSES = ("qr", "print", "unreadable", "failed", "absent", "vanished")
+STATUSES = ("qr", "print", "unreadable", "failed", "deferred", "absent", "vanished")
 ARCHIVED = "archived"  # provisional, before the archived image is read
 READ = ("qr", "print")
 LABELS = {
@@ -39,6 +40,7 @@ LABELS = {
     "print": "read from the printed figures",
     "unreadable": "unreadable",
     "failed": "failed to download",
+    "deferred": "not downloaded yet (left for the next run)",
     "absent": "absent from the mirror",
     "vanished": "no longer served by the site",
     ARCHIVED: "archived, not read",
@@ -124,7 +126,7 @@ class Coverage:
                 head += f" ({counts['print']:,} from the printed figures only)"
         by_cause = ", ".join(f"{n:,} {cause}" for cause, n in self.causes().items())
         parts = [head] + [f"{counts[s]:,} {LABELS[s]}" + (f" ({by_cause})" if s == "unreadable" else "")
-                          for s in ("failed", "unreadable", "absent", "vanished") if counts[s]]
+                          for s in ("failed", "deferred", "unreadable", "absent", "vanished") if counts[s]]
         if self.unlisted:  # outside the denominator, but held: said, so none goes unmentioned
             parts.append(f"{len(self.unlisted):,} more archived that the list no longer names (kept, not counted)")
         return "; ".join(parts)
@@ -294,7 +296,8 @@ def census(bag: str | os.PathLike, state: MirrorState | None = None, *, index_he
         elif key in failures:
             f = failures[key]
             detail = f.reason + (f" ({f.cause})" if f.cause and f.cause not in f.reason else "")
-            tables[key] = TableStatus(key, "failed", detail, f.at, f.attempts, "", place, electors=electors)
+            status = "deferred" if f.cause in DEFERRED_CAUSES else "failed"
+            tables[key] = TableStatus(key, status, detail, f.at, f.attempts, "", place, electors=electors)
         else:
             tables[key] = TableStatus(key, "absent", "no download recorded", "", None, "", place, electors=electors)
     return Coverage(tables, source, tuple(sorted(set(actas) - set(places))))

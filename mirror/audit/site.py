@@ -55,6 +55,7 @@ STATUS_LABELS = {
     "print": "acta archivada, votos leídos de las cifras impresas",
     "unreadable": "acta archivada, sin lectura comprobada (ni el código QR ni las cifras impresas)",
     "failed": "no archivada: la descarga falló",
+    "deferred": "no archivada todavía: quedó para la próxima descarga",
     "absent": "no archivada: no está en este espejo",
     "vanished": "el sitio de origen ya no la publica",
 }
@@ -118,7 +119,7 @@ def _status(t: Table) -> Status:
     if s.status == "vanished":
         kept = "; se conserva la copia archivada" if t.entry else ""
         return Status(s.status, (f"desde el {_when(s.at)}" if s.at else "") + kept)
-    when = [f"el {_when(s.at)}"] if s.at and s.status == "failed" else []
+    when = [f"el {_when(s.at)}"] if s.at and s.status in ("failed", "deferred") else []
     if s.attempts:
         when.append(f"tras {s.attempts} {'intento' if s.attempts == 1 else 'intentos'}")
     return Status(s.status, s.detail + (f" ({', '.join(when)})" if when else ""))
