@@ -462,3 +462,27 @@ def test_the_site_names_every_status_the_audit_gives():
     from mirror.audit.site import STATUS_LABELS
 
     assert set(STATUS_LABELS) == set(STATUSES)
+
+
+def test_every_sum_of_votes_names_how_many_actas_it_adds_and_none_shows_zeros_for_nothing_read(mirror):
+    """An area's votes table said 'Votos según los códigos QR leídos' with no base, and where no
+    acta was read it showed 0 for every candidate: a screenshot of it reads as no votes. The
+    caption now gives 'N de M actas', and with none read the cells are '—'."""
+    pages = [p for p in (mirror / "site").rglob("index.html")]
+    seen = {"read": 0, "none": 0}
+    for page in pages:
+        text = page.read_text()
+        counts = re.search(r"(\d[\d.]*) de (\d[\d.]*) actas leídas del código QR", text)
+        assert counts, page
+        read, total = counts.groups()
+        caption = f"Votos según los códigos QR leídos: {read} de {total} actas"
+        assert caption in text, (page, text[text.find("<caption>Votos"):][:200])
+        votes = text[text.find(caption):]
+        votes = votes[:votes.find("</table>")]
+        if read == "0":
+            seen["none"] += 1
+            assert "ninguna leída" in votes and "<td>0</td>" not in votes, votes
+        else:
+            seen["read"] += 1
+            assert "<td>—</td>" not in votes
+    assert seen["read"] >= 5, seen

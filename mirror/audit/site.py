@@ -395,7 +395,11 @@ def _area_page(area: Area, names: dict[str, str], tables: list[TablePage]) -> st
                         f"Mesa {int(t.key[10:])}</a></th><td>{_t(STATUS_LABELS[t.status.kind] + detail)}</td></tr>")
         body.append("<div class=\"wide\"><table class=\"list\"><caption>Mesas</caption><thead><tr><th scope=\"col\">"
                     f"Mesa</th><th scope=\"col\">Situación</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
-    body.append(_votes_table([("Suma de los QR leídos", _sum(tables))], "Votos según los códigos QR leídos"))
+    # The sum's base in its caption; with no acta read there is no sum to show (zeros would read as no votes)
+    read = sum(t.qr is not None for t in tables)
+    body.append(_votes_table([("Suma de los QR leídos", _sum(tables) if read else None)],
+                             f"Votos según los códigos QR leídos: {_cifra(read)} de {_cifra(len(tables))} actas"
+                             + ("" if read else " (ninguna leída: no hay suma)")))
     title = "Resultados por acta: Venezuela" if code == "VE" else (area.name or code)
     crumbs = [("Venezuela", None)] if code == "VE" else _crumbs(names, code, depth)
     return _page(title, depth, crumbs, "".join(body), ("acta.js", "buscar/lugares.js"))
