@@ -102,7 +102,8 @@ def _coverage(bag: Path, state) -> dict:
 
     found = census(bag, state, index_held=False)  # a scheduled run signs a bag of this run's files alone
     return {"summary": found.summary(), "tables": found.total, "source": found.source,
-            "counts": {k: v for k, v in found.counts().items() if v}}
+            "counts": {k: v for k, v in found.counts().items() if v},
+            **({"listing_gaps": {"pages": found.gaps[0], "rows": found.gaps[1]}} if any(found.gaps) else {})}
 
 
 @dataclass

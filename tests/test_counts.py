@@ -293,3 +293,32 @@ def test_a_table_the_deadline_left_is_not_downloaded_yet_not_failed(mirrors, tmp
     tally = run_cli("tally", str(copy), "--format", "csv")
     rows = [r.split(",") for r in tally.stdout.splitlines()]
     assert sum(1 for r in rows if tables[0]["key"] in r[0] and "deferred" in r) == 1, tally.stdout
+
+
+def test_a_listing_page_the_last_run_could_not_read_makes_the_total_a_floor(mirrors, tmp_path):
+    """A crawl that lost a listing page said so ('1 of 89 page(s) unreadable'), but verify
+    --coverage, tally, the signed statement and the site then said '51 of 51 tables archived':
+    the list counted against was short by what that page listed. Every coverage line now says
+    the list may be short, and the JSON and the statement carry the gaps."""
+    from tests.test_hostile_evidence import _retag
+
+    copy = tmp_path / "m"
+    shutil.copytree(mirrors / "full", copy)
+    with open(copy / "failures.jsonl", "a") as fh:
+        fh.write(json.dumps({"key": "page", "url": "http://127.0.0.1:1/estado/9", "reason": "HTTP 500",
+                             "cause": "unreadable page", "at": "2026-11-29T00:00:00+00:00", "attempts": 3}) + "\n")
+        fh.write(json.dumps({"key": "index", "url": "http://127.0.0.1:1/index.csv", "reason": "row 7: no URL",
+                             "cause": "bad index row", "at": "2026-11-29T00:00:00+00:00", "attempts": 0}) + "\n")
+    _retag(copy)
+    short = "the list of tables may be short: the last run could not read 1 listing page(s) and 1 index row(s)"
+    assert short in census(copy).summary()
+    assert short in run_cli("verify", str(copy), "--coverage").stdout
+    tally = run_cli("tally", str(copy), "--format", "json")
+    report = json.loads(tally.stdout)
+    assert short in report["coverage"], report["coverage"]
+    assert census(mirrors / "full").gaps == (0, 0) and "may be short" not in census(mirrors / "full").summary()
+    assert run_cli("keygen", "--out", str(tmp_path / "k")).returncode == 0
+    signed = run_cli("sign", str(copy), "--key", str(tmp_path / "k.key"))
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    statement = json.loads((copy / "signed-root.json").read_text())["coverage"]
+    assert statement["listing_gaps"] == {"pages": 1, "rows": 1} and short in statement["summary"], statement

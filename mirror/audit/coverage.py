@@ -87,6 +87,7 @@ class Coverage:
     tables: Mapping[str, TableStatus]  # key -> status, sorted by key
     source: str  # what the list of tables is: "index data/index/X.csv" or "discovered (no index file)"
     unlisted: tuple[str, ...] = ()  # archived tables the list does not name (an older index had them)
+    gaps: tuple[int, int] = (0, 0)  # listing pages the last run could not read, index rows it refused
 
     @property
     def total(self) -> int:
@@ -129,6 +130,10 @@ class Coverage:
                           for s in ("failed", "deferred", "unreadable", "absent", "vanished") if counts[s]]
         if self.unlisted:  # outside the denominator, but held: said, so none goes unmentioned
             parts.append(f"{len(self.unlisted):,} more archived that the list no longer names (kept, not counted)")
+        pages, rows = self.gaps
+        if pages or rows:  # the list itself is short by what could not be read: the total is a floor
+            parts.append("the list of tables may be short: the last run could not read " + " and ".join(
+                [f"{pages:,} listing page(s)"] * bool(pages) + [f"{rows:,} index row(s)"] * bool(rows)))
         return "; ".join(parts)
 
     def resolve(self, readings: Mapping[str, tuple[str, str, str]]) -> "Coverage":
@@ -142,11 +147,13 @@ class Coverage:
                     raise ValueError(f"{key}: a reading is qr, print or unreadable, not {status!r}")
                 t = replace(t, status=status, detail=detail, cause=cause)
             tables[key] = t
-        return Coverage(tables, self.source, self.unlisted)
+        return Coverage(tables, self.source, self.unlisted, self.gaps)
 
     def to_json(self) -> dict:
         return {"summary": self.summary(), "source": self.source, "total": self.total,
-                "counts": self.counts(), "unlisted": list(self.unlisted), "tables": [t.as_dict() for t in self.tables.values()]}
+                "counts": self.counts(), "unlisted": list(self.unlisted),
+                "listing_gaps": {"pages": self.gaps[0], "rows": self.gaps[1]},
+                "tables": [t.as_dict() for t in self.tables.values()]}
 
     def to_csv(self, statuses: Iterable[str] | None = None) -> str:
         """One row per table (only those of the given statuses, when given)."""
@@ -173,9 +180,10 @@ class Failure:
     attempts: int | None = None
 
 
-def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
+def read_failures(bag: str | os.PathLike, gaps: dict[str, int] | None = None) -> dict[str, Failure]:
     """key -> its failure in the last run (tables only); a damaged line is skipped. The fields
-    cause, at and attempts are read when the crawl wrote them."""
+    cause, at and attempts are read when the crawl wrote them. gaps, when given, counts the
+    listing pages ("page") and index rows ("index") the run could not use."""
     out: dict[str, Failure] = {}
     try:
         fh = open_payload(bag, FAILURES, MAX_RECORDS_BYTES)  # no link, no FIFO, no sparse terabyte
@@ -190,6 +198,8 @@ def read_failures(bag: str | os.PathLike) -> dict[str, Failure]:
             except (ValueError, RecursionError):
                 continue  # verify reports damage to a tag file; the count must go on
             if not isinstance(obj, dict) or not is_acta_key(obj.get("key")):
+                if gaps is not None and isinstance(obj, dict) and obj.get("key") in ("page", "index"):
+                    gaps[obj["key"]] = gaps.get(obj["key"], 0) + 1
                 continue  # pages and index rows that failed are not tables
             attempts = obj.get("attempts")
             out[obj["key"]] = Failure(obj["key"], str(obj.get("url", "")), str(obj.get("reason", "")),
@@ -263,7 +273,8 @@ def census(bag: str | os.PathLike, state: MirrorState | None = None, *, index_he
     bag = Path(bag)
     state = state or read_state(bag).require_clean()
     actas = state.latest_actas()
-    failures = read_failures(bag)
+    gaps: dict[str, int] = {}
+    failures = read_failures(bag, gaps)
     vanished = read_vanished(bag)
     index = state.latest_index()
     places: dict[str, tuple[Place, int | None]] | None = None
@@ -300,5 +311,6 @@ def census(bag: str | os.PathLike, state: MirrorState | None = None, *, index_he
             tables[key] = TableStatus(key, status, detail, f.at, f.attempts, "", place, electors=electors)
         else:
             tables[key] = TableStatus(key, "absent", "no download recorded", "", None, "", place, electors=electors)
-    return Coverage(tables, source, tuple(sorted(set(actas) - set(places))))
+    return Coverage(tables, source, tuple(sorted(set(actas) - set(places))),
+                    (gaps.get("page", 0), gaps.get("index", 0)))
 
