@@ -322,3 +322,7 @@ def test_a_listing_page_the_last_run_could_not_read_makes_the_total_a_floor(mirr
     assert signed.returncode == 0, signed.stdout + signed.stderr
     statement = json.loads((copy / "signed-root.json").read_text())["coverage"]
     assert statement["listing_gaps"] == {"pages": 1, "rows": 1} and short in statement["summary"], statement
+    site = run_cli("site", str(copy))
+    assert site.returncode == 0, site.stdout + site.stderr
+    assert ("La lista de mesas puede estar incompleta: la última descarga no pudo leer 1 página(s) de la lista "
+            "y 1 fila(s) del índice") in (copy / "site" / "index.html").read_text()

@@ -34,7 +34,7 @@ from ..qrformat import CANDIDATES
 from ..sign import PublicKey, load_public, parse_public
 from ..sites.resultados2024 import acta_key, read_index_text
 from ..state import MirrorState, read_state
-from .coverage import archived_index
+from .coverage import archived_index, read_failures
 from .qr import CHANGED
 from .tally import Table, electors_report, tally
 
@@ -372,10 +372,10 @@ def _table_page(t: TablePage, names: dict[str, str], proof: dict | None, signed:
     return _page(f"Mesa {number} · {center}", depth, crumbs, "".join(body), scripts)
 
 
-def _area_page(area: Area, names: dict[str, str], tables: list[TablePage]) -> str:
+def _area_page(area: Area, names: dict[str, str], tables: list[TablePage], short: str = "") -> str:
     code = area.code
     depth = 0 if code == "VE" else len(_folder(code))
-    body = [SEARCH_FORM, _counts(tables)]
+    body = [SEARCH_FORM, _counts(tables)] + ([f"<p class=\"counts\">{_t(short)}</p>"] if short else [])
     if area.children:
         level = LEVEL_NAMES[0] if code == "VE" else LEVEL_NAMES[CODE_LENGTHS.index(len(code)) + 1]
         rows = []
@@ -500,7 +500,7 @@ def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
         for asset in ("acta.js", "acta.css"):
             _write(tmp, asset, (ASSETS / asset).read_text(encoding="utf-8"))
         _write(tmp, "firma.js", signed.script())
-        _write(tmp, "index.html", _area_page(country, names, country.tables))
+        _write(tmp, "index.html", _area_page(country, names, country.tables, _short_list(bag)))
         by_state: dict[str, list] = {}
         places = []
 
@@ -533,6 +533,18 @@ def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
         raise ArchiveWriteError(f"cannot write the site into {bag}: {exc.strerror or exc}") from None
     archived = sum(t.archived for t in pages)
     return SiteResult(site / "index.html", f"{archived:,} of {len(pages):,} tables archived", warnings)
+
+
+def _short_list(bag: Path) -> str:
+    """What the home page says when the last run could not read all of the list of tables."""
+    gaps: dict[str, int] = {}
+    read_failures(bag, gaps)
+    pages, rows = gaps.get("page", 0), gaps.get("index", 0)
+    if not pages and not rows:
+        return ""
+    what = " y ".join([f"{_cifra(pages)} página(s) de la lista"] * bool(pages)
+                      + [f"{_cifra(rows)} fila(s) del índice"] * bool(rows))
+    return f"La lista de mesas puede estar incompleta: la última descarga no pudo leer {what}."
 
 
 @dataclass(frozen=True)
