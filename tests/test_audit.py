@@ -665,3 +665,41 @@ def test_the_voters_site_writes_a_count_as_venezuela_does():
     from mirror.audit.site import _cifra
 
     assert [_cifra(n) for n in (0, 999, 1000, 1234567)] == ["0", "999", "1.000", "1.234.567"]
+
+
+def test_votes_in_dispute_count_a_figure_once_however_many_files_dispute_it(mirror, tmp_path):
+    """The same +2,000 for the runner-up on 11 tables, in two files, and again in a third file's
+    state total, was 66,000 votes in dispute (each file's difference added, and the state's
+    total on top of its tables'), enough for a false 'could flip'. A figure is now counted
+    once (the largest difference any file gives), and nested levels are not added up."""
+    import shutil
+
+    rows = list(csv.DictReader(io.StringIO(run_cli("tally", str(mirror), "--format", "csv").stdout)))
+    by_state: dict[str, list] = {}
+    for r in rows:
+        by_state.setdefault(r["key"][:2], []).append(r)
+    state, members = max(by_state.items(), key=lambda kv: len(kv[1]))
+    altered = {r["key"] for r in members[:11]}
+    official = tmp_path / "official.csv"
+    with open(official, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["level", "code", *CANDIDATES, "VOTOS_NULOS"])
+        for r in rows:
+            votes = {c: int(r[c]) for c in CANDIDATES}
+            votes["NM"] += 2_000 if r["key"] in altered else 0
+            w.writerow(["table", r["key"], *[votes[c] for c in CANDIDATES], r["VOTOS_NULOS"]])
+    shutil.copy(official, tmp_path / "again.csv")
+    totals = tmp_path / "totals.csv"
+    with open(totals, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["level", "code", *CANDIDATES, "VOTOS_NULOS"])
+        votes = {c: sum(int(r[c]) for r in members) for c in CANDIDATES}
+        votes["NM"] += 22_000
+        w.writerow(["state", state, *[votes[c] for c in CANDIDATES], sum(int(r["VOTOS_NULOS"]) for r in members)])
+    proc = run_cli("crosscheck", str(mirror), "--against", str(official), "--against", str(tmp_path / "again.csv"),
+                   "--against", str(totals), "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    races = {(r["level"], r["code"]): r for r in report["races"]}
+    assert races[("state", state)]["votes_in_dispute"] == 22_000, races[("state", state)]
+    assert races[("nation", "VE")]["votes_in_dispute"] == 22_000, races[("nation", "VE")]

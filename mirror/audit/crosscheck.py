@@ -115,7 +115,10 @@ def crosscheck(t: Tally, sources: list[str]) -> dict:
     """Compare every figure of every source; say which tables were checked and why the rest were not."""
     disagreements: list[Disagreement] = []
     unverifiable: list[dict] = []
-    disputed: dict[tuple[str, str], int] = {}
+    # race -> level -> (unit, column) -> the largest difference any file gives for it: a figure two
+    # files dispute is counted once, and a level's differences are summed but never added to another
+    # level's (a table and its parish carry the same votes)
+    disputed: dict[tuple[str, str], dict[str, dict[tuple[str, str], int]]] = {}
     compared: dict[tuple[str, str], set[str]] = {}  # (level, code) -> the sources that gave its figures
     names = []
     given = 0  # units (a table, a parish, a state...) whose figures the files give: the denominator
@@ -141,9 +144,11 @@ def crosscheck(t: Tally, sources: list[str]) -> dict:
                         continue
                     race_code = unit_code(code, race) if level == "table" else (
                         code[:{"nation": 0, "state": 2, "municipality": 4}[race]] or "VE")
-                    disputed[(race, race_code)] = disputed.get((race, race_code), 0) + abs(value - ours[column])
+                    figures = disputed.setdefault((race, race_code), {}).setdefault(level, {})
+                    figures[(code, column)] = max(figures.get((code, column), 0), abs(value - ours[column]))
     races = []
-    for (level, code), votes_in_dispute in sorted(disputed.items()):
+    for (level, code), by_level in sorted(disputed.items()):
+        votes_in_dispute = max(sum(figures.values()) for figures in by_level.values())
         unit = t.units.get((level, code))
         if unit is None:
             continue
