@@ -1238,8 +1238,8 @@ def cmd_crosscheck(args) -> int:
             print("  " + "  ".join([d["level"], d["code"], d["column"], str(d["qr"])] + minus))
     for r in report["races"]:
         flag = "COULD FLIP" if r["could_flip"] else "holds"
-        print(f"race {r['level']} {r['code']} {r['name']}: {r['leader']} leads {r['runner_up']} by "
-              f"{r['margin']:,}; {r['votes_in_dispute']:,} votes in dispute: {flag}")
+        print(f"race {r['level']} {r['code']} {r['name']} ({r['coverage']}): {r['leader']} leads {r['runner_up']} "
+              f"by {r['margin']:,} in the tables read; {r['votes_in_dispute']:,} votes in dispute: {flag}")
     unchecked = report["unchecked"]
     if unchecked:
         print(f"{sum(len(k) for k in unchecked.values()):,} table(s) not checked:")

@@ -703,3 +703,8 @@ def test_votes_in_dispute_count_a_figure_once_however_many_files_dispute_it(mirr
     races = {(r["level"], r["code"]): r for r in report["races"]}
     assert races[("state", state)]["votes_in_dispute"] == 22_000, races[("state", state)]
     assert races[("nation", "VE")]["votes_in_dispute"] == 22_000, races[("nation", "VE")]
+    # the text line gives the race's base: its margin is only that of the tables read
+    text = run_cli("crosscheck", str(mirror), "--against", str(official))
+    nation = races[("nation", "VE")]
+    line = next(x for x in text.stdout.splitlines() if x.startswith("race nation VE"))
+    assert f"({nation['coverage']}): " in line and f"by {nation['margin']:,} in the tables read" in line, line
