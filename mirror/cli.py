@@ -238,7 +238,8 @@ def parse_diff(sub) -> None:
     df.add_argument("a", help="the older mirror directory, manifest-sha256.txt or index CSV")
     df.add_argument("b", help="the newer one")
     df.add_argument("--json", action="store_true",
-                    help='print {"added": [...], "removed": [...], "changed": [...], "counts": {"a", "b", "both", "unchanged"}}')
+                    help='print {"added": [...], "removed": [...], "changed": [...], "failed_in_a": [...], '
+                         '"failed_in_b": [...], "counts": {"a", "b", "both", "unchanged"}}')
 
 
 def parse_replay(sub) -> None:
@@ -1004,17 +1005,31 @@ def cmd_verify_file(args) -> int:
 def cmd_diff(args) -> int:
     from .evidence import diff_keyed, diff_sources
 
+    from .audit.coverage import read_failures
+
     left, right = diff_sources(args.a, args.b)
     result = diff_keyed(left, right)
     both = len(left) - len(result["removed"])
     counts = {"a": len(left), "b": len(right), "both": both, "unchanged": both - len(result["changed"])}
+    # A table a mirror failed to download (failures.jsonl) is not one its site added or removed
+    failed = {side: set(read_failures(path)) if os.path.isdir(path) else set()
+              for side, path in (("a", args.a), ("b", args.b))}
+    result["failed_in_a"] = [k for k in result["added"] if k in failed["a"]]
+    result["failed_in_b"] = [k for k in result["removed"] if k in failed["b"]]
+    result["added"] = [k for k in result["added"] if k not in failed["a"]]
+    result["removed"] = [k for k in result["removed"] if k not in failed["b"]]
     if args.json:
         print(json.dumps({**result, "counts": counts}))
     else:
         print(f"{args.a}: {counts['a']:,} actas; {args.b}: {counts['b']:,} actas; {counts['unchanged']:,} of the "
               f"{both:,} in both unchanged (by what each records, a sha256 or an image name; no file is read)")
-        for kind in ("added", "removed", "changed"):
-            print(f"{kind}: {len(result[kind])}")
+        shown = {"added": "added", "removed": "removed", "changed": "changed",
+                 "failed_in_a": f"not archived in {args.a} (its download failed there)",
+                 "failed_in_b": f"not archived in {args.b} (its download failed there)"}
+        for kind, label in shown.items():
+            if kind.startswith("failed") and not result[kind]:
+                continue
+            print(f"{label}: {len(result[kind])}")
             for key in result[kind][:20]:
                 print(f"  {key}")
             if len(result[kind]) > 20:

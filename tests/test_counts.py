@@ -326,3 +326,25 @@ def test_a_listing_page_the_last_run_could_not_read_makes_the_total_a_floor(mirr
     assert site.returncode == 0, site.stdout + site.stderr
     assert ("La lista de mesas puede estar incompleta: la última descarga no pudo leer 1 página(s) de la lista "
             "y 1 fila(s) del índice") in (copy / "site" / "index.html").read_text()
+
+
+def test_diff_does_not_call_a_table_a_mirror_failed_to_download_removed(mirrors, tmp_path):
+    """diff of a whole mirror against one that failed to download some tables (404) said
+    'removed: N', as if the site had taken them down. Tables the other side records as failed
+    are now 'not archived in B (its download failed there)', apart from removed."""
+    from mirror.audit.coverage import read_failures
+
+    whole = tmp_path / "whole"
+    with small_replay("") as thread:
+        crawl_into(thread.url, whole)
+    holey = mirrors / "full"
+    failed = sorted(read_failures(holey))
+    assert failed
+    result = json.loads(run_cli("diff", str(whole), str(holey), "--json").stdout)
+    assert result["removed"] == [] and result["failed_in_b"] == failed and result["changed"] == [], result
+    back = json.loads(run_cli("diff", str(holey), str(whole), "--json").stdout)
+    assert back["added"] == [] and back["failed_in_a"] == failed, back
+    text = run_cli("diff", str(whole), str(holey))
+    assert text.returncode == 1
+    assert f"not archived in {holey} (its download failed there): {len(failed)}" in text.stdout
+    assert "removed: 0" in text.stdout, text.stdout

@@ -288,12 +288,13 @@ def test_diff_of_two_mirrors(replay_factory, tmp_path):
     counts = result.pop("counts")
     expected = sorted({e.key for e in read_provenance(b / "provenance.jsonl")
                        if e.kind == "acta" and r.replay.variant(e.url.rsplit("/", 1)[1])})
-    assert result == {"added": [], "removed": [], "changed": expected} and expected
+    assert result == {"added": [], "removed": [], "changed": expected, "failed_in_a": [], "failed_in_b": []} \
+        and expected
     actas = len({e.key for e in read_provenance(a / "provenance.jsonl") if e.kind == "acta"})
     assert counts == {"a": actas, "b": actas, "both": actas, "unchanged": actas - len(expected)}
     same = json.loads(run_cli("diff", str(a / "manifest-sha256.txt"), str(a), "--json").stdout)
     assert same.pop("counts")["unchanged"] == actas
-    assert same == {"added": [], "removed": [], "changed": []}
+    assert same == {"added": [], "removed": [], "changed": [], "failed_in_a": [], "failed_in_b": []}
 
 
 def test_keygen_never_overwrites(tmp_path):
