@@ -1265,7 +1265,9 @@ def cmd_crosscheck(args) -> int:
     if len(report["unverifiable"]) > FAILURES_SHOWN:
         print(f"... and {len(report['unverifiable']) - FAILURES_SHOWN} more figures not checked (--json)")
     kinds = "; ".join(f"{v['units']:,} {k} ({v['figures']:,} figures)" for k, v in report["summary"].items())
-    print(f"{len(report['tables_in_disagreement'])} table(s) disagree" + (f": {kinds}" if kinds else "")
+    units = sum(v["units"] for v in report["summary"].values())
+    print(f"{len(report['tables_in_disagreement'])} of {report['checked']:,} checked table(s) disagree"
+          + (f"; {units:,} unit(s) in all: {kinds}" if kinds else "")
           + f"; {len(report['unverifiable']):,} of {report['given']:,} units the files give could not be checked")
     return _changed_actas(result) or exit_status(report, args.allow_incomplete)
 

@@ -210,9 +210,10 @@ def test_crosscheck_reports_exactly_the_11_altered_tables_and_the_flip(mirror, t
     assert text.returncode == 1
     assert text.stdout.splitlines()[0] == f"{len(rows)} of {len(rows)} tables read"
     assert f"{altered[0]}  NM  " in text.stdout and "-2000  +0" in text.stdout
-    assert "11 table(s) disagree: 11 table vs official.csv (11 figures)" in text.stdout
+    assert "11 of " in text.stdout and " checked table(s) disagree; 11 unit(s) in all: 11 table vs official.csv " \
+        "(11 figures)" in text.stdout, text.stdout
     agree = run_cli("crosscheck", str(mirror), "--against", str(index))
-    assert agree.returncode == 0 and "0 table(s) disagree" in agree.stdout
+    assert agree.returncode == 0 and "\n0 of " in agree.stdout and "unit(s) in all" not in agree.stdout
 
 
 def test_crosscheck_against_aggregated_state_totals(mirror, tmp_path):
@@ -354,7 +355,8 @@ def test_crosscheck_exit_codes_and_the_unchecked_tables_by_reason(holey, tmp_pat
         w.writeheader()
         w.writerows(rows)
     proc = run_cli("crosscheck", mirror, "--against", str(changed), "--allow-incomplete")
-    assert proc.returncode == 1 and "1 table(s) disagree: 1 table vs changed.csv (1 figures)" in proc.stdout
+    assert proc.returncode == 1 and " checked table(s) disagree; 1 unit(s) in all: 1 table vs changed.csv (1 figures)" \
+        in proc.stdout
     assert "--allow-incomplete" in run_cli("crosscheck", "--help").stdout
 
 
