@@ -1093,6 +1093,8 @@ def _print_run(report, args=None) -> int:
               "publishes checks that the targets still hold them)")
     for p in report.problems[:FAILURES_SHOWN]:
         print(f"  {p}")
+    if report.coverage:
+        print(f"coverage: {report.coverage}")
     for r in report.receipts:
         for line in r.details:
             print(f"publish: {line}")

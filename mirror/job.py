@@ -42,6 +42,7 @@ class RunReport:
     hashed: int = 0  # payload files whose bytes the verify step read and matched...
     listed: int = 0  # ...of the files the mirror (or the manifests folder) lists
     again: str = "acta-mirror run --publish-only"  # what publishes again after a target failed
+    coverage: str = ""  # the tables of the site's list the mirror holds ('47 of 52 tables archived; 5 failed ...')
 
     @property
     def ok(self) -> bool:
@@ -117,6 +118,8 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     if report.problems:
         report.notes.append("not publishing: the mirror does not verify")
         return report
+    if shard == (1, 1):  # a shard's mirror holds its part of the list only: counted once merged
+        report.coverage = coverage_of(out)
     if shard != (1, 1):
         report.notes.append(f"shard {shard[0]} of {shard[1]}: publish after 'acta-mirror merge'")
         return report
@@ -125,6 +128,17 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     if publish_step:
         publish(job, out, report, shown)
     return report
+
+
+def coverage_of(mirror: Path, *, index_held: bool = True) -> str:
+    """The mirror's coverage of the site's list of tables, one line, for the run's report; or why
+    it was not counted. index_held=False: a scheduled run's working bag (audit.coverage.census)."""
+    from .audit.coverage import census
+
+    try:
+        return census(mirror, index_held=index_held).summary()
+    except (NotAMirror, OSError) as exc:
+        return f"not counted ({getattr(exc, 'strerror', None) or exc})"
 
 
 def verify_counted(out: Path) -> tuple[list[Problem], int]:
@@ -286,6 +300,7 @@ def _run_from_manifests(job: Job, key: str | None, folder: Path, *, publish_step
             report.notes.append("not publishing: what this run downloaded does not check out")
             return report
         report.hashed, report.listed = len(delta.added), len(delta.records)
+        report.coverage = coverage_of(bag, index_held=False)
         report.notes.append(f"state: {len(delta.added)} new file(s) of {len(delta.records)} recorded "
                             f"({sum(r.size for r in delta.added)} bytes downloaded and kept)")
         targets = target_names(job)

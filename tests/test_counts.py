@@ -348,3 +348,24 @@ def test_diff_does_not_call_a_table_a_mirror_failed_to_download_removed(mirrors,
     assert text.returncode == 1
     assert f"not archived in {holey} (its download failed there): {len(failed)}" in text.stdout
     assert "removed: 0" in text.stdout, text.stdout
+
+
+@pytest.mark.parametrize("output", ["mirror", ""])
+def test_a_run_says_how_much_of_the_list_of_tables_it_holds(replay_factory, tmp_path, output):
+    """run said 'verify: intact: 48 of 48 listed files' and published, with no word of the 5 of
+    the 52 tables it failed to download (restore and sign said it). It now prints the coverage,
+    with a local mirror and from the manifests folder alike."""
+    from mirror.audit.coverage import read_failures
+
+    replay = replay_factory(faults="404=0.15")
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "run.git")], check=True)
+    job = _job(tmp_path, replay.url, output, [f"git+file://{tmp_path}/run.git"])
+    proc = run_cli("run", str(job), "--quiet")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # some tables failed
+    import re
+
+    failed = len(read_failures(tmp_path / (output or "manifests")))
+    found = re.search(r"^coverage: (\d+) of (\d+) tables archived; (\d+) failed to download$", proc.stdout, re.M)
+    assert failed and found, proc.stdout
+    archived, total, said = map(int, found.groups())
+    assert said == failed and archived + failed == total, proc.stdout
