@@ -940,6 +940,61 @@ def signed(tmp_path, keypair):
     return m
 
 
+def test_the_statement_signs_the_coverage_and_the_gaps_of_its_list(tmp_path, keypair):
+    """The statement carries the coverage of the site's list (audit.coverage.census, counted as
+    for a scheduled run's working bag), and, when the last run could not read all of the list,
+    its gaps: the total is then a floor, and the signed summary says so."""
+    from mirror.audit.coverage import census
+
+    base = keypair[0]
+    m = tiny(tmp_path / "m")
+    evidence.sign_bag(m, f"{base}.key")
+    found = census(m, index_held=False)
+    coverage = json.loads((m / evidence.STATEMENT).read_text())["coverage"]
+    assert coverage == {"summary": found.summary(), "tables": 5, "source": found.source, "counts": {"archived": 5}}
+    assert found.summary() == "5 of 5 tables archived"
+    lines = [{"key": "page", "url": "http://127.0.0.1:9/estado/9", "reason": "HTTP 500", "cause": "unreadable page"},
+             {"key": "index", "url": "http://127.0.0.1:9/i.csv", "reason": "row 3", "cause": "bad index row"},
+             {"key": "index", "url": "http://127.0.0.1:9/i.csv", "reason": "row 4", "cause": "bad index row"}]
+    (m / "failures.jsonl").write_text("".join(json.dumps(o) + "\n" for o in lines))
+    _retag(m, "failures.jsonl")
+    evidence.sign_bag(m, f"{base}.key")
+    coverage = json.loads((m / evidence.STATEMENT).read_text())["coverage"]
+    assert coverage["listing_gaps"] == {"pages": 1, "rows": 2} and coverage["tables"] == 5, coverage
+    assert coverage["summary"] == ("5 of 5 tables archived; the list of tables may be short: the last run could not "
+                                   "read 1 listing page(s) and 2 index row(s)"), coverage
+
+
+def test_a_statement_from_before_signed_records_says_what_it_signs(signed, keypair):
+    """A statement without tag_files (written before the records were signed) signs the payload
+    manifest only: the seal says so, naming the records it does not sign."""
+    from mirror.archive import write_tag_manifest
+
+    base = keypair[0]
+    statement = json.loads((signed / evidence.STATEMENT).read_text())
+    del statement["tag_files"]
+    (signed / evidence.STATEMENT).write_text(json.dumps(statement, indent=1, sort_keys=True) + "\n")
+    comment = f"acta-mirror merkle root {statement['merkle_root']} size {statement['tree_size']}"
+    (signed / evidence.SIGNATURE).write_text(sign.sign_file(signed / evidence.STATEMENT,
+                                                            sign.load_secret(f"{base}.key"), comment))
+    write_tag_manifest(signed)
+    seal = evidence.check_seal(signed, f"{base}.pub")
+    assert seal.signed and seal.trusted and not seal.records_signed, seal
+    assert seal.summary == (f"signed by key {seal.key_id}, checked against the key you gave; the statement signs "
+                            "the payload manifest only, not " + ", ".join(state.SIGNED_TAG_FILES[1:])
+                            + " (it predates signed records)")
+
+
+def test_manifest_items_names_a_manifest_that_is_a_link(tmp_path):
+    m = tiny(tmp_path / "m")
+    target = m / "manifest-sha256.txt"
+    target.rename(tmp_path / "elsewhere.txt")
+    target.symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(NotAMirror) as exc:
+        evidence.manifest_items(m)
+    assert str(exc.value).startswith(f"{target}: ") and "link" in str(exc.value), exc.value
+
+
 def test_a_signed_mirror_checks_with_and_without_the_key(signed, keypair):
     base, secret, public = keypair
     statement = json.loads((signed / evidence.STATEMENT).read_text())
