@@ -173,6 +173,19 @@ def test_wrong_key_bomb_and_garbage_are_findings_not_crashes(tmp_path):
     assert read_acta("010101001.01", str(junk)).status.startswith("unreadable image")
 
 
+def _runner_up_gains(rows: list[dict], altered: set[str], path: Path) -> Path:
+    """An 'official' per-table CSV of the tally's rows where the runner-up gains 2,000 votes on
+    each altered table (where the printouts say otherwise)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["level", "code", *CANDIDATES, "VOTOS_NULOS"])
+        for r in rows:
+            votes = {c: int(r[c]) for c in CANDIDATES}
+            votes["NM"] += 2_000 if r["key"] in altered else 0
+            w.writerow(["table", r["key"], *[votes[c] for c in CANDIDATES], r["VOTOS_NULOS"]])
+    return path
+
+
 def test_crosscheck_reports_exactly_the_11_altered_tables_and_the_flip(mirror, tmp_path):
     tally_csv = run_cli("tally", str(mirror), "--format", "csv").stdout
     rows = list(csv.DictReader(io.StringIO(tally_csv)))
@@ -182,15 +195,7 @@ def test_crosscheck_reports_exactly_the_11_altered_tables_and_the_flip(mirror, t
     state, members = max(by_state.items(), key=lambda kv: len(kv[1]))
     assert len(members) >= 11
     altered = sorted(r["key"] for r in members[:11])
-    official = tmp_path / "official.csv"
-    with open(official, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["level", "code", *CANDIDATES, "VOTOS_NULOS"])
-        for r in rows:
-            votes = {c: int(r[c]) for c in CANDIDATES}
-            if r["key"] in altered:
-                votes["NM"] += 2_000  # the runner-up gains where the printouts say otherwise
-            w.writerow(["table", r["key"], *[votes[c] for c in CANDIDATES], r["VOTOS_NULOS"]])
+    official = _runner_up_gains(rows, set(altered), tmp_path / "official.csv")
     index = mirror / "data" / "index" / "RESULTADOS_2024_CSV_V1.csv"
     proc = run_cli("crosscheck", str(mirror), "--against", str(official), "--against", str(index), "--json")
     assert proc.returncode == 1, proc.stderr
@@ -681,15 +686,7 @@ def test_votes_in_dispute_count_a_figure_once_however_many_files_dispute_it(mirr
     for r in rows:
         by_state.setdefault(r["key"][:2], []).append(r)
     state, members = max(by_state.items(), key=lambda kv: len(kv[1]))
-    altered = {r["key"] for r in members[:11]}
-    official = tmp_path / "official.csv"
-    with open(official, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["level", "code", *CANDIDATES, "VOTOS_NULOS"])
-        for r in rows:
-            votes = {c: int(r[c]) for c in CANDIDATES}
-            votes["NM"] += 2_000 if r["key"] in altered else 0
-            w.writerow(["table", r["key"], *[votes[c] for c in CANDIDATES], r["VOTOS_NULOS"]])
+    official = _runner_up_gains(rows, {r["key"] for r in members[:11]}, tmp_path / "official.csv")
     shutil.copy(official, tmp_path / "again.csv")
     totals = tmp_path / "totals.csv"
     with open(totals, "w", newline="") as fh:
