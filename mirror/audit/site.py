@@ -34,7 +34,7 @@ from ..qrformat import CANDIDATES
 from ..sign import PublicKey, load_public, parse_public
 from ..sites.resultados2024 import acta_key, read_index_text
 from ..state import MirrorState, read_state
-from .coverage import archived_index, read_failures
+from .coverage import archived_index
 from .qr import CHANGED
 from .tally import Table, electors_report, tally
 
@@ -406,10 +406,11 @@ def _area_page(area: Area, names: dict[str, str], tables: list[TablePage], short
 
 
 # -- the build ---------------------------------------------------------------------------------
-def collect(state: MirrorState) -> tuple[list[TablePage], list[str], list[str]]:
+def collect(state: MirrorState) -> tuple[list[TablePage], list[str], list[str], tuple[int, int]]:
     """Every table of the index (with no index file, every table the mirror knows of), each with
     its one status from the audit's coverage; the keys left out (not a table key: no page); and
-    the tables whose archived file is not the bytes recorded (a changed copy)."""
+    the tables whose archived file is not the bytes recorded (a changed copy); and the list's
+    gaps (listing pages, index rows the last run could not read: Coverage.gaps)."""
     published = _published(state)
     pages, skipped, changed = [], [], []
     result = tally(state.root)
@@ -426,7 +427,7 @@ def collect(state: MirrorState) -> tuple[list[TablePage], list[str], list[str]]:
             names = [e.state or names[0], e.municipality or names[1], e.parish or names[2], names[3]]
         qr = {**t.votes, "VOTOS_NULOS": t.nulos} if t.votes else None
         pages.append(TablePage(key, names, _status(t), e, qr, published.get(key), t.state.electors, over.get(key)))
-    return pages, skipped, changed
+    return pages, skipped, changed, result.coverage.gaps
 
 
 def _write(tmp: Path, rel: str, text: str) -> None:
@@ -467,7 +468,7 @@ def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     gateway = _gateway(gateway)
     bag = Path(bag)
     state = read_state(bag).require_clean()  # a hostile record stops here, named, before anything is written
-    pages, skipped, changed = collect(state)
+    pages, skipped, changed, gaps = collect(state)
     items = sorted(state.manifest.items())
     leaves = manifest_leaves(items)
     root = root_of_leaves(leaves).hex()
@@ -500,7 +501,7 @@ def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
         for asset in ("acta.js", "acta.css"):
             _write(tmp, asset, (ASSETS / asset).read_text(encoding="utf-8"))
         _write(tmp, "firma.js", signed.script())
-        _write(tmp, "index.html", _area_page(country, names, country.tables, _short_list(bag)))
+        _write(tmp, "index.html", _area_page(country, names, country.tables, _short_list(gaps)))
         by_state: dict[str, list] = {}
         places = []
 
@@ -535,11 +536,10 @@ def build_site(bag: str | os.PathLike, pubkey: str | os.PathLike | None = None,
     return SiteResult(site / "index.html", f"{archived:,} of {len(pages):,} tables archived", warnings)
 
 
-def _short_list(bag: Path) -> str:
-    """What the home page says when the last run could not read all of the list of tables."""
-    gaps: dict[str, int] = {}
-    read_failures(bag, gaps)
-    pages, rows = gaps.get("page", 0), gaps.get("index", 0)
+def _short_list(gaps: tuple[int, int]) -> str:
+    """What the home page says when the last run could not read all of the list of tables
+    (gaps: listing pages, index rows, as the audit's coverage counted them)."""
+    pages, rows = gaps
     if not pages and not rows:
         return ""
     what = " y ".join([f"{_cifra(pages)} página(s) de la lista"] * bool(pages)

@@ -285,6 +285,7 @@ def to_json(t: Tally) -> dict:
         "counts": t.coverage.counts(),
         "denominator": t.coverage.source,
         "unlisted": list(t.coverage.unlisted),  # archived, but not on the list: not counted
+        "listing_gaps": {"pages": t.coverage.gaps[0], "rows": t.coverage.gaps[1]},  # the list may be short
         "unreadable": t.coverage.causes(),
         "tables": [{"key": k, "votes": x.votes, "VOTOS_NULOS": x.nulos, "status": x.state.status,
                     "detail": x.state.detail, "cause": x.state.cause, "at": x.state.at, "attempts": x.state.attempts,
