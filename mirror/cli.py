@@ -1295,7 +1295,7 @@ def cmd_demo(args) -> int:
                       use_ipfs=not args.no_ipfs)
     for i, step in enumerate(report.steps, 1):
         print(f"{i}. {step}")
-    problems, listed = verify_counted(report.mirror)
+    problems, listed, _state = verify_counted(report.mirror)
     print(f"{len(report.steps) + 1}. verified {report.mirror}: "
           + (f"intact: {listed:,} of {listed:,} listed files hashed and matched" if not problems
              else f"{len(problems)} problem(s) ({listed:,} files listed)"))

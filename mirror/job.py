@@ -23,7 +23,7 @@ from .config import ConfigError, Job
 from .crawl import CrawlOptions, CrawlResult, crawl, fetch_options
 from .manifest import BAG_INFO, CHANGES, FAILURES, PROVENANCE, atomic_write, parse_bag_info
 from .models import JSON_LINE, NotAMirror, Problem, UnsafePath, UsageError
-from .state import MAX_MANIFEST_BYTES, MAX_TAG_BYTES, Record, is_acta_key, iter_records, open_payload
+from .state import MAX_MANIFEST_BYTES, MAX_TAG_BYTES, MirrorState, Record, is_acta_key, iter_records, open_payload
 from .publish import PublishError, Receipt, inside, publisher_for, publishers_for, redact
 from .verify import check, verify
 
@@ -113,13 +113,13 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     if crawl_step:
         with shown("crawl"):
             report.crawl = asyncio.run(crawl(crawl_options(job, shard), counters))
-    report.problems, report.listed = verify_counted(out)
+    report.problems, report.listed, state = verify_counted(out)
     report.hashed = report.listed
     if report.problems:
         report.notes.append("not publishing: the mirror does not verify")
         return report
     if shard == (1, 1):  # a shard's mirror holds its part of the list only: counted once merged
-        report.coverage = coverage_of(out)
+        report.coverage = coverage_of(out, state)  # the records verify read, not read again
     if shard != (1, 1):
         report.notes.append(f"shard {shard[0]} of {shard[1]}: publish after 'acta-mirror merge'")
         return report
@@ -130,21 +130,23 @@ def run_job(job: Job, *, shard: tuple[int, int] = (1, 1), crawl_step: bool = Tru
     return report
 
 
-def coverage_of(mirror: Path, *, index_held: bool = True) -> str:
+def coverage_of(mirror: Path, state=None, *, index_held: bool = True) -> str:
     """The mirror's coverage of the site's list of tables, one line, for the run's report; or why
-    it was not counted. index_held=False: a scheduled run's working bag (audit.coverage.census)."""
+    it was not counted. state: the mirror as verify read it (clean), else it is read here.
+    index_held=False: a scheduled run's working bag (audit.coverage.census)."""
     from .audit.coverage import census
 
     try:
-        return census(mirror, index_held=index_held).summary()
+        return census(mirror, state, index_held=index_held).summary()
     except (NotAMirror, OSError) as exc:
         return f"not counted ({getattr(exc, 'strerror', None) or exc})"
 
 
-def verify_counted(out: Path) -> tuple[list[Problem], int]:
-    """verify(out), with the number of files the manifest lists (every one of them hashed)."""
+def verify_counted(out: Path) -> tuple[list[Problem], int, MirrorState]:
+    """verify(out), with the number of files the manifest lists (every one of them hashed), and
+    the mirror's state as verify read it."""
     checked = check(out)
-    return checked.problems + checked.seal.problems, len(checked.state.manifest)
+    return checked.problems + checked.seal.problems, len(checked.state.manifest), checked.state
 
 
 def from_manifests(job: Job) -> bool:
