@@ -1,8 +1,7 @@
 """The fetcher: all network policy (concurrency, pacing, the one retry policy, proxies, checks).
 
-Nothing else in acta-mirror retries. Bodies are checked as images (imagecheck.py) as they
-arrive, then written to a temp file and hashed; only small ones (SPILL_BYTES, within a budget
-for the whole run) are held in memory until whole, larger ones stream to disk. The bytes move
+Nothing else in acta-mirror retries. Bodies are checked as images (imagecheck.py), hashed and
+written to a temp file piece by piece as they arrive; none is held in memory whole. The bytes move
 through libcurl (transfer.py); its errors are translated into the FetchError family here and
 nowhere else, each with a short stable `cause`. Where a request may go is checked hop by hop: http(s) only, hosts the run
 allows, no private, loopback or link-local address unless the root itself is one. A host
@@ -29,7 +28,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import timezone
 from urllib.parse import urlsplit, urlunsplit
 
 from .imagecheck import ImageCheck, NotImage, decode
@@ -62,13 +61,8 @@ MAX_URL_CHARS = 8192
 MAX_VALIDATOR_CHARS = 1024  # ...and an ETag, Last-Modified or Content-Type over this (or holding a
                             # control character, which no header written from the record may hold) is
                             # not kept (nor sent back)
-CHECK_BYTES = 256 * 1024  # a body held in memory is checked as an image in pieces of this much
-SPILL_BYTES = 4 * 1024 * 1024  # a body up to this size is held in memory until whole (actas are ~300 KB)...
-BUFFER_BUDGET = 32 * 1024 * 1024  # ...while all bodies held at once stay under this; beyond, they stream to disk
 SPARES_BATCH, SPARES_LOW = 32, 16  # temp files made ahead, in batches, when fewer are ready
-STORE_THREADS = 2  # threads that make temp files ahead, and write whole bodies to disk and hash them
-INLINE_BYTES = 64 * 1024  # in the second process, a whole body up to this size is written and hashed
-                          # on its loop: a hand-off to a thread cost more than an 8 KB write
+SPARE_THREADS = 1  # the thread that makes temp files ahead (one batch at a time)
 
 # Defaults a caller may override per run.
 DEFAULT_CONCURRENCY = 16
@@ -81,11 +75,11 @@ SECOND_PROCESS_AFTER = 256  # image downloads asked for before the second proces
 # Which process fetches: archiving costs the same per file, a download costs more the larger the
 # file. On small images (the full index at 8 KB) the archiving process has no time to spare: the
 # second takes them all. On images of this size and more on average (real actas are ~290 KB), the
-# first also fetches one in five, as both cores then have time for it. (One in three left the
-# first process, whose event loop also archives, the busier one: 2,000 real-size actas took
-# 2.47-3.00 s against 2.32-2.67 s at one in five, median 2.75 s against 2.51 s, 7 alternating rounds.)
+# first also fetches one in every SECOND_PROCESS_SHARE + 1, as both cores then have time for it:
+# at real size that leaves the two processes with about the same CPU time (1.7 s each for 2,000
+# actas), where one in every two or five left one of them the busier.
 SHARE_FROM_BYTES = 64 * 1024
-SECOND_PROCESS_SHARE = 4  # then it keeps up to this many downloads in flight for each one here
+SECOND_PROCESS_SHARE = 3  # then it is asked for this many image downloads for each one asked here
 # While the second process takes every image, a caller may keep this many times `concurrency`
 # downloads asked for (Fetcher.depth): the second process still has at most `concurrency` requests
 # in flight, and the next one is waiting there when one ends, not in the archiving process's
@@ -213,8 +207,18 @@ class _Host:
             self.stop.set()
 
 
+_SECOND = (0, "1970-01-01T00:00:00")  # the last whole second utc_now wrote, and its text
+
+
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """The time as provenance keeps it, 2024-07-29T12:00:00.000000Z. Once per download: the
+    second's text is made once a second (datetime's isoformat took three times as long)."""
+    global _SECOND
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    second = _SECOND  # one read: another thread may set it meanwhile
+    if second[0] != seconds:
+        second = _SECOND = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{second[1]}.{micros:06d}Z"
 
 
 class Fetcher:
@@ -226,8 +230,7 @@ class Fetcher:
                  max_bytes: int = DEFAULT_MAX_BYTES, tmp_dir: str | None = None,
                  retry_attempts: int = RETRY_ATTEMPTS, alternates: tuple[str, ...] = (),
                  policy: HostPolicy = HostPolicy(), deadline: float | None = None,
-                 user_agent: str = "", headers: dict[str, str] | None = None, processes: int = 1,
-                 inline_stores: bool = False):
+                 user_agent: str = "", headers: dict[str, str] | None = None, processes: int = 1):
         self.concurrency = concurrency
         self.rate = rate
         self.proxy = proxy
@@ -243,7 +246,6 @@ class Fetcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._engine: Engine | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._buffered = 0  # bytes of bodies held in memory right now
         self.user_agent = user_agent or USER_AGENT
         self.headers = dict(headers or {})  # sent with every request (a site may want a Referer or a cookie)
         # ...but a Proxy-Authorization header, which is for the proxy: sent to it alone (through
@@ -254,9 +256,6 @@ class Fetcher:
         self._names = itertools.count(1)  # temp file names (taken from two threads: next() is atomic)
         self._spares: collections.deque[tuple[str, int]] = collections.deque()
         self._refilling = False
-        # Small bodies written on the loop: only where the loop does nothing else (the second
-        # process). In the archiving process a write can wait while the archive syncs the disk.
-        self.inline_stores = inline_stores
         # A second process takes the image downloads (fetchworker.py), once a crawl is big
         # enough to pay for starting it, and this one archives; pacing needs one clock, so not
         # with a rate.
@@ -265,6 +264,7 @@ class Fetcher:
         self._starting: asyncio.Task | None = None  # the child's start, held so it is not collected
         self._images = 0  # image downloads asked for so far
         self._local = 0  # of them, in flight in this process
+        self._split = [0, 0]  # image downloads asked here and of the second process, once images are large
         self._image_bytes = [0, 0]  # bytes and count of the images fetched so far, by both processes
         self._told: set[str] = set()  # hosts whose breaker the other process knows of
         self._waiting: collections.deque[asyncio.Future] = collections.deque()  # fetches waiting for room
@@ -273,7 +273,7 @@ class Fetcher:
         self._engine = Engine(concurrency=self.concurrency, proxy=check_proxy(self.proxy),
                               user_agent=self.user_agent, address_check=None if self.proxy else self._refuse)
         await self._engine.__aenter__()
-        self._pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="acta-mirror-store")
+        self._pool = ThreadPoolExecutor(SPARE_THREADS, thread_name_prefix="acta-mirror-spares")
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -286,12 +286,6 @@ class Fetcher:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self._drop_spares()
-
-    async def _store(self, fd: int, data: bytearray) -> str:
-        if self.inline_stores and len(data) <= INLINE_BYTES:
-            return _store(fd, data)
-        # A write can wait on the disk (while the archive syncs it): not on the loop.
-        return await asyncio.get_running_loop().run_in_executor(self._pool, _store, fd, data)
 
     def _temp_file(self) -> tuple[str, int]:
         """A new, empty temp file, open for writing: made ahead by a worker thread (creating a
@@ -371,12 +365,16 @@ class Fetcher:
         """GET url into a temp file, retried by policy; when the host fails for good, the same
         path from each alternate host in turn. The result keeps the URL asked for; its
         final_url and host say who served the bytes. Once the second process runs, it fetches
-        the images: all of them while they are small, four in five once they are large
-        (SHARE_FROM_BYTES)."""
+        the images: all of them while they are small, three in four once they are large
+        (SHARE_FROM_BYTES, SECOND_PROCESS_SHARE)."""
         remote = self._second() if expect_image else None
         if remote is not None:
             await self._room(remote)
-        if remote is not None and (self._small_images() or remote.in_flight <= SECOND_PROCESS_SHARE * self._local):
+        there = remote is not None
+        if there and not self._small_images():
+            there = self._split[1] < SECOND_PROCESS_SHARE * (self._split[0] + 1)
+            self._split[there] += 1
+        if there:
             self._tell_trips()  # a trip made here while it started: no fetch here may follow to tell it
             try:
                 return self._count(await remote.fetch(url, etag, last_modified, expect_image))
@@ -675,14 +673,14 @@ class Fetcher:
 
 
 class _Body:
-    """One answer as it arrives: judged on its head (status, length), checked as an image as it
-    comes (where it is held in memory, every CHECK_BYTES), and kept. A body of up to SPILL_BYTES
-    is held in memory and, once whole, written to its temp file and hashed on a worker thread
-    (file creation is the slowest step of a small download, and hashlib and os.write run there
-    without the GIL: the second core). A larger one, or any once the run holds BUFFER_BUDGET
-    bytes, is streamed to disk as it arrives. Whatever fails leaves no temp file behind."""
+    """One answer as it arrives: judged on its head (status, length), then each piece as it comes
+    checked as an image, hashed and written to the temp file, so no body is ever held whole in
+    memory. (Holding a real-size body until whole, to write and hash it on a worker thread, cost
+    more than it saved: growing and freeing a buffer of 300 KB per acta made the kernel hand the
+    process fresh pages each time, 14% of a crawl's CPU at real size.) Whatever fails leaves no
+    temp file behind."""
 
-    __slots__ = ("buf", "check", "checked", "conditional", "digest", "done", "expect_image", "fd", "fetcher",
+    __slots__ = ("check", "conditional", "digest", "done", "expect_image", "fd", "fetcher",
                  "final_url", "head_seen", "hops", "host", "name", "sha256", "size", "tmp_path", "url")
 
     def __init__(self, fetcher: Fetcher, url: str, final_url: str, hops: tuple[str, ...], expect_image: bool,
@@ -690,13 +688,11 @@ class _Body:
         self.fetcher, self.url, self.final_url, self.hops = fetcher, url, final_url, hops
         self.expect_image, self.conditional, self.host, self.name = expect_image, conditional, host, name
         self.fd: int | None = None
-        self.buf: bytearray | None = None
         self.tmp_path = ""
         self.size = 0
         self.digest = None
         self.sha256 = ""
         self.check: ImageCheck | None = None
-        self.checked = 0  # bytes of buf the check has been fed
         self.head_seen: Head | None = None
         self.done = False
 
@@ -723,39 +719,20 @@ class _Body:
                            cause="too large")
         self.check = ImageCheck() if self.expect_image else None
         self.tmp_path, self.fd = fetcher._temp_file()
-        self.buf = bytearray()
+        self.digest = hashlib.sha256()
         return self.write
 
     def write(self, chunk: bytes) -> None:
-        """A piece of the body (libcurl hands over at most 16 KB at a time). One held in memory is
-        checked as an image each time CHECK_BYTES more have come, and piece by piece until its
-        signature is read (an HTML page is refused before the rest of it is read); one streamed
-        to disk, piece by piece."""
-        fetcher = self.fetcher
+        """A piece of the body (libcurl hands over at most transfer.BUFFER_BYTES at a time):
+        checked (an HTML page is refused before the rest of it is read), hashed and written."""
         self.size += len(chunk)
-        if self.size > fetcher.max_bytes:
-            raise TooLarge(self.url, f"body passed the cap of {fetcher.max_bytes} bytes; cut off", cause="too large")
-        if self.buf is not None:
-            self.buf += chunk
-            fetcher._buffered += len(chunk)
-            if self.check is not None and (not self.check.kind or len(self.buf) - self.checked >= CHECK_BYTES):
-                self._check_held(self.buf)
-            if len(self.buf) <= SPILL_BYTES and fetcher._buffered <= BUFFER_BUDGET:
-                return
-            self._check_held(self.buf)
-            chunk, self.buf = bytes(self.buf), None
-            fetcher._buffered -= len(chunk)
-            self.digest = hashlib.sha256()
-        elif self.check is not None:
+        if self.size > self.fetcher.max_bytes:
+            raise TooLarge(self.url, f"body passed the cap of {self.fetcher.max_bytes} bytes; cut off",
+                           cause="too large")
+        if self.check is not None:
             self.check.feed(chunk)
         self.digest.update(chunk)
         _write_all(self.fd, chunk)
-
-    def _check_held(self, buf: bytearray | None) -> None:
-        """Feed the image check what it has not seen of the body held in memory (buf)."""
-        if self.check is not None and buf is not None and self.checked < len(buf):
-            self.check.feed(buf, self.checked)
-            self.checked = len(buf)
 
     def drop(self, chunk: bytes) -> None:
         """A redirect's body: not kept, and not read past REDIRECT_BODY_BYTES (one streaming for
@@ -769,9 +746,6 @@ class _Body:
         answer is left to result(), which keeps or removes it.)"""
         if self.done:
             return
-        if self.buf is not None:
-            self.fetcher._buffered -= len(self.buf)
-            self.buf = None
         self._discard()
 
     def _discard(self) -> None:
@@ -791,20 +765,15 @@ class _Body:
         if head.status == 304:
             return Fetched(status=304, tmp_path=None, sha256="", size=0, **common)
         trailing = 0
-        buf, self.buf = self.buf, None
         try:
             if self.check is not None:
-                self._check_held(buf)
                 verdict = self.check.finish()
                 trailing = verdict.trailing
                 # what the bytes are, not what the header claims: it names the file and the record
                 common["content_type"] = verdict.kind
             fd, self.fd = self.fd, None
-            if buf is None:
-                os.close(fd)
-                sha256 = self.digest.hexdigest()
-            else:
-                sha256 = await self.fetcher._store(fd, buf)  # closes fd
+            os.close(fd)
+            sha256 = self.digest.hexdigest()
             if self.check is not None and verdict.needs_decode:
                 await asyncio.to_thread(decode, self.tmp_path)
         except NotImage as exc:
@@ -815,9 +784,6 @@ class _Body:
         except BaseException:
             self._discard()
             raise
-        finally:
-            if buf is not None:
-                self.fetcher._buffered -= len(buf)
         return Fetched(status=200, tmp_path=self.tmp_path, sha256=sha256, size=self.size,
                        trailing_bytes=trailing, **common)
 
@@ -869,15 +835,6 @@ def _write_all(fd: int, data) -> None:
     view = memoryview(data)
     while view:
         view = view[_disk(os.write, fd, view):]
-
-
-def _store(fd: int, data: bytearray) -> str:
-    """Write a whole body into its temp file and close it; its sha256 (on a worker thread when large)."""
-    try:
-        _write_all(fd, data)
-    finally:
-        os.close(fd)
-    return hashlib.sha256(data).hexdigest()
 
 
 def _disk(op, *args):

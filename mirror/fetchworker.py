@@ -182,7 +182,7 @@ async def _serve() -> None:
     told: set[str] = set()  # hosts whose trip the parent knows of
     outbox: list[bytes] = []
 
-    async with Fetcher(**config, inline_stores=True) as fetcher:
+    async with Fetcher(**config) as fetcher:
         def answer(message: dict) -> None:
             message["requests"], message["retries"] = fetcher.requests - counted[0], fetcher.retries - counted[1]
             counted[:] = [fetcher.requests, fetcher.retries]

@@ -3,9 +3,9 @@
 
 It runs on every download, so it is compared with the sha256 the fetcher computes anyway,
 over the 20 real scans shipped with the replay (~250 KB baseline JPEGs), fed two ways: as the
-fetcher feeds a body it holds in memory (libcurl's 16 KB pieces gathered, and the check fed in
-place every fetch.CHECK_BYTES, the first piece at once), and in 1,460-byte pieces fed one by one
-(one TCP segment each: the worst case, as for a body streamed to disk).
+fetcher feeds a body (in the pieces libcurl hands over, at most transfer.BUFFER_BYTES each, each
+checked and hashed as it comes), and in 1,460-byte pieces fed one by one (one TCP segment each:
+the worst case, a server that trickles).
 
     python3 scripts/bench_imagecheck.py [--rounds 20]
 """
@@ -20,11 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mirror.fetch import CHECK_BYTES  # noqa: E402
 from mirror.imagecheck import ImageCheck  # noqa: E402
-
-
-PIECE = 16 * 1024  # what libcurl hands the fetcher at a time
+from mirror.transfer import BUFFER_BYTES  # noqa: E402
 
 
 def run(files: list[bytes], chunk: int, rounds: int, check: bool) -> float:
@@ -40,26 +37,6 @@ def run(files: list[bytes], chunk: int, rounds: int, check: bool) -> float:
     return time.perf_counter() - started
 
 
-def held(files: list[bytes], rounds: int, check: bool) -> float:
-    """Each file gathered as the fetcher holds a body (fetch._Body.write), the check fed in place
-    every CHECK_BYTES; without the check, the whole body hashed once, as the fetcher stores it."""
-    started = time.perf_counter()
-    for _ in range(rounds):
-        for data in files:
-            work, buf, fed = ImageCheck(), bytearray(), 0
-            for i in range(0, len(data), PIECE):
-                buf += data[i:i + PIECE]
-                if check and (not work.kind or len(buf) - fed >= CHECK_BYTES):
-                    work.feed(buf, fed)
-                    fed = len(buf)
-            if check:
-                work.feed(buf, fed)
-                work.finish()
-            else:
-                hashlib.sha256(buf).hexdigest()
-    return time.perf_counter() - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -69,7 +46,7 @@ def main() -> None:
     n = len(files) * args.rounds
     print(f"{len(files)} real scans, {sum(map(len, files)) / len(files) / 1e3:.0f} KB each on average, "
           f"{args.rounds} rounds")
-    ways = [(f"held, checked every {CHECK_BYTES // 1024} KB", lambda c: held(files, args.rounds, c)),
+    ways = [(f"pieces of up to {BUFFER_BYTES // 1024} KB, each fed", lambda c: run(files, BUFFER_BYTES, args.rounds, c)),
             ("1,460-byte pieces, each fed", lambda c: run(files, 1460, args.rounds, c))]
     for label, way in ways:
         check, sha = way(True), way(False)

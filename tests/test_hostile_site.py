@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mirror import fetch, sites
+from mirror import fetch, sites, transfer
 from mirror.crawl import CrawlOptions, crawl
 from mirror.fetch import Fetcher, HostPolicy
 from mirror.imagecheck import NotImage, check_bytes
@@ -843,20 +843,16 @@ def test_a_real_acta_is_judged_the_same_fed_in_place_at_any_offsets(which, edit,
         assert whole in ("truncated image", "not an image") or whole.trailing > 0
 
 
-@pytest.mark.parametrize("spill", [1 << 30, 64 * 1024])
-def test_bodies_checked_every_check_bytes_keep_their_verdict_and_release_the_buffer(site, tmp_path, monkeypatch, spill):
-    """A body held in memory is checked every CHECK_BYTES (here 40 KB, so that the last piece and
-    the piece before a spill are left to result() and to the spill) or, once spilled to disk
-    midway (spill), piece by piece: a real acta with junk after its end keeps its size and
-    trailing count, markup past the first pieces (and straddling a piece boundary) is still
-    refused as a polyglot, an early end marker left alone, a cut one refused; each time the
-    fetcher holds nothing after, and no temp file is left but the kept one."""
-    monkeypatch.setattr(fetch, "CHECK_BYTES", 40_000)
-    monkeypatch.setattr(fetch, "SPILL_BYTES", spill)
+def test_bodies_checked_piece_by_piece_keep_their_verdict(site, tmp_path, monkeypatch):
+    """A body is checked, hashed and written piece by piece as it comes (here in 16 KB pieces):
+    a real acta with junk after its end keeps its size and trailing count, markup past the first
+    pieces (and straddling a piece boundary) is still refused as a polyglot, an early end marker
+    left alone, a cut one refused; each time no temp file is left but the kept one."""
+    monkeypatch.setattr(transfer, "BUFFER_BYTES", 16 * 1024)
     monkeypatch.setattr(fetch, "BACKOFF_BASE", 0.0)  # a cut file is retried: at once
     data = _ACTAS[0].read_bytes()
     scan = data.index(b"\xff\xda") + 20
-    at = 81_920 - 16  # libcurl's pieces are 16 KB: checked at 16 and 64 KB, spilled at 80 (the markup straddles it)
+    at = 81_920 - 16  # pieces of 16 KB: the markup straddles the fifth boundary
     cases = {"/ok.jpg": data + b"junk" * 3000, "/poly.jpg": data[:at] + _POLYGLOT + data[at:],
              "/cut.jpg": data[:-1], "/small.jpg": data[:scan + 2000] + b"\xff\xd9",
              "/early.jpg": data[:at] + _POLYGLOT + data[at:] * 12}  # refused before it is read whole
@@ -878,7 +874,6 @@ def test_bodies_checked_every_check_bytes_keep_their_verdict_and_release_the_buf
                     got[path] = await fetcher.fetch(site.url + path)
                 except FetchError as exc:
                     got[path] = exc.cause
-                assert fetcher._buffered == 0, path
         return got
 
     got = asyncio.run(asyncio.wait_for(go(), 60))
@@ -888,5 +883,5 @@ def test_bodies_checked_every_check_bytes_keep_their_verdict_and_release_the_buf
     assert got["/poly.jpg"] == "polyglot" == _judge(cases["/poly.jpg"], [])
     assert got["/cut.jpg"] == "truncated image"
     assert got["/small.jpg"] == _judge(cases["/small.jpg"], []) == "not an image"  # the scan too small
-    assert got["/early.jpg"] == "polyglot" and read["early.jpg"] <= at + 40_000 + 2 * 16384, read
+    assert got["/early.jpg"] == "polyglot" and read["early.jpg"] <= at + len(_POLYGLOT) + 2 * 16384, read
     assert sorted(tmp_path.iterdir()) == [Path(ok.tmp_path)]

@@ -5,8 +5,8 @@ import asyncio
 import csv
 import hashlib
 import io
-import threading
 import urllib.request
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -239,16 +239,13 @@ def test_a_fifo_where_the_archived_index_was_is_never_read(replay, tmp_path):
         proc.stdout + proc.stderr  # the index was asked for whole, and read from the download
 
 
-def test_bodies_written_on_the_loop_are_whole(wide_replay, tmp_path, monkeypatch):
-    """The second process writes small bodies on its loop (inline_stores): same bytes, same sha256."""
-    monkeypatch.setattr(fetch, "INLINE_BYTES", 1 << 30)  # every body of the replay goes that way
+def test_bodies_streamed_to_disk_are_whole(wide_replay, tmp_path):
+    """Every body is hashed and written piece by piece as it comes: same bytes, same sha256,
+    whatever the order the pieces of 4 downloads at once arrive in."""
     urls = image_urls(wide_replay)[:12]
-    stored = []
-    real_store = fetch._store
-    monkeypatch.setattr(fetch, "_store", lambda fd, data: stored.append(threading.current_thread()) or real_store(fd, data))
 
     async def go():
-        async with fetcher(tmp_path, wide_replay, concurrency=4, inline_stores=True) as f:
+        async with fetcher(tmp_path, wide_replay, concurrency=4) as f:
             return await fetch_all(f, urls)
 
     for url, got in zip(urls, asyncio.run(go())):
@@ -257,15 +254,25 @@ def test_bodies_written_on_the_loop_are_whole(wide_replay, tmp_path, monkeypatch
         with open(got.tmp_path, "rb") as fh:
             assert fh.read() == body
         assert got.sha256 == hashlib.sha256(body).hexdigest() and got.size == len(body)
-    assert stored == [threading.main_thread()] * len(urls), "each body was written on the loop's thread"
+
+
+def test_the_time_of_a_download_is_written_as_datetime_writes_it(monkeypatch):
+    """utc_now makes a second's text once and adds the microseconds: across a second's end, at
+    its first and last microsecond, and back to an earlier second, it writes what datetime writes."""
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    for ns in (1_722_254_400_123_456_789, 1_722_254_400_999_999_999, 1_722_254_401_000_000_000,
+               1_722_254_401_000_000_999, 1_722_254_400_000_001_000, 86_399_999_999_000, 0):
+        monkeypatch.setattr(fetch.time, "time_ns", lambda ns=ns: ns)
+        want = (epoch + timedelta(microseconds=ns // 1000)).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        assert fetch.utc_now() == want, ns
 
 
 def test_making_spare_temp_files_ahead_raises_nothing(tmp_path):
     """_make_spares runs on a worker thread whose future nobody reads: an exception there would
-    pass unseen (a stray line once set inline_stores from an undefined name after every batch)."""
-    f = Fetcher(tmp_dir=str(tmp_path), inline_stores=True)
+    pass unseen (a stray line once set a flag from an undefined name after every batch)."""
+    f = Fetcher(tmp_dir=str(tmp_path))
     f._make_spares()
-    assert len(f._spares) == fetch.SPARES_BATCH and f.inline_stores and not f._refilling
+    assert len(f._spares) == fetch.SPARES_BATCH and not f._refilling
     f._drop_spares()
     assert not list(tmp_path.iterdir())
 
@@ -338,7 +345,7 @@ def test_the_second_process_carries_a_folder_name_of_bytes_that_are_not_utf8(wid
 def test_once_the_second_process_runs_it_takes_small_images_all_and_large_ones_in_part(
         wide_replay, tmp_path, monkeypatch, large):
     """Small images all go to the second process (the first is busy archiving them); when
-    images are large on average, the first also fetches some."""
+    images are large on average, the first also fetches one in every SECOND_PROCESS_SHARE + 1."""
     monkeypatch.setattr(fetch, "SECOND_PROCESS_AFTER", 10)
     if large:  # the replay's images are small: make the threshold smaller still
         monkeypatch.setattr(fetch, "SHARE_FROM_BYTES", 1)
@@ -354,7 +361,8 @@ def test_once_the_second_process_runs_it_takes_small_images_all_and_large_ones_i
     results, here, child = asyncio.run(go())
     assert all(not isinstance(r, BaseException) for r in results), results
     assert here + child >= len(urls) - 20 and child > 0
-    assert (here > 0) if large else (here == 0), (here, child)
+    share = fetch.SECOND_PROCESS_SHARE
+    assert (abs(child - share * here) <= share and here > 0) if large else (here == 0), (here, child)
 
 
 @pytest.mark.parametrize("large", [False, True])
