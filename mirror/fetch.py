@@ -372,7 +372,10 @@ class Fetcher:
             await self._room(remote)
         there = remote is not None
         if there and not self._small_images():
-            there = self._split[1] < SECOND_PROCESS_SHARE * (self._split[0] + 1)
+            # Three in four by count, but the second process never holds every slot: one that
+            # stopped answering (alive, its loop stuck) must not stop this one fetching.
+            there = (self._split[1] < SECOND_PROCESS_SHARE * (self._split[0] + 1)
+                     and remote.in_flight < self.concurrency - 1)
             self._split[there] += 1
         if there:
             self._tell_trips()  # a trip made here while it started: no fetch here may follow to tell it

@@ -34,6 +34,7 @@ _PIXELS_PER_SCAN_BYTE = 2048  # a whole scan has at least 1 byte per 256 pixels:
 _CHUNK_TYPE = re.compile(rb"[A-Za-z]{4}")
 # In a scan, 0xFF00 is a stuffed byte, 0xFFD0-D7 a restart and 0xFFFF fill: anything else is a marker.
 _MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_NOT_FILL = re.compile(rb"[^\xff]")
 MAX_SCANS = 100  # a progressive JPEG has about 10; libjpeg decodes every block again for each, so more is refused unread
 
 
@@ -156,11 +157,11 @@ class ImageCheck:
                 return pos
             if buf[pos] != 0xFF:
                 _broken(bytes(buf[pos:pos + 1024]), f"JPEG structure broken at a segment boundary (byte {buf[pos]:#04x}, not a marker)")
-            start = pos
-            while pos < len(buf) and buf[pos] == 0xFF:
-                pos += 1
-            if pos >= len(buf):
-                return start
+            found = _NOT_FILL.search(buf, pos + 1)  # a marker may follow any number of 0xFF fill bytes
+            if found is None:  # fill only, so far: keep one 0xFF (the byte after it decides), drop the rest
+                return len(buf) - 1
+            pos = found.start()
+            start = pos - 1  # what waits for more keeps one 0xFF, never the fill before it (read once)
             marker = buf[pos]
             if marker in _STANDALONE:
                 pos += 1

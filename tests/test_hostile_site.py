@@ -843,6 +843,30 @@ def test_a_real_acta_is_judged_the_same_fed_in_place_at_any_offsets(which, edit,
         assert whole in ("truncated image", "not an image") or whole.trailing > 0
 
 
+def test_fill_bytes_before_a_marker_change_no_verdict_and_are_held_back_at_most_once():
+    """Any number of 0xFF fill bytes may come before a marker. Runs of them between a real acta's
+    segments, cut anywhere or fed a few bytes at a time, leave the verdict the acta's own; and the
+    check holds back at most one of them while it waits for more, so a hostile body of fill
+    trickled in small pieces is read once, not once for every piece that follows (it was held
+    whole, and searched again at every piece: seconds of the event loop for 2 MiB)."""
+    from mirror.imagecheck import ImageCheck
+    data = _ACTAS[0].read_bytes()
+    whole = _judge(data, [])
+    scan = data.index(b"\xff\xda")
+    for at in (2, scan):  # after the start of image; before the scan header
+        filled = data[:at] + b"\xff" * 5000 + data[at:]
+        for cuts in ([], [at + 1, at + 2, at + 3], list(range(at, at + 5003, 7)), [at + 4999, at + 5000, at + 5001]):
+            assert _judge(filled, cuts) == whole, (at, cuts[:5])
+    check = ImageCheck()
+    check.feed(b"\xff\xd8")
+    for _ in range(2000):
+        check.feed(b"\xff" * 16)
+        assert len(check._buf) <= 1
+    check.feed(b"\xff" * 100 + b"\xdb\x00\x43" + b"q" * 10)  # a marker, then part of its segment
+    assert len(check._buf) <= 1 + 3 + 10
+    assert _judge(b"\xff\xd8" + b"\xff" * 40_000, list(range(0, 40_002, 16))) == "truncated image"
+
+
 def test_bodies_checked_piece_by_piece_keep_their_verdict(site, tmp_path, monkeypatch):
     """A body is checked, hashed and written piece by piece as it comes (here in 16 KB pieces):
     a real acta with junk after its end keeps its size and trailing count, markup past the first

@@ -5,6 +5,8 @@ import asyncio
 import csv
 import hashlib
 import io
+import os
+import signal
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
@@ -363,6 +365,37 @@ def test_once_the_second_process_runs_it_takes_small_images_all_and_large_ones_i
     assert here + child >= len(urls) - 20 and child > 0
     share = fetch.SECOND_PROCESS_SHARE
     assert (abs(child - share * here) <= share and here > 0) if large else (here == 0), (here, child)
+
+
+def test_a_second_process_that_stops_answering_never_holds_every_slot(wide_replay, tmp_path, monkeypatch):
+    """Large images are shared by count, three in four to the second process; one that is alive
+    but answers nothing (stopped here with SIGSTOP, as a stuck loop would be) is never given the
+    last slot, so the first goes on fetching; once it answers again, what it held comes back whole."""
+    monkeypatch.setattr(fetch, "SECOND_PROCESS_AFTER", 10)
+    monkeypatch.setattr(fetch, "SHARE_FROM_BYTES", 1)
+    urls = image_urls(wide_replay)[:80]
+
+    async def go():
+        async with fetcher(tmp_path, wide_replay, concurrency=4) as f:
+            await past_the_start(f, urls[:20])
+            pid, here = f._remote._proc.pid, f._requests
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                tasks = [asyncio.ensure_future(f.fetch(url)) for url in urls[20:]]
+                for _ in range(600):  # a minute at most
+                    if f._requests - here >= 40:
+                        break
+                    await asyncio.sleep(0.1)
+                went_on = f._requests - here
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            return went_on, results, f._requests - here, f._remote.requests
+
+    went_on, results, local, child = asyncio.run(go())
+    assert went_on >= 40, went_on
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert 0 < child and local + child >= len(urls) - 20, (local, child)
 
 
 @pytest.mark.parametrize("large", [False, True])
