@@ -726,7 +726,7 @@ class _Body:
         return self.write
 
     def write(self, chunk: bytes) -> None:
-        """A piece of the body (libcurl hands over at most transfer.BUFFER_BYTES at a time):
+        """A piece of the body (libcurl hands over at most 16 KB at a time):
         checked (an HTML page is refused before the rest of it is read), hashed and written."""
         self.size += len(chunk)
         if self.size > self.fetcher.max_bytes:

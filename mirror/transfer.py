@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import pycurl
 
 SUPPRESS_CONNECT_HEADERS = 265  # CURLOPT_SUPPRESS_CONNECT_HEADERS (libcurl 7.54), which pycurl does not name
-BUFFER_BYTES = 256 * 1024  # libcurl's receive buffer: the largest piece a sink is handed
+BUFFER_BYTES = 256 * 1024  # libcurl's receive buffer (one read from the socket); a sink is still handed at most
+                           # 16 KB at a time (CURL_MAX_WRITE_SIZE, libcurl 8)
 LOW_SPEED_SECONDS = 30  # a body that sends nothing for this long is cut off (a stalling server)
 
 # libcurl's error codes, as the causes the fetcher reports (anything else: "connection error")
