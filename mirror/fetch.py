@@ -680,7 +680,7 @@ class _Body:
     checked as an image, hashed and written to the temp file, so no body is ever held whole in
     memory. (Holding a real-size body until whole, to write and hash it on a worker thread, cost
     more than it saved: growing and freeing a buffer of 300 KB per acta made the kernel hand the
-    process fresh pages each time, 14% of a crawl's CPU at real size.) Whatever fails leaves no
+    process fresh pages each time: a sixth of a crawl's CPU at real size.) Whatever fails leaves no
     temp file behind."""
 
     __slots__ = ("check", "conditional", "digest", "done", "expect_image", "fd", "fetcher",
