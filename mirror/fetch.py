@@ -684,7 +684,7 @@ class _Body:
     temp file behind."""
 
     __slots__ = ("check", "conditional", "digest", "done", "expect_image", "fd", "fetcher",
-                 "final_url", "head_seen", "hops", "host", "name", "sha256", "size", "tmp_path", "url")
+                 "final_url", "head_seen", "hops", "host", "name", "size", "tmp_path", "url")
 
     def __init__(self, fetcher: Fetcher, url: str, final_url: str, hops: tuple[str, ...], expect_image: bool,
                  conditional: bool, host: _Host, name: str):
@@ -694,7 +694,6 @@ class _Body:
         self.tmp_path = ""
         self.size = 0
         self.digest = None
-        self.sha256 = ""
         self.check: ImageCheck | None = None
         self.head_seen: Head | None = None
         self.done = False

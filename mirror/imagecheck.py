@@ -77,22 +77,23 @@ class ImageCheck:
         self._crc = 0
         self._seen_idat = False
 
-    def feed(self, chunk: bytes | bytearray, start: int = 0) -> None:
-        """The next bytes of the file: chunk[start:] (a caller holding the body reads it in place)."""
-        if start >= len(chunk):
-            return  # nothing new
-        if self._state == "trailing":
-            self.trailing += len(chunk) - start
+    def feed(self, chunk: bytes | bytearray) -> None:
+        """The next bytes of the file."""
+        if not chunk:
             return
+        if self._state == "trailing":
+            self.trailing += len(chunk)
+            return
+        start = 0
         if self._state == "scan" and not self._buf:
             # most of a scanned page: compressed data, searched where it lies rather than copied
-            found = _MARKER_IN_SCAN.search(chunk, start)
+            found = _MARKER_IN_SCAN.search(chunk)
             if found is None:
                 end = len(chunk) - (chunk[-1] == 0xFF)  # keep a last 0xFF: the next byte decides
-                self._scan_bytes += end - start
+                self._scan_bytes += end
                 self._buf += chunk[end:]
                 return
-            self._scan_bytes += found.start() - start
+            self._scan_bytes += found.start()
             self._state = "marker"
             start = found.start()
         self._buf += chunk[start:] if start else chunk

@@ -3,6 +3,7 @@ never said with a success word (or exit 0). Real mirrors crawled from the replay
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -362,8 +363,6 @@ def test_a_run_says_how_much_of_the_list_of_tables_it_holds(replay_factory, tmp_
     job = _job(tmp_path, replay.url, output, [f"git+file://{tmp_path}/run.git"])
     proc = run_cli("run", str(job), "--quiet")
     assert proc.returncode == 1, proc.stdout + proc.stderr  # some tables failed
-    import re
-
     failed = len(read_failures(tmp_path / (output or "manifests")))
     found = re.search(r"^coverage: (\d+) of (\d+) tables archived; (\d+) failed to download$", proc.stdout, re.M)
     assert failed and found, proc.stdout
